@@ -1,0 +1,174 @@
+"""The audit's configuration: a TOML spec and CLI flags merged into one validated AuditConfig.
+
+Parameters carry the same names in the spec, the CLI (with dashes) and the Python API. Section
+options live in a table named after the section (``[contrastive]``); check thresholds in
+``[checks.ID]``. A bad value raises a ConfigError that names the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from auditor.errors import ConfigError
+
+FAIL_ON = ("warn", "fail")
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+@dataclass
+class AuditConfig:
+    """Everything one audit run needs to know; paths are kept as the user gave them."""
+
+    model: str | None = None
+    data: str = "sklearn:digits"
+    out: str | None = None
+    sections: list[str] | None = None
+    max_samples: int | None = None
+    seed: int = 0
+    baseline: str | None = None
+    fail_on: str = "fail"
+    progress: bool = True
+    unsafe_load: bool = False
+    input_range: str = "auto"
+    data_range: str = "auto"
+    class_names: list[str] | None = None
+    batch_size: int = 64
+    train_data: str | None = None
+    compare_model: str | None = None
+    strategy: str = "default"
+    section_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    checks: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved spec, as summary.json records it."""
+        return dataclasses.asdict(self)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    """Whether a TOML value fits a dataclass field's annotation (ints are accepted as floats)."""
+    if tp is Any:
+        return True
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if origin is list:
+        (item,) = typing.get_args(tp) or (Any,)
+        return isinstance(value, list) and all(_matches(v, item) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def build_dataclass(cls: type, values: dict[str, Any], where: str) -> Any:
+    """Instantiate ``cls`` from a mapping, naming the offending key on any mismatch."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in hints:
+            raise ConfigError(
+                f"unknown key '{where}{key}'; expected one of: {', '.join(names)}"
+            )
+        if not _matches(value, hints[key]):
+            raise ConfigError(
+                f"'{where}{key}' must be {_type_name(hints[key])}, got {value!r}"
+            )
+        kwargs[key] = float(value) if hints[key] is float else value
+    return cls(**kwargs)
+
+
+def read_spec(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML spec file; relative paths inside it are resolved against its folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"spec file '{path}' does not exist; pass the path of a .toml audit spec")
+    try:
+        spec = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"spec file '{path}' is not valid TOML: {exc}") from None
+    for key in ("model", "compare_model", "baseline", "out", "data", "train_data"):
+        value = spec.get(key)
+        if isinstance(value, str):
+            spec[key] = _resolve_source(value, path.parent)
+    return spec
+
+
+def _resolve_source(source: str, base: Path) -> str:
+    """A path (or ``npz:PATH``) relative to the spec's folder; schemes and 'demo' stay as given."""
+    scheme, sep, rest = source.partition(":")
+    if scheme == "npz" and rest and not Path(rest).is_absolute():
+        return f"npz:{(base / rest).resolve()}"
+    if not sep and source != "demo" and not Path(source).is_absolute():
+        return str((base / source).resolve())
+    return source
+
+
+def make_config(spec: dict[str, Any] | None = None, **flags: Any) -> AuditConfig:
+    """Merge a parsed spec and CLI flags (flags win; None means 'not given') and validate."""
+    from auditor.sections import SECTION_NAMES, section_options_class
+
+    merged = dict(spec or {})
+    merged.update({k: v for k, v in flags.items() if v is not None})
+    top_fields = {f.name for f in dataclasses.fields(AuditConfig)} - {"section_options", "checks"}
+    section_tables = {}
+    for name in SECTION_NAMES:
+        if name in merged:
+            table = merged.pop(name)
+            if not isinstance(table, dict):
+                raise ConfigError(f"'{name}' must be a table of section options, got {table!r}")
+            section_tables[name] = table
+    checks = merged.pop("checks", {})
+    if not isinstance(checks, dict) or not all(isinstance(v, dict) for v in checks.values()):
+        raise ConfigError("'checks' must be a table of tables: [checks.accuracy] fail_below = 0.9")
+    unknown = set(merged) - top_fields
+    if unknown:
+        key = sorted(unknown)[0]
+        raise ConfigError(
+            f"unknown key '{key}'; expected one of: "
+            f"{', '.join(sorted(top_fields | set(SECTION_NAMES) | {'checks'}))}"
+        )
+    config = build_dataclass(AuditConfig, merged, "")
+    config.checks = checks
+    for name, table in section_tables.items():
+        build_dataclass(section_options_class(name), table, f"{name}.")
+    config.section_options = section_tables
+    _validate(config, SECTION_NAMES)
+    return config
+
+
+def _validate(config: AuditConfig, known_sections: tuple[str, ...]) -> None:
+    if config.sections is not None:
+        for name in config.sections:
+            if name not in known_sections:
+                raise ConfigError(
+                    f"unknown section '{name}'; choose from: {', '.join(known_sections)}"
+                )
+    if config.fail_on not in FAIL_ON:
+        raise ConfigError(f"'fail_on' must be 'warn' or 'fail', got {config.fail_on!r}")
+    if config.strategy not in STRATEGIES:
+        raise ConfigError(
+            f"'strategy' must be one of {', '.join(STRATEGIES)}, got {config.strategy!r}"
+        )
+    if config.max_samples is not None and config.max_samples < 1:
+        raise ConfigError(f"'max_samples' must be at least 1, got {config.max_samples}")
+    if config.batch_size < 1:
+        raise ConfigError(f"'batch_size' must be at least 1, got {config.batch_size}")
+    if not config.model:
+        raise ConfigError("no model given; pass --model PATH (a .keras/.h5 file or SavedModel "
+                          "folder) or set 'model' in the spec ('demo' for the digits demo)")

@@ -1,0 +1,320 @@
+"""Labelled image sources streamed as display-space batches that fit the model.
+
+Sources (the ``--data`` SOURCE): ``sklearn:digits[:train|test|all]``, ``npz:PATH`` (arrays ``x``,
+``y``, optional ``class_names``), a folder with one sub-folder of images per class (Keras's
+convention: class names from sorted folder names), and ``tfds:NAME[:SPLIT]`` when the dataset is
+already on disk. Every image leaves here as float32 in [0, 1] with the model's height, width and
+channels; the audit never holds more than a batch of images unless a section asks for a few.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from auditor.errors import DataError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+DATA_RANGES = ("auto", "0-1", "0-255")
+DIGITS_TEST_FRACTION = 0.4
+
+
+@dataclass
+class Dataset:
+    """A labelled image source, possibly a stratified sample of it.
+
+    ``labels[i]`` is the class of sample ``i``; ``source_index[i]`` its position in the source.
+    """
+
+    source: str
+    class_names: list[str]
+    labels: np.ndarray
+    source_index: np.ndarray
+    image_shape: tuple[int, int, int]
+    _read: Callable[[np.ndarray], object]  # source indices -> tf.data.Dataset of raw images
+
+    @property
+    def n(self) -> int:
+        return int(len(self.labels))
+
+    def batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Stream (images, labels, sample positions) in order, a batch at a time."""
+        for start, images in zip(range(0, self.n, batch_size),
+                                 self._pipeline(self.source_index, batch_size), strict=True):
+            stop = min(start + batch_size, self.n)
+            yield images.numpy(), self.labels[start:stop], np.arange(start, stop)
+
+    def images(self, positions) -> np.ndarray:
+        """Re-read a few samples by position (for figures and per-example analyses)."""
+        positions = np.asarray(positions, dtype=int)
+        if positions.size == 0:
+            return np.zeros((0, *self.image_shape), np.float32)
+        order = np.argsort(positions, kind="stable")  # sources read fastest in order
+        chunks = [b.numpy() for b in self._pipeline(self.source_index[positions[order]], 256)]
+        images = np.empty((len(positions), *self.image_shape), np.float32)
+        images[order] = np.concatenate(chunks)
+        return images
+
+    def _pipeline(self, source_index: np.ndarray, batch_size: int):
+        import tensorflow as tf
+
+        height, width, channels = self.image_shape
+        raw = self._read(source_index)
+        fitted = raw.map(lambda img: fit_image(img, height, width, channels),
+                         num_parallel_calls=tf.data.AUTOTUNE)
+        return fitted.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def fit_image(image, height: int, width: int, channels: int):
+    """One display-space image (H, W, C) converted to the model's size and channels."""
+    import tensorflow as tf
+
+    image = tf.convert_to_tensor(image, tf.float32)
+    if image.shape[-1] == 4:
+        image = image[..., :3]
+    if image.shape[-1] == 3 and channels == 1:
+        image = tf.image.rgb_to_grayscale(image)
+    elif image.shape[-1] == 1 and channels == 3:
+        image = tf.image.grayscale_to_rgb(image)
+    if tuple(image.shape[:2]) != (height, width):
+        image = tf.image.resize(image, (height, width), antialias=True)
+    return tf.clip_by_value(image, 0.0, 1.0)
+
+
+def load_dataset(source: str, image_shape: tuple[int, int, int], num_classes: int, *,
+                 class_names: list[str] | None = None, max_samples: int | None = None,
+                 seed: int = 0, data_range: str = "auto") -> Dataset:
+    """Open a data source, check it against the model, and take a stratified sample if asked."""
+    if data_range not in DATA_RANGES:
+        raise DataError(f"unknown data_range '{data_range}'; use one of: {', '.join(DATA_RANGES)}")
+    scheme, sep, rest = source.partition(":")
+    if sep and scheme == "sklearn":
+        opened = _open_sklearn(rest)
+    elif sep and scheme == "npz":
+        opened = _open_npz(rest, data_range)
+    elif sep and scheme == "tfds":
+        opened = _open_tfds(rest)
+    elif sep and len(scheme) > 1:
+        raise DataError(f"unknown data scheme '{scheme}:'; use sklearn:digits, npz:PATH, "
+                        "tfds:NAME[:SPLIT] or a folder of class sub-folders")
+    else:
+        opened = _open_folder(source)
+    labels, read, names = opened
+    if len(labels) == 0:
+        raise DataError(f"dataset '{source}' is empty; point --data at labelled images")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise DataError(f"dataset '{source}' has labels from {labels.min()} to {labels.max()}, "
+                        f"but the model has {num_classes} classes (0 to {num_classes - 1}); "
+                        "check that the data and the model belong together")
+    names = _class_names(class_names, names, num_classes)
+    index = sample_indices(labels, max_samples, seed)
+    return Dataset(source=source, class_names=names, labels=labels[index].astype(np.int64),
+                   source_index=index, image_shape=tuple(image_shape), _read=read)
+
+
+def sample_indices(labels: np.ndarray, max_samples: int | None, seed: int) -> np.ndarray:
+    """All indices, or a stratified sample of ``max_samples`` of them (sorted)."""
+    everything = np.arange(len(labels))
+    if max_samples is None or max_samples >= len(labels):
+        return everything
+    from sklearn.model_selection import train_test_split
+
+    try:
+        chosen, _ = train_test_split(everything, train_size=max_samples, stratify=labels,
+                                     random_state=seed)
+    except ValueError:  # a class too small to stratify, or fewer samples than classes
+        chosen = np.random.default_rng(seed).choice(everything, max_samples, replace=False)
+    return np.sort(chosen)
+
+
+def _class_names(given: list[str] | None, found: list[str] | None, num_classes: int) -> list[str]:
+    if given is not None:
+        if len(given) != num_classes:
+            raise DataError(f"class_names has {len(given)} names but the model has {num_classes} "
+                            "classes; give one name per model output")
+        return [str(n) for n in given]
+    if found is not None and len(found) == num_classes:
+        return [str(n) for n in found]
+    return [str(i) for i in range(num_classes)]
+
+
+def _array_reader(x: np.ndarray) -> Callable:
+    """Reader over an in-memory array of display-space images (N, H, W, C)."""
+
+    def read(index: np.ndarray):
+        import tensorflow as tf
+
+        return tf.data.Dataset.from_tensor_slices(x[index])
+
+    return read
+
+
+def _as_images(x: np.ndarray, where: str) -> np.ndarray:
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4 or x.shape[-1] not in (1, 3, 4):
+        raise DataError(f"{where} holds arrays of shape {x.shape}; images must be (N, H, W) or "
+                        "(N, H, W, C) with 1, 3 or 4 channels")
+    return x
+
+
+def _open_sklearn(name: str):
+    dataset, _, split = name.partition(":")
+    if dataset != "digits":
+        raise DataError(f"unknown scikit-learn dataset '{dataset}'; only sklearn:digits ships "
+                        "with scikit-learn")
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.images / 16.0).astype(np.float32)[..., None]
+    y = digits.target.astype(np.int64)
+    if split:
+        train, test = digits_split(y)
+        splits = {"train": train, "test": test, "all": np.arange(len(y))}
+        if split not in splits:
+            raise DataError(f"unknown split '{split}' of sklearn:digits; use train, test or all")
+        x, y = x[splits[split]], y[splits[split]]
+    return y, _array_reader(x), [str(i) for i in range(10)]
+
+
+def digits_split(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed stratified train/test split of the digits that the demo model is trained on."""
+    from sklearn.model_selection import train_test_split
+
+    return train_test_split(np.arange(len(labels)), test_size=DIGITS_TEST_FRACTION,
+                            stratify=labels, random_state=0)
+
+
+def _open_npz(path: str, data_range: str):
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"npz file '{path}' does not exist; pass --data npz:PATH to an .npz with "
+                        "arrays x and y")
+    try:
+        arrays = np.load(file, allow_pickle=False)
+        members = set(arrays.files)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read '{path}' as .npz ({exc}); save it with "
+                        "np.savez(path, x=images, y=labels)") from None
+    missing = [k for k in ("x", "y") if k not in members]
+    if missing:
+        raise DataError(f"npz file '{path}' has no array {' or '.join(repr(m) for m in missing)} "
+                        f"(it has: {', '.join(sorted(members)) or 'nothing'}); save it with "
+                        "np.savez(path, x=images, y=labels)")
+    x = _as_images(np.asarray(arrays["x"]), f"npz file '{path}'")
+    y = _labels(np.asarray(arrays["y"]), f"npz file '{path}'")
+    if len(x) != len(y):
+        raise DataError(f"npz file '{path}' has {len(x)} images but {len(y)} labels; give one "
+                        "label per image")
+    x = x.astype(np.float32)
+    if x.size and not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).reshape(len(x), -1).any(axis=1).sum())
+        raise DataError(f"npz file '{path}' has NaN or infinite pixel values in {bad} image(s); "
+                        "clean or drop those images")
+    x = x / _range_divisor(x, data_range, f"npz file '{path}'")
+    names = [str(n) for n in arrays["class_names"]] if "class_names" in members else None
+    return y, _array_reader(x), names
+
+
+def _labels(y: np.ndarray, where: str) -> np.ndarray:
+    if y.ndim == 2 and y.shape[1] > 1:  # one-hot
+        y = y.argmax(axis=1)
+    y = y.reshape(-1)
+    if y.size and not np.issubdtype(y.dtype, np.integer):
+        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
+            raise DataError(f"{where} has labels that are not whole class indices; labels must "
+                            "be integers 0..classes-1")
+    return y.astype(np.int64)
+
+
+def _range_divisor(x: np.ndarray, data_range: str, where: str) -> float:
+    """How to bring raw pixel values to [0, 1]: given by the spec or guessed from the maximum."""
+    if data_range == "0-1":
+        return 1.0
+    if data_range == "0-255":
+        return 255.0
+    low, high = (float(x.min()), float(x.max())) if x.size else (0.0, 1.0)
+    if low < 0 or high > 255:
+        raise DataError(f"{where} has pixel values from {low:g} to {high:g}; store images in "
+                        "0-1 or 0-255 (set data_range in the spec)")
+    return 255.0 if high > 1.0 else 1.0
+
+
+def _open_folder(path: str):
+    root = Path(path)
+    if not root.exists():
+        raise DataError(f"data folder '{path}' does not exist; pass --data with a folder of "
+                        "class sub-folders, npz:PATH or sklearn:digits")
+    if not root.is_dir():
+        raise DataError(f"'{path}' is not a folder; pass a folder with one sub-folder of images "
+                        "per class, or npz:PATH for an .npz file")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(f"data folder '{path}' has no class sub-folders; put each class's "
+                        "images in a sub-folder named after the class")
+    files, labels = [], []
+    for label, name in enumerate(classes):
+        found = sorted(str(f) for f in (root / name).iterdir()
+                       if f.suffix.lower() in IMAGE_EXTENSIONS)
+        if not found:
+            raise DataError(f"class folder '{root / name}' has no images "
+                            f"({', '.join(IMAGE_EXTENSIONS)}); add images or remove the folder")
+        files += found
+        labels += [label] * len(found)
+    paths = np.array(files)
+
+    def read(index: np.ndarray):
+        import tensorflow as tf
+
+        def decode(file):
+            image = tf.io.decode_image(tf.io.read_file(file), expand_animations=False)
+            return tf.cast(image, tf.float32) / 255.0
+
+        return tf.data.Dataset.from_tensor_slices(paths[index]).map(
+            decode, num_parallel_calls=tf.data.AUTOTUNE)
+
+    _check_readable(paths[0], path)
+    return np.array(labels, dtype=np.int64), read, classes
+
+
+def _check_readable(file: str, folder: str) -> None:
+    import tensorflow as tf
+
+    try:
+        tf.io.decode_image(tf.io.read_file(file), expand_animations=False)
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError):
+        raise DataError(f"cannot decode image '{file}' in '{folder}'; use PNG, JPEG, BMP or "
+                        "GIF files") from None
+
+
+def _open_tfds(spec: str):
+    name, _, split = spec.partition(":")
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise DataError("tfds: sources need tensorflow-datasets; pip install tensorflow-datasets "
+                        "and prepare the dataset on disk first") from None
+    try:
+        builder = tfds.builder(name)
+        if not builder.info.splits:
+            raise DataError(f"tfds dataset '{name}' is not prepared on disk; run "
+                            f"tfds.builder('{name}').download_and_prepare() where a network is "
+                            "available")
+        ds = builder.as_dataset(split=split or "test", as_supervised=True)
+    except (tfds.core.registered.DatasetNotFoundError, AssertionError, ValueError) as exc:
+        raise DataError(f"cannot open tfds dataset '{spec}': {str(exc).splitlines()[0]}") from None
+    labels = np.array([int(label) for _, label in ds], dtype=np.int64)
+    names = builder.info.features["label"].names if "label" in builder.info.features else None
+
+    def read(index: np.ndarray):
+        import tensorflow as tf
+
+        wanted = tf.constant(np.sort(index), tf.int64)
+        picked = ds.enumerate().filter(
+            lambda i, _: tf.reduce_any(tf.equal(i, wanted))).map(lambda i, pair: pair[0])
+        return picked.map(lambda image: tf.cast(image, tf.float32) / 255.0)
+
+    return labels, read, names

@@ -1,0 +1,17 @@
+"""The errors a user can fix: the CLI prints them as one line and exits with code 2."""
+
+
+class AuditorError(Exception):
+    """Bad input or usage. The message names the problem and the fix, in one line."""
+
+
+class ConfigError(AuditorError):
+    """A spec key or CLI flag has an unknown name or a value of the wrong type."""
+
+
+class ModelError(AuditorError):
+    """The model file is missing, unreadable, unsafe to load, or not a classifier."""
+
+
+class DataError(AuditorError):
+    """The dataset is missing, empty, malformed, or does not fit the model."""
