@@ -8,12 +8,13 @@ options live in a table named after the section (``[contrastive]``); check thres
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from auditor.errors import ConfigError
 

@@ -6,6 +6,7 @@ import numpy as np
 
 from auditor.attribution.registry import register, score_function
 
+
 def input_gradients(handle, x, targets, contrast, score: str) -> np.ndarray:
     """d score / d input for a batch, per-sample targets, in one compiled backward pass."""
     import tensorflow as tf

@@ -1,0 +1,62 @@
+"""Session-scoped fixtures: one small seeded digits CNN, trained once per test run."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def hermetic_cache(tmp_path_factory):
+    """The demo model cache lives in the test session's temporary folder, never the user's."""
+    path = tmp_path_factory.mktemp("auditor-cache")
+    previous = os.environ.get("AUDITOR_CACHE")
+    os.environ["AUDITOR_CACHE"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("AUDITOR_CACHE", None)
+    else:
+        os.environ["AUDITOR_CACHE"] = previous
+
+
+@pytest.fixture(scope="session")
+def digits_train():
+    from auditor.demo import digits_images
+
+    return digits_images("train")
+
+
+@pytest.fixture(scope="session")
+def digits_test():
+    from auditor.demo import digits_images
+
+    return digits_images("test")
+
+
+@pytest.fixture(scope="session")
+def digits_model_path(hermetic_cache):
+    """The demo CNN (32x32 grey digits, ends in softmax), trained once with seed 0."""
+    from auditor.demo import demo_model_path
+
+    return demo_model_path(seed=0)
+
+
+@pytest.fixture(scope="session")
+def digits_handle(digits_model_path):
+    from auditor.models import load_model
+
+    return load_model(str(digits_model_path))
+
+
+@pytest.fixture(scope="session")
+def digits_npz(tmp_path_factory, digits_test):
+    """The digits test split as an npz file, as a user would save it (0-255 uint8)."""
+    x, y = digits_test
+    path = tmp_path_factory.mktemp("data") / "digits.npz"
+    np.savez(path, x=(x * 255).round().astype(np.uint8), y=y,
+             class_names=np.array([str(i) for i in range(10)]))
+    return path
