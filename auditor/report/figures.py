@@ -1,0 +1,107 @@
+"""Matplotlib figures as self-contained PNG data URIs, in the report's shared visual language.
+
+Images are shown in display space; signed maps on one diverging colormap (red raises the score,
+blue lowers it) with a symmetric scale, so that colours mean the same thing in every section.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+DIVERGING = "RdBu_r"
+SEQUENTIAL = "magma"
+DPI = 96
+
+
+def figure_uri(fig, dpi: int = DPI) -> str:
+    """Render and close a figure; return it as a ``data:image/png;base64`` URI."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def image_uri(image: np.ndarray, size: int = 96) -> str:
+    """A single display-space image (H, W, C) as a small PNG thumbnail, pixels kept crisp."""
+    fig = plt.figure(figsize=(size / DPI, size / DPI), dpi=DPI)
+    ax = fig.add_axes((0, 0, 1, 1))
+    show_image(ax, image)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def show_image(ax, image: np.ndarray) -> None:
+    """Draw a display-space image: grey images in grey, RGB as is, no axes."""
+    image = np.clip(np.asarray(image, dtype=np.float32), 0, 1)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    else:
+        ax.imshow(image, interpolation="nearest")
+    ax.set_axis_off()
+
+
+def signed_map(attribution: np.ndarray) -> np.ndarray:
+    """Collapse channels of a signed attribution (H, W, C) by summing, keeping the sign."""
+    attribution = np.asarray(attribution, dtype=np.float32)
+    return attribution.sum(axis=-1) if attribution.ndim == 3 else attribution
+
+
+def symmetric_limit(*maps: np.ndarray) -> float:
+    """One symmetric colour limit shared by several signed maps (99.5th percentile of |value|)."""
+    values = np.concatenate([np.abs(m).ravel() for m in maps]) if maps else np.zeros(1)
+    limit = float(np.percentile(values, 99.5)) if values.size else 0.0
+    return limit if limit > 0 else 1.0
+
+
+def show_signed(ax, heat: np.ndarray, limit: float, image: np.ndarray | None = None,
+                alpha: float = 0.65):
+    """A signed 2-D map on the diverging colormap; over a faded image when one is given."""
+    if image is not None:
+        grey = np.clip(image, 0, 1).mean(axis=-1) if image.ndim == 3 else image
+        ax.imshow(grey, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        artist = ax.imshow(heat, cmap=DIVERGING, vmin=-limit, vmax=limit, alpha=alpha,
+                           interpolation="nearest")
+    else:
+        artist = ax.imshow(heat, cmap=DIVERGING, vmin=-limit, vmax=limit,
+                           interpolation="nearest")
+    ax.set_axis_off()
+    return artist
+
+
+def colorbar_uri(label: str, cmap: str = DIVERGING, low: str = "lowers the score",
+                 high: str = "raises the score") -> str:
+    """A horizontal legend for a colormap, with words at both ends."""
+    fig, ax = plt.subplots(figsize=(3.2, 0.45))
+    gradient = np.linspace(0, 1, 256)[None, :]
+    ax.imshow(gradient, aspect="auto", cmap=cmap)
+    ax.set_yticks([])
+    ax.set_xticks([0, 127.5, 255], [low, label, high], fontsize=7)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    return figure_uri(fig)
+
+
+def line_plot_uri(x, series: dict[str, list[float]], xlabel: str, ylabel: str,
+                  title: str = "", size=(4.2, 2.8)) -> str:
+    """Curves sharing one x axis (accuracy vs epsilon, deletion curves, trends)."""
+    fig, ax = plt.subplots(figsize=size)
+    for name, values in series.items():
+        ax.plot(x, values, marker="o", markersize=3, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    if len(series) > 1:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return figure_uri(fig)
