@@ -12,6 +12,7 @@ import sys
 import click
 
 from auditor import __version__
+from auditor.config import STRATEGIES
 from auditor.errors import AuditorError
 
 DEMO_SPEC = {"model": "demo", "data": "sklearn:digits:test"}
@@ -70,6 +71,9 @@ def cli() -> None:
               help="Value range of npz pixel data.")
 @click.option("--train-data", help="Separate data for fine-tuning copies of the model.")
 @click.option("--compare-model", help="A second model whose saliency is compared.")
+@click.option("--strategy", type=click.Choice(STRATEGIES),
+              help="tf.distribute strategy for batched steps: default (one device), mirrored "
+                   "(all local GPUs or logical CPUs), multiworker (machines in TF_CONFIG).")
 @click.option("--unsafe-load", is_flag=True, default=None,
               help="Allow models with Lambda layers or custom objects (runs their code).")
 @click.option("--no-progress", is_flag=True, help="No progress output.")

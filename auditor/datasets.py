@@ -9,6 +9,7 @@ channels; the audit never holds more than a batch of images unless a section ask
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from auditor.errors import DataError
+from auditor.npz import NpzArray, array_chunks
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 DATA_RANGES = ("auto", "0-1", "0-255")
 DIGITS_TEST_FRACTION = 0.4
+READ_CHUNK_BYTES = 16 << 20  # float32 bytes of images read from a source at once
 
 
 @dataclass
@@ -141,24 +144,37 @@ def _class_names(given: list[str] | None, found: list[str] | None, num_classes: 
     return [str(i) for i in range(num_classes)]
 
 
-def _array_reader(x: np.ndarray) -> Callable:
-    """Reader over an in-memory array of display-space images (N, H, W, C)."""
+def _row_reader(read_rows: Callable, row_shape: tuple[int, ...], divisor: float = 1.0) -> Callable:
+    """Reader over stored rows of images, streamed a chunk at a time and scaled to [0, 1].
+
+    ``read_rows(index, chunk_rows)`` yields the rows at ``index`` in order; only one chunk of
+    them is in memory at once, whatever the size of the source.
+    """
+    image_shape = (*row_shape, 1) if len(row_shape) == 2 else tuple(row_shape)
+    chunk_rows = max(1, READ_CHUNK_BYTES // (4 * int(np.prod(image_shape))))
 
     def read(index: np.ndarray):
         import tensorflow as tf
 
-        return tf.data.Dataset.from_tensor_slices(x[index])
+        def chunks():
+            for rows in read_rows(index, chunk_rows):
+                yield rows.reshape(len(rows), *image_shape).astype(np.float32) / divisor
+
+        spec = tf.TensorSpec((None, *image_shape), tf.float32)
+        return tf.data.Dataset.from_generator(chunks, output_signature=spec).unbatch()
 
     return read
 
 
-def _as_images(x: np.ndarray, where: str) -> np.ndarray:
-    if x.ndim == 3:
-        x = x[..., None]
-    if x.ndim != 4 or x.shape[-1] not in (1, 3, 4):
-        raise DataError(f"{where} holds arrays of shape {x.shape}; images must be (N, H, W) or "
+def _array_reader(x: np.ndarray) -> Callable:
+    """Reader over an in-memory array of display-space images (N, H, W, C)."""
+    return _row_reader(functools.partial(array_chunks, x), x.shape[1:])
+
+
+def _check_image_shape(shape: tuple[int, ...], where: str) -> None:
+    if len(shape) not in (3, 4) or (len(shape) == 4 and shape[-1] not in (1, 3, 4)):
+        raise DataError(f"{where} holds arrays of shape {shape}; images must be (N, H, W) or "
                         "(N, H, W, C) with 1, 3 or 4 channels")
-    return x
 
 
 def _open_sklearn(name: str):
@@ -189,7 +205,9 @@ def digits_split(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _open_npz(path: str, data_range: str):
+    """Labels and class names are read at once; images stay on disk and stream by rows."""
     file = Path(path)
+    where = f"npz file '{path}'"
     if not file.is_file():
         raise DataError(f"npz file '{path}' does not exist; pass --data npz:PATH to an .npz with "
                         "arrays x and y")
@@ -201,22 +219,21 @@ def _open_npz(path: str, data_range: str):
                         "np.savez(path, x=images, y=labels)") from None
     missing = [k for k in ("x", "y") if k not in members]
     if missing:
-        raise DataError(f"npz file '{path}' has no array {' or '.join(repr(m) for m in missing)} "
+        raise DataError(f"{where} has no array {' or '.join(repr(m) for m in missing)} "
                         f"(it has: {', '.join(sorted(members)) or 'nothing'}); save it with "
                         "np.savez(path, x=images, y=labels)")
-    x = _as_images(np.asarray(arrays["x"]), f"npz file '{path}'")
-    y = _labels(np.asarray(arrays["y"]), f"npz file '{path}'")
+    x = NpzArray(file, "x")
+    _check_image_shape(x.shape, where)
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        raise DataError(f"{where} stores images as {x.dtype}; save pixel values as numbers")
+    y = _labels(np.asarray(arrays["y"]), where)
     if len(x) != len(y):
-        raise DataError(f"npz file '{path}' has {len(x)} images but {len(y)} labels; give one "
+        raise DataError(f"{where} has {len(x)} images but {len(y)} labels; give one "
                         "label per image")
-    x = x.astype(np.float32)
-    if x.size and not np.isfinite(x).all():
-        bad = int((~np.isfinite(x)).reshape(len(x), -1).any(axis=1).sum())
-        raise DataError(f"npz file '{path}' has NaN or infinite pixel values in {bad} image(s); "
-                        "clean or drop those images")
-    x = x / _range_divisor(x, data_range, f"npz file '{path}'")
+    read_rows = x.read if x.readable_by_rows else functools.partial(array_chunks, arrays["x"])
+    divisor = _range_divisor(read_rows, x.shape, x.dtype, data_range, where)
     names = [str(n) for n in arrays["class_names"]] if "class_names" in members else None
-    return y, _array_reader(x), names
+    return y, _row_reader(read_rows, x.shape[1:], divisor), names
 
 
 def _labels(y: np.ndarray, where: str) -> np.ndarray:
@@ -230,13 +247,34 @@ def _labels(y: np.ndarray, where: str) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def _range_divisor(x: np.ndarray, data_range: str, where: str) -> float:
-    """How to bring raw pixel values to [0, 1]: given by the spec or guessed from the maximum."""
+def _range_divisor(read_rows: Callable, shape: tuple[int, ...], dtype: np.dtype,
+                   data_range: str, where: str) -> float:
+    """How to bring raw pixel values to [0, 1]: given by the spec or guessed from the maximum.
+
+    Floating-point images are scanned once, a chunk at a time, for NaN and infinite values.
+    """
+    floating = np.issubdtype(dtype, np.floating)
+    if not floating and data_range != "auto":
+        return 255.0 if data_range == "0-255" else 1.0
+    n, row_bytes = shape[0], int(np.prod(shape[1:])) * np.dtype(dtype).itemsize
+    low, high, bad = np.inf, -np.inf, 0
+    for rows in read_rows(np.arange(n), max(1, READ_CHUNK_BYTES // max(row_bytes, 1))):
+        rows = rows.reshape(len(rows), -1)
+        if floating:
+            finite = np.isfinite(rows)
+            bad += int((~finite).any(axis=1).sum())
+            rows = np.where(finite, rows, 0)
+        if rows.size:
+            low, high = min(low, float(rows.min())), max(high, float(rows.max()))
+    if bad:
+        raise DataError(f"{where} has NaN or infinite pixel values in {bad} image(s); "
+                        "clean or drop those images")
     if data_range == "0-1":
         return 1.0
     if data_range == "0-255":
         return 255.0
-    low, high = (float(x.min()), float(x.max())) if x.size else (0.0, 1.0)
+    if n == 0 or low > high:
+        return 1.0
     if low < 0 or high > 255:
         raise DataError(f"{where} has pixel values from {low:g} to {high:g}; store images in "
                         "0-1 or 0-255 (set data_range in the spec)")
@@ -312,9 +350,11 @@ def _open_tfds(spec: str):
     def read(index: np.ndarray):
         import tensorflow as tf
 
-        wanted = tf.constant(np.sort(index), tf.int64)
-        picked = ds.enumerate().filter(
-            lambda i, _: tf.reduce_any(tf.equal(i, wanted))).map(lambda i, pair: pair[0])
+        wanted = np.zeros(len(labels), bool)
+        wanted[index] = True  # a lookup per element: comparing with every index is O(N^2)
+        mask = tf.constant(wanted)
+        picked = ds.enumerate().filter(lambda i, _: tf.gather(mask, i)).map(
+            lambda i, pair: pair[0])
         return picked.map(lambda image: tf.cast(image, tf.float32) / 255.0)
 
     return labels, read, names

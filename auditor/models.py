@@ -104,6 +104,7 @@ class ModelHandle:
     transform: InputTransform
     output: str  # "logits", "softmax stripped" or "log-probabilities"
     compiled: dict = field(default_factory=dict, repr=False)  # tf.functions traced per model
+    distribution: object = None  # distribute.Distribution for batched steps; None: one device
 
     @property
     def params(self) -> int:

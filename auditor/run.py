@@ -7,10 +7,12 @@ into place only when everything succeeded.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import importlib.metadata
 import json
 import sys
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass
@@ -100,21 +102,37 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
     import keras
 
     from auditor.datasets import load_dataset
+    from auditor.distribute import make_distribution
     from auditor.models import load_model
-    from auditor.predict import predict
 
     started = time.perf_counter()
     now = dt.datetime.now(dt.timezone.utc)
     chatty = progress_enabled(config.progress)
+    distribution = make_distribution(config.strategy)  # before any other TensorFlow work
     keras.utils.set_random_seed(config.seed)
-    handle = load_model(config.model, config.input_range, config.unsafe_load)
+    with distribution.scope():
+        handle = load_model(config.model, config.input_range, config.unsafe_load)
+    handle.distribution = distribution
     dataset = load_dataset(config.data, handle.input_shape, handle.num_classes,
                            class_names=config.class_names, max_samples=config.max_samples,
                            seed=config.seed, data_range=config.data_range)
     baseline = read_baseline(config.baseline) if config.baseline else None
     out = Path(config.out) if config.out else default_out(handle.name, now)
     names = config.sections or list(SECTION_NAMES)
-    timings: dict[str, float] = {}
+    timings: dict[str, float] = {"load": time.perf_counter() - started}
+    if not distribution.is_chief:  # every worker computes; only the chief writes the report
+        _say("a worker of a multiworker run: the chief writes the report", chatty)
+        with tempfile.TemporaryDirectory(prefix="auditor-worker-") as scratch:
+            outcome = _audit(config, handle, dataset, baseline, Path(scratch) / "run", names,
+                             timings, started, now, chatty)
+        return dataclasses.replace(outcome, out=out)
+    return _audit(config, handle, dataset, baseline, out, names, timings, started, now, chatty)
+
+
+def _audit(config, handle, dataset, baseline, out: Path, names, timings, started, now,
+           chatty) -> AuditOutcome:
+    """Predict once, run the sections and write the outputs into ``out`` atomically."""
+    from auditor.predict import predict
 
     with staged_folder(out) as work:
         _say(f"predicting {dataset.n} images", chatty)

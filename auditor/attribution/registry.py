@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from auditor.distribute import run_batch
 from auditor.errors import AuditorError
 
 SCORES = ("logit", "softmax", "log_softmax")
@@ -93,7 +94,10 @@ def attribute(handle, x, targets, method: str = "gradient", *, contrast=None,
                 else np.asarray(contrast, dtype=np.int32).reshape(-1))
     merged = {k: v[0] for k, v in entry.options.items()} | options
     size = batch_size or chunk_size(x.shape, entry.cost)
-    maps = [entry.fn(handle, x[i:i + size], targets[i:i + size], contrast[i:i + size],
-                     score, **merged)
+
+    def method(images, target, other):
+        return entry.fn(handle, images, target, other, score, **merged)
+
+    maps = [run_batch(handle, method, x[i:i + size], targets[i:i + size], contrast[i:i + size])
             for i in range(0, len(x), size)]
     return np.concatenate(maps).astype(np.float32) if maps else np.zeros_like(x)

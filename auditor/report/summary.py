@@ -27,6 +27,8 @@ def build_summary(config, handle, dataset, results, checks: list[Check],
         "model": handle.describe(),
         "data": {"source": dataset.source, "n": dataset.n, "class_names": dataset.class_names},
     }
+    if handle.distribution is not None:
+        summary["distribution"] = handle.distribution.describe()
     for result in results:
         for key, value in result.summary.items():
             summary[key] = value

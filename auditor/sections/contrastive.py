@@ -77,7 +77,7 @@ def run(ctx: Context, options: Options) -> SectionResult:
     for_pred, for_true, diff = contrastive_maps(ctx.handle, images, preds, labels,
                                                 options.method, options.score)
     ctx.cache[NAME] = {"positions": positions, "pred": for_pred, "true": for_true, "diff": diff}
-    probs = p.probs[positions]
+    probs = p.probs_at(positions)
     examples = []
     for i, pos in enumerate(positions):
         p_pred, p_true = float(probs[i, preds[i]]), float(probs[i, labels[i]])

@@ -9,6 +9,7 @@ import numpy as np
 
 from auditor.checks import evaluate
 from auditor.sections.base import Context, SectionResult
+from auditor.streaming import TopK
 
 NAME = "performance"
 TITLE = "Errors"
@@ -21,10 +22,9 @@ class Options:
 
 
 def most_confident_mistakes(predictions, limit: int) -> np.ndarray:
-    """Positions of the wrong predictions, most confident first."""
+    """Positions of the wrong predictions, most confident first (ties: lowest position)."""
     wrong = np.flatnonzero(~predictions.correct)
-    order = np.argsort(-predictions.confidence[wrong], kind="stable")
-    return wrong[order][:limit]
+    return TopK(limit).push(predictions.confidence[wrong], wrong).positions()
 
 
 def top_confusions(labels, preds, class_names, limit: int) -> list[dict]:

@@ -1,0 +1,111 @@
+"""Rows of an array inside an .npz file, read on demand instead of loading the whole array.
+
+``np.load`` reads a whole member into memory, which does not scale to tens of thousands of
+224 px images. An uncompressed member (``np.savez``) is a plain .npy file stored inside the zip:
+its rows are read straight from the file at their offsets. A compressed member
+(``np.savez_compressed``) can only be decompressed front to back, so each request is one forward
+pass over it. Either way only the rows asked for are held in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+_LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # zip local file header, before name and extra field
+
+
+class NpzArray:
+    """One array of an .npz file: its shape and dtype, and its rows by index."""
+
+    def __init__(self, path: str | Path, name: str):
+        self.path = Path(path)
+        self.member = f"{name}.npy"
+        with zipfile.ZipFile(self.path) as archive:
+            info = archive.getinfo(self.member)
+            with archive.open(info) as stream:
+                version = np.lib.format.read_magic(stream)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, fortran_order, dtype = read_header(stream)
+                self.header_size = stream.tell()
+        self.shape: tuple[int, ...] = tuple(shape)
+        self.dtype = np.dtype(dtype)
+        self.fortran_order = bool(fortran_order) and len(self.shape) > 1
+        self.compressed = info.compress_type != zipfile.ZIP_STORED
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        self.data_offset = None if self.compressed else self._stored_data_offset(info)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def readable_by_rows(self) -> bool:
+        """Rows can be read one by one unless they hold Python objects or are Fortran-ordered."""
+        return not self.dtype.hasobject and not self.fortran_order and len(self.shape) >= 1
+
+    def _stored_data_offset(self, info: zipfile.ZipInfo) -> int:
+        """Where the .npy data starts in the zip file (after the local header and .npy header)."""
+        with open(self.path, "rb") as file:
+            file.seek(info.header_offset)
+            fields = _LOCAL_HEADER.unpack(file.read(_LOCAL_HEADER.size))
+        name_length, extra_length = fields[-2], fields[-1]
+        return (info.header_offset + _LOCAL_HEADER.size + name_length + extra_length
+                + self.header_size)
+
+    def read(self, index: np.ndarray, chunk_rows: int) -> Iterator[np.ndarray]:
+        """The rows at ``index`` (in that order), ``chunk_rows`` at a time, from one open file.
+
+        Rows are fastest read in increasing order: a compressed member seeks backwards only by
+        decompressing again from its start.
+        """
+        index = np.asarray(index, dtype=np.int64)
+        if index.size and (index.min() < 0 or index.max() >= len(self)):
+            raise IndexError(f"row index out of range for {self.member} with {len(self)} rows")
+        with self._open() as read_at:
+            for start in range(0, len(index), chunk_rows):
+                yield self._rows(index[start:start + chunk_rows], read_at)
+
+    @contextlib.contextmanager
+    def _open(self):
+        """A function reading ``size`` bytes at ``offset`` into the array's data."""
+        if self.compressed:
+            with zipfile.ZipFile(self.path) as archive, archive.open(self.member) as member:
+                def read_at(offset: int, size: int) -> bytes:
+                    member.seek(self.header_size + offset)  # forward: decompresses up to there
+                    return member.read(size)
+
+                yield read_at
+        else:
+            with open(self.path, "rb") as file:  # stored rows are read in place
+                def read_at(offset: int, size: int) -> bytes:
+                    file.seek(self.data_offset + offset)
+                    return file.read(size)
+
+                yield read_at
+
+    def _rows(self, index: np.ndarray, read_at) -> np.ndarray:
+        """One chunk of rows: runs of consecutive indices are read with one call each."""
+        order = np.argsort(index, kind="stable")
+        ordered = index[order]
+        out = np.empty((len(index), *self.shape[1:]), self.dtype)
+        breaks = np.flatnonzero(np.diff(ordered) != 1) + 1
+        for run in np.split(np.arange(len(ordered)), breaks):
+            first = int(ordered[run[0]])
+            data = read_at(first * self.row_bytes, len(run) * self.row_bytes)
+            if len(data) != len(run) * self.row_bytes:
+                raise OSError(f"{self.path} ends early inside {self.member}; the file is "
+                              "truncated")
+            out[order[run]] = np.frombuffer(data, self.dtype).reshape(len(run), *self.shape[1:])
+        return out
+
+
+def array_chunks(x: np.ndarray, index: np.ndarray, chunk_rows: int) -> Iterator[np.ndarray]:
+    """The same chunked reading over an array already in memory."""
+    for start in range(0, len(index), chunk_rows):
+        yield x[index[start:start + chunk_rows]]
