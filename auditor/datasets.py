@@ -22,7 +22,7 @@ from auditor.npz import NpzArray, array_chunks
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 DATA_RANGES = ("auto", "0-1", "0-255")
 DIGITS_TEST_FRACTION = 0.4
-READ_CHUNK_BYTES = 16 << 20  # float32 bytes of images read from a source at once
+READ_CHUNK_BYTES = 4 << 20  # float32 bytes of images read from a source at once
 
 
 @dataclass
@@ -158,7 +158,9 @@ def _row_reader(read_rows: Callable, row_shape: tuple[int, ...], divisor: float 
 
         def chunks():
             for rows in read_rows(index, chunk_rows):
-                yield rows.reshape(len(rows), *image_shape).astype(np.float32) / divisor
+                chunk = rows.reshape(len(rows), *image_shape).astype(np.float32)
+                chunk /= divisor
+                yield chunk
 
         spec = tf.TensorSpec((None, *image_shape), tf.float32)
         return tf.data.Dataset.from_generator(chunks, output_signature=spec).unbatch()

@@ -104,9 +104,22 @@ def local_devices() -> list[str]:
     return [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
 
 
+_MADE: dict[str, Distribution] = {}
+
+
 def make_distribution(name: str) -> Distribution:
-    """Create the run's strategy; call it before any other TensorFlow work (multiworker needs
-    to be set up before the runtime starts)."""
+    """The process's strategy of that name, created on first use.
+
+    Call it before any other TensorFlow work: the multiworker strategy must be set up before the
+    runtime starts. Strategies are made once per process and reused by later audits, because
+    two strategies over the same devices would reuse each other's collective-op keys.
+    """
+    if name not in _MADE:
+        _MADE[name] = _create(name)
+    return _MADE[name]
+
+
+def _create(name: str) -> Distribution:
     import tensorflow as tf
 
     if name == "default":

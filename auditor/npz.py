@@ -67,41 +67,44 @@ class NpzArray:
         index = np.asarray(index, dtype=np.int64)
         if index.size and (index.min() < 0 or index.max() >= len(self)):
             raise IndexError(f"row index out of range for {self.member} with {len(self)} rows")
-        with self._open() as read_at:
+        with self._open() as read_into:
             for start in range(0, len(index), chunk_rows):
-                yield self._rows(index[start:start + chunk_rows], read_at)
+                yield self._rows(index[start:start + chunk_rows], read_into)
 
     @contextlib.contextmanager
     def _open(self):
-        """A function reading ``size`` bytes at ``offset`` into the array's data."""
+        """A function filling a buffer from ``offset`` bytes into the array's data."""
         if self.compressed:
             with zipfile.ZipFile(self.path) as archive, archive.open(self.member) as member:
-                def read_at(offset: int, size: int) -> bytes:
+                def read_into(offset: int, buffer: np.ndarray) -> int:
                     member.seek(self.header_size + offset)  # forward: decompresses up to there
-                    return member.read(size)
+                    return member.readinto(buffer)
 
-                yield read_at
+                yield read_into
         else:
             with open(self.path, "rb") as file:  # stored rows are read in place
-                def read_at(offset: int, size: int) -> bytes:
+                def read_into(offset: int, buffer: np.ndarray) -> int:
                     file.seek(self.data_offset + offset)
-                    return file.read(size)
+                    return file.readinto(buffer)
 
-                yield read_at
+                yield read_into
 
-    def _rows(self, index: np.ndarray, read_at) -> np.ndarray:
-        """One chunk of rows: runs of consecutive indices are read with one call each."""
+    def _rows(self, index: np.ndarray, read_into) -> np.ndarray:
+        """One chunk of rows, read in increasing order straight into the result; runs of
+        consecutive indices are read with one call each."""
         order = np.argsort(index, kind="stable")
         ordered = index[order]
-        out = np.empty((len(index), *self.shape[1:]), self.dtype)
-        breaks = np.flatnonzero(np.diff(ordered) != 1) + 1
-        for run in np.split(np.arange(len(ordered)), breaks):
-            first = int(ordered[run[0]])
-            data = read_at(first * self.row_bytes, len(run) * self.row_bytes)
-            if len(data) != len(run) * self.row_bytes:
+        rows = np.empty((len(index), *self.shape[1:]), self.dtype)
+        flat = rows.reshape(-1).view(np.uint8)
+        for run in np.split(np.arange(len(ordered)), np.flatnonzero(np.diff(ordered) != 1) + 1):
+            target = flat[run[0] * self.row_bytes:(run[-1] + 1) * self.row_bytes]
+            if read_into(int(ordered[run[0]]) * self.row_bytes, target) != len(target):
                 raise OSError(f"{self.path} ends early inside {self.member}; the file is "
                               "truncated")
-            out[order[run]] = np.frombuffer(data, self.dtype).reshape(len(run), *self.shape[1:])
+        if np.all(order[:-1] < order[1:]):
+            return rows
+        out = np.empty_like(rows)
+        out[order] = rows
         return out
 
 
