@@ -270,7 +270,11 @@ def _open_folder(path: str):
         import tensorflow as tf
 
         def decode(file):
-            image = tf.io.decode_image(tf.io.read_file(file), expand_animations=False)
+            # Three channels always (grey is copied, alpha dropped) so the shape is static;
+            # fit_image turns them into what the model takes.
+            image = tf.io.decode_image(tf.io.read_file(file), channels=3,
+                                       expand_animations=False)
+            image.set_shape((None, None, 3))
             return tf.cast(image, tf.float32) / 255.0
 
         return tf.data.Dataset.from_tensor_slices(paths[index]).map(
