@@ -42,8 +42,16 @@ class Dataset:
 
     def batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Stream (images, labels, sample positions) in order, a batch at a time."""
-        for start, images in zip(range(0, self.n, batch_size),
-                                 self._pipeline(self.source_index, batch_size), strict=True):
+        import tensorflow as tf
+
+        batches = iter(self._pipeline(self.source_index, batch_size))
+        for start in range(0, self.n, batch_size):
+            try:
+                images = next(batches)
+            except tf.errors.OpError as exc:  # a corrupt file in the middle of a folder
+                raise DataError(f"cannot read an image of '{self.source}' near sample {start}: "
+                                f"{exc.message.splitlines()[0]}; remove or re-save that "
+                                "file") from None
             stop = min(start + batch_size, self.n)
             yield images.numpy(), self.labels[start:stop], np.arange(start, stop)
 

@@ -143,3 +143,29 @@ def test_one_hot_npz_labels_are_accepted(tmp_path):
 def test_class_names_must_match_the_model(tmp_path):
     with pytest.raises(DataError, match="class_names has 2 names"):
         load_dataset("sklearn:digits", (8, 8, 1), 10, class_names=["a", "b"])
+
+
+def test_a_corrupt_image_in_a_folder_is_a_data_error(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        pixels = np.zeros((8, 8, 3), np.uint8)
+        tf.io.write_file(str(tmp_path / name / "0.png"), tf.io.encode_png(pixels))
+    (tmp_path / "b" / "1.png").write_bytes(b"not a png at all")
+    data = load_dataset(str(tmp_path), (8, 8, 3), 2)
+    with pytest.raises(DataError, match="cannot read an image"):
+        list(data.batches(2))
+
+
+def test_tfds_sources_say_how_to_get_the_package(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tfds(name, *args, **kwargs):
+        if name == "tensorflow_datasets":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tfds)
+    with pytest.raises(DataError, match="pip install tensorflow-datasets"):
+        load_dataset("tfds:mnist:test", (28, 28, 1), 10)
