@@ -17,18 +17,18 @@ def test_installed_package_finds_every_template(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
                     str(tmp_path / "site"), str(wheel)], check=True, timeout=300,
                    capture_output=True)
-    probe = (
-        "from auditor.report.render import environment, template_root\n"
-        "from auditor.sections import SECTION_NAMES\n"
-        "root = template_root()\n"
-        "assert str(root).startswith(%r), root\n"
-        "env = environment()\n"
-        "for name in ('report.html', *('sections/%%s.html' %% s for s in SECTION_NAMES)):\n"
-        "    env.get_template(name)\n"
-        "print(len(SECTION_NAMES))\n" % str(tmp_path / "site")
-    )
+    site = str(tmp_path / "site")
+    probe = "\n".join([
+        "from auditor.report.render import environment, template_root",
+        "from auditor.sections import SECTION_NAMES",
+        f"assert str(template_root()).startswith({site!r}), template_root()",
+        "env = environment()",
+        "for name in ['report.html'] + [f'sections/{s}.html' for s in SECTION_NAMES]:",
+        "    env.get_template(name)",
+        "print(len(SECTION_NAMES))",
+    ])
     done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True,
-                          text=True, env={"PYTHONPATH": str(tmp_path / "site"), "PATH": ""},
+                          text=True, env={"PYTHONPATH": site, "PATH": ""},
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) >= 2
