@@ -120,3 +120,15 @@ def test_a_real_process_exits_2_without_traceback(tmp_path):
     assert done.stderr.strip() == (f"error: model '{tmp_path / 'missing.keras'}' does not exist; "
                                    "pass the path of a .keras or .h5 file or a SavedModel folder")
     assert not out.exists()
+
+
+def test_compare_model_of_another_task_is_refused(tmp_path, digits_model_path, run_cli):
+    import keras
+
+    other = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Flatten(),
+                              keras.layers.Dense(4)])
+    other.save(tmp_path / "other.keras")
+    code, _, stderr = run_cli("audit", "--model", str(digits_model_path), "--compare-model",
+                              str(tmp_path / "other.keras"), "--out", str(tmp_path / "out"))
+    assert code == 2 and "compare models of one task" in stderr
+    assert not (tmp_path / "out").exists()
