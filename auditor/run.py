@@ -7,7 +7,7 @@ into place only when everything succeeded.
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import datetime as dt
 import importlib.metadata
 import json
@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +98,18 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+@contextlib.contextmanager
+def output_folder(out: Path, distribution) -> Iterator[Path]:
+    """The staging folder of ``out``; in a multiworker run, every worker computes the whole
+    audit but only the chief writes: the others get a scratch folder that is thrown away."""
+    if distribution.is_chief:
+        with staged_folder(out) as work:
+            yield work
+    else:
+        with tempfile.TemporaryDirectory(prefix="auditor-worker-") as scratch:
+            yield Path(scratch)
+
+
 def run_audit(config: AuditConfig) -> AuditOutcome:
     """Run the audit that ``config`` describes and write its folder; returns the exit code."""
     import keras
@@ -104,13 +117,14 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
     from auditor.datasets import load_dataset
     from auditor.distribute import make_distribution
     from auditor.models import load_model
+    from auditor.predict import predict
 
     started = time.perf_counter()
     now = dt.datetime.now(dt.timezone.utc)
     chatty = progress_enabled(config.progress)
     distribution = make_distribution(config.strategy)  # before any other TensorFlow work
     keras.utils.set_random_seed(config.seed)
-    with distribution.scope():
+    with distribution.scope():  # the model's variables are mirrored on every replica
         handle = load_model(config.model, config.input_range, config.unsafe_load)
     handle.distribution = distribution
     dataset = load_dataset(config.data, handle.input_shape, handle.num_classes,
@@ -123,7 +137,10 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
                                      data_range=config.data_range)
     compare_handle = None
     if config.compare_model:
-        compare_handle = load_model(config.compare_model, config.input_range, config.unsafe_load)
+        with distribution.scope():
+            compare_handle = load_model(config.compare_model, config.input_range,
+                                        config.unsafe_load)
+        compare_handle.distribution = distribution
         if (compare_handle.input_shape, compare_handle.num_classes) != (
                 handle.input_shape, handle.num_classes):
             raise ConfigError(
@@ -134,21 +151,8 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
     out = Path(config.out) if config.out else default_out(handle.name, now)
     names = config.sections or list(SECTION_NAMES)
     timings: dict[str, float] = {"load": time.perf_counter() - started}
-    if not distribution.is_chief:  # every worker computes; only the chief writes the report
-        _say("a worker of a multiworker run: the chief writes the report", chatty)
-        with tempfile.TemporaryDirectory(prefix="auditor-worker-") as scratch:
-            outcome = _audit(config, handle, dataset, baseline, Path(scratch) / "run", names,
-                             timings, started, now, chatty)
-        return dataclasses.replace(outcome, out=out)
-    return _audit(config, handle, dataset, baseline, out, names, timings, started, now, chatty)
 
-
-def _audit(config, handle, dataset, baseline, out: Path, names, timings, started, now,
-           chatty) -> AuditOutcome:
-    """Predict once, run the sections and write the outputs into ``out`` atomically."""
-    from auditor.predict import predict
-
-    with staged_folder(out) as work:
+    with output_folder(out, distribution) as work:
         _say(f"predicting {dataset.n} images", chatty)
         tick = time.perf_counter()
         predictions = predict(handle, dataset, config.batch_size, show_progress=chatty)
