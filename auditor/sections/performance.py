@@ -13,6 +13,7 @@ from auditor.streaming import TopK
 
 NAME = "performance"
 TITLE = "Errors"
+MATRIX_CLASSES = 20  # the confusion figure shows at most this many classes
 
 
 @dataclass
@@ -49,19 +50,35 @@ def per_class_metrics(labels, preds, class_names) -> dict[str, dict[str, float]]
             for i, name in enumerate(class_names)}
 
 
+def matrix_classes(labels, preds, num_classes: int, limit: int = MATRIX_CLASSES) -> np.ndarray:
+    """Every class, or the ``limit`` classes in the most mistakes (as true or as predicted
+    class; then the most frequent): a 1000-class matrix is unreadable and slow to draw."""
+    if num_classes <= limit:
+        return np.arange(num_classes)
+    wrong = labels != preds
+    involved = (np.bincount(labels[wrong], minlength=num_classes)
+                + np.bincount(preds[wrong], minlength=num_classes))
+    frequency = np.bincount(labels, minlength=num_classes)
+    return np.sort(np.lexsort((np.arange(num_classes), -frequency, -involved))[:limit])
+
+
 def confusion_figure(labels, preds, class_names) -> str:
     import matplotlib.pyplot as plt
     from sklearn.metrics import ConfusionMatrixDisplay
 
     from auditor.report.figures import figure_uri
 
-    size = min(9.0, 2.5 + 0.45 * len(class_names))
+    shown = matrix_classes(labels, preds, len(class_names))
+    size = min(9.0, 2.5 + 0.45 * len(shown))
     fig, ax = plt.subplots(figsize=(size, size * 0.85))
     ConfusionMatrixDisplay.from_predictions(
-        labels, preds, labels=np.arange(len(class_names)), display_labels=class_names,
+        labels, preds, labels=shown, display_labels=[class_names[i] for i in shown],
         cmap="Blues", colorbar=False, ax=ax, text_kw={"fontsize": 7})
-    ax.set_title("rows: true class · columns: predicted class", fontsize=9)
-    plt.setp(ax.get_xticklabels(), rotation=45 if len(class_names) > 10 else 0, ha="right")
+    title = "rows: true class · columns: predicted class"
+    if len(shown) < len(class_names):
+        title += f"\nthe {len(shown)} of {len(class_names)} classes in the most mistakes"
+    ax.set_title(title, fontsize=9)
+    plt.setp(ax.get_xticklabels(), rotation=45 if len(shown) > 10 else 0, ha="right")
     return figure_uri(fig)
 
 
