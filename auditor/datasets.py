@@ -10,6 +10,7 @@ channels; the audit never holds more than a batch of images unless a section ask
 from __future__ import annotations
 
 import functools
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,9 @@ class Dataset:
     labels: np.ndarray
     source_index: np.ndarray
     image_shape: tuple[int, int, int]
-    _read: Callable[[np.ndarray], object]  # source indices -> tf.data.Dataset of raw images
+    # source indices -> tf.data.Dataset of display-space images, one at a time (H, W, C) or,
+    # for sources of rows of one shape, in chunks (n, H, W, C); not yet fitted to the model
+    _read: Callable[[np.ndarray], object]
 
     @property
     def n(self) -> int:
@@ -70,17 +73,24 @@ class Dataset:
         return images
 
     def _pipeline(self, source_index: np.ndarray, batch_size: int):
+        """Batches fitted to the model. Chunks of rows are re-cut into batches and fitted a
+        batch at a time: per-image steps would cost more than a small model's forward pass."""
         import tensorflow as tf
 
-        height, width, channels = self.image_shape
+        def fit(images):
+            return fit_image(images, *self.image_shape)
+
         raw = self._read(source_index)
-        fitted = raw.map(lambda img: fit_image(img, height, width, channels),
-                         num_parallel_calls=tf.data.AUTOTUNE)
-        return fitted.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        if raw.element_spec.shape.rank == 4:
+            batched = raw.rebatch(batch_size).map(fit, num_parallel_calls=tf.data.AUTOTUNE)
+        else:
+            batched = raw.map(fit, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
+        return batched.prefetch(tf.data.AUTOTUNE)
 
 
 def fit_image(image, height: int, width: int, channels: int):
-    """One display-space image (H, W, C) converted to the model's size and channels."""
+    """Display-space images, one (H, W, C) or a batch (N, H, W, C), converted to the model's
+    size and channels."""
     import tensorflow as tf
 
     image = tf.convert_to_tensor(image, tf.float32)
@@ -90,7 +100,7 @@ def fit_image(image, height: int, width: int, channels: int):
         image = tf.image.rgb_to_grayscale(image)
     elif image.shape[-1] == 1 and channels == 3:
         image = tf.image.grayscale_to_rgb(image)
-    if tuple(image.shape[:2]) != (height, width):
+    if tuple(image.shape[-3:-1]) != (height, width):
         image = tf.image.resize(image, (height, width), antialias=True)
     return tf.clip_by_value(image, 0.0, 1.0)
 
@@ -152,33 +162,34 @@ def _class_names(given: list[str] | None, found: list[str] | None, num_classes: 
     return [str(i) for i in range(num_classes)]
 
 
-def _row_reader(read_rows: Callable, row_shape: tuple[int, ...], divisor: float = 1.0) -> Callable:
-    """Reader over stored rows of images, streamed a chunk at a time and scaled to [0, 1].
+def _row_reader(read_rows: Callable, row_shape: tuple[int, ...], dtype: np.dtype,
+                divisor: float = 1.0) -> Callable:
+    """Reader over stored rows of images, streamed in chunks and scaled to [0, 1].
 
-    ``read_rows(index, chunk_rows)`` yields the rows at ``index`` in order; only one chunk of
-    them is in memory at once, whatever the size of the source.
+    ``read_rows(index, chunk_rows)`` yields the rows at ``index`` in order, in their stored
+    dtype; only a chunk or two of them are in memory at once, whatever the size of the source.
     """
+    import tensorflow as tf
+
     image_shape = (*row_shape, 1) if len(row_shape) == 2 else tuple(row_shape)
     chunk_rows = max(1, READ_CHUNK_BYTES // (4 * int(np.prod(image_shape))))
+    stored = tf.as_dtype(np.dtype(dtype))
 
     def read(index: np.ndarray):
-        import tensorflow as tf
-
         def chunks():
             for rows in read_rows(index, chunk_rows):
-                chunk = rows.reshape(len(rows), *image_shape).astype(np.float32)
-                chunk /= divisor
-                yield chunk
+                yield rows.reshape(len(rows), *image_shape)
 
-        spec = tf.TensorSpec((None, *image_shape), tf.float32)
-        return tf.data.Dataset.from_generator(chunks, output_signature=spec).unbatch()
+        spec = tf.TensorSpec((None, *image_shape), stored)
+        return tf.data.Dataset.from_generator(chunks, output_signature=spec).map(
+            lambda rows: tf.cast(rows, tf.float32) / divisor)
 
     return read
 
 
 def _array_reader(x: np.ndarray) -> Callable:
     """Reader over an in-memory array of display-space images (N, H, W, C)."""
-    return _row_reader(functools.partial(array_chunks, x), x.shape[1:])
+    return _row_reader(functools.partial(array_chunks, x), x.shape[1:], x.dtype)
 
 
 def _check_image_shape(shape: tuple[int, ...], where: str) -> None:
@@ -232,7 +243,11 @@ def _open_npz(path: str, data_range: str):
         raise DataError(f"{where} has no array {' or '.join(repr(m) for m in missing)} "
                         f"(it has: {', '.join(sorted(members)) or 'nothing'}); save it with "
                         "np.savez(path, x=images, y=labels)")
-    x = NpzArray(file, "x")
+    try:
+        x = NpzArray(file, "x")
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise DataError(f"cannot read array 'x' of '{path}' ({exc}); save it with "
+                        "np.savez(path, x=images, y=labels)") from None
     _check_image_shape(x.shape, where)
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
         raise DataError(f"{where} stores images as {x.dtype}; save pixel values as numbers")
@@ -243,7 +258,7 @@ def _open_npz(path: str, data_range: str):
     read_rows = x.read if x.readable_by_rows else functools.partial(array_chunks, arrays["x"])
     divisor = _range_divisor(read_rows, x.shape, x.dtype, data_range, where)
     names = [str(n) for n in arrays["class_names"]] if "class_names" in members else None
-    return y, _row_reader(read_rows, x.shape[1:], divisor), names
+    return y, _row_reader(read_rows, x.shape[1:], x.dtype, divisor), names
 
 
 def _labels(y: np.ndarray, where: str) -> np.ndarray:

@@ -18,6 +18,7 @@ from auditor.datasets import load_dataset
 from auditor.distribute import _check_tf_config
 from auditor.errors import ConfigError
 from auditor.predict import Predictions
+from auditor.sections.performance import matrix_classes
 from auditor.streaming import TopK
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,6 +107,16 @@ def test_predictions_confidence_is_the_probability_of_the_predicted_class():
     p = Predictions(logits=logits, labels=np.zeros(5000, np.int64))
     np.testing.assert_allclose(p.confidence, p.probs.max(axis=1), rtol=1e-6)
     np.testing.assert_allclose(p.probs_at([4, 2]), p.probs[[4, 2]], rtol=1e-6)
+
+
+def test_a_confusion_figure_of_many_classes_shows_those_in_the_most_mistakes():
+    labels = np.repeat(np.arange(1000), 2)
+    preds = labels.copy()
+    preds[[0, 2, 4]] = [500, 501, 502]  # classes 0, 1, 2 mistaken for 500, 501, 502
+    shown = matrix_classes(labels, preds, 1000, limit=8)
+    assert len(shown) == 8
+    assert {0, 1, 2, 500, 501, 502} <= set(shown.tolist())
+    np.testing.assert_array_equal(matrix_classes(labels[:20], preds[:20], 10), np.arange(10))
 
 
 def test_a_malformed_tf_config_is_a_one_line_config_error():
