@@ -38,8 +38,8 @@ class Dataset:
     labels: np.ndarray
     source_index: np.ndarray
     image_shape: tuple[int, int, int]
-    # source indices -> tf.data.Dataset of display-space images, one at a time (H, W, C) or,
-    # for sources of rows of one shape, in chunks (n, H, W, C); not yet fitted to the model
+    # source indices -> tf.data.Dataset of display-space images (H, W, C), not yet fitted to the
+    # model; a RowReader also takes the rows per chunk and gives chunks (n, H, W, C)
     _read: Callable[[np.ndarray], object]
 
     @property
@@ -48,6 +48,12 @@ class Dataset:
 
     def batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Stream (images, labels, sample positions) in order, a batch at a time."""
+        for images, labels, positions in self.tensor_batches(batch_size):
+            yield images.numpy(), labels, positions
+
+    def tensor_batches(self, batch_size: int) -> Iterator[tuple[object, np.ndarray, np.ndarray]]:
+        """``batches`` with the images left as tensors, for steps that feed them straight back
+        to TensorFlow (a copy to numpy and back costs as much as a small model's pass)."""
         import tensorflow as tf
 
         batches = iter(self._pipeline(self.source_index, batch_size))
@@ -59,7 +65,7 @@ class Dataset:
                                 f"{exc.message.splitlines()[0]}; remove or re-save that "
                                 "file") from None
             stop = min(start + batch_size, self.n)
-            yield images.numpy(), self.labels[start:stop], np.arange(start, stop)
+            yield images, self.labels[start:stop], np.arange(start, stop)
 
     def images(self, positions) -> np.ndarray:
         """Re-read a few samples by position (for figures and per-example analyses)."""
@@ -73,18 +79,18 @@ class Dataset:
         return images
 
     def _pipeline(self, source_index: np.ndarray, batch_size: int):
-        """Batches fitted to the model. Chunks of rows are re-cut into batches and fitted a
-        batch at a time: per-image steps would cost more than a small model's forward pass."""
+        """Batches fitted to the model. Rows of one shape are read and fitted a batch at a
+        time: per-image steps would cost more than a small model's forward pass."""
         import tensorflow as tf
 
         def fit(images):
             return fit_image(images, *self.image_shape)
 
-        raw = self._read(source_index)
-        if raw.element_spec.shape.rank == 4:
-            batched = raw.rebatch(batch_size).map(fit, num_parallel_calls=tf.data.AUTOTUNE)
+        if isinstance(self._read, RowReader):
+            batched = self._read(source_index, batch_size).map(fit)
         else:
-            batched = raw.map(fit, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
+            batched = self._read(source_index).map(
+                fit, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
         return batched.prefetch(tf.data.AUTOTUNE)
 
 
@@ -162,34 +168,38 @@ def _class_names(given: list[str] | None, found: list[str] | None, num_classes: 
     return [str(i) for i in range(num_classes)]
 
 
-def _row_reader(read_rows: Callable, row_shape: tuple[int, ...], dtype: np.dtype,
-                divisor: float = 1.0) -> Callable:
-    """Reader over stored rows of images, streamed in chunks and scaled to [0, 1].
+@dataclass
+class RowReader:
+    """A reader over images stored as rows of one shape (an array, an npz member).
 
     ``read_rows(index, chunk_rows)`` yields the rows at ``index`` in order, in their stored
-    dtype; only a chunk or two of them are in memory at once, whatever the size of the source.
+    dtype; only one chunk of them is in memory at once, whatever the size of the source. Chunks
+    leave as float32 scaled to [0, 1] by ``divisor``.
     """
-    import tensorflow as tf
 
-    image_shape = (*row_shape, 1) if len(row_shape) == 2 else tuple(row_shape)
-    chunk_rows = max(1, READ_CHUNK_BYTES // (4 * int(np.prod(image_shape))))
-    stored = tf.as_dtype(np.dtype(dtype))
+    read_rows: Callable
+    row_shape: tuple[int, ...]
+    dtype: np.dtype
+    divisor: float = 1.0
 
-    def read(index: np.ndarray):
+    def __call__(self, index: np.ndarray, chunk_rows: int | None = None):
+        import tensorflow as tf
+
+        image_shape = (*self.row_shape, 1) if len(self.row_shape) == 2 else self.row_shape
+        chunk_rows = chunk_rows or max(1, READ_CHUNK_BYTES // (4 * int(np.prod(image_shape))))
+
         def chunks():
-            for rows in read_rows(index, chunk_rows):
+            for rows in self.read_rows(index, chunk_rows):
                 yield rows.reshape(len(rows), *image_shape)
 
-        spec = tf.TensorSpec((None, *image_shape), stored)
+        spec = tf.TensorSpec((None, *image_shape), tf.as_dtype(np.dtype(self.dtype)))
         return tf.data.Dataset.from_generator(chunks, output_signature=spec).map(
-            lambda rows: tf.cast(rows, tf.float32) / divisor)
-
-    return read
+            lambda rows: tf.cast(rows, tf.float32) / self.divisor)
 
 
 def _array_reader(x: np.ndarray) -> Callable:
     """Reader over an in-memory array of display-space images (N, H, W, C)."""
-    return _row_reader(functools.partial(array_chunks, x), x.shape[1:], x.dtype)
+    return RowReader(functools.partial(array_chunks, x), x.shape[1:], x.dtype)
 
 
 def _check_image_shape(shape: tuple[int, ...], where: str) -> None:
@@ -258,7 +268,7 @@ def _open_npz(path: str, data_range: str):
     read_rows = x.read if x.readable_by_rows else functools.partial(array_chunks, arrays["x"])
     divisor = _range_divisor(read_rows, x.shape, x.dtype, data_range, where)
     names = [str(n) for n in arrays["class_names"]] if "class_names" in members else None
-    return y, _row_reader(read_rows, x.shape[1:], x.dtype, divisor), names
+    return y, RowReader(read_rows, x.shape[1:], x.dtype, divisor), names
 
 
 def _labels(y: np.ndarray, where: str) -> np.ndarray:

@@ -67,12 +67,14 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def predict(handle, dataset, batch_size: int = 64, show_progress: bool = False) -> Predictions:
     """Logits for every sample, a batch at a time; non-finite inputs or outputs are errors."""
+    import tensorflow as tf
+
     fn = handle.logits_fn
     logits = np.empty((dataset.n, handle.num_classes), np.float32)
-    batches = track(dataset.batches(batch_size), length=-(-dataset.n // batch_size),
+    batches = track(dataset.tensor_batches(batch_size), length=-(-dataset.n // batch_size),
                     label="predicting", enabled=show_progress)
     for images, _, positions in batches:
-        if not np.isfinite(images).all():
+        if not bool(tf.reduce_all(tf.math.is_finite(images))):
             raise DataError(f"dataset '{dataset.source}' has NaN or infinite pixel values near "
                             f"sample {int(positions[0])}; clean or drop those images")
         batch = run_batch(handle, fn, images)
