@@ -111,6 +111,9 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
     dataset = load_dataset(config.data, handle.input_shape, handle.num_classes,
                            class_names=config.class_names, max_samples=config.max_samples,
                            seed=config.seed, data_range=config.data_range)
+    train_dataset = load_dataset(config.train_data, handle.input_shape, handle.num_classes,
+                                 class_names=dataset.class_names, seed=config.seed,
+                                 data_range=config.data_range) if config.train_data else None
     baseline = read_baseline(config.baseline) if config.baseline else None
     out = Path(config.out) if config.out else default_out(handle.name, now)
     names = config.sections or list(SECTION_NAMES)
@@ -122,7 +125,8 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
         predictions = predict(handle, dataset, config.batch_size, show_progress=chatty)
         timings["predict"] = time.perf_counter() - tick
         ctx = Context(config=config, handle=handle, dataset=dataset, predictions=predictions,
-                      workdir=work, show_progress=chatty, baseline=baseline)
+                      workdir=work, show_progress=chatty, baseline=baseline,
+                      train_dataset=train_dataset)
         results = []
         for name in names:
             _say(f"section {name}", chatty)
