@@ -45,28 +45,29 @@ def summary_file(path: str | Path) -> Path:
     return file / "summary.json" if file.is_dir() else file
 
 
-def read_baseline(path: str | Path) -> dict:
-    """A previous run's summary.json, from its folder or the file itself."""
+def read_baseline(path: str | Path, role: str = "baseline") -> dict:
+    """A previous run's summary.json, from its folder or the file itself; ``role`` names the
+    run in error messages."""
     file = summary_file(path)
     if not file.is_file():
-        raise ConfigError(f"baseline '{path}' has no summary.json; pass an earlier run's output "
+        raise ConfigError(f"{role} '{path}' has no summary.json; pass an earlier run's output "
                           "folder or its summary.json")
     try:
         summary = json.loads(file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"baseline '{file}' is not valid JSON ({exc}); pass an auditor "
+        raise ConfigError(f"{role} '{file}' is not valid JSON ({exc}); pass an auditor "
                           "summary.json") from None
     if not isinstance(summary, dict) or not str(summary.get("schema", "")).startswith(
             "auditor.summary/"):
-        raise ConfigError(f"baseline '{file}' is not an auditor summary (no 'schema' key "
+        raise ConfigError(f"{role} '{file}' is not an auditor summary (no 'schema' key "
                           "auditor.summary/1)")
     return summary
 
 
-def load_run(path: str | Path) -> Run:
+def load_run(path: str | Path, role: str = "baseline") -> Run:
     """A run folder (or its summary.json) with the predictions saved beside it, if any."""
     file = summary_file(path)
-    return Run(read_baseline(path), file.resolve(), read_predictions(file.parent))
+    return Run(read_baseline(path, role), file.resolve(), read_predictions(file.parent))
 
 
 def prediction_record(predictions, dataset) -> dict[str, np.ndarray]:

@@ -46,9 +46,10 @@ def reevaluate(new: dict, old: dict) -> list[Check]:
     spec = (new.get("config") or {}).get("checks") or {}
     checks = []
     for name in SECTION_NAMES:
-        module = section_module(name)
-        if name in (new.get("timings") or {}) and hasattr(module, "summary_checks"):
-            checks += module.summary_checks(new, old, spec)
+        if name in (new.get("timings") or {}):
+            module = section_module(name)
+            if hasattr(module, "summary_checks"):
+                checks += module.summary_checks(new, old, spec)
     return checks + regression_checks(new, old, spec)
 
 
@@ -67,7 +68,7 @@ def compare(old_path: str, new_path: str, out: str | None = None) -> Comparison:
     from auditor.report.render import render_report
     from auditor.report.staging import write_text_atomically
 
-    old, new = load_run(old_path), load_run(new_path)
+    old, new = load_run(old_path, "OLD run"), load_run(new_path, "NEW run")
     block = compare_runs(new.summary, new.predictions, old)
     checks = reevaluate(new.summary, old.summary)
     path = comparison_path(new, out)

@@ -36,7 +36,7 @@ def find_runs(root: Path) -> tuple[list[dict], list[str]]:
         if not (folder / "summary.json").is_file():
             continue
         try:
-            summary = read_baseline(folder)
+            summary = read_baseline(folder, "run")
         except ConfigError as exc:
             skipped.append(f"{folder.name}: {exc}")
             continue
