@@ -42,7 +42,8 @@ def _report(outcome) -> None:
     click.echo(f"verdict: {summary['verdict']} "
                f"({sum(c['status'] == 'fail' for c in summary['checks'])} failed, "
                f"{sum(c['status'] == 'warn' for c in summary['checks'])} warnings, "
-               f"{len(summary['checks'])} checks)", err=True)
+               f"{len(summary['checks'])} checks"
+               f"{'' if summary.get('gated') else '; nothing was gated'})", err=True)
     click.echo(str(outcome.out / "report.html"))
 
 

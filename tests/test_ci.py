@@ -95,6 +95,7 @@ def write_spec(path: Path, text: str) -> Path:
 def test_without_thresholds_the_run_gets_a_verdict_and_says_nothing_was_gated(first_run):
     out, result = first_run
     assert result.exit_code == 0, result.output
+    assert "verdict: pass" in result.output and "nothing was gated" in result.output
     summary = summary_of(out)
     assert summary["verdict"] == "pass" and summary["gated"] is False
     assert {c["id"] for c in summary["checks"]} == {"accuracy", "per_class_recall"}
