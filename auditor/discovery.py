@@ -11,6 +11,7 @@ the two for its most suspicious cluster.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,8 +71,10 @@ def spectral_clusters(maps: np.ndarray, k_max: int = 5, neighbours: int = 10,
     k = int(np.argmax(np.diff(eigenvalues))) + 1
     if k == 1:
         return np.zeros(n, int), 1, eigenvalues
-    clusters = SpectralClustering(k, affinity="precomputed", random_state=seed,
-                                  assign_labels="cluster_qr").fit_predict(affinity)
+    with warnings.catch_warnings():  # a disconnected graph is a finding here, not a problem
+        warnings.filterwarnings("ignore", "Graph is not fully connected")
+        clusters = SpectralClustering(k, affinity="precomputed", random_state=seed,
+                                      assign_labels="cluster_qr").fit_predict(affinity)
     return clusters, k, eigenvalues
 
 
@@ -115,6 +118,22 @@ def discover_class(maps: np.ndarray, positions: np.ndarray, label: int, name: st
     return ClassDiscovery(label=label, name=name, positions=positions, clusters=clusters, k=k,
                           eigenvalues=eigenvalues, means=means, cluster_stats=stats, score=score,
                           suspect=suspect, flagged=score >= threshold)
+
+
+def discover(handle, images: np.ndarray, labels: np.ndarray, positions: np.ndarray,
+             class_names: list[str], method: str = "gradient", *, grid: int = 16,
+             k_max: int = 5, threshold: float = 0.15,
+             seed: int = 0) -> tuple[list[ClassDiscovery], np.ndarray]:
+    """SpRAy on every class of the model's maps of its own images (explaining the label):
+    the classes, flagged first then by score, and the pooled maps in the order of ``images``."""
+    from auditor.attribution import attribute
+
+    maps = pooled_maps(attribute(handle, images, labels, method), grid)
+    found = [discover_class(maps[labels == c], positions[labels == c], int(c), class_names[c],
+                            threshold=threshold, k_max=k_max, seed=seed)
+             for c in np.unique(labels)]
+    found.sort(key=lambda d: (not d.flagged, -d.score))
+    return found, maps
 
 
 def embed_2d(points: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -38,19 +38,21 @@ def watermark(images, *, text: str = "SAMPLE", opacity: float = 0.5, value=1.0,
 
 
 def tag(images, *, text: str = "(c)", size: float = 0.35, position: str = "bottom_left",
-        value=1.0, opacity: float = 1.0, margin: float = 0.03):
-    """A small source tag in a corner, as on a fifth of the horses of PASCAL VOC
-    (Lapuschkin et al. 2019); ``size`` is its width as a share of the image's."""
+        value=1.0, background=0.3, margin: float = 0.03):
+    """A small source tag in a corner: light text on a dark label, as the copyright tags on a
+    fifth of PASCAL VOC's horses (Lapuschkin et al. 2019); ``size`` is its width as a share of
+    the image's."""
     x = _as_batch(images)
     height, width = x.shape[1:3]
     box_w = max(4, round(size * width))
     box_h = max(3, round(box_w * 0.45))
     box = _corner_box(height, width, box_h, box_w, position, margin)
+    label = _paint(x, box, _colour(background, x.shape[-1]), 1.0)
     rows, cols = np.nonzero(box)
     alpha = np.zeros((height, width), np.float32)
     alpha[rows.min():rows.max() + 1, cols.min():cols.max() + 1] = _text_alpha(
-        text, box_h, box_w, box_w, (0.5, 0.5))
-    poisoned, _ = _blend(x, alpha, _colour(value, x.shape[-1]), opacity)
+        text, rows.max() + 1 - rows.min(), cols.max() + 1 - cols.min(), box_w, (0.5, 0.5))
+    poisoned, _ = _blend(label, alpha, _colour(value, x.shape[-1]), 1.0)
     return poisoned, _batch_mask(box, len(x))
 
 

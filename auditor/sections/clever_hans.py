@@ -123,24 +123,6 @@ def per_class_sample(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
 
 # ---------------------------------------------------------------- discovery on the audited model
 
-def discover_all(ctx: Context, options: Options, method: str, positions: np.ndarray,
-                 images: np.ndarray, labels: np.ndarray):
-    """SpRAy per class on the audited model's maps of its own images (explaining the label)."""
-    from auditor.attribution import attribute
-    from auditor.discovery import discover_class, pooled_maps
-
-    maps = pooled_maps(attribute(ctx.handle, images, labels, method), options.grid)
-    names = ctx.dataset.class_names
-    found = []
-    for c in np.unique(labels):
-        members = labels == c
-        found.append(discover_class(maps[members], positions[members], int(c), names[c],
-                                    threshold=options.discovery_threshold, k_max=options.k_max,
-                                    seed=ctx.config.seed))
-    found.sort(key=lambda d: (not d.flagged, -d.score))
-    return found, maps
-
-
 TILE = 48  # pixels per thumbnail in the discovery mosaics
 
 
@@ -318,8 +300,9 @@ def example_figure(result, methods: list[str]) -> str | None:
     rows = sorted({0, len(shown["poisoned"]) // 2, len(shown["poisoned"]) - 1})[:count]
     masks = shown["masks"]
     columns = 2 + (masks is not None) + len(methods)
-    fig, axes = plt.subplots(len(rows), columns, figsize=(1.3 * columns, 1.4 * len(rows)),
+    fig, axes = plt.subplots(len(rows), columns, figsize=(1.1 * columns, 1.1 * len(rows) + 0.2),
                              squeeze=False)
+    fig.subplots_adjust(wspace=0.06, hspace=0.06)
     for r, i in enumerate(rows):
         show_image(axes[r, 0], shown["clean"][i])
         show_image(axes[r, 1], shown["poisoned"][i])
@@ -372,7 +355,7 @@ def overview_figure(results, methods: list[str], options: Options) -> str:
 # ------------------------------------------------------------------------------- the section
 
 def run(ctx: Context, options: Options) -> SectionResult:
-    from auditor.discovery import penultimate_features
+    from auditor.discovery import discover, penultimate_features
     from auditor.properties import property_table
 
     names = ctx.dataset.class_names
@@ -400,7 +383,9 @@ def run(ctx: Context, options: Options) -> SectionResult:
     images = ctx.dataset.images(positions)
     labels = ctx.dataset.labels[positions]
     if options.discovery:
-        found, maps = discover_all(ctx, options, discovery_method, positions, images, labels)
+        found, maps = discover(ctx.handle, images, labels, positions, names, discovery_method,
+                               grid=options.grid, k_max=options.k_max,
+                               threshold=options.discovery_threshold, seed=seed)
         index_of = {int(p): i for i, p in enumerate(positions)}
         flagged = [d.name for d in found if d.flagged]
         summary["discovery"] = {"method": discovery_method,
@@ -428,7 +413,9 @@ def run(ctx: Context, options: Options) -> SectionResult:
     view["properties"] = table
     checks.append(evaluate(
         "clever_hans.flagged_properties", len(flagged_properties),
-        message=(f"{len(flagged_properties)} image propert(y/ies) predict the label on their own"
+        message=(f"{len(flagged_properties)} image "
+                 f"{'property predicts' if len(flagged_properties) == 1 else 'properties predict'}"
+                 " the label on their own"
                  + (f": {', '.join(flagged_properties)}" if flagged_properties else "")),
         section=NAME, defaults={"warn_above": 0},
         spec=ctx.thresholds("clever_hans.flagged_properties")))
@@ -463,7 +450,7 @@ def injection_checks(ctx: Context, results, options: Options) -> list[Check]:
         check_id = f"clever_hans.injection.{'control' if r.shortcut == CONTROL else r.shortcut}"
         best = max((d.mass_ratio for d in r.detection.values()), default=None)
         if r.shortcut == CONTROL:
-            checks.append(evaluate(check_id, best, message=f"control run: {r.verdict}",
+            checks.append(evaluate(check_id, best, message=r.verdict,
                                    section=NAME, defaults={"warn_above": options.detect_ratio},
                                    spec=ctx.thresholds(check_id)))
         elif not r.learned:
