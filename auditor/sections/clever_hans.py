@@ -35,8 +35,8 @@ class Options:
     batch_size: int = 32
     learning_rate: float = 1e-3
     relabel: float = 0.2
-    max_train: int = 2000
-    max_eval: int = 1000
+    max_train: int = 1000
+    max_eval: int = 500
     explain: int = 48
     flip_threshold: float = 0.5
     gap_threshold: float = 0.2
@@ -45,6 +45,7 @@ class Options:
     discovery: bool = True
     discovery_method: str | None = None  # default: the first of ``methods``
     max_per_class: int = 150
+    max_discovery: int = 3000  # images explained for discovery, over all classes
     grid: int = 16
     k_max: int = 5
     discovery_threshold: float = 0.15
@@ -379,7 +380,8 @@ def run(ctx: Context, options: Options) -> SectionResult:
     else:
         summary["injection"] = []
 
-    positions = per_class_sample(ctx.dataset.labels, options.max_per_class, seed)
+    per_class = min(options.max_per_class, max(10, options.max_discovery // len(names)))
+    positions = per_class_sample(ctx.dataset.labels, per_class, seed)
     images = ctx.dataset.images(positions)
     labels = ctx.dataset.labels[positions]
     if options.discovery:
