@@ -156,7 +156,7 @@ def mosaic(rows: list[list[np.ndarray]], columns: int, gap: int = 3) -> np.ndarr
 
 def class_figure(found, maps: np.ndarray, images: np.ndarray, index_of: dict, seed: int) -> str:
     """One class: per cluster (one row) its mean map and a few members with their maps; beside
-    it the t-SNE of all the class's maps, coloured by cluster."""
+    it, when there are clusters to tell apart, the t-SNE of the class's maps by cluster."""
     import matplotlib.pyplot as plt
 
     from auditor.discovery import embed_2d
@@ -167,8 +167,12 @@ def class_figure(found, maps: np.ndarray, images: np.ndarray, index_of: dict, se
         members = found.positions[found.clusters == c][:MEMBERS]
         rows.append([heat_tile(found.means[c])] + [
             heat_tile(maps[index_of[p]], images[index_of[p]]) for p in members])
-    fig, (left, right) = plt.subplots(1, 2, figsize=(7.2, 0.75 + 0.62 * max(found.k, 3)),
-                                      gridspec_kw={"width_ratios": [MEMBERS + 1, 3.2]})
+    height = 0.75 + 0.62 * max(found.k, 2)
+    if found.k > 1:
+        fig, (left, right) = plt.subplots(1, 2, figsize=(7.2, height),
+                                          gridspec_kw={"width_ratios": [MEMBERS + 1, 3.2]})
+    else:
+        fig, left = plt.subplots(figsize=(4.3, height))
     left.imshow(mosaic(rows, MEMBERS + 1), interpolation="nearest")
     left.set_xticks([TILE / 2], ["cluster mean"], fontsize=7)
     left.xaxis.tick_top()
@@ -179,14 +183,14 @@ def class_figure(found, maps: np.ndarray, images: np.ndarray, index_of: dict, se
     left.tick_params(length=0)
     for side in left.spines.values():
         side.set_visible(False)
-    points = embed_2d(np.stack([maps[index_of[p]] for p in found.positions]), seed)
-    for c in range(found.k):
-        at = found.clusters == c
-        right.scatter(points[at, 0], points[at, 1], s=8, label=f"cluster {c}")
-    right.set_xticks([])
-    right.set_yticks([])
-    right.set_title("t-SNE of the class's maps", fontsize=8)
     if found.k > 1:
+        points = embed_2d(np.stack([maps[index_of[p]] for p in found.positions]), seed)
+        for c in range(found.k):
+            at = found.clusters == c
+            right.scatter(points[at, 0], points[at, 1], s=8, label=f"cluster {c}")
+        right.set_xticks([])
+        right.set_yticks([])
+        right.set_title("t-SNE of the class's maps", fontsize=8)
         right.legend(fontsize=6, loc="best")
     fig.tight_layout()
     return figure_uri(fig)
