@@ -31,9 +31,9 @@ class Recipe:
     decorrelate: bool = True
     steps: int = 512
     learning_rate: float = 0.05
-    l2: float = 0.0
+    l2: float | np.ndarray = 0.0  # one weight, or one per image
     l2_center: float | np.ndarray = 0.0  # a value or an image (H, W, C), e.g. the data mean
-    tv: float = 0.0
+    tv: float | np.ndarray = 0.0
     transforms: bool = True
     jitter: float | None = None  # None: sized to the input
     scale: float | None = None
@@ -49,9 +49,9 @@ class Recipe:
                                    transforms=False, blur_every=0, learning_rate=0.01)
 
     def penalised(self, objective: objectives.Objective) -> objectives.Objective:
-        if self.l2:
+        if np.any(self.l2):
             objective = objective - self.l2 * objectives.l2(self.l2_center)
-        if self.tv:
+        if np.any(self.tv):
             objective = objective - self.tv * objectives.total_variation()
         return objective
 

@@ -24,7 +24,7 @@ class Rendering:
     """Optimised images in display space, with snapshots of how they got there."""
 
     images: np.ndarray  # (N, H, W, C) in [0, 1]
-    snapshots: dict[int, np.ndarray] = field(default_factory=dict)  # step -> images
+    snapshots: dict[int, np.ndarray] = field(default_factory=dict)  # step -> images, last too
     steps: int = 0
     seconds: float = 0.0
 
@@ -70,7 +70,7 @@ def render(handle, objective, param, transforms: Sequence = (), *, steps: int = 
         if stop > done:
             run(tf.constant(done), tf.constant(stop - done))
             done = stop
-        if stop in snapshots:
+        if stop in snapshots or stop == steps:
             kept[stop] = param().numpy()
     return Rendering(images=param().numpy(), snapshots=kept, steps=steps,
                      seconds=time.perf_counter() - started)

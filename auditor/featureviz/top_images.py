@@ -17,6 +17,7 @@ class ChannelExamples:
 
     layer: str
     mean_activation: np.ndarray  # (channels,) over all images
+    std_activation: np.ndarray  # (channels,) its spread across images
     top_values: np.ndarray  # (channels, k) spatial-mean activation, highest first
     top_positions: np.ndarray  # (channels, k) dataset positions of those images
 
@@ -48,14 +49,17 @@ def top_activating(handle, dataset, layer: str, k: int = 6,
 
         handle.compiled[key] = channel_means
     channel_means = handle.compiled[key]
-    values = positions = None
-    total = None
+    values = positions = total = squares = None
     for images, _, batch_positions in dataset.batches(batch_size):
-        means = channel_means(tf.constant(images)).numpy().T  # (channels, batch)
-        total = means.sum(axis=1) if total is None else total + means.sum(axis=1)
-        tiled = np.broadcast_to(batch_positions, means.shape)
+        means = channel_means(tf.constant(images)).numpy().astype(np.float64).T  # (ch, batch)
         if values is None:
             values, positions = np.zeros((len(means), 0)), np.zeros((len(means), 0), int)
+            total, squares = np.zeros(len(means)), np.zeros(len(means))
+        total += means.sum(axis=1)
+        squares += (means ** 2).sum(axis=1)
+        tiled = np.broadcast_to(batch_positions, means.shape)
         values, positions = merge_top_k(values, positions, means, tiled, k)
-    return ChannelExamples(layer=layer, mean_activation=total / dataset.n, top_values=values,
-                           top_positions=positions)
+    mean = total / dataset.n
+    return ChannelExamples(layer=layer, mean_activation=mean,
+                           std_activation=np.sqrt(np.maximum(squares / dataset.n - mean ** 2, 0)),
+                           top_values=values, top_positions=positions)
