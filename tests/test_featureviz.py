@@ -226,3 +226,32 @@ def test_bad_featureviz_options_are_one_line_config_errors(digits_model_path):
 
     with pytest.raises(ConfigError, match="featureviz.steps' must be int"):
         make_config(model=str(digits_model_path), featureviz={"steps": "many"})
+
+
+def test_section_runs_on_an_rgb_model_with_a_nested_backbone(tmp_path):
+    """Colour images, a backbone nested in a Sequential, a channel chosen inside it."""
+    import keras
+
+    from auditor.config import make_config
+    from auditor.run import run_audit
+
+    keras.utils.set_random_seed(0)
+    backbone_in = keras.Input((16, 16, 3))
+    features = keras.layers.Conv2D(4, 3, activation="relu", name="deep_conv")(backbone_in)
+    backbone = keras.Model(backbone_in, features, name="backbone")
+    model = keras.Sequential([keras.Input((16, 16, 3)), backbone,
+                              keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(3, activation="softmax")])
+    model.save(tmp_path / "rgb.keras")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "rgb.npz", x=rng.uniform(size=(30, 16, 16, 3)).astype(np.float32),
+             y=np.arange(30) % 3)
+    config = make_config(model=str(tmp_path / "rgb.keras"), data=f"npz:{tmp_path / 'rgb.npz'}",
+                         sections=["featureviz"], out=str(tmp_path / "out"), progress=False,
+                         featureviz={"steps": 4, "max_channels": 2, "top_k": 2,
+                                     "init": "image", "compare": False})
+    summary = run_audit(config).summary
+    assert "featureviz.run" not in {c["id"] for c in summary["checks"]}
+    saved = np.load(tmp_path / "out" / "class_visualization.npz")
+    assert saved["images"].shape == (3, 16, 16, 3)
+    assert [row["channel"] for row in summary["featureviz"]["channels"]["deep_conv"]] != []

@@ -27,6 +27,13 @@ class Rendering:
     snapshots: dict[int, np.ndarray] = field(default_factory=dict)  # step -> images, last too
     steps: int = 0
     seconds: float = 0.0
+    chunks: list[tuple[int, float]] = field(default_factory=list)  # (steps, seconds) per call;
+    # the first call also traces the step function
+
+    def seconds_per_step(self) -> float:
+        """Steady-state time per step: the chunks after the first (which pays the tracing)."""
+        later = self.chunks[1:] or self.chunks
+        return sum(s for _, s in later) / max(sum(n for n, _ in later), 1)
 
 
 def render(handle, objective, param, transforms: Sequence = (), *, steps: int = 256,
@@ -65,12 +72,14 @@ def render(handle, objective, param, transforms: Sequence = (), *, steps: int = 
             step(index)
 
     stops = sorted({s for s in snapshots if 0 <= s <= steps} | {steps})
-    kept, done = {}, 0
+    kept, done, chunks = {}, 0, []
     for stop in stops:
         if stop > done:
+            tick = time.perf_counter()
             run(tf.constant(done), tf.constant(stop - done))
+            chunks.append((stop - done, time.perf_counter() - tick))
             done = stop
         if stop in snapshots or stop == steps:
             kept[stop] = param().numpy()
     return Rendering(images=param().numpy(), snapshots=kept, steps=steps,
-                     seconds=time.perf_counter() - started)
+                     seconds=time.perf_counter() - started, chunks=chunks)

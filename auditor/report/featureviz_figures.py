@@ -73,6 +73,19 @@ def comparison_grid(per_run: dict[str, np.ndarray], class_names: list[str],
     return _grid_figure(grid, labels, class_names, caption)
 
 
+def contrast_strip(per_run: dict[str, np.ndarray], class_names: list[str],
+                   verdicts: dict[str, dict]) -> str:
+    """One row per variant (e.g. unregularised above regularised), one column per class."""
+    labels = list(per_run)
+    grid = [[per_run[label][c] for c in range(len(class_names))] for label in labels]
+
+    def caption(r, c):
+        verdict = verdicts[labels[r]]
+        return f"p {verdict['confidence'][c]:.2f} · TV {verdict['total_variation'][c]:.2f}"
+
+    return _grid_figure(grid, class_names, labels, caption)
+
+
 def evolution_grid(snapshots: dict[int, np.ndarray], confidence: dict[int, np.ndarray],
                    class_names: list[str]) -> str:
     """Rows: classes; columns: optimisation steps, with the model's confidence at each."""

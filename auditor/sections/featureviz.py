@@ -58,7 +58,8 @@ class Options:
     rotate: float | None = None  # degrees +-; None: 10
     blur_every: int = 0  # blur the images every N steps (0: never)
     blur_sigma: float = 0.5
-    compare: bool = True  # also unregularised, other inits, the other class objective
+    compare: bool | None = None  # also unregularised, other starts, the other objective;
+    # None: on up to 64 px (the comparisons triple the cost, which large inputs feel)
     layers: list[str] = field(default_factory=list)  # conv layers; empty: the last one
     channels: list[int] = field(default_factory=list)  # empty: the most active channels
     max_channels: int = 8
@@ -92,7 +93,7 @@ def objective_spread(logits: np.ndarray, kind: str) -> float:
     return spread if spread > 0 else 1.0
 
 
-def validate(options: Options) -> None:
+def validate(options: Options, dataset_size: int) -> None:
     if options.objective not in objectives.CLASS_OBJECTIVES:
         raise ConfigError(f"'featureviz.objective' must be one of "
                           f"{', '.join(objectives.CLASS_OBJECTIVES)}, got {options.objective!r}")
@@ -102,14 +103,17 @@ def validate(options: Options) -> None:
     if options.l2_center not in ("mean", "zero"):
         raise ConfigError(f"'featureviz.l2_center' must be 'mean' or 'zero', "
                           f"got {options.l2_center!r}")
+    if not 0 <= options.init_image < dataset_size:
+        raise ConfigError(f"'featureviz.init_image' must be a dataset position from 0 to "
+                          f"{dataset_size - 1}, got {options.init_image}")
     if options.steps is not None and options.steps < 1:
         raise ConfigError(f"'featureviz.steps' must be at least 1, got {options.steps}")
 
 
-def variants(options: Options) -> list[tuple[str, str, str]]:
+def variants(options: Options, compare: bool) -> list[tuple[str, str, str]]:
     """(label, init, objective) of the class runs; the first is the visualisation itself."""
     runs = [("regularised", options.init, options.objective)]
-    if options.compare:
+    if compare:
         runs += [(f"start: {init}", init, options.objective) for init in INITS
                  if init != options.init]
         other = "probability" if options.objective != "probability" else "logit"
@@ -117,9 +121,10 @@ def variants(options: Options) -> list[tuple[str, str, str]]:
     return runs
 
 
-def class_runs(ctx: Context, options: Options, classes: list[int], recipe: Recipe):
+def class_runs(ctx: Context, options: Options, classes: list[int], recipe: Recipe,
+               compare: bool):
     """All regularised class images, every variant, in one batch."""
-    runs = variants(options)
+    runs = variants(options, compare)
     targets = classes * len(runs)
     kinds = [kind for _, _, kind in runs for _ in classes]
     spread = {k: objective_spread(ctx.predictions.logits, k) for k in set(kinds)}
@@ -196,7 +201,7 @@ def channel_runs(ctx: Context, options: Options, recipe: Recipe):
 def run(ctx: Context, options: Options) -> SectionResult:
     from auditor.report import featureviz_figures as figures
 
-    validate(options)
+    validate(options, ctx.dataset.n)
     timings = {}
     tick = time.perf_counter()
     handle, names = ctx.handle, ctx.dataset.class_names
@@ -214,13 +219,14 @@ def run(ctx: Context, options: Options) -> SectionResult:
                     snapshots=tuple(options.snapshots), seed=ctx.config.seed)
 
     tick = time.perf_counter()
-    runs, rendering = class_runs(ctx, options, classes, recipe)
+    compare = options.compare if options.compare is not None else handle.input_shape[0] <= 64
+    runs, rendering = class_runs(ctx, options, classes, recipe, compare)
     timings["classes"] = time.perf_counter() - tick
     k = len(classes)
     per_run = {label: rendering.images[i * k:(i + 1) * k] for i, (label, _, _) in enumerate(runs)}
     verdicts = {label: judge_images(ctx, images, classes, real)
                 for label, images in per_run.items()}
-    if options.compare:
+    if compare:
         tick = time.perf_counter()
         plain = optimise(handle, objectives.class_objective(options.objective, classes),
                          recipe.unregularised(), k)
@@ -246,8 +252,7 @@ def run(ctx: Context, options: Options) -> SectionResult:
         "judge": _name(names, main["judge"][i]), "judge_agrees": bool(main["judge_agrees"][i]),
         "total_variation": float(main["total_variation"][i]),
         "tv_rank": float(main["tv_rank"][i]), "natural": bool(main["natural"][i]),
-        **({"plain": _plain_row(verdicts["unregularised"], i, names)} if options.compare
-           else {}),
+        **({"plain": _plain_row(verdicts["unregularised"], i, names)} if compare else {}),
     } for i, c in enumerate(classes)]
     comparison = {label: _fractions(v) for label, v in verdicts.items()}
     channels = _channel_rows(ctx, picks, channel_rendering, figures)
@@ -257,9 +262,12 @@ def run(ctx: Context, options: Options) -> SectionResult:
         "steps": steps, "objective": options.objective, "param": options.param,
         "judge_size": real.judge_size, "judge_accuracy": real.judge_accuracy,
         "real_tv": percentiles, "npz": NPZ_NAME,
+        "contrast_figure": figures.contrast_strip(
+            {label: per_run[label] for label in ("unregularised", "regularised")},
+            [names[c] for c in classes], verdicts) if compare else None,
         "comparison_figure": figures.comparison_grid(
             {label: per_run[label] for label in _comparison_order(per_run)},
-            [names[c] for c in classes], verdicts) if options.compare else None,
+            [names[c] for c in classes], verdicts) if compare else None,
         "evolution_figure": figures.evolution_grid(evolution, evolution_confidence,
                                                    [names[c] for c in classes]),
         "tv_figure": figures.tv_histogram(real.total_variation, {
@@ -295,11 +303,12 @@ def run(ctx: Context, options: Options) -> SectionResult:
 
 
 INTRO = ("Each class's image is the input that maximises the model's score for it, regularised "
-         "to look natural. Do not trust the model's own confidence here (noise can score 100%): "
-         "an independent judge, a simple classifier trained on the dataset's pixels alone, "
-         "says whether a person-like observer would see the class, and total variation (how "
-         "much neighbouring pixels differ) says whether the image has the statistics of real "
-         "ones. Hidden channels are shown next to the dataset images that excite them most.")
+         "to look natural: if you recognise the class, the model has learnt something like it. "
+         "The model's own confidence proves little (noise can score 100%), so an independent "
+         "judge, a simple classifier trained on the dataset's pixels alone, says whether the "
+         "class is visible, and total variation (how much neighbouring pixels differ) says "
+         "whether the image is as smooth as real ones. Hidden channels are shown next to the "
+         "dataset images that excite them most.")
 
 
 def _name(names: list[str], index) -> str:
