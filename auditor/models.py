@@ -189,7 +189,8 @@ def _read_model(path: str, unsafe_load: bool):
         message = str(exc)
         if "safe_mode" in message or "Lambda" in message or "lambda" in message:
             raise ModelError(f"model '{path}' contains code (a Lambda layer); loading it runs "
-                             "that code, so pass --unsafe-load only if you trust the file") from None
+                             "that code, so pass --unsafe-load only if you trust the "
+                             "file") from None
         if "Unknown" in message or "custom" in message.lower():
             raise ModelError(f"model '{path}' uses a custom layer or object that is not "
                              "registered; import the module that defines it and pass "
@@ -304,7 +305,8 @@ def _guess_input_range(model) -> str:
     when one is recognised by name (at the top or as the first nested model); else 0-1."""
     import keras
 
-    first_layers = [layer for layer in model.layers[:3] if not isinstance(layer, keras.layers.InputLayer)]
+    first_layers = [layer for layer in model.layers[:3]
+                    if not isinstance(layer, keras.layers.InputLayer)]
     for layer in first_layers:
         if isinstance(layer, keras.layers.Rescaling):
             return "0-255"
