@@ -10,6 +10,8 @@ epsilon ball around its clean image and in [0, 1].
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from auditor.errors import AuditorError
@@ -143,3 +145,58 @@ def _compiled_attack(handle):
 
     handle.compiled["attack"] = attack
     return attack
+
+
+@dataclass
+class AttackCurves:
+    """Accuracy and targeted success per epsilon for each attack, on one set of images."""
+
+    epsilons: list[float]
+    accuracy: dict[str, list[float]]  # attack -> accuracy under the untargeted attack
+    targeted_success: dict[str, list[float]]  # attack -> share of images sent to their target
+    kept: np.ndarray | None = None  # PGD's untargeted adversarial images at ``keep_epsilon``
+
+
+def attack_curves(handle, x, labels, targets, epsilons, *, attacks=ATTACKS, steps: int = 10,
+                  step_ratio: float = 2.5, random_start: bool = True, seed: int = 0,
+                  keep_epsilon: float | None = None) -> AttackCurves:
+    """Every attack at every epsilon, untargeted and targeted together in one batched call.
+
+    Targeted success counts only images with a target (>= 0). At epsilon 0 nothing can move,
+    so the clean images are scored without running an attack.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    labels = np.asarray(labels)
+    targets = np.asarray(targets)
+    aimed = np.flatnonzero(targets >= 0)
+    n = len(x)
+    both_x = np.concatenate([x, x[aimed]])
+    both_labels = np.concatenate([labels, labels[aimed]])
+    both_targets = np.concatenate([np.full(n, -1), targets[aimed]])
+    accuracy = {name: [] for name in attacks}
+    targeted = {name: [] for name in attacks}
+    kept = None
+    pgd_options = {"steps": steps, "step_ratio": step_ratio, "random_start": random_start,
+                   "seed": seed}
+    for epsilon in epsilons:
+        for name in attacks:
+            if epsilon == 0:
+                adversarial = both_x
+            else:
+                adversarial = run_attack(name, handle, both_x, both_labels, epsilon,
+                                         targets=both_targets,
+                                         **(pgd_options if name == "pgd" else {}))
+            pred = _predict(handle, adversarial)
+            accuracy[name].append(float((pred[:n] == labels).mean()))
+            hits = pred[n:] == targets[aimed]
+            targeted[name].append(float(hits.mean()) if len(aimed) else float("nan"))
+            if name == "pgd" and keep_epsilon is not None and np.isclose(epsilon, keep_epsilon):
+                kept = adversarial[:n]
+    return AttackCurves([float(e) for e in epsilons], accuracy, targeted, kept)
+
+
+def _predict(handle, x: np.ndarray) -> np.ndarray:
+    if not len(x):
+        return np.zeros(0, int)
+    return np.concatenate([np.asarray(handle.logits_fn(x[i:i + DEFAULT_BATCH])).argmax(axis=1)
+                           for i in range(0, len(x), DEFAULT_BATCH)])

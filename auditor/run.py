@@ -108,6 +108,12 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
     chatty = progress_enabled(config.progress)
     keras.utils.set_random_seed(config.seed)
     handle = load_model(config.model, config.input_range, config.unsafe_load)
+    compare_handle = (load_model(config.compare_model, config.input_range, config.unsafe_load)
+                      if config.compare_model else None)
+    if compare_handle is not None:
+        from auditor.model_comparison import check_comparable
+
+        check_comparable(handle, compare_handle)
     dataset = load_dataset(config.data, handle.input_shape, handle.num_classes,
                            class_names=config.class_names, max_samples=config.max_samples,
                            seed=config.seed, data_range=config.data_range)
@@ -122,7 +128,8 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
         predictions = predict(handle, dataset, config.batch_size, show_progress=chatty)
         timings["predict"] = time.perf_counter() - tick
         ctx = Context(config=config, handle=handle, dataset=dataset, predictions=predictions,
-                      workdir=work, show_progress=chatty, baseline=baseline)
+                      workdir=work, show_progress=chatty, baseline=baseline,
+                      compare_handle=compare_handle)
         results = []
         for name in names:
             _say(f"section {name}", chatty)

@@ -21,6 +21,7 @@ class Context:
     workdir: Path  # the staging output folder; sections may add files to it
     show_progress: bool = False
     baseline: dict | None = None  # the baseline run's summary.json, when given
+    compare_handle: Any = None  # models.ModelHandle of --compare-model, when given
     cache: dict[str, Any] = field(default_factory=dict)  # results sections share (e.g. saliency)
 
     def options(self, name: str, cls: type) -> Any:
