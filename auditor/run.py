@@ -108,15 +108,23 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
     chatty = progress_enabled(config.progress)
     keras.utils.set_random_seed(config.seed)
     handle = load_model(config.model, config.input_range, config.unsafe_load)
-    compare_handle = (load_model(config.compare_model, config.input_range, config.unsafe_load)
-                      if config.compare_model else None)
-    if compare_handle is not None:
-        from auditor.model_comparison import check_comparable
-
-        check_comparable(handle, compare_handle)
     dataset = load_dataset(config.data, handle.input_shape, handle.num_classes,
                            class_names=config.class_names, max_samples=config.max_samples,
                            seed=config.seed, data_range=config.data_range)
+    train_dataset = None
+    if config.train_data:
+        train_dataset = load_dataset(config.train_data, handle.input_shape, handle.num_classes,
+                                     class_names=config.class_names, seed=config.seed,
+                                     data_range=config.data_range)
+    compare_handle = None
+    if config.compare_model:
+        compare_handle = load_model(config.compare_model, config.input_range, config.unsafe_load)
+        if (compare_handle.input_shape, compare_handle.num_classes) != (
+                handle.input_shape, handle.num_classes):
+            raise ConfigError(
+                f"--compare-model '{config.compare_model}' takes {compare_handle.input_shape} "
+                f"with {compare_handle.num_classes} classes, but the audited model takes "
+                f"{handle.input_shape} with {handle.num_classes}; compare models of one task")
     baseline = read_baseline(config.baseline) if config.baseline else None
     out = Path(config.out) if config.out else default_out(handle.name, now)
     names = config.sections or list(SECTION_NAMES)
@@ -129,7 +137,7 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
         timings["predict"] = time.perf_counter() - tick
         ctx = Context(config=config, handle=handle, dataset=dataset, predictions=predictions,
                       workdir=work, show_progress=chatty, baseline=baseline,
-                      compare_handle=compare_handle)
+                      train_dataset=train_dataset, compare_handle=compare_handle)
         results = []
         for name in names:
             _say(f"section {name}", chatty)

@@ -57,9 +57,8 @@ def score_function(handle, score: str):
         else:
             values = logits
         picked = tf.gather(values, targets, batch_dims=1)
-        # -1 means no contrast; gather a valid index (0) and zero it, since CPU gathers fail on -1
-        other = tf.gather(values, tf.maximum(contrast, 0), batch_dims=1)
-        return picked - other * tf.cast(contrast >= 0, values.dtype)
+        has_contrast = tf.cast(contrast >= 0, values.dtype)  # -1: no contrast class
+        return picked - tf.gather(values, tf.maximum(contrast, 0), batch_dims=1) * has_contrast
 
     return scores
 
