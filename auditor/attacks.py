@@ -14,21 +14,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from auditor.attribution.registry import chunk_size
 from auditor.errors import AuditorError
 
 ATTACKS = ("fgsm", "pgd")
 TARGETS = ("runner_up", "least_likely")
-DEFAULT_BATCH = 256
 
 
-def fgsm(handle, x, labels, epsilon, *, targets=None, batch_size: int = DEFAULT_BATCH):
+def fgsm(handle, x, labels, epsilon, *, targets=None, batch_size: int | None = None):
     """Fast gradient sign method (Goodfellow et al. 2015): one step of size epsilon."""
     return _attack(handle, x, labels, epsilon, targets, steps=1, step_ratio=1.0,
                    random_start=False, seed=0, batch_size=batch_size)
 
 
 def pgd(handle, x, labels, epsilon, *, targets=None, steps: int = 10, step_ratio: float = 2.5,
-        random_start: bool = True, seed: int = 0, batch_size: int = DEFAULT_BATCH):
+        random_start: bool = True, seed: int = 0, batch_size: int | None = None):
     """Projected gradient descent (Madry et al. 2018): ``steps`` signed steps of
     ``step_ratio * epsilon / steps``, from a uniform random start in the epsilon ball."""
     if steps < 1:
@@ -37,13 +37,12 @@ def pgd(handle, x, labels, epsilon, *, targets=None, steps: int = 10, step_ratio
                    random_start=random_start, seed=seed, batch_size=batch_size)
 
 
-def run_attack(name: str, handle, x, labels, epsilon, **options):
-    """``fgsm`` or ``pgd`` by name (PGD options are ignored by FGSM)."""
+def run_attack(name: str, handle, x, labels, epsilon, *, targets=None, **pgd_options):
+    """``fgsm`` or ``pgd`` by name; ``pgd_options`` go to PGD only."""
     if name == "fgsm":
-        return fgsm(handle, x, labels, epsilon, targets=options.get("targets"),
-                    batch_size=options.get("batch_size", DEFAULT_BATCH))
+        return fgsm(handle, x, labels, epsilon, targets=targets)
     if name == "pgd":
-        return pgd(handle, x, labels, epsilon, **options)
+        return pgd(handle, x, labels, epsilon, targets=targets, **pgd_options)
     raise AuditorError(f"unknown attack '{name}'; use one of: {', '.join(ATTACKS)}")
 
 
@@ -89,6 +88,7 @@ def _attack(handle, x, labels, epsilon, targets, *, steps, step_ratio, random_st
     else:
         noise = np.zeros_like(x)
     fn = _compiled_attack(handle)
+    batch_size = batch_size or chunk_size(x.shape, cost=4)
     out = [fn(tf.constant(x[i:i + batch_size]), tf.constant(labels[i:i + batch_size]),
               tf.constant(targets[i:i + batch_size]), tf.constant(epsilon[i:i + batch_size]),
               tf.constant(noise[i:i + batch_size]), tf.constant(steps),
@@ -184,8 +184,7 @@ def attack_curves(handle, x, labels, targets, epsilons, *, attacks=ATTACKS, step
                 adversarial = both_x
             else:
                 adversarial = run_attack(name, handle, both_x, both_labels, epsilon,
-                                         targets=both_targets,
-                                         **(pgd_options if name == "pgd" else {}))
+                                         targets=both_targets, **pgd_options)
             pred = _predict(handle, adversarial)
             accuracy[name].append(float((pred[:n] == labels).mean()))
             hits = pred[n:] == targets[aimed]
@@ -198,5 +197,6 @@ def attack_curves(handle, x, labels, targets, epsilons, *, attacks=ATTACKS, step
 def _predict(handle, x: np.ndarray) -> np.ndarray:
     if not len(x):
         return np.zeros(0, int)
-    return np.concatenate([np.asarray(handle.logits_fn(x[i:i + DEFAULT_BATCH])).argmax(axis=1)
-                           for i in range(0, len(x), DEFAULT_BATCH)])
+    size = chunk_size(x.shape, cost=1)
+    return np.concatenate([np.asarray(handle.logits_fn(x[i:i + size])).argmax(axis=1)
+                           for i in range(0, len(x), size)])

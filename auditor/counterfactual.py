@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from auditor.attribution.registry import chunk_size
 from auditor.errors import AuditorError
 
 PENALTIES = ("l1", "l2")
@@ -37,16 +38,16 @@ class Counterfactuals:
 
     @property
     def l2(self) -> np.ndarray:
-        return np.sqrt((self.delta.reshape(len(self.delta), -1) ** 2).sum(axis=1))
+        return np.sqrt((self.delta ** 2).sum(axis=(1, 2, 3)))
 
     @property
     def l1(self) -> np.ndarray:
-        return np.abs(self.delta.reshape(len(self.delta), -1)).sum(axis=1)
+        return np.abs(self.delta).sum(axis=(1, 2, 3))
 
 
 def counterfactuals(handle, x, labels, *, penalty: str = "l1", weight: float = 0.05,
-                    tv_weight: float = 0.05, steps: int = 300, learning_rate: float = 0.01,
-                    margin: float = 1.0, batch_size: int = 256) -> Counterfactuals:
+                    tv_weight: float = 0.05, steps: int = 200, learning_rate: float = 0.01,
+                    margin: float = 1.0, batch_size: int | None = None) -> Counterfactuals:
     """Counterfactuals for images ``x`` towards classes ``labels`` (the true classes).
 
     ``weight`` and ``tv_weight`` scale the size penalty and the total variation against the
@@ -63,6 +64,7 @@ def counterfactuals(handle, x, labels, *, penalty: str = "l1", weight: float = 0
     if len(labels) != len(x):
         raise AuditorError(f"counterfactuals got {len(x)} images but {len(labels)} labels")
     fn = _compiled_search(handle, penalty)
+    batch_size = batch_size or chunk_size(x.shape, cost=6)  # x, delta, best, m, v, gradients
     hyper = [tf.constant(v, tf.float32) for v in (weight, tv_weight, learning_rate, margin)]
     found = [fn(tf.constant(x[i:i + batch_size]), tf.constant(labels[i:i + batch_size]),
                 tf.constant(steps), *hyper)

@@ -126,3 +126,19 @@ def test_section_reports_the_contract_keys_and_reuses_the_contrastive_maps(conte
         context.cache.pop("contrastive")
     assert reused["saliency_agreement"] is None
     assert reused["success_rate"] == summary["success_rate"]
+
+
+def test_a_model_without_mistakes_gets_an_empty_section_that_still_renders(context):
+    from dataclasses import replace
+
+    from auditor.predict import Predictions
+    from auditor.report.render import environment
+    from auditor.sections import counterfactuals as section
+
+    labels = context.predictions.labels
+    perfect = Predictions(logits=np.eye(10, dtype=np.float32)[labels] * 10, labels=labels)
+    result = section.run(replace(context, predictions=perfect, cache={}), section.Options())
+    assert result.summary["counterfactuals"]["count"] == 0
+    assert result.summary["counterfactuals"]["success_rate"] is None and not result.checks
+    html = environment().get_template("sections/counterfactuals.html").render(section=result)
+    assert "no mistakes" in html

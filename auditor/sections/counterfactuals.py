@@ -22,7 +22,7 @@ class Options:
     penalty: str = "l1"  # size of the change: l1 (sparse) or l2 (spread)
     weight: float = 0.05  # of the size penalty against the class margin
     tv_weight: float = 0.05  # of total variation: a readable shape rather than noise
-    steps: int = 300
+    steps: int = 200
     learning_rate: float = 0.01
     margin: float = 1.0  # how far (in logits) the true class should win
 
@@ -86,7 +86,7 @@ def run(ctx: Context, options: Options) -> SectionResult:
     found = counterfactuals(ctx.handle, images, labels, penalty=options.penalty,
                             weight=options.weight, tv_weight=options.tv_weight,
                             steps=options.steps, learning_rate=options.learning_rate,
-                            margin=options.margin, batch_size=max(1, options.mistakes))
+                            margin=options.margin)
     # The change moves towards the true class, so it should follow minus the contrastive map.
     toward_true = -contrastive_maps(ctx, positions, images, preds, labels)
     agreement = np.full(len(positions), np.nan)
