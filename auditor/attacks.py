@@ -120,13 +120,18 @@ def margin_loss(logits, labels, targets):
 
 
 def _compiled_attack(handle):
-    """The attack loop for one model, traced once and cached on the handle."""
+    """The attack loop for one model, traced once for every batch size and cached."""
     import tensorflow as tf
 
     if "attack" in handle.compiled:
         return handle.compiled["attack"]
 
-    @tf.function(reduce_retracing=True)
+    images = tf.TensorSpec([None, *handle.input_shape], tf.float32)
+    per_sample = tf.TensorSpec([None], tf.int32)
+    scalar = tf.TensorSpec([], tf.float32)
+
+    @tf.function(input_signature=[images, per_sample, per_sample, tf.TensorSpec([None], tf.float32),
+                                  images, tf.TensorSpec([], tf.int32), scalar])
     def attack(x, labels, targets, epsilon, noise, steps, step_fraction):
         eps = tf.reshape(epsilon, [-1] + [1] * (len(x.shape) - 1))
         low, high = tf.maximum(x - eps, 0.0), tf.minimum(x + eps, 1.0)

@@ -102,7 +102,8 @@ def _size(delta, penalty: str):
 
 
 def _compiled_search(handle, penalty: str):
-    """The whole optimisation as one compiled loop for one model and penalty, cached."""
+    """The whole optimisation as one compiled loop for one model and penalty, traced once for
+    every batch size and cached."""
     import tensorflow as tf
 
     key = ("counterfactual", penalty)
@@ -110,7 +111,11 @@ def _compiled_search(handle, penalty: str):
         return handle.compiled[key]
     beta1, beta2, tiny = 0.9, 0.999, 1e-8
 
-    @tf.function(reduce_retracing=True)
+    scalar = tf.TensorSpec([], tf.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, *handle.input_shape], tf.float32),
+                                  tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32),
+                                  scalar, scalar, scalar, scalar])
     def search(x, labels, steps, weight, tv_weight, learning_rate, margin):
         classes = handle.num_classes
         wanted = tf.one_hot(labels, classes)
