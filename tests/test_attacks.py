@@ -175,3 +175,20 @@ def test_audit_with_compare_model_reports_robustness_and_gates_its_check(
     html = (out / "report.html").read_text()
     assert 'id="robustness"' in html and 'id="counterfactuals"' in html
     assert "Compared with" in html and 'src="http' not in html
+
+
+def test_bad_robustness_options_name_the_key():
+    from auditor.errors import ConfigError
+    from auditor.sections import robustness
+
+    names = list("0123456789")
+    assert robustness.resolve_target("7", names) == 7
+    assert robustness.resolve_target("runner_up", names) == "runner_up"
+    with pytest.raises(ConfigError, match="robustness.target"):
+        robustness.resolve_target("banana", names)
+    with pytest.raises(ConfigError, match="robustness.saliency_method"):
+        robustness.run(None, robustness.Options(saliency_method="magic"))
+    with pytest.raises(ConfigError, match="robustness.epsilons"):
+        robustness.run(None, robustness.Options(epsilons=[0.0, 8.0]))
+    grid = robustness.epsilon_grid(robustness.Options(epsilons=[0.0, 0.1], check_epsilon=0.05))
+    assert grid == [0.0, 0.05, 0.1]

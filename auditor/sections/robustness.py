@@ -93,23 +93,26 @@ def adversarial_figure(clean, adversarial, epsilon, clean_map, adv_map, titles) 
     return figure_uri(fig)
 
 
-def comparison_figure(images, maps_a, maps_b, agreement, titles, names) -> str:
-    """One row per class: the image and both models' maps on one scale per row."""
+def comparison_figure(images, maps_a, maps_b, agreement, titles) -> str:
+    """One column per class: the image, then the audited and the compared model's maps on one
+    scale per column."""
     import matplotlib.pyplot as plt
 
     from auditor.report.figures import figure_uri, show_image, show_signed, signed_map
 
-    rows = len(images)
-    fig, axes = plt.subplots(rows, 3, figsize=(4.2, 1.45 * rows), squeeze=False)
-    for r in range(rows):
-        heat_a, heat_b = signed_map(maps_a[r]), signed_map(maps_b[r])
+    columns = len(images)
+    fig, axes = plt.subplots(3, columns, figsize=(0.95 * columns + 0.5, 3.2), squeeze=False)
+    for c in range(columns):
+        heat_a, heat_b = signed_map(maps_a[c]), signed_map(maps_b[c])
         limit = float(max(np.abs(heat_a).max(), np.abs(heat_b).max())) or 1.0
-        show_image(axes[r, 0], images[r])
-        axes[r, 0].set_title(titles[r], fontsize=7)
-        show_signed(axes[r, 1], heat_a, limit)
-        axes[r, 1].set_title(f"{names[0]}", fontsize=7)
-        show_signed(axes[r, 2], heat_b, limit)
-        axes[r, 2].set_title(f"{names[1]} (ρ={agreement[r]:.2f})", fontsize=7)
+        show_image(axes[0, c], images[c])
+        axes[0, c].set_title(titles[c], fontsize=7)
+        show_signed(axes[1, c], heat_a, limit)
+        show_signed(axes[2, c], heat_b, limit)
+        axes[2, c].set_title(f"ρ = {agreement[c]:.2f}", fontsize=7, y=-0.28)
+    for row, label in ((1, "audited"), (2, "compared")):
+        axes[row, 0].text(-0.15, 0.5, label, fontsize=7, rotation=90, ha="right", va="center",
+                          transform=axes[row, 0].transAxes)
     return figure_uri(fig)
 
 
@@ -164,13 +167,13 @@ def _comparison(ctx, options, images, labels, epsilons, positions) -> tuple[dict
     firsts = [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)][:10]
     figure = comparison_figure(
         images[firsts], compared.maps_a[firsts], compared.maps_b[firsts],
-        compared.agreement[firsts], [f"#{positions[i]}: {names[labels[i]]}" for i in firsts],
-        (ctx.handle.name, other.name))
+        compared.agreement[firsts], [f"#{positions[i]}: {names[labels[i]]}" for i in firsts])
     summary = {"model": {"path": other.path, "name": other.name, "sha256": other.sha256},
                "method": options.saliency_method,
                "agreement": float(np.nanmean(compared.agreement)),
                "per_class": per_class, "accuracy": curves.accuracy[MAIN_ATTACK]}
-    return summary, {"figure": figure, "per_class": per_class, "name": other.name}
+    return summary, {"figure": figure, "per_class": per_class, "name": other.name,
+                     "audited": ctx.handle.name}
 
 
 def _baseline_accuracy(baseline: dict | None, epsilon: float) -> float | None:
