@@ -6,6 +6,8 @@ from pathlib import Path
 
 import jinja2
 
+from auditor.report.summary import FIGURE_NAMES, shown, signed
+
 
 def template_root() -> Path:
     """The templates: inside the installed package, or beside it in a source checkout."""
@@ -24,6 +26,9 @@ def environment() -> jinja2.Environment:
     )
     env.filters["pct"] = lambda v, digits=1: "n/a" if v is None else f"{100 * v:.{digits}f}%"
     env.filters["num"] = lambda v, digits=3: "n/a" if v is None else f"{v:.{digits}g}"
+    env.filters["shown"] = shown
+    env.filters["signed"] = signed
+    env.globals["figure_names"] = {name: label for name, (label, _) in FIGURE_NAMES.items()}
     env.globals["stylesheet"] = (template_root() / "style.css").read_text()
     return env
 
