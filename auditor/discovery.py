@@ -163,7 +163,10 @@ def penultimate_features(handle, images: np.ndarray, batch_size: int = 256) -> n
 
     model = handle.logits_model
     try:
-        features = keras.Model(model.inputs, model.layers[-1].input)
+        penultimate = model.layers[-1].input
+        if any(penultimate is given for given in model.inputs):
+            return None  # no hidden layer before the final one (or a SavedModel wrapper)
+        features = keras.Model(model.inputs, penultimate)
     except (AttributeError, ValueError, TypeError, IndexError):
         return None
     chunks = [np.asarray(features(handle.transform.to_model(images[i:i + batch_size]),

@@ -94,9 +94,16 @@ class FineTuner:
             copy = keras.models.clone_model(handle.logits_model)
             copy.set_weights(handle.logits_model.get_weights())
         except (ValueError, TypeError, NotImplementedError) as exc:
+            reason = str(exc).split(". ")[0].strip() or type(exc).__name__
             raise ModelError(f"cannot copy model '{handle.path}' for the injection test "
-                             f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
-                             "run with clever_hans.shortcuts = [] to skip it") from None
+                             f"({reason}); run with clever_hans.shortcuts = [] and control = "
+                             "false to skip it") from None
+        shared = {id(v) for v in copy.weights} & {id(v) for v in handle.logits_model.weights}
+        if shared or not copy.trainable_variables:
+            why = "its copy shares weights with it" if shared else "no trainable weights"
+            raise ModelError(f"model '{handle.path}' cannot be fine-tuned as a separate copy "
+                             f"({why}); run with clever_hans.shortcuts = [] and control = false "
+                             "to skip the injection test")
         self.copy = copy
         self.original_weights = [w.copy() for w in copy.get_weights()]
         probabilities = handle.output == "log-probabilities"

@@ -216,3 +216,50 @@ def test_a_colour_cast_on_one_class_is_a_flagged_property(digits_test):
     flagged = [row for row in rows if row["flagged"]]
     assert flagged and all(row["class"] == "3" for row in flagged)
     assert {"saturation", "blue mean"} & {row["property"] for row in flagged}
+
+
+@pytest.mark.parametrize("head", ["logits", "softmax layer"])
+def test_the_copy_trains_on_its_own_output_and_leaves_the_original_alone(head, tmp_path):
+    """A model ending in logits, or in a Softmax layer that cannot be stripped: the copy's loss
+    matches what it outputs, so fine-tuning moves it towards the targets it is given."""
+    import keras
+
+    from auditor.injection import FineTuner
+    from auditor.models import load_model
+
+    keras.utils.set_random_seed(0)
+    layers = [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(3)]
+    if head == "softmax layer":
+        layers.append(keras.layers.Softmax())
+    path = tmp_path / "tiny.keras"
+    keras.Sequential(layers).save(path)
+    handle = load_model(str(path))
+    assert handle.output == ("logits" if head == "logits" else "log-probabilities")
+    before = [w.copy() for w in handle.model.get_weights()]
+    images = np.random.default_rng(0).uniform(0, 1, (16, 8, 8, 1)).astype(np.float32)
+    targets = np.eye(3, dtype=np.float32)[np.full(16, 2)]
+    tuner = FineTuner(handle, learning_rate=0.05)
+    tuner.train(images, targets, steps=30, batch_size=8, seed=0)
+    assert (tuner.predict(images) == 2).all()
+    assert all(np.array_equal(a, b) for a, b in zip(before, handle.model.get_weights(),
+                                                     strict=True))
+    tuner.reset()  # back to the original's behaviour
+    np.testing.assert_allclose(np.asarray(tuner.handle.logits_fn(images)),
+                               np.asarray(handle.logits_fn(images)), rtol=1e-4, atol=1e-4)
+
+
+def test_a_saved_model_that_cannot_be_copied_is_refused_not_trained(tmp_path):
+    import keras
+
+    from auditor.discovery import penultimate_features
+    from auditor.errors import ModelError
+    from auditor.injection import FineTuner
+    from auditor.models import load_model
+
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(3, activation="softmax")])
+    model.export(str(tmp_path / "saved"), verbose=False)
+    handle = load_model(str(tmp_path / "saved"))
+    with pytest.raises(ModelError, match="cannot copy model .* for the injection test"):
+        FineTuner(handle, learning_rate=1e-3)
+    assert penultimate_features(handle, np.zeros((2, 8, 8, 1), np.float32)) is None

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from auditor.checks import Check, evaluate
-from auditor.errors import ConfigError
+from auditor.errors import ConfigError, ModelError
 from auditor.sections.base import Context, SectionResult
 
 NAME = "clever_hans"
@@ -361,42 +361,70 @@ def overview_figure(results, methods: list[str], options: Options) -> str:
 # ------------------------------------------------------------------------------- the section
 
 def run(ctx: Context, options: Options) -> SectionResult:
-    from auditor.discovery import discover, penultimate_features
-    from auditor.properties import property_table
-
     names = ctx.dataset.class_names
     methods, discovery_method = resolve_methods(options)
     target = resolve_target(options, ctx.dataset.labels, names)
     settings = shortcut_settings(options, ctx.handle.input_shape)
-    seed = ctx.config.seed
     summary: dict = {"target_class": names[target], "methods": methods}
     view: dict = {"methods": methods, "target": names[target]}
     checks: list[Check] = []
+    injection_part(ctx, options, methods, target, settings, summary, view, checks)
+    discovery_part(ctx, options, discovery_method, summary, view, checks)
+    return SectionResult(
+        name=NAME, title=TITLE,
+        intro="Injection test: known shortcuts are planted in fine-tuned copies of the model, "
+              "measured for reliance (flip rate, without saliency) and for visibility (how much "
+              "of each method's |relevance| falls inside the shortcut's mask, relative to its "
+              "area; 1 is chance). Discovery: per class, the model's saliency maps are clustered "
+              "spectrally; a class is flagged when one cluster puts its relevance on a compact "
+              "region the rest of the class ignores. Maps show |relevance|, brighter is more.",
+        summary={NAME: summary}, view=view, checks=checks)
 
-    if settings or options.control:
-        results, facts = run_injections(ctx, options, methods, target, settings)
-        summary["injection"] = [injection_summary(r, names, settings) for r in results]
-        summary["fine_tuning"] = facts
-        view["injection"] = [{**entry, "figure": example_figure(r, methods)}
-                             for entry, r in zip(summary["injection"], results, strict=True)]
-        view["overview"] = overview_figure(results, methods, options)
-        view["fine_tuning"] = facts
-        checks += injection_checks(ctx, results, options)
-    else:
-        summary["injection"] = []
 
+def injection_part(ctx: Context, options: Options, methods: list[str], target: int,
+                   settings: dict[str, dict], summary: dict, view: dict,
+                   checks: list[Check]) -> None:
+    """The planted shortcuts and the control, into the summary, the view and the checks."""
+    summary["injection"] = []
+    try:
+        results, facts = (run_injections(ctx, options, methods, target, settings)
+                          if settings or options.control else ([], {}))
+    except ModelError as exc:  # e.g. a SavedModel: discovery still runs on the model itself
+        view["injection_skipped"] = str(exc)
+        checks.append(Check("clever_hans.injection", "skipped", None, {}, None,
+                            f"injection test skipped: {exc}", NAME))
+        return
+    if not results:
+        return
+    names = ctx.dataset.class_names
+    summary["injection"] = [injection_summary(r, names, settings) for r in results]
+    summary["fine_tuning"] = facts
+    view["injection"] = [{**entry, "figure": example_figure(r, methods)}
+                         for entry, r in zip(summary["injection"], results, strict=True)]
+    view["overview"] = overview_figure(results, methods, options)
+    view["fine_tuning"] = facts
+    checks += injection_checks(ctx, results, options)
+
+
+def discovery_part(ctx: Context, options: Options, method: str, summary: dict, view: dict,
+                   checks: list[Check]) -> None:
+    """SpRAy per class, the property table and the feature embedding, on the audited model."""
+    from auditor.discovery import discover, penultimate_features
+    from auditor.properties import property_table
+
+    names, seed = ctx.dataset.class_names, ctx.config.seed
     per_class = min(options.max_per_class, max(10, options.max_discovery // len(names)))
     positions = per_class_sample(ctx.dataset.labels, per_class, seed)
     images = ctx.dataset.images(positions)
     labels = ctx.dataset.labels[positions]
+    summary["discovery"] = {"flagged_classes": [], "per_class": {}}
     if options.discovery:
-        found, maps = discover(ctx.handle, images, labels, positions, names, discovery_method,
+        found, maps = discover(ctx.handle, images, labels, positions, names, method,
                                grid=options.grid, k_max=options.k_max,
                                threshold=options.discovery_threshold, seed=seed)
         index_of = {int(p): i for i, p in enumerate(positions)}
         flagged = [d.name for d in found if d.flagged]
-        summary["discovery"] = {"method": discovery_method,
-                                "threshold": options.discovery_threshold,
+        summary["discovery"] = {"method": method, "threshold": options.discovery_threshold,
                                 "flagged_classes": flagged,
                                 "per_class": {d.name: d.summary() for d in
                                               sorted(found, key=lambda d: d.label)}}
@@ -410,8 +438,6 @@ def run(ctx: Context, options: Options) -> SectionResult:
                      + (f": {', '.join(flagged[:10])}" if flagged else "")),
             section=NAME, defaults={"warn_above": 0},
             spec=ctx.thresholds("clever_hans.flagged_classes")))
-    else:
-        summary["discovery"] = {"flagged_classes": [], "per_class": {}}
 
     table = property_table(images, labels, names, pps_threshold=options.pps_threshold,
                            auc_threshold=options.auc_threshold, seed=seed)
@@ -435,16 +461,6 @@ def run(ctx: Context, options: Options) -> SectionResult:
         view["features"] = feature_figure(features, ctx.dataset.labels[shown], wrong, names,
                                           seed)
     view["features_n"] = len(shown)
-
-    return SectionResult(
-        name=NAME, title=TITLE,
-        intro="Injection test: known shortcuts are planted in fine-tuned copies of the model, "
-              "measured for reliance (flip rate, without saliency) and for visibility (how much "
-              "of each method's |relevance| falls inside the shortcut's mask, relative to its "
-              "area; 1 is chance). Discovery: per class, the model's saliency maps are clustered "
-              "spectrally; a class is flagged when one cluster puts its relevance on a compact "
-              "region the rest of the class ignores. Maps show |relevance|, brighter is more.",
-        summary={NAME: summary}, view=view, checks=checks)
 
 
 def injection_checks(ctx: Context, results, options: Options) -> list[Check]:
