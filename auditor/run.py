@@ -137,14 +137,18 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
 
 def write_outputs(work: Path, config, handle, dataset, results, checks, timings, now) -> None:
     """summary.json, report.html, summary.md and junit.xml into the staging folder."""
+    from auditor.report.headline import headline
     from auditor.report.render import render_report
     from auditor.report.summary import build_summary, render_junit, render_markdown
 
     summary = build_summary(config, handle, dataset, results, checks, timings, now)
-    (work / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    text = json.dumps(summary, indent=2, default=_json_default)
+    (work / "summary.json").write_text(text)
     (work / "summary.md").write_text(render_markdown(summary))
     (work / "junit.xml").write_text(render_junit(summary))
+    ran = {result.name: result.error is None for result in results}
     page = {"summary": summary, "sections": results, "checks": checks,
+            "headline": headline(json.loads(text), ran),  # as summary.json has it
             "libraries": library_versions(), "report_size": "@@REPORT_SIZE@@"}
     html = render_report(page)
     size = len(html.encode("utf-8"))

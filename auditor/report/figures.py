@@ -80,11 +80,12 @@ def show_signed(ax, heat: np.ndarray, limit: float, image: np.ndarray | None = N
 def colorbar_uri(label: str, cmap: str = DIVERGING, low: str = "lowers the score",
                  high: str = "raises the score") -> str:
     """A horizontal legend for a colormap, with words at both ends."""
-    fig, ax = plt.subplots(figsize=(3.2, 0.45))
+    fig, ax = plt.subplots(figsize=(4.2, 0.42))
     gradient = np.linspace(0, 1, 256)[None, :]
     ax.imshow(gradient, aspect="auto", cmap=cmap)
     ax.set_yticks([])
-    ax.set_xticks([0, 127.5, 255], [low, label, high], fontsize=7)
+    ax.set_xticks([0, 127.5, 255], [low, label, high], fontsize=8.5)
+    ax.tick_params(length=2)
     for side in ax.spines.values():
         side.set_visible(False)
     return figure_uri(fig)

@@ -6,6 +6,10 @@ from pathlib import Path
 
 import jinja2
 
+from auditor.report.headline import worst_status
+
+BOUND_WORDS = {"below": "<", "above": ">", "drop": "drop >", "rise": "rise >"}
+
 
 def template_root() -> Path:
     """The templates: inside the installed package, or beside it in a source checkout."""
@@ -13,6 +17,20 @@ def template_root() -> Path:
     if installed.is_dir():
         return installed
     return Path(__file__).resolve().parents[2] / "templates"
+
+
+def bounds_text(threshold: dict) -> str:
+    """A check's thresholds in words: {'fail_below': 0.9} -> 'fail < 0.9'."""
+    parts = []
+    for key, bound in (threshold or {}).items():
+        level, _, kind = key.partition("_")
+        parts.append(f"{level} {BOUND_WORDS.get(kind, kind)} {bound:g}")
+    return ", ".join(parts)
+
+
+def section_status(checks) -> str | None:
+    """The worst status of a section's checks (Check objects or dicts), None without checks."""
+    return worst_status([c if isinstance(c, dict) else c.to_dict() for c in checks])
 
 
 def environment() -> jinja2.Environment:
@@ -24,7 +42,10 @@ def environment() -> jinja2.Environment:
     )
     env.filters["pct"] = lambda v, digits=1: "n/a" if v is None else f"{100 * v:.{digits}f}%"
     env.filters["num"] = lambda v, digits=3: "n/a" if v is None else f"{v:.{digits}g}"
+    env.filters["bounds"] = bounds_text
+    env.filters["section_status"] = section_status
     env.globals["stylesheet"] = (template_root() / "style.css").read_text()
+    env.globals["script"] = (template_root() / "report.js").read_text()
     return env
 
 
