@@ -152,7 +152,7 @@ def write_outputs(work: Path, config, handle, dataset, results, checks, timings,
             "libraries": library_versions(), "report_size": "@@REPORT_SIZE@@"}
     html = render_report(page)
     size = len(html.encode("utf-8"))
-    html = html.replace("@@REPORT_SIZE@@", f"{size / 1e6:.2f} MB" if size > 1e5
+    html = html.replace("@@REPORT_SIZE@@", f"{size / 1e6:.2f} MB" if size >= 1e6
                         else f"{size / 1e3:.0f} kB")
     (work / "report.html").write_text(html, encoding="utf-8")
 

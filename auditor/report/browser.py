@@ -50,19 +50,21 @@ class Chromium:
         self._from_browser, from_browser_w = os.pipe()
 
         def wire_pipes():  # Chromium reads commands on fd 3 and writes answers on fd 4
-            high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (to_browser_r, from_browser_w)]
-            os.dup2(high[0], 3)
+            high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+                    for fd in (to_browser_r, from_browser_w)]
+            os.dup2(high[0], 3)  # dup2 leaves the copies open across exec
             os.dup2(high[1], 4)
 
         self.process = subprocess.Popen(
             [executable, *FLAGS, f"--user-data-dir={self.profile.name}", "about:blank"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            preexec_fn=wire_pipes, pass_fds=(3, 4))
+            preexec_fn=wire_pipes, close_fds=False)
         os.close(to_browser_r)
         os.close(from_browser_w)
         self._buffer = b""
         self._next_id = 0
         self.events: list[dict] = []
+        self.front: str | None = None  # the session of the tab in front (others are throttled)
 
     def send(self, method: str, params: dict | None = None, session: str | None = None) -> dict:
         """Run one command and return its result; events that arrive meanwhile are kept."""
@@ -141,6 +143,9 @@ class Page:
         self.resize(width, height, mobile)
 
     def send(self, method: str, params: dict | None = None) -> dict:
+        if self.browser.front != self.session:  # a tab in the background may never answer
+            self.browser.front = self.session
+            self.browser.send("Page.bringToFront", None, self.session)
         return self.browser.send(method, params, self.session)
 
     def resize(self, width: int, height: int, mobile: bool = False) -> None:
@@ -160,7 +165,8 @@ class Page:
         reply = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True,
                                                "awaitPromise": True})
         if "exceptionDetails" in reply:
-            raise BrowserError(f"script failed: {reply['exceptionDetails'].get('text')}")
+            details = reply["exceptionDetails"]
+            raise BrowserError(f"script failed: {details.get('exception', {}).get('description')}")
         return reply["result"].get("value")
 
     def _events(self, method: str) -> list[dict]:
