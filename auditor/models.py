@@ -272,7 +272,7 @@ def strip_softmax(model, shape):
         activation is not None and getattr(activation, "__name__", "") == "softmax"
     )
     if not is_softmax:
-        return model, "logits"
+        return model, ("log-probabilities" if _outputs_probabilities(model, shape) else "logits")
     try:
         copy = keras.models.clone_model(model)
         copy.set_weights(model.get_weights())
@@ -298,6 +298,14 @@ _APPLICATION_PREFIXES = {
     "inception_v3": "inception_v3", "inception_resnet_v2": "inception_resnet_v2",
     "xception": "xception", "nasnet": "nasnet", "convnext": "convnext", "regnet": "regnet",
 }
+
+
+def _outputs_probabilities(model, shape) -> bool:
+    """Whether outputs on random inputs are rows of probabilities (a softmax we cannot see, as
+    inside a SavedModel)."""
+    probe = np.random.default_rng(1).uniform(0, 1, (4, *shape)).astype("float32")
+    out = np.asarray(model(probe, training=False))
+    return bool((out >= 0).all() and np.allclose(out.sum(axis=1), 1.0, atol=1e-4))
 
 
 def _guess_input_range(model) -> str:

@@ -111,6 +111,20 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
     dataset = load_dataset(config.data, handle.input_shape, handle.num_classes,
                            class_names=config.class_names, max_samples=config.max_samples,
                            seed=config.seed, data_range=config.data_range)
+    train_dataset = None
+    if config.train_data:
+        train_dataset = load_dataset(config.train_data, handle.input_shape, handle.num_classes,
+                                     class_names=config.class_names, seed=config.seed,
+                                     data_range=config.data_range)
+    compare_handle = None
+    if config.compare_model:
+        compare_handle = load_model(config.compare_model, config.input_range, config.unsafe_load)
+        if (compare_handle.input_shape, compare_handle.num_classes) != (
+                handle.input_shape, handle.num_classes):
+            raise ConfigError(
+                f"--compare-model '{config.compare_model}' takes {compare_handle.input_shape} "
+                f"with {compare_handle.num_classes} classes, but the audited model takes "
+                f"{handle.input_shape} with {handle.num_classes}; compare models of one task")
     baseline = read_baseline(config.baseline) if config.baseline else None
     out = Path(config.out) if config.out else default_out(handle.name, now)
     names = config.sections or list(SECTION_NAMES)
@@ -122,7 +136,8 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
         predictions = predict(handle, dataset, config.batch_size, show_progress=chatty)
         timings["predict"] = time.perf_counter() - tick
         ctx = Context(config=config, handle=handle, dataset=dataset, predictions=predictions,
-                      workdir=work, show_progress=chatty, baseline=baseline)
+                      workdir=work, show_progress=chatty, baseline=baseline,
+                      train_dataset=train_dataset, compare_handle=compare_handle)
         results = []
         for name in names:
             _say(f"section {name}", chatty)

@@ -57,8 +57,8 @@ def score_function(handle, score: str):
         else:
             values = logits
         picked = tf.gather(values, targets, batch_dims=1)
-        return picked - tf.gather(values, contrast, batch_dims=1) * tf.cast(contrast >= 0,
-                                                                              values.dtype)
+        has_contrast = tf.cast(contrast >= 0, values.dtype)  # -1: no contrast class
+        return picked - tf.gather(values, tf.maximum(contrast, 0), batch_dims=1) * has_contrast
 
     return scores
 
