@@ -7,6 +7,7 @@ document.querySelector("main").addEventListener("click", (event) => {
                                                                zoom.firstChild);
   large.src = small.src;
   large.alt = small.alt;
+  large.className = small.naturalWidth < 300 ? "pixels" : "";  // small images: show the pixels
   const caption = small.closest("figure")?.querySelector("figcaption");
   zoom.querySelector("p").textContent = caption ? caption.textContent : small.alt;
   zoom.showModal();

@@ -157,8 +157,8 @@ def test_figures_read_every_contract_key():
         misclassifications={"count": 34, "top_confusions": [{"true": "5", "pred": "9",
                                                              "count": 6}]},
         clever_hans={"discovery": {"flagged_classes": ["3", "7"]}},
-        robustness={"attack": "pgd", "epsilons": [0, 2 / 255, 8 / 255],
-                    "accuracy": [0.93, 0.61, 0.12]},
+        robustness={"attack": "pgd", "epsilons": [0, 2 / 255, 8 / 255, 16 / 255],
+                    "accuracy": [0.93, 0.61, 0.12, 0.01], "check_epsilon": 8 / 255},
         attribution={"sanity": {"gradient": {"passed": True}, "occlusion": {"passed": False},
                                 "integrated_gradients": {"passed": True}}},
         checks=[_check("robustness.accuracy", "fail", "robustness"),
@@ -205,6 +205,19 @@ def test_verdict_sentence_and_deciding_checks_name_the_worst_checks():
     assert [c["id"] for c in top["checks"]] == ["b", "d", "c", "a"]
     ungated = _summary(checks=[_check("a", "pass", "x")] * 2, gated=False)
     assert "nothing was gated" in verdict_sentence(ungated)
+
+
+def test_robust_accuracy_without_a_gated_budget_is_the_largest_budget():
+    summary = _summary(robustness={"epsilons": [0, 4 / 255, 2 / 255], "accuracy": [0.9, 0.2, 0.5]})
+    figure = key_figures(summary, {"robustness": True})[3]
+    assert (figure.value, figure.detail) == ("20.0%", "at ε = 4/255")
+
+
+def test_thresholds_read_as_words():
+    from auditor.report.render import bounds_text
+
+    assert bounds_text({"warn_below": 0.95, "fail_drop": 0.01}) == (
+        "warn < 0.95, fail drop > 0.01 vs baseline")
 
 
 def test_epsilons_read_as_grey_levels_when_they_are():

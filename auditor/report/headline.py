@@ -132,13 +132,17 @@ def clever_hans_figure(summary: dict, ran: dict[str, bool]) -> KeyFigure:
 
 
 def robustness_figure(summary: dict, ran: dict[str, bool]) -> KeyFigure:
-    """Accuracy under attack at the largest budget the run tried."""
+    """Accuracy under attack at the budget the check holds (``check_epsilon``), else at the
+    largest budget the run tried."""
     accuracy = _get(summary, "robustness", "accuracy")
     epsilons = _get(summary, "robustness", "epsilons")
     if not (isinstance(accuracy, list) and isinstance(epsilons, list) and accuracy
             and len(accuracy) == len(epsilons)):
         return _absent("Robust accuracy", "robustness", ran)
-    epsilon, value = max(zip(epsilons, accuracy, strict=True), key=lambda pair: pair[0])
+    pairs = list(zip(epsilons, accuracy, strict=True))
+    gated = _get(summary, "robustness", "check_epsilon")
+    epsilon, value = next(((e, a) for e, a in pairs if gated is not None and e == gated),
+                          max(pairs, key=lambda pair: pair[0]))
     attack = _get(summary, "robustness", "attack")
     detail = f"at ε = {epsilon_text(epsilon)}" + (f" ({str(attack).upper()})" if attack else "")
     return KeyFigure("Robust accuracy", f"{value:.1%}", detail, "robustness",

@@ -8,7 +8,8 @@ import jinja2
 
 from auditor.report.headline import worst_status
 
-BOUND_WORDS = {"below": "<", "above": ">", "drop": "drop >", "rise": "rise >"}
+BOUND_WORDS = {"below": "< {}", "above": "> {}", "drop": "drop > {} vs baseline",
+               "rise": "rise > {} vs baseline"}
 
 
 def template_root() -> Path:
@@ -20,11 +21,12 @@ def template_root() -> Path:
 
 
 def bounds_text(threshold: dict) -> str:
-    """A check's thresholds in words: {'fail_below': 0.9} -> 'fail < 0.9'."""
+    """A check's thresholds in words: {'fail_below': 0.9, 'warn_drop': 0.02} ->
+    'fail < 0.9, warn drop > 0.02 vs baseline'."""
     parts = []
     for key, bound in (threshold or {}).items():
         level, _, kind = key.partition("_")
-        parts.append(f"{level} {BOUND_WORDS.get(kind, kind)} {bound:g}")
+        parts.append(f"{level} {BOUND_WORDS.get(kind, kind + ' {}').format(f'{bound:g}')}")
     return ", ".join(parts)
 
 
