@@ -201,7 +201,7 @@ def test_verdict_sentence_and_deciding_checks_name_the_worst_checks():
               _check("d", "error", "y")]
     top = headline(_summary(checks=checks, verdict="fail"), {})
     assert top["sentence"] == "1 of 4 checks failed, 1 could not be computed, 1 warned."
-    assert [c["id"] for c in top["decisive"]] == ["b", "d"]
+    assert [c["id"] for c in top["decisive"]] == ["b", "d", "c"]
     assert [c["id"] for c in top["checks"]] == ["b", "d", "c", "a"]
     ungated = _summary(checks=[_check("a", "pass", "x")] * 2, gated=False)
     assert "nothing was gated" in verdict_sentence(ungated)
@@ -216,8 +216,8 @@ def test_robust_accuracy_without_a_gated_budget_is_the_largest_budget():
 def test_thresholds_read_as_words():
     from auditor.report.render import bounds_text
 
-    assert bounds_text({"warn_below": 0.95, "fail_drop": 0.01}) == (
-        "warn < 0.95, fail drop > 0.01 vs baseline")
+    assert bounds_text({"fail_drop": 0.01, "warn_below": 0.95}) == [
+        "warn < 0.95", "fail drop > 0.01 vs baseline"]
 
 
 def test_epsilons_read_as_grey_levels_when_they_are():

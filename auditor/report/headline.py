@@ -48,10 +48,9 @@ def sorted_checks(checks: list[dict]) -> list[dict]:
 
 
 def decisive_checks(summary: dict) -> list[dict]:
-    """The checks that made the verdict: the failures and errors of a failed run, the warnings
-    of a run that warns, none for a pass."""
-    wanted = {"fail": ("fail", "error"), "warn": ("warn",)}.get(summary.get("verdict"), ())
-    return [c for c in sorted_checks(summary.get("checks", [])) if c["status"] in wanted]
+    """The checks behind a verdict other than pass: failures and errors first, then warnings."""
+    return [c for c in sorted_checks(summary.get("checks", []))
+            if c["status"] in ("fail", "error", "warn")]
 
 
 def verdict_sentence(summary: dict) -> str:

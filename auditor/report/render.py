@@ -20,14 +20,15 @@ def template_root() -> Path:
     return Path(__file__).resolve().parents[2] / "templates"
 
 
-def bounds_text(threshold: dict) -> str:
-    """A check's thresholds in words: {'fail_below': 0.9, 'warn_drop': 0.02} ->
-    'fail < 0.9, warn drop > 0.02 vs baseline'."""
+def bounds_text(threshold: dict) -> list[str]:
+    """A check's thresholds in words, bounds on the value first: {'warn_drop': 0.02,
+    'fail_below': 0.9} -> ['fail < 0.9', 'warn drop > 0.02 vs baseline']."""
     parts = []
-    for key, bound in (threshold or {}).items():
+    for key, bound in sorted((threshold or {}).items(),
+                             key=lambda item: item[0].endswith(("drop", "rise"))):
         level, _, kind = key.partition("_")
         parts.append(f"{level} {BOUND_WORDS.get(kind, kind + ' {}').format(f'{bound:g}')}")
-    return ", ".join(parts)
+    return parts
 
 
 def section_status(checks) -> str | None:
