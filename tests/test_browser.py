@@ -66,7 +66,7 @@ def test_page_loads_without_console_errors_or_failed_requests(desktop, phone):
 def test_every_section_heading_is_present_and_visible(desktop):
     headings = desktop.evaluate("""Object.fromEntries([...document.querySelectorAll(
         "section.section > .section-head > h2")].filter((h) => h.getBoundingClientRect().height > 0)
-        .map((h) => [h.parentElement.id, h.textContent.trim()]))""")
+        .map((h) => [h.closest("section").id, h.textContent.trim()]))""")
     for name in SECTION_NAMES:
         assert headings.get(name) == section_module(name).TITLE
     assert headings.get("checks") == "Checks"
