@@ -69,9 +69,6 @@ def verdict_sentence(summary: dict) -> str:
         return f"{count['warn']} of {total} {noun} warned; none failed."
     if not total:
         return "No check ran."
-    if not summary.get("gated", True):
-        return (f"All {total} {noun} passed, but none has a threshold: nothing was gated. "
-                "Set thresholds in the spec's [checks] table to gate a run.")
     return f"All {total} {noun} passed." if total > 1 else "The only check passed."
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import jinja2
 
-from auditor.report.headline import worst_status
+from auditor.report.headline import sorted_checks, worst_status
+from auditor.report.summary import FIGURE_NAMES, shown, signed
 
 BOUND_WORDS = {"below": "< {}", "above": "> {}", "drop": "drop > {} vs baseline",
                "rise": "rise > {} vs baseline"}
@@ -45,8 +46,12 @@ def environment() -> jinja2.Environment:
     )
     env.filters["pct"] = lambda v, digits=1: "n/a" if v is None else f"{100 * v:.{digits}f}%"
     env.filters["num"] = lambda v, digits=3: "n/a" if v is None else f"{v:.{digits}g}"
+    env.filters["shown"] = shown
+    env.filters["signed"] = signed
     env.filters["bounds"] = bounds_text
     env.filters["section_status"] = section_status
+    env.filters["worst_first"] = sorted_checks
+    env.globals["figure_names"] = {name: label for name, (label, _) in FIGURE_NAMES.items()}
     env.globals["stylesheet"] = (template_root() / "style.css").read_text()
     env.globals["script"] = (template_root() / "report.js").read_text()
     return env
