@@ -177,6 +177,16 @@ def test_figures_read_every_contract_key():
     assert all(f.section in ran for f in figures.values())
 
 
+def test_an_ungated_pass_does_not_colour_a_figure_green():
+    check = {**_check("accuracy", "pass", "performance"), "gated": False}
+    figure = key_figures(_summary(metrics={"accuracy": 0.9}, checks=[check]),
+                         {"performance": True})[0]
+    assert figure.status == "info"
+    figure = key_figures(_summary(metrics={"accuracy": 0.9}, checks=[{**check, "gated": True}]),
+                         {"performance": True})[0]
+    assert figure.status == "pass"
+
+
 def test_sanity_figure_accepts_a_list_or_falls_back_to_checks():
     listed = _summary(attribution={"sanity": [{"method": "gradient", "status": "pass"},
                                               {"method": "edges", "status": "fail"}]})
@@ -205,6 +215,8 @@ def test_verdict_sentence_and_deciding_checks_name_the_worst_checks():
     assert [c["id"] for c in top["checks"]] == ["b", "d", "c", "a"]
     assert verdict_sentence(_summary(checks=[_check("a", "pass", "x")] * 2)) == (
         "All 2 checks passed.")
+    ungated = _summary(checks=[_check("a", "pass", "x")] * 2, gated=False)
+    assert verdict_sentence(ungated) == "All 2 checks passed, but none was gated."
 
 
 def test_robust_accuracy_without_a_gated_budget_is_the_largest_budget():

@@ -42,6 +42,11 @@ def worst_status(checks: list[dict]) -> str | None:
     return min((c["status"] for c in checks), key=lambda s: (-SEVERITY[s], STATUS_ORDER[s]))
 
 
+def judged(checks: list[dict]) -> list[dict]:
+    """The checks that say something: an ungated pass (no bound could apply) says nothing."""
+    return [c for c in checks if c["status"] != "pass" or c.get("gated", True)]
+
+
 def sorted_checks(checks: list[dict]) -> list[dict]:
     """Failures first, then errors, warnings, passes and skips; stable within a status."""
     return sorted(checks, key=lambda c: STATUS_ORDER.get(c["status"], 5))
@@ -69,11 +74,14 @@ def verdict_sentence(summary: dict) -> str:
         return f"{count['warn']} of {total} {noun} warned; none failed."
     if not total:
         return "No check ran."
+    if not summary.get("gated", True):
+        return f"All {total} {noun} passed, but none was gated." if total > 1 else (
+            "The only check passed, but it was not gated.")
     return f"All {total} {noun} passed." if total > 1 else "The only check passed."
 
 
 def _status_of(checks: list[dict], section: str) -> str:
-    mine = [c for c in checks if c.get("section") == section]
+    mine = judged([c for c in checks if c.get("section") == section])
     return worst_status(mine) or "info"
 
 
@@ -182,7 +190,7 @@ def sanity_figure(summary: dict, ran: dict[str, bool]) -> KeyFigure:
     detail = ("every method depends on the weights" if not failed
               else f"ignore the weights: {', '.join(failed[:4])}" + (" …" if len(failed) > 4
                                                                       else ""))
-    status = worst_status(sanity_checks) or ("pass" if not failed else "warn")
+    status = worst_status(judged(sanity_checks)) or ("pass" if not failed else "warn")
     return KeyFigure("Saliency sanity", f"{passed} of {len(verdicts)}", detail, "attribution",
                      status)
 

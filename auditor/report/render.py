@@ -6,7 +6,7 @@ from pathlib import Path
 
 import jinja2
 
-from auditor.report.headline import sorted_checks, worst_status
+from auditor.report.headline import judged, sorted_checks, worst_status
 from auditor.report.summary import FIGURE_NAMES, shown, signed
 
 BOUND_WORDS = {"below": "< {}", "above": "> {}", "drop": "drop > {} vs baseline",
@@ -33,8 +33,8 @@ def bounds_text(threshold: dict) -> list[str]:
 
 
 def section_status(checks) -> str | None:
-    """The worst status of a section's checks (Check objects or dicts), None without checks."""
-    return worst_status([c if isinstance(c, dict) else c.to_dict() for c in checks])
+    """The worst status of a section's judged checks (Check objects or dicts); None without."""
+    return worst_status(judged([c if isinstance(c, dict) else c.to_dict() for c in checks]))
 
 
 def environment() -> jinja2.Environment:
