@@ -25,10 +25,13 @@ def _quiet_tensorflow() -> None:
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
-            import tensorflow  # noqa: F401
+            import tensorflow as tf
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+    # Python-side warnings (such as retracing notes when watch audits many checkpoints in one
+    # process) are for TensorFlow developers, not for the reader of an audit log.
+    tf.get_logger().setLevel("ERROR")
 
 
 def _sections(value: str | None) -> list[str] | None:
