@@ -215,6 +215,9 @@ def test_verdict_sentence_and_deciding_checks_name_the_worst_checks():
     assert [c["id"] for c in top["checks"]] == ["b", "d", "c", "a"]
     assert verdict_sentence(_summary(checks=[_check("a", "pass", "x")] * 2)) == (
         "All 2 checks passed.")
+    partly = [_check("a", "pass", "x"), {**_check("b", "pass", "x"), "gated": False}]
+    assert verdict_sentence(_summary(checks=partly)) == (
+        "All 2 checks passed (1 of them had no bound that could apply).")
     ungated = _summary(checks=[_check("a", "pass", "x")] * 2, gated=False)
     assert verdict_sentence(ungated) == "All 2 checks passed, but none was gated."
 

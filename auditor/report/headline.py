@@ -77,7 +77,9 @@ def verdict_sentence(summary: dict) -> str:
     if not summary.get("gated", True):
         return f"All {total} {noun} passed, but none was gated." if total > 1 else (
             "The only check passed, but it was not gated.")
-    return f"All {total} {noun} passed." if total > 1 else "The only check passed."
+    ungated = sum(c["status"] == "pass" and not c.get("gated", True) for c in checks)
+    note = f" ({ungated} of them had no bound that could apply)" if ungated else ""
+    return f"All {total} {noun} passed{note}." if total > 1 else "The only check passed."
 
 
 def _status_of(checks: list[dict], section: str) -> str:
