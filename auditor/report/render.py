@@ -8,17 +8,14 @@ import jinja2
 
 from auditor.report.headline import judged, sorted_checks, worst_status
 from auditor.report.summary import FIGURE_NAMES, shown, signed
+from auditor.resources import resource_dir
 
 BOUND_WORDS = {"below": "< {}", "above": "> {}", "drop": "drop > {} vs baseline",
                "rise": "rise > {} vs baseline"}
 
 
 def template_root() -> Path:
-    """The templates: inside the installed package, or beside it in a source checkout."""
-    installed = Path(__file__).resolve().parent.parent / "templates"
-    if installed.is_dir():
-        return installed
-    return Path(__file__).resolve().parents[2] / "templates"
+    return resource_dir("templates")
 
 
 def bounds_text(threshold: dict) -> list[str]:
