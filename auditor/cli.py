@@ -14,8 +14,6 @@ import click
 from auditor import __version__
 from auditor.errors import AuditorError
 
-DEMO_SPEC = {"model": "demo", "data": "sklearn:digits:test"}
-
 
 def _quiet_tensorflow() -> None:
     """Import TensorFlow with stderr muted: its C++ start-up chatter would bury the one line a
@@ -112,10 +110,13 @@ def audit(spec, no_progress, **flags) -> None:
 @click.option("--no-progress", is_flag=True, help="No progress output.")
 def demo(out, no_progress) -> None:
     """Train (once, cached) a small CNN on scikit-learn's digits and audit it."""
-    from auditor.config import make_config
+    from auditor.config import make_config, read_spec
+    from auditor.demo import demo_spec_path
     from auditor.run import run_audit
 
-    config = make_config(DEMO_SPEC, out=out, progress=False if no_progress else None)
+
+    config = make_config(read_spec(demo_spec_path()), out=out,
+                         progress=False if no_progress else None)
     outcome = run_audit(config)
     _report(outcome)
     sys.exit(outcome.exit_code)

@@ -149,6 +149,7 @@ def write_outputs(work: Path, config, handle, dataset, results, checks, timings,
                   baseline=None, record=None) -> None:
     """summary.json, report.html, summary.md and junit.xml into the staging folder; with a
     baseline run, each says what changed since (the ``baseline`` block of summary.json)."""
+    from auditor.report.headline import headline
     from auditor.report.render import render_report
     from auditor.report.summary import build_summary, render_junit, render_markdown
 
@@ -156,16 +157,19 @@ def write_outputs(work: Path, config, handle, dataset, results, checks, timings,
     if baseline is not None:
         summary["baseline"] = compare_runs(summary, record, baseline)
         annotate_checks(summary["checks"], baseline.summary.get("checks", []))
-    (work / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    text = json.dumps(summary, indent=2, default=_json_default)
+    (work / "summary.json").write_text(text)
     (work / "summary.md").write_text(render_markdown(summary))
     (work / "junit.xml").write_text(render_junit(summary))
+    ran = {result.name: result.error is None for result in results}
     page = {"summary": summary, "sections": results, "checks": summary["checks"],
+            "headline": headline(json.loads(text), ran),  # as summary.json has it
             "comparison": summary.get("baseline"),
             "changed_examples": changed_examples(summary.get("baseline"), dataset),
             "libraries": library_versions(), "report_size": "@@REPORT_SIZE@@"}
     html = render_report(page)
     size = len(html.encode("utf-8"))
-    html = html.replace("@@REPORT_SIZE@@", f"{size / 1e6:.2f} MB" if size > 1e5
+    html = html.replace("@@REPORT_SIZE@@", f"{size / 1e6:.2f} MB" if size >= 1e6
                         else f"{size / 1e3:.0f} kB")
     (work / "report.html").write_text(html, encoding="utf-8")
 

@@ -187,7 +187,7 @@ def _baseline_accuracy(baseline: dict | None, epsilon: float) -> float | None:
 def run(ctx: Context, options: Options) -> SectionResult:
     from auditor.attacks import attack_curves, choose_targets
     from auditor.datasets import sample_indices
-    from auditor.report.figures import line_plot_uri
+    from auditor.report.figures import colorbar_uri, line_plot_uri
 
     _validate(options)
     p, names = ctx.predictions, ctx.dataset.class_names
@@ -232,6 +232,8 @@ def run(ctx: Context, options: Options) -> SectionResult:
         x255, {name.upper(): values for name, values in curves.targeted_success.items()},
         "epsilon (× 1/255)", f"reached target ({options.target})")
     view["gallery"] = _gallery(ctx, options, images, labels, curves.kept, epsilons[at], positions)
+    view["legend"] = colorbar_uri("0", low="darker · lowers the score",
+                                  high="brighter · raises the score")
     check = evaluate(CHECK, robust, section=NAME, defaults={"warn_drop": 0.05},
                      message=f"accuracy under {options.steps}-step PGD at epsilon "
                              f"{_in_255(epsilons[at])}: {robust:.2%}",
