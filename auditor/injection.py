@@ -191,7 +191,8 @@ def detection_scores(attributions: np.ndarray, masks: np.ndarray) -> Detection:
     order = np.argsort(-relevance, axis=1)
     sizes = inside.sum(axis=1)
     ranked = np.take_along_axis(inside, order, axis=1)
-    rank_hits = np.array([ranked[i, :sizes[i]].mean() for i in range(len(masks))])
+    top = np.arange(inside.shape[1])[None, :] < sizes[:, None]  # the top-|mask| pixels
+    rank_hits = (ranked & top).sum(axis=1) / np.maximum(sizes, 1)
     pointing = inside[np.arange(len(masks)), order[:, 0]]
     return Detection(mass_ratio=float(np.mean(share / area)),
                      rank_accuracy=float(rank_hits.mean()),
@@ -265,7 +266,7 @@ def measure(tuner: FineTuner, split: Split, target: int, shortcut: str, options:
     if masks is not None:
         masks = visible_masks(clean, poisoned, masks, settings.visible_change)
         keep = masks.any(axis=(1, 2))
-        picked, clean, poisoned, masks = picked[keep], clean[keep], poisoned[keep], masks[keep]
+        clean, poisoned, masks = clean[keep], poisoned[keep], masks[keep]
     for method in methods:
         maps[method] = attribute(tuner.handle, poisoned, np.full(len(poisoned), target), method)
         if masks is not None and len(masks):
@@ -274,8 +275,7 @@ def measure(tuner: FineTuner, split: Split, target: int, shortcut: str, options:
                                    settings)
     return {"flip_rate": flip, "accuracy_gap": gap, "clean_accuracy": accuracy,
             "detection": detection, "discovery": discovery,
-            "examples": {"clean": clean, "poisoned": poisoned, "masks": masks, "maps": maps,
-                         "labels": split.eval_labels[picked]}}
+            "examples": {"clean": clean, "poisoned": poisoned, "masks": masks, "maps": maps}}
 
 
 def discover_on_target(tuner: FineTuner, split: Split, target: int, shortcut: str,

@@ -31,28 +31,28 @@ class Options:
     control: bool = True
     target_class: str | None = None  # default: the class with the most audit images
     shortcut_options: dict = field(default_factory=dict)  # {shortcut: {option: value}}
-    steps: int = 300
+    steps: int = 300  # fine-tuning steps per copy (bounded: the demo audit has 3 minutes)
     batch_size: int = 32
     learning_rate: float = 1e-3
-    relabel: float = 0.2
-    max_train: int = 1000
+    relabel: float = 0.2  # share of other classes given the shortcut and the target label
+    max_train: int = 1000  # images for fine-tuning (from train_data, or split from data)
     max_eval: int = 500
-    explain: int = 48
-    flip_threshold: float = 0.5
+    explain: int = 48  # held-out images explained per method for detection
+    flip_threshold: float = 0.5  # learned when the flip rate or the accuracy gap reaches
     gap_threshold: float = 0.2
-    detect_ratio: float = 3.0
-    visible_change: float = 0.2
+    detect_ratio: float = 3.0  # detected when relevance mass / mask area reaches this
+    visible_change: float = 0.2  # mask pixels changed less than this are hidden, not counted
     discovery: bool = True
     discovery_method: str | None = None  # default: the first of ``methods``
     max_per_class: int = 150
     max_discovery: int = 3000  # images explained for discovery, over all classes
-    grid: int = 16
-    k_max: int = 5
-    discovery_threshold: float = 0.15
+    grid: int = 16  # maps are pooled to grid x grid cells before clustering
+    k_max: int = 5  # most clusters per class the eigengap may choose
+    discovery_threshold: float = 0.15  # flagged when shift x compactness reaches this
     show_classes: int = 10
-    pps_threshold: float = 0.5
-    auc_threshold: float = 0.99
-    max_embedding: int = 500
+    pps_threshold: float = 0.5  # a property is flagged at this predictive power score...
+    auc_threshold: float = 0.99  # ...or when it separates one class with this ROC AUC
+    max_embedding: int = 500  # images in the penultimate-feature t-SNE
 
 
 def resolve_methods(options: Options) -> tuple[list[str], str]:
