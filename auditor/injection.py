@@ -37,7 +37,8 @@ class InjectionSettings:
     relabel: float = 0.2  # share of other-class training images given the shortcut and target
     flip_threshold: float = 0.5  # learned when the flip rate reaches this ...
     gap_threshold: float = 0.2  # ... or the accuracy gap reaches this
-    detect_ratio: float = 3.0  # detected when relevance mass / area share reaches this
+    detect_ratio: float = 3.0  # detected when relevance mass / area share reaches this ...
+    control_margin: float = 1.5  # ... and this many times the control copy's ratio, if any
     visible_change: float = 0.2  # mask pixels the shortcut changes less than this do not count
     explain: int = 48  # images explained per run for detection
     discovery_threshold: float = 0.15
@@ -66,13 +67,15 @@ class InjectionResult:
     clean_accuracy: float  # the copy's accuracy on the clean held-out images
     learned: bool
     detection: dict[str, Detection]  # per method; empty for a global shortcut
-    seen: list[str]  # methods whose mass ratio reaches the threshold
+    seen: list[str]  # methods that see it: mass ratio over the threshold and the control's
     detected: bool
     discovery: ClassDiscovery | None
     verdict: str
     seconds: float
     examples: dict = field(default_factory=dict, repr=False)  # images, masks, maps for figures
     probes: dict = field(default_factory=dict)  # control only: per probed shortcut
+    control_ratio: dict[str, float] = field(default_factory=dict)  # the control's, per method
+    discounted: list[str] = field(default_factory=list)  # over the threshold, not the control
 
 
 class FineTuner:
@@ -293,9 +296,26 @@ def discover_on_target(tuner: FineTuner, split: Split, target: int, shortcut: st
                           seed=settings.seed)
 
 
+def credited(detection: dict[str, Detection], control: dict[str, float],
+             settings: InjectionSettings) -> tuple[list[str], list[str]]:
+    """(methods that see the shortcut, methods over the threshold but no better than the
+    control copy's ratio on the same shortcut by the margin)."""
+    above = [m for m, d in detection.items() if d.mass_ratio >= settings.detect_ratio]
+    seen = [m for m in above
+            if detection[m].mass_ratio >= settings.control_margin * control.get(m, 0.0)]
+    return seen, [m for m in above if m not in seen]
+
+
 def run_injection(tuner: FineTuner, split: Split, target: int, shortcut: str, options: dict,
-                  methods: list[str], settings: InjectionSettings) -> InjectionResult:
-    """Fine-tune the reset copy with ``shortcut`` planted, then measure it."""
+                  methods: list[str], settings: InjectionSettings,
+                  control: InjectionResult | None = None) -> InjectionResult:
+    """Fine-tune the reset copy with ``shortcut`` planted, then measure it.
+
+    A method sees the shortcut when its mass ratio reaches the threshold and, when the control
+    probed this shortcut, beats the control copy's ratio by the margin: a method that lights up
+    the shortcut in a copy that never learned it (gradient x input on a bright patch) gets no
+    credit for lighting it up here.
+    """
     started = time.perf_counter()
     options = dict(options)
     fraction = float(options.pop("fraction", DEFAULT_FRACTION.get(shortcut, 1.0)))
@@ -307,13 +327,16 @@ def run_injection(tuner: FineTuner, split: Split, target: int, shortcut: str, op
     got = measure(tuner, split, target, shortcut, options, methods, settings)
     learned = (got["flip_rate"] >= settings.flip_threshold
                or got["accuracy_gap"] >= settings.gap_threshold)
-    seen = [m for m, d in got["detection"].items() if d.mass_ratio >= settings.detect_ratio]
+    baseline = control.probes.get(shortcut, {}).get("relevance_mass_ratio", {}) if control \
+        else {}
+    seen, discounted = credited(got["detection"], baseline, settings)
     detected = bool(seen) if got["detection"] else got["discovery"].flagged
     result = InjectionResult(
         shortcut=shortcut, target=target, flip_rate=got["flip_rate"],
         accuracy_gap=got["accuracy_gap"], clean_accuracy=got["clean_accuracy"], learned=learned,
         detection=got["detection"], seen=seen, detected=detected, discovery=got["discovery"],
-        verdict="", seconds=0.0, examples=got["examples"])
+        verdict="", seconds=0.0, examples=got["examples"], control_ratio=baseline,
+        discounted=discounted)
     result.verdict = verdict(result, methods)
     result.seconds = time.perf_counter() - started
     return result
@@ -374,7 +397,8 @@ def verdict(result: InjectionResult, methods: list[str]) -> str:
                 else "learned but invisible: global shortcut, and discovery does not flag the "
                      "class")
     seen = [m for m in methods if m in result.seen]
-    unseen = [m for m in methods if m not in seen]
+    unseen = [f"{m} (no better than the control)" if m in result.discounted else m
+              for m in methods if m not in seen]
     if not seen:
         return f"learned but invisible to {', '.join(unseen)}"
     if not unseen:

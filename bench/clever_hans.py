@@ -66,11 +66,12 @@ def main() -> None:
           f"{settings.batch_size}; methods {', '.join(methods)}; setup {setup:.1f} s")
     print(f"{'shortcut':<10} {'seconds':>8} {'ratio':>6} {'flip':>6} {'mass':>6}  verdict")
     shortcuts = [s for s in args.shortcuts.split(",") if s]
-    for name in shortcuts:
-        result = run_injection(tuner, split, target, name, {}, methods, settings)
-        print(row(name, result))
     local = {s: {} for s in shortcuts if s not in ("tint", "lightness")} or {"patch": {}}
-    print(row("control", run_control(tuner, split, target, local, methods, settings)))
+    control = run_control(tuner, split, target, local, methods, settings)
+    print(row("control", control))
+    for name in shortcuts:
+        print(row(name, run_injection(tuner, split, target, name, {}, methods, settings,
+                                      control)))
 
     with tempfile.TemporaryDirectory() as work:
         config = make_config(model="demo", data="sklearn:digits:test",

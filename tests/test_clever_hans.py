@@ -17,7 +17,8 @@ TARGET = 4  # the class the backdoored model's patch points to
 @pytest.fixture(scope="module")
 def clean_run(digits_handle, digits_npz, tmp_path_factory):
     """The section with its defaults (patch, watermark, control; discovery) on the clean demo
-    CNN, audited on the digits test split as a user's npz; the weights before and after."""
+    CNN, audited on the digits test split as a user's npz; the weights before and after.
+    Saliency by the gradient, whatever else the registry holds: the acceptance is about it."""
     from auditor.config import make_config
     from auditor.datasets import load_dataset
     from auditor.predict import predict
@@ -25,7 +26,8 @@ def clean_run(digits_handle, digits_npz, tmp_path_factory):
     from auditor.sections.base import Context
 
     before = [w.copy() for w in digits_handle.model.get_weights()]
-    config = make_config(model=str(digits_handle.path), data=f"npz:{digits_npz}",
+    config = make_config({"clever_hans": {"methods": ["gradient"]}},
+                         model=str(digits_handle.path), data=f"npz:{digits_npz}",
                          sections=["clever_hans"])
     dataset = load_dataset(config.data, digits_handle.input_shape, digits_handle.num_classes)
     ctx = Context(config=config, handle=digits_handle, dataset=dataset,
@@ -263,3 +265,18 @@ def test_a_saved_model_that_cannot_be_copied_is_refused_not_trained(tmp_path):
     with pytest.raises(ModelError, match="cannot copy model .* for the injection test"):
         FineTuner(handle, learning_rate=1e-3)
     assert penultimate_features(handle, np.zeros((2, 8, 8, 1), np.float32)) is None
+
+
+def test_a_method_that_lights_up_the_control_gets_no_credit():
+    from auditor.injection import Detection, InjectionResult, InjectionSettings, credited, verdict
+
+    detection = {"gradient": Detection(6.0, 0.5, 1.0), "bright": Detection(5.0, 0.5, 1.0),
+                 "blind": Detection(1.2, 0.1, 0.0)}
+    control = {"gradient": 1.5, "bright": 4.0, "blind": 1.0}  # bright: 5.0 < 1.5 x 4.0
+    seen, discounted = credited(detection, control, InjectionSettings())
+    assert (seen, discounted) == (["gradient"], ["bright"])
+    assert credited(detection, {}, InjectionSettings()) == (["gradient", "bright"], [])
+    result = InjectionResult("patch", 1, 0.9, 0.0, 1.0, True, detection, seen, True, None, "",
+                             0.0, discounted=discounted)
+    assert verdict(result, ["gradient", "bright", "blind"]) == (
+        "learned; visible to gradient, invisible to bright (no better than the control), blind")

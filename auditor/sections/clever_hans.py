@@ -40,7 +40,8 @@ class Options:
     explain: int = 48  # held-out images explained per method for detection
     flip_threshold: float = 0.5  # learned when the flip rate or the accuracy gap reaches
     gap_threshold: float = 0.2
-    detect_ratio: float = 3.0  # detected when relevance mass / mask area reaches this
+    detect_ratio: float = 3.0  # detected when relevance mass / mask area reaches this ...
+    control_margin: float = 1.5  # ... and this many times the control copy's ratio
     visible_change: float = 0.2  # mask pixels changed less than this are hidden, not counted
     discovery: bool = True
     discovery_method: str | None = None  # default: the first of ``methods``
@@ -245,18 +246,19 @@ def run_injections(ctx: Context, options: Options, methods: list[str], target: i
         relabel=options.relabel, flip_threshold=options.flip_threshold,
         gap_threshold=options.gap_threshold, detect_ratio=options.detect_ratio,
         visible_change=options.visible_change, explain=options.explain,
-        discovery_threshold=options.discovery_threshold, grid=options.grid,
-        seed=ctx.config.seed)
+        control_margin=options.control_margin, discovery_threshold=options.discovery_threshold,
+        grid=options.grid, seed=ctx.config.seed)
     tuner = FineTuner(ctx.handle, options.learning_rate)
-    results = [run_injection(tuner, split, target, name, opts, methods, tuning)
-               for name, opts in settings.items()]
-    if options.control:
+    control = None
+    if options.control:  # first: each shortcut's detection is judged against it
         blank = np.zeros((1, *ctx.handle.input_shape), np.float32)
         probes = {name: opts for name, opts in settings.items()
                   if inject(name, blank, **{k: v for k, v in opts.items()
                                            if k != "fraction"})[1] is not None}
-        results.append(run_control(tuner, split, target, probes or {"patch": {}}, methods,
-                                   tuning))
+        control = run_control(tuner, split, target, probes or {"patch": {}}, methods, tuning)
+    results = [run_injection(tuner, split, target, name, opts, methods, tuning, control)
+               for name, opts in settings.items()]
+    results += [control] if control else []
     facts = {"source": source, "train_images": len(split.train_labels),
              "eval_images": len(split.eval_labels), "steps": options.steps,
              "batch_size": options.batch_size, "learning_rate": options.learning_rate,
@@ -276,6 +278,7 @@ def injection_summary(result, class_names: list[str], settings: dict[str, dict])
         "rank_accuracy": {m: round(d.rank_accuracy, 4) for m, d in result.detection.items()},
         "pointing_game": {m: round(d.pointing_game, 4) for m, d in result.detection.items()},
         "visible_to": result.seen, "clean_accuracy": round(result.clean_accuracy, 4),
+        "control_mass_ratio": {m: round(r, 4) for m, r in result.control_ratio.items()},
         "discovery_flagged": bool(result.discovery.flagged) if result.discovery else None,
         "discovery_score": round(result.discovery.score, 4) if result.discovery else None,
         "verdict": result.verdict, "seconds": round(result.seconds, 2),
