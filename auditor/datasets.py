@@ -23,7 +23,8 @@ from auditor.npz import NpzArray, array_chunks
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 DATA_RANGES = ("auto", "0-1", "0-255")
 DIGITS_TEST_FRACTION = 0.4
-READ_CHUNK_BYTES = 4 << 20  # float32 bytes of images read from a source at once
+READ_CHUNK_BYTES = 4 << 20  # bytes of stored images scanned at once when an npz is opened
+NON_FINITE = "NaN or infinite pixel values"
 
 
 @dataclass
@@ -39,7 +40,7 @@ class Dataset:
     source_index: np.ndarray
     image_shape: tuple[int, int, int]
     # source indices -> tf.data.Dataset of display-space images (H, W, C), not yet fitted to the
-    # model; a RowReader also takes the rows per chunk and gives chunks (n, H, W, C)
+    # model; or a RowReader, whose rows are read, scaled and fitted a batch at a time
     _read: Callable[[np.ndarray], object]
 
     @property
@@ -61,6 +62,9 @@ class Dataset:
             try:
                 images = next(batches)
             except tf.errors.OpError as exc:  # a corrupt file in the middle of a folder
+                if NON_FINITE in exc.message:
+                    raise DataError(f"dataset '{self.source}' has NaN or infinite pixel values "
+                                    f"near sample {start}; clean or drop those images") from None
                 raise DataError(f"cannot read an image of '{self.source}' near sample {start}: "
                                 f"{exc.message.splitlines()[0]}; remove or re-save that "
                                 "file") from None
@@ -83,11 +87,15 @@ class Dataset:
         time: per-image steps would cost more than a small model's forward pass."""
         import tensorflow as tf
 
-        def fit(images):
+        def fit(images, divisor=1.0):  # checked here, in tf.data's threads, not in the model's
+            images = tf.cast(images, tf.float32) / divisor
+            images = tf.debugging.assert_all_finite(images, NON_FINITE)
             return fit_image(images, *self.image_shape)
 
         if isinstance(self._read, RowReader):
-            batched = self._read(source_index, batch_size).map(fit)
+            reader = self._read
+            batched = reader.chunks(source_index, batch_size).map(
+                lambda rows: fit(rows, reader.divisor))
         else:
             batched = self._read(source_index).map(
                 fit, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
@@ -173,8 +181,8 @@ class RowReader:
     """A reader over images stored as rows of one shape (an array, an npz member).
 
     ``read_rows(index, chunk_rows)`` yields the rows at ``index`` in order, in their stored
-    dtype; only one chunk of them is in memory at once, whatever the size of the source. Chunks
-    leave as float32 scaled to [0, 1] by ``divisor``.
+    dtype; only one chunk of them is in memory at once, whatever the size of the source.
+    Dividing by ``divisor`` brings them to display space, [0, 1].
     """
 
     read_rows: Callable
@@ -182,19 +190,18 @@ class RowReader:
     dtype: np.dtype
     divisor: float = 1.0
 
-    def __call__(self, index: np.ndarray, chunk_rows: int | None = None):
+    def chunks(self, index: np.ndarray, chunk_rows: int):
+        """tf.data.Dataset of the raw rows at ``index``, ``chunk_rows`` at a time (N, H, W, C)."""
         import tensorflow as tf
 
         image_shape = (*self.row_shape, 1) if len(self.row_shape) == 2 else self.row_shape
-        chunk_rows = chunk_rows or max(1, READ_CHUNK_BYTES // (4 * int(np.prod(image_shape))))
 
-        def chunks():
-            for rows in self.read_rows(index, chunk_rows):
-                yield rows.reshape(len(rows), *image_shape)
+        def rows():
+            for chunk in self.read_rows(index, chunk_rows):
+                yield chunk.reshape(len(chunk), *image_shape)
 
         spec = tf.TensorSpec((None, *image_shape), tf.as_dtype(np.dtype(self.dtype)))
-        return tf.data.Dataset.from_generator(chunks, output_signature=spec).map(
-            lambda rows: tf.cast(rows, tf.float32) / self.divisor)
+        return tf.data.Dataset.from_generator(rows, output_signature=spec)
 
 
 def _array_reader(x: np.ndarray) -> Callable:

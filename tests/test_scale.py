@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from auditor.datasets import load_dataset
+from auditor.datasets import Dataset, _array_reader, load_dataset
 from auditor.distribute import _check_tf_config
-from auditor.errors import ConfigError
-from auditor.predict import Predictions
+from auditor.errors import ConfigError, DataError
+from auditor.predict import Predictions, predict
 from auditor.sections.performance import matrix_classes
 from auditor.streaming import TopK
 
@@ -62,6 +62,17 @@ def test_npz_float_images_are_scanned_for_range_and_bad_values(tmp_path, images)
     np.savez(path, x=grey, y=y)
     with pytest.raises(Exception, match="NaN or infinite pixel values in 2 image"):
         load_dataset(f"npz:{path}", (12, 10, 1), 4)
+
+
+def test_a_non_finite_image_met_while_streaming_is_a_data_error_naming_where(digits_handle):
+    x = np.random.default_rng(0).uniform(0, 1, (150, 32, 32, 1)).astype(np.float32)
+    x[130, 3, 3] = np.nan
+    dataset = Dataset(source="planted", class_names=[str(i) for i in range(10)],
+                      labels=np.zeros(150, np.int64), source_index=np.arange(150),
+                      image_shape=(32, 32, 1), _read=_array_reader(x))
+    with pytest.raises(DataError, match="'planted' has NaN or infinite pixel values near sample "
+                                        "128; clean or drop"):
+        predict(digits_handle, dataset, batch_size=64)
 
 
 def test_npz_audit_never_holds_the_image_array(tmp_path):
