@@ -119,15 +119,19 @@ def run_scores(handle, x, targets, contrast, score: str, rows: int) -> np.ndarra
                            for i in range(0, len(x), rows)]) if len(x) else np.zeros(0, np.float32)
 
 
-def budget_for(handle, memory_budget: int | None = None) -> Budget:
-    """Rows per pass so that one pass's activations fit ``memory_budget`` bytes."""
+def row_bytes(handle) -> int:
+    """Bytes of activations one image keeps alive in a forward-backward pass (an upper bound)."""
     from auditor.layers import activation_floats
 
-    if "activation_floats" not in handle.compiled:
-        handle.compiled["activation_floats"] = (activation_floats(handle.logits_model)
-                                                + int(np.prod(handle.input_shape)))
-    per_row = 4 * handle.compiled["activation_floats"]
-    rows = (memory_budget or DEFAULT_MEMORY_BUDGET) // per_row
+    if "row_bytes" not in handle.compiled:
+        floats = activation_floats(handle.logits_model) + int(np.prod(handle.input_shape))
+        handle.compiled["row_bytes"] = 4 * floats
+    return handle.compiled["row_bytes"]
+
+
+def budget_for(handle, memory_budget: int | None = None) -> Budget:
+    """Rows per pass so that one pass's activations fit ``memory_budget`` bytes."""
+    rows = (memory_budget or DEFAULT_MEMORY_BUDGET) // row_bytes(handle)
     return Budget(backward=int(np.clip(rows, 1, MAX_ROWS)),
                   forward=int(np.clip(rows * FORWARD_FACTOR, 1, MAX_FORWARD_ROWS)))
 
