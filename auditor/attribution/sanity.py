@@ -58,7 +58,8 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def ssim(a: np.ndarray, b: np.ndarray, sigma: float = 1.5, data_range: float = 1.0) -> np.ndarray:
     """Structural similarity (Wang et al. 2004) per sample of (N, H, W) maps in [0, data_range].
 
-    Gaussian-weighted windows (sigma 1.5, as in the paper), K1 = 0.01, K2 = 0.03.
+    Gaussian-weighted 11x11 windows (sigma 1.5, as in the paper), K1 = 0.01, K2 = 0.03, averaged
+    over the positions where the window fits (as tf.image.ssim does), or over all of a small map.
     """
     from scipy.ndimage import gaussian_filter
 
@@ -74,6 +75,9 @@ def ssim(a: np.ndarray, b: np.ndarray, sigma: float = 1.5, data_range: float = 1
     cov = window(a * b) - mu_a * mu_b
     index = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / (
         (mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    radius = int(3.5 * sigma + 0.5)
+    if min(index.shape[1:]) > 2 * radius:
+        index = index[:, radius:-radius, radius:-radius]
     return index.mean(axis=(1, 2))
 
 
