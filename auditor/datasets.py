@@ -42,8 +42,16 @@ class Dataset:
 
     def batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Stream (images, labels, sample positions) in order, a batch at a time."""
-        for start, images in zip(range(0, self.n, batch_size),
-                                 self._pipeline(self.source_index, batch_size), strict=True):
+        import tensorflow as tf
+
+        batches = iter(self._pipeline(self.source_index, batch_size))
+        for start in range(0, self.n, batch_size):
+            try:
+                images = next(batches)
+            except tf.errors.OpError as exc:  # a corrupt file in the middle of a folder
+                raise DataError(f"cannot read an image of '{self.source}' near sample {start}: "
+                                f"{exc.message.splitlines()[0]}; remove or re-save that "
+                                "file") from None
             stop = min(start + batch_size, self.n)
             yield images.numpy(), self.labels[start:stop], np.arange(start, stop)
 
@@ -270,7 +278,11 @@ def _open_folder(path: str):
         import tensorflow as tf
 
         def decode(file):
-            image = tf.io.decode_image(tf.io.read_file(file), expand_animations=False)
+            # Three channels always (grey is copied, alpha dropped) so the shape is static;
+            # fit_image turns them into what the model takes.
+            image = tf.io.decode_image(tf.io.read_file(file), channels=3,
+                                       expand_animations=False)
+            image.set_shape((None, None, 3))
             return tf.cast(image, tf.float32) / 255.0
 
         return tf.data.Dataset.from_tensor_slices(paths[index]).map(

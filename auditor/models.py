@@ -189,7 +189,8 @@ def _read_model(path: str, unsafe_load: bool):
         message = str(exc)
         if "safe_mode" in message or "Lambda" in message or "lambda" in message:
             raise ModelError(f"model '{path}' contains code (a Lambda layer); loading it runs "
-                             "that code, so pass --unsafe-load only if you trust the file") from None
+                             "that code, so pass --unsafe-load only if you trust the "
+                             "file") from None
         if "Unknown" in message or "custom" in message.lower():
             raise ModelError(f"model '{path}' uses a custom layer or object that is not "
                              "registered; import the module that defines it and pass "
@@ -271,7 +272,7 @@ def strip_softmax(model, shape):
         activation is not None and getattr(activation, "__name__", "") == "softmax"
     )
     if not is_softmax:
-        return model, "logits"
+        return model, ("log-probabilities" if _outputs_probabilities(model, shape) else "logits")
     try:
         copy = keras.models.clone_model(model)
         copy.set_weights(model.get_weights())
@@ -299,12 +300,21 @@ _APPLICATION_PREFIXES = {
 }
 
 
+def _outputs_probabilities(model, shape) -> bool:
+    """Whether outputs on random inputs are rows of probabilities (a softmax we cannot see, as
+    inside a SavedModel)."""
+    probe = np.random.default_rng(1).uniform(0, 1, (4, *shape)).astype("float32")
+    out = np.asarray(model(probe, training=False))
+    return bool((out >= 0).all() and np.allclose(out.sum(axis=1), 1.0, atol=1e-4))
+
+
 def _guess_input_range(model) -> str:
     """0-255 when the model rescales its own input; a keras.applications backbone's own mode
     when one is recognised by name (at the top or as the first nested model); else 0-1."""
     import keras
 
-    first_layers = [layer for layer in model.layers[:3] if not isinstance(layer, keras.layers.InputLayer)]
+    first_layers = [layer for layer in model.layers[:3]
+                    if not isinstance(layer, keras.layers.InputLayer)]
     for layer in first_layers:
         if isinstance(layer, keras.layers.Rescaling):
             return "0-255"

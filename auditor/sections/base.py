@@ -21,6 +21,8 @@ class Context:
     workdir: Path  # the staging output folder; sections may add files to it
     show_progress: bool = False
     baseline: dict | None = None  # the baseline run's summary.json, when given
+    train_dataset: Any = None  # --train-data: images for fine-tuning copies, when given
+    compare_handle: Any = None  # --compare-model: a second ModelHandle, when given
     cache: dict[str, Any] = field(default_factory=dict)  # results sections share (e.g. saliency)
 
     def options(self, name: str, cls: type) -> Any:

@@ -1,0 +1,181 @@
+"""Orchestration of one audit: load, predict once, run the sections, write the outputs.
+
+The flow goes one way (DESIGN.md): inputs are loaded and checked before anything is written;
+sections run on the shared predictions; the outputs are written to a staging folder that moves
+into place only when everything succeeded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import json
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from auditor import __version__
+from auditor.checks import Check, exit_code
+from auditor.config import AuditConfig
+from auditor.errors import AuditorError, ConfigError
+from auditor.progress import progress_enabled
+from auditor.report.staging import staged_folder
+from auditor.sections import SECTION_NAMES, section_module
+from auditor.sections.base import Context, SectionResult
+
+REPORT_FILES = ("report.html", "summary.json", "summary.md", "junit.xml")
+LIBRARIES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "scikit-learn", "matplotlib",
+             "jinja2", "tf-explain")
+
+
+@dataclass
+class AuditOutcome:
+    out: Path
+    summary: dict
+    exit_code: int
+
+
+def default_out(model_name: str, now: dt.datetime) -> Path:
+    return Path("reports") / f"{model_name}-{now.strftime('%Y%m%d-%H%M%S')}"
+
+
+def read_baseline(path: str) -> dict:
+    """A previous run's summary.json, from its folder or the file itself."""
+    file = Path(path)
+    if file.is_dir():
+        file = file / "summary.json"
+    if not file.is_file():
+        raise ConfigError(f"baseline '{path}' has no summary.json; pass an earlier run's output "
+                          "folder or its summary.json")
+    try:
+        summary = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"baseline '{file}' is not valid JSON ({exc}); pass an auditor "
+                          "summary.json") from None
+    if not isinstance(summary, dict) or not str(summary.get("schema", "")).startswith(
+            "auditor.summary/"):
+        raise ConfigError(f"baseline '{file}' is not an auditor summary (no 'schema' key "
+                          "auditor.summary/1)")
+    return summary
+
+
+def _say(message: str, enabled: bool) -> None:
+    if enabled:
+        print(f"auditor: {message}", file=sys.stderr, flush=True)
+
+
+def run_section(name: str, ctx: Context) -> SectionResult:
+    """Run one section; an unexpected failure becomes an 'error' check, never a silent pass."""
+    module = section_module(name)
+    started = time.perf_counter()
+    try:
+        result = module.run(ctx, ctx.options(name, module.Options))
+    except AuditorError:
+        raise
+    except Exception as exc:  # a section's bug must not sink the other sections
+        detail = traceback.format_exc(limit=6)
+        result = SectionResult(
+            name=name, title=module.TITLE, intro="This section failed to run.",
+            error=detail,
+            checks=[Check(f"{name}.run", "error", None, {}, None,
+                          f"section '{name}' failed: {type(exc).__name__}: {exc}", name)])
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": sys.version.split()[0], "auditor": __version__}
+    for name in LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def run_audit(config: AuditConfig) -> AuditOutcome:
+    """Run the audit that ``config`` describes and write its folder; returns the exit code."""
+    import keras
+
+    from auditor.datasets import load_dataset
+    from auditor.models import load_model
+    from auditor.predict import predict
+
+    started = time.perf_counter()
+    now = dt.datetime.now(dt.timezone.utc)
+    chatty = progress_enabled(config.progress)
+    keras.utils.set_random_seed(config.seed)
+    handle = load_model(config.model, config.input_range, config.unsafe_load)
+    dataset = load_dataset(config.data, handle.input_shape, handle.num_classes,
+                           class_names=config.class_names, max_samples=config.max_samples,
+                           seed=config.seed, data_range=config.data_range)
+    train_dataset = None
+    if config.train_data:
+        train_dataset = load_dataset(config.train_data, handle.input_shape, handle.num_classes,
+                                     class_names=config.class_names, seed=config.seed,
+                                     data_range=config.data_range)
+    compare_handle = None
+    if config.compare_model:
+        compare_handle = load_model(config.compare_model, config.input_range, config.unsafe_load)
+        if (compare_handle.input_shape, compare_handle.num_classes) != (
+                handle.input_shape, handle.num_classes):
+            raise ConfigError(
+                f"--compare-model '{config.compare_model}' takes {compare_handle.input_shape} "
+                f"with {compare_handle.num_classes} classes, but the audited model takes "
+                f"{handle.input_shape} with {handle.num_classes}; compare models of one task")
+    baseline = read_baseline(config.baseline) if config.baseline else None
+    out = Path(config.out) if config.out else default_out(handle.name, now)
+    names = config.sections or list(SECTION_NAMES)
+    timings: dict[str, float] = {}
+
+    with staged_folder(out) as work:
+        _say(f"predicting {dataset.n} images", chatty)
+        tick = time.perf_counter()
+        predictions = predict(handle, dataset, config.batch_size, show_progress=chatty)
+        timings["predict"] = time.perf_counter() - tick
+        ctx = Context(config=config, handle=handle, dataset=dataset, predictions=predictions,
+                      workdir=work, show_progress=chatty, baseline=baseline,
+                      train_dataset=train_dataset, compare_handle=compare_handle)
+        results = []
+        for name in names:
+            _say(f"section {name}", chatty)
+            results.append(run_section(name, ctx))
+            timings[name] = results[-1].seconds
+        timings["total"] = time.perf_counter() - started
+        checks = [check for result in results for check in result.checks]
+        write_outputs(work, config, handle, dataset, results, checks, timings, now)
+        summary = json.loads((work / "summary.json").read_text())
+    return AuditOutcome(out=out, summary=summary, exit_code=exit_code(checks, config.fail_on))
+
+
+def write_outputs(work: Path, config, handle, dataset, results, checks, timings, now) -> None:
+    """summary.json, report.html, summary.md and junit.xml into the staging folder."""
+    from auditor.report.render import render_report
+    from auditor.report.summary import build_summary, render_junit, render_markdown
+
+    summary = build_summary(config, handle, dataset, results, checks, timings, now)
+    (work / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    (work / "summary.md").write_text(render_markdown(summary))
+    (work / "junit.xml").write_text(render_junit(summary))
+    page = {"summary": summary, "sections": results, "checks": checks,
+            "libraries": library_versions(), "report_size": "@@REPORT_SIZE@@"}
+    html = render_report(page)
+    size = len(html.encode("utf-8"))
+    html = html.replace("@@REPORT_SIZE@@", f"{size / 1e6:.2f} MB" if size > 1e5
+                        else f"{size / 1e3:.0f} kB")
+    (work / "report.html").write_text(html, encoding="utf-8")
+
+
+def _json_default(value):
+    """numpy scalars and arrays in section summaries become plain JSON."""
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

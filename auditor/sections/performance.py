@@ -1,0 +1,104 @@
+"""Errors: accuracy, per-class precision/recall/F1, confusion matrix, top confusions, and the
+most confident mistakes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from auditor.checks import evaluate
+from auditor.sections.base import Context, SectionResult
+
+NAME = "performance"
+TITLE = "Errors"
+
+
+@dataclass
+class Options:
+    top_confusions: int = 10
+    gallery: int = 16  # most confident mistakes shown
+
+
+def most_confident_mistakes(predictions, limit: int) -> np.ndarray:
+    """Positions of the wrong predictions, most confident first."""
+    wrong = np.flatnonzero(~predictions.correct)
+    order = np.argsort(-predictions.confidence[wrong], kind="stable")
+    return wrong[order][:limit]
+
+
+def top_confusions(labels, preds, class_names, limit: int) -> list[dict]:
+    """(true, predicted) pairs by count, most frequent first."""
+    from sklearn.metrics import confusion_matrix
+
+    matrix = confusion_matrix(labels, preds, labels=np.arange(len(class_names)))
+    np.fill_diagonal(matrix, 0)
+    pairs = np.argwhere(matrix > 0)
+    pairs = sorted(pairs.tolist(), key=lambda p: (-matrix[p[0], p[1]], p[0], p[1]))[:limit]
+    return [{"true": class_names[t], "pred": class_names[p], "count": int(matrix[t, p])}
+            for t, p in pairs]
+
+
+def per_class_metrics(labels, preds, class_names) -> dict[str, dict[str, float]]:
+    from sklearn.metrics import precision_recall_fscore_support
+
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, preds, labels=np.arange(len(class_names)), zero_division=0)
+    return {name: {"precision": float(precision[i]), "recall": float(recall[i]),
+                   "f1": float(f1[i]), "support": int(support[i])}
+            for i, name in enumerate(class_names)}
+
+
+def confusion_figure(labels, preds, class_names) -> str:
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    from auditor.report.figures import figure_uri
+
+    size = min(9.0, 2.5 + 0.45 * len(class_names))
+    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    ConfusionMatrixDisplay.from_predictions(
+        labels, preds, labels=np.arange(len(class_names)), display_labels=class_names,
+        cmap="Blues", colorbar=False, ax=ax, text_kw={"fontsize": 7})
+    ax.set_title("rows: true class · columns: predicted class", fontsize=9)
+    plt.setp(ax.get_xticklabels(), rotation=45 if len(class_names) > 10 else 0, ha="right")
+    return figure_uri(fig)
+
+
+def run(ctx: Context, options: Options) -> SectionResult:
+    from auditor.report.figures import image_uri
+
+    p, names = ctx.predictions, ctx.dataset.class_names
+    preds = p.preds
+    accuracy = p.accuracy
+    mistakes = most_confident_mistakes(p, options.gallery)
+    images = ctx.dataset.images(mistakes)
+    gallery = [{"image": image_uri(img), "index": int(i), "true": names[p.labels[i]],
+                "pred": names[preds[i]], "confidence": float(p.confidence[i])}
+               for img, i in zip(images, mistakes, strict=True)]
+    confusions = top_confusions(p.labels, preds, names, options.top_confusions)
+    per_class = per_class_metrics(p.labels, preds, names)
+    baseline = (ctx.baseline or {}).get("metrics", {}).get("accuracy")
+    checks = [evaluate("accuracy", accuracy, message=f"accuracy {accuracy:.2%}",
+                       section=NAME, defaults={"fail_drop": 0.01},
+                       spec=ctx.thresholds("accuracy"), baseline=baseline)]
+    n_wrong = int((~p.correct).sum())
+    return SectionResult(
+        name=NAME, title=TITLE,
+        intro="How often the model is wrong, on which classes, and which mistakes it makes with "
+              "the most confidence. Rows of the confusion matrix are true classes, columns "
+              "predicted ones; off-diagonal cells are mistakes.",
+        summary={
+            "metrics": {"accuracy": accuracy, "per_class": per_class},
+            "misclassifications": {
+                "count": n_wrong,
+                "top_confusions": confusions,
+                "examples": [{k: g[k] for k in ("index", "true", "pred", "confidence")}
+                             for g in gallery],
+            },
+        },
+        view={"accuracy": accuracy, "n": len(p.labels), "mistakes": n_wrong,
+              "per_class": per_class, "confusions": confusions, "gallery": gallery,
+              "confusion_matrix": confusion_figure(p.labels, preds, names)},
+        checks=checks,
+    )
