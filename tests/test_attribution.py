@@ -284,8 +284,9 @@ def test_unknown_methods_options_layers_and_bad_targets_are_clear_errors(digits_
 def test_describe_methods_lists_every_method_with_its_options_and_defaults():
     text = describe_methods()
     for name in METHODS:
-        assert f"\n{name}\n" in f"\n{text}"
-    assert "steps = 32" in text and "samples = 16" in text and "patch = 0" in text
+        assert f"\n{name}\n  {METHODS[name].description}\n" in text
+    for option in ("steps = 32", "samples = 16", "patch = 0", "layer = None"):
+        assert f"  {option} " in text
 
 
 # A model trained to rely on a planted patch must be caught looking at it.

@@ -201,23 +201,23 @@ def _is_per_sample(value, x: np.ndarray) -> bool:
 
 
 def describe_methods() -> str:
-    """The registered methods, their options with defaults and help: what `auditor methods`
-    prints."""
+    """The registered methods with their cost and options (defaults and help): what
+    ``auditor methods`` prints."""
     import auditor.attribution  # noqa: F401  (registers every method)
 
-    lines = []
+    lines = ["Attribution methods: attribute(handle, x, targets, METHOD, **options) in Python;",
+             "[attribution.method_options.METHOD] tables in an audit spec.", ""]
     for name in sorted(METHODS):
         entry = METHODS[name]
         defaults = {k: v[0] for k, v in entry.options.items()}
         cost = entry.rows_per_sample(defaults, (1, 224, 224, 3))
-        kind = "forward passes" if entry.forward_only else "forward-backward passes"
-        lines.append(f"{name}")
-        lines.append(f"    {entry.description}")
-        lines.append(f"    cost: {cost} {kind} per image with default options"
-                     + (" (224 px)" if callable(entry.cost) and entry.forward_only else ""))
+        kind = "forward pass" if entry.forward_only else "forward-backward pass"
+        where = " at 224 px" if callable(entry.cost) and entry.forward_only else ""
+        lines += [name, f"  {entry.description}",
+                  f"  cost: {cost} {kind}{'es' if cost != 1 else ''} per image{where}"]
         for option, (default, text) in entry.options.items():
-            lines.append(f"    {option} = {default!r}: {text}")
-    lines.append("")
-    lines.append(f"Scores: {', '.join(SCORES)} (logit by default; a softmax head is stripped). "
-                 "Every method takes contrast= (target minus contrast class).")
+            lines.append(f"  {f'{option} = {default!r}':<22}{text}")
+        lines.append("")
+    lines.append(f"Scores (score=): {', '.join(SCORES)}; logit by default, a softmax head is "
+                 "stripped. Every method takes contrast= (explain target minus contrast class).")
     return "\n".join(lines)
