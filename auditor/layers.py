@@ -6,6 +6,7 @@ nested backbone (a keras.applications model inside a Sequential). This module hi
 
     find_layer(model, "out_relu")           # a layer, searched depth-first through nested models
     last_conv_layer(model)                  # the name of the last layer with a spatial output
+    stage_ends(model)                       # the last layer at each spatial resolution
     activation_model(handle, name)(x)       # display-space images -> that layer's activation
     activation_and_logits(handle, name)(x)  # -> (activation, logits), one differentiable pass
 
@@ -95,6 +96,25 @@ def last_conv_layer(model) -> str:
         raise ModelError(f"model '{model.name}' has no layer with a spatial (N, H, W, C) output; "
                          "Grad-CAM and layer attribution need a convolutional model")
     return found
+
+
+def stage_ends(model) -> list[str]:
+    """Paths of the last layer at each spatial resolution, shallow to deep (padding skipped).
+
+    These end the network's stages (``conv1``, ``conv2``, ``conv3`` in the demo CNN): a short,
+    representative list of layers to compare.
+    """
+    import keras
+
+    last_at: dict[tuple, str] = {}
+    for path, layer in walk(model):
+        if is_model(layer) or isinstance(layer, keras.layers.ZeroPadding2D):
+            continue
+        shape = output_shape(layer)
+        if shape is not None and len(shape) == 4 and (shape[1] or 2) > 1 and (shape[2] or 2) > 1:
+            last_at.pop(shape[1:3], None)
+            last_at[shape[1:3]] = path
+    return list(last_at.values())
 
 
 def activation_floats(model) -> int:

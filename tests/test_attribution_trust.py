@@ -59,15 +59,16 @@ def test_reinitialising_changes_every_weighted_layer_of_a_nested_model():
     backbone = keras.applications.MobileNetV2(input_shape=(32, 32, 3), include_top=False,
                                               weights=None, alpha=0.35)
     model = keras.Sequential([keras.Input((32, 32, 3)), backbone,
-                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
+                              keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(3, name="head")])
     handle = ModelHandle(model, model, "mem", "m", "", (32, 32, 3), 3, input_transform("0-1", 3),
                          "logits")
     copy = randomisable_copy(handle)
     layers = weighted_layers(copy.logits_model)
-    assert layers[0][0] == "dense" and layers[-1][0].endswith("/Conv1")
+    assert layers[0][0] == "head" and layers[-1][0].endswith("/Conv1")
     assert any(path.endswith("_depthwise") for path, _ in layers)
     randomly_initialised = [layer for path, layer in layers
-                            if path == "dense" or path.endswith(("/Conv_1", "_depthwise"))]
+                            if path == "head" or path.endswith(("/Conv_1", "_depthwise"))]
     for seed, layer in enumerate(randomly_initialised[:4]):
         kernels = [w.numpy().copy() for w in layer.weights]
         reinitialise(layer, seed)

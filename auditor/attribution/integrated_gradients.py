@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from auditor.attribution.gradient import input_gradients
-from auditor.attribution.registry import budget_for, prepare, register, run_scores
+from auditor.attribution.registry import blocks, budget_for, prepare, register, run_scores
 from auditor.errors import AuditorError
 
 BASELINES = ("zeros", "blur")
@@ -61,10 +61,9 @@ def integrated_gradients(handle, x, targets, contrast, score, budget, steps, bas
     start = path_baseline(x, baseline, blur_sigma)
     delta = x - start
     alphas = ((np.arange(steps) + 0.5) / steps).astype(np.float32)
-    per_pass = max(1, budget.backward // len(x))
     total = np.zeros_like(x)
-    for first in range(0, steps, per_pass):
-        block = alphas[first:first + per_pass].reshape(1, -1, 1, 1, 1)
+    for part in blocks(steps, budget.backward // len(x)):
+        block = alphas[part].reshape(1, -1, 1, 1, 1)
         points = (start[:, None] + block * delta[:, None]).reshape(-1, *x.shape[1:])
         k = block.shape[1]
         grads = input_gradients(handle, points, np.repeat(targets, k), np.repeat(contrast, k),

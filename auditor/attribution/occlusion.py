@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from auditor.attribution.registry import register, run_scores
+from auditor.attribution.registry import blocks, register, run_scores
 from auditor.errors import AuditorError
 
 
@@ -61,10 +61,9 @@ def occlusion(handle, x, targets, contrast, score, budget, patch, stride, fill):
     patch, stride = patch_geometry(x.shape, patch, stride)
     masks = patch_masks(x.shape, patch, stride)
     base = run_scores(handle, x, targets, contrast, score, budget.forward)
-    per_pass = max(1, budget.forward // len(x))
     drops = np.zeros(x.shape[:3] + (1,), np.float32)
-    for first in range(0, len(masks), per_pass):
-        block = masks[first:first + per_pass]
+    for part in blocks(len(masks), budget.forward // len(x)):
+        block = masks[part]
         k = len(block)
         covered = np.where(block[None], np.float32(fill), x[:, None]).reshape(-1, *x.shape[1:])
         scores = run_scores(handle, covered, np.repeat(targets, k), np.repeat(contrast, k),

@@ -136,6 +136,14 @@ def budget_for(handle, memory_budget: int | None = None) -> Budget:
                   forward=int(np.clip(rows * FORWARD_FACTOR, 1, MAX_FORWARD_ROWS)))
 
 
+def blocks(count: int, most: int) -> list[slice]:
+    """``count`` items in as few near-equal blocks of at most ``most`` as possible (so that a
+    last, nearly empty pass does not cost a whole pass's overhead)."""
+    parts = -(-count // max(1, most))
+    edges = np.linspace(0, count, parts + 1).round().astype(int)
+    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
 def prepare(handle, x, targets, contrast, score: str):
     """Validated float32 images, int32 targets and contrast classes (-1 where none)."""
     check_score(score)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from auditor.attribution.gradient import input_gradients
-from auditor.attribution.registry import register
+from auditor.attribution.registry import blocks, register
 from auditor.errors import AuditorError
 
 
@@ -32,10 +32,9 @@ def smoothgrad(handle, x, targets, contrast, score, budget, samples, noise, seed
     draws = np.random.default_rng(seed).standard_normal((samples, *x.shape[1:]), np.float32)
     sigma = noise * (x.max(axis=(1, 2, 3)) - x.min(axis=(1, 2, 3)))
     sigma = sigma.reshape(-1, 1, 1, 1, 1).astype(np.float32)
-    per_pass = max(1, budget.backward // len(x))
     total = np.zeros_like(x)
-    for start in range(0, samples, per_pass):
-        block = draws[start:start + per_pass]
+    for part in blocks(samples, budget.backward // len(x)):
+        block = draws[part]
         noisy = (x[:, None] + sigma * block[None]).reshape(-1, *x.shape[1:])
         k = len(block)
         grads = input_gradients(handle, noisy, np.repeat(targets, k), np.repeat(contrast, k),

@@ -35,6 +35,7 @@ class Options:
     faithfulness_samples: int = 32
     faithfulness_steps: int = 16
     reference_method: str = "gradient"  # the method the faithfulness check holds against random
+    compare_layers: int = 3  # deepest stage-ending layers explained (gradient x activation)
     display_smoothing: float = 0.0  # Gaussian sigma in pixels for shown maps only; 0 = raw
     method_options: dict = field(default_factory=dict)  # e.g. {smoothgrad = {samples = 32}}
 
@@ -126,6 +127,28 @@ def examples_figure(images, maps: dict, boxes, row_labels, sigma: float) -> str:
     return mosaic_uri(tiles, row_labels, columns, boxes)
 
 
+def layers_figure(handle, images, targets, row_labels, count: int, score: str):
+    """Gradient x activation of the deepest ``count`` stage-ending layers, channels summed and
+    enlarged to the image: where in each layer the evidence for the class sits."""
+    from auditor.attribution import attribute_layer
+    from auditor.layers import stage_ends
+
+    names = stage_ends(handle.logits_model)[-count:] if count > 0 else []
+    if not names or len(images) == 0:
+        return None, names
+    height, width = handle.input_shape[:2]
+    columns, labels = [], ["image"]
+    for name in names:
+        heat = attribute_layer(handle, images, targets, layer=name, score=score).sum(axis=-1)
+        labels.append(f"{name.rsplit('/', 1)[-1]} ({heat.shape[1]}x{heat.shape[2]})")
+        rows = np.arange(height) * heat.shape[1] // height  # nearest-neighbour enlargement
+        cols = np.arange(width) * heat.shape[2] // width
+        columns.append(heat[:, rows][:, :, cols])
+    tiles = [[grey_rgb(image)] + [coloured(column[i], signed=True) for column in columns]
+             for i, image in enumerate(images)]
+    return mosaic_uri(tiles, row_labels, labels), names
+
+
 def sanity_figure(result) -> str:
     """Sample 0's importance map per method (rows) as layers are randomised (columns)."""
     tiles = [[coloured(heat, signed=False) for heat in result.examples[m]]
@@ -215,7 +238,7 @@ def examples_section(ctx, options, methods):
     p, names = ctx.predictions, ctx.dataset.class_names
     positions = most_confident_mistakes(p, options.examples)
     if len(positions) == 0:
-        return [], None, None
+        return [], None, None, (None, [])
     images = ctx.dataset.images(positions)
     preds, labels = p.preds[positions], p.labels[positions]
     maps, _ = compute_maps(ctx.handle, images, preds, methods, options.score,
@@ -231,7 +254,9 @@ def examples_section(ctx, options, methods):
     labels_shown = [f"#{e['index']}: {e['true']} → {e['pred']} ({e['confidence']:.2f})"
                     for e in examples]
     figure = examples_figure(images, maps, boxes, labels_shown, options.display_smoothing)
-    return examples, figure, box_source
+    layers = layers_figure(ctx.handle, images, preds, labels_shown, options.compare_layers,
+                           options.score)
+    return examples, figure, box_source, layers
 
 
 def run(ctx: Context, options: Options) -> SectionResult:
@@ -248,7 +273,8 @@ def run(ctx: Context, options: Options) -> SectionResult:
     sanity, sanity_view, sanity_checks, stages = sanity_section(ctx, options, methods)
     skipped = [Check(f"attribution.sanity.{m}", "skipped", None, message=f"{m}: {why}",
                      section=NAME) for m, why in unavailable.items()]
-    examples, figure, box_source = examples_section(ctx, options, methods)
+    examples, figure, box_source, (layers_figure_uri, layer_names) = examples_section(
+        ctx, options, methods)
     smoothing = (f"Maps are smoothed for display (Gaussian, sigma {options.display_smoothing:g} "
                  "px); the tables use raw maps." if options.display_smoothing > 0
                  else "Maps are shown raw, not smoothed.")
@@ -256,8 +282,8 @@ def run(ctx: Context, options: Options) -> SectionResult:
         "methods": methods, "score": options.score, "unavailable": unavailable,
         "examples": [{k: e[k] for k in ("index", "true", "pred", "confidence", "box")}
                      for e in examples],
-        "sanity_stages": stages, "sanity": sanity, "faithfulness": faithfulness,
-        "completeness_error": completeness,
+        "compared_layers": layer_names, "sanity_stages": stages, "sanity": sanity,
+        "faithfulness": faithfulness, "completeness_error": completeness,
         "samples": {"sanity": sanity_view["samples"], "faithfulness": faith_view["samples"]},
     }}
     return SectionResult(
@@ -270,7 +296,8 @@ def run(ctx: Context, options: Options) -> SectionResult:
                "must change when the model's weights are randomised, and removing its top "
                f"pixels first must hurt the prediction more than a random order. {smoothing}"),
         summary=summary,
-        view={"examples": examples, "figure": figure, "sanity": sanity_view,
+        view={"examples": examples, "figure": figure, "layers": layers_figure_uri,
+              "sanity": sanity_view,
               "faithfulness": faith_view, "legend": colorbar_uri("0"), "smoothing": smoothing},
         checks=sanity_checks + skipped + faith_checks,
     )
