@@ -236,6 +236,23 @@ def test_gradcam_finds_the_last_conv_layer_inside_a_nested_backbone(tmp_path):
     assert not np.allclose(earlier, auto)
 
 
+def test_gradcam_equals_cam_on_a_global_average_pooling_head(tmp_path):
+    """Selvaraju et al.: behind global average pooling and a dense layer, Grad-CAM is CAM
+    (Zhou et al.), the layer's channels weighted by the class's dense weights."""
+    from auditor.attribution.gradcam import upsample
+    from auditor.layers import activation_model
+
+    handle = saved_handle(tiny_functional(1), tmp_path, "gap")
+    x = images_for(handle, 3)
+    targets = np.array([0, 2, 4])
+    activation = activation_model(handle, "add")(x).numpy()
+    weights = handle.logits_model.layers[-1].kernel.numpy()[:, targets]
+    positions = activation.shape[1] * activation.shape[2]
+    cam = np.maximum(np.einsum("nhwc,cn->nhw", activation, weights), 0) / positions
+    np.testing.assert_allclose(attribute(handle, x, targets, "gradcam"), upsample(cam, x.shape),
+                               atol=1e-5 * cam.max())
+
+
 def test_layer_taps_work_for_a_backbone_nested_in_a_functional_model(tmp_path):
     import tensorflow as tf
 

@@ -31,10 +31,10 @@ def gradcam_weights(activation, grads) -> np.ndarray:
 
 def gradcam_pp_weights(activation, grads) -> np.ndarray:
     """Grad-CAM++: positive gradients weighted by the closed-form alphas of the paper."""
-    squared = grads ** 2
-    denominator = 2 * squared + activation.sum(axis=(1, 2), keepdims=True) * grads ** 3
-    safe = np.where(denominator != 0, denominator, 1.0)
-    alphas = np.where(denominator != 0, squared / safe, 0.0)
+    squared = grads * grads
+    denominator = 2 * squared + activation.sum(axis=(1, 2), keepdims=True) * squared * grads
+    alphas = np.divide(squared, denominator, out=np.zeros_like(squared),
+                       where=denominator != 0)
     return (alphas * np.maximum(grads, 0)).sum(axis=(1, 2))
 
 
