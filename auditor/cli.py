@@ -14,8 +14,6 @@ import click
 from auditor import __version__
 from auditor.errors import AuditorError
 
-DEMO_SPEC = {"model": "demo", "data": "sklearn:digits:test"}
-
 
 def _quiet_tensorflow() -> None:
     """Import TensorFlow with stderr muted: its C++ start-up chatter would bury the one line a
@@ -25,10 +23,13 @@ def _quiet_tensorflow() -> None:
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
-            import tensorflow  # noqa: F401
+            import tensorflow as tf
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+    # Python-side warnings (such as retracing notes when watch audits many checkpoints in one
+    # process) are for TensorFlow developers, not for the reader of an audit log.
+    tf.get_logger().setLevel("ERROR")
 
 
 def _sections(value: str | None) -> list[str] | None:
@@ -42,7 +43,8 @@ def _report(outcome) -> None:
     click.echo(f"verdict: {summary['verdict']} "
                f"({sum(c['status'] == 'fail' for c in summary['checks'])} failed, "
                f"{sum(c['status'] == 'warn' for c in summary['checks'])} warnings, "
-               f"{len(summary['checks'])} checks)", err=True)
+               f"{len(summary['checks'])} checks"
+               f"{'' if summary.get('gated') else '; nothing was gated'})", err=True)
     click.echo(str(outcome.out / "report.html"))
 
 
@@ -52,36 +54,52 @@ def cli() -> None:
     """Audit a trained Keras image classifier: errors, saliency, Clever Hans, robustness."""
 
 
+AUDIT_OPTIONS = (
+    click.option("--data", help="sklearn:digits[:SPLIT], npz:PATH, tfds:NAME[:SPLIT], or a folder "
+                                "with one sub-folder of images per class."),
+    click.option("--sections", help="Comma-separated sections to run (default: all)."),
+    click.option("--max-samples", type=int, help="Audit a stratified sample of N images."),
+    click.option("--baseline", help="An earlier run's folder or summary.json to compare with."),
+    click.option("--fail-on", type=click.Choice(["warn", "fail"]), help="Exit 1 on warnings too."),
+    click.option("--seed", type=int, help="Seed for sampling, initialisation and noise."),
+    click.option("--batch-size", type=int, help="Images per batch (default 64)."),
+    click.option("--input-range", help="What the model expects: 0-1, 0-255, -1-1, or a "
+                                       "keras.applications name such as mobilenet_v2."),
+    click.option("--data-range", type=click.Choice(["auto", "0-1", "0-255"]),
+                 help="Value range of npz pixel data."),
+    click.option("--train-data", help="Separate data for fine-tuning copies of the model."),
+    click.option("--compare-model", help="A second model whose saliency is compared."),
+    click.option("--unsafe-load", is_flag=True, default=None,
+                 help="Allow models with Lambda layers or custom objects (runs their code)."),
+    click.option("--no-progress", is_flag=True, help="No progress output."),
+)
+
+
+def audit_options(command):
+    """The options an audit takes, shared by ``audit`` and ``watch``."""
+    for option in reversed(AUDIT_OPTIONS):
+        command = option(command)
+    return command
+
+
+def _flags(no_progress: bool, flags: dict) -> dict:
+    flags["sections"] = _sections(flags["sections"])
+    if no_progress:
+        flags["progress"] = False
+    return flags
+
+
 @cli.command()
 @click.argument("spec", required=False, type=click.Path(dir_okay=False))
 @click.option("--model", help="A .keras or .h5 file, a SavedModel folder, or 'demo'.")
-@click.option("--data", help="sklearn:digits[:SPLIT], npz:PATH, tfds:NAME[:SPLIT], or a folder "
-                             "with one sub-folder of images per class.")
 @click.option("--out", help="Output folder (default: reports/<model>-<timestamp>/).")
-@click.option("--sections", help="Comma-separated sections to run (default: all).")
-@click.option("--max-samples", type=int, help="Audit a stratified sample of N images.")
-@click.option("--baseline", help="An earlier run's folder or summary.json to compare with.")
-@click.option("--fail-on", type=click.Choice(["warn", "fail"]), help="Exit 1 on warnings too.")
-@click.option("--seed", type=int, help="Seed for sampling, initialisation and noise.")
-@click.option("--batch-size", type=int, help="Images per batch (default 64).")
-@click.option("--input-range", help="What the model expects: 0-1, 0-255, -1-1, or a "
-                                    "keras.applications name such as mobilenet_v2.")
-@click.option("--data-range", type=click.Choice(["auto", "0-1", "0-255"]),
-              help="Value range of npz pixel data.")
-@click.option("--train-data", help="Separate data for fine-tuning copies of the model.")
-@click.option("--compare-model", help="A second model whose saliency is compared.")
-@click.option("--unsafe-load", is_flag=True, default=None,
-              help="Allow models with Lambda layers or custom objects (runs their code).")
-@click.option("--no-progress", is_flag=True, help="No progress output.")
+@audit_options
 def audit(spec, no_progress, **flags) -> None:
     """Audit a model on a labelled dataset and write the report folder."""
     from auditor.config import make_config, read_spec
     from auditor.run import run_audit
 
-    flags["sections"] = _sections(flags["sections"])
-    if no_progress:
-        flags["progress"] = False
-    config = make_config(read_spec(spec) if spec else None, **flags)
+    config = make_config(read_spec(spec) if spec else None, **_flags(no_progress, flags))
     outcome = run_audit(config)
     _report(outcome)
     sys.exit(outcome.exit_code)
@@ -92,13 +110,84 @@ def audit(spec, no_progress, **flags) -> None:
 @click.option("--no-progress", is_flag=True, help="No progress output.")
 def demo(out, no_progress) -> None:
     """Train (once, cached) a small CNN on scikit-learn's digits and audit it."""
-    from auditor.config import make_config
+    from auditor.config import make_config, read_spec
+    from auditor.demo import demo_spec_path
     from auditor.run import run_audit
 
-    config = make_config(DEMO_SPEC, out=out, progress=False if no_progress else None)
+
+    config = make_config(read_spec(demo_spec_path()), out=out,
+                         progress=False if no_progress else None)
     outcome = run_audit(config)
     _report(outcome)
     sys.exit(outcome.exit_code)
+
+
+@cli.command()
+@click.argument("old", type=click.Path(exists=True))
+@click.argument("new", type=click.Path(exists=True))
+@click.option("--out", help="The page to write: a .html file or a folder (default: "
+                            "comparison.html beside NEW's summary.json).")
+@click.option("--fail-on", type=click.Choice(["warn", "fail"]), default="fail",
+              help="Exit 1 on regression warnings too.")
+def compare(old, new, out, fail_on) -> None:
+    """Compare two runs (folders or summary.json files): NEW against OLD as its baseline.
+
+    Writes comparison.html, prints what changed, and exits 1 when NEW regressed (the baseline
+    checks of NEW's spec fail), else 0.
+    """
+    from auditor.compare import compare as compare_runs
+    from auditor.compare import text_verdict
+
+    result = compare_runs(old, new, out)
+    click.echo(text_verdict(result), err=True)
+    click.echo(str(result.out))
+    sys.exit(result.exit_code(fail_on))
+
+
+@cli.command()
+@click.argument("reports_dir", default="reports", required=False,
+                type=click.Path(file_okay=False))
+@click.option("--out", help="The page to write (default: REPORTS_DIR/index.html).")
+def index(reports_dir, out) -> None:
+    """Write index.html over every run in REPORTS_DIR: verdicts, key figures and trends."""
+    from auditor.history import write_index
+
+    path, count = write_index(reports_dir, out)
+    click.echo(f"{count} runs", err=True)
+    click.echo(str(path))
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.argument("spec", required=False, type=click.Path(dir_okay=False))
+@click.option("--out", help="Reports root: one folder per checkpoint, and index.html "
+                            "(default: the spec's 'out', else reports/).")
+@click.option("--once", is_flag=True, help="Look once and exit (for cron); else keep polling.")
+@click.option("--interval", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              help="Seconds between looks when polling.")
+@click.option("--settle", type=click.FloatRange(min=0), default=2.0, show_default=True,
+              help="Seconds a checkpoint's size must stay the same before it is read.")
+@audit_options
+def watch(folder, spec, out, once, interval, settle, no_progress, **flags) -> None:
+    """Audit each new .keras/.h5 checkpoint in FOLDER against the previous one, and update
+    the index. Exits with the worst exit code of the audits it ran (0 if none)."""
+    from pathlib import Path
+
+    from auditor.config import make_config, read_spec
+    from auditor.watch import watch as watch_folder
+
+    parsed = read_spec(spec) if spec else {}
+    root = Path(out or parsed.get("out") or "reports")
+    flags = _flags(no_progress, flags)
+    make_config(parsed, **{**flags, "model": "checked-per-checkpoint"})  # fail early on bad input
+
+    def configure(**per_checkpoint):
+        return make_config(parsed, **{**flags, **per_checkpoint})
+
+    code = watch_folder(Path(folder), root, configure, once=once, interval=interval,
+                        settle=settle, say=lambda line: click.echo(line, err=True))
+    click.echo(str(root / "index.html"))
+    sys.exit(code)
 
 
 @cli.command()
@@ -112,7 +201,7 @@ def methods() -> None:
 def main() -> None:
     """Entry point: usage and input errors become one line on stderr and exit code 2."""
     try:
-        if len(sys.argv) > 1 and sys.argv[1] in ("audit", "demo", "watch", "compare", "methods"):
+        if len(sys.argv) > 1 and sys.argv[1] in ("audit", "demo", "watch", "methods"):
             _quiet_tensorflow()
         cli.main(standalone_mode=False)
     except click.exceptions.Exit as exc:

@@ -120,6 +120,19 @@ def _resolve_source(source: str, base: Path) -> str:
     return source
 
 
+def flatten_checks(checks: dict[str, Any], prefix: str = "") -> dict[str, dict[str, Any]]:
+    """Dotted check IDs from nested TOML tables: ``[checks.robustness.accuracy]`` parses as
+    ``{"robustness": {"accuracy": {...}}}`` and means the check ``robustness.accuracy``."""
+    flat: dict[str, dict[str, Any]] = {}
+    for key, value in checks.items():
+        bounds = {k: v for k, v in value.items() if not isinstance(v, dict)}
+        if bounds:
+            flat[prefix + key] = bounds
+        flat.update(flatten_checks({k: v for k, v in value.items() if isinstance(v, dict)},
+                                   f"{prefix}{key}."))
+    return flat
+
+
 def make_config(spec: dict[str, Any] | None = None, **flags: Any) -> AuditConfig:
     """Merge a parsed spec and CLI flags (flags win; None means 'not given') and validate."""
     from auditor.sections import SECTION_NAMES, section_options_class
@@ -145,7 +158,7 @@ def make_config(spec: dict[str, Any] | None = None, **flags: Any) -> AuditConfig
             f"{', '.join(sorted(top_fields | set(SECTION_NAMES) | {'checks'}))}"
         )
     config = build_dataclass(AuditConfig, merged, "")
-    config.checks = checks
+    config.checks = flatten_checks(checks)
     for name, table in section_tables.items():
         build_dataclass(section_options_class(name), table, f"{name}.")
     config.section_options = section_tables

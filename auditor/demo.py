@@ -13,7 +13,14 @@ import numpy as np
 
 DEMO_SIZE = 32
 DEMO_VERSION = 1
-DEMO_SPEC = Path("audits") / "digits.toml"
+
+
+def demo_spec_path() -> Path:
+    """audits/digits.toml: the demo's spec, shipped with the package so `auditor demo` and
+    `auditor audit audits/digits.toml` run the same audit."""
+    from auditor.resources import resource_dir
+
+    return resource_dir("audits") / "digits.toml"
 
 
 def cache_dir() -> Path:

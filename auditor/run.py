@@ -17,6 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from auditor import __version__
+from auditor.baseline import (
+    annotate_checks,
+    compare_runs,
+    load_run,
+    prediction_record,
+    regression_checks,
+    save_predictions,
+)
 from auditor.checks import Check, exit_code
 from auditor.config import AuditConfig
 from auditor.errors import AuditorError, ConfigError
@@ -25,7 +33,8 @@ from auditor.report.staging import staged_folder
 from auditor.sections import SECTION_NAMES, section_module
 from auditor.sections.base import Context, SectionResult
 
-REPORT_FILES = ("report.html", "summary.json", "summary.md", "junit.xml")
+REPORT_FILES = ("report.html", "summary.json", "summary.md", "junit.xml", "predictions.npz")
+CHANGED_EXAMPLES_SHOWN = 12  # thumbnails of examples that became wrong (or right) in the report
 LIBRARIES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "scikit-learn", "matplotlib",
              "jinja2", "tf-explain")
 
@@ -39,26 +48,6 @@ class AuditOutcome:
 
 def default_out(model_name: str, now: dt.datetime) -> Path:
     return Path("reports") / f"{model_name}-{now.strftime('%Y%m%d-%H%M%S')}"
-
-
-def read_baseline(path: str) -> dict:
-    """A previous run's summary.json, from its folder or the file itself."""
-    file = Path(path)
-    if file.is_dir():
-        file = file / "summary.json"
-    if not file.is_file():
-        raise ConfigError(f"baseline '{path}' has no summary.json; pass an earlier run's output "
-                          "folder or its summary.json")
-    try:
-        summary = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"baseline '{file}' is not valid JSON ({exc}); pass an auditor "
-                          "summary.json") from None
-    if not isinstance(summary, dict) or not str(summary.get("schema", "")).startswith(
-            "auditor.summary/"):
-        raise ConfigError(f"baseline '{file}' is not an auditor summary (no 'schema' key "
-                          "auditor.summary/1)")
-    return summary
 
 
 def _say(message: str, enabled: bool) -> None:
@@ -125,7 +114,8 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
                 f"--compare-model '{config.compare_model}' takes {compare_handle.input_shape} "
                 f"with {compare_handle.num_classes} classes, but the audited model takes "
                 f"{handle.input_shape} with {handle.num_classes}; compare models of one task")
-    baseline = read_baseline(config.baseline) if config.baseline else None
+    baseline_run = load_run(config.baseline) if config.baseline else None
+    baseline = baseline_run.summary if baseline_run else None
     out = Path(config.out) if config.out else default_out(handle.name, now)
     names = config.sections or list(SECTION_NAMES)
     timings: dict[str, float] = {}
@@ -135,6 +125,8 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
         tick = time.perf_counter()
         predictions = predict(handle, dataset, config.batch_size, show_progress=chatty)
         timings["predict"] = time.perf_counter() - tick
+        record = prediction_record(predictions, dataset)
+        save_predictions(work, record)
         ctx = Context(config=config, handle=handle, dataset=dataset, predictions=predictions,
                       workdir=work, show_progress=chatty, baseline=baseline,
                       train_dataset=train_dataset, compare_handle=compare_handle)
@@ -143,29 +135,58 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
             _say(f"section {name}", chatty)
             results.append(run_section(name, ctx))
             timings[name] = results[-1].seconds
-        timings["total"] = time.perf_counter() - started
         checks = [check for result in results for check in result.checks]
-        write_outputs(work, config, handle, dataset, results, checks, timings, now)
+        sections_summary = {k: v for result in results for k, v in result.summary.items()}
+        checks += regression_checks(sections_summary, baseline, config.checks)
+        timings["total"] = time.perf_counter() - started
+        write_outputs(work, config, handle, dataset, results, checks, timings, now,
+                      baseline=baseline_run, record=record)
         summary = json.loads((work / "summary.json").read_text())
     return AuditOutcome(out=out, summary=summary, exit_code=exit_code(checks, config.fail_on))
 
 
-def write_outputs(work: Path, config, handle, dataset, results, checks, timings, now) -> None:
-    """summary.json, report.html, summary.md and junit.xml into the staging folder."""
+def write_outputs(work: Path, config, handle, dataset, results, checks, timings, now,
+                  baseline=None, record=None) -> None:
+    """summary.json, report.html, summary.md and junit.xml into the staging folder; with a
+    baseline run, each says what changed since (the ``baseline`` block of summary.json)."""
+    from auditor.report.headline import headline
     from auditor.report.render import render_report
     from auditor.report.summary import build_summary, render_junit, render_markdown
 
     summary = build_summary(config, handle, dataset, results, checks, timings, now)
-    (work / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    if baseline is not None:
+        summary["baseline"] = compare_runs(summary, record, baseline)
+        annotate_checks(summary["checks"], baseline.summary.get("checks", []))
+    text = json.dumps(summary, indent=2, default=_json_default)
+    (work / "summary.json").write_text(text)
     (work / "summary.md").write_text(render_markdown(summary))
     (work / "junit.xml").write_text(render_junit(summary))
-    page = {"summary": summary, "sections": results, "checks": checks,
+    ran = {result.name: result.error is None for result in results}
+    page = {"summary": summary, "sections": results, "checks": summary["checks"],
+            "headline": headline(json.loads(text), ran),  # as summary.json has it
+            "comparison": summary.get("baseline"),
+            "changed_examples": changed_examples(summary.get("baseline"), dataset),
             "libraries": library_versions(), "report_size": "@@REPORT_SIZE@@"}
     html = render_report(page)
     size = len(html.encode("utf-8"))
-    html = html.replace("@@REPORT_SIZE@@", f"{size / 1e6:.2f} MB" if size > 1e5
+    html = html.replace("@@REPORT_SIZE@@", f"{size / 1e6:.2f} MB" if size >= 1e6
                         else f"{size / 1e3:.0f} kB")
     (work / "report.html").write_text(html, encoding="utf-8")
+
+
+def changed_examples(comparison: dict | None, dataset) -> dict[str, list[dict]]:
+    """Thumbnails of the first examples that became wrong or right since the baseline."""
+    from auditor.report.figures import image_uri
+
+    shown: dict[str, list[dict]] = {}
+    if not comparison or not comparison["examples"].get("comparable"):
+        return shown
+    for kind in ("became_wrong", "became_right"):
+        examples = comparison["examples"][kind]["examples"][:CHANGED_EXAMPLES_SHOWN]
+        images = dataset.images([e["index"] for e in examples])
+        shown[kind] = [{**e, "image": image_uri(img)}
+                       for e, img in zip(examples, images, strict=True)]
+    return shown
 
 
 def _json_default(value):

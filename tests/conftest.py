@@ -60,3 +60,32 @@ def digits_npz(tmp_path_factory, digits_test):
     np.savez(path, x=(x * 255).round().astype(np.uint8), y=y,
              class_names=np.array([str(i) for i in range(10)]))
     return path
+
+
+# --- The demo report, shared by test_report_page.py and test_browser.py -----------------------
+
+@pytest.fixture(scope="session")
+def demo_report(tmp_path_factory, digits_model_path):
+    """A small demo audit (every section that exists, 120 images) and its output folder.
+
+    Accuracy is held to a bar the demo model cannot reach (warn below 99.9%), so that the top of
+    the page has a deciding check to show.
+    """
+    from auditor.config import make_config
+    from auditor.run import run_audit
+    from auditor.sections import SECTION_NAMES
+
+    out = tmp_path_factory.mktemp("demo-report") / "report"
+    spec = {"model": str(digits_model_path), "data": "sklearn:digits:test",
+            "checks": {"accuracy": {"warn_below": 0.999}}}
+    spec.update({name: options for name, options in SMALL_SECTIONS.items()
+                 if name in SECTION_NAMES})
+    return run_audit(make_config(spec, out=str(out), max_samples=120, progress=False))
+
+
+# Fewer classes, budgets and steps: the report shows every part of each section, sooner.
+SMALL_SECTIONS = {
+    "featureviz": {"max_classes": 3, "steps": 64, "snapshots": [0, 16, 64]},
+    "robustness": {"samples": 60, "epsilons": [0.0, 2 / 255, 8 / 255], "steps": 5},
+    "counterfactuals": {"mistakes": 8, "steps": 100},
+}

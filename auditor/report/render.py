@@ -6,13 +6,32 @@ from pathlib import Path
 
 import jinja2
 
+from auditor.report.headline import judged, sorted_checks, worst_status
+from auditor.report.summary import FIGURE_NAMES, shown, signed
+from auditor.resources import resource_dir
+
+BOUND_WORDS = {"below": "< {}", "above": "> {}", "drop": "drop > {} vs baseline",
+               "rise": "rise > {} vs baseline"}
+
 
 def template_root() -> Path:
-    """The templates: inside the installed package, or beside it in a source checkout."""
-    installed = Path(__file__).resolve().parent.parent / "templates"
-    if installed.is_dir():
-        return installed
-    return Path(__file__).resolve().parents[2] / "templates"
+    return resource_dir("templates")
+
+
+def bounds_text(threshold: dict) -> list[str]:
+    """A check's thresholds in words, bounds on the value first: {'warn_drop': 0.02,
+    'fail_below': 0.9} -> ['fail < 0.9', 'warn drop > 0.02 vs baseline']."""
+    parts = []
+    for key, bound in sorted((threshold or {}).items(),
+                             key=lambda item: item[0].endswith(("drop", "rise"))):
+        level, _, kind = key.partition("_")
+        parts.append(f"{level} {BOUND_WORDS.get(kind, kind + ' {}').format(f'{bound:g}')}")
+    return parts
+
+
+def section_status(checks) -> str | None:
+    """The worst status of a section's judged checks (Check objects or dicts); None without."""
+    return worst_status(judged([c if isinstance(c, dict) else c.to_dict() for c in checks]))
 
 
 def environment() -> jinja2.Environment:
@@ -24,7 +43,14 @@ def environment() -> jinja2.Environment:
     )
     env.filters["pct"] = lambda v, digits=1: "n/a" if v is None else f"{100 * v:.{digits}f}%"
     env.filters["num"] = lambda v, digits=3: "n/a" if v is None else f"{v:.{digits}g}"
+    env.filters["shown"] = shown
+    env.filters["signed"] = signed
+    env.filters["bounds"] = bounds_text
+    env.filters["section_status"] = section_status
+    env.filters["worst_first"] = sorted_checks
+    env.globals["figure_names"] = {name: label for name, (label, _) in FIGURE_NAMES.items()}
     env.globals["stylesheet"] = (template_root() / "style.css").read_text()
+    env.globals["script"] = (template_root() / "report.js").read_text()
     return env
 
 

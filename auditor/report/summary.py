@@ -12,6 +12,12 @@ from auditor.checks import Check, verdict
 
 SCHEMA = "auditor.summary/1"
 MARKDOWN_LIMIT = 60_000
+MARKDOWN_CHECKS = 150  # rows of the checks table; the rest are in summary.json
+MARKDOWN_METRICS = 100  # rows of the changed-metrics table
+# key figures: (label, shown as a percentage)
+FIGURE_NAMES = {"accuracy": ("Accuracy", True), "mistakes": ("Mistakes", False),
+                "flagged_classes": ("Clever Hans suspects", False),
+                "robust_accuracy": ("Robust accuracy (largest epsilon)", True)}
 STATUS_ICON = {"pass": "✅", "warn": "⚠️", "fail": "❌", "error": "💥", "skipped": "⏭️"}
 
 
@@ -31,21 +37,108 @@ def build_summary(config, handle, dataset, results, checks: list[Check],
         for key, value in result.summary.items():
             summary[key] = value
     summary["verdict"] = verdict(checks)
-    summary["gated"] = any(c.threshold for c in checks)
+    summary["gated"] = any(c.gated for c in checks)
     summary["checks"] = [c.to_dict() for c in checks]
     summary["timings"] = timings
     return summary
 
 
-def _format(value: Any) -> str:
+def shown(value: Any) -> str:
+    """A value as a table cell shows it: numbers to 4 digits, lists joined, None blank."""
     if isinstance(value, float):
         return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value)) if value else "none"
     return "" if value is None else str(value)
 
 
+def signed(value: float | None, percent: bool = False) -> str:
+    """A change with its sign; in points when the values are fractions shown as percentages."""
+    if value is None:
+        return ""
+    return f"{100 * value:+.2f} pts" if percent else f"{value:+.4g}"
+
+
+def _figure(value: Any, percent: bool) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.2%}" if percent else shown(value)
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _key_figures_md(summary: dict) -> list[str]:
+    from auditor.baseline import key_figures
+
+    comparison = summary.get("baseline")
+    figures = key_figures(summary)
+    if comparison:
+        lines = ["| figure | value | baseline | change |", "|---|---|---|---|"]
+        for name, delta in comparison["key_figures"].items():
+            label, percent = FIGURE_NAMES[name]
+            lines.append(f"| {label} | {_figure(delta['value'], percent)} | "
+                         f"{_figure(delta['baseline'], percent)} | "
+                         f"{signed(delta['change'], percent)} |")
+        return lines
+    lines = ["| figure | value |", "|---|---|"]
+    for name, value in figures.items():
+        if value is not None:
+            label, percent = FIGURE_NAMES[name]
+            lines.append(f"| {label} | {_figure(value, percent)} |")
+    return lines
+
+
+def _examples_md(kind: str, block: dict, limit: int = 20) -> str:
+    listed = ", ".join(f"#{e['index']} {e['baseline_pred']} → {e['pred']} (true {e['true']})"
+                       for e in block["examples"][:limit])
+    more = " …" if block["count"] > limit else ""
+    return f"- **{block['count']}** examples {kind}" + (f": {listed}{more}" if listed else "")
+
+
+def _baseline_md(comparison: dict, limit: int = 10) -> list[str]:
+    model = comparison["model"]
+    lines = ["", "### Changes since the baseline", "",
+             f"Baseline `{comparison['path']}`: model `{model['name']}` (sha256 "
+             f"`{(model['sha256'] or '')[:12]}`), created {comparison['created']}, verdict "
+             f"{comparison['verdict']}.", ""]
+    examples = comparison["examples"]
+    if examples.get("comparable"):
+        lines += [_examples_md("became wrong", examples["became_wrong"]),
+                  _examples_md("became right", examples["became_right"])]
+    else:
+        lines += [f"- Examples not compared: {examples['reason']}."]
+    for kind, word in (("worse", "lower"), ("better", "higher")):
+        moves = comparison["classes"][kind]
+        if moves:
+            listed = ", ".join(f"'{m['class']}' {m['baseline']:.1%} → {m['recall']:.1%}"
+                               for m in moves[:limit])
+            more = f" and {len(moves) - limit} more" if len(moves) > limit else ""
+            lines.append(f"- Classes with {word} recall: {listed}{more}")
+    flagged = comparison.get("flagged_classes")
+    if flagged:
+        lines.append(f"- Clever Hans suspects newly flagged: {shown(flagged['new'])}; "
+                     f"no longer flagged: {shown(flagged['gone'])}")
+    moved = [(path, d) for path, d in comparison["metrics"].items() if d["change"]]
+    moved.sort(key=lambda item: -abs(item[1]["change"]))
+    if moved:
+        lines += ["", f"<details><summary>Metrics that changed ({len(moved)})</summary>", "",
+                  "| metric | value | baseline | change |", "|---|---|---|---|"]
+        lines += [f"| `{_cell(path)}` | {shown(d['value'])} | {shown(d['baseline'])} | "
+                  f"{signed(d['change'])} |" for path, d in moved[:MARKDOWN_METRICS]]
+        if len(moved) > MARKDOWN_METRICS:
+            lines.append(f"\n{len(moved) - MARKDOWN_METRICS} more in summary.json.")
+        lines += ["", "</details>"]
+    return lines
+
+
 def render_markdown(summary: dict) -> str:
-    """Verdict, key figures and the checks table, short enough for a PR comment."""
-    model, data = summary["model"], summary["data"]
+    """Verdict, key figures, the checks table and what changed since the baseline, short
+    enough for a PR comment (under 60,000 characters)."""
+    model, data, checks = summary["model"], summary["data"], summary["checks"]
+    counts = {status: sum(c["status"] == status for c in checks)
+              for status in ("fail", "error", "warn", "pass", "skipped")}
     lines = [
         f"## {STATUS_ICON.get(summary['verdict'], '')} auditor: **{summary['verdict'].upper()}**",
         "",
@@ -53,18 +146,26 @@ def render_markdown(summary: dict) -> str:
         f"`{model['sha256'][:12]}`) on `{data['source']}` ({data['n']} images).",
         "",
     ]
-    accuracy = summary.get("metrics", {}).get("accuracy")
-    if accuracy is not None:
-        mistakes = summary.get("misclassifications", {}).get("count", "?")
-        lines += [f"- Accuracy: **{accuracy:.2%}** ({mistakes} mistakes)"]
+    lines += _key_figures_md(summary)
+    lines += [""]
     if not summary.get("gated"):
-        lines += ["- Nothing was gated: no check has a threshold set."]
-    lines += ["", "| status | check | value | baseline | message |", "|---|---|---|---|---|"]
-    for check in summary["checks"]:
-        message = check["message"].replace("|", "\\|")
-        lines.append(f"| {STATUS_ICON.get(check['status'], '')} {check['status']} | "
-                     f"`{check['id']}` | {_format(check['value'])} | "
-                     f"{_format(check['baseline'])} | {message} |")
+        lines += ["> Nothing was gated: no check had a threshold it could apply (set "
+                  "`[checks.ID]` bounds in the spec, or pass `--baseline`).", ""]
+    summary_line = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
+    lines += [f"### Checks ({summary_line or 'none'})", "",
+              "| status | check | value | baseline | change | message |",
+              "|---|---|---|---|---|---|"]
+    for check in checks[:MARKDOWN_CHECKS]:
+        was = check.get("baseline_status")
+        was = f" (was {was})" if was and was != check["status"] else ""
+        lines.append(f"| {STATUS_ICON.get(check['status'], '')} {check['status']}{was} | "
+                     f"`{check['id']}` | {_cell(shown(check['value']))} | "
+                     f"{_cell(shown(check['baseline']))} | {signed(check.get('change'))} | "
+                     f"{_cell(check['message'])} |")
+    if len(checks) > MARKDOWN_CHECKS:
+        lines.append(f"\n{len(checks) - MARKDOWN_CHECKS} more checks in summary.json.")
+    if summary.get("baseline"):
+        lines += _baseline_md(summary["baseline"])
     text = "\n".join(lines) + "\n"
     if len(text) > MARKDOWN_LIMIT:
         text = text[: MARKDOWN_LIMIT - 200] + "\n\n…(truncated; see summary.json)\n"
@@ -72,19 +173,36 @@ def render_markdown(summary: dict) -> str:
 
 
 def render_junit(summary: dict) -> str:
-    """One JUnit test case per check; fail and error map to <failure> and <error>."""
+    """One JUnit test case per check: fail and error map to <failure> and <error>, skipped to
+    <skipped>, and warn to <failure> when the run fails on warnings (--fail-on warn)."""
     checks = summary["checks"]
+    strict = summary.get("config", {}).get("fail_on") == "warn"
+    failing = ("fail", "warn") if strict else ("fail",)
     suite = ET.Element("testsuite", name="auditor", tests=str(len(checks)),
-                       failures=str(sum(c["status"] == "fail" for c in checks)),
+                       failures=str(sum(c["status"] in failing for c in checks)),
                        errors=str(sum(c["status"] == "error" for c in checks)),
                        skipped=str(sum(c["status"] == "skipped" for c in checks)),
-                       time=_format(summary.get("timings", {}).get("total", 0.0)))
+                       time=shown(summary.get("timings", {}).get("total", 0.0)),
+                       timestamp=summary.get("created", ""))
+    properties = ET.SubElement(suite, "properties")
+    for name, value in (("verdict", summary["verdict"]), ("model", summary["model"]["path"]),
+                        ("model.sha256", summary["model"]["sha256"]),
+                        ("data", summary["data"]["source"]),
+                        ("baseline", (summary.get("baseline") or {}).get("path", ""))):
+        ET.SubElement(properties, "property", name=name, value=str(value))
     for check in checks:
         case = ET.SubElement(suite, "testcase", classname=f"auditor.{check['section'] or 'run'}",
                              name=check["id"])
-        text = f"{check['message']} (value {_format(check['value'])})"
-        if check["status"] == "fail":
-            ET.SubElement(case, "failure", message=check["message"]).text = text
+        detail = f"value {shown(check['value'])}"
+        if check.get("baseline") is not None:
+            detail += (f", baseline {shown(check['baseline'])}"
+                       f"{', change ' + signed(check['change']) if check.get('change') else ''}")
+        if check.get("threshold"):
+            detail += ", bounds " + ", ".join(f"{k}={v:g}" for k, v in check["threshold"].items())
+        text = f"{check['message']} ({detail})"
+        if check["status"] in failing:
+            ET.SubElement(case, "failure", message=check["message"],
+                          type=check["status"]).text = text
         elif check["status"] == "error":
             ET.SubElement(case, "error", message=check["message"]).text = text
         elif check["status"] == "skipped":

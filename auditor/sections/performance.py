@@ -7,11 +7,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from auditor.checks import evaluate
+from auditor.checks import Check, evaluate, evaluate_each
 from auditor.sections.base import Context, SectionResult
 
 NAME = "performance"
 TITLE = "Errors"
+ACCURACY_BOUNDS = {"fail_drop": 0.01}  # accuracy must not drop more than 1 point
+RECALL_BOUNDS = {"warn_drop": 0.05, "fail_drop": 0.15}  # per class: noisier, so looser
 
 
 @dataclass
@@ -65,6 +67,27 @@ def confusion_figure(labels, preds, class_names) -> str:
     return figure_uri(fig)
 
 
+def summary_checks(summary: dict, baseline: dict | None, spec: dict[str, dict]) -> list[Check]:
+    """Accuracy and per-class recall, held to their bounds and to the baseline run.
+
+    Computed from summary.json data alone, so that ``auditor compare`` re-evaluates them on two
+    saved runs exactly as the audit did.
+    """
+    metrics, before = summary["metrics"], (baseline or {}).get("metrics") or {}
+    accuracy = metrics["accuracy"]
+    recalls = {name: m["recall"] for name, m in metrics["per_class"].items() if m["support"]}
+    old_recalls = {name: m["recall"] for name, m in (before.get("per_class") or {}).items()
+                   if m.get("support")}
+    return [
+        evaluate("accuracy", accuracy, message=f"accuracy {accuracy:.2%}", section=NAME,
+                 defaults=ACCURACY_BOUNDS, spec=spec.get("accuracy"),
+                 baseline=before.get("accuracy")),
+        evaluate_each("per_class_recall", recalls, what="recall", section=NAME,
+                      defaults=RECALL_BOUNDS, spec=spec.get("per_class_recall"),
+                      baselines=old_recalls),
+    ]
+
+
 def run(ctx: Context, options: Options) -> SectionResult:
     from auditor.report.figures import image_uri
 
@@ -78,10 +101,8 @@ def run(ctx: Context, options: Options) -> SectionResult:
                for img, i in zip(images, mistakes, strict=True)]
     confusions = top_confusions(p.labels, preds, names, options.top_confusions)
     per_class = per_class_metrics(p.labels, preds, names)
-    baseline = (ctx.baseline or {}).get("metrics", {}).get("accuracy")
-    checks = [evaluate("accuracy", accuracy, message=f"accuracy {accuracy:.2%}",
-                       section=NAME, defaults={"fail_drop": 0.01},
-                       spec=ctx.thresholds("accuracy"), baseline=baseline)]
+    metrics = {"accuracy": accuracy, "per_class": per_class}
+    checks = summary_checks({"metrics": metrics}, ctx.baseline, ctx.config.checks)
     n_wrong = int((~p.correct).sum())
     return SectionResult(
         name=NAME, title=TITLE,
@@ -89,7 +110,7 @@ def run(ctx: Context, options: Options) -> SectionResult:
               "the most confidence. Rows of the confusion matrix are true classes, columns "
               "predicted ones; off-diagonal cells are mistakes.",
         summary={
-            "metrics": {"accuracy": accuracy, "per_class": per_class},
+            "metrics": metrics,
             "misclassifications": {
                 "count": n_wrong,
                 "top_confusions": confusions,

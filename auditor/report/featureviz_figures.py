@@ -1,0 +1,118 @@
+"""Figures of the feature-visualisation section: comparison and evolution grids, the TV plot.
+
+Grids are drawn as one montage in one axes (labels as text), which is many times faster than a
+matplotlib axes per image and looks the same.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from auditor.report.figures import figure_uri, image_uri
+
+CELL = 0.9  # inches per image in the grids
+GAP = 0.14  # gap between images, as a fraction of an image
+TEXT_ROOM = 0.22  # room under each image for its caption, as a fraction of an image
+
+
+def thumbnail(image: np.ndarray) -> str:
+    return image_uri(image, size=96)
+
+
+def _montage(grid: list[list[np.ndarray]]) -> tuple[np.ndarray, int, int]:
+    """Images (rows x cols, each (H, W, C) in [0, 1]) tiled on a white sheet, as RGB."""
+    height, width = grid[0][0].shape[:2]
+    gap_x, gap_y = int(round(GAP * width)), int(round((GAP + TEXT_ROOM) * height))
+    rows, cols = len(grid), len(grid[0])
+    sheet = np.ones((rows * (height + gap_y), cols * (width + gap_x), 3), np.float32)
+    for r, row in enumerate(grid):
+        for c, image in enumerate(row):
+            image = np.clip(np.asarray(image, np.float32), 0, 1)
+            image = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
+            y, x = r * (height + gap_y), c * (width + gap_x)
+            sheet[y:y + height, x:x + width] = image
+    return sheet, height + gap_y, width + gap_x
+
+
+def _grid_figure(grid, titles: list[str], row_names: list[str], captions) -> str:
+    """A montage with column titles, row names and a caption under every image."""
+    import matplotlib.pyplot as plt
+
+    sheet, step_y, step_x = _montage(grid)
+    height, width = grid[0][0].shape[:2]
+    rows, cols = len(grid), len(grid[0])
+    fig = plt.figure(figsize=(CELL * cols * (1 + GAP) + 0.4,
+                              CELL * rows * (1 + GAP + TEXT_ROOM) + 0.3))
+    ax = fig.add_axes((0.4 / fig.get_figwidth(), 0, 1 - 0.4 / fig.get_figwidth(),
+                       1 - 0.3 / fig.get_figheight()))
+    ax.imshow(sheet, interpolation="nearest")
+    ax.set_axis_off()
+    for c, title in enumerate(titles):
+        ax.text(c * step_x + width / 2, -2, title, ha="center", va="bottom", fontsize=7)
+    for r, name in enumerate(row_names):
+        ax.text(-2, r * step_y + height / 2, name, ha="right", va="center", fontsize=8)
+        for c in range(cols):
+            ax.text(c * step_x + width / 2, r * step_y + height + 0.5, captions(r, c),
+                    ha="center", va="top", fontsize=5.5)
+    return figure_uri(fig)
+
+
+def comparison_grid(per_run: dict[str, np.ndarray], class_names: list[str],
+                    verdicts: dict[str, dict]) -> str:
+    """Rows: classes; columns: variants. Under each image: the model's confidence, the judge's
+    verdict (a tick when it sees the class) and the total variation."""
+    labels = list(per_run)
+    grid = [[per_run[label][r] for label in labels] for r in range(len(class_names))]
+
+    def caption(r, c):
+        verdict = verdicts[labels[c]]
+        mark = "✓" if verdict["judge_agrees"][r] else "✗"
+        return (f"p {verdict['confidence'][r]:.2f} · judge {mark} · "
+                f"TV {verdict['total_variation'][r]:.2f}")
+
+    return _grid_figure(grid, labels, class_names, caption)
+
+
+def contrast_strip(per_run: dict[str, np.ndarray], class_names: list[str],
+                   verdicts: dict[str, dict]) -> str:
+    """One row per variant (e.g. unregularised above regularised), one column per class."""
+    labels = list(per_run)
+    grid = [[per_run[label][c] for c in range(len(class_names))] for label in labels]
+
+    def caption(r, c):
+        verdict = verdicts[labels[r]]
+        return f"p {verdict['confidence'][c]:.2f} · TV {verdict['total_variation'][c]:.2f}"
+
+    return _grid_figure(grid, class_names, labels, caption)
+
+
+def evolution_grid(snapshots: dict[int, np.ndarray], confidence: dict[int, np.ndarray],
+                   class_names: list[str]) -> str:
+    """Rows: classes; columns: optimisation steps, with the model's confidence at each."""
+    steps = sorted(snapshots)
+    grid = [[snapshots[s][r] for s in steps] for r in range(len(class_names))]
+    return _grid_figure(grid, [f"step {s}" for s in steps], class_names,
+                        lambda r, c: f"p {confidence[steps[c]][r]:.2f}")
+
+
+def tv_histogram(real_tv: np.ndarray, marks: dict[str, np.ndarray]) -> str:
+    """Total variation of the real images (histogram, 95th percentile dashed) and of the
+    visualisations (ticks), on one axis."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 2.4))
+    everything = np.concatenate([real_tv, *marks.values()])
+    bins = np.linspace(0, float(everything.max()) * 1.05 or 1.0, 50)
+    ax.hist(real_tv, bins=bins, color="#999999", label="real images")
+    p95 = float(np.percentile(real_tv, 95))
+    ax.axvline(p95, color="black", linestyle="--", linewidth=1, label="real 95th percentile")
+    top = ax.get_ylim()[1]
+    colours = {"regularised": "#1a7f37", "unregularised": "#cf222e"}
+    for i, (label, values) in enumerate(marks.items()):
+        ax.vlines(values, top * (0.55 + 0.2 * i), top * (0.7 + 0.2 * i),
+                  color=colours.get(label, f"C{i}"), linewidth=1.5, label=f"{label} images")
+    ax.set_xlabel("total variation (mean neighbour difference)")
+    ax.set_ylabel("real images")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.tight_layout()
+    return figure_uri(fig)

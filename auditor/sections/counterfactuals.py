@@ -1,0 +1,136 @@
+"""Counterfactuals: for the most confident mistakes, the smallest change to the image that makes
+the model right, and whether that change lies where the contrastive saliency map points."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from auditor.checks import evaluate
+from auditor.sections.base import Context, SectionResult
+from auditor.sections.performance import most_confident_mistakes
+
+NAME = "counterfactuals"
+TITLE = "Counterfactuals"
+
+
+@dataclass
+class Options:
+    mistakes: int = 64  # most confident mistakes optimised together in one batch
+    gallery: int = 8  # of them shown
+    penalty: str = "l1"  # size of the change: l1 (sparse) or l2 (spread)
+    weight: float = 0.05  # of the size penalty against the class margin
+    tv_weight: float = 0.05  # of total variation: a readable shape rather than noise
+    steps: int = 200
+    learning_rate: float = 0.01
+    margin: float = 1.0  # how far (in logits) the true class should win
+
+
+def contrastive_maps(ctx: Context, positions, images, preds, labels) -> np.ndarray:
+    """Gradient of (predicted minus true) logit per image: taken from the contrastive section's
+    cache where it computed the same gradient maps for these images, computed otherwise."""
+    from auditor.attribution import attribute
+    from auditor.sections import SECTION_NAMES, section_options_class
+
+    maps = np.zeros_like(images)
+    found = np.zeros(len(positions), bool)
+    cached = ctx.cache.get("contrastive")
+    if cached is not None and "contrastive" in SECTION_NAMES:
+        options = ctx.options("contrastive", section_options_class("contrastive"))
+        if (options.method, options.score) == ("gradient", "logit"):
+            where = {int(p): i for i, p in enumerate(cached["positions"])}
+            for j, pos in enumerate(positions):
+                if int(pos) in where:
+                    maps[j], found[j] = cached["diff"][where[int(pos)]], True
+    if (~found).any():
+        maps[~found] = attribute(ctx.handle, images[~found], preds[~found],
+                                 contrast=labels[~found])
+    return maps
+
+
+def example_figure(original, counterfactual, delta, toward_true, title_original,
+                   title_after) -> str:
+    """Original, counterfactual, the change, and the saliency that points the same way."""
+    import matplotlib.pyplot as plt
+
+    from auditor.report.figures import figure_uri, show_image, show_signed, signed_map
+
+    change, saliency = signed_map(delta), signed_map(toward_true)
+    fig, axes = plt.subplots(1, 4, figsize=(7.4, 1.95))
+    show_image(axes[0], original)
+    axes[0].set_title(title_original, fontsize=8)
+    show_image(axes[1], counterfactual)
+    axes[1].set_title(title_after, fontsize=8)
+    show_signed(axes[2], change, float(np.abs(change).max()) or 1.0)
+    axes[2].set_title("change", fontsize=8)
+    show_signed(axes[3], saliency, float(np.abs(saliency).max()) or 1.0)
+    axes[3].set_title("gradient: true − predicted", fontsize=8)
+    return figure_uri(fig)
+
+
+def _mean(values: np.ndarray) -> float | None:
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if values.size else None
+
+
+def run(ctx: Context, options: Options) -> SectionResult:
+    from auditor.agreement import rank_correlation
+    from auditor.counterfactual import counterfactuals
+    from auditor.report.figures import colorbar_uri
+
+    p, names = ctx.predictions, ctx.dataset.class_names
+    positions = most_confident_mistakes(p, options.mistakes)
+    images = ctx.dataset.images(positions)
+    preds, labels = p.preds[positions], p.labels[positions]
+    found = counterfactuals(ctx.handle, images, labels, penalty=options.penalty,
+                            weight=options.weight, tv_weight=options.tv_weight,
+                            steps=options.steps, learning_rate=options.learning_rate,
+                            margin=options.margin)
+    # The change moves towards the true class, so it should follow minus the contrastive map.
+    toward_true = -contrastive_maps(ctx, positions, images, preds, labels)
+    agreement = np.full(len(positions), np.nan)
+    if found.success.any():
+        agreement[found.success] = rank_correlation(found.delta[found.success].sum(axis=-1),
+                                                    toward_true[found.success].sum(axis=-1))
+    ok = found.success
+    rows = np.arange(len(positions))
+    examples = [{
+        "index": int(pos), "true": names[labels[i]], "pred": names[preds[i]],
+        "success": bool(ok[i]), "l2": float(found.l2[i]), "l1": float(found.l1[i]),
+        "p_pred_before": float(found.probs_before[i, preds[i]]),
+        "p_true_before": float(found.probs_before[i, labels[i]]),
+        "p_pred_after": float(found.probs_after[i, preds[i]]),
+        "p_true_after": float(found.probs_after[i, labels[i]]),
+        "agreement": None if np.isnan(agreement[i]) else float(agreement[i]),
+    } for i, pos in zip(rows, positions, strict=True)]
+    for i, e in enumerate(examples[:options.gallery]):
+        e["figure"] = example_figure(
+            found.original[i], found.counterfactual[i], found.delta[i], toward_true[i],
+            f"predicted {e['pred']} (p={e['p_pred_before']:.2f})",
+            f"{'now' if e['success'] else 'not yet'} {e['true']} (p={e['p_true_after']:.2f})")
+    count = len(positions)
+    summary = {"count": count,
+               "success_rate": float(ok.mean()) if count else None,
+               "mean_l2": _mean(found.l2[ok]), "mean_l1": _mean(found.l1[ok]),
+               "saliency_agreement": _mean(agreement),
+               "penalty": options.penalty, "steps": options.steps,
+               "examples": [{k: v for k, v in e.items() if k != "figure"} for e in examples]}
+    rate = summary["success_rate"]
+    checks = [evaluate(f"{NAME}.success_rate", rate,
+                       message=f"counterfactuals found for {int(ok.sum())} of {count} mistakes",
+                       section=NAME, spec=ctx.thresholds(f"{NAME}.success_rate"))] if count else []
+    return SectionResult(
+        name=NAME, title=TITLE,
+        intro="For each mistake, the smallest change to the image (an "
+              f"{options.penalty.upper()} penalty plus total variation, pixels kept in range) "
+              "that makes the model predict the true class. Red adds brightness, blue removes "
+              "it. The last map is the contrastive gradient (true minus predicted logit): where "
+              "it matches the change, the saliency map explains the mistake.",
+        summary={NAME: summary},
+        view={"summary": summary, "mistakes_total": int((~p.correct).sum()),
+              "examples": examples[:options.gallery],
+              "legend": colorbar_uri("0", low="darker / favours the prediction",
+                                     high="brighter / favours the true class")},
+        checks=checks,
+    )

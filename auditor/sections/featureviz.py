@@ -1,0 +1,370 @@
+"""What the model looks for: class and channel visualisations by input optimisation.
+
+Each class gets the image that maximises its score (Simonyan et al. 2013), made natural by the
+priors of the Distill feature-visualisation work: a 1/f Fourier parameterisation, an L2 pull
+towards the dataset's mean image, a total-variation penalty and transformation robustness.
+The images are then judged from outside the model: by a classifier trained on the dataset's
+pixels alone, and by their total variation against the real images'. Unregularised images,
+other starting points and the softmax objective are shown next to them for contrast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from auditor.checks import evaluate
+from auditor.errors import ConfigError
+from auditor.featureviz import objectives
+from auditor.featureviz.activations import conv_layers
+from auditor.featureviz.realism import study_real_images
+from auditor.featureviz.recipes import INITS, Recipe, optimise
+from auditor.featureviz.top_images import top_activating
+from auditor.sections.base import Context, SectionResult
+
+NAME = "featureviz"
+TITLE = "What the model looks for"
+NPZ_NAME = "class_visualization.npz"
+RECOGNISABLE = {"warn_below": 0.8}
+JUDGE_AGREEMENT = {"warn_below": 0.5}
+NATURAL = {"warn_below": 0.5}
+
+
+@dataclass
+class Options:
+    classes: list[str] = field(default_factory=list)  # class names; empty: the first max_classes
+    max_classes: int = 10
+    objective: str = "logit"  # logit (Simonyan et al.), probability or log_probability
+    init: str = "zeros"  # zeros (all parameters zero), noise, or image (a dataset image)
+    init_image: int = 0  # dataset position of the starting image for init "image"
+    param: str = "fourier"  # fourier (1/f spectrum, decorrelated colour) or pixels
+    valid: str = "sigmoid"  # pixels only: kept in [0, 1] by a sigmoid or by clipping
+    decay_power: float = 1.0  # fourier: spectrum falls as 1/f**decay_power
+    decorrelate: bool = True  # fourier, RGB: optimise decorrelated colour (Lucid)
+    steps: int | None = None  # None: 256 up to 64 px, 128 above
+    learning_rate: float = 0.05
+    snapshots: list[int] = field(default_factory=lambda: [0, 16, 64, 256, 1024])
+    # Penalty weights in units of the objective's spread over the real images, so that the
+    # same numbers fit any model: l2 pulls towards l2_center ("mean" image of the data, the
+    # zero of Simonyan et al.'s mean-subtracted input, or "zero"); tv is total variation.
+    l2: float = 30.0
+    l2_center: str = "mean"
+    tv: float = 8.0
+    jitter: float | None = None  # pixels; None: sized to the input (Lucid's 8 px at 224)
+    scale: float | None = None  # zoom range +-; None: 10% up to 64 px, 5% above
+    rotate: float | None = None  # degrees +-; None: 10
+    blur_every: int = 0  # blur the images every N steps (0: never)
+    blur_sigma: float = 0.5
+    compare: bool | None = None  # also unregularised, other starts, the other objective;
+    # None: on up to 64 px (the comparisons triple the cost, which large inputs feel)
+    layers: list[str] = field(default_factory=list)  # conv layers; empty: the last one
+    channels: list[int] = field(default_factory=list)  # empty: the most active channels
+    max_channels: int = 8
+    top_k: int = 5  # dataset images shown per channel
+    judge_size: int | None = None  # judge thumbnails; None: 8 px up to 32 px inputs, else 16
+
+
+def default_steps(size: int) -> int:
+    """Enough for the digits demo to converge (its images barely change after 128 steps);
+    large inputs cost far more per step."""
+    return 256 if size <= 64 else 128
+
+
+def chosen_classes(options: Options, class_names: list[str], labels: np.ndarray) -> list[int]:
+    if options.classes:
+        unknown = [c for c in options.classes if c not in class_names]
+        if unknown:
+            raise ConfigError(f"'featureviz.classes' names unknown class '{unknown[0]}'; "
+                              f"classes: {', '.join(class_names[:20])}")
+        return [class_names.index(c) for c in options.classes]
+    return [int(c) for c in np.unique(labels)[: options.max_classes]]
+
+
+def objective_spread(logits: np.ndarray, kind: str) -> float:
+    """How much an objective varies over the real images: the unit of the penalty weights."""
+    import tensorflow as tf
+
+    values = {"logit": lambda x: x, "probability": tf.nn.softmax,
+              "log_probability": tf.nn.log_softmax}[kind](tf.constant(logits))
+    spread = float(np.std(np.asarray(values)))
+    return spread if spread > 0 else 1.0
+
+
+def validate(options: Options, dataset_size: int) -> None:
+    if options.objective not in objectives.CLASS_OBJECTIVES:
+        raise ConfigError(f"'featureviz.objective' must be one of "
+                          f"{', '.join(objectives.CLASS_OBJECTIVES)}, got {options.objective!r}")
+    if options.init not in INITS:
+        raise ConfigError(f"'featureviz.init' must be one of {', '.join(INITS)}, "
+                          f"got {options.init!r}")
+    if options.l2_center not in ("mean", "zero"):
+        raise ConfigError(f"'featureviz.l2_center' must be 'mean' or 'zero', "
+                          f"got {options.l2_center!r}")
+    if not 0 <= options.init_image < dataset_size:
+        raise ConfigError(f"'featureviz.init_image' must be a dataset position from 0 to "
+                          f"{dataset_size - 1}, got {options.init_image}")
+    if options.steps is not None and options.steps < 1:
+        raise ConfigError(f"'featureviz.steps' must be at least 1, got {options.steps}")
+
+
+def variants(options: Options, compare: bool) -> list[tuple[str, str, str]]:
+    """(label, init, objective) of the class runs; the first is the visualisation itself."""
+    runs = [("regularised", options.init, options.objective)]
+    if compare:
+        runs += [(f"start: {init}", init, options.objective) for init in INITS
+                 if init != options.init]
+        other = "probability" if options.objective != "probability" else "logit"
+        runs.append((f"objective: {other}", options.init, other))
+    return runs
+
+
+def class_runs(ctx: Context, options: Options, classes: list[int], recipe: Recipe,
+               compare: bool):
+    """All regularised class images, every variant, in one batch."""
+    runs = variants(options, compare)
+    targets = classes * len(runs)
+    kinds = [kind for _, _, kind in runs for _ in classes]
+    spread = {k: objective_spread(ctx.predictions.logits, k) for k in set(kinds)}
+    objective = sum(objectives.class_objective(kind, targets)
+                    * [float(k == kind) for k in kinds] for kind in sorted(set(kinds)))
+    weighted = dataclasses.replace(recipe, l2=np.array([options.l2 * spread[k] for k in kinds]),
+                                   tv=np.array([options.tv * spread[k] for k in kinds]))
+    inits = [init for _, init, _ in runs for _ in classes]
+    start = ctx.dataset.images([options.init_image])[0] if "image" in inits else None
+    rendering = optimise(ctx.handle, objective, weighted, len(targets), inits, start)
+    return runs, rendering
+
+
+def judge_images(ctx: Context, images: np.ndarray, targets: list[int], real) -> dict:
+    """The model's and the judge's verdicts and the total variation, per image."""
+    probs = _probabilities(ctx.handle, images)
+    judged = real.judge_predict(images)
+    tv = _total_variation(images)
+    targets = np.asarray(targets)
+    return {"confidence": probs[np.arange(len(targets)), targets],
+            "predicted": probs.argmax(axis=1), "model_agrees": probs.argmax(axis=1) == targets,
+            "judge": judged, "judge_agrees": judged == targets, "total_variation": tv,
+            "natural": real.is_natural(tv), "tv_rank": real.tv_rank(tv)}
+
+
+def _probabilities(handle, images: np.ndarray) -> np.ndarray:
+    import tensorflow as tf
+
+    return tf.nn.softmax(handle.logits_fn(tf.constant(images, tf.float32))).numpy()
+
+
+def _total_variation(images: np.ndarray) -> np.ndarray:
+    from auditor.featureviz.realism import total_variation
+
+    return total_variation(images)
+
+
+def _fractions(verdict: dict) -> dict[str, float]:
+    return {"recognisable": float(np.mean(verdict["model_agrees"])),
+            "judge_agreement": float(np.mean(verdict["judge_agrees"])),
+            "natural": float(np.mean(verdict["natural"])),
+            "mean_total_variation": float(np.mean(verdict["total_variation"]))}
+
+
+def channel_runs(ctx: Context, options: Options, recipe: Recipe):
+    """Top dataset images for every channel of the chosen layers, and the chosen channels'
+    visualisations, all layers in one batch."""
+    model = ctx.handle.logits_model
+    convs = dict(conv_layers(model))
+    layers = options.layers or ([list(convs)[-1]] if convs else [])
+    picks = []
+    for layer in layers:
+        examples = top_activating(ctx.handle, ctx.dataset, layer, options.top_k,
+                                  ctx.config.batch_size)
+        if options.channels:
+            bad = [c for c in options.channels if not 0 <= c < len(examples.mean_activation)]
+            if bad:
+                raise ConfigError(f"'featureviz.channels' has channel {bad[0]}, but layer "
+                                  f"'{layer}' has {len(examples.mean_activation)} channels")
+            channels = list(options.channels)
+        else:
+            channels = [int(c) for c in np.argsort(-examples.mean_activation,
+                                                   kind="stable")[: options.max_channels]]
+        picks += [(layer, c, examples) for c in channels]
+    if not picks:
+        return [], None
+    objective = sum(objectives.channel(layer, [c if name == layer else 0 for name, c, _ in picks])
+                    * [float(name == layer) for name, _, _ in picks] for layer in layers)
+    spread = np.array([max(float(ex.std_activation[c]), 1e-6) for _, c, ex in picks])
+    weighted = dataclasses.replace(recipe, l2=options.l2 * spread, tv=options.tv * spread)
+    return picks, optimise(ctx.handle, objective, weighted, len(picks))
+
+
+def run(ctx: Context, options: Options) -> SectionResult:
+    from auditor.report import featureviz_figures as figures
+
+    validate(options, ctx.dataset.n)
+    timings = {}
+    tick = time.perf_counter()
+    handle, names = ctx.handle, ctx.dataset.class_names
+    classes = chosen_classes(options, names, ctx.predictions.labels)
+    real = study_real_images(ctx.dataset, ctx.config.batch_size, options.judge_size,
+                             ctx.config.seed)
+    timings["real images"] = time.perf_counter() - tick
+    steps = options.steps or default_steps(handle.input_shape[0])
+    recipe = Recipe(param=options.param, valid=options.valid, decay_power=options.decay_power,
+                    decorrelate=options.decorrelate, steps=steps,
+                    learning_rate=options.learning_rate,
+                    l2_center=real.mean_image if options.l2_center == "mean" else 0.0,
+                    jitter=options.jitter, scale=options.scale, rotate=options.rotate,
+                    blur_every=options.blur_every, blur_sigma=options.blur_sigma,
+                    snapshots=tuple(options.snapshots), seed=ctx.config.seed)
+
+    tick = time.perf_counter()
+    compare = options.compare if options.compare is not None else handle.input_shape[0] <= 64
+    runs, rendering = class_runs(ctx, options, classes, recipe, compare)
+    timings["classes"] = time.perf_counter() - tick
+    k = len(classes)
+    per_run = {label: rendering.images[i * k:(i + 1) * k] for i, (label, _, _) in enumerate(runs)}
+    verdicts = {label: judge_images(ctx, images, classes, real)
+                for label, images in per_run.items()}
+    if compare:
+        tick = time.perf_counter()
+        plain = optimise(handle, objectives.class_objective(options.objective, classes),
+                         recipe.unregularised(), k)
+        timings["unregularised"] = time.perf_counter() - tick
+        per_run["unregularised"] = plain.images
+        verdicts["unregularised"] = judge_images(ctx, plain.images, classes, real)
+    main = verdicts["regularised"]
+    np.savez(ctx.workdir / NPZ_NAME, images=per_run["regularised"],
+             classes=np.array([names[c] for c in classes]))
+
+    tick = time.perf_counter()
+    picks, channel_rendering = channel_runs(ctx, options, recipe)
+    timings["channels"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    evolution = {step: images[:k] for step, images in rendering.snapshots.items()}
+    evolution_confidence = {step: _probabilities(handle, images)[np.arange(k), classes]
+                            for step, images in evolution.items()}
+    class_rows = [{
+        "name": names[c], "image": figures.thumbnail(per_run["regularised"][i]),
+        "confidence": float(main["confidence"][i]), "predicted": names[main["predicted"][i]],
+        "model_agrees": bool(main["model_agrees"][i]),
+        "judge": _name(names, main["judge"][i]), "judge_agrees": bool(main["judge_agrees"][i]),
+        "total_variation": float(main["total_variation"][i]),
+        "tv_rank": float(main["tv_rank"][i]), "natural": bool(main["natural"][i]),
+        **({"plain": _plain_row(verdicts["unregularised"], i, names)} if compare else {}),
+    } for i, c in enumerate(classes)]
+    comparison = {label: _fractions(v) for label, v in verdicts.items()}
+    channels = _channel_rows(ctx, picks, channel_rendering, figures)
+    percentiles = real.tv_percentiles()
+    view = {
+        "classes": class_rows, "comparison": comparison, "channels": channels,
+        "steps": steps, "objective": options.objective, "param": options.param,
+        "judge_size": real.judge_size, "judge_accuracy": real.judge_accuracy,
+        "real_tv": percentiles, "npz": NPZ_NAME,
+        "contrast_figure": figures.contrast_strip(
+            {label: per_run[label] for label in ("unregularised", "regularised")},
+            [names[c] for c in classes], verdicts) if compare else None,
+        "comparison_figure": figures.comparison_grid(
+            {label: per_run[label] for label in _comparison_order(per_run)},
+            [names[c] for c in classes], verdicts) if compare else None,
+        "evolution_figure": figures.evolution_grid(evolution, evolution_confidence,
+                                                   [names[c] for c in classes]),
+        "tv_figure": figures.tv_histogram(real.total_variation, {
+            label: verdicts[label]["total_variation"] for label in verdicts
+            if label in ("regularised", "unregularised")}),
+    }
+    timings["figures"] = time.perf_counter() - tick
+    summary = {
+        "classes": {row["name"]: {key: row[key] for key in (
+            "confidence", "predicted", "model_agrees", "judge", "judge_agrees",
+            "total_variation", "tv_rank", "natural")} for row in class_rows},
+        **comparison["regularised"],
+        "comparison": comparison,
+        "natural_statistics": {
+            "measure": "total variation: mean absolute difference between neighbouring pixels "
+                       "(down plus right)",
+            "real_total_variation": percentiles,
+            "natural_if_at_most": percentiles["p95"]},
+        "judge": {"model": f"logistic regression on {real.judge_size}x{real.judge_size} "
+                           "thumbnails of the dataset, never shown the audited model",
+                  "held_out_accuracy": real.judge_accuracy},
+        "settings": {"objective": options.objective, "param": options.param, "init": options.init,
+                     "steps": steps, "l2": options.l2, "tv": options.tv},
+        "channels": {layer: [{key: ch[key] for key in ("channel", "mean_activation",
+                                                       "top_positions")}
+                             for ch in channels if ch["layer"] == layer]
+                     for layer in dict.fromkeys(ch["layer"] for ch in channels)},
+        "npz": NPZ_NAME, "seconds": timings,
+    }
+    return SectionResult(
+        name=NAME, title=TITLE, intro=INTRO, summary={NAME: summary}, view=view,
+        checks=_checks(ctx, comparison["regularised"], len(classes)))
+
+
+INTRO = ("Each class's image is the input that maximises the model's score for it, regularised "
+         "to look natural: if you recognise the class, the model has learnt something like it. "
+         "The model's own confidence proves little (noise can score 100%), so an independent "
+         "judge, a simple classifier trained on the dataset's pixels alone, says whether the "
+         "class is visible, and total variation (how much neighbouring pixels differ) says "
+         "whether the image is as smooth as real ones. Hidden channels are shown next to the "
+         "dataset images that excite them most.")
+
+
+def _name(names: list[str], index) -> str:
+    index = int(index)
+    return names[index] if 0 <= index < len(names) else str(index)
+
+
+def _plain_row(verdict: dict, i: int, names: list[str]) -> dict:
+    return {"confidence": float(verdict["confidence"][i]),
+            "judge": _name(names, verdict["judge"][i]),
+            "judge_agrees": bool(verdict["judge_agrees"][i]),
+            "total_variation": float(verdict["total_variation"][i]),
+            "natural": bool(verdict["natural"][i])}
+
+
+def _comparison_order(per_run: dict) -> list[str]:
+    first = [label for label in ("unregularised", "regularised") if label in per_run]
+    return first + [label for label in per_run if label not in first]
+
+
+def _channel_rows(ctx: Context, picks, rendering, figures) -> list[dict]:
+    if not picks:
+        return []
+    positions = np.stack([examples.top_positions[channel] for _, channel, examples in picks])
+    images = ctx.dataset.images(positions.ravel()).reshape(*positions.shape,
+                                                           *ctx.handle.input_shape)
+    rows = []
+    for i, (layer, channel, examples) in enumerate(picks):
+        rows.append({
+            "layer": layer, "channel": int(channel),
+            "mean_activation": float(examples.mean_activation[channel]),
+            "top_positions": [int(p) for p in positions[i]],
+            "top_values": [float(v) for v in examples.top_values[channel]],
+            "image": figures.thumbnail(rendering.images[i]),
+            "top_images": [figures.thumbnail(img) for img in images[i]],
+            "top_labels": [ctx.dataset.class_names[ctx.dataset.labels[p]] for p in positions[i]],
+        })
+    return rows
+
+
+def _checks(ctx: Context, fractions: dict, count: int) -> list:
+    def baseline(key):
+        return ((ctx.baseline or {}).get(NAME) or {}).get(key)
+
+    return [
+        evaluate(f"{NAME}.recognisable", fractions["recognisable"],
+                 message=f"the model assigns {fractions['recognisable']:.0%} of {count} class "
+                         "visualisations to their class", section=NAME, defaults=RECOGNISABLE,
+                 spec=ctx.thresholds(f"{NAME}.recognisable"), baseline=baseline("recognisable")),
+        evaluate(f"{NAME}.judge_agreement", fractions["judge_agreement"],
+                 message=f"an independent judge recognises {fractions['judge_agreement']:.0%} "
+                         "of the class visualisations", section=NAME, defaults=JUDGE_AGREEMENT,
+                 spec=ctx.thresholds(f"{NAME}.judge_agreement"),
+                 baseline=baseline("judge_agreement")),
+        evaluate(f"{NAME}.natural", fractions["natural"],
+                 message=f"{fractions['natural']:.0%} of the class visualisations have the total "
+                         "variation of real images", section=NAME, defaults=NATURAL,
+                 spec=ctx.thresholds(f"{NAME}.natural"), baseline=baseline("natural")),
+    ]

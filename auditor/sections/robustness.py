@@ -1,0 +1,249 @@
+"""Adversarial robustness: accuracy under FGSM and PGD as epsilon grows, targeted attacks, what
+an attack changes in the image and in the saliency, and (with --compare-model) how a second
+model's saliency agrees with this one's on the same images."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from auditor.checks import evaluate
+from auditor.errors import ConfigError
+from auditor.sections.base import Context, SectionResult
+
+NAME = "robustness"
+TITLE = "Adversarial robustness"
+CHECK = "robustness.accuracy"
+MAIN_ATTACK = "pgd"
+
+
+@dataclass
+class Options:
+    samples: int = 200  # audit images attacked: a stratified subset keeps the section fast
+    epsilons: list[float] = field(
+        default_factory=lambda: [0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255, 32 / 255])
+    check_epsilon: float = 8 / 255  # robustness.accuracy is PGD's accuracy here; also the gallery's
+    steps: int = 10  # PGD steps
+    step_ratio: float = 2.5  # PGD step size = step_ratio * epsilon / steps (Madry et al.)
+    random_start: bool = True
+    target: str = "runner_up"  # targeted attacks: runner_up, least_likely, or a class name
+    saliency_method: str = "gradient"  # any method of 'auditor methods', on clean and attacked
+    gallery: int = 6
+
+
+def resolve_target(rule: str, class_names: list[str]) -> str | int:
+    from auditor.attacks import TARGETS
+
+    if rule in TARGETS:
+        return rule
+    if rule in class_names:
+        return class_names.index(rule)
+    raise ConfigError(f"'{NAME}.target' is '{rule}'; use {', '.join(TARGETS)} or a class name "
+                      f"({', '.join(class_names[:10])}{', ...' if len(class_names) > 10 else ''})")
+
+
+def _validate(options: Options) -> None:
+    from auditor.attribution import METHODS
+
+    if options.saliency_method not in METHODS:
+        raise ConfigError(f"'{NAME}.saliency_method' is '{options.saliency_method}'; choose from: "
+                          f"{', '.join(sorted(METHODS))} (see 'auditor methods')")
+    if options.samples < 1 or options.steps < 1:
+        raise ConfigError(f"'{NAME}.samples' and '{NAME}.steps' must be at least 1")
+    if not options.epsilons or min(options.epsilons) < 0 or max(options.epsilons) > 1:
+        raise ConfigError(f"'{NAME}.epsilons' must be a non-empty list of values in [0, 1] "
+                          "(display space: 8/255 is 0.0314)")
+
+
+def epsilon_grid(options: Options) -> list[float]:
+    """The configured epsilons, sorted, with the check's epsilon among them."""
+    grid = sorted(set(options.epsilons))
+    if not any(np.isclose(options.check_epsilon, e) for e in grid):
+        grid = sorted([*grid, options.check_epsilon])
+    return grid
+
+
+def _in_255(epsilon: float) -> str:
+    return f"{epsilon * 255:.3g}/255"
+
+
+def adversarial_figure(clean, adversarial, epsilon, clean_map, adv_map, titles) -> str:
+    """Clean image, attacked image, the perturbation at full colour scale, and both maps."""
+    import matplotlib.pyplot as plt
+
+    from auditor.report.figures import (
+        figure_uri,
+        show_image,
+        show_signed,
+        signed_map,
+        symmetric_limit,
+    )
+
+    heats = [signed_map(clean_map), signed_map(adv_map)]
+    limit = symmetric_limit(*heats)
+    fig, axes = plt.subplots(1, 5, figsize=(8.2, 1.95))
+    show_image(axes[0], clean)
+    show_image(axes[1], adversarial)
+    show_signed(axes[2], signed_map(adversarial - clean), max(epsilon, 1e-12))
+    show_signed(axes[3], heats[0], limit)
+    show_signed(axes[4], heats[1], limit)
+    for ax, title in zip(axes, titles, strict=True):
+        ax.set_title(title, fontsize=8)
+    return figure_uri(fig)
+
+
+def comparison_figure(images, maps_a, maps_b, agreement, titles) -> str:
+    """One column per class: the image, then the audited and the compared model's maps on one
+    scale per column."""
+    import matplotlib.pyplot as plt
+
+    from auditor.report.figures import figure_uri, show_image, show_signed, signed_map
+
+    columns = len(images)
+    fig, axes = plt.subplots(3, columns, figsize=(0.95 * columns + 0.5, 3.2), squeeze=False)
+    for c in range(columns):
+        heat_a, heat_b = signed_map(maps_a[c]), signed_map(maps_b[c])
+        limit = float(max(np.abs(heat_a).max(), np.abs(heat_b).max())) or 1.0
+        show_image(axes[0, c], images[c])
+        axes[0, c].set_title(titles[c], fontsize=7)
+        show_signed(axes[1, c], heat_a, limit)
+        show_signed(axes[2, c], heat_b, limit)
+        axes[2, c].set_title(f"ρ = {agreement[c]:.2f}", fontsize=7, y=-0.28)
+    for row, label in ((1, "audited"), (2, "compared")):
+        axes[row, 0].text(-0.15, 0.5, label, fontsize=7, rotation=90, ha="right", va="center",
+                          transform=axes[row, 0].transAxes)
+    return figure_uri(fig)
+
+
+def _gallery(ctx, options, images, labels, kept, epsilon, positions) -> list[dict]:
+    """The first images that PGD flips at the check's epsilon, with clean and attacked maps."""
+    from auditor.attribution import attribute
+
+    names = ctx.dataset.class_names
+    if kept is None:
+        return []
+    clean_pred = ctx.predictions.preds[positions]
+    adv_logits = np.asarray(ctx.handle.logits_fn(kept), dtype=np.float64)
+    adv_pred = adv_logits.argmax(axis=1)
+    chosen = np.flatnonzero((clean_pred == labels) & (adv_pred != labels))[:options.gallery]
+    if not chosen.size:
+        return []
+    both = np.concatenate([images[chosen], kept[chosen]])
+    maps = attribute(ctx.handle, both, np.concatenate([labels[chosen], adv_pred[chosen]]),
+                     method=options.saliency_method)
+    clean_maps, adv_maps = maps[:len(chosen)], maps[len(chosen):]
+    clean_probs = ctx.predictions.probs[positions[chosen]]
+    adv_probs = np.exp(adv_logits[chosen] - adv_logits[chosen].max(axis=1, keepdims=True))
+    adv_probs /= adv_probs.sum(axis=1, keepdims=True)
+    gallery = []
+    for k, i in enumerate(chosen):
+        true, wrong = names[labels[i]], names[adv_pred[i]]
+        p_clean, p_adv = float(clean_probs[k, labels[i]]), float(adv_probs[k, adv_pred[i]])
+        titles = [f"clean: {true} ({p_clean:.2f})", f"attacked: {wrong} ({p_adv:.2f})",
+                  f"perturbation ±{_in_255(epsilon)}", f"{options.saliency_method}, {true}",
+                  f"{options.saliency_method}, {wrong}"]
+        gallery.append({"index": int(positions[i]), "true": true, "adversarial": wrong,
+                        "p_clean": p_clean, "p_adversarial": p_adv,
+                        "figure": adversarial_figure(images[i], kept[i], epsilon, clean_maps[k],
+                                                     adv_maps[k], titles)})
+    return gallery
+
+
+def _comparison(ctx, options, images, labels, epsilons, positions) -> tuple[dict, dict]:
+    """The compare model on the same images: its PGD curve and its saliency agreement."""
+    from auditor.attacks import attack_curves
+    from auditor.model_comparison import compare_saliency
+
+    other = ctx.compare_handle
+    names = ctx.dataset.class_names
+    curves = attack_curves(other, images, labels, np.full(len(labels), -1), epsilons,
+                           attacks=(MAIN_ATTACK,), steps=options.steps,
+                           step_ratio=options.step_ratio, random_start=options.random_start,
+                           seed=ctx.config.seed)
+    compared = compare_saliency(ctx.handle, other, images, labels,
+                                method=options.saliency_method)
+    per_class = compared.per_class(labels, names)
+    firsts = [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)][:10]
+    figure = comparison_figure(
+        images[firsts], compared.maps_a[firsts], compared.maps_b[firsts],
+        compared.agreement[firsts], [f"#{positions[i]}: {names[labels[i]]}" for i in firsts])
+    summary = {"model": {"path": other.path, "name": other.name, "sha256": other.sha256},
+               "method": options.saliency_method,
+               "agreement": float(np.nanmean(compared.agreement)),
+               "per_class": per_class, "accuracy": curves.accuracy[MAIN_ATTACK]}
+    return summary, {"figure": figure, "per_class": per_class, "name": other.name,
+                     "audited": ctx.handle.name}
+
+
+def _baseline_accuracy(baseline: dict | None, epsilon: float) -> float | None:
+    block = (baseline or {}).get(NAME) or {}
+    for e, value in zip(block.get("epsilons", []), block.get("accuracy", []), strict=False):
+        if np.isclose(e, epsilon):
+            return value
+    return None
+
+
+def run(ctx: Context, options: Options) -> SectionResult:
+    from auditor.attacks import attack_curves, choose_targets
+    from auditor.datasets import sample_indices
+    from auditor.report.figures import colorbar_uri, line_plot_uri
+
+    _validate(options)
+    p, names = ctx.predictions, ctx.dataset.class_names
+    rule = resolve_target(options.target, names)
+    positions = sample_indices(p.labels, options.samples, ctx.config.seed)
+    images = ctx.dataset.images(positions)
+    labels = p.labels[positions]
+    targets = choose_targets(p.logits[positions], labels, rule)
+    epsilons = epsilon_grid(options)
+    curves = attack_curves(ctx.handle, images, labels, targets, epsilons, steps=options.steps,
+                           step_ratio=options.step_ratio, random_start=options.random_start,
+                           seed=ctx.config.seed, keep_epsilon=options.check_epsilon)
+    at = int(np.argmin(np.abs(np.asarray(epsilons) - options.check_epsilon)))
+    robust = curves.accuracy[MAIN_ATTACK][at]
+    summary = {
+        "attack": MAIN_ATTACK, "epsilons": epsilons,
+        "accuracy": curves.accuracy[MAIN_ATTACK],
+        "targeted_success": curves.targeted_success[MAIN_ATTACK],
+        "target": options.target, "samples": len(positions),
+        "clean_accuracy": float(p.correct[positions].mean()),
+        "check_epsilon": epsilons[at], "steps": options.steps,
+        "per_attack": {name: {"accuracy": curves.accuracy[name],
+                              "targeted_success": curves.targeted_success[name]}
+                       for name in curves.accuracy},
+    }
+    x255 = [e * 255 for e in epsilons]
+    series = {name.upper(): values for name, values in curves.accuracy.items()}
+    view = {"summary": summary, "check_epsilon_255": _in_255(epsilons[at]),
+            "check_accuracy": robust, "comparison": None,
+            "rows": [{"epsilon": _in_255(e),
+                      "values": [(curves.accuracy[name][k], curves.targeted_success[name][k])
+                                 for name in curves.accuracy]}
+                     for k, e in enumerate(epsilons)]}
+    if ctx.compare_handle is not None:
+        summary["comparison"], view["comparison"] = _comparison(ctx, options, images, labels,
+                                                                epsilons, positions)
+        series[f"PGD, {ctx.compare_handle.name}"] = summary["comparison"]["accuracy"]
+    view["accuracy_plot"] = line_plot_uri(x255, series, "epsilon (× 1/255)", "accuracy",
+                                          title=f"{len(positions)} images, {options.steps}-step "
+                                                "PGD")
+    view["targeted_plot"] = line_plot_uri(
+        x255, {name.upper(): values for name, values in curves.targeted_success.items()},
+        "epsilon (× 1/255)", f"reached target ({options.target})")
+    view["gallery"] = _gallery(ctx, options, images, labels, curves.kept, epsilons[at], positions)
+    view["legend"] = colorbar_uri("0", low="darker · lowers the score",
+                                  high="brighter · raises the score")
+    check = evaluate(CHECK, robust, section=NAME, defaults={"warn_drop": 0.05},
+                     message=f"accuracy under {options.steps}-step PGD at epsilon "
+                             f"{_in_255(epsilons[at])}: {robust:.2%}",
+                     spec=ctx.thresholds(CHECK),
+                     baseline=_baseline_accuracy(ctx.baseline, epsilons[at]))
+    return SectionResult(
+        name=NAME, title=TITLE,
+        intro="How accuracy falls when every pixel may move by at most epsilon (display space, "
+              "0-1 images) to fool the model: FGSM takes one signed gradient step, PGD several "
+              "from a random start, so PGD's curve is the more honest one. Targeted attacks aim "
+              f"at a chosen wrong class ({options.target}). In the gallery the perturbation is "
+              "magnified to the full colour scale.",
+        summary={NAME: summary}, view=view, checks=[check])

@@ -1,0 +1,194 @@
+"""FGSM and PGD on the demo CNN, the robustness section end to end, and model comparison."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from auditor.attacks import attack_curves, choose_targets, fgsm, pgd
+from auditor.errors import AuditorError, ModelError
+
+EPSILONS = [0.0, 2 / 255, 8 / 255, 16 / 255, 32 / 255]
+
+
+@pytest.fixture(scope="module")
+def attacked(digits_test):
+    """150 test images (every 5th) with their labels."""
+    x, y = digits_test
+    return x[::5][:150], y[::5][:150]
+
+
+@pytest.fixture(scope="module")
+def curves(digits_handle, attacked):
+    x, y = attacked
+    logits = np.asarray(digits_handle.logits_fn(x))
+    targets = choose_targets(logits, y, "runner_up")
+    return attack_curves(digits_handle, x, y, targets, EPSILONS, seed=0)
+
+
+@pytest.fixture(scope="module")
+def other_handle(digits_train, tmp_path_factory):
+    """The demo architecture trained differently (another seed, fewer epochs)."""
+    from auditor.demo import train_digits_cnn
+    from auditor.models import load_model
+
+    x, y = digits_train
+    path = tmp_path_factory.mktemp("other") / "other.keras"
+    train_digits_cnn(x, y, seed=1, epochs=3).save(path)
+    return load_model(str(path))
+
+
+def clean_accuracy(handle, x, y) -> float:
+    return float((np.asarray(handle.logits_fn(x)).argmax(axis=1) == y).mean())
+
+
+@pytest.mark.parametrize("epsilon", [1 / 255, 8 / 255, 32 / 255])
+@pytest.mark.parametrize("targeted", [False, True])
+def test_every_adversarial_image_stays_within_epsilon_and_the_valid_range(
+        digits_handle, attacked, epsilon, targeted):
+    x, y = attacked
+    targets = (choose_targets(np.asarray(digits_handle.logits_fn(x)), y, "runner_up")
+               if targeted else None)
+    for adversarial in (fgsm(digits_handle, x, y, epsilon, targets=targets),
+                        pgd(digits_handle, x, y, epsilon, targets=targets, seed=3)):
+        assert adversarial.shape == x.shape
+        assert np.abs(adversarial - x).max() <= epsilon + 1e-6
+        assert adversarial.min() >= 0.0 and adversarial.max() <= 1.0
+        assert np.abs(adversarial - x).max() > 0.5 * epsilon  # the attack did move pixels
+
+
+def test_pgd_never_does_worse_than_fgsm_at_the_same_epsilon(curves):
+    for fgsm_accuracy, pgd_accuracy in zip(curves.accuracy["fgsm"], curves.accuracy["pgd"],
+                                           strict=True):
+        assert pgd_accuracy <= fgsm_accuracy
+    assert curves.accuracy["pgd"][-1] < 0.5  # at 32/255 the attack breaks most digits
+    assert curves.accuracy["pgd"][-1] < curves.accuracy["fgsm"][-1]
+
+
+def test_accuracy_at_epsilon_zero_equals_clean_accuracy(digits_handle, attacked, curves):
+    x, y = attacked
+    clean = clean_accuracy(digits_handle, x, y)
+    assert curves.accuracy["fgsm"][0] == curves.accuracy["pgd"][0] == clean
+    assert np.array_equal(pgd(digits_handle, x, y, 0.0), x)  # nothing may move at epsilon 0
+    assert np.array_equal(fgsm(digits_handle, x, y, 0.0), x)
+
+
+def test_accuracy_falls_as_epsilon_grows(curves):
+    for name in ("fgsm", "pgd"):
+        assert np.all(np.diff(curves.accuracy[name]) <= 0), name
+
+
+def test_targeted_attacks_reach_the_target_more_often_as_epsilon_grows(curves):
+    for name in ("fgsm", "pgd"):
+        success = curves.targeted_success[name]
+        assert np.all(np.diff(success) >= 0), (name, success)
+        assert success[-1] > success[0] + 0.5, (name, success)
+
+
+def test_a_fixed_target_class_attacks_only_the_other_classes(digits_handle, attacked):
+    x, y = attacked
+    targets = choose_targets(np.zeros((len(y), 10)), y, 3)
+    assert np.all(targets[y == 3] == -1) and np.all(targets[y != 3] == 3)
+    runner_up = choose_targets(np.asarray(digits_handle.logits_fn(x)), y, "runner_up")
+    assert np.all(runner_up != y)
+    aimed = y != 3
+
+    def share_sent_to_3(adversarial):
+        return (np.asarray(digits_handle.logits_fn(adversarial)).argmax(axis=1) == 3).mean()
+
+    targeted = pgd(digits_handle, x[aimed], y[aimed], 32 / 255, targets=targets[aimed])
+    untargeted = pgd(digits_handle, x[aimed], y[aimed], 32 / 255)
+    assert share_sent_to_3(targeted) > max(0.3, 3 * share_sent_to_3(untargeted))
+
+
+def test_bad_attack_arguments_are_clear_errors(digits_handle, attacked):
+    x, y = attacked
+    with pytest.raises(AuditorError, match="epsilon must be at least 0"):
+        pgd(digits_handle, x[:2], y[:2], -0.1)
+    with pytest.raises(AuditorError, match="target class 12"):
+        choose_targets(np.zeros((2, 10)), y[:2], 12)
+
+
+def test_saliency_agreement_is_one_for_a_model_with_itself_and_lower_for_another(
+        digits_handle, other_handle, attacked):
+    from auditor.model_comparison import compare_saliency
+
+    x, y = attacked
+    itself = compare_saliency(digits_handle, digits_handle, x, y)
+    assert np.allclose(itself.agreement, 1.0)
+    assert all(v == pytest.approx(1.0) for v in itself.per_class(y, list("0123456789")).values())
+    other = compare_saliency(digits_handle, other_handle, x, y)
+    per_class = other.per_class(y, list("0123456789"))
+    assert np.nanmean(other.agreement) < 0.9
+    assert all(v < 0.95 for v in per_class.values())
+    assert np.nanmean(other.agreement) > 0.0  # same task, same architecture: related maps
+
+
+def test_models_that_read_different_images_cannot_be_compared(digits_handle, tmp_path):
+    from auditor.demo import build_digits_cnn
+    from auditor.model_comparison import check_comparable
+    from auditor.models import load_model
+
+    path = tmp_path / "small.keras"
+    build_digits_cnn(size=16).save(path)
+    with pytest.raises(ModelError, match="inputs of shape"):
+        check_comparable(digits_handle, load_model(str(path)))
+
+
+def test_audit_with_compare_model_reports_robustness_and_gates_its_check(
+        digits_model_path, other_handle, tmp_path):
+    """Through the CLI: the contract keys, the comparison, the report, and a spec threshold."""
+    from click.testing import CliRunner
+
+    from auditor.cli import cli
+
+    spec = tmp_path / "audit.toml"
+    spec.write_text(
+        "[robustness]\nsamples = 60\nepsilons = [0.0, 0.0157, 0.0627]\n"
+        "check_epsilon = 0.0627\ngallery = 2\n"
+        "[counterfactuals]\nmistakes = 4\nsteps = 60\ngallery = 2\n"
+        "[checks.robustness.accuracy]\nfail_below = 0.99\n")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, [
+        "audit", str(spec), "--model", str(digits_model_path), "--data", "sklearn:digits:test",
+        "--max-samples", "300", "--sections", "counterfactuals,robustness",
+        "--compare-model", other_handle.path,
+        "--out", str(out), "--no-progress"])
+    assert result.exit_code == 1, result.output  # the robustness threshold is broken
+    summary = json.loads((out / "summary.json").read_text())
+    robustness = summary["robustness"]
+    assert robustness["attack"] == "pgd"
+    assert robustness["epsilons"] == pytest.approx([0.0, 0.0157, 0.0627])
+    assert len(robustness["accuracy"]) == len(robustness["targeted_success"]) == 3
+    assert robustness["accuracy"][0] == pytest.approx(robustness["clean_accuracy"])
+    comparison = robustness["comparison"]
+    assert comparison["model"]["name"] == "other"
+    assert 0 < comparison["agreement"] < 0.95 and len(comparison["per_class"]) == 10
+    assert len(comparison["accuracy"]) == 3
+    counterfactuals = summary["counterfactuals"]
+    assert {"count", "success_rate", "mean_l2", "mean_l1", "saliency_agreement"} <= set(
+        counterfactuals)
+    check = next(c for c in summary["checks"] if c["id"] == "robustness.accuracy")
+    assert check["status"] == "fail" and check["threshold"]["fail_below"] == 0.99
+    html = (out / "report.html").read_text()
+    assert 'id="robustness"' in html and 'id="counterfactuals"' in html
+    assert "Compared with" in html and 'src="http' not in html
+
+
+def test_bad_robustness_options_name_the_key():
+    from auditor.errors import ConfigError
+    from auditor.sections import robustness
+
+    names = list("0123456789")
+    assert robustness.resolve_target("7", names) == 7
+    assert robustness.resolve_target("runner_up", names) == "runner_up"
+    with pytest.raises(ConfigError, match="robustness.target"):
+        robustness.resolve_target("banana", names)
+    with pytest.raises(ConfigError, match="robustness.saliency_method"):
+        robustness.run(None, robustness.Options(saliency_method="magic"))
+    with pytest.raises(ConfigError, match="robustness.epsilons"):
+        robustness.run(None, robustness.Options(epsilons=[0.0, 8.0]))
+    grid = robustness.epsilon_grid(robustness.Options(epsilons=[0.0, 0.1], check_epsilon=0.05))
+    assert grid == [0.0, 0.05, 0.1]

@@ -1,0 +1,374 @@
+"""Audits in CI: exit codes from thresholds, baselines in every output, compare, index, watch.
+
+Runs go through the command line (click's runner in-process, and ``python -m auditor`` in a real
+subprocess where the exit code itself is the point), on the performance section and 100 images.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from auditor.cli import cli
+
+FAST = ["--data", "sklearn:digits:test", "--sections", "performance", "--max-samples", "100",
+        "--no-progress"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def invoke(*args, expect: int | None = None):
+    """Run the CLI in-process; errors other than the exit itself propagate."""
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    if expect is not None:
+        assert result.exit_code == expect, result.output
+    return result
+
+
+def summary_of(folder: Path) -> dict:
+    return json.loads((folder / "summary.json").read_text())
+
+
+def python_m_auditor(*args, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CI": "true"}
+    return subprocess.run([sys.executable, "-m", "auditor", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory, digits_model_path):
+    """Three checkpoints of the demo CNN, each worse than the one before: the trained weights,
+    then growing noise on every weight, saved with increasing modification times."""
+    import keras
+
+    folder = tmp_path_factory.mktemp("checkpoints")
+    model = keras.models.load_model(digits_model_path)
+    weights = model.get_weights()
+    rng = np.random.default_rng(0)
+    paths = []
+    start = time.time_ns() - 10**10
+    for i, scale in enumerate((0.0, 0.1, 0.6)):
+        model.set_weights([w + scale * w.std() * rng.standard_normal(w.shape).astype(w.dtype)
+                           for w in weights])
+        path = folder / f"epoch-{i}.keras"
+        model.save(path)
+        os.utime(path, ns=(start + i * 10**9, start + i * 10**9))
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, checkpoints):
+    """The good checkpoint, audited with no spec and no baseline."""
+    out = tmp_path_factory.mktemp("runs") / "first"
+    result = invoke("audit", "--model", checkpoints[0], "--out", out, *FAST)
+    return out, result
+
+
+@pytest.fixture(scope="module")
+def worse_run(first_run, checkpoints):
+    """The worst checkpoint, audited against the first run as its baseline."""
+    out = first_run[0].parent / "worse"
+    result = invoke("audit", "--model", checkpoints[2], "--out", out, "--baseline", first_run[0],
+                    *FAST)
+    return out, result
+
+
+def write_spec(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+# --- checks and exit codes ----------------------------------------------------------------
+
+def test_without_thresholds_the_run_gets_a_verdict_and_says_nothing_was_gated(first_run):
+    out, result = first_run
+    assert result.exit_code == 0, result.output
+    assert "verdict: pass" in result.output and "nothing was gated" in result.output
+    summary = summary_of(out)
+    assert summary["verdict"] == "pass" and summary["gated"] is False
+    assert {c["id"] for c in summary["checks"]} == {"accuracy", "per_class_recall"}
+    assert all("not gated" in c["message"] for c in summary["checks"])
+    assert "Nothing was gated" in (out / "summary.md").read_text()
+    assert "Nothing was gated" in (out / "report.html").read_text()
+    assert "baseline" not in summary
+
+
+def test_a_broken_threshold_exits_1_and_one_that_holds_exits_0(tmp_path, first_run,
+                                                                checkpoints):
+    accuracy = summary_of(first_run[0])["metrics"]["accuracy"]
+    broken = write_spec(tmp_path / "broken.toml",
+                        f"[checks.accuracy]\nfail_below = {accuracy + 0.001}\n")
+    result = invoke("audit", broken, "--model", checkpoints[0], "--out", tmp_path / "broken",
+                    *FAST, expect=1)
+    check = summary_of(tmp_path / "broken")["checks"][0]
+    assert check["id"] == "accuracy" and check["status"] == "fail"
+    assert "verdict: fail" in result.output
+
+    holds = write_spec(tmp_path / "holds.toml",
+                       f"[checks.accuracy]\nfail_below = {accuracy - 0.05}\n")
+    invoke("audit", holds, "--model", checkpoints[0], "--out", tmp_path / "holds",
+           "--baseline", first_run[0], *FAST, expect=0)
+    summary = summary_of(tmp_path / "holds")
+    assert summary["gated"] is True and summary["verdict"] == "pass"
+    assert summary["baseline"]["examples"]["became_wrong"]["count"] == 0
+
+
+def test_fail_on_warn_turns_a_warning_into_exit_1(tmp_path, first_run, checkpoints):
+    accuracy = summary_of(first_run[0])["metrics"]["accuracy"]
+    spec = write_spec(tmp_path / "warn.toml",
+                      f"[checks.accuracy]\nwarn_below = {accuracy + 0.001}\n")
+    invoke("audit", spec, "--model", checkpoints[0], "--out", tmp_path / "lenient", *FAST,
+           expect=0)
+    assert summary_of(tmp_path / "lenient")["verdict"] == "warn"
+
+    strict = python_m_auditor("audit", spec, "--model", checkpoints[0], "--out",
+                              tmp_path / "strict", "--fail-on", "warn", *FAST, cwd=tmp_path)
+    assert strict.returncode == 1, strict.stderr
+    assert strict.stdout.strip() == str(tmp_path / "strict" / "report.html")
+    suite = ET.parse(tmp_path / "strict" / "junit.xml").getroot().find("testsuite")
+    assert suite.get("failures") == "1"
+    assert suite.find("testcase[@name='accuracy']/failure").get("type") == "warn"
+
+
+def test_a_section_that_crashes_is_an_error_check_that_fails_the_run(tmp_path, monkeypatch,
+                                                                    checkpoints):
+    from auditor.sections import contrastive
+
+    def broken_maps(*args, **kwargs):  # fault injection: a bug inside a section
+        raise RuntimeError("saliency went wrong")
+
+    monkeypatch.setattr(contrastive, "contrastive_maps", broken_maps)
+    args = [a if a != "performance" else "performance,contrastive" for a in FAST]
+    invoke("audit", "--model", checkpoints[0], "--out", tmp_path / "run", *args, expect=1)
+    checks = {c["id"]: c for c in summary_of(tmp_path / "run")["checks"]}
+    assert checks["contrastive.run"]["status"] == "error"
+    assert "saliency went wrong" in checks["contrastive.run"]["message"]
+    assert checks["accuracy"]["status"] == "pass"
+    suite = ET.parse(tmp_path / "run" / "junit.xml").getroot().find("testsuite")
+    assert suite.get("errors") == "1"
+    assert "This section could not run" in (tmp_path / "run" / "report.html").read_text()
+
+
+# --- baselines ----------------------------------------------------------------------------
+
+def test_baseline_deltas_appear_in_json_markdown_and_html(first_run, worse_run):
+    (first, _), (worse, result) = first_run, worse_run
+    assert result.exit_code == 1, result.output  # default: accuracy may drop at most 1 point
+    old, new = summary_of(first), summary_of(worse)
+    block = new["baseline"]
+    assert block["path"] == str((first / "summary.json").resolve())
+    assert block["created"] == old["created"] and block["same_data"] is True
+    assert block["model"]["sha256"] == old["model"]["sha256"] != new["model"]["sha256"]
+    accuracy = block["metrics"]["metrics.accuracy"]
+    assert accuracy["baseline"] == old["metrics"]["accuracy"]
+    assert accuracy["change"] == pytest.approx(new["metrics"]["accuracy"]
+                                               - old["metrics"]["accuracy"])
+    checks = {c["id"]: c for c in new["checks"]}
+    assert checks["accuracy"]["status"] == "fail"
+    assert checks["accuracy"]["baseline"] == old["metrics"]["accuracy"]
+    assert checks["accuracy"]["baseline_status"] == "pass"
+
+    # the examples that became wrong, recomputed from the two runs' saved predictions
+    before, after = np.load(first / "predictions.npz"), np.load(worse / "predictions.npz")
+    became_wrong = np.flatnonzero((before["preds"] == before["labels"])
+                                  & (after["preds"] != after["labels"]))
+    listed = block["examples"]["became_wrong"]
+    assert listed["count"] == len(became_wrong) > 0
+    assert [e["index"] for e in listed["examples"]] == became_wrong[:100].tolist()
+    assert block["classes"]["worse"], "some class must have lost recall"
+
+    markdown = (worse / "summary.md").read_text()
+    assert "### Changes since the baseline" in markdown
+    assert f"{old['metrics']['accuracy']:.2%}" in markdown
+    assert f"{100 * accuracy['change']:+.2f} pts" in markdown
+    assert f"**{len(became_wrong)}** examples became wrong" in markdown
+    assert len(markdown) < 60_000
+
+    html = (worse / "report.html").read_text()
+    assert 'id="baseline"' in html and f"{100 * accuracy['change']:+.2f} pts" in html
+    became_right = block["examples"]["became_right"]["count"]
+    thumbnails = min(len(became_wrong), 12) + min(became_right, 12)
+    assert html.count("baseline predicted") == thumbnails
+
+
+def test_junit_parses_and_has_one_test_case_per_check(worse_run):
+    out, _ = worse_run
+    summary = summary_of(out)
+    suite = ET.parse(out / "junit.xml").getroot().find("testsuite")
+    cases = suite.findall("testcase")
+    assert int(suite.get("tests")) == len(cases) == len(summary["checks"])
+    assert [c.get("name") for c in cases] == [c["id"] for c in summary["checks"]]
+    failed = sum(c["status"] == "fail" for c in summary["checks"])
+    assert int(suite.get("failures")) == len(suite.findall("testcase/failure")) == failed >= 1
+    properties = {p.get("name"): p.get("value") for p in suite.iter("property")}
+    assert properties["verdict"] == "fail" and properties["baseline"].endswith("summary.json")
+
+
+def test_compare_writes_a_comparison_page_and_exits_1_on_a_regression(tmp_path, first_run,
+                                                                      worse_run):
+    (first, _), (worse, _) = first_run, worse_run
+    result = invoke("compare", first, worse, expect=1)
+    page = worse / "comparison.html"
+    assert result.stdout.strip() == str(page)
+    assert "verdict: fail" in result.output and "became wrong" in result.output
+    html = page.read_text()
+    assert "Regression checks, re-evaluated" in html and "Became wrong" in html
+
+    invoke("compare", first / "summary.json", first, "--out", tmp_path / "same.html", expect=0)
+    assert (tmp_path / "same.html").is_file()
+
+    # a run without its predictions.npz: figures still compared, examples not
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "summary.json").write_text((worse / "summary.json").read_text())
+    invoke("compare", first, bare, expect=1)
+    assert "has no predictions.npz" in (bare / "comparison.html").read_text()
+
+
+def test_compare_of_a_folder_without_a_run_is_a_one_line_error(tmp_path, first_run):
+    result = python_m_auditor("compare", first_run[0], tmp_path, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "has no summary.json" in result.stderr
+
+
+# --- history: index and watch -------------------------------------------------------------
+
+def test_watch_once_audits_each_new_checkpoint_against_the_previous_one(tmp_path, checkpoints):
+    reports = tmp_path / "reports"
+    args = ("watch", checkpoints[0].parent, "--once", "--out", reports, "--settle", "0.1", *FAST)
+    invoke(*args, expect=1)  # the last checkpoint regressed
+    ledger = json.loads((reports / "watch.json").read_text())["checkpoints"]
+    assert [Path(e["file"]).name for e in ledger] == [p.name for p in checkpoints]
+    folders = [reports / e["folder"] for e in ledger]
+    assert all((f / "report.html").is_file() for f in folders)
+    baselines = [summary_of(f).get("baseline", {}).get("path") for f in folders]
+    assert baselines == [None, str(folders[0] / "summary.json"),
+                         str(folders[1] / "summary.json")]
+
+    index = (reports / "index.html").read_text()
+    links = [f'href="{f.name}/report.html"' for f in reversed(folders)]  # newest first
+    positions = [index.index(link) for link in links]
+    assert positions == sorted(positions)
+    assert 'alt="Trend of accuracy over the runs"' in index
+
+    second = invoke(*args, expect=0)
+    assert "nothing new" in second.output
+    assert json.loads((reports / "watch.json").read_text())["checkpoints"] == ledger
+    assert sorted(p.name for p in reports.iterdir() if p.is_dir()) == sorted(
+        f.name for f in folders)
+
+
+def test_a_checkpoint_still_being_written_is_not_read(tmp_path):
+    from auditor.watch import settled
+
+    done = tmp_path / "done.keras"
+    done.write_bytes(b"x" * 1000)
+    growing = tmp_path / "growing.h5"
+    growing.write_bytes(b"x")
+    (tmp_path / "notes.txt").write_text("not a checkpoint")
+    stop = threading.Event()
+
+    def write_slowly():
+        with open(growing, "ab") as handle:
+            while not stop.is_set():
+                handle.write(b"x" * 100)
+                handle.flush()
+                time.sleep(0.02)
+
+    writer = threading.Thread(target=write_slowly)
+    writer.start()
+    try:
+        ready, busy = settled(tmp_path, settle=0.3)
+    finally:
+        stop.set()
+        writer.join()
+    assert ready == [done] and busy == [growing]
+
+
+def test_index_lists_runs_newest_first_with_trends_from_their_summaries(tmp_path, first_run):
+    from auditor.history import write_index
+
+    summary = summary_of(first_run[0])
+    for day, (accuracy, flagged, robust) in enumerate([(0.95, [], [0.9, 0.5]),
+                                                        (0.97, ["3"], [0.92, 0.61]),
+                                                        (0.96, ["3", "8"], [0.9, 0.4])]):
+        run = tmp_path / f"run-{day}"
+        run.mkdir()
+        (run / "summary.json").write_text(json.dumps({
+            **summary, "created": f"2026-01-0{day + 1}T12:00:00+00:00",
+            "metrics": {**summary["metrics"], "accuracy": accuracy},
+            "clever_hans": {"discovery": {"flagged_classes": flagged}},
+            "robustness": {"epsilons": [0.01, 0.03], "accuracy": robust}}))
+    (tmp_path / "not-a-run").mkdir()
+    path, count = write_index(tmp_path)
+    html = path.read_text()
+    assert count == 3 and path == tmp_path / "index.html"
+    assert html.index("run-2/summary.json") < html.index("run-1/") < html.index("run-0/")
+    for label in ("accuracy", "Clever Hans suspects", "robust accuracy (largest epsilon)"):
+        assert f'alt="Trend of {label} over the runs"' in html
+    assert "40.00%" in html  # robust accuracy of run-2 at its largest epsilon
+
+
+def test_index_of_a_missing_folder_is_a_usage_error(tmp_path):
+    result = python_m_auditor("index", tmp_path / "nowhere", cwd=tmp_path)
+    assert result.returncode == 2 and "does not exist" in result.stderr
+
+
+# --- the generic check helpers ------------------------------------------------------------
+
+def test_a_class_newly_flagged_as_a_clever_hans_suspect_fails():
+    from auditor.baseline import regression_checks
+
+    def run(flagged):
+        return {"clever_hans": {"discovery": {"flagged_classes": flagged}}}
+
+    (check,) = regression_checks(run(["3", "7"]), run(["3"]), {})
+    assert check.status == "fail" and "7" in check.message
+    assert check.value == ["3", "7"] and check.baseline == ["3"]
+    (check,) = regression_checks(run(["3"]), run(["3", "7"]), {})
+    assert check.status == "pass" and "no longer: 7" in check.message
+    (check,) = regression_checks(run(["3", "7"]), run(["3"]),
+                                 {"newly_flagged_classes": {"fail_above": 1}})
+    assert check.status == "pass"
+    (check,) = regression_checks(run(["3"]), {"metrics": {}}, {})
+    assert check.status == "skipped"
+    assert regression_checks(run(["3"]), None, {}) == []
+    assert regression_checks({"metrics": {}}, run(["3"]), {}) == []
+
+
+def test_per_class_recall_names_every_class_that_dropped():
+    from auditor.checks import evaluate_each
+
+    check = evaluate_each("per_class_recall", {"cat": 0.7, "dog": 0.96, "owl": 0.8},
+                          what="recall", section="performance",
+                          defaults={"warn_drop": 0.05, "fail_drop": 0.15},
+                          baselines={"cat": 0.9, "dog": 0.95, "owl": 0.88})
+    assert check.status == "fail" and check.value == 0.7 and check.baseline == 0.9
+    assert "'cat'" in check.message and "'owl'" in check.message and "'dog'" not in check.message
+    assert check.to_dict()["change"] == pytest.approx(-0.2)
+    ungated = evaluate_each("per_class_recall", {"cat": 0.7}, what="recall",
+                            section="performance", defaults={"warn_drop": 0.05})
+    assert ungated.status == "pass" and not ungated.gated
+
+
+def test_markdown_stays_under_the_pr_comment_limit(worse_run):
+    from auditor.report.summary import render_markdown
+
+    summary = summary_of(worse_run[0])
+    check = summary["checks"][0]
+    summary["checks"] = [{**check, "id": f"check_{i}", "message": "m" * 300}
+                         for i in range(2000)]
+    markdown = render_markdown(summary)
+    assert len(markdown) < 60_000 and "more checks in summary.json" in markdown

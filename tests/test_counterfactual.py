@@ -1,0 +1,144 @@
+"""Counterfactuals on the demo CNN's real mistakes, the rank agreement, and the section."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from auditor.agreement import rank_correlation
+from auditor.counterfactual import counterfactuals, total_variation
+from auditor.errors import AuditorError
+
+
+@pytest.fixture(scope="module")
+def mistakes(digits_handle, digits_test):
+    """Every test image the demo model gets wrong, with its true class."""
+    x, y = digits_test
+    wrong = np.asarray(digits_handle.logits_fn(x)).argmax(axis=1) != y
+    assert wrong.sum() >= 10  # enough mistakes for the rates below to mean something
+    return x[wrong], y[wrong]
+
+
+@pytest.fixture(scope="module")
+def found(digits_handle, mistakes):
+    x, y = mistakes
+    return counterfactuals(digits_handle, x, y)
+
+
+def test_counterfactuals_fix_at_least_90_percent_of_the_demo_models_mistakes(found, mistakes):
+    assert found.success.mean() >= 0.9
+    after = found.probs_after.argmax(axis=1)
+    assert np.array_equal(after == mistakes[1], found.success)
+    assert np.all(found.probs_before.argmax(axis=1) != mistakes[1])
+
+
+def test_counterfactuals_are_closer_than_the_nearest_training_image_of_the_true_class(
+        found, mistakes, digits_train):
+    x, y = mistakes
+    train_x, train_y = digits_train
+    flat = train_x.reshape(len(train_x), -1)
+    nearest = np.array([np.sqrt(((flat[train_y == c] - image.ravel()) ** 2).sum(axis=1)).min()
+                        for image, c in zip(x, y, strict=True)])
+    ok = found.success
+    assert np.all(found.l2[ok] < nearest[ok])
+    assert found.l2[ok].mean() < 0.5 * nearest[ok].mean()
+
+
+def test_counterfactual_pixels_stay_valid_and_failures_leave_the_image_unchanged(found):
+    assert found.counterfactual.min() >= 0.0 and found.counterfactual.max() <= 1.0
+    unchanged = np.all(found.delta.reshape(len(found.delta), -1) == 0, axis=1)
+    assert np.all(unchanged[~found.success])
+    assert not np.any(unchanged[found.success])
+
+
+def test_total_variation_makes_the_change_a_compact_shape(digits_handle, mistakes, found):
+    x, y = mistakes
+    without = counterfactuals(digits_handle, x, y, tv_weight=0.0)
+    both = found.success & without.success
+
+    def roughness(result):  # total variation per unit of change
+        tv = np.asarray(total_variation(result.delta[both]))
+        return tv / result.l1[both]
+
+    assert np.median(roughness(found)) < 0.8 * np.median(roughness(without))
+
+
+@pytest.mark.parametrize("penalty", ["l1", "l2"])
+def test_both_penalties_find_counterfactuals(digits_handle, mistakes, penalty):
+    x, y = mistakes
+    result = counterfactuals(digits_handle, x[:6], y[:6], penalty=penalty, steps=150)
+    assert result.success.mean() >= 0.8
+
+
+def test_bad_counterfactual_options_are_clear_errors(digits_handle, mistakes):
+    x, y = mistakes
+    with pytest.raises(AuditorError, match="penalty 'l3'"):
+        counterfactuals(digits_handle, x[:1], y[:1], penalty="l3")
+    with pytest.raises(AuditorError, match="at least 1 step"):
+        counterfactuals(digits_handle, x[:1], y[:1], steps=0)
+
+
+def test_rank_correlation_matches_scipy_row_by_row():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(5, 8, 8))
+    b = a + rng.normal(size=a.shape)
+    b[0, :4] = 0  # ties
+    expected = [spearmanr(a[i].ravel(), b[i].ravel()).statistic for i in range(5)]
+    assert np.allclose(rank_correlation(a, b), expected)
+    assert np.allclose(rank_correlation(a, a), 1.0)
+    assert np.isnan(rank_correlation(a[:1], np.zeros_like(a[:1])))[0]
+
+
+@pytest.fixture(scope="module")
+def context(digits_handle, digits_test):
+    from auditor.config import make_config
+    from auditor.datasets import load_dataset
+    from auditor.predict import predict
+    from auditor.sections.base import Context
+
+    config = make_config(model="demo", data="sklearn:digits:test")
+    dataset = load_dataset(config.data, digits_handle.input_shape, digits_handle.num_classes)
+    return Context(config, digits_handle, dataset, predict(digits_handle, dataset), Path("."))
+
+
+def test_section_reports_the_contract_keys_and_reuses_the_contrastive_maps(context):
+    from auditor.sections import counterfactuals as section
+
+    options = section.Options(mistakes=6, steps=150, gallery=2)
+    fresh = section.run(context, options)
+    summary = fresh.summary["counterfactuals"]
+    assert summary["count"] == 6 and summary["success_rate"] >= 0.8
+    assert summary["mean_l2"] > 0 and summary["mean_l1"] > summary["mean_l2"]
+    assert -1 <= summary["saliency_agreement"] <= 1
+    assert len(fresh.view["examples"]) == 2 and fresh.view["examples"][0]["figure"]
+    assert fresh.checks[0].id == "counterfactuals.success_rate"
+
+    # Planted flat maps in the contrastive cache have no ranking: proof that they were used.
+    positions = [e["index"] for e in summary["examples"]]
+    context.cache["contrastive"] = {"positions": np.array(positions),
+                                    "diff": np.zeros((6, 32, 32, 1), np.float32)}
+    try:
+        reused = section.run(context, options).summary["counterfactuals"]
+    finally:
+        context.cache.pop("contrastive")
+    assert reused["saliency_agreement"] is None
+    assert reused["success_rate"] == summary["success_rate"]
+
+
+def test_a_model_without_mistakes_gets_an_empty_section_that_still_renders(context):
+    from dataclasses import replace
+
+    from auditor.predict import Predictions
+    from auditor.report.render import environment
+    from auditor.sections import counterfactuals as section
+
+    labels = context.predictions.labels
+    perfect = Predictions(logits=np.eye(10, dtype=np.float32)[labels] * 10, labels=labels)
+    result = section.run(replace(context, predictions=perfect, cache={}), section.Options())
+    assert result.summary["counterfactuals"]["count"] == 0
+    assert result.summary["counterfactuals"]["success_rate"] is None and not result.checks
+    html = environment().get_template("sections/counterfactuals.html").render(section=result)
+    assert "no mistakes" in html

