@@ -129,6 +129,13 @@ def row_bytes(handle) -> int:
     return handle.compiled["row_bytes"]
 
 
+def chunk_size(x_shape: tuple[int, ...], cost: int, budget: int = DEFAULT_MEMORY_BUDGET) -> int:
+    """Samples per chunk from the input shape alone (about 64x the input in activations), for
+    callers without a handle; ``budget_for(handle)`` measures the model instead."""
+    per_sample = int(np.prod(x_shape[1:])) * 64 * max(cost, 1)
+    return int(max(1, min(256, budget // (4 * per_sample))))
+
+
 def budget_for(handle, memory_budget: int | None = None) -> Budget:
     """Rows per pass so that one pass's activations fit ``memory_budget`` bytes."""
     rows = (memory_budget or DEFAULT_MEMORY_BUDGET) // row_bytes(handle)
