@@ -203,7 +203,7 @@ def faithfulness_section(ctx, options, methods):
     positions = sample_positions(len(p.labels), options.faithfulness_samples, ctx.config.seed)
     x, targets = ctx.dataset.images(positions), p.preds[positions]
     maps, unavailable = compute_maps(ctx.handle, x, targets, methods, options.score,
-                                              options.method_options)
+                                     options.method_options)
     maps["random"] = random_maps(x, ctx.config.seed)
     curves = {m: deletion_insertion(ctx.handle, x, targets, a, steps=options.faithfulness_steps,
                                     seed=ctx.config.seed) for m, a in maps.items()}
