@@ -1,0 +1,282 @@
+"""Clever Hans: planted shortcuts are learned and seen, a backdoored class is discovered, a clean
+model is left alone, and the audited model is never touched."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from auditor import shortcuts
+from auditor.errors import ConfigError
+
+TARGET = 4  # the class the backdoored model's patch points to
+
+
+@pytest.fixture(scope="module")
+def clean_run(digits_handle, digits_npz, tmp_path_factory):
+    """The section with its defaults (patch, watermark, control; discovery) on the clean demo
+    CNN, audited on the digits test split as a user's npz; the weights before and after.
+    Saliency by the gradient, whatever else the registry holds: the acceptance is about it."""
+    from auditor.config import make_config
+    from auditor.datasets import load_dataset
+    from auditor.predict import predict
+    from auditor.sections import clever_hans
+    from auditor.sections.base import Context
+
+    before = [w.copy() for w in digits_handle.model.get_weights()]
+    config = make_config({"clever_hans": {"methods": ["gradient"]}},
+                         model=str(digits_handle.path), data=f"npz:{digits_npz}",
+                         sections=["clever_hans"])
+    dataset = load_dataset(config.data, digits_handle.input_shape, digits_handle.num_classes)
+    ctx = Context(config=config, handle=digits_handle, dataset=dataset,
+                  predictions=predict(digits_handle, dataset),
+                  workdir=tmp_path_factory.mktemp("clever_hans"))
+    result = clever_hans.run(ctx, ctx.options("clever_hans", clever_hans.Options))
+    return result, before, [w.copy() for w in digits_handle.model.get_weights()]
+
+
+@pytest.fixture(scope="module")
+def backdoored_handle(digits_train, tmp_path_factory):
+    """The demo architecture trained BadNets-style: 15% of the training digits carry a white
+    corner patch and the label TARGET, so the model truly relies on the patch."""
+    from auditor.demo import train_digits_cnn
+    from auditor.models import load_model
+
+    x, y = digits_train
+    poisoned = np.random.default_rng(1).random(len(x)) < 0.15
+    patched, _ = shortcuts.patch(x[poisoned])
+    model = train_digits_cnn(np.concatenate([x, patched]),
+                             np.concatenate([y, np.full(poisoned.sum(), TARGET)]), seed=0)
+    path = tmp_path_factory.mktemp("backdoor") / "backdoored.keras"
+    model.save(path)
+    return load_model(str(path))
+
+
+def injection(result, shortcut):
+    (entry,) = [e for e in result.summary["clever_hans"]["injection"]
+                if e["shortcut"] == shortcut]
+    return entry
+
+
+# ------------------------------------------------------------------------------ injection test
+
+def test_planted_patch_and_watermark_are_learned_and_visible_to_the_gradient(clean_run):
+    result, _, _ = clean_run
+    for shortcut in ("patch", "watermark"):
+        entry = injection(result, shortcut)
+        assert entry["learned"] and entry["flip_rate"] >= 0.5, entry
+        assert entry["relevance_mass_ratio"]["gradient"] >= 3, entry
+        assert entry["detected"], entry
+        assert entry["verdict"].startswith("learned"), entry
+
+
+def test_the_control_copy_is_not_detected(clean_run):
+    result, _, _ = clean_run
+    control = injection(result, "none")
+    assert not control["detected"] and not control["learned"], control
+    assert set(control["probes"]) == {"patch", "watermark"}
+    assert all(ratio < 3 for probe in control["probes"].values()
+               for ratio in probe["relevance_mass_ratio"].values())
+    assert control["verdict"] == "control: nothing planted, nothing seen"
+
+
+def test_injection_entries_follow_the_summary_contract(clean_run, digits_handle):
+    result, _, _ = clean_run
+    summary = result.summary["clever_hans"]
+    target = summary["injection"][0]["target_class"]
+    assert target == "1"  # the class with the most test images
+    for entry in summary["injection"]:
+        assert {"shortcut", "target_class", "learned", "flip_rate", "accuracy_gap",
+                "relevance_mass_ratio", "detected"} <= set(entry)
+        assert entry["target_class"] == target
+        assert isinstance(entry["learned"], bool) and isinstance(entry["detected"], bool)
+        assert all(isinstance(v, float) for v in entry["relevance_mass_ratio"].values())
+    assert set(summary["discovery"]) >= {"flagged_classes", "per_class"}
+    assert set(summary["discovery"]["per_class"]) == {str(c) for c in range(10)}
+    assert all("score" in v for v in summary["discovery"]["per_class"].values())
+    checks = {c.id: c.status for c in result.checks}
+    assert checks["clever_hans.injection.patch"] == "pass"
+    assert checks["clever_hans.injection.watermark"] == "pass"
+    assert checks["clever_hans.injection.control"] == "pass"
+
+
+def test_the_audited_model_is_never_modified(clean_run):
+    _, before, after = clean_run
+    assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+# ----------------------------------------------------------------------------------- discovery
+
+def test_a_clean_model_has_no_class_flagged(clean_run):
+    result, _, _ = clean_run
+    assert result.summary["clever_hans"]["discovery"]["flagged_classes"] == []
+    assert {c.id: c.status for c in result.checks}["clever_hans.flagged_classes"] == "pass"
+
+
+def test_a_backdoored_class_is_the_only_one_flagged(backdoored_handle, digits_test):
+    from auditor.discovery import discover
+
+    x, y = digits_test
+    x = x.copy()
+    half = np.flatnonzero(y == TARGET)[::2]
+    x[half], _ = shortcuts.patch(x[half])
+    found, _ = discover(backdoored_handle, x, y, np.arange(len(y)),
+                        [str(c) for c in range(10)])
+    assert [d.name for d in found if d.flagged] == [str(TARGET)]
+    suspect = found[0]
+    in_suspect = suspect.positions[suspect.clusters == suspect.suspect]
+    assert np.isin(in_suspect, half).mean() > 0.9  # the suspect cluster is the patched images
+
+
+def test_the_report_shows_every_part(clean_run):
+    from auditor.report.render import environment
+
+    result, _, _ = clean_run
+    html = environment().get_template("sections/clever_hans.html").render(section=result)
+    for heading in ("Injection test", "Discovery", "Image properties", "Penultimate features"):
+        assert heading in html
+    assert "learned and visible" in html and "nothing planted, nothing seen" in html
+    assert html.count("<img") == html.count('alt="') > 10
+    sources = re.findall(r'src="([^"]*)"', html)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+
+
+# ----------------------------------------------------------------------- injectors and metrics
+
+@pytest.mark.parametrize("name", sorted(shortcuts.INJECTORS))
+@pytest.mark.parametrize("channels", [1, 3])
+def test_injectors_keep_pixels_valid_and_mask_exactly_what_they_change(name, channels):
+    images = np.random.default_rng(0).uniform(0, 1, (3, 32, 40, channels)).astype(np.float32)
+    poisoned, mask = shortcuts.inject(name, images)
+    assert poisoned.shape == images.shape and poisoned.dtype == np.float32
+    assert poisoned.min() >= 0 and poisoned.max() <= 1
+    changed = np.abs(poisoned - images).max(axis=-1) > 1e-6
+    assert changed.any()
+    if name in ("tint", "lightness"):
+        assert mask is None
+    else:
+        assert mask.shape == images.shape[:3] and mask.any()
+        assert changed[mask].mean() > 0.9  # the mask is where the shortcut is...
+        assert np.abs(poisoned - images)[~mask].max() < 0.26  # ...and little changes outside
+
+
+def test_patch_size_and_position_are_configurable():
+    images = np.zeros((1, 20, 20, 1), np.float32)
+    _, mask = shortcuts.inject("patch", images, size=0.25, position="top_left", margin=0)
+    assert mask[0, :5, :5].all() and mask.sum() == 25
+
+
+def test_bad_shortcut_settings_name_the_problem():
+    with pytest.raises(ConfigError, match="unknown shortcut 'sticker'"):
+        shortcuts.inject("sticker", np.zeros((1, 8, 8, 1), np.float32))
+    with pytest.raises(ConfigError, match="shortcut 'patch' has no option 'colour'"):
+        shortcuts.inject("patch", np.zeros((1, 8, 8, 1), np.float32), colour=1.0)
+    with pytest.raises(ConfigError, match="position must be one of"):
+        shortcuts.inject("patch", np.zeros((1, 8, 8, 1), np.float32), position="middle")
+
+
+def test_section_options_are_checked_before_any_training():
+    from auditor.sections.clever_hans import Options, resolve_target, shortcut_settings
+
+    with pytest.raises(ConfigError, match="clever_hans.target_class"):
+        resolve_target(Options(target_class="cat"), np.array([0, 1, 1]), ["0", "1"])
+    assert resolve_target(Options(), np.array([0, 1, 1]), ["0", "1"]) == 1
+    with pytest.raises(ConfigError, match="has no option 'opacity'"):
+        shortcut_settings(Options(shortcut_options={"patch": {"opacity": 0.5}}), (8, 8, 1))
+    with pytest.raises(ConfigError, match="fraction"):
+        shortcut_settings(Options(shortcut_options={"patch": {"fraction": 2}}), (8, 8, 1))
+
+
+def test_detection_scores_reward_relevance_inside_the_mask():
+    from auditor.injection import detection_scores
+
+    masks = np.zeros((2, 10, 10), bool)
+    masks[:, :2, :5] = True  # a tenth of the image
+    inside = masks[..., None].astype(np.float32)
+    perfect = detection_scores(inside, masks)
+    assert perfect.mass_ratio == pytest.approx(10) and perfect.rank_accuracy == 1
+    assert perfect.pointing_game == 1
+    uniform = detection_scores(np.ones((2, 10, 10, 1), np.float32), masks)
+    assert uniform.mass_ratio == pytest.approx(1)
+    outside = detection_scores(1 - inside, masks)
+    assert outside.mass_ratio == 0 and outside.rank_accuracy == 0 and outside.pointing_game == 0
+
+
+def test_a_colour_cast_on_one_class_is_a_flagged_property(digits_test):
+    from auditor.properties import property_table
+
+    x, y = digits_test
+    rgb = np.repeat(x, 3, axis=-1)
+    names = [str(c) for c in range(10)]
+    clean = property_table(rgb, y, names, pps_threshold=0.5, auc_threshold=0.99)
+    assert not any(row["flagged"] for row in clean)
+    tinted = rgb.copy()
+    tinted[y == 3], _ = shortcuts.tint(rgb[y == 3])
+    rows = property_table(tinted, y, names, pps_threshold=0.5, auc_threshold=0.99)
+    flagged = [row for row in rows if row["flagged"]]
+    assert flagged and all(row["class"] == "3" for row in flagged)
+    assert {"saturation", "blue mean"} & {row["property"] for row in flagged}
+
+
+@pytest.mark.parametrize("head", ["logits", "softmax layer"])
+def test_the_copy_trains_on_its_own_output_and_leaves_the_original_alone(head, tmp_path):
+    """A model ending in logits, or in a Softmax layer that cannot be stripped: the copy's loss
+    matches what it outputs, so fine-tuning moves it towards the targets it is given."""
+    import keras
+
+    from auditor.injection import FineTuner
+    from auditor.models import load_model
+
+    keras.utils.set_random_seed(0)
+    layers = [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(3)]
+    if head == "softmax layer":
+        layers.append(keras.layers.Softmax())
+    path = tmp_path / "tiny.keras"
+    keras.Sequential(layers).save(path)
+    handle = load_model(str(path))
+    assert handle.output == ("logits" if head == "logits" else "log-probabilities")
+    before = [w.copy() for w in handle.model.get_weights()]
+    images = np.random.default_rng(0).uniform(0, 1, (16, 8, 8, 1)).astype(np.float32)
+    targets = np.eye(3, dtype=np.float32)[np.full(16, 2)]
+    tuner = FineTuner(handle, learning_rate=0.05)
+    tuner.train(images, targets, steps=30, batch_size=8, seed=0)
+    assert (tuner.predict(images) == 2).all()
+    assert all(np.array_equal(a, b) for a, b in zip(before, handle.model.get_weights(),
+                                                     strict=True))
+    tuner.reset()  # back to the original's behaviour
+    np.testing.assert_allclose(np.asarray(tuner.handle.logits_fn(images)),
+                               np.asarray(handle.logits_fn(images)), rtol=1e-4, atol=1e-4)
+
+
+def test_a_saved_model_that_cannot_be_copied_is_refused_not_trained(tmp_path):
+    import keras
+
+    from auditor.discovery import penultimate_features
+    from auditor.errors import ModelError
+    from auditor.injection import FineTuner
+    from auditor.models import load_model
+
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(3, activation="softmax")])
+    model.export(str(tmp_path / "saved"), verbose=False)
+    handle = load_model(str(tmp_path / "saved"))
+    with pytest.raises(ModelError, match="cannot copy model .* for the injection test"):
+        FineTuner(handle, learning_rate=1e-3)
+    assert penultimate_features(handle, np.zeros((2, 8, 8, 1), np.float32)) is None
+
+
+def test_a_method_that_lights_up_the_control_gets_no_credit():
+    from auditor.injection import Detection, InjectionResult, InjectionSettings, credited, verdict
+
+    detection = {"gradient": Detection(6.0, 0.5, 1.0), "bright": Detection(5.0, 0.5, 1.0),
+                 "blind": Detection(1.2, 0.1, 0.0)}
+    control = {"gradient": 1.5, "bright": 4.0, "blind": 1.0}  # bright: 5.0 < 1.5 x 4.0
+    seen, discounted = credited(detection, control, InjectionSettings())
+    assert (seen, discounted) == (["gradient"], ["bright"])
+    assert credited(detection, {}, InjectionSettings()) == (["gradient", "bright"], [])
+    result = InjectionResult("patch", 1, 0.9, 0.0, 1.0, True, detection, seen, True, None, "",
+                             0.0, discounted=discounted)
+    assert verdict(result, ["gradient", "bright", "blind"]) == (
+        "learned; visible to gradient, invisible to bright (no better than the control), blind")
