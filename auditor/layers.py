@@ -192,7 +192,7 @@ def tap(model, chains: list[list], with_output: bool = True) -> Callable:
         return [found[index] for index in range(len(chains))]
 
     if isinstance(model, keras.Sequential):
-        def run(x, training=False):
+        def run(x, training=False, **_):  # a rebuilt outer graph also passes mask=None
             h, found = x, {}
             for layer in model.layers:
                 if not with_output and len(found) == len(chains):
@@ -216,8 +216,8 @@ def tap(model, chains: list[list], with_output: bool = True) -> Callable:
         activations, output = ordered(found), rebuilt.output
     tapped = keras.Model(inputs, activations + [output] if with_output else activations)
 
-    def run_graph(x, training=False):
-        outputs = tapped(x, training=training)
+    def run_graph(x, training=False, **kwargs):  # a rebuilt outer graph also passes mask=None
+        outputs = tapped(x, training=training, **kwargs)
         outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
         return (outputs[:-1], outputs[-1]) if with_output else outputs
 
