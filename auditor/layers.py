@@ -161,14 +161,12 @@ def tap(model, chains: list[list], with_output: bool = True) -> Callable:
     """
     import keras
 
-    by_head: dict[int, list[tuple[int, list]]] = {}
+    heads, by_head = {}, {}  # per top-level layer: [(chain index, the chain below it)]
     for index, chain in enumerate(chains):
+        heads[id(chain[0])] = chain[0]
         by_head.setdefault(id(chain[0]), []).append((index, chain[1:]))
-    inner = {}
-    for chain in chains:
-        deeper = [rest for _, rest in by_head[id(chain[0])] if rest]
-        if deeper and id(chain[0]) not in inner:
-            inner[id(chain[0])] = tap(chain[0], deeper, with_output=True)
+    inner = {key: tap(heads[key], deeper, with_output=True) for key, entries in by_head.items()
+             if (deeper := [rest for _, rest in entries if rest])}
 
     def through(layer, args, kwargs, found: dict):
         """Call one layer, adding any activations it yields to ``found`` (first call wins)."""
