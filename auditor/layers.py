@@ -7,8 +7,11 @@ nested backbone (a keras.applications model inside a Sequential). This module hi
     find_layer(model, "out_relu")           # a layer, searched depth-first through nested models
     last_conv_layer(model)                  # the name of the last layer with a spatial output
     stage_ends(model)                       # the last layer at each spatial resolution
+    conv_layers(model)                      # (name, channels) of every convolutional layer
     activation_model(handle, name)(x)       # display-space images -> that layer's activation
     activation_and_logits(handle, name)(x)  # -> (activation, logits), one differentiable pass
+    activations_and_logits(handle, names)(x)  # -> ([activation per name], logits), one pass
+    final_layer_input(handle)(x)            # -> the input of the final layer (or None)
 
 Names may be plain (``"conv3"``, the first match depth-first) or a path through nested models
 (``"mobilenetv2_1.00_224/out_relu"``). The taps share the model's weights, so they follow any
@@ -24,6 +27,9 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from auditor.errors import ModelError
+
+CONV_LAYER_TYPES = ("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D", "SeparableConv2D",
+                    "Conv2DTranspose")
 
 
 def is_model(layer) -> bool:
@@ -127,91 +133,166 @@ def activation_floats(model) -> int:
     return total
 
 
-def tap(model, chain: list, with_output: bool = True) -> Callable:
-    """A callable ``f(x, training=False)`` giving (activation, output), or the activation only.
+def conv_layers(model) -> list[tuple[str, int]]:
+    """(name, channels) of every convolutional layer, nested models included, in order.
 
-    ``chain`` is ``layer_chain(model, name)``. Sequential models are run layer by layer; a
-    functional model with the target at its top level becomes a two-output Model over its own
-    graph; one whose target lies in a nested model is rebuilt with that nested model tapped.
+    Names are plain layer names (what feature visualisation shows), not ``outer/inner`` paths.
+    """
+    return [(layer.name, int(output_shape(layer)[-1])) for _, layer in walk(model)
+            if type(layer).__name__ in CONV_LAYER_TYPES]
+
+
+def is_graph_model(model) -> bool:
+    """Whether a model has a functional graph that can be tapped (not a subclassed model).
+
+    Keras 3 has no public test for a functional model: ``keras.Model(inputs, outputs)`` builds a
+    private ``Functional`` subclass. Its graph runner is the one mark subclassed models lack.
+    """
+    return hasattr(model, "_run_through_graph") and bool(getattr(model, "inputs", None))
+
+
+def tap(model, chains: list[list], with_output: bool = True) -> Callable:
+    """A callable ``f(x, training=False)`` giving ([activation per chain], output), or the
+    activations only, in one pass.
+
+    Each chain is ``layer_chain(model, name)``. Sequential models are run layer by layer; a
+    functional model with every target at its top level becomes a model over its own graph; one
+    with a target inside a nested model is rebuilt with that nested model tapped.
     """
     import keras
 
-    head, rest = chain[0], chain[1:]
-    if isinstance(model, keras.Sequential):
-        inner = tap(head, rest, with_output) if rest else None
+    heads, by_head = {}, {}  # per top-level layer: [(chain index, the chain below it)]
+    for index, chain in enumerate(chains):
+        heads[id(chain[0])] = chain[0]
+        by_head.setdefault(id(chain[0]), []).append((index, chain[1:]))
+    inner = {key: tap(heads[key], deeper, with_output=True) for key, entries in by_head.items()
+             if (deeper := [rest for _, rest in entries if rest])}
 
-        def run(x, training=False):
-            h = x
-            for layer in model.layers:
-                if layer is head:
-                    if inner is None:
-                        h = activation = layer(h, training=training)
-                    elif with_output:
-                        activation, h = inner(h, training=training)
-                    else:
-                        return inner(h, training=training)
-                    if not with_output:
-                        return activation
-                else:
-                    h = layer(h, training=training)
-            return activation, h
-
-        return run
-    if not hasattr(model, "_run_through_graph") or not getattr(model, "inputs", None):
-        raise ModelError(f"layer '{head.name}' is inside '{model.name}', a subclassed model whose "
-                         "graph cannot be tapped; use a functional or Sequential model")
-    if not rest:
-        outputs = [head.output, model.output] if with_output else head.output
-        return keras.Model(model.input, outputs)
-    full = tap(head, rest, with_output=True)
-    captured = []
-
-    def call(layer, *args, **kwargs):
-        if layer is not head:
+    def through(layer, args, kwargs, found: dict):
+        """Call one layer, adding any activations it yields to ``found`` (first call wins)."""
+        entries = by_head.get(id(layer))
+        if not entries:
             return layer(*args, **kwargs)
-        activation, out = full(*args, **kwargs)
-        captured.append(activation)
+        if id(layer) in inner:
+            activations, out = inner[id(layer)](*args, **kwargs)
+            deeper = iter(activations)
+            for index, rest in entries:
+                if rest:
+                    found.setdefault(index, next(deeper))
+        else:
+            out = layer(*args, **kwargs)
+        for index, rest in entries:
+            if not rest:
+                found.setdefault(index, out)
         return out
 
-    inputs = keras.Input(batch_shape=tuple(model.input.shape), dtype=model.input.dtype)
-    rebuilt = keras.models.clone_model(model, input_tensors=inputs, clone_function=lambda la: la,
-                                       call_function=call)
-    outputs = [captured[0], rebuilt.output] if with_output else captured[0]
-    return keras.Model(inputs, outputs)
+    def ordered(found: dict) -> list:
+        return [found[index] for index in range(len(chains))]
+
+    if isinstance(model, keras.Sequential):
+        def run(x, training=False, **_):  # a rebuilt outer graph also passes mask=None
+            h, found = x, {}
+            for layer in model.layers:
+                if not with_output and len(found) == len(chains):
+                    return ordered(found)
+                h = through(layer, (h,), {"training": training}, found)
+            return (ordered(found), h) if with_output else ordered(found)
+
+        return run
+    if not is_graph_model(model):
+        raise ModelError(f"layer '{chains[0][0].name}' is inside '{model.name}', a subclassed "
+                         "model whose graph cannot be tapped; use a functional or Sequential model")
+    if not inner:
+        inputs, activations = model.input, [chain[0].output for chain in chains]
+        output = model.output
+    else:
+        found: dict = {}
+        inputs = keras.Input(batch_shape=tuple(model.input.shape), dtype=model.input.dtype)
+        rebuilt = keras.models.clone_model(
+            model, input_tensors=inputs, clone_function=lambda layer: layer,
+            call_function=lambda layer, *args, **kwargs: through(layer, args, kwargs, found))
+        activations, output = ordered(found), rebuilt.output
+    tapped = keras.Model(inputs, activations + [output] if with_output else activations)
+
+    def run_graph(x, training=False, **kwargs):  # a rebuilt outer graph also passes mask=None
+        outputs = tapped(x, training=training, **kwargs)
+        outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+        return (outputs[:-1], outputs[-1]) if with_output else outputs
+
+    return run_graph
 
 
-def _display_tap(handle, layer_name: str, with_output: bool) -> Callable:
-    key = ("tap", layer_name, with_output)
+def _display_tap(handle, layer_names: tuple[str, ...], with_output: bool) -> Callable:
+    key = ("tap", layer_names, with_output)
     if key not in handle.compiled:
-        handle.compiled[key] = tap(handle.logits_model,
-                                   layer_chain(handle.logits_model, layer_name), with_output)
+        model = handle.logits_model
+        handle.compiled[key] = tap(model, [layer_chain(model, name) for name in layer_names],
+                                   with_output)
     return handle.compiled[key]
 
 
 def activation_model(handle, layer_name: str) -> Callable:
     """A function from display-space images to the named layer's activation (not compiled)."""
-    inner = _display_tap(handle, layer_name, with_output=False)
+    inner = _display_tap(handle, (layer_name,), with_output=False)
 
     def activation(x, training=False):
-        return inner(handle.transform.to_model(x), training=training)
+        return inner(handle.transform.to_model(x), training=training)[0]
 
     return activation
 
 
-def activation_and_logits(handle, layer_name: str) -> Callable:
-    """A function from display-space images to (activation, logits) in one pass.
+def activations_and_logits(handle, layer_names) -> Callable:
+    """A function from display-space images to ([activation per name], logits) in one pass.
 
-    Gradients of the logits with respect to the activation are exact even when other paths
+    Gradients of the logits with respect to an activation are exact even when other paths
     (skip connections) bypass the layer, because the logits are computed from that activation.
+    Logits follow ``handle.logits``: when the softmax could not be stripped, its log is taken.
+    With no names the model is not tapped at all (so any model works).
     """
     import tensorflow as tf
 
-    inner = _display_tap(handle, layer_name, with_output=True)
+    names = tuple(dict.fromkeys(layer_names))
+    if not names:
+        return lambda x, training=False: ([], handle.logits(x, training=training))
+    inner = _display_tap(handle, names, with_output=True)
 
-    def activation_logits(x, training=False):
-        activation, out = inner(handle.transform.to_model(x), training=training)
+    def activations_logits(x, training=False):
+        activations, out = inner(handle.transform.to_model(x), training=training)
         if handle.output == "log-probabilities":
             out = tf.math.log(tf.clip_by_value(out, 1e-12, 1.0))
-        return activation, out
+        return activations, out
+
+    return activations_logits
+
+
+def activation_and_logits(handle, layer_name: str) -> Callable:
+    """A function from display-space images to (activation, logits): see
+    ``activations_and_logits``."""
+    both = activations_and_logits(handle, [layer_name])
+
+    def activation_logits(x, training=False):
+        (activation,), logits = both(x, training=training)
+        return activation, logits
 
     return activation_logits
+
+
+def final_layer_input(handle) -> Callable | None:
+    """A function from display-space images to the input of the model's final layer (its
+    penultimate features), or None when the model cannot be split there: no hidden layer before
+    the final one, a subclassed model or a SavedModel wrapper."""
+    import keras
+
+    model = handle.logits_model
+    try:
+        penultimate = model.layers[-1].input
+        if any(penultimate is given for given in model.inputs):
+            return None
+        features = keras.Model(model.inputs, penultimate)
+    except (AttributeError, ValueError, TypeError, IndexError):
+        return None
+
+    def final_input(x, training=False):
+        return features(handle.transform.to_model(x), training=training)
+
+    return final_input
