@@ -98,23 +98,35 @@ def read_predictions(folder: Path) -> dict[str, np.ndarray] | None:
 
 # --- figures of a run ---------------------------------------------------------------------
 
-def robust_accuracy(summary: dict) -> float | None:
-    """Accuracy under attack at the largest epsilon: robustness.accuracy as a number, a list
-    aligned with robustness.epsilons, or a mapping from epsilon to accuracy."""
+def robust_accuracy_at(summary: dict) -> tuple[float | None, float] | None:
+    """(epsilon, accuracy under attack) at the budget the robustness check holds
+    (``robustness.check_epsilon``), else at the largest epsilon tried. ``robustness.accuracy``
+    may be a number (epsilon unknown), a list aligned with ``robustness.epsilons``, or a mapping
+    from epsilon to accuracy; anything else counts as missing."""
     robustness = summary.get("robustness")
     if not isinstance(robustness, dict):
         return None
     accuracy = robustness.get("accuracy")
     if isinstance(accuracy, (int, float)):
-        return float(accuracy)
+        return None, float(accuracy)
     if isinstance(accuracy, dict) and accuracy:
-        return float(accuracy[max(accuracy, key=float)])
-    if isinstance(accuracy, list) and accuracy:
+        pairs = [(float(e), float(a)) for e, a in accuracy.items()]
+    elif isinstance(accuracy, list) and accuracy:
         epsilons = robustness.get("epsilons")
-        if isinstance(epsilons, list) and len(epsilons) == len(accuracy):
-            return float(accuracy[int(np.argmax(epsilons))])
-        return float(accuracy[-1])
-    return None
+        if not (isinstance(epsilons, list) and len(epsilons) == len(accuracy)):
+            return None  # a curve whose epsilons do not line up cannot be read
+        pairs = [(float(e), float(a)) for e, a in zip(epsilons, accuracy, strict=True)]
+    else:
+        return None
+    gated = robustness.get("check_epsilon")
+    return next(((e, a) for e, a in pairs if gated is not None and np.isclose(e, gated)),
+                max(pairs, key=lambda pair: pair[0]))
+
+
+def robust_accuracy(summary: dict) -> float | None:
+    """Accuracy under attack at the checked budget (see robust_accuracy_at)."""
+    found = robust_accuracy_at(summary)
+    return None if found is None else found[1]
 
 
 def flagged_classes(summary: dict) -> list | None:

@@ -197,13 +197,10 @@ def watch(folder, spec, out, once, interval, settle, no_progress, **flags) -> No
 
 @cli.command()
 def methods() -> None:
-    """List the attribution methods and their options."""
-    from auditor.attribution import METHODS
+    """List the attribution methods, their options with defaults, and the scores."""
+    from auditor.attribution import describe_methods
 
-    for method in sorted(METHODS.values(), key=lambda m: m.name):
-        click.echo(f"{method.name}: {method.description}")
-        for option, (default, help_text) in method.options.items():
-            click.echo(f"    {option} (default {default!r}): {help_text}")
+    click.echo(describe_methods())
 
 
 def main() -> None:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from auditor.layers import final_layer_input
+
 MIN_CLUSTER = 4  # smaller clusters are noise, not a strategy
 
 
@@ -159,18 +161,10 @@ def embed_2d(points: np.ndarray, seed: int = 0) -> np.ndarray:
 def penultimate_features(handle, images: np.ndarray, batch_size: int = 256) -> np.ndarray | None:
     """The input of the model's final layer for each image, or None when the model cannot be
     split there (a subclassed model or a SavedModel wrapper)."""
-    import keras
-
-    model = handle.logits_model
-    try:
-        penultimate = model.layers[-1].input
-        if any(penultimate is given for given in model.inputs):
-            return None  # no hidden layer before the final one (or a SavedModel wrapper)
-        features = keras.Model(model.inputs, penultimate)
-    except (AttributeError, ValueError, TypeError, IndexError):
+    features = final_layer_input(handle)
+    if features is None:
         return None
-    chunks = [np.asarray(features(handle.transform.to_model(images[i:i + batch_size]),
-                                  training=False))
+    chunks = [np.asarray(features(images[i:i + batch_size], training=False))
               for i in range(0, len(images), batch_size)]
     flat = [c.reshape(len(c), -1) for c in chunks]
     return np.concatenate(flat) if flat else None

@@ -17,7 +17,7 @@ INDEX_FILE = "index.html"
 COLUMNS = (("accuracy", "accuracy"), ("mistakes", "mistakes"),
            ("flagged_classes", "Clever Hans suspects"), ("robust_accuracy", "robust accuracy"))
 TRENDS = (("accuracy", "accuracy", True), ("flagged_classes", "Clever Hans suspects", False),
-          ("robust_accuracy", "robust accuracy (largest epsilon)", True))
+          ("robust_accuracy", "robust accuracy (checked epsilon)", True))
 
 
 def _created(summary: dict) -> dt.datetime:

@@ -25,11 +25,12 @@ BUDGET = 5e6
 
 def demo_report(folder: Path) -> Path:
     """Run the demo audit exactly as `auditor demo` does, into ``folder``."""
-    from auditor.cli import DEMO_SPEC
-    from auditor.config import make_config
+    from auditor.config import make_config, read_spec
+    from auditor.demo import demo_spec_path
     from auditor.run import run_audit
 
-    outcome = run_audit(make_config(DEMO_SPEC, out=str(folder / "demo"), progress=False))
+    outcome = run_audit(make_config(read_spec(demo_spec_path()), out=str(folder / "demo"),
+                                    progress=False))
     return outcome.out / "report.html"
 
 

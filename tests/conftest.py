@@ -89,4 +89,6 @@ SMALL_SECTIONS = {
     "robustness": {"samples": 60, "epsilons": [0.0, 2 / 255, 8 / 255], "steps": 5},
     "counterfactuals": {"mistakes": 8, "steps": 100},
     "clever_hans": {"steps": 100, "explain": 16, "max_embedding": 120},
+    "attribution": {"sanity_samples": 4, "sanity_stages": 3, "faithfulness_samples": 12,
+                    "faithfulness_steps": 8},
 }

@@ -316,7 +316,7 @@ def test_index_lists_runs_newest_first_with_trends_from_their_summaries(tmp_path
     html = path.read_text()
     assert count == 3 and path == tmp_path / "index.html"
     assert html.index("run-2/summary.json") < html.index("run-1/") < html.index("run-0/")
-    for label in ("accuracy", "Clever Hans suspects", "robust accuracy (largest epsilon)"):
+    for label in ("accuracy", "Clever Hans suspects", "robust accuracy (checked epsilon)"):
         assert f'alt="Trend of {label} over the runs"' in html
     assert "40.00%" in html  # robust accuracy of run-2 at its largest epsilon
 

@@ -10,7 +10,6 @@ import pytest
 
 from auditor.errors import ConfigError
 from auditor.featureviz import objectives, transforms
-from auditor.featureviz.activations import activation_model, conv_layers
 from auditor.featureviz.param import Fourier, Pixels
 from auditor.featureviz.realism import total_variation
 from auditor.featureviz.recipes import Recipe, visualise_classes
@@ -183,36 +182,40 @@ def test_a_quarter_turn_rotates_like_numpy_and_fused_transforms_match_sequential
     assert fused.shape == batch.shape
 
 
-def test_hidden_layers_are_reached_inside_nested_models():
+def test_hidden_layers_are_reached_inside_nested_models(tmp_path):
     import keras
+
+    from auditor.layers import activations_and_logits, conv_layers
+    from auditor.models import load_model
+    from auditor.sections.featureviz import chosen_layers
 
     backbone_in = keras.Input((8, 8, 1))
     inner = keras.layers.Conv2D(3, 3, padding="same", name="inner_conv")(backbone_in)
     backbone = keras.Model(backbone_in, keras.layers.ReLU()(inner), name="backbone")
     model = keras.Sequential([keras.Input((8, 8, 1)), backbone, keras.layers.Flatten(),
                               keras.layers.Dense(2, name="head")])
-
-    class Handle:
-        logits_model, input_shape, name = model, (8, 8, 1), "nested"
+    model.save(tmp_path / "nested.keras")
+    handle = load_model(str(tmp_path / "nested.keras"), input_range="0-1")
 
     x = np.random.default_rng(0).uniform(size=(2, 8, 8, 1)).astype(np.float32)
-    acts, logits = activation_model(Handle, ["inner_conv"])(x)
-    direct = keras.Model(backbone_in, inner)(x)
-    np.testing.assert_allclose(acts, direct, atol=1e-5)
+    (acts, relu), logits = activations_and_logits(handle, ["inner_conv", "backbone"])(x)
+    np.testing.assert_allclose(acts, keras.Model(backbone_in, inner)(x), atol=1e-5)
+    np.testing.assert_allclose(relu, backbone(x), atol=1e-5)
     np.testing.assert_allclose(logits, model(x), atol=1e-5)
-    assert conv_layers(model) == [("inner_conv", 3)]
+    assert conv_layers(handle.logits_model) == [("inner_conv", 3)]
+    assert chosen_layers(handle.logits_model, [], "nested") == ["inner_conv"]
     with pytest.raises(ConfigError, match="no layer named 'nope'.*inner_conv"):
-        activation_model(Handle, ["nope"])
+        chosen_layers(handle.logits_model, ["nope"], "nested")
 
 
 def test_top_images_stream_keeps_exactly_the_best_per_channel(digits_handle):
     from auditor.datasets import load_dataset
-    from auditor.featureviz.activations import features_function
+    from auditor.layers import activation_model
 
     dataset = load_dataset("sklearn:digits:test", digits_handle.input_shape, 10, max_samples=200)
     found = top_activating(digits_handle, dataset, "conv2", k=3, batch_size=32)
     images = dataset.images(np.arange(dataset.n))
-    every = features_function(digits_handle, ["conv2"])(images)["conv2"].numpy().mean(axis=(1, 2))
+    every = activation_model(digits_handle, "conv2")(images).numpy().mean(axis=(1, 2))
     best = np.argsort(-every, axis=0, kind="stable")[:3].T
     np.testing.assert_array_equal(found.top_positions, best)
     np.testing.assert_allclose(found.mean_activation, every.mean(axis=0), rtol=1e-4, atol=1e-6)

@@ -1,6 +1,20 @@
-"""Saliency methods behind one call: ``attribute(handle, x, targets, method, **options)``."""
+"""Saliency methods behind one call: ``attribute(handle, x, targets, method, **options)``.
 
-from auditor.attribution import gradient  # noqa: F401  (registers the method)
-from auditor.attribution.registry import METHODS, attribute, register
+Each method lives in its own module and registers itself by name; ``describe_methods()`` lists
+them with their options (``auditor methods``). ``attribute_layer`` explains a hidden layer.
+"""
 
-__all__ = ["METHODS", "attribute", "register"]
+from auditor.attribution import (  # noqa: F401  (each module registers its methods)
+    gradcam,
+    gradient,
+    gradient_x_input,
+    integrated_gradients,
+    occlusion,
+    smoothgrad,
+)
+from auditor.attribution.integrated_gradients import completeness_error
+from auditor.attribution.layer import attribute_layer
+from auditor.attribution.registry import METHODS, attribute, describe_methods, register
+
+__all__ = ["METHODS", "attribute", "attribute_layer", "completeness_error", "describe_methods",
+           "register"]

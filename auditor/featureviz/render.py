@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from auditor.featureviz.activations import features_function
 from auditor.featureviz.transforms import compose, gaussian_blur
+from auditor.layers import activations_and_logits
 
 DEFAULT_SNAPSHOTS = (0, 16, 64, 256, 1024)
 
@@ -48,7 +48,12 @@ def render(handle, objective, param, transforms: Sequence = (), *, steps: int = 
     import tensorflow as tf
 
     started = time.perf_counter()
-    features = features_function(handle, objective.layers)
+    tapped = activations_and_logits(handle, objective.layers)
+
+    def features(images):
+        activations, logits = tapped(images)
+        return {"logits": logits, **dict(zip(objective.layers, activations, strict=True))}
+
     transform = compose(transforms)
     rng = tf.random.Generator.from_seed(seed)
     optimizer = keras.optimizers.Adam(learning_rate)

@@ -36,15 +36,15 @@ def top_activating(handle, dataset, layer: str, k: int = 6,
     """Stream the dataset through ``layer`` and keep each channel's k most activating images."""
     import tensorflow as tf
 
-    from auditor.featureviz.activations import features_function
+    from auditor.layers import activation_model
 
     key = ("featureviz.channel_means", layer)
     if key not in handle.compiled:
-        features = features_function(handle, [layer])
+        activation = activation_model(handle, layer)
 
         @tf.function(reduce_retracing=True)
         def channel_means(images):
-            acts = features(images)[layer]
+            acts = activation(images)
             return tf.reduce_mean(acts, axis=list(range(1, len(acts.shape) - 1)))
 
         handle.compiled[key] = channel_means

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from auditor.baseline import robust_accuracy_at
 from auditor.checks import SEVERITY
 
 STATUS_ORDER = {"fail": 0, "error": 1, "warn": 2, "pass": 3, "skipped": 4}
@@ -138,20 +139,15 @@ def clever_hans_figure(summary: dict, ran: dict[str, bool]) -> KeyFigure:
 
 
 def robustness_figure(summary: dict, ran: dict[str, bool]) -> KeyFigure:
-    """Accuracy under attack at the budget the check holds (``check_epsilon``), else at the
-    largest budget the run tried."""
-    accuracy = _get(summary, "robustness", "accuracy")
-    epsilons = _get(summary, "robustness", "epsilons")
-    if not (isinstance(accuracy, list) and isinstance(epsilons, list) and accuracy
-            and len(accuracy) == len(epsilons)):
+    """Accuracy under attack at the budget the check holds, else at the largest one tried."""
+    found = robust_accuracy_at(summary)
+    if found is None:
         return _absent("Robust accuracy", "robustness", ran)
-    pairs = list(zip(epsilons, accuracy, strict=True))
-    gated = _get(summary, "robustness", "check_epsilon")
-    epsilon, value = next(((e, a) for e, a in pairs if gated is not None and e == gated),
-                          max(pairs, key=lambda pair: pair[0]))
+    epsilon, value = found
     attack = _get(summary, "robustness", "attack")
-    detail = f"at ε = {epsilon_text(epsilon)}" + (f" ({str(attack).upper()})" if attack else "")
-    return KeyFigure("Robust accuracy", f"{value:.1%}", detail, "robustness",
+    detail = ("" if epsilon is None else f"at ε = {epsilon_text(epsilon)}") + (
+        f" ({str(attack).upper()})" if attack else "")
+    return KeyFigure("Robust accuracy", f"{value:.1%}", detail.strip(), "robustness",
                      _status_of(summary.get("checks", []), "robustness"))
 
 

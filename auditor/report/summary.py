@@ -17,7 +17,7 @@ MARKDOWN_METRICS = 100  # rows of the changed-metrics table
 # key figures: (label, shown as a percentage)
 FIGURE_NAMES = {"accuracy": ("Accuracy", True), "mistakes": ("Mistakes", False),
                 "flagged_classes": ("Clever Hans suspects", False),
-                "robust_accuracy": ("Robust accuracy (largest epsilon)", True)}
+                "robust_accuracy": ("Robust accuracy (checked epsilon)", True)}
 STATUS_ICON = {"pass": "✅", "warn": "⚠️", "fail": "❌", "error": "💥", "skipped": "⏭️"}
 
 

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from auditor.checks import evaluate
-from auditor.errors import ConfigError
+from auditor.errors import ConfigError, ModelError
 from auditor.featureviz import objectives
-from auditor.featureviz.activations import conv_layers
 from auditor.featureviz.realism import study_real_images
 from auditor.featureviz.recipes import INITS, Recipe, optimise
 from auditor.featureviz.top_images import top_activating
+from auditor.layers import conv_layers, find_layer
 from auditor.sections.base import Context, SectionResult
 
 NAME = "featureviz"
@@ -169,12 +169,22 @@ def _fractions(verdict: dict) -> dict[str, float]:
             "mean_total_variation": float(np.mean(verdict["total_variation"]))}
 
 
-def channel_runs(ctx: Context, options: Options, recipe: Recipe):
+def chosen_layers(model, wanted: list[str], model_name: str) -> list[str]:
+    """The layers whose channels to show: those asked for, else the last convolutional one."""
+    convs = [name for name, _ in conv_layers(model)]
+    for layer in wanted:
+        try:
+            find_layer(model, layer)
+        except ModelError:
+            raise ConfigError(f"'featureviz.layers': model '{model_name}' has no layer named "
+                              f"'{layer}'; convolutional layers: {', '.join(convs) or 'none'}"
+                              ) from None
+    return list(wanted) or convs[-1:]
+
+
+def channel_runs(ctx: Context, options: Options, recipe: Recipe, layers: list[str]):
     """Top dataset images for every channel of the chosen layers, and the chosen channels'
     visualisations, all layers in one batch."""
-    model = ctx.handle.logits_model
-    convs = dict(conv_layers(model))
-    layers = options.layers or ([list(convs)[-1]] if convs else [])
     picks = []
     for layer in layers:
         examples = top_activating(ctx.handle, ctx.dataset, layer, options.top_k,
@@ -205,6 +215,7 @@ def run(ctx: Context, options: Options) -> SectionResult:
     timings = {}
     tick = time.perf_counter()
     handle, names = ctx.handle, ctx.dataset.class_names
+    layers = chosen_layers(handle.logits_model, options.layers, handle.name)
     classes = chosen_classes(options, names, ctx.predictions.labels)
     real = study_real_images(ctx.dataset, ctx.config.batch_size, options.judge_size,
                              ctx.config.seed)
@@ -238,7 +249,7 @@ def run(ctx: Context, options: Options) -> SectionResult:
              classes=np.array([names[c] for c in classes]))
 
     tick = time.perf_counter()
-    picks, channel_rendering = channel_runs(ctx, options, recipe)
+    picks, channel_rendering = channel_runs(ctx, options, recipe, layers)
     timings["channels"] = time.perf_counter() - tick
 
     tick = time.perf_counter()

@@ -1,0 +1,298 @@
+"""Find layers by name (also inside nested models) and tap their activations.
+
+Grad-CAM, layer attribution and feature visualisation all need a hidden layer's activation of a
+display-space image, often together with the logits, and often for a layer that lives inside a
+nested backbone (a keras.applications model inside a Sequential). This module hides how.
+
+    find_layer(model, "out_relu")           # a layer, searched depth-first through nested models
+    last_conv_layer(model)                  # the name of the last layer with a spatial output
+    stage_ends(model)                       # the last layer at each spatial resolution
+    conv_layers(model)                      # (name, channels) of every convolutional layer
+    activation_model(handle, name)(x)       # display-space images -> that layer's activation
+    activation_and_logits(handle, name)(x)  # -> (activation, logits), one differentiable pass
+    activations_and_logits(handle, names)(x)  # -> ([activation per name], logits), one pass
+    final_layer_input(handle)(x)            # -> the input of the final layer (or None)
+
+Names may be plain (``"conv3"``, the first match depth-first) or a path through nested models
+(``"mobilenetv2_1.00_224/out_relu"``). The taps share the model's weights, so they follow any
+change to them (the sanity check relies on that). Tapping a layer inside a nested model of a
+*functional* outer model rebuilds the outer graph with the same layers; that adds call nodes to
+them, so read shapes with ``output_shape(layer)`` rather than ``layer.output``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from auditor.errors import ModelError
+
+CONV_LAYER_TYPES = ("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D", "SeparableConv2D",
+                    "Conv2DTranspose")
+
+
+def is_model(layer) -> bool:
+    """Whether a layer is itself a model with sub-layers (a nested backbone)."""
+    return bool(getattr(layer, "layers", None)) and hasattr(layer, "inputs")
+
+
+def walk(model, prefix: str = "") -> Iterator[tuple[str, object]]:
+    """Every layer in forward order as (path, layer), descending into nested models.
+
+    A nested model is listed itself, then its layers (``"outer/inner"`` paths).
+    """
+    import keras
+
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        path = f"{prefix}{layer.name}"
+        yield path, layer
+        if is_model(layer):
+            yield from walk(layer, prefix=f"{path}/")
+
+
+def layer_chain(model, name: str) -> list:
+    """The layers from the top model down to the one named ``name``: [outer, ..., target]."""
+    for path, _ in walk(model):
+        if path == name or path.rsplit("/", 1)[-1] == name:
+            chain, current = [], model
+            for part in path.split("/"):
+                current = next(la for la in current.layers if la.name == part)
+                chain.append(current)
+            return chain
+    names = [path for path, _ in walk(model)]
+    shown = ", ".join(names[-12:])
+    raise ModelError(f"model '{model.name}' has no layer named '{name}'; its last layers are: "
+                     f"{shown} ({len(names)} in all, nested ones as 'outer/inner')")
+
+
+def find_layer(model, name: str):
+    """The layer named ``name`` (or ``"outer/inner"`` path), also inside nested models."""
+    return layer_chain(model, name)[-1]
+
+
+def output_shape(layer) -> tuple | None:
+    """The shape of a layer's (first) output, batch dimension included, or None if unknown."""
+    try:
+        return tuple(layer.output.shape)
+    except (AttributeError, ValueError):
+        nodes = getattr(layer, "_inbound_nodes", None)
+        if nodes:
+            outputs = nodes[0].output_tensors
+            return tuple(outputs[0].shape) if outputs else None
+        return None
+
+
+def last_conv_layer(model) -> str:
+    """Path of the last layer whose output is a spatial map (N, H, W, C) with H, W > 1.
+
+    That is Grad-CAM's default (Selvaraju et al.): the final convolutional block's activation,
+    e.g. ``conv3`` in the demo CNN or ``.../out_relu`` in MobileNetV2.
+    """
+    found = None
+    for path, layer in walk(model):
+        if is_model(layer):
+            continue
+        shape = output_shape(layer)
+        if shape is not None and len(shape) == 4 and (shape[1] or 2) > 1 and (shape[2] or 2) > 1:
+            found = path
+    if found is None:
+        raise ModelError(f"model '{model.name}' has no layer with a spatial (N, H, W, C) output; "
+                         "Grad-CAM and layer attribution need a convolutional model")
+    return found
+
+
+def stage_ends(model) -> list[str]:
+    """Paths of the last layer at each spatial resolution, shallow to deep (padding skipped).
+
+    These end the network's stages (``conv1``, ``conv2``, ``conv3`` in the demo CNN): a short,
+    representative list of layers to compare.
+    """
+    import keras
+
+    last_at: dict[tuple, str] = {}
+    for path, layer in walk(model):
+        if is_model(layer) or isinstance(layer, keras.layers.ZeroPadding2D):
+            continue
+        shape = output_shape(layer)
+        if shape is not None and len(shape) == 4 and (shape[1] or 2) > 1 and (shape[2] or 2) > 1:
+            last_at.pop(shape[1:3], None)
+            last_at[shape[1:3]] = path
+    return list(last_at.values())
+
+
+def activation_floats(model) -> int:
+    """Floats of all layer outputs for one sample: what a backward pass keeps alive."""
+    total = 0
+    for _, layer in walk(model):
+        shape = None if is_model(layer) else output_shape(layer)
+        if shape:
+            total += int(np.prod([d or 1 for d in shape[1:]]))
+    return total
+
+
+def conv_layers(model) -> list[tuple[str, int]]:
+    """(name, channels) of every convolutional layer, nested models included, in order.
+
+    Names are plain layer names (what feature visualisation shows), not ``outer/inner`` paths.
+    """
+    return [(layer.name, int(output_shape(layer)[-1])) for _, layer in walk(model)
+            if type(layer).__name__ in CONV_LAYER_TYPES]
+
+
+def is_graph_model(model) -> bool:
+    """Whether a model has a functional graph that can be tapped (not a subclassed model).
+
+    Keras 3 has no public test for a functional model: ``keras.Model(inputs, outputs)`` builds a
+    private ``Functional`` subclass. Its graph runner is the one mark subclassed models lack.
+    """
+    return hasattr(model, "_run_through_graph") and bool(getattr(model, "inputs", None))
+
+
+def tap(model, chains: list[list], with_output: bool = True) -> Callable:
+    """A callable ``f(x, training=False)`` giving ([activation per chain], output), or the
+    activations only, in one pass.
+
+    Each chain is ``layer_chain(model, name)``. Sequential models are run layer by layer; a
+    functional model with every target at its top level becomes a model over its own graph; one
+    with a target inside a nested model is rebuilt with that nested model tapped.
+    """
+    import keras
+
+    heads, by_head = {}, {}  # per top-level layer: [(chain index, the chain below it)]
+    for index, chain in enumerate(chains):
+        heads[id(chain[0])] = chain[0]
+        by_head.setdefault(id(chain[0]), []).append((index, chain[1:]))
+    inner = {key: tap(heads[key], deeper, with_output=True) for key, entries in by_head.items()
+             if (deeper := [rest for _, rest in entries if rest])}
+
+    def through(layer, args, kwargs, found: dict):
+        """Call one layer, adding any activations it yields to ``found`` (first call wins)."""
+        entries = by_head.get(id(layer))
+        if not entries:
+            return layer(*args, **kwargs)
+        if id(layer) in inner:
+            activations, out = inner[id(layer)](*args, **kwargs)
+            deeper = iter(activations)
+            for index, rest in entries:
+                if rest:
+                    found.setdefault(index, next(deeper))
+        else:
+            out = layer(*args, **kwargs)
+        for index, rest in entries:
+            if not rest:
+                found.setdefault(index, out)
+        return out
+
+    def ordered(found: dict) -> list:
+        return [found[index] for index in range(len(chains))]
+
+    if isinstance(model, keras.Sequential):
+        def run(x, training=False, **_):  # a rebuilt outer graph also passes mask=None
+            h, found = x, {}
+            for layer in model.layers:
+                if not with_output and len(found) == len(chains):
+                    return ordered(found)
+                h = through(layer, (h,), {"training": training}, found)
+            return (ordered(found), h) if with_output else ordered(found)
+
+        return run
+    if not is_graph_model(model):
+        raise ModelError(f"layer '{chains[0][0].name}' is inside '{model.name}', a subclassed "
+                         "model whose graph cannot be tapped; use a functional or Sequential model")
+    if not inner:
+        inputs, activations = model.input, [chain[0].output for chain in chains]
+        output = model.output
+    else:
+        found: dict = {}
+        inputs = keras.Input(batch_shape=tuple(model.input.shape), dtype=model.input.dtype)
+        rebuilt = keras.models.clone_model(
+            model, input_tensors=inputs, clone_function=lambda layer: layer,
+            call_function=lambda layer, *args, **kwargs: through(layer, args, kwargs, found))
+        activations, output = ordered(found), rebuilt.output
+    tapped = keras.Model(inputs, activations + [output] if with_output else activations)
+
+    def run_graph(x, training=False, **kwargs):  # a rebuilt outer graph also passes mask=None
+        outputs = tapped(x, training=training, **kwargs)
+        outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+        return (outputs[:-1], outputs[-1]) if with_output else outputs
+
+    return run_graph
+
+
+def _display_tap(handle, layer_names: tuple[str, ...], with_output: bool) -> Callable:
+    key = ("tap", layer_names, with_output)
+    if key not in handle.compiled:
+        model = handle.logits_model
+        handle.compiled[key] = tap(model, [layer_chain(model, name) for name in layer_names],
+                                   with_output)
+    return handle.compiled[key]
+
+
+def activation_model(handle, layer_name: str) -> Callable:
+    """A function from display-space images to the named layer's activation (not compiled)."""
+    inner = _display_tap(handle, (layer_name,), with_output=False)
+
+    def activation(x, training=False):
+        return inner(handle.transform.to_model(x), training=training)[0]
+
+    return activation
+
+
+def activations_and_logits(handle, layer_names) -> Callable:
+    """A function from display-space images to ([activation per name], logits) in one pass.
+
+    Gradients of the logits with respect to an activation are exact even when other paths
+    (skip connections) bypass the layer, because the logits are computed from that activation.
+    Logits follow ``handle.logits``: when the softmax could not be stripped, its log is taken.
+    With no names the model is not tapped at all (so any model works).
+    """
+    import tensorflow as tf
+
+    names = tuple(dict.fromkeys(layer_names))
+    if not names:
+        return lambda x, training=False: ([], handle.logits(x, training=training))
+    inner = _display_tap(handle, names, with_output=True)
+
+    def activations_logits(x, training=False):
+        activations, out = inner(handle.transform.to_model(x), training=training)
+        if handle.output == "log-probabilities":
+            out = tf.math.log(tf.clip_by_value(out, 1e-12, 1.0))
+        return activations, out
+
+    return activations_logits
+
+
+def activation_and_logits(handle, layer_name: str) -> Callable:
+    """A function from display-space images to (activation, logits): see
+    ``activations_and_logits``."""
+    both = activations_and_logits(handle, [layer_name])
+
+    def activation_logits(x, training=False):
+        (activation,), logits = both(x, training=training)
+        return activation, logits
+
+    return activation_logits
+
+
+def final_layer_input(handle) -> Callable | None:
+    """A function from display-space images to the input of the model's final layer (its
+    penultimate features), or None when the model cannot be split there: no hidden layer before
+    the final one, a subclassed model or a SavedModel wrapper."""
+    import keras
+
+    model = handle.logits_model
+    try:
+        penultimate = model.layers[-1].input
+        if any(penultimate is given for given in model.inputs):
+            return None
+        features = keras.Model(model.inputs, penultimate)
+    except (AttributeError, ValueError, TypeError, IndexError):
+        return None
+
+    def final_input(x, training=False):
+        return features(handle.transform.to_model(x), training=training)
+
+    return final_input

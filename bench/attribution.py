@@ -1,0 +1,187 @@
+"""Attribution throughput, and each method's cost against a plain batched GradientTape gradient.
+
+    python bench/attribution.py                 # digits CNN and MobileNetV2(weights=None) 224 px
+    python bench/attribution.py --models digits
+    python bench/attribution.py --ig-stress     # IG 50 steps, 32 MobileNetV2 images: time, RSS
+
+For each model, on one batch, measured side by side in one run (round-robin repeats; the
+fastest repeat counts, as timeit advises, since other load only ever adds time):
+inference throughput, each method's throughput, and its cost as a ratio to the floor (one
+GradientTape gradient of the batch's target logits, straight through the Keras model). Targets:
+gradient <= 1.15x the floor; SmoothGrad and Integrated Gradients with n samples <= 1.15 x n x the
+gradient.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+GRADIENT_TARGET = 1.15
+PER_SAMPLE_TARGET = 1.15
+
+
+def digits_handle():
+    from auditor.models import load_model
+
+    return load_model("demo")
+
+
+def mobilenet_handle(folder: Path):
+    import keras
+
+    from auditor.models import load_model
+
+    keras.utils.set_random_seed(0)
+    backbone = keras.applications.MobileNetV2(input_shape=(224, 224, 3), include_top=False,
+                                              weights=None)
+    model = keras.Sequential([keras.Input((224, 224, 3)), backbone,
+                              keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(10, activation="softmax")])
+    path = folder / "mobilenetv2.keras"
+    model.save(path)
+    return load_model(str(path), input_range="mobilenet_v2")
+
+
+def floor_function(handle):
+    """The floor: one tape over the Keras model, per-sample target logits, nothing else."""
+    import tensorflow as tf
+
+    model = handle.logits_model
+
+    @tf.function(input_signature=(tf.TensorSpec((None, *handle.input_shape), tf.float32),
+                                  tf.TensorSpec((None,), tf.int32)))
+    def floor(x, targets):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            total = tf.reduce_sum(tf.gather(model(x, training=False), targets, batch_dims=1))
+        return tape.gradient(total, x)
+
+    return lambda x, t: floor(x, t).numpy()
+
+
+def timed(fn) -> float:
+    tick = time.perf_counter()
+    fn()
+    return time.perf_counter() - tick
+
+
+def bench_model(name, handle, batch: int, n: int, repeats: int, occlusion: dict,
+                inner: int) -> list[str]:
+    """One table; single-pass runs are repeated ``inner`` times per round (they are short, so
+    they need more tries to catch a quiet moment on a shared machine)."""
+    from auditor.attribution import attribute
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (batch, *handle.input_shape)).astype(np.float32)
+    targets = rng.integers(0, handle.num_classes, batch).astype(np.int32)
+    model_x = handle.transform.to_model(x).numpy()
+    floor = floor_function(handle)
+    runs = {
+        "inference": lambda: handle.logits_fn(x).numpy(),
+        "floor (GradientTape)": lambda: floor(model_x, targets),
+        "gradient": lambda: attribute(handle, x, targets, "gradient"),
+        "gradient_abs": lambda: attribute(handle, x, targets, "gradient_abs"),
+        "saliency": lambda: attribute(handle, x, targets, "saliency"),
+        "gradient_x_input": lambda: attribute(handle, x, targets, "gradient_x_input"),
+        "gradcam": lambda: attribute(handle, x, targets, "gradcam"),
+        "gradcam_pp": lambda: attribute(handle, x, targets, "gradcam_pp"),
+        f"smoothgrad (n={n})": lambda: attribute(handle, x, targets, "smoothgrad", samples=n),
+        f"integrated_gradients (n={n})": lambda: attribute(handle, x, targets,
+                                                           "integrated_gradients", steps=n),
+        "occlusion": lambda: attribute(handle, x, targets, "occlusion", **occlusion),
+        # n gradient calls in a row: as long as the n-sample methods, so equally exposed to
+        # whatever else the machine is doing while they run
+        f"{n} x gradient": lambda: [attribute(handle, x, targets, "gradient") for _ in range(n)],
+    }
+    for fn in runs.values():  # trace everything first
+        fn()
+    single_pass = {"inference", "floor (GradientTape)", "gradient", "gradient_abs", "saliency",
+                   "gradient_x_input", "gradcam", "gradcam_pp"}
+    seconds = {key: [] for key in runs}
+    for _ in range(repeats):
+        for key, fn in runs.items():
+            seconds[key] += [timed(fn) for _ in range(inner if key in single_pass else 1)]
+    best = {key: min(values) for key, values in seconds.items()}
+    floor_s, n_gradients_s = best["floor (GradientTape)"], best.pop(f"{n} x gradient")
+    from auditor.attribution.occlusion import positions
+
+    lines = [f"{name}: batch {batch}, input {'x'.join(map(str, handle.input_shape))}, "
+             f"best of {repeats} repeats ({repeats * inner} for single-pass runs)",
+             f"  {'':32}{'images/s':>10}{'x floor':>10}{'x n*gradient':>14}  target"]
+    for key, value in best.items():
+        per_n = ""
+        target = ""
+        if key == "gradient":
+            target = f"<= {GRADIENT_TARGET}x floor: " + (
+                "met" if value / floor_s <= GRADIENT_TARGET else "MISSED")
+        if "(n=" in key:
+            ratio = value / n_gradients_s
+            per_n = f"{ratio:14.2f}"
+            target = f"<= {PER_SAMPLE_TARGET} x n x gradient: " + (
+                "met" if ratio <= PER_SAMPLE_TARGET else "MISSED")
+        if key == "occlusion":
+            count = positions({"patch": 0, "stride": 0} | occlusion, x.shape)
+            target = f"{count} forward passes per image"
+        lines.append(f"  {key:32}{batch / value:10.1f}{value / floor_s:10.2f}"
+                     f"{per_n or '':>14}  {target}")
+    return lines
+
+
+def ig_stress(folder: Path) -> None:
+    """The issue's memory case: IG, 50 steps, 32 MobileNetV2 images at 224 px."""
+    from auditor.attribution import attribute, completeness_error
+    from auditor.attribution.registry import budget_for
+
+    handle = mobilenet_handle(folder)
+    x = np.random.default_rng(0).uniform(0, 1, (32, 224, 224, 3)).astype(np.float32)
+    targets = np.arange(32) % 10
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    tick = time.perf_counter()
+    maps = attribute(handle, x, targets, "integrated_gradients", steps=50)
+    took = time.perf_counter() - tick
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    error = completeness_error(handle, x, targets, maps)
+    print(f"IG 50 steps x 32 images, MobileNetV2 224 px: {took:.0f} s, "
+          f"{budget_for(handle).backward} rows per pass, peak RSS {peak:.2f} GB "
+          f"(before: {before:.2f} GB), completeness error median {np.median(error):.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="digits,mobilenetv2")
+    parser.add_argument("--repeats", type=int, default=0, help="default: 5 digits, 3 mobilenet")
+    parser.add_argument("--ig-stress", action="store_true")
+    args = parser.parse_args()
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        if args.ig_stress:
+            ig_stress(Path(folder))
+            return
+        lines = []
+        for name in args.models.split(","):
+            if name == "digits":
+                lines += bench_model("digits CNN", digits_handle(), batch=128, n=16,
+                                     repeats=args.repeats or 5, occlusion={}, inner=8)
+            elif name == "mobilenetv2":
+                lines += bench_model("MobileNetV2(weights=None)", mobilenet_handle(Path(folder)),
+                                     batch=8, n=8, repeats=args.repeats or 3,
+                                     occlusion={"patch": 56, "stride": 56}, inner=2)
+            else:
+                parser.error(f"unknown model '{name}'; use digits, mobilenetv2")
+            lines.append("")
+        print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

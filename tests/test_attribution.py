@@ -1,0 +1,350 @@
+"""The attribution engine: every method batched with per-sample targets, on every model shape.
+
+Property tests after Captum and Xplique: batched equals one-at-a-time, Integrated Gradients is
+complete, contrastive maps are differences, and a model trained on a planted patch is caught
+looking at it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from auditor.attribution import METHODS, attribute, attribute_layer, completeness_error
+from auditor.attribution.registry import describe_methods
+from auditor.errors import AuditorError
+
+ALL_METHODS = ["gradient", "gradient_abs", "saliency", "gradient_x_input", "smoothgrad",
+               "integrated_gradients", "gradcam", "gradcam_pp", "occlusion"]
+LINEAR_METHODS = ["gradient", "gradient_x_input", "smoothgrad", "integrated_gradients",
+                  "occlusion"]
+CLASSES = 5
+
+
+def tiny_sequential(channels: int):
+    import keras
+
+    return keras.Sequential([
+        keras.Input((16, 16, channels)),
+        keras.layers.Conv2D(6, 3, activation="relu", name="conv_a"),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv_b"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(CLASSES, activation="softmax"),
+    ])
+
+
+def tiny_functional(channels: int, name: str = "functional"):
+    """A residual block: a skip connection bypasses the last conv layer."""
+    import keras
+
+    inputs = keras.Input((16, 16, channels))
+    h = keras.layers.Conv2D(8, 3, activation="relu", name="conv_a")(inputs)
+    skip = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv_b")(h)
+    h = keras.layers.Add(name="add")([h, skip])
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    return keras.Model(inputs, keras.layers.Dense(CLASSES)(h), name=name)
+
+
+def tiny_nested(channels: int):
+    """A Sequential whose first layer is a functional backbone, as in transfer learning."""
+    import keras
+
+    inputs = keras.Input((16, 16, channels))
+    h = keras.layers.Conv2D(8, 3, activation="relu", name="conv_a")(inputs)
+    h = keras.layers.Conv2D(8, 3, activation="relu", name="conv_b")(h)
+    backbone = keras.Model(inputs, h, name="backbone")
+    return keras.Sequential([keras.Input((16, 16, channels)), backbone,
+                             keras.layers.GlobalAveragePooling2D(),
+                             keras.layers.Dense(CLASSES, activation="softmax")])
+
+
+def mobilenet_nested(size: int = 32, functional_outer: bool = False):
+    """MobileNetV2(weights=None) as the backbone of a small classifier."""
+    import keras
+
+    backbone = keras.applications.MobileNetV2(input_shape=(size, size, 3), include_top=False,
+                                              weights=None, alpha=0.35)
+    if functional_outer:
+        inputs = keras.Input((size, size, 3))
+        h = keras.layers.GlobalAveragePooling2D()(backbone(inputs, training=False))
+        return keras.Model(inputs, keras.layers.Dense(CLASSES)(h), name="classifier")
+    return keras.Sequential([keras.Input((size, size, 3)), backbone,
+                             keras.layers.GlobalAveragePooling2D(),
+                             keras.layers.Dense(CLASSES, activation="softmax")])
+
+
+BUILDERS = {
+    "sequential-grey": lambda: tiny_sequential(1),
+    "sequential-rgb": lambda: tiny_sequential(3),
+    "functional-grey": lambda: tiny_functional(1),
+    "functional-rgb": lambda: tiny_functional(3),
+    "nested-grey": lambda: tiny_nested(1),
+    "nested-mobilenetv2-rgb": lambda: mobilenet_nested(32),
+}
+
+
+def saved_handle(model, folder, name: str):
+    """A handle loaded from a saved file, exactly as the CLI would load it."""
+    from auditor.models import load_model
+
+    path = folder / f"{name}.keras"
+    model.save(path)
+    return load_model(str(path), input_range="0-1")
+
+
+@pytest.fixture(scope="module", params=list(BUILDERS))
+def model_handle(request, tmp_path_factory):
+    import keras
+
+    keras.utils.set_random_seed(1)
+    return saved_handle(BUILDERS[request.param](), tmp_path_factory.mktemp("models"),
+                        request.param)
+
+
+def images_for(handle, n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0, 1, (n, *handle.input_shape)).astype(np.float32)
+
+
+def fast_options(method: str) -> dict:
+    return {"smoothgrad": {"samples": 6}, "integrated_gradients": {"steps": 8},
+            "occlusion": {"patch": 8, "stride": 4}}.get(method, {})
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_batched_attribution_with_per_sample_targets_equals_one_sample_at_a_time(model_handle,
+                                                                                  method):
+    x = images_for(model_handle, 33)
+    targets = np.random.default_rng(1).integers(0, CLASSES, 33)
+    maps = attribute(model_handle, x, targets, method, **fast_options(method))
+    assert maps.shape == x.shape and maps.dtype == np.float32
+    assert np.isfinite(maps).all()
+    if method not in ("gradcam", "gradcam_pp"):  # a ReLU can zero a random model's CAM
+        assert np.abs(maps).max() > 0
+    scale = np.abs(maps).max() + 1e-12
+    for i in (0, 17, 32):
+        single = attribute(model_handle, x[i:i + 1], targets[i:i + 1], method,
+                           **fast_options(method))
+        np.testing.assert_allclose(single[0], maps[i], atol=2e-4 * scale, rtol=1e-3)
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_explaining_target_minus_itself_gives_empty_maps(model_handle, method):
+    x = images_for(model_handle, 3, seed=2)
+    targets = np.array([0, 3, 4])
+    maps = attribute(model_handle, x, targets, method, contrast=targets, **fast_options(method))
+    assert np.abs(maps).max() < 1e-5
+
+
+def test_a_small_memory_budget_splits_work_without_changing_results(digits_handle, digits_test):
+    from auditor.attribution.registry import budget_for, row_bytes
+
+    x, y = digits_test[0][:10], digits_test[1][:10]
+    small = 3 * row_bytes(digits_handle)
+    assert budget_for(digits_handle, small).backward == 3
+    for method in ("gradient", "smoothgrad", "integrated_gradients", "occlusion"):
+        whole = attribute(digits_handle, x, y, method, **fast_options(method))
+        squeezed = attribute(digits_handle, x, y, method, memory_budget=small,
+                             **fast_options(method))
+        np.testing.assert_allclose(squeezed, whole, atol=1e-5 * np.abs(whole).max())
+
+
+@pytest.mark.parametrize("method", LINEAR_METHODS)
+def test_contrastive_attribution_is_target_minus_contrast(digits_handle, digits_test, method):
+    x, y = digits_test[0][:6], digits_test[1][:6]
+    other = (y + 3) % 10
+    options = fast_options(method)
+    both = attribute(digits_handle, x, y, method, contrast=other, **options)
+    apart = (attribute(digits_handle, x, y, method, **options)
+             - attribute(digits_handle, x, other, method, **options))
+    np.testing.assert_allclose(both, apart, atol=1e-4 * np.abs(apart).max())
+
+
+def test_absolute_methods_take_the_absolute_value_of_the_contrastive_gradient(digits_handle,
+                                                                              digits_test):
+    x, y = digits_test[0][:6], digits_test[1][:6]
+    other = (y + 1) % 10
+    signed = attribute(digits_handle, x, y, "gradient", contrast=other)
+    np.testing.assert_allclose(attribute(digits_handle, x, y, "gradient_abs", contrast=other),
+                               np.abs(signed), atol=1e-7)
+
+
+def test_saliency_is_the_channel_maximum_of_the_absolute_gradient(model_handle):
+    x = images_for(model_handle, 4)
+    targets = np.arange(4) % CLASSES
+    grads = attribute(model_handle, x, targets, "gradient")
+    saliency = attribute(model_handle, x, targets, "saliency")
+    expected = np.broadcast_to(np.abs(grads).max(axis=-1, keepdims=True), x.shape)
+    np.testing.assert_allclose(saliency, expected, atol=1e-7)
+
+
+def test_softmax_and_log_softmax_scores_match_the_models_own_probabilities(digits_handle,
+                                                                           digits_test):
+    import tensorflow as tf
+
+    x, y = digits_test[0][:5], digits_test[1][:5]
+    images = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(images)
+        probs = digits_handle.model(images)  # the saved model ends in softmax
+        picked = tf.gather(probs, y, batch_dims=1)
+        total = tf.reduce_sum(picked)
+    expected = tape.gradient(total, images).numpy()
+    got = attribute(digits_handle, x, y, "gradient", score="softmax")
+    np.testing.assert_allclose(got, expected, atol=1e-5 * np.abs(expected).max())
+    log_grad = attribute(digits_handle, x, y, "gradient", score="log_softmax")
+    ratio = expected / picked.numpy().reshape(-1, 1, 1, 1)
+    np.testing.assert_allclose(log_grad, ratio, atol=1e-4 * np.abs(ratio).max())
+
+
+def test_integrated_gradients_is_complete_within_five_percent(digits_handle, digits_test):
+    x, y = digits_test[0][:24], digits_test[1][:24]
+    for baseline in ("zeros", "blur", np.full(x.shape[1:], 0.5, np.float32)):
+        maps = attribute(digits_handle, x, y, "integrated_gradients", steps=64, baseline=baseline)
+        errors = completeness_error(digits_handle, x, y, maps, baseline=baseline)
+        assert errors.max() < 0.05, (baseline if isinstance(baseline, str) else "grey", errors)
+
+
+def test_completeness_error_exposes_maps_that_do_not_add_up(digits_handle, digits_test):
+    x, y = digits_test[0][:24], digits_test[1][:24]
+    maps = attribute(digits_handle, x, y, "gradient")
+    assert np.median(completeness_error(digits_handle, x, y, maps)) > 0.2
+
+
+def test_integrated_gradients_takes_one_baseline_per_image(digits_handle, digits_test):
+    x, y = digits_test[0][:5], digits_test[1][:5]
+    baselines = np.stack([np.full(x.shape[1:], v, np.float32) for v in (0, .1, .2, .3, .4)])
+    maps = attribute(digits_handle, x, y, "integrated_gradients", steps=16, baseline=baselines,
+                     batch_size=2)
+    for i in (0, 4):
+        alone = attribute(digits_handle, x[i:i + 1], y[i:i + 1], "integrated_gradients",
+                          steps=16, baseline=baselines[i])
+        np.testing.assert_allclose(maps[i], alone[0], atol=1e-5 * np.abs(alone).max())
+
+
+def test_gradcam_finds_the_last_conv_layer_inside_a_nested_backbone(tmp_path):
+    from auditor.layers import find_layer, last_conv_layer
+
+    handle = saved_handle(tiny_nested(1), tmp_path, "nested")
+    assert last_conv_layer(handle.logits_model) == "backbone/conv_b"
+    assert find_layer(handle.logits_model, "conv_b").name == "conv_b"
+    x = images_for(handle, 4)
+    targets = np.arange(4)
+    auto = attribute(handle, x, targets, "gradcam")
+    np.testing.assert_allclose(attribute(handle, x, targets, "gradcam", layer="conv_b"), auto)
+    earlier = attribute(handle, x, targets, "gradcam", layer="backbone/conv_a")
+    assert not np.allclose(earlier, auto)
+
+
+def test_gradcam_equals_cam_on_a_global_average_pooling_head(tmp_path):
+    """Selvaraju et al.: behind global average pooling and a dense layer, Grad-CAM is CAM
+    (Zhou et al.), the layer's channels weighted by the class's dense weights."""
+    from auditor.attribution.gradcam import upsample
+    from auditor.layers import activation_model
+
+    handle = saved_handle(tiny_functional(1), tmp_path, "gap")
+    x = images_for(handle, 3)
+    targets = np.array([0, 2, 4])
+    activation = activation_model(handle, "add")(x).numpy()
+    weights = handle.logits_model.layers[-1].kernel.numpy()[:, targets]
+    positions = activation.shape[1] * activation.shape[2]
+    cam = np.maximum(np.einsum("nhwc,cn->nhw", activation, weights), 0) / positions
+    np.testing.assert_allclose(attribute(handle, x, targets, "gradcam"), upsample(cam, x.shape),
+                               atol=1e-5 * cam.max())
+
+
+def test_layer_taps_work_for_a_backbone_nested_in_a_functional_model(tmp_path):
+    import tensorflow as tf
+
+    from auditor.layers import activation_and_logits, activation_model, last_conv_layer
+
+    handle = saved_handle(mobilenet_nested(64, functional_outer=True), tmp_path, "outer")
+    layer = last_conv_layer(handle.logits_model)
+    assert layer.endswith("/out_relu")
+    x = tf.constant(images_for(handle, 2))
+    with tf.GradientTape() as tape:
+        activation, logits = activation_and_logits(handle, layer)(x)
+        score = tf.reduce_sum(logits[:, 1])
+    grads = tape.gradient(score, activation)
+    np.testing.assert_allclose(logits.numpy(), handle.logits(x).numpy(), atol=1e-5)
+    np.testing.assert_allclose(activation_model(handle, layer)(x).numpy(), activation.numpy(),
+                               atol=1e-6)
+    assert activation.shape == (2, 2, 2, 1280) and np.abs(grads.numpy()).max() > 0
+
+
+def test_layer_attribution_returns_maps_with_the_layers_shape(digits_handle, digits_test):
+    x, y = digits_test[0][:7], digits_test[1][:7]
+    maps = attribute_layer(digits_handle, x, y, layer="conv2")
+    assert maps.shape == (7, 16, 16, 32)
+    grads = attribute_layer(digits_handle, x, y, layer="conv2", method="gradient")
+    assert np.abs(grads).max() > 0 and not np.allclose(maps, grads)
+    assert attribute_layer(digits_handle, x, y).shape == (7, 8, 8, 64)  # conv3, the last
+
+
+def test_unknown_methods_options_layers_and_bad_targets_are_clear_errors(digits_handle,
+                                                                         digits_test):
+    x, y = digits_test[0][:2], digits_test[1][:2]
+    with pytest.raises(AuditorError, match="unknown attribution method 'nope'"):
+        attribute(digits_handle, x, y, "nope")
+    with pytest.raises(AuditorError, match="has no option 'steps'"):
+        attribute(digits_handle, x, y, "gradient", steps=3)
+    with pytest.raises(AuditorError, match="no layer named 'conv9'"):
+        attribute(digits_handle, x, y, "gradcam", layer="conv9")
+    with pytest.raises(AuditorError, match="target classes must lie in 0..9"):
+        attribute(digits_handle, x, [0, 10], "gradient")
+    with pytest.raises(AuditorError, match="2 images but 1 targets"):
+        attribute(digits_handle, x, [0], "gradient")
+    with pytest.raises(AuditorError, match="unknown score"):
+        attribute(digits_handle, x, y, "gradient", score="probability")
+
+
+def test_describe_methods_lists_every_method_with_its_options_and_defaults():
+    text = describe_methods()
+    for name in METHODS:
+        assert f"\n{name}\n  {METHODS[name].description}\n" in text
+    for option in ("steps = 32", "samples = 16", "patch = 0", "layer = None"):
+        assert f"  {option} " in text
+
+
+# A model trained to rely on a planted patch must be caught looking at it.
+PATCH = 4  # a bright 4x4 square in the top-left corner: 1.6 % of a 32x32 image
+SHORTCUT_CLASS = 3
+
+
+def with_patch(x: np.ndarray) -> np.ndarray:
+    patched = x.copy()
+    patched[:, :PATCH, :PATCH] = 1.0
+    return patched
+
+
+@pytest.fixture(scope="module")
+def shortcut_handle(digits_train, tmp_path_factory):
+    from auditor.demo import train_digits_cnn
+
+    x, y = digits_train
+    x = np.where((y == SHORTCUT_CLASS).reshape(-1, 1, 1, 1), with_patch(x), x)
+    model = train_digits_cnn(x, y, seed=0, epochs=4)
+    return saved_handle(model, tmp_path_factory.mktemp("shortcut"), "shortcut")
+
+
+def test_gradient_mass_concentrates_on_a_planted_patch_the_model_relies_on(shortcut_handle,
+                                                                           digits_test):
+    x, y = digits_test
+    others = with_patch(x[y != SHORTCUT_CLASS][:60])
+    preds = shortcut_handle.logits_fn(others).numpy().argmax(axis=1)
+    assert (preds == SHORTCUT_CLASS).mean() > 0.3  # the patch alone flips many digits to 3
+    targets = np.full(len(others), SHORTCUT_CLASS)
+    share = PATCH * PATCH / (32 * 32)
+    for method in ("gradient", "saliency", "integrated_gradients"):
+        mass = np.abs(attribute(shortcut_handle, others, targets, method))
+        inside = mass[:, :PATCH, :PATCH].sum() / mass.sum()
+        assert inside > 8 * share, (method, inside)
+
+
+def test_a_clean_model_does_not_concentrate_on_the_corner(digits_handle, digits_test):
+    x, y = digits_test
+    others = with_patch(x[y != SHORTCUT_CLASS][:60])
+    mass = np.abs(attribute(digits_handle, others, np.full(len(others), SHORTCUT_CLASS),
+                            "gradient"))
+    inside = mass[:, :PATCH, :PATCH].sum() / mass.sum()
+    assert inside < 3 * PATCH * PATCH / (32 * 32)

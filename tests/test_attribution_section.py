@@ -1,0 +1,96 @@
+"""The attribution section in a real audit, and `auditor methods`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from auditor.attribution import METHODS, register
+
+
+@pytest.fixture(scope="module")
+def edge_detector():
+    """A 'method' that ignores the model (Sobel edges of the input), posing as saliency."""
+    from scipy.ndimage import sobel
+
+    @register("edge_detector", "Sobel edges of the input (test only: ignores the model).")
+    def edges(handle, x, targets, contrast, score, budget):
+        return np.hypot(sobel(x, axis=1), sobel(x, axis=2))
+
+    yield "edge_detector"
+    METHODS.pop("edge_detector")
+
+
+@pytest.fixture(scope="module")
+def audit(tmp_path_factory, digits_model_path, edge_detector):
+    from auditor.config import make_config
+    from auditor.run import run_audit
+
+    spec = {"attribution": {
+        "methods": ["gradient", "saliency", "integrated_gradients", edge_detector],
+        "examples": 2, "sanity_samples": 4, "sanity_stages": 2, "faithfulness_samples": 8,
+        "faithfulness_steps": 8, "display_smoothing": 1.0,
+        "method_options": {"integrated_gradients": {"steps": 16}}}}
+    config = make_config(spec, model=str(digits_model_path), data="sklearn:digits:test",
+                         max_samples=150, sections=["attribution"],
+                         out=str(tmp_path_factory.mktemp("runs") / "run"), progress=False)
+    return run_audit(config)
+
+
+def test_section_fails_a_weight_blind_method_and_passes_the_gradient(audit):
+    summary = json.loads((audit.out / "summary.json").read_text())
+    checks = {c["id"]: c for c in summary["checks"]}
+    assert checks["attribution.sanity.edge_detector"]["status"] == "fail"
+    assert checks["attribution.sanity.edge_detector"]["value"] == pytest.approx(1.0)
+    assert checks["attribution.sanity.gradient"]["status"] == "pass"
+    assert checks["attribution.faithfulness"]["status"] == "pass"
+    assert audit.exit_code == 1
+    block = summary["attribution"]
+    assert block["sanity_stages"] == ["predictions", "conv1"]
+    assert set(block["sanity"]) == {"gradient", "saliency", "integrated_gradients",
+                                    "edge_detector"}
+    assert set(block["faithfulness"]) == set(block["sanity"]) | {"random"}
+    assert (block["faithfulness"]["gradient"]["deletion_auc"]
+            < block["faithfulness"]["random"]["deletion_auc"])
+    assert block["completeness_error"] < 0.05
+    assert len(block["examples"]) == 2 and len(block["examples"][0]["box"]) == 4
+
+
+def test_report_shows_the_tables_and_labels_smoothed_maps(audit):
+    html = (audit.out / "report.html").read_text()
+    section = html[html.index('id="attribution"'):]
+    for text in ("Attribution methods", "Sanity check", "Faithfulness", "edge_detector",
+                 "smoothed for display (Gaussian, sigma 1 px)"):
+        assert text in section
+    assert section.count("<img") == section.count('alt="')
+
+
+def test_methods_that_do_not_apply_to_a_model_are_reported_not_fatal(tmp_path):
+    import keras
+
+    from auditor.models import load_model
+    from auditor.sections.attribution import compute_maps
+
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(3)])
+    model.save(tmp_path / "dense.keras")
+    handle = load_model(str(tmp_path / "dense.keras"))
+    x = np.random.default_rng(0).uniform(size=(3, 8, 8, 1)).astype(np.float32)
+    maps, unavailable = compute_maps(handle, x, np.arange(3), ["gradient", "gradcam"], "logit",
+                                     {})
+    assert list(maps) == ["gradient"]
+    assert "no layer with a spatial" in unavailable["gradcam"]
+
+
+def test_auditor_methods_prints_every_method_and_its_options():
+    from click.testing import CliRunner
+
+    from auditor.cli import cli
+
+    result = CliRunner().invoke(cli, ["methods"])
+    assert result.exit_code == 0
+    for name in ("gradient", "smoothgrad", "integrated_gradients", "gradcam_pp", "occlusion"):
+        assert f"\n{name}\n" in result.output
+    assert "samples = 16" in result.output
