@@ -92,3 +92,19 @@ SMALL_SECTIONS = {
     "attribution": {"sanity_samples": 4, "sanity_stages": 3, "faithfulness_samples": 12,
                     "faithfulness_steps": 8},
 }
+
+
+@pytest.fixture(scope="module")
+def edge_detector():
+    """A 'method' that ignores the model (Sobel edges of the input), posing as saliency: the
+    sanity check must catch it. Registered for one test module, then removed."""
+    from scipy.ndimage import sobel
+
+    from auditor.attribution import METHODS, register
+
+    @register("edge_detector", "Sobel edges of the input (test only: ignores the model).")
+    def edges(handle, x, targets, contrast, score, budget):
+        return np.hypot(sobel(x, axis=1), sobel(x, axis=2))
+
+    yield "edge_detector"
+    METHODS.pop("edge_detector")

@@ -7,21 +7,6 @@ import json
 import numpy as np
 import pytest
 
-from auditor.attribution import METHODS, register
-
-
-@pytest.fixture(scope="module")
-def edge_detector():
-    """A 'method' that ignores the model (Sobel edges of the input), posing as saliency."""
-    from scipy.ndimage import sobel
-
-    @register("edge_detector", "Sobel edges of the input (test only: ignores the model).")
-    def edges(handle, x, targets, contrast, score, budget):
-        return np.hypot(sobel(x, axis=1), sobel(x, axis=2))
-
-    yield "edge_detector"
-    METHODS.pop("edge_detector")
-
 
 @pytest.fixture(scope="module")
 def audit(tmp_path_factory, digits_model_path, edge_detector):

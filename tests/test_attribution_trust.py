@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from auditor.attribution import METHODS, attribute, register
+from auditor.attribution import attribute
 from auditor.attribution.faithfulness import deletion_insertion, pixel_order, random_maps
 from auditor.attribution.localisation import saliency_box
 from auditor.attribution.sanity import (
@@ -18,19 +18,6 @@ from auditor.attribution.sanity import (
 )
 from auditor.attribution.smoothing import smooth_map
 from auditor.errors import AuditorError
-
-
-@pytest.fixture
-def edge_detector():
-    """A 'method' that ignores the model: Sobel edges of the input, posing as saliency."""
-    from scipy.ndimage import sobel
-
-    @register("edge_detector", "Sobel edges of the input (test only: ignores the model).")
-    def edges(handle, x, targets, contrast, score, budget):
-        return np.hypot(sobel(x, axis=1), sobel(x, axis=2))
-
-    yield "edge_detector"
-    METHODS.pop("edge_detector")
 
 
 def test_sanity_check_flags_a_method_that_ignores_the_weights(digits_handle, digits_test,
