@@ -108,3 +108,10 @@ def test_the_cron_line_watches_checkpoints_from_a_bare_environment(project):
     (run,) = [p for p in reports.iterdir() if p.is_dir()]
     assert run.name.startswith("epoch-1-") and (run / "report.html").is_file()
     assert "epoch-1.keras: pass" in log and (reports / "index.html").is_file()
+
+
+def test_the_readme_shows_the_same_tested_job_and_cron_line():
+    readme = (ROOT / "README.md").read_text()
+    for language in ("yaml", "cron"):
+        shown = re.findall(rf"```{language}\n(.*?)```", readme, flags=re.S)
+        assert shown == code_blocks(language), f"README's {language} block differs from docs/ci.md"
