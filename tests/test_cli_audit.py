@@ -113,3 +113,12 @@ def test_the_demo_spec_alone_runs_the_demo_audit(tmp_path, digits_model_path):
     assert outcome.exit_code == 0
     assert outcome.summary["model"]["name"] == digits_model_path.stem
     assert outcome.summary["data"]["n"] == 150
+
+
+def test_smoothed_contrastive_maps_are_labelled_as_smoothed(tmp_path, digits_model_path):
+    config = make_config({"contrastive": {"smooth_sigma": 1.5, "examples": 2}},
+                         model=str(digits_model_path), data="sklearn:digits:test",
+                         max_samples=150, sections=["contrastive"], out=str(tmp_path / "run"),
+                         progress=False)
+    html = (run_audit(config).out / "report.html").read_text()
+    assert "Maps are smoothed for display (Gaussian, sigma 1.5 px)." in html

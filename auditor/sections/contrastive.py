@@ -37,22 +37,15 @@ def contrastive_maps(handle, images, preds, labels, method="gradient", score="lo
     return for_pred, for_true, for_pred - for_true
 
 
-def _smooth(heat: np.ndarray, sigma: float) -> np.ndarray:
-    if sigma <= 0:
-        return heat
-    from scipy.ndimage import gaussian_filter
-
-    return gaussian_filter(heat, sigma)
-
-
 def example_figure(image, pred_map, true_map, diff_map, pred_name, true_name, p_pred, p_true,
                    sigma: float) -> str:
     """Image, the three signed maps on one shared scale, and the difference over the image."""
     import matplotlib.pyplot as plt
 
+    from auditor.attribution.smoothing import smooth_map
     from auditor.report.figures import figure_uri, show_image, show_signed, signed_map
 
-    heats = [_smooth(signed_map(m), sigma) for m in (pred_map, true_map, diff_map)]
+    heats = [smooth_map(signed_map(m), sigma) for m in (pred_map, true_map, diff_map)]
     limit = float(np.max(np.abs(np.stack(heats)))) or 1.0
     fig, axes = plt.subplots(1, 5, figsize=(8.2, 1.9))
     show_image(axes[0], image)
