@@ -172,8 +172,10 @@ def index(reports_dir, out) -> None:
               help="Seconds between looks when polling.")
 @click.option("--settle", type=click.FloatRange(min=0), default=2.0, show_default=True,
               help="Seconds a checkpoint's size must stay the same before it is read.")
+@click.option("--spec", "spec_option", type=click.Path(dir_okay=False),
+              help="The audit spec, as an option (same as the SPEC argument).")
 @audit_options
-def watch(folder, spec, out, once, interval, settle, no_progress, **flags) -> None:
+def watch(folder, spec, spec_option, out, once, interval, settle, no_progress, **flags) -> None:
     """Audit each new .keras/.h5 checkpoint in FOLDER against the previous one, and update
     the index. Exits with the worst exit code of the audits it ran (0 if none)."""
     from pathlib import Path
@@ -181,6 +183,10 @@ def watch(folder, spec, out, once, interval, settle, no_progress, **flags) -> No
     from auditor.config import make_config, read_spec
     from auditor.watch import watch as watch_folder
 
+    if spec and spec_option and spec != spec_option:
+        raise click.UsageError(f"two specs given ('{spec}' and --spec '{spec_option}'); "
+                               "give one")
+    spec = spec or spec_option
     parsed = read_spec(spec) if spec else {}
     root = Path(out or parsed.get("out") or "reports")
     flags = _flags(no_progress, flags)

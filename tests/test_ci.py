@@ -372,3 +372,21 @@ def test_markdown_stays_under_the_pr_comment_limit(worse_run):
                          for i in range(2000)]
     markdown = render_markdown(summary)
     assert len(markdown) < 60_000 and "more checks in summary.json" in markdown
+
+
+def test_watch_takes_its_spec_as_an_argument_or_with_spec(tmp_path):
+    from auditor.errors import ConfigError
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    spec = tmp_path / "typo.toml"
+    spec.write_text('modle = "x"\n')
+    with pytest.raises(ConfigError, match="unknown key 'modle'"):
+        invoke("watch", folder, "--spec", spec, "--once", "--out", tmp_path / "reports")
+    other = tmp_path / "other.toml"
+    other.write_text("seed = 1\n")
+    clash = invoke("watch", folder, spec, "--spec", other, "--once", expect=2)
+    assert "two specs given" in clash.output
+    quiet = invoke("watch", folder, "--spec", other, "--once", "--out", tmp_path / "reports",
+                   expect=0)
+    assert "nothing new" in quiet.output
