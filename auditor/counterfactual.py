@@ -17,6 +17,7 @@ import numpy as np
 
 from auditor.attribution.registry import chunk_size
 from auditor.errors import AuditorError
+from auditor.predict import softmax
 
 PENALTIES = ("l1", "l2")
 
@@ -79,9 +80,7 @@ def counterfactuals(handle, x, labels, *, penalty: str = "l1", weight: float = 0
 def _probs(handle, x: np.ndarray) -> np.ndarray:
     if not len(x):
         return np.zeros((0, handle.num_classes), np.float32)
-    logits = np.asarray(handle.logits_fn(x), dtype=np.float64)
-    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+    return softmax(np.asarray(handle.logits_fn(x), dtype=np.float64)).astype(np.float32)
 
 
 def total_variation(delta):

@@ -23,6 +23,7 @@ import numpy as np
 
 from auditor.discovery import ClassDiscovery, discover_class, pooled_maps
 from auditor.errors import ModelError
+from auditor.predict import softmax
 from auditor.shortcuts import inject
 
 CONTROL = "none"
@@ -154,8 +155,7 @@ def soft_targets(handle, images: np.ndarray, batch_size: int = 256) -> np.ndarra
     """The original model's class probabilities: what the copy learns on clean images."""
     logits = np.concatenate([np.asarray(handle.logits_fn(images[i:i + batch_size]))
                              for i in range(0, len(images), batch_size)])
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
+    return softmax(logits).astype(np.float32)
 
 
 def poison(images: np.ndarray, labels: np.ndarray, targets: np.ndarray, target: int,

@@ -19,7 +19,7 @@ import numpy as np
 from auditor.checks import evaluate
 from auditor.errors import ConfigError, ModelError
 from auditor.featureviz import objectives
-from auditor.featureviz.realism import study_real_images
+from auditor.featureviz.realism import study_real_images, total_variation
 from auditor.featureviz.recipes import INITS, Recipe, optimise
 from auditor.featureviz.top_images import top_activating
 from auditor.layers import conv_layers, find_layer
@@ -142,7 +142,7 @@ def judge_images(ctx: Context, images: np.ndarray, targets: list[int], real) -> 
     """The model's and the judge's verdicts and the total variation, per image."""
     probs = _probabilities(ctx.handle, images)
     judged = real.judge_predict(images)
-    tv = _total_variation(images)
+    tv = total_variation(images)
     targets = np.asarray(targets)
     return {"confidence": probs[np.arange(len(targets)), targets],
             "predicted": probs.argmax(axis=1), "model_agrees": probs.argmax(axis=1) == targets,
@@ -154,12 +154,6 @@ def _probabilities(handle, images: np.ndarray) -> np.ndarray:
     import tensorflow as tf
 
     return tf.nn.softmax(handle.logits_fn(tf.constant(images, tf.float32))).numpy()
-
-
-def _total_variation(images: np.ndarray) -> np.ndarray:
-    from auditor.featureviz.realism import total_variation
-
-    return total_variation(images)
 
 
 def _fractions(verdict: dict) -> dict[str, float]:

@@ -10,6 +10,7 @@ import numpy as np
 
 from auditor.checks import evaluate
 from auditor.errors import ConfigError
+from auditor.predict import softmax
 from auditor.sections.base import Context, SectionResult
 
 NAME = "robustness"
@@ -134,8 +135,7 @@ def _gallery(ctx, options, images, labels, kept, epsilon, positions) -> list[dic
                      method=options.saliency_method)
     clean_maps, adv_maps = maps[:len(chosen)], maps[len(chosen):]
     clean_probs = ctx.predictions.probs[positions[chosen]]
-    adv_probs = np.exp(adv_logits[chosen] - adv_logits[chosen].max(axis=1, keepdims=True))
-    adv_probs /= adv_probs.sum(axis=1, keepdims=True)
+    adv_probs = softmax(adv_logits[chosen])
     gallery = []
     for k, i in enumerate(chosen):
         true, wrong = names[labels[i]], names[adv_pred[i]]
