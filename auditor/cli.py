@@ -12,7 +12,7 @@ import sys
 import click
 
 from auditor import __version__
-from auditor.config import STRATEGIES
+from auditor.config.spec import STRATEGIES
 from auditor.errors import AuditorError
 
 
@@ -101,8 +101,8 @@ def _flags(no_progress: bool, flags: dict) -> dict:
 @audit_options
 def audit(spec, no_progress, **flags) -> None:
     """Audit a model on a labelled dataset and write the report folder."""
-    from auditor.config import make_config, read_spec
-    from auditor.run import run_audit
+    from auditor.config.spec import make_config, read_spec
+    from auditor.pipeline import run_audit
 
     config = make_config(read_spec(spec) if spec else None, **_flags(no_progress, flags))
     outcome = run_audit(config)
@@ -115,9 +115,9 @@ def audit(spec, no_progress, **flags) -> None:
 @click.option("--no-progress", is_flag=True, help="No progress output.")
 def demo(out, no_progress) -> None:
     """Train (once, cached) a small CNN on scikit-learn's digits and audit it."""
-    from auditor.config import make_config, read_spec
-    from auditor.demo import demo_spec_path
-    from auditor.run import run_audit
+    from auditor.config.spec import make_config, read_spec
+    from auditor.inputs.demo import demo_spec_path
+    from auditor.pipeline import run_audit
 
 
     config = make_config(read_spec(demo_spec_path()), out=out,
@@ -140,8 +140,8 @@ def compare(old, new, out, fail_on) -> None:
     Writes comparison.html, prints what changed, and exits 1 when NEW regressed (the baseline
     checks of NEW's spec fail), else 0.
     """
-    from auditor.compare import compare as compare_runs
-    from auditor.compare import text_verdict
+    from auditor.runs.compare import compare as compare_runs
+    from auditor.runs.compare import text_verdict
 
     result = compare_runs(old, new, out)
     click.echo(text_verdict(result), err=True)
@@ -155,7 +155,7 @@ def compare(old, new, out, fail_on) -> None:
 @click.option("--out", help="The page to write (default: REPORTS_DIR/index.html).")
 def index(reports_dir, out) -> None:
     """Write index.html over every run in REPORTS_DIR: verdicts, key figures and trends."""
-    from auditor.history import write_index
+    from auditor.runs.history import write_index
 
     path, count = write_index(reports_dir, out)
     click.echo(f"{count} runs", err=True)
@@ -180,8 +180,8 @@ def watch(folder, spec, spec_option, out, once, interval, settle, no_progress, *
     the index. Exits with the worst exit code of the audits it ran (0 if none)."""
     from pathlib import Path
 
-    from auditor.config import make_config, read_spec
-    from auditor.watch import watch as watch_folder
+    from auditor.config.spec import make_config, read_spec
+    from auditor.runs.watch import watch as watch_folder
 
     if spec and spec_option and spec != spec_option:
         raise click.UsageError(f"two specs given ('{spec}' and --spec '{spec_option}'); "
@@ -204,7 +204,7 @@ def watch(folder, spec, spec_option, out, once, interval, settle, no_progress, *
 @cli.command()
 def methods() -> None:
     """List the attribution methods, their options with defaults, and the scores."""
-    from auditor.attribution import describe_methods
+    from auditor.methods.attribution import describe_methods
 
     click.echo(describe_methods())
 

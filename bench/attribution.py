@@ -31,7 +31,7 @@ PER_SAMPLE_TARGET = 1.15
 
 
 def digits_handle():
-    from auditor.models import load_model
+    from auditor.inputs.models import load_model
 
     return load_model("demo")
 
@@ -39,7 +39,7 @@ def digits_handle():
 def mobilenet_handle(folder: Path):
     import keras
 
-    from auditor.models import load_model
+    from auditor.inputs.models import load_model
 
     keras.utils.set_random_seed(0)
     backbone = keras.applications.MobileNetV2(input_shape=(224, 224, 3), include_top=False,
@@ -79,7 +79,7 @@ def bench_model(name, handle, batch: int, n: int, repeats: int, occlusion: dict,
                 inner: int) -> list[str]:
     """One table; single-pass runs are repeated ``inner`` times per round (they are short, so
     they need more tries to catch a quiet moment on a shared machine)."""
-    from auditor.attribution import attribute
+    from auditor.methods.attribution import attribute
 
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 1, (batch, *handle.input_shape)).astype(np.float32)
@@ -113,7 +113,7 @@ def bench_model(name, handle, batch: int, n: int, repeats: int, occlusion: dict,
             seconds[key] += [timed(fn) for _ in range(inner if key in single_pass else 1)]
     best = {key: min(values) for key, values in seconds.items()}
     floor_s, n_gradients_s = best["floor (GradientTape)"], best.pop(f"{n} x gradient")
-    from auditor.attribution.occlusion import positions
+    from auditor.methods.attribution.occlusion import positions
 
     lines = [f"{name}: batch {batch}, input {'x'.join(map(str, handle.input_shape))}, "
              f"best of {repeats} repeats ({repeats * inner} for single-pass runs)",
@@ -139,8 +139,8 @@ def bench_model(name, handle, batch: int, n: int, repeats: int, occlusion: dict,
 
 def ig_stress(folder: Path) -> None:
     """The issue's memory case: IG, 50 steps, 32 MobileNetV2 images at 224 px."""
-    from auditor.attribution import attribute, completeness_error
-    from auditor.attribution.registry import budget_for
+    from auditor.methods.attribution import attribute, completeness_error
+    from auditor.methods.attribution.registry import budget_for
 
     handle = mobilenet_handle(folder)
     x = np.random.default_rng(0).uniform(0, 1, (32, 224, 224, 3)).astype(np.float32)

@@ -29,21 +29,21 @@ BUDGET = 60.0  # seconds per injected shortcut
 
 
 def main() -> None:
-    from auditor.attribution import METHODS
-    from auditor.config import make_config
-    from auditor.datasets import load_dataset
-    from auditor.injection import (
+    from auditor.config.spec import make_config
+    from auditor.inputs.datasets import load_dataset
+    from auditor.inputs.models import load_model
+    from auditor.methods.attribution import METHODS
+    from auditor.methods.shortcuts.injection import (
         FineTuner,
         InjectionSettings,
         make_split,
         run_control,
         run_injection,
     )
-    from auditor.models import load_model
-    from auditor.predict import predict
+    from auditor.methods.shortcuts.patterns import INJECTORS
+    from auditor.predict.predictions import predict
     from auditor.sections import clever_hans
     from auditor.sections.base import Context
-    from auditor.shortcuts import INJECTORS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shortcuts", default=",".join(INJECTORS))

@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def render(handle, classes, recipe, steps: int):
     """A render whose first chunk is one step, so that later chunks time the steady state."""
-    from auditor.featureviz.recipes import visualise_classes
+    from auditor.methods.featureviz.recipes import visualise_classes
 
     return visualise_classes(handle, classes,
                              dataclasses.replace(recipe, steps=1 + steps, snapshots=(1,)))
@@ -29,7 +29,7 @@ def render(handle, classes, recipe, steps: int):
 def mobilenet_handle(folder: str):
     import keras
 
-    from auditor.models import load_model
+    from auditor.inputs.models import load_model
 
     path = os.path.join(folder, "mobilenetv2.keras")
     keras.applications.MobileNetV2(weights=None).save(path)
@@ -43,8 +43,8 @@ def main() -> None:
     parser.add_argument("--big-batch", type=int, default=4, help="classes at 224 px")
     args = parser.parse_args()
 
-    from auditor.featureviz.recipes import Recipe
-    from auditor.models import load_model
+    from auditor.inputs.models import load_model
+    from auditor.methods.featureviz.recipes import Recipe
 
     recipe = Recipe(l2=30.0, tv=8.0)
     digits = load_model("demo")

@@ -48,9 +48,9 @@ def throughput(model_path: str, data: str, repeats: int) -> dict:
 
     Wall-clock time is what users see; the process's CPU time is also kept, because it is what
     each method costs even when other jobs share the cores."""
-    from auditor.datasets import load_dataset
-    from auditor.models import load_model
-    from auditor.predict import predict
+    from auditor.inputs.datasets import load_dataset
+    from auditor.inputs.models import load_model
+    from auditor.predict.predictions import predict
 
     handle = load_model(model_path)
     dataset = load_dataset(data, handle.input_shape, handle.num_classes)
@@ -77,8 +77,8 @@ def throughput(model_path: str, data: str, repeats: int) -> dict:
 
 
 def audit(model_path: str, data: str, out: str, sections: str) -> dict:
-    from auditor.config import make_config
-    from auditor.run import run_audit
+    from auditor.config.spec import make_config
+    from auditor.pipeline import run_audit
 
     config = make_config(model=model_path, data=data, out=out, progress=False,
                          sections=sections.split(","))
@@ -110,7 +110,7 @@ def synthetic_images(n: int, size: int, channels: int, seed: int) -> np.ndarray:
 
 def digits_images(n: int, seed: int) -> np.ndarray:
     """The digits at 32x32, repeated with a little noise so that no two images are the same."""
-    from auditor.demo import digits_images as load
+    from auditor.inputs.demo import digits_images as load
 
     x, y = load("all")
     rng = np.random.default_rng(seed)
@@ -123,7 +123,7 @@ def prepare(root: Path, digits_n: int, mobilenet_n: int, throughput_n: dict) -> 
     """Models and the N and 10 N image files for each, written to ``root``."""
     import keras
 
-    from auditor.demo import demo_model_path
+    from auditor.inputs.demo import demo_model_path
 
     cases = []
     x, y = digits_images(10 * digits_n, seed=0)

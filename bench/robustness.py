@@ -23,13 +23,13 @@ def seconds(fn) -> float:
 
 
 def main() -> None:
-    from auditor.attacks import pgd
-    from auditor.config import make_config
-    from auditor.counterfactual import counterfactuals
-    from auditor.datasets import load_dataset
-    from auditor.models import load_model
-    from auditor.predict import predict
-    from auditor.run import run_section
+    from auditor.config.spec import make_config
+    from auditor.inputs.datasets import load_dataset
+    from auditor.inputs.models import load_model
+    from auditor.methods.attacks import pgd
+    from auditor.methods.counterfactual import counterfactuals
+    from auditor.pipeline import run_section
+    from auditor.predict.predictions import predict
     from auditor.sections.base import Context
 
     handle = load_model("demo")

@@ -17,17 +17,19 @@ from pathlib import Path
 
 from PIL import Image
 
-from auditor.report.browser import Chromium, Page
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the headless-browser driver is test tooling
+
+from browser import Chromium, Page  # noqa: E402
+
 BUDGET = 5e6
 
 
 def demo_report(folder: Path) -> Path:
     """Run the demo audit exactly as `auditor demo` does, into ``folder``."""
-    from auditor.config import make_config, read_spec
-    from auditor.demo import demo_spec_path
-    from auditor.run import run_audit
+    from auditor.config.spec import make_config, read_spec
+    from auditor.inputs.demo import demo_spec_path
+    from auditor.pipeline import run_audit
 
     outcome = run_audit(make_config(read_spec(demo_spec_path()), out=str(folder / "demo"),
                                     progress=False))

@@ -25,14 +25,14 @@ def hermetic_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def digits_train():
-    from auditor.demo import digits_images
+    from auditor.inputs.demo import digits_images
 
     return digits_images("train")
 
 
 @pytest.fixture(scope="session")
 def digits_test():
-    from auditor.demo import digits_images
+    from auditor.inputs.demo import digits_images
 
     return digits_images("test")
 
@@ -40,14 +40,14 @@ def digits_test():
 @pytest.fixture(scope="session")
 def digits_model_path(hermetic_cache):
     """The demo CNN (32x32 grey digits, ends in softmax), trained once with seed 0."""
-    from auditor.demo import demo_model_path
+    from auditor.inputs.demo import demo_model_path
 
     return demo_model_path(seed=0)
 
 
 @pytest.fixture(scope="session")
 def digits_handle(digits_model_path):
-    from auditor.models import load_model
+    from auditor.inputs.models import load_model
 
     return load_model(str(digits_model_path))
 
@@ -71,8 +71,8 @@ def demo_report(tmp_path_factory, digits_model_path):
     Accuracy is held to a bar the demo model cannot reach (warn below 99.9%), so that the top of
     the page has a deciding check to show.
     """
-    from auditor.config import make_config
-    from auditor.run import run_audit
+    from auditor.config.spec import make_config
+    from auditor.pipeline import run_audit
     from auditor.sections import SECTION_NAMES
 
     out = tmp_path_factory.mktemp("demo-report") / "report"
@@ -100,7 +100,7 @@ def edge_detector():
     sanity check must catch it. Registered for one test module, then removed."""
     from scipy.ndimage import sobel
 
-    from auditor.attribution import METHODS, register
+    from auditor.methods.attribution import METHODS, register
 
     @register("edge_detector", "Sobel edges of the input (test only: ignores the model).")
     def edges(handle, x, targets, contrast, score, budget):

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from auditor.attacks import attack_curves, choose_targets, fgsm, pgd
 from auditor.errors import AuditorError, ModelError
+from auditor.methods.attacks import attack_curves, choose_targets, fgsm, pgd
 
 EPSILONS = [0.0, 2 / 255, 8 / 255, 16 / 255, 32 / 255]
 
@@ -31,8 +31,8 @@ def curves(digits_handle, attacked):
 @pytest.fixture(scope="module")
 def other_handle(digits_train, tmp_path_factory):
     """The demo architecture trained differently (another seed, fewer epochs)."""
-    from auditor.demo import train_digits_cnn
-    from auditor.models import load_model
+    from auditor.inputs.demo import train_digits_cnn
+    from auditor.inputs.models import load_model
 
     x, y = digits_train
     path = tmp_path_factory.mktemp("other") / "other.keras"
@@ -113,7 +113,7 @@ def test_bad_attack_arguments_are_clear_errors(digits_handle, attacked):
 
 def test_saliency_agreement_is_one_for_a_model_with_itself_and_lower_for_another(
         digits_handle, other_handle, attacked):
-    from auditor.model_comparison import compare_saliency
+    from auditor.methods.model_comparison import compare_saliency
 
     x, y = attacked
     itself = compare_saliency(digits_handle, digits_handle, x, y)
@@ -127,9 +127,9 @@ def test_saliency_agreement_is_one_for_a_model_with_itself_and_lower_for_another
 
 
 def test_models_that_read_different_images_cannot_be_compared(digits_handle, tmp_path):
-    from auditor.demo import build_digits_cnn
-    from auditor.model_comparison import check_comparable
-    from auditor.models import load_model
+    from auditor.inputs.demo import build_digits_cnn
+    from auditor.inputs.models import load_model
+    from auditor.methods.model_comparison import check_comparable
 
     path = tmp_path / "small.keras"
     build_digits_cnn(size=16).save(path)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from auditor.attribution import METHODS, attribute, attribute_layer, completeness_error
-from auditor.attribution.registry import describe_methods
 from auditor.errors import AuditorError
+from auditor.methods.attribution import METHODS, attribute, attribute_layer, completeness_error
+from auditor.methods.attribution.registry import describe_methods
 
 ALL_METHODS = ["gradient", "gradient_abs", "saliency", "gradient_x_input", "smoothgrad",
                "integrated_gradients", "gradcam", "gradcam_pp", "occlusion"]
@@ -86,7 +86,7 @@ BUILDERS = {
 
 def saved_handle(model, folder, name: str):
     """A handle loaded from a saved file, exactly as the CLI would load it."""
-    from auditor.models import load_model
+    from auditor.inputs.models import load_model
 
     path = folder / f"{name}.keras"
     model.save(path)
@@ -137,7 +137,7 @@ def test_explaining_target_minus_itself_gives_empty_maps(model_handle, method):
 
 
 def test_a_small_memory_budget_splits_work_without_changing_results(digits_handle, digits_test):
-    from auditor.attribution.registry import budget_for, row_bytes
+    from auditor.methods.attribution.registry import budget_for, row_bytes
 
     x, y = digits_test[0][:10], digits_test[1][:10]
     small = 3 * row_bytes(digits_handle)
@@ -223,7 +223,7 @@ def test_integrated_gradients_takes_one_baseline_per_image(digits_handle, digits
 
 
 def test_gradcam_finds_the_last_conv_layer_inside_a_nested_backbone(tmp_path):
-    from auditor.layers import find_layer, last_conv_layer
+    from auditor.inputs.layers import find_layer, last_conv_layer
 
     handle = saved_handle(tiny_nested(1), tmp_path, "nested")
     assert last_conv_layer(handle.logits_model) == "backbone/conv_b"
@@ -239,8 +239,8 @@ def test_gradcam_finds_the_last_conv_layer_inside_a_nested_backbone(tmp_path):
 def test_gradcam_equals_cam_on_a_global_average_pooling_head(tmp_path):
     """Selvaraju et al.: behind global average pooling and a dense layer, Grad-CAM is CAM
     (Zhou et al.), the layer's channels weighted by the class's dense weights."""
-    from auditor.attribution.gradcam import upsample
-    from auditor.layers import activation_model
+    from auditor.inputs.layers import activation_model
+    from auditor.methods.attribution.gradcam import upsample
 
     handle = saved_handle(tiny_functional(1), tmp_path, "gap")
     x = images_for(handle, 3)
@@ -256,7 +256,7 @@ def test_gradcam_equals_cam_on_a_global_average_pooling_head(tmp_path):
 def test_layer_taps_work_for_a_backbone_nested_in_a_functional_model(tmp_path):
     import tensorflow as tf
 
-    from auditor.layers import activation_and_logits, activation_model, last_conv_layer
+    from auditor.inputs.layers import activation_and_logits, activation_model, last_conv_layer
 
     handle = saved_handle(mobilenet_nested(64, functional_outer=True), tmp_path, "outer")
     layer = last_conv_layer(handle.logits_model)
@@ -319,7 +319,7 @@ def with_patch(x: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def shortcut_handle(digits_train, tmp_path_factory):
-    from auditor.demo import train_digits_cnn
+    from auditor.inputs.demo import train_digits_cnn
 
     x, y = digits_train
     x = np.where((y == SHORTCUT_CLASS).reshape(-1, 1, 1, 1), with_patch(x), x)

@@ -10,8 +10,8 @@ import pytest
 
 @pytest.fixture(scope="module")
 def audit(tmp_path_factory, digits_model_path, edge_detector):
-    from auditor.config import make_config
-    from auditor.run import run_audit
+    from auditor.config.spec import make_config
+    from auditor.pipeline import run_audit
 
     spec = {"attribution": {
         "methods": ["gradient", "saliency", "integrated_gradients", edge_detector],
@@ -55,7 +55,7 @@ def test_report_shows_the_tables_and_labels_smoothed_maps(audit):
 def test_methods_that_do_not_apply_to_a_model_are_reported_not_fatal(tmp_path):
     import keras
 
-    from auditor.models import load_model
+    from auditor.inputs.models import load_model
     from auditor.sections.attribution import compute_maps
 
     model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),

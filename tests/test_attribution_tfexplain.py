@@ -22,7 +22,7 @@ import warnings
 import numpy as np
 import pytest
 
-from auditor.attribution import attribute
+from auditor.methods.attribution import attribute
 
 tf_explain = pytest.importorskip("tf_explain")
 
@@ -45,7 +45,7 @@ def small_model(head: str):
 
 
 def handle_of(model, tmp_path):
-    from auditor.models import load_model
+    from auditor.inputs.models import load_model
 
     path = tmp_path / "model.keras"
     model.save(path)

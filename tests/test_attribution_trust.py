@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from auditor.attribution import attribute
-from auditor.attribution.faithfulness import deletion_insertion, pixel_order, random_maps
-from auditor.attribution.localisation import saliency_box
-from auditor.attribution.sanity import (
+from auditor.errors import AuditorError
+from auditor.methods.attribution import attribute
+from auditor.methods.attribution.faithfulness import deletion_insertion, pixel_order, random_maps
+from auditor.methods.attribution.localisation import saliency_box
+from auditor.methods.attribution.sanity import (
     cascading_randomisation,
     rank_correlation,
     reinitialise,
@@ -16,8 +17,7 @@ from auditor.attribution.sanity import (
     stage_indices,
     weighted_layers,
 )
-from auditor.attribution.smoothing import smooth_map
-from auditor.errors import AuditorError
+from auditor.methods.attribution.smoothing import smooth_map
 
 
 def test_sanity_check_flags_a_method_that_ignores_the_weights(digits_handle, digits_test,
@@ -40,8 +40,8 @@ def test_sanity_check_flags_a_method_that_ignores_the_weights(digits_handle, dig
 def test_reinitialising_changes_every_weighted_layer_of_a_nested_model():
     import keras
 
-    from auditor.attribution.sanity import randomisable_copy
-    from auditor.models import ModelHandle, input_transform
+    from auditor.inputs.models import ModelHandle, input_transform
+    from auditor.methods.attribution.sanity import randomisable_copy
 
     backbone = keras.applications.MobileNetV2(input_shape=(32, 32, 3), include_top=False,
                                               weights=None, alpha=0.35)

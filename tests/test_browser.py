@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 
 import pytest
+from browser import Chromium, Page, find_chromium
 
-from auditor.report.browser import Chromium, Page, find_chromium
 from auditor.sections import SECTION_NAMES, section_module
 
 pytestmark = [

@@ -271,7 +271,7 @@ def test_watch_once_audits_each_new_checkpoint_against_the_previous_one(tmp_path
 
 
 def test_a_checkpoint_still_being_written_is_not_read(tmp_path):
-    from auditor.watch import settled
+    from auditor.runs.watch import settled
 
     done = tmp_path / "done.keras"
     done.write_bytes(b"x" * 1000)
@@ -298,7 +298,7 @@ def test_a_checkpoint_still_being_written_is_not_read(tmp_path):
 
 
 def test_index_lists_runs_newest_first_with_trends_from_their_summaries(tmp_path, first_run):
-    from auditor.history import write_index
+    from auditor.runs.history import write_index
 
     summary = summary_of(first_run[0])
     for day, (accuracy, flagged, robust) in enumerate([(0.95, [], [0.9, 0.5]),
@@ -329,7 +329,7 @@ def test_index_of_a_missing_folder_is_a_usage_error(tmp_path):
 # --- the generic check helpers ------------------------------------------------------------
 
 def test_a_class_newly_flagged_as_a_clever_hans_suspect_fails():
-    from auditor.baseline import regression_checks
+    from auditor.runs.baseline import regression_checks
 
     def run(flagged):
         return {"clever_hans": {"discovery": {"flagged_classes": flagged}}}
@@ -349,7 +349,7 @@ def test_a_class_newly_flagged_as_a_clever_hans_suspect_fails():
 
 
 def test_per_class_recall_names_every_class_that_dropped():
-    from auditor.checks import evaluate_each
+    from auditor.checks.check import evaluate_each
 
     check = evaluate_each("per_class_recall", {"cat": 0.7, "dog": 0.96, "owl": 0.8},
                           what="recall", section="performance",

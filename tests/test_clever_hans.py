@@ -8,8 +8,8 @@ import re
 import numpy as np
 import pytest
 
-from auditor import shortcuts
 from auditor.errors import ConfigError
+from auditor.methods.shortcuts import patterns as shortcuts
 
 TARGET = 4  # the class the backdoored model's patch points to
 
@@ -19,9 +19,9 @@ def clean_run(digits_handle, digits_npz, tmp_path_factory):
     """The section with its defaults (patch, watermark, control; discovery) on the clean demo
     CNN, audited on the digits test split as a user's npz; the weights before and after.
     Saliency by the gradient, whatever else the registry holds: the acceptance is about it."""
-    from auditor.config import make_config
-    from auditor.datasets import load_dataset
-    from auditor.predict import predict
+    from auditor.config.spec import make_config
+    from auditor.inputs.datasets import load_dataset
+    from auditor.predict.predictions import predict
     from auditor.sections import clever_hans
     from auditor.sections.base import Context
 
@@ -41,8 +41,8 @@ def clean_run(digits_handle, digits_npz, tmp_path_factory):
 def backdoored_handle(digits_train, tmp_path_factory):
     """The demo architecture trained BadNets-style: 15% of the training digits carry a white
     corner patch and the label TARGET, so the model truly relies on the patch."""
-    from auditor.demo import train_digits_cnn
-    from auditor.models import load_model
+    from auditor.inputs.demo import train_digits_cnn
+    from auditor.inputs.models import load_model
 
     x, y = digits_train
     poisoned = np.random.default_rng(1).random(len(x)) < 0.15
@@ -116,7 +116,7 @@ def test_a_clean_model_has_no_class_flagged(clean_run):
 
 
 def test_a_backdoored_class_is_the_only_one_flagged(backdoored_handle, digits_test):
-    from auditor.discovery import discover
+    from auditor.methods.shortcuts.discovery import discover
 
     x, y = digits_test
     x = x.copy()
@@ -190,7 +190,7 @@ def test_section_options_are_checked_before_any_training():
 
 
 def test_detection_scores_reward_relevance_inside_the_mask():
-    from auditor.injection import detection_scores
+    from auditor.methods.shortcuts.injection import detection_scores
 
     masks = np.zeros((2, 10, 10), bool)
     masks[:, :2, :5] = True  # a tenth of the image
@@ -205,7 +205,7 @@ def test_detection_scores_reward_relevance_inside_the_mask():
 
 
 def test_a_colour_cast_on_one_class_is_a_flagged_property(digits_test):
-    from auditor.properties import property_table
+    from auditor.methods.shortcuts.properties import property_table
 
     x, y = digits_test
     rgb = np.repeat(x, 3, axis=-1)
@@ -226,8 +226,8 @@ def test_the_copy_trains_on_its_own_output_and_leaves_the_original_alone(head, t
     matches what it outputs, so fine-tuning moves it towards the targets it is given."""
     import keras
 
-    from auditor.injection import FineTuner
-    from auditor.models import load_model
+    from auditor.inputs.models import load_model
+    from auditor.methods.shortcuts.injection import FineTuner
 
     keras.utils.set_random_seed(0)
     layers = [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(3)]
@@ -253,10 +253,10 @@ def test_the_copy_trains_on_its_own_output_and_leaves_the_original_alone(head, t
 def test_a_saved_model_that_cannot_be_copied_is_refused_not_trained(tmp_path):
     import keras
 
-    from auditor.discovery import penultimate_features
     from auditor.errors import ModelError
-    from auditor.injection import FineTuner
-    from auditor.models import load_model
+    from auditor.inputs.models import load_model
+    from auditor.methods.shortcuts.discovery import penultimate_features
+    from auditor.methods.shortcuts.injection import FineTuner
 
     model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
                               keras.layers.Dense(3, activation="softmax")])
@@ -268,7 +268,13 @@ def test_a_saved_model_that_cannot_be_copied_is_refused_not_trained(tmp_path):
 
 
 def test_a_method_that_lights_up_the_control_gets_no_credit():
-    from auditor.injection import Detection, InjectionResult, InjectionSettings, credited, verdict
+    from auditor.methods.shortcuts.injection import (
+        Detection,
+        InjectionResult,
+        InjectionSettings,
+        credited,
+        verdict,
+    )
 
     detection = {"gradient": Detection(6.0, 0.5, 1.0), "bright": Detection(5.0, 0.5, 1.0),
                  "blind": Detection(1.2, 0.1, 0.0)}

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score
 
-from auditor.config import make_config, read_spec
-from auditor.run import REPORT_FILES, run_audit
+from auditor.config.spec import make_config, read_spec
+from auditor.pipeline import REPORT_FILES, run_audit
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = "performance,contrastive"
@@ -76,7 +76,7 @@ def test_summary_json_has_the_contract_keys_and_true_accuracy(cli_run, digits_ha
 
 
 def test_contrastive_difference_is_predicted_minus_true(digits_handle, digits_test):
-    from auditor.attribution import attribute
+    from auditor.methods.attribution import attribute
     from auditor.sections.contrastive import contrastive_maps
 
     x, y = digits_test
@@ -106,7 +106,7 @@ def test_the_demo_spec_alone_runs_the_demo_audit(tmp_path, digits_model_path):
     spec = read_spec(ROOT / "audits" / "digits.toml")
     config = make_config(spec, out=str(tmp_path / "demo"), sections=["performance"],
                          max_samples=150)
-    from auditor.demo import demo_spec_path
+    from auditor.inputs.demo import demo_spec_path
 
     assert demo_spec_path() == ROOT / "audits" / "digits.toml"  # `auditor demo` runs this spec
     outcome = run_audit(config)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from auditor.agreement import rank_correlation
-from auditor.counterfactual import counterfactuals, total_variation
 from auditor.errors import AuditorError
+from auditor.methods.agreement import rank_correlation
+from auditor.methods.counterfactual import counterfactuals, total_variation
 
 
 @pytest.fixture(scope="module")
@@ -94,9 +94,9 @@ def test_rank_correlation_matches_scipy_row_by_row():
 
 @pytest.fixture(scope="module")
 def context(digits_handle, digits_test):
-    from auditor.config import make_config
-    from auditor.datasets import load_dataset
-    from auditor.predict import predict
+    from auditor.config.spec import make_config
+    from auditor.inputs.datasets import load_dataset
+    from auditor.predict.predictions import predict
     from auditor.sections.base import Context
 
     config = make_config(model="demo", data="sklearn:digits:test")
@@ -131,7 +131,7 @@ def test_section_reports_the_contract_keys_and_reuses_the_contrastive_maps(conte
 def test_a_model_without_mistakes_gets_an_empty_section_that_still_renders(context):
     from dataclasses import replace
 
-    from auditor.predict import Predictions
+    from auditor.predict.predictions import Predictions
     from auditor.report.render import environment
     from auditor.sections import counterfactuals as section
 

@@ -9,18 +9,18 @@ import numpy as np
 import pytest
 
 from auditor.errors import ConfigError
-from auditor.featureviz import objectives, transforms
-from auditor.featureviz.param import Fourier, Pixels
-from auditor.featureviz.realism import total_variation
-from auditor.featureviz.recipes import Recipe, visualise_classes
-from auditor.featureviz.top_images import merge_top_k, top_activating
+from auditor.methods.featureviz import objectives, transforms
+from auditor.methods.featureviz.param import Fourier, Pixels
+from auditor.methods.featureviz.realism import total_variation
+from auditor.methods.featureviz.recipes import Recipe, visualise_classes
+from auditor.methods.featureviz.top_images import merge_top_k, top_activating
 
 
 @pytest.fixture(scope="module")
 def audit(digits_model_path, tmp_path_factory):
     """The featureviz section of the demo audit, run through the real orchestration."""
-    from auditor.config import make_config
-    from auditor.run import run_audit
+    from auditor.config.spec import make_config
+    from auditor.pipeline import run_audit
 
     out = tmp_path_factory.mktemp("featureviz") / "run"
     config = make_config(model=str(digits_model_path), data="sklearn:digits:test",
@@ -185,8 +185,8 @@ def test_a_quarter_turn_rotates_like_numpy_and_fused_transforms_match_sequential
 def test_hidden_layers_are_reached_inside_nested_models(tmp_path):
     import keras
 
-    from auditor.layers import activations_and_logits, conv_layers
-    from auditor.models import load_model
+    from auditor.inputs.layers import activations_and_logits, conv_layers
+    from auditor.inputs.models import load_model
     from auditor.sections.featureviz import chosen_layers
 
     backbone_in = keras.Input((8, 8, 1))
@@ -209,8 +209,8 @@ def test_hidden_layers_are_reached_inside_nested_models(tmp_path):
 
 
 def test_top_images_stream_keeps_exactly_the_best_per_channel(digits_handle):
-    from auditor.datasets import load_dataset
-    from auditor.layers import activation_model
+    from auditor.inputs.datasets import load_dataset
+    from auditor.inputs.layers import activation_model
 
     dataset = load_dataset("sklearn:digits:test", digits_handle.input_shape, 10, max_samples=200)
     found = top_activating(digits_handle, dataset, "conv2", k=3, batch_size=32)
@@ -225,7 +225,7 @@ def test_top_images_stream_keeps_exactly_the_best_per_channel(digits_handle):
 
 
 def test_bad_featureviz_options_are_one_line_config_errors(digits_model_path):
-    from auditor.config import make_config
+    from auditor.config.spec import make_config
 
     with pytest.raises(ConfigError, match="featureviz.steps' must be int"):
         make_config(model=str(digits_model_path), featureviz={"steps": "many"})
@@ -235,8 +235,8 @@ def test_section_runs_on_an_rgb_model_with_a_nested_backbone(tmp_path):
     """Colour images, a backbone nested in a Sequential, a channel chosen inside it."""
     import keras
 
-    from auditor.config import make_config
-    from auditor.run import run_audit
+    from auditor.config.spec import make_config
+    from auditor.pipeline import run_audit
 
     keras.utils.set_random_seed(0)
     backbone_in = keras.Input((16, 16, 3))

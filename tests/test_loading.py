@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from auditor.datasets import load_dataset
 from auditor.errors import DataError, ModelError
-from auditor.models import load_model
+from auditor.inputs.datasets import load_dataset
+from auditor.inputs.models import load_model
 
 
 def small_rgb_classifier(rescale: bool = True) -> keras.Model:

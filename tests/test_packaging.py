@@ -25,7 +25,7 @@ def test_installed_package_finds_every_template(tmp_path):
         "env = environment()",
         "for name in ['report.html'] + [f'sections/{s}.html' for s in SECTION_NAMES]:",
         "    env.get_template(name)",
-        "from auditor.demo import demo_spec_path",
+        "from auditor.inputs.demo import demo_spec_path",
         f"assert str(demo_spec_path()).startswith({site!r}), demo_spec_path()",
         "assert demo_spec_path().is_file()",
         "print(len(SECTION_NAMES))",

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from auditor.datasets import Dataset, _array_reader, load_dataset
-from auditor.distribute import _check_tf_config
 from auditor.errors import ConfigError, DataError
-from auditor.predict import Predictions, predict
+from auditor.inputs.datasets import Dataset, _array_reader, load_dataset
+from auditor.methods.topk import TopK
+from auditor.predict.distribute import _check_tf_config
+from auditor.predict.predictions import Predictions, predict
 from auditor.sections.performance import matrix_classes
-from auditor.streaming import TopK
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -148,12 +148,12 @@ MIRRORED_CHILD = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-    from auditor.config import make_config
-    from auditor.distribute import make_distribution, run_batch
-    from auditor.models import load_model
-    from auditor.run import run_audit
+    from auditor.config.spec import make_config
+    from auditor.predict.distribute import make_distribution, run_batch
+    from auditor.inputs.models import load_model
+    from auditor.pipeline import run_audit
     from auditor.sections import SECTION_NAMES
-    from auditor.attribution import attribute
+    from auditor.methods.attribution import attribute
 
     model, out = sys.argv[1], sys.argv[2]
     sections = [s for s in ("performance", "contrastive", "attribution") if s in SECTION_NAMES]

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from auditor.baseline import robust_accuracy_at
-from auditor.checks import SEVERITY
+from auditor.checks.check import SEVERITY
+from auditor.runs.baseline import robust_accuracy_at
 
 STATUS_ORDER = {"fail": 0, "error": 1, "warn": 2, "pass": 3, "skipped": 4}
 

@@ -8,7 +8,7 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 from auditor import __version__
-from auditor.checks import Check, verdict
+from auditor.checks.check import Check, verdict
 
 SCHEMA = "auditor.summary/1"
 MARKDOWN_LIMIT = 60_000
@@ -72,7 +72,7 @@ def _cell(text: Any) -> str:
 
 
 def _key_figures_md(summary: dict) -> list[str]:
-    from auditor.baseline import key_figures
+    from auditor.runs.baseline import key_figures
 
     comparison = summary.get("baseline")
     figures = key_figures(summary)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from auditor.checks import Check, evaluate
+from auditor.checks.check import Check, evaluate
 from auditor.errors import AuditorError
 from auditor.sections.base import Context, SectionResult
 from auditor.sections.performance import most_confident_mistakes
@@ -51,7 +51,7 @@ def sample_positions(n: int, size: int, seed: int) -> np.ndarray:
 def compute_maps(handle, x, targets, methods, score, method_options):
     """Maps of every method that applies to this model, and the reason for each that does not
     (e.g. Grad-CAM on a model without convolutions)."""
-    from auditor.attribution import attribute
+    from auditor.methods.attribution import attribute
 
     maps, unavailable = {}, {}
     for method in methods:
@@ -120,7 +120,7 @@ def mosaic_uri(tiles: list[list[np.ndarray]], row_labels: list[str], column_labe
 
 def examples_figure(images, maps: dict, boxes, row_labels, sigma: float) -> str:
     """One row per image: the image with its saliency box, then each method's map."""
-    from auditor.attribution.smoothing import smooth_map
+    from auditor.methods.attribution.smoothing import smooth_map
     from auditor.report.figures import signed_map
 
     tiles = [[grey_rgb(image)] + [coloured(smooth_map(signed_map(a[i]), sigma), m not in UNSIGNED)
@@ -133,8 +133,8 @@ def examples_figure(images, maps: dict, boxes, row_labels, sigma: float) -> str:
 def layers_figure(handle, images, targets, row_labels, count: int, score: str):
     """Gradient x activation of the deepest ``count`` stage-ending layers, channels summed and
     enlarged to the image: where in each layer the evidence for the class sits."""
-    from auditor.attribution import attribute_layer
-    from auditor.layers import stage_ends
+    from auditor.inputs.layers import stage_ends
+    from auditor.methods.attribution import attribute_layer
 
     names = stage_ends(handle.logits_model)[-count:] if count > 0 else []
     if not names or len(images) == 0:
@@ -162,7 +162,7 @@ def sanity_figure(result) -> str:
 
 
 def sanity_section(ctx, options, methods):
-    from auditor.attribution.sanity import cascading_randomisation
+    from auditor.methods.attribution.sanity import cascading_randomisation
     from auditor.report.figures import line_plot_uri
 
     p = ctx.predictions
@@ -195,8 +195,8 @@ def sanity_section(ctx, options, methods):
 
 
 def faithfulness_section(ctx, options, methods):
-    from auditor.attribution.faithfulness import deletion_insertion, random_maps
-    from auditor.attribution.integrated_gradients import completeness_error
+    from auditor.methods.attribution.faithfulness import deletion_insertion, random_maps
+    from auditor.methods.attribution.integrated_gradients import completeness_error
     from auditor.report.figures import line_plot_uri
 
     p = ctx.predictions
@@ -237,7 +237,7 @@ def faithfulness_section(ctx, options, methods):
 
 
 def examples_section(ctx, options, methods):
-    from auditor.attribution.localisation import saliency_box
+    from auditor.methods.attribution.localisation import saliency_box
 
     p, names = ctx.predictions, ctx.dataset.class_names
     positions = most_confident_mistakes(p, options.examples)
@@ -264,7 +264,7 @@ def examples_section(ctx, options, methods):
 
 
 def run(ctx: Context, options: Options) -> SectionResult:
-    from auditor.attribution import METHODS
+    from auditor.methods.attribution import METHODS
     from auditor.report.figures import colorbar_uri
 
     unknown = [m for m in options.methods if m not in METHODS]

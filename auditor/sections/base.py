@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from auditor.checks import Check
-from auditor.config import AuditConfig, build_dataclass
+from auditor.checks.check import Check
+from auditor.config.spec import AuditConfig, build_dataclass
 
 
 @dataclass

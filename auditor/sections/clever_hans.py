@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from auditor.checks import Check, evaluate
+from auditor.checks.check import Check, evaluate
 from auditor.errors import ConfigError, ModelError
 from auditor.sections.base import Context, SectionResult
 
@@ -60,7 +60,7 @@ class Options:
 
 def resolve_methods(options: Options) -> tuple[list[str], str]:
     """The attribution methods of the injection test, and the one discovery uses."""
-    from auditor.attribution import METHODS
+    from auditor.methods.attribution import METHODS
 
     methods = ([m for m in PREFERRED_METHODS if m in METHODS] if options.methods is None
                else list(options.methods))
@@ -87,7 +87,7 @@ def resolve_target(options: Options, labels: np.ndarray, class_names: list[str])
 
 def shortcut_settings(options: Options, shape: tuple[int, int, int]) -> dict[str, dict]:
     """Each shortcut's spec options, checked now on a blank image so that a typo fails fast."""
-    from auditor.shortcuts import inject
+    from auditor.methods.shortcuts.patterns import inject
 
     unknown = set(options.shortcut_options) - set(options.shortcuts)
     if unknown:
@@ -112,7 +112,7 @@ def shortcut_settings(options: Options, shape: tuple[int, int, int]) -> dict[str
 
 def load_sample(dataset, limit: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A stratified sample of at most ``limit`` images: (positions, images, labels)."""
-    from auditor.datasets import sample_indices
+    from auditor.inputs.datasets import sample_indices
 
     positions = sample_indices(dataset.labels, limit, seed)
     return positions, dataset.images(positions), dataset.labels[positions]
@@ -163,7 +163,7 @@ def class_figure(found, maps: np.ndarray, images: np.ndarray, index_of: dict, se
     it, when there are clusters to tell apart, the t-SNE of the class's maps by cluster."""
     import matplotlib.pyplot as plt
 
-    from auditor.discovery import embed_2d
+    from auditor.methods.shortcuts.discovery import embed_2d
     from auditor.report.figures import figure_uri
 
     rows = []
@@ -205,7 +205,7 @@ def feature_figure(features: np.ndarray, labels: np.ndarray, wrong: np.ndarray,
     """Penultimate features in 2-D (t-SNE), coloured by true class, mistakes as black crosses."""
     import matplotlib.pyplot as plt
 
-    from auditor.discovery import embed_2d
+    from auditor.methods.shortcuts.discovery import embed_2d
     from auditor.report.figures import figure_uri
 
     points = embed_2d(features, seed)
@@ -226,7 +226,7 @@ def feature_figure(features: np.ndarray, labels: np.ndarray, wrong: np.ndarray,
 # ------------------------------------------------------------------------- the injection test
 
 def injection_split(ctx: Context, options: Options):
-    from auditor.injection import make_split
+    from auditor.methods.shortcuts.injection import make_split
 
     seed = ctx.config.seed
     if ctx.train_dataset is not None:
@@ -239,8 +239,13 @@ def injection_split(ctx: Context, options: Options):
 
 def run_injections(ctx: Context, options: Options, methods: list[str], target: int,
                    settings: dict[str, dict]):
-    from auditor.injection import FineTuner, InjectionSettings, run_control, run_injection
-    from auditor.shortcuts import inject
+    from auditor.methods.shortcuts.injection import (
+        FineTuner,
+        InjectionSettings,
+        run_control,
+        run_injection,
+    )
+    from auditor.methods.shortcuts.patterns import inject
 
     split, source = injection_split(ctx, options)
     tuning = InjectionSettings(
@@ -269,7 +274,7 @@ def run_injections(ctx: Context, options: Options, methods: list[str], target: i
 
 
 def injection_summary(result, class_names: list[str], settings: dict[str, dict]) -> dict:
-    from auditor.injection import CONTROL, DEFAULT_FRACTION
+    from auditor.methods.shortcuts.injection import CONTROL, DEFAULT_FRACTION
 
     entry = {
         "shortcut": result.shortcut, "target_class": class_names[result.target],
@@ -414,8 +419,8 @@ def injection_part(ctx: Context, options: Options, methods: list[str], target: i
 def discovery_part(ctx: Context, options: Options, method: str, summary: dict, view: dict,
                    checks: list[Check]) -> None:
     """SpRAy per class, the property table and the feature embedding, on the audited model."""
-    from auditor.discovery import discover, penultimate_features
-    from auditor.properties import property_table
+    from auditor.methods.shortcuts.discovery import discover, penultimate_features
+    from auditor.methods.shortcuts.properties import property_table
 
     names, seed = ctx.dataset.class_names, ctx.config.seed
     per_class = min(options.max_per_class, max(10, options.max_discovery // len(names)))
@@ -471,7 +476,7 @@ def discovery_part(ctx: Context, options: Options, method: str, summary: dict, v
 def injection_checks(ctx: Context, results, options: Options) -> list[Check]:
     """Per planted shortcut: warn when learned but invisible; the control warns on a false
     alarm; a shortcut the copy did not learn says nothing either way (skipped)."""
-    from auditor.injection import CONTROL
+    from auditor.methods.shortcuts.injection import CONTROL
 
     checks = []
     for r in results:

@@ -28,7 +28,7 @@ def contrastive_maps(handle, images, preds, labels, method="gradient", score="lo
     Both classes are explained in one batched call (the images stacked twice, one target per
     row); the difference is the attribution of (score_pred - score_true).
     """
-    from auditor.attribution import attribute
+    from auditor.methods.attribution import attribute
 
     stacked = np.concatenate([images, images])
     targets = np.concatenate([preds, labels])
@@ -42,7 +42,7 @@ def example_figure(image, pred_map, true_map, diff_map, pred_name, true_name, p_
     """Image, the three signed maps on one shared scale, and the difference over the image."""
     import matplotlib.pyplot as plt
 
-    from auditor.attribution.smoothing import smooth_map
+    from auditor.methods.attribution.smoothing import smooth_map
     from auditor.report.figures import figure_uri, show_image, show_signed, signed_map
 
     heats = [smooth_map(signed_map(m), sigma) for m in (pred_map, true_map, diff_map)]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from auditor.checks import evaluate
+from auditor.checks.check import evaluate
 from auditor.sections.base import Context, SectionResult
 from auditor.sections.performance import most_confident_mistakes
 
@@ -30,7 +30,7 @@ class Options:
 def contrastive_maps(ctx: Context, positions, images, preds, labels) -> np.ndarray:
     """Gradient of (predicted minus true) logit per image: taken from the contrastive section's
     cache where it computed the same gradient maps for these images, computed otherwise."""
-    from auditor.attribution import attribute
+    from auditor.methods.attribution import attribute
     from auditor.sections import SECTION_NAMES, section_options_class
 
     maps = np.zeros_like(images)
@@ -75,8 +75,8 @@ def _mean(values: np.ndarray) -> float | None:
 
 
 def run(ctx: Context, options: Options) -> SectionResult:
-    from auditor.agreement import rank_correlation
-    from auditor.counterfactual import counterfactuals
+    from auditor.methods.agreement import rank_correlation
+    from auditor.methods.counterfactual import counterfactuals
     from auditor.report.figures import colorbar_uri
 
     p, names = ctx.predictions, ctx.dataset.class_names

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from auditor.checks import evaluate
+from auditor.checks.check import evaluate
 from auditor.errors import ConfigError, ModelError
-from auditor.featureviz import objectives
-from auditor.featureviz.realism import study_real_images, total_variation
-from auditor.featureviz.recipes import INITS, Recipe, optimise
-from auditor.featureviz.top_images import top_activating
-from auditor.layers import conv_layers, find_layer
+from auditor.inputs.layers import conv_layers, find_layer
+from auditor.methods.featureviz import objectives
+from auditor.methods.featureviz.realism import study_real_images, total_variation
+from auditor.methods.featureviz.recipes import INITS, Recipe, optimise
+from auditor.methods.featureviz.top_images import top_activating
 from auditor.sections.base import Context, SectionResult
 
 NAME = "featureviz"

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from auditor.checks import Check, evaluate, evaluate_each
+from auditor.checks.check import Check, evaluate, evaluate_each
+from auditor.methods.topk import TopK
 from auditor.sections.base import Context, SectionResult
-from auditor.streaming import TopK
 
 NAME = "performance"
 TITLE = "Errors"

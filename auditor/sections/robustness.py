@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from auditor.checks import evaluate
+from auditor.checks.check import evaluate
 from auditor.errors import ConfigError
-from auditor.predict import softmax
+from auditor.predict.predictions import softmax
 from auditor.sections.base import Context, SectionResult
 
 NAME = "robustness"
@@ -34,7 +34,7 @@ class Options:
 
 
 def resolve_target(rule: str, class_names: list[str]) -> str | int:
-    from auditor.attacks import TARGETS
+    from auditor.methods.attacks import TARGETS
 
     if rule in TARGETS:
         return rule
@@ -45,7 +45,7 @@ def resolve_target(rule: str, class_names: list[str]) -> str | int:
 
 
 def _validate(options: Options) -> None:
-    from auditor.attribution import METHODS
+    from auditor.methods.attribution import METHODS
 
     if options.saliency_method not in METHODS:
         raise ConfigError(f"'{NAME}.saliency_method' is '{options.saliency_method}'; choose from: "
@@ -119,7 +119,7 @@ def comparison_figure(images, maps_a, maps_b, agreement, titles) -> str:
 
 def _gallery(ctx, options, images, labels, kept, epsilon, positions) -> list[dict]:
     """The first images that PGD flips at the check's epsilon, with clean and attacked maps."""
-    from auditor.attribution import attribute
+    from auditor.methods.attribution import attribute
 
     names = ctx.dataset.class_names
     if kept is None:
@@ -152,8 +152,8 @@ def _gallery(ctx, options, images, labels, kept, epsilon, positions) -> list[dic
 
 def _comparison(ctx, options, images, labels, epsilons, positions) -> tuple[dict, dict]:
     """The compare model on the same images: its PGD curve and its saliency agreement."""
-    from auditor.attacks import attack_curves
-    from auditor.model_comparison import compare_saliency
+    from auditor.methods.attacks import attack_curves
+    from auditor.methods.model_comparison import compare_saliency
 
     other = ctx.compare_handle
     names = ctx.dataset.class_names
@@ -185,8 +185,8 @@ def _baseline_accuracy(baseline: dict | None, epsilon: float) -> float | None:
 
 
 def run(ctx: Context, options: Options) -> SectionResult:
-    from auditor.attacks import attack_curves, choose_targets
-    from auditor.datasets import sample_indices
+    from auditor.inputs.datasets import sample_indices
+    from auditor.methods.attacks import attack_curves, choose_targets
     from auditor.report.figures import colorbar_uri, line_plot_uri
 
     _validate(options)

@@ -1,0 +1,61 @@
+"""Grad-CAM (Selvaraju et al. 2017) and Grad-CAM++ (Chattopadhay et al. 2018).
+
+A layer's channels weighted by the score's gradient, summed, rectified, and upsampled
+bilinearly to the input; returned repeated over the input's channels. The layer defaults to the
+last one with a spatial output, found also inside a nested backbone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from auditor.errors import AuditorError
+from auditor.methods.attribution.layer import layer_gradients, resolve_layer
+from auditor.methods.attribution.registry import register
+
+LAYER_OPTION = {"layer": (None, "layer name or 'outer/inner' path; default: last conv layer")}
+
+
+def upsample(cams: np.ndarray, shape: tuple) -> np.ndarray:
+    """(N, h, w) maps resized bilinearly to (N, H, W) and repeated over C channels."""
+    import tensorflow as tf
+
+    resized = tf.image.resize(cams[..., None], shape[1:3], method="bilinear").numpy()
+    return np.broadcast_to(resized, shape).astype(np.float32)
+
+
+def gradcam_weights(activation, grads) -> np.ndarray:
+    """Grad-CAM: each channel's mean gradient over positions."""
+    return grads.mean(axis=(1, 2))
+
+
+def gradcam_pp_weights(activation, grads) -> np.ndarray:
+    """Grad-CAM++: positive gradients weighted by the closed-form alphas of the paper."""
+    squared = grads * grads
+    denominator = 2 * squared + activation.sum(axis=(1, 2), keepdims=True) * squared * grads
+    alphas = np.divide(squared, denominator, out=np.zeros_like(squared),
+                       where=denominator != 0)
+    return (alphas * np.maximum(grads, 0)).sum(axis=(1, 2))
+
+
+def class_activation_maps(handle, x, targets, contrast, score, layer, weighting) -> np.ndarray:
+    activation, grads = layer_gradients(handle, x, targets, contrast, score,
+                                        resolve_layer(handle, layer))
+    if activation.ndim != 4:
+        raise AuditorError(f"layer '{layer}' has output shape {activation.shape[1:]}; Grad-CAM "
+                         "needs a spatial (H, W, C) layer")
+    weights = weighting(activation, grads)
+    cams = np.maximum(np.einsum("nhwc,nc->nhw", activation, weights), 0)
+    return upsample(cams, x.shape)
+
+
+@register("gradcam", "Grad-CAM: the layer's channels weighted by their mean gradient, "
+                     "rectified and upsampled to the input.", options=LAYER_OPTION)
+def gradcam(handle, x, targets, contrast, score, budget, layer):
+    return class_activation_maps(handle, x, targets, contrast, score, layer, gradcam_weights)
+
+
+@register("gradcam_pp", "Grad-CAM++: channels weighted by positive gradients with per-position "
+                        "weights, better for several instances of a class.", options=LAYER_OPTION)
+def gradcam_pp(handle, x, targets, contrast, score, budget, layer):
+    return class_activation_maps(handle, x, targets, contrast, score, layer, gradcam_pp_weights)

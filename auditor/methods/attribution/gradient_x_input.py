@@ -1,0 +1,11 @@
+"""Gradient times input (Shrikumar et al. 2016): the first-order share of each pixel."""
+
+from __future__ import annotations
+
+from auditor.methods.attribution.gradient import input_gradients
+from auditor.methods.attribution.registry import register
+
+
+@register("gradient_x_input", "Gradient times the display-space input (black pixels get zero).")
+def gradient_x_input(handle, x, targets, contrast, score, budget):
+    return input_gradients(handle, x, targets, contrast, score) * x

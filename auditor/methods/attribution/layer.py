@@ -1,0 +1,72 @@
+"""Attribution to a hidden layer: how much each position and channel of a layer matters.
+
+``attribute_layer(handle, x, targets, layer=NAME)`` returns maps with the layer's shape, so the
+report can compare layers. Grad-CAM builds on the same compiled pass (``layer_gradients``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from auditor.errors import AuditorError
+from auditor.inputs.layers import activation_and_logits, last_conv_layer
+from auditor.methods.attribution.registry import (
+    budget_for,
+    check_score,
+    pick_scores,
+    prepare,
+    signature,
+)
+
+LAYER_METHODS = ("gradient", "gradient_x_activation")
+
+
+def resolve_layer(handle, layer: str | None) -> str:
+    """The layer's name as given, or the last convolutional layer when None."""
+    return layer or last_conv_layer(handle.logits_model)
+
+
+def layer_gradients(handle, x, targets, contrast, score: str, layer: str):
+    """(activation, d score / d activation) of the named layer for a batch, in one pass.
+
+    Traced once per model, layer and score.
+    """
+    import tensorflow as tf
+
+    check_score(score)
+    key = ("layer_gradients", layer, score)
+    if key not in handle.compiled:
+        forward = activation_and_logits(handle, layer)
+
+        @tf.function(input_signature=signature(handle))
+        def gradients(images, target, other):
+            with tf.GradientTape() as tape:
+                activation, logits = forward(images)
+                total = tf.reduce_sum(pick_scores(logits, target, other, score))
+            return activation, tape.gradient(total, activation)
+
+        handle.compiled[key] = gradients
+    activation, grads = handle.compiled[key](x, targets, contrast)
+    return activation.numpy(), grads.numpy()
+
+
+def attribute_layer(handle, x, targets, layer: str | None = None,
+                    method: str = "gradient_x_activation", *, contrast=None,
+                    score: str = "logit", batch_size: int | None = None) -> np.ndarray:
+    """Maps with the shape of ``layer``'s output (the last conv layer when None).
+
+    'gradient' is d score / d activation; 'gradient_x_activation' multiplies it by the
+    activation (each unit's first-order contribution to the score).
+    """
+    if method not in LAYER_METHODS:
+        raise AuditorError(f"unknown layer attribution method '{method}'; use one of: "
+                           f"{', '.join(LAYER_METHODS)}")
+    x, targets, contrast = prepare(handle, x, targets, contrast, score)
+    name = resolve_layer(handle, layer)
+    size = batch_size or budget_for(handle).backward
+    maps = []
+    for i in range(0, len(x), size):
+        activation, grads = layer_gradients(handle, x[i:i + size], targets[i:i + size],
+                                            contrast[i:i + size], score, name)
+        maps.append(grads * activation if method == "gradient_x_activation" else grads)
+    return np.concatenate(maps).astype(np.float32)

@@ -1,0 +1,106 @@
+"""Ready-made compositions: every knob in one Recipe, turned into objective, param, transforms.
+
+The report section, the benchmark and the tests all go through here, so that a knob means the
+same thing everywhere. Penalty weights are absolute here; the section scales them to the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from auditor.errors import ConfigError
+from auditor.methods.featureviz import objectives
+from auditor.methods.featureviz.param import make_param
+from auditor.methods.featureviz.render import DEFAULT_SNAPSHOTS, Rendering, render
+from auditor.methods.featureviz.transforms import standard_transforms
+
+INITS = ("zeros", "noise", "image")
+
+
+@dataclass
+class Recipe:
+    """How to optimise: parameterisation, penalties, transforms, steps."""
+
+    param: str = "fourier"
+    valid: str = "sigmoid"  # pixels only: clip or sigmoid
+    decay_power: float = 1.0
+    decorrelate: bool = True
+    steps: int = 512
+    learning_rate: float = 0.05
+    l2: float | np.ndarray = 0.0  # one weight, or one per image
+    l2_center: float | np.ndarray = 0.0  # a value or an image (H, W, C), e.g. the data mean
+    tv: float | np.ndarray = 0.0
+    transforms: bool = True
+    jitter: float | None = None  # None: sized to the input
+    scale: float | None = None
+    rotate: float | None = None
+    blur_every: int = 0
+    blur_sigma: float = 0.5
+    snapshots: Sequence[int] = DEFAULT_SNAPSHOTS
+    seed: int = 0
+
+    def unregularised(self) -> Recipe:
+        """Simonyan et al.'s plain gradient ascent on clipped pixels: no prior at all."""
+        return dataclasses.replace(self, param="pixels", valid="clip", l2=0.0, tv=0.0,
+                                   transforms=False, blur_every=0, learning_rate=0.01)
+
+    def penalised(self, objective: objectives.Objective) -> objectives.Objective:
+        if np.any(self.l2):
+            objective = objective - self.l2 * objectives.l2(self.l2_center)
+        if np.any(self.tv):
+            objective = objective - self.tv * objectives.total_variation()
+        return objective
+
+
+def start_images(param, inits: Sequence[str], real_image: np.ndarray | None,
+                 seed: int = 0) -> None:
+    """Initialise each image: 'zeros' (all parameters zero, Simonyan et al.), 'noise' (a
+    uniform random image) or 'image' (``real_image``, a dataset image)."""
+    unknown = sorted(set(inits) - set(INITS))
+    if unknown:
+        raise ConfigError(f"unknown init '{unknown[0]}'; use one of: {', '.join(INITS)}")
+    if set(inits) == {"zeros"}:
+        return
+    images = param().numpy()
+    rng = np.random.default_rng(seed)
+    for row, kind in enumerate(inits):
+        if kind == "noise":
+            images[row] = rng.uniform(0, 1, images.shape[1:])
+        elif kind == "image":
+            if real_image is None:
+                raise ConfigError("init 'image' needs a dataset image to start from")
+            images[row] = real_image
+    param.set_images(images)
+
+
+def optimise(handle, objective: objectives.Objective, recipe: Recipe, count: int,
+             inits: Sequence[str] | str = "zeros",
+             real_image: np.ndarray | None = None) -> Rendering:
+    """Optimise ``count`` images in one batch under ``recipe``; ``objective`` is unpenalised."""
+    shape = (count, *handle.input_shape)
+    param = make_param(recipe.param, shape, valid=recipe.valid, decay_power=recipe.decay_power,
+                       decorrelate=recipe.decorrelate)
+    start_images(param, [inits] * count if isinstance(inits, str) else list(inits), real_image,
+                 recipe.seed)
+    transforms = standard_transforms(handle.input_shape[0], recipe.jitter, recipe.scale,
+                                     recipe.rotate) if recipe.transforms else []
+    return render(handle, recipe.penalised(objective), param, transforms, steps=recipe.steps,
+                  learning_rate=recipe.learning_rate, snapshots=recipe.snapshots,
+                  blur_every=recipe.blur_every, blur_sigma=recipe.blur_sigma, seed=recipe.seed)
+
+
+def visualise_classes(handle, classes: Sequence[int], recipe: Recipe, objective: str = "logit",
+                      inits: Sequence[str] | str = "zeros",
+                      real_image: np.ndarray | None = None) -> Rendering:
+    """One image per entry of ``classes`` (repeat a class to compare inits), one batch."""
+    return optimise(handle, objectives.class_objective(objective, classes), recipe,
+                    len(classes), inits, real_image)
+
+
+def visualise_channels(handle, layer: str, channels: Sequence[int], recipe: Recipe) -> Rendering:
+    """One image per channel of ``layer``, maximising its mean activation, one batch."""
+    return optimise(handle, objectives.channel(layer, channels), recipe, len(channels))

@@ -1,0 +1,406 @@
+"""The injection test: plant a shortcut in a copy of the model and see whether saliency finds it.
+
+A positive control for the audit. A copy of the audited model (same architecture, its weights;
+the original is never touched) is fine-tuned for a bounded number of steps on data where the
+target class carries a shortcut and a share of the other classes carries it too, relabelled as
+the target (BadNets), so that the copy truly relies on it. Every other image keeps the original
+model's own output as its target, so that the copy changes only where the shortcut is.
+
+Reliance is measured without saliency, on images the copy never saw: the flip rate (other
+classes predicted as the target once the shortcut is added) and the accuracy gap (the target
+class with the shortcut minus without). Detection is measured per attribution method against
+the shortcut's ground-truth mask: relevance mass inside the mask over the mask's area share,
+rank accuracy and the pointing game. A control copy fine-tuned the same way without a shortcut
+must come out not detected.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from auditor.errors import ModelError
+from auditor.methods.shortcuts.discovery import ClassDiscovery, discover_class, pooled_maps
+from auditor.methods.shortcuts.patterns import inject
+from auditor.predict.predictions import softmax
+
+CONTROL = "none"
+DEFAULT_FRACTION = {"tag": 0.2}  # a source tag marks a fifth of the class (Lapuschkin et al.)
+
+
+@dataclass
+class InjectionSettings:
+    steps: int = 300
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    relabel: float = 0.2  # share of other-class training images given the shortcut and target
+    flip_threshold: float = 0.5  # learned when the flip rate reaches this ...
+    gap_threshold: float = 0.2  # ... or the accuracy gap reaches this
+    detect_ratio: float = 3.0  # detected when relevance mass / area share reaches this ...
+    control_margin: float = 1.5  # ... and this many times the control copy's ratio, if any
+    visible_change: float = 0.2  # mask pixels the shortcut changes less than this do not count
+    explain: int = 48  # images explained per run for detection
+    discovery_threshold: float = 0.15
+    grid: int = 16
+    seed: int = 0
+
+
+@dataclass
+class Detection:
+    """How well one attribution method's maps point at the shortcut."""
+
+    mass_ratio: float  # share of |relevance| inside the mask / share of the image in the mask
+    rank_accuracy: float  # share of the top-|mask| pixels that lie inside the mask
+    pointing_game: float  # share of images whose most relevant pixel lies inside the mask
+
+    def as_dict(self) -> dict:
+        return {k: round(float(v), 4) for k, v in vars(self).items()}
+
+
+@dataclass
+class InjectionResult:
+    shortcut: str  # CONTROL for the control run
+    target: int
+    flip_rate: float
+    accuracy_gap: float
+    clean_accuracy: float  # the copy's accuracy on the clean held-out images
+    learned: bool
+    detection: dict[str, Detection]  # per method; empty for a global shortcut
+    seen: list[str]  # methods that see it: mass ratio over the threshold and the control's
+    detected: bool
+    discovery: ClassDiscovery | None
+    verdict: str
+    seconds: float
+    examples: dict = field(default_factory=dict, repr=False)  # images, masks, maps for figures
+    probes: dict = field(default_factory=dict)  # control only: per probed shortcut
+    control_ratio: dict[str, float] = field(default_factory=dict)  # the control's, per method
+    discounted: list[str] = field(default_factory=list)  # over the threshold, not the control
+
+
+class FineTuner:
+    """One trainable copy of the audited model, reset to the original weights before each run.
+
+    The copy is cloned once and its tf.functions traced once: resetting assigns the original
+    weights and optimiser state in place. It trains on its own output head: logits with a
+    from-logits loss, or probabilities (when the softmax could not be stripped) with a
+    probability loss.
+    """
+
+    def __init__(self, handle, learning_rate: float):
+        import keras
+        import tensorflow as tf
+
+        from auditor.inputs.models import ModelHandle
+
+        try:
+            copy = keras.models.clone_model(handle.logits_model)
+            copy.set_weights(handle.logits_model.get_weights())
+        except (ValueError, TypeError, NotImplementedError) as exc:
+            reason = str(exc).split(". ")[0].strip() or type(exc).__name__
+            raise ModelError(f"cannot copy model '{handle.path}' for the injection test "
+                             f"({reason}); run with clever_hans.shortcuts = [] and control = "
+                             "false to skip it") from None
+        shared = {id(v) for v in copy.weights} & {id(v) for v in handle.logits_model.weights}
+        if shared or not copy.trainable_variables:
+            why = "its copy shares weights with it" if shared else "no trainable weights"
+            raise ModelError(f"model '{handle.path}' cannot be fine-tuned as a separate copy "
+                             f"({why}); run with clever_hans.shortcuts = [] and control = false "
+                             "to skip the injection test")
+        self.copy = copy
+        self.original_weights = [w.copy() for w in copy.get_weights()]
+        probabilities = handle.output == "log-probabilities"
+        self.loss = keras.losses.CategoricalCrossentropy(from_logits=not probabilities)
+        self.optimizer = keras.optimizers.Adam(learning_rate)
+        self.optimizer.build(copy.trainable_variables)
+        self.optimizer_state = [v.numpy() for v in self.optimizer.variables]
+        self.handle = ModelHandle(
+            model=copy, logits_model=copy, path=f"{handle.path} (fine-tuned copy)",
+            name=f"{handle.name}-copy", sha256="", input_shape=handle.input_shape,
+            num_classes=handle.num_classes, transform=handle.transform,
+            output="log-probabilities" if probabilities else "logits")
+        transform = handle.transform
+
+        @tf.function(reduce_retracing=True)
+        def step(images, targets):
+            # training=False: BatchNorm statistics stay the original's; a few hundred small
+            # poisoned batches must not overwrite them
+            with tf.GradientTape() as tape:
+                loss = self.loss(targets, copy(transform.to_model(images), training=False))
+            grads = tape.gradient(loss, copy.trainable_variables)
+            self.optimizer.apply_gradients(zip(grads, copy.trainable_variables, strict=True))
+            return loss
+
+        self._step = step
+
+    def reset(self) -> None:
+        self.copy.set_weights(self.original_weights)
+        for variable, value in zip(self.optimizer.variables, self.optimizer_state, strict=True):
+            variable.assign(value)
+
+    def train(self, images: np.ndarray, targets: np.ndarray, steps: int, batch_size: int,
+              seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        for _ in range(steps):
+            batch = rng.integers(0, len(images), min(batch_size, len(images)))
+            self._step(images[batch], targets[batch])
+
+    def predict(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        return np.concatenate([np.asarray(self.handle.logits_fn(images[i:i + batch_size]))
+                               for i in range(0, len(images), batch_size)]).argmax(axis=1)
+
+
+def soft_targets(handle, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """The original model's class probabilities: what the copy learns on clean images."""
+    logits = np.concatenate([np.asarray(handle.logits_fn(images[i:i + batch_size]))
+                             for i in range(0, len(images), batch_size)])
+    return softmax(logits).astype(np.float32)
+
+
+def poison(images: np.ndarray, labels: np.ndarray, targets: np.ndarray, target: int,
+           shortcut: str, options: dict, fraction: float, relabel: float,
+           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The training set with the shortcut on ``fraction`` of the target class and on
+    ``relabel`` of the other classes, whose targets become the target class."""
+    images, targets = images.copy(), targets.copy()
+    own = np.flatnonzero(labels == target)
+    own = own[rng.random(len(own)) < fraction]
+    others = np.flatnonzero(labels != target)
+    others = others[rng.random(len(others)) < relabel]
+    chosen = np.concatenate([own, others])
+    if len(chosen):
+        images[chosen] = inject(shortcut, images[chosen], **options)[0]
+        targets[chosen] = np.eye(targets.shape[1], dtype=np.float32)[target]
+    return images, targets
+
+
+def visible_masks(clean: np.ndarray, poisoned: np.ndarray, masks: np.ndarray,
+                  threshold: float) -> np.ndarray:
+    """The ground-truth masks limited to pixels the shortcut visibly changed: a watermark
+    letter drawn over a white stroke is not there for the model to see."""
+    change = np.abs(poisoned - clean).max(axis=-1)
+    return masks & (change >= threshold)
+
+
+def detection_scores(attributions: np.ndarray, masks: np.ndarray) -> Detection:
+    """Mass ratio, rank accuracy and pointing game of |relevance| against the masks."""
+    relevance = np.abs(attributions).sum(axis=-1).reshape(len(masks), -1)
+    inside = masks.reshape(len(masks), -1)
+    area = inside.mean(axis=1)
+    total = relevance.sum(axis=1)
+    share = np.where(total > 0, (relevance * inside).sum(axis=1) / np.where(total > 0, total, 1),
+                     area)
+    order = np.argsort(-relevance, axis=1)
+    sizes = inside.sum(axis=1)
+    ranked = np.take_along_axis(inside, order, axis=1)
+    top = np.arange(inside.shape[1])[None, :] < sizes[:, None]  # the top-|mask| pixels
+    rank_hits = (ranked & top).sum(axis=1) / np.maximum(sizes, 1)
+    pointing = inside[np.arange(len(masks)), order[:, 0]]
+    return Detection(mass_ratio=float(np.mean(share / area)),
+                     rank_accuracy=float(rank_hits.mean()),
+                     pointing_game=float(pointing.mean()))
+
+
+@dataclass
+class Split:
+    """Images for fine-tuning and held-out images for measurement, with their labels, and the
+    original model's probabilities on the fine-tuning images (the copy's clean targets)."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    train_targets: np.ndarray
+    eval_images: np.ndarray
+    eval_labels: np.ndarray
+
+
+def make_split(handle, images: np.ndarray, labels: np.ndarray, seed: int,
+               train_images: np.ndarray | None = None,
+               train_labels: np.ndarray | None = None) -> Split:
+    """Fine-tune on the separate training images when given; otherwise on a stratified half of
+    the audit images, measuring on the other half, so that measurement never sees training."""
+    if train_images is None:
+        from sklearn.model_selection import train_test_split
+
+        index = np.arange(len(labels))
+        counts = np.bincount(labels)
+        stratify = labels if counts[counts > 0].min() >= 2 else None
+        fit, held = train_test_split(index, test_size=0.5, stratify=stratify, random_state=seed)
+        train_images, train_labels = images[fit], labels[fit]
+        images, labels = images[held], labels[held]
+    return Split(train_images=train_images, train_labels=train_labels,
+                 train_targets=soft_targets(handle, train_images), eval_images=images,
+                 eval_labels=labels)
+
+
+def reliance(tuner: FineTuner, split: Split, target: int, shortcut: str,
+             options: dict) -> tuple[float, float, float]:
+    """(flip rate, accuracy gap, clean accuracy) of the copy on the held-out images."""
+    x, y = split.eval_images, split.eval_labels
+    clean = tuner.predict(x)
+    shortcut_preds = tuner.predict(inject(shortcut, x, **options)[0])
+    candidates = (y != target) & (clean != target)
+    flip = float((shortcut_preds[candidates] == target).mean()) if candidates.any() else 0.0
+    own = y == target
+    gap = float((shortcut_preds[own] == target).mean() - (clean[own] == target).mean()) \
+        if own.any() else 0.0
+    return flip, gap, float((clean == y).mean())
+
+
+def detection_images(split: Split, target: int, count: int, rng) -> np.ndarray:
+    """Held-out positions to explain: half from the target class, half from the others."""
+    y = split.eval_labels
+    own = rng.permutation(np.flatnonzero(y == target))[:count // 2]
+    others = rng.permutation(np.flatnonzero(y != target))[:count - len(own)]
+    return np.concatenate([own, others])
+
+
+def measure(tuner: FineTuner, split: Split, target: int, shortcut: str, options: dict,
+            methods: list[str], settings: InjectionSettings) -> dict:
+    """Reliance, detection per method, and discovery on the target class, for one probe."""
+    from auditor.methods.attribution import attribute
+
+    rng = np.random.default_rng(settings.seed)
+    flip, gap, accuracy = reliance(tuner, split, target, shortcut, options)
+    picked = detection_images(split, target, settings.explain, rng)
+    clean = split.eval_images[picked]
+    poisoned, masks = inject(shortcut, clean, **options)
+    detection, maps = {}, {}
+    if masks is not None:
+        masks = visible_masks(clean, poisoned, masks, settings.visible_change)
+        keep = masks.any(axis=(1, 2))
+        clean, poisoned, masks = clean[keep], poisoned[keep], masks[keep]
+    for method in methods:
+        maps[method] = attribute(tuner.handle, poisoned, np.full(len(poisoned), target), method)
+        if masks is not None and len(masks):
+            detection[method] = detection_scores(maps[method], masks)
+    discovery = discover_on_target(tuner, split, target, shortcut, options, methods[0],
+                                   settings)
+    return {"flip_rate": flip, "accuracy_gap": gap, "clean_accuracy": accuracy,
+            "detection": detection, "discovery": discovery,
+            "examples": {"clean": clean, "poisoned": poisoned, "masks": masks, "maps": maps}}
+
+
+def discover_on_target(tuner: FineTuner, split: Split, target: int, shortcut: str,
+                       options: dict, method: str, settings: InjectionSettings):
+    """SpRAy on the target class's held-out images, every other one carrying the shortcut:
+    would the discovery have flagged the class without being told?"""
+    from auditor.methods.attribution import attribute
+
+    own = np.flatnonzero(split.eval_labels == target)
+    images = split.eval_images[own].copy()
+    images[::2] = inject(shortcut, images[::2], **options)[0]
+    maps = pooled_maps(attribute(tuner.handle, images, np.full(len(images), target), method),
+                       settings.grid)
+    return discover_class(maps, own, target, str(target), threshold=settings.discovery_threshold,
+                          seed=settings.seed)
+
+
+def credited(detection: dict[str, Detection], control: dict[str, float],
+             settings: InjectionSettings) -> tuple[list[str], list[str]]:
+    """(methods that see the shortcut, methods over the threshold but no better than the
+    control copy's ratio on the same shortcut by the margin)."""
+    above = [m for m, d in detection.items() if d.mass_ratio >= settings.detect_ratio]
+    seen = [m for m in above
+            if detection[m].mass_ratio >= settings.control_margin * control.get(m, 0.0)]
+    return seen, [m for m in above if m not in seen]
+
+
+def run_injection(tuner: FineTuner, split: Split, target: int, shortcut: str, options: dict,
+                  methods: list[str], settings: InjectionSettings,
+                  control: InjectionResult | None = None) -> InjectionResult:
+    """Fine-tune the reset copy with ``shortcut`` planted, then measure it.
+
+    A method sees the shortcut when its mass ratio reaches the threshold and, when the control
+    probed this shortcut, beats the control copy's ratio by the margin: a method that lights up
+    the shortcut in a copy that never learned it (gradient x input on a bright patch) gets no
+    credit for lighting it up here.
+    """
+    started = time.perf_counter()
+    options = dict(options)
+    fraction = float(options.pop("fraction", DEFAULT_FRACTION.get(shortcut, 1.0)))
+    rng = np.random.default_rng(settings.seed)
+    images, targets = poison(split.train_images, split.train_labels, split.train_targets, target,
+                             shortcut, options, fraction, settings.relabel, rng)
+    tuner.reset()
+    tuner.train(images, targets, settings.steps, settings.batch_size, settings.seed)
+    got = measure(tuner, split, target, shortcut, options, methods, settings)
+    learned = (got["flip_rate"] >= settings.flip_threshold
+               or got["accuracy_gap"] >= settings.gap_threshold)
+    baseline = control.probes.get(shortcut, {}).get("relevance_mass_ratio", {}) if control \
+        else {}
+    seen, discounted = credited(got["detection"], baseline, settings)
+    detected = bool(seen) if got["detection"] else got["discovery"].flagged
+    result = InjectionResult(
+        shortcut=shortcut, target=target, flip_rate=got["flip_rate"],
+        accuracy_gap=got["accuracy_gap"], clean_accuracy=got["clean_accuracy"], learned=learned,
+        detection=got["detection"], seen=seen, detected=detected, discovery=got["discovery"],
+        verdict="", seconds=0.0, examples=got["examples"], control_ratio=baseline,
+        discounted=discounted)
+    result.verdict = verdict(result, methods)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def run_control(tuner: FineTuner, split: Split, target: int, probes: dict[str, dict],
+                methods: list[str], settings: InjectionSettings) -> InjectionResult:
+    """Fine-tune the reset copy on clean data alone, then probe it with each planted shortcut:
+    nothing was planted, so nothing may be detected."""
+    started = time.perf_counter()
+    tuner.reset()
+    tuner.train(split.train_images, split.train_targets, settings.steps, settings.batch_size,
+                settings.seed)
+    measured = {}
+    for shortcut, options in probes.items():
+        options = {k: v for k, v in options.items() if k != "fraction"}
+        measured[shortcut] = measure(tuner, split, target, shortcut, options, methods, settings)
+    worst = {m: max((got["detection"][m] for got in measured.values() if m in got["detection"]),
+                    key=lambda d: d.mass_ratio)
+             for m in methods if any(m in got["detection"] for got in measured.values())}
+    flips = [got["flip_rate"] for got in measured.values()]
+    gaps = [got["accuracy_gap"] for got in measured.values()]
+    flagged = [got["discovery"] for got in measured.values() if got["discovery"].flagged]
+    seen = [m for m, d in worst.items() if d.mass_ratio >= settings.detect_ratio]
+    first = next(iter(measured.values()), None)
+    result = InjectionResult(
+        shortcut=CONTROL, target=target, flip_rate=max(flips, default=0.0),
+        accuracy_gap=max(gaps, default=0.0),
+        clean_accuracy=first["clean_accuracy"] if first else float("nan"),
+        learned=max(flips, default=0.0) >= settings.flip_threshold
+        or max(gaps, default=0.0) >= settings.gap_threshold,
+        detection=worst, seen=seen, detected=bool(seen) or bool(flagged),
+        discovery=flagged[0] if flagged else (first["discovery"] if first else None),
+        verdict="", seconds=0.0, examples=first["examples"] if first else {},
+        probes={s: {"flip_rate": got["flip_rate"],
+                    "relevance_mass_ratio": {m: d.mass_ratio
+                                             for m, d in got["detection"].items()},
+                    "discovery_flagged": got["discovery"].flagged}
+                for s, got in measured.items()})
+    result.verdict = verdict(result, methods)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def verdict(result: InjectionResult, methods: list[str]) -> str:
+    """One plain sentence: was the shortcut learned, and which methods can see it."""
+    if result.shortcut == CONTROL:
+        if not result.detected:
+            return "control: nothing planted, nothing seen"
+        culprits = result.seen or ["discovery"]
+        return (f"control: false alarm, {', '.join(culprits)} concentrates on a shortcut the "
+                "copy never learned")
+    if not result.learned:
+        return (f"not learned (flip rate {result.flip_rate:.2f}, accuracy gap "
+                f"{result.accuracy_gap:+.2f}): no evidence either way")
+    if not result.detection:
+        return ("learned and flagged by discovery" if result.detected
+                else "learned but invisible: global shortcut, and discovery does not flag the "
+                     "class")
+    seen = [m for m in methods if m in result.seen]
+    unseen = [f"{m} (no better than the control)" if m in result.discounted else m
+              for m in methods if m not in seen]
+    if not seen:
+        return f"learned but invisible to {', '.join(unseen)}"
+    if not unseen:
+        return "learned and visible"
+    return f"learned; visible to {', '.join(seen)}, invisible to {', '.join(unseen)}"

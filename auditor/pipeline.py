@@ -1,0 +1,224 @@
+"""Orchestration of one audit: load, predict once, run the sections, write the outputs.
+
+The flow goes one way (DESIGN.md): inputs are loaded and checked before anything is written;
+sections run on the shared predictions; the outputs are written to a staging folder that moves
+into place only when everything succeeded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import importlib.metadata
+import json
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from auditor import __version__
+from auditor.checks.check import Check, exit_code
+from auditor.config.spec import AuditConfig
+from auditor.errors import AuditorError, ConfigError
+from auditor.progress import progress_enabled
+from auditor.runs.baseline import (
+    annotate_checks,
+    compare_runs,
+    load_run,
+    prediction_record,
+    regression_checks,
+    save_predictions,
+)
+from auditor.runs.staging import staged_folder
+from auditor.sections import SECTION_NAMES, section_module
+from auditor.sections.base import Context, SectionResult
+
+REPORT_FILES = ("report.html", "summary.json", "summary.md", "junit.xml", "predictions.npz")
+CHANGED_EXAMPLES_SHOWN = 12  # thumbnails of examples that became wrong (or right) in the report
+LIBRARIES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "scikit-learn", "matplotlib",
+             "jinja2", "tf-explain")
+
+
+@dataclass
+class AuditOutcome:
+    out: Path
+    summary: dict
+    exit_code: int
+
+
+def default_out(model_name: str, now: dt.datetime) -> Path:
+    return Path("reports") / f"{model_name}-{now.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _say(message: str, enabled: bool) -> None:
+    if enabled:
+        print(f"auditor: {message}", file=sys.stderr, flush=True)
+
+
+def run_section(name: str, ctx: Context) -> SectionResult:
+    """Run one section; an unexpected failure becomes an 'error' check, never a silent pass."""
+    module = section_module(name)
+    started = time.perf_counter()
+    try:
+        result = module.run(ctx, ctx.options(name, module.Options))
+    except AuditorError:
+        raise
+    except Exception as exc:  # a section's bug must not sink the other sections
+        detail = traceback.format_exc(limit=6)
+        result = SectionResult(
+            name=name, title=module.TITLE, intro="This section failed to run.",
+            error=detail,
+            checks=[Check(f"{name}.run", "error", None, {}, None,
+                          f"section '{name}' failed: {type(exc).__name__}: {exc}", name)])
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": sys.version.split()[0], "auditor": __version__}
+    for name in LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+@contextlib.contextmanager
+def output_folder(out: Path, distribution) -> Iterator[Path]:
+    """The staging folder of ``out``; in a multiworker run, every worker computes the whole
+    audit but only the chief writes: the others get a scratch folder that is thrown away."""
+    if distribution.is_chief:
+        with staged_folder(out) as work:
+            yield work
+    else:
+        with tempfile.TemporaryDirectory(prefix="auditor-worker-") as scratch:
+            yield Path(scratch)
+
+
+def run_audit(config: AuditConfig) -> AuditOutcome:
+    """Run the audit that ``config`` describes and write its folder; returns the exit code."""
+    import keras
+
+    from auditor.inputs.datasets import load_dataset
+    from auditor.inputs.models import load_model
+    from auditor.predict.distribute import make_distribution
+    from auditor.predict.predictions import predict
+
+    started = time.perf_counter()
+    now = dt.datetime.now(dt.timezone.utc)
+    chatty = progress_enabled(config.progress)
+    distribution = make_distribution(config.strategy)  # before any other TensorFlow work
+    keras.utils.set_random_seed(config.seed)
+    with distribution.scope():  # the model's variables are mirrored on every replica
+        handle = load_model(config.model, config.input_range, config.unsafe_load)
+    handle.distribution = distribution
+    dataset = load_dataset(config.data, handle.input_shape, handle.num_classes,
+                           class_names=config.class_names, max_samples=config.max_samples,
+                           seed=config.seed, data_range=config.data_range)
+    train_dataset = None
+    if config.train_data:
+        train_dataset = load_dataset(config.train_data, handle.input_shape, handle.num_classes,
+                                     class_names=config.class_names, seed=config.seed,
+                                     data_range=config.data_range)
+    compare_handle = None
+    if config.compare_model:
+        with distribution.scope():
+            compare_handle = load_model(config.compare_model, config.input_range,
+                                        config.unsafe_load)
+        compare_handle.distribution = distribution
+        if (compare_handle.input_shape, compare_handle.num_classes) != (
+                handle.input_shape, handle.num_classes):
+            raise ConfigError(
+                f"--compare-model '{config.compare_model}' takes {compare_handle.input_shape} "
+                f"with {compare_handle.num_classes} classes, but the audited model takes "
+                f"{handle.input_shape} with {handle.num_classes}; compare models of one task")
+    baseline_run = load_run(config.baseline) if config.baseline else None
+    baseline = baseline_run.summary if baseline_run else None
+    out = Path(config.out) if config.out else default_out(handle.name, now)
+    names = config.sections or list(SECTION_NAMES)
+    timings: dict[str, float] = {"load": time.perf_counter() - started}
+
+    with output_folder(out, distribution) as work:
+        _say(f"predicting {dataset.n} images", chatty)
+        tick = time.perf_counter()
+        predictions = predict(handle, dataset, config.batch_size, show_progress=chatty)
+        timings["predict"] = time.perf_counter() - tick
+        record = prediction_record(predictions, dataset)
+        save_predictions(work, record)
+        ctx = Context(config=config, handle=handle, dataset=dataset, predictions=predictions,
+                      workdir=work, show_progress=chatty, baseline=baseline,
+                      train_dataset=train_dataset, compare_handle=compare_handle)
+        results = []
+        for name in names:
+            _say(f"section {name}", chatty)
+            results.append(run_section(name, ctx))
+            timings[name] = results[-1].seconds
+        checks = [check for result in results for check in result.checks]
+        sections_summary = {k: v for result in results for k, v in result.summary.items()}
+        checks += regression_checks(sections_summary, baseline, config.checks)
+        timings["total"] = time.perf_counter() - started
+        write_outputs(work, config, handle, dataset, results, checks, timings, now,
+                      baseline=baseline_run, record=record)
+        summary = json.loads((work / "summary.json").read_text())
+    return AuditOutcome(out=out, summary=summary, exit_code=exit_code(checks, config.fail_on))
+
+
+def write_outputs(work: Path, config, handle, dataset, results, checks, timings, now,
+                  baseline=None, record=None) -> None:
+    """summary.json, report.html, summary.md and junit.xml into the staging folder; with a
+    baseline run, each says what changed since (the ``baseline`` block of summary.json)."""
+    from auditor.report.headline import headline
+    from auditor.report.render import render_report
+    from auditor.report.summary import build_summary, render_junit, render_markdown
+
+    summary = build_summary(config, handle, dataset, results, checks, timings, now)
+    if baseline is not None:
+        summary["baseline"] = compare_runs(summary, record, baseline)
+        annotate_checks(summary["checks"], baseline.summary.get("checks", []))
+    text = json.dumps(summary, indent=2, default=_json_default)
+    (work / "summary.json").write_text(text)
+    (work / "summary.md").write_text(render_markdown(summary))
+    (work / "junit.xml").write_text(render_junit(summary))
+    ran = {result.name: result.error is None for result in results}
+    page = {"summary": summary, "sections": results, "checks": summary["checks"],
+            "headline": headline(json.loads(text), ran),  # as summary.json has it
+            "comparison": summary.get("baseline"),
+            "changed_examples": changed_examples(summary.get("baseline"), dataset),
+            "libraries": library_versions(), "report_size": "@@REPORT_SIZE@@"}
+    html = render_report(page)
+    size = len(html.encode("utf-8"))
+    html = html.replace("@@REPORT_SIZE@@", f"{size / 1e6:.2f} MB" if size >= 1e6
+                        else f"{size / 1e3:.0f} kB")
+    (work / "report.html").write_text(html, encoding="utf-8")
+
+
+def changed_examples(comparison: dict | None, dataset) -> dict[str, list[dict]]:
+    """Thumbnails of the first examples that became wrong or right since the baseline."""
+    from auditor.report.figures import image_uri
+
+    shown: dict[str, list[dict]] = {}
+    if not comparison or not comparison["examples"].get("comparable"):
+        return shown
+    for kind in ("became_wrong", "became_right"):
+        examples = comparison["examples"][kind]["examples"][:CHANGED_EXAMPLES_SHOWN]
+        images = dataset.images([e["index"] for e in examples])
+        shown[kind] = [{**e, "image": image_uri(img)}
+                       for e, img in zip(examples, images, strict=True)]
+    return shown
+
+
+def _json_default(value):
+    """numpy scalars and arrays in section summaries become plain JSON."""
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

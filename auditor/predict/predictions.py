@@ -1,0 +1,81 @@
+"""One streaming prediction pass over the dataset, shared by every section.
+
+Only the logits of each image are kept (plus its label): images stream through a batch at a time
+and are re-read from the source when a section needs a few of them for figures.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from auditor.errors import ModelError
+from auditor.predict.distribute import run_batch
+from auditor.progress import track
+
+SOFTMAX_CHUNK_ROWS = 4096  # rows of logits turned into probabilities at once
+
+
+@dataclass
+class Predictions:
+    """Per-sample logits and labels: the compact record the whole audit works from.
+
+    ``preds`` and ``confidence`` are computed once, a chunk of rows at a time, so that asking
+    for them never holds a second copy of the (N, classes) array; ``probs`` builds the full
+    table on each call, so prefer ``probs_at(positions)`` for a few samples.
+    """
+
+    logits: np.ndarray  # (N, classes) float32
+    labels: np.ndarray  # (N,) int64
+
+    @property
+    def probs(self) -> np.ndarray:
+        return softmax(self.logits)
+
+    def probs_at(self, positions) -> np.ndarray:
+        """Class probabilities of the samples at ``positions`` only."""
+        return softmax(self.logits[np.asarray(positions, dtype=int)])
+
+    @functools.cached_property
+    def preds(self) -> np.ndarray:
+        return self.logits.argmax(axis=1)
+
+    @functools.cached_property
+    def confidence(self) -> np.ndarray:
+        """Probability of the predicted class."""
+        confidence = np.empty(len(self.logits), np.float32)
+        for i in range(0, len(self.logits), SOFTMAX_CHUNK_ROWS):
+            confidence[i:i + SOFTMAX_CHUNK_ROWS] = softmax(
+                self.logits[i:i + SOFTMAX_CHUNK_ROWS]).max(axis=1)
+        return confidence
+
+    @property
+    def correct(self) -> np.ndarray:
+        return self.preds == self.labels
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.correct.mean()) if len(self.labels) else float("nan")
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def predict(handle, dataset, batch_size: int = 64, show_progress: bool = False) -> Predictions:
+    """Logits for every sample, a batch at a time; non-finite inputs (found while streaming)
+    or outputs are errors."""
+    fn = handle.logits_fn
+    logits = np.empty((dataset.n, handle.num_classes), np.float32)
+    batches = track(dataset.tensor_batches(batch_size), length=-(-dataset.n // batch_size),
+                    label="predicting", enabled=show_progress)
+    for images, _, positions in batches:
+        batch = run_batch(handle, fn, images)
+        if not np.isfinite(batch).all():
+            raise ModelError(f"model '{handle.path}' produced NaN or infinite outputs; check its "
+                             "weights and the input_range it expects")
+        logits[positions] = batch
+    return Predictions(logits=logits, labels=dataset.labels.copy())

@@ -1,0 +1,286 @@
+"""A run against an earlier one: what changed in every metric and check, in the classes, and (on
+the same data) in the examples that became wrong or right.
+
+Per-example results live beside summary.json in ``predictions.npz`` (arrays ``source_index``,
+``labels``, ``preds``, ``confidence``): small, and what makes the example-level comparison
+possible. Two runs are on the same data when their data source, size, sampled source indices and
+labels all match.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from auditor.checks.check import Check, change, evaluate_new_items
+from auditor.errors import ConfigError
+
+PREDICTIONS_FILE = "predictions.npz"
+NOT_METRICS = frozenset({"schema", "tool", "created", "config", "model", "data", "checks",
+                         "timings", "verdict", "gated", "baseline"})
+EXAMPLES_LISTED = 100  # examples that became wrong (or right) listed in summary.json
+DEFAULT_FLAG_BOUNDS = {"fail_above": 0}  # no class may be newly flagged as a Clever Hans suspect
+
+
+@dataclass
+class Run:
+    """An earlier run as read back from its folder: its summary and, if saved, its predictions."""
+
+    summary: dict
+    path: Path  # its summary.json
+    predictions: dict[str, np.ndarray] | None
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent
+
+
+def summary_file(path: str | Path) -> Path:
+    file = Path(path)
+    return file / "summary.json" if file.is_dir() else file
+
+
+def read_baseline(path: str | Path, role: str = "baseline") -> dict:
+    """A previous run's summary.json, from its folder or the file itself; ``role`` names the
+    run in error messages."""
+    file = summary_file(path)
+    if not file.is_file():
+        raise ConfigError(f"{role} '{path}' has no summary.json; pass an earlier run's output "
+                          "folder or its summary.json")
+    try:
+        summary = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{role} '{file}' is not valid JSON ({exc}); pass an auditor "
+                          "summary.json") from None
+    if not isinstance(summary, dict) or not str(summary.get("schema", "")).startswith(
+            "auditor.summary/"):
+        raise ConfigError(f"{role} '{file}' is not an auditor summary (no 'schema' key "
+                          "auditor.summary/1)")
+    return summary
+
+
+def load_run(path: str | Path, role: str = "baseline") -> Run:
+    """A run folder (or its summary.json) with the predictions saved beside it, if any."""
+    file = summary_file(path)
+    return Run(read_baseline(path, role), file.resolve(), read_predictions(file.parent))
+
+
+def prediction_record(predictions, dataset) -> dict[str, np.ndarray]:
+    """What predictions.npz holds: enough to compare two runs example by example."""
+    return {"source_index": np.asarray(dataset.source_index, dtype=np.int64),
+            "labels": np.asarray(predictions.labels, dtype=np.int32),
+            "preds": np.asarray(predictions.preds, dtype=np.int32),
+            "confidence": np.asarray(predictions.confidence, dtype=np.float16)}
+
+
+def save_predictions(folder: Path, record: dict[str, np.ndarray]) -> None:
+    np.savez_compressed(folder / PREDICTIONS_FILE, **record)
+
+
+def read_predictions(folder: Path) -> dict[str, np.ndarray] | None:
+    """The saved predictions of a run folder; None when absent or unreadable (an older run)."""
+    file = folder / PREDICTIONS_FILE
+    if not file.is_file():
+        return None
+    try:
+        with np.load(file) as data:
+            record = {key: data[key] for key in data.files}
+    except (OSError, ValueError):
+        return None
+    needed = {"source_index", "labels", "preds"}
+    return record if needed <= set(record) else None
+
+
+# --- figures of a run ---------------------------------------------------------------------
+
+def robust_accuracy_at(summary: dict) -> tuple[float | None, float] | None:
+    """(epsilon, accuracy under attack) at the budget the robustness check holds
+    (``robustness.check_epsilon``), else at the largest epsilon tried. ``robustness.accuracy``
+    may be a number (epsilon unknown), a list aligned with ``robustness.epsilons``, or a mapping
+    from epsilon to accuracy; anything else counts as missing."""
+    robustness = summary.get("robustness")
+    if not isinstance(robustness, dict):
+        return None
+    accuracy = robustness.get("accuracy")
+    if isinstance(accuracy, (int, float)):
+        return None, float(accuracy)
+    if isinstance(accuracy, dict) and accuracy:
+        pairs = [(float(e), float(a)) for e, a in accuracy.items()]
+    elif isinstance(accuracy, list) and accuracy:
+        epsilons = robustness.get("epsilons")
+        if not (isinstance(epsilons, list) and len(epsilons) == len(accuracy)):
+            return None  # a curve whose epsilons do not line up cannot be read
+        pairs = [(float(e), float(a)) for e, a in zip(epsilons, accuracy, strict=True)]
+    else:
+        return None
+    gated = robustness.get("check_epsilon")
+    return next(((e, a) for e, a in pairs if gated is not None and np.isclose(e, gated)),
+                max(pairs, key=lambda pair: pair[0]))
+
+
+def robust_accuracy(summary: dict) -> float | None:
+    """Accuracy under attack at the checked budget (see robust_accuracy_at)."""
+    found = robust_accuracy_at(summary)
+    return None if found is None else found[1]
+
+
+def flagged_classes(summary: dict) -> list | None:
+    discovery = (summary.get("clever_hans") or {}).get("discovery") or {}
+    flagged = discovery.get("flagged_classes")
+    return list(flagged) if isinstance(flagged, list) else None
+
+
+def key_figures(summary: dict) -> dict[str, Any]:
+    """The figures a reader looks at first; None where the run has no such figure."""
+    flagged = flagged_classes(summary)
+    return {
+        "accuracy": (summary.get("metrics") or {}).get("accuracy"),
+        "mistakes": (summary.get("misclassifications") or {}).get("count"),
+        "flagged_classes": None if flagged is None else len(flagged),
+        "robust_accuracy": robust_accuracy(summary),
+    }
+
+
+def flatten_metrics(summary: dict) -> dict[str, float]:
+    """Every numeric leaf of the sections' summary keys, by dotted path (lists are skipped:
+    they hold examples, not metrics)."""
+    flat: dict[str, float] = {}
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{path}.{key}" if path else str(key))
+        elif isinstance(node, (int, float)) and not isinstance(node, bool):
+            if math.isfinite(node):
+                flat[path] = node
+
+    for key, value in summary.items():
+        if key not in NOT_METRICS:
+            walk(value, key)
+    return flat
+
+
+# --- what changed -------------------------------------------------------------------------
+
+def _delta(value: Any, baseline: Any) -> dict[str, Any]:
+    return {"value": value, "baseline": baseline, "change": change(value, baseline)}
+
+
+def metric_deltas(new: dict, old: dict) -> dict[str, dict[str, Any]]:
+    """Each metric of either run with its baseline value and the change."""
+    now, before = flatten_metrics(new), flatten_metrics(old)
+    paths = list(now) + [path for path in before if path not in now]
+    return {path: _delta(now.get(path), before.get(path)) for path in paths}
+
+
+def class_changes(new: dict, old: dict) -> dict[str, list[dict]]:
+    """Classes whose recall fell or rose against the baseline, largest change first."""
+    now = (new.get("metrics") or {}).get("per_class") or {}
+    before = (old.get("metrics") or {}).get("per_class") or {}
+    moves = []
+    for name, metrics in now.items():
+        if name in before and metrics.get("support") and before[name].get("support"):
+            moved = change(metrics.get("recall"), before[name].get("recall"))
+            if moved:
+                moves.append({"class": name, "recall": metrics["recall"],
+                              "baseline": before[name]["recall"], "change": moved})
+    return {"worse": sorted((m for m in moves if m["change"] < 0), key=lambda m: m["change"]),
+            "better": sorted((m for m in moves if m["change"] > 0), key=lambda m: -m["change"])}
+
+
+def same_data(new: dict, new_record, old: dict, old_record) -> tuple[bool, str]:
+    """Whether two runs saw the same examples in the same order, and if not, why not."""
+    if new["data"].get("source") != old["data"].get("source"):
+        return False, (f"different data: '{new['data'].get('source')}' against the baseline's "
+                       f"'{old['data'].get('source')}'")
+    if new["data"].get("n") != old["data"].get("n"):
+        return False, (f"different sample sizes: {new['data'].get('n')} images against the "
+                       f"baseline's {old['data'].get('n')}")
+    if new_record is None or old_record is None:
+        return False, f"the {'baseline' if old_record is None else 'run'} has no {PREDICTIONS_FILE}"
+    for key in ("source_index", "labels"):
+        if not np.array_equal(new_record[key], old_record[key]):
+            return False, "the same source, but sampled differently (different images or labels)"
+    return True, ""
+
+
+def example_changes(new_record, old_record, class_names: list[str]) -> dict[str, Any]:
+    """Examples that became wrong or right (same data only), per class and listed."""
+    labels, preds, before = new_record["labels"], new_record["preds"], old_record["preds"]
+    now_right, was_right = preds == labels, before == labels
+    result: dict[str, Any] = {"comparable": True,
+                              "changed_prediction": int((preds != before).sum())}
+    per_class: dict[str, dict[str, int]] = {}
+    for kind, mask in (("became_wrong", was_right & ~now_right),
+                       ("became_right", ~was_right & now_right)):
+        positions = np.flatnonzero(mask)
+        result[kind] = {"count": int(positions.size), "examples": [
+            {"index": int(i), "true": class_names[labels[i]], "pred": class_names[preds[i]],
+             "baseline_pred": class_names[before[i]]} for i in positions[:EXAMPLES_LISTED]]}
+        for label, count in zip(*np.unique(labels[positions], return_counts=True), strict=True):
+            per_class.setdefault(class_names[label], {"became_wrong": 0, "became_right": 0})
+            per_class[class_names[label]][kind] = int(count)
+    result["per_class"] = dict(sorted(per_class.items(), key=lambda kv: -kv[1]["became_wrong"]))
+    return result
+
+
+def compare_runs(new: dict, new_record, old: Run) -> dict[str, Any]:
+    """The ``baseline`` block of summary.json: which run, and what changed since."""
+    before = old.summary
+    comparable, reason = same_data(new, new_record, before, old.predictions)
+    examples = (example_changes(new_record, old.predictions, new["data"]["class_names"])
+                if comparable else {"comparable": False, "reason": reason})
+    now_figures, old_figures = key_figures(new), key_figures(before)
+    return {
+        "path": str(old.path),
+        "created": before.get("created"),
+        "verdict": before.get("verdict"),
+        "model": {k: before.get("model", {}).get(k) for k in ("name", "path", "sha256")},
+        "data": {k: before.get("data", {}).get(k) for k in ("source", "n")},
+        "same_model": before.get("model", {}).get("sha256") == new["model"].get("sha256"),
+        "same_data": comparable,
+        "key_figures": {name: _delta(now_figures[name], old_figures[name])
+                        for name in now_figures
+                        if now_figures[name] is not None or old_figures[name] is not None},
+        "flagged_classes": _list_delta(flagged_classes(new), flagged_classes(before)),
+        "metrics": metric_deltas(new, before),
+        "classes": class_changes(new, before),
+        "examples": examples,
+    }
+
+
+def _list_delta(now: list | None, before: list | None) -> dict[str, Any] | None:
+    if now is None and before is None:
+        return None
+    now, before = now or [], before or []
+    return {"value": now, "baseline": before, "new": [c for c in now if c not in before],
+            "gone": [c for c in before if c not in now]}
+
+
+def annotate_checks(checks: list[dict], old_checks: list[dict]) -> None:
+    """Give each check the baseline run's value (where its section did not set one) and its
+    status there, so that every check shows where it came from."""
+    before = {check["id"]: check for check in old_checks}
+    for check in checks:
+        old = before.get(check["id"])
+        check["baseline_status"] = old["status"] if old else None
+        if old and check.get("baseline") is None:
+            check["baseline"] = old.get("value")
+        check["change"] = change(check.get("value"), check.get("baseline"))
+
+
+def regression_checks(summary: dict, baseline: dict | None, spec: dict[str, dict]) -> list[Check]:
+    """Checks that hold a whole run against its baseline: no class newly flagged as a Clever
+    Hans suspect (once both runs have ``clever_hans.discovery.flagged_classes``)."""
+    flagged = flagged_classes(summary)
+    if baseline is None or flagged is None:
+        return []
+    return [evaluate_new_items(
+        "newly_flagged_classes", flagged, flagged_classes(baseline),
+        what="classes newly flagged as Clever Hans suspects", section="clever_hans",
+        defaults=DEFAULT_FLAG_BOUNDS, spec=spec.get("newly_flagged_classes"))]
