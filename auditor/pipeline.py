@@ -174,6 +174,7 @@ def write_outputs(work: Path, config, handle, dataset, results, checks, timings,
     from auditor.report.headline import headline
     from auditor.report.render import render_report
     from auditor.report.summary import build_summary, render_junit, render_markdown
+    from auditor.report.views import build_view
 
     summary = build_summary(config, handle, dataset, results, checks, timings, now)
     if baseline is not None:
@@ -184,6 +185,8 @@ def write_outputs(work: Path, config, handle, dataset, results, checks, timings,
     (work / "summary.md").write_text(render_markdown(summary))
     (work / "junit.xml").write_text(render_junit(summary))
     ran = {result.name: result.error is None for result in results}
+    for result in results:
+        result.view = build_view(result, dataset)
     page = {"summary": summary, "sections": results, "checks": summary["checks"],
             "headline": headline(json.loads(text), ran),  # as summary.json has it
             "comparison": summary.get("baseline"),

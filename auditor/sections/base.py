@@ -1,4 +1,12 @@
-"""What a section receives (Context) and returns (SectionResult): plain data, no rendering."""
+"""The section protocol: what a section receives (Context) and returns (SectionResult).
+
+A section module (``auditor/sections/NAME.py``) defines ``NAME``, ``TITLE``, an ``Options``
+dataclass (its spec table; a ``__post_init__`` that raises ConfigError runs when the config is
+made, before any work) and ``run(ctx, options) -> SectionResult``. It computes with
+``auditor.methods`` and never draws: the arrays its figures need go into ``SectionResult.data``,
+and ``auditor/report/views/NAME.py`` turns them into the template's ``view`` only when the HTML
+report is written. Its template partial is ``templates/sections/NAME.html``.
+"""
 
 from __future__ import annotations
 
@@ -37,15 +45,17 @@ class Context:
 class SectionResult:
     """One section's outcome.
 
-    ``summary`` holds the top-level summary.json keys this section owns; ``view`` what its
-    template partial shows (figures as data URIs, tables); ``intro`` one or two sentences on how
-    to read its figures.
+    ``summary`` holds the top-level summary.json keys this section owns; ``data`` the arrays
+    and tables its figures are drawn from (read by ``auditor.report.views``, never by
+    summary.json); ``view`` what its template partial shows (figures as data URIs, tables),
+    filled by the report layer; ``intro`` one or two sentences on how to read its figures.
     """
 
     name: str
     title: str
     intro: str
     summary: dict[str, Any] = field(default_factory=dict)
+    data: Any = None
     view: dict[str, Any] = field(default_factory=dict)
     checks: list[Check] = field(default_factory=list)
     seconds: float = 0.0
