@@ -79,3 +79,18 @@ def predict(handle, dataset, batch_size: int = 64, show_progress: bool = False) 
                              "weights and the input_range it expects")
         logits[positions] = batch
     return Predictions(logits=logits, labels=dataset.labels.copy())
+
+
+def penultimate_features(handle, dataset, batch_size: int = 64) -> np.ndarray | None:
+    """The input of the model's final layer for every sample, streamed a batch at a time;
+    None when the model cannot be split there (a subclassed model, a SavedModel wrapper)."""
+    from auditor.inputs.layers import final_layer_input
+
+    fn = final_layer_input(handle)
+    if fn is None:
+        return None
+    rows = []
+    for images, _, _ in dataset.tensor_batches(batch_size):
+        batch = run_batch(handle, fn, images)
+        rows.append(batch.reshape(len(batch), -1).astype(np.float32))
+    return np.concatenate(rows) if rows else None

@@ -37,6 +37,17 @@ class Context:
         """The section's options: its spec table over the dataclass defaults."""
         return build_dataclass(cls, self.config.section_options.get(name, {}), f"{name}.")
 
+    def features(self):
+        """Penultimate features (N, D) of every audit image, computed once per run and shared
+        by the sections that need them (triage, discovery, embeddings); None when the model
+        cannot be split before its final layer."""
+        if "features" not in self.cache:
+            from auditor.predict.predictions import penultimate_features
+
+            self.cache["features"] = penultimate_features(self.handle, self.dataset,
+                                                          self.config.batch_size)
+        return self.cache["features"]
+
     def thresholds(self, check_id: str) -> dict[str, Any]:
         return self.config.checks.get(check_id, {})
 
