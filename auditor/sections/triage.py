@@ -147,10 +147,26 @@ def fingerprint_all(dataset, batch_size: int = 256):
     return (np.concatenate([e for e, _ in parts]), np.concatenate([h for _, h in parts]))
 
 
-def data_health(ctx, options, reference, self_neighbours, audit_neighbours):
+def features_and_fingerprints(ctx: Context):
+    """The shared penultimate features and the audit images' fingerprints, in one pass over
+    the data when the features are not computed yet (streaming costs about half a model pass)."""
+    from auditor.predict.predictions import penultimate_features
+
+    parts: list = []
+    if "features" not in ctx.cache:
+        ctx.cache["features"] = penultimate_features(
+            ctx.handle, ctx.dataset, ctx.config.batch_size,
+            visit=lambda images, _: parts.append(duplicates.fingerprints(np.asarray(images))))
+    if not parts:  # computed before, or the model could not be split
+        return ctx.cache["features"], fingerprint_all(ctx.dataset)
+    return ctx.cache["features"], (np.concatenate([e for e, _ in parts]),
+                                   np.concatenate([h for _, h in parts]))
+
+
+def data_health(ctx, options, fingerprints, reference, self_neighbours, audit_neighbours):
     """Duplicate groups inside the audit data and, with training data, leaked images."""
     labels = ctx.predictions.labels
-    exact, perceptual = fingerprint_all(ctx.dataset)
+    exact, perceptual = fingerprints
     pairs = None
     if self_neighbours is not None:
         pairs = np.stack([np.repeat(np.arange(len(labels)), self_neighbours.shape[1]),
@@ -308,7 +324,7 @@ def measure(ctx: Context, options: Options) -> Findings:
     p, names, k = ctx.predictions, ctx.dataset.class_names, options.neighbours
     n = len(p.labels)
     skipped: dict[str, str] = {}
-    features = ctx.features()
+    features, fingerprints = features_and_fingerprints(ctx)
     if features is None:
         skipped.update({part: "the model cannot be split before its final layer (no "
                         "penultimate features)" for part in ("knn", "mahalanobis", "neighbours",
@@ -331,7 +347,7 @@ def measure(ctx: Context, options: Options) -> Findings:
     self_neighbours = neighbours if own else (
         nearest(features, features, k, same_set=True)[1]
         if features is not None and options.near_duplicate_bits > 0 else None)
-    groups, leaks = data_health(ctx, options, reference, self_neighbours,
+    groups, leaks = data_health(ctx, options, fingerprints, reference, self_neighbours,
                                 None if own else neighbours)
     found = (slices.failure_slices(features, p.labels, p.correct, options.min_slice,
                                    ctx.config.seed) if features is not None else None)

@@ -41,7 +41,7 @@ def failure_side(features: np.ndarray, wrong: np.ndarray, seed: int = 0) -> np.n
     if folds < 2:
         return None
     svm = make_pipeline(StandardScaler(), LinearSVC(C=SVM_C, class_weight="balanced",
-                                                    max_iter=5000))
+                                                    dual=False))
     decision = cross_val_predict(svm, features, wrong, method="decision_function",
                                  cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
     return decision > 0
