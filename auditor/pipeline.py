@@ -39,7 +39,7 @@ from auditor.sections.base import Context, SectionResult
 REPORT_FILES = ("report.html", "summary.json", "summary.md", "junit.xml", "predictions.npz")
 CHANGED_EXAMPLES_SHOWN = 12  # thumbnails of examples that became wrong (or right) in the report
 LIBRARIES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "scikit-learn", "matplotlib",
-             "jinja2", "tf-explain")
+             "jinja2")
 
 
 @dataclass
