@@ -19,7 +19,7 @@ from auditor.methods.triage import calibration, duplicates, ood, slices
 from auditor.methods.triage.label_issues import MIN_PER_CLASS, find_label_issues
 from auditor.methods.triage.neighbours import nearest
 from auditor.methods.triage.verdicts import VERDICTS, neighbour_tie, verdict_of
-from auditor.sections.base import Context, SectionResult
+from auditor.sections.base import Context, KeyFigure, SectionResult
 
 NAME = "triage"
 TITLE = "Mistake triage"
@@ -35,6 +35,29 @@ DUPLICATE_BOUNDS = {"warn_above": 0.01}
 # Any training image in the audit inflates accuracy; past the same 1 point, accuracy is not
 # trustworthy (Barz and Denzler 2020 found 3.3% of CIFAR-10's test images in its training set).
 LEAKAGE_BOUNDS = {"warn_above": 0.0, "fail_above": 0.01}
+
+
+
+def _triage(summary: dict, key: str):
+    block = summary.get(NAME)
+    return block.get(key) if isinstance(block, dict) else None
+
+
+def _label_errors_detail(summary: dict) -> str:
+    accuracy = _triage(summary, "accuracy_without_label_issues")
+    return "" if accuracy is None else f"accuracy {accuracy:.1%} without the flagged"
+
+
+# In summary.md, the baseline comparison and the index trends; the top of the report keeps its
+# five, and this section shows both figures first.
+KEY_FIGURES = (
+    KeyFigure("label_errors", "Label errors", "expected label errors", NAME,
+              lambda summary: _triage(summary, "expected_label_errors"),
+              detail=_label_errors_detail, rank=25, headline=False),
+    KeyFigure("ece", "Calibration error", "expected calibration error (ECE)", NAME,
+              lambda summary: _triage(summary, "ece"), text=lambda _, v: f"{v:.3f}", rank=45,
+              headline=False),
+)
 
 
 @dataclass
