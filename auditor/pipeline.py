@@ -32,7 +32,7 @@ from auditor.runs.baseline import (
     regression_checks,
     save_predictions,
 )
-from auditor.runs.staging import staged_folder
+from auditor.runs.staging import check_out, staged_folder
 from auditor.sections import SECTION_NAMES, section_module
 from auditor.sections.base import Context, SectionResult
 
@@ -110,6 +110,10 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
 
     started = time.perf_counter()
     now = dt.datetime.now(dt.timezone.utc)
+    inputs = {"model": config.model, "data": config.data, "training data": config.train_data,
+              "compare model": config.compare_model}
+    if config.out:  # an output path it may not write is refused before any work
+        check_out(Path(config.out), {k: v for k, v in inputs.items() if v})
     chatty = progress_enabled(config.progress)
     distribution = make_distribution(config.strategy)  # before any other TensorFlow work
     keras.utils.set_random_seed(config.seed)
@@ -118,12 +122,14 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
     handle.distribution = distribution
     dataset = load_dataset(config.data, handle.input_shape, handle.num_classes,
                            class_names=config.class_names, max_samples=config.max_samples,
-                           seed=config.seed, data_range=config.data_range)
+                           seed=config.seed, data_range=config.data_range,
+                           strict_data=config.strict_data)
     train_dataset = None
     if config.train_data:
         train_dataset = load_dataset(config.train_data, handle.input_shape, handle.num_classes,
                                      class_names=config.class_names, seed=config.seed,
-                                     data_range=config.data_range)
+                                     data_range=config.data_range,
+                                     strict_data=config.strict_data)
     compare_handle = None
     if config.compare_model:
         with distribution.scope():
@@ -139,6 +145,7 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
     baseline_run = load_run(config.baseline) if config.baseline else None
     baseline = baseline_run.summary if baseline_run else None
     out = Path(config.out) if config.out else default_out(handle.name, now)
+    check_out(out, {k: v for k, v in inputs.items() if v})
     names = config.sections or list(SECTION_NAMES)
     timings: dict[str, float] = {"load": time.perf_counter() - started}
 

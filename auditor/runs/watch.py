@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from auditor.config.spec import AuditConfig
-from auditor.errors import AuditorError, ModelError
+from auditor.errors import AuditorError, Interrupted, ModelError
 
 CHECKPOINT_SUFFIXES = (".keras", ".h5")
 LEDGER_FILE = "watch.json"
@@ -66,6 +66,9 @@ def read_ledger(root: Path) -> list[dict]:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise AuditorError(f"watch ledger '{path}' is not valid JSON ({exc}); fix or delete it "
                            "(deleting it re-audits every checkpoint)") from None
+    if not isinstance(ledger, dict) or ledger.get("schema") != LEDGER_SCHEMA:
+        raise AuditorError(f"'{path}' is not an auditor watch ledger; auditor never replaces a "
+                           "file it did not write: choose another --out for the reports")
     return list(ledger.get("checkpoints", []))
 
 
@@ -162,5 +165,5 @@ def watch(folder: Path, root: Path, configure: Callable[..., AuditConfig], *, on
             return worst
         try:
             time.sleep(interval)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Interrupted):
             return worst
