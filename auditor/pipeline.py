@@ -21,6 +21,7 @@ from pathlib import Path
 
 from auditor import __version__
 from auditor.checks.check import Check, exit_code
+from auditor.checks.data import data_checks
 from auditor.config.spec import AuditConfig
 from auditor.errors import AuditorError, ConfigError
 from auditor.progress import progress_enabled
@@ -164,7 +165,8 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
             _say(f"section {name}", chatty)
             results.append(run_section(name, ctx))
             timings[name] = results[-1].seconds
-        checks = [check for result in results for check in result.checks]
+        checks = data_checks(dataset, predictions)
+        checks += [check for result in results for check in result.checks]
         sections_summary = {k: v for result in results for k, v in result.summary.items()}
         checks += regression_checks(sections_summary, baseline, config.checks)
         timings["total"] = time.perf_counter() - started

@@ -9,7 +9,9 @@ channels; the audit never holds more than a batch of images unless a section ask
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -503,10 +505,24 @@ class ImageFiles:
         decoded = files.map(lambda i, file: (i, tf.shape(_decode(file))[0]),
                             num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
         ok = np.zeros(len(index), bool)
-        for positions, _ in decoded.batch(4096).as_numpy_iterator():
-            ok[positions] = True
+        with _c_stderr_muted():  # libjpeg prints "Improper call to JPEG library" per bad file
+            for positions, _ in decoded.batch(4096).as_numpy_iterator():
+                ok[positions] = True
         return [{"path": str(self.paths[index[i]]), "reason": _decode_failure(self.paths[index[i]])}
                 for i in np.flatnonzero(~ok)]
+
+
+@contextlib.contextmanager
+def _c_stderr_muted():
+    """File descriptor 2 sent to /dev/null: C libraries write there directly, past Python."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _decode(file):

@@ -15,9 +15,32 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+# Class names in any script: DejaVu Sans (matplotlib's own) first, then Noto Sans CJK for
+# Chinese, Japanese and Korean names (Debian's fonts-noto-cjk; .ci/run installs it), each used
+# by matplotlib's font fallback for the glyphs the fonts before it lack.
+FONT_FAMILIES = ("DejaVu Sans", "Noto Sans CJK JP")
 DIVERGING = "RdBu_r"
 SEQUENTIAL = "magma"
 DPI = 96
+
+
+def use_font_fallback() -> None:
+    """Set the font list to the families of FONT_FAMILIES that this machine has. A font
+    installed after matplotlib built its font cache is not in it: it is added from its file."""
+    from pathlib import Path
+
+    from matplotlib import font_manager
+
+    known = {font.name for font in font_manager.fontManager.ttflist}
+    if not set(FONT_FAMILIES) <= known:
+        for path in font_manager.findSystemFonts():
+            if Path(path).name.startswith("NotoSansCJK-Regular"):
+                font_manager.fontManager.addfont(path)
+        known = {font.name for font in font_manager.fontManager.ttflist}
+    plt.rcParams["font.family"] = [name for name in FONT_FAMILIES if name in known]
+
+
+use_font_fallback()
 
 
 def figure_uri(fig, dpi: int = DPI) -> str:
