@@ -187,12 +187,12 @@ def _read_model(path: str, unsafe_load: bool):
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=not unsafe_load)
     except ValueError as exc:
-        _refuse_unknown_classes(p)
         message = str(exc)
         if "safe_mode" in message or "Lambda" in message or "lambda" in message:
             raise ModelError(f"model '{path}' contains code (a Lambda layer); loading it runs "
                              "that code, so pass --unsafe-load only if you trust the "
                              "file") from None
+        _refuse_unknown_classes(p)
         if "Unknown" in message or "custom" in message.lower():
             raise ModelError(f"model '{path}' uses a custom layer or object that is not "
                              "registered; import the module that defines it and pass "
@@ -256,8 +256,8 @@ def unknown_classes(path: Path) -> list[str]:
 
 def _known_class(keras, name: str, module: str | None, registered: str) -> bool:
     """Keras's own classes (by module, or by name in a Keras 2 config) and registered ones."""
-    if keras.saving.get_registered_object(registered) is not None:
-        return True
+    if name == "__lambda__" or keras.saving.get_registered_object(registered) is not None:
+        return True  # __lambda__: the function of a Lambda layer, which safe mode refuses
     if module is not None:
         return module.split(".")[0] == "keras"
     spaces = (keras, keras.layers, keras.models, keras.initializers, keras.regularizers,
