@@ -366,6 +366,14 @@ def test_watch_never_replaces_a_users_ledger(tmp_path, run_cli):
     assert (root / "watch.json").read_text() == '{"mine": true}'
 
 
+def test_watch_reports_root_that_is_a_file_is_refused(tmp_path, run_cli):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "reports").write_text("not a folder")
+    one_line_error(*run_cli("watch", str(tmp_path / "checkpoints"), "--once", "--settle", "0",
+                            "--out", str(tmp_path / "reports"), "--no-progress"), "is a file")
+    assert (tmp_path / "reports").read_text() == "not a folder"
+
+
 def test_demo_out_holding_user_files_is_refused(tmp_path, run_cli):
     mine = tmp_path / "mine"
     mine.mkdir()

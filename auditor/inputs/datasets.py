@@ -1,10 +1,11 @@
 """Labelled image sources streamed as display-space batches that fit the model.
 
 Sources (the ``--data`` SOURCE): ``sklearn:digits[:train|test|all]``, ``npz:PATH`` (arrays ``x``,
-``y``, optional ``class_names``), a folder with one sub-folder of images per class (Keras's
-convention: class names from sorted folder names), and ``tfds:NAME[:SPLIT]`` when the dataset is
-already on disk. Every image leaves here as float32 in [0, 1] with the model's height, width and
-channels; the audit never holds more than a batch of images unless a section asks for a few.
+``y``, optional ``class_names``), a folder with one sub-folder of images per class (read as
+classes by name, by index, or by sorted position: ``folder_classes``), and
+``tfds:NAME[:SPLIT]`` when the dataset is already on disk. Every image leaves here as float32
+in [0, 1] with the model's height, width and channels; the audit never holds more than a batch
+of images unless a section asks for a few.
 """
 
 from __future__ import annotations
@@ -376,7 +377,9 @@ def _range_divisor(read_rows: Callable, shape: tuple[int, ...], dtype: np.dtype,
                    data_range: str, where: str) -> float:
     """How to bring raw pixel values to [0, 1]: given by the spec or guessed from the maximum.
 
-    Floating-point images are scanned once, a chunk at a time, for NaN and infinite values.
+    The images are scanned once, a chunk at a time: NaN and infinite values, values outside
+    0-255, and a stated range that the values contradict (0-255 pixels said to be 0-1: the
+    audit would see white images) are refused.
     """
     floating = np.issubdtype(dtype, np.floating)
     n, row_bytes = shape[0], int(np.prod(shape[1:])) * np.dtype(dtype).itemsize

@@ -108,7 +108,14 @@ def watch_once(folder: Path, root: Path, configure: Callable[..., AuditConfig],
     if not folder.is_dir():
         raise AuditorError(f"checkpoint folder '{folder}' does not exist; pass the folder your "
                            "training job saves .keras/.h5 checkpoints into")
-    root.mkdir(parents=True, exist_ok=True)
+    if root.exists() and not root.is_dir():
+        raise AuditorError(f"reports root '{root}' is a file; pass --out a folder for the "
+                           "watch's run folders")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AuditorError(f"cannot create the reports root '{root}' ({exc.strerror or exc}); "
+                           "pass --out a folder you can write to") from None
     entries = read_ledger(root)
     seen = {(e["file"], e["size"], e["mtime_ns"]): e["sha256"] for e in entries}
     known = known_hashes(root, entries)
