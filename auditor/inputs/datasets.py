@@ -428,14 +428,16 @@ def _open_folder(path: str, num_classes: int, class_names: list[str] | None):
     if not classes:
         raise DataError(f"data folder '{path}' has no class sub-folders; put each class's "
                         "images in a sub-folder named after the class")
-    mapping = folder_classes(classes, num_classes, class_names, path)
-    files, labels, skipped = [], [], []
+    listed = {}
     for name in classes:
-        found = sorted(f for f in (root / name).iterdir()
-                       if f.suffix.lower() in IMAGE_EXTENSIONS and not _ignored(f))
-        if not found:
+        listed[name] = sorted(f for f in (root / name).iterdir()
+                              if f.suffix.lower() in IMAGE_EXTENSIONS and not _ignored(f))
+        if not listed[name]:
             raise DataError(f"class folder '{root / name}' has no images "
                             f"({', '.join(IMAGE_EXTENSIONS)}); add images or remove the folder")
+    mapping = folder_classes(classes, num_classes, class_names, path)
+    files, labels, skipped = [], [], []
+    for name, found in listed.items():
         for file in found:
             reason = _unusable(file)
             if reason:
