@@ -105,19 +105,23 @@ def output_folder(out: Path, distribution) -> Iterator[Path]:
             yield Path(scratch)
 
 
-def run_audit(config: AuditConfig) -> AuditOutcome:
-    """Run the audit that ``config`` describes and write its folder; returns the exit code."""
+@dataclass
+class Inputs:
+    """What an audit loads before any expensive work: any bad input fails here (exit 2)."""
+
+    handle: object  # inputs.models.ModelHandle
+    dataset: object  # inputs.datasets.Dataset
+    train_dataset: object = None
+    compare_handle: object = None
+
+
+def load_inputs(config: AuditConfig, distribution) -> Inputs:
+    """The model, the data and, when given, the training data and the model to compare with."""
     import keras
 
     from auditor.inputs.datasets import load_dataset
     from auditor.inputs.models import load_model
-    from auditor.predict.distribute import make_distribution
-    from auditor.predict.predictions import predict
 
-    started = time.perf_counter()
-    now = dt.datetime.now(dt.timezone.utc)
-    chatty = progress_enabled(config.progress)
-    distribution = make_distribution(config.strategy)  # before any other TensorFlow work
     keras.utils.set_random_seed(config.seed)
     with distribution.scope():  # the model's variables are mirrored on every replica
         handle = load_model(config.model, config.input_range, config.unsafe_load)
@@ -142,6 +146,20 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
                 f"--compare-model '{config.compare_model}' takes {compare_handle.input_shape} "
                 f"with {compare_handle.num_classes} classes, but the audited model takes "
                 f"{handle.input_shape} with {handle.num_classes}; compare models of one task")
+    return Inputs(handle, dataset, train_dataset, compare_handle)
+
+
+def run_audit(config: AuditConfig) -> AuditOutcome:
+    """Run the audit that ``config`` describes and write its folder; returns the exit code."""
+    from auditor.predict.distribute import make_distribution
+    from auditor.predict.predictions import predict
+
+    started = time.perf_counter()
+    now = dt.datetime.now(dt.timezone.utc)
+    chatty = progress_enabled(config.progress)
+    distribution = make_distribution(config.strategy)  # before any other TensorFlow work
+    loaded = load_inputs(config, distribution)
+    handle, dataset = loaded.handle, loaded.dataset
     baseline_run = load_run(config.baseline) if config.baseline else None
     baseline = baseline_run.summary if baseline_run else None
     out = Path(config.out) if config.out else default_out(handle.name, now)
@@ -157,7 +175,8 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
         save_predictions(work, record)
         ctx = Context(config=config, handle=handle, dataset=dataset, predictions=predictions,
                       workdir=work, show_progress=chatty, baseline=baseline,
-                      train_dataset=train_dataset, compare_handle=compare_handle)
+                      train_dataset=loaded.train_dataset,
+                      compare_handle=loaded.compare_handle)
         results = []
         for name in names:
             _say(f"section {name}", chatty)
