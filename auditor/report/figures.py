@@ -51,6 +51,25 @@ def image_uri(image: np.ndarray, size: int = 96) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def montage(rows: list[list[np.ndarray]], gap_x: int, gap_y: int | None = None,
+            columns: int | None = None) -> np.ndarray:
+    """Tiles of one size (H, W, C in [0, 1]; grey becomes RGB) laid out in rows on a white
+    sheet, ``gap_x`` / ``gap_y`` pixels after each: one image to draw instead of an axes per
+    tile, many times faster. Rows may be shorter than ``columns``."""
+    gap_y = gap_x if gap_y is None else gap_y
+    height, width = rows[0][0].shape[:2]
+    columns = columns or max(len(row) for row in rows)
+    dtype = np.result_type(np.float32, *[tile.dtype for row in rows for tile in row])
+    sheet = np.ones((len(rows) * (height + gap_y), columns * (width + gap_x), 3), dtype)
+    for r, row in enumerate(rows):
+        for c, tile in enumerate(row):
+            tile = np.clip(np.asarray(tile, dtype), 0, 1)
+            tile = np.repeat(tile, 3, axis=-1) if tile.shape[-1] == 1 else tile[..., :3]
+            y, x = r * (height + gap_y), c * (width + gap_x)
+            sheet[y:y + height, x:x + width] = tile
+    return sheet
+
+
 def show_image(ax, image: np.ndarray) -> None:
     """Draw a display-space image: grey images in grey, RGB as is, no axes."""
     image = np.clip(np.asarray(image, dtype=np.float32), 0, 1)

@@ -20,7 +20,8 @@ from auditor.checks.check import evaluate
 from auditor.errors import ConfigError, ModelError
 from auditor.inputs.layers import conv_layers, find_layer
 from auditor.methods.featureviz import objectives
-from auditor.methods.featureviz.realism import study_real_images, total_variation
+from auditor.methods.featureviz.objectives import image_total_variation
+from auditor.methods.featureviz.realism import study_real_images
 from auditor.methods.featureviz.recipes import INITS, Recipe, optimise
 from auditor.methods.featureviz.top_images import top_activating
 from auditor.sections.base import Context, SectionResult
@@ -142,7 +143,7 @@ def judge_images(ctx: Context, images: np.ndarray, targets: list[int], real) -> 
     """The model's and the judge's verdicts and the total variation, per image."""
     probs = _probabilities(ctx.handle, images)
     judged = real.judge_predict(images)
-    tv = total_variation(images)
+    tv = image_total_variation(images).numpy()
     targets = np.asarray(targets)
     return {"confidence": probs[np.arange(len(targets)), targets],
             "predicted": probs.argmax(axis=1), "model_agrees": probs.argmax(axis=1) == targets,
