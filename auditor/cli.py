@@ -13,7 +13,7 @@ import sys
 import click
 
 from auditor import __version__
-from auditor.config.spec import STRATEGIES
+from auditor.config.spec import FORMATS, STRATEGIES
 from auditor.errors import AuditorError, Interrupted
 
 
@@ -47,7 +47,7 @@ def _report(outcome) -> None:
                f"{sum(c['status'] == 'warn' for c in summary['checks'])} warnings, "
                f"{len(summary['checks'])} checks"
                f"{'' if summary.get('gated') else '; nothing was gated'})", err=True)
-    click.echo(str(outcome.out / "report.html"))
+    click.echo(str(outcome.page))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -78,6 +78,9 @@ AUDIT_OPTIONS = (
                  help="tf.distribute strategy for batched steps: default (one device), "
                       "mirrored (all local GPUs or logical CPUs), multiworker (the machines "
                       "in TF_CONFIG)."),
+    click.option("--format", help=f"Comma list of outputs: {','.join(FORMATS)} (default all; "
+                                  "summary.json is always written; without html no figure is "
+                                  "drawn)."),
     click.option("--unsafe-load", is_flag=True, default=None,
                  help="Allow models with Lambda layers or custom objects (runs their code)."),
     click.option("--no-progress", is_flag=True, help="No progress output."),
