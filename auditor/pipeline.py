@@ -21,6 +21,7 @@ from pathlib import Path
 
 from auditor import __version__
 from auditor.checks.check import Check, exit_code
+from auditor.checks.data import data_checks
 from auditor.config.spec import AuditConfig
 from auditor.errors import AuditorError, ConfigError
 from auditor.progress import progress_enabled
@@ -32,7 +33,7 @@ from auditor.runs.baseline import (
     regression_checks,
     save_predictions,
 )
-from auditor.runs.staging import staged_folder
+from auditor.runs.staging import check_out, staged_folder
 from auditor.sections import SECTION_NAMES, section_module
 from auditor.sections.base import Context, SectionResult
 
@@ -105,31 +106,44 @@ def output_folder(out: Path, distribution) -> Iterator[Path]:
             yield Path(scratch)
 
 
-def run_audit(config: AuditConfig) -> AuditOutcome:
-    """Run the audit that ``config`` describes and write its folder; returns the exit code."""
+@dataclass
+class Inputs:
+    """What an audit loads before any expensive work: any bad input fails here (exit 2)."""
+
+    handle: object  # inputs.models.ModelHandle
+    dataset: object  # inputs.datasets.Dataset
+    train_dataset: object = None
+    compare_handle: object = None
+
+
+def input_paths(config: AuditConfig) -> dict[str, str]:
+    """The files a run reads, which its --out must never hold (label -> path as given)."""
+    given = {"model": config.model, "data": config.data, "training data": config.train_data,
+             "compare model": config.compare_model}
+    return {label: path for label, path in given.items() if path}
+
+
+def load_inputs(config: AuditConfig, distribution) -> Inputs:
+    """The model, the data and, when given, the training data and the model to compare with."""
     import keras
 
     from auditor.inputs.datasets import load_dataset
     from auditor.inputs.models import load_model
-    from auditor.predict.distribute import make_distribution
-    from auditor.predict.predictions import predict
 
-    started = time.perf_counter()
-    now = dt.datetime.now(dt.timezone.utc)
-    chatty = progress_enabled(config.progress)
-    distribution = make_distribution(config.strategy)  # before any other TensorFlow work
     keras.utils.set_random_seed(config.seed)
     with distribution.scope():  # the model's variables are mirrored on every replica
         handle = load_model(config.model, config.input_range, config.unsafe_load)
     handle.distribution = distribution
     dataset = load_dataset(config.data, handle.input_shape, handle.num_classes,
                            class_names=config.class_names, max_samples=config.max_samples,
-                           seed=config.seed, data_range=config.data_range)
+                           seed=config.seed, data_range=config.data_range,
+                           strict_data=config.strict_data)
     train_dataset = None
     if config.train_data:
         train_dataset = load_dataset(config.train_data, handle.input_shape, handle.num_classes,
                                      class_names=config.class_names, seed=config.seed,
-                                     data_range=config.data_range)
+                                     data_range=config.data_range,
+                                     strict_data=config.strict_data)
     compare_handle = None
     if config.compare_model:
         with distribution.scope():
@@ -142,9 +156,26 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
                 f"--compare-model '{config.compare_model}' takes {compare_handle.input_shape} "
                 f"with {compare_handle.num_classes} classes, but the audited model takes "
                 f"{handle.input_shape} with {handle.num_classes}; compare models of one task")
+    return Inputs(handle, dataset, train_dataset, compare_handle)
+
+
+def run_audit(config: AuditConfig) -> AuditOutcome:
+    """Run the audit that ``config`` describes and write its folder; returns the exit code."""
+    from auditor.predict.distribute import make_distribution
+    from auditor.predict.predictions import predict
+
+    started = time.perf_counter()
+    now = dt.datetime.now(dt.timezone.utc)
+    if config.out:  # an output path it may not write is refused before any work
+        check_out(Path(config.out), input_paths(config))
+    chatty = progress_enabled(config.progress)
+    distribution = make_distribution(config.strategy)  # before any other TensorFlow work
+    loaded = load_inputs(config, distribution)
+    handle, dataset = loaded.handle, loaded.dataset
     baseline_run = load_run(config.baseline) if config.baseline else None
     baseline = baseline_run.summary if baseline_run else None
     out = Path(config.out) if config.out else default_out(handle.name, now)
+    check_out(out, input_paths(config))
     names = config.sections or list(SECTION_NAMES)
     timings: dict[str, float] = {"load": time.perf_counter() - started}
 
@@ -157,7 +188,8 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
         save_predictions(work, record)
         ctx = Context(config=config, handle=handle, dataset=dataset, predictions=predictions,
                       workdir=work, show_progress=chatty, baseline=baseline,
-                      train_dataset=train_dataset, compare_handle=compare_handle)
+                      train_dataset=loaded.train_dataset,
+                      compare_handle=loaded.compare_handle)
         results = []
         for name in names:
             _say(f"section {name}", chatty)
@@ -167,7 +199,8 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
             tick = time.perf_counter()
             draw_views(results, dataset)
             timings["figures"] = time.perf_counter() - tick
-        checks = [check for result in results for check in result.checks]
+        checks = data_checks(dataset, predictions)
+        checks += [check for result in results for check in result.checks]
         sections_summary = {k: v for result in results for k, v in result.summary.items()}
         checks += regression_checks(sections_summary, baseline, config.checks)
         timings["total"] = time.perf_counter() - started
