@@ -4,10 +4,8 @@ Exact duplicates have the same pixels at 8-bit depth (a BLAKE2 digest of the qua
 Near duplicates have the same perceptual hash, the rule cleanvision applies. The hash is
 imagehash's pHash (64 bits: the grey image at 32x32, its 2-D DCT, the top-left 8x8 block against
 its median), computed here for a whole batch at once: imagehash's per-image version costs about
-0.3 ms an image, more than the demo model's whole forward pass. At 32x32 the bits are
-imagehash's exactly; other sizes are resized by TensorFlow's Lanczos-3 rather than Pillow's
-(Pillow stays in the report layer), which can move a few bits that sit near the median
-(tests/test_triage.py holds both). Audit and training images are hashed alike. A looser
+0.3 ms an image, more than the demo model's whole forward pass. The bits are imagehash's
+exactly, at any image size (tests/test_triage.py compares them). A looser
 ``bits`` > 0 also joins pairs within that Hamming distance, among the candidate pairs given
 (nearest neighbours in the model's features), so the cost stays linear.
 """
@@ -43,12 +41,12 @@ def perceptual_hashes(pixels: np.ndarray) -> np.ndarray:
     from scipy.fft import dct
 
     grey = grey_levels(pixels)
-    if grey.shape[1:] != (HASH_SIDE, HASH_SIDE):  # Lanczos, as imagehash (Pillow) resizes
-        import tensorflow as tf
+    if grey.shape[1:] != (HASH_SIDE, HASH_SIDE):  # Pillow's Lanczos, as imagehash resizes
+        from PIL import Image
 
-        resized = tf.image.resize(grey[..., None].astype(np.float32), (HASH_SIDE, HASH_SIDE),
-                                  method="lanczos3", antialias=True).numpy()[..., 0]
-        grey = np.clip(np.round(resized), 0, 255).astype(np.uint8)
+        grey = np.stack([np.asarray(Image.fromarray(g).resize((HASH_SIDE, HASH_SIDE),
+                                                              Image.Resampling.LANCZOS))
+                         for g in grey])
     spectrum = dct(dct(grey.astype(np.float64), axis=1), axis=2)
     low = spectrum[:, :HASH_BITS, :HASH_BITS].reshape(len(grey), -1)
     bits = low > np.median(low, axis=1, keepdims=True)
