@@ -89,7 +89,8 @@ class KeyFigure:
     how the headline reads it (default: a percentage or a count); ``detail`` the line under
     it; ``status(summary, status)`` may change the status its section's checks give it
     (``judged=False``: never coloured by them). ``rank`` orders the figures; ``trend``: the
-    index draws it over time.
+    index draws it over time; ``headline=False``: only in summary.md, baseline comparisons
+    and the index, not among the top of the report's five.
     """
 
     name: str  # its key in summary.json's baseline.key_figures
@@ -104,6 +105,7 @@ class KeyFigure:
     judged: bool = True
     trend: bool = True
     rank: int = 50
+    headline: bool = True
 
     def shown(self, summary: dict, value: Any) -> str:
         if self.text is not None:
