@@ -18,14 +18,14 @@ rest of the class filled with) the rest of the class's own mean image. Pasting a
 typical strokes makes any digit look like it; only the effect beyond that control is the
 group's. A candidate is confirmed when the lower end of the flip rate's excess over its control
 (paired bootstrap) reaches its bound, or, for a local region, the drop's excess does; otherwise
-it stays an unconfirmed hypothesis, not a shortcut. A whole-image drop does not confirm: mapping a group's colour
-statistics onto the rest's changes a class's natural look too (thick strokes made thin), and
-the class score falls with it for any group, shortcut or not.
+it stays an unconfirmed hypothesis, not a shortcut. A whole-image drop does not confirm:
+mapping a group's colour statistics onto the rest's changes a class's natural look too (thick
+strokes made thin), and the class score falls with it for any group, shortcut or not.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -40,6 +40,7 @@ from auditor.predict.predictions import softmax
 FLIP_BOUND = 0.25  # confirmed when the flip-rate excess's lower end reaches this ...
 DROP_BOUND = 0.20  # ... or, in a local region, the score-drop excess's lower end
 Z95 = 1.959964
+EXAMPLES = 4  # images kept per side of an intervention for the report
 SMOOTH = 0.25  # whole-image differences keep spatial structure coarser than this share
 
 
@@ -62,6 +63,7 @@ class Effect:
     drop_excess: tuple[float, float, float]
     members: int
     confirmed: bool
+    examples: dict = field(default_factory=dict, repr=False)  # a few images for the report
 
     @property
     def strength(self) -> tuple[bool, float]:
@@ -182,7 +184,12 @@ def measure_effect(logits_fn, label: int, members: np.ndarray, rest: np.ndarray,
     flip_excess = paired_excess(flipped.astype(float), flipped_control.astype(float), seed)
     drop_excess = two_sample_excess(drops, rest_drops, seed)
     local = mask is not None
-    return Effect(region=region, local=local,
+    shown = np.flatnonzero(eligible)[:EXAMPLES]
+    examples = {"member": parts[0][:EXAMPLES], "removed": parts[1][:EXAMPLES],
+                "member_p": (p[0][:EXAMPLES, label], p[1][:EXAMPLES, label]),
+                "other": parts[4][shown], "pasted": parts[5][shown],
+                "other_p": (p[4][shown, label], p[5][shown, label])}
+    return Effect(examples=examples, region=region, local=local,
                   flip_rate=float(flipped.mean()) if trials else 0.0,
                   flip_interval=wilson(int(flipped.sum()), trials),
                   flip_control=float(flipped_control.mean()) if trials else 0.0,
@@ -216,10 +223,14 @@ def two_sample_excess(a: np.ndarray, b: np.ndarray, seed: int,
             float(np.quantile(diff, 0.975)))
 
 
-def image_region(members: np.ndarray, rest: np.ndarray, grid: int) -> PixelRegion:
-    """The region the pixels suggest: where the members' mean image differs from the rest's
-    by at least half the largest difference (a watermark's letters, a frame, a patch), named
-    after the discovery's candidate region that holds most of it."""
+def image_region(members: np.ndarray, rest: np.ndarray, grid: int, free: bool):
+    """The region the pixels suggest. ``free``: where the members' mean image differs from the
+    rest's by at least half the largest difference (a watermark's letters, a frame, a patch),
+    named after the candidate region that holds most of it. Otherwise that candidate region
+    itself (a window, a border band, the frame), or None when none holds the difference
+    beyond an even spread. Groups found in the features get only the latter: on the digits
+    demo a free mask around one group's distinct strokes, pasted onto other digits, makes them
+    look like the class (natural look, not a shortcut)."""
     import cv2
 
     from auditor.methods.shortcuts.discovery import candidate_regions, concentration
@@ -228,10 +239,12 @@ def image_region(members: np.ndarray, rest: np.ndarray, grid: int) -> PixelRegio
     size = min(grid, *difference.shape)
     pooled = cv2.resize(difference, (size, size), interpolation=cv2.INTER_AREA)
     focus, named = concentration(pooled, candidate_regions(size))
+    named = named if named is not None and focus >= 0.5 else None
+    if not free:
+        return named
     mask = difference >= 0.5 * difference.max() if difference.max() > 0 else difference > 0
     mask = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(np.float32)
-    return PixelRegion(named.name if named is not None and focus >= 0.5 else "changed pixels",
-                       mask)
+    return PixelRegion(named.name if named is not None else "changed pixels", mask)
 
 
 @dataclass
@@ -248,8 +261,9 @@ class PixelRegion:
 def confirm(logits_fn, label: int, images: np.ndarray, labels: np.ndarray,
             members: np.ndarray, region=None, grid: int = 16, seed: int = 0,
             max_others: int = 200) -> Effect:
-    """The strongest of the interventions on one candidate: in the maps' region (when given),
-    in the region the pixels suggest, and on the whole image. ``members`` indexes ``images``."""
+    """The strongest of the interventions on one candidate: in the maps' region (when given,
+    for a group found in the maps), in the region the pixels suggest, and on the whole image.
+    ``members`` indexes ``images``."""
     own = np.flatnonzero(labels == label)
     rest = np.setdiff1d(own, members)
     rng = np.random.default_rng(seed)
@@ -257,7 +271,7 @@ def confirm(logits_fn, label: int, images: np.ndarray, labels: np.ndarray,
     inside, outside, elsewhere = images[members], images[rest], images[others]
     height, width = images.shape[1:3]
     tried = {}
-    pixel_region = image_region(inside, outside, grid)
+    pixel_region = image_region(inside, outside, grid, free=region is not None)
     for candidate in (region, pixel_region):
         if candidate is not None and candidate.name not in tried:
             tried[candidate.name] = measure_effect(logits_fn, label, inside, outside, elsewhere,

@@ -19,6 +19,7 @@ import numpy as np
 
 from auditor.methods.shortcuts.discovery import ClassDiscovery, discover, discover_features
 from auditor.methods.shortcuts.intervention import Effect, confirm
+from auditor.predict.distribute import run_batch
 
 
 @dataclass
@@ -78,13 +79,17 @@ def search(handle, images: np.ndarray, labels: np.ndarray, positions: np.ndarray
                    discover_features(features, labels, positions, class_names, k_max=k_max,
                                      seed=seed))
     index_of = {int(p): i for i, p in enumerate(positions)}
+
+    def logits_fn(batch):  # the predict path: the handle's strategy, when it has one
+        return run_batch(handle, handle.logits_fn, batch)
+
     findings = []
     for on_maps, on_features in zip(by_maps, by_features, strict=True):
         finding = Finding(on_maps.label, on_maps.name, on_maps, on_features)
         tried = [d for d in (on_maps, on_features) if d is not None and d.suspect is not None]
         for discovery in tried:
             members = np.array([index_of[int(p)] for p in discovery.members])
-            effect = confirm(handle.logits_fn, discovery.label, images, labels, members,
+            effect = confirm(logits_fn, discovery.label, images, labels, members,
                              discovery.region, grid, seed)
             if finding.effect is None or effect.strength > finding.effect.strength:
                 finding.effect, finding.signal = effect, discovery.signal
