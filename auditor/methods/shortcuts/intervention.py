@@ -225,12 +225,15 @@ def two_sample_excess(a: np.ndarray, b: np.ndarray, seed: int,
 
 def image_region(members: np.ndarray, rest: np.ndarray, grid: int, free: bool):
     """The region the pixels suggest. ``free``: where the members' mean image differs from the
-    rest's by at least half the largest difference (a watermark's letters, a frame, a patch),
-    named after the candidate region that holds most of it. Otherwise that candidate region
+    rest's by at least half the largest difference and by more than the members and the rest
+    vary there together (a planted mark is the same on every member, on a background the rest
+    agrees on; a writing style varies, and so do the rest's strokes: a watermark's letters, a
+    frame, a patch are kept, a stroke is not), named after the candidate region that holds
+    most of it. Otherwise that candidate region
     itself (a window, a border band, the frame), or None when none holds the difference
-    beyond an even spread. Groups found in the features get only the latter: on the digits
-    demo a free mask around one group's distinct strokes, pasted onto other digits, makes them
-    look like the class (natural look, not a shortcut)."""
+    beyond an even spread. Groups found in the features get only the latter: a free mask around
+    one group's distinct strokes, pasted onto other digits, makes them look like the class
+    (natural look, not a shortcut)."""
     import cv2
 
     from auditor.methods.shortcuts.discovery import candidate_regions, concentration
@@ -242,7 +245,10 @@ def image_region(members: np.ndarray, rest: np.ndarray, grid: int, free: bool):
     named = named if named is not None and focus >= 0.5 else None
     if not free:
         return named
-    mask = difference >= 0.5 * difference.max() if difference.max() > 0 else difference > 0
+    spread = members.std(axis=0).sum(axis=-1) + rest.std(axis=0).sum(axis=-1)
+    mask = (difference >= 0.5 * difference.max()) & (difference >= spread)
+    if difference.max() <= 0 or not mask.any():
+        return named
     mask = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(np.float32)
     return PixelRegion(named.name if named is not None else "changed pixels", mask)
 
