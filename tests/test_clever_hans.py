@@ -146,11 +146,13 @@ def test_the_control_copy_and_the_clean_model_raise_no_finding(clean_run):
 
 
 def test_the_planted_patch_and_watermark_are_discovered_and_confirmed(clean_run):
+    from auditor.methods.shortcuts.intervention import FLIP_BOUND
+
     result, _, _ = clean_run
     for shortcut in ("patch", "watermark"):
         entry = injection(result, shortcut)
         assert entry["discovery_flagged"], entry
-        assert entry["discovery_effect"]["flip_rate"]["excess_interval"][0] >= 0.25, entry
+        assert entry["discovery_effect"]["flip_rate"]["excess_interval"][0] >= FLIP_BOUND, entry
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,9 @@
 Two halves. The injection test plants known shortcuts in fine-tuned copies of the model and
 checks that they are learned (without saliency) and visible (with it): a positive control for
 every saliency figure in the report. Discovery looks for unknown shortcuts in the model as it
-is: spectral relevance analysis per class, image properties that predict the label on their
-own, and the model's penultimate features in two dimensions.
+is: spectral relevance analysis per class on its maps and on its penultimate features, each
+suspect group proved or not by intervention (methods/shortcuts/search.py), image properties
+that move the model's output beyond the label, and the features in two dimensions.
 """
 
 from __future__ import annotations
@@ -253,9 +254,11 @@ def run(ctx: Context, options: Options) -> SectionResult:
         intro="Injection test: known shortcuts are planted in fine-tuned copies of the model, "
               "measured for reliance (flip rate, without saliency) and for visibility (how much "
               "of each method's |relevance| falls inside the shortcut's mask, relative to its "
-              "area; 1 is chance). Discovery: per class, the model's saliency maps are clustered "
-              "spectrally; a class is flagged when one cluster puts its relevance on a compact "
-              "region the rest of the class ignores. Maps show |relevance|, brighter is more.",
+              "area; 1 is chance). Discovery: per class, the model's saliency maps and penultimate "
+              "features are clustered; each class's most suspicious group is removed from its "
+              "members and pasted onto other classes' images, and only a class whose "
+              "intervention measurably moves the model is reported as relying on a shortcut. "
+              "Maps show |relevance|, brighter is more.",
         summary={NAME: summary}, data=data, checks=checks)
 
 

@@ -36,10 +36,11 @@ TWIN = 0.5  # clusters whose differences from the class have this cosine similar
 FALSE_ALARM = 0.01  # stated per-class false-alarm rate of each signal under the null
 Z_FALSE_ALARM = 2.326  # the one-sided standard normal quantile of 1 - FALSE_ALARM
 MIN_NULL = 4  # fewer other classes than this: no null, the fallback bounds below apply
-# Fallback bounds for models with fewer than MIN_NULL + 1 classes: see docs/clever_hans.md for
-# how they were measured (clean and backdoored copies of a different architecture and seed).
-FALLBACK_MAP_BOUND = 0.12
-FALLBACK_FEATURE_BOUND = 4.0
+# Fallback bounds for models with fewer than MIN_NULL + 1 classes: the medians of the null bounds
+# measured on a different architecture and seed than the demo and its fine-tuned copies
+# (docs/clever_hans.md; bench/clever_hans.py --discovery --model other --verbose).
+FALLBACK_MAP_BOUND = 0.09
+FALLBACK_FEATURE_BOUND = 2.5
 MIN_LOG_SPREAD = 0.25  # a null whose classes agree closer than this (x1.28) is not trusted
 
 
@@ -287,7 +288,7 @@ def calibrate(found: list[ClassDiscovery], fallback: float) -> None:
     bounds = null_bounds(np.array([d.score for d in found]), fallback)
     for d, bound in zip(found, bounds, strict=True):
         d.bound = float(bound)
-        d.flagged = d.suspect is not None and d.score >= bound
+        d.flagged = bool(d.suspect is not None and d.score >= bound)
 
 
 def discover(handle, images: np.ndarray, labels: np.ndarray, positions: np.ndarray,

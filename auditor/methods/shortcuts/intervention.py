@@ -34,11 +34,11 @@ from auditor.predict.predictions import softmax
 # Confirmation bounds, measured on a model other than the one tested (docs/clever_hans.md: a
 # wider CNN with global average pooling, seed 1, and its 7 fine-tuned copies, `python
 # bench/clever_hans.py --discovery --model other --verbose`): over the 64 class searches with
-# nothing planted, the lower 95% ends of the flip-rate excess reached at most 0.16 and those of
-# the local drop excess at most 0.10; the 5 planted shortcuts found reached flip-excess lower
-# ends of 0.37 to 0.96. Each bound sits about 1.5-2x above the chance maximum.
-FLIP_BOUND = 0.25  # confirmed when the flip-rate excess's lower end reaches this ...
-DROP_BOUND = 0.20  # ... or, in a local region, the score-drop excess's lower end
+# nothing planted in the class, the lower 95% ends of the flip-rate excess reached at most 0.08
+# and those of the local drop excess at most 0.17; the 5 planted shortcuts found reached
+# flip-excess lower ends of 0.26 to 0.94. Rule: twice the chance maximum, rounded up to 0.05.
+FLIP_BOUND = 0.20  # confirmed when the flip-rate excess's lower end reaches this ...
+DROP_BOUND = 0.35  # ... or, in a local region, the score-drop excess's lower end
 Z95 = 1.959964
 EXAMPLES = 4  # images kept per side of an intervention for the report
 SMOOTH = 0.25  # whole-image differences keep spatial structure coarser than this share
@@ -198,8 +198,8 @@ def measure_effect(logits_fn, label: int, members: np.ndarray, rest: np.ndarray,
                   drop_interval=bootstrap_mean(drops, seed),
                   drop_control=float(rest_drops.mean()), drop_excess=drop_excess,
                   members=len(members),
-                  confirmed=flip_excess[1] >= FLIP_BOUND
-                  or (local and drop_excess[1] >= DROP_BOUND))
+                  confirmed=bool(flip_excess[1] >= FLIP_BOUND
+                                 or (local and drop_excess[1] >= DROP_BOUND)))
 
 
 def paired_excess(a: np.ndarray, b: np.ndarray, seed: int) -> tuple[float, float, float]:

@@ -171,24 +171,18 @@ def intervention_figure(finding, class_names: list[str]) -> str:
     import matplotlib.pyplot as plt
 
     shown = finding.effect.examples
-    rows = [("member", "removed", "member_p", "removed"), ("other", "pasted", "other_p",
-                                                           "pasted")]
+    rows = [("member", "member_p", 0, "member"), ("removed", "member_p", 1, "removed"),
+            ("other", "other_p", 0, "other class"), ("pasted", "other_p", 1, "pasted")]
     columns = max(len(shown["member"]), len(shown["other"]), 1)
-    fig, axes = plt.subplots(4, columns, figsize=(1.0 * columns + 0.6, 4.5), squeeze=False)
-    for r, (before, after, probs, verb) in enumerate(rows):
+    fig, axes = plt.subplots(4, columns, figsize=(1.0 * columns + 0.4, 4.8), squeeze=False)
+    for r, (key, probs, which, label) in enumerate(rows):
         for c in range(columns):
-            for k, (key, p) in enumerate(((before, 0), (after, 1))):
-                ax = axes[2 * r + k, c]
-                if c < len(shown[key]):
-                    show_image(ax, shown[key][c])
-                    ax.set_title(f"p({finding.name})={shown[probs][p][c]:.2f}", fontsize=6)
-                else:
-                    ax.set_axis_off()
-        axes[2 * r, 0].set_ylabel(before, fontsize=7)
-        axes[2 * r + 1, 0].set_ylabel(verb, fontsize=7)
-    for ax in axes.ravel():
-        ax.set_xticks([])
-        ax.set_yticks([])
+            ax = axes[r, c]
+            ax.set_axis_off()
+            if c < len(shown[key]):
+                show_image(ax, shown[key][c])
+                title = f"p({finding.name})={shown[probs][which][c]:.2f}"
+                ax.set_title(f"{label}\n{title}" if c == 0 else title, fontsize=6)
     fig.suptitle(f"class {finding.name}: {finding.effect.region}", fontsize=8)
     fig.tight_layout()
     return figure_uri(fig)
