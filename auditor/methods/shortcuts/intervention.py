@@ -165,30 +165,32 @@ def probabilities(logits_fn, images: np.ndarray, batch_size: int = 256) -> np.nd
 
 
 def measure_effect(logits_fn, label: int, members: np.ndarray, rest: np.ndarray,
-                   others: np.ndarray, mask: np.ndarray | None, region: str,
+                   others: np.ndarray, clean: tuple, mask: np.ndarray | None, region: str,
                    seed: int = 0) -> Effect:
     """Remove the difference from ``members`` and paste it onto ``others`` (images of other
-    classes), each beside its control: the suspect class's probability drop and flip rate."""
+    classes), each beside its control: the suspect class's probability drop and flip rate.
+    ``clean``: the model's probabilities on members, rest and others as they are."""
     remove, paste, control = interventions(members, rest, mask)
-    parts = [members, remove(members), rest, remove(rest), others, paste(others),
-             control(others)]
+    local = mask is not None
+    parts = [remove(members), remove(rest) if local else rest[:0], paste(others)]
+    parts += [control(others)] if local else []
     bounds = np.cumsum([0] + [len(p) for p in parts])
     probs = probabilities(logits_fn, np.concatenate(parts))
     p = [probs[bounds[i]:bounds[i + 1]] for i in range(len(parts))]
-    drops = p[0][:, label] - p[1][:, label]
-    rest_drops = p[2][:, label] - p[3][:, label] if mask is not None else np.zeros(1)
-    eligible = p[4].argmax(axis=1) != label
-    flipped = p[5][eligible].argmax(axis=1) == label
-    flipped_control = p[6][eligible].argmax(axis=1) == label
+    drops = clean[0][:, label] - p[0][:, label]
+    rest_drops = clean[1][:, label] - p[1][:, label] if local else np.zeros(1)
+    eligible = clean[2].argmax(axis=1) != label
+    flipped = p[2][eligible].argmax(axis=1) == label
+    flipped_control = (p[3][eligible].argmax(axis=1) == label if local
+                       else np.zeros(int(eligible.sum()), bool))
     trials = int(eligible.sum())
     flip_excess = paired_excess(flipped.astype(float), flipped_control.astype(float), seed)
     drop_excess = two_sample_excess(drops, rest_drops, seed)
-    local = mask is not None
     shown = np.flatnonzero(eligible)[:EXAMPLES]
-    examples = {"member": parts[0][:EXAMPLES], "removed": parts[1][:EXAMPLES],
-                "member_p": (p[0][:EXAMPLES, label], p[1][:EXAMPLES, label]),
-                "other": parts[4][shown], "pasted": parts[5][shown],
-                "other_p": (p[4][shown, label], p[5][shown, label])}
+    examples = {"member": members[:EXAMPLES], "removed": parts[0][:EXAMPLES],
+                "member_p": (clean[0][:EXAMPLES, label], p[0][:EXAMPLES, label]),
+                "other": others[shown], "pasted": parts[2][shown],
+                "other_p": (clean[2][shown, label], p[2][shown, label])}
     return Effect(examples=examples, region=region, local=local,
                   flip_rate=float(flipped.mean()) if trials else 0.0,
                   flip_interval=wilson(int(flipped.sum()), trials),
@@ -266,23 +268,31 @@ class PixelRegion:
 
 def confirm(logits_fn, label: int, images: np.ndarray, labels: np.ndarray,
             members: np.ndarray, region=None, grid: int = 16, seed: int = 0,
-            max_others: int = 200) -> Effect:
+            max_others: int = 200, probs: np.ndarray | None = None) -> Effect:
     """The strongest of the interventions on one candidate: in the maps' region (when given,
     for a group found in the maps), in the region the pixels suggest, and on the whole image.
-    ``members`` indexes ``images``."""
+    ``members`` indexes ``images``; ``probs``, the model's probabilities on ``images`` when
+    already known, saves their forward pass."""
     own = np.flatnonzero(labels == label)
     rest = np.setdiff1d(own, members)
     rng = np.random.default_rng(seed)
     others = rng.permutation(np.flatnonzero(labels != label))[:max_others]
-    inside, outside, elsewhere = images[members], images[rest], images[others]
+    sides = (members, rest, others)
+    if probs is None:
+        clean = probabilities(logits_fn, np.concatenate([images[i] for i in sides]))
+        cuts = np.cumsum([len(i) for i in sides])[:-1]
+        clean = tuple(np.split(clean, cuts))
+    else:
+        clean = tuple(probs[i] for i in sides)
+    inside, outside, elsewhere = (images[i] for i in sides)
     height, width = images.shape[1:3]
     tried = {}
     pixel_region = image_region(inside, outside, grid, free=region is not None)
     for candidate in (region, pixel_region):
         if candidate is not None and candidate.name not in tried:
             tried[candidate.name] = measure_effect(logits_fn, label, inside, outside, elsewhere,
-                                                   candidate.pixels(height, width),
+                                                   clean, candidate.pixels(height, width),
                                                    candidate.name, seed)
-    tried["whole image"] = measure_effect(logits_fn, label, inside, outside, elsewhere, None,
-                                          "whole image", seed)
+    tried["whole image"] = measure_effect(logits_fn, label, inside, outside, elsewhere, clean,
+                                          None, "whole image", seed)
     return max(tried.values(), key=lambda e: e.strength)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from auditor.methods.shortcuts.discovery import ClassDiscovery, discover, discover_features
-from auditor.methods.shortcuts.intervention import Effect, confirm
+from auditor.methods.shortcuts.intervention import Effect, confirm, probabilities
 from auditor.predict.distribute import run_batch
 
 
@@ -83,6 +83,7 @@ def search(handle, images: np.ndarray, labels: np.ndarray, positions: np.ndarray
     def logits_fn(batch):  # the predict path: the handle's strategy, when it has one
         return run_batch(handle, handle.logits_fn, batch)
 
+    probs = probabilities(logits_fn, images)  # once: every intervention's "before"
     findings = []
     for on_maps, on_features in zip(by_maps, by_features, strict=True):
         finding = Finding(on_maps.label, on_maps.name, on_maps, on_features)
@@ -90,7 +91,7 @@ def search(handle, images: np.ndarray, labels: np.ndarray, positions: np.ndarray
         for discovery in tried:
             members = np.array([index_of[int(p)] for p in discovery.members])
             effect = confirm(logits_fn, discovery.label, images, labels, members,
-                             discovery.region, grid, seed)
+                             discovery.region, grid, seed, probs=probs)
             if finding.effect is None or effect.strength > finding.effect.strength:
                 finding.effect, finding.signal = effect, discovery.signal
         findings.append(finding)
