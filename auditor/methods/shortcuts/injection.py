@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from auditor.errors import ModelError
-from auditor.methods.shortcuts.discovery import ClassDiscovery, discover_class, pooled_maps
 from auditor.methods.shortcuts.patterns import inject
 from auditor.predict.predictions import softmax
 
@@ -42,7 +41,6 @@ class InjectionSettings:
     control_margin: float = 1.5  # ... and this many times the control copy's ratio, if any
     visible_change: float = 0.2  # mask pixels the shortcut changes less than this do not count
     explain: int = 48  # images explained per run for detection
-    discovery_threshold: float = 0.15
     grid: int = 16
     seed: int = 0
 
@@ -70,7 +68,7 @@ class InjectionResult:
     detection: dict[str, Detection]  # per method; empty for a global shortcut
     seen: list[str]  # methods that see it: mass ratio over the threshold and the control's
     detected: bool
-    discovery: ClassDiscovery | None
+    discovery: CopyDiscovery | None
     verdict: str
     seconds: float
     examples: dict = field(default_factory=dict, repr=False)  # images, masks, maps for figures
@@ -274,26 +272,60 @@ def measure(tuner: FineTuner, split: Split, target: int, shortcut: str, options:
         maps[method] = attribute(tuner.handle, poisoned, np.full(len(poisoned), target), method)
         if masks is not None and len(masks):
             detection[method] = detection_scores(maps[method], masks)
-    discovery = discover_on_target(tuner, split, target, shortcut, options, methods[0],
-                                   settings)
+    discovery = discover_copy(tuner, split, target, shortcut, options, methods[0], settings)
     return {"flip_rate": flip, "accuracy_gap": gap, "clean_accuracy": accuracy,
             "detection": detection, "discovery": discovery,
             "examples": {"clean": clean, "poisoned": poisoned, "masks": masks, "maps": maps}}
 
 
-def discover_on_target(tuner: FineTuner, split: Split, target: int, shortcut: str,
-                       options: dict, method: str, settings: InjectionSettings):
-    """SpRAy on the target class's held-out images, every other one carrying the shortcut:
-    would the discovery have flagged the class without being told?"""
-    from auditor.methods.attribution import attribute
+def discover_copy(tuner: FineTuner, split: Split, target: int, shortcut: str, options: dict,
+                  method: str, settings: InjectionSettings):
+    """The whole shortcut search (every class, maps and features, confirmation) on the copy's
+    held-out images, every other target-class image carrying the shortcut: would the audit
+    have found the planted shortcut without being told, and nothing else?"""
+    from auditor.methods.shortcuts.discovery import penultimate_features
+    from auditor.methods.shortcuts.search import search
 
+    images = split.eval_images.copy()
     own = np.flatnonzero(split.eval_labels == target)
-    images = split.eval_images[own].copy()
-    images[::2] = inject(shortcut, images[::2], **options)[0]
-    maps = pooled_maps(attribute(tuner.handle, images, np.full(len(images), target), method),
-                       settings.grid)
-    return discover_class(maps, own, target, str(target), threshold=settings.discovery_threshold,
-                          seed=settings.seed)
+    images[own[::2]] = inject(shortcut, images[own[::2]], **options)[0]
+    features = penultimate_features(tuner.handle, images)
+    findings, _ = search(tuner.handle, images, split.eval_labels, np.arange(len(images)),
+                         [str(c) for c in range(tuner.handle.num_classes)], method,
+                         features=features, grid=settings.grid, seed=settings.seed)
+    return CopyDiscovery(target=findings[target] if target < len(findings) else None,
+                         false_flags=[f.name for f in findings
+                                      if f.label != target and f.confirmed],
+                         marked=own[::2], findings=findings)
+
+
+@dataclass
+class CopyDiscovery:
+    """The shortcut search on a fine-tuned copy: the target class's finding, the other classes
+    it confirmed (false flags), and the positions that carried the shortcut."""
+
+    target: object  # search.Finding of the target class
+    false_flags: list[str]
+    marked: np.ndarray
+    findings: list = field(default_factory=list, repr=False)  # every class's search.Finding
+
+    @property
+    def flagged(self) -> bool:
+        return self.target is not None and self.target.confirmed
+
+    @property
+    def candidate(self) -> bool:
+        return self.target is not None and self.target.candidate
+
+    @property
+    def any_flag(self) -> bool:
+        """A confirmed shortcut in any class: on the control copy, a false alarm."""
+        return self.flagged or bool(self.false_flags)
+
+    @property
+    def score(self) -> float:
+        maps = self.target.maps if self.target is not None else None
+        return float(maps.score) if maps is not None else 0.0
 
 
 def credited(detection: dict[str, Detection], control: dict[str, float],
@@ -359,7 +391,7 @@ def run_control(tuner: FineTuner, split: Split, target: int, probes: dict[str, d
              for m in methods if any(m in got["detection"] for got in measured.values())}
     flips = [got["flip_rate"] for got in measured.values()]
     gaps = [got["accuracy_gap"] for got in measured.values()]
-    flagged = [got["discovery"] for got in measured.values() if got["discovery"].flagged]
+    flagged = [got["discovery"] for got in measured.values() if got["discovery"].any_flag]
     seen = [m for m, d in worst.items() if d.mass_ratio >= settings.detect_ratio]
     first = next(iter(measured.values()), None)
     result = InjectionResult(
@@ -374,7 +406,7 @@ def run_control(tuner: FineTuner, split: Split, target: int, probes: dict[str, d
         probes={s: {"flip_rate": got["flip_rate"],
                     "relevance_mass_ratio": {m: d.mass_ratio
                                              for m, d in got["detection"].items()},
-                    "discovery_flagged": got["discovery"].flagged}
+                    "discovery_flagged": got["discovery"].any_flag}
                 for s, got in measured.items()})
     result.verdict = verdict(result, methods)
     result.seconds = time.perf_counter() - started
