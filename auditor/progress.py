@@ -24,3 +24,46 @@ def track(items: Iterable[T], length: int, label: str, enabled: bool) -> Iterato
 
     with click.progressbar(items, length=length, label=label, file=sys.stderr) as bar:
         yield from bar
+
+
+def duration(seconds: float) -> str:
+    """'41 s', '3 min', '1.5 h': how long, as a log line says it."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class SectionLog:
+    """One line per section on stderr when it starts and when it ends, with the time it took
+    and the plan's estimate for the rest: readable in a CI log, where no bar is drawn.
+
+    The estimate for the rest is the plan's, corrected by how far the finished sections were
+    off it (their actual over their estimated time)."""
+
+    def __init__(self, enabled: bool, estimates: dict[str, float]):
+        self.enabled = enabled
+        self.estimates = dict(estimates)
+        self.spent = 0.0
+        self.expected = 0.0
+
+    def say(self, message: str) -> None:
+        if self.enabled:
+            print(f"auditor: {message}", file=sys.stderr, flush=True)
+
+    def start(self, name: str, index: int, count: int) -> None:
+        estimate = self.estimates.get(name)
+        about = f"; about {duration(estimate * self.correction)}" if estimate else ""
+        self.say(f"{name} ({index}/{count}) started{about}")
+
+    def done(self, name: str, seconds: float) -> None:
+        self.spent += seconds
+        self.expected += self.estimates.pop(name, 0.0)
+        rest = sum(self.estimates.values()) * self.correction
+        left = f"; about {duration(rest)} left" if self.estimates else ""
+        self.say(f"{name} done in {duration(seconds)}{left}")
+
+    @property
+    def correction(self) -> float:
+        return self.spent / self.expected if self.expected > 0 and self.spent > 0 else 1.0

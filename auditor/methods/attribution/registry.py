@@ -15,23 +15,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from auditor.errors import AuditorError
+from auditor.predict.batched import (  # noqa: F401  (re-exported: the methods size chunks by them)
+    Budget,
+    blocks,
+    budget_for,
+    chunk_size,
+    row_bytes,
+)
 from auditor.predict.distribute import run_batch
 
 SCORES = ("logit", "softmax", "log_softmax")
-# Bytes of activations one pass may keep alive. Measured on MobileNetV2 at 224 px: a backward
-# pass keeps about a third of the summed layer outputs, so counting all of them is conservative.
-DEFAULT_MEMORY_BUDGET = 2_000_000_000
-MAX_ROWS = 256  # larger batches buy no speed on CPU
-MAX_FORWARD_ROWS = 1024
-FORWARD_FACTOR = 3  # a forward-only pass keeps roughly a third of what a backward pass keeps
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Rows one compiled pass may take: with a backward pass, and forward only."""
-
-    backward: int
-    forward: int
 
 
 @dataclass
@@ -118,38 +111,6 @@ def run_scores(handle, x, targets, contrast, score: str, rows: int) -> np.ndarra
     fn = compiled_scores(handle, score)
     return np.concatenate([fn(x[i:i + rows], targets[i:i + rows], contrast[i:i + rows]).numpy()
                            for i in range(0, len(x), rows)]) if len(x) else np.zeros(0, np.float32)
-
-
-def row_bytes(handle) -> int:
-    """Bytes of activations one image keeps alive in a forward-backward pass (an upper bound)."""
-    from auditor.inputs.layers import activation_floats
-
-    if "row_bytes" not in handle.compiled:
-        floats = activation_floats(handle.logits_model) + int(np.prod(handle.input_shape))
-        handle.compiled["row_bytes"] = 4 * floats
-    return handle.compiled["row_bytes"]
-
-
-def chunk_size(x_shape: tuple[int, ...], cost: int, budget: int = DEFAULT_MEMORY_BUDGET) -> int:
-    """Samples per chunk from the input shape alone (about 64x the input in activations), for
-    callers without a handle; ``budget_for(handle)`` measures the model instead."""
-    per_sample = int(np.prod(x_shape[1:])) * 64 * max(cost, 1)
-    return int(max(1, min(256, budget // (4 * per_sample))))
-
-
-def budget_for(handle, memory_budget: int | None = None) -> Budget:
-    """Rows per pass so that one pass's activations fit ``memory_budget`` bytes."""
-    rows = (memory_budget or DEFAULT_MEMORY_BUDGET) // row_bytes(handle)
-    return Budget(backward=int(np.clip(rows, 1, MAX_ROWS)),
-                  forward=int(np.clip(rows * FORWARD_FACTOR, 1, MAX_FORWARD_ROWS)))
-
-
-def blocks(count: int, most: int) -> list[slice]:
-    """``count`` items in as few near-equal blocks of at most ``most`` as possible (so that a
-    last, nearly empty pass does not cost a whole pass's overhead)."""
-    parts = -(-count // max(1, most))
-    edges = np.linspace(0, count, parts + 1).round().astype(int)
-    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
 def prepare(handle, x, targets, contrast, score: str):
