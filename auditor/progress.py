@@ -53,17 +53,22 @@ class SectionLog:
             print(f"auditor: {message}", file=sys.stderr, flush=True)
 
     def start(self, name: str, index: int, count: int) -> None:
-        estimate = self.estimates.get(name)
-        about = f"; about {duration(estimate * self.correction)}" if estimate else ""
+        estimate = self.estimates.get(name, 0.0) * self.correction
+        about = f"; about {duration(estimate)}" if estimate >= 1 else ""
         self.say(f"{name} ({index}/{count}) started{about}")
 
     def done(self, name: str, seconds: float) -> None:
-        self.spent += seconds
-        self.expected += self.estimates.pop(name, 0.0)
+        estimate = self.estimates.pop(name, 0.0)
+        if estimate >= 1:  # sections the plan barely counts say nothing about its error
+            self.spent += seconds
+            self.expected += estimate
         rest = sum(self.estimates.values()) * self.correction
         left = f"; about {duration(rest)} left" if self.estimates else ""
         self.say(f"{name} done in {duration(seconds)}{left}")
 
     @property
     def correction(self) -> float:
-        return self.spent / self.expected if self.expected > 0 and self.spent > 0 else 1.0
+        """Actual over estimated time of the finished sections, within 1/3 to 3."""
+        if self.expected <= 0 or self.spent <= 0:
+            return 1.0
+        return float(min(3.0, max(1 / 3, self.spent / self.expected)))

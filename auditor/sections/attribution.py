@@ -13,6 +13,7 @@ import numpy as np
 
 from auditor.checks.check import Check, evaluate
 from auditor.errors import AuditorError
+from auditor.predict.plan import Facts, Passes
 from auditor.sections.base import Context, SectionResult
 from auditor.sections.performance import most_confident_mistakes
 
@@ -41,6 +42,34 @@ class Options:
     compare_layers: int = 3  # deepest stage-ending layers explained (gradient x activation)
     display_smoothing: float = 0.0  # Gaussian sigma in pixels for shown maps only; 0 = raw
     method_options: dict = field(default_factory=dict)  # e.g. {smoothgrad = {samples = 32}}
+
+
+# The compute plan (auditor.predict.plan) may lower these, never below the floor: 4 samples
+# still give a rank correlation per method and stage, and 2 stages the top layer and all layers
+# randomised; 8 samples and 8 steps a deletion curve.
+PLANNED = {"sanity_samples": 4, "sanity_stages": 2, "faithfulness_samples": 8,
+           "faithfulness_steps": 8}
+
+
+def passes(options: Options, facts: Facts) -> Passes:
+    """Every method on the examples, on the sanity samples at each randomisation stage (and the
+    original), and on the faithfulness samples, whose deletion and insertion curves (for each
+    method and a random map) are forward passes."""
+    from auditor.methods.attribution.registry import attribution_rows
+
+    def explain(count: int) -> Passes:
+        forward, backward = attribution_rows(options.methods, count, facts.input_shape,
+                                             options.method_options)
+        return Passes(forward=forward, backward=backward)
+
+    curves = ((len(options.methods) + 1) * options.faithfulness_samples * 2
+              * (options.faithfulness_steps + 1))
+    return (explain(options.examples) + explain(options.faithfulness_samples)
+            + Passes(backward=options.examples * options.compare_layers)
+            + Passes(forward=curves, traces=2 * len(options.methods))
+            + Passes(forward=explain(options.sanity_samples).forward * (options.sanity_stages + 1),
+                     backward=explain(options.sanity_samples).backward
+                     * (options.sanity_stages + 1)))
 
 
 def sample_positions(n: int, size: int, seed: int) -> np.ndarray:

@@ -32,21 +32,20 @@ class Context:
     train_dataset: Any = None  # --train-data: images for fine-tuning copies, when given
     compare_handle: Any = None  # --compare-model: a second ModelHandle, when given
     cache: dict[str, Any] = field(default_factory=dict)  # results sections share (e.g. saliency)
+    plan: Any = None  # predict.plan.Plan: the settings the compute plan lowered
 
     def options(self, name: str, cls: type) -> Any:
-        """The section's options: its spec table over the dataclass defaults."""
-        return build_dataclass(cls, self.config.section_options.get(name, {}), f"{name}.")
+        """The section's options: its spec table over the plan's settings over the dataclass
+        defaults (the plan never touches a key the spec gives)."""
+        planned = self.plan.settings.get(name, {}) if self.plan is not None else {}
+        return build_dataclass(cls, {**planned, **self.config.section_options.get(name, {})},
+                               f"{name}.")
 
     def features(self):
-        """Penultimate features (N, D) of every audit image, computed once per run and shared
-        by the sections that need them (triage, discovery, embeddings); None when the model
-        cannot be split before its final layer."""
-        if "features" not in self.cache:
-            from auditor.predict.predictions import penultimate_features
-
-            self.cache["features"] = penultimate_features(self.handle, self.dataset,
-                                                          self.config.batch_size)
-        return self.cache["features"]
+        """Penultimate features (N, D) of every audit image, computed in the prediction pass
+        itself and shared by the sections that need them (triage, discovery, embeddings); None
+        when the model cannot be split before its final layer."""
+        return self.predictions.features
 
     def thresholds(self, check_id: str) -> dict[str, Any]:
         return self.config.checks.get(check_id, {})

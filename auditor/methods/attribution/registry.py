@@ -202,3 +202,20 @@ def describe_methods() -> str:
     lines.append(f"Scores (score=): {', '.join(SCORES)}; logit by default, a softmax head is "
                  "stripped. Every method takes contrast= (explain target minus contrast class).")
     return "\n".join(lines)
+
+
+def attribution_rows(methods: list[str], images: int, shape: tuple,
+                     method_options: dict | None = None) -> tuple[int, int]:
+    """(forward rows, forward-backward rows) of explaining ``images`` images of ``shape`` with
+    each of ``methods``: what the compute plan counts (unknown methods count nothing; the
+    section's own validation names them)."""
+    forward = backward = 0
+    for name in methods:
+        if name not in METHODS:
+            continue
+        entry = METHODS[name]
+        merged = {k: v[0] for k, v in entry.options.items()} | (method_options or {}).get(name, {})
+        rows = images * entry.rows_per_sample(merged, (images, *shape))
+        forward, backward = (forward + rows, backward) if entry.forward_only else (
+            forward, backward + rows)
+    return forward, backward
