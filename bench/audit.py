@@ -114,12 +114,20 @@ def prepare(name: str, images: int, folder: Path) -> tuple[str, str]:
 
 def audit(model: str, data: str, images: int, budget: str, out: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(REPO), "CI": "true"}
-    done = subprocess.run([sys.executable, "-c", CHILD, model, data, str(out), str(images),
-                           budget], env=env, capture_output=True, text=True)
-    log = [line for line in done.stderr.splitlines() if line.startswith("auditor:")]
-    if done.returncode not in (0, 1):
-        raise RuntimeError(done.stderr[-3000:])
-    return {**json.loads(done.stdout.strip().splitlines()[-1]), "log": log}
+    child = subprocess.Popen([sys.executable, "-c", CHILD, model, data, str(out), str(images),
+                              budget], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    log, errors = [], []
+    for line in child.stderr:  # the audit's own log lines, as they come
+        if line.startswith("auditor:"):
+            log.append(line.rstrip())
+            print(f"    {line.rstrip()}", flush=True)
+        else:
+            errors.append(line)
+    stdout = child.stdout.read()
+    if child.wait() not in (0, 1):
+        raise RuntimeError("".join(errors[-40:]))
+    return {**json.loads(stdout.strip().splitlines()[-1]), "log": log}
 
 
 def report(name: str, images: int, got: dict) -> None:
@@ -146,7 +154,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, action="append")
     parser.add_argument("--budget", default="standard")
     args = parser.parse_args()
-    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start",
+          flush=True)
     with tempfile.TemporaryDirectory(prefix="auditor-bench-") as scratch:
         folder = Path(scratch)
         for name in args.only or MODELS:
@@ -156,9 +165,7 @@ def main() -> None:
                 got = audit(model, data, images, args.budget, folder / f"{name}-{images}")
                 report(name, images, got)
                 print(f"  (wall {time.perf_counter() - tick:.0f} s, load average "
-                      f"{os.getloadavg()[0]:.1f})")
-                for line in got["log"]:
-                    print(f"    {line}")
+                      f"{os.getloadavg()[0]:.1f})", flush=True)
 
 
 if __name__ == "__main__":

@@ -137,3 +137,21 @@ def test_features_come_from_the_prediction_pass_and_equal_a_second_pass(digits_h
     assert np.allclose(predictions.features, second, atol=1e-5)
     assert np.allclose(predictions.logits, np.asarray(digits_handle.logits_fn(images)),
                        atol=1e-5)
+
+
+def test_a_map_one_section_made_is_reused_by_the_next(digits_handle, digits_npz):
+    from auditor.inputs.datasets import load_dataset
+    from auditor.methods.attribution import attribute
+
+    dataset = load_dataset(f"npz:{digits_npz}", digits_handle.input_shape, 10, max_samples=20)
+    ctx = Context(config=make_config(model="demo"), handle=digits_handle, dataset=dataset,
+                  predictions=None, workdir=Path("."))
+    first = ctx.saliency("gradient", [0, 1], [3, 4])
+    assert np.allclose(first, attribute(digits_handle, dataset.images([0, 1]), [3, 4]),
+                       atol=1e-6)
+    planted = np.zeros((1, *digits_handle.input_shape), np.float32)  # what a section made
+    ctx.remember_saliency("gradient", "logit", {}, [2], [5], planted)
+    again = ctx.saliency("gradient", [1, 2, 0], [4, 5, 3])
+    assert np.array_equal(again[[2, 0]], first) and not again[1].any()
+    other_score = ctx.saliency("gradient", [2], [5], score="softmax")
+    assert other_score.any()  # another score is another map

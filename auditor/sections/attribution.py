@@ -97,16 +97,20 @@ def sample_positions(n: int, size: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(n, size=min(size, n), replace=False))
 
 
-def compute_maps(handle, x, targets, methods, score, method_options):
+def compute_maps(handle, x, targets, methods, score, method_options, ctx=None, positions=None):
     """Maps of every method that applies to this model, and the reason for each that does not
-    (e.g. Grad-CAM on a model without convolutions)."""
+    (e.g. Grad-CAM on a model without convolutions). With the run's ``ctx`` and the images'
+    ``positions``, maps are shared with the other sections through ``ctx.saliency``."""
     from auditor.methods.attribution import attribute
 
     maps, unavailable = {}, {}
     for method in methods:
+        options = method_options.get(method, {})
         try:
-            maps[method] = attribute(handle, x, targets, method, score=score,
-                                     **method_options.get(method, {}))
+            maps[method] = (attribute(handle, x, targets, method, score=score, **options)
+                            if ctx is None else
+                            ctx.saliency(method, positions, targets, images=x, score=score,
+                                         options=options))
         except AuditorError as exc:
             unavailable[method] = str(exc)
     return maps, unavailable
@@ -169,7 +173,7 @@ def faithfulness_section(ctx, options, methods):
     positions = sample_positions(len(p.labels), options.faithfulness_samples, ctx.config.seed)
     x, targets = ctx.dataset.images(positions), p.preds[positions]
     maps, unavailable = compute_maps(ctx.handle, x, targets, methods, options.score,
-                                     options.method_options)
+                                     options.method_options, ctx, positions)
     maps["random"] = random_maps(x, ctx.config.seed)
     curves = {m: deletion_insertion(ctx.handle, x, targets, a, steps=options.faithfulness_steps,
                                     seed=ctx.config.seed) for m, a in maps.items()}
@@ -205,7 +209,7 @@ def examples_section(ctx, options, methods, data: AttributionData):
     images = ctx.dataset.images(positions)
     preds, labels = p.preds[positions], p.labels[positions]
     maps, _ = compute_maps(ctx.handle, images, preds, methods, options.score,
-                           options.method_options)
+                           options.method_options, ctx, positions)
     box_source = "saliency" if "saliency" in maps else next(iter(maps), None)
     boxes = [saliency_box(images[i], maps[box_source][i]) if box_source else None
              for i in range(len(positions))]

@@ -47,6 +47,46 @@ class Context:
         when the model cannot be split before its final layer."""
         return self.predictions.features
 
+    def saliency(self, method: str, positions, targets, *, images=None, score: str = "logit",
+                 options: dict | None = None):
+        """Maps of ``method`` for the audit images at ``positions``, one target class each,
+        computed once per run: a map another section already made (same method, score,
+        options, image and target) is reused, so that, e.g., the attribution section takes the
+        contrastive section's gradients of their common mistakes. ``images`` are those
+        positions' images when the caller has them (else they are re-read)."""
+        import numpy as np
+
+        from auditor.methods.attribution import attribute
+
+        store = self._saliency_store(method, score, options)
+        positions = np.asarray(positions, dtype=int).reshape(-1)
+        targets = np.asarray(targets, dtype=int).reshape(-1)
+        wanted = list(zip(positions.tolist(), targets.tolist(), strict=True))
+        missing = [i for i, w in enumerate(wanted) if w not in store]
+        if missing:
+            x = (self.dataset.images(positions[missing]) if images is None
+                 else np.asarray(images)[missing])
+            maps = attribute(self.handle, x, targets[missing], method, score=score,
+                             **(options or {}))
+            self.remember_saliency(method, score, options, positions[missing],
+                                   targets[missing], maps)
+        if not wanted:
+            return np.zeros((0, *self.handle.input_shape), np.float32)
+        return np.stack([store[w] for w in wanted])
+
+    def remember_saliency(self, method: str, score: str, options: dict | None, positions,
+                          targets, maps) -> None:
+        """Keep maps a section computed itself for ``saliency`` to hand to the others."""
+        store = self._saliency_store(method, score, options)
+        for position, target, heat in zip(positions, targets, maps, strict=True):
+            store[(int(position), int(target))] = heat
+
+    def _saliency_store(self, method: str, score: str, options: dict | None) -> dict:
+        import json
+
+        key = ("saliency", method, score, json.dumps(options or {}, sort_keys=True, default=str))
+        return self.cache.setdefault(key, {})
+
     def thresholds(self, check_id: str) -> dict[str, Any]:
         return self.config.checks.get(check_id, {})
 

@@ -66,6 +66,9 @@ def run(ctx: Context, options: Options) -> SectionResult:
     preds, labels = p.preds[positions], p.labels[positions]
     for_pred, for_true, diff = contrastive_maps(ctx.handle, images, preds, labels,
                                                 options.method, options.score)
+    ctx.remember_saliency(options.method, options.score, {},  # for the attribution section
+                          np.concatenate([positions, positions]),
+                          np.concatenate([preds, labels]), np.concatenate([for_pred, for_true]))
     ctx.cache[NAME] = {"positions": positions, "pred": for_pred, "true": for_true, "diff": diff}
     probs = p.probs_at(positions)
     examples = [{"index": int(pos), "true": names[labels[i]], "pred": names[preds[i]],
