@@ -12,7 +12,7 @@ import sys
 import click
 
 from auditor import __version__
-from auditor.config.spec import STRATEGIES
+from auditor.config.spec import FORMATS, STRATEGIES
 from auditor.errors import AuditorError
 
 
@@ -51,7 +51,7 @@ def _report(outcome) -> None:
                f"{sum(c['status'] == 'warn' for c in summary['checks'])} warnings, "
                f"{len(summary['checks'])} checks"
                f"{'' if summary.get('gated') else '; nothing was gated'})", err=True)
-    click.echo(str(outcome.out / "report.html"))
+    click.echo(str(outcome.page))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -82,6 +82,9 @@ AUDIT_OPTIONS = (
     click.option("--budget", callback=lambda _, __, value: _budget(value),
                  help="Compute plan: quick, standard (default), thorough, or a number of model "
                       "passes; explicit section options in the spec always win."),
+    click.option("--format", help=f"Comma list of outputs: {','.join(FORMATS)} (default all; "
+                                  "summary.json is always written; without html no figure is "
+                                  "drawn)."),
     click.option("--unsafe-load", is_flag=True, default=None,
                  help="Allow models with Lambda layers or custom objects (runs their code)."),
     click.option("--no-progress", is_flag=True, help="No progress output."),

@@ -39,7 +39,7 @@ from auditor.sections.base import Context, SectionResult
 REPORT_FILES = ("report.html", "summary.json", "summary.md", "junit.xml", "predictions.npz")
 CHANGED_EXAMPLES_SHOWN = 12  # thumbnails of examples that became wrong (or right) in the report
 LIBRARIES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "scikit-learn", "matplotlib",
-             "jinja2", "tf-explain")
+             "jinja2")
 
 
 @dataclass
@@ -47,6 +47,12 @@ class AuditOutcome:
     out: Path
     summary: dict
     exit_code: int
+
+    @property
+    def page(self) -> Path:
+        """The file to open: report.html when it was written, else summary.json."""
+        html = "html" in self.summary["config"]["format"]
+        return self.out / ("report.html" if html else "summary.json")
 
 
 def default_out(model_name: str, now: dt.datetime) -> Path:
@@ -165,6 +171,10 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
             log.say(f"sections took {duration(spent)}; the plan estimated "
                     f"{duration(plan.estimated_seconds())} (estimate / actual "
                     f"{plan.estimated_seconds() / spent:.2f})")
+        if "html" in config.format:  # figures only for the page that shows them
+            tick = time.perf_counter()
+            draw_views(results, dataset)
+            timings["figures"] = time.perf_counter() - tick
         checks = [check for result in results for check in result.checks]
         sections_summary = {k: v for result in results for k, v in result.summary.items()}
         checks += regression_checks(sections_summary, baseline, config.checks)
@@ -173,6 +183,21 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
                       baseline=baseline_run, record=record, plan=plan.to_summary(spent))
         summary = json.loads((work / "summary.json").read_text())
     return AuditOutcome(out=out, summary=summary, exit_code=exit_code(checks, config.fail_on))
+
+
+def draw_views(results, dataset) -> None:
+    """Each section's figures and tables for its template partial (``result.view``); a view
+    that fails marks its section failed with an 'error' check, as a failing section would."""
+    from auditor.report.views import build_view
+
+    for result in results:
+        try:
+            result.view = build_view(result, dataset)
+        except Exception as exc:  # a figure's bug must not sink the report
+            result.error = traceback.format_exc(limit=6)
+            result.checks.append(Check(f"{result.name}.view", "error", None, {}, None,
+                                       f"figures of section '{result.name}' failed: "
+                                       f"{type(exc).__name__}: {exc}", result.name))
 
 
 def plan_sections(config, names, handle, dataset, train_dataset, compare_handle):
@@ -191,13 +216,11 @@ def plan_sections(config, names, handle, dataset, train_dataset, compare_handle)
 
 def write_outputs(work: Path, config, handle, dataset, results, checks, timings, now,
                   baseline=None, record=None, plan=None) -> None:
-    """summary.json, report.html, summary.md and junit.xml into the staging folder; with a
-    baseline run, each says what changed since (the ``baseline`` block of summary.json); with
-    a plan, what it lowered (the ``plan`` block)."""
-    from auditor.report.headline import headline
-    from auditor.report.render import render_report
+    """summary.json, and of report.html, summary.md and junit.xml those ``config.format``
+    names, into the staging folder; with a baseline run, each says what changed since (the
+    ``baseline`` block of summary.json), and with a plan what it lowered (``plan``). The views
+    are drawn before (``draw_views``)."""
     from auditor.report.summary import build_summary, render_junit, render_markdown
-    from auditor.report.views import build_view
 
     summary = build_summary(config, handle, dataset, results, checks, timings, now)
     if plan is not None:
@@ -207,13 +230,23 @@ def write_outputs(work: Path, config, handle, dataset, results, checks, timings,
         annotate_checks(summary["checks"], baseline.summary.get("checks", []))
     text = json.dumps(summary, indent=2, default=_json_default)
     (work / "summary.json").write_text(text)
-    (work / "summary.md").write_text(render_markdown(summary))
-    (work / "junit.xml").write_text(render_junit(summary))
+    if "md" in config.format:
+        (work / "summary.md").write_text(render_markdown(summary))
+    if "junit" in config.format:
+        (work / "junit.xml").write_text(render_junit(summary))
+    if "html" in config.format:
+        write_page(work, summary, json.loads(text), results, dataset)
+
+
+def write_page(work: Path, summary: dict, written: dict, results, dataset) -> None:
+    """report.html from the summary (its headline read from ``written``, the summary as
+    summary.json has it) and the sections' views."""
+    from auditor.report.headline import headline
+    from auditor.report.render import render_report
+
     ran = {result.name: result.error is None for result in results}
-    for result in results:
-        result.view = build_view(result, dataset)
     page = {"summary": summary, "sections": results, "checks": summary["checks"],
-            "headline": headline(json.loads(text), ran),  # as summary.json has it
+            "headline": headline(written, ran),
             "comparison": summary.get("baseline"),
             "changed_examples": changed_examples(summary.get("baseline"), dataset),
             "libraries": library_versions(), "report_size": "@@REPORT_SIZE@@"}

@@ -125,7 +125,7 @@ def audit(model: str, data: str, images: int, budget: str, out: Path) -> dict:
         else:
             errors.append(line)
     stdout = child.stdout.read()
-    if child.wait() not in (0, 1):
+    if child.wait() != 0:
         raise RuntimeError("".join(errors[-40:]))
     return {**json.loads(stdout.strip().splitlines()[-1]), "log": log}
 

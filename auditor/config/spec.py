@@ -19,6 +19,9 @@ import tomllib
 from auditor.errors import ConfigError
 
 FAIL_ON = ("warn", "fail")
+# Outputs a run may write. summary.json is the run's record (baselines, compare, index and
+# watch read it), so it is written whatever the list says; without html no figure is drawn.
+FORMATS = ("html", "json", "md", "junit")
 STRATEGIES = ("default", "mirrored", "multiworker")
 
 
@@ -44,6 +47,7 @@ class AuditConfig:
     compare_model: str | None = None
     strategy: str = "default"
     budget: str | int = "standard"  # the compute plan: quick, standard, thorough or N passes
+    format: list[str] | str = field(default_factory=lambda: list(FORMATS))  # or "json,md"
     section_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     checks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -159,12 +163,24 @@ def make_config(spec: dict[str, Any] | None = None, **flags: Any) -> AuditConfig
             f"{', '.join(sorted(top_fields | set(SECTION_NAMES) | {'checks'}))}"
         )
     config = build_dataclass(AuditConfig, merged, "")
+    config.format = _formats(config.format)
     config.checks = flatten_checks(checks)
     for name, table in section_tables.items():
         build_dataclass(section_options_class(name), table, f"{name}.")
     config.section_options = section_tables
     _validate(config, SECTION_NAMES)
     return config
+
+
+def _formats(value: list[str] | str) -> list[str]:
+    """The output formats as a list, from a list or a comma-separated string."""
+    names = [n.strip() for n in (value.split(",") if isinstance(value, str) else value)]
+    names = [n for n in names if n]
+    unknown = [n for n in names if n not in FORMATS]
+    if unknown or not names:
+        raise ConfigError(f"'format' must be a comma list of {', '.join(FORMATS)}, got "
+                          f"{unknown[0] if unknown else value!r}")
+    return list(dict.fromkeys(names))
 
 
 def _validate(config: AuditConfig, known_sections: tuple[str, ...]) -> None:

@@ -118,3 +118,25 @@ def line_plot_uri(x, series: dict[str, list[float]], xlabel: str, ylabel: str,
         ax.legend(fontsize=7)
     fig.tight_layout()
     return figure_uri(fig)
+
+
+def trend_plot_uri(points: list[tuple], percent: bool) -> str:
+    """(time, value, verdict) points over time, coloured by verdict: the index's trends."""
+    import matplotlib.dates as mdates
+
+    times, values, verdicts = zip(*points, strict=True)
+    values = [100 * v for v in values] if percent else list(values)
+    colours = {"pass": "#1a7f37", "warn": "#9a6700", "fail": "#cf222e"}
+    fig, ax = plt.subplots(figsize=(4.2, 2.6))
+    ax.plot(times, values, color="#59636e", linewidth=1)
+    ax.scatter(times, values, c=[colours.get(v, "#6e7781") for v in verdicts], s=18, zorder=3)
+    ax.set_ylabel("%" if percent else "count", fontsize=8)
+    locator = mdates.AutoDateLocator()
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    ax.tick_params(labelsize=7)
+    if not percent:
+        ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return figure_uri(fig)

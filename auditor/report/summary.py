@@ -4,6 +4,7 @@ for a PR comment, and junit.xml with one test case per check."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
 
@@ -11,13 +12,10 @@ from auditor import __version__
 from auditor.checks.check import Check, verdict
 
 SCHEMA = "auditor.summary/1"
+SCHEMA_FILE = Path(__file__).with_name("summary.schema.json")  # its JSON Schema (docs/summary.md)
 MARKDOWN_LIMIT = 60_000
 MARKDOWN_CHECKS = 150  # rows of the checks table; the rest are in summary.json
 MARKDOWN_METRICS = 100  # rows of the changed-metrics table
-# key figures: (label, shown as a percentage)
-FIGURE_NAMES = {"accuracy": ("Accuracy", True), "mistakes": ("Mistakes", False),
-                "flagged_classes": ("Clever Hans suspects", False),
-                "robust_accuracy": ("Robust accuracy (checked epsilon)", True)}
 STATUS_ICON = {"pass": "✅", "warn": "⚠️", "fail": "❌", "error": "💥", "skipped": "⏭️"}
 
 
@@ -71,24 +69,31 @@ def _cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _key_figures_md(summary: dict) -> list[str]:
-    from auditor.runs.baseline import key_figures
+def capitalize_first(text: str) -> str:
+    """'robust accuracy' -> 'Robust accuracy' (str.capitalize would lower 'Clever Hans')."""
+    return text[:1].upper() + text[1:]
 
+
+def _key_figures_md(summary: dict) -> list[str]:
+    from auditor.sections import key_figures
+
+    declared = {figure.name: figure for figure in key_figures()}
     comparison = summary.get("baseline")
-    figures = key_figures(summary)
     if comparison:
         lines = ["| figure | value | baseline | change |", "|---|---|---|---|"]
         for name, delta in comparison["key_figures"].items():
-            label, percent = FIGURE_NAMES[name]
-            lines.append(f"| {label} | {_figure(delta['value'], percent)} | "
-                         f"{_figure(delta['baseline'], percent)} | "
-                         f"{signed(delta['change'], percent)} |")
+            figure = declared[name]
+            lines.append(f"| {capitalize_first(figure.caption)} | "
+                         f"{_figure(delta['value'], figure.percent)} | "
+                         f"{_figure(delta['baseline'], figure.percent)} | "
+                         f"{signed(delta['change'], figure.percent)} |")
         return lines
     lines = ["| figure | value |", "|---|---|"]
-    for name, value in figures.items():
+    for figure in declared.values():
+        value = figure.value(summary)
         if value is not None:
-            label, percent = FIGURE_NAMES[name]
-            lines.append(f"| {label} | {_figure(value, percent)} |")
+            lines.append(f"| {capitalize_first(figure.caption)} | "
+                         f"{_figure(value, figure.percent)} |")
     return lines
 
 

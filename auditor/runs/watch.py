@@ -138,7 +138,7 @@ def watch_once(folder: Path, root: Path, configure: Callable[..., AuditConfig],
             entry.update(folder=run_folder, verdict=verdict, exit_code=outcome.exit_code,
                          message=f"{verdict}{against}")
             done.append(Audited(path, outcome.out, outcome.exit_code, entry["message"]))
-            say(f"{path.name}: {verdict}{against} -> {outcome.out / 'report.html'}")
+            say(f"{path.name}: {verdict}{against} -> {outcome.page}")
         entries.append(entry)
         write_ledger(root, entries)
         write_index(root)

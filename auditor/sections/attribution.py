@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from auditor.checks.check import Check, evaluate
+from auditor.checks.check import Check, evaluate, judged, worst_status
 from auditor.errors import AuditorError
 from auditor.predict.plan import Facts, Passes
-from auditor.sections.base import Context, SectionResult
+from auditor.sections.base import Context, KeyFigure, SectionResult
 from auditor.sections.performance import most_confident_mistakes
 
 NAME = "attribution"
@@ -27,6 +27,36 @@ UNSIGNED = {"gradient_abs", "saliency", "gradcam", "gradcam_pp"}
 # about 0.85 on the digits, although their gradient part is destroyed.
 SANITY_DEFAULTS = {"warn_above": 0.9, "fail_above": 0.95}
 FAITHFULNESS_DEFAULTS = {"warn_below": 0.0}
+
+
+def _sanity(summary: dict) -> dict[str, bool] | None:
+    """{method: passed} of the weight-randomisation check; None when it did not run."""
+    block = (summary.get(NAME) or {}).get("sanity")
+    return None if not block else {m: r["passed"] for m, r in block.items()}
+
+
+def _sanity_passed(summary: dict) -> int | None:
+    verdicts = _sanity(summary)
+    return None if verdicts is None else sum(verdicts.values())
+
+
+def _sanity_detail(summary: dict) -> str:
+    failed = [method for method, ok in _sanity(summary).items() if not ok]
+    if not failed:
+        return "every method depends on the weights"
+    return f"ignore the weights: {', '.join(failed[:4])}" + (" …" if len(failed) > 4 else "")
+
+
+def _sanity_status(summary: dict, status: str) -> str:
+    """The sanity checks' worst status (not the faithfulness check's)."""
+    checks = [c for c in summary["checks"] if c["id"].startswith(f"{NAME}.sanity.")]
+    return worst_status(judged(checks)) or ("pass" if all(_sanity(summary).values()) else "warn")
+
+
+KEY_FIGURES = (KeyFigure(
+    "sanity_passed", "Saliency sanity", "methods passing the saliency sanity check", NAME,
+    _sanity_passed, text=lambda summary, passed: f"{passed} of {len(_sanity(summary))}",
+    detail=_sanity_detail, status=_sanity_status, trend=False, rank=50),)
 
 
 @dataclass

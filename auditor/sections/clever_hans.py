@@ -16,13 +16,38 @@ import numpy as np
 from auditor.checks.check import Check, evaluate
 from auditor.errors import ConfigError, ModelError
 from auditor.predict.plan import Facts, Passes
-from auditor.sections.base import Context, SectionResult
+from auditor.sections.base import Context, KeyFigure, SectionResult
 
 NAME = "clever_hans"
 TITLE = "Clever Hans: shortcuts"
 # Not gradient x input by default: it puts mass on bright pixels whatever the model learned, so
 # a bright planted patch draws it even in the control copy (a false alarm, not a detection).
 PREFERRED_METHODS = ("gradient", "gradcam")
+
+
+def flagged_classes(summary: dict) -> list[str] | None:
+    """The classes discovery flagged; None when the run has no discovery."""
+    block = (summary.get(NAME) or {}).get("discovery")
+    return None if block is None else list(block["flagged_classes"])
+
+
+def _suspects(summary: dict) -> int | None:
+    flagged = flagged_classes(summary)
+    return None if flagged is None else len(flagged)
+
+
+def _suspects_detail(summary: dict) -> str:
+    flagged = flagged_classes(summary)
+    if not flagged:
+        return "no class flagged for a shortcut"
+    return "classes flagged: " + ", ".join(flagged[:6]) + (" …" if len(flagged) > 6 else "")
+
+
+KEY_FIGURES = (KeyFigure(
+    "flagged_classes", "Clever Hans", "Clever Hans suspects", NAME, _suspects,
+    text=lambda summary, count: str(count) if count else "none", detail=_suspects_detail,
+    status=lambda summary, status: "warn" if _suspects(summary) and status == "info" else status,
+    rank=30),)
 
 
 @dataclass
