@@ -222,7 +222,7 @@ def test_a_mirrored_audit_over_two_devices_gives_the_single_device_figures(tmp_p
                                                                             digits_model_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3", "CI": "true"}
     done = subprocess.run([sys.executable, "-c", MIRRORED_CHILD, str(digits_model_path),
-                           str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
+                           str(tmp_path)], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     split = json.loads((tmp_path / "split.json").read_text())
     assert split["replicas"] == 2

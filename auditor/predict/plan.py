@@ -157,7 +157,12 @@ def forward_flops(handle) -> int | None:
                 tf.function(handle.logits).get_concrete_function(spec))
             options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
             options["output"] = "none"
-            count = tf.compat.v1.profiler.profile(graph=frozen.graph, options=options)
+            logger, level = tf.get_logger(), tf.get_logger().level
+            logger.setLevel("ERROR")  # the v1 profiler's deprecation notice is not for users
+            try:
+                count = tf.compat.v1.profiler.profile(graph=frozen.graph, options=options)
+            finally:
+                logger.setLevel(level)
             handle.compiled["flops"] = int(count.total_float_ops) or None
         except (ValueError, TypeError, AttributeError, tf.errors.OpError):
             handle.compiled["flops"] = None
