@@ -21,6 +21,7 @@ from pathlib import Path
 
 from auditor import __version__
 from auditor.checks.check import Check, exit_code
+from auditor.checks.data import data_checks
 from auditor.config.spec import AuditConfig
 from auditor.errors import AuditorError, ConfigError
 from auditor.progress import SectionLog, duration, progress_enabled
@@ -32,7 +33,7 @@ from auditor.runs.baseline import (
     regression_checks,
     save_predictions,
 )
-from auditor.runs.staging import staged_folder
+from auditor.runs.staging import check_out, staged_folder
 from auditor.sections import SECTION_NAMES, section_module
 from auditor.sections.base import Context, SectionResult
 
@@ -100,32 +101,44 @@ def output_folder(out: Path, distribution) -> Iterator[Path]:
             yield Path(scratch)
 
 
-def run_audit(config: AuditConfig) -> AuditOutcome:
-    """Run the audit that ``config`` describes and write its folder; returns the exit code."""
+@dataclass
+class Inputs:
+    """What an audit loads before any expensive work: any bad input fails here (exit 2)."""
+
+    handle: object  # inputs.models.ModelHandle
+    dataset: object  # inputs.datasets.Dataset
+    train_dataset: object = None
+    compare_handle: object = None
+
+
+def input_paths(config: AuditConfig) -> dict[str, str]:
+    """The files a run reads, which its --out must never hold (label -> path as given)."""
+    given = {"model": config.model, "data": config.data, "training data": config.train_data,
+             "compare model": config.compare_model}
+    return {label: path for label, path in given.items() if path}
+
+
+def load_inputs(config: AuditConfig, distribution) -> Inputs:
+    """The model, the data and, when given, the training data and the model to compare with."""
     import keras
 
     from auditor.inputs.datasets import load_dataset
     from auditor.inputs.models import load_model
-    from auditor.predict.distribute import make_distribution
-    from auditor.predict.predictions import predict
 
-    started = time.perf_counter()
-    now = dt.datetime.now(dt.timezone.utc)
-    bars = progress_enabled(config.progress)  # bars on a terminal; log lines everywhere
-    log = SectionLog(config.progress, {})
-    distribution = make_distribution(config.strategy)  # before any other TensorFlow work
     keras.utils.set_random_seed(config.seed)
     with distribution.scope():  # the model's variables are mirrored on every replica
         handle = load_model(config.model, config.input_range, config.unsafe_load)
     handle.distribution = distribution
     dataset = load_dataset(config.data, handle.input_shape, handle.num_classes,
                            class_names=config.class_names, max_samples=config.max_samples,
-                           seed=config.seed, data_range=config.data_range)
+                           seed=config.seed, data_range=config.data_range,
+                           strict_data=config.strict_data)
     train_dataset = None
     if config.train_data:
         train_dataset = load_dataset(config.train_data, handle.input_shape, handle.num_classes,
                                      class_names=config.class_names, seed=config.seed,
-                                     data_range=config.data_range)
+                                     data_range=config.data_range,
+                                     strict_data=config.strict_data)
     compare_handle = None
     if config.compare_model:
         with distribution.scope():
@@ -138,9 +151,27 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
                 f"--compare-model '{config.compare_model}' takes {compare_handle.input_shape} "
                 f"with {compare_handle.num_classes} classes, but the audited model takes "
                 f"{handle.input_shape} with {handle.num_classes}; compare models of one task")
+    return Inputs(handle, dataset, train_dataset, compare_handle)
+
+
+def run_audit(config: AuditConfig) -> AuditOutcome:
+    """Run the audit that ``config`` describes and write its folder; returns the exit code."""
+    from auditor.predict.distribute import make_distribution
+    from auditor.predict.predictions import predict
+
+    started = time.perf_counter()
+    now = dt.datetime.now(dt.timezone.utc)
+    if config.out:  # an output path it may not write is refused before any work
+        check_out(Path(config.out), input_paths(config))
+    bars = progress_enabled(config.progress)  # bars on a terminal; log lines everywhere
+    log = SectionLog(config.progress, {})
+    distribution = make_distribution(config.strategy)  # before any other TensorFlow work
+    loaded = load_inputs(config, distribution)
+    handle, dataset = loaded.handle, loaded.dataset
     baseline_run = load_run(config.baseline) if config.baseline else None
     baseline = baseline_run.summary if baseline_run else None
     out = Path(config.out) if config.out else default_out(handle.name, now)
+    check_out(out, input_paths(config))
     names = config.sections or list(SECTION_NAMES)
     timings: dict[str, float] = {"load": time.perf_counter() - started}
 
@@ -152,37 +183,63 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
         record = prediction_record(predictions, dataset)
         save_predictions(work, record)
         tick = time.perf_counter()
-        plan = plan_sections(config, names, handle, dataset, train_dataset, compare_handle)
+        plan = plan_sections(config, names, loaded)
         timings["plan"] = time.perf_counter() - tick
-        log.estimates = {name: plan.estimate(name) for name in names}
-        for line in plan.describe():
-            log.say(f"plan: {line}")
         ctx = Context(config=config, handle=handle, dataset=dataset, predictions=predictions,
                       workdir=work, show_progress=bars, baseline=baseline,
-                      train_dataset=train_dataset, compare_handle=compare_handle, plan=plan)
-        results = []
-        for index, name in enumerate(names, 1):
-            log.start(name, index, len(names))
-            results.append(run_section(name, ctx))
-            timings[name] = results[-1].seconds
-            log.done(name, results[-1].seconds)
-        spent = sum(result.seconds for result in results)
-        if plan.estimated_seconds() > 0 and spent > 0:
-            log.say(f"sections took {duration(spent)}; the plan estimated "
-                    f"{duration(plan.estimated_seconds())} (estimate / actual "
-                    f"{plan.estimated_seconds() / spent:.2f})")
+                      train_dataset=loaded.train_dataset,
+                      compare_handle=loaded.compare_handle, plan=plan)
+        results = run_sections(names, ctx, log)
+        timings.update({result.name: result.seconds for result in results})
         if "html" in config.format:  # figures only for the page that shows them
             tick = time.perf_counter()
             draw_views(results, dataset)
             timings["figures"] = time.perf_counter() - tick
-        checks = [check for result in results for check in result.checks]
+        checks = data_checks(dataset, predictions)
+        checks += [check for result in results for check in result.checks]
         sections_summary = {k: v for result in results for k, v in result.summary.items()}
         checks += regression_checks(sections_summary, baseline, config.checks)
         timings["total"] = time.perf_counter() - started
+        spent = sum(result.seconds for result in results)
         write_outputs(work, config, handle, dataset, results, checks, timings, now,
                       baseline=baseline_run, record=record, plan=plan.to_summary(spent))
         summary = json.loads((work / "summary.json").read_text())
     return AuditOutcome(out=out, summary=summary, exit_code=exit_code(checks, config.fail_on))
+
+
+def plan_sections(config, names, loaded):
+    """The compute plan of this run's sections (predict.plan), timed on this model."""
+    from auditor.predict.plan import Facts, forward_flops, make_plan, measure_timing
+
+    handle, train = loaded.handle, loaded.train_dataset
+    facts = Facts(images=loaded.dataset.n, input_shape=handle.input_shape,
+                  classes=handle.num_classes, train_images=train.n if train is not None else None,
+                  compare=loaded.compare_handle is not None)
+    plan = make_plan({name: section_module(name) for name in names}, config.section_options,
+                     facts, config.budget, forward_flops(handle))
+    if plan.total_passes > 0:
+        plan.timing = measure_timing(handle)
+    return plan
+
+
+def run_sections(names, ctx: Context, log: SectionLog) -> list[SectionResult]:
+    """Every section in order, with a log line when each starts and ends (the plan's estimate
+    for the rest), and the plan's estimate against the actual time at the end."""
+    plan = ctx.plan
+    log.estimates = {name: plan.estimate(name) for name in names}
+    for line in plan.describe():
+        log.say(f"plan: {line}")
+    results = []
+    for index, name in enumerate(names, 1):
+        log.start(name, index, len(names))
+        results.append(run_section(name, ctx))
+        log.done(name, results[-1].seconds)
+    spent = sum(result.seconds for result in results)
+    if plan.estimated_seconds() > 0 and spent > 0:
+        log.say(f"sections took {duration(spent)}; the plan estimated "
+                f"{duration(plan.estimated_seconds())} (estimate / actual "
+                f"{plan.estimated_seconds() / spent:.2f})")
+    return results
 
 
 def draw_views(results, dataset) -> None:
@@ -198,20 +255,6 @@ def draw_views(results, dataset) -> None:
             result.checks.append(Check(f"{result.name}.view", "error", None, {}, None,
                                        f"figures of section '{result.name}' failed: "
                                        f"{type(exc).__name__}: {exc}", result.name))
-
-
-def plan_sections(config, names, handle, dataset, train_dataset, compare_handle):
-    """The compute plan of this run's sections (predict.plan), timed on this model."""
-    from auditor.predict.plan import Facts, forward_flops, make_plan, measure_timing
-
-    facts = Facts(images=dataset.n, input_shape=handle.input_shape, classes=handle.num_classes,
-                  train_images=train_dataset.n if train_dataset is not None else None,
-                  compare=compare_handle is not None)
-    plan = make_plan({name: section_module(name) for name in names}, config.section_options,
-                     facts, config.budget, forward_flops(handle))
-    if plan.total_passes > 0:
-        plan.timing = measure_timing(handle)
-    return plan
 
 
 def write_outputs(work: Path, config, handle, dataset, results, checks, timings, now,

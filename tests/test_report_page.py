@@ -215,18 +215,24 @@ def test_a_figure_its_section_did_not_report_says_n_a():
 
 
 def test_verdict_sentence_and_deciding_checks_name_the_worst_checks():
-    checks = [_check("a", "pass", "x"), _check("b", "fail", "x"), _check("c", "warn", "y"),
-              _check("d", "error", "y")]
+    checks = [_check("accuracy", "pass", "performance"),
+              _check("robustness.accuracy", "fail", "robustness"),
+              _check("clever_hans.flagged_classes", "warn", "clever_hans"),
+              _check("attribution.faithfulness", "error", "attribution")]
     top = headline(_summary(checks=checks, verdict="fail"), {})
     assert top["sentence"] == "1 of 4 checks failed, 1 could not be computed, 1 warned."
-    assert [c["id"] for c in top["decisive"]] == ["b", "d", "c"]
-    assert [c["id"] for c in top["checks"]] == ["b", "d", "c", "a"]
-    assert verdict_sentence(_summary(checks=[_check("a", "pass", "x")] * 2)) == (
+    assert [c["id"] for c in top["decisive"]] == [
+        "robustness.accuracy", "attribution.faithfulness", "clever_hans.flagged_classes"]
+    assert [c["id"] for c in top["checks"]] == [
+        "robustness.accuracy", "attribution.faithfulness", "clever_hans.flagged_classes",
+        "accuracy"]
+    assert verdict_sentence(_summary(checks=[_check("accuracy", "pass", "performance")] * 2)) == (
         "All 2 checks passed.")
-    partly = [_check("a", "pass", "x"), {**_check("b", "pass", "x"), "gated": False}]
+    partly = [_check("accuracy", "pass", "performance"),
+              {**_check("robustness.accuracy", "pass", "robustness"), "gated": False}]
     assert verdict_sentence(_summary(checks=partly)) == (
         "All 2 checks passed (1 of them had no bound that could apply).")
-    ungated = _summary(checks=[_check("a", "pass", "x")] * 2, gated=False)
+    ungated = _summary(checks=[_check("accuracy", "pass", "performance")] * 2, gated=False)
     assert verdict_sentence(ungated) == "All 2 checks passed, but none was gated."
 
 

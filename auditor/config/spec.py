@@ -41,6 +41,7 @@ class AuditConfig:
     unsafe_load: bool = False
     input_range: str = "auto"
     data_range: str = "auto"
+    strict_data: bool = False  # an unreadable image stops the audit instead of being skipped
     class_names: list[str] | None = None
     batch_size: int = 64
     train_data: str | None = None
@@ -185,6 +186,9 @@ def _formats(value: list[str] | str) -> list[str]:
 
 def _validate(config: AuditConfig, known_sections: tuple[str, ...]) -> None:
     if config.sections is not None:
+        if not config.sections:
+            raise ConfigError(f"no section given (--sections is empty); name at least one of: "
+                              f"{', '.join(known_sections)}, or leave it out to run them all")
         for name in config.sections:
             if name not in known_sections:
                 raise ConfigError(

@@ -89,7 +89,7 @@ def key_figures(summary: dict, sections: dict[str, bool]) -> list[ShownFigure]:
     page; ``sections`` maps each section run to whether it succeeded."""
     from auditor.sections import key_figures as declared
 
-    return [shown_figure(figure, summary, sections) for figure in declared()]
+    return [shown_figure(figure, summary, sections) for figure in declared() if figure.headline]
 
 
 def headline(summary: dict, sections: dict[str, bool]) -> dict:

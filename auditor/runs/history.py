@@ -60,7 +60,7 @@ def _link(target: Path, page: Path) -> str:
 def write_index(root: str | Path, out: str | Path | None = None) -> tuple[Path, int]:
     """Write the index page of the runs under ``root``; returns its path and the run count."""
     from auditor.report.render import render_report
-    from auditor.runs.staging import write_text_atomically
+    from auditor.runs.staging import write_page
 
     root = Path(root)
     if not root.is_dir():
@@ -92,5 +92,5 @@ def write_index(root: str | Path, out: str | Path | None = None) -> tuple[Path, 
             "columns": columns,
             "generated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     html = render_report(page, "index.html")
-    write_text_atomically(path, html)
+    write_page(path, html)
     return path, len(runs)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
-ORDER = ("performance", "contrastive", "attribution", "clever_hans", "featureviz",
+ORDER = ("performance", "triage", "contrastive", "attribution", "clever_hans", "featureviz",
          "counterfactuals", "robustness")
 SECTION_NAMES = tuple(n for n in ORDER if importlib.util.find_spec(f"auditor.sections.{n}"))
 

@@ -21,7 +21,6 @@ NAME = "attribution"
 TITLE = "Attribution methods"
 DEFAULT_METHODS = ["gradient", "saliency", "gradient_x_input", "smoothgrad",
                    "integrated_gradients", "gradcam", "gradcam_pp", "occlusion"]
-UNSIGNED = {"gradient_abs", "saliency", "gradcam", "gradcam_pp"}
 # Rank correlation with the original maps once every layer is random. A map that ignores the
 # weights scores 1; maps multiplied by the input keep its outline and ties (black pixels stay 0),
 # about 0.85 on the digits, although their gradient part is destroyed.
@@ -271,7 +270,7 @@ def run(ctx: Context, options: Options) -> SectionResult:
     smoothing = (f"Maps are smoothed for display (Gaussian, sigma {options.display_smoothing:g} "
                  "px); the tables use raw maps." if options.display_smoothing > 0
                  else "Maps are shown raw, not smoothed.")
-    data = AttributionData(signed={m: m not in UNSIGNED for m in methods},
+    data = AttributionData(signed={m: METHODS[m].signed for m in methods},
                            display_smoothing=options.display_smoothing, smoothing=smoothing,
                            sanity=sanity_data, faithfulness=faith_data)
     examples, box_source = examples_section(ctx, options, methods, data)

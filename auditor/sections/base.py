@@ -44,11 +44,21 @@ class Context:
         return build_dataclass(cls, {**planned, **self.config.section_options.get(name, {})},
                                f"{name}.")
 
+    def __post_init__(self):
+        features = getattr(self.predictions, "features", None)
+        if features is not None:  # from the prediction pass: no section makes a second one
+            self.cache["features"] = features
+
     def features(self):
         """Penultimate features (N, D) of every audit image, computed in the prediction pass
         itself and shared by the sections that need them (triage, discovery, embeddings); None
         when the model cannot be split before its final layer."""
-        return self.predictions.features
+        if "features" not in self.cache:
+            from auditor.predict.predictions import penultimate_features
+
+            self.cache["features"] = penultimate_features(self.handle, self.dataset,
+                                                          self.config.batch_size)
+        return self.cache["features"]
 
     def saliency(self, method: str, positions, targets, *, images=None, score: str = "logit",
                  options: dict | None = None):
@@ -128,7 +138,8 @@ class KeyFigure:
     how the headline reads it (default: a percentage or a count); ``detail`` the line under
     it; ``status(summary, status)`` may change the status its section's checks give it
     (``judged=False``: never coloured by them). ``rank`` orders the figures; ``trend``: the
-    index draws it over time.
+    index draws it over time; ``headline=False``: only in summary.md, baseline comparisons
+    and the index, not among the top of the report's five.
     """
 
     name: str  # its key in summary.json's baseline.key_figures
@@ -143,6 +154,7 @@ class KeyFigure:
     judged: bool = True
     trend: bool = True
     rank: int = 50
+    headline: bool = True
 
     def shown(self, summary: dict, value: Any) -> str:
         if self.text is not None:
