@@ -18,6 +18,7 @@ import numpy as np
 from auditor.checks.check import Check, evaluate
 from auditor.errors import ConfigError, ModelError
 from auditor.methods.shortcuts.injection import InjectionSettings
+from auditor.predict.plan import Facts, Passes
 from auditor.sections.base import Context, KeyFigure, SectionResult
 
 NAME = "clever_hans"
@@ -80,6 +81,42 @@ class Options:
     k_max: int = 5  # most clusters per class the eigengap may choose
     show_classes: int = 10
     max_embedding: int = 500  # images in the penultimate-feature t-SNE
+
+
+# The compute plan (auditor.predict.plan) may lower these, never below the floor: 25
+# fine-tuning steps of 32 images show 800 poisoned-or-clean images to each copy (a copy that
+# does not learn in that time is reported "not learned", which says nothing either way); 200
+# images to fine-tune on and 200 to measure on; 16 images explained per method (8 of the target
+# class); 100 images for discovery over all classes.
+PLANNED = {"steps": 25, "max_train": 200, "max_eval": 200, "explain": 16, "max_discovery": 100}
+
+
+def passes(options: Options, facts: Facts) -> Passes:
+    """Each copy's fine-tuning steps, the measurements of each planted shortcut and of the
+    control's probes (re-prediction, maps of the explained images and of the target class),
+    and discovery on the audited model."""
+    from auditor.methods.attribution.registry import attribution_rows
+
+    methods, discovery = resolve_methods(options)
+    copies = len(options.shortcuts) + options.control
+    if facts.train_images is not None:
+        train = min(options.max_train, facts.train_images)
+        held = min(options.max_eval, facts.images)
+    else:
+        train = min(options.max_train + options.max_eval, facts.images) // 2
+        held = train
+    measures = len(options.shortcuts) * (1 + options.control) if copies else 0
+    explained = attribution_rows(methods, options.explain, facts.input_shape)
+    own = attribution_rows(methods[:1], held // max(facts.classes, 1), facts.input_shape)
+    per_class = min(options.max_per_class, max(10, options.max_discovery // facts.classes))
+    found = attribution_rows([discovery], min(per_class * facts.classes, facts.images),
+                             facts.input_shape) if options.discovery else (0, 0)
+    tuning = Passes(forward=train if copies else 0,
+                    backward=copies * options.steps * options.batch_size,
+                    traces=2 + 2 * len(methods))
+    measuring = Passes(forward=measures * (2 * held + explained[0] + own[0]),
+                       backward=measures * (explained[1] + own[1]))
+    return tuning + measuring + Passes(forward=found[0], backward=found[1], traces=1)
 
 
 @dataclass

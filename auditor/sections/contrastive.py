@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from auditor.predict.plan import Facts, Passes
 from auditor.sections.base import Context, SectionResult
 from auditor.sections.performance import most_confident_mistakes
 
@@ -20,6 +21,15 @@ class Options:
     method: str = "gradient"
     score: str = "logit"
     smooth_sigma: float = 0.0  # Gaussian smoothing for display only; 0 shows raw maps
+
+
+def passes(options: Options, facts: Facts) -> Passes:
+    """Each example explained twice (predicted and true class); nothing here is planned."""
+    from auditor.methods.attribution.registry import attribution_rows
+
+    forward, backward = attribution_rows([options.method], 2 * options.examples,
+                                         facts.input_shape)
+    return Passes(forward=forward, backward=backward, traces=1)
 
 
 def contrastive_maps(handle, images, preds, labels, method="gradient", score="logit"):
@@ -56,6 +66,9 @@ def run(ctx: Context, options: Options) -> SectionResult:
     preds, labels = p.preds[positions], p.labels[positions]
     for_pred, for_true, diff = contrastive_maps(ctx.handle, images, preds, labels,
                                                 options.method, options.score)
+    ctx.remember_saliency(options.method, options.score, {},  # for the attribution section
+                          np.concatenate([positions, positions]),
+                          np.concatenate([preds, labels]), np.concatenate([for_pred, for_true]))
     ctx.cache[NAME] = {"positions": positions, "pred": for_pred, "true": for_true, "diff": diff}
     probs = p.probs_at(positions)
     examples = [{"index": int(pos), "true": names[labels[i]], "pred": names[preds[i]],

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from auditor.checks.check import evaluate
+from auditor.predict.plan import Facts, Passes
 from auditor.sections.base import Context, SectionResult
 from auditor.sections.performance import most_confident_mistakes
 
@@ -25,6 +26,18 @@ class Options:
     steps: int = 200
     learning_rate: float = 0.01
     margin: float = 1.0  # how far (in logits) the true class should win
+
+
+# The compute plan (auditor.predict.plan) may lower these, never below the floor: 8 mistakes
+# fill the gallery; 50 Adam steps at the default rate move a pixel by up to 0.5.
+PLANNED = {"mistakes": 8, "steps": 50}
+
+
+def passes(options: Options, facts: Facts) -> Passes:
+    """Every mistake optimised (at most ``mistakes``) takes ``steps`` forward-backward passes."""
+    mistakes = min(options.mistakes, facts.images)
+    return Passes(forward=2 * mistakes, backward=mistakes * options.steps + 2 * options.gallery,
+                  traces=2)
 
 
 def contrastive_maps(ctx: Context, positions, images, preds, labels) -> np.ndarray:

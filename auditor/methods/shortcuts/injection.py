@@ -16,6 +16,7 @@ must come out not detected.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -23,6 +24,13 @@ import numpy as np
 
 from auditor.errors import ModelError
 from auditor.methods.shortcuts.patterns import inject
+from auditor.predict.batched import (
+    blocks,
+    compiled_update,
+    forward,
+    predict_classes,
+    rows_per_pass,
+)
 from auditor.predict.predictions import softmax
 
 CONTROL = "none"
@@ -80,57 +88,59 @@ class InjectionResult:
 class FineTuner:
     """One trainable copy of the audited model, reset to the original weights before each run.
 
-    The copy is cloned once and its tf.functions traced once: resetting assigns the original
-    weights and optimiser state in place. It trains on its own output head: logits with a
-    from-logits loss, or probabilities (when the softmax could not be stripped) with a
-    probability loss.
+    The copy is cloned once (under the run's strategy, so its weights are mirrored on every
+    replica) and its step traced once: resetting assigns the original weights and optimiser
+    state in place. It trains on its own output head: logits with a from-logits loss, or
+    probabilities (when the softmax could not be stripped) with a probability loss. Each step
+    goes through the audit's batched path: the batch is split across the replicas (their
+    gradients summed by the optimiser) and, within a replica, into blocks that fit the memory
+    budget, whose gradients are added before the one update.
     """
 
     def __init__(self, handle, learning_rate: float):
         import keras
-        import tensorflow as tf
 
         from auditor.inputs.models import ModelHandle
 
-        try:
-            copy = keras.models.clone_model(handle.logits_model)
-            copy.set_weights(handle.logits_model.get_weights())
-        except (ValueError, TypeError, NotImplementedError) as exc:
-            reason = str(exc).split(". ")[0].strip() or type(exc).__name__
-            raise ModelError(f"cannot copy model '{handle.path}' for the injection test "
-                             f"({reason}); run with clever_hans.shortcuts = [] and control = "
-                             "false to skip it") from None
-        shared = {id(v) for v in copy.weights} & {id(v) for v in handle.logits_model.weights}
-        if shared or not copy.trainable_variables:
-            why = "its copy shares weights with it" if shared else "no trainable weights"
-            raise ModelError(f"model '{handle.path}' cannot be fine-tuned as a separate copy "
-                             f"({why}); run with clever_hans.shortcuts = [] and control = false "
-                             "to skip the injection test")
+        distribution = handle.distribution
+        with distribution.scope() if distribution is not None else contextlib.nullcontext():
+            copy = _clone(handle)
+            probabilities = handle.output == "log-probabilities"
+            self.loss = keras.losses.CategoricalCrossentropy(from_logits=not probabilities,
+                                                             reduction=None)
+            self.optimizer = keras.optimizers.Adam(learning_rate)
+            self.optimizer.build(copy.trainable_variables)
         self.copy = copy
         self.original_weights = [w.copy() for w in copy.get_weights()]
-        probabilities = handle.output == "log-probabilities"
-        self.loss = keras.losses.CategoricalCrossentropy(from_logits=not probabilities)
-        self.optimizer = keras.optimizers.Adam(learning_rate)
-        self.optimizer.build(copy.trainable_variables)
         self.optimizer_state = [v.numpy() for v in self.optimizer.variables]
         self.handle = ModelHandle(
             model=copy, logits_model=copy, path=f"{handle.path} (fine-tuned copy)",
             name=f"{handle.name}-copy", sha256="", input_shape=handle.input_shape,
             num_classes=handle.num_classes, transform=handle.transform,
-            output="log-probabilities" if probabilities else "logits")
-        transform = handle.transform
+            output="log-probabilities" if probabilities else "logits",
+            distribution=distribution)
+        self._step = self._compile_step(rows_per_pass(self.handle, backward=True))
 
-        @tf.function(reduce_retracing=True)
-        def step(images, targets):
+    def _compile_step(self, rows: int):
+        import tensorflow as tf
+
+        copy, transform = self.copy, self.handle.transform
+
+        def update(images, targets, total):  # one replica's share of the batch
             # training=False: BatchNorm statistics stay the original's; a few hundred small
-            # poisoned batches must not overwrite them
-            with tf.GradientTape() as tape:
-                loss = self.loss(targets, copy(transform.to_model(images), training=False))
-            grads = tape.gradient(loss, copy.trainable_variables)
+            # poisoned batches must not overwrite them. The loss is summed over this share and
+            # divided by the whole batch, so that the replicas' summed gradients are the mean's.
+            grads = [tf.zeros_like(v) for v in copy.trainable_variables]
+            for part in blocks(images.shape[0], rows):
+                with tf.GradientTape() as tape:
+                    loss = self.loss(targets[part],
+                                     copy(transform.to_model(images[part]), training=False))
+                    scaled = tf.reduce_sum(loss) / float(total)
+                block_grads = tape.gradient(scaled, copy.trainable_variables)
+                grads = [g + b for g, b in zip(grads, block_grads, strict=True)]
             self.optimizer.apply_gradients(zip(grads, copy.trainable_variables, strict=True))
-            return loss
 
-        self._step = step
+        return compiled_update(self.handle, update)
 
     def reset(self) -> None:
         self.copy.set_weights(self.original_weights)
@@ -144,16 +154,34 @@ class FineTuner:
             batch = rng.integers(0, len(images), min(batch_size, len(images)))
             self._step(images[batch], targets[batch])
 
-    def predict(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        return np.concatenate([np.asarray(self.handle.logits_fn(images[i:i + batch_size]))
-                               for i in range(0, len(images), batch_size)]).argmax(axis=1)
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        return predict_classes(self.handle, images)
 
 
-def soft_targets(handle, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+def _clone(handle):
+    """A copy of the logits model with the original's weights and none of its variables."""
+    import keras
+
+    try:
+        copy = keras.models.clone_model(handle.logits_model)
+        copy.set_weights(handle.logits_model.get_weights())
+    except (ValueError, TypeError, NotImplementedError) as exc:
+        reason = str(exc).split(". ")[0].strip() or type(exc).__name__
+        raise ModelError(f"cannot copy model '{handle.path}' for the injection test "
+                         f"({reason}); run with clever_hans.shortcuts = [] and control = "
+                         "false to skip it") from None
+    shared = {id(v) for v in copy.weights} & {id(v) for v in handle.logits_model.weights}
+    if shared or not copy.trainable_variables:
+        why = "its copy shares weights with it" if shared else "no trainable weights"
+        raise ModelError(f"model '{handle.path}' cannot be fine-tuned as a separate copy "
+                         f"({why}); run with clever_hans.shortcuts = [] and control = false "
+                         "to skip the injection test")
+    return copy
+
+
+def soft_targets(handle, images: np.ndarray) -> np.ndarray:
     """The original model's class probabilities: what the copy learns on clean images."""
-    logits = np.concatenate([np.asarray(handle.logits_fn(images[i:i + batch_size]))
-                             for i in range(0, len(images), batch_size)])
-    return softmax(logits).astype(np.float32)
+    return softmax(forward(handle, images)).astype(np.float32)
 
 
 def poison(images: np.ndarray, labels: np.ndarray, targets: np.ndarray, target: int,
