@@ -9,6 +9,7 @@ from auditor.methods.attribution import (  # noqa: F401  (each module registers 
     gradient,
     gradient_x_input,
     integrated_gradients,
+    lrp,
     occlusion,
     smoothgrad,
 )
