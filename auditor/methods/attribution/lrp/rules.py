@@ -98,14 +98,16 @@ class AlphaBeta:
 class ZBox:
     """The z^B rule for the first layer (Montavon et al. 2017): inputs bounded by ``low`` and
     ``high``; relevance ``a * g_a + low * g_low + high * g_high``, so low and high are
-    inputs of the modified pass too (the walker watches them)."""
+    inputs of the modified pass too (the walker watches them). The bias takes no relevance:
+    ``z_m = W a - W+ low - W- high``, as in Montavon's tutorial code and Zennit's ``ZBox``."""
 
     low: object
     high: object
 
     def __call__(self, apply, a, kernel, bias):
         z = apply(a, kernel, bias)
-        zm = z - apply(self.low, _pos(kernel), None) - apply(self.high, _neg(kernel), None)
+        zm = (apply(a, kernel, None) - apply(self.low, _pos(kernel), None)
+              - apply(self.high, _neg(kernel), None))
         return z, _carry(zm, z, STABILISER)
 
 
