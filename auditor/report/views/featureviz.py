@@ -1,4 +1,4 @@
-"""Figures of the feature-visualisation section: comparison and evolution grids, the TV plot.
+"""Feature-visualisation figures: thumbnails, comparison and evolution grids, the TV plot.
 
 Grids are drawn as one montage in one axes (labels as text), which is many times faster than a
 matplotlib axes per image and looks the same.
@@ -116,3 +116,31 @@ def tv_histogram(real_tv: np.ndarray, marks: dict[str, np.ndarray]) -> str:
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     return figure_uri(fig)
+
+
+def _comparison_order(per_run: dict) -> list[str]:
+    first = [label for label in ("unregularised", "regularised") if label in per_run]
+    return first + [label for label in per_run if label not in first]
+
+
+def view(result, dataset) -> dict:
+    d = result.data
+    per_run, verdicts, shown = d.per_run, d.verdicts, d.class_names
+    classes = [{**row, "image": thumbnail(per_run["regularised"][i])}
+               for i, row in enumerate(d.class_rows)]
+    channels = [{**row, "image": thumbnail(d.channel_images[i]),
+                 "top_images": [thumbnail(img) for img in d.top_images[i]]}
+                for i, row in enumerate(d.channel_rows)]
+    return {
+        **d.facts, "classes": classes, "channels": channels,
+        "contrast_figure": contrast_strip(
+            {label: per_run[label] for label in ("unregularised", "regularised")},
+            shown, verdicts) if d.compare else None,
+        "comparison_figure": comparison_grid(
+            {label: per_run[label] for label in _comparison_order(per_run)},
+            shown, verdicts) if d.compare else None,
+        "evolution_figure": evolution_grid(d.evolution, d.evolution_confidence, shown),
+        "tv_figure": tv_histogram(d.real_tv, {
+            label: verdicts[label]["total_variation"] for label in verdicts
+            if label in ("regularised", "unregularised")}),
+    }
