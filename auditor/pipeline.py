@@ -34,6 +34,7 @@ from auditor.runs.baseline import (
 )
 from auditor.runs.staging import staged_folder
 from auditor.sections import SECTION_NAMES, section_module
+from auditor.sections.attribution import complete_reliability
 from auditor.sections.base import Context, SectionResult
 
 REPORT_FILES = ("report.html", "summary.json", "summary.md", "junit.xml", "predictions.npz")
@@ -157,6 +158,7 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
             _say(f"section {name}", chatty)
             results.append(run_section(name, ctx))
             timings[name] = results[-1].seconds
+        complete_reliability(results)  # the Clever Hans masses join the attribution card
         checks = [check for result in results for check in result.checks]
         sections_summary = {k: v for result in results for k, v in result.summary.items()}
         checks += regression_checks(sections_summary, baseline, config.checks)

@@ -120,6 +120,26 @@ def faithfulness_view(faith: dict) -> dict:
     }
 
 
+def bound_text(bounds: dict) -> str:
+    """'pass < 0.5, fail > 0.7'-style text of a column's bounds."""
+    parts = []
+    for level in ("warn", "fail"):
+        for side, sign in (("above", ">"), ("below", "<")):
+            if f"{level}_{side}" in bounds:
+                parts.append(f"{level} {sign} {bounds[f'{level}_{side}']:g}")
+    return ", ".join(parts)
+
+
+def reliability_view(card: dict, invariance_reason: str | None) -> dict:
+    """The card as table rows, the bound of each column, and the untrusted methods."""
+    from auditor.methods.attribution.reliability import BOUNDS, best_trusted
+
+    return {"rows": [{"method": m, **entry} for m, entry in card.items()],
+            "columns": [{"name": name, "bounds": bound_text(b)} for name, b in BOUNDS.items()],
+            "untrusted": [m for m, entry in card.items() if not entry["trusted"]],
+            "trusted_method": best_trusted(card), "invariance_reason": invariance_reason}
+
+
 def view(result, dataset) -> dict:
     d = result.data
     figure = layers = None
@@ -130,4 +150,5 @@ def view(result, dataset) -> dict:
             layers = layers_figure(d.images, d.layer_heats, d.layer_shapes, d.row_labels)
     return {"examples": d.examples, "figure": figure, "layers": layers,
             "sanity": sanity_view(d.sanity), "faithfulness": faithfulness_view(d.faithfulness),
-            "legend": colorbar_uri("0"), "smoothing": d.smoothing}
+            "legend": colorbar_uri("0"), "smoothing": d.smoothing,
+            "reliability": reliability_view(d.reliability, d.invariance_reason)}
