@@ -12,12 +12,13 @@ from auditor.sections.performance import most_confident_mistakes
 
 NAME = "contrastive"
 TITLE = "Contrastive saliency"
+FROM_CARD = " (chosen by the attribution section's reliability card)"
 
 
 @dataclass
 class Options:
     examples: int = 8
-    method: str = "gradient"
+    method: str | None = None  # None: the reliability card's best trusted method, else gradient
     score: str = "logit"
     smooth_sigma: float = 0.0  # Gaussian smoothing for display only; 0 shows raw maps
 
@@ -54,8 +55,13 @@ def run(ctx: Context, options: Options) -> SectionResult:
     positions = most_confident_mistakes(p, options.examples)
     images = ctx.dataset.images(positions)
     preds, labels = p.preds[positions], p.labels[positions]
-    for_pred, for_true, diff = contrastive_maps(ctx.handle, images, preds, labels,
-                                                options.method, options.score)
+    method = options.method
+    if method is None:
+        from auditor.sections.attribution import trusted_method
+
+        method = trusted_method(ctx, NAME, fallback="gradient")
+    for_pred, for_true, diff = contrastive_maps(ctx.handle, images, preds, labels, method,
+                                                options.score)
     ctx.cache[NAME] = {"positions": positions, "pred": for_pred, "true": for_true, "diff": diff}
     probs = p.probs_at(positions)
     examples = [{"index": int(pos), "true": names[labels[i]], "pred": names[preds[i]],
@@ -65,11 +71,13 @@ def run(ctx: Context, options: Options) -> SectionResult:
                  if options.smooth_sigma > 0 else "Maps are raw, not smoothed.")
     return SectionResult(
         name=NAME, title=TITLE,
-        intro=f"For each mistake: the {options.method} saliency of the predicted class's "
+        intro=f"For each mistake: the {method}{'' if options.method else FROM_CARD} saliency "
+              "of the predicted class's "
               f"{options.score}, of the true class's, and their difference. Red means the pixel "
               "raised the score (in the difference: pushed towards the wrong class); blue lowered "
               f"it. The three maps of an example share one symmetric scale. {smoothing}",
-        summary={NAME: {"method": options.method, "score": options.score,
+        summary={NAME: {"method": method, "method_from_card": options.method is None,
+                        "score": options.score,
                         "examples": examples}},
         data=ContrastiveData(images, for_pred, for_true, diff, examples, options.smooth_sigma),
     )

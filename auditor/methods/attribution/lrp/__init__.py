@@ -52,7 +52,7 @@ def _relevance_fn(handle, composite: Composite):
     high = tf.reduce_max(bounds, axis=0, keepdims=True)
 
     def maps(images, target, other):
-        with tf.GradientTape(persistent=True) as tape:
+        with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
             tape.watch(images)
             x = transform.to_model(images)
             walk = Walk(composite, tape)

@@ -56,6 +56,15 @@ def passed(x, y):
     return tf.stop_gradient(y) + (x - tf.stop_gradient(x)) * tf.stop_gradient(ratio)
 
 
+def _is_plain_relu(op) -> bool:
+    """A ReLU's gradient already passes relevance on unchanged: no need for ``passed``."""
+    import keras
+
+    if isinstance(op, keras.layers.ReLU):
+        return (op.max_value is None and not op.negative_slope and not op.threshold)
+    return getattr(getattr(op, "activation", None), "__name__", "") == "relu"
+
+
 @dataclass
 class InputLevel:
     """A tensor that is still the input: its shape-only image of the input, and its bounds."""
@@ -131,12 +140,13 @@ class Walk:
 
     def elementwise(self, op, x):
         y = op(x)
+        exact = _is_plain_relu(op)
         level = self._at_input(x)
         if level is not None:
             lo, hi = op(level.low), op(level.high)
             import tensorflow as tf
             self._mark(y, InputLevel(level.shadow, tf.minimum(lo, hi), tf.maximum(lo, hi)))
-        return passed(x, y)
+        return y if exact else passed(x, y)
 
     def plain(self, op, is_shape: bool, args, kwargs):
         y = op(*args, **kwargs)
@@ -156,7 +166,8 @@ class Walk:
                 rule = self.composite.dense if step.kind == "dense" else self.composite.conv
             a = linear_output(*rule(step.apply, a, step.kernel, step.bias))
         if has_activation(layer):
-            a = passed(a, layer.activation(a))
+            y = layer.activation(a)
+            a = y if _is_plain_relu(layer) else passed(a, y)
         return a
 
     def _zbox(self, x, level: InputLevel):

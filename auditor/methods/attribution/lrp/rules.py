@@ -1,10 +1,11 @@
 """LRP rules as modified forward passes (the "gradient trick", Montavon et al. 2019, sec. 10.2.2).
 
-A linear layer ``z = f(a, W, b)`` is replaced by ``sg(z) + t - sg(t)`` with
-``t = z_m(a) * sg(z / stab(z_m))``: the forward value is unchanged, and the gradient that reaches
-``a`` is ``W_m^T (c * z / z_m)``, so relevance ``R = a * gradient`` is propagated by the rule's
-modified weights ``W_m`` in the same backward pass that autodiff would take anyway. ``sg`` is
-stop_gradient. Every rule returns ``(z, t)``; ``linear_output`` joins them.
+A linear layer ``z = f(a, W, b)`` keeps its forward value ``z``, but its gradient is routed
+through the rule's modified pre-activation ``z_m = f_m(a)``, scaled by ``z / stab(z_m)``: the
+gradient that reaches ``a`` is ``W_m^T (c * z / z_m)``, so relevance ``R = a * gradient`` is
+propagated by the rule's modified weights ``W_m`` in the same backward pass that autodiff takes
+anyway (one custom gradient, a multiplication, per layer). Every rule returns ``(z, z_m, eps)``
+(``z_m`` None for "z itself"); ``linear_output`` joins them.
 
 Stabiliser as in Zennit: ``z + eps * sign(z)`` with sign(0) = +1.
 """
@@ -35,17 +36,31 @@ def _neg(w):
     return None if w is None else tf.minimum(w, 0.0)
 
 
-def _carry(zm, z, eps: float):
+def linear_output(z, zm, eps: float):
+    """``z`` in the forward pass; backward, the incoming gradient times ``z / stab(z_m)`` goes
+    into ``z_m`` (into ``z`` itself when ``zm`` is None; untouched when eps is 0 there)."""
     import tensorflow as tf
 
-    return zm * tf.stop_gradient(z / stabilise(zm, eps))
+    if zm is None:
+        if not eps:
+            return z
 
+        @tf.custom_gradient
+        def scaled(value):
+            ratio = value / stabilise(value, eps)
+            return tf.identity(value), lambda c: c * ratio
 
-def linear_output(z, t):
-    """The forward value of ``z`` with the gradient of ``t``."""
-    import tensorflow as tf
+        return scaled(z)
 
-    return tf.stop_gradient(z) + t - tf.stop_gradient(t)
+    parts = zm if isinstance(zm, list) else [(1.0, zm)]  # (weight, z_m) pairs (alpha-beta)
+    weights = [w for w, _ in parts]
+
+    @tf.custom_gradient
+    def routed(value, *modified):
+        ratios = [w * value / stabilise(m, eps) for w, m in zip(weights, modified, strict=True)]
+        return tf.identity(value), lambda c: (tf.zeros_like(c), *(c * r for r in ratios))
+
+    return routed(tf.stop_gradient(z), *(m for _, m in parts))
 
 
 @dataclass(frozen=True)
@@ -56,8 +71,7 @@ class Epsilon:
     epsilon: float = 1e-6
 
     def __call__(self, apply: Callable, a, kernel, bias):
-        z = apply(a, kernel, bias)
-        return z, _carry(z, z, self.epsilon) if self.epsilon else z
+        return apply(a, kernel, bias), None, self.epsilon
 
 
 @dataclass(frozen=True)
@@ -71,7 +85,7 @@ class Gamma:
         z = apply(a, kernel, bias)
         zm = apply(a, kernel + self.gamma * _pos(kernel),
                    None if bias is None else bias + self.gamma * _pos(bias))
-        return z, _carry(zm, z, STABILISER)
+        return z, zm, STABILISER
 
 
 @dataclass(frozen=True)
@@ -87,11 +101,10 @@ class AlphaBeta:
         ap, an = _pos(a), _neg(a)
         kp, kn = _pos(kernel), _neg(kernel)
         positive = apply(ap, kp, _pos(bias)) + apply(an, kn, None)
-        t = self.alpha * _carry(positive, z, STABILISER)
-        if self.beta:
-            negative = apply(ap, kn, _neg(bias)) + apply(an, kp, None)
-            t = t - self.beta * _carry(negative, z, STABILISER)
-        return z, t
+        if not self.beta:
+            return z, positive, STABILISER
+        negative = apply(ap, kn, _neg(bias)) + apply(an, kp, None)
+        return z, [(self.alpha, positive), (-self.beta, negative)], STABILISER
 
 
 @dataclass(frozen=True)
@@ -108,7 +121,7 @@ class ZBox:
         z = apply(a, kernel, bias)
         zm = (apply(a, kernel, None) - apply(self.low, _pos(kernel), None)
               - apply(self.high, _neg(kernel), None))
-        return z, _carry(zm, z, STABILISER)
+        return z, zm, STABILISER
 
 
 @dataclass(frozen=True)
