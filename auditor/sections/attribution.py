@@ -265,15 +265,28 @@ def reliability_parts(ctx: Context, options: Options | None = None) -> dict:
 
 def trusted_method(ctx: Context, section: str, fallback: str | None = None) -> str | None:
     """The best trusted method of the card (largest faithfulness margin), for ``section`` to
-    use when its spec names none; ``fallback`` when no method is trusted. Recorded in
-    summary.json's ``attribution.used_by``."""
+    use when its spec names none; ``fallback`` when no method is trusted, or when this audit
+    does not run the attribution section (the card is its work: it is not paid for silently).
+    Recorded in summary.json's ``attribution.used_by``."""
     from auditor.methods.attribution.reliability import best_trusted
 
+    if ctx.config.sections is not None and NAME not in ctx.config.sections:
+        return fallback
     parts = reliability_parts(ctx)
     chosen = best_trusted(parts["card"]) or fallback
     parts["used_by"][section] = {"method": chosen, "trusted": chosen is not None and bool(
         parts["card"].get(chosen, {}).get("trusted"))}
     return chosen
+
+
+def choice_note(ctx: Context, section: str) -> str:
+    """Words for the report on how ``trusted_method`` chose ``section``'s method."""
+    used = ctx.cache.get(RELIABILITY, {}).get("used_by", {}).get(section)
+    if used is None:
+        return " (the default: this audit does not run the attribution section's reliability card)"
+    if used["trusted"]:
+        return " (the reliability card's best trusted method)"
+    return " (the default: the reliability card trusts no method on this model)"
 
 
 def run(ctx: Context, options: Options) -> SectionResult:

@@ -12,13 +12,12 @@ from auditor.sections.performance import most_confident_mistakes
 
 NAME = "contrastive"
 TITLE = "Contrastive saliency"
-FROM_CARD = " (chosen by the attribution section's reliability card)"
 
 
 @dataclass
 class Options:
     examples: int = 8
-    method: str | None = None  # None: the reliability card's best trusted method, else gradient
+    method: str | None = None  # None: the card's best trusted method (attribution runs too)
     score: str = "logit"
     smooth_sigma: float = 0.0  # Gaussian smoothing for display only; 0 shows raw maps
 
@@ -55,11 +54,12 @@ def run(ctx: Context, options: Options) -> SectionResult:
     positions = most_confident_mistakes(p, options.examples)
     images = ctx.dataset.images(positions)
     preds, labels = p.preds[positions], p.labels[positions]
-    method = options.method
+    method, note = options.method, ""
     if method is None:
-        from auditor.sections.attribution import trusted_method
+        from auditor.sections.attribution import choice_note, trusted_method
 
         method = trusted_method(ctx, NAME, fallback="gradient")
+        note = choice_note(ctx, NAME)
     for_pred, for_true, diff = contrastive_maps(ctx.handle, images, preds, labels, method,
                                                 options.score)
     ctx.cache[NAME] = {"positions": positions, "pred": for_pred, "true": for_true, "diff": diff}
@@ -71,7 +71,7 @@ def run(ctx: Context, options: Options) -> SectionResult:
                  if options.smooth_sigma > 0 else "Maps are raw, not smoothed.")
     return SectionResult(
         name=NAME, title=TITLE,
-        intro=f"For each mistake: the {method}{'' if options.method else FROM_CARD} saliency "
+        intro=f"For each mistake: the {method}{note} saliency "
               "of the predicted class's "
               f"{options.score}, of the true class's, and their difference. Red means the pixel "
               "raised the score (in the difference: pushed towards the wrong class); blue lowered "

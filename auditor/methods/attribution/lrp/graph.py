@@ -48,12 +48,15 @@ def _layer_groups():
 
 
 def passed(x, y):
-    """``y`` in the forward pass; relevance ``x * grad`` reaching ``x`` equals that at ``y``."""
+    """``y`` in the forward pass; backward, the gradient times ``y / x``, so that relevance
+    ``x * grad`` reaching ``x`` equals that at ``y`` (computed in the backward pass only)."""
     import tensorflow as tf
 
-    zero = tf.equal(x, 0)
-    ratio = tf.where(zero, tf.zeros_like(y), y / tf.where(zero, tf.ones_like(x), x))
-    return tf.stop_gradient(y) + (x - tf.stop_gradient(x)) * tf.stop_gradient(ratio)
+    @tf.custom_gradient
+    def route(value):
+        return tf.identity(y), lambda c: c * tf.math.divide_no_nan(y, value)
+
+    return route(x)
 
 
 def _is_plain_relu(op) -> bool:

@@ -47,8 +47,7 @@ def linear_output(z, zm, eps: float):
 
         @tf.custom_gradient
         def scaled(value):
-            ratio = value / stabilise(value, eps)
-            return tf.identity(value), lambda c: c * ratio
+            return tf.identity(value), lambda c: c * value / stabilise(value, eps)
 
         return scaled(z)
 
