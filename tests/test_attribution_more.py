@@ -1,38 +1,14 @@
-"""VarGrad, SquareGrad, expected gradients (GradientSHAP) and RISE: each method's own promise,
-batching, and their listing in ``auditor methods``."""
+"""VarGrad, SquareGrad, expected gradients (GradientSHAP) and RISE: each method's own promise
+and their listing in ``auditor methods`` (batching and contrast: the registry's property tests
+in test_attribution.py)."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
-from test_attribution import BUILDERS, images_for, saved_handle
+from test_attribution import saved_handle
 
 from auditor.methods.attribution import attribute
 from auditor.methods.attribution.registry import describe_methods
-
-NEW_METHODS = {"vargrad": {"samples": 4}, "squaregrad": {"samples": 4},
-               "gradient_shap": {"samples": 6}, "rise": {"masks": 40, "cells": 4}}
-
-
-@pytest.fixture(scope="module", params=["sequential-rgb", "functional-grey"])
-def small_handle(request, tmp_path_factory):
-    import keras
-
-    keras.utils.set_random_seed(1)
-    return saved_handle(BUILDERS[request.param](), tmp_path_factory.mktemp("models"),
-                        request.param)
-
-
-@pytest.mark.parametrize("method", list(NEW_METHODS))
-def test_batched_equals_one_at_a_time(small_handle, method):
-    x = images_for(small_handle, 7)
-    targets = np.random.default_rng(1).integers(0, 5, 7)
-    maps = attribute(small_handle, x, targets, method, **NEW_METHODS[method])
-    assert maps.shape == x.shape and np.isfinite(maps).all() and np.abs(maps).max() > 0
-    for i in (0, 6):
-        single = attribute(small_handle, x[i:i + 1], targets[i:i + 1], method,
-                           **NEW_METHODS[method])
-        np.testing.assert_allclose(single[0], maps[i], atol=1e-4 * np.abs(maps).max(), rtol=1e-3)
 
 
 def test_without_noise_vargrad_is_zero_and_squaregrad_is_the_squared_gradient(digits_handle,

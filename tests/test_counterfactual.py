@@ -10,7 +10,8 @@ from scipy.stats import spearmanr
 
 from auditor.errors import AuditorError
 from auditor.methods.agreement import rank_correlation
-from auditor.methods.counterfactual import counterfactuals, total_variation
+from auditor.methods.counterfactual import counterfactuals
+from auditor.methods.featureviz.objectives import image_total_variation
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def test_total_variation_makes_the_change_a_compact_shape(digits_handle, mistake
     both = found.success & without.success
 
     def roughness(result):  # total variation per unit of change
-        tv = np.asarray(total_variation(result.delta[both]))
+        tv = np.asarray(image_total_variation(result.delta[both], total=True))
         return tv / result.l1[both]
 
     assert np.median(roughness(found)) < 0.8 * np.median(roughness(without))

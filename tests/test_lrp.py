@@ -1,11 +1,12 @@
-"""LRP on Keras 3: the rules' promises (conservation, LRP-0 = gradient x input), batching,
-BatchNormalization folding, nested MobileNetV2, and a clear error for a layer it cannot pass."""
+"""LRP on Keras 3: the rules' promises (conservation, LRP-0 = gradient x input),
+BatchNormalization folding, nested MobileNetV2, and a clear error for a layer it cannot pass.
+Batched = one at a time and contrast = difference: the registry's property tests."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_attribution import BUILDERS, images_for, saved_handle
+from test_attribution import images_for, saved_handle
 
 from auditor.errors import AuditorError
 from auditor.methods.attribution import attribute
@@ -113,26 +114,6 @@ def test_batchnorm_is_folded_so_lrp_zero_still_equals_gradient_x_input(tmp_path)
     lrp0 = attribute(handle, x, targets, "lrp_epsilon", epsilon=0.0)
     gxi = attribute(handle, x, targets, "gradient_x_input")
     np.testing.assert_allclose(lrp0, gxi, atol=1e-5 * np.abs(gxi).max())
-
-
-@pytest.fixture(scope="module", params=["sequential-rgb", "functional-grey", "nested-grey"])
-def small_handle(request, tmp_path_factory):
-    import keras
-
-    keras.utils.set_random_seed(1)
-    return saved_handle(BUILDERS[request.param](), tmp_path_factory.mktemp("models"),
-                        request.param)
-
-
-@pytest.mark.parametrize("method", LRP_METHODS)
-def test_batched_lrp_with_per_sample_targets_equals_one_at_a_time(small_handle, method):
-    x = images_for(small_handle, 9)
-    targets = np.random.default_rng(1).integers(0, 5, 9)
-    maps = attribute(small_handle, x, targets, method)
-    assert np.isfinite(maps).all() and np.abs(maps).max() > 0
-    for i in (0, 8):
-        single = attribute(small_handle, x[i:i + 1], targets[i:i + 1], method)
-        np.testing.assert_allclose(single[0], maps[i], atol=1e-4 * np.abs(maps).max(), rtol=1e-3)
 
 
 def test_lrp_runs_on_a_mobilenetv2_backbone_nested_in_a_head(tmp_path):

@@ -12,18 +12,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from auditor.checks.check import Check, evaluate
+from auditor.checks.check import Check, evaluate, judged, worst_status
 from auditor.errors import AuditorError
 from auditor.methods.attribution.reliability import BOUNDS as RELIABILITY_BOUNDS
 from auditor.methods.attribution.reliability import RANDOMISATION_BOUNDS
-from auditor.sections.base import Context, SectionResult
+from auditor.sections.base import Context, KeyFigure, SectionResult
 from auditor.sections.performance import most_confident_mistakes
 
 NAME = "attribution"
 TITLE = "Attribution methods"
 DEFAULT_METHODS = ["gradient", "saliency", "gradient_x_input", "smoothgrad",
                    "integrated_gradients", "gradcam", "gradcam_pp", "occlusion", "lrp"]
-UNSIGNED = {"gradient_abs", "saliency", "gradcam", "gradcam_pp", "vargrad", "squaregrad"}
 REFERENCES = 16  # audit images gradient_shap draws its references from
 # Rank correlation with the original maps once every layer is random: bounds from Adebayo et
 # al. 2018 (see methods/attribution/reliability.py). Maps multiplied by the input keep its
@@ -31,6 +30,36 @@ REFERENCES = 16  # audit images gradient_shap draws its references from
 SANITY_DEFAULTS = RANDOMISATION_BOUNDS
 FAITHFULNESS_DEFAULTS = {"warn_below": 0.0}
 RELIABILITY = "attribution.reliability"  # ctx.cache key of the card
+
+
+def _sanity(summary: dict) -> dict[str, bool] | None:
+    """{method: passed} of the weight-randomisation check; None when it did not run."""
+    block = (summary.get(NAME) or {}).get("sanity")
+    return None if not block else {m: r["passed"] for m, r in block.items()}
+
+
+def _sanity_passed(summary: dict) -> int | None:
+    verdicts = _sanity(summary)
+    return None if verdicts is None else sum(verdicts.values())
+
+
+def _sanity_detail(summary: dict) -> str:
+    failed = [method for method, ok in _sanity(summary).items() if not ok]
+    if not failed:
+        return "every method depends on the weights"
+    return f"ignore the weights: {', '.join(failed[:4])}" + (" …" if len(failed) > 4 else "")
+
+
+def _sanity_status(summary: dict, status: str) -> str:
+    """The sanity checks' worst status (not the faithfulness check's)."""
+    checks = [c for c in summary["checks"] if c["id"].startswith(f"{NAME}.sanity.")]
+    return worst_status(judged(checks)) or ("pass" if all(_sanity(summary).values()) else "warn")
+
+
+KEY_FIGURES = (KeyFigure(
+    "sanity_passed", "Saliency sanity", "methods passing the saliency sanity check", NAME,
+    _sanity_passed, text=lambda summary, passed: f"{passed} of {len(_sanity(summary))}",
+    detail=_sanity_detail, status=_sanity_status, trend=False, rank=50),)
 
 
 @dataclass
@@ -290,6 +319,7 @@ def choice_note(ctx: Context, section: str) -> str:
 
 
 def run(ctx: Context, options: Options) -> SectionResult:
+    from auditor.methods.attribution import METHODS
     from auditor.methods.attribution.reliability import best_trusted
 
     parts = reliability_parts(ctx, options)
@@ -302,7 +332,7 @@ def run(ctx: Context, options: Options) -> SectionResult:
     smoothing = (f"Maps are smoothed for display (Gaussian, sigma {options.display_smoothing:g} "
                  "px); the tables use raw maps." if options.display_smoothing > 0
                  else "Maps are shown raw, not smoothed.")
-    data = AttributionData(signed={m: m not in UNSIGNED for m in methods},
+    data = AttributionData(signed={m: METHODS[m].signed for m in methods},
                            display_smoothing=options.display_smoothing, smoothing=smoothing,
                            sanity=sanity_data, faithfulness=faith_data, reliability=card,
                            invariance_reason=parts["invariance_reason"])

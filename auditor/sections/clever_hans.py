@@ -9,19 +9,46 @@ own, and the model's penultimate features in two dimensions.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from auditor.checks.check import Check, evaluate
 from auditor.errors import ConfigError, ModelError
-from auditor.sections.base import Context, SectionResult
+from auditor.methods.shortcuts.injection import InjectionSettings
+from auditor.sections.base import Context, KeyFigure, SectionResult
 
 NAME = "clever_hans"
 TITLE = "Clever Hans: shortcuts"
 # Not gradient x input by default: it puts mass on bright pixels whatever the model learned, so
 # a bright planted patch draws it even in the control copy (a false alarm, not a detection).
 PREFERRED_METHODS = ("gradient", "gradcam")
+
+
+def flagged_classes(summary: dict) -> list[str] | None:
+    """The classes discovery flagged; None when the run has no discovery."""
+    block = (summary.get(NAME) or {}).get("discovery")
+    return None if block is None else list(block["flagged_classes"])
+
+
+def _suspects(summary: dict) -> int | None:
+    flagged = flagged_classes(summary)
+    return None if flagged is None else len(flagged)
+
+
+def _suspects_detail(summary: dict) -> str:
+    flagged = flagged_classes(summary)
+    if not flagged:
+        return "no class flagged for a shortcut"
+    return "classes flagged: " + ", ".join(flagged[:6]) + (" …" if len(flagged) > 6 else "")
+
+
+KEY_FIGURES = (KeyFigure(
+    "flagged_classes", "Clever Hans", "Clever Hans suspects", NAME, _suspects,
+    text=lambda summary, count: str(count) if count else "none", detail=_suspects_detail,
+    status=lambda summary, status: "warn" if _suspects(summary) and status == "info" else status,
+    rank=30),)
 
 
 @dataclass
@@ -31,25 +58,26 @@ class Options:
     control: bool = True
     target_class: str | None = None  # default: the class with the most audit images
     shortcut_options: dict = field(default_factory=dict)  # {shortcut: {option: value}}
-    steps: int = 300  # fine-tuning steps per copy (bounded: the demo audit has 3 minutes)
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    relabel: float = 0.2  # share of other classes given the shortcut and the target label
+    # The injection test's settings: their defaults and meaning are InjectionSettings'.
+    steps: int = InjectionSettings.steps  # fine-tuning steps per copy
+    batch_size: int = InjectionSettings.batch_size
+    learning_rate: float = InjectionSettings.learning_rate
+    relabel: float = InjectionSettings.relabel
+    explain: int = InjectionSettings.explain
+    flip_threshold: float = InjectionSettings.flip_threshold
+    gap_threshold: float = InjectionSettings.gap_threshold
+    detect_ratio: float = InjectionSettings.detect_ratio
+    control_margin: float = InjectionSettings.control_margin
+    visible_change: float = InjectionSettings.visible_change
     max_train: int = 1000  # images for fine-tuning (from train_data, or split from data)
     max_eval: int = 500
-    explain: int = 48  # held-out images explained per method for detection
-    flip_threshold: float = 0.5  # learned when the flip rate or the accuracy gap reaches
-    gap_threshold: float = 0.2
-    detect_ratio: float = 3.0  # detected when relevance mass / mask area reaches this ...
-    control_margin: float = 1.5  # ... and this many times the control copy's ratio
-    visible_change: float = 0.2  # mask pixels changed less than this are hidden, not counted
     discovery: bool = True
     discovery_method: str | None = None  # default: the first of ``methods``
     max_per_class: int = 150
     max_discovery: int = 3000  # images explained for discovery, over all classes
-    grid: int = 16  # maps are pooled to grid x grid cells before clustering
+    grid: int = InjectionSettings.grid  # maps are pooled to grid x grid cells to cluster
     k_max: int = 5  # most clusters per class the eigengap may choose
-    discovery_threshold: float = 0.15  # flagged when shift x compactness reaches this
+    discovery_threshold: float = InjectionSettings.discovery_threshold  # shift x compactness
     show_classes: int = 10
     pps_threshold: float = 0.5  # a property is flagged at this predictive power score...
     auc_threshold: float = 0.99  # ...or when it separates one class with this ROC AUC
@@ -166,22 +194,13 @@ def injection_split(ctx: Context, options: Options):
 
 def run_injections(ctx: Context, options: Options, methods: list[str], target: int,
                    settings: dict[str, dict]):
-    from auditor.methods.shortcuts.injection import (
-        FineTuner,
-        InjectionSettings,
-        run_control,
-        run_injection,
-    )
+    from auditor.methods.shortcuts.injection import FineTuner, run_control, run_injection
     from auditor.methods.shortcuts.patterns import inject
 
     split, source = injection_split(ctx, options)
-    tuning = InjectionSettings(
-        steps=options.steps, batch_size=options.batch_size, learning_rate=options.learning_rate,
-        relabel=options.relabel, flip_threshold=options.flip_threshold,
-        gap_threshold=options.gap_threshold, detect_ratio=options.detect_ratio,
-        visible_change=options.visible_change, explain=options.explain,
-        control_margin=options.control_margin, discovery_threshold=options.discovery_threshold,
-        grid=options.grid, seed=ctx.config.seed)
+    tuning = InjectionSettings(seed=ctx.config.seed, **{
+        f.name: getattr(options, f.name) for f in dataclasses.fields(InjectionSettings)
+        if f.name != "seed"})
     tuner = FineTuner(ctx.handle, options.learning_rate)
     control = None
     if options.control:  # first: each shortcut's detection is judged against it

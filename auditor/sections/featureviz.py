@@ -20,7 +20,8 @@ from auditor.checks.check import evaluate
 from auditor.errors import ConfigError, ModelError
 from auditor.inputs.layers import conv_layers, find_layer
 from auditor.methods.featureviz import objectives
-from auditor.methods.featureviz.realism import study_real_images, total_variation
+from auditor.methods.featureviz.objectives import image_total_variation
+from auditor.methods.featureviz.realism import study_real_images
 from auditor.methods.featureviz.recipes import INITS, Recipe, optimise
 from auditor.methods.featureviz.top_images import top_activating
 from auditor.sections.base import Context, SectionResult
@@ -142,7 +143,7 @@ def judge_images(ctx: Context, images: np.ndarray, targets: list[int], real) -> 
     """The model's and the judge's verdicts and the total variation, per image."""
     probs = _probabilities(ctx.handle, images)
     judged = real.judge_predict(images)
-    tv = total_variation(images)
+    tv = image_total_variation(images).numpy()
     targets = np.asarray(targets)
     return {"confidence": probs[np.arange(len(targets)), targets],
             "predicted": probs.argmax(axis=1), "model_agrees": probs.argmax(axis=1) == targets,
@@ -232,13 +233,7 @@ def run(ctx: Context, options: Options) -> SectionResult:
                              ctx.config.seed)
     timings["real images"] = time.perf_counter() - tick
     steps = options.steps or default_steps(handle.input_shape[0])
-    recipe = Recipe(param=options.param, valid=options.valid, decay_power=options.decay_power,
-                    decorrelate=options.decorrelate, steps=steps,
-                    learning_rate=options.learning_rate,
-                    l2_center=real.mean_image if options.l2_center == "mean" else 0.0,
-                    jitter=options.jitter, scale=options.scale, rotate=options.rotate,
-                    blur_every=options.blur_every, blur_sigma=options.blur_sigma,
-                    snapshots=tuple(options.snapshots), seed=ctx.config.seed)
+    recipe = make_recipe(options, steps, real, ctx.config.seed)
 
     tick = time.perf_counter()
     compare = options.compare if options.compare is not None else handle.input_shape[0] <= 64
@@ -267,15 +262,7 @@ def run(ctx: Context, options: Options) -> SectionResult:
     evolution = {step: images[:k] for step, images in rendering.snapshots.items()}
     evolution_confidence = {step: _probabilities(handle, images)[np.arange(k), classes]
                             for step, images in evolution.items()}
-    class_rows = [{
-        "name": names[c],
-        "confidence": float(main["confidence"][i]), "predicted": names[main["predicted"][i]],
-        "model_agrees": bool(main["model_agrees"][i]),
-        "judge": _name(names, main["judge"][i]), "judge_agrees": bool(main["judge_agrees"][i]),
-        "total_variation": float(main["total_variation"][i]),
-        "tv_rank": float(main["tv_rank"][i]), "natural": bool(main["natural"][i]),
-        **({"plain": _plain_row(verdicts["unregularised"], i, names)} if compare else {}),
-    } for i, c in enumerate(classes)]
+    class_rows = _class_rows(main, verdicts.get("unregularised"), classes, names)
     comparison = {label: _fractions(v) for label, v in verdicts.items()}
     channels, top_images = _channel_rows(ctx, picks)
     percentiles = real.tv_percentiles()
@@ -289,7 +276,40 @@ def run(ctx: Context, options: Options) -> SectionResult:
         channel_rows=channels, top_images=top_images,
         channel_images=channel_rendering.images if picks else None)
     timings["snapshots"] = time.perf_counter() - tick
-    summary = {
+    summary = _summary(class_rows, comparison, percentiles, real, options, steps, channels)
+    summary["seconds"] = timings
+    return SectionResult(
+        name=NAME, title=TITLE, intro=INTRO, summary={NAME: summary}, data=data,
+        checks=_checks(ctx, comparison["regularised"], len(classes)))
+
+
+def make_recipe(options: Options, steps: int, real, seed: int) -> Recipe:
+    return Recipe(param=options.param, valid=options.valid, decay_power=options.decay_power,
+                  decorrelate=options.decorrelate, steps=steps,
+                  learning_rate=options.learning_rate,
+                  l2_center=real.mean_image if options.l2_center == "mean" else 0.0,
+                  jitter=options.jitter, scale=options.scale, rotate=options.rotate,
+                  blur_every=options.blur_every, blur_sigma=options.blur_sigma,
+                  snapshots=tuple(options.snapshots), seed=seed)
+
+
+def _class_rows(main: dict, plain: dict | None, classes: list[int], names: list[str]):
+    """One row per visualised class: the model's and the judge's verdicts, and the
+    unregularised image's beside them when it was made."""
+    return [{
+        "name": names[c],
+        "confidence": float(main["confidence"][i]), "predicted": names[main["predicted"][i]],
+        "model_agrees": bool(main["model_agrees"][i]),
+        "judge": _name(names, main["judge"][i]), "judge_agrees": bool(main["judge_agrees"][i]),
+        "total_variation": float(main["total_variation"][i]),
+        "tv_rank": float(main["tv_rank"][i]), "natural": bool(main["natural"][i]),
+        **({"plain": _plain_row(plain, i, names)} if plain is not None else {}),
+    } for i, c in enumerate(classes)]
+
+
+def _summary(class_rows, comparison, percentiles, real, options: Options, steps: int,
+             channels) -> dict:
+    return {
         "classes": {row["name"]: {key: row[key] for key in (
             "confidence", "predicted", "model_agrees", "judge", "judge_agrees",
             "total_variation", "tv_rank", "natural")} for row in class_rows},
@@ -309,11 +329,8 @@ def run(ctx: Context, options: Options) -> SectionResult:
                                                        "top_positions")}
                              for ch in channels if ch["layer"] == layer]
                      for layer in dict.fromkeys(ch["layer"] for ch in channels)},
-        "npz": NPZ_NAME, "seconds": timings,
+        "npz": NPZ_NAME,
     }
-    return SectionResult(
-        name=NAME, title=TITLE, intro=INTRO, summary={NAME: summary}, data=data,
-        checks=_checks(ctx, comparison["regularised"], len(classes)))
 
 
 INTRO = ("Each class's image is the input that maximises the model's score for it, regularised "

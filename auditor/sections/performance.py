@@ -9,13 +9,36 @@ import numpy as np
 
 from auditor.checks.check import Check, evaluate, evaluate_each
 from auditor.methods.topk import TopK
-from auditor.sections.base import Context, SectionResult
+from auditor.sections.base import Context, KeyFigure, SectionResult
 
 NAME = "performance"
 TITLE = "Errors"
 ACCURACY_BOUNDS = {"fail_drop": 0.01}  # accuracy must not drop more than 1 point
 RECALL_BOUNDS = {"warn_drop": 0.05, "fail_drop": 0.15}  # per class: noisier, so looser
 MATRIX_CLASSES = 20  # the confusion figure shows at most this many classes
+
+
+def _accuracy(summary: dict) -> float | None:
+    return (summary.get("metrics") or {}).get("accuracy")
+
+
+def _mistakes(summary: dict) -> int | None:
+    return (summary.get("misclassifications") or {}).get("count")
+
+
+def _most_confused(summary: dict) -> str:
+    top = summary["misclassifications"]["top_confusions"]
+    if not top:
+        return "none" if summary["misclassifications"]["count"] == 0 else ""
+    return f"most often {top[0]['true']} taken for {top[0]['pred']} ({top[0]['count']}×)"
+
+
+KEY_FIGURES = (
+    KeyFigure("accuracy", "Accuracy", "accuracy", NAME, _accuracy, percent=True,
+              detail=lambda summary: f"on {summary['data']['n']} images", rank=10),
+    KeyFigure("mistakes", "Mistakes", "mistakes", NAME, _mistakes, detail=_most_confused,
+              judged=False, trend=False, rank=20),
+)
 
 
 @dataclass

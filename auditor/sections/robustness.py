@@ -5,18 +5,54 @@ model's saliency agrees with this one's on the same images."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 
 from auditor.checks.check import evaluate
 from auditor.errors import ConfigError
 from auditor.predict.predictions import softmax
-from auditor.sections.base import Context, SectionResult
+from auditor.sections.base import Context, KeyFigure, SectionResult
 
 NAME = "robustness"
 TITLE = "Adversarial robustness"
 CHECK = "robustness.accuracy"
 MAIN_ATTACK = "pgd"
+
+
+def robust_accuracy_at(summary: dict) -> tuple[float, float] | None:
+    """(epsilon, accuracy under attack) at the budget the robustness check holds
+    (``robustness.check_epsilon``, always among ``robustness.epsilons``); None without."""
+    block = summary.get(NAME)
+    if block is None:
+        return None
+    for epsilon, accuracy in zip(block["epsilons"], block["accuracy"], strict=True):
+        if np.isclose(epsilon, block["check_epsilon"]):
+            return epsilon, accuracy
+    return None
+
+
+def epsilon_text(epsilon: float) -> str:
+    """8/255 rather than 0.0314 when the budget is a whole number of grey levels."""
+    levels = epsilon * 255
+    if epsilon > 0 and abs(levels - round(levels)) < 1e-6:
+        return f"{round(levels)}/255"
+    return f"{Fraction(epsilon).limit_denominator(1000)}" if epsilon else "0"
+
+
+def _robust_accuracy(summary: dict) -> float | None:
+    found = robust_accuracy_at(summary)
+    return None if found is None else found[1]
+
+
+def _robust_detail(summary: dict) -> str:
+    epsilon, _ = robust_accuracy_at(summary)
+    return f"at ε = {epsilon_text(epsilon)} ({summary[NAME]['attack'].upper()})"
+
+
+KEY_FIGURES = (KeyFigure("robust_accuracy", "Robust accuracy",
+                         "robust accuracy (checked epsilon)", NAME, _robust_accuracy,
+                         percent=True, detail=_robust_detail, rank=40),)
 
 
 @dataclass

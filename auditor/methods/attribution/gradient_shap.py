@@ -33,6 +33,7 @@ def default_references(shape: tuple, seed: int) -> np.ndarray:
         "seed": (0, "seed of the draws"),
     },
     cost=lambda options, shape: options["samples"],
+    linear=True,
 )
 def gradient_shap(handle, x, targets, contrast, score, budget, samples, references, seed):
     if samples < 1:

@@ -48,19 +48,20 @@ def _rows(options, shape):
 
 
 @register("smoothgrad", "Gradient averaged over noisy copies of the input (SmoothGrad).",
-          options=NOISE_OPTIONS, cost=_rows)
+          options=NOISE_OPTIONS, cost=_rows, linear=True)
 def smoothgrad(handle, x, targets, contrast, score, budget, **options):
     return noisy_gradient_moments(handle, x, targets, contrast, score, budget, **options)[0]
 
 
 @register("squaregrad", "Mean square of the gradient over noisy copies of the input "
-                        "(SquareGrad; unsigned).", options=NOISE_OPTIONS, cost=_rows)
+                        "(SquareGrad; unsigned).", options=NOISE_OPTIONS, cost=_rows,
+          signed=False)
 def squaregrad(handle, x, targets, contrast, score, budget, **options):
     return noisy_gradient_moments(handle, x, targets, contrast, score, budget, **options)[1]
 
 
 @register("vargrad", "Variance of the gradient over noisy copies of the input (VarGrad; "
-                     "unsigned).", options=NOISE_OPTIONS, cost=_rows)
+                     "unsigned).", options=NOISE_OPTIONS, cost=_rows, signed=False)
 def vargrad(handle, x, targets, contrast, score, budget, **options):
     mean, square = noisy_gradient_moments(handle, x, targets, contrast, score, budget, **options)
     return np.maximum(square - mean ** 2, 0.0)

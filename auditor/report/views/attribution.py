@@ -13,6 +13,7 @@ from auditor.report.figures import (
     colorbar_uri,
     figure_uri,
     line_plot_uri,
+    montage,
     signed_map,
     symmetric_limit,
 )
@@ -44,9 +45,7 @@ def mosaic_uri(tiles: list[list[np.ndarray]], row_labels: list[str], column_labe
 
     height, width = tiles[0][0].shape[:2]
     gap = max(1, width // 16)
-    rows = [np.concatenate([np.pad(t, ((0, gap), (0, gap), (0, 0)), constant_values=1.0)
-                            for t in row], axis=1) for row in tiles]
-    picture = np.concatenate(rows, axis=0)
+    picture = montage(tiles, gap)
     scale = tile_px / width
     fig = plt.figure(figsize=(picture.shape[1] * scale / DPI + 1.3,
                               picture.shape[0] * scale / DPI + 0.3), dpi=DPI)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from auditor.report.figures import SEQUENTIAL, figure_uri, show_image
+from auditor.report.figures import SEQUENTIAL, figure_uri, montage, show_image
 
 EXAMPLES = 3  # examples shown per injected shortcut
 MEMBERS = 4  # members shown per discovered cluster
@@ -29,13 +29,8 @@ def heat_tile(heat: np.ndarray, image: np.ndarray | None = None) -> np.ndarray:
 
 
 def mosaic(rows: list[list[np.ndarray]], columns: int, gap: int = 3) -> np.ndarray:
-    """Tiles laid out in rows on a white background (one image instead of many axes)."""
-    out = np.ones((len(rows) * (TILE + gap), columns * (TILE + gap), 3), np.float32)
-    for r, tiles in enumerate(rows):
-        for c, tile in enumerate(tiles):
-            out[r * (TILE + gap):r * (TILE + gap) + TILE,
-                c * (TILE + gap):c * (TILE + gap) + TILE] = tile
-    return np.round(out * (LEVELS - 1)) / (LEVELS - 1)
+    """The tiles' montage in LEVELS grey levels per channel."""
+    return np.round(montage(rows, gap, columns=columns) * (LEVELS - 1)) / (LEVELS - 1)
 
 
 def cluster_rows(found, maps: np.ndarray, images: np.ndarray, index_of: dict) -> list:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from auditor.report.figures import figure_uri, image_uri
+from auditor.report.figures import figure_uri, image_uri, montage
 
 CELL = 0.9  # inches per image in the grids
 GAP = 0.14  # gap between images, as a fraction of an image
@@ -20,18 +20,10 @@ def thumbnail(image: np.ndarray) -> str:
 
 
 def _montage(grid: list[list[np.ndarray]]) -> tuple[np.ndarray, int, int]:
-    """Images (rows x cols, each (H, W, C) in [0, 1]) tiled on a white sheet, as RGB."""
+    """The images' montage with room under each for its caption, and the steps between them."""
     height, width = grid[0][0].shape[:2]
     gap_x, gap_y = int(round(GAP * width)), int(round((GAP + TEXT_ROOM) * height))
-    rows, cols = len(grid), len(grid[0])
-    sheet = np.ones((rows * (height + gap_y), cols * (width + gap_x), 3), np.float32)
-    for r, row in enumerate(grid):
-        for c, image in enumerate(row):
-            image = np.clip(np.asarray(image, np.float32), 0, 1)
-            image = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
-            y, x = r * (height + gap_y), c * (width + gap_x)
-            sheet[y:y + height, x:x + width] = image
-    return sheet, height + gap_y, width + gap_x
+    return montage(grid, gap_x, gap_y), height + gap_y, width + gap_x
 
 
 def _grid_figure(grid, titles: list[str], row_names: list[str], captions) -> str:

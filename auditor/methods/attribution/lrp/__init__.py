@@ -87,7 +87,7 @@ def _rule_option(name, value, low):
 @register("lrp_epsilon", "LRP-epsilon: relevance redistributed in proportion to each input's "
                          "contribution, epsilon absorbing weak or contradictory relevance.",
           options={"epsilon": (0.25, "stabiliser added to every pre-activation (0 = LRP-0)"),
-                   "input_rule": ("rule", INPUT_RULE_HELP)})
+                   "input_rule": ("rule", INPUT_RULE_HELP)}, linear=True)
 def lrp_epsilon(handle, x, targets, contrast, score, budget, epsilon, input_rule):
     _rule_option("epsilon", epsilon, 0)
     rule = Epsilon(float(epsilon))
@@ -99,7 +99,7 @@ def lrp_epsilon(handle, x, targets, contrast, score, budget, epsilon, input_rule
 @register("lrp_gamma", "LRP-gamma: positive contributions favoured by gamma (stable maps on "
                        "convolutional layers).",
           options={"gamma": (0.25, "weight added to positive parameters"),
-                   "input_rule": ("rule", INPUT_RULE_HELP)}, cost=2)
+                   "input_rule": ("rule", INPUT_RULE_HELP)}, cost=2, linear=True)
 def lrp_gamma(handle, x, targets, contrast, score, budget, gamma, input_rule):
     _rule_option("gamma", gamma, 0)
     rule = Gamma(float(gamma))
@@ -112,7 +112,7 @@ def lrp_gamma(handle, x, targets, contrast, score, budget, gamma, input_rule):
                             "apart (alpha 1, beta 0 keeps only the positive evidence).",
           options={"alpha": (1.0, "weight of positive contributions (alpha - beta = 1)"),
                    "beta": (0.0, "weight of negative contributions"),
-                   "input_rule": ("rule", INPUT_RULE_HELP)}, cost=3)
+                   "input_rule": ("rule", INPUT_RULE_HELP)}, cost=3, linear=True)
 def lrp_alpha_beta(handle, x, targets, contrast, score, budget, alpha, beta, input_rule):
     _rule_option("beta", beta, 0)
     if abs(alpha - beta - 1) > 1e-6:
@@ -128,7 +128,7 @@ def lrp_alpha_beta(handle, x, targets, contrast, score, budget, alpha, beta, inp
                  "convolutions, z-box at the first layer.",
           options={"epsilon": (1e-6, "stabiliser of the dense layers"),
                    "gamma": (0.25, "gamma of the convolutions"),
-                   "input_rule": ("zbox", INPUT_RULE_HELP)}, cost=2)
+                   "input_rule": ("zbox", INPUT_RULE_HELP)}, cost=2, linear=True)
 def lrp(handle, x, targets, contrast, score, budget, epsilon, gamma, input_rule):
     _rule_option("epsilon", epsilon, 0)
     _rule_option("gamma", gamma, 0)
