@@ -117,32 +117,37 @@ def bench_model(name, handle, batch: int, n: int, repeats: int, occlusion: dict,
             seconds[key] += [timed(fn) for _ in range(inner if key in single_pass else 1)]
     best = {key: min(values) for key, values in seconds.items()}
     floor_s, n_gradients_s = best["floor (GradientTape)"], best.pop(f"{n} x gradient")
-    from auditor.methods.attribution.occlusion import positions
-
     lines = [f"{name}: batch {batch}, input {'x'.join(map(str, handle.input_shape))}, "
              f"best of {repeats} repeats ({repeats * inner} for single-pass runs)",
              f"  {'':32}{'images/s':>10}{'x floor':>10}{'x n*gradient':>14}  target"]
     for key, value in best.items():
-        per_n = ""
-        target = ""
-        if key == "gradient":
-            target = f"<= {GRADIENT_TARGET}x floor: " + (
-                "met" if value / floor_s <= GRADIENT_TARGET else "MISSED")
-        if "(n=" in key:
-            ratio = value / n_gradients_s
-            per_n = f"{ratio:14.2f}"
-            target = f"<= {PER_SAMPLE_TARGET} x n x gradient: " + (
-                "met" if ratio <= PER_SAMPLE_TARGET else "MISSED")
-        if key in LRP_METHODS:
-            ratio = value / best["gradient"]
-            target = f"{ratio:.2f}x gradient, <= {LRP_TARGET}x: " + (
-                "met" if ratio <= LRP_TARGET else "MISSED")
-        if key == "occlusion":
-            count = positions({"patch": 0, "stride": 0} | occlusion, x.shape)
-            target = f"{count} forward passes per image"
+        per_n, target = target_text(key, value, best, n_gradients_s, x.shape, occlusion)
         lines.append(f"  {key:32}{batch / value:10.1f}{value / floor_s:10.2f}"
                      f"{per_n or '':>14}  {target}")
     return lines
+
+
+def target_text(key: str, value: float, best: dict, n_gradients_s: float, shape: tuple,
+                occlusion: dict) -> tuple[str, str]:
+    """The 'x n*gradient' column and the target note of one row."""
+    from auditor.methods.attribution.occlusion import positions
+
+    floor_s = best["floor (GradientTape)"]
+    if key == "gradient":
+        return "", f"<= {GRADIENT_TARGET}x floor: " + (
+            "met" if value / floor_s <= GRADIENT_TARGET else "MISSED")
+    if "(n=" in key:
+        ratio = value / n_gradients_s
+        return f"{ratio:14.2f}", f"<= {PER_SAMPLE_TARGET} x n x gradient: " + (
+            "met" if ratio <= PER_SAMPLE_TARGET else "MISSED")
+    if key in LRP_METHODS:
+        ratio = value / best["gradient"]
+        return "", f"{ratio:.2f}x gradient, <= {LRP_TARGET}x: " + (
+            "met" if ratio <= LRP_TARGET else "MISSED")
+    if key == "occlusion":
+        count = positions({"patch": 0, "stride": 0} | occlusion, shape)
+        return "", f"{count} forward passes per image"
+    return "", ""
 
 
 def ig_stress(folder: Path) -> None:

@@ -89,6 +89,7 @@ class AttributionData:
     faithfulness: dict  # rows, samples, steps, curves, completeness, unavailable
     reliability: dict = field(default_factory=dict)  # the card (shared, completed later)
     invariance_reason: str | None = None  # why input invariance was not measured
+    reliability_bounds: dict = field(default_factory=dict)  # column -> its default bounds
     examples: list[dict] = field(default_factory=list)
     images: np.ndarray | None = None
     maps: dict = field(default_factory=dict)  # method -> maps of the examples
@@ -335,7 +336,8 @@ def run(ctx: Context, options: Options) -> SectionResult:
     data = AttributionData(signed={m: METHODS[m].signed for m in methods},
                            display_smoothing=options.display_smoothing, smoothing=smoothing,
                            sanity=sanity_data, faithfulness=faith_data, reliability=card,
-                           invariance_reason=parts["invariance_reason"])
+                           invariance_reason=parts["invariance_reason"],
+                           reliability_bounds=RELIABILITY_BOUNDS)
     examples, box_source = examples_section(ctx, options, methods, data)
     summary = {NAME: {
         "methods": methods, "score": options.score, "unavailable": unavailable,

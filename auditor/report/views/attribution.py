@@ -129,14 +129,14 @@ def bound_text(bounds: dict) -> str:
     return ", ".join(parts)
 
 
-def reliability_view(card: dict, invariance_reason: str | None) -> dict:
+def reliability_view(d, trusted_method: str | None) -> dict:
     """The card as table rows, the bound of each column, and the untrusted methods."""
-    from auditor.methods.attribution.reliability import BOUNDS, best_trusted
-
+    card = d.reliability
     return {"rows": [{"method": m, **entry} for m, entry in card.items()],
-            "columns": [{"name": name, "bounds": bound_text(b)} for name, b in BOUNDS.items()],
+            "columns": [{"name": name, "bounds": bound_text(b)}
+                        for name, b in d.reliability_bounds.items()],
             "untrusted": [m for m, entry in card.items() if not entry["trusted"]],
-            "trusted_method": best_trusted(card), "invariance_reason": invariance_reason}
+            "trusted_method": trusted_method, "invariance_reason": d.invariance_reason}
 
 
 def view(result, dataset) -> dict:
@@ -150,4 +150,5 @@ def view(result, dataset) -> dict:
     return {"examples": d.examples, "figure": figure, "layers": layers,
             "sanity": sanity_view(d.sanity), "faithfulness": faithfulness_view(d.faithfulness),
             "legend": colorbar_uri("0"), "smoothing": d.smoothing,
-            "reliability": reliability_view(d.reliability, d.invariance_reason)}
+            "reliability": reliability_view(
+                d, result.summary["attribution"]["trusted_method"])}
