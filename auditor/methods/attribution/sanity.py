@@ -147,7 +147,7 @@ def cascading_randomisation(handle, x, targets, methods: list[str], *,
     re-drawn stage by stage (the compiled passes follow the copy's variables, so nothing is
     traced twice).
     """
-    from auditor.methods.attribution.reliability import degenerate_reason
+    from auditor.methods.attribution.reliability import RANDOMISED, degenerate_reason
 
     options = method_options or {}
     original = {m: importance(attribute(handle, x, targets, m, score=score, **options.get(m, {})))
@@ -174,6 +174,6 @@ def cascading_randomisation(handle, x, targets, methods: list[str], *,
             result.examples[m].append(maps[0])
             if index == len(layers) - 1 and result.degenerate[m] is None:
                 why = degenerate_reason(maps)
-                result.degenerate[m] = why and f"on the randomised model, {why}"
+                result.degenerate[m] = why and f"{RANDOMISED}, {why}"
     result.examples = {m: np.stack(v) for m, v in result.examples.items()}
     return result
