@@ -42,7 +42,6 @@ def random_masks(count: int, height: int, width: int, cells: int, keep: float,
     cost=lambda options, shape: options["masks"],
     forward_only=True,
     linear=True,
-    signed=False,
 )
 def rise(handle, x, targets, contrast, score, budget, masks, cells, keep, seed):
     if masks < 1 or cells < 1 or not 0 < keep <= 1:
