@@ -3,8 +3,11 @@
 The image is multiplied by random smooth masks (a coarse random binary grid, upsampled
 bilinearly with a random sub-cell shift, as in the paper); each pixel's importance is the mean
 score of the masked images weighted by how much the mask kept it, divided by the keep
-probability. Only forward passes: it explains models whose gradients are unavailable. The masks
-are drawn once from ``seed`` and shared by every image.
+probability. Scores are centred on their mean over the masks first, so that the map does not
+carry the mean score as an offset (and a pixel the masks happened to keep more often is not
+favoured for it): positive where keeping the pixel raised the score. Only forward passes: it
+explains models whose gradients are unavailable. The masks are drawn once from ``seed`` and
+shared by every image.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ def rise(handle, x, targets, contrast, score, budget, masks, cells, keep, seed):
                            f"masks={masks}, cells={cells}, keep={keep}")
     drawn = random_masks(masks, x.shape[1], x.shape[2], cells, keep, seed)
     saliency = np.zeros(x.shape[:3] + (1,), np.float32)
+    total = np.zeros(len(x), np.float32)
     for part in blocks(masks, budget.forward // len(x)):
         block = drawn[part]
         k = len(block)
@@ -56,4 +60,6 @@ def rise(handle, x, targets, contrast, score, budget, masks, cells, keep, seed):
         scores = run_scores(handle, masked, np.repeat(targets, k), np.repeat(contrast, k),
                             score, budget.forward).reshape(len(x), k)
         saliency += np.einsum("nk,khwc->nhwc", scores, block)
+        total += scores.sum(axis=1)
+    saliency -= (total / masks).reshape(-1, 1, 1, 1) * drawn.sum(axis=0)[None]
     return np.broadcast_to(saliency / (masks * keep), x.shape).astype(np.float32)
