@@ -35,6 +35,7 @@ from auditor.runs.baseline import (
 )
 from auditor.runs.staging import check_out, staged_folder
 from auditor.sections import SECTION_NAMES, section_module
+from auditor.sections.attribution import complete_reliability
 from auditor.sections.base import Context, SectionResult
 
 REPORT_FILES = ("report.html", "summary.json", "summary.md", "junit.xml", "predictions.npz")
@@ -190,6 +191,7 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
                       train_dataset=loaded.train_dataset,
                       compare_handle=loaded.compare_handle, plan=plan)
         results = run_sections(names, ctx, log)
+        complete_reliability(results)  # the Clever Hans masses join the attribution card
         timings.update({result.name: result.seconds for result in results})
         if "html" in config.format:  # figures only for the page that shows them
             tick = time.perf_counter()

@@ -109,7 +109,10 @@ def images_for(handle, n: int, seed: int = 0) -> np.ndarray:
 
 def fast_options(method: str) -> dict:
     return {"smoothgrad": {"samples": 6}, "integrated_gradients": {"steps": 8},
-            "occlusion": {"patch": 8, "stride": 4}}.get(method, {})
+            "occlusion": {"patch": 8, "stride": 4}, "vargrad": {"samples": 6},
+            "squaregrad": {"samples": 6}, "gradient_shap": {"samples": 6},
+            "rise": {"masks": 40, "cells": 4},
+            "lrp_alpha_beta": {"alpha": 2.0, "beta": 1.0}}.get(method, {})  # beta 0: >= 0
 
 
 @pytest.mark.parametrize("method", ALL_METHODS)
@@ -120,7 +123,10 @@ def test_batched_attribution_with_per_sample_targets_equals_one_sample_at_a_time
     maps = attribute(model_handle, x, targets, method, **fast_options(method))
     assert maps.shape == x.shape and maps.dtype == np.float32
     assert np.isfinite(maps).all()
-    if not METHODS[method].needs_layer:  # a ReLU can zero a random model's layer map
+    # LRP's stabilisers can absorb all of an untrained MobileNetV2's tiny (1e-12) logits: all-
+    # zero maps, which the reliability card reports as unmeasurable
+    untrained_lrp = method.startswith("lrp") and "mobilenet" in model_handle.name
+    if not METHODS[method].needs_layer and not untrained_lrp:  # a ReLU can zero a layer map
         assert np.abs(maps).max() > 0
     if not METHODS[method].signed:
         assert maps.min() >= 0, f"{method} declares unsigned maps"

@@ -43,6 +43,26 @@ def test_section_fails_a_weight_blind_method_and_passes_the_gradient(audit):
     assert len(block["examples"]) == 2 and len(block["examples"][0]["box"]) == 4
 
 
+def test_the_reliability_card_distrusts_the_weight_blind_method(audit):
+    card = json.loads((audit.out / "summary.json").read_text())["attribution"]["reliability"]
+    assert set(card) == {"gradient", "saliency", "integrated_gradients", "edge_detector"}
+    for entry in card.values():
+        assert set(entry) == {"randomisation", "input_invariance", "faithfulness",
+                              "shortcut_mass", "control_mass", "trusted"}
+    assert card["edge_detector"]["randomisation"]["status"] == "fail"
+    assert card["edge_detector"]["trusted"] is False
+    assert card["gradient"]["randomisation"]["status"] == "pass"
+    # the demo's first layer pads ('same'): no bias can absorb a shift, so it is not measured
+    assert card["gradient"]["input_invariance"]["status"] == "skipped"
+    assert "pads" in card["gradient"]["input_invariance"]["reason"]
+    html = (audit.out / "report.html").read_text()
+    section = html[html.index('id="attribution"'):]
+    assert "Reliability card" in section and "Untrustworthy on this model" in section
+    note = section.index("Untrustworthy on this model")
+    assert "edge_detector" in section[note:note + 300]
+    assert note < section.index("misclassified images (rows)")
+
+
 def test_report_shows_the_tables_and_labels_smoothed_maps(audit):
     html = (audit.out / "report.html").read_text()
     section = html[html.index('id="attribution"'):]

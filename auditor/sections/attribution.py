@@ -7,12 +7,15 @@ et al. 2018) test that the pixels a method ranks first are the ones the predicti
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from auditor.checks.check import Check, evaluate, judged, worst_status
 from auditor.errors import AuditorError
+from auditor.methods.attribution.reliability import BOUNDS as RELIABILITY_BOUNDS
+from auditor.methods.attribution.reliability import RANDOMISATION_BOUNDS
 from auditor.predict.plan import Facts, Passes
 from auditor.sections.base import Context, KeyFigure, SectionResult
 from auditor.sections.performance import most_confident_mistakes
@@ -20,12 +23,14 @@ from auditor.sections.performance import most_confident_mistakes
 NAME = "attribution"
 TITLE = "Attribution methods"
 DEFAULT_METHODS = ["gradient", "saliency", "gradient_x_input", "smoothgrad",
-                   "integrated_gradients", "gradcam", "gradcam_pp", "occlusion"]
-# Rank correlation with the original maps once every layer is random. A map that ignores the
-# weights scores 1; maps multiplied by the input keep its outline and ties (black pixels stay 0),
-# about 0.85 on the digits, although their gradient part is destroyed.
-SANITY_DEFAULTS = {"warn_above": 0.9, "fail_above": 0.95}
+                   "integrated_gradients", "gradcam", "gradcam_pp", "occlusion", "lrp"]
+REFERENCES = 16  # audit images gradient_shap draws its references from
+# Rank correlation with the original maps once every layer is random: bounds from Adebayo et
+# al. 2018 (see methods/attribution/reliability.py). Maps multiplied by the input keep its
+# outline (about 0.85 on the digits) and fail: on such a model they mostly show the input.
+SANITY_DEFAULTS = RANDOMISATION_BOUNDS
 FAITHFULNESS_DEFAULTS = {"warn_below": 0.0}
+RELIABILITY = "attribution.reliability"  # ctx.cache key of the card
 
 
 def _sanity(summary: dict) -> dict[str, bool] | None:
@@ -111,6 +116,9 @@ class AttributionData:
     smoothing: str  # the sentence saying whether shown maps are smoothed
     sanity: dict  # rows, samples, result (the cascade's SanityResult)
     faithfulness: dict  # rows, samples, steps, curves, completeness, unavailable
+    reliability: dict = field(default_factory=dict)  # the card (shared, completed later)
+    invariance_reason: str | None = None  # why input invariance was not measured
+    reliability_bounds: dict = field(default_factory=dict)  # column -> its default bounds
     examples: list[dict] = field(default_factory=list)
     images: np.ndarray | None = None
     maps: dict = field(default_factory=dict)  # method -> maps of the examples
@@ -183,6 +191,10 @@ def sanity_section(ctx, options, methods):
                                  "ones once every layer is randomised",
                          defaults=SANITY_DEFAULTS,
                          spec=ctx.thresholds(f"attribution.sanity.{method}"))
+        if result.degenerate[method]:
+            check = dataclasses.replace(
+                check, status="error",
+                message=f"{method}: not measurable, {result.degenerate[method]}")
         checks.append(check)
         rows.append({"method": method, "rank_correlation": correlation, "ssim": similarity,
                      "status": check.status})
@@ -197,6 +209,7 @@ def sanity_section(ctx, options, methods):
 def faithfulness_section(ctx, options, methods):
     from auditor.methods.attribution.faithfulness import deletion_insertion, random_maps
     from auditor.methods.attribution.integrated_gradients import completeness_error
+    from auditor.methods.attribution.reliability import degenerate_reason
 
     p = ctx.predictions
     positions = sample_positions(len(p.labels), options.faithfulness_samples, ctx.config.seed)
@@ -208,6 +221,7 @@ def faithfulness_section(ctx, options, methods):
                                     seed=ctx.config.seed) for m, a in maps.items()}
     summary = {m: {"deletion_auc": c.deletion_auc, "insertion_auc": c.insertion_auc,
                    "score": c.score} for m, c in curves.items()}
+    degenerate = {m: degenerate_reason(a) for m, a in maps.items() if m != "random"}
     completeness = None
     if "integrated_gradients" in maps:
         ig = options.method_options.get("integrated_gradients", {})
@@ -220,9 +234,14 @@ def faithfulness_section(ctx, options, methods):
                      message=f"{reference}: insertion minus deletion area, above a random map's",
                      defaults=FAITHFULNESS_DEFAULTS,
                      spec=ctx.thresholds("attribution.faithfulness"))
+    if reference and degenerate.get(reference):
+        check = dataclasses.replace(
+            check, status="error", message=f"{reference}: not measurable, {degenerate[reference]}")
+    margins = {m: c.score - curves["random"].score for m, c in curves.items() if m != "random"}
     data = {"rows": [{"method": m, **summary[m]} for m in curves], "samples": len(positions),
             "steps": options.faithfulness_steps, "curves": curves,
-            "completeness": completeness, "unavailable": unavailable}
+            "completeness": completeness, "unavailable": unavailable,
+            "margins": margins, "degenerate": degenerate}
     return summary, data, [check], completeness, unavailable
 
 
@@ -254,17 +273,94 @@ def examples_section(ctx, options, methods, data: AttributionData):
     return examples, box_source
 
 
-def run(ctx: Context, options: Options) -> SectionResult:
-    from auditor.methods.attribution import METHODS
+def resolved_options(ctx, options) -> dict:
+    """The methods' options, with gradient_shap's references drawn from the audit's images."""
+    method_options = {m: dict(v) for m, v in options.method_options.items()}
+    if "gradient_shap" in options.methods:
+        shap = method_options.setdefault("gradient_shap", {})
+        if "references" not in shap:
+            positions = sample_positions(len(ctx.predictions.labels), REFERENCES,
+                                         ctx.config.seed + 2)
+            shap["references"] = ctx.dataset.images(positions)
+    return method_options
 
+
+def invariance_part(ctx, options, methods):
+    """Each method's change on a copy of the model that absorbs a constant input shift."""
+    from auditor.methods.attribution.reliability import input_invariance
+
+    p = ctx.predictions
+    positions = sample_positions(len(p.labels), options.sanity_samples, ctx.config.seed + 1)
+    return input_invariance(ctx.handle, ctx.dataset.images(positions), p.preds[positions],
+                            methods, method_options=options.method_options, score=options.score)
+
+
+def reliability_parts(ctx: Context, options: Options | None = None) -> dict:
+    """The card and the measurements behind it, computed once per run on first need (the
+    contrastive section asks before this section runs) and cached on the context."""
+    from auditor.methods.attribution import METHODS
+    from auditor.methods.attribution.reliability import build_card
+
+    if RELIABILITY in ctx.cache:
+        return ctx.cache[RELIABILITY]
+    options = dataclasses.replace(options or ctx.options(NAME, Options))
     unknown = [m for m in options.methods if m not in METHODS]
     if unknown:
         raise AuditorError(f"'attribution.methods' names unknown method '{unknown[0]}'; choose "
                            f"from: {', '.join(sorted(METHODS))} (see 'auditor methods')")
-    faithfulness, faith_data, faith_checks, completeness, unavailable = (
-        faithfulness_section(ctx, options, options.methods))
-    methods = [m for m in options.methods if m not in unavailable]
-    sanity, sanity_data, sanity_checks, stages = sanity_section(ctx, options, methods)
+    options.method_options = resolved_options(ctx, options)
+    faithfulness = faithfulness_section(ctx, options, options.methods)
+    methods = [m for m in options.methods if m not in faithfulness[4]]
+    sanity = sanity_section(ctx, options, methods)
+    invariance, invariance_reason = invariance_part(ctx, options, methods)
+    result = sanity[1]["result"]
+    card = build_card(
+        methods, randomisation={m: result.final(m)[0] for m in methods},
+        sanity_degenerate=result.degenerate, invariance=invariance,
+        invariance_reason=invariance_reason, faithfulness=faithfulness[1]["margins"],
+        faithfulness_degenerate=faithfulness[1]["degenerate"],
+        thresholds=lambda column: ctx.thresholds(f"attribution.reliability.{column}"))
+    ctx.cache[RELIABILITY] = {"card": card, "faithfulness": faithfulness, "sanity": sanity,
+                              "methods": methods, "invariance_reason": invariance_reason,
+                              "options": options, "used_by": {}}
+    return ctx.cache[RELIABILITY]
+
+
+def trusted_method(ctx: Context, section: str, fallback: str | None = None) -> str | None:
+    """The best trusted method of the card (largest faithfulness margin), for ``section`` to
+    use when its spec names none; ``fallback`` when no method is trusted, or when this audit
+    does not run the attribution section (the card is its work: it is not paid for silently).
+    Recorded in summary.json's ``attribution.used_by``."""
+    from auditor.methods.attribution.reliability import best_trusted
+
+    if ctx.config.sections is not None and NAME not in ctx.config.sections:
+        return fallback
+    parts = reliability_parts(ctx)
+    chosen = best_trusted(parts["card"]) or fallback
+    parts["used_by"][section] = {"method": chosen, "trusted": chosen is not None and bool(
+        parts["card"].get(chosen, {}).get("trusted"))}
+    return chosen
+
+
+def choice_note(ctx: Context, section: str) -> str:
+    """Words for the report on how ``trusted_method`` chose ``section``'s method."""
+    used = ctx.cache.get(RELIABILITY, {}).get("used_by", {}).get(section)
+    if used is None:
+        return " (the default: this audit does not run the attribution section's reliability card)"
+    if used["trusted"]:
+        return " (the reliability card's best trusted method)"
+    return " (the default: the reliability card trusts no method on this model)"
+
+
+def run(ctx: Context, options: Options) -> SectionResult:
+    from auditor.methods.attribution import METHODS
+    from auditor.methods.attribution.reliability import best_trusted
+
+    parts = reliability_parts(ctx, options)
+    faithfulness, faith_data, faith_checks, completeness, unavailable = parts["faithfulness"]
+    sanity, sanity_data, sanity_checks, stages = parts["sanity"]
+    methods, card = parts["methods"], parts["card"]
+    options = parts["options"]
     skipped = [Check(f"attribution.sanity.{m}", "skipped", None, message=f"{m}: {why}",
                      section=NAME) for m, why in unavailable.items()]
     smoothing = (f"Maps are smoothed for display (Gaussian, sigma {options.display_smoothing:g} "
@@ -272,7 +368,9 @@ def run(ctx: Context, options: Options) -> SectionResult:
                  else "Maps are shown raw, not smoothed.")
     data = AttributionData(signed={m: METHODS[m].signed for m in methods},
                            display_smoothing=options.display_smoothing, smoothing=smoothing,
-                           sanity=sanity_data, faithfulness=faith_data)
+                           sanity=sanity_data, faithfulness=faith_data, reliability=card,
+                           invariance_reason=parts["invariance_reason"],
+                           reliability_bounds=RELIABILITY_BOUNDS)
     examples, box_source = examples_section(ctx, options, methods, data)
     summary = {NAME: {
         "methods": methods, "score": options.score, "unavailable": unavailable,
@@ -281,6 +379,8 @@ def run(ctx: Context, options: Options) -> SectionResult:
         "compared_layers": data.layer_names, "sanity_stages": stages, "sanity": sanity,
         "faithfulness": faithfulness, "completeness_error": completeness,
         "samples": {"sanity": sanity_data["samples"], "faithfulness": faith_data["samples"]},
+        "reliability": card, "trusted_method": best_trusted(card),
+        "used_by": parts["used_by"], "reliability_bounds": RELIABILITY_BOUNDS,
     }}
     return SectionResult(
         name=NAME, title=TITLE,
@@ -293,3 +393,19 @@ def run(ctx: Context, options: Options) -> SectionResult:
                f"pixels first must hurt the prediction more than a random order. {smoothing}"),
         summary=summary, data=data, checks=sanity_checks + skipped + faith_checks,
     )
+
+
+def complete_reliability(results: list) -> None:
+    """After every section ran: the Clever Hans injection's shortcut and control masses join
+    the card (the attribution section ran before it), and the trusted method is re-read."""
+    from auditor.methods.attribution.reliability import add_shortcut_columns, best_trusted
+    from auditor.methods.shortcuts.injection import CONTROL
+
+    by_name = {r.name: r for r in results if r.error is None}
+    attribution, hans = by_name.get(NAME), by_name.get("clever_hans")
+    if attribution is None or hans is None or not hans.summary.get("clever_hans", {}).get(
+            "injection"):
+        return
+    card = attribution.summary[NAME]["reliability"]
+    add_shortcut_columns(card, hans.summary["clever_hans"]["injection"], CONTROL)
+    attribution.summary[NAME]["trusted_method"] = best_trusted(card)

@@ -342,11 +342,14 @@ def injection_part(ctx: Context, options: Options, methods: list[str], target: i
     checks += injection_checks(ctx, results, options)
 
 
-def trusted_method(ctx: Context, configured: str) -> str:
-    """The attribution method discovery clusters: the hook for the reliability card's best
-    trusted method (the method that passed the sanity and faithfulness checks); until it
-    lands, the section's configured method."""
-    return configured
+def trusted_method(ctx: Context, options: Options, configured: str) -> str:
+    """The attribution method discovery clusters: the one the spec names, else the reliability
+    card's best trusted method (``configured`` when the card trusts none or does not run)."""
+    if options.discovery_method is not None:
+        return configured
+    from auditor.sections.attribution import trusted_method as card_choice
+
+    return card_choice(ctx, NAME, fallback=configured)
 
 
 def discovery_part(ctx: Context, options: Options, method: str, summary: dict,
@@ -362,7 +365,7 @@ def discovery_part(ctx: Context, options: Options, method: str, summary: dict,
     features = ctx.features()
     summary["discovery"] = {"flagged_classes": [], "per_class": {}, "unconfirmed": []}
     if options.discovery:
-        search_part(ctx, options, trusted_method(ctx, method), positions, images, labels,
+        search_part(ctx, options, trusted_method(ctx, options, method), positions, images, labels,
                     None if features is None else features[positions], summary, data, checks)
     property_part(ctx, options, images, labels, ctx.predictions.logits[positions], summary,
                   data, checks)

@@ -18,7 +18,7 @@ TITLE = "Contrastive saliency"
 @dataclass
 class Options:
     examples: int = 8
-    method: str = "gradient"
+    method: str | None = None  # None: the card's best trusted method (attribution runs too)
     score: str = "logit"
     smooth_sigma: float = 0.0  # Gaussian smoothing for display only; 0 shows raw maps
 
@@ -27,7 +27,7 @@ def passes(options: Options, facts: Facts) -> Passes:
     """Each example explained twice (predicted and true class); nothing here is planned."""
     from auditor.methods.attribution.registry import attribution_rows
 
-    forward, backward = attribution_rows([options.method], 2 * options.examples,
+    forward, backward = attribution_rows([options.method or "gradient"], 2 * options.examples,
                                          facts.input_shape)
     return Passes(forward=forward, backward=backward, traces=1)
 
@@ -64,9 +64,15 @@ def run(ctx: Context, options: Options) -> SectionResult:
     positions = most_confident_mistakes(p, options.examples)
     images = ctx.dataset.images(positions)
     preds, labels = p.preds[positions], p.labels[positions]
-    for_pred, for_true, diff = contrastive_maps(ctx.handle, images, preds, labels,
-                                                options.method, options.score)
-    ctx.remember_saliency(options.method, options.score, {},  # for the attribution section
+    method, note = options.method, ""
+    if method is None:
+        from auditor.sections.attribution import choice_note, trusted_method
+
+        method = trusted_method(ctx, NAME, fallback="gradient")
+        note = choice_note(ctx, NAME)
+    for_pred, for_true, diff = contrastive_maps(ctx.handle, images, preds, labels, method,
+                                                options.score)
+    ctx.remember_saliency(method, options.score, {},  # for the attribution section
                           np.concatenate([positions, positions]),
                           np.concatenate([preds, labels]), np.concatenate([for_pred, for_true]))
     ctx.cache[NAME] = {"positions": positions, "pred": for_pred, "true": for_true, "diff": diff}
@@ -78,11 +84,13 @@ def run(ctx: Context, options: Options) -> SectionResult:
                  if options.smooth_sigma > 0 else "Maps are raw, not smoothed.")
     return SectionResult(
         name=NAME, title=TITLE,
-        intro=f"For each mistake: the {options.method} saliency of the predicted class's "
+        intro=f"For each mistake: the {method}{note} saliency "
+              "of the predicted class's "
               f"{options.score}, of the true class's, and their difference. Red means the pixel "
               "raised the score (in the difference: pushed towards the wrong class); blue lowered "
               f"it. The three maps of an example share one symmetric scale. {smoothing}",
-        summary={NAME: {"method": options.method, "score": options.score,
+        summary={NAME: {"method": method, "method_from_card": options.method is None,
+                        "score": options.score,
                         "examples": examples}},
         data=ContrastiveData(images, for_pred, for_true, diff, examples, options.smooth_sigma),
     )

@@ -31,6 +31,8 @@ class SanityResult:
     rank_correlation: dict[str, list[float]] = field(default_factory=dict)
     ssim: dict[str, list[float]] = field(default_factory=dict)
     examples: dict[str, np.ndarray] = field(default_factory=dict)  # (1 + stages, H, W), sample 0
+    # why a method's original or fully randomised maps cannot be compared (None: they can)
+    degenerate: dict[str, str | None] = field(default_factory=dict)
 
     def final(self, method: str) -> tuple[float, float]:
         """Rank correlation and SSIM once every layer is randomised."""
@@ -145,6 +147,8 @@ def cascading_randomisation(handle, x, targets, methods: list[str], *,
     re-drawn stage by stage (the compiled passes follow the copy's variables, so nothing is
     traced twice).
     """
+    from auditor.methods.attribution.reliability import RANDOMISED, degenerate_reason
+
     options = method_options or {}
     original = {m: importance(attribute(handle, x, targets, m, score=score, **options.get(m, {})))
                 for m in methods}
@@ -158,6 +162,7 @@ def cascading_randomisation(handle, x, targets, methods: list[str], *,
     for m in methods:
         result.rank_correlation[m], result.ssim[m] = [], []
         result.examples[m] = [original[m][0]]
+        result.degenerate[m] = degenerate_reason(original[m])
     for index, (_, layer) in enumerate(layers):
         reinitialise(layer, seed + index)
         if index not in measured:
@@ -167,5 +172,8 @@ def cascading_randomisation(handle, x, targets, methods: list[str], *,
             result.rank_correlation[m].append(float(rank_correlation(original[m], maps).mean()))
             result.ssim[m].append(float(ssim(normalised(original[m]), normalised(maps)).mean()))
             result.examples[m].append(maps[0])
+            if index == len(layers) - 1 and result.degenerate[m] is None:
+                why = degenerate_reason(maps)
+                result.degenerate[m] = why and f"{RANDOMISED}, {why}"
     result.examples = {m: np.stack(v) for m, v in result.examples.items()}
     return result

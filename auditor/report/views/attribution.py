@@ -119,6 +119,26 @@ def faithfulness_view(faith: dict) -> dict:
     }
 
 
+def bound_text(bounds: dict) -> str:
+    """'pass < 0.5, fail > 0.7'-style text of a column's bounds."""
+    parts = []
+    for level in ("warn", "fail"):
+        for side, sign in (("above", ">"), ("below", "<")):
+            if f"{level}_{side}" in bounds:
+                parts.append(f"{level} {sign} {bounds[f'{level}_{side}']:g}")
+    return ", ".join(parts)
+
+
+def reliability_view(d, trusted_method: str | None) -> dict:
+    """The card as table rows, the bound of each column, and the untrusted methods."""
+    card = d.reliability
+    return {"rows": [{"method": m, **entry} for m, entry in card.items()],
+            "columns": [{"name": name, "bounds": bound_text(b)}
+                        for name, b in d.reliability_bounds.items()],
+            "untrusted": [m for m, entry in card.items() if not entry["trusted"]],
+            "trusted_method": trusted_method, "invariance_reason": d.invariance_reason}
+
+
 def view(result, dataset) -> dict:
     d = result.data
     figure = layers = None
@@ -129,4 +149,6 @@ def view(result, dataset) -> dict:
             layers = layers_figure(d.images, d.layer_heats, d.layer_shapes, d.row_labels)
     return {"examples": d.examples, "figure": figure, "layers": layers,
             "sanity": sanity_view(d.sanity), "faithfulness": faithfulness_view(d.faithfulness),
-            "legend": colorbar_uri("0"), "smoothing": d.smoothing}
+            "legend": colorbar_uri("0"), "smoothing": d.smoothing,
+            "reliability": reliability_view(
+                d, result.summary["attribution"]["trusted_method"])}

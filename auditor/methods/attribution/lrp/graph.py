@@ -1,0 +1,185 @@
+"""Run a Keras 3 functional graph with every layer replaced by its LRP counterpart.
+
+Linear layers (Dense, Conv, DepthwiseConv, SeparableConv) take the composite's rule, with a
+following BatchNormalization folded in; element-wise activations and unfolded affine layers
+(ReLU, ReLU6, Rescaling, BatchNormalization) pass relevance on unchanged (Zennit's ``Pass``);
+pooling, Add, Concatenate and shape layers keep their gradient, which already splits relevance
+by contribution (max pooling: to the winner). Nested models are walked recursively. Any other
+layer is an error naming it: a map through a layer the rules do not cover would be wrong
+silently.
+
+The walk also follows the tensors that are still "the input" (reached from it through
+element-wise and shape layers only): the first linear layer that reads one gets the z-box rule,
+with bounds that are the images 0 and 1 sent through the same layers, and its relevance is
+mapped back to the pixels through the shape layers alone (``shadow``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from auditor.errors import AuditorError
+from auditor.inputs.layers import is_model
+from auditor.methods.attribution.lrp.canonize import (
+    fold_plan,
+    has_activation,
+    is_linear_layer,
+    linear_steps,
+)
+from auditor.methods.attribution.lrp.rules import Composite, ZBox, linear_output
+
+
+def _layer_groups():
+    import keras
+
+    L = keras.layers
+    shape = (L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D, L.Cropping1D, L.Cropping2D,
+             L.Cropping3D, L.Reshape, L.Flatten, L.Permute, L.Dropout, L.SpatialDropout1D,
+             L.SpatialDropout2D, L.SpatialDropout3D, L.GaussianNoise, L.GaussianDropout,
+             L.AlphaDropout, L.ActivityRegularization, L.Identity)
+    gradient = (L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D, L.AveragePooling1D,
+                L.AveragePooling2D, L.AveragePooling3D, L.GlobalAveragePooling1D,
+                L.GlobalAveragePooling2D, L.GlobalAveragePooling3D, L.GlobalMaxPooling1D,
+                L.GlobalMaxPooling2D, L.GlobalMaxPooling3D, L.Add, L.Subtract, L.Average,
+                L.Maximum, L.Minimum, L.Concatenate, L.UpSampling1D, L.UpSampling2D)
+    elementwise = (L.ReLU, L.LeakyReLU, L.ELU, L.Activation, L.Rescaling, L.Normalization,
+                   L.BatchNormalization)
+    return shape, gradient, elementwise
+
+
+def passed(x, y):
+    """``y`` in the forward pass; backward, the gradient times ``y / x``, so that relevance
+    ``x * grad`` reaching ``x`` equals that at ``y`` (computed in the backward pass only)."""
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def route(value):
+        return tf.identity(y), lambda c: c * tf.math.divide_no_nan(y, value)
+
+    return route(x)
+
+
+def _is_plain_relu(op) -> bool:
+    """A ReLU's gradient already passes relevance on unchanged: no need for ``passed``."""
+    import keras
+
+    if isinstance(op, keras.layers.ReLU):
+        return (op.max_value is None and not op.negative_slope and not op.threshold)
+    return getattr(getattr(op, "activation", None), "__name__", "") == "relu"
+
+
+@dataclass
+class InputLevel:
+    """A tensor that is still the input: its shape-only image of the input, and its bounds."""
+
+    shadow: object
+    low: object
+    high: object
+
+
+@dataclass
+class FirstLayer:
+    """What the z-box layer read: its input, bounds (all watched) and the input's shadow."""
+
+    a: object
+    low: object
+    high: object
+    shadow: object
+
+
+@dataclass
+class Walk:
+    composite: Composite
+    tape: object
+    level: dict = field(default_factory=dict)  # id(tensor) -> (tensor, InputLevel)
+    first: list = field(default_factory=list)
+
+    def start(self, x, low, high):
+        self.level[id(x)] = (x, InputLevel(x, low, high))
+
+    def run(self, model, x):
+        """The model's output on ``x`` through the LRP layers."""
+        graph = model._functional if hasattr(model, "_functional") else model
+        if graph is None or not hasattr(graph, "_run_through_graph"):
+            raise AuditorError(f"LRP needs a functional or built Sequential model; "
+                               f"'{model.name}' is neither")
+        if len(graph.inputs) != 1:
+            raise AuditorError(f"LRP supports models with one input; '{model.name}' has "
+                               f"{len(graph.inputs)}")
+        folds = fold_plan(graph)
+        folded = {id(bn) for bn in folds.values()}
+        out = graph._run_through_graph([x], operation_fn=lambda op: self.wrap(op, folds, folded))
+        return out[0] if isinstance(out, list | tuple) and len(out) == 1 else out
+
+    def wrap(self, op, folds, folded):
+        shape, gradient, elementwise = _layer_groups()
+        if is_model(op):
+            return lambda x, *args, **kwargs: self.run(op, x)
+        if id(op) in folded:
+            return lambda x, *args, **kwargs: x
+        if is_linear_layer(op):
+            return lambda x, *args, **kwargs: self.linear(op, x, folds.get(id(op)))
+        if isinstance(op, elementwise):
+            self._check_activation(op)
+            return lambda x, *args, **kwargs: self.elementwise(op, x)
+        if isinstance(op, shape + gradient):
+            return lambda *args, **kwargs: self.plain(op, isinstance(op, shape), args, kwargs)
+        raise AuditorError(f"LRP cannot propagate relevance through layer '{op.name}' "
+                           f"({type(op).__name__}); use a gradient-based method for this model")
+
+    @staticmethod
+    def _check_activation(op) -> None:
+        name = getattr(getattr(op, "activation", None), "__name__", "")
+        if name in ("softmax", "log_softmax"):
+            raise AuditorError(f"LRP cannot propagate relevance through the {name} of layer "
+                               f"'{op.name}' inside the model")
+
+    def _at_input(self, x):
+        entry = self.level.get(id(x))
+        return entry[1] if entry is not None and entry[0] is x else None
+
+    def _mark(self, y, level: InputLevel) -> None:
+        self.level[id(y)] = (y, level)
+
+    def elementwise(self, op, x):
+        y = op(x)
+        exact = _is_plain_relu(op)
+        level = self._at_input(x)
+        if level is not None:
+            lo, hi = op(level.low), op(level.high)
+            import tensorflow as tf
+            self._mark(y, InputLevel(level.shadow, tf.minimum(lo, hi), tf.maximum(lo, hi)))
+        return y if exact else passed(x, y)
+
+    def plain(self, op, is_shape: bool, args, kwargs):
+        y = op(*args, **kwargs)
+        level = self._at_input(args[0]) if len(args) == 1 and is_shape else None
+        if level is not None:
+            self._mark(y, InputLevel(op(level.shadow), op(level.low), op(level.high)))
+        return y
+
+    def linear(self, layer, x, bn):
+        steps = linear_steps(layer, bn)
+        level = self._at_input(x)
+        a = x
+        for i, step in enumerate(steps):
+            if i == 0 and level is not None and self.composite.first == "zbox":
+                rule, a = self._zbox(a, level)
+            else:
+                rule = self.composite.dense if step.kind == "dense" else self.composite.conv
+            a = linear_output(*rule(step.apply, a, step.kernel, step.bias))
+        if has_activation(layer):
+            y = layer.activation(a)
+            a = y if _is_plain_relu(layer) else passed(a, y)
+        return a
+
+    def _zbox(self, x, level: InputLevel):
+        import tensorflow as tf
+
+        a = tf.identity(tf.stop_gradient(x))
+        low = tf.broadcast_to(level.low, tf.shape(a))
+        high = tf.broadcast_to(level.high, tf.shape(a))
+        for tensor in (a, low, high):
+            self.tape.watch(tensor)
+        self.first.append(FirstLayer(a, low, high, level.shadow))
+        return ZBox(low, high), a

@@ -1,0 +1,133 @@
+"""LRP rules as modified forward passes (the "gradient trick", Montavon et al. 2019, sec. 10.2.2).
+
+A linear layer ``z = f(a, W, b)`` keeps its forward value ``z``, but its gradient is routed
+through the rule's modified pre-activation ``z_m = f_m(a)``, scaled by ``z / stab(z_m)``: the
+gradient that reaches ``a`` is ``W_m^T (c * z / z_m)``, so relevance ``R = a * gradient`` is
+propagated by the rule's modified weights ``W_m`` in the same backward pass that autodiff takes
+anyway (one custom gradient, a multiplication, per layer). Every rule returns ``(z, z_m, eps)``
+(``z_m`` None for "z itself"); ``linear_output`` joins them.
+
+Stabiliser as in Zennit: ``z + eps * sign(z)`` with sign(0) = +1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+STABILISER = 1e-6  # Zennit's default for the gamma, alpha-beta and z-box rules
+
+
+def stabilise(z, eps: float):
+    import tensorflow as tf
+
+    return z + eps * tf.where(z >= 0, tf.ones_like(z), -tf.ones_like(z))
+
+
+def _pos(w):
+    import tensorflow as tf
+
+    return None if w is None else tf.nn.relu(w)
+
+
+def _neg(w):
+    import tensorflow as tf
+
+    return None if w is None else tf.minimum(w, 0.0)
+
+
+def linear_output(z, zm, eps: float):
+    """``z`` in the forward pass; backward, the incoming gradient times ``z / stab(z_m)`` goes
+    into ``z_m`` (into ``z`` itself when ``zm`` is None; untouched when eps is 0 there)."""
+    import tensorflow as tf
+
+    if zm is None:
+        if not eps:
+            return z
+
+        @tf.custom_gradient
+        def scaled(value):
+            return tf.identity(value), lambda c: c * value / stabilise(value, eps)
+
+        return scaled(z)
+
+    parts = zm if isinstance(zm, list) else [(1.0, zm)]  # (weight, z_m) pairs (alpha-beta)
+    weights = [w for w, _ in parts]
+
+    @tf.custom_gradient
+    def routed(value, *modified):
+        ratios = [w * value / stabilise(m, eps) for w, m in zip(weights, modified, strict=True)]
+        return tf.identity(value), lambda c: (tf.zeros_like(c), *(c * r for r in ratios))
+
+    return routed(tf.stop_gradient(z), *(m for _, m in parts))
+
+
+@dataclass(frozen=True)
+class Epsilon:
+    """LRP-epsilon (Bach et al. 2015): W_m = W, stabiliser epsilon absorbs weak relevance.
+    epsilon = 0 is LRP-0, which equals gradient x input on a ReLU network."""
+
+    epsilon: float = 1e-6
+
+    def __call__(self, apply: Callable, a, kernel, bias):
+        return apply(a, kernel, bias), None, self.epsilon
+
+
+@dataclass(frozen=True)
+class Gamma:
+    """LRP-gamma (Montavon et al. 2019): W_m = W + gamma W+ (bias likewise), favouring positive
+    contributions; suited to convolutions."""
+
+    gamma: float = 0.25
+
+    def __call__(self, apply, a, kernel, bias):
+        z = apply(a, kernel, bias)
+        zm = apply(a, kernel + self.gamma * _pos(kernel),
+                   None if bias is None else bias + self.gamma * _pos(bias))
+        return z, zm, STABILISER
+
+
+@dataclass(frozen=True)
+class AlphaBeta:
+    """LRP-alpha-beta (Bach et al. 2015): positive and negative contributions propagated apart,
+    weighted alpha and -beta (alpha - beta = 1). Inputs are split by sign as in Zennit."""
+
+    alpha: float = 1.0
+    beta: float = 0.0
+
+    def __call__(self, apply, a, kernel, bias):
+        z = apply(a, kernel, bias)
+        ap, an = _pos(a), _neg(a)
+        kp, kn = _pos(kernel), _neg(kernel)
+        positive = apply(ap, kp, _pos(bias)) + apply(an, kn, None)
+        if not self.beta:
+            return z, positive, STABILISER
+        negative = apply(ap, kn, _neg(bias)) + apply(an, kp, None)
+        return z, [(self.alpha, positive), (-self.beta, negative)], STABILISER
+
+
+@dataclass(frozen=True)
+class ZBox:
+    """The z^B rule for the first layer (Montavon et al. 2017): inputs bounded by ``low`` and
+    ``high``; relevance ``a * g_a + low * g_low + high * g_high``, so low and high are
+    inputs of the modified pass too (the walker watches them). The bias takes no relevance:
+    ``z_m = W a - W+ low - W- high``, as in Montavon's tutorial code and Zennit's ``ZBox``."""
+
+    low: object
+    high: object
+
+    def __call__(self, apply, a, kernel, bias):
+        z = apply(a, kernel, bias)
+        zm = (apply(a, kernel, None) - apply(self.low, _pos(kernel), None)
+              - apply(self.high, _neg(kernel), None))
+        return z, zm, STABILISER
+
+
+@dataclass(frozen=True)
+class Composite:
+    """Which rule each layer gets: dense layers, convolutions, and the first layer (``zbox`` or
+    ``None`` for the layer's own rule)."""
+
+    dense: Callable
+    conv: Callable
+    first: str | None = None

@@ -1,0 +1,232 @@
+"""The reliability card: per attribution method, measurements of whether to believe its maps on
+this model, each with a pass/warn/fail bound from the literature.
+
+    randomisation     rank correlation with the original maps once every layer is re-drawn
+                      (Adebayo et al. 2018): a map that survives shows the input, not the model
+    input_invariance  relative change of the maps on a copy whose first layer absorbs a constant
+                      input shift (Kindermans et al. 2019): the model is the same function, so a
+                      reliable map is the same
+    faithfulness      insertion minus deletion area above a random order's (Petsiuk et al. 2018)
+    shortcut_mass     relevance mass ratio on a planted shortcut the model learned, and
+    control_mass      the same on the control copy that never saw it: a false alarm (Adebayo et
+                      al. 2022), both from the Clever Hans injection when it ran
+
+A method whose maps are all zero, constant or non-finite on a share of the images cannot be
+measured: its columns are ``error``, never pass. ``trusted`` means no column fails or errors
+and randomisation and faithfulness pass.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from auditor.errors import AuditorError
+
+# Adebayo et al. 2018 (Sanity Checks for Saliency Maps, cascading randomisation figures): the
+# methods they find insensitive to the weights (guided backprop, guided Grad-CAM) keep a
+# Spearman rank correlation of roughly 0.7 and more with the original maps after full
+# randomisation; the sensitive ones (gradient, Grad-CAM) fall to about 0.4 and below. A method
+# above 0.7 fails; between 0.5 and 0.7 it warns.
+RANDOMISATION_BOUNDS = {"warn_above": 0.5, "fail_above": 0.7}
+# Kindermans et al. 2019 (The (Un)reliability of Saliency Methods): input invariance asks for the
+# same map, so any change beyond float noise (1e-5 here) is a failure of the axiom; 1% warns,
+# 10% (a visible change) fails.
+INVARIANCE_BOUNDS = {"warn_above": 0.01, "fail_above": 0.1}
+# Petsiuk et al. 2018 (RISE; Samek et al. 2017 likewise): a map must beat a random ranking;
+# at or below it warns, clearly below it (5% of the probability range) fails.
+FAITHFULNESS_BOUNDS = {"warn_below": 0.0, "fail_below": -0.05}
+# Relevance mass inside the shortcut's mask relative to the mask's area (1 = uniform). The
+# Clever Hans section calls a shortcut detected at 3 (its ``detect_ratio``); below 1.5 a method
+# is blind to a shortcut the model provably uses.
+SHORTCUT_BOUNDS = {"warn_below": 3.0, "fail_below": 1.5}
+# On the control copy the same mass is a false alarm (Adebayo et al. 2022): at the detection
+# ratio it fails, halfway there it warns.
+CONTROL_BOUNDS = {"warn_above": 1.5, "fail_above": 3.0}
+BOUNDS = {"randomisation": RANDOMISATION_BOUNDS, "input_invariance": INVARIANCE_BOUNDS,
+          "faithfulness": FAITHFULNESS_BOUNDS, "shortcut_mass": SHORTCUT_BOUNDS,
+          "control_mass": CONTROL_BOUNDS}
+COLUMNS = tuple(BOUNDS)
+DEGENERATE_SHARE = 0.25  # a quarter of the images unmeasurable makes a mean over them moot
+RANDOMISED = "on the randomised model"  # how sanity.py words a reason about the random copy
+INPUT_SHIFT = -1.0  # Kindermans et al.'s shift: MNIST's [0, 1] moved to [-1, 0]
+
+
+def degenerate_reason(maps: np.ndarray) -> str | None:
+    """Why maps cannot be measured (non-finite, all zero or constant on at least a quarter of
+    the images), or None."""
+    maps = np.asarray(maps, dtype=np.float64).reshape(len(maps), -1)
+    if not len(maps):
+        return "no maps"
+    finite = np.isfinite(maps).all(axis=1)
+    safe = np.where(np.isfinite(maps), maps, 0.0)
+    zero = finite & (np.abs(safe).max(axis=1) == 0)
+    spread = safe.max(axis=1) - safe.min(axis=1)
+    constant = finite & ~zero & (spread <= 1e-7 * np.abs(safe).max(axis=1))
+    for name, bad in (("non-finite", ~finite), ("all zero", zero), ("constant", constant)):
+        if bad.mean() >= DEGENERATE_SHARE:
+            return f"maps are {name} for {int(bad.sum())} of {len(maps)} images"
+    return None
+
+
+def relative_change(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean over images of |a - b|_1 / |a|_1."""
+    a = np.asarray(a, np.float64).reshape(len(a), -1)
+    b = np.asarray(b, np.float64).reshape(len(b), -1)
+    norm = np.abs(a).sum(axis=1)
+    return float(np.mean(np.abs(a - b).sum(axis=1) / np.where(norm > 0, norm, 1.0)))
+
+
+def _first_linear_layer(model):
+    from auditor.inputs.layers import walk
+    from auditor.methods.attribution.lrp.canonize import is_linear_layer
+
+    for _, layer in walk(model):
+        if is_linear_layer(layer):
+            return layer
+    raise AuditorError("the model has no Dense or convolutional layer to absorb an input shift")
+
+
+def shift_response(layer, delta: np.ndarray) -> np.ndarray:
+    """The first layer's output (bias excluded) for a constant input of ``delta`` per channel,
+    at a position that sees the whole kernel."""
+    from auditor.methods.attribution.lrp.canonize import linear_steps
+
+    steps = linear_steps(layer)
+    kernel = np.shape(steps[0].kernel)
+    rank = len(kernel) - 2  # spatial dimensions: 0 for Dense
+    dilation = max(getattr(layer, "dilation_rate", (1,)))
+    side = (max(kernel[:rank], default=1) - 1) * dilation + 1
+    z = np.zeros((1, *(side,) * rank, len(delta)), np.float32) + delta.astype(np.float32)
+    for step in steps:
+        z = step.apply(z, step.kernel, None)
+    z = np.asarray(z).reshape(-1, np.shape(z)[-1])
+    return z[len(z) // 2]
+
+
+def shifted_copy(handle, shift: float = INPUT_SHIFT):
+    """A copy of the model that takes display images shifted by ``shift`` and computes the
+    same logits: the first layer's bias (or the BatchNormalization after it) absorbs the shift.
+    Raises AuditorError when the first layer does not read the input as a linear layer would
+    (a Dense over flattened pixels, a convolution) or has nowhere to absorb it."""
+    import keras
+
+    from auditor.methods.attribution.sanity import randomisable_copy
+
+    copy = randomisable_copy(handle)
+    layer = _first_linear_layer(copy.logits_model)
+    kernel = np.shape(getattr(layer, "kernel", getattr(layer, "depthwise_kernel", ())))
+    if getattr(layer, "padding", "valid") == "same" and max(kernel[:-2], default=1) > 1:
+        raise AuditorError(f"the first layer '{layer.name}' pads its input with zeros ('same'), "
+                           "so no bias can absorb a constant shift at the borders")
+    delta = shift * np.asarray(handle.transform.scale, np.float32)
+    kernel_in = np.shape(getattr(layer, "kernel", getattr(layer, "depthwise_kernel", None)))
+    if len(kernel_in) == 2 and kernel_in[0] != len(delta):  # a Dense over flattened pixels
+        delta = np.resize(delta, kernel_in[0])
+    response = shift_response(layer, delta)
+    after = [node.operation for node in layer._outbound_nodes]
+    if getattr(layer, "use_bias", False):
+        layer.bias.assign(layer.bias.numpy() - response)
+    elif len(after) == 1 and isinstance(after[0], keras.layers.BatchNormalization):
+        after[0].moving_mean.assign(after[0].moving_mean.numpy() + response)
+    else:
+        raise AuditorError(f"the first layer '{layer.name}' has no bias to absorb an input shift")
+    return copy
+
+
+def input_invariance(handle, x, targets, methods: list[str], *, method_options: dict,
+                     score: str = "logit", shift: float = INPUT_SHIFT):
+    """Per method, the relative change of its maps on the shifted copy; and why the test could
+    not run (or None). The copy must reproduce the logits, else nothing is measured."""
+    from auditor.methods.attribution import attribute
+
+    try:
+        copy = shifted_copy(handle, shift)
+    except AuditorError as exc:
+        return {}, str(exc)
+    moved = (x + np.float32(shift)).astype(np.float32)
+    same = np.abs(copy.logits(moved).numpy() - handle.logits(x).numpy()).max()
+    scale = np.abs(handle.logits(x).numpy()).max() + 1e-12
+    if same > 1e-3 * scale:
+        return {}, ("a shifted copy of the model does not reproduce its logits (padding or "
+                    "preprocessing before the first layer sees the shift)")
+    changes = {}
+    for method in methods:
+        options = method_options.get(method, {})
+        try:
+            changes[method] = relative_change(
+                attribute(handle, x, targets, method, score=score, **options),
+                attribute(copy, moved, targets, method, score=score, **options))
+        except AuditorError:
+            continue
+    return changes, None
+
+
+def _column(name: str, method: str, value, reason: str | None, spec: dict | None,
+            skipped: str | None = None) -> dict:
+    """One cell: ``reason`` says why the maps cannot be measured (error), ``skipped`` why the
+    test could not run on this model (not the method's fault)."""
+    from auditor.checks.check import evaluate
+
+    if reason:
+        return {"value": value, "status": "error", "reason": reason}
+    if value is None:
+        return {"value": None, "status": "skipped", "reason": skipped or "not measured"}
+    check = evaluate(f"attribution.reliability.{name}", float(value), section="attribution",
+                     message=f"{method}: {name}", defaults=BOUNDS[name], spec=spec)
+    return {"value": float(value), "status": check.status, "reason": None}
+
+
+def is_trusted(entry: dict) -> bool:
+    """No column fails or errors, and randomisation and faithfulness pass."""
+    statuses = {name: entry[name]["status"] for name in COLUMNS}
+    return (not {"fail", "error"} & set(statuses.values())
+            and statuses["randomisation"] == "pass" and statuses["faithfulness"] == "pass")
+
+
+def build_card(methods: list[str], *, randomisation: dict, sanity_degenerate: dict,
+               invariance: dict, invariance_reason: str | None, faithfulness: dict,
+               faithfulness_degenerate: dict, thresholds=lambda name: None) -> dict:
+    """{method: {column: {value, status, reason}, trusted}}; ``thresholds(column)`` gives the
+    spec's bounds over the defaults."""
+    card = {}
+    for m in methods:
+        original = sanity_degenerate.get(m)  # the randomised model's dead maps say nothing
+        broken = faithfulness_degenerate.get(m) or (  # about the original model's
+            original if original and not original.startswith(RANDOMISED) else None)
+        card[m] = {
+            "randomisation": _column("randomisation", m, randomisation.get(m),
+                                     sanity_degenerate.get(m), thresholds("randomisation")),
+            "input_invariance": _column("input_invariance", m, invariance.get(m), broken,
+                                        thresholds("input_invariance"), invariance_reason),
+            "faithfulness": _column("faithfulness", m, faithfulness.get(m),
+                                    faithfulness_degenerate.get(m), thresholds("faithfulness")),
+            "shortcut_mass": _column("shortcut_mass", m, None, None, None),
+            "control_mass": _column("control_mass", m, None, None, None),
+        }
+        card[m]["trusted"] = is_trusted(card[m])
+    return card
+
+
+def add_shortcut_columns(card: dict, injection: list[dict], control_name: str,
+                         thresholds=lambda name: None) -> None:
+    """Fill shortcut_mass (best mass ratio over the shortcuts the model learned) and
+    control_mass (on the control copy) from the Clever Hans injection summaries, in place."""
+    for m, entry in card.items():
+        learned = [i["relevance_mass_ratio"][m] for i in injection
+                   if i["shortcut"] != control_name and i.get("learned")
+                   and m in i.get("relevance_mass_ratio", {})]
+        control = [i["control_mass_ratio"][m] for i in injection
+                   if m in i.get("control_mass_ratio", {})]
+        if learned:
+            entry["shortcut_mass"] = _column("shortcut_mass", m, max(learned), None,
+                                             thresholds("shortcut_mass"))
+        if control:
+            entry["control_mass"] = _column("control_mass", m, max(control), None,
+                                            thresholds("control_mass"))
+        entry["trusted"] = is_trusted(entry)
+
+
+def best_trusted(card: dict) -> str | None:
+    """The trusted method with the largest faithfulness margin, or None."""
+    trusted = [m for m, e in card.items() if e["trusted"]]
+    return max(trusted, key=lambda m: card[m]["faithfulness"]["value"], default=None)

@@ -1,0 +1,124 @@
+"""The reliability card's parts: unmeasurable maps are errors, input invariance (Kindermans et
+al.) on a copy that absorbs the shift, a dead head fails every sanity check, and the card's
+trust and Clever Hans columns."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_attribution import images_for, saved_handle
+
+from auditor.methods.attribution.reliability import (
+    add_shortcut_columns,
+    best_trusted,
+    build_card,
+    degenerate_reason,
+    input_invariance,
+    shifted_copy,
+)
+
+
+def test_zero_constant_and_non_finite_maps_are_not_measurable():
+    rng = np.random.default_rng(0)
+    good = rng.normal(size=(8, 6, 6, 1))
+    assert degenerate_reason(good) is None
+    zero = good.copy()
+    zero[:2] = 0
+    assert "all zero for 2 of 8" in degenerate_reason(zero)
+    constant = good.copy()
+    constant[:3] = 0.5
+    assert "constant for 3 of 8" in degenerate_reason(constant)
+    broken = good.copy()
+    broken[:2, 0, 0] = np.nan
+    assert "non-finite" in degenerate_reason(broken)
+    zero[1] = good[1]
+    assert degenerate_reason(zero) is None  # one image in eight is below the share
+
+
+def valid_net(batchnorm: bool):
+    import keras
+
+    L = keras.layers
+    inputs = keras.Input((12, 12, 3))
+    if batchnorm:
+        h = L.ReLU()(L.BatchNormalization()(L.Conv2D(6, 3, use_bias=False)(inputs)))
+    else:
+        h = L.Conv2D(6, 3, activation="relu")(inputs)
+    h = L.Conv2D(8, 3, padding="same", activation="relu")(L.MaxPooling2D()(h))
+    return keras.Model(inputs, L.Dense(4)(L.GlobalAveragePooling2D()(h)))
+
+
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_gradient_is_input_invariant_and_gradient_x_input_is_not(tmp_path, batchnorm):
+    """Kindermans et al. 2019: the shifted copy is the same function; the gradient is
+    unchanged, gradient x input (and LRP-0 with it) moves with the input."""
+    import keras
+
+    keras.utils.set_random_seed(5)
+    handle = saved_handle(valid_net(batchnorm), tmp_path, f"valid{batchnorm}")
+    x = images_for(handle, 6)
+    copy = shifted_copy(handle, -1.0)
+    np.testing.assert_allclose(copy.logits(x - 1).numpy(), handle.logits(x).numpy(), atol=1e-4)
+    targets = handle.logits(x).numpy().argmax(axis=1)
+    changes, reason = input_invariance(handle, x, targets, ["gradient", "gradient_x_input"],
+                                       method_options={})
+    assert reason is None
+    assert changes["gradient"] < 1e-3
+    assert changes["gradient_x_input"] > 0.1
+
+
+def test_a_first_layer_that_pads_is_reported_not_measured(digits_handle, digits_test):
+    changes, reason = input_invariance(digits_handle, digits_test[0][:2], [0, 1], ["gradient"],
+                                       method_options={})
+    assert changes == {} and "pads its input" in reason
+
+
+def test_a_dead_head_fails_no_sanity_check_silently(tmp_path):
+    """A ReLU layer that is dead on the data: every gradient is zero, every map is empty, and
+    the sanity check says 'not measurable' instead of passing on rank correlation 0."""
+    import keras
+
+    from auditor.methods.attribution.sanity import cascading_randomisation
+
+    inputs = keras.Input((8, 8, 1))
+    hidden = keras.layers.Dense(6, activation="relu", bias_initializer=keras.initializers.Constant(
+        -100.0))(keras.layers.Flatten()(inputs))
+    handle = saved_handle(keras.Model(inputs, keras.layers.Dense(3)(hidden)), tmp_path, "dead")
+    x = images_for(handle, 6)
+    result = cascading_randomisation(handle, x, np.zeros(6, int), ["gradient", "saliency"])
+    for method in ("gradient", "saliency"):
+        assert "all zero" in result.degenerate[method]
+
+
+def card_for(randomisation, faithfulness, invariance=None, reason=None):
+    methods = list(randomisation)
+    return build_card(methods, randomisation=randomisation, sanity_degenerate={},
+                      invariance=invariance or {}, invariance_reason=reason,
+                      faithfulness=faithfulness, faithfulness_degenerate={})
+
+
+def test_trusted_needs_passing_randomisation_and_faithfulness():
+    card = card_for({"a": 0.2, "b": 0.85, "c": 0.3, "d": 0.1},
+                    {"a": 0.3, "b": 0.6, "c": -0.1, "d": 0.4},
+                    invariance={"a": 0.0, "b": 0.0, "c": 0.0, "d": 0.5})
+    assert card["a"]["trusted"] and not card["b"]["trusted"]  # b shows the input
+    assert not card["c"]["trusted"]  # c is worse than random
+    assert card["d"]["input_invariance"]["status"] == "fail" and not card["d"]["trusted"]
+    assert best_trusted(card) == "a"
+    skipped = card_for({"a": 0.2}, {"a": 0.3}, reason="the first layer pads")
+    assert skipped["a"]["input_invariance"]["status"] == "skipped" and skipped["a"]["trusted"]
+
+
+def test_clever_hans_columns_join_the_card_afterwards():
+    card = card_for({"a": 0.2, "b": 0.2}, {"a": 0.3, "b": 0.4})
+    injection = [
+        {"shortcut": "patch", "learned": True, "relevance_mass_ratio": {"a": 5.0, "b": 1.2},
+         "control_mass_ratio": {"a": 1.0, "b": 3.5}},
+        {"shortcut": "control", "learned": False, "relevance_mass_ratio": {"a": 9.0},
+         "control_mass_ratio": {"a": 1.1, "b": 3.2}},
+    ]
+    add_shortcut_columns(card, injection, "control")
+    assert card["a"]["shortcut_mass"] == {"value": 5.0, "status": "pass", "reason": None}
+    assert card["b"]["shortcut_mass"]["status"] == "fail"
+    assert card["b"]["control_mass"]["status"] == "fail"  # a false alarm on the control
+    assert card["a"]["trusted"] and not card["b"]["trusted"]
