@@ -64,8 +64,10 @@ AUDIT_OPTIONS = (
     click.option("--fail-on", type=click.Choice(["warn", "fail"]), help="Exit 1 on warnings too."),
     click.option("--seed", type=int, help="Seed for sampling, initialisation and noise."),
     click.option("--batch-size", type=int, help="Images per batch (default 64)."),
-    click.option("--input-range", help="What the model expects: 0-1, 0-255, -1-1, or a "
+    click.option("--input-range", help="What the model expects: auto (default: probed on the "
+                                       "data), 0-1, 0-255, -1-1, caffe, torch, or a "
                                        "keras.applications name such as mobilenet_v2."),
+    click.option("--output", help="The classifier output of a multi-output model, by name."),
     click.option("--data-range", type=click.Choice(["auto", "0-1", "0-255"]),
                  help="Value range of npz pixel data."),
     click.option("--train-data", help="Separate data for fine-tuning copies of the model."),

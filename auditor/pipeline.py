@@ -114,11 +114,12 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
     distribution = make_distribution(config.strategy)  # before any other TensorFlow work
     keras.utils.set_random_seed(config.seed)
     with distribution.scope():  # the model's variables are mirrored on every replica
-        handle = load_model(config.model, config.input_range, config.unsafe_load)
+        handle = load_model(config.model, config.input_range, config.unsafe_load, config.output)
     handle.distribution = distribution
     dataset = load_dataset(config.data, handle.input_shape, handle.num_classes,
                            class_names=config.class_names, max_samples=config.max_samples,
                            seed=config.seed, data_range=config.data_range)
+    probe_checks = probe_range(handle, dataset, config)
     train_dataset = None
     if config.train_data:
         train_dataset = load_dataset(config.train_data, handle.input_shape, handle.num_classes,
@@ -128,8 +129,9 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
     if config.compare_model:
         with distribution.scope():
             compare_handle = load_model(config.compare_model, config.input_range,
-                                        config.unsafe_load)
+                                        config.unsafe_load, config.output)
         compare_handle.distribution = distribution
+        probe_range(compare_handle, dataset, config)
         if (compare_handle.input_shape, compare_handle.num_classes) != (
                 handle.input_shape, handle.num_classes):
             raise ConfigError(
@@ -157,7 +159,7 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
             _say(f"section {name}", chatty)
             results.append(run_section(name, ctx))
             timings[name] = results[-1].seconds
-        checks = [check for result in results for check in result.checks]
+        checks = probe_checks + [check for result in results for check in result.checks]
         sections_summary = {k: v for result in results for k, v in result.summary.items()}
         checks += regression_checks(sections_summary, baseline, config.checks)
         timings["total"] = time.perf_counter() - started
@@ -165,6 +167,17 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
                       baseline=baseline_run, record=record)
         summary = json.loads((work / "summary.json").read_text())
     return AuditOutcome(out=out, summary=summary, exit_code=exit_code(checks, config.fail_on))
+
+
+def probe_range(handle, dataset, config: AuditConfig) -> list[Check]:
+    """With input_range 'auto', the range the data says the model expects (set on the handle),
+    and the check that warns when the choice is unclear; an explicit range is taken as given."""
+    from auditor.predict.input_range import CHECK, input_range_check, probe_input_range
+
+    if config.input_range != "auto":
+        return []
+    result = probe_input_range(handle, dataset, config.batch_size, config.seed)
+    return [input_range_check(result, handle.hint_overridden, config.checks.get(CHECK))]
 
 
 def write_outputs(work: Path, config, handle, dataset, results, checks, timings, now,

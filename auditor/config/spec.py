@@ -37,6 +37,7 @@ class AuditConfig:
     progress: bool = True
     unsafe_load: bool = False
     input_range: str = "auto"
+    output: str | None = None  # the classifier's output of a multi-output model
     data_range: str = "auto"
     class_names: list[str] | None = None
     batch_size: int = 64
@@ -179,6 +180,11 @@ def _validate(config: AuditConfig, known_sections: tuple[str, ...]) -> None:
         raise ConfigError(
             f"'strategy' must be one of {', '.join(STRATEGIES)}, got {config.strategy!r}"
         )
+    from auditor.inputs.models import INPUT_RANGES
+
+    if config.input_range != "auto" and config.input_range not in INPUT_RANGES:
+        raise ConfigError(f"unknown input_range '{config.input_range}'; use auto (probe the "
+                          f"data) or one of: {', '.join(INPUT_RANGES)}")
     if config.max_samples is not None and config.max_samples < 1:
         raise ConfigError(f"'max_samples' must be at least 1, got {config.max_samples}")
     if config.batch_size < 1:

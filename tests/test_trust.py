@@ -1,0 +1,206 @@
+"""Checkpoints trained elsewhere: probed input range, the heads users have, and degenerate
+results reported as findings, never as passes (issue 12)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from auditor.config.spec import make_config
+from auditor.errors import ModelError
+from auditor.inputs.models import load_model
+from auditor.pipeline import run_audit
+
+
+def digits_8px(split: str):
+    """The digits at their own 8x8 size, 0-1, split as the demo splits them."""
+    from sklearn.datasets import load_digits
+
+    from auditor.inputs.datasets import digits_split
+
+    digits = load_digits()
+    train, test = digits_split(digits.target)
+    index = train if split == "train" else test
+    return (digits.images[index] / 16.0).astype("float32")[..., None], digits.target[index]
+
+
+def train_mlp(x, y, head, scale: float = 1.0, front=(), seed: int = 0, epochs: int = 5):
+    """A small MLP with batch normalisation on 8x8 digits, fed ``x * scale`` (255: a model
+    trained on raw pixels). Batch normalisation makes the scale matter, as in most CNNs: its
+    statistics are those of the training pixels."""
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((8, 8, 1)), *front, keras.layers.Flatten(),
+                              keras.layers.Dense(32), keras.layers.BatchNormalization(momentum=0.9),
+                              keras.layers.ReLU(), *head])
+    binary = head[-1].get_config().get("units") == 1
+    loss = "binary_crossentropy" if binary else "sparse_categorical_crossentropy"
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=loss)
+    model.fit(x * scale, y, epochs=epochs, batch_size=64, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def raw_pixel_model(tmp_path_factory):
+    """Trained on 0-255 pixels with no Rescaling layer: nothing in the file says so."""
+    x, y = digits_8px("train")
+    model = train_mlp(x, y, [keras.layers.Dense(10, activation="softmax")], scale=255.0)
+    path = tmp_path_factory.mktemp("raw") / "raw255.keras"
+    model.save(path)
+    return path
+
+
+def audit(tmp_path, **spec):
+    spec.setdefault("data", "sklearn:digits:test")
+    spec.setdefault("sections", ["performance"])
+    return run_audit(make_config(spec, out=str(tmp_path / "run"), progress=False))
+
+
+def test_probe_finds_the_0_255_range_the_file_does_not_mention(raw_pixel_model, tmp_path):
+    outcome = audit(tmp_path, model=str(raw_pixel_model))
+    model = outcome.summary["model"]
+    assert model["input_range"] == "0-255" and model["input_range_source"] == "probe"
+    probe = {row["range"]: row["accuracy"] for row in model["input_range_probe"]}
+    assert set(probe) == {"0-1", "0-255", "-1-1"}  # caffe and torch need RGB
+    assert probe["0-255"] > 0.85 > probe["0-1"]
+    assert outcome.summary["metrics"]["accuracy"] > 0.85
+    check = next(c for c in outcome.summary["checks"] if c["id"] == "model.input_range")
+    assert check["status"] == "pass"
+    html = (outcome.out / "report.html").read_text()
+    assert "Input range probe" in html and "0-255" in html
+
+
+def test_an_explicit_range_skips_the_probe_and_a_wrong_one_is_a_finding(raw_pixel_model,
+                                                                         tmp_path):
+    outcome = audit(tmp_path, model=str(raw_pixel_model), input_range="0-1")
+    model = outcome.summary["model"]
+    assert model["input_range_source"] == "flag" and model["input_range_probe"] is None
+    ids = {c["id"]: c for c in outcome.summary["checks"]}
+    assert "model.input_range" not in ids
+    assert outcome.summary["verdict"] == "fail"  # at 0-1 the model is at chance
+
+
+def test_probe_overrides_a_backbone_name_hint_and_says_so(tmp_path):
+    """The name says MobileNetV2 (whose own mode is -1-1), but the model was trained on 0-1."""
+    x, y = digits_8px("train")
+    model = train_mlp(x, y, [keras.layers.Dense(10, activation="softmax")])
+    model.name = "mobilenetv2_finetuned"
+    path = tmp_path / "named.keras"
+    model.save(path)
+    outcome = audit(tmp_path, model=str(path))
+    block = outcome.summary["model"]
+    assert block["input_range_hint"]["range"] == "mobilenet_v2"
+    assert block["input_range"] == "0-1" and block["input_range_hint"]["overridden"]
+    assert [row["range"] for row in block["input_range_probe"] if row["hint"]] == ["-1-1"]
+    check = next(c for c in outcome.summary["checks"] if c["id"] == "model.input_range")
+    assert "mobilenetv2_finetuned" in check["message"] and "said mobilenet_v2" in check["message"]
+    assert "The probe overrides the model's hint" in (outcome.out / "report.html").read_text()
+
+
+def test_binary_sigmoid_model_is_audited_as_two_classes(tmp_path):
+    from sklearn.metrics import accuracy_score
+
+    x, y = digits_8px("train")
+    model = train_mlp(x, (y >= 5).astype(int), [keras.layers.Dense(1, activation="sigmoid")])
+    path = tmp_path / "binary.keras"
+    model.save(path)
+    xt, yt = digits_8px("test")
+    data = tmp_path / "binary.npz"
+    np.savez(data, x=xt, y=(yt >= 5).astype(int), class_names=np.array(["low", "high"]))
+    outcome = audit(tmp_path, model=str(path), data=f"npz:{data}",
+                    sections=["performance", "contrastive"])
+    summary = outcome.summary
+    assert summary["model"]["output"] == "binary logit" and summary["model"]["num_classes"] == 2
+    expected = accuracy_score((yt >= 5).astype(int),
+                              (model.predict(xt, verbose=0)[:, 0] > 0.5).astype(int))
+    assert summary["metrics"]["accuracy"] == pytest.approx(expected, abs=1e-9)
+    assert set(summary["metrics"]["per_class"]) == {"low", "high"}
+    handle = load_model(str(path))
+    probs = keras.ops.softmax(handle.logits(xt[:8])).numpy()[:, 1]
+    np.testing.assert_allclose(probs, model(xt[:8]).numpy()[:, 0], atol=1e-6)
+
+
+@pytest.mark.parametrize("head, output", [
+    ([keras.layers.Dense(10), keras.layers.Softmax()], "softmax stripped"),
+    ([keras.layers.Dense(10, activation="relu")], "relu outputs"),
+    ([keras.layers.Dense(10)], "logits"),
+])
+def test_heads_load_with_their_logits(tmp_path, head, output):
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), *head])
+    path = tmp_path / "head.keras"
+    model.save(path)
+    handle = load_model(str(path))
+    x = np.random.default_rng(0).uniform(0, 1, (4, 8, 8, 1)).astype("float32")
+    assert handle.output == output
+    logits = handle.logits(x).numpy()
+    if output == "softmax stripped":
+        assert not np.allclose(logits.sum(axis=1), 1.0)  # logits, not probabilities
+        np.testing.assert_allclose(keras.ops.softmax(logits).numpy(), model(x).numpy(),
+                                   atol=1e-6)
+    else:
+        np.testing.assert_allclose(logits, model(x).numpy(), atol=1e-6)
+
+
+def test_multi_output_model_needs_output_named(tmp_path):
+    inputs = keras.Input((8, 8, 1))
+    flat = keras.layers.Flatten()(inputs)
+    model = keras.Model(inputs, [keras.layers.Dense(10, name="digit")(flat),
+                                 keras.layers.Dense(4, name="box")(flat)])
+    path = tmp_path / "two.keras"
+    model.save(path)
+    with pytest.raises(ModelError, match=r"2 outputs \(digit, box\).*--output NAME"):
+        load_model(str(path))
+    with pytest.raises(ModelError, match="no output 'label'"):
+        load_model(str(path), output="label")
+    assert load_model(str(path), output="digit").num_classes == 10
+
+
+def test_cli_names_the_outputs_of_a_multi_output_model(tmp_path):
+    inputs = keras.Input((8, 8, 1))
+    flat = keras.layers.Flatten()(inputs)
+    keras.Model(inputs, [keras.layers.Dense(10, name="digit")(flat),
+                         keras.layers.Dense(4, name="box")(flat)]).save(tmp_path / "two.keras")
+    done = subprocess.run([sys.executable, "-m", "auditor", "audit", "--model",
+                           str(tmp_path / "two.keras"), "--data", "sklearn:digits:test",
+                           "--out", str(tmp_path / "out"), "--no-progress"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "--output NAME" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+TF_KERAS_SCRIPT = """
+import sys
+import numpy as np
+import tf_keras
+model = tf_keras.Sequential([tf_keras.Input((8, 8, 1)), tf_keras.layers.Conv2D(4, 3,
+    activation="relu"), tf_keras.layers.Flatten(), tf_keras.layers.Dense(10,
+    activation="softmax")])
+model.save(sys.argv[1])
+x = np.random.default_rng(0).uniform(0, 1, (3, 8, 8, 1)).astype("float32")
+np.save(sys.argv[2], model(x).numpy())
+"""
+
+
+def test_keras2_h5_written_by_tf_keras_loads(tmp_path):
+    """tf-keras and Keras 3 do not share a process cleanly: the file is written in another."""
+    pytest.importorskip("tf_keras")
+    path, expected = tmp_path / "keras2.h5", tmp_path / "expected.npy"
+    subprocess.run([sys.executable, "-c", TF_KERAS_SCRIPT, str(path), str(expected)],
+                   check=True, capture_output=True, timeout=120)
+    handle = load_model(str(path))
+    x = np.random.default_rng(0).uniform(0, 1, (3, 8, 8, 1)).astype("float32")
+    assert handle.output == "softmax stripped"
+    np.testing.assert_allclose(keras.ops.softmax(handle.logits(x)).numpy(), np.load(expected),
+                               atol=1e-5)
+
+
+def test_summary_json_records_the_probe(raw_pixel_model, tmp_path):
+    outcome = audit(tmp_path, model=str(raw_pixel_model), max_samples=200)
+    written = json.loads((outcome.out / "summary.json").read_text())
+    rows = written["model"]["input_range_probe"]
+    assert all({"range", "accuracy"} <= row.keys() for row in rows)
