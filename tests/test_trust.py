@@ -54,6 +54,31 @@ def raw_pixel_model(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def digit_mlp(tmp_path_factory):
+    """A fair model of the 8x8 digits, trained on 0-1 pixels."""
+    x, y = digits_8px("train")
+    path = tmp_path_factory.mktemp("mlp") / "mlp.keras"
+    train_mlp(x, y, [keras.layers.Dense(10, activation="softmax")]).save(path)
+    return path
+
+
+WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+def word_folders(root):
+    """The digits test split as PNG folders named in words: sorted, they are not in the
+    model's output order (eight, five, four, ...)."""
+    from PIL import Image
+
+    x, y = digits_8px("test")
+    for i, (image, label) in enumerate(zip(x, y, strict=True)):
+        folder = root / WORDS[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((image[..., 0] * 255).round().astype("uint8")).save(folder / f"{i}.png")
+    return root
+
+
 def audit(tmp_path, **spec):
     spec.setdefault("data", "sklearn:digits:test")
     spec.setdefault("sections", ["performance"])
@@ -204,3 +229,48 @@ def test_summary_json_records_the_probe(raw_pixel_model, tmp_path):
     written = json.loads((outcome.out / "summary.json").read_text())
     rows = written["model"]["input_range_probe"]
     assert all({"range", "accuracy"} <= row.keys() for row in rows)
+
+
+def test_folders_in_another_class_order_are_named_with_the_fix(digit_mlp, tmp_path):
+    folders = word_folders(tmp_path / "words")
+    outcome = audit(tmp_path / "a", model=str(digit_mlp), data=str(folders))
+    checks = {c["id"]: c for c in outcome.summary["checks"]}
+    assert checks["class_order"]["status"] == "fail"
+    assert json.dumps(WORDS) in checks["class_order"]["message"]
+    assert outcome.summary["metrics"]["class_order"]["class_names"] == WORDS
+    html = (outcome.out / "report.html").read_text()
+    assert "class order does not match" in html.split('class="banner-sentence"')[1][:600]
+    fixed = audit(tmp_path / "b", model=str(digit_mlp), data=str(folders), class_names=WORDS)
+    checks = {c["id"]: c for c in fixed.summary["checks"]}
+    assert checks["class_order"]["status"] == "pass" and checks["kappa"]["status"] == "pass"
+    assert fixed.summary["metrics"]["accuracy"] > 0.85
+
+
+def test_a_fair_model_raises_no_health_finding(digit_mlp, tmp_path):
+    outcome = audit(tmp_path, model=str(digit_mlp))
+    checks = {c["id"]: c for c in outcome.summary["checks"]}
+    for check_id in ("accuracy", "kappa", "prediction_spread", "class_order",
+                     "model.input_range"):
+        assert checks[check_id]["status"] == "pass", checks[check_id]["message"]
+
+
+def test_dead_relu_head_is_audited_and_its_collapse_is_a_finding(digit_mlp, tmp_path):
+    """A ReLU head whose units are all dead on the data: every score is 0, so every prediction
+    is the first class. The audit runs; nothing it measures reads as a pass."""
+    model = keras.models.load_model(digit_mlp)
+    head = keras.Sequential([keras.Input((8, 8, 1)), *model.layers[:-1],
+                             keras.layers.Dense(10, activation="relu")])
+    kernel, _ = model.layers[-1].get_weights()
+    head.layers[-1].set_weights([kernel, np.full(10, -1e3, "float32")])
+    path = tmp_path / "dead.keras"
+    head.save(path)
+    outcome = audit(tmp_path, model=str(path), input_range="0-1", max_samples=200,
+                    sections=["performance", "contrastive", "counterfactuals"],
+                    counterfactuals={"mistakes": 8, "steps": 20})
+    summary = outcome.summary
+    assert summary["model"]["output"] == "relu outputs"
+    checks = {c["id"]: c for c in summary["checks"]}
+    for check_id in ("accuracy", "kappa", "prediction_spread"):
+        assert checks[check_id]["status"] == "fail", check_id
+    assert checks["counterfactuals.success_rate"]["status"] == "error"
+    assert summary["verdict"] == "fail" and outcome.exit_code == 1
