@@ -81,7 +81,8 @@ def test_contrastive_difference_is_predicted_minus_true(digits_handle, digits_te
 
     x, y = digits_test
     preds = np.asarray(digits_handle.logits(x[:40])).argmax(axis=1)
-    for_pred, for_true, diff = contrastive_maps(digits_handle, x[:40], preds, y[:40])
+    for_pred, for_true, diff, how = contrastive_maps(digits_handle, x[:40], preds, y[:40])
+    assert how == "map for predicted minus map for true"
     np.testing.assert_allclose(diff, for_pred - for_true, atol=1e-6)
     one_pass = attribute(digits_handle, x[:40], preds, contrast=y[:40])
     np.testing.assert_allclose(one_pass, diff, atol=1e-4)

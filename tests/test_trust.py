@@ -274,3 +274,37 @@ def test_dead_relu_head_is_audited_and_its_collapse_is_a_finding(digit_mlp, tmp_
         assert checks[check_id]["status"] == "fail", check_id
     assert checks["counterfactuals.success_rate"]["status"] == "error"
     assert summary["verdict"] == "fail" and outcome.exit_code == 1
+
+
+def test_contrastive_difference_of_a_nonlinear_method_is_the_map_of_the_difference(
+        digits_handle, digits_test):
+    """Saliency is |gradient|: |grad(a - b)| is not |grad a| - |grad b|, so the panel must
+    explain the difference of scores itself, and say so."""
+    from auditor.methods.attribution import attribute
+    from auditor.sections.contrastive import MAP_OF_DIFFERENCE, contrastive_maps
+
+    x, y = digits_test[0][:12], digits_test[1][:12]
+    preds = (y + 1) % 10
+    for_pred, for_true, diff, how = contrastive_maps(digits_handle, x, preds, y, "saliency")
+    assert how == MAP_OF_DIFFERENCE
+    np.testing.assert_allclose(diff, attribute(digits_handle, x, preds, "saliency", contrast=y),
+                               atol=1e-6)
+    assert not np.allclose(diff, for_pred - for_true, atol=1e-3)
+    assert (diff >= 0).all()  # a rectified map of the difference, not a signed subtraction
+
+
+def test_completeness_is_not_measurable_when_the_score_barely_moves(tmp_path):
+    """Tiny weights against the biases: the score gap is 3e-4 of the scores' size. All-zero
+    maps used to score as complete within 3% against the absolute floor of 1e-6."""
+    from auditor.methods.attribution.integrated_gradients import completeness
+
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(3)])
+    model.layers[-1].set_weights([np.full((64, 3), 1e-9, "float32"),
+                                  np.array([1e-4, 2e-4, 3e-4], "float32")])
+    model.save(tmp_path / "flat.keras")
+    handle = load_model(str(tmp_path / "flat.keras"), input_range="0-1")
+    x = np.random.default_rng(0).uniform(0, 1, (6, 8, 8, 1)).astype("float32")
+    errors, gaps = completeness(handle, x, np.zeros(6, int), np.zeros_like(x))
+    assert np.isnan(errors).all()
+    assert 0 < np.abs(gaps).max() < 1e-6

@@ -196,7 +196,7 @@ def sanity_section(ctx, options, methods):
 
 def faithfulness_section(ctx, options, methods):
     from auditor.methods.attribution.faithfulness import deletion_insertion, random_maps
-    from auditor.methods.attribution.integrated_gradients import completeness_error
+    from auditor.methods.attribution.integrated_gradients import completeness
     from auditor.report.figures import line_plot_uri
 
     p = ctx.predictions
@@ -209,12 +209,16 @@ def faithfulness_section(ctx, options, methods):
                                     seed=ctx.config.seed) for m, a in maps.items()}
     summary = {m: {"deletion_auc": c.deletion_auc, "insertion_auc": c.insertion_auc,
                    "score": c.score} for m, c in curves.items()}
-    completeness = None
+    complete = None
     if "integrated_gradients" in maps:
         ig = options.method_options.get("integrated_gradients", {})
-        completeness = float(np.mean(completeness_error(
+        errors, gaps = completeness(
             ctx.handle, x, targets, maps["integrated_gradients"], score=options.score,
-            **{k: v for k, v in ig.items() if k in ("baseline", "blur_sigma")})))
+            **{k: v for k, v in ig.items() if k in ("baseline", "blur_sigma")})
+        measured = np.isfinite(errors)
+        complete = {"error": float(errors[measured].mean()) if measured.any() else None,
+                    "gap": float(np.abs(gaps).mean()), "measured": int(measured.sum()),
+                    "samples": len(errors)}
     reference = options.reference_method if options.reference_method in curves else None
     margin = curves[reference].score - curves["random"].score if reference else None
     check = evaluate("attribution.faithfulness", margin, section=NAME,
@@ -231,9 +235,9 @@ def faithfulness_section(ctx, options, methods):
         "insertion": line_plot_uri(fractions, {m: c.insertion for m, c in curves.items()},
                                    "fraction of pixels inserted", "probability of the class",
                                    "Insertion (higher is better)"),
-        "completeness": completeness, "unavailable": unavailable,
+        "completeness": complete, "unavailable": unavailable,
     }
-    return summary, view, [check], completeness, unavailable
+    return summary, view, [check], complete, unavailable
 
 
 def examples_section(ctx, options, methods):
@@ -287,7 +291,10 @@ def run(ctx: Context, options: Options) -> SectionResult:
         "examples": [{k: e[k] for k in ("index", "true", "pred", "confidence", "box")}
                      for e in examples],
         "compared_layers": layer_names, "sanity_stages": stages, "sanity": sanity,
-        "faithfulness": faithfulness, "completeness_error": completeness,
+        "faithfulness": faithfulness,
+        "completeness_error": completeness["error"] if completeness else None,
+        "completeness_gap": completeness["gap"] if completeness else None,
+        "completeness_measured": completeness["measured"] if completeness else None,
         "samples": {"sanity": sanity_view["samples"], "faithfulness": faith_view["samples"]},
     }}
     return SectionResult(

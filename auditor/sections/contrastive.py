@@ -12,6 +12,9 @@ from auditor.sections.performance import most_confident_mistakes
 
 NAME = "contrastive"
 TITLE = "Contrastive saliency"
+CHECKS = ()
+DIFFERENCE_OF_MAPS = "map for predicted minus map for true"  # equal for linear methods
+MAP_OF_DIFFERENCE = "map of (score predicted minus score true)"
 
 
 @dataclass
@@ -23,18 +26,24 @@ class Options:
 
 
 def contrastive_maps(handle, images, preds, labels, method="gradient", score="logit"):
-    """Saliency of the predicted class, of the true class, and their difference.
+    """Saliency of the predicted class, of the true class, and of the difference of scores
+    (predicted minus true), with how that difference was obtained.
 
     Both classes are explained in one batched call (the images stacked twice, one target per
-    row); the difference is the attribution of (score_pred - score_true).
+    row). For a method linear in the score (gradients, Integrated Gradients, occlusion), the
+    map of score_pred - score_true is the difference of the two maps; for the others
+    (rectified or absolute maps) it is computed from the difference of scores itself.
     """
-    from auditor.methods.attribution import attribute
+    from auditor.methods.attribution import METHODS, attribute
 
     stacked = np.concatenate([images, images])
     targets = np.concatenate([preds, labels])
     maps = attribute(handle, stacked, targets, method=method, score=score)
     for_pred, for_true = maps[: len(images)], maps[len(images):]
-    return for_pred, for_true, for_pred - for_true
+    if METHODS[method].linear_in_score:
+        return for_pred, for_true, for_pred - for_true, DIFFERENCE_OF_MAPS
+    diff = attribute(handle, images, preds, method=method, score=score, contrast=labels)
+    return for_pred, for_true, diff, MAP_OF_DIFFERENCE
 
 
 @dataclass
@@ -47,6 +56,7 @@ class ContrastiveData:
     diff: np.ndarray
     examples: list[dict]
     smooth_sigma: float
+    difference: str = DIFFERENCE_OF_MAPS  # how ``diff`` was obtained
 
 
 def run(ctx: Context, options: Options) -> SectionResult:
@@ -54,8 +64,8 @@ def run(ctx: Context, options: Options) -> SectionResult:
     positions = most_confident_mistakes(p, options.examples)
     images = ctx.dataset.images(positions)
     preds, labels = p.preds[positions], p.labels[positions]
-    for_pred, for_true, diff = contrastive_maps(ctx.handle, images, preds, labels,
-                                                options.method, options.score)
+    for_pred, for_true, diff, difference = contrastive_maps(ctx.handle, images, preds, labels,
+                                                            options.method, options.score)
     ctx.cache[NAME] = {"positions": positions, "pred": for_pred, "true": for_true, "diff": diff}
     probs = p.probs_at(positions)
     examples = [{"index": int(pos), "true": names[labels[i]], "pred": names[preds[i]],
@@ -68,8 +78,10 @@ def run(ctx: Context, options: Options) -> SectionResult:
         intro=f"For each mistake: the {options.method} saliency of the predicted class's "
               f"{options.score}, of the true class's, and their difference. Red means the pixel "
               "raised the score (in the difference: pushed towards the wrong class); blue lowered "
-              f"it. The three maps of an example share one symmetric scale. {smoothing}",
+              f"it. The difference is the {difference}. The three maps of an example share one "
+              f"symmetric scale. {smoothing}",
         summary={NAME: {"method": options.method, "score": options.score,
-                        "examples": examples}},
-        data=ContrastiveData(images, for_pred, for_true, diff, examples, options.smooth_sigma),
+                        "difference": difference, "examples": examples}},
+        data=ContrastiveData(images, for_pred, for_true, diff, examples, options.smooth_sigma,
+                             difference),
     )

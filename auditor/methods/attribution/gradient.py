@@ -30,7 +30,8 @@ def input_gradients(handle, x, targets, contrast, score: str) -> np.ndarray:
     return handle.compiled[key](x, targets, contrast).numpy()
 
 
-@register("gradient", "Signed gradient of the score with respect to each input pixel.")
+@register("gradient", "Signed gradient of the score with respect to each input pixel.",
+          linear_in_score=True)
 def gradient(handle, x, targets, contrast, score, budget):
     return input_gradients(handle, x, targets, contrast, score)
 

@@ -43,6 +43,9 @@ class Method:
     cost: int | Callable[[dict, tuple], int] = 1  # rows per sample, or f(options, x_shape)
     forward_only: bool = False  # rows are forward passes (occlusion), not forward-backward
     per_sample: tuple[str, ...] = ()  # options that may hold one value per sample (chunked too)
+    # Maps of a difference of scores are the difference of their maps (gradients, integrals of
+    # gradients, score drops); False for rectified or absolute maps (Grad-CAM, saliency).
+    linear_in_score: bool = False
 
     def rows_per_sample(self, options: dict, shape: tuple) -> int:
         return int(self.cost(options, shape) if callable(self.cost) else self.cost)
@@ -53,12 +56,12 @@ METHODS: dict[str, Method] = {}
 
 def register(name: str, description: str, options: dict[str, tuple[object, str]] | None = None,
              cost: int | Callable[[dict, tuple], int] = 1, forward_only: bool = False,
-             per_sample: tuple[str, ...] = ()):
+             per_sample: tuple[str, ...] = (), linear_in_score: bool = False):
     """Decorator that adds a method to the registry under ``name``."""
 
     def add(fn: Callable) -> Callable:
         METHODS[name] = Method(name, description, fn, options or {}, cost, forward_only,
-                               per_sample)
+                               per_sample, linear_in_score)
         return fn
 
     return add
