@@ -107,6 +107,7 @@ def audit(spec, no_progress, **flags) -> None:
     from auditor.pipeline import run_audit
 
     config = make_config(read_spec(spec) if spec else None, **_flags(no_progress, flags))
+    _quiet_tensorflow()  # only once the spec is known good: a typo fails before the import
     outcome = run_audit(config)
     _report(outcome)
     sys.exit(outcome.exit_code)
@@ -193,6 +194,7 @@ def watch(folder, spec, spec_option, out, once, interval, settle, no_progress, *
     root = Path(out or parsed.get("out") or "reports")
     flags = _flags(no_progress, flags)
     make_config(parsed, **{**flags, "model": "checked-per-checkpoint"})  # fail early on bad input
+    _quiet_tensorflow()
 
     def configure(**per_checkpoint):
         return make_config(parsed, **{**flags, **per_checkpoint})
@@ -214,7 +216,7 @@ def methods() -> None:
 def main() -> None:
     """Entry point: usage and input errors become one line on stderr and exit code 2."""
     try:
-        if len(sys.argv) > 1 and sys.argv[1] in ("audit", "demo", "watch", "methods"):
+        if len(sys.argv) > 1 and sys.argv[1] in ("demo", "methods"):
             _quiet_tensorflow()
         cli.main(standalone_mode=False)
     except click.exceptions.Exit as exc:

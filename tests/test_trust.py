@@ -308,3 +308,46 @@ def test_completeness_is_not_measurable_when_the_score_barely_moves(tmp_path):
     errors, gaps = completeness(handle, x, np.zeros(6, int), np.zeros_like(x))
     assert np.isnan(errors).all()
     assert 0 < np.abs(gaps).max() < 1e-6
+
+
+@pytest.mark.parametrize("table, words", [
+    ({"robustness": {"steps": 0}}, "'robustness.samples' and 'robustness.steps'"),
+    ({"contrastive": {"examples": -3}}, "'contrastive.examples' must be at least 0"),
+    ({"attribution": {"methods": ["gradient", "gradcamm"]}}, "unknown method 'gradcamm'"),
+    ({"attribution": {"method_options": {"smoothgrad": {"sample": 4}}}}, "no option 'sample'"),
+    ({"featureviz": {"objective": "logits"}}, "'featureviz.objective' must be one of"),
+    ({"counterfactuals": {"penalty": "l3"}}, "'counterfactuals.penalty' must be one of"),
+    ({"clever_hans": {"shortcuts": ["pach"]}}, "unknown shortcut 'pach'"),
+    ({"checks": {"robustnes": {"accuracy": {"warn_below": 0.5}}}},
+     "unknown check '[checks.robustnes.accuracy]'"),
+    ({"checks": {"accuracy": {"warn_belwo": 0.5}}}, "unknown key 'checks.accuracy.warn_belwo'"),
+    ({"input_range": "0-256"}, "unknown input_range '0-256'"),
+])
+def test_spec_errors_are_config_errors_before_any_work(table, words):
+    """The model path does not exist: the error must come from the spec, not from loading."""
+    from auditor.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        make_config({"model": "/nowhere/model.keras", **table})
+    assert words in str(caught.value)
+
+
+def test_cli_fails_on_the_last_sections_table_before_reading_the_model(tmp_path):
+    spec = tmp_path / "audit.toml"
+    spec.write_text('model = "missing.keras"\ndata = "sklearn:digits:test"\n\n'
+                    "[robustness]\nepsilons = []\n")
+    done = subprocess.run([sys.executable, "-m", "auditor", "audit", str(spec), "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: 'robustness.epsilons'")
+    assert "missing.keras" not in done.stderr and not (tmp_path / "out").exists()
+
+
+def test_every_emitted_check_id_is_declared(digit_mlp, tmp_path):
+    from auditor.sections import check_patterns, is_known_check
+
+    outcome = audit(tmp_path, model=str(digit_mlp), max_samples=200,
+                    sections=["performance", "counterfactuals"],
+                    counterfactuals={"mistakes": 4, "steps": 10})
+    patterns = check_patterns()
+    assert all(is_known_check(c["id"], patterns) for c in outcome.summary["checks"])

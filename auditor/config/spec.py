@@ -160,11 +160,26 @@ def make_config(spec: dict[str, Any] | None = None, **flags: Any) -> AuditConfig
         )
     config = build_dataclass(AuditConfig, merged, "")
     config.checks = flatten_checks(checks)
+    _validate_checks(config.checks)
     for name, table in section_tables.items():
         build_dataclass(section_options_class(name), table, f"{name}.")
     config.section_options = section_tables
     _validate(config, SECTION_NAMES)
     return config
+
+
+def _validate_checks(checks: dict[str, dict[str, Any]]) -> None:
+    """Every ``[checks.ID]`` names a check some section can emit, with known bounds: a typo
+    would otherwise be ignored, and the bound the user meant never applied."""
+    from auditor.checks.check import check_bounds
+    from auditor.sections import check_patterns, is_known_check
+
+    patterns = check_patterns()
+    for check_id, bounds in checks.items():
+        if not is_known_check(check_id, patterns):
+            raise ConfigError(f"unknown check '[checks.{check_id}]'; checks are: "
+                              f"{', '.join(patterns)} (* is a method or shortcut name)")
+        check_bounds(check_id, bounds)
 
 
 def _validate(config: AuditConfig, known_sections: tuple[str, ...]) -> None:

@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from auditor.checks.check import Check, evaluate
-from auditor.errors import AuditorError
-from auditor.sections.base import Context, SectionResult
+from auditor.errors import AuditorError, ConfigError
+from auditor.sections.base import Context, SectionResult, at_least, known_methods, one_of
 from auditor.sections.performance import most_confident_mistakes
 
 NAME = "attribution"
 TITLE = "Attribution methods"
+CHECKS = ("attribution.faithfulness", "attribution.sanity.*")
 DEFAULT_METHODS = ["gradient", "saliency", "gradient_x_input", "smoothgrad",
                    "integrated_gradients", "gradcam", "gradcam_pp", "occlusion"]
 UNSIGNED = {"gradient_abs", "saliency", "gradcam", "gradcam_pp"}
@@ -41,6 +42,22 @@ class Options:
     compare_layers: int = 3  # deepest stage-ending layers explained (gradient x activation)
     display_smoothing: float = 0.0  # Gaussian sigma in pixels for shown maps only; 0 = raw
     method_options: dict = field(default_factory=dict)  # e.g. {smoothgrad = {samples = 32}}
+
+    def __post_init__(self):
+        from auditor.methods.attribution.registry import SCORES, method_entry
+
+        known_methods(NAME, "methods", self.methods)
+        known_methods(NAME, "reference_method", self.reference_method)
+        one_of(NAME, "score", self.score, SCORES)
+        at_least(NAME, self, 0, "examples", "compare_layers", "display_smoothing")
+        at_least(NAME, self, 1, "sanity_samples", "sanity_stages", "faithfulness_samples",
+                 "faithfulness_steps")
+        for method, given in self.method_options.items():
+            known_methods(NAME, "method_options", method)
+            try:
+                method_entry(method, given if isinstance(given, dict) else {})
+            except AuditorError as exc:
+                raise ConfigError(f"'{NAME}.method_options.{method}': {exc}") from None
 
 
 def sample_positions(n: int, size: int, seed: int) -> np.ndarray:

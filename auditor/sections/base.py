@@ -16,6 +16,7 @@ from typing import Any
 
 from auditor.checks.check import Check
 from auditor.config.spec import AuditConfig, build_dataclass
+from auditor.errors import ConfigError
 
 
 @dataclass
@@ -71,3 +72,30 @@ class SectionResult:
     checks: list[Check] = field(default_factory=list)
     seconds: float = 0.0
     error: str | None = None
+
+
+# Checks of option values, for sections' ``Options.__post_init__``: they run when the config is
+# made, so that a bad value fails before the model is read.
+
+def at_least(section: str, options: Any, minimum: float, *names: str) -> None:
+    """Each named option is None or at least ``minimum``."""
+    for name in names:
+        value = getattr(options, name)
+        if value is not None and value < minimum:
+            raise ConfigError(f"'{section}.{name}' must be at least {minimum:g}, got {value!r}")
+
+
+def one_of(section: str, name: str, value: Any, choices) -> None:
+    if value not in choices:
+        raise ConfigError(f"'{section}.{name}' must be one of: {', '.join(map(str, choices))}; "
+                          f"got {value!r}")
+
+
+def known_methods(section: str, name: str, methods) -> None:
+    """Every name is a registered attribution method (``auditor methods`` lists them)."""
+    from auditor.methods.attribution import METHODS
+
+    for method in [methods] if isinstance(methods, str) else list(methods):
+        if method not in METHODS:
+            raise ConfigError(f"'{section}.{name}' names unknown method '{method}'; choose from: "
+                              f"{', '.join(sorted(METHODS))} (see 'auditor methods')")

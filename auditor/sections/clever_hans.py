@@ -18,6 +18,8 @@ from auditor.errors import ConfigError, ModelError
 from auditor.sections.base import Context, SectionResult
 
 NAME = "clever_hans"
+CHECKS = ("clever_hans.injection", "clever_hans.injection.*", "clever_hans.flagged_classes",
+          "clever_hans.flagged_properties")
 TITLE = "Clever Hans: shortcuts"
 # Not gradient x input by default: it puts mass on bright pixels whatever the model learned, so
 # a bright planted patch draws it even in the control copy (a false alarm, not a detection).
@@ -56,6 +58,15 @@ class Options:
     pps_threshold: float = 0.5  # a property is flagged at this predictive power score...
     auc_threshold: float = 0.99  # ...or when it separates one class with this ROC AUC
     max_embedding: int = 500  # images in the penultimate-feature t-SNE
+
+    def __post_init__(self):
+        from auditor.methods.shortcuts.patterns import INJECTORS
+
+        resolve_methods(self)
+        for name in self.shortcuts:
+            if name not in INJECTORS:
+                raise ConfigError(f"'clever_hans.shortcuts' names unknown shortcut '{name}'; "
+                                  f"choose from: {', '.join(INJECTORS)}")
 
 
 def resolve_methods(options: Options) -> tuple[list[str], str]:

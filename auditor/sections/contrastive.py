@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from auditor.sections.base import Context, SectionResult
+from auditor.sections.base import Context, SectionResult, at_least, known_methods, one_of
 from auditor.sections.performance import most_confident_mistakes
 
 NAME = "contrastive"
@@ -23,6 +23,13 @@ class Options:
     method: str = "gradient"
     score: str = "logit"
     smooth_sigma: float = 0.0  # Gaussian smoothing for display only; 0 shows raw maps
+
+    def __post_init__(self):
+        from auditor.methods.attribution.registry import SCORES
+
+        at_least(NAME, self, 0, "examples", "smooth_sigma")
+        known_methods(NAME, "method", self.method)
+        one_of(NAME, "score", self.score, SCORES)
 
 
 def contrastive_maps(handle, images, preds, labels, method="gradient", score="logit"):

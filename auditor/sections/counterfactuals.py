@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from auditor.checks.check import evaluate
-from auditor.sections.base import Context, SectionResult
+from auditor.errors import ConfigError
+from auditor.sections.base import Context, SectionResult, at_least, one_of
 from auditor.sections.performance import most_confident_mistakes
 
 NAME = "counterfactuals"
@@ -31,6 +32,13 @@ class Options:
     steps: int = 200
     learning_rate: float = 0.01
     margin: float = 1.0  # how far (in logits) the true class should win
+
+    def __post_init__(self):
+        at_least(NAME, self, 0, "mistakes", "gallery", "weight", "tv_weight", "margin")
+        at_least(NAME, self, 1, "steps")
+        one_of(NAME, "penalty", self.penalty, ("l1", "l2"))
+        if self.learning_rate <= 0:
+            raise ConfigError(f"'{NAME}.learning_rate' must be above 0, got {self.learning_rate}")
 
 
 def contrastive_maps(ctx: Context, positions, images, preds, labels) -> np.ndarray:

@@ -10,7 +10,7 @@ import numpy as np
 
 from auditor.checks.check import Check, evaluate, evaluate_each
 from auditor.methods.topk import TopK
-from auditor.sections.base import Context, SectionResult
+from auditor.sections.base import Context, SectionResult, at_least
 
 NAME = "performance"
 TITLE = "Errors"
@@ -38,6 +38,9 @@ MATRIX_CLASSES = 20  # the confusion figure shows at most this many classes
 class Options:
     top_confusions: int = 10
     gallery: int = 16  # most confident mistakes shown
+
+    def __post_init__(self):
+        at_least(NAME, self, 0, "top_confusions", "gallery")
 
 
 def most_confident_mistakes(predictions, limit: int) -> np.ndarray:

@@ -16,6 +16,7 @@ from auditor.sections.base import Context, SectionResult
 NAME = "robustness"
 TITLE = "Adversarial robustness"
 CHECK = "robustness.accuracy"
+CHECKS = (CHECK,)
 MAIN_ATTACK = "pgd"
 
 
@@ -31,6 +32,9 @@ class Options:
     target: str = "runner_up"  # targeted attacks: runner_up, least_likely, or a class name
     saliency_method: str = "gradient"  # any method of 'auditor methods', on clean and attacked
     gallery: int = 6
+
+    def __post_init__(self):
+        _validate(self)
 
 
 def resolve_target(rule: str, class_names: list[str]) -> str | int:
