@@ -131,13 +131,13 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
             compare_handle = load_model(config.compare_model, config.input_range,
                                         config.unsafe_load, config.output)
         compare_handle.distribution = distribution
-        probe_range(compare_handle, dataset, config)
         if (compare_handle.input_shape, compare_handle.num_classes) != (
                 handle.input_shape, handle.num_classes):
             raise ConfigError(
                 f"--compare-model '{config.compare_model}' takes {compare_handle.input_shape} "
                 f"with {compare_handle.num_classes} classes, but the audited model takes "
                 f"{handle.input_shape} with {handle.num_classes}; compare models of one task")
+        probe_range(compare_handle, dataset, config)
     baseline_run = load_run(config.baseline) if config.baseline else None
     baseline = baseline_run.summary if baseline_run else None
     out = Path(config.out) if config.out else default_out(handle.name, now)
