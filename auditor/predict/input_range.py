@@ -16,7 +16,7 @@ import numpy as np
 
 from auditor.checks.check import Check, evaluate
 from auditor.errors import ModelError
-from auditor.inputs.models import input_transform
+from auditor.inputs.models import NO_HINT, input_transform
 
 CANDIDATES = ("0-1", "0-255", "-1-1", "caffe", "torch")
 RGB_ONLY = ("caffe", "torch")
@@ -97,6 +97,8 @@ def probe_input_range(handle, dataset, batch_size: int = 64, seed: int = 0,
 
     hint, reason = handle.input_range_hint
     options = candidates(hint, handle.input_shape[-1])
+    if reason == NO_HINT:  # 0-1 is where the probe starts, not what the model said
+        options = [(name, False) for name, _ in options]
     transforms = [input_transform(name, handle.input_shape[-1]) for name, _ in options]
     positions = probe_sample(dataset.labels, samples, seed)
     labels = dataset.labels[positions]
