@@ -119,7 +119,9 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
     dataset = load_dataset(config.data, handle.input_shape, handle.num_classes,
                            class_names=config.class_names, max_samples=config.max_samples,
                            seed=config.seed, data_range=config.data_range)
+    loaded = time.perf_counter()
     probe_checks = probe_range(handle, dataset, config)
+    probed = time.perf_counter() - loaded
     train_dataset = None
     if config.train_data:
         train_dataset = load_dataset(config.train_data, handle.input_shape, handle.num_classes,
@@ -142,7 +144,9 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
     baseline = baseline_run.summary if baseline_run else None
     out = Path(config.out) if config.out else default_out(handle.name, now)
     names = config.sections or list(SECTION_NAMES)
-    timings: dict[str, float] = {"load": time.perf_counter() - started}
+    timings: dict[str, float] = {"load": time.perf_counter() - started - probed}
+    if probe_checks:
+        timings["input_range"] = probed
 
     with output_folder(out, distribution) as work:
         _say(f"predicting {dataset.n} images", chatty)

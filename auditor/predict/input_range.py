@@ -17,6 +17,7 @@ import numpy as np
 from auditor.checks.check import Check, evaluate
 from auditor.errors import ModelError
 from auditor.inputs.models import NO_HINT, input_transform
+from auditor.methods.prediction_health import best_relabelling
 
 CANDIDATES = ("0-1", "0-255", "-1-1", "caffe", "torch")
 RGB_ONLY = ("caffe", "torch")
@@ -76,17 +77,6 @@ def probe_sample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
     return sample_indices(labels, size, seed)
 
 
-def matched_accuracy(labels: np.ndarray, preds: np.ndarray, classes: int) -> float:
-    """Accuracy under the one-to-one relabelling of predicted classes that agrees most with the
-    labels (the Hungarian method on the confusion matrix)."""
-    from scipy.optimize import linear_sum_assignment
-    from sklearn.metrics import confusion_matrix
-
-    matrix = confusion_matrix(labels, preds, labels=np.arange(classes))
-    rows, cols = linear_sum_assignment(matrix, maximize=True)
-    return float(matrix[rows, cols].sum() / max(1, len(labels)))
-
-
 def probe_input_range(handle, dataset, batch_size: int = 64, seed: int = 0,
                       samples: int = PROBE_SAMPLES) -> ProbeResult:
     """Score every candidate range on a stratified sample (each batch read once, one forward
@@ -114,8 +104,10 @@ def probe_input_range(handle, dataset, batch_size: int = 64, seed: int = 0,
         preds[:, part] = np.asarray(
             run_batch(handle, predict_all, dataset.images(positions[part]))).T
     classes = handle.num_classes
+    names = [str(i) for i in range(classes)]
     rows = [{"range": name, "accuracy": float((p == labels).mean()),
-             "matched_accuracy": matched_accuracy(labels, p, classes), "hint": is_hint}
+             "matched_accuracy": best_relabelling(labels, p, names)["matched_accuracy"],
+             "hint": is_hint}
             for (name, is_hint), p in zip(options, preds, strict=True)]
     key = ("matched_accuracy" if len(positions) >= MATCHED_IMAGES_PER_CLASS * classes
            else "accuracy")

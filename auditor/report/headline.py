@@ -78,8 +78,9 @@ def _order_words(summary: dict, check: dict) -> str:
 def _chance_words(summary: dict, check: dict) -> str:
     accuracy = _get(summary, "metrics", "accuracy")
     shown = f"Accuracy {accuracy:.0%}" if isinstance(accuracy, (int, float)) else "Accuracy"
-    return (f"{shown} is at chance level: the predictions do not follow the labels (a wrong "
-            "input range, other data, or an untrained model?).")
+    level = "at chance level" if check["status"] != "warn" else "barely above chance level"
+    return (f"{shown} is {level}: the predictions hardly follow the labels (a wrong input "
+            "range, other data, or an untrained model?).")
 
 
 def _range_words(summary: dict, check: dict) -> str:
