@@ -7,13 +7,14 @@ traceback).
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import click
 
 from auditor import __version__
-from auditor.config.spec import STRATEGIES
-from auditor.errors import AuditorError
+from auditor.config.spec import FORMATS, STRATEGIES
+from auditor.errors import AuditorError, Interrupted
 
 
 def _quiet_tensorflow() -> None:
@@ -46,7 +47,7 @@ def _report(outcome) -> None:
                f"{sum(c['status'] == 'warn' for c in summary['checks'])} warnings, "
                f"{len(summary['checks'])} checks"
                f"{'' if summary.get('gated') else '; nothing was gated'})", err=True)
-    click.echo(str(outcome.out / "report.html"))
+    click.echo(str(outcome.page))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -70,12 +71,18 @@ AUDIT_OPTIONS = (
     click.option("--output", help="The classifier output of a multi-output model, by name."),
     click.option("--data-range", type=click.Choice(["auto", "0-1", "0-255"]),
                  help="Value range of npz pixel data."),
+    click.option("--strict-data", is_flag=True, default=None,
+                 help="Stop with an error on an unreadable image instead of skipping and "
+                      "listing it."),
     click.option("--train-data", help="Separate data for fine-tuning copies of the model."),
     click.option("--compare-model", help="A second model whose saliency is compared."),
     click.option("--strategy", type=click.Choice(STRATEGIES),
                  help="tf.distribute strategy for batched steps: default (one device), "
                       "mirrored (all local GPUs or logical CPUs), multiworker (the machines "
                       "in TF_CONFIG)."),
+    click.option("--format", help=f"Comma list of outputs: {','.join(FORMATS)} (default all; "
+                                  "summary.json is always written; without html no figure is "
+                                  "drawn)."),
     click.option("--unsafe-load", is_flag=True, default=None,
                  help="Allow models with Lambda layers or custom objects (runs their code)."),
     click.option("--no-progress", is_flag=True, help="No progress output."),
@@ -213,8 +220,23 @@ def methods() -> None:
     click.echo(describe_methods())
 
 
+def _stop_on_signals() -> dict:
+    """SIGINT and SIGTERM (what CI runners and ``timeout`` send) raise Interrupted, so that the
+    run cleans up on the way out: its staging folder, and TensorFlow's autograph temporary
+    files (removed by TensorFlow's own exit handlers, which a killed process never runs)."""
+
+    def stop(signum, frame):
+        for name in (signal.SIGINT, signal.SIGTERM):  # a second signal must not cut cleanup short
+            signal.signal(name, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    return {name: signal.signal(name, stop) for name in (signal.SIGINT, signal.SIGTERM)}
+
+
 def main() -> None:
-    """Entry point: usage and input errors become one line on stderr and exit code 2."""
+    """Entry point: usage and input errors become one line on stderr and exit code 2; an
+    interruption exits with 128 + the signal's number (130 for SIGINT, 143 for SIGTERM)."""
+    previous = _stop_on_signals()
     try:
         if len(sys.argv) > 1 and sys.argv[1] in ("demo", "methods"):
             _quiet_tensorflow()
@@ -231,3 +253,10 @@ def main() -> None:
     except AuditorError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except Interrupted as exc:
+        click.echo(f"error: interrupted by {signal.Signals(exc.signum).name}; the run in "
+                   "progress was removed, nothing half-written is left", err=True)
+        sys.exit(128 + exc.signum)
+    finally:  # the caller's handlers again (main may run inside another program, or a test)
+        for name, handler in previous.items():
+            signal.signal(name, handler)

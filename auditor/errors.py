@@ -15,3 +15,13 @@ class ModelError(AuditorError):
 
 class DataError(AuditorError):
     """The dataset is missing, empty, malformed, or does not fit the model."""
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived: raised in the main thread, so that the staging folder and the
+    temporary files of the run are removed on the way out (a BaseException, like
+    KeyboardInterrupt, so that no ``except Exception`` swallows it)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum

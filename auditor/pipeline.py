@@ -16,11 +16,12 @@ import tempfile
 import time
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from auditor import __version__
 from auditor.checks.check import Check, exit_code
+from auditor.checks.data import data_checks
 from auditor.config.spec import AuditConfig
 from auditor.errors import AuditorError, ConfigError
 from auditor.progress import progress_enabled
@@ -32,14 +33,14 @@ from auditor.runs.baseline import (
     regression_checks,
     save_predictions,
 )
-from auditor.runs.staging import staged_folder
+from auditor.runs.staging import check_out, staged_folder
 from auditor.sections import SECTION_NAMES, section_module
 from auditor.sections.base import Context, SectionResult
 
 REPORT_FILES = ("report.html", "summary.json", "summary.md", "junit.xml", "predictions.npz")
 CHANGED_EXAMPLES_SHOWN = 12  # thumbnails of examples that became wrong (or right) in the report
 LIBRARIES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "scikit-learn", "matplotlib",
-             "jinja2", "tf-explain")
+             "jinja2")
 
 
 @dataclass
@@ -47,6 +48,12 @@ class AuditOutcome:
     out: Path
     summary: dict
     exit_code: int
+
+    @property
+    def page(self) -> Path:
+        """The file to open: report.html when it was written, else summary.json."""
+        html = "html" in self.summary["config"]["format"]
+        return self.out / ("report.html" if html else "summary.json")
 
 
 def default_out(model_name: str, now: dt.datetime) -> Path:
@@ -99,34 +106,49 @@ def output_folder(out: Path, distribution) -> Iterator[Path]:
             yield Path(scratch)
 
 
-def run_audit(config: AuditConfig) -> AuditOutcome:
-    """Run the audit that ``config`` describes and write its folder; returns the exit code."""
+@dataclass
+class Inputs:
+    """What an audit loads before any expensive work: any bad input fails here (exit 2)."""
+
+    handle: object  # inputs.models.ModelHandle
+    dataset: object  # inputs.datasets.Dataset
+    train_dataset: object = None
+    compare_handle: object = None
+    probe_checks: list = field(default_factory=list)  # the input-range probe's check, if run
+    probe_seconds: float = 0.0
+
+
+def input_paths(config: AuditConfig) -> dict[str, str]:
+    """The files a run reads, which its --out must never hold (label -> path as given)."""
+    given = {"model": config.model, "data": config.data, "training data": config.train_data,
+             "compare model": config.compare_model}
+    return {label: path for label, path in given.items() if path}
+
+
+def load_inputs(config: AuditConfig, distribution) -> Inputs:
+    """The model, the data and, when given, the training data and the model to compare with."""
     import keras
 
     from auditor.inputs.datasets import load_dataset
     from auditor.inputs.models import load_model
-    from auditor.predict.distribute import make_distribution
-    from auditor.predict.predictions import predict
 
-    started = time.perf_counter()
-    now = dt.datetime.now(dt.timezone.utc)
-    chatty = progress_enabled(config.progress)
-    distribution = make_distribution(config.strategy)  # before any other TensorFlow work
     keras.utils.set_random_seed(config.seed)
     with distribution.scope():  # the model's variables are mirrored on every replica
         handle = load_model(config.model, config.input_range, config.unsafe_load, config.output)
     handle.distribution = distribution
     dataset = load_dataset(config.data, handle.input_shape, handle.num_classes,
                            class_names=config.class_names, max_samples=config.max_samples,
-                           seed=config.seed, data_range=config.data_range)
-    loaded = time.perf_counter()
+                           seed=config.seed, data_range=config.data_range,
+                           strict_data=config.strict_data)
+    started = time.perf_counter()
     probe_checks = probe_range(handle, dataset, config)
-    probed = time.perf_counter() - loaded
+    probe_seconds = time.perf_counter() - started
     train_dataset = None
     if config.train_data:
         train_dataset = load_dataset(config.train_data, handle.input_shape, handle.num_classes,
                                      class_names=config.class_names, seed=config.seed,
-                                     data_range=config.data_range)
+                                     data_range=config.data_range,
+                                     strict_data=config.strict_data)
     compare_handle = None
     if config.compare_model:
         with distribution.scope():
@@ -140,13 +162,30 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
                 f"with {compare_handle.num_classes} classes, but the audited model takes "
                 f"{handle.input_shape} with {handle.num_classes}; compare models of one task")
         probe_range(compare_handle, dataset, config)
+    return Inputs(handle, dataset, train_dataset, compare_handle, probe_checks, probe_seconds)
+
+
+def run_audit(config: AuditConfig) -> AuditOutcome:
+    """Run the audit that ``config`` describes and write its folder; returns the exit code."""
+    from auditor.predict.distribute import make_distribution
+    from auditor.predict.predictions import predict
+
+    started = time.perf_counter()
+    now = dt.datetime.now(dt.timezone.utc)
+    if config.out:  # an output path it may not write is refused before any work
+        check_out(Path(config.out), input_paths(config))
+    chatty = progress_enabled(config.progress)
+    distribution = make_distribution(config.strategy)  # before any other TensorFlow work
+    loaded = load_inputs(config, distribution)
+    handle, dataset = loaded.handle, loaded.dataset
     baseline_run = load_run(config.baseline) if config.baseline else None
     baseline = baseline_run.summary if baseline_run else None
     out = Path(config.out) if config.out else default_out(handle.name, now)
+    check_out(out, input_paths(config))
     names = config.sections or list(SECTION_NAMES)
-    timings: dict[str, float] = {"load": time.perf_counter() - started - probed}
-    if probe_checks:
-        timings["input_range"] = probed
+    timings: dict[str, float] = {"load": time.perf_counter() - started - loaded.probe_seconds}
+    if loaded.probe_checks:
+        timings["input_range"] = loaded.probe_seconds
 
     with output_folder(out, distribution) as work:
         _say(f"predicting {dataset.n} images", chatty)
@@ -157,13 +196,19 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
         save_predictions(work, record)
         ctx = Context(config=config, handle=handle, dataset=dataset, predictions=predictions,
                       workdir=work, show_progress=chatty, baseline=baseline,
-                      train_dataset=train_dataset, compare_handle=compare_handle)
+                      train_dataset=loaded.train_dataset,
+                      compare_handle=loaded.compare_handle)
         results = []
         for name in names:
             _say(f"section {name}", chatty)
             results.append(run_section(name, ctx))
             timings[name] = results[-1].seconds
-        checks = probe_checks + [check for result in results for check in result.checks]
+        if "html" in config.format:  # figures only for the page that shows them
+            tick = time.perf_counter()
+            draw_views(results, dataset)
+            timings["figures"] = time.perf_counter() - tick
+        checks = loaded.probe_checks + data_checks(dataset, predictions)
+        checks += [check for result in results for check in result.checks]
         sections_summary = {k: v for result in results for k, v in result.summary.items()}
         checks += regression_checks(sections_summary, baseline, config.checks)
         timings["total"] = time.perf_counter() - started
@@ -184,14 +229,27 @@ def probe_range(handle, dataset, config: AuditConfig) -> list[Check]:
     return [input_range_check(result, handle.hint_overridden, config.checks.get(CHECK))]
 
 
+def draw_views(results, dataset) -> None:
+    """Each section's figures and tables for its template partial (``result.view``); a view
+    that fails marks its section failed with an 'error' check, as a failing section would."""
+    from auditor.report.views import build_view
+
+    for result in results:
+        try:
+            result.view = build_view(result, dataset)
+        except Exception as exc:  # a figure's bug must not sink the report
+            result.error = traceback.format_exc(limit=6)
+            result.checks.append(Check(f"{result.name}.view", "error", None, {}, None,
+                                       f"figures of section '{result.name}' failed: "
+                                       f"{type(exc).__name__}: {exc}", result.name))
+
+
 def write_outputs(work: Path, config, handle, dataset, results, checks, timings, now,
                   baseline=None, record=None) -> None:
-    """summary.json, report.html, summary.md and junit.xml into the staging folder; with a
-    baseline run, each says what changed since (the ``baseline`` block of summary.json)."""
-    from auditor.report.headline import headline
-    from auditor.report.render import render_report
+    """summary.json, and of report.html, summary.md and junit.xml those ``config.format``
+    names, into the staging folder; with a baseline run, each says what changed since (the
+    ``baseline`` block of summary.json). The views are drawn before (``draw_views``)."""
     from auditor.report.summary import build_summary, render_junit, render_markdown
-    from auditor.report.views import build_view
 
     summary = build_summary(config, handle, dataset, results, checks, timings, now)
     if baseline is not None:
@@ -199,13 +257,23 @@ def write_outputs(work: Path, config, handle, dataset, results, checks, timings,
         annotate_checks(summary["checks"], baseline.summary.get("checks", []))
     text = json.dumps(summary, indent=2, default=_json_default)
     (work / "summary.json").write_text(text)
-    (work / "summary.md").write_text(render_markdown(summary))
-    (work / "junit.xml").write_text(render_junit(summary))
+    if "md" in config.format:
+        (work / "summary.md").write_text(render_markdown(summary))
+    if "junit" in config.format:
+        (work / "junit.xml").write_text(render_junit(summary))
+    if "html" in config.format:
+        write_page(work, summary, json.loads(text), results, dataset)
+
+
+def write_page(work: Path, summary: dict, written: dict, results, dataset) -> None:
+    """report.html from the summary (its headline read from ``written``, the summary as
+    summary.json has it) and the sections' views."""
+    from auditor.report.headline import headline
+    from auditor.report.render import render_report
+
     ran = {result.name: result.error is None for result in results}
-    for result in results:
-        result.view = build_view(result, dataset)
     page = {"summary": summary, "sections": results, "checks": summary["checks"],
-            "headline": headline(json.loads(text), ran),  # as summary.json has it
+            "headline": headline(written, ran),
             "comparison": summary.get("baseline"),
             "changed_examples": changed_examples(summary.get("baseline"), dataset),
             "libraries": library_versions(), "report_size": "@@REPORT_SIZE@@"}

@@ -6,8 +6,35 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import json  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+
+def summary_errors(summary: dict) -> list[str]:
+    """Where ``summary`` breaks the published schema (auditor/report/summary.schema.json)."""
+    import jsonschema
+
+    from auditor.report.summary import SCHEMA_FILE
+
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()),
+                                                format_checker=jsonschema.FormatChecker())
+    return [f"{error.json_path}: {error.message}" for error in validator.iter_errors(summary)]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def written_summaries_follow_the_schema(tmp_path_factory):
+    """Every summary.json the tests wrote (audits in process or through the CLI, and the
+    summaries tests write themselves) validates against the schema, checked when the session
+    ends: a writer that drifts from the schema fails the run."""
+    yield
+    broken = {}
+    for path in sorted(tmp_path_factory.getbasetemp().rglob("summary.json")):
+        errors = summary_errors(json.loads(path.read_text()))
+        if errors:
+            broken[str(path)] = errors[:5]
+    assert not broken, json.dumps(broken, indent=1)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -14,10 +14,11 @@ from auditor.errors import AuditorError
 from auditor.methods.attribution import METHODS, attribute, attribute_layer, completeness_error
 from auditor.methods.attribution.registry import describe_methods
 
-ALL_METHODS = ["gradient", "gradient_abs", "saliency", "gradient_x_input", "smoothgrad",
-               "integrated_gradients", "gradcam", "gradcam_pp", "occlusion"]
-LINEAR_METHODS = ["gradient", "gradient_x_input", "smoothgrad", "integrated_gradients",
-                  "occlusion"]
+# Every registered method is tested by what it declares (registry.Method): registering one is
+# enough for these property tests to cover it.
+ALL_METHODS = sorted(METHODS)
+LINEAR_METHODS = [m for m in ALL_METHODS if METHODS[m].linear]
+COMPLETE_METHODS = [m for m in ALL_METHODS if METHODS[m].complete]
 CLASSES = 5
 
 
@@ -119,8 +120,10 @@ def test_batched_attribution_with_per_sample_targets_equals_one_sample_at_a_time
     maps = attribute(model_handle, x, targets, method, **fast_options(method))
     assert maps.shape == x.shape and maps.dtype == np.float32
     assert np.isfinite(maps).all()
-    if method not in ("gradcam", "gradcam_pp"):  # a ReLU can zero a random model's CAM
+    if not METHODS[method].needs_layer:  # a ReLU can zero a random model's layer map
         assert np.abs(maps).max() > 0
+    if not METHODS[method].signed:
+        assert maps.min() >= 0, f"{method} declares unsigned maps"
     scale = np.abs(maps).max() + 1e-12
     for i in (0, 17, 32):
         single = attribute(model_handle, x[i:i + 1], targets[i:i + 1], method,
@@ -203,6 +206,27 @@ def test_integrated_gradients_is_complete_within_five_percent(digits_handle, dig
         maps = attribute(digits_handle, x, y, "integrated_gradients", steps=64, baseline=baseline)
         errors = completeness_error(digits_handle, x, y, maps, baseline=baseline)
         assert errors.max() < 0.05, (baseline if isinstance(baseline, str) else "grey", errors)
+
+
+@pytest.mark.parametrize("method", COMPLETE_METHODS)
+def test_complete_methods_sum_to_the_score_difference_from_black(digits_handle, digits_test,
+                                                               method):
+    x, y = digits_test[0][:8], digits_test[1][:8]
+    maps = attribute(digits_handle, x, y, method, **{"integrated_gradients": {"steps": 64}}.get(
+        method, {}))
+    logits = np.asarray(digits_handle.logits(np.concatenate([x, np.zeros_like(x)])))
+    difference = logits[np.arange(8), y] - logits[8 + np.arange(8), y]
+    np.testing.assert_allclose(maps.sum(axis=(1, 2, 3)), difference,
+                               atol=0.05 * np.abs(difference).max())
+
+
+def test_registered_facts_match_the_maps(digits_handle, digits_test):
+    """The facts the report reads (signed) are the maps' own: unsigned methods are never
+    negative, and the signed ones are on these digits."""
+    x, y = digits_test[0][:4], digits_test[1][:4]
+    for method in ALL_METHODS:
+        maps = attribute(digits_handle, x, y, method, **fast_options(method))
+        assert (maps.min() < 0) == METHODS[method].signed, method
 
 
 def test_completeness_error_exposes_maps_that_do_not_add_up(digits_handle, digits_test):

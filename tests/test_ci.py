@@ -314,8 +314,9 @@ def test_index_lists_runs_newest_first_with_trends_from_their_summaries(tmp_path
         (run / "summary.json").write_text(json.dumps({
             **summary, "created": f"2026-01-0{day + 1}T12:00:00+00:00",
             "metrics": {**summary["metrics"], "accuracy": accuracy},
-            "clever_hans": {"discovery": {"flagged_classes": flagged}},
-            "robustness": {"epsilons": [0.01, 0.03], "accuracy": robust}}))
+            "clever_hans": {"discovery": {"flagged_classes": flagged, "per_class": {}}},
+            "robustness": {"attack": "pgd", "epsilons": [0.01, 0.03], "accuracy": robust,
+                           "targeted_success": [0.1, 0.3], "check_epsilon": 0.03}}))
     (tmp_path / "not-a-run").mkdir()
     path, count = write_index(tmp_path)
     html = path.read_text()
@@ -323,7 +324,7 @@ def test_index_lists_runs_newest_first_with_trends_from_their_summaries(tmp_path
     assert html.index("run-2/summary.json") < html.index("run-1/") < html.index("run-0/")
     for label in ("accuracy", "Clever Hans suspects", "robust accuracy (checked epsilon)"):
         assert f'alt="Trend of {label} over the runs"' in html
-    assert "40.00%" in html  # robust accuracy of run-2 at its largest epsilon
+    assert "40.00%" in html  # robust accuracy of run-2 at its checked epsilon
 
 
 def test_index_of_a_missing_folder_is_a_usage_error(tmp_path):

@@ -132,8 +132,10 @@ def test_a_backdoored_class_is_the_only_one_flagged(backdoored_handle, digits_te
 
 def test_the_report_shows_every_part(clean_run):
     from auditor.report.render import environment
+    from auditor.report.views import build_view
 
     result, _, _ = clean_run
+    result.view = build_view(result, dataset=None)  # the section's data carries all it draws
     html = environment().get_template("sections/clever_hans.html").render(section=result)
     for heading in ("Injection test", "Discovery", "Image properties", "Penultimate features"):
         assert heading in html

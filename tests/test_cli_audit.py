@@ -14,6 +14,7 @@ from sklearn.metrics import accuracy_score
 
 from auditor.config.spec import make_config, read_spec
 from auditor.pipeline import REPORT_FILES, run_audit
+from auditor.runs.staging import MARKER
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = "performance,contrastive"
@@ -35,7 +36,7 @@ def test_audit_exits_0_and_prints_the_report_path(cli_run):
     done, out = cli_run
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(out / "report.html")
-    assert sorted(p.name for p in out.iterdir()) == sorted(REPORT_FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*REPORT_FILES, MARKER])
 
 
 def test_report_contains_the_sections_and_no_external_urls(cli_run):

@@ -10,7 +10,8 @@ from scipy.stats import spearmanr
 
 from auditor.errors import AuditorError
 from auditor.methods.agreement import rank_correlation
-from auditor.methods.counterfactual import counterfactuals, total_variation
+from auditor.methods.counterfactual import counterfactuals
+from auditor.methods.featureviz.objectives import image_total_variation
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def test_total_variation_makes_the_change_a_compact_shape(digits_handle, mistake
     both = found.success & without.success
 
     def roughness(result):  # total variation per unit of change
-        tv = np.asarray(total_variation(result.delta[both]))
+        tv = np.asarray(image_total_variation(result.delta[both], total=True))
         return tv / result.l1[both]
 
     assert np.median(roughness(found)) < 0.8 * np.median(roughness(without))
@@ -105,6 +106,7 @@ def context(digits_handle, digits_test):
 
 
 def test_section_reports_the_contract_keys_and_reuses_the_contrastive_maps(context):
+    from auditor.report.views import build_view
     from auditor.sections import counterfactuals as section
 
     options = section.Options(mistakes=6, steps=150, gallery=2)
@@ -113,7 +115,8 @@ def test_section_reports_the_contract_keys_and_reuses_the_contrastive_maps(conte
     assert summary["count"] == 6 and summary["success_rate"] >= 0.8
     assert summary["mean_l2"] > 0 and summary["mean_l1"] > summary["mean_l2"]
     assert -1 <= summary["saliency_agreement"] <= 1
-    assert len(fresh.view["examples"]) == 2 and fresh.view["examples"][0]["figure"]
+    shown = build_view(fresh, context.dataset)["examples"]
+    assert len(shown) == 2 and shown[0]["figure"].startswith("data:image/png;base64,")
     assert fresh.checks[0].id == "counterfactuals.success_rate"
 
     # Planted flat maps in the contrastive cache have no ranking: proof that they were used.
@@ -133,6 +136,7 @@ def test_a_model_without_mistakes_gets_an_empty_section_that_still_renders(conte
 
     from auditor.predict.predictions import Predictions
     from auditor.report.render import environment
+    from auditor.report.views import build_view
     from auditor.sections import counterfactuals as section
 
     labels = context.predictions.labels
@@ -140,5 +144,6 @@ def test_a_model_without_mistakes_gets_an_empty_section_that_still_renders(conte
     result = section.run(replace(context, predictions=perfect, cache={}), section.Options())
     assert result.summary["counterfactuals"]["count"] == 0
     assert result.summary["counterfactuals"]["success_rate"] is None and not result.checks
+    result.view = build_view(result, context.dataset)
     html = environment().get_template("sections/counterfactuals.html").render(section=result)
     assert "no mistakes" in html

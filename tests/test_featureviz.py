@@ -10,10 +10,14 @@ import pytest
 
 from auditor.errors import ConfigError
 from auditor.methods.featureviz import objectives, transforms
+from auditor.methods.featureviz.objectives import image_total_variation
 from auditor.methods.featureviz.param import Fourier, Pixels
-from auditor.methods.featureviz.realism import total_variation
 from auditor.methods.featureviz.recipes import Recipe, visualise_classes
 from auditor.methods.featureviz.top_images import merge_top_k, top_activating
+
+
+def total_variation(images):
+    return image_total_variation(images).numpy()
 
 
 @pytest.fixture(scope="module")

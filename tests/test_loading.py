@@ -145,15 +145,17 @@ def test_class_names_must_match_the_model(tmp_path):
         load_dataset("sklearn:digits", (8, 8, 1), 10, class_names=["a", "b"])
 
 
-def test_a_corrupt_image_in_a_folder_is_a_data_error(tmp_path):
+def test_a_corrupt_image_in_a_folder_is_skipped_or_with_strict_data_an_error(tmp_path):
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
         pixels = np.zeros((8, 8, 3), np.uint8)
         tf.io.write_file(str(tmp_path / name / "0.png"), tf.io.encode_png(pixels))
     (tmp_path / "b" / "1.png").write_bytes(b"not a png at all")
     data = load_dataset(str(tmp_path), (8, 8, 3), 2)
-    with pytest.raises(DataError, match="cannot read an image"):
-        list(data.batches(2))
+    assert data.n == 2 and [s["path"] for s in data.skipped] == [str(tmp_path / "b" / "1.png")]
+    assert sum(len(batch) for batch, _, _ in data.batches(2)) == 2  # streams without failing
+    with pytest.raises(DataError, match="1 unreadable file"):
+        load_dataset(str(tmp_path), (8, 8, 3), 2, strict_data=True)
 
 
 def test_tfds_sources_say_how_to_get_the_package(monkeypatch):

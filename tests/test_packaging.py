@@ -28,6 +28,8 @@ def test_installed_package_finds_every_template(tmp_path):
         "from auditor.inputs.demo import demo_spec_path",
         f"assert str(demo_spec_path()).startswith({site!r}), demo_spec_path()",
         "assert demo_spec_path().is_file()",
+        "from auditor.report.summary import SCHEMA_FILE",
+        f"assert str(SCHEMA_FILE).startswith({site!r}) and SCHEMA_FILE.is_file(), SCHEMA_FILE",
         "print(len(SECTION_NAMES))",
     ])
     done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True,

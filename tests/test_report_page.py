@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from auditor.report.headline import epsilon_text, headline, key_figures, verdict_sentence
+from auditor.report.headline import headline, key_figures, verdict_sentence
+from auditor.sections.robustness import epsilon_text
 
 
 class Page(HTMLParser):
@@ -127,7 +128,7 @@ def test_report_is_valid_html(demo_report):
     assert not problems, "\n".join(problems)
 
 
-# --- The key figures, read defensively from summary.json ----------------------------------
+# --- The key figures each section declares, read from summary.json -----------------------
 
 def _summary(**extra) -> dict:
     checks = extra.pop("checks", [])
@@ -158,11 +159,15 @@ def test_figures_read_every_contract_key():
                                                              "count": 6}]},
         clever_hans={"discovery": {"flagged_classes": ["3", "7"]}},
         robustness={"attack": "pgd", "epsilons": [0, 2 / 255, 8 / 255, 16 / 255],
-                    "accuracy": [0.93, 0.61, 0.12, 0.01], "check_epsilon": 8 / 255},
-        attribution={"sanity": {"gradient": {"passed": True}, "occlusion": {"passed": False},
-                                "integrated_gradients": {"passed": True}}},
+                    "accuracy": [0.93, 0.61, 0.12, 0.01], "check_epsilon": 8 / 255,
+                    "targeted_success": [0.0, 0.2, 0.7, 0.9]},
+        attribution={"sanity": {m: _sanity(passed) for m, passed in (
+            ("gradient", True), ("occlusion", False), ("integrated_gradients", True))}},
         checks=[_check("robustness.accuracy", "fail", "robustness"),
-                _check("clever_hans.flagged", "warn", "clever_hans")],
+                _check("clever_hans.flagged_classes", "warn", "clever_hans"),
+                _check("attribution.sanity.gradient", "pass", "attribution"),
+                _check("attribution.sanity.occlusion", "warn", "attribution"),
+                _check("attribution.sanity.integrated_gradients", "pass", "attribution")],
         verdict="fail")
     ran = dict.fromkeys(("performance", "clever_hans", "robustness", "attribution"), True)
     figures = {f.label: f for f in key_figures(summary, ran)}
@@ -173,7 +178,7 @@ def test_figures_read_every_contract_key():
     robust = figures["Robust accuracy"]
     assert (robust.value, robust.detail, robust.status) == ("12.0%", "at ε = 8/255 (PGD)", "fail")
     sanity = figures["Saliency sanity"]
-    assert sanity.value == "2 of 3" and "occlusion" in sanity.detail
+    assert sanity.value == "2 of 3" and "occlusion" in sanity.detail and sanity.status == "warn"
     assert all(f.section in ran for f in figures.values())
 
 
@@ -187,45 +192,56 @@ def test_an_ungated_pass_does_not_colour_a_figure_green():
     assert figure.status == "pass"
 
 
-def test_sanity_figure_accepts_a_list_or_falls_back_to_checks():
-    listed = _summary(attribution={"sanity": [{"method": "gradient", "status": "pass"},
-                                              {"method": "edges", "status": "fail"}]})
-    figure = key_figures(listed, {"attribution": True})[4]
-    assert figure.value == "1 of 2" and "edges" in figure.detail
-    from_checks = _summary(checks=[_check("attribution.sanity.gradient", "pass", "attribution")])
-    figure = key_figures(from_checks, {"attribution": True})[4]
+def _sanity(passed: bool) -> dict:
+    """One method's attribution.sanity entry, as the attribution section writes it."""
+    status = "pass" if passed else "warn"
+    return {"rank_correlation": [0.5], "ssim": [0.4], "final_rank_correlation": 0.5,
+            "final_ssim": 0.4, "status": status, "passed": passed}
+
+
+def test_sanity_figure_takes_its_status_from_the_sanity_checks_not_faithfulness():
+    summary = _summary(attribution={"sanity": {"gradient": _sanity(True)}},
+                       checks=[_check("attribution.sanity.gradient", "pass", "attribution"),
+                               _check("attribution.faithfulness", "fail", "attribution")])
+    figure = key_figures(summary, {"attribution": True})[4]
     assert (figure.value, figure.status) == ("1 of 1", "pass")
 
 
-def test_malformed_keys_are_treated_as_missing():
-    summary = _summary(metrics={"accuracy": "high"}, robustness={"epsilons": [0.1],
-                                                                 "accuracy": [0.5, 0.4]},
-                       clever_hans={"discovery": None})
-    ran = dict.fromkeys(("performance", "clever_hans", "robustness"), True)
-    figures = key_figures(summary, ran)
-    assert [f.value for f in figures[:4]] == ["n/a"] * 4
+def test_a_figure_its_section_did_not_report_says_n_a():
+    ran = dict.fromkeys(("performance", "clever_hans", "robustness", "attribution"), True)
+    figures = key_figures(_summary(clever_hans={"target_class": "3"}), ran)
+    assert [f.value for f in figures] == ["n/a"] * 5
+    assert all(f.status == "info" for f in figures)
 
 
 def test_verdict_sentence_and_deciding_checks_name_the_worst_checks():
-    checks = [_check("a", "pass", "x"), _check("b", "fail", "x"), _check("c", "warn", "y"),
-              _check("d", "error", "y")]
+    checks = [_check("accuracy", "pass", "performance"),
+              _check("robustness.accuracy", "fail", "robustness"),
+              _check("clever_hans.flagged_classes", "warn", "clever_hans"),
+              _check("attribution.faithfulness", "error", "attribution")]
     top = headline(_summary(checks=checks, verdict="fail"), {})
     assert top["sentence"] == "1 of 4 checks failed, 1 could not be computed, 1 warned."
-    assert [c["id"] for c in top["decisive"]] == ["b", "d", "c"]
-    assert [c["id"] for c in top["checks"]] == ["b", "d", "c", "a"]
-    assert verdict_sentence(_summary(checks=[_check("a", "pass", "x")] * 2)) == (
+    assert [c["id"] for c in top["decisive"]] == [
+        "robustness.accuracy", "attribution.faithfulness", "clever_hans.flagged_classes"]
+    assert [c["id"] for c in top["checks"]] == [
+        "robustness.accuracy", "attribution.faithfulness", "clever_hans.flagged_classes",
+        "accuracy"]
+    assert verdict_sentence(_summary(checks=[_check("accuracy", "pass", "performance")] * 2)) == (
         "All 2 checks passed.")
-    partly = [_check("a", "pass", "x"), {**_check("b", "pass", "x"), "gated": False}]
+    partly = [_check("accuracy", "pass", "performance"),
+              {**_check("robustness.accuracy", "pass", "robustness"), "gated": False}]
     assert verdict_sentence(_summary(checks=partly)) == (
         "All 2 checks passed (1 of them had no bound that could apply).")
-    ungated = _summary(checks=[_check("a", "pass", "x")] * 2, gated=False)
+    ungated = _summary(checks=[_check("accuracy", "pass", "performance")] * 2, gated=False)
     assert verdict_sentence(ungated) == "All 2 checks passed, but none was gated."
 
 
-def test_robust_accuracy_without_a_gated_budget_is_the_largest_budget():
-    summary = _summary(robustness={"epsilons": [0, 4 / 255, 2 / 255], "accuracy": [0.9, 0.2, 0.5]})
+def test_robust_accuracy_is_the_accuracy_at_the_checked_budget_not_the_largest():
+    summary = _summary(robustness={"attack": "pgd", "epsilons": [0, 2 / 255, 4 / 255],
+                                   "accuracy": [0.9, 0.5, 0.2], "check_epsilon": 2 / 255,
+                                   "targeted_success": [0.0, 0.3, 0.6]})
     figure = key_figures(summary, {"robustness": True})[3]
-    assert (figure.value, figure.detail) == ("20.0%", "at ε = 4/255")
+    assert (figure.value, figure.detail) == ("50.0%", "at ε = 2/255 (PGD)")
 
 
 def test_thresholds_read_as_words():

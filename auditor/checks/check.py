@@ -15,10 +15,24 @@ from typing import Any
 
 from auditor.errors import ConfigError
 
-STATUSES = ("pass", "warn", "fail", "error", "skipped")
 SEVERITY = {"skipped": 0, "pass": 1, "warn": 2, "fail": 3, "error": 3}
 BOUNDS = ("warn_below", "fail_below", "warn_above", "fail_above",
           "warn_drop", "fail_drop", "warn_rise", "fail_rise")
+
+
+STATUS_ORDER = {"fail": 0, "error": 1, "warn": 2, "pass": 3, "skipped": 4}
+
+
+def worst_status(checks: list[dict]) -> str | None:
+    """The worst status among checks (None when there are none); error ranks with fail."""
+    if not checks:
+        return None
+    return min((c["status"] for c in checks), key=lambda s: (-SEVERITY[s], STATUS_ORDER[s]))
+
+
+def judged(checks: list[dict]) -> list[dict]:
+    """The checks that say something: an ungated pass (no bound could apply) says nothing."""
+    return [c for c in checks if c["status"] != "pass" or c.get("gated", True)]
 
 
 @dataclass

@@ -19,6 +19,9 @@ import tomllib
 from auditor.errors import ConfigError
 
 FAIL_ON = ("warn", "fail")
+# Outputs a run may write. summary.json is the run's record (baselines, compare, index and
+# watch read it), so it is written whatever the list says; without html no figure is drawn.
+FORMATS = ("html", "json", "md", "junit")
 STRATEGIES = ("default", "mirrored", "multiworker")
 
 
@@ -39,11 +42,13 @@ class AuditConfig:
     input_range: str = "auto"
     output: str | None = None  # the classifier's output of a multi-output model
     data_range: str = "auto"
+    strict_data: bool = False  # an unreadable image stops the audit instead of being skipped
     class_names: list[str] | None = None
     batch_size: int = 64
     train_data: str | None = None
     compare_model: str | None = None
     strategy: str = "default"
+    format: list[str] | str = field(default_factory=lambda: list(FORMATS))  # or "json,md"
     section_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     checks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -159,6 +164,7 @@ def make_config(spec: dict[str, Any] | None = None, **flags: Any) -> AuditConfig
             f"{', '.join(sorted(top_fields | set(SECTION_NAMES) | {'checks'}))}"
         )
     config = build_dataclass(AuditConfig, merged, "")
+    config.format = _formats(config.format)
     config.checks = flatten_checks(checks)
     _validate_checks(config.checks)
     for name, table in section_tables.items():
@@ -182,8 +188,22 @@ def _validate_checks(checks: dict[str, dict[str, Any]]) -> None:
         check_bounds(check_id, bounds)
 
 
+def _formats(value: list[str] | str) -> list[str]:
+    """The output formats as a list, from a list or a comma-separated string."""
+    names = [n.strip() for n in (value.split(",") if isinstance(value, str) else value)]
+    names = [n for n in names if n]
+    unknown = [n for n in names if n not in FORMATS]
+    if unknown or not names:
+        raise ConfigError(f"'format' must be a comma list of {', '.join(FORMATS)}, got "
+                          f"{unknown[0] if unknown else value!r}")
+    return list(dict.fromkeys(names))
+
+
 def _validate(config: AuditConfig, known_sections: tuple[str, ...]) -> None:
     if config.sections is not None:
+        if not config.sections:
+            raise ConfigError(f"no section given (--sections is empty); name at least one of: "
+                              f"{', '.join(known_sections)}, or leave it out to run them all")
         for name in config.sections:
             if name not in known_sections:
                 raise ConfigError(

@@ -190,15 +190,7 @@ def tap(model, chains: list[list], with_output: bool = True) -> Callable:
         return [found[index] for index in range(len(chains))]
 
     if isinstance(model, keras.Sequential):
-        def run(x, training=False, **_):  # a rebuilt outer graph also passes mask=None
-            h, found = x, {}
-            for layer in model.layers:
-                if not with_output and len(found) == len(chains):
-                    return ordered(found)
-                h = through(layer, (h,), {"training": training}, found)
-            return (ordered(found), h) if with_output else ordered(found)
-
-        return run
+        return _sequential_run(model, len(chains), through, ordered, with_output)
     if not is_graph_model(model):
         raise ModelError(f"layer '{chains[0][0].name}' is inside '{model.name}', a subclassed "
                          "model whose graph cannot be tapped; use a functional or Sequential model")
@@ -212,8 +204,26 @@ def tap(model, chains: list[list], with_output: bool = True) -> Callable:
             model, input_tensors=inputs, clone_function=lambda layer: layer,
             call_function=lambda layer, *args, **kwargs: through(layer, args, kwargs, found))
         activations, output = ordered(found), rebuilt.output
-    tapped = keras.Model(inputs, activations + [output] if with_output else activations)
+    return _graph_run(keras.Model(inputs, activations + [output] if with_output
+                                  else activations), with_output)
 
+
+def _sequential_run(model, count: int, through: Callable, ordered: Callable,
+                    with_output: bool) -> Callable:
+    """tap() of a Sequential model: its layers one by one, stopping early without the output."""
+    def run(x, training=False, **_):  # a rebuilt outer graph also passes mask=None
+        h, found = x, {}
+        for layer in model.layers:
+            if not with_output and len(found) == count:
+                return ordered(found)
+            h = through(layer, (h,), {"training": training}, found)
+        return (ordered(found), h) if with_output else ordered(found)
+
+    return run
+
+
+def _graph_run(tapped, with_output: bool) -> Callable:
+    """tap() of a graph model: one model over the activations (and the output)."""
     def run_graph(x, training=False, **kwargs):  # a rebuilt outer graph also passes mask=None
         outputs = tapped(x, training=training, **kwargs)
         outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]

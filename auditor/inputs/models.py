@@ -251,15 +251,77 @@ def _read_model(path: str, unsafe_load: bool):
             raise ModelError(f"model '{path}' contains code (a Lambda layer); loading it runs "
                              "that code, so pass --unsafe-load only if you trust the "
                              "file") from None
+        _refuse_unknown_classes(p)
         if "Unknown" in message or "custom" in message.lower():
             raise ModelError(f"model '{path}' uses a custom layer or object that is not "
                              "registered; import the module that defines it and pass "
                              "--unsafe-load, or save the model with built-in layers") from None
         raise ModelError(f"cannot read model '{path}': {message.splitlines()[0]}") from None
     except (OSError, TypeError, KeyError, zipfile.BadZipFile) as exc:
+        _refuse_unknown_classes(p)
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelError(f"cannot read model '{path}' ({first}); is it a Keras model "
                          "file?") from None
+
+
+def _refuse_unknown_classes(path: Path) -> None:
+    """A load that failed on a class Keras cannot find says which class, and what to do."""
+    missing = unknown_classes(path)
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ModelError(f"model '{path}' uses the custom class '{missing[0]}'{more}, whose code "
+                         "is not in the file and not imported; re-save the model with built-in "
+                         "layers, or import the module that defines it and call "
+                         "auditor.pipeline.run_audit from Python (README, 'Custom layers')")
+
+
+def unknown_classes(path: Path) -> list[str]:
+    """Classes named in a .keras or .h5 model's config that Keras cannot find: neither built in
+    nor registered in this process (``keras.saving.register_keras_serializable``)."""
+    import json
+
+    import keras
+
+    try:
+        if path.suffix == ".keras":
+            with zipfile.ZipFile(path) as archive:
+                config = json.loads(archive.read("config.json"))
+        else:
+            import h5py
+
+            with h5py.File(path, "r") as file:
+                raw = file.attrs.get("model_config")
+            config = json.loads(raw.decode() if isinstance(raw, bytes) else raw or "{}")
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return []
+    missing: list[str] = []
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            name, module = node.get("class_name"), node.get("module")
+            registered = node.get("registered_name") or name
+            if isinstance(name, str) and "config" in node and not _known_class(
+                    keras, name, module, registered) and name not in missing:
+                missing.append(name)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(config)
+    return missing
+
+
+def _known_class(keras, name: str, module: str | None, registered: str) -> bool:
+    """Keras's own classes (by module, or by name in a Keras 2 config) and registered ones."""
+    if name == "__lambda__" or keras.saving.get_registered_object(registered) is not None:
+        return True  # __lambda__: the function of a Lambda layer, which safe mode refuses
+    if module is not None:
+        return module.split(".")[0] == "keras"
+    spaces = (keras, keras.layers, keras.models, keras.initializers, keras.regularizers,
+              keras.constraints, keras.activations, keras.optimizers)
+    return name == "Functional" or any(hasattr(space, name) for space in spaces)
 
 
 def _load_saved_model(path: str):

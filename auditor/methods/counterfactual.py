@@ -17,6 +17,7 @@ import numpy as np
 
 from auditor.errors import AuditorError
 from auditor.methods.attribution.registry import chunk_size
+from auditor.methods.featureviz.objectives import image_total_variation
 from auditor.predict.predictions import softmax
 
 PENALTIES = ("l1", "l2")
@@ -83,15 +84,6 @@ def _probs(handle, x: np.ndarray) -> np.ndarray:
     return softmax(np.asarray(handle.logits_fn(x), dtype=np.float64)).astype(np.float32)
 
 
-def total_variation(delta):
-    """Per-sample anisotropic total variation: how much neighbouring pixels of the change differ."""
-    import tensorflow as tf
-
-    rows = tf.abs(delta[:, 1:] - delta[:, :-1])
-    cols = tf.abs(delta[:, :, 1:] - delta[:, :, :-1])
-    return tf.reduce_sum(rows, axis=[1, 2, 3]) + tf.reduce_sum(cols, axis=[1, 2, 3])
-
-
 def _size(delta, penalty: str):
     import tensorflow as tf
 
@@ -130,7 +122,7 @@ def _compiled_search(handle, penalty: str):
                 other = tf.reduce_max(logits - 1e9 * wanted, axis=1)
                 size = _size(delta, penalty)
                 loss = tf.reduce_sum(tf.nn.relu(other - true_logit + margin) + weight * size
-                                     + tv_weight * total_variation(delta))
+                                     + tv_weight * image_total_variation(delta, total=True))
             # The current delta is judged before it moves: keep it if it is the smallest success.
             better = (true_logit > other) & (size < best_size)
             best = tf.where(tf.reshape(better, [-1, 1, 1, 1]), delta, best)

@@ -81,16 +81,27 @@ def predict(handle, dataset, batch_size: int = 64, show_progress: bool = False) 
     return Predictions(logits=logits, labels=dataset.labels.copy())
 
 
-def penultimate_features(handle, dataset, batch_size: int = 64) -> np.ndarray | None:
+def penultimate_features(handle, dataset, batch_size: int = 64, visit=None) -> np.ndarray | None:
     """The input of the model's final layer for every sample, streamed a batch at a time;
-    None when the model cannot be split there (a subclassed model, a SavedModel wrapper)."""
+    None when the model cannot be split there (a subclassed model, a SavedModel wrapper).
+    Compiled once per model, like the logits: run eagerly it costs twice the prediction pass.
+    ``visit(images, positions)``, when given, sees each batch of display-space images on the
+    way (a step that reads every image, such as hashing, then needs no pass of its own)."""
+    import tensorflow as tf
+
     from auditor.inputs.layers import final_layer_input
 
-    fn = final_layer_input(handle)
+    if "final_layer_input" not in handle.compiled:
+        fn = final_layer_input(handle)
+        handle.compiled["final_layer_input"] = (None if fn is None
+                                                else tf.function(fn, reduce_retracing=True))
+    fn = handle.compiled["final_layer_input"]
     if fn is None:
         return None
     rows = []
-    for images, _, _ in dataset.tensor_batches(batch_size):
+    for images, _, positions in dataset.tensor_batches(batch_size):
         batch = run_batch(handle, fn, images)
+        if visit is not None:
+            visit(images, positions)
         rows.append(batch.reshape(len(batch), -1).astype(np.float32))
     return np.concatenate(rows) if rows else None

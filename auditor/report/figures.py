@@ -15,9 +15,32 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+# Class names in any script: DejaVu Sans (matplotlib's own) first, then Noto Sans CJK for
+# Chinese, Japanese and Korean names (Debian's fonts-noto-cjk; .ci/run installs it), each used
+# by matplotlib's font fallback for the glyphs the fonts before it lack.
+FONT_FAMILIES = ("DejaVu Sans", "Noto Sans CJK JP")
 DIVERGING = "RdBu_r"
 SEQUENTIAL = "magma"
 DPI = 96
+
+
+def use_font_fallback() -> None:
+    """Set the font list to the families of FONT_FAMILIES that this machine has. A font
+    installed after matplotlib built its font cache is not in it: it is added from its file."""
+    from pathlib import Path
+
+    from matplotlib import font_manager
+
+    known = {font.name for font in font_manager.fontManager.ttflist}
+    if not set(FONT_FAMILIES) <= known:
+        for path in font_manager.findSystemFonts():
+            if Path(path).name.startswith("NotoSansCJK-Regular"):
+                font_manager.fontManager.addfont(path)
+        known = {font.name for font in font_manager.fontManager.ttflist}
+    plt.rcParams["font.family"] = [name for name in FONT_FAMILIES if name in known]
+
+
+use_font_fallback()
 
 
 def figure_uri(fig, dpi: int = DPI) -> str:
@@ -49,6 +72,25 @@ def image_uri(image: np.ndarray, size: int = 96) -> str:
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG", optimize=True)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def montage(rows: list[list[np.ndarray]], gap_x: int, gap_y: int | None = None,
+            columns: int | None = None) -> np.ndarray:
+    """Tiles of one size (H, W, C in [0, 1]; grey becomes RGB) laid out in rows on a white
+    sheet, ``gap_x`` / ``gap_y`` pixels after each: one image to draw instead of an axes per
+    tile, many times faster. Rows may be shorter than ``columns``."""
+    gap_y = gap_x if gap_y is None else gap_y
+    height, width = rows[0][0].shape[:2]
+    columns = columns or max(len(row) for row in rows)
+    dtype = np.result_type(np.float32, *[tile.dtype for row in rows for tile in row])
+    sheet = np.ones((len(rows) * (height + gap_y), columns * (width + gap_x), 3), dtype)
+    for r, row in enumerate(rows):
+        for c, tile in enumerate(row):
+            tile = np.clip(np.asarray(tile, dtype), 0, 1)
+            tile = np.repeat(tile, 3, axis=-1) if tile.shape[-1] == 1 else tile[..., :3]
+            y, x = r * (height + gap_y), c * (width + gap_x)
+            sheet[y:y + height, x:x + width] = tile
+    return sheet
 
 
 def show_image(ax, image: np.ndarray) -> None:
@@ -116,5 +158,27 @@ def line_plot_uri(x, series: dict[str, list[float]], xlabel: str, ylabel: str,
     ax.grid(alpha=0.3)
     if len(series) > 1:
         ax.legend(fontsize=7)
+    fig.tight_layout()
+    return figure_uri(fig)
+
+
+def trend_plot_uri(points: list[tuple], percent: bool) -> str:
+    """(time, value, verdict) points over time, coloured by verdict: the index's trends."""
+    import matplotlib.dates as mdates
+
+    times, values, verdicts = zip(*points, strict=True)
+    values = [100 * v for v in values] if percent else list(values)
+    colours = {"pass": "#1a7f37", "warn": "#9a6700", "fail": "#cf222e"}
+    fig, ax = plt.subplots(figsize=(4.2, 2.6))
+    ax.plot(times, values, color="#59636e", linewidth=1)
+    ax.scatter(times, values, c=[colours.get(v, "#6e7781") for v in verdicts], s=18, zorder=3)
+    ax.set_ylabel("%" if percent else "count", fontsize=8)
+    locator = mdates.AutoDateLocator()
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    ax.tick_params(labelsize=7)
+    if not percent:
+        ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     return figure_uri(fig)

@@ -1,23 +1,18 @@
-"""The top of the report: the verdict, the checks that decided it, and the five key figures.
+"""The top of the report: the verdict, the checks that decided it, and the key figures.
 
-Everything is read from summary.json as written, defensively: a key that is missing means the
-section that owns it did not run (or failed), and the figure says so instead of breaking the page.
+Everything is read from summary.json as written (its shapes are the schema's): a key that is
+missing means the section that owns it did not run (or failed), and the figure says so.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from fractions import Fraction
-from typing import Any
 
-from auditor.checks.check import SEVERITY
-from auditor.runs.baseline import robust_accuracy_at
-
-STATUS_ORDER = {"fail": 0, "error": 1, "warn": 2, "pass": 3, "skipped": 4}
+from auditor.checks.check import STATUS_ORDER, judged, worst_status
 
 
 @dataclass
-class KeyFigure:
+class ShownFigure:
     """One figure at the top: ``value`` is short text; ``status`` colours it (pass, warn, fail,
     error, info when no check judges it, notrun when its section did not run)."""
 
@@ -26,26 +21,6 @@ class KeyFigure:
     detail: str
     section: str
     status: str
-
-
-def _get(mapping: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(mapping, dict) or key not in mapping:
-            return None
-        mapping = mapping[key]
-    return mapping
-
-
-def worst_status(checks: list[dict]) -> str | None:
-    """The worst status among checks (None when there are none); error ranks with fail."""
-    if not checks:
-        return None
-    return min((c["status"] for c in checks), key=lambda s: (-SEVERITY[s], STATUS_ORDER[s]))
-
-
-def judged(checks: list[dict]) -> list[dict]:
-    """The checks that say something: an ungated pass (no bound could apply) says nothing."""
-    return [c for c in checks if c["status"] != "pass" or c.get("gated", True)]
 
 
 def sorted_checks(checks: list[dict]) -> list[dict]:
@@ -60,7 +35,8 @@ def decisive_checks(summary: dict) -> list[dict]:
 
 
 def _spread_words(summary: dict, check: dict) -> str:
-    top = (_get(summary, "metrics", "prediction_spread", "top") or [{}])[0]
+    top = (((summary.get("metrics") or {}).get("prediction_spread") or {}).get("top")
+           or [{}])[0]
     if not top:
         return "The predictions have collapsed onto a few classes."
     return (f"The model answers '{top['class']}' for {top['share']:.0%} of the images: its "
@@ -68,7 +44,7 @@ def _spread_words(summary: dict, check: dict) -> str:
 
 
 def _order_words(summary: dict, check: dict) -> str:
-    order = _get(summary, "metrics", "class_order") or {}
+    order = (summary.get("metrics") or {}).get("class_order") or {}
     return ("The model's class order does not match the data's: relabelled, its accuracy "
             f"would be {order.get('matched_accuracy', 0):.0%} instead of "
             f"{order.get('accuracy', 0):.0%}; the class_order check gives the class_names "
@@ -76,7 +52,7 @@ def _order_words(summary: dict, check: dict) -> str:
 
 
 def _chance_words(summary: dict, check: dict) -> str:
-    accuracy = _get(summary, "metrics", "accuracy")
+    accuracy = (summary.get("metrics") or {}).get("accuracy")
     shown = f"Accuracy {accuracy:.0%}" if isinstance(accuracy, (int, float)) else "Accuracy"
     level = "at chance level" if check["status"] != "warn" else "barely above chance level"
     return (f"{shown} is {level}: the predictions hardly follow the labels (a wrong input "
@@ -150,116 +126,33 @@ def _status_of(checks: list[dict], section: str) -> str:
     return worst_status(mine) or "info"
 
 
-def _absent(label: str, section: str, ran: dict[str, bool]) -> KeyFigure:
+def _absent(label: str, section: str, ran: dict[str, bool]) -> ShownFigure:
     """A figure whose key is missing: its section did not run, failed, or did not report it."""
     if section not in ran:
-        return KeyFigure(label, "not run", "section not run", section, "notrun")
+        return ShownFigure(label, "not run", "section not run", section, "notrun")
     if not ran[section]:
-        return KeyFigure(label, "error", "the section failed", section, "error")
-    return KeyFigure(label, "n/a", "not reported by its section", section, "info")
+        return ShownFigure(label, "error", "the section failed", section, "error")
+    return ShownFigure(label, "n/a", "not reported by its section", section, "info")
 
 
-def epsilon_text(epsilon: float) -> str:
-    """8/255 rather than 0.0314 when the budget is a whole number of grey levels."""
-    levels = epsilon * 255
-    if epsilon > 0 and abs(levels - round(levels)) < 1e-6:
-        return f"{round(levels)}/255"
-    return f"{Fraction(epsilon).limit_denominator(1000)}" if epsilon else "0"
+def shown_figure(declared, summary: dict, ran: dict[str, bool]) -> ShownFigure:
+    """One section's declared figure as the top of the page shows it."""
+    value = declared.value(summary)
+    if value is None:
+        return _absent(declared.label, declared.section, ran)
+    status = _status_of(summary["checks"], declared.section) if declared.judged else "info"
+    if declared.status is not None:
+        status = declared.status(summary, status)
+    return ShownFigure(declared.label, declared.shown(summary, value), declared.detail(summary),
+                       declared.section, status)
 
 
-def accuracy_figure(summary: dict, ran: dict[str, bool]) -> KeyFigure:
-    accuracy = _get(summary, "metrics", "accuracy")
-    if not isinstance(accuracy, (int, float)):
-        return _absent("Accuracy", "performance", ran)
-    n = _get(summary, "data", "n")
-    return KeyFigure("Accuracy", f"{accuracy:.1%}", f"on {n} images" if n else "",
-                     "performance", _status_of(summary.get("checks", []), "performance"))
+def key_figures(summary: dict, sections: dict[str, bool]) -> list[ShownFigure]:
+    """The figures the sections declare (auditor.sections.key_figures), for the top of the
+    page; ``sections`` maps each section run to whether it succeeded."""
+    from auditor.sections import key_figures as declared
 
-
-def mistakes_figure(summary: dict, ran: dict[str, bool]) -> KeyFigure:
-    count = _get(summary, "misclassifications", "count")
-    if not isinstance(count, int):
-        return _absent("Mistakes", "performance", ran)
-    top = _get(summary, "misclassifications", "top_confusions") or []
-    detail = (f"most often {top[0]['true']} taken for {top[0]['pred']} ({top[0]['count']}×)"
-              if top and isinstance(top[0], dict) and {"true", "pred", "count"} <= top[0].keys()
-              else "none" if count == 0 else "")
-    return KeyFigure("Mistakes", f"{count:,}", detail, "performance", "info")
-
-
-def clever_hans_figure(summary: dict, ran: dict[str, bool]) -> KeyFigure:
-    flagged = _get(summary, "clever_hans", "discovery", "flagged_classes")
-    if not isinstance(flagged, list):
-        return _absent("Clever Hans", "clever_hans", ran)
-    status = _status_of(summary.get("checks", []), "clever_hans")
-    if not flagged:
-        return KeyFigure("Clever Hans", "none", "no class flagged for a shortcut",
-                         "clever_hans", status)
-    names = ", ".join(str(name) for name in flagged[:6]) + (" …" if len(flagged) > 6 else "")
-    return KeyFigure("Clever Hans", str(len(flagged)), f"classes flagged: {names}",
-                     "clever_hans", status if status != "info" else "warn")
-
-
-def robustness_figure(summary: dict, ran: dict[str, bool]) -> KeyFigure:
-    """Accuracy under attack at the budget the check holds, else at the largest one tried."""
-    found = robust_accuracy_at(summary)
-    if found is None:
-        return _absent("Robust accuracy", "robustness", ran)
-    epsilon, value = found
-    attack = _get(summary, "robustness", "attack")
-    detail = ("" if epsilon is None else f"at ε = {epsilon_text(epsilon)}") + (
-        f" ({str(attack).upper()})" if attack else "")
-    return KeyFigure("Robust accuracy", f"{value:.1%}", detail.strip(), "robustness",
-                     _status_of(summary.get("checks", []), "robustness"))
-
-
-def _sanity_verdicts(sanity: Any) -> dict[str, bool]:
-    """{method: passed} from the shapes a sanity result may take: {method: bool},
-    {method: {passed|status|pass: ...}} or [{method, passed|status}]."""
-    if isinstance(sanity, dict):
-        items = list(sanity.items())
-    elif isinstance(sanity, list):
-        items = [(entry.get("method"), entry) for entry in sanity if isinstance(entry, dict)]
-    else:
-        return {}
-    verdicts = {}
-    for method, result in items:
-        if isinstance(result, bool):
-            verdicts[str(method)] = result
-        elif isinstance(result, dict):
-            for key in ("passed", "pass", "status"):
-                if key in result:
-                    value = result[key]
-                    verdicts[str(method)] = value == "pass" if isinstance(value, str) else bool(
-                        value)
-                    break
-    return verdicts
-
-
-def sanity_figure(summary: dict, ran: dict[str, bool]) -> KeyFigure:
-    """How many attribution methods pass the weight-randomisation sanity check."""
-    checks = summary.get("checks", [])
-    verdicts = _sanity_verdicts(_get(summary, "attribution", "sanity"))
-    sanity_checks = [c for c in checks if "sanity" in c["id"]]
-    if not verdicts and sanity_checks:
-        verdicts = {c["id"].rsplit(".", 1)[-1]: c["status"] == "pass" for c in sanity_checks}
-    if not verdicts:
-        return _absent("Saliency sanity", "attribution", ran)
-    passed = sum(verdicts.values())
-    failed = [method for method, ok in verdicts.items() if not ok]
-    detail = ("every method depends on the weights" if not failed
-              else f"ignore the weights: {', '.join(failed[:4])}" + (" …" if len(failed) > 4
-                                                                      else ""))
-    status = worst_status(judged(sanity_checks)) or ("pass" if not failed else "warn")
-    return KeyFigure("Saliency sanity", f"{passed} of {len(verdicts)}", detail, "attribution",
-                     status)
-
-
-def key_figures(summary: dict, sections: dict[str, bool]) -> list[KeyFigure]:
-    """The five figures at the top; ``sections`` maps each section run to whether it succeeded."""
-    return [maker(summary, sections) for maker in (accuracy_figure, mistakes_figure,
-                                                   clever_hans_figure, robustness_figure,
-                                                   sanity_figure)]
+    return [shown_figure(figure, summary, sections) for figure in declared() if figure.headline]
 
 
 def headline(summary: dict, sections: dict[str, bool]) -> dict:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import jinja2
 
-from auditor.report.headline import judged, sorted_checks, worst_status
-from auditor.report.summary import FIGURE_NAMES, shown, signed
+from auditor.checks.check import judged, worst_status
+from auditor.report.headline import sorted_checks
+from auditor.report.summary import capitalize_first, shown, signed
 from auditor.resources import resource_dir
 
 BOUND_WORDS = {"below": "< {}", "above": "> {}", "drop": "drop > {} vs baseline",
@@ -34,6 +35,12 @@ def section_status(checks) -> str | None:
     return worst_status(judged([c if isinstance(c, dict) else c.to_dict() for c in checks]))
 
 
+def declared_figures():
+    from auditor.sections import key_figures
+
+    return key_figures()
+
+
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(template_root())),
@@ -46,9 +53,10 @@ def environment() -> jinja2.Environment:
     env.filters["shown"] = shown
     env.filters["signed"] = signed
     env.filters["bounds"] = bounds_text
+    env.filters["capitalize_first"] = capitalize_first
     env.filters["section_status"] = section_status
     env.filters["worst_first"] = sorted_checks
-    env.globals["figure_names"] = {name: label for name, (label, _) in FIGURE_NAMES.items()}
+    env.globals["key_figures"] = {figure.name: figure for figure in declared_figures()}
     env.globals["stylesheet"] = (template_root() / "style.css").read_text()
     env.globals["script"] = (template_root() / "report.js").read_text()
     return env

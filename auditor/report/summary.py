@@ -4,6 +4,9 @@ for a PR comment, and junit.xml with one test case per check."""
 from __future__ import annotations
 
 import datetime as dt
+import html
+import re
+from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
 
@@ -11,13 +14,10 @@ from auditor import __version__
 from auditor.checks.check import Check, verdict
 
 SCHEMA = "auditor.summary/1"
+SCHEMA_FILE = Path(__file__).with_name("summary.schema.json")  # its JSON Schema (docs/summary.md)
 MARKDOWN_LIMIT = 60_000
 MARKDOWN_CHECKS = 150  # rows of the checks table; the rest are in summary.json
 MARKDOWN_METRICS = 100  # rows of the changed-metrics table
-# key figures: (label, shown as a percentage)
-FIGURE_NAMES = {"accuracy": ("Accuracy", True), "mistakes": ("Mistakes", False),
-                "flagged_classes": ("Clever Hans suspects", False),
-                "robust_accuracy": ("Robust accuracy (checked epsilon)", True)}
 STATUS_ICON = {"pass": "✅", "warn": "⚠️", "fail": "❌", "error": "💥", "skipped": "⏭️"}
 
 
@@ -31,8 +31,11 @@ def build_summary(config, handle, dataset, results, checks: list[Check],
         "created": created.isoformat(timespec="seconds"),
         "config": config.to_dict(),
         "model": handle.describe(),
-        "data": {"source": dataset.source, "n": dataset.n, "class_names": dataset.class_names},
+        "data": {"source": dataset.source, "n": dataset.n, "class_names": dataset.class_names,
+                 "skipped": dataset.skipped},
     }
+    if dataset.class_mapping:
+        summary["data"]["class_mapping"] = dataset.class_mapping
     if handle.distribution is not None:
         summary["distribution"] = handle.distribution.describe()
     for result in results:
@@ -67,33 +70,65 @@ def _figure(value: Any, percent: bool) -> str:
     return f"{value:.2%}" if percent else shown(value)
 
 
+# Markdown that a name or message could use to change the PR comment: raw HTML (escaped as
+# entities), and the characters of emphasis, links, code and tables (backslash-escaped).
+_MARKDOWN_ACTIVE = re.compile(r"([\\`*_\[\]|~])")
+# Characters XML 1.0 cannot hold at all, even escaped: a class name with one breaks junit.xml.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
 def _cell(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """Free text (messages, class names) as Markdown shows it literally, on one line."""
+    text = html.escape(str(text), quote=False).replace("\r", " ").replace("\n", " ")
+    return _MARKDOWN_ACTIVE.sub(r"\\\1", text)
+
+
+def _code(text: Any, table: bool = False) -> str:
+    """A code span that holds ``text`` whatever backticks it contains (HTML is not rendered
+    inside code spans; in a table, | still needs its backslash)."""
+    text = str(text).replace("\r", " ").replace("\n", " ")
+    if table:
+        text = text.replace("|", "\\|")
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _xml(text: Any) -> str:
+    return _NOT_XML.sub("\ufffd", str(text))
+
+
+def capitalize_first(text: str) -> str:
+    """'robust accuracy' -> 'Robust accuracy' (str.capitalize would lower 'Clever Hans')."""
+    return text[:1].upper() + text[1:]
 
 
 def _key_figures_md(summary: dict) -> list[str]:
-    from auditor.runs.baseline import key_figures
+    from auditor.sections import key_figures
 
+    declared = {figure.name: figure for figure in key_figures()}
     comparison = summary.get("baseline")
-    figures = key_figures(summary)
     if comparison:
         lines = ["| figure | value | baseline | change |", "|---|---|---|---|"]
         for name, delta in comparison["key_figures"].items():
-            label, percent = FIGURE_NAMES[name]
-            lines.append(f"| {label} | {_figure(delta['value'], percent)} | "
-                         f"{_figure(delta['baseline'], percent)} | "
-                         f"{signed(delta['change'], percent)} |")
+            figure = declared[name]
+            lines.append(f"| {capitalize_first(figure.caption)} | "
+                         f"{_figure(delta['value'], figure.percent)} | "
+                         f"{_figure(delta['baseline'], figure.percent)} | "
+                         f"{signed(delta['change'], figure.percent)} |")
         return lines
     lines = ["| figure | value |", "|---|---|"]
-    for name, value in figures.items():
+    for figure in declared.values():
+        value = figure.value(summary)
         if value is not None:
-            label, percent = FIGURE_NAMES[name]
-            lines.append(f"| {label} | {_figure(value, percent)} |")
+            lines.append(f"| {capitalize_first(figure.caption)} | "
+                         f"{_figure(value, figure.percent)} |")
     return lines
 
 
 def _examples_md(kind: str, block: dict, limit: int = 20) -> str:
-    listed = ", ".join(f"#{e['index']} {e['baseline_pred']} → {e['pred']} (true {e['true']})"
+    listed = ", ".join(f"#{e['index']} {_cell(e['baseline_pred'])} → {_cell(e['pred'])} "
+                       f"(true {_cell(e['true'])})"
                        for e in block["examples"][:limit])
     more = " …" if block["count"] > limit else ""
     return f"- **{block['count']}** examples {kind}" + (f": {listed}{more}" if listed else "")
@@ -102,7 +137,7 @@ def _examples_md(kind: str, block: dict, limit: int = 20) -> str:
 def _baseline_md(comparison: dict, limit: int = 10) -> list[str]:
     model = comparison["model"]
     lines = ["", "### Changes since the baseline", "",
-             f"Baseline `{comparison['path']}`: model `{model['name']}` (sha256 "
+             f"Baseline {_code(comparison['path'])}: model {_code(model['name'])} (sha256 "
              f"`{(model['sha256'] or '')[:12]}`), created {comparison['created']}, verdict "
              f"{comparison['verdict']}.", ""]
     examples = comparison["examples"]
@@ -114,20 +149,20 @@ def _baseline_md(comparison: dict, limit: int = 10) -> list[str]:
     for kind, word in (("worse", "lower"), ("better", "higher")):
         moves = comparison["classes"][kind]
         if moves:
-            listed = ", ".join(f"'{m['class']}' {m['baseline']:.1%} → {m['recall']:.1%}"
+            listed = ", ".join(f"'{_cell(m['class'])}' {m['baseline']:.1%} → {m['recall']:.1%}"
                                for m in moves[:limit])
             more = f" and {len(moves) - limit} more" if len(moves) > limit else ""
             lines.append(f"- Classes with {word} recall: {listed}{more}")
     flagged = comparison.get("flagged_classes")
     if flagged:
-        lines.append(f"- Clever Hans suspects newly flagged: {shown(flagged['new'])}; "
-                     f"no longer flagged: {shown(flagged['gone'])}")
+        lines.append(f"- Clever Hans suspects newly flagged: {_cell(shown(flagged['new']))}; "
+                     f"no longer flagged: {_cell(shown(flagged['gone']))}")
     moved = [(path, d) for path, d in comparison["metrics"].items() if d["change"]]
     moved.sort(key=lambda item: -abs(item[1]["change"]))
     if moved:
         lines += ["", f"<details><summary>Metrics that changed ({len(moved)})</summary>", "",
                   "| metric | value | baseline | change |", "|---|---|---|---|"]
-        lines += [f"| `{_cell(path)}` | {shown(d['value'])} | {shown(d['baseline'])} | "
+        lines += [f"| {_code(path, table=True)} | {shown(d['value'])} | {shown(d['baseline'])} | "
                   f"{signed(d['change'])} |" for path, d in moved[:MARKDOWN_METRICS]]
         if len(moved) > MARKDOWN_METRICS:
             lines.append(f"\n{len(moved) - MARKDOWN_METRICS} more in summary.json.")
@@ -144,8 +179,8 @@ def render_markdown(summary: dict) -> str:
     lines = [
         f"## {STATUS_ICON.get(summary['verdict'], '')} auditor: **{summary['verdict'].upper()}**",
         "",
-        f"Model `{model['name']}` ({model['params']:,} parameters, sha256 "
-        f"`{model['sha256'][:12]}`) on `{data['source']}` ({data['n']} images).",
+        f"Model {_code(model['name'])} ({model['params']:,} parameters, sha256 "
+        f"`{model['sha256'][:12]}`) on {_code(data['source'])} ({data['n']} images).",
         "",
     ]
     lines += _key_figures_md(summary)
@@ -161,7 +196,7 @@ def render_markdown(summary: dict) -> str:
         was = check.get("baseline_status")
         was = f" (was {was})" if was and was != check["status"] else ""
         lines.append(f"| {STATUS_ICON.get(check['status'], '')} {check['status']}{was} | "
-                     f"`{check['id']}` | {_cell(shown(check['value']))} | "
+                     f"{_code(check['id'], table=True)} | {_cell(shown(check['value']))} | "
                      f"{_cell(shown(check['baseline']))} | {signed(check.get('change'))} | "
                      f"{_cell(check['message'])} |")
     if len(checks) > MARKDOWN_CHECKS:
@@ -191,24 +226,24 @@ def render_junit(summary: dict) -> str:
                         ("model.sha256", summary["model"]["sha256"]),
                         ("data", summary["data"]["source"]),
                         ("baseline", (summary.get("baseline") or {}).get("path", ""))):
-        ET.SubElement(properties, "property", name=name, value=str(value))
+        ET.SubElement(properties, "property", name=name, value=_xml(value))
     for check in checks:
         case = ET.SubElement(suite, "testcase", classname=f"auditor.{check['section'] or 'run'}",
-                             name=check["id"])
+                             name=_xml(check["id"]))
         detail = f"value {shown(check['value'])}"
         if check.get("baseline") is not None:
             detail += (f", baseline {shown(check['baseline'])}"
                        f"{', change ' + signed(check['change']) if check.get('change') else ''}")
         if check.get("threshold"):
             detail += ", bounds " + ", ".join(f"{k}={v:g}" for k, v in check["threshold"].items())
-        text = f"{check['message']} ({detail})"
+        text, message = _xml(f"{check['message']} ({detail})"), _xml(check["message"])
         if check["status"] in failing:
-            ET.SubElement(case, "failure", message=check["message"],
+            ET.SubElement(case, "failure", message=message,
                           type=check["status"]).text = text
         elif check["status"] == "error":
-            ET.SubElement(case, "error", message=check["message"]).text = text
+            ET.SubElement(case, "error", message=message).text = text
         elif check["status"] == "skipped":
-            ET.SubElement(case, "skipped", message=check["message"])
+            ET.SubElement(case, "skipped", message=message)
         else:
             ET.SubElement(case, "system-out").text = f"{check['status']}: {text}"
     suites = ET.Element("testsuites")

@@ -19,6 +19,7 @@ import numpy as np
 
 from auditor.checks.check import Check, change, evaluate_new_items
 from auditor.errors import ConfigError
+from auditor.sections.clever_hans import flagged_classes
 
 PREDICTIONS_FILE = "predictions.npz"
 NOT_METRICS = frozenset({"schema", "tool", "created", "config", "model", "data", "checks",
@@ -98,52 +99,12 @@ def read_predictions(folder: Path) -> dict[str, np.ndarray] | None:
 
 # --- figures of a run ---------------------------------------------------------------------
 
-def robust_accuracy_at(summary: dict) -> tuple[float | None, float] | None:
-    """(epsilon, accuracy under attack) at the budget the robustness check holds
-    (``robustness.check_epsilon``), else at the largest epsilon tried. ``robustness.accuracy``
-    may be a number (epsilon unknown), a list aligned with ``robustness.epsilons``, or a mapping
-    from epsilon to accuracy; anything else counts as missing."""
-    robustness = summary.get("robustness")
-    if not isinstance(robustness, dict):
-        return None
-    accuracy = robustness.get("accuracy")
-    if isinstance(accuracy, (int, float)):
-        return None, float(accuracy)
-    if isinstance(accuracy, dict) and accuracy:
-        pairs = [(float(e), float(a)) for e, a in accuracy.items()]
-    elif isinstance(accuracy, list) and accuracy:
-        epsilons = robustness.get("epsilons")
-        if not (isinstance(epsilons, list) and len(epsilons) == len(accuracy)):
-            return None  # a curve whose epsilons do not line up cannot be read
-        pairs = [(float(e), float(a)) for e, a in zip(epsilons, accuracy, strict=True)]
-    else:
-        return None
-    gated = robustness.get("check_epsilon")
-    return next(((e, a) for e, a in pairs if gated is not None and np.isclose(e, gated)),
-                max(pairs, key=lambda pair: pair[0]))
-
-
-def robust_accuracy(summary: dict) -> float | None:
-    """Accuracy under attack at the checked budget (see robust_accuracy_at)."""
-    found = robust_accuracy_at(summary)
-    return None if found is None else found[1]
-
-
-def flagged_classes(summary: dict) -> list | None:
-    discovery = (summary.get("clever_hans") or {}).get("discovery") or {}
-    flagged = discovery.get("flagged_classes")
-    return list(flagged) if isinstance(flagged, list) else None
-
-
 def key_figures(summary: dict) -> dict[str, Any]:
-    """The figures a reader looks at first; None where the run has no such figure."""
-    flagged = flagged_classes(summary)
-    return {
-        "accuracy": (summary.get("metrics") or {}).get("accuracy"),
-        "mistakes": (summary.get("misclassifications") or {}).get("count"),
-        "flagged_classes": None if flagged is None else len(flagged),
-        "robust_accuracy": robust_accuracy(summary),
-    }
+    """The figures the sections declare (auditor.sections.key_figures), by name; None where
+    the run has no such figure."""
+    from auditor.sections import key_figures as declared
+
+    return {figure.name: figure.value(summary) for figure in declared()}
 
 
 def flatten_metrics(summary: dict) -> dict[str, float]:

@@ -66,7 +66,7 @@ def check_rows(new: dict, old: dict) -> list[dict]:
 def compare(old_path: str, new_path: str, out: str | None = None) -> Comparison:
     """Compare two runs (folders or summary.json files) and write the comparison page."""
     from auditor.report.render import render_report
-    from auditor.runs.staging import write_text_atomically
+    from auditor.runs.staging import write_page
 
     old, new = load_run(old_path, "OLD run"), load_run(new_path, "NEW run")
     block = compare_runs(new.summary, new.predictions, old)
@@ -78,7 +78,7 @@ def compare(old_path: str, new_path: str, out: str | None = None) -> Comparison:
             "checks_caption": "Regression checks, re-evaluated",
             "rows": check_rows(new.summary, old.summary)}
     html = render_report(page, "comparison.html")
-    write_text_atomically(path, html)
+    write_page(path, html)
     return Comparison(old, new, block, checks, path)
 
 

@@ -12,12 +12,9 @@ from pathlib import Path
 
 from auditor.errors import AuditorError, ConfigError
 from auditor.runs.baseline import key_figures, read_baseline
+from auditor.sections import key_figures as key_figures_declared
 
 INDEX_FILE = "index.html"
-COLUMNS = (("accuracy", "accuracy"), ("mistakes", "mistakes"),
-           ("flagged_classes", "Clever Hans suspects"), ("robust_accuracy", "robust accuracy"))
-TRENDS = (("accuracy", "accuracy", True), ("flagged_classes", "Clever Hans suspects", False),
-          ("robust_accuracy", "robust accuracy (checked epsilon)", True))
 
 
 def _created(summary: dict) -> dt.datetime:
@@ -46,34 +43,14 @@ def find_runs(root: Path) -> tuple[list[dict], list[str]]:
     return runs, skipped
 
 
-def trend_uri(runs: list[dict], name: str, label: str, percent: bool) -> str | None:
+def trend_uri(runs: list[dict], name: str, percent: bool) -> str | None:
     """One figure over time (oldest to newest, points coloured by verdict); None when no run
     has it."""
-    import matplotlib.dates as mdates
-    import matplotlib.pyplot as plt
-
-    from auditor.report.figures import figure_uri
+    from auditor.report.figures import trend_plot_uri
 
     points = [(run["created"], run["figures"][name], run["summary"].get("verdict"))
               for run in reversed(runs) if run["figures"][name] is not None]
-    if not points:
-        return None
-    times, values, verdicts = zip(*points, strict=True)
-    values = [100 * v for v in values] if percent else list(values)
-    colours = {"pass": "#1a7f37", "warn": "#9a6700", "fail": "#cf222e"}
-    fig, ax = plt.subplots(figsize=(4.2, 2.6))
-    ax.plot(times, values, color="#59636e", linewidth=1)
-    ax.scatter(times, values, c=[colours.get(v, "#6e7781") for v in verdicts], s=18, zorder=3)
-    ax.set_ylabel("%" if percent else "count", fontsize=8)
-    locator = mdates.AutoDateLocator()
-    ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
-    ax.tick_params(labelsize=7)
-    if not percent:
-        ax.yaxis.get_major_locator().set_params(integer=True)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return figure_uri(fig)
+    return trend_plot_uri(points, percent) if points else None
 
 
 def _link(target: Path, page: Path) -> str:
@@ -83,7 +60,7 @@ def _link(target: Path, page: Path) -> str:
 def write_index(root: str | Path, out: str | Path | None = None) -> tuple[Path, int]:
     """Write the index page of the runs under ``root``; returns its path and the run count."""
     from auditor.report.render import render_report
-    from auditor.runs.staging import write_text_atomically
+    from auditor.runs.staging import write_page
 
     root = Path(root)
     if not root.is_dir():
@@ -106,13 +83,14 @@ def write_index(root: str | Path, out: str | Path | None = None) -> tuple[Path, 
             "report": _link(report, path) if report.is_file() else None,
             "summary": _link(folder / "summary.json", path),
             "baseline": (summary.get("baseline") or {}).get("path")})
-    trends = [{"label": label, "uri": uri} for name, label, percent in TRENDS
-              if (uri := trend_uri(runs, name, label, percent))]
-    columns = [(name, label) for name, label in COLUMNS
-               if any(run["figures"][name] is not None for run in runs)]
+    declared = key_figures_declared()
+    trends = [{"label": f.caption, "uri": uri} for f in declared
+              if f.trend and (uri := trend_uri(runs, f.name, f.percent))]
+    columns = [(f.name, f.caption) for f in declared
+               if any(run["figures"][f.name] is not None for run in runs)]
     page = {"root": str(root), "rows": rows, "trends": trends, "skipped": skipped,
             "columns": columns,
             "generated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     html = render_report(page, "index.html")
-    write_text_atomically(path, html)
+    write_page(path, html)
     return path, len(runs)

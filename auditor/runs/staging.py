@@ -1,25 +1,127 @@
-"""Write a run's folder atomically: everything goes to a hidden sibling, then moves into place."""
+"""Write a run's folder atomically, and never replace anything the tool did not write itself.
+
+Everything goes to a hidden sibling ``.NAME.partial-*`` that moves into place only when the run
+succeeded. The finished folder holds a marker, ``.auditor-run.json``, listing every file the run
+wrote. An existing ``--out`` is replaced only when it carries that marker and holds nothing but
+the files it lists; any other existing path (a file, a folder of the user's, an earlier run the
+user added files to) is refused before any work starts.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from auditor.errors import ConfigError
+
+MARKER = ".auditor-run.json"
+MARKER_SCHEMA = "auditor.run/1"
+GENERATOR = '<meta name="generator" content="auditor">'  # in the head of every page it writes
+
+
+def run_files(folder: Path) -> list[str] | None:
+    """The files an earlier auditor run in ``folder`` wrote (its marker's list), or None when
+    ``folder`` carries no valid marker."""
+    try:
+        marker = json.loads((Path(folder) / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    files = marker.get("files") if isinstance(marker, dict) else None
+    if marker.get("schema") != MARKER_SCHEMA or not isinstance(files, list):
+        return None
+    return [str(f) for f in files]
+
+
+def _contents(folder: Path) -> set[str]:
+    """Every file and folder under ``folder``, as relative POSIX paths (folders end in /)."""
+    found = set()
+    for path in folder.rglob("*"):
+        relative = path.relative_to(folder).as_posix()
+        found.add(relative + "/" if path.is_dir() and not path.is_symlink() else relative)
+    return found
+
+
+def check_out(final: Path, inputs: dict[str, str] | None = None) -> None:
+    """Refuse an output path the run may not write, before any work: one that exists and is not
+    an unchanged earlier auditor run, one that would hold one of the run's ``inputs`` (label ->
+    path), or one whose nearest existing parent is a file or cannot be written in."""
+    final = Path(final)
+    resolved = final.resolve()
+    for label, source in (inputs or {}).items():
+        path = Path(source.partition(":")[2] if source.startswith("npz:") else source)
+        if path.exists() and resolved in (path.resolve(), *path.resolve().parents):
+            raise ConfigError(f"--out '{final}' would replace the folder holding the {label} "
+                              f"'{source}'; choose an --out folder of its own")
+    if final.is_symlink() or final.exists():
+        _check_replaceable(final)
+        return
+    ancestor = final.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"--out '{final}' is under '{ancestor}', which is a file; choose an "
+                          "--out folder whose parents are folders")
+    try:  # a real probe: permissions, read-only file systems and quotas all show up here
+        probe = tempfile.mkdtemp(prefix=".auditor-probe-", dir=ancestor)
+    except OSError as exc:
+        raise ConfigError(f"cannot write in '{ancestor}' ({exc.strerror or exc}); choose an "
+                          "--out folder you can write to") from None
+    os.rmdir(probe)
+
+
+def _check_replaceable(final: Path) -> None:
+    if final.is_symlink() or not final.is_dir():
+        raise ConfigError(f"--out '{final}' is an existing file, not a run folder; auditor never "
+                          "replaces a file it did not write: choose another --out")
+    files = run_files(final)
+    if files is None:
+        raise ConfigError(f"--out '{final}' is an existing folder that is not an auditor run; "
+                          "auditor never replaces a folder it did not write: choose a new --out")
+    written = set(files) | {MARKER} | {
+        parent.as_posix() + "/" for f in files for parent in Path(f).parents if str(parent) != "."}
+    extra = sorted(_contents(final) - written)
+    if extra:
+        raise ConfigError(f"--out '{final}' is an earlier auditor run, but it also holds "
+                          f"'{extra[0]}'{f' and {len(extra) - 1} more' if len(extra) > 1 else ''}"
+                          ", which auditor did not write; move them out or choose a new --out")
+
+
+def _mark(folder: Path) -> None:
+    """Write the marker listing every file of the finished run (the marker itself excluded)."""
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    (folder / MARKER).write_text(json.dumps({"schema": MARKER_SCHEMA, "files": files}, indent=2),
+                                 encoding="utf-8")
+
+
+def _remove_run(folder: Path) -> None:
+    """Delete an earlier run file by file, as its marker lists them: nothing else is touched."""
+    for name in [*(run_files(folder) or []), MARKER]:
+        with contextlib.suppress(FileNotFoundError):
+            (folder / name).unlink()
+    for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), reverse=True):
+        with contextlib.suppress(OSError):
+            sub.rmdir()
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
 
 @contextlib.contextmanager
 def staged_folder(final: Path) -> Iterator[Path]:
     """Yield a temporary folder that becomes ``final`` only if the block succeeds.
 
-    On any error the temporary folder is removed (and the parent too, if this call created it
-    and it stayed empty), so a failed run leaves nothing half-written.
+    On any error or interruption the temporary folder is removed (and the parent too, if this
+    call created it and it stayed empty), so a failed run leaves nothing half-written. An
+    earlier run at ``final`` is swapped out atomically, checked again just before.
     """
     final = Path(final)
+    check_out(final)
     parent = final.parent
-    created_parent = not parent.exists()
+    created = [p for p in (parent, *parent.parents) if not p.exists()]
     parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=parent))
     umask = os.umask(0)
@@ -27,19 +129,29 @@ def staged_folder(final: Path) -> Iterator[Path]:
     staging.chmod(0o777 & ~umask)  # mkdtemp's private 0700 would surprise whoever reads the run
     try:
         yield staging
+        _mark(staging)
+        old = None
+        if final.exists() or final.is_symlink():
+            _check_replaceable(final)
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=parent))
+            os.replace(final, old / final.name)
+        try:
+            os.replace(staging, final)
+        except BaseException:
+            if old is not None:  # put the earlier run back where it was
+                os.replace(old / final.name, final)
+                old.rmdir()
+            raise
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
-        if created_parent:
+        for folder in created:  # innermost first; only those this call made, only if empty
             with contextlib.suppress(OSError):
-                parent.rmdir()
+                folder.rmdir()
         raise
-    old = None
-    if final.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=parent))
-        os.replace(final, old / final.name)
-    os.replace(staging, final)
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        _remove_run(old / final.name)
+        with contextlib.suppress(OSError):
+            old.rmdir()
 
 
 def write_text_atomically(path: Path, text: str) -> None:
@@ -52,3 +164,25 @@ def write_text_atomically(path: Path, text: str) -> None:
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def write_page(path: Path, html: str) -> None:
+    """Write an HTML page (index, comparison) unless ``path`` holds something auditor did not
+    write; a page written into a run folder joins that run's marker."""
+    path = Path(path)
+    if path.is_symlink() or path.exists() and not _is_our_page(path):
+        raise ConfigError(f"'{path}' exists and auditor did not write it; auditor never "
+                          "replaces a file it did not write: choose another --out")
+    write_text_atomically(path, html)
+    files = run_files(path.parent)
+    if files is not None and path.name not in files:
+        write_text_atomically(path.parent / MARKER, json.dumps(
+            {"schema": MARKER_SCHEMA, "files": sorted([*files, path.name])}, indent=2))
+
+
+def _is_our_page(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as file:
+            return path.is_file() and GENERATOR in file.read(4096)
+    except OSError:
+        return False

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from auditor.config.spec import AuditConfig
-from auditor.errors import AuditorError, ModelError
+from auditor.errors import AuditorError, Interrupted, ModelError
 
 CHECKPOINT_SUFFIXES = (".keras", ".h5")
 LEDGER_FILE = "watch.json"
@@ -66,6 +66,9 @@ def read_ledger(root: Path) -> list[dict]:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise AuditorError(f"watch ledger '{path}' is not valid JSON ({exc}); fix or delete it "
                            "(deleting it re-audits every checkpoint)") from None
+    if not isinstance(ledger, dict) or ledger.get("schema") != LEDGER_SCHEMA:
+        raise AuditorError(f"'{path}' is not an auditor watch ledger; auditor never replaces a "
+                           "file it did not write: choose another --out for the reports")
     return list(ledger.get("checkpoints", []))
 
 
@@ -105,7 +108,14 @@ def watch_once(folder: Path, root: Path, configure: Callable[..., AuditConfig],
     if not folder.is_dir():
         raise AuditorError(f"checkpoint folder '{folder}' does not exist; pass the folder your "
                            "training job saves .keras/.h5 checkpoints into")
-    root.mkdir(parents=True, exist_ok=True)
+    if root.exists() and not root.is_dir():
+        raise AuditorError(f"reports root '{root}' is a file; pass --out a folder for the "
+                           "watch's run folders")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AuditorError(f"cannot create the reports root '{root}' ({exc.strerror or exc}); "
+                           "pass --out a folder you can write to") from None
     entries = read_ledger(root)
     seen = {(e["file"], e["size"], e["mtime_ns"]): e["sha256"] for e in entries}
     known = known_hashes(root, entries)
@@ -138,7 +148,7 @@ def watch_once(folder: Path, root: Path, configure: Callable[..., AuditConfig],
             entry.update(folder=run_folder, verdict=verdict, exit_code=outcome.exit_code,
                          message=f"{verdict}{against}")
             done.append(Audited(path, outcome.out, outcome.exit_code, entry["message"]))
-            say(f"{path.name}: {verdict}{against} -> {outcome.out / 'report.html'}")
+            say(f"{path.name}: {verdict}{against} -> {outcome.page}")
         entries.append(entry)
         write_ledger(root, entries)
         write_index(root)
@@ -162,5 +172,5 @@ def watch(folder: Path, root: Path, configure: Callable[..., AuditConfig], *, on
             return worst
         try:
             time.sleep(interval)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Interrupted):
             return worst

@@ -1,8 +1,9 @@
 """The report's sections, one module each, in report order.
 
 A section module defines ``NAME``, ``TITLE``, an ``Options`` dataclass (its spec table),
-``CHECKS`` (the ids of the checks it can emit, ``*`` standing for a name such as a method's) and
-``run(ctx, options) -> SectionResult``; its template partial is ``templates/sections/NAME.html``.
+``CHECKS`` (the ids of the checks it can emit, ``*`` standing for a name such as a method's),
+``run(ctx, options) -> SectionResult`` and optionally ``KEY_FIGURES``; its figures are drawn by
+``auditor/report/views/NAME.py`` and shown by ``templates/sections/NAME.html``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import fnmatch
 import importlib
 import importlib.util
 
-ORDER = ("performance", "contrastive", "attribution", "clever_hans", "featureviz",
+ORDER = ("performance", "triage", "contrastive", "attribution", "clever_hans", "featureviz",
          "counterfactuals", "robustness")
 SECTION_NAMES = tuple(n for n in ORDER if importlib.util.find_spec(f"auditor.sections.{n}"))
 
@@ -24,9 +25,18 @@ def section_options_class(name: str) -> type:
     return section_module(name).Options
 
 
-# Checks of the run itself: the input-range probe, a section that crashed, and the baseline
+def key_figures() -> list:
+    """Every section's KeyFigure declarations, in rank order."""
+    declared = [figure for name in SECTION_NAMES
+                for figure in getattr(section_module(name), "KEY_FIGURES", ())]
+    return sorted(declared, key=lambda figure: figure.rank)
+
+
+# Checks of the run itself: the input-range probe, skipped files and the folder mapping
+# (checks/data.py), a section or its figures that crashed, and the baseline
 # comparison of Clever Hans suspects (runs/baseline.py).
-RUN_CHECKS = ("model.input_range", "*.run", "newly_flagged_classes")
+RUN_CHECKS = ("model.input_range", "data.skipped", "data.class_mapping", "*.run", "*.view",
+              "newly_flagged_classes")
 
 
 def check_patterns() -> tuple[str, ...]:

@@ -5,11 +5,14 @@ dataclass (its spec table; a ``__post_init__`` that raises ConfigError runs when
 made, before any work) and ``run(ctx, options) -> SectionResult``. It computes with
 ``auditor.methods`` and never draws: the arrays its figures need go into ``SectionResult.data``,
 and ``auditor/report/views/NAME.py`` turns them into the template's ``view`` only when the HTML
-report is written. Its template partial is ``templates/sections/NAME.html``.
+report is written. Its template partial is ``templates/sections/NAME.html``. A section may
+declare ``KEY_FIGURES``, a tuple of KeyFigure: the top of the report, summary.md, baseline
+comparisons and the index all read them (``auditor.sections.key_figures()``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +75,43 @@ class SectionResult:
     checks: list[Check] = field(default_factory=list)
     seconds: float = 0.0
     error: str | None = None
+
+
+def _no_detail(summary: dict) -> str:
+    return ""
+
+
+@dataclass(frozen=True)
+class KeyFigure:
+    """One figure a section puts first: read from summary.json as written, so that it works
+    on any run folder (baselines, the index) and not only on the run at hand.
+
+    ``value(summary)`` is the number (None when the run has none); ``text(summary, value)``
+    how the headline reads it (default: a percentage or a count); ``detail`` the line under
+    it; ``status(summary, status)`` may change the status its section's checks give it
+    (``judged=False``: never coloured by them). ``rank`` orders the figures; ``trend``: the
+    index draws it over time; ``headline=False``: only in summary.md, baseline comparisons
+    and the index, not among the top of the report's five.
+    """
+
+    name: str  # its key in summary.json's baseline.key_figures
+    label: str  # at the top of the report
+    caption: str  # in tables and trends (summary.md, baseline comparison, index)
+    section: str
+    value: Callable[[dict], Any]
+    percent: bool = False
+    text: Callable[[dict, Any], str] | None = None
+    detail: Callable[[dict], str] = _no_detail
+    status: Callable[[dict, str], str] | None = None
+    judged: bool = True
+    trend: bool = True
+    rank: int = 50
+    headline: bool = True
+
+    def shown(self, summary: dict, value: Any) -> str:
+        if self.text is not None:
+            return self.text(summary, value)
+        return f"{value:.1%}" if self.percent else f"{value:,}"
 
 
 # Checks of option values, for sections' ``Options.__post_init__``: they run when the config is

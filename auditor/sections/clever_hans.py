@@ -9,13 +9,15 @@ own, and the model's penultimate features in two dimensions.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from auditor.checks.check import Check, evaluate
 from auditor.errors import ConfigError, ModelError
-from auditor.sections.base import Context, SectionResult
+from auditor.methods.shortcuts.injection import InjectionSettings
+from auditor.sections.base import Context, KeyFigure, SectionResult
 
 NAME = "clever_hans"
 CHECKS = ("clever_hans.injection", "clever_hans.injection.*", "clever_hans.flagged_classes",
@@ -24,8 +26,31 @@ TITLE = "Clever Hans: shortcuts"
 # Not gradient x input by default: it puts mass on bright pixels whatever the model learned, so
 # a bright planted patch draws it even in the control copy (a false alarm, not a detection).
 PREFERRED_METHODS = ("gradient", "gradcam")
-EXAMPLES = 3  # examples shown per injected shortcut
-MEMBERS = 4  # members shown per discovered cluster
+
+
+def flagged_classes(summary: dict) -> list[str] | None:
+    """The classes discovery flagged; None when the run has no discovery."""
+    block = (summary.get(NAME) or {}).get("discovery")
+    return None if block is None else list(block["flagged_classes"])
+
+
+def _suspects(summary: dict) -> int | None:
+    flagged = flagged_classes(summary)
+    return None if flagged is None else len(flagged)
+
+
+def _suspects_detail(summary: dict) -> str:
+    flagged = flagged_classes(summary)
+    if not flagged:
+        return "no class flagged for a shortcut"
+    return "classes flagged: " + ", ".join(flagged[:6]) + (" …" if len(flagged) > 6 else "")
+
+
+KEY_FIGURES = (KeyFigure(
+    "flagged_classes", "Clever Hans", "Clever Hans suspects", NAME, _suspects,
+    text=lambda summary, count: str(count) if count else "none", detail=_suspects_detail,
+    status=lambda summary, status: "warn" if _suspects(summary) and status == "info" else status,
+    rank=30),)
 
 
 @dataclass
@@ -35,25 +60,26 @@ class Options:
     control: bool = True
     target_class: str | None = None  # default: the class with the most audit images
     shortcut_options: dict = field(default_factory=dict)  # {shortcut: {option: value}}
-    steps: int = 300  # fine-tuning steps per copy (bounded: the demo audit has 3 minutes)
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    relabel: float = 0.2  # share of other classes given the shortcut and the target label
+    # The injection test's settings: their defaults and meaning are InjectionSettings'.
+    steps: int = InjectionSettings.steps  # fine-tuning steps per copy
+    batch_size: int = InjectionSettings.batch_size
+    learning_rate: float = InjectionSettings.learning_rate
+    relabel: float = InjectionSettings.relabel
+    explain: int = InjectionSettings.explain
+    flip_threshold: float = InjectionSettings.flip_threshold
+    gap_threshold: float = InjectionSettings.gap_threshold
+    detect_ratio: float = InjectionSettings.detect_ratio
+    control_margin: float = InjectionSettings.control_margin
+    visible_change: float = InjectionSettings.visible_change
     max_train: int = 1000  # images for fine-tuning (from train_data, or split from data)
     max_eval: int = 500
-    explain: int = 48  # held-out images explained per method for detection
-    flip_threshold: float = 0.5  # learned when the flip rate or the accuracy gap reaches
-    gap_threshold: float = 0.2
-    detect_ratio: float = 3.0  # detected when relevance mass / mask area reaches this ...
-    control_margin: float = 1.5  # ... and this many times the control copy's ratio
-    visible_change: float = 0.2  # mask pixels changed less than this are hidden, not counted
     discovery: bool = True
     discovery_method: str | None = None  # default: the first of ``methods``
     max_per_class: int = 150
     max_discovery: int = 3000  # images explained for discovery, over all classes
-    grid: int = 16  # maps are pooled to grid x grid cells before clustering
+    grid: int = InjectionSettings.grid  # maps are pooled to grid x grid cells to cluster
     k_max: int = 5  # most clusters per class the eigengap may choose
-    discovery_threshold: float = 0.15  # flagged when shift x compactness reaches this
+    discovery_threshold: float = InjectionSettings.discovery_threshold  # shift x compactness
     show_classes: int = 10
     pps_threshold: float = 0.5  # a property is flagged at this predictive power score...
     auc_threshold: float = 0.99  # ...or when it separates one class with this ROC AUC
@@ -67,6 +93,33 @@ class Options:
             if name not in INJECTORS:
                 raise ConfigError(f"'clever_hans.shortcuts' names unknown shortcut '{name}'; "
                                   f"choose from: {', '.join(INJECTORS)}")
+
+
+@dataclass
+class CleverHansData:
+    """What the figures are drawn from: the injection runs, the classes discovery shows with
+    their maps and 2-D embeddings, and the penultimate features in 2-D."""
+
+    methods: list[str]
+    class_names: list[str]
+    target: str
+    flip_threshold: float
+    detect_ratio: float
+    injection: list[dict] = field(default_factory=list)  # summary entries, one per run
+    injection_results: list = field(default_factory=list)  # InjectionResult, same order
+    fine_tuning: dict | None = None
+    injection_skipped: str | None = None
+    discovery: list | None = None  # ClassDiscovery of the classes shown; None when off
+    discovery_hidden: int = 0
+    maps: np.ndarray | None = None  # discovery's maps, one per sampled image
+    images: np.ndarray | None = None
+    index_of: dict = field(default_factory=dict)  # sample position -> row of maps/images
+    cluster_points: dict = field(default_factory=dict)  # label -> t-SNE of its maps (k > 1)
+    properties: list[dict] = field(default_factory=list)
+    feature_points: np.ndarray | None = None  # t-SNE of the penultimate features
+    feature_labels: np.ndarray | None = None
+    wrong: np.ndarray | None = None
+    features_n: int = 0
 
 
 def resolve_methods(options: Options) -> tuple[list[str], str]:
@@ -136,104 +189,6 @@ def per_class_sample(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, int)
 
 
-# ---------------------------------------------------------------- discovery on the audited model
-
-TILE = 40  # pixels per thumbnail in the discovery mosaics
-LEVELS = 16  # grey levels per channel in the mosaics: smooth maps compress 2.5x smaller
-
-
-def heat_tile(heat: np.ndarray, image: np.ndarray | None = None) -> np.ndarray:
-    """An RGB thumbnail of a relevance map on the sequential colormap, over a faded image."""
-    import cv2
-    import matplotlib
-
-    from auditor.report.figures import SEQUENTIAL
-
-    heat = cv2.resize(np.asarray(heat, np.float32), (TILE, TILE), interpolation=cv2.INTER_LINEAR)
-    peak = heat.max()
-    rgb = matplotlib.colormaps[SEQUENTIAL](heat / peak if peak > 0 else heat)[..., :3]
-    if image is None:
-        return rgb.astype(np.float32)
-    grey = cv2.resize(np.clip(image, 0, 1).mean(axis=-1), (TILE, TILE),
-                      interpolation=cv2.INTER_AREA)[..., None]
-    return (0.45 * grey + 0.55 * rgb).astype(np.float32)
-
-
-def mosaic(rows: list[list[np.ndarray]], columns: int, gap: int = 3) -> np.ndarray:
-    """Tiles laid out in rows on a white background (one image instead of many axes)."""
-    out = np.ones((len(rows) * (TILE + gap), columns * (TILE + gap), 3), np.float32)
-    for r, tiles in enumerate(rows):
-        for c, tile in enumerate(tiles):
-            out[r * (TILE + gap):r * (TILE + gap) + TILE,
-                c * (TILE + gap):c * (TILE + gap) + TILE] = tile
-    return np.round(out * (LEVELS - 1)) / (LEVELS - 1)
-
-
-def class_figure(found, maps: np.ndarray, images: np.ndarray, index_of: dict, seed: int) -> str:
-    """One class: per cluster (one row) its mean map and a few members with their maps; beside
-    it, when there are clusters to tell apart, the t-SNE of the class's maps by cluster."""
-    import matplotlib.pyplot as plt
-
-    from auditor.methods.shortcuts.discovery import embed_2d
-    from auditor.report.figures import figure_uri
-
-    rows = []
-    for c in range(found.k):
-        members = found.positions[found.clusters == c][:MEMBERS]
-        rows.append([heat_tile(found.means[c])] + [
-            heat_tile(maps[index_of[p]], images[index_of[p]]) for p in members])
-    height = 0.75 + 0.62 * max(found.k, 2)
-    if found.k > 1:
-        fig, (left, right) = plt.subplots(1, 2, figsize=(7.2, height),
-                                          gridspec_kw={"width_ratios": [MEMBERS + 1, 3.2]})
-    else:
-        fig, left = plt.subplots(figsize=(4.3, height))
-    left.imshow(mosaic(rows, MEMBERS + 1), interpolation="nearest")
-    left.set_xticks([TILE / 2], ["cluster mean"], fontsize=7)
-    left.xaxis.tick_top()
-    left.set_yticks([(TILE + 3) * c + TILE / 2 for c in range(found.k)],
-                    [f"{c}: {int((found.clusters == c).sum())}"
-                     + (" *" if found.flagged and c == found.suspect else "")
-                     for c in range(found.k)], fontsize=7)
-    left.tick_params(length=0)
-    for side in left.spines.values():
-        side.set_visible(False)
-    if found.k > 1:
-        points = embed_2d(np.stack([maps[index_of[p]] for p in found.positions]), seed)
-        for c in range(found.k):
-            at = found.clusters == c
-            right.scatter(points[at, 0], points[at, 1], s=8, label=f"cluster {c}")
-        right.set_xticks([])
-        right.set_yticks([])
-        right.set_title("t-SNE of the class's maps", fontsize=8)
-        right.legend(fontsize=6, loc="best")
-    fig.tight_layout()
-    return figure_uri(fig)
-
-
-def feature_figure(features: np.ndarray, labels: np.ndarray, wrong: np.ndarray,
-                   class_names: list[str], seed: int) -> str:
-    """Penultimate features in 2-D (t-SNE), coloured by true class, mistakes as black crosses."""
-    import matplotlib.pyplot as plt
-
-    from auditor.methods.shortcuts.discovery import embed_2d
-    from auditor.report.figures import figure_uri
-
-    points = embed_2d(features, seed)
-    fig, ax = plt.subplots(figsize=(5.6, 4.4))
-    cmap = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
-    for c in np.unique(labels):
-        at = labels == c
-        ax.scatter(points[at, 0], points[at, 1], s=7, color=cmap(c % cmap.N),
-                   label=class_names[c] if len(class_names) <= 20 else None)
-    ax.scatter(points[wrong, 0], points[wrong, 1], s=26, marker="x", color="black",
-               linewidths=0.9, label="mistake")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-    return figure_uri(fig)
-
-
 # ------------------------------------------------------------------------- the injection test
 
 def injection_split(ctx: Context, options: Options):
@@ -250,22 +205,13 @@ def injection_split(ctx: Context, options: Options):
 
 def run_injections(ctx: Context, options: Options, methods: list[str], target: int,
                    settings: dict[str, dict]):
-    from auditor.methods.shortcuts.injection import (
-        FineTuner,
-        InjectionSettings,
-        run_control,
-        run_injection,
-    )
+    from auditor.methods.shortcuts.injection import FineTuner, run_control, run_injection
     from auditor.methods.shortcuts.patterns import inject
 
     split, source = injection_split(ctx, options)
-    tuning = InjectionSettings(
-        steps=options.steps, batch_size=options.batch_size, learning_rate=options.learning_rate,
-        relabel=options.relabel, flip_threshold=options.flip_threshold,
-        gap_threshold=options.gap_threshold, detect_ratio=options.detect_ratio,
-        visible_change=options.visible_change, explain=options.explain,
-        control_margin=options.control_margin, discovery_threshold=options.discovery_threshold,
-        grid=options.grid, seed=ctx.config.seed)
+    tuning = InjectionSettings(seed=ctx.config.seed, **{
+        f.name: getattr(options, f.name) for f in dataclasses.fields(InjectionSettings)
+        if f.name != "seed"})
     tuner = FineTuner(ctx.handle, options.learning_rate)
     control = None
     if options.control:  # first: each shortcut's detection is judged against it
@@ -313,72 +259,6 @@ def injection_summary(result, class_names: list[str], settings: dict[str, dict])
     return entry
 
 
-def example_figure(result, methods: list[str]) -> str | None:
-    """Rows of examples: clean, with the shortcut, its mask, and |relevance| per method."""
-    import matplotlib.pyplot as plt
-
-    from auditor.report.figures import SEQUENTIAL, figure_uri, show_image
-
-    shown = result.examples
-    if not shown or not len(shown.get("poisoned", [])):
-        return None
-    count = min(EXAMPLES, len(shown["poisoned"]))
-    # half the explained images are of the target class: show one of those and the others
-    rows = sorted({0, len(shown["poisoned"]) // 2, len(shown["poisoned"]) - 1})[:count]
-    masks = shown["masks"]
-    columns = 2 + (masks is not None) + len(methods)
-    fig, axes = plt.subplots(len(rows), columns, figsize=(1.1 * columns, 1.1 * len(rows) + 0.2),
-                             squeeze=False)
-    fig.subplots_adjust(wspace=0.06, hspace=0.06)
-    for r, i in enumerate(rows):
-        show_image(axes[r, 0], shown["clean"][i])
-        show_image(axes[r, 1], shown["poisoned"][i])
-        col = 2
-        if masks is not None:
-            axes[r, col].imshow(masks[i], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            axes[r, col].set_axis_off()
-            col += 1
-        for method in methods:
-            heat = np.abs(shown["maps"][method][i]).sum(axis=-1)
-            axes[r, col].imshow(heat, cmap=SEQUENTIAL, interpolation="nearest")
-            if masks is not None:
-                axes[r, col].contour(masks[i], levels=[0.5], colors="cyan", linewidths=0.6)
-            axes[r, col].set_axis_off()
-            col += 1
-    titles = ["clean", "with shortcut"] + (["mask"] if masks is not None else []) + [
-        f"|{m}|" for m in methods]
-    for ax, title in zip(axes[0], titles, strict=True):
-        ax.set_title(title, fontsize=7)
-    return figure_uri(fig)
-
-
-def overview_figure(results, methods: list[str], options: Options) -> str:
-    """Flip rate per run, and mass ratio per run and method, against their thresholds."""
-    import matplotlib.pyplot as plt
-
-    from auditor.report.figures import figure_uri
-
-    names = [r.shortcut for r in results]
-    x = np.arange(len(results))
-    fig, (left, right) = plt.subplots(1, 2, figsize=(8.4, 2.6))
-    left.bar(x, [r.flip_rate for r in results], color="#888")
-    left.axhline(options.flip_threshold, ls="--", lw=0.8, color="black")
-    left.set_xticks(x, names, fontsize=7)
-    left.set_ylim(0, 1)
-    left.set_title("reliance: flip rate (dashed: learned)", fontsize=8)
-    width = 0.8 / max(len(methods), 1)
-    for j, method in enumerate(methods):
-        values = [r.detection[method].mass_ratio if method in r.detection else 0 for r in results]
-        right.bar(x + (j - (len(methods) - 1) / 2) * width, values, width, label=method)
-    right.axhline(options.detect_ratio, ls="--", lw=0.8, color="black")
-    right.axhline(1.0, ls=":", lw=0.8, color="grey")
-    right.set_xticks(x, names, fontsize=7)
-    right.set_title("detection: mass in mask / mask area (dashed: detected)", fontsize=8)
-    right.legend(fontsize=6)
-    fig.tight_layout()
-    return figure_uri(fig)
-
-
 # ------------------------------------------------------------------------------- the section
 
 def run(ctx: Context, options: Options) -> SectionResult:
@@ -387,10 +267,11 @@ def run(ctx: Context, options: Options) -> SectionResult:
     target = resolve_target(options, ctx.dataset.labels, names)
     settings = shortcut_settings(options, ctx.handle.input_shape)
     summary: dict = {"target_class": names[target], "methods": methods}
-    view: dict = {"methods": methods, "target": names[target]}
+    data = CleverHansData(methods, names, names[target], options.flip_threshold,
+                          options.detect_ratio)
     checks: list[Check] = []
-    injection_part(ctx, options, methods, target, settings, summary, view, checks)
-    discovery_part(ctx, options, discovery_method, summary, view, checks)
+    injection_part(ctx, options, methods, target, settings, summary, data, checks)
+    discovery_part(ctx, options, discovery_method, summary, data, checks)
     return SectionResult(
         name=NAME, title=TITLE,
         intro="Injection test: known shortcuts are planted in fine-tuned copies of the model, "
@@ -399,19 +280,19 @@ def run(ctx: Context, options: Options) -> SectionResult:
               "area; 1 is chance). Discovery: per class, the model's saliency maps are clustered "
               "spectrally; a class is flagged when one cluster puts its relevance on a compact "
               "region the rest of the class ignores. Maps show |relevance|, brighter is more.",
-        summary={NAME: summary}, view=view, checks=checks)
+        summary={NAME: summary}, data=data, checks=checks)
 
 
 def injection_part(ctx: Context, options: Options, methods: list[str], target: int,
-                   settings: dict[str, dict], summary: dict, view: dict,
+                   settings: dict[str, dict], summary: dict, data: CleverHansData,
                    checks: list[Check]) -> None:
-    """The planted shortcuts and the control, into the summary, the view and the checks."""
+    """The planted shortcuts and the control, into the summary, the data and the checks."""
     summary["injection"] = []
     try:
         results, facts = (run_injections(ctx, options, methods, target, settings)
                           if settings or options.control else ([], {}))
     except ModelError as exc:  # e.g. a SavedModel: discovery still runs on the model itself
-        view["injection_skipped"] = str(exc)
+        data.injection_skipped = str(exc)
         checks.append(Check("clever_hans.injection", "skipped", None, {}, None,
                             f"injection test skipped: {exc}", NAME))
         return
@@ -420,17 +301,15 @@ def injection_part(ctx: Context, options: Options, methods: list[str], target: i
     names = ctx.dataset.class_names
     summary["injection"] = [injection_summary(r, names, settings) for r in results]
     summary["fine_tuning"] = facts
-    view["injection"] = [{**entry, "figure": example_figure(r, methods)}
-                         for entry, r in zip(summary["injection"], results, strict=True)]
-    view["overview"] = overview_figure(results, methods, options)
-    view["fine_tuning"] = facts
+    data.injection, data.injection_results = summary["injection"], results
+    data.fine_tuning = facts
     checks += injection_checks(ctx, results, options)
 
 
-def discovery_part(ctx: Context, options: Options, method: str, summary: dict, view: dict,
-                   checks: list[Check]) -> None:
+def discovery_part(ctx: Context, options: Options, method: str, summary: dict,
+                   data: CleverHansData, checks: list[Check]) -> None:
     """SpRAy per class, the property table and the feature embedding, on the audited model."""
-    from auditor.methods.shortcuts.discovery import discover, penultimate_features
+    from auditor.methods.shortcuts.discovery import discover, embed_2d, penultimate_features
     from auditor.methods.shortcuts.properties import property_table
 
     names, seed = ctx.dataset.class_names, ctx.config.seed
@@ -449,10 +328,12 @@ def discovery_part(ctx: Context, options: Options, method: str, summary: dict, v
                                 "flagged_classes": flagged,
                                 "per_class": {d.name: d.summary() for d in
                                               sorted(found, key=lambda d: d.label)}}
-        view["discovery"] = [{**d.summary(), "name": d.name,
-                              "figure": class_figure(d, maps, images, index_of, seed)}
-                             for d in found[:options.show_classes]]
-        view["discovery_hidden"] = max(0, len(found) - options.show_classes)
+        data.discovery = found[:options.show_classes]
+        data.discovery_hidden = max(0, len(found) - options.show_classes)
+        data.maps, data.images, data.index_of = maps, images, index_of
+        data.cluster_points = {
+            d.label: embed_2d(np.stack([maps[index_of[p]] for p in d.positions]), seed)
+            for d in data.discovery if d.k > 1}
         checks.append(evaluate(
             "clever_hans.flagged_classes", len(flagged),
             message=(f"spectral relevance analysis flags {len(flagged)} class(es)"
@@ -464,7 +345,7 @@ def discovery_part(ctx: Context, options: Options, method: str, summary: dict, v
                            auc_threshold=options.auc_threshold, seed=seed)
     flagged_properties = [row["property"] for row in table if row["flagged"]]
     summary["properties"] = {"flagged": flagged_properties, "table": table}
-    view["properties"] = table
+    data.properties = table
     checks.append(evaluate(
         "clever_hans.flagged_properties", len(flagged_properties),
         message=(f"{len(flagged_properties)} image "
@@ -478,10 +359,10 @@ def discovery_part(ctx: Context, options: Options, method: str, summary: dict, v
                              seed)
     features = penultimate_features(ctx.handle, ctx.dataset.images(shown))
     if features is not None:
-        wrong = ~ctx.predictions.correct[shown]
-        view["features"] = feature_figure(features, ctx.dataset.labels[shown], wrong, names,
-                                          seed)
-    view["features_n"] = len(shown)
+        data.feature_points = embed_2d(features, seed)
+        data.feature_labels = ctx.dataset.labels[shown]
+        data.wrong = ~ctx.predictions.correct[shown]
+    data.features_n = len(shown)
 
 
 def injection_checks(ctx: Context, results, options: Options) -> list[Check]:

@@ -47,7 +47,7 @@ def contrastive_maps(handle, images, preds, labels, method="gradient", score="lo
     targets = np.concatenate([preds, labels])
     maps = attribute(handle, stacked, targets, method=method, score=score)
     for_pred, for_true = maps[: len(images)], maps[len(images):]
-    if METHODS[method].linear_in_score:
+    if METHODS[method].linear:
         return for_pred, for_true, for_pred - for_true, DIFFERENCE_OF_MAPS
     diff = attribute(handle, images, preds, method=method, score=score, contrast=labels)
     return for_pred, for_true, diff, MAP_OF_DIFFERENCE

@@ -63,24 +63,16 @@ def contrastive_maps(ctx: Context, positions, images, preds, labels) -> np.ndarr
     return maps
 
 
-def example_figure(original, counterfactual, delta, toward_true, title_original,
-                   title_after) -> str:
-    """Original, counterfactual, the change, and the saliency that points the same way."""
-    import matplotlib.pyplot as plt
+@dataclass
+class CounterfactualsData:
+    """What the gallery is drawn from: its examples and their arrays, row for row."""
 
-    from auditor.report.figures import figure_uri, show_image, show_signed, signed_map
-
-    change, saliency = signed_map(delta), signed_map(toward_true)
-    fig, axes = plt.subplots(1, 4, figsize=(7.4, 1.95))
-    show_image(axes[0], original)
-    axes[0].set_title(title_original, fontsize=8)
-    show_image(axes[1], counterfactual)
-    axes[1].set_title(title_after, fontsize=8)
-    show_signed(axes[2], change, float(np.abs(change).max()) or 1.0)
-    axes[2].set_title("change", fontsize=8)
-    show_signed(axes[3], saliency, float(np.abs(saliency).max()) or 1.0)
-    axes[3].set_title("gradient: true − predicted", fontsize=8)
-    return figure_uri(fig)
+    examples: list[dict]
+    original: np.ndarray
+    counterfactual: np.ndarray
+    delta: np.ndarray
+    toward_true: np.ndarray  # minus the contrastive map: where the change should go
+    mistakes_total: int
 
 
 def _mean(values: np.ndarray) -> float | None:
@@ -106,7 +98,6 @@ def success_check(found: int, count: int, spec: dict):
 def run(ctx: Context, options: Options) -> SectionResult:
     from auditor.methods.agreement import rank_correlation
     from auditor.methods.counterfactual import counterfactuals
-    from auditor.report.figures import colorbar_uri
 
     p, names = ctx.predictions, ctx.dataset.class_names
     positions = most_confident_mistakes(p, options.mistakes)
@@ -133,18 +124,14 @@ def run(ctx: Context, options: Options) -> SectionResult:
         "p_true_after": float(found.probs_after[i, labels[i]]),
         "agreement": None if np.isnan(agreement[i]) else float(agreement[i]),
     } for i, pos in zip(rows, positions, strict=True)]
-    for i, e in enumerate(examples[:options.gallery]):
-        e["figure"] = example_figure(
-            found.original[i], found.counterfactual[i], found.delta[i], toward_true[i],
-            f"predicted {e['pred']} (p={e['p_pred_before']:.2f})",
-            f"{'now' if e['success'] else 'not yet'} {e['true']} (p={e['p_true_after']:.2f})")
     count = len(positions)
     summary = {"count": count,
                "success_rate": float(ok.mean()) if count else None,
                "mean_l2": _mean(found.l2[ok]), "mean_l1": _mean(found.l1[ok]),
                "saliency_agreement": _mean(agreement),
                "penalty": options.penalty, "steps": options.steps,
-               "examples": [{k: v for k, v in e.items() if k != "figure"} for e in examples]}
+               "examples": examples}
+    shown = options.gallery
     checks = [success_check(int(ok.sum()), count, ctx.thresholds(f"{NAME}.success_rate"))
               ] if count else []
     return SectionResult(
@@ -155,9 +142,8 @@ def run(ctx: Context, options: Options) -> SectionResult:
               "it. The last map is the contrastive gradient (true minus predicted logit): where "
               "it matches the change, the saliency map explains the mistake.",
         summary={NAME: summary},
-        view={"summary": summary, "mistakes_total": int((~p.correct).sum()),
-              "examples": examples[:options.gallery],
-              "legend": colorbar_uri("0", low="darker / favours the prediction",
-                                     high="brighter / favours the true class")},
+        data=CounterfactualsData(examples[:shown], found.original[:shown],
+                                 found.counterfactual[:shown], found.delta[:shown],
+                                 toward_true[:shown], int((~p.correct).sum())),
         checks=checks,
     )

@@ -20,7 +20,8 @@ from auditor.checks.check import evaluate
 from auditor.errors import ConfigError, ModelError
 from auditor.inputs.layers import conv_layers, find_layer
 from auditor.methods.featureviz import objectives
-from auditor.methods.featureviz.realism import study_real_images, total_variation
+from auditor.methods.featureviz.objectives import image_total_variation
+from auditor.methods.featureviz.realism import study_real_images
 from auditor.methods.featureviz.recipes import INITS, Recipe, optimise
 from auditor.methods.featureviz.top_images import top_activating
 from auditor.sections.base import Context, SectionResult
@@ -146,7 +147,7 @@ def judge_images(ctx: Context, images: np.ndarray, targets: list[int], real) -> 
     """The model's and the judge's verdicts and the total variation, per image."""
     probs = _probabilities(ctx.handle, images)
     judged = real.judge_predict(images)
-    tv = total_variation(images)
+    tv = image_total_variation(images).numpy()
     targets = np.asarray(targets)
     return {"confidence": probs[np.arange(len(targets)), targets],
             "predicted": probs.argmax(axis=1), "model_agrees": probs.argmax(axis=1) == targets,
@@ -206,9 +207,26 @@ def channel_runs(ctx: Context, options: Options, recipe: Recipe, layers: list[st
     return picks, optimise(ctx.handle, objective, weighted, len(picks))
 
 
-def run(ctx: Context, options: Options) -> SectionResult:
-    from auditor.report import featureviz_figures as figures
+@dataclass
+class FeaturevizData:
+    """What the figures are drawn from: every run's images with their verdicts, the
+    optimisation's snapshots, the real images' total variation and the channels' images."""
 
+    facts: dict  # the tables and numbers the partial shows as they are
+    class_rows: list[dict]
+    class_names: list[str]  # of the visualised classes, in order
+    per_run: dict  # variant label -> its class images
+    verdicts: dict  # variant label -> judge_images() verdicts
+    compare: bool
+    evolution: dict  # step -> class images at that step
+    evolution_confidence: dict  # step -> the model's probability of each class
+    real_tv: np.ndarray  # total variation of every real image
+    channel_rows: list[dict]
+    channel_images: np.ndarray | None  # each chosen channel's visualisation
+    top_images: np.ndarray | None  # (channels, top_k, H, W, C) dataset images exciting it
+
+
+def run(ctx: Context, options: Options) -> SectionResult:
     validate(options, ctx.dataset.n)
     timings = {}
     tick = time.perf_counter()
@@ -219,13 +237,7 @@ def run(ctx: Context, options: Options) -> SectionResult:
                              ctx.config.seed)
     timings["real images"] = time.perf_counter() - tick
     steps = options.steps or default_steps(handle.input_shape[0])
-    recipe = Recipe(param=options.param, valid=options.valid, decay_power=options.decay_power,
-                    decorrelate=options.decorrelate, steps=steps,
-                    learning_rate=options.learning_rate,
-                    l2_center=real.mean_image if options.l2_center == "mean" else 0.0,
-                    jitter=options.jitter, scale=options.scale, rotate=options.rotate,
-                    blur_every=options.blur_every, blur_sigma=options.blur_sigma,
-                    snapshots=tuple(options.snapshots), seed=ctx.config.seed)
+    recipe = make_recipe(options, steps, real, ctx.config.seed)
 
     tick = time.perf_counter()
     compare = options.compare if options.compare is not None else handle.input_shape[0] <= 64
@@ -254,37 +266,54 @@ def run(ctx: Context, options: Options) -> SectionResult:
     evolution = {step: images[:k] for step, images in rendering.snapshots.items()}
     evolution_confidence = {step: _probabilities(handle, images)[np.arange(k), classes]
                             for step, images in evolution.items()}
-    class_rows = [{
-        "name": names[c], "image": figures.thumbnail(per_run["regularised"][i]),
+    class_rows = _class_rows(main, verdicts.get("unregularised"), classes, names)
+    comparison = {label: _fractions(v) for label, v in verdicts.items()}
+    channels, top_images = _channel_rows(ctx, picks)
+    percentiles = real.tv_percentiles()
+    data = FeaturevizData(
+        facts={"comparison": comparison, "steps": steps, "objective": options.objective,
+               "param": options.param, "judge_size": real.judge_size,
+               "judge_accuracy": real.judge_accuracy, "real_tv": percentiles, "npz": NPZ_NAME},
+        class_rows=class_rows, class_names=[names[c] for c in classes], per_run=per_run,
+        verdicts=verdicts, compare=compare, evolution=evolution,
+        evolution_confidence=evolution_confidence, real_tv=real.total_variation,
+        channel_rows=channels, top_images=top_images,
+        channel_images=channel_rendering.images if picks else None)
+    timings["snapshots"] = time.perf_counter() - tick
+    summary = _summary(class_rows, comparison, percentiles, real, options, steps, channels)
+    summary["seconds"] = timings
+    return SectionResult(
+        name=NAME, title=TITLE, intro=INTRO, summary={NAME: summary}, data=data,
+        checks=_checks(ctx, comparison["regularised"], len(classes)))
+
+
+def make_recipe(options: Options, steps: int, real, seed: int) -> Recipe:
+    return Recipe(param=options.param, valid=options.valid, decay_power=options.decay_power,
+                  decorrelate=options.decorrelate, steps=steps,
+                  learning_rate=options.learning_rate,
+                  l2_center=real.mean_image if options.l2_center == "mean" else 0.0,
+                  jitter=options.jitter, scale=options.scale, rotate=options.rotate,
+                  blur_every=options.blur_every, blur_sigma=options.blur_sigma,
+                  snapshots=tuple(options.snapshots), seed=seed)
+
+
+def _class_rows(main: dict, plain: dict | None, classes: list[int], names: list[str]):
+    """One row per visualised class: the model's and the judge's verdicts, and the
+    unregularised image's beside them when it was made."""
+    return [{
+        "name": names[c],
         "confidence": float(main["confidence"][i]), "predicted": names[main["predicted"][i]],
         "model_agrees": bool(main["model_agrees"][i]),
         "judge": _name(names, main["judge"][i]), "judge_agrees": bool(main["judge_agrees"][i]),
         "total_variation": float(main["total_variation"][i]),
         "tv_rank": float(main["tv_rank"][i]), "natural": bool(main["natural"][i]),
-        **({"plain": _plain_row(verdicts["unregularised"], i, names)} if compare else {}),
+        **({"plain": _plain_row(plain, i, names)} if plain is not None else {}),
     } for i, c in enumerate(classes)]
-    comparison = {label: _fractions(v) for label, v in verdicts.items()}
-    channels = _channel_rows(ctx, picks, channel_rendering, figures)
-    percentiles = real.tv_percentiles()
-    view = {
-        "classes": class_rows, "comparison": comparison, "channels": channels,
-        "steps": steps, "objective": options.objective, "param": options.param,
-        "judge_size": real.judge_size, "judge_accuracy": real.judge_accuracy,
-        "real_tv": percentiles, "npz": NPZ_NAME,
-        "contrast_figure": figures.contrast_strip(
-            {label: per_run[label] for label in ("unregularised", "regularised")},
-            [names[c] for c in classes], verdicts) if compare else None,
-        "comparison_figure": figures.comparison_grid(
-            {label: per_run[label] for label in _comparison_order(per_run)},
-            [names[c] for c in classes], verdicts) if compare else None,
-        "evolution_figure": figures.evolution_grid(evolution, evolution_confidence,
-                                                   [names[c] for c in classes]),
-        "tv_figure": figures.tv_histogram(real.total_variation, {
-            label: verdicts[label]["total_variation"] for label in verdicts
-            if label in ("regularised", "unregularised")}),
-    }
-    timings["figures"] = time.perf_counter() - tick
-    summary = {
+
+
+def _summary(class_rows, comparison, percentiles, real, options: Options, steps: int,
+             channels) -> dict:
+    return {
         "classes": {row["name"]: {key: row[key] for key in (
             "confidence", "predicted", "model_agrees", "judge", "judge_agrees",
             "total_variation", "tv_rank", "natural")} for row in class_rows},
@@ -304,11 +333,8 @@ def run(ctx: Context, options: Options) -> SectionResult:
                                                        "top_positions")}
                              for ch in channels if ch["layer"] == layer]
                      for layer in dict.fromkeys(ch["layer"] for ch in channels)},
-        "npz": NPZ_NAME, "seconds": timings,
+        "npz": NPZ_NAME,
     }
-    return SectionResult(
-        name=NAME, title=TITLE, intro=INTRO, summary={NAME: summary}, view=view,
-        checks=_checks(ctx, comparison["regularised"], len(classes)))
 
 
 INTRO = ("Each class's image is the input that maximises the model's score for it, regularised "
@@ -333,14 +359,10 @@ def _plain_row(verdict: dict, i: int, names: list[str]) -> dict:
             "natural": bool(verdict["natural"][i])}
 
 
-def _comparison_order(per_run: dict) -> list[str]:
-    first = [label for label in ("unregularised", "regularised") if label in per_run]
-    return first + [label for label in per_run if label not in first]
-
-
-def _channel_rows(ctx: Context, picks, rendering, figures) -> list[dict]:
+def _channel_rows(ctx: Context, picks) -> tuple[list[dict], np.ndarray | None]:
+    """A row per chosen channel, and the dataset images that excite each most."""
     if not picks:
-        return []
+        return [], None
     positions = np.stack([examples.top_positions[channel] for _, channel, examples in picks])
     images = ctx.dataset.images(positions.ravel()).reshape(*positions.shape,
                                                            *ctx.handle.input_shape)
@@ -351,11 +373,9 @@ def _channel_rows(ctx: Context, picks, rendering, figures) -> list[dict]:
             "mean_activation": float(examples.mean_activation[channel]),
             "top_positions": [int(p) for p in positions[i]],
             "top_values": [float(v) for v in examples.top_values[channel]],
-            "image": figures.thumbnail(rendering.images[i]),
-            "top_images": [figures.thumbnail(img) for img in images[i]],
             "top_labels": [ctx.dataset.class_names[ctx.dataset.labels[p]] for p in positions[i]],
         })
-    return rows
+    return rows, images
 
 
 def _checks(ctx: Context, fractions: dict, count: int) -> list:

@@ -10,7 +10,7 @@ import numpy as np
 
 from auditor.checks.check import Check, evaluate, evaluate_each
 from auditor.methods.topk import TopK
-from auditor.sections.base import Context, SectionResult, at_least
+from auditor.sections.base import Context, KeyFigure, SectionResult, at_least
 
 NAME = "performance"
 TITLE = "Errors"
@@ -32,6 +32,29 @@ CLASS_ORDER_BOUNDS = {"warn_above": 0.1, "fail_above": 0.25}
 RELABEL_IMAGES_PER_CLASS = 10
 CHECKS = ("accuracy", "per_class_recall", "kappa", "prediction_spread", "class_order")
 MATRIX_CLASSES = 20  # the confusion figure shows at most this many classes
+
+
+def _accuracy(summary: dict) -> float | None:
+    return (summary.get("metrics") or {}).get("accuracy")
+
+
+def _mistakes(summary: dict) -> int | None:
+    return (summary.get("misclassifications") or {}).get("count")
+
+
+def _most_confused(summary: dict) -> str:
+    top = summary["misclassifications"]["top_confusions"]
+    if not top:
+        return "none" if summary["misclassifications"]["count"] == 0 else ""
+    return f"most often {top[0]['true']} taken for {top[0]['pred']} ({top[0]['count']}×)"
+
+
+KEY_FIGURES = (
+    KeyFigure("accuracy", "Accuracy", "accuracy", NAME, _accuracy, percent=True,
+              detail=lambda summary: f"on {summary['data']['n']} images", rank=10),
+    KeyFigure("mistakes", "Mistakes", "mistakes", NAME, _mistakes, detail=_most_confused,
+              judged=False, trend=False, rank=20),
+)
 
 
 @dataclass
@@ -83,24 +106,17 @@ def matrix_classes(labels, preds, num_classes: int, limit: int = MATRIX_CLASSES)
     return np.sort(np.lexsort((np.arange(num_classes), -frequency, -involved))[:limit])
 
 
-def confusion_figure(labels, preds, class_names) -> str:
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import ConfusionMatrixDisplay
+@dataclass
+class PerformanceData:
+    """What the figures are drawn from: the labels and predictions, the classes the confusion
+    matrix shows, and the most confident mistakes with their images."""
 
-    from auditor.report.figures import figure_uri
-
-    shown = matrix_classes(labels, preds, len(class_names))
-    size = min(9.0, 2.5 + 0.45 * len(shown))
-    fig, ax = plt.subplots(figsize=(size, size * 0.85))
-    ConfusionMatrixDisplay.from_predictions(
-        labels, preds, labels=shown, display_labels=[class_names[i] for i in shown],
-        cmap="Blues", colorbar=False, ax=ax, text_kw={"fontsize": 7})
-    title = "rows: true class · columns: predicted class"
-    if len(shown) < len(class_names):
-        title += f"\nthe {len(shown)} of {len(class_names)} classes in the most mistakes"
-    ax.set_title(title, fontsize=9)
-    plt.setp(ax.get_xticklabels(), rotation=45 if len(shown) > 10 else 0, ha="right")
-    return figure_uri(fig)
+    facts: dict  # numbers and tables the partial shows as they are
+    labels: np.ndarray
+    preds: np.ndarray
+    matrix_classes: np.ndarray
+    examples: list[dict]
+    images: np.ndarray
 
 
 def health_metrics(labels, preds, class_names) -> dict:
@@ -193,16 +209,13 @@ def summary_checks(summary: dict, baseline: dict | None, spec: dict[str, dict]) 
 
 
 def run(ctx: Context, options: Options) -> SectionResult:
-    from auditor.report.figures import image_uri
-
     p, names = ctx.predictions, ctx.dataset.class_names
     preds = p.preds
     accuracy = p.accuracy
     mistakes = most_confident_mistakes(p, options.gallery)
     images = ctx.dataset.images(mistakes)
-    gallery = [{"image": image_uri(img), "index": int(i), "true": names[p.labels[i]],
-                "pred": names[preds[i]], "confidence": float(p.confidence[i])}
-               for img, i in zip(images, mistakes, strict=True)]
+    gallery = [{"index": int(i), "true": names[p.labels[i]], "pred": names[preds[i]],
+                "confidence": float(p.confidence[i])} for i in mistakes]
     confusions = top_confusions(p.labels, preds, names, options.top_confusions)
     per_class = per_class_metrics(p.labels, preds, names)
     metrics = {"accuracy": accuracy, "per_class": per_class,
@@ -219,12 +232,13 @@ def run(ctx: Context, options: Options) -> SectionResult:
             "misclassifications": {
                 "count": n_wrong,
                 "top_confusions": confusions,
-                "examples": [{k: g[k] for k in ("index", "true", "pred", "confidence")}
-                             for g in gallery],
+                "examples": gallery,
             },
         },
-        view={"accuracy": accuracy, "n": len(p.labels), "mistakes": n_wrong,
-              "per_class": per_class, "confusions": confusions, "gallery": gallery,
-              "confusion_matrix": confusion_figure(p.labels, preds, names)},
+        data=PerformanceData(
+            facts={"accuracy": accuracy, "n": len(p.labels), "mistakes": n_wrong,
+                   "per_class": per_class, "confusions": confusions},
+            labels=p.labels, preds=preds, examples=gallery, images=images,
+            matrix_classes=matrix_classes(p.labels, preds, len(names))),
         checks=checks,
     )

@@ -5,19 +5,55 @@ model's saliency agrees with this one's on the same images."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 
 from auditor.checks.check import evaluate
 from auditor.errors import ConfigError
 from auditor.predict.predictions import softmax
-from auditor.sections.base import Context, SectionResult
+from auditor.sections.base import Context, KeyFigure, SectionResult
 
 NAME = "robustness"
 TITLE = "Adversarial robustness"
 CHECK = "robustness.accuracy"
 CHECKS = (CHECK,)
 MAIN_ATTACK = "pgd"
+
+
+def robust_accuracy_at(summary: dict) -> tuple[float, float] | None:
+    """(epsilon, accuracy under attack) at the budget the robustness check holds
+    (``robustness.check_epsilon``, always among ``robustness.epsilons``); None without."""
+    block = summary.get(NAME)
+    if block is None:
+        return None
+    for epsilon, accuracy in zip(block["epsilons"], block["accuracy"], strict=True):
+        if np.isclose(epsilon, block["check_epsilon"]):
+            return epsilon, accuracy
+    return None
+
+
+def epsilon_text(epsilon: float) -> str:
+    """8/255 rather than 0.0314 when the budget is a whole number of grey levels."""
+    levels = epsilon * 255
+    if epsilon > 0 and abs(levels - round(levels)) < 1e-6:
+        return f"{round(levels)}/255"
+    return f"{Fraction(epsilon).limit_denominator(1000)}" if epsilon else "0"
+
+
+def _robust_accuracy(summary: dict) -> float | None:
+    found = robust_accuracy_at(summary)
+    return None if found is None else found[1]
+
+
+def _robust_detail(summary: dict) -> str:
+    epsilon, _ = robust_accuracy_at(summary)
+    return f"at ε = {epsilon_text(epsilon)} ({summary[NAME]['attack'].upper()})"
+
+
+KEY_FIGURES = (KeyFigure("robust_accuracy", "Robust accuracy",
+                         "robust accuracy (checked epsilon)", NAME, _robust_accuracy,
+                         percent=True, detail=_robust_detail, rank=40),)
 
 
 @dataclass
@@ -73,74 +109,43 @@ def _in_255(epsilon: float) -> str:
     return f"{epsilon * 255:.3g}/255"
 
 
-def adversarial_figure(clean, adversarial, epsilon, clean_map, adv_map, titles) -> str:
-    """Clean image, attacked image, the perturbation at full colour scale, and both maps."""
-    import matplotlib.pyplot as plt
+@dataclass
+class RobustnessData:
+    """What the figures are drawn from: the curves, the attacked examples and, with
+    --compare-model, the two models' maps of one image per class."""
 
-    from auditor.report.figures import (
-        figure_uri,
-        show_image,
-        show_signed,
-        signed_map,
-        symmetric_limit,
-    )
-
-    heats = [signed_map(clean_map), signed_map(adv_map)]
-    limit = symmetric_limit(*heats)
-    fig, axes = plt.subplots(1, 5, figsize=(8.2, 1.95))
-    show_image(axes[0], clean)
-    show_image(axes[1], adversarial)
-    show_signed(axes[2], signed_map(adversarial - clean), max(epsilon, 1e-12))
-    show_signed(axes[3], heats[0], limit)
-    show_signed(axes[4], heats[1], limit)
-    for ax, title in zip(axes, titles, strict=True):
-        ax.set_title(title, fontsize=8)
-    return figure_uri(fig)
+    facts: dict  # numbers and rows the partial shows as they are
+    epsilons_255: list[float]
+    accuracy: dict[str, list[float]]  # curve label -> accuracy per epsilon
+    targeted: dict[str, list[float]]  # curve label -> targeted success per epsilon
+    plot_title: str
+    target: str
+    gallery: list[dict] = field(default_factory=list)
+    gallery_arrays: list[tuple] = field(default_factory=list)  # per example: adversarial_figure's
+    comparison: dict | None = None  # shown (per_class, names) and arrays of comparison_figure
 
 
-def comparison_figure(images, maps_a, maps_b, agreement, titles) -> str:
-    """One column per class: the image, then the audited and the compared model's maps on one
-    scale per column."""
-    import matplotlib.pyplot as plt
-
-    from auditor.report.figures import figure_uri, show_image, show_signed, signed_map
-
-    columns = len(images)
-    fig, axes = plt.subplots(3, columns, figsize=(0.95 * columns + 0.5, 3.2), squeeze=False)
-    for c in range(columns):
-        heat_a, heat_b = signed_map(maps_a[c]), signed_map(maps_b[c])
-        limit = float(max(np.abs(heat_a).max(), np.abs(heat_b).max())) or 1.0
-        show_image(axes[0, c], images[c])
-        axes[0, c].set_title(titles[c], fontsize=7)
-        show_signed(axes[1, c], heat_a, limit)
-        show_signed(axes[2, c], heat_b, limit)
-        axes[2, c].set_title(f"ρ = {agreement[c]:.2f}", fontsize=7, y=-0.28)
-    for row, label in ((1, "audited"), (2, "compared")):
-        axes[row, 0].text(-0.15, 0.5, label, fontsize=7, rotation=90, ha="right", va="center",
-                          transform=axes[row, 0].transAxes)
-    return figure_uri(fig)
-
-
-def _gallery(ctx, options, images, labels, kept, epsilon, positions) -> list[dict]:
-    """The first images that PGD flips at the check's epsilon, with clean and attacked maps."""
+def _gallery(ctx, options, images, labels, kept, epsilon, positions):
+    """The first images that PGD flips at the check's epsilon, with clean and attacked maps:
+    their entries, and per entry (clean, attacked, epsilon, clean map, attacked map, titles)."""
     from auditor.methods.attribution import attribute
 
     names = ctx.dataset.class_names
     if kept is None:
-        return []
+        return [], []
     clean_pred = ctx.predictions.preds[positions]
     adv_logits = np.asarray(ctx.handle.logits_fn(kept), dtype=np.float64)
     adv_pred = adv_logits.argmax(axis=1)
     chosen = np.flatnonzero((clean_pred == labels) & (adv_pred != labels))[:options.gallery]
     if not chosen.size:
-        return []
+        return [], []
     both = np.concatenate([images[chosen], kept[chosen]])
     maps = attribute(ctx.handle, both, np.concatenate([labels[chosen], adv_pred[chosen]]),
                      method=options.saliency_method)
     clean_maps, adv_maps = maps[:len(chosen)], maps[len(chosen):]
     clean_probs = ctx.predictions.probs[positions[chosen]]
     adv_probs = softmax(adv_logits[chosen])
-    gallery = []
+    gallery, arrays = [], []
     for k, i in enumerate(chosen):
         true, wrong = names[labels[i]], names[adv_pred[i]]
         p_clean, p_adv = float(clean_probs[k, labels[i]]), float(adv_probs[k, adv_pred[i]])
@@ -148,10 +153,9 @@ def _gallery(ctx, options, images, labels, kept, epsilon, positions) -> list[dic
                   f"perturbation ±{_in_255(epsilon)}", f"{options.saliency_method}, {true}",
                   f"{options.saliency_method}, {wrong}"]
         gallery.append({"index": int(positions[i]), "true": true, "adversarial": wrong,
-                        "p_clean": p_clean, "p_adversarial": p_adv,
-                        "figure": adversarial_figure(images[i], kept[i], epsilon, clean_maps[k],
-                                                     adv_maps[k], titles)})
-    return gallery
+                        "p_clean": p_clean, "p_adversarial": p_adv})
+        arrays.append((images[i], kept[i], epsilon, clean_maps[k], adv_maps[k], titles))
+    return gallery, arrays
 
 
 def _comparison(ctx, options, images, labels, epsilons, positions) -> tuple[dict, dict]:
@@ -169,15 +173,14 @@ def _comparison(ctx, options, images, labels, epsilons, positions) -> tuple[dict
                                 method=options.saliency_method)
     per_class = compared.per_class(labels, names)
     firsts = [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)][:10]
-    figure = comparison_figure(
-        images[firsts], compared.maps_a[firsts], compared.maps_b[firsts],
-        compared.agreement[firsts], [f"#{positions[i]}: {names[labels[i]]}" for i in firsts])
+    arrays = (images[firsts], compared.maps_a[firsts], compared.maps_b[firsts],
+              compared.agreement[firsts], [f"#{positions[i]}: {names[labels[i]]}" for i in firsts])
     summary = {"model": {"path": other.path, "name": other.name, "sha256": other.sha256},
                "method": options.saliency_method,
                "agreement": float(np.nanmean(compared.agreement)),
                "per_class": per_class, "accuracy": curves.accuracy[MAIN_ATTACK]}
-    return summary, {"figure": figure, "per_class": per_class, "name": other.name,
-                     "audited": ctx.handle.name}
+    return summary, {"shown": {"per_class": per_class, "name": other.name,
+                               "audited": ctx.handle.name}, "arrays": arrays}
 
 
 def _baseline_accuracy(baseline: dict | None, epsilon: float) -> float | None:
@@ -191,7 +194,6 @@ def _baseline_accuracy(baseline: dict | None, epsilon: float) -> float | None:
 def run(ctx: Context, options: Options) -> SectionResult:
     from auditor.inputs.datasets import sample_indices
     from auditor.methods.attacks import attack_curves, choose_targets
-    from auditor.report.figures import colorbar_uri, line_plot_uri
 
     _validate(options)
     p, names = ctx.predictions, ctx.dataset.class_names
@@ -219,25 +221,22 @@ def run(ctx: Context, options: Options) -> SectionResult:
     }
     x255 = [e * 255 for e in epsilons]
     series = {name.upper(): values for name, values in curves.accuracy.items()}
-    view = {"summary": summary, "check_epsilon_255": _in_255(epsilons[at]),
-            "check_accuracy": robust, "comparison": None,
-            "rows": [{"epsilon": _in_255(e),
-                      "values": [(curves.accuracy[name][k], curves.targeted_success[name][k])
-                                 for name in curves.accuracy]}
-                     for k, e in enumerate(epsilons)]}
+    data = RobustnessData(
+        facts={"summary": summary, "check_epsilon_255": _in_255(epsilons[at]),
+               "check_accuracy": robust,
+               "rows": [{"epsilon": _in_255(e),
+                         "values": [(curves.accuracy[name][k], curves.targeted_success[name][k])
+                                    for name in curves.accuracy]}
+                        for k, e in enumerate(epsilons)]},
+        epsilons_255=x255, accuracy=series,
+        targeted={name.upper(): values for name, values in curves.targeted_success.items()},
+        plot_title=f"{len(positions)} images, {options.steps}-step PGD", target=options.target)
     if ctx.compare_handle is not None:
-        summary["comparison"], view["comparison"] = _comparison(ctx, options, images, labels,
-                                                                epsilons, positions)
+        summary["comparison"], data.comparison = _comparison(ctx, options, images, labels,
+                                                             epsilons, positions)
         series[f"PGD, {ctx.compare_handle.name}"] = summary["comparison"]["accuracy"]
-    view["accuracy_plot"] = line_plot_uri(x255, series, "epsilon (× 1/255)", "accuracy",
-                                          title=f"{len(positions)} images, {options.steps}-step "
-                                                "PGD")
-    view["targeted_plot"] = line_plot_uri(
-        x255, {name.upper(): values for name, values in curves.targeted_success.items()},
-        "epsilon (× 1/255)", f"reached target ({options.target})")
-    view["gallery"] = _gallery(ctx, options, images, labels, curves.kept, epsilons[at], positions)
-    view["legend"] = colorbar_uri("0", low="darker · lowers the score",
-                                  high="brighter · raises the score")
+    data.gallery, data.gallery_arrays = _gallery(ctx, options, images, labels, curves.kept,
+                                                 epsilons[at], positions)
     check = evaluate(CHECK, robust, section=NAME, defaults={"warn_drop": 0.05},
                      message=f"accuracy under {options.steps}-step PGD at epsilon "
                              f"{_in_255(epsilons[at])}: {robust:.2%}",
@@ -250,4 +249,4 @@ def run(ctx: Context, options: Options) -> SectionResult:
               "from a random start, so PGD's curve is the more honest one. Targeted attacks aim "
               f"at a chosen wrong class ({options.target}). In the gallery the perturbation is "
               "magnified to the full colour scale.",
-        summary={NAME: summary}, view=view, checks=[check])
+        summary={NAME: summary}, data=data, checks=[check])

@@ -50,12 +50,14 @@ def class_activation_maps(handle, x, targets, contrast, score, layer, weighting)
 
 
 @register("gradcam", "Grad-CAM: the layer's channels weighted by their mean gradient, "
-                     "rectified and upsampled to the input.", options=LAYER_OPTION)
+                     "rectified and upsampled to the input.", options=LAYER_OPTION,
+          signed=False, needs_layer=True)
 def gradcam(handle, x, targets, contrast, score, budget, layer):
     return class_activation_maps(handle, x, targets, contrast, score, layer, gradcam_weights)
 
 
 @register("gradcam_pp", "Grad-CAM++: channels weighted by positive gradients with per-position "
-                        "weights, better for several instances of a class.", options=LAYER_OPTION)
+                        "weights, better for several instances of a class.", options=LAYER_OPTION,
+          signed=False, needs_layer=True)
 def gradcam_pp(handle, x, targets, contrast, score, budget, layer):
     return class_activation_maps(handle, x, targets, contrast, score, layer, gradcam_pp_weights)

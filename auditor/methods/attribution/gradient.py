@@ -31,18 +31,18 @@ def input_gradients(handle, x, targets, contrast, score: str) -> np.ndarray:
 
 
 @register("gradient", "Signed gradient of the score with respect to each input pixel.",
-          linear_in_score=True)
+          linear=True)
 def gradient(handle, x, targets, contrast, score, budget):
     return input_gradients(handle, x, targets, contrast, score)
 
 
-@register("gradient_abs", "Absolute gradient of the score per pixel and channel.")
+@register("gradient_abs", "Absolute gradient of the score per pixel and channel.", signed=False)
 def gradient_abs(handle, x, targets, contrast, score, budget):
     return np.abs(input_gradients(handle, x, targets, contrast, score))
 
 
 @register("saliency", "Simonyan et al.'s saliency map: the maximum over channels of the absolute "
-                      "gradient, repeated over the channels.")
+                      "gradient, repeated over the channels.", signed=False)
 def saliency(handle, x, targets, contrast, score, budget):
     grads = np.abs(input_gradients(handle, x, targets, contrast, score))
     return np.broadcast_to(grads.max(axis=-1, keepdims=True), x.shape)

@@ -7,6 +7,6 @@ from auditor.methods.attribution.registry import register
 
 
 @register("gradient_x_input", "Gradient times the display-space input (black pixels get zero).",
-          linear_in_score=True)
+          linear=True)
 def gradient_x_input(handle, x, targets, contrast, score, budget):
     return input_gradients(handle, x, targets, contrast, score) * x

@@ -53,7 +53,8 @@ def path_baseline(x: np.ndarray, baseline, blur_sigma: float) -> np.ndarray:
     },
     cost=lambda options, shape: options["steps"],
     per_sample=("baseline",),
-    linear_in_score=True,
+    linear=True,
+    complete=True,
 )
 def integrated_gradients(handle, x, targets, contrast, score, budget, steps, baseline,
                          blur_sigma):

@@ -56,7 +56,7 @@ def positions(options: dict, shape: tuple) -> int:
     },
     cost=positions,
     forward_only=True,
-    linear_in_score=True,
+    linear=True,
 )
 def occlusion(handle, x, targets, contrast, score, budget, patch, stride, fill):
     patch, stride = patch_geometry(x.shape, patch, stride)

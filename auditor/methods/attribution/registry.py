@@ -36,6 +36,9 @@ class Budget:
 
 @dataclass
 class Method:
+    """A registered method and the facts the report and the tests go by: a new method is shown
+    and tested by what it declares here, with no list to edit elsewhere."""
+
     name: str
     description: str
     fn: Callable
@@ -43,9 +46,10 @@ class Method:
     cost: int | Callable[[dict, tuple], int] = 1  # rows per sample, or f(options, x_shape)
     forward_only: bool = False  # rows are forward passes (occlusion), not forward-backward
     per_sample: tuple[str, ...] = ()  # options that may hold one value per sample (chunked too)
-    # Maps of a difference of scores are the difference of their maps (gradients, integrals of
-    # gradients, score drops); False for rectified or absolute maps (Grad-CAM, saliency).
-    linear_in_score: bool = False
+    signed: bool = True  # maps carry a sign (shown diverging); else importance from zero
+    linear: bool = False  # linear in the score: explaining target - contrast is the difference
+    needs_layer: bool = False  # works on a convolutional layer (a model without one: error)
+    complete: bool = False  # maps sum to score(x) - score(zeros) (Sundararajan et al.)
 
     def rows_per_sample(self, options: dict, shape: tuple) -> int:
         return int(self.cost(options, shape) if callable(self.cost) else self.cost)
@@ -55,13 +59,12 @@ METHODS: dict[str, Method] = {}
 
 
 def register(name: str, description: str, options: dict[str, tuple[object, str]] | None = None,
-             cost: int | Callable[[dict, tuple], int] = 1, forward_only: bool = False,
-             per_sample: tuple[str, ...] = (), linear_in_score: bool = False):
-    """Decorator that adds a method to the registry under ``name``."""
+             **facts):
+    """Decorator that adds a method to the registry under ``name``; ``facts`` are Method's
+    other fields (cost, forward_only, per_sample, signed, linear, needs_layer, complete)."""
 
     def add(fn: Callable) -> Callable:
-        METHODS[name] = Method(name, description, fn, options or {}, cost, forward_only,
-                               per_sample, linear_in_score)
+        METHODS[name] = Method(name, description, fn, options or {}, **facts)
         return fn
 
     return add

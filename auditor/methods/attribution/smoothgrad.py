@@ -24,7 +24,7 @@ from auditor.methods.attribution.registry import blocks, register
         "seed": (0, "seed of the noise draws"),
     },
     cost=lambda options, shape: options["samples"],
-    linear_in_score=True,
+    linear=True,
 )
 def smoothgrad(handle, x, targets, contrast, score, budget, samples, noise, seed):
     if samples < 1 or noise < 0:

@@ -142,14 +142,17 @@ def total_variation() -> Objective:
     return Objective(lambda s: image_total_variation(s["image"]), "TV")
 
 
-def image_total_variation(images):
-    """Per-image total variation of a (N, H, W, C) tensor or array, per pixel and channel.
+def image_total_variation(images, total: bool = False):
+    """Per-image total variation of a (N, H, W, C) tensor or array: the absolute differences
+    between neighbouring pixels (down plus right), averaged per pixel and channel, or summed
+    with ``total`` (the counterfactual's penalty).
 
     The same figure serves as a penalty (tf) and as the natural-statistics measure (numpy).
     """
     import tensorflow as tf
 
+    reduce = tf.reduce_sum if total else tf.reduce_mean
     images = tf.convert_to_tensor(images, tf.float32)
-    down = tf.reduce_mean(tf.abs(images[:, 1:] - images[:, :-1]), axis=[1, 2, 3])
-    right = tf.reduce_mean(tf.abs(images[:, :, 1:] - images[:, :, :-1]), axis=[1, 2, 3])
+    down = reduce(tf.abs(images[:, 1:] - images[:, :-1]), axis=[1, 2, 3])
+    right = reduce(tf.abs(images[:, :, 1:] - images[:, :, :-1]), axis=[1, 2, 3])
     return down + right

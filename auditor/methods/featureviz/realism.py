@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from auditor.methods.featureviz.objectives import image_total_variation
+
 MAX_JUDGE_SAMPLES = 10_000  # thumbnails kept in memory to train the judge
 
 
@@ -42,13 +44,6 @@ class RealImages:
 
     def judge_predict(self, images: np.ndarray) -> np.ndarray:
         return self.judge.predict(thumbnails(images, self.judge_size))
-
-
-def total_variation(images: np.ndarray) -> np.ndarray:
-    """Per-image total variation, the same figure the TV penalty uses."""
-    from auditor.methods.featureviz.objectives import image_total_variation
-
-    return image_total_variation(images).numpy()
 
 
 def thumbnails(images: np.ndarray, size: int) -> np.ndarray:
@@ -84,7 +79,7 @@ def study_real_images(dataset, batch_size: int = 64, judge_size: int | None = No
     tv, small, labels = [], [], []
     for images, batch_labels, positions in dataset.batches(batch_size):
         total += images.sum(axis=0)
-        tv.append(total_variation(images))
+        tv.append(image_total_variation(images).numpy())
         chosen = keep[positions]
         if chosen.any():
             small.append(thumbnails(images[chosen], judge_size))

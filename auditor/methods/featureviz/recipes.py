@@ -99,8 +99,3 @@ def visualise_classes(handle, classes: Sequence[int], recipe: Recipe, objective:
     """One image per entry of ``classes`` (repeat a class to compare inits), one batch."""
     return optimise(handle, objectives.class_objective(objective, classes), recipe,
                     len(classes), inits, real_image)
-
-
-def visualise_channels(handle, layer: str, channels: Sequence[int], recipe: Recipe) -> Rendering:
-    """One image per channel of ``layer``, maximising its mean activation, one batch."""
-    return optimise(handle, objectives.channel(layer, channels), recipe, len(channels))

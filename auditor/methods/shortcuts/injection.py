@@ -32,7 +32,7 @@ DEFAULT_FRACTION = {"tag": 0.2}  # a source tag marks a fifth of the class (Lapu
 
 @dataclass
 class InjectionSettings:
-    steps: int = 300
+    steps: int = 300  # fine-tuning steps per copy (bounded: the demo audit has 3 minutes)
     batch_size: int = 32
     learning_rate: float = 1e-3
     relabel: float = 0.2  # share of other-class training images given the shortcut and target

@@ -1,4 +1,4 @@
-"""Figures of the feature-visualisation section: comparison and evolution grids, the TV plot.
+"""Feature-visualisation figures: thumbnails, comparison and evolution grids, the TV plot.
 
 Grids are drawn as one montage in one axes (labels as text), which is many times faster than a
 matplotlib axes per image and looks the same.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from auditor.report.figures import figure_uri, image_uri
+from auditor.report.figures import figure_uri, image_uri, montage
 
 CELL = 0.9  # inches per image in the grids
 GAP = 0.14  # gap between images, as a fraction of an image
@@ -20,18 +20,10 @@ def thumbnail(image: np.ndarray) -> str:
 
 
 def _montage(grid: list[list[np.ndarray]]) -> tuple[np.ndarray, int, int]:
-    """Images (rows x cols, each (H, W, C) in [0, 1]) tiled on a white sheet, as RGB."""
+    """The images' montage with room under each for its caption, and the steps between them."""
     height, width = grid[0][0].shape[:2]
     gap_x, gap_y = int(round(GAP * width)), int(round((GAP + TEXT_ROOM) * height))
-    rows, cols = len(grid), len(grid[0])
-    sheet = np.ones((rows * (height + gap_y), cols * (width + gap_x), 3), np.float32)
-    for r, row in enumerate(grid):
-        for c, image in enumerate(row):
-            image = np.clip(np.asarray(image, np.float32), 0, 1)
-            image = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
-            y, x = r * (height + gap_y), c * (width + gap_x)
-            sheet[y:y + height, x:x + width] = image
-    return sheet, height + gap_y, width + gap_x
+    return montage(grid, gap_x, gap_y), height + gap_y, width + gap_x
 
 
 def _grid_figure(grid, titles: list[str], row_names: list[str], captions) -> str:
@@ -116,3 +108,31 @@ def tv_histogram(real_tv: np.ndarray, marks: dict[str, np.ndarray]) -> str:
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     return figure_uri(fig)
+
+
+def _comparison_order(per_run: dict) -> list[str]:
+    first = [label for label in ("unregularised", "regularised") if label in per_run]
+    return first + [label for label in per_run if label not in first]
+
+
+def view(result, dataset) -> dict:
+    d = result.data
+    per_run, verdicts, shown = d.per_run, d.verdicts, d.class_names
+    classes = [{**row, "image": thumbnail(per_run["regularised"][i])}
+               for i, row in enumerate(d.class_rows)]
+    channels = [{**row, "image": thumbnail(d.channel_images[i]),
+                 "top_images": [thumbnail(img) for img in d.top_images[i]]}
+                for i, row in enumerate(d.channel_rows)]
+    return {
+        **d.facts, "classes": classes, "channels": channels,
+        "contrast_figure": contrast_strip(
+            {label: per_run[label] for label in ("unregularised", "regularised")},
+            shown, verdicts) if d.compare else None,
+        "comparison_figure": comparison_grid(
+            {label: per_run[label] for label in _comparison_order(per_run)},
+            shown, verdicts) if d.compare else None,
+        "evolution_figure": evolution_grid(d.evolution, d.evolution_confidence, shown),
+        "tv_figure": tv_histogram(d.real_tv, {
+            label: verdicts[label]["total_variation"] for label in verdicts
+            if label in ("regularised", "unregularised")}),
+    }

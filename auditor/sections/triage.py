@@ -1,0 +1,497 @@
+"""Mistake triage and data health: for every mistake, is it the model's fault or the data's?
+
+Joins confident learning (likely label errors), out-of-distribution scores, the neighbours of
+each image in the model's penultimate features, calibration, duplicates and leakage, and
+underperforming slices. The computation lives in ``auditor.methods.triage``; this module picks
+the reference data, runs the parts, and states what could not be measured and why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from auditor.checks.check import Check, evaluate
+from auditor.errors import ConfigError
+from auditor.methods.triage import calibration, duplicates, ood, slices
+from auditor.methods.triage.label_issues import MIN_PER_CLASS, find_label_issues
+from auditor.methods.triage.neighbours import nearest
+from auditor.methods.triage.verdicts import VERDICTS, neighbour_tie, verdict_of
+from auditor.sections.base import Context, KeyFigure, SectionResult
+
+NAME = "triage"
+TITLE = "Mistake triage"
+# Northcutt et al. 2021 measured 3.3% label errors on average over ten benchmark test sets (up
+# to 10.1% on QuickDraw): above the average, review the labels; above the worst, fail.
+LABEL_ERROR_BOUNDS = {"warn_above": 0.03, "fail_above": 0.10}
+# Guo et al. 2017 (15 bins): temperature scaling leaves ECE near 1-2%, uncalibrated CIFAR-10
+# ResNets sit near 5%, CIFAR-100 ones near 15%.
+ECE_BOUNDS = {"warn_above": 0.05, "fail_above": 0.15}
+# Extra copies weigh some images twice; past 1% they can move accuracy by more than the
+# accuracy check's 1-point tolerance (performance.ACCURACY_BOUNDS).
+DUPLICATE_BOUNDS = {"warn_above": 0.01}
+# Any training image in the audit inflates accuracy; past the same 1 point, accuracy is not
+# trustworthy (Barz and Denzler 2020 found 3.3% of CIFAR-10's test images in its training set).
+LEAKAGE_BOUNDS = {"warn_above": 0.0, "fail_above": 0.01}
+
+
+
+def _triage(summary: dict, key: str):
+    block = summary.get(NAME)
+    return block.get(key) if isinstance(block, dict) else None
+
+
+def _label_errors_detail(summary: dict) -> str:
+    accuracy = _triage(summary, "accuracy_without_label_issues")
+    return "" if accuracy is None else f"accuracy {accuracy:.1%} without the flagged"
+
+
+# In summary.md, the baseline comparison and the index trends; the top of the report keeps its
+# five, and this section shows both figures first.
+KEY_FIGURES = (
+    KeyFigure("label_errors", "Label errors", "expected label errors", NAME,
+              lambda summary: _triage(summary, "expected_label_errors"),
+              detail=_label_errors_detail, rank=25, headline=False),
+    KeyFigure("ece", "Calibration error", "expected calibration error (ECE)", NAME,
+              lambda summary: _triage(summary, "ece"), text=lambda _, v: f"{v:.3f}", rank=45,
+              headline=False),
+)
+
+
+@dataclass
+class Options:
+    neighbours: int = 10  # k for kNN distances and neighbour votes (Sun et al. 2022 use 50 on
+    #                       50,000 images; results are stable over a wide range of k)
+    examples: int = 8  # mistakes shown beside their contrastive saliency
+    gallery: int = 12  # likely label errors shown with their given and suggested labels
+    slices_shown: int = 3
+    slice_images: int = 8
+    min_slice: int = 5  # images; smaller failure groups are not reported as slices
+    near_duplicate_bits: int = 0  # pHash Hamming distance of near duplicates (0: cleanvision's)
+    train_samples: int = 20000  # --train-data images compared (a stratified sample beyond)
+    method: str = "gradient"  # saliency of the mistakes and slices
+
+    def __post_init__(self):
+        for key in ("neighbours", "min_slice", "train_samples"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"'triage.{key}' must be at least 1, got {getattr(self, key)}")
+        for key in ("examples", "gallery", "slices_shown", "slice_images"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"'triage.{key}' must be at least 0, got {getattr(self, key)}")
+        if not 0 <= self.near_duplicate_bits <= 32:
+            raise ConfigError("'triage.near_duplicate_bits' must be from 0 to 32 (of 64 bits), "
+                              f"got {self.near_duplicate_bits}")
+
+
+@dataclass
+class Reference:
+    """What the OOD thresholds and neighbour votes are calibrated on: the training data
+    (a sample of it) or the audit data itself."""
+
+    name: str  # "train" or "audit"
+    logits: np.ndarray
+    labels: np.ndarray
+    features: np.ndarray | None
+    dataset: object = None  # the training sample, when it is the training data
+    positions: np.ndarray | None = None  # its rows' positions in the training data
+
+
+def training_reference(ctx: Context, options: Options) -> Reference | None:
+    """The --train-data sample, through the model once for logits and once for features."""
+    from auditor.inputs.datasets import sample_indices
+    from auditor.predict.predictions import penultimate_features, predict
+
+    train = ctx.train_dataset
+    if train is None:
+        return None
+    positions = sample_indices(train.labels, options.train_samples, ctx.config.seed)
+    sample = dataclasses.replace(train, labels=train.labels[positions],
+                                 source_index=train.source_index[positions])
+    logits = predict(ctx.handle, sample, ctx.config.batch_size).logits
+    features = (penultimate_features(ctx.handle, sample, ctx.config.batch_size)
+                if ctx.features() is not None else None)
+    return Reference("train", logits, sample.labels, features, sample, positions)
+
+
+def ood_detectors(logits, features, reference: Reference, k: int):
+    """The three detectors on the audit images, and the audit's neighbours in the reference."""
+    detectors = [ood.calibrated("energy", ood.energy(logits), ood.energy(reference.logits))]
+    if features is None:
+        return ood.OodVotes(detectors + [
+            ood.Detector(name, None, skipped="the model has no penultimate layer to read")
+            for name in ("knn", "mahalanobis")]), None
+    own = reference.name == "audit"
+    distances, indices = nearest(features, reference.features, k, same_set=own)
+    ref_knn = distances if own else nearest(reference.features, reference.features, k, True)[0]
+    detectors.append(ood.calibrated("knn", ood.knn_distance(distances),
+                                    ood.knn_distance(ref_knn)))
+    if len(np.unique(reference.labels)) < 2:
+        detectors.append(ood.Detector("mahalanobis", None, skipped="fewer than two classes"))
+    else:
+        scores = ood.mahalanobis(features, reference.features, reference.labels)
+        ref_scores = scores if own else ood.mahalanobis(reference.features, reference.features,
+                                                        reference.labels)
+        detectors.append(ood.calibrated("mahalanobis", scores, ref_scores))
+    return ood.OodVotes(detectors), indices
+
+
+def mistake_verdicts(p, names, issues, ood_flags, votes, ref_labels, neighbours, k):
+    """One record per mistake, by the rules of ``verdicts``."""
+    probs = p.probs
+    top2 = np.sort(probs, axis=1)[:, -2:] if probs.shape[1] > 1 else np.ones((len(probs), 2))
+    margin = top2[:, 1] - top2[:, 0]
+    flagged = np.zeros(len(p.labels), bool)
+    if issues is not None:
+        flagged[issues.positions] = True
+    records = []
+    for i in np.flatnonzero(~p.correct):
+        given_votes = pred_votes = None
+        tie = False
+        if neighbours is not None and neighbours.shape[1]:
+            near = ref_labels[neighbours[i]]
+            given_votes = int((near == p.labels[i]).sum())
+            pred_votes = int((near == p.preds[i]).sum())
+            tie = bool(neighbour_tie(np.array(given_votes), np.array(pred_votes), k))
+        verdict, reason = verdict_of(bool(ood_flags[i]), bool(flagged[i]), float(margin[i]), tie)
+        records.append({
+            "index": int(i), "true": names[p.labels[i]], "pred": names[p.preds[i]],
+            "verdict": verdict, "reason": reason, "confidence": float(p.confidence[i]),
+            "margin": float(margin[i]), "ood_votes": int(votes[i]),
+            "label_score": None if issues is None else float(issues.scores[i]),
+            "suggested": None if issues is None else names[issues.suggested[i]],
+            "neighbours_given": given_votes, "neighbours_pred": pred_votes})
+    return records
+
+
+def fingerprint_all(dataset, batch_size: int = 256):
+    parts = [duplicates.fingerprints(images) for images, _, _ in dataset.batches(batch_size)]
+    return (np.concatenate([e for e, _ in parts]), np.concatenate([h for _, h in parts]))
+
+
+def features_and_fingerprints(ctx: Context):
+    """The shared penultimate features and the audit images' fingerprints, in one pass over
+    the data when the features are not computed yet (streaming costs about half a model pass)."""
+    from auditor.predict.predictions import penultimate_features
+
+    parts: list = []
+    if "features" not in ctx.cache:
+        ctx.cache["features"] = penultimate_features(
+            ctx.handle, ctx.dataset, ctx.config.batch_size,
+            visit=lambda images, _: parts.append(duplicates.fingerprints(np.asarray(images))))
+    if not parts:  # computed before, or the model could not be split
+        return ctx.cache["features"], fingerprint_all(ctx.dataset)
+    return ctx.cache["features"], (np.concatenate([e for e, _ in parts]),
+                                   np.concatenate([h for _, h in parts]))
+
+
+def data_health(ctx, options, fingerprints, reference, self_neighbours, audit_neighbours):
+    """Duplicate groups inside the audit data and, with training data, leaked images."""
+    labels = ctx.predictions.labels
+    exact, perceptual = fingerprints
+    pairs = None
+    if self_neighbours is not None:
+        pairs = np.stack([np.repeat(np.arange(len(labels)), self_neighbours.shape[1]),
+                          self_neighbours.ravel()], axis=1)
+    groups = duplicates.duplicate_groups(exact, perceptual, labels, pairs,
+                                         options.near_duplicate_bits)
+    leaks = None
+    if reference is not None and reference.name == "train":
+        train_exact, train_perceptual = fingerprint_all(reference.dataset)
+        found = duplicates.leaked(exact, perceptual, train_exact, train_perceptual,
+                                  audit_neighbours, options.near_duplicate_bits)
+        leaks = [{**leak, "train_index": int(reference.positions[leak["train_index"]])}
+                 for leak in found]
+    return groups, leaks
+
+
+def slice_summary(found, names) -> list[dict]:
+    """Slices as summary.json lists them; ``significant`` when the gap's interval is above 0."""
+    return [{"indices": s.indices.tolist(), "size": int(len(s.indices)),
+             "accuracy": s.accuracy, "gap": s.gap, "ci": list(s.ci), "class": names[s.label],
+             "significant": bool(s.ci[0] > 0)} for s in found]
+
+
+def shown_mistakes(records: list[dict], limit: int) -> list[dict]:
+    """Up to ``limit`` mistakes, taking each verdict in turn (most confident first), so the
+    page shows every kind of mistake there is."""
+    queues = {v: sorted((r for r in records if r["verdict"] == v),
+                        key=lambda r: (-r["confidence"], r["index"])) for v in VERDICTS}
+    chosen: list[dict] = []
+    while len(chosen) < limit and any(queues.values()):
+        for verdict in VERDICTS:
+            if queues[verdict] and len(chosen) < limit:
+                chosen.append(queues[verdict].pop(0))
+    return chosen
+
+
+def read_images(dataset, groups: list) -> list[np.ndarray]:
+    """The images of several lists of positions in one read (each read builds a pipeline)."""
+    groups = [np.asarray(g, dtype=int) for g in groups]
+    images = dataset.images(np.concatenate(groups) if groups else np.zeros(0, int))
+    return np.split(images, np.cumsum([len(g) for g in groups])[:-1])
+
+
+def figure_saliency(ctx: Context, mistakes: np.ndarray, mistake_images, slice_shown,
+                    slice_images, method: str):
+    """(Predicted minus true class) saliency of the shown mistakes, reused from the contrastive
+    section when it ran first, and each shown slice's saliency for the predicted class, in one
+    batched call (the gradient function is traced once): (differences, [maps per slice])."""
+    from auditor.methods.attribution import attribute
+
+    p = ctx.predictions
+    cached = ctx.cache.get("contrastive") or {}
+    known = {int(pos): row for row, pos in enumerate(cached.get("positions", []))}
+    missing = np.array([row for row, pos in enumerate(mistakes) if int(pos) not in known], int)
+    chosen = mistakes[missing]
+    images = np.concatenate([mistake_images[missing], mistake_images[missing], *slice_images])
+    targets = np.concatenate([p.preds[chosen], p.labels[chosen]]
+                             + [p.preds[members] for members in slice_shown]).astype(int)
+    maps = (attribute(ctx.handle, images, targets, method=method) if len(images)
+            else np.zeros_like(images))
+    diffs = np.zeros_like(mistake_images)
+    diffs[missing] = maps[: len(missing)] - maps[len(missing): 2 * len(missing)]
+    for row, pos in enumerate(mistakes):
+        if int(pos) in known:
+            diffs[row] = cached["diff"][known[int(pos)]]
+    return diffs, np.split(maps[2 * len(missing):], np.cumsum([len(m) for m in slice_shown]))
+
+
+def slice_comparison(labels, found, seed: int, most: int = 200):
+    """Per slice, up to ``most`` of its images and of the rest of its class (for properties)."""
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for s in found:
+        rest = np.setdiff1d(np.flatnonzero(labels == s.label), s.indices)
+        pairs.append((s.indices[:most], np.sort(rng.choice(rest, min(len(rest), most),
+                                                           replace=False))))
+    return pairs
+
+
+def distinct_properties(inside: dict, outside: dict | None, top: int = 2) -> list[dict]:
+    """Properties whose slice mean differs most from the rest of the class (Cohen's d)."""
+    if outside is None:
+        return []
+    rows = []
+    for name, values in inside.items():
+        other = outside[name]
+        pooled = np.sqrt((values.var() + other.var()) / 2) or 1e-12
+        rows.append({"property": name, "slice": float(values.mean()),
+                     "rest": float(other.mean()),
+                     "effect": float((values.mean() - other.mean()) / pooled)})
+    return sorted(rows, key=lambda r: -abs(r["effect"]))[:top]
+
+
+def triage_checks(ctx: Context, n: int, issues, ece, groups, leaks, found, skipped) -> list[Check]:
+    spec = ctx.config.checks
+    checks = []
+    if issues is None or issues.per_class < MIN_PER_CLASS:
+        checks.append(Check("triage.label_errors", "skipped", None, LABEL_ERROR_BOUNDS, None,
+                            skipped.get("label_issues", "too few images per class"), NAME))
+    else:
+        rate = issues.expected / n
+        checks.append(evaluate("triage.label_errors", rate, section=NAME,
+                               message=f"about {issues.expected} label errors expected "
+                                       f"({rate:.1%} of {n} images)",
+                               defaults=LABEL_ERROR_BOUNDS, spec=spec.get("triage.label_errors")))
+    checks.append(evaluate("triage.ece", ece, message=f"expected calibration error {ece:.3f} "
+                           f"({calibration.BINS} bins)", section=NAME, defaults=ECE_BOUNDS,
+                           spec=spec.get("triage.ece")))
+    share = duplicates.redundant_share(groups, n)
+    conflicting = sum(g.conflicting for g in groups)
+    checks.append(evaluate("triage.duplicates", share, section=NAME, defaults=DUPLICATE_BOUNDS,
+                           message=f"{len(groups)} duplicate groups, {conflicting} with "
+                                   f"conflicting labels; {share:.1%} of images are extra copies",
+                           spec=spec.get("triage.duplicates")))
+    if leaks is None:
+        checks.append(Check("triage.leakage", "skipped", None, LEAKAGE_BOUNDS, None,
+                            "no --train-data given: leakage from training data not checked",
+                            NAME))
+    else:
+        checks.append(evaluate("triage.leakage", len(leaks) / n, section=NAME,
+                               message=f"{len(leaks)} audit images are also training images",
+                               defaults=LEAKAGE_BOUNDS, spec=spec.get("triage.leakage")))
+    if found is None:
+        checks.append(Check("triage.slices", "skipped", None, {}, None, skipped["slices"], NAME))
+    else:
+        worst = found[0].ci[0] if found else 0.0
+        what = (f"worst slice: {len(found[0].indices)} images of one class, accuracy gap "
+                f"{found[0].gap:.1%} (95% CI from {found[0].ci[0]:.1%})" if found
+                else "no underperforming slice found")
+        checks.append(evaluate("triage.slices", worst, message=what, section=NAME,
+                               spec=spec.get("triage.slices")))
+    return checks
+
+
+@dataclass
+class Findings:
+    """Everything the triage measured on one run, before it is summarised or drawn."""
+
+    reference: Reference
+    issues: object  # label_issues.LabelIssues, or None
+    reliability: calibration.Reliability
+    temperature: float
+    ece_after: float
+    per_class: dict
+    votes: ood.OodVotes
+    ood_flags: np.ndarray
+    records: list[dict]
+    groups: list
+    leaks: list[dict] | None
+    slices: list | None
+    skipped: dict[str, str]
+
+
+def measure(ctx: Context, options: Options) -> Findings:
+    p, names, k = ctx.predictions, ctx.dataset.class_names, options.neighbours
+    n = len(p.labels)
+    skipped: dict[str, str] = {}
+    features, fingerprints = features_and_fingerprints(ctx)
+    if features is None:
+        skipped.update({part: "the model cannot be split before its final layer (no "
+                        "penultimate features)" for part in ("knn", "mahalanobis", "neighbours",
+                                                            "slices")})
+    reference = training_reference(ctx, options) or Reference("audit", p.logits, p.labels,
+                                                              features)
+    issues = find_label_issues(p.labels, p.probs)
+    if issues is None:
+        skipped["label_issues"] = "fewer than two classes in the audit labels"
+    elif issues.per_class < MIN_PER_CLASS:
+        skipped["label_issues"] = (f"only {issues.per_class:.1f} images per class: confident "
+                                   f"learning needs at least {MIN_PER_CLASS} to set each "
+                                   "class's threshold")
+    votes, neighbours = ood_detectors(p.logits, features, reference, k)
+    skipped.update({d.name: d.skipped for d in votes.detectors if d.skipped})
+    ood_flags = votes.flags(n)
+    records = mistake_verdicts(p, names, issues, ood_flags, votes.votes(n), reference.labels,
+                               neighbours, k)
+    own = reference.name == "audit"
+    self_neighbours = neighbours if own else (
+        nearest(features, features, k, same_set=True)[1]
+        if features is not None and options.near_duplicate_bits > 0 else None)
+    groups, leaks = data_health(ctx, options, fingerprints, reference, self_neighbours,
+                                None if own else neighbours)
+    found = (slices.failure_slices(features, p.labels, p.correct, options.min_slice,
+                                   ctx.config.seed) if features is not None else None)
+    rel = calibration.reliability(p.confidence, p.correct)
+    return Findings(reference, issues, rel, calibration.fit_temperature(p.logits, p.labels),
+                    calibration.cross_fitted_ece(p.logits, p.labels, ctx.config.seed),
+                    calibration.per_class_confidence_gap(p.probs, p.labels), votes, ood_flags,
+                    records, groups, leaks, found, skipped)
+
+
+def triage_summary(found: Findings, p, names) -> dict:
+    """The ``triage`` block of summary.json (keys in docs/summary.md)."""
+    n, issues = len(p.labels), found.issues
+    flagged = np.zeros(n, bool)
+    label_issues = []
+    if issues is not None:
+        flagged[issues.positions] = True
+        label_issues = [{"index": int(i), "given": names[p.labels[i]],
+                         "suggested": names[issues.suggested[i]],
+                         "score": float(issues.scores[i])} for i in issues.positions]
+    counts = {v: sum(r["verdict"] == v for r in found.records) for v in VERDICTS}
+    kept = ~flagged
+    return {
+        "verdicts": found.records, "verdict_counts": counts,
+        "label_issues": label_issues,
+        "expected_label_errors": None if issues is None else issues.expected,
+        "accuracy": p.accuracy,
+        "accuracy_without_label_issues": float(p.correct[kept].mean()) if kept.any() else None,
+        "mistakes_from_label_errors": counts["label_error"] / max(len(found.records), 1),
+        "ece": found.reliability.ece, "ece_bins": calibration.BINS,
+        "temperature": found.temperature, "ece_after_temperature": found.ece_after,
+        "reliability": {"confidence": _floats(found.reliability.confidence),
+                        "accuracy": _floats(found.reliability.accuracy),
+                        "count": found.reliability.count.tolist()},
+        "per_class_calibration": {names[c]: v for c, v in found.per_class.items()},
+        "ood": {"reference": found.reference.name, "reference_n": len(found.reference.labels),
+                "quantile": ood.REFERENCE_QUANTILE, "flagged": int(found.ood_flags.sum()),
+                "detectors": {d.name: {"threshold": d.threshold, "skipped": d.skipped}
+                              for d in found.votes.detectors}},
+        "duplicates": [g.indices for g in found.groups],
+        "duplicate_groups": [{"indices": g.indices, "kind": g.kind, "conflicting": g.conflicting,
+                              "labels": [names[c] for c in g.labels]} for g in found.groups],
+        "leakage": found.leaks or [],
+        "train_compared": len(found.reference.labels) if found.reference.name == "train" else None,
+        "slices": [] if found.slices is None else slice_summary(found.slices, names),
+        "skipped": found.skipped,
+    }
+
+
+def _floats(values: np.ndarray) -> list:
+    """A float array as JSON numbers, NaN (an empty bin) as null."""
+    return [None if not np.isfinite(v) else float(v) for v in values]
+
+
+@dataclass
+class TriageData:
+    """What the triage figures are drawn from (see report/views/triage.py)."""
+
+    summary: dict
+    mistakes: list[dict]
+    mistake_images: np.ndarray
+    mistake_diffs: np.ndarray
+    label_errors: list[dict]
+    label_error_images: np.ndarray
+    slices: list[dict]
+    slice_pictures: list[dict]
+    duplicate_images: list[np.ndarray]
+    leak_images: np.ndarray
+    leak_train_images: np.ndarray
+
+
+def figure_data(ctx: Context, options: Options, found: Findings, summary: dict) -> TriageData:
+    """The images and saliency the figures show, read in one pass over the chosen positions."""
+    from auditor.methods.shortcuts.properties import image_properties
+
+    mistakes = shown_mistakes(found.records, options.examples)
+    positions = np.array([m["index"] for m in mistakes], dtype=int)
+    label_errors = summary["label_issues"][: options.gallery]
+    shown_slices = (found.slices or [])[: options.slices_shown]
+    slice_shown = [s.indices[: options.slice_images] for s in shown_slices]
+    compared = slice_comparison(ctx.predictions.labels, shown_slices, ctx.config.seed)
+    groups, leaks = found.groups[:6], (found.leaks or [])[:8]
+    images = read_images(ctx.dataset, [positions, [e["index"] for e in label_errors],
+                                       [leak["index"] for leak in leaks]]
+                         + slice_shown + [g.indices[:4] for g in groups]
+                         + [part for pair in compared for part in pair])
+    mistake_images, error_images, leak_images = images[:3]
+    slice_images = images[3: 3 + len(slice_shown)]
+    group_images = images[3 + len(slice_shown): 3 + len(slice_shown) + len(groups)]
+    properties = iter(images[3 + len(slice_shown) + len(groups):])
+    diffs, slice_maps = figure_saliency(ctx, positions, mistake_images, slice_shown,
+                                        slice_images, options.method)
+    pictures = []
+    for shown, maps in zip(slice_images, slice_maps, strict=False):
+        inside, outside = image_properties(next(properties)), next(properties)
+        pictures.append({"images": shown, "saliency": np.abs(maps.sum(axis=-1)).mean(axis=0),
+                         "properties": distinct_properties(
+                             inside, image_properties(outside) if len(outside) > 1 else None)})
+    train = found.reference.dataset
+    rows = [int(np.searchsorted(found.reference.positions, leak["train_index"]))
+            for leak in leaks]
+    return TriageData(summary, mistakes, mistake_images, diffs, label_errors, error_images,
+                      summary["slices"][: options.slices_shown], pictures, group_images,
+                      leak_images, train.images(rows) if train is not None else leak_images)
+
+
+def run(ctx: Context, options: Options) -> SectionResult:
+    p, names = ctx.predictions, ctx.dataset.class_names
+    found = measure(ctx, options)
+    summary = triage_summary(found, p, names)
+    checks = triage_checks(ctx, len(p.labels), found.issues, summary["ece"], found.groups,
+                           found.leaks, found.slices, found.skipped)
+    reference = ("the training data" if found.reference.name == "train"
+                 else "the audit data itself (pass --train-data to calibrate on training data)")
+    return SectionResult(
+        name=NAME, title=TITLE,
+        intro="Whose fault is each mistake? Likely label errors come from confident learning on "
+              "the model's out-of-sample probabilities; out-of-distribution images from energy "
+              "and distances in the model's penultimate features, calibrated on "
+              f"{reference}; ambiguous ones from a small top-2 margin or neighbours split "
+              "between the two labels; the rest are the model's own errors. Below: calibration, "
+              "duplicates and leakage, and groups of images the model fails on.",
+        summary={NAME: summary}, checks=checks,
+        data=figure_data(ctx, options, found, summary))

@@ -1,0 +1,98 @@
+"""The house rules, read from the source: which package may import which, and no long function.
+
+Rules (docs/layout.md):
+- ``auditor.methods`` is pure computation: it imports nothing from sections, report, runs,
+  config or the pipeline.
+- ``auditor.sections`` computes and never draws: nothing from report (or matplotlib/PIL).
+- ``auditor.report`` draws and writes: nothing from sections' run code (only the registry
+  ``auditor.sections`` and the protocol ``auditor.sections.base``) and, from methods, only the
+  display helpers in REPORT_MAY_USE.
+- matplotlib and Pillow are imported under ``auditor.report`` only.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "auditor"
+MAX_LINES = 60
+REPORT_MAY_USE = {"auditor.methods.attribution.smoothing"}  # display-only smoothing of maps
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def imports(path: Path) -> set[str]:
+    """Every module a file imports, at the top or inside functions."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+            names |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return names
+
+
+def under(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+def broken_rules(module: str, imported: set[str]) -> list[str]:
+    wrong = []
+    if under(module, "auditor.methods"):
+        wrong += [n for n in imported if any(under(n, p) for p in (
+            "auditor.sections", "auditor.report", "auditor.runs", "auditor.config",
+            "auditor.pipeline"))]
+    if under(module, "auditor.sections"):
+        wrong += [n for n in imported if under(n, "auditor.report")]
+    if under(module, "auditor.report"):
+        wrong += [n for n in imported if under(n, "auditor.sections")
+                  and n not in ("auditor.sections", "auditor.sections.key_figures",
+                                "auditor.sections.base")
+                  and not n.startswith("auditor.sections.base.")]
+        wrong += [n for n in imported if under(n, "auditor.methods")
+                  and not any(under(n, allowed) for allowed in REPORT_MAY_USE)]
+    if not under(module, "auditor.report"):
+        wrong += [n for n in imported if under(n, "matplotlib") or under(n, "PIL")]
+    return sorted(wrong)
+
+
+def test_the_import_graph_flows_one_way():
+    problems = {module: wrong for module, path in modules().items()
+                if (wrong := broken_rules(module, imports(path)))}
+    assert not problems, problems
+
+
+def test_the_rules_catch_what_they_forbid():
+    assert broken_rules("auditor.methods.attacks", {"auditor.sections.base"})
+    assert broken_rules("auditor.sections.robustness", {"auditor.report.figures"})
+    assert broken_rules("auditor.report.views.attribution", {"auditor.methods.attribution"})
+    assert broken_rules("auditor.report.headline", {"auditor.sections.robustness"})
+    assert broken_rules("auditor.runs.history", {"matplotlib.pyplot"})
+    assert not broken_rules("auditor.report.views.contrastive",
+                            {"auditor.methods.attribution.smoothing"})
+
+
+def long_functions(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text())
+    return [f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name} "
+            f"({node.end_lineno - node.lineno + 1} lines)"
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.end_lineno - node.lineno + 1 > MAX_LINES]
+
+
+@pytest.mark.parametrize("folder", ["auditor", "tests", "bench"])
+def test_no_function_is_longer_than_sixty_lines(folder):
+    root = PACKAGE.parent / folder
+    found = [line for path in sorted(root.rglob("*.py")) for line in long_functions(path)]
+    assert not found, found

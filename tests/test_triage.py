@@ -1,0 +1,187 @@
+"""Mistake triage, measured on seeded self-tests: flipped labels are found by confident learning,
+copied training images are found as leakage, a planted failure group is the top slice, a clean
+audit flags few label errors and no leakage, and what cannot be measured says so."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from auditor.inputs.datasets import digits_split
+from auditor.methods.triage.duplicates import _pixels, perceptual_hashes
+from auditor.methods.triage.label_issues import find_label_issues
+from auditor.methods.triage.slices import failure_slices
+from auditor.predict.predictions import softmax
+
+FLIP_SHARE = 0.03
+COPIES = 20
+
+
+@pytest.fixture(scope="module")
+def digits_outputs(digits_handle, digits_test):
+    """Logits and penultimate features of the demo model on the digits test split."""
+    from auditor.inputs.layers import final_layer_input
+
+    x, y = digits_test
+    return np.asarray(digits_handle.logits(x)), final_layer_input(digits_handle)(x).numpy(), y
+
+
+def test_phash_is_imagehash_phash(digits_test):
+    import imagehash
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for pixels in (_pixels(digits_test[0][:200]),
+                   (rng.random((30, 40, 52, 3)) * 255).astype(np.uint8)):
+        ours = perceptual_hashes(pixels)
+        theirs = [np.packbits(imagehash.phash(Image.fromarray(p)).hash.ravel()).view(">u8")[0]
+                  for p in pixels]
+        assert np.array_equal(ours, np.array(theirs, np.uint64))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_flipped_labels_are_found_by_confident_learning(digits_outputs, seed):
+    logits, _, y = digits_outputs
+    rng = np.random.default_rng(seed)
+    flipped = rng.choice(len(y), round(FLIP_SHARE * len(y)), replace=False)
+    noisy = y.copy()
+    noisy[flipped] = (y[flipped] + rng.integers(1, 10, len(flipped))) % 10
+    issues = find_label_issues(noisy, softmax(logits))
+    hits = np.isin(issues.positions, flipped).sum()
+    recall, precision = hits / len(flipped), hits / max(len(issues.positions), 1)
+    print(f"seed {seed}: recall {recall:.2f}, precision {precision:.2f} "
+          f"({len(issues.positions)} flagged, {len(flipped)} flipped)")
+    assert recall >= 0.6 and precision >= 0.5
+    assert abs(issues.expected - len(flipped)) <= len(flipped) // 2
+
+
+def test_a_planted_failure_group_is_the_top_slice(digits_handle, digits_test):
+    """A tenth of the 3s inverted: the model fails on them, and they make the top slice."""
+    from auditor.inputs.layers import final_layer_input
+
+    x, y = digits_test
+    rng = np.random.default_rng(0)
+    threes = np.flatnonzero(y == 3)
+    planted = rng.choice(threes, len(threes) // 10, replace=False)
+    x = x.copy()
+    x[planted] = 1 - x[planted]
+    correct = np.asarray(digits_handle.logits(x)).argmax(axis=1) == y
+    features = final_layer_input(digits_handle)(x).numpy()
+    top = failure_slices(features, y, correct)[0]
+    assert top.label == 3
+    assert np.isin(planted, top.indices).mean() >= 0.8
+    assert np.isin(top.indices, planted).mean() >= 0.5
+    assert top.ci[0] > 0.3
+
+
+def _digits_npz(path, positions, extra=None):
+    digits = load_digits()
+    x = (digits.images / 16 * 255).round().astype(np.uint8)
+    index = positions if extra is None else np.concatenate([positions, extra])
+    np.savez(path, x=x[index], y=digits.target[index])
+    return f"npz:{path}"
+
+
+def _audit(model, data, train, out):
+    done = subprocess.run(
+        [sys.executable, "-m", "auditor", "audit", "--model", str(model), "--data", data,
+         "--train-data", train, "--out", str(out), "--sections", "performance,triage",
+         "--no-progress"], capture_output=True, text=True, timeout=600)
+    return done, json.loads((out / "summary.json").read_text()) if done.returncode < 2 else None
+
+
+@pytest.fixture(scope="module")
+def digits_splits():
+    return digits_split(load_digits().target)
+
+
+def test_copied_training_images_are_all_found_as_leakage(tmp_path, digits_model_path,
+                                                         digits_splits):
+    train, test = digits_splits
+    copied = np.random.default_rng(0).choice(len(train), COPIES, replace=False)
+    data = _digits_npz(tmp_path / "audit.npz", test, extra=train[copied])
+    done, summary = _audit(digits_model_path, data, _digits_npz(tmp_path / "train.npz", train),
+                           tmp_path / "leaky")
+    assert done.returncode == 1, done.stderr  # leakage past 1% of the audit fails
+    found = {(leak["index"], leak["train_index"]) for leak in summary["triage"]["leakage"]}
+    planted = {(len(test) + i, int(c)) for i, c in enumerate(copied)}
+    assert planted <= found
+    print(f"leakage: {len(planted & found)} of {COPIES} copies found, "
+          f"{len(found - planted)} other pairs")
+    check = next(c for c in summary["checks"] if c["id"] == "triage.leakage")
+    assert check["status"] == "fail"
+
+
+def test_a_clean_demo_audit_flags_few_label_errors_and_no_leakage(tmp_path, digits_model_path):
+    """The demo's own data, with its training split as --train-data (in this process: the
+    leakage test above goes through the CLI)."""
+    from auditor.config.spec import make_config
+    from auditor.pipeline import run_audit
+
+    outcome = run_audit(make_config(
+        {"model": str(digits_model_path), "data": "sklearn:digits:test"},
+        train_data="sklearn:digits:train", sections=["performance", "triage"],
+        out=str(tmp_path / "clean"), progress=False))
+    assert outcome.exit_code == 0
+    summary = outcome.summary
+    triage = summary["triage"]
+    assert triage["leakage"] == [] and triage["train_compared"] == 1078
+    assert len(triage["label_issues"]) <= 0.01 * summary["data"]["n"]
+    assert triage["ood"]["reference"] == "train"
+    counts = triage["verdict_counts"]
+    assert sum(counts.values()) == summary["misclassifications"]["count"] == len(
+        triage["verdicts"])
+    statuses = {c["id"]: c["status"] for c in summary["checks"] if c["section"] == "triage"}
+    assert statuses["triage.leakage"] == "pass" and statuses["triage.label_errors"] == "pass"
+    html = (tmp_path / "clean" / "report.html").read_text()
+    for record in triage["verdicts"]:
+        assert f'id="triage-{record["index"]}"' in html
+
+
+def test_the_demo_report_shows_the_triage(demo_report):
+    """The shared demo report (every section, 120 images) has the section and its keys."""
+    summary = demo_report.summary
+    triage = summary["triage"]
+    for key in ("verdicts", "label_issues", "ece", "temperature", "duplicates", "leakage",
+                "slices"):
+        assert key in triage
+    assert {r["verdict"] for r in triage["verdicts"]} <= {
+        "label_error", "ambiguous", "out_of_distribution", "model_error"}
+    html = (demo_report.out / "report.html").read_text()
+    assert '<section id="triage"' in html and "Reliability diagram" in html
+    assert html.index('id="performance"') < html.index('id="triage"') < html.index(
+        'id="contrastive"')
+    leakage = next(c for c in summary["checks"] if c["id"] == "triage.leakage")
+    assert leakage["status"] == "skipped" and "--train-data" in leakage["message"]
+
+
+def test_without_penultimate_features_the_feature_parts_are_skipped(tmp_path, digits_handle):
+    """A model that cannot be split before its last layer: kNN, Mahalanobis, neighbour votes
+    and slices are skipped with the reason, never passed; the rest still runs."""
+    from auditor.config.spec import make_config
+    from auditor.inputs.datasets import load_dataset
+    from auditor.predict.predictions import predict
+    from auditor.sections import triage
+    from auditor.sections.base import Context
+
+    config = make_config({"model": digits_handle.path, "data": "sklearn:digits:test"},
+                         max_samples=150)
+    dataset = load_dataset(config.data, digits_handle.input_shape, digits_handle.num_classes,
+                           max_samples=150)
+    ctx = Context(config=config, handle=digits_handle, dataset=dataset,
+                  predictions=predict(digits_handle, dataset), workdir=tmp_path,
+                  cache={"features": None})
+    result = triage.run(ctx, triage.Options())
+    skipped = result.summary["triage"]["skipped"]
+    assert {"knn", "mahalanobis", "neighbours", "slices"} <= set(skipped)
+    checks = {c.id: c for c in result.checks}
+    assert checks["triage.slices"].status == "skipped"
+    assert "penultimate" in checks["triage.slices"].message
+    assert checks["triage.ece"].status in ("pass", "warn", "fail")
+    detectors = result.summary["triage"]["ood"]["detectors"]
+    assert detectors["energy"]["skipped"] is None and detectors["knn"]["skipped"]
