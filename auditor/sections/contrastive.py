@@ -63,7 +63,7 @@ class ContrastiveData:
     diff: np.ndarray
     examples: list[dict]
     smooth_sigma: float
-    difference: str = DIFFERENCE_OF_MAPS  # how ``diff`` was obtained
+    of_difference: bool = False  # ``diff`` explains the difference of scores (not linear)
 
 
 def run(ctx: Context, options: Options) -> SectionResult:
@@ -90,5 +90,5 @@ def run(ctx: Context, options: Options) -> SectionResult:
         summary={NAME: {"method": options.method, "score": options.score,
                         "difference": difference, "examples": examples}},
         data=ContrastiveData(images, for_pred, for_true, diff, examples, options.smooth_sigma,
-                             difference),
+                             difference == MAP_OF_DIFFERENCE),
     )

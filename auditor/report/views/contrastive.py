@@ -7,7 +7,6 @@ import numpy as np
 
 from auditor.methods.attribution.smoothing import smooth_map
 from auditor.report.figures import colorbar_uri, figure_uri, show_image, show_signed, signed_map
-from auditor.sections.contrastive import MAP_OF_DIFFERENCE
 
 
 def example_figure(image, pred_map, true_map, diff_map, pred_name, true_name, p_pred, p_true,
@@ -35,6 +34,6 @@ def view(result, dataset) -> dict:
     examples = [{**e, "figure": example_figure(d.images[i], d.for_pred[i], d.for_true[i],
                                                d.diff[i], e["pred"], e["true"], e["p_pred"],
                                                e["p_true"], d.smooth_sigma,
-                                               d.difference == MAP_OF_DIFFERENCE)}
+                                               d.of_difference)}
                 for i, e in enumerate(d.examples)]
     return {"examples": examples, "legend": colorbar_uri("0")}
