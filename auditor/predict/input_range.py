@@ -52,7 +52,6 @@ class ProbeResult:
         return max(others, key=lambda row: row[self.score_key]) if others else None
 
 
-
 def candidates(hint: str, channels: int) -> list[tuple[str, bool]]:
     """(range, is the hint) for every candidate the model can take; a backbone's own mode is
     merged with the generic range it equals (mobilenet_v2 is -1-1) or added when it is new."""
@@ -104,13 +103,14 @@ def probe_input_range(handle, dataset, batch_size: int = 64, seed: int = 0,
         preds[:, part] = np.asarray(
             run_batch(handle, predict_all, dataset.images(positions[part]))).T
     classes = handle.num_classes
+    matched = len(positions) >= MATCHED_IMAGES_PER_CLASS * classes
+    key = "matched_accuracy" if matched else "accuracy"
     names = [str(i) for i in range(classes)]
     rows = [{"range": name, "accuracy": float((p == labels).mean()),
-             "matched_accuracy": best_relabelling(labels, p, names)["matched_accuracy"],
+             "matched_accuracy": (best_relabelling(labels, p, names)["matched_accuracy"]
+                                  if matched else None),
              "hint": is_hint}
             for (name, is_hint), p in zip(options, preds, strict=True)]
-    key = ("matched_accuracy" if len(positions) >= MATCHED_IMAGES_PER_CLASS * classes
-           else "accuracy")
     order = {name: i for i, (name, _) in enumerate(options)}
     best = max(rows, key=lambda r: (round(r[key], 9), r["accuracy"], r["hint"],
                                     -order[r["range"]]))
