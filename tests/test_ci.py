@@ -102,11 +102,12 @@ def test_without_thresholds_only_the_health_checks_gate(first_run):
     summary = summary_of(out)
     assert summary["verdict"] == "pass" and summary["gated"] is True
     checks = {c["id"]: c for c in summary["checks"]}
+    # (class_order needs 20 images per class; 100 images of 10 classes are too few)
     assert set(checks) == {"accuracy", "per_class_recall", "kappa", "prediction_spread",
-                           "class_order", "model.input_range"}
+                           "model.input_range"}
     assert all("not gated" in checks[i]["message"] for i in ("accuracy", "per_class_recall"))
     assert all(checks[i]["gated"] and checks[i]["status"] == "pass"
-               for i in ("kappa", "prediction_spread", "class_order", "model.input_range"))
+               for i in ("kappa", "prediction_spread", "model.input_range"))
     assert "baseline" not in summary
 
 
