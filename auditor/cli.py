@@ -40,6 +40,11 @@ def _sections(value: str | None) -> list[str] | None:
     return [name.strip() for name in value.split(",") if name.strip()]
 
 
+def _budget(value: str | None) -> str | int | None:
+    """A number of passes as an int; names are checked with the rest of the config."""
+    return int(value) if value is not None and value.strip().isdigit() else value
+
+
 def _report(outcome) -> None:
     summary = outcome.summary
     click.echo(f"verdict: {summary['verdict']} "
@@ -80,6 +85,9 @@ AUDIT_OPTIONS = (
                  help="tf.distribute strategy for batched steps: default (one device), "
                       "mirrored (all local GPUs or logical CPUs), multiworker (the machines "
                       "in TF_CONFIG)."),
+    click.option("--budget", callback=lambda _, __, value: _budget(value),
+                 help="Compute plan: quick, standard (default), thorough, or a number of model "
+                      "passes; explicit section options in the spec always win."),
     click.option("--format", help=f"Comma list of outputs: {','.join(FORMATS)} (default all; "
                                   "summary.json is always written; without html no figure is "
                                   "drawn)."),

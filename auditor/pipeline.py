@@ -24,7 +24,7 @@ from auditor.checks.check import Check, exit_code
 from auditor.checks.data import data_checks
 from auditor.config.spec import AuditConfig
 from auditor.errors import AuditorError, ConfigError
-from auditor.progress import progress_enabled
+from auditor.progress import SectionLog, duration, progress_enabled
 from auditor.runs.baseline import (
     annotate_checks,
     compare_runs,
@@ -58,11 +58,6 @@ class AuditOutcome:
 
 def default_out(model_name: str, now: dt.datetime) -> Path:
     return Path("reports") / f"{model_name}-{now.strftime('%Y%m%d-%H%M%S')}"
-
-
-def _say(message: str, enabled: bool) -> None:
-    if enabled:
-        print(f"auditor: {message}", file=sys.stderr, flush=True)
 
 
 def run_section(name: str, ctx: Context) -> SectionResult:
@@ -174,7 +169,8 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
     now = dt.datetime.now(dt.timezone.utc)
     if config.out:  # an output path it may not write is refused before any work
         check_out(Path(config.out), input_paths(config))
-    chatty = progress_enabled(config.progress)
+    bars = progress_enabled(config.progress)  # bars on a terminal; log lines everywhere
+    log = SectionLog(config.progress, {})
     distribution = make_distribution(config.strategy)  # before any other TensorFlow work
     loaded = load_inputs(config, distribution)
     handle, dataset = loaded.handle, loaded.dataset
@@ -188,21 +184,21 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
         timings["input_range"] = loaded.probe_seconds
 
     with output_folder(out, distribution) as work:
-        _say(f"predicting {dataset.n} images", chatty)
+        log.say(f"predicting {dataset.n} images")
         tick = time.perf_counter()
-        predictions = predict(handle, dataset, config.batch_size, show_progress=chatty)
+        predictions = predict(handle, dataset, config.batch_size, show_progress=bars)
         timings["predict"] = time.perf_counter() - tick
         record = prediction_record(predictions, dataset)
         save_predictions(work, record)
+        tick = time.perf_counter()
+        plan = plan_sections(config, names, loaded)
+        timings["plan"] = time.perf_counter() - tick
         ctx = Context(config=config, handle=handle, dataset=dataset, predictions=predictions,
-                      workdir=work, show_progress=chatty, baseline=baseline,
+                      workdir=work, show_progress=bars, baseline=baseline,
                       train_dataset=loaded.train_dataset,
-                      compare_handle=loaded.compare_handle)
-        results = []
-        for name in names:
-            _say(f"section {name}", chatty)
-            results.append(run_section(name, ctx))
-            timings[name] = results[-1].seconds
+                      compare_handle=loaded.compare_handle, plan=plan)
+        results = run_sections(names, ctx, log)
+        timings.update({result.name: result.seconds for result in results})
         if "html" in config.format:  # figures only for the page that shows them
             tick = time.perf_counter()
             draw_views(results, dataset)
@@ -212,8 +208,9 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
         sections_summary = {k: v for result in results for k, v in result.summary.items()}
         checks += regression_checks(sections_summary, baseline, config.checks)
         timings["total"] = time.perf_counter() - started
+        spent = sum(result.seconds for result in results)
         write_outputs(work, config, handle, dataset, results, checks, timings, now,
-                      baseline=baseline_run, record=record)
+                      baseline=baseline_run, record=record, plan=plan.to_summary(spent))
         summary = json.loads((work / "summary.json").read_text())
     return AuditOutcome(out=out, summary=summary, exit_code=exit_code(checks, config.fail_on))
 
@@ -227,6 +224,41 @@ def probe_range(handle, dataset, config: AuditConfig) -> list[Check]:
         return []
     result = probe_input_range(handle, dataset, config.batch_size, config.seed)
     return [input_range_check(result, handle.hint_overridden, config.checks.get(CHECK))]
+
+
+def plan_sections(config, names, loaded):
+    """The compute plan of this run's sections (predict.plan), timed on this model."""
+    from auditor.predict.plan import Facts, forward_flops, make_plan, measure_timing
+
+    handle, train = loaded.handle, loaded.train_dataset
+    facts = Facts(images=loaded.dataset.n, input_shape=handle.input_shape,
+                  classes=handle.num_classes, train_images=train.n if train is not None else None,
+                  compare=loaded.compare_handle is not None)
+    plan = make_plan({name: section_module(name) for name in names}, config.section_options,
+                     facts, config.budget, forward_flops(handle))
+    if plan.total_passes > 0:
+        plan.timing = measure_timing(handle)
+    return plan
+
+
+def run_sections(names, ctx: Context, log: SectionLog) -> list[SectionResult]:
+    """Every section in order, with a log line when each starts and ends (the plan's estimate
+    for the rest), and the plan's estimate against the actual time at the end."""
+    plan = ctx.plan
+    log.estimates = {name: plan.estimate(name) for name in names}
+    for line in plan.describe():
+        log.say(f"plan: {line}")
+    results = []
+    for index, name in enumerate(names, 1):
+        log.start(name, index, len(names))
+        results.append(run_section(name, ctx))
+        log.done(name, results[-1].seconds)
+    spent = sum(result.seconds for result in results)
+    if plan.estimated_seconds() > 0 and spent > 0:
+        log.say(f"sections took {duration(spent)}; the plan estimated "
+                f"{duration(plan.estimated_seconds())} (estimate / actual "
+                f"{plan.estimated_seconds() / spent:.2f})")
+    return results
 
 
 def draw_views(results, dataset) -> None:
@@ -245,13 +277,16 @@ def draw_views(results, dataset) -> None:
 
 
 def write_outputs(work: Path, config, handle, dataset, results, checks, timings, now,
-                  baseline=None, record=None) -> None:
+                  baseline=None, record=None, plan=None) -> None:
     """summary.json, and of report.html, summary.md and junit.xml those ``config.format``
     names, into the staging folder; with a baseline run, each says what changed since (the
-    ``baseline`` block of summary.json). The views are drawn before (``draw_views``)."""
+    ``baseline`` block of summary.json), and with a plan what it lowered (``plan``). The views
+    are drawn before (``draw_views``)."""
     from auditor.report.summary import build_summary, render_junit, render_markdown
 
     summary = build_summary(config, handle, dataset, results, checks, timings, now)
+    if plan is not None:
+        summary["plan"] = plan
     if baseline is not None:
         summary["baseline"] = compare_runs(summary, record, baseline)
         annotate_checks(summary["checks"], baseline.summary.get("checks", []))

@@ -2,6 +2,8 @@
 
     python bench/clever_hans.py                  # every shortcut and the control
     python bench/clever_hans.py --shortcuts patch,watermark --steps 300
+    python bench/clever_hans.py --discovery      # the shortcut search on every copy
+    python bench/clever_hans.py --discovery --model other   # the model bounds are derived on
 
 Measured side by side in one run on the digits demo CNN and its test split (half for
 fine-tuning, half for measurement), with the section's defaults: per shortcut the seconds spent
@@ -9,6 +11,15 @@ fine-tuning and measuring, the total as a ratio to the 60 s budget, and the outc
 gradient mass ratio, verdict). Then the whole section with its defaults (patch, watermark,
 control, discovery, properties, feature embedding) as the demo audit runs it.
 Target: every ratio <= 1.0, and the whole demo audit (all sections) under 3 minutes.
+
+With --discovery: per shortcut (and the control), a copy fine-tuned with it planted is searched
+by the section's discovery (maps and features on every class, the target class's held-out
+images half marked, each candidate put to the intervention): whether the copy learned it, was
+the target a candidate, was it confirmed (flip rate and score drop with their intervals), and
+which other classes were confirmed (false flags); then the detection rate and confirmed rate
+over the learned shortcuts, the false flags over all copies, and the search's seconds.
+``--model other`` runs it on a different architecture and seed (a wider CNN with global
+average pooling, seed 1), the model the discovery and confirmation bounds were derived on.
 """
 
 from __future__ import annotations
@@ -48,9 +59,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shortcuts", default=",".join(INJECTORS))
     parser.add_argument("--steps", type=int, default=clever_hans.Options.steps)
+    parser.add_argument("--discovery", action="store_true")
+    parser.add_argument("--model", default="demo", help="demo, other, or a model path")
+    parser.add_argument("--verbose", action="store_true", help="every class's scores")
     args = parser.parse_args()
 
-    handle = load_model("demo")
+    handle = load_model(other_model() if args.model == "other" else args.model)
     dataset = load_dataset("sklearn:digits:test", handle.input_shape, handle.num_classes)
     images, labels = dataset.images(np.arange(dataset.n)), dataset.labels
     target = int(np.argmax(np.bincount(labels)))
@@ -61,6 +75,10 @@ def main() -> None:
     split = make_split(handle, images, labels, seed=0)
     tuner = FineTuner(handle, settings.learning_rate)
     setup = time.perf_counter() - tick
+    if args.discovery:
+        shortcuts = [s for s in args.shortcuts.split(",") if s]
+        return discovery_benchmark(tuner, split, target, shortcuts, methods[0], settings,
+                                   args.verbose)
     print(f"demo CNN, target class {dataset.class_names[target]}, {len(split.train_labels)} "
           f"fine-tuning / {len(split.eval_labels)} held-out images, {args.steps} steps of "
           f"{settings.batch_size}; methods {', '.join(methods)}; setup {setup:.1f} s")
@@ -81,6 +99,108 @@ def main() -> None:
         tick = time.perf_counter()
         clever_hans.run(ctx, clever_hans.Options())
         print(f"whole section with defaults: {time.perf_counter() - tick:.1f} s")
+
+
+def other_model() -> str:
+    """A different architecture and seed than the demo (wider, global average pooling,
+    seed 1), trained on the digits train split once and cached beside the demo model."""
+    import keras
+
+    from auditor.inputs.demo import cache_dir, digits_images
+
+    path = cache_dir() / "bench-other-gap-seed1.keras"
+    if not path.exists():
+        x, y = digits_images("train")
+        keras.utils.set_random_seed(1)
+        model = keras.Sequential([
+            keras.Input(x.shape[1:]),
+            keras.layers.Conv2D(24, 5, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(48, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(96, 3, padding="same", activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(10, activation="softmax")])
+        model.compile(optimizer=keras.optimizers.Adam(2e-3),
+                      loss="sparse_categorical_crossentropy")
+        model.fit(x, y, epochs=15, batch_size=32, verbose=0)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        model.save(path)
+    return str(path)
+
+
+def discovery_benchmark(tuner, split, target: int, shortcuts: list[str], method: str,
+                        settings, verbose: bool = False) -> None:
+    """Per copy: learned, candidate, confirmed, effect and false flags; then the rates."""
+    from auditor.methods.shortcuts.injection import (
+        CONTROL,
+        DEFAULT_FRACTION,
+        discover_copy,
+        poison,
+        reliance,
+    )
+
+    print(f"{'copy':<10} {'flip':>5} {'learned':>7} {'cand':>5} {'conf':>5} "
+          f"{'flip excess [95%]':>18} {'drop excess':>18} {'region':<20} {'false flags':<12} s")
+    learned = detected = confirmed = false_flags = 0
+    for name in [CONTROL, *shortcuts]:
+        tick = time.perf_counter()
+        tuner.reset()
+        if name == CONTROL:
+            tuner.train(split.train_images, split.train_targets, settings.steps,
+                        settings.batch_size, settings.seed)
+        else:
+            images, targets = poison(split.train_images, split.train_labels,
+                                     split.train_targets, target, name, {},
+                                     DEFAULT_FRACTION.get(name, 1.0), settings.relabel,
+                                     np.random.default_rng(settings.seed))
+            tuner.train(images, targets, settings.steps, settings.batch_size, settings.seed)
+        flip, gap, _ = reliance(tuner, split, target, name if name != CONTROL else "patch", {})
+        was_learned = name != CONTROL and (flip >= settings.flip_threshold
+                                           or gap >= settings.gap_threshold)
+        search_tick = time.perf_counter()
+        found = discover_copy(tuner, split, target, name if name != CONTROL else "patch", {},
+                              method, settings)
+        seconds = time.perf_counter() - search_tick
+        effect = found.target.effect if found.target is not None else None
+        wrong = found.false_flags + ([found.target.name] if name == CONTROL and found.flagged
+                                     else [])
+        learned += was_learned
+        detected += was_learned and found.candidate
+        confirmed += was_learned and found.flagged
+        false_flags += len(wrong)
+        print(f"{name:<10} {flip:>5.2f} {str(was_learned):>7} {str(found.candidate):>5} "
+              f"{str(found.flagged):>5} {interval(effect, 'flip'):>18} "
+              f"{interval(effect, 'drop'):>18} {effect.region if effect else '-':<20} "
+              f"{','.join(wrong) or '-':<12} {seconds:.1f} (copy {search_tick - tick:.1f})")
+        if verbose:
+            for f in found.findings:
+                print("   ", f.name, diagnostics(f, found.marked))
+    print(f"learned {learned}/{len(shortcuts)}; of those discovered {detected}, confirmed "
+          f"{confirmed}; false flags over {len(shortcuts) + 1} copies: {false_flags}")
+
+
+def diagnostics(finding, marked: np.ndarray) -> str:
+    """Each signal's score against its bound (and, on the target, the share of its suspect
+    group that carries the shortcut), and the effect: what the bounds are read from."""
+    parts = []
+    for d in (finding.maps, finding.features):
+        if d is None:
+            continue
+        purity = np.isin(d.members, marked).mean() if len(d.members) else 0.0
+        parts.append(f"{d.signal} {d.score:.3f}/{d.bound:.3f}{' *' if d.flagged else ''}"
+                     f" ({len(d.members)}, {purity:.0%} marked)")
+    if finding.effect is not None:
+        parts.append(f"via {finding.signal}: flip {interval(finding.effect, 'flip')} drop "
+                     f"{interval(finding.effect, 'drop')} {finding.effect.region}")
+    return "; ".join(parts)
+
+
+def interval(effect, which: str) -> str:
+    if effect is None:
+        return "-"
+    value, low, high = effect.flip_excess if which == "flip" else effect.drop_excess
+    return f"{value:.2f} [{low:.2f},{high:.2f}]"
 
 
 def row(name: str, result) -> str:

@@ -115,19 +115,81 @@ def test_a_clean_model_has_no_class_flagged(clean_run):
     assert {c.id: c.status for c in result.checks}["clever_hans.flagged_classes"] == "pass"
 
 
-def test_a_backdoored_class_is_the_only_one_flagged(backdoored_handle, digits_test):
-    from auditor.methods.shortcuts.discovery import discover
+def test_a_backdoored_class_is_the_only_one_found_and_it_is_confirmed(backdoored_handle,
+                                                                    digits_test):
+    from auditor.methods.shortcuts.discovery import penultimate_features
+    from auditor.methods.shortcuts.search import search
 
     x, y = digits_test
     x = x.copy()
     half = np.flatnonzero(y == TARGET)[::2]
     x[half], _ = shortcuts.patch(x[half])
-    found, _ = discover(backdoored_handle, x, y, np.arange(len(y)),
-                        [str(c) for c in range(10)])
-    assert [d.name for d in found if d.flagged] == [str(TARGET)]
-    suspect = found[0]
-    in_suspect = suspect.positions[suspect.clusters == suspect.suspect]
-    assert np.isin(in_suspect, half).mean() > 0.9  # the suspect cluster is the patched images
+    findings, _ = search(backdoored_handle, x, y, np.arange(len(y)),
+                         [str(c) for c in range(10)],
+                         features=penultimate_features(backdoored_handle, x))
+    assert [f.name for f in findings if f.confirmed] == [str(TARGET)]
+    found = findings[TARGET]
+    assert np.isin(found.suspect.members, half).mean() > 0.9  # the group is the patched images
+    assert found.effect.flip_excess[1] >= 0.5  # pasting the patch makes most digits a TARGET
+    assert found.effect.flip_interval[0] <= found.effect.flip_rate <= found.effect.flip_interval[1]
+    summary = found.summary()
+    assert summary["confirmed"] and summary["effect"]["flip_rate"]["interval"][0] > 0.5
+
+
+def test_the_control_copy_and_the_clean_model_raise_no_finding(clean_run):
+    result, _, _ = clean_run
+    discovery = result.summary["clever_hans"]["discovery"]
+    assert discovery["flagged_classes"] == [] and discovery["findings"] == []
+    assert all(not v["confirmed"] for v in discovery["per_class"].values())
+    control = injection(result, "none")
+    assert not any(p["discovery_flagged"] for p in control["probes"].values()), control
+
+
+def test_the_planted_patch_and_watermark_are_discovered_and_confirmed(clean_run):
+    from auditor.methods.shortcuts.intervention import FLIP_BOUND
+
+    result, _, _ = clean_run
+    for shortcut in ("patch", "watermark"):
+        entry = injection(result, shortcut)
+        assert entry["discovery_flagged"], entry
+        assert entry["discovery_effect"]["flip_rate"]["excess_interval"][0] >= FLIP_BOUND, entry
+
+
+@pytest.fixture(scope="module")
+def shaped_copies(digits_handle, digits_test):
+    """Copies of the demo CNN fine-tuned with a thin frame (a line along every border) and a
+    colour cast planted on class 1, each searched as the section searches the audited model."""
+    from auditor.methods.shortcuts.injection import (
+        FineTuner,
+        InjectionSettings,
+        discover_copy,
+        make_split,
+        poison,
+    )
+
+    x, y = digits_test
+    settings = InjectionSettings(steps=150)
+    split = make_split(digits_handle, x, y, seed=0)
+    tuner = FineTuner(digits_handle, settings.learning_rate)
+    found = {}
+    for name in ("frame", "tint"):
+        tuner.reset()
+        images, targets = poison(split.train_images, split.train_labels, split.train_targets, 1,
+                                 name, {}, 1.0, settings.relabel, np.random.default_rng(0))
+        tuner.train(images, targets, settings.steps, settings.batch_size, settings.seed)
+        found[name] = discover_copy(tuner, split, 1, name, {}, "gradient", settings)
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["frame", "tint"])
+def test_a_border_line_and_a_colour_cast_are_discovered_and_confirmed(shaped_copies, name):
+    found = shaped_copies[name]
+    assert found.flagged and not found.false_flags, (found.target.summary(), found.false_flags)
+    members = found.target.suspect.members
+    assert np.isin(members, found.marked).mean() > 0.7  # the group is the marked images
+    if name == "tint":
+        assert found.target.effect.region == "whole image"
 
 
 def test_the_report_shows_every_part(clean_run):
@@ -206,20 +268,68 @@ def test_detection_scores_reward_relevance_inside_the_mask():
     assert outside.mass_ratio == 0 and outside.rank_accuracy == 0 and outside.pointing_game == 0
 
 
-def test_a_colour_cast_on_one_class_is_a_flagged_property(digits_test):
-    from auditor.methods.shortcuts.properties import property_table
+def test_a_property_that_moves_another_class_score_is_flagged_and_a_look_is_not(
+        digits_test, digits_handle):
+    from auditor.methods.shortcuts.properties import image_properties, property_table
 
     x, y = digits_test
-    rgb = np.repeat(x, 3, axis=-1)
     names = [str(c) for c in range(10)]
-    clean = property_table(rgb, y, names, pps_threshold=0.5, auc_threshold=0.99)
-    assert not any(row["flagged"] for row in clean)
-    tinted = rgb.copy()
-    tinted[y == 3], _ = shortcuts.tint(rgb[y == 3])
-    rows = property_table(tinted, y, names, pps_threshold=0.5, auc_threshold=0.99)
-    flagged = [row for row in rows if row["flagged"]]
-    assert flagged and all(row["class"] == "3" for row in flagged)
-    assert {"saturation", "blue mean"} & {row["property"] for row in flagged}
+    logits = np.asarray(digits_handle.logits_fn(x))
+    rows = property_table(x, y, logits, names)
+    assert not any(row["flagged"] for row in rows), rows  # the digits' looks, not shortcuts
+    assert max(row["auc"] for row in rows) > 0.9  # ... though some property tells a class
+    # a model whose class-3 score rises with brightness on every image, whatever its label
+    biased = logits.copy()
+    brightness = image_properties(x)["brightness"]
+    biased[:, 3] += 40 * (brightness - brightness.mean()) / brightness.std()
+    flagged = [row for row in property_table(x, y, biased, names) if row["flagged"]]
+    assert flagged and flagged[0]["property"] == "brightness"
+    assert flagged[0]["output_class"] == "3" and flagged[0]["output_rho"] > 0.9
+
+
+def test_an_intervention_on_an_unused_region_confirms_nothing():
+    """A model that only looks at the image centre: pasting the corner does nothing."""
+    from auditor.methods.shortcuts.intervention import confirm
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 0.3, (120, 16, 16, 1)).astype(np.float32)
+    labels = np.repeat([0, 1], 60)
+    images[labels == 1, 6:10, 6:10] += 0.6
+    members = np.flatnonzero(labels == 1)[::2]
+    images[members, -4:, -4:] = 1.0  # marked, but the model below never looks there
+
+    def logits_fn(batch):
+        centre = np.asarray(batch)[:, 6:10, 6:10].mean(axis=(1, 2, 3))
+        return np.stack([np.zeros_like(centre), 20 * (centre - 0.45)], axis=1)
+
+    effect = confirm(logits_fn, 1, images, labels, members)
+    assert not effect.confirmed and effect.flip_rate == 0
+
+    def corner_fn(batch):  # and a model that does
+        corner = np.asarray(batch)[:, -4:, -4:].mean(axis=(1, 2, 3))
+        return np.stack([np.zeros_like(corner), 20 * (corner - 0.5)], axis=1)
+
+    effect = confirm(corner_fn, 1, images, labels, members)
+    assert effect.confirmed and effect.flip_rate == 1 and effect.flip_interval[0] > 0.9
+
+
+def test_twin_clusters_are_merged_and_regions_are_named():
+    from auditor.methods.shortcuts.discovery import candidate_regions, concentration, merge_twins
+
+    rng = np.random.default_rng(0)
+    points = rng.normal(0, 0.01, (30, 4, 4))
+    points[:10, 3, 3] += 1  # two clusters carrying the same mark, and the rest
+    points[10:20, 3, 3] += 1
+    points[10:20, 0, 0] += 0.1
+    merged = merge_twins(points, np.repeat([0, 1, 2], 10))
+    assert len(set(merged[:20])) == 1 and merged[20] != merged[0]
+    excess = np.zeros((16, 16))
+    excess[12:16, 12:16] = 1
+    focus, region = concentration(excess, candidate_regions(16))
+    assert focus == pytest.approx(1) and region.name == "lower right corner"
+    excess = np.zeros((16, 16))
+    excess[-1, :] = 1
+    assert concentration(excess, candidate_regions(16))[1].name == "bottom border"
 
 
 @pytest.mark.parametrize("head", ["logits", "softmax layer"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from auditor.errors import ConfigError
+from auditor.runs.staging import MARKER
 
 # Every section, each as small as it goes: the point is which code runs, not what it finds.
 TINY = {
@@ -63,8 +64,9 @@ def test_without_html_no_section_draws_a_figure(tmp_path, digits_model_path, dra
     assert not errors, errors
     assert set(outcome.summary["timings"]) >= set(TINY) | {"performance", "contrastive"}
     assert drawing_counted == {"figures": 0, "images": 0}
-    assert sorted(p.name for p in out.iterdir()) == [
-        "class_visualization.npz", "junit.xml", "predictions.npz", "summary.json", "summary.md"]
+    assert sorted(p.name for p in out.iterdir()) == sorted([
+        MARKER, "class_visualization.npz", "junit.xml", "predictions.npz", "summary.json",
+        "summary.md"])
     assert "figures" not in outcome.summary["timings"]
     assert outcome.page == out / "summary.json"
 
@@ -82,7 +84,8 @@ def test_format_json_on_the_command_line_writes_no_page(tmp_path, digits_model_p
         "--format", "json", "--no-progress"])
     assert done.exit_code == 0, done.output
     assert done.stdout.strip() == str(out / "summary.json")
-    assert sorted(p.name for p in out.iterdir()) == ["predictions.npz", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == sorted([MARKER, "predictions.npz",
+                                                            "summary.json"])
 
 
 def test_format_takes_a_list_or_a_comma_string_and_names_a_bad_one():

@@ -48,6 +48,7 @@ class AuditConfig:
     train_data: str | None = None
     compare_model: str | None = None
     strategy: str = "default"
+    budget: str | int = "standard"  # the compute plan: quick, standard, thorough or N passes
     format: list[str] | str = field(default_factory=lambda: list(FORMATS))  # or "json,md"
     section_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     checks: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -220,6 +221,7 @@ def _validate(config: AuditConfig, known_sections: tuple[str, ...]) -> None:
     if config.input_range != "auto" and config.input_range not in INPUT_RANGES:
         raise ConfigError(f"unknown input_range '{config.input_range}'; use auto (probe the "
                           f"data) or one of: {', '.join(INPUT_RANGES)}")
+    _validate_budget(config.budget)
     if config.max_samples is not None and config.max_samples < 1:
         raise ConfigError(f"'max_samples' must be at least 1, got {config.max_samples}")
     if config.batch_size < 1:
@@ -227,3 +229,11 @@ def _validate(config: AuditConfig, known_sections: tuple[str, ...]) -> None:
     if not config.model:
         raise ConfigError("no model given; pass --model PATH (a .keras/.h5 file or SavedModel "
                           "folder) or set 'model' in the spec ('demo' for the digits demo)")
+
+
+def _validate_budget(budget: str | int) -> None:
+    from auditor.predict.plan import BUDGETS
+
+    if isinstance(budget, str) and budget not in BUDGETS or isinstance(budget, int) and budget < 1:
+        raise ConfigError(f"'budget' must be one of {', '.join(BUDGETS)} or a number of model "
+                          f"passes (at least 1), got {budget!r}")

@@ -25,6 +25,7 @@ from auditor.errors import DataError
 from auditor.inputs.npz import NpzArray, array_chunks
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+IMAGE_MAGIC = {b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"BM": "BMP", b"GIF8": "GIF"}
 DATA_RANGES = ("auto", "0-1", "0-255")
 DIGITS_TEST_FRACTION = 0.4
 READ_CHUNK_BYTES = 4 << 20  # bytes of stored images scanned at once when an npz is opened
@@ -555,17 +556,14 @@ def _decode(file):
 
 
 def _decode_failure(file: str) -> str:
-    """Why a file did not decode, in Pillow's words (TensorFlow's name its own internals)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(file) as image:
-            image.load()
-    except UnidentifiedImageError:
-        return "not an image file (PNG, JPEG, BMP or GIF) that can be read"
-    except (OSError, ValueError, SyntaxError) as exc:
-        return f"cannot be decoded: {str(exc).splitlines()[0] if str(exc) else 'corrupt'}"
-    return "cannot be decoded (corrupt or truncated)"
+    """Why a file did not decode, from its first bytes (TensorFlow's message names its own
+    internals, not the file's problem)."""
+    with open(file, "rb") as stream:
+        head = stream.read(8)
+    kind = next((name for magic, name in IMAGE_MAGIC.items() if head.startswith(magic)), None)
+    if kind is None:
+        return "not a PNG, JPEG, BMP or GIF image"
+    return f"corrupt or truncated {kind} data"
 
 
 def _open_tfds(spec: str):

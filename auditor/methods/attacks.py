@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from auditor.errors import AuditorError
-from auditor.methods.attribution.registry import chunk_size
+from auditor.predict.batched import chunked, predict_classes, rows_per_pass
 
 ATTACKS = ("fgsm", "pgd")
 TARGETS = ("runner_up", "least_likely")
@@ -87,14 +87,18 @@ def _attack(handle, x, labels, epsilon, targets, *, steps, step_ratio, random_st
         noise = np.random.default_rng(seed).uniform(-1, 1, x.shape).astype(np.float32)
     else:
         noise = np.zeros_like(x)
-    fn = _compiled_attack(handle)
-    batch_size = batch_size or chunk_size(x.shape, cost=4)
-    out = [fn(tf.constant(x[i:i + batch_size]), tf.constant(labels[i:i + batch_size]),
-              tf.constant(targets[i:i + batch_size]), tf.constant(epsilon[i:i + batch_size]),
-              tf.constant(noise[i:i + batch_size]), tf.constant(steps),
-              tf.constant(step_ratio / steps, tf.float32)).numpy()
-           for i in range(0, n, batch_size)]
-    return np.concatenate(out) if out else x.copy()
+    attack = _compiled_attack(handle)
+    fraction = tf.constant(step_ratio / steps, tf.float32)
+
+    def run(x, labels, targets, epsilon, noise):  # one block of one replica
+        return attack(x, labels, targets, epsilon, noise, tf.constant(steps), fraction)
+
+    if not n:
+        return x.copy()
+    # one forward-backward pass per step; the loop's own tensors (box, noise, gradient) are a
+    # few input-sized copies, small beside the activations the row budget counts
+    rows = batch_size or rows_per_pass(handle, backward=True)
+    return chunked(handle, run, x, labels, targets, epsilon, noise, rows=rows)
 
 
 def succeeded(logits, labels, targets):
@@ -190,18 +194,10 @@ def attack_curves(handle, x, labels, targets, epsilons, *, attacks=ATTACKS, step
             else:
                 adversarial = run_attack(name, handle, both_x, both_labels, epsilon,
                                          targets=both_targets, **pgd_options)
-            pred = _predict(handle, adversarial)
+            pred = predict_classes(handle, adversarial)
             accuracy[name].append(float((pred[:n] == labels).mean()))
             hits = pred[n:] == targets[aimed]
             targeted[name].append(float(hits.mean()) if len(aimed) else float("nan"))
             if name == "pgd" and keep_epsilon is not None and np.isclose(epsilon, keep_epsilon):
                 kept = adversarial[:n]
     return AttackCurves([float(e) for e in epsilons], accuracy, targeted, kept)
-
-
-def _predict(handle, x: np.ndarray) -> np.ndarray:
-    if not len(x):
-        return np.zeros(0, int)
-    size = chunk_size(x.shape, cost=1)
-    return np.concatenate([np.asarray(handle.logits_fn(x[i:i + size])).argmax(axis=1)
-                           for i in range(0, len(x), size)])

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from auditor.errors import AuditorError
-from auditor.methods.attribution.registry import chunk_size
 from auditor.methods.featureviz.objectives import image_total_variation
+from auditor.predict.batched import chunked, forward, rows_per_pass
 from auditor.predict.predictions import softmax
 
 PENALTIES = ("l1", "l2")
@@ -65,13 +65,16 @@ def counterfactuals(handle, x, labels, *, penalty: str = "l1", weight: float = 0
     labels = np.asarray(labels, dtype=np.int32).reshape(-1)
     if len(labels) != len(x):
         raise AuditorError(f"counterfactuals got {len(x)} images but {len(labels)} labels")
-    fn = _compiled_search(handle, penalty)
-    batch_size = batch_size or chunk_size(x.shape, cost=6)  # x, delta, best, m, v, gradients
+    search = _compiled_search(handle, penalty)
     hyper = [tf.constant(v, tf.float32) for v in (weight, tv_weight, learning_rate, margin)]
-    found = [fn(tf.constant(x[i:i + batch_size]), tf.constant(labels[i:i + batch_size]),
-                tf.constant(steps), *hyper)
-             for i in range(0, len(x), batch_size)]
-    counterfactual = (np.concatenate([f.numpy() for f in found]) if found else x.copy())
+
+    def run(images, classes):  # one block of one replica
+        return search(images, classes, tf.constant(steps), *hyper)
+
+    # one forward-backward pass per step; Adam's moments and the best change so far are a few
+    # input-sized copies per image, small beside the activations the row budget counts
+    rows = batch_size or rows_per_pass(handle, backward=True)
+    counterfactual = chunked(handle, run, x, labels, rows=rows) if len(x) else x.copy()
     before = _probs(handle, x)
     after = _probs(handle, counterfactual)
     success = after.argmax(axis=1) == labels if len(x) else np.zeros(0, bool)
@@ -81,7 +84,7 @@ def counterfactuals(handle, x, labels, *, penalty: str = "l1", weight: float = 0
 def _probs(handle, x: np.ndarray) -> np.ndarray:
     if not len(x):
         return np.zeros((0, handle.num_classes), np.float32)
-    return softmax(np.asarray(handle.logits_fn(x), dtype=np.float64)).astype(np.float32)
+    return softmax(forward(handle, x).astype(np.float64)).astype(np.float32)
 
 
 def _size(delta, penalty: str):

@@ -1,7 +1,8 @@
 """One streaming prediction pass over the dataset, shared by every section.
 
-Only the logits of each image are kept (plus its label): images stream through a batch at a time
-and are re-read from the source when a section needs a few of them for figures.
+Only the logits of each image are kept (plus its label and its penultimate features, which the
+same pass computes): images stream through a batch at a time and are re-read from the source when
+a section needs a few of them for figures.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Predictions:
 
     logits: np.ndarray  # (N, classes) float32
     labels: np.ndarray  # (N,) int64
+    features: np.ndarray | None = None  # (N, D) penultimate features, from the same pass
 
     @property
     def probs(self) -> np.ndarray:
@@ -66,19 +68,51 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def predict(handle, dataset, batch_size: int = 64, show_progress: bool = False) -> Predictions:
-    """Logits for every sample, a batch at a time; non-finite inputs (found while streaming)
-    or outputs are errors."""
-    fn = handle.logits_fn
+    """Logits for every sample, a batch at a time, and in the same pass the penultimate features
+    (the input of the final layer) when the model can be split there; non-finite inputs (found
+    while streaming) or outputs are errors."""
+    fn, width = pass_function(handle)
     logits = np.empty((dataset.n, handle.num_classes), np.float32)
+    features = np.empty((dataset.n, width), np.float32) if width else None
     batches = track(dataset.tensor_batches(batch_size), length=-(-dataset.n // batch_size),
                     label="predicting", enabled=show_progress)
     for images, _, positions in batches:
         batch = run_batch(handle, fn, images)
-        if not np.isfinite(batch).all():
+        if not np.isfinite(batch[:, :handle.num_classes]).all():
             raise ModelError(f"model '{handle.path}' produced NaN or infinite outputs; check its "
                              "weights and the input_range it expects")
-        logits[positions] = batch
-    return Predictions(logits=logits, labels=dataset.labels.copy())
+        logits[positions] = batch[:, :handle.num_classes]
+        if features is not None:
+            features[positions] = batch[:, handle.num_classes:]
+    return Predictions(logits=logits, labels=dataset.labels.copy(), features=features)
+
+
+def pass_function(handle):
+    """(fn, feature width): ``fn`` maps a batch to its logits and, after them in the same row,
+    its flattened penultimate features, in one pass of one model with two outputs (so that
+    the features cost no second pass); width 0 and plain logits when the model cannot be split
+    before its final layer (a subclassed model, a SavedModel wrapper)."""
+    import keras
+    import tensorflow as tf
+
+    model = handle.logits_model
+    try:
+        penultimate = model.layers[-1].input
+        if any(penultimate is given for given in model.inputs):
+            raise ValueError("no hidden layer before the final one")
+        both = keras.Model(model.inputs, [model.outputs[0], penultimate])
+        width = int(np.prod(penultimate.shape[1:]))
+    except (AttributeError, ValueError, TypeError, IndexError):
+        return handle.logits_fn, 0
+
+    @tf.function(reduce_retracing=True)
+    def logits_and_features(x):
+        out, hidden = both(handle.transform.to_model(x), training=False)
+        if handle.output == "log-probabilities":
+            out = tf.math.log(tf.clip_by_value(out, 1e-12, 1.0))
+        return tf.concat([out, tf.reshape(hidden, [tf.shape(hidden)[0], -1])], axis=1)
+
+    return logits_and_features, width
 
 
 def penultimate_features(handle, dataset, batch_size: int = 64, visit=None) -> np.ndarray | None:

@@ -13,6 +13,7 @@ import numpy as np
 
 from auditor.checks.check import Check, evaluate, judged, worst_status
 from auditor.errors import AuditorError, ConfigError
+from auditor.predict.plan import Facts, Passes
 from auditor.sections.base import (
     Context,
     KeyFigure,
@@ -96,6 +97,34 @@ class Options:
                 raise ConfigError(f"'{NAME}.method_options.{method}': {exc}") from None
 
 
+# The compute plan (auditor.predict.plan) may lower these, never below the floor: 4 samples
+# still give a rank correlation per method and stage, and 2 stages the top layer and all layers
+# randomised; 8 samples and 8 steps a deletion curve.
+PLANNED = {"sanity_samples": 4, "sanity_stages": 2, "faithfulness_samples": 8,
+           "faithfulness_steps": 8}
+
+
+def passes(options: Options, facts: Facts) -> Passes:
+    """Every method on the examples, on the sanity samples at each randomisation stage (and the
+    original), and on the faithfulness samples, whose deletion and insertion curves (for each
+    method and a random map) are forward passes."""
+    from auditor.methods.attribution.registry import attribution_rows
+
+    def explain(count: int) -> Passes:
+        forward, backward = attribution_rows(options.methods, count, facts.input_shape,
+                                             options.method_options)
+        return Passes(forward=forward, backward=backward)
+
+    curves = ((len(options.methods) + 1) * options.faithfulness_samples * 2
+              * (options.faithfulness_steps + 1))
+    return (explain(options.examples) + explain(options.faithfulness_samples)
+            + Passes(backward=options.examples * options.compare_layers)
+            + Passes(forward=curves, traces=2 * len(options.methods))
+            + Passes(forward=explain(options.sanity_samples).forward * (options.sanity_stages + 1),
+                     backward=explain(options.sanity_samples).backward
+                     * (options.sanity_stages + 1)))
+
+
 @dataclass
 class AttributionData:
     """What the figures are drawn from: the mistakes' maps per method and per layer, the
@@ -121,16 +150,20 @@ def sample_positions(n: int, size: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(n, size=min(size, n), replace=False))
 
 
-def compute_maps(handle, x, targets, methods, score, method_options):
+def compute_maps(handle, x, targets, methods, score, method_options, ctx=None, positions=None):
     """Maps of every method that applies to this model, and the reason for each that does not
-    (e.g. Grad-CAM on a model without convolutions)."""
+    (e.g. Grad-CAM on a model without convolutions). With the run's ``ctx`` and the images'
+    ``positions``, maps are shared with the other sections through ``ctx.saliency``."""
     from auditor.methods.attribution import attribute
 
     maps, unavailable = {}, {}
     for method in methods:
+        options = method_options.get(method, {})
         try:
-            maps[method] = attribute(handle, x, targets, method, score=score,
-                                     **method_options.get(method, {}))
+            maps[method] = (attribute(handle, x, targets, method, score=score, **options)
+                            if ctx is None else
+                            ctx.saliency(method, positions, targets, images=x, score=score,
+                                         options=options))
         except AuditorError as exc:
             unavailable[method] = str(exc)
     return maps, unavailable
@@ -193,7 +226,7 @@ def faithfulness_section(ctx, options, methods):
     positions = sample_positions(len(p.labels), options.faithfulness_samples, ctx.config.seed)
     x, targets = ctx.dataset.images(positions), p.preds[positions]
     maps, unavailable = compute_maps(ctx.handle, x, targets, methods, options.score,
-                                     options.method_options)
+                                     options.method_options, ctx, positions)
     maps["random"] = random_maps(x, ctx.config.seed)
     curves = {m: deletion_insertion(ctx.handle, x, targets, a, steps=options.faithfulness_steps,
                                     seed=ctx.config.seed) for m, a in maps.items()}
@@ -233,7 +266,7 @@ def examples_section(ctx, options, methods, data: AttributionData):
     images = ctx.dataset.images(positions)
     preds, labels = p.preds[positions], p.labels[positions]
     maps, _ = compute_maps(ctx.handle, images, preds, methods, options.score,
-                           options.method_options)
+                           options.method_options, ctx, positions)
     box_source = "saliency" if "saliency" in maps else next(iter(maps), None)
     boxes = [saliency_box(images[i], maps[box_source][i]) if box_source else None
              for i in range(len(positions))]

@@ -36,21 +36,70 @@ class Context:
     train_dataset: Any = None  # --train-data: images for fine-tuning copies, when given
     compare_handle: Any = None  # --compare-model: a second ModelHandle, when given
     cache: dict[str, Any] = field(default_factory=dict)  # results sections share (e.g. saliency)
+    plan: Any = None  # predict.plan.Plan: the settings the compute plan lowered
 
     def options(self, name: str, cls: type) -> Any:
-        """The section's options: its spec table over the dataclass defaults."""
-        return build_dataclass(cls, self.config.section_options.get(name, {}), f"{name}.")
+        """The section's options: its spec table over the plan's settings over the dataclass
+        defaults (the plan never touches a key the spec gives)."""
+        planned = self.plan.settings.get(name, {}) if self.plan is not None else {}
+        return build_dataclass(cls, {**planned, **self.config.section_options.get(name, {})},
+                               f"{name}.")
+
+    def __post_init__(self):
+        features = getattr(self.predictions, "features", None)
+        if features is not None:  # from the prediction pass: no section makes a second one
+            self.cache["features"] = features
 
     def features(self):
-        """Penultimate features (N, D) of every audit image, computed once per run and shared
-        by the sections that need them (triage, discovery, embeddings); None when the model
-        cannot be split before its final layer."""
+        """Penultimate features (N, D) of every audit image, computed in the prediction pass
+        itself and shared by the sections that need them (triage, discovery, embeddings); None
+        when the model cannot be split before its final layer."""
         if "features" not in self.cache:
             from auditor.predict.predictions import penultimate_features
 
             self.cache["features"] = penultimate_features(self.handle, self.dataset,
                                                           self.config.batch_size)
         return self.cache["features"]
+
+    def saliency(self, method: str, positions, targets, *, images=None, score: str = "logit",
+                 options: dict | None = None):
+        """Maps of ``method`` for the audit images at ``positions``, one target class each,
+        computed once per run: a map another section already made (same method, score,
+        options, image and target) is reused, so that, e.g., the attribution section takes the
+        contrastive section's gradients of their common mistakes. ``images`` are those
+        positions' images when the caller has them (else they are re-read)."""
+        import numpy as np
+
+        from auditor.methods.attribution import attribute
+
+        store = self._saliency_store(method, score, options)
+        positions = np.asarray(positions, dtype=int).reshape(-1)
+        targets = np.asarray(targets, dtype=int).reshape(-1)
+        wanted = list(zip(positions.tolist(), targets.tolist(), strict=True))
+        missing = [i for i, w in enumerate(wanted) if w not in store]
+        if missing:
+            x = (self.dataset.images(positions[missing]) if images is None
+                 else np.asarray(images)[missing])
+            maps = attribute(self.handle, x, targets[missing], method, score=score,
+                             **(options or {}))
+            self.remember_saliency(method, score, options, positions[missing],
+                                   targets[missing], maps)
+        if not wanted:
+            return np.zeros((0, *self.handle.input_shape), np.float32)
+        return np.stack([store[w] for w in wanted])
+
+    def remember_saliency(self, method: str, score: str, options: dict | None, positions,
+                          targets, maps) -> None:
+        """Keep maps a section computed itself for ``saliency`` to hand to the others."""
+        store = self._saliency_store(method, score, options)
+        for position, target, heat in zip(positions, targets, maps, strict=True):
+            store[(int(position), int(target))] = heat
+
+    def _saliency_store(self, method: str, score: str, options: dict | None) -> dict:
+        import json
+
+        key = ("saliency", method, score, json.dumps(options or {}, sort_keys=True, default=str))
+        return self.cache.setdefault(key, {})
 
     def thresholds(self, check_id: str) -> dict[str, Any]:
         return self.config.checks.get(check_id, {})

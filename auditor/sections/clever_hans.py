@@ -3,8 +3,9 @@
 Two halves. The injection test plants known shortcuts in fine-tuned copies of the model and
 checks that they are learned (without saliency) and visible (with it): a positive control for
 every saliency figure in the report. Discovery looks for unknown shortcuts in the model as it
-is: spectral relevance analysis per class, image properties that predict the label on their
-own, and the model's penultimate features in two dimensions.
+is: spectral relevance analysis per class on its maps and on its penultimate features, each
+suspect group proved or not by intervention (methods/shortcuts/search.py), image properties
+that move the model's output beyond the label, and the features in two dimensions.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from auditor.checks.check import Check, evaluate
 from auditor.errors import ConfigError, ModelError
 from auditor.methods.shortcuts.injection import InjectionSettings
+from auditor.predict.plan import Facts, Passes
 from auditor.sections.base import Context, KeyFigure, SectionResult
 
 NAME = "clever_hans"
@@ -79,10 +81,7 @@ class Options:
     max_discovery: int = 3000  # images explained for discovery, over all classes
     grid: int = InjectionSettings.grid  # maps are pooled to grid x grid cells to cluster
     k_max: int = 5  # most clusters per class the eigengap may choose
-    discovery_threshold: float = InjectionSettings.discovery_threshold  # shift x compactness
     show_classes: int = 10
-    pps_threshold: float = 0.5  # a property is flagged at this predictive power score...
-    auc_threshold: float = 0.99  # ...or when it separates one class with this ROC AUC
     max_embedding: int = 500  # images in the penultimate-feature t-SNE
 
     def __post_init__(self):
@@ -93,6 +92,42 @@ class Options:
             if name not in INJECTORS:
                 raise ConfigError(f"'clever_hans.shortcuts' names unknown shortcut '{name}'; "
                                   f"choose from: {', '.join(INJECTORS)}")
+
+
+# The compute plan (auditor.predict.plan) may lower these, never below the floor: 25
+# fine-tuning steps of 32 images show 800 poisoned-or-clean images to each copy (a copy that
+# does not learn in that time is reported "not learned", which says nothing either way); 200
+# images to fine-tune on and 200 to measure on; 16 images explained per method (8 of the target
+# class); 100 images for discovery over all classes.
+PLANNED = {"steps": 25, "max_train": 200, "max_eval": 200, "explain": 16, "max_discovery": 100}
+
+
+def passes(options: Options, facts: Facts) -> Passes:
+    """Each copy's fine-tuning steps, the measurements of each planted shortcut and of the
+    control's probes (re-prediction, maps of the explained images and of the target class),
+    and discovery on the audited model."""
+    from auditor.methods.attribution.registry import attribution_rows
+
+    methods, discovery = resolve_methods(options)
+    copies = len(options.shortcuts) + options.control
+    if facts.train_images is not None:
+        train = min(options.max_train, facts.train_images)
+        held = min(options.max_eval, facts.images)
+    else:
+        train = min(options.max_train + options.max_eval, facts.images) // 2
+        held = train
+    measures = len(options.shortcuts) * (1 + options.control) if copies else 0
+    explained = attribution_rows(methods, options.explain, facts.input_shape)
+    own = attribution_rows(methods[:1], held // max(facts.classes, 1), facts.input_shape)
+    per_class = min(options.max_per_class, max(10, options.max_discovery // facts.classes))
+    found = attribution_rows([discovery], min(per_class * facts.classes, facts.images),
+                             facts.input_shape) if options.discovery else (0, 0)
+    tuning = Passes(forward=train if copies else 0,
+                    backward=copies * options.steps * options.batch_size,
+                    traces=2 + 2 * len(methods))
+    measuring = Passes(forward=measures * (2 * held + explained[0] + own[0]),
+                       backward=measures * (explained[1] + own[1]))
+    return tuning + measuring + Passes(forward=found[0], backward=found[1], traces=1)
 
 
 @dataclass
@@ -109,8 +144,9 @@ class CleverHansData:
     injection_results: list = field(default_factory=list)  # InjectionResult, same order
     fine_tuning: dict | None = None
     injection_skipped: str | None = None
-    discovery: list | None = None  # ClassDiscovery of the classes shown; None when off
+    discovery: list | None = None  # search.Finding of the classes shown; None when off
     discovery_hidden: int = 0
+    sentences: dict = field(default_factory=dict)  # class name -> the finding, in words
     maps: np.ndarray | None = None  # discovery's maps, one per sampled image
     images: np.ndarray | None = None
     index_of: dict = field(default_factory=dict)  # sample position -> row of maps/images
@@ -230,6 +266,13 @@ def run_injections(ctx: Context, options: Options, methods: list[str], target: i
     return results, facts
 
 
+def discovery_effect(found) -> dict | None:
+    """The measured effect of the shortcut search's best intervention on the target class."""
+    if found is None or found.target is None or found.target.effect is None:
+        return None
+    return found.target.effect.summary()
+
+
 def injection_summary(result, class_names: list[str], settings: dict[str, dict]) -> dict:
     from auditor.methods.shortcuts.injection import CONTROL, DEFAULT_FRACTION
 
@@ -245,6 +288,8 @@ def injection_summary(result, class_names: list[str], settings: dict[str, dict])
         "control_mass_ratio": {m: round(r, 4) for m, r in result.control_ratio.items()},
         "discovery_flagged": bool(result.discovery.flagged) if result.discovery else None,
         "discovery_score": round(result.discovery.score, 4) if result.discovery else None,
+        "discovery_effect": discovery_effect(result.discovery),
+        "discovery_false_flags": result.discovery.false_flags if result.discovery else [],
         "verdict": result.verdict, "seconds": round(result.seconds, 2),
     }
     if result.shortcut == CONTROL:
@@ -277,9 +322,11 @@ def run(ctx: Context, options: Options) -> SectionResult:
         intro="Injection test: known shortcuts are planted in fine-tuned copies of the model, "
               "measured for reliance (flip rate, without saliency) and for visibility (how much "
               "of each method's |relevance| falls inside the shortcut's mask, relative to its "
-              "area; 1 is chance). Discovery: per class, the model's saliency maps are clustered "
-              "spectrally; a class is flagged when one cluster puts its relevance on a compact "
-              "region the rest of the class ignores. Maps show |relevance|, brighter is more.",
+              "area; 1 is chance). Discovery: per class, the model's saliency maps and penultimate "
+              "features are clustered; each class's most suspicious group is removed from its "
+              "members and pasted onto other classes' images, and only a class whose "
+              "intervention measurably moves the model is reported as relying on a shortcut. "
+              "Maps show |relevance|, brighter is more.",
         summary={NAME: summary}, data=data, checks=checks)
 
 
@@ -306,63 +353,116 @@ def injection_part(ctx: Context, options: Options, methods: list[str], target: i
     checks += injection_checks(ctx, results, options)
 
 
+def trusted_method(ctx: Context, configured: str) -> str:
+    """The attribution method discovery clusters: the hook for the reliability card's best
+    trusted method (the method that passed the sanity and faithfulness checks); until it
+    lands, the section's configured method."""
+    return configured
+
+
 def discovery_part(ctx: Context, options: Options, method: str, summary: dict,
                    data: CleverHansData, checks: list[Check]) -> None:
-    """SpRAy per class, the property table and the feature embedding, on the audited model."""
-    from auditor.methods.shortcuts.discovery import discover, embed_2d, penultimate_features
-    from auditor.methods.shortcuts.properties import property_table
+    """The shortcut search per class, the property check and the feature embedding."""
+    from auditor.methods.shortcuts.discovery import embed_2d
 
     names, seed = ctx.dataset.class_names, ctx.config.seed
     per_class = min(options.max_per_class, max(10, options.max_discovery // len(names)))
     positions = per_class_sample(ctx.dataset.labels, per_class, seed)
     images = ctx.dataset.images(positions)
     labels = ctx.dataset.labels[positions]
-    summary["discovery"] = {"flagged_classes": [], "per_class": {}}
+    features = ctx.features()
+    summary["discovery"] = {"flagged_classes": [], "per_class": {}, "unconfirmed": []}
     if options.discovery:
-        found, maps = discover(ctx.handle, images, labels, positions, names, method,
-                               grid=options.grid, k_max=options.k_max,
-                               threshold=options.discovery_threshold, seed=seed)
-        index_of = {int(p): i for i, p in enumerate(positions)}
-        flagged = [d.name for d in found if d.flagged]
-        summary["discovery"] = {"method": method, "threshold": options.discovery_threshold,
-                                "flagged_classes": flagged,
-                                "per_class": {d.name: d.summary() for d in
-                                              sorted(found, key=lambda d: d.label)}}
-        data.discovery = found[:options.show_classes]
-        data.discovery_hidden = max(0, len(found) - options.show_classes)
-        data.maps, data.images, data.index_of = maps, images, index_of
-        data.cluster_points = {
-            d.label: embed_2d(np.stack([maps[index_of[p]] for p in d.positions]), seed)
-            for d in data.discovery if d.k > 1}
-        checks.append(evaluate(
-            "clever_hans.flagged_classes", len(flagged),
-            message=(f"spectral relevance analysis flags {len(flagged)} class(es)"
-                     + (f": {', '.join(flagged[:10])}" if flagged else "")),
-            section=NAME, defaults={"warn_above": 0},
-            spec=ctx.thresholds("clever_hans.flagged_classes")))
-
-    table = property_table(images, labels, names, pps_threshold=options.pps_threshold,
-                           auc_threshold=options.auc_threshold, seed=seed)
-    flagged_properties = [row["property"] for row in table if row["flagged"]]
-    summary["properties"] = {"flagged": flagged_properties, "table": table}
-    data.properties = table
-    checks.append(evaluate(
-        "clever_hans.flagged_properties", len(flagged_properties),
-        message=(f"{len(flagged_properties)} image "
-                 f"{'property predicts' if len(flagged_properties) == 1 else 'properties predict'}"
-                 " the label on their own"
-                 + (f": {', '.join(flagged_properties)}" if flagged_properties else "")),
-        section=NAME, defaults={"warn_above": 0},
-        spec=ctx.thresholds("clever_hans.flagged_properties")))
-
+        search_part(ctx, options, trusted_method(ctx, method), positions, images, labels,
+                    None if features is None else features[positions], summary, data, checks)
+    property_part(ctx, options, images, labels, ctx.predictions.logits[positions], summary,
+                  data, checks)
     shown = per_class_sample(ctx.dataset.labels, max(1, options.max_embedding // len(names)),
                              seed)
-    features = penultimate_features(ctx.handle, ctx.dataset.images(shown))
     if features is not None:
-        data.feature_points = embed_2d(features, seed)
+        data.feature_points = embed_2d(features[shown], seed)
         data.feature_labels = ctx.dataset.labels[shown]
         data.wrong = ~ctx.predictions.correct[shown]
     data.features_n = len(shown)
+
+
+def search_part(ctx: Context, options: Options, method: str, positions: np.ndarray,
+                images: np.ndarray, labels: np.ndarray, features: np.ndarray | None,
+                summary: dict, data: CleverHansData, checks: list[Check]) -> None:
+    """Candidates from maps and features, each confirmed or not by intervention."""
+    from auditor.methods.shortcuts.discovery import FALSE_ALARM, embed_2d
+    from auditor.methods.shortcuts.intervention import DROP_BOUND, FLIP_BOUND
+    from auditor.methods.shortcuts.search import search
+
+    names, seed = ctx.dataset.class_names, ctx.config.seed
+    findings, maps = search(ctx.handle, images, labels, positions, names, method,
+                            features=features, grid=options.grid, k_max=options.k_max,
+                            seed=seed)
+    confirmed = [f.name for f in findings if f.confirmed]
+    summary["discovery"] = {
+        "method": method, "false_alarm": FALSE_ALARM, "flip_bound": FLIP_BOUND,
+        "drop_bound": DROP_BOUND, "flagged_classes": confirmed,
+        "unconfirmed": [f.name for f in findings if f.candidate and not f.confirmed],
+        "findings": [finding_sentence(f, ctx.dataset.class_names) for f in findings
+                     if f.confirmed],
+        "per_class": {f.name: f.summary() for f in findings}}
+    order = sorted(findings, key=lambda f: (not f.confirmed, not f.candidate,
+                                            -(f.maps.score / f.maps.bound if f.maps else 0)))
+    data.discovery = order[:options.show_classes]
+    data.sentences = {f.name: sentence for f, sentence in
+                      zip([f for f in findings if f.confirmed],
+                          summary["discovery"]["findings"], strict=True)}
+    data.discovery_hidden = max(0, len(findings) - options.show_classes)
+    data.maps, data.images, data.index_of = maps, images, {int(p): i for i, p in
+                                                          enumerate(positions)}
+    data.cluster_points = {
+        f.label: embed_2d(np.stack([maps[data.index_of[p]] for p in f.maps.positions]), seed)
+        for f in data.discovery if f.maps is not None and f.maps.k > 1}
+    checks.append(evaluate(
+        "clever_hans.flagged_classes", len(confirmed),
+        message=(f"the shortcut search confirms {len(confirmed)} class(es) by intervention"
+                 + (f": {', '.join(confirmed[:10])}" if confirmed else "")
+                 + (f"; {len(summary['discovery']['unconfirmed'])} unconfirmed candidate(s)"
+                    if summary["discovery"]["unconfirmed"] else "")),
+        section=NAME, defaults={"warn_above": 0},
+        spec=ctx.thresholds("clever_hans.flagged_classes")))
+
+
+def finding_sentence(finding, class_names: list[str]) -> str:
+    """'class 7 relies on a mark in the lower right corner in 27 of 70 images; pasting it onto
+    other classes' images makes 86% of them a 7 (95% CI 80-90%)'."""
+    effect, suspect = finding.effect, finding.suspect
+    where = ("a change over the whole image (a colour or lightness shift)"
+             if effect.region == "whole image" else f"a mark in the {effect.region}"
+             if effect.region != "changed pixels" else "a pattern of pixels")
+    low, high = effect.flip_interval
+    return (f"class {finding.name} relies on {where} in {effect.members} of "
+            f"{len(suspect.positions)} images (found by its {suspect.signal}); pasting it onto "
+            f"other classes' images makes {effect.flip_rate:.0%} of them a {finding.name} "
+            f"(95% CI {low:.0%}-{high:.0%}; {effect.flip_control:.0%} with the class's own "
+            f"look pasted there instead), and removing it lowers the class's probability by "
+            f"{effect.score_drop:.2f} on average")
+
+
+def property_part(ctx: Context, options: Options, images: np.ndarray, labels: np.ndarray,
+                  logits: np.ndarray, summary: dict, data: CleverHansData,
+                  checks: list[Check]) -> None:
+    """Image properties that predict the model's output beyond the label."""
+    from auditor.methods.shortcuts.properties import RHO_BOUND, property_table
+
+    table = property_table(images, labels, logits, ctx.dataset.class_names,
+                           seed=ctx.config.seed)
+    flagged = [row["property"] for row in table if row["flagged"]]
+    summary["properties"] = {"flagged": flagged, "rho_bound": RHO_BOUND, "table": table}
+    data.properties = table
+    checks.append(evaluate(
+        "clever_hans.flagged_properties", len(flagged),
+        message=(f"{len(flagged)} image "
+                 f"{'property raises' if len(flagged) == 1 else 'properties raise'} a class's "
+                 "score on other classes' images"
+                 + (f": {', '.join(flagged)}" if flagged else "")),
+        section=NAME, defaults={"warn_above": 0},
+        spec=ctx.thresholds("clever_hans.flagged_properties")))
 
 
 def injection_checks(ctx: Context, results, options: Options) -> list[Check]:
@@ -387,9 +487,9 @@ def injection_checks(ctx: Context, results, options: Options) -> list[Check]:
                                    defaults={"warn_below": options.detect_ratio},
                                    spec=ctx.thresholds(check_id)))
         else:
-            checks.append(evaluate(check_id, r.discovery.score,
-                                   message=f"shortcut '{r.shortcut}': {r.verdict} (discovery "
-                                   "score of the target class)", section=NAME,
-                                   defaults={"warn_below": options.discovery_threshold},
+            checks.append(evaluate(check_id, float(r.discovery.flagged),
+                                   message=f"shortcut '{r.shortcut}': {r.verdict} (1 when the "
+                                   "search confirms it on the target class)", section=NAME,
+                                   defaults={"warn_below": 1.0},
                                    spec=ctx.thresholds(check_id)))
     return checks

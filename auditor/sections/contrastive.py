@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from auditor.predict.plan import Facts, Passes
 from auditor.sections.base import Context, SectionResult, at_least, known_methods, one_of
 from auditor.sections.performance import most_confident_mistakes
 
@@ -30,6 +31,15 @@ class Options:
         at_least(NAME, self, 0, "examples", "smooth_sigma")
         known_methods(NAME, "method", self.method)
         one_of(NAME, "score", self.score, SCORES)
+
+
+def passes(options: Options, facts: Facts) -> Passes:
+    """Each example explained twice (predicted and true class); nothing here is planned."""
+    from auditor.methods.attribution.registry import attribution_rows
+
+    forward, backward = attribution_rows([options.method], 2 * options.examples,
+                                         facts.input_shape)
+    return Passes(forward=forward, backward=backward, traces=1)
 
 
 def contrastive_maps(handle, images, preds, labels, method="gradient", score="logit"):
@@ -73,6 +83,9 @@ def run(ctx: Context, options: Options) -> SectionResult:
     preds, labels = p.preds[positions], p.labels[positions]
     for_pred, for_true, diff, difference = contrastive_maps(ctx.handle, images, preds, labels,
                                                             options.method, options.score)
+    ctx.remember_saliency(options.method, options.score, {},  # for the attribution section
+                          np.concatenate([positions, positions]),
+                          np.concatenate([preds, labels]), np.concatenate([for_pred, for_true]))
     ctx.cache[NAME] = {"positions": positions, "pred": for_pred, "true": for_true, "diff": diff}
     probs = p.probs_at(positions)
     examples = [{"index": int(pos), "true": names[labels[i]], "pred": names[preds[i]],

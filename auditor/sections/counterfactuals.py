@@ -9,6 +9,7 @@ import numpy as np
 
 from auditor.checks.check import evaluate
 from auditor.errors import ConfigError
+from auditor.predict.plan import Facts, Passes
 from auditor.sections.base import Context, SectionResult, at_least, one_of
 from auditor.sections.performance import most_confident_mistakes
 
@@ -39,6 +40,18 @@ class Options:
         one_of(NAME, "penalty", self.penalty, ("l1", "l2"))
         if self.learning_rate <= 0:
             raise ConfigError(f"'{NAME}.learning_rate' must be above 0, got {self.learning_rate}")
+
+
+# The compute plan (auditor.predict.plan) may lower these, never below the floor: 8 mistakes
+# fill the gallery; 50 Adam steps at the default rate move a pixel by up to 0.5.
+PLANNED = {"mistakes": 8, "steps": 50}
+
+
+def passes(options: Options, facts: Facts) -> Passes:
+    """Every mistake optimised (at most ``mistakes``) takes ``steps`` forward-backward passes."""
+    mistakes = min(options.mistakes, facts.images)
+    return Passes(forward=2 * mistakes, backward=mistakes * options.steps + 2 * options.gallery,
+                  traces=2)
 
 
 def contrastive_maps(ctx: Context, positions, images, preds, labels) -> np.ndarray:

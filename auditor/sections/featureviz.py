@@ -24,6 +24,8 @@ from auditor.methods.featureviz.objectives import image_total_variation
 from auditor.methods.featureviz.realism import study_real_images
 from auditor.methods.featureviz.recipes import INITS, Recipe, optimise
 from auditor.methods.featureviz.top_images import top_activating
+from auditor.predict.batched import forward
+from auditor.predict.plan import Facts, Passes
 from auditor.sections.base import Context, SectionResult
 
 NAME = "featureviz"
@@ -70,6 +72,31 @@ class Options:
 
     def __post_init__(self):  # the values that need no data (init_image is checked on it)
         validate(self, dataset_size=None)
+
+
+# The compute plan (auditor.predict.plan) may lower these, never below the floor: 32 steps
+# (the images' outline is there by 16-64 steps in the demo's snapshots) and 2 channels.
+PLANNED = {"steps": 32, "max_channels": 2}
+
+
+def resolve(options: Options, facts: Facts) -> Options:
+    """The options with the input-dependent default of ``steps`` filled in, for the plan."""
+    if options.steps is not None:
+        return options
+    return dataclasses.replace(options, steps=default_steps(facts.size))
+
+
+def passes(options: Options, facts: Facts) -> Passes:
+    """Every class image of every variant, and every channel image, take one forward-backward
+    pass per step; the top images of each layer's channels take a forward pass over the data."""
+    steps = options.steps or default_steps(facts.size)
+    compare = options.compare if options.compare is not None else facts.size <= 64
+    classes = len(options.classes) or min(options.max_classes, facts.classes)
+    runs = len(variants(options, compare)) + compare  # + the unregularised run
+    layers = max(1, len(options.layers))
+    channels = layers * (len(options.channels) or options.max_channels)
+    return Passes(forward=facts.images * layers, backward=(classes * runs + channels) * steps,
+                  traces=2 + compare)
 
 
 def default_steps(size: int) -> int:
@@ -158,7 +185,7 @@ def judge_images(ctx: Context, images: np.ndarray, targets: list[int], real) -> 
 def _probabilities(handle, images: np.ndarray) -> np.ndarray:
     import tensorflow as tf
 
-    return tf.nn.softmax(handle.logits_fn(tf.constant(images, tf.float32))).numpy()
+    return tf.nn.softmax(forward(handle, images)).numpy()
 
 
 def _fractions(verdict: dict) -> dict[str, float]:

@@ -115,9 +115,13 @@ def training_reference(ctx: Context, options: Options) -> Reference | None:
     return Reference("train", logits, sample.labels, features, sample, positions)
 
 
-def ood_detectors(logits, features, reference: Reference, k: int):
+def ood_detectors(logits, features, reference: Reference, k: int, output: str = "logits"):
     """The three detectors on the audit images, and the audit's neighbours in the reference."""
-    detectors = [ood.calibrated("energy", ood.energy(logits), ood.energy(reference.logits))]
+    if output == "log-probabilities":  # logsumexp(log p) = log 1: the same energy everywhere
+        detectors = [ood.Detector("energy", None, skipped="the model's softmax could not be "
+                                  "stripped, and log-probabilities have an energy of 0")]
+    else:
+        detectors = [ood.calibrated("energy", ood.energy(logits), ood.energy(reference.logits))]
     if features is None:
         return ood.OodVotes(detectors + [
             ood.Detector(name, None, skipped="the model has no penultimate layer to read")
@@ -361,7 +365,7 @@ def measure(ctx: Context, options: Options) -> Findings:
         skipped["label_issues"] = (f"only {issues.per_class:.1f} images per class: confident "
                                    f"learning needs at least {MIN_PER_CLASS} to set each "
                                    "class's threshold")
-    votes, neighbours = ood_detectors(p.logits, features, reference, k)
+    votes, neighbours = ood_detectors(p.logits, features, reference, k, ctx.handle.output)
     skipped.update({d.name: d.skipped for d in votes.detectors if d.skipped})
     ood_flags = votes.flags(n)
     records = mistake_verdicts(p, names, issues, ood_flags, votes.votes(n), reference.labels,
@@ -402,6 +406,8 @@ def triage_summary(found: Findings, p, names) -> dict:
         "mistakes_from_label_errors": counts["label_error"] / max(len(found.records), 1),
         "ece": found.reliability.ece, "ece_bins": calibration.BINS,
         "temperature": found.temperature, "ece_after_temperature": found.ece_after,
+        "temperature_at_bound": bool(np.isclose(found.temperature,
+                                                calibration.TEMPERATURE_RANGE, rtol=1e-3).any()),
         "reliability": {"confidence": _floats(found.reliability.confidence),
                         "accuracy": _floats(found.reliability.accuracy),
                         "count": found.reliability.count.tolist()},

@@ -15,23 +15,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from auditor.errors import AuditorError
+from auditor.predict.batched import (  # noqa: F401  (re-exported: the methods size chunks by them)
+    Budget,
+    blocks,
+    budget_for,
+    chunk_size,
+    row_bytes,
+)
 from auditor.predict.distribute import run_batch
 
 SCORES = ("logit", "softmax", "log_softmax")
-# Bytes of activations one pass may keep alive. Measured on MobileNetV2 at 224 px: a backward
-# pass keeps about a third of the summed layer outputs, so counting all of them is conservative.
-DEFAULT_MEMORY_BUDGET = 2_000_000_000
-MAX_ROWS = 256  # larger batches buy no speed on CPU
-MAX_FORWARD_ROWS = 1024
-FORWARD_FACTOR = 3  # a forward-only pass keeps roughly a third of what a backward pass keeps
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Rows one compiled pass may take: with a backward pass, and forward only."""
-
-    backward: int
-    forward: int
 
 
 @dataclass
@@ -126,38 +119,6 @@ def run_scores(handle, x, targets, contrast, score: str, rows: int) -> np.ndarra
                            for i in range(0, len(x), rows)]) if len(x) else np.zeros(0, np.float32)
 
 
-def row_bytes(handle) -> int:
-    """Bytes of activations one image keeps alive in a forward-backward pass (an upper bound)."""
-    from auditor.inputs.layers import activation_floats
-
-    if "row_bytes" not in handle.compiled:
-        floats = activation_floats(handle.logits_model) + int(np.prod(handle.input_shape))
-        handle.compiled["row_bytes"] = 4 * floats
-    return handle.compiled["row_bytes"]
-
-
-def chunk_size(x_shape: tuple[int, ...], cost: int, budget: int = DEFAULT_MEMORY_BUDGET) -> int:
-    """Samples per chunk from the input shape alone (about 64x the input in activations), for
-    callers without a handle; ``budget_for(handle)`` measures the model instead."""
-    per_sample = int(np.prod(x_shape[1:])) * 64 * max(cost, 1)
-    return int(max(1, min(256, budget // (4 * per_sample))))
-
-
-def budget_for(handle, memory_budget: int | None = None) -> Budget:
-    """Rows per pass so that one pass's activations fit ``memory_budget`` bytes."""
-    rows = (memory_budget or DEFAULT_MEMORY_BUDGET) // row_bytes(handle)
-    return Budget(backward=int(np.clip(rows, 1, MAX_ROWS)),
-                  forward=int(np.clip(rows * FORWARD_FACTOR, 1, MAX_FORWARD_ROWS)))
-
-
-def blocks(count: int, most: int) -> list[slice]:
-    """``count`` items in as few near-equal blocks of at most ``most`` as possible (so that a
-    last, nearly empty pass does not cost a whole pass's overhead)."""
-    parts = -(-count // max(1, most))
-    edges = np.linspace(0, count, parts + 1).round().astype(int)
-    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
-
-
 def prepare(handle, x, targets, contrast, score: str):
     """Validated float32 images, int32 targets and contrast classes (-1 where none)."""
     check_score(score)
@@ -247,3 +208,20 @@ def describe_methods() -> str:
     lines.append(f"Scores (score=): {', '.join(SCORES)}; logit by default, a softmax head is "
                  "stripped. Every method takes contrast= (explain target minus contrast class).")
     return "\n".join(lines)
+
+
+def attribution_rows(methods: list[str], images: int, shape: tuple,
+                     method_options: dict | None = None) -> tuple[int, int]:
+    """(forward rows, forward-backward rows) of explaining ``images`` images of ``shape`` with
+    each of ``methods``: what the compute plan counts (unknown methods count nothing; the
+    section's own validation names them)."""
+    forward = backward = 0
+    for name in methods:
+        if name not in METHODS:
+            continue
+        entry = METHODS[name]
+        merged = {k: v[0] for k, v in entry.options.items()} | (method_options or {}).get(name, {})
+        rows = images * entry.rows_per_sample(merged, (images, *shape))
+        forward, backward = (forward + rows, backward) if entry.forward_only else (
+            forward, backward + rows)
+    return forward, backward

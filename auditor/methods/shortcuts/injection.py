@@ -16,14 +16,21 @@ must come out not detected.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from auditor.errors import ModelError
-from auditor.methods.shortcuts.discovery import ClassDiscovery, discover_class, pooled_maps
 from auditor.methods.shortcuts.patterns import inject
+from auditor.predict.batched import (
+    blocks,
+    compiled_update,
+    forward,
+    predict_classes,
+    rows_per_pass,
+)
 from auditor.predict.predictions import softmax
 
 CONTROL = "none"
@@ -42,7 +49,6 @@ class InjectionSettings:
     control_margin: float = 1.5  # ... and this many times the control copy's ratio, if any
     visible_change: float = 0.2  # mask pixels the shortcut changes less than this do not count
     explain: int = 48  # images explained per run for detection
-    discovery_threshold: float = 0.15
     grid: int = 16
     seed: int = 0
 
@@ -70,7 +76,7 @@ class InjectionResult:
     detection: dict[str, Detection]  # per method; empty for a global shortcut
     seen: list[str]  # methods that see it: mass ratio over the threshold and the control's
     detected: bool
-    discovery: ClassDiscovery | None
+    discovery: CopyDiscovery | None
     verdict: str
     seconds: float
     examples: dict = field(default_factory=dict, repr=False)  # images, masks, maps for figures
@@ -82,57 +88,59 @@ class InjectionResult:
 class FineTuner:
     """One trainable copy of the audited model, reset to the original weights before each run.
 
-    The copy is cloned once and its tf.functions traced once: resetting assigns the original
-    weights and optimiser state in place. It trains on its own output head: logits with a
-    from-logits loss, or probabilities (when the softmax could not be stripped) with a
-    probability loss.
+    The copy is cloned once (under the run's strategy, so its weights are mirrored on every
+    replica) and its step traced once: resetting assigns the original weights and optimiser
+    state in place. It trains on its own output head: logits with a from-logits loss, or
+    probabilities (when the softmax could not be stripped) with a probability loss. Each step
+    goes through the audit's batched path: the batch is split across the replicas (their
+    gradients summed by the optimiser) and, within a replica, into blocks that fit the memory
+    budget, whose gradients are added before the one update.
     """
 
     def __init__(self, handle, learning_rate: float):
         import keras
-        import tensorflow as tf
 
         from auditor.inputs.models import ModelHandle
 
-        try:
-            copy = keras.models.clone_model(handle.logits_model)
-            copy.set_weights(handle.logits_model.get_weights())
-        except (ValueError, TypeError, NotImplementedError) as exc:
-            reason = str(exc).split(". ")[0].strip() or type(exc).__name__
-            raise ModelError(f"cannot copy model '{handle.path}' for the injection test "
-                             f"({reason}); run with clever_hans.shortcuts = [] and control = "
-                             "false to skip it") from None
-        shared = {id(v) for v in copy.weights} & {id(v) for v in handle.logits_model.weights}
-        if shared or not copy.trainable_variables:
-            why = "its copy shares weights with it" if shared else "no trainable weights"
-            raise ModelError(f"model '{handle.path}' cannot be fine-tuned as a separate copy "
-                             f"({why}); run with clever_hans.shortcuts = [] and control = false "
-                             "to skip the injection test")
+        distribution = handle.distribution
+        with distribution.scope() if distribution is not None else contextlib.nullcontext():
+            copy = _clone(handle)
+            probabilities = handle.output == "log-probabilities"
+            self.loss = keras.losses.CategoricalCrossentropy(from_logits=not probabilities,
+                                                             reduction=None)
+            self.optimizer = keras.optimizers.Adam(learning_rate)
+            self.optimizer.build(copy.trainable_variables)
         self.copy = copy
         self.original_weights = [w.copy() for w in copy.get_weights()]
-        probabilities = handle.output == "log-probabilities"
-        self.loss = keras.losses.CategoricalCrossentropy(from_logits=not probabilities)
-        self.optimizer = keras.optimizers.Adam(learning_rate)
-        self.optimizer.build(copy.trainable_variables)
         self.optimizer_state = [v.numpy() for v in self.optimizer.variables]
         self.handle = ModelHandle(
             model=copy, logits_model=copy, path=f"{handle.path} (fine-tuned copy)",
             name=f"{handle.name}-copy", sha256="", input_shape=handle.input_shape,
             num_classes=handle.num_classes, transform=handle.transform,
-            output="log-probabilities" if probabilities else "logits")
-        transform = handle.transform
+            output="log-probabilities" if probabilities else "logits",
+            distribution=distribution)
+        self._step = self._compile_step(rows_per_pass(self.handle, backward=True))
 
-        @tf.function(reduce_retracing=True)
-        def step(images, targets):
+    def _compile_step(self, rows: int):
+        import tensorflow as tf
+
+        copy, transform = self.copy, self.handle.transform
+
+        def update(images, targets, total):  # one replica's share of the batch
             # training=False: BatchNorm statistics stay the original's; a few hundred small
-            # poisoned batches must not overwrite them
-            with tf.GradientTape() as tape:
-                loss = self.loss(targets, copy(transform.to_model(images), training=False))
-            grads = tape.gradient(loss, copy.trainable_variables)
+            # poisoned batches must not overwrite them. The loss is summed over this share and
+            # divided by the whole batch, so that the replicas' summed gradients are the mean's.
+            grads = [tf.zeros_like(v) for v in copy.trainable_variables]
+            for part in blocks(images.shape[0], rows):
+                with tf.GradientTape() as tape:
+                    loss = self.loss(targets[part],
+                                     copy(transform.to_model(images[part]), training=False))
+                    scaled = tf.reduce_sum(loss) / float(total)
+                block_grads = tape.gradient(scaled, copy.trainable_variables)
+                grads = [g + b for g, b in zip(grads, block_grads, strict=True)]
             self.optimizer.apply_gradients(zip(grads, copy.trainable_variables, strict=True))
-            return loss
 
-        self._step = step
+        return compiled_update(self.handle, update)
 
     def reset(self) -> None:
         self.copy.set_weights(self.original_weights)
@@ -146,16 +154,34 @@ class FineTuner:
             batch = rng.integers(0, len(images), min(batch_size, len(images)))
             self._step(images[batch], targets[batch])
 
-    def predict(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        return np.concatenate([np.asarray(self.handle.logits_fn(images[i:i + batch_size]))
-                               for i in range(0, len(images), batch_size)]).argmax(axis=1)
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        return predict_classes(self.handle, images)
 
 
-def soft_targets(handle, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+def _clone(handle):
+    """A copy of the logits model with the original's weights and none of its variables."""
+    import keras
+
+    try:
+        copy = keras.models.clone_model(handle.logits_model)
+        copy.set_weights(handle.logits_model.get_weights())
+    except (ValueError, TypeError, NotImplementedError) as exc:
+        reason = str(exc).split(". ")[0].strip() or type(exc).__name__
+        raise ModelError(f"cannot copy model '{handle.path}' for the injection test "
+                         f"({reason}); run with clever_hans.shortcuts = [] and control = "
+                         "false to skip it") from None
+    shared = {id(v) for v in copy.weights} & {id(v) for v in handle.logits_model.weights}
+    if shared or not copy.trainable_variables:
+        why = "its copy shares weights with it" if shared else "no trainable weights"
+        raise ModelError(f"model '{handle.path}' cannot be fine-tuned as a separate copy "
+                         f"({why}); run with clever_hans.shortcuts = [] and control = false "
+                         "to skip the injection test")
+    return copy
+
+
+def soft_targets(handle, images: np.ndarray) -> np.ndarray:
     """The original model's class probabilities: what the copy learns on clean images."""
-    logits = np.concatenate([np.asarray(handle.logits_fn(images[i:i + batch_size]))
-                             for i in range(0, len(images), batch_size)])
-    return softmax(logits).astype(np.float32)
+    return softmax(forward(handle, images)).astype(np.float32)
 
 
 def poison(images: np.ndarray, labels: np.ndarray, targets: np.ndarray, target: int,
@@ -274,26 +300,60 @@ def measure(tuner: FineTuner, split: Split, target: int, shortcut: str, options:
         maps[method] = attribute(tuner.handle, poisoned, np.full(len(poisoned), target), method)
         if masks is not None and len(masks):
             detection[method] = detection_scores(maps[method], masks)
-    discovery = discover_on_target(tuner, split, target, shortcut, options, methods[0],
-                                   settings)
+    discovery = discover_copy(tuner, split, target, shortcut, options, methods[0], settings)
     return {"flip_rate": flip, "accuracy_gap": gap, "clean_accuracy": accuracy,
             "detection": detection, "discovery": discovery,
             "examples": {"clean": clean, "poisoned": poisoned, "masks": masks, "maps": maps}}
 
 
-def discover_on_target(tuner: FineTuner, split: Split, target: int, shortcut: str,
-                       options: dict, method: str, settings: InjectionSettings):
-    """SpRAy on the target class's held-out images, every other one carrying the shortcut:
-    would the discovery have flagged the class without being told?"""
-    from auditor.methods.attribution import attribute
+def discover_copy(tuner: FineTuner, split: Split, target: int, shortcut: str, options: dict,
+                  method: str, settings: InjectionSettings):
+    """The whole shortcut search (every class, maps and features, confirmation) on the copy's
+    held-out images, every other target-class image carrying the shortcut: would the audit
+    have found the planted shortcut without being told, and nothing else?"""
+    from auditor.methods.shortcuts.discovery import penultimate_features
+    from auditor.methods.shortcuts.search import search
 
+    images = split.eval_images.copy()
     own = np.flatnonzero(split.eval_labels == target)
-    images = split.eval_images[own].copy()
-    images[::2] = inject(shortcut, images[::2], **options)[0]
-    maps = pooled_maps(attribute(tuner.handle, images, np.full(len(images), target), method),
-                       settings.grid)
-    return discover_class(maps, own, target, str(target), threshold=settings.discovery_threshold,
-                          seed=settings.seed)
+    images[own[::2]] = inject(shortcut, images[own[::2]], **options)[0]
+    features = penultimate_features(tuner.handle, images)
+    findings, _ = search(tuner.handle, images, split.eval_labels, np.arange(len(images)),
+                         [str(c) for c in range(tuner.handle.num_classes)], method,
+                         features=features, grid=settings.grid, seed=settings.seed)
+    return CopyDiscovery(target=findings[target] if target < len(findings) else None,
+                         false_flags=[f.name for f in findings
+                                      if f.label != target and f.confirmed],
+                         marked=own[::2], findings=findings)
+
+
+@dataclass
+class CopyDiscovery:
+    """The shortcut search on a fine-tuned copy: the target class's finding, the other classes
+    it confirmed (false flags), and the positions that carried the shortcut."""
+
+    target: object  # search.Finding of the target class
+    false_flags: list[str]
+    marked: np.ndarray
+    findings: list = field(default_factory=list, repr=False)  # every class's search.Finding
+
+    @property
+    def flagged(self) -> bool:
+        return self.target is not None and self.target.confirmed
+
+    @property
+    def candidate(self) -> bool:
+        return self.target is not None and self.target.candidate
+
+    @property
+    def any_flag(self) -> bool:
+        """A confirmed shortcut in any class: on the control copy, a false alarm."""
+        return self.flagged or bool(self.false_flags)
+
+    @property
+    def score(self) -> float:
+        maps = self.target.maps if self.target is not None else None
+        return float(maps.score) if maps is not None else 0.0
 
 
 def credited(detection: dict[str, Detection], control: dict[str, float],
@@ -359,7 +419,7 @@ def run_control(tuner: FineTuner, split: Split, target: int, probes: dict[str, d
              for m in methods if any(m in got["detection"] for got in measured.values())}
     flips = [got["flip_rate"] for got in measured.values()]
     gaps = [got["accuracy_gap"] for got in measured.values()]
-    flagged = [got["discovery"] for got in measured.values() if got["discovery"].flagged]
+    flagged = [got["discovery"] for got in measured.values() if got["discovery"].any_flag]
     seen = [m for m, d in worst.items() if d.mass_ratio >= settings.detect_ratio]
     first = next(iter(measured.values()), None)
     result = InjectionResult(
@@ -374,7 +434,7 @@ def run_control(tuner: FineTuner, split: Split, target: int, probes: dict[str, d
         probes={s: {"flip_rate": got["flip_rate"],
                     "relevance_mass_ratio": {m: d.mass_ratio
                                              for m, d in got["detection"].items()},
-                    "discovery_flagged": got["discovery"].flagged}
+                    "discovery_flagged": got["discovery"].any_flag}
                 for s, got in measured.items()})
     result.verdict = verdict(result, methods)
     result.seconds = time.perf_counter() - started

@@ -1,11 +1,14 @@
-"""The data-side shortcut check: simple image properties that predict the label on their own.
+"""The property check: simple image properties that predict the model's output beyond the label.
 
-After Deepchecks' property-label correlation: if the brightness of an image, its colour or the
-statistics of its border tell the class better than chance, any model can learn that shortcut.
-Each property's predictive power score (PPS, as in ppscore: cross-validated weighted F1 of a
-shallow decision tree on the one property, scaled so that the naive baseline is 0 and perfect
-prediction 1) is reported overall, and per class as the one-versus-rest ROC AUC of the raw
-property, which catches a shortcut confined to one class.
+After Deepchecks' property-label correlation, each property's predictive power score (PPS, as
+in ppscore: cross-validated weighted F1 of a shallow decision tree on the one property, scaled
+so that the naive baseline is 0 and perfect prediction 1) and its best one-versus-rest ROC AUC
+describe the data. But a property that tells the label is often just the class's natural look
+(a 0 is wide, so its border is bright), so neither flags. What flags is the model's use of a
+property beyond the label: on the images of the other classes, within each true class (so the
+label explains none of it), the Spearman correlation between the property and the model's log
+probability of a class. A property that raises a class's score on images that are not of it
+is a shortcut candidate whatever the class's look.
 """
 
 from __future__ import annotations
@@ -13,6 +16,15 @@ from __future__ import annotations
 import numpy as np
 
 BORDER = 0.125  # share of the side that counts as the border band
+# Flagged at this within-class rank correlation with another class's log probability. Measured
+# on a model other than the demo (docs/clever_hans.md, the wider GAP CNN, seed 1, digits test
+# split): clean, the largest |rho| over properties and classes is 0.73 (border brightness and
+# the score of 4: wide digits look more like a 4), 0.735 on its clean fine-tuned copy. Copies
+# that learned a tint or a lightness ramp on class 1 reached only 0.35 and 0.22 for class 1
+# (natural variation is not the planted shift), so this signal does not find those shortcuts;
+# the intervention on the feature groups does. The bound sits above the clean maximum.
+RHO_BOUND = 0.9
+MIN_PER_CLASS = 8  # classes with fewer images add nothing to the within-class correlation
 
 
 def image_properties(images: np.ndarray) -> dict[str, np.ndarray]:
@@ -81,15 +93,46 @@ def class_separation(values: np.ndarray, labels: np.ndarray, classes: int) -> np
     return separation
 
 
-def property_table(images: np.ndarray, labels: np.ndarray, class_names: list[str], *,
-                   pps_threshold: float, auc_threshold: float, seed: int = 0) -> list[dict]:
-    """One row per property: PPS, the class it separates best and how well, and the flag."""
+def output_dependence(values: np.ndarray, labels: np.ndarray,
+                      log_probs: np.ndarray) -> np.ndarray:
+    """Per class c, the Spearman correlation between the property and log p(c), within each
+    true class other than c, averaged with weights by class size."""
+    from scipy.stats import rankdata
+
+    classes = log_probs.shape[1]
+    total, weight = np.zeros(classes), np.zeros(classes)
+    for k in np.unique(labels):
+        inside = labels == k
+        if inside.sum() < MIN_PER_CLASS or np.ptp(values[inside]) == 0:
+            continue
+        ranks = rankdata(values[inside])
+        ranks = (ranks - ranks.mean()) / ranks.std()
+        scores = np.apply_along_axis(rankdata, 0, log_probs[inside])
+        spread = scores.std(axis=0)
+        scores = (scores - scores.mean(axis=0)) / np.where(spread > 0, spread, 1)
+        rho = (ranks[:, None] * scores).mean(axis=0)
+        others = np.arange(classes) != k
+        total[others] += inside.sum() * rho[others]
+        weight[others] += inside.sum()
+    return np.where(weight > 0, total / np.maximum(weight, 1), 0.0)
+
+
+def property_table(images: np.ndarray, labels: np.ndarray, logits: np.ndarray,
+                   class_names: list[str], *, seed: int = 0) -> list[dict]:
+    """One row per property: PPS and best class AUC (the data), the class whose score it
+    moves most on other classes' images and that correlation, and the flag."""
+    from auditor.predict.predictions import softmax
+
+    log_probs = np.log(np.maximum(softmax(np.asarray(logits, np.float64)), 1e-12))
     rows = []
     for name, values in image_properties(images).items():
-        pps = predictive_power(values, labels, seed)
         separation = class_separation(values, labels, len(class_names))
+        dependence = output_dependence(values, labels, log_probs)
+        moved = int(np.argmax(np.abs(dependence)))
         best = int(np.argmax(separation))
-        rows.append({"property": name, "pps": round(pps, 4), "class": class_names[best],
-                     "auc": round(float(separation[best]), 4),
-                     "flagged": bool(pps >= pps_threshold or separation[best] >= auc_threshold)})
-    return sorted(rows, key=lambda r: (not r["flagged"], -r["pps"], -r["auc"]))
+        rows.append({"property": name, "pps": round(predictive_power(values, labels, seed), 4),
+                     "class": class_names[best], "auc": round(float(separation[best]), 4),
+                     "output_class": class_names[moved],
+                     "output_rho": round(float(dependence[moved]), 4),
+                     "flagged": bool(abs(dependence[moved]) >= RHO_BOUND)})
+    return sorted(rows, key=lambda r: (not r["flagged"], -abs(r["output_rho"]), -r["pps"]))

@@ -4,8 +4,8 @@ Exact duplicates have the same pixels at 8-bit depth (a BLAKE2 digest of the qua
 Near duplicates have the same perceptual hash, the rule cleanvision applies. The hash is
 imagehash's pHash (64 bits: the grey image at 32x32, its 2-D DCT, the top-left 8x8 block against
 its median), computed here for a whole batch at once: imagehash's per-image version costs about
-0.3 ms an image, more than the demo model's whole forward pass. The bits are imagehash's exactly
-(tests/test_triage.py compares them). A looser
+0.3 ms an image, more than the demo model's whole forward pass. The bits are imagehash's
+exactly, at any image size (tests/test_triage.py compares them). A looser
 ``bits`` > 0 also joins pairs within that Hamming distance, among the candidate pairs given
 (nearest neighbours in the model's features), so the cost stays linear.
 """

@@ -159,6 +159,30 @@ def overview_figure(results, methods: list[str], flip_threshold: float,
     return figure_uri(fig)
 
 
+def intervention_figure(finding, class_names: list[str]) -> str:
+    """The intervention beside the cluster: members before and after the suspect difference is
+    removed, other classes' images before and after it is pasted, with the class's
+    probability under each."""
+    import matplotlib.pyplot as plt
+
+    shown = finding.effect.examples
+    rows = [("member", "member_p", 0, "member"), ("removed", "member_p", 1, "removed"),
+            ("other", "other_p", 0, "other class"), ("pasted", "other_p", 1, "pasted")]
+    columns = max(len(shown["member"]), len(shown["other"]), 1)
+    fig, axes = plt.subplots(4, columns, figsize=(1.0 * columns + 0.4, 4.8), squeeze=False)
+    for r, (key, probs, which, label) in enumerate(rows):
+        for c in range(columns):
+            ax = axes[r, c]
+            ax.set_axis_off()
+            if c < len(shown[key]):
+                show_image(ax, shown[key][c])
+                title = f"p({finding.name})={shown[probs][which][c]:.2f}"
+                ax.set_title(f"{label}\n{title}" if c == 0 else title, fontsize=6)
+    fig.suptitle(f"class {finding.name}: {finding.effect.region}", fontsize=8)
+    fig.tight_layout()
+    return figure_uri(fig)
+
+
 def view(result, dataset) -> dict:
     d = result.data
     out: dict = {"methods": d.methods, "target": d.target}
@@ -171,10 +195,12 @@ def view(result, dataset) -> dict:
                                           d.detect_ratio)
         out["fine_tuning"] = d.fine_tuning
     if d.discovery is not None:
-        out["discovery"] = [{**found.summary(), "name": found.name,
-                             "figure": class_figure(found, d.maps, d.images, d.index_of,
-                                                    d.cluster_points.get(found.label))}
-                            for found in d.discovery]
+        out["discovery"] = [{**f.summary(), "name": f.name, "sentence": d.sentences.get(f.name),
+                             "figure": class_figure(f.maps, d.maps, d.images, d.index_of,
+                                                    d.cluster_points.get(f.label)),
+                             "intervention": intervention_figure(f, d.class_names)
+                             if f.effect is not None and f.candidate else None}
+                            for f in d.discovery]
         out["discovery_hidden"] = d.discovery_hidden
     out["properties"] = d.properties
     if d.feature_points is not None:

@@ -1,0 +1,98 @@
+"""The shortcut search on one model: candidates from every signal, each put to the intervention.
+
+Per class, SpRAy on saliency maps and the same clustering on penultimate features each pick
+the class's most suspicious group, and flag the class when that group's score passes the bound
+calibrated against the model's other classes (``discovery.py``). Every suspect group, flagged
+or not, is then put to the intervention (``intervention.py``: remove its difference, paste it
+onto other classes), which costs forward passes only. A class is flagged when a signal flags
+it or its intervention confirms a shortcut (the stronger evidence: a watermark across the
+image or a colour cast need not make a group's maps or features outstanding), and it is a
+finding only when confirmed; a flag the intervention does not confirm is listed apart as an
+unconfirmed hypothesis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from auditor.methods.shortcuts.discovery import ClassDiscovery, discover, discover_features
+from auditor.methods.shortcuts.intervention import Effect, confirm, probabilities
+from auditor.predict.distribute import run_batch
+
+
+@dataclass
+class Finding:
+    """One class: what each signal found, and what the intervention measured."""
+
+    label: int
+    name: str
+    maps: ClassDiscovery | None
+    features: ClassDiscovery | None
+    effect: Effect | None = None  # measured for a candidate only
+    signal: str | None = None  # the signal whose group was confirmed (or tried)
+
+    @property
+    def discovered(self) -> bool:
+        """A signal's score passed its calibrated bound."""
+        return any(d is not None and d.flagged for d in (self.maps, self.features))
+
+    @property
+    def candidate(self) -> bool:
+        """Flagged: discovered by a signal, or confirmed by the intervention."""
+        return self.discovered or self.confirmed
+
+    @property
+    def confirmed(self) -> bool:
+        return self.effect is not None and self.effect.confirmed
+
+    @property
+    def suspect(self) -> ClassDiscovery | None:
+        """The discovery whose group the effect was measured on."""
+        return {"maps": self.maps, "features": self.features}.get(self.signal or "")
+
+    def summary(self) -> dict:
+        maps = self.maps.summary() if self.maps is not None else {}
+        out = {**maps, "flagged": self.candidate, "confirmed": self.confirmed,
+               "discovered": self.discovered, "signal": self.signal}
+        if self.features is not None:
+            out["features"] = {k: v for k, v in self.features.summary().items()
+                               if k in ("score", "bound", "flagged", "clusters", "sizes",
+                                        "separation")}
+        if self.effect is not None:
+            out["effect"] = self.effect.summary()
+            out["members"] = int(self.effect.members)
+        return out
+
+
+def search(handle, images: np.ndarray, labels: np.ndarray, positions: np.ndarray,
+           class_names: list[str], method: str = "gradient", *, features: np.ndarray | None,
+           grid: int = 16, k_max: int = 5, seed: int = 0,
+           maps: np.ndarray | None = None) -> tuple[list[Finding], np.ndarray]:
+    """Every class of ``images`` (explained for its label): candidates by maps and by
+    ``features`` (rows aligned with ``images``; None to skip), each confirmed or not.
+    The findings in label order, and the pooled maps in the order of ``images``."""
+    by_maps, pooled = discover(handle, images, labels, positions, class_names, method,
+                               grid=grid, k_max=k_max, seed=seed, maps=maps)
+    by_features = ([None] * len(by_maps) if features is None else
+                   discover_features(features, labels, positions, class_names, k_max=k_max,
+                                     seed=seed))
+    index_of = {int(p): i for i, p in enumerate(positions)}
+
+    def logits_fn(batch):  # the predict path: the handle's strategy, when it has one
+        return run_batch(handle, handle.logits_fn, batch)
+
+    probs = probabilities(logits_fn, images)  # once: every intervention's "before"
+    findings = []
+    for on_maps, on_features in zip(by_maps, by_features, strict=True):
+        finding = Finding(on_maps.label, on_maps.name, on_maps, on_features)
+        tried = [d for d in (on_maps, on_features) if d is not None and d.suspect is not None]
+        for discovery in tried:
+            members = np.array([index_of[int(p)] for p in discovery.members])
+            effect = confirm(logits_fn, discovery.label, images, labels, members,
+                             discovery.region, grid, seed, probs=probs)
+            if finding.effect is None or effect.strength > finding.effect.strength:
+                finding.effect, finding.signal = effect, discovery.signal
+        findings.append(finding)
+    return findings, pooled

@@ -1,0 +1,157 @@
+"""The compute plan, the log lines CI reads, and the one batched path every heavy loop uses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from auditor.config.spec import make_config
+from auditor.errors import ConfigError
+from auditor.predict.plan import REFERENCE_FLOPS, Facts, budget_passes, make_plan
+from auditor.progress import SectionLog
+from auditor.sections import SECTION_NAMES, section_module
+from auditor.sections.base import Context
+
+REPO = Path(__file__).resolve().parents[1]
+MODULES = {name: section_module(name) for name in SECTION_NAMES}
+IMAGENET_SIZE = Facts(images=1000, input_shape=(224, 224, 3), classes=10)
+
+
+def test_a_224_px_model_is_sized_down_to_the_budget():
+    plan = make_plan(MODULES, {}, IMAGENET_SIZE, "standard", REFERENCE_FLOPS)
+    assert plan.settings["robustness"]["samples"] < 200
+    assert plan.settings["featureviz"]["steps"] < 128  # its default at 224 px
+    assert plan.settings["clever_hans"]["steps"] < 300
+    assert plan.defaults["robustness"]["samples"] == 200
+    full = make_plan(MODULES, {}, IMAGENET_SIZE, 10 ** 9, REFERENCE_FLOPS)
+    assert not full.settings and full.total_passes > plan.total_passes
+    block = plan.to_summary(actual_seconds=12.0)
+    assert block["robustness"] == plan.settings["robustness"]
+    assert {"passes", "estimated_seconds", "budget", "instead_of"} <= set(block)
+
+
+def test_the_spec_s_own_settings_always_win_over_the_plan(digits_handle):
+    tables = {"robustness": {"samples": 200}, "featureviz": {"steps": 300}}
+    plan = make_plan(MODULES, tables, IMAGENET_SIZE, "quick", REFERENCE_FLOPS)
+    assert "samples" not in plan.settings.get("robustness", {})
+    assert "steps" in plan.settings["robustness"]  # the other setting is still planned
+    assert "steps" not in plan.settings.get("featureviz", {})
+    config = make_config({**tables, "model": "demo"}, budget="quick")
+    ctx = Context(config=config, handle=digits_handle, dataset=None, predictions=None,
+                  workdir=Path("."), plan=plan)
+    robustness = ctx.options("robustness", MODULES["robustness"].Options)
+    assert robustness.samples == 200
+    assert robustness.steps == plan.settings["robustness"]["steps"] < 10
+
+
+def test_a_named_budget_is_compute_so_the_small_demo_keeps_its_defaults(digits_handle):
+    from auditor.predict.plan import forward_flops
+
+    flops = forward_flops(digits_handle)
+    assert 1e5 < flops < REFERENCE_FLOPS / 10
+    assert budget_passes("standard", flops) > budget_passes("standard", REFERENCE_FLOPS)
+    assert budget_passes(5000, flops) == 5000  # a number is passes of this model
+    demo = Facts(images=1797, input_shape=(32, 32, 1), classes=10)
+    assert not make_plan(MODULES, {}, demo, "standard", flops).settings
+    assert make_plan(MODULES, {}, demo, 2000, flops).settings  # a small number still plans
+
+
+def test_a_bad_budget_is_a_config_error_naming_the_key():
+    assert make_config(model="demo", budget=5000).budget == 5000
+    for bad in ("huge", 0):
+        with pytest.raises(ConfigError, match="'budget'"):
+            make_config(model="demo", budget=bad)
+
+
+def test_the_section_log_says_how_long_the_rest_will_take(capsys):
+    log = SectionLog(True, {"clever_hans": 40.0, "robustness": 90.0, "featureviz": 90.0})
+    log.start("clever_hans", 1, 3)
+    log.done("clever_hans", 41.0)
+    log.done("robustness", 95.0)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "auditor: clever_hans (1/3) started; about 40 s"
+    assert lines[1] == "auditor: clever_hans done in 41 s; about 3 min left"
+    assert lines[2] == "auditor: robustness done in 2 min; about 2 min left"  # 94 s, corrected
+    SectionLog(False, {}).say("nothing")
+    assert capsys.readouterr().err == ""
+
+
+def test_without_a_terminal_an_audit_logs_a_line_per_section_and_writes_its_plan(
+        tmp_path, digits_model_path):
+    out = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "auditor", "audit", "--model", str(digits_model_path), "--data",
+         "sklearn:digits:test", "--max-samples", "60", "--sections", "performance,robustness",
+         "--budget", "300", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=REPO, stdin=subprocess.DEVNULL)
+    assert done.returncode in (0, 1), done.stderr[-2000:]
+    lines = [line for line in done.stderr.splitlines() if line.startswith("auditor: ")]
+    assert "auditor: performance (1/2) started" in lines
+    assert any(line.startswith("auditor: performance done in ") and line.endswith(" left")
+               for line in lines)
+    assert any(line.startswith("auditor: robustness done in ") for line in lines)
+    assert any("estimate / actual" in line for line in lines)
+    assert any(line.startswith("auditor: plan: robustness: samples 30 instead of 200")
+               for line in lines)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["plan"]["robustness"] == {"samples": 30, "steps": 5}
+    assert summary["plan"]["budget_passes"] == 300
+    assert summary["robustness"]["samples"] == 30 and summary["robustness"]["steps"] == 5
+    assert "samples 30 instead of 200" in (out / "report.html").read_text()
+
+
+def test_chunked_passes_equal_one_unchunked_call(digits_handle, digits_test):
+    from auditor.methods.attacks import pgd
+    from auditor.methods.counterfactual import counterfactuals
+    from auditor.predict.batched import chunked, forward
+
+    x, y = digits_test[0][:11], digits_test[1][:11]
+    whole = np.asarray(digits_handle.logits_fn(x))
+    assert np.allclose(forward(digits_handle, x), whole, atol=1e-5)
+    assert np.allclose(chunked(digits_handle, digits_handle.logits_fn, x, rows=3), whole,
+                       atol=1e-5)
+    one = pgd(digits_handle, x, y, 8 / 255, steps=3, batch_size=len(x))
+    assert np.allclose(pgd(digits_handle, x, y, 8 / 255, steps=3, batch_size=4), one, atol=1e-6)
+    wrong = (y + 1) % 10
+    one = counterfactuals(digits_handle, x, wrong, steps=5, batch_size=len(x)).counterfactual
+    blocks = counterfactuals(digits_handle, x, wrong, steps=5, batch_size=4).counterfactual
+    assert np.allclose(blocks, one, atol=1e-5)
+
+
+def test_features_come_from_the_prediction_pass_and_equal_a_second_pass(digits_handle,
+                                                                        digits_npz):
+    from auditor.inputs.datasets import load_dataset
+    from auditor.inputs.layers import final_layer_input
+    from auditor.predict.predictions import predict
+
+    dataset = load_dataset(f"npz:{digits_npz}", digits_handle.input_shape, 10, max_samples=40)
+    predictions = predict(digits_handle, dataset, batch_size=16)
+    images = dataset.images(np.arange(dataset.n))
+    second = np.asarray(final_layer_input(digits_handle)(images)).reshape(dataset.n, -1)
+    assert predictions.features.shape == second.shape
+    assert np.allclose(predictions.features, second, atol=1e-5)
+    assert np.allclose(predictions.logits, np.asarray(digits_handle.logits_fn(images)),
+                       atol=1e-5)
+
+
+def test_a_map_one_section_made_is_reused_by_the_next(digits_handle, digits_npz):
+    from auditor.inputs.datasets import load_dataset
+    from auditor.methods.attribution import attribute
+
+    dataset = load_dataset(f"npz:{digits_npz}", digits_handle.input_shape, 10, max_samples=20)
+    ctx = Context(config=make_config(model="demo"), handle=digits_handle, dataset=dataset,
+                  predictions=None, workdir=Path("."))
+    first = ctx.saliency("gradient", [0, 1], [3, 4])
+    assert np.allclose(first, attribute(digits_handle, dataset.images([0, 1]), [3, 4]),
+                       atol=1e-6)
+    planted = np.zeros((1, *digits_handle.input_shape), np.float32)  # what a section made
+    ctx.remember_saliency("gradient", "logit", {}, [2], [5], planted)
+    again = ctx.saliency("gradient", [1, 2, 0], [4, 5, 3])
+    assert np.array_equal(again[[2, 0]], first) and not again[1].any()
+    other_score = ctx.saliency("gradient", [2], [5], score="softmax")
+    assert other_score.any()  # another score is another map
