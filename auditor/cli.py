@@ -18,14 +18,16 @@ from auditor.errors import AuditorError, Interrupted
 
 
 def _quiet_tensorflow() -> None:
-    """Import TensorFlow with stderr muted: its C++ start-up chatter would bury the one line a
-    user needs. Errors raised by the import itself still surface as exceptions."""
+    """Import TensorFlow and start its devices with stderr muted: its C++ start-up chatter would
+    bury the one line a user needs. Errors raised by the import itself still surface as exceptions."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     saved = os.dup(2)
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
             import tensorflow as tf
+
+            tf.config.list_logical_devices()  # device start-up logs too (cuInit without a GPU)
     finally:
         os.dup2(saved, 2)
         os.close(saved)
@@ -70,8 +72,10 @@ AUDIT_OPTIONS = (
     click.option("--fail-on", type=click.Choice(["warn", "fail"]), help="Exit 1 on warnings too."),
     click.option("--seed", type=int, help="Seed for sampling, initialisation and noise."),
     click.option("--batch-size", type=int, help="Images per batch (default 64)."),
-    click.option("--input-range", help="What the model expects: 0-1, 0-255, -1-1, or a "
+    click.option("--input-range", help="What the model expects: auto (default: probed on the "
+                                       "data), 0-1, 0-255, -1-1, caffe, torch, or a "
                                        "keras.applications name such as mobilenet_v2."),
+    click.option("--output", help="The classifier output of a multi-output model, by name."),
     click.option("--data-range", type=click.Choice(["auto", "0-1", "0-255"]),
                  help="Value range of npz pixel data."),
     click.option("--strict-data", is_flag=True, default=None,
@@ -120,6 +124,7 @@ def audit(spec, no_progress, **flags) -> None:
     from auditor.pipeline import run_audit
 
     config = make_config(read_spec(spec) if spec else None, **_flags(no_progress, flags))
+    _quiet_tensorflow()  # only once the spec is known good: a typo fails before the import
     outcome = run_audit(config)
     _report(outcome)
     sys.exit(outcome.exit_code)
@@ -206,6 +211,7 @@ def watch(folder, spec, spec_option, out, once, interval, settle, no_progress, *
     root = Path(out or parsed.get("out") or "reports")
     flags = _flags(no_progress, flags)
     make_config(parsed, **{**flags, "model": "checked-per-checkpoint"})  # fail early on bad input
+    _quiet_tensorflow()
 
     def configure(**per_checkpoint):
         return make_config(parsed, **{**flags, **per_checkpoint})
@@ -232,6 +238,7 @@ def _stop_on_signals() -> dict:
     def stop(signum, frame):
         for name in (signal.SIGINT, signal.SIGTERM):  # a second signal must not cut cleanup short
             signal.signal(name, signal.SIG_IGN)
+        Interrupted.pending = signum
         raise Interrupted(signum)
 
     return {name: signal.signal(name, stop) for name in (signal.SIGINT, signal.SIGTERM)}
@@ -242,7 +249,7 @@ def main() -> None:
     interruption exits with 128 + the signal's number (130 for SIGINT, 143 for SIGTERM)."""
     previous = _stop_on_signals()
     try:
-        if len(sys.argv) > 1 and sys.argv[1] in ("audit", "demo", "watch", "methods"):
+        if len(sys.argv) > 1 and sys.argv[1] in ("demo", "methods"):
             _quiet_tensorflow()
         cli.main(standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -262,5 +269,6 @@ def main() -> None:
                    "progress was removed, nothing half-written is left", err=True)
         sys.exit(128 + exc.signum)
     finally:  # the caller's handlers again (main may run inside another program, or a test)
+        Interrupted.pending = None
         for name, handler in previous.items():
             signal.signal(name, handler)

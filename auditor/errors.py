@@ -25,3 +25,12 @@ class Interrupted(BaseException):
     def __init__(self, signum: int):
         super().__init__(signum)
         self.signum = signum
+
+    pending: int | None = None  # the signal received: its exception may have been swallowed
+
+    @classmethod
+    def raise_if_pending(cls) -> None:
+        """Raise again for a signal whose exception landed where Python ignores exceptions (a
+        weakref callback, a ``__del__``): called between sections and before a run is kept."""
+        if cls.pending is not None:
+            raise cls(cls.pending)

@@ -16,14 +16,14 @@ import tempfile
 import time
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from auditor import __version__
 from auditor.checks.check import Check, exit_code
 from auditor.checks.data import data_checks
 from auditor.config.spec import AuditConfig
-from auditor.errors import AuditorError, ConfigError
+from auditor.errors import AuditorError, ConfigError, Interrupted
 from auditor.progress import SectionLog, duration, progress_enabled
 from auditor.runs.baseline import (
     annotate_checks,
@@ -110,6 +110,8 @@ class Inputs:
     dataset: object  # inputs.datasets.Dataset
     train_dataset: object = None
     compare_handle: object = None
+    probe_checks: list = field(default_factory=list)  # the input-range probe's check, if run
+    probe_seconds: float = 0.0
 
 
 def input_paths(config: AuditConfig) -> dict[str, str]:
@@ -128,12 +130,15 @@ def load_inputs(config: AuditConfig, distribution) -> Inputs:
 
     keras.utils.set_random_seed(config.seed)
     with distribution.scope():  # the model's variables are mirrored on every replica
-        handle = load_model(config.model, config.input_range, config.unsafe_load)
+        handle = load_model(config.model, config.input_range, config.unsafe_load, config.output)
     handle.distribution = distribution
     dataset = load_dataset(config.data, handle.input_shape, handle.num_classes,
                            class_names=config.class_names, max_samples=config.max_samples,
                            seed=config.seed, data_range=config.data_range,
                            strict_data=config.strict_data)
+    started = time.perf_counter()
+    probe_checks = probe_range(handle, dataset, config)
+    probe_seconds = time.perf_counter() - started
     train_dataset = None
     if config.train_data:
         train_dataset = load_dataset(config.train_data, handle.input_shape, handle.num_classes,
@@ -144,7 +149,7 @@ def load_inputs(config: AuditConfig, distribution) -> Inputs:
     if config.compare_model:
         with distribution.scope():
             compare_handle = load_model(config.compare_model, config.input_range,
-                                        config.unsafe_load)
+                                        config.unsafe_load, config.output)
         compare_handle.distribution = distribution
         if (compare_handle.input_shape, compare_handle.num_classes) != (
                 handle.input_shape, handle.num_classes):
@@ -152,7 +157,8 @@ def load_inputs(config: AuditConfig, distribution) -> Inputs:
                 f"--compare-model '{config.compare_model}' takes {compare_handle.input_shape} "
                 f"with {compare_handle.num_classes} classes, but the audited model takes "
                 f"{handle.input_shape} with {handle.num_classes}; compare models of one task")
-    return Inputs(handle, dataset, train_dataset, compare_handle)
+        probe_range(compare_handle, dataset, config)
+    return Inputs(handle, dataset, train_dataset, compare_handle, probe_checks, probe_seconds)
 
 
 def run_audit(config: AuditConfig) -> AuditOutcome:
@@ -174,7 +180,9 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
     out = Path(config.out) if config.out else default_out(handle.name, now)
     check_out(out, input_paths(config))
     names = config.sections or list(SECTION_NAMES)
-    timings: dict[str, float] = {"load": time.perf_counter() - started}
+    timings: dict[str, float] = {"load": time.perf_counter() - started - loaded.probe_seconds}
+    if loaded.probe_checks:
+        timings["input_range"] = loaded.probe_seconds
 
     with output_folder(out, distribution) as work:
         log.say(f"predicting {dataset.n} images")
@@ -197,7 +205,7 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
             tick = time.perf_counter()
             draw_views(results, dataset)
             timings["figures"] = time.perf_counter() - tick
-        checks = data_checks(dataset, predictions)
+        checks = loaded.probe_checks + data_checks(dataset, predictions)
         checks += [check for result in results for check in result.checks]
         sections_summary = {k: v for result in results for k, v in result.summary.items()}
         checks += regression_checks(sections_summary, baseline, config.checks)
@@ -207,6 +215,17 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
                       baseline=baseline_run, record=record, plan=plan.to_summary(spent))
         summary = json.loads((work / "summary.json").read_text())
     return AuditOutcome(out=out, summary=summary, exit_code=exit_code(checks, config.fail_on))
+
+
+def probe_range(handle, dataset, config: AuditConfig) -> list[Check]:
+    """With input_range 'auto', the range the data says the model expects (set on the handle),
+    and the check that warns when the choice is unclear; an explicit range is taken as given."""
+    from auditor.predict.input_range import CHECK, input_range_check, probe_input_range
+
+    if config.input_range != "auto":
+        return []
+    result = probe_input_range(handle, dataset, config.batch_size, config.seed)
+    return [input_range_check(result, handle.hint_overridden, config.checks.get(CHECK))]
 
 
 def plan_sections(config, names, loaded):
@@ -233,6 +252,7 @@ def run_sections(names, ctx: Context, log: SectionLog) -> list[SectionResult]:
         log.say(f"plan: {line}")
     results = []
     for index, name in enumerate(names, 1):
+        Interrupted.raise_if_pending()
         log.start(name, index, len(names))
         results.append(run_section(name, ctx))
         log.done(name, results[-1].seconds)

@@ -334,8 +334,9 @@ def test_twin_clusters_are_merged_and_regions_are_named():
 
 @pytest.mark.parametrize("head", ["logits", "softmax layer"])
 def test_the_copy_trains_on_its_own_output_and_leaves_the_original_alone(head, tmp_path):
-    """A model ending in logits, or in a Softmax layer that cannot be stripped: the copy's loss
-    matches what it outputs, so fine-tuning moves it towards the targets it is given."""
+    """A model ending in logits, or in a separate Softmax layer (cut off, so the copy ends in
+    logits too): the copy's loss matches what it outputs, so fine-tuning moves it towards the
+    targets it is given."""
     import keras
 
     from auditor.inputs.models import load_model
@@ -348,7 +349,7 @@ def test_the_copy_trains_on_its_own_output_and_leaves_the_original_alone(head, t
     path = tmp_path / "tiny.keras"
     keras.Sequential(layers).save(path)
     handle = load_model(str(path))
-    assert handle.output == ("logits" if head == "logits" else "log-probabilities")
+    assert handle.output == ("logits" if head == "logits" else "softmax stripped")
     before = [w.copy() for w in handle.model.get_weights()]
     images = np.random.default_rng(0).uniform(0, 1, (16, 8, 8, 1)).astype(np.float32)
     targets = np.eye(3, dtype=np.float32)[np.full(16, 2)]

@@ -122,7 +122,8 @@ def test_section_reports_the_contract_keys_and_reuses_the_contrastive_maps(conte
     # Planted flat maps in the contrastive cache have no ranking: proof that they were used.
     positions = [e["index"] for e in summary["examples"]]
     context.cache["contrastive"] = {"positions": np.array(positions),
-                                    "diff": np.zeros((6, 32, 32, 1), np.float32)}
+                                    "diff": np.zeros((6, 32, 32, 1), np.float32),
+                                    "method": "gradient", "score": "logit"}
     try:
         reused = section.run(context, options).summary["counterfactuals"]
     finally:

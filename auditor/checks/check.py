@@ -64,7 +64,7 @@ def change(value: Any, baseline: Any) -> float | None:
     return value - baseline if _is_number(value) and _is_number(baseline) else None
 
 
-def _check_bounds(check_id: str, bounds: dict[str, Any]) -> None:
+def check_bounds(check_id: str, bounds: dict[str, Any]) -> None:
     for key, bound in bounds.items():
         if key not in BOUNDS:
             raise ConfigError(f"unknown key 'checks.{check_id}.{key}'; use: {', '.join(BOUNDS)}")
@@ -77,7 +77,7 @@ def evaluate(check_id: str, value: float | None, *, message: str, section: str,
              baseline: float | None = None) -> Check:
     """Hold ``value`` against the bounds; the worst broken bound decides, and says why."""
     bounds = {**(defaults or {}), **(spec or {})}
-    _check_bounds(check_id, bounds)
+    check_bounds(check_id, bounds)
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return Check(check_id, "error", value, bounds, baseline,
                      f"{message}: no value could be computed", section)

@@ -40,6 +40,7 @@ class AuditConfig:
     progress: bool = True
     unsafe_load: bool = False
     input_range: str = "auto"
+    output: str | None = None  # the classifier's output of a multi-output model
     data_range: str = "auto"
     strict_data: bool = False  # an unreadable image stops the audit instead of being skipped
     class_names: list[str] | None = None
@@ -166,11 +167,26 @@ def make_config(spec: dict[str, Any] | None = None, **flags: Any) -> AuditConfig
     config = build_dataclass(AuditConfig, merged, "")
     config.format = _formats(config.format)
     config.checks = flatten_checks(checks)
+    _validate_checks(config.checks)
     for name, table in section_tables.items():
         build_dataclass(section_options_class(name), table, f"{name}.")
     config.section_options = section_tables
     _validate(config, SECTION_NAMES)
     return config
+
+
+def _validate_checks(checks: dict[str, dict[str, Any]]) -> None:
+    """Every ``[checks.ID]`` names a check some section can emit, with known bounds: a typo
+    would otherwise be ignored, and the bound the user meant never applied."""
+    from auditor.checks.check import check_bounds
+    from auditor.sections import check_patterns, is_known_check
+
+    patterns = check_patterns()
+    for check_id, bounds in checks.items():
+        if not is_known_check(check_id, patterns):
+            raise ConfigError(f"unknown check '[checks.{check_id}]'; checks are: "
+                              f"{', '.join(patterns)} (* is a method or shortcut name)")
+        check_bounds(check_id, bounds)
 
 
 def _formats(value: list[str] | str) -> list[str]:
@@ -200,6 +216,11 @@ def _validate(config: AuditConfig, known_sections: tuple[str, ...]) -> None:
         raise ConfigError(
             f"'strategy' must be one of {', '.join(STRATEGIES)}, got {config.strategy!r}"
         )
+    from auditor.inputs.models import INPUT_RANGES
+
+    if config.input_range != "auto" and config.input_range not in INPUT_RANGES:
+        raise ConfigError(f"unknown input_range '{config.input_range}'; use auto (probe the "
+                          f"data) or one of: {', '.join(INPUT_RANGES)}")
     _validate_budget(config.budget)
     if config.max_samples is not None and config.max_samples < 1:
         raise ConfigError(f"'max_samples' must be at least 1, got {config.max_samples}")

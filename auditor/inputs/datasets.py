@@ -168,6 +168,7 @@ def load_dataset(source: str, image_shape: tuple[int, int, int], num_classes: in
         raise DataError(f"dataset '{source}' has labels from {labels.min()} to {labels.max()}, "
                         f"but the model has {num_classes} classes (0 to {num_classes - 1}); "
                         "check that the data and the model belong together")
+    labels = _match_by_name(labels, names, class_names)
     names = _class_names(class_names, names, num_classes)
     index = sample_indices(labels, max_samples, seed) if len(labels) else np.arange(0)
     if isinstance(read, ImageFiles):
@@ -207,6 +208,19 @@ def sample_indices(labels: np.ndarray, max_samples: int | None, seed: int) -> np
     except ValueError:  # a class too small to stratify, or fewer samples than classes
         chosen = np.random.default_rng(seed).choice(everything, max_samples, replace=False)
     return np.sort(chosen)
+
+
+def _match_by_name(labels: np.ndarray, found: list[str] | None,
+                   given: list[str] | None) -> np.ndarray:
+    """Labels in the order of ``class_names`` (the model's outputs) when the data names the
+    same classes in another order (sorted folders, an npz class_names array): class_names
+    then says which output is which class, and fixes a class order that does not match."""
+    if not given or not found or list(map(str, given)) == list(map(str, found)):
+        return labels
+    if sorted(map(str, given)) != sorted(map(str, found)):
+        return labels
+    order = np.array([list(map(str, given)).index(str(name)) for name in found])
+    return order[labels]
 
 
 def _class_names(given: list[str] | None, found: list[str] | None, num_classes: int) -> list[str]:

@@ -20,6 +20,8 @@ import numpy as np
 from auditor.errors import ModelError
 
 DEMO_MODEL = "demo"
+# How a handle's logits were obtained from the model's outputs.
+OUTPUTS = ("logits", "softmax stripped", "log-probabilities", "binary logit", "relu outputs")
 
 # keras.applications preprocessing modes, named by the application modules that use them.
 _APPLICATION_MODES = {
@@ -33,6 +35,7 @@ _APPLICATION_MODES = {
 _TORCH_MEAN = (0.485, 0.456, 0.406)
 _TORCH_STD = (0.229, 0.224, 0.225)
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+NO_HINT = "no hint in the model"
 INPUT_RANGES = ("0-1", "0-255", "-1-1", "tf", "caffe", "torch", *_APPLICATION_MODES)
 
 
@@ -102,9 +105,13 @@ class ModelHandle:
     input_shape: tuple[int, int, int]
     num_classes: int
     transform: InputTransform
-    output: str  # "logits", "softmax stripped" or "log-probabilities"
+    output: str  # how the logits were obtained: one of OUTPUTS
     compiled: dict = field(default_factory=dict, repr=False)  # tf.functions traced per model
     distribution: object = None  # distribute.Distribution for batched steps; None: one device
+    input_range_hint: tuple[str, str] = ("0-1", NO_HINT)  # (range, why)
+    input_range_source: str = "hint"  # "hint" (not probed), "probe" or "flag"
+    input_range_probe: list[dict] | None = None  # [{range, accuracy, ...}] when probed
+    input_range_probe_samples: int | None = None  # images the probe ran on
 
     @property
     def params(self) -> int:
@@ -132,7 +139,22 @@ class ModelHandle:
             "path": self.path, "name": self.name, "sha256": self.sha256, "params": self.params,
             "input_shape": list(self.input_shape), "num_classes": self.num_classes,
             "input_range": self.transform.name, "output": self.output,
+            "input_range_source": self.input_range_source,
+            "input_range_hint": {"range": self.input_range_hint[0],
+                                 "reason": self.input_range_hint[1],
+                                 "overridden": self.hint_overridden},
+            "input_range_probe": self.input_range_probe,
+            "input_range_probe_samples": self.input_range_probe_samples,
         }
+
+    @property
+    def hint_overridden(self) -> bool:
+        """Whether the model hinted at a range (a layer, a name) and the probe chose another."""
+        if self.input_range_source != "probe" or self.input_range_hint[1] == NO_HINT:
+            return False
+        chosen = [row for row in self.input_range_probe or []
+                  if row["range"] == self.transform.name]
+        return not (chosen and chosen[0]["hint"])
 
 
 def file_sha256(path: str | Path) -> str:
@@ -147,22 +169,59 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def load_model(path: str, input_range: str = "auto", unsafe_load: bool = False) -> ModelHandle:
-    """Load a .keras / .h5 file or a SavedModel folder ('demo' trains or reuses the demo CNN)."""
+def load_model(path: str, input_range: str = "auto", unsafe_load: bool = False,
+               output: str | None = None) -> ModelHandle:
+    """Load a .keras / .h5 file or a SavedModel folder ('demo' trains or reuses the demo CNN).
+
+    ``input_range='auto'`` starts from the model's own hint (a Rescaling layer, a
+    keras.applications name); the audit then probes the candidates on data
+    (``auditor.predict.input_range``). ``output`` names one output of a multi-output model.
+    """
     if path == DEMO_MODEL:
         from auditor.inputs.demo import demo_model_path
 
         path = str(demo_model_path())
-    model = _read_model(path, unsafe_load)
+    model = select_output(_read_model(path, unsafe_load), path, output)
     shape = _image_input_shape(model, path)
-    num_classes = _num_classes(model, path)
-    logits_model, output = strip_softmax(model, shape)
-    transform = input_transform(_guess_input_range(model) if input_range == "auto" else input_range,
-                                shape[-1])
+    _check_output_shape(model, path)
+    logits_model, how = logits_head(model, shape)
+    num_classes = int(logits_model.outputs[0].shape[-1])
+    hint = input_range_hint(model)
+    transform = input_transform(hint[0] if input_range == "auto" else input_range, shape[-1])
     name = Path(path.rstrip("/")).stem if not Path(path).is_dir() else Path(path).name
     return ModelHandle(model=model, logits_model=logits_model, path=str(path), name=name,
                        sha256=file_sha256(path), input_shape=shape, num_classes=num_classes,
-                       transform=transform, output=output)
+                       transform=transform, output=how, input_range_hint=hint,
+                       input_range_source="hint" if input_range == "auto" else "flag")
+
+
+def select_output(model, path: str, output: str | None):
+    """The model itself, or the sub-model that ends at the output named ``output``; a model
+    with several outputs and no choice is an error that names them."""
+    import keras
+
+    outputs = list(getattr(model, "outputs", None) or [])
+    names = output_names(model)
+    if output is None:
+        if len(outputs) > 1:
+            raise ModelError(f"model '{path}' has {len(outputs)} outputs ({', '.join(names)}); "
+                             "choose the classifier's with --output NAME (spec key 'output')")
+        return model
+    if output not in names:
+        raise ModelError(f"model '{path}' has no output '{output}'; its outputs are: "
+                         f"{', '.join(names) or 'none that can be named'}")
+    if len(outputs) == 1:
+        return model
+    return keras.Model(model.inputs[0], outputs[names.index(output)], name=model.name)
+
+
+def output_names(model) -> list[str]:
+    """The names of a model's outputs: the layers that produce them."""
+    names = list(getattr(model, "output_names", None) or [])
+    if len(names) == len(getattr(model, "outputs", None) or []):
+        return [str(n) for n in names]
+    return [t._keras_history.operation.name if hasattr(t, "_keras_history") else f"output_{i}"
+            for i, t in enumerate(model.outputs)]
 
 
 def _read_model(path: str, unsafe_load: bool):
@@ -300,16 +359,11 @@ def _image_input_shape(model, path: str) -> tuple[int, int, int]:
     return tuple(int(d) for d in shape)
 
 
-def _num_classes(model, path: str) -> int:
+def _check_output_shape(model, path: str) -> None:
     outputs = model.outputs
     if len(outputs) != 1 or len(outputs[0].shape) != 2 or outputs[0].shape[-1] is None:
         raise ModelError(f"model '{path}' must have one output of shape (batch, classes), got "
                          f"{[tuple(o.shape) for o in outputs]}")
-    classes = int(outputs[0].shape[-1])
-    if classes < 2:
-        raise ModelError(f"model '{path}' has {classes} output; the audit needs a classifier "
-                         "with one logit or probability per class")
-    return classes
 
 
 def _final_layer(model):
@@ -320,22 +374,99 @@ def _final_layer(model):
     return layer
 
 
-def strip_softmax(model, shape):
-    """A copy of the model whose final softmax is removed, checked numerically.
+def _activation_name(layer) -> str | None:
+    """'softmax', 'sigmoid', 'relu', 'linear'... for a layer that applies one, else None."""
+    import keras
 
-    Returns (logits_model, how): 'logits' when the model has no final softmax, 'softmax
-    stripped' for a copy without it, 'log-probabilities' when it cannot be removed (the handle
-    then takes the log, which keeps differences between classes exact).
+    if isinstance(layer, keras.layers.Softmax):
+        return "softmax"
+    activation = getattr(layer, "activation", None)
+    return getattr(activation, "__name__", None) if activation is not None else None
+
+
+def logits_head(model, shape):
+    """A model whose outputs are one logit per class, and how it was obtained (OUTPUTS).
+
+    A final softmax is stripped (a separate Softmax or Activation layer is cut off, a Dense's
+    activation switched off on a copy); a single sigmoid or linear unit becomes two classes; a
+    ReLU head is kept as it is (its outputs are the scores the model ranks classes by).
     """
     import keras
 
     last = _final_layer(model)
-    activation = getattr(last, "activation", None)
-    is_softmax = isinstance(last, keras.layers.Softmax) or (
-        activation is not None and getattr(activation, "__name__", "") == "softmax"
-    )
-    if not is_softmax:
-        return model, ("log-probabilities" if _outputs_probabilities(model, shape) else "logits")
+    separate = (last is model.layers[-1] and _activation_name(last) in ("softmax", "sigmoid")
+                and isinstance(last, (keras.layers.Softmax, keras.layers.Activation)))
+    if separate:  # cut the activation layer off: the model then ends at its input
+        head = keras.Model(model.inputs[0], last.input, name=model.name)
+        if int(model.outputs[0].shape[-1]) == 1:
+            return _verified(model, binary_logits(head, shape), shape, "binary logit")
+        return _verified(model, head, shape, "softmax stripped")
+    if int(model.outputs[0].shape[-1]) == 1:
+        return _verified(model, binary_logits(model, shape), shape, "binary logit")
+    activation = _activation_name(last)
+    if activation == "softmax":
+        return strip_softmax(model, shape)
+    if activation == "relu":
+        return model, "relu outputs"
+    return model, ("log-probabilities" if _outputs_probabilities(model, shape) else "logits")
+
+
+def _verified(model, logits_model, shape, how: str):
+    """``logits_model`` when its softmax reproduces the model's outputs (sigmoid for one unit),
+    else the model itself read as probabilities."""
+    import keras
+
+    probe = np.random.default_rng(0).uniform(0, 1, (2, *shape)).astype("float32")
+    expected = np.asarray(model(probe, training=False))
+    got = np.asarray(keras.ops.softmax(logits_model(probe, training=False)))
+    if expected.shape[-1] == 1:
+        sigmoid = _activation_name(_final_layer(model)) == "sigmoid"
+        expected = np.asarray(keras.ops.sigmoid(expected)) if not sigmoid else expected
+        got = got[:, 1:]
+    if np.allclose(expected, got, atol=1e-4):
+        return logits_model, how
+    if expected.shape[-1] == 1:
+        raise ModelError("the model's single output unit could not be read as a binary logit; "
+                         "save the model with a final Dense(1) or Dense(2) layer")
+    return model, "log-probabilities"
+
+
+def binary_logits(model, shape):
+    """A copy whose one output unit z becomes two logits (-z/2, z/2): their softmax is exactly
+    sigmoid(z), and the score difference between the classes is z, the unit's own logit."""
+    import keras
+
+    last = _final_layer(model)
+    if not isinstance(last, keras.layers.Dense) or _activation_name(last) not in (
+            "sigmoid", "linear"):
+        raise ModelError(f"model '{model.name}' has one output unit, but its last layer is "
+                         f"{type(last).__name__} with activation {_activation_name(last)}; a "
+                         "binary classifier needs a final Dense(1) with sigmoid or no activation")
+
+    def clone(layer):
+        config = layer.get_config()
+        if layer is last:
+            return keras.layers.Dense.from_config({**config, "units": 2, "activation": "linear"})
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    halves = {id(last.kernel): lambda w: np.concatenate([-w / 2, w / 2], axis=-1)}
+    if last.use_bias:
+        halves[id(last.bias)] = lambda b: np.concatenate([-b / 2, b / 2])
+    for old, new in zip(model.weights, copy.weights, strict=True):
+        new.assign(halves.get(id(old), lambda w: w)(np.asarray(old)))
+    return copy
+
+
+def strip_softmax(model, shape):
+    """A copy of the model whose final softmax activation is switched off, checked numerically.
+
+    Returns (logits_model, how): 'softmax stripped' for the copy, 'log-probabilities' when it
+    cannot be removed (the handle then takes the log, which keeps differences between classes
+    exact).
+    """
+    import keras
+
     try:
         copy = keras.models.clone_model(model)
         copy.set_weights(model.get_weights())
@@ -345,12 +476,7 @@ def strip_softmax(model, shape):
         copy_last.activation = keras.activations.linear
     except (ValueError, TypeError, NotImplementedError):
         return model, "log-probabilities"
-    probe = np.random.default_rng(0).uniform(0, 1, (2, *shape)).astype("float32")
-    expected = np.asarray(model(probe, training=False))
-    got = np.asarray(keras.ops.softmax(copy(probe, training=False)))
-    if not np.allclose(expected, got, atol=1e-4):
-        return model, "log-probabilities"
-    return copy, "softmax stripped"
+    return _verified(model, copy, shape, "softmax stripped")
 
 
 # Name prefixes that keras.applications gives its models, and their preprocessing.
@@ -371,19 +497,20 @@ def _outputs_probabilities(model, shape) -> bool:
     return bool((out >= 0).all() and np.allclose(out.sum(axis=1), 1.0, atol=1e-4))
 
 
-def _guess_input_range(model) -> str:
-    """0-255 when the model rescales its own input; a keras.applications backbone's own mode
-    when one is recognised by name (at the top or as the first nested model); else 0-1."""
+def input_range_hint(model) -> tuple[str, str]:
+    """The input range the model itself suggests, and why: 0-255 when it rescales its own
+    input; a keras.applications backbone's own mode when one is recognised by name (at the top
+    or as the first nested model); else 0-1. A prior for the probe, not an answer."""
     import keras
 
     first_layers = [layer for layer in model.layers[:3]
                     if not isinstance(layer, keras.layers.InputLayer)]
     for layer in first_layers:
         if isinstance(layer, keras.layers.Rescaling):
-            return "0-255"
+            return "0-255", f"a leading Rescaling layer ('{layer.name}')"
     for candidate in [model, *first_layers]:
         name = candidate.name.lower()
         for prefix, application in _APPLICATION_PREFIXES.items():
             if name.startswith(prefix):
-                return application
-    return "0-1"
+                return application, f"the keras.applications name '{candidate.name}'"
+    return "0-1", NO_HINT

@@ -34,8 +34,71 @@ def decisive_checks(summary: dict) -> list[dict]:
             if c["status"] in ("fail", "error", "warn")]
 
 
+def _spread_words(summary: dict, check: dict) -> str:
+    top = (((summary.get("metrics") or {}).get("prediction_spread") or {}).get("top")
+           or [{}])[0]
+    if not top:
+        return "The predictions have collapsed onto a few classes."
+    return (f"The model answers '{top['class']}' for {top['share']:.0%} of the images: its "
+            "predictions have collapsed, so the figures below show that collapse, not skill.")
+
+
+def _order_words(summary: dict, check: dict) -> str:
+    order = (summary.get("metrics") or {}).get("class_order") or {}
+    return ("The model's class order does not match the data's: relabelled, its accuracy "
+            f"would be {order.get('matched_accuracy', 0):.0%} instead of "
+            f"{order.get('accuracy', 0):.0%}; the class_order check gives the class_names "
+            "that fix it.")
+
+
+def _chance_words(summary: dict, check: dict) -> str:
+    accuracy = (summary.get("metrics") or {}).get("accuracy")
+    shown = f"Accuracy {accuracy:.0%}" if isinstance(accuracy, (int, float)) else "Accuracy"
+    level = "at chance level" if check["status"] != "warn" else "barely above chance level"
+    return (f"{shown} is {level}: the predictions hardly follow the labels (a wrong input "
+            "range, other data, or an untrained model?).")
+
+
+def _range_words(summary: dict, check: dict) -> str:
+    return ("The input range the model expects could not be told from the data: set "
+            "--input-range to the range it was trained on.")
+
+
+def _counterfactual_words(summary: dict, check: dict) -> str:
+    return ("Counterfactuals were found for too few mistakes: the model's gradients do not "
+            "lead anywhere, so gradient-based explanations of it are suspect.")
+
+
+# Degenerate results, most basic first: the verdict sentence names the first one found, since
+# every later figure rests on it. (check id, its reviewer words)
+FINDINGS = (("prediction_spread", _spread_words), ("class_order", _order_words),
+            ("accuracy", _chance_words), ("kappa", _chance_words),
+            ("model.input_range", _range_words),
+            ("counterfactuals.success_rate", _counterfactual_words))
+
+
+def first_finding(summary: dict) -> str | None:
+    """Reviewer words for the most basic degenerate result of the run, if there is one."""
+    checks = {c["id"]: c for c in summary.get("checks", [])}
+    for check_id, words in FINDINGS:
+        check = checks.get(check_id)
+        if check and check["status"] in ("fail", "error", "warn"):
+            if check_id == "accuracy" and "chance" not in check["message"]:
+                continue  # a missed accuracy bound is no degenerate result
+            return words(summary, check)
+    return None
+
+
 def verdict_sentence(summary: dict) -> str:
-    """One sentence saying why the run got its verdict."""
+    """One sentence saying why the run got its verdict; when a result is degenerate (collapsed
+    predictions, chance level, a class order that does not match), a second one naming the
+    most basic of them."""
+    sentence = _count_sentence(summary)
+    finding = first_finding(summary)
+    return f"{sentence} {finding}" if finding else sentence
+
+
+def _count_sentence(summary: dict) -> str:
     checks = summary.get("checks", [])
     count = {s: sum(c["status"] == s for c in checks) for s in STATUS_ORDER}
     total = len(checks)

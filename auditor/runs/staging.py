@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from auditor.errors import ConfigError
+from auditor.errors import ConfigError, Interrupted
 
 MARKER = ".auditor-run.json"
 MARKER_SCHEMA = "auditor.run/1"
@@ -129,6 +129,7 @@ def staged_folder(final: Path) -> Iterator[Path]:
     staging.chmod(0o777 & ~umask)  # mkdtemp's private 0700 would surprise whoever reads the run
     try:
         yield staging
+        Interrupted.raise_if_pending()
         _mark(staging)
         old = None
         if final.exists() or final.is_symlink():

@@ -13,15 +13,23 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from auditor.checks.check import Check, evaluate, judged, worst_status
-from auditor.errors import AuditorError
+from auditor.errors import AuditorError, ConfigError
 from auditor.methods.attribution.reliability import BOUNDS as RELIABILITY_BOUNDS
 from auditor.methods.attribution.reliability import RANDOMISATION_BOUNDS
 from auditor.predict.plan import Facts, Passes
-from auditor.sections.base import Context, KeyFigure, SectionResult
+from auditor.sections.base import (
+    Context,
+    KeyFigure,
+    SectionResult,
+    at_least,
+    known_methods,
+    one_of,
+)
 from auditor.sections.performance import most_confident_mistakes
 
 NAME = "attribution"
 TITLE = "Attribution methods"
+CHECKS = ("attribution.faithfulness", "attribution.sanity.*")
 DEFAULT_METHODS = ["gradient", "saliency", "gradient_x_input", "smoothgrad",
                    "integrated_gradients", "gradcam", "gradcam_pp", "occlusion", "lrp"]
 REFERENCES = 16  # audit images gradient_shap draws its references from
@@ -76,6 +84,22 @@ class Options:
     compare_layers: int = 3  # deepest stage-ending layers explained (gradient x activation)
     display_smoothing: float = 0.0  # Gaussian sigma in pixels for shown maps only; 0 = raw
     method_options: dict = field(default_factory=dict)  # e.g. {smoothgrad = {samples = 32}}
+
+    def __post_init__(self):
+        from auditor.methods.attribution.registry import SCORES, method_entry
+
+        known_methods(NAME, "methods", self.methods)
+        known_methods(NAME, "reference_method", self.reference_method)
+        one_of(NAME, "score", self.score, SCORES)
+        at_least(NAME, self, 0, "examples", "compare_layers", "display_smoothing")
+        at_least(NAME, self, 1, "sanity_samples", "sanity_stages", "faithfulness_samples",
+                 "faithfulness_steps")
+        for method, given in self.method_options.items():
+            known_methods(NAME, "method_options", method)
+            try:
+                method_entry(method, given if isinstance(given, dict) else {})
+            except AuditorError as exc:
+                raise ConfigError(f"'{NAME}.method_options.{method}': {exc}") from None
 
 
 # The compute plan (auditor.predict.plan) may lower these, never below the floor: 4 samples
@@ -208,7 +232,7 @@ def sanity_section(ctx, options, methods):
 
 def faithfulness_section(ctx, options, methods):
     from auditor.methods.attribution.faithfulness import deletion_insertion, random_maps
-    from auditor.methods.attribution.integrated_gradients import completeness_error
+    from auditor.methods.attribution.integrated_gradients import completeness
     from auditor.methods.attribution.reliability import degenerate_reason
 
     p = ctx.predictions
@@ -222,12 +246,16 @@ def faithfulness_section(ctx, options, methods):
     summary = {m: {"deletion_auc": c.deletion_auc, "insertion_auc": c.insertion_auc,
                    "score": c.score} for m, c in curves.items()}
     degenerate = {m: degenerate_reason(a) for m, a in maps.items() if m != "random"}
-    completeness = None
+    complete = None
     if "integrated_gradients" in maps:
         ig = options.method_options.get("integrated_gradients", {})
-        completeness = float(np.mean(completeness_error(
+        errors, gaps = completeness(
             ctx.handle, x, targets, maps["integrated_gradients"], score=options.score,
-            **{k: v for k, v in ig.items() if k in ("baseline", "blur_sigma")})))
+            **{k: v for k, v in ig.items() if k in ("baseline", "blur_sigma")})
+        measured = np.isfinite(errors)
+        complete = {"error": float(errors[measured].mean()) if measured.any() else None,
+                    "gap": float(np.abs(gaps).mean()), "measured": int(measured.sum()),
+                    "samples": len(errors)}
     reference = options.reference_method if options.reference_method in curves else None
     margin = curves[reference].score - curves["random"].score if reference else None
     check = evaluate("attribution.faithfulness", margin, section=NAME,
@@ -240,9 +268,9 @@ def faithfulness_section(ctx, options, methods):
     margins = {m: c.score - curves["random"].score for m, c in curves.items() if m != "random"}
     data = {"rows": [{"method": m, **summary[m]} for m in curves], "samples": len(positions),
             "steps": options.faithfulness_steps, "curves": curves,
-            "completeness": completeness, "unavailable": unavailable,
+            "completeness": complete, "unavailable": unavailable,
             "margins": margins, "degenerate": degenerate}
-    return summary, data, [check], completeness, unavailable
+    return summary, data, [check], complete, unavailable
 
 
 def examples_section(ctx, options, methods, data: AttributionData):
@@ -377,7 +405,10 @@ def run(ctx: Context, options: Options) -> SectionResult:
         "examples": [{k: e[k] for k in ("index", "true", "pred", "confidence", "box")}
                      for e in examples],
         "compared_layers": data.layer_names, "sanity_stages": stages, "sanity": sanity,
-        "faithfulness": faithfulness, "completeness_error": completeness,
+        "faithfulness": faithfulness,
+        "completeness_error": completeness["error"] if completeness else None,
+        "completeness_gap": completeness["gap"] if completeness else None,
+        "completeness_measured": completeness["measured"] if completeness else None,
         "samples": {"sanity": sanity_data["samples"], "faithfulness": faith_data["samples"]},
         "reliability": card, "trusted_method": best_trusted(card),
         "used_by": parts["used_by"], "reliability_bounds": RELIABILITY_BOUNDS,

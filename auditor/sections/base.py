@@ -19,6 +19,7 @@ from typing import Any
 
 from auditor.checks.check import Check
 from auditor.config.spec import AuditConfig, build_dataclass
+from auditor.errors import ConfigError
 
 
 @dataclass
@@ -47,7 +48,7 @@ class Context:
     def __post_init__(self):
         features = getattr(self.predictions, "features", None)
         if features is not None:  # from the prediction pass: no section makes a second one
-            self.cache["features"] = features
+            self.cache.setdefault("features", features)
 
     def features(self):
         """Penultimate features (N, D) of every audit image, computed in the prediction pass
@@ -160,3 +161,33 @@ class KeyFigure:
         if self.text is not None:
             return self.text(summary, value)
         return f"{value:.1%}" if self.percent else f"{value:,}"
+
+
+# Checks of option values, for sections' ``Options.__post_init__``: they run when the config is
+# made, so that a bad value fails before the model is read.
+
+def at_least(section: str, options: Any, minimum: float, *names: str) -> None:
+    """Each named option is None or at least ``minimum``."""
+    for name in names:
+        value = getattr(options, name)
+        if value is not None and value < minimum:
+            raise ConfigError(f"'{section}.{name}' must be at least {minimum:g}, got {value!r}")
+
+
+def one_of(section: str, name: str, value: Any, choices) -> None:
+    if value not in choices:
+        raise ConfigError(f"'{section}.{name}' must be one of: {', '.join(map(str, choices))}; "
+                          f"got {value!r}")
+
+
+def known_methods(section: str, name: str, methods) -> None:
+    """Every name is a registered attribution method (``auditor methods`` lists them); None
+    leaves the choice to the reliability card."""
+    from auditor.methods.attribution import METHODS
+
+    if methods is None:
+        return
+    for method in [methods] if isinstance(methods, str) else list(methods):
+        if method not in METHODS:
+            raise ConfigError(f"'{section}.{name}' names unknown method '{method}'; choose from: "
+                              f"{', '.join(sorted(METHODS))} (see 'auditor methods')")

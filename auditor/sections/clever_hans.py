@@ -22,6 +22,8 @@ from auditor.predict.plan import Facts, Passes
 from auditor.sections.base import Context, KeyFigure, SectionResult
 
 NAME = "clever_hans"
+CHECKS = ("clever_hans.injection", "clever_hans.injection.*", "clever_hans.flagged_classes",
+          "clever_hans.flagged_properties")
 TITLE = "Clever Hans: shortcuts"
 # Not gradient x input by default: it puts mass on bright pixels whatever the model learned, so
 # a bright planted patch draws it even in the control copy (a false alarm, not a detection).
@@ -81,6 +83,15 @@ class Options:
     k_max: int = 5  # most clusters per class the eigengap may choose
     show_classes: int = 10
     max_embedding: int = 500  # images in the penultimate-feature t-SNE
+
+    def __post_init__(self):
+        from auditor.methods.shortcuts.patterns import INJECTORS
+
+        resolve_methods(self)
+        for name in self.shortcuts:
+            if name not in INJECTORS:
+                raise ConfigError(f"'clever_hans.shortcuts' names unknown shortcut '{name}'; "
+                                  f"choose from: {', '.join(INJECTORS)}")
 
 
 # The compute plan (auditor.predict.plan) may lower these, never below the floor: 25

@@ -8,11 +8,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from auditor.predict.plan import Facts, Passes
-from auditor.sections.base import Context, SectionResult
+from auditor.sections.base import Context, SectionResult, at_least, known_methods, one_of
 from auditor.sections.performance import most_confident_mistakes
 
 NAME = "contrastive"
 TITLE = "Contrastive saliency"
+CHECKS = ()
+DIFFERENCE_OF_MAPS = "map for predicted minus map for true"  # equal for linear methods
+MAP_OF_DIFFERENCE = "map of (score predicted minus score true)"
 
 
 @dataclass
@@ -21,6 +24,13 @@ class Options:
     method: str | None = None  # None: the card's best trusted method (attribution runs too)
     score: str = "logit"
     smooth_sigma: float = 0.0  # Gaussian smoothing for display only; 0 shows raw maps
+
+    def __post_init__(self):
+        from auditor.methods.attribution.registry import SCORES
+
+        at_least(NAME, self, 0, "examples", "smooth_sigma")
+        known_methods(NAME, "method", self.method)
+        one_of(NAME, "score", self.score, SCORES)
 
 
 def passes(options: Options, facts: Facts) -> Passes:
@@ -33,18 +43,24 @@ def passes(options: Options, facts: Facts) -> Passes:
 
 
 def contrastive_maps(handle, images, preds, labels, method="gradient", score="logit"):
-    """Saliency of the predicted class, of the true class, and their difference.
+    """Saliency of the predicted class, of the true class, and of the difference of scores
+    (predicted minus true), with how that difference was obtained.
 
     Both classes are explained in one batched call (the images stacked twice, one target per
-    row); the difference is the attribution of (score_pred - score_true).
+    row). For a method linear in the score (gradients, Integrated Gradients, occlusion), the
+    map of score_pred - score_true is the difference of the two maps; for the others
+    (rectified or absolute maps) it is computed from the difference of scores itself.
     """
-    from auditor.methods.attribution import attribute
+    from auditor.methods.attribution import METHODS, attribute
 
     stacked = np.concatenate([images, images])
     targets = np.concatenate([preds, labels])
     maps = attribute(handle, stacked, targets, method=method, score=score)
     for_pred, for_true = maps[: len(images)], maps[len(images):]
-    return for_pred, for_true, for_pred - for_true
+    if METHODS[method].linear:
+        return for_pred, for_true, for_pred - for_true, DIFFERENCE_OF_MAPS
+    diff = attribute(handle, images, preds, method=method, score=score, contrast=labels)
+    return for_pred, for_true, diff, MAP_OF_DIFFERENCE
 
 
 @dataclass
@@ -57,6 +73,7 @@ class ContrastiveData:
     diff: np.ndarray
     examples: list[dict]
     smooth_sigma: float
+    of_difference: bool = False  # ``diff`` explains the difference of scores (not linear)
 
 
 def run(ctx: Context, options: Options) -> SectionResult:
@@ -70,12 +87,13 @@ def run(ctx: Context, options: Options) -> SectionResult:
 
         method = trusted_method(ctx, NAME, fallback="gradient")
         note = choice_note(ctx, NAME)
-    for_pred, for_true, diff = contrastive_maps(ctx.handle, images, preds, labels, method,
-                                                options.score)
+    for_pred, for_true, diff, difference = contrastive_maps(ctx.handle, images, preds, labels,
+                                                            method, options.score)
     ctx.remember_saliency(method, options.score, {},  # for the attribution section
                           np.concatenate([positions, positions]),
                           np.concatenate([preds, labels]), np.concatenate([for_pred, for_true]))
-    ctx.cache[NAME] = {"positions": positions, "pred": for_pred, "true": for_true, "diff": diff}
+    ctx.cache[NAME] = {"positions": positions, "pred": for_pred, "true": for_true, "diff": diff,
+                       "method": method, "score": options.score}
     probs = p.probs_at(positions)
     examples = [{"index": int(pos), "true": names[labels[i]], "pred": names[preds[i]],
                  "p_pred": float(probs[i, preds[i]]), "p_true": float(probs[i, labels[i]])}
@@ -88,9 +106,11 @@ def run(ctx: Context, options: Options) -> SectionResult:
               "of the predicted class's "
               f"{options.score}, of the true class's, and their difference. Red means the pixel "
               "raised the score (in the difference: pushed towards the wrong class); blue lowered "
-              f"it. The three maps of an example share one symmetric scale. {smoothing}",
+              f"it. The difference is the {difference}. The three maps of an example share one "
+              f"symmetric scale. {smoothing}",
         summary={NAME: {"method": method, "method_from_card": options.method is None,
-                        "score": options.score,
+                        "score": options.score, "difference": difference,
                         "examples": examples}},
-        data=ContrastiveData(images, for_pred, for_true, diff, examples, options.smooth_sigma),
+        data=ContrastiveData(images, for_pred, for_true, diff, examples, options.smooth_sigma,
+                             difference == MAP_OF_DIFFERENCE),
     )

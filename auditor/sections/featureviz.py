@@ -31,6 +31,7 @@ from auditor.sections.base import Context, SectionResult
 NAME = "featureviz"
 TITLE = "What the model looks for"
 NPZ_NAME = "class_visualization.npz"
+CHECKS = ("featureviz.recognisable", "featureviz.judge_agreement", "featureviz.natural")
 RECOGNISABLE = {"warn_below": 0.8}
 JUDGE_AGREEMENT = {"warn_below": 0.5}
 NATURAL = {"warn_below": 0.5}
@@ -68,6 +69,9 @@ class Options:
     max_channels: int = 8
     top_k: int = 5  # dataset images shown per channel
     judge_size: int | None = None  # judge thumbnails; None: 8 px up to 32 px inputs, else 16
+
+    def __post_init__(self):  # the values that need no data (init_image is checked on it)
+        validate(self, dataset_size=None)
 
 
 # The compute plan (auditor.predict.plan) may lower these, never below the floor: 32 steps
@@ -121,7 +125,7 @@ def objective_spread(logits: np.ndarray, kind: str) -> float:
     return spread if spread > 0 else 1.0
 
 
-def validate(options: Options, dataset_size: int) -> None:
+def validate(options: Options, dataset_size: int | None) -> None:
     if options.objective not in objectives.CLASS_OBJECTIVES:
         raise ConfigError(f"'featureviz.objective' must be one of "
                           f"{', '.join(objectives.CLASS_OBJECTIVES)}, got {options.objective!r}")
@@ -131,7 +135,7 @@ def validate(options: Options, dataset_size: int) -> None:
     if options.l2_center not in ("mean", "zero"):
         raise ConfigError(f"'featureviz.l2_center' must be 'mean' or 'zero', "
                           f"got {options.l2_center!r}")
-    if not 0 <= options.init_image < dataset_size:
+    if dataset_size is not None and not 0 <= options.init_image < dataset_size:
         raise ConfigError(f"'featureviz.init_image' must be a dataset position from 0 to "
                           f"{dataset_size - 1}, got {options.init_image}")
     if options.steps is not None and options.steps < 1:

@@ -3,18 +3,35 @@ most confident mistakes."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
 
 from auditor.checks.check import Check, evaluate, evaluate_each
 from auditor.methods.topk import TopK
-from auditor.sections.base import Context, KeyFigure, SectionResult
+from auditor.sections.base import Context, KeyFigure, SectionResult, at_least
 
 NAME = "performance"
 TITLE = "Errors"
 ACCURACY_BOUNDS = {"fail_drop": 0.01}  # accuracy must not drop more than 1 point
 RECALL_BOUNDS = {"warn_drop": 0.05, "fail_drop": 0.15}  # per class: noisier, so looser
+# Cohen's kappa: Landis & Koch (1977) call agreement below 0.2 "slight" and below 0.4 "fair";
+# a classifier that slight is at chance level for any use, one that fair is suspect.
+KAPPA_BOUNDS = {"warn_below": 0.4, "fail_below": 0.2}
+# Effective predicted classes over effective data classes (exp-entropy of each). A model whose
+# errors spread like its labels keeps it near 1 (measured on the digits: the demo CNN 1.0, a
+# softmax regression at 37% accuracy 0.77, near-chance ones at 14-17% accuracy 0.41-0.50); 0.25
+# means predictions sit on two or three of ten classes.
+SPREAD_BOUNDS = {"warn_below": 0.5, "fail_below": 0.25}
+# Accuracy gained by the best relabelling of the outputs. With the right class order the
+# identity is the best matching (gain 0 for the demo CNN, an RGB CNN and an untrained
+# MobileNetV2; 0.008 for a 37% softmax regression); matching noise gives near-chance models
+# 0.13-0.15 on 72 images per class, so 0.2 is above noise; a shuffled class order gains 0.7-0.9.
+CLASS_ORDER_BOUNDS = {"warn_above": 0.2, "fail_above": 0.4}
+# The relabelling is judged only with this many images per class (else noise matches more).
+RELABEL_IMAGES_PER_CLASS = 20
+CHECKS = ("accuracy", "per_class_recall", "kappa", "prediction_spread", "class_order")
 MATRIX_CLASSES = 20  # the confusion figure shows at most this many classes
 
 
@@ -45,6 +62,9 @@ KEY_FIGURES = (
 class Options:
     top_confusions: int = 10
     gallery: int = 16  # most confident mistakes shown
+
+    def __post_init__(self):
+        at_least(NAME, self, 0, "top_confusions", "gallery")
 
 
 def most_confident_mistakes(predictions, limit: int) -> np.ndarray:
@@ -100,24 +120,92 @@ class PerformanceData:
     images: np.ndarray
 
 
+def health_metrics(labels, preds, class_names) -> dict:
+    """Whether the predictions carry information: chance accuracy, kappa, spread, order."""
+    from auditor.methods import prediction_health as health
+
+    classes = len(class_names)
+    metrics = {"chance_accuracy": health.chance_accuracy(labels, classes),
+               "kappa": health.kappa(labels, preds, classes),
+               "prediction_spread": health.prediction_spread(labels, preds, class_names)}
+    if len(labels) >= RELABEL_IMAGES_PER_CLASS * classes:
+        metrics["class_order"] = health.best_relabelling(labels, preds, class_names)
+    return metrics
+
+
+def accuracy_check(metrics: dict, before: dict, spec: dict) -> Check:
+    """Accuracy against its bounds and baseline; with no absolute bound set, an accuracy no
+    better than always answering the most frequent class fails rather than passing ungated."""
+    accuracy, chance = metrics["accuracy"], metrics.get("chance_accuracy")
+    check = evaluate("accuracy", accuracy, message=f"accuracy {accuracy:.2%}", section=NAME,
+                     defaults=ACCURACY_BOUNDS, spec=spec.get("accuracy"),
+                     baseline=before.get("accuracy"))
+    absolute = any(k.endswith(("below", "above")) for k in check.threshold)
+    if chance is not None and not absolute and check.status == "pass" and accuracy <= chance:
+        top = (metrics.get("prediction_spread") or {}).get("top") or [{}]
+        check.status, check.gated = "fail", True
+        check.message = (f"accuracy {accuracy:.2%} is no better than chance: always answering "
+                         f"the most frequent class gets {chance:.2%}"
+                         + (f" (the model answers '{top[0]['class']}' for {top[0]['share']:.0%} "
+                            "of the images)" if top[0] else ""))
+    return check
+
+
+def health_checks(metrics: dict, spec: dict) -> list[Check]:
+    """Kappa, spread of the predictions and class order, when the summary has them."""
+    checks = []
+    if metrics.get("kappa") is not None:
+        value = metrics["kappa"]
+        checks.append(evaluate(
+            "kappa", value, section=NAME, defaults=KAPPA_BOUNDS, spec=spec.get("kappa"),
+            message=f"agreement with the labels beyond chance (Cohen's kappa) {value:.2f}"))
+        if checks[-1].status != "pass":
+            checks[-1].message += ": the predictions are close to chance level"
+    spread = metrics.get("prediction_spread")
+    if spread:
+        top = ", ".join(f"'{t['class']}' {t['share']:.0%}" for t in spread["top"][:2])
+        checks.append(evaluate(
+            "prediction_spread", spread["ratio"], section=NAME, defaults=SPREAD_BOUNDS,
+            spec=spec.get("prediction_spread"),
+            message=f"predictions use {spread['predicted_classes']:.1f} of the data's "
+                    f"{spread['data_classes']:.1f} classes (effective numbers; most predicted: "
+                    f"{top})"))
+        if checks[-1].status != "pass":
+            checks[-1].message += ": the predictions have collapsed onto a few classes"
+    order = metrics.get("class_order")
+    if order:
+        gain = order["matched_accuracy"] - order["accuracy"]
+        check = evaluate("class_order", gain, section=NAME, defaults=CLASS_ORDER_BOUNDS,
+                         spec=spec.get("class_order"),
+                         message=f"relabelling the model's outputs would raise accuracy from "
+                                 f"{order['accuracy']:.1%} to {order['matched_accuracy']:.1%}")
+        if check.status != "pass":
+            moved = ", ".join(f"output {m['output']} behaves as '{m['is']}'"
+                              for m in order["moved"][:4])
+            check.message += (f": the model's class order does not match the data's ({moved}"
+                              f"{', ...' if len(order['moved']) > 4 else ''}); set class_names = "
+                              f"{json.dumps(order['class_names'])} in the spec")
+        checks.append(check)
+    return checks
+
+
 def summary_checks(summary: dict, baseline: dict | None, spec: dict[str, dict]) -> list[Check]:
-    """Accuracy and per-class recall, held to their bounds and to the baseline run.
+    """Accuracy, per-class recall and the health of the predictions, held to their bounds and
+    to the baseline run.
 
     Computed from summary.json data alone, so that ``auditor compare`` re-evaluates them on two
     saved runs exactly as the audit did.
     """
     metrics, before = summary["metrics"], (baseline or {}).get("metrics") or {}
-    accuracy = metrics["accuracy"]
     recalls = {name: m["recall"] for name, m in metrics["per_class"].items() if m["support"]}
     old_recalls = {name: m["recall"] for name, m in (before.get("per_class") or {}).items()
                    if m.get("support")}
     return [
-        evaluate("accuracy", accuracy, message=f"accuracy {accuracy:.2%}", section=NAME,
-                 defaults=ACCURACY_BOUNDS, spec=spec.get("accuracy"),
-                 baseline=before.get("accuracy")),
+        accuracy_check(metrics, before, spec),
         evaluate_each("per_class_recall", recalls, what="recall", section=NAME,
                       defaults=RECALL_BOUNDS, spec=spec.get("per_class_recall"),
                       baselines=old_recalls),
+        *health_checks(metrics, spec),
     ]
 
 
@@ -131,7 +219,8 @@ def run(ctx: Context, options: Options) -> SectionResult:
                 "confidence": float(p.confidence[i])} for i in mistakes]
     confusions = top_confusions(p.labels, preds, names, options.top_confusions)
     per_class = per_class_metrics(p.labels, preds, names)
-    metrics = {"accuracy": accuracy, "per_class": per_class}
+    metrics = {"accuracy": accuracy, "per_class": per_class,
+               **health_metrics(p.labels, preds, names)}
     checks = summary_checks({"metrics": metrics}, ctx.baseline, ctx.config.checks)
     n_wrong = int((~p.correct).sum())
     return SectionResult(

@@ -19,6 +19,7 @@ from auditor.sections.base import Context, KeyFigure, SectionResult
 NAME = "robustness"
 TITLE = "Adversarial robustness"
 CHECK = "robustness.accuracy"
+CHECKS = (CHECK,)
 MAIN_ATTACK = "pgd"
 
 
@@ -69,6 +70,9 @@ class Options:
     target: str = "runner_up"  # targeted attacks: runner_up, least_likely, or a class name
     saliency_method: str = "gradient"  # any method of 'auditor methods', on clean and attacked
     gallery: int = 6
+
+    def __post_init__(self):
+        _validate(self)
 
 
 # The compute plan (auditor.predict.plan) may lower these settings, never below the floor: 30

@@ -74,16 +74,40 @@ def integrated_gradients(handle, x, targets, contrast, score, budget, steps, bas
     return delta * total / steps
 
 
-def completeness_error(handle, x, targets, maps, *, baseline="zeros", blur_sigma: float = 0.1,
-                       contrast=None, score: str = "logit") -> np.ndarray:
-    """Per image, |sum(maps) - (f(x) - f(baseline))| / |f(x) - f(baseline)|.
+# The score gap f(x) - f(baseline) is too small to measure completeness against when it is under
+# this fraction of the scores' own size: float32 rounding in the summed maps (1e-7 relative per
+# term, grown by the square root of ~1e5 terms) then reaches the gap itself. An absolute floor
+# cannot know the model's scale: untrained or saturated models have gaps of 1e-12.
+RELATIVE_GAP_FLOOR = 1e-3
 
-    Zero for exact Integrated Gradients; a large value means too few steps.
-    """
+
+def completeness(handle, x, targets, maps, *, baseline="zeros", blur_sigma: float = 0.1,
+                 contrast=None, score: str = "logit") -> tuple[np.ndarray, np.ndarray]:
+    """Per image, the completeness error |sum(maps) - gap| / |gap| and the gap f(x) -
+    f(baseline) itself. The error is NaN (not measurable) where the gap is below
+    RELATIVE_GAP_FLOOR times the mean size of the scores: all-zero maps must not score as
+    complete because the score barely changes."""
     x, targets, contrast = prepare(handle, x, targets, contrast, score)
     start = path_baseline(x, baseline, blur_sigma)
     rows = budget_for(handle).forward
-    gap = (run_scores(handle, x, targets, contrast, score, rows)
-           - run_scores(handle, np.ascontiguousarray(start), targets, contrast, score, rows))
+    at_x = run_scores(handle, x, targets, contrast, score, rows).astype(np.float64)
+    at_start = run_scores(handle, np.ascontiguousarray(start), targets, contrast, score,
+                          rows).astype(np.float64)
+    gap = at_x - at_start
+    scale = float(np.mean(np.abs(at_x) + np.abs(at_start)) / 2) if len(x) else 0.0
     total = np.asarray(maps, dtype=np.float64).reshape(len(x), -1).sum(axis=1)
-    return (np.abs(total - gap) / np.maximum(np.abs(gap), 1e-6)).astype(np.float32)
+    measurable = np.abs(gap) > RELATIVE_GAP_FLOOR * scale
+    error = np.full(len(x), np.nan)
+    error[measurable] = np.abs(total - gap)[measurable] / np.abs(gap[measurable])
+    return error.astype(np.float32), gap.astype(np.float32)
+
+
+def completeness_error(handle, x, targets, maps, *, baseline="zeros", blur_sigma: float = 0.1,
+                       contrast=None, score: str = "logit") -> np.ndarray:
+    """Per image, |sum(maps) - (f(x) - f(baseline))| / |f(x) - f(baseline)|; NaN where the
+    score gap is too small to measure against (see ``completeness``).
+
+    Zero for exact Integrated Gradients; a large value means too few steps.
+    """
+    return completeness(handle, x, targets, maps, baseline=baseline, blur_sigma=blur_sigma,
+                        contrast=contrast, score=score)[0]

@@ -10,7 +10,7 @@ from auditor.report.figures import colorbar_uri, figure_uri, show_image, show_si
 
 
 def example_figure(image, pred_map, true_map, diff_map, pred_name, true_name, p_pred, p_true,
-                   sigma: float) -> str:
+                   sigma: float, of_difference: bool = False) -> str:
     import matplotlib.pyplot as plt
 
     heats = [smooth_map(signed_map(m), sigma) for m in (pred_map, true_map, diff_map)]
@@ -19,7 +19,8 @@ def example_figure(image, pred_map, true_map, diff_map, pred_name, true_name, p_
     show_image(axes[0], image)
     axes[0].set_title(f"true {true_name}\npredicted {pred_name}", fontsize=8)
     titles = [f"for {pred_name} (p={p_pred:.2f})", f"for {true_name} (p={p_true:.2f})",
-              f"{pred_name} minus {true_name}"]
+              f"map of ({pred_name} − {true_name})" if of_difference
+              else f"{pred_name} minus {true_name}"]
     for ax, heat, title in zip(axes[1:4], heats, titles, strict=True):
         show_signed(ax, heat, limit)
         ax.set_title(title, fontsize=8)
@@ -32,6 +33,7 @@ def view(result, dataset) -> dict:
     d = result.data
     examples = [{**e, "figure": example_figure(d.images[i], d.for_pred[i], d.for_true[i],
                                                d.diff[i], e["pred"], e["true"], e["p_pred"],
-                                               e["p_true"], d.smooth_sigma)}
+                                               e["p_true"], d.smooth_sigma,
+                                               d.of_difference)}
                 for i, e in enumerate(d.examples)]
     return {"examples": examples, "legend": colorbar_uri("0")}

@@ -1,0 +1,70 @@
+"""Whether predictions carry information at all: agreement beyond chance, how many classes the
+model really uses, and whether its class order matches the data's.
+
+A wrong input range, a dead head or a shuffled class order does not crash anything: it yields
+predictions that look like numbers and make every later figure meaningless. These measures say
+so from the labels and predictions alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def chance_accuracy(labels: np.ndarray, classes: int) -> float:
+    """Accuracy of always answering the most frequent class of the data."""
+    counts = np.bincount(labels, minlength=classes)
+    return float(counts.max() / max(1, counts.sum()))
+
+
+def kappa(labels: np.ndarray, preds: np.ndarray, classes: int) -> float:
+    """Cohen's kappa: agreement with the labels beyond what the two marginals give by chance
+    (0 for a model that ignores its input, 1 for perfect agreement)."""
+    from sklearn.metrics import cohen_kappa_score
+
+    if len(labels) == 0:
+        return float("nan")
+    if len(np.unique(labels)) == 1 and np.array_equal(labels, preds):
+        return 1.0  # one class in the data, all predicted right: kappa is 0/0
+    return float(cohen_kappa_score(labels, preds, labels=np.arange(classes)))
+
+
+def effective_classes(values: np.ndarray, classes: int) -> float:
+    """exp(entropy) of the class frequencies: the number of equally used classes they amount
+    to (1 when everything is one class, ``classes`` when all are used equally)."""
+    counts = np.bincount(values, minlength=classes).astype(np.float64)
+    shares = counts[counts > 0] / max(1.0, counts.sum())
+    return float(np.exp(-(shares * np.log(shares)).sum())) if shares.size else 0.0
+
+
+def prediction_spread(labels: np.ndarray, preds: np.ndarray, class_names: list[str]) -> dict:
+    """How many classes the predictions effectively use against how many the data holds, and
+    the most predicted classes with their shares."""
+    classes = len(class_names)
+    counts = np.bincount(preds, minlength=classes)
+    top = np.argsort(-counts, kind="stable")[:3]
+    predicted, held = effective_classes(preds, classes), effective_classes(labels, classes)
+    return {"predicted_classes": predicted, "data_classes": held,
+            "ratio": predicted / held if held else float("nan"),
+            "top": [{"class": class_names[i], "share": float(counts[i] / max(1, len(preds)))}
+                    for i in top if counts[i]]}
+
+
+def best_relabelling(labels: np.ndarray, preds: np.ndarray, class_names: list[str]) -> dict:
+    """The one-to-one relabelling of the model's outputs that agrees most with the labels (the
+    Hungarian method on the confusion matrix), the accuracy it would give, and the class_names
+    list, in the model's output order, that applies it."""
+    from scipy.optimize import linear_sum_assignment
+    from sklearn.metrics import confusion_matrix
+
+    classes = len(class_names)
+    matrix = confusion_matrix(labels, preds, labels=np.arange(classes))
+    rows, cols = linear_sum_assignment(matrix, maximize=True)
+    names = list(class_names)
+    for true, output in zip(rows, cols, strict=True):
+        names[output] = class_names[true]
+    n = max(1, len(labels))
+    moved = [{"output": int(o), "was": class_names[o], "is": class_names[t]}
+             for t, o in zip(rows, cols, strict=True) if t != o and matrix[t, o] > 0]
+    return {"matched_accuracy": float(matrix[rows, cols].sum() / n),
+            "accuracy": float(np.trace(matrix) / n), "class_names": names, "moved": moved}

@@ -1,0 +1,155 @@
+"""The model's input range, probed on labelled data rather than guessed from its layers.
+
+A checkpoint trained elsewhere says little about the pixels it was trained on: a leading
+``Rescaling`` layer or a keras.applications name is a hint, not an answer (a fine-tuned
+MobileNetV2 may well have been trained on 0-1 inputs). The probe runs one forward pass per
+candidate range over a stratified sample and keeps the range with the best accuracy; the hint
+only breaks ties. An explicit ``--input-range`` skips it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from auditor.checks.check import Check, evaluate
+from auditor.errors import ModelError
+from auditor.inputs.models import NO_HINT, input_transform
+from auditor.methods.prediction_health import best_relabelling
+
+CANDIDATES = ("0-1", "0-255", "-1-1", "caffe", "torch")
+RGB_ONLY = ("caffe", "torch")
+# Images probed: the standard error of an accuracy on 320 images is at most 2.8 points, small
+# against the gap between a right range and a wrong one (tens of points on every model tried).
+PROBE_SAMPLES = 320
+# Accuracy up to a relabelling of the classes is used only with this many images per class:
+# with fewer, a best matching finds agreement in noise.
+MATCHED_IMAGES_PER_CLASS = 10
+Z95 = 1.96  # two-sided 95% normal quantile, for the sampling error of an accuracy
+CHECK = "model.input_range"
+
+
+@dataclass
+class ProbeResult:
+    """The candidates' scores on the probe sample and the range chosen."""
+
+    chosen: str
+    hint: str
+    hint_reason: str
+    rows: list[dict]  # {range, accuracy, matched_accuracy, hint}, in candidate order
+    samples: int
+    chance: float  # accuracy of always answering the sample's most frequent class
+    score_key: str  # "accuracy" or "matched_accuracy": what the choice ranked by
+
+    def score(self, name: str) -> float:
+        return next(row[self.score_key] for row in self.rows if row["range"] == name)
+
+    @property
+    def runner_up(self) -> dict | None:
+        others = [row for row in self.rows if row["range"] != self.chosen]
+        return max(others, key=lambda row: row[self.score_key]) if others else None
+
+
+def candidates(hint: str, channels: int) -> list[tuple[str, bool]]:
+    """(range, is the hint) for every candidate the model can take; a backbone's own mode is
+    merged with the generic range it equals (mobilenet_v2 is -1-1) or added when it is new."""
+    names = [c for c in CANDIDATES if channels == 3 or c not in RGB_ONLY]
+    transforms = {name: input_transform(name, channels) for name in names}
+    try:
+        hinted = input_transform(hint, channels)
+    except ModelError:  # a hint the model's channels cannot take (caffe on grey) is no hint
+        return [(name, False) for name in names]
+    same = [n for n, t in transforms.items()
+            if (t.scale, t.offset, t.reverse_channels)
+            == (hinted.scale, hinted.offset, hinted.reverse_channels)]
+    if same:
+        return [(name, name == same[0]) for name in names]
+    return [(name, False) for name in names] + [(hint, True)]
+
+
+def probe_sample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """Positions of a stratified sample of the audit images."""
+    from auditor.inputs.datasets import sample_indices
+
+    return sample_indices(labels, size, seed)
+
+
+def probe_input_range(handle, dataset, batch_size: int = 64, seed: int = 0,
+                      samples: int = PROBE_SAMPLES) -> ProbeResult:
+    """Score every candidate range on a stratified sample (each batch read once, one forward
+    pass per candidate) and set the winner as the handle's transform."""
+    import tensorflow as tf
+
+    from auditor.predict.distribute import run_batch
+
+    hint, reason = handle.input_range_hint
+    options = candidates(hint, handle.input_shape[-1])
+    if reason == NO_HINT:  # 0-1 is where the probe starts, not what the model said
+        options = [(name, False) for name, _ in options]
+    transforms = [input_transform(name, handle.input_shape[-1]) for name, _ in options]
+    positions = probe_sample(dataset.labels, samples, seed)
+    labels = dataset.labels[positions]
+    preds = np.empty((len(options), len(positions)), np.int64)
+
+    @tf.function(reduce_retracing=True)
+    def predict_all(images):  # (batch, candidates): run_batch splits and gathers on axis 0
+        return tf.stack([tf.argmax(handle.logits_model(t.to_model(images), training=False),
+                                   axis=-1) for t in transforms], axis=1)
+
+    for start in range(0, len(positions), batch_size):
+        part = slice(start, start + batch_size)
+        preds[:, part] = np.asarray(
+            run_batch(handle, predict_all, dataset.images(positions[part]))).T
+    classes = handle.num_classes
+    matched = len(positions) >= MATCHED_IMAGES_PER_CLASS * classes
+    key = "matched_accuracy" if matched else "accuracy"
+    names = [str(i) for i in range(classes)]
+    rows = [{"range": name, "accuracy": float((p == labels).mean()),
+             "matched_accuracy": (best_relabelling(labels, p, names)["matched_accuracy"]
+                                  if matched else None),
+             "hint": is_hint}
+            for (name, is_hint), p in zip(options, preds, strict=True)]
+    order = {name: i for i, (name, _) in enumerate(options)}
+    best = max(rows, key=lambda r: (round(r[key], 9), r["accuracy"], r["hint"],
+                                    -order[r["range"]]))
+    handle.transform = input_transform(best["range"], handle.input_shape[-1])
+    handle.input_range_source = "probe"
+    handle.input_range_probe = [dict(r) for r in rows]
+    handle.input_range_probe_samples = len(positions)
+    chance = float(np.bincount(labels).max() / len(labels)) if len(labels) else 0.0
+    return ProbeResult(best["range"], hint, reason, rows, len(positions), chance, key)
+
+
+def sampling_error(accuracy: float, n: int) -> float:
+    """Half-width of the normal (Wald) 95% interval of an accuracy measured on n images."""
+    return Z95 * math.sqrt(max(accuracy * (1 - accuracy), 0.0) / max(n, 1))
+
+
+def input_range_check(result: ProbeResult, overrides_hint: bool, spec: dict | None) -> Check:
+    """Warn when the choice is not clear: the runner-up is within the sampling error of the
+    winner, or the winner is no better than guessing the most frequent class."""
+    best = result.score(result.chosen)
+    runner = result.runner_up
+    margin = best - runner[result.score_key] if runner else 1.0
+    flag = "--input-range (spec key 'input_range')"
+    what = "accuracy" if result.score_key == "accuracy" else "accuracy up to class order"
+    message = (f"input range {result.chosen} chosen by probing {result.samples} images "
+               f"({what} {best:.1%}"
+               + (f"; next best {runner['range']} {runner[result.score_key]:.1%})" if runner
+                  else ")"))
+    if overrides_hint:
+        message += f"; the model's hint ({result.hint_reason}) said {result.hint}"
+    defaults = {"warn_below": round(sampling_error(best, result.samples), 4)}
+    check = evaluate(CHECK, margin, message=message, section="run", defaults=defaults,
+                     spec=spec)
+    if check.status == "warn":
+        check.message += f": the ranges cannot be told apart on this data; set {flag}"
+    at_chance = best <= result.chance + sampling_error(result.chance, result.samples)
+    if at_chance and check.status == "pass":
+        check.status = "warn"
+        check.message = (f"{message}: even the best range is no better than always answering "
+                         f"the most frequent class ({result.chance:.1%}); the model may not "
+                         f"fit this data, or it expects a range not tried: set {flag}")
+    return check

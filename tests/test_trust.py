@@ -1,0 +1,330 @@
+"""Checkpoints trained elsewhere: probed input range, the heads users have, and degenerate
+results reported as findings, never as passes (issue 12)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from auditor.config.spec import make_config
+from auditor.errors import ModelError
+from auditor.inputs.models import load_model
+from auditor.pipeline import run_audit
+
+
+def digits_8px(split: str):
+    """The digits at their own 8x8 size, 0-1, split as the demo splits them."""
+    from sklearn.datasets import load_digits
+
+    from auditor.inputs.datasets import digits_split
+
+    digits = load_digits()
+    train, test = digits_split(digits.target)
+    index = train if split == "train" else test
+    return (digits.images[index] / 16.0).astype("float32")[..., None], digits.target[index]
+
+
+def train_mlp(x, y, head, scale: float = 1.0, front=(), seed: int = 0, epochs: int = 5):
+    """A small MLP with batch normalisation on 8x8 digits, fed ``x * scale`` (255: a model
+    trained on raw pixels). Batch normalisation makes the scale matter, as in most CNNs: its
+    statistics are those of the training pixels."""
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((8, 8, 1)), *front, keras.layers.Flatten(),
+                              keras.layers.Dense(32), keras.layers.BatchNormalization(momentum=0.9),
+                              keras.layers.ReLU(), *head])
+    binary = head[-1].get_config().get("units") == 1
+    loss = "binary_crossentropy" if binary else "sparse_categorical_crossentropy"
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=loss)
+    model.fit(x * scale, y, epochs=epochs, batch_size=64, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def raw_pixel_model(tmp_path_factory):
+    """Trained on 0-255 pixels with no Rescaling layer: nothing in the file says so."""
+    x, y = digits_8px("train")
+    model = train_mlp(x, y, [keras.layers.Dense(10, activation="softmax")], scale=255.0)
+    path = tmp_path_factory.mktemp("raw") / "raw255.keras"
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def digit_mlp(tmp_path_factory):
+    """A fair model of the 8x8 digits, trained on 0-1 pixels."""
+    x, y = digits_8px("train")
+    path = tmp_path_factory.mktemp("mlp") / "mlp.keras"
+    train_mlp(x, y, [keras.layers.Dense(10, activation="softmax")]).save(path)
+    return path
+
+
+WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+def word_folders(root):
+    """The digits test split as PNG folders named in words: sorted, they are not in the
+    model's output order (eight, five, four, ...)."""
+    from PIL import Image
+
+    x, y = digits_8px("test")
+    for i, (image, label) in enumerate(zip(x, y, strict=True)):
+        folder = root / WORDS[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((image[..., 0] * 255).round().astype("uint8")).save(folder / f"{i}.png")
+    return root
+
+
+def audit(tmp_path, **spec):
+    spec.setdefault("data", "sklearn:digits:test")
+    spec.setdefault("sections", ["performance"])
+    return run_audit(make_config(spec, out=str(tmp_path / "run"), progress=False))
+
+
+def test_probe_finds_the_0_255_range_the_file_does_not_mention(raw_pixel_model, tmp_path):
+    outcome = audit(tmp_path, model=str(raw_pixel_model))
+    model = outcome.summary["model"]
+    assert model["input_range"] == "0-255" and model["input_range_source"] == "probe"
+    probe = {row["range"]: row["accuracy"] for row in model["input_range_probe"]}
+    assert set(probe) == {"0-1", "0-255", "-1-1"}  # caffe and torch need RGB
+    assert probe["0-255"] > 0.85 > probe["0-1"]
+    assert outcome.summary["metrics"]["accuracy"] > 0.85
+    check = next(c for c in outcome.summary["checks"] if c["id"] == "model.input_range")
+    assert check["status"] == "pass"
+    html = (outcome.out / "report.html").read_text()
+    assert "Input range probe" in html and "0-255" in html
+    written = json.loads((outcome.out / "summary.json").read_text())
+    assert written["model"]["input_range_probe"] == model["input_range_probe"]
+    assert written["model"]["input_range_probe_samples"] == 320
+
+
+def test_an_explicit_range_skips_the_probe_and_a_wrong_one_is_a_finding(raw_pixel_model,
+                                                                         tmp_path):
+    outcome = audit(tmp_path, model=str(raw_pixel_model), input_range="0-1")
+    model = outcome.summary["model"]
+    assert model["input_range_source"] == "flag" and model["input_range_probe"] is None
+    ids = {c["id"]: c for c in outcome.summary["checks"]}
+    assert "model.input_range" not in ids
+    assert outcome.summary["verdict"] == "fail"  # at 0-1 the model is at chance
+
+
+def test_probe_overrides_a_backbone_name_hint_and_says_so(tmp_path):
+    """The name says MobileNetV2 (whose own mode is -1-1), but the model was trained on 0-1."""
+    x, y = digits_8px("train")
+    model = train_mlp(x, y, [keras.layers.Dense(10, activation="softmax")])
+    model.name = "mobilenetv2_finetuned"
+    path = tmp_path / "named.keras"
+    model.save(path)
+    outcome = audit(tmp_path, model=str(path))
+    block = outcome.summary["model"]
+    assert block["input_range_hint"]["range"] == "mobilenet_v2"
+    assert block["input_range"] == "0-1" and block["input_range_hint"]["overridden"]
+    assert [row["range"] for row in block["input_range_probe"] if row["hint"]] == ["-1-1"]
+    check = next(c for c in outcome.summary["checks"] if c["id"] == "model.input_range")
+    assert "mobilenetv2_finetuned" in check["message"] and "said mobilenet_v2" in check["message"]
+    assert "The probe overrides the model's hint" in (outcome.out / "report.html").read_text()
+
+
+def test_binary_sigmoid_model_is_audited_as_two_classes(tmp_path):
+    from sklearn.metrics import accuracy_score
+
+    x, y = digits_8px("train")
+    model = train_mlp(x, (y >= 5).astype(int), [keras.layers.Dense(1, activation="sigmoid")])
+    path = tmp_path / "binary.keras"
+    model.save(path)
+    xt, yt = digits_8px("test")
+    data = tmp_path / "binary.npz"
+    np.savez(data, x=xt, y=(yt >= 5).astype(int), class_names=np.array(["low", "high"]))
+    outcome = audit(tmp_path, model=str(path), data=f"npz:{data}",
+                    sections=["performance", "contrastive"])
+    summary = outcome.summary
+    assert summary["model"]["output"] == "binary logit" and summary["model"]["num_classes"] == 2
+    expected = accuracy_score((yt >= 5).astype(int),
+                              (model.predict(xt, verbose=0)[:, 0] > 0.5).astype(int))
+    assert summary["metrics"]["accuracy"] == pytest.approx(expected, abs=1e-9)
+    assert set(summary["metrics"]["per_class"]) == {"low", "high"}
+    handle = load_model(str(path))
+    probs = keras.ops.softmax(handle.logits(xt[:8])).numpy()[:, 1]
+    np.testing.assert_allclose(probs, model(xt[:8]).numpy()[:, 0], atol=1e-6)
+
+
+@pytest.mark.parametrize("head, output", [
+    ([keras.layers.Dense(10), keras.layers.Softmax()], "softmax stripped"),
+    ([keras.layers.Dense(10, activation="relu")], "relu outputs"),
+    ([keras.layers.Dense(10)], "logits"),
+])
+def test_heads_load_with_their_logits(tmp_path, head, output):
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), *head])
+    path = tmp_path / "head.keras"
+    model.save(path)
+    handle = load_model(str(path))
+    x = np.random.default_rng(0).uniform(0, 1, (4, 8, 8, 1)).astype("float32")
+    assert handle.output == output
+    logits = handle.logits(x).numpy()
+    if output == "softmax stripped":
+        assert not np.allclose(logits.sum(axis=1), 1.0)  # logits, not probabilities
+        np.testing.assert_allclose(keras.ops.softmax(logits).numpy(), model(x).numpy(),
+                                   atol=1e-6)
+    else:
+        np.testing.assert_allclose(logits, model(x).numpy(), atol=1e-6)
+
+
+def test_multi_output_model_needs_output_named(tmp_path):
+    inputs = keras.Input((8, 8, 1))
+    flat = keras.layers.Flatten()(inputs)
+    model = keras.Model(inputs, [keras.layers.Dense(10, name="digit")(flat),
+                                 keras.layers.Dense(4, name="box")(flat)])
+    path = tmp_path / "two.keras"
+    model.save(path)
+    with pytest.raises(ModelError, match=r"2 outputs \(digit, box\).*--output NAME"):
+        load_model(str(path))
+    with pytest.raises(ModelError, match="no output 'label'"):
+        load_model(str(path), output="label")
+    assert load_model(str(path), output="digit").num_classes == 10
+
+
+TF_KERAS_SCRIPT = """
+import sys
+import numpy as np
+import tf_keras
+model = tf_keras.Sequential([tf_keras.Input((8, 8, 1)), tf_keras.layers.Conv2D(4, 3,
+    activation="relu"), tf_keras.layers.Flatten(), tf_keras.layers.Dense(10,
+    activation="softmax")])
+model.save(sys.argv[1])
+x = np.random.default_rng(0).uniform(0, 1, (3, 8, 8, 1)).astype("float32")
+np.save(sys.argv[2], model(x).numpy())
+"""
+
+
+def test_keras2_h5_written_by_tf_keras_loads(tmp_path):
+    """tf-keras and Keras 3 do not share a process cleanly: the file is written in another."""
+    pytest.importorskip("tf_keras")
+    path, expected = tmp_path / "keras2.h5", tmp_path / "expected.npy"
+    subprocess.run([sys.executable, "-c", TF_KERAS_SCRIPT, str(path), str(expected)],
+                   check=True, capture_output=True, timeout=120)
+    handle = load_model(str(path))
+    x = np.random.default_rng(0).uniform(0, 1, (3, 8, 8, 1)).astype("float32")
+    assert handle.output == "softmax stripped"
+    np.testing.assert_allclose(keras.ops.softmax(handle.logits(x)).numpy(), np.load(expected),
+                               atol=1e-5)
+
+
+def test_folders_in_another_class_order_are_named_with_the_fix(digit_mlp, tmp_path):
+    folders = word_folders(tmp_path / "words")
+    outcome = audit(tmp_path / "a", model=str(digit_mlp), data=str(folders))
+    checks = {c["id"]: c for c in outcome.summary["checks"]}
+    assert checks["class_order"]["status"] == "fail"
+    assert json.dumps(WORDS) in checks["class_order"]["message"]
+    assert outcome.summary["metrics"]["class_order"]["class_names"] == WORDS
+    html = (outcome.out / "report.html").read_text()
+    assert "class order does not match" in html.split('class="banner-sentence"')[1][:600]
+    fixed = audit(tmp_path / "b", model=str(digit_mlp), data=str(folders), class_names=WORDS)
+    checks = {c["id"]: c for c in fixed.summary["checks"]}
+    assert checks["class_order"]["status"] == "pass" and checks["kappa"]["status"] == "pass"
+    assert fixed.summary["metrics"]["accuracy"] > 0.85
+
+
+def test_a_fair_model_raises_no_health_finding_and_its_check_ids_are_declared(digit_mlp,
+                                                                               tmp_path):
+    from auditor.sections import check_patterns, is_known_check
+
+    outcome = audit(tmp_path, model=str(digit_mlp), sections=["performance", "counterfactuals"],
+                    counterfactuals={"mistakes": 4, "steps": 10})
+    checks = {c["id"]: c for c in outcome.summary["checks"]}
+    for check_id in ("accuracy", "kappa", "prediction_spread", "class_order",
+                     "model.input_range"):
+        assert checks[check_id]["status"] == "pass", checks[check_id]["message"]
+    assert all(is_known_check(check_id, check_patterns()) for check_id in checks)
+
+
+def test_dead_relu_head_is_audited_and_its_collapse_is_a_finding(digit_mlp, tmp_path):
+    """A ReLU head whose units are all dead on the data: every score is 0, so every prediction
+    is the first class. The audit runs; nothing it measures reads as a pass."""
+    model = keras.models.load_model(digit_mlp)
+    head = keras.Sequential([keras.Input((8, 8, 1)), *model.layers[:-1],
+                             keras.layers.Dense(10, activation="relu")])
+    kernel, _ = model.layers[-1].get_weights()
+    head.layers[-1].set_weights([kernel, np.full(10, -1e3, "float32")])
+    path = tmp_path / "dead.keras"
+    head.save(path)
+    outcome = audit(tmp_path, model=str(path), input_range="0-1", max_samples=100,
+                    sections=["performance", "contrastive", "counterfactuals"],
+                    counterfactuals={"mistakes": 4, "steps": 10})
+    summary = outcome.summary
+    assert summary["model"]["output"] == "relu outputs"
+    checks = {c["id"]: c for c in summary["checks"]}
+    for check_id in ("accuracy", "kappa", "prediction_spread"):
+        assert checks[check_id]["status"] == "fail", check_id
+    assert checks["counterfactuals.success_rate"]["status"] == "error"
+    assert summary["verdict"] == "fail" and outcome.exit_code == 1
+
+
+def test_contrastive_difference_of_a_nonlinear_method_is_the_map_of_the_difference(
+        digits_handle, digits_test):
+    """Saliency is |gradient|: |grad(a - b)| is not |grad a| - |grad b|, so the panel must
+    explain the difference of scores itself, and say so."""
+    from auditor.methods.attribution import attribute
+    from auditor.sections.contrastive import MAP_OF_DIFFERENCE, contrastive_maps
+
+    x, y = digits_test[0][:12], digits_test[1][:12]
+    preds = (y + 1) % 10
+    for_pred, for_true, diff, how = contrastive_maps(digits_handle, x, preds, y, "saliency")
+    assert how == MAP_OF_DIFFERENCE
+    np.testing.assert_allclose(diff, attribute(digits_handle, x, preds, "saliency", contrast=y),
+                               atol=1e-6)
+    assert not np.allclose(diff, for_pred - for_true, atol=1e-3)
+    assert (diff >= 0).all()  # a rectified map of the difference, not a signed subtraction
+
+
+def test_completeness_is_not_measurable_when_the_score_barely_moves(tmp_path):
+    """Tiny weights against the biases: the score gap is 3e-4 of the scores' size. All-zero
+    maps used to score as complete within 3% against the absolute floor of 1e-6."""
+    from auditor.methods.attribution.integrated_gradients import completeness
+
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(3)])
+    model.layers[-1].set_weights([np.full((64, 3), 1e-9, "float32"),
+                                  np.array([1e-4, 2e-4, 3e-4], "float32")])
+    model.save(tmp_path / "flat.keras")
+    handle = load_model(str(tmp_path / "flat.keras"), input_range="0-1")
+    x = np.random.default_rng(0).uniform(0, 1, (6, 8, 8, 1)).astype("float32")
+    errors, gaps = completeness(handle, x, np.zeros(6, int), np.zeros_like(x))
+    assert np.isnan(errors).all()
+    assert 0 < np.abs(gaps).max() < 1e-6
+
+
+@pytest.mark.parametrize("table, words", [
+    ({"robustness": {"steps": 0}}, "'robustness.samples' and 'robustness.steps'"),
+    ({"contrastive": {"examples": -3}}, "'contrastive.examples' must be at least 0"),
+    ({"attribution": {"methods": ["gradient", "gradcamm"]}}, "unknown method 'gradcamm'"),
+    ({"attribution": {"method_options": {"smoothgrad": {"sample": 4}}}}, "no option 'sample'"),
+    ({"featureviz": {"objective": "logits"}}, "'featureviz.objective' must be one of"),
+    ({"counterfactuals": {"penalty": "l3"}}, "'counterfactuals.penalty' must be one of"),
+    ({"clever_hans": {"shortcuts": ["pach"]}}, "unknown shortcut 'pach'"),
+    ({"checks": {"robustnes": {"accuracy": {"warn_below": 0.5}}}},
+     "unknown check '[checks.robustnes.accuracy]'"),
+    ({"checks": {"accuracy": {"warn_belwo": 0.5}}}, "unknown key 'checks.accuracy.warn_belwo'"),
+    ({"input_range": "0-256"}, "unknown input_range '0-256'"),
+])
+def test_spec_errors_are_config_errors_before_any_work(table, words):
+    """The model path does not exist: the error must come from the spec, not from loading."""
+    from auditor.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        make_config({"model": "/nowhere/model.keras", **table})
+    assert words in str(caught.value)
+
+
+def test_cli_fails_on_the_last_sections_table_before_reading_the_model(tmp_path):
+    spec = tmp_path / "audit.toml"
+    spec.write_text('model = "missing.keras"\ndata = "sklearn:digits:test"\n\n'
+                    "[robustness]\nepsilons = []\n")
+    done = subprocess.run([sys.executable, "-m", "auditor", "audit", str(spec), "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: 'robustness.epsilons'")
+    assert "missing.keras" not in done.stderr and not (tmp_path / "out").exists()
