@@ -19,7 +19,8 @@ from auditor.errors import AuditorError, Interrupted
 
 def _quiet_tensorflow() -> None:
     """Import TensorFlow and start its devices with stderr muted: its C++ start-up chatter would
-    bury the one line a user needs. Errors raised by the import itself still surface as exceptions."""
+    bury the one line a user needs. Errors raised by the import itself still surface as
+    exceptions."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     saved = os.dup(2)
     try:
