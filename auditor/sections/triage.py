@@ -23,7 +23,8 @@ from auditor.sections.base import Context, KeyFigure, SectionResult
 
 NAME = "triage"
 TITLE = "Mistake triage"
-CHECKS = ("triage.label_errors", "triage.ece", "triage.duplicates", "triage.leakage", "triage.slices")
+CHECKS = ("triage.label_errors", "triage.ece", "triage.duplicates", "triage.leakage",
+          "triage.slices")
 # Northcutt et al. 2021 measured 3.3% label errors on average over ten benchmark test sets (up
 # to 10.1% on QuickDraw): above the average, review the labels; above the worst, fail.
 LABEL_ERROR_BOUNDS = {"warn_above": 0.03, "fail_above": 0.10}
