@@ -84,16 +84,21 @@ def _rule_option(name, value, low):
         raise AuditorError(f"LRP needs {name} >= {low}, got {value}")
 
 
+def _one_rule(handle, x, targets, contrast, score, rule, input_rule: str, key: tuple):
+    """Relevance with ``rule`` at every layer (the input rule at the first): one compiled
+    function per rule and settings, cached under ``key``."""
+    composite = Composite(rule, rule, _first(input_rule))
+    return relevance(handle, x, targets, contrast, score, composite, ("lrp", *key, input_rule))
+
+
 @register("lrp_epsilon", "LRP-epsilon: relevance redistributed in proportion to each input's "
                          "contribution, epsilon absorbing weak or contradictory relevance.",
           options={"epsilon": (0.25, "stabiliser added to every pre-activation (0 = LRP-0)"),
                    "input_rule": ("rule", INPUT_RULE_HELP)}, linear=True)
 def lrp_epsilon(handle, x, targets, contrast, score, budget, epsilon, input_rule):
     _rule_option("epsilon", epsilon, 0)
-    rule = Epsilon(float(epsilon))
-    composite = Composite(rule, rule, _first(input_rule))
-    return relevance(handle, x, targets, contrast, score, composite,
-                     ("lrp", "epsilon", epsilon, input_rule))
+    return _one_rule(handle, x, targets, contrast, score, Epsilon(float(epsilon)), input_rule,
+                     ("epsilon", epsilon))
 
 
 @register("lrp_gamma", "LRP-gamma: positive contributions favoured by gamma (stable maps on "
@@ -102,10 +107,8 @@ def lrp_epsilon(handle, x, targets, contrast, score, budget, epsilon, input_rule
                    "input_rule": ("rule", INPUT_RULE_HELP)}, cost=2, linear=True)
 def lrp_gamma(handle, x, targets, contrast, score, budget, gamma, input_rule):
     _rule_option("gamma", gamma, 0)
-    rule = Gamma(float(gamma))
-    composite = Composite(rule, rule, _first(input_rule))
-    return relevance(handle, x, targets, contrast, score, composite,
-                     ("lrp", "gamma", gamma, input_rule))
+    return _one_rule(handle, x, targets, contrast, score, Gamma(float(gamma)), input_rule,
+                     ("gamma", gamma))
 
 
 @register("lrp_alpha_beta", "LRP-alpha-beta: positive and negative contributions propagated "
@@ -118,10 +121,8 @@ def lrp_alpha_beta(handle, x, targets, contrast, score, budget, alpha, beta, inp
     if abs(alpha - beta - 1) > 1e-6:
         raise AuditorError(f"LRP-alpha-beta needs alpha - beta = 1, got alpha={alpha}, "
                            f"beta={beta}")
-    rule = AlphaBeta(float(alpha), float(beta))
-    composite = Composite(rule, rule, _first(input_rule))
-    return relevance(handle, x, targets, contrast, score, composite,
-                     ("lrp", "alpha_beta", alpha, beta, input_rule))
+    return _one_rule(handle, x, targets, contrast, score, AlphaBeta(float(alpha), float(beta)),
+                     input_rule, ("alpha_beta", alpha, beta))
 
 
 @register("lrp", "LRP composite (Montavon et al. 2019): epsilon for dense layers, gamma for "
