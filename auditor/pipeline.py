@@ -192,7 +192,7 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
         record = prediction_record(predictions, dataset)
         save_predictions(work, record)
         tick = time.perf_counter()
-        plan = plan_sections(config, names, loaded)
+        plan = plan_sections(config, names, loaded, predictions)
         timings["plan"] = time.perf_counter() - tick
         ctx = Context(config=config, handle=handle, dataset=dataset, predictions=predictions,
                       workdir=work, show_progress=bars, baseline=baseline,
@@ -228,14 +228,15 @@ def probe_range(handle, dataset, config: AuditConfig) -> list[Check]:
     return [input_range_check(result, handle.hint_overridden, config.checks.get(CHECK))]
 
 
-def plan_sections(config, names, loaded):
+def plan_sections(config, names, loaded, predictions):
     """The compute plan of this run's sections (predict.plan), timed on this model."""
     from auditor.predict.plan import Facts, forward_flops, make_plan, measure_timing
 
     handle, train = loaded.handle, loaded.train_dataset
     facts = Facts(images=loaded.dataset.n, input_shape=handle.input_shape,
                   classes=handle.num_classes, train_images=train.n if train is not None else None,
-                  compare=loaded.compare_handle is not None)
+                  compare=loaded.compare_handle is not None,
+                  mistakes=int((~predictions.correct).sum()), handle=handle)
     plan = make_plan({name: section_module(name) for name in names}, config.section_options,
                      facts, config.budget, forward_flops(handle))
     if plan.total_passes > 0:

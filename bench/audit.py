@@ -34,18 +34,43 @@ import numpy as np  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("digits_cnn", "cifar_cnn", "mobilenet_v2")
 CHILD = """
-import json, resource, sys, time
+import json, sys, threading, time
+import auditor.pipeline as pipeline
 from auditor.config.spec import make_config
-from auditor.pipeline import run_audit
 model, data, out, images, budget = sys.argv[1:6]
+peaks, current = {}, ["load"]
+
+def rss_mb():
+    with open("/proc/self/status") as status:
+        return next(int(l.split()[1]) for l in status if l.startswith("VmRSS")) / 1024
+
+def sample():  # the resident memory every 0.2 s, its peak kept per running step
+    while True:
+        peaks[current[0]] = max(peaks.get(current[0], 0.0), rss_mb())
+        time.sleep(0.2)
+
+threading.Thread(target=sample, daemon=True).start()
+run_section, draw_views = pipeline.run_section, pipeline.draw_views
+
+def section(name, ctx):
+    current[0] = name
+    try:
+        return run_section(name, ctx)
+    finally:
+        current[0] = "between sections"
+
+def views(results, dataset):
+    current[0] = "figures"
+    return draw_views(results, dataset)
+
+pipeline.run_section, pipeline.draw_views = section, views
 config = make_config(model=model, data=data, out=out, max_samples=int(images), progress=True,
                      budget=int(budget) if budget.isdigit() else budget)
 started = time.perf_counter()
-outcome = run_audit(config)
-summary = outcome.summary
+summary = pipeline.run_audit(config).summary
 print(json.dumps({"seconds": time.perf_counter() - started, "timings": summary["timings"],
-                  "plan": summary.get("plan", {}),
-                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "plan": summary.get("plan", {}), "peaks_mb": peaks,
+                  "peak_mb": max(peaks.values())}))
 """
 
 
@@ -131,10 +156,12 @@ def audit(model: str, data: str, images: int, budget: str, out: Path) -> dict:
 
 
 def report(name: str, images: int, got: dict) -> None:
-    timings, plan = got["timings"], got["plan"]
+    timings, plan, peaks = got["timings"], got["plan"], got["peaks_mb"]
     predict = timings["predict"]
-    sections = {k: v for k, v in timings.items() if k not in ("load", "predict", "plan", "total")}
-    spent = sum(sections.values())
+    sections = {k: v for k, v in timings.items()
+                if k not in ("load", "predict", "plan", "total", "input_range")}
+    estimates = plan.get("estimates", {})
+    spent = sum(v for k, v in sections.items() if k in estimates)
     print(f"\n{name}, {images} images: audit {timings['total']:.0f} s = "
           f"{timings['total'] / predict:.0f}x its prediction pass ({predict:.1f} s); "
           f"peak memory {got['peak_mb']:.0f} MB")
@@ -142,10 +169,24 @@ def report(name: str, images: int, got: dict) -> None:
           f"{plan.get('passes')}; estimated {plan.get('estimated_seconds', 0):.0f} s for the "
           f"sections, actual {spent:.0f} s (estimate / actual "
           f"{plan.get('estimated_seconds', 0) / max(spent, 1e-9):.2f})")
-    for section, seconds in sections.items():
-        reduced = plan.get(section)
-        print(f"  {section:<16}{seconds:7.1f} s {seconds / predict:7.1f}x"
-              + (f"   planned: {reduced}" if reduced else ""))
+    print(f"  {'step':<16}{'seconds':>8}{'x pass':>8}{'estimate':>9}{'est/act':>8}"
+          f"{'peak MB':>9}")
+    for step, seconds in sections.items():
+        estimate = estimates.get(step)
+        ratio = f"{estimate / seconds:8.2f}" if estimate is not None and seconds > 0 else " " * 8
+        print(f"  {step:<16}{seconds:8.1f}{seconds / predict:8.1f}"
+              + (f"{estimate:9.1f}" if estimate is not None else " " * 9) + ratio
+              + f"{peaks.get(step, 0):9.0f}")
+    reduced = {k: v for k, v in plan.items() if isinstance(v, dict)
+               and k not in ("instead_of", "estimates")}
+    for section, settings in reduced.items():
+        print(f"  planned {section}: " + ", ".join(
+            f"{key} {value} instead of {plan['instead_of'][section][key]}"
+            for key, value in settings.items()))
+
+
+def load() -> str:
+    return "load average " + ", ".join(f"{v:.1f}" for v in os.getloadavg())
 
 
 def main() -> None:
@@ -154,18 +195,18 @@ def main() -> None:
     parser.add_argument("--images", type=int, action="append")
     parser.add_argument("--budget", default="standard")
     args = parser.parse_args()
-    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start",
-          flush=True)
+    print(f"machine: {os.cpu_count()} cores, {load()} at start", flush=True)
     with tempfile.TemporaryDirectory(prefix="auditor-bench-") as scratch:
         folder = Path(scratch)
         for name in args.only or MODELS:
             for images in args.images or (300, 1000):
                 model, data = prepare(name, images, folder)
+                print(f"{name}, {images} images: {load()} at the start", flush=True)
                 tick = time.perf_counter()
                 got = audit(model, data, images, args.budget, folder / f"{name}-{images}")
                 report(name, images, got)
-                print(f"  (wall {time.perf_counter() - tick:.0f} s, load average "
-                      f"{os.getloadavg()[0]:.1f})", flush=True)
+                print(f"  (wall {time.perf_counter() - tick:.0f} s, {load()} at the end)",
+                      flush=True)
 
 
 if __name__ == "__main__":

@@ -41,20 +41,27 @@ REFERENCE_FLOPS = 612_751_868
 
 @dataclass(frozen=True)
 class Passes:
-    """Images through the model: forward only, and forward-backward; ``traces`` counts the
-    compiled functions the section traces (each costs about one trace of the model)."""
+    """Images through the model: forward only, forward-backward (the gradient of the input),
+    and through a training step (the gradient of every weight, an optimiser's update);
+    ``traces`` counts the compiled functions the section traces (each about one trace of the
+    model). A training row counts as a forward-backward one in the budget."""
 
     forward: float = 0.0
     backward: float = 0.0
     traces: int = 0
+    train: float = 0.0
 
     def __add__(self, other: Passes) -> Passes:
         return Passes(self.forward + other.forward, self.backward + other.backward,
-                      self.traces + other.traces)
+                      self.traces + other.traces, self.train + other.train)
+
+    def __sub__(self, other: Passes) -> Passes:
+        return Passes(self.forward - other.forward, self.backward - other.backward,
+                      self.traces - other.traces, self.train - other.train)
 
     @property
     def total(self) -> float:
-        return self.backward + FORWARD_SHARE * self.forward
+        return self.backward + self.train + FORWARD_SHARE * self.forward
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,14 @@ class Facts:
     classes: int
     train_images: int | None = None  # --train-data images, when given
     compare: bool = False  # a --compare-model is audited alongside
+    mistakes: int | None = None  # audit images the model gets wrong (None: count all images)
+    handle: object = field(default=None, compare=False, repr=False)  # for questions about
+    # the model a cost depends on (whether input invariance can run); None in bare plans
+
+    @property
+    def wrong(self) -> int:
+        """Mistakes the sections that explain mistakes can take, at most."""
+        return self.images if self.mistakes is None else self.mistakes
 
     @property
     def size(self) -> int:
@@ -74,14 +89,16 @@ class Facts:
 
 @dataclass(frozen=True)
 class Timing:
-    """Seconds per image of a forward and a forward-backward pass, and per trace."""
+    """Seconds per image of a forward, a forward-backward and a training pass, and per trace."""
 
     forward: float
     backward: float
     trace: float
+    train: float | None = None  # None: as a forward-backward pass
 
     def seconds(self, passes: Passes) -> float:
         return (passes.forward * self.forward + passes.backward * self.backward
+                + passes.train * (self.backward if self.train is None else self.train)
                 + passes.traces * self.trace)
 
 
@@ -128,6 +145,7 @@ class Plan:
             "over_budget": self.total_passes > self.budget_passes,
             "instead_of": {name: dict(d) for name, d in self.defaults.items()},
             "estimated_seconds": round(self.estimated_seconds(), 1),
+            "estimates": {name: round(self.estimate(name), 1) for name in self.passes},
         })
         if actual_seconds is not None:
             block["seconds"] = round(actual_seconds, 1)
@@ -169,6 +187,22 @@ def forward_flops(handle) -> int | None:
     return handle.compiled["flops"]
 
 
+@dataclass(frozen=True)
+class Coarsest:
+    """A planned setting whose cost falls as it grows (an occlusion patch): the plan raises it
+    by the inverse of the common factor, never above ``most``."""
+
+    most: int
+
+
+def planned_settings(module, facts: Facts) -> dict:
+    """{setting: floor or Coarsest} the plan may change in this section: ``planned(facts)``
+    when the section's bounds depend on the input, else its ``PLANNED``. A dotted setting
+    ("occlusion.patch") is an option of ``method_options``, planned when the method runs."""
+    planned = getattr(module, "planned", None)
+    return planned(facts) if planned else dict(getattr(module, "PLANNED", {}))
+
+
 def make_plan(modules: dict, tables: dict[str, dict], facts: Facts,
               budget: str | int = DEFAULT_BUDGET, flops: int | None = None) -> Plan:
     """The plan for the sections ``modules`` ({name: module}) with the spec's section tables.
@@ -177,8 +211,8 @@ def make_plan(modules: dict, tables: dict[str, dict], facts: Facts,
     in (0, 1] whose total fits the budget, found by bisection (cost grows with every setting).
     """
     limit = budget_passes(budget, flops)
-    free = {name: {k: floor for k, floor in getattr(module, "PLANNED", {}).items()
-                   if k not in tables.get(name, {})}
+    free = {name: {k: bound for k, bound in planned_settings(module, facts).items()
+                   if not _given(tables.get(name, {}), k)}
             for name, module in modules.items()}
     full = {name: _resolved(module, tables.get(name, {}), facts)
             for name, module in modules.items()}
@@ -198,14 +232,47 @@ def make_plan(modules: dict, tables: dict[str, dict], facts: Facts,
         scale = low
     chosen = options_at(scale)
     plan = Plan(budget=budget, budget_passes=limit, scale=scale,
-                passes={n: _passes(modules[n], o, facts) for n, o in chosen.items()})
+                passes=_charged(modules, chosen, facts))
     for name, options in chosen.items():
-        changed = {k: getattr(options, k) for k in free[name]
-                   if getattr(options, k) != getattr(full[name], k)}
+        changed = {k: setting(options, k) for k in free[name]
+                   if setting(options, k) != setting(full[name], k)}
         if changed:
             plan.settings[name] = changed
-            plan.defaults[name] = {k: getattr(full[name], k) for k in changed}
+            plan.defaults[name] = {k: setting(full[name], k) for k in changed}
     return plan
+
+
+def _charged(modules: dict, chosen: dict, facts: Facts) -> dict[str, Passes]:
+    """Each section's passes, with work one section shares with others (its ``shared``
+    passes, such as the attribution card) charged to the first section in the run's order
+    that makes it: the section itself, or one of its ``SHARED_BY`` whose options ask for it."""
+    passes = {n: _passes(modules[n], o, facts) for n, o in chosen.items()}
+    for name, module in modules.items():
+        users = getattr(module, "SHARED_BY", {})
+        first = next((n for n in chosen if n == name or (n in users and users[n](chosen[n]))),
+                     name)
+        if first != name:
+            moved = module.shared(chosen[name], facts)
+            passes[name], passes[first] = passes[name] - moved, passes[first] + moved
+    return passes
+
+
+def _given(table: dict, key: str) -> bool:
+    """The spec sets ``key`` (a dotted key inside ``method_options``)."""
+    if "." not in key:
+        return key in table
+    method, option = key.split(".", 1)
+    return option in (table.get("method_options", {}).get(method) or {})
+
+
+def setting(options, key: str):
+    """A planned setting's value; None for a method option of a method that does not run."""
+    if "." not in key:
+        return getattr(options, key)
+    method, option = key.split(".", 1)
+    if method not in (getattr(options, "methods", None) or ()):
+        return None
+    return (options.method_options.get(method) or {}).get(option)
 
 
 def _resolved(module, table: dict, facts: Facts):
@@ -218,9 +285,26 @@ def _resolved(module, table: dict, facts: Facts):
     return resolve(options, facts) if resolve else options
 
 
-def _scaled(options, free: dict[str, int], scale: float):
-    values = {k: max(floor, min(getattr(options, k), int(round(getattr(options, k) * scale))))
-              for k, floor in free.items() if getattr(options, k) is not None}
+def _scaled(options, free: dict, scale: float):
+    values, nested = {}, {}
+    for key, bound in free.items():
+        value = setting(options, key)
+        if value is None:
+            continue
+        if isinstance(bound, Coarsest):
+            grown = bound.most if scale <= 0 else int(round(value / scale))
+            new = max(value, min(bound.most, grown))
+        else:
+            new = max(bound, min(value, int(round(value * scale))))
+        if "." in key:
+            method, option = key.split(".", 1)
+            nested.setdefault(method, {})[option] = new
+        else:
+            values[key] = new
+    if nested:
+        values["method_options"] = {m: dict(o) for m, o in options.method_options.items()}
+        for method, changed in nested.items():
+            values["method_options"].setdefault(method, {}).update(changed)
     return dataclasses.replace(options, **values) if values else options
 
 
@@ -229,14 +313,18 @@ def _passes(module, options, facts: Facts) -> Passes:
     return cost(options, facts) if cost else Passes()
 
 
-def measure_timing(handle, rows: int = 8) -> Timing:
-    """Seconds per image of the forward and of the forward-backward pass, each timed on one
-    batch of random images after a first call, whose extra time is the cost of one trace."""
+def measure_timing(handle, rows: int = 16) -> Timing:
+    """Seconds per image of the forward pass, the forward-backward pass (gradient of the input)
+    and the training pass (gradient of every weight), each timed on one batch of ``rows``
+    random images after a first call, whose extra time is the cost of one trace. Sixteen rows:
+    per-call overheads shared by fewer would be counted per image, and the sections' batches
+    are larger still (measured on MobileNetV2 and the CIFAR-size CNN, docs/scale.md)."""
     import tensorflow as tf
 
     from auditor.predict.distribute import run_batch
 
     x = np.random.default_rng(0).uniform(0, 1, (rows, *handle.input_shape)).astype(np.float32)
+    weights = handle.logits_model.trainable_variables
 
     @tf.function
     def gradient(images):
@@ -245,13 +333,24 @@ def measure_timing(handle, rows: int = 8) -> Timing:
             score = tf.reduce_sum(tf.reduce_max(handle.logits(images), axis=1))
         return tape.gradient(score, images)
 
+    @tf.function
+    def train(images):
+        with tf.GradientTape() as tape:
+            score = tf.reduce_sum(tf.reduce_max(handle.logits(images), axis=1))
+        total = tf.add_n([tf.reduce_sum(g) for g in tape.gradient(score, weights)
+                          if g is not None])
+        return tf.fill(tf.shape(images)[:1], total)  # one row per image, as replicas gather
+
     seconds = {}
-    for name, fn in (("forward", handle.logits_fn), ("backward", gradient)):
+    for name, fn in (("forward", handle.logits_fn), ("backward", gradient), ("train", train)):
+        if name == "train" and not weights:
+            continue
         tick = time.perf_counter()
         run_batch(handle, fn, x)
         first = time.perf_counter() - tick
         tick = time.perf_counter()
         run_batch(handle, fn, x)
         seconds[name] = (time.perf_counter() - tick) / rows
-        seconds["trace"] = max(first - seconds[name] * rows, 0.0)  # the backward's, kept
+        if name == "backward":
+            seconds["trace"] = max(first - seconds[name] * rows, 0.0)
     return Timing(**seconds)

@@ -16,7 +16,7 @@ from auditor.checks.check import Check, evaluate, judged, worst_status
 from auditor.errors import AuditorError, ConfigError
 from auditor.methods.attribution.reliability import BOUNDS as RELIABILITY_BOUNDS
 from auditor.methods.attribution.reliability import RANDOMISATION_BOUNDS
-from auditor.predict.plan import Facts, Passes
+from auditor.predict.plan import Coarsest, Facts, Passes
 from auditor.sections.base import (
     Context,
     KeyFigure,
@@ -104,30 +104,100 @@ class Options:
 
 # The compute plan (auditor.predict.plan) may lower these, never below the floor: 4 samples
 # still give a rank correlation per method and stage, and 2 stages the top layer and all layers
-# randomised; 8 samples and 8 steps a deletion curve.
+# randomised; 8 samples and 8 steps a deletion curve. The methods' own costs are planned too:
+# 8 path steps of Integrated Gradients (the completeness error the section reports shows what a
+# coarse path costs; Sundararajan et al. 2017 find 20 to 300 steps within 5%), 8 noisy copies
+# of SmoothGrad, SquareGrad and VarGrad and 8 GradientSHAP draws (Smilkov et al. 2017: the
+# maps sharpen up to about 50, and 8 already average out most of the noise), 256 RISE masks
+# (Petsiuk et al. 2018 use 4,000-8,000; fewer leave grid noise, visible in the figure), and an
+# occlusion patch of at most a quarter of the image's side (a 7 x 7 grid of half-overlapping
+# patches still says which part of the image the score needs).
 PLANNED = {"sanity_samples": 4, "sanity_stages": 2, "faithfulness_samples": 8,
-           "faithfulness_steps": 8}
+           "faithfulness_steps": 8, "integrated_gradients.steps": 8, "smoothgrad.samples": 8,
+           "squaregrad.samples": 8, "vargrad.samples": 8, "gradient_shap.samples": 8,
+           "rise.masks": 256}
+
+
+def planned(facts: Facts) -> dict:
+    """PLANNED, and the occlusion patch's largest side for this input."""
+    return PLANNED | {"occlusion.patch": Coarsest(max(2, min(facts.input_shape[:2]) // 4))}
+
+
+def resolve(options: Options, facts: Facts) -> Options:
+    """The options with each planned method option's default written out (the occlusion
+    patch's 0 as the side it stands for), so that the plan can scale it."""
+    from auditor.methods.attribution.occlusion import patch_geometry
+    from auditor.methods.attribution.registry import METHODS
+
+    method_options = {m: dict(v) for m, v in options.method_options.items()}
+    for key in planned(facts):
+        method, _, option = key.partition(".")
+        if option and method in options.methods and method in METHODS:
+            given = method_options.setdefault(method, {})
+            given.setdefault(option, METHODS[method].options[option][0])
+    if "occlusion" in method_options and "patch" in method_options["occlusion"]:
+        patch = method_options["occlusion"]["patch"]
+        method_options["occlusion"]["patch"] = patch_geometry((1, *facts.input_shape), patch, 1)[0]
+    return dataclasses.replace(options, method_options=method_options)
+
+
+def _explain(options: Options, facts: Facts, count: int, times: int = 1) -> Passes:
+    from auditor.methods.attribution.registry import attribution_rows
+
+    forward, backward = attribution_rows(options.methods, count, facts.input_shape,
+                                         options.method_options)
+    return Passes(forward=forward * times, backward=backward * times)
 
 
 def passes(options: Options, facts: Facts) -> Passes:
-    """Every method on the examples, on the sanity samples at each randomisation stage (and the
-    original), and on the faithfulness samples, whose deletion and insertion curves (for each
-    method and a random map) are forward passes."""
-    from auditor.methods.attribution.registry import attribution_rows
+    """The reliability card (``shared``) and every method and layer on the examples."""
+    examples = min(options.examples, facts.wrong)
+    return (shared(options, facts) + _explain(options, facts, examples)
+            + Passes(backward=examples * options.compare_layers, traces=options.compare_layers))
 
-    def explain(count: int) -> Passes:
-        forward, backward = attribution_rows(options.methods, count, facts.input_shape,
-                                             options.method_options)
-        return Passes(forward=forward, backward=backward)
 
-    curves = ((len(options.methods) + 1) * options.faithfulness_samples * 2
-              * (options.faithfulness_steps + 1))
-    return (explain(options.examples) + explain(options.faithfulness_samples)
-            + Passes(backward=options.examples * options.compare_layers)
-            + Passes(forward=curves, traces=2 * len(options.methods))
-            + Passes(forward=explain(options.sanity_samples).forward * (options.sanity_stages + 1),
-                     backward=explain(options.sanity_samples).backward
-                     * (options.sanity_stages + 1)))
+def shared(options: Options, facts: Facts) -> Passes:
+    """The reliability card, made by the first section that needs it (SHARED_BY): every method
+    on the sanity samples for the original and at each randomisation stage, twice more for
+    input invariance (the model and its shifted copy), and on the faithfulness samples, whose
+    deletion and insertion curves (for each method and a random map) and Integrated Gradients'
+    completeness are forward passes. Each method is traced on the model, on the randomised
+    copy and on the shifted copy."""
+    samples = min(options.faithfulness_samples, facts.images)
+    curves = (len(options.methods) + 1) * samples * 2 * (options.faithfulness_steps + 1)
+    completeness = 2 * samples * ("integrated_gradients" in options.methods)
+    invariance = 2 if facts.handle is None or shift_absorbable(facts.handle) else 0
+    return (_explain(options, facts, samples)
+            + Passes(forward=curves + completeness, traces=3 * len(options.methods) + 2)
+            + _explain(options, facts, min(options.sanity_samples, facts.images),
+                       options.sanity_stages + 1 + invariance))
+
+
+# The sections that ask for the card (trusted_method) when their spec names no method: the
+# first of them in the run's order makes it, so the plan charges the card's time to that one.
+SHARED_BY = {"contrastive": lambda options: options.method is None,
+             "clever_hans": lambda options: options.discovery and options.discovery_method is None}
+
+
+def shift_absorbable(handle) -> bool:
+    """Whether input invariance can run on this model: its first Dense or convolutional layer
+    reads the input without zero padding and has a bias, or a BatchNormalization after it, to
+    absorb the shift (the conditions of reliability.shifted_copy, checked without a copy)."""
+    import keras
+
+    from auditor.errors import AuditorError
+    from auditor.methods.attribution.reliability import _first_linear_layer
+
+    try:
+        layer = _first_linear_layer(handle.logits_model)
+    except AuditorError:
+        return False
+    kernel = np.shape(getattr(layer, "kernel", getattr(layer, "depthwise_kernel", ())))
+    if getattr(layer, "padding", "valid") == "same" and max(kernel[:-2], default=1) > 1:
+        return False
+    after = [node.operation for node in layer._outbound_nodes]
+    return bool(getattr(layer, "use_bias", False)) or (
+        len(after) == 1 and isinstance(after[0], keras.layers.BatchNormalization))
 
 
 @dataclass

@@ -42,8 +42,17 @@ class Context:
         """The section's options: its spec table over the plan's settings over the dataclass
         defaults (the plan never touches a key the spec gives)."""
         planned = self.plan.settings.get(name, {}) if self.plan is not None else {}
-        return build_dataclass(cls, {**planned, **self.config.section_options.get(name, {})},
-                               f"{name}.")
+        given = self.config.section_options.get(name, {})
+        table = {k: v for k, v in planned.items() if "." not in k}
+        nested = {m: dict(v) for m, v in given.get("method_options", {}).items()}
+        for key, value in planned.items():  # "occlusion.patch": a method's option
+            if "." in key:
+                method, option = key.split(".", 1)
+                nested.setdefault(method, {}).setdefault(option, value)
+        if nested:
+            table["method_options"] = nested
+        return build_dataclass(cls, {**table, **{k: v for k, v in given.items()
+                                                 if k != "method_options"}}, f"{name}.")
 
     def __post_init__(self):
         features = getattr(self.predictions, "features", None)

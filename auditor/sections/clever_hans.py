@@ -80,6 +80,7 @@ class Options:
     max_per_class: int = 150
     max_discovery: int = 3000  # images explained for discovery, over all classes
     grid: int = InjectionSettings.grid  # maps are pooled to grid x grid cells to cluster
+    max_others: int = InjectionSettings.max_others  # images an intervention pastes onto
     k_max: int = 5  # most clusters per class the eigengap may choose
     show_classes: int = 10
     max_embedding: int = 500  # images in the penultimate-feature t-SNE
@@ -98,14 +99,18 @@ class Options:
 # fine-tuning steps of 32 images show 800 poisoned-or-clean images to each copy (a copy that
 # does not learn in that time is reported "not learned", which says nothing either way); 200
 # images to fine-tune on and 200 to measure on; 16 images explained per method (8 of the target
-# class); 100 images for discovery over all classes.
-PLANNED = {"steps": 25, "max_train": 200, "max_eval": 200, "explain": 16, "max_discovery": 100}
+# class); 100 images for discovery over all classes; each intervention pasted onto 50 images
+# of other classes (a flip rate of 0.5 is then known to +-0.14, Wilson's 95% interval: a
+# shortcut that flips most of them is still confirmed, a weak one is left unconfirmed).
+PLANNED = {"steps": 25, "max_train": 200, "max_eval": 200, "explain": 16, "max_discovery": 100,
+           "max_others": 50}
 
 
 def passes(options: Options, facts: Facts) -> Passes:
-    """Each copy's fine-tuning steps, the measurements of each planted shortcut and of the
-    control's probes (re-prediction, maps of the explained images and of the target class),
-    and discovery on the audited model."""
+    """Each copy's fine-tuning steps; per planted shortcut and per control probe, the
+    re-prediction of the held-out images clean and with the shortcut, the maps of the explained
+    images, and the whole shortcut search on the copy (its features, maps of every held-out
+    image, the interventions); and the search on the audited model."""
     from auditor.methods.attribution.registry import attribution_rows
 
     methods, discovery = resolve_methods(options)
@@ -118,16 +123,34 @@ def passes(options: Options, facts: Facts) -> Passes:
         held = train
     measures = len(options.shortcuts) * (1 + options.control) if copies else 0
     explained = attribution_rows(methods, options.explain, facts.input_shape)
-    own = attribution_rows(methods[:1], held // max(facts.classes, 1), facts.input_shape)
+    searched = attribution_rows(methods[:1], held, facts.input_shape)
     per_class = min(options.max_per_class, max(10, options.max_discovery // facts.classes))
-    found = attribution_rows([discovery], min(per_class * facts.classes, facts.images),
-                             facts.input_shape) if options.discovery else (0, 0)
+    sampled = min(per_class * facts.classes, facts.images)
+    found = attribution_rows([discovery], sampled, facts.input_shape) if options.discovery \
+        else (0, 0)
     tuning = Passes(forward=train if copies else 0,
-                    backward=copies * options.steps * options.batch_size,
-                    traces=2 + 2 * len(methods))
-    measuring = Passes(forward=measures * (2 * held + explained[0] + own[0]),
-                       backward=measures * (explained[1] + own[1]))
-    return tuning + measuring + Passes(forward=found[0], backward=found[1], traces=1)
+                    train=copies * options.steps * options.batch_size,
+                    traces=2 + 3 * len(methods))
+    measuring = Passes(
+        forward=measures * (3 * held + explained[0] + searched[0]
+                            + search_forward(held, facts.classes, options.max_others)),
+        backward=measures * (explained[1] + searched[1]))
+    audited = Passes(forward=found[0] + (search_forward(sampled, facts.classes,
+                                                        options.max_others)
+                                         if options.discovery else 0),
+                     backward=found[1], traces=1)
+    return tuning + measuring + audited
+
+
+def search_forward(images: int, classes: int, max_others: int) -> int:
+    """Forward rows of one shortcut search (methods/shortcuts/search.py) on ``images`` images
+    of ``classes`` classes, at most: the probabilities once, and per class the interventions on
+    its two suspect groups (maps and features): up to three in a region (the class's images
+    with the difference removed, the others with it pasted and their controls) and two on the
+    whole image (the members, the others pasted)."""
+    own = images / max(classes, 1)
+    others = min(max_others, images - own)
+    return int(images + classes * (3 * (own + 2 * others) + 2 * (own + others)))
 
 
 @dataclass
@@ -400,7 +423,7 @@ def search_part(ctx: Context, options: Options, method: str, positions: np.ndarr
     names, seed = ctx.dataset.class_names, ctx.config.seed
     findings, maps = search(ctx.handle, images, labels, positions, names, method,
                             features=features, grid=options.grid, k_max=options.k_max,
-                            seed=seed)
+                            seed=seed, max_others=options.max_others)
     confirmed = [f.name for f in findings if f.confirmed]
     summary["discovery"] = {
         "method": method, "false_alarm": FALSE_ALARM, "flip_bound": FLIP_BOUND,

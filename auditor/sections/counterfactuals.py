@@ -48,10 +48,11 @@ PLANNED = {"mistakes": 8, "steps": 50}
 
 
 def passes(options: Options, facts: Facts) -> Passes:
-    """Every mistake optimised (at most ``mistakes``) takes ``steps`` forward-backward passes."""
-    mistakes = min(options.mistakes, facts.images)
-    return Passes(forward=2 * mistakes, backward=mistakes * options.steps + 2 * options.gallery,
-                  traces=2)
+    """Every mistake optimised (at most ``mistakes``) takes ``steps`` forward-backward passes,
+    is predicted before and after, and has its contrastive map (shared when that section
+    made it)."""
+    mistakes = min(options.mistakes, facts.wrong)
+    return Passes(forward=2 * mistakes, backward=mistakes * (options.steps + 1), traces=2)
 
 
 def contrastive_maps(ctx: Context, positions, images, preds, labels) -> np.ndarray:

@@ -84,14 +84,17 @@ PLANNED = {"samples": 30, "steps": 5}
 
 def passes(options: Options, facts: Facts) -> Passes:
     """Each image is attacked untargeted and targeted (two rows) by FGSM (one step) and PGD
-    (``steps``) at every non-zero epsilon, and every attacked batch is predicted again."""
+    (``steps``) at every non-zero epsilon, and every attacked batch is predicted again; the
+    gallery predicts the images attacked at the check's epsilon once more and explains up to
+    ``gallery`` of them clean and attacked."""
     grid = epsilon_grid(options)
     rows = 2 * min(options.samples, facts.images)
     attacked = sum(e > 0 for e in grid)
     backward = rows * (1 + options.steps) * attacked + 2 * options.gallery
     if facts.compare:  # the compared model's untargeted PGD curve
         backward += rows // 2 * options.steps * attacked
-    return Passes(forward=2 * rows * len(grid), backward=backward, traces=3 + 2 * facts.compare)
+    return Passes(forward=2 * rows * len(grid) + rows // 2, backward=backward,
+                  traces=3 + 2 * facts.compare)
 
 
 def resolve_target(rule: str, class_names: list[str]) -> str | int:

@@ -50,6 +50,7 @@ class InjectionSettings:
     visible_change: float = 0.2  # mask pixels the shortcut changes less than this do not count
     explain: int = 48  # images explained per run for detection
     grid: int = 16
+    max_others: int = 200  # other-class images each intervention of the search pastes onto
     seed: int = 0
 
 
@@ -320,7 +321,8 @@ def discover_copy(tuner: FineTuner, split: Split, target: int, shortcut: str, op
     features = penultimate_features(tuner.handle, images)
     findings, _ = search(tuner.handle, images, split.eval_labels, np.arange(len(images)),
                          [str(c) for c in range(tuner.handle.num_classes)], method,
-                         features=features, grid=settings.grid, seed=settings.seed)
+                         features=features, grid=settings.grid, seed=settings.seed,
+                         max_others=settings.max_others)
     return CopyDiscovery(target=findings[target] if target < len(findings) else None,
                          false_flags=[f.name for f in findings
                                       if f.label != target and f.confirmed],

@@ -69,9 +69,11 @@ class Finding:
 def search(handle, images: np.ndarray, labels: np.ndarray, positions: np.ndarray,
            class_names: list[str], method: str = "gradient", *, features: np.ndarray | None,
            grid: int = 16, k_max: int = 5, seed: int = 0,
-           maps: np.ndarray | None = None) -> tuple[list[Finding], np.ndarray]:
+           maps: np.ndarray | None = None,
+           max_others: int = 200) -> tuple[list[Finding], np.ndarray]:
     """Every class of ``images`` (explained for its label): candidates by maps and by
-    ``features`` (rows aligned with ``images``; None to skip), each confirmed or not.
+    ``features`` (rows aligned with ``images``; None to skip), each confirmed or not by
+    interventions pasting onto at most ``max_others`` images of other classes.
     The findings in label order, and the pooled maps in the order of ``images``."""
     by_maps, pooled = discover(handle, images, labels, positions, class_names, method,
                                grid=grid, k_max=k_max, seed=seed, maps=maps)
@@ -91,7 +93,8 @@ def search(handle, images: np.ndarray, labels: np.ndarray, positions: np.ndarray
         for discovery in tried:
             members = np.array([index_of[int(p)] for p in discovery.members])
             effect = confirm(logits_fn, discovery.label, images, labels, members,
-                             discovery.region, grid, seed, probs=probs)
+                             discovery.region, grid, seed, max_others=max_others,
+                             probs=probs)
             if finding.effect is None or effect.strength > finding.effect.strength:
                 finding.effect, finding.signal = effect, discovery.signal
         findings.append(finding)

@@ -1,0 +1,92 @@
+"""The compute plan counts what the sections run: every image through the model, counted in the
+model's own graph (a forward counter, and a backward counter in the logits' gradient), equals
+the plan's forward and forward-backward passes of each section."""
+
+from __future__ import annotations
+
+import pytest
+
+from auditor.config.spec import make_config
+
+# Sections whose work does not depend on the data: their count is exact. The shortcut search's
+# interventions depend on the groups it finds, so the Clever Hans plan is an upper bound.
+# Grad-CAM and the layers' maps run through a model cut at a layer, not through the handle's
+# logits, so the counters would miss them: they are left out here.
+EXACT = ("attribution", "robustness", "counterfactuals")
+SPEC = {
+    "attribution": {"methods": ["gradient", "integrated_gradients", "occlusion", "smoothgrad"],
+                    "examples": 2, "sanity_samples": 2, "sanity_stages": 2,
+                    "faithfulness_samples": 3, "faithfulness_steps": 4, "compare_layers": 0,
+                    "method_options": {"integrated_gradients": {"steps": 4},
+                                       "smoothgrad": {"samples": 3}}},
+    "robustness": {"samples": 6, "steps": 2, "epsilons": [0.0, 0.05], "check_epsilon": 0.05,
+                   "gallery": 2},
+    "counterfactuals": {"mistakes": 3, "steps": 4, "gallery": 2},
+    "clever_hans": {"steps": 2, "batch_size": 8, "max_train": 30, "max_eval": 30,
+                    "explain": 4, "max_discovery": 30, "shortcuts": ["patch"]},
+}
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Counters of the rows every ModelHandle's logits take forward, and backward."""
+    import tensorflow as tf
+
+    from auditor.inputs.models import ModelHandle
+
+    forward = tf.Variable(0, dtype=tf.int64, trainable=False)
+    backward = tf.Variable(0, dtype=tf.int64, trainable=False)
+    logits = ModelHandle.logits
+
+    def counting(self, x, training: bool = False):
+        @tf.custom_gradient
+        def mark(out):
+            forward.assign_add(tf.cast(tf.shape(out)[0], tf.int64))
+
+            def gradient(upstream):
+                backward.assign_add(tf.cast(tf.shape(upstream)[0], tf.int64))
+                return upstream
+
+            return tf.identity(out), gradient
+
+        return mark(logits(self, x, training))
+
+    monkeypatch.setattr(ModelHandle, "logits", counting)
+    return forward, backward
+
+
+def test_the_plan_counts_every_pass_each_section_runs(tmp_path, monkeypatch, counted,
+                                                       digits_model_path):
+    import auditor.pipeline as pipeline
+
+    forward, backward = counted
+    plans, used = [], {}
+    plan_sections, run_section = pipeline.plan_sections, pipeline.run_section
+
+    def keep_plan(*args):
+        plans.append(plan_sections(*args))
+        return plans[-1]
+
+    def count_section(name, ctx):
+        before = int(forward.numpy()), int(backward.numpy())
+        result = run_section(name, ctx)
+        used[name] = (int(forward.numpy()) - before[0], int(backward.numpy()) - before[1])
+        return result
+
+    monkeypatch.setattr(pipeline, "plan_sections", keep_plan)
+    monkeypatch.setattr(pipeline, "run_section", count_section)
+    config = make_config({**SPEC, "model": str(digits_model_path), "data": "sklearn:digits:test",
+                          "max_samples": 80, "out": str(tmp_path / "run"), "format": "json",
+                          "sections": [*EXACT, "clever_hans"], "budget": 10 ** 9,
+                          "progress": False})
+    pipeline.run_audit(config)
+    planned = plans[0].passes
+    print({n: (used[n][0] - used[n][1], used[n][1], planned[n].forward, planned[n].backward)
+           for n in used})
+    for name in EXACT:
+        ran_forward, ran_backward = used[name]
+        assert (ran_forward - ran_backward, ran_backward) == (
+            planned[name].forward, planned[name].backward), name
+    ran_forward, ran_backward = used["clever_hans"]
+    assert ran_backward <= planned["clever_hans"].backward
+    assert ran_forward - ran_backward <= planned["clever_hans"].forward
