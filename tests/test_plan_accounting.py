@@ -23,7 +23,8 @@ SPEC = {
                    "gallery": 2},
     "counterfactuals": {"mistakes": 3, "steps": 4, "gallery": 2},
     "clever_hans": {"steps": 2, "batch_size": 8, "max_train": 30, "max_eval": 30,
-                    "explain": 4, "max_discovery": 30, "shortcuts": ["patch"]},
+                    "explain": 4, "max_discovery": 30, "shortcuts": ["patch"],
+                    "methods": ["gradient"]},
 }
 
 
@@ -58,6 +59,9 @@ def counted(monkeypatch):
 def test_the_plan_counts_every_pass_each_section_runs(tmp_path, monkeypatch, counted,
                                                        digits_model_path):
     import auditor.pipeline as pipeline
+    import auditor.sections.clever_hans as clever_hans
+
+    monkeypatch.setattr(clever_hans, "SEARCH_SHARE", 1.0)  # the searches' bound, not expected
 
     forward, backward = counted
     plans, used = [], {}
@@ -81,12 +85,41 @@ def test_the_plan_counts_every_pass_each_section_runs(tmp_path, monkeypatch, cou
                           "progress": False})
     pipeline.run_audit(config)
     planned = plans[0].passes
-    print({n: (used[n][0] - used[n][1], used[n][1], planned[n].forward, planned[n].backward)
-           for n in used})
     for name in EXACT:
         ran_forward, ran_backward = used[name]
         assert (ran_forward - ran_backward, ran_backward) == (
             planned[name].forward, planned[name].backward), name
-    ran_forward, ran_backward = used["clever_hans"]
-    assert ran_backward <= planned["clever_hans"].backward
-    assert ran_forward - ran_backward <= planned["clever_hans"].forward
+    ran_forward, ran_backward = used["clever_hans"]  # the fine-tuning steps are not counted
+    assert ran_backward == planned["clever_hans"].backward  # (they call the copy directly)
+    assert 0.3 * planned["clever_hans"].forward <= ran_forward - ran_backward \
+        <= planned["clever_hans"].forward
+
+
+def test_a_224_px_plan_lowers_the_methods_own_settings_and_the_spec_s_win(digits_handle):
+    from pathlib import Path
+
+    from auditor.predict.plan import REFERENCE_FLOPS, Facts, make_plan
+    from auditor.sections import SECTION_NAMES, section_module
+    from auditor.sections.base import Context
+
+    modules = {name: section_module(name) for name in SECTION_NAMES}
+    facts = Facts(images=1000, input_shape=(224, 224, 3), classes=10)
+    plan = make_plan(modules, {}, facts, "standard", REFERENCE_FLOPS)
+    lowered, default = plan.settings["attribution"], plan.defaults["attribution"]
+    assert lowered["integrated_gradients.steps"] < default["integrated_gradients.steps"] == 32
+    assert lowered["occlusion.patch"] > default["occlusion.patch"] == 28  # 1/8 of the side
+    assert lowered["occlusion.patch"] <= 56  # never above a quarter of it
+    assert "max_others" in plan.settings["clever_hans"]
+    assert any("integrated_gradients.steps 8 instead of 32" in line for line in plan.describe())
+    given = {"attribution": {"method_options": {"integrated_gradients": {"steps": 64}}}}
+    fixed = make_plan(modules, given, facts, "standard", REFERENCE_FLOPS)
+    assert "integrated_gradients.steps" not in fixed.settings["attribution"]
+    config = make_config({**given, "model": "demo"})
+    ctx = Context(config=config, handle=digits_handle, dataset=None, predictions=None,
+                  workdir=Path("."), plan=fixed)
+    options = ctx.options("attribution", modules["attribution"].Options)
+    assert options.method_options["integrated_gradients"]["steps"] == 64
+    assert options.method_options["occlusion"]["patch"] == \
+        fixed.settings["attribution"]["occlusion.patch"]
+    # the card is charged to contrastive, the first section that asks for it
+    assert fixed.passes["contrastive"].total > fixed.passes["attribution"].total

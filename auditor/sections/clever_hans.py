@@ -99,11 +99,17 @@ class Options:
 # fine-tuning steps of 32 images show 800 poisoned-or-clean images to each copy (a copy that
 # does not learn in that time is reported "not learned", which says nothing either way); 200
 # images to fine-tune on and 200 to measure on; 16 images explained per method (8 of the target
-# class); 100 images for discovery over all classes; each intervention pasted onto 50 images
-# of other classes (a flip rate of 0.5 is then known to +-0.14, Wilson's 95% interval: a
-# shortcut that flips most of them is still confirmed, a weak one is left unconfirmed).
+# class); 100 images for discovery over all classes; each intervention pasted onto 25 images
+# of other classes (the flip-rate excess is then known to about +-0.2, its bootstrap 95%
+# interval: a shortcut with an excess of 0.45 or more still passes FLIP_BOUND, 0.2, at the
+# interval's lower end; a weaker one is listed as an unconfirmed candidate, never a false
+# finding, because a wider interval only lowers the lower end).
 PLANNED = {"steps": 25, "max_train": 200, "max_eval": 200, "explain": 16, "max_discovery": 100,
-           "max_others": 50}
+           "max_others": 25}
+# The share of search_forward's bound a search runs: on the CIFAR-size CNN (bench/audit.py)
+# 2 suspect groups per class were tried and 1.9 of the 2.5 interventions each allows, about
+# three quarters of the rows (0.4 on the digits CNN, whose classes split less).
+SEARCH_SHARE = 0.75
 
 
 def passes(options: Options, facts: Facts) -> Passes:
@@ -133,10 +139,11 @@ def passes(options: Options, facts: Facts) -> Passes:
                     traces=2 + 3 * len(methods))
     measuring = Passes(
         forward=measures * (3 * held + explained[0] + searched[0]
-                            + search_forward(held, facts.classes, options.max_others)),
+                            + expected_search_forward(held, facts.classes,
+                                                      options.max_others)),
         backward=measures * (explained[1] + searched[1]))
-    audited = Passes(forward=found[0] + (search_forward(sampled, facts.classes,
-                                                        options.max_others)
+    audited = Passes(forward=found[0] + (expected_search_forward(sampled, facts.classes,
+                                                                 options.max_others)
                                          if options.discovery else 0),
                      backward=found[1], traces=1)
     return tuning + measuring + audited
@@ -151,6 +158,12 @@ def search_forward(images: int, classes: int, max_others: int) -> int:
     own = images / max(classes, 1)
     others = min(max_others, images - own)
     return int(images + classes * (3 * (own + 2 * others) + 2 * (own + others)))
+
+
+def expected_search_forward(images: int, classes: int, max_others: int) -> int:
+    """What a search is expected to run: SEARCH_SHARE of the bound's interventions."""
+    bound = search_forward(images, classes, max_others)
+    return int(images + SEARCH_SHARE * (bound - images))
 
 
 @dataclass
