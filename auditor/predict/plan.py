@@ -39,6 +39,15 @@ DEFAULT_BUDGET = "standard"
 REFERENCE_FLOPS = 612_751_868
 
 
+# Rows of the batches the cost per image is timed on. A call costs a fixed overhead plus its
+# rows, and the sections' calls take from a few rows (interventions, training steps) to
+# hundreds (occlusion, curves): timed per image on the digits CNN (300 images, every section,
+# bench/audit.py), 16 rows made the estimate 1.65 times the actual and 64 rows 0.33 of it, so
+# the sections' calls average about 24 rows. On a large model the overhead is a small share
+# either way (MobileNetV2 224 px fits 22 rows in the memory budget).
+TIMING_ROWS = 24
+
+
 @dataclass(frozen=True)
 class Passes:
     """Images through the model: forward only, forward-backward (the gradient of the input),
@@ -313,16 +322,17 @@ def _passes(module, options, facts: Facts) -> Passes:
     return cost(options, facts) if cost else Passes()
 
 
-def measure_timing(handle, rows: int = 16) -> Timing:
+def measure_timing(handle, rows: int | None = None) -> Timing:
     """Seconds per image of the forward pass, the forward-backward pass (gradient of the input)
     and the training pass (gradient of every weight), each timed on one batch of ``rows``
-    random images after a first call, whose extra time is the cost of one trace. Sixteen rows:
-    per-call overheads shared by fewer would be counted per image, and the sections' batches
-    are larger still (measured on MobileNetV2 and the CIFAR-size CNN, docs/scale.md)."""
+    random images after a first call, whose extra time is the cost of one trace. By default
+    TIMING_ROWS, or fewer when one backward pass of that many does not fit the memory budget."""
     import tensorflow as tf
 
+    from auditor.predict.batched import rows_per_pass
     from auditor.predict.distribute import run_batch
 
+    rows = rows or int(np.clip(rows_per_pass(handle, backward=True), 1, TIMING_ROWS))
     x = np.random.default_rng(0).uniform(0, 1, (rows, *handle.input_shape)).astype(np.float32)
     weights = handle.logits_model.trainable_variables
 
