@@ -4,6 +4,7 @@ peak memory of the audit's process.
 
     PYTHONPATH=. python bench/audit.py                    # every model, 300 and 1,000 images
     PYTHONPATH=. python bench/audit.py --only mobilenet_v2 --images 1000 [--budget standard]
+    PYTHONPATH=. python bench/audit.py --only cifar_cnn --images 300 --sections robustness
 
 Models: the digits demo CNN (8x8 digits upscaled to 32 px), a CIFAR-size CNN (32 px RGB, about
 970k parameters) and MobileNetV2 at 224 px (weights=None, 10 classes). Data ships with the
@@ -37,7 +38,7 @@ CHILD = """
 import json, sys, threading, time
 import auditor.pipeline as pipeline
 from auditor.config.spec import make_config
-model, data, out, images, budget = sys.argv[1:6]
+model, data, out, images, budget, sections = sys.argv[1:7]
 peaks, current = {}, ["load"]
 
 def rss_mb():
@@ -65,7 +66,8 @@ def views(results, dataset):
 
 pipeline.run_section, pipeline.draw_views = section, views
 config = make_config(model=model, data=data, out=out, max_samples=int(images), progress=True,
-                     budget=int(budget) if budget.isdigit() else budget)
+                     budget=int(budget) if budget.isdigit() else budget,
+                     sections=sections.split(",") if sections else None)
 started = time.perf_counter()
 summary = pipeline.run_audit(config).summary
 print(json.dumps({"seconds": time.perf_counter() - started, "timings": summary["timings"],
@@ -137,11 +139,12 @@ def prepare(name: str, images: int, folder: Path) -> tuple[str, str]:
     return str(path), f"npz:{data}"
 
 
-def audit(model: str, data: str, images: int, budget: str, out: Path) -> dict:
+def audit(model: str, data: str, images: int, budget: str, out: Path,
+          sections: str = "") -> dict:
     env = {**os.environ, "PYTHONPATH": str(REPO), "CI": "true"}
     child = subprocess.Popen([sys.executable, "-c", CHILD, model, data, str(out), str(images),
-                              budget], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
+                              budget, sections], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
     log, errors = [], []
     for line in child.stderr:  # the audit's own log lines, as they come
         if line.startswith("auditor:"):
@@ -151,7 +154,8 @@ def audit(model: str, data: str, images: int, budget: str, out: Path) -> dict:
             errors.append(line)
     stdout = child.stdout.read()
     if child.wait() != 0:
-        raise RuntimeError("".join(errors[-40:]))
+        raise RuntimeError(f"the audit exited with {child.returncode} (a negative code is the "
+                           f"signal that ended it):\n" + "".join(errors[-40:]))
     return {**json.loads(stdout.strip().splitlines()[-1]), "log": log}
 
 
@@ -194,6 +198,7 @@ def main() -> None:
     parser.add_argument("--only", choices=MODELS, action="append")
     parser.add_argument("--images", type=int, action="append")
     parser.add_argument("--budget", default="standard")
+    parser.add_argument("--sections", default="", help="comma-separated; default: every one")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores, {load()} at start", flush=True)
     with tempfile.TemporaryDirectory(prefix="auditor-bench-") as scratch:
@@ -203,7 +208,8 @@ def main() -> None:
                 model, data = prepare(name, images, folder)
                 print(f"{name}, {images} images: {load()} at the start", flush=True)
                 tick = time.perf_counter()
-                got = audit(model, data, images, args.budget, folder / f"{name}-{images}")
+                got = audit(model, data, images, args.budget, folder / f"{name}-{images}",
+                            args.sections)
                 report(name, images, got)
                 print(f"  (wall {time.perf_counter() - tick:.0f} s, {load()} at the end)",
                       flush=True)
