@@ -16,9 +16,13 @@ import numpy as np
 
 from auditor.predict.distribute import run_batch
 
-# Bytes of activations one pass may keep alive. Measured on MobileNetV2 at 224 px: a backward
-# pass keeps about a third of the summed layer outputs, so counting all of them is conservative.
-DEFAULT_MEMORY_BUDGET = 2_000_000_000
+# Bytes of activations one pass may keep alive, counted as every layer's output (row_bytes).
+# Measured on MobileNetV2 at 224 px (87 MB counted per row): with 2 GB, a backward pass of 22
+# rows raised the resident memory by 1.1 GB and a forward pass of 66 rows by 0.93 GB, a peak
+# that every section's heavy loop reaches; 1 GB halves it at no cost in speed on a CPU (the
+# per-image time of MobileNetV2 is flat from 8 rows up, bench/pipeline.py). Small models hit
+# MAX_ROWS first and are not affected.
+DEFAULT_MEMORY_BUDGET = 1_000_000_000
 MAX_ROWS = 256  # larger batches buy no speed on CPU
 MAX_FORWARD_ROWS = 1024
 FORWARD_FACTOR = 3  # a forward-only pass keeps roughly a third of what a backward pass keeps
