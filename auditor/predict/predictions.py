@@ -70,7 +70,11 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 def predict(handle, dataset, batch_size: int = 64, show_progress: bool = False) -> Predictions:
     """Logits for every sample, a batch at a time, and in the same pass the penultimate features
     (the input of the final layer) when the model can be split there; non-finite inputs (found
-    while streaming) or outputs are errors."""
+    while streaming) or outputs are errors. Batches are at most ``batch_size`` and at most
+    what the memory budget allows this model (a 224 px network takes fewer)."""
+    from auditor.predict.batched import rows_per_pass
+
+    batch_size = min(batch_size, rows_per_pass(handle, backward=False))
     fn, width = pass_function(handle)
     logits = np.empty((dataset.n, handle.num_classes), np.float32)
     features = np.empty((dataset.n, width), np.float32) if width else None
