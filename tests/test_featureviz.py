@@ -259,3 +259,68 @@ def test_section_runs_on_an_rgb_model_with_a_nested_backbone(tmp_path):
     saved = np.load(tmp_path / "out" / "class_visualization.npz")
     assert saved["images"].shape == (3, 16, 16, 3)
     assert [row["channel"] for row in summary["featureviz"]["channels"]["deep_conv"]] != []
+
+
+def featureviz_traces(handle) -> dict:
+    """Traces of each compiled render loop cached on the handle."""
+    return {key[1]: fn.experimental_get_tracing_count() for key, fn in handle.compiled.items()
+            if key[0] == "featureviz"}
+
+
+def test_the_section_compiles_one_loop_per_form_and_a_second_run_traces_nothing(
+        digits_model_path, tmp_path):
+    """Classes, variants and channels share one compiled loop, the unregularised run has its
+    own; a second audit of the same model reuses both."""
+    from auditor.config.spec import make_config
+    from auditor.inputs.datasets import load_dataset
+    from auditor.inputs.models import load_model
+    from auditor.predict.predictions import predict
+    from auditor.sections import featureviz
+    from auditor.sections.base import Context
+
+    handle = load_model(str(digits_model_path))  # its own cache of compiled functions
+    config = make_config(model=str(digits_model_path), data="sklearn:digits:test",
+                         max_samples=200)
+    dataset = load_dataset(config.data, handle.input_shape, handle.num_classes)
+    ctx = Context(config, handle, dataset, predict(handle, dataset), tmp_path)
+    options = featureviz.Options(steps=6, snapshots=[0, 2], max_channels=2, top_k=2)
+    first = featureviz.run(ctx, options)
+    traced = featureviz_traces(handle)
+    assert sorted(traced.values()) == [1, 1], traced
+    second = featureviz.run(ctx, options)
+    assert featureviz_traces(handle) == traced
+    assert set(first.summary["featureviz"]["comparison"]) == {
+        "regularised", "start: noise", "start: image", "objective: probability", "unregularised"}
+    np.testing.assert_allclose(second.data.channel_images, first.data.channel_images, atol=1e-5)
+    assert first.data.channel_images.shape == (2, 32, 32, 1)
+
+
+def test_the_split_generator_draws_what_one_generator_over_the_batch_draws():
+    import tensorflow as tf
+
+    from auditor.methods.featureviz.render import SplitRandom
+
+    whole = tf.random.Generator.from_seed(7)
+    stream = tf.random.Generator.from_seed(7).state
+    expected = [whole.uniform([9], -2.0, 3.0).numpy() for _ in range(3)]
+    rows = tf.constant([4, 5, 6, 7, 8])  # the second replica's share
+    share = SplitRandom(stream, tf.constant(0, tf.int64), rows, tf.constant(9, tf.int64))
+    for drawn in expected:
+        np.testing.assert_array_equal(share.uniform([5], -2.0, 3.0).numpy(), drawn[4:])
+
+
+def test_adam_on_tensors_takes_the_steps_of_keras_adam():
+    import keras
+    import tensorflow as tf
+
+    from auditor.methods.featureviz.render import adam
+
+    rng = np.random.default_rng(0)
+    start = rng.normal(size=(3, 4)).astype(np.float32)
+    variable, optimizer = tf.Variable(start), keras.optimizers.Adam(0.05)
+    values, m, v = tf.constant(start), tf.zeros((3, 4)), tf.zeros((3, 4))
+    for step in range(1, 6):
+        gradient = tf.constant(rng.normal(size=(3, 4)).astype(np.float32))
+        optimizer.apply_gradients([(gradient, variable)])
+        values, m, v = adam(values, m, v, gradient, step, 0.05)
+    np.testing.assert_allclose(values.numpy(), variable.numpy(), atol=1e-6)
