@@ -1,7 +1,8 @@
 """The whole audit under ``--strategy mirrored`` over two logical CPUs: every section's heavy loop
 (prediction, attribution, fine-tuning, feature visualisation, counterfactuals, PGD) hands its
 batches to both replicas. A child process (the devices must be set before TensorFlow starts)
-records, at the audit's two distributed entry points, which replicas ran a share for whom."""
+records, at the audit's two distributed entry points, which replicas ran a share for whom; and
+featureviz renders the same images on two replicas as on one."""
 
 from __future__ import annotations
 
@@ -94,6 +95,19 @@ CHILD = textwrap.dedent("""
     run_audit(config)
     json.dump({where: sorted(replicas) for where, replicas in seen.items()},
               open(out + "/seen.json", "w"), indent=1)
+
+    # The split does not change featureviz's images: each share draws the batch's transforms.
+    import numpy as np
+    from auditor.inputs.models import load_model
+    from auditor.methods.featureviz.recipes import Recipe, visualise_classes
+    mirrored = distribute.make_distribution("mirrored")
+    with mirrored.scope():
+        handle = load_model(model)
+    handle.distribution = mirrored
+    recipe = Recipe(steps=16, snapshots=(), l2=30.0, tv=8.0)
+    images = [visualise_classes(h, [0, 1, 2, 3, 4], recipe).images
+              for h in (handle, load_model(model))]
+    open(out + "/featureviz_gap.txt", "w").write(str(float(np.abs(images[0] - images[1]).max())))
 """)
 
 # Each section's heavy loop and the module that runs it.
@@ -122,3 +136,4 @@ def test_every_heavy_loop_of_a_mirrored_audit_runs_on_both_replicas(tmp_path, di
     assert not errors, errors  # every section ran
     on_both = {loop: seen.get(where) for loop, where in HEAVY.items()}
     assert all(replicas == [0, 1] for replicas in on_both.values()), (on_both, seen)
+    assert float((tmp_path / "featureviz_gap.txt").read_text()) <= 1e-5
