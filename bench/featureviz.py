@@ -127,9 +127,12 @@ def section_renders(handle, real_image, mean_image, steps: int, old: bool, scale
     channel = objectives.channel("conv3", list(range(8)))
     channels = dataclasses.replace(recipe, l2=np.full(8, 30.0), tv=np.full(8, 8.0))
     started, images, traces = time.perf_counter(), [], traced(handle)
-    for args in ((scale * objective, weighted, 40, inits, real_image),
-                 (scale * objectives.class_logit(classes), recipe.unregularised(), 10),
-                 (scale * channel, channels, 8)):
+    def scaled(goal):  # the same form unless nudged
+        return goal if scale == 1 else scale * goal
+
+    for args in ((scaled(objective), weighted, 40, inits, real_image),
+                 (scaled(objectives.class_logit(classes)), recipe.unregularised(), 10),
+                 (scaled(channel), channels, 8)):
         rendering, count = optimise(handle, *args, old=old)
         images.append(rendering.images)
         traces += count
@@ -184,8 +187,7 @@ def compare_loops(handle, digits_x, steps: int) -> None:
               f"{second[2]}")
     fresh = [merged_section(handle, steps) for _ in range(2)]
     print(f"  one path, merged (the section now): {fresh[0][0]:6.2f} s + {fresh[1][0]:6.2f} s; "
-          f"traces {fresh[0][1]} + {fresh[1][1]} (its forms were traced above: see the "
-          "test for a fresh model)")
+          f"traces {fresh[0][1]} + {fresh[1][1]} (the unregularised form was traced above)")
     old, new = seen["old loop, 3 renders"][0], seen["one path, 3 renders"][0]
     nudged = section_renders(handle, digits_x[0], mean, steps, True, scale=1 + 1e-6)[0]
     print(f"  ratio (old / one path), first audit: "
@@ -236,7 +238,7 @@ def batch_and_speed(digits, args) -> None:
     print(f"  32 px  demo CNN,    batch {len(classes):2d}: {1 / batch.seconds_per_step():7.1f} "
           f"steps/s ({len(classes) / batch.seconds_per_step():.0f} images/s)")
     with tempfile.TemporaryDirectory() as folder:
-        big = attach(mobilenet_handle(folder), args.replicas)
+        big = attach(lambda: mobilenet_handle(folder), args.replicas)
         big_classes = list(range(args.big_batch))
         result = render(big, big_classes, recipe, args.big_steps)
         print(f"  224 px MobileNetV2, batch {len(big_classes):2d}: "
@@ -245,12 +247,17 @@ def batch_and_speed(digits, args) -> None:
               f"first step {result.chunks[0][1]:.1f} s")
 
 
-def attach(handle, replicas: int):
-    """The handle under a mirrored strategy over ``replicas`` logical CPUs (1: none)."""
-    if replicas > 1:
-        from auditor.predict.distribute import make_distribution
+def attach(load, replicas: int):
+    """``load()``'s handle under a mirrored strategy over ``replicas`` logical CPUs (1: none),
+    its variables made in the strategy's scope as the pipeline makes them."""
+    if replicas == 1:
+        return load()
+    from auditor.predict.distribute import make_distribution
 
-        handle.distribution = make_distribution("mirrored")
+    distribution = make_distribution("mirrored")
+    with distribution.scope():
+        handle = load()
+    handle.distribution = distribution
     return handle
 
 
@@ -273,7 +280,7 @@ def main() -> None:
     from auditor.inputs.models import load_model
     from auditor.methods.featureviz.recipes import Recipe
 
-    digits = attach(load_model("demo"), args.replicas)
+    digits = attach(lambda: load_model("demo"), args.replicas)
     x = load_dataset("sklearn:digits:test", digits.input_shape,
                      digits.num_classes).images(np.arange(64))
     print(f"uptime: {open('/proc/loadavg').read().split()[:3]} (load over 1, 5, 15 min) on "
