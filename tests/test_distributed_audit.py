@@ -1,8 +1,9 @@
 """The whole audit under ``--strategy mirrored`` over two logical CPUs: every section's heavy loop
 (prediction, attribution, fine-tuning, feature visualisation, counterfactuals, PGD) hands its
 batches to both replicas. A child process (the devices must be set before TensorFlow starts)
-records, at the audit's two distributed entry points, which replicas ran a share for whom; and
-featureviz renders the same images on two replicas as on one."""
+records, at the audit's two distributed entry points, which replicas ran a share for whom;
+featureviz renders the same images on two replicas as on one; and a batch of one image, fewer than
+the replicas, runs."""
 
 from __future__ import annotations
 
@@ -97,6 +98,7 @@ CHILD = textwrap.dedent("""
               open(out + "/seen.json", "w"), indent=1)
 
     # The split does not change featureviz's images: each share draws the batch's transforms.
+    import dataclasses
     import numpy as np
     from auditor.inputs.models import load_model
     from auditor.methods.featureviz.recipes import Recipe, visualise_classes
@@ -108,6 +110,14 @@ CHILD = textwrap.dedent("""
     images = [visualise_classes(h, [0, 1, 2, 3, 4], recipe).images
               for h in (handle, load_model(model))]
     open(out + "/featureviz_gap.txt", "w").write(str(float(np.abs(images[0] - images[1]).max())))
+
+    # Fewer images than replicas: the batch runs whole (an empty share would crash oneDNN).
+    from auditor.methods.attacks import pgd
+    from auditor.methods.attribution import attribute
+    one = images[1][:1]
+    visualise_classes(handle, [3], dataclasses.replace(recipe, steps=2))
+    attribute(handle, one, [3], "integrated_gradients")
+    pgd(handle, one, [3], 0.03, steps=2)
 """)
 
 # Each section's heavy loop and the module that runs it.

@@ -50,15 +50,17 @@ class Context:
         if features is not None:  # from the prediction pass: no section makes a second one
             self.cache.setdefault("features", features)
 
-    def features(self):
+    def features(self, visit=None):
         """Penultimate features (N, D) of every audit image, computed in the prediction pass
         itself and shared by the sections that need them (triage, discovery, embeddings); None
-        when the model cannot be split before its final layer."""
+        when the model cannot be split before its final layer. ``visit(images, positions)``
+        sees each batch on the way when the features are computed now (never when they were
+        made before)."""
         if "features" not in self.cache:
             from auditor.predict.predictions import penultimate_features
 
             self.cache["features"] = penultimate_features(self.handle, self.dataset,
-                                                          self.config.batch_size)
+                                                          self.config.batch_size, visit=visit)
         return self.cache["features"]
 
     def saliency(self, method: str, positions, targets, *, contrast=None, images=None,

@@ -179,17 +179,13 @@ def fingerprint_all(dataset, batch_size: int = 256):
 def features_and_fingerprints(ctx: Context):
     """The shared penultimate features and the audit images' fingerprints, in one pass over
     the data when the features are not computed yet (streaming costs about half a model pass)."""
-    from auditor.predict.predictions import penultimate_features
-
     parts: list = []
-    if "features" not in ctx.cache:
-        ctx.cache["features"] = penultimate_features(
-            ctx.handle, ctx.dataset, ctx.config.batch_size,
-            visit=lambda images, _: parts.append(duplicates.fingerprints(np.asarray(images))))
+    features = ctx.features(
+        visit=lambda images, _: parts.append(duplicates.fingerprints(np.asarray(images))))
     if not parts:  # computed before, or the model could not be split
-        return ctx.cache["features"], fingerprint_all(ctx.dataset)
-    return ctx.cache["features"], (np.concatenate([e for e, _ in parts]),
-                                   np.concatenate([h for _, h in parts]))
+        return features, fingerprint_all(ctx.dataset)
+    return features, (np.concatenate([e for e, _ in parts]),
+                      np.concatenate([h for _, h in parts]))
 
 
 def data_health(ctx, options, fingerprints, reference, self_neighbours, audit_neighbours):
