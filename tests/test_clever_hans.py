@@ -202,6 +202,7 @@ def test_the_report_shows_every_part(clean_run):
     for heading in ("Injection test", "Discovery", "Image properties", "Penultimate features"):
         assert heading in html
     assert "learned and visible" in html and "nothing planted, nothing seen" in html
+    assert "No property confirmed" in html and "screened, unconfirmed" in html  # the looks
     assert html.count("<img") == html.count('alt="') > 10
     sources = re.findall(r'src="([^"]*)"', html)
     assert sources and all(s.startswith("data:image/png;base64,") for s in sources)

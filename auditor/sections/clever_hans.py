@@ -323,8 +323,10 @@ def run(ctx: Context, options: Options) -> SectionResult:
               "measured for reliance (flip rate, without saliency) and for visibility (how much "
               "of each method's |relevance| falls inside the shortcut's mask, relative to its "
               "area; 1 is chance). Discovery: per class, the model's saliency maps and penultimate "
-              "features are clustered; each class's most suspicious group is removed from its "
-              "members and pasted onto other classes' images, and only a class whose "
+              "features are clustered and image properties screened (brightness, colour casts, "
+              "lightness ramps, borders, corners); each class's most suspicious group is "
+              "removed from its members and pasted onto other classes' images, and only a class "
+              "whose "
               "intervention measurably moves the model is reported as relying on a shortcut. "
               "Maps show |relevance|, brighter is more.",
         summary={NAME: summary}, data=data, checks=checks)
