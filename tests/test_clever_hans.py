@@ -295,6 +295,34 @@ def test_a_property_that_moves_another_class_score_is_flagged_and_a_look_is_not(
     assert rows[0]["property"] == "brightness" and rows[0]["confirmed_classes"] == ["3"]
 
 
+def test_a_colour_cast_the_model_uses_is_flagged_on_rgb_images(digits_test, digits_handle):
+    """RGB digits (a little colour noise on the grey ones, every other 3 tinted red); a model
+    that reads the grey level, and one whose class-3 score also rises with the red cast."""
+    from auditor.methods.shortcuts.intervention import probabilities
+    from auditor.methods.shortcuts.properties import image_properties, property_search
+
+    x, y = digits_test
+    rgb = np.clip(np.repeat(x, 3, axis=-1) + np.random.default_rng(0).normal(
+        0, 0.03, (len(x), 1, 1, 3)), 0, 1).astype(np.float32)
+    marked = np.flatnonzero(y == 3)[::2]
+    rgb[marked] = shortcuts.tint(rgb[marked], value=(1.0, 0.0, 0.0))[0]
+    names = [str(c) for c in range(10)]
+    red = image_properties(rgb)["red cast"]
+
+    def grey(batch):
+        return np.asarray(digits_handle.logits_fn(np.asarray(batch).mean(-1, keepdims=True)))
+
+    def reddish(batch):
+        level = (image_properties(batch)["red cast"] - red.mean()) / red.std()
+        return grey(batch) + np.eye(10)[3] * 8 * level[:, None]
+
+    _, clean, _ = property_search(grey, rgb, y, probabilities(grey, rgb), names)
+    assert not any(f.confirmed for f in clean)
+    _, found, _ = property_search(reddish, rgb, y, probabilities(reddish, rgb), names)
+    confirmed = [(f.property, f.name) for f in found if f.confirmed]
+    assert ("red cast", "3") in confirmed and all(c == "3" for _, c in confirmed), confirmed
+
+
 @pytest.fixture(scope="module")
 def other_clean_cnn(digits_train, tmp_path_factory):
     """A clean CNN of another architecture than the demo's (global average pooling, seed 1),
