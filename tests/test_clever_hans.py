@@ -186,10 +186,10 @@ def shaped_copies(digits_handle, digits_test):
 def test_a_border_line_and_a_colour_cast_are_discovered_and_confirmed(shaped_copies, name):
     found = shaped_copies[name]
     assert found.flagged and not found.false_flags, (found.target.summary(), found.false_flags)
-    members = found.target.suspect.members
-    assert np.isin(members, found.marked).mean() > 0.7  # the group is the marked images
-    if name == "tint":
-        assert found.target.effect.region == "whole image"
+    group = found.target.suspect or found.target.property  # rows are positions here
+    assert np.isin(group.members, found.marked).mean() > 0.7  # the group is the marked images
+    if name == "tint":  # the cast moved over the whole image, as a colour map or a brightness
+        assert found.target.effect.region in ("whole image", "brightness")
 
 
 def test_the_report_shows_every_part(clean_run):
