@@ -295,6 +295,24 @@ def test_a_property_that_moves_another_class_score_is_flagged_and_a_look_is_not(
     assert rows[0]["property"] == "brightness" and rows[0]["confirmed_classes"] == ["3"]
 
 
+def test_the_property_screen_holds_its_false_alarm_rate_under_the_null():
+    """Properties that have nothing to do with the scores pass the permutation bound in about
+    FALSE_ALARM of the runs; one that drives a class's score passes it every time."""
+    from auditor.methods.shortcuts.properties import FALSE_ALARM, PERMUTATIONS, output_dependence
+
+    runs, passed = 60, 0
+    for seed in range(runs):
+        rng = np.random.default_rng(seed)
+        labels = rng.integers(0, 6, 240)
+        values, scores = rng.normal(size=(240, 4)), rng.normal(size=(240, 6))
+        rho, null = output_dependence(values, labels, scores, PERMUTATIONS, seed)
+        passed += np.abs(rho).max() >= np.quantile(null, 1 - FALSE_ALARM)
+    assert passed <= 3  # expected 0.6; 3 or fewer with probability 0.997
+    scores[:, 2] += 0.5 * values[:, 0]  # a property that raises class 2's score
+    rho, null = output_dependence(values, labels, scores, PERMUTATIONS, 0)
+    assert abs(rho[0, 2]) >= np.quantile(null, 1 - FALSE_ALARM) and rho[0, 2] > 0
+
+
 def test_a_colour_cast_the_model_uses_is_flagged_on_rgb_images(digits_test, digits_handle):
     """RGB digits (a little colour noise on the grey ones, every other 3 tinted red); a model
     that reads the grey level, and one whose class-3 score also rises with the red cast."""
