@@ -105,8 +105,9 @@ PLANNED = {"steps": 25, "max_train": 200, "max_eval": 200, "explain": 16, "max_d
 def passes(options: Options, facts: Facts) -> Passes:
     """Each copy's fine-tuning steps, the measurements of each planted shortcut and of the
     control's probes (re-prediction, maps of the explained images and of the target class),
-    and discovery on the audited model."""
+    and discovery on the audited model (its maps, and the property check's interventions)."""
     from auditor.methods.attribution.registry import attribution_rows
+    from auditor.methods.shortcuts.properties import forward_passes
 
     methods, discovery = resolve_methods(options)
     copies = len(options.shortcuts) + options.control
@@ -127,7 +128,8 @@ def passes(options: Options, facts: Facts) -> Passes:
                     traces=2 + 2 * len(methods))
     measuring = Passes(forward=measures * (2 * held + explained[0] + own[0]),
                        backward=measures * (explained[1] + own[1]))
-    return tuning + measuring + Passes(forward=found[0], backward=found[1], traces=1)
+    checked = forward_passes(min(per_class * facts.classes, facts.images), facts.classes)
+    return tuning + measuring + Passes(forward=found[0] + checked, backward=found[1], traces=1)
 
 
 @dataclass

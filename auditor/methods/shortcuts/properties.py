@@ -44,7 +44,8 @@ FALSE_ALARM = 0.01  # family-wise, over every property and class, of the screen
 PERMUTATIONS = 200  # the screen's null: within-class permutations of each property
 MIN_PER_CLASS = 8  # classes with fewer images add nothing to the within-class correlation
 MIN_SIDE = 4  # a split side smaller than this is noise, not a group
-MAX_CANDIDATES = 20  # interventions per model at most (each costs 2 x max_others forwards)
+MAX_CANDIDATES = 20  # interventions per model at most
+MAX_OTHERS = 200  # other classes' images each intervention moves the property on (and control)
 # Confirmation bounds on the lower 95% end of the flip-rate excess, by the rule the cluster
 # interventions' bounds follow (intervention.py): twice the largest value over the (property,
 # class) pairs with nothing planted, rounded up to 0.05, measured on models other than the demo
@@ -254,7 +255,7 @@ def property_interventions(values: np.ndarray, template: np.ndarray, local: bool
 
 def measure_property(logits_fn, images: np.ndarray, labels: np.ndarray, probs: np.ndarray,
                      finding: PropertyFinding, values: np.ndarray, side: np.ndarray,
-                     seed: int = 0, max_others: int = 200) -> Effect:
+                     seed: int = 0, max_others: int = MAX_OTHERS) -> Effect:
     """Put the suspect side's property onto other classes' images (beside its control) and take
     it from the members: the flip rate onto the class beyond the control confirms."""
     from auditor.methods.shortcuts.intervention import probabilities
@@ -291,6 +292,12 @@ def measure_property(logits_fn, images: np.ndarray, labels: np.ndarray, probs: n
                   drop_control=float(rest_drops.mean()),
                   drop_excess=two_sample_excess(drops, rest_drops, seed), members=len(members),
                   confirmed=bool(excess[1] >= (LOCAL_FLIP_BOUND if local else FLIP_BOUND)))
+
+
+def forward_passes(images: int, classes: int) -> int:
+    """Forward passes of the property search at most, for the compute plan: per candidate,
+    the class's images and twice the other classes' images."""
+    return MAX_CANDIDATES * (images // max(classes, 1) + 2 * min(MAX_OTHERS, images))
 
 
 def property_search(logits_fn, images: np.ndarray, labels: np.ndarray, probs: np.ndarray,
