@@ -293,6 +293,16 @@ def test_a_property_that_moves_another_class_score_is_flagged_and_a_look_is_not(
     assert confirmed and confirmed[0].property == "brightness" and confirmed[0].name == "3"
     assert confirmed[0].effect.flip_excess[1] >= FLIP_BOUND
     assert rows[0]["property"] == "brightness" and rows[0]["confirmed_classes"] == ["3"]
+    from auditor.methods.shortcuts.search import Finding
+    from auditor.sections.clever_hans import finding_sentence
+
+    finding = Finding(3, "3", None, None, confirmed, confirmed[0].effect, "properties")
+    assert finding.confirmed and finding.property is confirmed[0]
+    sentence = finding_sentence(finding, names)
+    assert sentence.startswith(f"class 3 relies on its brightness in {len(confirmed[0].members)}"
+                               f" of {confirmed[0].class_size} images (found by the property")
+    assert "moving the brightness of other classes' images as much makes" in sentence
+    assert finding.summary()["property"]["property"] == "brightness"
 
 
 def test_the_property_screen_holds_its_false_alarm_rate_under_the_null():

@@ -328,8 +328,8 @@ def run(ctx: Context, options: Options) -> SectionResult:
               "features are clustered and image properties screened (brightness, colour casts, "
               "lightness ramps, borders, corners); each class's most suspicious group is "
               "removed from its members and pasted onto other classes' images, and only a class "
-              "whose "
-              "intervention measurably moves the model is reported as relying on a shortcut. "
+              "whose intervention measurably moves the model is reported as relying on a "
+              "shortcut. "
               "Maps show |relevance|, brighter is more.",
         summary={NAME: summary}, data=data, checks=checks)
 
@@ -444,18 +444,21 @@ def finding_sentence(finding, class_names: list[str]) -> str:
         where, found, of = f"its {prop.property}", "the property check", prop.class_size
         pasted = (f"moving the {prop.property} of other classes' images as much" if not
                   effect.local else f"setting the {prop.property} of other classes' images so")
+        control = ("unchanged" if not effect.local
+                   else "with the rest of the class's value there instead")
     else:
         where = ("a change over the whole image (a colour or lightness shift)"
                  if effect.region == "whole image" else f"a mark in the {effect.region}"
                  if effect.region != "changed pixels" else "a pattern of pixels")
         found, of = f"its {suspect.signal}", len(suspect.positions)
         pasted = "pasting it onto other classes' images"
+        control = "with the class's own look there instead"
     low, high = effect.flip_interval
     return (f"class {finding.name} relies on {where} in {effect.members} of {of} images "
             f"(found by {found}); {pasted} makes {effect.flip_rate:.0%} of them a "
-            f"{finding.name} (95% CI {low:.0%}-{high:.0%}; {effect.flip_control:.0%} with the "
-            f"class's own look there instead), and removing it lowers the class's probability "
-            f"by {effect.score_drop:.2f} on average")
+            f"{finding.name} (95% CI {low:.0%}-{high:.0%}; {effect.flip_control:.0%} "
+            f"{control}), and removing it lowers the class's probability by "
+            f"{effect.score_drop:.2f} on average")
 
 
 def property_part(ctx: Context, images: np.ndarray, labels: np.ndarray, positions: np.ndarray,
