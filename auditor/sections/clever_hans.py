@@ -444,7 +444,7 @@ def finding_sentence(finding, class_names: list[str]) -> str:
         where, found, of = f"its {prop.property}", "the property check", prop.class_size
         pasted = (f"moving the {prop.property} of other classes' images as much" if not
                   effect.local else f"setting the {prop.property} of other classes' images so")
-        control = ("unchanged" if not effect.local
+        control = ("when left unchanged" if not effect.local
                    else "with the rest of the class's value there instead")
     else:
         where = ("a change over the whole image (a colour or lightness shift)"
