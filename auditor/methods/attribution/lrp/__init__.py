@@ -50,13 +50,14 @@ def _relevance_fn(handle, composite: Composite):
                                           tf.ones(handle.input_shape)]))
     low = tf.reduce_min(bounds, axis=0, keepdims=True)
     high = tf.reduce_max(bounds, axis=0, keepdims=True)
+    nonneg_input = bool((low.numpy() >= 0).all())  # e.g. pixels in [0, 1] or [0, 255]
 
     def maps(images, target, other):
         with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
             tape.watch(images)
             x = transform.to_model(images)
             walk = Walk(composite, tape)
-            walk.start(x, low, high)
+            walk.start(x, low, high, nonneg=nonneg_input)
             logits = walk.run(handle.logits_model, x)
             total = tf.reduce_sum(pick_scores(logits, target, other, "logit"))
         first = [t for f in walk.first for t in (f.a, f.low, f.high)]

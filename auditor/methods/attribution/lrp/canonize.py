@@ -18,13 +18,15 @@ from auditor.errors import AuditorError
 
 @dataclass(frozen=True)
 class Step:
-    """One linear map: ``apply(a, kernel, bias)``, its kernel and bias (None for no bias), and
-    ``kind`` ('dense' or 'conv') choosing the composite's rule."""
+    """One linear map: ``apply(a, kernel, bias)``, its kernel and bias (None for no bias),
+    ``kind`` ('dense' or 'conv') choosing the composite's rule, and ``mixes_channels`` (every
+    output reads every input channel, so inputs may be stacked on the channel axis)."""
 
     apply: Callable
     kernel: object
     bias: object
     kind: str
+    mixes_channels: bool = False
 
 
 def linear_types():
@@ -66,7 +68,8 @@ def _steps(layer) -> list[Step]:
     dense, conv, depthwise, separable = linear_types()
     bias = layer.bias if getattr(layer, "use_bias", False) else None
     if isinstance(layer, dense):
-        return [Step(lambda a, k, b: _add_bias(ops.matmul(a, k), b), layer.kernel, bias, "dense")]
+        return [Step(lambda a, k, b: _add_bias(ops.matmul(a, k), b), layer.kernel, bias, "dense",
+                     True)]
     _check_layout(layer)
     geometry = {"strides": layer.strides, "padding": layer.padding,
                 "dilation_rate": layer.dilation_rate, "data_format": "channels_last"}
@@ -74,14 +77,14 @@ def _steps(layer) -> list[Step]:
         return [Step(lambda a, k, b: ops.depthwise_conv(a, k, **geometry),
                      layer.depthwise_kernel, None, "conv"),
                 Step(lambda a, k, b: _add_bias(ops.conv(a, k, padding="valid"), b),
-                     layer.pointwise_kernel, bias, "conv")]
+                     layer.pointwise_kernel, bias, "conv", True)]
     if isinstance(layer, depthwise):
         return [Step(lambda a, k, b: _add_bias(ops.depthwise_conv(a, k, **geometry), b),
                      layer.kernel, bias, "conv")]
     if isinstance(layer, conv) and not isinstance(layer, keras.layers.Conv1DTranspose | (
             keras.layers.Conv2DTranspose)):
         return [Step(lambda a, k, b: _add_bias(layer.convolution_op(a, k), b), layer.kernel,
-                     bias, "conv")]
+                     bias, "conv", getattr(layer, "groups", 1) == 1)]
     raise AuditorError(f"LRP cannot propagate through layer '{layer.name}' "
                        f"({type(layer).__name__})")
 
@@ -112,7 +115,8 @@ def linear_steps(layer, bn=None) -> list[Step]:
     # a depthwise kernel is (h, w, in, multiplier); output channel i * multiplier + m
     kernel_scale = ops.reshape(scale, last.kernel.shape[-2:]) if _is_depthwise(layer) else scale
     bias = shift if last.bias is None else last.bias * scale + shift
-    return steps[:-1] + [Step(last.apply, last.kernel * kernel_scale, bias, last.kind)]
+    return steps[:-1] + [Step(last.apply, last.kernel * kernel_scale, bias, last.kind,
+                              last.mixes_channels)]
 
 
 def _is_depthwise(layer) -> bool:

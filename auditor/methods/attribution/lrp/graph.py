@@ -47,6 +47,18 @@ def _layer_groups():
     return shape, gradient, elementwise
 
 
+NONNEGATIVE_ACTIVATIONS = ("relu", "relu6", "sigmoid", "hard_sigmoid", "softplus", "exponential")
+
+
+def _nonnegative_output(op) -> bool:
+    """Whether the layer's output is >= 0 whatever its input (a ReLU, a sigmoid)."""
+    import keras
+
+    if isinstance(op, keras.layers.ReLU):
+        return not op.negative_slope and op.threshold >= 0
+    return getattr(getattr(op, "activation", None), "__name__", "") in NONNEGATIVE_ACTIVATIONS
+
+
 def passed(x, y):
     """``y`` in the forward pass; backward, the gradient times ``y / x``, so that relevance
     ``x * grad`` reaching ``x`` equals that at ``y`` (computed in the backward pass only)."""
@@ -93,9 +105,23 @@ class Walk:
     tape: object
     level: dict = field(default_factory=dict)  # id(tensor) -> (tensor, InputLevel)
     first: list = field(default_factory=list)
+    nonneg: dict = field(default_factory=dict)  # id(tensor) -> tensor, for tensors known >= 0
 
-    def start(self, x, low, high):
+    def start(self, x, low, high, nonneg: bool = False):
         self.level[id(x)] = (x, InputLevel(x, low, high))
+        if nonneg:
+            self.nonneg[id(x)] = x
+
+    def _is_nonneg(self, *tensors) -> bool:
+        import tensorflow as tf
+
+        flat = tf.nest.flatten(tensors)
+        return bool(flat) and all(self.nonneg.get(id(t)) is t for t in flat)
+
+    def _keep_nonneg(self, y, known: bool):
+        if known:
+            self.nonneg[id(y)] = y
+        return y
 
     def run(self, model, x):
         """The model's output on ``x`` through the LRP layers."""
@@ -149,31 +175,34 @@ class Walk:
             lo, hi = op(level.low), op(level.high)
             import tensorflow as tf
             self._mark(y, InputLevel(level.shadow, tf.minimum(lo, hi), tf.maximum(lo, hi)))
-        return y if exact else passed(x, y)
+        return self._keep_nonneg(y if exact else passed(x, y), _nonnegative_output(op))
 
     def plain(self, op, is_shape: bool, args, kwargs):
+        import keras
+
         y = op(*args, **kwargs)
         level = self._at_input(args[0]) if len(args) == 1 and is_shape else None
         if level is not None:
             self._mark(y, InputLevel(op(level.shadow), op(level.low), op(level.high)))
-        return y
+        signed = isinstance(op, keras.layers.Subtract | keras.layers.Minimum)
+        return self._keep_nonneg(y, not signed and self._is_nonneg(args))
 
     def linear(self, layer, x, bn):
         steps = linear_steps(layer, bn)
         level = self._at_input(x)
-        a = x
+        a, nonneg = x, self._is_nonneg(x)
         for i, step in enumerate(steps):
             if i == 0 and level is not None and self.composite.first == "zbox":
-                rule, a = self._zbox(a, level)
+                rule, a = self._zbox(a, level, step.mixes_channels)
             else:
                 rule = self.composite.dense if step.kind == "dense" else self.composite.conv
-            a = linear_output(*rule(step.apply, a, step.kernel, step.bias))
+            a = linear_output(*rule(step.apply, a, step.kernel, step.bias, nonneg and i == 0))
         if has_activation(layer):
             y = layer.activation(a)
             a = y if _is_plain_relu(layer) else passed(a, y)
-        return a
+        return self._keep_nonneg(a, _nonnegative_output(layer))
 
-    def _zbox(self, x, level: InputLevel):
+    def _zbox(self, x, level: InputLevel, stacked: bool):
         import tensorflow as tf
 
         a = tf.identity(tf.stop_gradient(x))
@@ -182,4 +211,4 @@ class Walk:
         for tensor in (a, low, high):
             self.tape.watch(tensor)
         self.first.append(FirstLayer(a, low, high, level.shadow))
-        return ZBox(low, high), a
+        return ZBox(low, high, stacked), a

@@ -4,8 +4,9 @@ A linear layer ``z = f(a, W, b)`` keeps its forward value ``z``, but its gradien
 through the rule's modified pre-activation ``z_m = f_m(a)``, scaled by ``z / stab(z_m)``: the
 gradient that reaches ``a`` is ``W_m^T (c * z / z_m)``, so relevance ``R = a * gradient`` is
 propagated by the rule's modified weights ``W_m`` in the same backward pass that autodiff takes
-anyway (one custom gradient, a multiplication, per layer). Every rule returns ``(z, z_m, eps)``
-(``z_m`` None for "z itself"); ``linear_output`` joins them.
+anyway (one custom gradient, a multiplication, per layer). Every rule is called with
+``(apply, a, kernel, bias, nonneg)`` (``nonneg``: the walk knows ``a >= 0``, e.g. after a ReLU)
+and returns ``(z, z_m, eps)`` (``z_m`` None for "z itself"); ``linear_output`` joins them.
 
 Stabiliser as in Zennit: ``z + eps * sign(z)`` with sign(0) = +1.
 """
@@ -21,7 +22,7 @@ STABILISER = 1e-6  # Zennit's default for the gamma, alpha-beta and z-box rules
 def stabilise(z, eps: float):
     import tensorflow as tf
 
-    return z + eps * tf.where(z >= 0, tf.ones_like(z), -tf.ones_like(z))
+    return tf.where(z >= 0, z + eps, z - eps)
 
 
 def _pos(w):
@@ -56,8 +57,11 @@ def linear_output(z, zm, eps: float):
 
     @tf.custom_gradient
     def routed(value, *modified):
-        ratios = [w * value / stabilise(m, eps) for w, m in zip(weights, modified, strict=True)]
-        return tf.identity(value), lambda c: (tf.zeros_like(c), *(c * r for r in ratios))
+        def backward(c):
+            scaled = [c * value / stabilise(m, eps) for m in modified]
+            return (None, *(g if w == 1 else w * g for w, g in zip(weights, scaled, strict=True)))
+
+        return tf.identity(value), backward
 
     return routed(tf.stop_gradient(z), *(m for _, m in parts))
 
@@ -69,7 +73,7 @@ class Epsilon:
 
     epsilon: float = 1e-6
 
-    def __call__(self, apply: Callable, a, kernel, bias):
+    def __call__(self, apply: Callable, a, kernel, bias, nonneg=False):
         return apply(a, kernel, bias), None, self.epsilon
 
 
@@ -80,7 +84,7 @@ class Gamma:
 
     gamma: float = 0.25
 
-    def __call__(self, apply, a, kernel, bias):
+    def __call__(self, apply, a, kernel, bias, nonneg=False):
         z = apply(a, kernel, bias)
         zm = apply(a, kernel + self.gamma * _pos(kernel),
                    None if bias is None else bias + self.gamma * _pos(bias))
@@ -90,20 +94,27 @@ class Gamma:
 @dataclass(frozen=True)
 class AlphaBeta:
     """LRP-alpha-beta (Bach et al. 2015): positive and negative contributions propagated apart,
-    weighted alpha and -beta (alpha - beta = 1). Inputs are split by sign as in Zennit."""
+    weighted alpha and -beta (alpha - beta = 1). Inputs are split by sign as in Zennit; on an
+    input known to be non-negative (after a ReLU) its negative part is zero, so the convolutions
+    of it are dropped: exact, and half the work."""
 
     alpha: float = 1.0
     beta: float = 0.0
 
-    def __call__(self, apply, a, kernel, bias):
+    def __call__(self, apply, a, kernel, bias, nonneg=False):
         z = apply(a, kernel, bias)
-        ap, an = _pos(a), _neg(a)
         kp, kn = _pos(kernel), _neg(kernel)
-        positive = apply(ap, kp, _pos(bias)) + apply(an, kn, None)
+        ap, an = (a, None) if nonneg else (_pos(a), _neg(a))
+        positive = _sum(apply(ap, kp, _pos(bias)), an, lambda: apply(an, kn, None))
         if not self.beta:
             return z, positive, STABILISER
-        negative = apply(ap, kn, _neg(bias)) + apply(an, kp, None)
+        negative = _sum(apply(ap, kn, _neg(bias)), an, lambda: apply(an, kp, None))
         return z, [(self.alpha, positive), (-self.beta, negative)], STABILISER
+
+
+def _sum(part, negative_input, other):
+    """``part`` plus the negative input's share, when the input has a negative part."""
+    return part if negative_input is None else part + other()
 
 
 @dataclass(frozen=True)
@@ -111,15 +122,25 @@ class ZBox:
     """The z^B rule for the first layer (Montavon et al. 2017): inputs bounded by ``low`` and
     ``high``; relevance ``a * g_a + low * g_low + high * g_high``, so low and high are
     inputs of the modified pass too (the walker watches them). The bias takes no relevance:
-    ``z_m = W a - W+ low - W- high``, as in Montavon's tutorial code and Zennit's ``ZBox``."""
+    ``z_m = W a - W+ low - W- high``, as in Montavon's tutorial code and Zennit's ``ZBox``.
+    Where the layer mixes channels (``stacked``: a Dense or a full convolution), the three terms
+    are one convolution of ``[a, low, high]`` stacked on the channel axis with
+    ``[W, -W+, -W-]``: one forward and one backward op instead of three each."""
 
     low: object
     high: object
+    stacked: bool = False
 
-    def __call__(self, apply, a, kernel, bias):
+    def __call__(self, apply, a, kernel, bias, nonneg=False):
+        import tensorflow as tf
+
         z = apply(a, kernel, bias)
-        zm = (apply(a, kernel, None) - apply(self.low, _pos(kernel), None)
-              - apply(self.high, _neg(kernel), None))
+        if self.stacked:
+            zm = apply(tf.concat([a, self.low, self.high], axis=-1),
+                       tf.concat([kernel, -_pos(kernel), -_neg(kernel)], axis=-2), None)
+        else:
+            zm = (apply(a, kernel, None) - apply(self.low, _pos(kernel), None)
+                  - apply(self.high, _neg(kernel), None))
         return z, zm, STABILISER
 
 
