@@ -141,3 +141,39 @@ def fold_plan(graph) -> dict[int, object]:
                 and len(producer._outbound_nodes) == 1):
             folds[id(producer)] = op
     return folds
+
+
+def is_rectifier(op) -> bool:
+    """A ReLU or ReLU6 (any cap): ``y >= 0``, ``y = 0`` exactly where ``z <= 0``, so relevance
+    passed through it unchanged (Zennit's ``Pass``) joins the linear rule before it as one
+    ratio ``y / stab(z_m)`` (see ``rules.linear_output``)."""
+    import keras
+
+    if isinstance(op, keras.layers.ReLU):
+        return not op.negative_slope and not op.threshold
+    if isinstance(op, keras.layers.Activation) or is_linear_layer(op):
+        return getattr(getattr(op, "activation", None), "__name__", "") in ("relu", "relu6")
+    return False
+
+
+def _only_consumer(layer):
+    """The one operation reading ``layer``'s output, or None."""
+    nodes = layer._outbound_nodes
+    return nodes[0].operation if len(nodes) == 1 else None
+
+
+def activation_plan(graph, folds: dict) -> dict[int, object]:
+    """{id(linear layer): the ReLU/ReLU6 layer right after it (or after the BatchNormalization
+    folded into it)}, when nothing else reads what lies between: the walk applies it inside the
+    linear layer, which saves two elementwise passes per layer."""
+    plan = {}
+    for op in graph.operations:
+        if not is_linear_layer(op) or has_activation(op):
+            continue
+        after = _only_consumer(op)
+        if after is not None and after is folds.get(id(op)):
+            after = _only_consumer(after)
+        if (after is not None and not is_linear_layer(after) and is_rectifier(after)
+                and len(after._inbound_nodes) == 1):
+            plan[id(op)] = after
+    return plan

@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 from auditor.errors import AuditorError
 from auditor.inputs.layers import is_model
 from auditor.methods.attribution.lrp.canonize import (
+    activation_plan,
     fold_plan,
     has_activation,
     is_linear_layer,
+    is_rectifier,
     linear_steps,
 )
 from auditor.methods.attribution.lrp.rules import Composite, ZBox, linear_output
@@ -133,18 +135,21 @@ class Walk:
             raise AuditorError(f"LRP supports models with one input; '{model.name}' has "
                                f"{len(graph.inputs)}")
         folds = fold_plan(graph)
-        folded = {id(bn) for bn in folds.values()}
-        out = graph._run_through_graph([x], operation_fn=lambda op: self.wrap(op, folds, folded))
+        fused = activation_plan(graph, folds)
+        skipped = {id(op) for op in (*folds.values(), *fused.values())}
+        out = graph._run_through_graph(
+            [x], operation_fn=lambda op: self.wrap(op, folds, fused, skipped))
         return out[0] if isinstance(out, list | tuple) and len(out) == 1 else out
 
-    def wrap(self, op, folds, folded):
+    def wrap(self, op, folds, fused, skipped):
         shape, gradient, elementwise = _layer_groups()
         if is_model(op):
             return lambda x, *args, **kwargs: self.run(op, x)
-        if id(op) in folded:
+        if id(op) in skipped:  # folded into, or applied by, the linear layer before it
             return lambda x, *args, **kwargs: x
         if is_linear_layer(op):
-            return lambda x, *args, **kwargs: self.linear(op, x, folds.get(id(op)))
+            activation = op if is_rectifier(op) else fused.get(id(op))
+            return lambda x, *args, **kwargs: self.linear(op, x, folds.get(id(op)), activation)
         if isinstance(op, elementwise):
             self._check_activation(op)
             return lambda x, *args, **kwargs: self.elementwise(op, x)
@@ -187,7 +192,9 @@ class Walk:
         signed = isinstance(op, keras.layers.Subtract | keras.layers.Minimum)
         return self._keep_nonneg(y, not signed and self._is_nonneg(args))
 
-    def linear(self, layer, x, bn):
+    def linear(self, layer, x, bn, rectifier=None):
+        """The layer's rule (z-box at the first layer), with a ReLU/ReLU6 ``rectifier`` after
+        it (its own activation or the next layer) applied inside the rule's ratio."""
         steps = linear_steps(layer, bn)
         level = self._at_input(x)
         a, nonneg = x, self._is_nonneg(x)
@@ -196,7 +203,12 @@ class Walk:
                 rule, a = self._zbox(a, level, step.mixes_channels)
             else:
                 rule = self.composite.dense if step.kind == "dense" else self.composite.conv
-            a = linear_output(*rule(step.apply, a, step.kernel, step.bias, nonneg and i == 0))
+            z, zm, eps = rule(step.apply, a, step.kernel, step.bias, nonneg and i == 0)
+            last = i == len(steps) - 1
+            if last and rectifier is not None:
+                activate = rectifier.activation if rectifier is layer else rectifier
+                return self._keep_nonneg(linear_output(z, zm, eps, activate(z)), True)
+            a = linear_output(z, zm, eps)
         if has_activation(layer):
             y = layer.activation(a)
             a = y if _is_plain_relu(layer) else passed(a, y)
