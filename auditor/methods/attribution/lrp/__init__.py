@@ -46,8 +46,9 @@ def _relevance_fn(handle, composite: Composite):
     import tensorflow as tf
 
     transform = handle.transform
-    bounds = transform.to_model(tf.stack([tf.zeros(handle.input_shape),
-                                          tf.ones(handle.input_shape)]))
+    shift = handle.display_shift  # a shifted copy's images move, and their bounds with them
+    bounds = transform.to_model(tf.stack([tf.zeros(handle.input_shape) + shift,
+                                          tf.ones(handle.input_shape) + shift]))
     low = tf.reduce_min(bounds, axis=0, keepdims=True)
     high = tf.reduce_max(bounds, axis=0, keepdims=True)
     nonneg_input = bool((low.numpy() >= 0).all())  # e.g. pixels in [0, 1] or [0, 255]

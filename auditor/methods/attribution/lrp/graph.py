@@ -173,14 +173,15 @@ class Walk:
         self.level[id(y)] = (y, level)
 
     def elementwise(self, op, x):
+        import tensorflow as tf
+
         y = op(x)
-        exact = _is_plain_relu(op)
+        y = y if _is_plain_relu(op) else passed(x, y)
         level = self._at_input(x)
-        if level is not None:
+        if level is not None:  # marked on the tensor the next layer reads
             lo, hi = op(level.low), op(level.high)
-            import tensorflow as tf
             self._mark(y, InputLevel(level.shadow, tf.minimum(lo, hi), tf.maximum(lo, hi)))
-        return self._keep_nonneg(y if exact else passed(x, y), _nonnegative_output(op))
+        return self._keep_nonneg(y, _nonnegative_output(op))
 
     def plain(self, op, is_shape: bool, args, kwargs):
         import keras
