@@ -36,8 +36,14 @@ def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[in
 
 def _padding_of(layer, spatial: tuple[int, ...]) -> tuple | None:
     """Per spatial axis (before, after) that the layer's 'same' padding adds, or None."""
+    import keras
+
     if getattr(layer, "padding", "valid") != "same":
         return None
+    if isinstance(layer, keras.layers.Conv1DTranspose | keras.layers.Conv2DTranspose
+                  | keras.layers.Conv3DTranspose):
+        raise AuditorError(f"the first layer '{layer.name}' is a transposed convolution with "
+                           "'same' padding, whose borders no bias can absorb a shift at")
     kernel = np.shape(getattr(layer, "kernel", getattr(layer, "depthwise_kernel", None)))
     pads = tuple(same_padding(n, k, s, d) for n, k, s, d in zip(
         spatial, kernel[:len(spatial)], layer.strides, layer.dilation_rate, strict=True))

@@ -60,6 +60,7 @@ def _relevance_fn(handle, composite: Composite):
             walk = Walk(composite, tape)
             walk.start(x, low, high, nonneg=nonneg_input)
             logits = walk.run(handle.logits_model, x)
+            walk.check(logits)
             total = tf.reduce_sum(pick_scores(logits, target, other, "logit"))
         first = [t for f in walk.first for t in (f.a, f.low, f.high)]
         grads = tape.gradient(total, [x, *first], unconnected_gradients="zero")

@@ -32,10 +32,11 @@ class Step:
 def linear_types():
     import keras
     from keras.src.layers.convolutional.base_conv import BaseConv
+    from keras.src.layers.convolutional.base_conv_transpose import BaseConvTranspose
     from keras.src.layers.convolutional.base_depthwise_conv import BaseDepthwiseConv
     from keras.src.layers.convolutional.base_separable_conv import BaseSeparableConv
 
-    return keras.layers.Dense, BaseConv, BaseDepthwiseConv, BaseSeparableConv
+    return keras.layers.Dense, BaseConv | BaseConvTranspose, BaseDepthwiseConv, BaseSeparableConv
 
 
 def is_linear_layer(layer) -> bool:
@@ -62,7 +63,6 @@ def _check_layout(layer) -> None:
 
 
 def _steps(layer) -> list[Step]:
-    import keras
     from keras import ops
 
     dense, conv, depthwise, separable = linear_types()
@@ -81,12 +81,22 @@ def _steps(layer) -> list[Step]:
     if isinstance(layer, depthwise):
         return [Step(lambda a, k, b: _add_bias(ops.depthwise_conv(a, k, **geometry), b),
                      layer.kernel, bias, "conv")]
-    if isinstance(layer, conv) and not isinstance(layer, keras.layers.Conv1DTranspose | (
-            keras.layers.Conv2DTranspose)):
+    if isinstance(layer, _transposed()):  # linear in a like any convolution: the same rules
+        transposed = geometry | {"output_padding": layer.output_padding}
+        return [Step(lambda a, k, b: _add_bias(ops.conv_transpose(a, k, **transposed), b),
+                     layer.kernel, bias, "conv", True)]
+    if isinstance(layer, conv):
         return [Step(lambda a, k, b: _add_bias(layer.convolution_op(a, k), b), layer.kernel,
                      bias, "conv", getattr(layer, "groups", 1) == 1)]
     raise AuditorError(f"LRP cannot propagate through layer '{layer.name}' "
                        f"({type(layer).__name__})")
+
+
+def _transposed():
+    import keras
+
+    L = keras.layers
+    return L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose
 
 
 def batchnorm_affine(bn):
@@ -113,7 +123,11 @@ def linear_steps(layer, bn=None) -> list[Step]:
     last = steps[-1]
     scale, shift = batchnorm_affine(bn)
     # a depthwise kernel is (h, w, in, multiplier); output channel i * multiplier + m
-    kernel_scale = ops.reshape(scale, last.kernel.shape[-2:]) if _is_depthwise(layer) else scale
+    kernel_scale = scale
+    if _is_depthwise(layer):
+        kernel_scale = ops.reshape(scale, last.kernel.shape[-2:])
+    elif isinstance(layer, _transposed()):  # a transposed kernel is (..., out, in)
+        kernel_scale = ops.reshape(scale, (-1, 1))
     bias = shift if last.bias is None else last.bias * scale + shift
     return steps[:-1] + [Step(last.apply, last.kernel * kernel_scale, bias, last.kind,
                               last.mixes_channels)]

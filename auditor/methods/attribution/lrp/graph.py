@@ -28,6 +28,7 @@ from auditor.methods.attribution.lrp.canonize import (
     is_rectifier,
     linear_steps,
 )
+from auditor.methods.attribution.lrp.constant import gated_product, is_gate_activation, layer_norm
 from auditor.methods.attribution.lrp.rules import Composite, ZBox, linear_output
 
 
@@ -108,6 +109,8 @@ class Walk:
     level: dict = field(default_factory=dict)  # id(tensor) -> (tensor, InputLevel)
     first: list = field(default_factory=list)
     nonneg: dict = field(default_factory=dict)  # id(tensor) -> tensor, for tensors known >= 0
+    gates: dict = field(default_factory=dict)  # id(tensor) -> tensor, a sigmoid's output
+    opaque: dict = field(default_factory=dict)  # id(tensor) -> (tensor, the op LRP cannot pass)
 
     def start(self, x, low, high, nonneg: bool = False):
         self.level[id(x)] = (x, InputLevel(x, low, high))
@@ -138,11 +141,59 @@ class Walk:
         fused = activation_plan(graph, folds)
         skipped = {id(op) for op in (*folds.values(), *fused.values())}
         out = graph._run_through_graph(
-            [x], operation_fn=lambda op: self.wrap(op, folds, fused, skipped))
+            [x], operation_fn=lambda op: self.guarded(op, folds, fused, skipped))
         return out[0] if isinstance(out, list | tuple) and len(out) == 1 else out
 
+    def check(self, output) -> None:
+        """An error naming the layer LRP cannot pass, if relevance would flow through one
+        (anywhere but into a gate, which takes none)."""
+        entry = self.opaque.get(id(output))
+        if entry is not None and entry[0] is output:
+            op = entry[1]
+            raise AuditorError(f"LRP cannot propagate relevance through layer '{op.name}' "
+                               f"({type(op).__name__}); use a gradient-based method for this "
+                               "model")
+
+    def _opaque_in(self, args):
+        import tensorflow as tf
+
+        for t in tf.nest.flatten(args):
+            entry = self.opaque.get(id(t))
+            if entry is not None and entry[0] is t:
+                return entry[1]
+        return None
+
+    def guarded(self, op, folds, fused, skipped):
+        """The op's LRP counterpart; an op LRP cannot pass, or one reading such an op's output,
+        runs as it is with its output marked (``check`` decides whether that matters)."""
+        import keras
+        import tensorflow as tf
+
+        try:
+            lrp = self.wrap(op, folds, fused, skipped)
+        except AuditorError:
+            lrp = None
+
+        def call(*args, **kwargs):
+            culprit = self._opaque_in(args)
+            if isinstance(op, keras.layers.Multiply) and lrp is not None:
+                return lrp(*args, **kwargs)
+            if lrp is not None and culprit is None:
+                return lrp(*args, **kwargs)
+            y = tf.stop_gradient(op(*args, **kwargs))
+            self.opaque[id(y)] = (y, culprit or op)
+            return y
+
+        return call
+
     def wrap(self, op, folds, fused, skipped):
+        import keras
+
         shape, gradient, elementwise = _layer_groups()
+        if isinstance(op, keras.layers.Multiply):
+            return lambda *args, **kwargs: self.multiply(op, args[0])
+        if isinstance(op, keras.layers.LayerNormalization):
+            return lambda x, *args, **kwargs: layer_norm(op, x)
         if is_model(op):
             return lambda x, *args, **kwargs: self.run(op, x)
         if id(op) in skipped:  # folded into, or applied by, the linear layer before it
@@ -172,6 +223,25 @@ class Walk:
     def _mark(self, y, level: InputLevel) -> None:
         self.level[id(y)] = (y, level)
 
+    def _known(self, table, t) -> bool:
+        return table.get(id(t)) is t
+
+    def multiply(self, op, operands):
+        """A gated product (``constant.py``): relevance to the signal, none to the gates."""
+        def is_gate(t):
+            return self._known(self.gates, t) or self._opaque_in([t]) is not None
+
+        y = gated_product(op, list(operands), is_gate)
+        signal_opaque = self._opaque_in([t for t in operands if not is_gate(t)])
+        if signal_opaque is not None:
+            self.opaque[id(y)] = (y, signal_opaque)
+        return self._keep_nonneg(y, self._is_nonneg(operands))
+
+    def _keep_gate(self, y, op):
+        if is_gate_activation(op):
+            self.gates[id(y)] = y
+        return y
+
     def elementwise(self, op, x):
         import tensorflow as tf
 
@@ -181,7 +251,7 @@ class Walk:
         if level is not None:  # marked on the tensor the next layer reads
             lo, hi = op(level.low), op(level.high)
             self._mark(y, InputLevel(level.shadow, tf.minimum(lo, hi), tf.maximum(lo, hi)))
-        return self._keep_nonneg(y, _nonnegative_output(op))
+        return self._keep_gate(self._keep_nonneg(y, _nonnegative_output(op)), op)
 
     def plain(self, op, is_shape: bool, args, kwargs):
         import keras
@@ -213,7 +283,7 @@ class Walk:
         if has_activation(layer):
             y = layer.activation(a)
             a = y if _is_plain_relu(layer) else passed(a, y)
-        return self._keep_nonneg(a, _nonnegative_output(layer))
+        return self._keep_gate(self._keep_nonneg(a, _nonnegative_output(layer)), layer)
 
     def _zbox(self, x, level: InputLevel, stacked: bool):
         import tensorflow as tf
