@@ -235,3 +235,25 @@ def test_lrp_runs_on_mobilenetv3_with_its_squeeze_excitation_and_preprocessing(t
     np.testing.assert_allclose(walked.numpy(), logits, atol=1e-5 * np.abs(logits).max())
     maps = attribute(handle, x, np.array([0, 1, 2]), "lrp")
     assert maps.shape == x.shape and np.isfinite(maps).all() and np.abs(maps).max() > 0
+
+
+def test_alpha_beta_shortcut_on_non_negative_inputs_is_exact():
+    """On an input >= 0 (after a ReLU) alpha-beta's convolutions of the negative part are
+    dropped: the modified pre-activations are the same as with them."""
+    import tensorflow as tf
+
+    from auditor.methods.attribution.lrp.rules import AlphaBeta
+
+    rng = np.random.default_rng(0)
+    a = tf.constant(np.maximum(rng.normal(size=(2, 6, 6, 3)), 0), tf.float32)
+    kernel = tf.constant(rng.normal(size=(3, 3, 3, 4)), tf.float32)
+    bias = tf.constant(rng.normal(size=4), tf.float32)
+
+    def apply(x, k, b):
+        z = tf.nn.conv2d(x, k, 1, "SAME")
+        return z if b is None else z + b
+
+    for rule in (AlphaBeta(), AlphaBeta(2.0, 1.0)):
+        full, short = rule(apply, a, kernel, bias), rule(apply, a, kernel, bias, nonneg=True)
+        for (_, m, _), (_, n, _) in zip(full[1], short[1], strict=True):
+            np.testing.assert_allclose(n.numpy(), m.numpy(), atol=1e-5)
