@@ -110,7 +110,7 @@ class Walk:
     first: list = field(default_factory=list)
     nonneg: dict = field(default_factory=dict)  # id(tensor) -> tensor, for tensors known >= 0
     gates: dict = field(default_factory=dict)  # id(tensor) -> tensor, a sigmoid's output
-    opaque: dict = field(default_factory=dict)  # id(tensor) -> (tensor, the op LRP cannot pass)
+    opaque: dict = field(default_factory=dict)  # id(tensor) -> (tensor, why LRP cannot pass it)
 
     def start(self, x, low, high, nonneg: bool = False):
         self.level[id(x)] = (x, InputLevel(x, low, high))
@@ -145,16 +145,14 @@ class Walk:
         return out[0] if isinstance(out, list | tuple) and len(out) == 1 else out
 
     def check(self, output) -> None:
-        """An error naming the layer LRP cannot pass, if relevance would flow through one
+        """The error of the layer LRP cannot pass, if relevance would flow through one
         (anywhere but into a gate, which takes none)."""
-        entry = self.opaque.get(id(output))
-        if entry is not None and entry[0] is output:
-            op = entry[1]
-            raise AuditorError(f"LRP cannot propagate relevance through layer '{op.name}' "
-                               f"({type(op).__name__}); use a gradient-based method for this "
-                               "model")
+        reason = self._opaque_in([output])
+        if reason is not None:
+            raise AuditorError(reason)
 
-    def _opaque_in(self, args):
+    def _opaque_in(self, args) -> str | None:
+        """Why relevance cannot flow back through one of ``args``, or None."""
         import tensorflow as tf
 
         for t in tf.nest.flatten(args):
@@ -170,18 +168,16 @@ class Walk:
         import tensorflow as tf
 
         try:
-            lrp = self.wrap(op, folds, fused, skipped)
-        except AuditorError:
-            lrp = None
+            lrp, reason = self.wrap(op, folds, fused, skipped), None
+        except AuditorError as exc:
+            lrp, reason = None, str(exc)
 
         def call(*args, **kwargs):
-            culprit = self._opaque_in(args)
-            if isinstance(op, keras.layers.Multiply) and lrp is not None:
-                return lrp(*args, **kwargs)
-            if lrp is not None and culprit is None:
+            upstream = self._opaque_in(args)
+            if lrp is not None and (upstream is None or isinstance(op, keras.layers.Multiply)):
                 return lrp(*args, **kwargs)
             y = tf.stop_gradient(op(*args, **kwargs))
-            self.opaque[id(y)] = (y, culprit or op)
+            self.opaque[id(y)] = (y, upstream or reason)
             return y
 
         return call
@@ -231,11 +227,15 @@ class Walk:
         def is_gate(t):
             return self._known(self.gates, t) or self._opaque_in([t]) is not None
 
-        y = gated_product(op, list(operands), is_gate)
-        signal_opaque = self._opaque_in([t for t in operands if not is_gate(t)])
-        if signal_opaque is not None:
-            self.opaque[id(y)] = (y, signal_opaque)
-        return self._keep_nonneg(y, self._is_nonneg(operands))
+        reasons = [self._opaque_in([t]) for t in operands]
+        if all(reasons):  # no signal LRP can pass: the product is as opaque as its operands
+            import tensorflow as tf
+
+            y = tf.stop_gradient(op(operands))
+            self.opaque[id(y)] = (y, reasons[0])
+            return y
+        return self._keep_nonneg(gated_product(op, list(operands), is_gate),
+                                 self._is_nonneg(operands))
 
     def _keep_gate(self, y, op):
         if is_gate_activation(op):
