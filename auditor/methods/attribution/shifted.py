@@ -101,6 +101,9 @@ class _Rebuild:
 
     def run(self, model, x):
         graph = model._functional if hasattr(model, "_functional") else model
+        if graph is None or not hasattr(graph, "_run_through_graph") or len(graph.inputs) != 1:
+            raise AuditorError(f"a shifted copy needs a functional or Sequential model with one "
+                               f"input; '{model.name}' is not one")
         out = graph._run_through_graph([x], operation_fn=self.wrap)
         return out[0] if isinstance(out, list | tuple) and len(out) == 1 else out
 
