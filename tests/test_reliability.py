@@ -76,9 +76,11 @@ def test_same_padding_is_absorbed_by_explicit_padding_with_the_shift(digits_hand
     logits = digits_handle.logits(x).numpy()
     np.testing.assert_allclose(copy.logits(x - 1).numpy(), logits, atol=1e-5 * np.abs(logits).max())
     changes, reason = input_invariance(digits_handle, x, logits.argmax(axis=1),
-                                       ["gradient", "gradient_x_input", "lrp"], method_options={})
+                                       ["gradient", "gradient_x_input", "lrp", "gradcam"],
+                                       method_options={})
     assert reason is None
     assert changes["gradient"] < 1e-5 and changes["lrp"] < 1e-5
+    assert changes["gradcam"] < 1e-5  # a layer tapped by name is found in the copy too
     assert changes["gradient_x_input"] > 0.1
 
 

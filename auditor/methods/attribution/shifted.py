@@ -50,15 +50,17 @@ def _padding_of(layer, spatial: tuple[int, ...]) -> tuple | None:
     return pads if any(any(p) for p in pads) else None
 
 
-def _shift_padding(x, delta: np.ndarray, pads: tuple):
-    """``x + d`` padded with ``d``: Rescaling(-d), ZeroPadding, Rescaling(+d)."""
+def _shift_padding(x, delta: np.ndarray, pads: tuple, name: str):
+    """``x + d`` padded with ``d``: Rescaling(-d), ZeroPadding, Rescaling(+d), named after the
+    layer they serve (names must stay unique in the new model)."""
     import keras
 
     channel = _constant(delta, "padding")
     pad = {1: keras.layers.ZeroPadding1D, 2: keras.layers.ZeroPadding2D,
            3: keras.layers.ZeroPadding3D}[len(pads)]
-    h = keras.layers.Rescaling(1.0, offset=-channel)(x)
-    return keras.layers.Rescaling(1.0, offset=channel)(pad(pads)(h))
+    h = keras.layers.Rescaling(1.0, offset=-channel, name=f"{name}_unshift")(x)
+    h = pad(pads, name=f"{name}_shift_pad")(h)
+    return keras.layers.Rescaling(1.0, offset=channel, name=f"{name}_shift")(h)
 
 
 def _pad_delta(delta: np.ndarray, pads: tuple) -> np.ndarray:
@@ -133,7 +135,7 @@ class _Rebuild:
             return self.linear(op, x, delta)
         if isinstance(op, L.ZeroPadding1D | L.ZeroPadding2D | L.ZeroPadding3D):
             pads = tuple(tuple(p) for p in op.padding)
-            return self._mark(_shift_padding(x, delta, pads), _pad_delta(delta, pads))
+            return self._mark(_shift_padding(x, delta, pads, op.name), _pad_delta(delta, pads))
         y = op(x, **kwargs)
         return self._mark(y, self._through(op, delta, tuple(y.shape[1:])))
 
@@ -167,19 +169,19 @@ class _Rebuild:
         spatial = tuple(x.shape[1:-1])
         pads = _padding_of(layer, spatial) if spatial else None
         if pads is not None:
-            x, delta = _shift_padding(x, delta, pads), _pad_delta(delta, pads)
+            x, delta = _shift_padding(x, delta, pads, layer.name), _pad_delta(delta, pads)
         y, copy, weights = _absorbing_copy(layer, x, delta)
         self.weights.append((copy, weights))
         return y
 
 
 def shifted_model(model, input_shape: tuple, delta: np.ndarray):
-    """A new functional model (sharing the copy's layers) that maps ``x + delta`` to what
-    ``model`` gives on ``x``; ``delta`` per channel of the model-space input."""
+    """A new functional model that maps ``x + delta`` to what ``model`` gives on ``x``;
+    ``delta`` per channel of the model-space input."""
     import keras
 
     rebuild = _Rebuild()
-    inputs = keras.Input(input_shape)
+    inputs = keras.Input(input_shape, name=f"{model.name}_shifted_input")
     rebuild.delta[id(inputs)] = (inputs, np.broadcast_to(
         np.asarray(delta, np.float32), input_shape).copy())
     outputs = rebuild.run(model, inputs)
@@ -188,4 +190,9 @@ def shifted_model(model, input_shape: tuple, delta: np.ndarray):
                            "to absorb an input shift")
     for layer, weights in rebuild.weights:
         layer.set_weights(weights)
-    return keras.Model(inputs, outputs, name=f"{model.name}_shifted")
+    shared = keras.Model(inputs, outputs, name=f"{model.name}_shifted")
+    # its layers also sit in the copy's graph; a clone owns them, so methods that tap a layer
+    # by name (Grad-CAM) find it in this graph (nested models come out flattened)
+    standalone = keras.models.clone_model(shared)
+    standalone.set_weights(shared.get_weights())
+    return standalone
