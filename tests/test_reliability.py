@@ -102,6 +102,23 @@ def test_the_shifted_copy_of_a_nested_mobilenetv2_computes_the_same_logits(tmp_p
     np.testing.assert_allclose(shifted, logits, atol=1e-4 * np.abs(logits).max())
 
 
+@pytest.mark.parametrize("first", ["rescaling", "normalization"])
+def test_a_leading_rescaling_or_normalization_scales_the_shift(tmp_path, first):
+    import keras
+
+    keras.utils.set_random_seed(8)
+    L = keras.layers
+    inputs = keras.Input((9, 9, 3))
+    h = (L.Rescaling(2.0, offset=-1.0)(inputs) if first == "rescaling"
+         else L.Normalization(mean=[0.5, 0.4, 0.3], variance=[0.04, 0.09, 0.01])(inputs))
+    h = L.Conv2D(4, 3, strides=2, padding="same", activation="relu")(h)
+    handle = saved_handle(keras.Model(inputs, L.Dense(3)(L.Flatten()(h))), tmp_path, first)
+    x = images_for(handle, 3)
+    logits = handle.logits(x).numpy()
+    shifted = shifted_copy(handle, -1.0).logits(x - 1).numpy()
+    np.testing.assert_allclose(shifted, logits, atol=1e-4 * np.abs(logits).max())
+
+
 def test_a_layer_that_no_bias_can_absorb_the_shift_through_is_reported(tmp_path):
     import keras
 
