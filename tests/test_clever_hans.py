@@ -218,12 +218,43 @@ def test_injectors_keep_pixels_valid_and_mask_exactly_what_they_change(name, cha
     assert poisoned.min() >= 0 and poisoned.max() <= 1
     changed = np.abs(poisoned - images).max(axis=-1) > 1e-6
     assert changed.any()
-    if name in ("tint", "lightness"):
+    if name in ("tint", "lightness", "background"):
         assert mask is None
     else:
         assert mask.shape == images.shape[:3] and mask.any()
         assert changed[mask].mean() > 0.9  # the mask is where the shortcut is...
         assert np.abs(poisoned - images)[~mask].max() < 0.26  # ...and little changes outside
+
+
+def test_the_object_mask_finds_digits_on_black_on_a_photo_and_in_rgb_composites(digits_test):
+    from rgb_composites import composites
+
+    x, _ = digits_test
+    core, rim = x[..., 0] > 0.5, x[..., 0] > 0.2  # antialiased rims may go either way
+
+    def recall_precision(images):
+        found = shortcuts.object_mask(images)
+        return (found & core).sum() / core.sum(), (found & rim).sum() / found.sum()
+
+    assert min(recall_precision(x)) > 0.95
+    assert min(recall_precision(shortcuts.background(x)[0])) > 0.95  # the photo is not object
+    recall, precision = recall_precision(composites("test")[0])  # colour on photo crops
+    assert recall > 0.9 and precision > 0.85
+
+
+def test_the_background_intervention_takes_the_photo_away_and_pastes_it_behind_others(
+        digits_test):
+    from auditor.methods.shortcuts.intervention import background_interventions
+
+    x, y = digits_test
+    clean, rest, others = x[y == 1][:40], x[y == 1][40:], x[y != 1][:60]
+    members = shortcuts.background(clean)[0]
+    members[::3] = clean[::3]  # a third of the suspect group does not carry it
+    remove, paste, control = background_interventions(members, rest)
+    assert np.abs(remove(members) - control(clean)).mean() < 0.2 * np.abs(
+        members - control(clean)).mean()  # the class's typical background is back
+    on_photo = shortcuts.background(others)[0]
+    assert np.abs(paste(others) - on_photo).mean() < 0.2 * np.abs(others - on_photo).mean()
 
 
 def test_patch_size_and_position_are_configurable():

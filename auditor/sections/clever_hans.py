@@ -435,9 +435,10 @@ def finding_sentence(finding, class_names: list[str]) -> str:
     """'class 7 relies on a mark in the lower right corner in 27 of 70 images; pasting it onto
     other classes' images makes 86% of them a 7 (95% CI 80-90%)'."""
     effect, suspect = finding.effect, finding.suspect
-    where = ("a change over the whole image (a colour or lightness shift)"
-             if effect.region == "whole image" else f"a mark in the {effect.region}"
-             if effect.region != "changed pixels" else "a pattern of pixels")
+    where = {"whole image": "a change over the whole image (a colour or lightness shift)",
+             "background": "its background (what is behind the object)",
+             "changed pixels": "a pattern of pixels"}.get(effect.region,
+                                                         f"a mark in the {effect.region}")
     low, high = effect.flip_interval
     return (f"class {finding.name} relies on {where} in {effect.members} of "
             f"{len(suspect.positions)} images (found by its {suspect.signal}); pasting it onto "
