@@ -151,7 +151,7 @@ def rgb_data() -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, x=(x * 255).round().astype(np.uint8), y=y,
                  class_names=np.array([str(i) for i in range(10)]))
-    return str(path)
+    return f"npz:{path}"
 
 
 def card_method(handle, dataset, path: str, data: str) -> str:

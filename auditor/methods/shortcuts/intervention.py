@@ -337,19 +337,22 @@ def confirm(logits_fn, label: int, images: np.ndarray, labels: np.ndarray,
         if candidate is not None and candidate.name not in tried:
             tried[candidate.name] = measure(members, candidate.pixels(height, width),
                                             candidate.name)
-    tried[BACKGROUND] = measure(background_group(images, own, members), BACKGROUND, BACKGROUND)
+    tried[BACKGROUND] = measure(background_group(images, own, members, others), BACKGROUND,
+                                BACKGROUND)
     tried["whole image"] = measure(members, None, "whole image")
     return max(tried.values(), key=lambda e: e.strength)
 
 
 def background_group(images: np.ndarray, own: np.ndarray, members: np.ndarray,
-                     rounds: int = 2) -> np.ndarray:
+                     others: np.ndarray, rounds: int = 2) -> np.ndarray:
     """The suspect group regrouped by background: a background is a property of each image,
     and a group found in maps or features holds only part of the images that share it (the
     rest of the class, holding the others, would then be the control and carry it too). Two
     means on the class's backgrounds started from the group: each image goes to the nearer of
     the group's and the rest's typical background (mean absolute difference over its own
-    background pixels); the side holding most of the group keeps its name."""
+    background pixels). The suspect side is the one whose typical background differs more from
+    the other classes' (``others``): a shortcut is what the class has and the others lack. A
+    group that holds half the marked images names neither side by its majority."""
     from auditor.methods.shortcuts.patterns import object_mask
 
     x = images[own]
@@ -363,6 +366,9 @@ def background_group(images: np.ndarray, own: np.ndarray, members: np.ndarray,
         near, far = ((np.abs(x - c[None]) * behind).sum(axis=(1, 2, 3)) / area
                      for c in centres)
         inside = near < far
-    if np.isin(own[inside], members).sum() < np.isin(own[~inside], members).sum():
-        inside = ~inside
-    return own[inside] if inside.any() else members
+    if inside.sum() < 2 or (~inside).sum() < 2:
+        return members
+    elsewhere = typical_background(images[others])
+    distinct = [float(np.abs(typical_background(x[side]) - elsewhere).mean())
+                for side in (inside, ~inside)]
+    return own[inside] if distinct[0] >= distinct[1] else own[~inside]
