@@ -35,13 +35,16 @@ import numpy as np
 from auditor.predict.predictions import softmax
 
 # Confirmation bounds, measured on a model other than the one tested (docs/clever_hans.md: a
-# wider CNN with global average pooling, seed 1, and its 7 fine-tuned copies, `python
-# bench/clever_hans.py --discovery --model other --verbose`): over the 64 class searches with
-# nothing planted in the class, the lower 95% ends of the flip-rate excess reached at most 0.08
-# and those of the local drop excess at most 0.17; the 5 planted shortcuts found reached
-# flip-excess lower ends of 0.26 to 0.94. Rule: twice the chance maximum, rounded up to 0.05.
+# wider CNN with global average pooling, seed 1, and its fine-tuned copies, `python
+# bench/clever_hans.py --discovery --model other --verbose`), over the class searches with
+# nothing planted in the class. Clustering gradient maps (64 searches, before the background
+# intervention): lower 95% ends of the flip-rate excess at most 0.08, of the local drop excess
+# at most 0.17. Clustering the reliability card's method there (gradcam; 73 searches, 8 copies,
+# with the background intervention): at most 0.06 and 0.24. Rule: twice the largest chance
+# maximum over the methods measured, rounded up to 0.05. The planted shortcuts found reached
+# flip-excess lower ends of 0.25 to 0.94; none is confirmed by the drop alone.
 FLIP_BOUND = 0.20  # confirmed when the flip-rate excess's lower end reaches this ...
-DROP_BOUND = 0.35  # ... or, in a local region, the score-drop excess's lower end
+DROP_BOUND = 0.50  # ... or, in a local region, the score-drop excess's lower end
 Z95 = 1.959964
 EXAMPLES = 4  # images kept per side of an intervention for the report
 SMOOTH = 0.25  # whole-image differences keep spatial structure coarser than this share
