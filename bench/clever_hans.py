@@ -61,18 +61,7 @@ def main() -> None:
     from auditor.sections import clever_hans
     from auditor.sections.base import Context
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shortcuts", default=",".join(INJECTORS))
-    parser.add_argument("--steps", type=int, default=clever_hans.Options.steps)
-    parser.add_argument("--discovery", action="store_true")
-    parser.add_argument("--model", default="demo",
-                        help="demo, other, rgb, rgb-other, or a model path (digits data)")
-    parser.add_argument("--method", default="card",
-                        help="discovery's attribution method; 'card': the reliability card's "
-                             "best trusted method on this model, as the section picks it")
-    parser.add_argument("--verbose", action="store_true", help="every class's scores")
-    args = parser.parse_args()
-
+    args = parse_args(",".join(INJECTORS), clever_hans.Options.steps)
     path, data = model_and_data(args.model)
     handle = load_model(path)
     dataset = load_dataset(data, handle.input_shape, handle.num_classes)
@@ -115,6 +104,20 @@ def main() -> None:
         tick = time.perf_counter()
         clever_hans.run(ctx, clever_hans.Options())
         print(f"whole section with defaults: {time.perf_counter() - tick:.1f} s")
+
+
+def parse_args(shortcuts: str, steps: int) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shortcuts", default=shortcuts)
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--discovery", action="store_true")
+    parser.add_argument("--model", default="demo",
+                        help="demo, other, rgb, rgb-other, or a model path (digits data)")
+    parser.add_argument("--method", default="card",
+                        help="discovery's attribution method; 'card': the reliability card's "
+                             "best trusted method on this model, as the section picks it")
+    parser.add_argument("--verbose", action="store_true", help="every class's scores")
+    return parser.parse_args()
 
 
 def model_and_data(name: str) -> tuple[str, str]:
