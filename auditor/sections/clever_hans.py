@@ -105,8 +105,9 @@ PLANNED = {"steps": 25, "max_train": 200, "max_eval": 200, "explain": 16, "max_d
 def passes(options: Options, facts: Facts) -> Passes:
     """Each copy's fine-tuning steps, the measurements of each planted shortcut and of the
     control's probes (re-prediction, maps of the explained images and of the target class),
-    and discovery on the audited model."""
+    and discovery on the audited model (its maps, and the property check's interventions)."""
     from auditor.methods.attribution.registry import attribution_rows
+    from auditor.methods.shortcuts.properties import forward_passes
 
     methods, discovery = resolve_methods(options)
     copies = len(options.shortcuts) + options.control
@@ -127,7 +128,8 @@ def passes(options: Options, facts: Facts) -> Passes:
                     traces=2 + 2 * len(methods))
     measuring = Passes(forward=measures * (2 * held + explained[0] + own[0]),
                        backward=measures * (explained[1] + own[1]))
-    return tuning + measuring + Passes(forward=found[0], backward=found[1], traces=1)
+    checked = forward_passes(min(per_class * facts.classes, facts.images), facts.classes)
+    return tuning + measuring + Passes(forward=found[0] + checked, backward=found[1], traces=1)
 
 
 @dataclass
@@ -323,9 +325,11 @@ def run(ctx: Context, options: Options) -> SectionResult:
               "measured for reliance (flip rate, without saliency) and for visibility (how much "
               "of each method's |relevance| falls inside the shortcut's mask, relative to its "
               "area; 1 is chance). Discovery: per class, the model's saliency maps and penultimate "
-              "features are clustered; each class's most suspicious group is removed from its "
-              "members and pasted onto other classes' images, and only a class whose "
-              "intervention measurably moves the model is reported as relying on a shortcut. "
+              "features are clustered and image properties screened (brightness, colour casts, "
+              "lightness ramps, borders, corners); each class's most suspicious group is "
+              "removed from its members and pasted onto other classes' images, and only a class "
+              "whose intervention measurably moves the model is reported as relying on a "
+              "shortcut. "
               "Maps show |relevance|, brighter is more.",
         summary={NAME: summary}, data=data, checks=checks)
 
@@ -375,11 +379,11 @@ def discovery_part(ctx: Context, options: Options, method: str, summary: dict,
     labels = ctx.dataset.labels[positions]
     features = ctx.features()
     summary["discovery"] = {"flagged_classes": [], "per_class": {}, "unconfirmed": []}
+    properties = property_part(ctx, images, labels, positions, summary, data, checks)
     if options.discovery:
         search_part(ctx, options, trusted_method(ctx, options, method), positions, images, labels,
-                    None if features is None else features[positions], summary, data, checks)
-    property_part(ctx, options, images, labels, ctx.predictions.logits[positions], summary,
-                  data, checks)
+                    None if features is None else features[positions], summary, data, checks,
+                    properties)
     shown = per_class_sample(ctx.dataset.labels, max(1, options.max_embedding // len(names)),
                              seed)
     if features is not None:
@@ -391,8 +395,9 @@ def discovery_part(ctx: Context, options: Options, method: str, summary: dict,
 
 def search_part(ctx: Context, options: Options, method: str, positions: np.ndarray,
                 images: np.ndarray, labels: np.ndarray, features: np.ndarray | None,
-                summary: dict, data: CleverHansData, checks: list[Check]) -> None:
-    """Candidates from maps and features, each confirmed or not by intervention."""
+                summary: dict, data: CleverHansData, checks: list[Check],
+                properties: tuple) -> None:
+    """Candidates from maps, features and properties, each confirmed or not by intervention."""
     from auditor.methods.shortcuts.discovery import FALSE_ALARM, embed_2d
     from auditor.methods.shortcuts.intervention import DROP_BOUND, FLIP_BOUND
     from auditor.methods.shortcuts.search import search
@@ -400,7 +405,7 @@ def search_part(ctx: Context, options: Options, method: str, positions: np.ndarr
     names, seed = ctx.dataset.class_names, ctx.config.seed
     findings, maps = search(ctx.handle, images, labels, positions, names, method,
                             features=features, grid=options.grid, k_max=options.k_max,
-                            seed=seed)
+                            seed=seed, properties=properties)
     confirmed = [f.name for f in findings if f.confirmed]
     summary["discovery"] = {
         "method": method, "false_alarm": FALSE_ALARM, "flip_bound": FLIP_BOUND,
@@ -434,39 +439,63 @@ def search_part(ctx: Context, options: Options, method: str, positions: np.ndarr
 def finding_sentence(finding, class_names: list[str]) -> str:
     """'class 7 relies on a mark in the lower right corner in 27 of 70 images; pasting it onto
     other classes' images makes 86% of them a 7 (95% CI 80-90%)'."""
-    effect, suspect = finding.effect, finding.suspect
-    where = {"whole image": "a change over the whole image (a colour or lightness shift)",
-             "background": "its background (what is behind the object)",
-             "changed pixels": "a pattern of pixels"}.get(effect.region,
-                                                         f"a mark in the {effect.region}")
+    effect, suspect, prop = finding.effect, finding.suspect, finding.property
+    if prop is not None:
+        where, found, of = f"its {prop.property}", "the property check", prop.class_size
+        pasted = (f"moving the {prop.property} of other classes' images as much" if not
+                  effect.local else f"setting the {prop.property} of other classes' images so")
+        control = ("when left unchanged" if not effect.local
+                   else "with the rest of the class's value there instead")
+    else:
+        where = {"whole image": "a change over the whole image (a colour or lightness shift)",
+                 "background": "its background (what is behind the object)",
+                 "changed pixels": "a pattern of pixels"}.get(effect.region,
+                                                             f"a mark in the {effect.region}")
+        found, of = f"its {suspect.signal}", len(suspect.positions)
+        pasted = "pasting it onto other classes' images"
+        control = "with the class's own look there instead"
     low, high = effect.flip_interval
-    return (f"class {finding.name} relies on {where} in {effect.members} of "
-            f"{len(suspect.positions)} images (found by its {suspect.signal}); pasting it onto "
-            f"other classes' images makes {effect.flip_rate:.0%} of them a {finding.name} "
-            f"(95% CI {low:.0%}-{high:.0%}; {effect.flip_control:.0%} with the class's own "
-            f"look pasted there instead), and removing it lowers the class's probability by "
+    return (f"class {finding.name} relies on {where} in {effect.members} of {of} images "
+            f"(found by {found}); {pasted} makes {effect.flip_rate:.0%} of them a "
+            f"{finding.name} (95% CI {low:.0%}-{high:.0%}; {effect.flip_control:.0%} "
+            f"{control}), and removing it lowers the class's probability by "
             f"{effect.score_drop:.2f} on average")
 
 
-def property_part(ctx: Context, options: Options, images: np.ndarray, labels: np.ndarray,
-                  logits: np.ndarray, summary: dict, data: CleverHansData,
-                  checks: list[Check]) -> None:
-    """Image properties that predict the model's output beyond the label."""
-    from auditor.methods.shortcuts.properties import RHO_BOUND, property_table
+def property_part(ctx: Context, images: np.ndarray, labels: np.ndarray, positions: np.ndarray,
+                  summary: dict, data: CleverHansData, checks: list[Check]) -> tuple:
+    """Image properties that move a class's score beyond the label, each put to the
+    intervention; the result is the shortcut search's third signal."""
+    from auditor.methods.shortcuts import properties as check
+    from auditor.predict.distribute import run_batch
+    from auditor.predict.predictions import softmax
 
-    table = property_table(images, labels, logits, ctx.dataset.class_names,
-                           seed=ctx.config.seed)
-    flagged = [row["property"] for row in table if row["flagged"]]
-    summary["properties"] = {"flagged": flagged, "rho_bound": RHO_BOUND, "table": table}
+    def logits_fn(batch):
+        return run_batch(ctx.handle, ctx.handle.logits_fn, batch)
+
+    found = check.property_search(logits_fn, images, labels,
+                                  softmax(np.asarray(ctx.predictions.logits[positions])),
+                                  ctx.dataset.class_names, ctx.config.seed)
+    table, candidates, bound = found
+    confirmed = [f for f in candidates if f.confirmed]
+    summary["properties"] = {
+        "flagged": sorted({f.property for f in confirmed}), "false_alarm": check.FALSE_ALARM,
+        "rho_bound": round(bound, 4), "flip_bound": check.FLIP_BOUND,
+        "local_flip_bound": check.LOCAL_FLIP_BOUND,
+        "confirmed": [f.summary() for f in confirmed],
+        "unconfirmed": [{k: v for k, v in f.summary().items() if k != "effect"}
+                        for f in candidates if not f.confirmed], "table": table}
     data.properties = table
+    named = [f"{f.property} -> class {f.name}" for f in confirmed]
     checks.append(evaluate(
-        "clever_hans.flagged_properties", len(flagged),
-        message=(f"{len(flagged)} image "
-                 f"{'property raises' if len(flagged) == 1 else 'properties raise'} a class's "
-                 "score on other classes' images"
-                 + (f": {', '.join(flagged)}" if flagged else "")),
+        "clever_hans.flagged_properties", len(confirmed),
+        message=(f"{len(confirmed)} image propert{'y' if len(confirmed) == 1 else 'ies'} "
+                 "confirmed by intervention to raise a class's score beyond its label"
+                 + (f": {', '.join(named[:6])}" if named else "")
+                 + f" ({len(candidates) - len(confirmed)} screened candidate(s) unconfirmed)"),
         section=NAME, defaults={"warn_above": 0},
         spec=ctx.thresholds("clever_hans.flagged_properties")))
+    return found
 
 
 def injection_checks(ctx: Context, results, options: Options) -> list[Check]:

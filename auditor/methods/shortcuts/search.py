@@ -4,7 +4,11 @@ Per class, SpRAy on saliency maps and the same clustering on penultimate feature
 the class's most suspicious group, and flag the class when that group's score passes the bound
 calibrated against the model's other classes (``discovery.py``). Every suspect group, flagged
 or not, is then put to the intervention (``intervention.py``: remove its difference, paste it
-onto other classes), which costs forward passes only. A class is flagged when a signal flags
+onto other classes), which costs forward passes only. The third signal is the property check
+(``properties.py``): image properties (brightness, colour cast, lightness ramps, border bands,
+corners) that move a class's score beyond the label, each split and moved by intervention. It
+finds what the maps and features blur: a ramp or a cast whose maps differ evenly over the
+image, and whose clusters mix marked and unmarked images. A class is flagged when a signal flags
 it or its intervention confirms a shortcut (the stronger evidence: a watermark across the
 image or a colour cast need not make a group's maps or features outstanding), and it is a
 finding only when confirmed; a flag the intervention does not confirm is listed apart as an
@@ -13,12 +17,13 @@ unconfirmed hypothesis.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from auditor.methods.shortcuts.discovery import ClassDiscovery, discover, discover_features
 from auditor.methods.shortcuts.intervention import Effect, confirm, probabilities
+from auditor.methods.shortcuts.properties import PropertyFinding, property_search
 from auditor.predict.distribute import run_batch
 
 
@@ -30,6 +35,7 @@ class Finding:
     name: str
     maps: ClassDiscovery | None
     features: ClassDiscovery | None
+    properties: list[PropertyFinding] = field(default_factory=list)  # screened for the class
     effect: Effect | None = None  # measured for a candidate only
     signal: str | None = None  # the signal whose group was confirmed (or tried)
 
@@ -49,8 +55,13 @@ class Finding:
 
     @property
     def suspect(self) -> ClassDiscovery | None:
-        """The discovery whose group the effect was measured on."""
+        """The discovery whose group the effect was measured on (None for a property)."""
         return {"maps": self.maps, "features": self.features}.get(self.signal or "")
+
+    @property
+    def property(self) -> PropertyFinding | None:
+        """The property whose intervention is the class's effect, if one is."""
+        return next((p for p in self.properties if p.effect is self.effect), None)
 
     def summary(self) -> dict:
         maps = self.maps.summary() if self.maps is not None else {}
@@ -60,6 +71,9 @@ class Finding:
             out["features"] = {k: v for k, v in self.features.summary().items()
                                if k in ("score", "bound", "flagged", "clusters", "sizes",
                                         "separation")}
+        if self.properties:
+            best = self.property or self.properties[0]
+            out["property"] = {k: v for k, v in best.summary().items() if k != "effect"}
         if self.effect is not None:
             out["effect"] = self.effect.summary()
             out["members"] = int(self.effect.members)
@@ -68,11 +82,13 @@ class Finding:
 
 def search(handle, images: np.ndarray, labels: np.ndarray, positions: np.ndarray,
            class_names: list[str], method: str = "gradient", *, features: np.ndarray | None,
-           grid: int = 16, k_max: int = 5, seed: int = 0,
-           maps: np.ndarray | None = None) -> tuple[list[Finding], np.ndarray]:
-    """Every class of ``images`` (explained for its label): candidates by maps and by
-    ``features`` (rows aligned with ``images``; None to skip), each confirmed or not.
-    The findings in label order, and the pooled maps in the order of ``images``."""
+           grid: int = 16, k_max: int = 5, seed: int = 0, maps: np.ndarray | None = None,
+           properties: tuple | None = None) -> tuple[list[Finding], np.ndarray]:
+    """Every class of ``images`` (explained for its label): candidates by maps, by
+    ``features`` (rows aligned with ``images``; None to skip) and by image properties
+    (``properties``: ``property_search``'s result on these images, when already run), each
+    confirmed or not. The findings in label order, and the pooled maps in the order of
+    ``images``."""
     by_maps, pooled = discover(handle, images, labels, positions, class_names, method,
                                grid=grid, k_max=k_max, seed=seed, maps=maps)
     by_features = ([None] * len(by_maps) if features is None else
@@ -84,9 +100,12 @@ def search(handle, images: np.ndarray, labels: np.ndarray, positions: np.ndarray
         return run_batch(handle, handle.logits_fn, batch)
 
     probs = probabilities(logits_fn, images)  # once: every intervention's "before"
+    if properties is None:
+        properties = property_search(logits_fn, images, labels, probs, class_names, seed)
     findings = []
     for on_maps, on_features in zip(by_maps, by_features, strict=True):
-        finding = Finding(on_maps.label, on_maps.name, on_maps, on_features)
+        finding = Finding(on_maps.label, on_maps.name, on_maps, on_features,
+                          [p for p in properties[1] if p.label == on_maps.label])
         tried = [d for d in (on_maps, on_features) if d is not None and d.suspect is not None]
         for discovery in tried:
             members = np.array([index_of[int(p)] for p in discovery.members])
@@ -94,5 +113,8 @@ def search(handle, images: np.ndarray, labels: np.ndarray, positions: np.ndarray
                              discovery.region, grid, seed, probs=probs)
             if finding.effect is None or effect.strength > finding.effect.strength:
                 finding.effect, finding.signal = effect, discovery.signal
+        for candidate in finding.properties:  # measured by property_search already
+            if finding.effect is None or candidate.effect.strength > finding.effect.strength:
+                finding.effect, finding.signal = candidate.effect, "properties"
         findings.append(finding)
     return findings, pooled
