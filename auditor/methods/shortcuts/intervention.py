@@ -71,6 +71,7 @@ class Effect:
     members: int
     confirmed: bool
     examples: dict = field(default_factory=dict, repr=False)  # a few images for the report
+    rows: np.ndarray | None = field(default=None, repr=False)  # the members' rows in images
 
     @property
     def strength(self) -> tuple[bool, float]:
@@ -329,8 +330,10 @@ def confirm(logits_fn, label: int, images: np.ndarray, labels: np.ndarray,
 
     def measure(group, mask, name):
         rest = np.setdiff1d(own, group)
-        return measure_effect(logits_fn, label, images[group], images[rest], images[others],
-                              (probs[group], probs[rest], probs[others]), mask, name, seed)
+        effect = measure_effect(logits_fn, label, images[group], images[rest], images[others],
+                                (probs[group], probs[rest], probs[others]), mask, name, seed)
+        effect.rows = group  # the background's are regrouped: these are what was measured
+        return effect
 
     height, width = images.shape[1:3]
     tried = {}
