@@ -117,8 +117,8 @@ def test_a_clean_model_has_no_class_flagged(clean_run):
 
 def test_a_backdoored_class_is_the_only_one_found_and_it_is_confirmed(backdoored_handle,
                                                                     digits_test):
-    from auditor.methods.shortcuts.discovery import penultimate_features
     from auditor.methods.shortcuts.search import search
+    from auditor.predict.predictions import penultimate_features
 
     x, y = digits_test
     x = x.copy()
@@ -604,8 +604,8 @@ def test_a_saved_model_that_cannot_be_copied_is_refused_not_trained(tmp_path):
 
     from auditor.errors import ModelError
     from auditor.inputs.models import load_model
-    from auditor.methods.shortcuts.discovery import penultimate_features
     from auditor.methods.shortcuts.injection import FineTuner
+    from auditor.predict.predictions import penultimate_features
 
     model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
                               keras.layers.Dense(3, activation="softmax")])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -119,17 +121,41 @@ def test_section_reports_the_contract_keys_and_reuses_the_contrastive_maps(conte
     assert len(shown) == 2 and shown[0]["figure"].startswith("data:image/png;base64,")
     assert fresh.checks[0].id == "counterfactuals.success_rate"
 
-    # Planted flat maps in the contrastive cache have no ranking: proof that they were used.
-    positions = [e["index"] for e in summary["examples"]]
-    context.cache["contrastive"] = {"positions": np.array(positions),
-                                    "diff": np.zeros((6, 32, 32, 1), np.float32),
-                                    "method": "gradient", "score": "logit"}
-    try:
-        reused = section.run(context, options).summary["counterfactuals"]
-    finally:
-        context.cache.pop("contrastive")
+    # Flat maps planted in the run's shared maps have no ranking: proof that they were used.
+    planted, p = replace(context, cache={}), context.predictions
+    positions = np.array([e["index"] for e in summary["examples"]])
+    planted.remember_saliency("gradient", "logit", {}, np.concatenate([positions, positions]),
+                              np.concatenate([p.preds[positions], p.labels[positions]]),
+                              np.zeros((12, 32, 32, 1), np.float32))
+    reused = section.run(planted, options).summary["counterfactuals"]
     assert reused["saliency_agreement"] is None
     assert reused["success_rate"] == summary["success_rate"]
+
+
+def test_the_mistakes_maps_are_computed_once_per_run(context, monkeypatch):
+    """Triage, contrastive and counterfactuals explain the same mistakes: the maps are made by
+    the first (triage runs first) and taken from the run's shared maps by the others."""
+    import auditor.methods.attribution as attribution
+    from auditor.sections import contrastive, counterfactuals, triage
+    from auditor.sections.performance import most_confident_mistakes
+
+    made, real = [], attribution.attribute
+
+    def counted(handle, x, targets, method="gradient", **options):
+        contrast = options.get("contrast")
+        made.extend((method, hashlib.sha1(image.tobytes()).hexdigest(), int(targets[i]),
+                     -1 if contrast is None else int(contrast[i]))
+                    for i, image in enumerate(np.asarray(x, np.float32)))
+        return real(handle, x, targets, method, **options)
+
+    monkeypatch.setattr(attribution, "attribute", counted)
+    ctx = replace(context, cache={})
+    mistakes = most_confident_mistakes(ctx.predictions, 6)
+    triage.figure_saliency(ctx, mistakes, ctx.dataset.images(mistakes), [], [], "gradient")
+    assert len(made) == 12  # predicted and true class of each
+    contrastive.run(ctx, contrastive.Options(examples=6, method="gradient"))
+    counterfactuals.run(ctx, counterfactuals.Options(mistakes=6, steps=20, gallery=1))
+    assert len(made) == len(set(made)) == 12
 
 
 def test_a_model_without_mistakes_gets_an_empty_section_that_still_renders(context):

@@ -138,33 +138,30 @@ def test_objectives_add_scale_and_weigh_each_image():
 @pytest.mark.parametrize("channels", [1, 3])
 def test_fourier_parameterisation_reproduces_the_images_it_is_set_to(channels):
     images = np.random.default_rng(0).uniform(0.05, 0.95, (2, 12, 10, channels))
-    param = Fourier((2, 12, 10, channels))
-    np.testing.assert_allclose(param().numpy(), 0.5, atol=1e-6)  # zeros: mid-grey
-    param.set_images(images)
-    np.testing.assert_allclose(param().numpy(), images, atol=1e-4)
+    param = Fourier((12, 10, channels))
+    zeros = np.zeros((2, *param.value_shape), np.float32)
+    np.testing.assert_allclose(param.images(zeros).numpy(), 0.5, atol=1e-6)  # zeros: mid-grey
+    np.testing.assert_allclose(param.images(param.values_of(images)).numpy(), images, atol=1e-4)
 
 
 def test_fourier_steps_favour_low_frequencies_over_pixels():
     """Equal random parameter steps give smooth images in Fourier space, noise in pixels:
     less total variation per unit of contrast."""
-    import tensorflow as tf
-
     rng = np.random.default_rng(0)
-    fourier, pixels = Fourier((4, 32, 32, 1)), Pixels((4, 32, 32, 1))
-    for param in (fourier, pixels):
-        param.variables[0].assign(tf.constant(rng.normal(0, 0.1, param.variables[0].shape),
-                                              tf.float32))
-    def roughness(images):
+    fourier, pixels = Fourier((32, 32, 1)), Pixels((32, 32, 1))
+
+    def roughness(param):
+        values = rng.normal(0, 0.1, (4, *param.value_shape)).astype(np.float32)
+        images = param.images(values).numpy()
         return total_variation(images).mean() / images.std()
 
-    assert roughness(fourier().numpy()) < 0.7 * roughness(pixels().numpy())
+    assert roughness(fourier) < 0.7 * roughness(pixels)
 
 
 def test_clipped_pixels_stay_in_range():
-    param = Pixels((1, 4, 4, 1), valid="clip")
-    param.pixels.assign(np.full((1, 4, 4, 1), 1.7, np.float32))
-    param.project()
-    assert param().numpy().max() == 1.0
+    param = Pixels((4, 4, 1), valid="clip")
+    projected = param.project(np.full((1, 4, 4, 1), 1.7, np.float32))
+    assert param.images(projected).numpy().max() == 1.0
 
 
 def test_a_quarter_turn_rotates_like_numpy_and_fused_transforms_match_sequential():
@@ -262,3 +259,68 @@ def test_section_runs_on_an_rgb_model_with_a_nested_backbone(tmp_path):
     saved = np.load(tmp_path / "out" / "class_visualization.npz")
     assert saved["images"].shape == (3, 16, 16, 3)
     assert [row["channel"] for row in summary["featureviz"]["channels"]["deep_conv"]] != []
+
+
+def featureviz_traces(handle) -> dict:
+    """Traces of each compiled render loop cached on the handle."""
+    return {key[1]: fn.experimental_get_tracing_count() for key, fn in handle.compiled.items()
+            if key[0] == "featureviz"}
+
+
+def test_the_section_compiles_one_loop_per_form_and_a_second_run_traces_nothing(
+        digits_model_path, tmp_path):
+    """Classes, variants and channels share one compiled loop, the unregularised run has its
+    own; a second audit of the same model reuses both."""
+    from auditor.config.spec import make_config
+    from auditor.inputs.datasets import load_dataset
+    from auditor.inputs.models import load_model
+    from auditor.predict.predictions import predict
+    from auditor.sections import featureviz
+    from auditor.sections.base import Context
+
+    handle = load_model(str(digits_model_path))  # its own cache of compiled functions
+    config = make_config(model=str(digits_model_path), data="sklearn:digits:test",
+                         max_samples=200)
+    dataset = load_dataset(config.data, handle.input_shape, handle.num_classes)
+    ctx = Context(config, handle, dataset, predict(handle, dataset), tmp_path)
+    options = featureviz.Options(steps=6, snapshots=[0, 2], max_channels=2, top_k=2)
+    first = featureviz.run(ctx, options)
+    traced = featureviz_traces(handle)
+    assert sorted(traced.values()) == [1, 1], traced
+    second = featureviz.run(ctx, options)
+    assert featureviz_traces(handle) == traced
+    assert set(first.summary["featureviz"]["comparison"]) == {
+        "regularised", "start: noise", "start: image", "objective: probability", "unregularised"}
+    np.testing.assert_allclose(second.data.channel_images, first.data.channel_images, atol=1e-5)
+    assert first.data.channel_images.shape == (2, 32, 32, 1)
+
+
+def test_the_split_generator_draws_what_one_generator_over_the_batch_draws():
+    import tensorflow as tf
+
+    from auditor.methods.featureviz.render import SplitRandom
+
+    whole = tf.random.Generator.from_seed(7)
+    stream = tf.random.Generator.from_seed(7).state
+    expected = [whole.uniform([9], -2.0, 3.0).numpy() for _ in range(3)]
+    rows = tf.constant([4, 5, 6, 7, 8])  # the second replica's share
+    share = SplitRandom(stream, tf.constant(0, tf.int64), rows, tf.constant(9, tf.int64))
+    for drawn in expected:
+        np.testing.assert_array_equal(share.uniform([5], -2.0, 3.0).numpy(), drawn[4:])
+
+
+def test_adam_on_tensors_takes_the_steps_of_keras_adam():
+    import keras
+    import tensorflow as tf
+
+    from auditor.methods.featureviz.render import adam
+
+    rng = np.random.default_rng(0)
+    start = rng.normal(size=(3, 4)).astype(np.float32)
+    variable, optimizer = tf.Variable(start), keras.optimizers.Adam(0.05)
+    values, m, v = tf.constant(start), tf.zeros((3, 4)), tf.zeros((3, 4))
+    for step in range(1, 6):
+        gradient = tf.constant(rng.normal(size=(3, 4)).astype(np.float32))
+        optimizer.apply_gradients([(gradient, variable)])
+        values, m, v = adam(values, m, v, gradient, step, 0.05)
+    np.testing.assert_allclose(values.numpy(), variable.numpy(), atol=1e-6)

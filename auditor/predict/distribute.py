@@ -66,9 +66,12 @@ class Distribution:
 
         ``fn`` takes and returns arrays batched on axis 0, numpy or tensors. Each replica runs it
         on its share, on its own device, in a ``strategy.run`` call; the shares' results are
-        gathered back into batch order across devices and workers.
+        gathered back into batch order across devices and workers. A batch of fewer rows than
+        replicas is not split.
         """
-        if self.name == "default":
+        if self.name == "default" or len(arrays[0]) < self.replicas:
+            # A batch smaller than the replicas runs whole: a replica left with no rows would
+            # run the model on an empty batch, which oneDNN's convolutions refuse.
             return np.asarray(fn(*arrays))
         import tensorflow as tf
 

@@ -115,12 +115,14 @@ def pass_function(handle):
     return logits_and_features, width
 
 
-def penultimate_features(handle, dataset, batch_size: int = 64, visit=None) -> np.ndarray | None:
-    """The input of the model's final layer for every sample, streamed a batch at a time;
-    None when the model cannot be split there (a subclassed model, a SavedModel wrapper).
-    Compiled once per model, like the logits: run eagerly it costs twice the prediction pass.
-    ``visit(images, positions)``, when given, sees each batch of display-space images on the
-    way (a step that reads every image, such as hashing, then needs no pass of its own)."""
+def penultimate_features(handle, source, batch_size: int = 64, visit=None) -> np.ndarray | None:
+    """The input of the model's final layer for every image of ``source``: a dataset, streamed
+    a batch at a time, or display-space images already in memory (e.g. the held-out images of a
+    fine-tuned copy). None when the model cannot be split there (a subclassed model, a
+    SavedModel wrapper). Compiled once per model, like the logits (run eagerly it costs twice
+    the prediction pass), and each batch split across the replicas. ``visit(images,
+    positions)``, when given, sees each batch of display-space images on the way (a step that
+    reads every image, such as hashing, then needs no pass of its own)."""
     import tensorflow as tf
 
     from auditor.inputs.layers import final_layer_input
@@ -133,9 +135,19 @@ def penultimate_features(handle, dataset, batch_size: int = 64, visit=None) -> n
     if fn is None:
         return None
     rows = []
-    for images, _, positions in dataset.tensor_batches(batch_size):
+    for images, _, positions in _batches(source, batch_size):
         batch = run_batch(handle, fn, images)
         if visit is not None:
             visit(images, positions)
         rows.append(batch.reshape(len(batch), -1).astype(np.float32))
     return np.concatenate(rows) if rows else None
+
+
+def _batches(source, batch_size: int):
+    """(images, labels or None, positions) of a dataset's tensor batches or an array's rows."""
+    if not isinstance(source, np.ndarray):
+        yield from source.tensor_batches(batch_size)
+        return
+    for start in range(0, len(source), batch_size):
+        part = np.asarray(source[start:start + batch_size], np.float32)
+        yield part, None, np.arange(start, start + len(part))

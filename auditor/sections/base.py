@@ -50,47 +50,62 @@ class Context:
         if features is not None:  # from the prediction pass: no section makes a second one
             self.cache.setdefault("features", features)
 
-    def features(self):
+    def features(self, visit=None):
         """Penultimate features (N, D) of every audit image, computed in the prediction pass
         itself and shared by the sections that need them (triage, discovery, embeddings); None
-        when the model cannot be split before its final layer."""
+        when the model cannot be split before its final layer. ``visit(images, positions)``
+        sees each batch on the way when the features are computed now (never when they were
+        made before)."""
         if "features" not in self.cache:
             from auditor.predict.predictions import penultimate_features
 
             self.cache["features"] = penultimate_features(self.handle, self.dataset,
-                                                          self.config.batch_size)
+                                                          self.config.batch_size, visit=visit)
         return self.cache["features"]
 
-    def saliency(self, method: str, positions, targets, *, images=None, score: str = "logit",
-                 options: dict | None = None):
+    def saliency(self, method: str, positions, targets, *, contrast=None, images=None,
+                 score: str = "logit", options: dict | None = None):
         """Maps of ``method`` for the audit images at ``positions``, one target class each,
         computed once per run: a map another section already made (same method, score,
-        options, image and target) is reused, so that, e.g., the attribution section takes the
-        contrastive section's gradients of their common mistakes. ``images`` are those
-        positions' images when the caller has them (else they are re-read)."""
+        options, image and target) is reused, so that, e.g., the contrastive section takes the
+        triage section's maps of their common mistakes. ``contrast`` (one class per image)
+        explains the target's score minus the contrast's: for a method linear in the score that
+        is the difference of the two shared maps, else the map of the difference of scores,
+        shared under the pair. ``images`` are those positions' images when the caller has them
+        (else they are re-read)."""
         import numpy as np
 
-        from auditor.methods.attribution import attribute
+        from auditor.methods.attribution import METHODS, attribute
 
-        store = self._saliency_store(method, score, options)
         positions = np.asarray(positions, dtype=int).reshape(-1)
         targets = np.asarray(targets, dtype=int).reshape(-1)
-        wanted = list(zip(positions.tolist(), targets.tolist(), strict=True))
+        if contrast is not None and METHODS[method].linear:
+            n, twice = len(positions), None if images is None else np.concatenate([images, images])
+            both = self.saliency(method, np.concatenate([positions, positions]),
+                                 np.concatenate([targets, np.asarray(contrast).reshape(-1)]),
+                                 images=twice, score=score, options=options)
+            return both[:n] - both[n:]
+        pairs = (np.full(len(targets), -1) if contrast is None
+                 else np.asarray(contrast, dtype=int).reshape(-1))
+        store = self._saliency_store(method, score, options)
+        wanted = [_map_key(*w) for w in zip(positions.tolist(), targets.tolist(), pairs.tolist(),
+                                            strict=True)]
         missing = [i for i, w in enumerate(wanted) if w not in store]
         if missing:
             x = (self.dataset.images(positions[missing]) if images is None
                  else np.asarray(images)[missing])
             maps = attribute(self.handle, x, targets[missing], method, score=score,
+                             contrast=None if contrast is None else pairs[missing],
                              **(options or {}))
-            self.remember_saliency(method, score, options, positions[missing],
-                                   targets[missing], maps)
+            store.update(zip((wanted[i] for i in missing), maps, strict=True))
         if not wanted:
             return np.zeros((0, *self.handle.input_shape), np.float32)
         return np.stack([store[w] for w in wanted])
 
     def remember_saliency(self, method: str, score: str, options: dict | None, positions,
                           targets, maps) -> None:
-        """Keep maps a section computed itself for ``saliency`` to hand to the others."""
+        """Keep maps made outside ``saliency`` (e.g. by a caller's own batched pass) for it to
+        hand to the sections."""
         store = self._saliency_store(method, score, options)
         for position, target, heat in zip(positions, targets, maps, strict=True):
             store[(int(position), int(target))] = heat
@@ -191,3 +206,9 @@ def known_methods(section: str, name: str, methods) -> None:
         if method not in METHODS:
             raise ConfigError(f"'{section}.{name}' names unknown method '{method}'; choose from: "
                               f"{', '.join(sorted(METHODS))} (see 'auditor methods')")
+
+
+def _map_key(position: int, target: int, contrast: int) -> tuple:
+    """Where ``Context.saliency`` keeps a map: (position, target), with the contrast class
+    when the map explains target minus contrast."""
+    return (position, target) if contrast < 0 else (position, target, contrast)

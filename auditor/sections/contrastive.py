@@ -42,25 +42,28 @@ def passes(options: Options, facts: Facts) -> Passes:
     return Passes(forward=forward, backward=backward, traces=1)
 
 
-def contrastive_maps(handle, images, preds, labels, method="gradient", score="logit"):
+def contrastive_maps(handle, images, preds, labels, method="gradient", score="logit", *,
+                     saliency=None):
     """Saliency of the predicted class, of the true class, and of the difference of scores
     (predicted minus true), with how that difference was obtained.
 
-    Both classes are explained in one batched call (the images stacked twice, one target per
-    row). For a method linear in the score (gradients, Integrated Gradients, occlusion), the
-    map of score_pred - score_true is the difference of the two maps; for the others
-    (rectified or absolute maps) it is computed from the difference of scores itself.
+    For a method linear in the score (gradients, Integrated Gradients, occlusion), the map of
+    score_pred - score_true is the difference of the two maps; for the others (rectified or
+    absolute maps) it is computed from the difference of scores itself. ``saliency(targets,
+    contrast=None)`` gives the maps of ``images``, one target each; by default they are
+    computed here, and the section passes the run's shared maps (``Context.saliency``).
     """
     from auditor.methods.attribution import METHODS, attribute
 
-    stacked = np.concatenate([images, images])
-    targets = np.concatenate([preds, labels])
-    maps = attribute(handle, stacked, targets, method=method, score=score)
-    for_pred, for_true = maps[: len(images)], maps[len(images):]
+    if saliency is None:
+        def saliency(targets, contrast=None):
+            return attribute(handle, images, targets, method=method, score=score,
+                             contrast=contrast)
+
+    for_pred, for_true = saliency(preds), saliency(labels)
     if METHODS[method].linear:
         return for_pred, for_true, for_pred - for_true, DIFFERENCE_OF_MAPS
-    diff = attribute(handle, images, preds, method=method, score=score, contrast=labels)
-    return for_pred, for_true, diff, MAP_OF_DIFFERENCE
+    return for_pred, for_true, saliency(preds, labels), MAP_OF_DIFFERENCE
 
 
 @dataclass
@@ -87,13 +90,13 @@ def run(ctx: Context, options: Options) -> SectionResult:
 
         method = trusted_method(ctx, NAME, fallback="gradient")
         note = choice_note(ctx, NAME)
-    for_pred, for_true, diff, difference = contrastive_maps(ctx.handle, images, preds, labels,
-                                                            method, options.score)
-    ctx.remember_saliency(method, options.score, {},  # for the attribution section
-                          np.concatenate([positions, positions]),
-                          np.concatenate([preds, labels]), np.concatenate([for_pred, for_true]))
-    ctx.cache[NAME] = {"positions": positions, "pred": for_pred, "true": for_true, "diff": diff,
-                       "method": method, "score": options.score}
+
+    def shared(targets, contrast=None):  # maps made once per run, whichever section asks first
+        return ctx.saliency(method, positions, targets, contrast=contrast, images=images,
+                            score=options.score)
+
+    for_pred, for_true, diff, difference = contrastive_maps(
+        ctx.handle, images, preds, labels, method, options.score, saliency=shared)
     probs = p.probs_at(positions)
     examples = [{"index": int(pos), "true": names[labels[i]], "pred": names[preds[i]],
                  "p_pred": float(probs[i, preds[i]]), "p_true": float(probs[i, labels[i]])}

@@ -54,26 +54,6 @@ def passes(options: Options, facts: Facts) -> Passes:
                   traces=2)
 
 
-def contrastive_maps(ctx: Context, positions, images, preds, labels) -> np.ndarray:
-    """Gradient of (predicted minus true) logit per image: taken from the contrastive section's
-    cache where it computed the same gradient maps for these images, computed otherwise."""
-    from auditor.methods.attribution import attribute
-
-    maps = np.zeros_like(images)
-    found = np.zeros(len(positions), bool)
-    cached = ctx.cache.get("contrastive")
-    if cached is not None:
-        if (cached["method"], cached["score"]) == ("gradient", "logit"):
-            where = {int(p): i for i, p in enumerate(cached["positions"])}
-            for j, pos in enumerate(positions):
-                if int(pos) in where:
-                    maps[j], found[j] = cached["diff"][where[int(pos)]], True
-    if (~found).any():
-        maps[~found] = attribute(ctx.handle, images[~found], preds[~found],
-                                 contrast=labels[~found])
-    return maps
-
-
 @dataclass
 class CounterfactualsData:
     """What the gallery is drawn from: its examples and their arrays, row for row."""
@@ -118,8 +98,9 @@ def run(ctx: Context, options: Options) -> SectionResult:
                             weight=options.weight, tv_weight=options.tv_weight,
                             steps=options.steps, learning_rate=options.learning_rate,
                             margin=options.margin)
-    # The change moves towards the true class, so it should follow minus the contrastive map.
-    toward_true = -contrastive_maps(ctx, positions, images, preds, labels)
+    # The change moves towards the true class, so it should follow minus the contrastive map:
+    # the gradient of (predicted minus true) logit, shared with the sections that made it.
+    toward_true = -ctx.saliency("gradient", positions, preds, contrast=labels, images=images)
     agreement = np.full(len(positions), np.nan)
     if found.success.any():
         agreement[found.success] = rank_correlation(found.delta[found.success].sum(axis=-1),

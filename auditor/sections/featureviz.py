@@ -153,20 +153,29 @@ def variants(options: Options, compare: bool) -> list[tuple[str, str, str]]:
     return runs
 
 
-def class_runs(ctx: Context, options: Options, classes: list[int], recipe: Recipe,
-               compare: bool):
-    """All regularised class images, every variant, in one batch."""
+def renders(ctx: Context, options: Options, classes: list[int], recipe: Recipe, compare: bool,
+            picks: list, layers: list[str]):
+    """Every class image of every variant and every chosen channel's image, in one batch: one
+    compiled loop and one forward and backward pass per step for all of them. A row's weights
+    are zero for the terms of the other kind, so each image follows its own objective."""
     runs = variants(options, compare)
     targets = classes * len(runs)
-    kinds = [kind for _, _, kind in runs for _ in classes]
-    spread = {k: objective_spread(ctx.predictions.logits, k) for k in set(kinds)}
-    objective = sum(objectives.class_objective(kind, targets)
-                    * [float(k == kind) for k in kinds] for kind in sorted(set(kinds)))
-    weighted = dataclasses.replace(recipe, l2=np.array([options.l2 * spread[k] for k in kinds]),
-                                   tv=np.array([options.tv * spread[k] for k in kinds]))
-    inits = [init for _, init, _ in runs for _ in classes]
+    kinds = [kind for _, _, kind in runs for _ in classes] + [None] * len(picks)
+    spread = {k: objective_spread(ctx.predictions.logits, k) for k in set(kinds) - {None}}
+    padded = targets + [0] * len(picks)
+    objective = sum(objectives.class_objective(kind, padded) * [float(k == kind) for k in kinds]
+                    for kind in sorted(spread))
+    if picks:
+        pad = [0] * len(targets)
+        objective = objective + sum(
+            objectives.channel(layer, pad + [c if name == layer else 0 for name, c, _ in picks])
+            * (pad + [float(name == layer) for name, _, _ in picks]) for layer in layers)
+    weights = np.array([spread[k] for k in kinds if k is not None]
+                       + [max(float(ex.std_activation[c]), 1e-6) for _, c, ex in picks])
+    weighted = dataclasses.replace(recipe, l2=options.l2 * weights, tv=options.tv * weights)
+    inits = [init for _, init, _ in runs for _ in classes] + ["zeros"] * len(picks)
     start = ctx.dataset.images([options.init_image])[0] if "image" in inits else None
-    rendering = optimise(ctx.handle, objective, weighted, len(targets), inits, start)
+    rendering = optimise(ctx.handle, objective, weighted, len(inits), inits, start)
     return runs, rendering
 
 
@@ -208,9 +217,9 @@ def chosen_layers(model, wanted: list[str], model_name: str) -> list[str]:
     return list(wanted) or convs[-1:]
 
 
-def channel_runs(ctx: Context, options: Options, recipe: Recipe, layers: list[str]):
-    """Top dataset images for every channel of the chosen layers, and the chosen channels'
-    visualisations, all layers in one batch."""
+def channel_picks(ctx: Context, options: Options, layers: list[str]) -> list[tuple]:
+    """(layer, channel, top images of the layer) for the chosen channels of every layer: the
+    channels asked for, else the most active ones over the data."""
     picks = []
     for layer in layers:
         examples = top_activating(ctx.handle, ctx.dataset, layer, options.top_k,
@@ -225,13 +234,7 @@ def channel_runs(ctx: Context, options: Options, recipe: Recipe, layers: list[st
             channels = [int(c) for c in np.argsort(-examples.mean_activation,
                                                    kind="stable")[: options.max_channels]]
         picks += [(layer, c, examples) for c in channels]
-    if not picks:
-        return [], None
-    objective = sum(objectives.channel(layer, [c if name == layer else 0 for name, c, _ in picks])
-                    * [float(name == layer) for name, _, _ in picks] for layer in layers)
-    spread = np.array([max(float(ex.std_activation[c]), 1e-6) for _, c, ex in picks])
-    weighted = dataclasses.replace(recipe, l2=options.l2 * spread, tv=options.tv * spread)
-    return picks, optimise(ctx.handle, objective, weighted, len(picks))
+    return picks
 
 
 @dataclass
@@ -267,11 +270,16 @@ def run(ctx: Context, options: Options) -> SectionResult:
     recipe = make_recipe(options, steps, real, ctx.config.seed)
 
     tick = time.perf_counter()
+    picks = channel_picks(ctx, options, layers)
+    timings["top images"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
     compare = options.compare if options.compare is not None else handle.input_shape[0] <= 64
-    runs, rendering = class_runs(ctx, options, classes, recipe, compare)
-    timings["classes"] = time.perf_counter() - tick
+    runs, rendering = renders(ctx, options, classes, recipe, compare, picks, layers)
+    timings["classes and channels"] = time.perf_counter() - tick
     k = len(classes)
     per_run = {label: rendering.images[i * k:(i + 1) * k] for i, (label, _, _) in enumerate(runs)}
+    channel_images = rendering.images[len(runs) * k:]
     verdicts = {label: judge_images(ctx, images, classes, real)
                 for label, images in per_run.items()}
     if compare:
@@ -284,10 +292,6 @@ def run(ctx: Context, options: Options) -> SectionResult:
     main = verdicts["regularised"]
     np.savez(ctx.workdir / NPZ_NAME, images=per_run["regularised"],
              classes=np.array([names[c] for c in classes]))
-
-    tick = time.perf_counter()
-    picks, channel_rendering = channel_runs(ctx, options, recipe, layers)
-    timings["channels"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
     evolution = {step: images[:k] for step, images in rendering.snapshots.items()}
@@ -305,7 +309,7 @@ def run(ctx: Context, options: Options) -> SectionResult:
         verdicts=verdicts, compare=compare, evolution=evolution,
         evolution_confidence=evolution_confidence, real_tv=real.total_variation,
         channel_rows=channels, top_images=top_images,
-        channel_images=channel_rendering.images if picks else None)
+        channel_images=channel_images if picks else None)
     timings["snapshots"] = time.perf_counter() - tick
     summary = _summary(class_rows, comparison, percentiles, real, options, steps, channels)
     summary["seconds"] = timings

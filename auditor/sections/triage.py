@@ -179,17 +179,13 @@ def fingerprint_all(dataset, batch_size: int = 256):
 def features_and_fingerprints(ctx: Context):
     """The shared penultimate features and the audit images' fingerprints, in one pass over
     the data when the features are not computed yet (streaming costs about half a model pass)."""
-    from auditor.predict.predictions import penultimate_features
-
     parts: list = []
-    if "features" not in ctx.cache:
-        ctx.cache["features"] = penultimate_features(
-            ctx.handle, ctx.dataset, ctx.config.batch_size,
-            visit=lambda images, _: parts.append(duplicates.fingerprints(np.asarray(images))))
+    features = ctx.features(
+        visit=lambda images, _: parts.append(duplicates.fingerprints(np.asarray(images))))
     if not parts:  # computed before, or the model could not be split
-        return ctx.cache["features"], fingerprint_all(ctx.dataset)
-    return ctx.cache["features"], (np.concatenate([e for e, _ in parts]),
-                                   np.concatenate([h for _, h in parts]))
+        return features, fingerprint_all(ctx.dataset)
+    return features, (np.concatenate([e for e, _ in parts]),
+                      np.concatenate([h for _, h in parts]))
 
 
 def data_health(ctx, options, fingerprints, reference, self_neighbours, audit_neighbours):
@@ -241,27 +237,17 @@ def read_images(dataset, groups: list) -> list[np.ndarray]:
 
 def figure_saliency(ctx: Context, mistakes: np.ndarray, mistake_images, slice_shown,
                     slice_images, method: str):
-    """(Predicted minus true class) saliency of the shown mistakes, reused from the contrastive
-    section when it ran first, and each shown slice's saliency for the predicted class, in one
-    batched call (the gradient function is traced once): (differences, [maps per slice])."""
-    from auditor.methods.attribution import attribute
-
+    """(Predicted minus true class) saliency of the shown mistakes and each shown slice's
+    saliency for the predicted class, through the run's shared maps (the contrastive and
+    counterfactual sections reuse the mistakes'): (differences, [maps per slice])."""
     p = ctx.predictions
-    cached = ctx.cache.get("contrastive") or {}
-    known = {int(pos): row for row, pos in enumerate(cached.get("positions", []))}
-    missing = np.array([row for row, pos in enumerate(mistakes) if int(pos) not in known], int)
-    chosen = mistakes[missing]
-    images = np.concatenate([mistake_images[missing], mistake_images[missing], *slice_images])
-    targets = np.concatenate([p.preds[chosen], p.labels[chosen]]
-                             + [p.preds[members] for members in slice_shown]).astype(int)
-    maps = (attribute(ctx.handle, images, targets, method=method) if len(images)
-            else np.zeros_like(images))
-    diffs = np.zeros_like(mistake_images)
-    diffs[missing] = maps[: len(missing)] - maps[len(missing): 2 * len(missing)]
-    for row, pos in enumerate(mistakes):
-        if int(pos) in known:
-            diffs[row] = cached["diff"][known[int(pos)]]
-    return diffs, np.split(maps[2 * len(missing):], np.cumsum([len(m) for m in slice_shown]))
+    diffs = ctx.saliency(method, mistakes, p.preds[mistakes], contrast=p.labels[mistakes],
+                         images=mistake_images)
+    members = np.concatenate([np.zeros(0, int), *slice_shown]).astype(int)
+    maps = ctx.saliency(method, members, p.preds[members],
+                        images=np.concatenate([np.zeros((0, *ctx.handle.input_shape)),
+                                               *slice_images]))
+    return diffs, np.split(maps, np.cumsum([len(m) for m in slice_shown]))
 
 
 def slice_comparison(labels, found, seed: int, most: int = 200):

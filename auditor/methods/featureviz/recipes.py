@@ -56,16 +56,17 @@ class Recipe:
         return objective
 
 
-def start_images(param, inits: Sequence[str], real_image: np.ndarray | None,
-                 seed: int = 0) -> None:
-    """Initialise each image: 'zeros' (all parameters zero, Simonyan et al.), 'noise' (a
-    uniform random image) or 'image' (``real_image``, a dataset image)."""
+def start_values(param, inits: Sequence[str], real_image: np.ndarray | None,
+                 seed: int = 0) -> np.ndarray:
+    """Parameter values of each image's start: 'zeros' (all parameters zero, Simonyan et al.),
+    'noise' (a uniform random image) or 'image' (``real_image``, a dataset image)."""
     unknown = sorted(set(inits) - set(INITS))
     if unknown:
         raise ConfigError(f"unknown init '{unknown[0]}'; use one of: {', '.join(INITS)}")
+    values = np.zeros((len(inits), *param.value_shape), np.float32)
     if set(inits) == {"zeros"}:
-        return
-    images = param().numpy()
+        return values
+    images = param.images(values).numpy()
     rng = np.random.default_rng(seed)
     for row, kind in enumerate(inits):
         if kind == "noise":
@@ -74,23 +75,23 @@ def start_images(param, inits: Sequence[str], real_image: np.ndarray | None,
             if real_image is None:
                 raise ConfigError("init 'image' needs a dataset image to start from")
             images[row] = real_image
-    param.set_images(images)
+    return param.values_of(images).numpy()
 
 
 def optimise(handle, objective: objectives.Objective, recipe: Recipe, count: int,
              inits: Sequence[str] | str = "zeros",
              real_image: np.ndarray | None = None) -> Rendering:
     """Optimise ``count`` images in one batch under ``recipe``; ``objective`` is unpenalised."""
-    shape = (count, *handle.input_shape)
-    param = make_param(recipe.param, shape, valid=recipe.valid, decay_power=recipe.decay_power,
-                       decorrelate=recipe.decorrelate)
-    start_images(param, [inits] * count if isinstance(inits, str) else list(inits), real_image,
-                 recipe.seed)
+    param = make_param(recipe.param, tuple(handle.input_shape), valid=recipe.valid,
+                       decay_power=recipe.decay_power, decorrelate=recipe.decorrelate)
+    start = start_values(param, [inits] * count if isinstance(inits, str) else list(inits),
+                         real_image, recipe.seed)
     transforms = standard_transforms(handle.input_shape[0], recipe.jitter, recipe.scale,
                                      recipe.rotate) if recipe.transforms else []
-    return render(handle, recipe.penalised(objective), param, transforms, steps=recipe.steps,
-                  learning_rate=recipe.learning_rate, snapshots=recipe.snapshots,
-                  blur_every=recipe.blur_every, blur_sigma=recipe.blur_sigma, seed=recipe.seed)
+    return render(handle, recipe.penalised(objective), param, transforms, start=start,
+                  steps=recipe.steps, learning_rate=recipe.learning_rate,
+                  snapshots=recipe.snapshots, blur_every=recipe.blur_every,
+                  blur_sigma=recipe.blur_sigma, seed=recipe.seed)
 
 
 def visualise_classes(handle, classes: Sequence[int], recipe: Recipe, objective: str = "logit",

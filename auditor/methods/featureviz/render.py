@@ -1,8 +1,18 @@
 """The one optimisation loop: objective, parameterisation and transforms composed (after Lucid).
 
-All images of a request are optimised together in one batch: every image carries its own target
-inside the objective, so ten classes cost one forward and backward pass per step, not ten.
-Steps run inside a compiled ``tf.function`` loop, in chunks between the requested snapshots.
+All images of a request are optimised together: every image carries its own target in the
+objective's per-image arrays, so ten classes cost one forward and backward pass per step, not
+ten. The loop goes through the audit's one batched path (``auditor.predict.batched.chunked``):
+the images are cut into blocks that fit the memory budget, and each block is split across the
+strategy's replicas, every replica running all the steps on its share. Images never interact
+(the loss is a sum of per-image scores, Adam is elementwise and the model runs in inference
+mode), so a share gets the images it would get in the whole batch.
+
+The steps are one compiled loop per model and form of request (objective key, parameterisation,
+transforms, blur), kept on the model handle, so a later request of the same form traces nothing.
+The random transforms draw from the Philox stream of ``tf.random.Generator.from_seed(seed)``
+exactly as one generator over the whole batch did before the loop was split: every draw is the
+whole batch's, of which a share keeps its own rows. So the images do not depend on the split.
 """
 
 from __future__ import annotations
@@ -13,10 +23,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from auditor.errors import AuditorError
 from auditor.inputs.layers import activations_and_logits
 from auditor.methods.featureviz.transforms import compose, gaussian_blur
+from auditor.predict.batched import chunked, rows_per_pass
 
 DEFAULT_SNAPSHOTS = (0, 16, 64, 256, 1024)
+BETA_1, BETA_2, EPSILON = 0.9, 0.999, 1e-7  # keras.optimizers.Adam's defaults
+PHILOX = 1  # tf.random.Algorithm.PHILOX, the algorithm of Generator.from_seed
+# A stateful Philox draw advances the generator's counter by 256 per value drawn (measured on
+# TensorFlow 2.21: uniform([n]) moves the counter by 256 n), which SplitRandom replays.
+COUNTER_STEP = 256
 
 
 @dataclass
@@ -28,63 +45,159 @@ class Rendering:
     steps: int = 0
     seconds: float = 0.0
     chunks: list[tuple[int, float]] = field(default_factory=list)  # (steps, seconds) per call;
-    # the first call also traces the step function
+    # the first call of a new form also traces the step function
 
     def seconds_per_step(self) -> float:
-        """Steady-state time per step: the chunks after the first (which pays the tracing)."""
+        """Steady-state time per step: the chunks after the first (which may pay the tracing)."""
         later = self.chunks[1:] or self.chunks
         return sum(s for _, s in later) / max(sum(n for n, _ in later), 1)
 
 
-def render(handle, objective, param, transforms: Sequence = (), *, steps: int = 256,
-           learning_rate: float = 0.05, snapshots: Sequence[int] = DEFAULT_SNAPSHOTS,
-           blur_every: int = 0, blur_sigma: float = 0.5, seed: int = 0) -> Rendering:
-    """Maximise ``objective`` over the images of ``param`` with Adam for ``steps`` steps.
+class SplitRandom:
+    """``uniform`` of one ``tf.random.Generator`` over the whole batch, seen from one share.
+
+    ``stream`` is the generator's state (counter low, counter high, key) when the render began;
+    ``draw`` counts the draws made since. Each call draws the whole batch's ``total`` values at
+    that point of the stream and keeps the share's ``rows``.
+    """
+
+    def __init__(self, stream, draw, rows, total):
+        self.stream, self.draw, self.rows, self.total = stream, draw, rows, total
+
+    def uniform(self, shape, minval=0.0, maxval=1.0):
+        import tensorflow as tf
+
+        low = self.stream[0] + self.draw * self.total * COUNTER_STEP
+        counter = tf.bitcast(tf.stack([low, self.stream[1]]), tf.uint64)
+        key = tf.bitcast(self.stream[2:], tf.uint64)
+        values = tf.raw_ops.StatelessRandomUniformV2(
+            shape=tf.reshape(self.total, [1]), key=key, counter=counter, alg=PHILOX,
+            dtype=tf.float32)
+        self.draw += 1
+        return tf.gather(values, self.rows) * (maxval - minval) + minval
+
+
+class _CountDraws:
+    """A stand-in generator that counts how many draws a transform makes per call."""
+
+    def __init__(self):
+        self.draws = 0
+
+    def uniform(self, shape, minval=0.0, maxval=1.0):
+        import tensorflow as tf
+
+        self.draws += 1
+        return tf.fill(shape, (minval + maxval) / 2)
+
+
+def adam(values, m, v, gradient, iteration, learning_rate):
+    """One step of Adam (Kingma and Ba 2015) as Keras computes it, on plain tensors."""
+    import tensorflow as tf
+
+    t = tf.cast(iteration, tf.float32)
+    alpha = learning_rate * tf.sqrt(1 - tf.pow(BETA_2, t)) / (1 - tf.pow(BETA_1, t))
+    m = m + (gradient - m) * (1 - BETA_1)
+    v = v + (tf.square(gradient) - v) * (1 - BETA_2)
+    return values - m * alpha / (tf.sqrt(v) + EPSILON), m, v
+
+
+def compiled_render(handle, objective, param, transform, blur: tuple[int, float]):
+    """The compiled loop for this form of request, traced once per model and cached."""
+    specs = tuple((a.dtype.str, a.shape[1:]) for a in objective.arrays)
+    key = ("featureviz", objective.key, specs, objective.layers, param.key, transform.key, blur)
+    if key not in handle.compiled:
+        handle.compiled[key] = _compile(handle, objective, param, transform, blur)
+    return handle.compiled[key]
+
+
+def _compile(handle, objective, param, transform, blur: tuple[int, float]):
+    import tensorflow as tf
+
+    tapped = activations_and_logits(handle, objective.layers)
+    counting = _CountDraws()
+    transform(tf.fill((1, *handle.input_shape), 0.5), counting)
+    blur_every, blur_sigma = blur
+
+    def step(values, m, v, index, rng, arrays, learning_rate):
+        with tf.GradientTape() as tape:
+            tape.watch(values)
+            image = param.images(values)
+            activations, logits = tapped(transform(image, rng))
+            state = {"logits": logits, "image": image,
+                     **dict(zip(objective.layers, activations, strict=True))}
+            loss = -tf.reduce_sum(objective(state, arrays))
+        values, m, v = adam(values, m, v, tape.gradient(loss, values), index + 1, learning_rate)
+        values = param.project(values)
+        if blur_every > 0:
+            values = tf.cond((index + 1) % blur_every == 0,
+                             lambda: param.values_of(gaussian_blur(param.images(values),
+                                                                   blur_sigma)),
+                             lambda: values)
+        return values, m, v
+
+    scalar = tf.TensorSpec([], tf.int64)
+    arrays_spec = [tf.TensorSpec([None, *a.shape[1:]], tf.as_dtype(a.dtype))
+                   for a in objective.arrays]
+
+    @tf.function(input_signature=[scalar, scalar, tf.TensorSpec([], tf.float32),
+                                  tf.TensorSpec([3], tf.int64), scalar,
+                                  tf.TensorSpec([None, 3, *param.value_shape], tf.float32),
+                                  tf.TensorSpec([None], tf.int32), *arrays_spec])
+    def run(first, count, learning_rate, stream, total, state, rows, *arrays):
+        def body(index, values, m, v):
+            rng = SplitRandom(stream, index * counting.draws, rows, total)
+            return (index + 1, *step(values, m, v, index, rng, arrays, learning_rate))
+
+        _, values, m, v = tf.while_loop(lambda index, *_: index < first + count, body,
+                                        (first, state[:, 0], state[:, 1], state[:, 2]))
+        return tf.stack([values, m, v], axis=1)
+
+    return run
+
+
+def render(handle, objective, param, transforms: Sequence = (), *, start=None,
+           count: int | None = None, steps: int = 256, learning_rate: float = 0.05,
+           snapshots: Sequence[int] = DEFAULT_SNAPSHOTS, blur_every: int = 0,
+           blur_sigma: float = 0.5, seed: int = 0) -> Rendering:
+    """Maximise ``objective`` over ``count`` images (or from the parameter values ``start``)
+    with Adam for ``steps`` steps.
 
     ``blur_every`` > 0 blurs the images themselves every that many steps (Yosinski et al.
     2015), which slowly erases detail that no step keeps renewing.
     """
-    import keras
     import tensorflow as tf
 
     started = time.perf_counter()
-    tapped = activations_and_logits(handle, objective.layers)
-
-    def features(images):
-        activations, logits = tapped(images)
-        return {"logits": logits, **dict(zip(objective.layers, activations, strict=True))}
-
-    transform = compose(transforms)
-    rng = tf.random.Generator.from_seed(seed)
-    optimizer = keras.optimizers.Adam(learning_rate)
-    optimizer.build(param.variables)
-
-    def step(index):
-        with tf.GradientTape() as tape:
-            image = param()
-            state = features(transform(image, rng))
-            state["image"] = image
-            loss = -tf.reduce_sum(objective(state))
-        optimizer.apply_gradients(zip(tape.gradient(loss, param.variables), param.variables,
-                                      strict=True))
-        param.project()
-        if blur_every > 0 and (index + 1) % blur_every == 0:
-            param.set_images(gaussian_blur(param(), blur_sigma))
-
-    @tf.function
-    def run(first, count):
-        for index in tf.range(first, first + count):
-            step(index)
-
+    values = (np.zeros((count, *param.value_shape), np.float32) if start is None
+              else np.asarray(start, np.float32))
+    n = len(values)
+    if any(len(a) != n for a in objective.arrays):
+        raise AuditorError(f"the objective holds {[len(a) for a in objective.arrays]} rows per "
+                           f"array for {n} images; give one row per image")
+    run = compiled_render(handle, objective, param, compose(transforms),
+                          (int(blur_every), float(blur_sigma)))
+    state = np.stack([values, np.zeros_like(values), np.zeros_like(values)], axis=1)
+    stream = tf.random.Generator.from_seed(seed).state.numpy()
+    block = rows_per_pass(handle, backward=True)
     stops = sorted({s for s in snapshots if 0 <= s <= steps} | {steps})
     kept, done, chunks = {}, 0, []
     for stop in stops:
-        if stop > done:
+        if stop > done and n:
             tick = time.perf_counter()
-            run(tf.constant(done), tf.constant(stop - done))
+            state = chunked(handle, _steps(run, done, stop - done, learning_rate, stream, n),
+                            state, np.arange(n, dtype=np.int32), *objective.arrays, rows=block)
             chunks.append((stop - done, time.perf_counter() - tick))
-            done = stop
+        done = max(done, stop)
         if stop in snapshots or stop == steps:
-            kept[stop] = param().numpy()
-    return Rendering(images=param().numpy(), snapshots=kept, steps=steps,
+            kept[stop] = param.images(state[:, 0]).numpy()
+    return Rendering(images=param.images(state[:, 0]).numpy(), snapshots=kept, steps=steps,
                      seconds=time.perf_counter() - started, chunks=chunks)
+
+
+def _steps(run, first: int, count: int, learning_rate: float, stream: np.ndarray, total: int):
+    """Steps ``first`` to ``first + count`` of one block's share: what ``chunked`` calls."""
+    def share(state, rows, *arrays):
+        return run(np.int64(first), np.int64(count), np.float32(learning_rate), stream,
+                   np.int64(total), state, rows, *arrays)
+
+    return share

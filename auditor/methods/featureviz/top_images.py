@@ -33,10 +33,12 @@ def merge_top_k(values: np.ndarray, positions: np.ndarray, new_values: np.ndarra
 
 def top_activating(handle, dataset, layer: str, k: int = 6,
                    batch_size: int = 64) -> ChannelExamples:
-    """Stream the dataset through ``layer`` and keep each channel's k most activating images."""
+    """Stream the dataset through ``layer`` and keep each channel's k most activating images;
+    each batch is split across the replicas of the handle's strategy."""
     import tensorflow as tf
 
     from auditor.inputs.layers import activation_model
+    from auditor.predict.distribute import run_batch
 
     key = ("featureviz.channel_means", layer)
     if key not in handle.compiled:
@@ -51,7 +53,7 @@ def top_activating(handle, dataset, layer: str, k: int = 6,
     channel_means = handle.compiled[key]
     values = positions = total = squares = None
     for images, _, batch_positions in dataset.batches(batch_size):
-        means = channel_means(tf.constant(images)).numpy().astype(np.float64).T  # (ch, batch)
+        means = run_batch(handle, channel_means, images).astype(np.float64).T  # (ch, batch)
         if values is None:
             values, positions = np.zeros((len(means), 0)), np.zeros((len(means), 0), int)
             total, squares = np.zeros(len(means)), np.zeros(len(means))

@@ -3,7 +3,9 @@
 An image that still excites the model after a random shift, zoom and tilt cannot rely on one
 exact arrangement of pixels, so the optimiser stops painting adversarial high-frequency noise.
 Each transform is a small function ``(images, rng) -> images`` of the same shape, drawing one
-random setting per image from ``rng`` (a ``tf.random.Generator``); ``compose`` chains a list.
+random setting per image from ``rng`` (a ``tf.random.Generator``, or anything with its
+``uniform``); ``compose`` chains a list. Each transform carries a ``key`` (its kind and
+settings), by which the render loop knows it has already compiled a step for that chain.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ def _warp(images, matrices):
         fill_value=0.0, interpolation="BILINEAR", fill_mode="REFLECT")
 
 
-def _affine(sample) -> Transform:
+def _affine(sample, key: tuple) -> Transform:
     """A geometric transform from ``sample(images, rng) -> (N, 3, 3)`` matrices.
 
     ``compose`` multiplies the matrices of consecutive geometric transforms, so that a chain of
@@ -35,6 +37,7 @@ def _affine(sample) -> Transform:
         return _warp(images, sample(images, rng))
 
     apply.sample = sample
+    apply.key = key
     return apply
 
 
@@ -55,7 +58,7 @@ def jitter(pixels: float) -> Transform:
         one, zero = tf.ones([n]), tf.zeros([n])
         return _matrices([one, zero, dx, zero, one, dy, zero, zero, one])
 
-    return _affine(sample)
+    return _affine(sample, ("jitter", float(pixels)))
 
 
 def _about_centre(images, angle, zoom):
@@ -80,7 +83,7 @@ def scale(amount: float) -> Transform:
         n = tf.shape(images)[0]
         return _about_centre(images, tf.zeros([n]), rng.uniform([n], 1 - amount, 1 + amount))
 
-    return _affine(sample)
+    return _affine(sample, ("scale", float(amount)))
 
 
 def rotate(degrees: float) -> Transform:
@@ -93,7 +96,7 @@ def rotate(degrees: float) -> Transform:
         n = tf.shape(images)[0]
         return _about_centre(images, rng.uniform([n], -limit, limit), tf.ones([n]))
 
-    return _affine(sample)
+    return _affine(sample, ("rotate", float(degrees)))
 
 
 def gaussian_blur(images, sigma: float):
@@ -114,7 +117,11 @@ def gaussian_blur(images, sigma: float):
 
 def blur(sigma: float) -> Transform:
     """Gaussian blur as a transform (the loop also blurs the image itself every few steps)."""
-    return lambda images, rng: gaussian_blur(images, sigma)
+    def apply(images, rng):
+        return gaussian_blur(images, sigma)
+
+    apply.key = ("blur", float(sigma))
+    return apply
 
 
 def compose(transforms: Sequence[Transform]) -> Transform:
@@ -133,6 +140,8 @@ def compose(transforms: Sequence[Transform]) -> Transform:
             images = transform(images, rng)
         return images if pending is None else _warp(images, pending)
 
+    # a transform without a key (one a caller wrote) is known only by its identity
+    apply.key = tuple(getattr(t, "key", ("id", id(t))) for t in transforms)
     return apply
 
 

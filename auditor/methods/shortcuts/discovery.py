@@ -29,8 +29,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from auditor.inputs.layers import final_layer_input
-
 MIN_CLUSTER = 4  # smaller clusters are noise, not a strategy
 TWIN = 0.5  # clusters whose differences from the class have this cosine similarity are merged
 FALSE_ALARM = 0.01  # stated per-class false-alarm rate of each signal under the null
@@ -345,15 +343,3 @@ def embed_2d(points: np.ndarray, seed: int = 0) -> np.ndarray:
     with threadpool_limits(1):
         return TSNE(2, perplexity=perplexity, init="pca", random_state=seed,
                     max_iter=500).fit_transform(points).astype(np.float32)
-
-
-def penultimate_features(handle, images: np.ndarray, batch_size: int = 256) -> np.ndarray | None:
-    """The input of the model's final layer for each image, or None when the model cannot be
-    split there (a subclassed model or a SavedModel wrapper)."""
-    features = final_layer_input(handle)
-    if features is None:
-        return None
-    chunks = [np.asarray(features(images[i:i + batch_size], training=False))
-              for i in range(0, len(images), batch_size)]
-    flat = [c.reshape(len(c), -1) for c in chunks]
-    return np.concatenate(flat) if flat else None

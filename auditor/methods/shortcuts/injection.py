@@ -311,8 +311,8 @@ def discover_copy(tuner: FineTuner, split: Split, target: int, shortcut: str, op
     """The whole shortcut search (every class, maps and features, confirmation) on the copy's
     held-out images, every other target-class image carrying the shortcut: would the audit
     have found the planted shortcut without being told, and nothing else?"""
-    from auditor.methods.shortcuts.discovery import penultimate_features
     from auditor.methods.shortcuts.search import search
+    from auditor.predict.predictions import penultimate_features
 
     images = split.eval_images.copy()
     own = np.flatnonzero(split.eval_labels == target)
