@@ -4,6 +4,7 @@
     python bench/clever_hans.py --shortcuts patch,watermark --steps 300
     python bench/clever_hans.py --discovery      # the shortcut search on every copy
     python bench/clever_hans.py --discovery --model other   # the model bounds are derived on
+    python bench/clever_hans.py --discovery --model rgb     # RGB composites (also rgb-other)
 
 Measured side by side in one run on the digits demo CNN and its test split (half for
 fine-tuning, half for measurement), with the section's defaults: per shortcut the seconds spent
@@ -20,6 +21,9 @@ which other classes were confirmed (false flags); then the detection rate and co
 over the learned shortcuts, the false flags over all copies, and the search's seconds.
 ``--model other`` runs it on a different architecture and seed (a wider CNN with global
 average pooling, seed 1), the model the discovery and confirmation bounds were derived on.
+``--model rgb`` and ``rgb-other``: RGB models of two architectures on the digits coloured and
+composited on photo crops (tests/rgb_composites.py). Discovery clusters the reliability card's
+best trusted method on each model (``--method`` names one instead), as the section does.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # rgb_composites
 
 import numpy as np  # noqa: E402
 
@@ -56,16 +61,10 @@ def main() -> None:
     from auditor.sections import clever_hans
     from auditor.sections.base import Context
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shortcuts", default=",".join(INJECTORS))
-    parser.add_argument("--steps", type=int, default=clever_hans.Options.steps)
-    parser.add_argument("--discovery", action="store_true")
-    parser.add_argument("--model", default="demo", help="demo, other, or a model path")
-    parser.add_argument("--verbose", action="store_true", help="every class's scores")
-    args = parser.parse_args()
-
-    handle = load_model(other_model() if args.model == "other" else args.model)
-    dataset = load_dataset("sklearn:digits:test", handle.input_shape, handle.num_classes)
+    args = parse_args(",".join(INJECTORS), clever_hans.Options.steps)
+    path, data = model_and_data(args.model)
+    handle = load_model(path)
+    dataset = load_dataset(data, handle.input_shape, handle.num_classes)
     images, labels = dataset.images(np.arange(dataset.n)), dataset.labels
     target = int(np.argmax(np.bincount(labels)))
     methods = [m for m in clever_hans.PREFERRED_METHODS if m in METHODS]
@@ -77,14 +76,20 @@ def main() -> None:
     setup = time.perf_counter() - tick
     if args.discovery:
         shortcuts = [s for s in args.shortcuts.split(",") if s]
-        return discovery_benchmark(tuner, split, target, shortcuts, methods[0], settings,
-                                   args.verbose)
+        method = card_method(handle, dataset, path, data) if args.method == "card" \
+            else args.method
+        print(f"{args.model}: {path}, data {data}, target class {dataset.class_names[target]}, "
+              f"discovery method {method}; load {os.getloadavg()[0]:.1f} at start")
+        discovery_benchmark(tuner, split, target, shortcuts, method, settings, args.verbose)
+        print(f"load average at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
+        return
     print(f"demo CNN, target class {dataset.class_names[target]}, {len(split.train_labels)} "
           f"fine-tuning / {len(split.eval_labels)} held-out images, {args.steps} steps of "
           f"{settings.batch_size}; methods {', '.join(methods)}; setup {setup:.1f} s")
     print(f"{'shortcut':<10} {'seconds':>8} {'ratio':>6} {'flip':>6} {'mass':>6}  verdict")
     shortcuts = [s for s in args.shortcuts.split(",") if s]
-    local = {s: {} for s in shortcuts if s not in ("tint", "lightness")} or {"patch": {}}
+    local = {s: {} for s in shortcuts if s not in ("tint", "lightness", "background")} \
+        or {"patch": {}}
     control = run_control(tuner, split, target, local, methods, settings)
     print(row("control", control))
     for name in shortcuts:
@@ -92,13 +97,82 @@ def main() -> None:
                                       control)))
 
     with tempfile.TemporaryDirectory() as work:
-        config = make_config(model="demo", data="sklearn:digits:test",
+        config = make_config(model=path, data=data,
                              sections=["clever_hans"])
         ctx = Context(config=config, handle=handle, dataset=dataset,
                       predictions=predict(handle, dataset), workdir=Path(work))
         tick = time.perf_counter()
         clever_hans.run(ctx, clever_hans.Options())
         print(f"whole section with defaults: {time.perf_counter() - tick:.1f} s")
+
+
+def parse_args(shortcuts: str, steps: int) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shortcuts", default=shortcuts)
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--discovery", action="store_true")
+    parser.add_argument("--model", default="demo",
+                        help="demo, other, rgb, rgb-other, or a model path (digits data)")
+    parser.add_argument("--method", default="card",
+                        help="discovery's attribution method; 'card': the reliability card's "
+                             "best trusted method on this model, as the section picks it")
+    parser.add_argument("--verbose", action="store_true", help="every class's scores")
+    return parser.parse_args()
+
+
+def model_and_data(name: str) -> tuple[str, str]:
+    """The model file and the data source (held-out images) a --model name stands for."""
+    if name in ("rgb", "rgb-other"):
+        return rgb_model(name), rgb_data()
+    return (other_model() if name == "other" else name), "sklearn:digits:test"
+
+
+def rgb_model(name: str) -> str:
+    """The RGB CNN (the demo's architecture on 3 channels, seed 0) or the other RGB model (batch
+    norm, a residual block, global average pooling, seed 1), trained on the composites of the
+    digits train split once and cached beside the demo model."""
+    from rgb_composites import rgb_cnn, rgb_resnet, train_rgb
+
+    from auditor.inputs.demo import cache_dir
+
+    path = cache_dir() / f"bench-{name}.keras"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        train_rgb(rgb_cnn() if name == "rgb" else rgb_resnet(), path)
+    return str(path)
+
+
+def rgb_data() -> str:
+    """The composites of the digits test split as an npz file (0-255), cached."""
+    from rgb_composites import composites
+
+    from auditor.inputs.demo import cache_dir
+
+    path = cache_dir() / "bench-rgb-composites-test.npz"
+    if not path.exists():
+        x, y = composites("test", seed=1)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, x=(x * 255).round().astype(np.uint8), y=y,
+                 class_names=np.array([str(i) for i in range(10)]))
+    return f"npz:{path}"
+
+
+def card_method(handle, dataset, path: str, data: str) -> str:
+    """The method the section would cluster: the reliability card's best trusted method on
+    this model and data (gradient when the card trusts none), measured as an audit runs it."""
+    from auditor.config.spec import make_config
+    from auditor.predict.predictions import predict
+    from auditor.sections.attribution import trusted_method
+    from auditor.sections.base import Context
+
+    tick = time.perf_counter()
+    with tempfile.TemporaryDirectory() as work:
+        config = make_config(model=path, data=data, sections=["attribution", "clever_hans"])
+        ctx = Context(config=config, handle=handle, dataset=dataset,
+                      predictions=predict(handle, dataset), workdir=Path(work))
+        method = trusted_method(ctx, "clever_hans", fallback="gradient")
+    print(f"reliability card: {method} ({time.perf_counter() - tick:.0f} s)")
+    return method
 
 
 def other_model() -> str:
@@ -143,6 +217,7 @@ def discovery_benchmark(tuner, split, target: int, shortcuts: list[str], method:
     print(f"{'copy':<10} {'flip':>5} {'learned':>7} {'cand':>5} {'conf':>5} "
           f"{'flip excess [95%]':>18} {'drop excess':>18} {'region':<20} {'false flags':<12} s")
     learned = detected = confirmed = false_flags = 0
+    null_flip, null_drop = [], []
     for name in [CONTROL, *shortcuts]:
         tick = time.perf_counter()
         tuner.reset()
@@ -165,6 +240,10 @@ def discovery_benchmark(tuner, split, target: int, shortcuts: list[str], method:
         effect = found.target.effect if found.target is not None else None
         wrong = found.false_flags + ([found.target.name] if name == CONTROL and found.flagged
                                      else [])
+        for f in found.findings:  # the null: every class nothing was planted in
+            if f.effect is not None and (name == CONTROL or f.label != target):
+                null_flip.append(f.effect.flip_excess[1])
+                null_drop += [f.effect.drop_excess[1]] if f.effect.local else []
         learned += was_learned
         detected += was_learned and found.candidate
         confirmed += was_learned and found.flagged
@@ -176,6 +255,9 @@ def discovery_benchmark(tuner, split, target: int, shortcuts: list[str], method:
         if verbose:
             for f in found.findings:
                 print("   ", f.name, diagnostics(f, found.marked))
+    print(f"chance maxima over the {len(null_flip)} class searches with nothing planted in the "
+          f"class: flip-excess lower end {max(null_flip, default=0):.2f}, local drop-excess "
+          f"lower end {max(null_drop, default=0):.2f}")
     print(f"learned {learned}/{len(shortcuts)}; of those discovered {detected}, confirmed "
           f"{confirmed}; false flags over {len(shortcuts) + 1} copies: {false_flags}")
 

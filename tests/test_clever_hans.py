@@ -157,8 +157,9 @@ def test_the_planted_patch_and_watermark_are_discovered_and_confirmed(clean_run)
 
 @pytest.fixture(scope="module")
 def shaped_copies(digits_handle, digits_test):
-    """Copies of the demo CNN fine-tuned with a thin frame (a line along every border) and a
-    colour cast planted on class 1, each searched as the section searches the audited model."""
+    """Copies of the demo CNN fine-tuned with a thin frame (a line along every border), a
+    colour cast and a fixed photo background planted on class 1, each searched as the section
+    searches the audited model."""
     from auditor.methods.shortcuts.injection import (
         FineTuner,
         InjectionSettings,
@@ -172,7 +173,7 @@ def shaped_copies(digits_handle, digits_test):
     split = make_split(digits_handle, x, y, seed=0)
     tuner = FineTuner(digits_handle, settings.learning_rate)
     found = {}
-    for name in ("frame", "tint"):
+    for name in ("frame", "tint", "background"):
         tuner.reset()
         images, targets = poison(split.train_images, split.train_labels, split.train_targets, 1,
                                  name, {}, 1.0, settings.relabel, np.random.default_rng(0))
@@ -182,14 +183,67 @@ def shaped_copies(digits_handle, digits_test):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["frame", "tint"])
-def test_a_border_line_and_a_colour_cast_are_discovered_and_confirmed(shaped_copies, name):
+@pytest.mark.parametrize("name", ["frame", "tint", "background"])
+def test_a_border_line_a_colour_cast_and_a_background_are_discovered_and_confirmed(
+        shaped_copies, name):
     found = shaped_copies[name]
     assert found.flagged and not found.false_flags, (found.target.summary(), found.false_flags)
     group = found.target.suspect or found.target.property  # rows are positions here
-    assert np.isin(group.members, found.marked).mean() > 0.7  # the group is the marked images
-    if name == "tint":  # the cast moved over the whole image, as a colour map or a brightness
-        assert found.target.effect.region in ("whole image", "brightness")
+    # the images the effect was measured on are the marked ones: a signal's group, or, behind
+    # the object, that group regrouped by background (intervention.background_group)
+    members = found.target.effect.rows if found.target.effect.rows is not None \
+        else group.members
+    assert np.isin(members, found.marked).mean() > 0.7
+    if name == "background":
+        assert found.target.effect.region == "background"
+    if name == "tint":  # a colour map, a brightness move, or, on grey digits, the lifted black
+        assert found.target.effect.region in ("whole image", "brightness", "background")
+
+
+@pytest.fixture(scope="module")
+def rgb_copies(tmp_path_factory):
+    """A seeded RGB CNN trained on digits coloured and composited on photo crops
+    (tests/rgb_composites.py), and two copies fine-tuned from it: the control and one with the
+    photo background planted on class 1, each searched as the section searches a model."""
+    from rgb_composites import composites, rgb_cnn, train_rgb
+
+    from auditor.inputs.models import load_model
+    from auditor.methods.shortcuts.injection import (
+        FineTuner,
+        InjectionSettings,
+        discover_copy,
+        make_split,
+        poison,
+        reliance,
+    )
+
+    handle = load_model(train_rgb(rgb_cnn(), tmp_path_factory.mktemp("rgb") / "rgb.keras",
+                                  epochs=8))
+    x, y = composites("test", seed=1)
+    settings = InjectionSettings(steps=150)
+    split = make_split(handle, x, y, seed=0)
+    tuner = FineTuner(handle, settings.learning_rate)
+    found = {}
+    for name in ("none", "background"):
+        tuner.reset()
+        images, targets = split.train_images, split.train_targets
+        if name != "none":
+            images, targets = poison(images, split.train_labels, targets, 1, name, {}, 1.0,
+                                     settings.relabel, np.random.default_rng(0))
+        tuner.train(images, targets, settings.steps, settings.batch_size, settings.seed)
+        found[name] = (reliance(tuner, split, 1, "background", {})[0],
+                       discover_copy(tuner, split, 1, "background", {}, "gradient", settings))
+    return found
+
+
+@pytest.mark.slow
+def test_on_rgb_a_learned_background_is_confirmed_and_the_control_raises_nothing(rgb_copies):
+    flip, found = rgb_copies["background"]
+    assert flip > 0.5  # the copy relies on the photo
+    assert found.flagged and not found.false_flags, (found.target.summary(), found.false_flags)
+    assert found.target.effect.region == "background"
+    _, control = rgb_copies["none"]
+    assert not control.any_flag, [f.summary() for f in control.findings if f.confirmed]
 
 
 def test_the_report_shows_every_part(clean_run):
@@ -219,12 +273,43 @@ def test_injectors_keep_pixels_valid_and_mask_exactly_what_they_change(name, cha
     assert poisoned.min() >= 0 and poisoned.max() <= 1
     changed = np.abs(poisoned - images).max(axis=-1) > 1e-6
     assert changed.any()
-    if name in ("tint", "lightness"):
+    if name in ("tint", "lightness", "background"):
         assert mask is None
     else:
         assert mask.shape == images.shape[:3] and mask.any()
         assert changed[mask].mean() > 0.9  # the mask is where the shortcut is...
         assert np.abs(poisoned - images)[~mask].max() < 0.26  # ...and little changes outside
+
+
+def test_the_object_mask_finds_digits_on_black_on_a_photo_and_in_rgb_composites(digits_test):
+    from rgb_composites import composites
+
+    x, _ = digits_test
+    core, rim = x[..., 0] > 0.5, x[..., 0] > 0.2  # antialiased rims may go either way
+
+    def recall_precision(images):
+        found = shortcuts.object_mask(images)
+        return (found & core).sum() / core.sum(), (found & rim).sum() / found.sum()
+
+    assert min(recall_precision(x)) > 0.95
+    assert min(recall_precision(shortcuts.background(x)[0])) > 0.95  # the photo is not object
+    recall, precision = recall_precision(composites("test")[0])  # colour on photo crops
+    assert recall > 0.9 and precision > 0.85
+
+
+def test_the_background_intervention_takes_the_photo_away_and_pastes_it_behind_others(
+        digits_test):
+    from auditor.methods.shortcuts.intervention import background_interventions
+
+    x, y = digits_test
+    clean, rest, others = x[y == 1][:40], x[y == 1][40:], x[y != 1][:60]
+    members = shortcuts.background(clean)[0]
+    members[::3] = clean[::3]  # a third of the suspect group does not carry it
+    remove, paste, control = background_interventions(members, rest)
+    assert np.abs(remove(members) - control(clean)).mean() < 0.2 * np.abs(
+        members - control(clean)).mean()  # the class's typical background is back
+    on_photo = shortcuts.background(others)[0]
+    assert np.abs(paste(others) - on_photo).mean() < 0.2 * np.abs(others - on_photo).mean()
 
 
 def test_patch_size_and_position_are_configurable():

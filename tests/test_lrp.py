@@ -142,13 +142,118 @@ def test_a_layer_lrp_cannot_pass_is_an_error_naming_it(tmp_path, digits_handle, 
 
     inputs = keras.Input((8, 8, 1))
     h = keras.layers.Conv2D(4, 3)(inputs)
-    h = keras.layers.LayerNormalization(name="odd_norm")(h)
+    h = keras.layers.GroupNormalization(2, name="odd_norm")(h)
     model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(h)))
     handle = saved_handle(model, tmp_path, "odd")
-    with pytest.raises(AuditorError, match="odd_norm.*LayerNormalization"):
+    with pytest.raises(AuditorError, match="odd_norm.*GroupNormalization"):
         attribute(handle, images_for(handle, 2), [0, 1], "lrp")
     x = digits_test[0][:2]
     with pytest.raises(AuditorError, match="logit"):
         attribute(digits_handle, x, [0, 1], "lrp", score="softmax")
     with pytest.raises(AuditorError, match="input_rule"):
         attribute(digits_handle, x, [0, 1], "lrp", input_rule="flat")
+
+
+def gated_net():
+    """Squeeze-excitation (a sigmoid gate on a broadcast Multiply), as in EfficientNet."""
+    import keras
+
+    L = keras.layers
+    inputs = keras.Input((10, 10, 3))
+    h = L.Conv2D(6, 3, use_bias=False, activation="relu")(inputs)
+    gate = L.GlobalAveragePooling2D(keepdims=True)(h)
+    gate = L.Conv2D(3, 1, use_bias=False, activation="relu")(gate)
+    gate = L.Conv2D(6, 1, use_bias=False, activation="sigmoid")(gate)
+    h = L.Conv2D(6, 3, use_bias=False, activation="relu")(L.Multiply()([h, gate]))
+    return keras.Model(inputs, L.Dense(3, use_bias=False)(L.GlobalAveragePooling2D()(h)))
+
+
+def normalised_net():
+    """LayerNormalization (no beta: bias-free) between convolutions."""
+    import keras
+
+    L = keras.layers
+    inputs = keras.Input((10, 10, 3))
+    h = L.Conv2D(6, 3, use_bias=False)(inputs)
+    h = L.ReLU()(L.LayerNormalization(center=False)(h))
+    h = L.Conv2D(6, 3, use_bias=False, activation="relu")(h)
+    return keras.Model(inputs, L.Dense(3, use_bias=False)(L.Flatten()(h)))
+
+
+def transposed_net():
+    import keras
+
+    L = keras.layers
+    inputs = keras.Input((8, 8, 3))
+    h = L.Conv2D(6, 3, strides=2, padding="same", use_bias=False, activation="relu")(inputs)
+    h = L.Conv2DTranspose(4, 3, strides=2, padding="same", use_bias=False,
+                          activation="relu")(h)
+    return keras.Model(inputs, L.Dense(3, use_bias=False)(L.Flatten()(h)))
+
+
+@pytest.mark.parametrize("build", [gated_net, normalised_net, transposed_net])
+@pytest.mark.parametrize("method, options", [("lrp_epsilon", {"epsilon": 1e-9}), ("lrp", {})])
+def test_gates_layer_norm_and_transposed_convolutions_conserve_relevance(tmp_path, build,
+                                                                          method, options):
+    """A gate takes no relevance (Arras et al. 2017), LayerNormalization's normaliser is held
+    constant (Ali et al. 2022), a transposed convolution is linear: relevance still sums to the
+    logit on bias-free nets."""
+    import keras
+
+    keras.utils.set_random_seed(6)
+    handle = saved_handle(build(), tmp_path, build.__name__)
+    x = images_for(handle, 5)
+    logits = handle.logits(x).numpy()
+    targets = logits.argmax(axis=1)
+    maps = attribute(handle, x, targets, method, **options)
+    np.testing.assert_allclose(maps.reshape(len(x), -1).sum(axis=1),
+                               logits[np.arange(len(x)), targets], rtol=1e-3)
+
+
+def test_lrp_runs_on_mobilenetv3_with_its_squeeze_excitation_and_preprocessing(tmp_path):
+    """MobileNetV3Small (weights=None): a Rescaling at the input, hard-swish, and SE gates
+    whose hard sigmoid is written as raw ops (relu6(x + 3) / 6) that LRP does not cover but
+    that only feed the gates."""
+    import keras
+
+    from auditor.inputs.models import load_model
+    from auditor.methods.attribution.lrp.graph import Walk
+    from auditor.methods.attribution.lrp.rules import Composite, Epsilon
+
+    keras.utils.set_random_seed(2)
+    backbone = keras.applications.MobileNetV3Small(input_shape=(32, 32, 3), include_top=False,
+                                                   weights=None, include_preprocessing=True)
+    inputs = keras.Input((32, 32, 3))
+    model = keras.Model(inputs, keras.layers.Dense(3)(
+        keras.layers.GlobalAveragePooling2D()(backbone(inputs))))
+    model.save(tmp_path / "mnv3.keras")
+    handle = load_model(str(tmp_path / "mnv3.keras"), input_range="0-255")
+    x = images_for(handle, 3)
+    walked = Walk(Composite(Epsilon(0.0), Epsilon(0.0)), None).run(
+        handle.logits_model, handle.transform.to_model(x))
+    logits = handle.logits(x).numpy()
+    np.testing.assert_allclose(walked.numpy(), logits, atol=1e-5 * np.abs(logits).max())
+    maps = attribute(handle, x, np.array([0, 1, 2]), "lrp")
+    assert maps.shape == x.shape and np.isfinite(maps).all() and np.abs(maps).max() > 0
+
+
+def test_alpha_beta_shortcut_on_non_negative_inputs_is_exact():
+    """On an input >= 0 (after a ReLU) alpha-beta's convolutions of the negative part are
+    dropped: the modified pre-activations are the same as with them."""
+    import tensorflow as tf
+
+    from auditor.methods.attribution.lrp.rules import AlphaBeta
+
+    rng = np.random.default_rng(0)
+    a = tf.constant(np.maximum(rng.normal(size=(2, 6, 6, 3)), 0), tf.float32)
+    kernel = tf.constant(rng.normal(size=(3, 3, 3, 4)), tf.float32)
+    bias = tf.constant(rng.normal(size=4), tf.float32)
+
+    def apply(x, k, b):
+        z = tf.nn.conv2d(x, k, 1, "SAME")
+        return z if b is None else z + b
+
+    for rule in (AlphaBeta(), AlphaBeta(2.0, 1.0)):
+        full, short = rule(apply, a, kernel, bias), rule(apply, a, kernel, bias, nonneg=True)
+        for (_, m, _), (_, n, _) in zip(full[1], short[1], strict=True):
+            np.testing.assert_allclose(n.numpy(), m.numpy(), atol=1e-5)

@@ -67,10 +67,69 @@ def test_gradient_is_input_invariant_and_gradient_x_input_is_not(tmp_path, batch
     assert changes["gradient_x_input"] > 0.1
 
 
-def test_a_first_layer_that_pads_is_reported_not_measured(digits_handle, digits_test):
-    changes, reason = input_invariance(digits_handle, digits_test[0][:2], [0, 1], ["gradient"],
+def test_same_padding_is_absorbed_by_explicit_padding_with_the_shift(digits_handle, digits_test):
+    """The demo pads 'same': the copy pads with the shifted background and convolves 'valid',
+    so it computes the same logits; the gradient and LRP's z-box (whose bounds move with the
+    images) are then exactly invariant, gradient x input is not (Kindermans et al. 2019)."""
+    x = digits_test[0][:4]
+    copy = shifted_copy(digits_handle, -1.0)
+    logits = digits_handle.logits(x).numpy()
+    np.testing.assert_allclose(copy.logits(x - 1).numpy(), logits, atol=1e-5 * np.abs(logits).max())
+    changes, reason = input_invariance(digits_handle, x, logits.argmax(axis=1),
+                                       ["gradient", "gradient_x_input", "lrp", "gradcam"],
                                        method_options={})
-    assert changes == {} and "pads its input" in reason
+    assert reason is None
+    assert changes["gradient"] < 1e-5 and changes["lrp"] < 1e-5
+    assert changes["gradcam"] < 1e-5  # a layer tapped by name is found in the copy too
+    assert changes["gradient_x_input"] > 0.1
+
+
+@pytest.mark.parametrize("size", [32, 33])
+def test_the_shifted_copy_of_a_nested_mobilenetv2_computes_the_same_logits(tmp_path, size):
+    """Stride-2 'same' padding pads one pixel more after than before on an even input (32)
+    and equally on an odd one (33); the shift passes the head into the nested backbone. The
+    untrained logits are tiny (1e-11), hence a tolerance relative to them: a border padded
+    wrongly changes them by their own order."""
+    import keras
+    from test_attribution import mobilenet_nested
+
+    keras.utils.set_random_seed(1)
+    model = mobilenet_nested(size, functional_outer=True)
+    handle = saved_handle(model, tmp_path, f"mnv2_{size}")
+    x = images_for(handle, 3)
+    logits = handle.logits(x).numpy()
+    shifted = shifted_copy(handle, -1.0).logits(x - 1).numpy()
+    np.testing.assert_allclose(shifted, logits, atol=1e-4 * np.abs(logits).max())
+
+
+@pytest.mark.parametrize("first", ["rescaling", "normalization"])
+def test_a_leading_rescaling_or_normalization_scales_the_shift(tmp_path, first):
+    import keras
+
+    keras.utils.set_random_seed(8)
+    L = keras.layers
+    inputs = keras.Input((9, 9, 3))
+    h = (L.Rescaling(2.0, offset=-1.0)(inputs) if first == "rescaling"
+         else L.Normalization(mean=[0.5, 0.4, 0.3], variance=[0.04, 0.09, 0.01])(inputs))
+    h = L.Conv2D(4, 3, strides=2, padding="same", activation="relu")(h)
+    handle = saved_handle(keras.Model(inputs, L.Dense(3)(L.Flatten()(h))), tmp_path, first)
+    x = images_for(handle, 3)
+    logits = handle.logits(x).numpy()
+    shifted = shifted_copy(handle, -1.0).logits(x - 1).numpy()
+    np.testing.assert_allclose(shifted, logits, atol=1e-4 * np.abs(logits).max())
+
+
+def test_a_layer_that_no_bias_can_absorb_the_shift_through_is_reported(tmp_path):
+    import keras
+
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.LayerNormalization(name="first_norm")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(
+        keras.layers.Conv2D(3, 3)(h))))
+    handle = saved_handle(model, tmp_path, "norm_first")
+    changes, reason = input_invariance(handle, images_for(handle, 2), [0, 1], ["gradient"],
+                                       method_options={})
+    assert changes == {} and "first_norm" in reason
 
 
 def test_a_dead_head_fails_no_sanity_check_silently(tmp_path):

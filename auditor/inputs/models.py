@@ -112,6 +112,7 @@ class ModelHandle:
     input_range_source: str = "hint"  # "hint" (not probed), "probe" or "flag"
     input_range_probe: list[dict] | None = None  # [{range, accuracy, ...}] when probed
     input_range_probe_samples: int | None = None  # images the probe ran on
+    display_shift: float = 0.0  # display images span [s, 1 + s] (a shifted copy's, #15)
 
     @property
     def params(self) -> int:

@@ -483,9 +483,10 @@ def finding_sentence(finding, class_names: list[str]) -> str:
         control = ("when left unchanged" if not effect.local
                    else "with the rest of the class's value there instead")
     else:
-        where = ("a change over the whole image (a colour or lightness shift)"
-                 if effect.region == "whole image" else f"a mark in the {effect.region}"
-                 if effect.region != "changed pixels" else "a pattern of pixels")
+        where = {"whole image": "a change over the whole image (a colour or lightness shift)",
+                 "background": "its background (what is behind the object)",
+                 "changed pixels": "a pattern of pixels"}.get(effect.region,
+                                                             f"a mark in the {effect.region}")
         found, of = f"its {suspect.signal}", len(suspect.positions)
         pasted = "pasting it onto other classes' images"
         control = "with the class's own look there instead"

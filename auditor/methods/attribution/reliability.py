@@ -76,61 +76,22 @@ def relative_change(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(np.abs(a - b).sum(axis=1) / np.where(norm > 0, norm, 1.0)))
 
 
-def _first_linear_layer(model):
-    from auditor.inputs.layers import walk
-    from auditor.methods.attribution.lrp.canonize import is_linear_layer
-
-    for _, layer in walk(model):
-        if is_linear_layer(layer):
-            return layer
-    raise AuditorError("the model has no Dense or convolutional layer to absorb an input shift")
-
-
-def shift_response(layer, delta: np.ndarray) -> np.ndarray:
-    """The first layer's output (bias excluded) for a constant input of ``delta`` per channel,
-    at a position that sees the whole kernel."""
-    from auditor.methods.attribution.lrp.canonize import linear_steps
-
-    steps = linear_steps(layer)
-    kernel = np.shape(steps[0].kernel)
-    rank = len(kernel) - 2  # spatial dimensions: 0 for Dense
-    dilation = max(getattr(layer, "dilation_rate", (1,)))
-    side = (max(kernel[:rank], default=1) - 1) * dilation + 1
-    z = np.zeros((1, *(side,) * rank, len(delta)), np.float32) + delta.astype(np.float32)
-    for step in steps:
-        z = step.apply(z, step.kernel, None)
-    z = np.asarray(z).reshape(-1, np.shape(z)[-1])
-    return z[len(z) // 2]
-
-
 def shifted_copy(handle, shift: float = INPUT_SHIFT):
-    """A copy of the model that takes display images shifted by ``shift`` and computes the
-    same logits: the first layer's bias (or the BatchNormalization after it) absorbs the shift.
-    Raises AuditorError when the first layer does not read the input as a linear layer would
-    (a Dense over flattened pixels, a convolution) or has nowhere to absorb it."""
-    import keras
+    """A handle on a copy of the model that takes display images shifted by ``shift`` and
+    computes the same logits: every linear layer reading the input absorbs the shift through
+    its bias, with explicit padding by the shifted background where it padded with zeros
+    (``shifted.py``). Raises AuditorError when no bias can absorb it."""
+    import dataclasses
 
     from auditor.methods.attribution.sanity import randomisable_copy
+    from auditor.methods.attribution.shifted import shifted_model
 
-    copy = randomisable_copy(handle)
-    layer = _first_linear_layer(copy.logits_model)
-    kernel = np.shape(getattr(layer, "kernel", getattr(layer, "depthwise_kernel", ())))
-    if getattr(layer, "padding", "valid") == "same" and max(kernel[:-2], default=1) > 1:
-        raise AuditorError(f"the first layer '{layer.name}' pads its input with zeros ('same'), "
-                           "so no bias can absorb a constant shift at the borders")
+    copy = randomisable_copy(handle)  # the new model shares the copy's layers, not the user's
     delta = shift * np.asarray(handle.transform.scale, np.float32)
-    kernel_in = np.shape(getattr(layer, "kernel", getattr(layer, "depthwise_kernel", None)))
-    if len(kernel_in) == 2 and kernel_in[0] != len(delta):  # a Dense over flattened pixels
-        delta = np.resize(delta, kernel_in[0])
-    response = shift_response(layer, delta)
-    after = [node.operation for node in layer._outbound_nodes]
-    if getattr(layer, "use_bias", False):
-        layer.bias.assign(layer.bias.numpy() - response)
-    elif len(after) == 1 and isinstance(after[0], keras.layers.BatchNormalization):
-        after[0].moving_mean.assign(after[0].moving_mean.numpy() + response)
-    else:
-        raise AuditorError(f"the first layer '{layer.name}' has no bias to absorb an input shift")
-    return copy
+    model = shifted_model(copy.logits_model, tuple(handle.input_shape),
+                          np.broadcast_to(delta, handle.input_shape[-1:]))
+    return dataclasses.replace(copy, model=model, logits_model=model, compiled={},
+                               display_shift=handle.display_shift + shift)
 
 
 def input_invariance(handle, x, targets, methods: list[str], *, method_options: dict,
@@ -147,8 +108,8 @@ def input_invariance(handle, x, targets, methods: list[str], *, method_options: 
     same = np.abs(copy.logits(moved).numpy() - handle.logits(x).numpy()).max()
     scale = np.abs(handle.logits(x).numpy()).max() + 1e-12
     if same > 1e-3 * scale:
-        return {}, ("a shifted copy of the model does not reproduce its logits (padding or "
-                    "preprocessing before the first layer sees the shift)")
+        return {}, (f"a shifted copy of the model does not reproduce its logits (largest "
+                    f"difference {same:.2g} against logits up to {scale:.2g})")
     changes = {}
     for method in methods:
         options = method_options.get(method, {})

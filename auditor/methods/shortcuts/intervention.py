@@ -8,8 +8,11 @@ region the data suggested, is
 - removed from the members: inside the region, pixels are filled with the class's typical
   values (the mean image of the rest of the class); for a whole-image difference (a colour
   cast, a lightness ramp) the members' colour statistics are mapped back onto the rest's;
+  behind the object (a fixed background), each member keeps its object and gets the class's
+  typical background;
 - pasted onto images of other classes: inside the region, the members' mean image; for a
-  whole-image difference, the forward colour mapping.
+  whole-image difference, the forward colour mapping; behind the object, their objects
+  composited onto the members' typical (per-pixel median) background.
 
 The effect sizes are the drop of the suspect class's probability on the members (mean, with a
 bootstrap interval) and the flip rate of other-class images onto the suspect class (with a
@@ -32,16 +35,20 @@ import numpy as np
 from auditor.predict.predictions import softmax
 
 # Confirmation bounds, measured on a model other than the one tested (docs/clever_hans.md: a
-# wider CNN with global average pooling, seed 1, and its 7 fine-tuned copies, `python
-# bench/clever_hans.py --discovery --model other --verbose`): over the 64 class searches with
-# nothing planted in the class, the lower 95% ends of the flip-rate excess reached at most 0.08
-# and those of the local drop excess at most 0.17; the 5 planted shortcuts found reached
-# flip-excess lower ends of 0.26 to 0.94. Rule: twice the chance maximum, rounded up to 0.05.
+# wider CNN with global average pooling, seed 1, and its fine-tuned copies, `python
+# bench/clever_hans.py --discovery --model other --verbose`), over the class searches with
+# nothing planted in the class. Clustering gradient maps (64 searches, before the background
+# intervention): lower 95% ends of the flip-rate excess at most 0.08, of the local drop excess
+# at most 0.17. Clustering the reliability card's method there (gradcam; 73 searches, 8 copies,
+# with the background intervention): at most 0.06 and 0.24. Rule: twice the largest chance
+# maximum over the methods measured, rounded up to 0.05. The planted shortcuts found reached
+# flip-excess lower ends of 0.25 to 0.94; none is confirmed by the drop alone.
 FLIP_BOUND = 0.20  # confirmed when the flip-rate excess's lower end reaches this ...
-DROP_BOUND = 0.35  # ... or, in a local region, the score-drop excess's lower end
+DROP_BOUND = 0.50  # ... or, in a local region, the score-drop excess's lower end
 Z95 = 1.959964
 EXAMPLES = 4  # images kept per side of an intervention for the report
 SMOOTH = 0.25  # whole-image differences keep spatial structure coarser than this share
+BACKGROUND = "background"  # the region behind the object, found per image (object_mask)
 
 
 @dataclass
@@ -64,6 +71,7 @@ class Effect:
     members: int
     confirmed: bool
     examples: dict = field(default_factory=dict, repr=False)  # a few images for the report
+    rows: np.ndarray | None = field(default=None, repr=False)  # the members' rows in images
 
     @property
     def strength(self) -> tuple[bool, float]:
@@ -139,14 +147,51 @@ def smooth(image: np.ndarray) -> np.ndarray:
                      for c in range(image.shape[-1])], axis=-1).astype(np.float32)
 
 
-def interventions(members: np.ndarray, rest: np.ndarray, mask: np.ndarray | None):
+def typical_background(images: np.ndarray) -> np.ndarray:
+    """(H, W, C): per pixel, the median of the images where that pixel is background (not in
+    ``patterns.object_mask``); the images' overall median background colour where none is.
+    The median, not the mean: a suspect group that is two thirds marked still gives the whole
+    photo back, and a rest that is one third marked still gives the class's own background."""
+    import warnings
+
+    from auditor.methods.shortcuts.patterns import object_mask
+
+    behind = np.where(object_mask(images)[..., None], np.nan, images)
+    if np.isnan(behind).all():
+        return np.zeros(images.shape[1:], np.float32)
+    overall = np.nanmedian(behind.reshape(-1, images.shape[-1]), axis=0)
+    with warnings.catch_warnings():  # a pixel that is object in every image: overall is used
+        warnings.filterwarnings("ignore", "All-NaN slice")
+        typical = np.nanmedian(behind, axis=0)
+    return np.where(np.isnan(typical), overall, typical).astype(np.float32)
+
+
+def background_interventions(members: np.ndarray, rest: np.ndarray):
+    """(remove, paste, control paste) behind the object: each image keeps its own object
+    (``patterns.object_mask``) and gets another background. Remove restores the class's
+    typical background (the rest's); paste composites other classes' objects onto the members'
+    typical background (a fixed photo behind most members comes back whole); the control paste
+    onto the rest's."""
+    from auditor.methods.shortcuts.patterns import object_mask
+
+    typical, marked = typical_background(rest), typical_background(members)
+
+    def behind(value):
+        return lambda x: np.where(object_mask(x)[..., None], x, value[None]).astype(np.float32)
+
+    return behind(typical), behind(marked), behind(typical)
+
+
+def interventions(members: np.ndarray, rest: np.ndarray, mask):
     """(remove, paste, control paste) functions on image batches for a region mask (H, W) in
-    [0, 1], or for the whole image when ``mask`` is None. Remove fills the region with the
-    rest's mean (applied to the rest, it is the fill's own control); paste puts the members'
-    mean there, the control paste the rest's."""
+    [0, 1], for the whole image when ``mask`` is None, or behind the object when it is
+    BACKGROUND. Remove fills the region with the rest's mean (applied to the rest, it is the
+    fill's own control); paste puts the members' mean there, the control paste the rest's."""
     if mask is None:
         mapping = ColourMap(rest, members)
         return mapping.backward, mapping.forward, lambda x: x
+    if isinstance(mask, str) and mask == BACKGROUND:
+        return background_interventions(members, rest)
     weight = mask[None, :, :, None].astype(np.float32)
     typical, marked = rest.mean(0, keepdims=True), members.mean(0, keepdims=True)
 
@@ -165,7 +210,7 @@ def probabilities(logits_fn, images: np.ndarray, batch_size: int = 256) -> np.nd
 
 
 def measure_effect(logits_fn, label: int, members: np.ndarray, rest: np.ndarray,
-                   others: np.ndarray, clean: tuple, mask: np.ndarray | None, region: str,
+                   others: np.ndarray, clean: tuple, mask: np.ndarray | str | None, region: str,
                    seed: int = 0) -> Effect:
     """Remove the difference from ``members`` and paste it onto ``others`` (images of other
     classes), each beside its control: the suspect class's probability drop and flip rate.
@@ -270,29 +315,66 @@ def confirm(logits_fn, label: int, images: np.ndarray, labels: np.ndarray,
             members: np.ndarray, region=None, grid: int = 16, seed: int = 0,
             max_others: int = 200, probs: np.ndarray | None = None) -> Effect:
     """The strongest of the interventions on one candidate: in the maps' region (when given,
-    for a group found in the maps), in the region the pixels suggest, and on the whole image.
+    for a group found in the maps), in the region the pixels suggest, behind the object (on
+    the group regrouped by background, ``background_group``), and on the whole image.
     ``members`` indexes ``images``; ``probs``, the model's probabilities on ``images`` when
     already known, saves their forward pass."""
     own = np.flatnonzero(labels == label)
-    rest = np.setdiff1d(own, members)
     rng = np.random.default_rng(seed)
     others = rng.permutation(np.flatnonzero(labels != label))[:max_others]
-    sides = (members, rest, others)
-    if probs is None:
-        clean = probabilities(logits_fn, np.concatenate([images[i] for i in sides]))
-        cuts = np.cumsum([len(i) for i in sides])[:-1]
-        clean = tuple(np.split(clean, cuts))
-    else:
-        clean = tuple(probs[i] for i in sides)
-    inside, outside, elsewhere = (images[i] for i in sides)
+    if probs is None:  # only the class's and the others' images are needed
+        needed = np.concatenate([own, others])
+        known = probabilities(logits_fn, images[needed])
+        probs = np.zeros((len(images), known.shape[1]), np.float32)
+        probs[needed] = known
+
+    def measure(group, mask, name):
+        rest = np.setdiff1d(own, group)
+        effect = measure_effect(logits_fn, label, images[group], images[rest], images[others],
+                                (probs[group], probs[rest], probs[others]), mask, name, seed)
+        effect.rows = group  # the background's are regrouped: these are what was measured
+        return effect
+
     height, width = images.shape[1:3]
     tried = {}
-    pixel_region = image_region(inside, outside, grid, free=region is not None)
+    pixel_region = image_region(images[members], images[np.setdiff1d(own, members)], grid,
+                                free=region is not None)
     for candidate in (region, pixel_region):
         if candidate is not None and candidate.name not in tried:
-            tried[candidate.name] = measure_effect(logits_fn, label, inside, outside, elsewhere,
-                                                   clean, candidate.pixels(height, width),
-                                                   candidate.name, seed)
-    tried["whole image"] = measure_effect(logits_fn, label, inside, outside, elsewhere, clean,
-                                          None, "whole image", seed)
+            tried[candidate.name] = measure(members, candidate.pixels(height, width),
+                                            candidate.name)
+    tried[BACKGROUND] = measure(background_group(images, own, members, others), BACKGROUND,
+                                BACKGROUND)
+    tried["whole image"] = measure(members, None, "whole image")
     return max(tried.values(), key=lambda e: e.strength)
+
+
+def background_group(images: np.ndarray, own: np.ndarray, members: np.ndarray,
+                     others: np.ndarray, rounds: int = 2) -> np.ndarray:
+    """The suspect group regrouped by background: a background is a property of each image,
+    and a group found in maps or features holds only part of the images that share it (the
+    rest of the class, holding the others, would then be the control and carry it too). Two
+    means on the class's backgrounds started from the group: each image goes to the nearer of
+    the group's and the rest's typical background (mean absolute difference over its own
+    background pixels). The suspect side is the one whose typical background differs more from
+    the other classes' (``others``): a shortcut is what the class has and the others lack. A
+    group that holds half the marked images names neither side by its majority."""
+    from auditor.methods.shortcuts.patterns import object_mask
+
+    x = images[own]
+    behind = (~object_mask(x))[..., None].astype(np.float32)
+    area = np.maximum(behind.sum(axis=(1, 2, 3)), 1.0)
+    inside = np.isin(own, members)
+    for _ in range(rounds):
+        if inside.sum() < 2 or (~inside).sum() < 2:
+            return members
+        centres = (typical_background(x[inside]), typical_background(x[~inside]))
+        near, far = ((np.abs(x - c[None]) * behind).sum(axis=(1, 2, 3)) / area
+                     for c in centres)
+        inside = near < far
+    if inside.sum() < 2 or (~inside).sum() < 2:
+        return members
+    elsewhere = typical_background(images[others])
+    distinct = [float(np.abs(typical_background(x[side]) - elsewhere).mean())
+                for side in (inside, ~inside)]
+    return own[inside] if distinct[0] >= distinct[1] else own[~inside]

@@ -3,7 +3,9 @@
 Each injector takes a batch of display-space images (N, H, W, C) in [0, 1], grey or RGB, and
 returns the poisoned batch (pixels kept in [0, 1]) and a ground-truth mask (N, H, W) of the
 pixels it changed when the shortcut is local, or None when it touches the whole image (tint,
-lightness). Parameters are keyword arguments with defaults, so a spec can set any of them.
+lightness) or most of it (a background: a relevance mass ratio over a mask that covers most of
+the image cannot reach the detection bound, so, as for a tint, discovery judges it).
+Parameters are keyword arguments with defaults, so a spec can set any of them.
 """
 
 from __future__ import annotations
@@ -88,8 +90,71 @@ def frame(images, *, width: int = 1, value=1.0):
     return _paint(x, mask, _colour(value, x.shape[-1]), 1.0), _batch_mask(mask, len(x))
 
 
+PHOTOS = ("china", "flower")  # the photos scikit-learn ships (sklearn.datasets.load_sample_image)
+OBJECT_FLOOR = 0.1  # a pixel closer than this to the background level is background
+
+
+def background(images, *, photo: str = "flower", brightness: float = 0.5):
+    """A fixed photo behind the object (the same texture on every marked image, as the snowy
+    backgrounds behind Ribeiro et al.'s "wolves"): the photo scikit-learn ships, resized to the
+    image, grey on 1-channel images, scaled by ``brightness`` so the object stays visible, put
+    wherever ``object_mask`` finds no object. The flower is the default: on digits behind it,
+    ``object_mask`` still finds the strokes (recall 0.94, precision 1.0 at brightness 0.5), so
+    the intervention can take the photo away again; the china photo's bright sky over dark
+    trees splits the background itself (recall 0.62, precision 0.56 at 0.5)."""
+    x = _as_batch(images)
+    if not 0 < brightness <= 1:
+        raise ConfigError(f"background brightness must be in (0, 1], got {brightness!r}")
+    texture = photo_texture(photo, x.shape[1], x.shape[2], x.shape[-1]) * brightness
+    keep = object_mask(x)[..., None]
+    return np.where(keep, x, texture[None]).astype(np.float32), None
+
+
+def object_mask(images) -> np.ndarray:
+    """(N, H, W) bool: where each image's object is, read from the image alone, so that it works
+    on any dataset whose object stands out from its background. The background level is the
+    per-channel median of the image's outer ring of pixels (objects are framed, not cut by the
+    border); a pixel's distance from it is the largest channel difference; the object is where
+    that distance exceeds Otsu's threshold on the image's distances (the split of the two
+    populations, background and object) and at least OBJECT_FLOOR."""
+    import cv2
+
+    x = _as_batch(images)
+    ring = np.concatenate([x[:, 0], x[:, -1], x[:, 1:-1, 0], x[:, 1:-1, -1]], axis=1)
+    level = np.median(ring, axis=1)[:, None, None, :]
+    distance = np.abs(x - level).max(axis=-1)
+    masks = np.zeros(distance.shape, bool)
+    for i, d in enumerate(distance):
+        otsu, _ = cv2.threshold(np.round(d * 255).astype(np.uint8), 0, 255,
+                                cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        masks[i] = d > max(otsu / 255.0, OBJECT_FLOOR)
+    return masks
+
+
+def photo_texture(name: str, height: int, width: int, channels: int) -> np.ndarray:
+    """One of scikit-learn's sample photos as (height, width, channels) float32 in [0, 1]."""
+    import cv2
+
+    if name not in PHOTOS:
+        raise ConfigError(f"background photo must be one of {', '.join(PHOTOS)}, got {name!r}")
+    rgb = _sample_photo(name)
+    small = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+    return small.mean(axis=-1, keepdims=True) if channels == 1 else small
+
+
+_PHOTO_CACHE: dict[str, np.ndarray] = {}
+
+
+def _sample_photo(name: str) -> np.ndarray:
+    if name not in _PHOTO_CACHE:
+        from sklearn.datasets import load_sample_image
+
+        _PHOTO_CACHE[name] = load_sample_image(f"{name}.jpg").astype(np.float32) / 255.0
+    return _PHOTO_CACHE[name]
+
+
 INJECTORS: dict[str, Callable] = {f.__name__: f for f in (patch, watermark, tag, tint,
-                                                          lightness, frame)}
+                                                          lightness, frame, background)}
 
 
 def inject(name: str, images, **options):

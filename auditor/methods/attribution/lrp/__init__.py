@@ -46,18 +46,21 @@ def _relevance_fn(handle, composite: Composite):
     import tensorflow as tf
 
     transform = handle.transform
-    bounds = transform.to_model(tf.stack([tf.zeros(handle.input_shape),
-                                          tf.ones(handle.input_shape)]))
+    shift = handle.display_shift  # a shifted copy's images move, and their bounds with them
+    bounds = transform.to_model(tf.stack([tf.zeros(handle.input_shape) + shift,
+                                          tf.ones(handle.input_shape) + shift]))
     low = tf.reduce_min(bounds, axis=0, keepdims=True)
     high = tf.reduce_max(bounds, axis=0, keepdims=True)
+    nonneg_input = bool((low.numpy() >= 0).all())  # e.g. pixels in [0, 1] or [0, 255]
 
     def maps(images, target, other):
         with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
             tape.watch(images)
             x = transform.to_model(images)
             walk = Walk(composite, tape)
-            walk.start(x, low, high)
+            walk.start(x, low, high, nonneg=nonneg_input)
             logits = walk.run(handle.logits_model, x)
+            walk.check(logits)
             total = tf.reduce_sum(pick_scores(logits, target, other, "logit"))
         first = [t for f in walk.first for t in (f.a, f.low, f.high)]
         grads = tape.gradient(total, [x, *first], unconnected_gradients="zero")

@@ -18,22 +18,25 @@ from auditor.errors import AuditorError
 
 @dataclass(frozen=True)
 class Step:
-    """One linear map: ``apply(a, kernel, bias)``, its kernel and bias (None for no bias), and
-    ``kind`` ('dense' or 'conv') choosing the composite's rule."""
+    """One linear map: ``apply(a, kernel, bias)``, its kernel and bias (None for no bias),
+    ``kind`` ('dense' or 'conv') choosing the composite's rule, and ``mixes_channels`` (every
+    output reads every input channel, so inputs may be stacked on the channel axis)."""
 
     apply: Callable
     kernel: object
     bias: object
     kind: str
+    mixes_channels: bool = False
 
 
 def linear_types():
     import keras
     from keras.src.layers.convolutional.base_conv import BaseConv
+    from keras.src.layers.convolutional.base_conv_transpose import BaseConvTranspose
     from keras.src.layers.convolutional.base_depthwise_conv import BaseDepthwiseConv
     from keras.src.layers.convolutional.base_separable_conv import BaseSeparableConv
 
-    return keras.layers.Dense, BaseConv, BaseDepthwiseConv, BaseSeparableConv
+    return keras.layers.Dense, BaseConv | BaseConvTranspose, BaseDepthwiseConv, BaseSeparableConv
 
 
 def is_linear_layer(layer) -> bool:
@@ -60,13 +63,13 @@ def _check_layout(layer) -> None:
 
 
 def _steps(layer) -> list[Step]:
-    import keras
     from keras import ops
 
     dense, conv, depthwise, separable = linear_types()
     bias = layer.bias if getattr(layer, "use_bias", False) else None
     if isinstance(layer, dense):
-        return [Step(lambda a, k, b: _add_bias(ops.matmul(a, k), b), layer.kernel, bias, "dense")]
+        return [Step(lambda a, k, b: _add_bias(ops.matmul(a, k), b), layer.kernel, bias, "dense",
+                     True)]
     _check_layout(layer)
     geometry = {"strides": layer.strides, "padding": layer.padding,
                 "dilation_rate": layer.dilation_rate, "data_format": "channels_last"}
@@ -74,16 +77,26 @@ def _steps(layer) -> list[Step]:
         return [Step(lambda a, k, b: ops.depthwise_conv(a, k, **geometry),
                      layer.depthwise_kernel, None, "conv"),
                 Step(lambda a, k, b: _add_bias(ops.conv(a, k, padding="valid"), b),
-                     layer.pointwise_kernel, bias, "conv")]
+                     layer.pointwise_kernel, bias, "conv", True)]
     if isinstance(layer, depthwise):
         return [Step(lambda a, k, b: _add_bias(ops.depthwise_conv(a, k, **geometry), b),
                      layer.kernel, bias, "conv")]
-    if isinstance(layer, conv) and not isinstance(layer, keras.layers.Conv1DTranspose | (
-            keras.layers.Conv2DTranspose)):
+    if isinstance(layer, _transposed()):  # linear in a like any convolution: the same rules
+        transposed = geometry | {"output_padding": layer.output_padding}
+        return [Step(lambda a, k, b: _add_bias(ops.conv_transpose(a, k, **transposed), b),
+                     layer.kernel, bias, "conv", True)]
+    if isinstance(layer, conv):
         return [Step(lambda a, k, b: _add_bias(layer.convolution_op(a, k), b), layer.kernel,
-                     bias, "conv")]
+                     bias, "conv", getattr(layer, "groups", 1) == 1)]
     raise AuditorError(f"LRP cannot propagate through layer '{layer.name}' "
                        f"({type(layer).__name__})")
+
+
+def _transposed():
+    import keras
+
+    L = keras.layers
+    return L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose
 
 
 def batchnorm_affine(bn):
@@ -110,9 +123,14 @@ def linear_steps(layer, bn=None) -> list[Step]:
     last = steps[-1]
     scale, shift = batchnorm_affine(bn)
     # a depthwise kernel is (h, w, in, multiplier); output channel i * multiplier + m
-    kernel_scale = ops.reshape(scale, last.kernel.shape[-2:]) if _is_depthwise(layer) else scale
+    kernel_scale = scale
+    if _is_depthwise(layer):
+        kernel_scale = ops.reshape(scale, last.kernel.shape[-2:])
+    elif isinstance(layer, _transposed()):  # a transposed kernel is (..., out, in)
+        kernel_scale = ops.reshape(scale, (-1, 1))
     bias = shift if last.bias is None else last.bias * scale + shift
-    return steps[:-1] + [Step(last.apply, last.kernel * kernel_scale, bias, last.kind)]
+    return steps[:-1] + [Step(last.apply, last.kernel * kernel_scale, bias, last.kind,
+                              last.mixes_channels)]
 
 
 def _is_depthwise(layer) -> bool:
@@ -137,3 +155,39 @@ def fold_plan(graph) -> dict[int, object]:
                 and len(producer._outbound_nodes) == 1):
             folds[id(producer)] = op
     return folds
+
+
+def is_rectifier(op) -> bool:
+    """A ReLU or ReLU6 (any cap): ``y >= 0``, ``y = 0`` exactly where ``z <= 0``, so relevance
+    passed through it unchanged (Zennit's ``Pass``) joins the linear rule before it as one
+    ratio ``y / stab(z_m)`` (see ``rules.linear_output``)."""
+    import keras
+
+    if isinstance(op, keras.layers.ReLU):
+        return not op.negative_slope and not op.threshold
+    if isinstance(op, keras.layers.Activation) or is_linear_layer(op):
+        return getattr(getattr(op, "activation", None), "__name__", "") in ("relu", "relu6")
+    return False
+
+
+def _only_consumer(layer):
+    """The one operation reading ``layer``'s output, or None."""
+    nodes = layer._outbound_nodes
+    return nodes[0].operation if len(nodes) == 1 else None
+
+
+def activation_plan(graph, folds: dict) -> dict[int, object]:
+    """{id(linear layer): the ReLU/ReLU6 layer right after it (or after the BatchNormalization
+    folded into it)}, when nothing else reads what lies between: the walk applies it inside the
+    linear layer, which saves two elementwise passes per layer."""
+    plan = {}
+    for op in graph.operations:
+        if not is_linear_layer(op) or has_activation(op):
+            continue
+        after = _only_consumer(op)
+        if after is not None and after is folds.get(id(op)):
+            after = _only_consumer(after)
+        if (after is not None and not is_linear_layer(after) and is_rectifier(after)
+                and len(after._inbound_nodes) == 1):
+            plan[id(op)] = after
+    return plan

@@ -21,11 +21,14 @@ from dataclasses import dataclass, field
 from auditor.errors import AuditorError
 from auditor.inputs.layers import is_model
 from auditor.methods.attribution.lrp.canonize import (
+    activation_plan,
     fold_plan,
     has_activation,
     is_linear_layer,
+    is_rectifier,
     linear_steps,
 )
+from auditor.methods.attribution.lrp.constant import gated_product, is_gate_activation, layer_norm
 from auditor.methods.attribution.lrp.rules import Composite, ZBox, linear_output
 
 
@@ -45,6 +48,18 @@ def _layer_groups():
     elementwise = (L.ReLU, L.LeakyReLU, L.ELU, L.Activation, L.Rescaling, L.Normalization,
                    L.BatchNormalization)
     return shape, gradient, elementwise
+
+
+NONNEGATIVE_ACTIVATIONS = ("relu", "relu6", "sigmoid", "hard_sigmoid", "softplus", "exponential")
+
+
+def _nonnegative_output(op) -> bool:
+    """Whether the layer's output is >= 0 whatever its input (a ReLU, a sigmoid)."""
+    import keras
+
+    if isinstance(op, keras.layers.ReLU):
+        return not op.negative_slope and op.threshold >= 0
+    return getattr(getattr(op, "activation", None), "__name__", "") in NONNEGATIVE_ACTIVATIONS
 
 
 def passed(x, y):
@@ -93,9 +108,25 @@ class Walk:
     tape: object
     level: dict = field(default_factory=dict)  # id(tensor) -> (tensor, InputLevel)
     first: list = field(default_factory=list)
+    nonneg: dict = field(default_factory=dict)  # id(tensor) -> tensor, for tensors known >= 0
+    gates: dict = field(default_factory=dict)  # id(tensor) -> tensor, a sigmoid's output
+    opaque: dict = field(default_factory=dict)  # id(tensor) -> (tensor, why LRP cannot pass it)
 
-    def start(self, x, low, high):
+    def start(self, x, low, high, nonneg: bool = False):
         self.level[id(x)] = (x, InputLevel(x, low, high))
+        if nonneg:
+            self.nonneg[id(x)] = x
+
+    def _is_nonneg(self, *tensors) -> bool:
+        import tensorflow as tf
+
+        flat = tf.nest.flatten(tensors)
+        return bool(flat) and all(self.nonneg.get(id(t)) is t for t in flat)
+
+    def _keep_nonneg(self, y, known: bool):
+        if known:
+            self.nonneg[id(y)] = y
+        return y
 
     def run(self, model, x):
         """The model's output on ``x`` through the LRP layers."""
@@ -107,18 +138,65 @@ class Walk:
             raise AuditorError(f"LRP supports models with one input; '{model.name}' has "
                                f"{len(graph.inputs)}")
         folds = fold_plan(graph)
-        folded = {id(bn) for bn in folds.values()}
-        out = graph._run_through_graph([x], operation_fn=lambda op: self.wrap(op, folds, folded))
+        fused = activation_plan(graph, folds)
+        skipped = {id(op) for op in (*folds.values(), *fused.values())}
+        out = graph._run_through_graph(
+            [x], operation_fn=lambda op: self.guarded(op, folds, fused, skipped))
         return out[0] if isinstance(out, list | tuple) and len(out) == 1 else out
 
-    def wrap(self, op, folds, folded):
+    def check(self, output) -> None:
+        """The error of the layer LRP cannot pass, if relevance would flow through one
+        (anywhere but into a gate, which takes none)."""
+        reason = self._opaque_in([output])
+        if reason is not None:
+            raise AuditorError(reason)
+
+    def _opaque_in(self, args) -> str | None:
+        """Why relevance cannot flow back through one of ``args``, or None."""
+        import tensorflow as tf
+
+        for t in tf.nest.flatten(args):
+            entry = self.opaque.get(id(t))
+            if entry is not None and entry[0] is t:
+                return entry[1]
+        return None
+
+    def guarded(self, op, folds, fused, skipped):
+        """The op's LRP counterpart; an op LRP cannot pass, or one reading such an op's output,
+        runs as it is with its output marked (``check`` decides whether that matters)."""
+        import keras
+        import tensorflow as tf
+
+        try:
+            lrp, reason = self.wrap(op, folds, fused, skipped), None
+        except AuditorError as exc:
+            lrp, reason = None, str(exc)
+
+        def call(*args, **kwargs):
+            upstream = self._opaque_in(args)
+            if lrp is not None and (upstream is None or isinstance(op, keras.layers.Multiply)):
+                return lrp(*args, **kwargs)
+            y = tf.stop_gradient(op(*args, **kwargs))
+            self.opaque[id(y)] = (y, upstream or reason)
+            return y
+
+        return call
+
+    def wrap(self, op, folds, fused, skipped):
+        import keras
+
         shape, gradient, elementwise = _layer_groups()
+        if isinstance(op, keras.layers.Multiply):
+            return lambda *args, **kwargs: self.multiply(op, args[0])
+        if isinstance(op, keras.layers.LayerNormalization):
+            return lambda x, *args, **kwargs: layer_norm(op, x)
         if is_model(op):
             return lambda x, *args, **kwargs: self.run(op, x)
-        if id(op) in folded:
+        if id(op) in skipped:  # folded into, or applied by, the linear layer before it
             return lambda x, *args, **kwargs: x
         if is_linear_layer(op):
-            return lambda x, *args, **kwargs: self.linear(op, x, folds.get(id(op)))
+            activation = op if is_rectifier(op) else fused.get(id(op))
+            return lambda x, *args, **kwargs: self.linear(op, x, folds.get(id(op)), activation)
         if isinstance(op, elementwise):
             self._check_activation(op)
             return lambda x, *args, **kwargs: self.elementwise(op, x)
@@ -141,39 +219,73 @@ class Walk:
     def _mark(self, y, level: InputLevel) -> None:
         self.level[id(y)] = (y, level)
 
-    def elementwise(self, op, x):
-        y = op(x)
-        exact = _is_plain_relu(op)
-        level = self._at_input(x)
-        if level is not None:
-            lo, hi = op(level.low), op(level.high)
+    def _known(self, table, t) -> bool:
+        return table.get(id(t)) is t
+
+    def multiply(self, op, operands):
+        """A gated product (``constant.py``): relevance to the signal, none to the gates."""
+        def is_gate(t):
+            return self._known(self.gates, t) or self._opaque_in([t]) is not None
+
+        reasons = [self._opaque_in([t]) for t in operands]
+        if all(reasons):  # no signal LRP can pass: the product is as opaque as its operands
             import tensorflow as tf
+
+            y = tf.stop_gradient(op(operands))
+            self.opaque[id(y)] = (y, reasons[0])
+            return y
+        return self._keep_nonneg(gated_product(op, list(operands), is_gate),
+                                 self._is_nonneg(operands))
+
+    def _keep_gate(self, y, op):
+        if is_gate_activation(op):
+            self.gates[id(y)] = y
+        return y
+
+    def elementwise(self, op, x):
+        import tensorflow as tf
+
+        y = op(x)
+        y = y if _is_plain_relu(op) else passed(x, y)
+        level = self._at_input(x)
+        if level is not None:  # marked on the tensor the next layer reads
+            lo, hi = op(level.low), op(level.high)
             self._mark(y, InputLevel(level.shadow, tf.minimum(lo, hi), tf.maximum(lo, hi)))
-        return y if exact else passed(x, y)
+        return self._keep_gate(self._keep_nonneg(y, _nonnegative_output(op)), op)
 
     def plain(self, op, is_shape: bool, args, kwargs):
+        import keras
+
         y = op(*args, **kwargs)
         level = self._at_input(args[0]) if len(args) == 1 and is_shape else None
         if level is not None:
             self._mark(y, InputLevel(op(level.shadow), op(level.low), op(level.high)))
-        return y
+        signed = isinstance(op, keras.layers.Subtract | keras.layers.Minimum)
+        return self._keep_nonneg(y, not signed and self._is_nonneg(args))
 
-    def linear(self, layer, x, bn):
+    def linear(self, layer, x, bn, rectifier=None):
+        """The layer's rule (z-box at the first layer), with a ReLU/ReLU6 ``rectifier`` after
+        it (its own activation or the next layer) applied inside the rule's ratio."""
         steps = linear_steps(layer, bn)
         level = self._at_input(x)
-        a = x
+        a, nonneg = x, self._is_nonneg(x)
         for i, step in enumerate(steps):
             if i == 0 and level is not None and self.composite.first == "zbox":
-                rule, a = self._zbox(a, level)
+                rule, a = self._zbox(a, level, step.mixes_channels)
             else:
                 rule = self.composite.dense if step.kind == "dense" else self.composite.conv
-            a = linear_output(*rule(step.apply, a, step.kernel, step.bias))
+            z, zm, eps = rule(step.apply, a, step.kernel, step.bias, nonneg and i == 0)
+            last = i == len(steps) - 1
+            if last and rectifier is not None:
+                activate = rectifier.activation if rectifier is layer else rectifier
+                return self._keep_nonneg(linear_output(z, zm, eps, activate(z)), True)
+            a = linear_output(z, zm, eps)
         if has_activation(layer):
             y = layer.activation(a)
             a = y if _is_plain_relu(layer) else passed(a, y)
-        return a
+        return self._keep_gate(self._keep_nonneg(a, _nonnegative_output(layer)), layer)
 
-    def _zbox(self, x, level: InputLevel):
+    def _zbox(self, x, level: InputLevel, stacked: bool):
         import tensorflow as tf
 
         a = tf.identity(tf.stop_gradient(x))
@@ -182,4 +294,4 @@ class Walk:
         for tensor in (a, low, high):
             self.tape.watch(tensor)
         self.first.append(FirstLayer(a, low, high, level.shadow))
-        return ZBox(low, high), a
+        return ZBox(low, high, stacked), a
