@@ -236,7 +236,7 @@ def plan_sections(config, names, loaded, predictions):
     facts = Facts(images=loaded.dataset.n, input_shape=handle.input_shape,
                   classes=handle.num_classes, train_images=train.n if train is not None else None,
                   compare=loaded.compare_handle is not None,
-                  mistakes=int((~predictions.correct).sum()), handle=handle)
+                  mistakes=int((~predictions.correct).sum()))
     plan = make_plan({name: section_module(name) for name in names}, config.section_options,
                      facts, config.budget, forward_flops(handle))
     if plan.total_passes > 0:

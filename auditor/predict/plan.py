@@ -83,8 +83,6 @@ class Facts:
     train_images: int | None = None  # --train-data images, when given
     compare: bool = False  # a --compare-model is audited alongside
     mistakes: int | None = None  # audit images the model gets wrong (None: count all images)
-    handle: object = field(default=None, compare=False, repr=False)  # for questions about
-    # the model a cost depends on (whether input invariance can run); None in bare plans
 
     @property
     def wrong(self) -> int:

@@ -159,45 +159,25 @@ def passes(options: Options, facts: Facts) -> Passes:
 def shared(options: Options, facts: Facts) -> Passes:
     """The reliability card, made by the first section that needs it (SHARED_BY): every method
     on the sanity samples for the original and at each randomisation stage, twice more for
-    input invariance (the model and its shifted copy), and on the faithfulness samples, whose
-    deletion and insertion curves (for each method and a random map) and Integrated Gradients'
-    completeness are forward passes. Each method is traced on the model, on the randomised
-    copy and on the shifted copy."""
+    input invariance (the model and its shifted copy, counted whenever the copy can be made,
+    which methods/attribution/shifted.py does for most models), and on the faithfulness
+    samples, whose deletion and insertion curves (for each method and a random map) and
+    Integrated Gradients' completeness are forward passes. Each method is traced on the model,
+    on the randomised copy and on the shifted copy."""
     samples = min(options.faithfulness_samples, facts.images)
     curves = (len(options.methods) + 1) * samples * 2 * (options.faithfulness_steps + 1)
     completeness = 2 * samples * ("integrated_gradients" in options.methods)
-    invariance = 2 if facts.handle is None or shift_absorbable(facts.handle) else 0
+    sanity = min(options.sanity_samples, facts.images)
+    check = 3 * sanity  # the shifted copy's logits checked against the model's
     return (_explain(options, facts, samples)
-            + Passes(forward=curves + completeness, traces=3 * len(options.methods) + 2)
-            + _explain(options, facts, min(options.sanity_samples, facts.images),
-                       options.sanity_stages + 1 + invariance))
+            + Passes(forward=curves + completeness + check, traces=3 * len(options.methods) + 2)
+            + _explain(options, facts, sanity, options.sanity_stages + 1 + 2))
 
 
 # The sections that ask for the card (trusted_method) when their spec names no method: the
 # first of them in the run's order makes it, so the plan charges the card's time to that one.
 SHARED_BY = {"contrastive": lambda options: options.method is None,
              "clever_hans": lambda options: options.discovery and options.discovery_method is None}
-
-
-def shift_absorbable(handle) -> bool:
-    """Whether input invariance can run on this model: its first Dense or convolutional layer
-    reads the input without zero padding and has a bias, or a BatchNormalization after it, to
-    absorb the shift (the conditions of reliability.shifted_copy, checked without a copy)."""
-    import keras
-
-    from auditor.errors import AuditorError
-    from auditor.methods.attribution.reliability import _first_linear_layer
-
-    try:
-        layer = _first_linear_layer(handle.logits_model)
-    except AuditorError:
-        return False
-    kernel = np.shape(getattr(layer, "kernel", getattr(layer, "depthwise_kernel", ())))
-    if getattr(layer, "padding", "valid") == "same" and max(kernel[:-2], default=1) > 1:
-        return False
-    after = [node.operation for node in layer._outbound_nodes]
-    return bool(getattr(layer, "use_bias", False)) or (
-        len(after) == 1 and isinstance(after[0], keras.layers.BatchNormalization))
 
 
 @dataclass
