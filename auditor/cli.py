@@ -245,10 +245,23 @@ def _stop_on_signals() -> dict:
     return {name: signal.signal(name, stop) for name in (signal.SIGINT, signal.SIGTERM)}
 
 
+def _hide_swallowed_interruptions(previous_hook):
+    """An Interrupted raised inside a weakref callback or a __del__ is swallowed by Python, which
+    prints its traceback; it is re-raised from ``Interrupted.pending``, so say nothing of it."""
+
+    def hook(unraisable):
+        if not isinstance(unraisable.exc_value, Interrupted):
+            previous_hook(unraisable)
+
+    return hook
+
+
 def main() -> None:
     """Entry point: usage and input errors become one line on stderr and exit code 2; an
     interruption exits with 128 + the signal's number (130 for SIGINT, 143 for SIGTERM)."""
     previous = _stop_on_signals()
+    previous_hook, sys.unraisablehook = sys.unraisablehook, _hide_swallowed_interruptions(
+        sys.unraisablehook)
     try:
         if len(sys.argv) > 1 and sys.argv[1] in ("demo", "methods"):
             _quiet_tensorflow()
@@ -271,5 +284,6 @@ def main() -> None:
         sys.exit(128 + exc.signum)
     finally:  # the caller's handlers again (main may run inside another program, or a test)
         Interrupted.pending = None
+        sys.unraisablehook = previous_hook
         for name, handler in previous.items():
             signal.signal(name, handler)

@@ -542,3 +542,19 @@ def test_cjk_class_names_are_drawn_not_boxes():
         warnings.simplefilter("error")  # "Glyph ... missing from font(s)" would raise
         cat, dog = draw("猫"), draw("犬")
     assert not np.array_equal(cat, dog)  # two missing glyphs would be the same box
+
+
+def test_an_interruption_python_swallows_prints_no_traceback():
+    """A signal landing in a weakref callback: Python calls the unraisable hook instead of
+    raising; the run re-raises it later from Interrupted.pending, so the hook stays silent."""
+    from types import SimpleNamespace
+
+    from auditor.cli import _hide_swallowed_interruptions
+    from auditor.errors import Interrupted
+
+    seen = []
+    hook = _hide_swallowed_interruptions(seen.append)
+    hook(SimpleNamespace(exc_value=Interrupted(2)))
+    other = SimpleNamespace(exc_value=ValueError("a real bug"))
+    hook(other)
+    assert seen == [other]
