@@ -160,26 +160,35 @@ def shaped_copies(digits_handle, digits_test):
     """Copies of the demo CNN fine-tuned with a thin frame (a line along every border), a
     colour cast and a fixed photo background planted on class 1, each searched as the section
     searches the audited model."""
+    from auditor.methods.shortcuts.injection import discover_copy
+
+    return {name: discover_copy(tuner, split, 1, name, {}, "gradient", settings)
+            for name, tuner, split, settings in fine_tuned_copies(
+                digits_handle, digits_test, ("frame", "tint", "background"))}
+
+
+def fine_tuned_copies(handle, test, names):
+    """One fine-tuner, reset for each name: the copy with that shortcut planted on every image
+    of class 1 (and the usual relabelled share), or, for "none", the control copy."""
     from auditor.methods.shortcuts.injection import (
         FineTuner,
         InjectionSettings,
-        discover_copy,
         make_split,
         poison,
     )
 
-    x, y = digits_test
+    x, y = test
     settings = InjectionSettings(steps=150)
-    split = make_split(digits_handle, x, y, seed=0)
-    tuner = FineTuner(digits_handle, settings.learning_rate)
-    found = {}
-    for name in ("frame", "tint", "background"):
+    split = make_split(handle, x, y, seed=0)
+    tuner = FineTuner(handle, settings.learning_rate)
+    for name in names:
         tuner.reset()
-        images, targets = poison(split.train_images, split.train_labels, split.train_targets, 1,
-                                 name, {}, 1.0, settings.relabel, np.random.default_rng(0))
+        images, targets = split.train_images, split.train_targets
+        if name != "none":
+            images, targets = poison(images, split.train_labels, targets, 1, name, {}, 1.0,
+                                     settings.relabel, np.random.default_rng(0))
         tuner.train(images, targets, settings.steps, settings.batch_size, settings.seed)
-        found[name] = discover_copy(tuner, split, 1, name, {}, "gradient", settings)
-    return found
+        yield name, tuner, split, settings
 
 
 @pytest.mark.slow
@@ -464,27 +473,12 @@ def property_copies(digits_handle, digits_test):
     """The property check on copies of the demo CNN fine-tuned with a tint, a lightness ramp,
     or nothing (the control) planted on class 1, measured on held-out images with every other
     image of class 1 marked, as the shortcut search sees them."""
-    from auditor.methods.shortcuts.injection import (
-        FineTuner,
-        InjectionSettings,
-        make_split,
-        poison,
-    )
     from auditor.methods.shortcuts.intervention import probabilities
     from auditor.methods.shortcuts.properties import property_search
 
-    x, y = digits_test
-    settings = InjectionSettings(steps=150)
-    split = make_split(digits_handle, x, y, seed=0)
-    tuner = FineTuner(digits_handle, settings.learning_rate)
     found = {}
-    for name in ("none", "tint", "lightness"):
-        tuner.reset()
-        images, targets = split.train_images, split.train_targets
-        if name != "none":
-            images, targets = poison(images, split.train_labels, targets, 1, name, {}, 1.0,
-                                     settings.relabel, np.random.default_rng(0))
-        tuner.train(images, targets, settings.steps, settings.batch_size, settings.seed)
+    for name, tuner, split, _ in fine_tuned_copies(digits_handle, digits_test,
+                                                   ("none", "tint", "lightness")):
         held = split.eval_images.copy()
         marked = np.flatnonzero(split.eval_labels == 1)[::2]
         if name != "none":
