@@ -94,21 +94,12 @@ def old_render(handle, objective, param, transforms, *, start, steps, learning_r
 def optimise(handle, objective, recipe, count, inits="zeros", real_image=None, old=False):
     """recipes.optimise, with the old loop or the package's."""
     from auditor.methods.featureviz import recipes
-    from auditor.methods.featureviz.param import make_param
-    from auditor.methods.featureviz.transforms import standard_transforms
 
     if not old:
         return recipes.optimise(handle, objective, recipe, count, inits, real_image), 0
-    param = make_param(recipe.param, tuple(handle.input_shape), valid=recipe.valid,
-                       decay_power=recipe.decay_power, decorrelate=recipe.decorrelate)
-    start = recipes.start_values(param, [inits] * count if isinstance(inits, str) else inits,
-                                 real_image, recipe.seed)
-    transforms = standard_transforms(handle.input_shape[0], recipe.jitter, recipe.scale,
-                                     recipe.rotate) if recipe.transforms else []
+    param, start, transforms = recipes.prepare(handle, recipe, count, inits, real_image)
     return old_render(handle, recipe.penalised(objective), param, transforms, start=start,
-                      steps=recipe.steps, learning_rate=recipe.learning_rate,
-                      snapshots=recipe.snapshots, blur_every=recipe.blur_every,
-                      blur_sigma=recipe.blur_sigma, seed=recipe.seed)
+                      **recipes.loop_options(recipe))
 
 
 def section_renders(handle, real_image, mean_image, steps: int, old: bool, scale: float = 1.0):

@@ -82,16 +82,28 @@ def optimise(handle, objective: objectives.Objective, recipe: Recipe, count: int
              inits: Sequence[str] | str = "zeros",
              real_image: np.ndarray | None = None) -> Rendering:
     """Optimise ``count`` images in one batch under ``recipe``; ``objective`` is unpenalised."""
+    param, start, transforms = prepare(handle, recipe, count, inits, real_image)
+    return render(handle, recipe.penalised(objective), param, transforms, start=start,
+                  **loop_options(recipe))
+
+
+def prepare(handle, recipe: Recipe, count: int, inits: Sequence[str] | str = "zeros",
+            real_image: np.ndarray | None = None) -> tuple:
+    """The parameterisation, each image's start and the transforms that ``recipe`` names."""
     param = make_param(recipe.param, tuple(handle.input_shape), valid=recipe.valid,
                        decay_power=recipe.decay_power, decorrelate=recipe.decorrelate)
     start = start_values(param, [inits] * count if isinstance(inits, str) else list(inits),
                          real_image, recipe.seed)
     transforms = standard_transforms(handle.input_shape[0], recipe.jitter, recipe.scale,
                                      recipe.rotate) if recipe.transforms else []
-    return render(handle, recipe.penalised(objective), param, transforms, start=start,
-                  steps=recipe.steps, learning_rate=recipe.learning_rate,
-                  snapshots=recipe.snapshots, blur_every=recipe.blur_every,
-                  blur_sigma=recipe.blur_sigma, seed=recipe.seed)
+    return param, start, transforms
+
+
+def loop_options(recipe: Recipe) -> dict:
+    """The render loop's own settings in ``recipe``."""
+    return {"steps": recipe.steps, "learning_rate": recipe.learning_rate,
+            "snapshots": recipe.snapshots, "blur_every": recipe.blur_every,
+            "blur_sigma": recipe.blur_sigma, "seed": recipe.seed}
 
 
 def visualise_classes(handle, classes: Sequence[int], recipe: Recipe, objective: str = "logit",
