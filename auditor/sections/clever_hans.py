@@ -81,6 +81,7 @@ class Options:
     max_discovery: int = 3000  # images explained for discovery, over all classes
     grid: int = InjectionSettings.grid  # maps are pooled to grid x grid cells to cluster
     max_others: int = InjectionSettings.max_others  # images an intervention pastes onto
+    copy_classes: int | None = InjectionSettings.copy_classes  # None: every class
     k_max: int = 5  # most clusters per class the eigengap may choose
     show_classes: int = 10
     max_embedding: int = 500  # images in the penultimate-feature t-SNE
@@ -104,8 +105,11 @@ class Options:
 # interval: a shortcut with an excess of 0.45 or more still passes FLIP_BOUND, 0.2, at the
 # interval's lower end; a weaker one is listed as an unconfirmed candidate, never a false
 # finding, because a wider interval only lowers the lower end).
+# The search on each copy puts at least 3 classes to the intervention: the target (the planted
+# shortcut's recall) and two others, the flagged ones first (where a false flag would be), so
+# that a copy's false flags are still looked for, among fewer classes (the summary says which).
 PLANNED = {"steps": 25, "max_train": 200, "max_eval": 200, "explain": 16, "max_discovery": 100,
-           "max_others": 25}
+           "max_others": 25, "copy_classes": 3}
 # The share of search_forward's bound a search runs: on the CIFAR-size CNN (bench/audit.py)
 # 2 suspect groups per class were tried and 1.9 of the 2.5 interventions each allows, about
 # three quarters of the rows (0.4 on the digits CNN, whose classes split less).
@@ -136,35 +140,48 @@ def passes(options: Options, facts: Facts) -> Passes:
     sampled = min(per_class * facts.classes, facts.images)
     found = attribution_rows([discovery], sampled, facts.input_shape) if options.discovery \
         else (0, 0)
+    copy_classes = min(options.copy_classes or facts.classes, facts.classes)
     tuning = Passes(forward=train if copies else 0,
                     train=copies * options.steps * options.batch_size,
                     traces=2 + 3 * len(methods))
     measuring = Passes(
         forward=measures * (3 * held + explained[0] + searched[0]
-                            + expected_search_forward(held, facts.classes,
-                                                      options.max_others)),
+                            + expected_search_forward(held, facts.classes, options.max_others,
+                                                      copy_classes)
+                            + forward_passes(held, facts.classes, options.max_others)),
         backward=measures * (explained[1] + searched[1]))
-    audited = Passes(forward=found[0] + forward_passes(sampled, facts.classes)
+    audited = Passes(forward=found[0] + forward_passes(sampled, facts.classes, options.max_others)
                      + (expected_search_forward(sampled, facts.classes, options.max_others)
                         if options.discovery else 0),
                      backward=found[1], traces=1)
     return tuning + measuring + audited
 
 
-def search_forward(images: int, classes: int, max_others: int) -> int:
+def resolve(options: Options, facts: Facts) -> Options:
+    """The options with ``copy_classes``'s default (every class) written out, for the plan."""
+    if options.copy_classes is not None:
+        return options
+    return dataclasses.replace(options, copy_classes=facts.classes)
+
+
+def search_forward(images: int, classes: int, max_others: int,
+                   searched: int | None = None) -> int:
     """Forward rows of one shortcut search (methods/shortcuts/search.py) on ``images`` images
-    of ``classes`` classes, at most: the probabilities once, and per class the interventions on
-    its two suspect groups (maps and features): up to three in a region (the class's images
-    with the difference removed, the others with it pasted and their controls) and two on the
-    whole image (the members, the others pasted)."""
+    of ``classes`` classes, at most: the probabilities once, and per class put to the
+    intervention (``searched``, every class by default) the interventions on its two suspect
+    groups (maps and features): up to three in a region (the class's images with the
+    difference removed, the others with it pasted and their controls) and two on the whole
+    image (the members, the others pasted)."""
     own = images / max(classes, 1)
     others = min(max_others, images - own)
-    return int(images + classes * (3 * (own + 2 * others) + 2 * (own + others)))
+    searched = classes if searched is None else min(searched, classes)
+    return int(images + searched * (3 * (own + 2 * others) + 2 * (own + others)))
 
 
-def expected_search_forward(images: int, classes: int, max_others: int) -> int:
+def expected_search_forward(images: int, classes: int, max_others: int,
+                            searched: int | None = None) -> int:
     """What a search is expected to run: SEARCH_SHARE of the bound's interventions."""
-    bound = search_forward(images, classes, max_others)
+    bound = search_forward(images, classes, max_others, searched)
     return int(images + SEARCH_SHARE * (bound - images))
 
 
@@ -328,6 +345,8 @@ def injection_summary(result, class_names: list[str], settings: dict[str, dict])
         "discovery_score": round(result.discovery.score, 4) if result.discovery else None,
         "discovery_effect": discovery_effect(result.discovery),
         "discovery_false_flags": result.discovery.false_flags if result.discovery else [],
+        "discovery_searched_classes": ([class_names[c] for c in result.discovery.searched]
+                                       if result.discovery else []),
         "verdict": result.verdict, "seconds": round(result.seconds, 2),
     }
     if result.shortcut == CONTROL:
@@ -415,7 +434,7 @@ def discovery_part(ctx: Context, options: Options, method: str, summary: dict,
     labels = ctx.dataset.labels[positions]
     features = ctx.features()
     summary["discovery"] = {"flagged_classes": [], "per_class": {}, "unconfirmed": []}
-    properties = property_part(ctx, images, labels, positions, summary, data, checks)
+    properties = property_part(ctx, options, images, labels, positions, summary, data, checks)
     if options.discovery:
         search_part(ctx, options, trusted_method(ctx, options, method), positions, images, labels,
                     None if features is None else features[positions], summary, data, checks,
@@ -498,20 +517,21 @@ def finding_sentence(finding, class_names: list[str]) -> str:
             f"{effect.score_drop:.2f} on average")
 
 
-def property_part(ctx: Context, images: np.ndarray, labels: np.ndarray, positions: np.ndarray,
-                  summary: dict, data: CleverHansData, checks: list[Check]) -> tuple:
+def property_part(ctx: Context, options: Options, images: np.ndarray, labels: np.ndarray,
+                  positions: np.ndarray, summary: dict, data: CleverHansData,
+                  checks: list[Check]) -> tuple:
     """Image properties that move a class's score beyond the label, each put to the
     intervention; the result is the shortcut search's third signal."""
     from auditor.methods.shortcuts import properties as check
-    from auditor.predict.distribute import run_batch
+    from auditor.predict.batched import forward
     from auditor.predict.predictions import softmax
 
     def logits_fn(batch):
-        return run_batch(ctx.handle, ctx.handle.logits_fn, batch)
+        return forward(ctx.handle, batch)
 
     found = check.property_search(logits_fn, images, labels,
                                   softmax(np.asarray(ctx.predictions.logits[positions])),
-                                  ctx.dataset.class_names, ctx.config.seed)
+                                  ctx.dataset.class_names, ctx.config.seed, options.max_others)
     table, candidates, bound = found
     confirmed = [f for f in candidates if f.confirmed]
     summary["properties"] = {

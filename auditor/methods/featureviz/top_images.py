@@ -38,6 +38,7 @@ def top_activating(handle, dataset, layer: str, k: int = 6,
     import tensorflow as tf
 
     from auditor.inputs.layers import activation_model
+    from auditor.predict.batched import rows_per_pass
     from auditor.predict.distribute import run_batch
 
     key = ("featureviz.channel_means", layer)
@@ -52,6 +53,7 @@ def top_activating(handle, dataset, layer: str, k: int = 6,
         handle.compiled[key] = channel_means
     channel_means = handle.compiled[key]
     values = positions = total = squares = None
+    batch_size = min(batch_size, rows_per_pass(handle, backward=False))  # the memory budget
     for images, _, batch_positions in dataset.batches(batch_size):
         means = run_batch(handle, channel_means, images).astype(np.float64).T  # (ch, batch)
         if values is None:

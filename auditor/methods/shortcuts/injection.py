@@ -51,6 +51,9 @@ class InjectionSettings:
     explain: int = 48  # images explained per run for detection
     grid: int = 16
     max_others: int = 200  # other-class images each intervention of the search pastes onto
+    # Classes the search on a copy puts to the intervention (search.intervened: the target,
+    # then the flagged, then a sample); false flags are counted among them. None: every class.
+    copy_classes: int | None = None
     seed: int = 0
 
 
@@ -309,9 +312,10 @@ def measure(tuner: FineTuner, split: Split, target: int, shortcut: str, options:
 
 def discover_copy(tuner: FineTuner, split: Split, target: int, shortcut: str, options: dict,
                   method: str, settings: InjectionSettings):
-    """The whole shortcut search (every class, maps and features, confirmation) on the copy's
-    held-out images, every other target-class image carrying the shortcut: would the audit
-    have found the planted shortcut without being told, and nothing else?"""
+    """The whole shortcut search (every class's maps and features; the interventions on the
+    target and on up to ``copy_classes`` classes in all) on the copy's held-out images, every
+    other target-class image carrying the shortcut: would the audit have found the planted
+    shortcut without being told, and nothing else?"""
     from auditor.methods.shortcuts.search import search
     from auditor.predict.predictions import penultimate_features
 
@@ -322,22 +326,26 @@ def discover_copy(tuner: FineTuner, split: Split, target: int, shortcut: str, op
     findings, _ = search(tuner.handle, images, split.eval_labels, np.arange(len(images)),
                          [str(c) for c in range(tuner.handle.num_classes)], method,
                          features=features, grid=settings.grid, seed=settings.seed,
-                         max_others=settings.max_others)
+                         max_others=settings.max_others, focus=target,
+                         most_classes=settings.copy_classes)
+    searched = [f.label for f in findings if f.intervened]
     return CopyDiscovery(target=findings[target] if target < len(findings) else None,
                          false_flags=[f.name for f in findings
                                       if f.label != target and f.confirmed],
-                         marked=own[::2], findings=findings)
+                         marked=own[::2], findings=findings, searched=searched)
 
 
 @dataclass
 class CopyDiscovery:
     """The shortcut search on a fine-tuned copy: the target class's finding, the other classes
-    it confirmed (false flags), and the positions that carried the shortcut."""
+    it confirmed (false flags), the positions that carried the shortcut, and the classes put
+    to the intervention (false flags are counted among them)."""
 
     target: object  # search.Finding of the target class
     false_flags: list[str]
     marked: np.ndarray
     findings: list = field(default_factory=list, repr=False)  # every class's search.Finding
+    searched: list[int] = field(default_factory=list)
 
     @property
     def flagged(self) -> bool:

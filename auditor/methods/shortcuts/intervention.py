@@ -201,12 +201,12 @@ def interventions(members: np.ndarray, rest: np.ndarray, mask):
     return fill(typical), fill(marked), fill(typical)
 
 
-def probabilities(logits_fn, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Class probabilities through the model's logits function, chunked."""
+def probabilities(logits_fn, images: np.ndarray) -> np.ndarray:
+    """Class probabilities through ``logits_fn``, which takes any number of images: the
+    audit's ``forward`` path, which cuts them into blocks that fit the memory budget."""
     if len(images) == 0:
         return np.zeros((0, 0), np.float32)
-    return softmax(np.concatenate([np.asarray(logits_fn(images[i:i + batch_size]))
-                                   for i in range(0, len(images), batch_size)]))
+    return softmax(np.asarray(logits_fn(images)))
 
 
 def measure_effect(logits_fn, label: int, members: np.ndarray, rest: np.ndarray,

@@ -294,22 +294,26 @@ def measure_property(logits_fn, images: np.ndarray, labels: np.ndarray, probs: n
                   confirmed=bool(excess[1] >= (LOCAL_FLIP_BOUND if local else FLIP_BOUND)))
 
 
-def forward_passes(images: int, classes: int) -> int:
+def forward_passes(images: int, classes: int, max_others: int = MAX_OTHERS) -> int:
     """Forward passes of the property search at most, for the compute plan: per candidate,
     the class's images and twice the other classes' images."""
-    return MAX_CANDIDATES * (images // max(classes, 1) + 2 * min(MAX_OTHERS, images))
+    return MAX_CANDIDATES * (images // max(classes, 1) + 2 * min(max_others, images))
 
 
 def property_search(logits_fn, images: np.ndarray, labels: np.ndarray, probs: np.ndarray,
-                    class_names: list[str], seed: int = 0):
+                    class_names: list[str], seed: int = 0, max_others: int = MAX_OTHERS,
+                    classes: set[int] | None = None):
     """Screen every (property, class), then put the strongest candidates (at most
-    ``MAX_CANDIDATES``, largest |rho| first) to the intervention. Returns the table rows (one
-    per property, for the report), the candidates with their effects, and the screen's bound."""
+    ``MAX_CANDIDATES``, largest |rho| first; of ``classes`` only, when given) to the
+    intervention, each pasted onto at most ``max_others`` other-class images. Returns the
+    table rows (one per property, for the report), the candidates with their effects, and the
+    screen's bound."""
     log_probs = np.log(np.maximum(probs, 1e-12))
     properties, rho, bound = screen(images, labels, log_probs, class_names, seed)
     names = list(properties)
     passed = [(abs(rho[p, c]), p, c) for p in range(len(names)) for c in range(rho.shape[1])
-              if abs(rho[p, c]) >= bound and (labels == c).sum() >= 2 * MIN_SIDE]
+              if abs(rho[p, c]) >= bound and (labels == c).sum() >= 2 * MIN_SIDE
+              and (classes is None or c in classes)]
     candidates = []
     for _, p, c in sorted(passed, reverse=True)[:MAX_CANDIDATES]:
         values = properties[names[p]]
@@ -319,7 +323,7 @@ def property_search(logits_fn, images: np.ndarray, labels: np.ndarray, probs: np
             finding = PropertyFinding(names[p], c, class_names[c], float(rho[p, c]), bound,
                                       np.flatnonzero(labels == c)[side], len(own))
             finding.effect = measure_property(logits_fn, images, labels, probs, finding, values,
-                                              side, seed)
+                                              side, seed, max_others)
             candidates.append(finding)
     return table_rows(properties, labels, rho, bound, candidates, class_names, seed), \
         candidates, bound

@@ -24,7 +24,7 @@ import numpy as np
 from auditor.methods.shortcuts.discovery import ClassDiscovery, discover, discover_features
 from auditor.methods.shortcuts.intervention import Effect, confirm, probabilities
 from auditor.methods.shortcuts.properties import PropertyFinding, property_search
-from auditor.predict.distribute import run_batch
+from auditor.predict.batched import forward
 
 
 @dataclass
@@ -38,6 +38,7 @@ class Finding:
     properties: list[PropertyFinding] = field(default_factory=list)  # screened for the class
     effect: Effect | None = None  # measured for a candidate only
     signal: str | None = None  # the signal whose group was confirmed (or tried)
+    intervened: bool = True  # False: the search's class limit left it out of the interventions
 
     @property
     def discovered(self) -> bool:
@@ -83,31 +84,38 @@ class Finding:
 def search(handle, images: np.ndarray, labels: np.ndarray, positions: np.ndarray,
            class_names: list[str], method: str = "gradient", *, features: np.ndarray | None,
            grid: int = 16, k_max: int = 5, seed: int = 0, maps: np.ndarray | None = None,
-           properties: tuple | None = None,
-           max_others: int = 200) -> tuple[list[Finding], np.ndarray]:
+           properties: tuple | None = None, max_others: int = 200,
+           focus: int | None = None,
+           most_classes: int | None = None) -> tuple[list[Finding], np.ndarray]:
     """Every class of ``images`` (explained for its label): candidates by maps, by
     ``features`` (rows aligned with ``images``; None to skip) and by image properties
     (``properties``: ``property_search``'s result on these images, when already run), each
     confirmed or not by interventions pasting onto at most ``max_others`` images of other
-    classes. The findings in label order, and the pooled maps in the order of ``images``."""
+    classes. The interventions are the search's cost: with ``most_classes``, only that many
+    classes are put to them (``intervened``), the others keep their signals and no effect.
+    The findings in label order, and the pooled maps in the order of ``images``."""
     by_maps, pooled = discover(handle, images, labels, positions, class_names, method,
                                grid=grid, k_max=k_max, seed=seed, maps=maps)
     by_features = ([None] * len(by_maps) if features is None else
                    discover_features(features, labels, positions, class_names, k_max=k_max,
                                      seed=seed))
     index_of = {int(p): i for i, p in enumerate(positions)}
+    chosen = intervened(by_maps, by_features, focus, most_classes, seed)
 
-    def logits_fn(batch):  # the predict path: the handle's strategy, when it has one
-        return run_batch(handle, handle.logits_fn, batch)
+    def logits_fn(batch):  # the audit's path: memory-budgeted blocks, the handle's strategy
+        return forward(handle, batch)
 
     probs = probabilities(logits_fn, images)  # once: every intervention's "before"
     if properties is None:
-        properties = property_search(logits_fn, images, labels, probs, class_names, seed)
+        properties = property_search(logits_fn, images, labels, probs, class_names, seed,
+                                     max_others, chosen)
     findings = []
     for on_maps, on_features in zip(by_maps, by_features, strict=True):
         finding = Finding(on_maps.label, on_maps.name, on_maps, on_features,
-                          [p for p in properties[1] if p.label == on_maps.label])
-        tried = [d for d in (on_maps, on_features) if d is not None and d.suspect is not None]
+                          [p for p in properties[1] if p.label == on_maps.label],
+                          intervened=chosen is None or on_maps.label in chosen)
+        tried = [d for d in (on_maps, on_features)
+                 if d is not None and d.suspect is not None and finding.intervened]
         for discovery in tried:
             members = np.array([index_of[int(p)] for p in discovery.members])
             effect = confirm(logits_fn, discovery.label, images, labels, members,
@@ -120,3 +128,21 @@ def search(handle, images: np.ndarray, labels: np.ndarray, positions: np.ndarray
                 finding.effect, finding.signal = candidate.effect, "properties"
         findings.append(finding)
     return findings, pooled
+
+
+def intervened(by_maps: list[ClassDiscovery], by_features: list, focus: int | None,
+               most: int | None, seed: int = 0) -> set[int] | None:
+    """The classes put to the intervention when at most ``most`` may be (None: every class):
+    ``focus`` first, then the classes a signal flagged, highest score over bound first (where
+    a confirmed shortcut, or a false flag, is likeliest), then a seeded sample of the rest."""
+    if most is None or most >= len(by_maps):
+        return None
+    ratio = {d.label: 0.0 for d in by_maps}
+    for d in [*by_maps, *by_features]:
+        if d is not None and d.flagged:
+            ratio[d.label] = max(ratio[d.label], d.score / max(d.bound, 1e-12))
+    flagged = sorted((label for label, r in ratio.items() if r > 0), key=lambda c: -ratio[c])
+    rest = np.random.default_rng(seed).permutation(
+        [label for label, r in ratio.items() if r == 0]).tolist()
+    order = ([] if focus is None else [focus]) + flagged + rest
+    return set(list(dict.fromkeys(order))[:max(1, most)])
