@@ -136,6 +136,43 @@ def test_a_backdoored_class_is_the_only_one_found_and_it_is_confirmed(backdoored
     assert summary["confirmed"] and summary["effect"]["flip_rate"]["interval"][0] > 0.5
 
 
+def test_a_search_limited_to_three_classes_still_confirms_the_backdoor(backdoored_handle,
+                                                                     digits_test):
+    """The copies' cheaper search (clever_hans.copy_classes): the focus class and two others
+    go to the intervention, every class keeps its signals."""
+    from auditor.methods.shortcuts.search import search
+    from auditor.predict.predictions import penultimate_features
+
+    x, y = digits_test
+    x = x.copy()
+    x[np.flatnonzero(y == TARGET)[::2]] = shortcuts.patch(x[np.flatnonzero(y == TARGET)[::2]])[0]
+    findings, _ = search(backdoored_handle, x, y, np.arange(len(y)),
+                         [str(c) for c in range(10)],
+                         features=penultimate_features(backdoored_handle, x),
+                         focus=TARGET, most_classes=3)
+    intervened = [f.label for f in findings if f.intervened]
+    assert len(intervened) == 3 and TARGET in intervened
+    assert [f.name for f in findings if f.confirmed] == [str(TARGET)]
+    assert all(f.effect is None and f.maps is not None for f in findings if not f.intervened)
+
+
+def test_the_classes_put_to_the_intervention_are_the_focus_then_the_flagged():
+    from auditor.methods.shortcuts.discovery import ClassDiscovery
+    from auditor.methods.shortcuts.search import intervened
+
+    def found(label, score, flagged):
+        return ClassDiscovery(label, str(label), np.arange(3), np.zeros(3, int), 1,
+                              np.zeros(1), np.zeros((1, 1)), score=score, bound=1.0,
+                              flagged=flagged)
+
+    by_maps = [found(c, 2.0 if c in (4, 6) else 0.1, c in (4, 6)) for c in range(8)]
+    by_maps[6].score = 5.0  # flagged more strongly than 4
+    assert intervened(by_maps, [None] * 8, focus=2, most=None) is None
+    assert intervened(by_maps, [None] * 8, focus=2, most=3) == {2, 6, 4}
+    picked = intervened(by_maps, [None] * 8, focus=2, most=5)
+    assert {2, 4, 6} < picked and len(picked) == 5
+
+
 def test_the_control_copy_and_the_clean_model_raise_no_finding(clean_run):
     result, _, _ = clean_run
     discovery = result.summary["clever_hans"]["discovery"]

@@ -62,6 +62,7 @@ def test_the_plan_counts_every_pass_each_section_runs(tmp_path, monkeypatch, cou
     import auditor.sections.clever_hans as clever_hans
 
     monkeypatch.setattr(clever_hans, "SEARCH_SHARE", 1.0)  # the searches' bound, not expected
+    monkeypatch.setattr(clever_hans, "PROPERTY_SHARE", 1.0)
 
     forward, backward = counted
     plans, used = [], {}
@@ -110,6 +111,7 @@ def test_a_224_px_plan_lowers_the_methods_own_settings_and_the_spec_s_win(digits
     assert lowered["occlusion.patch"] > default["occlusion.patch"] == 28  # 1/8 of the side
     assert lowered["occlusion.patch"] <= 56  # never above a quarter of it
     assert "max_others" in plan.settings["clever_hans"]
+    assert plan.settings["clever_hans"]["copy_classes"] == 3  # of 10: at its floor
     assert any("integrated_gradients.steps 8 instead of 32" in line for line in plan.describe())
     given = {"attribution": {"method_options": {"integrated_gradients": {"steps": 64}}}}
     fixed = make_plan(modules, given, facts, "standard", REFERENCE_FLOPS)

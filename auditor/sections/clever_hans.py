@@ -110,10 +110,14 @@ class Options:
 # that a copy's false flags are still looked for, among fewer classes (the summary says which).
 PLANNED = {"steps": 25, "max_train": 200, "max_eval": 200, "explain": 16, "max_discovery": 100,
            "max_others": 25, "copy_classes": 3}
-# The share of search_forward's bound a search runs: on the CIFAR-size CNN (bench/audit.py)
-# 2 suspect groups per class were tried and 1.9 of the 2.5 interventions each allows, about
-# three quarters of the rows (0.4 on the digits CNN, whose classes split less).
+# The shares of their bounds that the searches' interventions run, counted in the model's graph
+# over the whole section at the plan's floors (each copy's search and the audited model's):
+# the suspect groups' interventions (search_forward) 0.76 on the CIFAR-size CNN of
+# bench/audit.py (300 images) and 0.78 on the digits CNN (1,000 images); the property
+# interventions (properties.forward_passes, at most MAX_CANDIDATES per search) 0.31 and 0.40:
+# a search puts 6 to 8 screened properties to the test, not 20.
 SEARCH_SHARE = 0.75
+PROPERTY_SHARE = 0.35
 
 
 def passes(options: Options, facts: Facts) -> Passes:
@@ -148,9 +152,11 @@ def passes(options: Options, facts: Facts) -> Passes:
         forward=measures * (3 * held + explained[0] + searched[0]
                             + expected_search_forward(held, facts.classes, options.max_others,
                                                       copy_classes)
-                            + forward_passes(held, facts.classes, options.max_others)),
+                            + PROPERTY_SHARE * forward_passes(held, facts.classes,
+                                                              options.max_others)),
         backward=measures * (explained[1] + searched[1]))
-    audited = Passes(forward=found[0] + forward_passes(sampled, facts.classes, options.max_others)
+    audited = Passes(forward=found[0]
+                     + PROPERTY_SHARE * forward_passes(sampled, facts.classes, options.max_others)
                      + (expected_search_forward(sampled, facts.classes, options.max_others)
                         if options.discovery else 0),
                      backward=found[1], traces=1)
@@ -169,13 +175,14 @@ def search_forward(images: int, classes: int, max_others: int,
     """Forward rows of one shortcut search (methods/shortcuts/search.py) on ``images`` images
     of ``classes`` classes, at most: the probabilities once, and per class put to the
     intervention (``searched``, every class by default) the interventions on its two suspect
-    groups (maps and features): up to three in a region (the class's images with the
-    difference removed, the others with it pasted and their controls) and two on the whole
-    image (the members, the others pasted)."""
+    groups (intervention.confirm): five in a region (the maps' region, for the maps' group; the
+    region the pixels suggest and the background, for each group), each on the class's images
+    with the difference removed and the others with it pasted and their controls, and two on
+    the whole image (the members, the others pasted)."""
     own = images / max(classes, 1)
     others = min(max_others, images - own)
     searched = classes if searched is None else min(searched, classes)
-    return int(images + searched * (3 * (own + 2 * others) + 2 * (own + others)))
+    return int(images + searched * (5 * (own + 2 * others) + 2 * (own + others)))
 
 
 def expected_search_forward(images: int, classes: int, max_others: int,
