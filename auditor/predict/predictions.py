@@ -91,11 +91,31 @@ def predict(handle, dataset, batch_size: int = 64, show_progress: bool = False) 
     return Predictions(logits=logits, labels=dataset.labels.copy(), features=features)
 
 
+def logits_and_features(handle, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The logits and the penultimate features (None when the model cannot be split) of
+    display-space images in memory, in one memory-budgeted pass."""
+    from auditor.predict.batched import chunked, rows_per_pass
+
+    fn, width = pass_function(handle)
+    both = chunked(handle, fn, np.asarray(images, np.float32),
+                   rows=rows_per_pass(handle, backward=False))
+    if not len(images):
+        return np.zeros((0, handle.num_classes), np.float32), None
+    return both[:, :handle.num_classes], (both[:, handle.num_classes:] if width else None)
+
+
 def pass_function(handle):
     """(fn, feature width): ``fn`` maps a batch to its logits and, after them in the same row,
     its flattened penultimate features, in one pass of one model with two outputs (so that
     the features cost no second pass); width 0 and plain logits when the model cannot be split
-    before its final layer (a subclassed model, a SavedModel wrapper)."""
+    before its final layer (a subclassed model, a SavedModel wrapper). Built and traced once
+    per model."""
+    if "pass_function" not in handle.compiled:
+        handle.compiled["pass_function"] = _pass_function(handle)
+    return handle.compiled["pass_function"]
+
+
+def _pass_function(handle):
     import keras
     import tensorflow as tf
 

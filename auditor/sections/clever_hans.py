@@ -123,9 +123,10 @@ PROPERTY_SHARE = 0.35
 def passes(options: Options, facts: Facts) -> Passes:
     """Each copy's fine-tuning steps; per planted shortcut and per control probe, the
     re-prediction of the held-out images clean and with the shortcut, the maps of the explained
-    images, and the whole shortcut search on the copy (its features, maps of every held-out
-    image, the interventions); and the search on the audited model (its maps, interventions
-    and the property check's interventions)."""
+    images, and the whole shortcut search on the copy (the logits and features of its sample in
+    one pass, their maps, the interventions); and the search on the audited model (its maps,
+    interventions and the property check's interventions; its logits and features are the
+    prediction pass's)."""
     from auditor.methods.attribution.registry import attribution_rows
     from auditor.methods.shortcuts.properties import forward_passes
 
@@ -138,9 +139,11 @@ def passes(options: Options, facts: Facts) -> Passes:
         train = min(options.max_train + options.max_eval, facts.images) // 2
         held = train
     measures = len(options.shortcuts) * (1 + options.control) if copies else 0
+    per_class = search_per_class(options, facts.classes)
+    own = held / facts.classes
+    copy_sample = int(own + (facts.classes - 1) * min(per_class, own))
     explained = attribution_rows(methods, options.explain, facts.input_shape)
-    searched = attribution_rows(methods[:1], held, facts.input_shape)
-    per_class = min(options.max_per_class, max(10, options.max_discovery // facts.classes))
+    searched = attribution_rows(methods[:1], copy_sample, facts.input_shape)
     sampled = min(per_class * facts.classes, facts.images)
     found = attribution_rows([discovery], sampled, facts.input_shape) if options.discovery \
         else (0, 0)
@@ -148,16 +151,18 @@ def passes(options: Options, facts: Facts) -> Passes:
     tuning = Passes(forward=train if copies else 0,
                     train=copies * options.steps * options.batch_size,
                     traces=2 + 3 * len(methods))
+    # each copy's predictions on the held-out images with each shortcut, and clean (the
+    # control's once for all its probes)
+    clean_and_marked = (measures + len(options.shortcuts) + options.control) * held
     measuring = Passes(
-        forward=measures * (3 * held + explained[0] + searched[0]
-                            + expected_search_forward(held, facts.classes, options.max_others,
-                                                      copy_classes)
-                            + PROPERTY_SHARE * forward_passes(held, facts.classes,
-                                                              options.max_others)),
+        forward=clean_and_marked + measures * (
+            copy_sample + explained[0] + searched[0]
+            + expected_interventions(copy_sample, facts.classes, options.max_others,
+                                     copy_classes)),
         backward=measures * (explained[1] + searched[1]))
-    audited = Passes(forward=found[0]
+    audited = Passes(forward=found[0]  # the property check runs with discovery off too
                      + PROPERTY_SHARE * forward_passes(sampled, facts.classes, options.max_others)
-                     + (expected_search_forward(sampled, facts.classes, options.max_others)
+                     + (SEARCH_SHARE * search_forward(sampled, facts.classes, options.max_others)
                         if options.discovery else 0),
                      backward=found[1], traces=1)
     return tuning + measuring + audited
@@ -172,24 +177,31 @@ def resolve(options: Options, facts: Facts) -> Options:
 
 def search_forward(images: int, classes: int, max_others: int,
                    searched: int | None = None) -> int:
-    """Forward rows of one shortcut search (methods/shortcuts/search.py) on ``images`` images
-    of ``classes`` classes, at most: the probabilities once, and per class put to the
-    intervention (``searched``, every class by default) the interventions on its two suspect
-    groups (intervention.confirm): five in a region (the maps' region, for the maps' group; the
+    """Forward rows of the interventions of one shortcut search (methods/shortcuts/search.py) on
+    ``images`` images of ``classes`` classes, at most: per class put to the intervention
+    (``searched``, every class by default), those on its two suspect groups
+    (intervention.confirm): five in a region (the maps' region, for the maps' group; the
     region the pixels suggest and the background, for each group), each on the class's images
     with the difference removed and the others with it pasted and their controls, and two on
     the whole image (the members, the others pasted)."""
+    from auditor.methods.shortcuts.discovery import MIN_CLUSTER
+
     own = images / max(classes, 1)
+    if own < 2 * MIN_CLUSTER:  # too few to split into groups: no suspect, no intervention
+        return 0
     others = min(max_others, images - own)
     searched = classes if searched is None else min(searched, classes)
-    return int(images + searched * (5 * (own + 2 * others) + 2 * (own + others)))
+    return int(searched * (5 * (own + 2 * others) + 2 * (own + others)))
 
 
-def expected_search_forward(images: int, classes: int, max_others: int,
-                            searched: int | None = None) -> int:
-    """What a search is expected to run: SEARCH_SHARE of the bound's interventions."""
-    bound = search_forward(images, classes, max_others, searched)
-    return int(images + SEARCH_SHARE * (bound - images))
+def expected_interventions(images: int, classes: int, max_others: int,
+                           searched: int | None = None) -> float:
+    """What a search's interventions are expected to run: SEARCH_SHARE of the groups' bound
+    and PROPERTY_SHARE of the property check's."""
+    from auditor.methods.shortcuts.properties import forward_passes
+
+    return (SEARCH_SHARE * search_forward(images, classes, max_others, searched)
+            + PROPERTY_SHARE * forward_passes(images, classes, max_others))
 
 
 @dataclass
@@ -280,11 +292,10 @@ def load_sample(dataset, limit: int, seed: int) -> tuple[np.ndarray, np.ndarray,
     return positions, dataset.images(positions), dataset.labels[positions]
 
 
-def per_class_sample(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
-    """Positions of at most ``limit`` images of each class, sorted."""
-    rng = np.random.default_rng(seed)
-    chosen = [rng.permutation(np.flatnonzero(labels == c))[:limit] for c in np.unique(labels)]
-    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, int)
+def search_per_class(options: Options, classes: int) -> int:
+    """Images of each class the shortcut search explains: the audited model's, and each copy's
+    (whose target class is searched whole)."""
+    return min(options.max_per_class, max(10, options.max_discovery // max(classes, 1)))
 
 
 # ------------------------------------------------------------------------- the injection test
@@ -307,9 +318,11 @@ def run_injections(ctx: Context, options: Options, methods: list[str], target: i
     from auditor.methods.shortcuts.patterns import inject
 
     split, source = injection_split(ctx, options)
-    tuning = InjectionSettings(seed=ctx.config.seed, **{
-        f.name: getattr(options, f.name) for f in dataclasses.fields(InjectionSettings)
-        if f.name != "seed"})
+    tuning = InjectionSettings(
+        seed=ctx.config.seed,
+        search_per_class=search_per_class(options, len(ctx.dataset.class_names)),
+        **{f.name: getattr(options, f.name) for f in dataclasses.fields(InjectionSettings)
+           if f.name not in ("seed", "search_per_class")})
     tuner = FineTuner(ctx.handle, options.learning_rate)
     control = None
     if options.control:  # first: each shortcut's detection is judged against it
@@ -433,10 +446,10 @@ def discovery_part(ctx: Context, options: Options, method: str, summary: dict,
                    data: CleverHansData, checks: list[Check]) -> None:
     """The shortcut search per class, the property check and the feature embedding."""
     from auditor.methods.shortcuts.discovery import embed_2d
+    from auditor.methods.shortcuts.search import per_class_sample
 
     names, seed = ctx.dataset.class_names, ctx.config.seed
-    per_class = min(options.max_per_class, max(10, options.max_discovery // len(names)))
-    positions = per_class_sample(ctx.dataset.labels, per_class, seed)
+    positions = per_class_sample(ctx.dataset.labels, search_per_class(options, len(names)), seed)
     images = ctx.dataset.images(positions)
     labels = ctx.dataset.labels[positions]
     features = ctx.features()
@@ -463,11 +476,13 @@ def search_part(ctx: Context, options: Options, method: str, positions: np.ndarr
     from auditor.methods.shortcuts.discovery import FALSE_ALARM, embed_2d
     from auditor.methods.shortcuts.intervention import DROP_BOUND, FLIP_BOUND
     from auditor.methods.shortcuts.search import search
+    from auditor.predict.predictions import softmax
 
     names, seed = ctx.dataset.class_names, ctx.config.seed
     findings, maps = search(ctx.handle, images, labels, positions, names, method,
                             features=features, grid=options.grid, k_max=options.k_max,
-                            seed=seed, properties=properties, max_others=options.max_others)
+                            seed=seed, properties=properties, max_others=options.max_others,
+                            probs=softmax(np.asarray(ctx.predictions.logits[positions])))
     confirmed = [f.name for f in findings if f.confirmed]
     summary["discovery"] = {
         "method": method, "false_alarm": FALSE_ALARM, "flip_bound": FLIP_BOUND,

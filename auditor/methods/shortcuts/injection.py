@@ -54,6 +54,10 @@ class InjectionSettings:
     # Classes the search on a copy puts to the intervention (search.intervened: the target,
     # then the flagged, then a sample); false flags are counted among them. None: every class.
     copy_classes: int | None = None
+    # Images of each other class the search on a copy explains: the audited model's search's
+    # per-class sample, so that the copy measures the recall of the search as configured (the
+    # target class is searched whole, half of it marked). None: every held-out image.
+    search_per_class: int | None = None
     seed: int = 0
 
 
@@ -263,11 +267,12 @@ def make_split(handle, images: np.ndarray, labels: np.ndarray, seed: int,
                  eval_labels=labels)
 
 
-def reliance(tuner: FineTuner, split: Split, target: int, shortcut: str,
-             options: dict) -> tuple[float, float, float]:
-    """(flip rate, accuracy gap, clean accuracy) of the copy on the held-out images."""
+def reliance(tuner: FineTuner, split: Split, target: int, shortcut: str, options: dict,
+             clean: np.ndarray | None = None) -> tuple[float, float, float]:
+    """(flip rate, accuracy gap, clean accuracy) of the copy on the held-out images;
+    ``clean``, the copy's predictions on them when already known (the control's probes)."""
     x, y = split.eval_images, split.eval_labels
-    clean = tuner.predict(x)
+    clean = tuner.predict(x) if clean is None else clean
     shortcut_preds = tuner.predict(inject(shortcut, x, **options)[0])
     candidates = (y != target) & (clean != target)
     flip = float((shortcut_preds[candidates] == target).mean()) if candidates.any() else 0.0
@@ -286,12 +291,13 @@ def detection_images(split: Split, target: int, count: int, rng) -> np.ndarray:
 
 
 def measure(tuner: FineTuner, split: Split, target: int, shortcut: str, options: dict,
-            methods: list[str], settings: InjectionSettings) -> dict:
+            methods: list[str], settings: InjectionSettings,
+            clean: np.ndarray | None = None) -> dict:
     """Reliance, detection per method, and discovery on the target class, for one probe."""
     from auditor.methods.attribution import attribute
 
     rng = np.random.default_rng(settings.seed)
-    flip, gap, accuracy = reliance(tuner, split, target, shortcut, options)
+    flip, gap, accuracy = reliance(tuner, split, target, shortcut, options, clean)
     picked = detection_images(split, target, settings.explain, rng)
     clean = split.eval_images[picked]
     poisoned, masks = inject(shortcut, clean, **options)
@@ -316,18 +322,21 @@ def discover_copy(tuner: FineTuner, split: Split, target: int, shortcut: str, op
     target and on up to ``copy_classes`` classes in all) on the copy's held-out images, every
     other target-class image carrying the shortcut: would the audit have found the planted
     shortcut without being told, and nothing else?"""
-    from auditor.methods.shortcuts.search import search
-    from auditor.predict.predictions import penultimate_features
+    from auditor.methods.shortcuts.search import per_class_sample, search
+    from auditor.predict.predictions import logits_and_features, softmax
 
-    images = split.eval_images.copy()
-    own = np.flatnonzero(split.eval_labels == target)
+    labels = split.eval_labels
+    sample = (np.arange(len(labels)) if settings.search_per_class is None else
+              per_class_sample(labels, settings.search_per_class, settings.seed, whole=target))
+    images, labels = split.eval_images[sample], labels[sample]
+    own = np.flatnonzero(labels == target)
     images[own[::2]] = inject(shortcut, images[own[::2]], **options)[0]
-    features = penultimate_features(tuner.handle, images)
-    findings, _ = search(tuner.handle, images, split.eval_labels, np.arange(len(images)),
+    logits, features = logits_and_features(tuner.handle, images)
+    findings, _ = search(tuner.handle, images, labels, np.arange(len(images)),
                          [str(c) for c in range(tuner.handle.num_classes)], method,
                          features=features, grid=settings.grid, seed=settings.seed,
                          max_others=settings.max_others, focus=target,
-                         most_classes=settings.copy_classes)
+                         most_classes=settings.copy_classes, probs=softmax(logits))
     searched = [f.label for f in findings if f.intervened]
     return CopyDiscovery(target=findings[target] if target < len(findings) else None,
                          false_flags=[f.name for f in findings
@@ -420,10 +429,11 @@ def run_control(tuner: FineTuner, split: Split, target: int, probes: dict[str, d
     tuner.reset()
     tuner.train(split.train_images, split.train_targets, settings.steps, settings.batch_size,
                 settings.seed)
-    measured = {}
+    measured, clean = {}, tuner.predict(split.eval_images)  # one copy: its clean output, once
     for shortcut, options in probes.items():
         options = {k: v for k, v in options.items() if k != "fraction"}
-        measured[shortcut] = measure(tuner, split, target, shortcut, options, methods, settings)
+        measured[shortcut] = measure(tuner, split, target, shortcut, options, methods, settings,
+                                     clean)
     worst = {m: max((got["detection"][m] for got in measured.values() if m in got["detection"]),
                     key=lambda d: d.mass_ratio)
              for m in methods if any(m in got["detection"] for got in measured.values())}

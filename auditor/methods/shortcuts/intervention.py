@@ -313,12 +313,15 @@ class PixelRegion:
 
 def confirm(logits_fn, label: int, images: np.ndarray, labels: np.ndarray,
             members: np.ndarray, region=None, grid: int = 16, seed: int = 0,
-            max_others: int = 200, probs: np.ndarray | None = None) -> Effect:
+            max_others: int = 200, probs: np.ndarray | None = None,
+            memo: dict | None = None) -> Effect:
     """The strongest of the interventions on one candidate: in the maps' region (when given,
     for a group found in the maps), in the region the pixels suggest, behind the object (on
     the group regrouped by background, ``background_group``), and on the whole image.
     ``members`` indexes ``images``; ``probs``, the model's probabilities on ``images`` when
-    already known, saves their forward pass."""
+    already known, saves their forward pass. ``memo`` keeps the effects measured for the
+    class by group and region: a class's two suspects (maps, features) often regroup to the
+    same background group, which is then measured once."""
     own = np.flatnonzero(labels == label)
     rng = np.random.default_rng(seed)
     others = rng.permutation(np.flatnonzero(labels != label))[:max_others]
@@ -328,11 +331,17 @@ def confirm(logits_fn, label: int, images: np.ndarray, labels: np.ndarray,
         probs = np.zeros((len(images), known.shape[1]), np.float32)
         probs[needed] = known
 
+    memo = {} if memo is None else memo
+
     def measure(group, mask, name):
+        key = (name, tuple(np.sort(group)))
+        if key in memo:
+            return memo[key]
         rest = np.setdiff1d(own, group)
         effect = measure_effect(logits_fn, label, images[group], images[rest], images[others],
                                 (probs[group], probs[rest], probs[others]), mask, name, seed)
         effect.rows = group  # the background's are regrouped: these are what was measured
+        memo[key] = effect
         return effect
 
     height, width = images.shape[1:3]

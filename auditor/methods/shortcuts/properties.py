@@ -296,8 +296,12 @@ def measure_property(logits_fn, images: np.ndarray, labels: np.ndarray, probs: n
 
 def forward_passes(images: int, classes: int, max_others: int = MAX_OTHERS) -> int:
     """Forward passes of the property search at most, for the compute plan: per candidate,
-    the class's images and twice the other classes' images."""
-    return MAX_CANDIDATES * (images // max(classes, 1) + 2 * min(max_others, images))
+    the class's images and twice the other classes' images (none when the classes are too
+    small to split)."""
+    own = images // max(classes, 1)
+    if own < 2 * MIN_SIDE:
+        return 0
+    return MAX_CANDIDATES * (own + 2 * min(max_others, images))
 
 
 def property_search(logits_fn, images: np.ndarray, labels: np.ndarray, probs: np.ndarray,

@@ -85,14 +85,15 @@ def search(handle, images: np.ndarray, labels: np.ndarray, positions: np.ndarray
            class_names: list[str], method: str = "gradient", *, features: np.ndarray | None,
            grid: int = 16, k_max: int = 5, seed: int = 0, maps: np.ndarray | None = None,
            properties: tuple | None = None, max_others: int = 200,
-           focus: int | None = None,
-           most_classes: int | None = None) -> tuple[list[Finding], np.ndarray]:
+           focus: int | None = None, most_classes: int | None = None,
+           probs: np.ndarray | None = None) -> tuple[list[Finding], np.ndarray]:
     """Every class of ``images`` (explained for its label): candidates by maps, by
     ``features`` (rows aligned with ``images``; None to skip) and by image properties
     (``properties``: ``property_search``'s result on these images, when already run), each
     confirmed or not by interventions pasting onto at most ``max_others`` images of other
     classes. The interventions are the search's cost: with ``most_classes``, only that many
     classes are put to them (``intervened``), the others keep their signals and no effect.
+    ``probs``: the model's probabilities on ``images``, when already known.
     The findings in label order, and the pooled maps in the order of ``images``."""
     by_maps, pooled = discover(handle, images, labels, positions, class_names, method,
                                grid=grid, k_max=k_max, seed=seed, maps=maps)
@@ -105,7 +106,8 @@ def search(handle, images: np.ndarray, labels: np.ndarray, positions: np.ndarray
     def logits_fn(batch):  # the audit's path: memory-budgeted blocks, the handle's strategy
         return forward(handle, batch)
 
-    probs = probabilities(logits_fn, images)  # once: every intervention's "before"
+    if probs is None:  # once: every intervention's "before"
+        probs = probabilities(logits_fn, images)
     if properties is None:
         properties = property_search(logits_fn, images, labels, probs, class_names, seed,
                                      max_others, chosen)
@@ -116,11 +118,12 @@ def search(handle, images: np.ndarray, labels: np.ndarray, positions: np.ndarray
                           intervened=chosen is None or on_maps.label in chosen)
         tried = [d for d in (on_maps, on_features)
                  if d is not None and d.suspect is not None and finding.intervened]
+        memo: dict = {}  # the class's effects: its two suspects may share an intervention
         for discovery in tried:
             members = np.array([index_of[int(p)] for p in discovery.members])
             effect = confirm(logits_fn, discovery.label, images, labels, members,
                              discovery.region, grid, seed, max_others=max_others,
-                             probs=probs)
+                             probs=probs, memo=memo)
             if finding.effect is None or effect.strength > finding.effect.strength:
                 finding.effect, finding.signal = effect, discovery.signal
         for candidate in finding.properties:  # measured by property_search already
@@ -146,3 +149,13 @@ def intervened(by_maps: list[ClassDiscovery], by_features: list, focus: int | No
         [label for label, r in ratio.items() if r == 0]).tolist()
     order = ([] if focus is None else [focus]) + flagged + rest
     return set(list(dict.fromkeys(order))[:max(1, most)])
+
+
+def per_class_sample(labels: np.ndarray, limit: int, seed: int,
+                     whole: int | None = None) -> np.ndarray:
+    """Positions of at most ``limit`` images of each class (every image of class ``whole``),
+    sorted."""
+    rng = np.random.default_rng(seed)
+    chosen = [rng.permutation(np.flatnonzero(labels == c))[:None if c == whole else limit]
+              for c in np.unique(labels)]
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, int)
