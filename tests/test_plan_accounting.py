@@ -11,9 +11,12 @@ from auditor.config.spec import make_config
 # Sections whose work does not depend on the data: their count is exact. The shortcut search's
 # interventions depend on the groups it finds, so the Clever Hans plan is an upper bound.
 # Grad-CAM and the layers' maps run through a model cut at a layer, not through the handle's
-# logits, so the counters would miss them: they are left out here.
-EXACT = ("attribution", "robustness", "counterfactuals")
+# logits, so the counters would miss them: they are left out here. Contrastive takes its method
+# from the card (which it makes: it runs first) within one pass per map, so whichever method
+# the card trusts, only gradient fits; its softmax maps are shared with no other section.
+EXACT = ("contrastive", "attribution", "robustness", "counterfactuals")
 SPEC = {
+    "contrastive": {"examples": 3, "score": "softmax", "map_cost": 1},
     "attribution": {"methods": ["gradient", "integrated_gradients", "occlusion", "smoothgrad"],
                     "examples": 2, "sanity_samples": 2, "sanity_stages": 2,
                     "faithfulness_samples": 3, "faithfulness_steps": 4, "compare_layers": 0,
@@ -83,7 +86,10 @@ def test_the_plan_counts_every_pass_each_section_runs(tmp_path, monkeypatch, cou
                           "max_samples": 80, "out": str(tmp_path / "run"), "format": "json",
                           "sections": [*EXACT, "clever_hans"], "budget": 10 ** 9,
                           "progress": False})
-    pipeline.run_audit(config)
+    summary = pipeline.run_audit(config).summary
+    choice = summary["attribution"]["used_by"]["contrastive"]  # the card's, within 1 pass
+    assert summary["contrastive"]["method_from_card"] and choice["allowed"] == 1
+    assert summary["contrastive"]["method"] == choice["method"] == "gradient"
     planned = plans[0].passes
     for name in EXACT:
         ran_forward, ran_backward = used[name]
