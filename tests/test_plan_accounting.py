@@ -59,12 +59,12 @@ def counted(monkeypatch):
     return forward, backward
 
 
-def test_the_plan_counts_every_pass_each_section_runs(tmp_path, monkeypatch, counted,
-                                                       digits_model_path):
+@pytest.fixture
+def counted_audit(monkeypatch, counted, tmp_path, digits_model_path):
+    """run(spec, sections) audits the demo on 80 digits with no budget to speak of, and gives
+    its plan's passes per section, the (forward-only, forward-backward) rows each section ran
+    and the summary."""
     import auditor.pipeline as pipeline
-    import auditor.sections.clever_hans as clever_hans
-
-    monkeypatch.setattr(clever_hans, "SEARCH_SHARE", 1.0)  # the searches' bound, not expected
 
     forward, backward = counted
     plans, used = [], {}
@@ -77,28 +77,50 @@ def test_the_plan_counts_every_pass_each_section_runs(tmp_path, monkeypatch, cou
     def count_section(name, ctx):
         before = int(forward.numpy()), int(backward.numpy())
         result = run_section(name, ctx)
-        used[name] = (int(forward.numpy()) - before[0], int(backward.numpy()) - before[1])
+        ran = int(forward.numpy()) - before[0], int(backward.numpy()) - before[1]
+        used[name] = (ran[0] - ran[1], ran[1])
         return result
 
     monkeypatch.setattr(pipeline, "plan_sections", keep_plan)
     monkeypatch.setattr(pipeline, "run_section", count_section)
-    config = make_config({**SPEC, "model": str(digits_model_path), "data": "sklearn:digits:test",
-                          "max_samples": 80, "out": str(tmp_path / "run"), "format": "json",
-                          "sections": [*EXACT, "clever_hans"], "budget": 10 ** 9,
-                          "progress": False})
-    summary = pipeline.run_audit(config).summary
+
+    def run(spec: dict, sections: list[str]):
+        config = make_config({**spec, "model": str(digits_model_path),
+                              "data": "sklearn:digits:test", "max_samples": 80,
+                              "out": str(tmp_path / "run"), "format": "json",
+                              "sections": sections, "budget": 10 ** 9, "progress": False})
+        summary = pipeline.run_audit(config).summary
+        return plans[-1].passes, used, summary
+
+    return run
+
+
+def test_the_plan_counts_every_pass_each_section_runs(monkeypatch, counted_audit):
+    import auditor.sections.clever_hans as clever_hans
+
+    monkeypatch.setattr(clever_hans, "SEARCH_SHARE", 1.0)  # the searches' bound, not expected
+    planned, used, summary = counted_audit(SPEC, [*EXACT, "clever_hans"])
     choice = summary["attribution"]["used_by"]["contrastive"]  # the card's, within 1 pass
     assert summary["contrastive"]["method_from_card"] and choice["allowed"] == 1
     assert summary["contrastive"]["method"] == choice["method"] == "gradient"
-    planned = plans[0].passes
     for name in EXACT:
-        ran_forward, ran_backward = used[name]
-        assert (ran_forward - ran_backward, ran_backward) == (
-            planned[name].forward, planned[name].backward), name
+        assert used[name] == (planned[name].forward, planned[name].backward), name
     ran_forward, ran_backward = used["clever_hans"]  # the fine-tuning steps are not counted
     assert ran_backward == planned["clever_hans"].backward  # (they call the copy directly)
-    assert 0.3 * planned["clever_hans"].forward <= ran_forward - ran_backward \
-        <= planned["clever_hans"].forward
+    assert 0.3 * planned["clever_hans"].forward <= ran_forward <= planned["clever_hans"].forward
+
+
+def test_an_expensive_method_from_the_card_is_counted_as_it_runs(counted_audit):
+    """SmoothGrad is the card's one trusted method here (occlusion with a black patch moves
+    with a constant input shift, so it fails input invariance), 16 passes per map: within
+    map_cost 16 the plan counts it, and the maps it runs are those counted."""
+    spec = {"attribution": {**SPEC["attribution"], "methods": ["smoothgrad", "occlusion"]},
+            "contrastive": {**SPEC["contrastive"], "map_cost": 16}}
+    planned, used, summary = counted_audit(spec, ["contrastive", "attribution"])
+    assert summary["attribution"]["trusted_method"] == "smoothgrad"
+    assert summary["contrastive"]["method"] == "smoothgrad" and summary["contrastive"]["examples"]
+    for name in ("contrastive", "attribution"):
+        assert used[name] == (planned[name].forward, planned[name].backward), name
 
 
 def test_a_224_px_plan_lowers_the_methods_own_settings_and_the_spec_s_win(digits_handle):

@@ -210,10 +210,10 @@ def card_map_cost(facts: Facts, fallback: str) -> int:
 def affordable(facts: Facts, max_cost: float | None, fallback: str) -> list[str]:
     """The methods a section taking the card's choice within ``max_cost`` passes per map (None:
     any) may run: the card's methods that fit, and the fallback. Its plan counts the dearest."""
-    return [m for m in _candidates(facts) if fits(m, facts.input_shape, max_cost)] + [fallback]
+    return [m for m in _candidates(facts) if _fits(m, facts.input_shape, max_cost)] + [fallback]
 
 
-def fits(method: str, shape: tuple, max_cost: float | None) -> bool:
+def _fits(method: str, shape: tuple, max_cost: float | None) -> bool:
     return max_cost is None or passes_per_map(method, shape) <= max_cost
 
 
@@ -460,7 +460,7 @@ def trusted_method(ctx: Context, section: str, fallback: str | None = None,
     parts = reliability_parts(ctx)
     shape = ctx.handle.input_shape
     ranked = trusted_ranking(parts["card"])
-    chosen = next((m for m in ranked if fits(m, shape, max_cost)), fallback)
+    chosen = next((m for m in ranked if _fits(m, shape, max_cost)), fallback)
     best = ranked[0] if ranked else None
     if best is None:
         reason = "the reliability card trusts no method on this model"
