@@ -231,12 +231,14 @@ def probe_range(handle, dataset, config: AuditConfig) -> list[Check]:
 def plan_sections(config, names, loaded, predictions):
     """The compute plan of this run's sections (predict.plan), timed on this model."""
     from auditor.predict.plan import Facts, forward_flops, make_plan, measure_timing
+    from auditor.sections.attribution import card_candidates
 
     handle, train = loaded.handle, loaded.train_dataset
     facts = Facts(images=loaded.dataset.n, input_shape=handle.input_shape,
                   classes=handle.num_classes, train_images=train.n if train is not None else None,
                   compare=loaded.compare_handle is not None,
-                  mistakes=int((~predictions.correct).sum()))
+                  mistakes=int((~predictions.correct).sum()),
+                  card_methods=card_candidates(config, names))
     plan = make_plan({name: section_module(name) for name in names}, config.section_options,
                      facts, config.budget, forward_flops(handle))
     if plan.total_passes > 0:

@@ -11,9 +11,12 @@ from auditor.config.spec import make_config
 # Sections whose work does not depend on the data: their count is exact. The shortcut search's
 # interventions depend on the groups it finds, so the Clever Hans plan is an upper bound.
 # Grad-CAM and the layers' maps run through a model cut at a layer, not through the handle's
-# logits, so the counters would miss them: they are left out here.
-EXACT = ("attribution", "robustness", "counterfactuals")
+# logits, so the counters would miss them: they are left out here. Contrastive takes its method
+# from the card (which it makes: it runs first) within one pass per map, so whichever method
+# the card trusts, only gradient fits; its softmax maps are shared with no other section.
+EXACT = ("contrastive", "attribution", "robustness", "counterfactuals")
 SPEC = {
+    "contrastive": {"examples": 3, "score": "softmax", "map_cost": 1},
     "attribution": {"methods": ["gradient", "integrated_gradients", "occlusion", "smoothgrad"],
                     "examples": 2, "sanity_samples": 2, "sanity_stages": 2,
                     "faithfulness_samples": 3, "faithfulness_steps": 4, "compare_layers": 0,
@@ -56,13 +59,12 @@ def counted(monkeypatch):
     return forward, backward
 
 
-def test_the_plan_counts_every_pass_each_section_runs(tmp_path, monkeypatch, counted,
-                                                       digits_model_path):
+@pytest.fixture
+def counted_audit(monkeypatch, counted, tmp_path, digits_model_path):
+    """run(spec, sections) audits the demo on 80 digits with no budget to speak of, and gives
+    its plan's passes per section, the (forward-only, forward-backward) rows each section ran
+    and the summary."""
     import auditor.pipeline as pipeline
-    import auditor.sections.clever_hans as clever_hans
-
-    monkeypatch.setattr(clever_hans, "SEARCH_SHARE", 1.0)  # the searches' bound, not expected
-    monkeypatch.setattr(clever_hans, "PROPERTY_SHARE", 1.0)
 
     forward, backward = counted
     plans, used = [], {}
@@ -75,25 +77,51 @@ def test_the_plan_counts_every_pass_each_section_runs(tmp_path, monkeypatch, cou
     def count_section(name, ctx):
         before = int(forward.numpy()), int(backward.numpy())
         result = run_section(name, ctx)
-        used[name] = (int(forward.numpy()) - before[0], int(backward.numpy()) - before[1])
+        ran = int(forward.numpy()) - before[0], int(backward.numpy()) - before[1]
+        used[name] = (ran[0] - ran[1], ran[1])
         return result
 
     monkeypatch.setattr(pipeline, "plan_sections", keep_plan)
     monkeypatch.setattr(pipeline, "run_section", count_section)
-    config = make_config({**SPEC, "model": str(digits_model_path), "data": "sklearn:digits:test",
-                          "max_samples": 80, "out": str(tmp_path / "run"), "format": "json",
-                          "sections": [*EXACT, "clever_hans"], "budget": 10 ** 9,
-                          "progress": False})
-    pipeline.run_audit(config)
-    planned = plans[0].passes
+
+    def run(spec: dict, sections: list[str]):
+        config = make_config({**spec, "model": str(digits_model_path),
+                              "data": "sklearn:digits:test", "max_samples": 80,
+                              "out": str(tmp_path / "run"), "format": "json",
+                              "sections": sections, "budget": 10 ** 9, "progress": False})
+        summary = pipeline.run_audit(config).summary
+        return plans[-1].passes, used, summary
+
+    return run
+
+
+def test_the_plan_counts_every_pass_each_section_runs(monkeypatch, counted_audit):
+    import auditor.sections.clever_hans as clever_hans
+
+    monkeypatch.setattr(clever_hans, "SEARCH_SHARE", 1.0)  # the searches' bound, not expected
+    monkeypatch.setattr(clever_hans, "PROPERTY_SHARE", 1.0)
+    planned, used, summary = counted_audit(SPEC, [*EXACT, "clever_hans"])
+    choice = summary["attribution"]["used_by"]["contrastive"]  # the card's, within 1 pass
+    assert summary["contrastive"]["method_from_card"] and choice["allowed"] == 1
+    assert summary["contrastive"]["method"] == choice["method"] == "gradient"
     for name in EXACT:
-        ran_forward, ran_backward = used[name]
-        assert (ran_forward - ran_backward, ran_backward) == (
-            planned[name].forward, planned[name].backward), name
+        assert used[name] == (planned[name].forward, planned[name].backward), name
     ran_forward, ran_backward = used["clever_hans"]  # the fine-tuning steps are not counted
     assert ran_backward == planned["clever_hans"].backward  # (they call the copy directly)
-    assert 0.3 * planned["clever_hans"].forward <= ran_forward - ran_backward \
-        <= planned["clever_hans"].forward
+    assert 0.3 * planned["clever_hans"].forward <= ran_forward <= planned["clever_hans"].forward
+
+
+def test_an_expensive_method_from_the_card_is_counted_as_it_runs(counted_audit):
+    """SmoothGrad is the card's one trusted method here (occlusion with a black patch moves
+    with a constant input shift, so it fails input invariance), 16 passes per map: within
+    map_cost 16 the plan counts it, and the maps it runs are those counted."""
+    spec = {"attribution": {**SPEC["attribution"], "methods": ["smoothgrad", "occlusion"]},
+            "contrastive": {**SPEC["contrastive"], "map_cost": 16}}
+    planned, used, summary = counted_audit(spec, ["contrastive", "attribution"])
+    assert summary["attribution"]["trusted_method"] == "smoothgrad"
+    assert summary["contrastive"]["method"] == "smoothgrad" and summary["contrastive"]["examples"]
+    for name in ("contrastive", "attribution"):
+        assert used[name] == (planned[name].forward, planned[name].backward), name
 
 
 def test_a_224_px_plan_lowers_the_methods_own_settings_and_the_spec_s_win(digits_handle):

@@ -8,6 +8,7 @@ et al. 2018) test that the pixels a method ranks first are the ones the predicti
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -178,6 +179,46 @@ def shared(options: Options, facts: Facts) -> Passes:
 # first of them in the run's order makes it, so the plan charges the card's time to that one.
 SHARED_BY = {"contrastive": lambda options: options.method is None,
              "clever_hans": lambda options: options.discovery and options.discovery_method is None}
+
+
+def card_candidates(config, sections) -> tuple[str, ...]:
+    """The methods this run's card chooses from (``Facts.card_methods``): attribution.methods,
+    or none when ``sections`` leave the attribution section out (trusted_method then gives
+    the caller's fallback)."""
+    if NAME not in sections:
+        return ()
+    return tuple(config.section_options.get(NAME, {}).get("methods", DEFAULT_METHODS))
+
+
+def passes_per_map(method: str, shape: tuple) -> float:
+    """Passes one map of ``method`` costs on an image of ``shape``, at the method's default
+    options (those a section taking the card's method runs it with)."""
+    from auditor.methods.attribution.registry import attribution_rows
+
+    forward, backward = attribution_rows([method], 1, shape)
+    return Passes(forward=forward, backward=backward).total
+
+
+def card_map_cost(facts: Facts, fallback: str) -> int:
+    """The default allowance per map of a section taking the card's method: what the dearest
+    method the card may choose (or the fallback) costs here, so that unplanned, whichever the
+    card trusts most is used."""
+    methods = (*_candidates(facts), fallback)
+    return math.ceil(max(passes_per_map(m, facts.input_shape) for m in methods))
+
+
+def affordable(facts: Facts, max_cost: float | None, fallback: str) -> list[str]:
+    """The methods a section taking the card's choice within ``max_cost`` passes per map (None:
+    any) may run: the card's methods that fit, and the fallback. Its plan counts the dearest."""
+    return [m for m in _candidates(facts) if _fits(m, facts.input_shape, max_cost)] + [fallback]
+
+
+def _fits(method: str, shape: tuple, max_cost: float | None) -> bool:
+    return max_cost is None or passes_per_map(method, shape) <= max_cost
+
+
+def _candidates(facts: Facts) -> tuple[str, ...]:
+    return tuple(DEFAULT_METHODS) if facts.card_methods is None else facts.card_methods
 
 
 @dataclass
@@ -404,20 +445,39 @@ def reliability_parts(ctx: Context, options: Options | None = None) -> dict:
     return ctx.cache[RELIABILITY]
 
 
-def trusted_method(ctx: Context, section: str, fallback: str | None = None) -> str | None:
-    """The best trusted method of the card (largest faithfulness margin), for ``section`` to
-    use when its spec names none; ``fallback`` when no method is trusted, or when this audit
-    does not run the attribution section (the card is its work: it is not paid for silently).
-    Recorded in summary.json's ``attribution.used_by``."""
-    from auditor.methods.attribution.reliability import best_trusted
+def trusted_method(ctx: Context, section: str, fallback: str | None = None,
+                   max_cost: float | None = None) -> str | None:
+    """The method ``section`` uses when its spec names none: the card's best trusted one
+    (largest faithfulness margin) among those whose maps cost at most ``max_cost`` passes each
+    on this model (None: any cost), so the next trusted one when the best costs more than the
+    plan allows. ``fallback`` when no trusted method fits, or when this audit does not run the
+    attribution section (the card is its work: it is not paid for silently). Recorded, with
+    the card's best and why it was not taken, in summary.json's ``attribution.used_by``."""
+    from auditor.methods.attribution.reliability import trusted_ranking
 
     if ctx.config.sections is not None and NAME not in ctx.config.sections:
         return fallback
     parts = reliability_parts(ctx)
-    chosen = best_trusted(parts["card"]) or fallback
-    parts["used_by"][section] = {"method": chosen, "trusted": chosen is not None and bool(
-        parts["card"].get(chosen, {}).get("trusted"))}
+    shape = ctx.handle.input_shape
+    ranked = trusted_ranking(parts["card"])
+    chosen = next((m for m in ranked if _fits(m, shape, max_cost)), fallback)
+    best = ranked[0] if ranked else None
+    if best is None:
+        reason = "the reliability card trusts no method on this model"
+    elif chosen != best:
+        reason = (f"{best} costs {_passes_text(passes_per_map(best, shape))} per map on this "
+                  f"model; the allowance is {_passes_text(max_cost)}")
+    else:
+        reason = None
+    parts["used_by"][section] = {
+        "method": chosen, "trusted": chosen in ranked, "best": best,
+        "cost": None if chosen is None else passes_per_map(chosen, shape), "allowed": max_cost,
+        "reason": reason}
     return chosen
+
+
+def _passes_text(passes: float) -> str:
+    return f"{passes:g} pass" + ("" if passes == 1 else "es")
 
 
 def choice_note(ctx: Context, section: str) -> str:
@@ -425,9 +485,17 @@ def choice_note(ctx: Context, section: str) -> str:
     used = ctx.cache.get(RELIABILITY, {}).get("used_by", {}).get(section)
     if used is None:
         return " (the default: this audit does not run the attribution section's reliability card)"
-    if used["trusted"]:
+    if used["best"] is None:
+        return " (the default: the reliability card trusts no method on this model)"
+    if used["method"] == used["best"]:
         return " (the reliability card's best trusted method)"
-    return " (the default: the reliability card trusts no method on this model)"
+    best = (f"its best, {used['best']}, costs "
+            f"{_passes_text(passes_per_map(used['best'], ctx.handle.input_shape))}")
+    allowed = _passes_text(used["allowed"])
+    if used["trusted"]:
+        return f" (the reliability card's best trusted method within {allowed} per map; {best})"
+    return (f" (the default: no method the reliability card trusts costs at most {allowed} per "
+            f"map on this model; {best})")
 
 
 def run(ctx: Context, options: Options) -> SectionResult:

@@ -3,6 +3,7 @@ one, and the difference (predicted minus true), on one symmetric diverging scale
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,10 +19,18 @@ DIFFERENCE_OF_MAPS = "map for predicted minus map for true"  # equal for linear 
 MAP_OF_DIFFERENCE = "map of (score predicted minus score true)"
 
 
+# The method when the spec names none and the reliability card trusts none (or none within
+# map_cost), or when the attribution section does not run.
+FALLBACK = "gradient"
+
+
 @dataclass
 class Options:
     examples: int = 8
     method: str | None = None  # None: the card's best trusted method (attribution runs too)
+    # The most passes one map may cost when the method comes from the card (None: any); the
+    # plan writes out its default and may lower it (PLANNED).
+    map_cost: int | None = None
     score: str = "logit"
     smooth_sigma: float = 0.0  # Gaussian smoothing for display only; 0 shows raw maps
 
@@ -29,16 +38,45 @@ class Options:
         from auditor.methods.attribution.registry import SCORES
 
         at_least(NAME, self, 0, "examples", "smooth_sigma")
+        at_least(NAME, self, 1, "map_cost")
         known_methods(NAME, "method", self.method)
         one_of(NAME, "score", self.score, SCORES)
 
 
+# The compute plan (auditor.predict.plan) may lower map_cost, never below 1 pass: the
+# fallback's (gradient's) cost per map, which the section runs whatever the allowance.
+PLANNED = {"map_cost": 1}
+
+
+def resolve(options: Options, facts: Facts) -> Options:
+    """map_cost's default written out when the method comes from the card: the most any
+    method the card may choose costs per map here, so that unplanned, its best is used."""
+    from auditor.sections.attribution import card_map_cost
+
+    if options.method is not None or options.map_cost is not None:
+        return options
+    return dataclasses.replace(options, map_cost=card_map_cost(facts, FALLBACK))
+
+
 def passes(options: Options, facts: Facts) -> Passes:
-    """Each example explained twice (predicted and true class); nothing here is planned."""
+    """Each example explained for its predicted and its true class (and, by a method not
+    linear in the score, for their difference): by the spec's method, else as the dearest
+    method the card may choose within map_cost would (the card itself is the attribution
+    section's, charged to the first section that asks for it)."""
+    from auditor.sections.attribution import affordable
+
+    examples = min(options.examples, facts.wrong)
+    methods = ([options.method] if options.method is not None
+               else affordable(facts, options.map_cost, FALLBACK))
+    return max((_explained(m, examples, facts) for m in methods), key=lambda p: p.total)
+
+
+def _explained(method: str, examples: int, facts: Facts) -> Passes:
+    from auditor.methods.attribution import METHODS
     from auditor.methods.attribution.registry import attribution_rows
 
-    forward, backward = attribution_rows([options.method or "gradient"], 2 * options.examples,
-                                         facts.input_shape)
+    maps = examples * (2 if METHODS[method].linear else 3)
+    forward, backward = attribution_rows([method], maps, facts.input_shape)
     return Passes(forward=forward, backward=backward, traces=1)
 
 
@@ -88,7 +126,7 @@ def run(ctx: Context, options: Options) -> SectionResult:
     if method is None:
         from auditor.sections.attribution import choice_note, trusted_method
 
-        method = trusted_method(ctx, NAME, fallback="gradient")
+        method = trusted_method(ctx, NAME, fallback=FALLBACK, max_cost=options.map_cost)
         note = choice_note(ctx, NAME)
 
     def shared(targets, contrast=None):  # maps made once per run, whichever section asks first

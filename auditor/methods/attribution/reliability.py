@@ -187,7 +187,12 @@ def add_shortcut_columns(card: dict, injection: list[dict], control_name: str,
         entry["trusted"] = is_trusted(entry)
 
 
+def trusted_ranking(card: dict) -> list[str]:
+    """The trusted methods, largest faithfulness margin first."""
+    trusted = [m for m, e in card.items() if e["trusted"]]
+    return sorted(trusted, key=lambda m: card[m]["faithfulness"]["value"], reverse=True)
+
+
 def best_trusted(card: dict) -> str | None:
     """The trusted method with the largest faithfulness margin, or None."""
-    trusted = [m for m, e in card.items() if e["trusted"]]
-    return max(trusted, key=lambda m: card[m]["faithfulness"]["value"], default=None)
+    return next(iter(trusted_ranking(card)), None)

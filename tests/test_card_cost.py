@@ -1,0 +1,159 @@
+"""A section that takes its method from the reliability card takes one the compute plan pays
+for: the card's best trusted method when one map of it fits the allowance (contrastive's
+map_cost), else the next trusted one that fits, else the fallback, and it says why."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from test_reliability import card_for
+
+from auditor.config.spec import make_config
+from auditor.predict.plan import REFERENCE_FLOPS, Facts, Passes, make_plan
+from auditor.sections import attribution, contrastive
+from auditor.sections.attribution import RELIABILITY, choice_note, passes_per_map, trusted_method
+from auditor.sections.base import Context
+
+RGB = (224, 224, 3)
+MODULES = {"contrastive": contrastive, "attribution": attribution}
+
+
+@pytest.fixture(scope="module")
+def context(digits_handle):
+    """The demo model on 120 digits and their predictions."""
+    from auditor.inputs.datasets import load_dataset
+    from auditor.predict.predictions import predict
+
+    config = make_config(model="demo", data="sklearn:digits:test")
+    dataset = load_dataset(config.data, digits_handle.input_shape, digits_handle.num_classes,
+                           max_samples=120)
+    return Context(config, digits_handle, dataset, predict(digits_handle, dataset), Path("."))
+
+
+def planted(ctx: Context, card: dict) -> Context:
+    """The run's context with ``card`` as the attribution section leaves it for the others."""
+    return replace(ctx, cache={RELIABILITY: {"card": card, "used_by": {}}})
+
+
+# Occlusion most faithful, then Integrated Gradients, then gradient; saliency ignores the
+# weights (its maps barely change when they are randomised), so it is not trusted.
+RANKED = card_for({"occlusion": 0.2, "integrated_gradients": 0.2, "gradient": 0.2,
+                   "saliency": 0.9}, {"occlusion": 0.5, "integrated_gradients": 0.4,
+                                      "gradient": 0.3, "saliency": 0.6})
+
+
+def test_the_best_trusted_method_that_fits_is_taken_then_the_next_then_the_fallback(context):
+    shape = context.handle.input_shape
+    occlusion = passes_per_map("occlusion", shape)
+    assert occlusion == 113 and passes_per_map("integrated_gradients", shape) == 32
+    ctx = planted(context, RANKED)
+    used = ctx.cache[RELIABILITY]["used_by"]
+    for allowed, expected in ((None, "occlusion"), (occlusion, "occlusion"),
+                              (40, "integrated_gradients"), (1, "gradient")):
+        assert trusted_method(ctx, "contrastive", "gradient", max_cost=allowed) == expected
+        assert used["contrastive"]["method"] == expected and used["contrastive"]["trusted"]
+        assert used["contrastive"]["best"] == "occlusion"
+        assert used["contrastive"]["allowed"] == allowed
+    assert used["contrastive"]["reason"] == ("occlusion costs 113 passes per map on this "
+                                             "model; the allowance is 1 pass")
+    assert choice_note(ctx, "contrastive") == (
+        " (the reliability card's best trusted method within 1 pass per map; its best, "
+        "occlusion, costs 113 passes)")
+    trusted_method(ctx, "contrastive", "gradient")
+    assert used["contrastive"]["reason"] is None
+    assert choice_note(ctx, "contrastive") == " (the reliability card's best trusted method)"
+
+    only_dear = planted(context, card_for({"occlusion": 0.2}, {"occlusion": 0.5}))
+    assert trusted_method(only_dear, "clever_hans", "gradcam", max_cost=4) == "gradcam"
+    used = only_dear.cache[RELIABILITY]["used_by"]["clever_hans"]
+    assert used == {"method": "gradcam", "trusted": False, "best": "occlusion", "cost": 1.0,
+                    "allowed": 4, "reason": "occlusion costs 113 passes per map on this "
+                                            "model; the allowance is 4 passes"}
+    assert choice_note(only_dear, "clever_hans").startswith(
+        " (the default: no method the reliability card trusts costs at most 4 passes per map")
+
+
+def test_contrastive_explains_the_mistakes_with_the_method_its_allowance_affords(context):
+    ctx = planted(context, RANKED)
+    result = contrastive.run(ctx, contrastive.Options(examples=2, map_cost=40))
+    assert result.summary["contrastive"]["method"] == "integrated_gradients"
+    assert result.summary["contrastive"]["method_from_card"]
+    assert "integrated_gradients (the reliability card's best trusted method within 40 " \
+           "passes per map; its best, occlusion, costs 113 passes) saliency" in result.intro
+
+
+def test_a_method_the_spec_names_is_never_replaced(context):
+    ctx = planted(context, RANKED)
+    result = contrastive.run(ctx, contrastive.Options(examples=2, method="saliency",
+                                                      map_cost=1))
+    assert result.summary["contrastive"]["method"] == "saliency"
+    assert not result.summary["contrastive"]["method_from_card"]
+    assert ctx.cache[RELIABILITY]["used_by"] == {}  # the card was not asked
+    facts = Facts(images=1000, input_shape=RGB, classes=10, card_methods=("smoothgrad",))
+    plan = make_plan(MODULES, {"contrastive": {"method": "occlusion"}}, facts, 1,
+                     REFERENCE_FLOPS)
+    assert "contrastive" not in plan.settings
+    given = contrastive.resolve(contrastive.Options(method="occlusion"), facts)
+    assert given.map_cost is None  # nothing to allow: the spec chose
+    assert contrastive.passes(given, facts) == Passes(forward=16 * 226, traces=1)
+
+
+def test_a_tight_budget_lowers_map_cost_to_the_fallback_s_cost_and_counts_what_runs():
+    facts = Facts(images=1000, input_shape=RGB, classes=10, card_methods=("smoothgrad",
+                                                                          "occlusion"))
+    full = contrastive.resolve(contrastive.Options(), facts)
+    assert full.map_cost == math.ceil(passes_per_map("occlusion", RGB)) == 113
+    assert contrastive.passes(full, facts) == Passes(forward=16 * 226, traces=1)
+    generous = make_plan(MODULES, {}, facts, 10 ** 9, REFERENCE_FLOPS)
+    assert "contrastive" not in generous.settings
+    tight = make_plan(MODULES, {}, facts, 1, REFERENCE_FLOPS)
+    assert tight.settings["contrastive"] == {"map_cost": 1}
+    assert "contrastive: map_cost 1 instead of 113" in tight.describe()
+    at_floor = replace(full, map_cost=1)
+    assert contrastive.passes(at_floor, facts) == Passes(backward=16, traces=1)  # gradient's
+    assert contrastive.passes(replace(full, map_cost=20), facts) == Passes(backward=16 * 16,
+                                                                          traces=1)
+    alone = Facts(images=1000, input_shape=RGB, classes=10, card_methods=())
+    assert contrastive.resolve(contrastive.Options(), alone).map_cost == 1  # no card: gradient
+
+
+def test_at_the_floor_a_card_whose_best_is_dear_leads_contrastive_to_gradient(
+        tmp_path, digits_model_path):
+    from auditor.pipeline import run_audit
+
+    spec = {"attribution": {"methods": ["smoothgrad", "occlusion"], "examples": 2,
+                            "compare_layers": 0}, "contrastive": {"examples": 3}}
+    outcome = run_audit(make_config(spec, model=str(digits_model_path), budget=1,
+                                    data="sklearn:digits:test", max_samples=100,
+                                    sections=["contrastive", "attribution"],
+                                    format="json,html", out=str(tmp_path / "run"),
+                                    progress=False))
+    summary = outcome.summary
+    used = summary["attribution"]["used_by"]["contrastive"]
+    best = used["best"]
+    assert best == summary["attribution"]["trusted_method"] in ("smoothgrad", "occlusion")
+    assert summary["plan"]["contrastive"] == {"map_cost": 1}
+    assert summary["plan"]["instead_of"]["contrastive"] == {"map_cost": 113}
+    assert summary["contrastive"]["method"] == used["method"] == "gradient"
+    assert used["cost"] == 1 and used["allowed"] == 1 and not used["trusted"]
+    cost = passes_per_map(best, (32, 32, 1))
+    assert used["reason"] == (f"{best} costs {cost:g} passes per map on this model; the "
+                              "allowance is 1 pass")
+    html = (outcome.out / "report.html").read_text()
+    assert "<strong>contrastive</strong>: map_cost 1 instead of 113" in html
+    section = html[html.index('id="contrastive"'):]
+    assert ("gradient (the default: no method the reliability card trusts costs at most 1 "
+            f"pass per map on this model; its best, {best}, costs {cost:g} passes)") in section
+
+
+def test_on_the_demo_under_the_standard_budget_the_card_s_best_is_used_as_before(demo_report):
+    summary = demo_report.summary
+    assert "contrastive" not in summary["plan"]["instead_of"]
+    used = summary["attribution"]["used_by"]["contrastive"]
+    assert used["allowed"] is None  # unplanned: its default allows every method of the card
+    best = summary["attribution"]["trusted_method"]
+    assert summary["contrastive"]["method"] == used["method"] == (best or "gradient")
+    assert used["best"] == best and (used["reason"] is None) == (best is not None)
