@@ -157,3 +157,29 @@ def test_on_the_demo_under_the_standard_budget_the_card_s_best_is_used_as_before
     best = summary["attribution"]["trusted_method"]
     assert summary["contrastive"]["method"] == used["method"] == (best or "gradient")
     assert used["best"] == best and (used["reason"] is None) == (best is not None)
+
+
+def test_clever_hans_discovery_takes_the_card_s_method_within_its_own_allowance(context):
+    from auditor.sections import clever_hans
+
+    ctx = planted(context, RANKED)
+    for allowed, expected in ((None, "occlusion"), (40, "integrated_gradients"), (1, "gradient")):
+        options = clever_hans.Options(discovery_map_cost=allowed)
+        assert clever_hans.trusted_method(ctx, options, "gradient") == expected
+        assert ctx.cache[RELIABILITY]["used_by"]["clever_hans"]["allowed"] == allowed
+    named = clever_hans.Options(discovery_method="gradient", discovery_map_cost=1)
+    assert clever_hans.trusted_method(ctx, named, "saliency") == "saliency"  # the spec's, as is
+
+
+def test_a_tight_budget_lowers_discovery_s_allowance_and_the_plan_counts_within_it():
+    from auditor.sections import clever_hans
+
+    facts = Facts(images=1000, input_shape=RGB, classes=10)
+    modules = {**MODULES, "clever_hans": clever_hans}
+    plan = make_plan(modules, {}, facts, "standard", REFERENCE_FLOPS)
+    assert plan.settings["clever_hans"]["discovery_map_cost"] == 1
+    assert plan.defaults["clever_hans"]["discovery_map_cost"] == math.ceil(
+        passes_per_map("occlusion", RGB))  # the dearest on the default card
+    free = make_plan(modules, {}, facts, 10 ** 9, REFERENCE_FLOPS)
+    assert "clever_hans" not in free.settings  # a generous budget lowers nothing
+    assert free.passes["clever_hans"].total > plan.passes["clever_hans"].total

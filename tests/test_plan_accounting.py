@@ -27,7 +27,7 @@ SPEC = {
     "counterfactuals": {"mistakes": 3, "steps": 4, "gallery": 2},
     "clever_hans": {"steps": 2, "batch_size": 8, "max_train": 30, "max_eval": 30,
                     "explain": 4, "max_discovery": 30, "shortcuts": ["patch"],
-                    "methods": ["gradient"]},
+                    "methods": ["gradient"], "discovery_map_cost": 1},
 }
 
 

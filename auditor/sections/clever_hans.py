@@ -19,7 +19,7 @@ from auditor.checks.check import Check, evaluate
 from auditor.errors import ConfigError, ModelError
 from auditor.methods.shortcuts.injection import InjectionSettings
 from auditor.predict.plan import Facts, Passes
-from auditor.sections.base import Context, KeyFigure, SectionResult
+from auditor.sections.base import Context, KeyFigure, SectionResult, at_least
 
 NAME = "clever_hans"
 CHECKS = ("clever_hans.injection", "clever_hans.injection.*", "clever_hans.flagged_classes",
@@ -76,7 +76,10 @@ class Options:
     max_train: int = 1000  # images for fine-tuning (from train_data, or split from data)
     max_eval: int = 500
     discovery: bool = True
-    discovery_method: str | None = None  # default: the first of ``methods``
+    discovery_method: str | None = None  # default: the card's best trusted, else methods[0]
+    # The most passes one discovery map may cost when the method comes from the card (None:
+    # any); the plan writes out its default and may lower it (PLANNED).
+    discovery_map_cost: int | None = None
     max_per_class: int = 150
     max_discovery: int = 3000  # images explained for discovery, over all classes
     grid: int = InjectionSettings.grid  # maps are pooled to grid x grid cells to cluster
@@ -90,6 +93,7 @@ class Options:
         from auditor.methods.shortcuts.patterns import INJECTORS
 
         resolve_methods(self)
+        at_least(NAME, self, 1, "discovery_map_cost")
         for name in self.shortcuts:
             if name not in INJECTORS:
                 raise ConfigError(f"'clever_hans.shortcuts' names unknown shortcut '{name}'; "
@@ -108,8 +112,10 @@ class Options:
 # The search on each copy puts at least 3 classes to the intervention: the target (the planted
 # shortcut's recall) and two others, the flagged ones first (where a false flag would be), so
 # that a copy's false flags are still looked for, among fewer classes (the summary says which).
+# Discovery's maps, when their method comes from the reliability card, may cost as little as
+# 1 pass each: the fallback's (methods[0], gradient by default), which runs whatever the allowance.
 PLANNED = {"steps": 25, "max_train": 200, "max_eval": 200, "explain": 16, "max_discovery": 100,
-           "max_others": 25, "copy_classes": 3}
+           "max_others": 25, "copy_classes": 3, "discovery_map_cost": 1}
 # The shares of their bounds that the searches' interventions run, counted in the model's graph
 # over the whole section at the plan's floors (each copy's search and the audited model's):
 # the suspect groups' interventions (search_forward) 0.76 on the CIFAR-size CNN of
@@ -145,8 +151,7 @@ def passes(options: Options, facts: Facts) -> Passes:
     explained = attribution_rows(methods, options.explain, facts.input_shape)
     searched = attribution_rows(methods[:1], copy_sample, facts.input_shape)
     sampled = min(per_class * facts.classes, facts.images)
-    found = attribution_rows([discovery], sampled, facts.input_shape) if options.discovery \
-        else (0, 0)
+    found = discovery_rows(options, facts, discovery, sampled) if options.discovery else (0, 0)
     copy_classes = min(options.copy_classes or facts.classes, facts.classes)
     tuning = Passes(forward=train if copies else 0,
                     train=copies * options.steps * options.batch_size,
@@ -168,11 +173,31 @@ def passes(options: Options, facts: Facts) -> Passes:
     return tuning + measuring + audited
 
 
+def discovery_rows(options: Options, facts: Facts, fallback: str, images: int) -> tuple:
+    """(forward, backward) rows of discovery's maps: by the spec's method, else as the dearest
+    method the card may choose within ``discovery_map_cost`` would (the fallback included)."""
+    from auditor.methods.attribution.registry import attribution_rows
+    from auditor.sections.attribution import affordable
+
+    methods = ([fallback] if options.discovery_method is not None
+               else affordable(facts, options.discovery_map_cost, fallback))
+    return max((attribution_rows([m], images, facts.input_shape) for m in methods),
+               key=lambda rows: Passes(forward=rows[0], backward=rows[1]).total)
+
+
 def resolve(options: Options, facts: Facts) -> Options:
-    """The options with ``copy_classes``'s default (every class) written out, for the plan."""
-    if options.copy_classes is not None:
-        return options
-    return dataclasses.replace(options, copy_classes=facts.classes)
+    """The options with the defaults the plan needs written out: ``copy_classes`` (every
+    class), and ``discovery_map_cost`` when the card chooses discovery's method (what the
+    dearest method it may choose costs per map here, so that unplanned its best is used)."""
+    from auditor.sections.attribution import card_map_cost
+
+    if options.copy_classes is None:
+        options = dataclasses.replace(options, copy_classes=facts.classes)
+    if (options.discovery and options.discovery_method is None
+            and options.discovery_map_cost is None):
+        options = dataclasses.replace(options, discovery_map_cost=card_map_cost(
+            facts, resolve_methods(options)[1]))
+    return options
 
 
 def search_forward(images: int, classes: int, max_others: int,
@@ -439,7 +464,7 @@ def trusted_method(ctx: Context, options: Options, configured: str) -> str:
         return configured
     from auditor.sections.attribution import trusted_method as card_choice
 
-    return card_choice(ctx, NAME, fallback=configured)
+    return card_choice(ctx, NAME, fallback=configured, max_cost=options.discovery_map_cost)
 
 
 def discovery_part(ctx: Context, options: Options, method: str, summary: dict,
