@@ -666,3 +666,19 @@ def test_a_method_that_lights_up_the_control_gets_no_credit():
                              0.0, discounted=discounted)
     assert verdict(result, ["gradient", "bright", "blind"]) == (
         "learned; visible to gradient, invisible to bright (no better than the control), blind")
+
+
+def test_the_typical_background_s_median_is_numpy_s_nanmedian():
+    import warnings
+
+    from auditor.methods.shortcuts.intervention import median_of_known
+
+    rng = np.random.default_rng(0)
+    for count in (1, 2, 7):
+        values = rng.random((count, 9, 9, 3)).astype(np.float32)
+        values[rng.random(values.shape) < 0.4] = np.nan
+        values[:, 0, 0] = np.nan  # object in every image
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            expected = np.nanmedian(values, axis=0)
+        np.testing.assert_allclose(median_of_known(values), expected, rtol=1e-6)

@@ -147,23 +147,31 @@ def smooth(image: np.ndarray) -> np.ndarray:
                      for c in range(image.shape[-1])], axis=-1).astype(np.float32)
 
 
-def typical_background(images: np.ndarray) -> np.ndarray:
+def typical_background(images: np.ndarray, objects: np.ndarray | None = None) -> np.ndarray:
     """(H, W, C): per pixel, the median of the images where that pixel is background (not in
-    ``patterns.object_mask``); the images' overall median background colour where none is.
-    The median, not the mean: a suspect group that is two thirds marked still gives the whole
-    photo back, and a rest that is one third marked still gives the class's own background."""
-    import warnings
-
+    ``patterns.object_mask``, or ``objects`` when the images' masks are known); the images'
+    overall median background colour where none is. The median, not the mean: a suspect group
+    that is two thirds marked still gives the whole photo back, and a rest that is one third
+    marked still gives the class's own background."""
     from auditor.methods.shortcuts.patterns import object_mask
 
-    behind = np.where(object_mask(images)[..., None], np.nan, images)
+    objects = object_mask(images) if objects is None else objects
+    behind = np.where(objects[..., None], np.nan, images)
     if np.isnan(behind).all():
         return np.zeros(images.shape[1:], np.float32)
     overall = np.nanmedian(behind.reshape(-1, images.shape[-1]), axis=0)
-    with warnings.catch_warnings():  # a pixel that is object in every image: overall is used
-        warnings.filterwarnings("ignore", "All-NaN slice")
-        typical = np.nanmedian(behind, axis=0)
+    typical = median_of_known(behind)  # NaN where the pixel is object in every image
     return np.where(np.isnan(typical), overall, typical).astype(np.float32)
+
+
+def median_of_known(values: np.ndarray) -> np.ndarray:
+    """``np.nanmedian(values, axis=0)`` by one sort (NaNs sort last), without its per-pixel
+    loop: a few seconds per call on a class of 224 px images otherwise."""
+    known = (~np.isnan(values)).sum(axis=0)
+    ordered = np.sort(values, axis=0)
+    low = np.take_along_axis(ordered, np.maximum(known - 1, 0)[None] // 2, axis=0)[0]
+    high = np.take_along_axis(ordered, known[None] // 2, axis=0)[0]
+    return np.where(known > 0, (low + high) / 2, np.nan)
 
 
 def background_interventions(members: np.ndarray, rest: np.ndarray):
@@ -371,19 +379,21 @@ def background_group(images: np.ndarray, own: np.ndarray, members: np.ndarray,
     from auditor.methods.shortcuts.patterns import object_mask
 
     x = images[own]
-    behind = (~object_mask(x))[..., None].astype(np.float32)
+    objects = object_mask(x)
+    behind = (~objects)[..., None].astype(np.float32)
     area = np.maximum(behind.sum(axis=(1, 2, 3)), 1.0)
     inside = np.isin(own, members)
     for _ in range(rounds):
         if inside.sum() < 2 or (~inside).sum() < 2:
             return members
-        centres = (typical_background(x[inside]), typical_background(x[~inside]))
+        centres = (typical_background(x[inside], objects[inside]),
+                   typical_background(x[~inside], objects[~inside]))
         near, far = ((np.abs(x - c[None]) * behind).sum(axis=(1, 2, 3)) / area
                      for c in centres)
         inside = near < far
     if inside.sum() < 2 or (~inside).sum() < 2:
         return members
     elsewhere = typical_background(images[others])
-    distinct = [float(np.abs(typical_background(x[side]) - elsewhere).mean())
+    distinct = [float(np.abs(typical_background(x[side], objects[side]) - elsewhere).mean())
                 for side in (inside, ~inside)]
     return own[inside] if distinct[0] >= distinct[1] else own[~inside]
