@@ -192,3 +192,23 @@ def test_bad_robustness_options_name_the_key():
         robustness.run(None, robustness.Options(epsilons=[0.0, 8.0]))
     grid = robustness.epsilon_grid(robustness.Options(epsilons=[0.0, 0.1], check_epsilon=0.05))
     assert grid == [0.0, 0.05, 0.1]
+
+
+def test_a_shorter_curve_keeps_its_ends_and_the_check_s_epsilon():
+    from auditor.predict.plan import REFERENCE_FLOPS, Facts, make_plan
+    from auditor.sections import robustness
+
+    full = robustness.epsilon_grid(robustness.Options())
+    assert len(full) == 7  # 0 and six attacked
+    three = robustness.epsilon_grid(robustness.Options(curve_points=3))
+    assert three == [0.0, full[1], 8 / 255, full[-1]]
+    assert len(robustness.epsilon_grid(robustness.Options(curve_points=4))) == 5
+    with pytest.raises(AuditorError, match="robustness.curve_points"):
+        robustness.Options(curve_points=0)
+    facts = Facts(images=1000, input_shape=(224, 224, 3), classes=10)
+    plan = make_plan({"robustness": robustness}, {}, facts, "quick", REFERENCE_FLOPS)
+    assert plan.settings["robustness"]["curve_points"] == 3
+    assert plan.defaults["robustness"]["curve_points"] == 6
+    short = make_plan({"robustness": robustness}, {"robustness": {"epsilons": [0.0, 0.1]}},
+                      facts, "quick", REFERENCE_FLOPS)
+    assert "curve_points" not in short.settings["robustness"]  # nothing to shorten

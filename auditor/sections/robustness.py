@@ -4,6 +4,7 @@ model's saliency agrees with this one's on the same images."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -70,6 +71,9 @@ class Options:
     target: str = "runner_up"  # targeted attacks: runner_up, least_likely, or a class name
     saliency_method: str = "gradient"  # any method of 'auditor methods', on clean and attacked
     gallery: int = 6
+    # Non-zero epsilons of the curve that are attacked (None: every one of ``epsilons``); fewer
+    # keep the check's, the smallest and the largest, then evenly spread ones (epsilon_grid).
+    curve_points: int | None = None
 
     def __post_init__(self):
         _validate(self)
@@ -78,8 +82,18 @@ class Options:
 # The compute plan (auditor.predict.plan) may lower these settings, never below the floor: 30
 # images keep a stratified sample of 10 classes at 3 per class (the accuracy is then known to
 # about +-0.09, its binomial standard error at 0.5); 5 PGD steps still take the 2.5-epsilon path
-# of Madry et al. in steps of half epsilon.
-PLANNED = {"samples": 30, "steps": 5}
+# of Madry et al. in steps of half epsilon; 3 points of the curve are its two ends and the
+# check's epsilon, whose accuracy (the check, the key figure) is the same on any curve.
+PLANNED = {"samples": 30, "steps": 5, "curve_points": 3}
+
+
+def resolve(options: Options, facts: Facts) -> Options:
+    """``curve_points``'s default (every non-zero epsilon) written out, for the plan, when the
+    curve has more points than the plan's floor."""
+    attacked = sum(e > 0 for e in epsilon_grid(options))
+    if options.curve_points is not None or attacked <= PLANNED["curve_points"]:
+        return options
+    return dataclasses.replace(options, curve_points=attacked)
 
 
 def passes(options: Options, facts: Facts) -> Passes:
@@ -116,17 +130,30 @@ def _validate(options: Options) -> None:
                           f"{', '.join(sorted(METHODS))} (see 'auditor methods')")
     if options.samples < 1 or options.steps < 1:
         raise ConfigError(f"'{NAME}.samples' and '{NAME}.steps' must be at least 1")
+    if options.curve_points is not None and options.curve_points < 1:
+        raise ConfigError(f"'{NAME}.curve_points' must be at least 1, got {options.curve_points}")
     if not options.epsilons or min(options.epsilons) < 0 or max(options.epsilons) > 1:
         raise ConfigError(f"'{NAME}.epsilons' must be a non-empty list of values in [0, 1] "
                           "(display space: 8/255 is 0.0314)")
 
 
 def epsilon_grid(options: Options) -> list[float]:
-    """The configured epsilons, sorted, with the check's epsilon among them."""
+    """The configured epsilons, sorted, with the check's epsilon among them; with
+    ``curve_points``, only that many non-zero ones: the check's, the smallest, the largest,
+    then those nearest an even spread over the rest (0 is always kept: the clean accuracy)."""
     grid = sorted(set(options.epsilons))
     if not any(np.isclose(options.check_epsilon, e) for e in grid):
         grid = sorted([*grid, options.check_epsilon])
-    return grid
+    attacked = [e for e in grid if e > 0]
+    if options.curve_points is None or options.curve_points >= len(attacked):
+        return grid
+    check = next(e for e in attacked if np.isclose(e, options.check_epsilon)) \
+        if options.check_epsilon > 0 else None
+    kept = [e for e in (check, attacked[0], attacked[-1]) if e is not None]
+    spread = np.linspace(0, len(attacked) - 1, max(options.curve_points, 2)).round().astype(int)
+    kept += [attacked[i] for i in spread]
+    kept = list(dict.fromkeys(kept))[:max(1, options.curve_points)]
+    return sorted({*(e for e in grid if e <= 0), *kept})
 
 
 def _in_255(epsilon: float) -> str:
