@@ -86,17 +86,25 @@ def resolve(options: Options, facts: Facts) -> Options:
     return dataclasses.replace(options, steps=default_steps(facts.size))
 
 
+# A step of the render loop costs more than the gradient pass inside it: the random
+# transforms, the Fourier parametrisation and the penalties run on every image too. Counted as
+# one pass, the section took 1/0.46, 1/0.86 and 1/0.62 times its estimate on the digits CNN,
+# the CIFAR-size CNN (300 images) and MobileNetV2 224 px (300 images) in bench/audit.py, so a
+# step counts as two.
+STEP_PASSES = 2
+
+
 def passes(options: Options, facts: Facts) -> Passes:
-    """Every class image of every variant, and every channel image, take one forward-backward
-    pass per step; the top images of each layer's channels take a forward pass over the data."""
+    """Every class image of every variant, and every channel image, take STEP_PASSES passes
+    per step; the top images of each layer's channels take a forward pass over the data."""
     steps = options.steps or default_steps(facts.size)
     compare = options.compare if options.compare is not None else facts.size <= 64
     classes = len(options.classes) or min(options.max_classes, facts.classes)
     runs = len(variants(options, compare)) + compare  # + the unregularised run
     layers = max(1, len(options.layers))
     channels = layers * (len(options.channels) or options.max_channels)
-    return Passes(forward=facts.images * layers, backward=(classes * runs + channels) * steps,
-                  traces=2 + compare)
+    return Passes(forward=facts.images * layers,
+                  backward=STEP_PASSES * (classes * runs + channels) * steps, traces=2 + compare)
 
 
 def default_steps(size: int) -> int:
