@@ -99,7 +99,7 @@ def test_without_a_terminal_an_audit_logs_a_line_per_section_and_writes_its_plan
     assert any(line.startswith("auditor: plan: robustness: samples 30 instead of 200")
                for line in lines)
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["plan"]["robustness"] == {"samples": 30, "steps": 5}
+    assert summary["plan"]["robustness"] == {"samples": 30, "steps": 5, "curve_points": 3}
     assert summary["plan"]["budget_passes"] == 300
     assert summary["robustness"]["samples"] == 30 and summary["robustness"]["steps"] == 5
     assert "samples 30 instead of 200" in (out / "report.html").read_text()
