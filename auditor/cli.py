@@ -302,6 +302,13 @@ def main() -> None:
         sys.exit(2)
     except Interrupted as exc:
         _exit_interrupted(exc.signum)
+    except Exception:
+        if Interrupted.pending is None:
+            raise
+        # The signal's exception, raised where TensorFlow's C++ calls back into Python, can
+        # come out as another one (SystemError: bad argument to internal function, from
+        # tf.function tracing): it is the interruption all the same.
+        _exit_interrupted(Interrupted.pending)
     finally:  # the caller's handlers again (main may run inside another program, or a test)
         Interrupted.pending = None
         sys.unraisablehook = previous_hook
