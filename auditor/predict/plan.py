@@ -15,7 +15,9 @@ A setting given in the spec is the user's and is never changed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import time
 from dataclasses import dataclass, field
 
@@ -188,8 +190,9 @@ def forward_flops(handle) -> int | None:
             options["output"] = "none"
             logger, level = tf.get_logger(), tf.get_logger().level
             logger.setLevel("ERROR")  # the v1 profiler's deprecation notice is not for users
-            try:
-                count = tf.compat.v1.profiler.profile(graph=frozen.graph, options=options)
+            try:  # its own stderr line on ops of unknown shape is not for users either
+                with contextlib.redirect_stderr(io.StringIO()):
+                    count = tf.compat.v1.profiler.profile(graph=frozen.graph, options=options)
             finally:
                 logger.setLevel(level)
             handle.compiled["flops"] = int(count.total_float_ops) or None
