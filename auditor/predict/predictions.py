@@ -96,11 +96,11 @@ def logits_and_features(handle, images: np.ndarray) -> tuple[np.ndarray, np.ndar
     display-space images in memory, in one memory-budgeted pass."""
     from auditor.predict.batched import chunked, rows_per_pass
 
+    if not len(images):
+        return np.zeros((0, handle.num_classes), np.float32), None
     fn, width = pass_function(handle)
     both = chunked(handle, fn, np.asarray(images, np.float32),
                    rows=rows_per_pass(handle, backward=False))
-    if not len(images):
-        return np.zeros((0, handle.num_classes), np.float32), None
     return both[:, :handle.num_classes], (both[:, handle.num_classes:] if width else None)
 
 
