@@ -383,6 +383,9 @@ def test_section_options_are_checked_before_any_training():
         shortcut_settings(Options(shortcut_options={"patch": {"opacity": 0.5}}), (8, 8, 1))
     with pytest.raises(ConfigError, match="fraction"):
         shortcut_settings(Options(shortcut_options={"patch": {"fraction": 2}}), (8, 8, 1))
+    for name in ("copy_classes", "discovery_map_cost"):
+        with pytest.raises(ConfigError, match=f"clever_hans.{name}' must be at least 1"):
+            Options(**{name: 0})
 
 
 def test_detection_scores_reward_relevance_inside_the_mask():

@@ -93,7 +93,7 @@ class Options:
         from auditor.methods.shortcuts.patterns import INJECTORS
 
         resolve_methods(self)
-        at_least(NAME, self, 1, "discovery_map_cost")
+        at_least(NAME, self, 1, "discovery_map_cost", "copy_classes")
         for name in self.shortcuts:
             if name not in INJECTORS:
                 raise ConfigError(f"'clever_hans.shortcuts' names unknown shortcut '{name}'; "
