@@ -84,9 +84,11 @@ class Dataset:
         if positions.size == 0:
             return np.zeros((0, *self.image_shape), np.float32)
         order = np.argsort(positions, kind="stable")  # sources read fastest in order
-        chunks = [b.numpy() for b in self._pipeline(self.source_index[positions[order]], 256)]
         images = np.empty((len(positions), *self.image_shape), np.float32)
-        images[order] = np.concatenate(chunks)
+        start = 0
+        for batch in self._pipeline(self.source_index[positions[order]], 256):
+            images[order[start:start + len(batch)]] = batch.numpy()  # one batch held at a time
+            start += len(batch)
         return images
 
     def _pipeline(self, source_index: np.ndarray, batch_size: int):

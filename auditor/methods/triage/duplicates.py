@@ -31,9 +31,8 @@ def grey_levels(pixels: np.ndarray) -> np.ndarray:
     """8-bit grey as Pillow's ``convert("L")`` computes it (ITU-R 601-2 luma, fixed point)."""
     if pixels.ndim == 3:
         return pixels
-    rgb = pixels[..., :3].astype(np.int64)
-    return ((rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000)
-            >> 16).astype(np.uint8)
+    red, green, blue = (pixels[..., c].astype(np.uint32) for c in range(3))  # < 2**24: fits
+    return ((red * 19595 + green * 38470 + blue * 7471 + 0x8000) >> 16).astype(np.uint8)
 
 
 def perceptual_hashes(pixels: np.ndarray) -> np.ndarray:
