@@ -48,6 +48,10 @@ REFERENCE_FLOPS = 612_751_868
 # the sections' calls average about 24 rows. On a large model the overhead is a small share
 # either way (MobileNetV2 224 px fits 22 rows in the memory budget).
 TIMING_ROWS = 24
+# Timed calls per pass, of which the median counts: one call of MobileNetV2 at 224 px varied by
+# up to 40% from one to the next on a quiet machine (a backward pass 20 to 28 ms an image), and
+# the whole audit's estimate with it (0.75 to 1.01 of the actual time in two runs).
+TIMING_REPEATS = 3
 
 
 @dataclass(frozen=True)
@@ -329,8 +333,9 @@ def _passes(module, options, facts: Facts) -> Passes:
 
 def measure_timing(handle, rows: int | None = None) -> Timing:
     """Seconds per image of the forward pass, the forward-backward pass (gradient of the input)
-    and the training pass (gradient of every weight), each timed on one batch of ``rows``
-    random images after a first call, whose extra time is the cost of one trace. By default
+    and the training pass (gradient of every weight), each the median of TIMING_REPEATS calls
+    on one batch of ``rows`` random images after a first call, whose extra time is the cost of
+    one trace. By default
     TIMING_ROWS, or fewer when one backward pass of that many does not fit the memory budget."""
     import tensorflow as tf
 
@@ -363,9 +368,14 @@ def measure_timing(handle, rows: int | None = None) -> Timing:
         tick = time.perf_counter()
         run_batch(handle, fn, x)
         first = time.perf_counter() - tick
-        tick = time.perf_counter()
-        run_batch(handle, fn, x)
-        seconds[name] = (time.perf_counter() - tick) / rows
+        seconds[name] = float(np.median([_timed(run_batch, handle, fn, x)
+                                         for _ in range(TIMING_REPEATS)])) / rows
         if name == "backward":
             seconds["trace"] = max(first - seconds[name] * rows, 0.0)
     return Timing(**seconds)
+
+
+def _timed(run, *args) -> float:
+    tick = time.perf_counter()
+    run(*args)
+    return time.perf_counter() - tick
