@@ -685,3 +685,31 @@ def test_the_typical_background_s_median_is_numpy_s_nanmedian():
             warnings.simplefilter("ignore", RuntimeWarning)
             expected = np.nanmedian(values, axis=0)
         np.testing.assert_allclose(median_of_known(values), expected, rtol=1e-6)
+
+
+def test_a_training_step_cut_into_blocks_makes_the_one_batch_update(tmp_path, monkeypatch):
+    """A batch larger than the memory budget's rows is trained a block at a time (one block
+    after another, so that only one block's activations are alive): the update is the whole
+    batch's, as if it had been one block."""
+    import keras
+
+    from auditor.inputs.models import load_model
+    from auditor.methods.shortcuts import injection
+
+    keras.utils.set_random_seed(0)
+    path = tmp_path / "tiny.keras"
+    keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, activation="relu"),
+                      keras.layers.Flatten(), keras.layers.Dense(3)]).save(path)
+    handle = load_model(str(path))
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 1, (10, 8, 8, 1)).astype(np.float32)
+    targets = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 10)]
+    weights = {}
+    for rows in (10, 3):
+        monkeypatch.setattr(injection, "rows_per_pass", lambda *_, rows=rows, **__: rows)
+        tuner = injection.FineTuner(handle, learning_rate=0.05)
+        tuner.train(images, targets, steps=2, batch_size=10, seed=0)
+        weights[rows] = tuner.copy.get_weights()
+    assert not np.allclose(weights[10][0], handle.model.get_weights()[0])  # it did train
+    for whole, cut in zip(weights[10], weights[3], strict=True):
+        np.testing.assert_allclose(cut, whole, rtol=1e-4, atol=1e-5)
