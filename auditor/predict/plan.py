@@ -46,7 +46,7 @@ REFERENCE_FLOPS = 612_751_868
 # hundreds (occlusion, curves): timed per image on the digits CNN (300 images, every section,
 # bench/audit.py), 16 rows made the estimate 1.65 times the actual and 64 rows 0.33 of it, so
 # the sections' calls average about 24 rows. On a large model the overhead is a small share
-# either way (MobileNetV2 224 px fits 22 rows in the memory budget).
+# either way (MobileNetV2 224 px fits 11 rows in the memory budget).
 TIMING_ROWS = 24
 # Timed calls per pass, of which the median counts: one call of MobileNetV2 at 224 px varied by
 # up to 40% from one to the next on a quiet machine (a backward pass 20 to 28 ms an image), and
