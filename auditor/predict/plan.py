@@ -335,8 +335,8 @@ def measure_timing(handle, rows: int | None = None) -> Timing:
     """Seconds per image of the forward pass, the forward-backward pass (gradient of the input)
     and the training pass (gradient of every weight), each the median of TIMING_REPEATS calls
     on one batch of ``rows`` random images after a first call, whose extra time is the cost of
-    one trace. By default
-    TIMING_ROWS, or fewer when one backward pass of that many does not fit the memory budget."""
+    one trace. By default TIMING_ROWS, or fewer when one backward pass of that many does not
+    fit the memory budget."""
     import tensorflow as tf
 
     from auditor.predict.batched import rows_per_pass
