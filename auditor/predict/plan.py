@@ -365,9 +365,7 @@ def measure_timing(handle, rows: int | None = None) -> Timing:
     for name, fn in (("forward", handle.logits_fn), ("backward", gradient), ("train", train)):
         if name == "train" and not weights:
             continue
-        tick = time.perf_counter()
-        run_batch(handle, fn, x)
-        first = time.perf_counter() - tick
+        first = _timed(run_batch, handle, fn, x)
         seconds[name] = float(np.median([_timed(run_batch, handle, fn, x)
                                          for _ in range(TIMING_REPEATS)])) / rows
         if name == "backward":

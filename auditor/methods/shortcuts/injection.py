@@ -144,9 +144,8 @@ class FineTuner:
                 # the blocks at once and keep all their activations (MobileNetV2 224 px, 32
                 # rows in 3 blocks: 1.45 GB above the model's resting memory; in turn, 1.2 GB).
                 with tf.control_dependencies(grads), tf.GradientTape() as tape:
-                    block = tf.identity(images[part])
                     loss = self.loss(targets[part],
-                                     copy(transform.to_model(block), training=False))
+                                     copy(transform.to_model(images[part]), training=False))
                     scaled = tf.reduce_sum(loss) / float(total)
                 block_grads = tape.gradient(scaled, copy.trainable_variables)
                 grads = [g + b for g, b in zip(grads, block_grads, strict=True)]
