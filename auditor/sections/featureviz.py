@@ -317,8 +317,7 @@ def run(ctx: Context, options: Options) -> SectionResult:
         class_rows=class_rows, class_names=[names[c] for c in classes], per_run=per_run,
         verdicts=verdicts, compare=compare, evolution=evolution,
         evolution_confidence=evolution_confidence, real_tv=real.total_variation,
-        natural_bound=percentiles["p95"],
-        channel_rows=channels, top_images=top_images,
+        channel_rows=channels, top_images=top_images, natural_bound=percentiles["p95"],
         channel_images=channel_images if picks else None)
     timings["snapshots"] = time.perf_counter() - tick
     summary = _summary(class_rows, comparison, percentiles, real, options, steps, channels)
