@@ -17,6 +17,7 @@ must come out not detected.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -421,9 +422,8 @@ def run_injection(tuner: FineTuner, split: Split, target: int, shortcut: str, op
         detection=got["detection"], seen=seen, detected=detected, discovery=got["discovery"],
         verdict="", seconds=0.0, examples=got["examples"], control_ratio=baseline,
         discounted=discounted)
-    result.verdict = verdict(result, methods)
-    result.seconds = time.perf_counter() - started
-    return result
+    return dataclasses.replace(result, verdict=verdict(result, methods),
+                               seconds=time.perf_counter() - started)
 
 
 def run_control(tuner: FineTuner, split: Split, target: int, probes: dict[str, dict],
@@ -461,9 +461,8 @@ def run_control(tuner: FineTuner, split: Split, target: int, probes: dict[str, d
                                              for m, d in got["detection"].items()},
                     "discovery_flagged": got["discovery"].any_flag}
                 for s, got in measured.items()})
-    result.verdict = verdict(result, methods)
-    result.seconds = time.perf_counter() - started
-    return result
+    return dataclasses.replace(result, verdict=verdict(result, methods),
+                               seconds=time.perf_counter() - started)
 
 
 def verdict(result: InjectionResult, methods: list[str]) -> str:

@@ -17,6 +17,7 @@ unconfirmed hypothesis.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -127,7 +128,6 @@ def search(handle, sample: Sample,
     by_features = ([None] * len(by_maps) if sample.features is None else
                    discover_features(sample.features, labels, positions, sample.class_names,
                                      k_max=settings.k_max, seed=seed))
-    index_of = {int(p): i for i, p in enumerate(positions)}
     chosen = intervened(by_maps, by_features, settings.focus, settings.most_classes, seed)
 
     def logits_fn(batch):  # the audit's path: memory-budgeted blocks, the handle's strategy
@@ -138,26 +138,37 @@ def search(handle, sample: Sample,
     properties = (property_search(logits_fn, images, labels, probs, sample.class_names, seed,
                                   settings.max_others, chosen)
                   if sample.properties is None else sample.properties)
+    known = dataclasses.replace(sample, probs=probs)
     findings = []
     for on_maps, on_features in zip(by_maps, by_features, strict=True):
-        finding = Finding(on_maps.label, on_maps.name, on_maps, on_features,
-                          [p for p in properties[1] if p.label == on_maps.label],
-                          intervened=chosen is None or on_maps.label in chosen)
-        tried = [d for d in (on_maps, on_features)
-                 if d is not None and d.suspect is not None and finding.intervened]
-        memo: dict = {}  # the class's effects: its two suspects may share an intervention
-        for discovery in tried:
-            members = np.array([index_of[int(p)] for p in discovery.members])
-            effect = confirm(logits_fn, discovery.label, images, labels, members,
-                             discovery.region, settings.grid, seed,
-                             max_others=settings.max_others, probs=probs, memo=memo)
-            if finding.effect is None or effect.strength > finding.effect.strength:
-                finding.effect, finding.signal = effect, discovery.signal
-        for candidate in finding.properties:  # measured by property_search already
-            if finding.effect is None or candidate.effect.strength > finding.effect.strength:
-                finding.effect, finding.signal = candidate.effect, "properties"
-        findings.append(finding)
+        screened = [p for p in properties[1] if p.label == on_maps.label]
+        intervened_on = chosen is None or on_maps.label in chosen
+        suspects = [d for d in (on_maps, on_features)
+                    if d is not None and d.suspect is not None and intervened_on]
+        effect, signal = strongest(logits_fn, known, settings, suspects, screened)
+        findings.append(Finding(on_maps.label, on_maps.name, on_maps, on_features, screened,
+                                effect, signal, intervened_on))
     return findings, pooled
+
+
+def strongest(logits_fn, sample: Sample, settings: SearchSettings, suspects: list,
+              screened: list[PropertyFinding]) -> tuple[Effect | None, str | None]:
+    """The strongest effect on one class, and the signal it came from: each suspect group's
+    intervention (run here) and each screened property's (measured by property_search)."""
+    index_of = {int(p): i for i, p in enumerate(sample.positions)}
+    best, signal = None, None
+    memo: dict = {}  # the class's effects: its two suspects may share an intervention
+    for discovery in suspects:
+        members = np.array([index_of[int(p)] for p in discovery.members])
+        effect = confirm(logits_fn, discovery.label, sample.images, sample.labels, members,
+                         discovery.region, settings.grid, settings.seed,
+                         max_others=settings.max_others, probs=sample.probs, memo=memo)
+        if best is None or effect.strength > best.strength:
+            best, signal = effect, discovery.signal
+    for candidate in screened:
+        if best is None or candidate.effect.strength > best.strength:
+            best, signal = candidate.effect, "properties"
+    return best, signal
 
 
 def intervened(by_maps: list[ClassDiscovery], by_features: list, focus: int | None,
