@@ -1,4 +1,4 @@
-"""Public alias kept by the Python API contract (DESIGN.md): ``from auditor.attribution import
+"""Public alias kept by the Python API contract (docs/design.md): ``from auditor.attribution import
 attribute``. The methods live in ``auditor.methods.attribution``."""
 
 from auditor.methods.attribution import (

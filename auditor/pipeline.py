@@ -1,6 +1,6 @@
 """Orchestration of one audit: load, predict once, run the sections, write the outputs.
 
-The flow goes one way (DESIGN.md): inputs are loaded and checked before anything is written;
+The flow goes one way (docs/design.md): inputs are loaded and checked before anything is written;
 sections run on the shared predictions; the outputs are written to a staging folder that moves
 into place only when everything succeeded.
 """

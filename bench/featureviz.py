@@ -99,7 +99,7 @@ def optimise(handle, objective, recipe, count, inits="zeros", real_image=None, o
         return recipes.optimise(handle, objective, recipe, count, inits, real_image), 0
     param, start, transforms = recipes.prepare(handle, recipe, count, inits, real_image)
     return old_render(handle, recipe.penalised(objective), param, transforms, start=start,
-                      **recipes.loop_options(recipe))
+                      **dataclasses.asdict(recipe.loop()))
 
 
 def section_renders(handle, real_image, mean_image, steps: int, old: bool, scale: float = 1.0):

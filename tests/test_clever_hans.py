@@ -117,16 +117,16 @@ def test_a_clean_model_has_no_class_flagged(clean_run):
 
 def test_a_backdoored_class_is_the_only_one_found_and_it_is_confirmed(backdoored_handle,
                                                                     digits_test):
-    from auditor.methods.shortcuts.search import search
+    from auditor.methods.shortcuts.search import Sample, search
     from auditor.predict.predictions import penultimate_features
 
     x, y = digits_test
     x = x.copy()
     half = np.flatnonzero(y == TARGET)[::2]
     x[half], _ = shortcuts.patch(x[half])
-    findings, _ = search(backdoored_handle, x, y, np.arange(len(y)),
-                         [str(c) for c in range(10)],
-                         features=penultimate_features(backdoored_handle, x))
+    findings, _ = search(backdoored_handle,
+                         Sample(x, y, np.arange(len(y)), [str(c) for c in range(10)],
+                                features=penultimate_features(backdoored_handle, x)))
     assert [f.name for f in findings if f.confirmed] == [str(TARGET)]
     found = findings[TARGET]
     assert np.isin(found.suspect.members, half).mean() > 0.9  # the group is the patched images
@@ -140,16 +140,16 @@ def test_a_search_limited_to_three_classes_still_confirms_the_backdoor(backdoore
                                                                      digits_test):
     """The copies' cheaper search (clever_hans.copy_classes): the focus class and two others
     go to the intervention, every class keeps its signals."""
-    from auditor.methods.shortcuts.search import search
+    from auditor.methods.shortcuts.search import Sample, SearchSettings, search
     from auditor.predict.predictions import penultimate_features
 
     x, y = digits_test
     x = x.copy()
     x[np.flatnonzero(y == TARGET)[::2]] = shortcuts.patch(x[np.flatnonzero(y == TARGET)[::2]])[0]
-    findings, _ = search(backdoored_handle, x, y, np.arange(len(y)),
-                         [str(c) for c in range(10)],
-                         features=penultimate_features(backdoored_handle, x),
-                         focus=TARGET, most_classes=3)
+    findings, _ = search(backdoored_handle,
+                         Sample(x, y, np.arange(len(y)), [str(c) for c in range(10)],
+                                features=penultimate_features(backdoored_handle, x)),
+                         SearchSettings(focus=TARGET, most_classes=3))
     intervened = [f.label for f in findings if f.intervened]
     assert len(intervened) == 3 and TARGET in intervened
     assert [f.name for f in findings if f.confirmed] == [str(TARGET)]

@@ -18,6 +18,7 @@ import numpy as np
 from auditor.checks.check import Check, evaluate
 from auditor.errors import ConfigError, ModelError
 from auditor.methods.shortcuts.injection import InjectionSettings
+from auditor.methods.shortcuts.search import Sample
 from auditor.predict.plan import Facts, Passes
 from auditor.sections.base import Context, KeyFigure, SectionResult, at_least
 
@@ -229,32 +230,94 @@ def expected_interventions(images: int, classes: int, max_others: int,
             + PROPERTY_SHARE * forward_passes(images, classes, max_others))
 
 
-@dataclass
+@dataclass(frozen=True)
+class Injected:
+    """The injection test's result: per run (the planted shortcuts, then the control) its
+    summary entry and its InjectionResult, the fine-tuning facts and the checks; or why it was
+    skipped."""
+
+    entries: list[dict] = field(default_factory=list)
+    results: list = field(default_factory=list)  # InjectionResult, in the order of entries
+    fine_tuning: dict | None = None
+    skipped: str | None = None
+    checks: list[Check] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        return {"injection": self.entries, **({} if self.fine_tuning is None
+                                              else {"fine_tuning": self.fine_tuning})}
+
+
+@dataclass(frozen=True)
+class PropertyCheck:
+    """The property check's result: its summary block, ``property_search``'s result (its table
+    the report shows; its candidates, the shortcut search's third signal) and its check."""
+
+    summary: dict
+    found: tuple  # (table, candidates, bound)
+    check: Check
+
+    @property
+    def table(self) -> list[dict]:
+        return self.found[0]
+
+
+@dataclass(frozen=True)
+class Searched:
+    """The shortcut search's result: its summary block, the findings the report shows (and how
+    many it leaves out), the sentence of each confirmed one, the maps and images they are drawn
+    from (``index_of``: sample position -> row), each shown group's maps in 2-D, and its check."""
+
+    summary: dict
+    shown: list  # search.Finding
+    hidden: int
+    sentences: dict  # class name -> the finding, in words
+    maps: np.ndarray
+    images: np.ndarray
+    index_of: dict
+    cluster_points: dict  # label -> t-SNE of its maps (k > 1)
+    check: Check
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """The penultimate features of a per-class sample in 2-D (None without features), their
+    labels, which of them the model gets wrong, and the sample's size."""
+
+    points: np.ndarray | None
+    labels: np.ndarray | None
+    wrong: np.ndarray | None
+    count: int
+
+
+@dataclass(frozen=True)
+class Discovered:
+    """Discovery's result: the property check, the shortcut search (None when off) and the
+    features in 2-D."""
+
+    properties: PropertyCheck
+    search: Searched | None
+    embedding: Embedding
+
+    def summary(self) -> dict:
+        discovery = (self.search.summary if self.search is not None
+                     else {"flagged_classes": [], "per_class": {}, "unconfirmed": []})
+        return {"discovery": discovery, "properties": self.properties.summary}
+
+    def checks(self) -> list[Check]:
+        return [self.properties.check] + ([self.search.check] if self.search else [])
+
+
+@dataclass(frozen=True)
 class CleverHansData:
-    """What the figures are drawn from: the injection runs, the classes discovery shows with
-    their maps and 2-D embeddings, and the penultimate features in 2-D."""
+    """What the figures are drawn from: the parts' results as they returned them."""
 
     methods: list[str]
     class_names: list[str]
     target: str
     flip_threshold: float
     detect_ratio: float
-    injection: list[dict] = field(default_factory=list)  # summary entries, one per run
-    injection_results: list = field(default_factory=list)  # InjectionResult, same order
-    fine_tuning: dict | None = None
-    injection_skipped: str | None = None
-    discovery: list | None = None  # search.Finding of the classes shown; None when off
-    discovery_hidden: int = 0
-    sentences: dict = field(default_factory=dict)  # class name -> the finding, in words
-    maps: np.ndarray | None = None  # discovery's maps, one per sampled image
-    images: np.ndarray | None = None
-    index_of: dict = field(default_factory=dict)  # sample position -> row of maps/images
-    cluster_points: dict = field(default_factory=dict)  # label -> t-SNE of its maps (k > 1)
-    properties: list[dict] = field(default_factory=list)
-    feature_points: np.ndarray | None = None  # t-SNE of the penultimate features
-    feature_labels: np.ndarray | None = None
-    wrong: np.ndarray | None = None
-    features_n: int = 0
+    injected: Injected
+    discovered: Discovered
 
 
 def resolve_methods(options: Options) -> tuple[list[str], str]:
@@ -413,12 +476,12 @@ def run(ctx: Context, options: Options) -> SectionResult:
     methods, discovery_method = resolve_methods(options)
     target = resolve_target(options, ctx.dataset.labels, names)
     settings = shortcut_settings(options, ctx.handle.input_shape)
-    summary: dict = {"target_class": names[target], "methods": methods}
+    injected = injection_part(ctx, options, methods, target, settings)
+    discovered = discovery_part(ctx, options, discovery_method)
+    summary = {"target_class": names[target], "methods": methods, **injected.summary(),
+               **discovered.summary()}
     data = CleverHansData(methods, names, names[target], options.flip_threshold,
-                          options.detect_ratio)
-    checks: list[Check] = []
-    injection_part(ctx, options, methods, target, settings, summary, data, checks)
-    discovery_part(ctx, options, discovery_method, summary, data, checks)
+                          options.detect_ratio, injected, discovered)
     return SectionResult(
         name=NAME, title=TITLE,
         intro="Injection test: known shortcuts are planted in fine-tuned copies of the model, "
@@ -431,30 +494,23 @@ def run(ctx: Context, options: Options) -> SectionResult:
               "whose intervention measurably moves the model is reported as relying on a "
               "shortcut. "
               "Maps show |relevance|, brighter is more.",
-        summary={NAME: summary}, data=data, checks=checks)
+        summary={NAME: summary}, data=data, checks=[*injected.checks, *discovered.checks()])
 
 
 def injection_part(ctx: Context, options: Options, methods: list[str], target: int,
-                   settings: dict[str, dict], summary: dict, data: CleverHansData,
-                   checks: list[Check]) -> None:
-    """The planted shortcuts and the control, into the summary, the data and the checks."""
-    summary["injection"] = []
+                   settings: dict[str, dict]) -> Injected:
+    """The planted shortcuts and the control."""
+    if not (settings or options.control):
+        return Injected()
     try:
-        results, facts = (run_injections(ctx, options, methods, target, settings)
-                          if settings or options.control else ([], {}))
+        results, facts = run_injections(ctx, options, methods, target, settings)
     except ModelError as exc:  # e.g. a SavedModel: discovery still runs on the model itself
-        data.injection_skipped = str(exc)
-        checks.append(Check("clever_hans.injection", "skipped", None, {}, None,
-                            f"injection test skipped: {exc}", NAME))
-        return
-    if not results:
-        return
+        return Injected(skipped=str(exc), checks=[Check(
+            "clever_hans.injection", "skipped", None, {}, None, f"injection test skipped: {exc}",
+            NAME)])
     names = ctx.dataset.class_names
-    summary["injection"] = [injection_summary(r, names, settings) for r in results]
-    summary["fine_tuning"] = facts
-    data.injection, data.injection_results = summary["injection"], results
-    data.fine_tuning = facts
-    checks += injection_checks(ctx, results, options)
+    return Injected([injection_summary(r, names, settings) for r in results], results, facts,
+                    checks=injection_checks(ctx, results, options))
 
 
 def trusted_method(ctx: Context, options: Options, configured: str) -> str:
@@ -467,75 +523,65 @@ def trusted_method(ctx: Context, options: Options, configured: str) -> str:
     return card_choice(ctx, NAME, fallback=configured, max_cost=options.discovery_map_cost)
 
 
-def discovery_part(ctx: Context, options: Options, method: str, summary: dict,
-                   data: CleverHansData, checks: list[Check]) -> None:
-    """The shortcut search per class, the property check and the feature embedding."""
+def discovery_part(ctx: Context, options: Options, method: str) -> Discovered:
+    """The property check, the shortcut search per class and the feature embedding."""
     from auditor.methods.shortcuts.discovery import embed_2d
     from auditor.methods.shortcuts.search import per_class_sample
-
-    names, seed = ctx.dataset.class_names, ctx.config.seed
-    positions = per_class_sample(ctx.dataset.labels, search_per_class(options, len(names)), seed)
-    images = ctx.dataset.images(positions)
-    labels = ctx.dataset.labels[positions]
-    features = ctx.features()
-    summary["discovery"] = {"flagged_classes": [], "per_class": {}, "unconfirmed": []}
-    properties = property_part(ctx, options, images, labels, positions, summary, data, checks)
-    if options.discovery:
-        search_part(ctx, options, trusted_method(ctx, options, method), positions, images, labels,
-                    None if features is None else features[positions], summary, data, checks,
-                    properties)
-    shown = per_class_sample(ctx.dataset.labels, max(1, options.max_embedding // len(names)),
-                             seed)
-    if features is not None:
-        data.feature_points = embed_2d(features[shown], seed)
-        data.feature_labels = ctx.dataset.labels[shown]
-        data.wrong = ~ctx.predictions.correct[shown]
-    data.features_n = len(shown)
-
-
-def search_part(ctx: Context, options: Options, method: str, positions: np.ndarray,
-                images: np.ndarray, labels: np.ndarray, features: np.ndarray | None,
-                summary: dict, data: CleverHansData, checks: list[Check],
-                properties: tuple) -> None:
-    """Candidates from maps, features and properties, each confirmed or not by intervention."""
-    from auditor.methods.shortcuts.discovery import FALSE_ALARM, embed_2d
-    from auditor.methods.shortcuts.intervention import DROP_BOUND, FLIP_BOUND
-    from auditor.methods.shortcuts.search import search
     from auditor.predict.predictions import softmax
 
     names, seed = ctx.dataset.class_names, ctx.config.seed
-    findings, maps = search(ctx.handle, images, labels, positions, names, method,
-                            features=features, grid=options.grid, k_max=options.k_max,
-                            seed=seed, properties=properties, max_others=options.max_others,
-                            probs=softmax(np.asarray(ctx.predictions.logits[positions])))
-    confirmed = [f.name for f in findings if f.confirmed]
-    summary["discovery"] = {
+    positions = per_class_sample(ctx.dataset.labels, search_per_class(options, len(names)), seed)
+    features = ctx.features()
+    sample = Sample(ctx.dataset.images(positions), ctx.dataset.labels[positions], positions,
+                    names, features=None if features is None else features[positions],
+                    probs=softmax(np.asarray(ctx.predictions.logits[positions])))
+    properties = property_part(ctx, options, sample)
+    searched = (search_part(ctx, options, trusted_method(ctx, options, method),
+                            dataclasses.replace(sample, properties=properties.found))
+                if options.discovery else None)
+    shown = per_class_sample(ctx.dataset.labels, max(1, options.max_embedding // len(names)),
+                             seed)
+    embedding = (Embedding(None, None, None, len(shown)) if features is None else Embedding(
+        embed_2d(features[shown], seed), ctx.dataset.labels[shown],
+        ~ctx.predictions.correct[shown], len(shown)))
+    return Discovered(properties, searched, embedding)
+
+
+def search_part(ctx: Context, options: Options, method: str, sample: Sample) -> Searched:
+    """Candidates from maps, features and properties, each confirmed or not by intervention."""
+    from auditor.methods.shortcuts.discovery import FALSE_ALARM, embed_2d
+    from auditor.methods.shortcuts.intervention import DROP_BOUND, FLIP_BOUND
+    from auditor.methods.shortcuts.search import SearchSettings, search
+
+    seed = ctx.config.seed
+    findings, maps = search(ctx.handle, sample, SearchSettings(
+        method, grid=options.grid, k_max=options.k_max, max_others=options.max_others,
+        seed=seed))
+    confirmed = [f for f in findings if f.confirmed]
+    unconfirmed = [f.name for f in findings if f.candidate and not f.confirmed]
+    sentences = [finding_sentence(f, sample.class_names) for f in confirmed]
+    summary = {
         "method": method, "false_alarm": FALSE_ALARM, "flip_bound": FLIP_BOUND,
-        "drop_bound": DROP_BOUND, "flagged_classes": confirmed,
-        "unconfirmed": [f.name for f in findings if f.candidate and not f.confirmed],
-        "findings": [finding_sentence(f, ctx.dataset.class_names) for f in findings
-                     if f.confirmed],
+        "drop_bound": DROP_BOUND, "flagged_classes": [f.name for f in confirmed],
+        "unconfirmed": unconfirmed, "findings": sentences,
         "per_class": {f.name: f.summary() for f in findings}}
     order = sorted(findings, key=lambda f: (not f.confirmed, not f.candidate,
                                             -(f.maps.score / f.maps.bound if f.maps else 0)))
-    data.discovery = order[:options.show_classes]
-    data.sentences = {f.name: sentence for f, sentence in
-                      zip([f for f in findings if f.confirmed],
-                          summary["discovery"]["findings"], strict=True)}
-    data.discovery_hidden = max(0, len(findings) - options.show_classes)
-    data.maps, data.images, data.index_of = maps, images, {int(p): i for i, p in
-                                                          enumerate(positions)}
-    data.cluster_points = {
-        f.label: embed_2d(np.stack([maps[data.index_of[p]] for p in f.maps.positions]), seed)
-        for f in data.discovery if f.maps is not None and f.maps.k > 1}
-    checks.append(evaluate(
+    shown = order[:options.show_classes]
+    index_of = {int(p): i for i, p in enumerate(sample.positions)}
+    cluster_points = {
+        f.label: embed_2d(np.stack([maps[index_of[p]] for p in f.maps.positions]), seed)
+        for f in shown if f.maps is not None and f.maps.k > 1}
+    check = evaluate(
         "clever_hans.flagged_classes", len(confirmed),
         message=(f"the shortcut search confirms {len(confirmed)} class(es) by intervention"
-                 + (f": {', '.join(confirmed[:10])}" if confirmed else "")
-                 + (f"; {len(summary['discovery']['unconfirmed'])} unconfirmed candidate(s)"
-                    if summary["discovery"]["unconfirmed"] else "")),
+                 + (f": {', '.join(summary['flagged_classes'][:10])}" if confirmed else "")
+                 + (f"; {len(unconfirmed)} unconfirmed candidate(s)" if unconfirmed else "")),
         section=NAME, defaults={"warn_above": 0},
-        spec=ctx.thresholds("clever_hans.flagged_classes")))
+        spec=ctx.thresholds("clever_hans.flagged_classes"))
+    return Searched(summary, shown, max(0, len(findings) - options.show_classes),
+                    {f.name: text for f, text in zip(confirmed, sentences, strict=True)}, maps,
+                    sample.images, index_of, cluster_points, check)
 
 
 def finding_sentence(finding, class_names: list[str]) -> str:
@@ -564,33 +610,28 @@ def finding_sentence(finding, class_names: list[str]) -> str:
             f"{effect.score_drop:.2f} on average")
 
 
-def property_part(ctx: Context, options: Options, images: np.ndarray, labels: np.ndarray,
-                  positions: np.ndarray, summary: dict, data: CleverHansData,
-                  checks: list[Check]) -> tuple:
+def property_part(ctx: Context, options: Options, sample: Sample) -> PropertyCheck:
     """Image properties that move a class's score beyond the label, each put to the
     intervention; the result is the shortcut search's third signal."""
     from auditor.methods.shortcuts import properties as check
     from auditor.predict.batched import forward
-    from auditor.predict.predictions import softmax
 
     def logits_fn(batch):
         return forward(ctx.handle, batch)
 
-    found = check.property_search(logits_fn, images, labels,
-                                  softmax(np.asarray(ctx.predictions.logits[positions])),
-                                  ctx.dataset.class_names, ctx.config.seed, options.max_others)
+    found = check.property_search(logits_fn, sample.images, sample.labels, sample.probs,
+                                  sample.class_names, ctx.config.seed, options.max_others)
     table, candidates, bound = found
     confirmed = [f for f in candidates if f.confirmed]
-    summary["properties"] = {
+    summary = {
         "flagged": sorted({f.property for f in confirmed}), "false_alarm": check.FALSE_ALARM,
         "rho_bound": round(bound, 4), "flip_bound": check.FLIP_BOUND,
         "local_flip_bound": check.LOCAL_FLIP_BOUND,
         "confirmed": [f.summary() for f in confirmed],
         "unconfirmed": [{k: v for k, v in f.summary().items() if k != "effect"}
                         for f in candidates if not f.confirmed], "table": table}
-    data.properties = table
     named = [f"{f.property} -> class {f.name}" for f in confirmed]
-    checks.append(evaluate(
+    return PropertyCheck(summary, found, evaluate(
         "clever_hans.flagged_properties", len(confirmed),
         message=(f"{len(confirmed)} image propert{'y' if len(confirmed) == 1 else 'ies'} "
                  "confirmed by intervention to raise a class's score beyond its label"
@@ -598,7 +639,6 @@ def property_part(ctx: Context, options: Options, images: np.ndarray, labels: np
                  + f" ({len(candidates) - len(confirmed)} screened candidate(s) unconfirmed)"),
         section=NAME, defaults={"warn_above": 0},
         spec=ctx.thresholds("clever_hans.flagged_properties")))
-    return found
 
 
 def injection_checks(ctx: Context, results, options: Options) -> list[Check]:

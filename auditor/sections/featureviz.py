@@ -259,6 +259,7 @@ class FeaturevizData:
     evolution: dict  # step -> class images at that step
     evolution_confidence: dict  # step -> the model's probability of each class
     real_tv: np.ndarray  # total variation of every real image
+    natural_bound: float  # their 95th percentile: an image at most this is natural (realism.py)
     channel_rows: list[dict]
     channel_images: np.ndarray | None  # each chosen channel's visualisation
     top_images: np.ndarray | None  # (channels, top_k, H, W, C) dataset images exciting it
@@ -316,7 +317,7 @@ def run(ctx: Context, options: Options) -> SectionResult:
         class_rows=class_rows, class_names=[names[c] for c in classes], per_run=per_run,
         verdicts=verdicts, compare=compare, evolution=evolution,
         evolution_confidence=evolution_confidence, real_tv=real.total_variation,
-        channel_rows=channels, top_images=top_images,
+        channel_rows=channels, top_images=top_images, natural_bound=percentiles["p95"],
         channel_images=channel_images if picks else None)
     timings["snapshots"] = time.perf_counter() - tick
     summary = _summary(class_rows, comparison, percentiles, real, options, steps, channels)

@@ -11,9 +11,9 @@ from auditor.methods.attribution import (  # noqa: F401  (each module registers 
     gradient_x_input,
     integrated_gradients,
     lrp,
+    noise_tunnel,
     occlusion,
     rise,
-    smoothgrad,
 )
 from auditor.methods.attribution.integrated_gradients import completeness_error
 from auditor.methods.attribution.layer import attribute_layer

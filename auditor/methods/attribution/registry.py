@@ -48,7 +48,32 @@ class Method:
         return int(self.cost(options, shape) if callable(self.cost) else self.cost)
 
 
-METHODS: dict[str, Method] = {}
+WRAP = ":"  # joins a wrapper and the method it wraps: "smoothgrad:integrated_gradients"
+
+
+class Registry(dict):
+    """The methods by name. Its items are the registered methods (what ``auditor methods`` lists
+    and the tests iterate); a wrapper over any of them, named ``WRAPPER:METHOD``, is built on
+    lookup from the wrapper and that method's facts, so the spec's validation, the compute plan
+    and every section take it with no list to edit."""
+
+    def __missing__(self, name: str) -> Method:
+        wrapper, joined, base = name.partition(WRAP) if isinstance(name, str) else ("", "", "")
+        if not joined or wrapper not in WRAPPERS or base not in self:
+            raise KeyError(name)
+        return WRAPPERS[wrapper](self[base], name)
+
+    def __contains__(self, name) -> bool:
+        try:
+            self[name]
+        except KeyError:
+            return False
+        return True
+
+
+METHODS: Registry = Registry()
+# wrapper name: f(wrapped Method, full name) -> Method (the noise tunnel's modes)
+WRAPPERS: dict[str, Callable[[Method, str], Method]] = {}
 
 
 def register(name: str, description: str, options: dict[str, tuple[object, str]] | None = None,
@@ -61,6 +86,11 @@ def register(name: str, description: str, options: dict[str, tuple[object, str]]
         return fn
 
     return add
+
+
+def register_wrapper(name: str, wrap: Callable[[Method, str], Method]) -> None:
+    """Make ``name:METHOD`` a method for every METHOD: ``wrap(METHODS[METHOD], full name)``."""
+    WRAPPERS[name] = wrap
 
 
 def pick_scores(logits, targets, contrast, score: str):
@@ -205,8 +235,13 @@ def describe_methods() -> str:
         for option, (default, text) in entry.options.items():
             lines.append(f"  {f'{option} = {default!r}':<22}{text}")
         lines.append("")
-    lines.append(f"Scores (score=): {', '.join(SCORES)}; logit by default, a softmax head is "
-                 "stripped. Every method takes contrast= (explain target minus contrast class).")
+    lines += [f"Wrappers: {', '.join(sorted(WRAPPERS))} apply to any method: name one "
+              f"WRAPPER{WRAP}METHOD (e.g. smoothgrad{WRAP}integrated_gradients). It takes the "
+              "wrapper's options above and "
+              "METHOD's own (one named like a wrapper option as base_NAME) and costs samples "
+              "times METHOD's passes.", "",
+              f"Scores (score=): {', '.join(SCORES)}; logit by default, a softmax head is "
+              "stripped. Every method takes contrast= (explain target minus contrast class)."]
     return "\n".join(lines)
 
 

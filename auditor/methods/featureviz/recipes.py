@@ -15,7 +15,7 @@ import numpy as np
 from auditor.errors import ConfigError
 from auditor.methods.featureviz import objectives
 from auditor.methods.featureviz.param import make_param
-from auditor.methods.featureviz.render import DEFAULT_SNAPSHOTS, Rendering, render
+from auditor.methods.featureviz.render import DEFAULT_SNAPSHOTS, Loop, Rendering, render
 from auditor.methods.featureviz.transforms import standard_transforms
 
 INITS = ("zeros", "noise", "image")
@@ -47,6 +47,12 @@ class Recipe:
         """Simonyan et al.'s plain gradient ascent on clipped pixels: no prior at all."""
         return dataclasses.replace(self, param="pixels", valid="clip", l2=0.0, tv=0.0,
                                    transforms=False, blur_every=0, learning_rate=0.01)
+
+    def loop(self) -> Loop:
+        """The render loop's own settings in the recipe."""
+        return Loop(steps=self.steps, learning_rate=self.learning_rate,
+                    snapshots=self.snapshots, blur_every=self.blur_every,
+                    blur_sigma=self.blur_sigma, seed=self.seed)
 
     def penalised(self, objective: objectives.Objective) -> objectives.Objective:
         if np.any(self.l2):
@@ -84,7 +90,7 @@ def optimise(handle, objective: objectives.Objective, recipe: Recipe, count: int
     """Optimise ``count`` images in one batch under ``recipe``; ``objective`` is unpenalised."""
     param, start, transforms = prepare(handle, recipe, count, inits, real_image)
     return render(handle, recipe.penalised(objective), param, transforms, start=start,
-                  **loop_options(recipe))
+                  loop=recipe.loop())
 
 
 def prepare(handle, recipe: Recipe, count: int, inits: Sequence[str] | str = "zeros",
@@ -97,13 +103,6 @@ def prepare(handle, recipe: Recipe, count: int, inits: Sequence[str] | str = "ze
     transforms = standard_transforms(handle.input_shape[0], recipe.jitter, recipe.scale,
                                      recipe.rotate) if recipe.transforms else []
     return param, start, transforms
-
-
-def loop_options(recipe: Recipe) -> dict:
-    """The render loop's own settings in ``recipe``."""
-    return {"steps": recipe.steps, "learning_rate": recipe.learning_rate,
-            "snapshots": recipe.snapshots, "blur_every": recipe.blur_every,
-            "blur_sigma": recipe.blur_sigma, "seed": recipe.seed}
 
 
 def visualise_classes(handle, classes: Sequence[int], recipe: Recipe, objective: str = "logit",

@@ -155,16 +155,25 @@ def _compile(handle, objective, param, transform, blur: tuple[int, float]):
     return run
 
 
-def render(handle, objective, param, transforms: Sequence = (), *, start=None,
-           count: int | None = None, steps: int = 256, learning_rate: float = 0.05,
-           snapshots: Sequence[int] = DEFAULT_SNAPSHOTS, blur_every: int = 0,
-           blur_sigma: float = 0.5, seed: int = 0) -> Rendering:
-    """Maximise ``objective`` over ``count`` images (or from the parameter values ``start``)
-    with Adam for ``steps`` steps.
+@dataclass(frozen=True)
+class Loop:
+    """The loop's own settings: Adam's ``steps`` and ``learning_rate``, the steps whose images
+    are kept (``snapshots``), and the ``seed`` of the transforms' draws. ``blur_every`` > 0
+    blurs the images themselves (by ``blur_sigma``) every that many steps (Yosinski et al.
+    2015), which slowly erases detail that no step keeps renewing."""
 
-    ``blur_every`` > 0 blurs the images themselves every that many steps (Yosinski et al.
-    2015), which slowly erases detail that no step keeps renewing.
-    """
+    steps: int = 256
+    learning_rate: float = 0.05
+    snapshots: Sequence[int] = DEFAULT_SNAPSHOTS
+    blur_every: int = 0
+    blur_sigma: float = 0.5
+    seed: int = 0
+
+
+def render(handle, objective, param, transforms: Sequence = (), *, start=None,
+           count: int | None = None, loop: Loop = Loop()) -> Rendering:
+    """Maximise ``objective`` over ``count`` images (or from the parameter values ``start``)
+    with Adam, as ``loop`` says."""
     import tensorflow as tf
 
     started = time.perf_counter()
@@ -175,20 +184,21 @@ def render(handle, objective, param, transforms: Sequence = (), *, start=None,
         raise AuditorError(f"the objective holds {[len(a) for a in objective.arrays]} rows per "
                            f"array for {n} images; give one row per image")
     run = compiled_render(handle, objective, param, compose(transforms),
-                          (int(blur_every), float(blur_sigma)))
+                          (int(loop.blur_every), float(loop.blur_sigma)))
     state = np.stack([values, np.zeros_like(values), np.zeros_like(values)], axis=1)
-    stream = tf.random.Generator.from_seed(seed).state.numpy()
+    stream = tf.random.Generator.from_seed(loop.seed).state.numpy()
     block = rows_per_pass(handle, backward=True)
-    stops = sorted({s for s in snapshots if 0 <= s <= steps} | {steps})
+    steps = loop.steps
+    stops = sorted({s for s in loop.snapshots if 0 <= s <= steps} | {steps})
     kept, done, chunks = {}, 0, []
     for stop in stops:
         if stop > done and n:
             tick = time.perf_counter()
-            state = chunked(handle, _steps(run, done, stop - done, learning_rate, stream, n),
+            state = chunked(handle, _steps(run, done, stop - done, loop.learning_rate, stream, n),
                             state, np.arange(n, dtype=np.int32), *objective.arrays, rows=block)
             chunks.append((stop - done, time.perf_counter() - tick))
         done = max(done, stop)
-        if stop in snapshots or stop == steps:
+        if stop in loop.snapshots or stop == steps:
             kept[stop] = param.images(state[:, 0]).numpy()
     return Rendering(images=param.images(state[:, 0]).numpy(), snapshots=kept, steps=steps,
                      seconds=time.perf_counter() - started, chunks=chunks)

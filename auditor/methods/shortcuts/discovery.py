@@ -24,6 +24,7 @@ finding only when an intervention (``intervention.py``) shows that the model use
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass, field
 
@@ -281,12 +282,12 @@ def null_bounds(scores: np.ndarray, fallback: float) -> np.ndarray:
     return bounds
 
 
-def calibrate(found: list[ClassDiscovery], fallback: float) -> None:
-    """Set each class's bound from the null of the other classes and flag those above it."""
+def calibrated(found: list[ClassDiscovery], fallback: float) -> list[ClassDiscovery]:
+    """Each class with its bound from the null of the other classes, flagged when above it."""
     bounds = null_bounds(np.array([d.score for d in found]), fallback)
-    for d, bound in zip(found, bounds, strict=True):
-        d.bound = float(bound)
-        d.flagged = bool(d.suspect is not None and d.score >= bound)
+    return [dataclasses.replace(d, bound=float(bound),
+                                flagged=bool(d.suspect is not None and d.score >= bound))
+            for d, bound in zip(found, bounds, strict=True)]
 
 
 def discover(handle, images: np.ndarray, labels: np.ndarray, positions: np.ndarray,
@@ -303,8 +304,7 @@ def discover(handle, images: np.ndarray, labels: np.ndarray, positions: np.ndarr
     pooled = pooled_maps(maps, grid)
     found = [discover_class(pooled[labels == c], positions[labels == c], int(c), class_names[c],
                             k_max=k_max, seed=seed) for c in np.unique(labels)]
-    calibrate(found, FALLBACK_MAP_BOUND)
-    return found, pooled
+    return calibrated(found, FALLBACK_MAP_BOUND), pooled
 
 
 def discover_features(features: np.ndarray, labels: np.ndarray, positions: np.ndarray,
@@ -321,8 +321,7 @@ def discover_features(features: np.ndarray, labels: np.ndarray, positions: np.nd
     found = [discover_class(x[labels == c], positions[labels == c], int(c), class_names[c],
                             signal="features", k_max=k_max, seed=seed)
              for c in np.unique(labels)]
-    calibrate(found, FALLBACK_FEATURE_BOUND)
-    return found
+    return calibrated(found, FALLBACK_FEATURE_BOUND)
 
 
 def embed_2d(points: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -17,6 +17,7 @@ must come out not detected.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -325,7 +326,7 @@ def discover_copy(tuner: FineTuner, split: Split, target: int, shortcut: str, op
     target and on up to ``copy_classes`` classes in all) on the copy's held-out images, every
     other target-class image carrying the shortcut: would the audit have found the planted
     shortcut without being told, and nothing else?"""
-    from auditor.methods.shortcuts.search import per_class_sample, search
+    from auditor.methods.shortcuts.search import Sample, SearchSettings, per_class_sample, search
     from auditor.predict.predictions import logits_and_features, softmax
 
     labels = split.eval_labels
@@ -335,11 +336,13 @@ def discover_copy(tuner: FineTuner, split: Split, target: int, shortcut: str, op
     own = np.flatnonzero(labels == target)
     images[own[::2]] = inject(shortcut, images[own[::2]], **options)[0]
     logits, features = logits_and_features(tuner.handle, images)
-    findings, _ = search(tuner.handle, images, labels, np.arange(len(images)),
-                         [str(c) for c in range(tuner.handle.num_classes)], method,
-                         features=features, grid=settings.grid, seed=settings.seed,
-                         max_others=settings.max_others, focus=target,
-                         most_classes=settings.copy_classes, probs=softmax(logits))
+    findings, _ = search(
+        tuner.handle,
+        Sample(images, labels, np.arange(len(images)),
+               [str(c) for c in range(tuner.handle.num_classes)], features=features,
+               probs=softmax(logits)),
+        SearchSettings(method, grid=settings.grid, max_others=settings.max_others,
+                       most_classes=settings.copy_classes, focus=target, seed=settings.seed))
     searched = [f.label for f in findings if f.intervened]
     return CopyDiscovery(target=findings[target] if target < len(findings) else None,
                          false_flags=[f.name for f in findings
@@ -419,9 +422,8 @@ def run_injection(tuner: FineTuner, split: Split, target: int, shortcut: str, op
         detection=got["detection"], seen=seen, detected=detected, discovery=got["discovery"],
         verdict="", seconds=0.0, examples=got["examples"], control_ratio=baseline,
         discounted=discounted)
-    result.verdict = verdict(result, methods)
-    result.seconds = time.perf_counter() - started
-    return result
+    return dataclasses.replace(result, verdict=verdict(result, methods),
+                               seconds=time.perf_counter() - started)
 
 
 def run_control(tuner: FineTuner, split: Split, target: int, probes: dict[str, dict],
@@ -459,9 +461,8 @@ def run_control(tuner: FineTuner, split: Split, target: int, probes: dict[str, d
                                              for m, d in got["detection"].items()},
                     "discovery_flagged": got["discovery"].any_flag}
                 for s, got in measured.items()})
-    result.verdict = verdict(result, methods)
-    result.seconds = time.perf_counter() - started
-    return result
+    return dataclasses.replace(result, verdict=verdict(result, methods),
+                               seconds=time.perf_counter() - started)
 
 
 def verdict(result: InjectionResult, methods: list[str]) -> str:

@@ -17,6 +17,7 @@ unconfirmed hypothesis.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -81,56 +82,93 @@ class Finding:
         return out
 
 
-def search(handle, images: np.ndarray, labels: np.ndarray, positions: np.ndarray,
-           class_names: list[str], method: str = "gradient", *, features: np.ndarray | None,
-           grid: int = 16, k_max: int = 5, seed: int = 0, maps: np.ndarray | None = None,
-           properties: tuple | None = None, max_others: int = 200,
-           focus: int | None = None, most_classes: int | None = None,
-           probs: np.ndarray | None = None) -> tuple[list[Finding], np.ndarray]:
-    """Every class of ``images`` (explained for its label): candidates by maps, by
-    ``features`` (rows aligned with ``images``; None to skip) and by image properties
-    (``properties``: ``property_search``'s result on these images, when already run), each
-    confirmed or not by interventions pasting onto at most ``max_others`` images of other
-    classes. The interventions are the search's cost: with ``most_classes``, only that many
-    classes are put to them (``intervened``), the others keep their signals and no effect.
-    ``probs``: the model's probabilities on ``images``, when already known.
-    The findings in label order, and the pooled maps in the order of ``images``."""
-    by_maps, pooled = discover(handle, images, labels, positions, class_names, method,
-                               grid=grid, k_max=k_max, seed=seed, maps=maps)
-    by_features = ([None] * len(by_maps) if features is None else
-                   discover_features(features, labels, positions, class_names, k_max=k_max,
-                                     seed=seed))
-    index_of = {int(p): i for i, p in enumerate(positions)}
-    chosen = intervened(by_maps, by_features, focus, most_classes, seed)
+@dataclass(frozen=True)
+class SearchSettings:
+    """How a search runs: the attribution ``method`` whose maps are clustered, pooled to
+    ``grid`` x ``grid`` cells, into at most ``k_max`` groups per class; each intervention pastes
+    onto at most ``max_others`` images of other classes. The interventions are the search's
+    cost: with ``most_classes``, only that many classes are put to them (``focus`` first, see
+    ``intervened``); the others keep their signals and no effect."""
+
+    method: str = "gradient"
+    grid: int = 16
+    k_max: int = 5
+    max_others: int = 200
+    most_classes: int | None = None  # None: every class
+    focus: int | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The images searched (each explained for its label) and what is known of them already:
+    ``features`` (penultimate, rows aligned with ``images``; None skips that signal), the
+    model's ``probs`` on them, their ``maps``, and ``properties``, ``property_search``'s result
+    on them (None: computed by the search)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    positions: np.ndarray
+    class_names: list[str]
+    features: np.ndarray | None = None
+    probs: np.ndarray | None = None
+    maps: np.ndarray | None = None
+    properties: tuple | None = None
+
+
+def search(handle, sample: Sample,
+           settings: SearchSettings = SearchSettings()) -> tuple[list[Finding], np.ndarray]:
+    """Every class of the sample: candidates by maps, by features and by image properties,
+    each confirmed or not by interventions. The findings in label order, and the pooled maps
+    in the order of ``sample.images``."""
+    images, labels, positions, seed = sample.images, sample.labels, sample.positions, settings.seed
+    by_maps, pooled = discover(handle, images, labels, positions, sample.class_names,
+                               settings.method, grid=settings.grid, k_max=settings.k_max,
+                               seed=seed, maps=sample.maps)
+    by_features = ([None] * len(by_maps) if sample.features is None else
+                   discover_features(sample.features, labels, positions, sample.class_names,
+                                     k_max=settings.k_max, seed=seed))
+    chosen = intervened(by_maps, by_features, settings.focus, settings.most_classes, seed)
 
     def logits_fn(batch):  # the audit's path: memory-budgeted blocks, the handle's strategy
         return forward(handle, batch)
 
-    if probs is None:  # once: every intervention's "before"
-        probs = probabilities(logits_fn, images)
-    if properties is None:
-        properties = property_search(logits_fn, images, labels, probs, class_names, seed,
-                                     max_others, chosen)
+    # once: every intervention's "before"
+    probs = probabilities(logits_fn, images) if sample.probs is None else sample.probs
+    properties = (property_search(logits_fn, images, labels, probs, sample.class_names, seed,
+                                  settings.max_others, chosen)
+                  if sample.properties is None else sample.properties)
+    known = dataclasses.replace(sample, probs=probs)
     findings = []
     for on_maps, on_features in zip(by_maps, by_features, strict=True):
-        finding = Finding(on_maps.label, on_maps.name, on_maps, on_features,
-                          [p for p in properties[1] if p.label == on_maps.label],
-                          intervened=chosen is None or on_maps.label in chosen)
-        tried = [d for d in (on_maps, on_features)
-                 if d is not None and d.suspect is not None and finding.intervened]
-        memo: dict = {}  # the class's effects: its two suspects may share an intervention
-        for discovery in tried:
-            members = np.array([index_of[int(p)] for p in discovery.members])
-            effect = confirm(logits_fn, discovery.label, images, labels, members,
-                             discovery.region, grid, seed, max_others=max_others,
-                             probs=probs, memo=memo)
-            if finding.effect is None or effect.strength > finding.effect.strength:
-                finding.effect, finding.signal = effect, discovery.signal
-        for candidate in finding.properties:  # measured by property_search already
-            if finding.effect is None or candidate.effect.strength > finding.effect.strength:
-                finding.effect, finding.signal = candidate.effect, "properties"
-        findings.append(finding)
+        screened = [p for p in properties[1] if p.label == on_maps.label]
+        intervened_on = chosen is None or on_maps.label in chosen
+        suspects = [d for d in (on_maps, on_features)
+                    if d is not None and d.suspect is not None and intervened_on]
+        effect, signal = strongest(logits_fn, known, settings, suspects, screened)
+        findings.append(Finding(on_maps.label, on_maps.name, on_maps, on_features, screened,
+                                effect, signal, intervened_on))
     return findings, pooled
+
+
+def strongest(logits_fn, sample: Sample, settings: SearchSettings, suspects: list,
+              screened: list[PropertyFinding]) -> tuple[Effect | None, str | None]:
+    """The strongest effect on one class, and the signal it came from: each suspect group's
+    intervention (run here) and each screened property's (measured by property_search)."""
+    index_of = {int(p): i for i, p in enumerate(sample.positions)}
+    best, signal = None, None
+    memo: dict = {}  # the class's effects: its two suspects may share an intervention
+    for discovery in suspects:
+        members = np.array([index_of[int(p)] for p in discovery.members])
+        effect = confirm(logits_fn, discovery.label, sample.images, sample.labels, members,
+                         discovery.region, settings.grid, settings.seed,
+                         max_others=settings.max_others, probs=sample.probs, memo=memo)
+        if best is None or effect.strength > best.strength:
+            best, signal = effect, discovery.signal
+    for candidate in screened:
+        if best is None or candidate.effect.strength > best.strength:
+            best, signal = candidate.effect, "properties"
+    return best, signal
 
 
 def intervened(by_maps: list[ClassDiscovery], by_features: list, focus: int | None,

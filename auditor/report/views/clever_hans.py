@@ -185,26 +185,30 @@ def intervention_figure(finding, class_names: list[str]) -> str:
 
 def view(result, dataset) -> dict:
     d = result.data
+    injected, search = d.injected, d.discovered.search
     out: dict = {"methods": d.methods, "target": d.target}
-    if d.injection_skipped is not None:
-        out["injection_skipped"] = d.injection_skipped
-    if d.injection:
+    if injected.skipped is not None:
+        out["injection_skipped"] = injected.skipped
+    if injected.entries:
         out["injection"] = [{**entry, "figure": example_figure(r, d.methods)}
-                            for entry, r in zip(d.injection, d.injection_results, strict=True)]
-        out["overview"] = overview_figure(d.injection_results, d.methods, d.flip_threshold,
+                            for entry, r in zip(injected.entries, injected.results, strict=True)]
+        out["overview"] = overview_figure(injected.results, d.methods, d.flip_threshold,
                                           d.detect_ratio)
-        out["fine_tuning"] = d.fine_tuning
-    if d.discovery is not None:
-        out["discovery"] = [{**f.summary(), "name": f.name, "sentence": d.sentences.get(f.name),
-                             "figure": class_figure(f.maps, d.maps, d.images, d.index_of,
-                                                    d.cluster_points.get(f.label)),
+        out["fine_tuning"] = injected.fine_tuning
+    if search is not None:
+        out["discovery"] = [{**f.summary(), "name": f.name,
+                             "sentence": search.sentences.get(f.name),
+                             "figure": class_figure(f.maps, search.maps, search.images,
+                                                    search.index_of,
+                                                    search.cluster_points.get(f.label)),
                              "intervention": intervention_figure(f, d.class_names)
                              if f.effect is not None and f.candidate else None}
-                            for f in d.discovery]
-        out["discovery_hidden"] = d.discovery_hidden
-    out["properties"] = d.properties
-    if d.feature_points is not None:
-        out["features"] = feature_figure(d.feature_points, d.feature_labels, d.wrong,
+                            for f in search.shown]
+        out["discovery_hidden"] = search.hidden
+    out["properties"] = d.discovered.properties.table
+    embedding = d.discovered.embedding
+    if embedding.points is not None:
+        out["features"] = feature_figure(embedding.points, embedding.labels, embedding.wrong,
                                          d.class_names)
-    out["features_n"] = d.features_n
+    out["features_n"] = embedding.count
     return out

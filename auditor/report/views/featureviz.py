@@ -87,17 +87,17 @@ def evolution_grid(snapshots: dict[int, np.ndarray], confidence: dict[int, np.nd
                         lambda r, c: f"p {confidence[steps[c]][r]:.2f}")
 
 
-def tv_histogram(real_tv: np.ndarray, marks: dict[str, np.ndarray]) -> str:
-    """Total variation of the real images (histogram, 95th percentile dashed) and of the
-    visualisations (ticks), on one axis."""
+def tv_histogram(real_tv: np.ndarray, natural_bound: float, marks: dict[str, np.ndarray]) -> str:
+    """Total variation of the real images (histogram, ``natural_bound``, their 95th percentile,
+    dashed) and of the visualisations (ticks), on one axis."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 2.4))
     everything = np.concatenate([real_tv, *marks.values()])
     bins = np.linspace(0, float(everything.max()) * 1.05 or 1.0, 50)
     ax.hist(real_tv, bins=bins, color="#999999", label="real images")
-    p95 = float(np.percentile(real_tv, 95))
-    ax.axvline(p95, color="black", linestyle="--", linewidth=1, label="real 95th percentile")
+    ax.axvline(natural_bound, color="black", linestyle="--", linewidth=1,
+               label="real 95th percentile")
     top = ax.get_ylim()[1]
     colours = {"regularised": "#1a7f37", "unregularised": "#cf222e"}
     for i, (label, values) in enumerate(marks.items()):
@@ -132,7 +132,7 @@ def view(result, dataset) -> dict:
             {label: per_run[label] for label in _comparison_order(per_run)},
             shown, verdicts) if d.compare else None,
         "evolution_figure": evolution_grid(d.evolution, d.evolution_confidence, shown),
-        "tv_figure": tv_histogram(d.real_tv, {
+        "tv_figure": tv_histogram(d.real_tv, d.natural_bound, {
             label: verdicts[label]["total_variation"] for label in verdicts
             if label in ("regularised", "unregularised")}),
     }
