@@ -16,7 +16,12 @@ import numpy as np
 from auditor.checks.check import Check, evaluate
 from auditor.errors import ConfigError
 from auditor.methods.triage import calibration, duplicates, ood, slices
-from auditor.methods.triage.label_issues import MIN_PER_CLASS, find_label_issues
+from auditor.methods.triage.label_issues import (
+    MIN_PER_CLASS,
+    MIN_RECALL,
+    PLANTED,
+    find_label_issues,
+)
 from auditor.methods.triage.neighbours import nearest
 from auditor.methods.triage.verdicts import VERDICTS, neighbour_tie, verdict_of
 from auditor.sections.base import Context, KeyFigure, SectionResult
@@ -283,9 +288,11 @@ def triage_checks(ctx: Context, n: int, issues, ece, groups, leaks, found, skipp
                             skipped.get("label_issues", "too few images per class"), NAME))
     else:
         rate = issues.expected / n
+        tested = ("" if issues.recall is None else
+                  f"; flips planted at {PLANTED:.1%} found at {issues.recall:.0%}")
         checks.append(evaluate("triage.label_errors", rate, section=NAME,
                                message=f"about {issues.expected} label errors expected "
-                                       f"({rate:.1%} of {n} images)",
+                                       f"({rate:.1%} of {n} images{tested})",
                                defaults=LABEL_ERROR_BOUNDS, spec=spec.get("triage.label_errors")))
     checks.append(evaluate("triage.ece", ece, message=f"expected calibration error {ece:.3f} "
                            f"({calibration.BINS} bins)", section=NAME, defaults=ECE_BOUNDS,
@@ -346,14 +353,23 @@ def measure(ctx: Context, options: Options) -> Findings:
                                                             "slices")})
     reference = training_reference(ctx, options) or Reference("audit", p.logits, p.labels,
                                                               features)
-    issues = find_label_issues(p.labels, p.probs)
+    votes, neighbours = ood_detectors(p.logits, features, reference, k, ctx.handle.output)
+    issues = find_label_issues(p.labels, p.probs, neighbours,
+                               None if reference.name == "audit" else reference.labels,
+                               ctx.config.seed)
     if issues is None:
         skipped["label_issues"] = "fewer than two classes in the audit labels"
     elif issues.per_class < MIN_PER_CLASS:
         skipped["label_issues"] = (f"only {issues.per_class:.1f} images per class: confident "
                                    f"learning needs at least {MIN_PER_CLASS} to set each "
                                    "class's threshold")
-    votes, neighbours = ood_detectors(p.logits, features, reference, k, ctx.handle.output)
+    elif not issues.measurable:
+        skipped["label_issues"] = (
+            f"not measurable at this accuracy ({p.accuracy:.1%}): with label flips planted at "
+            f"{PLANTED:.1%}, the model and its neighbours found only {issues.recall:.0%} of them "
+            f"(at least {MIN_RECALL:.0%} needed), so its own mistakes cannot be told from label "
+            "errors")
+        issues = None
     skipped.update({d.name: d.skipped for d in votes.detectors if d.skipped})
     ood_flags = votes.flags(n)
     records = mistake_verdicts(p, names, issues, ood_flags, votes.votes(n), reference.labels,
