@@ -141,6 +141,54 @@ def test_a_planted_failure_group_is_the_top_slice(digits_handle, digits_test):
     assert top.ci[0] > 0.3
 
 
+def _slices_of(handle, x, y):
+    from auditor.inputs.layers import final_layer_input
+    from auditor.methods.shortcuts.properties import image_properties
+    from auditor.methods.triage.slices import all_slices
+
+    correct = np.asarray(handle.logits(x)).argmax(axis=1) == y
+    properties = image_properties(x)
+    features = final_layer_input(handle)(x).numpy()
+    found = all_slices(features, np.stack(list(properties.values()), axis=1), y, correct)
+    return found, correct, properties
+
+
+def test_a_planted_group_across_classes_is_the_top_slice_and_covers_most_of_it(digits_handle,
+                                                                               digits_test):
+    """40 inverted digits, 4 of every class, under a model trained on upright ones: the top
+    slice lies across classes, holds most of them, and their brightness sets it apart."""
+    from auditor.methods.triage.slices import distinct_properties
+
+    x, y = digits_test
+    rng = np.random.default_rng(0)
+    planted = np.concatenate([rng.choice(np.flatnonzero(y == c), 4, replace=False)
+                              for c in range(10)])
+    x = x.copy()
+    x[planted] = 1 - x[planted]
+    found, correct, properties = _slices_of(digits_handle, x, y)
+    assert correct[planted].mean() < 0.2
+    top = found[0]
+    print(f"top: {len(top.indices)} images, covers {np.isin(planted, top.indices).mean():.2f}, "
+          f"pure {np.isin(top.indices, planted).mean():.2f}")
+    assert top.label is None and len(np.unique(y[top.indices])) >= 8
+    assert np.isin(planted, top.indices).mean() >= 0.8
+    assert np.isin(top.indices, planted).mean() >= 0.8
+    rest = np.setdiff1d(np.arange(len(y)), top.indices)
+    described = distinct_properties(properties, top.indices, rest)
+    assert described[0]["effect"] > 3 and described[0]["slice"] > described[0]["rest"]
+
+
+def test_a_clean_dataset_gets_no_significant_large_slice_across_classes(digits_handle,
+                                                                        digits_test):
+    """The demo model on its clean test digits: no slice across classes whose gap's interval
+    lies above 0 holds more than 5% of the images."""
+    x, y = digits_test
+    found, _, _ = _slices_of(digits_handle, x, y)
+    across = [s for s in found if s.label is None]
+    print([(len(s.indices), round(s.ci[0], 3)) for s in across])
+    assert not [s for s in across if s.ci[0] > 0 and len(s.indices) > 0.05 * len(y)]
+
+
 def _digits_npz(path, positions, extra=None):
     digits = load_digits()
     x = (digits.images / 16 * 255).round().astype(np.uint8)
