@@ -112,8 +112,8 @@ def test_a_weak_model_on_clean_labels_is_not_told_its_labels_are_wrong(tmp_path,
     p = predict(handle, dataset)
     assert 0.65 <= p.accuracy <= 0.8
     assert find_label_issues(p.labels, p.probs).expected > 0.03 * len(p.labels)  # as before
-    result = triage.run(Context(config=config, handle=handle, dataset=dataset, predictions=p,
-                                workdir=tmp_path), triage.Options(examples=0, gallery=0))
+    ctx = Context(config=config, handle=handle, dataset=dataset, predictions=p, workdir=tmp_path)
+    result = triage.run(ctx, triage.Options(examples=0, gallery=0, slices_shown=0))
     check = next(c for c in result.checks if c.id == "triage.label_errors")
     assert check.status == "skipped", check.message
     assert "not measurable at this accuracy" in check.message and f"{p.accuracy:.1%}" in (

@@ -149,8 +149,8 @@ def fit_mixture(inputs: np.ndarray, labels: np.ndarray, min_size: int, seed: int
     most = min(len(labels) // (2 * min_size), len(np.unique(labels)))
     best = None
     for count in [c for c in COMPONENTS if c <= max(1, most)]:
-        mixture = GaussianMixture(count, covariance_type="full", reg_covar=1e-3, n_init=2,
-                                  random_state=seed).fit(inputs)
+        mixture = GaussianMixture(count, covariance_type="full", reg_covar=1e-3,
+                                  init_params="k-means++", random_state=seed).fit(inputs)
         if best is None or mixture.bic(inputs) < best.bic(inputs):
             best = mixture
     return best
