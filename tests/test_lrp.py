@@ -131,9 +131,8 @@ def test_lrp_runs_on_a_mobilenetv2_backbone_nested_in_a_head(tmp_path):
     walked = Walk(Composite(Epsilon(0.0), Epsilon(0.0)), None).run(
         handle.logits_model, handle.transform.to_model(x))
     np.testing.assert_allclose(walked.numpy(), handle.logits(x).numpy(), atol=1e-5)
-    for method in LRP_METHODS:  # an untrained net's tiny logits: epsilon 0.25 would absorb all
-        options = {"epsilon": 1e-9} if method == "lrp_epsilon" else {}
-        maps = attribute(handle, x, np.array([0, 1, 2]), method, **options)
+    for method in LRP_METHODS:  # an untrained net's tiny logits: relative stabilisers cope
+        maps = attribute(handle, x, np.array([0, 1, 2]), method)
         assert maps.shape == x.shape and np.isfinite(maps).all() and np.abs(maps).max() > 0
 
 

@@ -74,9 +74,10 @@ def composites(shape):
                                   (Convolution, rule), (torch.nn.Linear, rule)])
 
     box = EpsilonGammaBox(low=torch.zeros(1, *shape), high=torch.ones(1, *shape))
-    return {"lrp": ({}, box),
-            "lrp_epsilon": ({"epsilon": 0.25}, everywhere(Epsilon(0.25))),
-            "lrp_alpha_beta": ({}, everywhere(AlphaBeta(1.0, 0.0)))}
+    absolute = {"stabiliser": "absolute"}  # Zennit's stabilisers are absolute (docs/lrp.md)
+    return {"lrp": (absolute, box),
+            "lrp_epsilon": ({"epsilon": 0.25, **absolute}, everywhere(Epsilon(0.25))),
+            "lrp_alpha_beta": (absolute, everywhere(AlphaBeta(1.0, 0.0)))}
 
 
 @pytest.mark.parametrize("method", ["lrp", "lrp_epsilon", "lrp_alpha_beta"])

@@ -328,3 +328,22 @@ def test_cli_fails_on_the_last_sections_table_before_reading_the_model(tmp_path)
     assert done.returncode == 2
     assert done.stderr.startswith("error: 'robustness.epsilons'")
     assert "missing.keras" not in done.stderr and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("classes", [(3, 8), (1, 7, 9)])
+def test_a_constant_model_on_few_classes_fails_the_share_check_and_a_healthy_one_passes(
+        digits_handle, digits_test, classes):
+    """On two or three classes the effective-number ratio lets a model that answers one class
+    for everything pass or only warn; the largest predicted share against the data's fails it.
+    The healthy model is the demo CNN restricted to the same classes."""
+    from auditor.sections.performance import health_checks, health_metrics
+
+    x, y = digits_test
+    keep = np.isin(y, classes)
+    labels = np.searchsorted(classes, y[keep])
+    healthy = np.asarray(digits_handle.logits(x[keep]))[:, list(classes)].argmax(axis=1)
+    names = [str(c) for c in classes]
+    for preds, status in ((np.zeros_like(labels), "fail"), (healthy, "pass")):
+        checks = {c.id: c for c in health_checks(health_metrics(labels, preds, names), {})}
+        assert checks["prediction_share"].status == status, checks["prediction_share"].message
+    assert checks["prediction_spread"].status == "pass"

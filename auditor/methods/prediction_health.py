@@ -37,17 +37,34 @@ def effective_classes(values: np.ndarray, classes: int) -> float:
     return float(np.exp(-(shares * np.log(shares)).sum())) if shares.size else 0.0
 
 
+def excess_share(predicted: float, data: float) -> float | None:
+    """How far the largest predicted share has gone from the data's largest class share
+    towards one class for everything: 0 at the data's share (below it, negative), 1 when a
+    single class takes every prediction; None when the data holds a single class.
+
+    Unlike the effective number of classes, this does not depend on how many classes there
+    are: a constant model scores 1 on two classes as on a thousand.
+    """
+    return (predicted - data) / (1 - data) if data < 1 else None
+
+
 def prediction_spread(labels: np.ndarray, preds: np.ndarray, class_names: list[str]) -> dict:
-    """How many classes the predictions effectively use against how many the data holds, and
-    the most predicted classes with their shares."""
+    """How many classes the predictions effectively use against how many the data holds, the
+    most predicted classes with their shares, and the largest predicted share against the
+    data's largest class share."""
     classes = len(class_names)
     counts = np.bincount(preds, minlength=classes)
     top = np.argsort(-counts, kind="stable")[:3]
     predicted, held = effective_classes(preds, classes), effective_classes(labels, classes)
+    n = max(1, len(preds))
+    largest, data_largest = float(counts.max() / n), float(
+        np.bincount(labels, minlength=classes).max() / max(1, len(labels)))
     return {"predicted_classes": predicted, "data_classes": held,
             "ratio": predicted / held if held else float("nan"),
-            "top": [{"class": class_names[i], "share": float(counts[i] / max(1, len(preds)))}
-                    for i in top if counts[i]]}
+            "top": [{"class": class_names[i], "share": float(counts[i] / n)}
+                    for i in top if counts[i]],
+            "largest_share": largest, "data_largest_share": data_largest,
+            "excess_share": excess_share(largest, data_largest)}
 
 
 def best_relabelling(labels: np.ndarray, preds: np.ndarray, class_names: list[str]) -> dict:

@@ -24,6 +24,14 @@ KAPPA_BOUNDS = {"warn_below": 0.4, "fail_below": 0.2}
 # softmax regression at 37% accuracy 0.77, near-chance ones at 14-17% accuracy 0.41-0.50); 0.25
 # means predictions sit on two or three of ten classes.
 SPREAD_BOUNDS = {"warn_below": 0.5, "fail_below": 0.25}
+# How far the largest predicted share has gone from the data's largest class share towards one
+# class for everything (prediction_health.excess_share; 1 = a constant model, on any number of
+# classes). Measured with scikit-learn logistic regressions on the digits (halves of 2-, 3- and
+# 10-class subsets, not the CNNs the tests audit): at 83-100% accuracy 0.34 at most (0.06 for all
+# but one), at 62-66% 0.21-0.51, collapsed ones (one class for nearly all images) 0.93-1.0.
+# Past half-way the model answers its favourite class far beyond the data's; past 0.8 it has
+# collapsed (on two balanced classes: 90% of the answers).
+SHARE_BOUNDS = {"warn_above": 0.5, "fail_above": 0.8}
 # Accuracy gained by the best relabelling of the outputs. With the right class order the
 # identity is the best matching (gain 0 for the demo CNN, an RGB CNN and an untrained
 # MobileNetV2; 0.008 for a 37% softmax regression); matching noise gives near-chance models
@@ -31,7 +39,8 @@ SPREAD_BOUNDS = {"warn_below": 0.5, "fail_below": 0.25}
 CLASS_ORDER_BOUNDS = {"warn_above": 0.2, "fail_above": 0.4}
 # The relabelling is judged only with this many images per class (else noise matches more).
 RELABEL_IMAGES_PER_CLASS = 20
-CHECKS = ("accuracy", "per_class_recall", "kappa", "prediction_spread", "class_order")
+CHECKS = ("accuracy", "per_class_recall", "kappa", "prediction_spread", "prediction_share",
+          "class_order")
 MATRIX_CLASSES = 20  # the confusion figure shows at most this many classes
 
 
@@ -151,6 +160,24 @@ def accuracy_check(metrics: dict, before: dict, spec: dict) -> Check:
     return check
 
 
+def share_check(spread: dict, spec: dict) -> Check:
+    """The largest predicted share against the data's largest class share; skipped when the
+    data holds one class (any model answering it is right)."""
+    top = spread["top"][0]["class"] if spread["top"] else "?"
+    words = (f"the most predicted class ('{top}') takes {spread['largest_share']:.0%} of the "
+             f"answers; the data's largest class {spread['data_largest_share']:.0%}")
+    if spread["excess_share"] is None:
+        return Check("prediction_share", "skipped", None, SHARE_BOUNDS, None,
+                     f"{words}: the data holds one class, so any share is its share", NAME)
+    check = evaluate("prediction_share", spread["excess_share"], section=NAME,
+                     defaults=SHARE_BOUNDS, spec=spec.get("prediction_share"),
+                     message=f"{words} (excess {spread['excess_share']:.2f} of the way to one "
+                             "class for everything)")
+    if check.status != "pass":
+        check.message += ": the predictions have collapsed onto one class"
+    return check
+
+
 def health_checks(metrics: dict, spec: dict) -> list[Check]:
     """Kappa, spread of the predictions and class order, when the summary has them."""
     checks = []
@@ -172,6 +199,8 @@ def health_checks(metrics: dict, spec: dict) -> list[Check]:
                     f"{top})"))
         if checks[-1].status != "pass":
             checks[-1].message += ": the predictions have collapsed onto a few classes"
+        if "excess_share" in spread:
+            checks.append(share_check(spread, spec))
     order = metrics.get("class_order")
     if order:
         gain = order["matched_accuracy"] - order["accuracy"]

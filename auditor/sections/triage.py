@@ -16,7 +16,12 @@ import numpy as np
 from auditor.checks.check import Check, evaluate
 from auditor.errors import ConfigError
 from auditor.methods.triage import calibration, duplicates, ood, slices
-from auditor.methods.triage.label_issues import MIN_PER_CLASS, find_label_issues
+from auditor.methods.triage.label_issues import (
+    MIN_PER_CLASS,
+    MIN_RECALL,
+    PLANTED,
+    find_label_issues,
+)
 from auditor.methods.triage.neighbours import nearest
 from auditor.methods.triage.verdicts import VERDICTS, neighbour_tie, verdict_of
 from auditor.sections.base import Context, KeyFigure, SectionResult
@@ -176,16 +181,31 @@ def fingerprint_all(dataset, batch_size: int = 256):
     return (np.concatenate([e for e, _ in parts]), np.concatenate([h for _, h in parts]))
 
 
+def _fingerprints_and_properties(images) -> tuple:
+    from auditor.methods.shortcuts.properties import image_properties
+
+    images = np.asarray(images)
+    return duplicates.fingerprints(images), image_properties(images)
+
+
+def _joined(parts: list) -> tuple:
+    """(exact, perceptual) fingerprints and {property: values} of batches, concatenated."""
+    return ((np.concatenate([e for (e, _), _ in parts]),
+             np.concatenate([h for (_, h), _ in parts])),
+            {name: np.concatenate([p[name] for _, p in parts]) for name in parts[0][1]})
+
+
 def features_and_fingerprints(ctx: Context):
-    """The shared penultimate features and the audit images' fingerprints, in one pass over
-    the data when the features are not computed yet (streaming costs about half a model pass)."""
+    """The shared penultimate features, the audit images' fingerprints and their image
+    properties (for the slices), in one pass over the data when the features are not computed
+    yet (streaming costs about half a model pass)."""
     parts: list = []
     features = ctx.features(
-        visit=lambda images, _: parts.append(duplicates.fingerprints(np.asarray(images))))
+        visit=lambda images, _: parts.append(_fingerprints_and_properties(images)))
     if not parts:  # computed before, or the model could not be split
-        return features, fingerprint_all(ctx.dataset)
-    return features, (np.concatenate([e for e, _ in parts]),
-                      np.concatenate([h for _, h in parts]))
+        parts = [_fingerprints_and_properties(images)
+                 for images, _, _ in ctx.dataset.batches(256)]
+    return (features, *_joined(parts))
 
 
 def data_health(ctx, options, fingerprints, reference, self_neighbours, audit_neighbours):
@@ -208,11 +228,25 @@ def data_health(ctx, options, fingerprints, reference, self_neighbours, audit_ne
     return groups, leaks
 
 
-def slice_summary(found, names) -> list[dict]:
-    """Slices as summary.json lists them; ``significant`` when the gap's interval is above 0."""
-    return [{"indices": s.indices.tolist(), "size": int(len(s.indices)),
-             "accuracy": s.accuracy, "gap": s.gap, "ci": list(s.ci), "class": names[s.label],
-             "significant": bool(s.ci[0] > 0)} for s in found]
+def slice_summary(found, names, labels, properties: dict) -> list[dict]:
+    """Slices as summary.json lists them; ``significant`` when the gap's interval is above 0;
+    a slice across classes has no ``class`` but the classes it holds, most images first; the
+    properties that set each apart from the rest of its class (or of the data)."""
+    every = np.arange(len(labels))
+    rows = []
+    for s in found:
+        within = s.label is not None
+        rest = np.setdiff1d(np.flatnonzero(labels == s.label) if within else every, s.indices)
+        counts = np.bincount(labels[s.indices], minlength=len(names))
+        rows.append({"indices": s.indices.tolist(), "size": int(len(s.indices)),
+                     "accuracy": s.accuracy, "gap": s.gap, "ci": list(s.ci),
+                     "kind": "class" if within else "across_classes",
+                     "class": names[s.label] if within else None,
+                     "classes": {names[c]: int(counts[c])
+                                 for c in np.argsort(-counts, kind="stable") if counts[c]},
+                     "significant": bool(s.ci[0] > 0),
+                     "properties": slices.distinct_properties(properties, s.indices, rest)})
+    return rows
 
 
 def shown_mistakes(records: list[dict], limit: int) -> list[dict]:
@@ -250,42 +284,19 @@ def figure_saliency(ctx: Context, mistakes: np.ndarray, mistake_images, slice_sh
     return diffs, np.split(maps, np.cumsum([len(m) for m in slice_shown]))
 
 
-def slice_comparison(labels, found, seed: int, most: int = 200):
-    """Per slice, up to ``most`` of its images and of the rest of its class (for properties)."""
-    rng = np.random.default_rng(seed)
-    pairs = []
-    for s in found:
-        rest = np.setdiff1d(np.flatnonzero(labels == s.label), s.indices)
-        pairs.append((s.indices[:most], np.sort(rng.choice(rest, min(len(rest), most),
-                                                           replace=False))))
-    return pairs
-
-
-def distinct_properties(inside: dict, outside: dict | None, top: int = 2) -> list[dict]:
-    """Properties whose slice mean differs most from the rest of the class (Cohen's d)."""
-    if outside is None:
-        return []
-    rows = []
-    for name, values in inside.items():
-        other = outside[name]
-        pooled = np.sqrt((values.var() + other.var()) / 2) or 1e-12
-        rows.append({"property": name, "slice": float(values.mean()),
-                     "rest": float(other.mean()),
-                     "effect": float((values.mean() - other.mean()) / pooled)})
-    return sorted(rows, key=lambda r: -abs(r["effect"]))[:top]
-
-
 def triage_checks(ctx: Context, n: int, issues, ece, groups, leaks, found, skipped) -> list[Check]:
-    spec = ctx.config.checks
+    spec, labels = ctx.config.checks, ctx.predictions.labels
     checks = []
     if issues is None or issues.per_class < MIN_PER_CLASS:
         checks.append(Check("triage.label_errors", "skipped", None, LABEL_ERROR_BOUNDS, None,
                             skipped.get("label_issues", "too few images per class"), NAME))
     else:
         rate = issues.expected / n
+        tested = ("" if issues.recall is None else
+                  f"; flips planted at {PLANTED:.1%} found at {issues.recall:.0%}")
         checks.append(evaluate("triage.label_errors", rate, section=NAME,
                                message=f"about {issues.expected} label errors expected "
-                                       f"({rate:.1%} of {n} images)",
+                                       f"({rate:.1%} of {n} images{tested})",
                                defaults=LABEL_ERROR_BOUNDS, spec=spec.get("triage.label_errors")))
     checks.append(evaluate("triage.ece", ece, message=f"expected calibration error {ece:.3f} "
                            f"({calibration.BINS} bins)", section=NAME, defaults=ECE_BOUNDS,
@@ -308,7 +319,9 @@ def triage_checks(ctx: Context, n: int, issues, ece, groups, leaks, found, skipp
         checks.append(Check("triage.slices", "skipped", None, {}, None, skipped["slices"], NAME))
     else:
         worst = found[0].ci[0] if found else 0.0
-        what = (f"worst slice: {len(found[0].indices)} images of one class, accuracy gap "
+        where = ("of one class" if found and found[0].label is not None else
+                 f"across {len(np.unique(labels[found[0].indices]))} classes" if found else "")
+        what = (f"worst slice: {len(found[0].indices)} images {where}, accuracy gap "
                 f"{found[0].gap:.1%} (95% CI from {found[0].ci[0]:.1%})" if found
                 else "no underperforming slice found")
         checks.append(evaluate("triage.slices", worst, message=what, section=NAME,
@@ -333,27 +346,37 @@ class Findings:
     leaks: list[dict] | None
     slices: list | None
     skipped: dict[str, str]
+    properties: dict  # name -> every audit image's value (methods/shortcuts/properties.py)
 
 
 def measure(ctx: Context, options: Options) -> Findings:
     p, names, k = ctx.predictions, ctx.dataset.class_names, options.neighbours
     n = len(p.labels)
     skipped: dict[str, str] = {}
-    features, fingerprints = features_and_fingerprints(ctx)
+    features, fingerprints, properties = features_and_fingerprints(ctx)
     if features is None:
         skipped.update({part: "the model cannot be split before its final layer (no "
                         "penultimate features)" for part in ("knn", "mahalanobis", "neighbours",
                                                             "slices")})
     reference = training_reference(ctx, options) or Reference("audit", p.logits, p.labels,
                                                               features)
-    issues = find_label_issues(p.labels, p.probs)
+    votes, neighbours = ood_detectors(p.logits, features, reference, k, ctx.handle.output)
+    issues = find_label_issues(p.labels, p.probs, neighbours,
+                               None if reference.name == "audit" else reference.labels,
+                               ctx.config.seed)
     if issues is None:
         skipped["label_issues"] = "fewer than two classes in the audit labels"
     elif issues.per_class < MIN_PER_CLASS:
         skipped["label_issues"] = (f"only {issues.per_class:.1f} images per class: confident "
                                    f"learning needs at least {MIN_PER_CLASS} to set each "
                                    "class's threshold")
-    votes, neighbours = ood_detectors(p.logits, features, reference, k, ctx.handle.output)
+    elif not issues.measurable:
+        skipped["label_issues"] = (
+            f"not measurable at this accuracy ({p.accuracy:.1%}): with label flips planted at "
+            f"{PLANTED:.1%}, the model and its neighbours found only {issues.recall:.0%} of them "
+            f"(at least {MIN_RECALL:.0%} needed), so its own mistakes cannot be told from label "
+            "errors")
+        issues = None
     skipped.update({d.name: d.skipped for d in votes.detectors if d.skipped})
     ood_flags = votes.flags(n)
     records = mistake_verdicts(p, names, issues, ood_flags, votes.votes(n), reference.labels,
@@ -364,13 +387,14 @@ def measure(ctx: Context, options: Options) -> Findings:
         if features is not None and options.near_duplicate_bits > 0 else None)
     groups, leaks = data_health(ctx, options, fingerprints, reference, self_neighbours,
                                 None if own else neighbours)
-    found = (slices.failure_slices(features, p.labels, p.correct, options.min_slice,
-                                   ctx.config.seed) if features is not None else None)
+    found = (slices.all_slices(features, np.stack(list(properties.values()), axis=1), p.labels,
+                               p.correct, options.min_slice, ctx.config.seed)
+             if features is not None else None)
     rel = calibration.reliability(p.confidence, p.correct)
     return Findings(reference, issues, rel, calibration.fit_temperature(p.logits, p.labels),
                     calibration.cross_fitted_ece(p.logits, p.labels, ctx.config.seed),
                     calibration.per_class_confidence_gap(p.probs, p.labels), votes, ood_flags,
-                    records, groups, leaks, found, skipped)
+                    records, groups, leaks, found, skipped, properties)
 
 
 def triage_summary(found: Findings, p, names) -> dict:
@@ -409,7 +433,8 @@ def triage_summary(found: Findings, p, names) -> dict:
                               "labels": [names[c] for c in g.labels]} for g in found.groups],
         "leakage": found.leaks or [],
         "train_compared": len(found.reference.labels) if found.reference.name == "train" else None,
-        "slices": [] if found.slices is None else slice_summary(found.slices, names),
+        "slices": [] if found.slices is None else slice_summary(found.slices, names, p.labels,
+                                                                found.properties),
         "skipped": found.skipped,
     }
 
@@ -438,31 +463,22 @@ class TriageData:
 
 def figure_data(ctx: Context, options: Options, found: Findings, summary: dict) -> TriageData:
     """The images and saliency the figures show, read in one pass over the chosen positions."""
-    from auditor.methods.shortcuts.properties import image_properties
-
     mistakes = shown_mistakes(found.records, options.examples)
     positions = np.array([m["index"] for m in mistakes], dtype=int)
     label_errors = summary["label_issues"][: options.gallery]
     shown_slices = (found.slices or [])[: options.slices_shown]
     slice_shown = [s.indices[: options.slice_images] for s in shown_slices]
-    compared = slice_comparison(ctx.predictions.labels, shown_slices, ctx.config.seed)
     groups, leaks = found.groups[:6], (found.leaks or [])[:8]
     images = read_images(ctx.dataset, [positions, [e["index"] for e in label_errors],
                                        [leak["index"] for leak in leaks]]
-                         + slice_shown + [g.indices[:4] for g in groups]
-                         + [part for pair in compared for part in pair])
+                         + slice_shown + [g.indices[:4] for g in groups])
     mistake_images, error_images, leak_images = images[:3]
     slice_images = images[3: 3 + len(slice_shown)]
-    group_images = images[3 + len(slice_shown): 3 + len(slice_shown) + len(groups)]
-    properties = iter(images[3 + len(slice_shown) + len(groups):])
+    group_images = images[3 + len(slice_shown):]
     diffs, slice_maps = figure_saliency(ctx, positions, mistake_images, slice_shown,
                                         slice_images, options.method)
-    pictures = []
-    for shown, maps in zip(slice_images, slice_maps, strict=False):
-        inside, outside = image_properties(next(properties)), next(properties)
-        pictures.append({"images": shown, "saliency": np.abs(maps.sum(axis=-1)).mean(axis=0),
-                         "properties": distinct_properties(
-                             inside, image_properties(outside) if len(outside) > 1 else None)})
+    pictures = [{"images": shown, "saliency": np.abs(maps.sum(axis=-1)).mean(axis=0)}
+                for shown, maps in zip(slice_images, slice_maps, strict=False)]
     train = found.reference.dataset
     rows = [int(np.searchsorted(found.reference.positions, leak["train_index"]))
             for leak in leaks]

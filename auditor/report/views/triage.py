@@ -89,8 +89,7 @@ def view(result, dataset) -> dict:
                 for i, m in enumerate(d.mistakes)]
     label_errors = [{**e, "image": image_uri(d.label_error_images[i])}
                     for i, e in enumerate(d.label_errors)]
-    slices = [{**s, "figure": slice_figure(pic["images"], pic["saliency"]),
-               "properties": pic["properties"]}
+    slices = [{**s, "figure": slice_figure(pic["images"], pic["saliency"])}
               for s, pic in zip(d.slices, d.slice_pictures, strict=False)]
     groups = [{**g, "images": [image_uri(img) for img in images]}
               for g, images in zip(triage["duplicate_groups"], d.duplicate_images, strict=False)]

@@ -24,6 +24,9 @@ from auditor.methods.attribution.registry import pick_scores, register, signatur
 
 INPUT_RULES = ("zbox", "rule")
 INPUT_RULE_HELP = "first layer: 'zbox' (inputs bounded by the image range) or 'rule' (its own)"
+STABILISERS = ("relative", "absolute")
+STABILISER_HELP = ("'relative': each stabiliser times the RMS of the layer's pre-activations, "
+                   "per image (maps independent of the logits' scale); 'absolute': as in Zennit")
 
 
 def relevance(handle, x, targets, contrast, score: str, composite: Composite,
@@ -75,6 +78,13 @@ def _relevance_fn(handle, composite: Composite):
     return maps
 
 
+def _relative(stabiliser: str) -> bool:
+    if stabiliser not in STABILISERS:
+        raise AuditorError(f"unknown LRP stabiliser '{stabiliser}'; use "
+                           f"{' or '.join(STABILISERS)}")
+    return stabiliser == "relative"
+
+
 def _first(input_rule: str) -> str | None:
     if input_rule not in INPUT_RULES:
         raise AuditorError(f"unknown LRP input_rule '{input_rule}'; use "
@@ -87,56 +97,64 @@ def _rule_option(name, value, low):
         raise AuditorError(f"LRP needs {name} >= {low}, got {value}")
 
 
-def _one_rule(handle, x, targets, contrast, score, rule, input_rule: str, key: tuple):
+def _one_rule(handle, x, targets, contrast, score, rule, input_rule: str, stabiliser: str,
+              key: tuple):
     """Relevance with ``rule`` at every layer (the input rule at the first): one compiled
     function per rule and settings, cached under ``key``."""
-    composite = Composite(rule, rule, _first(input_rule))
-    return relevance(handle, x, targets, contrast, score, composite, ("lrp", *key, input_rule))
+    composite = Composite(rule, rule, _first(input_rule), _relative(stabiliser))
+    return relevance(handle, x, targets, contrast, score, composite,
+                     ("lrp", *key, input_rule, stabiliser))
 
 
 @register("lrp_epsilon", "LRP-epsilon: relevance redistributed in proportion to each input's "
                          "contribution, epsilon absorbing weak or contradictory relevance.",
-          options={"epsilon": (0.25, "stabiliser added to every pre-activation (0 = LRP-0)"),
-                   "input_rule": ("rule", INPUT_RULE_HELP)}, linear=True)
-def lrp_epsilon(handle, x, targets, contrast, score, budget, epsilon, input_rule):
+          options={"epsilon": (0.25, "stabiliser added to every pre-activation, in units of the "
+                                     "layer's RMS pre-activation (0 = LRP-0)"),
+                   "input_rule": ("rule", INPUT_RULE_HELP),
+                   "stabiliser": ("relative", STABILISER_HELP)}, linear=True)
+def lrp_epsilon(handle, x, targets, contrast, score, budget, epsilon, input_rule, stabiliser):
     _rule_option("epsilon", epsilon, 0)
     return _one_rule(handle, x, targets, contrast, score, Epsilon(float(epsilon)), input_rule,
-                     ("epsilon", epsilon))
+                     stabiliser, ("epsilon", epsilon))
 
 
 @register("lrp_gamma", "LRP-gamma: positive contributions favoured by gamma (stable maps on "
                        "convolutional layers).",
           options={"gamma": (0.25, "weight added to positive parameters"),
-                   "input_rule": ("rule", INPUT_RULE_HELP)}, cost=2, linear=True)
-def lrp_gamma(handle, x, targets, contrast, score, budget, gamma, input_rule):
+                   "input_rule": ("rule", INPUT_RULE_HELP),
+                   "stabiliser": ("relative", STABILISER_HELP)}, cost=2, linear=True)
+def lrp_gamma(handle, x, targets, contrast, score, budget, gamma, input_rule, stabiliser):
     _rule_option("gamma", gamma, 0)
     return _one_rule(handle, x, targets, contrast, score, Gamma(float(gamma)), input_rule,
-                     ("gamma", gamma))
+                     stabiliser, ("gamma", gamma))
 
 
 @register("lrp_alpha_beta", "LRP-alpha-beta: positive and negative contributions propagated "
                             "apart (alpha 1, beta 0 keeps only the positive evidence).",
           options={"alpha": (1.0, "weight of positive contributions (alpha - beta = 1)"),
                    "beta": (0.0, "weight of negative contributions"),
-                   "input_rule": ("rule", INPUT_RULE_HELP)}, cost=3, linear=True)
-def lrp_alpha_beta(handle, x, targets, contrast, score, budget, alpha, beta, input_rule):
+                   "input_rule": ("rule", INPUT_RULE_HELP),
+                   "stabiliser": ("relative", STABILISER_HELP)}, cost=3, linear=True)
+def lrp_alpha_beta(handle, x, targets, contrast, score, budget, alpha, beta, input_rule,
+                   stabiliser):
     _rule_option("beta", beta, 0)
     if abs(alpha - beta - 1) > 1e-6:
         raise AuditorError(f"LRP-alpha-beta needs alpha - beta = 1, got alpha={alpha}, "
                            f"beta={beta}")
     return _one_rule(handle, x, targets, contrast, score, AlphaBeta(float(alpha), float(beta)),
-                     input_rule, ("alpha_beta", alpha, beta))
+                     input_rule, stabiliser, ("alpha_beta", alpha, beta))
 
 
 @register("lrp", "LRP composite (Montavon et al. 2019): epsilon for dense layers, gamma for "
                  "convolutions, z-box at the first layer.",
           options={"epsilon": (1e-6, "stabiliser of the dense layers"),
                    "gamma": (0.25, "gamma of the convolutions"),
-                   "input_rule": ("zbox", INPUT_RULE_HELP)}, cost=2, linear=True)
-def lrp(handle, x, targets, contrast, score, budget, epsilon, gamma, input_rule):
+                   "input_rule": ("zbox", INPUT_RULE_HELP),
+                   "stabiliser": ("relative", STABILISER_HELP)}, cost=2, linear=True)
+def lrp(handle, x, targets, contrast, score, budget, epsilon, gamma, input_rule, stabiliser):
     _rule_option("epsilon", epsilon, 0)
     _rule_option("gamma", gamma, 0)
     composite = Composite(Epsilon(float(epsilon)), Gamma(float(gamma)),
-                          _first(input_rule))
+                          _first(input_rule), _relative(stabiliser))
     return relevance(handle, x, targets, contrast, score, composite,
-                     ("lrp", "composite", epsilon, gamma, input_rule))
+                     ("lrp", "composite", epsilon, gamma, input_rule, stabiliser))

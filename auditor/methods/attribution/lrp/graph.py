@@ -268,7 +268,7 @@ class Walk:
         it (its own activation or the next layer) applied inside the rule's ratio."""
         steps = linear_steps(layer, bn)
         level = self._at_input(x)
-        a, nonneg = x, self._is_nonneg(x)
+        a, nonneg, scaled = x, self._is_nonneg(x), self.composite.relative
         for i, step in enumerate(steps):
             if i == 0 and level is not None and self.composite.first == "zbox":
                 rule, a = self._zbox(a, level, step.mixes_channels)
@@ -278,8 +278,8 @@ class Walk:
             last = i == len(steps) - 1
             if last and rectifier is not None:
                 activate = rectifier.activation if rectifier is layer else rectifier
-                return self._keep_nonneg(linear_output(z, zm, eps, activate(z)), True)
-            a = linear_output(z, zm, eps)
+                return self._keep_nonneg(linear_output(z, zm, eps, activate(z), scaled), True)
+            a = linear_output(z, zm, eps, scaled=scaled)
         if has_activation(layer):
             y = layer.activation(a)
             a = y if _is_plain_relu(layer) else passed(a, y)

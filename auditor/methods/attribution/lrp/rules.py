@@ -10,7 +10,12 @@ and returns ``(z, z_m, eps)``: ``z_m`` None for "z itself", else a list of
 ``(weight, z_m, sign)`` with the sign of ``z_m`` when the rule knows it (alpha-beta's parts,
 z-box's) or 0; ``linear_output`` joins them.
 
-Stabiliser as in Zennit: ``z + eps * sign(z)`` with sign(0) = +1. The ratio is cheap where the
+Stabiliser as in Zennit, ``z + eps * sign(z)`` with sign(0) = +1, but with ``eps`` relative:
+each rule's epsilon is multiplied by the root mean square of the layer's pre-activations ``z``,
+per image (``relative``), as in Montavon et al.'s LRP tutorial (heatmapping.org, "epsilon =
+0.25 std"). An absolute epsilon swamps every layer of a model whose activations are small (an
+untrained MobileNetV2's logits are near 1e-12, and its maps came out all zero); a relative one
+leaves the maps unchanged when a layer's weights are scaled. The ratio is cheap where the
 sign is known: ``|z| / (|z| + eps)`` for epsilon (z's own), ``z / (z_m +- eps)`` for a part of
 known sign. Of unknown sign (gamma), ``z_m + eps * sign(z_m)`` with 0 where ``z_m`` is exactly
 0, which differs from Zennit only there (where Zennit gives ``z / eps``). These ratios are
@@ -23,11 +28,27 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-STABILISER = 1e-6  # Zennit's default for the gamma, alpha-beta and z-box rules
+import numpy as np
+
+STABILISER = 1e-6  # Zennit's default for the gamma, alpha-beta and z-box rules (relative here)
+TINY = float(np.finfo(np.float32).tiny)  # keeps 0 / eps at 0 on a layer whose z are all 0
+
+
+def relative(z, eps: float, scaled: bool = True):
+    """``eps`` times the root mean square of each image's pre-activations ``z`` (shaped to
+    broadcast against ``z``), plus ``TINY``; 0 when ``eps`` is 0 (LRP-0). ``scaled`` False:
+    ``eps`` itself, absolute as in Zennit (kept to compare with it)."""
+    import tensorflow as tf
+
+    if not eps or not scaled:
+        return eps
+    axes = list(range(1, z.shape.rank))
+    size = tf.sqrt(tf.reduce_mean(tf.square(tf.stop_gradient(z)), axis=axes, keepdims=True))
+    return eps * size + TINY
 ABOVE_Z = 2  # a z_m's "sign": z_m >= z, so z_m > 0 wherever z > 0 (gamma on inputs >= 0)
 
 
-def ratio(z, zm, eps: float, sign: int = 0, rectified: bool = False):
+def ratio(z, zm, eps, sign: int = 0, rectified: bool = False):
     """``z / stab(z_m)`` (see the module's docstring); ``rectified``: ``z`` is a ReLU's output,
     so only where it is > 0 matters."""
     import tensorflow as tf
@@ -54,9 +75,10 @@ def _neg(w):
     return None if w is None else tf.minimum(w, 0.0)
 
 
-def linear_output(z, zm, eps: float, y=None):
+def linear_output(z, zm, eps: float, y=None, scaled: bool = True):
     """``z`` in the forward pass; backward, the incoming gradient times ``z / stab(z_m)`` goes
-    into ``z_m`` (into ``z`` itself when ``zm`` is None; untouched when eps is 0 there).
+    into ``z_m`` (into ``z`` itself when ``zm`` is None; untouched when eps is 0 there). The
+    stabiliser is ``eps`` relative to ``z`` (``relative``; absolute when not ``scaled``).
 
     ``y``: a ReLU or ReLU6 of ``z`` that passes relevance on unchanged. Then ``y`` is the
     output, and the ratio is ``y / stab(z_m)``: the Pass rule's ``y / z`` times the layer's
@@ -64,17 +86,18 @@ def linear_output(z, zm, eps: float, y=None):
     no ReLU gradient or Pass ratio of its own."""
     import tensorflow as tf
 
+    if zm is None and not eps and y is None:
+        return z
+    stab = relative(z, eps, scaled)
     if zm is None:
-        if not eps and y is None:
-            return z
 
         @tf.custom_gradient
         def scaled(value):
             def backward(c):
                 if y is not None:  # z > 0 wherever y > 0
-                    return c * tf.math.divide_no_nan(y, value + eps)
+                    return c * tf.math.divide_no_nan(y, value + stab)
                 size = tf.abs(value)
-                return c * size / (size + eps)  # = z / (z + eps sign z), 0 at z = 0
+                return c * size / (size + stab)  # = z / (z + eps sign z), 0 at z = 0
 
             return tf.identity(value if y is None else y), backward
 
@@ -87,7 +110,7 @@ def linear_output(z, zm, eps: float, y=None):
     @tf.custom_gradient
     def routed(value, *modified):
         def backward(c):
-            scaled = [c * ratio(value, m, eps, sign, y is not None)
+            scaled = [c * ratio(value, m, stab, sign, y is not None)
                       for m, sign in zip(modified, signs, strict=True)]
             return (None, *(g if w == 1 else w * g for w, g in zip(weights, scaled, strict=True)))
 
@@ -177,8 +200,10 @@ class ZBox:
 @dataclass(frozen=True)
 class Composite:
     """Which rule each layer gets: dense layers, convolutions, and the first layer (``zbox`` or
-    ``None`` for the layer's own rule)."""
+    ``None`` for the layer's own rule); ``relative``: stabilisers scaled to each layer's
+    pre-activations (``relative``), else absolute as in Zennit."""
 
     dense: Callable
     conv: Callable
     first: str | None = None
+    relative: bool = True
