@@ -52,11 +52,16 @@ def _budget(value: str | None) -> str | int | None:
 
 def _report(outcome) -> None:
     summary = outcome.summary
+    checks = [c for c in summary["checks"] if c.get("in_verdict", True)]
+    apart = [c for c in summary["checks"] if not c.get("in_verdict", True)]
+    broken = sum(c["status"] in ("fail", "error", "warn") for c in apart)
     click.echo(f"verdict: {summary['verdict']} "
-               f"({sum(c['status'] == 'fail' for c in summary['checks'])} failed, "
-               f"{sum(c['status'] == 'warn' for c in summary['checks'])} warnings, "
-               f"{len(summary['checks'])} checks"
-               f"{'' if summary.get('gated') else '; nothing was gated'})", err=True)
+               f"({sum(c['status'] == 'fail' for c in checks)} failed, "
+               f"{sum(c['status'] == 'warn' for c in checks)} warnings, "
+               f"{len(checks)} checks"
+               f"{'' if summary.get('gated') else '; nothing was gated'})"
+               + (f"; explanation reliability, not part of the verdict: {broken} of "
+                  f"{len(apart)} checks did not pass" if apart else ""), err=True)
     click.echo(str(outcome.page))
 
 

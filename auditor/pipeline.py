@@ -22,6 +22,7 @@ from pathlib import Path
 from auditor import __version__
 from auditor.checks.check import Check, exit_code
 from auditor.checks.data import data_checks
+from auditor.checks.declared import spec_bounds
 from auditor.config.spec import AuditConfig
 from auditor.errors import AuditorError, ConfigError, Interrupted
 from auditor.progress import SectionLog, duration, progress_enabled
@@ -34,7 +35,7 @@ from auditor.runs.baseline import (
     save_predictions,
 )
 from auditor.runs.staging import check_out, staged_folder
-from auditor.sections import SECTION_NAMES, section_module
+from auditor.sections import SECTION_NAMES, section_module, stamp_run_checks
 from auditor.sections.attribution import complete_reliability
 from auditor.sections.base import Context, SectionResult
 
@@ -199,7 +200,7 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
                       train_dataset=loaded.train_dataset,
                       compare_handle=loaded.compare_handle, plan=plan)
         results = run_sections(names, ctx, log)
-        complete_reliability(results)  # the Clever Hans masses join the attribution card
+        complete_reliability(results, config.checks)  # the shortcut masses join the card
         timings.update({result.name: result.seconds for result in results})
         if "html" in config.format:  # figures only for the page that shows them
             tick = time.perf_counter()
@@ -209,6 +210,7 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
         checks += [check for result in results for check in result.checks]
         sections_summary = {k: v for result in results for k, v in result.summary.items()}
         checks += regression_checks(sections_summary, baseline, config.checks)
+        checks = stamp_run_checks(checks, config.checks)
         timings["total"] = time.perf_counter() - started
         spent = sum(result.seconds for result in results)
         write_outputs(work, config, handle, dataset, results, checks, timings, now,
@@ -225,7 +227,7 @@ def probe_range(handle, dataset, config: AuditConfig) -> list[Check]:
     if config.input_range != "auto":
         return []
     result = probe_input_range(handle, dataset, config.batch_size, config.seed)
-    return [input_range_check(result, handle.hint_overridden, config.checks.get(CHECK))]
+    return [input_range_check(result, handle.hint_overridden, spec_bounds(config.checks, CHECK))]
 
 
 def plan_sections(config, names, loaded, predictions):

@@ -176,17 +176,20 @@ def make_config(spec: dict[str, Any] | None = None, **flags: Any) -> AuditConfig
 
 
 def _validate_checks(checks: dict[str, dict[str, Any]]) -> None:
-    """Every ``[checks.ID]`` names a check some section can emit, with known bounds: a typo
-    would otherwise be ignored, and the bound the user meant never applied."""
-    from auditor.checks.check import check_bounds
-    from auditor.sections import check_patterns, is_known_check
+    """Every ``[checks.ID]`` names a check some section can emit, with known bounds and an
+    optional ``gate``: a typo would otherwise be ignored, and the bound the user meant never
+    applied."""
+    from auditor.checks.declared import declaration_of, validate_table
+    from auditor.sections import declared_checks
 
-    patterns = check_patterns()
-    for check_id, bounds in checks.items():
-        if not is_known_check(check_id, patterns):
+    declared = declared_checks()
+    for check_id, table in checks.items():
+        declaration = declaration_of(check_id, declared)
+        if declaration is None:
             raise ConfigError(f"unknown check '[checks.{check_id}]'; checks are: "
-                              f"{', '.join(patterns)} (* is a method or shortcut name)")
-        check_bounds(check_id, bounds)
+                              f"{', '.join(d.id for d in declared)} (* is a method, shortcut "
+                              "or column name)")
+        validate_table(check_id, table, declaration)
 
 
 def _formats(value: list[str] | str) -> list[str]:

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from auditor.checks.check import Check, evaluate, judged, worst_status
+from auditor.checks.check import Check
+from auditor.checks.declared import EXPLANATION, Declared, spec_bounds
 from auditor.errors import AuditorError, ConfigError
 from auditor.methods.attribution.reliability import BOUNDS as RELIABILITY_BOUNDS
 from auditor.methods.attribution.reliability import RANDOMISATION_BOUNDS
@@ -30,7 +31,6 @@ from auditor.sections.performance import most_confident_mistakes
 
 NAME = "attribution"
 TITLE = "Attribution methods"
-CHECKS = ("attribution.faithfulness", "attribution.sanity.*")
 DEFAULT_METHODS = ["gradient", "saliency", "gradient_x_input", "smoothgrad",
                    "integrated_gradients", "gradcam", "gradcam_pp", "occlusion", "lrp"]
 REFERENCES = 16  # audit images gradient_shap draws its references from
@@ -41,35 +41,52 @@ SANITY_DEFAULTS = RANDOMISATION_BOUNDS
 FAITHFULNESS_DEFAULTS = {"warn_below": 0.0}
 RELIABILITY = "attribution.reliability"  # ctx.cache key of the card
 
-
-def _sanity(summary: dict) -> dict[str, bool] | None:
-    """{method: passed} of the weight-randomisation check; None when it did not run."""
-    block = (summary.get(NAME) or {}).get("sanity")
-    return None if not block else {m: r["passed"] for m, r in block.items()}
-
-
-def _sanity_passed(summary: dict) -> int | None:
-    verdicts = _sanity(summary)
-    return None if verdicts is None else sum(verdicts.values())
-
-
-def _sanity_detail(summary: dict) -> str:
-    failed = [method for method, ok in _sanity(summary).items() if not ok]
-    if not failed:
-        return "every method depends on the weights"
-    return f"ignore the weights: {', '.join(failed[:4])}" + (" …" if len(failed) > 4 else "")
+# The instruments' checks: whether each method's maps can be believed on this model. They fill
+# the reliability card and choose the methods, and are not part of the verdict unless gated.
+SANITY = Declared("attribution.sanity.*", EXPLANATION, bounds=SANITY_DEFAULTS,
+                  what="rank correlation with the original maps once every layer is randomised")
+FAITHFULNESS = Declared("attribution.faithfulness", EXPLANATION, bounds=FAITHFULNESS_DEFAULTS,
+                        what="the reference method's insertion minus deletion area above a "
+                             "random map's")
+CARD_COLUMN = Declared("attribution.reliability.*", EXPLANATION, listed=False,
+                       what="a column of the reliability card (bounds in "
+                            "methods/attribution/reliability.py)")
+# No silent blessing: a model check that warns when the card trusts no method at all, since
+# every saliency map of the report then shows nothing that can be read.
+TRUSTED = Declared("attribution.trusted", what="attribution methods the card trusts",
+                   bounds={"warn_below": 1}, figure="trusted_methods")
+CHECKS = (SANITY, FAITHFULNESS, CARD_COLUMN, TRUSTED)
 
 
-def _sanity_status(summary: dict, status: str) -> str:
-    """The sanity checks' worst status (not the faithfulness check's)."""
-    checks = [c for c in summary["checks"] if c["id"].startswith(f"{NAME}.sanity.")]
-    return worst_status(judged(checks)) or ("pass" if all(_sanity(summary).values()) else "warn")
+def _card(summary: dict) -> dict | None:
+    block = summary.get(NAME) or {}
+    return block.get("reliability") if block.get("reliability") is not None else None
+
+
+def _trusted(summary: dict) -> int | None:
+    card = _card(summary)
+    return None if card is None else sum(e["trusted"] for e in card.values())
+
+
+def _trusted_text(summary: dict, count: int) -> str:
+    used = summary[NAME].get("trusted_method")
+    return f"{used} ({count} of {len(_card(summary))} trusted)" if used else (
+        f"none of {len(_card(summary))} trusted")
+
+
+def _trusted_detail(summary: dict) -> str:
+    card = _card(summary)
+    trusted = [m for m, e in card.items() if e["trusted"]]
+    others = [m for m, e in card.items() if not e["trusted"]]
+    lead = (f"the report uses {summary[NAME]['trusted_method']}; " if trusted else
+            "no saliency map can be believed; ")
+    return lead + (f"not trusted: {', '.join(others[:4])}" + (" …" if len(others) > 4 else "")
+                   if others else "every method trusted")
 
 
 KEY_FIGURES = (KeyFigure(
-    "sanity_passed", "Saliency sanity", "methods passing the saliency sanity check", NAME,
-    _sanity_passed, text=lambda summary, passed: f"{passed} of {len(_sanity(summary))}",
-    detail=_sanity_detail, status=_sanity_status, trend=False, rank=50),)
+    "trusted_methods", "Explanations", "attribution methods the reliability card trusts", NAME,
+    _trusted, text=_trusted_text, detail=_trusted_detail, trend=False, rank=50),)
 
 
 @dataclass
@@ -177,7 +194,7 @@ def shared(options: Options, facts: Facts) -> Passes:
 
 # The sections that ask for the card (trusted_method) when their spec names no method: the
 # first of them in the run's order makes it, so the plan charges the card's time to that one.
-SHARED_BY = {"contrastive": lambda options: options.method is None,
+SHARED_BY = {"contrastive": lambda options: True,  # its trust check reads the card
              "clever_hans": lambda options: options.discovery and options.discovery_method is None}
 
 
@@ -301,11 +318,9 @@ def sanity_section(ctx, options, methods):
     checks, rows, summary = [], [], {}
     for method in methods:
         correlation, similarity = result.final(method)
-        check = evaluate(f"attribution.sanity.{method}", correlation, section=NAME,
-                         message=f"{method}: rank correlation of its maps with the original "
-                                 "ones once every layer is randomised",
-                         defaults=SANITY_DEFAULTS,
-                         spec=ctx.thresholds(f"attribution.sanity.{method}"))
+        check = SANITY.judge(correlation, checks=ctx.config.checks, section=NAME, name=method,
+                             message=f"{method}: rank correlation of its maps with the "
+                                     "original ones once every layer is randomised")
         if result.degenerate[method]:
             check = dataclasses.replace(
                 check, status="error",
@@ -349,10 +364,9 @@ def faithfulness_section(ctx, options, methods):
                     "samples": len(errors)}
     reference = options.reference_method if options.reference_method in curves else None
     margin = curves[reference].score - curves["random"].score if reference else None
-    check = evaluate("attribution.faithfulness", margin, section=NAME,
-                     message=f"{reference}: insertion minus deletion area, above a random map's",
-                     defaults=FAITHFULNESS_DEFAULTS,
-                     spec=ctx.thresholds("attribution.faithfulness"))
+    check = FAITHFULNESS.judge(margin, checks=ctx.config.checks, section=NAME,
+                               message=f"{reference}: insertion minus deletion area, above a "
+                                       "random map's")
     if reference and degenerate.get(reference):
         check = dataclasses.replace(
             check, status="error", message=f"{reference}: not measurable, {degenerate[reference]}")
@@ -438,11 +452,19 @@ def reliability_parts(ctx: Context, options: Options | None = None) -> dict:
         sanity_degenerate=result.degenerate, invariance=invariance,
         invariance_reason=invariance_reason, faithfulness=faithfulness[1]["margins"],
         faithfulness_degenerate=faithfulness[1]["degenerate"],
-        thresholds=lambda column: ctx.thresholds(f"attribution.reliability.{column}"))
+        thresholds=lambda column: spec_bounds(ctx.config.checks, CARD_COLUMN.check_id(column)))
     ctx.cache[RELIABILITY] = {"card": card, "faithfulness": faithfulness, "sanity": sanity,
                               "methods": methods, "invariance_reason": invariance_reason,
                               "options": options, "used_by": {}}
     return ctx.cache[RELIABILITY]
+
+
+def run_card(ctx: Context) -> dict | None:
+    """The run's reliability card (made now if no section asked before), or None when this
+    audit does not run the attribution section (the card is its work)."""
+    if ctx.config.sections is not None and NAME not in ctx.config.sections:
+        return None
+    return reliability_parts(ctx)["card"]
 
 
 def trusted_method(ctx: Context, section: str, fallback: str | None = None,
@@ -507,8 +529,8 @@ def run(ctx: Context, options: Options) -> SectionResult:
     sanity, sanity_data, sanity_checks, stages = parts["sanity"]
     methods, card = parts["methods"], parts["card"]
     options = parts["options"]
-    skipped = [Check(f"attribution.sanity.{m}", "skipped", None, message=f"{m}: {why}",
-                     section=NAME) for m, why in unavailable.items()]
+    skipped = [SANITY.outcome("skipped", None, checks=ctx.config.checks, name=m, section=NAME,
+                              message=f"{m}: {why}") for m, why in unavailable.items()]
     smoothing = (f"Maps are smoothed for display (Gaussian, sigma {options.display_smoothing:g} "
                  "px); the tables use raw maps." if options.display_smoothing > 0
                  else "Maps are shown raw, not smoothed.")
@@ -540,11 +562,32 @@ def run(ctx: Context, options: Options) -> SectionResult:
                f"{box_source or 'saliency'} map. Below, whether to trust each method: its maps "
                "must change when the model's weights are randomised, and removing its top "
                f"pixels first must hurt the prediction more than a random order. {smoothing}"),
-        summary=summary, data=data, checks=sanity_checks + skipped + faith_checks,
+        summary=summary, data=data,
+        checks=sanity_checks + skipped + faith_checks + [trusted_check(ctx, card)],
     )
 
 
-def complete_reliability(results: list) -> None:
+def trusted_check(ctx: Context, card: dict) -> Check:
+    """Pass while the card trusts a method (naming the one the report uses); warn, naming why
+    each method fails, when it trusts none."""
+    from auditor.methods.attribution.reliability import trusted_ranking, why_untrusted
+
+    ranked = trusted_ranking(card)
+    if ranked:
+        return TRUSTED.outcome(
+            "pass", len(ranked), checks=ctx.config.checks, section=NAME,
+            threshold=TRUSTED.bounds,
+            message=f"{len(ranked)} of {len(card)} attribution methods trusted on this model "
+                    f"({', '.join(ranked)}); sections that name no method use {ranked[0]}")
+    why = "; ".join(f"{m}: {why_untrusted(card, m)}" for m in card) or "no method could run"
+    return TRUSTED.outcome(
+        "warn", 0, checks=ctx.config.checks, section=NAME, threshold=TRUSTED.bounds,
+        message="no attribution method is trusted on this model, so its saliency maps, the "
+                "contrastive maps and the shortcut discovery are not measurable "
+                f"({why})")
+
+
+def complete_reliability(results: list, checks: dict) -> None:
     """After every section ran: the Clever Hans injection's shortcut and control masses join
     the card (the attribution section ran before it), and the trusted method is re-read."""
     from auditor.methods.attribution.reliability import add_shortcut_columns, best_trusted
@@ -556,5 +599,6 @@ def complete_reliability(results: list) -> None:
             "injection"):
         return
     card = attribution.summary[NAME]["reliability"]
-    add_shortcut_columns(card, hans.summary["clever_hans"]["injection"], CONTROL)
+    add_shortcut_columns(card, hans.summary["clever_hans"]["injection"], CONTROL,
+                         lambda column: spec_bounds(checks, CARD_COLUMN.check_id(column)))
     attribution.summary[NAME]["trusted_method"] = best_trusted(card)

@@ -125,9 +125,6 @@ class Context:
         key = ("saliency", method, score, json.dumps(options or {}, sort_keys=True, default=str))
         return self.cache.setdefault(key, {})
 
-    def thresholds(self, check_id: str) -> dict[str, Any]:
-        return self.config.checks.get(check_id, {})
-
 
 @dataclass
 class SectionResult:

@@ -15,15 +15,31 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from auditor.checks.check import Check, evaluate
+from auditor.checks.check import Check
+from auditor.checks.declared import EXPLANATION, Declared
+from auditor.checks.trust import TRUST_BOUNDS, trust_check
 from auditor.errors import ConfigError, ModelError
 from auditor.methods.shortcuts.injection import InjectionSettings
 from auditor.predict.plan import Facts, Passes
 from auditor.sections.base import Context, KeyFigure, SectionResult, at_least
 
 NAME = "clever_hans"
-CHECKS = ("clever_hans.injection", "clever_hans.injection.*", "clever_hans.flagged_classes",
-          "clever_hans.flagged_properties")
+# Whether the section could see a shortcut: a planted shortcut's visibility to the methods,
+# and whether it was planted at all, are about the instruments (the card's shortcut columns).
+INJECTION = Declared("clever_hans.injection", EXPLANATION, what="the injection test ran")
+PLANTED = Declared("clever_hans.injection.*", EXPLANATION,
+                   what="a planted shortcut seen by the methods (control: nothing seen)")
+# The findings about the model itself.
+FLAGGED_CLASSES = Declared("clever_hans.flagged_classes", figure="flagged_classes",
+                           what="classes confirmed to rely on a shortcut",
+                           bounds={"warn_above": 0})
+FLAGGED_PROPERTIES = Declared("clever_hans.flagged_properties", figure="flagged_classes",
+                              what="image properties confirmed to raise a class's score",
+                              bounds={"warn_above": 0})
+# No silent blessing: discovery and visibility are only as good as their methods.
+METHODS_TRUSTED = Declared("clever_hans.methods_trusted", bounds=TRUST_BOUNDS,
+                           what="the shortcut findings rest on trusted methods")
+CHECKS = (INJECTION, PLANTED, FLAGGED_CLASSES, FLAGGED_PROPERTIES, METHODS_TRUSTED)
 TITLE = "Clever Hans: shortcuts"
 # Not gradient x input by default: it puts mass on bright pixels whatever the model learned, so
 # a bright planted patch draws it even in the control copy (a false alarm, not a detection).
@@ -419,6 +435,7 @@ def run(ctx: Context, options: Options) -> SectionResult:
     checks: list[Check] = []
     injection_part(ctx, options, methods, target, settings, summary, data, checks)
     discovery_part(ctx, options, discovery_method, summary, data, checks)
+    checks.append(methods_trusted(ctx, options, methods, summary))
     return SectionResult(
         name=NAME, title=TITLE,
         intro="Injection test: known shortcuts are planted in fine-tuned copies of the model, "
@@ -434,6 +451,17 @@ def run(ctx: Context, options: Options) -> SectionResult:
         summary={NAME: summary}, data=data, checks=checks)
 
 
+def methods_trusted(ctx: Context, options: Options, methods: list[str], summary: dict) -> Check:
+    """Whether the card trusts the methods the visibility of the planted shortcuts and the
+    shortcut discovery were read with."""
+    from auditor.sections.attribution import run_card
+
+    rests_on = {"the planted shortcuts' visibility": methods if summary["injection"] else [],
+                "the shortcut discovery": [summary["discovery"].get("method")]}
+    return trust_check(METHODS_TRUSTED, run_card(ctx), rests_on, checks=ctx.config.checks,
+                       section=NAME)
+
+
 def injection_part(ctx: Context, options: Options, methods: list[str], target: int,
                    settings: dict[str, dict], summary: dict, data: CleverHansData,
                    checks: list[Check]) -> None:
@@ -444,8 +472,8 @@ def injection_part(ctx: Context, options: Options, methods: list[str], target: i
                           if settings or options.control else ([], {}))
     except ModelError as exc:  # e.g. a SavedModel: discovery still runs on the model itself
         data.injection_skipped = str(exc)
-        checks.append(Check("clever_hans.injection", "skipped", None, {}, None,
-                            f"injection test skipped: {exc}", NAME))
+        checks.append(INJECTION.outcome("skipped", None, checks=ctx.config.checks,
+                                        message=f"injection test skipped: {exc}", section=NAME))
         return
     if not results:
         return
@@ -528,14 +556,12 @@ def search_part(ctx: Context, options: Options, method: str, positions: np.ndarr
     data.cluster_points = {
         f.label: embed_2d(np.stack([maps[data.index_of[p]] for p in f.maps.positions]), seed)
         for f in data.discovery if f.maps is not None and f.maps.k > 1}
-    checks.append(evaluate(
-        "clever_hans.flagged_classes", len(confirmed),
+    checks.append(FLAGGED_CLASSES.judge(
+        len(confirmed), checks=ctx.config.checks, section=NAME,
         message=(f"the shortcut search confirms {len(confirmed)} class(es) by intervention"
                  + (f": {', '.join(confirmed[:10])}" if confirmed else "")
                  + (f"; {len(summary['discovery']['unconfirmed'])} unconfirmed candidate(s)"
-                    if summary["discovery"]["unconfirmed"] else "")),
-        section=NAME, defaults={"warn_above": 0},
-        spec=ctx.thresholds("clever_hans.flagged_classes")))
+                    if summary["discovery"]["unconfirmed"] else ""))))
 
 
 def finding_sentence(finding, class_names: list[str]) -> str:
@@ -590,14 +616,12 @@ def property_part(ctx: Context, options: Options, images: np.ndarray, labels: np
                         for f in candidates if not f.confirmed], "table": table}
     data.properties = table
     named = [f"{f.property} -> class {f.name}" for f in confirmed]
-    checks.append(evaluate(
-        "clever_hans.flagged_properties", len(confirmed),
+    checks.append(FLAGGED_PROPERTIES.judge(
+        len(confirmed), checks=ctx.config.checks, section=NAME,
         message=(f"{len(confirmed)} image propert{'y' if len(confirmed) == 1 else 'ies'} "
                  "confirmed by intervention to raise a class's score beyond its label"
                  + (f": {', '.join(named[:6])}" if named else "")
-                 + f" ({len(candidates) - len(confirmed)} screened candidate(s) unconfirmed)"),
-        section=NAME, defaults={"warn_above": 0},
-        spec=ctx.thresholds("clever_hans.flagged_properties")))
+                 + f" ({len(candidates) - len(confirmed)} screened candidate(s) unconfirmed)")))
     return found
 
 
@@ -606,26 +630,26 @@ def injection_checks(ctx: Context, results, options: Options) -> list[Check]:
     alarm; a shortcut the copy did not learn says nothing either way (skipped)."""
     from auditor.methods.shortcuts.injection import CONTROL
 
-    checks = []
+    spec, checks = ctx.config.checks, []
     for r in results:
-        check_id = f"clever_hans.injection.{'control' if r.shortcut == CONTROL else r.shortcut}"
+        name = "control" if r.shortcut == CONTROL else r.shortcut
         best = max((d.mass_ratio for d in r.detection.values()), default=None)
         if r.shortcut == CONTROL:
-            checks.append(evaluate(check_id, best, message=r.verdict,
-                                   section=NAME, defaults={"warn_above": options.detect_ratio},
-                                   spec=ctx.thresholds(check_id)))
+            checks.append(PLANTED.judge(best, checks=spec, name=name, message=r.verdict,
+                                        section=NAME,
+                                        bounds={"warn_above": options.detect_ratio}))
         elif not r.learned:
-            checks.append(Check(check_id, "skipped", round(r.flip_rate, 4), {}, None,
-                                f"shortcut '{r.shortcut}': {r.verdict}", NAME))
+            checks.append(PLANTED.outcome("skipped", round(r.flip_rate, 4), checks=spec,
+                                          name=name, section=NAME,
+                                          message=f"shortcut '{r.shortcut}': {r.verdict}"))
         elif r.detection:
-            checks.append(evaluate(check_id, best, message=f"shortcut '{r.shortcut}': "
-                                   f"{r.verdict} (best mass ratio)", section=NAME,
-                                   defaults={"warn_below": options.detect_ratio},
-                                   spec=ctx.thresholds(check_id)))
+            checks.append(PLANTED.judge(best, checks=spec, name=name, section=NAME,
+                                        message=f"shortcut '{r.shortcut}': {r.verdict} "
+                                                "(best mass ratio)",
+                                        bounds={"warn_below": options.detect_ratio}))
         else:
-            checks.append(evaluate(check_id, float(r.discovery.flagged),
-                                   message=f"shortcut '{r.shortcut}': {r.verdict} (1 when the "
-                                   "search confirms it on the target class)", section=NAME,
-                                   defaults={"warn_below": 1.0},
-                                   spec=ctx.thresholds(check_id)))
+            checks.append(PLANTED.judge(float(r.discovery.flagged), checks=spec, name=name,
+                                        message=f"shortcut '{r.shortcut}': {r.verdict} (1 when "
+                                                "the search confirms it on the target class)",
+                                        section=NAME, bounds={"warn_below": 1.0}))
     return checks

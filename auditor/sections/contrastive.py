@@ -8,13 +8,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from auditor.checks.declared import Declared
+from auditor.checks.trust import TRUST_BOUNDS, trust_check
 from auditor.predict.plan import Facts, Passes
 from auditor.sections.base import Context, SectionResult, at_least, known_methods, one_of
 from auditor.sections.performance import most_confident_mistakes
 
 NAME = "contrastive"
 TITLE = "Contrastive saliency"
-CHECKS = ()
+# No silent blessing: the maps are only as good as their method (checks/trust.py).
+METHOD_TRUSTED = Declared("contrastive.method_trusted", bounds=TRUST_BOUNDS,
+                          what="the contrastive maps rest on a trusted method")
+CHECKS = (METHOD_TRUSTED,)
 DIFFERENCE_OF_MAPS = "map for predicted minus map for true"  # equal for linear methods
 MAP_OF_DIFFERENCE = "map of (score predicted minus score true)"
 
@@ -122,10 +127,10 @@ def run(ctx: Context, options: Options) -> SectionResult:
     positions = most_confident_mistakes(p, options.examples)
     images = ctx.dataset.images(positions)
     preds, labels = p.preds[positions], p.labels[positions]
+    from auditor.sections.attribution import choice_note, run_card, trusted_method
+
     method, note = options.method, ""
     if method is None:
-        from auditor.sections.attribution import choice_note, trusted_method
-
         method = trusted_method(ctx, NAME, fallback=FALLBACK, max_cost=options.map_cost)
         note = choice_note(ctx, NAME)
 
@@ -154,4 +159,6 @@ def run(ctx: Context, options: Options) -> SectionResult:
                         "examples": examples}},
         data=ContrastiveData(images, for_pred, for_true, diff, examples, options.smooth_sigma,
                              difference == MAP_OF_DIFFERENCE),
+        checks=[trust_check(METHOD_TRUSTED, run_card(ctx), {"the contrastive maps": [method]},
+                            checks=ctx.config.checks, section=NAME)],
     )
