@@ -213,8 +213,9 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
         checks = stamp_run_checks(checks, config.checks)
         timings["total"] = time.perf_counter() - started
         spent = sum(result.seconds for result in results)
-        write_outputs(work, config, handle, dataset, results, checks, timings, now,
-                      baseline=baseline_run, record=record, plan=plan.to_summary(spent))
+        write_outputs(work, RunOutputs(config, handle, dataset, results, checks, timings, now,
+                                       baseline=baseline_run, record=record,
+                                       plan=plan.to_summary(spent)))
         summary = json.loads((work / "summary.json").read_text())
     return AuditOutcome(out=out, summary=summary, exit_code=exit_code(checks, config.fail_on))
 
@@ -284,28 +285,50 @@ def draw_views(results, dataset) -> None:
                                        f"{type(exc).__name__}: {exc}", result.name))
 
 
-def write_outputs(work: Path, config, handle, dataset, results, checks, timings, now,
-                  baseline=None, record=None, plan=None) -> None:
+@dataclass(frozen=True)
+class RunOutputs:
+    """Everything a run's outputs are written from, once every section and check is done."""
+
+    config: AuditConfig
+    handle: object  # inputs.models.ModelHandle
+    dataset: object  # inputs.datasets.Dataset
+    results: list  # SectionResult, in report order
+    checks: list  # every Check of the run
+    timings: dict
+    created: dt.datetime
+    baseline: object = None  # runs.baseline's loaded run, with --baseline
+    record: object = None  # this run's prediction record (runs.baseline.prediction_record)
+    plan: dict | None = None  # the plan's summary block
+
+    def summary(self) -> dict:
+        from auditor.report.summary import build_summary
+
+        summary = build_summary(self.config, self.handle, self.dataset, self.results,
+                                self.checks, self.timings, self.created)
+        if self.plan is not None:
+            summary["plan"] = self.plan
+        if self.baseline is not None:
+            summary["baseline"] = compare_runs(summary, self.record, self.baseline)
+            annotate_checks(summary["checks"], self.baseline.summary.get("checks", []))
+        return summary
+
+
+def write_outputs(work: Path, outcome: RunOutputs) -> None:
     """summary.json, and of report.html, summary.md and junit.xml those ``config.format``
     names, into the staging folder; with a baseline run, each says what changed since (the
     ``baseline`` block of summary.json), and with a plan what it lowered (``plan``). The views
     are drawn before (``draw_views``)."""
-    from auditor.report.summary import build_summary, render_junit, render_markdown
+    from auditor.report.summary import render_junit, render_markdown
 
-    summary = build_summary(config, handle, dataset, results, checks, timings, now)
-    if plan is not None:
-        summary["plan"] = plan
-    if baseline is not None:
-        summary["baseline"] = compare_runs(summary, record, baseline)
-        annotate_checks(summary["checks"], baseline.summary.get("checks", []))
+    summary, formats = outcome.summary(), outcome.config.format
     text = json.dumps(summary, indent=2, default=_json_default)
     (work / "summary.json").write_text(text)
-    if "md" in config.format:
+    if "md" in formats:
         (work / "summary.md").write_text(render_markdown(summary))
-    if "junit" in config.format:
+    if "junit" in formats:
         (work / "junit.xml").write_text(render_junit(summary))
-    if "html" in config.format:
-        write_page(work, summary, json.loads(text), results, dataset)
+    if "html" in formats:
+        write_page(work, summary, json.loads(text), outcome.results, outcome.dataset)
 
 
 def write_page(work: Path, summary: dict, written: dict, results, dataset) -> None:

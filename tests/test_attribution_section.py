@@ -17,7 +17,9 @@ def audit(tmp_path_factory, digits_model_path, edge_detector):
         "methods": ["gradient", "saliency", "integrated_gradients", edge_detector],
         "examples": 2, "sanity_samples": 4, "sanity_stages": 2, "faithfulness_samples": 8,
         "faithfulness_steps": 8, "display_smoothing": 1.0,
-        "method_options": {"integrated_gradients": {"steps": 16}}}}
+        "method_options": {"integrated_gradients": {"steps": 16}}},
+        # an explanation check is not part of the verdict unless the spec gates it
+        "checks": {f"attribution.sanity.{edge_detector}": {"gate": True}}}
     config = make_config(spec, model=str(digits_model_path), data="sklearn:digits:test",
                          max_samples=150, sections=["attribution"],
                          out=str(tmp_path_factory.mktemp("runs") / "run"), progress=False)
@@ -31,7 +33,11 @@ def test_section_fails_a_weight_blind_method_and_passes_the_gradient(audit):
     assert checks["attribution.sanity.edge_detector"]["value"] == pytest.approx(1.0)
     assert checks["attribution.sanity.gradient"]["status"] == "pass"
     assert checks["attribution.faithfulness"]["status"] == "pass"
-    assert audit.exit_code == 1
+    assert all(c["kind"] == "explanation" for i, c in checks.items() if ".sanity." in i)
+    assert checks["attribution.sanity.gradient"]["in_verdict"] is False  # the default
+    assert checks["attribution.sanity.edge_detector"]["in_verdict"] is True  # gated by the spec
+    assert summary["verdict"] == "fail" and audit.exit_code == 1
+    assert checks["attribution.trusted"]["status"] == "pass"
     block = summary["attribution"]
     assert block["sanity_stages"] == ["predictions", "conv1"]
     assert set(block["sanity"]) == {"gradient", "saliency", "integrated_gradients",
@@ -99,3 +105,31 @@ def test_auditor_methods_prints_every_method_and_its_options():
     for name in ("gradient", "smoothgrad", "integrated_gradients", "gradcam_pp", "occlusion"):
         assert f"\n{name}\n" in result.output
     assert "samples = 16" in result.output
+
+
+def test_a_model_whose_every_method_fails_the_card_warns_naming_why(tmp_path, digits_model_path,
+                                                                    edge_detector):
+    """No silent blessing: with only a weight-blind method on the card, nothing is trusted, so
+    the model check warns (the verdict is not a pass), and the contrastive maps, drawn with the
+    fallback the card never measured, are not measurable."""
+    from auditor.config.spec import make_config
+    from auditor.pipeline import run_audit
+
+    spec = {"attribution": {"methods": [edge_detector], "examples": 1, "sanity_samples": 4,
+                            "sanity_stages": 2, "faithfulness_samples": 4,
+                            "faithfulness_steps": 4, "compare_layers": 0},
+            "contrastive": {"examples": 2}}
+    outcome = run_audit(make_config(
+        spec, model=str(digits_model_path), data="sklearn:digits:test", max_samples=60,
+        sections=["contrastive", "attribution"], out=str(tmp_path / "run"), progress=False))
+    summary = outcome.summary
+    checks = {c["id"]: c for c in summary["checks"]}
+    trusted = checks["attribution.trusted"]
+    assert (trusted["status"], trusted["kind"], trusted["in_verdict"]) == ("warn", "model", True)
+    assert f"{edge_detector}: randomisation fail" in trusted["message"]
+    assert "not measurable" in trusted["message"]
+    contrastive = checks["contrastive.method_trusted"]
+    assert contrastive["status"] == "warn" and "gradient: not on the reliability card" in (
+        contrastive["message"])
+    assert checks[f"attribution.sanity.{edge_detector}"]["status"] == "fail"
+    assert summary["verdict"] == "warn" and outcome.exit_code == 0

@@ -136,8 +136,8 @@ def test_the_mistakes_maps_are_computed_once_per_run(context, monkeypatch):
     """Triage, contrastive and counterfactuals explain the same mistakes: the maps are made by
     the first (triage runs first) and taken from the run's shared maps by the others."""
     import auditor.methods.attribution as attribution
+    from auditor.methods.topk import most_confident_mistakes
     from auditor.sections import contrastive, counterfactuals, triage
-    from auditor.sections.performance import most_confident_mistakes
 
     made, real = [], attribution.attribute
 

@@ -8,8 +8,6 @@ options live in a table named after the section (``[contrastive]``); check thres
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from typing import Any
 import tomllib
 
 from auditor.errors import ConfigError
+from auditor.options import build_dataclass
 
 FAIL_ON = ("warn", "fail")
 # Outputs a run may write. summary.json is the run's record (baselines, compare, index and
@@ -56,49 +55,6 @@ class AuditConfig:
     def to_dict(self) -> dict[str, Any]:
         """The resolved spec, as summary.json records it."""
         return dataclasses.asdict(self)
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
-
-
-def _matches(value: Any, tp: Any) -> bool:
-    """Whether a TOML value fits a dataclass field's annotation (ints are accepted as floats)."""
-    if tp is Any:
-        return True
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, arg) for arg in typing.get_args(tp))
-    if tp is type(None):
-        return value is None
-    if origin is list:
-        (item,) = typing.get_args(tp) or (Any,)
-        return isinstance(value, list) and all(_matches(v, item) for v in value)
-    if origin is dict:
-        return isinstance(value, dict)
-    if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, tp)
-
-
-def build_dataclass(cls: type, values: dict[str, Any], where: str) -> Any:
-    """Instantiate ``cls`` from a mapping, naming the offending key on any mismatch."""
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in values.items():
-        if key not in hints:
-            raise ConfigError(
-                f"unknown key '{where}{key}'; expected one of: {', '.join(names)}"
-            )
-        if not _matches(value, hints[key]):
-            raise ConfigError(
-                f"'{where}{key}' must be {_type_name(hints[key])}, got {value!r}"
-            )
-        kwargs[key] = float(value) if hints[key] is float else value
-    return cls(**kwargs)
 
 
 def read_spec(path: str | Path) -> dict[str, Any]:

@@ -296,7 +296,7 @@ def setting(options, key: str):
 def _resolved(module, table: dict, facts: Facts):
     """The section's Options from its spec table, with defaults that depend on the input (such
     as featureviz's steps) filled in by the section's ``resolve`` when it has one."""
-    from auditor.config.spec import build_dataclass
+    from auditor.options import build_dataclass
 
     options = build_dataclass(module.Options, table, f"{module.NAME}.")
     resolve = getattr(module, "resolve", None)

@@ -18,6 +18,7 @@ from auditor.checks.declared import EXPLANATION, Declared, spec_bounds
 from auditor.errors import AuditorError, ConfigError
 from auditor.methods.attribution.reliability import BOUNDS as RELIABILITY_BOUNDS
 from auditor.methods.attribution.reliability import RANDOMISATION_BOUNDS
+from auditor.methods.topk import most_confident_mistakes
 from auditor.predict.plan import Coarsest, Facts, Passes
 from auditor.sections.base import (
     Context,
@@ -27,7 +28,6 @@ from auditor.sections.base import (
     known_methods,
     one_of,
 )
-from auditor.sections.performance import most_confident_mistakes
 
 NAME = "attribution"
 TITLE = "Attribution methods"

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from auditor.checks.check import Check
-from auditor.config.spec import AuditConfig, build_dataclass
+from auditor.config.spec import AuditConfig
 from auditor.errors import ConfigError
+from auditor.options import build_dataclass
 
 
 @dataclass

@@ -17,8 +17,8 @@ import numpy as np
 
 from auditor.checks.check import Check
 from auditor.checks.declared import EXPLANATION, Declared
-from auditor.checks.trust import TRUST_BOUNDS, trust_check
 from auditor.errors import ConfigError, ModelError
+from auditor.methods.attribution.trust import TRUST_BOUNDS, trust_check
 from auditor.methods.shortcuts.injection import InjectionSettings
 from auditor.predict.plan import Facts, Passes
 from auditor.sections.base import Context, KeyFigure, SectionResult, at_least

@@ -9,14 +9,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from auditor.checks.declared import Declared
-from auditor.checks.trust import TRUST_BOUNDS, trust_check
+from auditor.methods.attribution.trust import TRUST_BOUNDS, trust_check
+from auditor.methods.topk import most_confident_mistakes
 from auditor.predict.plan import Facts, Passes
 from auditor.sections.base import Context, SectionResult, at_least, known_methods, one_of
-from auditor.sections.performance import most_confident_mistakes
 
 NAME = "contrastive"
 TITLE = "Contrastive saliency"
-# No silent blessing: the maps are only as good as their method (checks/trust.py).
+# No silent blessing: the maps are only as good as their method (methods/attribution/trust.py).
 METHOD_TRUSTED = Declared("contrastive.method_trusted", bounds=TRUST_BOUNDS,
                           what="the contrastive maps rest on a trusted method")
 CHECKS = (METHOD_TRUSTED,)

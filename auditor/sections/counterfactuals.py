@@ -9,9 +9,9 @@ import numpy as np
 
 from auditor.checks.declared import Declared
 from auditor.errors import ConfigError
+from auditor.methods.topk import most_confident_mistakes
 from auditor.predict.plan import Facts, Passes
 from auditor.sections.base import Context, SectionResult, at_least, one_of
-from auditor.sections.performance import most_confident_mistakes
 
 NAME = "counterfactuals"
 TITLE = "Counterfactuals"

@@ -10,7 +10,7 @@ import numpy as np
 
 from auditor.checks.check import Check, evaluate_each
 from auditor.checks.declared import Declared, spec_bounds
-from auditor.methods.topk import TopK
+from auditor.methods.topk import most_confident_mistakes
 from auditor.sections.base import Context, KeyFigure, SectionResult, at_least
 
 NAME = "performance"
@@ -110,12 +110,6 @@ class Options:
 
     def __post_init__(self):
         at_least(NAME, self, 0, "top_confusions", "gallery")
-
-
-def most_confident_mistakes(predictions, limit: int) -> np.ndarray:
-    """Positions of the wrong predictions, most confident first (ties: lowest position)."""
-    wrong = np.flatnonzero(~predictions.correct)
-    return TopK(limit).push(predictions.confidence[wrong], wrong).positions()
 
 
 def top_confusions(labels, preds, class_names, limit: int) -> list[dict]:

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 from auditor.checks.check import Check
 from auditor.checks.declared import Declared
+from auditor.methods.attribution.reliability import why_untrusted
 
 # Every conclusion must rest on trusted methods: one that does not warns (value: how many
 # conclusions could not be read).
@@ -20,8 +21,6 @@ def trust_check(declared: Declared, card: dict | None, rests_on: Mapping[str, li
                 checks: Mapping, section: str) -> Check:
     """``rests_on`` maps each conclusion (in words) to the methods it was drawn with; ``card``
     is the run's reliability card, or None when the audit does not make one."""
-    from auditor.methods.attribution.reliability import why_untrusted
-
     rests_on = {what: list(dict.fromkeys(m for m in methods if m))
                 for what, methods in rests_on.items() if any(methods)}
     if not rests_on:
