@@ -8,6 +8,7 @@ into place only when everything succeeded.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import importlib.metadata
 import json
@@ -36,7 +37,6 @@ from auditor.runs.baseline import (
 )
 from auditor.runs.staging import check_out, staged_folder
 from auditor.sections import SECTION_NAMES, section_module, stamp_run_checks
-from auditor.sections.attribution import complete_reliability
 from auditor.sections.base import Context, SectionResult
 
 REPORT_FILES = ("report.html", "summary.json", "summary.md", "junit.xml", "predictions.npz")
@@ -77,8 +77,36 @@ def run_section(name: str, ctx: Context) -> SectionResult:
             error=detail,
             checks=[Check(f"{name}.run", "error", None, {}, None,
                           f"section '{name}' failed: {type(exc).__name__}: {exc}", name)])
-    result.seconds = time.perf_counter() - started
-    return result
+    return dataclasses.replace(result, seconds=time.perf_counter() - started)
+
+
+def run_steps(names, ctx: Context, log: SectionLog, timings: dict) -> Context:
+    """The shared steps the sections ``names`` need, each once, before them: the reliability
+    card when the attribution section runs (its options configure it). A step that fails on
+    this model leaves its store empty; the section that shows it then fails with the reason."""
+    from auditor.steps import card
+
+    if card.SECTION not in names:
+        return ctx
+    module = section_module(card.SECTION)
+    log.say("making the reliability card")
+    started = time.perf_counter()
+    try:
+        made = card.make_card(ctx, ctx.options(card.SECTION, module.Options))
+    except AuditorError:
+        raise
+    except Exception:  # the attribution section reports it as its own failure
+        made = card.Failed(traceback.format_exc(limit=6))
+    timings[card.NAME] = time.perf_counter() - started
+    return dataclasses.replace(ctx, card=made)
+
+
+def joined(results: list[SectionResult], checks: dict) -> list[SectionResult]:
+    """After every section ran: each section that declares ``join`` gets a new result with what
+    later sections found (the card's shortcut columns, which section used which method)."""
+    return [section_module(r.name).join(r, results, checks)
+            if r.error is None and hasattr(section_module(r.name), "join") else r
+            for r in results]
 
 
 def library_versions() -> dict[str, str]:
@@ -199,12 +227,13 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
                       workdir=work, show_progress=bars, baseline=baseline,
                       train_dataset=loaded.train_dataset,
                       compare_handle=loaded.compare_handle, plan=plan)
-        results = run_sections(names, ctx, log)
-        complete_reliability(results, config.checks)  # the shortcut masses join the card
+        ctx = run_steps(names, ctx, log, timings)
+        results = joined(run_sections(names, ctx, log, timings.get("card", 0.0)),
+                         config.checks)
         timings.update({result.name: result.seconds for result in results})
         if "html" in config.format:  # figures only for the page that shows them
             tick = time.perf_counter()
-            draw_views(results, dataset)
+            results = draw_views(results, dataset)
             timings["figures"] = time.perf_counter() - tick
         checks = loaded.probe_checks + data_checks(dataset, predictions)
         checks += [check for result in results for check in result.checks]
@@ -212,7 +241,7 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
         checks += regression_checks(sections_summary, baseline, config.checks)
         checks = stamp_run_checks(checks, config.checks)
         timings["total"] = time.perf_counter() - started
-        spent = sum(result.seconds for result in results)
+        spent = sum(result.seconds for result in results) + timings.get("card", 0.0)
         write_outputs(work, RunOutputs(config, handle, dataset, results, checks, timings, now,
                                        baseline=baseline_run, record=record,
                                        plan=plan.to_summary(spent)))
@@ -234,7 +263,7 @@ def probe_range(handle, dataset, config: AuditConfig) -> list[Check]:
 def plan_sections(config, names, loaded, predictions):
     """The compute plan of this run's sections (predict.plan), timed on this model."""
     from auditor.predict.plan import Facts, forward_flops, make_plan, measure_timing
-    from auditor.sections.attribution import card_candidates
+    from auditor.steps.card import card_candidates
 
     handle, train = loaded.handle, loaded.train_dataset
     facts = Facts(images=loaded.dataset.n, input_shape=handle.input_shape,
@@ -249,9 +278,11 @@ def plan_sections(config, names, loaded, predictions):
     return plan
 
 
-def run_sections(names, ctx: Context, log: SectionLog) -> list[SectionResult]:
+def run_sections(names, ctx: Context, log: SectionLog,
+                 steps_seconds: float = 0.0) -> list[SectionResult]:
     """Every section in order, with a log line when each starts and ends (the plan's estimate
-    for the rest), and the plan's estimate against the actual time at the end."""
+    for the rest), and the plan's estimate (steps included) against the actual time at the
+    end."""
     plan = ctx.plan
     log.estimates = {name: plan.estimate(name) for name in names}
     for line in plan.describe():
@@ -262,7 +293,7 @@ def run_sections(names, ctx: Context, log: SectionLog) -> list[SectionResult]:
         log.start(name, index, len(names))
         results.append(run_section(name, ctx))
         log.done(name, results[-1].seconds)
-    spent = sum(result.seconds for result in results)
+    spent = sum(result.seconds for result in results) + steps_seconds
     if plan.estimated_seconds() > 0 and spent > 0:
         log.say(f"sections took {duration(spent)}; the plan estimated "
                 f"{duration(plan.estimated_seconds())} (estimate / actual "
@@ -270,19 +301,23 @@ def run_sections(names, ctx: Context, log: SectionLog) -> list[SectionResult]:
     return results
 
 
-def draw_views(results, dataset) -> None:
-    """Each section's figures and tables for its template partial (``result.view``); a view
-    that fails marks its section failed with an 'error' check, as a failing section would."""
+def draw_views(results, dataset) -> list[SectionResult]:
+    """Each section's result with the figures and tables of its template partial (``view``);
+    a view that fails marks its section failed with an 'error' check, as a failing section
+    would."""
     from auditor.report.views import build_view
 
+    drawn = []
     for result in results:
         try:
-            result.view = build_view(result, dataset)
+            drawn.append(dataclasses.replace(result, view=build_view(result, dataset)))
         except Exception as exc:  # a figure's bug must not sink the report
-            result.error = traceback.format_exc(limit=6)
-            result.checks.append(Check(f"{result.name}.view", "error", None, {}, None,
-                                       f"figures of section '{result.name}' failed: "
-                                       f"{type(exc).__name__}: {exc}", result.name))
+            failed = Check(f"{result.name}.view", "error", None, {}, None,
+                           f"figures of section '{result.name}' failed: "
+                           f"{type(exc).__name__}: {exc}", result.name)
+            drawn.append(dataclasses.replace(result, error=traceback.format_exc(limit=6),
+                                             checks=[*result.checks, failed]))
+    return drawn
 
 
 @dataclass(frozen=True)

@@ -162,15 +162,17 @@ def card_method(handle, dataset, path: str, data: str) -> str:
     this model and data (gradient when the card trusts none), measured as an audit runs it."""
     from auditor.config.spec import make_config
     from auditor.predict.predictions import predict
-    from auditor.sections.attribution import trusted_method
+    from auditor.sections import attribution
     from auditor.sections.base import Context
+    from auditor.steps.card import choose, make_card
 
     tick = time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
         config = make_config(model=path, data=data, sections=["attribution", "clever_hans"])
         ctx = Context(config=config, handle=handle, dataset=dataset,
                       predictions=predict(handle, dataset), workdir=Path(work))
-        method = trusted_method(ctx, "clever_hans", fallback="gradient")
+        card = make_card(ctx, ctx.options("attribution", attribution.Options))
+        method, _ = choose(card, handle.input_shape, fallback="gradient")
     print(f"reliability card: {method} ({time.perf_counter() - tick:.0f} s)")
     return method
 

@@ -239,7 +239,7 @@ def make_plan(modules: dict, tables: dict[str, dict], facts: Facts,
         return {name: _scaled(full[name], free[name], scale) for name in modules}
 
     def cost(options: dict) -> float:
-        return sum(_passes(modules[n], o, facts).total for n, o in options.items())
+        return sum(p.total for p in _charged(modules, options, facts).values())
 
     scale = 1.0
     if cost(options_at(1.0)) > limit:
@@ -261,18 +261,16 @@ def make_plan(modules: dict, tables: dict[str, dict], facts: Facts,
 
 
 def _charged(modules: dict, chosen: dict, facts: Facts) -> dict[str, Passes]:
-    """Each section's passes, with work one section shares with others (its ``shared``
-    passes, such as the attribution card) charged to the first section in the run's order
-    that makes it: the section itself, or one of its ``SHARED_BY`` whose options ask for it."""
-    passes = {n: _passes(modules[n], o, facts) for n, o in chosen.items()}
-    for name, module in modules.items():
-        users = getattr(module, "SHARED_BY", {})
-        first = next((n for n in chosen if n == name or (n in users and users[n](chosen[n]))),
-                     name)
-        if first != name:
-            moved = module.shared(chosen[name], facts)
-            passes[name], passes[first] = passes[name] - moved, passes[first] + moved
-    return passes
+    """Each step's and each section's passes, steps first as the pipeline runs them: a
+    section whose options configure a step declares it as ``STEP = (name, passes)``
+    (the attribution section's reliability card, steps/card.py)."""
+    steps, passes = {}, {}
+    for name, options in chosen.items():
+        step = getattr(modules[name], "STEP", None)
+        if step is not None:
+            steps[step[0]] = step[1](options, facts)
+        passes[name] = _passes(modules[name], options, facts)
+    return {**steps, **passes}
 
 
 def _given(table: dict, key: str) -> bool:

@@ -193,7 +193,7 @@ def discovery_rows(options: Options, facts: Facts, fallback: str, images: int) -
     """(forward, backward) rows of discovery's maps: by the spec's method, else as the dearest
     method the card may choose within ``discovery_map_cost`` would (the fallback included)."""
     from auditor.methods.attribution.registry import attribution_rows
-    from auditor.sections.attribution import affordable
+    from auditor.steps.card import affordable
 
     methods = ([fallback] if options.discovery_method is not None
                else affordable(facts, options.discovery_map_cost, fallback))
@@ -205,7 +205,7 @@ def resolve(options: Options, facts: Facts) -> Options:
     """The options with the defaults the plan needs written out: ``copy_classes`` (every
     class), and ``discovery_map_cost`` when the card chooses discovery's method (what the
     dearest method it may choose costs per map here, so that unplanned its best is used)."""
-    from auditor.sections.attribution import card_map_cost
+    from auditor.steps.card import card_map_cost
 
     if options.copy_classes is None:
         options = dataclasses.replace(options, copy_classes=facts.classes)
@@ -427,6 +427,7 @@ def injection_summary(result, class_names: list[str], settings: dict[str, dict])
 def run(ctx: Context, options: Options) -> SectionResult:
     names = ctx.dataset.class_names
     methods, discovery_method = resolve_methods(options)
+    discovery_method, choice = trusted_method(ctx, options, discovery_method)
     target = resolve_target(options, ctx.dataset.labels, names)
     settings = shortcut_settings(options, ctx.handle.input_shape)
     summary: dict = {"target_class": names[target], "methods": methods}
@@ -448,17 +449,17 @@ def run(ctx: Context, options: Options) -> SectionResult:
               "whose intervention measurably moves the model is reported as relying on a "
               "shortcut. "
               "Maps show |relevance|, brighter is more.",
-        summary={NAME: summary}, data=data, checks=checks)
+        summary={NAME: summary}, data=data, checks=checks, method_choice=choice)
 
 
 def methods_trusted(ctx: Context, options: Options, methods: list[str], summary: dict) -> Check:
     """Whether the card trusts the methods the visibility of the planted shortcuts and the
     shortcut discovery were read with."""
-    from auditor.sections.attribution import run_card
+    from auditor.steps.card import card_of
 
     rests_on = {"the planted shortcuts' visibility": methods if summary["injection"] else [],
                 "the shortcut discovery": [summary["discovery"].get("method")]}
-    return trust_check(METHODS_TRUSTED, run_card(ctx), rests_on, checks=ctx.config.checks,
+    return trust_check(METHODS_TRUSTED, card_of(ctx.card), rests_on, checks=ctx.config.checks,
                        section=NAME)
 
 
@@ -485,14 +486,16 @@ def injection_part(ctx: Context, options: Options, methods: list[str], target: i
     checks += injection_checks(ctx, results, options)
 
 
-def trusted_method(ctx: Context, options: Options, configured: str) -> str:
+def trusted_method(ctx: Context, options: Options, configured: str):
     """The attribution method discovery clusters: the one the spec names, else the reliability
-    card's best trusted method (``configured`` when the card trusts none or does not run)."""
-    if options.discovery_method is not None:
-        return configured
-    from auditor.sections.attribution import trusted_method as card_choice
+    card's best trusted method (``configured`` when the card trusts none or the audit makes no
+    card); and the card's choice (steps.card.MethodChoice) when the card was asked."""
+    from auditor.steps.card import choose
 
-    return card_choice(ctx, NAME, fallback=configured, max_cost=options.discovery_map_cost)
+    if options.discovery_method is not None or not options.discovery:
+        return configured, None
+    return choose(ctx.card, ctx.handle.input_shape, fallback=configured,
+                  max_cost=options.discovery_map_cost)
 
 
 def discovery_part(ctx: Context, options: Options, method: str, summary: dict,
@@ -509,7 +512,7 @@ def discovery_part(ctx: Context, options: Options, method: str, summary: dict,
     summary["discovery"] = {"flagged_classes": [], "per_class": {}, "unconfirmed": []}
     properties = property_part(ctx, options, images, labels, positions, summary, data, checks)
     if options.discovery:
-        search_part(ctx, options, trusted_method(ctx, options, method), positions, images, labels,
+        search_part(ctx, options, method, positions, images, labels,
                     None if features is None else features[positions], summary, data, checks,
                     properties)
     shown = per_class_sample(ctx.dataset.labels, max(1, options.max_embedding // len(names)),
