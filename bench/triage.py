@@ -74,7 +74,7 @@ def main() -> None:
 
         first = run_section("triage", context())
         steady = run_section("triage", ctx := context())
-        shared = run_section("triage", ctx)  # the features are in ctx.cache now
+        shared = run_section("triage", ctx)  # the context keeps the features now
     for result in (first, steady, shared):
         if result.error:
             raise SystemExit(result.error)

@@ -82,7 +82,7 @@ def test_methods_that_do_not_apply_to_a_model_are_reported_not_fatal(tmp_path):
     import keras
 
     from auditor.inputs.models import load_model
-    from auditor.sections.attribution import compute_maps
+    from auditor.steps.card import compute_maps
 
     model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
                               keras.layers.Dense(3)])

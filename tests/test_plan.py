@@ -139,7 +139,8 @@ def test_features_come_from_the_prediction_pass_and_equal_a_second_pass(digits_h
                        atol=1e-5)
 
 
-def test_a_map_one_section_made_is_reused_by_the_next(digits_handle, digits_npz):
+def test_a_map_one_section_made_is_reused_by_the_next(digits_handle, digits_npz, monkeypatch):
+    import auditor.methods.attribution as methods
     from auditor.inputs.datasets import load_dataset
     from auditor.methods.attribution import attribute
 
@@ -149,9 +150,15 @@ def test_a_map_one_section_made_is_reused_by_the_next(digits_handle, digits_npz)
     first = ctx.saliency("gradient", [0, 1], [3, 4])
     assert np.allclose(first, attribute(digits_handle, dataset.images([0, 1]), [3, 4]),
                        atol=1e-6)
-    planted = np.zeros((1, *digits_handle.input_shape), np.float32)  # what a section made
-    ctx.remember_saliency("gradient", "logit", {}, [2], [5], planted)
+    made = []
+
+    def counted(handle, x, targets, method="gradient", **options):
+        made.append(len(x))
+        return attribute(handle, x, targets, method, **options)
+
+    monkeypatch.setattr(methods, "attribute", counted)
     again = ctx.saliency("gradient", [1, 2, 0], [4, 5, 3])
-    assert np.array_equal(again[[2, 0]], first) and not again[1].any()
+    assert np.array_equal(again[[2, 0]], first) and made == [1]  # only image 2 is new
+    assert len(ctx.store) == 3
     other_score = ctx.saliency("gradient", [2], [5], score="softmax")
-    assert other_score.any()  # another score is another map
+    assert other_score.any() and made == [1, 1]  # another score is another map
