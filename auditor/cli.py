@@ -128,7 +128,8 @@ def _flags(no_progress: bool, flags: dict) -> dict:
 @audit_options
 def audit(spec, no_progress, **flags) -> None:
     """Audit a model on a labelled dataset and write the report folder."""
-    from auditor.config.spec import make_config, read_spec
+    from auditor.config.spec import read_spec
+    from auditor.configure import make_config
     from auditor.pipeline import run_audit
 
     config = make_config(read_spec(spec) if spec else None, **_flags(no_progress, flags))
@@ -143,7 +144,8 @@ def audit(spec, no_progress, **flags) -> None:
 @click.option("--no-progress", is_flag=True, help="No progress output.")
 def demo(out, no_progress) -> None:
     """Train (once, cached) a small CNN on scikit-learn's digits and audit it."""
-    from auditor.config.spec import make_config, read_spec
+    from auditor.config.spec import read_spec
+    from auditor.configure import make_config
     from auditor.inputs.demo import demo_spec_path
     from auditor.pipeline import run_audit
 
@@ -208,7 +210,8 @@ def watch(folder, spec, spec_option, out, once, interval, settle, no_progress, *
     the index. Exits with the worst exit code of the audits it ran (0 if none)."""
     from pathlib import Path
 
-    from auditor.config.spec import make_config, read_spec
+    from auditor.config.spec import read_spec
+    from auditor.configure import make_config
     from auditor.runs.watch import watch as watch_folder
 
     if spec and spec_option and spec != spec_option:

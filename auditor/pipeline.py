@@ -67,7 +67,7 @@ def run_section(name: str, ctx: Context) -> SectionResult:
     module = section_module(name)
     started = time.perf_counter()
     try:
-        result = module.run(ctx, ctx.options(name, module.Options))
+        result = module.run(ctx, ctx.options(name))
     except AuditorError:
         raise
     except Exception as exc:  # a section's bug must not sink the other sections
@@ -88,11 +88,10 @@ def run_steps(names, ctx: Context, log: SectionLog, timings: dict) -> Context:
 
     if card.SECTION not in names:
         return ctx
-    module = section_module(card.SECTION)
     log.say("making the reliability card")
     started = time.perf_counter()
     try:
-        made = card.make_card(ctx, ctx.options(card.SECTION, module.Options))
+        made = card.make_card(ctx, ctx.options(card.SECTION))
     except AuditorError:
         raise
     except Exception:  # the attribution section reports it as its own failure
@@ -272,7 +271,7 @@ def plan_sections(config, names, loaded, predictions):
                   mistakes=int((~predictions.correct).sum()),
                   card_methods=card_candidates(config, names))
     plan = make_plan({name: section_module(name) for name in names}, config.section_options,
-                     facts, config.budget, forward_flops(handle))
+                     facts, config.budget, forward_flops(handle), config.options)
     if plan.total_passes > 0:
         plan.timing = measure_timing(handle)
     return plan

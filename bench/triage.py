@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10_000)
     args = parser.parse_args()
 
-    from auditor.config.spec import make_config
+    from auditor.configure import make_config
     from auditor.inputs.datasets import load_dataset
     from auditor.inputs.models import load_model
     from auditor.pipeline import run_section

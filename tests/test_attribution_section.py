@@ -10,7 +10,7 @@ import pytest
 
 @pytest.fixture(scope="module")
 def audit(tmp_path_factory, digits_model_path, edge_detector):
-    from auditor.config.spec import make_config
+    from auditor.configure import make_config
     from auditor.pipeline import run_audit
 
     spec = {"attribution": {
@@ -112,7 +112,7 @@ def test_a_model_whose_every_method_fails_the_card_warns_naming_why(tmp_path, di
     """No silent blessing: with only a weight-blind method on the card, nothing is trusted, so
     the model check warns (the verdict is not a pass), and the contrastive maps, drawn with the
     fallback the card never measured, are not measurable."""
-    from auditor.config.spec import make_config
+    from auditor.configure import make_config
     from auditor.pipeline import run_audit
 
     spec = {"attribution": {"methods": [edge_detector], "examples": 1, "sanity_samples": 4,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from test_reliability import card_for
 
-from auditor.config.spec import make_config
+from auditor.configure import make_config
 from auditor.predict.plan import REFERENCE_FLOPS, Facts, Passes, make_plan
 from auditor.sections import attribution, contrastive
 from auditor.sections.base import Context

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from auditor.checks.check import Check, exit_code, verdict
-from auditor.config.spec import make_config
+from auditor.configure import make_config
 from auditor.errors import ConfigError
 
 

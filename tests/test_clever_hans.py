@@ -19,7 +19,7 @@ def clean_run(digits_handle, digits_npz, tmp_path_factory):
     """The section with its defaults (patch, watermark, control; discovery) on the clean demo
     CNN, audited on the digits test split as a user's npz; the weights before and after.
     Saliency by the gradient, whatever else the registry holds: the acceptance is about it."""
-    from auditor.config.spec import make_config
+    from auditor.configure import make_config
     from auditor.inputs.datasets import load_dataset
     from auditor.predict.predictions import predict
     from auditor.sections import clever_hans
@@ -33,7 +33,7 @@ def clean_run(digits_handle, digits_npz, tmp_path_factory):
     ctx = Context(config=config, handle=digits_handle, dataset=dataset,
                   predictions=predict(digits_handle, dataset),
                   workdir=tmp_path_factory.mktemp("clever_hans"))
-    result = clever_hans.run(ctx, ctx.options("clever_hans", clever_hans.Options))
+    result = clever_hans.run(ctx, ctx.options("clever_hans"))
     return result, before, [w.copy() for w in digits_handle.model.get_weights()]
 
 

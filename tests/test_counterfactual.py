@@ -97,7 +97,7 @@ def test_rank_correlation_matches_scipy_row_by_row():
 
 @pytest.fixture(scope="module")
 def context(digits_handle, digits_test):
-    from auditor.config.spec import make_config
+    from auditor.configure import make_config
     from auditor.inputs.datasets import load_dataset
     from auditor.predict.predictions import predict
     from auditor.sections.base import Context

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from auditor.config.spec import make_config
+from auditor.configure import make_config
 from auditor.errors import ConfigError
 from auditor.predict.plan import REFERENCE_FLOPS, Facts, budget_passes, make_plan
 from auditor.progress import SectionLog
@@ -44,7 +44,7 @@ def test_the_spec_s_own_settings_always_win_over_the_plan(digits_handle):
     config = make_config({**tables, "model": "demo"}, budget="quick")
     ctx = Context(config=config, handle=digits_handle, dataset=None, predictions=None,
                   workdir=Path("."), plan=plan)
-    robustness = ctx.options("robustness", MODULES["robustness"].Options)
+    robustness = ctx.options("robustness")
     assert robustness.samples == 200
     assert robustness.steps == plan.settings["robustness"]["steps"] < 10
 

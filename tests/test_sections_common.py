@@ -23,7 +23,7 @@ def audited(tmp_path_factory, digits_model_path):
     from conftest import SMALL_SECTIONS
 
     import auditor.pipeline as pipeline
-    from auditor.config.spec import make_config
+    from auditor.configure import make_config
 
     kept = {}
     draw = pipeline.draw_views
@@ -78,7 +78,7 @@ def test_a_section_s_view_builds_and_its_result_is_frozen(audited, name):
 @pytest.mark.parametrize("name", SECTION_NAMES)
 def test_a_section_s_options_are_validated_before_any_work(name):
     """An unknown key and a value of the wrong type fail when the config is made."""
-    from auditor.config.spec import make_config
+    from auditor.configure import make_config
     from auditor.errors import ConfigError
 
     options = section_module(name).Options

@@ -7,6 +7,7 @@ options live in a table named after the section (``[contrastive]``); check thres
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,12 +50,26 @@ class AuditConfig:
     strategy: str = "default"
     budget: str | int = "standard"  # the compute plan: quick, standard, thorough or N passes
     format: list[str] | str = field(default_factory=lambda: list(FORMATS))  # or "json,md"
-    section_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    section_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # as given
     checks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Every section's Options, typed once here (its spec table over its defaults): the plan
+    # lowers some settings of a copy, and the sections run with that (Context.options).
+    options: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """The resolved spec, as summary.json records it."""
-        return dataclasses.asdict(self)
+        """The resolved spec, as summary.json records it (the tables as given)."""
+        return {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self)
+                if f.name != "options"}
+
+
+@dataclass(frozen=True)
+class Registry:
+    """What a config is validated against, passed in by its caller (``auditor.sections
+    .registry()``), so that the config knows no section: each section's Options class, in
+    report order, and every check a run can emit (``checks.declared.Declared``)."""
+
+    options: dict[str, type]
+    checks: tuple
 
 
 def read_spec(path: str | Path) -> dict[str, Any]:
@@ -96,15 +111,16 @@ def flatten_checks(checks: dict[str, Any], prefix: str = "") -> dict[str, dict[s
     return flat
 
 
-def make_config(spec: dict[str, Any] | None = None, **flags: Any) -> AuditConfig:
-    """Merge a parsed spec and CLI flags (flags win; None means 'not given') and validate."""
-    from auditor.sections import SECTION_NAMES, section_options_class
-
+def make_config(spec: dict[str, Any] | None, registry: Registry, **flags: Any) -> AuditConfig:
+    """Merge a parsed spec and CLI flags (flags win; None means 'not given'), validate every
+    key against ``registry`` and type each section's options once."""
+    known = tuple(registry.options)  # the sections, in report order
     merged = dict(spec or {})
     merged.update({k: v for k, v in flags.items() if v is not None})
-    top_fields = {f.name for f in dataclasses.fields(AuditConfig)} - {"section_options", "checks"}
+    top_fields = {f.name for f in dataclasses.fields(AuditConfig)} - {"section_options", "checks",
+                                                                 "options"}
     section_tables = {}
-    for name in SECTION_NAMES:
+    for name in known:
         if name in merged:
             table = merged.pop(name)
             if not isinstance(table, dict):
@@ -118,27 +134,24 @@ def make_config(spec: dict[str, Any] | None = None, **flags: Any) -> AuditConfig
         key = sorted(unknown)[0]
         raise ConfigError(
             f"unknown key '{key}'; expected one of: "
-            f"{', '.join(sorted(top_fields | set(SECTION_NAMES) | {'checks'}))}"
+            f"{', '.join(sorted(top_fields | set(known) | {'checks'}))}"
         )
     config = build_dataclass(AuditConfig, merged, "")
     config.format = _formats(config.format)
     config.checks = flatten_checks(checks)
-    _validate_checks(config.checks)
-    for name, table in section_tables.items():
-        build_dataclass(section_options_class(name), table, f"{name}.")
+    _validate_checks(config.checks, registry.checks)
+    config.options = {name: build_dataclass(cls, section_tables.get(name, {}), f"{name}.")
+                      for name, cls in registry.options.items()}
     config.section_options = section_tables
-    _validate(config, SECTION_NAMES)
+    _validate(config, known)
     return config
 
 
-def _validate_checks(checks: dict[str, dict[str, Any]]) -> None:
-    """Every ``[checks.ID]`` names a check some section can emit, with known bounds and an
-    optional ``gate``: a typo would otherwise be ignored, and the bound the user meant never
-    applied."""
+def _validate_checks(checks: dict[str, dict[str, Any]], declared: tuple) -> None:
+    """Every ``[checks.ID]`` names a declared check, with known bounds and an optional
+    ``gate``: a typo would otherwise be ignored, and the bound the user meant never applied."""
     from auditor.checks.declared import declaration_of, validate_table
-    from auditor.sections import declared_checks
 
-    declared = declared_checks()
     for check_id, table in checks.items():
         declaration = declaration_of(check_id, declared)
         if declaration is None:

@@ -55,6 +55,15 @@ RUN_CHECKS = (
 )
 
 
+def registry():
+    """The sections' options classes and declared checks, which the config validates against
+    (config.spec.Registry)."""
+    from auditor.config.spec import Registry
+
+    return Registry({name: section_options_class(name) for name in SECTION_NAMES},
+                    declared_checks())
+
+
 def declared_checks() -> tuple[Declared, ...]:
     """Every check a run can emit: the run's own and each section's ``CHECKS``."""
     declared = list(RUN_CHECKS)

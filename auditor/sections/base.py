@@ -20,7 +20,6 @@ from typing import Any
 from auditor.checks.check import Check
 from auditor.config.spec import AuditConfig
 from auditor.errors import ConfigError
-from auditor.options import build_dataclass
 from auditor.steps.saliency import SaliencyStore
 
 
@@ -51,21 +50,13 @@ class Context:
     store: SaliencyStore = field(default_factory=SaliencyStore)
     _features: dict = field(default_factory=dict, repr=False)  # the penultimate features
 
-    def options(self, name: str, cls: type) -> Any:
-        """The section's options: its spec table over the plan's settings over the dataclass
-        defaults (the plan never touches a key the spec gives)."""
-        planned = self.plan.settings.get(name, {}) if self.plan is not None else {}
-        given = self.config.section_options.get(name, {})
-        table = {k: v for k, v in planned.items() if "." not in k}
-        nested = {m: dict(v) for m, v in given.get("method_options", {}).items()}
-        for key, value in planned.items():  # "occlusion.patch": a method's option
-            if "." in key:
-                method, option = key.split(".", 1)
-                nested.setdefault(method, {}).setdefault(option, value)
-        if nested:
-            table["method_options"] = nested
-        return build_dataclass(cls, {**table, **{k: v for k, v in given.items()
-                                                 if k != "method_options"}}, f"{name}.")
+    def options(self, name: str) -> Any:
+        """The section's options, typed once by the config (its spec table over the defaults)
+        with the settings the compute plan lowered (the plan never touches a key the spec
+        gives)."""
+        if self.plan is not None and name in self.plan.options:
+            return self.plan.options[name]
+        return self.config.options[name]
 
     def features(self, visit=None):
         """Penultimate features (N, D) of every audit image, computed in the prediction pass
