@@ -133,3 +133,22 @@ def test_a_model_whose_every_method_fails_the_card_warns_naming_why(tmp_path, di
         contrastive["message"])
     assert checks[f"attribution.sanity.{edge_detector}"]["status"] == "fail"
     assert summary["verdict"] == "warn" and outcome.exit_code == 0
+
+
+def test_a_method_that_breaks_on_an_architecture_is_a_finding_not_a_failed_audit(digits_handle):
+    """An exception inside one method leaves it off the card with the reason; the others run."""
+    from auditor.methods.attribution import METHODS, register
+    from auditor.steps.card import compute_maps
+
+    @register("broken_for_test", "raises on every model (test only)")
+    def broken(handle, x, targets, contrast, score, budget):
+        raise FloatingPointError("non-finite relevance in layer conv1")
+
+    try:
+        x = np.zeros((2, *digits_handle.input_shape), np.float32)
+        maps, unavailable = compute_maps(digits_handle, x, np.arange(2),
+                                         ["gradient", "broken_for_test"], "logit", {})
+    finally:
+        METHODS.pop("broken_for_test")
+    assert list(maps) == ["gradient"]
+    assert unavailable["broken_for_test"].startswith("failed on this model (FloatingPointError")

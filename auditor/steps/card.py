@@ -172,8 +172,9 @@ def sample_positions(n: int, size: int, seed: int) -> np.ndarray:
 
 def compute_maps(handle, x, targets, methods, score, method_options, ctx=None, positions=None):
     """Maps of every method that applies to this model, and the reason for each that does not
-    (e.g. Grad-CAM on a model without convolutions). With the run's ``ctx`` and the images'
-    ``positions``, maps are shared with the other sections through ``ctx.saliency``."""
+    (e.g. Grad-CAM on a model without convolutions, or a method that raises on this
+    architecture: a finding on the card, never a failed audit). With the run's ``ctx`` and the
+    images' ``positions``, maps are shared with the other sections through ``ctx.saliency``."""
     from auditor.methods.attribution import attribute
 
     maps, unavailable = {}, {}
@@ -184,8 +185,11 @@ def compute_maps(handle, x, targets, methods, score, method_options, ctx=None, p
                             if ctx is None else
                             ctx.saliency(method, positions, targets, images=x, score=score,
                                          options=options))
-        except AuditorError as exc:
+        except AuditorError as exc:  # e.g. Grad-CAM without a convolution: does not apply
             unavailable[method] = str(exc)
+        except Exception as exc:  # a method that breaks on this architecture is a finding
+            unavailable[method] = (f"failed on this model ({type(exc).__name__}: "
+                                   f"{str(exc).splitlines()[0][:200] if str(exc) else ''})")
     return maps, unavailable
 
 
