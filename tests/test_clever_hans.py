@@ -3,6 +3,7 @@ model is left alone, and the audited model is never touched."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import numpy as np
@@ -297,7 +298,8 @@ def test_the_report_shows_every_part(clean_run):
     from auditor.report.views import build_view
 
     result, _, _ = clean_run
-    result.view = build_view(result, dataset=None)  # the section's data carries all it draws
+    result = dataclasses.replace(result, view=build_view(result, dataset=None))  # its data
+    # carries all it draws
     html = environment().get_template("sections/clever_hans.html").render(section=result)
     for heading in ("Injection test", "Discovery", "Image properties", "Penultimate features"):
         assert heading in html

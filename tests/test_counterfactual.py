@@ -157,12 +157,14 @@ def test_a_model_without_mistakes_gets_an_empty_section_that_still_renders(conte
     from auditor.report.render import environment
     from auditor.report.views import build_view
     from auditor.sections import counterfactuals as section
+    from auditor.steps.saliency import SaliencyStore
 
     labels = context.predictions.labels
     perfect = Predictions(logits=np.eye(10, dtype=np.float32)[labels] * 10, labels=labels)
-    result = section.run(replace(context, predictions=perfect, cache={}), section.Options())
+    result = section.run(replace(context, predictions=perfect, store=SaliencyStore()),
+                         section.Options())
     assert result.summary["counterfactuals"]["count"] == 0
     assert result.summary["counterfactuals"]["success_rate"] is None and not result.checks
-    result.view = build_view(result, context.dataset)
+    result = replace(result, view=build_view(result, context.dataset))
     html = environment().get_template("sections/counterfactuals.html").render(section=result)
     assert "no mistakes" in html

@@ -180,7 +180,7 @@ def test_without_penultimate_features_the_feature_parts_are_skipped(tmp_path, di
                            max_samples=150)
     ctx = Context(config=config, handle=digits_handle, dataset=dataset,
                   predictions=predict(digits_handle, dataset), workdir=tmp_path,
-                  cache={"features": None})
+                  feature_store={"features": None})  # a model that cannot be split
     result = triage.run(ctx, triage.Options())
     skipped = result.summary["triage"]["skipped"]
     assert {"knn", "mahalanobis", "neighbours", "slices"} <= set(skipped)

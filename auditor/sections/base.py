@@ -48,7 +48,7 @@ class Context:
     plan: Any = None  # predict.plan.Plan
     card: Any = None  # steps.card.ReliabilityCard, or None when the audit makes no card
     store: SaliencyStore = field(default_factory=SaliencyStore)
-    _features: dict = field(default_factory=dict, repr=False)  # the penultimate features
+    feature_store: dict = field(default_factory=dict, repr=False)  # {"features": (N, D) or None}
 
     def options(self, name: str) -> Any:
         """The section's options, typed once by the config (its spec table over the defaults)
@@ -64,15 +64,15 @@ class Context:
         when the model cannot be split before its final layer. ``visit(images, positions)``
         sees each batch on the way when the features are computed now (never when they were
         made before)."""
-        if "features" not in self._features:
+        if "features" not in self.feature_store:
             made = getattr(self.predictions, "features", None)
             if made is None:
                 from auditor.predict.predictions import penultimate_features
 
                 made = penultimate_features(self.handle, self.dataset, self.config.batch_size,
                                             visit=visit)
-            self._features["features"] = made
-        return self._features["features"]
+            self.feature_store["features"] = made
+        return self.feature_store["features"]
 
     def saliency(self, method: str, positions, targets, *, contrast=None, images=None,
                  score: str = "logit", options: dict | None = None):
