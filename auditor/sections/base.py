@@ -33,7 +33,8 @@ class Context:
     ``train_dataset`` (--train-data), ``compare_handle`` (--compare-model), ``plan`` (the
     settings the compute plan lowered). Stores: ``card`` (steps.card.ReliabilityCard, made
     before the sections when the audit runs the attribution section, else None) and
-    ``store`` (steps.saliency.SaliencyStore).
+    ``store`` (steps.saliency.SaliencyStore); ``feature_store`` keeps the penultimate
+    features once read (``features()``).
     """
 
     config: AuditConfig

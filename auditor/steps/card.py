@@ -129,7 +129,7 @@ def card_candidates(config, sections) -> tuple[str, ...]:
     caller's fallback)."""
     if SECTION not in sections:
         return ()
-    return tuple(config.section_options.get(SECTION, {}).get("methods", DEFAULT_METHODS))
+    return tuple(config.options[SECTION].methods)
 
 
 def passes_per_map(method: str, shape: tuple) -> float:
