@@ -52,11 +52,16 @@ def _budget(value: str | None) -> str | int | None:
 
 def _report(outcome) -> None:
     summary = outcome.summary
+    checks = [c for c in summary["checks"] if c.get("in_verdict", True)]
+    apart = [c for c in summary["checks"] if not c.get("in_verdict", True)]
+    broken = sum(c["status"] in ("fail", "error", "warn") for c in apart)
     click.echo(f"verdict: {summary['verdict']} "
-               f"({sum(c['status'] == 'fail' for c in summary['checks'])} failed, "
-               f"{sum(c['status'] == 'warn' for c in summary['checks'])} warnings, "
-               f"{len(summary['checks'])} checks"
-               f"{'' if summary.get('gated') else '; nothing was gated'})", err=True)
+               f"({sum(c['status'] == 'fail' for c in checks)} failed, "
+               f"{sum(c['status'] == 'warn' for c in checks)} warnings, "
+               f"{len(checks)} checks"
+               f"{'' if summary.get('gated') else '; nothing was gated'})"
+               + (f"; explanation reliability, not part of the verdict: {broken} of "
+                  f"{len(apart)} checks did not pass" if apart else ""), err=True)
     click.echo(str(outcome.page))
 
 
@@ -123,7 +128,8 @@ def _flags(no_progress: bool, flags: dict) -> dict:
 @audit_options
 def audit(spec, no_progress, **flags) -> None:
     """Audit a model on a labelled dataset and write the report folder."""
-    from auditor.config.spec import make_config, read_spec
+    from auditor.config.spec import read_spec
+    from auditor.configure import make_config
     from auditor.pipeline import run_audit
 
     config = make_config(read_spec(spec) if spec else None, **_flags(no_progress, flags))
@@ -138,7 +144,8 @@ def audit(spec, no_progress, **flags) -> None:
 @click.option("--no-progress", is_flag=True, help="No progress output.")
 def demo(out, no_progress) -> None:
     """Train (once, cached) a small CNN on scikit-learn's digits and audit it."""
-    from auditor.config.spec import make_config, read_spec
+    from auditor.config.spec import read_spec
+    from auditor.configure import make_config
     from auditor.inputs.demo import demo_spec_path
     from auditor.pipeline import run_audit
 
@@ -203,7 +210,8 @@ def watch(folder, spec, spec_option, out, once, interval, settle, no_progress, *
     the index. Exits with the worst exit code of the audits it ran (0 if none)."""
     from pathlib import Path
 
-    from auditor.config.spec import make_config, read_spec
+    from auditor.config.spec import read_spec
+    from auditor.configure import make_config
     from auditor.runs.watch import watch as watch_folder
 
     if spec and spec_option and spec != spec_option:

@@ -8,6 +8,7 @@ into place only when everything succeeded.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import importlib.metadata
 import json
@@ -22,6 +23,7 @@ from pathlib import Path
 from auditor import __version__
 from auditor.checks.check import Check, exit_code
 from auditor.checks.data import data_checks
+from auditor.checks.declared import spec_bounds
 from auditor.config.spec import AuditConfig
 from auditor.errors import AuditorError, ConfigError, Interrupted
 from auditor.progress import SectionLog, duration, progress_enabled
@@ -34,8 +36,7 @@ from auditor.runs.baseline import (
     save_predictions,
 )
 from auditor.runs.staging import check_out, staged_folder
-from auditor.sections import SECTION_NAMES, section_module
-from auditor.sections.attribution import complete_reliability
+from auditor.sections import SECTION_NAMES, section_module, stamp_run_checks
 from auditor.sections.base import Context, SectionResult
 
 REPORT_FILES = ("report.html", "summary.json", "summary.md", "junit.xml", "predictions.npz")
@@ -66,7 +67,7 @@ def run_section(name: str, ctx: Context) -> SectionResult:
     module = section_module(name)
     started = time.perf_counter()
     try:
-        result = module.run(ctx, ctx.options(name, module.Options))
+        result = module.run(ctx, ctx.options(name))
     except AuditorError:
         raise
     except Exception as exc:  # a section's bug must not sink the other sections
@@ -76,8 +77,35 @@ def run_section(name: str, ctx: Context) -> SectionResult:
             error=detail,
             checks=[Check(f"{name}.run", "error", None, {}, None,
                           f"section '{name}' failed: {type(exc).__name__}: {exc}", name)])
-    result.seconds = time.perf_counter() - started
-    return result
+    return dataclasses.replace(result, seconds=time.perf_counter() - started)
+
+
+def run_steps(names, ctx: Context, log: SectionLog, timings: dict) -> Context:
+    """The shared steps the sections ``names`` need, each once, before them: the reliability
+    card when the attribution section runs (its options configure it). A step that fails on
+    this model leaves its store empty; the section that shows it then fails with the reason."""
+    from auditor.steps import card
+
+    if card.SECTION not in names:
+        return ctx
+    log.say("making the reliability card")
+    started = time.perf_counter()
+    try:
+        made = card.make_card(ctx, ctx.options(card.SECTION))
+    except AuditorError:
+        raise
+    except Exception:  # the attribution section reports it as its own failure
+        made = card.Failed(traceback.format_exc(limit=6))
+    timings[card.NAME] = time.perf_counter() - started
+    return dataclasses.replace(ctx, card=made)
+
+
+def joined(results: list[SectionResult], checks: dict) -> list[SectionResult]:
+    """After every section ran: each section that declares ``join`` gets a new result with what
+    later sections found (the card's shortcut columns, which section used which method)."""
+    return [section_module(r.name).join(r, results, checks)
+            if r.error is None and hasattr(section_module(r.name), "join") else r
+            for r in results]
 
 
 def library_versions() -> dict[str, str]:
@@ -198,21 +226,24 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
                       workdir=work, show_progress=bars, baseline=baseline,
                       train_dataset=loaded.train_dataset,
                       compare_handle=loaded.compare_handle, plan=plan)
-        results = run_sections(names, ctx, log)
-        complete_reliability(results)  # the Clever Hans masses join the attribution card
+        ctx = run_steps(names, ctx, log, timings)
+        results = joined(run_sections(names, ctx, log, timings.get("card", 0.0)),
+                         config.checks)
         timings.update({result.name: result.seconds for result in results})
         if "html" in config.format:  # figures only for the page that shows them
             tick = time.perf_counter()
-            draw_views(results, dataset)
+            results = draw_views(results, dataset)
             timings["figures"] = time.perf_counter() - tick
         checks = loaded.probe_checks + data_checks(dataset, predictions)
         checks += [check for result in results for check in result.checks]
         sections_summary = {k: v for result in results for k, v in result.summary.items()}
         checks += regression_checks(sections_summary, baseline, config.checks)
+        checks = stamp_run_checks(checks, config.checks)
         timings["total"] = time.perf_counter() - started
-        spent = sum(result.seconds for result in results)
-        write_outputs(work, config, handle, dataset, results, checks, timings, now,
-                      baseline=baseline_run, record=record, plan=plan.to_summary(spent))
+        spent = sum(result.seconds for result in results) + timings.get("card", 0.0)
+        write_outputs(work, RunOutputs(config, handle, dataset, results, checks, timings, now,
+                                       baseline=baseline_run, record=record,
+                                       plan=plan.to_summary(spent)))
         summary = json.loads((work / "summary.json").read_text())
     return AuditOutcome(out=out, summary=summary, exit_code=exit_code(checks, config.fail_on))
 
@@ -225,13 +256,13 @@ def probe_range(handle, dataset, config: AuditConfig) -> list[Check]:
     if config.input_range != "auto":
         return []
     result = probe_input_range(handle, dataset, config.batch_size, config.seed)
-    return [input_range_check(result, handle.hint_overridden, config.checks.get(CHECK))]
+    return [input_range_check(result, handle.hint_overridden, spec_bounds(config.checks, CHECK))]
 
 
 def plan_sections(config, names, loaded, predictions):
     """The compute plan of this run's sections (predict.plan), timed on this model."""
     from auditor.predict.plan import Facts, forward_flops, make_plan, measure_timing
-    from auditor.sections.attribution import card_candidates
+    from auditor.steps.card import card_candidates
 
     handle, train = loaded.handle, loaded.train_dataset
     facts = Facts(images=loaded.dataset.n, input_shape=handle.input_shape,
@@ -240,15 +271,17 @@ def plan_sections(config, names, loaded, predictions):
                   mistakes=int((~predictions.correct).sum()),
                   card_methods=card_candidates(config, names))
     plan = make_plan({name: section_module(name) for name in names}, config.section_options,
-                     facts, config.budget, forward_flops(handle))
+                     facts, config.budget, forward_flops(handle), config.options)
     if plan.total_passes > 0:
         plan.timing = measure_timing(handle)
     return plan
 
 
-def run_sections(names, ctx: Context, log: SectionLog) -> list[SectionResult]:
+def run_sections(names, ctx: Context, log: SectionLog,
+                 steps_seconds: float = 0.0) -> list[SectionResult]:
     """Every section in order, with a log line when each starts and ends (the plan's estimate
-    for the rest), and the plan's estimate against the actual time at the end."""
+    for the rest), and the plan's estimate (steps included) against the actual time at the
+    end."""
     plan = ctx.plan
     log.estimates = {name: plan.estimate(name) for name in names}
     for line in plan.describe():
@@ -259,7 +292,7 @@ def run_sections(names, ctx: Context, log: SectionLog) -> list[SectionResult]:
         log.start(name, index, len(names))
         results.append(run_section(name, ctx))
         log.done(name, results[-1].seconds)
-    spent = sum(result.seconds for result in results)
+    spent = sum(result.seconds for result in results) + steps_seconds
     if plan.estimated_seconds() > 0 and spent > 0:
         log.say(f"sections took {duration(spent)}; the plan estimated "
                 f"{duration(plan.estimated_seconds())} (estimate / actual "
@@ -267,43 +300,69 @@ def run_sections(names, ctx: Context, log: SectionLog) -> list[SectionResult]:
     return results
 
 
-def draw_views(results, dataset) -> None:
-    """Each section's figures and tables for its template partial (``result.view``); a view
-    that fails marks its section failed with an 'error' check, as a failing section would."""
+def draw_views(results, dataset) -> list[SectionResult]:
+    """Each section's result with the figures and tables of its template partial (``view``);
+    a view that fails marks its section failed with an 'error' check, as a failing section
+    would."""
     from auditor.report.views import build_view
 
+    drawn = []
     for result in results:
         try:
-            result.view = build_view(result, dataset)
+            drawn.append(dataclasses.replace(result, view=build_view(result, dataset)))
         except Exception as exc:  # a figure's bug must not sink the report
-            result.error = traceback.format_exc(limit=6)
-            result.checks.append(Check(f"{result.name}.view", "error", None, {}, None,
-                                       f"figures of section '{result.name}' failed: "
-                                       f"{type(exc).__name__}: {exc}", result.name))
+            failed = Check(f"{result.name}.view", "error", None, {}, None,
+                           f"figures of section '{result.name}' failed: "
+                           f"{type(exc).__name__}: {exc}", result.name)
+            drawn.append(dataclasses.replace(result, error=traceback.format_exc(limit=6),
+                                             checks=[*result.checks, failed]))
+    return drawn
 
 
-def write_outputs(work: Path, config, handle, dataset, results, checks, timings, now,
-                  baseline=None, record=None, plan=None) -> None:
+@dataclass(frozen=True)
+class RunOutputs:
+    """Everything a run's outputs are written from, once every section and check is done."""
+
+    config: AuditConfig
+    handle: object  # inputs.models.ModelHandle
+    dataset: object  # inputs.datasets.Dataset
+    results: list  # SectionResult, in report order
+    checks: list  # every Check of the run
+    timings: dict
+    created: dt.datetime
+    baseline: object = None  # runs.baseline's loaded run, with --baseline
+    record: object = None  # this run's prediction record (runs.baseline.prediction_record)
+    plan: dict | None = None  # the plan's summary block
+
+    def summary(self) -> dict:
+        from auditor.report.summary import build_summary
+
+        summary = build_summary(self.config, self.handle, self.dataset, self.results,
+                                self.checks, self.timings, self.created)
+        if self.plan is not None:
+            summary["plan"] = self.plan
+        if self.baseline is not None:
+            summary["baseline"] = compare_runs(summary, self.record, self.baseline)
+            annotate_checks(summary["checks"], self.baseline.summary.get("checks", []))
+        return summary
+
+
+def write_outputs(work: Path, outcome: RunOutputs) -> None:
     """summary.json, and of report.html, summary.md and junit.xml those ``config.format``
     names, into the staging folder; with a baseline run, each says what changed since (the
     ``baseline`` block of summary.json), and with a plan what it lowered (``plan``). The views
     are drawn before (``draw_views``)."""
-    from auditor.report.summary import build_summary, render_junit, render_markdown
+    from auditor.report.summary import render_junit, render_markdown
 
-    summary = build_summary(config, handle, dataset, results, checks, timings, now)
-    if plan is not None:
-        summary["plan"] = plan
-    if baseline is not None:
-        summary["baseline"] = compare_runs(summary, record, baseline)
-        annotate_checks(summary["checks"], baseline.summary.get("checks", []))
+    summary, formats = outcome.summary(), outcome.config.format
     text = json.dumps(summary, indent=2, default=_json_default)
     (work / "summary.json").write_text(text)
-    if "md" in config.format:
+    if "md" in formats:
         (work / "summary.md").write_text(render_markdown(summary))
-    if "junit" in config.format:
+    if "junit" in formats:
         (work / "junit.xml").write_text(render_junit(summary))
-    if "html" in config.format:
-        write_page(work, summary, json.loads(text), results, dataset)
+    if "html" in formats:
+        write_page(work, summary, json.loads(text), outcome.results, outcome.dataset)
 
 
 def write_page(work: Path, summary: dict, written: dict, results, dataset) -> None:

@@ -189,7 +189,7 @@ def ig_stress(folder: Path) -> None:
 def card_cost() -> None:
     """The reliability card (faithfulness, randomisation, input invariance) against the rest
     of the attribution section (the mistakes' maps and the layers'), on a 300-image demo audit."""
-    from auditor.config.spec import make_config
+    from auditor.configure import make_config
     from auditor.inputs.datasets import load_dataset
     from auditor.predict.predictions import predict
     from auditor.sections import attribution

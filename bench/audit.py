@@ -37,7 +37,7 @@ MODELS = ("digits_cnn", "cifar_cnn", "mobilenet_v2")
 CHILD = """
 import json, sys, threading, time
 import auditor.pipeline as pipeline
-from auditor.config.spec import make_config
+from auditor.configure import make_config
 model, data, out, images, budget, sections = sys.argv[1:7]
 peaks, current = {}, ["load"]
 

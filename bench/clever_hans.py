@@ -45,7 +45,7 @@ BUDGET = 60.0  # seconds per injected shortcut
 
 
 def main() -> None:
-    from auditor.config.spec import make_config
+    from auditor.configure import make_config
     from auditor.inputs.datasets import load_dataset
     from auditor.inputs.models import load_model
     from auditor.methods.attribution import METHODS
@@ -160,17 +160,18 @@ def rgb_data() -> str:
 def card_method(handle, dataset, path: str, data: str) -> str:
     """The method the section would cluster: the reliability card's best trusted method on
     this model and data (gradient when the card trusts none), measured as an audit runs it."""
-    from auditor.config.spec import make_config
+    from auditor.configure import make_config
     from auditor.predict.predictions import predict
-    from auditor.sections.attribution import trusted_method
     from auditor.sections.base import Context
+    from auditor.steps.card import choose, make_card
 
     tick = time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
         config = make_config(model=path, data=data, sections=["attribution", "clever_hans"])
         ctx = Context(config=config, handle=handle, dataset=dataset,
                       predictions=predict(handle, dataset), workdir=Path(work))
-        method = trusted_method(ctx, "clever_hans", fallback="gradient")
+        card = make_card(ctx, ctx.options("attribution"))
+        method, _ = choose(card, handle.input_shape, fallback="gradient")
     print(f"reliability card: {method} ({time.perf_counter() - tick:.0f} s)")
     return method
 

@@ -140,7 +140,7 @@ def traced(handle) -> int:
 def merged_section(handle, steps: int) -> tuple[float, int]:
     """The section's renders as it makes them now (classes, variants and channels in one batch,
     the unregularised run beside): seconds and traces, through the section's own code."""
-    from auditor.config.spec import make_config
+    from auditor.configure import make_config
     from auditor.inputs.datasets import load_dataset
     from auditor.methods.featureviz.objectives import class_objective
     from auditor.methods.featureviz.realism import study_real_images

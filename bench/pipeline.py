@@ -77,7 +77,7 @@ def throughput(model_path: str, data: str, repeats: int) -> dict:
 
 
 def audit(model_path: str, data: str, out: str, sections: str) -> dict:
-    from auditor.config.spec import make_config
+    from auditor.configure import make_config
     from auditor.pipeline import run_audit
 
     config = make_config(model=model_path, data=data, out=out, progress=False,

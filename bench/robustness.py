@@ -23,7 +23,7 @@ def seconds(fn) -> float:
 
 
 def main() -> None:
-    from auditor.config.spec import make_config
+    from auditor.configure import make_config
     from auditor.inputs.datasets import load_dataset
     from auditor.inputs.models import load_model
     from auditor.methods.attacks import pgd

@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10_000)
     args = parser.parse_args()
 
-    from auditor.config.spec import make_config
+    from auditor.configure import make_config
     from auditor.inputs.datasets import load_dataset
     from auditor.inputs.models import load_model
     from auditor.pipeline import run_section
@@ -74,7 +74,7 @@ def main() -> None:
 
         first = run_section("triage", context())
         steady = run_section("triage", ctx := context())
-        shared = run_section("triage", ctx)  # the features are in ctx.cache now
+        shared = run_section("triage", ctx)  # the context keeps the features now
     for result in (first, steady, shared):
         if result.error:
             raise SystemExit(result.error)

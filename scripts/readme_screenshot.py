@@ -27,7 +27,8 @@ BUDGET = 5e6
 
 def demo_report(folder: Path) -> Path:
     """Run the demo audit exactly as `auditor demo` does, into ``folder``."""
-    from auditor.config.spec import make_config, read_spec
+    from auditor.config.spec import read_spec
+    from auditor.configure import make_config
     from auditor.inputs.demo import demo_spec_path
     from auditor.pipeline import run_audit
 

@@ -98,7 +98,7 @@ def demo_report(tmp_path_factory, digits_model_path):
     Accuracy is held to a bar the demo model cannot reach (warn below 99.9%), so that the top of
     the page has a deciding check to show.
     """
-    from auditor.config.spec import make_config
+    from auditor.configure import make_config
     from auditor.pipeline import run_audit
     from auditor.sections import SECTION_NAMES
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from test_reliability import card_for
 
-from auditor.config.spec import make_config
+from auditor.configure import make_config
 from auditor.predict.plan import REFERENCE_FLOPS, Facts, Passes, make_plan
 from auditor.sections import attribution, contrastive
-from auditor.sections.attribution import RELIABILITY, choice_note, passes_per_map, trusted_method
 from auditor.sections.base import Context
+from auditor.steps.card import ReliabilityCard, choice_note, choose, passes_per_map
 
 RGB = (224, 224, 3)
 MODULES = {"contrastive": contrastive, "attribution": attribution}
@@ -34,8 +34,12 @@ def context(digits_handle):
 
 
 def planted(ctx: Context, card: dict) -> Context:
-    """The run's context with ``card`` as the attribution section leaves it for the others."""
-    return replace(ctx, cache={RELIABILITY: {"card": card, "used_by": {}}})
+    """The run's context with ``card`` as the card step leaves it for the sections."""
+    made = ReliabilityCard(card=card, methods=list(card), unavailable={}, options=None,
+                           sanity={}, sanity_data={}, sanity_checks=[], stages=[],
+                           faithfulness={}, faithfulness_data={}, faithfulness_checks=[],
+                           completeness=None, invariance_reason=None)
+    return replace(ctx, card=made)
 
 
 # Occlusion most faithful, then Integrated Gradients, then gradient; saliency ignores the
@@ -49,30 +53,29 @@ def test_the_best_trusted_method_that_fits_is_taken_then_the_next_then_the_fallb
     shape = context.handle.input_shape
     occlusion = passes_per_map("occlusion", shape)
     assert occlusion == 113 and passes_per_map("integrated_gradients", shape) == 32
-    ctx = planted(context, RANKED)
-    used = ctx.cache[RELIABILITY]["used_by"]
+    card = planted(context, RANKED).card
     for allowed, expected in ((None, "occlusion"), (occlusion, "occlusion"),
                               (40, "integrated_gradients"), (1, "gradient")):
-        assert trusted_method(ctx, "contrastive", "gradient", max_cost=allowed) == expected
-        assert used["contrastive"]["method"] == expected and used["contrastive"]["trusted"]
-        assert used["contrastive"]["best"] == "occlusion"
-        assert used["contrastive"]["allowed"] == allowed
-    assert used["contrastive"]["reason"] == ("occlusion costs 113 passes per map on this "
-                                             "model; the allowance is 1 pass")
-    assert choice_note(ctx, "contrastive") == (
+        method, used = choose(card, shape, "gradient", max_cost=allowed)
+        assert method == used.method == expected and used.trusted
+        assert used.best == "occlusion" and used.allowed == allowed
+    assert used.reason == ("occlusion costs 113 passes per map on this model; the allowance "
+                           "is 1 pass")
+    assert choice_note(used, shape) == (
         " (the reliability card's best trusted method within 1 pass per map; its best, "
         "occlusion, costs 113 passes)")
-    trusted_method(ctx, "contrastive", "gradient")
-    assert used["contrastive"]["reason"] is None
-    assert choice_note(ctx, "contrastive") == " (the reliability card's best trusted method)"
+    _, used = choose(card, shape, "gradient")
+    assert used.reason is None
+    assert choice_note(used, shape) == " (the reliability card's best trusted method)"
 
-    only_dear = planted(context, card_for({"occlusion": 0.2}, {"occlusion": 0.5}))
-    assert trusted_method(only_dear, "clever_hans", "gradcam", max_cost=4) == "gradcam"
-    used = only_dear.cache[RELIABILITY]["used_by"]["clever_hans"]
-    assert used == {"method": "gradcam", "trusted": False, "best": "occlusion", "cost": 1.0,
-                    "allowed": 4, "reason": "occlusion costs 113 passes per map on this "
-                                            "model; the allowance is 4 passes"}
-    assert choice_note(only_dear, "clever_hans").startswith(
+    only_dear = planted(context, card_for({"occlusion": 0.2}, {"occlusion": 0.5})).card
+    method, used = choose(only_dear, shape, "gradcam", max_cost=4)
+    assert method == "gradcam"
+    assert used.to_summary() == {"method": "gradcam", "trusted": False, "best": "occlusion",
+                                 "cost": 1.0, "allowed": 4,
+                                 "reason": "occlusion costs 113 passes per map on this "
+                                           "model; the allowance is 4 passes"}
+    assert choice_note(used, shape).startswith(
         " (the default: no method the reliability card trusts costs at most 4 passes per map")
 
 
@@ -91,7 +94,7 @@ def test_a_method_the_spec_names_is_never_replaced(context):
                                                       map_cost=1))
     assert result.summary["contrastive"]["method"] == "saliency"
     assert not result.summary["contrastive"]["method_from_card"]
-    assert ctx.cache[RELIABILITY]["used_by"] == {}  # the card was not asked
+    assert result.method_choice is None  # the card was not asked
     facts = Facts(images=1000, input_shape=RGB, classes=10, card_methods=("smoothgrad",))
     plan = make_plan(MODULES, {"contrastive": {"method": "occlusion"}}, facts, 1,
                      REFERENCE_FLOPS)
@@ -165,10 +168,10 @@ def test_clever_hans_discovery_takes_the_card_s_method_within_its_own_allowance(
     ctx = planted(context, RANKED)
     for allowed, expected in ((None, "occlusion"), (40, "integrated_gradients"), (1, "gradient")):
         options = clever_hans.Options(discovery_map_cost=allowed)
-        assert clever_hans.trusted_method(ctx, options, "gradient") == expected
-        assert ctx.cache[RELIABILITY]["used_by"]["clever_hans"]["allowed"] == allowed
+        method, used = clever_hans.trusted_method(ctx, options, "gradient")
+        assert method == expected and used.allowed == allowed
     named = clever_hans.Options(discovery_method="gradient", discovery_map_cost=1)
-    assert clever_hans.trusted_method(ctx, named, "saliency") == "saliency"  # the spec's, as is
+    assert clever_hans.trusted_method(ctx, named, "saliency") == ("saliency", None)  # as is
 
 
 def test_a_tight_budget_lowers_discovery_s_allowance_and_the_plan_counts_within_it():

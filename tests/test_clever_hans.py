@@ -3,6 +3,7 @@ model is left alone, and the audited model is never touched."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import numpy as np
@@ -19,7 +20,7 @@ def clean_run(digits_handle, digits_npz, tmp_path_factory):
     """The section with its defaults (patch, watermark, control; discovery) on the clean demo
     CNN, audited on the digits test split as a user's npz; the weights before and after.
     Saliency by the gradient, whatever else the registry holds: the acceptance is about it."""
-    from auditor.config.spec import make_config
+    from auditor.configure import make_config
     from auditor.inputs.datasets import load_dataset
     from auditor.predict.predictions import predict
     from auditor.sections import clever_hans
@@ -33,7 +34,7 @@ def clean_run(digits_handle, digits_npz, tmp_path_factory):
     ctx = Context(config=config, handle=digits_handle, dataset=dataset,
                   predictions=predict(digits_handle, dataset),
                   workdir=tmp_path_factory.mktemp("clever_hans"))
-    result = clever_hans.run(ctx, ctx.options("clever_hans", clever_hans.Options))
+    result = clever_hans.run(ctx, ctx.options("clever_hans"))
     return result, before, [w.copy() for w in digits_handle.model.get_weights()]
 
 
@@ -297,7 +298,8 @@ def test_the_report_shows_every_part(clean_run):
     from auditor.report.views import build_view
 
     result, _, _ = clean_run
-    result.view = build_view(result, dataset=None)  # the section's data carries all it draws
+    result = dataclasses.replace(result, view=build_view(result, dataset=None))  # its data
+    # carries all it draws
     html = environment().get_template("sections/clever_hans.html").render(section=result)
     for heading in ("Injection test", "Discovery", "Image properties", "Penultimate features"):
         assert heading in html

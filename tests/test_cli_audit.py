@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score
 
-from auditor.config.spec import make_config, read_spec
+from auditor.config.spec import read_spec
+from auditor.configure import make_config
 from auditor.pipeline import REPORT_FILES, run_audit
 from auditor.runs.staging import MARKER
 

@@ -25,7 +25,7 @@ CHILD = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-    from auditor.config.spec import make_config
+    from auditor.configure import make_config
     from auditor.methods.shortcuts import injection
     from auditor.pipeline import run_audit
     from auditor.predict import distribute

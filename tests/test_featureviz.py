@@ -23,7 +23,7 @@ def total_variation(images):
 @pytest.fixture(scope="module")
 def audit(digits_model_path, tmp_path_factory):
     """The featureviz section of the demo audit, run through the real orchestration."""
-    from auditor.config.spec import make_config
+    from auditor.configure import make_config
     from auditor.pipeline import run_audit
 
     out = tmp_path_factory.mktemp("featureviz") / "run"
@@ -226,7 +226,7 @@ def test_top_images_stream_keeps_exactly_the_best_per_channel(digits_handle):
 
 
 def test_bad_featureviz_options_are_one_line_config_errors(digits_model_path):
-    from auditor.config.spec import make_config
+    from auditor.configure import make_config
 
     with pytest.raises(ConfigError, match="featureviz.steps' must be int"):
         make_config(model=str(digits_model_path), featureviz={"steps": "many"})
@@ -236,7 +236,7 @@ def test_section_runs_on_an_rgb_model_with_a_nested_backbone(tmp_path):
     """Colour images, a backbone nested in a Sequential, a channel chosen inside it."""
     import keras
 
-    from auditor.config.spec import make_config
+    from auditor.configure import make_config
     from auditor.pipeline import run_audit
 
     keras.utils.set_random_seed(0)
@@ -271,7 +271,7 @@ def test_the_section_compiles_one_loop_per_form_and_a_second_run_traces_nothing(
         digits_model_path, tmp_path):
     """Classes, variants and channels share one compiled loop, the unregularised run has its
     own; a second audit of the same model reuses both."""
-    from auditor.config.spec import make_config
+    from auditor.configure import make_config
     from auditor.inputs.datasets import load_dataset
     from auditor.inputs.models import load_model
     from auditor.predict.predictions import predict

@@ -52,7 +52,7 @@ def drawing_counted(monkeypatch):
 
 @pytest.mark.slow
 def test_without_html_no_section_draws_a_figure(tmp_path, digits_model_path, drawing_counted):
-    from auditor.config.spec import make_config
+    from auditor.configure import make_config
     from auditor.pipeline import run_audit
 
     out = tmp_path / "run"
@@ -89,7 +89,8 @@ def test_format_json_on_the_command_line_writes_no_page(tmp_path, digits_model_p
 
 
 def test_format_takes_a_list_or_a_comma_string_and_names_a_bad_one():
-    from auditor.config.spec import FORMATS, make_config
+    from auditor.config.spec import FORMATS
+    from auditor.configure import make_config
 
     assert make_config(model="demo").format == list(FORMATS)
     assert make_config({"format": ["md", "json"]}, model="demo").format == ["md", "json"]

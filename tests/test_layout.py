@@ -58,13 +58,77 @@ def broken_rules(module: str, imported: set[str]) -> list[str]:
     if under(module, "auditor.report"):
         wrong += [n for n in imported if under(n, "auditor.sections")
                   and n not in ("auditor.sections", "auditor.sections.key_figures",
-                                "auditor.sections.base")
+                                "auditor.sections.declared_checks", "auditor.sections.base")
                   and not n.startswith("auditor.sections.base.")]
         wrong += [n for n in imported if under(n, "auditor.methods")
                   and not any(under(n, allowed) for allowed in REPORT_MAY_USE)]
     if not under(module, "auditor.report"):
         wrong += [n for n in imported if under(n, "matplotlib")]
     return sorted(wrong)
+
+
+# The packages from the bottom up: a module may import from its own floor and the floors below,
+# never from a floor above, so that a new back arrow fails here. Packages that share a floor
+# still call each other: predict and methods (the batched path runs methods' steps, methods run
+# through the batched path), pipeline and runs (a watch runs audits; an audit writes run
+# folders). The config knows no section: ``configure`` passes it the sections' registry.
+FLOORS = (
+    ("auditor", "auditor.errors", "auditor.resources", "auditor.progress", "auditor.options"),
+    ("auditor.checks",),
+    ("auditor.inputs",),
+    ("auditor.predict", "auditor.methods"),
+    ("auditor.config",),
+    ("auditor.steps",),
+    ("auditor.sections",),
+    ("auditor.configure", "auditor.report"),
+    ("auditor.pipeline", "auditor.runs"),
+    ("auditor.cli", "auditor.__main__", "auditor.attribution", "auditor.models"),
+)
+
+
+def floor(name: str) -> int | None:
+    """The floor of a module (its package's), None outside the package."""
+    parts = name.split(".")
+    package = ".".join(parts[:2])
+    return next((i for i, names in enumerate(FLOORS) if package in names), None)
+
+
+def back_arrows(module: str, imported: set[str]) -> list[str]:
+    mine = floor(module)
+    return sorted(n for n in imported if n.startswith("auditor")
+                  and (theirs := floor(n)) is not None and theirs > mine)
+
+
+def test_every_module_sits_on_a_floor():
+    assert all(floor(module) is not None for module in modules())
+
+
+def test_no_module_imports_from_a_floor_above():
+    problems = {module: wrong for module, path in modules().items()
+                if (wrong := back_arrows(module, imports(path)))}
+    assert not problems, problems
+    assert back_arrows("auditor.checks.declared", {"auditor.methods.attribution"})
+    assert back_arrows("auditor.methods.attacks", {"auditor.sections.base"})
+    assert not back_arrows("auditor.sections.triage", {"auditor.methods.topk"})
+
+
+def section_imports(module: str, imported: set[str]) -> set[tuple[str, str]]:
+    """(module, section) for each other section module ``module`` imports."""
+    from auditor.sections import ORDER
+
+    sections = [f"auditor.sections.{name}" for name in ORDER]
+    return {(module, s) for n in imported for s in sections
+            if under(n, s) and not under(module, s)}
+
+
+def test_sections_do_not_import_each_other():
+    """Helpers two sections share live below them (methods/, checks/) or in the protocol."""
+    found = set()
+    for module, path in modules().items():
+        if under(module, "auditor.sections"):
+            found |= section_imports(module, imports(path))
+    assert not found, found
+    assert section_imports("auditor.sections.triage", {"auditor.sections.performance.x"})
 
 
 def test_the_import_graph_flows_one_way():

@@ -85,7 +85,7 @@ def test_a_wrapped_methods_facts_and_cost_come_from_the_method_it_wraps():
 
 
 def test_a_spec_may_name_a_wrapped_method_with_its_options():
-    from auditor.config.spec import make_config
+    from auditor.configure import make_config
     from auditor.errors import ConfigError
 
     table = {"methods": ["smoothgrad:integrated_gradients"],

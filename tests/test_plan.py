@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from auditor.config.spec import make_config
+from auditor.configure import make_config
 from auditor.errors import ConfigError
 from auditor.predict.plan import REFERENCE_FLOPS, Facts, budget_passes, make_plan
 from auditor.progress import SectionLog
@@ -44,7 +44,7 @@ def test_the_spec_s_own_settings_always_win_over_the_plan(digits_handle):
     config = make_config({**tables, "model": "demo"}, budget="quick")
     ctx = Context(config=config, handle=digits_handle, dataset=None, predictions=None,
                   workdir=Path("."), plan=plan)
-    robustness = ctx.options("robustness", MODULES["robustness"].Options)
+    robustness = ctx.options("robustness")
     assert robustness.samples == 200
     assert robustness.steps == plan.settings["robustness"]["steps"] < 10
 
@@ -139,7 +139,8 @@ def test_features_come_from_the_prediction_pass_and_equal_a_second_pass(digits_h
                        atol=1e-5)
 
 
-def test_a_map_one_section_made_is_reused_by_the_next(digits_handle, digits_npz):
+def test_a_map_one_section_made_is_reused_by_the_next(digits_handle, digits_npz, monkeypatch):
+    import auditor.methods.attribution as methods
     from auditor.inputs.datasets import load_dataset
     from auditor.methods.attribution import attribute
 
@@ -149,9 +150,15 @@ def test_a_map_one_section_made_is_reused_by_the_next(digits_handle, digits_npz)
     first = ctx.saliency("gradient", [0, 1], [3, 4])
     assert np.allclose(first, attribute(digits_handle, dataset.images([0, 1]), [3, 4]),
                        atol=1e-6)
-    planted = np.zeros((1, *digits_handle.input_shape), np.float32)  # what a section made
-    ctx.remember_saliency("gradient", "logit", {}, [2], [5], planted)
+    made = []
+
+    def counted(handle, x, targets, method="gradient", **options):
+        made.append(len(x))
+        return attribute(handle, x, targets, method, **options)
+
+    monkeypatch.setattr(methods, "attribute", counted)
     again = ctx.saliency("gradient", [1, 2, 0], [4, 5, 3])
-    assert np.array_equal(again[[2, 0]], first) and not again[1].any()
+    assert np.array_equal(again[[2, 0]], first) and made == [1]  # only image 2 is new
+    assert len(ctx.store) == 3
     other_score = ctx.saliency("gradient", [2], [5], score="softmax")
-    assert other_score.any()  # another score is another map
+    assert other_score.any() and made == [1, 1]  # another score is another map

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from auditor.config.spec import make_config
+from auditor.configure import make_config
 
 # Sections whose work does not depend on the data: their count is exact. The shortcut search's
 # interventions depend on the groups it finds, so the Clever Hans plan is an upper bound.
 # Grad-CAM and the layers' maps run through a model cut at a layer, not through the handle's
 # logits, so the counters would miss them: they are left out here. Contrastive takes its method
-# from the card (which it makes: it runs first) within one pass per map, so whichever method
+# from the card (a step made before the sections) within one pass per map, so whichever method
 # the card trusts, only gradient fits; its softmax maps are shared with no other section.
 EXACT = ("contrastive", "attribution", "robustness", "counterfactuals")
 SPEC = {
@@ -69,6 +69,7 @@ def counted_audit(monkeypatch, counted, tmp_path, digits_model_path):
     forward, backward = counted
     plans, used = [], {}
     plan_sections, run_section = pipeline.plan_sections, pipeline.run_section
+    run_steps = pipeline.run_steps
 
     def keep_plan(*args):
         plans.append(plan_sections(*args))
@@ -81,6 +82,14 @@ def counted_audit(monkeypatch, counted, tmp_path, digits_model_path):
         used[name] = (ran[0] - ran[1], ran[1])
         return result
 
+    def count_steps(names, ctx, log, timings):
+        before = int(forward.numpy()), int(backward.numpy())
+        ctx = run_steps(names, ctx, log, timings)
+        ran = int(forward.numpy()) - before[0], int(backward.numpy()) - before[1]
+        used["card"] = (ran[0] - ran[1], ran[1])
+        return ctx
+
+    monkeypatch.setattr(pipeline, "run_steps", count_steps)
     monkeypatch.setattr(pipeline, "plan_sections", keep_plan)
     monkeypatch.setattr(pipeline, "run_section", count_section)
 
@@ -104,7 +113,7 @@ def test_the_plan_counts_every_pass_each_section_runs(monkeypatch, counted_audit
     choice = summary["attribution"]["used_by"]["contrastive"]  # the card's, within 1 pass
     assert summary["contrastive"]["method_from_card"] and choice["allowed"] == 1
     assert summary["contrastive"]["method"] == choice["method"] == "gradient"
-    for name in EXACT:
+    for name in (*EXACT, "card"):
         assert used[name] == (planned[name].forward, planned[name].backward), name
     ran_forward, ran_backward = used["clever_hans"]  # the fine-tuning steps are not counted
     assert ran_backward == planned["clever_hans"].backward  # (they call the copy directly)
@@ -120,7 +129,7 @@ def test_an_expensive_method_from_the_card_is_counted_as_it_runs(counted_audit):
     planned, used, summary = counted_audit(spec, ["contrastive", "attribution"])
     assert summary["attribution"]["trusted_method"] == "smoothgrad"
     assert summary["contrastive"]["method"] == "smoothgrad" and summary["contrastive"]["examples"]
-    for name in ("contrastive", "attribution"):
+    for name in ("card", "contrastive", "attribution"):
         assert used[name] == (planned[name].forward, planned[name].backward), name
 
 
@@ -147,9 +156,10 @@ def test_a_224_px_plan_lowers_the_methods_own_settings_and_the_spec_s_win(digits
     config = make_config({**given, "model": "demo"})
     ctx = Context(config=config, handle=digits_handle, dataset=None, predictions=None,
                   workdir=Path("."), plan=fixed)
-    options = ctx.options("attribution", modules["attribution"].Options)
+    options = ctx.options("attribution")
     assert options.method_options["integrated_gradients"]["steps"] == 64
     assert options.method_options["occlusion"]["patch"] == \
         fixed.settings["attribution"]["occlusion.patch"]
-    # the card is charged to contrastive, the first section that asks for it
-    assert fixed.passes["contrastive"].total > fixed.passes["attribution"].total
+    # the card is a step of its own, made before the sections: the plan charges it there
+    assert list(fixed.passes)[0] == "card"
+    assert fixed.passes["card"].total > fixed.passes["attribution"].total

@@ -148,7 +148,7 @@ MIRRORED_CHILD = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-    from auditor.config.spec import make_config
+    from auditor.configure import make_config
     from auditor.predict.distribute import make_distribution, run_batch
     from auditor.inputs.models import load_model
     from auditor.pipeline import run_audit

@@ -93,7 +93,7 @@ def test_a_weak_model_on_clean_labels_is_not_told_its_labels_are_wrong(tmp_path,
     is not measurable at this accuracy, and calls no mistake a label error."""
     import keras
 
-    from auditor.config.spec import make_config
+    from auditor.configure import make_config
     from auditor.inputs.datasets import load_dataset
     from auditor.inputs.demo import build_digits_cnn
     from auditor.inputs.models import load_model
@@ -230,7 +230,7 @@ def test_copied_training_images_are_all_found_as_leakage(tmp_path, digits_model_
 def test_a_clean_demo_audit_flags_few_label_errors_and_no_leakage(tmp_path, digits_model_path):
     """The demo's own data, with its training split as --train-data (in this process: the
     leakage test above goes through the CLI)."""
-    from auditor.config.spec import make_config
+    from auditor.configure import make_config
     from auditor.pipeline import run_audit
 
     outcome = run_audit(make_config(
@@ -273,7 +273,7 @@ def test_the_demo_report_shows_the_triage(demo_report):
 def test_without_penultimate_features_the_feature_parts_are_skipped(tmp_path, digits_handle):
     """A model that cannot be split before its last layer: kNN, Mahalanobis, neighbour votes
     and slices are skipped with the reason, never passed; the rest still runs."""
-    from auditor.config.spec import make_config
+    from auditor.configure import make_config
     from auditor.inputs.datasets import load_dataset
     from auditor.predict.predictions import predict
     from auditor.sections import triage
@@ -285,7 +285,7 @@ def test_without_penultimate_features_the_feature_parts_are_skipped(tmp_path, di
                            max_samples=150)
     ctx = Context(config=config, handle=digits_handle, dataset=dataset,
                   predictions=predict(digits_handle, dataset), workdir=tmp_path,
-                  cache={"features": None})
+                  feature_store={"features": None})  # a model that cannot be split
     result = triage.run(ctx, triage.Options())
     skipped = result.summary["triage"]["skipped"]
     assert {"knn", "mahalanobis", "neighbours", "slices"} <= set(skipped)

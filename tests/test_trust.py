@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from auditor.config.spec import make_config
+from auditor.configure import make_config
 from auditor.errors import ModelError
 from auditor.inputs.models import load_model
 from auditor.pipeline import run_audit

@@ -5,6 +5,10 @@ Thresholds for check ID come from the spec's ``[checks.ID]`` table, over the sec
 ``warn_drop``/``fail_drop``/``warn_rise``/``fail_rise`` bound its change against the baseline.
 A check is *gated* when at least one bound could apply (relative bounds need a baseline); a run
 whose checks are all ungated still gets a verdict, and says that nothing was gated.
+
+Each check has a *kind* (``checks/declared.py``): ``model`` checks decide the verdict and the
+exit code; ``explanation`` checks (how far each attribution method can be believed) fill the
+reliability card and, unless the spec opts one in (``gate = true``), do not: ``in_verdict``.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ class Check:
     message: str = ""
     section: str = ""
     gated: bool = False
+    kind: str = "model"  # model or explanation (checks/declared.py)
+    in_verdict: bool = True  # counts for the verdict and the exit code
 
     def to_dict(self) -> dict[str, Any]:
         """The summary.json form, with the change against the baseline when both are numbers."""
@@ -170,17 +176,24 @@ def _short(value: Any) -> str:
     return f"{value:.4g}" if _is_number(value) else str(value)
 
 
+def deciding(checks: list[Check]) -> list[Check]:
+    """The checks the verdict and the exit code are made of (``in_verdict``)."""
+    return [c for c in checks if c.in_verdict]
+
+
 def verdict(checks: list[Check]) -> str:
-    """The run's overall status: the worst of its checks ('pass' when there are none)."""
-    worst = max((SEVERITY[c.status] for c in checks), default=1)
+    """The run's overall status: the worst of the checks in the verdict ('pass' when there are
+    none)."""
+    worst = max((SEVERITY[c.status] for c in deciding(checks)), default=1)
     if worst == 3:
         return "fail"
     return "warn" if worst == 2 else "pass"
 
 
 def exit_code(checks: list[Check], fail_on: str) -> int:
-    """0 when the run passes, 1 when a check fails or errors (or warns, with fail_on='warn')."""
-    statuses = {c.status for c in checks}
+    """0 when the run passes, 1 when a check in the verdict fails or errors (or warns, with
+    fail_on='warn')."""
+    statuses = {c.status for c in deciding(checks)}
     if statuses & {"fail", "error"}:
         return 1
     return 1 if fail_on == "warn" and "warn" in statuses else 0

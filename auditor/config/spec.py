@@ -7,9 +7,8 @@ options live in a table named after the section (``[contrastive]``); check thres
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import tomllib
 
 from auditor.errors import ConfigError
+from auditor.options import build_dataclass
 
 FAIL_ON = ("warn", "fail")
 # Outputs a run may write. summary.json is the run's record (baselines, compare, index and
@@ -50,55 +50,26 @@ class AuditConfig:
     strategy: str = "default"
     budget: str | int = "standard"  # the compute plan: quick, standard, thorough or N passes
     format: list[str] | str = field(default_factory=lambda: list(FORMATS))  # or "json,md"
-    section_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    section_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # as given
     checks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Every section's Options, typed once here (its spec table over its defaults): the plan
+    # lowers some settings of a copy, and the sections run with that (Context.options).
+    options: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """The resolved spec, as summary.json records it."""
-        return dataclasses.asdict(self)
+        """The resolved spec, as summary.json records it (the tables as given)."""
+        return {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self)
+                if f.name != "options"}
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+@dataclass(frozen=True)
+class Registry:
+    """What a config is validated against, passed in by its caller (``auditor.sections
+    .registry()``), so that the config knows no section: each section's Options class, in
+    report order, and every check a run can emit (``checks.declared.Declared``)."""
 
-
-def _matches(value: Any, tp: Any) -> bool:
-    """Whether a TOML value fits a dataclass field's annotation (ints are accepted as floats)."""
-    if tp is Any:
-        return True
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, arg) for arg in typing.get_args(tp))
-    if tp is type(None):
-        return value is None
-    if origin is list:
-        (item,) = typing.get_args(tp) or (Any,)
-        return isinstance(value, list) and all(_matches(v, item) for v in value)
-    if origin is dict:
-        return isinstance(value, dict)
-    if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, tp)
-
-
-def build_dataclass(cls: type, values: dict[str, Any], where: str) -> Any:
-    """Instantiate ``cls`` from a mapping, naming the offending key on any mismatch."""
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in values.items():
-        if key not in hints:
-            raise ConfigError(
-                f"unknown key '{where}{key}'; expected one of: {', '.join(names)}"
-            )
-        if not _matches(value, hints[key]):
-            raise ConfigError(
-                f"'{where}{key}' must be {_type_name(hints[key])}, got {value!r}"
-            )
-        kwargs[key] = float(value) if hints[key] is float else value
-    return cls(**kwargs)
+    options: dict[str, type]
+    checks: tuple
 
 
 def read_spec(path: str | Path) -> dict[str, Any]:
@@ -140,15 +111,16 @@ def flatten_checks(checks: dict[str, Any], prefix: str = "") -> dict[str, dict[s
     return flat
 
 
-def make_config(spec: dict[str, Any] | None = None, **flags: Any) -> AuditConfig:
-    """Merge a parsed spec and CLI flags (flags win; None means 'not given') and validate."""
-    from auditor.sections import SECTION_NAMES, section_options_class
-
+def make_config(spec: dict[str, Any] | None, registry: Registry, **flags: Any) -> AuditConfig:
+    """Merge a parsed spec and CLI flags (flags win; None means 'not given'), validate every
+    key against ``registry`` and type each section's options once."""
+    known = tuple(registry.options)  # the sections, in report order
     merged = dict(spec or {})
     merged.update({k: v for k, v in flags.items() if v is not None})
-    top_fields = {f.name for f in dataclasses.fields(AuditConfig)} - {"section_options", "checks"}
+    top_fields = {f.name for f in dataclasses.fields(AuditConfig)} - {"section_options", "checks",
+                                                                 "options"}
     section_tables = {}
-    for name in SECTION_NAMES:
+    for name in known:
         if name in merged:
             table = merged.pop(name)
             if not isinstance(table, dict):
@@ -162,31 +134,31 @@ def make_config(spec: dict[str, Any] | None = None, **flags: Any) -> AuditConfig
         key = sorted(unknown)[0]
         raise ConfigError(
             f"unknown key '{key}'; expected one of: "
-            f"{', '.join(sorted(top_fields | set(SECTION_NAMES) | {'checks'}))}"
+            f"{', '.join(sorted(top_fields | set(known) | {'checks'}))}"
         )
     config = build_dataclass(AuditConfig, merged, "")
     config.format = _formats(config.format)
     config.checks = flatten_checks(checks)
-    _validate_checks(config.checks)
-    for name, table in section_tables.items():
-        build_dataclass(section_options_class(name), table, f"{name}.")
+    _validate_checks(config.checks, registry.checks)
+    config.options = {name: build_dataclass(cls, section_tables.get(name, {}), f"{name}.")
+                      for name, cls in registry.options.items()}
     config.section_options = section_tables
-    _validate(config, SECTION_NAMES)
+    _validate(config, known)
     return config
 
 
-def _validate_checks(checks: dict[str, dict[str, Any]]) -> None:
-    """Every ``[checks.ID]`` names a check some section can emit, with known bounds: a typo
-    would otherwise be ignored, and the bound the user meant never applied."""
-    from auditor.checks.check import check_bounds
-    from auditor.sections import check_patterns, is_known_check
+def _validate_checks(checks: dict[str, dict[str, Any]], declared: tuple) -> None:
+    """Every ``[checks.ID]`` names a declared check, with known bounds and an optional
+    ``gate``: a typo would otherwise be ignored, and the bound the user meant never applied."""
+    from auditor.checks.declared import declaration_of, validate_table
 
-    patterns = check_patterns()
-    for check_id, bounds in checks.items():
-        if not is_known_check(check_id, patterns):
+    for check_id, table in checks.items():
+        declaration = declaration_of(check_id, declared)
+        if declaration is None:
             raise ConfigError(f"unknown check '[checks.{check_id}]'; checks are: "
-                              f"{', '.join(patterns)} (* is a method or shortcut name)")
-        check_bounds(check_id, bounds)
+                              f"{', '.join(d.id for d in declared)} (* is a method, shortcut "
+                              "or column name)")
+        validate_table(check_id, table, declaration)
 
 
 def _formats(value: list[str] | str) -> list[str]:

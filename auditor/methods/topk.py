@@ -60,3 +60,10 @@ class TopK:
     def scores(self) -> np.ndarray:
         """The winners' scores, highest first."""
         return self._scores[self._order()[: self.k]]
+
+
+def most_confident_mistakes(predictions, limit: int) -> np.ndarray:
+    """Positions of the wrong predictions (``predictions.correct``), most confident first
+    (ties: lowest position): the examples several sections explain."""
+    wrong = np.flatnonzero(~predictions.correct)
+    return TopK(limit).push(predictions.confidence[wrong], wrong).positions()

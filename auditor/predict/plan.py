@@ -128,8 +128,9 @@ class Plan:
     scale: float  # the common factor applied to every planned setting (1: nothing reduced)
     settings: dict[str, dict[str, int]] = field(default_factory=dict)  # section -> reduced
     defaults: dict[str, dict[str, int]] = field(default_factory=dict)  # ... what they replaced
-    passes: dict[str, Passes] = field(default_factory=dict)  # per section, as planned
+    passes: dict[str, Passes] = field(default_factory=dict)  # per step and section, as planned
     timing: Timing | None = None
+    options: dict = field(default_factory=dict)  # section -> its Options, as the sections run
 
     @property
     def total_passes(self) -> float:
@@ -222,24 +223,29 @@ def planned_settings(module, facts: Facts) -> dict:
 
 
 def make_plan(modules: dict, tables: dict[str, dict], facts: Facts,
-              budget: str | int = DEFAULT_BUDGET, flops: int | None = None) -> Plan:
-    """The plan for the sections ``modules`` ({name: module}) with the spec's section tables.
+              budget: str | int = DEFAULT_BUDGET, flops: int | None = None,
+              options: dict | None = None) -> Plan:
+    """The plan for the sections ``modules`` ({name: module}) with the spec's section tables
+    (what the spec gave) and their typed ``options`` (the config's; typed here without one).
 
     Settings the spec gives are fixed; the planned ones are scaled by the largest common factor
     in (0, 1] whose total fits the budget, found by bisection (cost grows with every setting).
+    ``Plan.options`` are the sections' options with what the plan lowered.
     """
     limit = budget_passes(budget, flops)
+    given = {name: (options[name] if options is not None
+                    else _typed(module, tables.get(name, {})))
+             for name, module in modules.items()}
     free = {name: {k: bound for k, bound in planned_settings(module, facts).items()
                    if not _given(tables.get(name, {}), k)}
             for name, module in modules.items()}
-    full = {name: _resolved(module, tables.get(name, {}), facts)
-            for name, module in modules.items()}
+    full = {name: _resolved(module, given[name], facts) for name, module in modules.items()}
 
     def options_at(scale: float) -> dict:
         return {name: _scaled(full[name], free[name], scale) for name in modules}
 
     def cost(options: dict) -> float:
-        return sum(_passes(modules[n], o, facts).total for n, o in options.items())
+        return sum(p.total for p in _charged(modules, options, facts).values())
 
     scale = 1.0
     if cost(options_at(1.0)) > limit:
@@ -257,22 +263,21 @@ def make_plan(modules: dict, tables: dict[str, dict], facts: Facts,
         if changed:
             plan.settings[name] = changed
             plan.defaults[name] = {k: setting(full[name], k) for k in changed}
+        plan.options[name] = with_settings(given[name], plan.settings.get(name, {}))
     return plan
 
 
 def _charged(modules: dict, chosen: dict, facts: Facts) -> dict[str, Passes]:
-    """Each section's passes, with work one section shares with others (its ``shared``
-    passes, such as the attribution card) charged to the first section in the run's order
-    that makes it: the section itself, or one of its ``SHARED_BY`` whose options ask for it."""
-    passes = {n: _passes(modules[n], o, facts) for n, o in chosen.items()}
-    for name, module in modules.items():
-        users = getattr(module, "SHARED_BY", {})
-        first = next((n for n in chosen if n == name or (n in users and users[n](chosen[n]))),
-                     name)
-        if first != name:
-            moved = module.shared(chosen[name], facts)
-            passes[name], passes[first] = passes[name] - moved, passes[first] + moved
-    return passes
+    """Each step's and each section's passes, steps first as the pipeline runs them: a
+    section whose options configure a step declares it as ``STEP = (name, passes)``
+    (the attribution section's reliability card, steps/card.py)."""
+    steps, passes = {}, {}
+    for name, options in chosen.items():
+        step = getattr(modules[name], "STEP", None)
+        if step is not None:
+            steps[step[0]] = step[1](options, facts)
+        passes[name] = _passes(modules[name], options, facts)
+    return {**steps, **passes}
 
 
 def _given(table: dict, key: str) -> bool:
@@ -293,14 +298,36 @@ def setting(options, key: str):
     return (options.method_options.get(method) or {}).get(option)
 
 
-def _resolved(module, table: dict, facts: Facts):
-    """The section's Options from its spec table, with defaults that depend on the input (such
-    as featureviz's steps) filled in by the section's ``resolve`` when it has one."""
-    from auditor.config.spec import build_dataclass
+def _typed(module, table: dict):
+    """The section's Options from its spec table (for a plan made without a config)."""
+    from auditor.options import build_dataclass
 
-    options = build_dataclass(module.Options, table, f"{module.NAME}.")
+    return build_dataclass(module.Options, table, f"{module.NAME}.")
+
+
+def _resolved(module, options, facts: Facts):
+    """The section's Options with defaults that depend on the input (such as featureviz's
+    steps) filled in by the section's ``resolve`` when it has one."""
     resolve = getattr(module, "resolve", None)
     return resolve(options, facts) if resolve else options
+
+
+def with_settings(options, changed: dict):
+    """``options`` (as the spec gave them) with the settings the plan lowered: a dotted one
+    ("occlusion.patch") goes into ``method_options``, where the spec's own value wins."""
+    values = {k: v for k, v in changed.items() if "." not in k}
+    nested: dict = {}
+    for key, value in changed.items():
+        if "." in key:
+            method, option = key.split(".", 1)
+            nested.setdefault(method, {})[option] = value
+    if nested:
+        values["method_options"] = {m: dict(o) for m, o in options.method_options.items()}
+        for method, planned in nested.items():
+            given = values["method_options"].setdefault(method, {})
+            for option, value in planned.items():
+                given.setdefault(option, value)
+    return dataclasses.replace(options, **values) if values else options
 
 
 def _scaled(options, free: dict, scale: float):

@@ -28,78 +28,68 @@ def sorted_checks(checks: list[dict]) -> list[dict]:
     return sorted(checks, key=lambda c: STATUS_ORDER.get(c["status"], 5))
 
 
+def in_verdict(check: dict) -> bool:
+    """Whether a written check counts for the verdict (runs written before the two kinds
+    existed counted every check)."""
+    return check.get("in_verdict", True)
+
+
 def decisive_checks(summary: dict) -> list[dict]:
-    """The checks behind a verdict other than pass: failures and errors first, then warnings."""
+    """The checks behind a verdict other than pass: failures and errors first, then warnings;
+    only those in the verdict."""
     return [c for c in sorted_checks(summary.get("checks", []))
-            if c["status"] in ("fail", "error", "warn")]
+            if in_verdict(c) and c["status"] in ("fail", "error", "warn")]
 
 
-def _spread_words(summary: dict, check: dict) -> str:
-    top = (((summary.get("metrics") or {}).get("prediction_spread") or {}).get("top")
-           or [{}])[0]
-    if not top:
-        return "The predictions have collapsed onto a few classes."
-    return (f"The model answers '{top['class']}' for {top['share']:.0%} of the images: its "
-            "predictions have collapsed, so the figures below show that collapse, not skill.")
-
-
-def _order_words(summary: dict, check: dict) -> str:
-    order = (summary.get("metrics") or {}).get("class_order") or {}
-    return ("The model's class order does not match the data's: relabelled, its accuracy "
-            f"would be {order.get('matched_accuracy', 0):.0%} instead of "
-            f"{order.get('accuracy', 0):.0%}; the class_order check gives the class_names "
-            "that fix it.")
-
-
-def _chance_words(summary: dict, check: dict) -> str:
-    accuracy = (summary.get("metrics") or {}).get("accuracy")
-    shown = f"Accuracy {accuracy:.0%}" if isinstance(accuracy, (int, float)) else "Accuracy"
-    level = "at chance level" if check["status"] != "warn" else "barely above chance level"
-    return (f"{shown} is {level}: the predictions hardly follow the labels (a wrong input "
-            "range, other data, or an untrained model?).")
-
-
-def _range_words(summary: dict, check: dict) -> str:
-    return ("The input range the model expects could not be told from the data: set "
-            "--input-range to the range it was trained on.")
-
-
-def _counterfactual_words(summary: dict, check: dict) -> str:
-    return ("Counterfactuals were found for too few mistakes: the model's gradients do not "
-            "lead anywhere, so gradient-based explanations of it are suspect.")
-
-
-# Degenerate results, most basic first: the verdict sentence names the first one found, since
-# every later figure rests on it. (check id, its reviewer words)
-FINDINGS = (("prediction_spread", _spread_words), ("class_order", _order_words),
-            ("accuracy", _chance_words), ("kappa", _chance_words),
-            ("model.input_range", _range_words),
-            ("counterfactuals.success_rate", _counterfactual_words))
+def explanation_checks(summary: dict) -> list[dict]:
+    """The checks that are not part of the verdict (explanation reliability, unless the spec
+    gates them), worst first."""
+    return [c for c in sorted_checks(summary.get("checks", [])) if not in_verdict(c)]
 
 
 def first_finding(summary: dict) -> str | None:
-    """Reviewer words for the most basic degenerate result of the run, if there is one."""
-    checks = {c["id"]: c for c in summary.get("checks", [])}
-    for check_id, words in FINDINGS:
-        check = checks.get(check_id)
-        if check and check["status"] in ("fail", "error", "warn"):
-            if check_id == "accuracy" and "chance" not in check["message"]:
-                continue  # a missed accuracy bound is no degenerate result
-            return words(summary, check)
-    return None
+    """Reviewer words for the most basic degenerate result of the run, if there is one: the
+    first (by ``finding_rank``) in-verdict check not passing whose declaration has words for it."""
+    from auditor.checks.declared import declaration_of
+    from auditor.sections import declared_checks
+
+    declared = declared_checks()
+    found = []
+    for check in summary.get("checks", []):
+        declaration = declaration_of(check["id"], declared)
+        if (declaration is None or declaration.finding is None or not in_verdict(check)
+                or check["status"] not in ("fail", "error", "warn")):
+            continue
+        words = declaration.finding(summary, check)
+        if words:
+            found.append((declaration.finding_rank, words))
+    return min(found, key=lambda pair: pair[0])[1] if found else None
 
 
 def verdict_sentence(summary: dict) -> str:
     """One sentence saying why the run got its verdict; when a result is degenerate (collapsed
     predictions, chance level, a class order that does not match), a second one naming the
-    most basic of them."""
+    most basic of them; then what the explanation checks (not part of the verdict) found."""
     sentence = _count_sentence(summary)
     finding = first_finding(summary)
-    return f"{sentence} {finding}" if finding else sentence
+    sentence = f"{sentence} {finding}" if finding else sentence
+    aside = _explanation_sentence(summary)
+    return f"{sentence} {aside}" if aside else sentence
+
+
+def _explanation_sentence(summary: dict) -> str:
+    apart = explanation_checks(summary)
+    broken = [c for c in apart if c["status"] in ("fail", "error", "warn")]
+    if not apart:
+        return ""
+    noun = "check" if len(apart) == 1 else "checks"
+    return (f"Explanation reliability ({len(apart)} {noun}, not part of the verdict): "
+            + (f"{len(broken)} did not pass; see the reliability card." if broken
+               else "all passed."))
 
 
 def _count_sentence(summary: dict) -> str:
-    checks = summary.get("checks", [])
+    checks = [c for c in summary.get("checks", []) if in_verdict(c)]
     count = {s: sum(c["status"] == s for c in checks) for s in STATUS_ORDER}
     total = len(checks)
     noun = "check" if total == 1 else "checks"
@@ -121,9 +111,15 @@ def _count_sentence(summary: dict) -> str:
     return f"All {total} {noun} passed{note}." if total > 1 else "The only check passed."
 
 
-def _status_of(checks: list[dict], section: str) -> str:
-    mine = judged([c for c in checks if c.get("section") == section])
-    return worst_status(mine) or "info"
+def _status_of(checks: list[dict], figure: str) -> str:
+    """The worst status of the in-verdict checks declared to feed ``figure``."""
+    from auditor.checks.declared import declaration_of
+    from auditor.sections import declared_checks
+
+    declared = declared_checks()
+    mine = [c for c in checks if in_verdict(c)
+            and getattr(declaration_of(c["id"], declared), "figure", None) == figure]
+    return worst_status(judged(mine)) or "info"
 
 
 def _absent(label: str, section: str, ran: dict[str, bool]) -> ShownFigure:
@@ -140,7 +136,7 @@ def shown_figure(declared, summary: dict, ran: dict[str, bool]) -> ShownFigure:
     value = declared.value(summary)
     if value is None:
         return _absent(declared.label, declared.section, ran)
-    status = _status_of(summary["checks"], declared.section) if declared.judged else "info"
+    status = _status_of(summary["checks"], declared.name) if declared.judged else "info"
     if declared.status is not None:
         status = declared.status(summary, status)
     return ShownFigure(declared.label, declared.shown(summary, value), declared.detail(summary),
@@ -158,5 +154,6 @@ def key_figures(summary: dict, sections: dict[str, bool]) -> list[ShownFigure]:
 def headline(summary: dict, sections: dict[str, bool]) -> dict:
     """What the top of the page shows, in one dict for the template."""
     return {"sentence": verdict_sentence(summary), "decisive": decisive_checks(summary),
+            "explanation": explanation_checks(summary),
             "figures": key_figures(summary, sections),
             "checks": sorted_checks(summary.get("checks", []))}

@@ -11,7 +11,8 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 from auditor import __version__
-from auditor.checks.check import Check, verdict
+from auditor.checks.check import Check, deciding, verdict
+from auditor.checks.declared import NOT_IN_VERDICT
 
 SCHEMA = "auditor.summary/1"
 SCHEMA_FILE = Path(__file__).with_name("summary.schema.json")  # its JSON Schema (docs/summary.md)
@@ -42,7 +43,7 @@ def build_summary(config, handle, dataset, results, checks: list[Check],
         for key, value in result.summary.items():
             summary[key] = value
     summary["verdict"] = verdict(checks)
-    summary["gated"] = any(c.gated for c in checks)
+    summary["gated"] = any(c.gated for c in deciding(checks))
     summary["checks"] = [c.to_dict() for c in checks]
     summary["timings"] = timings
     return summary
@@ -170,12 +171,30 @@ def _baseline_md(comparison: dict, limit: int = 10) -> list[str]:
     return lines
 
 
+def _checks_md(checks: list[dict], title: str, limit: int) -> list[str]:
+    """One checks table under its heading, with the count of each status."""
+    counts = {status: sum(c["status"] == status for c in checks)
+              for status in ("fail", "error", "warn", "pass", "skipped")}
+    summary_line = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
+    lines = [f"### {title} ({summary_line or 'none'})", "",
+             "| status | check | value | baseline | change | message |",
+             "|---|---|---|---|---|---|"]
+    for check in checks[:limit]:
+        was = check.get("baseline_status")
+        was = f" (was {was})" if was and was != check["status"] else ""
+        lines.append(f"| {STATUS_ICON.get(check['status'], '')} {check['status']}{was} | "
+                     f"{_code(check['id'], table=True)} | {_cell(shown(check['value']))} | "
+                     f"{_cell(shown(check['baseline']))} | {signed(check.get('change'))} | "
+                     f"{_cell(check['message'])} |")
+    if len(checks) > limit:
+        lines.append(f"\n{len(checks) - limit} more checks in summary.json.")
+    return lines
+
+
 def render_markdown(summary: dict) -> str:
     """Verdict, key figures, the checks table and what changed since the baseline, short
     enough for a PR comment (under 60,000 characters)."""
     model, data, checks = summary["model"], summary["data"], summary["checks"]
-    counts = {status: sum(c["status"] == status for c in checks)
-              for status in ("fail", "error", "warn", "pass", "skipped")}
     lines = [
         f"## {STATUS_ICON.get(summary['verdict'], '')} auditor: **{summary['verdict'].upper()}**",
         "",
@@ -188,19 +207,12 @@ def render_markdown(summary: dict) -> str:
     if not summary.get("gated"):
         lines += ["> Nothing was gated: no check had a threshold it could apply (set "
                   "`[checks.ID]` bounds in the spec, or pass `--baseline`).", ""]
-    summary_line = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
-    lines += [f"### Checks ({summary_line or 'none'})", "",
-              "| status | check | value | baseline | change | message |",
-              "|---|---|---|---|---|---|"]
-    for check in checks[:MARKDOWN_CHECKS]:
-        was = check.get("baseline_status")
-        was = f" (was {was})" if was and was != check["status"] else ""
-        lines.append(f"| {STATUS_ICON.get(check['status'], '')} {check['status']}{was} | "
-                     f"{_code(check['id'], table=True)} | {_cell(shown(check['value']))} | "
-                     f"{_cell(shown(check['baseline']))} | {signed(check.get('change'))} | "
-                     f"{_cell(check['message'])} |")
-    if len(checks) > MARKDOWN_CHECKS:
-        lines.append(f"\n{len(checks) - MARKDOWN_CHECKS} more checks in summary.json.")
+    model_checks = [c for c in checks if c.get("in_verdict", True)]
+    apart = [c for c in checks if not c.get("in_verdict", True)]
+    lines += _checks_md(model_checks, "Checks", MARKDOWN_CHECKS)
+    if apart:
+        lines += ["", *_checks_md(apart, f"Explanation checks ({NOT_IN_VERDICT})",
+                                  max(0, MARKDOWN_CHECKS - len(model_checks)))]
     if summary.get("baseline"):
         lines += _baseline_md(summary["baseline"])
     text = "\n".join(lines) + "\n"
@@ -211,41 +223,58 @@ def render_markdown(summary: dict) -> str:
 
 def render_junit(summary: dict) -> str:
     """One JUnit test case per check: fail and error map to <failure> and <error>, skipped to
-    <skipped>, and warn to <failure> when the run fails on warnings (--fail-on warn)."""
+    <skipped>, and warn to <failure> when the run fails on warnings (--fail-on warn). The checks
+    not part of the verdict (explanation reliability) form a second suite in which nothing
+    fails: their status is in each case's output."""
     checks = summary["checks"]
     strict = summary.get("config", {}).get("fail_on") == "warn"
     failing = ("fail", "warn") if strict else ("fail",)
-    suite = ET.Element("testsuite", name="auditor", tests=str(len(checks)),
-                       failures=str(sum(c["status"] in failing for c in checks)),
-                       errors=str(sum(c["status"] == "error" for c in checks)),
-                       skipped=str(sum(c["status"] == "skipped" for c in checks)),
-                       time=shown(summary.get("timings", {}).get("total", 0.0)),
-                       timestamp=summary.get("created", ""))
+    model_checks = [c for c in checks if c.get("in_verdict", True)]
+    apart = [c for c in checks if not c.get("in_verdict", True)]
+    suites = ET.Element("testsuites")
+    suite = _junit_suite(suites, "auditor", model_checks, failing, summary)
     properties = ET.SubElement(suite, "properties")
     for name, value in (("verdict", summary["verdict"]), ("model", summary["model"]["path"]),
                         ("model.sha256", summary["model"]["sha256"]),
                         ("data", summary["data"]["source"]),
                         ("baseline", (summary.get("baseline") or {}).get("path", ""))):
         ET.SubElement(properties, "property", name=name, value=_xml(value))
-    for check in checks:
-        case = ET.SubElement(suite, "testcase", classname=f"auditor.{check['section'] or 'run'}",
-                             name=_xml(check["id"]))
-        detail = f"value {shown(check['value'])}"
-        if check.get("baseline") is not None:
-            detail += (f", baseline {shown(check['baseline'])}"
-                       f"{', change ' + signed(check['change']) if check.get('change') else ''}")
-        if check.get("threshold"):
-            detail += ", bounds " + ", ".join(f"{k}={v:g}" for k, v in check["threshold"].items())
-        text, message = _xml(f"{check['message']} ({detail})"), _xml(check["message"])
-        if check["status"] in failing:
-            ET.SubElement(case, "failure", message=message,
-                          type=check["status"]).text = text
-        elif check["status"] == "error":
-            ET.SubElement(case, "error", message=message).text = text
-        elif check["status"] == "skipped":
-            ET.SubElement(case, "skipped", message=message)
-        else:
-            ET.SubElement(case, "system-out").text = f"{check['status']}: {text}"
-    suites = ET.Element("testsuites")
-    suites.append(suite)
+    for check in model_checks:
+        _junit_case(suite, check, failing)
+    if apart:
+        extra = _junit_suite(suites, f"auditor: {NOT_IN_VERDICT}", apart, (), summary)
+        for check in apart:
+            _junit_case(extra, check, ())
     return ET.tostring(suites, encoding="unicode", xml_declaration=True)
+
+
+def _junit_suite(parent, name: str, checks: list[dict], failing: tuple, summary: dict):
+    errors = sum(c["status"] == "error" for c in checks) if failing else 0
+    return ET.SubElement(parent, "testsuite", name=name, tests=str(len(checks)),
+                         failures=str(sum(c["status"] in failing for c in checks)),
+                         errors=str(errors),
+                         skipped=str(sum(c["status"] == "skipped" for c in checks)),
+                         time=shown(summary.get("timings", {}).get("total", 0.0)),
+                         timestamp=summary.get("created", ""))
+
+
+def _junit_case(suite, check: dict, failing: tuple) -> None:
+    """One check as a test case; with ``failing`` empty (the suite outside the verdict) only a
+    skip is marked, every other status goes to the case's output."""
+    case = ET.SubElement(suite, "testcase", classname=f"auditor.{check['section'] or 'run'}",
+                         name=_xml(check["id"]))
+    detail = f"value {shown(check['value'])}"
+    if check.get("baseline") is not None:
+        detail += (f", baseline {shown(check['baseline'])}"
+                   f"{', change ' + signed(check['change']) if check.get('change') else ''}")
+    if check.get("threshold"):
+        detail += ", bounds " + ", ".join(f"{k}={v:g}" for k, v in check["threshold"].items())
+    text, message = _xml(f"{check['message']} ({detail})"), _xml(check["message"])
+    if check["status"] in failing:
+        ET.SubElement(case, "failure", message=message, type=check["status"]).text = text
+    elif check["status"] == "error" and failing:
+        ET.SubElement(case, "error", message=message).text = text
+    elif check["status"] == "skipped":
+        ET.SubElement(case, "skipped", message=message)
+    else:
+        ET.SubElement(case, "system-out").text = f"{check['status']}: {text}"

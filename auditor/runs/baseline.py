@@ -18,14 +18,15 @@ from typing import Any
 import numpy as np
 
 from auditor.checks.check import Check, change, evaluate_new_items
+from auditor.checks.declared import spec_bounds
 from auditor.errors import ConfigError
+from auditor.sections import NEWLY_FLAGGED
 from auditor.sections.clever_hans import flagged_classes
 
 PREDICTIONS_FILE = "predictions.npz"
 NOT_METRICS = frozenset({"schema", "tool", "created", "config", "model", "data", "checks",
                          "timings", "verdict", "gated", "baseline"})
 EXAMPLES_LISTED = 100  # examples that became wrong (or right) listed in summary.json
-DEFAULT_FLAG_BOUNDS = {"fail_above": 0}  # no class may be newly flagged as a Clever Hans suspect
 
 
 @dataclass
@@ -241,7 +242,8 @@ def regression_checks(summary: dict, baseline: dict | None, spec: dict[str, dict
     flagged = flagged_classes(summary)
     if baseline is None or flagged is None:
         return []
-    return [evaluate_new_items(
-        "newly_flagged_classes", flagged, flagged_classes(baseline),
-        what="classes newly flagged as Clever Hans suspects", section="clever_hans",
-        defaults=DEFAULT_FLAG_BOUNDS, spec=spec.get("newly_flagged_classes"))]
+    check = evaluate_new_items(
+        NEWLY_FLAGGED.id, flagged, flagged_classes(baseline), what=NEWLY_FLAGGED.what,
+        section="clever_hans", defaults=dict(NEWLY_FLAGGED.bounds),
+        spec=spec_bounds(spec, NEWLY_FLAGGED.id))
+    return [NEWLY_FLAGGED.stamp(check, spec)]

@@ -1,7 +1,8 @@
 """The report's sections, one module each, in report order.
 
 A section module defines ``NAME``, ``TITLE``, an ``Options`` dataclass (its spec table),
-``CHECKS`` (the ids of the checks it can emit, ``*`` standing for a name such as a method's),
+``CHECKS`` (a tuple of ``checks.declared.Declared``: every check it can emit, ``*`` standing for
+a name such as a method's, each with its kind, bounds, key figure and headline words),
 ``run(ctx, options) -> SectionResult`` and optionally ``KEY_FIGURES``; its figures are drawn by
 ``auditor/report/views/NAME.py`` and shown by ``templates/sections/NAME.html``.
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 import fnmatch
 import importlib
 import importlib.util
+
+from auditor.checks.declared import Declared
 
 ORDER = ("performance", "triage", "contrastive", "attribution", "clever_hans", "featureviz",
          "counterfactuals", "robustness")
@@ -32,20 +35,58 @@ def key_figures() -> list:
     return sorted(declared, key=lambda figure: figure.rank)
 
 
+def _range_words(summary: dict, check: dict) -> str | None:
+    return ("The input range the model expects could not be told from the data: set "
+            "--input-range to the range it was trained on.")
+
+
 # Checks of the run itself: the input-range probe, skipped files and the folder mapping
 # (checks/data.py), a section or its figures that crashed, and the baseline
-# comparison of Clever Hans suspects (runs/baseline.py).
-RUN_CHECKS = ("model.input_range", "data.skipped", "data.class_mapping", "*.run", "*.view",
-              "newly_flagged_classes")
+# comparison of Clever Hans suspects (runs/baseline.py). All are about the model and its data.
+RUN_CHECKS = (
+    Declared("model.input_range", what="input range the model expects",
+             finding=_range_words, finding_rank=40),
+    Declared("data.skipped", what="unreadable files skipped"),
+    Declared("data.class_mapping", what="folder names mapped to classes"),
+    Declared("*.run", what="a section ran"),
+    Declared("*.view", what="a section's figures were drawn"),
+    NEWLY_FLAGGED := Declared("newly_flagged_classes", bounds={"fail_above": 0},
+                              what="classes newly flagged as Clever Hans suspects"),
+)
+
+
+def registry():
+    """The sections' options classes and declared checks, which the config validates against
+    (config.spec.Registry)."""
+    from auditor.config.spec import Registry
+
+    return Registry({name: section_options_class(name) for name in SECTION_NAMES},
+                    declared_checks())
+
+
+def declared_checks() -> tuple[Declared, ...]:
+    """Every check a run can emit: the run's own and each section's ``CHECKS``."""
+    declared = list(RUN_CHECKS)
+    for name in SECTION_NAMES:
+        declared += section_module(name).CHECKS
+    return tuple(declared)
+
+
+def stamp_run_checks(checks: list, spec: dict) -> list:
+    """``checks`` with the run's own (RUN_CHECKS) given their declared kind and the spec's
+    ``gate``; the sections' checks are stamped by their sections."""
+    from auditor.checks.declared import declaration_of
+
+    stamped = []
+    for check in checks:
+        declaration = declaration_of(check.id, RUN_CHECKS)
+        stamped.append(check if declaration is None else declaration.stamp(check, spec))
+    return stamped
 
 
 def check_patterns() -> tuple[str, ...]:
-    """Every check id a run can emit, as patterns; a section that declares no CHECKS may emit
-    any id under its name."""
-    patterns = list(RUN_CHECKS)
-    for name in SECTION_NAMES:
-        patterns += getattr(section_module(name), "CHECKS", (f"{name}.*",))
-    return tuple(patterns)
+    """Every check id a run can emit, as patterns."""
+    return tuple(d.id for d in declared_checks())
 
 
 def is_known_check(check_id: str, patterns: tuple[str, ...]) -> bool:

@@ -8,15 +8,15 @@ et al. 2018) test that the pixels a method ranks first are the ones the predicti
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from auditor.checks.check import Check, evaluate, judged, worst_status
+from auditor.checks.check import Check
+from auditor.checks.declared import Declared, spec_bounds
 from auditor.errors import AuditorError, ConfigError
 from auditor.methods.attribution.reliability import BOUNDS as RELIABILITY_BOUNDS
-from auditor.methods.attribution.reliability import RANDOMISATION_BOUNDS
+from auditor.methods.topk import most_confident_mistakes
 from auditor.predict.plan import Coarsest, Facts, Passes
 from auditor.sections.base import (
     Context,
@@ -26,50 +26,50 @@ from auditor.sections.base import (
     known_methods,
     one_of,
 )
-from auditor.sections.performance import most_confident_mistakes
+from auditor.steps import card as card_step
+from auditor.steps.card import CARD_COLUMN, DEFAULT_METHODS, FAITHFULNESS, SANITY, compute_maps
 
 NAME = "attribution"
 TITLE = "Attribution methods"
-CHECKS = ("attribution.faithfulness", "attribution.sanity.*")
-DEFAULT_METHODS = ["gradient", "saliency", "gradient_x_input", "smoothgrad",
-                   "integrated_gradients", "gradcam", "gradcam_pp", "occlusion", "lrp"]
-REFERENCES = 16  # audit images gradient_shap draws its references from
-# Rank correlation with the original maps once every layer is random: bounds from Adebayo et
-# al. 2018 (see methods/attribution/reliability.py). Maps multiplied by the input keep its
-# outline (about 0.85 on the digits) and fail: on such a model they mostly show the input.
-SANITY_DEFAULTS = RANDOMISATION_BOUNDS
-FAITHFULNESS_DEFAULTS = {"warn_below": 0.0}
-RELIABILITY = "attribution.reliability"  # ctx.cache key of the card
+# The instruments' checks, declared with the card (steps/card.py): whether each method's maps
+# can be believed on this model. They fill the reliability card and choose the methods, and are
+# not part of the verdict unless gated.
+# No silent blessing: a model check that warns when the card trusts no method at all, since
+# every saliency map of the report then shows nothing that can be read.
+TRUSTED = Declared("attribution.trusted", what="attribution methods the card trusts",
+                   bounds={"warn_below": 1}, figure="trusted_methods")
+CHECKS = (SANITY, FAITHFULNESS, CARD_COLUMN, TRUSTED)
 
 
-def _sanity(summary: dict) -> dict[str, bool] | None:
-    """{method: passed} of the weight-randomisation check; None when it did not run."""
-    block = (summary.get(NAME) or {}).get("sanity")
-    return None if not block else {m: r["passed"] for m, r in block.items()}
+def _card(summary: dict) -> dict | None:
+    block = summary.get(NAME) or {}
+    return block.get("reliability") if block.get("reliability") is not None else None
 
 
-def _sanity_passed(summary: dict) -> int | None:
-    verdicts = _sanity(summary)
-    return None if verdicts is None else sum(verdicts.values())
+def _trusted(summary: dict) -> int | None:
+    card = _card(summary)
+    return None if card is None else sum(e["trusted"] for e in card.values())
 
 
-def _sanity_detail(summary: dict) -> str:
-    failed = [method for method, ok in _sanity(summary).items() if not ok]
-    if not failed:
-        return "every method depends on the weights"
-    return f"ignore the weights: {', '.join(failed[:4])}" + (" …" if len(failed) > 4 else "")
+def _trusted_text(summary: dict, count: int) -> str:
+    used = summary[NAME].get("trusted_method")
+    return f"{used} ({count} of {len(_card(summary))} trusted)" if used else (
+        f"none of {len(_card(summary))} trusted")
 
 
-def _sanity_status(summary: dict, status: str) -> str:
-    """The sanity checks' worst status (not the faithfulness check's)."""
-    checks = [c for c in summary["checks"] if c["id"].startswith(f"{NAME}.sanity.")]
-    return worst_status(judged(checks)) or ("pass" if all(_sanity(summary).values()) else "warn")
+def _trusted_detail(summary: dict) -> str:
+    card = _card(summary)
+    trusted = [m for m, e in card.items() if e["trusted"]]
+    others = [m for m, e in card.items() if not e["trusted"]]
+    lead = (f"the report uses {summary[NAME]['trusted_method']}; " if trusted else
+            "no saliency map can be believed; ")
+    return lead + (f"not trusted: {', '.join(others[:4])}" + (" …" if len(others) > 4 else "")
+                   if others else "every method trusted")
 
 
 KEY_FIGURES = (KeyFigure(
-    "sanity_passed", "Saliency sanity", "methods passing the saliency sanity check", NAME,
-    _sanity_passed, text=lambda summary, passed: f"{passed} of {len(_sanity(summary))}",
-    detail=_sanity_detail, status=_sanity_status, trend=False, rank=50),)
+    "trusted_methods", "Explanations", "attribution methods the reliability card trusts", NAME,
+    _trusted, text=_trusted_text, detail=_trusted_detail, trend=False, rank=50),)
 
 
 @dataclass
@@ -142,83 +142,20 @@ def resolve(options: Options, facts: Facts) -> Options:
     return dataclasses.replace(options, method_options=method_options)
 
 
-def _explain(options: Options, facts: Facts, count: int, times: int = 1) -> Passes:
-    from auditor.methods.attribution.registry import attribution_rows
-
-    forward, backward = attribution_rows(options.methods, count, facts.input_shape,
-                                         options.method_options)
-    return Passes(forward=forward * times, backward=backward * times)
+# The reliability card is a step the pipeline runs before the sections, configured by this
+# section's options; the plan charges its passes to it.
+STEP = (card_step.NAME, card_step.passes)
 
 
 def passes(options: Options, facts: Facts) -> Passes:
-    """The reliability card (``shared``) and every method and layer on the examples."""
-    examples = min(options.examples, facts.wrong)
-    return (shared(options, facts) + _explain(options, facts, examples)
-            + Passes(backward=examples * options.compare_layers, traces=options.compare_layers))
-
-
-def shared(options: Options, facts: Facts) -> Passes:
-    """The reliability card, made by the first section that needs it (SHARED_BY): every method
-    on the sanity samples for the original and at each randomisation stage, twice more for
-    input invariance (the model and its shifted copy, counted whenever the copy can be made,
-    which methods/attribution/shifted.py does for most models), and on the faithfulness
-    samples, whose deletion and insertion curves (for each method and a random map) and
-    Integrated Gradients' completeness are forward passes. Each method is traced on the model,
-    on the randomised copy and on the shifted copy."""
-    samples = min(options.faithfulness_samples, facts.images)
-    curves = (len(options.methods) + 1) * samples * 2 * (options.faithfulness_steps + 1)
-    completeness = 2 * samples * ("integrated_gradients" in options.methods)
-    sanity = min(options.sanity_samples, facts.images)
-    check = 3 * sanity  # the shifted copy's logits checked against the model's
-    return (_explain(options, facts, samples)
-            + Passes(forward=curves + completeness + check, traces=3 * len(options.methods) + 2)
-            + _explain(options, facts, sanity, options.sanity_stages + 1 + 2))
-
-
-# The sections that ask for the card (trusted_method) when their spec names no method: the
-# first of them in the run's order makes it, so the plan charges the card's time to that one.
-SHARED_BY = {"contrastive": lambda options: options.method is None,
-             "clever_hans": lambda options: options.discovery and options.discovery_method is None}
-
-
-def card_candidates(config, sections) -> tuple[str, ...]:
-    """The methods this run's card chooses from (``Facts.card_methods``): attribution.methods,
-    or none when ``sections`` leave the attribution section out (trusted_method then gives
-    the caller's fallback)."""
-    if NAME not in sections:
-        return ()
-    return tuple(config.section_options.get(NAME, {}).get("methods", DEFAULT_METHODS))
-
-
-def passes_per_map(method: str, shape: tuple) -> float:
-    """Passes one map of ``method`` costs on an image of ``shape``, at the method's default
-    options (those a section taking the card's method runs it with)."""
+    """Every method and layer on the examples; the card is the step's (steps/card.py)."""
     from auditor.methods.attribution.registry import attribution_rows
 
-    forward, backward = attribution_rows([method], 1, shape)
-    return Passes(forward=forward, backward=backward).total
-
-
-def card_map_cost(facts: Facts, fallback: str) -> int:
-    """The default allowance per map of a section taking the card's method: what the dearest
-    method the card may choose (or the fallback) costs here, so that unplanned, whichever the
-    card trusts most is used."""
-    methods = (*_candidates(facts), fallback)
-    return math.ceil(max(passes_per_map(m, facts.input_shape) for m in methods))
-
-
-def affordable(facts: Facts, max_cost: float | None, fallback: str) -> list[str]:
-    """The methods a section taking the card's choice within ``max_cost`` passes per map (None:
-    any) may run: the card's methods that fit, and the fallback. Its plan counts the dearest."""
-    return [m for m in _candidates(facts) if _fits(m, facts.input_shape, max_cost)] + [fallback]
-
-
-def _fits(method: str, shape: tuple, max_cost: float | None) -> bool:
-    return max_cost is None or passes_per_map(method, shape) <= max_cost
-
-
-def _candidates(facts: Facts) -> tuple[str, ...]:
-    return tuple(DEFAULT_METHODS) if facts.card_methods is None else facts.card_methods
+    examples = min(options.examples, facts.wrong)
+    forward, backward = attribution_rows(options.methods, examples, facts.input_shape,
+                                         options.method_options)
+    return (Passes(forward=forward, backward=backward)
+            + Passes(backward=examples * options.compare_layers, traces=options.compare_layers))
 
 
 @dataclass
@@ -244,30 +181,6 @@ class AttributionData:
     layer_names: list[str] = field(default_factory=list)
 
 
-def sample_positions(n: int, size: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(n, size=min(size, n), replace=False))
-
-
-def compute_maps(handle, x, targets, methods, score, method_options, ctx=None, positions=None):
-    """Maps of every method that applies to this model, and the reason for each that does not
-    (e.g. Grad-CAM on a model without convolutions). With the run's ``ctx`` and the images'
-    ``positions``, maps are shared with the other sections through ``ctx.saliency``."""
-    from auditor.methods.attribution import attribute
-
-    maps, unavailable = {}, {}
-    for method in methods:
-        options = method_options.get(method, {})
-        try:
-            maps[method] = (attribute(handle, x, targets, method, score=score, **options)
-                            if ctx is None else
-                            ctx.saliency(method, positions, targets, images=x, score=score,
-                                         options=options))
-        except AuditorError as exc:
-            unavailable[method] = str(exc)
-    return maps, unavailable
-
-
 def layer_maps(handle, images, targets, count: int, score: str):
     """Gradient x activation of the deepest ``count`` stage-ending layers, channels summed and
     enlarged to the image (nearest neighbour): where in each layer the evidence for the class
@@ -287,81 +200,6 @@ def layer_maps(handle, images, targets, count: int, score: str):
         cols = np.arange(width) * heat.shape[2] // width
         heats.append(heat[:, rows][:, :, cols])
     return heats, shapes, names
-
-
-def sanity_section(ctx, options, methods):
-    from auditor.methods.attribution.sanity import cascading_randomisation
-
-    p = ctx.predictions
-    positions = sample_positions(len(p.labels), options.sanity_samples, ctx.config.seed + 1)
-    result = cascading_randomisation(
-        ctx.handle, ctx.dataset.images(positions), p.preds[positions], methods,
-        max_stages=options.sanity_stages, seed=ctx.config.seed, score=options.score,
-        method_options=options.method_options)
-    checks, rows, summary = [], [], {}
-    for method in methods:
-        correlation, similarity = result.final(method)
-        check = evaluate(f"attribution.sanity.{method}", correlation, section=NAME,
-                         message=f"{method}: rank correlation of its maps with the original "
-                                 "ones once every layer is randomised",
-                         defaults=SANITY_DEFAULTS,
-                         spec=ctx.thresholds(f"attribution.sanity.{method}"))
-        if result.degenerate[method]:
-            check = dataclasses.replace(
-                check, status="error",
-                message=f"{method}: not measurable, {result.degenerate[method]}")
-        checks.append(check)
-        rows.append({"method": method, "rank_correlation": correlation, "ssim": similarity,
-                     "status": check.status})
-        summary[method] = {"rank_correlation": result.rank_correlation[method],
-                           "ssim": result.ssim[method], "final_rank_correlation": correlation,
-                           "final_ssim": similarity, "status": check.status,
-                           "passed": check.status == "pass"}
-    return summary, {"rows": rows, "samples": len(positions), "result": result}, checks, \
-        result.stages
-
-
-def faithfulness_section(ctx, options, methods):
-    from auditor.methods.attribution.faithfulness import deletion_insertion, random_maps
-    from auditor.methods.attribution.integrated_gradients import completeness
-    from auditor.methods.attribution.reliability import degenerate_reason
-
-    p = ctx.predictions
-    positions = sample_positions(len(p.labels), options.faithfulness_samples, ctx.config.seed)
-    x, targets = ctx.dataset.images(positions), p.preds[positions]
-    maps, unavailable = compute_maps(ctx.handle, x, targets, methods, options.score,
-                                     options.method_options, ctx, positions)
-    maps["random"] = random_maps(x, ctx.config.seed)
-    curves = {m: deletion_insertion(ctx.handle, x, targets, a, steps=options.faithfulness_steps,
-                                    seed=ctx.config.seed) for m, a in maps.items()}
-    summary = {m: {"deletion_auc": c.deletion_auc, "insertion_auc": c.insertion_auc,
-                   "score": c.score} for m, c in curves.items()}
-    degenerate = {m: degenerate_reason(a) for m, a in maps.items() if m != "random"}
-    complete = None
-    if "integrated_gradients" in maps:
-        ig = options.method_options.get("integrated_gradients", {})
-        errors, gaps = completeness(
-            ctx.handle, x, targets, maps["integrated_gradients"], score=options.score,
-            **{k: v for k, v in ig.items() if k in ("baseline", "blur_sigma")})
-        measured = np.isfinite(errors)
-        complete = {"error": float(errors[measured].mean()) if measured.any() else None,
-                    "gap": float(np.abs(gaps).mean()), "measured": int(measured.sum()),
-                    "samples": len(errors)}
-    reference = options.reference_method if options.reference_method in curves else None
-    margin = curves[reference].score - curves["random"].score if reference else None
-    check = evaluate("attribution.faithfulness", margin, section=NAME,
-                     message=f"{reference}: insertion minus deletion area, above a random map's",
-                     defaults=FAITHFULNESS_DEFAULTS,
-                     spec=ctx.thresholds("attribution.faithfulness"))
-    if reference and degenerate.get(reference):
-        check = dataclasses.replace(
-            check, status="error", message=f"{reference}: not measurable, {degenerate[reference]}")
-    margins = {m: c.score - curves["random"].score for m, c in curves.items() if m != "random"}
-    data = {"rows": [{"method": m, **summary[m]} for m in curves], "samples": len(positions),
-            "steps": options.faithfulness_steps, "curves": curves,
-            "completeness": complete, "unavailable": unavailable,
-            "margins": margins, "degenerate": degenerate}
-    return summary, data, [check], complete, unavailable
 
 
 def examples_section(ctx, options, methods, data: AttributionData):
@@ -392,144 +230,42 @@ def examples_section(ctx, options, methods, data: AttributionData):
     return examples, box_source
 
 
-def resolved_options(ctx, options) -> dict:
-    """The methods' options, with gradient_shap's references drawn from the audit's images."""
-    method_options = {m: dict(v) for m, v in options.method_options.items()}
-    if "gradient_shap" in options.methods:
-        shap = method_options.setdefault("gradient_shap", {})
-        if "references" not in shap:
-            positions = sample_positions(len(ctx.predictions.labels), REFERENCES,
-                                         ctx.config.seed + 2)
-            shap["references"] = ctx.dataset.images(positions)
-    return method_options
-
-
-def invariance_part(ctx, options, methods):
-    """Each method's change on a copy of the model that absorbs a constant input shift."""
-    from auditor.methods.attribution.reliability import input_invariance
-
-    p = ctx.predictions
-    positions = sample_positions(len(p.labels), options.sanity_samples, ctx.config.seed + 1)
-    return input_invariance(ctx.handle, ctx.dataset.images(positions), p.preds[positions],
-                            methods, method_options=options.method_options, score=options.score)
-
-
-def reliability_parts(ctx: Context, options: Options | None = None) -> dict:
-    """The card and the measurements behind it, computed once per run on first need (the
-    contrastive section asks before this section runs) and cached on the context."""
-    from auditor.methods.attribution import METHODS
-    from auditor.methods.attribution.reliability import build_card
-
-    if RELIABILITY in ctx.cache:
-        return ctx.cache[RELIABILITY]
-    options = dataclasses.replace(options or ctx.options(NAME, Options))
-    unknown = [m for m in options.methods if m not in METHODS]
-    if unknown:
-        raise AuditorError(f"'attribution.methods' names unknown method '{unknown[0]}'; choose "
-                           f"from: {', '.join(sorted(METHODS))} (see 'auditor methods')")
-    options.method_options = resolved_options(ctx, options)
-    faithfulness = faithfulness_section(ctx, options, options.methods)
-    methods = [m for m in options.methods if m not in faithfulness[4]]
-    sanity = sanity_section(ctx, options, methods)
-    invariance, invariance_reason = invariance_part(ctx, options, methods)
-    result = sanity[1]["result"]
-    card = build_card(
-        methods, randomisation={m: result.final(m)[0] for m in methods},
-        sanity_degenerate=result.degenerate, invariance=invariance,
-        invariance_reason=invariance_reason, faithfulness=faithfulness[1]["margins"],
-        faithfulness_degenerate=faithfulness[1]["degenerate"],
-        thresholds=lambda column: ctx.thresholds(f"attribution.reliability.{column}"))
-    ctx.cache[RELIABILITY] = {"card": card, "faithfulness": faithfulness, "sanity": sanity,
-                              "methods": methods, "invariance_reason": invariance_reason,
-                              "options": options, "used_by": {}}
-    return ctx.cache[RELIABILITY]
-
-
-def trusted_method(ctx: Context, section: str, fallback: str | None = None,
-                   max_cost: float | None = None) -> str | None:
-    """The method ``section`` uses when its spec names none: the card's best trusted one
-    (largest faithfulness margin) among those whose maps cost at most ``max_cost`` passes each
-    on this model (None: any cost), so the next trusted one when the best costs more than the
-    plan allows. ``fallback`` when no trusted method fits, or when this audit does not run the
-    attribution section (the card is its work: it is not paid for silently). Recorded, with
-    the card's best and why it was not taken, in summary.json's ``attribution.used_by``."""
-    from auditor.methods.attribution.reliability import trusted_ranking
-
-    if ctx.config.sections is not None and NAME not in ctx.config.sections:
-        return fallback
-    parts = reliability_parts(ctx)
-    shape = ctx.handle.input_shape
-    ranked = trusted_ranking(parts["card"])
-    chosen = next((m for m in ranked if _fits(m, shape, max_cost)), fallback)
-    best = ranked[0] if ranked else None
-    if best is None:
-        reason = "the reliability card trusts no method on this model"
-    elif chosen != best:
-        reason = (f"{best} costs {_passes_text(passes_per_map(best, shape))} per map on this "
-                  f"model; the allowance is {_passes_text(max_cost)}")
-    else:
-        reason = None
-    parts["used_by"][section] = {
-        "method": chosen, "trusted": chosen in ranked, "best": best,
-        "cost": None if chosen is None else passes_per_map(chosen, shape), "allowed": max_cost,
-        "reason": reason}
-    return chosen
-
-
-def _passes_text(passes: float) -> str:
-    return f"{passes:g} pass" + ("" if passes == 1 else "es")
-
-
-def choice_note(ctx: Context, section: str) -> str:
-    """Words for the report on how ``trusted_method`` chose ``section``'s method."""
-    used = ctx.cache.get(RELIABILITY, {}).get("used_by", {}).get(section)
-    if used is None:
-        return " (the default: this audit does not run the attribution section's reliability card)"
-    if used["best"] is None:
-        return " (the default: the reliability card trusts no method on this model)"
-    if used["method"] == used["best"]:
-        return " (the reliability card's best trusted method)"
-    best = (f"its best, {used['best']}, costs "
-            f"{_passes_text(passes_per_map(used['best'], ctx.handle.input_shape))}")
-    allowed = _passes_text(used["allowed"])
-    if used["trusted"]:
-        return f" (the reliability card's best trusted method within {allowed} per map; {best})"
-    return (f" (the default: no method the reliability card trusts costs at most {allowed} per "
-            f"map on this model; {best})")
-
-
 def run(ctx: Context, options: Options) -> SectionResult:
+    """The card (made before the sections by steps/card.py) and every method on the most
+    confident mistakes."""
     from auditor.methods.attribution import METHODS
     from auditor.methods.attribution.reliability import best_trusted
 
-    parts = reliability_parts(ctx, options)
-    faithfulness, faith_data, faith_checks, completeness, unavailable = parts["faithfulness"]
-    sanity, sanity_data, sanity_checks, stages = parts["sanity"]
-    methods, card = parts["methods"], parts["card"]
-    options = parts["options"]
-    skipped = [Check(f"attribution.sanity.{m}", "skipped", None, message=f"{m}: {why}",
-                     section=NAME) for m, why in unavailable.items()]
+    made = ctx.card
+    if not isinstance(made, card_step.ReliabilityCard):  # a failure is this section's
+        raise RuntimeError("the reliability card could not be made: "
+                           + (made.error.strip().splitlines()[-1] if made else "not run"))
+    options, methods, card = made.options, made.methods, made.card
+    skipped = [SANITY.outcome("skipped", None, checks=ctx.config.checks, name=m, section=NAME,
+                              message=f"{m}: {why}") for m, why in made.unavailable.items()]
     smoothing = (f"Maps are smoothed for display (Gaussian, sigma {options.display_smoothing:g} "
                  "px); the tables use raw maps." if options.display_smoothing > 0
                  else "Maps are shown raw, not smoothed.")
     data = AttributionData(signed={m: METHODS[m].signed for m in methods},
                            display_smoothing=options.display_smoothing, smoothing=smoothing,
-                           sanity=sanity_data, faithfulness=faith_data, reliability=card,
-                           invariance_reason=parts["invariance_reason"],
+                           sanity=made.sanity_data, faithfulness=made.faithfulness_data,
+                           reliability=card, invariance_reason=made.invariance_reason,
                            reliability_bounds=RELIABILITY_BOUNDS)
     examples, box_source = examples_section(ctx, options, methods, data)
+    complete = made.completeness
     summary = {NAME: {
-        "methods": methods, "score": options.score, "unavailable": unavailable,
+        "methods": methods, "score": options.score, "unavailable": made.unavailable,
         "examples": [{k: e[k] for k in ("index", "true", "pred", "confidence", "box")}
                      for e in examples],
-        "compared_layers": data.layer_names, "sanity_stages": stages, "sanity": sanity,
-        "faithfulness": faithfulness,
-        "completeness_error": completeness["error"] if completeness else None,
-        "completeness_gap": completeness["gap"] if completeness else None,
-        "completeness_measured": completeness["measured"] if completeness else None,
-        "samples": {"sanity": sanity_data["samples"], "faithfulness": faith_data["samples"]},
+        "compared_layers": data.layer_names, "sanity_stages": made.stages,
+        "sanity": made.sanity, "faithfulness": made.faithfulness,
+        "completeness_error": complete["error"] if complete else None,
+        "completeness_gap": complete["gap"] if complete else None,
+        "completeness_measured": complete["measured"] if complete else None,
+        "samples": {"sanity": made.sanity_data["samples"],
+                    "faithfulness": made.faithfulness_data["samples"]},
         "reliability": card, "trusted_method": best_trusted(card),
-        "used_by": parts["used_by"], "reliability_bounds": RELIABILITY_BOUNDS,
+        "used_by": {}, "reliability_bounds": RELIABILITY_BOUNDS,
     }}
     return SectionResult(
         name=NAME, title=TITLE,
@@ -540,21 +276,51 @@ def run(ctx: Context, options: Options) -> SectionResult:
                f"{box_source or 'saliency'} map. Below, whether to trust each method: its maps "
                "must change when the model's weights are randomised, and removing its top "
                f"pixels first must hurt the prediction more than a random order. {smoothing}"),
-        summary=summary, data=data, checks=sanity_checks + skipped + faith_checks,
+        summary=summary, data=data,
+        checks=[*made.sanity_checks, *skipped, *made.faithfulness_checks,
+                trusted_check(ctx, card)],
     )
 
 
-def complete_reliability(results: list) -> None:
-    """After every section ran: the Clever Hans injection's shortcut and control masses join
-    the card (the attribution section ran before it), and the trusted method is re-read."""
+def trusted_check(ctx: Context, card: dict) -> Check:
+    """Pass while the card trusts a method (naming the one the report uses); warn, naming why
+    each method fails, when it trusts none."""
+    from auditor.methods.attribution.reliability import trusted_ranking, why_untrusted
+
+    ranked = trusted_ranking(card)
+    if ranked:
+        return TRUSTED.outcome(
+            "pass", len(ranked), checks=ctx.config.checks, section=NAME,
+            threshold=TRUSTED.bounds,
+            message=f"{len(ranked)} of {len(card)} attribution methods trusted on this model "
+                    f"({', '.join(ranked)}); sections that name no method use {ranked[0]}")
+    why = "; ".join(f"{m}: {why_untrusted(card, m)}" for m in card) or "no method could run"
+    return TRUSTED.outcome(
+        "warn", 0, checks=ctx.config.checks, section=NAME, threshold=TRUSTED.bounds,
+        message="no attribution method is trusted on this model, so its saliency maps, the "
+                "contrastive maps and the shortcut discovery are not measurable "
+                f"({why})")
+
+
+def join(result: SectionResult, results: list, checks: dict) -> SectionResult:
+    """After every section ran, a new result whose card has the Clever Hans injection's
+    shortcut and control masses (measured after this section ran) and whose ``used_by`` says
+    which method each section took from the card (``SectionResult.method_choice``)."""
+    import copy
+
     from auditor.methods.attribution.reliability import add_shortcut_columns, best_trusted
     from auditor.methods.shortcuts.injection import CONTROL
 
-    by_name = {r.name: r for r in results if r.error is None}
-    attribution, hans = by_name.get(NAME), by_name.get("clever_hans")
-    if attribution is None or hans is None or not hans.summary.get("clever_hans", {}).get(
-            "injection"):
-        return
-    card = attribution.summary[NAME]["reliability"]
-    add_shortcut_columns(card, hans.summary["clever_hans"]["injection"], CONTROL)
-    attribution.summary[NAME]["trusted_method"] = best_trusted(card)
+    block = dict(result.summary[NAME])
+    block["used_by"] = {r.name: r.method_choice.to_summary() for r in results
+                        if r.method_choice is not None}
+    injection = next((r.summary.get("clever_hans", {}).get("injection") for r in results
+                      if r.name == "clever_hans" and r.error is None), None)
+    if injection:
+        card = copy.deepcopy(block["reliability"])
+        add_shortcut_columns(card, injection, CONTROL,
+                             lambda column: spec_bounds(checks, CARD_COLUMN.check_id(column)))
+        block["reliability"], block["trusted_method"] = card, best_trusted(card)
+        result = dataclasses.replace(result, data=dataclasses.replace(result.data,
+                                                                      reliability=card))
+    return dataclasses.replace(result, summary={**result.summary, NAME: block})

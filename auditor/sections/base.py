@@ -18,46 +18,46 @@ from pathlib import Path
 from typing import Any
 
 from auditor.checks.check import Check
-from auditor.config.spec import AuditConfig, build_dataclass
+from auditor.config.spec import AuditConfig
 from auditor.errors import ConfigError
+from auditor.steps.saliency import SaliencyStore
 
 
-@dataclass
+@dataclass(frozen=True)
 class Context:
-    """Everything loaded once and shared by the sections of one run."""
+    """What the sections of one run share: the run's inputs (frozen), the options resolved
+    once per section, and the stores of shared results (the steps' and the saliency maps).
+
+    Inputs: ``config``, ``handle``, ``dataset``, ``predictions``, ``workdir`` (the staging
+    output folder; sections may add files to it), ``baseline`` (the baseline run's summary),
+    ``train_dataset`` (--train-data), ``compare_handle`` (--compare-model), ``plan`` (the
+    settings the compute plan lowered). Stores: ``card`` (steps.card.ReliabilityCard, made
+    before the sections when the audit runs the attribution section, else None) and
+    ``store`` (steps.saliency.SaliencyStore); ``feature_store`` keeps the penultimate
+    features once read (``features()``).
+    """
 
     config: AuditConfig
     handle: Any  # models.ModelHandle
     dataset: Any  # datasets.Dataset
     predictions: Any  # predict.Predictions
-    workdir: Path  # the staging output folder; sections may add files to it
+    workdir: Path
     show_progress: bool = False
-    baseline: dict | None = None  # the baseline run's summary.json, when given
-    train_dataset: Any = None  # --train-data: images for fine-tuning copies, when given
-    compare_handle: Any = None  # --compare-model: a second ModelHandle, when given
-    cache: dict[str, Any] = field(default_factory=dict)  # results sections share (e.g. saliency)
-    plan: Any = None  # predict.plan.Plan: the settings the compute plan lowered
+    baseline: dict | None = None
+    train_dataset: Any = None
+    compare_handle: Any = None
+    plan: Any = None  # predict.plan.Plan
+    card: Any = None  # steps.card.ReliabilityCard, or None when the audit makes no card
+    store: SaliencyStore = field(default_factory=SaliencyStore)
+    feature_store: dict = field(default_factory=dict, repr=False)  # {"features": (N, D) or None}
 
-    def options(self, name: str, cls: type) -> Any:
-        """The section's options: its spec table over the plan's settings over the dataclass
-        defaults (the plan never touches a key the spec gives)."""
-        planned = self.plan.settings.get(name, {}) if self.plan is not None else {}
-        given = self.config.section_options.get(name, {})
-        table = {k: v for k, v in planned.items() if "." not in k}
-        nested = {m: dict(v) for m, v in given.get("method_options", {}).items()}
-        for key, value in planned.items():  # "occlusion.patch": a method's option
-            if "." in key:
-                method, option = key.split(".", 1)
-                nested.setdefault(method, {}).setdefault(option, value)
-        if nested:
-            table["method_options"] = nested
-        return build_dataclass(cls, {**table, **{k: v for k, v in given.items()
-                                                 if k != "method_options"}}, f"{name}.")
-
-    def __post_init__(self):
-        features = getattr(self.predictions, "features", None)
-        if features is not None:  # from the prediction pass: no section makes a second one
-            self.cache.setdefault("features", features)
+    def options(self, name: str) -> Any:
+        """The section's options, typed once by the config (its spec table over the defaults)
+        with the settings the compute plan lowered (the plan never touches a key the spec
+        gives)."""
+        if self.plan is not None and name in self.plan.options:
+            return self.plan.options[name]
+        return self.config.options[name]
 
     def features(self, visit=None):
         """Penultimate features (N, D) of every audit image, computed in the prediction pass
@@ -65,71 +65,25 @@ class Context:
         when the model cannot be split before its final layer. ``visit(images, positions)``
         sees each batch on the way when the features are computed now (never when they were
         made before)."""
-        if "features" not in self.cache:
-            from auditor.predict.predictions import penultimate_features
+        if "features" not in self.feature_store:
+            made = getattr(self.predictions, "features", None)
+            if made is None:
+                from auditor.predict.predictions import penultimate_features
 
-            self.cache["features"] = penultimate_features(self.handle, self.dataset,
-                                                          self.config.batch_size, visit=visit)
-        return self.cache["features"]
+                made = penultimate_features(self.handle, self.dataset, self.config.batch_size,
+                                            visit=visit)
+            self.feature_store["features"] = made
+        return self.feature_store["features"]
 
     def saliency(self, method: str, positions, targets, *, contrast=None, images=None,
                  score: str = "logit", options: dict | None = None):
-        """Maps of ``method`` for the audit images at ``positions``, one target class each,
-        computed once per run: a map another section already made (same method, score,
-        options, image and target) is reused, so that, e.g., the contrastive section takes the
-        triage section's maps of their common mistakes. ``contrast`` (one class per image)
-        explains the target's score minus the contrast's: for a method linear in the score that
-        is the difference of the two shared maps, else the map of the difference of scores,
-        shared under the pair. ``images`` are those positions' images when the caller has them
-        (else they are re-read)."""
-        import numpy as np
-
-        from auditor.methods.attribution import METHODS, attribute
-
-        positions = np.asarray(positions, dtype=int).reshape(-1)
-        targets = np.asarray(targets, dtype=int).reshape(-1)
-        if contrast is not None and METHODS[method].linear:
-            n, twice = len(positions), None if images is None else np.concatenate([images, images])
-            both = self.saliency(method, np.concatenate([positions, positions]),
-                                 np.concatenate([targets, np.asarray(contrast).reshape(-1)]),
-                                 images=twice, score=score, options=options)
-            return both[:n] - both[n:]
-        pairs = (np.full(len(targets), -1) if contrast is None
-                 else np.asarray(contrast, dtype=int).reshape(-1))
-        store = self._saliency_store(method, score, options)
-        wanted = [_map_key(*w) for w in zip(positions.tolist(), targets.tolist(), pairs.tolist(),
-                                            strict=True)]
-        missing = [i for i, w in enumerate(wanted) if w not in store]
-        if missing:
-            x = (self.dataset.images(positions[missing]) if images is None
-                 else np.asarray(images)[missing])
-            maps = attribute(self.handle, x, targets[missing], method, score=score,
-                             contrast=None if contrast is None else pairs[missing],
-                             **(options or {}))
-            store.update(zip((wanted[i] for i in missing), maps, strict=True))
-        if not wanted:
-            return np.zeros((0, *self.handle.input_shape), np.float32)
-        return np.stack([store[w] for w in wanted])
-
-    def remember_saliency(self, method: str, score: str, options: dict | None, positions,
-                          targets, maps) -> None:
-        """Keep maps made outside ``saliency`` (e.g. by a caller's own batched pass) for it to
-        hand to the sections."""
-        store = self._saliency_store(method, score, options)
-        for position, target, heat in zip(positions, targets, maps, strict=True):
-            store[(int(position), int(target))] = heat
-
-    def _saliency_store(self, method: str, score: str, options: dict | None) -> dict:
-        import json
-
-        key = ("saliency", method, score, json.dumps(options or {}, sort_keys=True, default=str))
-        return self.cache.setdefault(key, {})
-
-    def thresholds(self, check_id: str) -> dict[str, Any]:
-        return self.config.checks.get(check_id, {})
+        """Maps of ``method`` for the audit images at ``positions``, made once per run
+        (steps.saliency.SaliencyStore.maps)."""
+        return self.store.maps(self.handle, self.dataset, method, positions, targets,
+                               contrast=contrast, images=images, score=score, options=options)
 
 
-@dataclass
+@dataclass(frozen=True)
 class SectionResult:
     """One section's outcome.
 
@@ -137,6 +91,8 @@ class SectionResult:
     and tables its figures are drawn from (read by ``auditor.report.views``, never by
     summary.json); ``view`` what its template partial shows (figures as data URIs, tables),
     filled by the report layer; ``intro`` one or two sentences on how to read its figures.
+    Frozen: the pipeline adds the time and the view to a copy (``dataclasses.replace``), and
+    a section that joins later sections' findings declares ``join`` (the attribution card).
     """
 
     name: str
@@ -148,6 +104,7 @@ class SectionResult:
     checks: list[Check] = field(default_factory=list)
     seconds: float = 0.0
     error: str | None = None
+    method_choice: Any = None  # steps.card.MethodChoice: the method it took from the card
 
 
 def _no_detail(summary: dict) -> str:
@@ -215,9 +172,3 @@ def known_methods(section: str, name: str, methods) -> None:
         if method not in METHODS:
             raise ConfigError(f"'{section}.{name}' names unknown method '{method}'; choose from: "
                               f"{', '.join(sorted(METHODS))} (see 'auditor methods')")
-
-
-def _map_key(position: int, target: int, contrast: int) -> tuple:
-    """Where ``Context.saliency`` keeps a map: (position, target), with the contrast class
-    when the map explains target minus contrast."""
-    return (position, target) if contrast < 0 else (position, target, contrast)

@@ -15,16 +15,32 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from auditor.checks.check import Check, evaluate
+from auditor.checks.check import Check
+from auditor.checks.declared import EXPLANATION, Declared
 from auditor.errors import ConfigError, ModelError
+from auditor.methods.attribution.trust import TRUST_BOUNDS, trust_check
 from auditor.methods.shortcuts.injection import InjectionSettings
 from auditor.methods.shortcuts.search import Sample
 from auditor.predict.plan import Facts, Passes
 from auditor.sections.base import Context, KeyFigure, SectionResult, at_least
 
 NAME = "clever_hans"
-CHECKS = ("clever_hans.injection", "clever_hans.injection.*", "clever_hans.flagged_classes",
-          "clever_hans.flagged_properties")
+# Whether the section could see a shortcut: a planted shortcut's visibility to the methods,
+# and whether it was planted at all, are about the instruments (the card's shortcut columns).
+INJECTION = Declared("clever_hans.injection", EXPLANATION, what="the injection test ran")
+PLANTED = Declared("clever_hans.injection.*", EXPLANATION,
+                   what="a planted shortcut seen by the methods (control: nothing seen)")
+# The findings about the model itself.
+FLAGGED_CLASSES = Declared("clever_hans.flagged_classes", figure="flagged_classes",
+                           what="classes confirmed to rely on a shortcut",
+                           bounds={"warn_above": 0})
+FLAGGED_PROPERTIES = Declared("clever_hans.flagged_properties", figure="flagged_classes",
+                              what="image properties confirmed to raise a class's score",
+                              bounds={"warn_above": 0})
+# No silent blessing: discovery and visibility are only as good as their methods.
+METHODS_TRUSTED = Declared("clever_hans.methods_trusted", bounds=TRUST_BOUNDS,
+                           what="the shortcut findings rest on trusted methods")
+CHECKS = (INJECTION, PLANTED, FLAGGED_CLASSES, FLAGGED_PROPERTIES, METHODS_TRUSTED)
 TITLE = "Clever Hans: shortcuts"
 # Not gradient x input by default: it puts mass on bright pixels whatever the model learned, so
 # a bright planted patch draws it even in the control copy (a false alarm, not a detection).
@@ -178,7 +194,7 @@ def discovery_rows(options: Options, facts: Facts, fallback: str, images: int) -
     """(forward, backward) rows of discovery's maps: by the spec's method, else as the dearest
     method the card may choose within ``discovery_map_cost`` would (the fallback included)."""
     from auditor.methods.attribution.registry import attribution_rows
-    from auditor.sections.attribution import affordable
+    from auditor.steps.card import affordable
 
     methods = ([fallback] if options.discovery_method is not None
                else affordable(facts, options.discovery_map_cost, fallback))
@@ -190,7 +206,7 @@ def resolve(options: Options, facts: Facts) -> Options:
     """The options with the defaults the plan needs written out: ``copy_classes`` (every
     class), and ``discovery_map_cost`` when the card chooses discovery's method (what the
     dearest method it may choose costs per map here, so that unplanned its best is used)."""
-    from auditor.sections.attribution import card_map_cost
+    from auditor.steps.card import card_map_cost
 
     if options.copy_classes is None:
         options = dataclasses.replace(options, copy_classes=facts.classes)
@@ -474,6 +490,7 @@ def injection_summary(result, class_names: list[str], settings: dict[str, dict])
 def run(ctx: Context, options: Options) -> SectionResult:
     names = ctx.dataset.class_names
     methods, discovery_method = resolve_methods(options)
+    discovery_method, choice = trusted_method(ctx, options, discovery_method)
     target = resolve_target(options, ctx.dataset.labels, names)
     settings = shortcut_settings(options, ctx.handle.input_shape)
     injected = injection_part(ctx, options, methods, target, settings)
@@ -482,6 +499,7 @@ def run(ctx: Context, options: Options) -> SectionResult:
                **discovered.summary()}
     data = CleverHansData(methods, names, names[target], options.flip_threshold,
                           options.detect_ratio, injected, discovered)
+    checks = [*injected.checks, *discovered.checks(), methods_trusted(ctx, methods, summary)]
     return SectionResult(
         name=NAME, title=TITLE,
         intro="Injection test: known shortcuts are planted in fine-tuned copies of the model, "
@@ -494,7 +512,18 @@ def run(ctx: Context, options: Options) -> SectionResult:
               "whose intervention measurably moves the model is reported as relying on a "
               "shortcut. "
               "Maps show |relevance|, brighter is more.",
-        summary={NAME: summary}, data=data, checks=[*injected.checks, *discovered.checks()])
+        summary={NAME: summary}, data=data, checks=checks, method_choice=choice)
+
+
+def methods_trusted(ctx: Context, methods: list[str], summary: dict) -> Check:
+    """Whether the card trusts the methods the visibility of the planted shortcuts and the
+    shortcut discovery were read with."""
+    from auditor.steps.card import card_of
+
+    rests_on = {"the planted shortcuts' visibility": methods if summary["injection"] else [],
+                "the shortcut discovery": [summary["discovery"].get("method")]}
+    return trust_check(METHODS_TRUSTED, card_of(ctx.card), rests_on, checks=ctx.config.checks,
+                       section=NAME)
 
 
 def injection_part(ctx: Context, options: Options, methods: list[str], target: int,
@@ -505,22 +534,24 @@ def injection_part(ctx: Context, options: Options, methods: list[str], target: i
     try:
         results, facts = run_injections(ctx, options, methods, target, settings)
     except ModelError as exc:  # e.g. a SavedModel: discovery still runs on the model itself
-        return Injected(skipped=str(exc), checks=[Check(
-            "clever_hans.injection", "skipped", None, {}, None, f"injection test skipped: {exc}",
-            NAME)])
+        return Injected(skipped=str(exc), checks=[INJECTION.outcome(
+            "skipped", None, checks=ctx.config.checks, message=f"injection test skipped: {exc}",
+            section=NAME)])
     names = ctx.dataset.class_names
     return Injected([injection_summary(r, names, settings) for r in results], results, facts,
                     checks=injection_checks(ctx, results, options))
 
 
-def trusted_method(ctx: Context, options: Options, configured: str) -> str:
+def trusted_method(ctx: Context, options: Options, configured: str):
     """The attribution method discovery clusters: the one the spec names, else the reliability
-    card's best trusted method (``configured`` when the card trusts none or does not run)."""
-    if options.discovery_method is not None:
-        return configured
-    from auditor.sections.attribution import trusted_method as card_choice
+    card's best trusted method (``configured`` when the card trusts none or the audit makes no
+    card); and the card's choice (steps.card.MethodChoice) when the card was asked."""
+    from auditor.steps.card import choose
 
-    return card_choice(ctx, NAME, fallback=configured, max_cost=options.discovery_map_cost)
+    if options.discovery_method is not None or not options.discovery:
+        return configured, None
+    return choose(ctx.card, ctx.handle.input_shape, fallback=configured,
+                  max_cost=options.discovery_map_cost)
 
 
 def discovery_part(ctx: Context, options: Options, method: str) -> Discovered:
@@ -536,7 +567,7 @@ def discovery_part(ctx: Context, options: Options, method: str) -> Discovered:
                     names, features=None if features is None else features[positions],
                     probs=softmax(np.asarray(ctx.predictions.logits[positions])))
     properties = property_part(ctx, options, sample)
-    searched = (search_part(ctx, options, trusted_method(ctx, options, method),
+    searched = (search_part(ctx, options, method,
                             dataclasses.replace(sample, properties=properties.found))
                 if options.discovery else None)
     shown = per_class_sample(ctx.dataset.labels, max(1, options.max_embedding // len(names)),
@@ -572,13 +603,11 @@ def search_part(ctx: Context, options: Options, method: str, sample: Sample) -> 
     cluster_points = {
         f.label: embed_2d(np.stack([maps[index_of[p]] for p in f.maps.positions]), seed)
         for f in shown if f.maps is not None and f.maps.k > 1}
-    check = evaluate(
-        "clever_hans.flagged_classes", len(confirmed),
+    check = FLAGGED_CLASSES.judge(
+        len(confirmed), checks=ctx.config.checks, section=NAME,
         message=(f"the shortcut search confirms {len(confirmed)} class(es) by intervention"
                  + (f": {', '.join(summary['flagged_classes'][:10])}" if confirmed else "")
-                 + (f"; {len(unconfirmed)} unconfirmed candidate(s)" if unconfirmed else "")),
-        section=NAME, defaults={"warn_above": 0},
-        spec=ctx.thresholds("clever_hans.flagged_classes"))
+                 + (f"; {len(unconfirmed)} unconfirmed candidate(s)" if unconfirmed else "")))
     return Searched(summary, shown, max(0, len(findings) - options.show_classes),
                     {f.name: text for f, text in zip(confirmed, sentences, strict=True)}, maps,
                     sample.images, index_of, cluster_points, check)
@@ -631,14 +660,12 @@ def property_part(ctx: Context, options: Options, sample: Sample) -> PropertyChe
         "unconfirmed": [{k: v for k, v in f.summary().items() if k != "effect"}
                         for f in candidates if not f.confirmed], "table": table}
     named = [f"{f.property} -> class {f.name}" for f in confirmed]
-    return PropertyCheck(summary, found, evaluate(
-        "clever_hans.flagged_properties", len(confirmed),
+    return PropertyCheck(summary, found, FLAGGED_PROPERTIES.judge(
+        len(confirmed), checks=ctx.config.checks, section=NAME,
         message=(f"{len(confirmed)} image propert{'y' if len(confirmed) == 1 else 'ies'} "
                  "confirmed by intervention to raise a class's score beyond its label"
                  + (f": {', '.join(named[:6])}" if named else "")
-                 + f" ({len(candidates) - len(confirmed)} screened candidate(s) unconfirmed)"),
-        section=NAME, defaults={"warn_above": 0},
-        spec=ctx.thresholds("clever_hans.flagged_properties")))
+                 + f" ({len(candidates) - len(confirmed)} screened candidate(s) unconfirmed)")))
 
 
 def injection_checks(ctx: Context, results, options: Options) -> list[Check]:
@@ -646,26 +673,26 @@ def injection_checks(ctx: Context, results, options: Options) -> list[Check]:
     alarm; a shortcut the copy did not learn says nothing either way (skipped)."""
     from auditor.methods.shortcuts.injection import CONTROL
 
-    checks = []
+    spec, checks = ctx.config.checks, []
     for r in results:
-        check_id = f"clever_hans.injection.{'control' if r.shortcut == CONTROL else r.shortcut}"
+        name = "control" if r.shortcut == CONTROL else r.shortcut
         best = max((d.mass_ratio for d in r.detection.values()), default=None)
         if r.shortcut == CONTROL:
-            checks.append(evaluate(check_id, best, message=r.verdict,
-                                   section=NAME, defaults={"warn_above": options.detect_ratio},
-                                   spec=ctx.thresholds(check_id)))
+            checks.append(PLANTED.judge(best, checks=spec, name=name, message=r.verdict,
+                                        section=NAME,
+                                        bounds={"warn_above": options.detect_ratio}))
         elif not r.learned:
-            checks.append(Check(check_id, "skipped", round(r.flip_rate, 4), {}, None,
-                                f"shortcut '{r.shortcut}': {r.verdict}", NAME))
+            checks.append(PLANTED.outcome("skipped", round(r.flip_rate, 4), checks=spec,
+                                          name=name, section=NAME,
+                                          message=f"shortcut '{r.shortcut}': {r.verdict}"))
         elif r.detection:
-            checks.append(evaluate(check_id, best, message=f"shortcut '{r.shortcut}': "
-                                   f"{r.verdict} (best mass ratio)", section=NAME,
-                                   defaults={"warn_below": options.detect_ratio},
-                                   spec=ctx.thresholds(check_id)))
+            checks.append(PLANTED.judge(best, checks=spec, name=name, section=NAME,
+                                        message=f"shortcut '{r.shortcut}': {r.verdict} "
+                                                "(best mass ratio)",
+                                        bounds={"warn_below": options.detect_ratio}))
         else:
-            checks.append(evaluate(check_id, float(r.discovery.flagged),
-                                   message=f"shortcut '{r.shortcut}': {r.verdict} (1 when the "
-                                   "search confirms it on the target class)", section=NAME,
-                                   defaults={"warn_below": 1.0},
-                                   spec=ctx.thresholds(check_id)))
+            checks.append(PLANTED.judge(float(r.discovery.flagged), checks=spec, name=name,
+                                        message=f"shortcut '{r.shortcut}': {r.verdict} (1 when "
+                                                "the search confirms it on the target class)",
+                                        section=NAME, bounds={"warn_below": 1.0}))
     return checks

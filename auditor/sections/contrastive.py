@@ -8,13 +8,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from auditor.checks.declared import Declared
+from auditor.methods.attribution.trust import TRUST_BOUNDS, trust_check
+from auditor.methods.topk import most_confident_mistakes
 from auditor.predict.plan import Facts, Passes
 from auditor.sections.base import Context, SectionResult, at_least, known_methods, one_of
-from auditor.sections.performance import most_confident_mistakes
 
 NAME = "contrastive"
 TITLE = "Contrastive saliency"
-CHECKS = ()
+# No silent blessing: the maps are only as good as their method (methods/attribution/trust.py).
+METHOD_TRUSTED = Declared("contrastive.method_trusted", bounds=TRUST_BOUNDS,
+                          what="the contrastive maps rest on a trusted method")
+CHECKS = (METHOD_TRUSTED,)
 DIFFERENCE_OF_MAPS = "map for predicted minus map for true"  # equal for linear methods
 MAP_OF_DIFFERENCE = "map of (score predicted minus score true)"
 
@@ -51,7 +56,7 @@ PLANNED = {"map_cost": 1}
 def resolve(options: Options, facts: Facts) -> Options:
     """map_cost's default written out when the method comes from the card: the most any
     method the card may choose costs per map here, so that unplanned, its best is used."""
-    from auditor.sections.attribution import card_map_cost
+    from auditor.steps.card import card_map_cost
 
     if options.method is not None or options.map_cost is not None:
         return options
@@ -63,7 +68,7 @@ def passes(options: Options, facts: Facts) -> Passes:
     linear in the score, for their difference): by the spec's method, else as the dearest
     method the card may choose within map_cost would (the card itself is the attribution
     section's, charged to the first section that asks for it)."""
-    from auditor.sections.attribution import affordable
+    from auditor.steps.card import affordable
 
     examples = min(options.examples, facts.wrong)
     methods = ([options.method] if options.method is not None
@@ -122,12 +127,13 @@ def run(ctx: Context, options: Options) -> SectionResult:
     positions = most_confident_mistakes(p, options.examples)
     images = ctx.dataset.images(positions)
     preds, labels = p.preds[positions], p.labels[positions]
-    method, note = options.method, ""
-    if method is None:
-        from auditor.sections.attribution import choice_note, trusted_method
+    from auditor.steps.card import card_of, choice_note, choose
 
-        method = trusted_method(ctx, NAME, fallback=FALLBACK, max_cost=options.map_cost)
-        note = choice_note(ctx, NAME)
+    method, note, choice = options.method, "", None
+    if method is None:
+        method, choice = choose(ctx.card, ctx.handle.input_shape, fallback=FALLBACK,
+                                max_cost=options.map_cost)
+        note = choice_note(choice, ctx.handle.input_shape)
 
     def shared(targets, contrast=None):  # maps made once per run, whichever section asks first
         return ctx.saliency(method, positions, targets, contrast=contrast, images=images,
@@ -154,4 +160,7 @@ def run(ctx: Context, options: Options) -> SectionResult:
                         "examples": examples}},
         data=ContrastiveData(images, for_pred, for_true, diff, examples, options.smooth_sigma,
                              difference == MAP_OF_DIFFERENCE),
+        checks=[trust_check(METHOD_TRUSTED, card_of(ctx.card), {"the contrastive maps": [method]},
+                            checks=ctx.config.checks, section=NAME)],
+        method_choice=choice,
     )

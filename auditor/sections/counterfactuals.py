@@ -7,20 +7,29 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from auditor.checks.check import evaluate
+from auditor.checks.declared import Declared
 from auditor.errors import ConfigError
+from auditor.methods.topk import most_confident_mistakes
 from auditor.predict.plan import Facts, Passes
 from auditor.sections.base import Context, SectionResult, at_least, one_of
-from auditor.sections.performance import most_confident_mistakes
 
 NAME = "counterfactuals"
 TITLE = "Counterfactuals"
-CHECKS = ("counterfactuals.success_rate",)
 # Pixels are free to change (Wachter et al. 2017): on a differentiable model the search finds a
 # counterfactual for nearly every mistake (measured: the demo CNN 100%), so finding one for
 # under half means the gradients do not lead anywhere (a dead or saturated head) or the steps
 # are too few; finding none means the section measured nothing.
 SUCCESS_BOUNDS = {"warn_below": 0.5}
+
+
+def _counterfactual_words(summary: dict, check: dict) -> str:
+    return ("Counterfactuals were found for too few mistakes: the model's gradients do not "
+            "lead anywhere, so gradient-based explanations of it are suspect.")
+
+
+SUCCESS = Declared("counterfactuals.success_rate", what="mistakes with a counterfactual",
+                   bounds=SUCCESS_BOUNDS, finding=_counterfactual_words, finding_rank=50)
+CHECKS = (SUCCESS,)
 
 
 @dataclass
@@ -75,9 +84,8 @@ def _mean(values: np.ndarray) -> float | None:
 def success_check(found: int, count: int, spec: dict):
     """The share of mistakes with a counterfactual; none found at all is an error: the
     section could not measure anything, whatever the bounds say."""
-    check = evaluate(f"{NAME}.success_rate", found / count, section=NAME,
-                     defaults=SUCCESS_BOUNDS, spec=spec,
-                     message=f"counterfactuals found for {found} of {count} mistakes")
+    check = SUCCESS.judge(found / count, checks=spec, section=NAME,
+                          message=f"counterfactuals found for {found} of {count} mistakes")
     if found == 0:
         check.status = "error"
         check.message += (": not measurable, the search never reached the true class (zero or "
@@ -125,7 +133,7 @@ def run(ctx: Context, options: Options) -> SectionResult:
                "penalty": options.penalty, "steps": options.steps,
                "examples": examples}
     shown = options.gallery
-    checks = [success_check(int(ok.sum()), count, ctx.thresholds(f"{NAME}.success_rate"))
+    checks = [success_check(int(ok.sum()), count, ctx.config.checks)
               ] if count else []
     return SectionResult(
         name=NAME, title=TITLE,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from auditor.checks.check import evaluate
+from auditor.checks.declared import EXPLANATION, Declared
 from auditor.errors import ConfigError, ModelError
 from auditor.inputs.layers import conv_layers, find_layer
 from auditor.methods.featureviz import objectives
@@ -31,10 +31,16 @@ from auditor.sections.base import Context, SectionResult
 NAME = "featureviz"
 TITLE = "What the model looks for"
 NPZ_NAME = "class_visualization.npz"
-CHECKS = ("featureviz.recognisable", "featureviz.judge_agreement", "featureviz.natural")
-RECOGNISABLE = {"warn_below": 0.8}
-JUDGE_AGREEMENT = {"warn_below": 0.5}
-NATURAL = {"warn_below": 0.5}
+# The class visualisations are an explanation of the model: these checks say how far they can
+# be read (assigned to their class, recognised by an independent judge, natural-looking).
+RECOGNISABLE = Declared("featureviz.recognisable", EXPLANATION, bounds={"warn_below": 0.8},
+                        what="class visualisations the model assigns to their class")
+JUDGE_AGREEMENT = Declared("featureviz.judge_agreement", EXPLANATION,
+                           bounds={"warn_below": 0.5},
+                           what="class visualisations an independent judge recognises")
+NATURAL = Declared("featureviz.natural", EXPLANATION, bounds={"warn_below": 0.5},
+                   what="class visualisations with the total variation of real images")
+CHECKS = (RECOGNISABLE, JUDGE_AGREEMENT, NATURAL)
 
 
 @dataclass
@@ -422,18 +428,19 @@ def _checks(ctx: Context, fractions: dict, count: int) -> list:
     def baseline(key):
         return ((ctx.baseline or {}).get(NAME) or {}).get(key)
 
+    spec = ctx.config.checks
     return [
-        evaluate(f"{NAME}.recognisable", fractions["recognisable"],
-                 message=f"the model assigns {fractions['recognisable']:.0%} of {count} class "
-                         "visualisations to their class", section=NAME, defaults=RECOGNISABLE,
-                 spec=ctx.thresholds(f"{NAME}.recognisable"), baseline=baseline("recognisable")),
-        evaluate(f"{NAME}.judge_agreement", fractions["judge_agreement"],
-                 message=f"an independent judge recognises {fractions['judge_agreement']:.0%} "
-                         "of the class visualisations", section=NAME, defaults=JUDGE_AGREEMENT,
-                 spec=ctx.thresholds(f"{NAME}.judge_agreement"),
-                 baseline=baseline("judge_agreement")),
-        evaluate(f"{NAME}.natural", fractions["natural"],
-                 message=f"{fractions['natural']:.0%} of the class visualisations have the total "
-                         "variation of real images", section=NAME, defaults=NATURAL,
-                 spec=ctx.thresholds(f"{NAME}.natural"), baseline=baseline("natural")),
+        RECOGNISABLE.judge(fractions["recognisable"], checks=spec, section=NAME,
+                           message=f"the model assigns {fractions['recognisable']:.0%} of "
+                                   f"{count} class visualisations to their class",
+                           baseline=baseline("recognisable")),
+        JUDGE_AGREEMENT.judge(fractions["judge_agreement"], checks=spec, section=NAME,
+                              message=f"an independent judge recognises "
+                                      f"{fractions['judge_agreement']:.0%} of the class "
+                                      "visualisations",
+                              baseline=baseline("judge_agreement")),
+        NATURAL.judge(fractions["natural"], checks=spec, section=NAME,
+                      message=f"{fractions['natural']:.0%} of the class visualisations have "
+                              "the total variation of real images",
+                      baseline=baseline("natural")),
     ]

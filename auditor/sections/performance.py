@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from auditor.checks.check import Check, evaluate, evaluate_each
-from auditor.methods.topk import TopK
+from auditor.checks.check import Check, evaluate_each
+from auditor.checks.declared import Declared, spec_bounds
+from auditor.methods.topk import most_confident_mistakes
 from auditor.sections.base import Context, KeyFigure, SectionResult, at_least
 
 NAME = "performance"
@@ -39,8 +40,6 @@ SHARE_BOUNDS = {"warn_above": 0.5, "fail_above": 0.8}
 CLASS_ORDER_BOUNDS = {"warn_above": 0.2, "fail_above": 0.4}
 # The relabelling is judged only with this many images per class (else noise matches more).
 RELABEL_IMAGES_PER_CLASS = 20
-CHECKS = ("accuracy", "per_class_recall", "kappa", "prediction_spread", "prediction_share",
-          "class_order")
 MATRIX_CLASSES = 20  # the confusion figure shows at most this many classes
 
 
@@ -59,6 +58,55 @@ def _most_confused(summary: dict) -> str:
     return f"most often {top[0]['true']} taken for {top[0]['pred']} ({top[0]['count']}×)"
 
 
+def _spread_words(summary: dict, check: dict) -> str:
+    top = (((summary.get("metrics") or {}).get("prediction_spread") or {}).get("top")
+           or [{}])[0]
+    if not top:
+        return "The predictions have collapsed onto a few classes."
+    return (f"The model answers '{top['class']}' for {top['share']:.0%} of the images: its "
+            "predictions have collapsed, so the figures below show that collapse, not skill.")
+
+
+def _order_words(summary: dict, check: dict) -> str:
+    order = (summary.get("metrics") or {}).get("class_order") or {}
+    return ("The model's class order does not match the data's: relabelled, its accuracy "
+            f"would be {order.get('matched_accuracy', 0):.0%} instead of "
+            f"{order.get('accuracy', 0):.0%}; the class_order check gives the class_names "
+            "that fix it.")
+
+
+def _chance_words(summary: dict, check: dict) -> str | None:
+    """Words when the accuracy (or kappa) says the predictions hardly follow the labels: kappa
+    below its bound, or an accuracy no better than answering the most frequent class."""
+    metrics = summary.get("metrics") or {}
+    accuracy, chance = metrics.get("accuracy"), metrics.get("chance_accuracy")
+    if check["id"] == "accuracy" and not (isinstance(accuracy, (int, float))
+                                          and chance is not None and accuracy <= chance):
+        return None  # a missed accuracy bound is no degenerate result
+    shown = f"Accuracy {accuracy:.0%}" if isinstance(accuracy, (int, float)) else "Accuracy"
+    level = "at chance level" if check["status"] != "warn" else "barely above chance level"
+    return (f"{shown} is {level}: the predictions hardly follow the labels (a wrong input "
+            "range, other data, or an untrained model?).")
+
+
+ACCURACY = Declared("accuracy", what="accuracy", bounds=ACCURACY_BOUNDS, figure="accuracy",
+                    finding=_chance_words, finding_rank=30)
+RECALL = Declared("per_class_recall", what="recall per class", bounds=RECALL_BOUNDS,
+                  figure="accuracy")
+KAPPA = Declared("kappa", what="agreement beyond chance (Cohen's kappa)", bounds=KAPPA_BOUNDS,
+                 figure="accuracy", finding=_chance_words, finding_rank=30)
+SPREAD = Declared("prediction_spread", what="spread of the predictions over the classes",
+                  bounds=SPREAD_BOUNDS, figure="accuracy", finding=_spread_words,
+                  finding_rank=10)
+SHARE = Declared("prediction_share",
+                  what="the largest predicted share against the data's largest class share",
+                  bounds=SHARE_BOUNDS, figure="accuracy", finding=_spread_words,
+                  finding_rank=10)
+ORDER = Declared("class_order", what="the model's class order against the data's",
+                 bounds=CLASS_ORDER_BOUNDS, figure="accuracy", finding=_order_words,
+                 finding_rank=20)
+CHECKS = (ACCURACY, RECALL, KAPPA, SPREAD, SHARE, ORDER)
+
 KEY_FIGURES = (
     KeyFigure("accuracy", "Accuracy", "accuracy", NAME, _accuracy, percent=True,
               detail=lambda summary: f"on {summary['data']['n']} images", rank=10),
@@ -74,12 +122,6 @@ class Options:
 
     def __post_init__(self):
         at_least(NAME, self, 0, "top_confusions", "gallery")
-
-
-def most_confident_mistakes(predictions, limit: int) -> np.ndarray:
-    """Positions of the wrong predictions, most confident first (ties: lowest position)."""
-    wrong = np.flatnonzero(~predictions.correct)
-    return TopK(limit).push(predictions.confidence[wrong], wrong).positions()
 
 
 def top_confusions(labels, preds, class_names, limit: int) -> list[dict]:
@@ -146,9 +188,8 @@ def accuracy_check(metrics: dict, before: dict, spec: dict) -> Check:
     """Accuracy against its bounds and baseline; with no absolute bound set, an accuracy no
     better than always answering the most frequent class fails rather than passing ungated."""
     accuracy, chance = metrics["accuracy"], metrics.get("chance_accuracy")
-    check = evaluate("accuracy", accuracy, message=f"accuracy {accuracy:.2%}", section=NAME,
-                     defaults=ACCURACY_BOUNDS, spec=spec.get("accuracy"),
-                     baseline=before.get("accuracy"))
+    check = ACCURACY.judge(accuracy, checks=spec, message=f"accuracy {accuracy:.2%}",
+                           section=NAME, baseline=before.get("accuracy"))
     absolute = any(k.endswith(("below", "above")) for k in check.threshold)
     if chance is not None and not absolute and check.status == "pass" and accuracy <= chance:
         top = (metrics.get("prediction_spread") or {}).get("top") or [{}]
@@ -167,12 +208,12 @@ def share_check(spread: dict, spec: dict) -> Check:
     words = (f"the most predicted class ('{top}') takes {spread['largest_share']:.0%} of the "
              f"answers; the data's largest class {spread['data_largest_share']:.0%}")
     if spread["excess_share"] is None:
-        return Check("prediction_share", "skipped", None, SHARE_BOUNDS, None,
-                     f"{words}: the data holds one class, so any share is its share", NAME)
-    check = evaluate("prediction_share", spread["excess_share"], section=NAME,
-                     defaults=SHARE_BOUNDS, spec=spec.get("prediction_share"),
-                     message=f"{words} (excess {spread['excess_share']:.2f} of the way to one "
-                             "class for everything)")
+        return SHARE.outcome("skipped", None, checks=spec, section=NAME, threshold=SHARE_BOUNDS,
+                             message=f"{words}: the data holds one class, so any share is "
+                                     "its share")
+    check = SHARE.judge(spread["excess_share"], checks=spec, section=NAME,
+                        message=f"{words} (excess {spread['excess_share']:.2f} of the way to one "
+                                "class for everything)")
     if check.status != "pass":
         check.message += ": the predictions have collapsed onto one class"
     return check
@@ -183,17 +224,16 @@ def health_checks(metrics: dict, spec: dict) -> list[Check]:
     checks = []
     if metrics.get("kappa") is not None:
         value = metrics["kappa"]
-        checks.append(evaluate(
-            "kappa", value, section=NAME, defaults=KAPPA_BOUNDS, spec=spec.get("kappa"),
+        checks.append(KAPPA.judge(
+            value, checks=spec, section=NAME,
             message=f"agreement with the labels beyond chance (Cohen's kappa) {value:.2f}"))
         if checks[-1].status != "pass":
             checks[-1].message += ": the predictions are close to chance level"
     spread = metrics.get("prediction_spread")
     if spread:
         top = ", ".join(f"'{t['class']}' {t['share']:.0%}" for t in spread["top"][:2])
-        checks.append(evaluate(
-            "prediction_spread", spread["ratio"], section=NAME, defaults=SPREAD_BOUNDS,
-            spec=spec.get("prediction_spread"),
+        checks.append(SPREAD.judge(
+            spread["ratio"], checks=spec, section=NAME,
             message=f"predictions use {spread['predicted_classes']:.1f} of the data's "
                     f"{spread['data_classes']:.1f} classes (effective numbers; most predicted: "
                     f"{top})"))
@@ -204,9 +244,8 @@ def health_checks(metrics: dict, spec: dict) -> list[Check]:
     order = metrics.get("class_order")
     if order:
         gain = order["matched_accuracy"] - order["accuracy"]
-        check = evaluate("class_order", gain, section=NAME, defaults=CLASS_ORDER_BOUNDS,
-                         spec=spec.get("class_order"),
-                         message=f"relabelling the model's outputs would raise accuracy from "
+        check = ORDER.judge(gain, checks=spec, section=NAME,
+                            message=f"relabelling the model's outputs would raise accuracy from "
                                  f"{order['accuracy']:.1%} to {order['matched_accuracy']:.1%}")
         if check.status != "pass":
             moved = ", ".join(f"output {m['output']} behaves as '{m['is']}'"
@@ -231,9 +270,9 @@ def summary_checks(summary: dict, baseline: dict | None, spec: dict[str, dict]) 
                    if m.get("support")}
     return [
         accuracy_check(metrics, before, spec),
-        evaluate_each("per_class_recall", recalls, what="recall", section=NAME,
-                      defaults=RECALL_BOUNDS, spec=spec.get("per_class_recall"),
-                      baselines=old_recalls),
+        RECALL.stamp(evaluate_each(RECALL.id, recalls, what="recall", section=NAME,
+                                   defaults=RECALL_BOUNDS, spec=spec_bounds(spec, RECALL.id),
+                                   baselines=old_recalls), spec),
         *health_checks(metrics, spec),
     ]
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from auditor.checks.check import Check, evaluate
+from auditor.checks.check import Check
+from auditor.checks.declared import Declared
 from auditor.errors import ConfigError
 from auditor.methods.triage import calibration, duplicates, ood, slices
 from auditor.methods.triage.label_issues import (
@@ -28,8 +29,6 @@ from auditor.sections.base import Context, KeyFigure, SectionResult
 
 NAME = "triage"
 TITLE = "Mistake triage"
-CHECKS = ("triage.label_errors", "triage.ece", "triage.duplicates", "triage.leakage",
-          "triage.slices")
 # Northcutt et al. 2021 measured 3.3% label errors on average over ten benchmark test sets (up
 # to 10.1% on QuickDraw): above the average, review the labels; above the worst, fail.
 LABEL_ERROR_BOUNDS = {"warn_above": 0.03, "fail_above": 0.10}
@@ -42,6 +41,16 @@ DUPLICATE_BOUNDS = {"warn_above": 0.01}
 # Any training image in the audit inflates accuracy; past the same 1 point, accuracy is not
 # trustworthy (Barz and Denzler 2020 found 3.3% of CIFAR-10's test images in its training set).
 LEAKAGE_BOUNDS = {"warn_above": 0.0, "fail_above": 0.01}
+LABEL_ERRORS = Declared("triage.label_errors", what="share of the labels expected wrong",
+                        bounds=LABEL_ERROR_BOUNDS, figure="label_errors")
+ECE = Declared("triage.ece", what="expected calibration error", bounds=ECE_BOUNDS,
+               figure="ece")
+DUPLICATES = Declared("triage.duplicates", what="share of extra copies",
+                      bounds=DUPLICATE_BOUNDS)
+LEAKAGE = Declared("triage.leakage", what="share of audit images also in training",
+                   bounds=LEAKAGE_BOUNDS)
+SLICES = Declared("triage.slices", what="accuracy gap of the worst slice")
+CHECKS = (LABEL_ERRORS, ECE, DUPLICATES, LEAKAGE, SLICES)
 
 
 
@@ -288,35 +297,36 @@ def triage_checks(ctx: Context, n: int, issues, ece, groups, leaks, found, skipp
     spec, labels = ctx.config.checks, ctx.predictions.labels
     checks = []
     if issues is None or issues.per_class < MIN_PER_CLASS:
-        checks.append(Check("triage.label_errors", "skipped", None, LABEL_ERROR_BOUNDS, None,
-                            skipped.get("label_issues", "too few images per class"), NAME))
+        checks.append(LABEL_ERRORS.outcome(
+            "skipped", None, checks=spec, threshold=LABEL_ERROR_BOUNDS, section=NAME,
+            message=skipped.get("label_issues", "too few images per class")))
     else:
         rate = issues.expected / n
         tested = ("" if issues.recall is None else
                   f"; flips planted at {PLANTED:.1%} found at {issues.recall:.0%}")
-        checks.append(evaluate("triage.label_errors", rate, section=NAME,
-                               message=f"about {issues.expected} label errors expected "
-                                       f"({rate:.1%} of {n} images{tested})",
-                               defaults=LABEL_ERROR_BOUNDS, spec=spec.get("triage.label_errors")))
-    checks.append(evaluate("triage.ece", ece, message=f"expected calibration error {ece:.3f} "
-                           f"({calibration.BINS} bins)", section=NAME, defaults=ECE_BOUNDS,
-                           spec=spec.get("triage.ece")))
+        checks.append(LABEL_ERRORS.judge(rate, checks=spec, section=NAME,
+                                         message=f"about {issues.expected} label errors "
+                                                 f"expected ({rate:.1%} of {n} images{tested})"))
+    checks.append(ECE.judge(ece, checks=spec, section=NAME,
+                            message=f"expected calibration error {ece:.3f} "
+                                    f"({calibration.BINS} bins)"))
     share = duplicates.redundant_share(groups, n)
     conflicting = sum(g.conflicting for g in groups)
-    checks.append(evaluate("triage.duplicates", share, section=NAME, defaults=DUPLICATE_BOUNDS,
-                           message=f"{len(groups)} duplicate groups, {conflicting} with "
-                                   f"conflicting labels; {share:.1%} of images are extra copies",
-                           spec=spec.get("triage.duplicates")))
+    checks.append(DUPLICATES.judge(share, checks=spec, section=NAME,
+                                   message=f"{len(groups)} duplicate groups, {conflicting} with "
+                                           f"conflicting labels; {share:.1%} of images are "
+                                           "extra copies"))
     if leaks is None:
-        checks.append(Check("triage.leakage", "skipped", None, LEAKAGE_BOUNDS, None,
-                            "no --train-data given: leakage from training data not checked",
-                            NAME))
+        checks.append(LEAKAGE.outcome(
+            "skipped", None, checks=spec, threshold=LEAKAGE_BOUNDS, section=NAME,
+            message="no --train-data given: leakage from training data not checked"))
     else:
-        checks.append(evaluate("triage.leakage", len(leaks) / n, section=NAME,
-                               message=f"{len(leaks)} audit images are also training images",
-                               defaults=LEAKAGE_BOUNDS, spec=spec.get("triage.leakage")))
+        checks.append(LEAKAGE.judge(len(leaks) / n, checks=spec, section=NAME,
+                                    message=f"{len(leaks)} audit images are also training "
+                                            "images"))
     if found is None:
-        checks.append(Check("triage.slices", "skipped", None, {}, None, skipped["slices"], NAME))
+        checks.append(SLICES.outcome("skipped", None, checks=spec, message=skipped["slices"],
+                                     section=NAME))
     else:
         worst = found[0].ci[0] if found else 0.0
         where = ("of one class" if found and found[0].label is not None else
@@ -324,8 +334,7 @@ def triage_checks(ctx: Context, n: int, issues, ece, groups, leaks, found, skipp
         what = (f"worst slice: {len(found[0].indices)} images {where}, accuracy gap "
                 f"{found[0].gap:.1%} (95% CI from {found[0].ci[0]:.1%})" if found
                 else "no underperforming slice found")
-        checks.append(evaluate("triage.slices", worst, message=what, section=NAME,
-                               spec=spec.get("triage.slices")))
+        checks.append(SLICES.judge(worst, checks=spec, message=what, section=NAME))
     return checks
 
 

@@ -196,3 +196,17 @@ def trusted_ranking(card: dict) -> list[str]:
 def best_trusted(card: dict) -> str | None:
     """The trusted method with the largest faithfulness margin, or None."""
     return next(iter(trusted_ranking(card)), None)
+
+
+def why_untrusted(card: dict, method: str) -> str | None:
+    """Why the card does not trust ``method`` (its columns that fail, error or do not pass
+    where they must), or None when it does."""
+    entry = card.get(method)
+    if entry is None:
+        return "not on the reliability card"
+    if entry["trusted"]:
+        return None
+    broken = [f"{name} {entry[name]['status']}" for name in COLUMNS
+              if entry[name]["status"] in ("fail", "error")
+              or name in ("randomisation", "faithfulness") and entry[name]["status"] != "pass"]
+    return ", ".join(broken) or "not trusted"

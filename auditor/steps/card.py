@@ -1,0 +1,378 @@
+"""The reliability card as a declared step: made once per run, before the sections, when the
+audit runs the attribution section (the card is configured by its ``[attribution]`` table).
+
+The attribution section shows the card and its checks; the sections that take their method
+from the card (contrastive maps, shortcut discovery) read the same result with ``choose``
+and report their choice in their own result. The sanity check (Adebayo et al. 2018) tests that
+each method's maps depend on the model's weights; deletion and insertion curves (Petsiuk et
+al. 2018) that the pixels a method ranks first are the ones the prediction needs; input
+invariance (Kindermans et al. 2019) that a model absorbing a constant shift keeps its maps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from auditor.checks.check import Check
+from auditor.checks.declared import EXPLANATION, Declared, spec_bounds
+from auditor.errors import AuditorError
+from auditor.methods.attribution.reliability import RANDOMISATION_BOUNDS
+from auditor.predict.plan import Facts, Passes
+
+NAME = "card"
+SECTION = "attribution"  # the section whose options configure the card, and which shows it
+DEFAULT_METHODS = ["gradient", "saliency", "gradient_x_input", "smoothgrad",
+                   "integrated_gradients", "gradcam", "gradcam_pp", "occlusion", "lrp"]
+REFERENCES = 16  # audit images gradient_shap draws its references from
+# Rank correlation with the original maps once every layer is random: bounds from Adebayo et
+# al. 2018 (see methods/attribution/reliability.py). Maps multiplied by the input keep its
+# outline (about 0.85 on the digits) and fail: on such a model they mostly show the input.
+SANITY = Declared("attribution.sanity.*", EXPLANATION, bounds=RANDOMISATION_BOUNDS,
+                  what="rank correlation with the original maps once every layer is randomised")
+# The reference method must beat a random ranking of the pixels (Petsiuk et al. 2018).
+FAITHFULNESS = Declared("attribution.faithfulness", EXPLANATION, bounds={"warn_below": 0.0},
+                        what="the reference method's insertion minus deletion area above a "
+                             "random map's")
+CARD_COLUMN = Declared("attribution.reliability.*", EXPLANATION, listed=False,
+                       what="a column of the reliability card (bounds in "
+                            "methods/attribution/reliability.py)")
+
+
+@dataclass(frozen=True)
+class ReliabilityCard:
+    """The card and the measurements behind it, as the attribution section shows them."""
+
+    card: dict  # {method: {column: {value, status, reason}, trusted}}
+    methods: list[str]  # the methods that could run on this model
+    unavailable: dict[str, str]  # method -> why it does not apply to this model
+    options: Any  # the attribution options the card was made with (method options resolved)
+    sanity: dict  # per method: its correlations and status (summary.json's attribution.sanity)
+    sanity_data: dict  # rows, samples, result (the cascade's SanityResult)
+    sanity_checks: list[Check]
+    stages: list[str]
+    faithfulness: dict  # per method and the random map: deletion, insertion, score
+    faithfulness_data: dict  # rows, samples, steps, curves, completeness, margins, degenerate
+    faithfulness_checks: list[Check]
+    completeness: dict | None  # the complete method's completeness error, when one ran
+    invariance_reason: str | None  # why input invariance was not measured
+
+    @property
+    def ranked(self) -> list[str]:
+        from auditor.methods.attribution.reliability import trusted_ranking
+
+        return trusted_ranking(self.card)
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The card could not be made on this model (an unexpected error): the attribution
+    section reports it as its own failure, and the sections that choose from the card fall
+    back as if there were none."""
+
+    error: str
+
+
+@dataclass(frozen=True)
+class MethodChoice:
+    """Which method a section took from the card, and why (summary.json's
+    ``attribution.used_by.SECTION``)."""
+
+    method: str | None
+    trusted: bool
+    best: str | None
+    cost: float | None
+    allowed: float | None
+    reason: str | None
+
+    def to_summary(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- the plan's cost
+
+def _explain(options, facts: Facts, count: int, times: int = 1) -> Passes:
+    from auditor.methods.attribution.registry import attribution_rows
+
+    forward, backward = attribution_rows(options.methods, count, facts.input_shape,
+                                         options.method_options)
+    return Passes(forward=forward * times, backward=backward * times)
+
+
+def passes(options, facts: Facts) -> Passes:
+    """The card: every method on the sanity samples for the original and at each
+    randomisation stage, twice more for input invariance (the model and its shifted copy,
+    counted whenever the copy can be made, which methods/attribution/shifted.py does for most
+    models), and on the faithfulness samples, whose deletion and insertion curves (for each
+    method and a random map) and the complete methods' completeness are forward passes. Each
+    method is traced on the model, on the randomised copy and on the shifted copy."""
+    from auditor.methods.attribution import METHODS
+
+    samples = min(options.faithfulness_samples, facts.images)
+    curves = (len(options.methods) + 1) * samples * 2 * (options.faithfulness_steps + 1)
+    complete = [m for m in options.methods if m in METHODS and METHODS[m].complete][:1]
+    completeness = 2 * samples * len(complete)
+    sanity = min(options.sanity_samples, facts.images)
+    check = 3 * sanity  # the shifted copy's logits checked against the model's
+    return (_explain(options, facts, samples)
+            + Passes(forward=curves + completeness + check, traces=3 * len(options.methods) + 2)
+            + _explain(options, facts, sanity, options.sanity_stages + 1 + 2))
+
+
+def card_candidates(config, sections) -> tuple[str, ...]:
+    """The methods this run's card chooses from (``Facts.card_methods``): attribution.methods,
+    or none when ``sections`` leave the attribution section out (``choose`` then gives the
+    caller's fallback)."""
+    if SECTION not in sections:
+        return ()
+    return tuple(config.options[SECTION].methods)
+
+
+def passes_per_map(method: str, shape: tuple) -> float:
+    """Passes one map of ``method`` costs on an image of ``shape``, at the method's default
+    options (those a section taking the card's method runs it with)."""
+    from auditor.methods.attribution.registry import attribution_rows
+
+    forward, backward = attribution_rows([method], 1, shape)
+    return Passes(forward=forward, backward=backward).total
+
+
+def card_map_cost(facts: Facts, fallback: str) -> int:
+    """The default allowance per map of a section taking the card's method: what the dearest
+    method the card may choose (or the fallback) costs here, so that unplanned, whichever the
+    card trusts most is used."""
+    methods = (*_candidates(facts), fallback)
+    return math.ceil(max(passes_per_map(m, facts.input_shape) for m in methods))
+
+
+def affordable(facts: Facts, max_cost: float | None, fallback: str) -> list[str]:
+    """The methods a section taking the card's choice within ``max_cost`` passes per map (None:
+    any) may run: the card's methods that fit, and the fallback. Its plan counts the dearest."""
+    return [m for m in _candidates(facts) if _fits(m, facts.input_shape, max_cost)] + [fallback]
+
+
+def _fits(method: str, shape: tuple, max_cost: float | None) -> bool:
+    return max_cost is None or passes_per_map(method, shape) <= max_cost
+
+
+def _candidates(facts: Facts) -> tuple[str, ...]:
+    return tuple(DEFAULT_METHODS) if facts.card_methods is None else facts.card_methods
+
+
+# --------------------------------------------------------------------------- making the card
+
+def sample_positions(n: int, size: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=min(size, n), replace=False))
+
+
+def compute_maps(handle, x, targets, methods, score, method_options, ctx=None, positions=None):
+    """Maps of every method that applies to this model, and the reason for each that does not
+    (e.g. Grad-CAM on a model without convolutions, or a method that raises on this
+    architecture: a finding on the card, never a failed audit). With the run's ``ctx`` and the
+    images' ``positions``, maps are shared with the other sections through ``ctx.saliency``."""
+    from auditor.methods.attribution import attribute
+
+    maps, unavailable = {}, {}
+    for method in methods:
+        options = method_options.get(method, {})
+        try:
+            maps[method] = (attribute(handle, x, targets, method, score=score, **options)
+                            if ctx is None else
+                            ctx.saliency(method, positions, targets, images=x, score=score,
+                                         options=options))
+        except AuditorError as exc:  # e.g. Grad-CAM without a convolution: does not apply
+            unavailable[method] = str(exc)
+        except Exception as exc:  # a method that breaks on this architecture is a finding
+            unavailable[method] = (f"failed on this model ({type(exc).__name__}: "
+                                   f"{str(exc).splitlines()[0][:200] if str(exc) else ''})")
+    return maps, unavailable
+
+
+def sanity_part(ctx, options, methods):
+    """The cascading randomisation of every method, and its explanation checks."""
+    from auditor.methods.attribution.sanity import cascading_randomisation
+
+    p = ctx.predictions
+    positions = sample_positions(len(p.labels), options.sanity_samples, ctx.config.seed + 1)
+    result = cascading_randomisation(
+        ctx.handle, ctx.dataset.images(positions), p.preds[positions], methods,
+        max_stages=options.sanity_stages, seed=ctx.config.seed, score=options.score,
+        method_options=options.method_options)
+    checks, rows, summary = [], [], {}
+    for method in methods:
+        correlation, similarity = result.final(method)
+        check = SANITY.judge(correlation, checks=ctx.config.checks, section=SECTION, name=method,
+                             message=f"{method}: rank correlation of its maps with the "
+                                     "original ones once every layer is randomised")
+        if result.degenerate[method]:
+            check = dataclasses.replace(
+                check, status="error",
+                message=f"{method}: not measurable, {result.degenerate[method]}")
+        checks.append(check)
+        rows.append({"method": method, "rank_correlation": correlation, "ssim": similarity,
+                     "status": check.status})
+        summary[method] = {"rank_correlation": result.rank_correlation[method],
+                           "ssim": result.ssim[method], "final_rank_correlation": correlation,
+                           "final_ssim": similarity, "status": check.status,
+                           "passed": check.status == "pass"}
+    return summary, {"rows": rows, "samples": len(positions), "result": result}, checks, \
+        result.stages
+
+
+def completeness_part(ctx, options, x, targets, maps) -> dict | None:
+    """How far the maps of the first method the registry declares complete (they sum to the
+    score's difference from the baseline) are from it, when one ran."""
+    from auditor.methods.attribution import METHODS
+    from auditor.methods.attribution.integrated_gradients import completeness
+
+    method = next((m for m in maps if m in METHODS and METHODS[m].complete), None)
+    if method is None:
+        return None
+    given = options.method_options.get(method, {})
+    errors, gaps = completeness(
+        ctx.handle, x, targets, maps[method], score=options.score,
+        **{k: v for k, v in given.items() if k in ("baseline", "blur_sigma")})
+    measured = np.isfinite(errors)
+    return {"error": float(errors[measured].mean()) if measured.any() else None,
+            "gap": float(np.abs(gaps).mean()), "measured": int(measured.sum()),
+            "samples": len(errors)}
+
+
+def faithfulness_part(ctx, options, methods):
+    from auditor.methods.attribution.faithfulness import deletion_insertion, random_maps
+    from auditor.methods.attribution.reliability import degenerate_reason
+
+    p = ctx.predictions
+    positions = sample_positions(len(p.labels), options.faithfulness_samples, ctx.config.seed)
+    x, targets = ctx.dataset.images(positions), p.preds[positions]
+    maps, unavailable = compute_maps(ctx.handle, x, targets, methods, options.score,
+                                     options.method_options, ctx, positions)
+    maps["random"] = random_maps(x, ctx.config.seed)
+    curves = {m: deletion_insertion(ctx.handle, x, targets, a, steps=options.faithfulness_steps,
+                                    seed=ctx.config.seed) for m, a in maps.items()}
+    summary = {m: {"deletion_auc": c.deletion_auc, "insertion_auc": c.insertion_auc,
+                   "score": c.score} for m, c in curves.items()}
+    degenerate = {m: degenerate_reason(a) for m, a in maps.items() if m != "random"}
+    complete = completeness_part(ctx, options, x, targets, maps)
+    reference = options.reference_method if options.reference_method in curves else None
+    margin = curves[reference].score - curves["random"].score if reference else None
+    check = FAITHFULNESS.judge(margin, checks=ctx.config.checks, section=SECTION,
+                               message=f"{reference}: insertion minus deletion area, above a "
+                                       "random map's")
+    if reference and degenerate.get(reference):
+        check = dataclasses.replace(
+            check, status="error", message=f"{reference}: not measurable, {degenerate[reference]}")
+    margins = {m: c.score - curves["random"].score for m, c in curves.items() if m != "random"}
+    data = {"rows": [{"method": m, **summary[m]} for m in curves], "samples": len(positions),
+            "steps": options.faithfulness_steps, "curves": curves,
+            "completeness": complete, "unavailable": unavailable,
+            "margins": margins, "degenerate": degenerate}
+    return summary, data, [check], complete, unavailable
+
+
+def resolved_options(ctx, options) -> dict:
+    """The methods' options, with gradient_shap's references drawn from the audit's images."""
+    method_options = {m: dict(v) for m, v in options.method_options.items()}
+    if "gradient_shap" in options.methods:
+        shap = method_options.setdefault("gradient_shap", {})
+        if "references" not in shap:
+            positions = sample_positions(len(ctx.predictions.labels), REFERENCES,
+                                         ctx.config.seed + 2)
+            shap["references"] = ctx.dataset.images(positions)
+    return method_options
+
+
+def invariance_part(ctx, options, methods):
+    """Each method's change on a copy of the model that absorbs a constant input shift."""
+    from auditor.methods.attribution.reliability import input_invariance
+
+    p = ctx.predictions
+    positions = sample_positions(len(p.labels), options.sanity_samples, ctx.config.seed + 1)
+    return input_invariance(ctx.handle, ctx.dataset.images(positions), p.preds[positions],
+                            methods, method_options=options.method_options, score=options.score)
+
+
+def make_card(ctx, options) -> ReliabilityCard:
+    """The card for the attribution ``options``: faithfulness first (it finds the methods that
+    do not apply to this model), then the sanity cascade and input invariance of the rest."""
+    from auditor.methods.attribution import METHODS
+    from auditor.methods.attribution.reliability import build_card
+
+    unknown = [m for m in options.methods if m not in METHODS]
+    if unknown:
+        raise AuditorError(f"'attribution.methods' names unknown method '{unknown[0]}'; choose "
+                           f"from: {', '.join(sorted(METHODS))} (see 'auditor methods')")
+    options = dataclasses.replace(options, method_options=resolved_options(ctx, options))
+    faithfulness, faith_data, faith_checks, complete, unavailable = faithfulness_part(
+        ctx, options, options.methods)
+    methods = [m for m in options.methods if m not in unavailable]
+    sanity, sanity_data, sanity_checks, stages = sanity_part(ctx, options, methods)
+    invariance, invariance_reason = invariance_part(ctx, options, methods)
+    result = sanity_data["result"]
+    card = build_card(
+        methods, randomisation={m: result.final(m)[0] for m in methods},
+        sanity_degenerate=result.degenerate, invariance=invariance,
+        invariance_reason=invariance_reason, faithfulness=faith_data["margins"],
+        faithfulness_degenerate=faith_data["degenerate"],
+        thresholds=lambda column: spec_bounds(ctx.config.checks, CARD_COLUMN.check_id(column)))
+    return ReliabilityCard(card, methods, unavailable, options, sanity, sanity_data,
+                           sanity_checks, stages, faithfulness, faith_data, faith_checks,
+                           complete, invariance_reason)
+
+
+# --------------------------------------------------------------------------- using the card
+
+def choose(card: ReliabilityCard | None, shape: tuple, fallback: str | None = None,
+           max_cost: float | None = None) -> tuple[str | None, MethodChoice | None]:
+    """The method a section uses when its spec names none: the card's best trusted one (largest
+    faithfulness margin) among those whose maps cost at most ``max_cost`` passes each on this
+    model (None: any cost), so the next trusted one when the best costs more than the plan
+    allows. ``fallback`` when no trusted method fits, or when the audit makes no card (it is
+    the attribution section's work: it is not paid for silently; the choice is then None)."""
+    if not isinstance(card, ReliabilityCard):
+        return fallback, None
+    ranked = card.ranked
+    chosen = next((m for m in ranked if _fits(m, shape, max_cost)), fallback)
+    best = ranked[0] if ranked else None
+    if best is None:
+        reason = "the reliability card trusts no method on this model"
+    elif chosen != best:
+        reason = (f"{best} costs {_passes_text(passes_per_map(best, shape))} per map on this "
+                  f"model; the allowance is {_passes_text(max_cost)}")
+    else:
+        reason = None
+    return chosen, MethodChoice(
+        method=chosen, trusted=chosen in ranked, best=best,
+        cost=None if chosen is None else passes_per_map(chosen, shape), allowed=max_cost,
+        reason=reason)
+
+
+def _passes_text(passes: float) -> str:
+    return f"{passes:g} pass" + ("" if passes == 1 else "es")
+
+
+def choice_note(used: MethodChoice | None, shape: tuple) -> str:
+    """Words for the report on how ``choose`` chose."""
+    if used is None:
+        return " (the default: this audit does not run the attribution section's reliability card)"
+    if used.best is None:
+        return " (the default: the reliability card trusts no method on this model)"
+    if used.method == used.best:
+        return " (the reliability card's best trusted method)"
+    best = f"its best, {used.best}, costs {_passes_text(passes_per_map(used.best, shape))}"
+    allowed = _passes_text(used.allowed)
+    if used.trusted:
+        return f" (the reliability card's best trusted method within {allowed} per map; {best})"
+    return (f" (the default: no method the reliability card trusts costs at most {allowed} per "
+            f"map on this model; {best})")
+
+
+def card_of(card: ReliabilityCard | None) -> dict | None:
+    """The card's table, or None without a card (for the checks that read it)."""
+    return card.card if isinstance(card, ReliabilityCard) else None
+
