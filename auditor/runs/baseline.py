@@ -62,7 +62,70 @@ def read_baseline(path: str | Path, role: str = "baseline") -> dict:
             "auditor.summary/"):
         raise ConfigError(f"{role} '{file}' is not an auditor summary (no 'schema' key "
                           "auditor.summary/1)")
+    problem = summary_problem(summary)
+    if problem:
+        raise ConfigError(f"{role} '{file}' is not a complete auditor summary ({problem}); pass "
+                          "the summary.json of a finished run, as auditor wrote it")
     return summary
+
+
+# What a comparison reads from a run's summary.json: (path, type); checked on load, so that a
+# damaged or hand-edited file is refused before any work instead of failing after the audit.
+NEEDED = (("created", str), ("verdict", str), ("model", dict), ("model.name", str),
+          ("model.sha256", str), ("data", dict), ("data.source", str), ("data.n", int),
+          ("data.class_names", list), ("checks", list))
+
+
+def summary_problem(summary: dict) -> str | None:
+    """What is missing or of the wrong type in a summary: the keys the comparison needs, then
+    the package's JSON Schema where jsonschema is installed; None when it is whole."""
+    for path, kind in NEEDED:
+        node: Any = summary
+        for key in path.split("."):
+            node = node.get(key) if isinstance(node, dict) else None
+        if node is None:
+            return f"no '{path}'"
+        if not isinstance(node, kind) or isinstance(node, bool):
+            return f"'{path}' is {type(node).__name__}, not {kind.__name__}"
+    if not all(isinstance(name, str) for name in summary["data"]["class_names"]):
+        return "'data.class_names' holds something other than names"
+    if not all(isinstance(c, dict) and isinstance(c.get("id"), str) and isinstance(
+            c.get("status"), str) for c in summary["checks"]):
+        return "a check without a text 'id' and 'status'"
+    return _schema_problem(summary)
+
+
+def _schema_problem(summary: dict) -> str | None:
+    try:
+        import jsonschema
+    except ImportError:  # a dev extra: the keys above are what the comparison needs
+        return None
+    from importlib import resources
+
+    schema = json.loads(resources.files("auditor.report").joinpath(
+        "summary.schema.json").read_text(encoding="utf-8"))
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(schema).iter_errors(summary))
+    if error is None:
+        return None
+    where = ".".join(str(part) for part in error.absolute_path) or "the top level"
+    return f"at {where}: {error.message[:160]}"
+
+
+def class_difference(new_names: list[str], baseline: dict) -> str | None:
+    """How the classes of a run differ from its baseline's (None when they are the same, in
+    the same order): a comparison across other classes would match the wrong figures."""
+    old_names = [str(name) for name in baseline["data"]["class_names"]]
+    new_names = [str(name) for name in new_names]
+    if new_names == old_names:
+        return None
+    gone = [n for n in old_names if n not in new_names]
+    added = [n for n in new_names if n not in old_names]
+    if not gone and not added:
+        return "the same classes in another order"
+    parts = ([f"only the baseline has {', '.join(map(repr, gone[:3]))}"] if gone else []) + (
+        [f"only this run has {', '.join(map(repr, added[:3]))}"] if added else [])
+    return "; ".join(parts)
 
 
 def load_run(path: str | Path, role: str = "baseline") -> Run:
@@ -238,10 +301,28 @@ def annotate_checks(checks: list[dict], old_checks: list[dict]) -> None:
 def regression_checks(summary: dict, baseline: dict | None, spec: dict[str, dict]) -> list[Check]:
     """Checks that hold a whole run against its baseline: no class newly flagged as a Clever
     Hans suspect (once both runs have ``clever_hans.discovery.flagged_classes``)."""
-    flagged = flagged_classes(summary)
-    if baseline is None or flagged is None:
+    if baseline is None:
         return []
-    return [evaluate_new_items(
+    checks = [data_check(summary, baseline)] if "data" in summary else []
+    flagged = flagged_classes(summary)
+    if flagged is None:
+        return checks
+    return checks + [evaluate_new_items(
         "newly_flagged_classes", flagged, flagged_classes(baseline),
         what="classes newly flagged as Clever Hans suspects", section="clever_hans",
         defaults=DEFAULT_FLAG_BOUNDS, spec=spec.get("newly_flagged_classes"))]
+
+
+def data_check(summary: dict, baseline: dict) -> Check:
+    """``baseline.data``: a run compared with a baseline measured on other data (another source
+    or another number of images) warns, naming the difference: its changes mix the model's with
+    the data's."""
+    now, before = summary.get("data") or {}, baseline.get("data") or {}
+    differences = [f"{key} {now.get(key)!r} against the baseline's {before.get(key)!r}"
+                   for key in ("source", "n") if now.get(key) != before.get(key)]
+    if not differences:
+        return Check("baseline.data", "pass", True, {}, None,
+                     "the baseline was measured on the same data", "", gated=True)
+    return Check("baseline.data", "warn", False, {}, None,
+                 f"the baseline was measured on other data ({'; '.join(differences)}): the "
+                 "changes against it mix the model's with the data's", "", gated=True)
