@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from auditor.errors import DataError
+from auditor.errors import DataError, Interrupted
 from auditor.inputs.images import oversized, pixel_budget
 from auditor.inputs.npz import READ_ERRORS, NpzArray, array_chunks
 
@@ -72,6 +72,7 @@ class Dataset:
             try:
                 images = next(batches)
             except tf.errors.OpError as exc:  # files were checked: one changed since
+                Interrupted.raise_if_pending()  # or a signal landed in tf.data's Python code
                 if NON_FINITE in exc.message:
                     raise DataError(f"dataset '{self.source}' has NaN or infinite pixel values "
                                     f"near sample {start}; clean or drop those images") from None

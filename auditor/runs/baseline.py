@@ -19,6 +19,7 @@ import numpy as np
 
 from auditor.checks.check import Check, change, evaluate_new_items
 from auditor.errors import ConfigError
+from auditor.inputs.npz import READ_ERRORS
 from auditor.sections.clever_hans import flagged_classes
 
 PREDICTIONS_FILE = "predictions.npz"
@@ -46,9 +47,10 @@ def summary_file(path: str | Path) -> Path:
     return file / "summary.json" if file.is_dir() else file
 
 
-def read_baseline(path: str | Path, role: str = "baseline") -> dict:
+def read_baseline(path: str | Path, role: str = "baseline", schema: bool = False) -> dict:
     """A previous run's summary.json, from its folder or the file itself; ``role`` names the
-    run in error messages."""
+    run in error messages. The keys a comparison reads are checked, and with ``schema`` the
+    whole file against the package's JSON Schema (where jsonschema is installed)."""
     file = summary_file(path)
     if not file.is_file():
         raise ConfigError(f"{role} '{path}' has no summary.json; pass an earlier run's output "
@@ -62,7 +64,7 @@ def read_baseline(path: str | Path, role: str = "baseline") -> dict:
             "auditor.summary/"):
         raise ConfigError(f"{role} '{file}' is not an auditor summary (no 'schema' key "
                           "auditor.summary/1)")
-    problem = summary_problem(summary)
+    problem = summary_problem(summary, schema)
     if problem:
         raise ConfigError(f"{role} '{file}' is not a complete auditor summary ({problem}); pass "
                           "the summary.json of a finished run, as auditor wrote it")
@@ -76,9 +78,10 @@ NEEDED = (("created", str), ("verdict", str), ("model", dict), ("model.name", st
           ("data.class_names", list), ("checks", list))
 
 
-def summary_problem(summary: dict) -> str | None:
+def summary_problem(summary: dict, schema: bool = False) -> str | None:
     """What is missing or of the wrong type in a summary: the keys the comparison needs, then
-    the package's JSON Schema where jsonschema is installed; None when it is whole."""
+    with ``schema`` the package's JSON Schema where jsonschema is installed; None when it is
+    whole."""
     for path, kind in NEEDED:
         node: Any = summary
         for key in path.split("."):
@@ -92,7 +95,7 @@ def summary_problem(summary: dict) -> str | None:
     if not all(isinstance(c, dict) and isinstance(c.get("id"), str) and isinstance(
             c.get("status"), str) for c in summary["checks"]):
         return "a check without a text 'id' and 'status'"
-    return _schema_problem(summary)
+    return _schema_problem(summary) if schema else None
 
 
 def _schema_problem(summary: dict) -> str | None:
@@ -131,7 +134,8 @@ def class_difference(new_names: list[str], baseline: dict) -> str | None:
 def load_run(path: str | Path, role: str = "baseline") -> Run:
     """A run folder (or its summary.json) with the predictions saved beside it, if any."""
     file = summary_file(path)
-    return Run(read_baseline(path, role), file.resolve(), read_predictions(file.parent))
+    return Run(read_baseline(path, role, schema=True), file.resolve(),
+               read_predictions(file.parent))
 
 
 def prediction_record(predictions, dataset) -> dict[str, np.ndarray]:
@@ -152,12 +156,18 @@ def read_predictions(folder: Path) -> dict[str, np.ndarray] | None:
     if not file.is_file():
         return None
     try:
-        with np.load(file) as data:
+        with np.load(file, allow_pickle=False) as data:
             record = {key: data[key] for key in data.files}
-    except (OSError, ValueError):
+    except READ_ERRORS:
         return None
-    needed = {"source_index", "labels", "preds"}
-    return record if needed <= set(record) else None
+    needed = ("source_index", "labels", "preds")
+    if not set(needed) <= set(record):
+        return None
+    arrays = [record[key] for key in needed]
+    if any(a.ndim != 1 or a.dtype.kind not in "iu" or len(a) != len(arrays[0]) or
+           (a.size and a.min() < 0) for a in arrays):
+        return None  # not what auditor writes: the examples are not compared
+    return record
 
 
 # --- figures of a run ---------------------------------------------------------------------
@@ -230,6 +240,8 @@ def same_data(new: dict, new_record, old: dict, old_record) -> tuple[bool, str]:
     for key in ("source_index", "labels"):
         if not np.array_equal(new_record[key], old_record[key]):
             return False, "the same source, but sampled differently (different images or labels)"
+    if old_record["preds"].size and old_record["preds"].max() >= len(new["data"]["class_names"]):
+        return False, f"the baseline's {PREDICTIONS_FILE} predicts classes this run does not have"
     return True, ""
 
 
