@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -209,3 +211,82 @@ def test_a_closed_standard_output_keeps_the_exit_code(tmp_path, digits_model_pat
             expected = 1 if verdict == "fail" else 0
         assert process.returncode == expected, stderr
         assert "Traceback" not in stderr and "Broken pipe" not in stderr
+
+
+# --- decompression bombs ----------------------------------------------------------------------
+
+def png_bomb(path: Path, side: int = 20000) -> None:
+    """A 1-bit grey PNG of side x side black pixels: about 49 kB on disk, 1.2 GB decoded to
+    RGB bytes (4.8 GB as float32). Written row by row: the test never holds it."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    compressor, row = zlib.compressobj(9), b"\x00" * (1 + (side + 7) // 8)
+    body = b"".join(compressor.compress(row * 1000) for _ in range(side // 1000))
+    body += compressor.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side,
+                                                                       1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+
+
+PEAK = """import resource, subprocess, sys
+done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+sys.stderr.write(done.stderr)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)
+sys.exit(done.returncode)
+"""
+
+
+def audit_with_peak(*args) -> tuple[subprocess.CompletedProcess, int]:
+    """The CLI in a fresh process, and its peak resident memory in MB."""
+    done = subprocess.run([sys.executable, "-c", PEAK, sys.executable, "-m", "auditor",
+                           *map(str, args)], env=ENV, capture_output=True, text=True,
+                          timeout=600)
+    return done, int(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_decompression_bomb_is_skipped_unread_with_its_size(tmp_path, digits_model_path):
+    from auditor.inputs.demo import digits_images
+
+    x, y = digits_images("test")
+    data = tmp_path / "data"
+    for c in (3, 5):
+        save_images(data / str(c), x[y == c][:6], [f"{i}.png" for i in range(6)])
+    png_bomb(data / "3" / "bomb.png")
+    assert (data / "3" / "bomb.png").stat().st_size < 60_000
+    out = tmp_path / "run"
+    done, peak = audit_with_peak(*audit_args(digits_model_path, out, "--data", data,
+                                             "--format", "json"))
+    assert done.returncode in (0, 1) and "Traceback" not in done.stderr, done.stderr
+    skipped = json.loads((out / "summary.json").read_text())["data"]["skipped"]
+    assert [Path(s["path"]).name for s in skipped] == ["bomb.png"]
+    assert "20000 x 20000 pixels" in skipped[0]["reason"]
+    assert peak < 2000, f"peak {peak} MB: the bomb was decoded"  # 4.8 GB if it were
+    done, peak = audit_with_peak(*audit_args(digits_model_path, tmp_path / "strict", "--data",
+                                             data, "--strict-data"))
+    one_line_error(done.returncode, "", done.stderr, "bomb.png", "20000 x 20000", "--strict-data")
+    assert peak < 2000 and not (tmp_path / "strict").exists()
+
+
+def npz_with_header(path: Path, shape: tuple, data: bytes, y=None) -> None:
+    """An .npz whose 'x' declares ``shape`` (uint8) but holds ``data``."""
+    import io
+    import zipfile
+
+    member = io.BytesIO()
+    np.lib.format.write_array_header_1_0(member, {"descr": "|u1", "fortran_order": False,
+                                                  "shape": shape})
+    labels = io.BytesIO()
+    np.save(labels, np.zeros(4, np.int64) if y is None else y)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x.npy", member.getvalue() + data)
+        archive.writestr("y.npy", labels.getvalue())
+
+
+def test_an_npz_declaring_more_than_it_holds_is_refused_unread(tmp_path, digits_model_path,
+                                                              run_cli):
+    path = tmp_path / "liar.npz"
+    npz_with_header(path, (4, 50000, 50000), bytes(256))  # 10 GB declared, 256 bytes held
+    one_line_error(*run_cli(*audit_args(digits_model_path, tmp_path / "run", "--data",
+                                        f"npz:{path}")), "declares", "the member holds 256")

@@ -21,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 
 from auditor.errors import DataError, Interrupted
-from auditor.inputs.images import oversized, pixel_budget
+from auditor.inputs.images import headers_read_by_size, oversized, pixel_budget
 from auditor.inputs.npz import READ_ERRORS, NpzArray, array_chunks
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
@@ -568,8 +568,8 @@ class ImageFiles:
     def oversized(self, index: np.ndarray) -> list[dict]:
         """The files at ``index`` whose header declares more pixels than the budget: never
         decoded (``inputs/images.py``)."""
-        budget = pixel_budget()
-        found = ((str(self.paths[i]), oversized(str(self.paths[i]), budget)) for i in index)
+        with headers_read_by_size() as budget:
+            found = [(str(self.paths[i]), oversized(str(self.paths[i]), budget)) for i in index]
         return [{"path": path, "reason": reason} for path, reason in found if reason]
 
     def undecodable(self, index: np.ndarray) -> list[dict]:
