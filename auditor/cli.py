@@ -128,9 +128,12 @@ def _flags(no_progress: bool, flags: dict) -> dict:
 def audit(spec, no_progress, **flags) -> None:
     """Audit a model on a labelled dataset and write the report folder."""
     from auditor.config.spec import make_config, read_spec
-    from auditor.pipeline import run_audit
+    from auditor.pipeline import input_paths, run_audit
+    from auditor.runs.staging import check_out
 
     config = make_config(read_spec(spec) if spec else None, **_flags(no_progress, flags))
+    if config.out:  # a --out it cannot write (no room, a name too long) fails at once too
+        check_out(Path(config.out), input_paths(config))
     _quiet_tensorflow()  # only once the spec is known good: a typo fails before the import
     outcome = run_audit(config)
     _report(outcome)

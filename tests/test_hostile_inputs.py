@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -290,3 +291,145 @@ def test_an_npz_declaring_more_than_it_holds_is_refused_unread(tmp_path, digits_
     npz_with_header(path, (4, 50000, 50000), bytes(256))  # 10 GB declared, 256 bytes held
     one_line_error(*run_cli(*audit_args(digits_model_path, tmp_path / "run", "--data",
                                         f"npz:{path}")), "declares", "the member holds 256")
+
+
+# --- fuzz: the data loaders never crash, never blow up ------------------------------------------
+
+def fuzz_file(draw, folder: Path) -> None:
+    """One hostile file in a class folder: random bytes, a real image cut short, an image magic
+    followed by junk, under a random name."""
+    from hypothesis import strategies as st
+    from PIL import Image
+
+    name = draw(st.text(st.characters(blacklist_characters="/\x00", blacklist_categories=("Cs",)),
+                        min_size=1, max_size=40))
+    name = name.lstrip(".") or "x"
+    suffix = draw(st.sampled_from([".png", ".jpg", ".gif", ".bmp", ".PNG"]))
+    kind = draw(st.sampled_from(["random", "truncated", "magic"]))
+    if kind == "random":
+        body = draw(st.binary(max_size=300))
+    else:
+        buffer = __import__("io").BytesIO()
+        Image.new("L", (9, 7), 128).save(buffer, format={".jpg": "JPEG", ".gif": "GIF",
+                                                           ".bmp": "BMP"}.get(suffix, "PNG"))
+        good = buffer.getvalue()
+        body = (good[:draw(st.integers(0, len(good) - 1))] if kind == "truncated"
+                else good[:draw(st.integers(1, 30))] + draw(st.binary(max_size=200)))
+    try:
+        (folder / (name[:100] + suffix)).write_bytes(body)
+    except OSError:  # a name this file system refuses: nothing to read
+        pass
+
+
+def fuzz_npz(draw, path: Path) -> None:
+    """An .npz with odd dtypes, shapes and object arrays, sometimes cut short or with a byte
+    flipped."""
+    from hypothesis import strategies as st
+
+    dtype = draw(st.sampled_from(["uint8", "float32", "float64", "int64", "bool", "complex64",
+                                  "U3", "object", ">f4"]))
+    shape = tuple(draw(st.lists(st.integers(0, 6), max_size=5)))
+    x = np.zeros(shape, dtype=dtype) if dtype != "object" else np.empty(shape, dtype=object)
+    y = draw(st.sampled_from([np.zeros(shape[:1], np.int64), np.arange(7), np.array(["a"]),
+                              np.empty(2, dtype=object), np.zeros((2, 3, 4))]))
+    save = np.savez_compressed if draw(st.booleans()) else np.savez
+    save(path, x=x, y=y)
+    raw = bytearray(path.read_bytes())
+    damage = draw(st.sampled_from(["none", "truncate", "flip"]))
+    if damage == "truncate":
+        raw = raw[:draw(st.integers(0, len(raw) - 1))]
+    elif damage == "flip" and raw:
+        raw[draw(st.integers(0, len(raw) - 1))] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+def loads_or_refuses(source: str) -> None:
+    """Either the dataset opens and streams (a bad file skipped and listed), or DataError: the
+    one line the CLI prints with exit 2. Anything else would be a traceback."""
+    from auditor.errors import DataError
+    from auditor.inputs.datasets import load_dataset
+
+    try:
+        dataset = load_dataset(source, (32, 32, 1), 10)
+        for _ in dataset.batches(64):
+            pass
+    except DataError as exc:
+        assert "\n" not in str(exc)
+
+
+def test_fuzzed_data_is_read_or_refused_in_one_line(tmp_path_factory):
+    import resource
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from auditor.inputs.demo import digits_images
+
+    x, _ = digits_images("test")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    @settings(max_examples=15, deadline=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(st.data())
+    def case(data):
+        root = tmp_path_factory.mktemp("fuzz")
+        if data.draw(st.booleans()):
+            fuzz_npz(data.draw, root / "data.npz")
+            loads_or_refuses(f"npz:{root / 'data.npz'}")
+        else:
+            save_images(root / "3", x[:2], ["good0.png", "good1.png"])
+            for _ in range(data.draw(st.integers(1, 3))):
+                fuzz_file(data.draw, root / "3")
+            loads_or_refuses(str(root))
+
+    case()
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 500, f"peak memory grew by {grown_mb:.0f} MB"
+
+
+# --- a full disk ------------------------------------------------------------------------------
+
+def in_a_small_file_system(tmp_path: Path, options: str,
+                           script: str) -> subprocess.CompletedProcess:
+    """``script`` (sh) with $MNT a fresh tmpfs mounted with ``options``, in a private mount
+    namespace so that nothing leaks; skipped where mounting is not permitted."""
+    if not shutil.which("unshare"):
+        pytest.skip("no unshare(1) to mount a small file system in")
+    mount = tmp_path / "mnt"
+    mount.mkdir()
+    done = subprocess.run(
+        ["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o {options} tmpfs {mount} || exit 77\n"
+                                      f"MNT={mount}\n{script}"],
+        env={**ENV, "PY": sys.executable}, capture_output=True, text=True, timeout=600)
+    if done.returncode == 77 or "unshare failed" in done.stderr:
+        pytest.skip("cannot mount a tmpfs here (unshare -m is not permitted)")
+    return done
+
+
+@pytest.mark.parametrize("options, words", [("size=1m", "free where --out"),
+                                            ("size=64m,nr_inodes=16", "free inodes")])
+def test_a_disk_without_room_is_refused_before_the_model_is_read(tmp_path, options, words):
+    done = in_a_small_file_system(tmp_path, options, (
+        f'exec "$PY" -m auditor audit --model {tmp_path}/missing.keras --out "$MNT/run"'))
+    line = one_line_error(done.returncode, done.stdout, done.stderr, words)
+    assert "missing.keras" not in line
+
+
+def test_a_disk_that_fills_up_while_the_report_is_written_is_one_line(tmp_path,
+                                                                      digits_model_path):
+    """The disk fills (another job's file) once the run is under way: one line, exit 2,
+    nothing of the run left."""
+    done = in_a_small_file_system(tmp_path, "size=12m", f"""
+        "$PY" -m auditor audit --model {digits_model_path} --data sklearn:digits:test \\
+            --sections performance,attribution --out "$MNT/run" --no-progress &
+        pid=$!
+        until ls "$MNT"/.run.partial-*/predictions.npz >/dev/null 2>&1; do
+            kill -0 $pid 2>/dev/null || break; sleep 0.05
+        done
+        dd if=/dev/zero of="$MNT/fill" bs=64k 2>/dev/null
+        wait $pid; code=$?
+        ls -A "$MNT"
+        exit $code""")
+    line = one_line_error(done.returncode, "", done.stderr, "no space", "--out")
+    assert "Traceback" not in line
+    assert done.stdout.split() == ["fill"]  # the run left nothing
