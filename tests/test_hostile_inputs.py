@@ -433,3 +433,65 @@ def test_a_disk_that_fills_up_while_the_report_is_written_is_one_line(tmp_path,
     line = one_line_error(done.returncode, "", done.stderr, "no space", "--out")
     assert "Traceback" not in line
     assert done.stdout.split() == ["fill"]  # the run left nothing
+
+
+# --- watch: shared work, changed content --------------------------------------------------------
+
+WATCH_FAST = ["--data", "sklearn:digits:test", "--sections", "performance", "--max-samples", "60",
+              "--format", "json", "--no-progress", "--settle", "0"]
+
+
+@pytest.fixture(scope="module")
+def two_checkpoints(tmp_path_factory, digits_model_path):
+    """Two checkpoints of the digits CNN with different content (the second's first kernel
+    scaled)."""
+    import keras
+
+    folder = tmp_path_factory.mktemp("two")
+    shutil.copy(digits_model_path, folder / "a.keras")
+    model = keras.saving.load_model(digits_model_path)
+    weights = model.weights[0]
+    weights.assign(weights.numpy() * 0.9)
+    model.save(folder / "b.keras")
+    os.utime(folder / "a.keras", ns=(1, 1_000_000_000))  # a is the older
+    return folder
+
+
+def test_two_watches_share_the_work_and_audit_nothing_twice(tmp_path, two_checkpoints):
+    root = tmp_path / "reports"
+    command = [sys.executable, "-m", "auditor", "watch", str(two_checkpoints), "--once",
+               "--out", str(root), *WATCH_FAST]
+    watches = [subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for _ in range(2)]
+    logs = [watch.communicate(timeout=600)[1] for watch in watches]
+    assert all(watch.returncode in (0, 1) for watch in watches), logs
+    assert "Traceback" not in "".join(logs)
+    audited = [line for log in logs for line in log.splitlines() if " -> " in line]
+    assert sorted(line.split(":")[0] for line in audited) == ["a.keras", "b.keras"], logs
+    ledger = json.loads((root / "watch.json").read_text())["checkpoints"]
+    assert sorted(Path(e["file"]).name for e in ledger) == ["a.keras", "b.keras"]
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir())
+    assert folders == sorted(e["folder"] for e in ledger)
+    assert not [p.name for p in root.iterdir() if p.name.endswith((".claim", ".partial"))
+                or ".partial-" in p.name]
+
+
+def test_a_half_copied_checkpoint_is_audited_once_its_copy_is_finished(tmp_path,
+                                                                       two_checkpoints,
+                                                                       run_cli):
+    folder, root = tmp_path / "checkpoints", tmp_path / "reports"
+    folder.mkdir()
+    whole = (two_checkpoints / "a.keras").read_bytes()
+    (folder / "a.keras").write_bytes(whole)
+    (folder / "copy.keras").write_bytes(whole[:len(whole) // 2])  # seen mid-copy
+    watch = ("watch", folder, "--once", "--out", root, *WATCH_FAST)
+    code, _, stderr = run_cli(*watch)
+    assert code == 2 and "copy.keras: error" in stderr, stderr
+    (folder / "copy.keras").write_bytes(whole)  # the copy finished: the same content as a
+    code, _, stderr = run_cli(*watch)
+    assert code in (0, 1) and "copy.keras: " in stderr and " -> " in stderr, stderr
+    ledger = json.loads((root / "watch.json").read_text())["checkpoints"]
+    last = [e for e in ledger if e["file"].endswith("copy.keras")][-1]
+    assert last["verdict"] != "error" and (root / last["folder"] / "summary.json").is_file()
+    code, _, stderr = run_cli(*watch)
+    assert code == 0 and "nothing new" in stderr  # and never again
