@@ -495,3 +495,77 @@ def test_a_half_copied_checkpoint_is_audited_once_its_copy_is_finished(tmp_path,
     assert last["verdict"] != "error" and (root / last["folder"] / "summary.json").is_file()
     code, _, stderr = run_cli(*watch)
     assert code == 0 and "nothing new" in stderr  # and never again
+
+
+# --- leftovers of dead runs, and the SIGTERM race -------------------------------------------------
+
+def start_audit(model, out: Path, scratch: Path, *more) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "auditor", "audit", "--model", str(model), "--data",
+         "sklearn:digits:test", "--out", str(out), "--no-progress", *map(str, more)],
+        env={**ENV, "TMPDIR": str(scratch)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+
+
+def wait_for(pattern: str, folder: Path, process: subprocess.Popen, poll: float = 0.05) -> None:
+    import time
+
+    deadline = time.monotonic() + 300
+    while not list(folder.glob(pattern)) and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[1]
+        time.sleep(poll)
+
+
+def test_leftovers_of_a_killed_run_are_removed_by_the_next_and_said(tmp_path,
+                                                                    digits_model_path):
+    import signal
+
+    reports, scratch = tmp_path / "reports", tmp_path / "tmp"
+    scratch.mkdir()
+    killed = start_audit(digits_model_path, reports / "run", scratch, "--sections",
+                         "performance,attribution")
+    wait_for(".run.partial-*/predictions.npz", reports, killed)
+    killed.send_signal(signal.SIGKILL)  # the OOM killer, a CI runner's hard stop
+    killed.communicate(timeout=60)
+    assert list(reports.glob(".run.partial-*")) and list(scratch.iterdir())  # left behind
+    live = subprocess.Popen([sys.executable, "-c", (
+        "import sys, tempfile, time; from pathlib import Path; "
+        "from auditor.runs import leftovers; "
+        f"leftovers.claim(Path(tempfile.mkdtemp(prefix='.other.partial-', dir='{reports}'))); "
+        "print('claimed', flush=True); time.sleep(120)")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert live.stdout.readline().strip() == "claimed"
+        done = start_audit(digits_model_path, reports / "run", scratch, "--sections",
+                           "performance", "--max-samples", "40", "--format", "json")
+        stderr = done.communicate(timeout=600)[1]
+        assert done.returncode in (0, 1), stderr
+        assert "removed .run.partial-" in stderr and "removed auditor-run-" in stderr
+        assert not list(reports.glob(".run.partial-*")) and not list(scratch.iterdir())
+        assert list(reports.glob(".other.partial-*")), "a live run's folder was taken"
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_sigterm_as_the_staging_folder_appears_on_a_busy_machine(tmp_path, digits_model_path):
+    """The race of issue 29: SIGTERM landing while the staging folder is being made, with the
+    machine busy (a CPU-bound job beside the run, stopped after the test), never leaves it."""
+    import signal
+
+    hog = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 120\n"
+                            "while time.time() < end: pass"])
+    try:
+        for attempt in range(2):
+            reports, scratch = tmp_path / f"r{attempt}", tmp_path / f"t{attempt}"
+            scratch.mkdir()
+            run = start_audit(digits_model_path, reports / "run", scratch, "--sections",
+                              "performance", "--max-samples", "40")
+            wait_for(".run.partial-*", reports, run, poll=0.001)
+            run.send_signal(signal.SIGTERM)
+            stderr = run.communicate(timeout=120)[1]
+            assert run.returncode == 143, stderr
+            assert not reports.exists() or not list(reports.iterdir()), list(reports.iterdir())
+            assert not list(scratch.iterdir()), "temporary files left behind"
+    finally:
+        hog.kill()
+        hog.wait()
