@@ -22,10 +22,11 @@ from auditor.config.spec import FORMATS, SEED_MAX, STRATEGIES
 from auditor.errors import AuditorError, Interrupted
 
 
-def _quiet_tensorflow() -> None:
+def _quiet_tensorflow(start_devices: bool = True) -> None:
     """Import TensorFlow and start its devices with stderr muted: its C++ start-up chatter would
     bury the one line a user needs. Errors raised by the import itself still surface as
-    exceptions."""
+    exceptions. A multiworker run must not start them: its strategy configures the collective
+    ops, which TensorFlow allows only before the runtime starts."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     saved = os.dup(2)
     try:
@@ -33,7 +34,8 @@ def _quiet_tensorflow() -> None:
             os.dup2(devnull.fileno(), 2)
             import tensorflow as tf
 
-            tf.config.list_logical_devices()  # device start-up logs too (cuInit without a GPU)
+            if start_devices:  # device start-up logs too (cuInit without a GPU)
+                tf.config.list_logical_devices()
     finally:
         os.dup2(saved, 2)
         os.close(saved)
@@ -134,7 +136,8 @@ def audit(spec, no_progress, **flags) -> None:
     config = make_config(read_spec(spec) if spec else None, **_flags(no_progress, flags))
     if config.out:  # a --out it cannot write (no room, a name too long) fails at once too
         check_out(Path(config.out), input_paths(config))
-    _quiet_tensorflow()  # only once the spec is known good: a typo fails before the import
+    # only once the spec is known good: a typo fails before the import
+    _quiet_tensorflow(start_devices=config.strategy != "multiworker")
     outcome = run_audit(config)
     _report(outcome)
     sys.exit(outcome.exit_code)

@@ -19,6 +19,11 @@ class DataError(AuditorError):
     """The dataset is missing, empty, malformed, or does not fit the model."""
 
 
+class ClusterError(AuditorError):
+    """A worker of a multiworker run can no longer be reached (it died, or its machine did):
+    the collective ops of the others abort, and the run ends without keeping anything."""
+
+
 class Interrupted(BaseException):
     """SIGINT or SIGTERM arrived: raised in the main thread, so that the staging folder and the
     temporary files of the run are removed on the way out (a BaseException, like
