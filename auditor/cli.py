@@ -62,7 +62,10 @@ def _report(outcome) -> None:
                f"{sum(c['status'] == 'warn' for c in summary['checks'])} warnings, "
                f"{len(summary['checks'])} checks"
                f"{'' if summary.get('gated') else '; nothing was gated'})", err=True)
-    _say(str(outcome.page))
+    if outcome.written:
+        _say(str(outcome.page))
+    else:  # a multiworker run's other worker: its path would name a folder it did not write
+        _say(f"this worker's share is done; the chief writes '{outcome.out}'", err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

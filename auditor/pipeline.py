@@ -53,6 +53,7 @@ class AuditOutcome:
     out: Path
     summary: dict
     exit_code: int
+    written: bool = True  # False on a multiworker run's other workers: only the chief writes
 
     @property
     def page(self) -> Path:
@@ -223,7 +224,8 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
         write_outputs(work, config, handle, dataset, results, checks, timings, now,
                       baseline=baseline_run, record=record, plan=plan.to_summary(spent))
         summary = json.loads((work / "summary.json").read_text())
-    return AuditOutcome(out=out, summary=summary, exit_code=exit_code(checks, config.fail_on))
+    return AuditOutcome(out=out, summary=summary, exit_code=exit_code(checks, config.fail_on),
+                        written=distribution.is_chief)
 
 
 def check_baseline_classes(baseline_run, class_names: list[str]) -> None:
