@@ -214,7 +214,7 @@ def write_text_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
-        with leftovers.locked_partial(partial) as file:
+        with disk.full_disk_is_an_error(path), leftovers.locked_partial(partial) as file:
             file.write(text)
             file.flush()
             os.replace(partial, path)
