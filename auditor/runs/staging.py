@@ -102,11 +102,11 @@ def check_out(final: Path, inputs: dict[str, str] | None = None, images: int = 0
         raise ConfigError(f"--out '{final}' is under '{ancestor}', which is a file; choose an "
                           "--out folder whose parents are folders")
     try:  # a real probe: permissions, read-only file systems and quotas all show up here
-        probe = tempfile.mkdtemp(prefix=".auditor-probe-", dir=ancestor)
+        with Interrupted.deferred():  # made and removed at once, whenever a signal comes
+            os.rmdir(tempfile.mkdtemp(prefix=".auditor-probe-", dir=ancestor))
     except OSError as exc:
         raise ConfigError(f"cannot write in '{ancestor}' ({exc.strerror or exc}); choose an "
                           "--out folder you can write to") from None
-    os.rmdir(probe)
     disk.check_room(final, images)
 
 
@@ -172,12 +172,13 @@ def staged_folder(final: Path) -> Iterator[Path]:
     parent = final.parent
     created = [p for p in (parent, *parent.parents) if not p.exists()]
     parent.mkdir(parents=True, exist_ok=True)
-    with Interrupted.deferred():  # created and claimed at once: a signal cannot come between
-        staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=parent))
-        leftovers.claim(staging)
     umask = os.umask(0)
     os.umask(umask)
+    staging = None
     try:
+        with Interrupted.deferred():  # made and claimed at once: no signal comes between
+            staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=parent))
+            leftovers.claim(staging)
         staging.chmod(0o777 & ~umask)  # mkdtemp's private 0700 would surprise a reader
         yield staging
         Interrupted.raise_if_pending()
@@ -196,8 +197,9 @@ def staged_folder(final: Path) -> Iterator[Path]:
                 old.rmdir()
             raise
     except BaseException:
-        leftovers.release(staging)
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            leftovers.release(staging)
+            shutil.rmtree(staging, ignore_errors=True)
         for folder in created:  # innermost first; only those this call made, only if empty
             with contextlib.suppress(OSError):
                 folder.rmdir()
