@@ -298,18 +298,16 @@ RUNS = ("audit", "demo", "watch")  # the commands that run audits, and their tem
 
 
 def _use_scratch() -> None:
-    """This process's temporary files go to a claimed scratch folder, removed at exit; those
-    of dead runs (killed outright) are removed first, and said."""
+    """This process's temporary files go to a claimed scratch folder, removed at exit (those
+    of dead runs are removed by the audit, ``runs/leftovers.py``)."""
     import tempfile
 
     from auditor.runs import leftovers
 
-    if Path(tempfile.gettempdir()).name.startswith(leftovers.SCRATCH_PREFIX):
+    if leftovers.SCRATCH.match(Path(tempfile.gettempdir()).name):
         return  # an earlier call in this process (tests run the CLI in-process)
-    scratch, removed = leftovers.process_scratch()
+    scratch = leftovers.process_scratch()
     atexit.register(leftovers.remove_scratch, scratch)  # after TensorFlow's own, registered later
-    for name in removed:
-        _say(f"auditor: removed {name}, the temporary folder of a run that is gone", err=True)
 
 
 def _say(text: str, err: bool = False) -> None:

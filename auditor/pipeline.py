@@ -36,7 +36,7 @@ from auditor.runs.baseline import (
     save_predictions,
 )
 from auditor.runs.disk import full_disk_is_an_error
-from auditor.runs.leftovers import sweep
+from auditor.runs.leftovers import sweep_dead_runs
 from auditor.runs.staging import check_out, staged_folder
 from auditor.sections import SECTION_NAMES, section_module
 from auditor.sections.attribution import complete_reliability
@@ -186,7 +186,7 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
     baseline = baseline_run.summary if baseline_run else None
     out = Path(config.out) if config.out else default_out(handle.name, now)
     check_out(out, input_paths(config), dataset.n)
-    for name in sweep(out.parent) if distribution.is_chief else []:
+    for name in sweep_dead_runs(out.parent) if distribution.is_chief else []:
         print(f"auditor: removed {name}, left by a run that is gone", file=sys.stderr)
     names = config.sections or list(SECTION_NAMES)
     timings: dict[str, float] = {"load": time.perf_counter() - started - loaded.probe_seconds}

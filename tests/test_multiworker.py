@@ -34,14 +34,19 @@ def audit_command(model: Path, out: Path, *more: str) -> list[str]:
             "--no-progress", *more]
 
 
-def start_workers(model: Path, out: Path, *more: str) -> list[subprocess.Popen]:
+def start_workers(model: Path, out: Path, *more: str,
+                  scratch: Path | None = None) -> list[subprocess.Popen]:
     """Two workers of one cluster, both given the same command and --out, as on two machines
-    sharing a drive."""
+    sharing a drive (a killed one's temporary files go to ``scratch``, not the shared one)."""
     cluster = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    if scratch is not None:
+        scratch.mkdir()
+    tmp = {"TMPDIR": str(scratch)} if scratch is not None else {}
     return [subprocess.Popen(
         audit_command(model, out, "--strategy", "multiworker", *more),
-        env={**ENV, "TF_CONFIG": json.dumps({"cluster": {"worker": cluster},
-                                             "task": {"type": "worker", "index": index}})},
+        env={**ENV, **tmp, "TF_CONFIG": json.dumps({"cluster": {"worker": cluster},
+                                                    "task": {"type": "worker",
+                                                             "index": index}})},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for index in range(2)]
 
 
@@ -76,7 +81,7 @@ def test_two_workers_give_the_single_process_figures_and_only_the_chief_writes(
 def test_a_worker_that_dies_mid_audit_ends_the_other_in_one_line(tmp_path, digits_model_path):
     out = tmp_path / "shared" / "run"
     chief, worker = start_workers(digits_model_path, out, "--sections",
-                                  "performance,attribution")
+                                  "performance,attribution", scratch=tmp_path / "tmp")
     deadline = time.monotonic() + 300
     while not list(out.parent.glob(".run.partial-*/predictions.npz")):
         assert chief.poll() is None and time.monotonic() < deadline, chief.communicate()

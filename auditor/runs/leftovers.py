@@ -27,6 +27,7 @@ OWNER_SCHEMA = "auditor.owner/1"
 STAGING = re.compile(r"^\..+\.partial-[A-Za-z0-9_]+$")  # tempfile.mkdtemp's suffix
 PARTIAL_FILE = re.compile(r"^\..+\.\d+\.partial$")  # write_text_atomically's temporary file
 SCRATCH_PREFIX = "auditor-run-"
+SCRATCH = re.compile(rf"^{SCRATCH_PREFIX}[A-Za-z0-9_]+$")
 
 _HELD: dict[Path, int] = {}  # claimed folder -> the open descriptor that holds its lock
 
@@ -97,7 +98,7 @@ def sweep(parent: Path) -> list[str]:
     except OSError:
         return removed
     for path in entries:
-        if STAGING.match(path.name) and _dead_claim(path):
+        if (STAGING.match(path.name) or SCRATCH.match(path.name)) and _dead_claim(path):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path.name)
         elif (PARTIAL_FILE.match(path.name) and path.is_file() and not path.is_symlink()
@@ -117,18 +118,22 @@ def locked_partial(path: Path):
         yield file
 
 
-def process_scratch() -> tuple[Path, list[str]]:
-    """A claimed scratch folder for this process's temporary files (TensorFlow's autograph
-    modules, a worker's throw-away report), made the default temporary folder, after the dead
-    runs' scratch folders were removed; returns it and what was removed."""
+def sweep_dead_runs(out_parent: Path) -> list[str]:
+    """``sweep`` beside a run's --out and in the temporary folder that holds the scratch
+    folders (done once the inputs are known good, so that an error stays one line)."""
     base = Path(tempfile.gettempdir())
-    removed = [path.name for path in base.glob(f"{SCRATCH_PREFIX}*") if _dead_claim(path)]
-    for name in removed:
-        shutil.rmtree(base / name, ignore_errors=True)
-    scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=base))
+    if SCRATCH.match(base.name):
+        base = base.parent
+    return sweep(out_parent) + sweep(base)
+
+
+def process_scratch() -> Path:
+    """A claimed scratch folder for this process's temporary files (TensorFlow's autograph
+    modules, a worker's throw-away report), made the default temporary folder."""
+    scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=tempfile.gettempdir()))
     claim(scratch)
     tempfile.tempdir = str(scratch)
-    return scratch, removed
+    return scratch
 
 
 def remove_scratch(scratch: Path) -> None:
