@@ -8,21 +8,25 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import os
+import shutil
 import signal
 import sys
+from pathlib import Path
 
 import click
 
 from auditor import __version__
-from auditor.config.spec import FORMATS, STRATEGIES
+from auditor.config.spec import FORMATS, SEED_MAX, STRATEGIES
 from auditor.errors import AuditorError, Interrupted
 
 
-def _quiet_tensorflow() -> None:
+def _quiet_tensorflow(start_devices: bool = True) -> None:
     """Import TensorFlow and start its devices with stderr muted: its C++ start-up chatter would
     bury the one line a user needs. Errors raised by the import itself still surface as
-    exceptions."""
+    exceptions. A multiworker run must not start them: its strategy configures the collective
+    ops, which TensorFlow allows only before the runtime starts."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     saved = os.dup(2)
     try:
@@ -30,7 +34,8 @@ def _quiet_tensorflow() -> None:
             os.dup2(devnull.fileno(), 2)
             import tensorflow as tf
 
-            tf.config.list_logical_devices()  # device start-up logs too (cuInit without a GPU)
+            if start_devices:  # device start-up logs too (cuInit without a GPU)
+                tf.config.list_logical_devices()
     finally:
         os.dup2(saved, 2)
         os.close(saved)
@@ -55,14 +60,17 @@ def _report(outcome) -> None:
     checks = [c for c in summary["checks"] if c.get("in_verdict", True)]
     apart = [c for c in summary["checks"] if not c.get("in_verdict", True)]
     broken = sum(c["status"] in ("fail", "error", "warn") for c in apart)
-    click.echo(f"verdict: {summary['verdict']} "
-               f"({sum(c['status'] == 'fail' for c in checks)} failed, "
-               f"{sum(c['status'] == 'warn' for c in checks)} warnings, "
-               f"{len(checks)} checks"
-               f"{'' if summary.get('gated') else '; nothing was gated'})"
-               + (f"; explanation reliability, not part of the verdict: {broken} of "
-                  f"{len(apart)} checks did not pass" if apart else ""), err=True)
-    click.echo(str(outcome.page))
+    _say(f"verdict: {summary['verdict']} "
+         f"({sum(c['status'] == 'fail' for c in checks)} failed, "
+         f"{sum(c['status'] == 'warn' for c in checks)} warnings, "
+         f"{len(checks)} checks"
+         f"{'' if summary.get('gated') else '; nothing was gated'})"
+         + (f"; explanation reliability, not part of the verdict: {broken} of "
+            f"{len(apart)} checks did not pass" if apart else ""), err=True)
+    if outcome.written:
+        _say(str(outcome.page))
+    else:  # a multiworker run's other worker: its path would name a folder it did not write
+        _say(f"this worker's share is done; the chief writes '{outcome.out}'", err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -78,7 +86,8 @@ AUDIT_OPTIONS = (
     click.option("--max-samples", type=int, help="Audit a stratified sample of N images."),
     click.option("--baseline", help="An earlier run's folder or summary.json to compare with."),
     click.option("--fail-on", type=click.Choice(["warn", "fail"]), help="Exit 1 on warnings too."),
-    click.option("--seed", type=int, help="Seed for sampling, initialisation and noise."),
+    click.option("--seed", type=click.IntRange(0, SEED_MAX),
+                 help="Seed for sampling, initialisation and noise (0 to 2**32 - 1)."),
     click.option("--batch-size", type=int, help="Images per batch (default 64)."),
     click.option("--input-range", help="What the model expects: auto (default: probed on the "
                                        "data), 0-1, 0-255, -1-1, caffe, torch, or a "
@@ -130,10 +139,14 @@ def audit(spec, no_progress, **flags) -> None:
     """Audit a model on a labelled dataset and write the report folder."""
     from auditor.config.spec import read_spec
     from auditor.configure import make_config
-    from auditor.pipeline import run_audit
+    from auditor.pipeline import input_paths, run_audit
+    from auditor.runs.staging import check_out
 
     config = make_config(read_spec(spec) if spec else None, **_flags(no_progress, flags))
-    _quiet_tensorflow()  # only once the spec is known good: a typo fails before the import
+    if config.out:  # a --out it cannot write (no room, a name too long) fails at once too
+        check_out(Path(config.out), input_paths(config))
+    # only once the spec is known good: a typo fails before the import
+    _quiet_tensorflow(start_devices=config.strategy != "multiworker")
     outcome = run_audit(config)
     _report(outcome)
     sys.exit(outcome.exit_code)
@@ -174,8 +187,8 @@ def compare(old, new, out, fail_on) -> None:
     from auditor.runs.compare import text_verdict
 
     result = compare_runs(old, new, out)
-    click.echo(text_verdict(result), err=True)
-    click.echo(str(result.out))
+    _say(text_verdict(result), err=True)
+    _say(str(result.out))
     sys.exit(result.exit_code(fail_on))
 
 
@@ -188,8 +201,8 @@ def index(reports_dir, out) -> None:
     from auditor.runs.history import write_index
 
     path, count = write_index(reports_dir, out)
-    click.echo(f"{count} runs", err=True)
-    click.echo(str(path))
+    _say(f"{count} runs", err=True)
+    _say(str(path))
 
 
 @cli.command()
@@ -228,8 +241,8 @@ def watch(folder, spec, spec_option, out, once, interval, settle, no_progress, *
         return make_config(parsed, **{**flags, **per_checkpoint})
 
     code = watch_folder(Path(folder), root, configure, once=once, interval=interval,
-                        settle=settle, say=lambda line: click.echo(line, err=True))
-    click.echo(str(root / "index.html"))
+                        settle=settle, say=lambda line: _say(line, err=True))
+    _say(str(root / "index.html"))
     sys.exit(code)
 
 
@@ -238,7 +251,7 @@ def methods() -> None:
     """List the attribution methods, their options with defaults, and the scores."""
     from auditor.methods.attribution import describe_methods
 
-    click.echo(describe_methods())
+    _say(describe_methods())
 
 
 def _stop_on_signals() -> dict:
@@ -250,7 +263,8 @@ def _stop_on_signals() -> dict:
         for name in (signal.SIGINT, signal.SIGTERM):  # a second signal must not cut cleanup short
             signal.signal(name, signal.SIG_IGN)
         Interrupted.pending = signum
-        raise Interrupted(signum)
+        if not Interrupted.deferring:  # else raised as soon as the deferred steps are done
+            raise Interrupted(signum)
 
     return {name: signal.signal(name, stop) for name in (signal.SIGINT, signal.SIGTERM)}
 
@@ -276,13 +290,57 @@ def _exit_interrupted(signum: int) -> None:
     flush, ``weakref.finalize`` cleanups) and the flush of stdout and stderr. Non-daemon
     threads are not waited for: no thread of a run is worth waiting for once it is stopped.
     """
-    click.echo(f"error: interrupted by {signal.Signals(signum).name}; the run in progress was "
-               "removed, nothing half-written is left", err=True)
+    from auditor.runs import leftovers
+
+    for folder in leftovers.held():  # what the unwinding did not reach (see runs/leftovers.py)
+        leftovers.release(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+    _say(f"error: interrupted by {signal.Signals(signum).name}; the run in progress was "
+         "removed, nothing half-written is left", err=True)
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed pipe or stream
             stream.flush()
     os._exit(128 + signum)
+
+
+RUNS = ("audit", "demo", "watch")  # the commands that run audits, and their temporary files
+
+
+def _use_scratch() -> None:
+    """This process's temporary files go to a claimed scratch folder, removed at exit (those
+    of dead runs are removed by the audit, ``runs/leftovers.py``)."""
+    import tempfile
+
+    from auditor.runs import leftovers
+
+    if leftovers.SCRATCH.match(Path(tempfile.gettempdir()).name):
+        return  # an earlier call in this process (tests run the CLI in-process)
+    scratch = leftovers.process_scratch()
+    atexit.register(leftovers.remove_scratch, scratch)  # after TensorFlow's own, registered later
+
+
+def _say(text: str, err: bool = False) -> None:
+    """One line out; a reader that has gone (``auditor ... | head -1``) is no error: the
+    rest of the output is dropped and the exit code stays what the run decided."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")  # a name's stray bytes
+    try:
+        click.echo(text, err=err)
+    except BrokenPipeError:
+        _drop_closed_stream(sys.stderr if err else sys.stdout)
+    except OSError as exc:
+        if exc.errno != errno.EPIPE:
+            raise
+        _drop_closed_stream(sys.stderr if err else sys.stdout)
+
+
+def _drop_closed_stream(stream) -> None:
+    """Point a stream whose reader closed it at /dev/null, so that later writes and the flush
+    at exit do not fail again."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
 
 
 def main() -> None:
@@ -293,20 +351,22 @@ def main() -> None:
     previous_hook, sys.unraisablehook = sys.unraisablehook, _hide_swallowed_interruptions(
         sys.unraisablehook)
     try:
+        if len(sys.argv) > 1 and sys.argv[1] in RUNS:
+            _use_scratch()
         if len(sys.argv) > 1 and sys.argv[1] in ("demo", "methods"):
             _quiet_tensorflow()
         cli.main(standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.Abort:
-        click.echo("error: aborted", err=True)
+        _say("error: aborted", err=True)
         sys.exit(2)
     except click.UsageError as exc:
         hint = f" (see 'auditor {exc.ctx.info_name} --help')" if exc.ctx else ""
-        click.echo(f"error: {exc.format_message()}{hint}", err=True)
+        _say(f"error: {exc.format_message()}{hint}", err=True)
         sys.exit(2)
     except AuditorError as exc:
-        click.echo(f"error: {exc}", err=True)
+        _say(f"error: {exc}", err=True)
         sys.exit(2)
     except Interrupted as exc:
         _exit_interrupted(exc.signum)

@@ -24,17 +24,21 @@ from auditor import __version__
 from auditor.checks.check import Check, exit_code
 from auditor.checks.data import data_checks
 from auditor.checks.declared import spec_bounds
+from auditor.checks.weights import weight_checks
 from auditor.config.spec import AuditConfig
 from auditor.errors import AuditorError, ConfigError, Interrupted
 from auditor.progress import SectionLog, duration, progress_enabled
 from auditor.runs.baseline import (
     annotate_checks,
+    class_difference,
     compare_runs,
     load_run,
     prediction_record,
     regression_checks,
     save_predictions,
 )
+from auditor.runs.disk import full_disk_is_an_error
+from auditor.runs.leftovers import sweep_dead_runs
 from auditor.runs.staging import check_out, staged_folder
 from auditor.sections import SECTION_NAMES, section_module, stamp_run_checks
 from auditor.sections.base import Context, SectionResult
@@ -50,6 +54,7 @@ class AuditOutcome:
     out: Path
     summary: dict
     exit_code: int
+    written: bool = True  # False on a multiworker run's other workers: only the chief writes
 
     @property
     def page(self) -> Path:
@@ -198,21 +203,25 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
     now = dt.datetime.now(dt.timezone.utc)
     if config.out:  # an output path it may not write is refused before any work
         check_out(Path(config.out), input_paths(config))
+    baseline_run = load_run(config.baseline) if config.baseline else None  # checked on load
     bars = progress_enabled(config.progress)  # bars on a terminal; log lines everywhere
     log = SectionLog(config.progress, {})
     distribution = make_distribution(config.strategy)  # before any other TensorFlow work
     loaded = load_inputs(config, distribution)
     handle, dataset = loaded.handle, loaded.dataset
-    baseline_run = load_run(config.baseline) if config.baseline else None
+    if baseline_run is not None:
+        check_baseline_classes(baseline_run, dataset.class_names)
     baseline = baseline_run.summary if baseline_run else None
     out = Path(config.out) if config.out else default_out(handle.name, now)
-    check_out(out, input_paths(config))
+    check_out(out, input_paths(config), dataset.n)
+    for name in sweep_dead_runs(out.parent) if distribution.is_chief else []:
+        print(f"auditor: removed {name}, left by a run that is gone", file=sys.stderr)
     names = config.sections or list(SECTION_NAMES)
     timings: dict[str, float] = {"load": time.perf_counter() - started - loaded.probe_seconds}
     if loaded.probe_checks:
         timings["input_range"] = loaded.probe_seconds
 
-    with output_folder(out, distribution) as work:
+    with full_disk_is_an_error(out), output_folder(out, distribution) as work:
         log.say(f"predicting {dataset.n} images")
         tick = time.perf_counter()
         predictions = predict(handle, dataset, config.batch_size, show_progress=bars)
@@ -234,18 +243,37 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
             tick = time.perf_counter()
             results = draw_views(results, dataset)
             timings["figures"] = time.perf_counter() - tick
-        checks = loaded.probe_checks + data_checks(dataset, predictions)
-        checks += [check for result in results for check in result.checks]
-        sections_summary = {k: v for result in results for k, v in result.summary.items()}
-        checks += regression_checks(sections_summary, baseline, config.checks)
-        checks = stamp_run_checks(checks, config.checks)
+        checks = run_checks(config, loaded, predictions, results, baseline)
         timings["total"] = time.perf_counter() - started
         spent = sum(result.seconds for result in results) + timings.get("card", 0.0)
         write_outputs(work, RunOutputs(config, handle, dataset, results, checks, timings, now,
                                        baseline=baseline_run, record=record,
                                        plan=plan.to_summary(spent)))
         summary = json.loads((work / "summary.json").read_text())
-    return AuditOutcome(out=out, summary=summary, exit_code=exit_code(checks, config.fail_on))
+    return AuditOutcome(out=out, summary=summary, exit_code=exit_code(checks, config.fail_on),
+                        written=distribution.is_chief)
+
+
+def run_checks(config: AuditConfig, loaded: Inputs, predictions, results, baseline) -> list:
+    """Every check of the run, each with its declared kind: the input-range probe's, the
+    weights', the data's, the sections', and those against the baseline."""
+    dataset = loaded.dataset
+    checks = (loaded.probe_checks + weight_checks(loaded.handle)
+              + data_checks(dataset, predictions))
+    checks += [check for result in results for check in result.checks]
+    sections_summary = {k: v for result in results for k, v in result.summary.items()}
+    sections_summary["data"] = {"source": dataset.source, "n": dataset.n}
+    checks += regression_checks(sections_summary, baseline, config.checks)
+    return stamp_run_checks(checks, config.checks)
+
+
+def check_baseline_classes(baseline_run, class_names: list[str]) -> None:
+    """A baseline of other classes is refused before any work: its figures would be matched
+    class by class against the wrong ones."""
+    difference = class_difference(class_names, baseline_run.summary)
+    if difference:
+        raise ConfigError(f"baseline '{baseline_run.path}' was measured on other classes "
+                          f"({difference}); compare runs of one task, or drop --baseline")
 
 
 def probe_range(handle, dataset, config: AuditConfig) -> list[Check]:

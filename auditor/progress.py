@@ -50,7 +50,10 @@ class SectionLog:
 
     def say(self, message: str) -> None:
         if self.enabled:
-            print(f"auditor: {message}", file=sys.stderr, flush=True)
+            try:
+                print(f"auditor: {message}", file=sys.stderr, flush=True)
+            except BrokenPipeError:  # the log's reader has gone; the run goes on without it
+                self.enabled = False
 
     def start(self, name: str, index: int, count: int) -> None:
         estimate = self.estimates.get(name, 0.0) * self.correction

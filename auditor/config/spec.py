@@ -23,6 +23,7 @@ FAIL_ON = ("warn", "fail")
 # watch read it), so it is written whatever the list says; without html no figure is drawn.
 FORMATS = ("html", "json", "md", "junit")
 STRATEGIES = ("default", "mirrored", "multiworker")
+SEED_MAX = 2**32 - 1  # numpy's and Keras's seeds are unsigned 32-bit integers
 
 
 @dataclass
@@ -198,6 +199,8 @@ def _validate(config: AuditConfig, known_sections: tuple[str, ...]) -> None:
         raise ConfigError(f"'max_samples' must be at least 1, got {config.max_samples}")
     if config.batch_size < 1:
         raise ConfigError(f"'batch_size' must be at least 1, got {config.batch_size}")
+    if not 0 <= config.seed <= SEED_MAX:
+        raise ConfigError(f"'seed' must be from 0 to {SEED_MAX} (2**32 - 1), got {config.seed}")
     if not config.model:
         raise ConfigError("no model given; pass --model PATH (a .keras/.h5 file or SavedModel "
                           "folder) or set 'model' in the spec ('demo' for the digits demo)")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +20,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from auditor.errors import DataError
-from auditor.inputs.npz import NpzArray, array_chunks
+from auditor.errors import DataError, Interrupted
+from auditor.inputs.images import headers_read_by_size, oversized, pixel_budget
+from auditor.inputs.npz import READ_ERRORS, NpzArray, array_chunks
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 IMAGE_MAGIC = {b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"BM": "BMP", b"GIF8": "GIF"}
@@ -30,6 +30,9 @@ DATA_RANGES = ("auto", "0-1", "0-255")
 DIGITS_TEST_FRACTION = 0.4
 READ_CHUNK_BYTES = 4 << 20  # bytes of stored images scanned at once when an npz is opened
 NON_FINITE = "NaN or infinite pixel values"
+# The largest label row read without question: one-hot float64 rows of 8,192 classes. A larger
+# row must still be no larger than its image, so that labels never cost more than the images.
+LABEL_ROW_BYTES = 8 * 8192
 
 
 @dataclass
@@ -69,6 +72,7 @@ class Dataset:
             try:
                 images = next(batches)
             except tf.errors.OpError as exc:  # files were checked: one changed since
+                Interrupted.raise_if_pending()  # or a signal landed in tf.data's Python code
                 if NON_FINITE in exc.message:
                     raise DataError(f"dataset '{self.source}' has NaN or infinite pixel values "
                                     f"near sample {start}; clean or drop those images") from None
@@ -174,7 +178,10 @@ def load_dataset(source: str, image_shape: tuple[int, int, int], num_classes: in
     names = _class_names(class_names, names, num_classes)
     index = sample_indices(labels, max_samples, seed) if len(labels) else np.arange(0)
     if isinstance(read, ImageFiles):
-        broken = read.undecodable(index)
+        broken = read.oversized(index)
+        too_big = {entry["path"] for entry in broken}
+        broken += read.undecodable(np.array([i for i in index if read.paths[i] not in too_big],
+                                            dtype=int))
         skipped += broken
         bad = {entry["path"] for entry in broken}
         index = np.array([i for i in index if read.paths[i] not in bad], dtype=int)
@@ -311,9 +318,9 @@ def _open_npz(path: str, data_range: str):
                         "arrays x and y")
     _check_npz_magic(file, where)
     try:
-        arrays = np.load(file, allow_pickle=False)
+        arrays = np.load(file, allow_pickle=False)  # a pickle would run code: never loaded
         members = set(arrays.files)
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except READ_ERRORS as exc:
         raise DataError(f"cannot read '{path}' as .npz ({exc}); save it with "
                         "np.savez(path, x=images, y=labels)") from None
     missing = [k for k in ("x", "y") if k not in members]
@@ -321,22 +328,45 @@ def _open_npz(path: str, data_range: str):
         raise DataError(f"{where} has no array {' or '.join(repr(m) for m in missing)} "
                         f"(it has: {', '.join(sorted(members)) or 'nothing'}); save it with "
                         "np.savez(path, x=images, y=labels)")
-    try:
-        x = NpzArray(file, "x")
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise DataError(f"cannot read array 'x' of '{path}' ({exc}); save it with "
-                        "np.savez(path, x=images, y=labels)") from None
+    x, y_header = _npz_header(file, "x", where), _npz_header(file, "y", where)
     _check_image_shape(x.shape, where)
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
         raise DataError(f"{where} stores images as {x.dtype}; save pixel values as numbers")
-    y = _labels(_member(arrays, "y", where), where)
-    if len(x) != len(y):
-        raise DataError(f"{where} has {len(x)} images but {len(y)} labels; give one "
-                        "label per image")
-    read_rows = x.read if x.readable_by_rows else functools.partial(array_chunks, arrays["x"])
-    divisor = _range_divisor(read_rows, x.shape, x.dtype, data_range, where)
-    names = _npz_class_names(arrays, where) if "class_names" in members else None
+    _check_npz_sizes(x, y_header, where)
+    try:
+        y = _labels(_member(arrays, "y", where), where)
+        read_rows = x.read if x.readable_by_rows else functools.partial(array_chunks,
+                                                                        arrays["x"])
+        divisor = _range_divisor(read_rows, x.shape, x.dtype, data_range, where)
+        names = _npz_class_names(arrays, where) if "class_names" in members else None
+    except READ_ERRORS as exc:
+        raise DataError(f"cannot read {where} ({exc}); save it again with "
+                        "np.savez(path, x=images, y=labels)") from None
     return Opened(y, RowReader(read_rows, x.shape[1:], x.dtype, divisor), names)
+
+
+def _npz_header(file: Path, name: str, where: str) -> NpzArray:
+    """A member's declared shape and dtype, from its header alone (nothing is loaded)."""
+    try:
+        return NpzArray(file, name)
+    except READ_ERRORS as exc:
+        raise DataError(f"cannot read array '{name}' of {where} ({exc}); save it with "
+                        "np.savez(path, x=images, y=labels)") from None
+
+
+def _check_npz_sizes(x: NpzArray, y: NpzArray, where: str) -> None:
+    """Sizes from the headers, before anything is read: one label row per image, no larger
+    than the image, and images within the pixel budget (``inputs/images.py``)."""
+    height, width = x.shape[1], x.shape[2]
+    if height * width > pixel_budget():
+        raise DataError(f"{where} declares images of {height} x {width} pixels, over the budget "
+                        f"of {pixel_budget():,} pixels per image; shrink them to be audited")
+    if not y.shape or y.shape[0] != len(x):
+        raise DataError(f"{where} has {len(x)} images but {y.shape[0] if y.shape else 1} "
+                        "labels; give one label per image")
+    if len(y.shape) > 2 or y.row_bytes > max(x.row_bytes, LABEL_ROW_BYTES):
+        raise DataError(f"{where} has labels of shape {y.shape}; give one class index per "
+                        "image (N,), or one-hot rows (N, classes)")
 
 
 def _check_npz_magic(file: Path, where: str) -> None:
@@ -442,6 +472,8 @@ def _open_folder(path: str, num_classes: int, class_names: list[str] | None):
         raise DataError(f"'{path}' is not a folder; pass a folder with one sub-folder of images "
                         "per class, or npz:PATH for an .npz file")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not _ignored(p))
+    for name in classes:
+        _check_name(root / name)
     if not classes:
         raise DataError(f"data folder '{path}' has no class sub-folders; put each class's "
                         "images in a sub-folder named after the class")
@@ -452,6 +484,9 @@ def _open_folder(path: str, num_classes: int, class_names: list[str] | None):
         if not listed[name]:
             raise DataError(f"class folder '{root / name}' has no images "
                             f"({', '.join(IMAGE_EXTENSIONS)}); add images or remove the folder")
+    for found in listed.values():
+        for file in found:
+            _check_name(file)
     mapping = folder_classes(classes, num_classes, class_names, path)
     files, labels, skipped = [], [], []
     for name, found in listed.items():
@@ -465,6 +500,19 @@ def _open_folder(path: str, num_classes: int, class_names: list[str] | None):
     names = classes if mapping["by"] == "position" else None
     return Opened(np.array(labels, dtype=np.int64), ImageFiles(np.array(files, dtype=str)),
                   names, skipped, mapping)
+
+
+def _check_name(path: Path) -> None:
+    """A file or folder name that is not valid UTF-8 (Python holds its bytes as surrogates)
+    cannot be written to summary.json or the report: refused, naming its bytes."""
+    try:
+        path.name.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = os.fsencode(path.name)
+        where = str(path.parent).encode("utf-8", "backslashreplace").decode("utf-8")
+        raise DataError(f"the name {raw!r} in '{where}' is not valid UTF-8; rename it (for "
+                        "example with convmv -f latin1 -t utf-8) so that the report can name "
+                        "it") from None
 
 
 def _ignored(path: Path) -> bool:
@@ -516,6 +564,13 @@ class ImageFiles:
 
         return tf.data.Dataset.from_tensor_slices(self.paths[index]).map(
             _decode, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def oversized(self, index: np.ndarray) -> list[dict]:
+        """The files at ``index`` whose header declares more pixels than the budget: never
+        decoded (``inputs/images.py``)."""
+        with headers_read_by_size() as budget:
+            found = [(str(self.paths[i]), oversized(str(self.paths[i]), budget)) for i in index]
+        return [{"path": path, "reason": reason} for path, reason in found if reason]
 
     def undecodable(self, index: np.ndarray) -> list[dict]:
         """The files at ``index`` that TensorFlow cannot decode, each with a reason. The same

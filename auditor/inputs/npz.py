@@ -12,12 +12,19 @@ from __future__ import annotations
 import contextlib
 import struct
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # zip local file header, before name and extra field
+# zlib's deflate expands at most 1032:1 (its technical details, "Maximum compression factor"):
+# a member declaring more than that of its compressed size is lying about its size.
+DEFLATE_MAX_RATIO = 1032
+# What a damaged or hostile .npz raises on the way in: zip, .npy header and decompression errors.
+READ_ERRORS = (OSError, ValueError, EOFError, KeyError, NotImplementedError, RuntimeError,
+               zipfile.BadZipFile, zlib.error, struct.error)
 
 
 class NpzArray:
@@ -39,7 +46,24 @@ class NpzArray:
         self.fortran_order = bool(fortran_order) and len(self.shape) > 1
         self.compressed = info.compress_type != zipfile.ZIP_STORED
         self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        self.nbytes = int(np.prod(self.shape, dtype=object)) * self.dtype.itemsize
+        self._check_declared(info)
         self.data_offset = None if self.compressed else self._stored_data_offset(info)
+
+    def _check_declared(self, info: zipfile.ZipInfo) -> None:
+        """The array's header is untrusted: the size it declares must be what the zip member
+        holds, and a compressed member cannot hold more than deflate's best ratio of its
+        compressed bytes, so no declared shape makes a reader allocate beyond the file."""
+        if self.dtype.hasobject:
+            return  # pickled objects: never read (allow_pickle=False), refused by the caller
+        held = info.file_size - self.header_size
+        if self.nbytes != held:
+            raise ValueError(f"its header declares {self.member} of shape {self.shape} "
+                             f"({self.nbytes:,} bytes) but the member holds {max(held, 0):,}")
+        deflated = info.compress_type == zipfile.ZIP_DEFLATED
+        if deflated and info.file_size > DEFLATE_MAX_RATIO * max(info.compress_size, 1):
+            raise ValueError(f"{self.member} declares {info.file_size:,} bytes from "
+                             f"{info.compress_size:,} compressed, more than deflate can expand")
 
     def __len__(self) -> int:
         return self.shape[0]

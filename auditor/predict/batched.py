@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from auditor.predict.distribute import run_batch
+from auditor.predict.distribute import collective_errors, run_batch
 
 # Bytes of activations one pass may keep alive, counted as every layer's output (row_bytes).
 # Measured on MobileNetV2 at 224 px (87 MB counted per row): with 2 GB, a backward pass of 22
@@ -120,4 +120,8 @@ def compiled_update(handle, update: Callable) -> Callable:
     def step(*arrays):
         strategy.run(share, args=arrays)
 
-    return step
+    def guarded(*arrays):
+        with collective_errors(distribution):
+            return step(*arrays)
+
+    return guarded

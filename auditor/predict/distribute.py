@@ -10,14 +10,16 @@ it across the replicas with ``strategy.run`` and puts the results back in order 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from auditor.errors import ConfigError
+from auditor.errors import ClusterError, ConfigError
 
 
 class Distribution:
@@ -82,7 +84,28 @@ class Distribution:
             start, stop = bounds[replica], bounds[replica + 1]
             return tf.convert_to_tensor(fn(*(a[start:stop] for a in arrays)))
 
-        return self._gather(self.strategy.run(share)).numpy()
+        with collective_errors(self):
+            return self._gather(self.strategy.run(share)).numpy()
+
+
+@contextlib.contextmanager
+def collective_errors(distribution: Distribution | None) -> Iterator[None]:
+    """A multiworker step whose peer is gone fails in TensorFlow's collective ops (gRPC
+    'Connection refused', an aborted all-gather); that is one line for the user, the same on
+    every surviving worker, and the run is removed like any failed run."""
+    if distribution is None or distribution.name != "multiworker":
+        yield
+        return
+    import tensorflow as tf
+
+    try:
+        yield
+    except (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.AbortedError,
+            tf.errors.DeadlineExceededError) as exc:
+        detail = re.sub(r"\{\{[^}]*\}\}\s*", "", exc.message).splitlines()[0][:160]
+        raise ClusterError(f"a worker of the multiworker run can no longer be reached "
+                           f"({detail}); nothing was kept: restart every worker in TF_CONFIG"
+                           ) from None
 
 
 def _hide_eager_warning(record: logging.LogRecord) -> bool:

@@ -20,6 +20,7 @@ import numpy as np
 from auditor.checks.check import Check, change, evaluate_new_items
 from auditor.checks.declared import spec_bounds
 from auditor.errors import ConfigError
+from auditor.inputs.npz import READ_ERRORS
 from auditor.sections import NEWLY_FLAGGED
 from auditor.sections.clever_hans import flagged_classes
 
@@ -47,9 +48,10 @@ def summary_file(path: str | Path) -> Path:
     return file / "summary.json" if file.is_dir() else file
 
 
-def read_baseline(path: str | Path, role: str = "baseline") -> dict:
+def read_baseline(path: str | Path, role: str = "baseline", schema: bool = False) -> dict:
     """A previous run's summary.json, from its folder or the file itself; ``role`` names the
-    run in error messages."""
+    run in error messages. The keys a comparison reads are checked, and with ``schema`` the
+    whole file against the package's JSON Schema (where jsonschema is installed)."""
     file = summary_file(path)
     if not file.is_file():
         raise ConfigError(f"{role} '{path}' has no summary.json; pass an earlier run's output "
@@ -63,13 +65,78 @@ def read_baseline(path: str | Path, role: str = "baseline") -> dict:
             "auditor.summary/"):
         raise ConfigError(f"{role} '{file}' is not an auditor summary (no 'schema' key "
                           "auditor.summary/1)")
+    problem = summary_problem(summary, schema)
+    if problem:
+        raise ConfigError(f"{role} '{file}' is not a complete auditor summary ({problem}); pass "
+                          "the summary.json of a finished run, as auditor wrote it")
     return summary
+
+
+# What a comparison reads from a run's summary.json: (path, type); checked on load, so that a
+# damaged or hand-edited file is refused before any work instead of failing after the audit.
+NEEDED = (("created", str), ("verdict", str), ("model", dict), ("model.name", str),
+          ("model.sha256", str), ("data", dict), ("data.source", str), ("data.n", int),
+          ("data.class_names", list), ("checks", list))
+
+
+def summary_problem(summary: dict, schema: bool = False) -> str | None:
+    """What is missing or of the wrong type in a summary: the keys the comparison needs, then
+    with ``schema`` the package's JSON Schema where jsonschema is installed; None when it is
+    whole."""
+    for path, kind in NEEDED:
+        node: Any = summary
+        for key in path.split("."):
+            node = node.get(key) if isinstance(node, dict) else None
+        if node is None:
+            return f"no '{path}'"
+        if not isinstance(node, kind) or isinstance(node, bool):
+            return f"'{path}' is {type(node).__name__}, not {kind.__name__}"
+    if not all(isinstance(name, str) for name in summary["data"]["class_names"]):
+        return "'data.class_names' holds something other than names"
+    if not all(isinstance(c, dict) and isinstance(c.get("id"), str) and isinstance(
+            c.get("status"), str) for c in summary["checks"]):
+        return "a check without a text 'id' and 'status'"
+    return _schema_problem(summary) if schema else None
+
+
+def _schema_problem(summary: dict) -> str | None:
+    try:
+        import jsonschema
+    except ImportError:  # a dev extra: the keys above are what the comparison needs
+        return None
+    from importlib import resources
+
+    schema = json.loads(resources.files("auditor.report").joinpath(
+        "summary.schema.json").read_text(encoding="utf-8"))
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(schema).iter_errors(summary))
+    if error is None:
+        return None
+    where = ".".join(str(part) for part in error.absolute_path) or "the top level"
+    return f"at {where}: {error.message[:160]}"
+
+
+def class_difference(new_names: list[str], baseline: dict) -> str | None:
+    """How the classes of a run differ from its baseline's (None when they are the same, in
+    the same order): a comparison across other classes would match the wrong figures."""
+    old_names = [str(name) for name in baseline["data"]["class_names"]]
+    new_names = [str(name) for name in new_names]
+    if new_names == old_names:
+        return None
+    gone = [n for n in old_names if n not in new_names]
+    added = [n for n in new_names if n not in old_names]
+    if not gone and not added:
+        return "the same classes in another order"
+    parts = ([f"only the baseline has {', '.join(map(repr, gone[:3]))}"] if gone else []) + (
+        [f"only this run has {', '.join(map(repr, added[:3]))}"] if added else [])
+    return "; ".join(parts)
 
 
 def load_run(path: str | Path, role: str = "baseline") -> Run:
     """A run folder (or its summary.json) with the predictions saved beside it, if any."""
     file = summary_file(path)
-    return Run(read_baseline(path, role), file.resolve(), read_predictions(file.parent))
+    return Run(read_baseline(path, role, schema=True), file.resolve(),
+               read_predictions(file.parent))
 
 
 def prediction_record(predictions, dataset) -> dict[str, np.ndarray]:
@@ -90,12 +157,18 @@ def read_predictions(folder: Path) -> dict[str, np.ndarray] | None:
     if not file.is_file():
         return None
     try:
-        with np.load(file) as data:
+        with np.load(file, allow_pickle=False) as data:
             record = {key: data[key] for key in data.files}
-    except (OSError, ValueError):
+    except READ_ERRORS:
         return None
-    needed = {"source_index", "labels", "preds"}
-    return record if needed <= set(record) else None
+    needed = ("source_index", "labels", "preds")
+    if not set(needed) <= set(record):
+        return None
+    arrays = [record[key] for key in needed]
+    if any(a.ndim != 1 or a.dtype.kind not in "iu" or len(a) != len(arrays[0]) or
+           (a.size and a.min() < 0) for a in arrays):
+        return None  # not what auditor writes: the examples are not compared
+    return record
 
 
 # --- figures of a run ---------------------------------------------------------------------
@@ -168,6 +241,8 @@ def same_data(new: dict, new_record, old: dict, old_record) -> tuple[bool, str]:
     for key in ("source_index", "labels"):
         if not np.array_equal(new_record[key], old_record[key]):
             return False, "the same source, but sampled differently (different images or labels)"
+    if old_record["preds"].size and old_record["preds"].max() >= len(new["data"]["class_names"]):
+        return False, f"the baseline's {PREDICTIONS_FILE} predicts classes this run does not have"
     return True, ""
 
 
@@ -239,11 +314,29 @@ def annotate_checks(checks: list[dict], old_checks: list[dict]) -> None:
 def regression_checks(summary: dict, baseline: dict | None, spec: dict[str, dict]) -> list[Check]:
     """Checks that hold a whole run against its baseline: no class newly flagged as a Clever
     Hans suspect (once both runs have ``clever_hans.discovery.flagged_classes``)."""
-    flagged = flagged_classes(summary)
-    if baseline is None or flagged is None:
+    if baseline is None:
         return []
+    checks = [data_check(summary, baseline)] if "data" in summary else []
+    checks = [check for check in checks if check is not None]
+    flagged = flagged_classes(summary)
+    if flagged is None:
+        return checks
     check = evaluate_new_items(
         NEWLY_FLAGGED.id, flagged, flagged_classes(baseline), what=NEWLY_FLAGGED.what,
         section="clever_hans", defaults=dict(NEWLY_FLAGGED.bounds),
         spec=spec_bounds(spec, NEWLY_FLAGGED.id))
-    return [NEWLY_FLAGGED.stamp(check, spec)]
+    return checks + [NEWLY_FLAGGED.stamp(check, spec)]
+
+
+def data_check(summary: dict, baseline: dict) -> Check | None:
+    """``baseline.data``: a run compared with a baseline measured on other data (another source
+    or another number of images) warns, naming the difference: its changes mix the model's with
+    the data's. None (no check) on the same data."""
+    now, before = summary.get("data") or {}, baseline.get("data") or {}
+    differences = [f"{key} {now.get(key)!r} against the baseline's {before.get(key)!r}"
+                   for key in ("source", "n") if now.get(key) != before.get(key)]
+    if not differences:
+        return None
+    return Check("baseline.data", "warn", False, {}, None,
+                 f"the baseline was measured on other data ({'; '.join(differences)}): the "
+                 "changes against it mix the model's with the data's", "", gated=True)

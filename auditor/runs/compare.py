@@ -11,7 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from auditor.checks.check import Check, exit_code, verdict
-from auditor.runs.baseline import Run, compare_runs, load_run, regression_checks
+from auditor.errors import ConfigError
+from auditor.runs.baseline import (
+    Run,
+    class_difference,
+    compare_runs,
+    load_run,
+    regression_checks,
+)
 from auditor.sections import SECTION_NAMES, section_module
 
 COMPARISON_FILE = "comparison.html"
@@ -69,6 +76,11 @@ def compare(old_path: str, new_path: str, out: str | None = None) -> Comparison:
     from auditor.runs.staging import write_page
 
     old, new = load_run(old_path, "OLD run"), load_run(new_path, "NEW run")
+    difference = class_difference(new.summary["data"]["class_names"], old.summary)
+    if difference:
+        named = difference.replace("this run", "NEW").replace("the baseline", "OLD")
+        raise ConfigError(f"OLD run '{old.path}' and NEW run '{new.path}' have other classes "
+                          f"({named}); compare runs of one task")
     block = compare_runs(new.summary, new.predictions, old)
     checks = reevaluate(new.summary, old.summary)
     path = comparison_path(new, out)

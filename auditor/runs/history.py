@@ -29,7 +29,8 @@ def find_runs(root: Path) -> tuple[list[dict], list[str]]:
     """The runs under ``root`` (its sub-folders with a summary.json), newest first, and the
     folders that were skipped because their summary.json could not be read."""
     runs, skipped = [], []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                         and not p.is_symlink()):  # a link may lead out of the reports folder
         if not (folder / "summary.json").is_file():
             continue
         try:

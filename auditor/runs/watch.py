@@ -5,15 +5,22 @@ each checkpoint audited (hash, file, size and modification time, its run folder,
 code, or the error that stopped it), so that a second call audits nothing twice and a file is
 hashed again only when its size or modification time changed. A checkpoint whose size or
 modification time changes between two looks a few seconds apart is still being written: it is
-left for the next call.
+left for the next call. A file whose content changed since its ledger entry is audited again.
+
+Watches over one reports root (two cron jobs that overlap) share the work: an advisory lock
+beside the ledger (``.watch.lock``) guards reading it and claiming a checkpoint, and a claimed
+checkpoint (a lock on ``.RUN.claim``, held while it is audited) is left to its watch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import json
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +30,7 @@ from auditor.errors import AuditorError, Interrupted, ModelError
 CHECKPOINT_SUFFIXES = (".keras", ".h5")
 LEDGER_FILE = "watch.json"
 LEDGER_SCHEMA = "auditor.runs.watch/1"
+LOCK_FILE = ".watch.lock"
 
 
 @dataclass
@@ -58,6 +66,8 @@ def settled(folder: Path, settle: float) -> tuple[list[Path], list[Path]]:
 
 
 def read_ledger(root: Path) -> list[dict]:
+    """The ledger's entries; it is untrusted like any file read (run folders travel), so an
+    entry must look like one auditor writes: its run folder a plain name inside ``root``."""
     path = root / LEDGER_FILE
     if not path.is_file():
         return []
@@ -69,7 +79,59 @@ def read_ledger(root: Path) -> list[dict]:
     if not isinstance(ledger, dict) or ledger.get("schema") != LEDGER_SCHEMA:
         raise AuditorError(f"'{path}' is not an auditor watch ledger; auditor never replaces a "
                            "file it did not write: choose another --out for the reports")
-    return list(ledger.get("checkpoints", []))
+    entries = ledger.get("checkpoints", [])
+    bad = next((i for i, e in enumerate(entries if isinstance(entries, list) else [None])
+                if not _valid_entry(e)), None)
+    if bad is not None:
+        raise AuditorError(f"watch ledger '{path}' has an entry auditor did not write (number "
+                           f"{bad + 1}: a run folder must be a plain name inside the reports "
+                           "root); fix or delete the ledger (deleting it re-audits every "
+                           "checkpoint)")
+    return list(entries)
+
+
+def _valid_entry(entry: object) -> bool:
+    from auditor.runs.staging import plain_name
+
+    if not isinstance(entry, dict):
+        return False
+    kinds = {"sha256": str, "file": str, "size": int, "mtime_ns": int}
+    if not all(isinstance(entry.get(key), kind) for key, kind in kinds.items()):
+        return False
+    folder = entry.get("folder")
+    return folder is None or plain_name(folder) and "/" not in folder
+
+
+@contextlib.contextmanager
+def ledger_lock(root: Path) -> Iterator[None]:
+    """An advisory lock beside the ledger (``fcntl.flock``), held while a watch reads the
+    ledger and claims a checkpoint, or records one: concurrent watches over one reports root
+    share the work instead of doing it twice."""
+    descriptor = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
+
+
+def claim(root: Path, run_folder: str) -> int | None:
+    """Claim one checkpoint's audit (under ``ledger_lock``): a lock on its claim file, held by
+    the live watch auditing it; None when another live watch holds it."""
+    descriptor = os.open(root / f".{run_folder}.claim", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(descriptor)
+        return None
+    return descriptor
+
+
+def release(root: Path, run_folder: str, descriptor: int) -> None:
+    """Drop a claim (under ``ledger_lock``, so that no other watch is opening its file)."""
+    with contextlib.suppress(FileNotFoundError):
+        (root / f".{run_folder}.claim").unlink()
+    os.close(descriptor)
 
 
 def write_ledger(root: Path, entries: list[dict]) -> None:
@@ -79,12 +141,18 @@ def write_ledger(root: Path, entries: list[dict]) -> None:
         {"schema": LEDGER_SCHEMA, "checkpoints": entries}, indent=2))
 
 
-def known_hashes(root: Path, entries: list[dict]) -> set[str]:
-    """Checkpoints already audited: in the ledger, or the model of a run already in ``root``."""
+def due(path: Path, sha: str, root: Path, entries: list[dict]) -> bool:
+    """Whether a checkpoint's content is still to be audited. A file the ledger knows is due
+    when its content changed since (a half-copied file first seen as an error is audited once
+    its finished copy is there, even when that matches another checkpoint); a new file when
+    its content was not audited yet, under any name, in the ledger or in a run under ``root``."""
     from auditor.runs.history import find_runs
 
+    mine = [e for e in entries if e["file"] == str(path)]
+    if mine:
+        return mine[-1]["sha256"] != sha
     runs, _ = find_runs(root)
-    return {e["sha256"] for e in entries} | {
+    return sha not in {e["sha256"] for e in entries} | {
         run["summary"].get("model", {}).get("sha256") for run in runs}
 
 
@@ -100,11 +168,51 @@ def watch_once(folder: Path, root: Path, configure: Callable[..., AuditConfig],
                settle: float = 2.0, say: Callable[[str], None] = print) -> list[Audited]:
     """Audit every settled checkpoint in ``folder`` not audited yet, oldest first, each against
     the previous one; then rewrite the index. ``configure(model=, out=, baseline=)`` builds
-    the audit's config (the spec and flags of the command line)."""
+    the audit's config (the spec and flags of the command line). Several watches may run over
+    one reports root at once: each claims a checkpoint before auditing it."""
     from auditor.inputs.models import file_sha256
-    from auditor.pipeline import run_audit
     from auditor.runs.history import write_index
 
+    _check_folders(folder, root)
+    with ledger_lock(root):
+        entries = read_ledger(root)
+    seen = {(e["file"], e["size"], e["mtime_ns"]): e["sha256"] for e in entries}
+    ready, busy = settled(folder, settle)
+    for path in busy:
+        say(f"{path.name}: still being written; left for the next look")
+    done: list[Audited] = []
+    for path in ready:
+        stat = path.stat()
+        sha = seen.get((str(path), stat.st_size, stat.st_mtime_ns)) or file_sha256(path)
+        run_folder = f"{path.stem}-{sha[:12]}"
+        with ledger_lock(root):
+            entries = read_ledger(root)
+            if not due(path, sha, root, entries):
+                continue
+            held = claim(root, run_folder)
+            baseline = previous_run(entries, root)
+        if held is None:
+            say(f"{path.name}: being audited by another watch; left to it")
+            continue
+        entry = {"sha256": sha, "file": str(path), "size": stat.st_size,
+                 "mtime_ns": stat.st_mtime_ns,
+                 "audited": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        try:
+            done.append(audit_checkpoint(path, root, run_folder, baseline, entry, configure,
+                                         say))
+        finally:
+            with ledger_lock(root):
+                if "verdict" in entry:
+                    write_ledger(root, [*read_ledger(root), entry])
+                    write_index(root)
+                release(root, run_folder, held)
+    if not done:
+        with ledger_lock(root):
+            write_index(root)
+    return done
+
+
+def _check_folders(folder: Path, root: Path) -> None:
     if not folder.is_dir():
         raise AuditorError(f"checkpoint folder '{folder}' does not exist; pass the folder your "
                            "training job saves .keras/.h5 checkpoints into")
@@ -116,45 +224,29 @@ def watch_once(folder: Path, root: Path, configure: Callable[..., AuditConfig],
     except OSError as exc:
         raise AuditorError(f"cannot create the reports root '{root}' ({exc.strerror or exc}); "
                            "pass --out a folder you can write to") from None
-    entries = read_ledger(root)
-    seen = {(e["file"], e["size"], e["mtime_ns"]): e["sha256"] for e in entries}
-    known = known_hashes(root, entries)
-    ready, busy = settled(folder, settle)
-    for path in busy:
-        say(f"{path.name}: still being written; left for the next look")
-    done: list[Audited] = []
-    for path in ready:
-        stat = path.stat()
-        sha = seen.get((str(path), stat.st_size, stat.st_mtime_ns)) or file_sha256(path)
-        if sha in known:
-            continue
-        known.add(sha)
-        run_folder = f"{path.stem}-{sha[:12]}"
-        entry = {"sha256": sha, "file": str(path), "size": stat.st_size,
-                 "mtime_ns": stat.st_mtime_ns,
-                 "audited": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-        baseline = previous_run(entries, root)
-        config = configure(model=str(path), out=str(root / run_folder),
-                           **({"baseline": baseline} if baseline else {}))
-        try:
-            outcome = run_audit(config)
-        except ModelError as exc:  # this checkpoint is broken; bad data or spec stop the watch
-            entry.update(folder=None, verdict="error", exit_code=2, message=str(exc))
-            done.append(Audited(path, None, 2, str(exc)))
-            say(f"{path.name}: error: {exc}")
-        else:
-            verdict = outcome.summary["verdict"]
-            against = f" against {Path(baseline).name}" if baseline else ""
-            entry.update(folder=run_folder, verdict=verdict, exit_code=outcome.exit_code,
-                         message=f"{verdict}{against}")
-            done.append(Audited(path, outcome.out, outcome.exit_code, entry["message"]))
-            say(f"{path.name}: {verdict}{against} -> {outcome.page}")
-        entries.append(entry)
-        write_ledger(root, entries)
-        write_index(root)
-    if not done:
-        write_index(root)
-    return done
+
+
+def audit_checkpoint(path: Path, root: Path, run_folder: str, baseline: str | None,
+                     entry: dict, configure: Callable[..., AuditConfig],
+                     say: Callable[[str], None]) -> Audited:
+    """One checkpoint's audit; its ledger ``entry`` gets the verdict (a broken checkpoint is an
+    'error' entry; bad data or spec stop the watch)."""
+    from auditor.pipeline import run_audit
+
+    config = configure(model=str(path), out=str(root / run_folder),
+                       **({"baseline": baseline} if baseline else {}))
+    try:
+        outcome = run_audit(config)
+    except ModelError as exc:
+        entry.update(folder=None, verdict="error", exit_code=2, message=str(exc))
+        say(f"{path.name}: error: {exc}")
+        return Audited(path, None, 2, str(exc))
+    verdict = outcome.summary["verdict"]
+    against = f" against {Path(baseline).name}" if baseline else ""
+    entry.update(folder=run_folder, verdict=verdict, exit_code=outcome.exit_code,
+                 message=f"{verdict}{against}")
+    say(f"{path.name}: {verdict}{against} -> {outcome.page}")
+    return Audited(path, outcome.out, outcome.exit_code, entry["message"])
 
 
 def watch(folder: Path, root: Path, configure: Callable[..., AuditConfig], *, once: bool,
