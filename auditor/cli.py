@@ -112,7 +112,18 @@ AUDIT_OPTIONS = (
                                   "drawn)."),
     click.option("--unsafe-load", is_flag=True, default=None,
                  help="Allow models with Lambda layers or custom objects (runs their code)."),
-    click.option("--no-progress", is_flag=True, help="No progress output."),
+    click.option("--mlflow", is_flag=True, default=None,
+                 help="Log the run to MLflow (MLFLOW_TRACKING_URI, or --mlflow-uri): params, "
+                      "check values and key figures, verdict and status tags, the run folder "
+                      "as artifacts. Needs the [mlflow] extra."),
+    click.option("--mlflow-uri", help="The MLflow tracking URI (implies --mlflow)."),
+    click.option("--tensorboard", metavar="LOGDIR",
+                 help="Write the run's key figures, check values, panels and verdict to a "
+                      "TensorBoard log folder."),
+    click.option("--no-progress", is_flag=True,
+                 help="No progress bars (the one log line per section stays)."),
+    click.option("--quiet", is_flag=True, default=None,
+                 help="No progress bars and no log lines: only the result."),
 )
 
 
@@ -154,8 +165,11 @@ def audit(spec, no_progress, **flags) -> None:
 
 @cli.command()
 @click.option("--out", help="Output folder (default: reports/<model>-<timestamp>/).")
-@click.option("--no-progress", is_flag=True, help="No progress output.")
-def demo(out, no_progress) -> None:
+@click.option("--no-progress", is_flag=True,
+              help="No progress bars (the one log line per section stays).")
+@click.option("--quiet", is_flag=True, default=None,
+              help="No progress bars and no log lines: only the result.")
+def demo(out, no_progress, quiet) -> None:
     """Train (once, cached) a small CNN on scikit-learn's digits and audit it."""
     from auditor.config.spec import read_spec
     from auditor.configure import make_config
@@ -163,7 +177,7 @@ def demo(out, no_progress) -> None:
     from auditor.pipeline import run_audit
 
 
-    config = make_config(read_spec(demo_spec_path()), out=out,
+    config = make_config(read_spec(demo_spec_path()), out=out, quiet=quiet,
                          progress=False if no_progress else None)
     outcome = run_audit(config)
     _report(outcome)

@@ -204,8 +204,8 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
     if config.out:  # an output path it may not write is refused before any work
         check_out(Path(config.out), input_paths(config))
     baseline_run = load_run(config.baseline) if config.baseline else None  # checked on load
-    bars = progress_enabled(config.progress)  # bars on a terminal; log lines everywhere
-    log = SectionLog(config.progress, {})
+    bars = progress_enabled(config.progress and not config.quiet)  # bars on a terminal only
+    log = SectionLog(not config.quiet, {})  # log lines everywhere, unless quiet
     distribution = make_distribution(config.strategy)  # before any other TensorFlow work
     loaded = load_inputs(config, distribution)
     handle, dataset = loaded.handle, loaded.dataset
@@ -250,6 +250,10 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
                                        baseline=baseline_run, record=record,
                                        plan=plan.to_summary(spent)))
         summary = json.loads((work / "summary.json").read_text())
+    if distribution.is_chief and (config.mlflow or config.tensorboard):
+        from auditor.trackers import log_trackers
+
+        log_trackers(config, out, summary)  # the run folder as written, now in place
     return AuditOutcome(out=out, summary=summary, exit_code=exit_code(checks, config.fail_on),
                         written=distribution.is_chief)
 

@@ -38,7 +38,8 @@ class AuditConfig:
     seed: int = 0
     baseline: str | None = None
     fail_on: str = "fail"
-    progress: bool = True
+    progress: bool = True  # bars on a terminal
+    quiet: bool = False  # no log lines either (one per section, for CI logs)
     unsafe_load: bool = False
     input_range: str = "auto"
     output: str | None = None  # the classifier's output of a multi-output model
@@ -51,6 +52,10 @@ class AuditConfig:
     strategy: str = "default"
     budget: str | int = "standard"  # the compute plan: quick, standard, thorough or N passes
     format: list[str] | str = field(default_factory=lambda: list(FORMATS))  # or "json,md"
+    mlflow: bool = False  # log the run to MLflow (auditor/trackers/mlflow_log.py)
+    mlflow_uri: str | None = None  # the tracking URI; default MLflow's own (MLFLOW_TRACKING_URI)
+    tensorboard: str | None = None  # a TensorBoard log folder to write the run's summaries to
+    tracker_step: int | None = None  # the step trackers log at (epoch, checkpoint); default 0
     section_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # as given
     checks: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Every section's Options, typed once here (its spec table over its defaults): the plan
@@ -195,6 +200,7 @@ def _validate(config: AuditConfig, known_sections: tuple[str, ...]) -> None:
         raise ConfigError(f"unknown input_range '{config.input_range}'; use auto (probe the "
                           f"data) or one of: {', '.join(INPUT_RANGES)}")
     _validate_budget(config.budget)
+    _validate_trackers(config)
     if config.max_samples is not None and config.max_samples < 1:
         raise ConfigError(f"'max_samples' must be at least 1, got {config.max_samples}")
     if config.batch_size < 1:
@@ -204,6 +210,17 @@ def _validate(config: AuditConfig, known_sections: tuple[str, ...]) -> None:
     if not config.model:
         raise ConfigError("no model given; pass --model PATH (a .keras/.h5 file or SavedModel "
                           "folder) or set 'model' in the spec ('demo' for the digits demo)")
+
+
+def _validate_trackers(config: AuditConfig) -> None:
+    """A tracker asked for must be installed: one line naming the extra, before any work."""
+    import importlib.util
+
+    if config.mlflow_uri:
+        config.mlflow = True
+    if config.mlflow and importlib.util.find_spec("mlflow") is None:
+        raise ConfigError("--mlflow needs MLflow, which is not installed; "
+                          "pip install 'auditor[mlflow]'")
 
 
 def _validate_budget(budget: str | int) -> None:

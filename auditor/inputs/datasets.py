@@ -3,7 +3,8 @@
 Sources (the ``--data`` SOURCE): ``sklearn:digits[:train|test|all]``, ``npz:PATH`` (arrays ``x``,
 ``y``, optional ``class_names``), a folder with one sub-folder of images per class (read as
 classes by name, by index, or by sorted position: ``folder_classes``), and
-``tfds:NAME[:SPLIT]`` when the dataset is already on disk. Every image leaves here as float32
+``tfds:NAME[:SPLIT]`` when the dataset is already on disk; inside a Python process, arrays named
+``memory:NAME`` (``inputs/memory.py``). Every image leaves here as float32
 in [0, 1] with the model's height, width and channels; the audit never holds more than a batch
 of images unless a section asks for a few.
 """
@@ -162,6 +163,10 @@ def load_dataset(source: str, image_shape: tuple[int, int, int], num_classes: in
                             f"model has {num_classes} classes; save one name per model output")
     elif sep and scheme == "tfds":
         opened = _open_tfds(rest)
+    elif sep and scheme == "memory":  # arrays a Python caller holds (inputs/memory.py)
+        from auditor.inputs.memory import open_memory
+
+        opened = open_memory(source, data_range)
     elif sep and len(scheme) > 1:
         raise DataError(f"unknown data scheme '{scheme}:'; use sklearn:digits, npz:PATH, "
                         "tfds:NAME[:SPLIT] or a folder of class sub-folders")

@@ -41,6 +41,7 @@ class Audited:
     folder: Path | None
     exit_code: int
     message: str
+    summary: dict | None = None  # the run's summary.json, when it ran
 
 
 def look(folder: Path) -> dict[Path, tuple[int, int]]:
@@ -164,6 +165,21 @@ def previous_run(entries: list[dict], root: Path) -> str | None:
     return None
 
 
+def open_root(root: Path) -> list[dict]:
+    """The reports root, created if needed, and its ledger; a root that is a file, cannot be
+    made, or holds a ledger auditor did not write is refused before any work."""
+    if root.exists() and not root.is_dir():
+        raise AuditorError(f"reports root '{root}' is a file; pass --out a folder for the "
+                           "watch's run folders")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AuditorError(f"cannot create the reports root '{root}' ({exc.strerror or exc}); "
+                           "pass --out a folder you can write to") from None
+    with ledger_lock(root):
+        return read_ledger(root)
+
+
 def watch_once(folder: Path, root: Path, configure: Callable[..., AuditConfig],
                settle: float = 2.0, say: Callable[[str], None] = print) -> list[Audited]:
     """Audit every settled checkpoint in ``folder`` not audited yet, oldest first, each against
@@ -173,9 +189,10 @@ def watch_once(folder: Path, root: Path, configure: Callable[..., AuditConfig],
     from auditor.inputs.models import file_sha256
     from auditor.runs.history import write_index
 
-    _check_folders(folder, root)
-    with ledger_lock(root):
-        entries = read_ledger(root)
+    if not folder.is_dir():
+        raise AuditorError(f"checkpoint folder '{folder}' does not exist; pass the folder your "
+                           "training job saves .keras/.h5 checkpoints into")
+    entries = open_root(root)
     seen = {(e["file"], e["size"], e["mtime_ns"]): e["sha256"] for e in entries}
     ready, busy = settled(folder, settle)
     for path in busy:
@@ -184,7 +201,7 @@ def watch_once(folder: Path, root: Path, configure: Callable[..., AuditConfig],
     for path in ready:
         stat = path.stat()
         sha = seen.get((str(path), stat.st_size, stat.st_mtime_ns)) or file_sha256(path)
-        run_folder = f"{path.stem}-{sha[:12]}"
+        run_folder = run_folder_of(path, sha)
         with ledger_lock(root):
             entries = read_ledger(root)
             if not due(path, sha, root, entries):
@@ -194,17 +211,11 @@ def watch_once(folder: Path, root: Path, configure: Callable[..., AuditConfig],
         if held is None:
             say(f"{path.name}: being audited by another watch; left to it")
             continue
-        entry = {"sha256": sha, "file": str(path), "size": stat.st_size,
-                 "mtime_ns": stat.st_mtime_ns,
-                 "audited": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
         try:
-            done.append(audit_checkpoint(path, root, run_folder, baseline, entry, configure,
-                                         say))
+            done.append(audit_checkpoint(path, root, configure, sha=sha, baseline=baseline,
+                                         say=say))
         finally:
             with ledger_lock(root):
-                if "verdict" in entry:
-                    write_ledger(root, [*read_ledger(root), entry])
-                    write_index(root)
                 release(root, run_folder, held)
     if not done:
         with ledger_lock(root):
@@ -212,41 +223,50 @@ def watch_once(folder: Path, root: Path, configure: Callable[..., AuditConfig],
     return done
 
 
-def _check_folders(folder: Path, root: Path) -> None:
-    if not folder.is_dir():
-        raise AuditorError(f"checkpoint folder '{folder}' does not exist; pass the folder your "
-                           "training job saves .keras/.h5 checkpoints into")
-    if root.exists() and not root.is_dir():
-        raise AuditorError(f"reports root '{root}' is a file; pass --out a folder for the "
-                           "watch's run folders")
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise AuditorError(f"cannot create the reports root '{root}' ({exc.strerror or exc}); "
-                           "pass --out a folder you can write to") from None
+def run_folder_of(path: Path, sha: str) -> str:
+    """A checkpoint's run folder under the reports root: its name and its content's hash."""
+    return f"{path.stem}-{sha[:12]}"
 
 
-def audit_checkpoint(path: Path, root: Path, run_folder: str, baseline: str | None,
-                     entry: dict, configure: Callable[..., AuditConfig],
-                     say: Callable[[str], None]) -> Audited:
-    """One checkpoint's audit; its ledger ``entry`` gets the verdict (a broken checkpoint is an
-    'error' entry; bad data or spec stop the watch)."""
+def audit_checkpoint(path: Path, root: Path, configure: Callable[..., AuditConfig], *,
+                     sha: str, baseline: str | None, say: Callable[[str], None] = print,
+                     facts: dict | None = None) -> Audited:
+    """Audit one checkpoint file into ``root/<stem>-<sha[:12]>`` against ``baseline`` (a run
+    folder, or None), record it in the ledger (with ``facts``, such as the epoch it was saved
+    at) and rewrite the index: what ``watch`` does per checkpoint, and the Keras callback per
+    audited epoch. A checkpoint that cannot be loaded is recorded as an error, not raised; bad
+    data or spec stop the watch (nothing recorded)."""
     from auditor.pipeline import run_audit
+    from auditor.runs.history import write_index
 
-    config = configure(model=str(path), out=str(root / run_folder),
+    stat = path.stat()
+    run_folder = run_folder_of(path, sha)
+    entry = {"sha256": sha, "file": str(path), "size": stat.st_size,
+             "mtime_ns": stat.st_mtime_ns, **(facts or {}),
+             "audited": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    with ledger_lock(root):
+        count = len(read_ledger(root))
+    step = (facts or {}).get("epoch", count + 1)  # trackers' step: epoch or checkpoint
+    config = configure(model=str(path), out=str(root / run_folder), tracker_step=step,
                        **({"baseline": baseline} if baseline else {}))
     try:
         outcome = run_audit(config)
-    except ModelError as exc:
+    except ModelError as exc:  # this checkpoint is broken
         entry.update(folder=None, verdict="error", exit_code=2, message=str(exc))
+        audited = Audited(path, None, 2, str(exc))
         say(f"{path.name}: error: {exc}")
-        return Audited(path, None, 2, str(exc))
-    verdict = outcome.summary["verdict"]
-    against = f" against {Path(baseline).name}" if baseline else ""
-    entry.update(folder=run_folder, verdict=verdict, exit_code=outcome.exit_code,
-                 message=f"{verdict}{against}")
-    say(f"{path.name}: {verdict}{against} -> {outcome.page}")
-    return Audited(path, outcome.out, outcome.exit_code, entry["message"])
+    else:
+        verdict = outcome.summary["verdict"]
+        against = f" against {Path(baseline).name}" if baseline else ""
+        entry.update(folder=run_folder, verdict=verdict, exit_code=outcome.exit_code,
+                     message=f"{verdict}{against}")
+        audited = Audited(path, outcome.out, outcome.exit_code, entry["message"],
+                          outcome.summary)
+        say(f"{path.name}: {verdict}{against} -> {outcome.page}")
+    with ledger_lock(root):
+        write_ledger(root, [*read_ledger(root), entry])
+        write_index(root)
+    return audited
 
 
 def watch(folder: Path, root: Path, configure: Callable[..., AuditConfig], *, once: bool,

@@ -1,0 +1,283 @@
+"""``AuditCallback``: audit the model being trained, every N epochs and at the end of training.
+
+Each audited epoch's model is saved to ``OUT/checkpoints/<start of fit>/epoch-NNNN.keras`` and
+audited like a checkpoint ``auditor watch`` finds (``runs/watch.py``): one run folder per epoch
+under OUT, the same ledger, baselines and index.html. The audit loads its own copy from that
+file, so nothing it traces joins the training graph, and it runs between save/restore of every
+global random state (Python, NumPy, TensorFlow's seeds, Keras's seed generator) that the audit
+resets (``load_inputs`` seeds them all): with the same seeds and data, training ends with the
+same weights, optimizer state and metrics with or without the callback.
+
+The epoch's ``logs`` get the audit's figures under stable names (``AUDIT_LOGS``), NaN on epochs
+that are not audited, so that EarlyStopping, ModelCheckpoint and CSVLogger placed after this
+callback can use them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import math
+import numbers
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from auditor.errors import ConfigError
+from auditor.trackers import key_figures
+
+STOP_ON = {"fail": ("fail",), "warn": ("warn", "fail")}
+BASELINES = ("previous", "first")
+# The names put into the epoch's logs (see the README): key figures as audit_<name>, then
+# counts and the verdict (0 pass, 1 warn, 2 fail).
+AUDIT_LOGS = ("audit_accuracy", "audit_mistakes", "audit_label_errors", "audit_ece",
+              "audit_sanity_passed", "audit_flagged_classes", "audit_robust_accuracy",
+              "audit_failed_checks", "audit_warned_checks", "audit_verdict")
+
+
+@contextlib.contextmanager
+def isolated_random_state() -> Iterator[None]:
+    """Every global random state an audit touches, as it was before: Python's and NumPy's
+    generators, TensorFlow's global and operation seeds and its global generator, Keras's seed
+    and seed generator. (``keras.utils.set_random_seed``, which the audit calls, resets them.)"""
+    import random
+
+    from keras.src.backend.common import global_state
+    from keras.src.random.seed_generator import GLOBAL_SEED_GENERATOR
+    from keras.src.utils.rng_utils import GLOBAL_RANDOM_SEED
+    from tensorflow.python.eager import context
+    from tensorflow.python.ops import stateful_random_ops
+
+    python, numpy = random.getstate(), np.random.get_state()
+    keras_seed = global_state.get_global_attribute(GLOBAL_RANDOM_SEED)
+    keras_generator = global_state.get_global_attribute(GLOBAL_SEED_GENERATOR)
+    keras_state = None if keras_generator is None else keras_generator.state.numpy()
+    eager = context.context()
+    tf_seed, tf_rng = eager._seed, getattr(eager, "_rng", None)
+    tf_rng_state = tf_rng.getstate() if tf_rng is not None else None
+    tf_generator = stateful_random_ops.global_generator
+    tf_generator_state = None if tf_generator is None else tf_generator.state.numpy()
+    try:
+        yield
+    finally:
+        random.setstate(python)
+        np.random.set_state(numpy)
+        global_state.set_global_attribute(GLOBAL_RANDOM_SEED, keras_seed)
+        global_state.set_global_attribute(GLOBAL_SEED_GENERATOR, keras_generator)
+        if keras_generator is not None:
+            keras_generator.state.assign(keras_state)
+        eager._seed, eager._rng = tf_seed, tf_rng
+        if tf_rng is not None:
+            tf_rng.setstate(tf_rng_state)
+        stateful_random_ops.global_generator = tf_generator
+        if tf_generator is not None:
+            tf_generator.state.assign(tf_generator_state)
+
+
+class AuditCallback(keras.callbacks.Callback):
+    """Audit the model every ``every`` epochs and when training ends, into run folders under
+    ``out`` (with ``index.html``); put the audit's figures into the epoch's logs.
+
+    ``data``: a ``--data`` source string, arrays ``(x, y)``, or a ``tf.data.Dataset`` of (image,
+    label) pairs or batches. ``spec``: a TOML spec path or a dict of spec keys (any audit
+    option). ``stop_on``: ``"fail"`` or ``"warn"`` stops training when the verdict reaches it.
+    ``baseline``: each audit is compared with the ``"previous"`` audited epoch (as ``watch``
+    does), the ``"first"``, a run folder, or None. ``mlflow``/``tensorboard``: also log each
+    audit to an MLflow run (nested in the active one) or a TensorBoard log folder, at the epoch.
+    """
+
+    def __init__(self, data, out, every: int = 1, spec=None, sections=None, budget="quick",
+                 stop_on: str | None = None, mlflow: bool = False, tensorboard=None,
+                 baseline: str | None = "previous"):
+        super().__init__()
+        from auditor.config.spec import make_config, read_spec
+
+        if not isinstance(every, numbers.Integral) or isinstance(every, bool) or every < 1:
+            raise ConfigError(f"'every' must be a whole number of epochs, at least 1, got "
+                              f"{every!r}")
+        if stop_on not in (None, *STOP_ON):
+            raise ConfigError(f"'stop_on' must be 'fail', 'warn' or None, got {stop_on!r}")
+        self.spec = dict(read_spec(spec) if isinstance(spec, (str, Path)) else spec or {})
+        # Trackers are logged here, once per epoch into one run, not by each audit.
+        mlflow = bool(mlflow or self.spec.pop("mlflow", False) or self.spec.get("mlflow_uri"))
+        self.mlflow_uri = self.spec.pop("mlflow_uri", None)
+        tensorboard = tensorboard or self.spec.pop("tensorboard", None)
+        self.flags = {"sections": sections, "budget": budget, "progress": False,
+                      "data": self._source_name(data)}
+        make_config(self.spec, **self.flags, model="checked-per-epoch")  # bad keys fail now
+        if baseline not in (None, *BASELINES):  # a run folder: read now, not mid-training
+            from auditor.runs.baseline import load_run
+
+            load_run(str(baseline))
+        if mlflow:
+            from auditor.trackers.mlflow_log import require_mlflow
+
+            require_mlflow()
+        self.data, self.root, self.every, self.stop_on = data, Path(out), int(every), stop_on
+        self.baseline, self.mlflow, self.tensorboard = baseline, mlflow, tensorboard
+        self.audits: list[dict] = []  # {epoch, folder, verdict, exit_code, figures}
+        self._scratch: Path | None = None
+        self._arrays = None  # (x, y) of an in-memory source
+        self._trackers: dict = {}
+
+    @staticmethod
+    def _source_name(data) -> str:
+        if isinstance(data, (str, Path)):
+            return str(data)
+        if isinstance(data, (tuple, list)) and len(data) == 2:
+            return "memory:arrays"
+        import tensorflow as tf
+
+        if isinstance(data, tf.data.Dataset):
+            return "memory:tf.data"
+        raise ConfigError(f"'data' must be a --data source string, arrays (x, y) or a "
+                          f"tf.data.Dataset of (image, label) batches, got {type(data).__name__}")
+
+    def configure(self, **per_checkpoint):
+        from auditor.config.spec import make_config
+
+        return make_config(self.spec, **{**self.flags, **per_checkpoint})
+
+    @contextlib.contextmanager
+    def _data(self) -> Iterator[None]:
+        """The in-memory source, named while an audit reads it."""
+        if self._arrays is None:
+            yield
+            return
+        from auditor.inputs.memory import memory_source
+
+        with memory_source(self.flags["data"].partition(":")[2], *self._arrays):
+            yield
+
+    def on_train_begin(self, logs=None) -> None:
+        """Check the output root, the model and the data before the first step: bad input
+        raises the CLI's one-line error now, not after an epoch."""
+        from auditor.runs.watch import open_root
+
+        open_root(self.root)
+        self._started = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+        self._folder = self.root / "checkpoints" / self._started
+        self._scratch = Path(tempfile.mkdtemp(prefix="auditor-callback-"))
+        self._last_audited = self._epoch = None
+        try:
+            with isolated_random_state():
+                self._arrays = self._hold_data()
+                self._take_input_range()
+                self._validate()
+            self._open_trackers()
+        except BaseException:  # fit stops here and never calls on_train_end
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            raise
+
+    def _hold_data(self):
+        import tensorflow as tf
+
+        if isinstance(self.data, tf.data.Dataset):
+            from auditor.inputs.memory import spill_dataset
+
+            return spill_dataset(self.data, self._scratch)
+        if isinstance(self.data, (tuple, list)):
+            return np.asarray(self.data[0]), np.asarray(self.data[1])
+        return None
+
+    def _take_input_range(self) -> None:
+        """Arrays and datasets are what the model is fed in training, so their value range is
+        the model's input range: taken as given instead of probed (a probe on a barely trained
+        model says little). A spec's ``input_range`` wins."""
+        if self._arrays is None or "input_range" in self.spec:
+            return
+        from auditor.inputs.memory import value_range
+
+        self.flags["input_range"] = value_range(self._arrays[0],
+                                                self.spec.get("data_range", "auto"))
+
+    def _validate(self) -> None:
+        """Load a copy of the model as the audit will, and open the data against it."""
+        from auditor.inputs.datasets import load_dataset
+        from auditor.inputs.models import load_model
+
+        config = self.configure(model="checked-per-epoch")
+        path = self._scratch / "model.keras"
+        self.model.save(path)
+        handle = load_model(str(path), config.input_range, config.unsafe_load, config.output)
+        with self._data():
+            load_dataset(config.data, handle.input_shape, handle.num_classes,
+                         class_names=config.class_names, max_samples=config.max_samples,
+                         seed=config.seed, data_range=config.data_range,
+                         strict_data=config.strict_data)
+        path.unlink()
+
+    def _open_trackers(self) -> None:
+        if self.mlflow:
+            from auditor.trackers.mlflow_log import MlflowRun
+
+            self._trackers["mlflow"] = MlflowRun.start(self.mlflow_uri,
+                                                       name=f"audit-{self._started}")
+        if self.tensorboard:
+            from auditor.trackers.tensorboard_log import TensorBoardWriter
+
+            self._trackers["tensorboard"] = TensorBoardWriter(self.tensorboard)
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        number = self._epoch = epoch + 1
+        figures = dict.fromkeys(AUDIT_LOGS, math.nan)
+        if number % self.every == 0:
+            audit = self._audit(number)
+            figures.update({k: v for k, v in audit["figures"].items() if k in AUDIT_LOGS})
+            if self.stop_on and audit["verdict"] in STOP_ON[self.stop_on]:
+                self.model.stop_training = True
+        if logs is not None:
+            logs.update(figures)
+
+    def on_train_end(self, logs=None) -> None:
+        """Audit the final model unless its epoch was just audited; close the trackers."""
+        try:
+            if self._epoch and self._epoch != self._last_audited:
+                self._audit(self._epoch)
+        finally:
+            for tracker in self._trackers.values():
+                tracker.close()
+            self._trackers = {}
+            if self._scratch is not None:
+                shutil.rmtree(self._scratch, ignore_errors=True)
+
+    def _audit(self, epoch: int) -> dict:
+        """Save this epoch's model, audit it as watch audits a checkpoint, log the trackers."""
+        from auditor.errors import ModelError
+        from auditor.inputs.models import file_sha256
+        from auditor.runs.watch import audit_checkpoint
+
+        self._folder.mkdir(parents=True, exist_ok=True)
+        path = self._folder / f"epoch-{epoch:04d}.keras"
+        self.model.save(path)
+        with isolated_random_state(), self._data():
+            done = audit_checkpoint(path, self.root, self.configure, sha=file_sha256(path),
+                                    baseline=self._baseline(), say=lambda line: None,
+                                    facts={"epoch": epoch})
+        if done.folder is None:
+            raise ModelError(done.message)
+        self._last_audited = epoch
+        audit = {"epoch": epoch, "folder": done.folder, "verdict": done.summary["verdict"],
+                 "exit_code": done.exit_code, "figures": key_figures(done.summary)}
+        self.audits.append(audit)
+        self._log_trackers(done.folder, done.summary, epoch)
+        return audit
+
+    def _baseline(self) -> str | None:
+        if self.baseline not in BASELINES:
+            return None if self.baseline is None else str(self.baseline)
+        if not self.audits:
+            return None
+        chosen = self.audits[0] if self.baseline == "first" else self.audits[-1]
+        return str(chosen["folder"])
+
+    def _log_trackers(self, folder: Path, summary: dict, epoch: int) -> None:
+        if "mlflow" in self._trackers:
+            self._trackers["mlflow"].log_audit(folder, summary, epoch,
+                                               artifact_path=Path(folder).name)
+        if "tensorboard" in self._trackers:
+            self._trackers["tensorboard"].log_audit(folder, summary, epoch)

@@ -1,0 +1,105 @@
+"""What the Keras callback costs: ``model.fit`` with ``AuditCallback`` at ``every`` = a tenth of
+the epochs, over the same fit without it, on the demo CNN and on a 224 px MobileNetV2.
+
+    PYTHONPATH=. python bench/callback.py [--only demo|mobilenet_v2] [--sections a,b]
+                                          [--epochs N] [--budget quick]
+
+Both fits start from the same seed; the one without the callback runs first (tracing warm-up is
+paid by both: each builds its own model). Defaults are the callback's own (every section,
+budget quick). It prints per model the seconds of each fit, their ratio, the seconds per
+audit and per epoch, and how long an epoch would have to be for the ratio to reach the 1.3x
+target: ``1 + audit / (every x epoch)``. Nothing is downloaded (``weights=None``; the digits
+ship with scikit-learn; the 224 px images are the digits, enlarged, in RGB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+TARGET = 1.3
+MODELS = {  # images trained on, images audited, default epochs, batch size
+    "demo": (1078, 200, 20, 32),
+    "mobilenet_v2": (64, 32, 10, 16),
+}
+
+
+def data(name: str):
+    """Training and audit images for the model: digits at 32 px grey, or 224 px RGB."""
+    import tensorflow as tf
+
+    from auditor.inputs.demo import digits_images
+
+    train, audited, _, _ = MODELS[name]
+    (x, y), (xt, yt) = digits_images("train"), digits_images("test")
+    if name == "mobilenet_v2":
+        def grow(images):
+            return tf.image.grayscale_to_rgb(tf.image.resize(images, (224, 224))).numpy()
+
+        return grow(x[:train]), y[:train], grow(xt[:audited]), yt[:audited]
+    return x[:train], y[:train], xt[:audited], yt[:audited]
+
+
+def build(name: str):
+    import keras
+
+    from auditor.inputs.demo import build_digits_cnn
+
+    if name == "demo":
+        return build_digits_cnn()
+    return keras.applications.MobileNetV2(weights=None, classes=10,
+                                          input_shape=(224, 224, 3))
+
+
+def fit(name: str, epochs: int, callbacks: list) -> float:
+    import keras
+
+    x, y, _, _ = data(name)
+    keras.utils.set_random_seed(0)
+    model = build(name)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    started = time.perf_counter()
+    model.fit(x, y, epochs=epochs, batch_size=MODELS[name][3], verbose=0,
+              callbacks=callbacks)
+    return time.perf_counter() - started
+
+
+def bench(name: str, epochs: int, sections, budget: str, root: Path) -> None:
+    from auditor.keras import AuditCallback
+
+    every = max(1, epochs // 10)
+    _, _, xt, yt = data(name)
+    plain = fit(name, epochs, [])
+    callback = AuditCallback((xt, yt), root / name, every=every, sections=sections,
+                             budget=budget, spec={"quiet": True})
+    audited = fit(name, epochs, [callback])
+    audits = len(callback.audits)
+    per_audit = (audited - plain) / max(audits, 1)
+    per_epoch = plain / epochs
+    needed = per_audit / ((TARGET - 1) * every)
+    print(f"{name}: {epochs} epochs, every={every}, {audits} audits "
+          f"({', '.join(sections) if sections else 'every section'}, budget {budget}): "
+          f"fit {plain:.1f} s without, {audited:.1f} s with: ratio {audited / plain:.2f} "
+          f"(target {TARGET}); {per_audit:.1f} s per audit, {per_epoch:.2f} s per epoch; "
+          f"1.3x needs epochs of {needed:.0f} s or more", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", choices=sorted(MODELS))
+    parser.add_argument("--sections", help="comma-separated (default: every section)")
+    parser.add_argument("--epochs", type=int, help="default: 20 (demo), 10 (mobilenet_v2)")
+    parser.add_argument("--budget", default="quick")
+    args = parser.parse_args()
+    sections = args.sections.split(",") if args.sections else None
+    with tempfile.TemporaryDirectory(prefix="auditor-bench-callback-") as tmp:
+        for name in [args.only] if args.only else list(MODELS):
+            epochs = args.epochs or MODELS[name][2]
+            bench(name, epochs, sections, args.budget, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""The Keras callback: audits inside model.fit, in the tools users already look in, and training
+unchanged. One small digits CNN trained twice (with and without the callback, same seed), on
+the performance section and 100 test images, serves most tests."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from auditor.errors import ConfigError, DataError
+from auditor.inputs.demo import build_digits_cnn, digits_images
+from auditor.keras import AUDIT_LOGS, AuditCallback
+
+
+def train(callbacks, epochs=4, images=400):
+    """The demo CNN, seeded, with shuffling and dropout: anything that moved a random state
+    would change its weights."""
+    x, y = digits_images("train")
+    keras.utils.set_random_seed(0)
+    model = build_digits_cnn()
+    model.compile(optimizer=keras.optimizers.Adam(2e-3),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(x[:images], y[:images], epochs=epochs, batch_size=32, shuffle=True,
+                        validation_split=0.2, verbose=0, callbacks=callbacks)
+    draws = (random.random(), float(np.random.rand()), float(tf.random.uniform(())),
+             float(keras.random.uniform(())))  # what the user's code draws next
+    return model, history, draws
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, digits_test):
+    """A fit with the callback every 2 of 4 epochs (a tf.data source, MLflow and TensorBoard),
+    and the same fit without it."""
+    root = tmp_path_factory.mktemp("callback")
+    x, y = digits_test
+    data = tf.data.Dataset.from_tensor_slices((x[:100], y[:100])).batch(32)
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    callback = AuditCallback(data, root / "reports", every=2, sections=["performance"],
+                             spec={"format": "json,html", "mlflow_uri": uri}, mlflow=True,
+                             tensorboard=str(root / "tb"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)  # MLflow's local artifact store is ./mlruns
+        audited = train([callback, keras.callbacks.CSVLogger(str(root / "log.csv"))])
+    plain = train([])
+    return {"root": root, "callback": callback, "audited": audited, "plain": plain, "uri": uri}
+
+
+def test_training_is_unchanged_by_the_callback(trained):
+    (model, history, draws), (plain, plain_history, plain_draws) = (trained["audited"],
+                                                                     trained["plain"])
+    for mine, theirs in zip(model.get_weights(), plain.get_weights(), strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+    for mine, theirs in zip(model.optimizer.variables, plain.optimizer.variables, strict=True):
+        np.testing.assert_array_equal(np.asarray(mine), np.asarray(theirs))
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert history.history[key] == plain_history.history[key]
+    assert draws == plain_draws  # every global random generator is where training left it
+
+
+def test_two_audited_epochs_write_two_runs_an_index_and_the_audit_logs(trained):
+    root = trained["root"] / "reports"
+    runs = sorted(p.name for p in root.iterdir() if (p / "summary.json").is_file())
+    assert [name[:10] for name in runs] == ["epoch-0002", "epoch-0004"]
+    assert (root / "index.html").is_file()
+    ledger = json.loads((root / "watch.json").read_text())["checkpoints"]
+    assert [entry["epoch"] for entry in ledger] == [2, 4]
+    later = json.loads((root / runs[1] / "summary.json").read_text())
+    assert later["model"]["input_range"] == "0-1"  # the data's range, as the model is fed it
+    assert "model.input_range" not in {c["id"] for c in later["checks"]}  # not probed
+    assert runs[0] in later["baseline"]["path"]  # the previous audited epoch
+    history = trained["audited"][1].history
+    assert set(AUDIT_LOGS) <= set(history)
+    accuracy = history["audit_accuracy"]
+    assert math.isnan(accuracy[0]) and math.isnan(accuracy[2])
+    assert accuracy[3] == later["metrics"]["accuracy"]
+    assert history["audit_failed_checks"][3] == sum(
+        c["status"] in ("fail", "error") for c in later["checks"])
+    header = (trained["root"] / "log.csv").read_text().splitlines()[0]
+    assert "audit_accuracy" in header and "audit_verdict" in header
+
+
+def test_each_audit_is_in_mlflow_at_its_epoch(trained):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=trained["uri"])
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    root = trained["root"] / "reports"
+    folders = sorted(p for p in root.iterdir() if (p / "summary.json").is_file())
+    last = json.loads((folders[-1] / "summary.json").read_text())
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "audit_accuracy")]
+    assert steps == [2, 4]
+    for check in last["checks"]:
+        assert run.data.tags[f"check.{check['id']}"] == check["status"]
+        if isinstance(check["value"], float):
+            assert run.data.metrics[f"check.{check['id']}"] == pytest.approx(check["value"])
+    assert run.data.tags["auditor.verdict"] == last["verdict"]
+    assert run.data.params["sections"] == "performance"
+    local = client.download_artifacts(run.info.run_id, f"{folders[-1].name}/summary.json",
+                                      str(trained["root"] / "download"))
+    assert json.loads(open(local).read()) == last
+
+
+def test_each_audit_is_in_tensorboard_at_its_epoch(trained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(trained["root"] / "tb"), size_guidance={"tensors": 0})
+    events.Reload()
+    accuracy = events.Tensors("audit/accuracy")
+    history = trained["audited"][1].history["audit_accuracy"]
+    assert [e.step for e in accuracy] == [2, 4]
+    assert tf.make_ndarray(accuracy[-1].tensor_proto) == pytest.approx(history[3])
+    verdict = tf.make_ndarray(events.Tensors("audit/verdict")[-1].tensor_proto)
+    assert verdict.item().decode().startswith("**")
+    assert "checks/accuracy" in events.Tags()["tensors"]
+
+
+def test_stop_on_fail_stops_training_at_the_first_failing_audit(tmp_path, digits_test):
+    x, y = digits_test
+    callback = AuditCallback((x[:100], y[:100]), tmp_path / "reports", every=1,
+                             sections=["performance"], stop_on="fail",
+                             spec={"format": "json", "checks": {"accuracy": {"fail_below": 1.01}}})
+    _, history, _ = train([callback], epochs=4, images=200)
+    assert len(history.epoch) == 1
+    assert history.history["audit_verdict"] == [2.0]
+    assert [audit["epoch"] for audit in callback.audits] == [1]
+
+
+def test_bad_input_fails_before_the_first_step(tmp_path, digits_test):
+    x, y = digits_test
+    with pytest.raises(ConfigError, match="unknown key 'sectoins'"):
+        AuditCallback((x, y), tmp_path / "r", spec={"sectoins": ["performance"]})
+    with pytest.raises(ConfigError, match="'stop_on' must be"):
+        AuditCallback((x, y), tmp_path / "r", stop_on="always")
+    with pytest.raises(ConfigError, match="baseline"):
+        AuditCallback((x, y), tmp_path / "r", baseline=tmp_path / "no-such-run")
+    steps = []
+    counting = keras.callbacks.LambdaCallback(on_train_batch_begin=lambda *a: steps.append(1))
+    wrong = AuditCallback((x[:50], y[:50] + 10), tmp_path / "r", sections=["performance"])
+    with pytest.raises(DataError, match="labels from 10"):
+        train([wrong, counting], epochs=1, images=64)
+    assert steps == [] and not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_the_first_or_the_previous_audited_epoch_is_the_baseline(tmp_path, digits_test):
+    x, y = digits_test
+    first = AuditCallback((x, y), tmp_path, baseline="first")
+    previous = AuditCallback((x, y), tmp_path)
+    assert first._baseline() is None and previous._baseline() is None  # nothing audited yet
+    for callback in (first, previous):
+        callback.audits = [{"epoch": 2, "folder": tmp_path / "a"},
+                           {"epoch": 4, "folder": tmp_path / "b"}]
+    assert first._baseline() == str(tmp_path / "a")
+    assert previous._baseline() == str(tmp_path / "b")
