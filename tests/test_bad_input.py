@@ -396,7 +396,7 @@ def test_an_interrupted_audit_leaves_nothing_behind(tmp_path, digits_model_path,
     process = subprocess.Popen(
         [sys.executable, "-m", "auditor", "audit", "--model", str(digits_model_path),
          "--data", "sklearn:digits:test", "--sections", "performance,attribution",
-         "--out", str(out), "--no-progress"],
+         "--out", str(out), "--quiet"],
         env={**os.environ, "TMPDIR": str(scratch)}, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while (not list(out.parent.glob(".run.partial-*/predictions.npz"))
