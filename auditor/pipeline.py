@@ -22,7 +22,7 @@ from pathlib import Path
 from auditor import __version__
 from auditor.checks.check import Check, exit_code
 from auditor.checks.data import data_checks
-from auditor.config.spec import AuditConfig
+from auditor.config.spec import AuditConfig, build_dataclass
 from auditor.errors import AuditorError, ConfigError, Interrupted
 from auditor.progress import SectionLog, duration, progress_enabled
 from auditor.runs.baseline import (
@@ -132,6 +132,7 @@ def load_inputs(config: AuditConfig, distribution) -> Inputs:
     with distribution.scope():  # the model's variables are mirrored on every replica
         handle = load_model(config.model, config.input_range, config.unsafe_load, config.output)
     handle.distribution = distribution
+    check_sections(config, handle)
     dataset = load_dataset(config.data, handle.input_shape, handle.num_classes,
                            class_names=config.class_names, max_samples=config.max_samples,
                            seed=config.seed, data_range=config.data_range,
@@ -159,6 +160,17 @@ def load_inputs(config: AuditConfig, distribution) -> Inputs:
                 f"{handle.input_shape} with {handle.num_classes}; compare models of one task")
         probe_range(compare_handle, dataset, config)
     return Inputs(handle, dataset, train_dataset, compare_handle, probe_checks, probe_seconds)
+
+
+def check_sections(config: AuditConfig, handle) -> None:
+    """Options that need the model (a layer name), checked as soon as it is loaded: a section's
+    ``check_model(model, options)`` raises ConfigError before the data is read."""
+    for name in config.sections or list(SECTION_NAMES):
+        module = section_module(name)
+        check = getattr(module, "check_model", None)
+        if check is not None:
+            check(handle.logits_model, build_dataclass(
+                module.Options, config.section_options.get(name, {}), f"{name}."))
 
 
 def run_audit(config: AuditConfig) -> AuditOutcome:
