@@ -16,11 +16,12 @@ def _rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image[..., :3]
 
 
-def _resized(image: np.ndarray, size: int) -> np.ndarray:
+def _resized(image: np.ndarray, height: int, width: int | None = None) -> np.ndarray:
     from PIL import Image
 
     pixels = (_rgb(image) * 255).round().astype(np.uint8)
-    return np.asarray(Image.fromarray(pixels).resize((size, size), Image.Resampling.BILINEAR),
+    size = (width or height, height)
+    return np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.BILINEAR),
                       np.float32) / 255
 
 
@@ -88,18 +89,18 @@ def dictionary_figure(image, dominant: np.ndarray, strength: np.ndarray,
     """At each position of the layer's grid, the dominant group's icon, faded by how strongly
     it fires there (white: nothing), beside the image (Olah et al. 2018, figure 1)."""
     h, w = dominant.shape
-    icon = max(4, GRID_PIXELS // max(h, w))
-    palette = ([_resized(icon, icon) for icon in icons] if icons is not None else
-               [np.full((icon, icon, 3), c, np.float32) for c in np.linspace(0.1, 0.9,
+    cell = max(4, GRID_PIXELS // max(h, w))
+    palette = ([_resized(picture, cell) for picture in icons] if icons is not None else
+               [np.full((cell, cell, 3), c, np.float32) for c in np.linspace(0.1, 0.9,
                                                                             dominant.max() + 1)])
-    grid = np.ones((h * icon, w * icon, 3), np.float32)
+    grid = np.ones((h * cell, w * cell, 3), np.float32)
     for y in range(h):
         for x in range(w):
             a = float(strength[y, x])
-            grid[y * icon:(y + 1) * icon, x * icon:(x + 1) * icon] = \
+            grid[y * cell:(y + 1) * cell, x * cell:(x + 1) * cell] = \
                 a * palette[dominant[y, x]] + (1 - a)
-    side = h * icon
-    return image_uri(montage([[_resized(image, side), grid]], 8), size=GRID_PIXELS)
+    return image_uri(montage([[_resized(image, h * cell, w * cell), grid]], 8),
+                     size=GRID_PIXELS)
 
 
 def layer_view(data, layer, summary: dict) -> dict:
