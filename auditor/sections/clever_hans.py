@@ -337,6 +337,17 @@ def injection_split(ctx: Context, options: Options):
     return make_split(ctx.handle, images, labels, seed), "half of the audit data"
 
 
+def concept_groups(ctx: Context) -> int:
+    """When the concepts section runs too, the planted copies are audited by its method (its
+    number of groups, read from the spec: sections never import each other); else 0."""
+    from auditor.methods.concepts.groups import DEFAULT_GROUPS
+    from auditor.sections import SECTION_NAMES
+
+    if "concepts" not in (ctx.config.sections or SECTION_NAMES):
+        return 0
+    return int(ctx.config.section_options.get("concepts", {}).get("groups", DEFAULT_GROUPS))
+
+
 def run_injections(ctx: Context, options: Options, methods: list[str], target: int,
                    settings: dict[str, dict]):
     from auditor.methods.shortcuts.injection import FineTuner, run_control, run_injection
@@ -346,8 +357,9 @@ def run_injections(ctx: Context, options: Options, methods: list[str], target: i
     tuning = InjectionSettings(
         seed=ctx.config.seed,
         search_per_class=search_per_class(options, len(ctx.dataset.class_names)),
+        concept_groups=concept_groups(ctx),
         **{f.name: getattr(options, f.name) for f in dataclasses.fields(InjectionSettings)
-           if f.name not in ("seed", "search_per_class")})
+           if f.name not in ("seed", "search_per_class", "concept_groups")})
     tuner = FineTuner(ctx.handle, options.learning_rate)
     control = None
     if options.control:  # first: each shortcut's detection is judged against it
@@ -393,6 +405,8 @@ def injection_summary(result, class_names: list[str], settings: dict[str, dict])
         "discovery_searched_classes": ([class_names[c] for c in result.discovery.searched]
                                        if result.discovery else []),
         "verdict": result.verdict, "seconds": round(result.seconds, 2),
+        "concept_group": None if result.concept is None else {
+            **result.concept, "votes_for": class_names[result.concept["votes_for"]]},
     }
     if result.shortcut == CONTROL:
         entry["probes"] = {name: {"flip_rate": round(p["flip_rate"], 4),

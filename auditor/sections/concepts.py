@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from auditor.checks.check import Check, evaluate
+from auditor.methods.concepts.groups import DEFAULT_GROUPS
 from auditor.predict.plan import Facts, Passes
 from auditor.sections.base import Context, SectionResult, at_least
 
@@ -31,12 +32,12 @@ REMOVAL = {"warn_above": 0}
 @dataclass
 class Options:
     layers: list[str] = field(default_factory=list)  # empty: a middle and the last spatial one
-    groups: int = 6  # K, the paper's choice
+    groups: int = DEFAULT_GROUPS  # K, the paper's choice
     sample: int = 200  # stratified audit images the groups are fitted on (planned)
     mistakes: int = 8  # most confident mistakes explained by parts
     top: int = 6  # top images and crops per group
-    removal_images: int = 16  # per group, for its removal test (planned)
-    random_directions: int = 4
+    removal_images: int = 8  # per group, for its removal test (planned)
+    random_directions: int = 8  # shuffled directions: the null the removal is held to
     survival_images: int = 32  # factorised again on the randomised copy (planned; 0: skip)
     dictionary_images: int = 3
     icon_steps: int = 128  # feature visualisation steps per group (planned; 0: none)
@@ -46,13 +47,14 @@ class Options:
 
         check_groups(self.groups, f"{NAME}.groups")
         at_least(NAME, self, 2, "sample")
-        at_least(NAME, self, 1, "top", "random_directions")
+        at_least(NAME, self, 1, "top")
+        at_least(NAME, self, 2, "random_directions")
         at_least(NAME, self, 0, "mistakes", "removal_images", "survival_images",
                  "dictionary_images", "icon_steps")
 
 
 # The plan may lower these, never below: 30 images (three per class of a 10-class task) to fit
-# on; 4 images per removal test (the fewest a t interval means anything on); 8 images for the
+# on; 4 images per removal test (each direction's drop is a mean over them); 8 images for the
 # randomised copy; 16 visualisation steps (a blurred but placed picture).
 PLANNED = {"sample": 30, "removal_images": 4, "survival_images": 8, "icon_steps": 16}
 

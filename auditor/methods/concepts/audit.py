@@ -30,8 +30,8 @@ from auditor.methods.concepts.groups import (
 class Settings:
     groups: int = 6
     top: int = 6  # top images and crops per group
-    removal_images: int = 16  # images of its class each group's removal is tested on
-    random_directions: int = 4
+    removal_images: int = 8  # images of its class each group's removal is tested on
+    random_directions: int = 8
     survival_images: int = 32  # images the randomised copy is factorised on (0: skip)
     dictionary_images: int = 3
     icon_steps: int = 128  # 0: no feature visualisation

@@ -33,6 +33,7 @@ SPLIT = "positive and negative parts as separate channels, [max(a, 0), max(-a, 0
 # scikit-learn's coordinate descent on 20,000 rows of 1,280 channels (MobileNetV2's last
 # layer) takes a few seconds; more positions of the same images add little.
 FIT_ROWS = 20_000
+DEFAULT_GROUPS = 6  # Olah et al.'s choice
 BLOCK = 64  # images per block of the apply pass: activations kept at once stay small
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from auditor.methods.concepts.groups import (
+    DEFAULT_GROUPS,
     Attribution,
     Factors,
     activations_and_gradients,
@@ -72,7 +73,7 @@ class NeuronGroups:
         return spread(self.attribution(targets).per_position, tuple(self.x.shape[1:3]))
 
 
-def neuron_groups(handle, x, layer: str | None = None, groups: int = 6,
+def neuron_groups(handle, x, layer: str | None = None, groups: int = DEFAULT_GROUPS,
                   seed: int = 0) -> NeuronGroups:
     """Fit ``groups`` neuron groups at ``layer`` (None: the last layer with a spatial map) on
     display-space images ``x`` (N, H, W, C)."""

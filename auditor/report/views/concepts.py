@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from auditor.report.figures import colorbar_uri, figure_uri, image_uri, montage, show_image, \
-    show_signed
+from auditor.report.figures import (
+    colorbar_uri,
+    figure_uri,
+    image_uri,
+    montage,
+    show_image,
+    show_signed,
+)
 
 GRID_PIXELS = 320  # side of the semantic dictionary's grid, whatever the layer's grid
 
