@@ -123,14 +123,19 @@ def test_bad_options_are_one_line_exit_2_before_any_work(tmp_path, monkeypatch, 
 
 
 @pytest.mark.slow
-def test_the_report_shows_each_mistake_by_parts_and_the_dictionary(tmp_path, digits_model_path):
+def test_the_report_shows_each_mistake_by_parts_the_dictionary_and_the_planted_copy(
+        tmp_path, digits_model_path):
     from auditor.config.spec import make_config
     from auditor.pipeline import run_audit
 
     config = make_config({"concepts": {"sample": 60, "icon_steps": 8, "removal_images": 4,
-                                       "survival_images": 8, "mistakes": 3}},
+                                       "survival_images": 8, "mistakes": 3},
+                          "clever_hans": {"shortcuts": ["patch"], "control": False,
+                                          "discovery": False, "methods": ["gradient"],
+                                          "steps": 60}},
                          model=str(digits_model_path), data="sklearn:digits:test",
-                         sections=["performance", "concepts"], out=str(tmp_path / "run"))
+                         sections=["performance", "concepts", "clever_hans"],
+                         out=str(tmp_path / "run"))
     outcome = run_audit(config)
     summary = json.loads((outcome.out / "summary.json").read_text())
     block = summary["concepts"]
@@ -142,3 +147,6 @@ def test_the_report_shows_each_mistake_by_parts_and_the_dictionary(tmp_path, dig
     for mistake in block["mistakes"]:
         assert f"#{mistake['index']}: predicted <strong>{mistake['pred']}</strong>" in html
     assert {c["id"] for c in summary["checks"]} >= {"concepts.reconstruction", "concepts.removal"}
+    (patch,) = summary["clever_hans"]["injection"]  # its copy audited by the same method
+    assert set(patch["concept_group"]) >= {"layer", "group", "mass_ratio", "votes_for", "found"}
+    assert "a neuron group found it" in html
