@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from auditor.methods.concepts.groups import attribute_groups
 from auditor.methods.concepts.neuron_groups import neuron_groups
 
 # A group "sits on" the mask when the share of its map inside the mask is at least three times
@@ -63,8 +64,9 @@ def planted_group(handle, marked: np.ndarray, masks: np.ndarray, target: int,
     n = len(marked)
     ratios = mass_ratios(fitted.maps[:n], masks)
     best = int(np.argmax(ratios))
-    per_class = np.array([fitted.contributions(np.full(len(x), c))[:n, best].mean()
-                          for c in range(handle.num_classes)])
+    per_class = np.array([  # one backward pass of the marked images per class
+        attribute_groups(handle, fitted.factors, marked, np.full(n, c)).contributions[:, best]
+        .mean() for c in range(handle.num_classes)])
     votes = int(np.argmax(per_class))
     return ShortcutGroup(fitted.layer, best, float(ratios[best]), float(per_class[target]),
                          votes, bool(ratios[best] >= ON_MASK and votes == target

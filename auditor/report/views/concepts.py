@@ -31,6 +31,14 @@ def _resized(image: np.ndarray, height: int, width: int | None = None) -> np.nda
                       np.float32) / 255
 
 
+def _enlarged(maps: np.ndarray, size) -> np.ndarray:
+    """(h, w, K) maps at the image's (H, W), each pixel taking its cell's value (for display)."""
+    h, w = maps.shape[:2]
+    rows = np.minimum(np.arange(size[0]) * h // size[0], h - 1)
+    cols = np.minimum(np.arange(size[1]) * w // size[1], w - 1)
+    return maps[rows][:, cols]
+
+
 def group_rows(layer, shown: dict, names: list[str], summary: dict) -> list[dict]:
     rows = []
     for g, info in enumerate(summary["groups"]):
@@ -51,9 +59,7 @@ def mistake_figure(image, weights: np.ndarray, parts: dict, groups: list[int]) -
     the predicted class (over the true one), blue towards the true class."""
     import matplotlib.pyplot as plt
 
-    from auditor.methods.concepts.groups import upsample
-
-    maps = upsample(weights[None], tuple(image.shape[:2]))[0]
+    maps = _enlarged(weights, image.shape[:2])
     fig, axes = plt.subplots(1, 1 + len(groups), figsize=(1.7 * (1 + len(groups)), 1.9))
     axes = np.atleast_1d(axes)
     show_image(axes[0], image)
