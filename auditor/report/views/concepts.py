@@ -96,37 +96,61 @@ def bank_rows(layer, names: list[str]) -> list[dict]:
         for x in b["groups"]]} for b in layer.bank]
 
 
-def dictionary_figure(image, dominant: np.ndarray, strength: np.ndarray,
-                      icons: np.ndarray | None) -> str:
-    """At each position of the layer's grid, the dominant group's icon, faded by how strongly
-    it fires there (white: nothing), beside the image (Olah et al. 2018, figure 1)."""
+def group_colours(count: int) -> np.ndarray:
+    """One colour per group (matplotlib's tab10), so that a cell of the dictionary can be
+    told apart even where the pictures are small."""
+    import matplotlib
+
+    return np.asarray([matplotlib.colormaps["tab10"](k % 10)[:3] for k in range(count)],
+                      np.float32)
+
+
+def palette(icons: np.ndarray | None, count: int, cell: int) -> list[np.ndarray]:
+    """Each group's picture at ``cell`` pixels, tinted half-way to its colour."""
+    colours = group_colours(count)
+    if icons is None:
+        return [np.broadcast_to(c, (cell, cell, 3)).copy() for c in colours]
+    return [0.5 * _resized(icon, cell) + 0.5 * c for icon, c in zip(icons, colours,
+                                                                    strict=True)]
+
+
+def dictionary_figure(image, dominant: np.ndarray, strength: np.ndarray, tiles: list) -> str:
+    """At each position of the layer's grid, the dominant group's tinted picture, faded by how
+    strongly it fires there (white: nothing), beside the image (Olah et al. 2018, figure 1)."""
     h, w = dominant.shape
-    cell = max(4, GRID_PIXELS // max(h, w))
-    palette = ([_resized(picture, cell) for picture in icons] if icons is not None else
-               [np.full((cell, cell, 3), c, np.float32) for c in np.linspace(0.1, 0.9,
-                                                                            dominant.max() + 1)])
+    cell = tiles[0].shape[0]
     grid = np.ones((h * cell, w * cell, 3), np.float32)
     for y in range(h):
         for x in range(w):
             a = float(strength[y, x])
             grid[y * cell:(y + 1) * cell, x * cell:(x + 1) * cell] = \
-                a * palette[dominant[y, x]] + (1 - a)
+                a * tiles[dominant[y, x]] + (1 - a)
     return image_uri(montage([[_resized(image, h * cell, w * cell), grid]], 8),
                      size=GRID_PIXELS)
 
 
+def dictionary_part(data, layer) -> dict:
+    """The dictionary's figures and its legend: every group's tinted picture, in order."""
+    dominant, strength = layer.dictionary
+    count = len(layer.factors.components)
+    cell = max(4, GRID_PIXELS // max(dominant.shape[1:]))
+    tiles = palette(layer.icons, count, cell)
+    legend = palette(layer.icons, count, 32)
+    return {"legend": image_uri(montage([legend], 4), size=36 * count),
+            "figures": [{"figure": dictionary_figure(data.shown[int(r)], dominant[i],
+                                                     strength[i], tiles),
+                         "label": data.class_names[data.shown_labels[int(r)]]}
+                        for i, r in enumerate(layer.dictionary_rows)]}
+
+
 def layer_view(data, layer, summary: dict) -> dict:
     names = data.class_names
-    dominant, strength = layer.dictionary
     return {**{k: summary[k] for k in ("layer", "reason", "transform", "grid", "channels",
                                        "explained", "residual_share")},
             "groups": group_rows(layer, data.shown, names, summary),
             "mistakes": mistake_rows(data, layer) if layer.mistakes else [],
             "bank": bank_rows(layer, names),
-            "dictionary": [{"figure": dictionary_figure(data.shown[int(r)], dominant[i],
-                                                        strength[i], layer.icons),
-                            "label": names[data.shown_labels[int(r)]]}
-                           for i, r in enumerate(layer.dictionary_rows)]}
+            "dictionary": dictionary_part(data, layer)}
 
 
 def view(result, dataset) -> dict:
