@@ -39,11 +39,21 @@ def _enlarged(maps: np.ndarray, size) -> np.ndarray:
     return maps[rows][:, cols]
 
 
+def with_map(image: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The image in grey with the group's map over it in orange (brighter: more of the
+    group), so that a top image shows where the group fired."""
+    grey = _rgb(image).mean(axis=-1, keepdims=True)
+    heat = _enlarged(weights[..., None], image.shape[:2])
+    heat = heat / (heat.max() or 1.0)
+    return (1 - 0.6 * heat) * grey + 0.6 * heat * np.array([1.0, 0.55, 0.0], np.float32)
+
+
 def group_rows(layer, shown: dict, names: list[str], summary: dict) -> list[dict]:
     rows = []
     for g, info in enumerate(summary["groups"]):
         crops = list(layer.examples.crops[g])
-        tops = [shown[int(r)] for r in layer.examples.rows[g]]
+        tops = [with_map(shown[int(r)], layer.sample_weights[int(r), :, :, g])
+                for r in layer.examples.rows[g]]
         rows.append({
             "group": g, "icon": image_uri(layer.icons[g]) if layer.icons is not None else None,
             "crops": image_uri(montage([crops], 2), size=64 * len(crops)),
