@@ -250,7 +250,7 @@ def plan_sections(config, names, loaded, predictions):
                   classes=handle.num_classes, train_images=train.n if train is not None else None,
                   compare=loaded.compare_handle is not None,
                   mistakes=int((~predictions.correct).sum()),
-                  card_methods=card_candidates(config, names))
+                  card_methods=card_candidates(config, names), sections=tuple(names))
     plan = make_plan({name: section_module(name) for name in names}, config.section_options,
                      facts, config.budget, forward_flops(handle))
     if plan.total_passes > 0:

@@ -132,7 +132,7 @@ def passes(options: Options, facts: Facts) -> Passes:
     images, and the whole shortcut search on the copy (the logits and features of its sample in
     one pass, their maps, the interventions); and the search on the audited model (its maps,
     interventions and the property check's interventions; its logits and features are the
-    prediction pass's)."""
+    prediction pass's); with the concepts section, the copies' neuron groups."""
     from auditor.methods.attribution.registry import attribution_rows
     from auditor.methods.shortcuts.properties import forward_passes
 
@@ -170,7 +170,11 @@ def passes(options: Options, facts: Facts) -> Passes:
                      + (SEARCH_SHARE * search_forward(sampled, facts.classes, options.max_others)
                         if options.discovery else 0),
                      backward=found[1], traces=1)
-    return tuning + measuring + audited
+    # with the concepts section: each measured copy's neuron groups, fitted on the explained
+    # images with and without the shortcut, and attributed to every class on the marked ones
+    groups = Passes(backward=measures * options.explain * (2 + facts.classes), traces=2) \
+        if "concepts" in facts.sections else Passes()
+    return tuning + measuring + audited + groups
 
 
 def discovery_rows(options: Options, facts: Facts, fallback: str, images: int) -> tuple:
