@@ -172,7 +172,8 @@ def passes(options: Options, facts: Facts) -> Passes:
                      backward=found[1], traces=1)
     # with the concepts section: each measured copy's neuron groups, fitted on the explained
     # images with and without the shortcut, and attributed to every class on the marked ones
-    groups = Passes(backward=measures * options.explain * (2 + facts.classes), traces=2) \
+    groups = Passes(forward=measures * 2 * options.explain,
+                    backward=measures * options.explain * facts.classes, traces=2) \
         if "concepts" in facts.sections else Passes()
     return tuning + measuring + audited + groups
 

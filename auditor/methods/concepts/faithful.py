@@ -160,13 +160,12 @@ def randomisation_survival(handle, factors, images: np.ndarray, weights: np.ndar
         reinitialise,
         weighted_layers,
     )
-    from auditor.methods.concepts.groups import activations_and_gradients, fit_factors
+    from auditor.methods.concepts.groups import activations, fit_factors
 
     copy = randomisable_copy(handle)
     for index, (_, layer) in enumerate(weighted_layers(copy.logits_model)):
         reinitialise(layer, seed + index)
-    acts, _ = activations_and_gradients(copy, factors.layer, images,
-                                        np.zeros(len(images), np.int32))
+    acts = activations(copy, factors.layer, images)
     random = fit_factors(factors.layer, acts, len(factors.components), seed, factors.signed)
     theirs = random.coefficients(acts).reshape(-1, len(factors.components))
     ours = weights.reshape(-1, weights.shape[-1])

@@ -140,6 +140,21 @@ def activations_and_gradients(handle, layer: str, images: np.ndarray, targets: n
     return both[:, 0], both[:, 1]
 
 
+def activations(handle, layer: str, images: np.ndarray) -> np.ndarray:
+    """(n, h, w, C): the layer's activation alone, forward only, through the chunked path."""
+    import tensorflow as tf
+
+    from auditor.inputs.layers import activation_model
+    from auditor.predict.batched import chunked, rows_per_pass
+
+    key = ("concepts.activations", layer)
+    if key not in handle.compiled:
+        handle.compiled[key] = tf.function(activation_model(handle, layer),
+                                           reduce_retracing=True)
+    return chunked(handle, handle.compiled[key], np.asarray(images, np.float32),
+                   rows=rows_per_pass(handle, backward=False))
+
+
 @dataclass
 class Attribution:
     """Per image and group: weights (n, h, w, K), contributions per position (n, h, w, K),

@@ -16,7 +16,7 @@ from auditor.methods.concepts.groups import (
     DEFAULT_GROUPS,
     Attribution,
     Factors,
-    activations_and_gradients,
+    activations,
     attribute_groups,
     check_groups,
     fit_factors,
@@ -81,6 +81,6 @@ def neuron_groups(handle, x, layer: str | None = None, groups: int = DEFAULT_GRO
     model = handle.logits_model
     name = resolve_layers(model, [layer])[0][0] if layer else default_layers(model)[-1][0]
     x = np.asarray(x, np.float32)
-    acts, _ = activations_and_gradients(handle, name, x, np.zeros(len(x), np.int32))
+    acts = activations(handle, name, x)
     factors = fit_factors(name, acts, groups, seed)
     return NeuronGroups(handle, x, factors, factors.coefficients(acts))
