@@ -150,3 +150,19 @@ def test_the_report_shows_each_mistake_by_parts_the_dictionary_and_the_planted_c
     (patch,) = summary["clever_hans"]["injection"]  # its copy audited by the same method
     assert set(patch["concept_group"]) >= {"layer", "group", "mass_ratio", "votes_for", "found"}
     assert "a neuron group found it" in html
+
+
+def test_a_model_whose_layers_cannot_be_read_is_skipped_not_failed(tmp_path):
+    """A SavedModel folder has no layers to tap: the section says so, and the audit goes on."""
+    from auditor.config.spec import make_config
+    from auditor.inputs.demo import build_digits_cnn
+    from auditor.pipeline import run_audit
+
+    build_digits_cnn().export(str(tmp_path / "saved"), verbose=False)
+    outcome = run_audit(make_config({"concepts": {"sample": 20}}, model=str(tmp_path / "saved"),
+                                    data="sklearn:digits:test", sections=["concepts"],
+                                    max_samples=40, out=str(tmp_path / "run"), progress=False))
+    statuses = {c["id"]: c["status"] for c in outcome.summary["checks"]}
+    assert statuses["concepts.reconstruction"] == statuses["concepts.removal"] == "skipped"
+    assert "no layer with a spatial" in outcome.summary["concepts"]["skipped"]
+    assert "Neuron groups were not computed" in (outcome.out / "report.html").read_text()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from auditor.checks.check import Check, evaluate
+from auditor.errors import ModelError
 from auditor.methods.concepts.groups import DEFAULT_GROUPS
 from auditor.predict.plan import Facts, Passes
 from auditor.sections.base import Context, SectionResult, at_least
@@ -108,7 +109,10 @@ def run(ctx: Context, options: Options) -> SectionResult:
     from auditor.sections.performance import most_confident_mistakes
 
     p, names = ctx.predictions, ctx.dataset.class_names
-    layers = resolve_layers(ctx.handle.logits_model, options.layers)
+    try:
+        layers = resolve_layers(ctx.handle.logits_model, options.layers)
+    except ModelError as exc:  # no spatial layer, or a graph that cannot be tapped
+        return skipped(str(exc))
     sample = np.sort(stratified(p.labels, options.sample, ctx.config.seed))
     wrong = most_confident_mistakes(p, options.mistakes)
     images = Images(ctx.dataset.images(sample), p.labels[sample],
@@ -116,7 +120,10 @@ def run(ctx: Context, options: Options) -> SectionResult:
     settings = Settings(**{k: getattr(options, k) for k in (
         "groups", "top", "removal_images", "random_directions", "survival_images",
         "dictionary_images", "icon_steps")}, seed=ctx.config.seed)
-    results = analyse(ctx.handle, layers, images, settings, ctx.handle.num_classes)
+    try:
+        results = analyse(ctx.handle, layers, images, settings, ctx.handle.num_classes)
+    except ModelError as exc:
+        return skipped(str(exc))
     probs = p.probs_at(wrong)
     mistakes = [{"index": int(pos), "true": names[p.labels[pos]], "pred": names[p.preds[pos]],
                  "p_pred": float(probs[i, p.preds[pos]])} for i, pos in enumerate(wrong)]
@@ -132,6 +139,19 @@ def run(ctx: Context, options: Options) -> SectionResult:
         name=NAME, title=TITLE, intro=INTRO.format(k=options.groups, n=len(sample)),
         summary={NAME: _finite(summary)}, checks=checks(ctx, results),
         data=ConceptsData(results, names, shown, shown_labels, mistakes, images.mistakes))
+
+
+def skipped(reason: str) -> SectionResult:
+    """A model whose layers cannot be read (a SavedModel, a subclassed model): nothing is
+    measured, which is neither a pass nor an accusation."""
+    return SectionResult(
+        name=NAME, title=TITLE, intro=f"Neuron groups could not be computed: {reason}",
+        summary={NAME: {"sample": 0, "groups": 0, "layers": [], "mistakes": [],
+                        "skipped": reason}},
+        checks=[Check(f"{NAME}.{name}", "skipped", None, bounds, None,
+                      f"neuron groups not computed: {reason}", NAME)
+                for name, bounds in (("reconstruction", RECONSTRUCTION),
+                                     ("removal", REMOVAL))])
 
 
 INTRO = ("At each layer the activations of {n} audit images (a stratified sample) are "
@@ -190,9 +210,10 @@ def checks(ctx: Context, results) -> list[Check]:
                     spec=ctx.thresholds(f"{NAME}.reconstruction"))]
     tested = [(r.layer, m) for r in results for m in r.removal if m.real is not None]
     if not tested:
+        why = next((r.removal_skipped for r in results if r.removal_skipped),
+                   "too few images of its class")
         out.append(Check(f"{NAME}.removal", "skipped", None, REMOVAL, None,
-                         "no group could be tested by removal (too few images of its class)",
-                         NAME))
+                         f"no group could be tested by removal ({why})", NAME))
         return out
     failing = [f"{layer} group {m.group}" for layer, m in tested if not m.real]
     listed = f" ({', '.join(failing[:8])})" if failing else ""

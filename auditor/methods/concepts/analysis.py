@@ -167,5 +167,6 @@ class LayerConcepts:
     dictionary: tuple | None = None  # (dominant, strength), each (d, h, w)
     dictionary_rows: np.ndarray | None = None  # rows of the sample shown
     removal: list = field(default_factory=list)  # faithful.Removal per group
+    removal_skipped: str | None = None  # why the removal test could not run
     survival: np.ndarray | None = None  # (K,) best rank correlation with a random model's
     icons: np.ndarray | None = None  # (K, H, W, C)

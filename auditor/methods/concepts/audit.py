@@ -70,9 +70,12 @@ def analyse_layer(handle, layer: str, reason: str, images: Images, settings: Set
         result.mistakes, result.mistake_weights = mistake_parts(pred, true), pred.weights
     rows = dictionary_rows(images.labels, settings.dictionary_images)
     result.dictionary, result.dictionary_rows = dictionary(weights[rows]), rows
-    result.removal = removal_tests(handle, layer, factors.directions, images.sample, weights,
-                                   removal_targets(result, images.labels, settings),
-                                   settings.seed, settings.random_directions)
+    try:
+        result.removal = removal_tests(handle, layer, factors.directions, images.sample,
+                                       weights, removal_targets(result, images.labels, settings),
+                                       settings.seed, settings.random_directions)
+    except ValueError as exc:  # a subclassed model inside: its layers cannot be edited
+        result.removal_skipped = str(exc)
     if settings.survival_images > 0:
         picked = survival_rows(images.labels, settings.survival_images, settings.seed)
         result.survival = randomisation_survival(handle, factors, images.sample[picked],

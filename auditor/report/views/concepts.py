@@ -165,6 +165,8 @@ def layer_view(data, layer, summary: dict) -> dict:
 
 def view(result, dataset) -> dict:
     d = result.data
+    if d is None:  # skipped: the model's layers could not be read
+        return {"layers": [], "skipped": result.summary["concepts"].get("skipped")}
     layers = result.summary["concepts"]["layers"]
     return {"layers": [layer_view(d, layer, s) for layer, s in zip(d.layers, layers,
                                                                      strict=True)],
