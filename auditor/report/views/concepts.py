@@ -171,4 +171,5 @@ def view(result, dataset) -> dict:
     return {"layers": [layer_view(d, layer, s) for layer, s in zip(d.layers, layers,
                                                                      strict=True)],
             "legend": colorbar_uri("0", low="towards the true class",
-                                   high="towards the predicted class")}
+                                   high="towards the predicted class"),
+            "skipped": None}
