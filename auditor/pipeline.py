@@ -165,6 +165,7 @@ def load_inputs(config: AuditConfig, distribution) -> Inputs:
     with distribution.scope():  # the model's variables are mirrored on every replica
         handle = load_model(config.model, config.input_range, config.unsafe_load, config.output)
     handle.distribution = distribution
+    check_sections(config, handle)
     dataset = load_dataset(config.data, handle.input_shape, handle.num_classes,
                            class_names=config.class_names, max_samples=config.max_samples,
                            seed=config.seed, data_range=config.data_range,
@@ -192,6 +193,16 @@ def load_inputs(config: AuditConfig, distribution) -> Inputs:
                 f"{handle.input_shape} with {handle.num_classes}; compare models of one task")
         probe_range(compare_handle, dataset, config)
     return Inputs(handle, dataset, train_dataset, compare_handle, probe_checks, probe_seconds)
+
+
+def check_sections(config: AuditConfig, handle) -> None:
+    """Options that need the model (a layer name), checked as soon as it is loaded: a section's
+    ``check_model(model, options)`` raises ConfigError before the data is read."""
+    for name in config.sections or list(SECTION_NAMES):
+        module = section_module(name)
+        check = getattr(module, "check_model", None)
+        if check is not None:
+            check(handle.logits_model, config.options[name])
 
 
 def run_audit(config: AuditConfig) -> AuditOutcome:
@@ -301,7 +312,7 @@ def plan_sections(config, names, loaded, predictions):
                   classes=handle.num_classes, train_images=train.n if train is not None else None,
                   compare=loaded.compare_handle is not None,
                   mistakes=int((~predictions.correct).sum()),
-                  card_methods=card_candidates(config, names))
+                  card_methods=card_candidates(config, names), sections=tuple(names))
     plan = make_plan({name: section_module(name) for name in names}, config.section_options,
                      facts, config.budget, forward_flops(handle), config.options)
     if plan.total_passes > 0:

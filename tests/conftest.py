@@ -115,6 +115,8 @@ SMALL_SECTIONS = {
     "featureviz": {"max_classes": 3, "steps": 64, "snapshots": [0, 16, 64]},
     "robustness": {"samples": 60, "epsilons": [0.0, 2 / 255, 8 / 255], "steps": 5},
     "counterfactuals": {"mistakes": 8, "steps": 100},
+    "concepts": {"sample": 60, "icon_steps": 16, "removal_images": 4, "survival_images": 8,
+                 "mistakes": 4},
     "clever_hans": {"steps": 100, "explain": 16, "max_embedding": 120},
     "attribution": {"sanity_samples": 4, "sanity_stages": 3, "faithfulness_samples": 12,
                     "faithfulness_steps": 8},

@@ -88,6 +88,8 @@ CHILD = textwrap.dedent("""
         "featureviz": {"steps": 4, "snapshots": [0, 2], "max_classes": 3, "max_channels": 2,
                        "top_k": 2},
         "counterfactuals": {"mistakes": 4, "steps": 5, "gallery": 1},
+        "concepts": {"sample": 40, "icon_steps": 4, "removal_images": 2,
+                     "random_directions": 2, "survival_images": 4, "mistakes": 2, "top": 2},
         "robustness": {"samples": 20, "epsilons": [0.0, 0.03], "check_epsilon": 0.03,
                        "steps": 3, "gallery": 1},
     }
@@ -128,6 +130,8 @@ HEAVY = {
     "featureviz": "featureviz: auditor.methods.featureviz.render",
     "featureviz top images": "featureviz: auditor.methods.featureviz.top_images",
     "counterfactuals": "counterfactuals: auditor.methods.counterfactual",
+    "neuron groups": "concepts: auditor.methods.concepts.groups",
+    "group removal": "concepts: auditor.methods.concepts.faithful",
     "PGD": "robustness: auditor.methods.attacks",
 }
 

@@ -17,6 +17,8 @@ TINY = {
     "featureviz": {"max_classes": 2, "steps": 4, "snapshots": [0, 4], "compare": False,
                    "max_channels": 2, "top_k": 2},
     "counterfactuals": {"mistakes": 3, "steps": 10, "gallery": 2},
+    "concepts": {"sample": 30, "icon_steps": 4, "removal_images": 2, "random_directions": 2,
+                 "survival_images": 4, "mistakes": 2, "top": 2},
     "robustness": {"samples": 20, "epsilons": [0.0, 8 / 255], "steps": 2, "gallery": 2},
 }
 

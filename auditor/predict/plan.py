@@ -93,6 +93,7 @@ class Facts:
     # that take their method from it: () when the run has no attribution section (they then
     # take their fallback), None for the attribution section's defaults.
     card_methods: tuple[str, ...] | None = None
+    sections: tuple[str, ...] = ()  # the run's sections, for work one does for another
 
     @property
     def wrong(self) -> int:

@@ -15,8 +15,11 @@ import importlib.util
 
 from auditor.checks.declared import Declared
 
-ORDER = ("performance", "triage", "contrastive", "attribution", "clever_hans", "featureviz",
-         "counterfactuals", "robustness")
+# concepts sits after attribution (a reader who has seen where the model looks reads next
+# which parts it saw there) and before clever_hans (the planted copies it audits with the same
+# method follow the model's own groups).
+ORDER = ("performance", "triage", "contrastive", "attribution", "concepts", "clever_hans",
+         "featureviz", "counterfactuals", "robustness")
 SECTION_NAMES = tuple(n for n in ORDER if importlib.util.find_spec(f"auditor.sections.{n}"))
 
 

@@ -149,7 +149,7 @@ def passes(options: Options, facts: Facts) -> Passes:
     images, and the whole shortcut search on the copy (the logits and features of its sample in
     one pass, their maps, the interventions); and the search on the audited model (its maps,
     interventions and the property check's interventions; its logits and features are the
-    prediction pass's)."""
+    prediction pass's); with the concepts section, the copies' neuron groups."""
     from auditor.methods.attribution.registry import attribution_rows
     from auditor.methods.shortcuts.properties import forward_passes
 
@@ -187,7 +187,12 @@ def passes(options: Options, facts: Facts) -> Passes:
                      + (SEARCH_SHARE * search_forward(sampled, facts.classes, options.max_others)
                         if options.discovery else 0),
                      backward=found[1], traces=1)
-    return tuning + measuring + audited
+    # with the concepts section: each measured copy's neuron groups, fitted on the explained
+    # images with and without the shortcut, and attributed to every class on the marked ones
+    groups = Passes(forward=measures * 2 * options.explain,
+                    backward=measures * options.explain * facts.classes, traces=2) \
+        if "concepts" in facts.sections else Passes()
+    return tuning + measuring + audited + groups
 
 
 def discovery_rows(options: Options, facts: Facts, fallback: str, images: int) -> tuple:
@@ -416,6 +421,14 @@ def injection_split(ctx: Context, options: Options):
     return make_split(ctx.handle, images, labels, seed), "half of the audit data"
 
 
+def concept_groups(ctx: Context) -> int:
+    """When the concepts section runs too, the planted copies are audited by its method (its
+    number of groups, from its typed options: sections never import each other); else 0."""
+    concepts = ctx.config.options.get("concepts")
+    runs = ctx.config.sections is None or "concepts" in ctx.config.sections
+    return concepts.groups if runs and concepts is not None else 0
+
+
 def run_injections(ctx: Context, options: Options, methods: list[str], target: int,
                    settings: dict[str, dict]):
     from auditor.methods.shortcuts.injection import FineTuner, run_control, run_injection
@@ -425,8 +438,9 @@ def run_injections(ctx: Context, options: Options, methods: list[str], target: i
     tuning = InjectionSettings(
         seed=ctx.config.seed,
         search_per_class=search_per_class(options, len(ctx.dataset.class_names)),
+        concept_groups=concept_groups(ctx),
         **{f.name: getattr(options, f.name) for f in dataclasses.fields(InjectionSettings)
-           if f.name not in ("seed", "search_per_class")})
+           if f.name not in ("seed", "search_per_class", "concept_groups")})
     tuner = FineTuner(ctx.handle, options.learning_rate)
     control = None
     if options.control:  # first: each shortcut's detection is judged against it
@@ -472,6 +486,8 @@ def injection_summary(result, class_names: list[str], settings: dict[str, dict])
         "discovery_searched_classes": ([class_names[c] for c in result.discovery.searched]
                                        if result.discovery else []),
         "verdict": result.verdict, "seconds": round(result.seconds, 2),
+        "concept_group": None if result.concept is None else {
+            **result.concept, "votes_for": class_names[result.concept["votes_for"]]},
     }
     if result.shortcut == CONTROL:
         entry["probes"] = {name: {"flip_rate": round(p["flip_rate"], 4),

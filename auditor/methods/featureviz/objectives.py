@@ -174,3 +174,17 @@ def image_total_variation(images, total: bool = False):
     down = reduce(tf.abs(images[:, 1:] - images[:, :-1]), axis=[1, 2, 3])
     right = reduce(tf.abs(images[:, :, 1:] - images[:, :, :-1]), axis=[1, 2, 3])
     return down + right
+
+
+def direction(layer: str, directions) -> Objective:
+    """The mean over positions of ``layer``'s activation along ``directions[i]`` (a vector of
+    the layer's channels) in image i: what a neuron group looks for (Olah et al. 2018)."""
+    import tensorflow as tf
+
+    def along(s, a):
+        acts = s[layer]
+        spatial = tf.reduce_mean(acts, axis=list(range(1, len(acts.shape) - 1)))
+        return tf.reduce_sum(spatial * a[0], axis=-1)
+
+    return Objective(along, f"{layer}:direction", layers=[layer],
+                     arrays=(np.asarray(directions, np.float32),), key=f"direction({layer!r})")

@@ -59,6 +59,10 @@ class InjectionSettings:
     # per-class sample, so that the copy measures the recall of the search as configured (the
     # target class is searched whole, half of it marked). None: every held-out image.
     search_per_class: int | None = None
+    # Neuron groups of each copy (auditor.methods.concepts): 0 skips them, else K groups at
+    # the copy's last spatial layer, and whether one sits on the shortcut and votes for the
+    # target. The section turns them on when the concepts section runs too.
+    concept_groups: int = 0
     seed: int = 0
 
 
@@ -92,6 +96,7 @@ class InjectionResult:
     probes: dict = field(default_factory=dict)  # control only: per probed shortcut
     control_ratio: dict[str, float] = field(default_factory=dict)  # the control's, per method
     discounted: list[str] = field(default_factory=list)  # over the threshold, not the control
+    concept: dict | None = None  # concepts.shortcut.ShortcutGroup.as_dict(), when asked for
 
 
 class FineTuner:
@@ -315,8 +320,14 @@ def measure(tuner: FineTuner, split: Split, target: int, shortcut: str, options:
         if masks is not None and len(masks):
             detection[method] = detection_scores(maps[method], masks)
     discovery = discover_copy(tuner, split, target, shortcut, options, methods[0], settings)
+    concept = None
+    if settings.concept_groups and masks is not None and len(masks):
+        from auditor.methods.concepts.shortcut import planted_group
+
+        concept = planted_group(tuner.handle, poisoned, masks, target, unmarked=clean,
+                                groups=settings.concept_groups, seed=settings.seed).as_dict()
     return {"flip_rate": flip, "accuracy_gap": gap, "clean_accuracy": accuracy,
-            "detection": detection, "discovery": discovery,
+            "detection": detection, "discovery": discovery, "concept": concept,
             "examples": {"clean": clean, "poisoned": poisoned, "masks": masks, "maps": maps}}
 
 
@@ -421,7 +432,7 @@ def run_injection(tuner: FineTuner, split: Split, target: int, shortcut: str, op
         accuracy_gap=got["accuracy_gap"], clean_accuracy=got["clean_accuracy"], learned=learned,
         detection=got["detection"], seen=seen, detected=detected, discovery=got["discovery"],
         verdict="", seconds=0.0, examples=got["examples"], control_ratio=baseline,
-        discounted=discounted)
+        discounted=discounted, concept=got["concept"])
     return dataclasses.replace(result, verdict=verdict(result, methods),
                                seconds=time.perf_counter() - started)
 

@@ -1,0 +1,124 @@
+"""The whole concepts audit of a model: every layer's groups fitted on a sample, applied to the
+mistakes, tested for removal and randomisation, and visualised. Pure computation: the section
+chooses the images and turns this into its summary and checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from auditor.methods.concepts.analysis import (
+    IconSettings,
+    LayerConcepts,
+    concept_bank,
+    dictionary,
+    icons,
+    mistake_parts,
+    top_examples,
+)
+from auditor.methods.concepts.faithful import randomisation_survival, removal_tests
+from auditor.methods.concepts.groups import (
+    activations_and_gradients,
+    attribute_groups,
+    fit_factors,
+    split_attribution,
+)
+
+
+@dataclass
+class Settings:
+    groups: int = 6
+    top: int = 6  # top images and crops per group
+    removal_images: int = 8  # images of its class each group's removal is tested on
+    random_directions: int = 8
+    survival_images: int = 32  # images the randomised copy is factorised on (0: skip)
+    dictionary_images: int = 3
+    icon_steps: int = 128  # 0: no feature visualisation
+    seed: int = 0
+
+
+@dataclass
+class Images:
+    """The images the audit works on: the stratified sample (x, labels) and the mistakes
+    (x, predicted, true)."""
+
+    sample: np.ndarray
+    labels: np.ndarray
+    mistakes: np.ndarray
+    predicted: np.ndarray
+    true: np.ndarray
+
+
+def analyse_layer(handle, layer: str, reason: str, images: Images, settings: Settings,
+                  classes: int) -> LayerConcepts:
+    """One layer's groups, fitted on the sample and applied to the mistakes."""
+    acts, grads = activations_and_gradients(handle, layer, images.sample, images.labels)
+    factors = fit_factors(layer, acts, settings.groups, settings.seed)
+    own = split_attribution(factors, acts, grads)
+    del acts, grads
+    weights = own.weights
+    result = LayerConcepts(
+        layer=layer, reason=reason, factors=factors, grid=tuple(weights.shape[1:3]),
+        sample_weights=weights, sample_contributions=own.contributions,
+        sample_residual=own.residual,
+        examples=top_examples(images.sample, weights, settings.top),
+        bank=concept_bank(images.sample, weights, own.contributions, images.labels, classes))
+    if len(images.mistakes):
+        pred = attribute_groups(handle, factors, images.mistakes, images.predicted)
+        true = attribute_groups(handle, factors, images.mistakes, images.true)
+        result.mistakes, result.mistake_weights = mistake_parts(pred, true), pred.weights
+    rows = dictionary_rows(images.labels, settings.dictionary_images)
+    result.dictionary, result.dictionary_rows = dictionary(weights[rows]), rows
+    try:
+        result.removal = removal_tests(handle, layer, factors.directions, images.sample,
+                                       weights, removal_targets(result, images.labels, settings),
+                                       settings.seed, settings.random_directions)
+    except ValueError as exc:  # a subclassed model inside: its layers cannot be edited
+        result.removal_skipped = str(exc)
+    if settings.survival_images > 0:
+        picked = survival_rows(images.labels, settings.survival_images, settings.seed)
+        result.survival = randomisation_survival(handle, factors, images.sample[picked],
+                                                 weights[picked], settings.seed)
+    return result
+
+
+def dictionary_rows(labels: np.ndarray, count: int) -> np.ndarray:
+    """The first sample image of each of the first ``count`` classes: different things."""
+    firsts = [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)]
+    return np.asarray(firsts[:count], int)
+
+
+def survival_rows(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.permutation(len(labels))[:count])
+
+
+def removal_targets(result: LayerConcepts, labels: np.ndarray,
+                    settings: Settings) -> list[tuple[int, np.ndarray]]:
+    """Per group: the class it carries most (its largest importance in the concept bank's
+    terms) and that class's sample images where the group is strongest."""
+    from auditor.methods.concepts.analysis import class_importance
+
+    classes = int(labels.max()) + 1
+    importance = class_importance(result.sample_contributions, labels, classes)
+    targets = []
+    for g in range(importance.shape[1]):
+        c = int(np.argmax(importance[:, g]))
+        own = np.flatnonzero(labels == c)
+        strength = result.sample_weights[own, :, :, g].sum(axis=(1, 2))
+        targets.append((c, own[np.argsort(-strength, kind="stable")[:settings.removal_images]]))
+    return targets
+
+
+def analyse(handle, layers: list[tuple[str, str]], images: Images, settings: Settings,
+            classes: int) -> list[LayerConcepts]:
+    """Every layer, then every group's icon in one batch."""
+    results = [analyse_layer(handle, layer, reason, images, settings, classes)
+               for layer, reason in layers]
+    if settings.icon_steps > 0:
+        drawn = icons(handle, [r.factors for r in results],
+                      IconSettings(settings.icon_steps, settings.seed))
+        for result, pictures in zip(results, drawn, strict=True):
+            result.icons = pictures
+    return results

@@ -1,0 +1,62 @@
+"""Which layers to factorise: chosen from the graph, or named by the user and checked.
+
+Neuron groups need a spatial map (N, H, W, C): the groups are found per position and shown where
+they sit. By default two layers are taken, as Olah et al. (2018) compare a middle and a late
+layer of GoogLeNet: the end of the middle stage (parts on a finer grid: strokes, textures) and
+the last layer with a spatial map (the most abstract parts the model still locates).
+"""
+
+from __future__ import annotations
+
+from auditor.errors import ConfigError, ModelError
+from auditor.inputs.layers import find_layer, last_conv_layer, output_shape, stage_ends, walk
+
+
+def is_spatial(shape) -> bool:
+    return shape is not None and len(shape) == 4 and (shape[1] or 2) > 1 and (shape[2] or 2) > 1
+
+
+def default_layers(model) -> list[tuple[str, str]]:
+    """(layer path, why it was chosen): the middle stage's end and the last spatial layer."""
+    last = last_conv_layer(model)
+    ends = [name for name in stage_ends(model) if name != last]
+    chosen = []
+    if ends:
+        middle = ends[len(ends) // 2]
+        size = output_shape(find_layer(model, middle))[1:3]
+        chosen.append((middle, f"the end of a middle stage ({size[0]}x{size[1]} grid) of "
+                               f"{len(ends) + 1} resolutions: parts on a finer grid"))
+    size = output_shape(find_layer(model, last))[1:3]
+    chosen.append((last, f"the last layer with a spatial map ({size[0]}x{size[1]} grid): the "
+                         "most abstract parts the model still locates"))
+    return chosen
+
+
+def check_layers(model, names, option: str = "concepts.layers") -> list[tuple[str, str]]:
+    """The named layers with why (named in the spec), each checked to exist and be spatial;
+    a bad name is a ConfigError listing the spatial layers to choose from."""
+    spatial = [path for path, layer in walk(model) if is_spatial(output_shape(layer))
+               and not getattr(layer, "layers", None)]
+    chosen = []
+    for name in names:
+        try:
+            layer = find_layer(model, name)
+        except ModelError:
+            raise ConfigError(f"'{option}' names layer '{name}', which model '{model.name}' does "
+                              f"not have; spatial layers: {_listed(spatial)}") from None
+        shape = output_shape(layer)
+        if not is_spatial(shape):
+            raise ConfigError(f"'{option}' names layer '{name}', whose output {shape} is not a "
+                              f"spatial map (N, H, W, C); spatial layers: {_listed(spatial)}")
+        chosen.append((name, "named in the spec"))
+    return chosen
+
+
+def resolve_layers(model, names=None) -> list[tuple[str, str]]:
+    """The named layers (checked), or the default two when none are named."""
+    return check_layers(model, names) if names else default_layers(model)
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[-12:]) + (f" ({len(names)} in all)" if len(names) > 12 else "") \
+        if names else "none"

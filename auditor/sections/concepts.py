@@ -1,0 +1,244 @@
+"""What the model sees, in parts: neuron groups at two layers, their attribution to classes, and
+the mistakes explained by them (Olah et al., "The Building Blocks of Interpretability", 2018).
+
+A thin section: the method is ``auditor.methods.concepts`` (also ``auditor.concepts``); this
+module picks the images (a stratified sample the plan sizes, the most confident mistakes),
+turns the result into summary.json keys and checks."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from auditor.checks.check import Check
+from auditor.checks.declared import EXPLANATION, Declared
+from auditor.errors import ModelError
+from auditor.methods.concepts.groups import DEFAULT_GROUPS
+from auditor.predict.plan import Facts, Passes
+from auditor.sections.base import Context, SectionResult, at_least
+
+NAME = "concepts"
+TITLE = "What the model sees, in parts"
+# The groups should reconstruct more than half of the activations' sum of squares: a majority
+# convention, not tuned on any model; below it, most of what the layer carries is in the
+# residual, and the parts do not explain the decision. The spec may set its own bound.
+RECONSTRUCTION = {"warn_below": 0.5}
+# A group whose removal does not lower its class's score more than random directions is not
+# what the model uses; one such group is worth a look, not a failure.
+REMOVAL = {"warn_above": 0}
+# Both are about the instrument (whether the parts can be believed), not about the model.
+RECONSTRUCTED = Declared(f"{NAME}.reconstruction", EXPLANATION, bounds=RECONSTRUCTION,
+                         what="share of the activations the neuron groups reconstruct")
+REMOVED = Declared(f"{NAME}.removal", EXPLANATION, bounds=REMOVAL,
+                   what="neuron groups whose removal moves the score no more than random")
+CHECKS = (RECONSTRUCTED, REMOVED)
+
+
+@dataclass
+class Options:
+    layers: list[str] = field(default_factory=list)  # empty: a middle and the last spatial one
+    groups: int = DEFAULT_GROUPS  # K, the paper's choice
+    sample: int = 200  # stratified audit images the groups are fitted on (planned)
+    mistakes: int = 8  # most confident mistakes explained by parts
+    top: int = 6  # top images and crops per group
+    removal_images: int = 8  # per group, for its removal test (planned)
+    random_directions: int = 8  # shuffled directions: the null the removal is held to
+    survival_images: int = 32  # factorised again on the randomised copy (planned; 0: skip)
+    dictionary_images: int = 3
+    icon_steps: int = 128  # feature visualisation steps per group (planned; 0: none)
+
+    def __post_init__(self):
+        from auditor.methods.concepts.groups import check_groups
+
+        check_groups(self.groups, f"{NAME}.groups")
+        at_least(NAME, self, 2, "sample")
+        at_least(NAME, self, 1, "top")
+        at_least(NAME, self, 2, "random_directions")
+        at_least(NAME, self, 0, "mistakes", "removal_images", "survival_images",
+                 "dictionary_images", "icon_steps")
+
+
+# The plan may lower these, never below: 30 images (three per class of a 10-class task) to fit
+# on; 4 images per removal test (each direction's drop is a mean over them); 8 images for the
+# randomised copy; 16 visualisation steps (a blurred but placed picture).
+PLANNED = {"sample": 30, "removal_images": 4, "survival_images": 8, "icon_steps": 16}
+
+
+def passes(options: Options, facts: Facts) -> Passes:
+    """Per layer: the sample and each mistake twice (predicted, true) forward-backward; each
+    group's removal and random removals forward; the randomised copy forward. The icons: one
+    forward-backward per group per step."""
+    layers = max(1, len(options.layers) or 2)
+    sample = min(options.sample, facts.images)
+    mistakes = min(options.mistakes, facts.wrong)
+    removal = options.groups * (2 + options.random_directions) * options.removal_images
+    per_layer = Passes(forward=removal + options.survival_images,
+                       backward=sample + 2 * mistakes, traces=4)
+    icons = Passes(backward=options.icon_steps * options.groups * layers, traces=1)
+    return Passes(per_layer.forward * layers, per_layer.backward * layers,
+                  per_layer.traces * layers) + icons
+
+
+def check_model(model, options: Options) -> None:
+    """The named layers exist and are spatial: checked as soon as the model is loaded."""
+    from auditor.methods.concepts.layers import check_layers
+
+    check_layers(model, options.layers, f"{NAME}.layers")
+
+
+@dataclass
+class ConceptsData:
+    """What the figures are drawn from."""
+
+    layers: list  # methods.concepts.analysis.LayerConcepts
+    class_names: list[str]
+    shown: dict[int, np.ndarray]  # sample row -> image, for the rows the figures show
+    shown_labels: dict[int, int]  # ... and its label
+    mistakes: list[dict]  # index, true, pred, p_pred
+    mistake_images: np.ndarray
+
+
+def stratified(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """Positions of about ``count`` images, the same number from each class where it can."""
+    from auditor.methods.shortcuts.search import per_class_sample
+
+    classes = max(len(np.unique(labels)), 1)
+    return per_class_sample(labels, math.ceil(count / classes), seed)[:count] \
+        if count < len(labels) else np.arange(len(labels))
+
+
+def run(ctx: Context, options: Options) -> SectionResult:
+    from auditor.methods.concepts.audit import Images, Settings, analyse
+    from auditor.methods.concepts.layers import resolve_layers
+    from auditor.methods.topk import most_confident_mistakes
+
+    p, names = ctx.predictions, ctx.dataset.class_names
+    try:
+        layers = resolve_layers(ctx.handle.logits_model, options.layers)
+    except ModelError as exc:  # no spatial layer, or a graph that cannot be tapped
+        return skipped(str(exc), ctx.config.checks)
+    sample = np.sort(stratified(p.labels, options.sample, ctx.config.seed))
+    wrong = most_confident_mistakes(p, options.mistakes)
+    images = Images(ctx.dataset.images(sample), p.labels[sample],
+                    ctx.dataset.images(wrong), p.preds[wrong], p.labels[wrong])
+    settings = Settings(**{k: getattr(options, k) for k in (
+        "groups", "top", "removal_images", "random_directions", "survival_images",
+        "dictionary_images", "icon_steps")}, seed=ctx.config.seed)
+    try:
+        results = analyse(ctx.handle, layers, images, settings, ctx.handle.num_classes)
+    except ModelError as exc:
+        return skipped(str(exc), ctx.config.checks)
+    probs = p.probs_at(wrong)
+    mistakes = [{"index": int(pos), "true": names[p.labels[pos]], "pred": names[p.preds[pos]],
+                 "p_pred": float(probs[i, p.preds[pos]])} for i, pos in enumerate(wrong)]
+    rows = {int(r) for res in results for r in np.concatenate(
+        [res.examples.rows.ravel(), res.dictionary_rows])}
+    shown = {r: images.sample[r] for r in sorted(rows)}
+    shown_labels = {r: int(images.labels[r]) for r in shown}
+    summary = {"sample": len(sample), "groups": options.groups,
+               "layers": [layer_summary(r, names) for r in results],
+               "mistakes": [{**m, "layers": {r.layer: r.mistakes[i] for r in results}}
+                            for i, m in enumerate(mistakes)]}
+    return SectionResult(
+        name=NAME, title=TITLE, intro=INTRO.format(k=options.groups, n=len(sample)),
+        summary={NAME: _finite(summary)}, checks=checks(ctx.config.checks, results),
+        data=ConceptsData(results, names, shown, shown_labels, mistakes, images.mistakes))
+
+
+def skipped(reason: str, spec: dict) -> SectionResult:
+    """A model whose layers cannot be read (a SavedModel, a subclassed model): nothing is
+    measured, which is neither a pass nor an accusation."""
+    return SectionResult(
+        name=NAME, title=TITLE, intro=f"Neuron groups could not be computed: {reason}",
+        summary={NAME: {"sample": 0, "groups": 0, "layers": [], "mistakes": [],
+                        "skipped": reason}},
+        checks=[declared.outcome("skipped", None, checks=spec, section=NAME,
+                                 threshold=declared.bounds,
+                                 message=f"neuron groups not computed: {reason}")
+                for declared in CHECKS])
+
+
+INTRO = ("At each layer the activations of {n} audit images (a stratified sample) are "
+         "factorised into {k} neuron groups (non-negative matrix factorisation): each group is a "
+         "direction in the layer's channels (its picture: a feature visualisation), with a map "
+         "of where it sits in each image. A group's contribution to a class is its direction "
+         "times the gradient of the class's logit at the layer, summed over positions; with the "
+         "residual the groups do not reconstruct it adds up to gradient x activation at that "
+         "layer. Red raised the class's score, blue lowered it.")
+
+
+def layer_summary(result, names: list[str]) -> dict:
+    """One layer's groups for summary.json."""
+    from auditor.methods.concepts.faithful import SURVIVES_ABOVE
+
+    f = result.factors
+    groups = []
+    for g in range(len(f.components)):
+        removal = result.removal[g] if result.removal else None
+        survival = None if result.survival is None else float(result.survival[g])
+        groups.append({
+            "group": g,
+            "classes": [{"class": names[b["class"]], "importance": x["importance"],
+                         "share": x["share"]}
+                        for b in result.bank for x in b["groups"] if x["group"] == g],
+            "real": None if removal is None else removal.real,
+            "removal": None if removal is None else {
+                "class": names[removal.target], "images": removal.images,
+                "drop": removal.drop, "random_drop": removal.random_drop,
+                "interval": [removal.low, removal.high]},
+            "survival_correlation": survival,
+            "survives_randomisation": None if survival is None else survival >= SURVIVES_ABOVE,
+        })
+    return {"layer": result.layer, "reason": result.reason, "transform": f.transform_text,
+            "grid": list(result.grid), "channels": int(f.directions.shape[1]),
+            "reconstruction_error": f.error, "explained": f.explained,
+            "residual_share": _residual_share(result), "groups": groups,
+            "bank": [{"class": names[b["class"]], "images": b["images"],
+                      "groups": [{"group": x["group"], "importance": x["importance"],
+                                  "share": x["share"]} for x in b["groups"]]}
+                     for b in result.bank]}
+
+
+def _residual_share(result) -> float:
+    """Mean |residual| over mean |total|: how much of the layer's attribution the groups miss."""
+    total = np.abs(result.sample_contributions.sum(axis=1) + result.sample_residual).mean()
+    return float(np.abs(result.sample_residual).mean() / total) if total > 0 else 0.0
+
+
+def checks(spec: dict, results) -> list[Check]:
+    worst = min(results, key=lambda r: r.factors.explained)
+    explained = "; ".join(f"{r.layer}: {r.factors.explained:.0%}" for r in results)
+    out = [RECONSTRUCTED.judge(worst.factors.explained, checks=spec, section=NAME,
+                               message=f"the neuron groups reconstruct {explained} of the "
+                                       "activations' sum of squares")]
+    tested = [(r.layer, m) for r in results for m in r.removal if m.real is not None]
+    if not tested:
+        why = next((r.removal_skipped for r in results if r.removal_skipped),
+                   "too few images of its class")
+        out.append(REMOVED.outcome("skipped", None, checks=spec, section=NAME, threshold=REMOVAL,
+                                   message=f"no group could be tested by removal ({why})"))
+        return out
+    failing = [f"{layer} group {m.group}" for layer, m in tested if not m.real]
+    listed = f" ({', '.join(failing[:8])})" if failing else ""
+    out.append(REMOVED.judge(len(failing), checks=spec, section=NAME,
+                             message=f"{len(failing)} of {len(tested)} groups lower their "
+                                     "class's score no more than random directions when "
+                                     f"removed{listed}"))
+    return out
+
+
+def _finite(value):
+    """NaN and infinities (a test on too few images) as null: summary.json is strict JSON."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value

@@ -1,0 +1,168 @@
+"""Neuron groups: the parts add up to the whole, the same seed gives the same groups, a planted
+patch becomes a group on the patch that votes for its class, a meaningless direction is called
+real no more often than the stated error rate, bad options stop before any work, and the
+report shows the mistakes' rows and the dictionary."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from auditor.concepts import neuron_groups
+from auditor.methods.shortcuts import patterns as shortcuts
+
+TARGET = 4  # the class the backdoored model's patch points to
+
+
+@pytest.fixture(scope="module")
+def digits_sample(digits_test, digits_handle):
+    x, y = digits_test
+    return x[:96], y[:96]
+
+
+@pytest.fixture(scope="module")
+def backdoored_handle(digits_train, tmp_path_factory):
+    """The demo architecture trained BadNets-style: 15% of the training digits carry a white
+    corner patch and the label TARGET."""
+    from auditor.inputs.demo import train_digits_cnn
+    from auditor.inputs.models import load_model
+
+    x, y = digits_train
+    poisoned = np.random.default_rng(1).random(len(x)) < 0.15
+    patched, _ = shortcuts.patch(x[poisoned])
+    model = train_digits_cnn(np.concatenate([x, patched]),
+                             np.concatenate([y, np.full(poisoned.sum(), TARGET)]), seed=0,
+                             epochs=8)
+    path = tmp_path_factory.mktemp("concepts_backdoor") / "backdoored.keras"
+    model.save(path)
+    return load_model(str(path))
+
+
+def test_groups_and_residual_add_up_to_gradient_x_activation(digits_handle, digits_sample):
+    from auditor.methods.attribution import attribute_layer
+
+    x, y = digits_sample
+    groups = neuron_groups(digits_handle, x, layer="conv2", groups=5, seed=0)
+    assert groups.directions.shape == (5, 32) and groups.maps.shape == (len(x), 32, 32, 5)
+    contributions, residual = groups.contributions(y), groups.residual(y)
+    whole = attribute_layer(digits_handle, x, y, layer="conv2").sum(axis=(1, 2, 3))
+    scale = np.abs(whole).max()
+    np.testing.assert_allclose(contributions.sum(axis=1) + residual, whole, atol=1e-4 * scale)
+    np.testing.assert_allclose(groups.attribution_maps(y).sum(axis=(1, 2)), contributions,
+                               atol=1e-4 * scale)
+    assert np.abs(residual).mean() < np.abs(whole).mean()  # the groups explain most of it
+
+
+def test_the_same_seed_gives_the_same_groups(digits_handle, digits_sample):
+    x, _ = digits_sample
+    first = neuron_groups(digits_handle, x, groups=4, seed=3)
+    again = neuron_groups(digits_handle, x, groups=4, seed=3)
+    np.testing.assert_array_equal(first.directions, again.directions)
+    np.testing.assert_array_equal(first.maps, again.maps)
+
+
+def test_a_planted_patch_is_a_group_on_the_patch_voting_for_its_class(backdoored_handle,
+                                                                      digits_test):
+    from auditor.methods.concepts.shortcut import ON_MASK, planted_group
+
+    x, y = digits_test
+    others = np.flatnonzero(y != TARGET)[:48]
+    marked, masks = shortcuts.patch(x[others[:24]])
+    found = planted_group(backdoored_handle, marked, masks, TARGET, unmarked=x[others[24:]])
+    assert found.found, found
+    assert found.mass_ratio >= ON_MASK and found.votes_for == TARGET and found.contribution > 0
+
+
+def test_a_meaningless_direction_is_called_real_at_the_stated_error_rate(digits_handle,
+                                                                         digits_sample):
+    """On the clean model, directions with their channels shuffled go through the same removal
+    test as the groups: such a direction means nothing, so at most the error rate of them (one
+    of twelve at 2.5%: binomial tail 4%) may be called real; the groups themselves are."""
+    from auditor.methods.concepts.faithful import removal_tests
+
+    x, y = digits_sample
+    groups = neuron_groups(digits_handle, x, layer="conv3", groups=6, seed=0)
+    rng = np.random.default_rng(7)
+    targets = [(int(c), np.flatnonzero(y == c)[:8]) for c in (0, 1, 2, 3, 5, 7)]
+    real = removal_tests(digits_handle, "conv3", groups.directions, x, groups.weights, targets)
+    nulls = []
+    for round_ in range(2):
+        shuffled = np.stack([d[rng.permutation(len(d))] for d in groups.directions])
+        nulls += removal_tests(digits_handle, "conv3", shuffled, x, groups.weights, targets,
+                               seed=round_)
+    assert sum(bool(m.real) for m in nulls) <= 1
+    assert sum(bool(m.real) for m in real) >= 4
+
+
+@pytest.mark.parametrize("table, words", [
+    ('groups = 1', "'concepts.groups' must be an integer of at least 2"),
+    ('layers = ["no_such_layer"]', "names layer 'no_such_layer', which model"),
+    ('layers = ["features"]', "is not a spatial map"),
+])
+def test_bad_options_are_one_line_exit_2_before_any_work(tmp_path, monkeypatch, capsys,
+                                                         digits_model_path, table, words):
+    from auditor.cli import main
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data was read before the options were checked")
+
+    monkeypatch.setattr("auditor.inputs.datasets.load_dataset", no_data)
+    spec = tmp_path / "spec.toml"
+    spec.write_text(f'model = "{digits_model_path}"\ndata = "sklearn:digits:test"\n'
+                    f'sections = ["concepts"]\n[concepts]\n{table}\n')
+    out = tmp_path / "out"
+    monkeypatch.setattr(sys, "argv", ["auditor", "audit", str(spec), "--out", str(out)])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and len(err.splitlines()) == 1 and words in err, err
+    assert "Traceback" not in err and not out.exists()
+
+
+@pytest.mark.slow
+def test_the_report_shows_each_mistake_by_parts_the_dictionary_and_the_planted_copy(
+        tmp_path, digits_model_path):
+    from auditor.config.spec import make_config
+    from auditor.pipeline import run_audit
+
+    config = make_config({"concepts": {"sample": 60, "icon_steps": 8, "removal_images": 4,
+                                       "survival_images": 8, "mistakes": 3},
+                          "clever_hans": {"shortcuts": ["patch"], "control": False,
+                                          "discovery": False, "methods": ["gradient"],
+                                          "steps": 60}},
+                         model=str(digits_model_path), data="sklearn:digits:test",
+                         sections=["performance", "concepts", "clever_hans"],
+                         out=str(tmp_path / "run"))
+    outcome = run_audit(config)
+    summary = json.loads((outcome.out / "summary.json").read_text())
+    block = summary["concepts"]
+    html = (outcome.out / "report.html").read_text()
+    assert [layer["layer"] for layer in block["layers"]] == ["conv2", "conv3"]
+    assert len(block["mistakes"]) == 3
+    assert html.count('class="panel concepts-mistake"') == 3 * len(block["layers"])
+    assert html.count("the picture of its dominant group") == 3 * len(block["layers"])
+    for mistake in block["mistakes"]:
+        assert f"#{mistake['index']}: predicted <strong>{mistake['pred']}</strong>" in html
+    assert {c["id"] for c in summary["checks"]} >= {"concepts.reconstruction", "concepts.removal"}
+    (patch,) = summary["clever_hans"]["injection"]  # its copy audited by the same method
+    assert set(patch["concept_group"]) >= {"layer", "group", "mass_ratio", "votes_for", "found"}
+    assert "a neuron group found it" in html
+
+
+def test_a_model_whose_layers_cannot_be_read_is_skipped_not_failed(tmp_path):
+    """A SavedModel folder has no layers to tap: the section says so, and the audit goes on."""
+    from auditor.config.spec import make_config
+    from auditor.inputs.demo import build_digits_cnn
+    from auditor.pipeline import run_audit
+
+    build_digits_cnn().export(str(tmp_path / "saved"), verbose=False)
+    outcome = run_audit(make_config({"concepts": {"sample": 20}}, model=str(tmp_path / "saved"),
+                                    data="sklearn:digits:test", sections=["concepts"],
+                                    max_samples=40, out=str(tmp_path / "run"), progress=False))
+    statuses = {c["id"]: c["status"] for c in outcome.summary["checks"]}
+    assert statuses["concepts.reconstruction"] == statuses["concepts.removal"] == "skipped"
+    assert "no layer with a spatial" in outcome.summary["concepts"]["skipped"]
+    assert "Neuron groups were not computed" in (outcome.out / "report.html").read_text()
