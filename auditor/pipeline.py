@@ -220,13 +220,8 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
     distribution = make_distribution(config.strategy)  # before any other TensorFlow work
     loaded = load_inputs(config, distribution)
     handle, dataset = loaded.handle, loaded.dataset
-    if baseline_run is not None:
-        check_baseline_classes(baseline_run, dataset.class_names)
     baseline = baseline_run.summary if baseline_run else None
-    out = Path(config.out) if config.out else default_out(handle.name, now)
-    check_out(out, input_paths(config), dataset.n)
-    for name in sweep_dead_runs(out.parent) if distribution.is_chief else []:
-        print(f"auditor: removed {name}, left by a run that is gone", file=sys.stderr)
+    out = output_path(config, loaded, baseline_run, now, distribution.is_chief)
     names = config.sections or list(SECTION_NAMES)
     timings: dict[str, float] = {"load": time.perf_counter() - started - loaded.probe_seconds}
     if loaded.probe_checks:
@@ -267,6 +262,19 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
         log_trackers(config, out, summary)  # the run folder as written, now in place
     return AuditOutcome(out=out, summary=summary, exit_code=exit_code(checks, config.fail_on),
                         written=distribution.is_chief)
+
+
+def output_path(config: AuditConfig, loaded: Inputs, baseline_run, now, chief: bool) -> Path:
+    """The run folder, once the inputs are known good: a baseline of other classes is refused,
+    the folder is checked against the data's size, and the leftovers of dead runs beside it are
+    removed (said on stderr)."""
+    if baseline_run is not None:
+        check_baseline_classes(baseline_run, loaded.dataset.class_names)
+    out = Path(config.out) if config.out else default_out(loaded.handle.name, now)
+    check_out(out, input_paths(config), loaded.dataset.n)
+    for name in sweep_dead_runs(out.parent) if chief else []:
+        print(f"auditor: removed {name}, left by a run that is gone", file=sys.stderr)
+    return out
 
 
 def run_checks(config: AuditConfig, loaded: Inputs, predictions, results, baseline) -> list:

@@ -71,7 +71,8 @@ def broken_rules(module: str, imported: set[str]) -> list[str]:
 # never from a floor above, so that a new back arrow fails here. Packages that share a floor
 # still call each other: predict and methods (the batched path runs methods' steps, methods run
 # through the batched path), pipeline and runs (a watch runs audits; an audit writes run
-# folders). The config knows no section: ``configure`` passes it the sections' registry.
+# folders; the trackers read a finished run folder and an audit logs to them). The config knows
+# no section: ``configure`` passes it the sections' registry.
 FLOORS = (
     ("auditor", "auditor.errors", "auditor.resources", "auditor.progress", "auditor.options"),
     ("auditor.checks",),
@@ -81,8 +82,9 @@ FLOORS = (
     ("auditor.steps",),
     ("auditor.sections",),
     ("auditor.configure", "auditor.report"),
-    ("auditor.pipeline", "auditor.runs"),
-    ("auditor.cli", "auditor.__main__", "auditor.attribution", "auditor.models"),
+    ("auditor.pipeline", "auditor.runs", "auditor.trackers"),
+    ("auditor.cli", "auditor.__main__", "auditor.attribution", "auditor.models",
+     "auditor.concepts", "auditor.keras"),
 )
 
 
