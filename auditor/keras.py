@@ -35,7 +35,7 @@ BASELINES = ("previous", "first")
 # The names put into the epoch's logs (see the README): key figures as audit_<name>, then
 # counts and the verdict (0 pass, 1 warn, 2 fail).
 AUDIT_LOGS = ("audit_accuracy", "audit_mistakes", "audit_label_errors", "audit_ece",
-              "audit_sanity_passed", "audit_flagged_classes", "audit_robust_accuracy",
+              "audit_trusted_methods", "audit_flagged_classes", "audit_robust_accuracy",
               "audit_failed_checks", "audit_warned_checks", "audit_verdict")
 
 

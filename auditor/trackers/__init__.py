@@ -17,12 +17,13 @@ VERDICT_LEVEL = {"pass": 0, "warn": 1, "fail": 2}  # audit_verdict as a number (
 def key_figures(summary: dict) -> dict[str, float]:
     """The figures a tracker shows first, by their stable names (``audit_*``): every key figure
     the sections declare (NaN when the run has none), the failed and warned checks, and the
-    verdict as 0 (pass), 1 (warn) or 2 (fail)."""
+    verdict as 0 (pass), 1 (warn) or 2 (fail). The counts are of the checks of the verdict
+    (model checks, and explanation checks a spec gates), as the verdict is."""
     from auditor.runs.baseline import key_figures as declared
 
     figures = {f"audit_{name}": float(value) if isinstance(value, (int, float)) else math.nan
                for name, value in declared(summary).items()}
-    checks = summary.get("checks", [])
+    checks = [c for c in summary.get("checks", []) if c.get("in_verdict", True)]
     figures["audit_failed_checks"] = float(sum(c["status"] in ("fail", "error") for c in checks))
     figures["audit_warned_checks"] = float(sum(c["status"] == "warn" for c in checks))
     figures["audit_verdict"] = float(VERDICT_LEVEL.get(summary.get("verdict"), 2))
