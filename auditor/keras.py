@@ -94,7 +94,8 @@ class AuditCallback(keras.callbacks.Callback):
                  stop_on: str | None = None, mlflow: bool = False, tensorboard=None,
                  baseline: str | None = "previous"):
         super().__init__()
-        from auditor.config.spec import make_config, read_spec
+        from auditor.config.spec import read_spec
+        from auditor.configure import make_config
 
         if not isinstance(every, numbers.Integral) or isinstance(every, bool) or every < 1:
             raise ConfigError(f"'every' must be a whole number of epochs, at least 1, got "
@@ -138,7 +139,7 @@ class AuditCallback(keras.callbacks.Callback):
                           f"tf.data.Dataset of (image, label) batches, got {type(data).__name__}")
 
     def configure(self, **per_checkpoint):
-        from auditor.config.spec import make_config
+        from auditor.configure import make_config
 
         return make_config(self.spec, **{**self.flags, **per_checkpoint})
 

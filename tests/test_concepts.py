@@ -125,7 +125,7 @@ def test_bad_options_are_one_line_exit_2_before_any_work(tmp_path, monkeypatch, 
 @pytest.mark.slow
 def test_the_report_shows_each_mistake_by_parts_the_dictionary_and_the_planted_copy(
         tmp_path, digits_model_path):
-    from auditor.config.spec import make_config
+    from auditor.configure import make_config
     from auditor.pipeline import run_audit
 
     config = make_config({"concepts": {"sample": 60, "icon_steps": 8, "removal_images": 4,
@@ -154,7 +154,7 @@ def test_the_report_shows_each_mistake_by_parts_the_dictionary_and_the_planted_c
 
 def test_a_model_whose_layers_cannot_be_read_is_skipped_not_failed(tmp_path):
     """A SavedModel folder has no layers to tap: the section says so, and the audit goes on."""
-    from auditor.config.spec import make_config
+    from auditor.configure import make_config
     from auditor.inputs.demo import build_digits_cnn
     from auditor.pipeline import run_audit
 

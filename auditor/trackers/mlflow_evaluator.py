@@ -73,7 +73,8 @@ def _keras_model(model):
 
 def _audit(keras_model, x, y, scratch: Path, out: Path, options: dict) -> dict:
     """Save the model, name the arrays as a data source, and run the audit into ``out``."""
-    from auditor.config.spec import make_config, read_spec
+    from auditor.config.spec import read_spec
+    from auditor.configure import make_config
     from auditor.inputs.memory import memory_source
     from auditor.pipeline import run_audit
 
