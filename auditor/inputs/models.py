@@ -468,14 +468,15 @@ def strip_softmax(model, shape):
     """
     import keras
 
+    from auditor.inputs.copies import copy_model
+
     try:
-        copy = keras.models.clone_model(model)
-        copy.set_weights(model.get_weights())
+        copy = copy_model(model)
         copy_last = _final_layer(copy)
         if isinstance(copy_last, keras.layers.Softmax):
             raise ValueError("a Softmax layer cannot be switched off in place")
         copy_last.activation = keras.activations.linear
-    except (ValueError, TypeError, NotImplementedError):
+    except (ValueError, TypeError, NotImplementedError, ModelError):
         return model, "log-probabilities"
     return _verified(model, copy, shape, "softmax stripped")
 

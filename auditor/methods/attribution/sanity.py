@@ -123,10 +123,9 @@ def reinitialise(layer, seed: int) -> None:
 
 def randomisable_copy(handle):
     """A handle on a deep copy of the logits model (nested models copied too), same weights."""
-    import keras
+    from auditor.inputs.copies import copy_model
 
-    copy = keras.models.clone_model(handle.logits_model, recursive=True)
-    copy.set_weights(handle.logits_model.get_weights())
+    copy = copy_model(handle.logits_model)
     return dataclasses.replace(handle, model=copy, logits_model=copy, compiled={})
 
 
