@@ -14,7 +14,6 @@ import json
 import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from auditor.checks.check import Check, exit_code
 from auditor.checks.data import data_checks
 from auditor.config.spec import AuditConfig
 from auditor.errors import AuditorError, ConfigError, Interrupted
+from auditor.failures import LOG_FILE, log_failure
 from auditor.progress import SectionLog, duration, progress_enabled
 from auditor.runs.baseline import (
     annotate_checks,
@@ -70,12 +70,12 @@ def run_section(name: str, ctx: Context) -> SectionResult:
     except AuditorError:
         raise
     except Exception as exc:  # a section's bug must not sink the other sections
-        detail = traceback.format_exc(limit=6)
+        line = log_failure(ctx.workdir, f"section '{name}'", exc)  # the traceback: audit.log
         result = SectionResult(
             name=name, title=module.TITLE, intro="This section failed to run.",
-            error=detail,
+            error=f"{line} (the traceback is in {LOG_FILE})",
             checks=[Check(f"{name}.run", "error", None, {}, None,
-                          f"section '{name}' failed: {type(exc).__name__}: {exc}", name)])
+                          f"section '{name}' failed: {line}", name)])
     result.seconds = time.perf_counter() - started
     return result
 
@@ -203,7 +203,7 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
         timings.update({result.name: result.seconds for result in results})
         if "html" in config.format:  # figures only for the page that shows them
             tick = time.perf_counter()
-            draw_views(results, dataset)
+            draw_views(results, dataset, work)
             timings["figures"] = time.perf_counter() - tick
         checks = loaded.probe_checks + data_checks(dataset, predictions)
         checks += [check for result in results for check in result.checks]
@@ -267,19 +267,21 @@ def run_sections(names, ctx: Context, log: SectionLog) -> list[SectionResult]:
     return results
 
 
-def draw_views(results, dataset) -> None:
+def draw_views(results, dataset, folder: Path | None = None) -> None:
     """Each section's figures and tables for its template partial (``result.view``); a view
-    that fails marks its section failed with an 'error' check, as a failing section would."""
+    that fails marks its section failed with an 'error' check, as a failing section would
+    (its traceback goes to ``folder``'s audit.log)."""
     from auditor.report.views import build_view
 
     for result in results:
         try:
             result.view = build_view(result, dataset)
         except Exception as exc:  # a figure's bug must not sink the report
-            result.error = traceback.format_exc(limit=6)
+            line = log_failure(folder, f"figures of section '{result.name}'", exc)
+            result.error = f"{line} (the traceback is in {LOG_FILE})"
             result.checks.append(Check(f"{result.name}.view", "error", None, {}, None,
-                                       f"figures of section '{result.name}' failed: "
-                                       f"{type(exc).__name__}: {exc}", result.name))
+                                       f"figures of section '{result.name}' failed: {line}",
+                                       result.name))
 
 
 def write_outputs(work: Path, config, handle, dataset, results, checks, timings, now,

@@ -85,3 +85,51 @@ def test_keras_hub_vit_randomised_and_fine_tuned_copies(tmp_path):
     np.testing.assert_allclose(copy.logits(x).numpy(), handle.logits(x).numpy(), atol=1e-5)
     tuned = _clone(handle)
     assert tuned.trainable_variables
+
+
+def test_failures_are_one_line_and_their_tracebacks_go_to_the_log(tmp_path):
+    """A TensorFlow graph error and an error autograph wrapped in its frames come out as the
+    root cause's one line, without file paths; the log keeps the whole traceback."""
+    import tensorflow as tf
+
+    from auditor.errors import AuditorError
+    from auditor.failures import LOG_FILE, log_failure, one_line
+
+    @tf.function
+    def gather(x, i):
+        return tf.gather(x, i)
+
+    with pytest.raises(tf.errors.InvalidArgumentError) as graph:
+        gather(tf.zeros(4), tf.constant([7]))
+    line = log_failure(tmp_path, "section 'x'", graph.value)
+    assert line == "InvalidArgumentError: indices[0] = 7 is not in [0, 4)"
+    logged = (tmp_path / LOG_FILE).read_text()
+    assert "Traceback" in logged and "GatherV2" in logged
+
+    @tf.function
+    def refuse(x):
+        raise AuditorError("LRP cannot propagate relevance through layer 'a' (MultiHeadAttention)")
+
+    with pytest.raises(AuditorError) as wrapped:
+        refuse(tf.zeros(1))
+    assert "File" in str(wrapped.value)  # autograph's frames: what the report must not show
+    assert one_line(wrapped.value) == ("LRP cannot propagate relevance through layer 'a' "
+                                       "(MultiHeadAttention)")
+    assert one_line(ValueError("bad\nsecond")) == "ValueError: second"
+
+
+def test_a_method_that_cannot_pass_a_layer_says_so_in_one_line(tmp_path):
+    """LRP on a plain-Keras ViT stops at its attention layer: the reason names the layer in one
+    line (it arrived wrapped in an autograph traceback)."""
+    from architectures import plain_vit
+
+    from auditor.errors import AuditorError
+    from auditor.methods.attribution import attribute
+
+    plain_vit().save(tmp_path / "vit.keras")
+    handle = load_model(str(tmp_path / "vit.keras"), "0-1")
+    x = np.random.default_rng(0).uniform(0, 1, (2, 32, 32, 3)).astype("float32")
+    with pytest.raises(AuditorError) as info:
+        attribute(handle, x, np.array([0, 1]), "lrp")
+    assert "\n" not in str(info.value) and "File" not in str(info.value)
+    assert "'attention0' (MultiHeadAttention)" in str(info.value)

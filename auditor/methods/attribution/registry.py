@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from auditor.errors import AuditorError
+from auditor.failures import one_line
 from auditor.predict.batched import (  # noqa: F401  (re-exported: the methods size chunks by them)
     Budget,
     blocks,
@@ -176,10 +177,13 @@ def attribute(handle, x, targets, method: str = "gradient", *, contrast=None,
                         **(merged | dict(zip(split, values, strict=True))))
 
     maps = []
-    for start in range(0, len(x), size):
-        part = slice(start, start + size)
-        maps.append(run_batch(handle, chunk, x[part], targets[part], contrast[part],
-                              *(merged[k][part] for k in split)))
+    try:
+        for start in range(0, len(x), size):
+            part = slice(start, start + size)
+            maps.append(run_batch(handle, chunk, x[part], targets[part], contrast[part],
+                                  *(merged[k][part] for k in split)))
+    except AuditorError as exc:  # raised inside a traced pass, autograph wrapped it in frames
+        raise type(exc)(one_line(exc)) from None
     return np.concatenate(maps).astype(np.float32) if maps else np.zeros_like(x)
 
 
