@@ -222,8 +222,8 @@ def probe_range(handle, dataset, config: AuditConfig) -> list[Check]:
     and the check that warns when the choice is unclear; an explicit range is taken as given."""
     from auditor.predict.input_range import CHECK, input_range_check, probe_input_range
 
-    if config.input_range != "auto":
-        return []
+    if config.input_range != "auto" or handle.input_range_source == "model":
+        return []  # a range given, or stated by the model's own keras-hub preprocessor
     result = probe_input_range(handle, dataset, config.batch_size, config.seed)
     return [input_range_check(result, handle.hint_overridden, config.checks.get(CHECK))]
 

@@ -133,3 +133,61 @@ def test_a_method_that_cannot_pass_a_layer_says_so_in_one_line(tmp_path):
         attribute(handle, x, np.array([0, 1]), "lrp")
     assert "\n" not in str(info.value) and "File" not in str(info.value)
     assert "'attention0' (MultiHeadAttention)" in str(info.value)
+
+
+def hub_vit_task(classes: int = 10):
+    """keras-hub's ViTImageClassifier on a tiny backbone, with its own preprocessor."""
+    import keras_hub
+
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.ViTBackbone(image_shape=(32, 32, 3), patch_size=8, num_layers=2,
+                                            num_heads=2, hidden_dim=32, mlp_dim=64)
+    converter = keras_hub.layers.ViTImageConverter(image_size=(32, 32), scale=1 / 127.5,
+                                                   offset=-1.0)
+    preprocessor = keras_hub.models.ViTImageClassifierPreprocessor(image_converter=converter)
+    return keras_hub.models.ViTImageClassifier(backbone=backbone, num_classes=classes,
+                                               preprocessor=preprocessor)
+
+
+def test_keras_hub_task_from_the_cli_with_its_own_preprocessor(tmp_path, monkeypatch, capsys):
+    """A keras-hub task saved to .keras audits without --unsafe-load (its classes come from an
+    installed package); its input range is its preprocessor's, not probed."""
+    import json
+    import sys
+
+    from auditor.cli import main
+
+    task = hub_vit_task()
+    task.save(tmp_path / "task.keras")
+    handle = load_model(str(tmp_path / "task.keras"))
+    x = np.random.default_rng(0).uniform(0, 1, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(handle.logits(x).numpy(), task.predict(x * 255.0, verbose=0),
+                               atol=1e-4)
+    monkeypatch.setattr(sys, "argv", [
+        "auditor", "audit", "--model", str(tmp_path / "task.keras"), "--data",
+        "sklearn:digits:test", "--max-samples", "40", "--sections", "performance",
+        "--out", str(tmp_path / "run"), "--format", "json"])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    assert stop.value.code in (0, 1), capsys.readouterr().err
+    model = json.loads((tmp_path / "run" / "summary.json").read_text())["model"]
+    assert (model["input_range"], model["input_range_source"]) == ("keras-hub preprocessor",
+                                                                   "model")
+
+
+def test_a_class_claiming_a_known_package_that_does_not_hold_it_is_refused(tmp_path):
+    import json
+    import zipfile
+
+    keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]).save(tmp_path / "m.keras")
+    with zipfile.ZipFile(tmp_path / "m.keras") as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(files["config.json"])
+    dense = config["config"]["layers"][-1]
+    dense.update(module="keras_hub.src.not_there", class_name="Evil", registered_name="Evil")
+    files["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(tmp_path / "evil.keras", "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    with pytest.raises(ModelError, match="custom class 'Evil'"):
+        load_model(str(tmp_path / "evil.keras"))
