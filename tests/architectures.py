@@ -72,12 +72,32 @@ FAMILIES = {
 }
 
 
-def application(family: str, size: int | None = None, classes: int = 3, seed: int = 0):
-    """A keras.applications family as a whole classifier, ``weights=None``, random weights."""
+def application(family: str, size: int | None = None, classes: int = 3, seed: int = 0,
+                preprocessing: bool = True):
+    """A keras.applications family as a whole classifier, ``weights=None``, random weights;
+    ``preprocessing=False`` leaves out the preprocessing layers of the families that have them
+    (an input offset is a bias: relevance conservation is tested without it)."""
+    import inspect
+
     import keras
 
     name, smallest = FAMILIES[family]
     size = max(size or smallest, smallest)
     keras.utils.set_random_seed(seed)
-    return getattr(keras.applications, name)(input_shape=(size, size, 3), weights=None,
-                                             classes=classes)
+    build = getattr(keras.applications, name)
+    options = {}
+    if "include_preprocessing" in inspect.signature(build).parameters:
+        options["include_preprocessing"] = preprocessing
+    return build(input_shape=(size, size, 3), weights=None, classes=classes, **options)
+
+
+def without_biases(model):
+    """``model`` with every additive constant zeroed in place (biases, BatchNormalization's and
+    LayerNormalization's shifts, moving means): a bias-free net, on which LRP's relevance must
+    sum to the logit."""
+    import numpy as np
+
+    for weight in model.weights:
+        if weight.path.rsplit("/", 1)[-1] in ("bias", "beta", "moving_mean", "mean"):
+            weight.assign(np.zeros(weight.shape, weight.dtype))
+    return model

@@ -7,12 +7,14 @@ them with their options (``auditor methods``). ``attribute_layer`` explains a hi
 from auditor.methods.attribution import (  # noqa: F401  (each module registers its methods)
     gradcam,
     gradient,
+    gradient_rollout,
     gradient_shap,
     gradient_x_input,
     integrated_gradients,
     lrp,
     occlusion,
     rise,
+    rollout,
     smoothgrad,
 )
 from auditor.methods.attribution.integrated_gradients import completeness_error

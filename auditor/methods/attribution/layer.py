@@ -22,8 +22,16 @@ LAYER_METHODS = ("gradient", "gradient_x_activation")
 
 
 def resolve_layer(handle, layer: str | None) -> str:
-    """The layer's name as given, or the last convolutional layer when None."""
-    return layer or last_conv_layer(handle.logits_model)
+    """The layer's name as given; when None, in a model with attention layers (a vision
+    transformer) the last token layer (``tokens.last_token_layer``), else the last
+    convolutional layer."""
+    from auditor.methods.attribution.tokens import attention_layers, last_token_layer
+
+    if layer:
+        return layer
+    model = handle.logits_model
+    tokens = last_token_layer(model, handle.input_shape) if attention_layers(model) else None
+    return tokens or last_conv_layer(model)
 
 
 def layer_gradients(handle, x, targets, contrast, score: str, layer: str):

@@ -44,6 +44,7 @@ class Method:
     linear: bool = False  # linear in the score: explaining target - contrast is the difference
     needs_layer: bool = False  # works on a convolutional layer (a model without one: error)
     complete: bool = False  # maps sum to score(x) - score(zeros) (Sundararajan et al.)
+    needs_attention: bool = False  # reads attention layers (a model without any: error)
 
     def rows_per_sample(self, options: dict, shape: tuple) -> int:
         return int(self.cost(options, shape) if callable(self.cost) else self.cost)
@@ -55,7 +56,8 @@ METHODS: dict[str, Method] = {}
 def register(name: str, description: str, options: dict[str, tuple[object, str]] | None = None,
              **facts):
     """Decorator that adds a method to the registry under ``name``; ``facts`` are Method's
-    other fields (cost, forward_only, per_sample, signed, linear, needs_layer, complete)."""
+    other fields (cost, forward_only, per_sample, signed, linear, needs_layer, complete,
+    needs_attention)."""
 
     def add(fn: Callable) -> Callable:
         METHODS[name] = Method(name, description, fn, options or {}, **facts)
