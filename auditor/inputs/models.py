@@ -186,6 +186,7 @@ def load_model(path: str, input_range: str = "auto", unsafe_load: bool = False,
     model = select_output(_read_model(path, unsafe_load), path, output)
     shape = _image_input_shape(model, path)
     _check_output_shape(model, path)
+    _refuse_multi_label(model, path)
     logits_model, how = logits_head(model, shape)
     num_classes = int(logits_model.outputs[0].shape[-1])
     hint = input_range_hint(model)
@@ -419,6 +420,17 @@ def _check_output_shape(model, path: str) -> None:
     if len(outputs) != 1 or len(outputs[0].shape) != 2 or outputs[0].shape[-1] is None:
         raise ModelError(f"model '{path}' must have one output of shape (batch, classes), got "
                          f"{[tuple(o.shape) for o in outputs]}")
+
+
+def _refuse_multi_label(model, path: str) -> None:
+    """Several sigmoid outputs are a multi-label head (one independent yes/no per label):
+    audited as a softmax over classes every figure would be wrong, so it is refused in one
+    line. One sigmoid unit is a binary classifier, which the audit reads as two classes."""
+    units = int(model.outputs[0].shape[-1])
+    if units > 1 and _activation_name(_final_layer(model)) == "sigmoid":
+        raise ModelError(f"model '{path}' ends in {units} sigmoid outputs, a multi-label head; "
+                         "multi-label auditing is not supported: audit a single-label "
+                         "classifier (softmax or logits over the classes)")
 
 
 def _final_layer(model):
