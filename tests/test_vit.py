@@ -87,3 +87,11 @@ def test_a_model_without_attention_gets_one_line(digits_handle, method):
     with pytest.raises(AuditorError, match="no attention layer") as info:
         attribute(digits_handle, x, np.array([0]), method)
     assert "\n" not in str(info.value)
+
+
+def test_the_report_names_grad_cams_token_layer(vit):
+    from auditor.methods.attribution.layer import method_layers
+
+    handle, _, _ = vit
+    assert method_layers(handle, ["gradient", "gradcam"], {}) == {
+        "gradcam": {"layer": "norm1a", "kind": "tokens"}}

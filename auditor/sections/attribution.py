@@ -502,6 +502,7 @@ def choice_note(ctx: Context, section: str) -> str:
 
 def run(ctx: Context, options: Options) -> SectionResult:
     from auditor.methods.attribution import METHODS
+    from auditor.methods.attribution.layer import method_layers
     from auditor.methods.attribution.reliability import best_trusted
 
     parts = reliability_parts(ctx, options)
@@ -532,6 +533,7 @@ def run(ctx: Context, options: Options) -> SectionResult:
         "samples": {"sanity": sanity_data["samples"], "faithfulness": faith_data["samples"]},
         "reliability": card, "trusted_method": best_trusted(card),
         "used_by": parts["used_by"], "reliability_bounds": RELIABILITY_BOUNDS,
+        "cam_layers": method_layers(ctx.handle, methods, options.method_options),
     }}
     return SectionResult(
         name=NAME, title=TITLE,
