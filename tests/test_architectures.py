@@ -73,7 +73,7 @@ def test_a_copy_that_cannot_be_rebuilt_is_one_line_naming_the_layer():
 
 
 def test_keras_hub_vit_randomised_and_fine_tuned_copies(tmp_path):
-    from auditor.methods.attribution.sanity import randomisable_copy
+    from auditor.methods.attribution.sanity import randomisable_copy, weighted_layers
     from auditor.methods.shortcuts.injection import _clone
 
     path = tmp_path / "vit.keras"
@@ -83,6 +83,9 @@ def test_keras_hub_vit_randomised_and_fine_tuned_copies(tmp_path):
     x = np.random.default_rng(1).uniform(0, 1, (2, 32, 32, 3)).astype("float32")
     copy = randomisable_copy(handle)
     np.testing.assert_allclose(copy.logits(x).numpy(), handle.logits(x).numpy(), atol=1e-5)
+    # the encoder's blocks are randomised too, not only the head
+    stages = [path for path, _ in weighted_layers(copy.logits_model)]
+    assert "vi_t_backbone/vit_encoder/transformer_block_1/mha/query" in stages
     tuned = _clone(handle)
     assert tuned.trainable_variables
 
