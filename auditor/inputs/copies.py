@@ -20,12 +20,17 @@ def copy_model(model):
     try:
         copy = rebuild(model)
         copy.set_weights(model.get_weights())
-    except ModelError:
-        raise
-    except (ValueError, TypeError, NotImplementedError, KeyError, AttributeError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ModelError(f"cannot copy model '{model.name}': {first}") from None
+    except (ModelError, ValueError, TypeError, NotImplementedError, KeyError,
+            AttributeError) as exc:
+        reason = str(exc) if isinstance(exc, ModelError) else _first_sentence(exc)
+        raise ModelError(f"cannot copy model '{model.name}': {reason}") from None
     return copy
+
+
+def _first_sentence(exc: BaseException) -> str:
+    """The cause of a Keras error in a few words: its first line's first sentence."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return first.split(". ")[0].rstrip(".")
 
 
 def rebuild(layer):
@@ -48,9 +53,8 @@ def _rebuild_layer(layer):
     except ModelError:
         raise
     except (ValueError, TypeError, NotImplementedError, KeyError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ModelError(f"cannot copy layer '{layer.name}' ({type(layer).__name__}): "
-                         f"{first}") from None
+        raise ModelError(f"layer '{layer.name}' ({type(layer).__name__}): "
+                         f"{_first_sentence(exc)}") from None
 
 
 def _plain_model(layer) -> bool:

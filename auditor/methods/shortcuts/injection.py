@@ -176,8 +176,10 @@ def _clone(handle):
     try:
         copy = copy_model(handle.logits_model)
     except ModelError as exc:
-        raise ModelError(f"{exc} (for the injection test); run with clever_hans.shortcuts = "
-                         "[] and control = false to skip it") from None
+        reason = str(exc).split("': ", 1)[-1]  # after "cannot copy model 'name'"
+        raise ModelError(f"cannot copy model '{handle.path}' for the injection test ({reason}); "
+                         "run with clever_hans.shortcuts = [] and control = false to skip "
+                         "it") from None
     shared = {id(v) for v in copy.weights} & {id(v) for v in handle.logits_model.weights}
     if shared or not copy.trainable_variables:
         why = "its copy shares weights with it" if shared else "no trainable weights"
