@@ -63,6 +63,7 @@ def test_lrp_conserves_relevance_on_a_family(tmp_path, family):
                                    err_msg=method)
 
 
+@pytest.mark.slow  # about 30 s; test_lrp and test_featureviz cover MobileNetV3's parts quickly
 @pytest.mark.parametrize("family", ["MobileNetV3Small"])
 def test_grad_cam_and_lrp_maps_on_a_family(tmp_path, family):
     """MobileNetV3's hard-swish, squeeze-excitation and a last convolution named 'logits'."""
