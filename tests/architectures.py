@@ -26,9 +26,11 @@ def hub_vit(size: int = 32, classes: int = 3, seed: int = 0):
                        name="hub_vit")
 
 
-def plain_vit(size: int = 32, patch: int = 8, classes: int = 3, dim: int = 32, seed: int = 0):
+def plain_vit(size: int = 32, patch: int = 8, classes: int = 3, dim: int = 32, seed: int = 0,
+              positions: bool = True):
     """A two-block ViT in plain Keras layers: patch convolution, position embedding added as a
-    weight layer, pre-norm attention and MLP blocks, mean-pooled tokens, Dense head."""
+    weight layer, pre-norm attention and MLP blocks, mean-pooled tokens, Dense head.
+    ``positions=False`` leaves out the position embedding (an additive constant, as a bias)."""
     import keras
 
     L = keras.layers
@@ -37,8 +39,9 @@ def plain_vit(size: int = 32, patch: int = 8, classes: int = 3, dim: int = 32, s
     inputs = keras.Input((size, size, 3))
     h = L.Conv2D(dim, patch, strides=patch, name="patches")(inputs)
     h = L.Reshape((grid * grid, dim), name="tokens")(h)
-    positions = L.Embedding(grid * grid, dim, name="positions")(np.arange(grid * grid)[None])
-    h = L.Add(name="position_add")([h, positions])
+    if positions:
+        table = L.Embedding(grid * grid, dim, name="positions")(np.arange(grid * grid)[None])
+        h = L.Add(name="position_add")([h, table])
     for block in range(2):
         a = L.LayerNormalization(name=f"norm{block}a")(h)
         a = L.MultiHeadAttention(2, dim // 2, name=f"attention{block}")(a, a)

@@ -123,20 +123,18 @@ def test_failures_are_one_line_and_their_tracebacks_go_to_the_log(tmp_path):
 
 
 def test_a_method_that_cannot_pass_a_layer_says_so_in_one_line(tmp_path):
-    """LRP on a plain-Keras ViT stops at its attention layer: the reason names the layer in one
+    """LRP on a keras-hub ViT stops at its patching layer: the reason names the layer in one
     line (it arrived wrapped in an autograph traceback)."""
-    from architectures import plain_vit
-
     from auditor.errors import AuditorError
     from auditor.methods.attribution import attribute
 
-    plain_vit().save(tmp_path / "vit.keras")
+    hub_vit().save(tmp_path / "vit.keras")
     handle = load_model(str(tmp_path / "vit.keras"), "0-1")
     x = np.random.default_rng(0).uniform(0, 1, (2, 32, 32, 3)).astype("float32")
     with pytest.raises(AuditorError) as info:
         attribute(handle, x, np.array([0, 1]), "lrp")
     assert "\n" not in str(info.value) and "File" not in str(info.value)
-    assert "'attention0' (MultiHeadAttention)" in str(info.value)
+    assert "(ViTPatchingAndEmbedding)" in str(info.value)
 
 
 def hub_vit_task(classes: int = 10):

@@ -95,3 +95,19 @@ def test_the_report_names_grad_cams_token_layer(vit):
     handle, _, _ = vit
     assert method_layers(handle, ["gradient", "gradcam"], {}) == {
         "gradcam": {"layer": "norm1a", "kind": "tokens"}}
+
+
+def test_lrp_through_attention_conserves_relevance(tmp_path):
+    """Attention weights held constant (Ali et al. 2022) and layer norms' normalisers too: on a
+    bias-free ViT (no position table, an additive constant) relevance sums to the logit."""
+    from architectures import without_biases
+
+    without_biases(plain_vit(positions=False)).save(tmp_path / "vit.keras")
+    handle = load_model(str(tmp_path / "vit.keras"), "0-1")
+    x = np.random.default_rng(3).uniform(0, 1, (3, SIZE, SIZE, 3)).astype(np.float32)
+    logits = handle.logits(x).numpy()
+    targets = logits.argmax(axis=1)
+    for method in ("lrp_epsilon", "lrp"):
+        maps = attribute(handle, x, targets, method, epsilon=1e-9)
+        np.testing.assert_allclose(maps.reshape(len(x), -1).sum(axis=1),
+                                   logits[np.arange(len(x)), targets], rtol=1e-3, atol=1e-6)

@@ -28,7 +28,12 @@ from auditor.methods.attribution.lrp.canonize import (
     is_rectifier,
     linear_steps,
 )
-from auditor.methods.attribution.lrp.constant import gated_product, is_gate_activation, layer_norm
+from auditor.methods.attribution.lrp.constant import (
+    attention,
+    gated_product,
+    is_gate_activation,
+    layer_norm,
+)
 from auditor.methods.attribution.lrp.rules import Composite, ZBox, linear_output
 
 
@@ -204,6 +209,8 @@ class Walk:
             return lambda *args, **kwargs: self.multiply(op, args[0])
         if isinstance(op, keras.layers.LayerNormalization):
             return lambda x, *args, **kwargs: layer_norm(op, x)
+        if isinstance(op, keras.layers.MultiHeadAttention):
+            return lambda *args, **kwargs: attention(op, *args, **kwargs)
         if is_model(op):
             return lambda x, *args, **kwargs: self.run(op, x)
         if id(op) in skipped:  # folded into, or applied by, the linear layer before it
