@@ -15,7 +15,6 @@ import json
 import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from auditor.checks.declared import spec_bounds
 from auditor.checks.weights import weight_checks
 from auditor.config.spec import AuditConfig
 from auditor.errors import AuditorError, ConfigError, Interrupted
+from auditor.failures import LOG_FILE, log_failure
 from auditor.progress import SectionLog, duration, progress_enabled
 from auditor.runs.baseline import (
     annotate_checks,
@@ -76,12 +76,12 @@ def run_section(name: str, ctx: Context) -> SectionResult:
     except AuditorError:
         raise
     except Exception as exc:  # a section's bug must not sink the other sections
-        detail = traceback.format_exc(limit=6)
+        line = log_failure(ctx.workdir, f"section '{name}'", exc)  # the traceback: audit.log
         result = SectionResult(
             name=name, title=module.TITLE, intro="This section failed to run.",
-            error=detail,
+            error=f"{line} (the traceback is in {LOG_FILE})",
             checks=[Check(f"{name}.run", "error", None, {}, None,
-                          f"section '{name}' failed: {type(exc).__name__}: {exc}", name)])
+                          f"section '{name}' failed: {line}", name)])
     return dataclasses.replace(result, seconds=time.perf_counter() - started)
 
 
@@ -99,8 +99,8 @@ def run_steps(names, ctx: Context, log: SectionLog, timings: dict) -> Context:
         made = card.make_card(ctx, ctx.options(card.SECTION))
     except AuditorError:
         raise
-    except Exception:  # the attribution section reports it as its own failure
-        made = card.Failed(traceback.format_exc(limit=6))
+    except Exception as exc:  # the attribution section reports it as its own failure
+        made = card.Failed(log_failure(ctx.workdir, "the reliability card", exc))
     timings[card.NAME] = time.perf_counter() - started
     return dataclasses.replace(ctx, card=made)
 
@@ -247,7 +247,7 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
         timings.update({result.name: result.seconds for result in results})
         if "html" in config.format:  # figures only for the page that shows them
             tick = time.perf_counter()
-            results = draw_views(results, dataset)
+            results = draw_views(results, dataset, work)
             timings["figures"] = time.perf_counter() - tick
         checks = run_checks(config, loaded, predictions, results, baseline)
         timings["total"] = time.perf_counter() - started
@@ -304,8 +304,8 @@ def probe_range(handle, dataset, config: AuditConfig) -> list[Check]:
     and the check that warns when the choice is unclear; an explicit range is taken as given."""
     from auditor.predict.input_range import CHECK, input_range_check, probe_input_range
 
-    if config.input_range != "auto":
-        return []
+    if config.input_range != "auto" or handle.input_range_source == "model":
+        return []  # a range given, or stated by the model's own keras-hub preprocessor
     result = probe_input_range(handle, dataset, config.batch_size, config.seed)
     return [input_range_check(result, handle.hint_overridden, spec_bounds(config.checks, CHECK))]
 
@@ -351,10 +351,10 @@ def run_sections(names, ctx: Context, log: SectionLog,
     return results
 
 
-def draw_views(results, dataset) -> list[SectionResult]:
+def draw_views(results, dataset, folder: Path | None = None) -> list[SectionResult]:
     """Each section's result with the figures and tables of its template partial (``view``);
     a view that fails marks its section failed with an 'error' check, as a failing section
-    would."""
+    would (its traceback goes to ``folder``'s audit.log)."""
     from auditor.report.views import build_view
 
     drawn = []
@@ -362,11 +362,12 @@ def draw_views(results, dataset) -> list[SectionResult]:
         try:
             drawn.append(dataclasses.replace(result, view=build_view(result, dataset)))
         except Exception as exc:  # a figure's bug must not sink the report
+            line = log_failure(folder, f"figures of section '{result.name}'", exc)
             failed = Check(f"{result.name}.view", "error", None, {}, None,
-                           f"figures of section '{result.name}' failed: "
-                           f"{type(exc).__name__}: {exc}", result.name)
-            drawn.append(dataclasses.replace(result, error=traceback.format_exc(limit=6),
-                                             checks=[*result.checks, failed]))
+                           f"figures of section '{result.name}' failed: {line}", result.name)
+            drawn.append(dataclasses.replace(
+                result, error=f"{line} (the traceback is in {LOG_FILE})",
+                checks=[*result.checks, failed]))
     return drawn
 
 

@@ -324,3 +324,23 @@ def test_adam_on_tensors_takes_the_steps_of_keras_adam():
         optimizer.apply_gradients([(gradient, variable)])
         values, m, v = adam(values, m, v, gradient, step, 0.05)
     np.testing.assert_allclose(values.numpy(), variable.numpy(), atol=1e-6)
+
+
+def test_a_layer_named_logits_is_not_mistaken_for_the_logits(tmp_path):
+    """MobileNetV3's last convolution is named 'logits': rendering a class and one of that
+    layer's channels in one batch must read each from its own place (it crashed in a gather)."""
+    import keras
+
+    from auditor.inputs.models import load_model
+    from auditor.methods.featureviz.render import render
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(4, 3, activation="relu", name="logits")(inputs)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    keras.Model(inputs, keras.layers.Dense(3)(h)).save(tmp_path / "named.keras")
+    handle = load_model(str(tmp_path / "named.keras"), "0-1")
+    objective = objectives.class_logit([2, 0]) + objectives.channel("logits", [1, 3])
+    rendering = render(handle, objective, Pixels((8, 8, 3)), count=2, steps=2,
+                       snapshots=(2,))
+    assert rendering.images.shape == (2, 8, 8, 3) and np.isfinite(rendering.images).all()

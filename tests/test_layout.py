@@ -74,7 +74,8 @@ def broken_rules(module: str, imported: set[str]) -> list[str]:
 # folders; the trackers read a finished run folder and an audit logs to them). The config knows
 # no section: ``configure`` passes it the sections' registry.
 FLOORS = (
-    ("auditor", "auditor.errors", "auditor.resources", "auditor.progress", "auditor.options"),
+    ("auditor", "auditor.errors", "auditor.failures", "auditor.resources", "auditor.progress",
+     "auditor.options"),
     ("auditor.checks",),
     ("auditor.inputs",),
     ("auditor.predict", "auditor.methods"),

@@ -181,3 +181,18 @@ def test_clever_hans_columns_join_the_card_afterwards():
     assert card["b"]["shortcut_mass"]["status"] == "fail"
     assert card["b"]["control_mass"]["status"] == "fail"  # a false alarm on the control
     assert card["a"]["trusted"] and not card["b"]["trusted"]
+
+
+def test_dead_maps_on_the_random_copy_alone_are_not_measurable_not_an_error():
+    """Grad-CAM++ all zero on ConvNeXt's randomised copy: the randomisation test cannot be
+    measured there, which is neither a pass nor an error (the original's maps are fine)."""
+    from auditor.methods.attribution.reliability import RANDOMISED
+
+    card = build_card(["a", "b"], randomisation={"a": 0.0, "b": 0.1},
+                      sanity_degenerate={"a": f"{RANDOMISED}, maps are all zero for 4 of 4 "
+                                              "images", "b": "maps are all zero for 4 of 4"},
+                      invariance={}, invariance_reason=None, faithfulness={"a": 0.3, "b": 0.3},
+                      faithfulness_degenerate={})
+    assert card["a"]["randomisation"]["status"] == "skipped"
+    assert "not measurable" in card["a"]["randomisation"]["reason"] and not card["a"]["trusted"]
+    assert card["b"]["randomisation"]["status"] == "error"  # dead on the original: an error

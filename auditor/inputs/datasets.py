@@ -407,7 +407,8 @@ def _npz_class_names(arrays, where: str) -> list[str]:
 
 
 def _labels(y: np.ndarray, where: str) -> np.ndarray:
-    if y.ndim == 2 and y.shape[1] > 1:  # one-hot
+    if y.ndim == 2 and y.shape[1] > 1:  # one-hot (or soft labels); multi-hot is refused
+        _refuse_multi_hot(y, where)
         y = y.argmax(axis=1)
     y = y.reshape(-1)
     if y.dtype.kind in "USO":
@@ -423,6 +424,19 @@ def _labels(y: np.ndarray, where: str) -> np.ndarray:
             raise DataError(f"{where} has labels that are not whole class indices; labels must "
                             "be integers 0..classes-1")
     return y.astype(np.int64)
+
+
+def _refuse_multi_hot(y: np.ndarray, where: str) -> None:
+    """Rows of 0s and 1s with several 1s (or none) are multi-label targets: read as one class
+    per image (their argmax) every figure would be wrong, so they are refused in one line."""
+    if not np.issubdtype(y.dtype, np.number) and y.dtype != np.bool_:
+        return
+    binary = np.isin(y, (0, 1)).all()
+    counts = (y == 1).sum(axis=1) if binary else None
+    if binary and (counts != 1).any():
+        raise DataError(f"{where} has multi-hot labels ({int((counts != 1).sum())} of {len(y)} "
+                        "rows of y have several 1s or none): multi-label auditing is not "
+                        "supported; give one class per image (y of shape (N,) or one-hot)")
 
 
 def _range_divisor(read_rows: Callable, shape: tuple[int, ...], dtype: np.dtype,

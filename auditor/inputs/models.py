@@ -109,7 +109,8 @@ class ModelHandle:
     compiled: dict = field(default_factory=dict, repr=False)  # tf.functions traced per model
     distribution: object = None  # distribute.Distribution for batched steps; None: one device
     input_range_hint: tuple[str, str] = ("0-1", NO_HINT)  # (range, why)
-    input_range_source: str = "hint"  # "hint" (not probed), "probe" or "flag"
+    input_range_source: str = "hint"  # "hint" (not probed), "probe", "flag" or "model" (its
+    # own keras-hub preprocessor states it)
     input_range_probe: list[dict] | None = None  # [{range, accuracy, ...}] when probed
     input_range_probe_samples: int | None = None  # images the probe ran on
     display_shift: float = 0.0  # display images span [s, 1 + s] (a shifted copy's, #15)
@@ -185,15 +186,56 @@ def load_model(path: str, input_range: str = "auto", unsafe_load: bool = False,
     model = select_output(_read_model(path, unsafe_load), path, output)
     shape = _image_input_shape(model, path)
     _check_output_shape(model, path)
+    _refuse_multi_label(model, path)
     logits_model, how = logits_head(model, shape)
     num_classes = int(logits_model.outputs[0].shape[-1])
     hint = input_range_hint(model)
-    transform = input_transform(hint[0] if input_range == "auto" else input_range, shape[-1])
+    own = preprocessor_transform(model, shape[-1])
+    source = "flag" if input_range != "auto" else "model" if own else "hint"
+    transform = (own if source == "model" else
+                 input_transform(hint[0] if input_range == "auto" else input_range, shape[-1]))
+    if own is not None:
+        hint = (own.name, preprocessor_reason(model))
     name = Path(path.rstrip("/")).stem if not Path(path).is_dir() else Path(path).name
     return ModelHandle(model=model, logits_model=logits_model, path=str(path), name=name,
                        sha256=file_sha256(path), input_shape=shape, num_classes=num_classes,
                        transform=transform, output=how, input_range_hint=hint,
-                       input_range_source="hint" if input_range == "auto" else "flag")
+                       input_range_source=source)
+
+
+PREPROCESSOR = "keras-hub preprocessor"
+
+
+def _image_converter(model):
+    """The image converter of a keras-hub task's own preprocessor (an ``ImageClassifier``
+    saved with its preprocessor), or None."""
+    preprocessor = getattr(model, "preprocessor", None)
+    return getattr(preprocessor, "image_converter", None) if preprocessor is not None else None
+
+
+def preprocessor_transform(model, channels: int) -> InputTransform | None:
+    """The input transform a keras-hub task states itself: its image converter maps pixel values
+    in [0, 255] to ``pixels * scale + offset`` (per channel or one number, either may be None).
+    Display space is [0, 1], so the transform is ``display * 255 * scale + offset``. The
+    converter's resizing is not needed: the audit resizes images to the model's input."""
+    converter = _image_converter(model)
+    if converter is None:
+        return None
+
+    def per_channel(value, default: float) -> tuple[float, ...]:
+        values = np.ravel(np.asarray(default if value is None else value, np.float64))
+        return tuple(float(v) for v in np.broadcast_to(values, (channels,)))
+
+    scale = per_channel(getattr(converter, "scale", None), 1.0)
+    offset = per_channel(getattr(converter, "offset", None), 0.0)
+    return InputTransform(PREPROCESSOR, tuple(255.0 * s for s in scale), offset)
+
+
+def preprocessor_reason(model) -> str:
+    converter = _image_converter(model)
+    return (f"the model's own keras-hub preprocessor ({type(converter).__name__}: scale "
+            f"{getattr(converter, 'scale', None)}, offset {getattr(converter, 'offset', None)}, "
+            "applied to pixels in 0-255)")
 
 
 def select_output(model, path: str, output: str | None):
@@ -314,12 +356,25 @@ def unknown_classes(path: Path) -> list[str]:
     return missing
 
 
+# Packages whose classes Keras itself imports by module when loading in safe mode: installed
+# libraries, not code in the file (keras.saving's own allowlist).
+KNOWN_PACKAGES = ("keras", "keras_hub", "keras_cv", "keras_nlp")
+
+
 def _known_class(keras, name: str, module: str | None, registered: str) -> bool:
-    """Keras's own classes (by module, or by name in a Keras 2 config) and registered ones."""
+    """Keras's own classes (by module, or by name in a Keras 2 config), classes of the installed
+    Keras libraries (keras-hub...) and registered ones."""
+    import importlib
+
     if name == "__lambda__" or keras.saving.get_registered_object(registered) is not None:
         return True  # __lambda__: the function of a Lambda layer, which safe mode refuses
     if module is not None:
-        return module.split(".")[0] == "keras"
+        if module.split(".")[0] not in KNOWN_PACKAGES:
+            return False
+        try:  # the import keras.saving itself does in safe mode for these packages
+            return isinstance(getattr(importlib.import_module(module), name, None), type)
+        except ImportError:
+            return False
     spaces = (keras, keras.layers, keras.models, keras.initializers, keras.regularizers,
               keras.constraints, keras.activations, keras.optimizers)
     return name == "Functional" or any(hasattr(space, name) for space in spaces)
@@ -365,6 +420,17 @@ def _check_output_shape(model, path: str) -> None:
     if len(outputs) != 1 or len(outputs[0].shape) != 2 or outputs[0].shape[-1] is None:
         raise ModelError(f"model '{path}' must have one output of shape (batch, classes), got "
                          f"{[tuple(o.shape) for o in outputs]}")
+
+
+def _refuse_multi_label(model, path: str) -> None:
+    """Several sigmoid outputs are a multi-label head (one independent yes/no per label):
+    audited as a softmax over classes every figure would be wrong, so it is refused in one
+    line. One sigmoid unit is a binary classifier, which the audit reads as two classes."""
+    units = int(model.outputs[0].shape[-1])
+    if units > 1 and _activation_name(_final_layer(model)) == "sigmoid":
+        raise ModelError(f"model '{path}' ends in {units} sigmoid outputs, a multi-label head; "
+                         "multi-label auditing is not supported: audit a single-label "
+                         "classifier (softmax or logits over the classes)")
 
 
 def _final_layer(model):
@@ -468,14 +534,15 @@ def strip_softmax(model, shape):
     """
     import keras
 
+    from auditor.inputs.copies import copy_model
+
     try:
-        copy = keras.models.clone_model(model)
-        copy.set_weights(model.get_weights())
+        copy = copy_model(model)
         copy_last = _final_layer(copy)
         if isinstance(copy_last, keras.layers.Softmax):
             raise ValueError("a Softmax layer cannot be switched off in place")
         copy_last.activation = keras.activations.linear
-    except (ValueError, TypeError, NotImplementedError):
+    except (ValueError, TypeError, NotImplementedError, ModelError):
         return model, "log-probabilities"
     return _verified(model, copy, shape, "softmax stripped")
 

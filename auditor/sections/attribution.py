@@ -234,12 +234,13 @@ def run(ctx: Context, options: Options) -> SectionResult:
     """The card (made before the sections by steps/card.py) and every method on the most
     confident mistakes."""
     from auditor.methods.attribution import METHODS
+    from auditor.methods.attribution.layer import method_layers
     from auditor.methods.attribution.reliability import best_trusted
 
     made = ctx.card
     if not isinstance(made, card_step.ReliabilityCard):  # a failure is this section's
         raise RuntimeError("the reliability card could not be made: "
-                           + (made.error.strip().splitlines()[-1] if made else "not run"))
+                           + (made.error if made else "not run"))
     options, methods, card = made.options, made.methods, made.card
     skipped = [SANITY.outcome("skipped", None, checks=ctx.config.checks, name=m, section=NAME,
                               message=f"{m}: {why}") for m, why in made.unavailable.items()]
@@ -266,6 +267,7 @@ def run(ctx: Context, options: Options) -> SectionResult:
                     "faithfulness": made.faithfulness_data["samples"]},
         "reliability": card, "trusted_method": best_trusted(card),
         "used_by": {}, "reliability_bounds": RELIABILITY_BOUNDS,
+        "cam_layers": method_layers(ctx.handle, methods, options.method_options),
     }}
     return SectionResult(
         name=NAME, title=TITLE,

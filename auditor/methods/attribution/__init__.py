@@ -7,6 +7,7 @@ them with their options (``auditor methods``). ``attribute_layer`` explains a hi
 from auditor.methods.attribution import (  # noqa: F401  (each module registers its methods)
     gradcam,
     gradient,
+    gradient_rollout,
     gradient_shap,
     gradient_x_input,
     integrated_gradients,
@@ -14,6 +15,7 @@ from auditor.methods.attribution import (  # noqa: F401  (each module registers 
     noise_tunnel,
     occlusion,
     rise,
+    rollout,
 )
 from auditor.methods.attribution.integrated_gradients import completeness_error
 from auditor.methods.attribution.layer import attribute_layer

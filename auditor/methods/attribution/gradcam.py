@@ -2,7 +2,9 @@
 
 A layer's channels weighted by the score's gradient, summed, rectified, and upsampled
 bilinearly to the input; returned repeated over the input's channels. The layer defaults to the
-last one with a spatial output, found also inside a nested backbone.
+last one with a spatial output, found also inside a nested backbone; in a vision transformer to
+the last token layer before its last attention, whose patch tokens are reshaped to their grid
+and whose class or register tokens are set aside (``tokens.py``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import numpy as np
 from auditor.errors import AuditorError
 from auditor.methods.attribution.layer import layer_gradients, resolve_layer
 from auditor.methods.attribution.registry import register
+from auditor.methods.attribution.tokens import as_grid
 
 LAYER_OPTION = {"layer": (None, "layer name or 'outer/inner' path; default: last conv layer")}
 
@@ -39,11 +42,14 @@ def gradcam_pp_weights(activation, grads) -> np.ndarray:
 
 
 def class_activation_maps(handle, x, targets, contrast, score, layer, weighting) -> np.ndarray:
-    activation, grads = layer_gradients(handle, x, targets, contrast, score,
-                                        resolve_layer(handle, layer))
+    layer = resolve_layer(handle, layer)
+    activation, grads = layer_gradients(handle, x, targets, contrast, score, layer)
+    if activation.ndim == 3:  # a transformer's tokens: the patch tokens on their grid
+        activation = as_grid(activation, x.shape[1:], layer)
+        grads = as_grid(grads, x.shape[1:], layer)
     if activation.ndim != 4:
         raise AuditorError(f"layer '{layer}' has output shape {activation.shape[1:]}; Grad-CAM "
-                         "needs a spatial (H, W, C) layer")
+                           "needs a spatial (H, W, C) layer or (tokens, D) patch tokens")
     weights = weighting(activation, grads)
     cams = np.maximum(np.einsum("nhwc,nc->nhw", activation, weights), 0)
     return upsample(cams, x.shape)

@@ -22,8 +22,16 @@ LAYER_METHODS = ("gradient", "gradient_x_activation")
 
 
 def resolve_layer(handle, layer: str | None) -> str:
-    """The layer's name as given, or the last convolutional layer when None."""
-    return layer or last_conv_layer(handle.logits_model)
+    """The layer's name as given; when None, in a model with attention layers (a vision
+    transformer) the last token layer (``tokens.last_token_layer``), else the last
+    convolutional layer."""
+    from auditor.methods.attribution.tokens import attention_layers, last_token_layer
+
+    if layer:
+        return layer
+    model = handle.logits_model
+    tokens = last_token_layer(model, handle.input_shape) if attention_layers(model) else None
+    return tokens or last_conv_layer(model)
 
 
 def layer_gradients(handle, x, targets, contrast, score: str, layer: str):
@@ -70,3 +78,25 @@ def attribute_layer(handle, x, targets, layer: str | None = None,
                                             contrast[i:i + size], score, name)
         maps.append(grads * activation if method == "gradient_x_activation" else grads)
     return np.concatenate(maps).astype(np.float32)
+
+
+def method_layers(handle, methods, method_options: dict) -> dict[str, dict]:
+    """For each method that works on a layer (Grad-CAM, Grad-CAM++), the layer it explains and
+    whether that layer holds a transformer's tokens or a spatial map: what the report names."""
+    from auditor.errors import ModelError
+    from auditor.inputs.layers import find_layer, output_shape
+    from auditor.methods.attribution.registry import METHODS
+
+    named = {}
+    for method in methods:
+        if method not in METHODS or not METHODS[method].needs_layer:
+            continue
+        try:
+            layer = resolve_layer(handle, method_options.get(method, {}).get("layer"))
+            shape = output_shape(find_layer(handle.logits_model, layer))
+        except (AuditorError, ModelError):
+            named[method] = {"layer": None, "kind": None}
+            continue
+        named[method] = {"layer": layer, "kind": "tokens" if shape and len(shape) == 3
+                         else "spatial"}
+    return named

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from auditor.errors import AuditorError
+from auditor.failures import one_line
 from auditor.predict.batched import (  # noqa: F401  (re-exported: the methods size chunks by them)
     Budget,
     blocks,
@@ -43,6 +44,7 @@ class Method:
     linear: bool = False  # linear in the score: explaining target - contrast is the difference
     needs_layer: bool = False  # works on a convolutional layer (a model without one: error)
     complete: bool = False  # maps sum to score(x) - score(zeros) (Sundararajan et al.)
+    needs_attention: bool = False  # reads attention layers (a model without any: error)
 
     def rows_per_sample(self, options: dict, shape: tuple) -> int:
         return int(self.cost(options, shape) if callable(self.cost) else self.cost)
@@ -79,7 +81,8 @@ WRAPPERS: dict[str, Callable[[Method, str], Method]] = {}
 def register(name: str, description: str, options: dict[str, tuple[object, str]] | None = None,
              **facts):
     """Decorator that adds a method to the registry under ``name``; ``facts`` are Method's
-    other fields (cost, forward_only, per_sample, signed, linear, needs_layer, complete)."""
+    other fields (cost, forward_only, per_sample, signed, linear, needs_layer, complete,
+    needs_attention)."""
 
     def add(fn: Callable) -> Callable:
         METHODS[name] = Method(name, description, fn, options or {}, **facts)
@@ -206,10 +209,13 @@ def attribute(handle, x, targets, method: str = "gradient", *, contrast=None,
                         **(merged | dict(zip(split, values, strict=True))))
 
     maps = []
-    for start in range(0, len(x), size):
-        part = slice(start, start + size)
-        maps.append(run_batch(handle, chunk, x[part], targets[part], contrast[part],
-                              *(merged[k][part] for k in split)))
+    try:
+        for start in range(0, len(x), size):
+            part = slice(start, start + size)
+            maps.append(run_batch(handle, chunk, x[part], targets[part], contrast[part],
+                                  *(merged[k][part] for k in split)))
+    except AuditorError as exc:  # raised inside a traced pass, autograph wrapped it in frames
+        raise type(exc)(one_line(exc)) from None
     return np.concatenate(maps).astype(np.float32) if maps else np.zeros_like(x)
 
 

@@ -152,11 +152,12 @@ def build_card(methods: list[str], *, randomisation: dict, sanity_degenerate: di
     card = {}
     for m in methods:
         original = sanity_degenerate.get(m)  # the randomised model's dead maps say nothing
-        broken = faithfulness_degenerate.get(m) or (  # about the original model's
-            original if original and not original.startswith(RANDOMISED) else None)
-        card[m] = {
-            "randomisation": _column("randomisation", m, randomisation.get(m),
-                                     sanity_degenerate.get(m), thresholds("randomisation")),
+        on_copy = bool(original and original.startswith(RANDOMISED))  # about the original's
+        broken = faithfulness_degenerate.get(m) or (original if not on_copy else None)
+        card[m] = {  # dead maps on the random copy: the test cannot be measured, no error
+            "randomisation": _column("randomisation", m, None if on_copy else randomisation.get(m),
+                                     None if on_copy else original, thresholds("randomisation"),
+                                     f"not measurable: {original}" if on_copy else None),
             "input_invariance": _column("input_invariance", m, invariance.get(m), broken,
                                         thresholds("input_invariance"), invariance_reason),
             "faithfulness": _column("faithfulness", m, faithfulness.get(m),

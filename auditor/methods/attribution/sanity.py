@@ -95,10 +95,20 @@ def _initializer(layer, variable):
 
 
 def weighted_layers(model) -> list[tuple[str, object]]:
-    """Layers with initialised weights, top (output) first, nested models included."""
-    found = [(path, layer) for path, layer in walk(model)
-             if not is_model(layer) and any(_initializer(layer, v) is not None
-                                            for v in layer.weights)]
+    """Layers with initialised weights, top (output) first, nested models included, and the
+    sublayers of a composite layer whose weights are its sublayers' (keras-hub's ViT encoder
+    holds every block: without them only the head would be randomised)."""
+    found = []
+    for path, layer in walk(model):
+        if is_model(layer):
+            continue
+        if any(_initializer(layer, v) is not None for v in layer.weights):
+            found.append((path, layer))
+            continue
+        outer = path[:len(path) - len(layer.name)]  # the nested models it sits in
+        found += [(outer + (getattr(inner, "path", None) or f"{layer.name}/{inner.name}"), inner)
+                  for inner in layer._flatten_layers(include_self=False, recursive=True)
+                  if any(_initializer(inner, v) is not None for v in inner.weights)]
     return found[::-1]
 
 
@@ -123,10 +133,9 @@ def reinitialise(layer, seed: int) -> None:
 
 def randomisable_copy(handle):
     """A handle on a deep copy of the logits model (nested models copied too), same weights."""
-    import keras
+    from auditor.inputs.copies import copy_model
 
-    copy = keras.models.clone_model(handle.logits_model, recursive=True)
-    copy.set_weights(handle.logits_model.get_weights())
+    copy = copy_model(handle.logits_model)
     return dataclasses.replace(handle, model=copy, logits_model=copy, compiled={})
 
 

@@ -22,6 +22,7 @@ import math
 import numpy as np
 
 from auditor.errors import AuditorError
+from auditor.inputs.copies import copy_model
 from auditor.inputs.layers import is_model
 from auditor.methods.attribution.lrp.canonize import is_linear_layer, linear_steps
 
@@ -193,6 +194,4 @@ def shifted_model(model, input_shape: tuple, delta: np.ndarray):
     shared = keras.Model(inputs, outputs, name=f"{model.name}_shifted")
     # its layers also sit in the copy's graph; a clone owns them, so methods that tap a layer
     # by name (Grad-CAM) find it in this graph (nested models come out flattened)
-    standalone = keras.models.clone_model(shared)
-    standalone.set_weights(shared.get_weights())
-    return standalone
+    return copy_model(shared)

@@ -3,7 +3,8 @@
 An objective maps the render state to one score per image, so that one batch can hold a
 different target in every image: ``class_logit([0, 1, 2]) - 0.05 * total_variation()``.
 The state is a dict with ``"image"`` (the display-space images before transforms),
-``"logits"`` and one entry per hidden layer that some objective asked for.
+``"logits"`` and ``"layers"``: one entry per hidden layer that some objective asked for, by
+layer name (apart, since a layer may be named "logits": MobileNetV3's last convolution is).
 
 What differs from image to image (targets, channels, weights) is not baked into the objective
 but held in ``arrays``, one row per image, and handed to it at every call: the render loop
@@ -137,7 +138,7 @@ def channel(layer: str, channels: Sequence[int]) -> Objective:
     import tensorflow as tf
 
     def mean_activation(s, a):
-        acts = s[layer]
+        acts = s["layers"][layer]
         spatial = tf.reduce_mean(acts, axis=list(range(1, len(acts.shape) - 1)))
         return tf.gather(spatial, a[0], batch_dims=1)
 

@@ -124,7 +124,7 @@ def _compile(handle, objective, param, transform, blur: tuple[int, float]):
             image = param.images(values)
             activations, logits = tapped(transform(image, rng))
             state = {"logits": logits, "image": image,
-                     **dict(zip(objective.layers, activations, strict=True))}
+                     "layers": dict(zip(objective.layers, activations, strict=True))}
             loss = -tf.reduce_sum(objective(state, arrays))
         values, m, v = adam(values, m, v, tape.gradient(loss, values), index + 1, learning_rate)
         values = param.project(values)

@@ -177,16 +177,15 @@ class FineTuner:
 
 def _clone(handle):
     """A copy of the logits model with the original's weights and none of its variables."""
-    import keras
+    from auditor.inputs.copies import copy_model
 
     try:
-        copy = keras.models.clone_model(handle.logits_model)
-        copy.set_weights(handle.logits_model.get_weights())
-    except (ValueError, TypeError, NotImplementedError) as exc:
-        reason = str(exc).split(". ")[0].strip() or type(exc).__name__
-        raise ModelError(f"cannot copy model '{handle.path}' for the injection test "
-                         f"({reason}); run with clever_hans.shortcuts = [] and control = "
-                         "false to skip it") from None
+        copy = copy_model(handle.logits_model)
+    except ModelError as exc:
+        reason = str(exc).split("': ", 1)[-1]  # after "cannot copy model 'name'"
+        raise ModelError(f"cannot copy model '{handle.path}' for the injection test ({reason}); "
+                         "run with clever_hans.shortcuts = [] and control = false to skip "
+                         "it") from None
     shared = {id(v) for v in copy.weights} & {id(v) for v in handle.logits_model.weights}
     if shared or not copy.trainable_variables:
         why = "its copy shares weights with it" if shared else "no trainable weights"

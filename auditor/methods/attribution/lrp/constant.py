@@ -11,6 +11,8 @@
                          al. 2022, "XAI for Transformers: Better Explanations through
                          Conservative Propagation", the LN-rule): what remains is linear, and
                          relevance passes through it as LRP-0 (gradient times input).
+    MultiHeadAttention   the attention weights held constant (Ali et al. 2022, the AH-rule):
+                         relevance flows through the values, none through queries and keys.
 
 In both, holding a factor constant is ``tf.stop_gradient`` on it in the modified forward pass.
 """
@@ -72,3 +74,17 @@ def layer_norm(layer, x):
     if layer.center and not getattr(layer, "rms_scaling", False):
         y = y + tf.reshape(layer.beta, shape[1:])
     return y
+
+
+def attention(layer, query, value, key=None, attention_mask=None, **_):
+    """Keras' MultiHeadAttention with the attention weights held constant (Ali et al. 2022,
+    the AH-rule): relevance flows through the value and output projections only (LRP-0 on
+    those linear maps), none through the queries and keys that only set the weights."""
+    import tensorflow as tf
+
+    key = value if key is None else key
+    q, k = layer._query_dense(query), layer._key_dense(key)
+    v = layer._value_dense(value)
+    _, weights = layer._compute_attention(q, k, v, attention_mask, False, True)
+    mixed = tf.einsum(layer._combine_equation, tf.stop_gradient(weights), v)
+    return layer._output_dense(mixed)

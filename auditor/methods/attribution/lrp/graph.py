@@ -28,7 +28,12 @@ from auditor.methods.attribution.lrp.canonize import (
     is_rectifier,
     linear_steps,
 )
-from auditor.methods.attribution.lrp.constant import gated_product, is_gate_activation, layer_norm
+from auditor.methods.attribution.lrp.constant import (
+    attention,
+    gated_product,
+    is_gate_activation,
+    layer_norm,
+)
 from auditor.methods.attribution.lrp.rules import Composite, ZBox, linear_output
 
 
@@ -39,15 +44,29 @@ def _layer_groups():
     shape = (L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D, L.Cropping1D, L.Cropping2D,
              L.Cropping3D, L.Reshape, L.Flatten, L.Permute, L.Dropout, L.SpatialDropout1D,
              L.SpatialDropout2D, L.SpatialDropout3D, L.GaussianNoise, L.GaussianDropout,
-             L.AlphaDropout, L.ActivityRegularization, L.Identity)
+             L.AlphaDropout, L.ActivityRegularization, L.Identity, *_convnext_layers()[1:])
     gradient = (L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D, L.AveragePooling1D,
                 L.AveragePooling2D, L.AveragePooling3D, L.GlobalAveragePooling1D,
                 L.GlobalAveragePooling2D, L.GlobalAveragePooling3D, L.GlobalMaxPooling1D,
                 L.GlobalMaxPooling2D, L.GlobalMaxPooling3D, L.Add, L.Subtract, L.Average,
-                L.Maximum, L.Minimum, L.Concatenate, L.UpSampling1D, L.UpSampling2D)
+                L.Maximum, L.Minimum, L.Concatenate, L.UpSampling1D, L.UpSampling2D,
+                *_convnext_layers()[2:])
     elementwise = (L.ReLU, L.LeakyReLU, L.ELU, L.Activation, L.Rescaling, L.Normalization,
-                   L.BatchNormalization)
+                   L.BatchNormalization, *_convnext_layers()[:1])
     return shape, gradient, elementwise
+
+
+def _convnext_layers() -> tuple:
+    """keras.applications ConvNeXt's own layers, not exported by Keras (found by module):
+    ``LayerScale`` multiplies each channel by a weight (element-wise, so relevance passes as
+    through a Rescaling), ``StochasticDepth`` is the identity at inference, and its residual
+    ``inputs + x`` is the operation ``ops.add`` (a sum, passed like ``layers.Add``)."""
+    try:
+        from keras.src.applications.convnext import LayerScale, StochasticDepth
+        from keras.src.ops.numpy import Add
+    except ImportError:  # another Keras layout: the layers stay unknown, LRP says so
+        return ()
+    return LayerScale, StochasticDepth, Add
 
 
 NONNEGATIVE_ACTIVATIONS = ("relu", "relu6", "sigmoid", "hard_sigmoid", "softplus", "exponential")
@@ -190,6 +209,8 @@ class Walk:
             return lambda *args, **kwargs: self.multiply(op, args[0])
         if isinstance(op, keras.layers.LayerNormalization):
             return lambda x, *args, **kwargs: layer_norm(op, x)
+        if isinstance(op, keras.layers.MultiHeadAttention):
+            return lambda *args, **kwargs: attention(op, *args, **kwargs)
         if is_model(op):
             return lambda x, *args, **kwargs: self.run(op, x)
         if id(op) in skipped:  # folded into, or applied by, the linear layer before it

@@ -1,0 +1,79 @@
+"""The one way the audit copies a model: same weights, none of its variables.
+
+The randomised copies of the reliability card, the fine-tuned copies of the Clever Hans
+injection test, the shifted copies of the input-invariance test and the softmax-stripped logits
+model all start here, so a model that loads can be copied. ``keras.models.clone_model`` with
+``recursive=True`` rebuilds every nested Functional model layer by layer, which breaks on
+models whose class has its own config (a keras-hub ``ViTBackbone``: its inner
+``ViTPatchingAndEmbedding`` writes config keys its constructor refuses). Such a model is rebuilt
+the way saving rebuilds it: from its own class's config, with its weights copied after.
+"""
+
+from __future__ import annotations
+
+from auditor.errors import ModelError
+
+
+def copy_model(model):
+    """A copy of ``model`` with its weights and no shared variables; ModelError (one line,
+    naming the layer when one is at fault) when Keras cannot rebuild it."""
+    try:
+        copy = rebuild(model)
+        copy.set_weights(model.get_weights())
+    except (ModelError, ValueError, TypeError, NotImplementedError, KeyError,
+            AttributeError) as exc:
+        reason = str(exc) if isinstance(exc, ModelError) else _first_sentence(exc)
+        raise ModelError(f"cannot copy model '{model.name}': {reason}") from None
+    return copy
+
+
+def _first_sentence(exc: BaseException) -> str:
+    """The cause of a Keras error in a few words: its first line's first sentence."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return first.split(". ")[0].rstrip(".")
+
+
+def rebuild(layer):
+    """A fresh, unbuilt-weights copy of ``layer``: a plain Functional or Sequential model layer
+    by layer (nested ones recursively), any other model from its own config (as
+    ``keras.saving`` does), any other layer from ``from_config(get_config())``."""
+    import keras
+
+    if _plain_model(layer):
+        return keras.models.clone_model(layer, clone_function=_rebuild_layer)
+    if isinstance(layer, keras.Model):
+        return _deserialised(layer)
+    return layer.__class__.from_config(layer.get_config())
+
+
+def _rebuild_layer(layer):
+    """clone_model's per-layer function: names the layer when it cannot be rebuilt."""
+    try:
+        return rebuild(layer)
+    except ModelError:
+        raise
+    except (ValueError, TypeError, NotImplementedError, KeyError) as exc:
+        raise ModelError(f"layer '{layer.name}' ({type(layer).__name__}): "
+                         f"{_first_sentence(exc)}") from None
+
+
+def _plain_model(layer) -> bool:
+    """Keras's own Functional or Sequential class (a config that lists the layers), not a
+    subclass with its own config such as a keras-hub backbone or task."""
+    return (type(layer).__name__ in ("Functional", "Sequential")
+            and type(layer).__module__.startswith("keras."))
+
+
+def _deserialised(model):
+    """``model`` serialised and rebuilt with every class it uses in scope (registered or not):
+    the path ``keras.saving.load_model`` takes. The model is already loaded in this process, so
+    rebuilding it runs no code that loading did not (safe mode is off for its own lambdas)."""
+    import keras
+
+    from auditor.inputs.layers import walk
+
+    layers = [model, *(layer for _, layer in walk(model))]
+    classes = {keras.saving.get_registered_name(type(layer)): type(layer) for layer in layers}
+    config = keras.saving.serialize_keras_object(model)
+    with keras.saving.custom_object_scope(classes):
+        return keras.saving.deserialize_keras_object(config, safe_mode=False)

@@ -1,0 +1,181 @@
+"""Vision transformers as token grids: which tokens are patches, and the attention weights.
+
+A ViT's hidden layers hold (N, T, D) tokens: ``k`` leading tokens (a class token, DeiT's
+distillation token, DINOv2's registers) and a grid of patch tokens in row-major order. The grid
+is found from the image's shape: the smallest ``k`` for which ``T - k`` tokens tile a grid of
+the image's aspect ratio. Grad-CAM reshapes the patch tokens to that grid and sets the leading
+ones aside; attention rollout reads the attention weights of every ``MultiHeadAttention`` layer,
+recorded while the model is traced (Keras computes them only when asked, so each layer is asked
+for them during that trace alone).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import numpy as np
+
+from auditor.errors import AuditorError
+
+MAX_LEADING = 8  # class, distillation and register tokens: DINOv2 with registers has 5
+
+
+def token_grid(tokens: int, image_shape: tuple) -> tuple[int, int, int] | None:
+    """(leading tokens k, grid rows, grid columns) of ``tokens`` tokens over an image of
+    ``image_shape`` (H, W, ...), or None when no grid of the image's aspect ratio fits."""
+    height, width = image_shape[0], image_shape[1]
+    for leading in range(0, min(MAX_LEADING, tokens - 1) + 1):
+        patches = tokens - leading
+        for rows in range(1, patches + 1):
+            if patches % rows:
+                continue
+            columns = patches // rows
+            if rows * width == columns * height and rows <= height:
+                return leading, rows, columns
+    return None
+
+
+def as_grid(values: np.ndarray, image_shape: tuple, layer: str) -> np.ndarray:
+    """(N, T, D) token values as (N, rows, columns, D) patch values, leading tokens set aside."""
+    grid = token_grid(values.shape[1], image_shape)
+    if grid is None:
+        raise AuditorError(f"layer '{layer}' holds {values.shape[1]} tokens, which tile no grid of "
+                           f"the image's {image_shape[0]} x {image_shape[1]} shape after up to "
+                           f"{MAX_LEADING} class or register tokens")
+    leading, rows, columns = grid
+    return values[:, leading:].reshape(len(values), rows, columns, values.shape[-1])
+
+
+def attention_layers(model) -> list:
+    """Every MultiHeadAttention layer of the model in call order, also inside custom layers
+    (keras-hub's ViT encoder blocks) and nested models."""
+    import keras
+
+    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+            if isinstance(layer, keras.layers.MultiHeadAttention)]
+
+
+def required_attention(model) -> list:
+    """The model's attention layers; AuditorError (one line) when it has none."""
+    layers = attention_layers(model)
+    if not layers:
+        raise AuditorError(f"model '{model.name}' has no attention layer "
+                           "(keras.layers.MultiHeadAttention); attention rollout explains "
+                           "vision transformers only")
+    return layers
+
+
+@contextlib.contextmanager
+def recording_attention(model) -> Iterator[list]:
+    """While open, every MultiHeadAttention call of ``model`` also appends its attention
+    weights (N, heads, T, S) to the yielded list; meant to be open while a pass is traced."""
+    layers = required_attention(model)
+    recorded: list = []
+
+    def recorder(layer):
+        original = type(layer)._compute_attention
+
+        def compute(query, key, value, attention_mask=None, training=None,
+                    return_attention_scores=False, **kwargs):
+            output, scores = original(layer, query, key, value, attention_mask, training, True,
+                                      **kwargs)
+            recorded.append(scores)
+            return output, scores
+
+        return compute
+
+    for layer in layers:
+        layer._compute_attention = recorder(layer)
+    try:
+        yield recorded
+    finally:
+        for layer in layers:
+            del layer._compute_attention
+
+
+def patch_relevance(rows: np.ndarray, image_shape: tuple) -> np.ndarray:
+    """(N, T) relevance of every token (a row of a rollout) as (N, H, W, C) maps: the leading
+    tokens set aside, the patch tokens on their grid, upsampled bilinearly to the image."""
+    from auditor.methods.attribution.gradcam import upsample
+
+    grid = as_grid(rows[..., None], image_shape, "attention")[..., 0]
+    return upsample(grid.astype(np.float32), (len(rows), *image_shape))
+
+
+def last_token_layer(model, image_shape: tuple) -> str | None:
+    """Grad-CAM's layer in a vision transformer: the input side of the last attention layer
+    the graph exposes (the last block's normalised tokens, as pytorch-grad-cam takes
+    ``blocks[-1].norm1``: after it, a class-token head sends no gradient to the patch tokens),
+    else the last layer of tokens that tile the image; None without such a layer."""
+    import keras
+
+    from auditor.inputs.layers import is_model, output_shape, walk
+
+    last, before_attention = None, None
+    for path, layer in walk(model):
+        if isinstance(layer, keras.layers.MultiHeadAttention):
+            before_attention = last
+            continue
+        shape = None if is_model(layer) else output_shape(layer)
+        if (shape is not None and len(shape) == 3 and shape[1]
+                and token_grid(shape[1], image_shape) is not None):
+            last = path
+    return before_attention or last
+
+
+def rollout(attentions, grads=None):
+    """(N, T, T) rollout over layers. Without ``grads``: Abnar & Zuidema (2020), each layer's
+    head-averaged attention mixed half and half with the identity (the residual), multiplied
+    from the first layer up. With ``grads`` (d score / d attention): Chefer et al. (2021),
+    each layer's head average of the positive part of gradient x attention added on,
+    ``R <- R + A R`` from the identity; the identity is taken off again, so a score with no
+    gradient (a class minus itself) gives an empty map."""
+    import tensorflow as tf
+
+    tokens = tf.shape(attentions[0])[-1]
+    eye = tf.eye(tokens, batch_shape=tf.shape(attentions[0])[:1])
+    result = eye
+    for index, attention in enumerate(attentions):
+        if grads is None:
+            mixed = 0.5 * tf.reduce_mean(attention, axis=1) + 0.5 * eye
+            result = tf.matmul(mixed, result)
+        else:
+            weighted = tf.reduce_mean(tf.nn.relu(grads[index] * attention), axis=1)
+            result = result + tf.matmul(weighted, result)
+    return result if grads is None else result - eye
+
+
+def _token_rows(handle, gradients: bool, score: str):
+    """The compiled pass: per image, the rollout's relevance of every token (N, T). Attention
+    is recorded while the pass traces, so a retrace records it again."""
+    import tensorflow as tf
+
+    from auditor.methods.attribution.registry import pick_scores, signature
+
+    model = handle.logits_model
+
+    @tf.function(input_signature=signature(handle))
+    def rows(images, target, other):
+        with recording_attention(model) as recorded, tf.GradientTape() as tape:
+            total = tf.reduce_sum(pick_scores(handle.logits(images), target, other, score))
+        grads = tape.gradient(total, recorded) if gradients else None
+        result = rollout(recorded, grads)
+        grid = token_grid(int(recorded[0].shape[-1]), handle.input_shape)
+        # with a class token its row says what it gathered; else every token's row, averaged
+        return result[:, 0, :] if grid and grid[0] else tf.reduce_mean(result, axis=1)
+
+    return rows
+
+
+def token_relevance(handle, x, targets, contrast, score: str, gradients: bool) -> np.ndarray:
+    """Rollout maps (N, H, W, C) of a chunk: attention rollout, or with ``gradients`` the
+    gradient-weighted rollout of the target's score (minus the contrast's)."""
+    key = ("rollout", gradients, score)
+    if key not in handle.compiled:
+        required_attention(handle.logits_model)
+        handle.compiled[key] = _token_rows(handle, gradients, score)
+    rows = handle.compiled[key](x, targets, contrast).numpy()
+    if not gradients:  # the same map for every class: a class minus another explains nothing
+        rows = np.where((np.asarray(contrast) >= 0)[:, None], 0.0, rows)
+    return patch_relevance(rows, handle.input_shape)

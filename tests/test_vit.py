@@ -1,0 +1,113 @@
+"""Vision transformers explained as transformers: Grad-CAM on the token grid, attention rollout
+and gradient-weighted rollout, on a tiny plain-Keras ViT trained in seconds with a planted patch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from architectures import plain_vit
+
+from auditor.errors import AuditorError
+from auditor.inputs.models import load_model
+from auditor.methods.attribution import METHODS, attribute
+from auditor.methods.attribution.layer import resolve_layer
+from auditor.methods.attribution.tokens import token_grid
+
+ATTENTION_METHODS = sorted(m for m in METHODS if METHODS[m].needs_attention)
+SIZE, PATCH = 32, 8
+
+
+def planted(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Noise images; class 1 holds a bright patch on one cell of the 4 x 4 token grid, class 0
+    none. Returns images, labels and the patch's cell (-1 without one)."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 0.5, (n, SIZE, SIZE, 3)).astype(np.float32)
+    y = rng.integers(0, 2, n)
+    cells = np.where(y == 1, rng.integers(0, 16, n), -1)
+    for image, cell in zip(x, cells, strict=True):
+        if cell >= 0:
+            row, column = divmod(int(cell), SIZE // PATCH)
+            image[row * PATCH:(row + 1) * PATCH, column * PATCH:(column + 1) * PATCH] = 1.0
+    return x, y, cells
+
+
+@pytest.fixture(scope="module")
+def vit(tmp_path_factory):
+    """The plain ViT (2 blocks, 16 patch tokens, mean-pooled), trained a few seconds until it
+    tells the two classes apart."""
+    import keras
+
+    model = plain_vit(classes=2)
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    x, y, _ = planted(1024, 0)
+    model.fit(x, y, batch_size=64, epochs=6, verbose=0)
+    path = tmp_path_factory.mktemp("vit") / "vit.keras"
+    model.save(path)
+    handle = load_model(str(path), "0-1")
+    test_x, test_y, cells = planted(64, 1)
+    assert (handle.logits(test_x).numpy().argmax(1) == test_y).mean() > 0.9
+    return handle, test_x[test_y == 1][:16], cells[test_y == 1][:16]
+
+
+def test_token_grid_sets_class_and_register_tokens_aside():
+    assert token_grid(16, (32, 32, 3)) == (0, 4, 4)
+    assert token_grid(197, (224, 224, 3)) == (1, 14, 14)
+    assert token_grid(261, (224, 224, 3)) == (5, 16, 16)  # class + 4 registers
+    assert token_grid(51, (40, 80, 3)) == (1, 5, 10)
+    assert token_grid(2, (32, 96, 3)) is None  # no 1 x 3 grid in 2 tokens or 1
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradient_rollout", "rollout"])
+def test_maps_land_on_the_planted_patch_tokens(vit, method):
+    handle, x, cells = vit
+    assert resolve_layer(handle, None) == "norm1a"  # the last attention's input, by name
+    maps = attribute(handle, x, np.ones(len(x), int), method)[..., 0]
+    per_cell = maps.reshape(len(x), 4, PATCH, 4, PATCH).mean(axis=(2, 4)).reshape(len(x), 16)
+    assert (per_cell.argmax(axis=1) == cells).mean() >= 0.8, method
+
+
+@pytest.mark.parametrize("method", ATTENTION_METHODS)
+def test_attention_methods_keep_the_registry_promises(vit, method):
+    """Batched equals one at a time, empty for a class minus itself, never negative."""
+    handle, x, _ = vit
+    targets = np.array([0, 1, 1, 0, 1])
+    maps = attribute(handle, x[:5], targets, method)
+    assert maps.shape == x[:5].shape and maps.dtype == np.float32 and maps.min() >= 0
+    single = attribute(handle, x[3:4], targets[3:4], method)
+    np.testing.assert_allclose(single[0], maps[3], atol=1e-5 * (np.abs(maps).max() + 1e-12))
+    empty = attribute(handle, x[:3], targets[:3], method, contrast=targets[:3])
+    assert np.abs(empty).max() < 1e-6
+
+
+@pytest.mark.parametrize("method", ATTENTION_METHODS)
+def test_a_model_without_attention_gets_one_line(digits_handle, method):
+    x = np.zeros((1, *digits_handle.input_shape), np.float32)
+    with pytest.raises(AuditorError, match="no attention layer") as info:
+        attribute(digits_handle, x, np.array([0]), method)
+    assert "\n" not in str(info.value)
+
+
+def test_the_report_names_grad_cams_token_layer(vit):
+    from auditor.methods.attribution.layer import method_layers
+
+    handle, _, _ = vit
+    assert method_layers(handle, ["gradient", "gradcam"], {}) == {
+        "gradcam": {"layer": "norm1a", "kind": "tokens"}}
+
+
+def test_lrp_through_attention_conserves_relevance(tmp_path):
+    """Attention weights held constant (Ali et al. 2022) and layer norms' normalisers too: on a
+    bias-free ViT (no position table, an additive constant) relevance sums to the logit."""
+    from architectures import without_biases
+
+    without_biases(plain_vit(positions=False)).save(tmp_path / "vit.keras")
+    handle = load_model(str(tmp_path / "vit.keras"), "0-1")
+    x = np.random.default_rng(3).uniform(0, 1, (3, SIZE, SIZE, 3)).astype(np.float32)
+    logits = handle.logits(x).numpy()
+    targets = logits.argmax(axis=1)
+    for method in ("lrp_epsilon", "lrp"):
+        maps = attribute(handle, x, targets, method, epsilon=1e-9)
+        np.testing.assert_allclose(maps.reshape(len(x), -1).sum(axis=1),
+                                   logits[np.arange(len(x)), targets], rtol=1e-3, atol=1e-6)

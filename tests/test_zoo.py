@@ -1,0 +1,84 @@
+"""Every keras.applications family loads, copies and predicts; a representative few (and a
+keras-hub ViT) run the attribution methods, with LRP's relevance conserved on each.
+
+The families are built with ``weights=None`` at their smallest input (32 px, 71 or 75 px where
+the architecture needs it) and random weights: what is tested is that the audit's machinery
+handles each architecture's layers, not what a trained model learned.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+from architectures import FAMILIES, application, hub_vit, without_biases
+
+from auditor.inputs.copies import copy_model
+from auditor.inputs.models import load_model
+from auditor.methods.attribution import attribute
+
+
+def saved(model, tmp_path, name: str):
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    return load_model(str(path), "0-1")
+
+
+def images(handle, n: int = 2, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0, 1, (n, *handle.input_shape)).astype("float32")
+
+
+@pytest.mark.slow  # 10 to 60 s a family on the shared 2-core machine, mostly Keras building it
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_every_family_loads_copies_and_predicts(tmp_path, family):
+    """Load from .keras, copy (the randomised and fine-tuned copies start here) and predict as
+    Keras does, for every family Keras ships."""
+    model = application(family)
+    handle = saved(model, tmp_path, family)
+    x = images(handle)
+    expected = np.asarray(model(x, training=False))
+    np.testing.assert_allclose(np.asarray(keras.ops.softmax(handle.logits(x))), expected,
+                               atol=1e-4)
+    copy = copy_model(handle.logits_model)
+    np.testing.assert_allclose(np.asarray(copy(x)), handle.logits(x).numpy(), atol=1e-4)
+
+
+@pytest.mark.slow  # 30 to 60 s a family: each LRP composite traces the whole network
+@pytest.mark.parametrize("family", ["ConvNeXtTiny", "EfficientNetV2B0"])
+def test_lrp_conserves_relevance_on_a_family(tmp_path, family):
+    """On the bias-free net, LRP's relevance sums to the logit through LayerScale, the ops.add
+    residuals, layer norms, swish and squeeze-excitation gates; EfficientNetV2's maps summed to
+    1e8 times the logit before the gamma rule favoured z's sign on signed inputs. LRP-epsilon
+    (epsilon 1e-9) is exact; the composite's gamma stabiliser (1e-6, absolute) absorbs about 1 %
+    at these random nets' small pre-activations, so it is held to 3 %."""
+    handle = saved(without_biases(application(family, preprocessing=False)), tmp_path, family)
+    x = images(handle, 3)
+    logits = handle.logits(x).numpy()
+    targets = logits.argmax(axis=1)
+    expected = logits[np.arange(len(x)), targets]
+    for method, rtol in (("lrp_epsilon", 1e-3), ("lrp", 3e-2)):
+        maps = attribute(handle, x, targets, method, epsilon=1e-9)
+        assert np.isfinite(maps).all()
+        np.testing.assert_allclose(maps.reshape(len(x), -1).sum(axis=1), expected, rtol=rtol,
+                                   err_msg=method)
+
+
+@pytest.mark.slow  # about 30 s; test_lrp and test_featureviz cover MobileNetV3's parts quickly
+@pytest.mark.parametrize("family", ["MobileNetV3Small"])
+def test_grad_cam_and_lrp_maps_on_a_family(tmp_path, family):
+    """MobileNetV3's hard-swish, squeeze-excitation and a last convolution named 'logits'."""
+    handle = saved(application(family), tmp_path, family)
+    x = images(handle, 2)
+    for method in ("gradcam_pp", "lrp"):
+        maps = attribute(handle, x, np.array([0, 1]), method)
+        assert maps.shape == x.shape and np.isfinite(maps).all(), method
+
+
+def test_keras_hub_vit_gradient_grad_cam_and_rollouts(tmp_path):
+    """keras-hub's encoder holds its attention inside custom layers: Grad-CAM takes its output
+    tokens, the rollouts find the attention layers inside it."""
+    handle = saved(hub_vit(), tmp_path, "hub_vit")
+    x = images(handle)
+    for method in ("gradient", "gradcam", "rollout", "gradient_rollout"):
+        maps = attribute(handle, x, np.array([0, 1]), method)
+        assert maps.shape == x.shape and np.isfinite(maps).all(), method
