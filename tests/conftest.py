@@ -73,6 +73,15 @@ def digits_model_path(hermetic_cache):
 
 
 @pytest.fixture(scope="session")
+def rgb_model_path(tmp_path_factory):
+    """A model trained elsewhere than the demo: a seeded RGB CNN fitted on digits coloured and
+    composited on photo crops (tests/rgb_composites.py), 8 epochs."""
+    from rgb_composites import rgb_cnn, train_rgb
+
+    return train_rgb(rgb_cnn(), tmp_path_factory.mktemp("rgb") / "rgb.keras", epochs=8)
+
+
+@pytest.fixture(scope="session")
 def digits_handle(digits_model_path):
     from auditor.inputs.models import load_model
 

@@ -68,3 +68,28 @@ def test_a_run_check_without_a_section_is_a_model_check():
     check = Check("data.skipped", "warn", 3, {"warn_above": 0}, None, "3 skipped", "", True)
     (stamped,) = stamp_run_checks([check], {"data.skipped": {"gate": False}})
     assert (stamped.kind, stamped.in_verdict) == ("model", False)
+
+
+@pytest.mark.slow
+def test_a_healthy_model_trained_elsewhere_passes_its_verdict(rgb_model_path, tmp_path):
+    """Not the demo and not what the bounds were tuned on: an RGB CNN on photo composites.
+    Its model checks pass, so the run exits 0, while the card's explanation checks are listed
+    apart, outside the verdict, whatever they say."""
+    import numpy as np
+    from rgb_composites import composites
+
+    from auditor.pipeline import run_audit
+
+    x, y = composites("test", seed=1)
+    np.savez(tmp_path / "test.npz", x=x, y=y)
+    outcome = run_audit(make_config(
+        model=str(rgb_model_path), data=f"npz:{tmp_path / 'test.npz'}", max_samples=200,
+        sections=["performance", "triage", "attribution", "robustness"], budget="quick",
+        out=str(tmp_path / "run"), progress=False, format=["json"]))
+    checks = outcome.summary["checks"]
+    model = [c for c in checks if c["in_verdict"]]
+    explanation = [c for c in checks if c["kind"] == "explanation"]
+    assert outcome.exit_code == 0, [c["message"] for c in model if c["status"] != "pass"]
+    assert not [c for c in model if c["status"] in ("fail", "error")]
+    assert any(c["id"].startswith("attribution.sanity.") for c in explanation)
+    assert not any(c["in_verdict"] for c in explanation)

@@ -248,11 +248,11 @@ def test_a_border_line_a_colour_cast_and_a_background_are_discovered_and_confirm
 
 
 @pytest.fixture(scope="module")
-def rgb_copies(tmp_path_factory):
+def rgb_copies(rgb_model_path):
     """A seeded RGB CNN trained on digits coloured and composited on photo crops
     (tests/rgb_composites.py), and two copies fine-tuned from it: the control and one with the
     photo background planted on class 1, each searched as the section searches a model."""
-    from rgb_composites import composites, rgb_cnn, train_rgb
+    from rgb_composites import composites
 
     from auditor.inputs.models import load_model
     from auditor.methods.shortcuts.injection import (
@@ -264,8 +264,7 @@ def rgb_copies(tmp_path_factory):
         reliance,
     )
 
-    handle = load_model(train_rgb(rgb_cnn(), tmp_path_factory.mktemp("rgb") / "rgb.keras",
-                                  epochs=8))
+    handle = load_model(rgb_model_path)
     x, y = composites("test", seed=1)
     settings = InjectionSettings(steps=150)
     split = make_split(handle, x, y, seed=0)
