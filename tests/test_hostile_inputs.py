@@ -436,7 +436,7 @@ def test_a_disk_that_fills_up_while_the_report_is_written_is_one_line(tmp_path,
     nothing of the run left."""
     done = in_a_small_file_system(tmp_path, "size=12m", f"""
         "$PY" -m auditor audit --model {digits_model_path} --data sklearn:digits:test \\
-            --sections performance,attribution --out "$MNT/run" --no-progress &
+            --sections performance,attribution --out "$MNT/run" --quiet &
         pid=$!
         until ls "$MNT"/.run.partial-*/predictions.npz >/dev/null 2>&1; do
             kill -0 $pid 2>/dev/null || break; sleep 0.05

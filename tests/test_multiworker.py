@@ -31,7 +31,7 @@ def free_ports(count: int) -> list[int]:
 def audit_command(model: Path, out: Path, *more: str) -> list[str]:
     return [sys.executable, "-m", "auditor", "audit", "--model", str(model), "--data",
             "sklearn:digits:test", "--max-samples", "100", "--format", "json", "--out", str(out),
-            "--no-progress", *more]
+            "--quiet", *more]
 
 
 def start_workers(model: Path, out: Path, *more: str,
