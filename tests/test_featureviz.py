@@ -13,6 +13,7 @@ from auditor.methods.featureviz import objectives, transforms
 from auditor.methods.featureviz.objectives import image_total_variation
 from auditor.methods.featureviz.param import Fourier, Pixels
 from auditor.methods.featureviz.recipes import Recipe, visualise_classes
+from auditor.methods.featureviz.render import Loop
 from auditor.methods.featureviz.top_images import merge_top_k, top_activating
 
 
@@ -341,6 +342,6 @@ def test_a_layer_named_logits_is_not_mistaken_for_the_logits(tmp_path):
     keras.Model(inputs, keras.layers.Dense(3)(h)).save(tmp_path / "named.keras")
     handle = load_model(str(tmp_path / "named.keras"), "0-1")
     objective = objectives.class_logit([2, 0]) + objectives.channel("logits", [1, 3])
-    rendering = render(handle, objective, Pixels((8, 8, 3)), count=2, steps=2,
-                       snapshots=(2,))
+    rendering = render(handle, objective, Pixels((8, 8, 3)), count=2,
+                       loop=Loop(steps=2, snapshots=(2,)))
     assert rendering.images.shape == (2, 8, 8, 3) and np.isfinite(rendering.images).all()

@@ -28,8 +28,8 @@ def audited(tmp_path_factory, digits_model_path):
     kept = {}
     draw = pipeline.draw_views
 
-    def keep(results, dataset):
-        drawn = draw(results, dataset)
+    def keep(results, dataset, folder=None):
+        drawn = draw(results, dataset, folder)
         kept.update({r.name: r for r in drawn})
         return drawn
 

@@ -183,7 +183,7 @@ def direction(layer: str, directions) -> Objective:
     import tensorflow as tf
 
     def along(s, a):
-        acts = s[layer]
+        acts = s["layers"][layer]
         spatial = tf.reduce_mean(acts, axis=list(range(1, len(acts.shape) - 1)))
         return tf.reduce_sum(spatial * a[0], axis=-1)
 
