@@ -321,8 +321,8 @@ def plan_sections(config, names, loaded, predictions):
                   compare=loaded.compare_handle is not None,
                   mistakes=int((~predictions.correct).sum()),
                   card_methods=card_candidates(config, names), sections=tuple(names))
-    plan = make_plan({name: section_module(name) for name in names}, config.section_options,
-                     facts, config.budget, forward_flops(handle), config.options)
+    plan = make_plan({name: section_module(name) for name in names}, config.options,
+                     config.section_options, facts, config.budget, forward_flops(handle))
     if plan.total_passes > 0:
         plan.timing = measure_timing(handle)
     return plan

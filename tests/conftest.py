@@ -23,6 +23,16 @@ def summary_errors(summary: dict) -> list[str]:
     return [f"{error.json_path}: {error.message}" for error in validator.iter_errors(summary)]
 
 
+def plan_for(modules: dict, tables: dict, facts, budget, flops):
+    """The compute plan of ``modules`` for the spec's section ``tables``, their options typed
+    by the config as an audit types them (``predict.plan.make_plan`` takes only typed ones)."""
+    from auditor.configure import make_config
+    from auditor.predict.plan import make_plan
+
+    config = make_config({**tables, "model": "demo"})
+    return make_plan(modules, config.options, config.section_options, facts, budget, flops)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def written_summaries_follow_the_schema(tmp_path_factory):
     """Every summary.json the tests wrote (audits in process or through the CLI, and the

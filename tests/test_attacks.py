@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import plan_for
 
 from auditor.errors import AuditorError, ModelError
 from auditor.methods.attacks import attack_curves, choose_targets, fgsm, pgd
@@ -195,7 +196,7 @@ def test_bad_robustness_options_name_the_key():
 
 
 def test_a_shorter_curve_keeps_its_ends_and_the_check_s_epsilon():
-    from auditor.predict.plan import REFERENCE_FLOPS, Facts, make_plan
+    from auditor.predict.plan import REFERENCE_FLOPS, Facts
     from auditor.sections import robustness
 
     full = robustness.epsilon_grid(robustness.Options())
@@ -206,9 +207,9 @@ def test_a_shorter_curve_keeps_its_ends_and_the_check_s_epsilon():
     with pytest.raises(AuditorError, match="robustness.curve_points"):
         robustness.Options(curve_points=0)
     facts = Facts(images=1000, input_shape=(224, 224, 3), classes=10)
-    plan = make_plan({"robustness": robustness}, {}, facts, "quick", REFERENCE_FLOPS)
+    plan = plan_for({"robustness": robustness}, {}, facts, "quick", REFERENCE_FLOPS)
     assert plan.settings["robustness"]["curve_points"] == 3
     assert plan.defaults["robustness"]["curve_points"] == 6
-    short = make_plan({"robustness": robustness}, {"robustness": {"epsilons": [0.0, 0.1]}},
+    short = plan_for({"robustness": robustness}, {"robustness": {"epsilons": [0.0, 0.1]}},
                       facts, "quick", REFERENCE_FLOPS)
     assert "curve_points" not in short.settings["robustness"]  # nothing to shorten

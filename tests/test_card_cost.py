@@ -9,10 +9,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from conftest import plan_for
 from test_reliability import card_for
 
 from auditor.configure import make_config
-from auditor.predict.plan import REFERENCE_FLOPS, Facts, Passes, make_plan
+from auditor.predict.plan import REFERENCE_FLOPS, Facts, Passes
 from auditor.sections import attribution, contrastive
 from auditor.sections.base import Context
 from auditor.steps.card import ReliabilityCard, choice_note, choose, passes_per_map
@@ -96,7 +97,7 @@ def test_a_method_the_spec_names_is_never_replaced(context):
     assert not result.summary["contrastive"]["method_from_card"]
     assert result.method_choice is None  # the card was not asked
     facts = Facts(images=1000, input_shape=RGB, classes=10, card_methods=("smoothgrad",))
-    plan = make_plan(MODULES, {"contrastive": {"method": "occlusion"}}, facts, 1,
+    plan = plan_for(MODULES, {"contrastive": {"method": "occlusion"}}, facts, 1,
                      REFERENCE_FLOPS)
     assert "contrastive" not in plan.settings
     given = contrastive.resolve(contrastive.Options(method="occlusion"), facts)
@@ -110,9 +111,9 @@ def test_a_tight_budget_lowers_map_cost_to_the_fallback_s_cost_and_counts_what_r
     full = contrastive.resolve(contrastive.Options(), facts)
     assert full.map_cost == math.ceil(passes_per_map("occlusion", RGB)) == 113
     assert contrastive.passes(full, facts) == Passes(forward=16 * 226, traces=1)
-    generous = make_plan(MODULES, {}, facts, 10 ** 9, REFERENCE_FLOPS)
+    generous = plan_for(MODULES, {}, facts, 10 ** 9, REFERENCE_FLOPS)
     assert "contrastive" not in generous.settings
-    tight = make_plan(MODULES, {}, facts, 1, REFERENCE_FLOPS)
+    tight = plan_for(MODULES, {}, facts, 1, REFERENCE_FLOPS)
     assert tight.settings["contrastive"] == {"map_cost": 1}
     assert "contrastive: map_cost 1 instead of 113" in tight.describe()
     at_floor = replace(full, map_cost=1)
@@ -179,10 +180,10 @@ def test_a_tight_budget_lowers_discovery_s_allowance_and_the_plan_counts_within_
 
     facts = Facts(images=1000, input_shape=RGB, classes=10)
     modules = {**MODULES, "clever_hans": clever_hans}
-    plan = make_plan(modules, {}, facts, "standard", REFERENCE_FLOPS)
+    plan = plan_for(modules, {}, facts, "standard", REFERENCE_FLOPS)
     assert plan.settings["clever_hans"]["discovery_map_cost"] == 1
     assert plan.defaults["clever_hans"]["discovery_map_cost"] == math.ceil(
         passes_per_map("occlusion", RGB))  # the dearest on the default card
-    free = make_plan(modules, {}, facts, 10 ** 9, REFERENCE_FLOPS)
+    free = plan_for(modules, {}, facts, 10 ** 9, REFERENCE_FLOPS)
     assert "clever_hans" not in free.settings  # a generous budget lowers nothing
     assert free.passes["clever_hans"].total > plan.passes["clever_hans"].total

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import plan_for
 
 from auditor.configure import make_config
 from auditor.errors import ConfigError
-from auditor.predict.plan import REFERENCE_FLOPS, Facts, budget_passes, make_plan
+from auditor.predict.plan import REFERENCE_FLOPS, Facts, budget_passes
 from auditor.progress import SectionLog
 from auditor.sections import SECTION_NAMES, section_module
 from auditor.sections.base import Context
@@ -23,12 +24,12 @@ IMAGENET_SIZE = Facts(images=1000, input_shape=(224, 224, 3), classes=10)
 
 
 def test_a_224_px_model_is_sized_down_to_the_budget():
-    plan = make_plan(MODULES, {}, IMAGENET_SIZE, "standard", REFERENCE_FLOPS)
+    plan = plan_for(MODULES, {}, IMAGENET_SIZE, "standard", REFERENCE_FLOPS)
     assert plan.settings["robustness"]["samples"] < 200
     assert plan.settings["featureviz"]["steps"] < 128  # its default at 224 px
     assert plan.settings["clever_hans"]["steps"] < 300
     assert plan.defaults["robustness"]["samples"] == 200
-    full = make_plan(MODULES, {}, IMAGENET_SIZE, 10 ** 9, REFERENCE_FLOPS)
+    full = plan_for(MODULES, {}, IMAGENET_SIZE, 10 ** 9, REFERENCE_FLOPS)
     assert not full.settings and full.total_passes > plan.total_passes
     block = plan.to_summary(actual_seconds=12.0)
     assert block["robustness"] == plan.settings["robustness"]
@@ -37,7 +38,7 @@ def test_a_224_px_model_is_sized_down_to_the_budget():
 
 def test_the_spec_s_own_settings_always_win_over_the_plan(digits_handle):
     tables = {"robustness": {"samples": 200}, "featureviz": {"steps": 300}}
-    plan = make_plan(MODULES, tables, IMAGENET_SIZE, "quick", REFERENCE_FLOPS)
+    plan = plan_for(MODULES, tables, IMAGENET_SIZE, "quick", REFERENCE_FLOPS)
     assert "samples" not in plan.settings.get("robustness", {})
     assert "steps" in plan.settings["robustness"]  # the other setting is still planned
     assert "steps" not in plan.settings.get("featureviz", {})
@@ -57,8 +58,8 @@ def test_a_named_budget_is_compute_so_the_small_demo_keeps_its_defaults(digits_h
     assert budget_passes("standard", flops) > budget_passes("standard", REFERENCE_FLOPS)
     assert budget_passes(5000, flops) == 5000  # a number is passes of this model
     demo = Facts(images=1797, input_shape=(32, 32, 1), classes=10)
-    assert not make_plan(MODULES, {}, demo, "standard", flops).settings
-    assert make_plan(MODULES, {}, demo, 2000, flops).settings  # a small number still plans
+    assert not plan_for(MODULES, {}, demo, "standard", flops).settings
+    assert plan_for(MODULES, {}, demo, 2000, flops).settings  # a small number still plans
 
 
 def test_a_bad_budget_is_a_config_error_naming_the_key():

@@ -5,6 +5,7 @@ the plan's forward and forward-backward passes of each section."""
 from __future__ import annotations
 
 import pytest
+from conftest import plan_for
 
 from auditor.configure import make_config
 
@@ -136,13 +137,13 @@ def test_an_expensive_method_from_the_card_is_counted_as_it_runs(counted_audit):
 def test_a_224_px_plan_lowers_the_methods_own_settings_and_the_spec_s_win(digits_handle):
     from pathlib import Path
 
-    from auditor.predict.plan import REFERENCE_FLOPS, Facts, make_plan
+    from auditor.predict.plan import REFERENCE_FLOPS, Facts
     from auditor.sections import SECTION_NAMES, section_module
     from auditor.sections.base import Context
 
     modules = {name: section_module(name) for name in SECTION_NAMES}
     facts = Facts(images=1000, input_shape=(224, 224, 3), classes=10)
-    plan = make_plan(modules, {}, facts, "standard", REFERENCE_FLOPS)
+    plan = plan_for(modules, {}, facts, "standard", REFERENCE_FLOPS)
     lowered, default = plan.settings["attribution"], plan.defaults["attribution"]
     assert lowered["integrated_gradients.steps"] < default["integrated_gradients.steps"] == 32
     assert lowered["occlusion.patch"] > default["occlusion.patch"] == 28  # 1/8 of the side
@@ -151,7 +152,7 @@ def test_a_224_px_plan_lowers_the_methods_own_settings_and_the_spec_s_win(digits
     assert plan.settings["clever_hans"]["copy_classes"] == 3  # of 10: at its floor
     assert any("integrated_gradients.steps 8 instead of 32" in line for line in plan.describe())
     given = {"attribution": {"method_options": {"integrated_gradients": {"steps": 64}}}}
-    fixed = make_plan(modules, given, facts, "standard", REFERENCE_FLOPS)
+    fixed = plan_for(modules, given, facts, "standard", REFERENCE_FLOPS)
     assert "integrated_gradients.steps" not in fixed.settings["attribution"]
     config = make_config({**given, "model": "demo"})
     ctx = Context(config=config, handle=digits_handle, dataset=None, predictions=None,

@@ -223,20 +223,18 @@ def planned_settings(module, facts: Facts) -> dict:
     return planned(facts) if planned else dict(getattr(module, "PLANNED", {}))
 
 
-def make_plan(modules: dict, tables: dict[str, dict], facts: Facts,
-              budget: str | int = DEFAULT_BUDGET, flops: int | None = None,
-              options: dict | None = None) -> Plan:
-    """The plan for the sections ``modules`` ({name: module}) with the spec's section tables
-    (what the spec gave) and their typed ``options`` (the config's; typed here without one).
+def make_plan(modules: dict, options: dict, tables: dict[str, dict], facts: Facts,
+              budget: str | int = DEFAULT_BUDGET, flops: int | None = None) -> Plan:
+    """The plan for the sections ``modules`` ({name: module}) with their ``options``, typed
+    once by the config (``AuditConfig.options``), and the spec's section ``tables`` (which
+    settings the spec gave: those the plan never changes).
 
     Settings the spec gives are fixed; the planned ones are scaled by the largest common factor
     in (0, 1] whose total fits the budget, found by bisection (cost grows with every setting).
     ``Plan.options`` are the sections' options with what the plan lowered.
     """
     limit = budget_passes(budget, flops)
-    given = {name: (options[name] if options is not None
-                    else _typed(module, tables.get(name, {})))
-             for name, module in modules.items()}
+    given = {name: options[name] for name in modules}
     free = {name: {k: bound for k, bound in planned_settings(module, facts).items()
                    if not _given(tables.get(name, {}), k)}
             for name, module in modules.items()}
@@ -297,13 +295,6 @@ def setting(options, key: str):
     if method not in (getattr(options, "methods", None) or ()):
         return None
     return (options.method_options.get(method) or {}).get(option)
-
-
-def _typed(module, table: dict):
-    """The section's Options from its spec table (for a plan made without a config)."""
-    from auditor.options import build_dataclass
-
-    return build_dataclass(module.Options, table, f"{module.NAME}.")
 
 
 def _resolved(module, options, facts: Facts):
