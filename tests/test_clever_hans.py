@@ -404,6 +404,13 @@ def test_detection_scores_reward_relevance_inside_the_mask():
     assert outside.mass_ratio == 0 and outside.rank_accuracy == 0 and outside.pointing_game == 0
 
 
+
+def searched(images, labels, probs, names):
+    """The images the property check searches, with the model's probabilities on them."""
+    from auditor.methods.shortcuts.discovery import Sample
+
+    return Sample(images, labels, np.arange(len(labels)), names, probs=probs)
+
 def test_a_property_that_moves_another_class_score_is_flagged_and_a_look_is_not(
         digits_test, digits_handle):
     from auditor.methods.shortcuts.intervention import FLIP_BOUND, probabilities
@@ -411,8 +418,8 @@ def test_a_property_that_moves_another_class_score_is_flagged_and_a_look_is_not(
 
     x, y = digits_test
     names = [str(c) for c in range(10)]
-    rows, candidates, bound = property_search(digits_handle.logits_fn, x, y,
-                                              probabilities(digits_handle.logits_fn, x), names)
+    fn = digits_handle.logits_fn
+    rows, candidates, bound = property_search(fn, searched(x, y, probabilities(fn, x), names))
     assert candidates and not any(f.confirmed for f in candidates), [
         f.summary() for f in candidates]  # the digits' looks pass the screen, not the test
     assert not any(row["flagged"] for row in rows) and max(row["auc"] for row in rows) > 0.9
@@ -423,7 +430,7 @@ def test_a_property_that_moves_another_class_score_is_flagged_and_a_look_is_not(
         level = (image_properties(batch)["brightness"] - brightness.mean()) / brightness.std()
         return np.asarray(digits_handle.logits_fn(batch)) + np.eye(10)[3] * 8 * level[:, None]
 
-    rows, candidates, _ = property_search(biased, x, y, probabilities(biased, x), names)
+    rows, candidates, _ = property_search(biased, searched(x, y, probabilities(biased, x), names))
     confirmed = [f for f in candidates if f.confirmed]
     assert confirmed and confirmed[0].property == "brightness" and confirmed[0].name == "3"
     assert confirmed[0].effect.flip_excess[1] >= FLIP_BOUND
@@ -479,9 +486,9 @@ def test_a_colour_cast_the_model_uses_is_flagged_on_rgb_images(digits_test, digi
         level = (image_properties(batch)["red cast"] - red.mean()) / red.std()
         return grey(batch) + np.eye(10)[3] * 8 * level[:, None]
 
-    _, clean, _ = property_search(grey, rgb, y, probabilities(grey, rgb), names)
+    _, clean, _ = property_search(grey, searched(rgb, y, probabilities(grey, rgb), names))
     assert not any(f.confirmed for f in clean)
-    _, found, _ = property_search(reddish, rgb, y, probabilities(reddish, rgb), names)
+    _, found, _ = property_search(reddish, searched(rgb, y, probabilities(reddish, rgb), names))
     confirmed = [(f.property, f.name) for f in found if f.confirmed]
     assert ("red cast", "3") in confirmed and all(c == "3" for _, c in confirmed), confirmed
 
@@ -525,8 +532,8 @@ def property_copies(digits_handle, digits_test):
         if name != "none":
             held[marked] = shortcuts.inject(name, held[marked])[0]
         fn = tuner.handle.logits_fn
-        _, candidates, _ = property_search(fn, held, split.eval_labels, probabilities(fn, held),
-                                           [str(c) for c in range(10)])
+        _, candidates, _ = property_search(fn, searched(
+            held, split.eval_labels, probabilities(fn, held), [str(c) for c in range(10)]))
         found[name] = ([f for f in candidates if f.confirmed], marked)
     return found
 
@@ -552,8 +559,8 @@ def test_the_property_check_leaves_clean_models_alone(property_copies, other_cle
     x, y = digits_test
     fn = other_clean_cnn.logits_fn  # a clean CNN of another architecture
     assert (probabilities(fn, x).argmax(1) == y).mean() > 0.8  # a model, not a broken one
-    _, candidates, _ = property_search(fn, x, y, probabilities(fn, x),
-                                       [str(c) for c in range(10)])
+    _, candidates, _ = property_search(fn, searched(x, y, probabilities(fn, x),
+                                                    [str(c) for c in range(10)]))
     assert candidates and not any(f.confirmed for f in candidates), [
         f.summary() for f in candidates if f.confirmed]
 

@@ -664,8 +664,8 @@ def property_part(ctx: Context, options: Options, sample: Sample) -> PropertyChe
     def logits_fn(batch):
         return forward(ctx.handle, batch)
 
-    found = check.property_search(logits_fn, sample.images, sample.labels, sample.probs,
-                                  sample.class_names, ctx.config.seed, options.max_others)
+    found = check.property_search(logits_fn, sample, check.PropertySettings(
+        ctx.config.seed, options.max_others))
     table, candidates, bound = found
     confirmed = [f for f in candidates if f.confirmed]
     summary = {

@@ -290,20 +290,49 @@ def calibrated(found: list[ClassDiscovery], fallback: float) -> list[ClassDiscov
             for d, bound in zip(found, bounds, strict=True)]
 
 
-def discover(handle, images: np.ndarray, labels: np.ndarray, positions: np.ndarray,
-             class_names: list[str], method: str = "gradient", *, grid: int = 16,
-             k_max: int = 5, seed: int = 0,
-             maps: np.ndarray | None = None) -> tuple[list[ClassDiscovery], np.ndarray]:
-    """SpRAy on every class of the model's maps of its own images (explaining the label),
+@dataclass(frozen=True)
+class Sample:
+    """The images searched (each explained for its label) and what is known of them already:
+    ``features`` (penultimate, rows aligned with ``images``; None skips that signal), the
+    model's ``probs`` on them, their ``maps`` (None: made by ``discover``), and
+    ``properties``, ``property_search``'s result on them (None: computed by the search)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    positions: np.ndarray
+    class_names: list[str]
+    features: np.ndarray | None = None
+    probs: np.ndarray | None = None
+    maps: np.ndarray | None = None
+    properties: tuple | None = None
+
+
+@dataclass(frozen=True)
+class SpraySettings:
+    """How SpRAy runs: the attribution ``method`` whose maps are clustered, pooled to
+    ``grid`` x ``grid`` cells, into at most ``k_max`` groups per class."""
+
+    method: str = "gradient"
+    grid: int = 16
+    k_max: int = 5
+    seed: int = 0
+
+
+def discover(handle, sample: Sample, settings: SpraySettings = SpraySettings()
+             ) -> tuple[list[ClassDiscovery], np.ndarray]:
+    """SpRAy on every class of the model's maps of the sample's images (explaining the label),
     calibrated against the other classes: the classes in label order, and the pooled maps in
-    the order of ``images``. ``maps`` (attributions of ``images``) skips the backward pass."""
+    the order of ``sample.images``. ``sample.maps`` (attributions of them) skips the backward
+    pass."""
     from auditor.methods.attribution import attribute
 
-    if maps is None:
-        maps = attribute(handle, images, labels, method)
-    pooled = pooled_maps(maps, grid)
-    found = [discover_class(pooled[labels == c], positions[labels == c], int(c), class_names[c],
-                            k_max=k_max, seed=seed) for c in np.unique(labels)]
+    labels, positions = sample.labels, sample.positions
+    maps = (attribute(handle, sample.images, labels, settings.method) if sample.maps is None
+            else sample.maps)
+    pooled = pooled_maps(maps, settings.grid)
+    found = [discover_class(pooled[labels == c], positions[labels == c], int(c),
+                            sample.class_names[c], k_max=settings.k_max, seed=settings.seed)
+             for c in np.unique(labels)]
     return calibrated(found, FALLBACK_MAP_BOUND), pooled
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from auditor.methods.shortcuts.discovery import Sample
 from auditor.methods.shortcuts.intervention import (
     EXAMPLES,
     FLIP_BOUND,
@@ -304,14 +305,25 @@ def forward_passes(images: int, classes: int, max_others: int = MAX_OTHERS) -> i
     return MAX_CANDIDATES * (own + 2 * min(max_others, images))
 
 
-def property_search(logits_fn, images: np.ndarray, labels: np.ndarray, probs: np.ndarray,
-                    class_names: list[str], seed: int = 0, max_others: int = MAX_OTHERS,
-                    classes: set[int] | None = None):
-    """Screen every (property, class), then put the strongest candidates (at most
-    ``MAX_CANDIDATES``, largest |rho| first; of ``classes`` only, when given) to the
-    intervention, each pasted onto at most ``max_others`` other-class images. Returns the
-    table rows (one per property, for the report), the candidates with their effects, and the
+@dataclass(frozen=True)
+class PropertySettings:
+    """How the property check runs: each intervention pastes onto at most ``max_others``
+    other-class images; only ``classes`` are put to it (None: every class)."""
+
+    seed: int = 0
+    max_others: int = MAX_OTHERS
+    classes: frozenset[int] | None = None
+
+
+def property_search(logits_fn, sample: Sample, settings: PropertySettings = PropertySettings()):
+    """Screen every (property, class) of the sample's images (``sample.probs``: the model's
+    on them), then put the strongest candidates (at most ``MAX_CANDIDATES``, largest |rho|
+    first; of ``settings.classes`` only, when given) to the intervention. Returns the table
+    rows (one per property, for the report), the candidates with their effects, and the
     screen's bound."""
+    images, labels, probs, class_names = sample.images, sample.labels, sample.probs, \
+        sample.class_names
+    seed, max_others, classes = settings.seed, settings.max_others, settings.classes
     log_probs = np.log(np.maximum(probs, 1e-12))
     properties, rho, bound = screen(images, labels, log_probs, class_names, seed)
     names = list(properties)

@@ -22,9 +22,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from auditor.methods.shortcuts.discovery import ClassDiscovery, discover, discover_features
+from auditor.methods.shortcuts.discovery import (
+    ClassDiscovery,
+    Sample,
+    SpraySettings,
+    discover,
+    discover_features,
+)
 from auditor.methods.shortcuts.intervention import Effect, confirm, probabilities
-from auditor.methods.shortcuts.properties import PropertyFinding, property_search
+from auditor.methods.shortcuts.properties import (
+    PropertyFinding,
+    PropertySettings,
+    property_search,
+)
 from auditor.predict.batched import forward
 
 
@@ -99,32 +109,14 @@ class SearchSettings:
     seed: int = 0
 
 
-@dataclass(frozen=True)
-class Sample:
-    """The images searched (each explained for its label) and what is known of them already:
-    ``features`` (penultimate, rows aligned with ``images``; None skips that signal), the
-    model's ``probs`` on them, their ``maps``, and ``properties``, ``property_search``'s result
-    on them (None: computed by the search)."""
-
-    images: np.ndarray
-    labels: np.ndarray
-    positions: np.ndarray
-    class_names: list[str]
-    features: np.ndarray | None = None
-    probs: np.ndarray | None = None
-    maps: np.ndarray | None = None
-    properties: tuple | None = None
-
-
 def search(handle, sample: Sample,
            settings: SearchSettings = SearchSettings()) -> tuple[list[Finding], np.ndarray]:
     """Every class of the sample: candidates by maps, by features and by image properties,
     each confirmed or not by interventions. The findings in label order, and the pooled maps
     in the order of ``sample.images``."""
     images, labels, positions, seed = sample.images, sample.labels, sample.positions, settings.seed
-    by_maps, pooled = discover(handle, images, labels, positions, sample.class_names,
-                               settings.method, grid=settings.grid, k_max=settings.k_max,
-                               seed=seed, maps=sample.maps)
+    by_maps, pooled = discover(handle, sample, SpraySettings(settings.method, settings.grid,
+                                                             settings.k_max, seed))
     by_features = ([None] * len(by_maps) if sample.features is None else
                    discover_features(sample.features, labels, positions, sample.class_names,
                                      k_max=settings.k_max, seed=seed))
@@ -135,10 +127,10 @@ def search(handle, sample: Sample,
 
     # once: every intervention's "before"
     probs = probabilities(logits_fn, images) if sample.probs is None else sample.probs
-    properties = (property_search(logits_fn, images, labels, probs, sample.class_names, seed,
-                                  settings.max_others, chosen)
-                  if sample.properties is None else sample.properties)
     known = dataclasses.replace(sample, probs=probs)
+    properties = (property_search(logits_fn, known, PropertySettings(
+        seed, settings.max_others, None if chosen is None else frozenset(chosen)))
+                  if sample.properties is None else sample.properties)
     findings = []
     for on_maps, on_features in zip(by_maps, by_features, strict=True):
         screened = [p for p in properties[1] if p.label == on_maps.label]
