@@ -15,6 +15,7 @@ import json
 import sys
 import tempfile
 import time
+import types
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +42,8 @@ from auditor.runs.disk import full_disk_is_an_error
 from auditor.runs.leftovers import sweep_dead_runs
 from auditor.runs.staging import check_out, staged_folder
 from auditor.sections import SECTION_NAMES, section_module, stamp_run_checks
-from auditor.sections.base import Context, SectionResult
+from auditor.sections.base import Context, ResolvedOptions, RunInputs, SectionResult
+from auditor.steps.shared import Shared
 
 REPORT_FILES = ("report.html", "summary.json", "summary.md", "junit.xml", "predictions.npz")
 CHANGED_EXAMPLES_SHOWN = 12  # thumbnails of examples that became wrong (or right) in the report
@@ -72,7 +74,7 @@ def run_section(name: str, ctx: Context) -> SectionResult:
     module = section_module(name)
     started = time.perf_counter()
     try:
-        result = module.run(ctx, ctx.options(name))
+        result = module.run(ctx, ctx.options[name])
     except AuditorError:
         raise
     except Exception as exc:  # a section's bug must not sink the other sections
@@ -85,24 +87,37 @@ def run_section(name: str, ctx: Context) -> SectionResult:
     return dataclasses.replace(result, seconds=time.perf_counter() - started)
 
 
-def run_steps(names, ctx: Context, log: SectionLog, timings: dict) -> Context:
-    """The shared steps the sections ``names`` need, each once, before them: the reliability
-    card when the attribution section runs (its options configure it). A step that fails on
-    this model leaves its store empty; the section that shows it then fails with the reason."""
-    from auditor.steps import card
+def run_steps(names, inputs: RunInputs, options: ResolvedOptions, log: SectionLog,
+              timings: dict) -> Shared:
+    """The shared steps (``steps.STEPS``, in order) that the sections ``names`` declare in
+    their ``STEPS``, each made once before them. A step that fails on this model is kept as
+    ``Failed``: the sections that read it then fail with its reason, the others run."""
+    from auditor.steps import STEPS
+    from auditor.steps.shared import Failed
 
-    if card.SECTION not in names:
-        return ctx
-    log.say("making the reliability card")
-    started = time.perf_counter()
-    try:
-        made = card.make_card(ctx, ctx.options(card.SECTION))
-    except AuditorError:
-        raise
-    except Exception as exc:  # the attribution section reports it as its own failure
-        made = card.Failed(log_failure(ctx.workdir, "the reliability card", exc))
-    timings[card.NAME] = time.perf_counter() - started
-    return dataclasses.replace(ctx, card=made)
+    shared = Shared()
+    for step in STEPS:
+        needing = {name: section_module(name) for name in names
+                   if step.NAME in getattr(section_module(name), "STEPS", ())}
+        if not needing:
+            continue
+        log.say(f"making {step.TITLE}")
+        started = time.perf_counter()
+        try:
+            made = step.make(inputs, options, shared, needing)
+        except AuditorError:
+            raise
+        except Exception as exc:  # the sections that read it report it as their failure
+            made = Failed(step.NAME, log_failure(inputs.workdir, step.TITLE, exc))
+        timings[step.NAME] = time.perf_counter() - started
+        shared = dataclasses.replace(shared, **{step.NAME: made})
+    return shared
+
+
+def step_names() -> tuple[str, ...]:
+    from auditor.steps import STEPS
+
+    return tuple(step.NAME for step in STEPS)
 
 
 def joined(results: list[SectionResult], checks: dict) -> list[SectionResult]:
@@ -237,13 +252,15 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
         tick = time.perf_counter()
         plan = plan_sections(config, names, loaded, predictions)
         timings["plan"] = time.perf_counter() - tick
-        ctx = Context(config=config, handle=handle, dataset=dataset, predictions=predictions,
-                      workdir=work, show_progress=bars, baseline=baseline,
-                      train_dataset=loaded.train_dataset,
-                      compare_handle=loaded.compare_handle, plan=plan)
-        ctx = run_steps(names, ctx, log, timings)
-        results = joined(run_sections(names, ctx, log, timings.get("card", 0.0)),
-                         config.checks)
+        inputs = RunInputs(config=config, handle=handle, dataset=dataset,
+                           predictions=predictions, workdir=work, show_progress=bars,
+                           baseline=baseline, train_dataset=loaded.train_dataset,
+                           compare_handle=loaded.compare_handle)
+        options = ResolvedOptions.of(config, plan)
+        shared = run_steps(names, inputs, options, log, timings)
+        steps_seconds = sum(timings.get(step, 0.0) for step in step_names())
+        results = joined(run_sections(names, Context.of(inputs, shared, options), plan, log,
+                                      steps_seconds), config.checks)
         timings.update({result.name: result.seconds for result in results})
         if "html" in config.format:  # figures only for the page that shows them
             tick = time.perf_counter()
@@ -251,7 +268,7 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
             timings["figures"] = time.perf_counter() - tick
         checks = run_checks(config, loaded, predictions, results, baseline)
         timings["total"] = time.perf_counter() - started
-        spent = sum(result.seconds for result in results) + timings.get("card", 0.0)
+        spent = sum(result.seconds for result in results) + steps_seconds
         write_outputs(work, RunOutputs(config, handle, dataset, results, checks, timings, now,
                                        baseline=baseline_run, record=record,
                                        plan=plan.to_summary(spent)))
@@ -328,12 +345,11 @@ def plan_sections(config, names, loaded, predictions):
     return plan
 
 
-def run_sections(names, ctx: Context, log: SectionLog,
+def run_sections(names, ctx: Context, plan, log: SectionLog,
                  steps_seconds: float = 0.0) -> list[SectionResult]:
-    """Every section in order, with a log line when each starts and ends (the plan's estimate
-    for the rest), and the plan's estimate (steps included) against the actual time at the
-    end."""
-    plan = ctx.plan
+    """Every section in order, with a log line when each starts and ends (the ``plan``'s
+    estimate for the rest), and the plan's estimate (steps included) against the actual time
+    at the end."""
     log.estimates = {name: plan.estimate(name) for name in names}
     for line in plan.describe():
         log.say(f"plan: {line}")
@@ -461,4 +477,6 @@ def _json_default(value):
         return value.tolist()
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, types.MappingProxyType):  # a read-only mapping of a shared result
+        return dict(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")

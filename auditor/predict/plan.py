@@ -269,12 +269,13 @@ def make_plan(modules: dict, options: dict, tables: dict[str, dict], facts: Fact
 def _charged(modules: dict, chosen: dict, facts: Facts) -> dict[str, Passes]:
     """Each step's and each section's passes, steps first as the pipeline runs them: a
     section whose options configure a step declares it as ``STEP = (name, passes)``
-    (the attribution section's reliability card, steps/card.py)."""
+    (the attribution section's reliability card, steps/card.py); a step several sections
+    ask of (the saliency of the mistakes, steps/saliency.py) is charged what each asks."""
     steps, passes = {}, {}
     for name, options in chosen.items():
         step = getattr(modules[name], "STEP", None)
         if step is not None:
-            steps[step[0]] = step[1](options, facts)
+            steps[step[0]] = steps.get(step[0], Passes()) + step[1](options, facts)
         passes[name] = _passes(modules[name], options, facts)
     return {**steps, **passes}
 

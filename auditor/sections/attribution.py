@@ -28,6 +28,7 @@ from auditor.sections.base import (
 )
 from auditor.steps import card as card_step
 from auditor.steps.card import CARD_COLUMN, DEFAULT_METHODS, FAITHFULNESS, SANITY, compute_maps
+from auditor.steps.shared import plain
 
 NAME = "attribution"
 TITLE = "Attribution methods"
@@ -144,6 +145,7 @@ def resolve(options: Options, facts: Facts) -> Options:
 
 # The reliability card is a step the pipeline runs before the sections, configured by this
 # section's options; the plan charges its passes to it.
+STEPS = (card_step.NAME,)
 STEP = (card_step.NAME, card_step.passes)
 
 
@@ -213,8 +215,12 @@ def examples_section(ctx, options, methods, data: AttributionData):
         return [], None
     images = ctx.dataset.images(positions)
     preds, labels = p.preds[positions], p.labels[positions]
+    def maps_of(method, method_options):  # the saliency step's where it made them
+        return ctx.steps.saliency.maps(ctx, method, positions, preds, images=images,
+                                        score=options.score, options=method_options)
+
     maps, _ = compute_maps(ctx.handle, images, preds, methods, options.score,
-                           options.method_options, ctx, positions)
+                           options.method_options, maps_of)
     box_source = "saliency" if "saliency" in maps else next(iter(maps), None)
     boxes = [saliency_box(images[i], maps[box_source][i]) if box_source else None
              for i in range(len(positions))]
@@ -241,6 +247,7 @@ def run(ctx: Context, options: Options) -> SectionResult:
     if not isinstance(made, card_step.ReliabilityCard):  # a failure is this section's
         raise RuntimeError("the reliability card could not be made: "
                            + (made.error if made else "not run"))
+    made = plain(made)  # this section's own copy of the shared card, for its summary
     options, methods, card = made.options, made.methods, made.card
     skipped = [SANITY.outcome("skipped", None, checks=ctx.config.checks, name=m, section=NAME,
                               message=f"{m}: {why}") for m, why in made.unavailable.items()]

@@ -12,75 +12,82 @@ comparisons and the index all read them (``auditor.sections.key_figures()``).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from auditor.checks.check import Check
 from auditor.config.spec import AuditConfig
 from auditor.errors import ConfigError
-from auditor.steps.saliency import SaliencyStore
+from auditor.steps.shared import Shared
 
 
 @dataclass(frozen=True)
-class Context:
-    """What the sections of one run share: the run's inputs (frozen), the options resolved
-    once per section, and the stores of shared results (the steps' and the saliency maps).
+class RunInputs:
+    """The run's inputs, frozen: what the steps are made from and every section reads.
 
-    Inputs: ``config``, ``handle``, ``dataset``, ``predictions``, ``workdir`` (the staging
-    output folder; sections may add files to it), ``baseline`` (the baseline run's summary),
-    ``train_dataset`` (--train-data), ``compare_handle`` (--compare-model), ``plan`` (the
-    settings the compute plan lowered). Stores: ``card`` (steps.card.ReliabilityCard, made
-    before the sections when the audit runs the attribution section, else None) and
-    ``store`` (steps.saliency.SaliencyStore); ``feature_store`` keeps the penultimate
-    features once read (``features()``).
+    ``config``, ``handle`` (inputs.models.ModelHandle), ``dataset`` (inputs.datasets.Dataset),
+    ``predictions`` (predict.Predictions), ``workdir`` (the staging output folder; sections may
+    add files to it), ``baseline`` (the baseline run's summary), ``train_dataset``
+    (--train-data), ``compare_handle`` (--compare-model).
     """
 
     config: AuditConfig
-    handle: Any  # models.ModelHandle
-    dataset: Any  # datasets.Dataset
-    predictions: Any  # predict.Predictions
+    handle: Any
+    dataset: Any
+    predictions: Any
     workdir: Path
     show_progress: bool = False
     baseline: dict | None = None
     train_dataset: Any = None
     compare_handle: Any = None
-    plan: Any = None  # predict.plan.Plan
-    card: Any = None  # steps.card.ReliabilityCard, or None when the audit makes no card
-    store: SaliencyStore = field(default_factory=SaliencyStore)
-    feature_store: dict = field(default_factory=dict, repr=False)  # {"features": (N, D) or None}
 
-    def options(self, name: str) -> Any:
-        """The section's options, typed once by the config (its spec table over the defaults)
-        with the settings the compute plan lowered (the plan never touches a key the spec
-        gives)."""
-        if self.plan is not None and name in self.plan.options:
-            return self.plan.options[name]
-        return self.config.options[name]
 
-    def features(self, visit=None):
-        """Penultimate features (N, D) of every audit image, computed in the prediction pass
-        itself and shared by the sections that need them (triage, discovery, embeddings); None
-        when the model cannot be split before its final layer. ``visit(images, positions)``
-        sees each batch on the way when the features are computed now (never when they were
-        made before)."""
-        if "features" not in self.feature_store:
-            made = getattr(self.predictions, "features", None)
-            if made is None:
-                from auditor.predict.predictions import penultimate_features
+@dataclass(frozen=True)
+class ResolvedOptions:
+    """Every section's options, typed once by the config (its spec table over the defaults)
+    with the settings the compute plan lowered (the plan never touches a key the spec gives):
+    ``ctx.options[NAME]``. Nothing rebuilds them."""
 
-                made = penultimate_features(self.handle, self.dataset, self.config.batch_size,
-                                            visit=visit)
-            self.feature_store["features"] = made
-        return self.feature_store["features"]
+    by_section: MappingProxyType
 
-    def saliency(self, method: str, positions, targets, *, contrast=None, images=None,
-                 score: str = "logit", options: dict | None = None):
-        """Maps of ``method`` for the audit images at ``positions``, made once per run
-        (steps.saliency.SaliencyStore.maps)."""
-        return self.store.maps(self.handle, self.dataset, method, positions, targets,
-                               contrast=contrast, images=images, score=score, options=options)
+    @classmethod
+    def of(cls, config: AuditConfig, plan=None) -> ResolvedOptions:
+        lowered = plan.options if plan is not None else {}
+        return cls(MappingProxyType({name: lowered.get(name, options)
+                                     for name, options in config.options.items()}))
+
+    def __getitem__(self, name: str) -> Any:
+        return self.by_section[name]
+
+
+@dataclass(frozen=True)
+class Context(RunInputs):
+    """What a section receives: three objects, none of which it changes.
+
+    - the run's inputs: ``Context`` is a ``RunInputs`` (``ctx.config``, ``ctx.handle``,
+      ``ctx.dataset``, ``ctx.predictions``...);
+    - ``steps``: the steps' results (``steps.shared.Shared``: ``ctx.steps.card``,
+      ``ctx.steps.features``, ``ctx.steps.saliency``), made before the sections that
+      declare them in ``STEPS``, read-only;
+    - ``options``: every section's options, resolved and typed (``ResolvedOptions``;
+      ``ctx.options[NAME]``; by default the config's, without a plan).
+    """
+
+    steps: Shared = field(default_factory=Shared)
+    options: ResolvedOptions | None = None
+
+    def __post_init__(self):
+        if self.options is None:
+            object.__setattr__(self, "options", ResolvedOptions.of(self.config))
+
+    @classmethod
+    def of(cls, inputs: RunInputs, shared: Shared, options: ResolvedOptions) -> Context:
+        return cls(**{f.name: getattr(inputs, f.name) for f in dataclasses.fields(RunInputs)},
+                   steps=shared, options=options)
 
 
 @dataclass(frozen=True)

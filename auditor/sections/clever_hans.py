@@ -41,6 +41,7 @@ FLAGGED_PROPERTIES = Declared("clever_hans.flagged_properties", figure="flagged_
 METHODS_TRUSTED = Declared("clever_hans.methods_trusted", bounds=TRUST_BOUNDS,
                            what="the shortcut findings rest on trusted methods")
 CHECKS = (INJECTION, PLANTED, FLAGGED_CLASSES, FLAGGED_PROPERTIES, METHODS_TRUSTED)
+STEPS = ("features",)  # the search's second signal and the embedding (steps/features.py)
 TITLE = "Clever Hans: shortcuts"
 # Not gradient x input by default: it puts mass on bright pixels whatever the model learned, so
 # a bright planted patch draws it even in the control copy (a false alarm, not a detection).

@@ -13,6 +13,8 @@ from auditor.methods.attribution.trust import TRUST_BOUNDS, trust_check
 from auditor.methods.topk import most_confident_mistakes
 from auditor.predict.plan import Facts, Passes
 from auditor.sections.base import Context, SectionResult, at_least, known_methods, one_of
+from auditor.steps import saliency as saliency_step
+from auditor.steps.saliency import Request
 
 NAME = "contrastive"
 TITLE = "Contrastive saliency"
@@ -63,17 +65,25 @@ def resolve(options: Options, facts: Facts) -> Options:
     return dataclasses.replace(options, map_cost=card_map_cost(facts, FALLBACK))
 
 
-def passes(options: Options, facts: Facts) -> Passes:
+# Its maps are the saliency of the mistakes, made by that step before the sections
+# (steps/saliency.py, asked for by ``saliency_requests``); the plan charges them to the step.
+STEPS = (saliency_step.NAME,)
+
+
+def map_passes(options: Options, facts: Facts) -> Passes:
     """Each example explained for its predicted and its true class (and, by a method not
     linear in the score, for their difference): by the spec's method, else as the dearest
     method the card may choose within map_cost would (the card itself is the attribution
-    section's, charged to the first section that asks for it)."""
+    section's)."""
     from auditor.steps.card import affordable
 
     examples = min(options.examples, facts.wrong)
     methods = ([options.method] if options.method is not None
                else affordable(facts, options.map_cost, FALLBACK))
     return max((_explained(m, examples, facts) for m in methods), key=lambda p: p.total)
+
+
+STEP = (saliency_step.NAME, map_passes)
 
 
 def _explained(method: str, examples: int, facts: Facts) -> Passes:
@@ -94,7 +104,7 @@ def contrastive_maps(handle, images, preds, labels, method="gradient", score="lo
     score_pred - score_true is the difference of the two maps; for the others (rectified or
     absolute maps) it is computed from the difference of scores itself. ``saliency(targets,
     contrast=None)`` gives the maps of ``images``, one target each; by default they are
-    computed here, and the section passes the run's shared maps (``Context.saliency``).
+    computed here, and the section passes the saliency step's maps (``ctx.steps.saliency``).
     """
     from auditor.methods.attribution import METHODS, attribute
 
@@ -122,22 +132,44 @@ class ContrastiveData:
     of_difference: bool = False  # ``diff`` explains the difference of scores (not linear)
 
 
+def chosen_method(card, shape: tuple, options: Options):
+    """The method of the maps, and the card's choice when the card chose it."""
+    from auditor.steps.card import choose
+
+    if options.method is not None:
+        return options.method, None
+    return choose(card, shape, fallback=FALLBACK, max_cost=options.map_cost)
+
+
+def saliency_requests(inputs, options: Options, shared) -> tuple[Request, ...]:
+    """The maps ``run`` reads from the saliency step: the examples' for their predicted and
+    their true class and, by a method not linear in the score, for their difference."""
+    from auditor.methods.attribution import METHODS
+
+    p = inputs.predictions
+    method, _ = chosen_method(shared.card, inputs.handle.input_shape, options)
+    positions = most_confident_mistakes(p, options.examples)
+    preds, labels = p.preds[positions], p.labels[positions]
+    asked = [Request.of(method, positions, targets, score=options.score)
+             for targets in (preds, labels)]
+    if not METHODS[method].linear:
+        asked.append(Request.of(method, positions, preds, labels, score=options.score))
+    return tuple(asked)
+
+
 def run(ctx: Context, options: Options) -> SectionResult:
     p, names = ctx.predictions, ctx.dataset.class_names
     positions = most_confident_mistakes(p, options.examples)
     images = ctx.dataset.images(positions)
     preds, labels = p.preds[positions], p.labels[positions]
-    from auditor.steps.card import card_of, choice_note, choose
+    from auditor.steps.card import card_of, choice_note
 
-    method, note, choice = options.method, "", None
-    if method is None:
-        method, choice = choose(ctx.card, ctx.handle.input_shape, fallback=FALLBACK,
-                                max_cost=options.map_cost)
-        note = choice_note(choice, ctx.handle.input_shape)
+    method, choice = chosen_method(ctx.card, ctx.handle.input_shape, options)
+    note = "" if options.method is not None else choice_note(choice, ctx.handle.input_shape)
 
-    def shared(targets, contrast=None):  # maps made once per run, whichever section asks first
-        return ctx.saliency(method, positions, targets, contrast=contrast, images=images,
-                            score=options.score)
+    def shared(targets, contrast=None):  # the saliency step's maps (steps/saliency.py)
+        return ctx.steps.saliency.maps(ctx, method, positions, targets, contrast=contrast,
+                                        images=images, score=options.score)
 
     for_pred, for_true, diff, difference = contrastive_maps(
         ctx.handle, images, preds, labels, method, options.score, saliency=shared)
@@ -160,7 +192,8 @@ def run(ctx: Context, options: Options) -> SectionResult:
                         "examples": examples}},
         data=ContrastiveData(images, for_pred, for_true, diff, examples, options.smooth_sigma,
                              difference == MAP_OF_DIFFERENCE),
-        checks=[trust_check(METHOD_TRUSTED, card_of(ctx.card), {"the contrastive maps": [method]},
-                            checks=ctx.config.checks, section=NAME)],
+        checks=[trust_check(METHOD_TRUSTED, card_of(ctx.card),
+                            {"the contrastive maps": [method]}, checks=ctx.config.checks,
+                            section=NAME)],
         method_choice=choice,
     )

@@ -12,6 +12,8 @@ from auditor.errors import ConfigError
 from auditor.methods.topk import most_confident_mistakes
 from auditor.predict.plan import Facts, Passes
 from auditor.sections.base import Context, SectionResult, at_least, one_of
+from auditor.steps import saliency as saliency_step
+from auditor.steps.saliency import Request
 
 NAME = "counterfactuals"
 TITLE = "Counterfactuals"
@@ -58,10 +60,28 @@ PLANNED = {"mistakes": 8, "steps": 50}
 
 def passes(options: Options, facts: Facts) -> Passes:
     """Every mistake optimised (at most ``mistakes``) takes ``steps`` forward-backward passes,
-    is predicted before and after, and has its contrastive map (shared when that section
-    made it)."""
+    and is predicted before and after."""
     mistakes = min(options.mistakes, facts.wrong)
-    return Passes(forward=2 * mistakes, backward=mistakes * (options.steps + 1), traces=2)
+    return Passes(forward=2 * mistakes, backward=mistakes * options.steps, traces=2)
+
+
+def map_passes(options: Options, facts: Facts) -> Passes:
+    """Each mistake's contrastive gradient, one backward pass: the saliency step's."""
+    return Passes(backward=min(options.mistakes, facts.wrong))
+
+
+# The contrastive gradient of the mistakes is made by the saliency step (steps/saliency.py),
+# which the plan charges with it.
+STEPS = (saliency_step.NAME,)
+STEP = (saliency_step.NAME, map_passes)
+
+
+def saliency_requests(inputs, options: Options, shared) -> tuple[Request, ...]:
+    """The gradient of (predicted minus true) logit of the mistakes ``run`` optimises."""
+    p = inputs.predictions
+    positions = most_confident_mistakes(p, options.mistakes)
+    return (Request.of("gradient", positions, p.preds[positions], p.labels[positions],
+                       paired=True),)
 
 
 @dataclass
@@ -108,8 +128,9 @@ def run(ctx: Context, options: Options) -> SectionResult:
                             steps=options.steps, learning_rate=options.learning_rate,
                             margin=options.margin)
     # The change moves towards the true class, so it should follow minus the contrastive map:
-    # the gradient of (predicted minus true) logit, shared with the sections that made it.
-    toward_true = -ctx.saliency("gradient", positions, preds, contrast=labels, images=images)
+    # the gradient of (predicted minus true) logit, made by the saliency step.
+    toward_true = -ctx.steps.saliency.maps(ctx, "gradient", positions, preds, contrast=labels,
+                                            images=images, paired=True)
     agreement = np.full(len(positions), np.nan)
     if found.success.any():
         agreement[found.success] = rank_correlation(found.delta[found.success].sum(axis=-1),

@@ -51,6 +51,7 @@ LEAKAGE = Declared("triage.leakage", what="share of audit images also in trainin
                    bounds=LEAKAGE_BOUNDS)
 SLICES = Declared("triage.slices", what="accuracy gap of the worst slice")
 CHECKS = (LABEL_ERRORS, ECE, DUPLICATES, LEAKAGE, SLICES)
+STEPS = ("features",)  # the neighbours and detectors read them (steps/features.py)
 
 
 
@@ -127,7 +128,7 @@ def training_reference(ctx: Context, options: Options) -> Reference | None:
                                  source_index=train.source_index[positions])
     logits = predict(ctx.handle, sample, ctx.config.batch_size).logits
     features = (penultimate_features(ctx.handle, sample, ctx.config.batch_size)
-                if ctx.features() is not None else None)
+                if ctx.steps.features.values is not None else None)
     return Reference("train", logits, sample.labels, features, sample, positions)
 
 
@@ -205,16 +206,10 @@ def _joined(parts: list) -> tuple:
 
 
 def features_and_fingerprints(ctx: Context):
-    """The shared penultimate features, the audit images' fingerprints and their image
-    properties (for the slices), in one pass over the data when the features are not computed
-    yet (streaming costs about half a model pass)."""
-    parts: list = []
-    features = ctx.features(
-        visit=lambda images, _: parts.append(_fingerprints_and_properties(images)))
-    if not parts:  # computed before, or the model could not be split
-        parts = [_fingerprints_and_properties(images)
-                 for images, _, _ in ctx.dataset.batches(256)]
-    return (features, *_joined(parts))
+    """The shared penultimate features (the features step's), the audit images' fingerprints
+    and their image properties (for the slices)."""
+    parts = [_fingerprints_and_properties(images) for images, _, _ in ctx.dataset.batches(256)]
+    return (ctx.steps.features.values, *_joined(parts))
 
 
 def data_health(ctx, options, fingerprints, reference, self_neighbours, audit_neighbours):
@@ -281,15 +276,16 @@ def read_images(dataset, groups: list) -> list[np.ndarray]:
 def figure_saliency(ctx: Context, mistakes: np.ndarray, mistake_images, slice_shown,
                     slice_images, method: str):
     """(Predicted minus true class) saliency of the shown mistakes and each shown slice's
-    saliency for the predicted class, through the run's shared maps (the contrastive and
-    counterfactual sections reuse the mistakes'): (differences, [maps per slice])."""
+    saliency for the predicted class: the saliency step's maps where it made them (the
+    contrastive section's of the same mistakes), the others made for this section alone:
+    (differences, [maps per slice])."""
     p = ctx.predictions
-    diffs = ctx.saliency(method, mistakes, p.preds[mistakes], contrast=p.labels[mistakes],
-                         images=mistake_images)
+    diffs = ctx.steps.saliency.maps(ctx, method, mistakes, p.preds[mistakes],
+                                     contrast=p.labels[mistakes], images=mistake_images)
     members = np.concatenate([np.zeros(0, int), *slice_shown]).astype(int)
-    maps = ctx.saliency(method, members, p.preds[members],
-                        images=np.concatenate([np.zeros((0, *ctx.handle.input_shape)),
-                                               *slice_images]))
+    maps = ctx.steps.saliency.maps(
+        ctx, method, members, p.preds[members],
+        images=np.concatenate([np.zeros((0, *ctx.handle.input_shape)), *slice_images]))
     return diffs, np.split(maps, np.cumsum([len(m) for m in slice_shown]))
 
 

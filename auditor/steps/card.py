@@ -25,6 +25,7 @@ from auditor.methods.attribution.reliability import RANDOMISATION_BOUNDS
 from auditor.predict.plan import Facts, Passes
 
 NAME = "card"
+TITLE = "the reliability card"
 SECTION = "attribution"  # the section whose options configure the card, and which shows it
 DEFAULT_METHODS = ["gradient", "saliency", "gradient_x_input", "smoothgrad",
                    "integrated_gradients", "gradcam", "gradcam_pp", "occlusion", "lrp"]
@@ -66,15 +67,6 @@ class ReliabilityCard:
         from auditor.methods.attribution.reliability import trusted_ranking
 
         return trusted_ranking(self.card)
-
-
-@dataclass(frozen=True)
-class Failed:
-    """The card could not be made on this model (an unexpected error): the attribution
-    section reports it as its own failure, and the sections that choose from the card fall
-    back as if there were none."""
-
-    error: str
 
 
 @dataclass(frozen=True)
@@ -170,11 +162,11 @@ def sample_positions(n: int, size: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(n, size=min(size, n), replace=False))
 
 
-def compute_maps(handle, x, targets, methods, score, method_options, ctx=None, positions=None):
+def compute_maps(handle, x, targets, methods, score, method_options, maps_of=None):
     """Maps of every method that applies to this model, and the reason for each that does not
     (e.g. Grad-CAM on a model without convolutions, or a method that raises on this
-    architecture: a finding on the card, never a failed audit). With the run's ``ctx`` and the
-    images' ``positions``, maps are shared with the other sections through ``ctx.saliency``."""
+    architecture: a finding on the card, never a failed audit). ``maps_of(method, options)``
+    gives them instead of ``attribute`` (a section reading the saliency step's maps)."""
     from auditor.methods.attribution import attribute
 
     maps, unavailable = {}, {}
@@ -182,9 +174,7 @@ def compute_maps(handle, x, targets, methods, score, method_options, ctx=None, p
         options = method_options.get(method, {})
         try:
             maps[method] = (attribute(handle, x, targets, method, score=score, **options)
-                            if ctx is None else
-                            ctx.saliency(method, positions, targets, images=x, score=score,
-                                         options=options))
+                            if maps_of is None else maps_of(method, options))
         except AuditorError as exc:  # e.g. Grad-CAM without a convolution: does not apply
             unavailable[method] = str(exc)
         except Exception as exc:  # a method that breaks on this architecture is a finding
@@ -253,7 +243,7 @@ def faithfulness_part(ctx, options, methods):
     positions = sample_positions(len(p.labels), options.faithfulness_samples, ctx.config.seed)
     x, targets = ctx.dataset.images(positions), p.preds[positions]
     maps, unavailable = compute_maps(ctx.handle, x, targets, methods, options.score,
-                                     options.method_options, ctx, positions)
+                                     options.method_options)
     maps["random"] = random_maps(x, ctx.config.seed)
     curves = {m: deletion_insertion(ctx.handle, x, targets, a, steps=options.faithfulness_steps,
                                     seed=ctx.config.seed) for m, a in maps.items()}
@@ -299,9 +289,22 @@ def invariance_part(ctx, options, methods):
                             methods, method_options=options.method_options, score=options.score)
 
 
+def make(inputs, options, shared, sections) -> ReliabilityCard:
+    """The step: the card for the attribution section's options (``options``: every section's,
+    resolved; ``inputs``: sections.base.RunInputs)."""
+    return make_card(inputs, options[SECTION])
+
+
 def make_card(ctx, options) -> ReliabilityCard:
     """The card for the attribution ``options``: faithfulness first (it finds the methods that
-    do not apply to this model), then the sanity cascade and input invariance of the rest."""
+    do not apply to this model), then the sanity cascade and input invariance of the rest.
+    ``ctx``: the run's inputs (sections.base.RunInputs). Read-only once made."""
+    from auditor.steps.shared import read_only
+
+    return read_only(_make_card(ctx, options))
+
+
+def _make_card(ctx, options) -> ReliabilityCard:
     from auditor.methods.attribution import METHODS
     from auditor.methods.attribution.reliability import build_card
 
