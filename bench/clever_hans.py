@@ -170,7 +170,7 @@ def card_method(handle, dataset, path: str, data: str) -> str:
         config = make_config(model=path, data=data, sections=["attribution", "clever_hans"])
         ctx = Context(config=config, handle=handle, dataset=dataset,
                       predictions=predict(handle, dataset), workdir=Path(work))
-        card = make_card(ctx, ctx.options("attribution"))
+        card = make_card(ctx, ctx.options["attribution"])
         method, _ = choose(card, handle.input_shape, fallback="gradient")
     print(f"reliability card: {method} ({time.perf_counter() - tick:.0f} s)")
     return method

@@ -34,7 +34,7 @@ def clean_run(digits_handle, digits_npz, tmp_path_factory):
     ctx = Context(config=config, handle=digits_handle, dataset=dataset,
                   predictions=predict(digits_handle, dataset),
                   workdir=tmp_path_factory.mktemp("clever_hans"))
-    result = clever_hans.run(ctx, ctx.options("clever_hans"))
+    result = clever_hans.run(ctx, ctx.options["clever_hans"])
     return result, before, [w.copy() for w in digits_handle.model.get_weights()]
 
 

@@ -45,7 +45,7 @@ def test_the_spec_s_own_settings_always_win_over_the_plan(digits_handle):
     config = make_config({**tables, "model": "demo"}, budget="quick")
     ctx = Context(config=config, handle=digits_handle, dataset=None, predictions=None,
                   workdir=Path("."), plan=plan)
-    robustness = ctx.options("robustness")
+    robustness = ctx.options["robustness"]
     assert robustness.samples == 200
     assert robustness.steps == plan.settings["robustness"]["steps"] < 10
 

@@ -157,7 +157,7 @@ def test_a_224_px_plan_lowers_the_methods_own_settings_and_the_spec_s_win(digits
     config = make_config({**given, "model": "demo"})
     ctx = Context(config=config, handle=digits_handle, dataset=None, predictions=None,
                   workdir=Path("."), plan=fixed)
-    options = ctx.options("attribution")
+    options = ctx.options["attribution"]
     assert options.method_options["integrated_gradients"]["steps"] == 64
     assert options.method_options["occlusion"]["patch"] == \
         fixed.settings["attribution"]["occlusion.patch"]

@@ -243,7 +243,7 @@ def run(ctx: Context, options: Options) -> SectionResult:
     from auditor.methods.attribution.layer import method_layers
     from auditor.methods.attribution.reliability import best_trusted
 
-    made = ctx.card
+    made = ctx.steps.card
     if not isinstance(made, card_step.ReliabilityCard):  # a failure is this section's
         raise RuntimeError("the reliability card could not be made: "
                            + (made.error if made else "not run"))

@@ -539,7 +539,7 @@ def methods_trusted(ctx: Context, methods: list[str], summary: dict) -> Check:
 
     rests_on = {"the planted shortcuts' visibility": methods if summary["injection"] else [],
                 "the shortcut discovery": [summary["discovery"].get("method")]}
-    return trust_check(METHODS_TRUSTED, card_of(ctx.card), rests_on, checks=ctx.config.checks,
+    return trust_check(METHODS_TRUSTED, card_of(ctx.steps.card), rests_on, checks=ctx.config.checks,
                        section=NAME)
 
 
@@ -567,7 +567,7 @@ def trusted_method(ctx: Context, options: Options, configured: str):
 
     if options.discovery_method is not None or not options.discovery:
         return configured, None
-    return choose(ctx.card, ctx.handle.input_shape, fallback=configured,
+    return choose(ctx.steps.card, ctx.handle.input_shape, fallback=configured,
                   max_cost=options.discovery_map_cost)
 
 
@@ -579,7 +579,7 @@ def discovery_part(ctx: Context, options: Options, method: str) -> Discovered:
 
     names, seed = ctx.dataset.class_names, ctx.config.seed
     positions = per_class_sample(ctx.dataset.labels, search_per_class(options, len(names)), seed)
-    features = ctx.features()
+    features = ctx.steps.features.values
     sample = Sample(ctx.dataset.images(positions), ctx.dataset.labels[positions], positions,
                     names, features=None if features is None else features[positions],
                     probs=softmax(np.asarray(ctx.predictions.logits[positions])))

@@ -164,7 +164,7 @@ def run(ctx: Context, options: Options) -> SectionResult:
     preds, labels = p.preds[positions], p.labels[positions]
     from auditor.steps.card import card_of, choice_note
 
-    method, choice = chosen_method(ctx.card, ctx.handle.input_shape, options)
+    method, choice = chosen_method(ctx.steps.card, ctx.handle.input_shape, options)
     note = "" if options.method is not None else choice_note(choice, ctx.handle.input_shape)
 
     def shared(targets, contrast=None):  # the saliency step's maps (steps/saliency.py)
@@ -192,7 +192,7 @@ def run(ctx: Context, options: Options) -> SectionResult:
                         "examples": examples}},
         data=ContrastiveData(images, for_pred, for_true, diff, examples, options.smooth_sigma,
                              difference == MAP_OF_DIFFERENCE),
-        checks=[trust_check(METHOD_TRUSTED, card_of(ctx.card),
+        checks=[trust_check(METHOD_TRUSTED, card_of(ctx.steps.card),
                             {"the contrastive maps": [method]}, checks=ctx.config.checks,
                             section=NAME)],
         method_choice=choice,
