@@ -114,6 +114,16 @@ def run_steps(names, inputs: RunInputs, options: ResolvedOptions, log: SectionLo
     return shared
 
 
+def context_for(inputs: RunInputs, names, plan=None, log: SectionLog | None = None,
+                timings: dict | None = None) -> Context:
+    """What the sections ``names`` run with: ``inputs``, the steps they declare made once
+    (``run_steps``), and every section's options resolved with what the ``plan`` lowered."""
+    options = ResolvedOptions.of(inputs.config, plan)
+    shared = run_steps(names, inputs, options, log or SectionLog(False, {}),
+                       {} if timings is None else timings)
+    return Context.of(inputs, shared, options)
+
+
 def step_names() -> tuple[str, ...]:
     from auditor.steps import STEPS
 
@@ -256,11 +266,9 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
                            predictions=predictions, workdir=work, show_progress=bars,
                            baseline=baseline, train_dataset=loaded.train_dataset,
                            compare_handle=loaded.compare_handle)
-        options = ResolvedOptions.of(config, plan)
-        shared = run_steps(names, inputs, options, log, timings)
+        ctx = context_for(inputs, names, plan, log, timings)
         steps_seconds = sum(timings.get(step, 0.0) for step in step_names())
-        results = joined(run_sections(names, Context.of(inputs, shared, options), plan, log,
-                                      steps_seconds), config.checks)
+        results = joined(run_sections(names, ctx, plan, log, steps_seconds), config.checks)
         timings.update({result.name: result.seconds for result in results})
         if "html" in config.format:  # figures only for the page that shows them
             tick = time.perf_counter()

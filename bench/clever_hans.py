@@ -57,6 +57,7 @@ def main() -> None:
         run_injection,
     )
     from auditor.methods.shortcuts.patterns import INJECTORS
+    from auditor.pipeline import context_for
     from auditor.predict.predictions import predict
     from auditor.sections import clever_hans
     from auditor.sections.base import Context
@@ -99,9 +100,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         config = make_config(model=path, data=data,
                              sections=["clever_hans"])
-        ctx = Context(config=config, handle=handle, dataset=dataset,
-                      predictions=predict(handle, dataset), workdir=Path(work))
         tick = time.perf_counter()
+        ctx = context_for(Context(config=config, handle=handle, dataset=dataset,
+                                  predictions=predict(handle, dataset), workdir=Path(work)),
+                          ["clever_hans"])
         clever_hans.run(ctx, clever_hans.Options())
         print(f"whole section with defaults: {time.perf_counter() - tick:.1f} s")
 

@@ -53,7 +53,7 @@ def main() -> None:
     from auditor.configure import make_config
     from auditor.inputs.datasets import load_dataset
     from auditor.inputs.models import load_model
-    from auditor.pipeline import run_section
+    from auditor.pipeline import context_for, run_section
     from auditor.predict.predictions import predict
     from auditor.sections.base import Context
 
@@ -68,13 +68,14 @@ def main() -> None:
         started = time.perf_counter()
         predictions = predict(handle, dataset, config.batch_size)
         pass_seconds = time.perf_counter() - started
-        def context() -> Context:
-            return Context(config=config, handle=handle, dataset=dataset,
-                           predictions=predictions, workdir=Path(folder))
+        def context() -> Context:  # with the features step made, as an audit makes it
+            return context_for(Context(config=config, handle=handle, dataset=dataset,
+                                       predictions=predictions, workdir=Path(folder)),
+                               ["triage"])
 
         first = run_section("triage", context())
         steady = run_section("triage", ctx := context())
-        shared = run_section("triage", ctx)  # the context keeps the features now
+        shared = run_section("triage", ctx)  # the same context, its steps already made
     for result in (first, steady, shared):
         if result.error:
             raise SystemExit(result.error)

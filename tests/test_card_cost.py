@@ -17,6 +17,7 @@ from auditor.predict.plan import REFERENCE_FLOPS, Facts, Passes
 from auditor.sections import attribution, contrastive
 from auditor.sections.base import Context
 from auditor.steps.card import ReliabilityCard, choice_note, choose, passes_per_map
+from auditor.steps.shared import Shared
 
 RGB = (224, 224, 3)
 MODULES = {"contrastive": contrastive, "attribution": attribution}
@@ -40,7 +41,7 @@ def planted(ctx: Context, card: dict) -> Context:
                            sanity={}, sanity_data={}, sanity_checks=[], stages=[],
                            faithfulness={}, faithfulness_data={}, faithfulness_checks=[],
                            completeness=None, invariance_reason=None)
-    return replace(ctx, card=made)
+    return replace(ctx, steps=Shared(card=made))
 
 
 # Occlusion most faithful, then Integrated Gradients, then gradient; saliency ignores the
@@ -54,7 +55,7 @@ def test_the_best_trusted_method_that_fits_is_taken_then_the_next_then_the_fallb
     shape = context.handle.input_shape
     occlusion = passes_per_map("occlusion", shape)
     assert occlusion == 113 and passes_per_map("integrated_gradients", shape) == 32
-    card = planted(context, RANKED).card
+    card = planted(context, RANKED).steps.card
     for allowed, expected in ((None, "occlusion"), (occlusion, "occlusion"),
                               (40, "integrated_gradients"), (1, "gradient")):
         method, used = choose(card, shape, "gradient", max_cost=allowed)
@@ -69,7 +70,7 @@ def test_the_best_trusted_method_that_fits_is_taken_then_the_next_then_the_fallb
     assert used.reason is None
     assert choice_note(used, shape) == " (the reliability card's best trusted method)"
 
-    only_dear = planted(context, card_for({"occlusion": 0.2}, {"occlusion": 0.5})).card
+    only_dear = planted(context, card_for({"occlusion": 0.2}, {"occlusion": 0.5})).steps.card
     method, used = choose(only_dear, shape, "gradcam", max_cost=4)
     assert method == "gradcam"
     assert used.to_summary() == {"method": "gradcam", "trusted": False, "best": "occlusion",
@@ -102,7 +103,7 @@ def test_a_method_the_spec_names_is_never_replaced(context):
     assert "contrastive" not in plan.settings
     given = contrastive.resolve(contrastive.Options(method="occlusion"), facts)
     assert given.map_cost is None  # nothing to allow: the spec chose
-    assert contrastive.passes(given, facts) == Passes(forward=16 * 226, traces=1)
+    assert contrastive.map_passes(given, facts) == Passes(forward=16 * 226, traces=1)
 
 
 def test_a_tight_budget_lowers_map_cost_to_the_fallback_s_cost_and_counts_what_runs():
@@ -110,15 +111,15 @@ def test_a_tight_budget_lowers_map_cost_to_the_fallback_s_cost_and_counts_what_r
                                                                           "occlusion"))
     full = contrastive.resolve(contrastive.Options(), facts)
     assert full.map_cost == math.ceil(passes_per_map("occlusion", RGB)) == 113
-    assert contrastive.passes(full, facts) == Passes(forward=16 * 226, traces=1)
+    assert contrastive.map_passes(full, facts) == Passes(forward=16 * 226, traces=1)
     generous = plan_for(MODULES, {}, facts, 10 ** 9, REFERENCE_FLOPS)
     assert "contrastive" not in generous.settings
     tight = plan_for(MODULES, {}, facts, 1, REFERENCE_FLOPS)
     assert tight.settings["contrastive"] == {"map_cost": 1}
     assert "contrastive: map_cost 1 instead of 113" in tight.describe()
     at_floor = replace(full, map_cost=1)
-    assert contrastive.passes(at_floor, facts) == Passes(backward=16, traces=1)  # gradient's
-    assert contrastive.passes(replace(full, map_cost=20), facts) == Passes(backward=16 * 16,
+    assert contrastive.map_passes(at_floor, facts) == Passes(backward=16, traces=1)  # gradient's
+    assert contrastive.map_passes(replace(full, map_cost=20), facts) == Passes(backward=16 * 16,
                                                                           traces=1)
     alone = Facts(images=1000, input_shape=RGB, classes=10, card_methods=())
     assert contrastive.resolve(contrastive.Options(), alone).map_cost == 1  # no card: gradient

@@ -22,6 +22,7 @@ def clean_run(digits_handle, digits_npz, tmp_path_factory):
     Saliency by the gradient, whatever else the registry holds: the acceptance is about it."""
     from auditor.configure import make_config
     from auditor.inputs.datasets import load_dataset
+    from auditor.pipeline import context_for
     from auditor.predict.predictions import predict
     from auditor.sections import clever_hans
     from auditor.sections.base import Context
@@ -31,9 +32,9 @@ def clean_run(digits_handle, digits_npz, tmp_path_factory):
                          model=str(digits_handle.path), data=f"npz:{digits_npz}",
                          sections=["clever_hans"])
     dataset = load_dataset(config.data, digits_handle.input_shape, digits_handle.num_classes)
-    ctx = Context(config=config, handle=digits_handle, dataset=dataset,
-                  predictions=predict(digits_handle, dataset),
-                  workdir=tmp_path_factory.mktemp("clever_hans"))
+    ctx = context_for(Context(config=config, handle=digits_handle, dataset=dataset,
+                              predictions=predict(digits_handle, dataset),
+                              workdir=tmp_path_factory.mktemp("clever_hans")), ["clever_hans"])
     result = clever_hans.run(ctx, ctx.options["clever_hans"])
     return result, before, [w.copy() for w in digits_handle.model.get_weights()]
 

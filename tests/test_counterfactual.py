@@ -124,12 +124,13 @@ def test_section_reports_the_contract_keys_and_reuses_the_contrastive_maps(conte
 
 
 def test_the_mistakes_maps_are_computed_once_per_run(context, monkeypatch):
-    """Triage, contrastive and counterfactuals explain the same mistakes: the maps are made by
-    the first (triage runs first) and taken from the run's shared maps by the others."""
+    """Triage, contrastive and counterfactuals explain the same mistakes: the saliency step
+    makes the maps the last two declare once, before them, and every section reads them."""
     import auditor.methods.attribution as attribution
+    from auditor.configure import make_config
     from auditor.methods.topk import most_confident_mistakes
+    from auditor.pipeline import context_for
     from auditor.sections import contrastive, counterfactuals, triage
-    from auditor.steps.saliency import SaliencyStore
 
     made, real = [], attribution.attribute
 
@@ -141,13 +142,19 @@ def test_the_mistakes_maps_are_computed_once_per_run(context, monkeypatch):
         return real(handle, x, targets, method, **options)
 
     monkeypatch.setattr(attribution, "attribute", counted)
-    ctx = replace(context, store=SaliencyStore())
+    config = make_config({"contrastive": {"examples": 6, "method": "gradient"},
+                          "counterfactuals": {"mistakes": 6, "steps": 20, "gallery": 1}},
+                         model="demo")
+    ctx = context_for(replace(context, config=config), ["triage", "contrastive",
+                                                        "counterfactuals"])
+    # predicted and true class of each (contrastive), the gradient of their difference
+    # (counterfactuals: one backward pass each)
+    assert len(made) == len(set(made)) == 18
     mistakes = most_confident_mistakes(ctx.predictions, 6)
     triage.figure_saliency(ctx, mistakes, ctx.dataset.images(mistakes), [], [], "gradient")
-    assert len(made) == 12  # predicted and true class of each
-    contrastive.run(ctx, contrastive.Options(examples=6, method="gradient"))
-    counterfactuals.run(ctx, counterfactuals.Options(mistakes=6, steps=20, gallery=1))
-    assert len(made) == len(set(made)) == 12
+    contrastive.run(ctx, ctx.options["contrastive"])
+    counterfactuals.run(ctx, ctx.options["counterfactuals"])
+    assert len(made) == 18  # every section read them
 
 
 def test_a_model_without_mistakes_gets_an_empty_section_that_still_renders(context):
@@ -157,12 +164,10 @@ def test_a_model_without_mistakes_gets_an_empty_section_that_still_renders(conte
     from auditor.report.render import environment
     from auditor.report.views import build_view
     from auditor.sections import counterfactuals as section
-    from auditor.steps.saliency import SaliencyStore
 
     labels = context.predictions.labels
     perfect = Predictions(logits=np.eye(10, dtype=np.float32)[labels] * 10, labels=labels)
-    result = section.run(replace(context, predictions=perfect, store=SaliencyStore()),
-                         section.Options())
+    result = section.run(replace(context, predictions=perfect), section.Options())
     assert result.summary["counterfactuals"]["count"] == 0
     assert result.summary["counterfactuals"]["success_rate"] is None and not result.checks
     result = replace(result, view=build_view(result, context.dataset))

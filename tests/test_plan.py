@@ -16,7 +16,7 @@ from auditor.errors import ConfigError
 from auditor.predict.plan import REFERENCE_FLOPS, Facts, budget_passes
 from auditor.progress import SectionLog
 from auditor.sections import SECTION_NAMES, section_module
-from auditor.sections.base import Context
+from auditor.sections.base import Context, ResolvedOptions, RunInputs
 
 REPO = Path(__file__).resolve().parents[1]
 MODULES = {name: section_module(name) for name in SECTION_NAMES}
@@ -44,7 +44,7 @@ def test_the_spec_s_own_settings_always_win_over_the_plan(digits_handle):
     assert "steps" not in plan.settings.get("featureviz", {})
     config = make_config({**tables, "model": "demo"}, budget="quick")
     ctx = Context(config=config, handle=digits_handle, dataset=None, predictions=None,
-                  workdir=Path("."), plan=plan)
+                  workdir=Path("."), options=ResolvedOptions.of(config, plan))
     robustness = ctx.options["robustness"]
     assert robustness.samples == 200
     assert robustness.steps == plan.settings["robustness"]["steps"] < 10
@@ -140,15 +140,31 @@ def test_features_come_from_the_prediction_pass_and_equal_a_second_pass(digits_h
                        atol=1e-5)
 
 
-def test_a_map_one_section_made_is_reused_by_the_next(digits_handle, digits_npz, monkeypatch):
+class _Asks:
+    """A section that reads two maps of the saliency step."""
+
+    STEPS = ("saliency",)
+
+    @staticmethod
+    def saliency_requests(inputs, options, shared):
+        from auditor.steps.saliency import Request
+
+        return (Request.of("gradient", [0, 1], [3, 4]),)
+
+
+def test_a_map_the_saliency_step_made_is_read_not_made_again(digits_handle, digits_npz,
+                                                             monkeypatch):
     import auditor.methods.attribution as methods
     from auditor.inputs.datasets import load_dataset
     from auditor.methods.attribution import attribute
+    from auditor.steps import saliency
+    from auditor.steps.shared import Shared
 
     dataset = load_dataset(f"npz:{digits_npz}", digits_handle.input_shape, 10, max_samples=20)
-    ctx = Context(config=make_config(model="demo"), handle=digits_handle, dataset=dataset,
-                  predictions=None, workdir=Path("."))
-    first = ctx.saliency("gradient", [0, 1], [3, 4])
+    inputs = RunInputs(config=make_config(model="demo"), handle=digits_handle, dataset=dataset,
+                       predictions=None, workdir=Path("."))
+    step = saliency.make(inputs, {"asks": None}, Shared(), {"asks": _Asks})
+    first = step.maps(inputs, "gradient", [0, 1], [3, 4])
     assert np.allclose(first, attribute(digits_handle, dataset.images([0, 1]), [3, 4]),
                        atol=1e-6)
     made = []
@@ -158,8 +174,8 @@ def test_a_map_one_section_made_is_reused_by_the_next(digits_handle, digits_npz,
         return attribute(handle, x, targets, method, **options)
 
     monkeypatch.setattr(methods, "attribute", counted)
-    again = ctx.saliency("gradient", [1, 2, 0], [4, 5, 3])
+    again = step.maps(inputs, "gradient", [1, 2, 0], [4, 5, 3])
     assert np.array_equal(again[[2, 0]], first) and made == [1]  # only image 2 is new
-    assert len(ctx.store) == 3
-    other_score = ctx.saliency("gradient", [2], [5], score="softmax")
+    assert len(step) == 2  # the reader's own map is its own: the step's result is unchanged
+    other_score = step.maps(inputs, "gradient", [2], [5], score="softmax")
     assert other_score.any() and made == [1, 1]  # another score is another map

@@ -66,11 +66,11 @@ def counted_audit(monkeypatch, counted, tmp_path, digits_model_path):
     its plan's passes per section, the (forward-only, forward-backward) rows each section ran
     and the summary."""
     import auditor.pipeline as pipeline
+    from auditor.steps import STEPS
 
     forward, backward = counted
     plans, used = [], {}
     plan_sections, run_section = pipeline.plan_sections, pipeline.run_section
-    run_steps = pipeline.run_steps
 
     def keep_plan(*args):
         plans.append(plan_sections(*args))
@@ -83,14 +83,18 @@ def counted_audit(monkeypatch, counted, tmp_path, digits_model_path):
         used[name] = (ran[0] - ran[1], ran[1])
         return result
 
-    def count_steps(names, ctx, log, timings):
-        before = int(forward.numpy()), int(backward.numpy())
-        ctx = run_steps(names, ctx, log, timings)
-        ran = int(forward.numpy()) - before[0], int(backward.numpy()) - before[1]
-        used["card"] = (ran[0] - ran[1], ran[1])
-        return ctx
+    def counting(step):
+        def make(*args):
+            before = int(forward.numpy()), int(backward.numpy())
+            made = real[step.NAME](*args)
+            ran = int(forward.numpy()) - before[0], int(backward.numpy()) - before[1]
+            used[step.NAME] = (ran[0] - ran[1], ran[1])
+            return made
+        return make
 
-    monkeypatch.setattr(pipeline, "run_steps", count_steps)
+    real = {step.NAME: step.make for step in STEPS}
+    for step in STEPS:
+        monkeypatch.setattr(step, "make", counting(step))
     monkeypatch.setattr(pipeline, "plan_sections", keep_plan)
     monkeypatch.setattr(pipeline, "run_section", count_section)
 
@@ -114,7 +118,7 @@ def test_the_plan_counts_every_pass_each_section_runs(monkeypatch, counted_audit
     choice = summary["attribution"]["used_by"]["contrastive"]  # the card's, within 1 pass
     assert summary["contrastive"]["method_from_card"] and choice["allowed"] == 1
     assert summary["contrastive"]["method"] == choice["method"] == "gradient"
-    for name in (*EXACT, "card"):
+    for name in (*EXACT, "card", "saliency"):
         assert used[name] == (planned[name].forward, planned[name].backward), name
     ran_forward, ran_backward = used["clever_hans"]  # the fine-tuning steps are not counted
     assert ran_backward == planned["clever_hans"].backward  # (they call the copy directly)
@@ -130,7 +134,7 @@ def test_an_expensive_method_from_the_card_is_counted_as_it_runs(counted_audit):
     planned, used, summary = counted_audit(spec, ["contrastive", "attribution"])
     assert summary["attribution"]["trusted_method"] == "smoothgrad"
     assert summary["contrastive"]["method"] == "smoothgrad" and summary["contrastive"]["examples"]
-    for name in ("card", "contrastive", "attribution"):
+    for name in ("card", "saliency", "contrastive", "attribution"):
         assert used[name] == (planned[name].forward, planned[name].backward), name
 
 
@@ -139,7 +143,7 @@ def test_a_224_px_plan_lowers_the_methods_own_settings_and_the_spec_s_win(digits
 
     from auditor.predict.plan import REFERENCE_FLOPS, Facts
     from auditor.sections import SECTION_NAMES, section_module
-    from auditor.sections.base import Context
+    from auditor.sections.base import Context, ResolvedOptions
 
     modules = {name: section_module(name) for name in SECTION_NAMES}
     facts = Facts(images=1000, input_shape=(224, 224, 3), classes=10)
@@ -156,7 +160,7 @@ def test_a_224_px_plan_lowers_the_methods_own_settings_and_the_spec_s_win(digits
     assert "integrated_gradients.steps" not in fixed.settings["attribution"]
     config = make_config({**given, "model": "demo"})
     ctx = Context(config=config, handle=digits_handle, dataset=None, predictions=None,
-                  workdir=Path("."), plan=fixed)
+                  workdir=Path("."), options=ResolvedOptions.of(config, fixed))
     options = ctx.options["attribution"]
     assert options.method_options["integrated_gradients"]["steps"] == 64
     assert options.method_options["occlusion"]["patch"] == \

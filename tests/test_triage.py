@@ -97,6 +97,7 @@ def test_a_weak_model_on_clean_labels_is_not_told_its_labels_are_wrong(tmp_path,
     from auditor.inputs.datasets import load_dataset
     from auditor.inputs.demo import build_digits_cnn
     from auditor.inputs.models import load_model
+    from auditor.pipeline import context_for
     from auditor.predict.predictions import predict
     from auditor.sections import triage
     from auditor.sections.base import Context
@@ -112,7 +113,8 @@ def test_a_weak_model_on_clean_labels_is_not_told_its_labels_are_wrong(tmp_path,
     p = predict(handle, dataset)
     assert 0.65 <= p.accuracy <= 0.8
     assert find_label_issues(p.labels, p.probs).expected > 0.03 * len(p.labels)  # as before
-    ctx = Context(config=config, handle=handle, dataset=dataset, predictions=p, workdir=tmp_path)
+    ctx = context_for(Context(config=config, handle=handle, dataset=dataset, predictions=p,
+                              workdir=tmp_path), ["triage"])
     result = triage.run(ctx, triage.Options(examples=0, gallery=0, slices_shown=0))
     check = next(c for c in result.checks if c.id == "triage.label_errors")
     assert check.status == "skipped", check.message
@@ -278,6 +280,8 @@ def test_without_penultimate_features_the_feature_parts_are_skipped(tmp_path, di
     from auditor.predict.predictions import predict
     from auditor.sections import triage
     from auditor.sections.base import Context
+    from auditor.steps.features import Features
+    from auditor.steps.shared import Shared
 
     config = make_config({"model": digits_handle.path, "data": "sklearn:digits:test"},
                          max_samples=150)
@@ -285,7 +289,7 @@ def test_without_penultimate_features_the_feature_parts_are_skipped(tmp_path, di
                            max_samples=150)
     ctx = Context(config=config, handle=digits_handle, dataset=dataset,
                   predictions=predict(digits_handle, dataset), workdir=tmp_path,
-                  feature_store={"features": None})  # a model that cannot be split
+                  steps=Shared(features=Features(None)))  # a model that cannot be split
     result = triage.run(ctx, triage.Options())
     skipped = result.summary["triage"]["skipped"]
     assert {"knn", "mahalanobis", "neighbours", "slices"} <= set(skipped)
