@@ -267,7 +267,8 @@ def make_plan(modules: dict, options: dict, tables: dict[str, dict], facts: Fact
 
 
 def _charged(modules: dict, chosen: dict, facts: Facts) -> dict[str, Passes]:
-    """Each step's and each section's passes, steps first as the pipeline runs them: a
+    """Each step's and each section's passes, the steps first (the pipeline makes them
+    before the sections): a
     section whose options configure a step declares it as ``STEP = (name, passes)``
     (the attribution section's reliability card, steps/card.py); a step several sections
     ask of (the saliency of the mistakes, steps/saliency.py) is charged what each asks."""
