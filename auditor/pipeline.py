@@ -84,7 +84,7 @@ def run_section(name: str, ctx: Context) -> SectionResult:
             error=f"{line} (the traceback is in {LOG_FILE})",
             checks=[Check(f"{name}.run", "error", None, {}, None,
                           f"section '{name}' failed: {line}", name)])
-    return dataclasses.replace(result, seconds=time.perf_counter() - started)
+    return dataclasses.replace(result.frozen(), seconds=time.perf_counter() - started)
 
 
 def run_steps(names, inputs: RunInputs, options: ResolvedOptions, log: SectionLog,
@@ -133,7 +133,7 @@ def step_names() -> tuple[str, ...]:
 def joined(results: list[SectionResult], checks: dict) -> list[SectionResult]:
     """After every section ran: each section that declares ``join`` gets a new result with what
     later sections found (the card's shortcut columns, which section used which method)."""
-    return [section_module(r.name).join(r, results, checks)
+    return [section_module(r.name).join(r, results, checks).frozen()
             if r.error is None and hasattr(section_module(r.name), "join") else r
             for r in results]
 

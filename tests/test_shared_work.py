@@ -24,3 +24,59 @@ def test_features_of_a_dataset_and_of_its_images_in_memory_are_the_same(digits_h
     traced = digits_handle.compiled["final_layer_input"].experimental_get_tracing_count()
     penultimate_features(digits_handle, images[:9], batch_size=4)
     assert digits_handle.compiled["final_layer_input"].experimental_get_tracing_count() == traced
+
+
+SMALL_CARD = {"methods": ["gradient", "saliency"], "examples": 2, "sanity_samples": 2,
+              "sanity_stages": 2, "faithfulness_samples": 2, "faithfulness_steps": 4,
+              "compare_layers": 0}
+
+
+def test_a_section_can_change_neither_a_step_s_result_nor_another_section_s(digits_handle,
+                                                                          tmp_path):
+    """The steps' results are read-only all the way down (arrays, mappings), and so is what a
+    section returned once the pipeline holds it; the sections read them, never write."""
+    from dataclasses import FrozenInstanceError
+
+    import pytest
+
+    from auditor.configure import make_config
+    from auditor.inputs.datasets import load_dataset
+    from auditor.pipeline import context_for, run_section
+    from auditor.predict.predictions import predict
+    from auditor.sections.base import Context
+    from auditor.steps.shared import plain
+
+    config = make_config({"attribution": SMALL_CARD, "contrastive": {"examples": 3}},
+                         model="demo", data="sklearn:digits:test", max_samples=120)
+    dataset = load_dataset(config.data, digits_handle.input_shape, 10, max_samples=120)
+    predictions = predict(digits_handle, dataset)
+    ctx = context_for(Context(config=config, handle=digits_handle, dataset=dataset,
+                              predictions=predictions, workdir=tmp_path),
+                      ["triage", "contrastive", "attribution"])
+    with pytest.raises(ValueError, match="read-only"):
+        ctx.steps.features.values[0, 0] = 1.0
+    assert predictions.features.flags.writeable  # the prediction pass's own array is its own
+    made = ctx.steps.saliency.made
+    shown = min(3, int((~predictions.correct).sum()))
+    assert shown and len(ctx.steps.saliency) == 2 * shown  # the contrastive maps, 2 classes each
+    group = next(iter(made.values()))
+    with pytest.raises(TypeError):
+        group[(0, 0)] = None
+    with pytest.raises(ValueError, match="read-only"):
+        next(iter(group.values()))[0, 0, 0] = 1.0
+    card = ctx.steps.card
+    with pytest.raises(TypeError):
+        card.card["gradient"] = {}
+    with pytest.raises(TypeError):
+        card.faithfulness["gradient"]["score"] = 1.0
+    with pytest.raises(FrozenInstanceError):
+        ctx.steps.card = None
+    result = run_section("contrastive", ctx)
+    assert result.error is None and result.summary["contrastive"]["method_from_card"]
+    with pytest.raises(TypeError):
+        result.summary["contrastive"] = {}
+    with pytest.raises(ValueError, match="read-only"):
+        result.data.for_pred[0, 0, 0, 0] = 0.0
+    drawn = run_section("attribution", ctx)  # its own copy of the card, the step's unchanged
+    assert drawn.error is None
+    assert drawn.summary["attribution"]["reliability"] == plain(card.card)

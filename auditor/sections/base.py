@@ -22,7 +22,7 @@ from typing import Any
 from auditor.checks.check import Check
 from auditor.config.spec import AuditConfig
 from auditor.errors import ConfigError
-from auditor.steps.shared import Shared
+from auditor.steps.shared import Shared, locked
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,13 @@ class SectionResult:
     seconds: float = 0.0
     error: str | None = None
     method_choice: Any = None  # steps.card.MethodChoice: the method it took from the card
+
+    def frozen(self) -> SectionResult:
+        """This result as the pipeline keeps it once the section returned: ``summary`` a
+        read-only mapping, every array of ``data`` read-only, ``checks`` a tuple, so that no
+        later section (nor ``join``) changes what it said."""
+        return dataclasses.replace(self, summary=MappingProxyType(dict(self.summary)),
+                                   data=locked(self.data), checks=tuple(self.checks))
 
 
 def _no_detail(summary: dict) -> str:

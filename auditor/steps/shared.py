@@ -78,3 +78,27 @@ def plain(value: Any) -> Any:
         return dataclasses.replace(value, **{f.name: plain(getattr(value, f.name))
                                              for f in dataclasses.fields(value) if f.init})
     return value
+
+
+def locked(value: Any) -> Any:
+    """``value`` with every array in it a read-only view, its dicts, lists and dataclasses
+    rebuilt around them as the same types (what a section's figures' data becomes once it
+    returned: the views read it as it was, and nothing writes into it)."""
+    if isinstance(value, np.ndarray):
+        view = value.view()
+        view.flags.writeable = False
+        return view
+    if isinstance(value, dict):
+        return {k: locked(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [locked(v) for v in value]
+    if isinstance(value, tuple) and not hasattr(value, "_fields"):
+        return tuple(locked(v) for v in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        copy = dataclasses.replace(value, **{f.name: locked(getattr(value, f.name))
+                                             for f in dataclasses.fields(value) if f.init})
+        for f in dataclasses.fields(value):
+            if not f.init:
+                object.__setattr__(copy, f.name, locked(getattr(value, f.name)))
+        return copy
+    return value
