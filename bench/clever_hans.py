@@ -98,12 +98,10 @@ def main() -> None:
                                       control)))
 
     with tempfile.TemporaryDirectory() as work:
-        config = make_config(model=path, data=data,
-                             sections=["clever_hans"])
+        config = make_config(model=path, data=data, sections=["clever_hans"])
         tick = time.perf_counter()
-        ctx = context_for(Context(config=config, handle=handle, dataset=dataset,
-                                  predictions=predict(handle, dataset), workdir=Path(work)),
-                          ["clever_hans"])
+        ctx = context_for(Context(config, handle, dataset, predict(handle, dataset),
+                                  Path(work)), ["clever_hans"])
         clever_hans.run(ctx, clever_hans.Options())
         print(f"whole section with defaults: {time.perf_counter() - tick:.1f} s")
 
