@@ -80,3 +80,32 @@ def test_a_section_can_change_neither_a_step_s_result_nor_another_section_s(digi
     drawn = run_section("attribution", ctx)  # its own copy of the card, the step's unchanged
     assert drawn.error is None
     assert drawn.summary["attribution"]["reliability"] == plain(card.card)
+
+
+def test_a_step_that_breaks_fails_the_sections_that_read_it_with_its_reason(
+        digits_handle, tmp_path, monkeypatch):
+    """A step that raises on this model is kept as Failed: the section reading it becomes an
+    error with the step's reason (its traceback in audit.log), the audit goes on."""
+    from auditor.configure import make_config
+    from auditor.inputs.datasets import load_dataset
+    from auditor.pipeline import context_for, run_section
+    from auditor.predict.predictions import predict
+    from auditor.sections.base import Context
+    from auditor.steps import features
+    from auditor.steps.shared import Failed
+
+    def broken(*args):
+        raise ValueError("this model hides its last layer")
+
+    monkeypatch.setattr(features, "make", broken)
+    config = make_config(model="demo", data="sklearn:digits:test", max_samples=60)
+    dataset = load_dataset(config.data, digits_handle.input_shape, 10, max_samples=60)
+    ctx = context_for(Context(config=config, handle=digits_handle, dataset=dataset,
+                              predictions=predict(digits_handle, dataset), workdir=tmp_path),
+                      ["performance", "triage"])
+    assert isinstance(ctx.steps.features, Failed)
+    result = run_section("triage", ctx)
+    assert "features step failed" in result.error and "hides its last layer" in result.error
+    assert [c.status for c in result.checks] == ["error"]
+    assert run_section("performance", ctx).error is None  # a section that does not read it
+    assert "hides its last layer" in (tmp_path / "audit.log").read_text()
