@@ -3,8 +3,9 @@
 A section module defines ``NAME``, ``TITLE``, an ``Options`` dataclass (its spec table),
 ``CHECKS`` (a tuple of ``checks.declared.Declared``: every check it can emit, ``*`` standing for
 a name such as a method's, each with its kind, bounds, key figure and headline words),
-``run(ctx, options) -> SectionResult`` and optionally ``KEY_FIGURES``; its figures are drawn by
-``auditor/report/views/NAME.py`` and shown by ``templates/sections/NAME.html``.
+``run(ctx, options) -> SectionResult`` and optionally ``KEY_FIGURES`` and ``STEPS`` (the shared
+steps it reads, made by the pipeline before the sections: ``auditor.steps``); its figures are
+drawn by ``auditor/report/views/NAME.py`` and shown by ``templates/sections/NAME.html``.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ made, before any work) and ``run(ctx, options) -> SectionResult``. It computes w
 and ``auditor/report/views/NAME.py`` turns them into the template's ``view`` only when the HTML
 report is written. Its template partial is ``templates/sections/NAME.html``. A section may
 declare ``KEY_FIGURES``, a tuple of KeyFigure: the top of the report, summary.md, baseline
-comparisons and the index all read them (``auditor.sections.key_figures()``).
+comparisons and the index all read them (``auditor.sections.key_figures()``), and ``STEPS``,
+the shared steps it reads (``ctx.steps``, made before the sections: ``auditor.steps``).
 """
 
 from __future__ import annotations
