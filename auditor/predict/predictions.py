@@ -139,14 +139,12 @@ def _pass_function(handle):
     return logits_and_features, width
 
 
-def penultimate_features(handle, source, batch_size: int = 64, visit=None) -> np.ndarray | None:
+def penultimate_features(handle, source, batch_size: int = 64) -> np.ndarray | None:
     """The input of the model's final layer for every image of ``source``: a dataset, streamed
     a batch at a time, or display-space images already in memory (e.g. the held-out images of a
     fine-tuned copy). None when the model cannot be split there (a subclassed model, a
     SavedModel wrapper). Compiled once per model, like the logits (run eagerly it costs twice
-    the prediction pass), and each batch split across the replicas. ``visit(images,
-    positions)``, when given, sees each batch of display-space images on the way (a step that
-    reads every image, such as hashing, then needs no pass of its own). Batches are at most
+    the prediction pass), and each batch split across the replicas. Batches are at most
     what the memory budget allows a forward pass (256 images at once took MobileNetV2 224 px
     from 2.9 to 5.7 GB of resident memory)."""
     import tensorflow as tf
@@ -164,10 +162,8 @@ def penultimate_features(handle, source, batch_size: int = 64, visit=None) -> np
     if fn is None:
         return None
     rows = []
-    for images, _, positions in _batches(source, batch_size):
+    for images, _, _ in _batches(source, batch_size):
         batch = run_batch(handle, fn, images)
-        if visit is not None:
-            visit(images, positions)
         rows.append(batch.reshape(len(batch), -1).astype(np.float32))
     return np.concatenate(rows) if rows else None
 
