@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 
 import keras
 import numpy as np
@@ -18,18 +19,31 @@ from auditor.inputs.demo import build_digits_cnn, digits_images
 from auditor.keras import AUDIT_LOGS, AuditCallback
 
 
+@keras.saving.register_keras_serializable(package="auditor_tests")
+class TracedCNN(keras.Model):
+    """A model that keeps the graph each trace of its training step builds (the training
+    graph, which nothing of the audit may join)."""
+
+    def train_step(self, data):
+        self.__dict__.setdefault("step_graphs", []).append(tf.compat.v1.get_default_graph())
+        return super().train_step(data)
+
+
 def train(callbacks, epochs=4, images=400):
     """The demo CNN, seeded, with shuffling and dropout: anything that moved a random state
     would change its weights."""
     x, y = digits_images("train")
     keras.utils.set_random_seed(0)
-    model = build_digits_cnn()
+    tf.random.set_global_generator(tf.random.Generator.from_seed(0))
+    base = build_digits_cnn()
+    model = TracedCNN(base.inputs, base.outputs, name=base.name)
     model.compile(optimizer=keras.optimizers.Adam(2e-3),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     history = model.fit(x[:images], y[:images], epochs=epochs, batch_size=32, shuffle=True,
                         validation_split=0.2, verbose=0, callbacks=callbacks)
     draws = (random.random(), float(np.random.rand()), float(tf.random.uniform(())),
-             float(keras.random.uniform(())))  # what the user's code draws next
+             float(keras.random.uniform(())),
+             float(tf.random.get_global_generator().uniform(())))  # what the user draws next
     return model, history, draws
 
 
@@ -61,6 +75,28 @@ def test_training_is_unchanged_by_the_callback(trained):
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         assert history.history[key] == plain_history.history[key]
     assert draws == plain_draws  # every global random generator is where training left it
+
+
+def test_nothing_of_the_audit_joins_the_training_graph(trained):
+    """The training step is traced as often, into graphs of the same operations, and the
+    model has the same layers, variables, losses and metrics, with and without the callback."""
+    model, plain = trained["audited"][0], trained["plain"][0]
+    assert len(model.step_graphs) == len(plain.step_graphs) >= 1  # no retrace
+
+    def operations(graph):
+        return sorted(op.type for op in graph.get_operations())
+
+    for mine, theirs in zip(model.step_graphs, plain.step_graphs, strict=True):
+        assert operations(mine) == operations(theirs)
+    assert [type(layer) for layer in model.layers] == [type(layer) for layer in plain.layers]
+
+    def variables(variables):  # without Keras's process-wide counters in unnamed objects' names
+        return [(re.sub(r"_\d+(?=/|$)", "", v.path), v.shape) for v in variables]
+
+    assert variables(model.variables) == variables(plain.variables)
+    assert variables(model.optimizer.variables) == variables(plain.optimizer.variables)
+    assert len(model.losses) == len(plain.losses)
+    assert [m.name for m in model.metrics] == [m.name for m in plain.metrics]
 
 
 def test_two_audited_epochs_write_two_runs_an_index_and_the_audit_logs(trained):
