@@ -193,3 +193,18 @@ def test_the_first_or_the_previous_audited_epoch_is_the_baseline(tmp_path, digit
                            {"epoch": 4, "folder": tmp_path / "b"}]
     assert first._baseline() == str(tmp_path / "a")
     assert previous._baseline() == str(tmp_path / "b")
+
+
+def test_each_audit_runs_under_the_strategy_in_scope_at_its_time():
+    """The callback audits inside fit, under the user's strategy when they train with one;
+    the strategy of the first audit's scope must not stay for the later audits."""
+    from auditor.predict.distribute import make_distribution
+
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with mirrored.scope():
+        assert make_distribution("default").strategy is mirrored
+    outside = make_distribution("default")
+    assert outside.strategy is tf.distribute.get_strategy() is not mirrored
+    assert make_distribution("default") is outside  # each strategy wrapped once
+    with mirrored.scope():
+        assert make_distribution("default").strategy is mirrored
