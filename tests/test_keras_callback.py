@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from auditor.errors import ConfigError, DataError
+from auditor.errors import AuditorError, ConfigError, DataError
 from auditor.inputs.demo import build_digits_cnn, digits_images
 from auditor.keras import AUDIT_LOGS, AuditCallback
 
@@ -208,3 +208,88 @@ def test_each_audit_runs_under_the_strategy_in_scope_at_its_time():
     assert make_distribution("default") is outside  # each strategy wrapped once
     with mirrored.scope():
         assert make_distribution("default").strategy is mirrored
+
+
+def mlflow_runs(uri: str) -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+def test_a_failing_audit_ends_its_mlflow_run_failed(tmp_path, monkeypatch, digits_test):
+    """An audit that raises mid-fit (here: its ledger spoilt after the first epoch) stops
+    training with its error and leaves the MLflow run FAILED, not RUNNING."""
+    x, y = digits_test
+    monkeypatch.chdir(tmp_path)  # the local artifact store
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # a local store (file stores are deprecated)
+    root = tmp_path / "reports"
+    spoil = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: epoch and (root / "watch.json").write_text("{"))
+    callback = AuditCallback((x[:50], y[:50]), root, sections=["performance"],
+                             spec={"format": "json", "mlflow_uri": uri})
+    with pytest.raises(AuditorError, match="not valid JSON"):
+        train([spoil, callback], epochs=3, images=64)
+    (run,) = mlflow_runs(uri)
+    assert run.info.status == "FAILED"
+    assert [audit["epoch"] for audit in callback.audits] == [1]
+
+
+CRASH = """
+import keras, sys
+from auditor.inputs.demo import build_digits_cnn, digits_images
+from auditor.keras import AuditCallback
+
+x, y = digits_images("test")
+model = build_digits_cnn()
+model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+
+def crash(epoch, logs):
+    raise RuntimeError("training crashed")
+
+audit = AuditCallback((x[:40], y[:40]), sys.argv[1], sections=["performance"],
+                      spec={"format": "json", "mlflow_uri": sys.argv[2]})
+model.fit(x[:64], y[:64], epochs=3, verbose=0,
+          callbacks=[audit, keras.callbacks.LambdaCallback(on_epoch_end=crash)])
+"""
+
+
+def test_a_crash_in_training_ends_the_mlflow_run_failed(tmp_path):
+    """Keras calls no callback when fit raises: the process that ends with training under
+    way ends the run FAILED (at exit), as MLflow's autolog ends its own."""
+    import subprocess
+    import sys
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = subprocess.run([sys.executable, "-c", CRASH, str(tmp_path / "reports"), uri],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 1 and "training crashed" in done.stderr
+    (run,) = mlflow_runs(uri)
+    assert run.info.status == "FAILED"
+    assert run.data.metrics["audit_accuracy"] >= 0  # the first epoch's audit is there
+
+
+def test_overhead_must_be_a_positive_share_or_none(tmp_path, digits_test):
+    x, y = digits_test
+    for wrong in (0, -0.1, True, "0.3", math.inf):
+        with pytest.raises(ConfigError, match="'overhead' must be"):
+            AuditCallback((x, y), tmp_path, overhead=wrong)
+    assert AuditCallback((x, y), tmp_path, overhead=None).overhead is None
+
+
+def test_sections_over_the_overhead_budget_are_listed_as_not_run(tmp_path, digits_test):
+    """With almost no budget, the cheapest section runs and the other is a skipped check
+    that says why (never a pass, never left out in silence)."""
+    x, y = digits_test
+    callback = AuditCallback((x[:60], y[:60]), tmp_path, sections=["robustness", "performance"],
+                             spec={"format": "json"}, overhead=1e-6)
+    train([callback], epochs=1, images=64)
+    (audit,) = callback.audits
+    assert audit["not_run"] == ["robustness"]
+    summary = json.loads((audit["folder"] / "summary.json").read_text())
+    assert summary["config"]["sections"] == ["performance"]
+    (check,) = [c for c in summary["checks"] if c["id"] == "robustness.run"]
+    assert check["status"] == "skipped"
+    assert re.fullmatch(r"not run: over the callback's overhead budget \(0\.0 s available, "
+                        r"[\d.]+ s needed\); raise overhead= or every=", check["message"])
+    assert not math.isnan(audit["figures"]["audit_accuracy"])
