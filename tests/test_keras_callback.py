@@ -293,3 +293,26 @@ def test_sections_over_the_overhead_budget_are_listed_as_not_run(tmp_path, digit
     assert re.fullmatch(r"not run: over the callback's overhead budget \(0\.0 s available, "
                         r"[\d.]+ s needed\); raise overhead= or every=", check["message"])
     assert not math.isnan(audit["figures"]["audit_accuracy"])
+
+
+def test_audit_checkpoint_records_the_checkpoint_as_it_is(tmp_path, digits_model_path):
+    """The glue watch and the callback share: an entry's facts never replace what it records
+    of the checkpoint; sections left out are skipped checks; the callback writes the index
+    itself (once per fit)."""
+    import functools
+
+    from auditor.configure import make_config
+    from auditor.inputs.models import file_sha256
+    from auditor.runs.watch import audit_checkpoint
+
+    configure = functools.partial(make_config, {}, data="sklearn:digits:test", max_samples=50,
+                                  sections=["performance"], format="json", quiet=True)
+    sha = file_sha256(digits_model_path)
+    done = audit_checkpoint(digits_model_path, tmp_path, configure, sha=sha, baseline=None,
+                            say=lambda line: None, facts={"epoch": 3, "sha256": "forged"},
+                            not_run={"robustness": "not run: over budget"}, index=False)
+    (entry,) = json.loads((tmp_path / "watch.json").read_text())["checkpoints"]
+    assert (entry["sha256"], entry["file"], entry["epoch"]) == (sha, str(digits_model_path), 3)
+    assert entry["folder"] == done.folder.name and not (tmp_path / "index.html").exists()
+    (check,) = [c for c in done.summary["checks"] if c["id"] == "robustness.run"]
+    assert (check["status"], check["message"]) == ("skipped", "not run: over budget")
