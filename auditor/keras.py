@@ -251,7 +251,8 @@ class AuditCallback(keras.callbacks.Callback):
         plan_at = planner(config, facts, forward_flops(handle), timing)
         timed = time.perf_counter() - tick  # an audit times its passes too
         return {"plan_at": plan_at, "sections": requested(config),
-                "fixed": loading + timed + images * timing.forward, "drift": 1.0}
+                "fixed": loading + timed + images * timing.forward, "drift": 1.0,
+                "unplanned": {}}
 
     def _open_trackers(self) -> None:
         if self.mlflow:
@@ -344,7 +345,7 @@ class AuditCallback(keras.callbacks.Callback):
         self.audits.append(audit)
         self._log_trackers(done.folder, done.summary, epoch)
         audit["seconds"] = time.perf_counter() - started
-        self._learn(audit["seconds"], done.summary.get("plan", {}))
+        self._learn(audit["seconds"], done.summary)
         self._since = time.perf_counter()
         return audit
 
@@ -359,17 +360,25 @@ class AuditCallback(keras.callbacks.Callback):
 
         sizer = self._sizer
         return size_audit(sizer["sections"], self.flags["budget"], self.overhead * trained,
-                          sizer["plan_at"], sizer["fixed"], sizer["drift"])
+                          sizer["plan_at"], sizer["fixed"], sizer["drift"], sizer["unplanned"])
 
-    def _learn(self, seconds: float, plan: dict) -> None:
-        """The fixed part of an audit (all but its sections: saving, loading, predicting,
-        figures, the ledger, the trackers) and the plan's drift, as this audit measured them."""
+    def _learn(self, seconds: float, summary: dict) -> None:
+        """As this audit measured them: the fixed part of an audit (all but its sections:
+        saving, loading, predicting, figures, the ledger, the trackers), the seconds of each
+        section the plan estimates at none (its work is not in model passes), and the drift
+        of the plan's estimate over the others."""
         if self._sizer is None:
             return
-        sections = plan.get("seconds", 0.0)
-        self._sizer["fixed"] = max(seconds - sections, 0.0)
-        if plan.get("estimated_seconds", 0.0) > 0 and sections > 0:
-            self._sizer["drift"] = sections / plan["estimated_seconds"]
+        plan, timings = summary.get("plan", {}), summary.get("timings", {})
+        self._sizer["fixed"] = max(seconds - plan.get("seconds", 0.0), 0.0)
+        estimates = plan.get("estimates", {})
+        planned = [name for name, estimate in estimates.items() if estimate > 0]
+        self._sizer["unplanned"].update({name: timings[name] for name, estimate
+                                         in estimates.items() if estimate <= 0
+                                         and name in timings})
+        actual = sum(timings.get(name, 0.0) for name in planned)
+        if planned and actual > 0:
+            self._sizer["drift"] = actual / sum(estimates[name] for name in planned)
 
     def _baseline(self) -> str | None:
         if self.baseline not in BASELINES:

@@ -69,13 +69,18 @@ def planner(config, facts, flops: int | None, timing) -> Callable:
 
 
 def size_audit(names: list[str], budget: str | int, available: float, plan_at: Callable,
-               fixed: float = 0.0, drift: float = 1.0) -> Sized:
+               fixed: float = 0.0, drift: float = 1.0,
+               unplanned: dict[str, float] | None = None) -> Sized:
     """The sections of ``names`` and the budget whose audit fits ``available`` seconds: the
     ``fixed`` seconds of an audit (loading, predicting, writing) and the sections' seconds as
-    the plan estimates them, times ``drift`` (the actual over the estimate, measured before)."""
+    the plan estimates them, times ``drift`` (the actual over the estimate, measured before),
+    plus the ``unplanned`` seconds of sections whose work is not in model passes (triage's
+    neighbours and label issues), as they took the last time they ran."""
+    unplanned = unplanned or {}
 
     def seconds(sections, passes) -> float:
-        return fixed + drift * plan_at(sections, passes).estimated_seconds()
+        return (fixed + drift * plan_at(sections, passes).estimated_seconds()
+                + sum(unplanned.get(name, 0.0) for name in sections))
 
     if seconds(names, budget) <= available:
         return Sized(list(names), budget, seconds(names, budget))
