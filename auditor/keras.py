@@ -15,12 +15,14 @@ callback can use them.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime as dt
 import math
 import numbers
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,30 +44,41 @@ AUDIT_LOGS = ("audit_accuracy", "audit_mistakes", "audit_label_errors", "audit_e
 @contextlib.contextmanager
 def isolated_random_state() -> Iterator[None]:
     """Every global random state an audit touches, as it was before: Python's and NumPy's
-    generators, TensorFlow's global and operation seeds and its global generator, Keras's seed
-    and seed generator. (``keras.utils.set_random_seed``, which the audit calls, resets them.)"""
+    generators, TensorFlow's global generator and seeds, Keras's seed and seed generator
+    (``keras.utils.set_random_seed``, which the audit calls, resets them).
+
+    Python's, NumPy's and TensorFlow's global generator are saved and put back with their public
+    APIs. Two states have none, and are read and restored privately, because without them the
+    next unseeded draw of the user's code (Keras's shuffling, ``tf.random.uniform()``) would
+    differ: Keras's global seed and ``SeedGenerator`` (``keras.utils.set_random_seed`` can only
+    reset them, ``keras.random`` draws from the generator's state), and TensorFlow's eager
+    global seed with its counter of operation seeds (``tf.random.set_seed`` restarts the
+    counter; no API reads it). ``tests/test_keras_callback.py`` proves all of them unchanged.
+    """
     import random
 
+    import tensorflow as tf
     from keras.src.backend.common import global_state
     from keras.src.random.seed_generator import GLOBAL_SEED_GENERATOR
     from keras.src.utils.rng_utils import GLOBAL_RANDOM_SEED
     from tensorflow.python.eager import context
-    from tensorflow.python.ops import stateful_random_ops
 
     python, numpy = random.getstate(), np.random.get_state()
+    tf_generator = tf.random.get_global_generator()
+    tf_generator_state = tf_generator.state.numpy()
     keras_seed = global_state.get_global_attribute(GLOBAL_RANDOM_SEED)
     keras_generator = global_state.get_global_attribute(GLOBAL_SEED_GENERATOR)
     keras_state = None if keras_generator is None else keras_generator.state.numpy()
     eager = context.context()
     tf_seed, tf_rng = eager._seed, getattr(eager, "_rng", None)
     tf_rng_state = tf_rng.getstate() if tf_rng is not None else None
-    tf_generator = stateful_random_ops.global_generator
-    tf_generator_state = None if tf_generator is None else tf_generator.state.numpy()
     try:
         yield
     finally:
         random.setstate(python)
         np.random.set_state(numpy)
+        tf.random.set_global_generator(tf_generator)
+        tf_generator.reset(tf_generator_state)
         global_state.set_global_attribute(GLOBAL_RANDOM_SEED, keras_seed)
         global_state.set_global_attribute(GLOBAL_SEED_GENERATOR, keras_generator)
         if keras_generator is not None:
@@ -73,9 +86,6 @@ def isolated_random_state() -> Iterator[None]:
         eager._seed, eager._rng = tf_seed, tf_rng
         if tf_rng is not None:
             tf_rng.setstate(tf_rng_state)
-        stateful_random_ops.global_generator = tf_generator
-        if tf_generator is not None:
-            tf_generator.state.assign(tf_generator_state)
 
 
 class AuditCallback(keras.callbacks.Callback):
@@ -88,11 +98,14 @@ class AuditCallback(keras.callbacks.Callback):
     ``baseline``: each audit is compared with the ``"previous"`` audited epoch (as ``watch``
     does), the ``"first"``, a run folder, or None. ``mlflow``/``tensorboard``: also log each
     audit to an MLflow run (nested in the active one) or a TensorBoard log folder, at the epoch.
+    ``overhead``: each audit may take this share of the training time since the previous one
+    (``runs/overhead.py``: sections that do not fit are not run, and say so); None: the named
+    ``budget`` in full, whatever it costs. ``budget`` is the ceiling either way.
     """
 
     def __init__(self, data, out, every: int = 1, spec=None, sections=None, budget="quick",
                  stop_on: str | None = None, mlflow: bool = False, tensorboard=None,
-                 baseline: str | None = "previous"):
+                 baseline: str | None = "previous", overhead: float | None = 0.3):
         super().__init__()
         from auditor.config.spec import read_spec
         from auditor.configure import make_config
@@ -102,6 +115,11 @@ class AuditCallback(keras.callbacks.Callback):
                               f"{every!r}")
         if stop_on not in (None, *STOP_ON):
             raise ConfigError(f"'stop_on' must be 'fail', 'warn' or None, got {stop_on!r}")
+        if overhead is not None and (not isinstance(overhead, numbers.Real)
+                                     or isinstance(overhead, bool)
+                                     or not 0 < overhead < math.inf):
+            raise ConfigError(f"'overhead' must be a positive share of the training time (0.3: "
+                              f"audits add at most about 30%), or None, got {overhead!r}")
         self.spec = dict(read_spec(spec) if isinstance(spec, (str, Path)) else spec or {})
         # Trackers are logged here, once per epoch into one run, not by each audit.
         mlflow = bool(mlflow or self.spec.pop("mlflow", False) or self.spec.get("mlflow_uri"))
@@ -120,10 +138,13 @@ class AuditCallback(keras.callbacks.Callback):
             require_mlflow()
         self.data, self.root, self.every, self.stop_on = data, Path(out), int(every), stop_on
         self.baseline, self.mlflow, self.tensorboard = baseline, mlflow, tensorboard
-        self.audits: list[dict] = []  # {epoch, folder, verdict, exit_code, figures}
+        self.overhead = None if overhead is None else float(overhead)
+        self.audits: list[dict] = []  # {epoch, folder, verdict, exit_code, figures, seconds}
         self._scratch: Path | None = None
         self._arrays = None  # (x, y) of an in-memory source
         self._trackers: dict = {}
+        self._sizer = None  # runs.overhead's plan_at and the fixed seconds of an audit
+        self._last_audited = self._epoch = None
 
     @staticmethod
     def _source_name(data) -> str:
@@ -159,6 +180,7 @@ class AuditCallback(keras.callbacks.Callback):
         raises the CLI's one-line error now, not after an epoch."""
         from auditor.runs.watch import open_root
 
+        self._finish("FAILED")  # an earlier fit of this callback that crashed
         open_root(self.root)
         self._started = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
         self._folder = self.root / "checkpoints" / self._started
@@ -171,8 +193,9 @@ class AuditCallback(keras.callbacks.Callback):
                 self._validate()
             self._open_trackers()
         except BaseException:  # fit stops here and never calls on_train_end
-            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._finish("FAILED")
             raise
+        self._since = time.perf_counter()  # training time is counted from here
 
     def _hold_data(self):
         import tensorflow as tf
@@ -197,20 +220,39 @@ class AuditCallback(keras.callbacks.Callback):
                                                 self.spec.get("data_range", "auto"))
 
     def _validate(self) -> None:
-        """Load a copy of the model as the audit will, and open the data against it."""
+        """Load a copy of the model as the audit will, and open the data against it; with an
+        overhead budget, time a pass of the copy for the plan and the fixed part of an audit
+        (saving, loading, predicting), which the first audit's budget starts from."""
         from auditor.inputs.datasets import load_dataset
         from auditor.inputs.models import load_model
 
+        tick = time.perf_counter()
         config = self.configure(model="checked-per-epoch")
         path = self._scratch / "model.keras"
         self.model.save(path)
         handle = load_model(str(path), config.input_range, config.unsafe_load, config.output)
         with self._data():
-            load_dataset(config.data, handle.input_shape, handle.num_classes,
-                         class_names=config.class_names, max_samples=config.max_samples,
-                         seed=config.seed, data_range=config.data_range,
-                         strict_data=config.strict_data)
+            dataset = load_dataset(config.data, handle.input_shape, handle.num_classes,
+                                   class_names=config.class_names,
+                                   max_samples=config.max_samples, seed=config.seed,
+                                   data_range=config.data_range, strict_data=config.strict_data)
         path.unlink()
+        if self.overhead is not None:
+            self._sizer = self._make_sizer(config, handle, dataset.n, time.perf_counter() - tick)
+
+    @staticmethod
+    def _make_sizer(config, handle, images: int, loading: float) -> dict:
+        from auditor.predict.plan import Facts, forward_flops, measure_timing
+        from auditor.runs.overhead import planner, requested
+
+        tick = time.perf_counter()
+        timing = measure_timing(handle)
+        facts = Facts(images=images, input_shape=handle.input_shape, classes=handle.num_classes)
+        plan_at = planner(config, facts, forward_flops(handle), timing)
+        timed = time.perf_counter() - tick  # an audit times its passes too
+        return {"plan_at": plan_at, "sections": requested(config),
+                "fixed": loading + timed + images * timing.forward, "drift": 1.0,
+                "unplanned": {}}
 
     def _open_trackers(self) -> None:
         if self.mlflow:
@@ -218,6 +260,10 @@ class AuditCallback(keras.callbacks.Callback):
 
             self._trackers["mlflow"] = MlflowRun.start(self.mlflow_uri,
                                                        name=f"audit-{self._started}")
+            # Keras has no hook for an exception in fit: a process that ends while training
+            # is under way ends the run FAILED, as MLflow's autolog ends its run when fit
+            # raises (an exception in an audit ends it at once, below).
+            atexit.register(self._trackers["mlflow"].end_if_running, "FAILED")
         if self.tensorboard:
             from auditor.trackers.tensorboard_log import TensorBoardWriter
 
@@ -236,37 +282,103 @@ class AuditCallback(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None) -> None:
         """Audit the final model unless its epoch was just audited; close the trackers."""
-        try:
-            if self._epoch and self._epoch != self._last_audited:
-                self._audit(self._epoch)
-        finally:
-            for tracker in self._trackers.values():
+        if self._epoch and self._epoch != self._last_audited:
+            self._audit(self._epoch)
+        self._finish("FINISHED")
+
+    def _finish(self, status: str) -> None:
+        """Write the index (once per fit: it draws every run's trends), end the trackers (the
+        MLflow run with ``status``) and remove the scratch folder."""
+        if self._scratch is not None and self._last_audited is not None:
+            from auditor.runs.history import write_index
+            from auditor.runs.watch import ledger_lock
+
+            with ledger_lock(self.root):
+                write_index(self.root)
+        for tracker in self._trackers.values():
+            if hasattr(tracker, "end_if_running"):
+                atexit.unregister(tracker.end_if_running)
+                tracker.end_if_running(status)
+            else:
                 tracker.close()
-            self._trackers = {}
-            if self._scratch is not None:
-                shutil.rmtree(self._scratch, ignore_errors=True)
+        self._trackers = {}
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
     def _audit(self, epoch: int) -> dict:
-        """Save this epoch's model, audit it as watch audits a checkpoint, log the trackers."""
+        """Audit this epoch's model; an exception ends the trackers (MLflow's run FAILED)
+        before it stops training."""
+        try:
+            return self._audit_epoch(epoch)
+        except BaseException:
+            self._finish("FAILED")
+            raise
+
+    def _audit_epoch(self, epoch: int) -> dict:
+        """Save this epoch's model, audit it as watch audits a checkpoint (sized to the
+        overhead budget), log the trackers."""
+        import functools
+
         from auditor.errors import ModelError
         from auditor.inputs.models import file_sha256
         from auditor.runs.watch import audit_checkpoint
 
+        started = time.perf_counter()
+        sized = self._size(started - self._since)
+        configure = self.configure if sized is None else functools.partial(
+            self.configure, sections=sized.sections, budget=sized.budget)
         self._folder.mkdir(parents=True, exist_ok=True)
         path = self._folder / f"epoch-{epoch:04d}.keras"
         self.model.save(path)
         with isolated_random_state(), self._data():
-            done = audit_checkpoint(path, self.root, self.configure, sha=file_sha256(path),
+            done = audit_checkpoint(path, self.root, configure, sha=file_sha256(path),
                                     baseline=self._baseline(), say=lambda line: None,
-                                    facts={"epoch": epoch})
+                                    facts={"epoch": epoch},
+                                    not_run=sized.not_run if sized else None, index=False)
         if done.folder is None:
             raise ModelError(done.message)
         self._last_audited = epoch
         audit = {"epoch": epoch, "folder": done.folder, "verdict": done.summary["verdict"],
-                 "exit_code": done.exit_code, "figures": key_figures(done.summary)}
+                 "exit_code": done.exit_code, "figures": key_figures(done.summary),
+                 "not_run": sorted(sized.not_run) if sized else []}
         self.audits.append(audit)
         self._log_trackers(done.folder, done.summary, epoch)
+        audit["seconds"] = time.perf_counter() - started
+        self._learn(audit["seconds"], done.summary)
+        self._since = time.perf_counter()
         return audit
+
+    def _size(self, trained: float):
+        """The sections and budget of this audit: ``overhead`` times the training seconds
+        since the previous audit, for the fixed part of an audit as measured last time and
+        the sections (the plan's estimate corrected by how far off it was last time); None
+        without a budget."""
+        if self._sizer is None:
+            return None
+        from auditor.runs.overhead import size_audit
+
+        sizer = self._sizer
+        return size_audit(sizer["sections"], self.flags["budget"], self.overhead * trained,
+                          sizer["plan_at"], sizer["fixed"], sizer["drift"], sizer["unplanned"])
+
+    def _learn(self, seconds: float, summary: dict) -> None:
+        """As this audit measured them: the fixed part of an audit (all but its sections:
+        saving, loading, predicting, figures, the ledger, the trackers), the seconds of each
+        section the plan estimates at none (its work is not in model passes), and the drift
+        of the plan's estimate over the others."""
+        if self._sizer is None:
+            return
+        plan, timings = summary.get("plan", {}), summary.get("timings", {})
+        self._sizer["fixed"] = max(seconds - plan.get("seconds", 0.0), 0.0)
+        estimates = plan.get("estimates", {})
+        planned = [name for name, estimate in estimates.items() if estimate > 0]
+        self._sizer["unplanned"].update({name: timings[name] for name, estimate
+                                         in estimates.items() if estimate <= 0
+                                         and name in timings})
+        actual = sum(timings.get(name, 0.0) for name in planned)
+        if planned and actual > 0:
+            self._sizer["drift"] = actual / sum(estimates[name] for name in planned)
 
     def _baseline(self) -> str | None:
         if self.baseline not in BASELINES:

@@ -230,8 +230,10 @@ def check_sections(config: AuditConfig, handle) -> None:
             check(handle.logits_model, config.options[name])
 
 
-def run_audit(config: AuditConfig) -> AuditOutcome:
-    """Run the audit that ``config`` describes and write its folder; returns the exit code."""
+def run_audit(config: AuditConfig, not_run: dict[str, str] | None = None) -> AuditOutcome:
+    """Run the audit that ``config`` describes and write its folder; returns the exit code.
+    ``not_run``: sections its caller left out of this run, with why (the Keras callback's
+    overhead budget), each listed as a skipped ``SECTION.run`` check."""
     from auditor.predict.distribute import make_distribution
     from auditor.predict.predictions import predict
 
@@ -275,6 +277,7 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
             results = draw_views(results, dataset, work)
             timings["figures"] = time.perf_counter() - tick
         checks = run_checks(config, loaded, predictions, results, baseline)
+        checks += not_run_checks(not_run or {}, config.checks)
         timings["total"] = time.perf_counter() - started
         spent = sum(result.seconds for result in results) + steps_seconds
         write_outputs(work, RunOutputs(config, handle, dataset, results, checks, timings, now,
@@ -313,6 +316,12 @@ def run_checks(config: AuditConfig, loaded: Inputs, predictions, results, baseli
     sections_summary["data"] = {"source": dataset.source, "n": dataset.n}
     checks += regression_checks(sections_summary, baseline, config.checks)
     return stamp_run_checks(checks, config.checks)
+
+
+def not_run_checks(not_run: dict[str, str], spec: dict) -> list[Check]:
+    """A ``skipped`` check per section left out and why: listed in the run, never a pass."""
+    return stamp_run_checks([Check(f"{name}.run", "skipped", None, {}, None, reason, name)
+                             for name, reason in not_run.items()], spec)
 
 
 def check_baseline_classes(baseline_run, class_names: list[str]) -> None:

@@ -7,15 +7,26 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from auditor.errors import ConfigError, DataError
+from auditor.errors import AuditorError, ConfigError, DataError
 from auditor.inputs.demo import build_digits_cnn, digits_images
 from auditor.keras import AUDIT_LOGS, AuditCallback
+
+
+@keras.saving.register_keras_serializable(package="auditor_tests")
+class TracedCNN(keras.Model):
+    """A model that keeps the graph each trace of its training step builds (the training
+    graph, which nothing of the audit may join)."""
+
+    def train_step(self, data):
+        self.__dict__.setdefault("step_graphs", []).append(tf.compat.v1.get_default_graph())
+        return super().train_step(data)
 
 
 def train(callbacks, epochs=4, images=400):
@@ -23,13 +34,16 @@ def train(callbacks, epochs=4, images=400):
     would change its weights."""
     x, y = digits_images("train")
     keras.utils.set_random_seed(0)
-    model = build_digits_cnn()
+    tf.random.set_global_generator(tf.random.Generator.from_seed(0))
+    base = build_digits_cnn()
+    model = TracedCNN(base.inputs, base.outputs, name=base.name)
     model.compile(optimizer=keras.optimizers.Adam(2e-3),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     history = model.fit(x[:images], y[:images], epochs=epochs, batch_size=32, shuffle=True,
                         validation_split=0.2, verbose=0, callbacks=callbacks)
     draws = (random.random(), float(np.random.rand()), float(tf.random.uniform(())),
-             float(keras.random.uniform(())))  # what the user's code draws next
+             float(keras.random.uniform(())),
+             float(tf.random.get_global_generator().uniform(())))  # what the user draws next
     return model, history, draws
 
 
@@ -61,6 +75,28 @@ def test_training_is_unchanged_by_the_callback(trained):
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         assert history.history[key] == plain_history.history[key]
     assert draws == plain_draws  # every global random generator is where training left it
+
+
+def test_nothing_of_the_audit_joins_the_training_graph(trained):
+    """The training step is traced as often, into graphs of the same operations, and the
+    model has the same layers, variables, losses and metrics, with and without the callback."""
+    model, plain = trained["audited"][0], trained["plain"][0]
+    assert len(model.step_graphs) == len(plain.step_graphs) >= 1  # no retrace
+
+    def operations(graph):
+        return sorted(op.type for op in graph.get_operations())
+
+    for mine, theirs in zip(model.step_graphs, plain.step_graphs, strict=True):
+        assert operations(mine) == operations(theirs)
+    assert [type(layer) for layer in model.layers] == [type(layer) for layer in plain.layers]
+
+    def variables(variables):  # without Keras's process-wide counters in unnamed objects' names
+        return [(re.sub(r"_\d+(?=/|$)", "", v.path), v.shape) for v in variables]
+
+    assert variables(model.variables) == variables(plain.variables)
+    assert variables(model.optimizer.variables) == variables(plain.optimizer.variables)
+    assert len(model.losses) == len(plain.losses)
+    assert [m.name for m in model.metrics] == [m.name for m in plain.metrics]
 
 
 def test_two_audited_epochs_write_two_runs_an_index_and_the_audit_logs(trained):
@@ -157,3 +193,126 @@ def test_the_first_or_the_previous_audited_epoch_is_the_baseline(tmp_path, digit
                            {"epoch": 4, "folder": tmp_path / "b"}]
     assert first._baseline() == str(tmp_path / "a")
     assert previous._baseline() == str(tmp_path / "b")
+
+
+def test_each_audit_runs_under_the_strategy_in_scope_at_its_time():
+    """The callback audits inside fit, under the user's strategy when they train with one;
+    the strategy of the first audit's scope must not stay for the later audits."""
+    from auditor.predict.distribute import make_distribution
+
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with mirrored.scope():
+        assert make_distribution("default").strategy is mirrored
+    outside = make_distribution("default")
+    assert outside.strategy is tf.distribute.get_strategy() is not mirrored
+    assert make_distribution("default") is outside  # each strategy wrapped once
+    with mirrored.scope():
+        assert make_distribution("default").strategy is mirrored
+
+
+def mlflow_runs(uri: str) -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+def test_a_failing_audit_ends_its_mlflow_run_failed(tmp_path, monkeypatch, digits_test):
+    """An audit that raises mid-fit (here: its ledger spoilt after the first epoch) stops
+    training with its error and leaves the MLflow run FAILED, not RUNNING."""
+    x, y = digits_test
+    monkeypatch.chdir(tmp_path)  # the local artifact store
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # a local store (file stores are deprecated)
+    root = tmp_path / "reports"
+    spoil = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: epoch and (root / "watch.json").write_text("{"))
+    callback = AuditCallback((x[:50], y[:50]), root, sections=["performance"],
+                             spec={"format": "json", "mlflow_uri": uri})
+    with pytest.raises(AuditorError, match="not valid JSON"):
+        train([spoil, callback], epochs=3, images=64)
+    (run,) = mlflow_runs(uri)
+    assert run.info.status == "FAILED"
+    assert [audit["epoch"] for audit in callback.audits] == [1]
+
+
+CRASH = """
+import keras, sys
+from auditor.inputs.demo import build_digits_cnn, digits_images
+from auditor.keras import AuditCallback
+
+x, y = digits_images("test")
+model = build_digits_cnn()
+model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+
+def crash(epoch, logs):
+    raise RuntimeError("training crashed")
+
+audit = AuditCallback((x[:40], y[:40]), sys.argv[1], sections=["performance"],
+                      spec={"format": "json", "mlflow_uri": sys.argv[2]})
+model.fit(x[:64], y[:64], epochs=3, verbose=0,
+          callbacks=[audit, keras.callbacks.LambdaCallback(on_epoch_end=crash)])
+"""
+
+
+def test_a_crash_in_training_ends_the_mlflow_run_failed(tmp_path):
+    """Keras calls no callback when fit raises: the process that ends with training under
+    way ends the run FAILED (at exit), as MLflow's autolog ends its own."""
+    import subprocess
+    import sys
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = subprocess.run([sys.executable, "-c", CRASH, str(tmp_path / "reports"), uri],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 1 and "training crashed" in done.stderr
+    (run,) = mlflow_runs(uri)
+    assert run.info.status == "FAILED"
+    assert run.data.metrics["audit_accuracy"] >= 0  # the first epoch's audit is there
+
+
+def test_overhead_must_be_a_positive_share_or_none(tmp_path, digits_test):
+    x, y = digits_test
+    for wrong in (0, -0.1, True, "0.3", math.inf):
+        with pytest.raises(ConfigError, match="'overhead' must be"):
+            AuditCallback((x, y), tmp_path, overhead=wrong)
+    assert AuditCallback((x, y), tmp_path, overhead=None).overhead is None
+
+
+def test_sections_over_the_overhead_budget_are_listed_as_not_run(tmp_path, digits_test):
+    """With almost no budget, the cheapest section runs and the other is a skipped check
+    that says why (never a pass, never left out in silence)."""
+    x, y = digits_test
+    callback = AuditCallback((x[:60], y[:60]), tmp_path, sections=["robustness", "performance"],
+                             spec={"format": "json"}, overhead=1e-6)
+    train([callback], epochs=1, images=64)
+    (audit,) = callback.audits
+    assert audit["not_run"] == ["robustness"]
+    summary = json.loads((audit["folder"] / "summary.json").read_text())
+    assert summary["config"]["sections"] == ["performance"]
+    (check,) = [c for c in summary["checks"] if c["id"] == "robustness.run"]
+    assert check["status"] == "skipped"
+    assert re.fullmatch(r"not run: over the callback's overhead budget \(0\.0 s available, "
+                        r"[\d.]+ s needed\); raise overhead= or every=", check["message"])
+    assert not math.isnan(audit["figures"]["audit_accuracy"])
+
+
+def test_audit_checkpoint_records_the_checkpoint_as_it_is(tmp_path, digits_model_path):
+    """The glue watch and the callback share: an entry's facts never replace what it records
+    of the checkpoint; sections left out are skipped checks; the callback writes the index
+    itself (once per fit)."""
+    import functools
+
+    from auditor.configure import make_config
+    from auditor.inputs.models import file_sha256
+    from auditor.runs.watch import audit_checkpoint
+
+    configure = functools.partial(make_config, {}, data="sklearn:digits:test", max_samples=50,
+                                  sections=["performance"], format="json", quiet=True)
+    sha = file_sha256(digits_model_path)
+    done = audit_checkpoint(digits_model_path, tmp_path, configure, sha=sha, baseline=None,
+                            say=lambda line: None, facts={"epoch": 3, "sha256": "forged"},
+                            not_run={"robustness": "not run: over budget"}, index=False)
+    (entry,) = json.loads((tmp_path / "watch.json").read_text())["checkpoints"]
+    assert (entry["sha256"], entry["file"], entry["epoch"]) == (sha, str(digits_model_path), 3)
+    assert entry["folder"] == done.folder.name and not (tmp_path / "index.html").exists()
+    (check,) = [c for c in done.summary["checks"] if c["id"] == "robustness.run"]
+    assert (check["status"], check["message"]) == ("skipped", "not run: over budget")

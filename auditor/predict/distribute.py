@@ -130,7 +130,7 @@ def local_devices() -> list[str]:
     return [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
 
 
-_MADE: dict[str, Distribution] = {}
+_MADE: dict[object, Distribution] = {}
 
 
 def make_distribution(name: str) -> Distribution:
@@ -139,10 +139,18 @@ def make_distribution(name: str) -> Distribution:
     Call it before any other TensorFlow work: the multiworker strategy must be set up before the
     runtime starts. Strategies are made once per process and reused by later audits, because
     two strategies over the same devices would reuse each other's collective-op keys.
+    ``default`` is the strategy in scope at the call (an audit inside a user's
+    ``strategy.scope()``, such as the Keras callback's during ``fit``, runs under it), each
+    wrapped once.
     """
-    if name not in _MADE:
-        _MADE[name] = _create(name)
-    return _MADE[name]
+    key: object = name
+    if name == "default":
+        import tensorflow as tf
+
+        key = (name, tf.distribute.get_strategy())
+    if key not in _MADE:
+        _MADE[key] = _create(name)
+    return _MADE[key]
 
 
 def _create(name: str) -> Distribution:

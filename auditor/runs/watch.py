@@ -230,19 +230,22 @@ def run_folder_of(path: Path, sha: str) -> str:
 
 def audit_checkpoint(path: Path, root: Path, configure: Callable[..., AuditConfig], *,
                      sha: str, baseline: str | None, say: Callable[[str], None] = print,
-                     facts: dict | None = None) -> Audited:
+                     facts: dict | None = None, not_run: dict[str, str] | None = None,
+                     index: bool = True) -> Audited:
     """Audit one checkpoint file into ``root/<stem>-<sha[:12]>`` against ``baseline`` (a run
     folder, or None), record it in the ledger (with ``facts``, such as the epoch it was saved
     at) and rewrite the index: what ``watch`` does per checkpoint, and the Keras callback per
-    audited epoch. A checkpoint that cannot be loaded is recorded as an error, not raised; bad
-    data or spec stop the watch (nothing recorded)."""
+    audited epoch (``not_run``: the sections its overhead budget left out, and why; it writes
+    the index once, when training ends: ``index=False``). A checkpoint that cannot be loaded
+    is recorded as an error, not raised; bad data or spec stop the watch (nothing recorded).
+    ``facts`` add to the entry and never replace what it records of the checkpoint."""
     from auditor.pipeline import run_audit
     from auditor.runs.history import write_index
 
     stat = path.stat()
     run_folder = run_folder_of(path, sha)
-    entry = {"sha256": sha, "file": str(path), "size": stat.st_size,
-             "mtime_ns": stat.st_mtime_ns, **(facts or {}),
+    entry = {**(facts or {}), "sha256": sha, "file": str(path), "size": stat.st_size,
+             "mtime_ns": stat.st_mtime_ns,
              "audited": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     with ledger_lock(root):
         count = len(read_ledger(root))
@@ -250,7 +253,7 @@ def audit_checkpoint(path: Path, root: Path, configure: Callable[..., AuditConfi
     config = configure(model=str(path), out=str(root / run_folder), tracker_step=step,
                        **({"baseline": baseline} if baseline else {}))
     try:
-        outcome = run_audit(config)
+        outcome = run_audit(config, not_run)
     except ModelError as exc:  # this checkpoint is broken
         entry.update(folder=None, verdict="error", exit_code=2, message=str(exc))
         audited = Audited(path, None, 2, str(exc))
@@ -265,7 +268,8 @@ def audit_checkpoint(path: Path, root: Path, configure: Callable[..., AuditConfi
         say(f"{path.name}: {verdict}{against} -> {outcome.page}")
     with ledger_lock(root):
         write_ledger(root, [*read_ledger(root), entry])
-        write_index(root)
+        if index:
+            write_index(root)
     return audited
 
 

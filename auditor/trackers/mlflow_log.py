@@ -90,6 +90,12 @@ class MlflowRun:
     def end(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status)
 
+    def end_if_running(self, status: str) -> None:
+        """End the run with ``status`` unless it has ended (the Keras callback's run, at exit
+        or on an exception: it must not stay RUNNING)."""
+        if self.client.get_run(self.run_id).info.status == "RUNNING":
+            self.end(status)
+
     close = end
 
     def log_audit(self, folder: Path, summary: dict, step: int,

@@ -1,0 +1,120 @@
+"""An audit sized to seconds: what the Keras callback can audit within its overhead budget.
+
+The plan (``predict/plan.py``) sizes the sections to a budget of model passes; the callback's
+budget is seconds, a share of the training time since its previous audit. Seconds become
+passes through the plan's own estimate (``Plan.estimated_seconds``, from a forward and a
+backward pass timed on the model), by asking ``make_plan`` for the largest ``--budget N`` whose
+estimate fits: nothing here knows how a named budget becomes passes, so the plan may change
+that freely. The named budget stays the ceiling.
+
+Sections are taken cheapest first (at their floors: the lowest settings the plan would give
+them); one that does not fit even at its floors is not run in that audit and says so in a
+``skipped`` check of the run, never a pass. The cheapest section always runs, so that every
+audited epoch has a run folder.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+NOT_RUN = ("not run: over the callback's overhead budget ({available:.1f} s available, "
+           "{needed:.1f} s needed); raise overhead= or every=")  # the audit's, with it
+
+
+@dataclass
+class Sized:
+    """What one audit runs: its sections (report order), its budget (the named one when it
+    fits, else a number of passes) and why the other sections are not run."""
+
+    sections: list[str]
+    budget: str | int
+    estimated_seconds: float  # the whole audit's, fixed part included
+    not_run: dict[str, str] = field(default_factory=dict)
+
+
+def requested(config) -> list[str]:
+    """The sections the callback was asked for, in report order."""
+    from auditor.sections import SECTION_NAMES
+
+    return list(config.sections or SECTION_NAMES)
+
+
+def planner(config, facts, flops: int | None, timing) -> Callable:
+    """``plan_at(sections, budget) -> Plan`` for this model (its ``Facts``, forward FLOPs and
+    ``Timing``), with the spec's section options; as ``pipeline.plan_sections`` plans a run,
+    but before it, so with every image counted as a mistake (the audit has not predicted)."""
+    import dataclasses
+
+    from auditor.predict.plan import make_plan
+    from auditor.sections import SECTION_NAMES, section_module
+    from auditor.steps.card import card_candidates
+
+    plans: dict = {}  # the same plans are asked for at every audit (the floors)
+
+    def plan_at(sections, budget):
+        ordered = tuple(n for n in SECTION_NAMES if n in sections)
+        if (ordered, budget) in plans:
+            return plans[ordered, budget]
+        run_facts = dataclasses.replace(facts, sections=ordered,
+                                        card_methods=card_candidates(config, ordered))
+        plan = make_plan({n: section_module(n) for n in ordered}, config.section_options,
+                         run_facts, budget, flops, config.options)
+        plan.timing = timing
+        plans[ordered, budget] = plan
+        return plan
+
+    return plan_at
+
+
+def size_audit(names: list[str], budget: str | int, available: float, plan_at: Callable,
+               fixed: float = 0.0, drift: float = 1.0,
+               unplanned: dict[str, float] | None = None) -> Sized:
+    """The sections of ``names`` and the budget whose audit fits ``available`` seconds: the
+    ``fixed`` seconds of an audit (loading, predicting, writing) and the sections' seconds as
+    the plan estimates them, times ``drift`` (the actual over the estimate, measured before),
+    plus the ``unplanned`` seconds of sections whose work is not in model passes (triage's
+    neighbours and label issues), as they took the last time they ran."""
+    unplanned = unplanned or {}
+
+    def seconds(sections, passes) -> float:
+        return (fixed + drift * plan_at(sections, passes).estimated_seconds()
+                + sum(unplanned.get(name, 0.0) for name in sections))
+
+    if seconds(names, budget) <= available:
+        return Sized(list(names), budget, seconds(names, budget))
+    floors = {n: plan_at([n], 1).estimated_seconds() for n in names}
+    chosen: list[str] = []
+    not_run: dict[str, str] = {}
+    for name in sorted(names, key=lambda n: (floors[n], names.index(n))):
+        needed = seconds([*chosen, name], 1)
+        if needed <= available or not chosen:  # the cheapest runs whatever it costs
+            chosen.append(name)
+        else:
+            not_run[name] = NOT_RUN.format(available=max(available, 0.0), needed=needed)
+    chosen = [n for n in names if n in chosen]
+    ceiling = plan_at(chosen, budget)
+    if seconds(chosen, budget) <= available or ceiling.total_passes == 0:
+        return Sized(chosen, budget, seconds(chosen, budget), not_run)
+    passes = largest_budget(ceiling.budget_passes,
+                            lambda passes: seconds(chosen, passes) <= available)
+    return Sized(chosen, passes, seconds(chosen, passes), not_run)
+
+
+# How close the passes found come to the largest that fits: 5%, well inside what the plan's
+# estimate can tell apart (one timed call of MobileNetV2 varied by 40%, predict/plan.py).
+TOLERANCE = 0.05
+
+
+def largest_budget(most: int, fits: Callable[[int], bool]) -> int:
+    """The largest number of passes, at most ``most``, that ``fits``, to within TOLERANCE (1,
+    the floors, when none does): the estimate grows with the budget, so a bisection on the
+    logarithm finds it in a few plans (each plan is itself a bisection)."""
+    low, high = 1, max(int(most), 1)
+    if fits(high):
+        return high
+    while high - low > max(1.0, TOLERANCE * low):
+        middle = min(max(int(math.sqrt(low * high)), low + 1), high - 1)
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return low
