@@ -59,8 +59,8 @@ def planner(config, facts, flops: int | None, timing) -> Callable:
             return plans[ordered, budget]
         run_facts = dataclasses.replace(facts, sections=ordered,
                                         card_methods=card_candidates(config, ordered))
-        plan = make_plan({n: section_module(n) for n in ordered}, config.section_options,
-                         run_facts, budget, flops, config.options)
+        plan = make_plan({n: section_module(n) for n in ordered}, config.options,
+                         config.section_options, run_facts, budget, flops)
         plan.timing = timing
         plans[ordered, budget] = plan
         return plan
