@@ -105,6 +105,7 @@ class SectionResult:
     seconds: float = 0.0
     error: str | None = None
     method_choice: Any = None  # steps.card.MethodChoice: the method it took from the card
+    not_applicable: str | None = None  # why the section does not apply to this model (one line)
 
 
 def _no_detail(summary: dict) -> str:

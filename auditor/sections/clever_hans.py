@@ -42,6 +42,9 @@ METHODS_TRUSTED = Declared("clever_hans.methods_trusted", bounds=TRUST_BOUNDS,
                            what="the shortcut findings rest on trusted methods")
 CHECKS = (INJECTION, PLANTED, FLAGGED_CLASSES, FLAGGED_PROPERTIES, METHODS_TRUSTED)
 TITLE = "Clever Hans: shortcuts"
+# Why the section does not apply to a multi-label model (pipeline.not_applicable).
+MULTI_LABEL = ("the planted-shortcut control and the discovery tie a patch to one class per image "
+               "and measure the fine-tuned copy's accuracy; per-label Clever Hans is not built yet")
 # Not gradient x input by default: it puts mass on bright pixels whatever the model learned, so
 # a bright planted patch draws it even in the control copy (a false alarm, not a detection).
 PREFERRED_METHODS = ("gradient", "gradcam")

@@ -16,6 +16,9 @@ from auditor.sections.base import Context, SectionResult, at_least, known_method
 
 NAME = "contrastive"
 TITLE = "Contrastive saliency"
+# Why the section does not apply to a multi-label model (pipeline.not_applicable).
+MULTI_LABEL = ("it contrasts each mistake's predicted class with its true class; the contrast of a"
+               " missed label with a false alarm is not built yet")
 # No silent blessing: the maps are only as good as their method (methods/attribution/trust.py).
 METHOD_TRUSTED = Declared("contrastive.method_trusted", bounds=TRUST_BOUNDS,
                           what="the contrastive maps rest on a trusted method")

@@ -19,6 +19,9 @@ from auditor.sections.base import Context, KeyFigure, SectionResult
 
 NAME = "robustness"
 TITLE = "Adversarial robustness"
+# Why the section does not apply to a multi-label model (pipeline.not_applicable).
+MULTI_LABEL = ("its adversarial accuracy counts argmax flips under attack; label-set flips are not"
+               " built yet")
 # Robust accuracy may drop 5 points from the baseline run's before it warns.
 ROBUST_ACCURACY = Declared("robustness.accuracy", what="accuracy under attack",
                            bounds={"warn_drop": 0.05}, figure="robust_accuracy")

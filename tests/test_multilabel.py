@@ -1,0 +1,243 @@
+"""Multi-label models: several sigmoid outputs and multi-hot labels, audited per label.
+
+The model is a small seeded MLP trained in a few seconds on the packaged digits, each image
+labelled with three attributes of its digit (even, at least 5, written with a loop), so that an
+image carries none, one or several labels. Noise planted on one label of the audited data
+shows on that label and on no other.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+LABELS = ("even", "big", "round")
+ROUND = (0, 6, 8, 9)
+NOISY = "round"
+NOISE = 0.3  # share of the audited images whose 'round' label is flipped
+
+
+def attributes(digits: np.ndarray) -> np.ndarray:
+    """Multi-hot rows (N, 3): even, at least 5, written with a loop."""
+    return np.stack([digits % 2 == 0, digits >= 5, np.isin(digits, ROUND)], axis=1).astype(
+        np.int8)
+
+
+@pytest.fixture(scope="session")
+def multilabel_model_path(tmp_path_factory, digits_train):
+    """Dense(3, sigmoid) over the 32x32 digits, 40 epochs (a few CPU-seconds)."""
+    import keras
+
+    x, y = digits_train
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input(x.shape[1:]), keras.layers.Flatten(),
+                              keras.layers.Dense(48, activation="relu"),
+                              keras.layers.Dense(len(LABELS), activation="sigmoid")])
+    model.compile("adam", "binary_crossentropy")
+    model.fit(x, attributes(y), epochs=40, batch_size=64, verbose=0)
+    path = tmp_path_factory.mktemp("multilabel") / "attributes.keras"
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def multilabel_npz(tmp_path_factory, digits_test):
+    """The digits test split with clean multi-hot labels, and with 'round' flipped on 30%."""
+    x, y = digits_test
+    folder = tmp_path_factory.mktemp("multilabel-data")
+    clean, noisy = attributes(y), attributes(y)
+    flipped = np.random.default_rng(0).random(len(y)) < NOISE
+    column = LABELS.index(NOISY)
+    noisy[flipped, column] = 1 - noisy[flipped, column]
+    paths = {}
+    for name, labels in (("clean", clean), ("noisy", noisy)):
+        paths[name] = folder / f"{name}.npz"
+        np.savez(paths[name], x=(x * 255).round().astype(np.uint8), y=labels,
+                 class_names=np.array(LABELS))
+    return paths
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """The console entry point in-process, as `auditor ARGS...` would run."""
+    import sys
+
+    from auditor.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["auditor", *args])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    captured = capsys.readouterr()
+    return stop.value.code, captured.out, captured.err
+
+
+def audit(model, data, out, **spec):
+    from auditor.configure import make_config
+    from auditor.pipeline import run_audit
+
+    spec = {"model": str(model), "data": data, "input_range": "0-1", **spec}
+    return run_audit(make_config(spec, out=str(out),
+                                 progress=False, quiet=True))
+
+
+@pytest.fixture(scope="session")
+def noisy_audit(tmp_path_factory, multilabel_model_path, multilabel_npz):
+    """The performance section on the noisy labels, with the clean run as its baseline."""
+    folder = tmp_path_factory.mktemp("multilabel-audits")
+    clean = audit(multilabel_model_path, f"npz:{multilabel_npz['clean']}", folder / "clean",
+                  sections=["performance"], format="json")
+    noisy = audit(multilabel_model_path, f"npz:{multilabel_npz['noisy']}", folder / "noisy",
+                  sections=["performance"], format="json", baseline=str(clean.out))
+    return clean, noisy
+
+
+def test_the_model_is_read_as_multi_label(multilabel_model_path):
+    from auditor.inputs.models import load_model
+
+    handle = load_model(str(multilabel_model_path))
+    assert handle.multilabel and handle.num_classes == 3
+    assert handle.output == "sigmoid stripped"
+    x = np.random.default_rng(0).uniform(0, 1, (4, *handle.input_shape)).astype("float32")
+    probs = np.asarray(handle.model(x))
+    assert np.allclose(1 / (1 + np.exp(-np.asarray(handle.logits(x)))), probs, atol=1e-5)
+
+
+def test_label_noise_shows_on_its_label(noisy_audit):
+    clean, noisy = noisy_audit
+    before, after = clean.summary["multilabel"], noisy.summary["multilabel"]
+    assert before["micro"]["f1"] > 0.9  # the model learned the attributes
+    drops = {name: before["labels"][name]["f1"] - after["labels"][name]["f1"]
+             for name in LABELS}
+    assert drops[NOISY] > 0.15
+    assert all(abs(drops[name]) < 1e-9 for name in LABELS if name != NOISY)
+    mistakes = {name: m["missed"] + m["false_alarms"] for name, m in after["labels"].items()}
+    assert max(mistakes, key=mistakes.get) == NOISY
+    checks = {c["id"]: c for c in noisy.summary["checks"]}
+    assert checks[f"multilabel.label_f1.{NOISY}"]["status"] == "fail"
+    assert all(checks[f"multilabel.label_f1.{name}"]["status"] == "pass"
+               for name in LABELS if name != NOISY)
+    assert all(checks[f"multilabel.label_skill.{name}"]["status"] == "pass" for name in LABELS)
+    assert noisy.exit_code == 1 and clean.exit_code == 0
+    example = after["mistakes"]["examples"][0]
+    assert set(example["true"]) ^ set(example["pred"]) == (
+        set(example["missed"]) | set(example["false_alarms"]))
+
+
+def test_cli_writes_the_per_label_table(tmp_path, multilabel_model_path, multilabel_npz,
+                                        monkeypatch, capsys):
+    """End to end through the CLI, every section: the per-label table in the report, and
+    each section that does not apply says why in one line (report and summary.json)."""
+    from markupsafe import escape
+
+    from auditor.sections import SECTION_NAMES
+
+    out = tmp_path / "run"
+    code, _, stderr = run_cli(monkeypatch, capsys, "audit", "--model",
+                              str(multilabel_model_path), "--data",
+                              f"npz:{multilabel_npz['clean']}", "--out", str(out),
+                              "--input-range", "0-1", "--budget", "quick", "--quiet")
+    assert code == 0, stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"]["task"] == "multi-label"
+    page = (out / "report.html").read_text()
+    assert "Per label, at its threshold" in page and "false alarms" in page
+    skipped = summary["not_applicable"]
+    assert set(skipped) == set(SECTION_NAMES) - {"performance"}
+    for name, reason in skipped.items():
+        assert f"does not apply to a multi-label model: {escape(reason)}" in page
+    runs = {c["id"]: c["status"] for c in summary["checks"] if c["id"].endswith(".run")}
+    assert all(runs[f"{name}.run"] == "skipped" for name in skipped)
+
+
+def write_images(folder, digits_test, count: int) -> list[str]:
+    from PIL import Image
+
+    x, _ = digits_test
+    names = []
+    for i in range(count):
+        names.append(f"img/{i}.png")
+        (folder / "img").mkdir(exist_ok=True)
+        Image.fromarray((x[i, ..., 0] * 255).astype(np.uint8)).save(folder / names[-1])
+    return names
+
+
+def test_csv_manifest(tmp_path, multilabel_model_path, digits_test):
+    """A manifest of label names beside the images; classes.txt gives the output order."""
+    _, y = digits_test
+    names = write_images(tmp_path, digits_test, 40)
+    rows = ["path,labels"] + [
+        f"{name},{'|'.join(LABELS[k] for k in np.flatnonzero(attributes(y[i:i + 1])[0]))}"
+        for i, name in enumerate(names)]
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "classes.txt").write_text("\n".join(LABELS) + "\n")
+    done = audit(multilabel_model_path, str(tmp_path / "labels.csv"), tmp_path / "run",
+                 sections=["performance"], format="json")
+    block = done.summary["multilabel"]
+    assert done.summary["data"]["class_names"] == list(LABELS)
+    assert sum(m["support"] for m in block["labels"].values()) == int(
+        attributes(y[:40]).sum())
+    assert block["micro"]["f1"] > 0.8
+
+
+MISMATCHES = {
+    "single-class labels": ("npz-single", "one class per image, but the model ends in several"),
+    "wrong label count": ("npz-four", "has 4 labels per image, but the model has 3"),
+    "values not 0/1": ("npz-two", "other than 0 or 1"),
+    "a class-folder source": ("sklearn:digits", "gives one class per image"),
+    "a path outside the folder": ("csv-outside", "outside the manifest's folder"),
+    "an unknown label": ("csv-unknown", "which is none of the model's labels"),
+    "a bad header": ("csv-header", "must start with the header 'path,labels'"),
+    "a threshold per label of the wrong length": ("threshold", "lists 2 values"),
+    "a threshold out of range": ("threshold-range", "between 0 and 1"),
+}
+
+
+def mismatch_args(kind: str, folder, digits_test) -> list[str]:
+    """The CLI arguments of one mismatched input (the model is added by the test)."""
+    x, y = digits_test
+    pixels = (x[:20] * 255).round().astype(np.uint8)
+    labels = {"npz-single": y[:20], "npz-four": np.ones((20, 4), np.int8),
+              "npz-two": np.full((20, 3), 2, np.int8)}
+    if kind in labels:
+        np.savez(folder / "d.npz", x=pixels, y=labels[kind])
+        return ["--data", f"npz:{folder / 'd.npz'}"]
+    if kind.startswith("csv"):
+        names = write_images(folder, digits_test, 2)
+        body = {"csv-outside": ["path,labels", "../elsewhere.png,even"],
+                "csv-unknown": ["path,labels", f"{names[0]},even|striped"],
+                "csv-header": ["file,tags", f"{names[0]},even"]}[kind]
+        (folder / "classes.txt").write_text("\n".join(LABELS))
+        (folder / "m.csv").write_text("\n".join(body) + "\n")
+        return ["--data", str(folder / "m.csv")]
+    if kind.startswith("threshold"):
+        value = "[0.5, 0.5]" if kind == "threshold" else "1.0"
+        (folder / "spec.toml").write_text(f"threshold = {value}\n")
+        np.savez(folder / "d.npz", x=pixels, y=attributes(y[:20]))
+        return [str(folder / "spec.toml"), "--data", f"npz:{folder / 'd.npz'}"]
+    return ["--data", kind]
+
+
+@pytest.mark.parametrize("case", list(MISMATCHES))
+def test_each_mismatch_is_one_line_and_exit_2(case, tmp_path, multilabel_model_path,
+                                              digits_test, monkeypatch, capsys):
+    kind, words = MISMATCHES[case]
+    args = mismatch_args(kind, tmp_path, digits_test)
+    code, stdout, stderr = run_cli(monkeypatch, capsys, "audit", "--model",
+                                   str(multilabel_model_path), *args,
+                                   "--out", str(tmp_path / "run"), "--quiet")
+    lines = stderr.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and words in lines[0], stderr
+    assert "Traceback" not in stderr and stdout == ""
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_softmax_model_refuses_multi_hot_labels(tmp_path, digits_model_path, digits_test,
+                                                  monkeypatch, capsys):
+    x, y = digits_test
+    np.savez(tmp_path / "d.npz", x=(x[:20] * 255).astype(np.uint8), y=attributes(y[:20]))
+    code, _, stderr = run_cli(monkeypatch, capsys, "audit", "--model", str(digits_model_path),
+                              "--data", f"npz:{tmp_path / 'd.npz'}", "--out",
+                              str(tmp_path / "run"), "--quiet")
+    lines = stderr.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "the model is single-label" in lines[0], stderr
