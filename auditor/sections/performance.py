@@ -50,6 +50,10 @@ def _accuracy(summary: dict) -> float | None:
     return (summary.get("metrics") or {}).get("accuracy")
 
 
+def _labels_block(summary: dict) -> dict:
+    return summary.get("multilabel") or {}
+
+
 def _mistakes(summary: dict) -> int | None:
     return (summary.get("misclassifications") or {}).get("count")
 
@@ -129,8 +133,8 @@ KEY_FIGURES = (
     KeyFigure("mistakes", "Mistakes", "mistakes", NAME, _mistakes, detail=_most_confused,
               judged=False, trend=False, rank=20),
     KeyFigure("micro_f1", "Micro F1", "micro-averaged F1 (multi-label)", NAME,
-              lambda s: ((s.get("multilabel") or {}).get("micro") or {}).get("f1"),
-              percent=True, detail=lambda s: f"over {len((s.get('multilabel') or {}).get('labels') or {})} labels",
+              lambda s: (_labels_block(s).get("micro") or {}).get("f1"), percent=True,
+              detail=lambda s: f"over {len(_labels_block(s).get('labels') or {})} labels",
               rank=11),
 )
 
