@@ -143,7 +143,8 @@ def test_cli_writes_the_per_label_table(tmp_path, multilabel_model_path, multila
     page = (out / "report.html").read_text()
     assert "Per label, at its threshold" in page and "false alarms" in page
     skipped = summary["not_applicable"]
-    assert set(skipped) == set(SECTION_NAMES) - {"performance"}
+    assert set(skipped) == set(SECTION_NAMES) - {"performance", "contrastive"}
+    assert summary["contrastive"]["examples"]
     for reason in skipped.values():
         assert f"does not apply to a multi-label model: {escape(reason)}" in page
     runs = {c["id"]: c["status"] for c in summary["checks"] if c["id"].endswith(".run")}
@@ -241,3 +242,47 @@ def test_a_softmax_model_refuses_multi_hot_labels(tmp_path, digits_model_path, d
                               str(tmp_path / "run"), "--quiet")
     lines = stderr.strip().splitlines()
     assert code == 2 and len(lines) == 1 and "the model is single-label" in lines[0], stderr
+
+
+def test_contrast_of_a_missed_label_and_a_false_alarm(tmp_path, multilabel_model_path,
+                                                     multilabel_npz):
+    """The contrastive section on a multi-label model: each paired example's difference map
+    is the gradient of (missed label's logit minus false alarm's), computed here apart; its
+    labels are the image's missed label and false alarm; the view draws."""
+    import tensorflow as tf
+
+    from auditor.configure import make_config
+    from auditor.inputs.datasets import load_dataset
+    from auditor.inputs.models import load_model
+    from auditor.predict.predictions import predict
+    from auditor.report.views.contrastive import view
+    from auditor.sections import contrastive
+    from auditor.sections.base import Context
+
+    data = f"npz:{multilabel_npz['clean']}"  # a misread digit: labels missed and raised
+    config = make_config({"model": str(multilabel_model_path), "data": data,
+                          "input_range": "0-1"})
+    handle = load_model(str(multilabel_model_path), "0-1")
+    dataset = load_dataset(data, handle.input_shape, 3, multilabel=True)
+    predictions = predict(handle, dataset)
+    ctx = Context(config=config, handle=handle, dataset=dataset, predictions=predictions,
+                  workdir=tmp_path)
+    result = contrastive.run(ctx, contrastive.Options(examples=60))
+    d = result.data
+    assert d.paired.any() and not d.paired.all()
+    for i in np.flatnonzero(d.paired)[:3]:
+        e = d.examples[i]
+        assert e["missed"] in e["true"] and e["missed"] not in e["pred"]
+        assert e["false_alarm"] in e["pred"] and e["false_alarm"] not in e["true"]
+        m, a = LABELS.index(e["missed"]), LABELS.index(e["false_alarm"])
+        x = tf.constant(d.images[i:i + 1])
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            logits = handle.logits(x)
+            score = logits[0, m] - logits[0, a]
+        expected = tape.gradient(score, x).numpy()[0]
+        assert np.allclose(d.diff[i], expected, atol=1e-5 * np.abs(expected).max())
+    single = int(np.flatnonzero(~d.paired)[0])
+    assert not d.diff[single].any()
+    assert result.summary["contrastive"]["difference"] == contrastive.LABEL_DIFFERENCE_OF_MAPS
+    assert len(view(result, dataset)["examples"]) == len(d.examples)

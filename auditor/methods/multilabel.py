@@ -79,3 +79,17 @@ def worst_mistakes(labels: np.ndarray, probs: np.ndarray, preds: np.ndarray,
 
 def label_set(row: np.ndarray, names: list[str]) -> list[str]:
     return [names[k] for k in np.flatnonzero(row)]
+
+
+def contrast_pairs(labels: np.ndarray, probs: np.ndarray, preds: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """For each image (rows of one sample): its most confidently missed label (the lowest
+    probability among the labels it carries but was not given) and its most confident false
+    alarm (the highest among those given but not carried), -1 where it has none. Where an image
+    has both, its contrast is the missed label's logit minus the false alarm's."""
+    missed = (labels == 1) & (preds == 0)
+    alarms = (labels == 0) & (preds == 1)
+    worst_missed = np.where(missed, probs, np.inf).argmin(axis=1)
+    worst_alarm = np.where(alarms, probs, -np.inf).argmax(axis=1)
+    return (np.where(missed.any(axis=1), worst_missed, -1),
+            np.where(alarms.any(axis=1), worst_alarm, -1))
