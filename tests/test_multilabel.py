@@ -119,6 +119,10 @@ def test_label_noise_shows_on_its_label(noisy_audit):
                for name in LABELS if name != NOISY)
     assert all(checks[f"multilabel.label_skill.{name}"]["status"] == "pass" for name in LABELS)
     assert noisy.exit_code == 1 and clean.exit_code == 0
+    from auditor.runs.compare import reevaluate  # `auditor compare` judges them alike
+
+    again = {c.id: c.status for c in reevaluate(noisy.summary, clean.summary)}
+    assert again[f"multilabel.label_f1.{NOISY}"] == again["multilabel.micro_f1"] == "fail"
     example = after["mistakes"]["examples"][0]
     assert set(example["true"]) ^ set(example["pred"]) == (
         set(example["missed"]) | set(example["false_alarms"]))

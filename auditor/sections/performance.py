@@ -286,8 +286,10 @@ def summary_checks(summary: dict, baseline: dict | None, spec: dict[str, dict]) 
     to the baseline run.
 
     Computed from summary.json data alone, so that ``auditor compare`` re-evaluates them on two
-    saved runs exactly as the audit did.
+    saved runs exactly as the audit did (a multi-label run's: ``multilabel_checks``).
     """
+    if "multilabel" in summary:
+        return multilabel_checks(summary["multilabel"], baseline, spec)
     metrics, before = summary["metrics"], (baseline or {}).get("metrics") or {}
     recalls = {name: m["recall"] for name, m in metrics["per_class"].items() if m["support"]}
     old_recalls = {name: m["recall"] for name, m in (before.get("per_class") or {}).items()
