@@ -123,6 +123,9 @@ def test_label_noise_shows_on_its_label(noisy_audit):
 
     again = {c.id: c.status for c in reevaluate(noisy.summary, clean.summary)}
     assert again[f"multilabel.label_f1.{NOISY}"] == again["multilabel.micro_f1"] == "fail"
+    assert noisy.summary["metrics"]["accuracy"] == after["subset_accuracy"]
+    confusions = noisy.summary["misclassifications"]["top_confusions"]
+    assert sum(c["count"] for c in confusions) <= after["mistakes"]["missed"]
     example = after["mistakes"]["examples"][0]
     assert set(example["true"]) ^ set(example["pred"]) == (
         set(example["missed"]) | set(example["false_alarms"]))

@@ -93,3 +93,15 @@ def contrast_pairs(labels: np.ndarray, probs: np.ndarray, preds: np.ndarray
     worst_alarm = np.where(alarms, probs, -np.inf).argmax(axis=1)
     return (np.where(missed.any(axis=1), worst_missed, -1),
             np.where(alarms.any(axis=1), worst_alarm, -1))
+
+
+def label_confusions(labels: np.ndarray, preds: np.ndarray, names: list[str],
+                     limit: int) -> list[dict]:
+    """(missed label, false alarm) pairs by the number of images that have both, most first:
+    a multi-label model's "X taken for Y"."""
+    missed = ((labels == 1) & (preds == 0)).astype(np.int64)
+    alarms = ((labels == 0) & (preds == 1)).astype(np.int64)
+    counts = missed.T @ alarms  # [m, a]: images missing m and raising a
+    pairs = sorted(np.argwhere(counts > 0).tolist(), key=lambda p: (-counts[p[0], p[1]], *p))
+    return [{"true": names[m], "pred": names[a], "count": int(counts[m, a])}
+            for m, a in pairs[:limit]]

@@ -288,7 +288,7 @@ def summary_checks(summary: dict, baseline: dict | None, spec: dict[str, dict]) 
     Computed from summary.json data alone, so that ``auditor compare`` re-evaluates them on two
     saved runs exactly as the audit did (a multi-label run's: ``multilabel_checks``).
     """
-    if "multilabel" in summary:
+    if "multilabel" in summary:  # its metrics are read per label: no class-level checks
         return multilabel_checks(summary["multilabel"], baseline, spec)
     metrics, before = summary["metrics"], (baseline or {}).get("metrics") or {}
     recalls = {name: m["recall"] for name, m in metrics["per_class"].items() if m["support"]}
@@ -402,6 +402,28 @@ def multilabel_checks(block: dict, baseline: dict | None, spec: dict) -> list[Ch
     return checks
 
 
+def contract_keys(p, names: list[str], block: dict, limit: int) -> dict:
+    """``metrics`` and ``misclassifications`` as the contract has them, read for a multi-label
+    model: accuracy is the share of images whose whole label set is right (scikit-learn's
+    accuracy on multi-hot rows), ``per_class`` each label's figures, a confusion an image that
+    missed one label and raised another, an example's ``true`` and ``pred`` its label sets
+    joined by '|'."""
+    from auditor.methods.multilabel import label_confusions
+
+    return {
+        "metrics": {"accuracy": block["subset_accuracy"],
+                    "per_class": {name: {k: m[k] for k in ("precision", "recall", "f1",
+                                                           "support")}
+                                  for name, m in block["labels"].items()}},
+        "misclassifications": {
+            "count": block["mistakes"]["images"],
+            "top_confusions": label_confusions(p.labels, p.preds, names, limit),
+            "examples": [{"index": e["index"], "true": "|".join(e["true"]),
+                          "pred": "|".join(e["pred"]),
+                          "confidence": float(p.confidence[e["index"]])}
+                         for e in block["mistakes"]["examples"]]}}
+
+
 def run_multilabel(ctx: Context, options: Options) -> SectionResult:
     """The section for a multi-label model: each label scored as its own yes/no classifier."""
     p, names = ctx.predictions, ctx.dataset.class_names
@@ -415,7 +437,8 @@ def run_multilabel(ctx: Context, options: Options) -> SectionResult:
               "did not predict (a false negative); a false alarm one it predicted but the "
               "image does not carry (a false positive). Average precision scores the ranking "
               "over every threshold; a random ranking scores the label's prevalence.",
-        summary={"multilabel": block},
+        summary={"multilabel": block,
+                 **contract_keys(p, names, block, options.top_confusions)},
         data=MultiLabelData(facts={"n": len(p.labels), **block}, examples=examples,
                             images=images),
         checks=multilabel_checks(block, ctx.baseline, ctx.config.checks))
