@@ -293,3 +293,26 @@ def test_contrast_of_a_missed_label_and_a_false_alarm(tmp_path, multilabel_model
     assert not d.diff[single].any()
     assert result.summary["contrastive"]["difference"] == contrastive.LABEL_DIFFERENCE_OF_MAPS
     assert len(view(result, dataset)["examples"]) == len(d.examples)
+
+
+def test_clever_hans_plants_a_patch_tied_to_one_label(tmp_path, multilabel_model_path,
+                                                      multilabel_npz):
+    """The positive control per label: a patch tied to 'big' on a fine-tuned copy is learned,
+    and the maps of that label's logit sit on it more than a control copy's do (on this MLP,
+    gradient x input by a ratio near 5 against the control's 3, the gradient's near 1.5
+    against 1); the discovery, which does not apply, says why in one line."""
+    done = audit(multilabel_model_path, f"npz:{multilabel_npz['clean']}", tmp_path / "run",
+                 sections=["clever_hans"],
+                 clever_hans={"shortcuts": ["patch", "tint"],
+                              "methods": ["gradient", "gradient_x_input"], "target_class": "big",
+                              "steps": 150, "explain": 16, "max_train": 400, "max_eval": 300})
+    block = done.summary["clever_hans"]
+    (patch,) = block["injection"]
+    assert patch["target_class"] == "big" and patch["learned"] and patch["flip_rate"] > 0.5
+    for method, ratio in patch["relevance_mass_ratio"].items():
+        assert ratio > patch["control_mass_ratio"][method]
+    assert set(block["skipped"]) == {"discovery", "tint"}
+    checks = {c["id"]: c["status"] for c in done.summary["checks"]}
+    best = max(patch["relevance_mass_ratio"].values())
+    assert checks["clever_hans.injection.patch"] == ("pass" if best >= 3 else "warn")
+    assert "Injection test per label" in (done.out / "report.html").read_text()
