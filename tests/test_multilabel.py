@@ -316,3 +316,31 @@ def test_clever_hans_plants_a_patch_tied_to_one_label(tmp_path, multilabel_model
     best = max(patch["relevance_mass_ratio"].values())
     assert checks["clever_hans.injection.patch"] == ("pass" if best >= 3 else "warn")
     assert "Injection test per label" in (done.out / "report.html").read_text()
+
+
+def test_a_threshold_per_label_decides_each_label():
+    from auditor.predict.predictions import Predictions, label_thresholds
+
+    logits = np.log(np.array([[0.6, 0.6, 0.6], [0.95, 0.2, 0.8]]) /
+                    (1 - np.array([[0.6, 0.6, 0.6], [0.95, 0.2, 0.8]])))
+    labels = np.array([[1, 0, 1], [1, 0, 1]], np.int8)
+    at_half = Predictions(logits, labels, thresholds=label_thresholds(None, 3))
+    strict = Predictions(logits, labels, thresholds=label_thresholds([0.5, 0.5, 0.9], 3))
+    assert at_half.preds.tolist() == [[1, 1, 1], [1, 0, 1]]
+    assert strict.preds.tolist() == [[1, 1, 0], [1, 0, 0]]
+    assert at_half.correct.tolist() == [False, True] and strict.accuracy == 0.0
+    assert np.allclose(at_half.probs, [[0.6, 0.6, 0.6], [0.95, 0.2, 0.8]])
+
+
+def test_a_manifest_of_output_indices_skips_missing_files(tmp_path, digits_test):
+    """Without names the labels are output indices; a listed file that is missing is skipped
+    and listed, as in a class folder."""
+    from auditor.inputs.manifest import open_manifest
+
+    names = write_images(tmp_path, digits_test, 2)
+    (tmp_path / "m.csv").write_text("path,labels\n" + f"{names[0]},0|2\n{names[1]},\n"
+                                    "img/gone.png,1\n")
+    opened = open_manifest(str(tmp_path / "m.csv"), 3, None)
+    assert opened.labels.tolist() == [[1, 0, 1], [0, 0, 0]]
+    assert opened.names is None and len(opened.read.paths) == 2
+    assert [s["reason"] for s in opened.skipped] == ["no such file"]
