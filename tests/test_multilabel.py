@@ -344,3 +344,13 @@ def test_a_manifest_of_output_indices_skips_missing_files(tmp_path, digits_test)
     assert opened.labels.tolist() == [[1, 0, 1], [0, 0, 0]]
     assert opened.names is None and len(opened.read.paths) == 2
     assert [s["reason"] for s in opened.skipped] == ["no such file"]
+
+
+def test_a_multi_label_baseline_is_compared_label_by_label():
+    from auditor.runs.baseline import same_data
+
+    summary = {"data": {"source": "npz:x.npz", "n": 2}}
+    record = {"source_index": np.arange(2), "labels": np.ones((2, 3), np.int32),
+              "preds": np.ones((2, 3), np.int32)}
+    comparable, why = same_data(summary, record, summary, None)
+    assert not comparable and "label by label" in why
