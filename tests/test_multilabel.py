@@ -150,7 +150,8 @@ def test_cli_writes_the_per_label_table(tmp_path, multilabel_model_path, multila
     page = (out / "report.html").read_text()
     assert "Per label, at its threshold" in page and "false alarms" in page
     skipped = summary["not_applicable"]
-    assert set(skipped) == set(SECTION_NAMES) - {"performance", "contrastive"}
+    assert set(skipped) == set(SECTION_NAMES) - {"performance", "contrastive", "clever_hans",
+                                                 "robustness"}
     assert summary["contrastive"]["examples"]
     for reason in skipped.values():
         assert f"does not apply to a multi-label model: {escape(reason)}" in page
@@ -354,3 +355,26 @@ def test_a_multi_label_baseline_is_compared_label_by_label():
               "preds": np.ones((2, 3), np.int32)}
     comparable, why = same_data(summary, record, summary, None)
     assert not comparable and "label by label" in why
+
+
+def test_robustness_counts_label_sets_that_survive_pgd(tmp_path, multilabel_model_path,
+                                                       multilabel_npz):
+    """Under PGD on the most fragile decision the share of intact label sets falls with
+    epsilon, never above any one label's accuracy; the attacked images stay in the ball."""
+    from auditor.inputs.models import load_model
+    from auditor.methods.attacks import label_set_pgd
+
+    done = audit(multilabel_model_path, f"npz:{multilabel_npz['clean']}", tmp_path / "run",
+                 sections=["robustness"], format="json",
+                 robustness={"samples": 60, "epsilons": [0.0, 8 / 255, 32 / 255], "steps": 5})
+    block = done.summary["robustness"]
+    assert block["accuracy"][0] == block["clean_accuracy"] > 0.8
+    assert block["accuracy"][-1] < block["accuracy"][0]
+    for k, value in enumerate(block["accuracy"]):
+        assert value <= min(curve[k] for curve in block["label_accuracy"].values()) + 1e-9
+    handle = load_model(str(multilabel_model_path), "0-1")
+    x = np.load(multilabel_npz["clean"])["x"][:8].astype(np.float32) / 255
+    y = np.load(multilabel_npz["clean"])["y"][:8]
+    adversarial = label_set_pgd(handle, x, y, np.zeros(3), 8 / 255, steps=5)
+    assert np.abs(adversarial - x).max() <= 8 / 255 + 1e-6
+    assert adversarial.min() >= 0 and adversarial.max() <= 1
