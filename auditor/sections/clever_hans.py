@@ -788,10 +788,15 @@ def run_multilabel(ctx: Context, options: Options) -> SectionResult:
             masked[name] = opts
     _, images, labels = load_sample(ctx.dataset, options.max_train + options.max_eval,
                                     ctx.config.seed)
-    results = [run_label_injection(ctx.handle, images, labels, label, name, opts, methods,
-                                   tuning) for name, opts in masked.items()]
     spec = ctx.config.checks
-    checks = [label_check(r, names, options, spec) for r in results]
+    try:
+        results = [run_label_injection(ctx.handle, images, labels, label, name, opts, methods,
+                                       tuning) for name, opts in masked.items()]
+        checks = [label_check(r, names, options, spec) for r in results]
+    except ModelError as exc:  # a model that cannot be copied, a method it cannot take
+        results, skipped["injection"] = [], str(exc)
+        checks = [INJECTION.outcome("skipped", None, checks=spec, section=NAME,
+                                    message=f"injection test skipped: {exc}")]
     summary = {"target_class": names[label], "methods": methods, "multilabel": True,
                "injection": [label_injection_entry(r, names) for r in results],
                "skipped": skipped}
