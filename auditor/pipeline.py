@@ -204,9 +204,12 @@ def load_inputs(config: AuditConfig, distribution) -> Inputs:
 
 def check_sections(config: AuditConfig, handle) -> None:
     """Options that need the model (a layer name), checked as soon as it is loaded: a section's
-    ``check_model(model, options)`` raises ConfigError before the data is read."""
+    ``check_model(model, options)`` raises ConfigError before the data is read; a section that
+    does not apply to a multi-label model is not asked (it will not run)."""
     for name in config.sections or list(SECTION_NAMES):
         module = section_module(name)
+        if handle.multilabel and getattr(module, "MULTI_LABEL", None) is not True:
+            continue
         check = getattr(module, "check_model", None)
         if check is not None:
             check(handle.logits_model, config.options[name])

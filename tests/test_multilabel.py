@@ -378,3 +378,13 @@ def test_robustness_counts_label_sets_that_survive_pgd(tmp_path, multilabel_mode
     adversarial = label_set_pgd(handle, x, y, np.zeros(3), 8 / 255, steps=5)
     assert np.abs(adversarial - x).max() <= 8 / 255 + 1e-6
     assert adversarial.min() >= 0 and adversarial.max() <= 1
+
+
+def test_a_section_that_does_not_apply_is_not_asked_about_the_model(
+        tmp_path, multilabel_model_path, multilabel_npz):
+    """concepts' layer names are checked against the model only where it runs: on a
+    multi-label model it does not, so a name it would refuse does not stop the audit."""
+    done = audit(multilabel_model_path, f"npz:{multilabel_npz['clean']}", tmp_path / "run",
+                 sections=["performance", "concepts"], format="json",
+                 concepts={"layers": ["no_such_layer"]})
+    assert "concepts" in done.summary["not_applicable"]
