@@ -73,6 +73,9 @@ def run_section(name: str, ctx: Context) -> SectionResult:
     """Run one section; an unexpected failure becomes an 'error' check, never a silent pass."""
     module = section_module(name)
     started = time.perf_counter()
+    skipped = not_applicable(module, ctx)
+    if skipped is not None:
+        return skipped.frozen()
     try:
         result = module.run(ctx, ctx.options[name])
     except AuditorError:
@@ -98,7 +101,8 @@ def run_steps(names, inputs: RunInputs, options: ResolvedOptions, log: SectionLo
     shared = Shared()
     for step in STEPS:
         needing = {name: section_module(name) for name in names
-                   if step.NAME in getattr(section_module(name), "STEPS", ())}
+                   if step.NAME in getattr(section_module(name), "STEPS", ())
+                   and not_applicable(section_module(name), inputs) is None}
         if not needing:
             continue
         log.say(f"making {step.TITLE}")
@@ -134,7 +138,8 @@ def joined(results: list[SectionResult], checks: dict) -> list[SectionResult]:
     """After every section ran: each section that declares ``join`` gets a new result with what
     later sections found (the card's shortcut columns, which section used which method)."""
     return [section_module(r.name).join(r, results, checks).frozen()
-            if r.error is None and hasattr(section_module(r.name), "join") else r
+            if r.error is None and r.not_applicable is None
+            and hasattr(section_module(r.name), "join") else r
             for r in results]
 
 
@@ -191,10 +196,11 @@ def load_inputs(config: AuditConfig, distribution) -> Inputs:
         handle = load_model(config.model, config.input_range, config.unsafe_load, config.output)
     handle.distribution = distribution
     check_sections(config, handle)
+    check_threshold(config, handle)
     dataset = load_dataset(config.data, handle.input_shape, handle.num_classes,
                            class_names=config.class_names, max_samples=config.max_samples,
                            seed=config.seed, data_range=config.data_range,
-                           strict_data=config.strict_data)
+                           strict_data=config.strict_data, multilabel=handle.multilabel)
     started = time.perf_counter()
     probe_checks = probe_range(handle, dataset, config)
     probe_seconds = time.perf_counter() - started
@@ -203,31 +209,64 @@ def load_inputs(config: AuditConfig, distribution) -> Inputs:
         train_dataset = load_dataset(config.train_data, handle.input_shape, handle.num_classes,
                                      class_names=config.class_names, seed=config.seed,
                                      data_range=config.data_range,
-                                     strict_data=config.strict_data)
+                                     strict_data=config.strict_data,
+                                     multilabel=handle.multilabel)
     compare_handle = None
     if config.compare_model:
         with distribution.scope():
             compare_handle = load_model(config.compare_model, config.input_range,
                                         config.unsafe_load, config.output)
         compare_handle.distribution = distribution
-        if (compare_handle.input_shape, compare_handle.num_classes) != (
-                handle.input_shape, handle.num_classes):
+        if (compare_handle.input_shape, compare_handle.num_classes, compare_handle.task) != (
+                handle.input_shape, handle.num_classes, handle.task):
             raise ConfigError(
                 f"--compare-model '{config.compare_model}' takes {compare_handle.input_shape} "
-                f"with {compare_handle.num_classes} classes, but the audited model takes "
-                f"{handle.input_shape} with {handle.num_classes}; compare models of one task")
+                f"with {compare_handle.num_classes} classes ({compare_handle.task}), but the "
+                f"audited model takes {handle.input_shape} with {handle.num_classes} "
+                f"({handle.task}); compare models of one task")
         probe_range(compare_handle, dataset, config)
     return Inputs(handle, dataset, train_dataset, compare_handle, probe_checks, probe_seconds)
 
 
 def check_sections(config: AuditConfig, handle) -> None:
     """Options that need the model (a layer name), checked as soon as it is loaded: a section's
-    ``check_model(model, options)`` raises ConfigError before the data is read."""
+    ``check_model(model, options)`` raises ConfigError before the data is read; a section that
+    does not apply to a multi-label model is not asked (it will not run)."""
     for name in config.sections or list(SECTION_NAMES):
         module = section_module(name)
+        if handle.multilabel and getattr(module, "MULTI_LABEL", None) is not True:
+            continue
         check = getattr(module, "check_model", None)
         if check is not None:
             check(handle.logits_model, config.options[name])
+
+
+def check_threshold(config: AuditConfig, handle) -> None:
+    """The spec's ``threshold`` belongs to a multi-label model and gives one value or one per
+    label: checked as soon as the model is loaded, before the data is read."""
+    from auditor.predict.predictions import label_thresholds
+
+    if config.threshold is not None and not handle.multilabel:
+        raise ConfigError(f"'threshold' is set, but model '{config.model}' is single-label "
+                          "(softmax or logits over its classes): its answer is its top class; "
+                          "drop 'threshold' from the spec")
+    if handle.multilabel:
+        label_thresholds(config.threshold, handle.num_classes)
+
+
+def not_applicable(module, ctx: Context) -> SectionResult | None:
+    """A section that has not been made for a multi-label model says so in one line (its
+    ``MULTI_LABEL`` string; True: it handles one) instead of auditing the model as a softmax
+    classifier; its ``run`` check is skipped, outside the verdict's failures."""
+    support = getattr(module, "MULTI_LABEL", "it reads the model as a softmax classifier")
+    if not getattr(ctx.handle, "multilabel", False) or support is True:
+        return None
+    reason = f"Does not apply to a multi-label model: {support}."
+    check = Check(f"{module.NAME}.run", "skipped", None, {}, None,
+                  f"section '{module.NAME}' skipped on a multi-label model: {support}",
+                  module.NAME)
+    return SectionResult(name=module.NAME, title=module.TITLE, intro=reason, checks=[check],
+                         not_applicable=support)
 
 
 def run_audit(config: AuditConfig, not_run: dict[str, str] | None = None) -> AuditOutcome:
@@ -257,7 +296,8 @@ def run_audit(config: AuditConfig, not_run: dict[str, str] | None = None) -> Aud
     with full_disk_is_an_error(out), output_folder(out, distribution) as work:
         log.say(f"predicting {dataset.n} images")
         tick = time.perf_counter()
-        predictions = predict(handle, dataset, config.batch_size, show_progress=bars)
+        predictions = predict(handle, dataset, config.batch_size, show_progress=bars,
+                              threshold=config.threshold)
         timings["predict"] = time.perf_counter() - tick
         record = prediction_record(predictions, dataset)
         save_predictions(work, record)
@@ -456,7 +496,8 @@ def write_page(work: Path, summary: dict, written: dict, results, dataset) -> No
     from auditor.report.headline import headline
     from auditor.report.render import render_report
 
-    ran = {result.name: result.error is None for result in results}
+    ran = {result.name: result.error is None and result.not_applicable is None
+           for result in results}
     page = {"summary": summary, "sections": results, "checks": summary["checks"],
             "headline": headline(written, ran),
             "comparison": summary.get("baseline"),

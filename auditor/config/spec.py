@@ -46,6 +46,9 @@ class AuditConfig:
     data_range: str = "auto"
     strict_data: bool = False  # an unreadable image stops the audit instead of being skipped
     class_names: list[str] | None = None
+    # A multi-label model's decision threshold on each sigmoid: one number for every label, or
+    # one per label (in output order); None: 0.5. Refused for a single-label model.
+    threshold: float | list[float] | None = None
     batch_size: int = 64
     train_data: str | None = None
     compare_model: str | None = None
@@ -200,6 +203,7 @@ def _validate(config: AuditConfig, known_sections: tuple[str, ...]) -> None:
         raise ConfigError(f"unknown input_range '{config.input_range}'; use auto (probe the "
                           f"data) or one of: {', '.join(INPUT_RANGES)}")
     _validate_budget(config.budget)
+    _validate_threshold(config.threshold)
     _validate_trackers(config)
     if config.max_samples is not None and config.max_samples < 1:
         raise ConfigError(f"'max_samples' must be at least 1, got {config.max_samples}")
@@ -210,6 +214,18 @@ def _validate(config: AuditConfig, known_sections: tuple[str, ...]) -> None:
     if not config.model:
         raise ConfigError("no model given; pass --model PATH (a .keras/.h5 file or SavedModel "
                           "folder) or set 'model' in the spec ('demo' for the digits demo)")
+
+
+def _validate_threshold(threshold: float | list[float] | None) -> None:
+    """Each threshold is a probability strictly between 0 and 1 (at 0 or 1 every label, or
+    none, would be predicted); how many there are is checked against the model's outputs."""
+    values = [threshold] if isinstance(threshold, (int, float)) else threshold or []
+    if isinstance(threshold, list) and not threshold:
+        raise ConfigError("'threshold' is an empty list; give one number (0.5) or one per label")
+    for value in values:
+        if not 0 < value < 1:
+            raise ConfigError(f"'threshold' must be between 0 and 1 (exclusive), got {value!r}; "
+                              "a label is predicted when its sigmoid is at least the threshold")
 
 
 def _validate_trackers(config: AuditConfig) -> None:

@@ -4,7 +4,10 @@ Sources (the ``--data`` SOURCE): ``sklearn:digits[:train|test|all]``, ``npz:PATH
 ``y``, optional ``class_names``), a folder with one sub-folder of images per class (read as
 classes by name, by index, or by sorted position: ``folder_classes``), and
 ``tfds:NAME[:SPLIT]`` when the dataset is already on disk; inside a Python process, arrays named
-``memory:NAME`` (``inputs/memory.py``). Every image leaves here as float32
+``memory:NAME`` (``inputs/memory.py``). A multi-label model (several sigmoid outputs) reads
+multi-hot labels, (N, labels) of 0s and 1s: an npz ``y`` of that shape, or a CSV manifest
+(``PATH.csv``: a header ``path,labels``, then each image's path inside the manifest's folder and
+its labels separated by ``|``; ``_open_manifest``). Every image leaves here as float32
 in [0, 1] with the model's height, width and channels; the audit never holds more than a batch
 of images unless a section asks for a few.
 """
@@ -40,7 +43,8 @@ LABEL_ROW_BYTES = 8 * 8192
 class Dataset:
     """A labelled image source, possibly a stratified sample of it.
 
-    ``labels[i]`` is the class of sample ``i``; ``source_index[i]`` its position in the source.
+    ``labels[i]`` is the class of sample ``i`` (for a multi-label source, its multi-hot row of
+    0s and 1s, one column per label); ``source_index[i]`` its position in the source.
     """
 
     source: str
@@ -57,6 +61,10 @@ class Dataset:
     @property
     def n(self) -> int:
         return int(len(self.labels))
+
+    @property
+    def multilabel(self) -> bool:
+        return self.labels.ndim == 2
 
     def batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Stream (images, labels, sample positions) in order, a batch at a time."""
@@ -146,36 +154,22 @@ class Opened(NamedTuple):
 
 def load_dataset(source: str, image_shape: tuple[int, int, int], num_classes: int, *,
                  class_names: list[str] | None = None, max_samples: int | None = None,
-                 seed: int = 0, data_range: str = "auto", strict_data: bool = False) -> Dataset:
+                 seed: int = 0, data_range: str = "auto", strict_data: bool = False,
+                 multilabel: bool = False) -> Dataset:
     """Open a data source, check it against the model, and take a stratified sample if asked.
 
-    Files that cannot be read are skipped and listed (``Dataset.skipped``), or refused with
-    ``strict_data``; the sample is decode-checked before the audit, never failing mid-stream."""
+    ``multilabel``: the model is a multi-label head, so the labels must be multi-hot rows with
+    one column per output (and a single-label model refuses them). Files that cannot be read
+    are skipped and listed (``Dataset.skipped``), or refused with ``strict_data``; the sample is
+    decode-checked before the audit, never failing mid-stream."""
     if data_range not in DATA_RANGES:
         raise DataError(f"unknown data_range '{data_range}'; use one of: {', '.join(DATA_RANGES)}")
-    scheme, sep, rest = source.partition(":")
-    if sep and scheme == "sklearn":
-        opened = _open_sklearn(rest)
-    elif sep and scheme == "npz":
-        opened = _open_npz(rest, data_range)
-        if opened.names is not None and class_names is None and len(opened.names) != num_classes:
-            raise DataError(f"npz file '{rest}' has {len(opened.names)} class_names but the "
-                            f"model has {num_classes} classes; save one name per model output")
-    elif sep and scheme == "tfds":
-        opened = _open_tfds(rest)
-    elif sep and scheme == "memory":  # arrays a Python caller holds (inputs/memory.py)
-        from auditor.inputs.memory import open_memory
-
-        opened = open_memory(source, data_range)
-    elif sep and len(scheme) > 1:
-        raise DataError(f"unknown data scheme '{scheme}:'; use sklearn:digits, npz:PATH, "
-                        "tfds:NAME[:SPLIT] or a folder of class sub-folders")
-    else:
-        opened = _open_folder(source, num_classes, class_names)
+    opened = _open_source(source, num_classes, class_names, data_range, multilabel)
     labels, read, names, skipped = opened.labels, opened.read, opened.names, list(opened.skipped)
     if len(labels) == 0 and not skipped:
         raise DataError(f"dataset '{source}' is empty; point --data at labelled images")
-    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+    _check_label_kind(source, labels, num_classes, multilabel)
+    if not multilabel and len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
         raise DataError(f"dataset '{source}' has labels from {labels.min()} to {labels.max()}, "
                         f"but the model has {num_classes} classes (0 to {num_classes - 1}); "
                         "check that the data and the model belong together")
@@ -191,9 +185,68 @@ def load_dataset(source: str, image_shape: tuple[int, int, int], num_classes: in
         bad = {entry["path"] for entry in broken}
         index = np.array([i for i in index if read.paths[i] not in bad], dtype=int)
     _check_skipped(source, skipped, len(index), strict_data)
-    return Dataset(source=source, class_names=names, labels=labels[index].astype(np.int64),
+    kept = labels[index].astype(np.int8 if multilabel else np.int64)
+    return Dataset(source=source, class_names=names, labels=kept,
                    source_index=index, image_shape=tuple(image_shape), _read=read,
                    skipped=skipped, class_mapping=opened.class_mapping)
+
+
+def _open_source(source: str, num_classes: int, class_names: list[str] | None, data_range: str,
+                 multilabel: bool) -> Opened:
+    """The opener of ``source``'s scheme; a multi-label model is refused sources that hold one
+    class per image before they are read."""
+    scheme, sep, rest = source.partition(":")
+    single = (sep and scheme in ("sklearn", "tfds")
+              or not sep and not source.lower().endswith(".csv"))
+    if multilabel and single:
+        raise DataError(f"dataset '{source}' gives one class per image, but the model ends in "
+                        f"{num_classes} sigmoid outputs (a multi-label head); give multi-hot "
+                        "labels: npz:PATH with y of shape (N, labels) of 0s and 1s, or a CSV "
+                        "manifest PATH.csv (path,labels)")
+    if sep and scheme == "sklearn":
+        return _open_sklearn(rest)
+    if sep and scheme == "npz":
+        opened = _open_npz(rest, data_range, multilabel)
+        if opened.names is not None and class_names is None and len(opened.names) != num_classes:
+            raise DataError(f"npz file '{rest}' has {len(opened.names)} class_names but the "
+                            f"model has {num_classes} classes; save one name per model output")
+        return opened
+    if sep and scheme == "tfds":
+        return _open_tfds(rest)
+    if sep and scheme == "memory":  # arrays a Python caller holds (inputs/memory.py)
+        from auditor.inputs.memory import open_memory
+
+        return open_memory(source, data_range, multilabel)
+    if sep and len(scheme) > 1:
+        raise DataError(f"unknown data scheme '{scheme}:'; use sklearn:digits, npz:PATH, "
+                        "tfds:NAME[:SPLIT], a folder of class sub-folders or a CSV manifest")
+    if source.lower().endswith(".csv"):
+        if not multilabel:
+            raise DataError(f"'{source}' is a CSV manifest of label lists, which is read for a "
+                            "multi-label model (several sigmoid outputs), but the model is "
+                            "single-label; give a folder of class sub-folders or npz:PATH")
+        from auditor.inputs.manifest import open_manifest
+
+        return open_manifest(source, num_classes, class_names)
+    return _open_folder(source, num_classes, class_names)
+
+
+def _check_label_kind(source: str, labels: np.ndarray, outputs: int, multilabel: bool) -> None:
+    """Multi-hot labels go with a multi-label model, one class per image with a single-label
+    one, and a label row has one column per output: anything else is one line, never a
+    silent softmax audit of multi-label data (or the reverse)."""
+    if multilabel and labels.ndim != 2:
+        raise DataError(f"dataset '{source}' gives one class per image, but the model ends in "
+                        f"{outputs} sigmoid outputs (a multi-label head); give multi-hot labels: "
+                        "an npz with y of shape (N, labels) of 0s and 1s, or a CSV manifest "
+                        "(path,labels)")
+    if not multilabel and labels.ndim == 2:
+        raise DataError(f"dataset '{source}' gives several labels per image, but the model is "
+                        "single-label (softmax or logits over its classes); a multi-label model "
+                        "ends in one sigmoid per label (Dense(K, activation='sigmoid'))")
+    if multilabel and labels.shape[1] != outputs:
+        raise DataError(f"dataset '{source}' has {labels.shape[1]} labels per image, but the "
+                        f"model has {outputs} sigmoid outputs; give one column per output")
 
 
 def _check_skipped(source: str, skipped: list[dict], kept: int, strict: bool) -> None:
@@ -234,6 +287,10 @@ def _match_by_name(labels: np.ndarray, found: list[str] | None,
     if sorted(map(str, given)) != sorted(map(str, found)):
         return labels
     order = np.array([list(map(str, given)).index(str(name)) for name in found])
+    if labels.ndim == 2:  # multi-hot: column j of the data is output order[j]
+        moved = np.zeros_like(labels)
+        moved[:, order] = labels
+        return moved
     return order[labels]
 
 
@@ -314,7 +371,7 @@ def digits_split(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                             stratify=labels, random_state=0)
 
 
-def _open_npz(path: str, data_range: str):
+def _open_npz(path: str, data_range: str, multilabel: bool = False):
     """Labels and class names are read at once; images stay on disk and stream by rows."""
     file = Path(path)
     where = f"npz file '{path}'"
@@ -339,7 +396,7 @@ def _open_npz(path: str, data_range: str):
         raise DataError(f"{where} stores images as {x.dtype}; save pixel values as numbers")
     _check_npz_sizes(x, y_header, where)
     try:
-        y = _labels(_member(arrays, "y", where), where)
+        y = _labels(_member(arrays, "y", where), where, multilabel)
         read_rows = x.read if x.readable_by_rows else functools.partial(array_chunks,
                                                                         arrays["x"])
         divisor = _range_divisor(read_rows, x.shape, x.dtype, data_range, where)
@@ -371,7 +428,8 @@ def _check_npz_sizes(x: NpzArray, y: NpzArray, where: str) -> None:
                         "labels; give one label per image")
     if len(y.shape) > 2 or y.row_bytes > max(x.row_bytes, LABEL_ROW_BYTES):
         raise DataError(f"{where} has labels of shape {y.shape}; give one class index per "
-                        "image (N,), or one-hot rows (N, classes)")
+                        "image (N,), one-hot rows (N, classes), or multi-hot rows (N, labels) "
+                        "for a multi-label model")
 
 
 def _check_npz_magic(file: Path, where: str) -> None:
@@ -406,7 +464,9 @@ def _npz_class_names(arrays, where: str) -> list[str]:
     return [str(n) for n in names]
 
 
-def _labels(y: np.ndarray, where: str) -> np.ndarray:
+def _labels(y: np.ndarray, where: str, multilabel: bool = False) -> np.ndarray:
+    if multilabel:
+        return _multi_hot(y, where)
     if y.ndim == 2 and y.shape[1] > 1:  # one-hot (or soft labels); multi-hot is refused
         _refuse_multi_hot(y, where)
         y = y.argmax(axis=1)
@@ -435,8 +495,28 @@ def _refuse_multi_hot(y: np.ndarray, where: str) -> None:
     counts = (y == 1).sum(axis=1) if binary else None
     if binary and (counts != 1).any():
         raise DataError(f"{where} has multi-hot labels ({int((counts != 1).sum())} of {len(y)} "
-                        "rows of y have several 1s or none): multi-label auditing is not "
-                        "supported; give one class per image (y of shape (N,) or one-hot)")
+                        "rows of y have several 1s or none), but the model is single-label "
+                        "(softmax or logits over its classes); a multi-label model ends in one "
+                        "sigmoid per label (Dense(K, activation='sigmoid')), or give one class "
+                        "per image (y of shape (N,) or one-hot)")
+
+
+def _multi_hot(y: np.ndarray, where: str) -> np.ndarray:
+    """Multi-hot rows (N, labels) of 0s and 1s (integers, booleans or floats), as int8."""
+    if y.ndim != 2:
+        raise DataError(f"{where} has y of shape {y.shape}, one class per image, but the model "
+                        "ends in several sigmoid outputs (a multi-label head); save multi-hot "
+                        "rows: y of shape (N, labels) of 0s and 1s")
+    if not (np.issubdtype(y.dtype, np.number) or y.dtype == np.bool_):
+        raise DataError(f"{where} stores labels as {y.dtype}; multi-hot labels must be 0s and "
+                        "1s (integers or booleans)")
+    bad = ~np.isin(y, (0, 1))
+    if bad.any():
+        row, column = np.argwhere(bad)[0]
+        raise DataError(f"{where} has {int(bad.sum())} multi-hot label value(s) other than 0 or "
+                        f"1 (first: row {row}, label {column}: {y[row, column]!r}); give 0 "
+                        "(absent) or 1 (present) for every label")
+    return y.astype(np.int8)
 
 
 def _range_divisor(read_rows: Callable, shape: tuple[int, ...], dtype: np.dtype,

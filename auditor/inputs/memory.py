@@ -38,7 +38,7 @@ def memory_source(name: str, x, y, class_names: list[str] | None = None) -> Iter
         del _SOURCES[source]
 
 
-def open_memory(source: str, data_range: str):
+def open_memory(source: str, data_range: str, multilabel: bool = False):
     """The ``Opened`` of an in-memory source (read in place, a chunk at a time)."""
     from auditor.inputs.datasets import (
         Opened,
@@ -60,7 +60,7 @@ def open_memory(source: str, data_range: str):
     _check_image_shape(x.shape, where)
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
         raise DataError(f"{where} holds images as {x.dtype}; pass pixel values as numbers")
-    y = _labels(np.asarray(y), where)
+    y = _labels(np.asarray(y), where, multilabel)
     if len(x) != len(y):
         raise DataError(f"{where} has {len(x)} images but {len(y)} labels; give one label per "
                         "image")

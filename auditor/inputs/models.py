@@ -21,7 +21,11 @@ from auditor.errors import ModelError
 
 DEMO_MODEL = "demo"
 # How a handle's logits were obtained from the model's outputs.
-OUTPUTS = ("logits", "softmax stripped", "log-probabilities", "binary logit", "relu outputs")
+OUTPUTS = ("logits", "softmax stripped", "log-probabilities", "binary logit", "relu outputs",
+           "sigmoid stripped")
+# What the outputs mean: one class per image (softmax or logits over the classes), or one
+# independent yes/no per label (several sigmoid units: a multi-label head).
+SINGLE_LABEL, MULTI_LABEL = "single-label", "multi-label"
 
 # keras.applications preprocessing modes, named by the application modules that use them.
 _APPLICATION_MODES = {
@@ -114,6 +118,11 @@ class ModelHandle:
     input_range_probe: list[dict] | None = None  # [{range, accuracy, ...}] when probed
     input_range_probe_samples: int | None = None  # images the probe ran on
     display_shift: float = 0.0  # display images span [s, 1 + s] (a shifted copy's, #15)
+    task: str = SINGLE_LABEL  # MULTI_LABEL: num_classes independent sigmoid labels
+
+    @property
+    def multilabel(self) -> bool:
+        return self.task == MULTI_LABEL
 
     @property
     def params(self) -> int:
@@ -140,7 +149,7 @@ class ModelHandle:
         return {
             "path": self.path, "name": self.name, "sha256": self.sha256, "params": self.params,
             "input_shape": list(self.input_shape), "num_classes": self.num_classes,
-            "input_range": self.transform.name, "output": self.output,
+            "input_range": self.transform.name, "output": self.output, "task": self.task,
             "input_range_source": self.input_range_source,
             "input_range_hint": {"range": self.input_range_hint[0],
                                  "reason": self.input_range_hint[1],
@@ -186,8 +195,9 @@ def load_model(path: str, input_range: str = "auto", unsafe_load: bool = False,
     model = select_output(_read_model(path, unsafe_load), path, output)
     shape = _image_input_shape(model, path)
     _check_output_shape(model, path)
-    _refuse_multi_label(model, path)
-    logits_model, how = logits_head(model, shape)
+    task = MULTI_LABEL if is_multi_label(model) else SINGLE_LABEL
+    logits_model, how = (sigmoid_head(model, shape) if task == MULTI_LABEL
+                         else logits_head(model, shape))
     num_classes = int(logits_model.outputs[0].shape[-1])
     hint = input_range_hint(model)
     own = preprocessor_transform(model, shape[-1])
@@ -200,7 +210,7 @@ def load_model(path: str, input_range: str = "auto", unsafe_load: bool = False,
     return ModelHandle(model=model, logits_model=logits_model, path=str(path), name=name,
                        sha256=file_sha256(path), input_shape=shape, num_classes=num_classes,
                        transform=transform, output=how, input_range_hint=hint,
-                       input_range_source=source)
+                       input_range_source=source, task=task)
 
 
 PREPROCESSOR = "keras-hub preprocessor"
@@ -422,15 +432,12 @@ def _check_output_shape(model, path: str) -> None:
                          f"{[tuple(o.shape) for o in outputs]}")
 
 
-def _refuse_multi_label(model, path: str) -> None:
-    """Several sigmoid outputs are a multi-label head (one independent yes/no per label):
-    audited as a softmax over classes every figure would be wrong, so it is refused in one
-    line. One sigmoid unit is a binary classifier, which the audit reads as two classes."""
-    units = int(model.outputs[0].shape[-1])
-    if units > 1 and _activation_name(_final_layer(model)) == "sigmoid":
-        raise ModelError(f"model '{path}' ends in {units} sigmoid outputs, a multi-label head; "
-                         "multi-label auditing is not supported: audit a single-label "
-                         "classifier (softmax or logits over the classes)")
+def is_multi_label(model) -> bool:
+    """Several sigmoid outputs are a multi-label head: one independent yes/no per label (a
+    Dense(K, activation="sigmoid"), or a separate sigmoid Activation layer). One sigmoid unit is
+    a binary classifier, which the audit reads as two classes."""
+    return (int(model.outputs[0].shape[-1]) > 1
+            and _activation_name(_final_layer(model)) == "sigmoid")
 
 
 def _final_layer(model):
@@ -545,6 +552,35 @@ def strip_softmax(model, shape):
     except (ValueError, TypeError, NotImplementedError, ModelError):
         return model, "log-probabilities"
     return _verified(model, copy, shape, "softmax stripped")
+
+
+def sigmoid_head(model, shape):
+    """A multi-label head's logits: the model cut before a separate sigmoid Activation layer, or
+    a copy whose final Dense has its sigmoid switched off; checked numerically (the sigmoid of
+    the logits must give the model's outputs). (logits_model, 'sigmoid stripped')."""
+    import keras
+
+    from auditor.inputs.copies import copy_model
+
+    last = _final_layer(model)
+    if last is model.layers[-1] and isinstance(last, keras.layers.Activation):
+        head = keras.Model(model.inputs[0], last.input, name=model.name)
+    else:
+        try:
+            head = copy_model(model)
+            _final_layer(head).activation = keras.activations.linear
+        except (ValueError, TypeError, NotImplementedError, ModelError) as exc:
+            raise ModelError(f"the sigmoid of multi-label model '{model.name}' cannot be "
+                             f"switched off on a copy ({exc}); save the model with a separate "
+                             "Activation('sigmoid') layer after its last Dense") from None
+    probe = np.random.default_rng(0).uniform(0, 1, (2, *shape)).astype("float32")
+    expected = np.asarray(model(probe, training=False))
+    got = np.asarray(keras.ops.sigmoid(head(probe, training=False)))
+    if not np.allclose(expected, got, atol=1e-4):
+        raise ModelError(f"the logits of multi-label model '{model.name}' could not be read "
+                         "under its sigmoid; save the model with a final Dense(K) and a separate "
+                         "Activation('sigmoid') layer")
+    return head, "sigmoid stripped"
 
 
 # Name prefixes that keras.applications gives its models, and their preprocessing.

@@ -201,3 +201,51 @@ def attack_curves(handle, x, labels, targets, epsilons, *, attacks=ATTACKS, step
             if name == "pgd" and keep_epsilon is not None and np.isclose(epsilon, keep_epsilon):
                 kept = adversarial[:n]
     return AttackCurves([float(e) for e in epsilons], accuracy, targeted, kept)
+
+
+def label_set_pgd(handle, x, labels, cuts, epsilon, *, steps: int = 10, step_ratio: float = 2.5,
+                  random_start: bool = True, seed: int = 0):
+    """PGD on a multi-label model's label set: each step ascends the margin of the decision
+    nearest to flipping (each label's logit against its threshold's, signed so that it is
+    positive while the decision is right), and an image stops moving once any of its
+    decisions is wrong. ``labels`` are multi-hot rows, ``cuts`` each label's logit threshold."""
+    x = np.asarray(x, dtype=np.float32)
+    n = len(x)
+    if not n:
+        return x.copy()
+    signs = (2.0 * np.asarray(labels, np.float32) - 1.0).reshape(n, -1)
+    epsilon = np.broadcast_to(np.asarray(epsilon, dtype=np.float32), (n,)).copy()
+    noise = (np.random.default_rng(seed).uniform(-1, 1, x.shape).astype(np.float32)
+             if random_start else np.zeros_like(x))
+    key = ("label_set_pgd", steps, float(step_ratio), tuple(np.asarray(cuts, float).round(6)))
+    if key not in handle.compiled:
+        handle.compiled[key] = _label_set_loop(handle, cuts, steps, step_ratio)
+    return chunked(handle, handle.compiled[key], x, signs, epsilon, noise,
+                   rows=rows_per_pass(handle, backward=True))
+
+
+def _label_set_loop(handle, cuts, steps: int, step_ratio: float):
+    """label_set_pgd's loop for one model and one setting, traced once."""
+    import tensorflow as tf
+
+    cut = tf.constant(np.asarray(cuts, np.float32))
+    fraction = tf.constant(step_ratio / steps, tf.float32)
+
+    @tf.function(reduce_retracing=True)
+    def run(x, signs, epsilon, noise):  # one block of one replica
+        eps = tf.reshape(epsilon, [-1] + [1] * (len(x.shape) - 1))
+        low, high = tf.maximum(x - eps, 0.0), tf.minimum(x + eps, 1.0)
+        adv = tf.clip_by_value(x + noise * eps, low, high)
+        done = tf.zeros(tf.shape(epsilon), tf.bool)
+        for _ in tf.range(steps):
+            with tf.GradientTape() as tape:
+                tape.watch(adv)
+                margins = signs * (handle.logits(adv) - cut)  # > 0: the decision is right
+                loss = -tf.reduce_sum(tf.reduce_min(margins, axis=1))
+            done = done | tf.reduce_any(margins < 0, axis=1)  # frozen from here on
+            active = tf.reshape(tf.cast(~done, adv.dtype), tf.shape(eps))
+            grad = tape.gradient(loss, adv)
+            adv = tf.clip_by_value(adv + active * fraction * eps * tf.sign(grad), low, high)
+        return adv
+
+    return run

@@ -4,7 +4,9 @@ A checkpoint trained elsewhere says little about the pixels it was trained on: a
 ``Rescaling`` layer or a keras.applications name is a hint, not an answer (a fine-tuned
 MobileNetV2 may well have been trained on 0-1 inputs). The probe runs one forward pass per
 candidate range over a stratified sample and keeps the range with the best accuracy; the hint
-only breaks ties. An explicit ``--input-range`` skips it.
+only breaks ties. An explicit ``--input-range`` skips it. A multi-label model is scored by
+its accuracy per decision (each image's yes/no on each label at the sigmoid's 0.5), against the
+chance of always answering each label's more frequent side.
 """
 
 from __future__ import annotations
@@ -95,19 +97,23 @@ def probe_input_range(handle, dataset, batch_size: int = 64, seed: int = 0,
     batch_size = min(batch_size, rows_per_pass(handle, backward=False, copies=len(transforms)))
     positions = probe_sample(dataset.labels, samples, seed)
     labels = dataset.labels[positions]
-    preds = np.empty((len(options), len(positions)), np.int64)
+    multilabel = getattr(handle, "multilabel", False)
+    preds = np.empty((len(options), *labels.shape), np.int64)
+
+    def decide(logits):  # the class; multi-label: each label's yes/no at sigmoid 0.5
+        return tf.cast(logits > 0, tf.int64) if multilabel else tf.argmax(logits, axis=-1)
 
     @tf.function(reduce_retracing=True)
     def predict_all(images):  # (batch, candidates): run_batch splits and gathers on axis 0
-        return tf.stack([tf.argmax(handle.logits_model(t.to_model(images), training=False),
-                                   axis=-1) for t in transforms], axis=1)
+        return tf.stack([decide(handle.logits_model(t.to_model(images), training=False))
+                         for t in transforms], axis=1)
 
     for start in range(0, len(positions), batch_size):
         part = slice(start, start + batch_size)
-        preds[:, part] = np.asarray(
-            run_batch(handle, predict_all, dataset.images(positions[part]))).T
+        preds[:, part] = np.moveaxis(np.asarray(
+            run_batch(handle, predict_all, dataset.images(positions[part]))), 1, 0)
     classes = handle.num_classes
-    matched = len(positions) >= MATCHED_IMAGES_PER_CLASS * classes
+    matched = not multilabel and len(positions) >= MATCHED_IMAGES_PER_CLASS * classes
     key = "matched_accuracy" if matched else "accuracy"
     names = [str(i) for i in range(classes)]
     rows = [{"range": name, "accuracy": float((p == labels).mean()),
@@ -122,8 +128,19 @@ def probe_input_range(handle, dataset, batch_size: int = 64, seed: int = 0,
     handle.input_range_source = "probe"
     handle.input_range_probe = [dict(r) for r in rows]
     handle.input_range_probe_samples = len(positions)
-    chance = float(np.bincount(labels).max() / len(labels)) if len(labels) else 0.0
+    chance = _chance(labels)
     return ProbeResult(best["range"], hint, reason, rows, len(positions), chance, key)
+
+
+def _chance(labels: np.ndarray) -> float:
+    """The accuracy of always answering the most frequent class; multi-label: of answering
+    each label's more frequent side (present or absent)."""
+    if not len(labels):
+        return 0.0
+    if labels.ndim == 2:
+        prevalence = labels.mean(axis=0)
+        return float(np.maximum(prevalence, 1 - prevalence).mean())
+    return float(np.bincount(labels).max() / len(labels))
 
 
 def sampling_error(accuracy: float, n: int) -> float:

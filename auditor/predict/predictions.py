@@ -26,35 +26,56 @@ class Predictions:
     ``preds`` and ``confidence`` are computed once, a chunk of rows at a time, so that asking
     for them never holds a second copy of the (N, classes) array; ``probs`` builds the full
     table on each call, so prefer ``probs_at(positions)`` for a few samples.
+
+    A multi-label model's (``thresholds`` set, one per label): ``labels`` and ``preds`` are
+    multi-hot rows (N, labels), ``probs`` each label's sigmoid, a label is predicted when its
+    sigmoid reaches its threshold, and an image is ``correct`` when its whole label set is.
     """
 
     logits: np.ndarray  # (N, classes) float32
-    labels: np.ndarray  # (N,) int64
+    labels: np.ndarray  # (N,) int64; multi-label: (N, labels) int8 of 0s and 1s
     features: np.ndarray | None = None  # (N, D) penultimate features, from the same pass
+    thresholds: np.ndarray | None = None  # (labels,) for a multi-label model, else None
+
+    @property
+    def multilabel(self) -> bool:
+        return self.thresholds is not None
 
     @property
     def probs(self) -> np.ndarray:
-        return softmax(self.logits)
+        return sigmoid(self.logits) if self.multilabel else softmax(self.logits)
 
     def probs_at(self, positions) -> np.ndarray:
         """Class probabilities of the samples at ``positions`` only."""
-        return softmax(self.logits[np.asarray(positions, dtype=int)])
+        rows = self.logits[np.asarray(positions, dtype=int)]
+        return sigmoid(rows) if self.multilabel else softmax(rows)
 
     @functools.cached_property
     def preds(self) -> np.ndarray:
+        if self.multilabel:  # sigmoid(z) >= t exactly when z >= logit(t)
+            cut = np.log(self.thresholds) - np.log1p(-self.thresholds)
+            return (self.logits >= cut).astype(np.int8)
         return self.logits.argmax(axis=1)
 
     @functools.cached_property
     def confidence(self) -> np.ndarray:
-        """Probability of the predicted class."""
+        """Probability of the predicted class; multi-label: the mean over the labels of the
+        probability of each label's decision (p when predicted, 1 - p when not)."""
         confidence = np.empty(len(self.logits), np.float32)
         for i in range(0, len(self.logits), SOFTMAX_CHUNK_ROWS):
-            confidence[i:i + SOFTMAX_CHUNK_ROWS] = softmax(
-                self.logits[i:i + SOFTMAX_CHUNK_ROWS]).max(axis=1)
+            rows = self.logits[i:i + SOFTMAX_CHUNK_ROWS]
+            if self.multilabel:
+                p = sigmoid(rows)
+                confidence[i:i + SOFTMAX_CHUNK_ROWS] = np.where(
+                    self.preds[i:i + SOFTMAX_CHUNK_ROWS] == 1, p, 1 - p).mean(axis=1)
+            else:
+                confidence[i:i + SOFTMAX_CHUNK_ROWS] = softmax(rows).max(axis=1)
         return confidence
 
     @property
     def correct(self) -> np.ndarray:
+        if self.multilabel:
+            return (self.preds == self.labels).all(axis=1)
         return self.preds == self.labels
 
     @property
@@ -62,16 +83,37 @@ class Predictions:
         return float(self.correct.mean()) if len(self.labels) else float("nan")
 
 
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return np.exp(-np.logaddexp(0.0, -np.asarray(logits, np.float64)))  # no overflow
+
+
+def label_thresholds(threshold: float | list[float] | None, labels: int) -> np.ndarray:
+    """A multi-label model's threshold per label from the spec's ``threshold`` (validated as
+    probabilities by the config): None is 0.5, one number holds for every label, a list must
+    give one per label."""
+    from auditor.errors import ConfigError
+
+    if isinstance(threshold, list):
+        if len(threshold) != labels:
+            raise ConfigError(f"'threshold' lists {len(threshold)} values, but the model has "
+                              f"{labels} sigmoid outputs; give one number or one per label")
+        return np.asarray(threshold, np.float64)
+    return np.full(labels, 0.5 if threshold is None else float(threshold))
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     exp = np.exp(logits - logits.max(axis=1, keepdims=True))
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-def predict(handle, dataset, batch_size: int = 64, show_progress: bool = False) -> Predictions:
+def predict(handle, dataset, batch_size: int = 64, show_progress: bool = False,
+            threshold: float | list[float] | None = None) -> Predictions:
     """Logits for every sample, a batch at a time, and in the same pass the penultimate features
     (the input of the final layer) when the model can be split there; non-finite inputs (found
     while streaming) or outputs are errors. Batches are at most ``batch_size`` and at most
-    what the memory budget allows this model (a 224 px network takes fewer)."""
+    what the memory budget allows this model (a 224 px network takes fewer). A multi-label
+    model's predictions carry its thresholds (``label_thresholds`` of the spec's
+    ``threshold``)."""
     from auditor.predict.batched import rows_per_pass
 
     batch_size = min(batch_size, rows_per_pass(handle, backward=False))
@@ -88,7 +130,10 @@ def predict(handle, dataset, batch_size: int = 64, show_progress: bool = False) 
         logits[positions] = batch[:, :handle.num_classes]
         if features is not None:
             features[positions] = batch[:, handle.num_classes:]
-    return Predictions(logits=logits, labels=dataset.labels.copy(), features=features)
+    thresholds = (label_thresholds(threshold, handle.num_classes)
+                  if getattr(handle, "multilabel", False) else None)
+    return Predictions(logits=logits, labels=dataset.labels.copy(), features=features,
+                       thresholds=thresholds)
 
 
 def logits_and_features(handle, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

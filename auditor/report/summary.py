@@ -42,6 +42,9 @@ def build_summary(config, handle, dataset, results, checks: list[Check],
     for result in results:
         for key, value in result.summary.items():
             summary[key] = value
+    skipped = {r.name: r.not_applicable for r in results if r.not_applicable is not None}
+    if skipped:
+        summary["not_applicable"] = skipped
     summary["verdict"] = verdict(checks)
     summary["gated"] = any(c.gated for c in deciding(checks))
     summary["checks"] = [c.to_dict() for c in checks]

@@ -236,6 +236,9 @@ def same_data(new: dict, new_record, old: dict, old_record) -> tuple[bool, str]:
     if new["data"].get("n") != old["data"].get("n"):
         return False, (f"different sample sizes: {new['data'].get('n')} images against the "
                        f"baseline's {old['data'].get('n')}")
+    if new_record is not None and np.ndim(new_record["labels"]) == 2:
+        return False, ("a multi-label run is compared label by label (multilabel.labels), not "
+                       "example by example")
     if new_record is None or old_record is None:
         return False, f"the {'baseline' if old_record is None else 'run'} has no {PREDICTIONS_FILE}"
     for key in ("source_index", "labels"):

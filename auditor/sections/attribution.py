@@ -32,6 +32,9 @@ from auditor.steps.shared import plain
 
 NAME = "attribution"
 TITLE = "Attribution methods"
+# Why the section does not apply to a multi-label model (pipeline.not_applicable).
+MULTI_LABEL = ("its reliability card explains each image's predicted class (the argmax) against "
+               "the other classes; the attribution of each label's own logit is not built yet")
 # The instruments' checks, declared with the card (steps/card.py): whether each method's maps
 # can be believed on this model. They fill the reliability card and choose the methods, and are
 # not part of the verdict unless gated.

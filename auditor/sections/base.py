@@ -113,6 +113,7 @@ class SectionResult:
     seconds: float = 0.0
     error: str | None = None
     method_choice: Any = None  # steps.card.MethodChoice: the method it took from the card
+    not_applicable: str | None = None  # why the section does not apply to this model (one line)
 
     def frozen(self) -> SectionResult:
         """This result as the pipeline keeps it once the section returned: ``summary`` a

@@ -43,6 +43,7 @@ METHODS_TRUSTED = Declared("clever_hans.methods_trusted", bounds=TRUST_BOUNDS,
 CHECKS = (INJECTION, PLANTED, FLAGGED_CLASSES, FLAGGED_PROPERTIES, METHODS_TRUSTED)
 STEPS = ("features",)  # the search's second signal and the embedding (steps/features.py)
 TITLE = "Clever Hans: shortcuts"
+MULTI_LABEL = True  # the injection test per label (run_multilabel); no discovery
 # Not gradient x input by default: it puts mass on bright pixels whatever the model learned, so
 # a bright planted patch draws it even in the control copy (a false alarm, not a detection).
 PREFERRED_METHODS = ("gradient", "gradcam")
@@ -505,6 +506,8 @@ def injection_summary(result, class_names: list[str], settings: dict[str, dict])
 # ------------------------------------------------------------------------------- the section
 
 def run(ctx: Context, options: Options) -> SectionResult:
+    if ctx.predictions.multilabel:
+        return run_multilabel(ctx, options)
     names = ctx.dataset.class_names
     methods, discovery_method = resolve_methods(options)
     discovery_method, choice = trusted_method(ctx, options, discovery_method)
@@ -538,7 +541,7 @@ def methods_trusted(ctx: Context, methods: list[str], summary: dict) -> Check:
     from auditor.steps.card import card_of
 
     rests_on = {"the planted shortcuts' visibility": methods if summary["injection"] else [],
-                "the shortcut discovery": [summary["discovery"].get("method")]}
+                "the shortcut discovery": [(summary.get("discovery") or {}).get("method")]}
     return trust_check(METHODS_TRUSTED, card_of(ctx.steps.card), rests_on, checks=ctx.config.checks,
                        section=NAME)
 
@@ -713,3 +716,110 @@ def injection_checks(ctx: Context, results, options: Options) -> list[Check]:
                                                 "the search confirms it on the target class)",
                                         section=NAME, bounds={"warn_below": 1.0}))
     return checks
+
+
+# What does not apply to a multi-label model, in one line each (the summary's ``skipped``).
+NO_LABEL_DISCOVERY = ("the discovery search clusters each class's maps and features and pastes "
+                      "a class's suspect group onto other classes' images; it has not been "
+                      "built for label sets")
+NO_LABEL_MASK = ("has no mask, so its visibility would be confirmed by the discovery search, "
+                 "which does not apply to a multi-label model")
+
+
+def resolve_label(options: Options, labels: np.ndarray, names: list[str]) -> int:
+    """The named label, or the one the most audit images carry."""
+    if options.target_class is None:
+        return int(labels.sum(axis=0).argmax())
+    if options.target_class not in names:
+        raise ConfigError(f"'clever_hans.target_class' is '{options.target_class}', which is not "
+                          f"a label; choose one of: {', '.join(names[:20])}")
+    return names.index(options.target_class)
+
+
+def label_injection_entry(r, names: list[str]) -> dict:
+    """One planted shortcut in the contract's shape, read per label: the target class is the
+    label, the accuracy gap the label's recall with the shortcut minus without."""
+    return {"shortcut": r.shortcut, "target_class": names[r.label], "learned": r.learned,
+            "flip_rate": round(r.flip_rate, 4), "accuracy_gap": round(r.recall_gap, 4),
+            "relevance_mass_ratio": {m: round(d.mass_ratio, 4) for m, d in r.detection.items()},
+            "control_mass_ratio": {m: round(v, 4) for m, v in r.control_ratio.items()},
+            "visible_to": r.seen, "detected": r.detected, "seconds": round(r.seconds, 2)}
+
+
+def label_check(r, names: list[str], options: Options, spec: dict) -> Check:
+    """As for one class: a shortcut the copy did not learn says nothing (skipped); a learned one
+    warns when no method's map sits on it."""
+    name, label = r.shortcut, names[r.label]
+    if not r.learned:
+        return PLANTED.outcome("skipped", round(r.flip_rate, 4), checks=spec, name=name,
+                               section=NAME, message=f"shortcut '{name}' tied to label "
+                               f"'{label}': not learned by the copy (flip rate "
+                               f"{r.flip_rate:.0%}), which says nothing either way")
+    best = max((d.mass_ratio for d in r.detection.values()), default=None)
+    seen = ", ".join(r.seen) or "no method"
+    return PLANTED.judge(best, checks=spec, name=name, section=NAME,
+                         bounds={"warn_below": options.detect_ratio},
+                         message=f"shortcut '{name}' tied to label '{label}': learned (flip "
+                                 f"rate {r.flip_rate:.0%}), seen by {seen} (best mass ratio)")
+
+
+def run_multilabel(ctx: Context, options: Options) -> SectionResult:
+    """The planted-shortcut control per label: each masked shortcut tied to one label of a
+    fine-tuned copy, its reliance and its visibility in the maps of that label's logit."""
+    from auditor.methods.shortcuts.label_injection import run_label_injection
+    from auditor.methods.shortcuts.patterns import inject
+
+    names, shape = ctx.dataset.class_names, ctx.handle.input_shape
+    methods, _ = resolve_methods(options)
+    label = resolve_label(options, ctx.dataset.labels, names)
+    settings = shortcut_settings(options, shape)
+    tuning = InjectionSettings(seed=ctx.config.seed, **{
+        f.name: getattr(options, f.name) for f in dataclasses.fields(InjectionSettings)
+        if f.name in ("steps", "batch_size", "learning_rate", "relabel", "explain",
+                      "flip_threshold", "gap_threshold", "detect_ratio", "control_margin",
+                      "visible_change")})
+    blank = np.zeros((1, *shape), np.float32)
+    skipped = {"discovery": NO_LABEL_DISCOVERY}
+    masked = {}
+    for name, given in settings.items():
+        opts = {k: v for k, v in given.items() if k != "fraction"}
+        if inject(name, blank, **opts)[1] is None:
+            skipped[name] = f"shortcut '{name}' {NO_LABEL_MASK}"
+        else:
+            masked[name] = opts
+    _, images, labels = load_sample(ctx.dataset, options.max_train + options.max_eval,
+                                    ctx.config.seed)
+    spec = ctx.config.checks
+    try:
+        results = [run_label_injection(ctx.handle, images, labels, label, name, opts, methods,
+                                       tuning) for name, opts in masked.items()]
+        checks = [label_check(r, names, options, spec) for r in results]
+    except ModelError as exc:  # a model that cannot be copied, a method it cannot take
+        results, skipped["injection"] = [], str(exc)
+        checks = [INJECTION.outcome("skipped", None, checks=spec, section=NAME,
+                                    message=f"injection test skipped: {exc}")]
+    summary = {"target_class": names[label], "methods": methods, "multilabel": True,
+               "injection": [label_injection_entry(r, names) for r in results],
+               "skipped": skipped}
+    checks.append(methods_trusted(ctx, methods, summary))
+    return SectionResult(
+        name=NAME, title=TITLE,
+        intro=f"Injection test per label: each shortcut with a mask is planted in a fine-tuned "
+              f"copy of the model, tied to the label '{names[label]}' (pasted on half of the "
+              "images carrying it and on a share of the others, whose target for it becomes "
+              "1), measured for reliance (the flip rate: images not carrying the label that "
+              "are given it once the shortcut is pasted) and for visibility (how much of each "
+              "method's |relevance| for that label's logit falls inside the shortcut's mask, "
+              "relative to its area; 1 is chance; a control copy fine-tuned without the "
+              f"shortcut gives each method's chance level). Discovery: {NO_LABEL_DISCOVERY}.",
+        summary={NAME: summary}, checks=checks,
+        data=LabelHansData(names[label], summary["injection"], skipped))
+
+
+@dataclass
+class LabelHansData:
+    """A multi-label model's Clever Hans tables: the planted shortcuts and what was skipped."""
+
+    label: str
+    injection: list[dict]
+    skipped: dict[str, str]

@@ -21,6 +21,9 @@ from auditor.sections.base import Context, SectionResult, at_least
 
 NAME = "concepts"
 TITLE = "What the model sees, in parts"
+# Why the section does not apply to a multi-label model (pipeline.not_applicable).
+MULTI_LABEL = ("its neuron groups are explained towards each image's predicted class and tested by"
+               " that class's accuracy, which a multi-label model does not have")
 # The groups should reconstruct more than half of the activations' sum of squares: a majority
 # convention, not tuned on any model; below it, most of what the layer carries is in the
 # residual, and the parts do not explain the decision. The spec may set its own bound.

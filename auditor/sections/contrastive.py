@@ -1,5 +1,10 @@
 """Contrastive saliency for the most confident mistakes: why the predicted class, why not the true
-one, and the difference (predicted minus true), on one symmetric diverging scale per example."""
+one, and the difference (predicted minus true), on one symmetric diverging scale per example.
+
+A multi-label model's mistakes are missed labels and false alarms (``run_multilabel``): on an
+image with both, the contrast is the missed label's logit minus the false alarm's (what would
+have turned the decision the right way); an image with only one kind of mistake is explained for
+that label alone."""
 
 from __future__ import annotations
 
@@ -18,12 +23,15 @@ from auditor.steps.saliency import Request
 
 NAME = "contrastive"
 TITLE = "Contrastive saliency"
+MULTI_LABEL = True  # missed label against false alarm (run_multilabel)
 # No silent blessing: the maps are only as good as their method (methods/attribution/trust.py).
 METHOD_TRUSTED = Declared("contrastive.method_trusted", bounds=TRUST_BOUNDS,
                           what="the contrastive maps rest on a trusted method")
 CHECKS = (METHOD_TRUSTED,)
 DIFFERENCE_OF_MAPS = "map for predicted minus map for true"  # equal for linear methods
 MAP_OF_DIFFERENCE = "map of (score predicted minus score true)"
+LABEL_DIFFERENCE_OF_MAPS = "map for the missed label minus map for the false alarm"
+LABEL_MAP_OF_DIFFERENCE = "map of (logit of the missed label minus logit of the false alarm)"
 
 
 # The method when the spec names none and the reliability card trusts none (or none within
@@ -147,6 +155,8 @@ def saliency_requests(inputs, options: Options, shared) -> tuple[Request, ...]:
     from auditor.methods.attribution import METHODS
 
     p = inputs.predictions
+    if p.multilabel:  # its maps depend on the label sets: made by run_multilabel itself
+        return ()
     method, _ = chosen_method(shared.card, inputs.handle.input_shape, options)
     positions = most_confident_mistakes(p, options.examples)
     preds, labels = p.preds[positions], p.labels[positions]
@@ -158,6 +168,8 @@ def saliency_requests(inputs, options: Options, shared) -> tuple[Request, ...]:
 
 
 def run(ctx: Context, options: Options) -> SectionResult:
+    if ctx.predictions.multilabel:
+        return run_multilabel(ctx, options)
     p, names = ctx.predictions, ctx.dataset.class_names
     positions = most_confident_mistakes(p, options.examples)
     images = ctx.dataset.images(positions)
@@ -197,3 +209,86 @@ def run(ctx: Context, options: Options) -> SectionResult:
                             section=NAME)],
         method_choice=choice,
     )
+
+
+@dataclass
+class LabelContrastData:
+    """A multi-label model's figures, one row per example: the map of its first wrong label
+    (the missed one, else the false alarm), of its false alarm and of their difference where
+    it has both (``paired``; zeros elsewhere)."""
+
+    images: np.ndarray
+    for_first: np.ndarray
+    for_alarm: np.ndarray
+    diff: np.ndarray
+    paired: np.ndarray  # bool per example
+    examples: list[dict]
+    smooth_sigma: float
+    of_difference: bool = False
+
+
+def label_maps(ctx: Context, method: str, positions, images, missed, alarms):
+    """(for the first wrong label, for the false alarm, difference, paired, how): each
+    image's missed label's map (its false alarm's when nothing was missed); where it has both,
+    the false alarm's map and the difference missed minus false alarm, by the maps' difference
+    for a method linear in the score, else the map of the difference of the logits."""
+    from auditor.methods.attribution import METHODS
+
+    def maps(at, targets, contrast=None):  # made for this section (not in the step)
+        return ctx.steps.saliency.maps(ctx, method, positions[at], targets, contrast=contrast,
+                                       images=images[at], score="logit")
+
+    first = np.where(missed >= 0, missed, alarms)
+    for_first = maps(slice(None), first)
+    paired = (missed >= 0) & (alarms >= 0)
+    for_alarm, diff = np.zeros_like(for_first), np.zeros_like(for_first)
+    linear = METHODS[method].linear
+    if paired.any():
+        pair = np.flatnonzero(paired)
+        for_alarm[pair] = maps(pair, alarms[pair])
+        diff[pair] = (for_first[pair] - for_alarm[pair] if linear
+                      else maps(pair, missed[pair], contrast=alarms[pair]))
+    how = LABEL_DIFFERENCE_OF_MAPS if linear else LABEL_MAP_OF_DIFFERENCE
+    return for_first, for_alarm, diff, paired, how
+
+
+def run_multilabel(ctx: Context, options: Options) -> SectionResult:
+    """Missed labels against false alarms, on the images with the most confident wrong
+    decisions; the maps explain logits (a softmax probability over labels means nothing)."""
+    from auditor.methods import multilabel as ml
+    from auditor.steps.card import card_of
+
+    p, names = ctx.predictions, ctx.dataset.class_names
+    probs = p.probs
+    positions = ml.worst_mistakes(p.labels, probs, p.preds, p.thresholds, options.examples)
+    images = ctx.dataset.images(positions)
+    missed, alarms = ml.contrast_pairs(p.labels[positions], probs[positions],
+                                       p.preds[positions])
+    method = options.method or FALLBACK  # the card is not made for a multi-label model
+    for_first, for_alarm, diff, paired, how = label_maps(ctx, method, positions, images,
+                                                         missed, alarms)
+
+    def named(k: int) -> tuple[str | None, float | None]:
+        return (names[k], float(probs[pos, k])) if k >= 0 else (None, None)
+
+    examples = []
+    for i, pos in enumerate(positions):
+        (miss, p_miss), (alarm, p_alarm) = named(missed[i]), named(alarms[i])
+        examples.append({"index": int(pos), "true": ml.label_set(p.labels[pos], names),
+                         "pred": ml.label_set(p.preds[pos], names), "missed": miss,
+                         "p_missed": p_miss, "false_alarm": alarm, "p_false_alarm": p_alarm})
+    return SectionResult(
+        name=NAME, title=TITLE,
+        intro=f"For each image with a wrong label: the {method} saliency of the logit of its "
+              "most confidently missed label and of its most confident false alarm, and, where "
+              f"it has both, their difference ({how}): red pixels pushed towards the right "
+              "decision (the missed label up, the false alarm down). An image with only one "
+              "kind of mistake is explained for that label alone. The maps of an example share "
+              "one symmetric scale.",
+        summary={NAME: {"method": method, "method_from_card": False, "score": "logit",
+                        "difference": how, "examples": examples}},
+        data=LabelContrastData(images, for_first, for_alarm, diff, paired, examples,
+                               options.smooth_sigma, how == LABEL_MAP_OF_DIFFERENCE),
+        checks=[trust_check(METHOD_TRUSTED, card_of(ctx.steps.card),
+                            {"the contrastive maps": [method]}, checks=ctx.config.checks,
+                            section=NAME)])

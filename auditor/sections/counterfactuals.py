@@ -17,6 +17,9 @@ from auditor.steps.saliency import Request
 
 NAME = "counterfactuals"
 TITLE = "Counterfactuals"
+# Why the section does not apply to a multi-label model (pipeline.not_applicable).
+MULTI_LABEL = ("it searches for the smallest change that moves an image to another class (an "
+               "argmax flip); label-set flips are not built yet")
 # Pixels are free to change (Wachter et al. 2017): on a differentiable model the search finds a
 # counterfactual for nearly every mistake (measured: the demo CNN 100%), so finding one for
 # under half means the gradients do not lead anywhere (a dead or saturated head) or the steps

@@ -30,6 +30,9 @@ from auditor.sections.base import Context, SectionResult
 
 NAME = "featureviz"
 TITLE = "What the model looks for"
+# Why the section does not apply to a multi-label model (pipeline.not_applicable).
+MULTI_LABEL = ("its objectives and its realism and agreement checks read the softmax over the "
+               "classes, which a multi-label model does not have")
 NPZ_NAME = "class_visualization.npz"
 # The class visualisations are an explanation of the model: these checks say how far they can
 # be read (assigned to their class, recognised by an independent judge, natural-looking).

@@ -1,5 +1,7 @@
 """Errors: accuracy, per-class precision/recall/F1, confusion matrix, top confusions, and the
-most confident mistakes."""
+most confident mistakes. A multi-label model's (``run_multilabel``): precision, recall, F1 and
+average precision per label at its threshold, micro and macro averages, the mistakes as missed
+labels and false alarms per label, and the images with the most confident wrong decisions."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from auditor.sections.base import Context, KeyFigure, SectionResult, at_least
 
 NAME = "performance"
 TITLE = "Errors"
+MULTI_LABEL = True  # a multi-label model is scored per label (run_multilabel)
 ACCURACY_BOUNDS = {"fail_drop": 0.01}  # accuracy must not drop more than 1 point
 RECALL_BOUNDS = {"warn_drop": 0.05, "fail_drop": 0.15}  # per class: noisier, so looser
 # Cohen's kappa: Landis & Koch (1977) call agreement below 0.2 "slight" and below 0.4 "fair";
@@ -45,6 +48,10 @@ MATRIX_CLASSES = 20  # the confusion figure shows at most this many classes
 
 def _accuracy(summary: dict) -> float | None:
     return (summary.get("metrics") or {}).get("accuracy")
+
+
+def _labels_block(summary: dict) -> dict:
+    return summary.get("multilabel") or {}
 
 
 def _mistakes(summary: dict) -> int | None:
@@ -105,13 +112,30 @@ SHARE = Declared("prediction_share",
 ORDER = Declared("class_order", what="the model's class order against the data's",
                  bounds=CLASS_ORDER_BOUNDS, figure="accuracy", finding=_order_words,
                  finding_rank=20)
-CHECKS = (ACCURACY, RECALL, KAPPA, SPREAD, SHARE, ORDER)
+# A multi-label model's checks. Its overall figure, micro-averaged F1, takes the accuracy's
+# bound (it is what accuracy is to one class per image: every decision pooled); each label's F1
+# takes the per-class recall's (a figure over fewer images, so noisier); each label's skill is
+# its average precision above its prevalence, which is the average precision a random ranking
+# has in expectation (Saito & Rehmsmeier 2015, PLoS ONE 10(3)): at or below it the model ranks
+# that label no better than chance, whatever the threshold.
+MICRO_F1 = Declared("multilabel.micro_f1", what="micro-averaged F1 over every label",
+                    bounds=ACCURACY_BOUNDS, figure="micro_f1")
+LABEL_F1 = Declared("multilabel.label_f1.*", what="F1 of one label", bounds=RECALL_BOUNDS,
+                    figure="micro_f1")
+LABEL_SKILL = Declared("multilabel.label_skill.*",
+                       what="a label's average precision above its prevalence (chance)",
+                       bounds={"fail_below": 0.0}, figure="micro_f1")
+CHECKS = (ACCURACY, RECALL, KAPPA, SPREAD, SHARE, ORDER, MICRO_F1, LABEL_F1, LABEL_SKILL)
 
 KEY_FIGURES = (
     KeyFigure("accuracy", "Accuracy", "accuracy", NAME, _accuracy, percent=True,
               detail=lambda summary: f"on {summary['data']['n']} images", rank=10),
     KeyFigure("mistakes", "Mistakes", "mistakes", NAME, _mistakes, detail=_most_confused,
               judged=False, trend=False, rank=20),
+    KeyFigure("micro_f1", "Micro F1", "micro-averaged F1 (multi-label)", NAME,
+              lambda s: (_labels_block(s).get("micro") or {}).get("f1"), percent=True,
+              detail=lambda s: f"over {len(_labels_block(s).get('labels') or {})} labels",
+              rank=11, headline=False),  # the top's five are fixed; summary.md lists it
 )
 
 
@@ -262,8 +286,10 @@ def summary_checks(summary: dict, baseline: dict | None, spec: dict[str, dict]) 
     to the baseline run.
 
     Computed from summary.json data alone, so that ``auditor compare`` re-evaluates them on two
-    saved runs exactly as the audit did.
+    saved runs exactly as the audit did (a multi-label run's: ``multilabel_checks``).
     """
+    if "multilabel" in summary:  # its metrics are read per label: no class-level checks
+        return multilabel_checks(summary["multilabel"], baseline, spec)
     metrics, before = summary["metrics"], (baseline or {}).get("metrics") or {}
     recalls = {name: m["recall"] for name, m in metrics["per_class"].items() if m["support"]}
     old_recalls = {name: m["recall"] for name, m in (before.get("per_class") or {}).items()
@@ -278,6 +304,8 @@ def summary_checks(summary: dict, baseline: dict | None, spec: dict[str, dict]) 
 
 
 def run(ctx: Context, options: Options) -> SectionResult:
+    if ctx.predictions.multilabel:
+        return run_multilabel(ctx, options)
     p, names = ctx.predictions, ctx.dataset.class_names
     preds = p.preds
     accuracy = p.accuracy
@@ -311,3 +339,106 @@ def run(ctx: Context, options: Options) -> SectionResult:
             matrix_classes=matrix_classes(p.labels, preds, len(names))),
         checks=checks,
     )
+
+
+@dataclass
+class MultiLabelData:
+    """What a multi-label model's figures are drawn from: the summary's tables and the images
+    of the worst mistakes."""
+
+    facts: dict
+    examples: list[dict]
+    images: np.ndarray
+
+
+def multilabel_summary(p, names: list[str], gallery: int) -> dict:
+    """The ``multilabel`` block of summary.json (methods/multilabel.py's figures)."""
+    from auditor.methods import multilabel as ml
+
+    probs = p.probs
+    per_label = ml.label_metrics(p.labels, probs, p.preds, names, p.thresholds)
+    worst = ml.worst_mistakes(p.labels, probs, p.preds, p.thresholds, gallery)
+    examples = [{"index": int(i), "true": ml.label_set(p.labels[i], names),
+                 "pred": ml.label_set(p.preds[i], names),
+                 "missed": ml.label_set((p.labels[i] == 1) & (p.preds[i] == 0), names),
+                 "false_alarms": ml.label_set((p.labels[i] == 0) & (p.preds[i] == 1), names)}
+                for i in worst]
+    return {"labels": per_label, **ml.averages(p.labels, probs, p.preds, per_label),
+            **ml.set_metrics(p.labels, p.preds),
+            "mistakes": {"images": int((~p.correct).sum()),
+                         "missed": int(sum(m["missed"] for m in per_label.values())),
+                         "false_alarms": int(sum(m["false_alarms"] for m in per_label.values())),
+                         "examples": examples}}
+
+
+def multilabel_checks(block: dict, baseline: dict | None, spec: dict) -> list[Check]:
+    """Micro F1 against the baseline run's; per label, its F1 against the baseline's and its
+    average precision against chance (its prevalence). A label no image carries has no
+    average precision: its skill is not measurable, said as skipped."""
+    before = (baseline or {}).get("multilabel") or {}
+    micro = block["micro"]["f1"]
+    checks = [MICRO_F1.judge(micro, checks=spec, section=NAME, message=f"micro F1 {micro:.2%}",
+                             baseline=(before.get("micro") or {}).get("f1"))]
+    old = before.get("labels") or {}
+    for name, m in block["labels"].items():
+        checks.append(LABEL_F1.judge(
+            m["f1"], checks=spec, section=NAME, name=name,
+            baseline=(old.get(name) or {}).get("f1"),
+            message=f"label '{name}': F1 {m['f1']:.2%} ({m['missed']} missed, "
+                    f"{m['false_alarms']} false alarms, support {m['support']})"))
+        if m["average_precision"] is None:
+            checks.append(LABEL_SKILL.outcome(
+                "skipped", None, checks=spec, section=NAME, name=name,
+                message=f"label '{name}' is carried by no image: its ranking cannot be scored"))
+            continue
+        lift = m["average_precision"] - m["prevalence"]
+        check = LABEL_SKILL.judge(
+            lift, checks=spec, section=NAME, name=name,
+            message=f"label '{name}': average precision {m['average_precision']:.2f} against "
+                    f"{m['prevalence']:.2f} for a random ranking")
+        if check.status != "pass":
+            check.message += ": the model ranks this label no better than chance"
+        checks.append(check)
+    return checks
+
+
+def contract_keys(p, names: list[str], block: dict, limit: int) -> dict:
+    """``metrics`` and ``misclassifications`` as the contract has them, read for a multi-label
+    model: accuracy is the share of images whose whole label set is right (scikit-learn's
+    accuracy on multi-hot rows), ``per_class`` each label's figures, a confusion an image that
+    missed one label and raised another, an example's ``true`` and ``pred`` its label sets
+    joined by '|'."""
+    from auditor.methods.multilabel import label_confusions
+
+    return {
+        "metrics": {"accuracy": block["subset_accuracy"],
+                    "per_class": {name: {k: m[k] for k in ("precision", "recall", "f1",
+                                                           "support")}
+                                  for name, m in block["labels"].items()}},
+        "misclassifications": {
+            "count": block["mistakes"]["images"],
+            "top_confusions": label_confusions(p.labels, p.preds, names, limit),
+            "examples": [{"index": e["index"], "true": "|".join(e["true"]),
+                          "pred": "|".join(e["pred"]),
+                          "confidence": float(p.confidence[e["index"]])}
+                         for e in block["mistakes"]["examples"]]}}
+
+
+def run_multilabel(ctx: Context, options: Options) -> SectionResult:
+    """The section for a multi-label model: each label scored as its own yes/no classifier."""
+    p, names = ctx.predictions, ctx.dataset.class_names
+    block = multilabel_summary(p, names, options.gallery)
+    examples = block["mistakes"]["examples"]
+    images = ctx.dataset.images([e["index"] for e in examples])
+    return SectionResult(
+        name=NAME, title=TITLE,
+        intro="Each label is its own yes/no decision: a label is predicted when its sigmoid "
+              "reaches its threshold. A missed label is one the image carries but the model "
+              "did not predict (a false negative); a false alarm one it predicted but the "
+              "image does not carry (a false positive). Average precision scores the ranking "
+              "over every threshold; a random ranking scores the label's prevalence.",
+        summary={"multilabel": block,
+                 **contract_keys(p, names, block, options.top_confusions)},
+        data=MultiLabelData(facts={"n": len(p.labels), **block}, examples=examples,
+                            images=images),
+        checks=multilabel_checks(block, ctx.baseline, ctx.config.checks))

@@ -19,6 +19,7 @@ from auditor.sections.base import Context, KeyFigure, SectionResult
 
 NAME = "robustness"
 TITLE = "Adversarial robustness"
+MULTI_LABEL = True  # label-set flips under PGD (run_multilabel)
 # Robust accuracy may drop 5 points from the baseline run's before it warns.
 ROBUST_ACCURACY = Declared("robustness.accuracy", what="accuracy under attack",
                            bounds={"warn_drop": 0.05}, figure="robust_accuracy")
@@ -248,6 +249,8 @@ def run(ctx: Context, options: Options) -> SectionResult:
     from auditor.inputs.datasets import sample_indices
     from auditor.methods.attacks import attack_curves, choose_targets
 
+    if ctx.predictions.multilabel:
+        return run_multilabel(ctx, options)
     _validate(options)
     p, names = ctx.predictions, ctx.dataset.class_names
     rule = resolve_target(options.target, names)
@@ -302,3 +305,70 @@ def run(ctx: Context, options: Options) -> SectionResult:
               f"at a chosen wrong class ({options.target}). In the gallery the perturbation is "
               "magnified to the full colour scale.",
         summary={NAME: summary}, data=data, checks=[check])
+
+
+@dataclass
+class LabelSetData:
+    """A multi-label model's curve: label-set accuracy and each label's accuracy per epsilon."""
+
+    facts: dict
+
+
+def label_set_curve(ctx: Context, options: Options, images, labels, epsilons):
+    """(label-set accuracy per epsilon, {label: accuracy per epsilon}) under PGD on the label
+    set: at epsilon 0 the clean decisions."""
+    from auditor.methods.attacks import label_set_pgd
+
+    p = ctx.predictions
+    cuts = np.log(p.thresholds) - np.log1p(-p.thresholds)
+    sets, per_label = [], []
+    for epsilon in epsilons:
+        attacked = images if epsilon == 0 else label_set_pgd(
+            ctx.handle, images, labels, cuts, epsilon, steps=options.steps,
+            step_ratio=options.step_ratio, random_start=options.random_start,
+            seed=ctx.config.seed)
+        decided = (forward(ctx.handle, attacked) >= cuts).astype(np.int8)
+        sets.append(float((decided == labels).all(axis=1).mean()))
+        per_label.append((decided == labels).mean(axis=0))
+    names = ctx.dataset.class_names
+    return sets, {name: [float(row[k]) for row in per_label] for k, name in enumerate(names)}
+
+
+def run_multilabel(ctx: Context, options: Options) -> SectionResult:
+    """Robustness of a multi-label model: the share of images whose whole label set survives
+    PGD on their most fragile decision, per epsilon (targeted attacks and the gallery are a
+    single-label model's: a label set has no runner-up class)."""
+    from auditor.inputs.datasets import sample_indices
+
+    _validate(options)
+    p = ctx.predictions
+    positions = sample_indices(p.labels, options.samples, ctx.config.seed)
+    images, labels = ctx.dataset.images(positions), p.labels[positions]
+    epsilons = epsilon_grid(options)
+    sets, per_label = label_set_curve(ctx, options, images, labels, epsilons)
+    at = int(np.argmin(np.abs(np.asarray(epsilons) - options.check_epsilon)))
+    summary = {"attack": MAIN_ATTACK, "epsilons": epsilons, "accuracy": sets,
+               "targeted_success": [], "samples": len(positions), "multilabel": True,
+               "clean_accuracy": float(p.correct[positions].mean()),
+               "check_epsilon": epsilons[at], "steps": options.steps,
+               "label_accuracy": per_label}
+    check = ROBUST_ACCURACY.judge(
+        sets[at], checks=ctx.config.checks, section=NAME,
+        message=f"images whose whole label set survives {options.steps}-step PGD at epsilon "
+                f"{_in_255(epsilons[at])}: {sets[at]:.2%}",
+        baseline=_baseline_accuracy(ctx.baseline, epsilons[at]))
+    rows = [{"epsilon": _in_255(e), "sets": sets[k],
+             "labels": [per_label[name][k] for name in per_label]}
+            for k, e in enumerate(epsilons)]
+    return SectionResult(
+        name=NAME, title=TITLE,
+        intro="How a multi-label model's decisions hold when every pixel may move by at most "
+              "epsilon (display space, 0-1 images): PGD pushes each image's most fragile "
+              "decision (the label whose logit is nearest its threshold) across its threshold, "
+              "from a random start; accuracy is the share of images whose whole label set is "
+              "still right, and each label's column the share of its decisions still right. "
+              "Targeted attacks aim at one class and have no meaning for a label set.",
+        summary={NAME: summary}, checks=[check],
+        data=LabelSetData({"multilabel": True, "summary": summary, "rows": rows,
+                           "names": list(per_label), "check_epsilon_255": _in_255(epsilons[at]),
+                           "check_accuracy": sets[at]}))

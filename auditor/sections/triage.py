@@ -29,6 +29,8 @@ from auditor.sections.base import Context, KeyFigure, SectionResult
 
 NAME = "triage"
 TITLE = "Mistake triage"
+# Why the section does not apply to a multi-label model (pipeline.not_applicable).
+MULTI_LABEL = ("its label-issue finder, slices and duplicate checks read one class per image")
 # Northcutt et al. 2021 measured 3.3% label errors on average over ten benchmark test sets (up
 # to 10.1% on QuickDraw): above the average, review the labels; above the worst, fail.
 LABEL_ERROR_BOUNDS = {"warn_above": 0.03, "fail_above": 0.10}

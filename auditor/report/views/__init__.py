@@ -11,6 +11,6 @@ import importlib
 
 def build_view(result, dataset) -> dict:
     """The template context of one section's partial; a section that failed shows none."""
-    if result.error is not None:
+    if result.error is not None or result.not_applicable is not None:
         return {}
     return importlib.import_module(f"auditor.report.views.{result.name}").view(result, dataset)

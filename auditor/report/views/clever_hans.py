@@ -185,6 +185,9 @@ def intervention_figure(finding, class_names: list[str]) -> str:
 
 def view(result, dataset) -> dict:
     d = result.data
+    if hasattr(d, "label"):  # a multi-label model's (sections.clever_hans.LabelHansData)
+        return {"multilabel": True, "label": d.label, "label_injection": d.injection,
+                "skipped": d.skipped}
     injected, search = d.injected, d.discovered.search
     out: dict = {"methods": d.methods, "target": d.target}
     if injected.skipped is not None:

@@ -29,8 +29,40 @@ def example_figure(image, pred_map, true_map, diff_map, pred_name, true_name, p_
     return figure_uri(fig)
 
 
+def label_figure(image, first_map, alarm_map, diff_map, e: dict, paired: bool,
+                 sigma: float) -> str:
+    """A multi-label model's example: the map of its missed label (else its false alarm) and,
+    where it has both, of the false alarm and of missed minus false alarm."""
+    import matplotlib.pyplot as plt
+
+    maps = (first_map, alarm_map, diff_map) if paired else (first_map,)
+    heats = [smooth_map(signed_map(m), sigma) for m in maps]
+    limit = float(np.max(np.abs(np.stack(heats)))) or 1.0
+    fig, axes = plt.subplots(1, len(heats) + 2, figsize=(1.65 * (len(heats) + 2), 1.9))
+    show_image(axes[0], image)
+    axes[0].set_title(f"#{e['index']}", fontsize=8)
+    first = (f"missed {e['missed']} (p={e['p_missed']:.2f})" if e["missed"] is not None
+             else f"false alarm {e['false_alarm']} (p={e['p_false_alarm']:.2f})")
+    titles = [first]
+    if paired:
+        titles += [f"false alarm {e['false_alarm']} (p={e['p_false_alarm']:.2f})",
+                   f"{e['missed']} minus {e['false_alarm']}"]
+    for ax, heat, title in zip(axes[1:-1], heats, titles, strict=True):
+        show_signed(ax, heat, limit)
+        ax.set_title(title, fontsize=7)
+    show_signed(axes[-1], heats[-1], limit, image=image)
+    axes[-1].set_title("over image", fontsize=8)
+    return figure_uri(fig)
+
+
 def view(result, dataset) -> dict:
     d = result.data
+    if hasattr(d, "paired"):  # a multi-label model's (sections.contrastive.LabelContrastData)
+        examples = [{**e, "figure": label_figure(d.images[i], d.for_first[i], d.for_alarm[i],
+                                                 d.diff[i], e, bool(d.paired[i]),
+                                                 d.smooth_sigma)}
+                    for i, e in enumerate(d.examples)]
+        return {"examples": examples, "legend": colorbar_uri("0"), "multilabel": True}
     examples = [{**e, "figure": example_figure(d.images[i], d.for_pred[i], d.for_true[i],
                                                d.diff[i], e["pred"], e["true"], e["p_pred"],
                                                e["p_true"], d.smooth_sigma,

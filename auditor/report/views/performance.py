@@ -27,6 +27,10 @@ def confusion_figure(labels, preds, class_names, shown: np.ndarray) -> str:
 
 def view(result, dataset) -> dict:
     d = result.data
+    if not hasattr(d, "labels"):  # a multi-label model's (sections.performance.MultiLabelData)
+        return {**d.facts, "multilabel": True,
+                "gallery": [{"image": image_uri(img), **e}
+                            for img, e in zip(d.images, d.examples, strict=True)]}
     return {**d.facts,
             "gallery": [{"image": image_uri(img), **e}
                         for img, e in zip(d.images, d.examples, strict=True)],

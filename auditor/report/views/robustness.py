@@ -56,6 +56,8 @@ def comparison_figure(images, maps_a, maps_b, agreement, titles) -> str:
 
 def view(result, dataset) -> dict:
     d = result.data
+    if d.facts.get("multilabel"):  # sections.robustness.LabelSetData: a table, no figure
+        return dict(d.facts)
     out = dict(d.facts)
     out["comparison"] = None
     if d.comparison is not None:

@@ -1,0 +1,390 @@
+"""Multi-label models: several sigmoid outputs and multi-hot labels, audited per label.
+
+The model is a small seeded MLP trained in a few seconds on the packaged digits, each image
+labelled with three attributes of its digit (even, at least 5, written with a loop), so that an
+image carries none, one or several labels. Noise planted on one label of the audited data
+shows on that label and on no other.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+LABELS = ("even", "big", "round")
+ROUND = (0, 6, 8, 9)
+NOISY = "round"
+NOISE = 0.3  # share of the audited images whose 'round' label is flipped
+
+
+def attributes(digits: np.ndarray) -> np.ndarray:
+    """Multi-hot rows (N, 3): even, at least 5, written with a loop."""
+    return np.stack([digits % 2 == 0, digits >= 5, np.isin(digits, ROUND)], axis=1).astype(
+        np.int8)
+
+
+@pytest.fixture(scope="session")
+def multilabel_model_path(tmp_path_factory, digits_train):
+    """Dense(3, sigmoid) over the 32x32 digits, 40 epochs (a few CPU-seconds)."""
+    import keras
+
+    x, y = digits_train
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input(x.shape[1:]), keras.layers.Flatten(),
+                              keras.layers.Dense(48, activation="relu"),
+                              keras.layers.Dense(len(LABELS), activation="sigmoid")])
+    model.compile("adam", "binary_crossentropy")
+    model.fit(x, attributes(y), epochs=40, batch_size=64, verbose=0)
+    path = tmp_path_factory.mktemp("multilabel") / "attributes.keras"
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def multilabel_npz(tmp_path_factory, digits_test):
+    """The digits test split with clean multi-hot labels, and with 'round' flipped on 30%."""
+    x, y = digits_test
+    folder = tmp_path_factory.mktemp("multilabel-data")
+    clean, noisy = attributes(y), attributes(y)
+    flipped = np.random.default_rng(0).random(len(y)) < NOISE
+    column = LABELS.index(NOISY)
+    noisy[flipped, column] = 1 - noisy[flipped, column]
+    paths = {}
+    for name, labels in (("clean", clean), ("noisy", noisy)):
+        paths[name] = folder / f"{name}.npz"
+        np.savez(paths[name], x=(x * 255).round().astype(np.uint8), y=labels,
+                 class_names=np.array(LABELS))
+    return paths
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """The console entry point in-process, as `auditor ARGS...` would run."""
+    import sys
+
+    from auditor.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["auditor", *args])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    captured = capsys.readouterr()
+    return stop.value.code, captured.out, captured.err
+
+
+def audit(model, data, out, **spec):
+    from auditor.configure import make_config
+    from auditor.pipeline import run_audit
+
+    spec = {"model": str(model), "data": data, "input_range": "0-1", **spec}
+    return run_audit(make_config(spec, out=str(out),
+                                 progress=False, quiet=True))
+
+
+@pytest.fixture(scope="session")
+def noisy_audit(tmp_path_factory, multilabel_model_path, multilabel_npz):
+    """The performance section on the noisy labels, with the clean run as its baseline."""
+    folder = tmp_path_factory.mktemp("multilabel-audits")
+    clean = audit(multilabel_model_path, f"npz:{multilabel_npz['clean']}", folder / "clean",
+                  sections=["performance"], format="json")
+    noisy = audit(multilabel_model_path, f"npz:{multilabel_npz['noisy']}", folder / "noisy",
+                  sections=["performance"], format="json", baseline=str(clean.out))
+    return clean, noisy
+
+
+def test_the_model_is_read_as_multi_label(multilabel_model_path):
+    from auditor.inputs.models import load_model
+
+    handle = load_model(str(multilabel_model_path))
+    assert handle.multilabel and handle.num_classes == 3
+    assert handle.output == "sigmoid stripped"
+    x = np.random.default_rng(0).uniform(0, 1, (4, *handle.input_shape)).astype("float32")
+    probs = np.asarray(handle.model(x))
+    assert np.allclose(1 / (1 + np.exp(-np.asarray(handle.logits(x)))), probs, atol=1e-5)
+
+
+def test_label_noise_shows_on_its_label(noisy_audit):
+    clean, noisy = noisy_audit
+    before, after = clean.summary["multilabel"], noisy.summary["multilabel"]
+    assert before["micro"]["f1"] > 0.9  # the model learned the attributes
+    drops = {name: before["labels"][name]["f1"] - after["labels"][name]["f1"]
+             for name in LABELS}
+    assert drops[NOISY] > 0.15
+    assert all(abs(drops[name]) < 1e-9 for name in LABELS if name != NOISY)
+    mistakes = {name: m["missed"] + m["false_alarms"] for name, m in after["labels"].items()}
+    assert max(mistakes, key=mistakes.get) == NOISY
+    checks = {c["id"]: c for c in noisy.summary["checks"]}
+    assert checks[f"multilabel.label_f1.{NOISY}"]["status"] == "fail"
+    assert all(checks[f"multilabel.label_f1.{name}"]["status"] == "pass"
+               for name in LABELS if name != NOISY)
+    assert all(checks[f"multilabel.label_skill.{name}"]["status"] == "pass" for name in LABELS)
+    assert noisy.exit_code == 1 and clean.exit_code == 0
+    from auditor.runs.compare import reevaluate  # `auditor compare` judges them alike
+
+    again = {c.id: c.status for c in reevaluate(noisy.summary, clean.summary)}
+    assert again[f"multilabel.label_f1.{NOISY}"] == again["multilabel.micro_f1"] == "fail"
+    assert noisy.summary["metrics"]["accuracy"] == after["subset_accuracy"]
+    confusions = noisy.summary["misclassifications"]["top_confusions"]
+    assert sum(c["count"] for c in confusions) <= after["mistakes"]["missed"]
+    example = after["mistakes"]["examples"][0]
+    assert set(example["true"]) ^ set(example["pred"]) == (
+        set(example["missed"]) | set(example["false_alarms"]))
+
+
+def test_cli_writes_the_per_label_table(tmp_path, multilabel_model_path, multilabel_npz,
+                                        monkeypatch, capsys):
+    """End to end through the CLI, every section: the per-label table in the report, and
+    each section that does not apply says why in one line (report and summary.json)."""
+    from markupsafe import escape
+
+    from auditor.sections import SECTION_NAMES
+
+    out = tmp_path / "run"
+    code, _, stderr = run_cli(monkeypatch, capsys, "audit", "--model",
+                              str(multilabel_model_path), "--data",
+                              f"npz:{multilabel_npz['clean']}", "--out", str(out),
+                              "--input-range", "0-1", "--budget", "quick", "--quiet")
+    assert code == 0, stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"]["task"] == "multi-label"
+    page = (out / "report.html").read_text()
+    assert "Per label, at its threshold" in page and "false alarms" in page
+    skipped = summary["not_applicable"]
+    assert set(skipped) == set(SECTION_NAMES) - {"performance", "contrastive", "clever_hans",
+                                                 "robustness"}
+    assert summary["contrastive"]["examples"]
+    for reason in skipped.values():
+        assert f"does not apply to a multi-label model: {escape(reason)}" in page
+    runs = {c["id"]: c["status"] for c in summary["checks"] if c["id"].endswith(".run")}
+    assert all(runs[f"{name}.run"] == "skipped" for name in skipped)
+
+
+def write_images(folder, digits_test, count: int) -> list[str]:
+    from PIL import Image
+
+    x, _ = digits_test
+    names = []
+    for i in range(count):
+        names.append(f"img/{i}.png")
+        (folder / "img").mkdir(exist_ok=True)
+        Image.fromarray((x[i, ..., 0] * 255).astype(np.uint8)).save(folder / names[-1])
+    return names
+
+
+def test_csv_manifest(tmp_path, multilabel_model_path, digits_test):
+    """A manifest of label names beside the images; classes.txt gives the output order."""
+    _, y = digits_test
+    names = write_images(tmp_path, digits_test, 40)
+    rows = ["path,labels"] + [
+        f"{name},{'|'.join(LABELS[k] for k in np.flatnonzero(attributes(y[i:i + 1])[0]))}"
+        for i, name in enumerate(names)]
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "classes.txt").write_text("\n".join(LABELS) + "\n")
+    done = audit(multilabel_model_path, str(tmp_path / "labels.csv"), tmp_path / "run",
+                 sections=["performance"], format="json")
+    block = done.summary["multilabel"]
+    assert done.summary["data"]["class_names"] == list(LABELS)
+    assert sum(m["support"] for m in block["labels"].values()) == int(
+        attributes(y[:40]).sum())
+    assert block["micro"]["f1"] > 0.8
+
+
+MISMATCHES = {
+    "single-class labels": ("npz-single", "one class per image, but the model ends in several"),
+    "wrong label count": ("npz-four", "has 4 labels per image, but the model has 3"),
+    "values not 0/1": ("npz-two", "other than 0 or 1"),
+    "a class-folder source": ("sklearn:digits", "gives one class per image"),
+    "a path outside the folder": ("csv-outside", "outside the manifest's folder"),
+    "an unknown label": ("csv-unknown", "which is none of the model's labels"),
+    "a bad header": ("csv-header", "must start with the header 'path,labels'"),
+    "a threshold per label of the wrong length": ("threshold", "lists 2 values"),
+    "a threshold out of range": ("threshold-range", "between 0 and 1"),
+}
+
+
+def mismatch_args(kind: str, folder, digits_test) -> list[str]:
+    """The CLI arguments of one mismatched input (the model is added by the test)."""
+    x, y = digits_test
+    pixels = (x[:20] * 255).round().astype(np.uint8)
+    labels = {"npz-single": y[:20], "npz-four": np.ones((20, 4), np.int8),
+              "npz-two": np.full((20, 3), 2, np.int8)}
+    if kind in labels:
+        np.savez(folder / "d.npz", x=pixels, y=labels[kind])
+        return ["--data", f"npz:{folder / 'd.npz'}"]
+    if kind.startswith("csv"):
+        names = write_images(folder, digits_test, 2)
+        body = {"csv-outside": ["path,labels", "../elsewhere.png,even"],
+                "csv-unknown": ["path,labels", f"{names[0]},even|striped"],
+                "csv-header": ["file,tags", f"{names[0]},even"]}[kind]
+        (folder / "classes.txt").write_text("\n".join(LABELS))
+        (folder / "m.csv").write_text("\n".join(body) + "\n")
+        return ["--data", str(folder / "m.csv")]
+    if kind.startswith("threshold"):
+        value = "[0.5, 0.5]" if kind == "threshold" else "1.0"
+        (folder / "spec.toml").write_text(f"threshold = {value}\n")
+        np.savez(folder / "d.npz", x=pixels, y=attributes(y[:20]))
+        return [str(folder / "spec.toml"), "--data", f"npz:{folder / 'd.npz'}"]
+    return ["--data", kind]
+
+
+@pytest.mark.parametrize("case", list(MISMATCHES))
+def test_each_mismatch_is_one_line_and_exit_2(case, tmp_path, multilabel_model_path,
+                                              digits_test, monkeypatch, capsys):
+    kind, words = MISMATCHES[case]
+    args = mismatch_args(kind, tmp_path, digits_test)
+    code, stdout, stderr = run_cli(monkeypatch, capsys, "audit", "--model",
+                                   str(multilabel_model_path), *args,
+                                   "--out", str(tmp_path / "run"), "--quiet")
+    lines = stderr.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and words in lines[0], stderr
+    assert "Traceback" not in stderr and stdout == ""
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_softmax_model_refuses_multi_hot_labels(tmp_path, digits_model_path, digits_test,
+                                                  monkeypatch, capsys):
+    x, y = digits_test
+    np.savez(tmp_path / "d.npz", x=(x[:20] * 255).astype(np.uint8), y=attributes(y[:20]))
+    code, _, stderr = run_cli(monkeypatch, capsys, "audit", "--model", str(digits_model_path),
+                              "--data", f"npz:{tmp_path / 'd.npz'}", "--out",
+                              str(tmp_path / "run"), "--quiet")
+    lines = stderr.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "the model is single-label" in lines[0], stderr
+
+
+def test_contrast_of_a_missed_label_and_a_false_alarm(tmp_path, multilabel_model_path,
+                                                     multilabel_npz):
+    """The contrastive section on a multi-label model: each paired example's difference map
+    is the gradient of (missed label's logit minus false alarm's), computed here apart; its
+    labels are the image's missed label and false alarm; the view draws."""
+    import tensorflow as tf
+
+    from auditor.configure import make_config
+    from auditor.inputs.datasets import load_dataset
+    from auditor.inputs.models import load_model
+    from auditor.predict.predictions import predict
+    from auditor.report.views.contrastive import view
+    from auditor.sections import contrastive
+    from auditor.sections.base import Context
+
+    data = f"npz:{multilabel_npz['clean']}"  # a misread digit: labels missed and raised
+    config = make_config({"model": str(multilabel_model_path), "data": data,
+                          "input_range": "0-1"})
+    handle = load_model(str(multilabel_model_path), "0-1")
+    dataset = load_dataset(data, handle.input_shape, 3, multilabel=True)
+    predictions = predict(handle, dataset)
+    ctx = Context(config=config, handle=handle, dataset=dataset, predictions=predictions,
+                  workdir=tmp_path)
+    result = contrastive.run(ctx, contrastive.Options(examples=60))
+    d = result.data
+    assert d.paired.any() and not d.paired.all()
+    for i in np.flatnonzero(d.paired)[:3]:
+        e = d.examples[i]
+        assert e["missed"] in e["true"] and e["missed"] not in e["pred"]
+        assert e["false_alarm"] in e["pred"] and e["false_alarm"] not in e["true"]
+        m, a = LABELS.index(e["missed"]), LABELS.index(e["false_alarm"])
+        x = tf.constant(d.images[i:i + 1])
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            logits = handle.logits(x)
+            score = logits[0, m] - logits[0, a]
+        expected = tape.gradient(score, x).numpy()[0]
+        assert np.allclose(d.diff[i], expected, atol=1e-5 * np.abs(expected).max())
+    single = int(np.flatnonzero(~d.paired)[0])
+    assert not d.diff[single].any()
+    assert result.summary["contrastive"]["difference"] == contrastive.LABEL_DIFFERENCE_OF_MAPS
+    assert len(view(result, dataset)["examples"]) == len(d.examples)
+
+
+def test_clever_hans_plants_a_patch_tied_to_one_label(tmp_path, multilabel_model_path,
+                                                      multilabel_npz):
+    """The positive control per label: a patch tied to 'big' on a fine-tuned copy is learned,
+    and the maps of that label's logit sit on it more than a control copy's do (on this MLP,
+    gradient x input by a ratio near 5 against the control's 3, the gradient's near 1.5
+    against 1); the discovery, which does not apply, says why in one line."""
+    done = audit(multilabel_model_path, f"npz:{multilabel_npz['clean']}", tmp_path / "run",
+                 sections=["clever_hans"],
+                 clever_hans={"shortcuts": ["patch", "tint"],
+                              "methods": ["gradient", "gradient_x_input"], "target_class": "big",
+                              "steps": 150, "explain": 16, "max_train": 400, "max_eval": 300})
+    block = done.summary["clever_hans"]
+    (patch,) = block["injection"]
+    assert patch["target_class"] == "big" and patch["learned"] and patch["flip_rate"] > 0.5
+    for method, ratio in patch["relevance_mass_ratio"].items():
+        assert ratio > patch["control_mass_ratio"][method]
+    assert set(block["skipped"]) == {"discovery", "tint"}
+    checks = {c["id"]: c["status"] for c in done.summary["checks"]}
+    best = max(patch["relevance_mass_ratio"].values())
+    assert checks["clever_hans.injection.patch"] == ("pass" if best >= 3 else "warn")
+    assert "Injection test per label" in (done.out / "report.html").read_text()
+
+
+def test_a_threshold_per_label_decides_each_label():
+    from auditor.predict.predictions import Predictions, label_thresholds
+
+    logits = np.log(np.array([[0.6, 0.6, 0.6], [0.95, 0.2, 0.8]]) /
+                    (1 - np.array([[0.6, 0.6, 0.6], [0.95, 0.2, 0.8]])))
+    labels = np.array([[1, 0, 1], [1, 0, 1]], np.int8)
+    at_half = Predictions(logits, labels, thresholds=label_thresholds(None, 3))
+    strict = Predictions(logits, labels, thresholds=label_thresholds([0.5, 0.5, 0.9], 3))
+    assert at_half.preds.tolist() == [[1, 1, 1], [1, 0, 1]]
+    assert strict.preds.tolist() == [[1, 1, 0], [1, 0, 0]]
+    assert at_half.correct.tolist() == [False, True] and strict.accuracy == 0.0
+    assert np.allclose(at_half.probs, [[0.6, 0.6, 0.6], [0.95, 0.2, 0.8]])
+
+
+def test_a_manifest_of_output_indices_skips_missing_files(tmp_path, digits_test):
+    """Without names the labels are output indices; a listed file that is missing is skipped
+    and listed, as in a class folder."""
+    from auditor.inputs.manifest import open_manifest
+
+    names = write_images(tmp_path, digits_test, 2)
+    (tmp_path / "m.csv").write_text("path,labels\n" + f"{names[0]},0|2\n{names[1]},\n"
+                                    "img/gone.png,1\n")
+    opened = open_manifest(str(tmp_path / "m.csv"), 3, None)
+    assert opened.labels.tolist() == [[1, 0, 1], [0, 0, 0]]
+    assert opened.names is None and len(opened.read.paths) == 2
+    assert [s["reason"] for s in opened.skipped] == ["no such file"]
+
+
+def test_a_multi_label_baseline_is_compared_label_by_label():
+    from auditor.runs.baseline import same_data
+
+    summary = {"data": {"source": "npz:x.npz", "n": 2}}
+    record = {"source_index": np.arange(2), "labels": np.ones((2, 3), np.int32),
+              "preds": np.ones((2, 3), np.int32)}
+    comparable, why = same_data(summary, record, summary, None)
+    assert not comparable and "label by label" in why
+
+
+def test_robustness_counts_label_sets_that_survive_pgd(tmp_path, multilabel_model_path,
+                                                       multilabel_npz):
+    """Under PGD on the most fragile decision the share of intact label sets falls with
+    epsilon, never above any one label's accuracy; the attacked images stay in the ball."""
+    from auditor.inputs.models import load_model
+    from auditor.methods.attacks import label_set_pgd
+
+    done = audit(multilabel_model_path, f"npz:{multilabel_npz['clean']}", tmp_path / "run",
+                 sections=["robustness"], format="json",
+                 robustness={"samples": 60, "epsilons": [0.0, 8 / 255, 32 / 255], "steps": 5})
+    block = done.summary["robustness"]
+    assert block["accuracy"][0] == block["clean_accuracy"] > 0.8
+    assert block["accuracy"][-1] < block["accuracy"][0]
+    for k, value in enumerate(block["accuracy"]):
+        assert value <= min(curve[k] for curve in block["label_accuracy"].values()) + 1e-9
+    handle = load_model(str(multilabel_model_path), "0-1")
+    x = np.load(multilabel_npz["clean"])["x"][:8].astype(np.float32) / 255
+    y = np.load(multilabel_npz["clean"])["y"][:8]
+    adversarial = label_set_pgd(handle, x, y, np.zeros(3), 8 / 255, steps=5)
+    assert np.abs(adversarial - x).max() <= 8 / 255 + 1e-6
+    assert adversarial.min() >= 0 and adversarial.max() <= 1
+
+
+def test_a_section_that_does_not_apply_is_not_asked_about_the_model(
+        tmp_path, multilabel_model_path, multilabel_npz):
+    """concepts' layer names are checked against the model only where it runs: on a
+    multi-label model it does not, so a name it would refuse does not stop the audit."""
+    done = audit(multilabel_model_path, f"npz:{multilabel_npz['clean']}", tmp_path / "run",
+                 sections=["performance", "concepts"], format="json",
+                 concepts={"layers": ["no_such_layer"]})
+    assert "concepts" in done.summary["not_applicable"]
