@@ -7,9 +7,34 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import json  # noqa: E402
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+
+def shared_root(tmp_path_factory) -> Path:
+    """This test run's folder that every xdist worker sees (each worker's own temporary
+    folder sits inside it): session fixtures are made once per worker otherwise, and two
+    workers each paid for the demo model, the RGB model and the demo audit."""
+    root = tmp_path_factory.getbasetemp()
+    return root.parent if "PYTEST_XDIST_WORKER" in os.environ else root
+
+
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """``build(folder)`` run once in this test run, by whichever worker asks first; the
+    others wait on the lock and read what it left in ``folder``."""
+    from filelock import FileLock
+
+    folder = shared_root(tmp_path_factory) / f"shared-{name}"
+    with FileLock(f"{folder}.lock"):
+        if not (folder / ".built").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            (folder / ".built").touch()
+    return folder
 
 
 def summary_errors(summary: dict) -> list[str]:
@@ -40,7 +65,8 @@ def written_summaries_follow_the_schema(tmp_path_factory):
     ends: a writer that drifts from the schema fails the run."""
     yield
     broken = {}
-    for path in sorted(tmp_path_factory.getbasetemp().rglob("summary.json")):
+    shared = sorted(shared_root(tmp_path_factory).glob("shared-*/**/summary.json"))
+    for path in sorted(tmp_path_factory.getbasetemp().rglob("summary.json")) + shared:
         errors = summary_errors(json.loads(path.read_text()))
         if errors:
             broken[str(path)] = errors[:5]
@@ -49,8 +75,10 @@ def written_summaries_follow_the_schema(tmp_path_factory):
 
 @pytest.fixture(scope="session", autouse=True)
 def hermetic_cache(tmp_path_factory):
-    """The demo model cache lives in the test session's temporary folder, never the user's."""
-    path = tmp_path_factory.mktemp("auditor-cache")
+    """The demo model cache lives in the test run's temporary folder, never the user's; one
+    for every worker (the demo model is trained by the first that needs it)."""
+    path = shared_root(tmp_path_factory) / "auditor-cache"
+    path.mkdir(exist_ok=True)
     previous = os.environ.get("AUDITOR_CACHE")
     os.environ["AUDITOR_CACHE"] = str(path)
     yield path
@@ -77,9 +105,12 @@ def digits_test():
 @pytest.fixture(scope="session")
 def digits_model_path(hermetic_cache):
     """The demo CNN (32x32 grey digits, ends in softmax), trained once with seed 0."""
+    from filelock import FileLock
+
     from auditor.inputs.demo import demo_model_path
 
-    return demo_model_path(seed=0)
+    with FileLock(f"{hermetic_cache}.lock"):  # one worker trains it, the others wait
+        return demo_model_path(seed=0)
 
 
 @pytest.fixture(scope="session")
@@ -88,7 +119,9 @@ def rgb_model_path(tmp_path_factory):
     composited on photo crops (tests/rgb_composites.py), 8 epochs."""
     from rgb_composites import rgb_cnn, train_rgb
 
-    return train_rgb(rgb_cnn(), tmp_path_factory.mktemp("rgb") / "rgb.keras", epochs=8)
+    folder = built_once(tmp_path_factory, "rgb",
+                        lambda folder: train_rgb(rgb_cnn(), folder / "rgb.keras", epochs=8))
+    return folder / "rgb.keras"
 
 
 @pytest.fixture(scope="session")
@@ -118,15 +151,22 @@ def demo_report(tmp_path_factory, digits_model_path):
     the page has a deciding check to show.
     """
     from auditor.configure import make_config
-    from auditor.pipeline import run_audit
+    from auditor.pipeline import AuditOutcome, run_audit
     from auditor.sections import SECTION_NAMES
 
-    out = tmp_path_factory.mktemp("demo-report") / "report"
-    spec = {"model": str(digits_model_path), "data": "sklearn:digits:test",
-            "checks": {"accuracy": {"warn_below": 0.999}}}
-    spec.update({name: options for name, options in SMALL_SECTIONS.items()
-                 if name in SECTION_NAMES})
-    return run_audit(make_config(spec, out=str(out), max_samples=120, progress=False))
+    def audit(folder):
+        spec = {"model": str(digits_model_path), "data": "sklearn:digits:test",
+                "checks": {"accuracy": {"warn_below": 0.999}}}
+        spec.update({name: options for name, options in SMALL_SECTIONS.items()
+                     if name in SECTION_NAMES})
+        done = run_audit(make_config(spec, out=str(folder / "report"), max_samples=120,
+                                     progress=False))
+        (folder / "exit_code").write_text(str(done.exit_code))
+
+    folder = built_once(tmp_path_factory, "demo-report", audit)
+    out = folder / "report"
+    return AuditOutcome(out, json.loads((out / "summary.json").read_text()),
+                        int((folder / "exit_code").read_text()))
 
 
 # Fewer classes, budgets and steps: the report shows every part of each section, sooner.
