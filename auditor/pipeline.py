@@ -43,7 +43,7 @@ from auditor.runs.leftovers import sweep_dead_runs
 from auditor.runs.staging import check_out, staged_folder
 from auditor.sections import SECTION_NAMES, section_module, stamp_run_checks
 from auditor.sections.base import Context, ResolvedOptions, RunInputs, SectionResult
-from auditor.steps.shared import Shared
+from auditor.steps.shared import Shared, plain
 
 REPORT_FILES = ("report.html", "summary.json", "summary.md", "junit.xml", "predictions.npz")
 CHANGED_EXAMPLES_SHOWN = 12  # thumbnails of examples that became wrong (or right) in the report
@@ -309,7 +309,7 @@ def run_checks(config: AuditConfig, loaded: Inputs, predictions, results, baseli
     checks = (loaded.probe_checks + weight_checks(loaded.handle)
               + data_checks(dataset, predictions))
     checks += [check for result in results for check in result.checks]
-    sections_summary = {k: v for result in results for k, v in result.summary.items()}
+    sections_summary = {k: plain(v) for result in results for k, v in result.summary.items()}
     sections_summary["data"] = {"source": dataset.source, "n": dataset.n}
     checks += regression_checks(sections_summary, baseline, config.checks)
     return stamp_run_checks(checks, config.checks)
