@@ -41,7 +41,7 @@ from auditor.runs.baseline import (
 from auditor.runs.disk import full_disk_is_an_error
 from auditor.runs.leftovers import sweep_dead_runs
 from auditor.runs.staging import check_out, staged_folder
-from auditor.sections import SECTION_NAMES, section_module, stamp_run_checks
+from auditor.sections import section_module, section_names, stamp_run_checks
 from auditor.sections.base import Context, ResolvedOptions, RunInputs, SectionResult
 from auditor.steps.shared import Shared, plain
 
@@ -223,7 +223,7 @@ def load_inputs(config: AuditConfig, distribution) -> Inputs:
 def check_sections(config: AuditConfig, handle) -> None:
     """Options that need the model (a layer name), checked as soon as it is loaded: a section's
     ``check_model(model, options)`` raises ConfigError before the data is read."""
-    for name in config.sections or list(SECTION_NAMES):
+    for name in config.sections or list(section_names()):
         module = section_module(name)
         check = getattr(module, "check_model", None)
         if check is not None:
@@ -247,7 +247,7 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
     handle, dataset = loaded.handle, loaded.dataset
     baseline = baseline_run.summary if baseline_run else None
     out = output_path(config, loaded, baseline_run, now, distribution.is_chief)
-    names = config.sections or list(SECTION_NAMES)
+    names = config.sections or list(section_names())
     timings: dict[str, float] = {"load": time.perf_counter() - started - loaded.probe_seconds}
     if loaded.probe_checks:
         timings["input_range"] = loaded.probe_seconds
