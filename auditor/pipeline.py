@@ -41,9 +41,9 @@ from auditor.runs.baseline import (
 from auditor.runs.disk import full_disk_is_an_error
 from auditor.runs.leftovers import sweep_dead_runs
 from auditor.runs.staging import check_out, staged_folder
-from auditor.sections import SECTION_NAMES, section_module, stamp_run_checks
+from auditor.sections import section_module, section_names, stamp_run_checks
 from auditor.sections.base import Context, ResolvedOptions, RunInputs, SectionResult
-from auditor.steps.shared import Shared
+from auditor.steps.shared import Shared, plain
 
 REPORT_FILES = ("report.html", "summary.json", "summary.md", "junit.xml", "predictions.npz")
 CHANGED_EXAMPLES_SHOWN = 12  # thumbnails of examples that became wrong (or right) in the report
@@ -232,7 +232,7 @@ def check_sections(config: AuditConfig, handle) -> None:
     """Options that need the model (a layer name), checked as soon as it is loaded: a section's
     ``check_model(model, options)`` raises ConfigError before the data is read; a section that
     does not apply to a multi-label model is not asked (it will not run)."""
-    for name in config.sections or list(SECTION_NAMES):
+    for name in config.sections or list(section_names()):
         module = section_module(name)
         if handle.multilabel and getattr(module, "MULTI_LABEL", None) is not True:
             continue
@@ -288,7 +288,7 @@ def run_audit(config: AuditConfig, not_run: dict[str, str] | None = None) -> Aud
     handle, dataset = loaded.handle, loaded.dataset
     baseline = baseline_run.summary if baseline_run else None
     out = output_path(config, loaded, baseline_run, now, distribution.is_chief)
-    names = config.sections or list(SECTION_NAMES)
+    names = config.sections or list(section_names())
     timings: dict[str, float] = {"load": time.perf_counter() - started - loaded.probe_seconds}
     if loaded.probe_checks:
         timings["input_range"] = loaded.probe_seconds
@@ -352,7 +352,7 @@ def run_checks(config: AuditConfig, loaded: Inputs, predictions, results, baseli
     checks = (loaded.probe_checks + weight_checks(loaded.handle)
               + data_checks(dataset, predictions))
     checks += [check for result in results for check in result.checks]
-    sections_summary = {k: v for result in results for k, v in result.summary.items()}
+    sections_summary = {k: plain(v) for result in results for k, v in result.summary.items()}
     sections_summary["data"] = {"source": dataset.source, "n": dataset.n}
     checks += regression_checks(sections_summary, baseline, config.checks)
     return stamp_run_checks(checks, config.checks)

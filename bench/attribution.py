@@ -4,6 +4,7 @@
     python bench/attribution.py --models digits
     python bench/attribution.py --ig-stress     # IG 50 steps, 32 MobileNetV2 images: time, RSS
     python bench/attribution.py --card          # the reliability card's cost in the section
+    python bench/attribution.py --card --max-samples 60   # the same, on fewer images
 
 For each model, on one batch, measured side by side in one run (round-robin repeats; the
 fastest repeat counts, as timeit advises, since other load only ever adds time):
@@ -186,37 +187,44 @@ def ig_stress(folder: Path) -> None:
           f"(before: {before:.2f} GB), completeness error median {np.median(error):.3f}")
 
 
-def card_cost() -> None:
-    """The reliability card (faithfulness, randomisation, input invariance) against the rest
-    of the attribution section (the mistakes' maps and the layers'), on a 300-image demo audit."""
+def card_cost(max_samples: int) -> None:
+    """The reliability card (faithfulness, randomisation, input invariance: the parts of the
+    card step, steps/card.py) against the rest of the attribution section (the mistakes' maps
+    and the layers'), on a demo audit of ``max_samples`` images (300 by default)."""
+    import dataclasses
+
     from auditor.configure import make_config
     from auditor.inputs.datasets import load_dataset
     from auditor.predict.predictions import predict
     from auditor.sections import attribution
     from auditor.sections.base import Context
+    from auditor.steps import card as card_step
 
     handle = digits_handle()
-    config = make_config({}, model="demo", data="sklearn:digits:test", max_samples=300,
+    config = make_config({}, model="demo", data="sklearn:digits:test", max_samples=max_samples,
                          sections=["attribution"], progress=False)
     dataset = load_dataset(config.data, handle.input_shape, handle.num_classes,
-                           max_samples=300, seed=0)
+                           max_samples=max_samples, seed=0)
+    # no steps made: the section's maps of the mistakes are made when it asks, for it alone
     ctx = Context(config=config, handle=handle, dataset=dataset,
                   predictions=predict(handle, dataset, 64), workdir=Path("."),
                   show_progress=False)
-    options = attribution.Options()
-    options.method_options = attribution.resolved_options(ctx, options)
+    options = ctx.options[attribution.NAME]
+    options = dataclasses.replace(options,
+                                  method_options=card_step.resolved_options(ctx, options))
+    methods = options.methods
     parts = {
-        "faithfulness": lambda: attribution.faithfulness_section(ctx, options, options.methods),
-        "randomisation": lambda: attribution.sanity_section(ctx, options, options.methods),
-        "input invariance": lambda: attribution.invariance_part(ctx, options, options.methods),
+        "faithfulness": lambda: card_step.faithfulness_part(ctx, options, methods),
+        "randomisation": lambda: card_step.sanity_part(ctx, options, methods),
+        "input invariance": lambda: card_step.invariance_part(ctx, options, methods),
         "section without the card": lambda: attribution.examples_section(
-            ctx, options, options.methods, attribution.AttributionData({}, 0.0, "", {}, {})),
+            ctx, options, methods, attribution.AttributionData({}, 0.0, "", {}, {})),
     }
     parts["section without the card"]()  # trace the methods once, as the section would
     seconds = {name: timed(fn) for name, fn in parts.items()}
     rest = seconds.pop("section without the card")
     card = sum(seconds.values())
-    print(f"reliability card on the demo ({len(options.methods)} methods, "
+    print(f"reliability card on the demo ({len(methods)} methods, "
           f"{options.sanity_samples} sanity images, {options.faithfulness_samples} faithfulness "
           f"images): " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
     print(f"card {card:.1f} s = {card / rest:.1f}x the section without it ({rest:.1f} s)")
@@ -228,9 +236,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=0, help="default: 5 digits, 3 mobilenet")
     parser.add_argument("--ig-stress", action="store_true")
     parser.add_argument("--card", action="store_true")
+    parser.add_argument("--max-samples", type=int, default=300,
+                        help="--card: the demo audit's images")
     args = parser.parse_args()
     if args.card:
-        card_cost()
+        card_cost(args.max_samples)
         return
     import tempfile
 

@@ -1,8 +1,9 @@
-"""A newcomer adds a check or an attribution method by touching one place each (docs/design.md
-says where): a check is one ``Declared`` in its section's ``CHECKS``, a method one decorated
-function. Everything else (the spec's validation, the verdict's kind, the headline's words, the
-CLI's list, the compute plan, the reliability card, the smoothing wrappers, the sections that
-name a method) follows from that one place, through the public paths."""
+"""A newcomer adds a check, an attribution method or a section by touching one place each
+(docs/design.md says where): a check is one ``Declared`` in its section's ``CHECKS``, a method one
+decorated function, a section one module named in the registry. Everything else (the spec's
+validation, the verdict's kind, the headline's words, the CLI's lists, the compute plan, the
+reliability card, the smoothing wrappers, the sections that name a method, summary.json and the
+report) follows from that one place, through the public paths."""
 
 from __future__ import annotations
 
@@ -95,3 +96,85 @@ def test_a_method_registered_in_one_place_is_listed_planned_carded_and_used(
     contrastive = run_section("contrastive", ctx)  # the noise tunnel over it, by name
     assert contrastive.error is None, contrastive.error
     assert contrastive.summary["contrastive"]["method"] == f"smoothgrad:{toy_method}"
+
+
+def _toy_section():
+    """The one place a section is added: its module (here built in the test rather than written
+    as auditor/sections/toy.py), with NAME, TITLE, Options, CHECKS, run and its cost."""
+    import types
+    from dataclasses import dataclass
+
+    from auditor.predict.plan import Passes
+    from auditor.sections.base import SectionResult, at_least
+
+    toy = types.ModuleType("auditor.sections.toy")
+    toy.NAME, toy.TITLE = "toy", "A toy section"
+
+    @dataclass
+    class Options:
+        images: int = 10  # how many audit images it looks at
+
+        def __post_init__(self):
+            at_least("toy", self, 1, "images")
+
+    share = Declared("toy.share", what="share of confident answers", bounds={"warn_below": 0.0})
+
+    def run(ctx, options):
+        confident = float((ctx.predictions.confidence[:options.images] > 0.5).mean())
+        return SectionResult(
+            name="toy", title=toy.TITLE, intro="The share of confident answers.",
+            summary={"toy": {"confident_share": confident, "images": options.images,
+                             "classes": list(ctx.dataset.class_names[:2])}},
+            checks=[share.judge(confident, checks=ctx.config.checks, section="toy",
+                                message=f"{confident:.0%} confident")])
+
+    toy.Options, toy.CHECKS, toy.run = Options, (share,), run
+    toy.passes = lambda options, facts: Passes(forward=min(options.images, facts.images))
+    return toy
+
+
+@pytest.fixture
+def toy_section(monkeypatch):
+    """The section's module where the package would find it, and its name in the registry
+    (``sections.ORDER`` for a module file: ``SECTION_NAMES`` is what it lists)."""
+    import sys
+
+    import auditor.sections as sections
+
+    monkeypatch.setitem(sys.modules, "auditor.sections.toy", _toy_section())
+    monkeypatch.setattr(sections, "SECTION_NAMES", (*sections.SECTION_NAMES, "toy"))
+    return "toy"
+
+
+def test_a_section_added_in_one_place_is_configured_planned_run_written_and_shown(
+        toy_section, digits_model_path, tmp_path):
+    """Its options are typed and validated with the others', the CLI's --sections takes it, the
+    plan sizes it, it runs, summary.json holds its keys and its check, and the report shows
+    it (its figures as a table while it has no view and partial of its own)."""
+    import json
+
+    from conftest import summary_errors
+
+    from auditor.cli import cli
+
+    with pytest.raises(ConfigError, match="'toy.images' must be at least 1"):
+        make_config({"toy": {"images": 0}}, model="demo")
+    refused = CliRunner().invoke(cli, ["audit", "--model", "demo", "--sections", "nope"])
+    assert isinstance(refused.exception, ConfigError)  # main() makes it one line, exit code 2
+    assert "toy" in str(refused.exception)  # listed among the choices
+    out = tmp_path / "run"
+    ran = CliRunner().invoke(cli, [
+        "audit", "--model", str(digits_model_path), "--data", "sklearn:digits:test",
+        "--max-samples", "30", "--sections", "performance,toy", "--budget", "quick",
+        "--out", str(out), "--quiet"])
+    assert ran.exit_code in (0, 1), ran.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["toy"]["images"] == 10 and 0 <= summary["toy"]["confident_share"] <= 1
+    assert summary["plan"]["estimates"]["toy"] >= 0  # the plan counted its passes
+    assert any(c["id"] == "toy.share" for c in summary["checks"])
+    # The schema accepts a section's keys it does not list (additionalProperties); listing
+    # them in it and in docs/summary.md is the contract's documentation, which
+    # tests/test_sections_common.py demands of every section in the package (docs/design.md).
+    assert summary_errors(summary) == []
+    page = (out / "report.html").read_text()
+    assert 'id="toy"' in page and "A toy section" in page and "toy.confident_share" in page

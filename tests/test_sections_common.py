@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 
 from auditor.sections import RUN_CHECKS, SECTION_NAMES, section_module
@@ -73,6 +74,33 @@ def test_a_section_s_view_builds_and_its_result_is_frozen(audited, name):
     assert isinstance(result.view, dict) and result.view
     with pytest.raises(dataclasses.FrozenInstanceError):
         result.summary = {}
+    assert writable_parts(result.summary, "summary") == []
+    assert writable_parts(result.data, "data") == []
+
+
+IMMUTABLE = (type(None), bool, int, float, complex, str, bytes, np.generic, range)
+
+
+def writable_parts(value, path: str) -> list[str]:
+    """Where in ``value`` something could still be changed: a dict, a list, a set, a writeable
+    array, a dataclass whose attributes can be set, or any other object with attributes."""
+    from types import MappingProxyType
+
+    if isinstance(value, IMMUTABLE):
+        return []
+    if isinstance(value, np.ndarray):
+        inside = [] if value.dtype != object else [
+            p for i, v in enumerate(value.flat) for p in writable_parts(v, f"{path}[{i}]")]
+        return ([path] if value.flags.writeable else []) + inside
+    if isinstance(value, MappingProxyType):
+        return [p for k, v in value.items() for p in writable_parts(v, f"{path}[{k!r}]")]
+    if isinstance(value, tuple | frozenset):
+        return [p for i, v in enumerate(value) for p in writable_parts(v, f"{path}[{i}]")]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        sealed = type(value).__dataclass_params__.frozen or "_sealed_from" in vars(type(value))
+        inside = [p for k, v in vars(value).items() for p in writable_parts(v, f"{path}.{k}")]
+        return ([] if sealed else [f"{path} ({type(value).__name__})"]) + inside
+    return [f"{path} ({type(value).__name__})"]
 
 
 @pytest.mark.parametrize("name", SECTION_NAMES)

@@ -75,8 +75,17 @@ def test_a_section_can_change_neither_a_step_s_result_nor_another_section_s(digi
     assert result.error is None and result.summary["contrastive"]["method_from_card"]
     with pytest.raises(TypeError):
         result.summary["contrastive"] = {}
+    block = result.summary["contrastive"]  # read-only all the way down, not only at the top
+    with pytest.raises(TypeError):
+        block["method"] = "occlusion"
+    with pytest.raises(TypeError):
+        block["examples"][0]["true"] = "someone else"
+    with pytest.raises(AttributeError):
+        block["examples"].append({})
     with pytest.raises(ValueError, match="read-only"):
         result.data.for_pred[0, 0, 0, 0] = 0.0
+    with pytest.raises(FrozenInstanceError):  # its figures' data is sealed too
+        result.data.for_pred = None
     drawn = run_section("attribution", ctx)  # its own copy of the card, the step's unchanged
     assert drawn.error is None
     assert drawn.summary["attribution"]["reliability"] == plain(card.card)

@@ -13,6 +13,7 @@ from xml.etree import ElementTree as ET
 from auditor import __version__
 from auditor.checks.check import Check, deciding, verdict
 from auditor.checks.declared import NOT_IN_VERDICT
+from auditor.steps.shared import plain
 
 SCHEMA = "auditor.summary/1"
 SCHEMA_FILE = Path(__file__).with_name("summary.schema.json")  # its JSON Schema (docs/summary.md)
@@ -39,9 +40,9 @@ def build_summary(config, handle, dataset, results, checks: list[Check],
         summary["data"]["class_mapping"] = dataset.class_mapping
     if handle.distribution is not None:
         summary["distribution"] = handle.distribution.describe()
-    for result in results:
+    for result in results:  # read-only once returned (SectionResult.frozen): plain copies
         for key, value in result.summary.items():
-            summary[key] = value
+            summary[key] = plain(value)
     skipped = {r.name: r.not_applicable for r in results if r.not_applicable is not None}
     if skipped:
         summary["not_applicable"] = skipped

@@ -19,7 +19,7 @@ from auditor.runs.baseline import (
     load_run,
     regression_checks,
 )
-from auditor.sections import SECTION_NAMES, section_module
+from auditor.sections import section_module, section_names
 
 COMPARISON_FILE = "comparison.html"
 
@@ -52,7 +52,7 @@ def reevaluate(new: dict, old: dict) -> list[Check]:
     """The checks computable from summaries alone, for the sections NEW ran, against OLD."""
     spec = (new.get("config") or {}).get("checks") or {}
     checks = []
-    for name in SECTION_NAMES:
+    for name in section_names():
         if name in (new.get("timings") or {}):
             module = section_module(name)
             if hasattr(module, "summary_checks"):

@@ -24,6 +24,12 @@ ORDER = ("performance", "triage", "contrastive", "attribution", "concepts", "cle
 SECTION_NAMES = tuple(n for n in ORDER if importlib.util.find_spec(f"auditor.sections.{n}"))
 
 
+def section_names() -> tuple[str, ...]:
+    """The registered sections in report order, read when asked (``SECTION_NAMES``), so that
+    the pipeline, the config and the comparisons all see one list."""
+    return SECTION_NAMES
+
+
 def section_module(name: str):
     return importlib.import_module(f"auditor.sections.{name}")
 

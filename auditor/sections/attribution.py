@@ -318,18 +318,17 @@ def join(result: SectionResult, results: list, checks: dict) -> SectionResult:
     """After every section ran, a new result whose card has the Clever Hans injection's
     shortcut and control masses (measured after this section ran) and whose ``used_by`` says
     which method each section took from the card (``SectionResult.method_choice``)."""
-    import copy
 
     from auditor.methods.attribution.reliability import add_shortcut_columns, best_trusted
     from auditor.methods.shortcuts.injection import CONTROL
 
-    block = dict(result.summary[NAME])
+    block = plain(result.summary[NAME])  # a copy to complete: the result is read-only
     block["used_by"] = {r.name: r.method_choice.to_summary() for r in results
                         if r.method_choice is not None}
     injection = next((r.summary.get("clever_hans", {}).get("injection") for r in results
                       if r.name == "clever_hans" and r.error is None), None)
     if injection:
-        card = copy.deepcopy(block["reliability"])
+        card = block["reliability"]
         add_shortcut_columns(card, injection, CONTROL,
                              lambda column: spec_bounds(checks, CARD_COLUMN.check_id(column)))
         block["reliability"], block["trusted_method"] = card, best_trusted(card)

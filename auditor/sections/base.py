@@ -23,7 +23,7 @@ from typing import Any
 from auditor.checks.check import Check
 from auditor.config.spec import AuditConfig
 from auditor.errors import ConfigError
-from auditor.steps.shared import Shared, locked
+from auditor.steps.shared import Shared, read_only
 
 
 @dataclass(frozen=True)
@@ -116,11 +116,13 @@ class SectionResult:
     not_applicable: str | None = None  # why the section does not apply to this model (one line)
 
     def frozen(self) -> SectionResult:
-        """This result as the pipeline keeps it once the section returned: ``summary`` a
-        read-only mapping, every array of ``data`` read-only, ``checks`` a tuple, so that no
-        later section (nor ``join``) changes what it said."""
-        return dataclasses.replace(self, summary=MappingProxyType(dict(self.summary)),
-                                   data=locked(self.data), checks=tuple(self.checks))
+        """This result as the pipeline keeps it once the section returned, read-only all the
+        way down (``steps.shared.read_only``): ``summary`` and ``data`` with every mapping a
+        MappingProxyType, every list a tuple, every array read-only and every dataclass
+        sealed; ``checks`` a tuple. No later section (nor ``join``) changes
+        what it said; summary.json is written from a plain copy (``steps.shared.plain``)."""
+        return dataclasses.replace(self, summary=read_only(dict(self.summary)),
+                                   data=read_only(self.data), checks=tuple(self.checks))
 
 
 def _no_detail(summary: dict) -> str:

@@ -7,6 +7,7 @@ turns the result into summary.json keys and checks."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -147,7 +148,16 @@ def run(ctx: Context, options: Options) -> SectionResult:
     return SectionResult(
         name=NAME, title=TITLE, intro=INTRO.format(k=options.groups, n=len(sample)),
         summary={NAME: _finite(summary)}, checks=checks(ctx.config.checks, results),
-        data=ConceptsData(results, names, shown, shown_labels, mistakes, images.mistakes))
+        data=ConceptsData(_without_estimators(results), names, shown, shown_labels, mistakes,
+                          images.mistakes))
+
+
+def _without_estimators(results: list) -> list:
+    """The layers' results without their fitted NMF (scikit-learn's estimator, a mutable
+    object that only the apply pass above needs): the figures read the components, and a
+    section's data is read-only once it returned (SectionResult.frozen)."""
+    return [dataclasses.replace(r, factors=dataclasses.replace(r.factors, nmf=None))
+            for r in results]
 
 
 def skipped(reason: str, spec: dict) -> SectionResult:

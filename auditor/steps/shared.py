@@ -10,6 +10,7 @@ frozen all the way down: numpy arrays with ``writeable=False``, mappings as
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 from dataclasses import dataclass
 from typing import Any
@@ -50,7 +51,9 @@ class Shared:
 
 def read_only(value: Any) -> Any:
     """``value`` with every array in it made read-only (a view: the caller's array keeps its
-    flag), every dict a MappingProxyType and every list a tuple, inside dataclasses too."""
+    flag), every dict a MappingProxyType and every list a tuple, inside dataclasses too; a
+    dataclass that is not frozen is copied as a sealed subclass of its own (``_sealed``), so
+    that no attribute can be set either. Anything else (numbers, strings) is immutable."""
     if isinstance(value, np.ndarray):
         view = value.view()
         view.flags.writeable = False
@@ -60,14 +63,16 @@ def read_only(value: Any) -> Any:
     if isinstance(value, list | tuple) and not hasattr(value, "_fields"):
         return tuple(read_only(v) for v in value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.replace(value, **{f.name: read_only(getattr(value, f.name))
-                                             for f in dataclasses.fields(value) if f.init})
+        cls = _unsealed(type(value))
+        frozen = cls.__dataclass_params__.frozen
+        return _copied(value, cls if frozen else _sealed(cls), read_only)
     return value
 
 
 def plain(value: Any) -> Any:
     """A mutable copy of a read-only result (mappings as dicts, tuples as lists, arrays
-    copied): what a section puts into its own summary and figures' data."""
+    copied, sealed dataclasses as their own class again): what a section puts into its own
+    summary and figures' data, and what summary.json is written from."""
     if isinstance(value, np.ndarray):
         return value.copy()
     if isinstance(value, dict | types.MappingProxyType):
@@ -75,30 +80,42 @@ def plain(value: Any) -> Any:
     if isinstance(value, list | tuple) and not hasattr(value, "_fields"):
         return [plain(v) for v in value]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.replace(value, **{f.name: plain(getattr(value, f.name))
-                                             for f in dataclasses.fields(value) if f.init})
+        return _copied(value, _unsealed(type(value)), plain)
     return value
 
 
-def locked(value: Any) -> Any:
-    """``value`` with every array in it a read-only view, its dicts, lists and dataclasses
-    rebuilt around them as the same types (what a section's figures' data becomes once it
-    returned: the views read it as it was, and nothing writes into it)."""
-    if isinstance(value, np.ndarray):
-        view = value.view()
-        view.flags.writeable = False
-        return view
-    if isinstance(value, dict):
-        return {k: locked(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [locked(v) for v in value]
-    if isinstance(value, tuple) and not hasattr(value, "_fields"):
-        return tuple(locked(v) for v in value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        copy = dataclasses.replace(value, **{f.name: locked(getattr(value, f.name))
-                                             for f in dataclasses.fields(value) if f.init})
-        for f in dataclasses.fields(value):
-            if not f.init:
-                object.__setattr__(copy, f.name, locked(getattr(value, f.name)))
-        return copy
-    return value
+def _copied(value: Any, cls: type, convert) -> Any:
+    """A new ``cls`` holding ``convert`` of each of ``value``'s attributes, made without
+    running ``__init__`` (nor ``__post_init__``: its options were validated when first made)."""
+    copy = object.__new__(cls)
+    names = vars(value) if hasattr(value, "__dict__") else [f.name for f in
+                                                            dataclasses.fields(value)]
+    for name in names:
+        object.__setattr__(copy, name, convert(getattr(value, name)))
+    return copy
+
+
+def _refuse(self, name: str, *value: Any) -> None:
+    raise dataclasses.FrozenInstanceError(
+        f"cannot assign to field '{name}': a {type(self).__name__} is read-only once made")
+
+
+@functools.cache
+def _sealed(cls: type) -> type:
+    """A subclass of the dataclass ``cls`` (not frozen) whose instances refuse to set or
+    delete an attribute: ``isinstance`` and ``dataclasses.fields`` still see ``cls``, and
+    ``dataclasses.replace`` gives a sealed copy."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # made as cls, then sealed
+        object.__setattr__(self, "__class__", cls)
+        cls.__init__(self, *args, **kwargs)
+        object.__setattr__(self, "__class__", sealed)
+
+    sealed = type(cls.__name__, (cls,), {
+        "__init__": __init__, "__setattr__": _refuse, "__delattr__": _refuse,
+        "__module__": cls.__module__, "__qualname__": cls.__qualname__, "_sealed_from": cls})
+    return sealed
+
+
+def _unsealed(cls: type) -> type:
+    return cls.__dict__.get("_sealed_from", cls)
