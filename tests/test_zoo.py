@@ -75,8 +75,8 @@ def test_grad_cam_and_lrp_maps_on_a_family(tmp_path, family):
 
 
 def test_keras_hub_vit_gradient_grad_cam_and_rollouts(tmp_path):
-    """keras-hub's encoder holds its attention inside custom layers: Grad-CAM takes its output
-    tokens, the rollouts find the attention layers inside it."""
+    """keras-hub's encoder holds its attention inside custom layers: Grad-CAM records the last
+    attention's input, the rollouts find the attention layers inside it."""
     handle = saved(hub_vit(), tmp_path, "hub_vit")
     x = images(handle)
     for method in ("gradient", "gradcam", "rollout", "gradient_rollout"):
