@@ -35,7 +35,7 @@ def hub_vit_classifier(size: int = 32, classes: int = 3, seed: int = 0):
     keras.utils.set_random_seed(seed)
     backbone = keras_hub.models.ViTBackbone(
         image_shape=(size, size, 3), patch_size=8, num_layers=2, num_heads=2, hidden_dim=32,
-        mlp_dim=64)
+        mlp_dim=64, name="vit_backbone")  # named: Keras numbers a second one otherwise
     return keras_hub.models.ViTImageClassifier(backbone=backbone, num_classes=classes,
                                                activation="softmax")
 

@@ -40,7 +40,8 @@ BUILDERS = {"plain": plain_vit, "hub": hub_vit_classifier}
 TRAINING = {"plain": (3e-3, 6), "hub": (1e-3, 6 + 2)}
 # Grad-CAM's layer: the graph layer feeding the last attention, or inside keras-hub's encoder
 # the last attention's recorded input (its first LayerNorm's output, pytorch-grad-cam's norm1)
-CAM_LAYERS = {"plain": "norm1a", "hub": "vi_t_backbone/vit_encoder/transformer_block_2/mha:query"}
+CAM_LAYERS = {"plain": "norm1a",
+              "hub": "vit_backbone/vit_encoder/transformer_block_2/mha:query"}
 
 
 @pytest.fixture(scope="module", params=list(BUILDERS))
@@ -147,3 +148,41 @@ def test_lrp_through_attention_conserves_relevance(tmp_path, kind):
         maps = attribute(handle, x, targets, method, epsilon=1e-9)
         np.testing.assert_allclose(maps.reshape(len(x), -1).sum(axis=1),
                                    logits[np.arange(len(x)), targets], rtol=1e-3, atol=1e-6)
+
+
+def featureviz_on(tmp_path, model, layers: list[str]) -> dict:
+    """The featureviz section alone at its smallest settings on ``model``: its summary part."""
+    from auditor.configure import make_config
+    from auditor.pipeline import run_audit
+
+    tmp_path.mkdir(exist_ok=True)
+    model.save(tmp_path / "vit.keras")
+    x, y, _ = planted(24, 2)
+    np.savez(tmp_path / "vit.npz", x=x, y=y)
+    config = make_config(model=str(tmp_path / "vit.keras"), data=f"npz:{tmp_path / 'vit.npz'}",
+                         sections=["featureviz"], out=str(tmp_path / "out"), progress=False,
+                         featureviz={"steps": 2, "max_channels": 1, "top_k": 1, "init": "image",
+                                     "compare": False, "layers": layers})
+    summary = run_audit(config).summary
+    assert "featureviz.run" not in {c["id"] for c in summary["checks"]}
+    return summary["featureviz"]
+
+
+def test_featureviz_on_keras_hubs_vit_says_why_no_channel_and_which_layer_shows_some(tmp_path):
+    """keras-hub's patch convolution is inside a custom layer: the class images are made, the
+    hidden channels are not, in one line naming the layer to ask for; asked, it shows them."""
+    summary = featureviz_on(tmp_path, hub_vit_classifier(classes=2), [])
+    note = summary["channels_note"]
+    assert summary["channels"] == {} and "\n" not in note
+    assert "'vit_backbone/vit_patching_and_embedding'" in note
+    assert "'vit_backbone/vit_encoder'" in note
+    named = featureviz_on(tmp_path / "named", hub_vit_classifier(classes=2),
+                          ["vit_backbone/vit_encoder"])
+    assert named["channels_note"] is None and list(named["channels"]) == [
+        "vit_backbone/vit_encoder"]
+
+
+@pytest.mark.slow  # about 15 s: the plain ViT's patch convolution is in the graph
+def test_featureviz_on_a_plain_vit_shows_its_patch_convolutions_channels(tmp_path):
+    summary = featureviz_on(tmp_path, plain_vit(classes=2), [])
+    assert summary["channels_note"] is None and list(summary["channels"]) == ["patches"]

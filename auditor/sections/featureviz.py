@@ -20,6 +20,7 @@ from auditor.checks.declared import EXPLANATION, Declared
 from auditor.errors import ConfigError, ModelError
 from auditor.inputs.layers import conv_layers, find_layer
 from auditor.methods.featureviz import objectives
+from auditor.methods.featureviz.layers import no_channels_reason
 from auditor.methods.featureviz.objectives import image_total_variation
 from auditor.methods.featureviz.realism import study_real_images
 from auditor.methods.featureviz.recipes import INITS, Recipe, optimise
@@ -318,6 +319,7 @@ def run(ctx: Context, options: Options) -> SectionResult:
     percentiles = real.tv_percentiles()
     data = FeaturevizData(
         facts={"comparison": comparison, "steps": steps, "objective": options.objective,
+               "channels_note": None if layers else no_channels_reason(handle.logits_model),
                "param": options.param, "judge_size": real.judge_size,
                "judge_accuracy": real.judge_accuracy, "real_tv": percentiles, "npz": NPZ_NAME},
         class_rows=class_rows, class_names=[names[c] for c in classes], per_run=per_run,
@@ -327,6 +329,7 @@ def run(ctx: Context, options: Options) -> SectionResult:
         channel_images=channel_images if picks else None)
     timings["snapshots"] = time.perf_counter() - tick
     summary = _summary(class_rows, comparison, percentiles, real, options, steps, channels)
+    summary["channels_note"] = data.facts["channels_note"]
     summary["seconds"] = timings
     return SectionResult(
         name=NAME, title=TITLE, intro=INTRO, summary={NAME: summary}, data=data,
