@@ -170,14 +170,17 @@ def featureviz_on(tmp_path, model, layers: list[str]) -> dict:
 
 def test_featureviz_on_keras_hubs_vit_says_why_no_channel_and_which_layer_shows_some(tmp_path):
     """keras-hub's patch convolution is inside a custom layer: the class images are made, the
-    hidden channels are not, in one line naming the layer to ask for; asked, it shows them."""
+    hidden channels are not, in one line naming the layer to ask for."""
     summary = featureviz_on(tmp_path, hub_vit_classifier(classes=2), [])
     note = summary["channels_note"]
     assert summary["channels"] == {} and "\n" not in note
     assert "'vit_backbone/vit_patching_and_embedding'" in note
     assert "'vit_backbone/vit_encoder'" in note
-    named = featureviz_on(tmp_path / "named", hub_vit_classifier(classes=2),
-                          ["vit_backbone/vit_encoder"])
+
+
+@pytest.mark.slow  # about 15 s: the same audit, asked for the layer the note names
+def test_featureviz_shows_the_channels_of_the_token_layer_the_note_names(tmp_path):
+    named = featureviz_on(tmp_path, hub_vit_classifier(classes=2), ["vit_backbone/vit_encoder"])
     assert named["channels_note"] is None and list(named["channels"]) == [
         "vit_backbone/vit_encoder"]
 
