@@ -8,7 +8,7 @@ the architecture needs it) and random weights: what is tested is that the audit'
 handles each architecture's layers, not what a trained model learned. Every family through
 every section is ``bench/zoo_sections.py`` (minutes a family; its results are in
 docs/scale.md); the keras-hub ViT's maps are tested on trained models in tests/test_vit.py.
-All of this module is marked slow: about 1 CPU-minute a family-wide test, more for the audits.
+All of this module is marked slow: about 1 CPU-minute a family-wide test, 1 to 4 an audit.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ EVERY_SECTION = {  # a representative few; bench/zoo_sections.py runs every fami
 }
 
 
-@pytest.mark.slow  # one to three CPU-minutes each: a whole audit at its smallest settings
+@pytest.mark.slow  # 1 to 4 CPU-minutes each (docs/scale.md): a whole audit, smallest settings
 @pytest.mark.parametrize("name", list(EVERY_SECTION))
 def test_every_section_runs_or_says_in_one_line_why_not(tmp_path, name):
     """Every section of the registry reports, none crashes, and every check that could not be
