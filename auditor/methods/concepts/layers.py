@@ -22,9 +22,10 @@ def default_layers(model) -> list[tuple[str, str]]:
     try:
         last = last_conv_layer(model)
     except ModelError:
-        raise ModelError(f"model '{model.name}' has no layer with a spatial (N, H, W, C) output: "
-                         "neuron groups are parts located on a convolutional layer's grid, so "
-                         "the concepts section applies to convolutional models only") from None
+        raise ModelError(f"model '{model.name}' has no layer with a spatial (N, H, W, C) output "
+                         "that can be read: neuron groups are parts located on a convolutional "
+                         "layer's grid (a vision transformer's tokens are on none; a "
+                         "SavedModel's layers cannot be read)") from None
     ends = [name for name in stage_ends(model) if name != last]
     chosen = []
     if ends:
