@@ -26,6 +26,20 @@ def hub_vit(size: int = 32, classes: int = 3, seed: int = 0):
                        name="hub_vit")
 
 
+def hub_vit_classifier(size: int = 32, classes: int = 3, seed: int = 0):
+    """keras-hub's own ViTImageClassifier (class-token pooling, as its presets) over a
+    ViTBackbone (patch 8, 2 layers, hidden 32), random weights, no preprocessor."""
+    import keras
+    import keras_hub
+
+    keras.utils.set_random_seed(seed)
+    backbone = keras_hub.models.ViTBackbone(
+        image_shape=(size, size, 3), patch_size=8, num_layers=2, num_heads=2, hidden_dim=32,
+        mlp_dim=64, name="vit_backbone")  # named: Keras numbers a second one otherwise
+    return keras_hub.models.ViTImageClassifier(backbone=backbone, num_classes=classes,
+                                               activation="softmax")
+
+
 def plain_vit(size: int = 32, patch: int = 8, classes: int = 3, dim: int = 32, seed: int = 0,
               positions: bool = True):
     """A two-block ViT in plain Keras layers: patch convolution, position embedding added as a
@@ -96,11 +110,12 @@ def application(family: str, size: int | None = None, classes: int = 3, seed: in
 
 def without_biases(model):
     """``model`` with every additive constant zeroed in place (biases, BatchNormalization's and
-    LayerNormalization's shifts, moving means): a bias-free net, on which LRP's relevance must
-    sum to the logit."""
+    LayerNormalization's shifts, moving means, a ViT's class token and position embedding): a
+    bias-free net, on which LRP's relevance must sum to the logit."""
     import numpy as np
 
+    constants = ("bias", "beta", "moving_mean", "mean", "class_token", "embeddings")
     for weight in model.weights:
-        if weight.path.rsplit("/", 1)[-1] in ("bias", "beta", "moving_mean", "mean"):
+        if weight.path.rsplit("/", 1)[-1] in constants:
             weight.assign(np.zeros(weight.shape, weight.dtype))
     return model

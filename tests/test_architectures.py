@@ -123,18 +123,23 @@ def test_failures_are_one_line_and_their_tracebacks_go_to_the_log(tmp_path):
 
 
 def test_a_method_that_cannot_pass_a_layer_says_so_in_one_line(tmp_path):
-    """LRP on a keras-hub ViT stops at its patching layer: the reason names the layer in one
-    line (it arrived wrapped in an autograph traceback)."""
+    """LRP on a layer no rule covers (GroupNormalization; keras-hub's ViT layers it now walks,
+    tests/test_vit.py): the reason names the layer in one line (it arrived wrapped in an
+    autograph traceback)."""
     from auditor.errors import AuditorError
     from auditor.methods.attribution import attribute
 
-    hub_vit().save(tmp_path / "vit.keras")
-    handle = load_model(str(tmp_path / "vit.keras"), "0-1")
-    x = np.random.default_rng(0).uniform(0, 1, (2, 32, 32, 3)).astype("float32")
+    inputs = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    h = keras.layers.GroupNormalization(2, name="groups")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    keras.Model(inputs, keras.layers.Dense(2)(h)).save(tmp_path / "groups.keras")
+    handle = load_model(str(tmp_path / "groups.keras"), "0-1")
+    x = np.random.default_rng(0).uniform(0, 1, (2, 8, 8, 3)).astype("float32")
     with pytest.raises(AuditorError) as info:
         attribute(handle, x, np.array([0, 1]), "lrp")
     assert "\n" not in str(info.value) and "File" not in str(info.value)
-    assert "(ViTPatchingAndEmbedding)" in str(info.value)
+    assert "'groups' (GroupNormalization)" in str(info.value)
 
 
 def hub_vit_task(classes: int = 10):

@@ -345,3 +345,39 @@ def test_a_layer_named_logits_is_not_mistaken_for_the_logits(tmp_path):
     rendering = render(handle, objective, Pixels((8, 8, 3)), count=2,
                        loop=Loop(steps=2, snapshots=(2,)))
     assert rendering.images.shape == (2, 8, 8, 3) and np.isfinite(rendering.images).all()
+
+
+def test_steps_per_call_fill_about_a_second_after_a_first_step_alone():
+    from auditor.methods.featureviz.render import MAX_STEPS_PER_CALL, steps_per_call
+
+    assert steps_per_call([]) == 1  # the first call traces: one step
+    assert steps_per_call([(1, 30.0)]) == 1  # known only with the tracing: still slow
+    assert steps_per_call([(1, 30.0), (4, 2.0)]) == 2  # 0.5 s a step after it
+    assert steps_per_call([(1, 9.0), (100, 0.1)]) == 1000
+    assert steps_per_call([(1, 0.0)]) == MAX_STEPS_PER_CALL
+
+
+def test_a_signal_noted_during_a_call_stops_the_render_after_that_call(digits_handle,
+                                                                       monkeypatch):
+    """SIGTERM's Python handler runs only between compiled calls: the render stops after the
+    call during which the signal came, not after the whole stretch to the next snapshot."""
+    import signal
+
+    from auditor.errors import Interrupted
+    from auditor.methods.featureviz.render import render
+
+    objective = objectives.class_logit([1, 2])
+    render(digits_handle, objective, Pixels(digits_handle.input_shape), count=2, loop=Loop(steps=1))
+    key = next(k for k in digits_handle.compiled if k[0] == "featureviz")
+    compiled, calls = digits_handle.compiled[key], []
+
+    def signalled(*args):  # the real loop; the handler's flag set while it runs
+        calls.append(int(args[1]))
+        monkeypatch.setattr(Interrupted, "pending", signal.SIGTERM)
+        return compiled(*args)
+
+    monkeypatch.setitem(digits_handle.compiled, key, signalled)
+    with pytest.raises(Interrupted):
+        render(digits_handle, objective, Pixels(digits_handle.input_shape), count=2,
+               loop=Loop(steps=256, snapshots=(0, 256)))
+    assert calls == [1]

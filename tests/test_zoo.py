@@ -1,9 +1,14 @@
-"""Every keras.applications family loads, copies and predicts; a representative few (and a
-keras-hub ViT) run the attribution methods, with LRP's relevance conserved on each.
+"""Every keras.applications family loads, copies and predicts; a representative few run the
+attribution methods, with LRP's relevance conserved on each; a representative few (a whole
+classifier, a backbone nested under a head, keras-hub's ViTImageClassifier) go through every
+section and every attribution method, each section running or saying in one line why not.
 
 The families are built with ``weights=None`` at their smallest input (32 px, 71 or 75 px where
 the architecture needs it) and random weights: what is tested is that the audit's machinery
-handles each architecture's layers, not what a trained model learned.
+handles each architecture's layers, not what a trained model learned. Every family through
+every section is ``bench/zoo_sections.py`` (minutes a family; its results are in
+docs/scale.md); the keras-hub ViT's maps are tested on trained models in tests/test_vit.py.
+All of this module is marked slow: about 1 CPU-minute a family-wide test, 1 to 4 an audit.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from architectures import FAMILIES, application, hub_vit, without_biases
+from architectures import FAMILIES, application, hub_vit_classifier, without_biases
 
 from auditor.inputs.copies import copy_model
 from auditor.inputs.models import load_model
@@ -74,11 +79,39 @@ def test_grad_cam_and_lrp_maps_on_a_family(tmp_path, family):
         assert maps.shape == x.shape and np.isfinite(maps).all(), method
 
 
-def test_keras_hub_vit_gradient_grad_cam_and_rollouts(tmp_path):
-    """keras-hub's encoder holds its attention inside custom layers: Grad-CAM takes its output
-    tokens, the rollouts find the attention layers inside it."""
-    handle = saved(hub_vit(), tmp_path, "hub_vit")
-    x = images(handle)
-    for method in ("gradient", "gradcam", "rollout", "gradient_rollout"):
-        maps = attribute(handle, x, np.array([0, 1]), method)
-        assert maps.shape == x.shape and np.isfinite(maps).all(), method
+def nested(family: str, classes: int = 3):
+    """The family as a backbone (no top, average-pooled) nested under a Dense head, as a model
+    is fine-tuned on new classes."""
+    backbone = application(family, classes=classes)
+    backbone = keras.Model(backbone.inputs, backbone.layers[-2].output, name="backbone")
+    inputs = keras.Input(backbone.inputs[0].shape[1:])
+    head = keras.layers.Dense(classes, activation="softmax", name="head")
+    return keras.Model(inputs, head(backbone(inputs)), name=f"nested_{family}")
+
+
+EVERY_SECTION = {  # a representative few; bench/zoo_sections.py runs every family
+    "MobileNetV3Small": lambda: application("MobileNetV3Small"),
+    "nested EfficientNetB0": lambda: nested("EfficientNetB0"),
+    "keras-hub ViTImageClassifier": lambda: hub_vit_classifier(),
+}
+
+
+@pytest.mark.slow  # 1 to 4 CPU-minutes each (docs/scale.md): a whole audit, smallest settings
+@pytest.mark.parametrize("name", list(EVERY_SECTION))
+def test_every_section_runs_or_says_in_one_line_why_not(tmp_path, name):
+    """Every section of the registry reports, none crashes, and every check that could not be
+    measured or every method that could not run says why in one line, with no traceback (that
+    goes to the run's audit.log)."""
+    from zoo_audit import audit_everything, outcomes
+
+    from auditor.sections import SECTION_NAMES
+
+    summary = audit_everything(EVERY_SECTION[name](), tmp_path)
+    found = outcomes(summary)
+    crashed = [c["message"] for c in summary["checks"] if c["id"].endswith(".run")]
+    assert not crashed, crashed
+    for section in SECTION_NAMES:
+        assert section in found, f"{section} left no check"
+    for lines in found.values():
+        for line in lines:
+            assert "\n" not in line and "Traceback" not in line and 'File "' not in line, line

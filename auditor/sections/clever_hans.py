@@ -425,10 +425,21 @@ def injection_split(ctx: Context, options: Options):
 
 def concept_groups(ctx: Context) -> int:
     """When the concepts section runs too, the planted copies are audited by its method (its
-    number of groups, from its typed options: sections never import each other); else 0."""
+    number of groups, from its typed options: sections never import each other); else 0, also
+    when the model has no spatial layer to find groups in (a vision transformer: the concepts
+    section says so itself, and the injection test runs without them)."""
+    from auditor.errors import ModelError
+    from auditor.methods.concepts.layers import default_layers
+
     concepts = ctx.config.options.get("concepts")
     runs = ctx.config.sections is None or "concepts" in ctx.config.sections
-    return concepts.groups if runs and concepts is not None else 0
+    if not runs or concepts is None:
+        return 0
+    try:
+        default_layers(ctx.handle.logits_model)
+    except ModelError:
+        return 0
+    return concepts.groups
 
 
 def run_injections(ctx: Context, options: Options, methods: list[str], target: int,

@@ -20,6 +20,7 @@ from auditor.checks.declared import EXPLANATION, Declared
 from auditor.errors import ConfigError, ModelError
 from auditor.inputs.layers import conv_layers, find_layer
 from auditor.methods.featureviz import objectives
+from auditor.methods.featureviz.layers import no_channels_reason
 from auditor.methods.featureviz.objectives import image_total_variation
 from auditor.methods.featureviz.realism import study_real_images
 from auditor.methods.featureviz.recipes import INITS, Recipe, optimise
@@ -286,7 +287,6 @@ def run(ctx: Context, options: Options) -> SectionResult:
     timings["real images"] = time.perf_counter() - tick
     steps = options.steps or default_steps(handle.input_shape[0])
     recipe = make_recipe(options, steps, real, ctx.config.seed)
-
     tick = time.perf_counter()
     picks = channel_picks(ctx, options, layers)
     timings["top images"] = time.perf_counter() - tick
@@ -319,9 +319,10 @@ def run(ctx: Context, options: Options) -> SectionResult:
     comparison = {label: _fractions(v) for label, v in verdicts.items()}
     channels, top_images = _channel_rows(ctx, picks)
     percentiles = real.tv_percentiles()
+    note = None if layers else no_channels_reason(handle.logits_model)
     data = FeaturevizData(
         facts={"comparison": comparison, "steps": steps, "objective": options.objective,
-               "param": options.param, "judge_size": real.judge_size,
+               "channels_note": note, "param": options.param, "judge_size": real.judge_size,
                "judge_accuracy": real.judge_accuracy, "real_tv": percentiles, "npz": NPZ_NAME},
         class_rows=class_rows, class_names=[names[c] for c in classes], per_run=per_run,
         verdicts=verdicts, compare=compare, evolution=evolution,
@@ -330,7 +331,7 @@ def run(ctx: Context, options: Options) -> SectionResult:
         channel_images=channel_images if picks else None)
     timings["snapshots"] = time.perf_counter() - tick
     summary = _summary(class_rows, comparison, percentiles, real, options, steps, channels)
-    summary["seconds"] = timings
+    summary.update(channels_note=note, seconds=timings)
     return SectionResult(
         name=NAME, title=TITLE, intro=INTRO, summary={NAME: summary}, data=data,
         checks=_checks(ctx, comparison["regularised"], len(classes)))

@@ -3,8 +3,9 @@
 A layer's channels weighted by the score's gradient, summed, rectified, and upsampled
 bilinearly to the input; returned repeated over the input's channels. The layer defaults to the
 last one with a spatial output, found also inside a nested backbone; in a vision transformer to
-the last token layer before its last attention, whose patch tokens are reshaped to their grid
-and whose class or register tokens are set aside (``tokens.py``).
+the tokens its last attention attends from (the graph layer feeding it, or inside a custom
+encoder such as keras-hub's the attention's recorded input, ``PATH:query``), whose patch tokens
+are reshaped to their grid and whose class or register tokens are set aside (``tokens.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from auditor.methods.attribution.layer import layer_gradients, resolve_layer
 from auditor.methods.attribution.registry import register
 from auditor.methods.attribution.tokens import as_grid
 
-LAYER_OPTION = {"layer": (None, "layer name or 'outer/inner' path; default: last conv layer")}
+LAYER_OPTION = {"layer": (None, "layer name or 'outer/inner' path ('PATH:query': the tokens an "
+                                "attention layer attends from); default: last conv layer, in "
+                                "a vision transformer the last attention's input")}
 
 
 def upsample(cams: np.ndarray, shape: tuple) -> np.ndarray:

@@ -23,8 +23,8 @@ LAYER_METHODS = ("gradient", "gradient_x_activation")
 
 def resolve_layer(handle, layer: str | None) -> str:
     """The layer's name as given; when None, in a model with attention layers (a vision
-    transformer) the last token layer (``tokens.last_token_layer``), else the last
-    convolutional layer."""
+    transformer) the tokens its last attention attends from (``tokens.last_token_layer``),
+    else the last convolutional layer."""
     from auditor.methods.attribution.tokens import attention_layers, last_token_layer
 
     if layer:
@@ -41,10 +41,13 @@ def layer_gradients(handle, x, targets, contrast, score: str, layer: str):
     """
     import tensorflow as tf
 
+    from auditor.methods.attribution.tokens import QUERY, query_and_logits
+
     check_score(score)
     key = ("layer_gradients", layer, score)
     if key not in handle.compiled:
-        forward = activation_and_logits(handle, layer)
+        forward = (query_and_logits(handle, layer) if layer.endswith(QUERY)
+                   else activation_and_logits(handle, layer))
 
         @tf.function(input_signature=signature(handle))
         def gradients(images, target, other):
@@ -86,6 +89,7 @@ def method_layers(handle, methods, method_options: dict) -> dict[str, dict]:
     from auditor.errors import ModelError
     from auditor.inputs.layers import find_layer, output_shape
     from auditor.methods.attribution.registry import METHODS
+    from auditor.methods.attribution.tokens import QUERY
 
     named = {}
     for method in methods:
@@ -93,10 +97,11 @@ def method_layers(handle, methods, method_options: dict) -> dict[str, dict]:
             continue
         try:
             layer = resolve_layer(handle, method_options.get(method, {}).get("layer"))
-            shape = output_shape(find_layer(handle.logits_model, layer))
+            shape = (None if layer.endswith(QUERY)
+                     else output_shape(find_layer(handle.logits_model, layer)))
         except (AuditorError, ModelError):
             named[method] = {"layer": None, "kind": None}
             continue
-        named[method] = {"layer": layer, "kind": "tokens" if shape and len(shape) == 3
-                         else "spatial"}
+        tokens = layer.endswith(QUERY) or bool(shape and len(shape) == 3)
+        named[method] = {"layer": layer, "kind": "tokens" if tokens else "spatial"}
     return named

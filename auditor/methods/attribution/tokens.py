@@ -103,25 +103,74 @@ def patch_relevance(rows: np.ndarray, image_shape: tuple) -> np.ndarray:
     return upsample(grid.astype(np.float32), (len(rows), *image_shape))
 
 
-def last_token_layer(model, image_shape: tuple) -> str | None:
-    """Grad-CAM's layer in a vision transformer: the input side of the last attention layer
-    the graph exposes (the last block's normalised tokens, as pytorch-grad-cam takes
-    ``blocks[-1].norm1``: after it, a class-token head sends no gradient to the patch tokens),
-    else the last layer of tokens that tile the image; None without such a layer."""
+QUERY = ":query"  # a layer path ending so names the tokens an attention layer attends from
+
+
+def attention_paths(model, prefix: str = "") -> list[tuple[str, object]]:
+    """(path, layer) of every MultiHeadAttention layer in call order, with the path through
+    nested models and custom layers (keras-hub's ``vit_encoder/transformer_block_2/mha``)."""
     import keras
 
+    found = []
+    for layer in model._flatten_layers(include_self=False, recursive=False):
+        path = f"{prefix}{layer.name}"
+        if isinstance(layer, keras.layers.MultiHeadAttention):
+            found.append((path, layer))
+        else:
+            found.extend(attention_paths(layer, f"{path}/"))
+    return found
+
+
+def last_token_layer(model, image_shape: tuple) -> str | None:
+    """Grad-CAM's layer in a vision transformer: the tokens the last attention layer attends
+    from (the last block's normalised tokens, as pytorch-grad-cam takes ``blocks[-1].norm1``:
+    after the last attention, a class-token head sends no gradient to the patch tokens). In the
+    graph that is the layer feeding the attention; an attention inside a custom layer
+    (keras-hub's encoder) is named by its path and ``:query``, its input recorded during the
+    pass. None in a model without attention layers."""
     from auditor.inputs.layers import is_model, output_shape, walk
 
+    attentions = attention_paths(model)
     last, before_attention = None, None
     for path, layer in walk(model):
-        if isinstance(layer, keras.layers.MultiHeadAttention):
+        if attentions and path == attentions[-1][0]:
             before_attention = last
-            continue
         shape = None if is_model(layer) else output_shape(layer)
         if (shape is not None and len(shape) == 3 and shape[1]
                 and token_grid(shape[1], image_shape) is not None):
             last = path
-    return before_attention or last
+    if not attentions:
+        return None
+    return before_attention or attentions[-1][0] + QUERY
+
+
+def query_and_logits(handle, name: str):
+    """A callable images -> (the query tokens of the attention layer ``name`` (``PATH:query``),
+    logits), one differentiable pass: the layer's ``call`` records its first argument while
+    the pass runs (meant to be traced once inside a ``tf.function``)."""
+    path = name.removesuffix(QUERY)
+    found = dict(attention_paths(handle.logits_model))
+    if path not in found:
+        raise AuditorError(f"model '{handle.logits_model.name}' has no attention layer '{path}'; "
+                           f"its attention layers are: {', '.join(found) or 'none'}")
+    layer = found[path]
+
+    def forward(images):
+        recorded = []
+        original = layer.call
+
+        def call(query, *args, **kwargs):
+            recorded.append(query)
+            return original(query, *args, **kwargs)
+
+        layer.call = call
+        try:
+            logits = handle.logits(images)
+        finally:
+            del layer.call
+        return recorded[-1], logits
+
+    return forward
 
 
 def rollout(attentions, grads=None):

@@ -17,8 +17,15 @@ def is_spatial(shape) -> bool:
 
 
 def default_layers(model) -> list[tuple[str, str]]:
-    """(layer path, why it was chosen): the middle stage's end and the last spatial layer."""
-    last = last_conv_layer(model)
+    """(layer path, why it was chosen): the middle stage's end and the last spatial layer;
+    ModelError (one line) for a model without one (a vision transformer's tokens)."""
+    try:
+        last = last_conv_layer(model)
+    except ModelError:
+        raise ModelError(f"model '{model.name}' has no layer with a spatial (N, H, W, C) output "
+                         "that can be read: neuron groups are parts located on a convolutional "
+                         "layer's grid (a vision transformer's tokens are on none; a "
+                         "SavedModel's layers cannot be read)") from None
     ends = [name for name in stage_ends(model) if name != last]
     chosen = []
     if ends:

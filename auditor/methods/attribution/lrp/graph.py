@@ -4,7 +4,8 @@ Linear layers (Dense, Conv, DepthwiseConv, SeparableConv) take the composite's r
 following BatchNormalization folded in; element-wise activations and unfolded affine layers
 (ReLU, ReLU6, Rescaling, BatchNormalization) pass relevance on unchanged (Zennit's ``Pass``);
 pooling, Add, Concatenate and shape layers keep their gradient, which already splits relevance
-by contribution (max pooling: to the winner). Nested models are walked recursively. Any other
+by contribution (max pooling: to the winner). Nested models are walked recursively, and the
+custom layers listed in ``custom.py`` (keras-hub's ViT) through their own ``call``. Any other
 layer is an error naming it: a map through a layer the rules do not cover would be wrong
 silently.
 
@@ -34,6 +35,7 @@ from auditor.methods.attribution.lrp.constant import (
     is_gate_activation,
     layer_norm,
 )
+from auditor.methods.attribution.lrp.custom import is_constant_lookup, is_walked, swapped
 from auditor.methods.attribution.lrp.rules import Composite, ZBox, linear_output
 
 
@@ -60,13 +62,14 @@ def _convnext_layers() -> tuple:
     """keras.applications ConvNeXt's own layers, not exported by Keras (found by module):
     ``LayerScale`` multiplies each channel by a weight (element-wise, so relevance passes as
     through a Rescaling), ``StochasticDepth`` is the identity at inference, and its residual
-    ``inputs + x`` is the operation ``ops.add`` (a sum, passed like ``layers.Add``)."""
+    ``inputs + x`` is the operation ``ops.add`` (a sum, passed like ``layers.Add``); a slice
+    ``x[:, 0]`` (keras-hub's class-token head, the operation ``GetItem``) keeps its gradient."""
     try:
         from keras.src.applications.convnext import LayerScale, StochasticDepth
-        from keras.src.ops.numpy import Add
+        from keras.src.ops.numpy import Add, GetItem
     except ImportError:  # another Keras layout: the layers stay unknown, LRP says so
         return ()
-    return LayerScale, StochasticDepth, Add
+    return LayerScale, StochasticDepth, Add, GetItem
 
 
 NONNEGATIVE_ACTIVATIONS = ("relu", "relu6", "sigmoid", "hard_sigmoid", "softplus", "exponential")
@@ -213,6 +216,10 @@ class Walk:
             return lambda *args, **kwargs: attention(op, *args, **kwargs)
         if is_model(op):
             return lambda x, *args, **kwargs: self.run(op, x)
+        if is_walked(op):
+            return lambda *args, **kwargs: self.walk_into(op, args, kwargs)
+        if is_constant_lookup(op):
+            return op
         if id(op) in skipped:  # folded into, or applied by, the linear layer before it
             return lambda x, *args, **kwargs: x
         if is_linear_layer(op):
@@ -225,6 +232,23 @@ class Walk:
             return lambda *args, **kwargs: self.plain(op, isinstance(op, shape), args, kwargs)
         raise AuditorError(f"LRP cannot propagate relevance through layer '{op.name}' "
                            f"({type(op).__name__}); use a gradient-based method for this model")
+
+    def walk_into(self, op, args, kwargs):
+        """A listed custom layer (``custom.py``): its own ``call`` with its sub-layers swapped
+        for their LRP counterparts; opaque if any of them was."""
+        import inspect
+
+        import tensorflow as tf
+
+        accepted = inspect.signature(op.call).parameters
+        before = len(self.opaque)
+        with swapped(op, lambda sub: self.guarded(sub, {}, {}, set())):
+            y = op.call(*args, **{k: v for k, v in kwargs.items() if k in accepted})
+        if len(self.opaque) > before:
+            reason = list(self.opaque.values())[-1][1]
+            y = tf.stop_gradient(y)
+            self.opaque[id(y)] = (y, reason)
+        return y
 
     @staticmethod
     def _check_activation(op) -> None:
