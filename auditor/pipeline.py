@@ -249,7 +249,7 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
             tick = time.perf_counter()
             results = draw_views(results, dataset, work)
             timings["figures"] = time.perf_counter() - tick
-        checks = run_checks(config, loaded, predictions, results, baseline)
+        checks = run_checks(config, loaded, predictions, results, baseline, plan)
         timings["total"] = time.perf_counter() - started
         spent = sum(result.seconds for result in results) + timings.get("card", 0.0)
         write_outputs(work, RunOutputs(config, handle, dataset, results, checks, timings, now,
@@ -277,15 +277,19 @@ def output_path(config: AuditConfig, loaded: Inputs, baseline_run, now, chief: b
     return out
 
 
-def run_checks(config: AuditConfig, loaded: Inputs, predictions, results, baseline) -> list:
+def run_checks(config: AuditConfig, loaded: Inputs, predictions, results, baseline,
+               plan=None) -> list:
     """Every check of the run, each with its declared kind: the input-range probe's, the
-    weights', the data's, the sections', and those against the baseline."""
+    weights', the data's, the sections', and those against the baseline (its data and the
+    settings its ``plan`` chose)."""
     dataset = loaded.dataset
     checks = (loaded.probe_checks + weight_checks(loaded.handle)
               + data_checks(dataset, predictions))
     checks += [check for result in results for check in result.checks]
     sections_summary = {k: v for result in results for k, v in result.summary.items()}
     sections_summary["data"] = {"source": dataset.source, "n": dataset.n}
+    if plan is not None:
+        sections_summary["plan"] = plan.to_summary()
     checks += regression_checks(sections_summary, baseline, config.checks)
     return stamp_run_checks(checks, config.checks)
 
@@ -311,8 +315,9 @@ def probe_range(handle, dataset, config: AuditConfig) -> list[Check]:
 
 
 def plan_sections(config, names, loaded, predictions):
-    """The compute plan of this run's sections (predict.plan), timed on this model."""
-    from auditor.predict.plan import Facts, forward_flops, make_plan, measure_timing
+    """The compute plan of this run's sections (predict.plan), sized by the time a pass of this
+    model takes, measured here (when the sections run any pass)."""
+    from auditor.predict.plan import Facts, make_plan, measure_timing
     from auditor.steps.card import card_candidates
 
     handle, train = loaded.handle, loaded.train_dataset
@@ -321,10 +326,12 @@ def plan_sections(config, names, loaded, predictions):
                   compare=loaded.compare_handle is not None,
                   mistakes=int((~predictions.correct).sum()),
                   card_methods=card_candidates(config, names), sections=tuple(names))
-    plan = make_plan({name: section_module(name) for name in names}, config.section_options,
-                     facts, config.budget, forward_flops(handle), config.options)
+    modules = {name: section_module(name) for name in names}
+    plan = make_plan(modules, config.section_options, facts, config.budget,
+                     options=config.options)
     if plan.total_passes > 0:
-        plan.timing = measure_timing(handle)
+        plan = make_plan(modules, config.section_options, facts, config.budget,
+                         options=config.options, timing=measure_timing(handle))
     return plan
 
 
