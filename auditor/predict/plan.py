@@ -278,12 +278,13 @@ class Coarsest:
     most: int
 
 
-def planned_settings(module, facts: Facts) -> dict:
-    """{setting: floor or Coarsest} the plan may change in this section: ``planned(facts)``
-    when the section's bounds depend on the input, else its ``PLANNED``. A dotted setting
+def planned_settings(module, facts: Facts, options) -> dict:
+    """{setting: floor or Coarsest} the plan may change in this section: ``planned(facts,
+    options)`` when the section's bounds depend on the input or on its options (the attribution
+    methods' own, from the method registry), else its ``PLANNED``. A dotted setting
     ("occlusion.patch") is an option of ``method_options``, planned when the method runs."""
     planned = getattr(module, "planned", None)
-    return planned(facts) if planned else dict(getattr(module, "PLANNED", {}))
+    return planned(facts, options) if planned else dict(getattr(module, "PLANNED", {}))
 
 
 def make_plan(modules: dict, tables: dict[str, dict], facts: Facts,
@@ -306,7 +307,7 @@ def make_plan(modules: dict, tables: dict[str, dict], facts: Facts,
     given = {name: (options[name] if options is not None
                     else _typed(module, tables.get(name, {})))
              for name, module in modules.items()}
-    free = {name: {k: bound for k, bound in planned_settings(module, facts).items()
+    free = {name: {k: bound for k, bound in planned_settings(module, facts, given[name]).items()
                    if not _given(tables.get(name, {}), k)}
             for name, module in modules.items()}
     full = {name: _resolved(module, given[name], facts) for name, module in modules.items()}
