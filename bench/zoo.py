@@ -85,7 +85,21 @@ def row(family: str, size: int, images: int, result: dict) -> str:
             f"plan {estimate:6.0f} s (x{estimate / sections if sections else 0:.2f}; "
             f"a pass {kernels.get('backward', 0):.3g} kernels, "
             f"{plan.get('budget_passes', 0)} passes)  load {result['load']}  "
-            f"errors: {', '.join(errors) or 'none'}")
+            f"errors: {', '.join(errors) or 'none'}\n    " + detail(summary))
+
+
+def detail(summary: dict) -> str:
+    """Each step's and section's seconds beside the plan's estimate, and the work before the
+    plan (the input-range probe, the plan's own timing): where the estimate is off."""
+    timings, plan = summary["timings"], summary.get("plan", {})
+    estimates = plan.get("estimates", {})
+    parts = [f"{name} {timings.get(name, 0):.0f}/{estimate:.0f}"
+             for name, estimate in estimates.items() if timings.get(name, 0) >= 1]
+    before = [f"{name} {timings[name]:.0f}" for name in ("load", "input_range", "predict", "plan")
+              if name in timings]
+    trace = plan.get("timing", {}).get("measured", {}).get("trace")
+    return (f"seconds actual/estimate: {', '.join(parts)}; before the sections: "
+            f"{', '.join(before)}; a trace {trace if trace is not None else '-'} s")
 
 
 def reference() -> None:

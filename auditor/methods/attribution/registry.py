@@ -253,6 +253,10 @@ def describe_methods() -> str:
                   f"  cost: {cost} {kind}{'es' if cost != 1 else ''} per image{where}"]
         for option, (default, text) in entry.options.items():
             lines.append(f"  {f'{option} = {default!r}':<22}{text}")
+        planned = [f"{option} up to {fact.most((224, 224, 3))} at 224 px" if fact.most else
+                   f"{option} down to {fact.floor}" for option, fact in entry.planned.items()]
+        if planned:
+            lines.append(f"  the compute plan may set: {', '.join(planned)}")
         lines.append("")
     lines += [f"Wrappers: {', '.join(sorted(WRAPPERS))} apply to any method: name one "
               f"WRAPPER{WRAP}METHOD (e.g. smoothgrad{WRAP}integrated_gradients). It takes the "
