@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -86,6 +87,10 @@ def test_a_named_budget_is_a_wait_so_a_slower_model_gets_fewer_passes():
     block = slower.to_summary()["timing"]
     assert block["kernels"]["backward"] == 0.5 and block["measured"]["kernel"] == 0.015
     assert block["budget_kernels"] == slower.budget_kernels
+    # copies of the model (the card's, Clever Hans's, concepts') are counted at their time too
+    copying = make_plan(MODULES, {}, SMALL, "quick", timing=dataclasses.replace(TIMED, copy=6.0))
+    assert copying.passes["card"].copies == 3 and copying.passes["clever_hans"].copies == 3
+    assert copying.total_passes < slower.total_passes
 
 
 def test_the_same_measurement_gives_the_same_plan_and_a_number_stays_passes():

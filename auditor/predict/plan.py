@@ -73,20 +73,25 @@ class Passes:
     """Images through the model: forward only, forward-backward (the gradient of the input),
     and through a training step (the gradient of every weight, an optimiser's update);
     ``traces`` counts the compiled functions the section traces (each about one trace of the
-    model). A training row counts as a forward-backward one in the budget."""
+    model) and ``copies`` the copies of the model it makes (randomised, shifted, fine-tuned:
+    inputs/copies.py; seconds each on a large model). A training row counts as a
+    forward-backward one in the budget."""
 
     forward: float = 0.0
     backward: float = 0.0
     traces: int = 0
     train: float = 0.0
+    copies: int = 0
 
     def __add__(self, other: Passes) -> Passes:
         return Passes(self.forward + other.forward, self.backward + other.backward,
-                      self.traces + other.traces, self.train + other.train)
+                      self.traces + other.traces, self.train + other.train,
+                      self.copies + other.copies)
 
     def __sub__(self, other: Passes) -> Passes:
         return Passes(self.forward - other.forward, self.backward - other.backward,
-                      self.traces - other.traces, self.train - other.train)
+                      self.traces - other.traces, self.train - other.train,
+                      self.copies - other.copies)
 
     @property
     def total(self) -> float:
@@ -121,19 +126,21 @@ class Facts:
 
 @dataclass(frozen=True)
 class Timing:
-    """Seconds per image of a forward, a forward-backward and a training pass, and per trace;
-    ``kernel``: seconds of the reference kernel timed beside them (``reference_kernel``)."""
+    """Seconds per image of a forward, a forward-backward and a training pass, per trace and
+    per copy of the model; ``kernel``: seconds of the reference kernel timed beside them
+    (``reference_kernel``)."""
 
     forward: float
     backward: float
     trace: float
     train: float | None = None  # None: as a forward-backward pass
     kernel: float | None = None  # None: not timed (the plan then sizes named budgets by FLOPs)
+    copy: float | None = None  # None: not timed (copies then count nothing)
 
     def seconds(self, passes: Passes) -> float:
         return (passes.forward * self.forward + passes.backward * self.backward
                 + passes.train * (self.backward if self.train is None else self.train)
-                + passes.traces * self.trace)
+                + passes.traces * self.trace + passes.copies * (self.copy or 0.0))
 
     def in_kernels(self) -> Timing:
         """The times in reference kernels, each rounded to the GRID: what a named budget is
@@ -145,7 +152,7 @@ class Timing:
             return float(GRID ** round(math.log(value / self.kernel, GRID)))
 
         return Timing(graded(self.forward), graded(self.backward), graded(self.trace),
-                      graded(self.train), kernel=1.0)
+                      graded(self.train), kernel=1.0, copy=graded(self.copy))
 
 
 @dataclass
@@ -219,7 +226,7 @@ class Plan:
     def _timing_block(self) -> dict:
         """What was measured (seconds per image, and the reference kernel's seconds) and, for a
         named budget, what the plan used: the graded times and the budget in kernels."""
-        kinds = ("forward", "backward", "train", "trace")
+        kinds = ("forward", "backward", "train", "trace", "copy")
         block: dict = {"measured": {k: getattr(self.timing, k) for k in kinds
                                     if getattr(self.timing, k) is not None}}
         if self.timing.kernel is not None:
@@ -435,7 +442,8 @@ def measure_timing(handle, rows: int | None = None) -> Timing:
     """Seconds per image of the forward pass, the forward-backward pass (gradient of the input)
     and the training pass (gradient of every weight), each the median of TIMING_REPEATS calls
     on one batch of ``rows`` random images after a first call, whose extra time is the cost of
-    one trace; and the reference kernel's seconds, the median of one call before each of theirs.
+    one trace; one copy of the model (inputs/copies.py); and the reference kernel's seconds,
+    the median of one call before each of theirs.
     By default TIMING_ROWS rows, or fewer when one backward pass of that many does not fit the
     memory budget."""
     import tensorflow as tf
@@ -462,6 +470,9 @@ def measure_timing(handle, rows: int | None = None) -> Timing:
                           if g is not None])
         return tf.fill(tf.shape(images)[:1], total)  # one row per image, as replicas gather
 
+    from auditor.errors import ModelError
+    from auditor.inputs.copies import copy_model
+
     kernel, kernels = reference_kernel(), []
     seconds = {}
     for name, fn in (("forward", handle.logits_fn), ("backward", gradient), ("train", train)):
@@ -475,6 +486,11 @@ def measure_timing(handle, rows: int | None = None) -> Timing:
         seconds[name] = float(np.median(calls)) / rows
         if name == "backward":
             seconds["trace"] = max(first - seconds[name] * rows, 0.0)
+    kernels.append(_timed(kernel))
+    try:
+        seconds["copy"] = _timed(copy_model, handle.logits_model)
+    except ModelError:  # a model that cannot be copied: the sections that copy it say why
+        seconds["copy"] = None
     return Timing(**seconds, kernel=float(np.median(kernels)))
 
 
