@@ -316,7 +316,7 @@ def run_audit(config: AuditConfig, not_run: dict[str, str] | None = None) -> Aud
             tick = time.perf_counter()
             results = draw_views(results, dataset, work)
             timings["figures"] = time.perf_counter() - tick
-        checks = run_checks(config, loaded, predictions, results, baseline)
+        checks = run_checks(config, loaded, predictions, results, baseline, plan)
         checks += not_run_checks(not_run or {}, config.checks)
         timings["total"] = time.perf_counter() - started
         spent = sum(result.seconds for result in results) + steps_seconds
@@ -345,15 +345,19 @@ def output_path(config: AuditConfig, loaded: Inputs, baseline_run, now, chief: b
     return out
 
 
-def run_checks(config: AuditConfig, loaded: Inputs, predictions, results, baseline) -> list:
+def run_checks(config: AuditConfig, loaded: Inputs, predictions, results, baseline,
+               plan=None) -> list:
     """Every check of the run, each with its declared kind: the input-range probe's, the
-    weights', the data's, the sections', and those against the baseline."""
+    weights', the data's, the sections', and those against the baseline (its data and the
+    settings its ``plan`` chose)."""
     dataset = loaded.dataset
     checks = (loaded.probe_checks + weight_checks(loaded.handle)
               + data_checks(dataset, predictions))
     checks += [check for result in results for check in result.checks]
     sections_summary = {k: plain(v) for result in results for k, v in result.summary.items()}
     sections_summary["data"] = {"source": dataset.source, "n": dataset.n}
+    if plan is not None:
+        sections_summary["plan"] = plan.to_summary()
     checks += regression_checks(sections_summary, baseline, config.checks)
     return stamp_run_checks(checks, config.checks)
 
@@ -385,8 +389,9 @@ def probe_range(handle, dataset, config: AuditConfig) -> list[Check]:
 
 
 def plan_sections(config, names, loaded, predictions):
-    """The compute plan of this run's sections (predict.plan), timed on this model."""
-    from auditor.predict.plan import Facts, forward_flops, make_plan, measure_timing
+    """The compute plan of this run's sections (predict.plan), sized by the time a pass of this
+    model takes, measured here (when the sections run any pass)."""
+    from auditor.predict.plan import Facts, make_plan, measure_timing
     from auditor.steps.card import card_candidates
 
     handle, train = loaded.handle, loaded.train_dataset
@@ -395,10 +400,11 @@ def plan_sections(config, names, loaded, predictions):
                   compare=loaded.compare_handle is not None,
                   mistakes=int((~predictions.correct).sum()),
                   card_methods=card_candidates(config, names), sections=tuple(names))
-    plan = make_plan({name: section_module(name) for name in names}, config.options,
-                     config.section_options, facts, config.budget, forward_flops(handle))
+    modules = {name: section_module(name) for name in names}
+    plan = make_plan(modules, config.options, config.section_options, facts, config.budget)
     if plan.total_passes > 0:
-        plan.timing = measure_timing(handle)
+        plan = make_plan(modules, config.options, config.section_options, facts,
+                         config.budget, timing=measure_timing(handle))
     return plan
 
 

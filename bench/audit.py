@@ -181,8 +181,7 @@ def report(name: str, images: int, got: dict) -> None:
         print(f"  {step:<16}{seconds:8.1f}{seconds / predict:8.1f}"
               + (f"{estimate:9.1f}" if estimate is not None else " " * 9) + ratio
               + f"{peaks.get(step, 0):9.0f}")
-    reduced = {k: v for k, v in plan.items() if isinstance(v, dict)
-               and k not in ("instead_of", "estimates")}
+    reduced = {section: plan[section] for section in plan.get("instead_of", {})}
     for section, settings in reduced.items():
         print(f"  planned {section}: " + ", ".join(
             f"{key} {value} instead of {plan['instead_of'][section][key]}"

@@ -48,14 +48,15 @@ def summary_errors(summary: dict) -> list[str]:
     return [f"{error.json_path}: {error.message}" for error in validator.iter_errors(summary)]
 
 
-def plan_for(modules: dict, tables: dict, facts, budget, flops):
+def plan_for(modules: dict, tables: dict, facts, budget, flops=None, timing=None):
     """The compute plan of ``modules`` for the spec's section ``tables``, their options typed
     by the config as an audit types them (``predict.plan.make_plan`` takes only typed ones)."""
     from auditor.configure import make_config
     from auditor.predict.plan import make_plan
 
     config = make_config({**tables, "model": "demo"})
-    return make_plan(modules, config.options, config.section_options, facts, budget, flops)
+    return make_plan(modules, config.options, config.section_options, facts, budget, flops,
+                     timing=timing)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -355,6 +355,24 @@ def test_a_class_newly_flagged_as_a_clever_hans_suspect_fails():
     assert regression_checks({"metrics": {}}, run(["3"]), {}) == []
 
 
+def test_a_baseline_planned_with_other_settings_warns_naming_them():
+    from auditor.runs.baseline import regression_checks
+
+    def run(steps, budget="quick"):
+        lowered = {"attribution": {"integrated_gradients.steps": steps}} if steps else {}
+        return {"plan": {"budget": budget, **lowered,
+                         "instead_of": {name: {"integrated_gradients.steps": 32}
+                                        for name in lowered}}}
+
+    (check,) = regression_checks(run(8), run(16), {})
+    assert check.id == "baseline.plan" and check.status == "warn"
+    assert "attribution.integrated_gradients.steps 8 against the baseline's 16" in check.message
+    (check,) = regression_checks(run(None, "thorough"), run(16), {})
+    assert "steps default against the baseline's 16" in check.message
+    assert regression_checks(run(8), run(8, "standard"), {}) == []  # same settings: nothing
+    assert regression_checks(run(8), {"metrics": {}}, {}) == []  # a baseline without a plan
+
+
 def test_per_class_recall_names_every_class_that_dropped():
     from auditor.checks.check import evaluate_each
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from conftest import plan_for
 
 from auditor.configure import make_config
 from auditor.errors import ConfigError
-from auditor.predict.plan import REFERENCE_FLOPS, Facts, budget_passes
+from auditor.predict.plan import REFERENCE_FLOPS, Facts, Timing, budget_passes
 from auditor.progress import SectionLog
 from auditor.sections import SECTION_NAMES, section_module
 from auditor.sections.base import Context, ResolvedOptions, RunInputs
@@ -60,6 +61,58 @@ def test_a_named_budget_is_compute_so_the_small_demo_keeps_its_defaults(digits_h
     demo = Facts(images=1797, input_shape=(32, 32, 1), classes=10)
     assert not plan_for(MODULES, {}, demo, "standard", flops).settings
     assert plan_for(MODULES, {}, demo, 2000, flops).settings  # a small number still plans
+
+
+# Seconds per image of a 48 px model and of the reference kernel beside it, chosen on the
+# plan's grid (a pass half a kernel, a forward a quarter, a trace 8 kernels) so that a jitter
+# of 15% keeps every graded time in its cell, as the same model timed twice would.
+TIMED = Timing(forward=0.00375, backward=0.0075, trace=0.12, train=0.0075, kernel=0.015)
+SMALL = Facts(images=200, input_shape=(48, 48, 3), classes=10)
+# The demo CNN as measure_timing timed it (32 px, on this machine, load 7): a pass is a
+# thirtieth of a kernel, a trace 64 kernels.
+DEMO_TIMED = Timing(forward=0.0007, backward=0.00041, trace=0.87, train=0.00055, kernel=0.0152)
+
+
+def times(timing: Timing, factor: float, kernel: float = 1.0) -> Timing:
+    return Timing(timing.forward * factor, timing.backward * factor, timing.trace * factor,
+                  timing.train * factor, timing.kernel * kernel)
+
+
+def test_a_named_budget_is_a_wait_so_a_slower_model_gets_fewer_passes():
+    plan = plan_for(MODULES, {}, SMALL, "quick", timing=times(TIMED, 1 / 2))
+    slower = plan_for(MODULES, {}, SMALL, "quick", timing=TIMED)
+    assert slower.budget_passes < plan.budget_passes and slower.total_passes < plan.total_passes
+    assert slower.settings["clever_hans"]["steps"] < plan.settings["clever_hans"]["steps"]
+    for each in (plan, slower):  # the wait fits the budget, counted with the traces
+        assert each.total_kernels <= each.budget_kernels and not each.over_budget
+    block = slower.to_summary()["timing"]
+    assert block["kernels"]["backward"] == 0.5 and block["measured"]["kernel"] == 0.015
+    assert block["budget_kernels"] == slower.budget_kernels
+    # copies of the model (the card's, Clever Hans's, concepts') are counted at their time too
+    copying = plan_for(MODULES, {}, SMALL, "quick", timing=dataclasses.replace(TIMED, copy=6.0))
+    assert copying.passes["card"].copies == 3 and copying.passes["clever_hans"].copies == 3
+    assert copying.total_passes < slower.total_passes
+
+
+def test_the_same_measurement_gives_the_same_plan_and_a_number_stays_passes():
+    plan = plan_for(MODULES, {}, SMALL, "standard", timing=TIMED)
+    assert 0 < plan.scale < 1
+    assert plan_for(MODULES, {}, SMALL, "standard", timing=TIMED).settings == plan.settings
+    for factor in (0.87, 1.15):  # the same model timed again, within the grid's cell
+        again = plan_for(MODULES, {}, SMALL, "standard", timing=times(TIMED, factor))
+        assert again.settings == plan.settings
+    # a loaded machine slows the model and the kernel alike: the same plan
+    loaded = plan_for(MODULES, {}, SMALL, "standard", timing=times(TIMED, 3, 3))
+    assert loaded.settings == plan.settings
+    assert loaded.estimated_seconds() == pytest.approx(3 * plan.estimated_seconds())
+    fixed = plan_for(MODULES, {}, SMALL, 3000, timing=times(TIMED, 4))
+    assert fixed.budget_passes == 3000 and fixed.kernels is None
+    assert fixed.settings == plan_for(MODULES, {}, SMALL, 3000).settings
+
+
+def test_the_demo_keeps_its_settings_under_the_default_budget():
+    demo = Facts(images=1797, input_shape=(32, 32, 1), classes=10)
+    assert not plan_for(MODULES, {}, demo, "standard", timing=DEMO_TIMED).settings
 
 
 def test_a_bad_budget_is_a_config_error_naming_the_key():

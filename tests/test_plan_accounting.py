@@ -169,3 +169,31 @@ def test_a_224_px_plan_lowers_the_methods_own_settings_and_the_spec_s_win(digits
     # sections: the plan charges them there
     assert set(list(fixed.passes)[:2]) == {"card", "saliency"}
     assert fixed.passes["card"].total > fixed.passes["attribution"].total
+
+
+def test_a_method_registered_with_a_planned_option_is_lowered_by_the_plan(monkeypatch):
+    from auditor.methods.attribution.registry import METHODS, Method, Planned
+    from auditor.predict.plan import REFERENCE_FLOPS, Facts
+    from auditor.sections import SECTION_NAMES, section_module
+
+    def repeated(handle, x, targets, contrast, score, budget, repeats):
+        return x  # never run: the plan only reads the facts
+
+    monkeypatch.setitem(METHODS, "repeated", Method(
+        "repeated", "a method whose cost is its repeats", repeated,
+        {"repeats": (64, "passes per image")}, cost=lambda options, shape: options["repeats"],
+        planned={"repeats": Planned(floor=4)}))
+    modules = {name: section_module(name) for name in SECTION_NAMES}
+    methods = ["gradient", "repeated", "smoothgrad:integrated_gradients"]
+    tables = {"attribution": {"methods": methods}}
+    facts = Facts(images=1000, input_shape=(224, 224, 3), classes=10)
+    plan = plan_for(modules, tables, facts, "standard", REFERENCE_FLOPS)
+    lowered = plan.settings["attribution"]
+    assert 4 <= lowered["repeated.repeats"] < plan.defaults["attribution"]["repeated.repeats"]
+    # a noise tunnel over a method: its copies, and the method's own planned option, lowered
+    assert 8 <= lowered["smoothgrad:integrated_gradients.samples"] < 16
+    assert 8 <= lowered["smoothgrad:integrated_gradients.steps"] < 32
+    options = plan.options["attribution"]
+    assert options.method_options["repeated"]["repeats"] == lowered["repeated.repeats"]
+    assert options.method_options["smoothgrad:integrated_gradients"]["samples"] == \
+        lowered["smoothgrad:integrated_gradients.samples"]

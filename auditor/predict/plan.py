@@ -1,10 +1,15 @@
-"""The compute plan: every section's samples, steps and restarts sized to a budget of model passes.
+"""The compute plan: every section's samples, steps and restarts sized to a budget.
 
-A budget is counted in passes of the audited model: one image through a forward and a backward
-pass is one pass; a forward-only image counts ``FORWARD_SHARE`` of one. Because the plan counts
-passes, not seconds, the same spec and model give the same settings, and so the same figures, on
-any machine; the seconds are only an estimate, from one forward and one backward pass timed
-before the sections run.
+A budget is counted in passes of a model: one image through a forward and a backward pass is one
+pass; a forward-only image counts ``FORWARD_SHARE`` of one. ``--budget N`` is N passes of the
+audited model. A named budget (quick, standard, thorough) is a wait: that many passes of a
+reference model (MobileNetV2 at 224 px), in the time a pass of the model at hand takes on this
+machine. That time is measured before the sections run (``measure_timing``: a forward, a
+backward and a training pass, and a trace) and divided by the time of a fixed reference kernel
+timed at the same moment, so that a loaded machine, which slows both, plans as a quiet one; the
+ratios are rounded to a half-octave grid, so that the same model and spec get the same settings,
+and so the same figures, run after run (a baseline comparison depends on them). The seconds the
+run reports are the raw measurement's estimate.
 
 Each section declares its cost model next to its Options: ``PLANNED`` (the settings the plan may
 lower, each with the floor below which the figure would stop meaning what it says) and
@@ -18,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -29,16 +35,24 @@ import numpy as np
 # "Evaluating Derivatives", 2008).
 FORWARD_SHARE = 1 / 2
 # Named budgets, in passes of a reference model: MobileNetV2 at 224 px (weights=None, 10
-# classes), whose forward pass TensorFlow's profiler counts at REFERENCE_FLOPS. A model of F
-# floating-point operations per forward pass gets budget * REFERENCE_FLOPS / F passes of its own,
-# so a named budget is the same amount of compute for any model: the 32 px demo keeps its full
-# settings, a 224 px network is sized down, and the same model gets the same plan on any machine.
-# "standard" is sized so that the reference with 1,000 images and every section finishes within
-# 10 minutes on a 2-core CPU (bench/audit.py measures it); quick is a quarter, thorough 4 times.
-# A number (--budget 5000) is that many passes of the audited model itself.
+# classes). "standard" is sized so that the reference with 1,000 images and every section
+# finishes within 10 minutes on a 2-core CPU (bench/audit.py measures it); quick is a quarter,
+# thorough 4 times. A number (--budget 5000) is that many passes of the audited model itself.
 BUDGETS = {"quick": 2_000, "standard": 8_000, "thorough": 32_000}
 DEFAULT_BUDGET = "standard"
+# A named budget is the wait of that many reference passes. A forward-backward pass of the
+# reference takes REFERENCE_PASS reference kernels (``reference_kernel``), as ``measure_timing``
+# times them side by side (bench/zoo.py --reference): 3.9 to 5.7 in five runs on this shared
+# 2-core CPU at a load of 6 to 7 (64 to 81 ms an image; 11.6 in one run's first call).
+REFERENCE_PASS = 5.0
+# Without a measurement (a plan made before the model is timed), the budget is scaled by forward
+# FLOPs from the reference's, counted by TensorFlow's profiler: an estimate only, which
+# under-counts layer norms and 7x7 depthwise convolutions on a CPU (ConvNeXt).
 REFERENCE_FLOPS = 612_751_868
+# Measured times are kept in reference kernels rounded to this grid (a factor of sqrt(2)): one
+# call of MobileNetV2 at 224 px varies by up to 40% from one to the next on a loaded machine,
+# and the kernel absorbs what the load does to both; the rest lands in one grid step or the next.
+GRID = 2 ** 0.5
 
 
 # Rows of the batches the cost per image is timed on. A call costs a fixed overhead plus its
@@ -59,20 +73,25 @@ class Passes:
     """Images through the model: forward only, forward-backward (the gradient of the input),
     and through a training step (the gradient of every weight, an optimiser's update);
     ``traces`` counts the compiled functions the section traces (each about one trace of the
-    model). A training row counts as a forward-backward one in the budget."""
+    model) and ``copies`` the copies of the model it makes (randomised, shifted, fine-tuned:
+    inputs/copies.py; seconds each on a large model). A training row counts as a
+    forward-backward one in the budget."""
 
     forward: float = 0.0
     backward: float = 0.0
     traces: int = 0
     train: float = 0.0
+    copies: int = 0
 
     def __add__(self, other: Passes) -> Passes:
         return Passes(self.forward + other.forward, self.backward + other.backward,
-                      self.traces + other.traces, self.train + other.train)
+                      self.traces + other.traces, self.train + other.train,
+                      self.copies + other.copies)
 
     def __sub__(self, other: Passes) -> Passes:
         return Passes(self.forward - other.forward, self.backward - other.backward,
-                      self.traces - other.traces, self.train - other.train)
+                      self.traces - other.traces, self.train - other.train,
+                      self.copies - other.copies)
 
     @property
     def total(self) -> float:
@@ -107,17 +126,33 @@ class Facts:
 
 @dataclass(frozen=True)
 class Timing:
-    """Seconds per image of a forward, a forward-backward and a training pass, and per trace."""
+    """Seconds per image of a forward, a forward-backward and a training pass, per trace and
+    per copy of the model; ``kernel``: seconds of the reference kernel timed beside them
+    (``reference_kernel``)."""
 
     forward: float
     backward: float
     trace: float
     train: float | None = None  # None: as a forward-backward pass
+    kernel: float | None = None  # None: not timed (the plan then sizes named budgets by FLOPs)
+    copy: float | None = None  # None: not timed (copies then count nothing)
 
     def seconds(self, passes: Passes) -> float:
         return (passes.forward * self.forward + passes.backward * self.backward
                 + passes.train * (self.backward if self.train is None else self.train)
-                + passes.traces * self.trace)
+                + passes.traces * self.trace + passes.copies * (self.copy or 0.0))
+
+    def in_kernels(self) -> Timing:
+        """The times in reference kernels, each rounded to the GRID: what a named budget is
+        sized by, the same from one run to the next as far as the grid holds."""
+
+        def graded(value: float | None) -> float | None:
+            if value is None or value <= 0:
+                return value
+            return float(GRID ** round(math.log(value / self.kernel, GRID)))
+
+        return Timing(graded(self.forward), graded(self.backward), graded(self.trace),
+                      graded(self.train), kernel=1.0, copy=graded(self.copy))
 
 
 @dataclass
@@ -132,16 +167,32 @@ class Plan:
     passes: dict[str, Passes] = field(default_factory=dict)  # per step and section, as planned
     timing: Timing | None = None
     options: dict = field(default_factory=dict)  # section -> its Options, as the sections run
+    # A named budget sized by the measured time: the budget and the plan in reference kernels,
+    # and the graded times per image they were counted with (None: sized in passes).
+    budget_kernels: float | None = None
+    kernels: Timing | None = None
 
     @property
     def total_passes(self) -> float:
         return sum(p.total for p in self.passes.values())
+
+    @property
+    def total_kernels(self) -> float | None:
+        return (None if self.kernels is None
+                else sum(self.kernels.seconds(p) for p in self.passes.values()))
+
+    @property
+    def over_budget(self) -> bool:
+        if self.kernels is not None:
+            return self.total_kernels > self.budget_kernels * (1 + 1e-9)
+        return self.total_passes > self.budget_passes
 
     def estimate(self, section: str) -> float:
         """Estimated seconds of one section (0 without a timing)."""
         return self.timing.seconds(self.passes[section]) if self.timing else 0.0
 
     def estimated_seconds(self) -> float:
+        """Estimated seconds of every step and section: the raw measurement's, not the grid's."""
         return sum(self.estimate(name) for name in self.passes)
 
     def describe(self) -> list[str]:
@@ -150,7 +201,7 @@ class Plan:
         lines = [f"{name}: " + ", ".join(f"{key} {value} instead of {self.defaults[name][key]}"
                                          for key, value in changed.items())
                  for name, changed in self.settings.items()]
-        if self.total_passes > self.budget_passes:
+        if self.over_budget:
             lines.append(f"{self.total_passes:.0f} passes at the lowest settings, over the "
                          f"budget of {self.budget_passes}")
         return lines
@@ -161,13 +212,32 @@ class Plan:
         block.update({
             "budget": self.budget, "budget_passes": self.budget_passes,
             "passes": int(round(self.total_passes)), "scale": round(self.scale, 4),
-            "over_budget": self.total_passes > self.budget_passes,
+            "over_budget": self.over_budget,
             "instead_of": {name: dict(d) for name, d in self.defaults.items()},
             "estimated_seconds": round(self.estimated_seconds(), 1),
             "estimates": {name: round(self.estimate(name), 1) for name in self.passes},
         })
+        if self.timing is not None:
+            block["timing"] = self._timing_block()
         if actual_seconds is not None:
             block["seconds"] = round(actual_seconds, 1)
+        return block
+
+    def _timing_block(self) -> dict:
+        """What was measured (seconds per image, and the reference kernel's seconds) and, for a
+        named budget, what the plan used: the graded times and the budget in kernels."""
+        kinds = ("forward", "backward", "train", "trace", "copy")
+        block: dict = {"measured": {k: getattr(self.timing, k) for k in kinds
+                                    if getattr(self.timing, k) is not None}}
+        if self.timing.kernel is not None:
+            block["measured"]["kernel"] = self.timing.kernel
+        block["measured"] = {k: float(f"{v:.3g}") for k, v in block["measured"].items()}
+        if self.kernels is not None:
+            block["kernels"] = {k: getattr(self.kernels, k) for k in kinds
+                                if getattr(self.kernels, k) is not None}
+            block["kernels"] = {k: float(f"{v:.4g}") for k, v in block["kernels"].items()}
+            block["budget_kernels"] = round(self.budget_kernels, 1)
+            block["planned_kernels"] = round(self.total_kernels, 1)
         return block
 
 
@@ -215,27 +285,35 @@ class Coarsest:
     most: int
 
 
-def planned_settings(module, facts: Facts) -> dict:
-    """{setting: floor or Coarsest} the plan may change in this section: ``planned(facts)``
-    when the section's bounds depend on the input, else its ``PLANNED``. A dotted setting
+def planned_settings(module, facts: Facts, options) -> dict:
+    """{setting: floor or Coarsest} the plan may change in this section: ``planned(facts,
+    options)`` when the section's bounds depend on the input or on its options (the attribution
+    methods' own, from the method registry), else its ``PLANNED``. A dotted setting
     ("occlusion.patch") is an option of ``method_options``, planned when the method runs."""
     planned = getattr(module, "planned", None)
-    return planned(facts) if planned else dict(getattr(module, "PLANNED", {}))
+    return planned(facts, options) if planned else dict(getattr(module, "PLANNED", {}))
 
 
 def make_plan(modules: dict, options: dict, tables: dict[str, dict], facts: Facts,
-              budget: str | int = DEFAULT_BUDGET, flops: int | None = None) -> Plan:
+              budget: str | int = DEFAULT_BUDGET, flops: int | None = None,
+              timing: Timing | None = None) -> Plan:
     """The plan for the sections ``modules`` ({name: module}) with their ``options``, typed
     once by the config (``AuditConfig.options``), and the spec's section ``tables`` (which
     settings the spec gave: those the plan never changes).
 
-    Settings the spec gives are fixed; the planned ones are scaled by the largest common factor
-    in (0, 1] whose total fits the budget, found by bisection (cost grows with every setting).
-    ``Plan.options`` are the sections' options with what the plan lowered.
+    A number budget is passes of the model. A named budget is, with a ``timing`` that timed the
+    reference kernel, the wait of its reference passes in kernels, against which every step's
+    and section's passes and traces count at the model's graded times (``Timing.in_kernels``);
+    without one, passes scaled from the reference by forward ``flops``. Settings the spec gives
+    are fixed; the planned ones are scaled by the largest common factor in (0, 1] whose cost
+    fits the budget, found by bisection (cost grows with every setting). ``Plan.options`` are
+    the sections' options with what the plan lowered.
     """
-    limit = budget_passes(budget, flops)
+    kernels = (timing.in_kernels() if isinstance(budget, str) and timing is not None
+               and timing.kernel else None)
+    limit = BUDGETS[budget] * REFERENCE_PASS if kernels else budget_passes(budget, flops)
     given = {name: options[name] for name in modules}
-    free = {name: {k: bound for k, bound in planned_settings(module, facts).items()
+    free = {name: {k: bound for k, bound in planned_settings(module, facts, given[name]).items()
                    if not _given(tables.get(name, {}), k)}
             for name, module in modules.items()}
     full = {name: _resolved(module, given[name], facts) for name, module in modules.items()}
@@ -244,7 +322,8 @@ def make_plan(modules: dict, options: dict, tables: dict[str, dict], facts: Fact
         return {name: _scaled(full[name], free[name], scale) for name in modules}
 
     def cost(options: dict) -> float:
-        return sum(p.total for p in _charged(modules, options, facts).values())
+        charged = _charged(modules, options, facts).values()
+        return sum(kernels.seconds(p) if kernels else p.total for p in charged)
 
     scale = 1.0
     if cost(options_at(1.0)) > limit:
@@ -254,8 +333,9 @@ def make_plan(modules: dict, options: dict, tables: dict[str, dict], facts: Fact
             low, high = (middle, high) if cost(options_at(middle)) <= limit else (low, middle)
         scale = low
     chosen = options_at(scale)
-    plan = Plan(budget=budget, budget_passes=limit, scale=scale,
-                passes=_charged(modules, chosen, facts))
+    plan = Plan(budget=budget, scale=scale, passes=_charged(modules, chosen, facts),
+                timing=timing, kernels=kernels, budget_kernels=limit if kernels else None,
+                budget_passes=max(1, int(limit / kernels.backward if kernels else limit)))
     for name, options in chosen.items():
         changed = {k: setting(options, k) for k in free[name]
                    if setting(options, k) != setting(full[name], k)}
@@ -356,8 +436,10 @@ def measure_timing(handle, rows: int | None = None) -> Timing:
     """Seconds per image of the forward pass, the forward-backward pass (gradient of the input)
     and the training pass (gradient of every weight), each the median of TIMING_REPEATS calls
     on one batch of ``rows`` random images after a first call, whose extra time is the cost of
-    one trace. By default TIMING_ROWS, or fewer when one backward pass of that many does not
-    fit the memory budget."""
+    one trace; one copy of the model (inputs/copies.py); and the reference kernel's seconds,
+    the median of one call before each of theirs.
+    By default TIMING_ROWS rows, or fewer when one backward pass of that many does not fit the
+    memory budget."""
     import tensorflow as tf
 
     from auditor.predict.batched import rows_per_pass
@@ -382,16 +464,55 @@ def measure_timing(handle, rows: int | None = None) -> Timing:
                           if g is not None])
         return tf.fill(tf.shape(images)[:1], total)  # one row per image, as replicas gather
 
+    from auditor.errors import ModelError
+    from auditor.inputs.copies import copy_model
+
+    kernel, kernels = reference_kernel(), []
     seconds = {}
     for name, fn in (("forward", handle.logits_fn), ("backward", gradient), ("train", train)):
         if name == "train" and not weights:
             continue
         first = _timed(run_batch, handle, fn, x)
-        seconds[name] = float(np.median([_timed(run_batch, handle, fn, x)
-                                         for _ in range(TIMING_REPEATS)])) / rows
+        calls = []
+        for _ in range(TIMING_REPEATS):  # each call beside a kernel: both see the same load
+            kernels.append(_timed(kernel))
+            calls.append(_timed(run_batch, handle, fn, x))
+        seconds[name] = float(np.median(calls)) / rows
         if name == "backward":
             seconds["trace"] = max(first - seconds[name] * rows, 0.0)
-    return Timing(**seconds)
+    kernels.append(_timed(kernel))
+    try:
+        seconds["copy"] = _timed(copy_model, handle.logits_model)
+    except ModelError:  # a model that cannot be copied: the sections that copy it say why
+        seconds["copy"] = None
+    return Timing(**seconds, kernel=float(np.median(kernels)))
+
+
+def reference_kernel():
+    """A fixed piece of work timed beside the model, whose time stands for the machine's speed
+    at that moment: the gradient through three 3x3 convolutions of 32 channels on 8 images of
+    32 x 32 (about 30 ms on this 2-core CPU). Returns it compiled and traced."""
+    import tensorflow as tf
+
+    draws = np.random.default_rng(0)
+    x = tf.constant(draws.uniform(0, 1, (8, 32, 32, 32)).astype(np.float32))
+    w = tf.constant(draws.normal(0, 0.1, (3, 3, 32, 32)).astype(np.float32))
+
+    @tf.function
+    def kernel():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            h = x
+            for _ in range(3):
+                h = tf.nn.relu(tf.nn.conv2d(h, w, 1, "SAME"))
+            score = tf.reduce_sum(h)
+        return tape.gradient(score, x)
+
+    def run():
+        kernel().numpy()
+
+    run()
+    return run
 
 
 def _timed(run, *args) -> float:

@@ -320,6 +320,7 @@ def regression_checks(summary: dict, baseline: dict | None, spec: dict[str, dict
     if baseline is None:
         return []
     checks = [data_check(summary, baseline)] if "data" in summary else []
+    checks.append(plan_check(summary, baseline))
     checks = [check for check in checks if check is not None]
     flagged = flagged_classes(summary)
     if flagged is None:
@@ -329,6 +330,34 @@ def regression_checks(summary: dict, baseline: dict | None, spec: dict[str, dict
         section="clever_hans", defaults=dict(NEWLY_FLAGGED.bounds),
         spec=spec_bounds(spec, NEWLY_FLAGGED.id))
     return checks + [NEWLY_FLAGGED.stamp(check, spec)]
+
+
+def plan_check(summary: dict, baseline: dict) -> Check | None:
+    """``baseline.plan``: a run whose compute plan chose other settings than the baseline's
+    (another budget, or a named budget sized on a model that now takes another time per pass)
+    warns, naming them: the figures that depend on samples and steps may change for that alone.
+    None (no check) when the settings are the same, or either run has no plan."""
+    if not summary.get("plan") or not baseline.get("plan"):
+        return None
+    now, before = _planned(summary["plan"]), _planned(baseline["plan"])
+    differences = [f"{name}.{key} {now.get(name, {}).get(key, 'default')} against the "
+                   f"baseline's {before.get(name, {}).get(key, 'default')}"
+                   for name in sorted({*now, *before})
+                   for key in sorted({*now.get(name, {}), *before.get(name, {})})
+                   if now.get(name, {}).get(key) != before.get(name, {}).get(key)]
+    if not differences:
+        return None
+    shown = "; ".join(differences[:4]) + (f"; {len(differences) - 4} more"
+                                          if len(differences) > 4 else "")
+    return Check("baseline.plan", "warn", False, {}, None,
+                 f"the compute plan chose other settings than the baseline's ({shown}): the "
+                 "changes against it mix the model's with the settings'; give both runs the "
+                 "same --budget, or set these in the spec", "", gated=True)
+
+
+def _planned(block: dict) -> dict[str, dict]:
+    """{section: {setting: value}} the plan lowered (the sections ``instead_of`` names)."""
+    return {name: block.get(name, {}) for name in block.get("instead_of", {})}
 
 
 def data_check(summary: dict, baseline: dict) -> Check | None:

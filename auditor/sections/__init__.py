@@ -52,7 +52,8 @@ def _range_words(summary: dict, check: dict) -> str | None:
 
 # Checks of the run itself: the input-range probe, skipped files and the folder mapping
 # (checks/data.py), non-finite weights (checks/weights.py), a section or its figures that
-# crashed, and the baseline's data and comparison of Clever Hans suspects (runs/baseline.py).
+# crashed, and the baseline's data, its planned settings and the comparison of Clever Hans
+# suspects (runs/baseline.py).
 # All are about the model and its data.
 RUN_CHECKS = (
     Declared("model.input_range", what="input range the model expects",
@@ -62,6 +63,7 @@ RUN_CHECKS = (
     Declared("model.weights", what="every weight of the model is finite",
              bounds={"fail_above": 0}),
     Declared("baseline.data", what="the baseline was measured on the same data"),
+    Declared("baseline.plan", what="the baseline ran with the same planned settings"),
     Declared("*.run", what="a section ran"),
     Declared("*.view", what="a section's figures were drawn"),
     NEWLY_FLAGGED := Declared("newly_flagged_classes", bounds={"fail_above": 0},

@@ -17,7 +17,7 @@ from auditor.checks.declared import Declared, spec_bounds
 from auditor.errors import AuditorError, ConfigError
 from auditor.methods.attribution.reliability import BOUNDS as RELIABILITY_BOUNDS
 from auditor.methods.topk import most_confident_mistakes
-from auditor.predict.plan import Coarsest, Facts, Passes
+from auditor.predict.plan import Facts, Passes
 from auditor.sections.base import (
     Context,
     KeyFigure,
@@ -109,41 +109,26 @@ class Options:
 
 # The compute plan (auditor.predict.plan) may lower these, never below the floor: 4 samples
 # still give a rank correlation per method and stage, and 2 stages the top layer and all layers
-# randomised; 8 samples and 8 steps a deletion curve. The methods' own costs are planned too:
-# 8 path steps of Integrated Gradients (the completeness error the section reports shows what a
-# coarse path costs; Sundararajan et al. 2017 find 20 to 300 steps within 5%), 8 noisy copies
-# of SmoothGrad, SquareGrad and VarGrad and 8 GradientSHAP draws (Smilkov et al. 2017: the
-# maps sharpen up to about 50, and 8 already average out most of the noise), 256 RISE masks
-# (Petsiuk et al. 2018 use 4,000-8,000; fewer leave grid noise, visible in the figure), and an
-# occlusion patch of at most a quarter of the image's side (a 7 x 7 grid of half-overlapping
-# patches still says which part of the image the score needs).
+# randomised; 8 samples and 8 steps a deletion curve. The methods' own options are planned
+# too, as each method declares them in the registry (``Method.planned``).
 PLANNED = {"sanity_samples": 4, "sanity_stages": 2, "faithfulness_samples": 8,
-           "faithfulness_steps": 8, "integrated_gradients.steps": 8, "smoothgrad.samples": 8,
-           "squaregrad.samples": 8, "vargrad.samples": 8, "gradient_shap.samples": 8,
-           "rise.masks": 256}
+           "faithfulness_steps": 8}
 
 
-def planned(facts: Facts) -> dict:
-    """PLANNED, and the occlusion patch's largest side for this input."""
-    return PLANNED | {"occlusion.patch": Coarsest(max(2, min(facts.input_shape[:2]) // 4))}
+def planned(facts: Facts, options: Options) -> dict:
+    """PLANNED, and the planned options of the methods the section runs, for this input."""
+    from auditor.methods.attribution.registry import planned_bounds
+
+    return PLANNED | planned_bounds(options.methods, facts.input_shape)
 
 
 def resolve(options: Options, facts: Facts) -> Options:
     """The options with each planned method option's default written out (the occlusion
     patch's 0 as the side it stands for), so that the plan can scale it."""
-    from auditor.methods.attribution.occlusion import patch_geometry
-    from auditor.methods.attribution.registry import METHODS
+    from auditor.methods.attribution.registry import planned_written
 
-    method_options = {m: dict(v) for m, v in options.method_options.items()}
-    for key in planned(facts):
-        method, _, option = key.partition(".")
-        if option and method in options.methods and method in METHODS:
-            given = method_options.setdefault(method, {})
-            given.setdefault(option, METHODS[method].options[option][0])
-    if "occlusion" in method_options and "patch" in method_options["occlusion"]:
-        patch = method_options["occlusion"]["patch"]
-        method_options["occlusion"]["patch"] = patch_geometry((1, *facts.input_shape), patch, 1)[0]
-    return dataclasses.replace(options, method_options=method_options)
+    return dataclasses.replace(options, method_options=planned_written(
+        options.methods, options.method_options, facts.input_shape))
 
 
 # The reliability card is a step the pipeline runs before the sections, configured by this

@@ -174,7 +174,7 @@ def passes(options: Options, facts: Facts) -> Passes:
     copy_classes = min(options.copy_classes or facts.classes, facts.classes)
     tuning = Passes(forward=train if copies else 0,
                     train=copies * options.steps * options.batch_size,
-                    traces=2 + 3 * len(methods))
+                    traces=2 + 3 * len(methods), copies=copies)
     # each copy's predictions on the held-out images with each shortcut, and clean (the
     # control's once for all its probes)
     clean_and_marked = (measures + len(options.shortcuts) + options.control) * held

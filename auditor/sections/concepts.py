@@ -72,8 +72,8 @@ PLANNED = {"sample": 30, "removal_images": 4, "survival_images": 8, "icon_steps"
 
 def passes(options: Options, facts: Facts) -> Passes:
     """Per layer: the sample and each mistake twice (predicted, true) forward-backward; each
-    group's removal and random removals forward; the randomised copy forward. The icons: one
-    forward-backward per group per step."""
+    group's removal and random removals forward; the randomised copy (one copy of the model
+    per layer) forward. The icons: one forward-backward per group per step."""
     layers = max(1, len(options.layers) or 2)
     sample = min(options.sample, facts.images)
     mistakes = min(options.mistakes, facts.wrong)
@@ -82,7 +82,8 @@ def passes(options: Options, facts: Facts) -> Passes:
                        backward=sample + 2 * mistakes, traces=4)
     icons = Passes(backward=options.icon_steps * options.groups * layers, traces=1)
     return Passes(per_layer.forward * layers, per_layer.backward * layers,
-                  per_layer.traces * layers) + icons
+                  per_layer.traces * layers,
+                  copies=layers if options.survival_images else 0) + icons
 
 
 def check_model(model, options: Options) -> None:

@@ -101,7 +101,8 @@ def passes(options, facts: Facts) -> Passes:
     counted whenever the copy can be made, which methods/attribution/shifted.py does for most
     models), and on the faithfulness samples, whose deletion and insertion curves (for each
     method and a random map) and the complete methods' completeness are forward passes. Each
-    method is traced on the model, on the randomised copy and on the shifted copy."""
+    method is traced on the model, on the randomised copy and on the shifted copy; three copies
+    of the model are made (the randomised one, and the shifted one's two)."""
     from auditor.methods.attribution import METHODS
 
     samples = min(options.faithfulness_samples, facts.images)
@@ -111,7 +112,8 @@ def passes(options, facts: Facts) -> Passes:
     sanity = min(options.sanity_samples, facts.images)
     check = 3 * sanity  # the shifted copy's logits checked against the model's
     return (_explain(options, facts, samples)
-            + Passes(forward=curves + completeness + check, traces=3 * len(options.methods) + 2)
+            + Passes(forward=curves + completeness + check, traces=3 * len(options.methods) + 2,
+                     copies=3)
             + _explain(options, facts, sanity, options.sanity_stages + 1 + 2))
 
 

@@ -20,13 +20,24 @@ import numpy as np
 
 from auditor.errors import AuditorError
 from auditor.methods.attribution import gradient  # noqa: F401  (registers the default base)
-from auditor.methods.attribution.registry import METHODS, Method, blocks, register_wrapper
+from auditor.methods.attribution.registry import (
+    METHODS,
+    Method,
+    Planned,
+    blocks,
+    register_wrapper,
+)
 
 NOISE_OPTIONS = {
     "samples": (16, "noisy copies per image"),
     "noise": (0.15, "noise standard deviation as a fraction of the image's value range"),
     "seed": (0, "seed of the noise draws"),
 }
+
+# The compute plan may lower the noisy copies to 8 (Smilkov et al. 2017: the maps sharpen up to
+# about 50, and 8 already average out most of the noise); the wrapped method's own planned
+# options are planned as its.
+PLANNED_NOISE = {"samples": Planned(floor=8)}
 
 # mode: (how the maps of the copies are summarised, the gradient version's description)
 MODES = {
@@ -81,7 +92,8 @@ def summarise(mode: str, mean: np.ndarray, square: np.ndarray) -> np.ndarray:
 
 def tunnel(mode: str, base: Method, name: str, description: str | None = None) -> Method:
     """The method ``mode`` over ``base``: the noise options plus the base's; its facts follow
-    from the base's (a mean of linear maps is linear; squares and variances carry no sign)."""
+    from the base's (a mean of linear maps is linear; squares and variances carry no sign; the
+    plan may lower the copies and what it may change of the base)."""
     names = base_option_names(base)
 
     def own(options: dict) -> dict:
@@ -101,7 +113,9 @@ def tunnel(mode: str, base: Method, name: str, description: str | None = None) -
                   cost=cost, forward_only=base.forward_only,
                   per_sample=tuple(new for new, old in names.items() if old in base.per_sample),
                   signed=mode == "smoothgrad" and base.signed,
-                  linear=mode == "smoothgrad" and base.linear, needs_layer=base.needs_layer)
+                  linear=mode == "smoothgrad" and base.linear, needs_layer=base.needs_layer,
+                  planned=PLANNED_NOISE | {new: base.planned[old] for new, old in names.items()
+                                           if old in base.planned})
 
 
 def register_modes() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from auditor.errors import AuditorError
-from auditor.methods.attribution.registry import blocks, register, run_scores
+from auditor.methods.attribution.registry import Planned, blocks, register, run_scores
 
 
 def patch_geometry(shape: tuple, patch: int, stride: int) -> tuple[int, int]:
@@ -57,6 +57,12 @@ def positions(options: dict, shape: tuple) -> int:
     cost=positions,
     forward_only=True,
     linear=True,
+    # The compute plan may coarsen the patch to a quarter of the image's shorter side at most:
+    # a 7 x 7 grid of half-overlapping patches still says which part of the image the score
+    # needs.
+    planned={"patch": Planned(most=lambda shape: max(2, min(shape[:2]) // 4),
+                              written=lambda patch, shape: patch_geometry((1, *shape), patch,
+                                                                          1)[0])},
 )
 def occlusion(handle, x, targets, contrast, score, budget, patch, stride, fill):
     patch, stride = patch_geometry(x.shape, patch, stride)

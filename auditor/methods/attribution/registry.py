@@ -28,6 +28,18 @@ from auditor.predict.distribute import run_batch
 SCORES = ("logit", "softmax", "log_softmax")
 
 
+@dataclass(frozen=True)
+class Planned:
+    """How the compute plan may change one of a method's options: scale it down, never below
+    ``floor``; or, for an option whose cost falls as it grows (occlusion's patch), raise it,
+    never above ``most(input_shape)``. ``written(value, input_shape)`` is the value a default
+    stands for (occlusion's patch 0 as the side it is), so that the plan can scale it."""
+
+    floor: int = 1
+    most: Callable[[tuple], int] | None = None
+    written: Callable[[object, tuple], int] | None = None
+
+
 @dataclass
 class Method:
     """A registered method and the facts the report and the tests go by: a new method is shown
@@ -45,6 +57,7 @@ class Method:
     needs_layer: bool = False  # works on a convolutional layer (a model without one: error)
     complete: bool = False  # maps sum to score(x) - score(zeros) (Sundararajan et al.)
     needs_attention: bool = False  # reads attention layers (a model without any: error)
+    planned: dict[str, Planned] = field(default_factory=dict)  # options the plan may change
 
     def rows_per_sample(self, options: dict, shape: tuple) -> int:
         return int(self.cost(options, shape) if callable(self.cost) else self.cost)
@@ -82,7 +95,7 @@ def register(name: str, description: str, options: dict[str, tuple[object, str]]
              **facts):
     """Decorator that adds a method to the registry under ``name``; ``facts`` are Method's
     other fields (cost, forward_only, per_sample, signed, linear, needs_layer, complete,
-    needs_attention)."""
+    needs_attention, planned)."""
 
     def add(fn: Callable) -> Callable:
         METHODS[name] = Method(name, description, fn, options or {}, **facts)
@@ -240,6 +253,10 @@ def describe_methods() -> str:
                   f"  cost: {cost} {kind}{'es' if cost != 1 else ''} per image{where}"]
         for option, (default, text) in entry.options.items():
             lines.append(f"  {f'{option} = {default!r}':<22}{text}")
+        planned = [f"{option} up to {fact.most((224, 224, 3))} at 224 px" if fact.most else
+                   f"{option} down to {fact.floor}" for option, fact in entry.planned.items()]
+        if planned:
+            lines.append(f"  the compute plan may set: {', '.join(planned)}")
         lines.append("")
     lines += [f"Wrappers: {', '.join(sorted(WRAPPERS))} apply to any method: name one "
               f"WRAPPER{WRAP}METHOD (e.g. smoothgrad{WRAP}integrated_gradients). It takes the "
@@ -249,6 +266,31 @@ def describe_methods() -> str:
               f"Scores (score=): {', '.join(SCORES)}; logit by default, a softmax head is "
               "stripped. Every method takes contrast= (explain target minus contrast class)."]
     return "\n".join(lines)
+
+
+def planned_bounds(methods: list[str], shape: tuple) -> dict:
+    """{"METHOD.OPTION": floor, or Coarsest(most)} of every planned option of ``methods`` (known
+    ones; the section's validation names the others) for images of ``shape`` (H, W, C): what
+    the compute plan may change."""
+    from auditor.predict.plan import Coarsest
+
+    return {f"{name}.{option}": Coarsest(fact.most(shape)) if fact.most else fact.floor
+            for name in methods if name in METHODS
+            for option, fact in METHODS[name].planned.items()}
+
+
+def planned_written(methods: list[str], method_options: dict, shape: tuple) -> dict:
+    """``method_options`` with the value of every planned option of ``methods`` written out:
+    the spec's, else the method's default, as ``Planned.written`` resolves it."""
+    written = {m: dict(v) for m, v in method_options.items()}
+    for name in methods:
+        if name not in METHODS or not METHODS[name].planned:
+            continue
+        entry, given = METHODS[name], written.setdefault(name, {})
+        for option, fact in entry.planned.items():
+            value = given.get(option, entry.options[option][0])
+            given[option] = fact.written(value, shape) if fact.written else value
+    return written
 
 
 def attribution_rows(methods: list[str], images: int, shape: tuple,
