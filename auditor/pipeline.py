@@ -316,8 +316,7 @@ def run_audit(config: AuditConfig, not_run: dict[str, str] | None = None) -> Aud
             tick = time.perf_counter()
             results = draw_views(results, dataset, work)
             timings["figures"] = time.perf_counter() - tick
-        checks = run_checks(config, loaded, predictions, results, baseline, plan)
-        checks += not_run_checks(not_run or {}, config.checks)
+        checks = run_checks(config, loaded, predictions, results, baseline, plan, not_run)
         timings["total"] = time.perf_counter() - started
         spent = sum(result.seconds for result in results) + steps_seconds
         write_outputs(work, RunOutputs(config, handle, dataset, results, checks, timings, now,
@@ -346,10 +345,10 @@ def output_path(config: AuditConfig, loaded: Inputs, baseline_run, now, chief: b
 
 
 def run_checks(config: AuditConfig, loaded: Inputs, predictions, results, baseline,
-               plan=None) -> list:
+               plan=None, not_run: dict[str, str] | None = None) -> list:
     """Every check of the run, each with its declared kind: the input-range probe's, the
-    weights', the data's, the sections', and those against the baseline (its data and the
-    settings its ``plan`` chose)."""
+    weights', the data's, the sections', those against the baseline (its data and the
+    settings its ``plan`` chose), and a skipped one per section its caller left ``not_run``."""
     dataset = loaded.dataset
     checks = (loaded.probe_checks + weight_checks(loaded.handle)
               + data_checks(dataset, predictions))
@@ -359,13 +358,9 @@ def run_checks(config: AuditConfig, loaded: Inputs, predictions, results, baseli
     if plan is not None:
         sections_summary["plan"] = plan.to_summary()
     checks += regression_checks(sections_summary, baseline, config.checks)
+    checks += [Check(f"{name}.run", "skipped", None, {}, None, reason, name)  # never a pass
+               for name, reason in (not_run or {}).items()]
     return stamp_run_checks(checks, config.checks)
-
-
-def not_run_checks(not_run: dict[str, str], spec: dict) -> list[Check]:
-    """A ``skipped`` check per section left out and why: listed in the run, never a pass."""
-    return stamp_run_checks([Check(f"{name}.run", "skipped", None, {}, None, reason, name)
-                             for name, reason in not_run.items()], spec)
 
 
 def check_baseline_classes(baseline_run, class_names: list[str]) -> None:
