@@ -23,8 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from architectures import FAMILIES, application, hub_vit_classifier  # noqa: E402
-from test_zoo import nested  # noqa: E402
+from architectures import FAMILIES, application, hub_vit_classifier, nested  # noqa: E402
 from zoo_audit import audit_everything, outcomes  # noqa: E402
 
 MODELS = [*FAMILIES, *(f"nested {family}" for family in FAMILIES), "hub_vit"]

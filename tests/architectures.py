@@ -108,6 +108,18 @@ def application(family: str, size: int | None = None, classes: int = 3, seed: in
     return build(input_shape=(size, size, 3), weights=None, classes=classes, **options)
 
 
+def nested(family: str, classes: int = 3):
+    """The family as a backbone (no top, average-pooled) nested under a Dense head, as a model
+    is fine-tuned on new classes."""
+    import keras
+
+    backbone = application(family, classes=classes)
+    backbone = keras.Model(backbone.inputs, backbone.layers[-2].output, name="backbone")
+    inputs = keras.Input(backbone.inputs[0].shape[1:])
+    head = keras.layers.Dense(classes, activation="softmax", name="head")
+    return keras.Model(inputs, head(backbone(inputs)), name=f"nested_{family}")
+
+
 def without_biases(model):
     """``model`` with every additive constant zeroed in place (biases, BatchNormalization's and
     LayerNormalization's shifts, moving means, a ViT's class token and position embedding): a

@@ -122,7 +122,7 @@ def rgb_model_path(tmp_path_factory):
 
     folder = built_once(tmp_path_factory, "rgb",
                         lambda folder: train_rgb(rgb_cnn(), folder / "rgb.keras", epochs=8))
-    return folder / "rgb.keras"
+    return str(folder / "rgb.keras")
 
 
 @pytest.fixture(scope="session")

@@ -357,15 +357,17 @@ def test_steps_per_call_fill_about_a_second_after_a_first_step_alone():
     assert steps_per_call([(1, 0.0)]) == MAX_STEPS_PER_CALL
 
 
-def test_a_signal_noted_during_a_call_stops_the_render_after_that_call(digits_handle,
+def test_a_signal_noted_during_a_call_stops_the_render_after_that_call(digits_model_path,
                                                                        monkeypatch):
     """SIGTERM's Python handler runs only between compiled calls: the render stops after the
     call during which the signal came, not after the whole stretch to the next snapshot."""
     import signal
 
     from auditor.errors import Interrupted
+    from auditor.inputs.models import load_model
     from auditor.methods.featureviz.render import render
 
+    digits_handle = load_model(str(digits_model_path))  # its own: one compiled render loop
     objective = objectives.class_logit([1, 2])
     render(digits_handle, objective, Pixels(digits_handle.input_shape), count=2, loop=Loop(steps=1))
     key = next(k for k in digits_handle.compiled if k[0] == "featureviz")

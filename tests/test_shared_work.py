@@ -86,6 +86,11 @@ def test_a_section_can_change_neither_a_step_s_result_nor_another_section_s(digi
         result.data.for_pred[0, 0, 0, 0] = 0.0
     with pytest.raises(FrozenInstanceError):  # its figures' data is sealed too
         result.data.for_pred = None
+    check = result.checks[0]  # and its verdicts: a changed verdict is a new check
+    with pytest.raises(FrozenInstanceError):
+        check.status = "pass"
+    with pytest.raises(TypeError):
+        check.threshold["warn_below"] = 0.0
     drawn = run_section("attribution", ctx)  # its own copy of the card, the step's unchanged
     assert drawn.error is None
     assert drawn.summary["attribution"]["reliability"] == plain(card.card)

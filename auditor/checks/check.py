@@ -13,8 +13,10 @@ reliability card and, unless the spec opts one in (``gate = true``), do not: ``i
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import asdict, dataclass, field
+import types
+from dataclasses import dataclass, field
 from typing import Any
 
 from auditor.errors import ConfigError
@@ -39,9 +41,10 @@ def judged(checks: list[dict]) -> list[dict]:
     return [c for c in checks if c["status"] != "pass" or c.get("gated", True)]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Check:
-    """One verdict as summary.json, the Markdown and JUnit outputs list it."""
+    """One verdict as summary.json, the Markdown and JUnit outputs list it; read-only once made
+    (a changed verdict is a new check: ``dataclasses.replace``), like the results that hold it."""
 
     id: str
     status: str
@@ -54,9 +57,13 @@ class Check:
     kind: str = "model"  # model or explanation (checks/declared.py)
     in_verdict: bool = True  # counts for the verdict and the exit code
 
+    def __post_init__(self):
+        object.__setattr__(self, "threshold", types.MappingProxyType(dict(self.threshold)))
+
     def to_dict(self) -> dict[str, Any]:
         """The summary.json form, with the change against the baseline when both are numbers."""
-        record = asdict(self)
+        record = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        record["threshold"] = dict(self.threshold)
         record["change"] = change(self.value, self.baseline)
         return record
 
@@ -168,8 +175,7 @@ def evaluate_new_items(check_id: str, items: list | None, baseline_items: list |
     left = f"; no longer: {', '.join(map(str, gone))}" if gone else ""
     result = evaluate(check_id, len(new), message=f"{len(new)} {what}{listed}{left}",
                       section=section, defaults=defaults, spec=spec)
-    result.value, result.baseline = list(items), list(baseline_items)
-    return result
+    return dataclasses.replace(result, value=list(items), baseline=list(baseline_items))
 
 
 def _short(value: Any) -> str:

@@ -11,6 +11,7 @@ chance of always answering each label's more frequent side.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -166,11 +167,13 @@ def input_range_check(result: ProbeResult, overrides_hint: bool, spec: dict | No
     check = evaluate(CHECK, margin, message=message, section="run", defaults=defaults,
                      spec=spec)
     if check.status == "warn":
-        check.message += f": the ranges cannot be told apart on this data; set {flag}"
+        return dataclasses.replace(check, message=check.message + (
+            f": the ranges cannot be told apart on this data; set {flag}"))
     at_chance = best <= result.chance + sampling_error(result.chance, result.samples)
     if at_chance and check.status == "pass":
-        check.status = "warn"
-        check.message = (f"{message}: even the best range is no better than always answering "
-                         f"the most frequent class ({result.chance:.1%}); the model may not "
-                         f"fit this data, or it expects a range not tried: set {flag}")
+        return dataclasses.replace(
+            check, status="warn",
+            message=(f"{message}: even the best range is no better than always answering "
+                     f"the most frequent class ({result.chance:.1%}); the model may not "
+                     f"fit this data, or it expects a range not tried: set {flag}"))
     return check

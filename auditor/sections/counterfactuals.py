@@ -3,6 +3,7 @@ the model right, and whether that change lies where the contrastive saliency map
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,11 +111,13 @@ def success_check(found: int, count: int, spec: dict):
     check = SUCCESS.judge(found / count, checks=spec, section=NAME,
                           message=f"counterfactuals found for {found} of {count} mistakes")
     if found == 0:
-        check.status = "error"
-        check.message += (": not measurable, the search never reached the true class (zero or "
-                          "saturated gradients, or too few steps)")
-    elif check.status != "pass":
-        check.message += ": far fewer than the mistakes, the gradients lead nowhere for most"
+        return dataclasses.replace(
+            check, status="error",
+            message=check.message + (": not measurable, the search never reached the true "
+                                     "class (zero or saturated gradients, or too few steps)"))
+    if check.status != "pass":
+        return dataclasses.replace(check, message=check.message + (
+            ": far fewer than the mistakes, the gradients lead nowhere for most"))
     return check
 
 

@@ -5,6 +5,7 @@ labels and false alarms per label, and the images with the most confident wrong 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 
@@ -217,11 +218,11 @@ def accuracy_check(metrics: dict, before: dict, spec: dict) -> Check:
     absolute = any(k.endswith(("below", "above")) for k in check.threshold)
     if chance is not None and not absolute and check.status == "pass" and accuracy <= chance:
         top = (metrics.get("prediction_spread") or {}).get("top") or [{}]
-        check.status, check.gated = "fail", True
-        check.message = (f"accuracy {accuracy:.2%} is no better than chance: always answering "
-                         f"the most frequent class gets {chance:.2%}"
-                         + (f" (the model answers '{top[0]['class']}' for {top[0]['share']:.0%} "
-                            "of the images)" if top[0] else ""))
+        message = (f"accuracy {accuracy:.2%} is no better than chance: always answering "
+                   f"the most frequent class gets {chance:.2%}"
+                   + (f" (the model answers '{top[0]['class']}' for {top[0]['share']:.0%} "
+                      "of the images)" if top[0] else ""))
+        return dataclasses.replace(check, status="fail", gated=True, message=message)
     return check
 
 
@@ -239,7 +240,8 @@ def share_check(spread: dict, spec: dict) -> Check:
                         message=f"{words} (excess {spread['excess_share']:.2f} of the way to one "
                                 "class for everything)")
     if check.status != "pass":
-        check.message += ": the predictions have collapsed onto one class"
+        return dataclasses.replace(
+            check, message=check.message + ": the predictions have collapsed onto one class")
     return check
 
 
@@ -274,9 +276,10 @@ def health_checks(metrics: dict, spec: dict) -> list[Check]:
         if check.status != "pass":
             moved = ", ".join(f"output {m['output']} behaves as '{m['is']}'"
                               for m in order["moved"][:4])
-            check.message += (f": the model's class order does not match the data's ({moved}"
-                              f"{', ...' if len(order['moved']) > 4 else ''}); set class_names = "
-                              f"{json.dumps(order['class_names'])} in the spec")
+            check = dataclasses.replace(check, message=check.message + (
+                f": the model's class order does not match the data's ({moved}"
+                f"{', ...' if len(order['moved']) > 4 else ''}); set class_names = "
+                f"{json.dumps(order['class_names'])} in the spec"))
         checks.append(check)
     return checks
 
@@ -397,7 +400,8 @@ def multilabel_checks(block: dict, baseline: dict | None, spec: dict) -> list[Ch
             message=f"label '{name}': average precision {m['average_precision']:.2f} against "
                     f"{m['prevalence']:.2f} for a random ranking")
         if check.status != "pass":
-            check.message += ": the model ranks this label no better than chance"
+            check = dataclasses.replace(
+                check, message=check.message + ": the model ranks this label no better than chance")
         checks.append(check)
     return checks
 
