@@ -70,7 +70,6 @@ def test_a_run_check_without_a_section_is_a_model_check():
     assert (stamped.kind, stamped.in_verdict) == ("model", False)
 
 
-@pytest.mark.slow
 def test_a_healthy_model_trained_elsewhere_passes_its_verdict(rgb_model_path, tmp_path):
     """Not the demo and not what the bounds were tuned on: an RGB CNN on photo composites.
     Its model checks pass, so the run exits 0, while the card's explanation checks are listed

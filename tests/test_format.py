@@ -52,7 +52,6 @@ def drawing_counted(monkeypatch):
     return drawn
 
 
-@pytest.mark.slow
 def test_without_html_no_section_draws_a_figure(tmp_path, digits_model_path, drawing_counted):
     from auditor.configure import make_config
     from auditor.pipeline import run_audit

@@ -31,6 +31,33 @@ SMALL_CARD = {"methods": ["gradient", "saliency"], "examples": 2, "sanity_sample
               "compare_layers": 0}
 
 
+def assert_read_only(result) -> None:
+    """A section's result as the pipeline holds it: its summary, its figures' data and its
+    checks cannot be changed, down to the nested values."""
+    from dataclasses import FrozenInstanceError
+
+    import pytest
+
+    with pytest.raises(TypeError):
+        result.summary["contrastive"] = {}
+    block = result.summary["contrastive"]  # read-only all the way down, not only at the top
+    with pytest.raises(TypeError):
+        block["method"] = "occlusion"
+    with pytest.raises(TypeError):
+        block["examples"][0]["true"] = "someone else"
+    with pytest.raises(AttributeError):
+        block["examples"].append({})
+    with pytest.raises(ValueError, match="read-only"):
+        result.data.for_pred[0, 0, 0, 0] = 0.0
+    with pytest.raises(FrozenInstanceError):  # its figures' data is sealed too
+        result.data.for_pred = None
+    check = result.checks[0]  # and its verdicts: a changed verdict is a new check
+    with pytest.raises(FrozenInstanceError):
+        check.status = "pass"
+    with pytest.raises(TypeError):
+        check.threshold["warn_below"] = 0.0
+
+
 def test_a_section_can_change_neither_a_step_s_result_nor_another_section_s(digits_handle,
                                                                           tmp_path):
     """The steps' results are read-only all the way down (arrays, mappings), and so is what a
@@ -73,24 +100,7 @@ def test_a_section_can_change_neither_a_step_s_result_nor_another_section_s(digi
         ctx.steps.card = None
     result = run_section("contrastive", ctx)
     assert result.error is None and result.summary["contrastive"]["method_from_card"]
-    with pytest.raises(TypeError):
-        result.summary["contrastive"] = {}
-    block = result.summary["contrastive"]  # read-only all the way down, not only at the top
-    with pytest.raises(TypeError):
-        block["method"] = "occlusion"
-    with pytest.raises(TypeError):
-        block["examples"][0]["true"] = "someone else"
-    with pytest.raises(AttributeError):
-        block["examples"].append({})
-    with pytest.raises(ValueError, match="read-only"):
-        result.data.for_pred[0, 0, 0, 0] = 0.0
-    with pytest.raises(FrozenInstanceError):  # its figures' data is sealed too
-        result.data.for_pred = None
-    check = result.checks[0]  # and its verdicts: a changed verdict is a new check
-    with pytest.raises(FrozenInstanceError):
-        check.status = "pass"
-    with pytest.raises(TypeError):
-        check.threshold["warn_below"] = 0.0
+    assert_read_only(result)
     drawn = run_section("attribution", ctx)  # its own copy of the card, the step's unchanged
     assert drawn.error is None
     assert drawn.summary["attribution"]["reliability"] == plain(card.card)

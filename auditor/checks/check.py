@@ -60,6 +60,13 @@ class Check:
     def __post_init__(self):
         object.__setattr__(self, "threshold", types.MappingProxyType(dict(self.threshold)))
 
+    def noted(self, note: str) -> Check:
+        """This check with ``note`` (what its failing means) added to its message unless it
+        passed: a new check, since a check is read-only."""
+        if self.status == "pass":
+            return self
+        return dataclasses.replace(self, message=self.message + note)
+
     def to_dict(self) -> dict[str, Any]:
         """The summary.json form, with the change against the baseline when both are numbers."""
         record = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

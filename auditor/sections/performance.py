@@ -239,10 +239,7 @@ def share_check(spread: dict, spec: dict) -> Check:
     check = SHARE.judge(spread["excess_share"], checks=spec, section=NAME,
                         message=f"{words} (excess {spread['excess_share']:.2f} of the way to one "
                                 "class for everything)")
-    if check.status != "pass":
-        return dataclasses.replace(
-            check, message=check.message + ": the predictions have collapsed onto one class")
-    return check
+    return check.noted(": the predictions have collapsed onto one class")
 
 
 def health_checks(metrics: dict, spec: dict) -> list[Check]:
@@ -252,9 +249,8 @@ def health_checks(metrics: dict, spec: dict) -> list[Check]:
         value = metrics["kappa"]
         checks.append(KAPPA.judge(
             value, checks=spec, section=NAME,
-            message=f"agreement with the labels beyond chance (Cohen's kappa) {value:.2f}"))
-        if checks[-1].status != "pass":
-            checks[-1].message += ": the predictions are close to chance level"
+            message=f"agreement with the labels beyond chance (Cohen's kappa) {value:.2f}",
+        ).noted(": the predictions are close to chance level"))
     spread = metrics.get("prediction_spread")
     if spread:
         top = ", ".join(f"'{t['class']}' {t['share']:.0%}" for t in spread["top"][:2])
@@ -262,9 +258,7 @@ def health_checks(metrics: dict, spec: dict) -> list[Check]:
             spread["ratio"], checks=spec, section=NAME,
             message=f"predictions use {spread['predicted_classes']:.1f} of the data's "
                     f"{spread['data_classes']:.1f} classes (effective numbers; most predicted: "
-                    f"{top})"))
-        if checks[-1].status != "pass":
-            checks[-1].message += ": the predictions have collapsed onto a few classes"
+                    f"{top})").noted(": the predictions have collapsed onto a few classes"))
         if "excess_share" in spread:
             checks.append(share_check(spread, spec))
     order = metrics.get("class_order")
@@ -399,10 +393,7 @@ def multilabel_checks(block: dict, baseline: dict | None, spec: dict) -> list[Ch
             lift, checks=spec, section=NAME, name=name,
             message=f"label '{name}': average precision {m['average_precision']:.2f} against "
                     f"{m['prevalence']:.2f} for a random ranking")
-        if check.status != "pass":
-            check = dataclasses.replace(
-                check, message=check.message + ": the model ranks this label no better than chance")
-        checks.append(check)
+        checks.append(check.noted(": the model ranks this label no better than chance"))
     return checks
 
 
