@@ -201,7 +201,7 @@ MIRRORED_CHILD = textwrap.dedent("""
 """)
 
 VOLATILE = {"created", "timings", "config", "distribution"}  # top-level keys about the run
-MEASURED = {"seconds", "estimated_seconds", "estimates"}  # times, wherever they are
+MEASURED = {"seconds", "estimated_seconds", "estimates", "timing"}  # times, wherever they are
 
 
 def assert_same_figures(a, b, where="summary"):
