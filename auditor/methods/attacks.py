@@ -101,6 +101,16 @@ def _attack(handle, x, labels, epsilon, targets, *, steps, step_ratio, random_st
     return chunked(handle, run, x, labels, targets, epsilon, noise, rows=rows)
 
 
+
+def linf_start(x, epsilon, noise):
+    """The L-infinity ball of radius ``epsilon`` (one per image) around ``x``, clipped to the
+    valid range, and a random start inside it: (eps broadcast to the images, low, high, start)."""
+    import tensorflow as tf
+
+    eps = tf.reshape(epsilon, [-1] + [1] * (len(x.shape) - 1))
+    low, high = tf.maximum(x - eps, 0.0), tf.minimum(x + eps, 1.0)
+    return eps, low, high, tf.clip_by_value(x + noise * eps, low, high)
+
 def succeeded(logits, labels, targets):
     """Per-sample success: the target class wins when there is one (>= 0), else any wrong
     class wins."""
@@ -137,9 +147,7 @@ def _compiled_attack(handle):
     @tf.function(input_signature=[images, per_sample, per_sample, tf.TensorSpec([None], tf.float32),
                                   images, tf.TensorSpec([], tf.int32), scalar])
     def attack(x, labels, targets, epsilon, noise, steps, step_fraction):
-        eps = tf.reshape(epsilon, [-1] + [1] * (len(x.shape) - 1))
-        low, high = tf.maximum(x - eps, 0.0), tf.minimum(x + eps, 1.0)
-        adv = tf.clip_by_value(x + noise * eps, low, high)
+        eps, low, high, adv = linf_start(x, epsilon, noise)
         done = tf.zeros(tf.shape(labels), tf.bool)
         for _ in tf.range(steps):
             with tf.GradientTape() as tape:
@@ -233,9 +241,7 @@ def _label_set_loop(handle, cuts, steps: int, step_ratio: float):
 
     @tf.function(reduce_retracing=True)
     def run(x, signs, epsilon, noise):  # one block of one replica
-        eps = tf.reshape(epsilon, [-1] + [1] * (len(x.shape) - 1))
-        low, high = tf.maximum(x - eps, 0.0), tf.minimum(x + eps, 1.0)
-        adv = tf.clip_by_value(x + noise * eps, low, high)
+        eps, low, high, adv = linf_start(x, epsilon, noise)
         done = tf.zeros(tf.shape(epsilon), tf.bool)
         for _ in tf.range(steps):
             with tf.GradientTape() as tape:
