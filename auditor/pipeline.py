@@ -102,7 +102,7 @@ def run_steps(names, inputs: RunInputs, options: ResolvedOptions, log: SectionLo
     for step in STEPS:
         needing = {name: section_module(name) for name in names
                    if step.NAME in getattr(section_module(name), "STEPS", ())
-                   and not_applicable(section_module(name), inputs) is None}
+                   and why_not_applicable(section_module(name), inputs.handle) is None}
         if not needing:
             continue
         log.say(f"making {step.TITLE}")
@@ -234,7 +234,7 @@ def check_sections(config: AuditConfig, handle) -> None:
     does not apply to a multi-label model is not asked (it will not run)."""
     for name in config.sections or list(section_names()):
         module = section_module(name)
-        if handle.multilabel and getattr(module, "MULTI_LABEL", None) is not True:
+        if why_not_applicable(module, handle) is not None:
             continue
         check = getattr(module, "check_model", None)
         if check is not None:
@@ -254,12 +254,21 @@ def check_threshold(config: AuditConfig, handle) -> None:
         label_thresholds(config.threshold, handle.num_classes)
 
 
-def not_applicable(module, ctx: Context) -> SectionResult | None:
-    """A section that has not been made for a multi-label model says so in one line (its
-    ``MULTI_LABEL`` string; True: it handles one) instead of auditing the model as a softmax
-    classifier; its ``run`` check is skipped, outside the verdict's failures."""
+def why_not_applicable(module, handle) -> str | None:
+    """Why a section does not apply to this model, or None when it does: a section not made
+    for a multi-label model says so in its ``MULTI_LABEL`` string (True: it handles one)."""
     support = getattr(module, "MULTI_LABEL", "it reads the model as a softmax classifier")
-    if not getattr(ctx.handle, "multilabel", False) or support is True:
+    if not getattr(handle, "multilabel", False) or support is True:
+        return None
+    return support
+
+
+def not_applicable(module, ctx: Context) -> SectionResult | None:
+    """A section that does not apply to the model says why in one line instead of auditing a
+    multi-label model as a softmax classifier; its ``run`` check is skipped, outside the
+    verdict's failures."""
+    support = why_not_applicable(module, ctx.handle)
+    if support is None:
         return None
     reason = f"Does not apply to a multi-label model: {support}."
     check = Check(f"{module.NAME}.run", "skipped", None, {}, None,
