@@ -594,3 +594,22 @@ def test_multi_label_heads_and_multi_hot_labels_are_one_line(tmp_path, run_cli, 
                                    "--out", str(tmp_path / "out2"))
     one_line_error(code, stdout, stderr, "multi-hot labels", "1 of 6 rows", "single-label")
     assert not (tmp_path / "out").exists() and not (tmp_path / "out2").exists()
+
+
+def test_label_rows_that_are_not_one_hot_or_soft_labels_are_one_line(tmp_path, run_cli,
+                                                                     digits_model_path):
+    """Rows of counts or scores (a 2 in a row, rows not summing to 1) were read as their
+    argmax, a silent class per image; soft labels that sum to 1 still read as their argmax."""
+    digits = np.random.default_rng(0).uniform(0, 1, (6, 32, 32)).astype("float32")
+    counts = np.eye(10, dtype=np.int64)[[0, 1, 2, 3, 4, 5]]
+    counts[0, 0] = 2
+    data = write_npz(tmp_path / "counts.npz", x=digits, y=counts)
+    code, stdout, stderr = run_cli("audit", "--model", str(digits_model_path), "--data", data,
+                                   "--out", str(tmp_path / "out"))
+    one_line_error(code, stdout, stderr, "neither one-hot nor soft labels", "summing to 1")
+    assert not (tmp_path / "out").exists()
+    from auditor.inputs.datasets import _labels
+
+    soft = np.full((2, 4), 0.1)
+    soft[[0, 1], [2, 3]] = 0.7
+    assert _labels(soft, "y").tolist() == [2, 3]

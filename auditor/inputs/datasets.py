@@ -487,8 +487,9 @@ def _labels(y: np.ndarray, where: str, multilabel: bool = False) -> np.ndarray:
 
 
 def _refuse_multi_hot(y: np.ndarray, where: str) -> None:
-    """Rows of 0s and 1s with several 1s (or none) are multi-label targets: read as one class
-    per image (their argmax) every figure would be wrong, so they are refused in one line."""
+    """Rows of 0s and 1s with several 1s (or none) are multi-label targets, and rows that do not
+    sum to 1 are not soft labels: read as one class per image (their argmax) every figure would
+    be wrong, so they are refused in one line."""
     if not np.issubdtype(y.dtype, np.number) and y.dtype != np.bool_:
         return
     binary = np.isin(y, (0, 1)).all()
@@ -499,6 +500,11 @@ def _refuse_multi_hot(y: np.ndarray, where: str) -> None:
                         "(softmax or logits over its classes); a multi-label model ends in one "
                         "sigmoid per label (Dense(K, activation='sigmoid')), or give one class "
                         "per image (y of shape (N,) or one-hot)")
+    rows = y.astype(np.float64).sum(axis=1)
+    if not binary and not ((y >= 0).all() and np.allclose(rows, 1.0, atol=1e-3)):
+        raise DataError(f"{where} has label rows that are neither one-hot nor soft labels (each "
+                        "row non-negative and summing to 1), e.g. counts or scores; give one "
+                        "class per image (y of shape (N,)) or one-hot rows")
 
 
 def _multi_hot(y: np.ndarray, where: str) -> np.ndarray:
