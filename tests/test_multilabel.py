@@ -151,7 +151,7 @@ def test_cli_writes_the_per_label_table(tmp_path, multilabel_model_path, multila
     assert "Per label, at its threshold" in page and "false alarms" in page
     skipped = summary["not_applicable"]
     assert set(skipped) == set(SECTION_NAMES) - {"performance", "contrastive", "clever_hans",
-                                                 "robustness"}
+                                                 "robustness", "counterfactuals"}
     assert summary["contrastive"]["examples"]
     for reason in skipped.values():
         assert f"does not apply to a multi-label model: {escape(reason)}" in page
@@ -388,3 +388,55 @@ def test_a_section_that_does_not_apply_is_not_asked_about_the_model(
                  sections=["performance", "concepts"], format="json",
                  concepts={"layers": ["no_such_layer"]})
     assert "concepts" in done.summary["not_applicable"]
+
+
+def test_a_label_counterfactual_carries_its_logit_across_the_threshold(multilabel_model_path,
+                                                                       multilabel_npz):
+    """Each searched change turns its label the asked way: the logit of the changed image,
+    computed here apart, lies on the other side of the label's threshold (0.7, set apart
+    from the default's 0.5), pixels stay in range, and a change that failed is no change."""
+    import tensorflow as tf
+
+    from auditor.inputs.models import load_model
+    from auditor.methods.counterfactual import label_counterfactuals
+
+    handle = load_model(str(multilabel_model_path), "0-1")
+    x = np.load(multilabel_npz["clean"])["x"][:12].astype(np.float32) / 255
+    labels = np.arange(12) % 3
+    before = np.asarray(handle.logits(tf.constant(x)))
+    cuts = np.full(3, np.log(0.7 / 0.3), np.float32)
+    turn_on = before[np.arange(12), labels] < cuts[labels]  # each the other way from now
+    found = label_counterfactuals(handle, x, labels, turn_on, cuts, steps=100)
+    after = np.asarray(handle.logits(tf.constant(found.counterfactual)))[np.arange(12), labels]
+    crossed = np.where(turn_on, after > cuts[labels], after < cuts[labels])
+    assert found.success.mean() > 0.8 and (crossed == found.success).all()
+    assert found.counterfactual.min() >= 0 and found.counterfactual.max() <= 1
+    assert not found.delta[~found.success].any()
+    assert np.allclose(found.probs_after[:, 0], 1 / (1 + np.exp(-np.asarray(
+        handle.logits(tf.constant(found.counterfactual)))[:, 0])), atol=1e-5)
+
+
+def test_counterfactuals_per_label_on_the_wrong_decisions(tmp_path, multilabel_model_path,
+                                                          multilabel_npz):
+    """The section on a multi-label model: one row per wrong decision, every label with
+    mistakes searched, each row's label really wrong before, per-label figures that add up,
+    and the gallery drawn."""
+    done = audit(multilabel_model_path, f"npz:{multilabel_npz['noisy']}", tmp_path / "run",
+                 sections=["counterfactuals"], format="json,html",
+                 counterfactuals={"mistakes": 30, "steps": 100, "gallery": 3})
+    block = done.summary["counterfactuals"]
+    y = np.load(multilabel_npz["noisy"])["y"]
+    assert block["multilabel"] and block["count"] == 30
+    assert set(block["labels"]) == set(LABELS)  # every label had a share
+    assert sum(row["count"] for row in block["labels"].values()) == block["count"]
+    for e in block["examples"]:
+        carried = bool(y[e["index"], LABELS.index(e["label"])])
+        assert e["change"] == ("on" if carried else "off")
+        assert (e["label"] in e["true"]) == carried and (e["label"] in e["pred"]) != carried
+        if e["success"]:
+            assert (e["p_after"] >= e["threshold"]) == carried
+    turned = sum(row["success_rate"] * row["count"] for row in block["labels"].values())
+    assert turned == pytest.approx(block["success_rate"] * block["count"])
+    checks = {c["id"]: c for c in done.summary["checks"]}
+    assert checks["counterfactuals.success_rate"]["status"] == "pass"
+    assert "wrong decisions turned the right way" in (done.out / "report.html").read_text()

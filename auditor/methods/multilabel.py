@@ -105,3 +105,22 @@ def label_confusions(labels: np.ndarray, preds: np.ndarray, names: list[str],
     pairs = sorted(np.argwhere(counts > 0).tolist(), key=lambda p: (-counts[p[0], p[1]], *p))
     return [{"true": names[m], "pred": names[a], "count": int(counts[m, a])}
             for m, a in pairs[:limit]]
+
+
+def wrong_decisions(labels: np.ndarray, probs: np.ndarray, preds: np.ndarray,
+                    thresholds: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """(image positions, labels) of up to ``limit`` wrong decisions, taken from the labels in
+    turn, each label's most confident first (as ``worst_mistakes`` ranks them), so that every
+    label with mistakes gets its share before any gets a second: per-label figures need
+    every label, and one label's many mistakes would otherwise fill the list."""
+    wrong = labels != preds
+    below = (thresholds - probs) / thresholds
+    above = (probs - thresholds) / (1 - thresholds)
+    badness = np.where(labels == 1, below, above)
+    rows, cols = np.nonzero(wrong)
+    rank = np.empty(len(rows), np.int64)
+    for k in np.unique(cols):
+        at = np.flatnonzero(cols == k)
+        rank[at[np.lexsort((rows[at], -badness[rows[at], k]))]] = np.arange(len(at))
+    order = np.lexsort((cols, rank))[:limit]
+    return rows[order], cols[order]

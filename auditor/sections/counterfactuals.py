@@ -1,5 +1,9 @@
 """Counterfactuals: for the most confident mistakes, the smallest change to the image that makes
-the model right, and whether that change lies where the contrastive saliency map points."""
+the model right, and whether that change lies where the contrastive saliency map points.
+
+A multi-label model's mistakes are wrong decisions on one label (``run_multilabel``): for each,
+the smallest change that carries that label across its threshold the right way (a missed label
+turned on, a false alarm turned off), with success rate and size per label."""
 
 from __future__ import annotations
 
@@ -18,9 +22,7 @@ from auditor.steps.saliency import Request
 
 NAME = "counterfactuals"
 TITLE = "Counterfactuals"
-# Why the section does not apply to a multi-label model (pipeline.not_applicable).
-MULTI_LABEL = ("it searches for the smallest change that moves an image to another class (an "
-               "argmax flip); label-set flips are not built yet")
+MULTI_LABEL = True  # one label's wrong decision turned the right way (run_multilabel)
 # Pixels are free to change (Wachter et al. 2017): on a differentiable model the search finds a
 # counterfactual for nearly every mistake (measured: the demo CNN 100%), so finding one for
 # under half means the gradients do not lead anywhere (a dead or saturated head) or the steps
@@ -83,6 +85,8 @@ STEP = (saliency_step.NAME, map_passes)
 def saliency_requests(inputs, options: Options, shared) -> tuple[Request, ...]:
     """The gradient of (predicted minus true) logit of the mistakes ``run`` optimises."""
     p = inputs.predictions
+    if p.multilabel:  # one label's logit per decision: made by run_multilabel itself
+        return ()
     positions = most_confident_mistakes(p, options.mistakes)
     return (Request.of("gradient", positions, p.preds[positions], p.labels[positions],
                        paired=True),)
@@ -105,23 +109,38 @@ def _mean(values: np.ndarray) -> float | None:
     return float(values.mean()) if values.size else None
 
 
-def success_check(found: int, count: int, spec: dict):
-    """The share of mistakes with a counterfactual; none found at all is an error: the
-    section could not measure anything, whatever the bounds say."""
+def success_check(found: int, count: int, spec: dict, noun: str = "mistakes",
+                  goal: str = "the true class"):
+    """The share of mistakes (a multi-label model's: wrong decisions) with a counterfactual;
+    none found at all is an error: the section could not measure anything, whatever the
+    bounds say."""
     check = SUCCESS.judge(found / count, checks=spec, section=NAME,
-                          message=f"counterfactuals found for {found} of {count} mistakes")
+                          message=f"counterfactuals found for {found} of {count} {noun}")
     if found == 0:
         return dataclasses.replace(
             check, status="error",
-            message=check.message + (": not measurable, the search never reached the true "
-                                     "class (zero or saturated gradients, or too few steps)"))
+            message=check.message + (f": not measurable, the search never reached {goal} "
+                                     "(zero or saturated gradients, or too few steps)"))
     return check.noted(": far fewer than the mistakes, the gradients lead nowhere for most")
 
 
-def run(ctx: Context, options: Options) -> SectionResult:
+def agreement_of(found, toward) -> np.ndarray:
+    """Per row, the rank correlation of the change with the map that points the same way
+    (NaN where no counterfactual was found)."""
     from auditor.methods.agreement import rank_correlation
+
+    agreement = np.full(len(found.success), np.nan)
+    if found.success.any():
+        agreement[found.success] = rank_correlation(found.delta[found.success].sum(axis=-1),
+                                                    toward[found.success].sum(axis=-1))
+    return agreement
+
+
+def run(ctx: Context, options: Options) -> SectionResult:
     from auditor.methods.counterfactual import counterfactuals
 
+    if ctx.predictions.multilabel:
+        return run_multilabel(ctx, options)
     p, names = ctx.predictions, ctx.dataset.class_names
     positions = most_confident_mistakes(p, options.mistakes)
     images = ctx.dataset.images(positions)
@@ -134,10 +153,7 @@ def run(ctx: Context, options: Options) -> SectionResult:
     # the gradient of (predicted minus true) logit, made by the saliency step.
     toward_true = -ctx.steps.saliency.maps(ctx, "gradient", positions, preds, contrast=labels,
                                             images=images, paired=True)
-    agreement = np.full(len(positions), np.nan)
-    if found.success.any():
-        agreement[found.success] = rank_correlation(found.delta[found.success].sum(axis=-1),
-                                                    toward_true[found.success].sum(axis=-1))
+    agreement = agreement_of(found, toward_true)
     ok = found.success
     rows = np.arange(len(positions))
     examples = [{
@@ -172,3 +188,90 @@ def run(ctx: Context, options: Options) -> SectionResult:
                                  toward_true[:shown], int((~p.correct).sum())),
         checks=checks,
     )
+
+
+def label_figures(labels: np.ndarray, success: np.ndarray, found, names: list[str],
+                  turn_on: np.ndarray) -> dict[str, dict]:
+    """Per label with a wrong decision searched: how many, the share turned the right way,
+    the mean size of the successful changes, and how many were missed labels (turned on)."""
+    table = {}
+    for k in np.unique(labels):
+        rows = labels == k
+        ok = success & rows
+        table[names[k]] = {"count": int(rows.sum()), "success_rate": float(ok.sum() / rows.sum()),
+                           "mean_l2": _mean(found.l2[ok]), "mean_l1": _mean(found.l1[ok]),
+                           "turned_on": int((rows & turn_on).sum()),
+                           "turned_off": int((rows & ~turn_on).sum())}
+    return table
+
+
+def label_examples(p, names, positions, labels, found, agreement) -> list[dict]:
+    """One record per searched decision: the label, which way it had to go, the image's label
+    sets, the label's probability before and after, the other labels whose decision the
+    change also flipped, and the change's size and agreement with the label's gradient."""
+    from auditor.methods import multilabel as ml
+
+    cut = p.thresholds
+    before = found.probs_before >= cut
+    after = found.probs_after >= cut
+    examples = []
+    for i, (pos, k) in enumerate(zip(positions, labels, strict=True)):
+        flipped = np.flatnonzero(before[i] != after[i])
+        examples.append({
+            "index": int(pos), "label": names[k],
+            "change": "on" if p.labels[pos, k] else "off",
+            "true": ml.label_set(p.labels[pos], names), "pred": ml.label_set(p.preds[pos], names),
+            "success": bool(found.success[i]), "l2": float(found.l2[i]),
+            "l1": float(found.l1[i]), "p_before": float(found.probs_before[i, k]),
+            "p_after": float(found.probs_after[i, k]), "threshold": float(cut[k]),
+            "others_flipped": [names[j] for j in flipped if j != k],
+            "agreement": None if np.isnan(agreement[i]) else float(agreement[i])})
+    return examples
+
+
+def run_multilabel(ctx: Context, options: Options) -> SectionResult:
+    """The smallest change that corrects one wrong decision of a multi-label model: a missed
+    label turned on, a false alarm turned off, across its threshold (the spec's
+    ``threshold``). Decisions are taken from every label in turn (``wrong_decisions``)."""
+    from auditor.methods import multilabel as ml
+    from auditor.methods.counterfactual import label_counterfactuals
+
+    p, names = ctx.predictions, ctx.dataset.class_names
+    positions, labels = ml.wrong_decisions(p.labels, p.probs, p.preds, p.thresholds,
+                                           options.mistakes)
+    images = ctx.dataset.images(positions)
+    turn_on = p.labels[positions, labels] == 1
+    cuts = np.log(p.thresholds) - np.log1p(-p.thresholds)
+    found = label_counterfactuals(ctx.handle, images, labels, turn_on, cuts,
+                                  penalty=options.penalty, weight=options.weight,
+                                  tv_weight=options.tv_weight, steps=options.steps,
+                                  learning_rate=options.learning_rate, margin=options.margin)
+    # The change should follow the gradient of the label's logit, signed the way it must go.
+    sign = np.where(turn_on, 1.0, -1.0).reshape(-1, 1, 1, 1).astype(np.float32)
+    toward = sign * ctx.steps.saliency.maps(ctx, "gradient", positions, labels, images=images)
+    agreement = agreement_of(found, toward)
+    ok, count = found.success, len(positions)
+    examples = label_examples(p, names, positions, labels, found, agreement)
+    summary = {"count": count, "multilabel": True,
+               "success_rate": float(ok.mean()) if count else None,
+               "mean_l2": _mean(found.l2[ok]), "mean_l1": _mean(found.l1[ok]),
+               "saliency_agreement": _mean(agreement), "penalty": options.penalty,
+               "steps": options.steps,
+               "labels": label_figures(labels, ok, found, names, turn_on),
+               "examples": examples}
+    shown = options.gallery
+    return SectionResult(
+        name=NAME, title=TITLE,
+        intro="For each wrong decision of a label (taken from every label in turn, most "
+              "confident first): the smallest change to the image (an "
+              f"{options.penalty.upper()} penalty plus total variation, pixels kept in range) "
+              "that carries that label across its threshold the right way: a missed label "
+              "turned on, a false alarm turned off. Red adds brightness, blue removes it. The "
+              "last map is the gradient of the label's logit, signed the way it had to go: "
+              "where it matches the change, the saliency map explains the mistake.",
+        summary={NAME: summary},
+        data=CounterfactualsData(examples[:shown], found.original[:shown],
+                                 found.counterfactual[:shown], found.delta[:shown],
+                                 toward[:shown], int((p.labels != p.preds).sum())),
+        checks=[success_check(int(ok.sum()), count, ctx.config.checks, "wrong decisions",
+                              "the other side of a threshold")] if count else [])
