@@ -440,3 +440,27 @@ def test_counterfactuals_per_label_on_the_wrong_decisions(tmp_path, multilabel_m
     checks = {c["id"]: c for c in done.summary["checks"]}
     assert checks["counterfactuals.success_rate"]["status"] == "pass"
     assert "wrong decisions turned the right way" in (done.out / "report.html").read_text()
+
+
+def test_triage_finds_the_planted_label_noise_on_its_label(tmp_path, multilabel_model_path,
+                                                           multilabel_npz):
+    """Triage on the labels with 'round' flipped on 30% of the images: cleanlab's multi-label
+    finder flags that label's values and those of no other, mostly on the flipped images, and
+    the per-label check fails on it alone; verdicts are per wrong decision; the report draws."""
+    done = audit(multilabel_model_path, f"npz:{multilabel_npz['noisy']}", tmp_path / "run",
+                 sections=["triage"], format="json,html")
+    block = done.summary["triage"]
+    assert block["multilabel"]
+    rates = {name: row["rate"] for name, row in block["labels"].items()}
+    assert rates[NOISY] > 0.15 and all(rates[name] < 0.03 for name in LABELS if name != NOISY)
+    column = LABELS.index(NOISY)
+    flipped = np.flatnonzero(np.load(multilabel_npz["noisy"])["y"][:, column]
+                             != np.load(multilabel_npz["clean"])["y"][:, column])
+    on_noisy = [e["index"] for e in block["label_issues"] if NOISY in e["labels"]]
+    assert len(on_noisy) > 0.5 * len(flipped) and np.isin(on_noisy, flipped).mean() > 0.9
+    checks = {c["id"]: c["status"] for c in done.summary["checks"]}
+    assert checks[f"triage.label_errors.{NOISY}"] == "fail"
+    assert all(checks[f"triage.label_errors.{name}"] == "pass" for name in LABELS
+               if name != NOISY)
+    assert {r["label"] for r in block["verdicts"]} <= set(LABELS)
+    assert "Whose fault is each wrong decision" in (done.out / "report.html").read_text()

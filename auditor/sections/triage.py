@@ -16,6 +16,7 @@ import numpy as np
 from auditor.checks.check import Check
 from auditor.checks.declared import Declared
 from auditor.errors import ConfigError
+from auditor.methods import multilabel as ml
 from auditor.methods.triage import calibration, duplicates, ood, slices
 from auditor.methods.triage.label_issues import (
     MIN_PER_CLASS,
@@ -24,13 +25,12 @@ from auditor.methods.triage.label_issues import (
     find_label_issues,
 )
 from auditor.methods.triage.neighbours import nearest
-from auditor.methods.triage.verdicts import VERDICTS, neighbour_tie, verdict_of
+from auditor.methods.triage.verdicts import MARGIN, VERDICTS, neighbour_tie, verdict_of
 from auditor.sections.base import Context, KeyFigure, SectionResult
 
 NAME = "triage"
 TITLE = "Mistake triage"
-# Why the section does not apply to a multi-label model (pipeline.not_applicable).
-MULTI_LABEL = ("its label-issue finder, slices and duplicate checks read one class per image")
+MULTI_LABEL = True  # label issues, verdicts, calibration and slices per label (run_multilabel)
 # Northcutt et al. 2021 measured 3.3% label errors on average over ten benchmark test sets (up
 # to 10.1% on QuickDraw): above the average, review the labels; above the worst, fail.
 LABEL_ERROR_BOUNDS = {"warn_above": 0.03, "fail_above": 0.10}
@@ -45,6 +45,12 @@ DUPLICATE_BOUNDS = {"warn_above": 0.01}
 LEAKAGE_BOUNDS = {"warn_above": 0.0, "fail_above": 0.01}
 LABEL_ERRORS = Declared("triage.label_errors", what="share of the labels expected wrong",
                         bounds=LABEL_ERROR_BOUNDS, figure="label_errors")
+# A multi-label model's labels, each held to the same bounds: one value per image of each
+# label, so the share of a label's values that are wrong is read against the benchmarks' share
+# of wrong labels per image (Northcutt et al. measured single-label test sets; not re-measured
+# on multi-label ones).
+LABEL_ERRORS_PER_LABEL = Declared("triage.label_errors.*", bounds=LABEL_ERROR_BOUNDS,
+                                  what="share of one label's values expected wrong")
 ECE = Declared("triage.ece", what="expected calibration error", bounds=ECE_BOUNDS,
                figure="ece")
 DUPLICATES = Declared("triage.duplicates", what="share of extra copies",
@@ -52,7 +58,7 @@ DUPLICATES = Declared("triage.duplicates", what="share of extra copies",
 LEAKAGE = Declared("triage.leakage", what="share of audit images also in training",
                    bounds=LEAKAGE_BOUNDS)
 SLICES = Declared("triage.slices", what="accuracy gap of the worst slice")
-CHECKS = (LABEL_ERRORS, ECE, DUPLICATES, LEAKAGE, SLICES)
+CHECKS = (LABEL_ERRORS, LABEL_ERRORS_PER_LABEL, ECE, DUPLICATES, LEAKAGE, SLICES)
 STEPS = ("features",)  # the neighbours and detectors read them (steps/features.py)
 
 
@@ -134,9 +140,15 @@ def training_reference(ctx: Context, options: Options) -> Reference | None:
     return Reference("train", logits, sample.labels, features, sample, positions)
 
 
-def ood_detectors(logits, features, reference: Reference, k: int, output: str = "logits"):
-    """The three detectors on the audit images, and the audit's neighbours in the reference."""
-    if output == "log-probabilities":  # logsumexp(log p) = log 1: the same energy everywhere
+def ood_detectors(logits, features, reference: Reference, k: int, output: str = "logits",
+                  multilabel: bool = False):
+    """The three detectors on the audit images, and the audit's neighbours in the reference.
+    A multi-label model's energy is the joint energy over its labels, and it has no
+    Mahalanobis detector (its class means need one class per image)."""
+    if multilabel:
+        detectors = [ood.calibrated("energy", ood.joint_energy(logits),
+                                    ood.joint_energy(reference.logits))]
+    elif output == "log-probabilities":  # logsumexp(log p) = log 1: the same energy everywhere
         detectors = [ood.Detector("energy", None, skipped="the model's softmax could not be "
                                   "stripped, and log-probabilities have an energy of 0")]
     else:
@@ -150,7 +162,10 @@ def ood_detectors(logits, features, reference: Reference, k: int, output: str = 
     ref_knn = distances if own else nearest(reference.features, reference.features, k, True)[0]
     detectors.append(ood.calibrated("knn", ood.knn_distance(distances),
                                     ood.knn_distance(ref_knn)))
-    if len(np.unique(reference.labels)) < 2:
+    if multilabel:
+        detectors.append(ood.Detector("mahalanobis", None, skipped="its class-conditional means "
+                                      "need one class per image, and a label set is not one"))
+    elif len(np.unique(reference.labels)) < 2:
         detectors.append(ood.Detector("mahalanobis", None, skipped="fewer than two classes"))
     else:
         scores = ood.mahalanobis(features, reference.features, reference.labels)
@@ -214,9 +229,17 @@ def features_and_fingerprints(ctx: Context):
     return (ctx.steps.features.values, *_joined(parts))
 
 
+def label_keys(labels: np.ndarray) -> np.ndarray:
+    """One integer per distinct label (a multi-label model's: per distinct label set), so that
+    duplicates with different labels read as conflicting."""
+    if labels.ndim == 1:
+        return labels
+    return np.unique(labels, axis=0, return_inverse=True)[1].reshape(-1)
+
+
 def data_health(ctx, options, fingerprints, reference, self_neighbours, audit_neighbours):
     """Duplicate groups inside the audit data and, with training data, leaked images."""
-    labels = ctx.predictions.labels
+    labels = label_keys(ctx.predictions.labels)
     exact, perceptual = fingerprints
     pairs = None
     if self_neighbours is not None:
@@ -291,23 +314,54 @@ def figure_saliency(ctx: Context, mistakes: np.ndarray, mistake_images, slice_sh
     return diffs, np.split(maps, np.cumsum([len(m) for m in slice_shown]))
 
 
+def label_figure_saliency(ctx: Context, records: list[dict], mistake_images, slice_rows,
+                          slice_shown, slice_images, method: str):
+    """A multi-label model's ``figure_saliency``: each shown wrong decision's map of its
+    label's logit, signed so that red pushed towards the wrong decision (up for a false
+    alarm, down for a missed label), and each shown slice's map of its label's logit."""
+    names = ctx.dataset.class_names
+    positions = np.array([r["index"] for r in records], dtype=int)
+    labels = np.array([names.index(r["label"]) for r in records], dtype=int)
+    sign = np.array([1.0 if r["mistake"] == "false_alarm" else -1.0 for r in records],
+                    np.float32).reshape(-1, 1, 1, 1)
+    diffs = sign * ctx.steps.saliency.maps(ctx, method, positions, labels,
+                                           images=mistake_images)
+    members = np.concatenate([np.zeros(0, int), *slice_shown]).astype(int)
+    targets = np.concatenate([np.zeros(0, int)] + [np.full(len(m), names.index(row["class"]))
+                                                   for m, row in zip(slice_shown, slice_rows,
+                                                                     strict=True)])
+    maps = ctx.steps.saliency.maps(
+        ctx, method, members, targets,
+        images=np.concatenate([np.zeros((0, *ctx.handle.input_shape)), *slice_images]))
+    return diffs, np.split(maps, np.cumsum([len(m) for m in slice_shown]))
+
+
 def triage_checks(ctx: Context, n: int, issues, ece, groups, leaks, found, skipped) -> list[Check]:
-    spec, labels = ctx.config.checks, ctx.predictions.labels
-    checks = []
+    return (label_error_checks(ctx.config.checks, n, issues, skipped)
+            + health_checks(ctx.config.checks, ctx.predictions.labels, n, ece, groups, leaks,
+                            found, skipped))
+
+
+def label_error_checks(spec: dict, n: int, issues, skipped: dict) -> list[Check]:
     if issues is None or issues.per_class < MIN_PER_CLASS:
-        checks.append(LABEL_ERRORS.outcome(
+        return [LABEL_ERRORS.outcome(
             "skipped", None, checks=spec, threshold=LABEL_ERROR_BOUNDS, section=NAME,
-            message=skipped.get("label_issues", "too few images per class")))
-    else:
-        rate = issues.expected / n
-        tested = ("" if issues.recall is None else
-                  f"; flips planted at {PLANTED:.1%} found at {issues.recall:.0%}")
-        checks.append(LABEL_ERRORS.judge(rate, checks=spec, section=NAME,
-                                         message=f"about {issues.expected} label errors "
-                                                 f"expected ({rate:.1%} of {n} images{tested})"))
-    checks.append(ECE.judge(ece, checks=spec, section=NAME,
-                            message=f"expected calibration error {ece:.3f} "
-                                    f"({calibration.BINS} bins)"))
+            message=skipped.get("label_issues", "too few images per class"))]
+    rate = issues.expected / n
+    tested = ("" if issues.recall is None else
+              f"; flips planted at {PLANTED:.1%} found at {issues.recall:.0%}")
+    return [LABEL_ERRORS.judge(rate, checks=spec, section=NAME,
+                               message=f"about {issues.expected} label errors "
+                                       f"expected ({rate:.1%} of {n} images{tested})")]
+
+
+def health_checks(spec: dict, labels, n: int, ece, groups, leaks, found, skipped,
+                  label_names: list[str] | None = None) -> list[Check]:
+    """Calibration, duplicates, leakage and the worst slice (``label_names``: a multi-label
+    model's, whose slices lie on one label's decisions)."""
+    checks = [ECE.judge(ece, checks=spec, section=NAME,
+                        message=f"expected calibration error {ece:.3f} "
+                                f"({calibration.BINS} bins)")]
     share = duplicates.redundant_share(groups, n)
     conflicting = sum(g.conflicting for g in groups)
     checks.append(DUPLICATES.judge(share, checks=spec, section=NAME,
@@ -325,14 +379,15 @@ def triage_checks(ctx: Context, n: int, issues, ece, groups, leaks, found, skipp
     if found is None:
         checks.append(SLICES.outcome("skipped", None, checks=spec, message=skipped["slices"],
                                      section=NAME))
-    else:
-        worst = found[0].ci[0] if found else 0.0
-        where = ("of one class" if found and found[0].label is not None else
-                 f"across {len(np.unique(labels[found[0].indices]))} classes" if found else "")
-        what = (f"worst slice: {len(found[0].indices)} images {where}, accuracy gap "
-                f"{found[0].gap:.1%} (95% CI from {found[0].ci[0]:.1%})" if found
-                else "no underperforming slice found")
-        checks.append(SLICES.judge(worst, checks=spec, message=what, section=NAME))
+        return checks
+    worst = found[0].ci[0] if found else 0.0
+    where = (f"deciding label '{label_names[found[0].label]}'" if found and label_names
+             else "of one class" if found and found[0].label is not None else
+             f"across {len(np.unique(labels[found[0].indices]))} classes" if found else "")
+    what = (f"worst slice: {len(found[0].indices)} images {where}, accuracy gap "
+            f"{found[0].gap:.1%} (95% CI from {found[0].ci[0]:.1%})" if found
+            else "no underperforming slice found")
+    checks.append(SLICES.judge(worst, checks=spec, message=what, section=NAME))
     return checks
 
 
@@ -356,10 +411,10 @@ class Findings:
     properties: dict  # name -> every audit image's value (methods/shortcuts/properties.py)
 
 
-def measure(ctx: Context, options: Options) -> Findings:
-    p, names, k = ctx.predictions, ctx.dataset.class_names, options.neighbours
-    n = len(p.labels)
-    skipped: dict[str, str] = {}
+def observe(ctx: Context, options: Options, skipped: dict):
+    """What both kinds of model's triage start from: the penultimate features, fingerprints
+    and image properties, the reference, the OOD detectors and each image's neighbours."""
+    p = ctx.predictions
     features, fingerprints, properties = features_and_fingerprints(ctx)
     if features is None:
         skipped.update({part: "the model cannot be split before its final layer (no "
@@ -367,7 +422,27 @@ def measure(ctx: Context, options: Options) -> Findings:
                                                             "slices")})
     reference = training_reference(ctx, options) or Reference("audit", p.logits, p.labels,
                                                               features)
-    votes, neighbours = ood_detectors(p.logits, features, reference, k, ctx.handle.output)
+    votes, neighbours = ood_detectors(p.logits, features, reference, options.neighbours,
+                                      ctx.handle.output, p.multilabel)
+    return features, fingerprints, properties, reference, votes, neighbours
+
+
+def health(ctx: Context, options: Options, features, fingerprints, reference, neighbours):
+    """Duplicates (the neighbours as candidate pairs of near duplicates) and leakage."""
+    own = reference.name == "audit"
+    self_neighbours = neighbours if own else (
+        nearest(features, features, options.neighbours, same_set=True)[1]
+        if features is not None and options.near_duplicate_bits > 0 else None)
+    return data_health(ctx, options, fingerprints, reference, self_neighbours,
+                       None if own else neighbours)
+
+
+def measure(ctx: Context, options: Options) -> Findings:
+    p, names, k = ctx.predictions, ctx.dataset.class_names, options.neighbours
+    n = len(p.labels)
+    skipped: dict[str, str] = {}
+    features, fingerprints, properties, reference, votes, neighbours = observe(ctx, options,
+                                                                               skipped)
     issues = find_label_issues(p.labels, p.probs, neighbours,
                                None if reference.name == "audit" else reference.labels,
                                ctx.config.seed)
@@ -388,12 +463,7 @@ def measure(ctx: Context, options: Options) -> Findings:
     ood_flags = votes.flags(n)
     records = mistake_verdicts(p, names, issues, ood_flags, votes.votes(n), reference.labels,
                                neighbours, k)
-    own = reference.name == "audit"
-    self_neighbours = neighbours if own else (
-        nearest(features, features, k, same_set=True)[1]
-        if features is not None and options.near_duplicate_bits > 0 else None)
-    groups, leaks = data_health(ctx, options, fingerprints, reference, self_neighbours,
-                                None if own else neighbours)
+    groups, leaks = health(ctx, options, features, fingerprints, reference, neighbours)
     found = (slices.all_slices(features, np.stack(list(properties.values()), axis=1), p.labels,
                                p.correct, options.min_slice, ctx.config.seed)
              if features is not None else None)
@@ -423,6 +493,16 @@ def triage_summary(found: Findings, p, names) -> dict:
         "accuracy": p.accuracy,
         "accuracy_without_label_issues": float(p.correct[kept].mean()) if kept.any() else None,
         "mistakes_from_label_errors": counts["label_error"] / max(len(found.records), 1),
+        **health_summary(found, names, [[names[c] for c in g.labels] for g in found.groups]),
+        "slices": [] if found.slices is None else slice_summary(found.slices, names, p.labels,
+                                                                found.properties),
+    }
+
+
+def health_summary(found: Findings, names, group_labels: list[list[str]]) -> dict:
+    """Calibration, OOD, duplicates (each group's labels as ``group_labels`` names them),
+    leakage and what was skipped: the part of the ``triage`` block both kinds share."""
+    return {
         "ece": found.reliability.ece, "ece_bins": calibration.BINS,
         "temperature": found.temperature, "ece_after_temperature": found.ece_after,
         "temperature_at_bound": bool(np.isclose(found.temperature,
@@ -437,11 +517,10 @@ def triage_summary(found: Findings, p, names) -> dict:
                               for d in found.votes.detectors}},
         "duplicates": [g.indices for g in found.groups],
         "duplicate_groups": [{"indices": g.indices, "kind": g.kind, "conflicting": g.conflicting,
-                              "labels": [names[c] for c in g.labels]} for g in found.groups],
+                              "labels": shown} for g, shown in zip(found.groups, group_labels,
+                                                                   strict=True)],
         "leakage": found.leaks or [],
         "train_compared": len(found.reference.labels) if found.reference.name == "train" else None,
-        "slices": [] if found.slices is None else slice_summary(found.slices, names, p.labels,
-                                                                found.properties),
         "skipped": found.skipped,
     }
 
@@ -449,6 +528,155 @@ def triage_summary(found: Findings, p, names) -> dict:
 def _floats(values: np.ndarray) -> list:
     """A float array as JSON numbers, NaN (an empty bin) as null."""
     return [None if not np.isfinite(v) else float(v) for v in values]
+
+
+def label_verdicts(p, names, issues, ood_flags, votes, ref_labels, neighbours, k):
+    """A multi-label model's verdicts: one record per wrong decision (an image and a label it
+    missed or raised), by the rules of ``verdicts`` read on that label: its flag, the
+    distance of its probability from the threshold as the margin, its neighbours' values of
+    that label for the given and the predicted value."""
+    probs = p.probs
+    rows, cols = np.nonzero(p.labels != p.preds)
+    records = []
+    for i, label in zip(rows, cols, strict=True):
+        given, prob = int(p.labels[i, label]), float(probs[i, label])
+        margin = abs(prob - float(p.thresholds[label]))
+        given_votes = pred_votes = None
+        tie = False
+        if neighbours is not None and neighbours.shape[1]:
+            near = ref_labels[neighbours[i], label]
+            given_votes, pred_votes = int((near == given).sum()), int((near != given).sum())
+            tie = bool(neighbour_tie(np.array(given_votes), np.array(pred_votes), k))
+        flagged = issues is not None and bool(issues.flagged[i, label])
+        verdict, reason = verdict_of(bool(ood_flags[i]), flagged, margin, tie)
+        if verdict == "ambiguous" and margin < MARGIN:
+            reason = f"probability {prob:.2f} within {MARGIN:g} of the threshold"
+        records.append({
+            "index": int(i), "true": "|".join(ml.label_set(p.labels[i], names)),
+            "pred": "|".join(ml.label_set(p.preds[i], names)), "label": names[label],
+            "mistake": "missed" if given else "false_alarm", "verdict": verdict,
+            "reason": reason, "confidence": prob if not given else 1 - prob, "margin": margin,
+            "ood_votes": int(votes[i]), "label_score": 1 - prob if not given else prob,
+            "suggested": ("|".join(ml.label_set(p.labels[i] ^ issues.flagged[i], names))
+                          if flagged else None),
+            "neighbours_given": given_votes, "neighbours_pred": pred_votes})
+    return records
+
+
+def label_issue_skips(issues, names) -> dict[str, str]:
+    return {f"label_issues.{names[k]}": why for k, why in sorted(issues.skipped.items())}
+
+
+def measure_multilabel(ctx: Context, options: Options) -> Findings:
+    """``measure`` for a multi-label model: label issues per label, verdicts per wrong
+    decision, calibration of the pooled decisions, slices per label."""
+    from auditor.methods.triage.label_issues_multilabel import find_label_set_issues
+
+    p, names, n = ctx.predictions, ctx.dataset.class_names, len(ctx.predictions.labels)
+    skipped: dict[str, str] = {}
+    features, fingerprints, properties, reference, votes, neighbours = observe(ctx, options,
+                                                                               skipped)
+    issues = find_label_set_issues(p.labels, p.probs, neighbours,
+                                   None if reference.name == "audit" else reference.labels,
+                                   ctx.config.seed)
+    skipped.update(label_issue_skips(issues, names))
+    skipped.update({d.name: d.skipped for d in votes.detectors if d.skipped})
+    skipped["slices_across_classes"] = ("a label's failure direction already spans every "
+                                        "image; the mixture across classes reads one class "
+                                        "per image")
+    ood_flags = votes.flags(n)
+    records = label_verdicts(p, names, issues, ood_flags, votes.votes(n), reference.labels,
+                             neighbours, options.neighbours)
+    groups, leaks = health(ctx, options, features, fingerprints, reference, neighbours)
+    found = (slices.label_slices(features, p.labels == p.preds, options.min_slice,
+                                 ctx.config.seed) if features is not None else None)
+    cuts = np.log(p.thresholds) - np.log1p(-p.thresholds)
+    rel = calibration.reliability(*calibration.decisions(p.logits, p.labels, cuts))
+    return Findings(reference, issues, rel,
+                    calibration.fit_label_temperature(p.logits, p.labels),
+                    calibration.cross_fitted_label_ece(p.logits, p.labels, cuts,
+                                                       ctx.config.seed),
+                    calibration.per_label_confidence_gap(p.probs, p.labels, p.preds), votes,
+                    ood_flags, records, groups, leaks, found, skipped, properties)
+
+
+def label_slice_summary(found, names, labels, right, properties: dict) -> list[dict]:
+    """A multi-label model's slices as summary.json lists them: ``kind`` ``label``, ``class``
+    the label whose decisions fail there, ``classes`` how many of its images carry each label,
+    the properties that set it apart from the rest of the data."""
+    rows = []
+    for s in found:
+        rest = np.setdiff1d(np.arange(len(labels)), s.indices)
+        carried = labels[s.indices].sum(axis=0)
+        rows.append({"indices": s.indices.tolist(), "size": int(len(s.indices)),
+                     "accuracy": s.accuracy, "gap": s.gap, "ci": list(s.ci), "kind": "label",
+                     "class": names[s.label],
+                     "classes": {names[c]: int(carried[c])
+                                 for c in np.argsort(-carried, kind="stable") if carried[c]},
+                     "significant": bool(s.ci[0] > 0),
+                     "label_accuracy": float(right[:, s.label].mean()),
+                     "properties": slices.distinct_properties(properties, s.indices, rest)})
+    return rows
+
+
+def label_error_figures(issues, p, names) -> dict[str, dict]:
+    """Per label: cleanlab's expected wrong values (null where not measured), the flags, their
+    share of the images and the self-test's recall."""
+    n = len(p.labels)
+    return {name: {"expected_label_errors": issues.expected.get(k),
+                   "rate": None if k not in issues.expected else issues.expected[k] / n,
+                   "flagged": int(issues.flagged[:, k].sum()),
+                   "recall": issues.recall.get(k)}
+            for k, name in enumerate(names)}
+
+
+def label_set_summary(found: Findings, p, names) -> dict:
+    """The ``triage`` block of a multi-label model (keys in docs/summary.md)."""
+    issues, n = found.issues, len(p.labels)
+    flagged = issues.flagged.any(axis=1)
+    label_issues = [{"index": int(i), "given": "|".join(ml.label_set(p.labels[i], names)),
+                     "suggested": "|".join(ml.label_set(p.labels[i] ^ issues.flagged[i], names)),
+                     "score": float(np.clip(issues.quality[i], 0, 1)),
+                     "labels": ml.label_set(issues.flagged[i], names)} for i in issues.images]
+    counts = {v: sum(r["verdict"] == v for r in found.records) for v in VERDICTS}
+    kept = ~flagged
+    measured = issues.measured
+    return {
+        "multilabel": True, "verdicts": found.records, "verdict_counts": counts,
+        "label_issues": label_issues,
+        "expected_label_errors": (int(sum(issues.expected.values())) if measured else None),
+        "labels": label_error_figures(issues, p, names),
+        "accuracy": p.accuracy,
+        "accuracy_without_label_issues": float(p.correct[kept].mean()) if kept.any() else None,
+        "mistakes_from_label_errors": counts["label_error"] / max(len(found.records), 1),
+        **health_summary(found, names, [["|".join(ml.label_set(p.labels[i], names))
+                                         for i in g.indices] for g in found.groups]),
+        "slices": [] if found.slices is None else label_slice_summary(
+            found.slices, names, p.labels, p.labels == p.preds, found.properties),
+        "decisions": int(n * len(names)),
+    }
+
+
+def label_set_checks(ctx: Context, found: Findings, summary: dict) -> list[Check]:
+    """Per label, the share of its values expected wrong (skipped, with why, where not
+    measured); then calibration, duplicates, leakage and the worst slice as for any model."""
+    spec, names, n = ctx.config.checks, ctx.dataset.class_names, len(ctx.predictions.labels)
+    checks = []
+    for name, row in summary["labels"].items():
+        if row["rate"] is None:
+            checks.append(LABEL_ERRORS_PER_LABEL.outcome(
+                "skipped", None, checks=spec, threshold=LABEL_ERROR_BOUNDS, section=NAME,
+                name=name, message=f"label '{name}': "
+                                   f"{found.skipped.get(f'label_issues.{name}', 'not measured')}"))
+            continue
+        checks.append(LABEL_ERRORS_PER_LABEL.judge(
+            row["rate"], checks=spec, section=NAME, name=name,
+            message=f"label '{name}': about {row['expected_label_errors']} of {n} images "
+                    f"expected to carry it wrongly ({row['rate']:.1%}"
+                    + ("" if row["recall"] is None else
+                       f"; flips planted at {PLANTED:.1%} found at {row['recall']:.0%}") + ")"))
+    return checks + health_checks(spec, ctx.predictions.labels, n, summary["ece"], found.groups,
+                                  found.leaks, found.slices, found.skipped, names)
 
 
 @dataclass
@@ -482,8 +710,13 @@ def figure_data(ctx: Context, options: Options, found: Findings, summary: dict) 
     mistake_images, error_images, leak_images = images[:3]
     slice_images = images[3: 3 + len(slice_shown)]
     group_images = images[3 + len(slice_shown):]
-    diffs, slice_maps = figure_saliency(ctx, positions, mistake_images, slice_shown,
-                                        slice_images, options.method)
+    if ctx.predictions.multilabel:
+        diffs, slice_maps = label_figure_saliency(
+            ctx, mistakes, mistake_images, summary["slices"][: options.slices_shown],
+            slice_shown, slice_images, options.method)
+    else:
+        diffs, slice_maps = figure_saliency(ctx, positions, mistake_images, slice_shown,
+                                            slice_images, options.method)
     pictures = [{"images": shown, "saliency": np.abs(maps.sum(axis=-1)).mean(axis=0)}
                 for shown, maps in zip(slice_images, slice_maps, strict=False)]
     train = found.reference.dataset
@@ -495,6 +728,8 @@ def figure_data(ctx: Context, options: Options, found: Findings, summary: dict) 
 
 
 def run(ctx: Context, options: Options) -> SectionResult:
+    if ctx.predictions.multilabel:
+        return run_multilabel(ctx, options)
     p, names = ctx.predictions, ctx.dataset.class_names
     found = measure(ctx, options)
     summary = triage_summary(found, p, names)
@@ -511,4 +746,27 @@ def run(ctx: Context, options: Options) -> SectionResult:
               "between the two labels; the rest are the model's own errors. Below: calibration, "
               "duplicates and leakage, and groups of images the model fails on.",
         summary={NAME: summary}, checks=checks,
+        data=figure_data(ctx, options, found, summary))
+
+
+def run_multilabel(ctx: Context, options: Options) -> SectionResult:
+    """Triage of a multi-label model: whose fault is each wrong decision (a missed label, a
+    false alarm), label by label."""
+    p, names = ctx.predictions, ctx.dataset.class_names
+    found = measure_multilabel(ctx, options)
+    summary = label_set_summary(found, p, names)
+    reference = ("the training data" if found.reference.name == "train"
+                 else "the audit data itself (pass --train-data to calibrate on training data)")
+    return SectionResult(
+        name=NAME, title=TITLE,
+        intro="Whose fault is each wrong decision (a label missed or raised)? Likely label "
+              "errors come from cleanlab's multi-label confident learning, one label at a time "
+              "on the model's sigmoids, confirmed by the image's neighbours' values of that "
+              "label; out-of-distribution images from the joint energy of the labels and "
+              f"distances in the model's penultimate features, calibrated on {reference}; "
+              "ambiguous ones from a probability near the label's threshold or neighbours "
+              "split on the label; the rest are the model's own errors. Below: calibration of "
+              "every image-label decision, duplicates and leakage, and groups of images on "
+              "which one label's decisions fail.",
+        summary={NAME: summary}, checks=label_set_checks(ctx, found, summary),
         data=figure_data(ctx, options, found, summary))

@@ -87,3 +87,67 @@ def per_class_confidence_gap(probs: np.ndarray, labels: np.ndarray) -> dict[int,
                         float(confidence[chosen].mean()), "precision": precision,
                         "gap": float(confidence[chosen].mean()) - precision}
     return gaps
+
+
+# A multi-label model's calibration: each image-label decision is a yes/no answer whose
+# confidence is the probability of the answer given (p when the label is predicted, 1 - p when
+# not), all decisions pooled into the same 15 bins; its temperature divides every logit before
+# the sigmoid, fitted by the binary cross-entropy (Guo et al.'s NLL, per decision).
+
+
+def decisions(logits: np.ndarray, labels: np.ndarray, cuts: np.ndarray,
+              temperature=1.0) -> tuple[np.ndarray, np.ndarray]:
+    """(confidence, correct) of every image-label decision, flattened; ``cuts`` each label's
+    threshold as a logit. The decisions are the model's (unscaled logits against the cuts):
+    a temperature (one, or one per image: a column) changes the confidence, not the answer."""
+    from scipy.special import expit
+
+    logits = np.asarray(logits, np.float64)
+    given = logits >= np.asarray(cuts)
+    p = expit(logits / temperature)
+    return np.where(given, p, 1 - p).ravel(), (given == (labels == 1)).ravel()
+
+
+def label_ece(logits, labels, cuts, temperature=1.0) -> float:
+    return reliability(*decisions(logits, labels, cuts, temperature)).ece
+
+
+def fit_label_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature T minimising the binary cross-entropy of sigmoid(logits / T)."""
+    from scipy.optimize import minimize_scalar
+    from scipy.special import log_expit
+
+    logits = np.asarray(logits, np.float64)
+    signs = np.where(labels == 1, 1.0, -1.0)
+
+    def nll(log_t: float) -> float:
+        return float(-log_expit(signs * logits / np.exp(log_t)).mean())
+
+    low, high = np.log(TEMPERATURE_RANGE)
+    return float(np.exp(minimize_scalar(nll, bounds=(low, high), method="bounded").x))
+
+
+def cross_fitted_label_ece(logits, labels, cuts, seed: int = 0) -> float:
+    """The pooled decisions' ECE after temperature scaling, 2-fold cross-fitted: each half's
+    confidences scaled by the temperature fitted on the other half."""
+    order = np.random.default_rng(seed).permutation(len(labels))
+    halves = [order[: len(order) // 2], order[len(order) // 2:]]
+    if min(len(h) for h in halves) < 2:
+        return float("nan")
+    temperature = np.empty((len(labels), 1))
+    for fit, apply in (halves, halves[::-1]):
+        temperature[apply] = fit_label_temperature(logits[fit], labels[fit])
+    return label_ece(logits, labels, cuts, temperature)
+
+
+def per_label_confidence_gap(probs: np.ndarray, labels: np.ndarray,
+                             preds: np.ndarray) -> dict[int, dict]:
+    """For each label given to some image: the mean probability of the images given it minus
+    the share of them that carry it (positive: over-confident)."""
+    gaps = {}
+    for k in np.flatnonzero(preds.any(axis=0)):
+        chosen = preds[:, k] == 1
+        confidence, precision = float(probs[chosen, k].mean()), float(labels[chosen, k].mean())
+        gaps[int(k)] = {"predicted": int(chosen.sum()), "confidence": confidence,
+                        "precision": precision, "gap": confidence - precision}
+    return gaps

@@ -25,6 +25,13 @@ def energy(logits: np.ndarray) -> np.ndarray:
     return -logsumexp(np.asarray(logits, np.float64), axis=1)
 
 
+def joint_energy(logits: np.ndarray) -> np.ndarray:
+    """A multi-label model's energy: minus the sum over labels of log(1 + e^z) (Wang et al.
+    2021, JointEnergy, negated so that higher is stranger): each label's evidence adds up,
+    where logsumexp would read the sigmoids as one softmax."""
+    return -np.logaddexp(0.0, np.asarray(logits, np.float64)).sum(axis=1)
+
+
 def knn_distance(distances: np.ndarray) -> np.ndarray:
     """The distance to the k-th nearest neighbour, from ``neighbours.nearest``'s distances."""
     return distances[:, -1].astype(np.float64)

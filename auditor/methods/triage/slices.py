@@ -118,6 +118,25 @@ def failure_slices(features, labels, correct, min_size: int = 5, seed: int = 0) 
     return ranked(found)
 
 
+def label_slices(features, right: np.ndarray, min_size: int = 5,
+                 seed: int = 0) -> list[Slice]:
+    """A multi-label model's slices: per label, the images on the failure side of that label's
+    direction (its decisions wrong against right, over every image, out-of-fold), with the
+    accuracy of that label's decisions; ``right`` (N, labels) whether each decision is right.
+    ``Slice.label`` is the label; worst first on the same scale as the class slices."""
+    from auditor.methods.triage.neighbours import unit_rows
+
+    features, right = unit_rows(features), np.asarray(right, bool)
+    found = []
+    for label in range(right.shape[1]):
+        side = failure_side(features, ~right[:, label], seed)
+        if side is None or side.sum() < min_size:
+            continue
+        found.append(_slice(label, np.flatnonzero(side), right[:, label],
+                            float(right[:, label].mean()), seed))
+    return ranked(found)
+
+
 def _whitened(values: np.ndarray, dims: int, seed: int) -> np.ndarray:
     """The first ``dims`` principal components, each scaled to unit variance."""
     from sklearn.decomposition import PCA

@@ -81,6 +81,13 @@ def slice_figure(images: np.ndarray, saliency: np.ndarray) -> str:
     return figure_uri(fig)
 
 
+def legend(triage: dict) -> str:
+    if triage.get("multilabel"):  # each map is of one label's logit, signed
+        return colorbar_uri("0", low="towards the right decision",
+                            high="towards the wrong decision")
+    return colorbar_uri("0", low="towards the true class", high="towards the predicted class")
+
+
 def view(result, dataset) -> dict:
     d = result.data
     triage = d.summary
@@ -99,6 +106,5 @@ def view(result, dataset) -> dict:
     table = [{**r, "words": VERDICT_WORDS[r["verdict"]]} for r in triage["verdicts"]]
     return {"triage": triage, "reliability": reliability_figure(triage), "mistakes": mistakes,
             "table": table, "label_errors": label_errors, "slices": slices, "groups": groups,
-            "leaks": leaks, "legend": colorbar_uri("0", low="towards the true class",
-                                                   high="towards the predicted class"),
+            "leaks": leaks, "legend": legend(triage),
             "verdict_words": VERDICT_WORDS}
