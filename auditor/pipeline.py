@@ -230,7 +230,8 @@ def load_inputs(config: AuditConfig, distribution) -> Inputs:
 
 def check_sections(config: AuditConfig, handle) -> None:
     """Options that need the model (a layer name), checked as soon as it is loaded: a section's
-    ``check_model(model, options)`` raises ConfigError before the data is read; a section that
+    ``check_model(model, options)`` (and ``check_task(task, options)``, options that depend on
+    whether it is multi-label) raises ConfigError before the data is read; a section that
     does not apply to a multi-label model is not asked (it will not run)."""
     for name in config.sections or list(section_names()):
         module = section_module(name)
@@ -239,6 +240,9 @@ def check_sections(config: AuditConfig, handle) -> None:
         check = getattr(module, "check_model", None)
         if check is not None:
             check(handle.logits_model, config.options[name])
+        check = getattr(module, "check_task", None)  # options a multi-label model refuses
+        if check is not None:
+            check(handle.task, config.options[name])
 
 
 def check_threshold(config: AuditConfig, handle) -> None:

@@ -199,6 +199,7 @@ MISMATCHES = {
     "a bad header": ("csv-header", "must start with the header 'path,labels'"),
     "a threshold per label of the wrong length": ("threshold", "lists 2 values"),
     "a threshold out of range": ("threshold-range", "between 0 and 1"),
+    "a softmax score for the maps": ("attribution-score", "'attribution.score' is 'softmax'"),
 }
 
 
@@ -219,9 +220,10 @@ def mismatch_args(kind: str, folder, digits_test) -> list[str]:
         (folder / "classes.txt").write_text("\n".join(LABELS))
         (folder / "m.csv").write_text("\n".join(body) + "\n")
         return ["--data", str(folder / "m.csv")]
-    if kind.startswith("threshold"):
+    if kind.startswith("threshold") or kind == "attribution-score":
         value = "[0.5, 0.5]" if kind == "threshold" else "1.0"
-        (folder / "spec.toml").write_text(f"threshold = {value}\n")
+        (folder / "spec.toml").write_text(f"threshold = {value}\n" if kind != "attribution-score"
+                                          else '[attribution]\nscore = "softmax"\n')
         np.savez(folder / "d.npz", x=pixels, y=attributes(y[:20]))
         return [str(folder / "spec.toml"), "--data", f"npz:{folder / 'd.npz'}"]
     return ["--data", kind]
@@ -464,3 +466,65 @@ def test_triage_finds_the_planted_label_noise_on_its_label(tmp_path, multilabel_
                if name != NOISY)
     assert {r["label"] for r in block["verdicts"]} <= set(LABELS)
     assert "Whose fault is each wrong decision" in (done.out / "report.html").read_text()
+
+
+def test_the_card_explains_each_images_most_confident_given_label(tmp_path,
+                                                                 multilabel_model_path,
+                                                                 multilabel_npz):
+    """The reliability card of a multi-label model: its images are given at least one label
+    and each is explained for its most confident given one; its deletion curve starts at that
+    label's sigmoid (computed here apart), so the maps and curves are of label logits; every
+    method gets its columns."""
+    from auditor.configure import make_config
+    from auditor.inputs.datasets import load_dataset
+    from auditor.inputs.models import load_model
+    from auditor.predict.predictions import predict, sigmoid
+    from auditor.sections.base import Context
+    from auditor.steps.card import explained, make_card
+
+    data = f"npz:{multilabel_npz['clean']}"
+    config = make_config({"model": str(multilabel_model_path), "data": data,
+                          "input_range": "0-1",
+                          "attribution": {"methods": ["gradient", "gradient_x_input"],
+                                          "sanity_samples": 4, "faithfulness_samples": 8,
+                                          "faithfulness_steps": 8}})
+    handle = load_model(str(multilabel_model_path), "0-1")
+    dataset = load_dataset(data, handle.input_shape, 3, multilabel=True)
+    p = predict(handle, dataset)
+    ctx = Context(config=config, handle=handle, dataset=dataset, predictions=p,
+                  workdir=tmp_path)
+    options = config.options["attribution"]
+    card = make_card(ctx, options)
+    positions, targets = explained(p, options.faithfulness_samples, config.seed)
+    assert (p.preds[positions, targets] == 1).all()
+    margins = p.logits[positions] - np.log(p.thresholds / (1 - p.thresholds))
+    assert (margins.argmax(axis=1) == targets).all()
+    start = sigmoid(p.logits[positions, targets]).mean()
+    assert card.faithfulness_data["curves"]["gradient"].deletion[0] == pytest.approx(start,
+                                                                                     rel=1e-4)
+    assert set(card.card) == {"gradient", "gradient_x_input"}
+    assert card.card["gradient"]["randomisation"]["status"] in ("pass", "warn", "fail")
+
+
+def test_attribution_explains_label_logits_label_by_label(tmp_path, multilabel_model_path,
+                                                          multilabel_npz):
+    """The section on a multi-label model: its examples are wrong decisions from every label in
+    turn, each the label's logit; the card and its checks are there; the report draws."""
+    done = audit(multilabel_model_path, f"npz:{multilabel_npz['noisy']}", tmp_path / "run",
+                 sections=["attribution"], format="json,html",
+                 attribution={"methods": ["gradient", "gradient_x_input"], "examples": 3,
+                              "sanity_samples": 4, "faithfulness_samples": 8,
+                              "faithfulness_steps": 8})
+    block = done.summary["attribution"]
+    assert block["multilabel"] and block["score"] == "logit"
+    assert {e["label"] for e in block["examples"]} == set(LABELS)
+    y = np.load(multilabel_npz["noisy"])["y"]
+    for e in block["examples"]:
+        assert e["mistake"] == ("missed" if y[e["index"], LABELS.index(e["label"])]
+                                else "false_alarm")
+    assert set(block["reliability"]) == {"gradient", "gradient_x_input"}
+    ids = {c["id"] for c in done.summary["checks"]}
+    assert {"attribution.sanity.gradient", "attribution.faithfulness",
+            "attribution.trusted"} <= ids
+    page = (done.out / "report.html").read_text()
+    assert "wrong decisions, label by label" in page and "most confident given label" in page

@@ -3,6 +3,11 @@
 The methods explain the most confident mistakes; the sanity check (Adebayo et al. 2018) tests
 that each method's maps depend on the model's weights; deletion and insertion curves (Petsiuk
 et al. 2018) test that the pixels a method ranks first are the ones the prediction needs.
+
+A multi-label model's maps are of label logits: the examples are its most confident wrong
+decisions taken from every label in turn (``label_examples_section``), each explained for the
+label it got wrong; the card explains each sampled image's most confident given label
+(``steps/card.py``, ``explained``, which says why).
 """
 
 from __future__ import annotations
@@ -32,9 +37,7 @@ from auditor.steps.shared import plain
 
 NAME = "attribution"
 TITLE = "Attribution methods"
-# Why the section does not apply to a multi-label model (pipeline.not_applicable).
-MULTI_LABEL = ("its reliability card explains each image's predicted class (the argmax) against "
-               "the other classes; the attribution of each label's own logit is not built yet")
+MULTI_LABEL = True  # label logits: examples per label, the card on given labels
 # The instruments' checks, declared with the card (steps/card.py): whether each method's maps
 # can be believed on this model. They fill the reliability card and choose the methods, and are
 # not part of the verdict unless gated.
@@ -224,6 +227,63 @@ def examples_section(ctx, options, methods, data: AttributionData):
     return examples, box_source
 
 
+LABEL_INTRO = ("Each method's map of a label's logit on the most confident wrong decisions, "
+               "taken from every label in turn (a missed label: why the model did not give "
+               "it; a false alarm: why it did): ")
+CARD_TARGETS = ("each sampled image given at least one label, explained for its most confident "
+                "given label's logit (deletion and insertion follow that label's sigmoid)")
+
+
+def check_task(task: str, options: Options) -> None:
+    """A multi-label model's maps are of label logits: a softmax over independent labels
+    means nothing, so another ``score`` is refused before any work."""
+    from auditor.inputs.models import MULTI_LABEL as TASK
+
+    if task == TASK and options.score != "logit":
+        raise ConfigError(f"'{NAME}.score' is '{options.score}', but the model is multi-label: "
+                          "its labels are independent sigmoids, explained through their logits; "
+                          f"drop '{NAME}.score' or set it to 'logit'")
+
+
+def label_examples_section(ctx, options, methods, data: AttributionData):
+    """A multi-label model's ``examples_section``: its most confident wrong decisions, taken
+    from every label in turn (``multilabel.wrong_decisions``), each explained by every method
+    for the logit of the label it got wrong."""
+    from auditor.methods import multilabel as ml
+    from auditor.methods.attribution.localisation import saliency_box
+
+    p, names = ctx.predictions, ctx.dataset.class_names
+    positions, labels = ml.wrong_decisions(p.labels, p.probs, p.preds, p.thresholds,
+                                           options.examples)
+    if len(positions) == 0:
+        return [], None
+    images = ctx.dataset.images(positions)
+
+    def maps_of(method, method_options):  # made for this section (the step has none)
+        return ctx.steps.saliency.maps(ctx, method, positions, labels, images=images,
+                                        score="logit", options=method_options)
+
+    maps, _ = compute_maps(ctx.handle, images, labels, methods, "logit",
+                           options.method_options, maps_of)
+    box_source = "saliency" if "saliency" in maps else next(iter(maps), None)
+    boxes = [saliency_box(images[i], maps[box_source][i]) if box_source else None
+             for i in range(len(positions))]
+    probs = p.probs_at(positions)
+    examples = [{"index": int(pos), "label": names[k],
+                 "mistake": "missed" if p.labels[pos, k] else "false_alarm",
+                 "true": "|".join(ml.label_set(p.labels[pos], names)),
+                 "pred": "|".join(ml.label_set(p.preds[pos], names)),
+                 "confidence": float(probs[i, k]), "box": list(boxes[i]) if boxes[i] else None}
+                for i, (pos, k) in enumerate(zip(positions, labels, strict=True))]
+    data.examples, data.images, data.maps, data.boxes = examples, images, maps, boxes
+    data.row_labels = [f"#{e['index']}: {e['label']} "
+                       f"{'missed' if e['mistake'] == 'missed' else 'false alarm'} "
+                       f"(p={e['confidence']:.2f})" for e in examples]
+    data.layer_heats, data.layer_shapes, data.layer_names = layer_maps(
+        ctx.handle, images, labels, options.compare_layers, "logit")
+    return examples, box_source
+
+
 def run(ctx: Context, options: Options) -> SectionResult:
     """The card (made before the sections by steps/card.py) and every method on the most
     confident mistakes."""
@@ -247,12 +307,14 @@ def run(ctx: Context, options: Options) -> SectionResult:
                            sanity=made.sanity_data, faithfulness=made.faithfulness_data,
                            reliability=card, invariance_reason=made.invariance_reason,
                            reliability_bounds=RELIABILITY_BOUNDS)
-    examples, box_source = examples_section(ctx, options, methods, data)
+    multilabel = ctx.predictions.multilabel
+    examples, box_source = (label_examples_section if multilabel else examples_section)(
+        ctx, options, methods, data)
     complete = made.completeness
     summary = {NAME: {
         "methods": methods, "score": options.score, "unavailable": made.unavailable,
-        "examples": [{k: e[k] for k in ("index", "true", "pred", "confidence", "box")}
-                     for e in examples],
+        "examples": [{k: e[k] for k in ("index", "true", "pred", "confidence", "box", "label",
+                                        "mistake") if k in e} for e in examples],
         "compared_layers": data.layer_names, "sanity_stages": made.stages,
         "sanity": made.sanity, "faithfulness": made.faithfulness,
         "completeness_error": complete["error"] if complete else None,
@@ -262,17 +324,20 @@ def run(ctx: Context, options: Options) -> SectionResult:
                     "faithfulness": made.faithfulness_data["samples"]},
         "reliability": card, "trusted_method": best_trusted(card),
         "used_by": {}, "reliability_bounds": RELIABILITY_BOUNDS,
+        **({"multilabel": True, "card_targets": CARD_TARGETS} if multilabel else {}),
         "cam_layers": method_layers(ctx.handle, methods, options.method_options),
     }}
     return SectionResult(
         name=NAME, title=TITLE,
-        intro=("Each method's map of the predicted class's "
-               f"{options.score} on the most confident mistakes: red raises the score, blue "
+        intro=((LABEL_INTRO if multilabel else "Each method's map of the predicted class's "
+                f"{options.score} on the most confident mistakes: ") + "red raises the score, blue "
                "lowers it; unsigned methods (saliency, Grad-CAM) show importance from dark to "
                "bright. The box is a GrabCut localisation seeded by the "
                f"{box_source or 'saliency'} map. Below, whether to trust each method: its maps "
                "must change when the model's weights are randomised, and removing its top "
-               f"pixels first must hurt the prediction more than a random order. {smoothing}"),
+               "pixels first must hurt the prediction more than a random order"
+               + (f" (the card explains {CARD_TARGETS})" if multilabel else "")
+               + f". {smoothing}"),
         summary=summary, data=data,
         checks=[*made.sanity_checks, *skipped, *made.faithfulness_checks,
                 trusted_check(ctx, card)],

@@ -164,6 +164,28 @@ def sample_positions(n: int, size: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(n, size=min(size, n), replace=False))
 
 
+def explained(p, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The images the card explains (a seeded random sample of ``size``) and the output each
+    map is of: a single-label model's predicted class; a multi-label model's most confident
+    given label, among the images given at least one (all images when none is given).
+
+    Why that label: one map per image keeps the card's cost what the plan charges for any
+    model (a card per label would cost K times more); a label the model gives has evidence in
+    the image, which deletion removes and insertion restores, while a label it does not give
+    sits near probability 0, where both curves are flat and measure nothing; and sampling
+    images brings in each label as often as the model gives it, the labels the report
+    explains most. Its score is that label's logit (its sigmoid in the curves): a softmax
+    over independent labels means nothing."""
+    if not p.multilabel:
+        positions = sample_positions(len(p.labels), size, seed)
+        return positions, p.preds[positions]
+    margins = p.logits - (np.log(p.thresholds) - np.log1p(-p.thresholds))
+    given = np.flatnonzero(p.preds.any(axis=1))
+    pool = given if len(given) else np.arange(len(p.labels))
+    positions = pool[sample_positions(len(pool), size, seed)]
+    return positions, margins[positions].argmax(axis=1)
+
+
 def compute_maps(handle, x, targets, methods, score, method_options, maps_of=None):
     """Maps of every method that applies to this model, and the reason for each that does not
     (e.g. Grad-CAM on a model without convolutions, or a method that raises on this
@@ -190,10 +212,9 @@ def sanity_part(ctx, options, methods):
     from auditor.methods.attribution.reliability import RANDOMISED
     from auditor.methods.attribution.sanity import cascading_randomisation
 
-    p = ctx.predictions
-    positions = sample_positions(len(p.labels), options.sanity_samples, ctx.config.seed + 1)
+    positions, targets = explained(ctx.predictions, options.sanity_samples, ctx.config.seed + 1)
     result = cascading_randomisation(
-        ctx.handle, ctx.dataset.images(positions), p.preds[positions], methods,
+        ctx.handle, ctx.dataset.images(positions), targets, methods,
         max_stages=options.sanity_stages, seed=ctx.config.seed, score=options.score,
         method_options=options.method_options)
     checks, rows, summary = [], [], {}
@@ -242,13 +263,15 @@ def faithfulness_part(ctx, options, methods):
     from auditor.methods.attribution.reliability import degenerate_reason
 
     p = ctx.predictions
-    positions = sample_positions(len(p.labels), options.faithfulness_samples, ctx.config.seed)
-    x, targets = ctx.dataset.images(positions), p.preds[positions]
+    positions, targets = explained(p, options.faithfulness_samples, ctx.config.seed)
+    x = ctx.dataset.images(positions)
     maps, unavailable = compute_maps(ctx.handle, x, targets, methods, options.score,
                                      options.method_options)
     maps["random"] = random_maps(x, ctx.config.seed)
+    probability = "sigmoid" if p.multilabel else "softmax"
     curves = {m: deletion_insertion(ctx.handle, x, targets, a, steps=options.faithfulness_steps,
-                                    seed=ctx.config.seed) for m, a in maps.items()}
+                                    seed=ctx.config.seed, probability=probability)
+              for m, a in maps.items()}
     summary = {m: {"deletion_auc": c.deletion_auc, "insertion_auc": c.insertion_auc,
                    "score": c.score} for m, c in curves.items()}
     degenerate = {m: degenerate_reason(a) for m, a in maps.items() if m != "random"}
@@ -285,10 +308,9 @@ def invariance_part(ctx, options, methods):
     """Each method's change on a copy of the model that absorbs a constant input shift."""
     from auditor.methods.attribution.reliability import input_invariance
 
-    p = ctx.predictions
-    positions = sample_positions(len(p.labels), options.sanity_samples, ctx.config.seed + 1)
-    return input_invariance(ctx.handle, ctx.dataset.images(positions), p.preds[positions],
-                            methods, method_options=options.method_options, score=options.score)
+    positions, targets = explained(ctx.predictions, options.sanity_samples, ctx.config.seed + 1)
+    return input_invariance(ctx.handle, ctx.dataset.images(positions), targets, methods,
+                            method_options=options.method_options, score=options.score)
 
 
 def make(inputs, options, shared, sections) -> ReliabilityCard:

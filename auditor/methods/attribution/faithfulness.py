@@ -57,14 +57,19 @@ def pixel_order(maps: np.ndarray, seed: int = 0) -> np.ndarray:
 
 
 def deletion_insertion(handle, x, targets, maps, *, steps: int = 20, fill: float = 0.0,
-                       blur_sigma: float = 0.5, seed: int = 0) -> Curves:
+                       blur_sigma: float = 0.5, seed: int = 0,
+                       probability: str = "softmax") -> Curves:
     """Deletion (pixels set to ``fill``) and insertion (pixels put back into a blurred copy)
-    curves of the target's softmax probability, averaged over images.
+    curves of the target's probability, averaged over images: its softmax, or (``probability``
+    "sigmoid", a multi-label model's) the target label's own sigmoid.
 
     The insertion canvas is blurred heavily (``blur_sigma`` x the side) so that the class is no
     longer recognisable there; a light blur keeps digits readable and every ranking looks good.
     """
-    x, targets, contrast = prepare(handle, x, targets, None, "softmax")
+    from scipy.special import expit
+
+    score = "softmax" if probability == "softmax" else "logit"
+    x, targets, contrast = prepare(handle, x, targets, None, score)
     ranks = pixel_order(maps, seed)[..., None]
     pixels = ranks[0].size
     counts = np.round(np.linspace(0, pixels, steps + 1)).astype(int)
@@ -79,7 +84,9 @@ def deletion_insertion(handle, x, targets, maps, *, steps: int = 20, fill: float
         batch = np.concatenate([deleted, inserted]).reshape(-1, *x.shape[1:])
         k = 2 * (steps + 1) * len(images)
         repeat = np.tile(np.repeat(targets[i:i + per_chunk], steps + 1), 2)
-        probs = run_scores(handle, batch, repeat, np.full(k, -1, np.int32), "softmax", rows)
+        probs = run_scores(handle, batch, repeat, np.full(k, -1, np.int32), score, rows)
+        if probability == "sigmoid":
+            probs = expit(probs)
         probs = probs.reshape(2, len(images), steps + 1)
         deletion.append(probs[0])
         insertion.append(probs[1])
