@@ -151,8 +151,14 @@ def test_cli_writes_the_per_label_table(tmp_path, multilabel_model_path, multila
     assert "Per label, at its threshold" in page and "false alarms" in page
     skipped = summary["not_applicable"]
     assert set(skipped) == set(SECTION_NAMES) - {"performance", "contrastive", "clever_hans",
-                                                 "robustness", "counterfactuals"}
+                                                 "robustness", "counterfactuals", "attribution",
+                                                 "triage"}
     assert summary["contrastive"]["examples"]
+    for name in ("attribution", "triage", "counterfactuals"):  # per label, and no error
+        assert summary[name]["multilabel"]
+        assert all(c["status"] != "error" for c in summary["checks"] if c["section"] == name)
+    assert {f"triage.label_errors.{name}" for name in LABELS} <= {
+        c["id"] for c in summary["checks"]}
     for reason in skipped.values():
         assert f"does not apply to a multi-label model: {escape(reason)}" in page
     runs = {c["id"]: c["status"] for c in summary["checks"] if c["id"].endswith(".run")}

@@ -256,7 +256,7 @@ def run_multilabel(ctx: Context, options: Options) -> SectionResult:
     """Missed labels against false alarms, on the images with the most confident wrong
     decisions; the maps explain logits (a softmax probability over labels means nothing)."""
     from auditor.methods import multilabel as ml
-    from auditor.steps.card import card_of
+    from auditor.steps.card import card_of, choice_note
 
     p, names = ctx.predictions, ctx.dataset.class_names
     probs = p.probs
@@ -264,7 +264,8 @@ def run_multilabel(ctx: Context, options: Options) -> SectionResult:
     images = ctx.dataset.images(positions)
     missed, alarms = ml.contrast_pairs(p.labels[positions], probs[positions],
                                        p.preds[positions])
-    method = options.method or FALLBACK  # the card is not made for a multi-label model
+    method, choice = chosen_method(ctx.steps.card, ctx.handle.input_shape, options)
+    note = "" if options.method is not None else choice_note(choice, ctx.handle.input_shape)
     for_first, for_alarm, diff, paired, how = label_maps(ctx, method, positions, images,
                                                          missed, alarms)
 
@@ -279,16 +280,18 @@ def run_multilabel(ctx: Context, options: Options) -> SectionResult:
                          "p_missed": p_miss, "false_alarm": alarm, "p_false_alarm": p_alarm})
     return SectionResult(
         name=NAME, title=TITLE,
-        intro=f"For each image with a wrong label: the {method} saliency of the logit of its "
+        intro=f"For each image with a wrong label: the {method}{note} saliency of the logit of its "
               "most confidently missed label and of its most confident false alarm, and, where "
               f"it has both, their difference ({how}): red pixels pushed towards the right "
               "decision (the missed label up, the false alarm down). An image with only one "
               "kind of mistake is explained for that label alone. The maps of an example share "
               "one symmetric scale.",
-        summary={NAME: {"method": method, "method_from_card": False, "score": "logit",
+        summary={NAME: {"method": method, "method_from_card": options.method is None,
+                        "score": "logit",
                         "difference": how, "examples": examples}},
         data=LabelContrastData(images, for_first, for_alarm, diff, paired, examples,
                                options.smooth_sigma, how == LABEL_MAP_OF_DIFFERENCE),
         checks=[trust_check(METHOD_TRUSTED, card_of(ctx.steps.card),
                             {"the contrastive maps": [method]}, checks=ctx.config.checks,
-                            section=NAME)])
+                            section=NAME)],
+        method_choice=choice)
