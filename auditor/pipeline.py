@@ -245,6 +245,15 @@ def check_sections(config: AuditConfig, handle) -> None:
             check(handle.task, config.options[name])
 
 
+def mistakes_to_explain(predictions) -> int:
+    """The mistakes a section may explain, for the plan: wrong images, or a multi-label
+    model's wrong decisions (image and label), which its attribution and counterfactuals
+    take one by one (never fewer than its wrong images)."""
+    if predictions.multilabel:
+        return int((predictions.labels != predictions.preds).sum())
+    return int((~predictions.correct).sum())
+
+
 def check_threshold(config: AuditConfig, handle) -> None:
     """The spec's ``threshold`` belongs to a multi-label model and gives one value or one per
     label: checked as soon as the model is loaded, before the data is read."""
@@ -406,7 +415,7 @@ def plan_sections(config, names, loaded, predictions):
     facts = Facts(images=loaded.dataset.n, input_shape=handle.input_shape,
                   classes=handle.num_classes, train_images=train.n if train is not None else None,
                   compare=loaded.compare_handle is not None,
-                  mistakes=int((~predictions.correct).sum()),
+                  mistakes=mistakes_to_explain(predictions),
                   card_methods=card_candidates(config, names), sections=tuple(names))
     modules = {name: section_module(name) for name in names}
     plan = make_plan(modules, config.options, config.section_options, facts, config.budget)

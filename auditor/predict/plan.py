@@ -107,7 +107,8 @@ class Facts:
     classes: int
     train_images: int | None = None  # --train-data images, when given
     compare: bool = False  # a --compare-model is audited alongside
-    mistakes: int | None = None  # audit images the model gets wrong (None: count all images)
+    mistakes: int | None = None  # audit images the model gets wrong (a multi-label model's
+    #                              wrong decisions); None: count all images
     # The methods the attribution section's reliability card chooses from for the sections
     # that take their method from it: () when the run has no attribution section (they then
     # take their fallback), None for the attribution section's defaults.
