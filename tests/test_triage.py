@@ -299,3 +299,22 @@ def test_without_penultimate_features_the_feature_parts_are_skipped(tmp_path, di
     assert checks["triage.ece"].status in ("pass", "warn", "fail")
     detectors = result.summary["triage"]["ood"]["detectors"]
     assert detectors["energy"]["skipped"] is None and detectors["knn"]["skipped"]
+
+
+def test_a_multi_label_temperature_undoes_a_known_overconfidence():
+    """Labels drawn from sigmoid(z / 2) with logits z: the binary cross-entropy temperature
+    is near 2, it lowers the pooled decisions' ECE, and it changes confidence, never the
+    decisions (a threshold of 0.7 stays where it was)."""
+    from auditor.methods.triage import calibration
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (4000, 3))
+    labels = (rng.random(logits.shape) < 1 / (1 + np.exp(-logits / 2))).astype(np.int8)
+    temperature = calibration.fit_label_temperature(logits, labels)
+    assert 1.8 < temperature < 2.2
+    cuts = np.full(3, np.log(0.7 / 0.3))
+    assert (calibration.cross_fitted_label_ece(logits, labels, cuts)
+            < calibration.label_ece(logits, labels, cuts) / 2)
+    _, right_before = calibration.decisions(logits, labels, cuts)
+    _, right_after = calibration.decisions(logits, labels, cuts, temperature)
+    assert (right_before == right_after).all()
