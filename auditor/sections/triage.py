@@ -396,7 +396,7 @@ class Findings:
     """Everything the triage measured on one run, before it is summarised or drawn."""
 
     reference: Reference
-    issues: object  # label_issues.LabelIssues, or None
+    issues: object  # label_issues.LabelIssues (or None); a multi-label model's LabelSetIssues
     reliability: calibration.Reliability
     temperature: float
     ece_after: float
