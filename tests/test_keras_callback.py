@@ -393,3 +393,35 @@ def unmeasured(summary: dict) -> dict:
     for key in ("out", "tracker_step"):
         kept["config"].pop(key)
     return kept
+
+
+@pytest.mark.parametrize("head", ["softmax", "separate sigmoid", "one sigmoid unit"])
+def test_assigned_weights_give_the_logits_of_a_fresh_load(tmp_path, head):
+    """Each way a handle's logits model is made from the model (a stripped copy, a cut, a
+    binary head's two logits): weights assigned to the handle give what loading a file saved
+    with them gives."""
+    from auditor.inputs.models import load_model
+
+    def build(seed):
+        keras.utils.set_random_seed(seed)
+        inputs = keras.Input((6, 6, 1))
+        hidden = keras.layers.Dense(4, activation="relu")(keras.layers.Flatten()(inputs))
+        if head == "softmax":
+            outputs = keras.layers.Dense(3, activation="softmax")(hidden)
+        elif head == "separate sigmoid":
+            outputs = keras.layers.Activation("sigmoid")(keras.layers.Dense(1)(hidden))
+        else:
+            outputs = keras.layers.Dense(1, activation="sigmoid")(hidden)
+        return keras.Model(inputs, outputs)
+
+    old, new = build(0), build(1)
+    old.save(tmp_path / "old.keras")
+    new.save(tmp_path / "new.keras")
+    handle = load_model(str(tmp_path / "old.keras"), input_range="0-1")
+    x = np.random.default_rng(0).uniform(0, 1, (5, 6, 6, 1)).astype("float32")
+    before = np.asarray(handle.logits_fn(x))
+    handle.assign_weights(new.get_weights())
+    fresh = load_model(str(tmp_path / "new.keras"), input_range="0-1")
+    assert handle.output == fresh.output
+    np.testing.assert_allclose(handle.logits_fn(x), fresh.logits(x), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(before, fresh.logits(x))
