@@ -2,8 +2,11 @@
 
 Each audited epoch's model is saved to ``OUT/checkpoints/<start of fit>/epoch-NNNN.keras`` and
 audited like a checkpoint ``auditor watch`` finds (``runs/watch.py``): one run folder per epoch
-under OUT, the same ledger, baselines and index.html. The audit loads its own copy from that
-file, so nothing it traces joins the training graph, and it runs between save/restore of every
+under OUT, the same ledger, baselines and index.html. The audit runs on its own copy of the
+model, loaded once from a saved file when training starts (so nothing it traces joins the
+training graph) and given each audited epoch's weights: the run is the one a fresh audit of
+the epoch's checkpoint gives, but nothing is traced, timed or loaded again (``run_audit``'s
+``handle``). It runs between save/restore of every
 global random state (Python, NumPy, TensorFlow's seeds, Keras's seed generator) that the audit
 resets (``load_inputs`` seeds them all): with the same seeds and data, training ends with the
 same weights, optimizer state and metrics with or without the callback.
@@ -144,6 +147,7 @@ class AuditCallback(keras.callbacks.Callback):
         self._arrays = None  # (x, y) of an in-memory source
         self._trackers: dict = {}
         self._sizer = None  # runs.overhead's plan_at and the fixed seconds of an audit
+        self._handle = None  # the audit's one copy of the model, made when training starts
         self._last_audited = self._epoch = None
 
     @staticmethod
@@ -220,39 +224,45 @@ class AuditCallback(keras.callbacks.Callback):
                                                 self.spec.get("data_range", "auto"))
 
     def _validate(self) -> None:
-        """Load a copy of the model as the audit will, and open the data against it; with an
+        """Make the audit's one copy of the model, saved and loaded as a checkpoint is (so that
+        nothing it traces joins the training graph), and open the data against it; with an
         overhead budget, time a pass of the copy for the plan and the fixed part of an audit
-        (saving, loading, predicting), which the first audit's budget starts from."""
+        (saving the checkpoint, predicting), which the first audit's budget starts from. Each
+        audit gives the copy its epoch's weights: its compiled functions, the time of a pass
+        and its FLOPs are made once per fit."""
         from auditor.inputs.datasets import load_dataset
         from auditor.inputs.models import load_model
+        from auditor.predict.distribute import make_distribution
 
-        tick = time.perf_counter()
         config = self.configure(model="checked-per-epoch")
         path = self._scratch / "model.keras"
+        tick = time.perf_counter()
         self.model.save(path)
-        handle = load_model(str(path), config.input_range, config.unsafe_load, config.output)
+        saving = time.perf_counter() - tick
+        with make_distribution(config.strategy).scope():  # as run_audit loads a model
+            handle = load_model(str(path), config.input_range, config.unsafe_load,
+                                config.output)
         with self._data():
             dataset = load_dataset(config.data, handle.input_shape, handle.num_classes,
                                    class_names=config.class_names,
                                    max_samples=config.max_samples, seed=config.seed,
-                                   data_range=config.data_range, strict_data=config.strict_data)
+                                   data_range=config.data_range, strict_data=config.strict_data,
+                                   multilabel=handle.multilabel)
         path.unlink()
+        self._handle = handle
         if self.overhead is not None:
-            self._sizer = self._make_sizer(config, handle, dataset.n, time.perf_counter() - tick)
+            self._sizer = self._make_sizer(config, handle, dataset.n, saving)
 
     @staticmethod
-    def _make_sizer(config, handle, images: int, loading: float) -> dict:
-        from auditor.predict.plan import Facts, forward_flops, measure_timing
+    def _make_sizer(config, handle, images: int, saving: float) -> dict:
+        from auditor.predict.plan import Facts, forward_flops, model_timing
         from auditor.runs.overhead import planner, requested
 
-        tick = time.perf_counter()
-        timing = measure_timing(handle)
+        timing = model_timing(handle)  # the audits' plans read the same measure
         facts = Facts(images=images, input_shape=handle.input_shape, classes=handle.num_classes)
         plan_at = planner(config, facts, forward_flops(handle), timing)
-        timed = time.perf_counter() - tick  # an audit times its passes too
         return {"plan_at": plan_at, "sections": requested(config),
-                "fixed": loading + timed + images * timing.forward, "drift": 1.0,
-                "unplanned": {}}
+                "fixed": saving + images * timing.forward, "drift": 1.0, "unplanned": {}}
 
     def _open_trackers(self) -> None:
         if self.mlflow:
@@ -305,6 +315,7 @@ class AuditCallback(keras.callbacks.Callback):
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None
+        self._handle = None
 
     def _audit(self, epoch: int) -> dict:
         """Audit this epoch's model; an exception ends the trackers (MLflow's run FAILED)
@@ -316,8 +327,8 @@ class AuditCallback(keras.callbacks.Callback):
             raise
 
     def _audit_epoch(self, epoch: int) -> dict:
-        """Save this epoch's model, audit it as watch audits a checkpoint (sized to the
-        overhead budget), log the trackers."""
+        """Save this epoch's model, give its weights to the audit's copy and audit that as
+        watch audits the checkpoint (sized to the overhead budget), log the trackers."""
         import functools
 
         from auditor.errors import ModelError
@@ -331,11 +342,13 @@ class AuditCallback(keras.callbacks.Callback):
         self._folder.mkdir(parents=True, exist_ok=True)
         path = self._folder / f"epoch-{epoch:04d}.keras"
         self.model.save(path)
+        self._handle.assign_weights(self.model.get_weights())
         with isolated_random_state(), self._data():
             done = audit_checkpoint(path, self.root, configure, sha=file_sha256(path),
                                     baseline=self._baseline(), say=lambda line: None,
                                     facts={"epoch": epoch},
-                                    not_run=sized.not_run if sized else None, index=False)
+                                    not_run=sized.not_run if sized else None, index=False,
+                                    handle=self._handle)
         if done.folder is None:
             raise ModelError(done.message)
         self._last_audited = epoch

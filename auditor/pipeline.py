@@ -184,16 +184,23 @@ def input_paths(config: AuditConfig) -> dict[str, str]:
     return {label: path for label, path in given.items() if path}
 
 
-def load_inputs(config: AuditConfig, distribution) -> Inputs:
-    """The model, the data and, when given, the training data and the model to compare with."""
+def load_inputs(config: AuditConfig, distribution, handle=None) -> Inputs:
+    """The model (``handle``: already loaded, see ``run_audit``), the data and, when given, the
+    training data and the model to compare with. The seed is set once the model is in hand,
+    so that a handle loaded earlier audits exactly as the same model loaded here (loading
+    draws from the global generators: Keras builds layers before it reads their weights)."""
     import keras
 
     from auditor.inputs.datasets import load_dataset
-    from auditor.inputs.models import load_model
+    from auditor.inputs.models import load_model, reused
 
+    if handle is None:
+        with distribution.scope():  # the model's variables are mirrored on every replica
+            handle = load_model(config.model, config.input_range, config.unsafe_load,
+                                config.output)
+    else:
+        handle = reused(handle, config.model, config.input_range)
     keras.utils.set_random_seed(config.seed)
-    with distribution.scope():  # the model's variables are mirrored on every replica
-        handle = load_model(config.model, config.input_range, config.unsafe_load, config.output)
     handle.distribution = distribution
     check_sections(config, handle)
     check_threshold(config, handle)
@@ -291,10 +298,10 @@ def not_applicable(module, ctx: Context) -> SectionResult | None:
                          not_applicable=support)
 
 
-def run_audit(config: AuditConfig, not_run: dict[str, str] | None = None) -> AuditOutcome:
-    """Run the audit that ``config`` describes and write its folder; returns the exit code.
-    ``not_run``: sections its caller left out of this run, with why (the Keras callback's
-    overhead budget), each listed as a skipped ``SECTION.run`` check."""
+def run_audit(config: AuditConfig, not_run: dict | None = None, handle=None) -> AuditOutcome:
+    """Run the audit that ``config`` describes, write its folder. ``not_run``: sections its
+    caller left out (the callback's budget; skipped ``SECTION.run`` checks). ``handle``: a loaded
+    model holding ``config.model``'s weights, audited as a fresh load of it (``load_inputs``)."""
     from auditor.predict.distribute import make_distribution
     from auditor.predict.predictions import predict
 
@@ -306,7 +313,7 @@ def run_audit(config: AuditConfig, not_run: dict[str, str] | None = None) -> Aud
     bars = progress_enabled(config.progress and not config.quiet)  # bars on a terminal only
     log = SectionLog(not config.quiet, {})  # log lines everywhere, unless quiet
     distribution = make_distribution(config.strategy)  # before any other TensorFlow work
-    loaded = load_inputs(config, distribution)
+    loaded = load_inputs(config, distribution, handle)
     handle, dataset = loaded.handle, loaded.dataset
     baseline = baseline_run.summary if baseline_run else None
     out = output_path(config, loaded, baseline_run, now, distribution.is_chief)
@@ -407,8 +414,8 @@ def probe_range(handle, dataset, config: AuditConfig) -> list[Check]:
 
 def plan_sections(config, names, loaded, predictions):
     """The compute plan of this run's sections (predict.plan), sized by the time a pass of this
-    model takes, measured here (when the sections run any pass)."""
-    from auditor.predict.plan import Facts, make_plan, measure_timing
+    model takes, measured here (when the sections run any pass) unless the handle holds it."""
+    from auditor.predict.plan import Facts, make_plan, model_timing
     from auditor.steps.card import card_candidates
 
     handle, train = loaded.handle, loaded.train_dataset
@@ -421,7 +428,7 @@ def plan_sections(config, names, loaded, predictions):
     plan = make_plan(modules, config.options, config.section_options, facts, config.budget)
     if plan.total_passes > 0:
         plan = make_plan(modules, config.options, config.section_options, facts,
-                         config.budget, timing=measure_timing(handle))
+                         config.budget, timing=model_timing(handle))
     return plan
 
 

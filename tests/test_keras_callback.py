@@ -5,6 +5,7 @@ the performance section and 100 test images, serves most tests."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import re
@@ -316,3 +317,111 @@ def test_audit_checkpoint_records_the_checkpoint_as_it_is(tmp_path, digits_model
     assert entry["folder"] == done.folder.name and not (tmp_path / "index.html").exists()
     (check,) = [c for c in done.summary["checks"] if c["id"] == "robustness.run"]
     assert (check["status"], check["message"]) == ("skipped", "not run: over budget")
+
+
+class Traces(logging.Handler):
+    """The graphs TensorFlow builds while attached (its own debug line for each new one),
+    without tf.data's: a pipeline traces its map functions whenever it is built."""
+
+    def __init__(self):
+        super().__init__(level=1)
+        self.traced: list[str] = []
+
+    def emit(self, record):
+        message = record.getMessage()
+        if (message.startswith("Creating new FuncGraph")
+                and "StructuredFunctionWrapper" not in message):
+            self.traced.append(message)
+
+
+def test_the_second_audit_traces_nothing_and_audits_as_a_fresh_cli_audit(tmp_path,
+                                                                           digits_test):
+    """The callback's one copy of the model, given each epoch's weights: the second audit
+    traces no function of the model, and its run is the one a fresh CLI audit of the epoch's
+    checkpoint writes (summary.json key by key, measured times apart). The input range is
+    probed, on both."""
+    from click.testing import CliRunner
+
+    from auditor.cli import cli
+
+    x, y = digits_test
+    np.savez(tmp_path / "data.npz", x=x[:60], y=y[:60])
+    data = f"npz:{tmp_path / 'data.npz'}"
+    logger, level, per_epoch = tf.get_logger(), tf.get_logger().level, []
+
+    def attach(epoch, logs):
+        per_epoch.append(Traces())
+        logger.addHandler(per_epoch[-1])
+        logger.setLevel(1)
+
+    def detach(epoch, logs):
+        logger.removeHandler(per_epoch[-1])
+        logger.setLevel(level)
+
+    callback = AuditCallback(data, tmp_path / "reports", every=1, budget=3000,
+                             sections=["performance", "contrastive"], spec={"format": "json"},
+                             overhead=None)
+    train([keras.callbacks.LambdaCallback(on_epoch_end=attach), callback,
+           keras.callbacks.LambdaCallback(on_epoch_end=detach)], epochs=2, images=64)
+    assert per_epoch[0].traced and per_epoch[1].traced == []
+    first, second = callback.audits
+    checkpoint = next((tmp_path / "reports" / "checkpoints").glob("*/epoch-0002.keras"))
+    done = CliRunner().invoke(cli, [
+        "audit", "--model", str(checkpoint), "--data", data, "--budget", "3000",
+        "--sections", "performance,contrastive", "--format", "json", "--no-progress",
+        "--baseline", str(first["folder"]), "--out", str(tmp_path / "fresh")])
+    assert done.exit_code in (0, 1), done.output
+    fresh = json.loads((tmp_path / "fresh" / "summary.json").read_text())
+    mine = json.loads((second["folder"] / "summary.json").read_text())
+    assert "model.input_range" in {c["id"] for c in mine["checks"]}  # probed
+    assert unmeasured(mine) == unmeasured(fresh)
+
+
+MEASURED = re.compile(r"timing|seconds|estimate")  # times, and the plan's estimates of them
+
+
+def unmeasured(summary: dict) -> dict:
+    """A summary without what is measured (times) or names the run itself (when it was made,
+    its folder, its step in the trackers)."""
+    def drop(value):
+        if isinstance(value, dict):
+            return {k: drop(v) for k, v in value.items() if not MEASURED.search(str(k))}
+        return [drop(v) for v in value] if isinstance(value, list) else value
+
+    kept = drop(summary)
+    kept.pop("created")
+    for key in ("out", "tracker_step"):
+        kept["config"].pop(key)
+    return kept
+
+
+@pytest.mark.parametrize("head", ["softmax", "separate sigmoid", "one sigmoid unit"])
+def test_assigned_weights_give_the_logits_of_a_fresh_load(tmp_path, head):
+    """Each way a handle's logits model is made from the model (a stripped copy, a cut, a
+    binary head's two logits): weights assigned to the handle give what loading a file saved
+    with them gives."""
+    from auditor.inputs.models import load_model
+
+    def build(seed):
+        keras.utils.set_random_seed(seed)
+        inputs = keras.Input((6, 6, 1))
+        hidden = keras.layers.Dense(4, activation="relu")(keras.layers.Flatten()(inputs))
+        if head == "softmax":
+            outputs = keras.layers.Dense(3, activation="softmax")(hidden)
+        elif head == "separate sigmoid":
+            outputs = keras.layers.Activation("sigmoid")(keras.layers.Dense(1)(hidden))
+        else:
+            outputs = keras.layers.Dense(1, activation="sigmoid")(hidden)
+        return keras.Model(inputs, outputs)
+
+    old, new = build(0), build(1)
+    old.save(tmp_path / "old.keras")
+    new.save(tmp_path / "new.keras")
+    handle = load_model(str(tmp_path / "old.keras"), input_range="0-1")
+    x = np.random.default_rng(0).uniform(0, 1, (5, 6, 6, 1)).astype("float32")
+    before = np.asarray(handle.logits_fn(x))
+    handle.assign_weights(new.get_weights())
+    fresh = load_model(str(tmp_path / "new.keras"), input_range="0-1")
+    assert handle.output == fresh.output
+    np.testing.assert_allclose(handle.logits_fn(x), fresh.logits(x), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(before, fresh.logits(x))

@@ -98,29 +98,37 @@ class Dataset:
             return np.zeros((0, *self.image_shape), np.float32)
         order = np.argsort(positions, kind="stable")  # sources read fastest in order
         images = np.empty((len(positions), *self.image_shape), np.float32)
-        start = 0
-        for batch in self._pipeline(self.source_index[positions[order]], 256):
+        start, index = 0, self.source_index[positions[order]]
+        # Rows are read in place and fitted here: building a tf.data pipeline (it traces its
+        # functions) costs more than fitting a few images, at every figure of every audit.
+        batches = (self._fit(rows, self._read.divisor) for rows in self._read.rows(index, 256)
+                   ) if isinstance(self._read, RowReader) else self._pipeline(index, 256)
+        for batch in batches:
             images[order[start:start + len(batch)]] = batch.numpy()  # one batch held at a time
             start += len(batch)
         return images
+
+    def _fit(self, images, divisor=1.0):
+        """Raw images as the model takes them (checked finite where they are read: in
+        tf.data's threads, not in the model's)."""
+        import tensorflow as tf
+
+        images = tf.cast(images, tf.float32) / divisor
+        images = tf.debugging.assert_all_finite(images, NON_FINITE)
+        return fit_image(images, *self.image_shape)
 
     def _pipeline(self, source_index: np.ndarray, batch_size: int):
         """Batches fitted to the model. Rows of one shape are read and fitted a batch at a
         time: per-image steps would cost more than a small model's forward pass."""
         import tensorflow as tf
 
-        def fit(images, divisor=1.0):  # checked here, in tf.data's threads, not in the model's
-            images = tf.cast(images, tf.float32) / divisor
-            images = tf.debugging.assert_all_finite(images, NON_FINITE)
-            return fit_image(images, *self.image_shape)
-
         if isinstance(self._read, RowReader):
             reader = self._read
             batched = reader.chunks(source_index, batch_size).map(
-                lambda rows: fit(rows, reader.divisor))
+                lambda rows: self._fit(rows, reader.divisor))
         else:
             batched = self._read(source_index).map(
-                fit, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
+                self._fit, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
         return batched.prefetch(tf.data.AUTOTUNE)
 
 
@@ -319,18 +327,22 @@ class RowReader:
     dtype: np.dtype
     divisor: float = 1.0
 
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return (*self.row_shape, 1) if len(self.row_shape) == 2 else tuple(self.row_shape)
+
+    def rows(self, index: np.ndarray, chunk_rows: int) -> Iterator[np.ndarray]:
+        """The raw rows at ``index``, ``chunk_rows`` at a time (N, H, W, C)."""
+        for chunk in self.read_rows(index, chunk_rows):
+            yield chunk.reshape(len(chunk), *self.image_shape)
+
     def chunks(self, index: np.ndarray, chunk_rows: int):
-        """tf.data.Dataset of the raw rows at ``index``, ``chunk_rows`` at a time (N, H, W, C)."""
+        """``rows`` as a tf.data.Dataset."""
         import tensorflow as tf
 
-        image_shape = (*self.row_shape, 1) if len(self.row_shape) == 2 else self.row_shape
-
-        def rows():
-            for chunk in self.read_rows(index, chunk_rows):
-                yield chunk.reshape(len(chunk), *image_shape)
-
-        spec = tf.TensorSpec((None, *image_shape), tf.as_dtype(np.dtype(self.dtype)))
-        return tf.data.Dataset.from_generator(rows, output_signature=spec)
+        spec = tf.TensorSpec((None, *self.image_shape), tf.as_dtype(np.dtype(self.dtype)))
+        return tf.data.Dataset.from_generator(lambda: self.rows(index, chunk_rows),
+                                              output_signature=spec)
 
 
 def _array_reader(x: np.ndarray) -> Callable:

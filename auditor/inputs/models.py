@@ -119,6 +119,8 @@ class ModelHandle:
     input_range_probe_samples: int | None = None  # images the probe ran on
     display_shift: float = 0.0  # display images span [s, 1 + s] (a shifted copy's, #15)
     task: str = SINGLE_LABEL  # MULTI_LABEL: num_classes independent sigmoid labels
+    whole: object = None  # the model as read, when ``model`` is one output's sub-model
+    other_transforms: dict = field(default_factory=dict, repr=False, init=False)  # set_transform
 
     @property
     def multilabel(self) -> bool:
@@ -143,6 +145,34 @@ class ModelHandle:
         import tensorflow as tf
 
         return tf.function(self.logits, reduce_retracing=True)
+
+    def set_transform(self, transform: InputTransform) -> None:
+        """Map display space to the model's input with ``transform`` from now on. Compiled
+        functions hold the transform as constants: those of the previous one are set aside
+        (``other_transforms``) and those of this one, when it was used before, taken back."""
+        if transform == self.transform:
+            return
+        self.other_transforms[self.transform] = (self.compiled,
+                                                 self.__dict__.pop("logits_fn", None))
+        self.compiled, logits_fn = self.other_transforms.pop(transform, ({}, None))
+        if logits_fn is not None:
+            self.__dict__["logits_fn"] = logits_fn
+        self.transform = transform
+
+    def assign_weights(self, weights: list) -> None:
+        """The weights of a model of this architecture (``keras.Model.get_weights()`` of the
+        model the handle's file was saved from) into the handle's model and its logits copy,
+        in place: the compiled functions read the variables, so they stay valid. A binary
+        head's one unit z becomes its two logits (-z/2, z/2), as ``binary_logits`` made them."""
+        (self.whole or self.model).set_weights(weights)
+        mine = {id(variable) for variable in self.model.weights}
+        if all(id(variable) in mine for variable in self.logits_model.weights):
+            return  # the logits model is cut from the model: its variables are the model's
+        for old, new in zip(self.model.weights, self.logits_model.weights, strict=True):
+            value = np.asarray(old)
+            if tuple(new.shape) != value.shape:  # only the binary head's unit changes shape
+                value = np.concatenate([-value / 2, value / 2], axis=-1)
+            new.assign(value)
 
     def describe(self) -> dict:
         """The ``model`` block of summary.json."""
@@ -192,25 +222,57 @@ def load_model(path: str, input_range: str = "auto", unsafe_load: bool = False,
         from auditor.inputs.demo import demo_model_path
 
         path = str(demo_model_path())
-    model = select_output(_read_model(path, unsafe_load), path, output)
+    read = _read_model(path, unsafe_load)
+    model = select_output(read, path, output)
     shape = _image_input_shape(model, path)
     _check_output_shape(model, path)
     task = MULTI_LABEL if is_multi_label(model) else SINGLE_LABEL
     logits_model, how = (sigmoid_head(model, shape) if task == MULTI_LABEL
                          else logits_head(model, shape))
     num_classes = int(logits_model.outputs[0].shape[-1])
+    transform, source, hint = range_as_loaded(model, input_range, shape[-1])
+    return ModelHandle(model=model, logits_model=logits_model, path=str(path),
+                       name=model_name(path), sha256=file_sha256(path), input_shape=shape,
+                       num_classes=num_classes, transform=transform, output=how,
+                       input_range_hint=hint, input_range_source=source, task=task,
+                       whole=read if read is not model else None)
+
+
+def model_name(path: str) -> str:
+    """What a run calls the model: its file's stem, or its SavedModel folder's name."""
+    return Path(path.rstrip("/")).stem if not Path(path).is_dir() else Path(path).name
+
+
+def range_as_loaded(model, input_range: str, channels: int):
+    """The handle's input transform, where it came from and the model's hint, before any
+    probe: ``input_range`` when given (``flag``), the model's own keras-hub preprocessor
+    (``model``), else the hint, which the audit's probe starts from."""
     hint = input_range_hint(model)
-    own = preprocessor_transform(model, shape[-1])
+    own = preprocessor_transform(model, channels)
     source = "flag" if input_range != "auto" else "model" if own else "hint"
     transform = (own if source == "model" else
-                 input_transform(hint[0] if input_range == "auto" else input_range, shape[-1]))
+                 input_transform(hint[0] if input_range == "auto" else input_range, channels))
     if own is not None:
         hint = (own.name, preprocessor_reason(model))
-    name = Path(path.rstrip("/")).stem if not Path(path).is_dir() else Path(path).name
-    return ModelHandle(model=model, logits_model=logits_model, path=str(path), name=name,
-                       sha256=file_sha256(path), input_shape=shape, num_classes=num_classes,
-                       transform=transform, output=how, input_range_hint=hint,
-                       input_range_source=source, task=task)
+    return transform, source, hint
+
+
+def reused(handle: ModelHandle, path: str, input_range: str = "auto",
+           sha256: str | None = None) -> ModelHandle:
+    """``handle``, as ``load_model(path, input_range)`` would give it, for a file saved with
+    the weights the handle holds (``assign_weights``) from a model of the same architecture:
+    the Keras callback's one audit copy, audited at every epoch. Its compiled functions, and
+    the time and FLOPs of a pass (``predict/plan.py``), are kept: the next audit traces
+    nothing. The input range starts again from what loading gives (the probe, when it runs,
+    sets it as on a fresh load, its compiled pass kept too)."""
+    transform, source, hint = range_as_loaded(handle.model, input_range,
+                                              handle.input_shape[-1])
+    handle.path, handle.name = str(path), model_name(str(path))
+    handle.sha256 = sha256 or file_sha256(path)
+    handle.set_transform(transform)
+    handle.input_range_source, handle.input_range_hint = source, hint
+    handle.input_range_probe = handle.input_range_probe_samples = None
+    return handle
 
 
 PREPROCESSOR = "keras-hub preprocessor"

@@ -104,11 +104,17 @@ def probe_input_range(handle, dataset, batch_size: int = 64, seed: int = 0,
     def decide(logits):  # the class; multi-label: each label's yes/no at sigmoid 0.5
         return tf.cast(logits > 0, tf.int64) if multilabel else tf.argmax(logits, axis=-1)
 
-    @tf.function(reduce_retracing=True)
-    def predict_all(images):  # (batch, candidates): run_batch splits and gathers on axis 0
-        return tf.stack([decide(handle.logits_model(t.to_model(images), training=False))
-                         for t in transforms], axis=1)
+    # traced once per model: the Keras callback's one copy is probed at every audited epoch
+    compiled = ("input_range_probe", tuple(transforms), multilabel)
+    if compiled not in handle.compiled:
 
+        @tf.function(reduce_retracing=True)
+        def predict_all(images):  # (batch, candidates): run_batch splits and gathers on axis 0
+            return tf.stack([decide(handle.logits_model(t.to_model(images), training=False))
+                             for t in transforms], axis=1)
+
+        handle.compiled[compiled] = predict_all
+    predict_all = handle.compiled[compiled]
     for start in range(0, len(positions), batch_size):
         part = slice(start, start + batch_size)
         preds[:, part] = np.moveaxis(np.asarray(
@@ -125,7 +131,7 @@ def probe_input_range(handle, dataset, batch_size: int = 64, seed: int = 0,
     order = {name: i for i, (name, _) in enumerate(options)}
     best = max(rows, key=lambda r: (round(r[key], 9), r["accuracy"], r["hint"],
                                     -order[r["range"]]))
-    handle.transform = input_transform(best["range"], handle.input_shape[-1])
+    handle.set_transform(input_transform(best["range"], handle.input_shape[-1]))
     handle.input_range_source = "probe"
     handle.input_range_probe = [dict(r) for r in rows]
     handle.input_range_probe_samples = len(positions)

@@ -231,12 +231,13 @@ def run_folder_of(path: Path, sha: str) -> str:
 def audit_checkpoint(path: Path, root: Path, configure: Callable[..., AuditConfig], *,
                      sha: str, baseline: str | None, say: Callable[[str], None] = print,
                      facts: dict | None = None, not_run: dict[str, str] | None = None,
-                     index: bool = True) -> Audited:
+                     index: bool = True, handle=None) -> Audited:
     """Audit one checkpoint file into ``root/<stem>-<sha[:12]>`` against ``baseline`` (a run
     folder, or None), record it in the ledger (with ``facts``, such as the epoch it was saved
     at) and rewrite the index: what ``watch`` does per checkpoint, and the Keras callback per
     audited epoch (``not_run``: the sections its overhead budget left out, and why; it writes
-    the index once, when training ends: ``index=False``). A checkpoint that cannot be loaded
+    the index once, when training ends: ``index=False``; ``handle``: its one copy of the model,
+    holding the checkpoint's weights, see ``run_audit``). A checkpoint that cannot be loaded
     is recorded as an error, not raised; bad data or spec stop the watch (nothing recorded).
     ``facts`` add to the entry and never replace what it records of the checkpoint."""
     from auditor.pipeline import run_audit
@@ -253,7 +254,7 @@ def audit_checkpoint(path: Path, root: Path, configure: Callable[..., AuditConfi
     config = configure(model=str(path), out=str(root / run_folder), tracker_step=step,
                        **({"baseline": baseline} if baseline else {}))
     try:
-        outcome = run_audit(config, not_run)
+        outcome = run_audit(config, not_run, handle)
     except ModelError as exc:  # this checkpoint is broken
         entry.update(folder=None, verdict="error", exit_code=2, message=str(exc))
         audited = Audited(path, None, 2, str(exc))
