@@ -17,7 +17,11 @@ from auditor.methods.concepts.analysis import (
     mistake_parts,
     top_examples,
 )
-from auditor.methods.concepts.faithful import randomisation_survival, removal_tests
+from auditor.methods.concepts.faithful import (
+    randomisation_survival,
+    randomised_activations,
+    removal_tests,
+)
 from auditor.methods.concepts.groups import (
     activations_and_gradients,
     attribute_groups,
@@ -76,10 +80,6 @@ def analyse_layer(handle, layer: str, reason: str, images: Images, settings: Set
                                        settings.seed, settings.random_directions)
     except ValueError as exc:  # a subclassed model inside: its layers cannot be edited
         result.removal_skipped = str(exc)
-    if settings.survival_images > 0:
-        picked = survival_rows(images.labels, settings.survival_images, settings.seed)
-        result.survival = randomisation_survival(handle, factors, images.sample[picked],
-                                                 weights[picked], settings.seed)
     return result
 
 
@@ -113,9 +113,18 @@ def removal_targets(result: LayerConcepts, labels: np.ndarray,
 
 def analyse(handle, layers: list[tuple[str, str]], images: Images, settings: Settings,
             classes: int) -> list[LayerConcepts]:
-    """Every layer, then every group's icon in one batch."""
+    """Every layer, then every layer's survival of randomisation (one copy), then every
+    group's icon in one batch."""
     results = [analyse_layer(handle, layer, reason, images, settings, classes)
                for layer, reason in layers]
+    if settings.survival_images > 0:  # one randomised copy and one pass for every layer
+        picked = survival_rows(images.labels, settings.survival_images, settings.seed)
+        random = randomised_activations(handle, [r.layer for r in results],
+                                        images.sample[picked], settings.seed)
+        for result in results:
+            result.survival = randomisation_survival(result.factors, random[result.layer],
+                                                     result.sample_weights[picked],
+                                                     settings.seed)
     if settings.icon_steps > 0:
         drawn = icons(handle, [r.factors for r in results],
                       IconSettings(settings.icon_steps, settings.seed))

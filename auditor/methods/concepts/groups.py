@@ -107,6 +107,15 @@ def fit_factors(layer: str, activations: np.ndarray, groups: int, seed: int = 0,
     return Factors(layer, nmf.components_.astype(np.float32), signed, error, nmf)
 
 
+def images_spec(handle):
+    """Any number of the model's display-space images: the signature of the compiled passes
+    here, so that each is traced once, whatever the size of a block (traced on the first
+    size and again, relaxed, on the next, a pass cost two traces)."""
+    import tensorflow as tf
+
+    return tf.TensorSpec([None, *handle.input_shape], tf.float32)
+
+
 def layer_gradients(handle, layer: str):
     """A compiled function (images, targets) -> (n, 2, h, w, C): the layer's activation and
     the gradient of each image's target logit with respect to it, in one backward pass."""
@@ -118,7 +127,7 @@ def layer_gradients(handle, layer: str):
     if key not in handle.compiled:
         tapped = activation_and_logits(handle, layer)
 
-        @tf.function(reduce_retracing=True)
+        @tf.function(input_signature=[images_spec(handle), tf.TensorSpec([None], tf.int32)])
         def both(images, targets):
             with tf.GradientTape() as tape:
                 acts, logits = tapped(images)
@@ -150,7 +159,7 @@ def activations(handle, layer: str, images: np.ndarray) -> np.ndarray:
     key = ("concepts.activations", layer)
     if key not in handle.compiled:
         handle.compiled[key] = tf.function(activation_model(handle, layer),
-                                           reduce_retracing=True)
+                                           input_signature=[images_spec(handle)])
     return chunked(handle, handle.compiled[key], np.asarray(images, np.float32),
                    rows=rows_per_pass(handle, backward=False))
 
