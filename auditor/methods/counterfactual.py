@@ -6,7 +6,10 @@ model predicts the true class, while a penalty keeps the change small (L1 or L2)
 [0, 1] by projection after every step. All mistakes are optimised together in one batch by one
 compiled loop (Adam written out functionally so that it lives inside the tf.function). Every
 sample runs all steps: once the true class wins, the penalty keeps shrinking the change towards
-the decision boundary, and the smallest successful change seen is the one returned.
+the decision boundary, and the smallest successful change seen is the one returned. The loop
+runs a stretch of steps per call (``auditor.predict.calls``: about a second), so that SIGTERM
+stops the search within one; the search's state (the change, Adam's moments, the best change
+and its size) goes from one call to the next.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 from auditor.errors import AuditorError
 from auditor.methods.featureviz.objectives import image_total_variation
 from auditor.predict.batched import chunked, forward, rows_per_pass
+from auditor.predict.calls import in_calls
 from auditor.predict.predictions import softmax
 
 PENALTIES = ("l1", "l2")
@@ -67,14 +71,25 @@ def counterfactuals(handle, x, labels, *, penalty: str = "l1", weight: float = 0
         raise AuditorError(f"counterfactuals got {len(x)} images but {len(labels)} labels")
     search = _compiled_search(handle, penalty)
     hyper = [tf.constant(v, tf.float32) for v in (weight, tv_weight, learning_rate, margin)]
-
-    def run(images, classes):  # one block of one replica
-        return search(images, classes, tf.constant(steps), *hyper)
-
     # one forward-backward pass per step; Adam's moments and the best change so far are a few
     # input-sized copies per image, small beside the activations the row budget counts
     rows = batch_size or rows_per_pass(handle, backward=True)
-    counterfactual = chunked(handle, run, x, labels, rows=rows) if len(x) else x.copy()
+
+    def call(state, first, count):  # ``count`` steps of every block
+        def run(images, state, classes):  # one block of one replica
+            return search(images, state, classes, tf.constant(first), tf.constant(count),
+                          *hyper)
+
+        return chunked(handle, run, x, state, labels, rows=rows)
+
+    counterfactual = x.copy()
+    if len(x):
+        size = x[0].size
+        start = np.zeros((len(x), STATE * size + 1), np.float32)
+        start[:, -1] = np.inf  # no success yet
+        state = in_calls(start, 0, steps, call, [])
+        best = state[:, (STATE - 1) * size:STATE * size].reshape(x.shape)
+        counterfactual = np.clip(x + best, 0.0, 1.0)
     before = _probs(handle, x)
     after = _probs(handle, counterfactual)
     success = after.argmax(axis=1) == labels if len(x) else np.zeros(0, bool)
@@ -95,29 +110,35 @@ def _size(delta, penalty: str):
     return tf.reduce_sum(tf.square(delta), axis=[1, 2, 3])
 
 
+STATE = 4  # images per row of the search's state: the change, Adam's m and v, the best change
+
+
 def _compiled_search(handle, penalty: str):
-    """The whole optimisation as one compiled loop for one model and penalty, traced once for
-    every batch size and cached."""
+    """The optimisation as one compiled loop for one model and penalty, traced once for every
+    batch size and cached: steps ``first + 1`` to ``first + count`` from a state of one row
+    per image (the change, Adam's moments, the best change, each flattened, and the best
+    change's size), the new state returned."""
     import tensorflow as tf
 
     key = ("counterfactual", penalty)
     if key in handle.compiled:
         return handle.compiled[key]
     beta1, beta2, tiny = 0.9, 0.999, 1e-8
+    shape = tuple(handle.input_shape)
+    flat = int(np.prod(shape))
+    scalar, count = tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32)
 
-    scalar = tf.TensorSpec([], tf.float32)
-
-    @tf.function(input_signature=[tf.TensorSpec([None, *handle.input_shape], tf.float32),
-                                  tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32),
+    @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.float32),
+                                  tf.TensorSpec([None, STATE * flat + 1], tf.float32),
+                                  tf.TensorSpec([None], tf.int32), count, count,
                                   scalar, scalar, scalar, scalar])
-    def search(x, labels, steps, weight, tv_weight, learning_rate, margin):
+    def search(x, state, labels, first, steps, weight, tv_weight, learning_rate, margin):
         classes = handle.num_classes
         wanted = tf.one_hot(labels, classes)
-        delta = tf.zeros_like(x)
-        m, v = tf.zeros_like(x), tf.zeros_like(x)
-        best = tf.zeros_like(x)
-        best_size = tf.fill(tf.shape(labels), np.float32(np.inf))
-        for step in tf.range(1, steps + 1):
+        parts = tf.reshape(state[:, :STATE * flat], [-1, STATE, *shape])
+        delta, m, v, best = (parts[:, i] for i in range(STATE))
+        best_size = state[:, -1]
+        for step in tf.range(first + 1, first + steps + 1):
             with tf.GradientTape() as tape:
                 tape.watch(delta)
                 logits = handle.logits(x + delta)
@@ -136,7 +157,8 @@ def _compiled_search(handle, penalty: str):
             t = tf.cast(step, tf.float32)
             update = (m / (1 - beta1 ** t)) / (tf.sqrt(v / (1 - beta2 ** t)) + tiny)
             delta = tf.clip_by_value(x + delta - learning_rate * update, 0.0, 1.0) - x
-        return tf.clip_by_value(x + best, 0.0, 1.0)
+        rows = tf.reshape(tf.stack([delta, m, v, best], axis=1), [-1, STATE * flat])
+        return tf.concat([rows, best_size[:, None]], axis=1)
 
     handle.compiled[key] = search
     return search
