@@ -168,7 +168,7 @@ def randomised_activations(handle, layers: list[str], images: np.ndarray,
         reinitialise,
         weighted_layers,
     )
-    from auditor.methods.concepts.groups import images_spec
+    from auditor.methods.concepts.groups import flat_rows, images_spec, split_rows
     from auditor.predict.batched import chunked, rows_per_pass
 
     copy = randomisable_copy(handle)
@@ -180,13 +180,11 @@ def randomised_activations(handle, layers: list[str], images: np.ndarray,
     def flat(x):  # every layer's activation flattened into one row per image
         acts, _ = tapped(x)
         shapes[:] = [tuple(int(d) for d in a.shape[1:]) for a in acts]  # static: noted once
-        return tf.concat([tf.reshape(a, [tf.shape(a)[0], -1]) for a in acts], axis=1)
+        return flat_rows(acts)
 
     rows = chunked(copy, flat, np.asarray(images, np.float32),
                    rows=rows_per_pass(copy, backward=False))
-    parts = np.split(rows, np.cumsum([int(np.prod(s)) for s in shapes])[:-1], axis=1)
-    return {layer: part.reshape(len(images), *shape)
-            for layer, part, shape in zip(layers, parts, shapes, strict=True)}
+    return dict(zip(layers, split_rows(rows, shapes), strict=True))
 
 
 def randomisation_survival(factors, random_acts: np.ndarray, weights: np.ndarray,
