@@ -153,15 +153,15 @@ def _compiled_attack(handle):
 
     count = tf.TensorSpec([], tf.int32)
 
-    @tf.function(input_signature=[images, images, per_sample, per_sample,
+    # No autograph: the loop is a tf.while_loop, and converting the model's Python cost a
+    # third of a trace (featureviz/render.py)
+    @tf.function(autograph=False,
+                 input_signature=[images, images, per_sample, per_sample,
                                   tf.TensorSpec([None], tf.float32), images, count, count, scalar])
     def attack(x, adv, labels, targets, epsilon, noise, first, steps, step_fraction):
         eps, low, high, start = linf_start(x, epsilon, noise)
-        adv = tf.where(first == 0, start, adv)  # later calls go on from where the last left
-        # An image that succeeded is frozen, so it still succeeds where the last call left it:
-        # its first step here marks it done again, as a loop in one call kept it.
-        done = tf.zeros(tf.shape(labels), tf.bool)
-        for _ in tf.range(steps):
+
+        def step(i, adv, done):
             with tf.GradientTape() as tape:
                 tape.watch(adv)
                 logits = handle.logits(adv)
@@ -169,8 +169,14 @@ def _compiled_attack(handle):
             done = done | succeeded(logits, labels, targets)  # frozen from here on
             grad = tape.gradient(loss, adv)
             active = tf.reshape(tf.cast(~done, adv.dtype), tf.shape(eps))
-            adv = tf.clip_by_value(adv + active * step_fraction * eps * tf.sign(grad), low, high)
-        return adv
+            return (i + 1, tf.clip_by_value(adv + active * step_fraction * eps * tf.sign(grad),
+                                            low, high), done)
+
+        adv = tf.where(first == 0, start, adv)  # later calls go on from where the last left
+        # An image that succeeded is frozen, so it still succeeds where the last call left it:
+        # its first step here marks it done again, as a loop in one call kept it.
+        done = tf.zeros(tf.shape(labels), tf.bool)
+        return tf.while_loop(lambda i, *_: i < steps, step, (tf.constant(0), adv, done))[1]
 
     handle.compiled["attack"] = attack
     return attack
@@ -259,12 +265,11 @@ def _label_set_loop(handle, cuts, steps: int, step_ratio: float):
     cut = tf.constant(np.asarray(cuts, np.float32))
     fraction = tf.constant(step_ratio / steps, tf.float32)
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, autograph=False)  # a tf.while_loop, as _attack's
     def run(x, adv, signs, epsilon, noise, first, count):  # one block of one replica
         eps, low, high, start = linf_start(x, epsilon, noise)
-        adv = tf.where(first == 0, start, adv)
-        done = tf.zeros(tf.shape(epsilon), tf.bool)  # a frozen image is found wrong again
-        for _ in tf.range(count):
+
+        def step(i, adv, done):
             with tf.GradientTape() as tape:
                 tape.watch(adv)
                 margins = signs * (handle.logits(adv) - cut)  # > 0: the decision is right
@@ -272,7 +277,11 @@ def _label_set_loop(handle, cuts, steps: int, step_ratio: float):
             done = done | tf.reduce_any(margins < 0, axis=1)  # frozen from here on
             active = tf.reshape(tf.cast(~done, adv.dtype), tf.shape(eps))
             grad = tape.gradient(loss, adv)
-            adv = tf.clip_by_value(adv + active * fraction * eps * tf.sign(grad), low, high)
-        return adv
+            return (i + 1, tf.clip_by_value(adv + active * fraction * eps * tf.sign(grad),
+                                            low, high), done)
+
+        adv = tf.where(first == 0, start, adv)
+        done = tf.zeros(tf.shape(epsilon), tf.bool)  # a frozen image is found wrong again
+        return tf.while_loop(lambda i, *_: i < count, step, (tf.constant(0), adv, done))[1]
 
     return run

@@ -128,7 +128,10 @@ def _compiled_search(handle, penalty: str):
     flat = int(np.prod(shape))
     scalar, count = tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.float32),
+    # No autograph: the loop is a tf.while_loop, and converting the model's Python cost a
+    # third of a trace (featureviz/render.py)
+    @tf.function(autograph=False,
+                 input_signature=[tf.TensorSpec([None, *shape], tf.float32),
                                   tf.TensorSpec([None, STATE * flat + 1], tf.float32),
                                   tf.TensorSpec([None], tf.int32), count, count,
                                   scalar, scalar, scalar, scalar])
@@ -136,9 +139,8 @@ def _compiled_search(handle, penalty: str):
         classes = handle.num_classes
         wanted = tf.one_hot(labels, classes)
         parts = tf.reshape(state[:, :STATE * flat], [-1, STATE, *shape])
-        delta, m, v, best = (parts[:, i] for i in range(STATE))
-        best_size = state[:, -1]
-        for step in tf.range(first + 1, first + steps + 1):
+
+        def body(step, delta, m, v, best, best_size):
             with tf.GradientTape() as tape:
                 tape.watch(delta)
                 logits = handle.logits(x + delta)
@@ -157,6 +159,11 @@ def _compiled_search(handle, penalty: str):
             t = tf.cast(step, tf.float32)
             update = (m / (1 - beta1 ** t)) / (tf.sqrt(v / (1 - beta2 ** t)) + tiny)
             delta = tf.clip_by_value(x + delta - learning_rate * update, 0.0, 1.0) - x
+            return step + 1, delta, m, v, best, best_size
+
+        _, delta, m, v, best, best_size = tf.while_loop(
+            lambda step, *_: step <= first + steps, body,
+            (first + 1, *(parts[:, i] for i in range(STATE)), state[:, -1]))
         rows = tf.reshape(tf.stack([delta, m, v, best], axis=1), [-1, STATE * flat])
         return tf.concat([rows, best_size[:, None]], axis=1)
 

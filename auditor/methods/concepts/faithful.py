@@ -88,7 +88,8 @@ def offset_logits(handle, layer: str):
         run, shape = offset_run(model, chain), output_shape(chain[-1])
         delta = tf.TensorSpec(None if shape is None else [None, *shape[1:]], tf.float32)
 
-        @tf.function(input_signature=[images_spec(handle), delta])
+        # no autograph: straight-line code (see featureviz/render.py)
+        @tf.function(autograph=False, input_signature=[images_spec(handle), delta])
         def offset(images, delta):
             out = run(handle.transform.to_model(images), delta, training=False)
             if handle.output == "log-probabilities":
@@ -176,7 +177,7 @@ def randomised_activations(handle, layers: list[str], images: np.ndarray,
         reinitialise(layer, seed + index)
     tapped, shapes = activations_and_logits(copy, layers), []
 
-    @tf.function(input_signature=[images_spec(copy)])
+    @tf.function(autograph=False, input_signature=[images_spec(copy)])  # as offset_logits
     def flat(x):  # every layer's activation flattened into one row per image
         acts, _ = tapped(x)
         shapes[:] = [tuple(int(d) for d in a.shape[1:]) for a in acts]  # static: noted once

@@ -144,7 +144,8 @@ def layer_gradients(handle, layers: tuple[str, ...]):
     if key not in handle.compiled:
         tapped, shapes = activations_and_logits(handle, layers), []
 
-        @tf.function(input_signature=[images_spec(handle), tf.TensorSpec([None], tf.int32)])
+        @tf.function(autograph=False,  # straight-line code: see featureviz/render.py
+                     input_signature=[images_spec(handle), tf.TensorSpec([None], tf.int32)])
         def both(images, targets):
             with tf.GradientTape() as tape:
                 acts, logits = tapped(images)
@@ -180,7 +181,7 @@ def activations(handle, layer: str, images: np.ndarray) -> np.ndarray:
 
     key = ("concepts.activations", layer)
     if key not in handle.compiled:
-        handle.compiled[key] = tf.function(activation_model(handle, layer),
+        handle.compiled[key] = tf.function(activation_model(handle, layer), autograph=False,
                                            input_signature=[images_spec(handle)])
     return chunked(handle, handle.compiled[key], np.asarray(images, np.float32),
                    rows=rows_per_pass(handle, backward=False))

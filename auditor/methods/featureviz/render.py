@@ -143,7 +143,12 @@ def _compile(handle, objective, param, transform, blur: tuple[int, float]):
     arrays_spec = [tf.TensorSpec([None, *a.shape[1:]], tf.as_dtype(a.dtype))
                    for a in objective.arrays]
 
-    @tf.function(input_signature=[scalar, scalar, tf.TensorSpec([], tf.float32),
+    # No autograph: the loop is written with tf.while_loop and tf.cond, and Keras 3 traces its
+    # own steps unconverted too (its trainer's do_not_convert). Converting the model's Python
+    # cost a third of the trace: the first call of MobileNetV3Small's loop (48 px, a trace and
+    # a step) took 29 to 33 s with autograph and 21 to 24 s without, at a load of 9 to 11.
+    @tf.function(autograph=False,
+                 input_signature=[scalar, scalar, tf.TensorSpec([], tf.float32),
                                   tf.TensorSpec([3], tf.int64), scalar,
                                   tf.TensorSpec([None, 3, *param.value_shape], tf.float32),
                                   tf.TensorSpec([None], tf.int32), *arrays_spec])
