@@ -415,7 +415,7 @@ def probe_range(handle, dataset, config: AuditConfig) -> list[Check]:
 def plan_sections(config, names, loaded, predictions):
     """The compute plan of this run's sections (predict.plan), sized by the time a pass of this
     model takes, measured here (when the sections run any pass) unless the handle holds it."""
-    from auditor.predict.plan import Facts, make_plan, model_timing
+    from auditor.predict.plan import Facts, make_plan, model_timing, runs_passes
     from auditor.steps.card import card_candidates
 
     handle, train = loaded.handle, loaded.train_dataset
@@ -425,11 +425,9 @@ def plan_sections(config, names, loaded, predictions):
                   mistakes=mistakes_to_explain(predictions),
                   card_methods=card_candidates(config, names), sections=tuple(names))
     modules = {name: section_module(name) for name in names}
-    plan = make_plan(modules, config.options, config.section_options, facts, config.budget)
-    if plan.total_passes > 0:
-        plan = make_plan(modules, config.options, config.section_options, facts,
-                         config.budget, timing=model_timing(handle))
-    return plan
+    timed = runs_passes(modules, config.options, facts)
+    return make_plan(modules, config.options, config.section_options, facts, config.budget,
+                     timing=model_timing(handle) if timed else None)
 
 
 def run_sections(names, ctx: Context, plan, log: SectionLog,

@@ -183,6 +183,30 @@ SMALL_SECTIONS = {
 }
 
 
+@pytest.fixture
+def signal_in_call(monkeypatch):
+    """``signal_in_call(handle, key, count_at)`` wraps the compiled loop ``handle.compiled[key]``
+    so that SIGTERM is noted while each call runs (as its Python handler notes it between two
+    compiled calls) and returns the list of each call's step count (its argument at
+    ``count_at``): a loop that stops within a call of its signal made one call."""
+    import signal
+
+    from auditor.errors import Interrupted
+
+    def wrap(handle, key, count_at: int) -> list[int]:
+        compiled, calls = handle.compiled[key], []
+
+        def signalled(*args):
+            calls.append(int(args[count_at]))
+            monkeypatch.setattr(Interrupted, "pending", signal.SIGTERM)
+            return compiled(*args)
+
+        monkeypatch.setitem(handle.compiled, key, signalled)
+        return calls
+
+    return wrap
+
+
 @pytest.fixture(scope="module")
 def edge_detector():
     """A 'method' that ignores the model (Sobel edges of the input), posing as saliency: the

@@ -213,3 +213,26 @@ def test_a_shorter_curve_keeps_its_ends_and_the_check_s_epsilon():
     short = plan_for({"robustness": robustness}, {"robustness": {"epsilons": [0.0, 0.1]}},
                       facts, "quick", REFERENCE_FLOPS)
     assert "curve_points" not in short.settings["robustness"]  # nothing to shorten
+
+
+def test_a_signal_noted_during_an_attack_stops_it_after_that_call(digits_handle, attacked,
+                                                                  signal_in_call):
+    """SIGTERM's handler runs only between compiled calls: PGD runs a stretch of steps per
+    call (the first call one step), and stops after the call in which the signal came, for a
+    single-label and a label-set attack alike."""
+    from auditor.errors import Interrupted
+    from auditor.methods.attacks import label_set_pgd
+
+    x, y = attacked
+    x, y, hot = x[:4], y[:4], np.eye(10, dtype=np.float32)[y[:4]]
+    pgd(digits_handle, x, y, 0.05, steps=1)  # compiled: the loop of every PGD and FGSM
+    label_set_pgd(digits_handle, x, hot, np.zeros(10), 0.05, steps=200)  # and this one's
+    key = next(k for k in digits_handle.compiled if k[0] == "label_set_pgd" and k[1] == 200)
+    single, label_set = signal_in_call(digits_handle, "attack", 7), signal_in_call(
+        digits_handle, key, 6)
+    with pytest.raises(Interrupted):
+        pgd(digits_handle, x, y, 0.05, steps=200)
+    Interrupted.pending = None  # handled: the next attack starts afresh
+    with pytest.raises(Interrupted):
+        label_set_pgd(digits_handle, x, hot, np.zeros(10), 0.05, steps=200)
+    assert single == [1] and label_set == [1]

@@ -173,3 +173,17 @@ def test_a_model_without_mistakes_gets_an_empty_section_that_still_renders(conte
     result = replace(result, view=build_view(result, context.dataset))
     html = environment().get_template("sections/counterfactuals.html").render(section=result)
     assert "no mistakes" in html
+
+
+def test_a_signal_noted_during_the_search_stops_it_after_that_call(digits_handle, mistakes,
+                                                                   signal_in_call):
+    """SIGTERM's handler runs only between compiled calls: the search runs a stretch of steps
+    per call (the first call one step) and stops after the call in which the signal came."""
+    from auditor.errors import Interrupted
+
+    x, y = mistakes[0][:3], mistakes[1][:3]
+    counterfactuals(digits_handle, x, y, steps=1)  # compiled: the search's loop
+    calls = signal_in_call(digits_handle, ("counterfactual", "l1"), 4)
+    with pytest.raises(Interrupted):
+        counterfactuals(digits_handle, x, y, steps=500)
+    assert calls == [1]

@@ -348,7 +348,7 @@ def test_a_layer_named_logits_is_not_mistaken_for_the_logits(tmp_path):
 
 
 def test_steps_per_call_fill_about_a_second_after_a_first_step_alone():
-    from auditor.methods.featureviz.render import MAX_STEPS_PER_CALL, steps_per_call
+    from auditor.predict.calls import MAX_STEPS_PER_CALL, steps_per_call
 
     assert steps_per_call([]) == 1  # the first call traces: one step
     assert steps_per_call([(1, 30.0)]) == 1  # known only with the tracing: still slow

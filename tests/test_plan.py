@@ -232,3 +232,30 @@ def test_a_map_the_saliency_step_made_is_read_not_made_again(digits_handle, digi
     assert len(step) == 2  # the reader's own map is its own: the step's result is unchanged
     other_score = step.maps(inputs, "gradient", [2], [5], score="softmax")
     assert other_score.any() and made == [1, 1]  # another score is another map
+
+
+def test_a_run_makes_its_plan_once_timed_only_when_its_sections_run_passes(monkeypatch,
+                                                                            digits_model_path):
+    """The plan is made once per run (it was made twice: once to see whether any pass runs,
+    then again with the timing), and the model is timed only when some section runs a pass."""
+    import auditor.pipeline as pipeline
+    import auditor.predict.plan as planning
+    from auditor.predict.distribute import make_distribution
+    from auditor.predict.predictions import predict
+
+    made, real = [], planning.make_plan
+
+    def counted(*args, **kwargs):
+        made.append(kwargs.get("timing"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(planning, "make_plan", counted)
+    for sections, timed in ((["performance"], False), (["performance", "robustness"], True)):
+        made.clear()
+        config = make_config(model=str(digits_model_path), data="sklearn:digits:test",
+                             max_samples=40, sections=sections, input_range="0-1")
+        loaded = pipeline.load_inputs(config, make_distribution("default"))
+        plan = pipeline.plan_sections(config, sections, loaded, predict(loaded.handle,
+                                                                        loaded.dataset))
+        assert len(made) == 1 and (made[0] is not None) == timed
+        assert plan.timing is made[0]

@@ -2,6 +2,8 @@
 
 Both are one compiled loop (FGSM is PGD with one full step and no random start), batched with a
 per-sample epsilon and a per-sample target, so that one call attacks many images at once. The
+loop runs a stretch of steps per call (``auditor.predict.calls``: about a second), so that
+SIGTERM stops an attack within one; a call starts from the images the last one left. The
 loss is the logit margin (Carlini and Wagner 2017) rather than the cross-entropy: its gradient
 never vanishes on a saturated softmax. A sample stops moving once the attack has succeeded, so
 that the later steps of PGD can never undo a success. Every adversarial image lies in the
@@ -16,6 +18,7 @@ import numpy as np
 
 from auditor.errors import AuditorError
 from auditor.predict.batched import chunked, predict_classes, rows_per_pass
+from auditor.predict.calls import in_calls
 
 ATTACKS = ("fgsm", "pgd")
 TARGETS = ("runner_up", "least_likely")
@@ -89,16 +92,20 @@ def _attack(handle, x, labels, epsilon, targets, *, steps, step_ratio, random_st
         noise = np.zeros_like(x)
     attack = _compiled_attack(handle)
     fraction = tf.constant(step_ratio / steps, tf.float32)
-
-    def run(x, labels, targets, epsilon, noise):  # one block of one replica
-        return attack(x, labels, targets, epsilon, noise, tf.constant(steps), fraction)
-
     if not n:
         return x.copy()
     # one forward-backward pass per step; the loop's own tensors (box, noise, gradient) are a
     # few input-sized copies, small beside the activations the row budget counts
     rows = batch_size or rows_per_pass(handle, backward=True)
-    return chunked(handle, run, x, labels, targets, epsilon, noise, rows=rows)
+
+    def call(adv, first, count):  # ``count`` steps of every block
+        def run(x, adv, labels, targets, epsilon, noise):  # one block of one replica
+            return attack(x, adv, labels, targets, epsilon, noise, tf.constant(first),
+                          tf.constant(count), fraction)
+
+        return chunked(handle, run, x, adv, labels, targets, epsilon, noise, rows=rows)
+
+    return in_calls(x, 0, steps, call, [])
 
 
 
@@ -144,12 +151,17 @@ def _compiled_attack(handle):
     per_sample = tf.TensorSpec([None], tf.int32)
     scalar = tf.TensorSpec([], tf.float32)
 
-    @tf.function(input_signature=[images, per_sample, per_sample, tf.TensorSpec([None], tf.float32),
-                                  images, tf.TensorSpec([], tf.int32), scalar])
-    def attack(x, labels, targets, epsilon, noise, steps, step_fraction):
-        eps, low, high, adv = linf_start(x, epsilon, noise)
-        done = tf.zeros(tf.shape(labels), tf.bool)
-        for _ in tf.range(steps):
+    count = tf.TensorSpec([], tf.int32)
+
+    # No autograph: the loop is a tf.while_loop, and converting the model's Python cost a
+    # third of a trace (featureviz/render.py)
+    @tf.function(autograph=False,
+                 input_signature=[images, images, per_sample, per_sample,
+                                  tf.TensorSpec([None], tf.float32), images, count, count, scalar])
+    def attack(x, adv, labels, targets, epsilon, noise, first, steps, step_fraction):
+        eps, low, high, start = linf_start(x, epsilon, noise)
+
+        def step(i, adv, done):
             with tf.GradientTape() as tape:
                 tape.watch(adv)
                 logits = handle.logits(adv)
@@ -157,8 +169,14 @@ def _compiled_attack(handle):
             done = done | succeeded(logits, labels, targets)  # frozen from here on
             grad = tape.gradient(loss, adv)
             active = tf.reshape(tf.cast(~done, adv.dtype), tf.shape(eps))
-            adv = tf.clip_by_value(adv + active * step_fraction * eps * tf.sign(grad), low, high)
-        return adv
+            return (i + 1, tf.clip_by_value(adv + active * step_fraction * eps * tf.sign(grad),
+                                            low, high), done)
+
+        adv = tf.where(first == 0, start, adv)  # later calls go on from where the last left
+        # An image that succeeded is frozen, so it still succeeds where the last call left it:
+        # its first step here marks it done again, as a loop in one call kept it.
+        done = tf.zeros(tf.shape(labels), tf.bool)
+        return tf.while_loop(lambda i, *_: i < steps, step, (tf.constant(0), adv, done))[1]
 
     handle.compiled["attack"] = attack
     return attack
@@ -228,22 +246,30 @@ def label_set_pgd(handle, x, labels, cuts, epsilon, *, steps: int = 10, step_rat
     key = ("label_set_pgd", steps, float(step_ratio), tuple(np.asarray(cuts, float).round(6)))
     if key not in handle.compiled:
         handle.compiled[key] = _label_set_loop(handle, cuts, steps, step_ratio)
-    return chunked(handle, handle.compiled[key], x, signs, epsilon, noise,
-                   rows=rows_per_pass(handle, backward=True))
+    loop, rows = handle.compiled[key], rows_per_pass(handle, backward=True)
+
+    def call(adv, first, count):  # ``count`` steps of every block, as ``_attack``'s
+        def run(x, adv, signs, epsilon, noise):  # one block of one replica
+            return loop(x, adv, signs, epsilon, noise, np.int32(first), np.int32(count))
+
+        return chunked(handle, run, x, adv, signs, epsilon, noise, rows=rows)
+
+    return in_calls(x, 0, steps, call, [])
 
 
 def _label_set_loop(handle, cuts, steps: int, step_ratio: float):
-    """label_set_pgd's loop for one model and one setting, traced once."""
+    """label_set_pgd's loop for one model and one setting, traced once: ``count`` steps from
+    step ``first`` (the first starts in the ball, later ones from ``adv``)."""
     import tensorflow as tf
 
     cut = tf.constant(np.asarray(cuts, np.float32))
     fraction = tf.constant(step_ratio / steps, tf.float32)
 
-    @tf.function(reduce_retracing=True)
-    def run(x, signs, epsilon, noise):  # one block of one replica
-        eps, low, high, adv = linf_start(x, epsilon, noise)
-        done = tf.zeros(tf.shape(epsilon), tf.bool)
-        for _ in tf.range(steps):
+    @tf.function(reduce_retracing=True, autograph=False)  # a tf.while_loop, as _attack's
+    def run(x, adv, signs, epsilon, noise, first, count):  # one block of one replica
+        eps, low, high, start = linf_start(x, epsilon, noise)
+
+        def step(i, adv, done):
             with tf.GradientTape() as tape:
                 tape.watch(adv)
                 margins = signs * (handle.logits(adv) - cut)  # > 0: the decision is right
@@ -251,7 +277,11 @@ def _label_set_loop(handle, cuts, steps: int, step_ratio: float):
             done = done | tf.reduce_any(margins < 0, axis=1)  # frozen from here on
             active = tf.reshape(tf.cast(~done, adv.dtype), tf.shape(eps))
             grad = tape.gradient(loss, adv)
-            adv = tf.clip_by_value(adv + active * fraction * eps * tf.sign(grad), low, high)
-        return adv
+            return (i + 1, tf.clip_by_value(adv + active * fraction * eps * tf.sign(grad),
+                                            low, high), done)
+
+        adv = tf.where(first == 0, start, adv)
+        done = tf.zeros(tf.shape(epsilon), tf.bool)  # a frozen image is found wrong again
+        return tf.while_loop(lambda i, *_: i < count, step, (tf.constant(0), adv, done))[1]
 
     return run

@@ -6,7 +6,10 @@ model predicts the true class, while a penalty keeps the change small (L1 or L2)
 [0, 1] by projection after every step. All mistakes are optimised together in one batch by one
 compiled loop (Adam written out functionally so that it lives inside the tf.function). Every
 sample runs all steps: once the true class wins, the penalty keeps shrinking the change towards
-the decision boundary, and the smallest successful change seen is the one returned.
+the decision boundary, and the smallest successful change seen is the one returned. The loop
+runs a stretch of steps per call (``auditor.predict.calls``: about a second), so that SIGTERM
+stops the search within one; the search's state (the change, Adam's moments, the best change
+and its size) goes from one call to the next.
 
 A multi-label model's counterfactual (``label_counterfactuals``) aims at one label's decision
 instead: the change that carries that label's logit across its threshold (off to on, or on to
@@ -22,6 +25,7 @@ import numpy as np
 from auditor.errors import AuditorError
 from auditor.methods.featureviz.objectives import image_total_variation
 from auditor.predict.batched import chunked, forward, rows_per_pass
+from auditor.predict.calls import in_calls
 from auditor.predict.predictions import sigmoid, softmax
 
 PENALTIES = ("l1", "l2")
@@ -109,19 +113,31 @@ def _check(penalty: str, steps: int, x, labels) -> None:
 
 def _search(handle, goal: str, x, aim, bias, penalty: str, hyper, steps: int,
             batch_size: int | None) -> np.ndarray:
-    """The compiled search over ``x`` in blocks of the memory budget's rows."""
+    """The compiled search over ``x`` in blocks of the memory budget's rows, a stretch of
+    steps per call."""
     import tensorflow as tf
 
+    if not len(x):
+        return x.copy()
     search = _compiled_search(handle, penalty, goal)
     hyper = [tf.constant(v, tf.float32) for v in hyper]
-
-    def run(images, aims, biases):  # one block of one replica
-        return search(images, aims, biases, tf.constant(steps), *hyper)
-
     # one forward-backward pass per step; Adam's moments and the best change so far are a few
     # input-sized copies per image, small beside the activations the row budget counts
     rows = batch_size or rows_per_pass(handle, backward=True)
-    return chunked(handle, run, x, aim, bias, rows=rows) if len(x) else x.copy()
+
+    def call(state, first, count):  # ``count`` steps of every block
+        def run(images, state, aims, biases):  # one block of one replica
+            return search(images, state, aims, biases, tf.constant(first), tf.constant(count),
+                          *hyper)
+
+        return chunked(handle, run, x, state, aim, bias, rows=rows)
+
+    size = x[0].size
+    start = np.zeros((len(x), STATE * size + 1), np.float32)
+    start[:, -1] = np.inf  # no success yet
+    state = in_calls(start, 0, steps, call, [])
+    best = state[:, (STATE - 1) * size:STATE * size].reshape(x.shape)
+    return np.clip(x + best, 0.0, 1.0)
 
 
 def _probs(handle, x: np.ndarray) -> np.ndarray:
@@ -154,28 +170,36 @@ def _size(delta, penalty: str):
     return tf.reduce_sum(tf.square(delta), axis=[1, 2, 3])
 
 
+STATE = 4  # images per row of the search's state: the change, Adam's m and v, the best change
+
+
 def _compiled_search(handle, penalty: str, goal: str):
-    """The whole optimisation as one compiled loop for one model, penalty and goal (a class
-    or a label's decision), traced once for every batch size and cached."""
+    """The optimisation as one compiled loop for one model, penalty and goal (a class or a
+    label's decision), traced once for every batch size and cached: steps ``first + 1`` to
+    ``first + count`` from a state of one row per image (the change, Adam's moments, the best
+    change, each flattened, and the best change's size), the new state returned."""
     import tensorflow as tf
 
     key = ("counterfactual", penalty, goal)
     if key in handle.compiled:
         return handle.compiled[key]
     beta1, beta2, tiny = 0.9, 0.999, 1e-8
+    shape = tuple(handle.input_shape)
+    flat = int(np.prod(shape))
+    scalar, count = tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32)
 
-    scalar = tf.TensorSpec([], tf.float32)
-
-    @tf.function(input_signature=[tf.TensorSpec([None, *handle.input_shape], tf.float32),
+    # No autograph: the loop is a tf.while_loop, and converting the model's Python cost a
+    # third of a trace (featureviz/render.py)
+    @tf.function(autograph=False,
+                 input_signature=[tf.TensorSpec([None, *shape], tf.float32),
+                                  tf.TensorSpec([None, STATE * flat + 1], tf.float32),
                                   tf.TensorSpec([None, handle.num_classes], tf.float32),
-                                  tf.TensorSpec([None], tf.float32), tf.TensorSpec([], tf.int32),
+                                  tf.TensorSpec([None], tf.float32), count, count,
                                   scalar, scalar, scalar, scalar])
-    def search(x, aim, bias, steps, weight, tv_weight, learning_rate, margin):
-        delta = tf.zeros_like(x)
-        m, v = tf.zeros_like(x), tf.zeros_like(x)
-        best = tf.zeros_like(x)
-        best_size = tf.fill(tf.shape(bias), np.float32(np.inf))
-        for step in tf.range(1, steps + 1):
+    def search(x, state, aim, bias, first, steps, weight, tv_weight, learning_rate, margin):
+        parts = tf.reshape(state[:, :STATE * flat], [-1, STATE, *shape])
+
+        def body(step, delta, m, v, best, best_size):
             with tf.GradientTape() as tape:
                 tape.watch(delta)
                 past = _goal_margin(goal, handle.logits(x + delta), aim, bias)
@@ -192,7 +216,13 @@ def _compiled_search(handle, penalty: str, goal: str):
             t = tf.cast(step, tf.float32)
             update = (m / (1 - beta1 ** t)) / (tf.sqrt(v / (1 - beta2 ** t)) + tiny)
             delta = tf.clip_by_value(x + delta - learning_rate * update, 0.0, 1.0) - x
-        return tf.clip_by_value(x + best, 0.0, 1.0)
+            return step + 1, delta, m, v, best, best_size
+
+        _, delta, m, v, best, best_size = tf.while_loop(
+            lambda step, *_: step <= first + steps, body,
+            (first + 1, *(parts[:, i] for i in range(STATE)), state[:, -1]))
+        rows = tf.reshape(tf.stack([delta, m, v, best], axis=1), [-1, STATE * flat])
+        return tf.concat([rows, best_size[:, None]], axis=1)
 
     handle.compiled[key] = search
     return search

@@ -347,6 +347,14 @@ def make_plan(modules: dict, options: dict, tables: dict[str, dict], facts: Fact
     return plan
 
 
+def runs_passes(modules: dict, options: dict, facts: Facts) -> bool:
+    """Whether the sections ``modules`` with their ``options`` run any pass of the model at
+    all, at their full settings (then a pass is worth timing before the plan is made): the plan
+    only lowers settings, so sections that run no pass at them run none as planned."""
+    full = {name: _resolved(module, options[name], facts) for name, module in modules.items()}
+    return sum(p.total for p in _charged(modules, full, facts).values()) > 0
+
+
 def _charged(modules: dict, chosen: dict, facts: Facts) -> dict[str, Passes]:
     """Each step's and each section's passes, the steps first (the pipeline makes them
     before the sections): a

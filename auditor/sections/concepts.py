@@ -71,19 +71,24 @@ PLANNED = {"sample": 30, "removal_images": 4, "survival_images": 8, "icon_steps"
 
 
 def passes(options: Options, facts: Facts) -> Passes:
-    """Per layer: the sample and each mistake twice (predicted, true) forward-backward; each
-    group's removal and random removals forward; the randomised copy (one copy of the model
-    per layer) forward. The icons: one forward-backward per group per step."""
+    """The sample and each mistake twice (predicted, true) forward-backward, every layer's
+    activation and gradient from one pass and one trace. Per layer: each group's removal and
+    random removals forward, one trace (the network run on with a group removed). The
+    randomised copy: one copy of the model and one trace for every layer, the survival images
+    forward. The icons: one forward-backward per group per step, one trace.
+    tests/test_plan_accounting.py counts the traces."""
     layers = max(1, len(options.layers) or 2)
     sample = min(options.sample, facts.images)
     mistakes = min(options.mistakes, facts.wrong)
     removal = options.groups * (2 + options.random_directions) * options.removal_images
-    per_layer = Passes(forward=removal + options.survival_images,
-                       backward=sample + 2 * mistakes, traces=4)
-    icons = Passes(backward=options.icon_steps * options.groups * layers, traces=1)
-    return Passes(per_layer.forward * layers, per_layer.backward * layers,
-                  per_layer.traces * layers,
-                  copies=layers if options.survival_images else 0) + icons
+    per_layer = Passes(forward=removal, traces=1)
+    gradients = Passes(backward=sample + 2 * mistakes, traces=1)
+    survival = (Passes(forward=options.survival_images * layers, traces=1, copies=1)
+                if options.survival_images else Passes())
+    icons = (Passes(backward=options.icon_steps * options.groups * layers, traces=1)
+             if options.icon_steps else Passes())
+    return Passes(per_layer.forward * layers, traces=per_layer.traces * layers) + gradients \
+        + survival + icons
 
 
 def check_model(model, options: Options) -> None:

@@ -25,8 +25,8 @@ from auditor.methods.featureviz.objectives import image_total_variation
 from auditor.methods.featureviz.realism import study_real_images
 from auditor.methods.featureviz.recipes import INITS, Recipe, optimise
 from auditor.methods.featureviz.top_images import top_activating
-from auditor.predict.batched import forward
 from auditor.predict.plan import Facts, Passes
+from auditor.predict.predictions import logits_and_features
 from auditor.sections.base import Context, SectionResult
 
 NAME = "featureviz"
@@ -106,7 +106,10 @@ STEP_PASSES = 2
 
 def passes(options: Options, facts: Facts) -> Passes:
     """Every class image of every variant, and every channel image, take STEP_PASSES passes
-    per step; the top images of each layer's channels take a forward pass over the data."""
+    per step, in one compiled loop (the unregularised images in one of their own); the top
+    images of each layer's channels take a forward pass over the data, one trace per layer.
+    The judge's passes go through the prediction pass's function, traced already.
+    tests/test_plan_accounting.py counts the traces."""
     steps = options.steps or default_steps(facts.size)
     compare = options.compare if options.compare is not None else facts.size <= 64
     classes = len(options.classes) or min(options.max_classes, facts.classes)
@@ -114,7 +117,8 @@ def passes(options: Options, facts: Facts) -> Passes:
     layers = max(1, len(options.layers))
     channels = layers * (len(options.channels) or options.max_channels)
     return Passes(forward=facts.images * layers,
-                  backward=STEP_PASSES * (classes * runs + channels) * steps, traces=2 + compare)
+                  backward=STEP_PASSES * (classes * runs + channels) * steps,
+                  traces=1 + layers + compare)
 
 
 def default_steps(size: int) -> int:
@@ -210,9 +214,11 @@ def judge_images(ctx: Context, images: np.ndarray, targets: list[int], real) -> 
 
 
 def _probabilities(handle, images: np.ndarray) -> np.ndarray:
+    """Through the prediction pass's compiled function, traced already: a function of its own
+    would cost one more trace of the model for a few images."""
     import tensorflow as tf
 
-    return tf.nn.softmax(forward(handle, images)).numpy()
+    return tf.nn.softmax(logits_and_features(handle, images)[0]).numpy()
 
 
 def _fractions(verdict: dict) -> dict[str, float]:

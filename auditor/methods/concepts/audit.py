@@ -17,10 +17,14 @@ from auditor.methods.concepts.analysis import (
     mistake_parts,
     top_examples,
 )
-from auditor.methods.concepts.faithful import randomisation_survival, removal_tests
+from auditor.methods.concepts.faithful import (
+    randomisation_survival,
+    randomised_activations,
+    removal_tests,
+)
 from auditor.methods.concepts.groups import (
     activations_and_gradients,
-    attribute_groups,
+    attribution_of,
     fit_factors,
     split_attribution,
 )
@@ -50,13 +54,13 @@ class Images:
     true: np.ndarray
 
 
-def analyse_layer(handle, layer: str, reason: str, images: Images, settings: Settings,
-                  classes: int) -> LayerConcepts:
-    """One layer's groups, fitted on the sample and applied to the mistakes."""
-    acts, grads = activations_and_gradients(handle, layer, images.sample, images.labels)
+def analyse_layer(handle, layer: str, reason: str, sample: tuple[np.ndarray, np.ndarray],
+                  images: Images, settings: Settings, classes: int) -> LayerConcepts:
+    """One layer's groups, fitted on the sample (its activations and gradients at the layer,
+    ``sample``), and their removal tested."""
+    acts, grads = sample
     factors = fit_factors(layer, acts, settings.groups, settings.seed)
     own = split_attribution(factors, acts, grads)
-    del acts, grads
     weights = own.weights
     result = LayerConcepts(
         layer=layer, reason=reason, factors=factors, grid=tuple(weights.shape[1:3]),
@@ -64,10 +68,6 @@ def analyse_layer(handle, layer: str, reason: str, images: Images, settings: Set
         sample_residual=own.residual,
         examples=top_examples(images.sample, weights, settings.top),
         bank=concept_bank(images.sample, weights, own.contributions, images.labels, classes))
-    if len(images.mistakes):
-        pred = attribute_groups(handle, factors, images.mistakes, images.predicted)
-        true = attribute_groups(handle, factors, images.mistakes, images.true)
-        result.mistakes, result.mistake_weights = mistake_parts(pred, true), pred.weights
     rows = dictionary_rows(images.labels, settings.dictionary_images)
     result.dictionary, result.dictionary_rows = dictionary(weights[rows]), rows
     try:
@@ -76,10 +76,6 @@ def analyse_layer(handle, layer: str, reason: str, images: Images, settings: Set
                                        settings.seed, settings.random_directions)
     except ValueError as exc:  # a subclassed model inside: its layers cannot be edited
         result.removal_skipped = str(exc)
-    if settings.survival_images > 0:
-        picked = survival_rows(images.labels, settings.survival_images, settings.seed)
-        result.survival = randomisation_survival(handle, factors, images.sample[picked],
-                                                 weights[picked], settings.seed)
     return result
 
 
@@ -113,9 +109,28 @@ def removal_targets(result: LayerConcepts, labels: np.ndarray,
 
 def analyse(handle, layers: list[tuple[str, str]], images: Images, settings: Settings,
             classes: int) -> list[LayerConcepts]:
-    """Every layer, then every group's icon in one batch."""
-    results = [analyse_layer(handle, layer, reason, images, settings, classes)
-               for layer, reason in layers]
+    """Every layer (the activations and gradients of all of them from one pass), the
+    mistakes explained by every layer's groups (one pass per target), every layer's survival
+    of randomisation (one copy), then every group's icon in one batch."""
+    names = [layer for layer, _ in layers]
+    sample = activations_and_gradients(handle, names, images.sample, images.labels)
+    results = [analyse_layer(handle, layer, reason, sample.pop(layer), images, settings,
+                             classes) for layer, reason in layers]
+    if len(images.mistakes):
+        factors = {result.layer: result.factors for result in results}
+        pred = attribution_of(factors, handle, images.mistakes, images.predicted)
+        true = attribution_of(factors, handle, images.mistakes, images.true)
+        for result in results:
+            result.mistakes = mistake_parts(pred[result.layer], true[result.layer])
+            result.mistake_weights = pred[result.layer].weights
+    if settings.survival_images > 0:  # one randomised copy and one pass for every layer
+        picked = survival_rows(images.labels, settings.survival_images, settings.seed)
+        random = randomised_activations(handle, [r.layer for r in results],
+                                        images.sample[picked], settings.seed)
+        for result in results:
+            result.survival = randomisation_survival(result.factors, random[result.layer],
+                                                     result.sample_weights[picked],
+                                                     settings.seed)
     if settings.icon_steps > 0:
         drawn = icons(handle, [r.factors for r in results],
                       IconSettings(settings.icon_steps, settings.seed))

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from auditor.inputs.layers import is_graph_model, layer_chain
+from auditor.inputs.layers import is_graph_model, layer_chain, output_shape
 
 ERROR_RATE = 0.05  # two-sided 95% interval; a null direction is called real at most 2.5%
 RANDOM_DIRECTIONS = 8
@@ -79,19 +79,24 @@ def offset_logits(handle, layer: str):
     """Compiled (images, delta) -> logits, ``delta`` (n, h, w, C) subtracted at ``layer``."""
     import tensorflow as tf
 
+    from auditor.methods.concepts.groups import images_spec
+
     key = ("concepts.offset", layer)
     if key not in handle.compiled:
         model = handle.logits_model
-        run = offset_run(model, layer_chain(model, layer))
+        chain = layer_chain(model, layer)
+        run, shape = offset_run(model, chain), output_shape(chain[-1])
+        delta = tf.TensorSpec(None if shape is None else [None, *shape[1:]], tf.float32)
 
-        @tf.function(reduce_retracing=True)
-        def logits(images, delta):
+        # no autograph: straight-line code (see featureviz/render.py)
+        @tf.function(autograph=False, input_signature=[images_spec(handle), delta])
+        def offset(images, delta):
             out = run(handle.transform.to_model(images), delta, training=False)
             if handle.output == "log-probabilities":
                 out = tf.math.log(tf.clip_by_value(out, 1e-12, 1.0))
             return out
 
-        handle.compiled[key] = logits
+        handle.compiled[key] = offset
     return handle.compiled[key]
 
 
@@ -151,23 +156,49 @@ def _removal(group: int, target: int, images: int, drop: float,
     return Removal(group, target, images, drop, centre, centre - half, centre + half)
 
 
-def randomisation_survival(handle, factors, images: np.ndarray, weights: np.ndarray,
-                           seed: int = 0) -> np.ndarray:
-    """(K,) for each group, the best rank correlation of its map over ``images`` (weights
-    (n, h, w, K)) with any group fitted the same way on a fully randomised copy of the model."""
+def randomised_activations(handle, layers: list[str], images: np.ndarray,
+                           seed: int = 0) -> dict[str, np.ndarray]:
+    """{layer: (n, h, w, C)} the activations of ``images`` at every layer of ``layers`` on one
+    fully randomised copy of the model (every weighted layer re-drawn from its initialiser,
+    seeded), in one compiled forward pass: one copy and one trace for all the layers."""
+    import tensorflow as tf
+
+    from auditor.inputs.layers import activations_and_logits
     from auditor.methods.attribution.sanity import (
         randomisable_copy,
         reinitialise,
         weighted_layers,
     )
-    from auditor.methods.concepts.groups import activations, fit_factors
+    from auditor.methods.concepts.groups import flat_rows, images_spec, split_rows
+    from auditor.predict.batched import chunked, rows_per_pass
 
     copy = randomisable_copy(handle)
     for index, (_, layer) in enumerate(weighted_layers(copy.logits_model)):
         reinitialise(layer, seed + index)
-    acts = activations(copy, factors.layer, images)
-    random = fit_factors(factors.layer, acts, len(factors.components), seed, factors.signed)
-    theirs = random.coefficients(acts).reshape(-1, len(factors.components))
+    tapped, shapes = activations_and_logits(copy, layers), []
+
+    @tf.function(autograph=False, input_signature=[images_spec(copy)])  # as offset_logits
+    def flat(x):  # every layer's activation flattened into one row per image
+        acts, _ = tapped(x)
+        shapes[:] = [tuple(int(d) for d in a.shape[1:]) for a in acts]  # static: noted once
+        return flat_rows(acts)
+
+    rows = chunked(copy, flat, np.asarray(images, np.float32),
+                   rows=rows_per_pass(copy, backward=False))
+    return dict(zip(layers, split_rows(rows, shapes), strict=True))
+
+
+def randomisation_survival(factors, random_acts: np.ndarray, weights: np.ndarray,
+                           seed: int = 0) -> np.ndarray:
+    """(K,) for each group, the best rank correlation of its map over some images (weights
+    (n, h, w, K)) with any group fitted the same way on the same images' activations at its
+    layer on a fully randomised copy of the model (``random_acts``,
+    ``randomised_activations``)."""
+    from auditor.methods.concepts.groups import fit_factors
+
+    random = fit_factors(factors.layer, random_acts, len(factors.components), seed,
+                         factors.signed)
+    theirs = random.coefficients(random_acts).reshape(-1, len(factors.components))
     ours = weights.reshape(-1, weights.shape[-1])
     return np.array([max(_spearman(ours[:, k], theirs[:, j]) for j in range(theirs.shape[1]))
                      for k in range(ours.shape[1])])

@@ -107,37 +107,69 @@ def fit_factors(layer: str, activations: np.ndarray, groups: int, seed: int = 0,
     return Factors(layer, nmf.components_.astype(np.float32), signed, error, nmf)
 
 
-def layer_gradients(handle, layer: str):
-    """A compiled function (images, targets) -> (n, 2, h, w, C): the layer's activation and
-    the gradient of each image's target logit with respect to it, in one backward pass."""
+def images_spec(handle):
+    """Any number of the model's display-space images: the signature of the compiled passes
+    here, so that each is traced once, whatever the size of a block (traced on the first
+    size and again, relaxed, on the next, a pass cost two traces)."""
     import tensorflow as tf
 
-    from auditor.inputs.layers import activation_and_logits
+    return tf.TensorSpec([None, *handle.input_shape], tf.float32)
 
-    key = ("concepts.gradients", layer)
+
+def flat_rows(tensors):
+    """Tensors of one row per image, each flattened and joined into one row per image: what
+    the one chunked path carries of several outputs (``split_rows`` undoes it)."""
+    import tensorflow as tf
+
+    return tf.concat([tf.reshape(t, [tf.shape(t)[0], -1]) for t in tensors], axis=1)
+
+
+def split_rows(rows: np.ndarray, shapes: list[tuple]) -> list[np.ndarray]:
+    """``flat_rows``'s output back into arrays of one row per image, of these shapes each."""
+    edges = np.cumsum([int(np.prod(shape)) for shape in shapes])[:-1]
+    return [part.reshape(len(rows), *shape)
+            for part, shape in zip(np.split(rows, edges, axis=1), shapes, strict=True)]
+
+
+def layer_gradients(handle, layers: tuple[str, ...]):
+    """(fn, shapes): a compiled function (images, targets) -> one row per image of every
+    layer's activation and the gradient of the image's target logit with respect to it,
+    flattened (``flat_rows``), in one backward pass for all the layers; and the list of the
+    activations' shapes, filled when it traces. Traced once for all the layers."""
+    import tensorflow as tf
+
+    from auditor.inputs.layers import activations_and_logits
+
+    key = ("concepts.gradients", tuple(layers))
     if key not in handle.compiled:
-        tapped = activation_and_logits(handle, layer)
+        tapped, shapes = activations_and_logits(handle, layers), []
 
-        @tf.function(reduce_retracing=True)
+        @tf.function(autograph=False,  # straight-line code: see featureviz/render.py
+                     input_signature=[images_spec(handle), tf.TensorSpec([None], tf.int32)])
         def both(images, targets):
             with tf.GradientTape() as tape:
                 acts, logits = tapped(images)
-                score = tf.gather(logits, tf.cast(targets, tf.int32), batch_dims=1)
-            return tf.stack([acts, tape.gradient(score, acts)], axis=1)
+                score = tf.gather(logits, targets, batch_dims=1)
+            grads = tape.gradient(score, acts)
+            shapes[:] = [tuple(int(d) for d in a.shape[1:]) for a in acts]  # static: once
+            return flat_rows([t for pair in zip(acts, grads, strict=True) for t in pair])
 
-        handle.compiled[key] = both
+        handle.compiled[key] = both, shapes
     return handle.compiled[key]
 
 
-def activations_and_gradients(handle, layer: str, images: np.ndarray, targets: np.ndarray):
-    """(activations, gradients), each (n, h, w, C), through the one chunked path."""
+def activations_and_gradients(handle, layers: list[str], images: np.ndarray,
+                              targets: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{layer: (activations, gradients)}, each (n, h, w, C), for every layer of ``layers`` in
+    one pass through the one chunked path."""
     from auditor.predict.batched import chunked, rows_per_pass
 
     images = np.asarray(images, np.float32)
     targets = np.asarray(targets, np.int32).reshape(-1)
-    both = chunked(handle, layer_gradients(handle, layer), images, targets,
-                   rows=rows_per_pass(handle, backward=True))
-    return both[:, 0], both[:, 1]
+    fn, shapes = layer_gradients(handle, tuple(layers))
+    rows = chunked(handle, fn, images, targets, rows=rows_per_pass(handle, backward=True))
+    parts = split_rows(rows, [shape for shape in shapes for _ in range(2)])
+    return {layer: (parts[2 * i], parts[2 * i + 1]) for i, layer in enumerate(layers)}
 
 
 def activations(handle, layer: str, images: np.ndarray) -> np.ndarray:
@@ -149,8 +181,8 @@ def activations(handle, layer: str, images: np.ndarray) -> np.ndarray:
 
     key = ("concepts.activations", layer)
     if key not in handle.compiled:
-        handle.compiled[key] = tf.function(activation_model(handle, layer),
-                                           reduce_retracing=True)
+        handle.compiled[key] = tf.function(activation_model(handle, layer), autograph=False,
+                                           input_signature=[images_spec(handle)])
     return chunked(handle, handle.compiled[key], np.asarray(images, np.float32),
                    rows=rows_per_pass(handle, backward=False))
 
@@ -176,12 +208,24 @@ class Attribution:
 def attribute_groups(handle, factors: Factors, images: np.ndarray, targets: np.ndarray,
                      block: int = BLOCK) -> Attribution:
     """Each group's contribution to each image's target class, block by block."""
-    parts = []
+    return attribution_of({factors.layer: factors}, handle, images, targets, block)[
+        factors.layer]
+
+
+def attribution_of(factors: dict[str, Factors], handle, images: np.ndarray,
+                   targets: np.ndarray, block: int = BLOCK) -> dict[str, Attribution]:
+    """``attribute_groups`` for the groups of several layers ({layer: Factors}), each block's
+    activations and gradients at every layer from one pass."""
+    parts = {layer: [] for layer in factors}
     for start in range(0, len(images), block):
-        acts, grads = activations_and_gradients(handle, factors.layer,
-                                                images[start:start + block],
-                                                targets[start:start + block])
-        parts.append(split_attribution(factors, acts, grads))
+        both = activations_and_gradients(handle, list(factors), images[start:start + block],
+                                         targets[start:start + block])
+        for layer, (acts, grads) in both.items():
+            parts[layer].append(split_attribution(factors[layer], acts, grads))
+    return {layer: _joined(factors[layer], parts[layer]) for layer in factors}
+
+
+def _joined(factors: Factors, parts: list[Attribution]) -> Attribution:
     if not parts:
         empty = np.zeros((0, 1, 1, len(factors.components)), np.float32)
         return Attribution(empty, empty, np.zeros(0, np.float32))

@@ -10,8 +10,9 @@ mode), so a share gets the images it would get in the whole batch.
 
 The steps are one compiled loop per model and form of request (objective key, parameterisation,
 transforms, blur), kept on the model handle, so a later request of the same form traces nothing.
-It is called for about a second of steps at a time (``steps_per_call``), and a signal noted in
-between stops the render there: a Python signal handler cannot run inside a compiled call.
+It is called for about a second of steps at a time (``auditor.predict.calls``), and a signal
+noted in between stops the render there: a Python signal handler cannot run inside a compiled
+call.
 The random transforms draw from the Philox stream of ``tf.random.Generator.from_seed(seed)``
 exactly as one generator over the whole batch did before the loop was split: every draw is the
 whole batch's, of which a share keeps its own rows. So the images do not depend on the split.
@@ -25,10 +26,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from auditor.errors import AuditorError, Interrupted
+from auditor.errors import AuditorError
 from auditor.inputs.layers import activations_and_logits
 from auditor.methods.featureviz.transforms import compose, gaussian_blur
 from auditor.predict.batched import chunked, rows_per_pass
+from auditor.predict.calls import in_calls
 
 DEFAULT_SNAPSHOTS = (0, 16, 64, 256, 1024)
 BETA_1, BETA_2, EPSILON = 0.9, 0.999, 1e-7  # keras.optimizers.Adam's defaults
@@ -36,10 +38,6 @@ PHILOX = 1  # tf.random.Algorithm.PHILOX, the algorithm of Generator.from_seed
 # A stateful Philox draw advances the generator's counter by 256 per value drawn (measured on
 # TensorFlow 2.21: uniform([n]) moves the counter by 256 n), which SplitRandom replays.
 COUNTER_STEP = 256
-# One compiled call runs at most about this long: SIGTERM (a CI runner's timeout) acted only
-# after 25 s on ConvNeXt when a call ran a whole stretch between snapshots (issue 26).
-CALL_SECONDS = 1.0
-MAX_STEPS_PER_CALL = 1024  # when the steps are too fast for the clock to time
 
 
 @dataclass
@@ -145,7 +143,12 @@ def _compile(handle, objective, param, transform, blur: tuple[int, float]):
     arrays_spec = [tf.TensorSpec([None, *a.shape[1:]], tf.as_dtype(a.dtype))
                    for a in objective.arrays]
 
-    @tf.function(input_signature=[scalar, scalar, tf.TensorSpec([], tf.float32),
+    # No autograph: the loop is written with tf.while_loop and tf.cond, and Keras 3 traces its
+    # own steps unconverted too (its trainer's do_not_convert). Converting the model's Python
+    # cost a third of the trace: the first call of MobileNetV3Small's loop (48 px, a trace and
+    # a step) took 29 to 33 s with autograph and 21 to 24 s without, at a load of 9 to 11.
+    @tf.function(autograph=False,
+                 input_signature=[scalar, scalar, tf.TensorSpec([], tf.float32),
                                   tf.TensorSpec([3], tf.int64), scalar,
                                   tf.TensorSpec([None, 3, *param.value_shape], tf.float32),
                                   tf.TensorSpec([None], tf.int32), *arrays_spec])
@@ -196,32 +199,19 @@ def render(handle, objective, param, transforms: Sequence = (), *, start=None,
     block = rows_per_pass(handle, backward=True)
     steps = loop.steps
     stops = sorted({s for s in loop.snapshots if 0 <= s <= steps} | {steps})
+    def call(state, first, count):
+        return chunked(handle, _steps(run, first, count, loop.learning_rate, stream, n),
+                       state, np.arange(n, dtype=np.int32), *objective.arrays, rows=block)
+
     kept, done, chunks = {}, 0, []
     for stop in stops:
-        while stop > done and n:
-            count = min(stop - done, steps_per_call(chunks))
-            tick = time.perf_counter()
-            state = chunked(handle, _steps(run, done, count, loop.learning_rate, stream, n),
-                            state, np.arange(n, dtype=np.int32), *objective.arrays, rows=block)
-            chunks.append((count, time.perf_counter() - tick))
-            done += count
-            Interrupted.raise_if_pending()
+        if n:
+            state = in_calls(state, done, stop, call, chunks)
         done = max(done, stop)
         if stop in loop.snapshots or stop == steps:
             kept[stop] = param.images(state[:, 0]).numpy()
     return Rendering(images=param.images(state[:, 0]).numpy(), snapshots=kept, steps=steps,
                      seconds=time.perf_counter() - started, chunks=chunks)
-
-
-def steps_per_call(chunks: list[tuple[int, float]]) -> int:
-    """How many steps the next compiled call runs: one while none has run (the first call also
-    traces), then as many as the steps measured so far fit in ``CALL_SECONDS``. A signal's
-    Python handler runs only between calls, so this bounds how long SIGTERM waits."""
-    if not chunks:
-        return 1
-    later = chunks[1:] or chunks
-    per_step = sum(s for _, s in later) / max(sum(n for n, _ in later), 1)
-    return max(1, int(CALL_SECONDS / per_step)) if per_step > 0 else MAX_STEPS_PER_CALL
 
 
 def _steps(run, first: int, count: int, learning_rate: float, stream: np.ndarray, total: int):

@@ -45,7 +45,9 @@ def top_activating(handle, dataset, layer: str, k: int = 6,
     if key not in handle.compiled:
         activation = activation_model(handle, layer)
 
-        @tf.function(reduce_retracing=True)
+        # one trace whatever the batch: the last, smaller batch of the data traced it again
+        @tf.function(autograph=False,  # straight-line code: as render.py's loop
+                     input_signature=[tf.TensorSpec([None, *handle.input_shape], tf.float32)])
         def channel_means(images):
             acts = activation(images)
             return tf.reduce_mean(acts, axis=list(range(1, len(acts.shape) - 1)))
