@@ -183,7 +183,7 @@ def test_a_signal_noted_during_the_search_stops_it_after_that_call(digits_handle
 
     x, y = mistakes[0][:3], mistakes[1][:3]
     counterfactuals(digits_handle, x, y, steps=1)  # compiled: the search's loop
-    calls = signal_in_call(digits_handle, ("counterfactual", "l1"), 4)
+    calls = signal_in_call(digits_handle, ("counterfactual", "l1", "class"), 5)
     with pytest.raises(Interrupted):
         counterfactuals(digits_handle, x, y, steps=500)
     assert calls == [1]
