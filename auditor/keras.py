@@ -248,7 +248,7 @@ class AuditCallback(keras.callbacks.Callback):
         tick = time.perf_counter()
         timing = measure_timing(handle)
         facts = Facts(images=images, input_shape=handle.input_shape, classes=handle.num_classes)
-        plan_at = planner(config, facts, forward_flops(handle), timing)
+        plan_at = planner(config, facts, forward_flops(handle), timing, handle)
         timed = time.perf_counter() - tick  # an audit times its passes too
         return {"plan_at": plan_at, "sections": requested(config),
                 "fixed": loading + timed + images * timing.forward, "drift": 1.0,

@@ -232,3 +232,37 @@ def test_a_map_the_saliency_step_made_is_read_not_made_again(digits_handle, digi
     assert len(step) == 2  # the reader's own map is its own: the step's result is unchanged
     other_score = step.maps(inputs, "gradient", [2], [5], score="softmax")
     assert other_score.any() and made == [1, 1]  # another score is another map
+
+
+def test_sections_that_do_not_apply_to_a_multi_label_model_are_not_budgeted(tmp_path):
+    """On a sigmoid head the sections that do not apply are skipped, so the plan sizes only
+    the others (their passes and estimates), in an audit and in the callback's planner."""
+    import keras
+
+    from auditor.inputs.models import load_model
+    from auditor.pipeline import applicable, run_audit
+    from auditor.predict.plan import measure_timing
+    from auditor.runs.overhead import planner
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(3, activation="sigmoid")])
+    model.save(tmp_path / "m.keras")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.uniform(0, 1, (40, 8, 8, 1)).astype(np.float32),
+             y=(rng.random((40, 3)) < 0.5).astype(np.int8))
+    wanted = ["performance", "attribution", "triage"]
+    handle = load_model(str(tmp_path / "m.keras"), "0-1")
+    assert applicable(wanted, handle) == ["performance"]
+    done = run_audit(make_config({"model": str(tmp_path / "m.keras"),
+                                  "data": f"npz:{tmp_path / 'd.npz'}", "input_range": "0-1",
+                                  "sections": wanted, "format": ["json"]},
+                                 out=str(tmp_path / "run"), progress=False, quiet=True))
+    assert set(done.summary["not_applicable"]) == {"attribution", "triage"}
+    assert set(done.summary["plan"]["estimates"]) <= {"performance"}
+    config = make_config({"model": "m", "sections": wanted})
+    facts = Facts(images=40, input_shape=(8, 8, 1), classes=3)
+    plan_at = planner(config, facts, None, measure_timing(handle), handle)
+    alone = plan_at(["performance"], "quick")
+    assert plan_at(wanted, "quick").total_passes == alone.total_passes
+    assert plan_at(["attribution"], "quick").total_passes == 0
