@@ -36,9 +36,10 @@ STOP_ON = {"fail": ("fail",), "warn": ("warn", "fail")}
 BASELINES = ("previous", "first")
 # The names put into the epoch's logs (see the README): key figures as audit_<name>, then
 # counts and the verdict (0 pass, 1 warn, 2 fail).
-AUDIT_LOGS = ("audit_accuracy", "audit_mistakes", "audit_label_errors", "audit_ece",
-              "audit_trusted_methods", "audit_flagged_classes", "audit_robust_accuracy",
-              "audit_failed_checks", "audit_warned_checks", "audit_verdict")
+AUDIT_LOGS = ("audit_accuracy", "audit_micro_f1", "audit_mistakes", "audit_label_errors",
+              "audit_ece", "audit_trusted_methods", "audit_flagged_classes",
+              "audit_robust_accuracy", "audit_failed_checks", "audit_warned_checks",
+              "audit_verdict")
 
 
 @contextlib.contextmanager
@@ -235,7 +236,8 @@ class AuditCallback(keras.callbacks.Callback):
             dataset = load_dataset(config.data, handle.input_shape, handle.num_classes,
                                    class_names=config.class_names,
                                    max_samples=config.max_samples, seed=config.seed,
-                                   data_range=config.data_range, strict_data=config.strict_data)
+                                   data_range=config.data_range, strict_data=config.strict_data,
+                                   multilabel=handle.multilabel)
         path.unlink()
         if self.overhead is not None:
             self._sizer = self._make_sizer(config, handle, dataset.n, time.perf_counter() - tick)
