@@ -151,7 +151,7 @@ def test_cli_writes_the_per_label_table(tmp_path, multilabel_model_path, multila
     assert "Per label, at its threshold" in page and "false alarms" in page
     skipped = summary["not_applicable"]
     assert set(skipped) == set(SECTION_NAMES) - {"performance", "contrastive", "clever_hans",
-                                                 "robustness"}
+                                                 "robustness", "featureviz", "concepts"}
     assert summary["contrastive"]["examples"]
     for reason in skipped.values():
         assert f"does not apply to a multi-label model: {escape(reason)}" in page
@@ -380,11 +380,14 @@ def test_robustness_counts_label_sets_that_survive_pgd(tmp_path, multilabel_mode
     assert adversarial.min() >= 0 and adversarial.max() <= 1
 
 
-def test_a_section_that_does_not_apply_is_not_asked_about_the_model(
-        tmp_path, multilabel_model_path, multilabel_npz):
-    """concepts' layer names are checked against the model only where it runs: on a
-    multi-label model it does not, so a name it would refuse does not stop the audit."""
-    done = audit(multilabel_model_path, f"npz:{multilabel_npz['clean']}", tmp_path / "run",
-                 sections=["performance", "concepts"], format="json",
-                 concepts={"layers": ["no_such_layer"]})
-    assert "concepts" in done.summary["not_applicable"]
+def test_concepts_layer_names_are_checked_on_a_multi_label_model_before_the_data(
+        tmp_path, multilabel_model_path):
+    """concepts applies to a multi-label model, so its layer names are checked against the
+    model as soon as it is loaded, before the data is read (a source that does not exist)."""
+    from auditor.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no_such_layer"):
+        audit(multilabel_model_path, "npz:does-not-exist.npz", tmp_path / "run",
+              sections=["performance", "concepts"], format="json",
+              concepts={"layers": ["no_such_layer"]})
+    assert not (tmp_path / "run").exists()

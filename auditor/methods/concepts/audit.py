@@ -41,13 +41,16 @@ class Settings:
 @dataclass
 class Images:
     """The images the audit works on: the stratified sample (x, labels) and the mistakes
-    (x, predicted, true)."""
+    (x, predicted, true). A multi-label sample holds an image once per label it carries (its
+    ``labels`` the label each row is explained towards); ``distinct`` then names one row per
+    image, among which the groups' top images are chosen."""
 
     sample: np.ndarray
     labels: np.ndarray
     mistakes: np.ndarray
     predicted: np.ndarray
     true: np.ndarray
+    distinct: np.ndarray | None = None  # None: every row is a different image
 
 
 def analyse_layer(handle, layer: str, reason: str, images: Images, settings: Settings,
@@ -62,7 +65,7 @@ def analyse_layer(handle, layer: str, reason: str, images: Images, settings: Set
         layer=layer, reason=reason, factors=factors, grid=tuple(weights.shape[1:3]),
         sample_weights=weights, sample_contributions=own.contributions,
         sample_residual=own.residual,
-        examples=top_examples(images.sample, weights, settings.top),
+        examples=top_examples(images.sample, weights, settings.top, rows=images.distinct),
         bank=concept_bank(images.sample, weights, own.contributions, images.labels, classes))
     if len(images.mistakes):
         pred = attribute_groups(handle, factors, images.mistakes, images.predicted)

@@ -168,8 +168,11 @@ def view(result, dataset) -> dict:
     if d is None:  # skipped: the model's layers could not be read
         return {"layers": [], "skipped": result.summary["concepts"].get("skipped")}
     layers = result.summary["concepts"]["layers"]
+    labels = bool(result.summary["concepts"].get("multilabel"))
     return {"layers": [layer_view(d, layer, s) for layer, s in zip(d.layers, layers,
                                                                      strict=True)],
-            "legend": colorbar_uri("0", low="towards the true class",
-                                   high="towards the predicted class"),
-            "skipped": None}
+            "legend": colorbar_uri("0", low="towards the missed label" if labels
+                                   else "towards the true class",
+                                   high="towards the false alarm" if labels
+                                   else "towards the predicted class"),
+            "multilabel": labels, "skipped": None}

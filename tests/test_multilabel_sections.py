@@ -1,0 +1,142 @@
+"""featureviz and concepts on a multi-label model, per label.
+
+The model is a small seeded CNN (three sigmoid labels of the digit: even, at least 5, written
+with a loop, as in test_multilabel.py), trained in a few seconds on the packaged digits; the
+sections that need hidden channels or spatial layers read its convolutions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_multilabel import LABELS, attributes, audit
+
+
+def train_cnn(x, labels, path):
+    """Three 3x3 convolutions and a Dense(3, sigmoid) over global pooling, 25 epochs."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input(x.shape[1:]),
+        keras.layers.Conv2D(8, 3, activation="relu", name="conv_a"),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(16, 3, activation="relu", name="conv_b"),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(16, 3, activation="relu", name="conv_c"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(len(LABELS), activation="sigmoid")])
+    model.compile(keras.optimizers.Adam(3e-3), "binary_crossentropy")
+    model.fit(x, labels, epochs=25, batch_size=64, verbose=0)
+    model.save(path)
+    return path
+
+
+def save_npz(path, x, labels):
+    np.savez(path, x=(x * 255).round().astype(np.uint8), y=labels, class_names=np.array(LABELS))
+    return f"npz:{path}"
+
+
+@pytest.fixture(scope="module")
+def label_cnn(tmp_path_factory, digits_train, digits_test):
+    """The CNN on the digits' training split; the test split as an npz of multi-hot labels."""
+    x, y = digits_train
+    folder = tmp_path_factory.mktemp("label-cnn")
+    tx, ty = digits_test
+    return (train_cnn(x, attributes(y), folder / "cnn.keras"),
+            save_npz(folder / "test.npz", tx, attributes(ty)))
+
+
+def test_featureviz_renders_each_label_s_logit_and_judges_it_per_label(label_cnn, tmp_path):
+    """Each label's image maximises that label's logit: it raises its own logit above what
+    the other labels' images give it, its reported sigmoid is the model's on the saved image,
+    the per-label checks follow the label's threshold, and the report shows the label's top
+    real images beside it."""
+    import tensorflow as tf
+
+    from auditor.inputs.models import load_model
+
+    model, data = label_cnn
+    done = audit(model, data, tmp_path / "run", sections=["featureviz"],
+                 featureviz={"steps": 96, "compare": False, "max_channels": 2, "top_k": 3})
+    block = done.summary["featureviz"]
+    assert "featureviz" not in done.summary.get("not_applicable", {})
+    assert block["multilabel"] and list(block["labels"]) == list(LABELS)
+    saved = np.load(done.out / "class_visualization.npz")
+    assert saved["classes"].tolist() == list(LABELS)
+    handle = load_model(str(model), "0-1")
+    logits = np.asarray(handle.logits(tf.constant(saved["images"])))
+    own = np.diag(logits)
+    assert all(own[i] > np.delete(logits[:, i], i).max() for i in range(len(LABELS)))
+    checks = {c["id"]: c for c in done.summary["checks"]}
+    for i, name in enumerate(LABELS):
+        row = block["labels"][name]
+        assert row["confidence"] == pytest.approx(1 / (1 + np.exp(-own[i])), abs=1e-4)
+        assert row["threshold"] == 0.5 and 0 <= row["judge_probability"] <= 1
+        assert (name in row["raised"]) == row["model_agrees"] == (row["confidence"] >= 0.5)
+        status = checks[f"featureviz.label_raised.{name}"]["status"]
+        assert status == ("pass" if row["model_agrees"] else "warn")
+        top = row["top_positions"]
+        assert len(top) == 3 and len(set(top)) == 3
+    assert block["recognisable"] == np.mean([r["model_agrees"] for r in block["labels"].values()])
+    page = (done.out / "report.html").read_text()
+    assert "beside the real images with the label's highest logit" in page
+    assert "does not apply to a multi-label model" not in page
+
+
+def label_context(label_cnn, tmp_path, sections):
+    """The context the sections run in on the label CNN, its steps made."""
+    from auditor.configure import make_config
+    from auditor.inputs.datasets import load_dataset
+    from auditor.inputs.models import load_model
+    from auditor.pipeline import context_for
+    from auditor.predict.predictions import predict
+    from auditor.sections.base import RunInputs
+
+    model, data = label_cnn
+    config = make_config({"model": str(model), "data": data, "input_range": "0-1"})
+    handle = load_model(str(model), "0-1")
+    dataset = load_dataset(data, handle.input_shape, 3, multilabel=True)
+    inputs = RunInputs(config=config, handle=handle, dataset=dataset,
+                       predictions=predict(handle, dataset), workdir=tmp_path)
+    return context_for(inputs, sections)
+
+
+def test_concepts_explain_each_image_towards_each_label_it_carries(label_cnn, tmp_path):
+    """Each sampled image is a pair per label it carries; its groups' contributions and the
+    residual add up to gradient x activation of that label's logit, computed here apart; the
+    bank and the removal tests name labels; each mistake is a missed label against a false
+    alarm of the same image; the view draws."""
+    import tensorflow as tf
+
+    from auditor.inputs.layers import activation_and_logits
+    from auditor.report.views.concepts import view
+    from auditor.sections import concepts
+
+    ctx = label_context(label_cnn, tmp_path, ["concepts"])
+    options = concepts.Options(sample=45, icon_steps=0, survival_images=0, removal_images=4,
+                               random_directions=4, mistakes=4, layers=["conv_c"])
+    result = concepts.run(ctx, options)
+    block, layer = result.summary["concepts"], result.data.layers[0]
+    positions, targets = concepts.label_pairs(ctx.predictions.labels, 45, ctx.config.seed)
+    assert block["multilabel"] and block["pairs"] == len(positions) == 45
+    assert (ctx.predictions.labels[positions, targets] == 1).all()
+    assert block["sample"] == len(np.unique(positions))
+    x = tf.constant(ctx.dataset.images(positions[:6]))
+    with tf.GradientTape() as tape:
+        acts, logits = activation_and_logits(ctx.handle, "conv_c")(x)
+        score = tf.gather(logits, targets[:6], batch_dims=1)
+    expected = tf.reduce_sum(acts * tape.gradient(score, acts), axis=[1, 2, 3]).numpy()
+    total = layer.sample_contributions[:6].sum(axis=1) + layer.sample_residual[:6]
+    assert np.allclose(total, expected, rtol=1e-3, atol=1e-4 * np.abs(expected).max())
+    summary = block["layers"][0]
+    assert {b["class"] for b in summary["bank"]} == set(LABELS)
+    assert all(b["images"] == 15 for b in summary["bank"])
+    assert {g["removal"]["class"] for g in summary["groups"]} <= set(LABELS)
+    labels, preds = ctx.predictions.labels, ctx.predictions.preds
+    for m in block["mistakes"]:
+        missed, alarm = LABELS.index(m["true"]), LABELS.index(m["pred"])
+        assert labels[m["index"], missed] == 1 and preds[m["index"], missed] == 0
+        assert labels[m["index"], alarm] == 0 and preds[m["index"], alarm] == 1
+    shown = view(result, ctx.dataset)
+    assert shown["multilabel"] and len(shown["layers"][0]["mistakes"]) == len(block["mistakes"])
+
