@@ -356,7 +356,6 @@ def run(ctx: Context, options: Options) -> SectionResult:
         timings["unregularised"] = time.perf_counter() - tick
         per_run["unregularised"] = plain.images
         verdicts["unregularised"] = judge_images(ctx, plain.images, classes, real)
-    main = verdicts["regularised"]
     np.savez(ctx.workdir / NPZ_NAME, images=per_run["regularised"],
              classes=np.array([names[c] for c in classes]))
 
@@ -364,12 +363,7 @@ def run(ctx: Context, options: Options) -> SectionResult:
     evolution = {step: images[:k] for step, images in rendering.snapshots.items()}
     evolution_confidence = {step: _probabilities(handle, images)[np.arange(k), classes]
                             for step, images in evolution.items()}
-    label_top = None
-    if handle.multilabel:
-        class_rows, label_top = _label_rows(ctx, main, verdicts.get("unregularised"), classes,
-                                            options.top_k)
-    else:
-        class_rows = _class_rows(main, verdicts.get("unregularised"), classes, names)
+    class_rows, label_top = _rows(ctx, verdicts, classes, options.top_k)
     comparison = {label: _fractions(v) for label, v in verdicts.items()}
     channels, top_images = _channel_rows(ctx, picks)
     percentiles = real.tv_percentiles()
@@ -386,11 +380,15 @@ def run(ctx: Context, options: Options) -> SectionResult:
     timings["snapshots"] = time.perf_counter() - tick
     summary = _summary(class_rows, comparison, percentiles, real, options, steps, channels)
     summary.update(channels_note=note, seconds=timings)
-    checks = _checks(ctx, comparison["regularised"], len(classes))
-    if handle.multilabel:
-        summary = _label_summary(summary, class_rows, real)
-        checks += _label_checks(ctx, class_rows)
-    return SectionResult(name=NAME, title=TITLE, intro=LABEL_INTRO if handle.multilabel
+    return _result(ctx, summary, class_rows, real, data)
+
+
+def _result(ctx: Context, summary: dict, rows: list[dict], real, data) -> SectionResult:
+    """The section's result: a multi-label model's summary and checks per label too."""
+    checks = _checks(ctx, summary["comparison"]["regularised"], len(rows))
+    if ctx.handle.multilabel:
+        summary, checks = _label_summary(summary, rows, real), checks + _label_checks(ctx, rows)
+    return SectionResult(name=NAME, title=TITLE, intro=LABEL_INTRO if ctx.handle.multilabel
                          else INTRO, summary={NAME: summary}, data=data, checks=checks)
 
 
@@ -402,6 +400,14 @@ def make_recipe(options: Options, steps: int, real, seed: int) -> Recipe:
                   jitter=options.jitter, scale=options.scale, rotate=options.rotate,
                   blur_every=options.blur_every, blur_sigma=options.blur_sigma,
                   snapshots=tuple(options.snapshots), seed=seed)
+
+
+def _rows(ctx: Context, verdicts: dict, classes: list[int], top_k: int):
+    """The table's rows, one per class (or label, with its top images; else None)."""
+    main, plain = verdicts["regularised"], verdicts.get("unregularised")
+    if ctx.handle.multilabel:
+        return _label_rows(ctx, main, plain, classes, top_k)
+    return _class_rows(main, plain, classes, ctx.dataset.class_names), None
 
 
 def _class_rows(main: dict, plain: dict | None, classes: list[int], names: list[str]):
