@@ -301,7 +301,7 @@ def test_clever_hans_plants_a_patch_tied_to_one_label(tmp_path, multilabel_model
     """The positive control per label: a patch tied to 'big' on a fine-tuned copy is learned,
     and the maps of that label's logit sit on it more than a control copy's do (on this MLP,
     gradient x input by a ratio near 5 against the control's 3, the gradient's near 1.5
-    against 1); the discovery, which does not apply, says why in one line."""
+    against 1); the discovery runs per label, and what does not apply says why in one line."""
     done = audit(multilabel_model_path, f"npz:{multilabel_npz['clean']}", tmp_path / "run",
                  sections=["clever_hans"],
                  clever_hans={"shortcuts": ["patch", "tint"],
@@ -312,11 +312,13 @@ def test_clever_hans_plants_a_patch_tied_to_one_label(tmp_path, multilabel_model
     assert patch["target_class"] == "big" and patch["learned"] and patch["flip_rate"] > 0.5
     for method, ratio in patch["relevance_mass_ratio"].items():
         assert ratio > patch["control_mass_ratio"][method]
-    assert set(block["skipped"]) == {"discovery", "tint"}
+    assert set(block["skipped"]) == {"features and properties", "tint"}
+    assert block["discovery"]["per_label"] and set(block["discovery"]["per_class"]) == set(LABELS)
     checks = {c["id"]: c["status"] for c in done.summary["checks"]}
     best = max(patch["relevance_mass_ratio"].values())
     assert checks["clever_hans.injection.patch"] == ("pass" if best >= 3 else "warn")
-    assert "Injection test per label" in (done.out / "report.html").read_text()
+    page = (done.out / "report.html").read_text()
+    assert "Injection test per label" in page and "Discovery per label" in page
 
 
 def test_a_threshold_per_label_decides_each_label():
