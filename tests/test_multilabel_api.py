@@ -80,7 +80,7 @@ def test_the_callback_audits_multi_hot_data_per_label(fitted, source):
     assert logs["audit_accuracy"] == [block["subset_accuracy"]]
     assert logs["audit_micro_f1"] == [pytest.approx(block["micro"]["f1"])]
     assert logs["audit_mistakes"] == [float(block["mistakes"]["images"])]
-    assert math.isnan(logs["audit_label_errors"][0])  # triage does not apply: NaN, not 0
+    assert math.isnan(logs["audit_label_errors"][0])  # triage did not run: NaN, not 0
     ids = {c["id"] for c in summary["checks"]}
     assert {f"multilabel.label_f1.{name}" for name in LABELS} <= ids
 
