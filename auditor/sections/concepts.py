@@ -160,8 +160,7 @@ def label_images(ctx: Context, options: Options):
     missed, alarm = contrast_pairs(p.labels[wrong], p.probs[wrong], p.preds[wrong])
     both = np.flatnonzero((missed >= 0) & (alarm >= 0))[:options.mistakes]
     wrong, missed, alarm = wrong[both], missed[both], alarm[both]
-    pictures = ctx.dataset.images(sample)
-    images = Images(pictures, targets, ctx.dataset.images(wrong), alarm, missed,
+    images = Images(ctx.dataset.images(sample), targets, ctx.dataset.images(wrong), alarm, missed,
                     distinct=np.unique(sample, return_index=True)[1])
     mistakes = [{"index": int(pos), "true": names[m], "pred": names[a],
                  "p_pred": float(p.probs[pos, a])}
