@@ -167,6 +167,12 @@ def test_concepts_explain_each_image_towards_each_label_it_carries(label_cnn, tm
     assert {b["class"] for b in summary["bank"]} == set(LABELS)
     assert all(b["images"] == 15 for b in summary["bank"])
     assert {g["removal"]["class"] for g in summary["groups"]} <= set(LABELS)
+    tests = {t["label"]: t for t in summary["labels"]}  # the removal test per label
+    assert set(tests) == set(LABELS)
+    for bank in summary["bank"]:
+        if bank["groups"]:  # the group that carries the label most is the one tested on it
+            assert tests[bank["class"]]["group"] == bank["groups"][0]["group"]
+        assert 0 < tests[bank["class"]]["images"] <= options.removal_images
     labels, preds = ctx.predictions.labels, ctx.predictions.preds
     for m in block["mistakes"]:
         missed, alarm = LABELS.index(m["true"]), LABELS.index(m["pred"])

@@ -198,7 +198,7 @@ def run(ctx: Context, options: Options) -> SectionResult:
     intro = (LABEL_INTRO if multilabel else INTRO).format(k=options.groups, n=len(sample))
     return SectionResult(
         name=NAME, title=TITLE, intro=intro,
-        summary={NAME: _finite(summary)}, checks=checks(ctx.config.checks, results),
+        summary={NAME: _finite(summary)}, checks=checks(ctx.config.checks, results, names),
         data=ConceptsData(_without_estimators(results), names, shown, shown_labels, mistakes,
                           images.mistakes))
 
@@ -269,7 +269,11 @@ def layer_summary(result, names: list[str]) -> dict:
             "survival_correlation": survival,
             "survives_randomisation": None if survival is None else survival >= SURVIVES_ABOVE,
         })
-    return {"layer": result.layer, "reason": result.reason, "transform": f.transform_text,
+    labels = [{"label": names[r.target], "group": r.group, "real": r.real, "images": r.images,
+               "drop": r.drop, "random_drop": r.random_drop, "interval": [r.low, r.high]}
+              for r in result.label_removal]
+    return {**({"labels": labels} if labels else {}),
+            "layer": result.layer, "reason": result.reason, "transform": f.transform_text,
             "grid": list(result.grid), "channels": int(f.directions.shape[1]),
             "reconstruction_error": f.error, "explained": f.explained,
             "residual_share": _residual_share(result), "groups": groups,
@@ -285,7 +289,7 @@ def _residual_share(result) -> float:
     return float(np.abs(result.sample_residual).mean() / total) if total > 0 else 0.0
 
 
-def checks(spec: dict, results) -> list[Check]:
+def checks(spec: dict, results, names: list[str]) -> list[Check]:
     worst = min(results, key=lambda r: r.factors.explained)
     explained = "; ".join(f"{r.layer}: {r.factors.explained:.0%}" for r in results)
     out = [RECONSTRUCTED.judge(worst.factors.explained, checks=spec, section=NAME,
@@ -300,10 +304,15 @@ def checks(spec: dict, results) -> list[Check]:
         return out
     failing = [f"{layer} group {m.group}" for layer, m in tested if not m.real]
     listed = f" ({', '.join(failing[:8])})" if failing else ""
+    per_label = [f"{r.layer} {names[m.target]}: group {m.group} "
+                 + ("real" if m.real else "not shown real" if m.real is not None
+                    else "not measurable") for r in results for m in r.label_removal]
     out.append(REMOVED.judge(len(failing), checks=spec, section=NAME,
                              message=f"{len(failing)} of {len(tested)} groups lower their "
                                      "class's score no more than random directions when "
-                                     f"removed{listed}"))
+                                     f"removed{listed}" + (
+                                         "; per label, the group that carries it most: "
+                                         + "; ".join(per_label) if per_label else "")))
     return out
 
 

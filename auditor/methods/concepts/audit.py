@@ -4,6 +4,7 @@ chooses the images and turns this into its summary and checks."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +53,11 @@ class Images:
     true: np.ndarray
     distinct: np.ndarray | None = None  # None: every row is a different image
 
+    @property
+    def per_label(self) -> bool:
+        """A multi-label sample: (image, label) pairs."""
+        return self.distinct is not None
+
 
 def analyse_layer(handle, layer: str, reason: str, images: Images, settings: Settings,
                   classes: int) -> LayerConcepts:
@@ -77,6 +83,8 @@ def analyse_layer(handle, layer: str, reason: str, images: Images, settings: Set
         result.removal = removal_tests(handle, layer, factors.directions, images.sample,
                                        weights, removal_targets(result, images.labels, settings),
                                        settings.seed, settings.random_directions)
+        if images.per_label:
+            result.label_removal = label_removals(handle, result, images, settings)
     except ValueError as exc:  # a subclassed model inside: its layers cannot be edited
         result.removal_skipped = str(exc)
     if settings.survival_images > 0:
@@ -112,6 +120,28 @@ def removal_targets(result: LayerConcepts, labels: np.ndarray,
         strength = result.sample_weights[own, :, :, g].sum(axis=(1, 2))
         targets.append((c, own[np.argsort(-strength, kind="stable")[:settings.removal_images]]))
     return targets
+
+
+def label_removals(handle, result: LayerConcepts, images: Images, settings: Settings) -> list:
+    """A multi-label sample's test per label: the group that carries the label most (its
+    largest importance) removed on the label's images where it is strongest, against random
+    directions of the same norm, as each group is tested on the label it carries most."""
+    from auditor.methods.concepts.analysis import class_importance
+
+    labels = images.labels
+    importance = class_importance(result.sample_contributions, labels, int(labels.max()) + 1)
+    directions, tests = result.factors.directions, []
+    for label in np.unique(labels):
+        group = int(np.argmax(importance[label]))
+        own = np.flatnonzero(labels == label)
+        strength = result.sample_weights[own, :, :, group].sum(axis=(1, 2))
+        rows = own[np.argsort(-strength, kind="stable")[:settings.removal_images]]
+        (removal,) = removal_tests(handle, result.layer, directions[[group]],
+                                   images.sample, result.sample_weights[..., [group]],
+                                   [(int(label), rows)], settings.seed,
+                                   settings.random_directions)
+        tests.append(dataclasses.replace(removal, group=group))
+    return tests
 
 
 def analyse(handle, layers: list[tuple[str, str]], images: Images, settings: Settings,

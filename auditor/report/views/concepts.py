@@ -158,6 +158,7 @@ def layer_view(data, layer, summary: dict) -> dict:
     return {**{k: summary[k] for k in ("layer", "reason", "transform", "grid", "channels",
                                        "explained", "residual_share")},
             "groups": group_rows(layer, data.shown, names, summary),
+            "labels": summary.get("labels", []),
             "mistakes": mistake_rows(data, layer) if layer.mistakes else [],
             "bank": bank_rows(layer, names),
             "dictionary": dictionary_part(data, layer)}
