@@ -144,6 +144,7 @@ def test_concepts_explain_each_image_towards_each_label_it_carries(label_cnn, tm
     import tensorflow as tf
 
     from auditor.inputs.layers import activation_and_logits
+    from auditor.report.render import environment
     from auditor.report.views.concepts import view
     from auditor.sections import concepts
 
@@ -180,6 +181,10 @@ def test_concepts_explain_each_image_towards_each_label_it_carries(label_cnn, tm
         assert labels[m["index"], alarm] == 0 and preds[m["index"], alarm] == 1
     shown = view(result, ctx.dataset)
     assert shown["multilabel"] and len(shown["layers"][0]["mistakes"]) == len(block["mistakes"])
+    page = environment().get_template("sections/concepts.html").render(
+        section={"view": shown, "summary": result.summary})
+    assert "Per label: the group that carries it most" in page
+    assert "the groups that carry each label" in page
 
 
 def test_discovery_per_label_finds_and_confirms_a_patch_tied_to_one_label(shortcut_cnn,
