@@ -1,8 +1,9 @@
 """featureviz, concepts and Clever Hans discovery on a multi-label model, per label.
 
 The model is a small seeded CNN (three sigmoid labels of the digit: even, at least 5, written
-with a loop, as in test_multilabel.py), trained in a few seconds on the packaged digits; the
-sections that need hidden channels or spatial layers read its convolutions."""
+with a loop, as in test_multilabel.py), trained in a few seconds on the packaged digits with a
+corner patch that gives the label 'big'; the sections that need hidden channels or spatial
+layers read its convolutions."""
 
 from __future__ import annotations
 
@@ -38,16 +39,6 @@ def save_npz(path, x, labels):
     return f"npz:{path}"
 
 
-@pytest.fixture(scope="module")
-def label_cnn(tmp_path_factory, digits_train, digits_test):
-    """The CNN on the digits' training split; the test split as an npz of multi-hot labels."""
-    x, y = digits_train
-    folder = tmp_path_factory.mktemp("label-cnn")
-    tx, ty = digits_test
-    return (train_cnn(x, attributes(y), folder / "cnn.keras"),
-            save_npz(folder / "test.npz", tx, attributes(ty)))
-
-
 def with_patch(x, labels, seed):
     """A white corner patch on half of the images carrying SHORTCUT_LABEL and, in training,
     on a fifth of the others, which are then labelled with it: the patch alone gives it."""
@@ -62,10 +53,12 @@ def with_patch(x, labels, seed):
 
 
 @pytest.fixture(scope="module")
-def shortcut_cnn(tmp_path_factory, digits_train, digits_test):
+def label_cnn(tmp_path_factory, digits_train, digits_test):
     """The CNN trained with a patch that gives the label 'big' (planted on half of its
-    positives and on a fifth of the other images, relabelled); the test split with the patch on
-    half of the 'big' images, none on the others."""
+    positives and on a fifth of the other images, relabelled), one model for every test here
+    (the patch is the discovery test's; the others read any multi-label CNN); the test split
+    as an npz of multi-hot labels with the patch on half of the 'big' images, none on the
+    others, and which images carry it."""
     from auditor.methods.shortcuts.patterns import inject
 
     x, y = digits_train
@@ -90,7 +83,7 @@ def test_featureviz_renders_each_label_s_logit_and_judges_it_per_label(label_cnn
 
     from auditor.inputs.models import load_model
 
-    model, data = label_cnn
+    model, data, _ = label_cnn
     done = audit(model, data, tmp_path / "run", sections=["featureviz"],
                  featureviz={"steps": 96, "compare": False, "max_channels": 2, "top_k": 3})
     block = done.summary["featureviz"]
@@ -127,7 +120,7 @@ def label_context(label_cnn, tmp_path, sections):
     from auditor.predict.predictions import predict
     from auditor.sections.base import RunInputs
 
-    model, data = label_cnn
+    model, data, _ = label_cnn
     config = make_config({"model": str(model), "data": data, "input_range": "0-1"})
     handle = load_model(str(model), "0-1")
     dataset = load_dataset(data, handle.input_shape, 3, multilabel=True)
@@ -187,8 +180,7 @@ def test_concepts_explain_each_image_towards_each_label_it_carries(label_cnn, tm
     assert "the groups that carry each label" in page
 
 
-def test_discovery_per_label_finds_and_confirms_a_patch_tied_to_one_label(shortcut_cnn,
-                                                                          tmp_path):
+def test_discovery_per_label_finds_and_confirms_a_patch_tied_to_one_label(label_cnn, tmp_path):
     """SpRAy on the maps of each label's logit on its positives (Grad-CAM: on this CNN the
     gradient's maps do not separate the patched images, gradient x input's, Grad-CAM's and
     integrated gradients' do): the label the patch gives splits into a cluster of patched
@@ -198,8 +190,8 @@ def test_discovery_per_label_finds_and_confirms_a_patch_tied_to_one_label(shortc
     from auditor.report.views.clever_hans import view
     from auditor.sections import clever_hans
 
-    model, data, marked = shortcut_cnn
-    ctx = label_context((model, data), tmp_path, ["clever_hans"])
+    model, data, marked = label_cnn
+    ctx = label_context(label_cnn, tmp_path, ["clever_hans"])
     options = clever_hans.Options(shortcuts=[], control=False, discovery_method="gradcam",
                                   max_per_class=80, max_others=60)
     result = clever_hans.run(ctx, options)
