@@ -105,7 +105,10 @@ def test_featureviz_renders_each_label_s_logit_and_judges_it_per_label(label_cnn
         assert status == ("pass" if row["model_agrees"] else "warn")
         top = row["top_positions"]
         assert len(top) == 3 and len(set(top)) == 3
+        assert 0 <= row["top_judge_probability"] <= 1
     assert block["recognisable"] == np.mean([r["model_agrees"] for r in block["labels"].values()])
+    seen = sum(r["top_judge_probability"] >= 0.5 for r in block["labels"].values())
+    assert f"for {seen} of 3 labels" in checks["featureviz.judge_agreement"]["message"]
     page = (done.out / "report.html").read_text()
     assert "beside the real images with the label's highest logit" in page
     assert "does not apply to a multi-label model" not in page

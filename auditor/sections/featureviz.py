@@ -363,7 +363,7 @@ def run(ctx: Context, options: Options) -> SectionResult:
     evolution = {step: images[:k] for step, images in rendering.snapshots.items()}
     evolution_confidence = {step: _probabilities(handle, images)[np.arange(k), classes]
                             for step, images in evolution.items()}
-    class_rows, label_top = _rows(ctx, verdicts, classes, options.top_k)
+    class_rows, label_top = _rows(ctx, verdicts, classes, options.top_k, real)
     comparison = {label: _fractions(v) for label, v in verdicts.items()}
     channels, top_images = _channel_rows(ctx, picks)
     percentiles = real.tv_percentiles()
@@ -385,7 +385,10 @@ def run(ctx: Context, options: Options) -> SectionResult:
 
 def _result(ctx: Context, summary: dict, rows: list[dict], real, data) -> SectionResult:
     """The section's result: a multi-label model's summary and checks per label too."""
-    checks = _checks(ctx, summary["comparison"]["regularised"], len(rows))
+    seen = sum(row.get("top_judge_probability", 0.0) >= JUDGE_SAYS_LABEL for row in rows)
+    note = (f" (it sees the label on the real images with the label's highest logit for "
+            f"{seen} of {len(rows)} labels)" if ctx.handle.multilabel else "")
+    checks = _checks(ctx, summary["comparison"]["regularised"], len(rows), note)
     if ctx.handle.multilabel:
         summary, checks = _label_summary(summary, rows, real), checks + _label_checks(ctx, rows)
     return SectionResult(name=NAME, title=TITLE, intro=LABEL_INTRO if ctx.handle.multilabel
@@ -402,11 +405,11 @@ def make_recipe(options: Options, steps: int, real, seed: int) -> Recipe:
                   snapshots=tuple(options.snapshots), seed=seed)
 
 
-def _rows(ctx: Context, verdicts: dict, classes: list[int], top_k: int):
+def _rows(ctx: Context, verdicts: dict, classes: list[int], top_k: int, real):
     """The table's rows, one per class (or label, with its top images; else None)."""
     main, plain = verdicts["regularised"], verdicts.get("unregularised")
     if ctx.handle.multilabel:
-        return _label_rows(ctx, main, plain, classes, top_k)
+        return _label_rows(ctx, main, plain, classes, top_k, real)
     return _class_rows(main, plain, classes, ctx.dataset.class_names), None
 
 
@@ -470,13 +473,17 @@ LABEL_INTRO = ("Each label's image is the input that maximises the model's logit
 
 
 def _label_rows(ctx: Context, main: dict, plain: dict | None, labels: list[int],
-                top_k: int) -> tuple[list[dict], np.ndarray]:
+                top_k: int, real) -> tuple[list[dict], np.ndarray]:
     """One row per visualised label: its sigmoid against its threshold, the labels the image
     raises, the judge's probability of the label; and the ``top_k`` real images with the
-    label's highest logit (from the prediction pass), which the image should resemble."""
+    label's highest logit (from the prediction pass), which the image should resemble, with
+    the judge's mean probability of the label on them: its reference (a judge that does not
+    see the label even there says little when it does not see it in the image)."""
     names, logits = ctx.dataset.class_names, ctx.predictions.logits
     top = np.argsort(-logits[:, labels], axis=0, kind="stable")[:top_k].T  # (labels, k)
     images = ctx.dataset.images(top.ravel()).reshape(*top.shape, *ctx.handle.input_shape)
+    on_top = real.judge_label_probabilities(images.reshape(-1, *images.shape[2:])).reshape(
+        *top.shape, -1)
     rows = []
     for i, c in enumerate(labels):
         raised = [names[k] for k in np.flatnonzero(main["raised"][i])]
@@ -487,6 +494,7 @@ def _label_rows(ctx: Context, main: dict, plain: dict | None, labels: list[int],
             "judge_probability": float(main["judge"][i]),
             "judge": f"{names[c]} p {float(main['judge'][i]):.2f}",
             "judge_agrees": bool(main["judge_agrees"][i]),
+            "top_judge_probability": float(on_top[i, :, c].mean()),
             "total_variation": float(main["total_variation"][i]),
             "tv_rank": float(main["tv_rank"][i]), "natural": bool(main["natural"][i]),
             "top_positions": [int(p) for p in top[i]],
@@ -501,7 +509,8 @@ def _label_rows(ctx: Context, main: dict, plain: dict | None, labels: list[int],
 
 
 LABEL_KEYS = ("confidence", "threshold", "model_agrees", "raised", "judge_probability",
-              "judge_agrees", "total_variation", "tv_rank", "natural", "top_positions")
+              "judge_agrees", "top_judge_probability", "total_variation", "tv_rank", "natural",
+              "top_positions")
 
 
 def _label_summary(summary: dict, rows: list[dict], real) -> dict:
@@ -572,7 +581,7 @@ def _channel_rows(ctx: Context, picks) -> tuple[list[dict], np.ndarray | None]:
     return rows, images
 
 
-def _checks(ctx: Context, fractions: dict, count: int) -> list:
+def _checks(ctx: Context, fractions: dict, count: int, judge_note: str = "") -> list:
     def baseline(key):
         return ((ctx.baseline or {}).get(NAME) or {}).get(key)
 
@@ -587,7 +596,8 @@ def _checks(ctx: Context, fractions: dict, count: int) -> list:
         JUDGE_AGREEMENT.judge(fractions["judge_agreement"], checks=spec, section=NAME,
                               message=f"an independent judge{' per label' if labels else ''} "
                                       f"recognises {fractions['judge_agreement']:.0%} of the "
-                                      f"{'label' if labels else 'class'} visualisations",
+                                      f"{'label' if labels else 'class'} visualisations"
+                                      + judge_note,
                               baseline=baseline("judge_agreement")),
         NATURAL.judge(fractions["natural"], checks=spec, section=NAME,
                       message=f"{fractions['natural']:.0%} of the class visualisations have "
