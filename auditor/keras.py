@@ -39,9 +39,10 @@ STOP_ON = {"fail": ("fail",), "warn": ("warn", "fail")}
 BASELINES = ("previous", "first")
 # The names put into the epoch's logs (see the README): key figures as audit_<name>, then
 # counts and the verdict (0 pass, 1 warn, 2 fail).
-AUDIT_LOGS = ("audit_accuracy", "audit_mistakes", "audit_label_errors", "audit_ece",
-              "audit_trusted_methods", "audit_flagged_classes", "audit_robust_accuracy",
-              "audit_failed_checks", "audit_warned_checks", "audit_verdict")
+AUDIT_LOGS = ("audit_accuracy", "audit_micro_f1", "audit_mistakes", "audit_label_errors",
+              "audit_ece", "audit_trusted_methods", "audit_flagged_classes",
+              "audit_robust_accuracy", "audit_failed_checks", "audit_warned_checks",
+              "audit_verdict")
 
 
 @contextlib.contextmanager
@@ -260,7 +261,7 @@ class AuditCallback(keras.callbacks.Callback):
 
         timing = model_timing(handle)  # the audits' plans read the same measure
         facts = Facts(images=images, input_shape=handle.input_shape, classes=handle.num_classes)
-        plan_at = planner(config, facts, forward_flops(handle), timing)
+        plan_at = planner(config, facts, forward_flops(handle), timing, handle)
         return {"plan_at": plan_at, "sections": requested(config),
                 "fixed": saving + images * timing.forward, "drift": 1.0, "unplanned": {}}
 

@@ -274,6 +274,12 @@ def check_threshold(config: AuditConfig, handle) -> None:
         label_thresholds(config.threshold, handle.num_classes)
 
 
+def applicable(names, handle) -> list[str]:
+    """The sections of ``names`` that apply to this model (``why_not_applicable``): those the
+    plan sizes; the others are skipped, at no cost."""
+    return [name for name in names if why_not_applicable(section_module(name), handle) is None]
+
+
 def why_not_applicable(module, handle) -> str | None:
     """Why a section does not apply to this model, or None when it does: a section not made
     for a multi-label model says so in its ``MULTI_LABEL`` string (True: it handles one)."""
@@ -419,6 +425,7 @@ def plan_sections(config, names, loaded, predictions):
     from auditor.steps.card import card_candidates
 
     handle, train = loaded.handle, loaded.train_dataset
+    names = applicable(names, handle)  # a section skipped as not applicable costs nothing
     facts = Facts(images=loaded.dataset.n, input_shape=handle.input_shape,
                   classes=handle.num_classes, train_images=train.n if train is not None else None,
                   compare=loaded.compare_handle is not None,

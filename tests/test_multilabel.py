@@ -13,6 +13,8 @@ import json
 import numpy as np
 import pytest
 
+from auditor.sections import section_module
+
 LABELS = ("even", "big", "round")
 ROUND = (0, 6, 8, 9)
 NOISY = "round"
@@ -133,10 +135,8 @@ def test_label_noise_shows_on_its_label(noisy_audit):
 
 def test_cli_writes_the_per_label_table(tmp_path, multilabel_model_path, multilabel_npz,
                                         monkeypatch, capsys):
-    """End to end through the CLI, every section: the per-label table in the report, and
-    each section that does not apply says why in one line (report and summary.json)."""
-    from markupsafe import escape
-
+    """End to end through the CLI, every section: the per-label table in the report, and every
+    section applies to the label set, per label and without error."""
     from auditor.sections import SECTION_NAMES
 
     out = tmp_path / "run"
@@ -149,20 +149,14 @@ def test_cli_writes_the_per_label_table(tmp_path, multilabel_model_path, multila
     assert summary["model"]["task"] == "multi-label"
     page = (out / "report.html").read_text()
     assert "Per label, at its threshold" in page and "false alarms" in page
-    skipped = summary["not_applicable"]
-    assert set(skipped) == set(SECTION_NAMES) - {"performance", "contrastive", "clever_hans",
-                                                 "robustness", "counterfactuals", "attribution",
-                                                 "triage"}
+    assert not summary["not_applicable"]
     assert summary["contrastive"]["examples"]
-    for name in ("attribution", "triage", "counterfactuals"):  # per label, and no error
+    for name in ("attribution", "triage", "counterfactuals", "featureviz", "concepts"):
         assert summary[name]["multilabel"]
-        assert all(c["status"] != "error" for c in summary["checks"] if c["section"] == name)
+    assert not [c["id"] for c in summary["checks"]
+                if c["section"] in SECTION_NAMES and c["status"] == "error"]
     assert {f"triage.label_errors.{name}" for name in LABELS} <= {
         c["id"] for c in summary["checks"]}
-    for reason in skipped.values():
-        assert f"does not apply to a multi-label model: {escape(reason)}" in page
-    runs = {c["id"]: c["status"] for c in summary["checks"] if c["id"].endswith(".run")}
-    assert all(runs[f"{name}.run"] == "skipped" for name in skipped)
 
 
 def write_images(folder, digits_test, count: int) -> list[str]:
@@ -309,7 +303,7 @@ def test_clever_hans_plants_a_patch_tied_to_one_label(tmp_path, multilabel_model
     """The positive control per label: a patch tied to 'big' on a fine-tuned copy is learned,
     and the maps of that label's logit sit on it more than a control copy's do (on this MLP,
     gradient x input by a ratio near 5 against the control's 3, the gradient's near 1.5
-    against 1); the discovery, which does not apply, says why in one line."""
+    against 1); the discovery runs per label, and what does not apply says why in one line."""
     done = audit(multilabel_model_path, f"npz:{multilabel_npz['clean']}", tmp_path / "run",
                  sections=["clever_hans"],
                  clever_hans={"shortcuts": ["patch", "tint"],
@@ -320,11 +314,13 @@ def test_clever_hans_plants_a_patch_tied_to_one_label(tmp_path, multilabel_model
     assert patch["target_class"] == "big" and patch["learned"] and patch["flip_rate"] > 0.5
     for method, ratio in patch["relevance_mass_ratio"].items():
         assert ratio > patch["control_mass_ratio"][method]
-    assert set(block["skipped"]) == {"discovery", "tint"}
+    assert set(block["skipped"]) == {"features and properties", "tint"}
+    assert block["discovery"]["per_label"] and set(block["discovery"]["per_class"]) == set(LABELS)
     checks = {c["id"]: c["status"] for c in done.summary["checks"]}
     best = max(patch["relevance_mass_ratio"].values())
     assert checks["clever_hans.injection.patch"] == ("pass" if best >= 3 else "warn")
-    assert "Injection test per label" in (done.out / "report.html").read_text()
+    page = (done.out / "report.html").read_text()
+    assert "Injection test per label" in page and "Discovery per label" in page
 
 
 def test_a_threshold_per_label_decides_each_label():
@@ -389,13 +385,20 @@ def test_robustness_counts_label_sets_that_survive_pgd(tmp_path, multilabel_mode
 
 
 def test_a_section_that_does_not_apply_is_not_asked_about_the_model(
-        tmp_path, multilabel_model_path, multilabel_npz):
-    """concepts' layer names are checked against the model only where it runs: on a
-    multi-label model it does not, so a name it would refuse does not stop the audit."""
+        tmp_path, monkeypatch, multilabel_model_path, multilabel_npz):
+    """A section's options are checked against the model only where it runs: concepts,
+    declared here not to apply (as a section without label-set support says why), does not
+    stop the audit for a layer name it would refuse."""
+    monkeypatch.setattr(section_module("concepts"), "MULTI_LABEL", "declared unsupported here")
     done = audit(multilabel_model_path, f"npz:{multilabel_npz['clean']}", tmp_path / "run",
-                 sections=["performance", "concepts"], format="json",
+                 sections=["performance", "concepts"], format="json,html",
                  concepts={"layers": ["no_such_layer"]})
-    assert "concepts" in done.summary["not_applicable"]
+    assert done.summary["not_applicable"] == {"concepts": "declared unsupported here"}
+    page = (done.out / "report.html").read_text()
+    assert "does not apply to a multi-label model: declared unsupported here" in page
+    runs = {c["id"]: c["status"] for c in done.summary["checks"]}
+    assert runs["concepts.run"] == "skipped"
+
 
 
 def test_a_label_counterfactual_carries_its_logit_across_the_threshold(multilabel_model_path,
@@ -534,3 +537,16 @@ def test_attribution_explains_label_logits_label_by_label(tmp_path, multilabel_m
             "attribution.trusted"} <= ids
     page = (done.out / "report.html").read_text()
     assert "wrong decisions, label by label" in page and "most confident given label" in page
+
+
+def test_concepts_layer_names_are_checked_on_a_multi_label_model_before_the_data(
+        tmp_path, multilabel_model_path):
+    """concepts applies to a multi-label model, so its layer names are checked against the
+    model as soon as it is loaded, before the data is read (a source that does not exist)."""
+    from auditor.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no_such_layer"):
+        audit(multilabel_model_path, "npz:does-not-exist.npz", tmp_path / "run",
+              sections=["performance", "concepts"], format="json",
+              concepts={"layers": ["no_such_layer"]})
+    assert not (tmp_path / "run").exists()

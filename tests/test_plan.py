@@ -259,3 +259,42 @@ def test_a_run_makes_its_plan_once_timed_only_when_its_sections_run_passes(monke
                                                                         loaded.dataset))
         assert len(made) == 1 and (made[0] is not None) == timed
         assert plan.timing is made[0]
+
+
+def test_sections_that_do_not_apply_to_a_multi_label_model_are_not_budgeted(tmp_path,
+                                                                            monkeypatch):
+    """On a sigmoid head the sections that do not apply are skipped, so the plan sizes only
+    the others (their passes and estimates), in an audit and in the callback's planner. Two
+    sections are declared not to apply here (as a section without multi-label support says
+    why), whichever sections support label sets when this runs."""
+    import keras
+
+    from auditor.inputs.models import load_model
+    from auditor.pipeline import applicable, run_audit
+    from auditor.predict.plan import measure_timing
+    from auditor.runs.overhead import planner
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(3, activation="sigmoid")])
+    model.save(tmp_path / "m.keras")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.uniform(0, 1, (40, 8, 8, 1)).astype(np.float32),
+             y=(rng.random((40, 3)) < 0.5).astype(np.int8))
+    wanted = ["performance", "attribution", "triage"]
+    for name in wanted[1:]:
+        monkeypatch.setattr(section_module(name), "MULTI_LABEL", "declared unsupported here")
+    handle = load_model(str(tmp_path / "m.keras"), "0-1")
+    assert applicable(wanted, handle) == ["performance"]
+    done = run_audit(make_config({"model": str(tmp_path / "m.keras"),
+                                  "data": f"npz:{tmp_path / 'd.npz'}", "input_range": "0-1",
+                                  "sections": wanted, "format": ["json"]},
+                                 out=str(tmp_path / "run"), progress=False, quiet=True))
+    assert set(done.summary["not_applicable"]) == {"attribution", "triage"}
+    assert set(done.summary["plan"]["estimates"]) <= {"performance"}
+    config = make_config({"model": "m", "sections": wanted})
+    facts = Facts(images=40, input_shape=(8, 8, 1), classes=3)
+    plan_at = planner(config, facts, None, measure_timing(handle), handle)
+    alone = plan_at(["performance"], "quick")
+    assert plan_at(wanted, "quick").total_passes == alone.total_passes
+    assert plan_at(["attribution"], "quick").total_passes == 0

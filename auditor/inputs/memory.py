@@ -106,7 +106,10 @@ def spill_dataset(dataset, folder: Path) -> tuple[np.ndarray, np.ndarray]:
                 raise DataError(f"the tf.data.Dataset yields images of shape {images.shape[1:]} "
                                 f"after {shape}; resize them to one shape in the dataset")
             file.write(np.ascontiguousarray(images, dtype=dtype).tobytes())
-            labels.append(label.argmax(-1) if label.ndim == 2 and label.shape[1] > 1
+            # Rows of several columns are kept as they are: one-hot rows are read as their
+            # class and multi-hot rows as label sets when the source is opened against the
+            # model (``open_memory``), never taken for their argmax here.
+            labels.append(label if label.ndim == 2 and label.shape[1] > 1
                           else label.reshape(-1))
             rows += len(images)
     if rows == 0:

@@ -189,8 +189,10 @@ class Plan:
         return self.total_passes > self.budget_passes
 
     def estimate(self, section: str) -> float:
-        """Estimated seconds of one section (0 without a timing)."""
-        return self.timing.seconds(self.passes[section]) if self.timing else 0.0
+        """Estimated seconds of one section (0 without a timing, or for a section the plan
+        was not asked to size: one that does not apply to the model)."""
+        planned = self.passes.get(section)
+        return self.timing.seconds(planned) if self.timing and planned is not None else 0.0
 
     def estimated_seconds(self) -> float:
         """Estimated seconds of every step and section: the raw measurement's, not the grid's."""

@@ -41,12 +41,15 @@ def requested(config) -> list[str]:
     return list(config.sections or SECTION_NAMES)
 
 
-def planner(config, facts, flops: int | None, timing) -> Callable:
+def planner(config, facts, flops: int | None, timing, handle=None) -> Callable:
     """``plan_at(sections, budget) -> Plan`` for this model (its ``Facts``, forward FLOPs and
     ``Timing``), with the spec's section options; as ``pipeline.plan_sections`` plans a run,
-    but before it, so with every image counted as a mistake (the audit has not predicted)."""
+    but before it, so with every image counted as a mistake (the audit has not predicted).
+    Sections that do not apply to the ``handle``'s model (a multi-label one) cost nothing: the
+    audit skips them."""
     import dataclasses
 
+    from auditor.pipeline import applicable
     from auditor.predict.plan import make_plan
     from auditor.sections import SECTION_NAMES, section_module
     from auditor.steps.card import card_candidates
@@ -55,6 +58,7 @@ def planner(config, facts, flops: int | None, timing) -> Callable:
 
     def plan_at(sections, budget):
         ordered = tuple(n for n in SECTION_NAMES if n in sections)
+        ordered = ordered if handle is None else tuple(applicable(ordered, handle))
         if (ordered, budget) in plans:
             return plans[ordered, budget]
         run_facts = dataclasses.replace(facts, sections=ordered,

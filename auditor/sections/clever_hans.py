@@ -43,7 +43,7 @@ METHODS_TRUSTED = Declared("clever_hans.methods_trusted", bounds=TRUST_BOUNDS,
 CHECKS = (INJECTION, PLANTED, FLAGGED_CLASSES, FLAGGED_PROPERTIES, METHODS_TRUSTED)
 STEPS = ("features",)  # the search's second signal and the embedding (steps/features.py)
 TITLE = "Clever Hans: shortcuts"
-MULTI_LABEL = True  # the injection test per label (run_multilabel); no discovery
+MULTI_LABEL = True  # the injection test and the discovery search per label (run_multilabel)
 # Not gradient x input by default: it puts mass on bright pixels whatever the model learned, so
 # a bright planted patch draws it even in the control copy (a false alarm, not a detection).
 PREFERRED_METHODS = ("gradient", "gradcam")
@@ -730,11 +730,11 @@ def injection_checks(ctx: Context, results, options: Options) -> list[Check]:
 
 
 # What does not apply to a multi-label model, in one line each (the summary's ``skipped``).
-NO_LABEL_DISCOVERY = ("the discovery search clusters each class's maps and features and pastes "
-                      "a class's suspect group onto other classes' images; it has not been "
-                      "built for label sets")
-NO_LABEL_MASK = ("has no mask, so its visibility would be confirmed by the discovery search, "
-                 "which does not apply to a multi-label model")
+NO_LABEL_MASK = ("has no mask, so its visibility could only be read by the discovery search on "
+                 "the fine-tuned copy, which the per-label injection test does not run")
+NO_LABEL_FEATURES = ("the search per label clusters each label's maps only: the penultimate "
+                     "features and the image-property screen are a class's, with one class "
+                     "per image")
 
 
 def resolve_label(options: Options, labels: np.ndarray, names: list[str]) -> int:
@@ -774,15 +774,14 @@ def label_check(r, names: list[str], options: Options, spec: dict) -> Check:
                                  f"rate {r.flip_rate:.0%}), seen by {seen} (best mass ratio)")
 
 
-def run_multilabel(ctx: Context, options: Options) -> SectionResult:
-    """The planted-shortcut control per label: each masked shortcut tied to one label of a
-    fine-tuned copy, its reliance and its visibility in the maps of that label's logit."""
+def label_injection_part(ctx: Context, options: Options, methods: list[str], label: int,
+                         skipped: dict[str, str]) -> tuple[list, list[Check]]:
+    """The planted-shortcut control per label: each masked shortcut tied to ``label`` in a
+    fine-tuned copy; the mask-less ones are added to ``skipped``."""
     from auditor.methods.shortcuts.label_injection import run_label_injection
     from auditor.methods.shortcuts.patterns import inject
 
     names, shape = ctx.dataset.class_names, ctx.handle.input_shape
-    methods, _ = resolve_methods(options)
-    label = resolve_label(options, ctx.dataset.labels, names)
     settings = shortcut_settings(options, shape)
     tuning = InjectionSettings(seed=ctx.config.seed, **{
         f.name: getattr(options, f.name) for f in dataclasses.fields(InjectionSettings)
@@ -790,7 +789,6 @@ def run_multilabel(ctx: Context, options: Options) -> SectionResult:
                       "flip_threshold", "gap_threshold", "detect_ratio", "control_margin",
                       "visible_change")})
     blank = np.zeros((1, *shape), np.float32)
-    skipped = {"discovery": NO_LABEL_DISCOVERY}
     masked = {}
     for name, given in settings.items():
         opts = {k: v for k, v in given.items() if k != "fraction"}
@@ -804,14 +802,100 @@ def run_multilabel(ctx: Context, options: Options) -> SectionResult:
     try:
         results = [run_label_injection(ctx.handle, images, labels, label, name, opts, methods,
                                        tuning) for name, opts in masked.items()]
-        checks = [label_check(r, names, options, spec) for r in results]
+        return results, [label_check(r, names, options, spec) for r in results]
     except ModelError as exc:  # a model that cannot be copied, a method it cannot take
-        results, skipped["injection"] = [], str(exc)
-        checks = [INJECTION.outcome("skipped", None, checks=spec, section=NAME,
-                                    message=f"injection test skipped: {exc}")]
+        skipped["injection"] = str(exc)
+        return [], [INJECTION.outcome("skipped", None, checks=spec, section=NAME,
+                                      message=f"injection test skipped: {exc}")]
+
+
+@dataclass(frozen=True)
+class LabelSearch:
+    """Discovery per label: the findings (search.Finding, one per label with images), the
+    sample's images and the (image, label) pairs' pooled maps, each shown label's maps in 2-D
+    (k > 1), and the summary block."""
+
+    findings: list
+    images: np.ndarray
+    positions: np.ndarray  # the images' dataset positions, sorted
+    pairs: object  # label_discovery.LabelMaps
+    cluster_points: dict
+    summary: dict
+
+
+def label_discovery_part(ctx: Context, options: Options, method: str) -> LabelSearch:
+    """SpRAy per label on the maps of each label's logit on the images carrying it, each
+    suspect group put to the label's intervention (methods/shortcuts/label_discovery.py)."""
+    from auditor.methods.shortcuts.discovery import FALSE_ALARM, SpraySettings, embed_2d
+    from auditor.methods.shortcuts.intervention import DROP_BOUND, FLIP_BOUND
+    from auditor.methods.shortcuts.label_discovery import (
+        confirm_label,
+        discover_labels,
+        label_sample,
+    )
+    from auditor.methods.shortcuts.search import Finding
+    from auditor.predict.batched import forward
+    from auditor.predict.predictions import sigmoid
+
+    names, seed, p = ctx.dataset.class_names, ctx.config.seed, ctx.predictions
+    positions = label_sample(ctx.dataset.labels, search_per_class(options, len(names)), seed)
+    images, labels = ctx.dataset.images(positions), ctx.dataset.labels[positions]
+    found, pairs = discover_labels(ctx.handle, images, labels, positions, names, SpraySettings(
+        method, options.grid, options.k_max, seed))
+    scores = sigmoid(np.asarray(p.logits)[positions])
+    findings = [Finding(d.label, d.name, d, None, effect=None if d.suspect is None else
+                        confirm_label(lambda x: forward(ctx.handle, x), d,
+                                      float(p.thresholds[d.label]), images, labels, positions,
+                                      scores, options.grid, seed, options.max_others),
+                        signal="maps" if d.suspect is not None else None) for d in found]
+    confirmed = [f for f in findings if f.confirmed]
+    points = {f.label: embed_2d(pairs.pooled[pairs.label == f.label], seed)
+              for f in findings[:options.show_classes] if f.maps.k > 1}
+    summary = {"method": method, "per_label": True, "false_alarm": FALSE_ALARM,
+               "flip_bound": FLIP_BOUND, "drop_bound": DROP_BOUND,
+               "flagged_classes": [f.name for f in confirmed],
+               "unconfirmed": [f.name for f in findings if f.candidate and not f.confirmed],
+               "findings": [label_sentence(f) for f in confirmed],
+               "per_class": {f.name: f.summary() for f in findings}}
+    return LabelSearch(findings, images, positions, pairs, points, summary)
+
+
+def label_sentence(finding) -> str:
+    """'label big relies on a mark in the lower right corner in 12 of 40 of its images;
+    pasting it onto images without the label gives it to 80% of them (...)'."""
+    effect = finding.effect
+    where = {"whole image": "a change over the whole image (a colour or lightness shift)",
+             "changed pixels": "a pattern of pixels"}.get(effect.region,
+                                                         f"a mark in the {effect.region}")
+    low, high = effect.flip_interval
+    return (f"label {finding.name} relies on {where} in {effect.members} of "
+            f"{len(finding.maps.positions)} of its images (found by its maps); pasting it onto "
+            f"images without the label gives it to {effect.flip_rate:.0%} of them (95% CI "
+            f"{low:.0%}-{high:.0%}; {effect.flip_control:.0%} with the label's own look there "
+            f"instead), and removing it lowers the label's sigmoid by {effect.score_drop:.2f} "
+            "on average")
+
+
+def run_multilabel(ctx: Context, options: Options) -> SectionResult:
+    """The planted-shortcut control per label (``label_injection_part``) and the discovery
+    search per label (``label_discovery_part``)."""
+    names, spec = ctx.dataset.class_names, ctx.config.checks
+    methods, method = resolve_methods(options)
+    method, choice = trusted_method(ctx, options, method)  # the card's, when one is made
+    label = resolve_label(options, ctx.dataset.labels, names)
+    skipped = {"features and properties": NO_LABEL_FEATURES}
+    results, checks = label_injection_part(ctx, options, methods, label, skipped)
+    search = label_discovery_part(ctx, options, method) if options.discovery else None
     summary = {"target_class": names[label], "methods": methods, "multilabel": True,
                "injection": [label_injection_entry(r, names) for r in results],
                "skipped": skipped}
+    if search is not None:
+        flagged = search.summary["flagged_classes"]
+        summary["discovery"] = search.summary
+        checks.append(FLAGGED_CLASSES.judge(
+            len(flagged), checks=spec, section=NAME,
+            message=f"the search per label confirms {len(flagged)} label(s) by intervention"
+                    + (f": {', '.join(flagged[:10])}" if flagged else "")))
     checks.append(methods_trusted(ctx, methods, summary))
     return SectionResult(
         name=NAME, title=TITLE,
@@ -822,15 +906,22 @@ def run_multilabel(ctx: Context, options: Options) -> SectionResult:
               "are given it once the shortcut is pasted) and for visibility (how much of each "
               "method's |relevance| for that label's logit falls inside the shortcut's mask, "
               "relative to its area; 1 is chance; a control copy fine-tuned without the "
-              f"shortcut gives each method's chance level). Discovery: {NO_LABEL_DISCOVERY}.",
-        summary={NAME: summary}, checks=checks,
-        data=LabelHansData(names[label], summary["injection"], skipped))
+              "shortcut gives each method's chance level). Discovery per label: the maps of "
+              "each label's logit on the images carrying it are clustered, each label's most "
+              "suspicious group scored against the other labels, then removed from its members "
+              "and pasted onto images without the label, beside a control that pastes the "
+              "label's own look; a label relies on a shortcut only when the pasted group gives "
+              "it measurably more often than the control. Maps show |relevance|.",
+        summary={NAME: summary}, checks=checks, method_choice=choice,
+        data=LabelHansData(names[label], summary["injection"], skipped, search))
 
 
 @dataclass
 class LabelHansData:
-    """A multi-label model's Clever Hans tables: the planted shortcuts and what was skipped."""
+    """A multi-label model's Clever Hans tables: the planted shortcuts, the search per label
+    (None when off) and what was skipped."""
 
     label: str
     injection: list[dict]
     skipped: dict[str, str]
+    search: LabelSearch | None = None

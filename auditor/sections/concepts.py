@@ -3,7 +3,12 @@ the mistakes explained by them (Olah et al., "The Building Blocks of Interpretab
 
 A thin section: the method is ``auditor.methods.concepts`` (also ``auditor.concepts``); this
 module picks the images (a stratified sample the plan sizes, the most confident mistakes),
-turns the result into summary.json keys and checks."""
+turns the result into summary.json keys and checks.
+
+A multi-label model's labels are independent: each sampled image is explained once towards each
+label it carries (an (image, label) pair, the gradient of that label's logit), so that the
+concept bank, the groups' removal tests and the mistakes (a missed label against a false alarm)
+are all per label."""
 
 from __future__ import annotations
 
@@ -22,9 +27,7 @@ from auditor.sections.base import Context, SectionResult, at_least
 
 NAME = "concepts"
 TITLE = "What the model sees, in parts"
-# Why the section does not apply to a multi-label model (pipeline.not_applicable).
-MULTI_LABEL = ("its neuron groups are explained towards each image's predicted class and tested by"
-               " that class's accuracy, which a multi-label model does not have")
+MULTI_LABEL = True  # (image, present label) pairs, label logits (label_images)
 # The groups should reconstruct more than half of the activations' sum of squares: a majority
 # convention, not tuned on any model; below it, most of what the layer carries is in the
 # residual, and the parts do not explain the decision. The spec may set its own bound.
@@ -119,20 +122,67 @@ def stratified(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
         if count < len(labels) else np.arange(len(labels))
 
 
-def run(ctx: Context, options: Options) -> SectionResult:
-    from auditor.methods.concepts.audit import Images, Settings, analyse
-    from auditor.methods.concepts.layers import resolve_layers
+def class_images(ctx: Context, options: Options):
+    """A stratified sample explained towards each image's class, and the most confident
+    mistakes (predicted against true class): (sample positions, Images, mistake rows)."""
+    from auditor.methods.concepts.audit import Images
     from auditor.methods.topk import most_confident_mistakes
 
     p, names = ctx.predictions, ctx.dataset.class_names
-    try:
-        layers = resolve_layers(ctx.handle.logits_model, options.layers)
-    except ModelError as exc:  # no spatial layer, or a graph that cannot be tapped
-        return skipped(str(exc), ctx.config.checks)
     sample = np.sort(stratified(p.labels, options.sample, ctx.config.seed))
     wrong = most_confident_mistakes(p, options.mistakes)
     images = Images(ctx.dataset.images(sample), p.labels[sample],
                     ctx.dataset.images(wrong), p.preds[wrong], p.labels[wrong])
+    probs = p.probs_at(wrong)
+    mistakes = [{"index": int(pos), "true": names[p.labels[pos]], "pred": names[p.preds[pos]],
+                 "p_pred": float(probs[i, p.preds[pos]])} for i, pos in enumerate(wrong)]
+    return sample, images, mistakes
+
+
+def label_pairs(labels: np.ndarray, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """About ``count`` (image position, present label) pairs, the same number per label where
+    it can, sorted by position: a multi-label image is explained once towards each label it
+    carries; an image that carries none has no label to explain."""
+    rng = np.random.default_rng(seed)
+    per = math.ceil(count / max(labels.shape[1], 1))
+    picked = [rng.permutation(np.flatnonzero(labels[:, k]))[:per] for k in range(labels.shape[1])]
+    positions = np.concatenate(picked).astype(int)
+    targets = np.concatenate([np.full(len(own), k) for k, own in enumerate(picked)]).astype(int)
+    order = np.lexsort((targets, positions))
+    return positions[order], targets[order]
+
+
+def label_images(ctx: Context, options: Options):
+    """A multi-label model's: (image, present label) pairs explained towards the label's logit,
+    and the images with both a missed label and a false alarm, the false alarm in the place
+    of the predicted class and the missed label in the true one's (the most confident first)."""
+    from auditor.methods.concepts.audit import Images
+    from auditor.methods.multilabel import contrast_pairs, worst_mistakes
+
+    p, names = ctx.predictions, ctx.dataset.class_names
+    sample, targets = label_pairs(p.labels, options.sample, ctx.config.seed)
+    wrong = worst_mistakes(p.labels, p.probs, p.preds, p.thresholds, len(p.labels))
+    missed, alarm = contrast_pairs(p.labels[wrong], p.probs[wrong], p.preds[wrong])
+    both = np.flatnonzero((missed >= 0) & (alarm >= 0))[:options.mistakes]
+    wrong, missed, alarm = wrong[both], missed[both], alarm[both]
+    images = Images(ctx.dataset.images(sample), targets, ctx.dataset.images(wrong), alarm, missed,
+                    distinct=np.unique(sample, return_index=True)[1])
+    mistakes = [{"index": int(pos), "true": names[m], "pred": names[a],
+                 "p_pred": float(p.probs[pos, a])}
+                for pos, m, a in zip(wrong, missed, alarm, strict=True)]
+    return sample, images, mistakes
+
+
+def run(ctx: Context, options: Options) -> SectionResult:
+    from auditor.methods.concepts.audit import Settings, analyse
+    from auditor.methods.concepts.layers import resolve_layers
+
+    names, multilabel = ctx.dataset.class_names, ctx.predictions.multilabel
+    try:
+        layers = resolve_layers(ctx.handle.logits_model, options.layers)
+    except ModelError as exc:  # no spatial layer, or a graph that cannot be tapped
+        return skipped(str(exc), ctx.config.checks)
+    sample, images, mistakes = (label_images if multilabel else class_images)(ctx, options)
     settings = Settings(**{k: getattr(options, k) for k in (
         "groups", "top", "removal_images", "random_directions", "survival_images",
         "dictionary_images", "icon_steps")}, seed=ctx.config.seed)
@@ -140,20 +190,20 @@ def run(ctx: Context, options: Options) -> SectionResult:
         results = analyse(ctx.handle, layers, images, settings, ctx.handle.num_classes)
     except ModelError as exc:
         return skipped(str(exc), ctx.config.checks)
-    probs = p.probs_at(wrong)
-    mistakes = [{"index": int(pos), "true": names[p.labels[pos]], "pred": names[p.preds[pos]],
-                 "p_pred": float(probs[i, p.preds[pos]])} for i, pos in enumerate(wrong)]
     rows = {int(r) for res in results for r in np.concatenate(
         [res.examples.rows.ravel(), res.dictionary_rows])}
     shown = {r: images.sample[r] for r in sorted(rows)}
     shown_labels = {r: int(images.labels[r]) for r in shown}
-    summary = {"sample": len(sample), "groups": options.groups,
+    summary = {"sample": len(np.unique(sample)), "groups": options.groups,
                "layers": [layer_summary(r, names) for r in results],
                "mistakes": [{**m, "layers": {r.layer: r.mistakes[i] for r in results}}
                             for i, m in enumerate(mistakes)]}
+    if multilabel:
+        summary.update(multilabel=True, pairs=len(sample))
+    intro = (LABEL_INTRO if multilabel else INTRO).format(k=options.groups, n=len(sample))
     return SectionResult(
-        name=NAME, title=TITLE, intro=INTRO.format(k=options.groups, n=len(sample)),
-        summary={NAME: _finite(summary)}, checks=checks(ctx.config.checks, results),
+        name=NAME, title=TITLE, intro=intro,
+        summary={NAME: _finite(summary)}, checks=checks(ctx.config.checks, results, names),
         data=ConceptsData(_without_estimators(results), names, shown, shown_labels, mistakes,
                           images.mistakes))
 
@@ -188,6 +238,20 @@ INTRO = ("At each layer the activations of {n} audit images (a stratified sample
          "layer. Red raised the class's score, blue lowered it.")
 
 
+LABEL_INTRO = ("At each layer the activations of {n} (image, label) pairs (each sampled image once "
+               "per label it carries, about as many per label) are factorised into {k} neuron "
+               "groups (non-negative matrix factorisation): each group is a direction in the "
+               "layer's channels (its picture: a feature visualisation), with a map of where it "
+               "sits in each image. A group's contribution to a label is its direction times the "
+               "gradient of that label's logit at the layer, summed over positions; with the "
+               "residual it adds up to gradient x activation at that layer. A group is real for "
+               "the label it carries most when removing it lowers that label's logit on the "
+               "label's images more than removing random directions of the same norm. The "
+               "mistakes are images with a missed label and a false alarm: which groups pushed "
+               "towards the false alarm's logit over the missed label's. Red raised the score, "
+               "blue lowered it.")
+
+
 def layer_summary(result, names: list[str]) -> dict:
     """One layer's groups for summary.json."""
     from auditor.methods.concepts.faithful import SURVIVES_ABOVE
@@ -210,7 +274,11 @@ def layer_summary(result, names: list[str]) -> dict:
             "survival_correlation": survival,
             "survives_randomisation": None if survival is None else survival >= SURVIVES_ABOVE,
         })
-    return {"layer": result.layer, "reason": result.reason, "transform": f.transform_text,
+    labels = [{"label": names[r.target], "group": r.group, "real": r.real, "images": r.images,
+               "drop": r.drop, "random_drop": r.random_drop, "interval": [r.low, r.high]}
+              for r in result.label_removal]
+    return {**({"labels": labels} if labels else {}),
+            "layer": result.layer, "reason": result.reason, "transform": f.transform_text,
             "grid": list(result.grid), "channels": int(f.directions.shape[1]),
             "reconstruction_error": f.error, "explained": f.explained,
             "residual_share": _residual_share(result), "groups": groups,
@@ -226,7 +294,7 @@ def _residual_share(result) -> float:
     return float(np.abs(result.sample_residual).mean() / total) if total > 0 else 0.0
 
 
-def checks(spec: dict, results) -> list[Check]:
+def checks(spec: dict, results, names: list[str]) -> list[Check]:
     worst = min(results, key=lambda r: r.factors.explained)
     explained = "; ".join(f"{r.layer}: {r.factors.explained:.0%}" for r in results)
     out = [RECONSTRUCTED.judge(worst.factors.explained, checks=spec, section=NAME,
@@ -241,10 +309,15 @@ def checks(spec: dict, results) -> list[Check]:
         return out
     failing = [f"{layer} group {m.group}" for layer, m in tested if not m.real]
     listed = f" ({', '.join(failing[:8])})" if failing else ""
+    per_label = [f"{r.layer} {names[m.target]}: group {m.group} "
+                 + ("real" if m.real else "not shown real" if m.real is not None
+                    else "not measurable") for r in results for m in r.label_removal]
     out.append(REMOVED.judge(len(failing), checks=spec, section=NAME,
                              message=f"{len(failing)} of {len(tested)} groups lower their "
                                      "class's score no more than random directions when "
-                                     f"removed{listed}"))
+                                     f"removed{listed}" + (
+                                         "; per label, the group that carries it most: "
+                                         + "; ".join(per_label) if per_label else "")))
     return out
 
 

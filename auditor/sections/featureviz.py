@@ -6,6 +6,13 @@ towards the dataset's mean image, a total-variation penalty and transformation r
 The images are then judged from outside the model: by a classifier trained on the dataset's
 pixels alone, and by their total variation against the real images'. Unregularised images,
 other starting points and the softmax objective are shown next to them for contrast.
+
+A multi-label model's labels are independent sigmoids: each label's image maximises that
+label's logit (its sigmoid, not a softmax, is the other objective), is read by the model as
+recognisable when it raises the label's own sigmoid to the label's threshold (other labels may
+rise with it: they are not exclusive), and by the judge when a per-label judge gives the label
+a probability of at least 0.5; it is shown beside the real images with the highest logit for
+the label.
 """
 
 from __future__ import annotations
@@ -31,9 +38,7 @@ from auditor.sections.base import Context, SectionResult
 
 NAME = "featureviz"
 TITLE = "What the model looks for"
-# Why the section does not apply to a multi-label model (pipeline.not_applicable).
-MULTI_LABEL = ("its objectives and its realism and agreement checks read the softmax over the "
-               "classes, which a multi-label model does not have")
+MULTI_LABEL = True  # each label's logit, judged per label (_label_verdicts)
 NPZ_NAME = "class_visualization.npz"
 # The class visualisations are an explanation of the model: these checks say how far they can
 # be read (assigned to their class, recognised by an independent judge, natural-looking).
@@ -44,7 +49,15 @@ JUDGE_AGREEMENT = Declared("featureviz.judge_agreement", EXPLANATION,
                            what="class visualisations an independent judge recognises")
 NATURAL = Declared("featureviz.natural", EXPLANATION, bounds={"warn_below": 0.5},
                    what="class visualisations with the total variation of real images")
-CHECKS = (RECOGNISABLE, JUDGE_AGREEMENT, NATURAL)
+# A multi-label model's, per label: its image raises the label's sigmoid to the label's own
+# decision threshold (the spec's ``threshold``, 0.5 by default: the bound is the model's own
+# line between "label" and "no label", not a number of ours).
+LABEL_RAISED = Declared("featureviz.label_raised.*", EXPLANATION, bounds={"warn_below": 0.5},
+                        what="a label's visualisation raises its sigmoid to its threshold")
+CHECKS = (RECOGNISABLE, JUDGE_AGREEMENT, NATURAL, LABEL_RAISED)
+# The multi-label judge's bound: each label's logistic regression is fitted with balanced class
+# weights, so its probability 0.5 is where a missed label and a false alarm cost the same.
+JUDGE_SAYS_LABEL = 0.5
 
 
 @dataclass
@@ -128,21 +141,26 @@ def default_steps(size: int) -> int:
 
 
 def chosen_classes(options: Options, class_names: list[str], labels: np.ndarray) -> list[int]:
+    """The classes asked for, else the first ``max_classes`` that the data has (a multi-label
+    model's: the labels some image carries)."""
     if options.classes:
         unknown = [c for c in options.classes if c not in class_names]
         if unknown:
             raise ConfigError(f"'featureviz.classes' names unknown class '{unknown[0]}'; "
                               f"classes: {', '.join(class_names[:20])}")
         return [class_names.index(c) for c in options.classes]
-    return [int(c) for c in np.unique(labels)[: options.max_classes]]
+    present = np.flatnonzero(labels.sum(axis=0)) if labels.ndim == 2 else np.unique(labels)
+    return [int(c) for c in present[: options.max_classes]]
 
 
-def objective_spread(logits: np.ndarray, kind: str) -> float:
+def objective_spread(logits: np.ndarray, kind: str, multilabel: bool = False) -> float:
     """How much an objective varies over the real images: the unit of the penalty weights."""
     import tensorflow as tf
 
-    values = {"logit": lambda x: x, "probability": tf.nn.softmax,
-              "log_probability": tf.nn.log_softmax}[kind](tf.constant(logits))
+    values = ({"logit": lambda x: x, "probability": tf.sigmoid,
+               "log_probability": tf.math.log_sigmoid} if multilabel else
+              {"logit": lambda x: x, "probability": tf.nn.softmax,
+               "log_probability": tf.nn.log_softmax})[kind](tf.constant(logits))
     spread = float(np.std(np.asarray(values)))
     return spread if spread > 0 else 1.0
 
@@ -183,9 +201,11 @@ def renders(ctx: Context, options: Options, classes: list[int], recipe: Recipe, 
     runs = variants(options, compare)
     targets = classes * len(runs)
     kinds = [kind for _, _, kind in runs for _ in classes] + [None] * len(picks)
-    spread = {k: objective_spread(ctx.predictions.logits, k) for k in set(kinds) - {None}}
+    multilabel = ctx.handle.multilabel
+    spread = {k: objective_spread(ctx.predictions.logits, k, multilabel)
+              for k in set(kinds) - {None}}
     padded = targets + [0] * len(picks)
-    objective = sum(objectives.class_objective(kind, padded) * [float(k == kind) for k in kinds]
+    objective = sum(target_objective(ctx.handle, kind, padded) * [float(k == kind) for k in kinds]
                     for kind in sorted(spread))
     if picks:
         pad = [0] * len(targets)
@@ -201,8 +221,17 @@ def renders(ctx: Context, options: Options, classes: list[int], recipe: Recipe, 
     return runs, rendering
 
 
+def target_objective(handle, kind: str, targets: list[int]) -> objectives.Objective:
+    """The class objective ``kind`` of ``targets``: over the softmax, or for a multi-label
+    model over each label's own sigmoid."""
+    maker = objectives.label_objective if handle.multilabel else objectives.class_objective
+    return maker(kind, targets)
+
+
 def judge_images(ctx: Context, images: np.ndarray, targets: list[int], real) -> dict:
     """The model's and the judge's verdicts and the total variation, per image."""
+    if ctx.handle.multilabel:
+        return _label_verdicts(ctx, images, targets, real)
     probs = _probabilities(ctx.handle, images)
     judged = real.judge_predict(images)
     tv = image_total_variation(images).numpy()
@@ -213,12 +242,30 @@ def judge_images(ctx: Context, images: np.ndarray, targets: list[int], real) -> 
             "natural": real.is_natural(tv), "tv_rank": real.tv_rank(tv)}
 
 
+def _label_verdicts(ctx: Context, images: np.ndarray, targets: list[int], real) -> dict:
+    """Per image, for its own label: the model's sigmoid against the label's threshold, the
+    labels it raises (any may rise with it), the per-label judge's probability of the label
+    (JUDGE_SAYS_LABEL), and the total variation."""
+    probs = _probabilities(ctx.handle, images)
+    rows, targets = np.arange(len(targets)), np.asarray(targets)
+    thresholds = ctx.predictions.thresholds[targets]
+    judged = real.judge_label_probabilities(images)[rows, targets]
+    tv = image_total_variation(images).numpy()
+    own = probs[rows, targets]
+    return {"confidence": own, "threshold": thresholds, "model_agrees": own >= thresholds,
+            "raised": probs >= ctx.predictions.thresholds, "judge": judged,
+            "judge_agrees": judged >= JUDGE_SAYS_LABEL, "total_variation": tv,
+            "natural": real.is_natural(tv), "tv_rank": real.tv_rank(tv)}
+
+
 def _probabilities(handle, images: np.ndarray) -> np.ndarray:
-    """Through the prediction pass's compiled function, traced already: a function of its own
-    would cost one more trace of the model for a few images."""
+    """The softmax over the classes, or a multi-label model's sigmoid of each label, through
+    the prediction pass's compiled function, traced already: a function of its own would cost
+    one more trace of the model for a few images."""
     import tensorflow as tf
 
-    return tf.nn.softmax(logits_and_features(handle, images)[0]).numpy()
+    logits = logits_and_features(handle, images)[0]
+    return (tf.sigmoid(logits) if handle.multilabel else tf.nn.softmax(logits)).numpy()
 
 
 def _fractions(verdict: dict) -> dict[str, float]:
@@ -279,6 +326,8 @@ class FeaturevizData:
     channel_rows: list[dict]
     channel_images: np.ndarray | None  # each chosen channel's visualisation
     top_images: np.ndarray | None  # (channels, top_k, H, W, C) dataset images exciting it
+    # A multi-label model's: (labels, top_k, H, W, C) the images with the label's highest logit
+    label_top_images: np.ndarray | None = None
 
 
 def run(ctx: Context, options: Options) -> SectionResult:
@@ -308,12 +357,11 @@ def run(ctx: Context, options: Options) -> SectionResult:
                 for label, images in per_run.items()}
     if compare:
         tick = time.perf_counter()
-        plain = optimise(handle, objectives.class_objective(options.objective, classes),
+        plain = optimise(handle, target_objective(handle, options.objective, classes),
                          recipe.unregularised(), k)
         timings["unregularised"] = time.perf_counter() - tick
         per_run["unregularised"] = plain.images
         verdicts["unregularised"] = judge_images(ctx, plain.images, classes, real)
-    main = verdicts["regularised"]
     np.savez(ctx.workdir / NPZ_NAME, images=per_run["regularised"],
              classes=np.array([names[c] for c in classes]))
 
@@ -321,7 +369,7 @@ def run(ctx: Context, options: Options) -> SectionResult:
     evolution = {step: images[:k] for step, images in rendering.snapshots.items()}
     evolution_confidence = {step: _probabilities(handle, images)[np.arange(k), classes]
                             for step, images in evolution.items()}
-    class_rows = _class_rows(main, verdicts.get("unregularised"), classes, names)
+    class_rows, label_top = _rows(ctx, verdicts, classes, options.top_k, real)
     comparison = {label: _fractions(v) for label, v in verdicts.items()}
     channels, top_images = _channel_rows(ctx, picks)
     percentiles = real.tv_percentiles()
@@ -334,13 +382,23 @@ def run(ctx: Context, options: Options) -> SectionResult:
         verdicts=verdicts, compare=compare, evolution=evolution,
         evolution_confidence=evolution_confidence, real_tv=real.total_variation,
         channel_rows=channels, top_images=top_images, natural_bound=percentiles["p95"],
-        channel_images=channel_images if picks else None)
+        channel_images=channel_images if picks else None, label_top_images=label_top)
     timings["snapshots"] = time.perf_counter() - tick
     summary = _summary(class_rows, comparison, percentiles, real, options, steps, channels)
     summary.update(channels_note=note, seconds=timings)
-    return SectionResult(
-        name=NAME, title=TITLE, intro=INTRO, summary={NAME: summary}, data=data,
-        checks=_checks(ctx, comparison["regularised"], len(classes)))
+    return _result(ctx, summary, class_rows, real, data)
+
+
+def _result(ctx: Context, summary: dict, rows: list[dict], real, data) -> SectionResult:
+    """The section's result: a multi-label model's summary and checks per label too."""
+    seen = sum(row.get("top_judge_probability", 0.0) >= JUDGE_SAYS_LABEL for row in rows)
+    note = (f" (it sees the label on the real images with the label's highest logit for "
+            f"{seen} of {len(rows)} labels)" if ctx.handle.multilabel else "")
+    checks = _checks(ctx, summary["comparison"]["regularised"], len(rows), note)
+    if ctx.handle.multilabel:
+        summary, checks = _label_summary(summary, rows, real), checks + _label_checks(ctx, rows)
+    return SectionResult(name=NAME, title=TITLE, intro=LABEL_INTRO if ctx.handle.multilabel
+                         else INTRO, summary={NAME: summary}, data=data, checks=checks)
 
 
 def make_recipe(options: Options, steps: int, real, seed: int) -> Recipe:
@@ -351,6 +409,14 @@ def make_recipe(options: Options, steps: int, real, seed: int) -> Recipe:
                   jitter=options.jitter, scale=options.scale, rotate=options.rotate,
                   blur_every=options.blur_every, blur_sigma=options.blur_sigma,
                   snapshots=tuple(options.snapshots), seed=seed)
+
+
+def _rows(ctx: Context, verdicts: dict, classes: list[int], top_k: int, real):
+    """The table's rows, one per class (or label, with its top images; else None)."""
+    main, plain = verdicts["regularised"], verdicts.get("unregularised")
+    if ctx.handle.multilabel:
+        return _label_rows(ctx, main, plain, classes, top_k, real)
+    return _class_rows(main, plain, classes, ctx.dataset.class_names), None
 
 
 def _class_rows(main: dict, plain: dict | None, classes: list[int], names: list[str]):
@@ -402,6 +468,85 @@ INTRO = ("Each class's image is the input that maximises the model's score for i
          "dataset images that excite them most.")
 
 
+LABEL_INTRO = ("Each label's image is the input that maximises the model's logit for that label "
+               "alone (the labels are independent sigmoids, so others may rise with it), "
+               "regularised to look natural, and shown beside the real images with the "
+               "highest logit for the label: if you see what they share, the model has learnt "
+               "something like it. The model's own sigmoid proves little (noise can raise it), "
+               "so an independent judge per label, a balanced logistic regression on the "
+               "dataset's pixels alone, says whether the label is visible, and total variation "
+               "says whether the image is as smooth as real ones.")
+
+
+def _label_rows(ctx: Context, main: dict, plain: dict | None, labels: list[int],
+                top_k: int, real) -> tuple[list[dict], np.ndarray]:
+    """One row per visualised label: its sigmoid against its threshold, the labels the image
+    raises, the judge's probability of the label; and the ``top_k`` real images with the
+    label's highest logit (from the prediction pass), which the image should resemble, with
+    the judge's mean probability of the label on them: its reference (a judge that does not
+    see the label even there says little when it does not see it in the image)."""
+    names, logits = ctx.dataset.class_names, ctx.predictions.logits
+    top = np.argsort(-logits[:, labels], axis=0, kind="stable")[:top_k].T  # (labels, k)
+    images = ctx.dataset.images(top.ravel()).reshape(*top.shape, *ctx.handle.input_shape)
+    on_top = real.judge_label_probabilities(images.reshape(-1, *images.shape[2:])).reshape(
+        *top.shape, -1)
+    rows = []
+    for i, c in enumerate(labels):
+        raised = [names[k] for k in np.flatnonzero(main["raised"][i])]
+        rows.append({
+            "name": names[c], "confidence": float(main["confidence"][i]),
+            "threshold": float(main["threshold"][i]), "model_agrees": bool(main["model_agrees"][i]),
+            "raised": raised, "predicted": ", ".join(raised) or "no label",
+            "judge_probability": float(main["judge"][i]),
+            "judge": f"{names[c]} p {float(main['judge'][i]):.2f}",
+            "judge_agrees": bool(main["judge_agrees"][i]),
+            "top_judge_probability": float(on_top[i, :, c].mean()),
+            "total_variation": float(main["total_variation"][i]),
+            "tv_rank": float(main["tv_rank"][i]), "natural": bool(main["natural"][i]),
+            "top_positions": [int(p) for p in top[i]],
+            "top_logits": [float(logits[p, c]) for p in top[i]],
+            **({"plain": {"confidence": float(plain["confidence"][i]),
+                          "judge": f"{names[c]} p {float(plain['judge'][i]):.2f}",
+                          "judge_agrees": bool(plain["judge_agrees"][i]),
+                          "total_variation": float(plain["total_variation"][i]),
+                          "natural": bool(plain["natural"][i])}} if plain is not None else {}),
+        })
+    return rows, images
+
+
+LABEL_KEYS = ("confidence", "threshold", "model_agrees", "raised", "judge_probability",
+              "judge_agrees", "top_judge_probability", "total_variation", "tv_rank", "natural",
+              "top_positions")
+
+
+def _label_summary(summary: dict, rows: list[dict], real) -> dict:
+    """The multi-label summary: ``labels`` (per label) in place of ``classes``, and the judge
+    said as the per-label judge it is."""
+    summary = {k: v for k, v in summary.items() if k != "classes"}
+    summary.update(
+        multilabel=True,
+        labels={row["name"]: {key: row[key] for key in LABEL_KEYS} for row in rows},
+        judge={"model": f"one logistic regression per label (balanced class weights) on "
+                        f"{real.judge_size}x{real.judge_size} thumbnails of the dataset, never "
+                        "shown the audited model; it sees the label at probability "
+                        f"{JUDGE_SAYS_LABEL} or more",
+               "held_out_accuracy": real.judge_accuracy,
+               "accuracy": "balanced accuracy per label on held-out images, averaged"})
+    return summary
+
+
+def _label_checks(ctx: Context, rows: list[dict]) -> list:
+    """Per label: its visualisation raises its own sigmoid to the label's threshold."""
+    spec = ctx.config.checks
+    return [LABEL_RAISED.judge(
+        row["confidence"], checks=spec, name=row["name"], section=NAME,
+        bounds={"warn_below": row["threshold"]},
+        message=f"the visualisation of label '{row['name']}' raises its sigmoid to "
+                f"{row['confidence']:.2f} (threshold {row['threshold']:.2f}); it also raises: "
+                f"{', '.join(r for r in row['raised'] if r != row['name']) or 'no other label'}")
+        for row in rows]
+
+
 def _name(names: list[str], index) -> str:
     index = int(index)
     return names[index] if 0 <= index < len(names) else str(index)
@@ -413,6 +558,14 @@ def _plain_row(verdict: dict, i: int, names: list[str]) -> dict:
             "judge_agrees": bool(verdict["judge_agrees"][i]),
             "total_variation": float(verdict["total_variation"][i]),
             "natural": bool(verdict["natural"][i])}
+
+
+def _label_text(dataset, position) -> str:
+    """A dataset image's class, or a multi-label image's label set ("a|b", "no label")."""
+    label = dataset.labels[position]
+    if np.ndim(label) == 0:
+        return dataset.class_names[int(label)]
+    return "|".join(dataset.class_names[k] for k in np.flatnonzero(label)) or "no label"
 
 
 def _channel_rows(ctx: Context, picks) -> tuple[list[dict], np.ndarray | None]:
@@ -429,25 +582,28 @@ def _channel_rows(ctx: Context, picks) -> tuple[list[dict], np.ndarray | None]:
             "mean_activation": float(examples.mean_activation[channel]),
             "top_positions": [int(p) for p in positions[i]],
             "top_values": [float(v) for v in examples.top_values[channel]],
-            "top_labels": [ctx.dataset.class_names[ctx.dataset.labels[p]] for p in positions[i]],
+            "top_labels": [_label_text(ctx.dataset, p) for p in positions[i]],
         })
     return rows, images
 
 
-def _checks(ctx: Context, fractions: dict, count: int) -> list:
+def _checks(ctx: Context, fractions: dict, count: int, judge_note: str = "") -> list:
     def baseline(key):
         return ((ctx.baseline or {}).get(NAME) or {}).get(key)
 
-    spec = ctx.config.checks
+    spec, labels = ctx.config.checks, ctx.handle.multilabel
+    recognised = (f"{fractions['recognisable']:.0%} of {count} label visualisations raise "
+                  "their own label's sigmoid to its threshold" if labels else
+                  f"the model assigns {fractions['recognisable']:.0%} of {count} class "
+                  "visualisations to their class")
     return [
         RECOGNISABLE.judge(fractions["recognisable"], checks=spec, section=NAME,
-                           message=f"the model assigns {fractions['recognisable']:.0%} of "
-                                   f"{count} class visualisations to their class",
-                           baseline=baseline("recognisable")),
+                           message=recognised, baseline=baseline("recognisable")),
         JUDGE_AGREEMENT.judge(fractions["judge_agreement"], checks=spec, section=NAME,
-                              message=f"an independent judge recognises "
-                                      f"{fractions['judge_agreement']:.0%} of the class "
-                                      "visualisations",
+                              message=f"an independent judge{' per label' if labels else ''} "
+                                      f"recognises {fractions['judge_agreement']:.0%} of the "
+                                      f"{'label' if labels else 'class'} visualisations"
+                                      + judge_note,
                               baseline=baseline("judge_agreement")),
         NATURAL.judge(fractions["natural"], checks=spec, section=NAME,
                       message=f"{fractions['natural']:.0%} of the class visualisations have "

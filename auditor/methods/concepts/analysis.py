@@ -168,5 +168,8 @@ class LayerConcepts:
     dictionary_rows: np.ndarray | None = None  # rows of the sample shown
     removal: list = field(default_factory=list)  # faithful.Removal per group
     removal_skipped: str | None = None  # why the removal test could not run
+    # A multi-label sample's: per label, the removal test of the group that carries it most,
+    # on the label's images (faithful.Removal, its target the label)
+    label_removal: list = field(default_factory=list)
     survival: np.ndarray | None = None  # (K,) best rank correlation with a random model's
     icons: np.ndarray | None = None  # (K, H, W, C)

@@ -4,6 +4,7 @@ chooses the images and turns this into its summary and checks."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,13 +46,21 @@ class Settings:
 @dataclass
 class Images:
     """The images the audit works on: the stratified sample (x, labels) and the mistakes
-    (x, predicted, true)."""
+    (x, predicted, true). A multi-label sample holds an image once per label it carries (its
+    ``labels`` the label each row is explained towards); ``distinct`` then names one row per
+    image, among which the groups' top images are chosen."""
 
     sample: np.ndarray
     labels: np.ndarray
     mistakes: np.ndarray
     predicted: np.ndarray
     true: np.ndarray
+    distinct: np.ndarray | None = None  # None: every row is a different image
+
+    @property
+    def per_label(self) -> bool:
+        """A multi-label sample: (image, label) pairs."""
+        return self.distinct is not None
 
 
 def analyse_layer(handle, layer: str, reason: str, sample: tuple[np.ndarray, np.ndarray],
@@ -66,7 +75,7 @@ def analyse_layer(handle, layer: str, reason: str, sample: tuple[np.ndarray, np.
         layer=layer, reason=reason, factors=factors, grid=tuple(weights.shape[1:3]),
         sample_weights=weights, sample_contributions=own.contributions,
         sample_residual=own.residual,
-        examples=top_examples(images.sample, weights, settings.top),
+        examples=top_examples(images.sample, weights, settings.top, rows=images.distinct),
         bank=concept_bank(images.sample, weights, own.contributions, images.labels, classes))
     rows = dictionary_rows(images.labels, settings.dictionary_images)
     result.dictionary, result.dictionary_rows = dictionary(weights[rows]), rows
@@ -74,6 +83,8 @@ def analyse_layer(handle, layer: str, reason: str, sample: tuple[np.ndarray, np.
         result.removal = removal_tests(handle, layer, factors.directions, images.sample,
                                        weights, removal_targets(result, images.labels, settings),
                                        settings.seed, settings.random_directions)
+        if images.per_label:
+            result.label_removal = label_removals(handle, result, images, settings)
     except ValueError as exc:  # a subclassed model inside: its layers cannot be edited
         result.removal_skipped = str(exc)
     return result
@@ -105,6 +116,28 @@ def removal_targets(result: LayerConcepts, labels: np.ndarray,
         strength = result.sample_weights[own, :, :, g].sum(axis=(1, 2))
         targets.append((c, own[np.argsort(-strength, kind="stable")[:settings.removal_images]]))
     return targets
+
+
+def label_removals(handle, result: LayerConcepts, images: Images, settings: Settings) -> list:
+    """A multi-label sample's test per label: the group that carries the label most (its
+    largest importance) removed on the label's images where it is strongest, against random
+    directions of the same norm, as each group is tested on the label it carries most."""
+    from auditor.methods.concepts.analysis import class_importance
+
+    labels = images.labels
+    importance = class_importance(result.sample_contributions, labels, int(labels.max()) + 1)
+    directions, tests = result.factors.directions, []
+    for label in np.unique(labels):
+        group = int(np.argmax(importance[label]))
+        own = np.flatnonzero(labels == label)
+        strength = result.sample_weights[own, :, :, group].sum(axis=(1, 2))
+        rows = own[np.argsort(-strength, kind="stable")[:settings.removal_images]]
+        (removal,) = removal_tests(handle, result.layer, directions[[group]],
+                                   images.sample, result.sample_weights[..., [group]],
+                                   [(int(label), rows)], settings.seed,
+                                   settings.random_directions)
+        tests.append(dataclasses.replace(removal, group=group))
+    return tests
 
 
 def analyse(handle, layers: list[tuple[str, str]], images: Images, settings: Settings,

@@ -133,6 +133,36 @@ def class_objective(kind: str, targets: Sequence[int]) -> Objective:
     return makers[kind](targets)
 
 
+def label_probability(targets: Sequence[int]) -> Objective:
+    """The sigmoid of label ``targets[i]`` of a multi-label model: its own probability, which
+    no other label's needs to lose for (they are independent), and which saturates."""
+    import tensorflow as tf
+
+    return Objective(lambda s, a: tf.sigmoid(tf.gather(s["logits"], a[0], batch_dims=1)),
+                     "sigmoid", arrays=_per_image(targets))
+
+
+def label_log_probability(targets: Sequence[int]) -> Objective:
+    """The log-sigmoid of label ``targets[i]``: like its probability, but it never saturates."""
+    import tensorflow as tf
+
+    return Objective(
+        lambda s, a: tf.math.log_sigmoid(tf.gather(s["logits"], a[0], batch_dims=1)),
+        "log-sigmoid", arrays=_per_image(targets))
+
+
+def label_objective(kind: str, targets: Sequence[int]) -> Objective:
+    """A multi-label model's objective by the spec's name: its label's logit, or that label's
+    own sigmoid (``probability``) or log-sigmoid, never a softmax over labels that are not
+    exclusive."""
+    if kind == "logit":
+        return class_logit(targets)
+    makers = {"probability": label_probability, "log_probability": label_log_probability}
+    if kind not in makers:
+        return class_objective(kind, targets)  # the one line naming the allowed kinds
+    return makers[kind](targets)
+
+
 def channel(layer: str, channels: Sequence[int]) -> Objective:
     """The mean activation of channel ``channels[i]`` of ``layer`` in image i."""
     import tensorflow as tf

@@ -2,9 +2,11 @@
 
 A model's own confidence says little (an adversarial pattern also scores 100%), so the images
 are judged by a classifier that never saw the audited model: a logistic regression on small
-thumbnails of the dataset. Naturalness is measured by total variation, the mean jump between
-neighbouring pixels, which is low for real photographs and digits and high for the
-high-frequency noise that unregularised optimisation paints.
+thumbnails of the dataset (for multi-hot labels, one per label, each with balanced class
+weights, so that its probability 0.5 weighs a missed label and a false alarm alike).
+Naturalness is measured by total variation, the mean jump between neighbouring pixels, which
+is low for real photographs and digits and high for the high-frequency noise that
+unregularised optimisation paints.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ class RealImages:
 
     def judge_predict(self, images: np.ndarray) -> np.ndarray:
         return self.judge.predict(thumbnails(images, self.judge_size))
+
+    def judge_label_probabilities(self, images: np.ndarray) -> np.ndarray:
+        """(N, labels): the multi-label judge's probability of each label on each image."""
+        return self.judge.predict_proba(thumbnails(images, self.judge_size))
 
 
 def thumbnails(images: np.ndarray, size: int) -> np.ndarray:
@@ -85,6 +91,13 @@ def study_real_images(dataset, batch_size: int = 64, judge_size: int | None = No
             small.append(thumbnails(images[chosen], judge_size))
             labels.append(batch_labels[chosen])
     small, labels = np.concatenate(small), np.concatenate(labels)
+    mean_image = (total / dataset.n).astype(np.float32)
+    tv = np.concatenate(tv)
+    if labels.ndim == 2:  # multi-hot rows: a judge per label
+        judge, accuracy = label_judge(small, labels, seed)
+        return RealImages(mean_image=mean_image, total_variation=tv, judge=judge,
+                          judge_size=judge_size, judge_accuracy=accuracy,
+                          judge_classes=np.arange(labels.shape[1]))
     classes, counts = np.unique(labels, return_counts=True)
     judge = LogisticRegression(max_iter=2000) if len(classes) > 1 else DummyClassifier()
     if len(classes) > 1 and counts.min() >= 2 and len(labels) >= 4 * len(classes):
@@ -94,6 +107,27 @@ def study_real_images(dataset, batch_size: int = 64, judge_size: int | None = No
     else:  # too few images to hold some out: fitted on all of them, not scored
         judge.fit(small, labels)
         accuracy = float("nan")
-    return RealImages(mean_image=(total / dataset.n).astype(np.float32),
-                      total_variation=np.concatenate(tv), judge=judge, judge_size=judge_size,
-                      judge_accuracy=accuracy, judge_classes=classes)
+    return RealImages(mean_image=mean_image, total_variation=tv, judge=judge,
+                      judge_size=judge_size, judge_accuracy=accuracy, judge_classes=classes)
+
+
+def label_judge(small: np.ndarray, labels: np.ndarray, seed: int) -> tuple[object, float]:
+    """One balanced logistic regression per label (scikit-learn's one-vs-rest on multi-hot
+    rows), fitted on 75% of the thumbnails; its held-out balanced accuracy, averaged over the
+    labels that have both answers among the held-out images (NaN when none has, or when too
+    few images to hold some out: then fitted on all of them)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.model_selection import train_test_split
+    from sklearn.multiclass import OneVsRestClassifier
+
+    judge = OneVsRestClassifier(LogisticRegression(max_iter=2000, class_weight="balanced"))
+    if len(labels) < 8:
+        return judge.fit(small, labels), float("nan")
+    fit_x, test_x, fit_y, test_y = train_test_split(small, labels, test_size=0.25,
+                                                    random_state=seed)
+    judge.fit(fit_x, fit_y)
+    said = judge.predict(test_x)
+    scores = [balanced_accuracy_score(test_y[:, k], said[:, k]) for k in range(labels.shape[1])
+              if 0 < test_y[:, k].sum() < len(test_y)]
+    return judge, float(np.mean(scores)) if scores else float("nan")

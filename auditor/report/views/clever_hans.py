@@ -183,11 +183,29 @@ def intervention_figure(finding, class_names: list[str]) -> str:
     return figure_uri(fig)
 
 
+def label_discovery(search) -> list[dict]:
+    """A multi-label model's search: per label, its map clusters (the maps of its own logit on
+    the images carrying it) and, for a candidate, its intervention."""
+    rows = []
+    for f in search.findings:
+        pairs = np.flatnonzero(search.pairs.label == f.label)
+        index_of = {int(search.positions[search.pairs.image[r]]): i
+                    for i, r in enumerate(pairs)}
+        figure = class_figure(f.maps, search.pairs.pooled[pairs],
+                              search.images[search.pairs.image[pairs]], index_of,
+                              search.cluster_points.get(f.label))
+        rows.append({**f.summary(), "name": f.name, "figure": figure,
+                     "intervention": intervention_figure(f, [])
+                     if f.effect is not None and f.candidate else None})
+    return rows
+
+
 def view(result, dataset) -> dict:
     d = result.data
     if hasattr(d, "label"):  # a multi-label model's (sections.clever_hans.LabelHansData)
         return {"multilabel": True, "label": d.label, "label_injection": d.injection,
-                "skipped": d.skipped}
+                "skipped": d.skipped,
+                **({} if d.search is None else {"discovery": label_discovery(d.search)})}
     injected, search = d.injected, d.discovered.search
     out: dict = {"methods": d.methods, "target": d.target}
     if injected.skipped is not None:

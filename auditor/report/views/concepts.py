@@ -158,6 +158,7 @@ def layer_view(data, layer, summary: dict) -> dict:
     return {**{k: summary[k] for k in ("layer", "reason", "transform", "grid", "channels",
                                        "explained", "residual_share")},
             "groups": group_rows(layer, data.shown, names, summary),
+            "labels": summary.get("labels", []),
             "mistakes": mistake_rows(data, layer) if layer.mistakes else [],
             "bank": bank_rows(layer, names),
             "dictionary": dictionary_part(data, layer)}
@@ -168,8 +169,11 @@ def view(result, dataset) -> dict:
     if d is None:  # skipped: the model's layers could not be read
         return {"layers": [], "skipped": result.summary["concepts"].get("skipped")}
     layers = result.summary["concepts"]["layers"]
+    labels = bool(result.summary["concepts"].get("multilabel"))
     return {"layers": [layer_view(d, layer, s) for layer, s in zip(d.layers, layers,
                                                                      strict=True)],
-            "legend": colorbar_uri("0", low="towards the true class",
-                                   high="towards the predicted class"),
-            "skipped": None}
+            "legend": colorbar_uri("0", low="towards the missed label" if labels
+                                   else "towards the true class",
+                                   high="towards the false alarm" if labels
+                                   else "towards the predicted class"),
+            "multilabel": labels, "skipped": None}

@@ -120,11 +120,15 @@ def view(result, dataset) -> dict:
     per_run, verdicts, shown = d.per_run, d.verdicts, d.class_names
     classes = [{**row, "image": thumbnail(per_run["regularised"][i])}
                for i, row in enumerate(d.class_rows)]
+    if d.label_top_images is not None:  # a multi-label model: each label's top real images
+        for row, images in zip(classes, d.label_top_images, strict=True):
+            row["top_images"] = [thumbnail(img) for img in images]
     channels = [{**row, "image": thumbnail(d.channel_images[i]),
                  "top_images": [thumbnail(img) for img in d.top_images[i]]}
                 for i, row in enumerate(d.channel_rows)]
     return {
         **d.facts, "classes": classes, "channels": channels,
+        "multilabel": d.label_top_images is not None,
         "contrast_figure": contrast_strip(
             {label: per_run[label] for label in ("unregularised", "regularised")},
             shown, verdicts) if d.compare else None,

@@ -1,0 +1,147 @@
+"""Shortcut discovery per label of a multi-label model: SpRAy on each label's own maps.
+
+A multi-label model's labels are independent sigmoids, so a shortcut is tied to one label: a
+tag that raises "sofa" whatever else the image holds. Per label, the maps of that label's logit
+on the images that carry it are pooled, clustered and scored exactly as a class's are
+(``discovery.py``: the eigengap's clusters, twins merged, shift x concentration of the most
+suspicious group), each label calibrated against the other labels (the fallback bound with
+fewer than ``discovery.MIN_NULL`` + 1 labels). Each suspect group is then put to the
+intervention of ``intervention.py``, read per label: its difference from the rest of the label's
+images is removed from its members (does the label's sigmoid fall?) and pasted onto images that
+do not carry the label and are not given it (does the model now give it: the sigmoid at its
+threshold?), each beside the control that pastes the rest of the label's images' own look.
+The bounds (``FLIP_BOUND``, ``DROP_BOUND``) are the single-label search's, measured there on
+softmax probabilities: a label's sigmoid is its probability, on the same scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from auditor.methods.shortcuts.discovery import (
+    FALLBACK_MAP_BOUND,
+    ClassDiscovery,
+    SpraySettings,
+    calibrated,
+    discover_class,
+    pooled_maps,
+)
+from auditor.methods.shortcuts.intervention import (
+    DROP_BOUND,
+    EXAMPLES,
+    FLIP_BOUND,
+    Effect,
+    bootstrap_mean,
+    image_region,
+    interventions,
+    paired_excess,
+    two_sample_excess,
+    wilson,
+)
+from auditor.predict.predictions import sigmoid
+
+
+def label_sample(labels: np.ndarray, per_label: int, seed: int) -> np.ndarray:
+    """Positions of at most ``per_label`` images carrying each label (an image may be drawn for
+    several), sorted and distinct."""
+    rng = np.random.default_rng(seed)
+    chosen = [rng.permutation(np.flatnonzero(labels[:, k]))[:per_label]
+              for k in range(labels.shape[1])]
+    return np.unique(np.concatenate(chosen)).astype(int) if chosen else np.zeros(0, int)
+
+
+@dataclass(frozen=True)
+class LabelMaps:
+    """Each (image, label) pair of a sample, the label's map on it pooled to the grid: rows of
+    ``pooled`` are the pairs, ``image`` their rows in the sample, ``label`` their labels."""
+
+    pooled: np.ndarray
+    image: np.ndarray
+    label: np.ndarray
+
+
+def discover_labels(handle, images: np.ndarray, labels: np.ndarray, positions: np.ndarray,
+                    names: list[str], settings: SpraySettings
+                    ) -> tuple[list[ClassDiscovery], LabelMaps]:
+    """SpRAy per label on the maps of each label's logit on the images carrying it (one
+    batched backward pass over every (image, label) pair, each with its own target),
+    calibrated against the other labels. ``positions``: the images' dataset positions, which
+    a discovery's ``positions`` and ``members`` are."""
+    from auditor.methods.attribution import attribute
+
+    image, label = np.nonzero(labels)
+    maps = attribute(handle, images[image], label, settings.method)
+    pairs = LabelMaps(pooled_maps(maps, settings.grid), image, label)
+    found = [discover_class(pairs.pooled[label == k], positions[image[label == k]], int(k),
+                            names[k],
+                            k_max=settings.k_max, seed=settings.seed)
+             for k in np.unique(label) if (label == k).sum() >= 2]
+    return calibrated(found, FALLBACK_MAP_BOUND), pairs
+
+
+def measure_label_effect(logits_fn, label: int, threshold: float, members: np.ndarray,
+                         rest: np.ndarray, others: np.ndarray, clean: tuple, mask,
+                         region: str, seed: int = 0) -> Effect:
+    """``intervention.measure_effect`` for one label: the drop of its sigmoid on the members
+    when the difference is removed, and the share of ``others`` (images without the label,
+    not given it) given it once the difference is pasted, each beside its control.
+    ``clean``: the label's sigmoid on members, rest and others as they are."""
+    remove, paste, control = interventions(members, rest, mask)
+    local = mask is not None
+    parts = [remove(members), remove(rest) if local else rest[:0], paste(others)]
+    parts += [control(others)] if local else []
+    bounds = np.cumsum([0] + [len(p) for p in parts])
+    scores = sigmoid(np.asarray(logits_fn(np.concatenate(parts)))[:, label])
+    p = [scores[bounds[i]:bounds[i + 1]] for i in range(len(parts))]
+    drops = clean[0] - p[0]
+    rest_drops = clean[1] - p[1] if local else np.zeros(1)
+    eligible = clean[2] < threshold
+    flipped = p[2][eligible] >= threshold
+    flipped_control = (p[3][eligible] >= threshold if local
+                       else np.zeros(int(eligible.sum()), bool))
+    trials = int(eligible.sum())
+    flip_excess = paired_excess(flipped.astype(float), flipped_control.astype(float), seed)
+    drop_excess = two_sample_excess(drops, rest_drops, seed)
+    shown = np.flatnonzero(eligible)[:EXAMPLES]
+    examples = {"member": members[:EXAMPLES], "removed": parts[0][:EXAMPLES],
+                "member_p": (clean[0][:EXAMPLES], p[0][:EXAMPLES]),
+                "other": others[shown], "pasted": parts[2][shown],
+                "other_p": (clean[2][shown], p[2][shown])}
+    return Effect(examples=examples, region=region, local=local,
+                  flip_rate=float(flipped.mean()) if trials else 0.0,
+                  flip_interval=wilson(int(flipped.sum()), trials),
+                  flip_control=float(flipped_control.mean()) if trials else 0.0,
+                  flip_excess=flip_excess, pasted=trials,
+                  score_drop=float(drops.mean()) if len(drops) else 0.0,
+                  drop_interval=bootstrap_mean(drops, seed),
+                  drop_control=float(rest_drops.mean()), drop_excess=drop_excess,
+                  members=len(members),
+                  confirmed=bool(flip_excess[1] >= FLIP_BOUND
+                                 or (local and drop_excess[1] >= DROP_BOUND)))
+
+
+def confirm_label(logits_fn, found: ClassDiscovery, threshold: float, images: np.ndarray,
+                  labels: np.ndarray, positions: np.ndarray, scores: np.ndarray,
+                  grid: int = 16, seed: int = 0, max_others: int = 200) -> Effect:
+    """The strongest intervention on one label's suspect group: in the maps' region, in the
+    region the pixels suggest, and on the whole image. ``images``, ``labels`` (multi-hot),
+    ``positions`` (in the dataset) and ``scores`` (the model's sigmoids) are the sample's."""
+    label = found.label
+    members = np.searchsorted(positions, found.members)  # positions are sorted
+    own = np.flatnonzero(labels[:, label])
+    rest = np.setdiff1d(own, members)
+    rng = np.random.default_rng(seed)
+    others = rng.permutation(np.flatnonzero(labels[:, label] == 0))[:max_others]
+    height, width = images.shape[1:3]
+    clean = (scores[members, label], scores[rest, label], scores[others, label])
+    regions = {"whole image": None}
+    for candidate in (found.region, image_region(images[members], images[rest], grid,
+                                                 free=True)):
+        if candidate is not None and candidate.name not in regions:
+            regions[candidate.name] = candidate.pixels(height, width)
+    tried = [measure_label_effect(logits_fn, label, threshold, images[members], images[rest],
+                                  images[others], clean, mask, name, seed)
+             for name, mask in regions.items()]
+    return max(tried, key=lambda e: e.strength)
