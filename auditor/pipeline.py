@@ -396,14 +396,15 @@ def plan_sections(config, names, loaded, predictions):
     """The compute plan of this run's sections (predict.plan), sized by the time a pass of this
     model takes, measured here (when the sections run any pass)."""
     from auditor.predict.plan import Facts, make_plan, measure_timing
-    from auditor.steps.card import card_candidates
+    from auditor.steps.card import card_candidates, card_score
 
     handle, train = loaded.handle, loaded.train_dataset
     facts = Facts(images=loaded.dataset.n, input_shape=handle.input_shape,
                   classes=handle.num_classes, train_images=train.n if train is not None else None,
                   compare=loaded.compare_handle is not None,
                   mistakes=int((~predictions.correct).sum()),
-                  card_methods=card_candidates(config, names), sections=tuple(names))
+                  card_methods=card_candidates(config, names), card_score=card_score(config),
+                  sections=tuple(names))
     modules = {name: section_module(name) for name in names}
     plan = make_plan(modules, config.options, config.section_options, facts, config.budget)
     if plan.total_passes > 0:
