@@ -6,6 +6,7 @@ broken. tests/tracecount.py counts them while a real audit of a freshly loaded d
 
 from __future__ import annotations
 
+import pytest
 from tracecount import counting
 
 import auditor.pipeline as pipeline
@@ -54,6 +55,7 @@ def test_the_card_and_clever_hans_trace_and_copy_what_the_plan_declares(
     assert counts.copies[hans] == declared["clever_hans"].copies == 0
 
 
+@pytest.mark.slow  # a second audit; the first test holds the same declaration with the card
 def test_without_the_card_clever_hans_makes_the_working_copy_and_traces_its_methods(
         digits_model_path, tmp_path, monkeypatch):
     plans = []
