@@ -204,10 +204,11 @@ def card(facts: Facts) -> bool:
 
 def traced(options: Options, facts: Facts) -> int:
     """The functions the section traces. The fine-tuned copies are the audit's working copy
-    (inputs/copies.py) with other weights: on it, once for every copy, the training step, the
+    (inputs/copies.py) with other weights: on it, once for all of them, the training step, the
     logits, the logits and features of the search and the compiled passes of the methods
     (those the reliability card's randomised stages did not trace already), and with the
-    concepts section two more for the neuron groups; on the audited model, the discovery's
+    concepts section two more for the neuron groups (as declared before they were counted:
+    not held to a count by tests/test_traces.py); on the audited model, the discovery's
     maps when its fallback's pass is not one the card traced (the card's own choice is)."""
     from auditor.methods.attribution.registry import compiled_passes
     from auditor.steps.card import DEFAULT_METHODS
