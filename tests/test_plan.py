@@ -88,9 +88,10 @@ def test_a_named_budget_is_a_wait_so_a_slower_model_gets_fewer_passes():
     block = slower.to_summary()["timing"]
     assert block["kernels"]["backward"] == 0.5 and block["measured"]["kernel"] == 0.015
     assert block["budget_kernels"] == slower.budget_kernels
-    # copies of the model (the card's, Clever Hans's, concepts') are counted at their time too
+    # copies of the model (the card's, concepts') are counted at their time too; Clever Hans
+    # fine-tunes the working copy the card made (inputs/copies.py), so it makes none
     copying = plan_for(MODULES, {}, SMALL, "quick", timing=dataclasses.replace(TIMED, copy=6.0))
-    assert copying.passes["card"].copies == 3 and copying.passes["clever_hans"].copies == 3
+    assert copying.passes["card"].copies == 2 and copying.passes["clever_hans"].copies == 0
     assert copying.total_passes < slower.total_passes
 
 

@@ -7,11 +7,20 @@ model all start here, so a model that loads can be copied. ``keras.models.clone_
 models whose class has its own config (a keras-hub ``ViTBackbone``: its inner
 ``ViTPatchingAndEmbedding`` writes config keys its constructor refuses). Such a model is rebuilt
 the way saving rebuilds it: from its own class's config, with its weights copied after.
+
+A copy costs seconds on a large model, and every function traced on it (a gradient, LRP's
+relevance, a training step: tens of seconds each on DenseNet121) is traced again on the next
+copy. So an audit makes one working copy per model (``scratch_copy``) and reuses it: the
+reliability card's randomised stages, the base of the shifted copy and every fine-tuned copy of
+the Clever Hans test are that one copy with other weights assigned, and the functions traced on
+it (cached on its handle) serve them all. The user's model is never touched.
 """
 
 from __future__ import annotations
 
 from auditor.errors import ModelError
+
+SCRATCH = "scratch copy"  # where a handle keeps its working copy (in ``handle.compiled``)
 
 
 def copy_model(model):
@@ -25,6 +34,28 @@ def copy_model(model):
         reason = str(exc) if isinstance(exc, ModelError) else _first_sentence(exc)
         raise ModelError(f"cannot copy model '{model.name}': {reason}") from None
     return copy
+
+
+def scratch_copy(handle):
+    """A handle on the audit's working copy of ``handle``'s logits model, its weights set to
+    the model's own now (so a caller that changed them before is undone). The copy is made once
+    per handle, under the run's strategy (its weights mirrored on every replica), and kept in
+    ``handle.compiled`` with its own compiled functions, which later users find traced. A
+    caller may assign any weights to it (randomise, fine-tune) and must not hold it across
+    another caller's use: the next ``scratch_copy`` resets it."""
+    import contextlib
+    import dataclasses
+
+    scratch = handle.compiled.get(SCRATCH)
+    if scratch is None:
+        distribution = handle.distribution
+        with distribution.scope() if distribution is not None else contextlib.nullcontext():
+            copy = copy_model(handle.logits_model)
+        scratch = dataclasses.replace(handle, model=copy, logits_model=copy, compiled={})
+        handle.compiled[SCRATCH] = scratch
+    else:
+        scratch.logits_model.set_weights(handle.logits_model.get_weights())
+    return scratch
 
 
 def _first_sentence(exc: BaseException) -> str:

@@ -141,10 +141,16 @@ class ModelHandle:
 
     @functools.cached_property
     def logits_fn(self):
-        """``logits`` compiled once per model; the prediction pass and sections share it."""
+        """``logits`` compiled once per model; the prediction pass and sections share it. Its
+        signature takes any number of images, so that a batch of another size (the last, a
+        section's) does not trace it again (seconds to tens of seconds on a large model)."""
         import tensorflow as tf
 
-        return tf.function(self.logits, reduce_retracing=True)
+        @tf.function(input_signature=[tf.TensorSpec((None, *self.input_shape), tf.float32)])
+        def logits(images):
+            return self.logits(images)
+
+        return logits
 
     def set_transform(self, transform: InputTransform) -> None:
         """Map display space to the model's input with ``transform`` from now on. Compiled

@@ -113,6 +113,7 @@ class Facts:
     # that take their method from it: () when the run has no attribution section (they then
     # take their fallback), None for the attribution section's defaults.
     card_methods: tuple[str, ...] | None = None
+    card_score: str = "logit"  # the score the card's maps explain (its compiled passes')
     sections: tuple[str, ...] = ()  # the run's sections, for work one does for another
 
     @property

@@ -174,7 +174,8 @@ def _pass_function(handle):
     except (AttributeError, ValueError, TypeError, IndexError):
         return handle.logits_fn, 0
 
-    @tf.function(reduce_retracing=True)
+    # any number of images: the last, shorter batch does not trace it again
+    @tf.function(input_signature=[tf.TensorSpec((None, *handle.input_shape), tf.float32)])
     def logits_and_features(x):
         out, hidden = both(handle.transform.to_model(x), training=False)
         if handle.output == "log-probabilities":

@@ -174,7 +174,7 @@ def passes(options: Options, facts: Facts) -> Passes:
     copy_classes = min(options.copy_classes or facts.classes, facts.classes)
     tuning = Passes(forward=train if copies else 0,
                     train=copies * options.steps * options.batch_size,
-                    traces=2 + 3 * len(methods), copies=copies)
+                    traces=traced(options, facts), copies=int(copies > 0 and not card(facts)))
     # each copy's predictions on the held-out images with each shortcut, and clean (the
     # control's once for all its probes)
     clean_and_marked = (measures + len(options.shortcuts) + options.control) * held
@@ -188,13 +188,42 @@ def passes(options: Options, facts: Facts) -> Passes:
                      + PROPERTY_SHARE * forward_passes(sampled, facts.classes, options.max_others)
                      + (SEARCH_SHARE * search_forward(sampled, facts.classes, options.max_others)
                         if options.discovery else 0),
-                     backward=found[1], traces=1)
+                     backward=found[1])
     # with the concepts section: each measured copy's neuron groups, fitted on the explained
     # images with and without the shortcut, and attributed to every class on the marked ones
     groups = Passes(forward=measures * 2 * options.explain,
-                    backward=measures * options.explain * facts.classes, traces=2) \
+                    backward=measures * options.explain * facts.classes) \
         if "concepts" in facts.sections else Passes()
     return tuning + measuring + audited + groups
+
+
+def card(facts: Facts) -> bool:
+    """Whether the run makes the reliability card, which makes the working copy first."""
+    return bool(facts.card_methods is None or facts.card_methods)
+
+
+def traced(options: Options, facts: Facts) -> int:
+    """The functions the section traces. The fine-tuned copies are the audit's working copy
+    (inputs/copies.py) with other weights: on it, once for all of them, the training step, the
+    logits, the logits and features of the search and the compiled passes of the methods
+    (those the reliability card's randomised stages did not trace already), and with the
+    concepts section two more for the neuron groups (as declared before they were counted:
+    not held to a count by tests/test_traces.py); on the audited model, the discovery's
+    maps when its fallback's pass is not one the card traced (the card's own choice is)."""
+    from auditor.methods.attribution.registry import compiled_passes
+    from auditor.steps.card import DEFAULT_METHODS
+
+    methods, fallback = resolve_methods(options)
+    carded = (() if not card(facts) else
+              DEFAULT_METHODS if facts.card_methods is None else facts.card_methods)
+    traced_by_card = compiled_passes(carded, facts.card_score)
+    copy = 0
+    if len(options.shortcuts) + options.control:
+        copy = (3 + len(compiled_passes(methods, "logit") - traced_by_card)
+                + 2 * ("concepts" in facts.sections))
+    audited = (options.discovery
+               and not compiled_passes([fallback], "logit") <= traced_by_card)
+    return copy + int(audited)
 
 
 def discovery_rows(options: Options, facts: Facts, fallback: str, images: int) -> tuple:

@@ -95,14 +95,17 @@ def _explain(options, facts: Facts, count: int, times: int = 1) -> Passes:
     return Passes(forward=forward * times, backward=backward * times)
 
 
+COPIES = 2  # the audit's working copy (randomised stage by stage) and the shifted copy
+
+
 def passes(options, facts: Facts) -> Passes:
     """The card: every method on the sanity samples for the original and at each
     randomisation stage, twice more for input invariance (the model and its shifted copy,
     counted whenever the copy can be made, which methods/attribution/shifted.py does for most
     models), and on the faithfulness samples, whose deletion and insertion curves (for each
-    method and a random map) and the complete methods' completeness are forward passes. Each
-    method is traced on the model, on the randomised copy and on the shifted copy; three copies
-    of the model are made (the randomised one, and the shifted one's two)."""
+    method and a random map) and the complete methods' completeness are forward passes. Its
+    traces (``traced``) and its two copies: the audit's working copy, made here (the card is
+    the first to use it), and the shifted copy made from it."""
     from auditor.methods.attribution import METHODS
 
     samples = min(options.faithfulness_samples, facts.images)
@@ -112,9 +115,24 @@ def passes(options, facts: Facts) -> Passes:
     sanity = min(options.sanity_samples, facts.images)
     check = 3 * sanity  # the shifted copy's logits checked against the model's
     return (_explain(options, facts, samples)
-            + Passes(forward=curves + completeness + check, traces=3 * len(options.methods) + 2,
-                     copies=3)
+            + Passes(forward=curves + completeness + check, traces=traced(options),
+                     copies=COPIES)
             + _explain(options, facts, sanity, options.sanity_stages + 1 + 2))
+
+
+def traced(options) -> int:
+    """The functions the card traces: the compiled passes its methods run (those that share
+    one share its trace: every gradient method the input gradient, Grad-CAM and Grad-CAM++ the
+    layer's), on the model, on the working copy (once for every randomised stage) and on the
+    shifted copy; on the model also the softmax scores of the faithfulness curves and the
+    scores of the completeness of a complete method."""
+    from auditor.methods.attribution import METHODS
+    from auditor.methods.attribution.registry import compiled_passes
+
+    own = compiled_passes(options.methods, options.score)
+    complete = any(m in METHODS and METHODS[m].complete for m in options.methods)
+    model = own | {("scores", "softmax")} | ({("scores", options.score)} if complete else set())
+    return len(model) + 2 * len(own)
 
 
 def card_candidates(config, sections) -> tuple[str, ...]:
@@ -124,6 +142,11 @@ def card_candidates(config, sections) -> tuple[str, ...]:
     if SECTION not in sections:
         return ()
     return tuple(config.options[SECTION].methods)
+
+
+def card_score(config) -> str:
+    """The score the card's maps explain (``Facts.card_score``): attribution.score."""
+    return getattr(config.options.get(SECTION), "score", "logit")
 
 
 def passes_per_map(method: str, shape: tuple) -> float:

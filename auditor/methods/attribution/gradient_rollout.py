@@ -16,6 +16,7 @@ from auditor.methods.attribution.tokens import token_relevance
 @register("gradient_rollout", "Gradient-weighted attention rollout (vision transformers): each "
                               "layer's attention times its gradient, rectified, accumulated "
                               "over layers; class-specific.",
-          signed=False, needs_attention=True)
+          signed=False, needs_attention=True,
+          compiled="gradient_rollout")
 def gradient_rollout(handle, x, targets, contrast, score, budget):
     return token_relevance(handle, x, targets, contrast, score, gradients=True)

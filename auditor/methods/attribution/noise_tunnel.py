@@ -114,6 +114,7 @@ def tunnel(mode: str, base: Method, name: str, description: str | None = None) -
                   per_sample=tuple(new for new, old in names.items() if old in base.per_sample),
                   signed=mode == "smoothgrad" and base.signed,
                   linear=mode == "smoothgrad" and base.linear, needs_layer=base.needs_layer,
+                  compiled=base.compiled,
                   planned=PLANNED_NOISE | {new: base.planned[old] for new, old in names.items()
                                            if old in base.planned})
 

@@ -58,6 +58,15 @@ class Method:
     complete: bool = False  # maps sum to score(x) - score(zeros) (Sundararajan et al.)
     needs_attention: bool = False  # reads attention layers (a model without any: error)
     planned: dict[str, Planned] = field(default_factory=dict)  # options the plan may change
+    # The compiled pass it runs, traced once per model and score: methods naming the same one
+    # share its trace (the compute plan counts traces by it). None: the input gradient, the
+    # layer gradient of a method that needs a layer, the scores of a forward-only method.
+    compiled: str | None = None
+
+    def __post_init__(self):
+        if self.compiled is None:
+            self.compiled = ("layer_gradients" if self.needs_layer else
+                             "scores" if self.forward_only else "input_gradients")
 
     def rows_per_sample(self, options: dict, shape: tuple) -> int:
         return int(self.cost(options, shape) if callable(self.cost) else self.cost)
@@ -95,13 +104,19 @@ def register(name: str, description: str, options: dict[str, tuple[object, str]]
              **facts):
     """Decorator that adds a method to the registry under ``name``; ``facts`` are Method's
     other fields (cost, forward_only, per_sample, signed, linear, needs_layer, complete,
-    needs_attention, planned)."""
+    needs_attention, planned, compiled)."""
 
     def add(fn: Callable) -> Callable:
         METHODS[name] = Method(name, description, fn, options or {}, **facts)
         return fn
 
     return add
+
+
+def compiled_passes(methods, score: str) -> set[tuple[str, str]]:
+    """The compiled passes ``methods`` run when explaining ``score``, each traced once per
+    model: what the compute plan counts as their traces."""
+    return {(METHODS[m].compiled, score) for m in methods if m in METHODS}
 
 
 def register_wrapper(name: str, wrap: Callable[[Method, str], Method]) -> None:

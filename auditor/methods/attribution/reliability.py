@@ -86,7 +86,9 @@ def shifted_copy(handle, shift: float = INPUT_SHIFT):
     from auditor.methods.attribution.sanity import randomisable_copy
     from auditor.methods.attribution.shifted import shifted_model
 
-    copy = randomisable_copy(handle)  # the new model shares the copy's layers, not the user's
+    # the working copy at the model's weights: the new model's graph runs through its layers,
+    # not the user's, and is copied once more (shifted.py) so that it owns its layers
+    copy = randomisable_copy(handle)
     delta = shift * np.asarray(handle.transform.scale, np.float32)
     model = shifted_model(copy.logits_model, tuple(handle.input_shape),
                           np.broadcast_to(delta, handle.input_shape[-1:]))

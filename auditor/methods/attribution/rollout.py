@@ -15,6 +15,7 @@ from auditor.methods.attribution.tokens import token_relevance
 
 @register("rollout", "Attention rollout (vision transformers): attention averaged over heads, "
                      "mixed with the residual and multiplied over layers; the same for every "
-                     "class.", signed=False, forward_only=True, needs_attention=True)
+                     "class.", signed=False, forward_only=True, needs_attention=True,
+          compiled="rollout")
 def rollout(handle, x, targets, contrast, score, budget):
     return token_relevance(handle, x, targets, contrast, score, gradients=False)

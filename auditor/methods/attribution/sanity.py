@@ -8,7 +8,6 @@ correlation, high SSIM) shows the input, not the model.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -132,11 +131,12 @@ def reinitialise(layer, seed: int) -> None:
 
 
 def randomisable_copy(handle):
-    """A handle on a deep copy of the logits model (nested models copied too), same weights."""
-    from auditor.inputs.copies import copy_model
+    """A handle on a deep copy of the logits model (nested models copied too), same weights:
+    the audit's working copy (inputs/copies.py), whose compiled functions are traced once for
+    every randomised stage and every other use of the copy."""
+    from auditor.inputs.copies import scratch_copy
 
-    copy = copy_model(handle.logits_model)
-    return dataclasses.replace(handle, model=copy, logits_model=copy, compiled={})
+    return scratch_copy(handle)
 
 
 def stage_indices(count: int, max_stages: int | None) -> list[int]:
@@ -152,9 +152,9 @@ def cascading_randomisation(handle, x, targets, methods: list[str], *,
                             score: str = "logit") -> SanityResult:
     """Compare each method's maps on the model and on copies randomised from the top down.
 
-    The original model is never touched: randomisation happens on a copy whose weights are
-    re-drawn stage by stage (the compiled passes follow the copy's variables, so nothing is
-    traced twice).
+    The original model is never touched: randomisation happens on the audit's working copy,
+    whose weights are re-drawn stage by stage (the compiled passes follow the copy's variables,
+    so each is traced once on the copy for every stage).
     """
     from auditor.methods.attribution.reliability import RANDOMISED, degenerate_reason
 

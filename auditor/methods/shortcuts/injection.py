@@ -102,40 +102,50 @@ class InjectionResult:
 class FineTuner:
     """One trainable copy of the audited model, reset to the original weights before each run.
 
-    The copy is cloned once (under the run's strategy, so its weights are mirrored on every
-    replica) and its step traced once: resetting assigns the original weights and optimiser
-    state in place. It trains on its own output head: logits with a from-logits loss, or
-    probabilities (when the softmax could not be stripped) with a probability loss. Each step
-    goes through the audit's batched path: the batch is split across the replicas (their
-    gradients summed by the optimiser) and, within a replica, into blocks that fit the memory
-    budget, whose gradients are added before the one update.
+    The copy is the audit's working copy (inputs/copies.py: made once per audit, under the run's
+    strategy, so its weights are mirrored on every replica), and its training step is traced
+    once per loss and learning rate and kept with it: resetting assigns the original weights and
+    optimiser state in place, so every fine-tuned copy of the audit (each shortcut's, the
+    control's, each label's) reuses the step, and the maps of every copy reuse the functions
+    the reliability card's randomised stages traced. It trains on its own output head: logits
+    with a from-logits loss, or probabilities (when the softmax could not be stripped) with a
+    probability loss. Each step goes through the audit's batched path: the batch is split across
+    the replicas (their gradients summed by the optimiser) and, within a replica, into blocks
+    that fit the memory budget, whose gradients are added before the one update.
     """
 
     def __init__(self, handle, learning_rate: float):
+        self.handle = _working_copy(handle)
+        self.copy = self.handle.logits_model
+        key = ("fine-tuning", type(self).__name__, float(learning_rate))
+        if key not in self.handle.compiled:
+            self.handle.compiled[key] = self._build(learning_rate)
+        self.loss, self.optimizer, self.optimizer_state, self._step = self.handle.compiled[key]
+        self.original_weights = [w.copy() for w in self.copy.get_weights()]
+        self.reset()
+
+    def make_loss(self):
+        """The loss on the copy's own output head, per image."""
         import keras
 
-        from auditor.inputs.models import ModelHandle
+        probabilities = self.handle.output == "log-probabilities"
+        return keras.losses.CategoricalCrossentropy(from_logits=not probabilities,
+                                                    reduction=None)
 
-        distribution = handle.distribution
+    def _build(self, learning_rate: float) -> tuple:
+        """(loss, optimiser, its initial state, the compiled step), made once per copy."""
+        import keras
+
+        distribution = self.handle.distribution
         with distribution.scope() if distribution is not None else contextlib.nullcontext():
-            copy = _clone(handle)
-            probabilities = handle.output == "log-probabilities"
-            self.loss = keras.losses.CategoricalCrossentropy(from_logits=not probabilities,
-                                                             reduction=None)
-            self.optimizer = keras.optimizers.Adam(learning_rate)
-            self.optimizer.build(copy.trainable_variables)
-        self.copy = copy
-        self.original_weights = [w.copy() for w in copy.get_weights()]
-        self.optimizer_state = [v.numpy() for v in self.optimizer.variables]
-        self.handle = ModelHandle(
-            model=copy, logits_model=copy, path=f"{handle.path} (fine-tuned copy)",
-            name=f"{handle.name}-copy", sha256="", input_shape=handle.input_shape,
-            num_classes=handle.num_classes, transform=handle.transform,
-            output="log-probabilities" if probabilities else "logits",
-            distribution=distribution)
-        self._step = self._compile_step(rows_per_pass(self.handle, backward=True))
+            loss = self.make_loss()
+            optimizer = keras.optimizers.Adam(learning_rate)
+            optimizer.build(self.copy.trainable_variables)
+        state = [v.numpy() for v in optimizer.variables]
+        step = self._compile_step(loss, optimizer, rows_per_pass(self.handle, backward=True))
+        return loss, optimizer, state, step
 
-    def _compile_step(self, rows: int):
+    def _compile_step(self, loss_fn, optimizer, rows: int):
         import tensorflow as tf
 
         copy, transform = self.copy, self.handle.transform
@@ -150,12 +160,12 @@ class FineTuner:
                 # the blocks at once and keep all their activations (MobileNetV2 224 px, 32
                 # rows in 3 blocks: 1.45 GB above the model's resting memory; in turn, 1.2 GB).
                 with tf.control_dependencies(grads), tf.GradientTape() as tape:
-                    loss = self.loss(targets[part],
-                                     copy(transform.to_model(images[part]), training=False))
+                    loss = loss_fn(targets[part],
+                                   copy(transform.to_model(images[part]), training=False))
                     scaled = tf.reduce_sum(loss) / float(total)
                 block_grads = tape.gradient(scaled, copy.trainable_variables)
                 grads = [g + b for g, b in zip(grads, block_grads, strict=True)]
-            self.optimizer.apply_gradients(zip(grads, copy.trainable_variables, strict=True))
+            optimizer.apply_gradients(zip(grads, copy.trainable_variables, strict=True))
 
         return compiled_update(self.handle, update)
 
@@ -175,19 +185,21 @@ class FineTuner:
         return predict_classes(self.handle, images)
 
 
-def _clone(handle):
-    """A copy of the logits model with the original's weights and none of its variables."""
-    from auditor.inputs.copies import copy_model
+def _working_copy(handle):
+    """The audit's working copy of the logits model at the original's weights, none of its
+    variables shared (inputs/copies.py)."""
+    from auditor.inputs.copies import scratch_copy
 
     try:
-        copy = copy_model(handle.logits_model)
+        copy = scratch_copy(handle)
     except ModelError as exc:
         reason = str(exc).split("': ", 1)[-1]  # after "cannot copy model 'name'"
         raise ModelError(f"cannot copy model '{handle.path}' for the injection test ({reason}); "
                          "run with clever_hans.shortcuts = [] and control = false to skip "
                          "it") from None
-    shared = {id(v) for v in copy.weights} & {id(v) for v in handle.logits_model.weights}
-    if shared or not copy.trainable_variables:
+    model = copy.logits_model
+    shared = {id(v) for v in model.weights} & {id(v) for v in handle.logits_model.weights}
+    if shared or not model.trainable_variables:
         why = "its copy shares weights with it" if shared else "no trainable weights"
         raise ModelError(f"model '{handle.path}' cannot be fine-tuned as a separate copy "
                          f"({why}); run with clever_hans.shortcuts = [] and control = false "

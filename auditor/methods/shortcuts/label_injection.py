@@ -28,7 +28,7 @@ from auditor.methods.shortcuts.injection import (
     visible_masks,
 )
 from auditor.methods.shortcuts.patterns import inject
-from auditor.predict.batched import forward, rows_per_pass
+from auditor.predict.batched import forward
 
 OWN_FRACTION = 0.5  # share of the label's own training images given the shortcut (patch's)
 
@@ -52,15 +52,10 @@ class LabelInjection:
 class LabelFineTuner(FineTuner):
     """A FineTuner whose copy learns independent sigmoids (binary cross-entropy on logits)."""
 
-    def __init__(self, handle, learning_rate: float):
+    def make_loss(self):
         import keras
 
-        from auditor.inputs.models import MULTI_LABEL
-
-        super().__init__(handle, learning_rate)
-        self.loss = keras.losses.BinaryCrossentropy(from_logits=True, reduction=None)
-        self.handle.task = MULTI_LABEL
-        self._step = self._compile_step(rows_per_pass(self.handle, backward=True))
+        return keras.losses.BinaryCrossentropy(from_logits=True, reduction=None)
 
     def decide(self, images: np.ndarray) -> np.ndarray:
         """Each label's yes/no at the sigmoid's 0.5 (a logit of 0)."""

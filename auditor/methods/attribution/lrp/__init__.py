@@ -111,7 +111,8 @@ def _one_rule(handle, x, targets, contrast, score, rule, input_rule: str, stabil
           options={"epsilon": (0.25, "stabiliser added to every pre-activation, in units of the "
                                      "layer's RMS pre-activation (0 = LRP-0)"),
                    "input_rule": ("rule", INPUT_RULE_HELP),
-                   "stabiliser": ("relative", STABILISER_HELP)}, linear=True)
+                   "stabiliser": ("relative", STABILISER_HELP)}, linear=True,
+          compiled="lrp_epsilon")
 def lrp_epsilon(handle, x, targets, contrast, score, budget, epsilon, input_rule, stabiliser):
     _rule_option("epsilon", epsilon, 0)
     return _one_rule(handle, x, targets, contrast, score, Epsilon(float(epsilon)), input_rule,
@@ -122,7 +123,8 @@ def lrp_epsilon(handle, x, targets, contrast, score, budget, epsilon, input_rule
                        "convolutional layers).",
           options={"gamma": (0.25, "weight added to positive parameters"),
                    "input_rule": ("rule", INPUT_RULE_HELP),
-                   "stabiliser": ("relative", STABILISER_HELP)}, cost=2, linear=True)
+                   "stabiliser": ("relative", STABILISER_HELP)}, cost=2, linear=True,
+          compiled="lrp_gamma")
 def lrp_gamma(handle, x, targets, contrast, score, budget, gamma, input_rule, stabiliser):
     _rule_option("gamma", gamma, 0)
     return _one_rule(handle, x, targets, contrast, score, Gamma(float(gamma)), input_rule,
@@ -134,7 +136,8 @@ def lrp_gamma(handle, x, targets, contrast, score, budget, gamma, input_rule, st
           options={"alpha": (1.0, "weight of positive contributions (alpha - beta = 1)"),
                    "beta": (0.0, "weight of negative contributions"),
                    "input_rule": ("rule", INPUT_RULE_HELP),
-                   "stabiliser": ("relative", STABILISER_HELP)}, cost=3, linear=True)
+                   "stabiliser": ("relative", STABILISER_HELP)}, cost=3, linear=True,
+          compiled="lrp_alpha_beta")
 def lrp_alpha_beta(handle, x, targets, contrast, score, budget, alpha, beta, input_rule,
                    stabiliser):
     _rule_option("beta", beta, 0)
@@ -150,7 +153,8 @@ def lrp_alpha_beta(handle, x, targets, contrast, score, budget, alpha, beta, inp
           options={"epsilon": (1e-6, "stabiliser of the dense layers"),
                    "gamma": (0.25, "gamma of the convolutions"),
                    "input_rule": ("zbox", INPUT_RULE_HELP),
-                   "stabiliser": ("relative", STABILISER_HELP)}, cost=2, linear=True)
+                   "stabiliser": ("relative", STABILISER_HELP)}, cost=2, linear=True,
+          compiled="lrp")
 def lrp(handle, x, targets, contrast, score, budget, epsilon, gamma, input_rule, stabiliser):
     _rule_option("epsilon", epsilon, 0)
     _rule_option("gamma", gamma, 0)
