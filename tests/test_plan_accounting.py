@@ -201,29 +201,22 @@ def test_a_method_registered_with_a_planned_option_is_lowered_by_the_plan(monkey
 
 def test_featureviz_and_concepts_trace_what_their_plan_declares(monkeypatch, tmp_path,
                                                                  digits_model_path):
-    """Each function TensorFlow traces for a section, counted as it traces (tests/tracing.py),
+    """Each function TensorFlow traces for a section, counted as it traces (tests/tracecount.py),
     is one the section declares in ``Passes.traces``: a trace of a large model costs seconds,
     and these two once traced 12 and 13 against 3 and 9 declared. tf.data's own functions
     (the dataset's pipeline, milliseconds each) are not traces of the model."""
-    from tracing import outermost, traced
+    from tracecount import counting
 
     import auditor.pipeline as pipeline
 
-    plans, seen = [], {}
-    plan_sections, run_section = pipeline.plan_sections, pipeline.run_section
+    plans = []
+    plan_sections = pipeline.plan_sections
 
     def keep_plan(*args):
         plans.append(plan_sections(*args))
         return plans[-1]
 
-    def tracing_section(name, ctx):
-        with traced() as made:
-            result = run_section(name, ctx)
-        seen[name] = [n for n in outermost(made) if not n.startswith("__inference_Dataset_")]
-        return result
-
     monkeypatch.setattr(pipeline, "plan_sections", keep_plan)
-    monkeypatch.setattr(pipeline, "run_section", tracing_section)
     config = make_config({
         "model": str(digits_model_path), "data": "sklearn:digits:test", "max_samples": 80,
         "out": str(tmp_path / "run"), "format": "json", "budget": 10 ** 9, "progress": False,
@@ -231,8 +224,12 @@ def test_featureviz_and_concepts_trace_what_their_plan_declares(monkeypatch, tmp
         "featureviz": {"steps": 3, "snapshots": [0, 3], "max_classes": 3, "max_channels": 2},
         "concepts": {"sample": 30, "mistakes": 2, "removal_images": 2, "random_directions": 2,
                      "survival_images": 4, "icon_steps": 2}})
-    summary = pipeline.run_audit(config).summary
+    with counting() as counts:
+        summary = pipeline.run_audit(config).summary
     assert not [c for c in summary["checks"] if c["status"] == "error"]
     assert summary["featureviz"]["comparison"]["unregularised"]  # compare ran: its own loop
     for name in ("featureviz", "concepts"):
-        assert len(seen[name]) == plans[-1].passes[name].traces, (name, seen[name])
+        seen = [function for (part, function), n in counts.functions.items()
+                if part == f"auditor/sections/{name}.py" and not function.startswith("Dataset_")
+                for _ in range(n - counts.nested[part, function])]
+        assert len(seen) == plans[-1].passes[name].traces, (name, seen)

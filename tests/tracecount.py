@@ -31,6 +31,8 @@ class Counts:
     copies: Counter = field(default_factory=Counter)  # part -> models copied
     seconds: Counter = field(default_factory=Counter)  # part -> seconds tracing and copying
     functions: Counter = field(default_factory=Counter)  # (part, function name) -> traces
+    # (part, function name) -> traces made inside another's trace (part of that trace's cost)
+    nested: Counter = field(default_factory=Counter)
     function_seconds: Counter = field(default_factory=Counter)  # (part, function name) -> s
 
 
@@ -50,6 +52,7 @@ def part_of_audit() -> str:
 def counting():
     """Count traces and copies while the block runs."""
     from tensorflow.python.eager.polymorphic_function import tracing_compilation as tracing
+    from tensorflow.python.framework import ops
 
     import auditor.inputs.copies as copies
 
@@ -58,12 +61,13 @@ def counting():
     depth = [0]
 
     def traced(function_type, type_context, func_graph, tracing_options):
-        part, started = part_of_audit(), time.perf_counter()
+        part, started, inside = part_of_audit(), time.perf_counter(), ops.inside_function()
         try:
             return trace(function_type, type_context, func_graph, tracing_options)
         finally:
             counts.traces[part] += 1
             counts.functions[part, tracing_options.name] += 1
+            counts.nested[part, tracing_options.name] += inside
             counts.function_seconds[part, tracing_options.name] += time.perf_counter() - started
             counts.seconds[part] += time.perf_counter() - started
 
