@@ -83,7 +83,6 @@ def probe_input_range(handle, dataset, batch_size: int = 64, seed: int = 0,
                       samples: int = PROBE_SAMPLES) -> ProbeResult:
     """Score every candidate range on a stratified sample (each batch read once, one forward
     pass per candidate) and set the winner as the handle's transform."""
-    import tensorflow as tf
 
     from auditor.predict.batched import rows_per_pass
     from auditor.predict.distribute import run_batch
@@ -101,25 +100,7 @@ def probe_input_range(handle, dataset, batch_size: int = 64, seed: int = 0,
     multilabel = getattr(handle, "multilabel", False)
     preds = np.empty((len(options), *labels.shape), np.int64)
 
-    def decide(logits):  # the class; multi-label: each label's yes/no at sigmoid 0.5
-        return tf.cast(logits > 0, tf.int64) if multilabel else tf.argmax(logits, axis=-1)
-
-    # One call of the model on every candidate's images stacked on the batch axis, traced once
-    # for any batch size: the model is traced once, not once per candidate (a trace of
-    # DenseNet121 takes tens of seconds), and the last, shorter batch does not trace again.
-    # Kept on the handle: the Keras callback's one copy is probed at every audited epoch.
-    compiled = ("input_range_probe", tuple(transforms), multilabel)
-    if compiled not in handle.compiled:
-
-        @tf.function(input_signature=[tf.TensorSpec((None, *handle.input_shape), tf.float32)])
-        def predict_all(images):  # (batch, candidates): run_batch splits and gathers on axis 0
-            stacked = tf.concat([t.to_model(images) for t in transforms], axis=0)
-            logits = handle.logits_model(stacked, training=False)
-            decided = decide(tf.reshape(logits, (len(transforms), tf.shape(images)[0], -1)))
-            return tf.experimental.numpy.swapaxes(decided, 0, 1)
-
-        handle.compiled[compiled] = predict_all
-    predict_all = handle.compiled[compiled]
+    predict_all = _compiled_probe(handle, transforms, multilabel)
     for start in range(0, len(positions), batch_size):
         part = slice(start, start + batch_size)
         preds[:, part] = np.moveaxis(np.asarray(
@@ -142,6 +123,35 @@ def probe_input_range(handle, dataset, batch_size: int = 64, seed: int = 0,
     handle.input_range_probe_samples = len(positions)
     chance = _chance(labels)
     return ProbeResult(best["range"], hint, reason, rows, len(positions), chance, key)
+
+
+def _compiled_probe(handle, transforms, multilabel: bool):
+    """One call of the model on every candidate's images stacked on the batch axis, traced once
+    for any batch size: the model is traced once, not once per candidate (a trace of
+    DenseNet121 takes tens of seconds), and the last, shorter batch does not trace again. Kept
+    on the handle: the Keras callback's one copy is probed at every audited epoch. The
+    candidates' axis is moved before the decision: oneDNN has no integer transpose without
+    AVX-512 and logs an error line on stderr for one."""
+    import tensorflow as tf
+
+    key = ("input_range_probe", tuple(transforms), multilabel)
+    if key in handle.compiled:
+        return handle.compiled[key]
+
+    def decide(logits):  # the class; multi-label: each label's yes/no at sigmoid 0.5
+        if multilabel:
+            return tf.cast(logits > 0, tf.int32)
+        return tf.argmax(logits, axis=-1, output_type=tf.int32)
+
+    @tf.function(input_signature=[tf.TensorSpec((None, *handle.input_shape), tf.float32)])
+    def predict_all(images):  # (batch, candidates): run_batch splits and gathers on axis 0
+        stacked = tf.concat([t.to_model(images) for t in transforms], axis=0)
+        logits = handle.logits_model(stacked, training=False)
+        per_candidate = tf.reshape(logits, (len(transforms), tf.shape(images)[0], -1))
+        return decide(tf.transpose(per_candidate, (1, 0, 2)))  # transposed as floats (above)
+
+    handle.compiled[key] = predict_all
+    return predict_all
 
 
 def _chance(labels: np.ndarray) -> float:
