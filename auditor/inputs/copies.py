@@ -42,7 +42,7 @@ def rebuild(layer):
     if _plain_model(layer):
         return keras.models.clone_model(layer, clone_function=_rebuild_layer)
     if isinstance(layer, keras.Model):
-        return _deserialised(layer)
+        return _same_activations(layer, _deserialised(layer))
     return layer.__class__.from_config(layer.get_config())
 
 
@@ -62,6 +62,24 @@ def _plain_model(layer) -> bool:
     subclass with its own config such as a keras-hub backbone or task."""
     return (type(layer).__name__ in ("Functional", "Sequential")
             and type(layer).__module__.startswith("keras."))
+
+
+def _same_activations(model, copy):
+    """``copy`` with every layer's activation as on ``model``: an activation switched on the
+    loaded model (the softmax the logits model strips in place) is in a plain layer's config,
+    but not in a keras-hub task's, whose config holds its constructor's ``activation``."""
+    import keras
+
+    from auditor.inputs.layers import walk
+
+    twins = dict(walk(copy))
+    for path, layer in walk(model):
+        activation = getattr(layer, "activation", None)
+        twin = twins.get(path)
+        if (callable(activation) and not isinstance(activation, keras.layers.Layer)
+                and twin is not None and getattr(twin, "activation", None) is not activation):
+            twin.activation = activation
+    return copy
 
 
 def _deserialised(model):

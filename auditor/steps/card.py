@@ -164,11 +164,14 @@ def sample_positions(n: int, size: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(n, size=min(size, n), replace=False))
 
 
-def compute_maps(handle, x, targets, methods, score, method_options, maps_of=None):
+def compute_maps(handle, x, targets, methods, score, method_options, maps_of=None,
+                 workdir=None):
     """Maps of every method that applies to this model, and the reason for each that does not
     (e.g. Grad-CAM on a model without convolutions, or a method that raises on this
-    architecture: a finding on the card, never a failed audit). ``maps_of(method, options)``
-    gives them instead of ``attribute`` (a section reading the saliency step's maps)."""
+    architecture: a finding on the card, never a failed audit, in one line; its traceback goes
+    to ``workdir``'s audit.log). ``maps_of(method, options)`` gives them instead of
+    ``attribute`` (a section reading the saliency step's maps)."""
+    from auditor.failures import log_failure
     from auditor.methods.attribution import attribute
 
     maps, unavailable = {}, {}
@@ -180,8 +183,8 @@ def compute_maps(handle, x, targets, methods, score, method_options, maps_of=Non
         except AuditorError as exc:  # e.g. Grad-CAM without a convolution: does not apply
             unavailable[method] = str(exc)
         except Exception as exc:  # a method that breaks on this architecture is a finding
-            unavailable[method] = (f"failed on this model ({type(exc).__name__}: "
-                                   f"{str(exc).splitlines()[0][:200] if str(exc) else ''})")
+            line = log_failure(workdir, f"method '{method}'", exc)
+            unavailable[method] = f"failed on this model ({line})"
     return maps, unavailable
 
 
@@ -245,7 +248,7 @@ def faithfulness_part(ctx, options, methods):
     positions = sample_positions(len(p.labels), options.faithfulness_samples, ctx.config.seed)
     x, targets = ctx.dataset.images(positions), p.preds[positions]
     maps, unavailable = compute_maps(ctx.handle, x, targets, methods, options.score,
-                                     options.method_options)
+                                     options.method_options, workdir=ctx.workdir)
     maps["random"] = random_maps(x, ctx.config.seed)
     curves = {m: deletion_insertion(ctx.handle, x, targets, a, steps=options.faithfulness_steps,
                                     seed=ctx.config.seed) for m, a in maps.items()}

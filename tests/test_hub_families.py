@@ -1,0 +1,55 @@
+"""keras-hub's image classifiers from the CLI: each family's ``<family>ImageClassifier``, saved
+to .keras with its own preprocessor, loads without --unsafe-load (its classes come from the
+installed keras_hub package), is audited through its preprocessor's input range (not probed),
+and copies (the randomised and fine-tuned copies start from ``copy_model``) with its logits.
+
+The backbones are tiny and random (tests/architectures.py ``HUB_BACKBONES``, 32 px): what is
+tested is that the audit's loading and copying handle each family's classes. Every section on
+each family is the slow test in tests/test_zoo.py and ``bench/zoo_sections.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import keras
+import numpy as np
+import pytest
+from architectures import HUB_FAMILIES, hub_classifier
+
+from auditor.inputs.copies import copy_model
+from auditor.inputs.models import load_model
+
+# ViT has its own CLI test (tests/test_architectures.py).
+FAMILIES = [family for family in HUB_FAMILIES if family != "ViT"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_keras_hub_classifier_audits_from_the_cli_with_its_preprocessor(
+        tmp_path, monkeypatch, capsys, family):
+    from auditor.cli import main
+
+    task = hub_classifier(family, classes=10)
+    path = tmp_path / f"{family}.keras"
+    task.save(path)
+    handle = load_model(str(path))
+    x = np.random.default_rng(0).uniform(0, 1, (2, 32, 32, 3)).astype("float32")
+    expected = task.predict(x * 255.0, verbose=0)  # the task's preprocessor, then the model
+    logits = handle.logits(x).numpy()
+    got = logits if handle.output == "logits" else np.asarray(keras.ops.softmax(logits))
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    copy = copy_model(handle.logits_model)  # stays on logits: the head's softmax stays off
+    np.testing.assert_allclose(np.asarray(copy(handle.transform.to_model(x))), logits,
+                               atol=1e-4)
+    monkeypatch.setattr(sys, "argv", [
+        "auditor", "audit", "--model", str(path), "--data", "sklearn:digits:test",
+        "--max-samples", "40", "--sections", "performance", "--out", str(tmp_path / "run"),
+        "--format", "json"])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    assert stop.value.code in (0, 1), capsys.readouterr().err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert (summary["model"]["input_range"], summary["model"]["input_range_source"]) == (
+        "keras-hub preprocessor", "model")
+    assert not [c for c in summary["checks"] if c["status"] == "error"], summary["checks"]
