@@ -121,6 +121,18 @@ def test_failures_are_one_line_and_their_tracebacks_go_to_the_log(tmp_path):
                                        "(MultiHeadAttention)")
     assert one_line(ValueError("bad\nsecond")) == "ValueError: second"
 
+    class Reads(keras.layers.Layer):
+        """Reads its input's shape in Python, as keras-hub's MiT patch embedding does."""
+
+        def call(self, x):
+            return keras.ops.reshape(x, (-1, x.shape[1] * x.shape[2], x.shape[3]))
+
+    traced = tf.function(Reads(name="reads"), input_signature=[tf.TensorSpec((None,) * 3 + (3,))])
+    with pytest.raises(TypeError) as keras_call:  # Keras frames the cause with the arguments
+        traced.get_concrete_function()
+    assert one_line(keras_call.value) == ("TypeError: unsupported operand type(s) for *: "
+                                          "'NoneType' and 'NoneType' (in Reads.call())")
+
 
 def test_a_method_that_cannot_pass_a_layer_says_so_in_one_line(tmp_path):
     """LRP on a layer no rule covers (GroupNormalization; keras-hub's ViT layers it now walks,
