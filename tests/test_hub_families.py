@@ -53,3 +53,13 @@ def test_a_keras_hub_classifier_audits_from_the_cli_with_its_preprocessor(
     assert (summary["model"]["input_range"], summary["model"]["input_range_source"]) == (
         "keras-hub preprocessor", "model")
     assert not [c for c in summary["checks"] if c["status"] == "error"], summary["checks"]
+
+
+def test_rollout_on_a_transformer_with_its_own_attention_class_says_which():
+    """keras-hub's MiT attends in its own layer class: rollout, which reads the weights of
+    keras.layers.MultiHeadAttention, says in one line that it cannot and names the class."""
+    from auditor.errors import AuditorError
+    from auditor.methods.attribution.tokens import required_attention
+
+    with pytest.raises(AuditorError, match=r"its own layers \(SegFormerMultiheadAttention\)"):
+        required_attention(hub_classifier("MiT"))

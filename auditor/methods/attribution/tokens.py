@@ -59,11 +59,17 @@ def attention_layers(model) -> list:
 def required_attention(model) -> list:
     """The model's attention layers; AuditorError (one line) when it has none."""
     layers = attention_layers(model)
-    if not layers:
-        raise AuditorError(f"model '{model.name}' has no attention layer "
-                           "(keras.layers.MultiHeadAttention); attention rollout explains "
-                           "vision transformers only")
-    return layers
+    if layers:
+        return layers
+    own = sorted({type(layer).__name__ for layer in model._flatten_layers(recursive=True)
+                  if "attention" in type(layer).__name__.lower()})
+    if own:  # a transformer with its own attention class (keras-hub's MiT, Swin)
+        raise AuditorError(f"model '{model.name}' computes attention in its own layers "
+                           f"({', '.join(own)}), not keras.layers.MultiHeadAttention, whose "
+                           "attention weights attention rollout reads")
+    raise AuditorError(f"model '{model.name}' has no attention layer "
+                       "(keras.layers.MultiHeadAttention); attention rollout explains "
+                       "vision transformers only")
 
 
 @contextlib.contextmanager
