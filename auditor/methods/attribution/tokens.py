@@ -56,14 +56,21 @@ def attention_layers(model) -> list:
             if isinstance(layer, keras.layers.MultiHeadAttention)]
 
 
+def own_attention(model) -> list[str]:
+    """The class names of a transformer's own attention layers (keras-hub's MiT and Swin
+    attend in theirs, not in keras.layers.MultiHeadAttention), by name."""
+    return sorted({type(layer).__name__ for layer in model._flatten_layers(recursive=True)
+                   if "attention" in type(layer).__name__.lower()
+                   and type(layer).__name__ != "MultiHeadAttention"})
+
+
 def required_attention(model) -> list:
     """The model's attention layers; AuditorError (one line) when it has none."""
     layers = attention_layers(model)
     if layers:
         return layers
-    own = sorted({type(layer).__name__ for layer in model._flatten_layers(recursive=True)
-                  if "attention" in type(layer).__name__.lower()})
-    if own:  # a transformer with its own attention class (keras-hub's MiT, Swin)
+    own = own_attention(model)
+    if own:
         raise AuditorError(f"model '{model.name}' computes attention in its own layers "
                            f"({', '.join(own)}), not keras.layers.MultiHeadAttention, whose "
                            "attention weights attention rollout reads")

@@ -43,17 +43,19 @@ def no_spatial_layer(model) -> str:
     tokens)."""
     import keras
 
-    from auditor.methods.attribution.tokens import attention_layers
+    from auditor.methods.attribution.tokens import attention_layers, own_attention
 
     why = f"model '{model.name}' has no layer with a spatial (N, H, W, C) output"
     if any(isinstance(layer, keras.layers.TFSMLayer) for _, layer in walk(model)):
         return (f"{why} that can be read: a SavedModel's layers are hidden; audit the model's "
                 ".keras file for neuron groups")
-    if attention_layers(model):
+    rollout = bool(attention_layers(model))
+    if rollout or own_attention(model):
         return (f"{why}: neuron groups are parts on a convolutional layer's grid and a vision "
                 "transformer's tokens are on none, so no 'concepts.layers' setting applies to "
-                "it (a hybrid could name its convolutional stem); attribution's 'rollout' and "
-                "'gradient_rollout' explain its tokens")
+                "it (a hybrid could name its convolutional stem)" + (
+                    "; attribution's 'rollout' and 'gradient_rollout' explain its tokens"
+                    if rollout else ""))
     return (f"{why}: neuron groups are parts on a convolutional layer's grid; 'concepts.layers' "
             "names one, and this model has none")
 
