@@ -66,3 +66,21 @@ def test_rollout_on_a_transformer_with_its_own_attention_class_says_which():
 
     with pytest.raises(AuditorError, match=r"its own layers \(SegFormerMultiheadAttention\)"):
         required_attention(hub_classifier("MiT"))
+
+
+def test_clever_hans_default_methods_leave_out_grad_cam_where_no_layer_takes_it(tmp_path):
+    """keras-hub's Swin keeps its tokens in its own layers: Grad-CAM has no layer there, and the
+    injection test runs with the gradient instead of being skipped whole (as for any model
+    without a spatial layer, here a Dense one); a convolutional model keeps both."""
+    from auditor.sections.clever_hans import PREFERRED_METHODS, applicable
+
+    dense = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
+                              keras.layers.Dense(3)])
+    conv = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3),
+                             keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
+    for name, model in (("dense", dense), ("conv", conv)):
+        model.save(tmp_path / f"{name}.keras")
+    assert applicable(load_model(str(tmp_path / "dense.keras"), "0-1"),
+                      list(PREFERRED_METHODS)) == ["gradient"]
+    assert applicable(load_model(str(tmp_path / "conv.keras"), "0-1"),
+                      list(PREFERRED_METHODS)) == ["gradient", "gradcam"]
