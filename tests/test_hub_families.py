@@ -19,6 +19,7 @@ import pytest
 from architectures import HUB_FAMILIES, hub_classifier
 
 from auditor.inputs.copies import copy_model
+from auditor.inputs.layers import walk
 from auditor.inputs.models import load_model
 
 # ViT has its own CLI test (tests/test_architectures.py). About 55 CPU-seconds for the eleven
@@ -45,6 +46,8 @@ def test_a_keras_hub_classifier_audits_from_the_cli_with_its_preprocessor(
     copy = copy_model(handle.logits_model)  # stays on logits: the head's softmax stays off
     np.testing.assert_allclose(np.asarray(copy(handle.transform.to_model(x))), logits,
                                atol=1e-4)
+    # layers found by path on the model are found on the copy (VGG's backbone is renumbered)
+    assert [p for p, _ in walk(copy)] == [p for p, _ in walk(handle.logits_model)]
     monkeypatch.setattr(sys, "argv", [
         "auditor", "audit", "--model", str(path), "--data", "sklearn:digits:test",
         "--max-samples", "40", "--sections", "performance", "--out", str(tmp_path / "run"),

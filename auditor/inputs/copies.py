@@ -42,7 +42,7 @@ def rebuild(layer):
     if _plain_model(layer):
         return keras.models.clone_model(layer, clone_function=_rebuild_layer)
     if isinstance(layer, keras.Model):
-        return _same_activations(layer, _deserialised(layer))
+        return _same_names_and_activations(layer, _deserialised(layer))
     return layer.__class__.from_config(layer.get_config())
 
 
@@ -64,20 +64,26 @@ def _plain_model(layer) -> bool:
             and type(layer).__module__.startswith("keras."))
 
 
-def _same_activations(model, copy):
-    """``copy`` with every layer's activation as on ``model``: an activation switched on the
-    loaded model (the softmax the logits model strips in place) is in a plain layer's config,
-    but not in a keras-hub task's, whose config holds its constructor's ``activation``."""
+def _same_names_and_activations(model, copy):
+    """``copy`` with every layer named and activated as on ``model``, layer for layer: a
+    keras-hub backbone whose config leaves out its name (VGG's) is numbered anew on each
+    rebuild ('vgg_backbone_6' for 'vgg_backbone_2'), so a layer found by path on the model is
+    missing on the copy; and an activation switched on the loaded model (the softmax the logits
+    model strips in place) is in a plain layer's config, but not in a keras-hub task's, whose
+    config holds its constructor's ``activation``."""
     import keras
 
     from auditor.inputs.layers import walk
 
-    twins = dict(walk(copy))
-    for path, layer in walk(model):
+    originals = [layer for _, layer in walk(model)]
+    twins = [layer for _, layer in walk(copy)]
+    if [type(layer) for layer in originals] != [type(layer) for layer in twins]:
+        return copy  # not the same structure: nothing to carry over layer for layer
+    for layer, twin in zip(originals, twins, strict=True):
+        twin.name = layer.name
         activation = getattr(layer, "activation", None)
-        twin = twins.get(path)
         if (callable(activation) and not isinstance(activation, keras.layers.Layer)
-                and twin is not None and getattr(twin, "activation", None) is not activation):
+                and getattr(twin, "activation", None) is not activation):
             twin.activation = activation
     return copy
 
