@@ -74,15 +74,17 @@ def find_layer(model, name: str):
 
 
 def output_shape(layer) -> tuple | None:
-    """The shape of a layer's (first) output, batch dimension included, or None if unknown."""
+    """The shape of a layer's output, batch dimension included, or None if unknown or if the
+    layer has several outputs (keras-hub's HGNetV2 layers return lists of stage outputs: no
+    one map to tap)."""
     try:
-        return tuple(layer.output.shape)
+        output = layer.output
     except (AttributeError, ValueError):
         nodes = getattr(layer, "_inbound_nodes", None)
-        if nodes:
-            outputs = nodes[0].output_tensors
-            return tuple(outputs[0].shape) if outputs else None
-        return None
+        output = nodes[0].output_tensors if nodes else None
+    if isinstance(output, list | tuple):
+        output = output[0] if len(output) == 1 else None
+    return tuple(output.shape) if output is not None else None
 
 
 def last_conv_layer(model) -> str:
