@@ -210,3 +210,22 @@ def test_a_class_claiming_a_known_package_that_does_not_hold_it_is_refused(tmp_p
             archive.writestr(name, data)
     with pytest.raises(ModelError, match="custom class 'Evil'"):
         load_model(str(tmp_path / "evil.keras"))
+
+
+def test_a_layer_with_several_outputs_is_no_layer_to_tap():
+    """keras-hub's HGNetV2 encoder returns a list of stage outputs and its backbone a dict:
+    neither is one map, so Grad-CAM's, the stage ends' and concepts' layers pass over them
+    (the attribution and concepts sections crashed on the list)."""
+    from auditor.inputs.layers import output_shape, stage_ends
+
+    class Both(keras.layers.Layer):
+        def call(self, x):
+            return [x, x * 2.0]
+
+    inputs = keras.Input((8, 8, 3))
+    a, b = Both(name="both")(keras.layers.Conv2D(4, 3, name="conv")(inputs))
+    head = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(a + b))
+    model = keras.Model(inputs, head)
+    assert output_shape(model.get_layer("both")) is None
+    assert output_shape(model.get_layer("conv")) == (None, 6, 6, 4)
+    assert stage_ends(model) == ["conv"]

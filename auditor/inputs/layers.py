@@ -75,16 +75,17 @@ def find_layer(model, name: str):
 
 def output_shape(layer) -> tuple | None:
     """The shape of a layer's output, batch dimension included, or None if unknown or if the
-    layer has several outputs (keras-hub's HGNetV2 layers return lists of stage outputs: no
-    one map to tap)."""
+    layer has several outputs (keras-hub's HGNetV2 encoder returns a list of stage outputs, its
+    backbone a dict: no one map to tap)."""
+    import keras
+
     try:
         output = layer.output
     except (AttributeError, ValueError):
         nodes = getattr(layer, "_inbound_nodes", None)
         output = nodes[0].output_tensors if nodes else None
-    if isinstance(output, list | tuple):
-        output = output[0] if len(output) == 1 else None
-    return tuple(output.shape) if output is not None else None
+    outputs = keras.tree.flatten(output) if output is not None else []
+    return tuple(outputs[0].shape) if len(outputs) == 1 else None
 
 
 def last_conv_layer(model) -> str:
