@@ -6,7 +6,8 @@ model all start here, so a model that loads can be copied. ``keras.models.clone_
 ``recursive=True`` rebuilds every nested Functional model layer by layer, which breaks on
 models whose class has its own config (a keras-hub ``ViTBackbone``: its inner
 ``ViTPatchingAndEmbedding`` writes config keys its constructor refuses). Such a model is rebuilt
-the way saving rebuilds it: from its own class's config, with its weights copied after.
+the way saving rebuilds it: from its own class's config, with its weights copied after, and
+then given what its config does not hold: each layer's name and activation as on the model.
 """
 
 from __future__ import annotations
