@@ -23,6 +23,11 @@ _OP_SUFFIX = re.compile(r"\s*(\[\[\{\{node [^}]*\}\}\]\]|\[Op:[^\]]*\]|\[\[.*?\]
 _TYPE_PREFIX = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Warning)): ")
 _OURS = ("AuditorError", "ConfigError", "ModelError", "DataError")
 _PATH = re.compile(r"(?:[A-Za-z]:)?(?:/[\w.@+-]+){2,}\.py")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Keras prints its cause in bold
+# Keras's framing of an error raised in a layer's call: the layer, then the cause, then the
+# arguments it received (their shapes are no cause).
+_KERAS_CALL = re.compile(r"Exception encountered when calling (\S+?)\.?$")
+_KERAS_ARGUMENTS = ("Arguments received by", "•")
 
 
 def one_line(exc: BaseException) -> str:
@@ -40,10 +45,15 @@ def one_line(exc: BaseException) -> str:
 
 
 def _last_cause(text: str) -> str:
-    """The last line of ``text`` that is not a traceback frame, its code, or framing."""
-    cause, after_frame = "", False
-    for line in text.splitlines():
+    """The last line of ``text`` that is not a traceback frame, its code, or framing; with
+    the layer whose call raised it when Keras names one."""
+    cause, after_frame, called = "", False, None
+    for line in _ANSI.sub("", text).splitlines():
         stripped = line.strip()
+        keras_call = _KERAS_CALL.search(stripped)
+        if keras_call or stripped.startswith(_KERAS_ARGUMENTS):
+            called = keras_call.group(1) if keras_call else called
+            continue
         if stripped.startswith("File "):
             after_frame = True  # the next indented line is the frame's code
             continue
@@ -53,7 +63,7 @@ def _last_cause(text: str) -> str:
         after_frame = False
         if stripped and not stripped.startswith(_FRAMING):
             cause = stripped
-    return cause
+    return f"{cause} (in {called})" if called and cause else cause
 
 
 def _is_ours(exc: BaseException) -> bool:

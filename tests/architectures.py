@@ -131,3 +131,106 @@ def without_biases(model):
         if weight.path.rsplit("/", 1)[-1] in constants:
             weight.assign(np.zeros(weight.shape, weight.dtype))
     return model
+
+
+# keras-hub image classifiers, each built from its backbone class with small hand-written
+# arguments (random weights, nothing downloaded) and the task's own preprocessor, whose image
+# converter states the input range: the families keras-hub 0.32 ships an ImageClassifier for.
+_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+# Each family's backbone arguments: two stages or blocks, a few channels (ResNet's first stage
+# must have 64 filters; EfficientNet keeps its 1280 features: keras-hub 0.32 leaves
+# ``num_features`` out of the backbone's config, so another value does not load back).
+HUB_BACKBONES = {
+    "ViT": dict(patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64,
+                name="vit_backbone"),  # named: Keras numbers a second one otherwise
+    "DeiT": dict(patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, intermediate_dim=64),
+    "MiT": dict(layerwise_depths=[1, 1], num_layers=2, layerwise_num_heads=[1, 2],
+                layerwise_sr_ratios=[2, 1], max_drop_path_rate=0.0, layerwise_patch_sizes=[7, 3],
+                layerwise_strides=[4, 2], hidden_dims=[16, 32]),
+    "ResNet": dict(input_conv_filters=[64], input_conv_kernel_sizes=[7],
+                   stackwise_num_filters=[64, 32], stackwise_num_blocks=[1, 1],
+                   stackwise_num_strides=[1, 2], block_type="basic_block"),
+    "EfficientNet": dict(
+        stackwise_width_coefficients=[1.0, 1.0], stackwise_depth_coefficients=[1.0, 1.0],
+        stackwise_kernel_sizes=[3, 3], stackwise_num_repeats=[1, 1],
+        stackwise_input_filters=[16, 16], stackwise_output_filters=[16, 24],
+        stackwise_expansion_ratios=[1, 4], stackwise_squeeze_and_excite_ratios=[0.0, 0.25],
+        stackwise_strides=[1, 2], stackwise_block_types=["fused", "unfused"],
+        stackwise_force_input_filters=[0, 0], stackwise_nores_option=[False, False]),
+    "SwinTransformer": dict(embed_dim=16, depths=(2, 2), num_heads=(1, 2), window_size=4,
+                            patch_size=4, drop_path=0.0),
+    "CSPNet": dict(stem_filters=16, stem_kernel_size=3, stem_strides=2, stackwise_depth=[1, 1],
+                   stackwise_strides=[1, 2], stackwise_num_filters=[16, 32],
+                   block_type="dark_block", stage_type="dark"),
+    "DenseNet": dict(stackwise_num_repeats=[2, 2], growth_rate=8),
+    "MobileNet": dict(
+        stackwise_expansion=[[16], [32, 48]], stackwise_num_blocks=[1, 2],
+        stackwise_num_filters=[[16], [24, 24]], stackwise_kernel_size=[[3], [5, 5]],
+        stackwise_num_strides=[[2], [2, 1]], stackwise_se_ratio=[[None], [0.25, 0.25]],
+        stackwise_activation=[["relu"], ["hard_swish", "hard_swish"]],
+        stackwise_padding=[[1], [2, 2]], output_num_filters=48, depthwise_filters=8,
+        depthwise_stride=2, depthwise_residual=False, last_layer_filter=96,
+        squeeze_and_excite=0.5),
+    "VGG": dict(stackwise_num_repeats=[1, 1], stackwise_num_filters=[8, 16]),
+    "Xception": dict(stackwise_conv_filters=[[16, 32], [32, 64]],
+                     stackwise_pooling=[True, False]),
+    "HGNetV2": dict(
+        depths=[1, 1], embedding_size=16, hidden_sizes=[32, 64], stem_channels=[3, 8, 16],
+        hidden_act="relu", use_learnable_affine_block=False,
+        stackwise_stage_filters=[(16, 8, 32, 1, 1, 3), (32, 16, 64, 1, 1, 3)],
+        apply_downsample=[False, True], use_lightweight_conv_block=[False, False]),
+    "MobileNetV5": dict(
+        stackwise_block_types=[["er"], ["uir", "uir"]], stackwise_num_blocks=[1, 2],
+        stackwise_num_filters=[[16], [32, 32]], stackwise_strides=[[2], [2, 1]],
+        stackwise_act_layers=[["relu"], ["relu", "relu"]],
+        stackwise_exp_ratios=[[4.0], [4.0, 4.0]], stackwise_se_ratios=[[0.0], [0.0, 0.0]],
+        stackwise_dw_kernel_sizes=[[0], [5, 5]], stackwise_dw_start_kernel_sizes=[[0], [0, 0]],
+        stackwise_dw_end_kernel_sizes=[[0], [0, 0]], stackwise_exp_kernel_sizes=[[3], [0, 0]],
+        stackwise_pw_kernel_sizes=[[1], [0, 0]], stackwise_num_heads=[[0], [0, 0]],
+        stackwise_key_dims=[[0], [0, 0]], stackwise_value_dims=[[0], [0, 0]],
+        stackwise_kv_strides=[[0], [0, 0]], stackwise_use_cpe=[[False], [False, False]],
+        stem_size=16, num_features=64, use_msfa=False),
+}
+
+
+def _hub_backbone(family: str, size: int):
+    """A tiny ``<family>Backbone`` at ``size`` px (EfficientNet's names its shape
+    ``input_shape``)."""
+    import keras_hub
+
+    shape = "input_shape" if family == "EfficientNet" else "image_shape"
+    build = getattr(keras_hub.models, f"{family}Backbone")
+    return build(**HUB_BACKBONES[family], **{shape: (size, size, 3)})
+
+
+HUB_FAMILIES = tuple(HUB_BACKBONES)
+# The head's options: a softmax, and the sizes a tiny backbone needs (VGG's two hidden Dense
+# layers default to 4096 units); MobileNet's and MobileNetV5's heads end in logits, no option.
+_HUB_HEADS = {"VGG": {"pooling_hidden_dim": 32, "activation": "softmax"},
+              "MobileNet": {"num_features": 64}, "MobileNetV5": {"head_hidden_size": 64}}
+
+
+def hub_classifier(family: str, size: int = 32, classes: int = 3, seed: int = 0):
+    """keras-hub's ``<family>ImageClassifier`` over a tiny random backbone, with its own
+    preprocessor: an image converter of pixels in 0-255 to the ImageNet mean and deviation per
+    channel (ViT and DeiT: to -1..1, as their presets), softmax outputs (logits where the
+    task has no activation option)."""
+    import keras
+    import keras_hub
+
+    keras.utils.set_random_seed(seed)
+    backbone = _hub_backbone(family, size)
+    if family in ("ViT", "DeiT"):
+        scale, offset = 1 / 127.5, -1.0
+    else:
+        scale = [1 / (255 * s) for s in _IMAGENET_STD]
+        offset = [-m / s for m, s in zip(_IMAGENET_MEAN, _IMAGENET_STD, strict=True)]
+    converter = getattr(keras_hub.layers, f"{family}ImageConverter")(
+        image_size=(size, size), scale=scale, offset=offset)
+    preprocessor = getattr(keras_hub.models, f"{family}ImageClassifierPreprocessor")(
+        image_converter=converter)
+    task = getattr(keras_hub.models, f"{family}ImageClassifier")
+    return task(backbone=backbone, num_classes=classes, preprocessor=preprocessor,
+                **_HUB_HEADS.get(family, {"activation": "softmax"}))

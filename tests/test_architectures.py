@@ -121,6 +121,18 @@ def test_failures_are_one_line_and_their_tracebacks_go_to_the_log(tmp_path):
                                        "(MultiHeadAttention)")
     assert one_line(ValueError("bad\nsecond")) == "ValueError: second"
 
+    class Reads(keras.layers.Layer):
+        """Reads its input's shape in Python, as keras-hub's MiT patch embedding does."""
+
+        def call(self, x):
+            return keras.ops.reshape(x, (-1, x.shape[1] * x.shape[2], x.shape[3]))
+
+    traced = tf.function(Reads(name="reads"), input_signature=[tf.TensorSpec((None,) * 3 + (3,))])
+    with pytest.raises(TypeError) as keras_call:  # Keras frames the cause with the arguments
+        traced.get_concrete_function()
+    assert one_line(keras_call.value) == ("TypeError: unsupported operand type(s) for *: "
+                                          "'NoneType' and 'NoneType' (in Reads.call())")
+
 
 def test_a_method_that_cannot_pass_a_layer_says_so_in_one_line(tmp_path):
     """LRP on a layer no rule covers (GroupNormalization; keras-hub's ViT layers it now walks,
@@ -198,3 +210,22 @@ def test_a_class_claiming_a_known_package_that_does_not_hold_it_is_refused(tmp_p
             archive.writestr(name, data)
     with pytest.raises(ModelError, match="custom class 'Evil'"):
         load_model(str(tmp_path / "evil.keras"))
+
+
+def test_a_layer_with_several_outputs_is_no_layer_to_tap():
+    """keras-hub's HGNetV2 encoder returns a list of stage outputs and its backbone a dict:
+    neither is one map, so Grad-CAM's, the stage ends' and concepts' layers pass over them
+    (the attribution and concepts sections crashed on the list)."""
+    from auditor.inputs.layers import output_shape, stage_ends
+
+    class Both(keras.layers.Layer):
+        def call(self, x):
+            return [x, x * 2.0]
+
+    inputs = keras.Input((8, 8, 3))
+    a, b = Both(name="both")(keras.layers.Conv2D(4, 3, name="conv")(inputs))
+    head = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(a + b))
+    model = keras.Model(inputs, head)
+    assert output_shape(model.get_layer("both")) is None
+    assert output_shape(model.get_layer("conv")) == (None, 6, 6, 4)
+    assert stage_ends(model) == ["conv"]

@@ -166,3 +166,19 @@ def test_a_model_whose_layers_cannot_be_read_is_skipped_not_failed(tmp_path):
     assert statuses["concepts.reconstruction"] == statuses["concepts.removal"] == "skipped"
     assert "no layer with a spatial" in outcome.summary["concepts"]["skipped"]
     assert "Neuron groups were not computed" in (outcome.out / "report.html").read_text()
+
+
+def test_a_vision_transformer_is_told_why_no_layer_applies_and_what_explains_its_tokens():
+    """keras-hub's ViT has no spatial layer to read groups at (its patch convolution is inside
+    its embedding layer): the one line says no 'concepts.layers' setting applies to it, and
+    which methods explain its tokens instead."""
+    from architectures import hub_vit
+
+    from auditor.errors import ModelError
+    from auditor.methods.concepts.layers import default_layers
+
+    with pytest.raises(ModelError) as info:
+        default_layers(hub_vit())
+    line = str(info.value)
+    assert "\n" not in line and "no layer with a spatial" in line
+    assert "no 'concepts.layers' setting applies" in line and "'rollout'" in line

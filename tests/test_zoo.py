@@ -1,7 +1,8 @@
 """Every keras.applications family loads, copies and predicts; a representative few run the
 attribution methods, with LRP's relevance conserved on each; a representative few (a whole
 classifier, a backbone nested under a head, keras-hub's ViTImageClassifier) go through every
-section and every attribution method, each section running or saying in one line why not.
+section and every attribution method, each section running or saying in one line why not;
+and every other keras-hub ImageClassifier through every section, with its own preprocessor.
 
 The families are built with ``weights=None`` at their smallest input (32 px, 71 or 75 px where
 the architecture needs it) and random weights: what is tested is that the audit's machinery
@@ -13,10 +14,19 @@ All of this module is marked slow: about 1 CPU-minute a family-wide test, 1 to 4
 
 from __future__ import annotations
 
+import functools
+
 import keras
 import numpy as np
 import pytest
-from architectures import FAMILIES, application, hub_vit_classifier, without_biases
+from architectures import (
+    FAMILIES,
+    HUB_FAMILIES,
+    application,
+    hub_classifier,
+    hub_vit_classifier,
+    without_biases,
+)
 
 from auditor.inputs.copies import copy_model
 from auditor.inputs.models import load_model
@@ -79,12 +89,16 @@ def test_grad_cam_and_lrp_maps_on_a_family(tmp_path, family):
         assert maps.shape == x.shape and np.isfinite(maps).all(), method
 
 
-# The suite audits one model whole: keras-hub's ViT, the architecture furthest from the CNNs
-# the other tests audit (about a CPU-minute). A CNN family took 4 CPU-minutes (MobileNetV3Small)
-# to half an hour of wall time under load (a nested EfficientNetB0): bench/zoo_sections.py runs
-# every family, whole and nested, and docs/scale.md records what it found.
+# The slow set audits keras-hub's ViT whole, the architecture furthest from the CNNs the other
+# tests audit (about a CPU-minute), and every other keras-hub ImageClassifier with its own
+# preprocessor (1 to 2.5 CPU-minutes each at a load of 9; about 20 in all). A keras.applications
+# family took 4 CPU-minutes (MobileNetV3Small) to half an hour of wall time under load (a nested
+# EfficientNetB0): bench/zoo_sections.py runs every family, whole and nested, and docs/scale.md
+# records what it found.
 EVERY_SECTION = {
     "keras-hub ViTImageClassifier": lambda: hub_vit_classifier(),
+    **{f"keras-hub {family}ImageClassifier": functools.partial(hub_classifier, family)
+       for family in HUB_FAMILIES if family != "ViT"},
 }
 
 

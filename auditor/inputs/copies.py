@@ -6,7 +6,8 @@ model all start here, so a model that loads can be copied. ``keras.models.clone_
 ``recursive=True`` rebuilds every nested Functional model layer by layer, which breaks on
 models whose class has its own config (a keras-hub ``ViTBackbone``: its inner
 ``ViTPatchingAndEmbedding`` writes config keys its constructor refuses). Such a model is rebuilt
-the way saving rebuilds it: from its own class's config, with its weights copied after.
+the way saving rebuilds it: from its own class's config, with its weights copied after, and
+then given what its config does not hold: each layer's name and activation as on the model.
 
 A copy costs seconds on a large model, and every function traced on it (a gradient, LRP's
 relevance, a training step: tens of seconds each on DenseNet121) is traced again on the next
@@ -73,7 +74,7 @@ def rebuild(layer):
     if _plain_model(layer):
         return keras.models.clone_model(layer, clone_function=_rebuild_layer)
     if isinstance(layer, keras.Model):
-        return _deserialised(layer)
+        return _same_names_and_activations(layer, _deserialised(layer))
     return layer.__class__.from_config(layer.get_config())
 
 
@@ -93,6 +94,30 @@ def _plain_model(layer) -> bool:
     subclass with its own config such as a keras-hub backbone or task."""
     return (type(layer).__name__ in ("Functional", "Sequential")
             and type(layer).__module__.startswith("keras."))
+
+
+def _same_names_and_activations(model, copy):
+    """``copy`` with every layer named and activated as on ``model``, layer for layer: a
+    keras-hub backbone whose config leaves out its name (VGG's) is numbered anew on each
+    rebuild ('vgg_backbone_6' for 'vgg_backbone_2'), so a layer found by path on the model is
+    missing on the copy; and an activation switched on the loaded model (the softmax the logits
+    model strips in place) is in a plain layer's config, but not in a keras-hub task's, whose
+    config holds its constructor's ``activation``."""
+    import keras
+
+    from auditor.inputs.layers import walk
+
+    originals = [layer for _, layer in walk(model)]
+    twins = [layer for _, layer in walk(copy)]
+    if [type(layer) for layer in originals] != [type(layer) for layer in twins]:
+        return copy  # not the same structure: nothing to carry over layer for layer
+    for layer, twin in zip(originals, twins, strict=True):
+        twin.name = layer.name
+        activation = getattr(layer, "activation", None)
+        if (callable(activation) and not isinstance(activation, keras.layers.Layer)
+                and getattr(twin, "activation", None) is not activation):
+            twin.activation = activation
+    return copy
 
 
 def _deserialised(model):

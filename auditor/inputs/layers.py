@@ -74,15 +74,18 @@ def find_layer(model, name: str):
 
 
 def output_shape(layer) -> tuple | None:
-    """The shape of a layer's (first) output, batch dimension included, or None if unknown."""
+    """The shape of a layer's output, batch dimension included, or None if unknown or if the
+    layer has several outputs (keras-hub's HGNetV2 encoder returns a list of stage outputs, its
+    backbone a dict: no one map to tap)."""
+    import keras
+
     try:
-        return tuple(layer.output.shape)
+        output = layer.output
     except (AttributeError, ValueError):
         nodes = getattr(layer, "_inbound_nodes", None)
-        if nodes:
-            outputs = nodes[0].output_tensors
-            return tuple(outputs[0].shape) if outputs else None
-        return None
+        output = nodes[0].output_tensors if nodes else None
+    outputs = keras.tree.flatten(output) if output is not None else []
+    return tuple(outputs[0].shape) if len(outputs) == 1 else None
 
 
 def last_conv_layer(model) -> str:

@@ -377,12 +377,22 @@ def _read_model(path: str, unsafe_load: bool):
             raise ModelError(f"model '{path}' uses a custom layer or object that is not "
                              "registered; import the module that defines it and pass "
                              "--unsafe-load, or save the model with built-in layers") from None
-        raise ModelError(f"cannot read model '{path}': {message.splitlines()[0]}") from None
+        raise ModelError(f"cannot read model '{path}': {_first_line(message)}") from None
     except (OSError, TypeError, KeyError, zipfile.BadZipFile) as exc:
         _refuse_unknown_classes(p)
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelError(f"cannot read model '{path}' ({first}); is it a Keras model "
                          "file?") from None
+
+
+def _first_line(message: str) -> str:
+    """A Keras load error's first line, with the line it announces when it ends in a colon
+    ("...could not be loaded. Example error message for object <Conv2D name=top_conv>:" is
+    followed by what went wrong with that layer)."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()] or ["unknown error"]
+    if lines[0].endswith(":") and len(lines) > 1:
+        return f"{lines[0]} {lines[1]}"
+    return lines[0]
 
 
 def _refuse_unknown_classes(path: Path) -> None:

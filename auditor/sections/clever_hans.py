@@ -76,7 +76,7 @@ KEY_FIGURES = (KeyFigure(
 
 @dataclass
 class Options:
-    methods: list[str] | None = None  # default: those registered among PREFERRED_METHODS
+    methods: list[str] | None = None  # default: those of PREFERRED_METHODS the model takes
     shortcuts: list[str] = field(default_factory=lambda: ["patch", "watermark"])
     control: bool = True
     target_class: str | None = None  # default: the class with the most audit images
@@ -550,6 +550,8 @@ def run(ctx: Context, options: Options) -> SectionResult:
         return run_multilabel(ctx, options)
     names = ctx.dataset.class_names
     methods, discovery_method = resolve_methods(options)
+    if options.methods is None:
+        methods = applicable(ctx.handle, methods)
     discovery_method, choice = trusted_method(ctx, options, discovery_method)
     target = resolve_target(options, ctx.dataset.labels, names)
     settings = shortcut_settings(options, ctx.handle.input_shape)
@@ -573,6 +575,16 @@ def run(ctx: Context, options: Options) -> SectionResult:
               "shortcut. "
               "Maps show |relevance|, brighter is more.",
         summary={NAME: summary}, data=data, checks=checks, method_choice=choice)
+
+
+def applicable(handle, methods: list[str]) -> list[str]:
+    """The default methods the model takes: Grad-CAM left out of a model with no layer it can
+    explain (keras-hub's Swin keeps its tokens in its own layers), rather than the whole
+    injection test skipped for it; the gradient applies to every model."""
+    from auditor.methods.attribution.layer import method_layers
+
+    layers = method_layers(handle, methods, {})
+    return [m for m in methods if m not in layers or layers[m]["layer"] is not None]
 
 
 def methods_trusted(ctx: Context, methods: list[str], summary: dict) -> Check:

@@ -120,7 +120,9 @@ def success_check(found: int, count: int, spec: dict, noun: str = "mistakes",
         return dataclasses.replace(
             check, status="error",
             message=check.message + (f": not measurable, the search never reached {goal} "
-                                     "(zero or saturated gradients, or too few steps)"))
+                                     "(zero or saturated gradients, too few steps, or a size "
+                                     "penalty that outweighs the margin's gradient: lower "
+                                     "'counterfactuals.weight' and 'tv_weight')"))
     return check.noted(": far fewer than the mistakes, the gradients lead nowhere for most")
 
 

@@ -209,11 +209,14 @@ def explained(p, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return positions, margins[positions].argmax(axis=1)
 
 
-def compute_maps(handle, x, targets, methods, score, method_options, maps_of=None):
+def compute_maps(handle, x, targets, methods, score, method_options, maps_of=None,
+                 workdir=None):
     """Maps of every method that applies to this model, and the reason for each that does not
     (e.g. Grad-CAM on a model without convolutions, or a method that raises on this
-    architecture: a finding on the card, never a failed audit). ``maps_of(method, options)``
-    gives them instead of ``attribute`` (a section reading the saliency step's maps)."""
+    architecture: a finding on the card, never a failed audit, in one line; its traceback goes
+    to ``workdir``'s audit.log). ``maps_of(method, options)`` gives them instead of
+    ``attribute`` (a section reading the saliency step's maps)."""
+    from auditor.failures import log_failure
     from auditor.methods.attribution import attribute
 
     maps, unavailable = {}, {}
@@ -225,8 +228,8 @@ def compute_maps(handle, x, targets, methods, score, method_options, maps_of=Non
         except AuditorError as exc:  # e.g. Grad-CAM without a convolution: does not apply
             unavailable[method] = str(exc)
         except Exception as exc:  # a method that breaks on this architecture is a finding
-            unavailable[method] = (f"failed on this model ({type(exc).__name__}: "
-                                   f"{str(exc).splitlines()[0][:200] if str(exc) else ''})")
+            line = log_failure(workdir, f"method '{method}'", exc)
+            unavailable[method] = f"failed on this model ({line})"
     return maps, unavailable
 
 
@@ -289,7 +292,7 @@ def faithfulness_part(ctx, options, methods):
     positions, targets = explained(p, options.faithfulness_samples, ctx.config.seed)
     x = ctx.dataset.images(positions)
     maps, unavailable = compute_maps(ctx.handle, x, targets, methods, options.score,
-                                     options.method_options)
+                                     options.method_options, workdir=ctx.workdir)
     maps["random"] = random_maps(x, ctx.config.seed)
     probability = "sigmoid" if p.multilabel else "softmax"
     curves = {m: deletion_insertion(ctx.handle, x, targets, a, steps=options.faithfulness_steps,

@@ -85,11 +85,15 @@ def normalised(maps: np.ndarray) -> np.ndarray:
 
 
 def _initializer(layer, variable):
+    """The initializer ``layer`` drew ``variable`` from, as an object (keras-hub's MobileNetV5
+    layers keep theirs as a name, 'he_normal'), or None."""
+    import keras
+
     name = variable.name.split("/")[-1].split(":")[0]
     for candidate in (f"{name}_initializer", f"{name.removesuffix('_kernel')}_initializer",
                       "depthwise_initializer" if name == "kernel" else ""):
         if candidate and getattr(layer, candidate, None) is not None:
-            return getattr(layer, candidate)
+            return keras.initializers.get(getattr(layer, candidate))
     return None
 
 

@@ -56,14 +56,27 @@ def attention_layers(model) -> list:
             if isinstance(layer, keras.layers.MultiHeadAttention)]
 
 
+def own_attention(model) -> list[str]:
+    """The class names of a transformer's own attention layers (keras-hub's MiT and Swin
+    attend in theirs, not in keras.layers.MultiHeadAttention), by name."""
+    return sorted({type(layer).__name__ for layer in model._flatten_layers(recursive=True)
+                   if "attention" in type(layer).__name__.lower()
+                   and type(layer).__name__ != "MultiHeadAttention"})
+
+
 def required_attention(model) -> list:
     """The model's attention layers; AuditorError (one line) when it has none."""
     layers = attention_layers(model)
-    if not layers:
-        raise AuditorError(f"model '{model.name}' has no attention layer "
-                           "(keras.layers.MultiHeadAttention); attention rollout explains "
-                           "vision transformers only")
-    return layers
+    if layers:
+        return layers
+    own = own_attention(model)
+    if own:
+        raise AuditorError(f"model '{model.name}' computes attention in its own layers "
+                           f"({', '.join(own)}), not keras.layers.MultiHeadAttention, whose "
+                           "attention weights attention rollout reads")
+    raise AuditorError(f"model '{model.name}' has no attention layer "
+                       "(keras.layers.MultiHeadAttention); attention rollout explains "
+                       "vision transformers only")
 
 
 @contextlib.contextmanager

@@ -22,10 +22,7 @@ def default_layers(model) -> list[tuple[str, str]]:
     try:
         last = last_conv_layer(model)
     except ModelError:
-        raise ModelError(f"model '{model.name}' has no layer with a spatial (N, H, W, C) output "
-                         "that can be read: neuron groups are parts located on a convolutional "
-                         "layer's grid (a vision transformer's tokens are on none; a "
-                         "SavedModel's layers cannot be read)") from None
+        raise ModelError(no_spatial_layer(model)) from None
     ends = [name for name in stage_ends(model) if name != last]
     chosen = []
     if ends:
@@ -37,6 +34,30 @@ def default_layers(model) -> list[tuple[str, str]]:
     chosen.append((last, f"the last layer with a spatial map ({size[0]}x{size[1]} grid): the "
                          "most abstract parts the model still locates"))
     return chosen
+
+
+def no_spatial_layer(model) -> str:
+    """Why a model without a spatial layer has no neuron groups, and what applies instead: a
+    SavedModel hides its layers (its .keras file does not); a vision transformer's tokens lie
+    on no convolutional grid, so no ``concepts.layers`` setting applies (rollout explains
+    tokens)."""
+    import keras
+
+    from auditor.methods.attribution.tokens import attention_layers, own_attention
+
+    why = f"model '{model.name}' has no layer with a spatial (N, H, W, C) output"
+    if any(isinstance(layer, keras.layers.TFSMLayer) for _, layer in walk(model)):
+        return (f"{why} that can be read: a SavedModel's layers are hidden; audit the model's "
+                ".keras file for neuron groups")
+    rollout = bool(attention_layers(model))
+    if rollout or own_attention(model):
+        return (f"{why}: neuron groups are parts on a convolutional layer's grid and a vision "
+                "transformer's tokens are on none, so no 'concepts.layers' setting applies to "
+                "it (a hybrid could name its convolutional stem)" + (
+                    "; attribution's 'rollout' and 'gradient_rollout' explain its tokens"
+                    if rollout else ""))
+    return (f"{why}: neuron groups are parts on a convolutional layer's grid; 'concepts.layers' "
+            "names one, and this model has none")
 
 
 def check_layers(model, names, option: str = "concepts.layers") -> list[tuple[str, str]]:

@@ -17,13 +17,16 @@ Transform = Callable  # (images (N, H, W, C), tf.random.Generator) -> images
 
 
 def _warp(images, matrices):
-    """Resample each image through its own (N, 3, 3) affine map from output to input pixels."""
+    """Resample each image through its own (N, 3, 3) affine map from output to input pixels;
+    the images keep their static shape (the op forgets it, and a layer that reads its input's
+    shape in Python, as keras-hub's MiT patch embedding does, fails on an unknown one)."""
     import tensorflow as tf
 
     flat = tf.reshape(matrices, (-1, 9))[:, :8]
-    return tf.raw_ops.ImageProjectiveTransformV3(
+    warped = tf.raw_ops.ImageProjectiveTransformV3(
         images=images, transforms=flat, output_shape=tf.shape(images)[1:3],
         fill_value=0.0, interpolation="BILINEAR", fill_mode="REFLECT")
+    return tf.ensure_shape(warped, images.shape)
 
 
 def _affine(sample, key: tuple) -> Transform:

@@ -187,7 +187,6 @@ class Walk:
         """The op's LRP counterpart; an op LRP cannot pass, or one reading such an op's output,
         runs as it is with its output marked (``check`` decides whether that matters)."""
         import keras
-        import tensorflow as tf
 
         try:
             lrp, reason = self.wrap(op, folds, fused, skipped), None
@@ -198,11 +197,19 @@ class Walk:
             upstream = self._opaque_in(args)
             if lrp is not None and (upstream is None or isinstance(op, keras.layers.Multiply)):
                 return lrp(*args, **kwargs)
-            y = tf.stop_gradient(op(*args, **kwargs))
-            self.opaque[id(y)] = (y, upstream or reason)
-            return y
+            return self._opaque_out(op(*args, **kwargs), upstream or reason)
 
         return call
+
+    def _opaque_out(self, y, reason: str):
+        """``y`` (a tensor, or a layer's tuple of them, as keras-hub's DeiT encoder returns)
+        with no gradient, each tensor marked opaque for ``reason``."""
+        import tensorflow as tf
+
+        y = tf.nest.map_structure(tf.stop_gradient, y)
+        for tensor in tf.nest.flatten(y):
+            self.opaque[id(tensor)] = (tensor, reason)
+        return y
 
     def wrap(self, op, folds, fused, skipped):
         import keras
@@ -238,16 +245,12 @@ class Walk:
         for their LRP counterparts; opaque if any of them was."""
         import inspect
 
-        import tensorflow as tf
-
         accepted = inspect.signature(op.call).parameters
         before = len(self.opaque)
         with swapped(op, lambda sub: self.guarded(sub, {}, {}, set())):
             y = op.call(*args, **{k: v for k, v in kwargs.items() if k in accepted})
         if len(self.opaque) > before:
-            reason = list(self.opaque.values())[-1][1]
-            y = tf.stop_gradient(y)
-            self.opaque[id(y)] = (y, reason)
+            y = self._opaque_out(y, list(self.opaque.values())[-1][1])
         return y
 
     @staticmethod

@@ -1,0 +1,89 @@
+"""keras-hub's image classifiers from the CLI: each family's ``<family>ImageClassifier``, saved
+to .keras with its own preprocessor, loads without --unsafe-load (its classes come from the
+installed keras_hub package), is audited through its preprocessor's input range (not probed),
+and copies (the randomised and fine-tuned copies start from ``copy_model``) with its logits.
+
+The backbones are tiny and random (tests/architectures.py ``HUB_BACKBONES``, 32 px): what is
+tested is that the audit's loading and copying handle each family's classes. Every section on
+each family is the slow test in tests/test_zoo.py and ``bench/zoo_sections.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import keras
+import numpy as np
+import pytest
+from architectures import HUB_FAMILIES, hub_classifier
+
+from auditor.inputs.copies import copy_model
+from auditor.inputs.layers import walk
+from auditor.inputs.models import load_model
+
+# ViT has its own CLI test (tests/test_architectures.py). About 55 CPU-seconds for the eleven
+# others on the shared 2-core machine (3 to 10 each); Swin's build and first trace alone cost
+# about 28, so it runs with the slow tests.
+FAMILIES = [pytest.param(family, marks=pytest.mark.slow) if family == "SwinTransformer"
+            else family for family in HUB_FAMILIES if family != "ViT"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_keras_hub_classifier_audits_from_the_cli_with_its_preprocessor(
+        tmp_path, monkeypatch, capsys, family):
+    from auditor.cli import main
+
+    task = hub_classifier(family, classes=10)
+    path = tmp_path / f"{family}.keras"
+    task.save(path)
+    handle = load_model(str(path))
+    x = np.random.default_rng(0).uniform(0, 1, (2, 32, 32, 3)).astype("float32")
+    expected = task.predict(x * 255.0, verbose=0)  # the task's preprocessor, then the model
+    logits = handle.logits(x).numpy()
+    got = logits if handle.output == "logits" else np.asarray(keras.ops.softmax(logits))
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    copy = copy_model(handle.logits_model)  # stays on logits: the head's softmax stays off
+    np.testing.assert_allclose(np.asarray(copy(handle.transform.to_model(x))), logits,
+                               atol=1e-4)
+    # layers found by path on the model are found on the copy (VGG's backbone is renumbered)
+    assert [p for p, _ in walk(copy)] == [p for p, _ in walk(handle.logits_model)]
+    monkeypatch.setattr(sys, "argv", [
+        "auditor", "audit", "--model", str(path), "--data", "sklearn:digits:test",
+        "--max-samples", "40", "--sections", "performance", "--out", str(tmp_path / "run"),
+        "--format", "json"])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    assert stop.value.code in (0, 1), capsys.readouterr().err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert (summary["model"]["input_range"], summary["model"]["input_range_source"]) == (
+        "keras-hub preprocessor", "model")
+    assert not [c for c in summary["checks"] if c["status"] == "error"], summary["checks"]
+
+
+def test_rollout_on_a_transformer_with_its_own_attention_class_says_which():
+    """keras-hub's MiT attends in its own layer class: rollout, which reads the weights of
+    keras.layers.MultiHeadAttention, says in one line that it cannot and names the class."""
+    from auditor.errors import AuditorError
+    from auditor.methods.attribution.tokens import required_attention
+
+    with pytest.raises(AuditorError, match=r"its own layers \(SegFormerMultiheadAttention\)"):
+        required_attention(hub_classifier("MiT"))
+
+
+def test_clever_hans_default_methods_leave_out_grad_cam_where_no_layer_takes_it(tmp_path):
+    """keras-hub's Swin keeps its tokens in its own layers: Grad-CAM has no layer there, and the
+    injection test runs with the gradient instead of being skipped whole (as for any model
+    without a spatial layer, here a Dense one); a convolutional model keeps both."""
+    from auditor.sections.clever_hans import PREFERRED_METHODS, applicable
+
+    dense = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
+                              keras.layers.Dense(3)])
+    conv = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3),
+                             keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
+    for name, model in (("dense", dense), ("conv", conv)):
+        model.save(tmp_path / f"{name}.keras")
+    assert applicable(load_model(str(tmp_path / "dense.keras"), "0-1"),
+                      list(PREFERRED_METHODS)) == ["gradient"]
+    assert applicable(load_model(str(tmp_path / "conv.keras"), "0-1"),
+                      list(PREFERRED_METHODS)) == ["gradient", "gradcam"]
