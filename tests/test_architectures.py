@@ -74,7 +74,7 @@ def test_a_copy_that_cannot_be_rebuilt_is_one_line_naming_the_layer():
 
 def test_keras_hub_vit_randomised_and_fine_tuned_copies(tmp_path):
     from auditor.methods.attribution.sanity import randomisable_copy, weighted_layers
-    from auditor.methods.shortcuts.injection import _clone
+    from auditor.methods.shortcuts.injection import _working_copy
 
     path = tmp_path / "vit.keras"
     hub_vit().save(path)
@@ -87,8 +87,8 @@ def test_keras_hub_vit_randomised_and_fine_tuned_copies(tmp_path):
     stages = [path for path, _ in weighted_layers(copy.logits_model)]
     queries = [path for path in stages if "/vit_encoder" in path and path.endswith("mha/query")]
     assert len(queries) == 2, stages  # one per encoder block
-    tuned = _clone(handle)
-    assert tuned.trainable_variables
+    tuned = _working_copy(handle)
+    assert tuned.logits_model.trainable_variables
 
 
 def test_failures_are_one_line_and_their_tracebacks_go_to_the_log(tmp_path):
