@@ -384,7 +384,10 @@ def test_demo_out_holding_user_files_is_refused(tmp_path, run_cli):
 
 # --- Interruptions leave nothing behind --------------------------------------------------------
 
-@pytest.mark.parametrize("signame, code", [("SIGTERM", 143), ("SIGINT", 130)])
+@pytest.mark.parametrize("signame, code", [
+    ("SIGTERM", 143),
+    pytest.param("SIGINT", 130, marks=pytest.mark.slow),  # the same path; a second audit
+])
 def test_an_interrupted_audit_leaves_nothing_behind(tmp_path, digits_model_path, signame, code):
     import os
     import signal

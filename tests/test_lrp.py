@@ -116,6 +116,7 @@ def test_batchnorm_is_folded_so_lrp_zero_still_equals_gradient_x_input(tmp_path)
     np.testing.assert_allclose(lrp0, gxi, atol=1e-5 * np.abs(gxi).max())
 
 
+@pytest.mark.slow  # 27 s; the nested backbones of every family are in the slow zoo tests too
 def test_lrp_runs_on_a_mobilenetv2_backbone_nested_in_a_head(tmp_path):
     """MobileNetV2 (weights=None): ReLU6, depthwise convolutions, BatchNormalization folded,
     residual Adds, nested in a functional head."""
