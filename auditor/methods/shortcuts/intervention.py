@@ -223,27 +223,45 @@ def measure_effect(logits_fn, label: int, members: np.ndarray, rest: np.ndarray,
     """Remove the difference from ``members`` and paste it onto ``others`` (images of other
     classes), each beside its control: the suspect class's probability drop and flip rate.
     ``clean``: the model's probabilities on members, rest and others as they are."""
-    remove, paste, control = interventions(members, rest, mask)
-    local = mask is not None
-    parts = [remove(members), remove(rest) if local else rest[:0], paste(others)]
-    parts += [control(others)] if local else []
-    bounds = np.cumsum([0] + [len(p) for p in parts])
-    probs = probabilities(logits_fn, np.concatenate(parts))
-    p = [probs[bounds[i]:bounds[i + 1]] for i in range(len(parts))]
+    local, parts, p = intervened(lambda x: probabilities(logits_fn, x), members, rest, others,
+                                 mask)
     drops = clean[0][:, label] - p[0][:, label]
     rest_drops = clean[1][:, label] - p[1][:, label] if local else np.zeros(1)
     eligible = clean[2].argmax(axis=1) != label
     flipped = p[2][eligible].argmax(axis=1) == label
     flipped_control = (p[3][eligible].argmax(axis=1) == label if local
                        else np.zeros(int(eligible.sum()), bool))
-    trials = int(eligible.sum())
-    flip_excess = paired_excess(flipped.astype(float), flipped_control.astype(float), seed)
-    drop_excess = two_sample_excess(drops, rest_drops, seed)
     shown = np.flatnonzero(eligible)[:EXAMPLES]
     examples = {"member": members[:EXAMPLES], "removed": parts[0][:EXAMPLES],
                 "member_p": (clean[0][:EXAMPLES, label], p[0][:EXAMPLES, label]),
                 "other": others[shown], "pasted": parts[2][shown],
                 "other_p": (clean[2][shown, label], p[2][shown, label])}
+    return judged(flipped, flipped_control, drops, rest_drops, examples, region, local,
+                  len(members), seed)
+
+
+def intervened(score_fn, members: np.ndarray, rest: np.ndarray, others: np.ndarray, mask):
+    """The interventions and the scores on them, in one pass: (local, images, scores), each a
+    list of the members with the difference removed, the rest removed alike (local only, else
+    empty), the others with it pasted, and the others' control (local only)."""
+    remove, paste, control = interventions(members, rest, mask)
+    local = mask is not None
+    parts = [remove(members), remove(rest) if local else rest[:0], paste(others)]
+    parts += [control(others)] if local else []
+    bounds = np.cumsum([0] + [len(p) for p in parts])
+    scores = score_fn(np.concatenate(parts))
+    return local, parts, [scores[bounds[i]:bounds[i + 1]] for i in range(len(parts))]
+
+
+def judged(flipped: np.ndarray, flipped_control: np.ndarray, drops: np.ndarray,
+           rest_drops: np.ndarray, examples: dict, region: str, local: bool, members: int,
+           seed: int) -> Effect:
+    """The effect of one intervention from its outcomes: the flips of the pasted others beside
+    their control's, and the score drops of the members beside the rest's; confirmed when
+    either excess's lower bound clears its bound."""
+    trials = len(flipped)
+    flip_excess = paired_excess(flipped.astype(float), flipped_control.astype(float), seed)
+    drop_excess = two_sample_excess(drops, rest_drops, seed)
     return Effect(examples=examples, region=region, local=local,
                   flip_rate=float(flipped.mean()) if trials else 0.0,
                   flip_interval=wilson(int(flipped.sum()), trials),
@@ -252,7 +270,7 @@ def measure_effect(logits_fn, label: int, members: np.ndarray, rest: np.ndarray,
                   score_drop=float(drops.mean()) if len(drops) else 0.0,
                   drop_interval=bootstrap_mean(drops, seed),
                   drop_control=float(rest_drops.mean()), drop_excess=drop_excess,
-                  members=len(members),
+                  members=members,
                   confirmed=bool(flip_excess[1] >= FLIP_BOUND
                                  or (local and drop_excess[1] >= DROP_BOUND)))
 

@@ -29,16 +29,11 @@ from auditor.methods.shortcuts.discovery import (
     pooled_maps,
 )
 from auditor.methods.shortcuts.intervention import (
-    DROP_BOUND,
     EXAMPLES,
-    FLIP_BOUND,
     Effect,
-    bootstrap_mean,
     image_region,
-    interventions,
-    paired_excess,
-    two_sample_excess,
-    wilson,
+    intervened,
+    judged,
 )
 from auditor.predict.predictions import sigmoid
 
@@ -88,38 +83,21 @@ def measure_label_effect(logits_fn, label: int, threshold: float, members: np.nd
     when the difference is removed, and the share of ``others`` (images without the label,
     not given it) given it once the difference is pasted, each beside its control.
     ``clean``: the label's sigmoid on members, rest and others as they are."""
-    remove, paste, control = interventions(members, rest, mask)
-    local = mask is not None
-    parts = [remove(members), remove(rest) if local else rest[:0], paste(others)]
-    parts += [control(others)] if local else []
-    bounds = np.cumsum([0] + [len(p) for p in parts])
-    scores = sigmoid(np.asarray(logits_fn(np.concatenate(parts)))[:, label])
-    p = [scores[bounds[i]:bounds[i + 1]] for i in range(len(parts))]
+    local, parts, p = intervened(
+        lambda x: sigmoid(np.asarray(logits_fn(x)))[:, label], members, rest, others, mask)
     drops = clean[0] - p[0]
     rest_drops = clean[1] - p[1] if local else np.zeros(1)
     eligible = clean[2] < threshold
     flipped = p[2][eligible] >= threshold
     flipped_control = (p[3][eligible] >= threshold if local
                        else np.zeros(int(eligible.sum()), bool))
-    trials = int(eligible.sum())
-    flip_excess = paired_excess(flipped.astype(float), flipped_control.astype(float), seed)
-    drop_excess = two_sample_excess(drops, rest_drops, seed)
     shown = np.flatnonzero(eligible)[:EXAMPLES]
     examples = {"member": members[:EXAMPLES], "removed": parts[0][:EXAMPLES],
                 "member_p": (clean[0][:EXAMPLES], p[0][:EXAMPLES]),
                 "other": others[shown], "pasted": parts[2][shown],
                 "other_p": (clean[2][shown], p[2][shown])}
-    return Effect(examples=examples, region=region, local=local,
-                  flip_rate=float(flipped.mean()) if trials else 0.0,
-                  flip_interval=wilson(int(flipped.sum()), trials),
-                  flip_control=float(flipped_control.mean()) if trials else 0.0,
-                  flip_excess=flip_excess, pasted=trials,
-                  score_drop=float(drops.mean()) if len(drops) else 0.0,
-                  drop_interval=bootstrap_mean(drops, seed),
-                  drop_control=float(rest_drops.mean()), drop_excess=drop_excess,
-                  members=len(members),
-                  confirmed=bool(flip_excess[1] >= FLIP_BOUND
-                                 or (local and drop_excess[1] >= DROP_BOUND)))
+    return judged(flipped, flipped_control, drops, rest_drops, examples, region, local,
+                  len(members), seed)
 
 
 def confirm_label(logits_fn, found: ClassDiscovery, threshold: float, images: np.ndarray,
