@@ -205,18 +205,11 @@ def test_featureviz_and_concepts_trace_what_their_plan_declares(monkeypatch, tmp
     is one the section declares in ``Passes.traces``: a trace of a large model costs seconds,
     and these two once traced 12 and 13 against 3 and 9 declared. tf.data's own functions
     (the dataset's pipeline, milliseconds each) are not traces of the model."""
-    from tracecount import counting
+    from tracecount import counting, model_traces, recorded_plans
 
     import auditor.pipeline as pipeline
 
-    plans = []
-    plan_sections = pipeline.plan_sections
-
-    def keep_plan(*args):
-        plans.append(plan_sections(*args))
-        return plans[-1]
-
-    monkeypatch.setattr(pipeline, "plan_sections", keep_plan)
+    plans = recorded_plans(monkeypatch)
     config = make_config({
         "model": str(digits_model_path), "data": "sklearn:digits:test", "max_samples": 80,
         "out": str(tmp_path / "run"), "format": "json", "budget": 10 ** 9, "progress": False,
@@ -229,7 +222,5 @@ def test_featureviz_and_concepts_trace_what_their_plan_declares(monkeypatch, tmp
     assert not [c for c in summary["checks"] if c["status"] == "error"]
     assert summary["featureviz"]["comparison"]["unregularised"]  # compare ran: its own loop
     for name in ("featureviz", "concepts"):
-        seen = [function for (part, function), n in counts.functions.items()
-                if part == f"auditor/sections/{name}.py" and not function.startswith("Dataset_")
-                for _ in range(n - counts.nested[part, function])]
+        seen = model_traces(counts, f"auditor/sections/{name}.py", outermost=True)
         assert len(seen) == plans[-1].passes[name].traces, (name, seen)

@@ -48,6 +48,29 @@ def part_of_audit() -> str:
     return found
 
 
+def model_traces(counts: Counts, part: str, outermost: bool = False) -> list[str]:
+    """The functions of the model ``part`` traced (tf.data's own small pipeline functions left
+    out), once per trace; ``outermost``: without those traced inside another's trace."""
+    return [name for (where, name), n in counts.functions.items()
+            if where == part and not name.startswith("Dataset_")
+            for _ in range(n - (counts.nested[where, name] if outermost else 0))]
+
+
+def recorded_plans(monkeypatch) -> list:
+    """The compute plans the runs make from now on, in order (``pipeline.plan_sections``
+    wrapped): what a test holds the counts to."""
+    import auditor.pipeline as pipeline
+
+    plans, plan_sections = [], pipeline.plan_sections
+
+    def keep(*args):
+        plans.append(plan_sections(*args))
+        return plans[-1]
+
+    monkeypatch.setattr(pipeline, "plan_sections", keep)
+    return plans
+
+
 @contextlib.contextmanager
 def counting():
     """Count traces and copies while the block runs."""
