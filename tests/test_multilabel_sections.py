@@ -136,7 +136,8 @@ def test_concepts_explain_each_image_towards_each_label_it_carries(label_cnn, tm
     """Each sampled image is a pair per label it carries; its groups' contributions and the
     residual add up to gradient x activation of that label's logit, computed here apart; the
     bank and the removal tests name labels; each mistake is a missed label against a false
-    alarm of the same image; the view draws."""
+    alarm of the same image, or, on an image with one of them only, that label against
+    nothing (a contribution of 0); the view draws."""
     import tensorflow as tf
 
     from auditor.inputs.layers import activation_and_logits
@@ -146,7 +147,7 @@ def test_concepts_explain_each_image_towards_each_label_it_carries(label_cnn, tm
 
     ctx = label_context(label_cnn, tmp_path, ["concepts"])
     options = concepts.Options(sample=45, icon_steps=0, survival_images=0, removal_images=4,
-                               random_directions=4, mistakes=4, layers=["conv_c"])
+                               random_directions=4, mistakes=12, layers=["conv_c"])
     result = concepts.run(ctx, options)
     block, layer = result.summary["concepts"], result.data.layers[0]
     positions, targets = concepts.label_pairs(ctx.predictions.labels, 45, ctx.config.seed)
@@ -171,16 +172,27 @@ def test_concepts_explain_each_image_towards_each_label_it_carries(label_cnn, tm
             assert tests[bank["class"]]["group"] == bank["groups"][0]["group"]
         assert 0 < tests[bank["class"]]["images"] <= options.removal_images
     labels, preds = ctx.predictions.labels, ctx.predictions.preds
+    assert len(block["mistakes"]) == options.mistakes
+    one_sided = set()
     for m in block["mistakes"]:
-        missed, alarm = LABELS.index(m["true"]), LABELS.index(m["pred"])
-        assert labels[m["index"], missed] == 1 and preds[m["index"], missed] == 0
-        assert labels[m["index"], alarm] == 0 and preds[m["index"], alarm] == 1
+        i, parts = m["index"], m["layers"]["conv_c"]
+        for side, given, wrong in (("true", 1, "pred"), ("pred", 0, "true")):
+            if m[side] is not None:  # a missed label (given 1), a false alarm (given 0)
+                k = LABELS.index(m[side])
+                assert labels[i, k] == given and preds[i, k] == 1 - given
+            else:  # nothing of this kind on the image: its label against nothing, which is 0
+                assert not ((labels[i] == given) & (preds[i] != given)).any()
+                assert not any(parts[f"to_{side}"]) and parts[f"total_{side}"] == 0
+                assert parts[f"total_{wrong}"] != 0
+                one_sided.add(side)
+    assert one_sided == {"true", "pred"}  # both kinds of one-sided mistakes are explained
     shown = view(result, ctx.dataset)
     assert shown["multilabel"] and len(shown["layers"][0]["mistakes"]) == len(block["mistakes"])
     page = environment().get_template("sections/concepts.html").render(
         section={"view": shown, "summary": result.summary})
     assert "Per label: the group that carries it most" in page
     assert "the groups that carry each label" in page
+    assert "no false alarm" in page and "nothing missed" in page
 
 
 def test_discovery_per_label_finds_and_confirms_a_patch_tied_to_one_label(label_cnn, tmp_path):

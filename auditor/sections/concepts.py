@@ -154,21 +154,22 @@ def label_pairs(labels: np.ndarray, count: int, seed: int) -> tuple[np.ndarray, 
 
 def label_images(ctx: Context, options: Options):
     """A multi-label model's: (image, present label) pairs explained towards the label's logit,
-    and the images with both a missed label and a false alarm, the false alarm in the place
-    of the predicted class and the missed label in the true one's (the most confident first)."""
+    and the images with the most confident wrong decisions (``options.mistakes``, worst first),
+    the false alarm in the place of the predicted class and the missed label in the true
+    one's; an image with one kind of mistake only sets that label against nothing (-1)."""
     from auditor.methods.concepts.audit import Images
     from auditor.methods.multilabel import contrast_pairs, worst_mistakes
 
     p, names = ctx.predictions, ctx.dataset.class_names
     sample, targets = label_pairs(p.labels, options.sample, ctx.config.seed)
-    wrong = worst_mistakes(p.labels, p.probs, p.preds, p.thresholds, len(p.labels))
+    wrong = worst_mistakes(p.labels, p.probs, p.preds, p.thresholds, options.mistakes)
     missed, alarm = contrast_pairs(p.labels[wrong], p.probs[wrong], p.preds[wrong])
-    both = np.flatnonzero((missed >= 0) & (alarm >= 0))[:options.mistakes]
-    wrong, missed, alarm = wrong[both], missed[both], alarm[both]
     images = Images(ctx.dataset.images(sample), targets, ctx.dataset.images(wrong), alarm, missed,
                     distinct=np.unique(sample, return_index=True)[1])
-    mistakes = [{"index": int(pos), "true": names[m], "pred": names[a],
-                 "p_pred": float(p.probs[pos, a])}
+    mistakes = [{"index": int(pos), "true": names[m] if m >= 0 else None,
+                 "pred": names[a] if a >= 0 else None,
+                 "p_pred": float(p.probs[pos, a]) if a >= 0 else None,
+                 "p_true": float(p.probs[pos, m]) if m >= 0 else None}
                 for pos, m, a in zip(wrong, missed, alarm, strict=True)]
     return sample, images, mistakes
 
@@ -247,9 +248,10 @@ LABEL_INTRO = ("At each layer the activations of {n} (image, label) pairs (each 
                "residual it adds up to gradient x activation at that layer. A group is real for "
                "the label it carries most when removing it lowers that label's logit on the "
                "label's images more than removing random directions of the same norm. The "
-               "mistakes are images with a missed label and a false alarm: which groups pushed "
-               "towards the false alarm's logit over the missed label's. Red raised the score, "
-               "blue lowered it.")
+               "mistakes are the images with the most confident wrong decisions: which groups "
+               "pushed towards the false alarm's logit over the missed label's (an image with "
+               "only one of them: towards giving the false alarm, or towards leaving the missed "
+               "label out). Red raised the score, blue lowered it.")
 
 
 def layer_summary(result, names: list[str]) -> dict:

@@ -53,8 +53,8 @@ class Images:
     sample: np.ndarray
     labels: np.ndarray
     mistakes: np.ndarray
-    predicted: np.ndarray
-    true: np.ndarray
+    predicted: np.ndarray  # -1: nothing (a multi-label image missing a label, no false alarm)
+    true: np.ndarray  # -1: nothing (a multi-label image with a false alarm, nothing missed)
     distinct: np.ndarray | None = None  # None: every row is a different image
 
     @property
@@ -140,6 +140,19 @@ def label_removals(handle, result: LayerConcepts, images: Images, settings: Sett
     return tests
 
 
+def towards(factors: dict, handle, images: np.ndarray, targets: np.ndarray) -> dict:
+    """``attribution_of`` each image's target, where a target of -1 (nothing) contributes 0:
+    a multi-label mistake with one side only (a missed label and no false alarm, or the
+    reverse) is its one label's logit against nothing. The groups' weights do not depend on
+    the target, so those rows keep them."""
+    found = attribution_of(factors, handle, images, np.maximum(targets, 0))
+    nothing = np.asarray(targets) < 0
+    for attribution in found.values():
+        attribution.per_position[nothing] = 0
+        attribution.total[nothing] = 0
+    return found
+
+
 def analyse(handle, layers: list[tuple[str, str]], images: Images, settings: Settings,
             classes: int) -> list[LayerConcepts]:
     """Every layer (the activations and gradients of all of them from one pass), the
@@ -151,8 +164,8 @@ def analyse(handle, layers: list[tuple[str, str]], images: Images, settings: Set
                              classes) for layer, reason in layers]
     if len(images.mistakes):
         factors = {result.layer: result.factors for result in results}
-        pred = attribution_of(factors, handle, images.mistakes, images.predicted)
-        true = attribution_of(factors, handle, images.mistakes, images.true)
+        pred = towards(factors, handle, images.mistakes, images.predicted)
+        true = towards(factors, handle, images.mistakes, images.true)
         for result in results:
             result.mistakes = mistake_parts(pred[result.layer], true[result.layer])
             result.mistake_weights = pred[result.layer].weights
