@@ -37,6 +37,7 @@ from auditor.runs.baseline import (
     prediction_record,
     regression_checks,
     save_predictions,
+    task_difference,
 )
 from auditor.runs.disk import full_disk_is_an_error
 from auditor.runs.leftovers import sweep_dead_runs
@@ -371,7 +372,7 @@ def output_path(config: AuditConfig, loaded: Inputs, baseline_run, now, chief: b
     the folder is checked against the data's size, and the leftovers of dead runs beside it are
     removed (said on stderr)."""
     if baseline_run is not None:
-        check_baseline_classes(baseline_run, loaded.dataset.class_names)
+        check_baseline_classes(baseline_run, loaded.dataset.class_names, loaded.handle.task)
     out = Path(config.out) if config.out else default_out(loaded.handle.name, now)
     check_out(out, input_paths(config), loaded.dataset.n)
     for name in sweep_dead_runs(out.parent) if chief else []:
@@ -398,9 +399,13 @@ def run_checks(config: AuditConfig, loaded: Inputs, predictions, results, baseli
     return stamp_run_checks(checks, config.checks)
 
 
-def check_baseline_classes(baseline_run, class_names: list[str]) -> None:
-    """A baseline of other classes is refused before any work: its figures would be matched
-    class by class against the wrong ones."""
+def check_baseline_classes(baseline_run, class_names: list[str], task: str) -> None:
+    """A baseline of other classes, or of the other task (single- or multi-label), is refused
+    before any work: its figures would be matched against ones that count something else."""
+    other_task = task_difference(task, baseline_run.summary)
+    if other_task:
+        raise ConfigError(f"baseline '{baseline_run.path}' is not comparable: {other_task}; "
+                          "compare runs of one task, or drop --baseline")
     difference = class_difference(class_names, baseline_run.summary)
     if difference:
         raise ConfigError(f"baseline '{baseline_run.path}' was measured on other classes "

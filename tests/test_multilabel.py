@@ -476,7 +476,79 @@ def test_triage_finds_the_planted_label_noise_on_its_label(tmp_path, multilabel_
     assert all(checks[f"triage.label_errors.{name}"] == "pass" for name in LABELS
                if name != NOISY)
     assert {r["label"] for r in block["verdicts"]} <= set(LABELS)
+    # expected_label_errors counts images (as a single-label run's does), the values apart:
+    # the noise is on one label, so about as many images as values, each near the flips
+    values = block["expected_label_value_errors"]
+    assert values == sum(row["expected_label_errors"] for row in block["labels"].values())
+    assert 0.6 * len(flipped) < block["expected_label_errors"] <= values
+    assert "images expected to carry a wrong label" in (done.out / "report.html").read_text()
     assert "Whose fault is each wrong decision" in (done.out / "report.html").read_text()
+
+
+def decision_ece(probs: np.ndarray, labels: np.ndarray) -> float:
+    """ECE of yes/no decisions at 0.5 in 15 equal bins of the confidence of the answer given,
+    written out here apart from auditor.methods.triage.calibration."""
+    given = probs >= 0.5
+    confidence = np.where(given, probs, 1 - probs)
+    right = given == (labels == 1)
+    bins = np.minimum((confidence * 15).astype(int), 14)
+    return sum(abs(right[bins == b].mean() - confidence[bins == b].mean()) * (bins == b).mean()
+               for b in np.unique(bins))
+
+
+def test_triage_reports_each_label_s_own_calibration(tmp_path, multilabel_model_path,
+                                                     multilabel_npz):
+    """Per label its own ECE (as computed here from the model's sigmoids), a temperature fitted
+    on it, and the ECE left after it; the check names the labels' range beside the pooled
+    figure; the report shows the table."""
+    import tensorflow as tf
+
+    from auditor.inputs.models import load_model
+
+    done = audit(multilabel_model_path, f"npz:{multilabel_npz['noisy']}", tmp_path / "run",
+                 sections=["triage"], format="json,html")
+    block = done.summary["triage"]["label_calibration"]
+    data = np.load(multilabel_npz["noisy"])
+    x = data["x"].astype(np.float32) / 255
+    probs = 1 / (1 + np.exp(-np.asarray(load_model(str(multilabel_model_path), "0-1").logits(
+        tf.constant(x)), np.float64)))
+    assert list(block) == list(LABELS)
+    for k, name in enumerate(LABELS):
+        assert block[name]["ece"] == pytest.approx(decision_ece(probs[:, k], data["y"][:, k]),
+                                                   abs=1e-4)
+        assert block[name]["temperature"] > 0 and block[name]["ece_after_temperature"] >= 0
+    worst = max(LABELS, key=lambda name: block[name]["ece"])
+    assert block[worst]["ece"] > done.summary["triage"]["ece"]  # the pooled figure hides it
+    (check,) = [c for c in done.summary["checks"] if c["id"] == "triage.ece"]
+    assert f"{block[worst]['ece']:.3f} ({worst})" in check["message"]
+    assert "Each label's own decisions" in (done.out / "report.html").read_text()
+
+
+def test_a_baseline_of_the_other_task_is_refused_in_one_line(tmp_path, noisy_audit,
+                                                             multilabel_model_path,
+                                                             multilabel_npz, monkeypatch,
+                                                             capsys):
+    """A single-label run as the baseline of a multi-label one (their figures count images
+    and label values) is one line and exit 2 before any work, and `auditor compare` refuses
+    the pair alike."""
+    from auditor.errors import ConfigError
+    from auditor.runs.compare import compare
+
+    clean, _ = noisy_audit
+    summary = json.loads((clean.out / "summary.json").read_text())
+    summary["model"]["task"] = "single-label"
+    (tmp_path / "single").mkdir()
+    (tmp_path / "single" / "summary.json").write_text(json.dumps(summary))
+    code, _, stderr = run_cli(monkeypatch, capsys, "audit", "--model",
+                              str(multilabel_model_path), "--data",
+                              f"npz:{multilabel_npz['clean']}", "--out", str(tmp_path / "run"),
+                              "--input-range", "0-1", "--sections", "performance",
+                              "--baseline", str(tmp_path / "single"), "--quiet")
+    assert code == 2 and len(stderr.strip().splitlines()) == 1, stderr
+    assert "the baseline is a single-label run and this one multi-label" in stderr
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ConfigError, match="OLD is a single-label run and NEW multi-label"):
+        compare(str(tmp_path / "single"), str(clean.out))
 
 
 def test_the_card_explains_each_images_most_confident_given_label(tmp_path,

@@ -132,6 +132,16 @@ def class_difference(new_names: list[str], baseline: dict) -> str | None:
     return "; ".join(parts)
 
 
+def task_difference(new_task: str, baseline: dict) -> str | None:
+    """How the task of a run differs from its baseline's (None when they are the same): a
+    single-label run's figures count images and classes, a multi-label run's label values,
+    so nothing of one compares with the other. A summary without a task is single-label."""
+    old_task = (baseline.get("model") or {}).get("task") or "single-label"
+    if new_task == old_task:
+        return None
+    return f"the baseline is a {old_task} run and this one {new_task}"
+
+
 def load_run(path: str | Path, role: str = "baseline") -> Run:
     """A run folder (or its summary.json) with the predictions saved beside it, if any."""
     file = summary_file(path)

@@ -18,6 +18,7 @@ from auditor.runs.baseline import (
     compare_runs,
     load_run,
     regression_checks,
+    task_difference,
 )
 from auditor.sections import section_module, section_names
 
@@ -76,6 +77,12 @@ def compare(old_path: str, new_path: str, out: str | None = None) -> Comparison:
     from auditor.runs.staging import write_page
 
     old, new = load_run(old_path, "OLD run"), load_run(new_path, "NEW run")
+    other_task = task_difference((new.summary.get("model") or {}).get("task") or
+                                 "single-label", old.summary)
+    if other_task:
+        raise ConfigError(f"OLD run '{old.path}' and NEW run '{new.path}' are not comparable: "
+                          f"{other_task.replace('the baseline', 'OLD').replace('this one', 'NEW')}"
+                          "; compare runs of one task")
     difference = class_difference(new.summary["data"]["class_names"], old.summary)
     if difference:
         named = difference.replace("this run", "NEW").replace("the baseline", "OLD")

@@ -356,12 +356,12 @@ def label_error_checks(spec: dict, n: int, issues, skipped: dict) -> list[Check]
 
 
 def health_checks(spec: dict, labels, n: int, ece, groups, leaks, found, skipped,
-                  label_names: list[str] | None = None) -> list[Check]:
+                  label_names: list[str] | None = None, ece_detail: str = "") -> list[Check]:
     """Calibration, duplicates, leakage and the worst slice (``label_names``: a multi-label
-    model's, whose slices lie on one label's decisions)."""
+    model's, whose slices lie on one label's decisions; ``ece_detail`` its labels' own ECE)."""
     checks = [ECE.judge(ece, checks=spec, section=NAME,
                         message=f"expected calibration error {ece:.3f} "
-                                f"({calibration.BINS} bins)")]
+                                f"({calibration.BINS} bins{ece_detail})")]
     share = duplicates.redundant_share(groups, n)
     conflicting = sum(g.conflicting for g in groups)
     checks.append(DUPLICATES.judge(share, checks=spec, section=NAME,
@@ -409,6 +409,7 @@ class Findings:
     slices: list | None
     skipped: dict[str, str]
     properties: dict  # name -> every audit image's value (methods/shortcuts/properties.py)
+    label_calibration: list[dict] | None = None  # a multi-label model's, per label
 
 
 def observe(ctx: Context, options: Options, skipped: dict):
@@ -569,7 +570,7 @@ def label_issue_skips(issues, names) -> dict[str, str]:
 
 def measure_multilabel(ctx: Context, options: Options) -> Findings:
     """``measure`` for a multi-label model: label issues per label, verdicts per wrong
-    decision, calibration of the pooled decisions, slices per label."""
+    decision, calibration of the pooled decisions and of each label's, slices per label."""
     from auditor.methods.triage.label_issues_multilabel import find_label_set_issues
 
     p, names, n = ctx.predictions, ctx.dataset.class_names, len(ctx.predictions.labels)
@@ -597,7 +598,8 @@ def measure_multilabel(ctx: Context, options: Options) -> Findings:
                     calibration.cross_fitted_label_ece(p.logits, p.labels, cuts,
                                                        ctx.config.seed),
                     calibration.per_label_confidence_gap(p.probs, p.labels, p.preds), votes,
-                    ood_flags, records, groups, leaks, found, skipped, properties)
+                    ood_flags, records, groups, leaks, found, skipped, properties,
+                    calibration.label_calibration(p.logits, p.labels, cuts, ctx.config.seed))
 
 
 def label_slice_summary(found, names, labels, right, properties: dict) -> list[dict]:
@@ -640,12 +642,14 @@ def label_set_summary(found: Findings, p, names) -> dict:
                      "labels": ml.label_set(issues.flagged[i], names)} for i in issues.images]
     counts = {v: sum(r["verdict"] == v for r in found.records) for v in VERDICTS}
     kept = ~flagged
-    measured = issues.measured
     return {
         "multilabel": True, "verdicts": found.records, "verdict_counts": counts,
         "label_issues": label_issues,
-        "expected_label_errors": (int(sum(issues.expected.values())) if measured else None),
+        "expected_label_errors": issues.images_expected,
+        "expected_label_value_errors": issues.values_expected,
         "labels": label_error_figures(issues, p, names),
+        "label_calibration": {name: row for name, row in zip(names, found.label_calibration,
+                                                             strict=True)},
         "accuracy": p.accuracy,
         "accuracy_without_label_issues": float(p.correct[kept].mean()) if kept.any() else None,
         "mistakes_from_label_errors": counts["label_error"] / max(len(found.records), 1),
@@ -676,7 +680,17 @@ def label_set_checks(ctx: Context, found: Findings, summary: dict) -> list[Check
                     + ("" if row["recall"] is None else
                        f"; flips planted at {PLANTED:.1%} found at {row['recall']:.0%}") + ")"))
     return checks + health_checks(spec, ctx.predictions.labels, n, summary["ece"], found.groups,
-                                  found.leaks, found.slices, found.skipped, names)
+                                  found.leaks, found.slices, found.skipped, names,
+                                  label_ece_detail(summary["label_calibration"]))
+
+
+def label_ece_detail(rows: dict[str, dict]) -> str:
+    """' over every image-label decision; per label from 0.010 (even) to 0.080 (round)': the
+    labels' own ECE, which the pooled figure averages away."""
+    order = sorted(rows, key=lambda name: rows[name]["ece"])
+    low, high = order[0], order[-1]
+    return (f" over every image-label decision; per label from {rows[low]['ece']:.3f} ({low}) "
+            f"to {rows[high]['ece']:.3f} ({high})")
 
 
 @dataclass

@@ -151,3 +151,22 @@ def per_label_confidence_gap(probs: np.ndarray, labels: np.ndarray,
         gaps[int(k)] = {"predicted": int(chosen.sum()), "confidence": confidence,
                         "precision": precision, "gap": confidence - precision}
     return gaps
+
+
+def label_calibration(logits: np.ndarray, labels: np.ndarray, cuts: np.ndarray,
+                      seed: int = 0) -> list[dict]:
+    """Each label's own calibration, its decisions alone: ECE, the temperature fitted on them,
+    the ECE it leaves (cross-fitted) and whether the fit stopped at the range's edge. The
+    pooled figures can hide a label: one over-confident label among well calibrated ones is
+    diluted by them, and one temperature for every label cannot fix it."""
+    logits = np.asarray(logits, np.float64)
+    rows = []
+    for k in range(logits.shape[1]):
+        column, given, cut = logits[:, k:k + 1], labels[:, k:k + 1], cuts[k:k + 1]
+        temperature = fit_label_temperature(column, given)
+        after = cross_fitted_label_ece(column, given, cut, seed)  # NaN: too few to halve
+        rows.append({"ece": label_ece(column, given, cut), "temperature": temperature,
+                     "ece_after_temperature": float(after) if np.isfinite(after) else None,
+                     "temperature_at_bound": bool(np.isclose(temperature, TEMPERATURE_RANGE,
+                                                             rtol=1e-3).any())})
+    return rows

@@ -31,7 +31,12 @@ class LabelSetIssues:
     ``expected[k]``: cleanlab's estimate of label k's wrong values (its one-vs-rest confident
     joint's off-diagonal) scaled by the share of its flags confirmed; ``recall[k]`` the
     self-test's (None without neighbours); ``skipped[k]``: why label k has no count (too few
-    images on one side, or the self-test found too few planted flips).
+    images on one side, or the self-test found too few planted flips). ``images``: cleanlab's
+    estimate of the images with at least one wrong value among the measured labels (its
+    multi-label ``num_label_issues``), scaled by the share of its flagged images confirmed:
+    the figure a single-label run's expected label errors counts (images whose label is
+    wrong), where the sum of ``expected`` counts image-label values; None when no label was
+    measured.
     """
 
     flagged: np.ndarray
@@ -39,10 +44,16 @@ class LabelSetIssues:
     expected: dict[int, int]
     recall: dict[int, float | None]
     skipped: dict[int, str]
+    images_expected: int | None = None
 
     @property
     def measured(self) -> list[int]:
         return sorted(self.expected)
+
+    @property
+    def values_expected(self) -> int | None:
+        """Wrong image-label values expected over the measured labels."""
+        return int(sum(self.expected.values())) if self.expected else None
 
     @property
     def images(self) -> np.ndarray:
@@ -56,9 +67,9 @@ def _lists(labels: np.ndarray) -> list[list[int]]:
 
 
 def _flags(labels: np.ndarray, probs: np.ndarray, votes: np.ndarray | None):
-    """(flagged (N, K), expected per column) by cleanlab on every column at once, each flag
-    confirmed by the neighbours' votes (``votes``: (N, k, K) their values of each label) and
-    the model's confidence in the other value."""
+    """(confirmed flags (N, K), expected per column, cleanlab's flags (N, K)) by cleanlab on
+    every column at once, each flag confirmed by the neighbours' votes (``votes``: (N, k, K)
+    their values of each label) and the model's confidence in the other value."""
     from cleanlab.count import num_label_issues
     from cleanlab.multilabel_classification.filter import find_multilabel_issues_per_class
 
@@ -73,7 +84,23 @@ def _flags(labels: np.ndarray, probs: np.ndarray, votes: np.ndarray | None):
         binary = np.stack([1 - probs[:, k], probs[:, k]], axis=1)
         share = confirmed[:, k].sum() / flagged[:, k].sum() if flagged[:, k].any() else 1.0
         expected.append(num_label_issues(labels[:, k], binary) * share)
-    return confirmed, np.round(expected).astype(int)
+    return confirmed, np.round(expected).astype(int), flagged
+
+
+def expected_images(labels: np.ndarray, probs: np.ndarray, confirmed: np.ndarray,
+                    flagged: np.ndarray, values: int) -> int:
+    """cleanlab's estimate of the images with a wrong value among these labels, scaled by
+    the share of the images it flags (any label) whose flags are confirmed, and at most
+    ``values`` (the wrong values expected: an image with one has at least one). The estimate
+    is what cleanlab's ``num_label_issues(multi_label=True)`` counts, called through the
+    multi-label filter it defers to (the other path is deprecated)."""
+    from cleanlab.multilabel_classification.filter import find_label_issues
+
+    raw = find_label_issues(_lists(labels), probs, filter_by="confident_learning",
+                            n_jobs=1).sum()
+    any_flagged = flagged.any(axis=1).sum()
+    share = confirmed.any(axis=1).sum() / any_flagged if any_flagged else 1.0
+    return min(int(round(raw * share)), values)
 
 
 def detection_recall(labels, probs, neighbours, reference_labels=None, seed: int = 0):
@@ -90,7 +117,7 @@ def detection_recall(labels, probs, neighbours, reference_labels=None, seed: int
         columns = np.arange(labels_count)
         noisy[flipped, columns] = 1 - noisy[flipped, columns]
         votes = (noisy if reference_labels is None else reference_labels)[neighbours]
-        flags, _ = _flags(noisy, probs, votes)
+        flags = _flags(noisy, probs, votes)[0]
         found[draw] = flags[flipped, columns].mean(axis=0)
     return found.mean(axis=0)
 
@@ -121,11 +148,11 @@ def find_label_set_issues(labels: np.ndarray, probs: np.ndarray,
     if neighbours is not None and neighbours.shape[1]:
         votes = (labels if reference_labels is None else reference_labels)[neighbours][..., columns]
     sub, subprobs = labels[:, columns], probs[:, columns]
-    flags, expected = _flags(sub, subprobs, votes)
+    flags, expected, raw = _flags(sub, subprobs, votes)
     recall = (detection_recall(sub, subprobs, neighbours,
                                None if reference_labels is None else reference_labels[:, columns],
                                seed) if votes is not None else [None] * len(columns))
-    counts, recalls = {}, {}
+    counts, recalls, kept = {}, {}, []
     for j, k in enumerate(columns):
         recalls[int(k)] = None if recall[j] is None else float(recall[j])
         if recall[j] is not None and recall[j] < MIN_RECALL:
@@ -133,5 +160,8 @@ def find_label_set_issues(labels: np.ndarray, probs: np.ndarray,
                                f"were found at {recall[j]:.0%} (at least {MIN_RECALL:.0%} needed)")
             continue
         flagged[:, k], counts[int(k)] = flags[:, j], int(expected[j])
+        kept.append(j)
     quality = get_label_quality_scores(_lists(sub), subprobs)
-    return LabelSetIssues(flagged, np.asarray(quality, float), counts, recalls, skipped)
+    images = (expected_images(sub[:, kept], subprobs[:, kept], flags[:, kept], raw[:, kept],
+                              sum(counts.values())) if kept else None)
+    return LabelSetIssues(flagged, np.asarray(quality, float), counts, recalls, skipped, images)
