@@ -132,6 +132,25 @@ def label_context(label_cnn, tmp_path, sections):
     return context_for(inputs, sections)
 
 
+def one_sided(mistakes: list[dict], p) -> set[str]:
+    """The sides ("true": nothing missed, "pred": no false alarm) left empty on some of the
+    explained mistakes, each mistake's labels checked against the predictions, and an empty
+    side's contributions checked to be 0 (its label against nothing)."""
+    empty = set()
+    for m in mistakes:
+        i, parts = m["index"], m["layers"]["conv_c"]
+        for side, given, wrong in (("true", 1, "pred"), ("pred", 0, "true")):
+            if m[side] is not None:  # a missed label (given 1), a false alarm (given 0)
+                k = LABELS.index(m[side])
+                assert p.labels[i, k] == given and p.preds[i, k] == 1 - given
+            else:  # nothing of this kind on the image
+                assert not ((p.labels[i] == given) & (p.preds[i] != given)).any()
+                assert not any(parts[f"to_{side}"]) and parts[f"total_{side}"] == 0
+                assert parts[f"total_{wrong}"] != 0
+                empty.add(side)
+    return empty
+
+
 def test_concepts_explain_each_image_towards_each_label_it_carries(label_cnn, tmp_path):
     """Each sampled image is a pair per label it carries; its groups' contributions and the
     residual add up to gradient x activation of that label's logit, computed here apart; the
@@ -171,21 +190,8 @@ def test_concepts_explain_each_image_towards_each_label_it_carries(label_cnn, tm
         if bank["groups"]:  # the group that carries the label most is the one tested on it
             assert tests[bank["class"]]["group"] == bank["groups"][0]["group"]
         assert 0 < tests[bank["class"]]["images"] <= options.removal_images
-    labels, preds = ctx.predictions.labels, ctx.predictions.preds
     assert len(block["mistakes"]) == options.mistakes
-    one_sided = set()
-    for m in block["mistakes"]:
-        i, parts = m["index"], m["layers"]["conv_c"]
-        for side, given, wrong in (("true", 1, "pred"), ("pred", 0, "true")):
-            if m[side] is not None:  # a missed label (given 1), a false alarm (given 0)
-                k = LABELS.index(m[side])
-                assert labels[i, k] == given and preds[i, k] == 1 - given
-            else:  # nothing of this kind on the image: its label against nothing, which is 0
-                assert not ((labels[i] == given) & (preds[i] != given)).any()
-                assert not any(parts[f"to_{side}"]) and parts[f"total_{side}"] == 0
-                assert parts[f"total_{wrong}"] != 0
-                one_sided.add(side)
-    assert one_sided == {"true", "pred"}  # both kinds of one-sided mistakes are explained
+    assert one_sided(block["mistakes"], ctx.predictions) == {"true", "pred"}  # both kinds
     shown = view(result, ctx.dataset)
     assert shown["multilabel"] and len(shown["layers"][0]["mistakes"]) == len(block["mistakes"])
     page = environment().get_template("sections/concepts.html").render(
@@ -196,21 +202,23 @@ def test_concepts_explain_each_image_towards_each_label_it_carries(label_cnn, tm
 
 
 def test_discovery_per_label_finds_and_confirms_a_patch_tied_to_one_label(label_cnn, tmp_path):
-    """SpRAy on the maps of each label's logit on its positives (Grad-CAM: on this CNN the
-    gradient's maps do not separate the patched images, gradient x input's, Grad-CAM's and
-    integrated gradients' do): the label the patch gives splits into a cluster of patched
-    images, and pasting that cluster's look onto images without the label gives it to them
-    beyond the control; the other labels, which the patch does not give, are not confirmed;
-    the view draws."""
+    """SpRAy on the maps of each label's logit on its positives, by the method a multi-label
+    discovery takes when no reliability card is made and the spec names none (gradient x
+    input; on this CNN the gradient's maps do not separate the patched images): the label the
+    patch gives splits into a cluster of patched images, and pasting that cluster's look onto
+    images without the label gives it to them beyond the control; the other labels, which the
+    patch does not give, are not confirmed; the view draws."""
     from auditor.report.views.clever_hans import view
     from auditor.sections import clever_hans
 
     model, data, marked = label_cnn
     ctx = label_context(label_cnn, tmp_path, ["clever_hans"])
-    options = clever_hans.Options(shortcuts=[], control=False, discovery_method="gradcam",
-                                  max_per_class=80, max_others=60)
+    assert ctx.steps.card is None  # no card to choose the method
+    options = clever_hans.Options(shortcuts=[], control=False, max_per_class=80, max_others=60)
     result = clever_hans.run(ctx, options)
     block = result.summary["clever_hans"]["discovery"]
+    assert block["method"] == clever_hans.LABEL_DISCOVERY_METHOD == "gradient_x_input"
+    assert result.method_choice is None and block["drop_bound"] is None
     assert block["per_label"] and set(block["per_class"]) == set(LABELS)
     assert block["flagged_classes"] == [SHORTCUT_LABEL], block
     (sentence,) = block["findings"]

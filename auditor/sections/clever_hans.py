@@ -47,6 +47,15 @@ MULTI_LABEL = True  # the injection test and the discovery search per label (run
 # Not gradient x input by default: it puts mass on bright pixels whatever the model learned, so
 # a bright planted patch draws it even in the control copy (a false alarm, not a detection).
 PREFERRED_METHODS = ("gradient", "gradcam")
+# Discovery on a multi-label model when neither the spec nor a reliability card chooses its
+# method. Its maps are its only signal (a label set has no per-class features or properties to
+# search), so the method must see a local mark itself. Measured (bench/multilabel.py, models
+# other than the tests'): a corner patch tied to one label was found and confirmed by gradient
+# x input's maps on both architectures, by the gradient's and Grad-CAM's on one each; with the
+# flips alone confirming a label (label_discovery.py), none of the three confirmed anything in
+# 14 label searches with nothing planted. Its bias towards bright pixels, the reason it is not
+# an injection test default above, makes candidates, which the intervention then judges.
+LABEL_DISCOVERY_METHOD = "gradient_x_input"
 
 
 def flagged_classes(summary: dict) -> list[str] | None:
@@ -95,7 +104,9 @@ class Options:
     max_train: int = 1000  # images for fine-tuning (from train_data, or split from data)
     max_eval: int = 500
     discovery: bool = True
-    discovery_method: str | None = None  # default: the card's best trusted, else methods[0]
+    # default: the card's best trusted, else methods[0] (a multi-label model's, unless
+    # methods is set: LABEL_DISCOVERY_METHOD)
+    discovery_method: str | None = None
     # The most passes one discovery map may cost when the method comes from the card (None:
     # any); the plan writes out its default and may lower it (PLANNED).
     discovery_map_cost: int | None = None
@@ -868,8 +879,9 @@ def label_discovery_part(ctx: Context, options: Options, method: str) -> LabelSe
     """SpRAy per label on the maps of each label's logit on the images carrying it, each
     suspect group put to the label's intervention (methods/shortcuts/label_discovery.py)."""
     from auditor.methods.shortcuts.discovery import FALSE_ALARM, SpraySettings, embed_2d
-    from auditor.methods.shortcuts.intervention import DROP_BOUND, FLIP_BOUND
+    from auditor.methods.shortcuts.intervention import FLIP_BOUND
     from auditor.methods.shortcuts.label_discovery import (
+        LABEL_DROP_BOUND,
         confirm_label,
         discover_labels,
         label_sample,
@@ -893,7 +905,7 @@ def label_discovery_part(ctx: Context, options: Options, method: str) -> LabelSe
     points = {f.label: embed_2d(pairs.pooled[pairs.label == f.label], seed)
               for f in findings[:options.show_classes] if f.maps.k > 1}
     summary = {"method": method, "per_label": True, "false_alarm": FALSE_ALARM,
-               "flip_bound": FLIP_BOUND, "drop_bound": DROP_BOUND,
+               "flip_bound": FLIP_BOUND, "drop_bound": LABEL_DROP_BOUND,
                "flagged_classes": [f.name for f in confirmed],
                "unconfirmed": [f.name for f in findings if f.candidate and not f.confirmed],
                "findings": [label_sentence(f) for f in confirmed],
@@ -922,6 +934,8 @@ def run_multilabel(ctx: Context, options: Options) -> SectionResult:
     search per label (``label_discovery_part``)."""
     names, spec = ctx.dataset.class_names, ctx.config.checks
     methods, method = resolve_methods(options)
+    if options.discovery_method is None and options.methods is None:
+        method = LABEL_DISCOVERY_METHOD
     method, choice = trusted_method(ctx, options, method)  # the card's, when one is made
     label = resolve_label(options, ctx.dataset.labels, names)
     skipped = {"features and properties": NO_LABEL_FEATURES}

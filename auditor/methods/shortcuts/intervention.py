@@ -255,10 +255,10 @@ def intervened(score_fn, members: np.ndarray, rest: np.ndarray, others: np.ndarr
 
 def judged(flipped: np.ndarray, flipped_control: np.ndarray, drops: np.ndarray,
            rest_drops: np.ndarray, examples: dict, region: str, local: bool, members: int,
-           seed: int) -> Effect:
+           seed: int, drop_bound: float | None = DROP_BOUND) -> Effect:
     """The effect of one intervention from its outcomes: the flips of the pasted others beside
     their control's, and the score drops of the members beside the rest's; confirmed when
-    either excess's lower bound clears its bound."""
+    either excess's lower bound clears its bound (``drop_bound`` None: the flips alone)."""
     trials = len(flipped)
     flip_excess = paired_excess(flipped.astype(float), flipped_control.astype(float), seed)
     drop_excess = two_sample_excess(drops, rest_drops, seed)
@@ -272,7 +272,8 @@ def judged(flipped: np.ndarray, flipped_control: np.ndarray, drops: np.ndarray,
                   drop_control=float(rest_drops.mean()), drop_excess=drop_excess,
                   members=members,
                   confirmed=bool(flip_excess[1] >= FLIP_BOUND
-                                 or (local and drop_excess[1] >= DROP_BOUND)))
+                                 or (local and drop_bound is not None
+                                     and drop_excess[1] >= drop_bound)))
 
 
 def paired_excess(a: np.ndarray, b: np.ndarray, seed: int) -> tuple[float, float, float]:
