@@ -14,7 +14,9 @@ relevance, a training step: tens of seconds each on DenseNet121) is traced again
 copy. So an audit makes one working copy per model (``scratch_copy``) and reuses it: the
 reliability card's randomised stages, the base of the shifted copy and every fine-tuned copy of
 the Clever Hans test are that one copy with other weights assigned, and the functions traced on
-it (cached on its handle) serve them all. The user's model is never touched.
+it (cached on its handle) serve them all. The attribution passes and the prediction pass go
+further (``inputs/traces.py``): they take the weights as arguments, so the copy calls the
+model's own traces with its weights. The user's model is never touched.
 """
 
 from __future__ import annotations
@@ -41,11 +43,16 @@ def scratch_copy(handle):
     """A handle on the audit's working copy of ``handle``'s logits model, its weights set to
     the model's own now (so a caller that changed them before is undone). The copy is made once
     per handle, under the run's strategy (its weights mirrored on every replica), and kept in
-    ``handle.compiled`` with its own compiled functions, which later users find traced. A
-    caller may assign any weights to it (randomise, fine-tune) and must not hold it across
-    another caller's use: the next ``scratch_copy`` resets it."""
+    ``handle.compiled`` with its own compiled functions, which later users find traced; those
+    compiled through ``inputs/traces.py`` are the model's own traces, called with the copy's
+    weights, when the copy is the model's twin (as a copy made here is, unless a keras-hub
+    rebuild changed its structure). A caller may assign any weights to it (randomise,
+    fine-tune) and must not hold it across another caller's use: the next ``scratch_copy``
+    resets it."""
     import contextlib
     import dataclasses
+
+    from auditor.inputs.traces import share_traces
 
     scratch = handle.compiled.get(SCRATCH)
     if scratch is None:
@@ -53,6 +60,7 @@ def scratch_copy(handle):
         with distribution.scope() if distribution is not None else contextlib.nullcontext():
             copy = copy_model(handle.logits_model)
         scratch = dataclasses.replace(handle, model=copy, logits_model=copy, compiled={})
+        share_traces(scratch, handle)
         handle.compiled[SCRATCH] = scratch
     else:
         scratch.logits_model.set_weights(handle.logits_model.get_weights())

@@ -146,7 +146,8 @@ class ModelHandle:
         section's) does not trace it again (seconds to tens of seconds on a large model)."""
         import tensorflow as tf
 
-        @tf.function(input_signature=[tf.TensorSpec((None, *self.input_shape), tf.float32)])
+        @tf.function(input_signature=[tf.TensorSpec((None, *self.input_shape), tf.float32)],
+                     autograph=False)  # straight-line Python: autograph only slows the trace
         def logits(images):
             return self.logits(images)
 

@@ -116,7 +116,7 @@ def compiled_update(handle, update: Callable) -> Callable:
         part = slice(*edges.round().astype(int)[replica:replica + 2])
         update(*(a[part] for a in arrays), total=arrays[0].shape[0])
 
-    @tf.function
+    @tf.function(autograph=False)  # straight-line Python: autograph would only slow the trace
     def step(*arrays):
         strategy.run(share, args=arrays)
 

@@ -215,26 +215,24 @@ def card(facts: Facts) -> bool:
 
 def traced(options: Options, facts: Facts) -> int:
     """The functions the section traces. The fine-tuned copies are the audit's working copy
-    (inputs/copies.py) with other weights: on it, once for all of them, the training step, the
-    logits, the logits and features of the search and the compiled passes of the methods
-    (those the reliability card's randomised stages did not trace already), and with the
-    concepts section two more for the neuron groups (as declared before they were counted:
-    not held to a count by tests/test_traces.py); on the audited model, the discovery's
-    maps when its fallback's pass is not one the card traced (the card's own choice is)."""
+    (inputs/copies.py) with other weights: on it, once for all of them, the training step and
+    the logits, and with the concepts section two more for the neuron groups (as declared
+    before they were counted: not held to a count by tests/test_traces.py). The copy calls the
+    model's own traces of the search's logits and features (the prediction pass's) and of the
+    attribution passes (inputs/traces.py), so the methods' passes, on the copies and the
+    discovery's on the audited model (its fallback's; the card's own choice is traced), are
+    traced once for both, and only those the reliability card did not trace already."""
     from auditor.methods.attribution.registry import compiled_passes
     from auditor.steps.card import DEFAULT_METHODS
 
     methods, fallback = resolve_methods(options)
     carded = (() if not card(facts) else
               DEFAULT_METHODS if facts.card_methods is None else facts.card_methods)
-    traced_by_card = compiled_passes(carded, facts.card_score)
-    copy = 0
-    if len(options.shortcuts) + options.control:
-        copy = (3 + len(compiled_passes(methods, "logit") - traced_by_card)
-                + 2 * ("concepts" in facts.sections))
-    audited = (options.discovery
-               and not compiled_passes([fallback], "logit") <= traced_by_card)
-    return copy + int(audited)
+    copies = bool(len(options.shortcuts) + options.control)
+    explained = ((compiled_passes(methods, "logit") if copies else set())
+                 | (compiled_passes([fallback], "logit") if options.discovery else set()))
+    own = 2 + 2 * ("concepts" in facts.sections) if copies else 0
+    return own + len(explained - compiled_passes(carded, facts.card_score))
 
 
 def discovery_rows(options: Options, facts: Facts, fallback: str, images: int) -> tuple:

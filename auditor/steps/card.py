@@ -123,16 +123,18 @@ def passes(options, facts: Facts) -> Passes:
 def traced(options) -> int:
     """The functions the card traces: the compiled passes its methods run (those that share
     one share its trace: every gradient method the input gradient, Grad-CAM and Grad-CAM++ the
-    layer's), on the model, on the working copy (once for every randomised stage) and on the
-    shifted copy; on the model also the softmax scores of the faithfulness curves and the
-    scores of the completeness of a complete method."""
+    layer's) once for the model and the working copy (which calls the model's traces with its
+    randomised weights: inputs/traces.py), and again on the shifted copy, whose structure
+    differs (its first layer pads with the shifted background); on the model also the softmax
+    scores of the faithfulness curves and the scores of the completeness of a complete
+    method."""
     from auditor.methods.attribution import METHODS
     from auditor.methods.attribution.registry import compiled_passes
 
     own = compiled_passes(options.methods, options.score)
     complete = any(m in METHODS and METHODS[m].complete for m in options.methods)
     model = own | {("scores", "softmax")} | ({("scores", options.score)} if complete else set())
-    return len(model) + 2 * len(own)
+    return len(model) + len(own)
 
 
 def card_candidates(config, sections) -> tuple[str, ...]:

@@ -10,24 +10,29 @@ from auditor.methods.attribution.registry import register, score_function, signa
 def input_gradients(handle, x, targets, contrast, score: str) -> np.ndarray:
     """d score / d input for a batch, per-sample targets, in one compiled backward pass.
 
-    Traced once per model and score (fixed input signature, any batch size); every
-    gradient-based method runs its rows through this one function.
+    Traced once per model and score (fixed input signature, any batch size), for the model and
+    its working copy together (inputs/traces.py); every gradient-based method runs its rows
+    through this one function.
     """
+    from auditor.inputs.traces import compiled
+
+    fn = compiled(handle, ("input_gradients", score), lambda origin: _gradients(origin, score),
+                  signature(handle), autograph=False)
+    return fn(x, targets, contrast).numpy()
+
+
+def _gradients(handle, score: str):
     import tensorflow as tf
 
-    key = ("input_gradients", score)
-    if key not in handle.compiled:
-        scores = score_function(handle, score)
+    scores = score_function(handle, score)
 
-        @tf.function(input_signature=signature(handle))
-        def gradients(images, target, other):
-            with tf.GradientTape() as tape:
-                tape.watch(images)
-                total = tf.reduce_sum(scores(images, target, other))
-            return tape.gradient(total, images)
+    def gradients(images, target, other):
+        with tf.GradientTape() as tape:
+            tape.watch(images)
+            total = tf.reduce_sum(scores(images, target, other))
+        return tape.gradient(total, images)
 
-        handle.compiled[key] = gradients
-    return handle.compiled[key](x, targets, contrast).numpy()
+    return gradients
 
 
 @register("gradient", "Signed gradient of the score with respect to each input pixel.",

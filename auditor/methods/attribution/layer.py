@@ -37,27 +37,33 @@ def resolve_layer(handle, layer: str | None) -> str:
 def layer_gradients(handle, x, targets, contrast, score: str, layer: str):
     """(activation, d score / d activation) of the named layer for a batch, in one pass.
 
-    Traced once per model, layer and score.
+    Traced once per model, layer and score, for the model and its working copy together
+    (inputs/traces.py).
     """
     import tensorflow as tf
 
+    from auditor.inputs.traces import compiled
     from auditor.methods.attribution.tokens import QUERY, query_and_logits
 
     check_score(score)
-    key = ("layer_gradients", layer, score)
-    if key not in handle.compiled:
-        forward = (query_and_logits(handle, layer) if layer.endswith(QUERY)
-                   else activation_and_logits(handle, layer))
 
-        @tf.function(input_signature=signature(handle))
+    def make(origin):
+        forward = (query_and_logits(origin, layer) if layer.endswith(QUERY)
+                   else activation_and_logits(origin, layer))
+
         def gradients(images, target, other):
             with tf.GradientTape() as tape:
+                # the weights are arguments, not variables the tape watches: the images are
+                tape.watch(images)
                 activation, logits = forward(images)
                 total = tf.reduce_sum(pick_scores(logits, target, other, score))
             return activation, tape.gradient(total, activation)
 
-        handle.compiled[key] = gradients
-    activation, grads = handle.compiled[key](x, targets, contrast)
+        return gradients
+
+    fn = compiled(handle, ("layer_gradients", layer, score), make, signature(handle),
+                  autograph=False)
+    activation, grads = fn(x, targets, contrast)
     return activation.numpy(), grads.numpy()
 
 

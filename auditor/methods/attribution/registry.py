@@ -163,14 +163,12 @@ def signature(handle):
 
 
 def compiled_scores(handle, score: str):
-    """Scores without gradients, compiled once per model and score: for forward-only methods."""
-    import tensorflow as tf
+    """Scores without gradients, compiled once per model and score (for the model and its
+    working copy together: inputs/traces.py): for forward-only methods."""
+    from auditor.inputs.traces import compiled
 
-    key = ("scores", score)
-    if key not in handle.compiled:
-        scores = score_function(handle, score)
-        handle.compiled[key] = tf.function(scores, input_signature=signature(handle))
-    return handle.compiled[key]
+    return compiled(handle, ("scores", score), lambda origin: score_function(origin, score),
+                    signature(handle), autograph=False)
 
 
 def run_scores(handle, x, targets, contrast, score: str, rows: int) -> np.ndarray:

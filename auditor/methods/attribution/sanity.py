@@ -136,8 +136,9 @@ def reinitialise(layer, seed: int) -> None:
 
 def randomisable_copy(handle):
     """A handle on a deep copy of the logits model (nested models copied too), same weights:
-    the audit's working copy (inputs/copies.py), whose compiled functions are traced once for
-    every randomised stage and every other use of the copy."""
+    the audit's working copy (inputs/copies.py), whose compiled attribution passes are the
+    model's traces, called with the copy's weights, for every randomised stage and every other
+    use of the copy (inputs/traces.py)."""
     from auditor.inputs.copies import scratch_copy
 
     return scratch_copy(handle)
@@ -158,7 +159,8 @@ def cascading_randomisation(handle, x, targets, methods: list[str], *,
 
     The original model is never touched: randomisation happens on the audit's working copy,
     whose weights are re-drawn stage by stage (the compiled passes follow the copy's variables,
-    so each is traced once on the copy for every stage).
+    so each is traced once for every stage: the model's own trace, called with the copy's
+    weights, inputs/traces.py).
     """
     from auditor.methods.attribution.reliability import RANDOMISED, degenerate_reason
 

@@ -213,13 +213,13 @@ def _token_rows(handle, gradients: bool, score: str):
     is recorded while the pass traces, so a retrace records it again."""
     import tensorflow as tf
 
-    from auditor.methods.attribution.registry import pick_scores, signature
+    from auditor.methods.attribution.registry import pick_scores
 
     model = handle.logits_model
 
-    @tf.function(input_signature=signature(handle))
     def rows(images, target, other):
         with recording_attention(model) as recorded, tf.GradientTape() as tape:
+            tape.watch(images)  # the weights are arguments (inputs/traces.py), not watched
             total = tf.reduce_sum(pick_scores(handle.logits(images), target, other, score))
         grads = tape.gradient(total, recorded) if gradients else None
         result = rollout(recorded, grads)
@@ -233,11 +233,14 @@ def _token_rows(handle, gradients: bool, score: str):
 def token_relevance(handle, x, targets, contrast, score: str, gradients: bool) -> np.ndarray:
     """Rollout maps (N, H, W, C) of a chunk: attention rollout, or with ``gradients`` the
     gradient-weighted rollout of the target's score (minus the contrast's)."""
-    key = ("rollout", gradients, score)
-    if key not in handle.compiled:
-        required_attention(handle.logits_model)
-        handle.compiled[key] = _token_rows(handle, gradients, score)
-    rows = handle.compiled[key](x, targets, contrast).numpy()
+    from auditor.inputs.traces import compiled
+    from auditor.methods.attribution.registry import signature
+
+    required_attention(handle.logits_model)
+    fn = compiled(handle, ("rollout", gradients, score),
+                  lambda origin: _token_rows(origin, gradients, score), signature(handle),
+                  autograph=False)
+    rows = fn(x, targets, contrast).numpy()
     if not gradients:  # the same map for every class: a class minus another explains nothing
         rows = np.where((np.asarray(contrast) >= 0)[:, None], 0.0, rows)
     return patch_relevance(rows, handle.input_shape)

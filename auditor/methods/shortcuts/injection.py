@@ -106,8 +106,9 @@ class FineTuner:
     strategy, so its weights are mirrored on every replica), and its training step is traced
     once per loss and learning rate and kept with it: resetting assigns the original weights and
     optimiser state in place, so every fine-tuned copy of the audit (each shortcut's, the
-    control's, each label's) reuses the step, and the maps of every copy reuse the functions
-    the reliability card's randomised stages traced. It trains on its own output head: logits
+    control's, each label's) reuses the step, and the maps and the search's logits and features
+    of every copy are the model's own traces, called with the copy's weights
+    (inputs/traces.py). It trains on its own output head: logits
     with a from-logits loss, or probabilities (when the softmax could not be stripped) with a
     probability loss. Each step goes through the audit's batched path: the batch is split across
     the replicas (their gradients summed by the optimiser) and, within a replica, into blocks

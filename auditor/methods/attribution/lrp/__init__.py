@@ -31,18 +31,18 @@ STABILISER_HELP = ("'relative': each stabiliser times the RMS of the layer's pre
 
 def relevance(handle, x, targets, contrast, score: str, composite: Composite,
               key: tuple) -> np.ndarray:
-    """LRP maps of a batch under ``composite``, compiled once per model and composite."""
-    import tensorflow as tf
+    """LRP maps of a batch under ``composite``, compiled once per model and composite (for
+    the model and its working copy together: inputs/traces.py)."""
+    from auditor.inputs.traces import compiled
 
     if score != "logit":
         raise AuditorError(f"LRP redistributes the logit; it cannot explain score '{score}' "
                            "(use score = 'logit')")
     if handle.output == "log-probabilities":
         raise AuditorError("LRP needs logits; this model ends in log-probabilities")
-    if key not in handle.compiled:
-        handle.compiled[key] = tf.function(_relevance_fn(handle, composite),
-                                           input_signature=signature(handle))
-    return handle.compiled[key](x, targets, contrast).numpy()
+    fn = compiled(handle, key, lambda origin: _relevance_fn(origin, composite),
+                  signature(handle), autograph=False)
+    return fn(x, targets, contrast).numpy()
 
 
 def _relevance_fn(handle, composite: Composite):
