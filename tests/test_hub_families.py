@@ -61,20 +61,24 @@ def test_a_keras_hub_classifier_audits_from_the_cli_with_its_preprocessor(
     assert not [c for c in summary["checks"] if c["status"] == "error"], summary["checks"]
 
 
-def test_rollout_on_a_transformer_with_its_own_attention_class_says_which():
-    """keras-hub's MiT attends in its own layer class: rollout, which reads the weights of
-    keras.layers.MultiHeadAttention, says in one line that it cannot and names the class."""
+def test_rollout_on_a_hierarchical_transformer_says_in_one_line_what_applies_instead():
+    """keras-hub's MiT attends in its own layer class, over token grids its stages coarsen:
+    rollout, defined over one token sequence, says in one line that it is not defined there,
+    names the class and the methods that explain it instead."""
     from auditor.errors import AuditorError
     from auditor.methods.attribution.tokens import required_attention
 
-    with pytest.raises(AuditorError, match=r"its own layers \(SegFormerMultiheadAttention\)"):
+    with pytest.raises(AuditorError, match=r"not defined .* \(SegFormerMultiheadAttention\) "
+                                           r"is that of a hierarchical transformer") as info:
         required_attention(hub_classifier("MiT"))
+    assert "'lrp'" in str(info.value) and "'gradcam'" in str(info.value)
+    assert "\n" not in str(info.value)
 
 
 def test_clever_hans_default_methods_leave_out_grad_cam_where_no_layer_takes_it(tmp_path):
-    """keras-hub's Swin keeps its tokens in its own layers: Grad-CAM has no layer there, and the
-    injection test runs with the gradient instead of being skipped whole (as for any model
-    without a spatial layer, here a Dense one); a convolutional model keeps both."""
+    """A model with no layer Grad-CAM can explain (no spatial layer, no grid of tokens, here a
+    Dense one): the injection test runs with the gradient instead of being skipped whole; a
+    convolutional model keeps both."""
     from auditor.sections.clever_hans import PREFERRED_METHODS, applicable
 
     dense = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
@@ -117,3 +121,21 @@ def test_lrp_walks_through_a_keras_hub_familys_blocks_and_conserves_relevance(tm
     maps = attribute(handle, x, targets, "lrp_epsilon", epsilon=1e-9)
     np.testing.assert_allclose(maps.reshape(len(x), -1).sum(axis=1),
                                logits[np.arange(len(x)), targets], rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.slow  # about 40 CPU-s: Swin's build and first traces
+def test_grad_cam_on_swin_reads_its_last_stage_as_a_token_grid(tmp_path):
+    """keras-hub's Swin has no spatial layer and no MultiHeadAttention: Grad-CAM takes its last
+    grid of tokens (the last stage's output, normalised: the windows put back in row-major
+    order by its blocks), named in the report as tokens, and its maps have the image's shape
+    and are finite and not all zero."""
+    from auditor.methods.attribution import attribute
+    from auditor.methods.attribution.layer import method_layers
+
+    hub_classifier("SwinTransformer").save(tmp_path / "swin.keras")
+    handle = load_model(str(tmp_path / "swin.keras"))
+    assert method_layers(handle, ["gradcam"], {}) == {
+        "gradcam": {"layer": "swin_transformer_backbone/norm", "kind": "tokens"}}
+    x = np.random.default_rng(0).uniform(0, 1, (2, 32, 32, 3)).astype(np.float32)
+    maps = attribute(handle, x, np.array([0, 1]), "gradcam")
+    assert maps.shape == x.shape and np.isfinite(maps).all() and maps.max() > 0

@@ -579,7 +579,7 @@ def run(ctx: Context, options: Options) -> SectionResult:
 
 def applicable(handle, methods: list[str]) -> list[str]:
     """The default methods the model takes: Grad-CAM left out of a model with no layer it can
-    explain (keras-hub's Swin keeps its tokens in its own layers), rather than the whole
+    explain (a model with neither a spatial layer nor a grid of tokens), rather than the whole
     injection test skipped for it; the gradient applies to every model."""
     from auditor.methods.attribution.layer import method_layers
 
