@@ -178,7 +178,7 @@ def test_a_planted_patch_is_a_neuron_group_on_its_tokens_voting_for_its_class(vi
     assert found.found and found.mass_ratio >= ON_MASK and found.votes_for == 1, found
 
 
-@pytest.mark.slow  # about 80 CPU-s: Swin's build, a few seconds' training and three traces
+@pytest.mark.slow  # 115 s under load: Swin's build, a few seconds' training, three traces
 def test_grad_cam_and_lrp_on_swin_land_on_the_planted_patch(tmp_path):
     """keras-hub's Swin (windowed attention in its own layers, patch merging between stages)
     trained on the planted patch: Grad-CAM on the grid of tokens its last stage reads (its

@@ -67,7 +67,7 @@ def _token_layer(model) -> tuple[str, str]:
     leading, rows, columns = token_grid_of(output_shape(find_layer(model, found)), model)
     aside = f", {leading} class or register token(s) set aside" if leading else ""
     return found, (f"a vision transformer's patch tokens on their {rows}x{columns} grid{aside}: "
-                   "the last layer of the graph whose patch tokens reach the logits")
+                   "the tokens its last attention reads, the last such layer of its graph")
 
 
 def _has_attention(model) -> bool:
