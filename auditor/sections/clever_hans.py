@@ -455,8 +455,8 @@ def injection_split(ctx: Context, options: Options):
 def concept_groups(ctx: Context) -> int:
     """When the concepts section runs too, the planted copies are audited by its method (its
     number of groups, from its typed options: sections never import each other); else 0, also
-    when the model has no spatial layer to find groups in (a vision transformer: the concepts
-    section says so itself, and the injection test runs without them)."""
+    when the model has no layer to find groups in (neither a spatial map nor a grid of tokens:
+    the concepts section says so itself, and the injection test runs without them)."""
     from auditor.errors import ModelError
     from auditor.methods.concepts.layers import default_layers
 
