@@ -173,7 +173,13 @@ def randomised_activations(handle, layers: list[str], images: np.ndarray,
         reinitialise,
         weighted_layers,
     )
-    from auditor.methods.concepts.groups import flat_rows, images_spec, on_grid, split_rows
+    from auditor.methods.concepts.groups import (
+        flat_rows,
+        images_spec,
+        on_grid,
+        split_rows,
+        traced_shapes,
+    )
     from auditor.predict.batched import chunked, rows_per_pass
 
     copy = randomisable_copy(handle)
@@ -184,7 +190,7 @@ def randomised_activations(handle, layers: list[str], images: np.ndarray,
     @tf.function(autograph=False, input_signature=[images_spec(copy)])  # as offset_logits
     def flat(x):  # every layer's activation flattened into one row per image
         acts, _ = tapped(x)
-        shapes[:] = [tuple(int(d) for d in a.shape[1:]) for a in acts]  # static: noted once
+        shapes[:] = traced_shapes(copy, layers, acts)  # static: noted once
         return flat_rows(acts)
 
     rows = chunked(copy, flat, np.asarray(images, np.float32),

@@ -152,6 +152,20 @@ def split_rows(rows: np.ndarray, shapes: list[tuple]) -> list[np.ndarray]:
             for part, shape in zip(np.split(rows, edges, axis=1), shapes, strict=True)]
 
 
+def traced_shapes(handle, layers, acts) -> list[tuple]:
+    """Each activation's shape per image, as traced; where the trace lost a size (keras-hub
+    Swin's stages reshape with sizes read at run time), the layer's own output shape."""
+    from auditor.inputs.layers import find_layer, output_shape
+
+    shapes = []
+    for layer, a in zip(layers, acts, strict=True):
+        shape = a.shape[1:]
+        if None in shape:
+            shape = output_shape(find_layer(handle.logits_model, layer))[1:]
+        shapes.append(tuple(int(d) for d in shape))
+    return shapes
+
+
 def layer_gradients(handle, layers: tuple[str, ...]):
     """(fn, shapes): a compiled function (images, targets) -> one row per image of every
     layer's activation and the gradient of the image's target logit with respect to it,
@@ -172,7 +186,7 @@ def layer_gradients(handle, layers: tuple[str, ...]):
                 acts, logits = tapped(images)
                 score = tf.gather(logits, targets, batch_dims=1)
             grads = tape.gradient(score, acts)
-            shapes[:] = [tuple(int(d) for d in a.shape[1:]) for a in acts]  # static: once
+            shapes[:] = traced_shapes(handle, layers, acts)  # static: once
             return flat_rows([t for pair in zip(acts, grads, strict=True) for t in pair])
 
         handle.compiled[key] = both, shapes
