@@ -182,7 +182,10 @@ def test_a_planted_patch_is_a_neuron_group_on_its_tokens_voting_for_its_class(vi
 def test_grad_cam_and_lrp_on_swin_land_on_the_planted_patch(tmp_path):
     """keras-hub's Swin (windowed attention in its own layers, patch merging between stages)
     trained on the planted patch: Grad-CAM on the grid of tokens its last stage reads (its
-    first stage's output, named as tokens) and LRP through its blocks land on the patch."""
+    first stage's output, named as tokens) and LRP through its blocks land on the patch, and a
+    neuron group on that grid sits on the patch and votes for its class (measured: 10 times the
+    patch's share of the image; the traced shape there lost its sizes, the layer's own is
+    used)."""
     import keras
     from architectures import hub_classifier
 
@@ -202,6 +205,11 @@ def test_grad_cam_and_lrp_on_swin_land_on_the_planted_patch(tmp_path):
         per_cell = patch_cells(np.abs(attribute(handle, marked, np.ones(len(marked), int),
                                                 method)))
         assert (per_cell.argmax(axis=1) == cells).mean() >= 0.8, method
+    from auditor.methods.concepts.shortcut import planted_group
+
+    others = test_x[test_y == 0][:16]  # neuron groups at the same grid of tokens
+    found = planted_group(handle, marked, cell_masks(cells), 1, unmarked=others)
+    assert found.layer == "swin_transformer_backbone/stage_0" and found.found, found
 
 
 def featureviz_on(tmp_path, model, layers: list[str]) -> dict:
