@@ -11,6 +11,8 @@ tokens reach the logits (``tokens.tapped_token_layer``).
 
 from __future__ import annotations
 
+import contextlib
+
 from auditor.errors import ConfigError, ModelError
 from auditor.inputs.layers import find_layer, last_conv_layer, output_shape, stage_ends, walk
 
@@ -38,7 +40,8 @@ def default_layers(model) -> list[tuple[str, str]]:
     a vision transformer (MultiHeadAttention, or keras-hub's Swin with no spatial layer) its
     grid of patch tokens; ModelError (one line) for a model with neither."""
     if _has_attention(model):  # a ViT (or a hybrid): its tokens, not its patch convolution
-        return [_token_layer(model)]
+        with contextlib.suppress(ModelError):  # tokens on no grid: its spatial layers, if any
+            return [_token_layer(model)]
     try:
         last = last_conv_layer(model)
     except ModelError:
