@@ -123,10 +123,12 @@ def nested(family: str, classes: int = 3):
 def without_biases(model):
     """``model`` with every additive constant zeroed in place (biases, BatchNormalization's and
     LayerNormalization's shifts, moving means, a ViT's class token and position embedding): a
-    bias-free net, on which LRP's relevance must sum to the logit."""
+    bias-free net, on which LRP's relevance must sum to the logit (DeiT's distillation token and
+    position table, Swin's relative position table too)."""
     import numpy as np
 
-    constants = ("bias", "beta", "moving_mean", "mean", "class_token", "embeddings")
+    constants = ("bias", "beta", "moving_mean", "mean", "class_token", "embeddings",
+                 "distillation_token", "position_embedding")
     for weight in model.weights:
         if weight.path.rsplit("/", 1)[-1] in constants:
             weight.assign(np.zeros(weight.shape, weight.dtype))

@@ -168,17 +168,26 @@ def test_a_model_whose_layers_cannot_be_read_is_skipped_not_failed(tmp_path):
     assert "Neuron groups were not computed" in (outcome.out / "report.html").read_text()
 
 
-def test_a_vision_transformer_is_told_why_no_layer_applies_and_what_explains_its_tokens():
-    """keras-hub's ViT has no spatial layer to read groups at (its patch convolution is inside
-    its embedding layer): the one line says no 'concepts.layers' setting applies to it, and
-    which methods explain its tokens instead."""
+def test_a_vision_transformer_gets_its_patch_tokens_grid_and_a_model_without_one_one_line():
+    """keras-hub's ViT keeps its blocks inside one encoder layer: the groups are read at its
+    patch embedding's tokens, on their grid with the class token set aside; a token model whose
+    tokens tile no grid of the image says in one line that no 'concepts.layers' setting
+    applies."""
+    import keras
     from architectures import hub_vit
 
     from auditor.errors import ModelError
     from auditor.methods.concepts.layers import default_layers
 
+    [(layer, reason)] = default_layers(hub_vit())
+    assert layer.endswith("vit_patching_and_embedding") and "4x4 grid" in reason
+    assert "1 class or register token(s) set aside" in reason
+    inputs = keras.Input((6, 10, 3))  # 7 tokens tile no grid of a 6 x 10 image
+    tokens = keras.layers.Reshape((7, 4))(keras.layers.Dense(28)(keras.layers.Flatten()(inputs)))
+    attended = keras.layers.MultiHeadAttention(1, 4)(tokens, tokens)
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(attended)))
     with pytest.raises(ModelError) as info:
-        default_layers(hub_vit())
+        default_layers(model)
     line = str(info.value)
     assert "\n" not in line and "no layer with a spatial" in line
     assert "no 'concepts.layers' setting applies" in line and "'rollout'" in line

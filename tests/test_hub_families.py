@@ -61,20 +61,24 @@ def test_a_keras_hub_classifier_audits_from_the_cli_with_its_preprocessor(
     assert not [c for c in summary["checks"] if c["status"] == "error"], summary["checks"]
 
 
-def test_rollout_on_a_transformer_with_its_own_attention_class_says_which():
-    """keras-hub's MiT attends in its own layer class: rollout, which reads the weights of
-    keras.layers.MultiHeadAttention, says in one line that it cannot and names the class."""
+def test_rollout_on_a_hierarchical_transformer_says_in_one_line_what_applies_instead():
+    """keras-hub's MiT attends in its own layer class, over token grids its stages coarsen:
+    rollout, defined over one token sequence, says in one line that it is not defined there,
+    names the class and the methods that explain it instead."""
     from auditor.errors import AuditorError
     from auditor.methods.attribution.tokens import required_attention
 
-    with pytest.raises(AuditorError, match=r"its own layers \(SegFormerMultiheadAttention\)"):
+    with pytest.raises(AuditorError, match=r"not defined .* \(SegFormerMultiheadAttention\) "
+                                           r"is that of a hierarchical transformer") as info:
         required_attention(hub_classifier("MiT"))
+    assert "'lrp'" in str(info.value) and "'gradcam'" in str(info.value)
+    assert "\n" not in str(info.value)
 
 
 def test_clever_hans_default_methods_leave_out_grad_cam_where_no_layer_takes_it(tmp_path):
-    """keras-hub's Swin keeps its tokens in its own layers: Grad-CAM has no layer there, and the
-    injection test runs with the gradient instead of being skipped whole (as for any model
-    without a spatial layer, here a Dense one); a convolutional model keeps both."""
+    """A model with no layer Grad-CAM can explain (no spatial layer, no grid of tokens, here a
+    Dense one): the injection test runs with the gradient instead of being skipped whole; a
+    convolutional model keeps both."""
     from auditor.sections.clever_hans import PREFERRED_METHODS, applicable
 
     dense = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
@@ -87,3 +91,33 @@ def test_clever_hans_default_methods_leave_out_grad_cam_where_no_layer_takes_it(
                       list(PREFERRED_METHODS)) == ["gradient"]
     assert applicable(load_model(str(tmp_path / "conv.keras"), "0-1"),
                       list(PREFERRED_METHODS)) == ["gradient", "gradcam"]
+
+
+# LRP walks into each family's own blocks (auditor/methods/attribution/lrp/custom.py). Measured
+# with lrp_epsilon alone on the shared machine under load: MobileNetV5 14 s (its RmsNorm2d rule
+# and walked blocks, in the fast set), EfficientNet 28, HGNetV2 19, DeiT, MobileNet, MiT and
+# Swin 25 to 60 (the bigger first traces): those run with the slow tests.
+LRP_FAMILIES = [pytest.param(family, marks=pytest.mark.slow) if family != "MobileNetV5"
+                else family for family in ("DeiT", "MiT", "SwinTransformer", "EfficientNet",
+                                           "MobileNet", "MobileNetV5", "HGNetV2")]
+
+
+@pytest.mark.parametrize("family", LRP_FAMILIES)
+def test_lrp_walks_through_a_keras_hub_familys_blocks_and_conserves_relevance(tmp_path, family):
+    """On the bias-free classifier (every additive constant zeroed: biases, BatchNormalization's
+    means, DeiT's tokens and position table) LRP-epsilon's relevance sums to the logit: through
+    DeiT's and MiT's and Swin's attention with the weights held constant, MiT's MixFFN and
+    Swin's Mlp GELUs passed, squeeze-excitation gates held constant (EfficientNet, MobileNet),
+    MobileNetV5's RmsNorm2d and HGNetV2's affine blocks."""
+    from architectures import without_biases
+
+    from auditor.methods.attribution import attribute
+
+    without_biases(hub_classifier(family)).save(tmp_path / "free.keras")
+    handle = load_model(str(tmp_path / "free.keras"))
+    x = np.random.default_rng(3).uniform(0, 1, (3, 32, 32, 3)).astype(np.float32)
+    logits = handle.logits(x).numpy()
+    targets = logits.argmax(axis=1)
+    maps = attribute(handle, x, targets, "lrp_epsilon", epsilon=1e-9)
+    np.testing.assert_allclose(maps.reshape(len(x), -1).sum(axis=1),
+                               logits[np.arange(len(x)), targets], rtol=1e-3, atol=1e-6)

@@ -464,8 +464,8 @@ def injection_split(ctx: Context, options: Options):
 def concept_groups(ctx: Context) -> int:
     """When the concepts section runs too, the planted copies are audited by its method (its
     number of groups, from its typed options: sections never import each other); else 0, also
-    when the model has no spatial layer to find groups in (a vision transformer: the concepts
-    section says so itself, and the injection test runs without them)."""
+    when the model has no layer to find groups in (neither a spatial map nor a grid of tokens:
+    the concepts section says so itself, and the injection test runs without them)."""
     from auditor.errors import ModelError
     from auditor.methods.concepts.layers import default_layers
 
@@ -588,7 +588,7 @@ def run(ctx: Context, options: Options) -> SectionResult:
 
 def applicable(handle, methods: list[str]) -> list[str]:
     """The default methods the model takes: Grad-CAM left out of a model with no layer it can
-    explain (keras-hub's Swin keeps its tokens in its own layers), rather than the whole
+    explain (a model with neither a spatial layer nor a grid of tokens), rather than the whole
     injection test skipped for it; the gradient applies to every model."""
     from auditor.methods.attribution.layer import method_layers
 

@@ -24,14 +24,30 @@ LAYER_METHODS = ("gradient", "gradient_x_activation")
 def resolve_layer(handle, layer: str | None) -> str:
     """The layer's name as given; when None, in a model with attention layers (a vision
     transformer) the tokens its last attention attends from (``tokens.last_token_layer``),
-    else the last convolutional layer."""
-    from auditor.methods.attribution.tokens import attention_layers, last_token_layer
+    else the last convolutional layer; in a transformer attending in its own layers with no
+    spatial layer (keras-hub's Swin), the grid of tokens its last attention reads
+    (``tokens.tapped_token_layer``)."""
+    from auditor.errors import ModelError
+    from auditor.methods.attribution.tokens import (
+        attention_layers,
+        last_token_layer,
+        own_attention,
+        tapped_token_layer,
+    )
 
     if layer:
         return layer
     model = handle.logits_model
     tokens = last_token_layer(model, handle.input_shape) if attention_layers(model) else None
-    return tokens or last_conv_layer(model)
+    if tokens:
+        return tokens
+    try:
+        return last_conv_layer(model)
+    except ModelError:
+        grid = tapped_token_layer(model, handle.input_shape) if own_attention(model) else None
+        if grid is None:
+            raise
+        return grid
 
 
 def layer_gradients(handle, x, targets, contrast, score: str, layer: str):

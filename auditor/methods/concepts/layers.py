@@ -1,12 +1,17 @@
 """Which layers to factorise: chosen from the graph, or named by the user and checked.
 
-Neuron groups need a spatial map (N, H, W, C): the groups are found per position and shown where
+Neuron groups need a grid of positions: the groups are found per position and shown where
 they sit. By default two layers are taken, as Olah et al. (2018) compare a middle and a late
 layer of GoogLeNet: the end of the middle stage (parts on a finer grid: strokes, textures) and
-the last layer with a spatial map (the most abstract parts the model still locates).
+the last layer with a spatial map (the most abstract parts the model still locates). A vision
+transformer has no spatial map: its patch tokens are the grid (class and register tokens set
+aside, as for Grad-CAM, ``attribution/tokens.py``), at the last layer of the graph whose patch
+tokens reach the logits (``tokens.tapped_token_layer``).
 """
 
 from __future__ import annotations
+
+import contextlib
 
 from auditor.errors import ConfigError, ModelError
 from auditor.inputs.layers import find_layer, last_conv_layer, output_shape, stage_ends, walk
@@ -16,13 +21,31 @@ def is_spatial(shape) -> bool:
     return shape is not None and len(shape) == 4 and (shape[1] or 2) > 1 and (shape[2] or 2) > 1
 
 
+def image_shape(model) -> tuple:
+    return tuple(model.inputs[0].shape[1:])
+
+
+def token_grid_of(shape, model) -> tuple | None:
+    """(leading tokens, rows, columns) of a (N, T, D) output whose tokens tile the model's
+    image grid, else None."""
+    from auditor.methods.attribution.tokens import token_grid
+
+    if shape is None or len(shape) != 3 or not shape[1]:
+        return None
+    return token_grid(shape[1], image_shape(model))
+
+
 def default_layers(model) -> list[tuple[str, str]]:
-    """(layer path, why it was chosen): the middle stage's end and the last spatial layer;
-    ModelError (one line) for a model without one (a vision transformer's tokens)."""
+    """(layer path, why it was chosen): the middle stage's end and the last spatial layer; in
+    a vision transformer (MultiHeadAttention, or keras-hub's Swin with no spatial layer) its
+    grid of patch tokens; ModelError (one line) for a model with neither."""
+    if _has_attention(model):  # a ViT (or a hybrid): its tokens, not its patch convolution
+        with contextlib.suppress(ModelError):  # tokens on no grid: its spatial layers, if any
+            return [_token_layer(model)]
     try:
         last = last_conv_layer(model)
     except ModelError:
-        raise ModelError(no_spatial_layer(model)) from None
+        return [_token_layer(model)]
     ends = [name for name in stage_ends(model) if name != last]
     chosen = []
     if ends:
@@ -36,11 +59,30 @@ def default_layers(model) -> list[tuple[str, str]]:
     return chosen
 
 
+def _token_layer(model) -> tuple[str, str]:
+    from auditor.methods.attribution.tokens import own_attention, tapped_token_layer
+
+    found = None
+    if own_attention(model) or _has_attention(model):
+        found = tapped_token_layer(model, image_shape(model))
+    if found is None:
+        raise ModelError(no_spatial_layer(model))
+    leading, rows, columns = token_grid_of(output_shape(find_layer(model, found)), model)
+    aside = f", {leading} class or register token(s) set aside" if leading else ""
+    return found, (f"a vision transformer's patch tokens on their {rows}x{columns} grid{aside}: "
+                   "the tokens its last attention reads, the last such layer of its graph")
+
+
+def _has_attention(model) -> bool:
+    from auditor.methods.attribution.tokens import attention_layers
+
+    return bool(attention_layers(model))
+
+
 def no_spatial_layer(model) -> str:
     """Why a model without a spatial layer has no neuron groups, and what applies instead: a
-    SavedModel hides its layers (its .keras file does not); a vision transformer's tokens lie
-    on no convolutional grid, so no ``concepts.layers`` setting applies (rollout explains
-    tokens)."""
+    SavedModel hides its layers (its .keras file does not); a transformer whose tokens tile
+    no grid of the image in a layer of its graph has no positions to find groups at."""
     import keras
 
     from auditor.methods.attribution.tokens import attention_layers, own_attention
@@ -51,9 +93,9 @@ def no_spatial_layer(model) -> str:
                 ".keras file for neuron groups")
     rollout = bool(attention_layers(model))
     if rollout or own_attention(model):
-        return (f"{why}: neuron groups are parts on a convolutional layer's grid and a vision "
-                "transformer's tokens are on none, so no 'concepts.layers' setting applies to "
-                "it (a hybrid could name its convolutional stem)" + (
+        return (f"{why} and no layer of its graph whose tokens tile the image's grid before its "
+                "last attention: neuron groups need positions on a grid, so no "
+                "'concepts.layers' setting applies to it" + (
                     "; attribution's 'rollout' and 'gradient_rollout' explain its tokens"
                     if rollout else ""))
     return (f"{why}: neuron groups are parts on a convolutional layer's grid; 'concepts.layers' "
@@ -61,9 +103,13 @@ def no_spatial_layer(model) -> str:
 
 
 def check_layers(model, names, option: str = "concepts.layers") -> list[tuple[str, str]]:
-    """The named layers with why (named in the spec), each checked to exist and be spatial;
-    a bad name is a ConfigError listing the spatial layers to choose from."""
-    spatial = [path for path, layer in walk(model) if is_spatial(output_shape(layer))
+    """The named layers with why (named in the spec), each checked to exist and be spatial
+    (or a transformer's grid of tokens); a bad name is a ConfigError listing the layers to
+    choose from."""
+    def on_grid(shape):
+        return is_spatial(shape) or token_grid_of(shape, model) is not None
+
+    spatial = [path for path, layer in walk(model) if on_grid(output_shape(layer))
                and not getattr(layer, "layers", None)]
     chosen = []
     for name in names:
@@ -73,9 +119,10 @@ def check_layers(model, names, option: str = "concepts.layers") -> list[tuple[st
             raise ConfigError(f"'{option}' names layer '{name}', which model '{model.name}' does "
                               f"not have; spatial layers: {_listed(spatial)}") from None
         shape = output_shape(layer)
-        if not is_spatial(shape):
+        if not on_grid(shape):
             raise ConfigError(f"'{option}' names layer '{name}', whose output {shape} is not a "
-                              f"spatial map (N, H, W, C); spatial layers: {_listed(spatial)}")
+                              "spatial map (N, H, W, C) nor a grid of patch tokens; spatial "
+                              f"layers: {_listed(spatial)}")
         chosen.append((name, "named in the spec"))
     return chosen
 

@@ -11,6 +11,8 @@
                          al. 2022, "XAI for Transformers: Better Explanations through
                          Conservative Propagation", the LN-rule): what remains is linear, and
                          relevance passes through it as LRP-0 (gradient times input).
+    RmsNorm2d            keras-hub MobileNetV5's ``x / rms(x)`` over channels, its ``rms`` held
+                         constant likewise (the LN-rule without the mean).
     MultiHeadAttention   the attention weights held constant (Ali et al. 2022, the AH-rule):
                          relevance flows through the values, none through queries and keys.
 
@@ -74,6 +76,16 @@ def layer_norm(layer, x):
     if layer.center and not getattr(layer, "rms_scaling", False):
         y = y + tf.reshape(layer.beta, shape[1:])
     return y
+
+
+def rms_norm(layer, x):
+    """keras-hub's RmsNorm2d with the normaliser held constant."""
+    import tensorflow as tf
+
+    axis = 1 if getattr(layer, "data_format", "channels_last") == "channels_first" else -1
+    inv = tf.math.rsqrt(tf.reduce_mean(tf.square(x), axis=axis, keepdims=True) + layer.eps)
+    gamma = layer.gamma if axis == -1 else tf.reshape(layer.gamma, (-1, 1, 1))
+    return x * tf.stop_gradient(inv) * gamma
 
 
 def attention(layer, query, value, key=None, attention_mask=None, **_):

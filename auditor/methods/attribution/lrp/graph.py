@@ -5,7 +5,7 @@ following BatchNormalization folded in; element-wise activations and unfolded af
 (ReLU, ReLU6, Rescaling, BatchNormalization) pass relevance on unchanged (Zennit's ``Pass``);
 pooling, Add, Concatenate and shape layers keep their gradient, which already splits relevance
 by contribution (max pooling: to the winner). Nested models are walked recursively, and the
-custom layers listed in ``custom.py`` (keras-hub's ViT) through their own ``call``. Any other
+custom layers listed in ``custom.py`` (keras-hub's blocks) through their own ``call``. Any other
 layer is an error naming it: a map through a layer the rules do not cover would be wrong
 silently.
 
@@ -34,8 +34,15 @@ from auditor.methods.attribution.lrp.constant import (
     gated_product,
     is_gate_activation,
     layer_norm,
+    rms_norm,
 )
-from auditor.methods.attribution.lrp.custom import is_constant_lookup, is_walked, swapped
+from auditor.methods.attribution.lrp.custom import (
+    is_constant_lookup,
+    is_rms_norm,
+    is_walked,
+    own_call,
+    swapped,
+)
 from auditor.methods.attribution.lrp.rules import Composite, ZBox, linear_output
 
 
@@ -52,7 +59,7 @@ def _layer_groups():
                 L.GlobalAveragePooling2D, L.GlobalAveragePooling3D, L.GlobalMaxPooling1D,
                 L.GlobalMaxPooling2D, L.GlobalMaxPooling3D, L.Add, L.Subtract, L.Average,
                 L.Maximum, L.Minimum, L.Concatenate, L.UpSampling1D, L.UpSampling2D,
-                *_convnext_layers()[2:])
+                *_convnext_layers()[2:], *_mean())
     elementwise = (L.ReLU, L.LeakyReLU, L.ELU, L.Activation, L.Rescaling, L.Normalization,
                    L.BatchNormalization, *_convnext_layers()[:1])
     return shape, gradient, elementwise
@@ -70,6 +77,16 @@ def _convnext_layers() -> tuple:
     except ImportError:  # another Keras layout: the layers stay unknown, LRP says so
         return ()
     return LayerScale, StochasticDepth, Add, GetItem
+
+
+def _mean() -> tuple:
+    """The operation ``ops.mean`` (keras-hub Swin's head pools its tokens with it): linear,
+    its gradient splits relevance by contribution as average pooling's does."""
+    try:
+        from keras.src.ops.numpy import Mean
+    except ImportError:
+        return ()
+    return (Mean,)
 
 
 NONNEGATIVE_ACTIVATIONS = ("relu", "relu6", "sigmoid", "hard_sigmoid", "softplus", "exponential")
@@ -133,6 +150,7 @@ class Walk:
     nonneg: dict = field(default_factory=dict)  # id(tensor) -> tensor, for tensors known >= 0
     gates: dict = field(default_factory=dict)  # id(tensor) -> tensor, a sigmoid's output
     opaque: dict = field(default_factory=dict)  # id(tensor) -> (tensor, why LRP cannot pass it)
+    inside: int = 0  # how many walked custom layers the walk is in (their gates are constant)
 
     def start(self, x, low, high, nonneg: bool = False):
         self.level[id(x)] = (x, InputLevel(x, low, high))
@@ -219,6 +237,8 @@ class Walk:
             return lambda *args, **kwargs: self.multiply(op, args[0])
         if isinstance(op, keras.layers.LayerNormalization):
             return lambda x, *args, **kwargs: layer_norm(op, x)
+        if is_rms_norm(op):
+            return lambda x, *args, **kwargs: rms_norm(op, x)
         if isinstance(op, keras.layers.MultiHeadAttention):
             return lambda *args, **kwargs: attention(op, *args, **kwargs)
         if is_model(op):
@@ -242,13 +262,17 @@ class Walk:
 
     def walk_into(self, op, args, kwargs):
         """A listed custom layer (``custom.py``): its own ``call`` with its sub-layers swapped
-        for their LRP counterparts; opaque if any of them was."""
+        for their LRP counterparts and its gates held constant; opaque if any sub-layer was."""
         import inspect
 
         accepted = inspect.signature(op.call).parameters
         before = len(self.opaque)
-        with swapped(op, lambda sub: self.guarded(sub, {}, {}, set())):
-            y = op.call(*args, **{k: v for k, v in kwargs.items() if k in accepted})
+        self.inside += 1
+        try:
+            with swapped(op, lambda sub: self.guarded(sub, {}, {}, set())):
+                y = own_call(op)(*args, **{k: v for k, v in kwargs.items() if k in accepted})
+        finally:
+            self.inside -= 1
         if len(self.opaque) > before:
             y = self._opaque_out(y, list(self.opaque.values())[-1][1])
         return y
@@ -286,7 +310,12 @@ class Walk:
                                  self._is_nonneg(operands))
 
     def _keep_gate(self, y, op):
+        """A gate's output, noted; inside a walked layer held constant (``custom.py``)."""
         if is_gate_activation(op):
+            if self.inside:
+                import tensorflow as tf
+
+                y = tf.stop_gradient(y)
             self.gates[id(y)] = y
         return y
 
