@@ -55,6 +55,18 @@ REFERENCE_FLOPS = 612_751_868
 GRID = 2 ** 0.5
 
 
+# A trace of a compiled optimisation loop (the featureviz render: the model's forward and
+# backward pass inside a tf.while_loop, with the Fourier parameterisation, the random
+# transforms and Adam) against the trace ``measure_timing`` times (the first call of a plain
+# input gradient, less a call's time). The first call of the render loop of 10 unregularised
+# images at 32 steps, less its steps, against the timed trace, at 48 px under a load of 10 to
+# 12: 20 s against 7.6 s on MobileNetV3Small (2.6), 46 s against 49 s on DenseNet121 (0.95);
+# the loop's traces alone 0.63 s against a timed trace of 0.21 s on the digits CNN (3.0),
+# counted by tests/tracecount.py. The loop's own machinery weighs most on small models; 2 is
+# the middle of the three.
+LOOP_TRACE = 2.0
+
+
 # Rows of the batches the cost per image is timed on. A call costs a fixed overhead plus its
 # rows, and the sections' calls take from a few rows (interventions, training steps) to
 # hundreds (occlusion, curves): timed per image on the digits CNN (300 images, every section,
@@ -73,25 +85,28 @@ class Passes:
     """Images through the model: forward only, forward-backward (the gradient of the input),
     and through a training step (the gradient of every weight, an optimiser's update);
     ``traces`` counts the compiled functions the section traces (each about one trace of the
-    model) and ``copies`` the copies of the model it makes (randomised, shifted, fine-tuned:
-    inputs/copies.py; seconds each on a large model). A training row counts as a
-    forward-backward one in the budget."""
+    model), of which ``loops`` are compiled optimisation loops (a forward and a backward pass
+    inside a ``tf.while_loop`` with the loop's own work: each costs LOOP_TRACE traces), and
+    ``copies`` the copies of the model it makes (randomised, shifted, fine-tuned:
+    inputs/copies.py; seconds each on a large model); ``kernels`` is work off the model
+    (scikit-learn fits, cleanlab, hashing) in reference kernels (``reference_kernel``), as
+    measured on this machine. A training row counts as a forward-backward one in the budget."""
 
     forward: float = 0.0
     backward: float = 0.0
     traces: int = 0
     train: float = 0.0
     copies: int = 0
+    loops: int = 0
+    kernels: float = 0.0
 
     def __add__(self, other: Passes) -> Passes:
-        return Passes(self.forward + other.forward, self.backward + other.backward,
-                      self.traces + other.traces, self.train + other.train,
-                      self.copies + other.copies)
+        return Passes(*(a + b for a, b in zip(dataclasses.astuple(self),
+                                              dataclasses.astuple(other), strict=True)))
 
     def __sub__(self, other: Passes) -> Passes:
-        return Passes(self.forward - other.forward, self.backward - other.backward,
-                      self.traces - other.traces, self.train - other.train,
-                      self.copies - other.copies)
+        return Passes(*(a - b for a, b in zip(dataclasses.astuple(self),
+                                              dataclasses.astuple(other), strict=True)))
 
     @property
     def total(self) -> float:
@@ -115,6 +130,7 @@ class Facts:
     card_methods: tuple[str, ...] | None = None
     card_score: str = "logit"  # the score the card's maps explain (its compiled passes')
     sections: tuple[str, ...] = ()  # the run's sections, for work one does for another
+    multilabel: bool = False  # a multi-label model (sections audit it per label)
 
     @property
     def wrong(self) -> int:
@@ -142,7 +158,8 @@ class Timing:
     def seconds(self, passes: Passes) -> float:
         return (passes.forward * self.forward + passes.backward * self.backward
                 + passes.train * (self.backward if self.train is None else self.train)
-                + passes.traces * self.trace + passes.copies * (self.copy or 0.0))
+                + (passes.traces + (LOOP_TRACE - 1) * passes.loops) * self.trace
+                + passes.copies * (self.copy or 0.0) + passes.kernels * (self.kernel or 0.0))
 
     def in_kernels(self) -> Timing:
         """The times in reference kernels, each rounded to the GRID: what a named budget is

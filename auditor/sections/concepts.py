@@ -88,7 +88,7 @@ def passes(options: Options, facts: Facts) -> Passes:
     gradients = Passes(backward=sample + 2 * mistakes, traces=1)
     survival = (Passes(forward=options.survival_images * layers, traces=1, copies=1)
                 if options.survival_images else Passes())
-    icons = (Passes(backward=options.icon_steps * options.groups * layers, traces=1)
+    icons = (Passes(backward=options.icon_steps * options.groups * layers, traces=1, loops=1)
              if options.icon_steps else Passes())
     return Passes(per_layer.forward * layers, traces=per_layer.traces * layers) + gradients \
         + survival + icons
