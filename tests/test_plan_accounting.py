@@ -115,7 +115,7 @@ def test_the_plan_counts_every_pass_each_section_runs(monkeypatch, counted_audit
 
     monkeypatch.setattr(clever_hans, "SEARCH_SHARE", 1.0)  # the searches' bound, not expected
     monkeypatch.setattr(clever_hans, "PROPERTY_SHARE", 1.0)
-    planned, used, summary = counted_audit(SPEC, [*EXACT, "clever_hans"])
+    planned, used, summary = counted_audit(SPEC, [*EXACT, "clever_hans", "triage"])
     choice = summary["attribution"]["used_by"]["contrastive"]  # the card's, within 1 pass
     assert summary["contrastive"]["method_from_card"] and choice["allowed"] == 1
     assert summary["contrastive"]["method"] == choice["method"] == "gradient"
@@ -124,6 +124,9 @@ def test_the_plan_counts_every_pass_each_section_runs(monkeypatch, counted_audit
     ran_forward, ran_backward = used["clever_hans"]  # the fine-tuning steps are not counted
     assert ran_backward == planned["clever_hans"].backward  # (they call the copy directly)
     assert 0.3 * planned["clever_hans"].forward <= ran_forward <= planned["clever_hans"].forward
+    # triage's maps of the shown mistakes and slices: a bound (the slices found may be fewer)
+    assert 0 < used["triage"][1] <= planned["triage"].backward
+    assert used["triage"][0] <= planned["triage"].forward
 
 
 def test_an_expensive_method_from_the_card_is_counted_as_it_runs(counted_audit):
@@ -200,12 +203,14 @@ def test_a_method_registered_with_a_planned_option_is_lowered_by_the_plan(monkey
         lowered["smoothgrad:integrated_gradients.samples"]
 
 
-def test_featureviz_and_concepts_trace_what_their_plan_declares(monkeypatch, tmp_path,
-                                                                 digits_model_path):
+def test_featureviz_concepts_and_triage_trace_what_their_plan_declares(monkeypatch, tmp_path,
+                                                                        digits_model_path):
     """Each function TensorFlow traces for a section, counted as it traces (tests/tracecount.py),
     is one the section declares in ``Passes.traces``: a trace of a large model costs seconds,
-    and these two once traced 12 and 13 against 3 and 9 declared. tf.data's own functions
-    (the dataset's pipeline, milliseconds each) are not traces of the model."""
+    and featureviz and concepts once traced 12 and 13 against 3 and 9 declared. Featureviz's
+    one render loop (its class, variant, channel and unregularised images) is declared as a
+    loop. tf.data's own functions (the dataset's pipeline, milliseconds each) are not traces
+    of the model."""
     from tracecount import counting, model_traces, recorded_plans
 
     import auditor.pipeline as pipeline
@@ -214,15 +219,16 @@ def test_featureviz_and_concepts_trace_what_their_plan_declares(monkeypatch, tmp
     config = make_config({
         "model": str(digits_model_path), "data": "sklearn:digits:test", "max_samples": 80,
         "out": str(tmp_path / "run"), "format": "json", "budget": 10 ** 9, "progress": False,
-        "sections": ["featureviz", "concepts"],
+        "sections": ["featureviz", "concepts", "triage"],
         "featureviz": {"steps": 3, "snapshots": [0, 3], "max_classes": 3, "max_channels": 2},
         "concepts": {"sample": 30, "mistakes": 2, "removal_images": 2, "random_directions": 2,
                      "survival_images": 4, "icon_steps": 2}})
     with counting() as counts:
         summary = pipeline.run_audit(config).summary
     assert not [c for c in summary["checks"] if c["status"] == "error"]
-    assert summary["featureviz"]["comparison"]["unregularised"]  # compare ran: its own loop
-    for name in ("featureviz", "concepts"):
+    assert summary["featureviz"]["comparison"]["unregularised"]  # compare ran, in the loop
+    assert plans[-1].passes["featureviz"].loops == 1
+    for name in ("featureviz", "concepts", "triage"):
         seen = model_traces(counts, f"auditor/sections/{name}.py", outermost=True)
         assert len(seen) == plans[-1].passes[name].traces, (name, seen)
 

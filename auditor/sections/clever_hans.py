@@ -21,7 +21,7 @@ from auditor.errors import ConfigError, ModelError
 from auditor.methods.attribution.trust import TRUST_BOUNDS, trust_check
 from auditor.methods.shortcuts.injection import InjectionSettings
 from auditor.methods.shortcuts.search import Sample
-from auditor.predict.plan import Facts, Passes
+from auditor.predict.plan import Drop, Facts, Passes
 from auditor.sections.base import Context, KeyFigure, SectionResult, at_least
 
 NAME = "clever_hans"
@@ -142,6 +142,12 @@ PLANNED = {"steps": 25, "max_train": 200, "max_eval": 200, "explain": 16, "max_d
 # interventions (properties.forward_passes, at most MAX_CANDIDATES per search) 0.31 and 0.40:
 # a search puts 6 to 8 screened properties to the test, not 20.
 SEARCH_SHARE = 0.75
+# Given up when a named budget cannot hold the section at the floors (predict/plan.py): the
+# planted shortcuts beyond the first (each a fine-tuned copy measured and searched), then the
+# search on the audited model.
+DROPS = (Drop("shortcuts", lambda options: options.shortcuts[:1],
+              "the planted shortcuts beyond the first"),
+         Drop("discovery", False, "the shortcut search on the audited model"))
 PROPERTY_SHARE = 0.35
 
 

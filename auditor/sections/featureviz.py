@@ -33,7 +33,7 @@ from auditor.methods.featureviz.realism import study_real_images
 from auditor.methods.featureviz.recipes import INITS, Recipe, group
 from auditor.methods.featureviz.render import render_forms
 from auditor.methods.featureviz.top_images import top_activating
-from auditor.predict.plan import Facts, Passes
+from auditor.predict.plan import Drop, Facts, Passes
 from auditor.predict.predictions import logits_and_features
 from auditor.sections.base import Context, SectionResult
 
@@ -101,6 +101,13 @@ class Options:
 # The compute plan (auditor.predict.plan) may lower these, never below the floor: 32 steps
 # (the images' outline is there by 16-64 steps in the demo's snapshots) and 2 channels.
 PLANNED = {"steps": 32, "max_channels": 2}
+# What the section gives up when a named budget cannot hold it at the floors (predict/plan.py):
+# the comparisons first (four of every five class images), then the channels (a trace and a
+# pass over the data per layer), then the classes beyond three.
+DROPS = (Drop("compare", False, "the comparisons (other starts, the other objective, the "
+                                "unregularised images)"),
+         Drop("max_channels", 0, "the channel visualisations"),
+         Drop("max_classes", 3, "the class visualisations beyond the first three"))
 
 
 def resolve(options: Options, facts: Facts) -> Options:
