@@ -8,8 +8,10 @@ strategy's replicas, every replica running all the steps on its share. Images ne
 (the loss is a sum of per-image scores, Adam is elementwise and the model runs in inference
 mode), so a share gets the images it would get in the whole batch.
 
-The steps are one compiled loop per model and form of request (objective key, parameterisation,
-transforms, blur), kept on the model handle, so a later request of the same form traces nothing.
+The steps are one compiled loop per model, objective form and set of image forms (``Form``:
+parameterisation, transforms, learning rate, blur), kept on the model handle, so a later request
+of the same form traces nothing. Images of several forms (the section's regularised images and
+its unregularised ones) are optimised in one loop, each row through its own form: one trace.
 It is called for about a second of steps at a time (``auditor.predict.calls``), and a signal
 noted in between stops the render there: a Python signal handler cannot run inside a compiled
 call.
