@@ -331,3 +331,17 @@ def test_a_named_budget_too_small_for_the_fixed_costs_leaves_work_out_and_says_w
     assert "compare" not in {d.setting for d in given.dropped.get("featureviz", [])}
     assert not plan_for(MODULES, {}, facts, 3000, timing=TRACE_BOUND).dropped
     assert not plan_for(MODULES, {}, facts, "quick", timing=TIMED).dropped
+
+
+def test_the_report_says_what_the_plan_left_out_and_how_to_bring_it_back(demo_report,
+                                                                         tmp_path):
+    from auditor.pipeline import write_page
+
+    summary = json.loads(json.dumps(demo_report.summary))
+    summary["plan"]["dropped"] = {"featureviz": [{
+        "setting": "compare", "value": False, "spec_key": "featureviz.compare",
+        "what": "the comparisons (other starts, the other objective, the unregularised images)"}]}
+    write_page(tmp_path, summary, summary, [], None)
+    page = (tmp_path / "report.html").read_text()
+    assert "Left out because the budget cannot hold the fixed costs" in page
+    assert "<code>featureviz.compare</code> in the spec" in page
