@@ -260,7 +260,8 @@ class AuditCallback(keras.callbacks.Callback):
         from auditor.runs.overhead import planner, requested
 
         timing = model_timing(handle)  # the audits' plans read the same measure
-        facts = Facts(images=images, input_shape=handle.input_shape, classes=handle.num_classes)
+        facts = Facts(images=images, input_shape=handle.input_shape, classes=handle.num_classes,
+                      multilabel=handle.multilabel)
         plan_at = planner(config, facts, forward_flops(handle), timing, handle)
         return {"plan_at": plan_at, "sections": requested(config),
                 "fixed": saving + images * timing.forward, "drift": 1.0, "unplanned": {}}

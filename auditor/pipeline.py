@@ -436,7 +436,7 @@ def plan_sections(config, names, loaded, predictions):
                   compare=loaded.compare_handle is not None,
                   mistakes=mistakes_to_explain(predictions),
                   card_methods=card_candidates(config, names), card_score=card_score(config),
-                  sections=tuple(names))
+                  sections=tuple(names), multilabel=handle.multilabel)
     modules = {name: section_module(name) for name in names}
     timed = runs_passes(modules, config.options, facts)
     return make_plan(modules, config.options, config.section_options, facts, config.budget,

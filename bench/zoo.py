@@ -98,8 +98,12 @@ def detail(summary: dict) -> str:
     before = [f"{name} {timings[name]:.0f}" for name in ("load", "input_range", "predict", "plan")
               if name in timings]
     trace = plan.get("timing", {}).get("measured", {}).get("trace")
+    dropped = [entry["spec_key"] for entries in plan.get("dropped", {}).values()
+               for entry in entries]
     return (f"seconds actual/estimate: {', '.join(parts)}; before the sections: "
-            f"{', '.join(before)}; a trace {trace if trace is not None else '-'} s")
+            f"{', '.join(before)}; a trace {trace if trace is not None else '-'} s; "
+            f"left out: {', '.join(dropped) or 'nothing'}"
+            f"{'; over the budget even so' if plan.get('over_budget') else ''}")
 
 
 def reference() -> None:

@@ -299,3 +299,49 @@ def test_sections_that_do_not_apply_to_a_multi_label_model_are_not_budgeted(tmp_
     alone = plan_at(["performance"], "quick")
     assert plan_at(wanted, "quick").total_passes == alone.total_passes
     assert plan_at(["attribution"], "quick").total_passes == 0
+
+
+# MobileNetV3Small at 48 px as measure_timing timed it under a load of 10: a trace is 311
+# kernels and a copy 89, so a few dozen traces fill `quick` (10,000 kernels) alone.
+TRACE_BOUND = Timing(forward=0.00393, backward=0.00544, trace=7.63, train=0.0115,
+                     kernel=0.0245, copy=2.18)
+
+
+def test_a_named_budget_too_small_for_the_fixed_costs_leaves_work_out_and_says_what():
+    """The lowest settings of every section are over `quick` on a model whose traces are
+    dear: the plan leaves out work the sections declare they can do without, the most saving
+    first, says what and which spec key brings it back, and never touches what the spec
+    gives; a number budget and a model whose traces are cheap leave nothing out."""
+    facts = dataclasses.replace(SMALL, sections=tuple(SECTION_NAMES))
+    floors = plan_for(MODULES, {}, facts, 1, timing=TRACE_BOUND)  # the floors, as passes
+    plan = plan_for(MODULES, {}, facts, "quick", timing=TRACE_BOUND)
+    assert {"featureviz", "concepts", "attribution"} <= set(plan.dropped)
+    assert plan.options["featureviz"].compare is False
+    assert "lrp" not in plan.options["attribution"].methods
+    assert plan.estimated_seconds() < 0.8 * floors.estimated_seconds()
+    lines = [line for line in plan.describe() if "left out" in line]
+    assert len(lines) == sum(len(drops) for drops in plan.dropped.values())
+    assert any("'featureviz.compare' in the spec" in line for line in lines)
+    block = plan.to_summary()["dropped"]
+    assert {"setting": "compare", "value": False, "spec_key": "featureviz.compare",
+            "what": plan.dropped["featureviz"][0].what} in block["featureviz"]
+    given = plan_for(MODULES, {"featureviz": {"compare": True}}, facts, "quick",
+                     timing=TRACE_BOUND)
+    assert given.options["featureviz"].compare is True
+    assert "compare" not in {d.setting for d in given.dropped.get("featureviz", [])}
+    assert not plan_for(MODULES, {}, facts, 3000, timing=TRACE_BOUND).dropped
+    assert not plan_for(MODULES, {}, facts, "quick", timing=TIMED).dropped
+
+
+def test_the_report_says_what_the_plan_left_out_and_how_to_bring_it_back(demo_report,
+                                                                         tmp_path):
+    from auditor.pipeline import write_page
+
+    summary = json.loads(json.dumps(demo_report.summary))
+    summary["plan"]["dropped"] = {"featureviz": [{
+        "setting": "compare", "value": False, "spec_key": "featureviz.compare",
+        "what": "the comparisons (other starts, the other objective, the unregularised images)"}]}
+    write_page(tmp_path, summary, summary, [], None)
+    page = (tmp_path / "report.html").read_text()
+    assert "Left out because the budget cannot hold the fixed costs" in page
+    assert "<code>featureviz.compare</code> in the spec" in page

@@ -4,6 +4,7 @@ the plan's forward and forward-backward passes of each section."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from conftest import plan_for
 
@@ -114,7 +115,7 @@ def test_the_plan_counts_every_pass_each_section_runs(monkeypatch, counted_audit
 
     monkeypatch.setattr(clever_hans, "SEARCH_SHARE", 1.0)  # the searches' bound, not expected
     monkeypatch.setattr(clever_hans, "PROPERTY_SHARE", 1.0)
-    planned, used, summary = counted_audit(SPEC, [*EXACT, "clever_hans"])
+    planned, used, summary = counted_audit(SPEC, [*EXACT, "clever_hans", "triage"])
     choice = summary["attribution"]["used_by"]["contrastive"]  # the card's, within 1 pass
     assert summary["contrastive"]["method_from_card"] and choice["allowed"] == 1
     assert summary["contrastive"]["method"] == choice["method"] == "gradient"
@@ -123,6 +124,9 @@ def test_the_plan_counts_every_pass_each_section_runs(monkeypatch, counted_audit
     ran_forward, ran_backward = used["clever_hans"]  # the fine-tuning steps are not counted
     assert ran_backward == planned["clever_hans"].backward  # (they call the copy directly)
     assert 0.3 * planned["clever_hans"].forward <= ran_forward <= planned["clever_hans"].forward
+    # triage's maps of the shown mistakes and slices: a bound (the slices found may be fewer)
+    assert 0 < used["triage"][1] <= planned["triage"].backward
+    assert used["triage"][0] <= planned["triage"].forward
 
 
 def test_an_expensive_method_from_the_card_is_counted_as_it_runs(counted_audit):
@@ -199,12 +203,14 @@ def test_a_method_registered_with_a_planned_option_is_lowered_by_the_plan(monkey
         lowered["smoothgrad:integrated_gradients.samples"]
 
 
-def test_featureviz_and_concepts_trace_what_their_plan_declares(monkeypatch, tmp_path,
-                                                                 digits_model_path):
+def test_featureviz_concepts_and_triage_trace_what_their_plan_declares(monkeypatch, tmp_path,
+                                                                        digits_model_path):
     """Each function TensorFlow traces for a section, counted as it traces (tests/tracecount.py),
     is one the section declares in ``Passes.traces``: a trace of a large model costs seconds,
-    and these two once traced 12 and 13 against 3 and 9 declared. tf.data's own functions
-    (the dataset's pipeline, milliseconds each) are not traces of the model."""
+    and featureviz and concepts once traced 12 and 13 against 3 and 9 declared. Featureviz's
+    one render loop (its class, variant, channel and unregularised images) is declared as a
+    loop. tf.data's own functions (the dataset's pipeline, milliseconds each) are not traces
+    of the model."""
     from tracecount import counting, model_traces, recorded_plans
 
     import auditor.pipeline as pipeline
@@ -213,14 +219,61 @@ def test_featureviz_and_concepts_trace_what_their_plan_declares(monkeypatch, tmp
     config = make_config({
         "model": str(digits_model_path), "data": "sklearn:digits:test", "max_samples": 80,
         "out": str(tmp_path / "run"), "format": "json", "budget": 10 ** 9, "progress": False,
-        "sections": ["featureviz", "concepts"],
+        "sections": ["featureviz", "concepts", "triage"],
         "featureviz": {"steps": 3, "snapshots": [0, 3], "max_classes": 3, "max_channels": 2},
         "concepts": {"sample": 30, "mistakes": 2, "removal_images": 2, "random_directions": 2,
                      "survival_images": 4, "icon_steps": 2}})
     with counting() as counts:
         summary = pipeline.run_audit(config).summary
     assert not [c for c in summary["checks"] if c["status"] == "error"]
-    assert summary["featureviz"]["comparison"]["unregularised"]  # compare ran: its own loop
-    for name in ("featureviz", "concepts"):
+    assert summary["featureviz"]["comparison"]["unregularised"]  # compare ran, in the loop
+    assert plans[-1].passes["featureviz"].loops == 1
+    for name in ("featureviz", "concepts", "triage"):
         seen = model_traces(counts, f"auditor/sections/{name}.py", outermost=True)
         assert len(seen) == plans[-1].passes[name].traces, (name, seen)
+
+
+def test_a_multi_label_clever_hans_plan_counts_what_its_label_audit_runs(
+        monkeypatch, counted, tmp_path):
+    """A multi-label model's Clever Hans runs no shortcut search on its copies: the plan counts
+    its control and poisoned copies and its discovery per label, not the single-label search
+    (which it once charged, several times what ran)."""
+    import keras
+    from tracecount import recorded_plans
+
+    import auditor.pipeline as pipeline
+    import auditor.sections.clever_hans as clever_hans
+
+    monkeypatch.setattr(clever_hans, "SEARCH_SHARE", 1.0)  # the interventions' bound
+    forward, backward = counted
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((12, 12, 3)), keras.layers.Conv2D(4, 3),
+                              keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(3, activation="sigmoid")])
+    model.save(tmp_path / "m.keras")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.uniform(0, 1, (60, 12, 12, 3)).astype(np.float32),
+             y=(rng.random((60, 3)) < 0.5).astype(np.int8))
+    plans, used = recorded_plans(monkeypatch), {}
+    run_section = pipeline.run_section
+
+    def count_section(name, ctx):
+        before = int(forward.numpy()), int(backward.numpy())
+        result = run_section(name, ctx)
+        used[name] = (int(forward.numpy()) - before[0], int(backward.numpy()) - before[1])
+        return result
+
+    monkeypatch.setattr(pipeline, "run_section", count_section)
+    spec = {"clever_hans": {**SPEC["clever_hans"], "max_others": 10}}
+    pipeline.run_audit(make_config({**spec, "model": str(tmp_path / "m.keras"),
+                                    "data": f"npz:{tmp_path / 'd.npz'}", "input_range": "0-1",
+                                    "sections": ["clever_hans"], "budget": 10 ** 9,
+                                    "format": ["json"]}, out=str(tmp_path / "run"),
+                                   progress=False, quiet=True))
+    planned = plans[-1].passes["clever_hans"]
+    ran_backward = used["clever_hans"][1]  # the copies' training steps go through the handle
+    ran_forward = used["clever_hans"][0] - ran_backward
+    # the discovery's maps are each label's sample; images drawn for one label that carry
+    # another are explained for it too, so the count is near, not at, the plan's
+    assert 0.7 <= ran_backward / (planned.backward + planned.train) <= 1.3
+    assert 0.7 <= ran_forward / planned.forward <= 1.0

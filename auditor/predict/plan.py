@@ -55,6 +55,18 @@ REFERENCE_FLOPS = 612_751_868
 GRID = 2 ** 0.5
 
 
+# A trace of a compiled optimisation loop (the featureviz render: the model's forward and
+# backward pass inside a tf.while_loop, with the Fourier parameterisation, the random
+# transforms and Adam) against the trace ``measure_timing`` times (the first call of a plain
+# input gradient, less a call's time). The first call of the render loop of 10 unregularised
+# images at 32 steps, less its steps, against the timed trace, at 48 px under a load of 10 to
+# 12: 20 s against 7.6 s on MobileNetV3Small (2.6), 46 s against 49 s on DenseNet121 (0.95);
+# the loop's traces alone 0.63 s against a timed trace of 0.21 s on the digits CNN (3.0),
+# counted by tests/tracecount.py. The loop's own machinery weighs most on small models; 2 is
+# the middle of the three.
+LOOP_TRACE = 2.0
+
+
 # Rows of the batches the cost per image is timed on. A call costs a fixed overhead plus its
 # rows, and the sections' calls take from a few rows (interventions, training steps) to
 # hundreds (occlusion, curves): timed per image on the digits CNN (300 images, every section,
@@ -73,25 +85,28 @@ class Passes:
     """Images through the model: forward only, forward-backward (the gradient of the input),
     and through a training step (the gradient of every weight, an optimiser's update);
     ``traces`` counts the compiled functions the section traces (each about one trace of the
-    model) and ``copies`` the copies of the model it makes (randomised, shifted, fine-tuned:
-    inputs/copies.py; seconds each on a large model). A training row counts as a
-    forward-backward one in the budget."""
+    model), of which ``loops`` are compiled optimisation loops (a forward and a backward pass
+    inside a ``tf.while_loop`` with the loop's own work: each costs LOOP_TRACE traces), and
+    ``copies`` the copies of the model it makes (randomised, shifted, fine-tuned:
+    inputs/copies.py; seconds each on a large model); ``kernels`` is work off the model
+    (scikit-learn fits, cleanlab, hashing) in reference kernels (``reference_kernel``), as
+    measured on this machine. A training row counts as a forward-backward one in the budget."""
 
     forward: float = 0.0
     backward: float = 0.0
     traces: int = 0
     train: float = 0.0
     copies: int = 0
+    loops: int = 0
+    kernels: float = 0.0
 
     def __add__(self, other: Passes) -> Passes:
-        return Passes(self.forward + other.forward, self.backward + other.backward,
-                      self.traces + other.traces, self.train + other.train,
-                      self.copies + other.copies)
+        return Passes(*(a + b for a, b in zip(dataclasses.astuple(self),
+                                              dataclasses.astuple(other), strict=True)))
 
     def __sub__(self, other: Passes) -> Passes:
-        return Passes(self.forward - other.forward, self.backward - other.backward,
-                      self.traces - other.traces, self.train - other.train,
-                      self.copies - other.copies)
+        return Passes(*(a - b for a, b in zip(dataclasses.astuple(self),
+                                              dataclasses.astuple(other), strict=True)))
 
     @property
     def total(self) -> float:
@@ -115,6 +130,7 @@ class Facts:
     card_methods: tuple[str, ...] | None = None
     card_score: str = "logit"  # the score the card's maps explain (its compiled passes')
     sections: tuple[str, ...] = ()  # the run's sections, for work one does for another
+    multilabel: bool = False  # a multi-label model (sections audit it per label)
 
     @property
     def wrong(self) -> int:
@@ -142,7 +158,8 @@ class Timing:
     def seconds(self, passes: Passes) -> float:
         return (passes.forward * self.forward + passes.backward * self.backward
                 + passes.train * (self.backward if self.train is None else self.train)
-                + passes.traces * self.trace + passes.copies * (self.copy or 0.0))
+                + (passes.traces + (LOOP_TRACE - 1) * passes.loops) * self.trace
+                + passes.copies * (self.copy or 0.0) + passes.kernels * (self.kernel or 0.0))
 
     def in_kernels(self) -> Timing:
         """The times in reference kernels, each rounded to the GRID: what a named budget is
@@ -173,6 +190,7 @@ class Plan:
     # and the graded times per image they were counted with (None: sized in passes).
     budget_kernels: float | None = None
     kernels: Timing | None = None
+    dropped: dict[str, list[Drop]] = field(default_factory=dict)  # section -> work left out
 
     @property
     def total_passes(self) -> float:
@@ -205,10 +223,30 @@ class Plan:
         lines = [f"{name}: " + ", ".join(f"{key} {value} instead of {self.defaults[name][key]}"
                                          for key, value in changed.items())
                  for name, changed in self.settings.items()]
-        if self.over_budget:
+        lines += [f"{name}: left out {drop.what} ({drop.setting} {self.dropped_value(name, drop)}"
+                  f"): the budget cannot hold its fixed costs at the lowest settings; "
+                  f"'{name}.{drop.setting}' in the spec or a larger --budget brings it back"
+                  for name, drops in self.dropped.items() for drop in drops]
+        if self.over_budget and self.kernels is not None:
+            lines.append(f"{self.total_kernels:.0f} reference kernels at the lowest settings, "
+                         f"and with the work above given up, over the budget of "
+                         f"{self.budget_kernels:.0f} (about {self.estimated_seconds():.0f} s "
+                         "of sections on this model)")
+        elif self.over_budget:
             lines.append(f"{self.total_passes:.0f} passes at the lowest settings, over the "
                          f"budget of {self.budget_passes}")
         return lines
+
+    def dropped_value(self, name: str, drop: Drop):
+        """The value a drop gave its setting, as the section ran with it."""
+        return getattr(self.options[name], drop.setting)
+
+    def dropped_block(self) -> dict:
+        """``plan.dropped`` of summary.json: per section, each setting the plan gave up work
+        with, its value, what it no longer shows and the spec key that brings it back."""
+        return {name: [{"setting": drop.setting, "value": self.dropped_value(name, drop),
+                        "what": drop.what, "spec_key": f"{name}.{drop.setting}"}
+                       for drop in drops] for name, drops in self.dropped.items()}
 
     def to_summary(self, actual_seconds: float | None = None) -> dict:
         """The ``plan`` block of summary.json."""
@@ -221,6 +259,8 @@ class Plan:
             "estimated_seconds": round(self.estimated_seconds(), 1),
             "estimates": {name: round(self.estimate(name), 1) for name in self.passes},
         })
+        if self.dropped:
+            block["dropped"] = self.dropped_block()
         if self.timing is not None:
             block["timing"] = self._timing_block()
         if actual_seconds is not None:
@@ -289,6 +329,24 @@ class Coarsest:
     most: int
 
 
+@dataclass(frozen=True)
+class Drop:
+    """Work a section leaves out when a named budget cannot hold even its lowest settings:
+    what is left then is mostly fixed (traces, copies), which no common factor lowers, and a
+    named budget is a wait that must hold on every model. ``value`` is the setting's value
+    without the work (or a function of the options that gives it); ``what`` names in the
+    report what is no longer shown. A section lists its drops in ``DROPS``, in the order it
+    gives them up; the plan takes the one that saves most first, never one the spec set."""
+
+    setting: str
+    value: object
+    what: str
+
+    def applied(self, options):
+        value = self.value(options) if callable(self.value) else self.value
+        return dataclasses.replace(options, **{self.setting: value})
+
+
 def planned_settings(module, facts: Facts, options) -> dict:
     """{setting: floor or Coarsest} the plan may change in this section: ``planned(facts,
     options)`` when the section's bounds depend on the input or on its options (the attribution
@@ -322,12 +380,16 @@ def make_plan(modules: dict, options: dict, tables: dict[str, dict], facts: Fact
             for name, module in modules.items()}
     full = {name: _resolved(module, given[name], facts) for name, module in modules.items()}
 
-    def options_at(scale: float) -> dict:
-        return {name: _scaled(full[name], free[name], scale) for name in modules}
-
     def cost(options: dict) -> float:
         charged = _charged(modules, options, facts).values()
         return sum(kernels.seconds(p) if kernels else p.total for p in charged)
+
+    dropped = (_dropped(modules, tables, full, free, cost, limit) if kernels
+               else {name: [] for name in modules})
+    base = {name: _with_drops(full[name], dropped[name]) for name in modules}
+
+    def options_at(scale: float) -> dict:
+        return {name: _scaled(base[name], free[name], scale) for name in modules}
 
     scale = 1.0
     if cost(options_at(1.0)) > limit:
@@ -339,15 +401,50 @@ def make_plan(modules: dict, options: dict, tables: dict[str, dict], facts: Fact
     chosen = options_at(scale)
     plan = Plan(budget=budget, scale=scale, passes=_charged(modules, chosen, facts),
                 timing=timing, kernels=kernels, budget_kernels=limit if kernels else None,
-                budget_passes=max(1, int(limit / kernels.backward if kernels else limit)))
+                budget_passes=max(1, int(limit / kernels.backward if kernels else limit)),
+                dropped={name: drops for name, drops in dropped.items() if drops})
     for name, options in chosen.items():
         changed = {k: setting(options, k) for k in free[name]
-                   if setting(options, k) != setting(full[name], k)}
+                   if setting(options, k) != setting(base[name], k)}
         if changed:
             plan.settings[name] = changed
-            plan.defaults[name] = {k: setting(full[name], k) for k in changed}
-        plan.options[name] = with_settings(given[name], plan.settings.get(name, {}))
+            plan.defaults[name] = {k: setting(base[name], k) for k in changed}
+        plan.options[name] = with_settings(_with_drops(given[name], dropped[name]),
+                                           plan.settings.get(name, {}))
     return plan
+
+
+def _dropped(modules: dict, tables: dict, full: dict, free: dict, cost, limit: float) -> dict:
+    """{section: [Drop]}: the sections' drops (``DROPS``, none the spec set) taken one at a
+    time, the one that saves most at the lowest settings first, until the lowest settings fit
+    the budget or no drop is left."""
+    left = {name: [d for d in getattr(module, "DROPS", ()) if not _given(tables.get(name, {}),
+                                                                        d.setting)]
+            for name, module in modules.items()}
+    taken = {name: [] for name in modules}
+
+    def lowest(extra: tuple = ()) -> float:
+        options = {name: _scaled(_with_drops(full[name], taken[name]
+                                             + [d for n, d in extra if n == name]),
+                                 free[name], 0.0) for name in modules}
+        return cost(options)
+
+    spent = lowest()
+    while spent > limit:
+        savings = {name: spent - lowest(((name, drops[0]),))
+                   for name, drops in left.items() if drops}
+        if not savings or max(savings.values()) <= 0:
+            break
+        name = max(savings, key=savings.get)
+        taken[name].append(left[name].pop(0))
+        spent -= savings[name]
+    return taken
+
+
+def _with_drops(options, drops: list[Drop]):
+    for drop in drops:
+        options = drop.applied(options)
+    return options
 
 
 def runs_passes(modules: dict, options: dict, facts: Facts) -> bool:
@@ -426,7 +523,7 @@ def _scaled(options, free: dict, scale: float):
             grown = bound.most if scale <= 0 else int(round(value / scale))
             new = max(value, min(bound.most, grown))
         else:
-            new = max(bound, min(value, int(round(value * scale))))
+            new = min(value, max(bound, int(round(value * scale))))  # never raised
         if "." in key:
             method, option = key.split(".", 1)
             nested.setdefault(method, {})[option] = new

@@ -22,7 +22,7 @@ from auditor.checks.declared import Declared, spec_bounds
 from auditor.errors import AuditorError, ConfigError
 from auditor.methods.attribution.reliability import BOUNDS as RELIABILITY_BOUNDS
 from auditor.methods.topk import most_confident_mistakes
-from auditor.predict.plan import Facts, Passes
+from auditor.predict.plan import Drop, Facts, Passes
 from auditor.sections.base import (
     Context,
     KeyFigure,
@@ -116,6 +116,21 @@ class Options:
 # too, as each method declares them in the registry (``Method.planned``).
 PLANNED = {"sanity_samples": 4, "sanity_stages": 2, "faithfulness_samples": 8,
            "faithfulness_steps": 8}
+# Given up when a named budget cannot hold the section and the card at the floors
+# (predict/plan.py): the layers' maps, then the card's methods with a compiled pass of their
+# own (each traced on the model, the working copy and the shifted copy), the dearest first.
+DROPS = (Drop("compare_layers", 0, "the layers' maps"),
+         Drop("methods", lambda options: _without(options.methods, "lrp"), "LRP on the card"),
+         Drop("methods", lambda options: _without(options.methods, "occlusion"),
+              "occlusion on the card"),
+         Drop("methods", lambda options: _without(options.methods, "gradcam", "gradcam_pp"),
+              "Grad-CAM and Grad-CAM++ on the card"))
+
+
+def _without(methods: list[str], *left_out: str) -> list[str]:
+    """``methods`` without ``left_out``, never none: the card needs one."""
+    kept = [m for m in methods if m not in left_out]
+    return kept or methods[:1]
 
 
 def planned(facts: Facts, options: Options) -> dict:

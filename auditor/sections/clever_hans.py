@@ -21,7 +21,7 @@ from auditor.errors import ConfigError, ModelError
 from auditor.methods.attribution.trust import TRUST_BOUNDS, trust_check
 from auditor.methods.shortcuts.injection import InjectionSettings
 from auditor.methods.shortcuts.search import Sample
-from auditor.predict.plan import Facts, Passes
+from auditor.predict.plan import Drop, Facts, Passes
 from auditor.sections.base import Context, KeyFigure, SectionResult, at_least
 
 NAME = "clever_hans"
@@ -153,6 +153,12 @@ PLANNED = {"steps": 25, "max_train": 200, "max_eval": 200, "explain": 16, "max_d
 # interventions (properties.forward_passes, at most MAX_CANDIDATES per search) 0.31 and 0.40:
 # a search puts 6 to 8 screened properties to the test, not 20.
 SEARCH_SHARE = 0.75
+# Given up when a named budget cannot hold the section at the floors (predict/plan.py): the
+# planted shortcuts beyond the first (each a fine-tuned copy measured and searched), then the
+# search on the audited model.
+DROPS = (Drop("shortcuts", lambda options: options.shortcuts[:1],
+              "the planted shortcuts beyond the first"),
+         Drop("discovery", False, "the shortcut search on the audited model"))
 PROPERTY_SHARE = 0.35
 
 
@@ -166,6 +172,8 @@ def passes(options: Options, facts: Facts) -> Passes:
     from auditor.methods.attribution.registry import attribution_rows
     from auditor.methods.shortcuts.properties import forward_passes
 
+    if facts.multilabel:
+        return label_passes(options, facts)
     methods, discovery = resolve_methods(options)
     copies = len(options.shortcuts) + options.control
     if facts.train_images is not None:
@@ -206,6 +214,38 @@ def passes(options: Options, facts: Facts) -> Passes:
                     backward=measures * options.explain * facts.classes) \
         if "concepts" in facts.sections else Passes()
     return tuning + measuring + audited + groups
+
+
+def label_passes(options: Options, facts: Facts) -> Passes:
+    """A multi-label model's (``run_multilabel``): per planted shortcut, a control copy and a
+    poisoned copy fine-tuned on half the sample (after one pass for its sigmoid targets), each
+    copy's maps of the explained images, and the poisoned copy's decisions on the other half,
+    clean and marked; no shortcut search on the copies. Discovery: every (image, label) pair of
+    each label's sample explained in one batched pass, and the interventions on each label's
+    suspect group (three regions, each on the group, the label's other images and at most
+    ``max_others`` images without it; SEARCH_SHARE of that bound). The traces are the
+    single-label declaration's (``traced``): a bound."""
+    from auditor.methods.attribution.registry import attribution_rows
+
+    methods, discovery = resolve_methods(options)
+    shortcuts = len(options.shortcuts)
+    sample = min(options.max_train + options.max_eval, facts.images)
+    fit, held = sample // 2, sample - sample // 2
+    explained = attribution_rows(methods, min(options.explain, held), facts.input_shape)
+    injection = Passes(forward=shortcuts * (fit + 2 * held + 2 * explained[0]),
+                       backward=shortcuts * 2 * explained[1],
+                       train=shortcuts * 2 * options.steps * options.batch_size,
+                       traces=traced(options, facts),
+                       copies=int(shortcuts > 0 and not card(facts)))
+    if not options.discovery:
+        return injection
+    per_label = search_per_class(options, facts.classes)
+    pairs = min(per_label * facts.classes, facts.images * facts.classes)
+    rows = discovery_rows(options, facts, discovery, pairs)
+    own = min(per_label, facts.images)
+    return injection + Passes(
+        forward=rows[0] + SEARCH_SHARE * facts.classes * 3 * (own + options.max_others),
+        backward=rows[1])
 
 
 def card(facts: Facts) -> bool:

@@ -22,7 +22,7 @@ from auditor.checks.check import Check
 from auditor.checks.declared import EXPLANATION, Declared
 from auditor.errors import ModelError
 from auditor.methods.concepts.groups import DEFAULT_GROUPS
-from auditor.predict.plan import Facts, Passes
+from auditor.predict.plan import Drop, Facts, Passes
 from auditor.sections.base import Context, SectionResult, at_least
 
 NAME = "concepts"
@@ -71,6 +71,10 @@ class Options:
 # on; 4 images per removal test (each direction's drop is a mean over them); 8 images for the
 # randomised copy; 16 visualisation steps (a blurred but placed picture).
 PLANNED = {"sample": 30, "removal_images": 4, "survival_images": 8, "icon_steps": 16}
+# Given up when a named budget cannot hold the section at the floors (predict/plan.py): the
+# icons (a render loop's trace) and the survival test (a copy and a trace per layer).
+DROPS = (Drop("icon_steps", 0, "the neuron groups' icons"),
+         Drop("survival_images", 0, "the groups' survival of weight randomisation"))
 
 
 def passes(options: Options, facts: Facts) -> Passes:
@@ -88,7 +92,7 @@ def passes(options: Options, facts: Facts) -> Passes:
     gradients = Passes(backward=sample + 2 * mistakes, traces=1)
     survival = (Passes(forward=options.survival_images * layers, traces=1, copies=1)
                 if options.survival_images else Passes())
-    icons = (Passes(backward=options.icon_steps * options.groups * layers, traces=1)
+    icons = (Passes(backward=options.icon_steps * options.groups * layers, traces=1, loops=1)
              if options.icon_steps else Passes())
     return Passes(per_layer.forward * layers, traces=per_layer.traces * layers) + gradients \
         + survival + icons

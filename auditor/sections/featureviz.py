@@ -30,9 +30,10 @@ from auditor.methods.featureviz import objectives
 from auditor.methods.featureviz.layers import no_channels_reason
 from auditor.methods.featureviz.objectives import image_total_variation
 from auditor.methods.featureviz.realism import study_real_images
-from auditor.methods.featureviz.recipes import INITS, Recipe, optimise
+from auditor.methods.featureviz.recipes import INITS, Recipe, group
+from auditor.methods.featureviz.render import render_forms
 from auditor.methods.featureviz.top_images import top_activating
-from auditor.predict.plan import Facts, Passes
+from auditor.predict.plan import Drop, Facts, Passes
 from auditor.predict.predictions import logits_and_features
 from auditor.sections.base import Context, SectionResult
 
@@ -100,6 +101,13 @@ class Options:
 # The compute plan (auditor.predict.plan) may lower these, never below the floor: 32 steps
 # (the images' outline is there by 16-64 steps in the demo's snapshots) and 2 channels.
 PLANNED = {"steps": 32, "max_channels": 2}
+# What the section gives up when a named budget cannot hold it at the floors (predict/plan.py):
+# the comparisons first (four of every five class images), then the channels (a trace and a
+# pass over the data per layer), then the classes beyond three.
+DROPS = (Drop("compare", False, "the comparisons (other starts, the other objective, the "
+                                "unregularised images)"),
+         Drop("max_channels", 0, "the channel visualisations"),
+         Drop("max_classes", 3, "the class visualisations beyond the first three"))
 
 
 def resolve(options: Options, facts: Facts) -> Options:
@@ -115,23 +123,30 @@ def resolve(options: Options, facts: Facts) -> Options:
 # the CIFAR-size CNN (300 images) and MobileNetV2 224 px (300 images) in bench/audit.py, so a
 # step counts as two.
 STEP_PASSES = 2
+# The judge's work per real image, in reference kernels (plan.reference_kernel): a streaming
+# pass for the mean image, total variation and thumbnails, and a logistic regression fitted on
+# the thumbnails. Measured on 200 RGB digit composites at 48 px (16 px thumbnails, 10 classes):
+# 17.4 s against a kernel of 24.5 ms under a load of 10 (MobileNetV3Small's audit), 3.5
+# kernels an image.
+JUDGE_KERNELS = 3.5
 
 
 def passes(options: Options, facts: Facts) -> Passes:
-    """Every class image of every variant, and every channel image, take STEP_PASSES passes
-    per step, in one compiled loop (the unregularised images in one of their own); the top
-    images of each layer's channels take a forward pass over the data, one trace per layer.
-    The judge's passes go through the prediction pass's function, traced already.
-    tests/test_plan_accounting.py counts the traces."""
+    """Every class image of every variant, every channel image and the unregularised class
+    images take STEP_PASSES passes per step, in one compiled loop (one trace, of a loop:
+    ``Passes.loops``); the top images of each layer's channels take a forward pass over the
+    data, one trace per layer (none when no channel is shown). The judge's passes go through
+    the prediction pass's function, traced already; its fit on the real images' thumbnails is
+    work off the model (``JUDGE_KERNELS``). tests/test_plan_accounting.py counts the traces."""
     steps = options.steps or default_steps(facts.size)
     compare = options.compare if options.compare is not None else facts.size <= 64
     classes = len(options.classes) or min(options.max_classes, facts.classes)
-    runs = len(variants(options, compare)) + compare  # + the unregularised run
-    layers = max(1, len(options.layers))
-    channels = layers * (len(options.channels) or options.max_channels)
+    runs = len(variants(options, compare)) + compare  # + the unregularised images
+    shown = len(options.channels) or options.max_channels
+    layers = max(1, len(options.layers)) if shown else 0
     return Passes(forward=facts.images * layers,
-                  backward=STEP_PASSES * (classes * runs + channels) * steps,
-                  traces=1 + layers + compare)
+                  backward=STEP_PASSES * (classes * runs + layers * shown) * steps,
+                  traces=1 + layers, loops=1, kernels=JUDGE_KERNELS * facts.images)
 
 
 def default_steps(size: int) -> int:
@@ -195,30 +210,39 @@ def variants(options: Options, compare: bool) -> list[tuple[str, str, str]]:
 
 def renders(ctx: Context, options: Options, classes: list[int], recipe: Recipe, compare: bool,
             picks: list, layers: list[str]):
-    """Every class image of every variant and every chosen channel's image, in one batch: one
-    compiled loop and one forward and backward pass per step for all of them. A row's weights
-    are zero for the terms of the other kind, so each image follows its own objective."""
+    """Every class image of every variant, every chosen channel's image and, with ``compare``,
+    the unregularised class images (their own form: plain pixels, no transforms, no penalty,
+    another learning rate), in one batch: one compiled loop and one forward and backward pass
+    per step for all of them. A row's weights are zero for the terms of the other kind, so
+    each image follows its own objective. Returns the runs (``variants``) and the rendering,
+    whose images are the runs' classes in order, then the channels', then the unregularised."""
     runs = variants(options, compare)
+    plain = classes if compare else []
     targets = classes * len(runs)
-    kinds = [kind for _, _, kind in runs for _ in classes] + [None] * len(picks)
+    kinds = ([kind for _, _, kind in runs for _ in classes] + [None] * len(picks)
+             + [options.objective] * len(plain))
     multilabel = ctx.handle.multilabel
     spread = {k: objective_spread(ctx.predictions.logits, k, multilabel)
               for k in set(kinds) - {None}}
-    padded = targets + [0] * len(picks)
+    padded = targets + [0] * len(picks) + plain
     objective = sum(target_objective(ctx.handle, kind, padded) * [float(k == kind) for k in kinds]
                     for kind in sorted(spread))
     if picks:
-        pad = [0] * len(targets)
+        pad, after = [0] * len(targets), [0] * len(plain)
         objective = objective + sum(
-            objectives.channel(layer, pad + [c if name == layer else 0 for name, c, _ in picks])
-            * (pad + [float(name == layer) for name, _, _ in picks]) for layer in layers)
-    weights = np.array([spread[k] for k in kinds if k is not None]
-                       + [max(float(ex.std_activation[c]), 1e-6) for _, c, ex in picks])
+            objectives.channel(layer, pad + [c if name == layer else 0 for name, c, _ in picks]
+                               + after)
+            * (pad + [float(name == layer) for name, _, _ in picks] + after) for layer in layers)
+    weights = np.array([spread[k] for k in kinds[:len(targets)]]
+                       + [max(float(ex.std_activation[c]), 1e-6) for _, c, ex in picks]
+                       + [0.0] * len(plain))  # the unregularised images have no penalty
     weighted = dataclasses.replace(recipe, l2=options.l2 * weights, tv=options.tv * weights)
     inits = [init for _, init, _ in runs for _ in classes] + ["zeros"] * len(picks)
     start = ctx.dataset.images([options.init_image])[0] if "image" in inits else None
-    rendering = optimise(ctx.handle, objective, weighted, len(inits), inits, start)
-    return runs, rendering
+    groups = [group(ctx.handle, recipe, len(inits), inits, start)]
+    if plain:
+        groups.append(group(ctx.handle, recipe.unregularised(), len(plain)))
+    return runs, render_forms(ctx.handle, weighted.penalised(objective), groups, recipe.loop())
 
 
 def target_objective(handle, kind: str, targets: list[int]) -> objectives.Objective:
@@ -292,6 +316,8 @@ def channel_picks(ctx: Context, options: Options, layers: list[str]) -> list[tup
     """(layer, channel, top images of the layer) for the chosen channels of every layer: the
     channels asked for, else the most active ones over the data."""
     picks = []
+    if not options.channels and options.max_channels == 0:
+        return picks  # no channel shown: no top images to find
     for layer in layers:
         examples = top_activating(ctx.handle, ctx.dataset, layer, options.top_k,
                                   ctx.config.batch_size)
@@ -352,16 +378,11 @@ def run(ctx: Context, options: Options) -> SectionResult:
     timings["classes and channels"] = time.perf_counter() - tick
     k = len(classes)
     per_run = {label: rendering.images[i * k:(i + 1) * k] for i, (label, _, _) in enumerate(runs)}
-    channel_images = rendering.images[len(runs) * k:]
+    channel_images = rendering.images[len(runs) * k:len(runs) * k + len(picks)]
+    if compare:
+        per_run["unregularised"] = rendering.images[len(runs) * k + len(picks):]
     verdicts = {label: judge_images(ctx, images, classes, real)
                 for label, images in per_run.items()}
-    if compare:
-        tick = time.perf_counter()
-        plain = optimise(handle, target_objective(handle, options.objective, classes),
-                         recipe.unregularised(), k)
-        timings["unregularised"] = time.perf_counter() - tick
-        per_run["unregularised"] = plain.images
-        verdicts["unregularised"] = judge_images(ctx, plain.images, classes, real)
     np.savez(ctx.workdir / NPZ_NAME, images=per_run["regularised"],
              classes=np.array([names[c] for c in classes]))
 

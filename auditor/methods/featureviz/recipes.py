@@ -15,8 +15,14 @@ import numpy as np
 from auditor.errors import ConfigError
 from auditor.methods.featureviz import objectives
 from auditor.methods.featureviz.param import make_param
-from auditor.methods.featureviz.render import DEFAULT_SNAPSHOTS, Loop, Rendering, render
-from auditor.methods.featureviz.transforms import standard_transforms
+from auditor.methods.featureviz.render import (
+    DEFAULT_SNAPSHOTS,
+    Form,
+    Loop,
+    Rendering,
+    render_forms,
+)
+from auditor.methods.featureviz.transforms import compose, standard_transforms
 
 INITS = ("zeros", "noise", "image")
 
@@ -88,9 +94,17 @@ def optimise(handle, objective: objectives.Objective, recipe: Recipe, count: int
              inits: Sequence[str] | str = "zeros",
              real_image: np.ndarray | None = None) -> Rendering:
     """Optimise ``count`` images in one batch under ``recipe``; ``objective`` is unpenalised."""
+    return render_forms(handle, recipe.penalised(objective),
+                        [group(handle, recipe, count, inits, real_image)], recipe.loop())
+
+
+def group(handle, recipe: Recipe, count: int, inits: Sequence[str] | str = "zeros",
+          real_image: np.ndarray | None = None) -> tuple[Form, np.ndarray]:
+    """``recipe``'s form of ``count`` images and their start: one group of a render
+    (``render_forms``), which may optimise several groups, each of its own recipe, together."""
     param, start, transforms = prepare(handle, recipe, count, inits, real_image)
-    return render(handle, recipe.penalised(objective), param, transforms, start=start,
-                  loop=recipe.loop())
+    return Form(param, compose(transforms), recipe.learning_rate, int(recipe.blur_every),
+                float(recipe.blur_sigma)), start
 
 
 def prepare(handle, recipe: Recipe, count: int, inits: Sequence[str] | str = "zeros",
