@@ -349,7 +349,7 @@ def run_audit(config: AuditConfig, not_run: dict | None = None, handle=None) -> 
         timings.update({result.name: result.seconds for result in results})
         if "html" in config.format:  # figures only for the page that shows them
             tick = time.perf_counter()
-            results = draw_views(results, dataset, work)
+            results = draw_views(results, dataset, work, timings)
             timings["figures"] = time.perf_counter() - tick
         checks = run_checks(config, loaded, predictions, results, baseline, plan, not_run)
         timings["total"] = time.perf_counter() - started
@@ -460,14 +460,19 @@ def run_sections(names, ctx: Context, plan, log: SectionLog,
     return results
 
 
-def draw_views(results, dataset, folder: Path | None = None) -> list[SectionResult]:
-    """Each section's result with the figures and tables of its template partial (``view``);
-    a view that fails marks its section failed with an 'error' check, as a failing section
-    would (its traceback goes to ``folder``'s audit.log)."""
+def draw_views(results, dataset, folder: Path | None = None,
+               timings: dict | None = None) -> list[SectionResult]:
+    """Each section's result with the figures and tables of its template partial (``view``),
+    the seconds each took in ``timings`` as ``figures.SECTION`` (what the Keras callback
+    charges a section beyond its own time); a view that fails marks its section failed with
+    an 'error' check, as a failing section would (its traceback goes to ``folder``'s
+    audit.log)."""
     from auditor.report.views import build_view
 
     drawn = []
+    timings = {} if timings is None else timings
     for result in results:
+        tick = time.perf_counter()
         try:
             drawn.append(dataclasses.replace(result, view=build_view(result, dataset)))
         except Exception as exc:  # a figure's bug must not sink the report
@@ -477,6 +482,7 @@ def draw_views(results, dataset, folder: Path | None = None) -> list[SectionResu
             drawn.append(dataclasses.replace(
                 result, error=f"{line} (the traceback is in {LOG_FILE})",
                 checks=[*result.checks, failed]))
+        timings[f"figures.{result.name}"] = time.perf_counter() - tick
     return drawn
 
 

@@ -292,8 +292,29 @@ def test_sections_over_the_overhead_budget_are_listed_as_not_run(tmp_path, digit
     (check,) = [c for c in summary["checks"] if c["id"] == "robustness.run"]
     assert check["status"] == "skipped"
     assert re.fullmatch(r"not run: over the callback's overhead budget \(0\.0 s available, "
-                        r"[\d.]+ s needed\); raise overhead= or every=", check["message"])
+                        r"(at least )?[\d.]+ s needed\); raise overhead= or every=",
+                        check["message"])
     assert not math.isnan(audit["figures"]["audit_accuracy"])
+    assert "setup" in callback.fit_seconds  # the once-per-fit work, apart from the audit's
+    assert "timing" not in callback.fit_seconds  # no section that runs passes could fit
+
+
+def test_each_audit_measures_one_new_section_and_times_passes_when_one_fits(tmp_path,
+                                                                           digits_test):
+    """The first audit runs the cheapest section alone (the others wait to be measured) and
+    times no pass of the model; the next runs one more, and the model's passes are timed
+    then, once, because that section runs them. Each section's figures are timed apart."""
+    x, y = digits_test
+    callback = AuditCallback((x[:60], y[:60]), tmp_path, sections=["performance", "contrastive"],
+                             overhead=1e6, budget=200)
+    train([callback], epochs=2, images=64)
+    first, second = callback.audits
+    assert first["not_run"] == ["contrastive"] and second["not_run"] == []
+    summary = json.loads((first["folder"] / "summary.json").read_text())
+    (check,) = [c for c in summary["checks"] if c["id"] == "contrastive.run"]
+    assert check["message"].startswith("not run: its cost is not measured yet")
+    assert "figures.performance" in summary["timings"]
+    assert set(callback.fit_seconds) == {"setup", "timing", "index"}
 
 
 def test_audit_checkpoint_records_the_checkpoint_as_it_is(tmp_path, digits_model_path):
