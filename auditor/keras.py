@@ -103,10 +103,11 @@ class AuditCallback(keras.callbacks.Callback):
     ``baseline``: each audit is compared with the ``"previous"`` audited epoch (as ``watch``
     does), the ``"first"``, a run folder, or None. ``mlflow``/``tensorboard``: also log each
     audit to an MLflow run (nested in the active one) or a TensorBoard log folder, at the epoch.
-    ``overhead``: each audit may take this share of the training time since the previous one
-    (``runs/overhead.py``: sections that do not fit are not run, and say so); None: the named
-    ``budget`` in full, whatever it costs. ``budget`` is the ceiling either way.
-    """
+    ``overhead``: the callback (its audits and its once-per-fit work) may take this share of
+    the training time: each audit gets it of the seconds trained so far, less what the
+    callback spent before (``runs/overhead.py``: sections that do not fit are not run, and say
+    so); None: the named ``budget`` in full, whatever it costs. ``budget`` is the ceiling
+    either way. ``fit_seconds``: the once-per-fit work of the last fit."""
 
     def __init__(self, data, out, every: int = 1, spec=None, sections=None, budget="quick",
                  stop_on: str | None = None, mlflow: bool = False, tensorboard=None,
@@ -209,6 +210,7 @@ class AuditCallback(keras.callbacks.Callback):
             raise
         self._since = time.perf_counter()  # training time is counted from here
         self.fit_seconds["setup"] = self._since - started
+        self._trained, self._spent = 0.0, self.fit_seconds["setup"]  # the overhead's account
 
     def _hold_data(self):
         import tensorflow as tf
@@ -360,7 +362,8 @@ class AuditCallback(keras.callbacks.Callback):
         from auditor.runs.watch import audit_checkpoint
 
         started, timed = time.perf_counter(), self.fit_seconds.get("timing", 0.0)
-        sized = self._size(started - self._since)
+        self._trained += started - self._since
+        sized = self._size(self._trained, self._spent)
         configure = self.configure if sized is None else functools.partial(
             self.configure, sections=sized.sections, budget=sized.budget)
         self._folder.mkdir(parents=True, exist_ok=True)
@@ -385,15 +388,18 @@ class AuditCallback(keras.callbacks.Callback):
         audit["seconds"] = time.perf_counter() - started - once
         self._learn(audit["seconds"], done.summary)
         self._since = time.perf_counter()
+        self._spent += self._since - started
         return audit
 
-    def _size(self, trained: float):
-        """The sections and budget of this audit: ``overhead`` times the training seconds
-        since the previous audit, for the fixed part of an audit as measured last time and
-        the sections (the plan's estimate corrected by how far off it was last time, and what
-        it does not count, as measured: ``runs.overhead.size_audit``); None without a budget.
-        The model's passes are timed (once per fit) only when a section that runs them fits
-        even costed below what it can cost."""
+    def _size(self, trained: float, spent: float):
+        """The sections and budget of this audit: ``overhead`` times the seconds ``trained``
+        in this fit, less the seconds the callback has ``spent`` in it (its audits and its
+        once-per-fit work: what one audit overran or left unspent is the next one's), for the
+        fixed part of an audit as measured last time and the sections (the plan's estimate
+        corrected by how far off it was last time, and what it does not count, as measured:
+        ``runs.overhead.size_audit``); None without a budget. The model's passes are timed
+        (once per fit) only when a section that runs them fits even costed below what it
+        can cost."""
         if self._sizer is None:
             return None
         sizer = self._sizer
@@ -401,7 +407,8 @@ class AuditCallback(keras.callbacks.Callback):
         def size():
             from auditor.runs.overhead import size_audit
 
-            return size_audit(sizer["sections"], self.flags["budget"], self.overhead * trained,
+            return size_audit(sizer["sections"], self.flags["budget"],
+                              self.overhead * trained - spent,
                               sizer["plan_at"], sizer["fixed"], sizer["drift"], sizer["extra"],
                               guess=sizer["fixed"], at_least=not sizer["timed"])
 

@@ -1,7 +1,7 @@
 """An audit sized to seconds: what the Keras callback can audit within its overhead budget.
 
 The plan (``predict/plan.py``) sizes the sections to a budget of model passes; the callback's
-budget is seconds, a share of the training time since its previous audit. Seconds become
+budget is seconds, a share of the training time less what it spent before. Seconds become
 passes through the plan's own estimate (``Plan.estimated_seconds``, from a forward and a
 backward pass timed on the model), by asking ``make_plan`` for the largest ``--budget N`` whose
 estimate fits: nothing here knows how a named budget becomes passes, so the plan may change
