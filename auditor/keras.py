@@ -397,9 +397,10 @@ class AuditCallback(keras.callbacks.Callback):
         once-per-fit work: what one audit overran or left unspent is the next one's), for the
         fixed part of an audit as measured last time and the sections (the plan's estimate
         corrected by how far off it was last time, and what it does not count, as measured:
-        ``runs.overhead.size_audit``); None without a budget. The model's passes are timed
-        (once per fit) only when a section that runs them fits even costed below what it
-        can cost."""
+        ``runs.overhead.size_audit``; what a section not run yet in this fit does not count is
+        guessed at the fixed part of an audit: both are mostly writing and drawing); None
+        without a budget. The model's passes are timed (once per fit) only when a section that
+        runs them fits even costed below what it can cost."""
         if self._sizer is None:
             return None
         sizer = self._sizer
@@ -442,7 +443,7 @@ class AuditCallback(keras.callbacks.Callback):
                                              drawn + unplanned)
         planned = [name for name, estimate in estimates.items() if estimate > 0]
         actual = sum(timings.get(name, 0.0) for name in planned)
-        if planned and actual > 0 and self._sizer["timed"]:
+        if planned and actual > 0:
             self._sizer["drift"] = actual / sum(estimates[name] for name in planned)
 
     def _baseline(self) -> str | None:
