@@ -33,6 +33,7 @@ import keras
 import numpy as np
 
 from auditor.errors import ConfigError
+from auditor.runs.overhead import GUESS_FIXED_PARTS
 from auditor.runs.overhead import requested as requested_sections
 from auditor.trackers import key_figures
 
@@ -398,9 +399,9 @@ class AuditCallback(keras.callbacks.Callback):
         fixed part of an audit as measured last time and the sections (the plan's estimate
         corrected by how far off it was last time, and what it does not count, as measured:
         ``runs.overhead.size_audit``; what a section not run yet in this fit does not count is
-        guessed at the fixed part of an audit: both are mostly writing and drawing); None
-        without a budget. The model's passes are timed (once per fit) only when a section that
-        runs them fits even costed below what it can cost."""
+        guessed in fixed parts of an audit, ``GUESS_FIXED_PARTS``); None without a budget.
+        The model's passes are timed (once per fit) only when a section that runs them fits
+        even costed below what it can cost."""
         if self._sizer is None:
             return None
         sizer = self._sizer
@@ -411,7 +412,8 @@ class AuditCallback(keras.callbacks.Callback):
             return size_audit(sizer["sections"], self.flags["budget"],
                               self.overhead * trained - spent,
                               sizer["plan_at"], sizer["fixed"], sizer["drift"], sizer["extra"],
-                              guess=sizer["fixed"], at_least=not sizer["timed"])
+                              guess=GUESS_FIXED_PARTS * sizer["fixed"],
+                              at_least=not sizer["timed"])
 
         sized = size()
         runs_passes = sizer["plan_at"](sized.sections, sized.budget).estimated_seconds() > 0

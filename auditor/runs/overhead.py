@@ -26,6 +26,13 @@ from dataclasses import dataclass, field
 
 NOT_RUN = ("not run: over the callback's overhead budget ({available:.1f} s available, "
            "{needed} s needed); raise overhead= or every=")  # the audit's, with it
+# What a section not run yet in this fit is charged for what the plan does not count (its
+# figures, its work that is not model passes), in audits' fixed parts (saving, predicting,
+# writing): on MobileNetV2 224 px, triage's took 3.6 times the rest of its audit (24.9 s
+# against 7.0 s, bench/callback.py, load 8 to 11); on the demo CNN 6.6 times (5.3 s against
+# 0.8 s). Too low, it overruns one audit once (the next audits repay it); too high, the
+# section waits until the budget has room for the guess.
+GUESS_FIXED_PARTS = 4.0
 NOT_MEASURED = ("not run: its cost is not measured yet, and each audit measures one new "
                 "section ({trying} in this one); it runs in a later audit if it fits the "
                 "callback's overhead budget; raise overhead= or every=")
