@@ -49,7 +49,8 @@ def test_what_does_not_fit_is_not_run_and_says_why(plan_at):
     assert sized.sections == ["performance"]  # the cheapest runs whatever it costs
     assert sorted(sized.not_run) == ["featureviz", "robustness"]
     needed = 5.0 + plan_at(["performance", "robustness"], 1).estimated_seconds()
-    assert sized.not_run["robustness"] == NOT_RUN.format(available=1.0, needed=f"{needed:.1f}")
+    assert sized.not_run["robustness"] == NOT_RUN.format(available=1.0, needed=f"{needed:.1f}",
+                                                         guessed="")
 
 
 def test_the_largest_budget_that_fits_is_found_within_five_percent():

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 NOT_RUN = ("not run: over the callback's overhead budget ({available:.1f} s available, "
-           "{needed} s needed); raise overhead= or every=")  # the audit's, with it
+           "{needed} s needed{guessed}); raise overhead= or every=")  # the audit's, with it
 # What a section not run yet in this fit is charged for what the plan does not count (its
 # figures, its work that is not model passes), in audits' fixed parts (saving, predicting,
 # writing): on MobileNetV2 224 px, triage's took 3.6 times the rest of its audit (24.9 s
@@ -33,6 +33,7 @@ NOT_RUN = ("not run: over the callback's overhead budget ({available:.1f} s avai
 # 0.8 s). Too low, it overruns one audit once (the next audits repay it); too high, the
 # section waits until the budget has room for the guess.
 GUESS_FIXED_PARTS = 4.0
+GUESSED = ", its figures guessed"  # in NOT_RUN, for a section not run yet in this fit
 NOT_MEASURED = ("not run: its cost is not measured yet, and each audit measures one new "
                 "section ({trying} in this one); it runs in a later audit if it fits the "
                 "callback's overhead budget; raise overhead= or every=")
@@ -122,7 +123,8 @@ def size_audit(names: list[str], budget: str | int, available: float, plan_at: C
             not_run[name] = NOT_MEASURED.format(trying=", ".join(new(chosen)))
         else:
             needed = f"{'at least ' if at_least else ''}{seconds([*chosen, name], 1):.1f}"
-            not_run[name] = NOT_RUN.format(available=max(available, 0.0), needed=needed)
+            not_run[name] = NOT_RUN.format(available=max(available, 0.0), needed=needed,
+                                           guessed=GUESSED if new([name]) else "")
     chosen = [n for n in names if n in chosen]
     ceiling = plan_at(chosen, budget)
     if seconds(chosen, budget) <= available or ceiling.total_passes == 0:
