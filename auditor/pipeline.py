@@ -184,6 +184,32 @@ def input_paths(config: AuditConfig) -> dict[str, str]:
     return {label: path for label, path in given.items() if path}
 
 
+def seed_keeping_kernels(seed: int) -> None:
+    """The seeds ``keras.utils.set_random_seed`` sets (Python's, NumPy's, TensorFlow's global
+    seed, Keras's seed generator), without the clearing of TensorFlow's kernel caches that
+    ``tf.random.set_seed`` does, for an audit of a handle loaded earlier: inside ``model.fit``
+    (the Keras callback), that clear discards the compiled training step, and re-making it
+    slowed the next epoch by 1 to 2 s on the demo CNN (epochs of 0.6 s) and made training 48%
+    slower on MobileNetV2 224 px (bench/callback.py). The clear only restarts stateful random
+    ops run eagerly, and an audit draws from none (its generators are seeded explicitly), so
+    the audit is the same (tests/test_keras_callback.py compares it with a fresh CLI audit's).
+    TensorFlow's seed is set as ``context.set_global_seed`` sets it, less the clear."""
+    import random
+
+    import numpy as np
+    from keras.src.backend.common import global_state
+    from keras.src.random.seed_generator import GLOBAL_SEED_GENERATOR
+    from keras.src.utils.rng_utils import GLOBAL_RANDOM_SEED
+    from tensorflow.python.eager import context
+
+    global_state.set_global_attribute(GLOBAL_RANDOM_SEED, seed)
+    global_state.set_global_attribute(GLOBAL_SEED_GENERATOR, None)  # made again from the seed
+    random.seed(seed)
+    np.random.seed(seed)
+    eager = context.context()
+    eager._seed, eager._rng = seed, random.Random(seed)
+
+
 def load_inputs(config: AuditConfig, distribution, handle=None) -> Inputs:
     """The model (``handle``: already loaded, see ``run_audit``), the data and, when given, the
     training data and the model to compare with. The seed is set once the model is in hand,
@@ -198,9 +224,10 @@ def load_inputs(config: AuditConfig, distribution, handle=None) -> Inputs:
         with distribution.scope():  # the model's variables are mirrored on every replica
             handle = load_model(config.model, config.input_range, config.unsafe_load,
                                 config.output)
+        keras.utils.set_random_seed(config.seed)
     else:
         handle = reused(handle, config.model, config.input_range)
-    keras.utils.set_random_seed(config.seed)
+        seed_keeping_kernels(config.seed)
     handle.distribution = distribution
     check_sections(config, handle)
     check_threshold(config, handle)
