@@ -447,3 +447,20 @@ def test_assigned_weights_give_the_logits_of_a_fresh_load(tmp_path, head):
     assert handle.output == fresh.output
     np.testing.assert_allclose(handle.logits_fn(x), fresh.logits(x), rtol=1e-5, atol=1e-6)
     assert not np.allclose(before, fresh.logits(x))
+
+
+def test_an_audit_of_a_reused_handle_seeds_without_clearing_tensorflows_kernels():
+    """The callback's audits seed what keras.utils.set_random_seed seeds, but keep TensorFlow's
+    kernels (the compiled training step among them): a stateful op's stream goes on."""
+    from auditor.pipeline import seed_keeping_kernels
+
+    tf.random.set_seed(1)
+    first = float(tf.random.uniform([], seed=1))
+    seed_keeping_kernels(1)
+    kept = float(tf.random.uniform([], seed=1))  # set_seed(1) would draw ``first`` again
+    drawn = (random.random(), float(np.random.rand()), float(keras.random.uniform(())))
+    tf.random.set_seed(1)
+    assert float(tf.random.uniform([], seed=1)) == first
+    assert float(tf.random.uniform([], seed=1)) == kept != first  # the kernel was kept
+    keras.utils.set_random_seed(1)
+    assert drawn == (random.random(), float(np.random.rand()), float(keras.random.uniform(())))
