@@ -33,6 +33,8 @@ import keras
 import numpy as np
 
 from auditor.errors import ConfigError
+from auditor.runs.overhead import GUESS_FIXED_PARTS
+from auditor.runs.overhead import requested as requested_sections
 from auditor.trackers import key_figures
 
 STOP_ON = {"fail": ("fail",), "warn": ("warn", "fail")}
@@ -102,10 +104,11 @@ class AuditCallback(keras.callbacks.Callback):
     ``baseline``: each audit is compared with the ``"previous"`` audited epoch (as ``watch``
     does), the ``"first"``, a run folder, or None. ``mlflow``/``tensorboard``: also log each
     audit to an MLflow run (nested in the active one) or a TensorBoard log folder, at the epoch.
-    ``overhead``: each audit may take this share of the training time since the previous one
-    (``runs/overhead.py``: sections that do not fit are not run, and say so); None: the named
-    ``budget`` in full, whatever it costs. ``budget`` is the ceiling either way.
-    """
+    ``overhead``: the callback (its audits and its once-per-fit work) may take this share of
+    the training time: each audit gets it of the seconds trained so far, less what the
+    callback spent before (``runs/overhead.py``: sections that do not fit are not run, and say
+    so); None: the named ``budget`` in full, whatever it costs. ``budget`` is the ceiling
+    either way. ``fit_seconds``: the once-per-fit work of the last fit."""
 
     def __init__(self, data, out, every: int = 1, spec=None, sections=None, budget="quick",
                  stop_on: str | None = None, mlflow: bool = False, tensorboard=None,
@@ -148,6 +151,10 @@ class AuditCallback(keras.callbacks.Callback):
         self._arrays = None  # (x, y) of an in-memory source
         self._trackers: dict = {}
         self._sizer = None  # runs.overhead's plan_at and the fixed seconds of an audit
+        # The once-per-fit work, in seconds: "setup" (the copy of the model, the data, the
+        # first prediction pass), "timing" (the model's passes timed, when an audit needs it)
+        # and "index" (written when training ends).
+        self.fit_seconds: dict[str, float] = {}
         self._handle = None  # the audit's one copy of the model, made when training starts
         self._last_audited = self._epoch = None
 
@@ -191,6 +198,8 @@ class AuditCallback(keras.callbacks.Callback):
         self._folder = self.root / "checkpoints" / self._started
         self._scratch = Path(tempfile.mkdtemp(prefix="auditor-callback-"))
         self._last_audited = self._epoch = None
+        self.fit_seconds = {}
+        started = time.perf_counter()
         try:
             with isolated_random_state():
                 self._arrays = self._hold_data()
@@ -201,6 +210,8 @@ class AuditCallback(keras.callbacks.Callback):
             self._finish("FAILED")
             raise
         self._since = time.perf_counter()  # training time is counted from here
+        self.fit_seconds["setup"] = self._since - started
+        self._trained, self._spent = 0.0, self.fit_seconds["setup"]  # the overhead's account
 
     def _hold_data(self):
         import tensorflow as tf
@@ -227,13 +238,14 @@ class AuditCallback(keras.callbacks.Callback):
     def _validate(self) -> None:
         """Make the audit's one copy of the model, saved and loaded as a checkpoint is (so that
         nothing it traces joins the training graph), and open the data against it; with an
-        overhead budget, time a pass of the copy for the plan and the fixed part of an audit
-        (saving the checkpoint, predicting), which the first audit's budget starts from. Each
-        audit gives the copy its epoch's weights: its compiled functions, the time of a pass
-        and its FLOPs are made once per fit."""
+        overhead budget, predict the data once with the copy: the fixed part of an audit
+        (saving the checkpoint, predicting), which the first audit's budget starts from, and
+        the compiled prediction pass every audit reuses. Each audit gives the copy its epoch's
+        weights: its compiled functions are made once per fit."""
         from auditor.inputs.datasets import load_dataset
         from auditor.inputs.models import load_model
         from auditor.predict.distribute import make_distribution
+        from auditor.predict.predictions import predict
 
         config = self.configure(model="checked-per-epoch")
         path = self._scratch / "model.keras"
@@ -249,22 +261,34 @@ class AuditCallback(keras.callbacks.Callback):
                                    max_samples=config.max_samples, seed=config.seed,
                                    data_range=config.data_range, strict_data=config.strict_data,
                                    multilabel=handle.multilabel)
+            if self.overhead is not None:
+                tick = time.perf_counter()
+                predict(handle, dataset, config.batch_size, threshold=config.threshold)
+                predicting = time.perf_counter() - tick
         path.unlink()
         self._handle = handle
         if self.overhead is not None:
-            self._sizer = self._make_sizer(config, handle, dataset.n, saving)
+            self._sizer = {"config": config, "images": dataset.n, "timed": False,
+                           "plan_at": self._planner(config, handle, dataset.n, predicting),
+                           "sections": requested_sections(config), "fixed": saving + predicting,
+                           "drift": 1.0, "extra": {}}
 
     @staticmethod
-    def _make_sizer(config, handle, images: int, saving: float) -> dict:
-        from auditor.predict.plan import Facts, forward_flops, model_timing
-        from auditor.runs.overhead import planner, requested
+    def _planner(config, handle, images: int, predicting: float | None = None):
+        """``runs.overhead.planner`` for the copy: with the time of its passes measured
+        (``model_timing``, once per handle), or, given the seconds of a prediction pass, with
+        every pass costed as that pass's forward per image and nothing for traces or copies:
+        less than any section costs, enough to see that none fits without timing anything."""
+        from auditor.predict.plan import Facts, Timing, forward_flops, model_timing
+        from auditor.runs.overhead import planner
 
-        timing = model_timing(handle)  # the audits' plans read the same measure
         facts = Facts(images=images, input_shape=handle.input_shape, classes=handle.num_classes,
                       multilabel=handle.multilabel)
-        plan_at = planner(config, facts, forward_flops(handle), timing, handle)
-        return {"plan_at": plan_at, "sections": requested(config),
-                "fixed": saving + images * timing.forward, "drift": 1.0, "unplanned": {}}
+        if predicting is not None:
+            forward = predicting / max(images, 1)
+            return planner(config, facts, None, Timing(forward, forward, 0.0, forward), handle)
+        timing = model_timing(handle)  # the audits' plans read the same measure
+        return planner(config, facts, forward_flops(handle), timing, handle)
 
     def _open_trackers(self) -> None:
         if self.mlflow:
@@ -305,8 +329,10 @@ class AuditCallback(keras.callbacks.Callback):
             from auditor.runs.history import write_index
             from auditor.runs.watch import ledger_lock
 
+            tick = time.perf_counter()
             with ledger_lock(self.root):
                 write_index(self.root)
+            self.fit_seconds["index"] = time.perf_counter() - tick
         for tracker in self._trackers.values():
             if hasattr(tracker, "end_if_running"):
                 atexit.unregister(tracker.end_if_running)
@@ -337,8 +363,9 @@ class AuditCallback(keras.callbacks.Callback):
         from auditor.inputs.models import file_sha256
         from auditor.runs.watch import audit_checkpoint
 
-        started = time.perf_counter()
-        sized = self._size(started - self._since)
+        started, timed = time.perf_counter(), self.fit_seconds.get("timing", 0.0)
+        self._trained += started - self._since
+        sized = self._size(self._trained, self._spent)
         configure = self.configure if sized is None else functools.partial(
             self.configure, sections=sized.sections, budget=sized.budget)
         self._folder.mkdir(parents=True, exist_ok=True)
@@ -359,38 +386,65 @@ class AuditCallback(keras.callbacks.Callback):
                  "not_run": sorted(sized.not_run) if sized else []}
         self.audits.append(audit)
         self._log_trackers(done.folder, done.summary, epoch)
-        audit["seconds"] = time.perf_counter() - started
+        once = self.fit_seconds.get("timing", 0.0) - timed  # once per fit, not per audit
+        audit["seconds"] = time.perf_counter() - started - once
         self._learn(audit["seconds"], done.summary)
         self._since = time.perf_counter()
+        self._spent += self._since - started
         return audit
 
-    def _size(self, trained: float):
-        """The sections and budget of this audit: ``overhead`` times the training seconds
-        since the previous audit, for the fixed part of an audit as measured last time and
-        the sections (the plan's estimate corrected by how far off it was last time); None
-        without a budget."""
+    def _size(self, trained: float, spent: float):
+        """The sections and budget of this audit: ``overhead`` times the seconds ``trained``
+        in this fit, less the seconds the callback has ``spent`` in it (its audits and its
+        once-per-fit work: what one audit overran or left unspent is the next one's), for the
+        fixed part of an audit as measured last time and the sections (the plan's estimate
+        corrected by how far off it was last time, and what it does not count, as measured:
+        ``runs.overhead.size_audit``; what a section not run yet in this fit does not count is
+        guessed in fixed parts of an audit, ``GUESS_FIXED_PARTS``); None without a budget.
+        The model's passes are timed (once per fit) only when a section that runs them fits
+        even costed below what it can cost."""
         if self._sizer is None:
             return None
-        from auditor.runs.overhead import size_audit
-
         sizer = self._sizer
-        return size_audit(sizer["sections"], self.flags["budget"], self.overhead * trained,
-                          sizer["plan_at"], sizer["fixed"], sizer["drift"], sizer["unplanned"])
+
+        def size():
+            from auditor.runs.overhead import size_audit
+
+            return size_audit(sizer["sections"], self.flags["budget"],
+                              self.overhead * trained - spent,
+                              sizer["plan_at"], sizer["fixed"], sizer["drift"], sizer["extra"],
+                              guess=GUESS_FIXED_PARTS * sizer["fixed"],
+                              at_least=not sizer["timed"])
+
+        sized = size()
+        runs_passes = sizer["plan_at"](sized.sections, sized.budget).estimated_seconds() > 0
+        if runs_passes and not sizer["timed"]:
+            tick = time.perf_counter()
+            sizer["plan_at"] = self._planner(sizer["config"], self._handle, sizer["images"])
+            sizer["timed"] = True
+            self.fit_seconds["timing"] = time.perf_counter() - tick
+            sized = size()
+        return sized
 
     def _learn(self, seconds: float, summary: dict) -> None:
-        """As this audit measured them: the fixed part of an audit (all but its sections:
-        saving, loading, predicting, figures, the ledger, the trackers), the seconds of each
-        section the plan estimates at none (its work is not in model passes), and the drift
-        of the plan's estimate over the others."""
+        """As this audit measured them: the fixed part of an audit (all but its sections and
+        their figures: saving, loading, predicting, the report, the ledger, the trackers), each
+        section's extra (its figures, and its seconds when the plan estimates it at none: its
+        work is not in model passes; the most it took in this fit), and the drift of the
+        plan's estimate over the sections it estimates."""
         if self._sizer is None:
             return
         plan, timings = summary.get("plan", {}), summary.get("timings", {})
-        self._sizer["fixed"] = max(seconds - plan.get("seconds", 0.0), 0.0)
+        figures = {name: timings.get(f"figures.{name}", 0.0) for name in timings
+                   if name in self._sizer["sections"]}
+        self._sizer["fixed"] = max(seconds - plan.get("seconds", 0.0) - sum(figures.values()),
+                                   0.0)
         estimates = plan.get("estimates", {})
+        for name, drawn in figures.items():
+            unplanned = timings[name] if estimates.get(name, 0.0) <= 0 else 0.0
+            self._sizer["extra"][name] = max(self._sizer["extra"].get(name, 0.0),
+                                             drawn + unplanned)
         planned = [name for name, estimate in estimates.items() if estimate > 0]
-        self._sizer["unplanned"].update({name: timings[name] for name, estimate
-                                         in estimates.items() if estimate <= 0
-                                         and name in timings})
         actual = sum(timings.get(name, 0.0) for name in planned)
         if planned and actual > 0:
             self._sizer["drift"] = actual / sum(estimates[name] for name in planned)

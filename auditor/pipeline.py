@@ -185,6 +185,32 @@ def input_paths(config: AuditConfig) -> dict[str, str]:
     return {label: path for label, path in given.items() if path}
 
 
+def seed_keeping_kernels(seed: int) -> None:
+    """The seeds ``keras.utils.set_random_seed`` sets (Python's, NumPy's, TensorFlow's global
+    seed, Keras's seed generator), without the clearing of TensorFlow's kernel caches that
+    ``tf.random.set_seed`` does, for an audit of a handle loaded earlier: inside ``model.fit``
+    (the Keras callback), that clear discards the compiled training step, and re-making it
+    slowed the next epoch by 1 to 2 s on the demo CNN (epochs of 0.6 s) and made training 48%
+    slower on MobileNetV2 224 px (bench/callback.py). The clear only restarts stateful random
+    ops run eagerly, and an audit draws from none (its generators are seeded explicitly), so
+    the audit is the same (tests/test_keras_callback.py compares it with a fresh CLI audit's).
+    TensorFlow's seed is set as ``context.set_global_seed`` sets it, less the clear."""
+    import random
+
+    import numpy as np
+    from keras.src.backend.common import global_state
+    from keras.src.random.seed_generator import GLOBAL_SEED_GENERATOR
+    from keras.src.utils.rng_utils import GLOBAL_RANDOM_SEED
+    from tensorflow.python.eager import context
+
+    global_state.set_global_attribute(GLOBAL_RANDOM_SEED, seed)
+    global_state.set_global_attribute(GLOBAL_SEED_GENERATOR, None)  # made again from the seed
+    random.seed(seed)
+    np.random.seed(seed)
+    eager = context.context()
+    eager._seed, eager._rng = seed, random.Random(seed)
+
+
 def load_inputs(config: AuditConfig, distribution, handle=None) -> Inputs:
     """The model (``handle``: already loaded, see ``run_audit``), the data and, when given, the
     training data and the model to compare with. The seed is set once the model is in hand,
@@ -199,9 +225,10 @@ def load_inputs(config: AuditConfig, distribution, handle=None) -> Inputs:
         with distribution.scope():  # the model's variables are mirrored on every replica
             handle = load_model(config.model, config.input_range, config.unsafe_load,
                                 config.output)
+        keras.utils.set_random_seed(config.seed)
     else:
         handle = reused(handle, config.model, config.input_range)
-    keras.utils.set_random_seed(config.seed)
+        seed_keeping_kernels(config.seed)
     handle.distribution = distribution
     check_sections(config, handle)
     check_threshold(config, handle)
@@ -350,7 +377,7 @@ def run_audit(config: AuditConfig, not_run: dict | None = None, handle=None) -> 
         timings.update({result.name: result.seconds for result in results})
         if "html" in config.format:  # figures only for the page that shows them
             tick = time.perf_counter()
-            results = draw_views(results, dataset, work)
+            results = draw_views(results, dataset, work, timings)
             timings["figures"] = time.perf_counter() - tick
         checks = run_checks(config, loaded, predictions, results, baseline, plan, not_run)
         timings["total"] = time.perf_counter() - started
@@ -465,14 +492,19 @@ def run_sections(names, ctx: Context, plan, log: SectionLog,
     return results
 
 
-def draw_views(results, dataset, folder: Path | None = None) -> list[SectionResult]:
-    """Each section's result with the figures and tables of its template partial (``view``);
-    a view that fails marks its section failed with an 'error' check, as a failing section
-    would (its traceback goes to ``folder``'s audit.log)."""
+def draw_views(results, dataset, folder: Path | None = None,
+               timings: dict | None = None) -> list[SectionResult]:
+    """Each section's result with the figures and tables of its template partial (``view``),
+    the seconds each took in ``timings`` as ``figures.SECTION`` (what the Keras callback
+    charges a section beyond its own time); a view that fails marks its section failed with
+    an 'error' check, as a failing section would (its traceback goes to ``folder``'s
+    audit.log)."""
     from auditor.report.views import build_view
 
     drawn = []
+    timings = {} if timings is None else timings
     for result in results:
+        tick = time.perf_counter()
         try:
             drawn.append(dataclasses.replace(result, view=build_view(result, dataset)))
         except Exception as exc:  # a figure's bug must not sink the report
@@ -482,6 +514,7 @@ def draw_views(results, dataset, folder: Path | None = None) -> list[SectionResu
             drawn.append(dataclasses.replace(
                 result, error=f"{line} (the traceback is in {LOG_FILE})",
                 checks=[*result.checks, failed]))
+        timings[f"figures.{result.name}"] = time.perf_counter() - tick
     return drawn
 
 

@@ -60,9 +60,9 @@ def section(name, ctx):
     finally:
         current[0] = "between sections"
 
-def views(results, dataset):
+def views(results, dataset, folder=None, timings=None):
     current[0] = "figures"
-    return draw_views(results, dataset)
+    return draw_views(results, dataset, folder, timings)
 
 pipeline.run_section, pipeline.draw_views = section, views
 config = make_config(model=model, data=data, out=out, max_samples=int(images), progress=True,

@@ -7,12 +7,14 @@ the epochs, over the same fit without it, on the demo CNN and on a 224 px Mobile
 Both fits start from the same seed; the one without the callback runs first (tracing warm-up is
 paid by both: each builds its own model). Defaults are the callback's own (every section,
 budget quick, overhead 0.3; ``--overhead none`` audits the named budget in full). It prints per
-model the seconds of each fit, their ratio, the same ratio from the audits' own time (the fit
-without the callback plus the seconds the callback timed its audits: what the ratio would be if
-the machine's load did not change between the two fits), the seconds per audit and per epoch,
-and per audit
-the sections run and not run and where its time went (the fixed part: saving, loading,
-predicting, planning, figures; and the sections), with the load average before and after.
+model the seconds of each fit, their ratio, the same ratio from the callback's own time (the fit
+without the callback plus the seconds the callback timed: its audits, and its once-per-fit work,
+``AuditCallback.fit_seconds``: the copy of the model and the first prediction pass when
+training starts, the model's passes timed if an audit needed them, the index when it ends;
+what the ratio would be if the machine's load did not change between the two fits), the seconds
+per audit and per epoch, and per audit the sections run and not run and where its time went
+(the fixed part: saving, loading, predicting, planning; each section and its figures), with the
+load average before and after.
 Nothing is downloaded (``weights=None``; the digits ship with scikit-learn; the 224 px images
 are the digits, enlarged, in RGB).
 """
@@ -87,12 +89,15 @@ def bench(name: str, epochs: int, sections, budget: str, overhead, root: Path) -
     audits = len(callback.audits)
     per_audit = (audited - plain) / max(audits, 1)
     own = sum(audit["seconds"] for audit in callback.audits)  # timed inside the fit
+    once = sum(callback.fit_seconds.values())
     print(f"{name}: {epochs} epochs, every={every}, {audits} audits "
           f"({', '.join(sections) if sections else 'every section'}, budget {budget}, "
           f"overhead {overhead}): fit {plain:.1f} s without, {audited:.1f} s with: ratio "
-          f"{audited / plain:.2f} (target {TARGET}); by the audits' own time "
-          f"{(plain + own) / plain:.2f} ({own:.1f} s of audits, {own / max(audits, 1):.1f} s "
-          f"each); {per_audit:.1f} s per audit by wall time, {plain / epochs:.2f} s per epoch; "
+          f"{audited / plain:.2f} (target {TARGET}); by the callback's own time "
+          f"{(plain + own + once) / plain:.2f}: {own:.1f} s of audits "
+          f"({own / max(audits, 1):.2f} s each) and {once:.1f} s once per fit ("
+          + ", ".join(f"{k} {v:.1f} s" for k, v in callback.fit_seconds.items())
+          + f"); {per_audit:.1f} s per audit by wall time, {plain / epochs:.2f} s per epoch; "
           f"load average {load:.1f} before, {os.getloadavg()[0]:.1f} after", flush=True)
     for audit in callback.audits:
         summary = json.loads((Path(audit["folder"]) / "summary.json").read_text())

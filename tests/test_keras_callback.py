@@ -292,8 +292,30 @@ def test_sections_over_the_overhead_budget_are_listed_as_not_run(tmp_path, digit
     (check,) = [c for c in summary["checks"] if c["id"] == "robustness.run"]
     assert check["status"] == "skipped"
     assert re.fullmatch(r"not run: over the callback's overhead budget \(0\.0 s available, "
-                        r"[\d.]+ s needed\); raise overhead= or every=", check["message"])
+                        r"at least [\d.]+ s needed, its figures guessed\); raise "
+                        r"overhead= or every=",
+                        check["message"])
     assert not math.isnan(audit["figures"]["audit_accuracy"])
+    assert "setup" in callback.fit_seconds  # the once-per-fit work, apart from the audit's
+    assert "timing" not in callback.fit_seconds  # no section that runs passes could fit
+
+
+def test_each_audit_measures_one_new_section_and_times_passes_when_one_fits(tmp_path,
+                                                                           digits_test):
+    """The first audit runs the cheapest section alone (the others wait to be measured) and
+    times no pass of the model; the next runs one more, and the model's passes are timed
+    then, once, because that section runs them. Each section's figures are timed apart."""
+    x, y = digits_test
+    callback = AuditCallback((x[:60], y[:60]), tmp_path, sections=["performance", "contrastive"],
+                             overhead=1e6, budget=200)
+    train([callback], epochs=2, images=64)
+    first, second = callback.audits
+    assert first["not_run"] == ["contrastive"] and second["not_run"] == []
+    summary = json.loads((first["folder"] / "summary.json").read_text())
+    (check,) = [c for c in summary["checks"] if c["id"] == "contrastive.run"]
+    assert check["message"].startswith("not run: its cost is not measured yet")
+    assert "figures.performance" in summary["timings"]
+    assert set(callback.fit_seconds) == {"setup", "timing", "index"}
 
 
 def test_audit_checkpoint_records_the_checkpoint_as_it_is(tmp_path, digits_model_path):
@@ -425,3 +447,20 @@ def test_assigned_weights_give_the_logits_of_a_fresh_load(tmp_path, head):
     assert handle.output == fresh.output
     np.testing.assert_allclose(handle.logits_fn(x), fresh.logits(x), rtol=1e-5, atol=1e-6)
     assert not np.allclose(before, fresh.logits(x))
+
+
+def test_an_audit_of_a_reused_handle_seeds_without_clearing_tensorflows_kernels():
+    """The callback's audits seed what keras.utils.set_random_seed seeds, but keep TensorFlow's
+    kernels (the compiled training step among them): a stateful op's stream goes on."""
+    from auditor.pipeline import seed_keeping_kernels
+
+    tf.random.set_seed(1)
+    first = float(tf.random.uniform([], seed=1))
+    seed_keeping_kernels(1)
+    kept = float(tf.random.uniform([], seed=1))  # set_seed(1) would draw ``first`` again
+    drawn = (random.random(), float(np.random.rand()), float(keras.random.uniform(())))
+    tf.random.set_seed(1)
+    assert float(tf.random.uniform([], seed=1)) == first
+    assert float(tf.random.uniform([], seed=1)) == kept != first  # the kernel was kept
+    keras.utils.set_random_seed(1)
+    assert drawn == (random.random(), float(np.random.rand()), float(keras.random.uniform(())))

@@ -7,7 +7,14 @@ import pytest
 
 from auditor.configure import make_config
 from auditor.predict.plan import Facts, forward_flops, measure_timing
-from auditor.runs.overhead import NOT_RUN, largest_budget, planner, requested, size_audit
+from auditor.runs.overhead import (
+    NOT_MEASURED,
+    NOT_RUN,
+    largest_budget,
+    planner,
+    requested,
+    size_audit,
+)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +49,8 @@ def test_what_does_not_fit_is_not_run_and_says_why(plan_at):
     assert sized.sections == ["performance"]  # the cheapest runs whatever it costs
     assert sorted(sized.not_run) == ["featureviz", "robustness"]
     needed = 5.0 + plan_at(["performance", "robustness"], 1).estimated_seconds()
-    assert sized.not_run["robustness"] == NOT_RUN.format(available=1.0, needed=needed)
+    assert sized.not_run["robustness"] == NOT_RUN.format(available=1.0, needed=f"{needed:.1f}",
+                                                         guessed="")
 
 
 def test_the_largest_budget_that_fits_is_found_within_five_percent():
@@ -57,5 +65,25 @@ def test_a_section_is_charged_the_time_its_passes_do_not_show(plan_at):
     that is what it costs."""
     names = ["performance", "triage"]
     assert size_audit(names, "quick", 1.0, plan_at).sections == names
-    sized = size_audit(names, "quick", 1.0, plan_at, unplanned={"triage": 18.7})
+    sized = size_audit(names, "quick", 1.0, plan_at, extra={"triage": 18.7})
     assert sized.sections == ["performance"] and list(sized.not_run) == ["triage"]
+
+
+def test_one_section_runs_on_a_guess_per_audit(plan_at):
+    """What the plan does not count (figures, work that is not passes) is measured by running a
+    section; until then it is charged a guess, and one such section runs per audit: the first
+    audit of a fit runs the cheapest alone, and the others say they wait to be measured."""
+    names = ["performance", "contrastive", "robustness"]
+    first = size_audit(names, "quick", 1e9, plan_at, guess=0.5)
+    assert first.sections == ["performance"]
+    assert sorted(first.not_run) == ["contrastive", "robustness"]
+    assert first.not_run["contrastive"] == NOT_MEASURED.format(trying="performance")
+    second = size_audit(names, "quick", 1e9, plan_at, extra={"performance": 0.1}, guess=0.5)
+    assert second.sections == ["performance", "contrastive"]  # the cheaper new one
+    assert second.not_run["robustness"] == NOT_MEASURED.format(trying="contrastive")
+    measured = {"performance": 0.1, "contrastive": 0.2, "robustness": 0.3}
+    assert size_audit(names, "quick", 1e9, plan_at, extra=measured, guess=0.5).sections == names
+    guessed = size_audit(["performance", "contrastive"], "quick", 1.0, plan_at,
+                         extra={"performance": 0.1}, guess=5.0, at_least=True)
+    assert guessed.sections == ["performance"]  # the guess alone is over the budget
+    assert "at least" in guessed.not_run["contrastive"]

@@ -130,6 +130,32 @@ def test_a_confusion_figure_of_many_classes_shows_those_in_the_most_mistakes():
     np.testing.assert_array_equal(matrix_classes(labels[:20], preds[:20], 10), np.arange(10))
 
 
+def test_the_confusion_table_holds_every_count_shaded_by_it():
+    """The confusion matrix is drawn as a table: the same counts as scikit-learn's matrix over
+    the shown classes, darker cells for larger counts, and a note when classes are left out."""
+    from matplotlib.colors import to_rgb
+    from sklearn.metrics import confusion_matrix
+
+    from auditor.report.views.performance import confusion_table
+
+    labels = np.repeat(np.arange(1000), 2)
+    preds = labels.copy()
+    preds[[0, 2, 4, 5]] = [500, 501, 502, 502]
+    names = [f"class {i}" for i in range(1000)]
+    shown = matrix_classes(labels, preds, 1000, limit=8)
+    table = confusion_table(labels, preds, names, shown)
+    assert table["classes"] == [names[i] for i in shown] == [row["name"] for row in table["rows"]]
+    counts = [[cell["count"] for cell in row["cells"]] for row in table["rows"]]
+    np.testing.assert_array_equal(counts, confusion_matrix(labels, preds, labels=shown))
+    cells = sorted((cell for row in table["rows"] for cell in row["cells"]),
+                   key=lambda cell: cell["count"])
+    brightness = [sum(to_rgb(cell["colour"])) for cell in cells]
+    assert brightness == sorted(brightness, reverse=True) and brightness[0] > brightness[-1]
+    assert [cell["dark"] for cell in cells] == [cell["count"] > 1 for cell in cells]
+    assert table["note"] == "the 8 of 1000 classes in the most mistakes"
+    assert confusion_table(labels[:20], preds[:20], names[:10], np.arange(10))["note"] is None
+
+
 def test_a_malformed_tf_config_is_a_one_line_config_error():
     _check_tf_config(None)
     _check_tf_config('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", '

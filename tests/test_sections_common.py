@@ -29,8 +29,8 @@ def audited(tmp_path_factory, digits_model_path):
     kept = {}
     draw = pipeline.draw_views
 
-    def keep(results, dataset, folder=None):
-        drawn = draw(results, dataset, folder)
+    def keep(results, dataset, folder=None, timings=None):
+        drawn = draw(results, dataset, folder, timings)
         kept.update({r.name: r for r in drawn})
         return drawn
 

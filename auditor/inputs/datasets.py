@@ -76,13 +76,13 @@ class Dataset:
         to TensorFlow (a copy to numpy and back costs as much as a small model's pass)."""
         import tensorflow as tf
 
-        batches = iter(self._pipeline(self.source_index, batch_size))
+        batches = iter(self._fitted(self.source_index, batch_size))
         for start in range(0, self.n, batch_size):
             try:
                 images = next(batches)
-            except tf.errors.OpError as exc:  # files were checked: one changed since
+            except (tf.errors.OpError, *READ_ERRORS) as exc:  # files were checked: one changed
                 Interrupted.raise_if_pending()  # or a signal landed in tf.data's Python code
-                if NON_FINITE in exc.message:
+                if NON_FINITE in getattr(exc, "message", ""):
                     raise DataError(f"dataset '{self.source}' has NaN or infinite pixel values "
                                     f"near sample {start}; clean or drop those images") from None
                 raise DataError(f"an image of '{self.source}' near sample {start} could no "
@@ -99,18 +99,25 @@ class Dataset:
         order = np.argsort(positions, kind="stable")  # sources read fastest in order
         images = np.empty((len(positions), *self.image_shape), np.float32)
         start, index = 0, self.source_index[positions[order]]
-        # Rows are read in place and fitted here: building a tf.data pipeline (it traces its
-        # functions) costs more than fitting a few images, at every figure of every audit.
-        batches = (self._fit(rows, self._read.divisor) for rows in self._read.rows(index, 256)
-                   ) if isinstance(self._read, RowReader) else self._pipeline(index, 256)
-        for batch in batches:
+        for batch in self._fitted(index, 256):
             images[order[start:start + len(batch)]] = batch.numpy()  # one batch held at a time
             start += len(batch)
         return images
 
+    def _fitted(self, source_index: np.ndarray, batch_size: int):
+        """Batches fitted to the model. Rows of one shape (arrays, npz members) are read in
+        place and fitted here, a batch at a time: building a tf.data pipeline traces its
+        functions, which cost 0.1 to 0.2 s at every pass and every figure of every audit (a
+        quarter of an audit of the demo CNN through the Keras callback), more than reading
+        and fitting the rows of most audits; files go through tf.data's parallel decoding."""
+        if isinstance(self._read, RowReader):
+            return (self._fit(rows, self._read.divisor)
+                    for rows in self._read.rows(source_index, batch_size))
+        return self._pipeline(source_index, batch_size)
+
     def _fit(self, images, divisor=1.0):
-        """Raw images as the model takes them (checked finite where they are read: in
-        tf.data's threads, not in the model's)."""
+        """Raw images as the model takes them (checked finite where they are read, not in
+        the model's pass)."""
         import tensorflow as tf
 
         images = tf.cast(images, tf.float32) / divisor
@@ -118,18 +125,12 @@ class Dataset:
         return fit_image(images, *self.image_shape)
 
     def _pipeline(self, source_index: np.ndarray, batch_size: int):
-        """Batches fitted to the model. Rows of one shape are read and fitted a batch at a
-        time: per-image steps would cost more than a small model's forward pass."""
+        """Image files decoded and fitted in parallel by tf.data, then batched."""
         import tensorflow as tf
 
-        if isinstance(self._read, RowReader):
-            reader = self._read
-            batched = reader.chunks(source_index, batch_size).map(
-                lambda rows: self._fit(rows, reader.divisor))
-        else:
-            batched = self._read(source_index).map(
-                self._fit, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
-        return batched.prefetch(tf.data.AUTOTUNE)
+        return self._read(source_index).map(
+            self._fit, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(
+            tf.data.AUTOTUNE)
 
 
 def fit_image(image, height: int, width: int, channels: int):
@@ -335,14 +336,6 @@ class RowReader:
         """The raw rows at ``index``, ``chunk_rows`` at a time (N, H, W, C)."""
         for chunk in self.read_rows(index, chunk_rows):
             yield chunk.reshape(len(chunk), *self.image_shape)
-
-    def chunks(self, index: np.ndarray, chunk_rows: int):
-        """``rows`` as a tf.data.Dataset."""
-        import tensorflow as tf
-
-        spec = tf.TensorSpec((None, *self.image_shape), tf.as_dtype(np.dtype(self.dtype)))
-        return tf.data.Dataset.from_generator(lambda: self.rows(index, chunk_rows),
-                                              output_signature=spec)
 
 
 def _array_reader(x: np.ndarray) -> Callable:

@@ -44,7 +44,7 @@ SHARE_BOUNDS = {"warn_above": 0.5, "fail_above": 0.8}
 CLASS_ORDER_BOUNDS = {"warn_above": 0.2, "fail_above": 0.4}
 # The relabelling is judged only with this many images per class (else noise matches more).
 RELABEL_IMAGES_PER_CLASS = 20
-MATRIX_CLASSES = 20  # the confusion figure shows at most this many classes
+MATRIX_CLASSES = 20  # the confusion table shows at most this many classes
 
 
 def _accuracy(summary: dict) -> float | None:
