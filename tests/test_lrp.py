@@ -191,7 +191,21 @@ def transposed_net():
     return keras.Model(inputs, L.Dense(3, use_bias=False)(L.Flatten()(h)))
 
 
-@pytest.mark.parametrize("build", [gated_net, normalised_net, transposed_net])
+def scaled_residual_net():
+    """Inception-ResNet's residual ``x + scale * r``, Keras's own unexported layer."""
+    import keras
+    from keras.src.applications.inception_resnet_v2 import CustomScaleLayer
+
+    L = keras.layers
+    inputs = keras.Input((8, 8, 3))
+    h = L.Conv2D(4, 3, padding="same", use_bias=False, activation="relu")(inputs)
+    r = L.Conv2D(4, 3, padding="same", use_bias=False)(h)
+    h = L.Activation("relu")(CustomScaleLayer(0.17)([h, r]))
+    return keras.Model(inputs, L.Dense(3, use_bias=False)(L.Flatten()(h)))
+
+
+@pytest.mark.parametrize("build", [gated_net, normalised_net, transposed_net,
+                                   scaled_residual_net])
 @pytest.mark.parametrize("method, options", [("lrp_epsilon", {"epsilon": 1e-9}), ("lrp", {})])
 def test_gates_layer_norm_and_transposed_convolutions_conserve_relevance(tmp_path, build,
                                                                           method, options):
