@@ -1,15 +1,17 @@
-"""Every keras.applications family loads, copies and predicts; a representative few run the
-attribution methods, with LRP's relevance conserved on each; a representative few (a whole
-classifier, a backbone nested under a head, keras-hub's ViTImageClassifier) go through every
-section and every attribution method, each section running or saying in one line why not;
-and every other keras-hub ImageClassifier through every section, with its own preprocessor.
+"""Every keras.applications family loads, copies and predicts, and LRP's relevance is conserved
+on each; a representative family runs Grad-CAM++ and LRP maps; keras-hub's
+ViTImageClassifier and every other keras-hub ImageClassifier (with its own preprocessor) go
+through every section and every attribution method, each section running or saying in one line
+why not.
 
 The families are built with ``weights=None`` at their smallest input (32 px, 71 or 75 px where
 the architecture needs it) and random weights: what is tested is that the audit's machinery
-handles each architecture's layers, not what a trained model learned. Every family through
-every section is ``bench/zoo_sections.py`` (minutes a family; its results are in
-docs/scale.md); the keras-hub ViT's maps are tested on trained models in tests/test_vit.py.
-All of this module is marked slow: about 1 CPU-minute a family-wide test, 1 to 4 an audit.
+handles each architecture's layers, not what a trained model learned. Every keras.applications
+family through every section, whole and nested under a head, is ``bench/zoo_sections.py``
+(7 CPU-minutes for EfficientNetV2B0 alone, most of it the reliability card: too dear for the
+suite; its results are in docs/scale.md); the keras-hub ViT's maps are tested on trained
+models in tests/test_vit.py. All of this module is marked slow: about 1 CPU-minute a
+family-wide test, 1 to 4 an audit.
 """
 
 from __future__ import annotations
