@@ -333,8 +333,9 @@ class Walk:
                 rule, a = self._zbox(a, level, step.mixes_channels)
             else:
                 rule = self.composite.dense if step.kind == "dense" else self.composite.conv
-            z, zm, eps = rule(step.apply, a, step.kernel, step.bias, nonneg and i == 0)
             last = i == len(steps) - 1
+            z, zm, eps = rule(step.apply, a, step.kernel, step.bias, nonneg and i == 0,
+                              last and rectifier is not None)
             if last and rectifier is not None:
                 activate = rectifier.activation if rectifier is layer else rectifier
                 return self._keep_nonneg(linear_output(z, zm, eps, activate(z), scaled), True)

@@ -5,10 +5,11 @@ through the rule's modified pre-activation ``z_m = f_m(a)``, scaled by ``z / sta
 gradient that reaches ``a`` is ``W_m^T (c * z / z_m)``, so relevance ``R = a * gradient`` is
 propagated by the rule's modified weights ``W_m`` in the same backward pass that autodiff takes
 anyway (one custom gradient, a multiplication, per layer). Every rule is called with
-``(apply, a, kernel, bias, nonneg)`` (``nonneg``: the walk knows ``a >= 0``, e.g. after a ReLU)
-and returns ``(z, z_m, eps)``: ``z_m`` None for "z itself", else a list of
-``(weight, z_m, sign)`` with the sign of ``z_m`` when the rule knows it (alpha-beta's parts,
-z-box's) or 0; ``linear_output`` joins them.
+``(apply, a, kernel, bias, nonneg, rectified)`` (``nonneg``: the walk knows ``a >= 0``, e.g.
+after a ReLU; ``rectified``: a ReLU follows, so only ``z > 0`` matters) and returns
+``(z, z_m, eps)``: ``z_m`` None for "z itself", else a list of ``(weight, z_m, sign)`` with the
+sign of ``z_m`` when the rule knows it (alpha-beta's parts, z-box's) or 0; ``linear_output``
+joins them.
 
 Stabiliser as in Zennit, ``z + eps * sign(z)`` with sign(0) = +1, but with ``eps`` relative:
 each rule's epsilon is multiplied by the root mean square of the layer's pre-activations ``z``,
@@ -126,7 +127,7 @@ class Epsilon:
 
     epsilon: float = 1e-6
 
-    def __call__(self, apply: Callable, a, kernel, bias, nonneg=False):
+    def __call__(self, apply: Callable, a, kernel, bias, nonneg=False, rectified=False):
         return apply(a, kernel, bias), None, self.epsilon
 
 
@@ -145,14 +146,19 @@ class Gamma:
     Gamma: z_m = z + gamma (P + b+) where z > 0 and z + gamma (N + b-) elsewhere, with
     P = W+ a+ + W- a- (the positive contributions; W+ a on a non-negative input) and
     N = W a - P, so z_m has z's sign and |z / z_m| <= 1. Where z > 0 that is W a + gamma W+ a,
-    the textbook rule on a non-negative input, the only part a following ReLU keeps."""
+    the textbook rule on a non-negative input, the only part a following ReLU keeps: a layer a
+    ReLU follows (``rectified``) takes the textbook form, one convolution and one backward."""
 
     gamma: float = 0.25
 
-    def __call__(self, apply, a, kernel, bias, nonneg=False):
+    def __call__(self, apply, a, kernel, bias, nonneg=False, rectified=False):
         import tensorflow as tf
 
         z = apply(a, kernel, bias)
+        if nonneg and rectified:
+            zm = apply(a, kernel + self.gamma * _pos(kernel),
+                       None if bias is None else bias + self.gamma * _pos(bias))
+            return z, [(1.0, zm, ABOVE_Z)], STABILISER  # z_m - z = gamma z+
         if nonneg:
             positive = apply(a, _pos(kernel), None)
         else:
@@ -174,7 +180,7 @@ class AlphaBeta:
     alpha: float = 1.0
     beta: float = 0.0
 
-    def __call__(self, apply, a, kernel, bias, nonneg=False):
+    def __call__(self, apply, a, kernel, bias, nonneg=False, rectified=False):
         z = apply(a, kernel, bias)
         kp, kn = _pos(kernel), _neg(kernel)
         ap, an = (a, None) if nonneg else (_pos(a), _neg(a))
@@ -204,7 +210,7 @@ class ZBox:
     high: object
     stacked: bool = False
 
-    def __call__(self, apply, a, kernel, bias, nonneg=False):
+    def __call__(self, apply, a, kernel, bias, nonneg=False, rectified=False):
         import tensorflow as tf
 
         z = apply(a, kernel, bias)
