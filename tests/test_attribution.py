@@ -254,6 +254,22 @@ def test_integrated_gradients_takes_one_baseline_per_image(digits_handle, digits
         np.testing.assert_allclose(maps[i], alone[0], atol=1e-5 * np.abs(alone).max())
 
 
+def test_gradcam_passes_over_padding_and_cropping_at_the_end():
+    """NASNet's factorised reduction ends a small input's spatial maps on a padded, cropped
+    shift of one branch: Grad-CAM takes the layer that shift reads."""
+    import keras
+
+    L = keras.layers
+    from auditor.inputs.layers import last_conv_layer
+
+    inputs = keras.Input((8, 8, 3))
+    h = L.Conv2D(4, 3, activation="relu", name="cell")(inputs)
+    shifted = L.Cropping2D(((1, 0), (1, 0)))(L.ZeroPadding2D(((0, 1), (0, 1)))(h))
+    pooled = L.Concatenate()([L.GlobalAveragePooling2D()(h),
+                              L.GlobalAveragePooling2D()(shifted)])
+    assert last_conv_layer(keras.Model(inputs, L.Dense(2)(pooled))) == "cell"
+
+
 def test_gradcam_finds_the_last_conv_layer_inside_a_nested_backbone(tmp_path):
     from auditor.inputs.layers import find_layer, last_conv_layer
 

@@ -191,7 +191,21 @@ def transposed_net():
     return keras.Model(inputs, L.Dense(3, use_bias=False)(L.Flatten()(h)))
 
 
-@pytest.mark.parametrize("build", [gated_net, normalised_net, transposed_net])
+def scaled_residual_net():
+    """Inception-ResNet's residual ``x + scale * r``, Keras's own unexported layer."""
+    import keras
+    from keras.src.applications.inception_resnet_v2 import CustomScaleLayer
+
+    L = keras.layers
+    inputs = keras.Input((8, 8, 3))
+    h = L.Conv2D(4, 3, padding="same", use_bias=False, activation="relu")(inputs)
+    r = L.Conv2D(4, 3, padding="same", use_bias=False)(h)
+    h = L.Activation("relu")(CustomScaleLayer(0.17)([h, r]))
+    return keras.Model(inputs, L.Dense(3, use_bias=False)(L.Flatten()(h)))
+
+
+@pytest.mark.parametrize("build", [gated_net, normalised_net, transposed_net,
+                                   scaled_residual_net])
 @pytest.mark.parametrize("method, options", [("lrp_epsilon", {"epsilon": 1e-9}), ("lrp", {})])
 def test_gates_layer_norm_and_transposed_convolutions_conserve_relevance(tmp_path, build,
                                                                           method, options):
@@ -206,6 +220,38 @@ def test_gates_layer_norm_and_transposed_convolutions_conserve_relevance(tmp_pat
     logits = handle.logits(x).numpy()
     targets = logits.argmax(axis=1)
     maps = attribute(handle, x, targets, method, **options)
+    np.testing.assert_allclose(maps.reshape(len(x), -1).sum(axis=1),
+                               logits[np.arange(len(x)), targets], rtol=1e-3)
+
+
+def crossing_net():
+    """A linear layer on a ReLU's output with no ReLU after it (a MobileNetV2 bottleneck),
+    planted so that W + gamma W+ cancels: two equal channels a, weights 1 and -1.25, so
+    z = -0.25 a and the textbook gamma's z_m = z + 0.25 a = 0."""
+    import keras
+
+    L = keras.layers
+    inputs = keras.Input((6, 6, 3))
+    stem = L.Conv2D(2, 3, use_bias=False, activation="relu")
+    h = L.Conv2D(1, 1, use_bias=False)(stem(inputs))
+    head = L.Dense(3, use_bias=False)
+    model = keras.Model(inputs, head(L.Flatten()(h)))
+    stem.kernel.assign(np.ones((3, 3, 3, 2), "float32") / 27)  # a > 0 on positive images
+    model.layers[2].kernel.assign(np.array([[[[1.0], [-1.25]]]], "float32"))
+    head.kernel.assign(np.random.default_rng(0).normal(size=(16, 3)).astype("float32"))
+    return model
+
+
+@pytest.mark.parametrize("method", ["lrp_gamma", "lrp"])
+def test_gamma_conserves_where_a_layer_after_a_relu_has_a_negative_output(tmp_path, method):
+    """Gamma favours the contributions of z's sign on a non-negative input too: with
+    W + gamma W+ the planted unit's z_m was 0 and its relevance was lost (a bias-free
+    MobileNetV2's maps summed to -4 to -8 times the logit)."""
+    handle = saved_handle(crossing_net(), tmp_path, "crossing")
+    x = images_for(handle, 3)
+    logits = handle.logits(x).numpy()
+    targets = logits.argmax(axis=1)
+    maps = attribute(handle, x, targets, method)
     np.testing.assert_allclose(maps.reshape(len(x), -1).sum(axis=1),
                                logits[np.arange(len(x)), targets], rtol=1e-3)
 

@@ -92,11 +92,19 @@ def last_conv_layer(model) -> str:
     """Path of the last layer whose output is a spatial map (N, H, W, C) with H, W > 1.
 
     That is Grad-CAM's default (Selvaraju et al.): the final convolutional block's activation,
-    e.g. ``conv3`` in the demo CNN or ``.../out_relu`` in MobileNetV2.
+    e.g. ``conv3`` in the demo CNN or ``.../out_relu`` in MobileNetV2. Padding and cropping are
+    passed over: their map is their input's, shifted or cut, and on one branch only (NASNetMobile
+    at 32 px ended on the cropped shift of a cell's input, whose Grad-CAM maps were all zero on
+    3 of 4 images), so the layer they read is taken instead.
     """
+    import keras
+
+    L = keras.layers
+    shifts = (L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D, L.Cropping1D, L.Cropping2D,
+              L.Cropping3D)
     found = None
     for path, layer in walk(model):
-        if is_model(layer):
+        if is_model(layer) or isinstance(layer, shifts):
             continue
         shape = output_shape(layer)
         if shape is not None and len(shape) == 4 and (shape[1] or 2) > 1 and (shape[2] or 2) > 1:

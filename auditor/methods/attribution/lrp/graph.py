@@ -3,11 +3,11 @@
 Linear layers (Dense, Conv, DepthwiseConv, SeparableConv) take the composite's rule, with a
 following BatchNormalization folded in; element-wise activations and unfolded affine layers
 (ReLU, ReLU6, Rescaling, BatchNormalization) pass relevance on unchanged (Zennit's ``Pass``);
-pooling, Add, Concatenate and shape layers keep their gradient, which already splits relevance
-by contribution (max pooling: to the winner). Nested models are walked recursively, and the
-custom layers listed in ``custom.py`` (keras-hub's blocks) through their own ``call``. Any other
-layer is an error naming it: a map through a layer the rules do not cover would be wrong
-silently.
+pooling, Add, Concatenate (and Inception-ResNet's scaled residual sum) and shape layers keep
+their gradient, which already splits relevance by contribution (max pooling: to the winner).
+Nested models are walked recursively, and the custom layers listed in ``custom.py``
+(keras-hub's blocks) through their own ``call``. Any other layer is an error naming it: a map
+through a layer the rules do not cover would be wrong silently.
 
 The walk also follows the tensors that are still "the input" (reached from it through
 element-wise and shape layers only): the first linear layer that reads one gets the z-box rule,
@@ -59,7 +59,7 @@ def _layer_groups():
                 L.GlobalAveragePooling2D, L.GlobalAveragePooling3D, L.GlobalMaxPooling1D,
                 L.GlobalMaxPooling2D, L.GlobalMaxPooling3D, L.Add, L.Subtract, L.Average,
                 L.Maximum, L.Minimum, L.Concatenate, L.UpSampling1D, L.UpSampling2D,
-                *_convnext_layers()[2:], *_mean())
+                *_convnext_layers()[2:], *_mean(), *_applications_sums())
     elementwise = (L.ReLU, L.LeakyReLU, L.ELU, L.Activation, L.Rescaling, L.Normalization,
                    L.BatchNormalization, *_convnext_layers()[:1])
     return shape, gradient, elementwise
@@ -87,6 +87,17 @@ def _mean() -> tuple:
     except ImportError:
         return ()
     return (Mean,)
+
+
+def _applications_sums() -> tuple:
+    """keras.applications' other unexported layer: Inception-ResNet's ``CustomScaleLayer``,
+    the residual ``x + scale * r``, a weighted sum whose gradient splits relevance by
+    contribution as ``layers.Add`` does."""
+    try:
+        from keras.src.applications.inception_resnet_v2 import CustomScaleLayer
+    except ImportError:  # another Keras layout: the layer stays unknown, LRP says so
+        return ()
+    return (CustomScaleLayer,)
 
 
 NONNEGATIVE_ACTIVATIONS = ("relu", "relu6", "sigmoid", "hard_sigmoid", "softplus", "exponential")
@@ -351,8 +362,9 @@ class Walk:
                 rule, a = self._zbox(a, level, step.mixes_channels)
             else:
                 rule = self.composite.dense if step.kind == "dense" else self.composite.conv
-            z, zm, eps = rule(step.apply, a, step.kernel, step.bias, nonneg and i == 0)
             last = i == len(steps) - 1
+            z, zm, eps = rule(step.apply, a, step.kernel, step.bias, nonneg and i == 0,
+                              last and rectifier is not None)
             if last and rectifier is not None:
                 activate = rectifier.activation if rectifier is layer else rectifier
                 return self._keep_nonneg(linear_output(z, zm, eps, activate(z), scaled), True)

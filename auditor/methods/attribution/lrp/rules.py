@@ -5,10 +5,11 @@ through the rule's modified pre-activation ``z_m = f_m(a)``, scaled by ``z / sta
 gradient that reaches ``a`` is ``W_m^T (c * z / z_m)``, so relevance ``R = a * gradient`` is
 propagated by the rule's modified weights ``W_m`` in the same backward pass that autodiff takes
 anyway (one custom gradient, a multiplication, per layer). Every rule is called with
-``(apply, a, kernel, bias, nonneg)`` (``nonneg``: the walk knows ``a >= 0``, e.g. after a ReLU)
-and returns ``(z, z_m, eps)``: ``z_m`` None for "z itself", else a list of
-``(weight, z_m, sign)`` with the sign of ``z_m`` when the rule knows it (alpha-beta's parts,
-z-box's) or 0; ``linear_output`` joins them.
+``(apply, a, kernel, bias, nonneg, rectified)`` (``nonneg``: the walk knows ``a >= 0``, e.g.
+after a ReLU; ``rectified``: a ReLU follows, so only ``z > 0`` matters) and returns
+``(z, z_m, eps)``: ``z_m`` None for "z itself", else a list of ``(weight, z_m, sign)`` with the
+sign of ``z_m`` when the rule knows it (alpha-beta's parts, z-box's) or 0; ``linear_output``
+joins them.
 
 Stabiliser as in Zennit, ``z + eps * sign(z)`` with sign(0) = +1, but with ``eps`` relative:
 each rule's epsilon is multiplied by the root mean square of the layer's pre-activations ``z``,
@@ -126,41 +127,47 @@ class Epsilon:
 
     epsilon: float = 1e-6
 
-    def __call__(self, apply: Callable, a, kernel, bias, nonneg=False):
+    def __call__(self, apply: Callable, a, kernel, bias, nonneg=False, rectified=False):
         return apply(a, kernel, bias), None, self.epsilon
 
 
 @dataclass(frozen=True)
 class Gamma:
-    """LRP-gamma (Montavon et al. 2019): W_m = W + gamma W+ (bias likewise), favouring positive
-    contributions; suited to convolutions.
+    """LRP-gamma (Montavon et al. 2019): contributions of the output's sign favoured by gamma;
+    suited to convolutions.
 
-    On a signed input (after swish, GELU or a normalisation: no ReLU before) W + gamma W+ lets
-    z_m cross zero where z does not: on EfficientNetV2B0 |z / z_m| reached 1e4 on 1-2 % of the
-    units of every convolution, and compounded over 90 layers the maps summed to 1e8 times the
-    logit, then overflowed. There the contributions that share z's sign are favoured, as in
-    Zennit's Gamma: z_m = z + gamma (P + b+) where z > 0 and z + gamma (N + b-) elsewhere, with
-    P = W+ a+ + W- a- (the positive contributions) and N = W a - P, so z_m has z's sign and
-    |z / z_m| <= 1."""
+    W + gamma W+ (bias likewise) lets z_m cross zero where z does not: on a signed input (after
+    swish, GELU or a normalisation) |z / z_m| reached 1e4 on 1-2 % of the units of every
+    convolution of EfficientNetV2B0, and compounded over 90 layers the maps summed to 1e8 times
+    the logit, then overflowed; on a non-negative input read by a layer no ReLU follows (a
+    MobileNetV2 linear bottleneck, the last convolution of a ResNet block before its sum) a
+    negative z met a z_m near zero, and the maps of a bias-free MobileNetV2 summed to -4 to -8
+    times the logit. So the contributions that share z's sign are favoured, as in Zennit's
+    Gamma: z_m = z + gamma (P + b+) where z > 0 and z + gamma (N + b-) elsewhere, with
+    P = W+ a+ + W- a- (the positive contributions; W+ a on a non-negative input) and
+    N = W a - P, so z_m has z's sign and |z / z_m| <= 1. Where z > 0 that is W a + gamma W+ a,
+    the textbook rule on a non-negative input, the only part a following ReLU keeps: a layer a
+    ReLU follows (``rectified``) takes the textbook form, one convolution and one backward."""
 
     gamma: float = 0.25
 
-    def __call__(self, apply, a, kernel, bias, nonneg=False):
-        z = apply(a, kernel, bias)
-        if not nonneg:
-            return z, [(1.0, self._signed(apply, a, kernel, bias, z), 0)], STABILISER
-        zm = apply(a, kernel + self.gamma * _pos(kernel),
-                   None if bias is None else bias + self.gamma * _pos(bias))
-        return z, [(1.0, zm, ABOVE_Z)], STABILISER  # z_m - z = gamma z+
-
-    def _signed(self, apply, a, kernel, bias, z):
+    def __call__(self, apply, a, kernel, bias, nonneg=False, rectified=False):
         import tensorflow as tf
 
-        positive = apply(_pos(a), _pos(kernel), None) + apply(_neg(a), _neg(kernel), None)
+        z = apply(a, kernel, bias)
+        if nonneg and rectified:
+            zm = apply(a, kernel + self.gamma * _pos(kernel),
+                       None if bias is None else bias + self.gamma * _pos(bias))
+            return z, [(1.0, zm, ABOVE_Z)], STABILISER  # z_m - z = gamma z+
+        if nonneg:
+            positive = apply(a, _pos(kernel), None)
+        else:
+            positive = apply(_pos(a), _pos(kernel), None) + apply(_neg(a), _neg(kernel), None)
         linear = z if bias is None else z - bias
         up = positive if bias is None else positive + _pos(bias)
         down = linear - positive if bias is None else linear - positive + _neg(bias)
-        return z + self.gamma * tf.where(z > 0, up, down)
+        zm = z + self.gamma * tf.where(z > 0, up, down)
+        return z, [(1.0, zm, ABOVE_Z if nonneg else 0)], STABILISER  # z_m > 0 where z > 0
 
 
 @dataclass(frozen=True)
@@ -173,7 +180,7 @@ class AlphaBeta:
     alpha: float = 1.0
     beta: float = 0.0
 
-    def __call__(self, apply, a, kernel, bias, nonneg=False):
+    def __call__(self, apply, a, kernel, bias, nonneg=False, rectified=False):
         z = apply(a, kernel, bias)
         kp, kn = _pos(kernel), _neg(kernel)
         ap, an = (a, None) if nonneg else (_pos(a), _neg(a))
@@ -203,7 +210,7 @@ class ZBox:
     high: object
     stacked: bool = False
 
-    def __call__(self, apply, a, kernel, bias, nonneg=False):
+    def __call__(self, apply, a, kernel, bias, nonneg=False, rectified=False):
         import tensorflow as tf
 
         z = apply(a, kernel, bias)
