@@ -109,6 +109,29 @@ def _mean(values: np.ndarray) -> float | None:
     return float(values.mean()) if values.size else None
 
 
+def _figures(found, agreement: np.ndarray, count: int, options: Options) -> dict:
+    """summary.json's figures of the searches, for mistakes and for a label's wrong decisions
+    alike: how many succeeded, their sizes, and how well the saliency map foresaw them."""
+    ok = found.success
+    return {"count": count, "success_rate": float(ok.mean()) if count else None,
+            "mean_l2": _mean(found.l2[ok]), "mean_l1": _mean(found.l1[ok]),
+            "saliency_agreement": _mean(agreement), "penalty": options.penalty,
+            "steps": options.steps}
+
+
+def _result(options: Options, intro: str, figures: dict, found, toward: np.ndarray,
+            wrong: int, checks: list) -> SectionResult:
+    """The section's result: ``figures`` in summary.json and the gallery's first
+    ``options.gallery`` searches beside the map they should follow (``toward``)."""
+    shown = options.gallery
+    return SectionResult(
+        name=NAME, title=TITLE, intro=intro, summary={NAME: figures},
+        data=CounterfactualsData(figures["examples"][:shown], found.original[:shown],
+                                 found.counterfactual[:shown], found.delta[:shown],
+                                 toward[:shown], wrong),
+        checks=checks)
+
+
 def success_check(found: int, count: int, spec: dict, noun: str = "mistakes",
                   goal: str = "the true class"):
     """The share of mistakes (a multi-label model's: wrong decisions) with a counterfactual;
@@ -168,28 +191,16 @@ def run(ctx: Context, options: Options) -> SectionResult:
         "agreement": None if np.isnan(agreement[i]) else float(agreement[i]),
     } for i, pos in zip(rows, positions, strict=True)]
     count = len(positions)
-    summary = {"count": count,
-               "success_rate": float(ok.mean()) if count else None,
-               "mean_l2": _mean(found.l2[ok]), "mean_l1": _mean(found.l1[ok]),
-               "saliency_agreement": _mean(agreement),
-               "penalty": options.penalty, "steps": options.steps,
-               "examples": examples}
-    shown = options.gallery
-    checks = [success_check(int(ok.sum()), count, ctx.config.checks)
-              ] if count else []
-    return SectionResult(
-        name=NAME, title=TITLE,
-        intro="For each mistake, the smallest change to the image (an "
-              f"{options.penalty.upper()} penalty plus total variation, pixels kept in range) "
-              "that makes the model predict the true class. Red adds brightness, blue removes "
-              "it. The last map is the contrastive gradient (true minus predicted logit): where "
-              "it matches the change, the saliency map explains the mistake.",
-        summary={NAME: summary},
-        data=CounterfactualsData(examples[:shown], found.original[:shown],
-                                 found.counterfactual[:shown], found.delta[:shown],
-                                 toward_true[:shown], int((~p.correct).sum())),
-        checks=checks,
-    )
+    return _result(
+        options,
+        "For each mistake, the smallest change to the image (an "
+        f"{options.penalty.upper()} penalty plus total variation, pixels kept in range) "
+        "that makes the model predict the true class. Red adds brightness, blue removes "
+        "it. The last map is the contrastive gradient (true minus predicted logit): where "
+        "it matches the change, the saliency map explains the mistake.",
+        {**_figures(found, agreement, count, options), "examples": examples},
+        found, toward_true, int((~p.correct).sum()),
+        [success_check(int(ok.sum()), count, ctx.config.checks)] if count else [])
 
 
 def label_figures(labels: np.ndarray, success: np.ndarray, found, names: list[str],
@@ -254,26 +265,17 @@ def run_multilabel(ctx: Context, options: Options) -> SectionResult:
     agreement = agreement_of(found, toward)
     ok, count = found.success, len(positions)
     examples = label_examples(p, names, positions, labels, found, agreement)
-    summary = {"count": count, "multilabel": True,
-               "success_rate": float(ok.mean()) if count else None,
-               "mean_l2": _mean(found.l2[ok]), "mean_l1": _mean(found.l1[ok]),
-               "saliency_agreement": _mean(agreement), "penalty": options.penalty,
-               "steps": options.steps,
-               "labels": label_figures(labels, ok, found, names, turn_on),
-               "examples": examples}
-    shown = options.gallery
-    return SectionResult(
-        name=NAME, title=TITLE,
-        intro="For each wrong decision of a label (taken from every label in turn, most "
-              "confident first): the smallest change to the image (an "
-              f"{options.penalty.upper()} penalty plus total variation, pixels kept in range) "
-              "that carries that label across its threshold the right way: a missed label "
-              "turned on, a false alarm turned off. Red adds brightness, blue removes it. The "
-              "last map is the gradient of the label's logit, signed the way it had to go: "
-              "where it matches the change, the saliency map explains the mistake.",
-        summary={NAME: summary},
-        data=CounterfactualsData(examples[:shown], found.original[:shown],
-                                 found.counterfactual[:shown], found.delta[:shown],
-                                 toward[:shown], int((p.labels != p.preds).sum())),
-        checks=[success_check(int(ok.sum()), count, ctx.config.checks, "wrong decisions",
-                              "the other side of a threshold")] if count else [])
+    return _result(
+        options,
+        "For each wrong decision of a label (taken from every label in turn, most "
+        "confident first): the smallest change to the image (an "
+        f"{options.penalty.upper()} penalty plus total variation, pixels kept in range) "
+        "that carries that label across its threshold the right way: a missed label "
+        "turned on, a false alarm turned off. Red adds brightness, blue removes it. The "
+        "last map is the gradient of the label's logit, signed the way it had to go: "
+        "where it matches the change, the saliency map explains the mistake.",
+        {**_figures(found, agreement, count, options), "multilabel": True,
+         "labels": label_figures(labels, ok, found, names, turn_on), "examples": examples},
+        found, toward, int((p.labels != p.preds).sum()),
+        [success_check(int(ok.sum()), count, ctx.config.checks, "wrong decisions",
+                       "the other side of a threshold")] if count else [])
