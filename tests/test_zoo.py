@@ -7,11 +7,12 @@ why not.
 The families are built with ``weights=None`` at their smallest input (32 px, 71 or 75 px where
 the architecture needs it) and random weights: what is tested is that the audit's machinery
 handles each architecture's layers, not what a trained model learned. Every keras.applications
-family through every section, whole and nested under a head, is ``bench/zoo_sections.py``
-(7 CPU-minutes for EfficientNetV2B0 alone, most of it the reliability card: too dear for the
-suite; its results are in docs/scale.md); the keras-hub ViT's maps are tested on trained
-models in tests/test_vit.py. All of this module is marked slow: about 1 CPU-minute a
-family-wide test, 1 to 4 an audit.
+family, whole and nested under a head, also goes through every section here (4 to 20
+CPU-minutes each, most of it the reliability card: hours for the 28, so run them a few at a
+time with ``-k``; ``bench/zoo_sections.py`` runs the same audits and prints their lines and
+CPU time, recorded in docs/scale.md); the keras-hub ViT's maps are tested on trained models in
+tests/test_vit.py. All of this module is marked slow: about 1 CPU-minute a family-wide test,
+1 to 20 an audit.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from architectures import (
     application,
     hub_classifier,
     hub_vit_classifier,
+    nested,
     without_biases,
 )
 
@@ -95,15 +97,16 @@ def test_grad_cam_and_lrp_maps_on_a_family(tmp_path, family):
 
 
 # The slow set audits keras-hub's ViT whole, the architecture furthest from the CNNs the other
-# tests audit (about a CPU-minute), and every other keras-hub ImageClassifier with its own
-# preprocessor (1 to 2.5 CPU-minutes each at a load of 9; about 20 in all). A keras.applications
-# family took 4 CPU-minutes (MobileNetV3Small) to half an hour of wall time under load (a nested
-# EfficientNetB0): bench/zoo_sections.py runs every family, whole and nested, and docs/scale.md
-# records what it found.
+# tests audit (about a CPU-minute), every other keras-hub ImageClassifier with its own
+# preprocessor (1 to 2.5 CPU-minutes each at a load of 9; about 20 in all), and every
+# keras.applications family whole and as a backbone nested under a Dense head (4 CPU-minutes
+# for MobileNetV3Small to 20 for nested InceptionResNetV2; docs/scale.md records each).
 EVERY_SECTION = {
     "keras-hub ViTImageClassifier": lambda: hub_vit_classifier(),
     **{f"keras-hub {family}ImageClassifier": functools.partial(hub_classifier, family)
        for family in HUB_FAMILIES if family != "ViT"},
+    **{family: functools.partial(application, family) for family in FAMILIES},
+    **{f"nested {family}": functools.partial(nested, family) for family in FAMILIES},
 }
 
 
