@@ -328,6 +328,34 @@ def test_index_lists_runs_newest_first_with_trends_from_their_summaries(tmp_path
     assert "40.00%" in html  # robust accuracy of run-2 at its checked epsilon
 
 
+def test_index_draws_single_and_multi_label_runs_on_trends_of_their_own(tmp_path, first_run):
+    """Accuracy means another thing on a multi-label run (whole label sets right): each task
+    gets its own trend, and the table says which run is which, through `auditor index`."""
+    from auditor.runs.history import find_runs, trend_series
+    from auditor.sections import key_figures
+
+    summary = summary_of(first_run[0])
+    runs = [("single", 0.95), ("single", 0.96), ("multi", 0.40), ("single", 0.97),
+            ("multi", 0.45)]
+    for day, (task, accuracy) in enumerate(runs):
+        run = tmp_path / f"{task}-{day}"
+        run.mkdir()
+        (run / "summary.json").write_text(json.dumps({
+            **summary, "created": f"2026-01-0{day + 1}T12:00:00+00:00",
+            "model": {**summary["model"], "task": f"{task}-label"},
+            "metrics": {**summary["metrics"], "accuracy": accuracy}}))
+    series = {t["label"]: [value for _, value, _ in t["points"]]
+              for t in trend_series(find_runs(tmp_path)[0], key_figures())}
+    assert series["accuracy (single-label runs)"] == [0.95, 0.96, 0.97]
+    assert series["accuracy (multi-label runs)"] == [0.40, 0.45]
+    assert "accuracy" not in series
+    invoke("index", tmp_path, expect=0)
+    page = (tmp_path / "index.html").read_text()
+    for task in ("single", "multi"):
+        assert f'alt="Trend of accuracy ({task}-label runs) over the runs"' in page
+    assert page.count("<td>multi-label</td>") == 2 and page.count("<td>single-label</td>") == 3
+
+
 def test_index_of_a_missing_folder_is_a_usage_error(tmp_path):
     result = python_m_auditor("index", tmp_path / "nowhere", cwd=tmp_path)
     assert result.returncode == 2 and "does not exist" in result.stderr
