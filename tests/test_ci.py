@@ -401,6 +401,41 @@ def test_a_baseline_planned_with_other_settings_warns_naming_them():
     assert regression_checks(run(8), {"metrics": {}}, {}) == []  # a baseline without a plan
 
 
+def test_a_run_that_left_out_work_its_baseline_did_says_so_in_the_comparison(tmp_path,
+                                                                             first_run):
+    """``plan.dropped`` of either run against the other's: work left out now that the
+    baseline ran, and work run now that the baseline left out, each named with its spec key,
+    through `auditor compare`; the same drops in both say nothing."""
+    import html
+
+    from auditor.runs.baseline import regression_checks
+
+    summary = summary_of(first_run[0])
+    assert summary["plan"] and "dropped" not in summary["plan"]
+    drops = {"featureviz": [{"setting": "compare", "value": False, "spec_key":
+                             "featureviz.compare", "what": "the comparisons"}],
+             "attribution": [{"setting": "methods", "value": ["gradient"], "what": what,
+                              "spec_key": "attribution.methods"}
+                             for what in ("LRP on the card", "occlusion on the card")]}
+    runs = {}
+    for name, dropped in (("full", {}), ("lean", drops)):
+        runs[name] = tmp_path / name
+        runs[name].mkdir()
+        plan = {**summary["plan"], **({"dropped": dropped} if dropped else {})}
+        (runs[name] / "summary.json").write_text(json.dumps({**summary, "plan": plan}))
+    result = invoke("compare", runs["full"], runs["lean"], "--out", tmp_path / "c.html")
+    page = html.unescape((tmp_path / "c.html").read_text())
+    for what, key in (("the comparisons", "featureviz.compare"),
+                      ("LRP on the card", "attribution.methods"),
+                      ("occlusion on the card", "attribution.methods")):
+        assert f"left out {what} ('{key}'" in page and "which the baseline ran" in page
+    assert "baseline.plan" in page and result.exit_code == 0  # a warning: --fail-on warn fails
+    (back,) = regression_checks(summary_of(runs["full"]), summary_of(runs["lean"]), {})
+    assert back.status == "warn" and "ran the comparisons, which the baseline left out (" \
+        "'featureviz.compare' False)" in back.message
+    assert regression_checks(summary_of(runs["lean"]), summary_of(runs["lean"]), {}) == []
+
+
 def test_per_class_recall_names_every_class_that_dropped():
     from auditor.checks.check import evaluate_each
 
