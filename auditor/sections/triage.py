@@ -25,7 +25,13 @@ from auditor.methods.triage.label_issues import (
     find_label_issues,
 )
 from auditor.methods.triage.neighbours import nearest
-from auditor.methods.triage.verdicts import MARGIN, VERDICTS, neighbour_tie, verdict_of
+from auditor.methods.triage.verdicts import (
+    MARGIN,
+    VERDICTS,
+    decision_margin,
+    neighbour_tie,
+    verdict_of,
+)
 from auditor.predict.plan import Facts, Passes
 from auditor.sections.base import Context, KeyFigure, SectionResult
 
@@ -572,14 +578,15 @@ def _floats(values: np.ndarray) -> list:
 def label_verdicts(p, names, issues, ood_flags, votes, ref_labels, neighbours, k):
     """A multi-label model's verdicts: one record per wrong decision (an image and a label it
     missed or raised), by the rules of ``verdicts`` read on that label: its flag, the
-    distance of its probability from the threshold as the margin, its neighbours' values of
-    that label for the given and the predicted value."""
+    decision's top-2 margin (``decision_margin``: twice its probability's distance from the
+    threshold, held to the single-label ``MARGIN``), its neighbours' values of that label for
+    the given and the predicted value."""
     probs = p.probs
     rows, cols = np.nonzero(p.labels != p.preds)
     records = []
     for i, label in zip(rows, cols, strict=True):
         given, prob = int(p.labels[i, label]), float(probs[i, label])
-        margin = abs(prob - float(p.thresholds[label]))
+        margin = float(decision_margin(prob, float(p.thresholds[label])))
         given_votes = pred_votes = None
         tie = False
         if neighbours is not None and neighbours.shape[1]:
@@ -589,7 +596,8 @@ def label_verdicts(p, names, issues, ood_flags, votes, ref_labels, neighbours, k
         flagged = issues is not None and bool(issues.flagged[i, label])
         verdict, reason = verdict_of(bool(ood_flags[i]), flagged, margin, tie)
         if verdict == "ambiguous" and margin < MARGIN:
-            reason = f"probability {prob:.2f} within {MARGIN:g} of the threshold"
+            reason = (f"probability {prob:.2f} within {MARGIN / 2:g} of the threshold "
+                      f"{float(p.thresholds[label]):g} (yes/no margin {margin:.2f} < {MARGIN:g})")
         records.append({
             "index": int(i), "true": "|".join(ml.label_set(p.labels[i], names)),
             "pred": "|".join(ml.label_set(p.preds[i], names)), "label": names[label],
