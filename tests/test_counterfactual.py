@@ -263,6 +263,10 @@ def test_on_the_trained_model_a_search_that_moved_and_fell_short_is_an_error(
     assert section.success_check(found, {}, options).status == "pass"
     assert found.moved.all()
     x, y = mistakes
+    logits = np.asarray(digits_handle.logits_fn(x))
+    rows = np.arange(len(y))
+    others = np.where(np.eye(10, dtype=bool)[y], -np.inf, logits).max(axis=1)
+    assert np.allclose(found.start, logits[rows, y] - others, atol=1e-4)  # the trace's start
     short = counterfactuals(digits_handle, x, y, steps=3)
     failed = only(short, ~short.success)
     assert len(failed.success) >= 2 and failed.moved.any()

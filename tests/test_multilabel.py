@@ -428,6 +428,9 @@ def test_a_label_counterfactual_carries_its_logit_across_the_threshold(multilabe
     assert not found.delta[~found.success].any()
     assert np.allclose(found.probs_after[:, 0], 1 / (1 + np.exp(-np.asarray(
         handle.logits(tf.constant(found.counterfactual)))[:, 0])), atol=1e-5)
+    # the search's trace starts at the label's signed distance past its threshold
+    signed = np.where(turn_on, 1, -1) * (before[np.arange(12), labels] - cuts[labels])
+    assert np.allclose(found.start, signed, atol=1e-4) and (found.reached >= found.start).all()
 
 
 def test_counterfactuals_per_label_on_the_wrong_decisions(tmp_path, multilabel_model_path,
