@@ -143,7 +143,9 @@ def success_check(found, spec: dict, options: Options, noun: str = "mistakes",
     gradient alone) raised the margin, measured nothing about the model: a random net's input
     gradient is that small beside the penalty, and with no penalty the same searches succeed
     (docs/scale.md), so it is skipped as not measurable; a first step that raised no margin
-    at all met a zero gradient (a dead head): an error."""
+    beyond rounding met a zero or vanishing gradient (a dead head; a random MobileNetV2 at
+    32 px, whose logits are all about 1e-11, which no setting of the penalty lets move): an
+    error."""
     count, hits = len(found.success), int(found.success.sum())
     check = SUCCESS.judge(hits / count, checks=spec, section=NAME,
                           message=f"counterfactuals found for {hits} of {count} {noun}")
@@ -171,7 +173,8 @@ def success_check(found, spec: dict, options: Options, noun: str = "mistakes",
             ": not measurable, a single step leaves no trace; raise 'counterfactuals.steps'"))
     return dataclasses.replace(check, status="error", message=check.message + (
         f": the search never moved towards {goal}: its first step, the margin's gradient "
-        "alone, raised no margin: the gradient is zero (a dead or saturated head)"))
+        "alone, raised no margin beyond rounding: the gradient is zero or vanishing (a dead or "
+        "saturated head)"))
 
 
 def agreement_of(found, toward) -> np.ndarray:
