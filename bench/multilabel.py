@@ -1,6 +1,6 @@
 """The multi-label triage and discovery bounds, measured on models other than the tests'.
 
-    python bench/multilabel.py [--epochs 1,3,12] [--seeds 1,2]
+    python bench/multilabel.py [--epochs 1,3,12] [--seeds 1,2] [--parts triage]  (triage alone)
 
 The tests audit a grey-digit MLP and a grey-digit CNN with three labels (even, big, round).
 Measured here instead: RGB digits composited on photo crops (tests/rgb_composites.py), four
@@ -14,7 +14,9 @@ per label the model's accuracy, the values flagged on the clean labels with the 
 confirmation alone and with ``CONFIDENT`` too, the expected share of wrong values
 (``triage.label_errors.LABEL``'s value) on the clean labels, and the self-test's recall of
 planted flips; then 10% of one label's values flipped: that label's expected share and the
-others'.
+others'. Calibration, at every checkpoint: each label's own ECE (``triage.label_ece.LABEL``'s
+value, calibration.label_calibration) and, beside it, the ECE of 'round' once its logits are
+scaled by 3 (over-confident) and by 1/3 (under-confident): what the bound must tell apart.
 
 Discovery (label_discovery.py), on each final model and on a copy trained with a white corner
 patch tied to the label 'big' (on half of its positives and on a fifth of the other images,
@@ -104,11 +106,13 @@ def checkpoints(build, x, labels, epochs: list[int], folder: Path, name: str, se
 def triage_row(handle, x, labels, seed: int) -> dict:
     """One checkpoint's triage figures on clean labels and on one label made noisy."""
     from auditor.methods.triage import label_issues_multilabel as finder
+    from auditor.methods.triage.calibration import label_calibration
     from auditor.methods.triage.neighbours import nearest
     from auditor.predict.batched import forward
     from auditor.predict.predictions import penultimate_features, sigmoid
 
-    probs = sigmoid(forward(handle, x))
+    logits = forward(handle, x)
+    probs = sigmoid(logits)
     features = penultimate_features(handle, x)
     neighbours = nearest(features, features, 10, same_set=True)[1]
     clean = finder.find_label_set_issues(labels, probs, neighbours, seed=seed)
@@ -133,7 +137,11 @@ def triage_row(handle, x, labels, seed: int) -> dict:
             "noisy_flagged": float(np.isin(np.flatnonzero(noisy.flagged[:, column]),
                                            np.flatnonzero(flipped)).mean()
                                    if noisy.flagged[:, column].any() else np.nan),
-            "noisy_found": float(noisy.flagged[flipped, column].mean())}
+            "noisy_found": float(noisy.flagged[flipped, column].mean()),
+            "ece": [row["ece"] for row in label_calibration(logits, labels, np.zeros(len(NAMES)))],
+            "scaled_ece": [label_calibration(logits[:, column:column + 1] * scale,
+                                             labels[:, column:column + 1], np.zeros(1))[0]["ece"]
+                           for scale in (3.0, 1 / 3)]}
 
 
 def print_triage(model: str, epoch: int, row: dict) -> None:
@@ -144,7 +152,9 @@ def print_triage(model: str, epoch: int, row: dict) -> None:
           f"{cells(row['loose'], '{:3d}')} | flags {cells(row['flags'], '{:3d}')} | rate "
           f"{cells(row['rate'], '{:.3f}')} | recall {cells(row['recall'], '{:.2f}')} | noisy "
           f"'round' 10%: rates {cells(row['noisy_rate'], '{:.3f}')}, flips found "
-          f"{row['noisy_found']:.2f}, flags on flips {row['noisy_flagged']:.2f}", flush=True)
+          f"{row['noisy_found']:.2f}, flags on flips {row['noisy_flagged']:.2f} | ECE "
+          f"{cells(row['ece'], '{:.3f}')}, 'round' x3 {row['scaled_ece'][0]:.3f}, /3 "
+          f"{row['scaled_ece'][1]:.3f}", flush=True)
 
 
 def discovery_rows(handle, x, labels, seed: int, model: str) -> list[dict]:
@@ -207,7 +217,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", default="1,3,12")
     parser.add_argument("--seeds", default="1,2")
+    parser.add_argument("--parts", default="triage,discovery")
     args = parser.parse_args()
+    parts = args.parts.split(",")
     epochs = [int(e) for e in args.epochs.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
 
@@ -226,6 +238,8 @@ def main() -> None:
             for epoch, path in paths.items():
                 print_triage(arch, epoch, triage_row(load_model(str(path), "0-1"), tx,
                                                      test_labels, seed))
+            if "discovery" not in parts:
+                continue
             handle = load_model(str(paths[epochs[-1]]), "0-1")
             null += discovery_rows(handle, tx, test_labels, seed, arch)
             px, plabels, _ = with_patch(x, labels, seed, relabel=0.2)
@@ -236,6 +250,8 @@ def main() -> None:
                                   f"{arch}-patch")
             null += [r for r in rows if r["label"] != PATCHED]
             detected += [r for r in rows if r["label"] == PATCHED]
+    if "discovery" not in parts:
+        return
     print("\nDiscovery, nothing planted in the label:")
     print_discovery(null)
     null_summary(null)

@@ -328,6 +328,34 @@ def test_index_lists_runs_newest_first_with_trends_from_their_summaries(tmp_path
     assert "40.00%" in html  # robust accuracy of run-2 at its checked epsilon
 
 
+def test_index_draws_single_and_multi_label_runs_on_trends_of_their_own(tmp_path, first_run):
+    """Accuracy means another thing on a multi-label run (whole label sets right): each task
+    gets its own trend, and the table says which run is which, through `auditor index`."""
+    from auditor.runs.history import find_runs, trend_series
+    from auditor.sections import key_figures
+
+    summary = summary_of(first_run[0])
+    runs = [("single", 0.95), ("single", 0.96), ("multi", 0.40), ("single", 0.97),
+            ("multi", 0.45)]
+    for day, (task, accuracy) in enumerate(runs):
+        run = tmp_path / f"{task}-{day}"
+        run.mkdir()
+        (run / "summary.json").write_text(json.dumps({
+            **summary, "created": f"2026-01-0{day + 1}T12:00:00+00:00",
+            "model": {**summary["model"], "task": f"{task}-label"},
+            "metrics": {**summary["metrics"], "accuracy": accuracy}}))
+    series = {t["label"]: [value for _, value, _ in t["points"]]
+              for t in trend_series(find_runs(tmp_path)[0], key_figures())}
+    assert series["accuracy (single-label runs)"] == [0.95, 0.96, 0.97]
+    assert series["accuracy (multi-label runs)"] == [0.40, 0.45]
+    assert "accuracy" not in series
+    invoke("index", tmp_path, expect=0)
+    page = (tmp_path / "index.html").read_text()
+    for task in ("single", "multi"):
+        assert f'alt="Trend of accuracy ({task}-label runs) over the runs"' in page
+    assert page.count("<td>multi-label</td>") == 2 and page.count("<td>single-label</td>") == 3
+
+
 def test_index_of_a_missing_folder_is_a_usage_error(tmp_path):
     result = python_m_auditor("index", tmp_path / "nowhere", cwd=tmp_path)
     assert result.returncode == 2 and "does not exist" in result.stderr
@@ -371,6 +399,41 @@ def test_a_baseline_planned_with_other_settings_warns_naming_them():
     assert "steps default against the baseline's 16" in check.message
     assert regression_checks(run(8), run(8, "standard"), {}) == []  # same settings: nothing
     assert regression_checks(run(8), {"metrics": {}}, {}) == []  # a baseline without a plan
+
+
+def test_a_run_that_left_out_work_its_baseline_did_says_so_in_the_comparison(tmp_path,
+                                                                             first_run):
+    """``plan.dropped`` of either run against the other's: work left out now that the
+    baseline ran, and work run now that the baseline left out, each named with its spec key,
+    through `auditor compare`; the same drops in both say nothing."""
+    import html
+
+    from auditor.runs.baseline import regression_checks
+
+    summary = summary_of(first_run[0])
+    assert summary["plan"] and "dropped" not in summary["plan"]
+    drops = {"featureviz": [{"setting": "compare", "value": False, "spec_key":
+                             "featureviz.compare", "what": "the comparisons"}],
+             "attribution": [{"setting": "methods", "value": ["gradient"], "what": what,
+                              "spec_key": "attribution.methods"}
+                             for what in ("LRP on the card", "occlusion on the card")]}
+    runs = {}
+    for name, dropped in (("full", {}), ("lean", drops)):
+        runs[name] = tmp_path / name
+        runs[name].mkdir()
+        plan = {**summary["plan"], **({"dropped": dropped} if dropped else {})}
+        (runs[name] / "summary.json").write_text(json.dumps({**summary, "plan": plan}))
+    result = invoke("compare", runs["full"], runs["lean"], "--out", tmp_path / "c.html")
+    page = html.unescape((tmp_path / "c.html").read_text())
+    for what, key in (("the comparisons", "featureviz.compare"),
+                      ("LRP on the card", "attribution.methods"),
+                      ("occlusion on the card", "attribution.methods")):
+        assert f"left out {what} ('{key}'" in page and "which the baseline ran" in page
+    assert "baseline.plan" in page and result.exit_code == 0  # a warning: --fail-on warn fails
+    (back,) = regression_checks(summary_of(runs["full"]), summary_of(runs["lean"]), {})
+    assert back.status == "warn" and "ran the comparisons, which the baseline left out (" \
+        "'featureviz.compare' False)" in back.message
+    assert regression_checks(summary_of(runs["lean"]), summary_of(runs["lean"]), {}) == []
 
 
 def test_per_class_recall_names_every_class_that_dropped():

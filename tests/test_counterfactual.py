@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -187,3 +188,107 @@ def test_a_signal_noted_during_the_search_stops_it_after_that_call(digits_handle
     with pytest.raises(Interrupted):
         counterfactuals(digits_handle, x, y, steps=500)
     assert calls == [1]
+
+
+def only(found, rows):
+    """The searches ``rows`` of ``found``, as if only they had been run."""
+    from dataclasses import fields
+
+    return type(found)(*(getattr(found, f.name)[rows] for f in fields(found)))
+
+
+@pytest.fixture(scope="module")
+def random_cnn(tmp_path_factory):
+    """A tiny CNN of the digits' shape with its random initial weights, saved as a user's."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+    model = keras.Sequential([keras.Input((32, 32, 1)), layers.Conv2D(8, 3, activation="relu"),
+                              layers.MaxPooling2D(), layers.Conv2D(16, 3, activation="relu"),
+                              layers.GlobalAveragePooling2D(), layers.Dense(10)])
+    path = tmp_path_factory.mktemp("random") / "random.keras"
+    model.save(path)
+    return path
+
+
+def test_a_random_nets_search_held_by_the_penalty_is_not_measurable_and_shows_in_the_report(
+        random_cnn, tmp_path):
+    """A random net's input gradient is tiny beside the size penalty: each search's first step
+    raises the margin, then the penalty holds it. That says nothing about the model: skipped,
+    never a failing verdict; with no penalty the same searches do move."""
+    from click.testing import CliRunner
+
+    from auditor.cli import cli
+    from auditor.inputs.models import load_model
+    from auditor.sections import counterfactuals as section
+
+    out = tmp_path / "run"
+    done = CliRunner().invoke(cli, [
+        "audit", "--model", str(random_cnn), "--data", "sklearn:digits:test", "--out", str(out),
+        "--sections", "counterfactuals", "--input-range", "0-1", "--max-samples", "60",
+        "--no-progress"])
+    summary = json.loads((out / "summary.json").read_text())
+    check = next(c for c in summary["checks"] if c["id"] == "counterfactuals.success_rate")
+    assert check["status"] == "skipped", check["message"]
+    assert "found for 0 of" in check["message"] and "not measurable" in check["message"]
+    assert summary["counterfactuals"]["moved"] == 0
+    assert "not measurable, the size penalty held every search" in (
+        out / "report.html").read_text()
+    assert done.exit_code == 0, done.output
+
+    handle = load_model(str(random_cnn), input_range="0-1")
+    x, y = digits_images_wrong(handle, 6)
+    free = counterfactuals(handle, x, y, steps=50, weight=0.0, tv_weight=0.0)
+    assert free.moved.all()  # without the penalty, the gradient leads on
+    assert section.success_check(free, {}, section.Options()).status != "skipped"
+
+
+def digits_images_wrong(handle, count):
+    from auditor.inputs.demo import digits_images
+
+    x, y = digits_images("test")
+    wrong = np.asarray(handle.logits_fn(x)).argmax(axis=1) != y
+    return x[wrong][:count], y[wrong][:count]
+
+
+def test_on_the_trained_model_a_search_that_moved_and_fell_short_is_an_error(
+        digits_handle, mistakes, found):
+    """The trained demo CNN: the default search passes; searches stopped after three steps
+    rose past their first step and still fell short, which is a real failure, not a search
+    the penalty held."""
+    from auditor.sections import counterfactuals as section
+
+    options = section.Options()
+    assert section.success_check(found, {}, options).status == "pass"
+    assert found.moved.all()
+    x, y = mistakes
+    logits = np.asarray(digits_handle.logits_fn(x))
+    rows = np.arange(len(y))
+    others = np.where(np.eye(10, dtype=bool)[y], -np.inf, logits).max(axis=1)
+    assert np.allclose(found.start, logits[rows, y] - others, atol=1e-4)  # the trace's start
+    short = counterfactuals(digits_handle, x, y, steps=3)
+    failed = only(short, ~short.success)
+    assert len(failed.success) >= 2 and failed.moved.any()
+    check = section.success_check(failed, {}, options)
+    assert check.status == "error" and "moved towards the true class" in check.message
+
+
+@pytest.mark.parametrize("start, stepped, reached, status", [
+    (-1.0, -0.99, -0.99, "skipped"),  # held by the penalty after a first step that rose
+    (-1.0, -0.99, -0.5, "error"),  # moved past its first step and fell short
+    (0.0, 0.0, 0.0, "error"),  # a dead head: nothing rose
+    (-8e-12, -8e-12, -6e-12, "error"),  # logits of 1e-11: a rise of 1e-12 is rounding
+    (-1.0, -np.inf, -1.0, "skipped"),  # a single step leaves no trace
+])
+def test_no_counterfactual_found_is_judged_from_the_search_trace(start, stepped, reached,
+                                                                 status):
+    from auditor.methods.counterfactual import Counterfactuals
+    from auditor.sections import counterfactuals as section
+
+    images = np.zeros((2, 4, 4, 1), np.float32)
+    probs = np.full((2, 2), 0.5, np.float32)
+    trace = [np.full(2, v, np.float32) for v in (start, stepped, reached)]
+    found = Counterfactuals(images, images, np.zeros(2, int), np.zeros(2, bool), probs, probs,
+                            *trace)
+    assert section.success_check(found, {}, section.Options()).status == status

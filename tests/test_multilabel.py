@@ -8,6 +8,7 @@ shows on that label and on no other.
 
 from __future__ import annotations
 
+import html
 import json
 
 import numpy as np
@@ -427,6 +428,9 @@ def test_a_label_counterfactual_carries_its_logit_across_the_threshold(multilabe
     assert not found.delta[~found.success].any()
     assert np.allclose(found.probs_after[:, 0], 1 / (1 + np.exp(-np.asarray(
         handle.logits(tf.constant(found.counterfactual)))[:, 0])), atol=1e-5)
+    # the search's trace starts at the label's signed distance past its threshold
+    signed = np.where(turn_on, 1, -1) * (before[np.arange(12), labels] - cuts[labels])
+    assert np.allclose(found.start, signed, atol=1e-4) and (found.reached >= found.start).all()
 
 
 def test_counterfactuals_per_label_on_the_wrong_decisions(tmp_path, multilabel_model_path,
@@ -522,6 +526,36 @@ def test_triage_reports_each_label_s_own_calibration(tmp_path, multilabel_model_
     (check,) = [c for c in done.summary["checks"] if c["id"] == "triage.ece"]
     assert f"{block[worst]['ece']:.3f} ({worst})" in check["message"]
     assert "Each label's own decisions" in (done.out / "report.html").read_text()
+
+
+def test_a_label_made_under_confident_warns_on_its_own_calibration(tmp_path,
+                                                                    multilabel_model_path,
+                                                                    multilabel_npz):
+    """The model with one label's logits divided by 3 (its sigmoid's weights scaled): its
+    decisions are unchanged but its probabilities crowd towards 0.5. Its own ECE check warns,
+    its message gives the temperature that fixes it (about 1/3), the other labels pass."""
+    import keras
+
+    model = keras.models.load_model(multilabel_model_path)
+    kernel, bias = model.layers[-1].get_weights()
+    column = LABELS.index("big")
+    kernel[:, column] /= 3
+    bias[column] /= 3
+    model.layers[-1].set_weights([kernel, bias])
+    path = tmp_path / "under-confident.keras"
+    model.save(path)
+    done = audit(path, f"npz:{multilabel_npz['clean']}", tmp_path / "run", sections=["triage"],
+                 format="json,html")
+    checks = {c["id"]: c for c in done.summary["checks"]}
+    planted = checks["triage.label_ece.big"]
+    assert planted["status"] == "warn", planted["message"]
+    assert planted["value"] == done.summary["triage"]["label_calibration"]["big"]["ece"]
+    temperature = done.summary["triage"]["label_calibration"]["big"]["temperature"]
+    assert 0.25 < temperature < 0.42 and f"temperature {temperature:.3g}" in planted["message"]
+    for name in ("even", "round"):
+        assert checks[f"triage.label_ece.{name}"]["status"] == "pass"
+    page = html.unescape((done.out / "report.html").read_text())
+    assert "label 'big': expected calibration error" in page
 
 
 def test_a_baseline_of_the_other_task_is_refused_in_one_line(tmp_path, noisy_audit,

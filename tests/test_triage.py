@@ -318,3 +318,28 @@ def test_a_multi_label_temperature_undoes_a_known_overconfidence():
     _, right_before = calibration.decisions(logits, labels, cuts)
     _, right_after = calibration.decisions(logits, labels, cuts, temperature)
     assert (right_before == right_after).all()
+
+
+def test_a_sigmoid_label_and_a_two_class_softmax_of_the_same_probabilities_agree_on_verdicts():
+    """One label at the 0.5 threshold is a yes/no decision: its verdicts and margins are those
+    of a two-class softmax model giving the same probabilities (logits 0 and z), so
+    'ambiguous' means the same top-2 margin for both: of 0.44, 0.47, 0.53 and 0.56, only 0.47
+    and 0.53 are within a top-2 margin of 0.1 (|2p - 1| < 0.1); the distance from the
+    threshold alone (|p - 0.5| < 0.1) took all four."""
+    from auditor.predict.predictions import Predictions
+    from auditor.sections.triage import label_verdicts, mistake_verdicts
+
+    probs = np.array([0.44, 0.47, 0.53, 0.56, 0.2, 0.9])
+    z = np.log(probs / (1 - probs)).astype(np.float32)
+    given = (probs < 0.5).astype(np.int64)  # every answer wrong
+    single = Predictions(np.stack([np.zeros_like(z), z], axis=1), given)
+    multi = Predictions(z[:, None], given[:, None].astype(np.int8),
+                        thresholds=np.array([0.5], np.float32))
+    none = np.zeros(len(z), bool)
+    args = (None, none, np.zeros(len(z), int), None, None, 5)
+    by_class = mistake_verdicts(single, ["no", "yes"], *args)
+    by_label = label_verdicts(multi, ["yes"], *args)
+    assert [r["verdict"] for r in by_label] == [r["verdict"] for r in by_class] == [
+        "model_error", "ambiguous", "ambiguous", "model_error", "model_error", "model_error"]
+    assert np.allclose([r["margin"] for r in by_label], [r["margin"] for r in by_class])
+    assert "within 0.05 of the threshold 0.5" in by_label[1]["reason"]

@@ -344,17 +344,20 @@ def regression_checks(summary: dict, baseline: dict | None, spec: dict[str, dict
 
 def plan_check(summary: dict, baseline: dict) -> Check | None:
     """``baseline.plan``: a run whose compute plan chose other settings than the baseline's
-    (another budget, or a named budget sized on a model that now takes another time per pass)
-    warns, naming them: the figures that depend on samples and steps may change for that alone.
-    None (no check) when the settings are the same, or either run has no plan."""
+    (another budget, or a named budget sized on a model that now takes another time per pass),
+    or left out work the baseline did (``plan.dropped``: a named budget that could not hold a
+    section's fixed costs), or did work the baseline left out, warns, naming them: the figures
+    that depend on samples and steps, or on the work left out, may change for that alone.
+    None (no check) when the plans are the same, or either run has no plan."""
     if not summary.get("plan") or not baseline.get("plan"):
         return None
     now, before = _planned(summary["plan"]), _planned(baseline["plan"])
-    differences = [f"{name}.{key} {now.get(name, {}).get(key, 'default')} against the "
-                   f"baseline's {before.get(name, {}).get(key, 'default')}"
-                   for name in sorted({*now, *before})
-                   for key in sorted({*now.get(name, {}), *before.get(name, {})})
-                   if now.get(name, {}).get(key) != before.get(name, {}).get(key)]
+    differences = _drop_differences(summary["plan"], baseline["plan"]) + [
+        f"{name}.{key} {now.get(name, {}).get(key, 'default')} against the "
+        f"baseline's {before.get(name, {}).get(key, 'default')}"
+        for name in sorted({*now, *before})
+        for key in sorted({*now.get(name, {}), *before.get(name, {})})
+        if now.get(name, {}).get(key) != before.get(name, {}).get(key)]
     if not differences:
         return None
     shown = "; ".join(differences[:4]) + (f"; {len(differences) - 4} more"
@@ -368,6 +371,22 @@ def plan_check(summary: dict, baseline: dict) -> Check | None:
 def _planned(block: dict) -> dict[str, dict]:
     """{section: {setting: value}} the plan lowered (the sections ``instead_of`` names)."""
     return {name: block.get(name, {}) for name in block.get("instead_of", {})}
+
+
+def _drop_differences(now: dict, before: dict) -> list[str]:
+    """The work one run's plan left out (``plan.dropped``) and the other's did not, each way.
+    A drop is its spec key and what it no longer shows: several drops share a key (LRP,
+    occlusion and Grad-CAM are each left out of ``attribution.methods``)."""
+    def drops(block: dict) -> dict[tuple, dict]:
+        return {(drop["spec_key"], drop["what"]): drop
+                for entries in (block.get("dropped") or {}).values() for drop in entries}
+
+    mine, theirs = drops(now), drops(before)
+    left = [f"left out {what} ('{key}' {mine[key, what]['value']!r}), which the baseline ran"
+            for key, what in mine if (key, what) not in theirs]
+    return left + [f"ran {what}, which the baseline left out ('{key}' "
+                   f"{theirs[key, what]['value']!r})"
+                   for key, what in theirs if (key, what) not in mine]
 
 
 def data_check(summary: dict, baseline: dict) -> Check | None:

@@ -1,7 +1,10 @@
 """``auditor index``: one page over every run in a reports folder, newest first, with trends.
 
 A run is a sub-folder holding a summary.json. The page links to each run's report.html by a
-relative link, so the reports folder can be moved or served as it is.
+relative link, so the reports folder can be moved or served as it is. Single- and multi-label
+runs are drawn on trends of their own: a figure of the same name is another measure for each
+(a multi-label run's accuracy is the share of images whose whole label set is right), so one
+line through both would show a change that is only a change of task.
 """
 
 from __future__ import annotations
@@ -44,14 +47,32 @@ def find_runs(root: Path) -> tuple[list[dict], list[str]]:
     return runs, skipped
 
 
-def trend_uri(runs: list[dict], name: str, percent: bool) -> str | None:
-    """One figure over time (oldest to newest, points coloured by verdict); None when no run
-    has it."""
-    from auditor.report.figures import trend_plot_uri
+def task_of(summary: dict) -> str:
+    """'single-label' or 'multi-label' (a summary written before the key: single-label)."""
+    return (summary.get("model") or {}).get("task") or "single-label"
 
-    points = [(run["created"], run["figures"][name], run["summary"].get("verdict"))
-              for run in reversed(runs) if run["figures"][name] is not None]
-    return trend_plot_uri(points, percent) if points else None
+
+def trend_points(runs: list[dict], name: str) -> list[tuple]:
+    """One figure's (created, value, verdict) over ``runs``, oldest to newest."""
+    return [(run["created"], run["figures"][name], run["summary"].get("verdict"))
+            for run in reversed(runs) if run["figures"][name] is not None]
+
+
+def trend_series(runs: list[dict], declared) -> list[dict]:
+    """Each declared trend figure's points, one series per task among the runs (labelled with
+    the task when there is more than one), in the figures' order; series without points are
+    left out."""
+    tasks = sorted({task_of(run["summary"]) for run in runs})
+    series = []
+    for figure in (f for f in declared if f.trend):
+        for task in tasks:
+            points = trend_points([r for r in runs if task_of(r["summary"]) == task],
+                                  figure.name)
+            if points:
+                label = figure.caption if len(tasks) == 1 else f"{figure.caption} ({task} runs)"
+                series.append({"label": label, "task": task, "points": points,
+                               "percent": figure.percent})
+    return series
 
 
 def _link(target: Path, page: Path) -> str:
@@ -68,13 +89,15 @@ def write_index(root: str | Path, out: str | Path | None = None) -> tuple[Path, 
         raise AuditorError(f"reports folder '{root}' does not exist; pass the folder that holds "
                            "your run folders (default: reports/)")
     path = Path(out) if out else root / INDEX_FILE
+    from auditor.report.figures import trend_plot_uri
+
     runs, skipped = find_runs(root)
     rows = []
     for run in runs:
         summary, folder = run["summary"], run["folder"]
         report = folder / "report.html"
         rows.append({
-            "name": folder.name, "created": summary.get("created", ""),
+            "name": folder.name, "created": summary.get("created", ""), "task": task_of(summary),
             "when": run["created"].strftime("%Y-%m-%d %H:%M UTC"),
             "verdict": summary.get("verdict", ""), "model": summary.get("model", {}),
             "data": summary.get("data", {}), "figures": run["figures"],
@@ -85,12 +108,12 @@ def write_index(root: str | Path, out: str | Path | None = None) -> tuple[Path, 
             "summary": _link(folder / "summary.json", path),
             "baseline": (summary.get("baseline") or {}).get("path")})
     declared = key_figures_declared()
-    trends = [{"label": f.caption, "uri": uri} for f in declared
-              if f.trend and (uri := trend_uri(runs, f.name, f.percent))]
+    trends = [{"label": t["label"], "uri": trend_plot_uri(t["points"], t["percent"])}
+              for t in trend_series(runs, declared)]
     columns = [(f.name, f.caption) for f in declared
                if any(run["figures"][f.name] is not None for run in runs)]
     page = {"root": str(root), "rows": rows, "trends": trends, "skipped": skipped,
-            "columns": columns,
+            "columns": columns, "tasks": sorted({row["task"] for row in rows}),
             "generated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     html = render_report(page, "index.html")
     write_page(path, html)

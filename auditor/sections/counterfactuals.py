@@ -26,7 +26,7 @@ MULTI_LABEL = True  # one label's wrong decision turned the right way (run_multi
 # Pixels are free to change (Wachter et al. 2017): on a differentiable model the search finds a
 # counterfactual for nearly every mistake (measured: the demo CNN 100%), so finding one for
 # under half means the gradients do not lead anywhere (a dead or saturated head) or the steps
-# are too few; finding none means the section measured nothing.
+# are too few. Finding none is judged from the searches' trace (``success_check``).
 SUCCESS_BOUNDS = {"warn_below": 0.5}
 
 
@@ -111,12 +111,13 @@ def _mean(values: np.ndarray) -> float | None:
 
 def _figures(found, agreement: np.ndarray, count: int, options: Options) -> dict:
     """summary.json's figures of the searches, for mistakes and for a label's wrong decisions
-    alike: how many succeeded, their sizes, and how well the saliency map foresaw them."""
+    alike: how many succeeded, their sizes, how well the saliency map foresaw them, and how
+    many the size penalty did not hold after their first step (``moved``)."""
     ok = found.success
     return {"count": count, "success_rate": float(ok.mean()) if count else None,
             "mean_l2": _mean(found.l2[ok]), "mean_l1": _mean(found.l1[ok]),
             "saliency_agreement": _mean(agreement), "penalty": options.penalty,
-            "steps": options.steps}
+            "steps": options.steps, "moved": int(found.moved.sum())}
 
 
 def _result(options: Options, intro: str, figures: dict, found, toward: np.ndarray,
@@ -132,21 +133,48 @@ def _result(options: Options, intro: str, figures: dict, found, toward: np.ndarr
         checks=checks)
 
 
-def success_check(found: int, count: int, spec: dict, noun: str = "mistakes",
+def success_check(found, spec: dict, options: Options, noun: str = "mistakes",
                   goal: str = "the true class"):
-    """The share of mistakes (a multi-label model's: wrong decisions) with a counterfactual;
-    none found at all is an error: the section could not measure anything, whatever the
-    bounds say."""
-    check = SUCCESS.judge(found / count, checks=spec, section=NAME,
-                          message=f"counterfactuals found for {found} of {count} {noun}")
-    if found == 0:
-        return dataclasses.replace(
-            check, status="error",
-            message=check.message + (f": not measurable, the search never reached {goal} "
-                                     "(zero or saturated gradients, too few steps, or a size "
-                                     "penalty that outweighs the margin's gradient: lower "
-                                     "'counterfactuals.weight' and 'tv_weight')"))
-    return check.noted(": far fewer than the mistakes, the gradients lead nowhere for most")
+    """The share of mistakes (a multi-label model's: wrong decisions) with a counterfactual.
+
+    None found is read from the searches' own trace (``methods.counterfactual``): a search
+    that rose past its first step and still fell short is a real failure (error); one the
+    size penalty held from its second step on, after the first (which follows the margin's
+    gradient alone) raised the margin, measured nothing about the model: a random net's input
+    gradient is that small beside the penalty, and with no penalty the same searches succeed
+    (docs/scale.md), so it is skipped as not measurable; a first step that raised no margin
+    beyond rounding met a zero or vanishing gradient (a dead head; a random MobileNetV2 at
+    32 px, whose logits are all about 1e-11, which no setting of the penalty lets move): an
+    error."""
+    count, hits = len(found.success), int(found.success.sum())
+    check = SUCCESS.judge(hits / count, checks=spec, section=NAME,
+                          message=f"counterfactuals found for {hits} of {count} {noun}")
+    if hits:
+        return check.noted(": far fewer than the mistakes, the gradients lead nowhere for most")
+    needed = float(np.max(options.margin - found.start))
+    if found.moved.any():
+        return dataclasses.replace(check, status="error", message=check.message + (
+            f": the search moved towards {goal} (the margin rose up to "
+            f"{np.max(found.reached - found.start):.3g} of the {needed:.3g} logits needed) but "
+            "never reached it: the gradients lead nowhere (a saturated head), or the steps are "
+            "too few ('counterfactuals.steps')"))
+    if found.started.any():
+        return SUCCESS.outcome("skipped", check.value, checks=spec, section=NAME,
+                               threshold=check.threshold, message=check.message + (
+            f": not measurable, the size penalty held every search from its second step on "
+            f"(the first step, the margin's gradient alone, raised the margin by at most "
+            f"{np.max(found.stepped - found.start):.2g} of the {needed:.3g} logits needed): the "
+            "model's input gradient is too small beside 'counterfactuals.weight' "
+            f"({options.weight:g}) and 'tv_weight' ({options.tv_weight:g}), as a random net's "
+            "is; lower them to measure it"))
+    if np.all(np.isneginf(found.stepped)):
+        return SUCCESS.outcome("skipped", check.value, checks=spec, section=NAME,
+                               threshold=check.threshold, message=check.message + (
+            ": not measurable, a single step leaves no trace; raise 'counterfactuals.steps'"))
+    return dataclasses.replace(check, status="error", message=check.message + (
+        f": the search never moved towards {goal}: its first step, the margin's gradient "
+        "alone, raised no margin beyond rounding: the gradient is zero or vanishing (a dead or "
+        "saturated head)"))
 
 
 def agreement_of(found, toward) -> np.ndarray:
@@ -200,7 +228,7 @@ def run(ctx: Context, options: Options) -> SectionResult:
         "it matches the change, the saliency map explains the mistake.",
         {**_figures(found, agreement, count, options), "examples": examples},
         found, toward_true, int((~p.correct).sum()),
-        [success_check(int(ok.sum()), count, ctx.config.checks)] if count else [])
+        [success_check(found, ctx.config.checks, options)] if count else [])
 
 
 def label_figures(labels: np.ndarray, success: np.ndarray, found, names: list[str],
@@ -277,5 +305,5 @@ def run_multilabel(ctx: Context, options: Options) -> SectionResult:
         {**_figures(found, agreement, count, options), "multilabel": True,
          "labels": label_figures(labels, ok, found, names, turn_on), "examples": examples},
         found, toward, int((p.labels != p.preds).sum()),
-        [success_check(int(ok.sum()), count, ctx.config.checks, "wrong decisions",
+        [success_check(found, ctx.config.checks, options, "wrong decisions",
                        "the other side of a threshold")] if count else [])
