@@ -42,8 +42,9 @@ held constant, so its product with the signal, written as ``*`` or as a layer ma
 ``call``, passes all relevance to the signal (Arras et al. 2017), as ``layers.Multiply`` does.
 In the three attention classes whose weights are computed in raw ops, the queries and keys
 are held constant where they are made (a Dense, the first two thirds of Swin's joint ``qkv``
-Dense, each layer of MultiQueryAttention2d's query and key chains): the softmax of constants is a constant, and ``weights @ values`` passes relevance to
-the values alone (Ali et al. 2022's AH-rule, as for MultiHeadAttention). An ``Embedding`` read
+Dense, each layer of MultiQueryAttention2d's query and key chains): the softmax of constants
+is a constant, and ``weights @ values`` passes relevance to the values alone (Ali et al.
+2022's AH-rule, as for MultiHeadAttention). An ``Embedding`` read
 inside them looks up constant positions (``position_ids``): it is a constant. Any other
 custom layer stays an error naming it.
 """
