@@ -169,10 +169,10 @@ def test_a_model_whose_layers_cannot_be_read_is_skipped_not_failed(tmp_path):
 
 
 def test_a_vision_transformer_gets_its_patch_tokens_grid_and_a_model_without_one_one_line():
-    """keras-hub's ViT keeps its blocks inside one encoder layer: the groups are read at its
-    patch embedding's tokens, on their grid with the class token set aside; a token model whose
-    tokens tile no grid of the image says in one line that no 'concepts.layers' setting
-    applies."""
+    """keras-hub's ViT keeps its blocks inside one encoder layer: the groups are read inside
+    it, at the tokens its last attention reads (the last block's first LayerNorm), on their
+    grid with the class token set aside; a token model whose tokens tile no grid of the image
+    says in one line that no 'concepts.layers' setting applies."""
     import keras
     from architectures import hub_vit
 
@@ -180,7 +180,8 @@ def test_a_vision_transformer_gets_its_patch_tokens_grid_and_a_model_without_one
     from auditor.methods.concepts.layers import default_layers
 
     [(layer, reason)] = default_layers(hub_vit())
-    assert layer.endswith("vit_patching_and_embedding") and "4x4 grid" in reason
+    assert layer.endswith("vit_encoder/transformer_block_2/ln_1") and "4x4 grid" in reason
+    assert "inside the layer that holds its blocks" in reason
     assert "1 class or register token(s) set aside" in reason
     inputs = keras.Input((6, 10, 3))  # 7 tokens tile no grid of a 6 x 10 image
     tokens = keras.layers.Reshape((7, 4))(keras.layers.Dense(28)(keras.layers.Flatten()(inputs)))

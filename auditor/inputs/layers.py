@@ -22,6 +22,7 @@ them, so read shapes with ``output_shape(layer)`` rather than ``layer.output``.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -54,7 +55,8 @@ def walk(model, prefix: str = "") -> Iterator[tuple[str, object]]:
 
 
 def layer_chain(model, name: str) -> list:
-    """The layers from the top model down to the one named ``name``: [outer, ..., target]."""
+    """The layers from the top model down to the one named ``name``: [outer, ..., target].
+    A path may go on inside a custom layer to one of its own sub-layers (``inner_chain``)."""
     for path, _ in walk(model):
         if path == name or path.rsplit("/", 1)[-1] == name:
             chain, current = [], model
@@ -62,10 +64,58 @@ def layer_chain(model, name: str) -> list:
                 current = next(la for la in current.layers if la.name == part)
                 chain.append(current)
             return chain
+    chain = inner_chain(model, name)
+    if chain is not None:
+        return chain
     names = [path for path, _ in walk(model)]
     shown = ", ".join(names[-12:])
     raise ModelError(f"model '{model.name}' has no layer named '{name}'; its last layers are: "
                      f"{shown} ({len(names)} in all, nested ones as 'outer/inner')")
+
+
+def sub_layers(layer) -> list:
+    """A layer's own sub-layers, one level down (a model's layers; a custom layer's, in the
+    order it made them: keras-hub's ViT encoder, its blocks then its norm)."""
+    if is_model(layer):
+        return list(layer.layers)
+    return list(layer._flatten_layers(include_self=False, recursive=False))
+
+
+def inner_chain(model, path: str) -> list | None:
+    """The chain of a full ``path`` that goes inside a custom layer (keras-hub's ViT keeps
+    its blocks in one encoder layer: ``vit_backbone/vit_encoder/transformer_block_1``), or
+    None. Each custom layer on the way runs its own ``call`` once on a symbolic input, so that
+    its sub-layers have an output shape to read (``output_shape``); nothing else changes."""
+    chain, current = [], model
+    for part in path.split("/"):
+        found = [layer for layer in sub_layers(current) if layer.name == part]
+        if not found:
+            return None
+        if chain and not is_model(current):
+            _trace_own_call(current)
+        current = found[0]
+        chain.append(current)
+    return chain if any(not is_model(layer) for layer in chain[:-1]) else None
+
+
+def _trace_own_call(layer) -> None:
+    """``layer.call`` on symbolic inputs shaped as its first call's: its sub-layers get a
+    call node (their shapes), which no graph of the model reads."""
+    import keras
+
+    if getattr(layer, "_auditor_traced", False) or not layer._inbound_nodes:
+        return
+    node = layer._inbound_nodes[0]
+    fresh = keras.tree.map_structure(
+        lambda t: keras.KerasTensor(t.shape, t.dtype) if isinstance(t, keras.KerasTensor) else t,
+        (node.arguments.args, node.arguments.kwargs))
+    layer.call(*fresh[0], **fresh[1])
+    object.__setattr__(layer, "_auditor_traced", True)
+
+
+def is_inner(chain: list) -> bool:
+    """Whether a chain reaches inside a custom layer (not only through nested models)."""
+    return any(not is_model(layer) for layer in chain[:-1])
 
 
 def find_layer(model, name: str):
@@ -172,6 +222,8 @@ def tap(model, chains: list[list], with_output: bool = True) -> Callable:
     """
     import keras
 
+    if any(is_inner(chain) for chain in chains):
+        return _recording_run(model, [chain[-1] for chain in chains], with_output)
     heads, by_head = {}, {}  # per top-level layer: [(chain index, the chain below it)]
     for index, chain in enumerate(chains):
         heads[id(chain[0])] = chain[0]
@@ -217,6 +269,44 @@ def tap(model, chains: list[list], with_output: bool = True) -> Callable:
         activations, output = ordered(found), rebuilt.output
     return _graph_run(keras.Model(inputs, activations + [output] if with_output
                                   else activations), with_output)
+
+
+def _recording_run(model, targets: list, with_output: bool) -> Callable:
+    """tap() of layers inside custom layers, which no graph reaches: the model runs as it is,
+    each target's ``call`` recording its output while the pass runs (first call wins)."""
+    def run(x, training=False, **_):
+        found: dict = {}
+        with edited_calls({id(t): t for t in targets}.values(),
+                          lambda layer, y: found.setdefault(id(layer), y)):
+            out = model(x, training=training)
+        activations = [found[id(t)] for t in targets]
+        return (activations, out) if with_output else activations
+
+    return run
+
+
+@contextlib.contextmanager
+def edited_calls(layers, edit: Callable) -> Iterator[None]:
+    """While open, each layer's ``call`` returns ``edit(layer, its own output)``: a layer
+    inside a custom layer read or changed during a pass (the instance's attribute over its
+    class's method, removed after)."""
+    layers = list(layers)
+
+    def edited(layer):
+        original = type(layer).call
+
+        def call(*args, **kwargs):
+            return edit(layer, original(layer, *args, **kwargs))
+
+        return call
+
+    for layer in layers:
+        object.__setattr__(layer, "call", edited(layer))
+    try:
+        yield
+    finally:
+        for layer in layers:
+            object.__delattr__(layer, "call")
 
 
 def _sequential_run(model, count: int, through: Callable, ordered: Callable,
