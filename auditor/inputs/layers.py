@@ -83,34 +83,48 @@ def sub_layers(layer) -> list:
 
 def inner_chain(model, path: str) -> list | None:
     """The chain of a full ``path`` that goes inside a custom layer (keras-hub's ViT keeps
-    its blocks in one encoder layer: ``vit_backbone/vit_encoder/transformer_block_1``), or
-    None. Each custom layer on the way runs its own ``call`` once on a symbolic input, so that
-    its sub-layers have an output shape to read (``output_shape``); nothing else changes."""
+    its blocks in one encoder layer: ``vit_backbone/vit_encoder/transformer_block_2/ln_1``),
+    or None. The first custom layer on the way runs once on one image of zeros, so that the
+    layers inside it have an output shape to read (``output_shape``)."""
     chain, current = [], model
     for part in path.split("/"):
         found = [layer for layer in sub_layers(current) if layer.name == part]
         if not found:
             return None
-        if chain and not is_model(current):
-            _trace_own_call(current)
+        if chain and not is_model(current) and all(map(is_model, chain[:-1])):
+            _note_shapes(current)
         current = found[0]
         chain.append(current)
-    return chain if any(not is_model(layer) for layer in chain[:-1]) else None
+    return chain if is_inner(chain) else None
 
 
-def _trace_own_call(layer) -> None:
-    """``layer.call`` on symbolic inputs shaped as its first call's: its sub-layers get a
-    call node (their shapes), which no graph of the model reads."""
+INNER_SHAPE = "_auditor_output_shape"  # a layer inside a custom layer: its output's shape
+
+
+def _note_shapes(layer) -> None:
+    """``layer`` run once on one image of zeros shaped as its first call's inputs, every layer
+    inside it noting the shape of its output (one tensor) on itself, ``INNER_SHAPE``: a layer
+    called inside another's ``call`` is in no graph, and has no shape Keras kept."""
     import keras
 
-    if getattr(layer, "_auditor_traced", False) or not layer._inbound_nodes:
+    inside = list(layer._flatten_layers(include_self=False, recursive=True))
+    if not layer._inbound_nodes or all(hasattr(sub, INNER_SHAPE) for sub in inside):
         return
     node = layer._inbound_nodes[0]
-    fresh = keras.tree.map_structure(
-        lambda t: keras.KerasTensor(t.shape, t.dtype) if isinstance(t, keras.KerasTensor) else t,
+    args, kwargs = keras.tree.map_structure(
+        lambda t: (keras.ops.zeros((1, *t.shape[1:]), t.dtype)
+                   if isinstance(t, keras.KerasTensor) else t),
         (node.arguments.args, node.arguments.kwargs))
-    layer.call(*fresh[0], **fresh[1])
-    object.__setattr__(layer, "_auditor_traced", True)
+
+    def note(sub, y):
+        tensors = [t for t in keras.tree.flatten(y) if hasattr(t, "shape")]
+        if not hasattr(sub, INNER_SHAPE):
+            shape = (None, *tensors[0].shape[1:]) if len(tensors) == 1 else None
+            object.__setattr__(sub, INNER_SHAPE, shape)
+        return y
+
+    with edited_calls(inside, note):
+        layer(*args, **kwargs)
 
 
 def is_inner(chain: list) -> bool:
@@ -135,6 +149,8 @@ def output_shape(layer) -> tuple | None:
         nodes = getattr(layer, "_inbound_nodes", None)
         output = nodes[0].output_tensors if nodes else None
     outputs = keras.tree.flatten(output) if output is not None else []
+    if not outputs:  # inside a custom layer: the shape noted when its path was found
+        return getattr(layer, INNER_SHAPE, None)
     return tuple(outputs[0].shape) if len(outputs) == 1 else None
 
 
