@@ -14,7 +14,10 @@ nested backbone (a keras.applications model inside a Sequential). This module hi
     final_layer_input(handle)(x)            # -> the input of the final layer (or None)
 
 Names may be plain (``"conv3"``, the first match depth-first) or a path through nested models
-(``"mobilenetv2_1.00_224/out_relu"``). The taps share the model's weights, so they follow any
+(``"mobilenetv2_1.00_224/out_relu"``), going on inside a custom layer to one of its own layers
+(``"vit_backbone/vit_encoder/transformer_block_2/ln_1"``: keras-hub's ViT keeps its blocks in
+one encoder layer, which no graph reaches; such a layer is read, or offset, by its ``call``
+edited while the pass runs). The taps share the model's weights, so they follow any
 change to them (the sanity check relies on that). Tapping a layer inside a nested model of a
 *functional* outer model rebuilds the outer graph with the same layers; that adds call nodes to
 them, so read shapes with ``output_shape(layer)`` rather than ``layer.output``.
