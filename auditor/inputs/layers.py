@@ -102,6 +102,7 @@ def inner_chain(model, path: str) -> list | None:
 
 
 INNER_SHAPE = "_auditor_output_shape"  # a layer inside a custom layer: its output's shape
+NOTED = "_auditor_shapes_noted"  # a custom layer whose layers' shapes were noted
 
 
 def _note_shapes(layer) -> None:
@@ -110,9 +111,9 @@ def _note_shapes(layer) -> None:
     called inside another's ``call`` is in no graph, and has no shape Keras kept."""
     import keras
 
-    inside = list(layer._flatten_layers(include_self=False, recursive=True))
-    if not layer._inbound_nodes or all(hasattr(sub, INNER_SHAPE) for sub in inside):
+    if not layer._inbound_nodes or getattr(layer, NOTED, False):
         return
+    inside = list(layer._flatten_layers(include_self=False, recursive=True))
     node = layer._inbound_nodes[0]
     args, kwargs = keras.tree.map_structure(
         lambda t: (keras.ops.zeros((1, *t.shape[1:]), t.dtype)
@@ -128,6 +129,7 @@ def _note_shapes(layer) -> None:
 
     with edited_calls(inside, note):
         layer(*args, **kwargs)
+    object.__setattr__(layer, NOTED, True)
 
 
 def is_inner(chain: list) -> bool:
