@@ -236,3 +236,38 @@ def hub_classifier(family: str, size: int = 32, classes: int = 3, seed: int = 0)
     task = getattr(keras_hub.models, f"{family}ImageClassifier")
     return task(backbone=backbone, num_classes=classes, preprocessor=preprocessor,
                 **_HUB_HEADS.get(family, {"activation": "softmax"}))
+
+
+def mobilenetv5_attention_blocks(size: int = 32, classes: int = 3, seed: int = 0):
+    """A tiny keras-hub MobileNetV5 with its attention and CondConv blocks: the backbone's
+    edge-residual and inverted-residual blocks, two multi-query attention blocks
+    (``MobileAttention`` over ``MultiQueryAttention2d``: keys and values strided by 2 with a
+    position convolution in the first, neither in the second) with layer scale, then a
+    ``CondConvResidual`` of three experts (the backbone's arguments cannot make one: it never
+    passes ``num_experts``), pooled under a Dense head of logits. keras-hub's non-query
+    ``Attention2d`` ("mha") cannot be built in a functional graph (keras-hub 0.32 reshapes with
+    the symbolic batch size), so it is left out."""
+    import keras
+    import keras_hub
+    from keras_hub.src.models.mobilenetv5.mobilenetv5_blocks import CondConvResidual
+
+    keras.utils.set_random_seed(seed)
+    blocks = [["er"], ["uir", "mqa", "mqa"]]
+    zeros = [[0], [0, 0, 0]]
+    backbone = keras_hub.models.MobileNetV5Backbone(
+        stackwise_block_types=blocks, stackwise_num_blocks=[1, 3],
+        stackwise_num_filters=[[16], [32, 32, 32]], stackwise_strides=[[2], [2, 1, 1]],
+        stackwise_act_layers=[["relu"], ["relu"] * 3],
+        stackwise_exp_ratios=[[4.0], [4.0, 0, 0]], stackwise_se_ratios=zeros,
+        stackwise_dw_kernel_sizes=[[0], [5, 0, 0]], stackwise_dw_start_kernel_sizes=zeros,
+        stackwise_dw_end_kernel_sizes=zeros, stackwise_exp_kernel_sizes=[[3], [0, 0, 0]],
+        stackwise_pw_kernel_sizes=[[1], [0, 0, 0]], stackwise_num_heads=[[0], [0, 2, 2]],
+        stackwise_key_dims=[[0], [0, 8, 16]], stackwise_value_dims=[[0], [0, 8, 16]],
+        stackwise_kv_strides=[[0], [0, 2, 1]],
+        stackwise_use_cpe=[[False], [False, True, False]], stem_size=16, num_features=64,
+        use_msfa=False, layer_scale_init_value=0.1, image_shape=(size, size, 3))
+    inputs = keras.Input((size, size, 3))
+    x = CondConvResidual(32, num_experts=3, exp_ratio=2.0, channel_axis=-1,
+                         data_format="channels_last", name="condconv")(backbone(inputs))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(classes)(x), name="mobilenetv5_attention")

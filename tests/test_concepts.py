@@ -168,11 +168,40 @@ def test_a_model_whose_layers_cannot_be_read_is_skipped_not_failed(tmp_path):
     assert "Neuron groups were not computed" in (outcome.out / "report.html").read_text()
 
 
+def test_a_layer_inside_keras_hubs_encoder_is_read_and_offset_during_the_pass(tmp_path):
+    """keras-hub's ViT keeps its blocks inside one encoder layer, which no graph reaches: its
+    last block's first LayerNorm is read while the pass runs (the groups' activations and
+    their gradient) and offset there (the removal test), and the two agree: a small step
+    added to its tokens moves the logit by the gradient's dot product with the step."""
+    import tensorflow as tf
+    from architectures import hub_vit_classifier
+
+    from auditor.inputs.layers import activations_and_logits
+    from auditor.inputs.models import load_model
+    from auditor.methods.concepts.faithful import offset_logits
+
+    hub_vit_classifier(classes=2).save(tmp_path / "vit.keras")
+    handle = load_model(str(tmp_path / "vit.keras"), "0-1")
+    layer = "vit_backbone/vit_encoder/transformer_block_2/ln_1"
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.uniform(0, 1, (2, 32, 32, 3)).astype(np.float32))
+    with tf.GradientTape() as tape:
+        (tokens,), logits = activations_and_logits(handle, [layer])(x)
+        score = tf.reduce_sum(logits[:, 0])
+    grad = tape.gradient(score, tokens).numpy()
+    assert tokens.shape == (2, 17, 32)  # the class token and 16 patch tokens
+    np.testing.assert_allclose(logits.numpy(), handle.logits(x).numpy(), atol=1e-5)
+    step = 1e-2 * rng.standard_normal(tokens.shape).astype(np.float32)
+    moved = offset_logits(handle, layer)(x, -step).numpy()[:, 0]  # the offset is subtracted
+    np.testing.assert_allclose(moved - logits.numpy()[:, 0], (grad * step).sum(axis=(1, 2)),
+                               rtol=0.05, atol=1e-4)
+
+
 def test_a_vision_transformer_gets_its_patch_tokens_grid_and_a_model_without_one_one_line():
-    """keras-hub's ViT keeps its blocks inside one encoder layer: the groups are read at its
-    patch embedding's tokens, on their grid with the class token set aside; a token model whose
-    tokens tile no grid of the image says in one line that no 'concepts.layers' setting
-    applies."""
+    """keras-hub's ViT keeps its blocks inside one encoder layer: the groups are read inside
+    it, at the tokens its last attention reads (the last block's first LayerNorm), on their
+    grid with the class token set aside; a token model whose tokens tile no grid of the image
+    says in one line that no 'concepts.layers' setting applies."""
     import keras
     from architectures import hub_vit
 
@@ -180,7 +209,8 @@ def test_a_vision_transformer_gets_its_patch_tokens_grid_and_a_model_without_one
     from auditor.methods.concepts.layers import default_layers
 
     [(layer, reason)] = default_layers(hub_vit())
-    assert layer.endswith("vit_patching_and_embedding") and "4x4 grid" in reason
+    assert layer.endswith("vit_encoder/transformer_block_2/ln_1") and "4x4 grid" in reason
+    assert "inside the layer that holds its blocks" in reason
     assert "1 class or register token(s) set aside" in reason
     inputs = keras.Input((6, 10, 3))  # 7 tokens tile no grid of a 6 x 10 image
     tokens = keras.layers.Reshape((7, 4))(keras.layers.Dense(28)(keras.layers.Flatten()(inputs)))

@@ -121,3 +121,25 @@ def test_lrp_walks_through_a_keras_hub_familys_blocks_and_conserves_relevance(tm
     maps = attribute(handle, x, targets, "lrp_epsilon", epsilon=1e-9)
     np.testing.assert_allclose(maps.reshape(len(x), -1).sum(axis=1),
                                logits[np.arange(len(x)), targets], rtol=1e-3, atol=1e-6)
+
+
+def test_lrp_walks_through_mobilenetv5_attention_and_condconv_and_conserves_relevance(tmp_path):
+    """MobileNetV5's ``MultiQueryAttention2d`` (weights from raw matmuls and softmax) with its
+    queries and keys held constant where they are made (Ali et al. 2022), ``MobileAttention``'s
+    position convolution, norm and layer scale, and ``CondConvResidual`` with its routing held
+    constant (a gate) and the rule applied to each image's mixed kernel: on the bias-free model
+    relevance sums to the logit under LRP-epsilon and the composite (gamma on the mixed
+    kernels, z-box on the pixels)."""
+    from architectures import mobilenetv5_attention_blocks, without_biases
+
+    from auditor.methods.attribution import attribute
+
+    without_biases(mobilenetv5_attention_blocks()).save(tmp_path / "free.keras")
+    handle = load_model(str(tmp_path / "free.keras"), "0-1")
+    x = np.random.default_rng(3).uniform(0, 1, (3, 32, 32, 3)).astype(np.float32)
+    logits = handle.logits(x).numpy()
+    targets = logits.argmax(axis=1)
+    for method in ("lrp_epsilon", "lrp"):
+        maps = attribute(handle, x, targets, method, epsilon=1e-9)
+        np.testing.assert_allclose(maps.reshape(len(x), -1).sum(axis=1),
+                                   logits[np.arange(len(x)), targets], rtol=1e-3, atol=1e-6)

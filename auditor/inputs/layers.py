@@ -14,7 +14,10 @@ nested backbone (a keras.applications model inside a Sequential). This module hi
     final_layer_input(handle)(x)            # -> the input of the final layer (or None)
 
 Names may be plain (``"conv3"``, the first match depth-first) or a path through nested models
-(``"mobilenetv2_1.00_224/out_relu"``). The taps share the model's weights, so they follow any
+(``"mobilenetv2_1.00_224/out_relu"``), going on inside a custom layer to one of its own layers
+(``"vit_backbone/vit_encoder/transformer_block_2/ln_1"``: keras-hub's ViT keeps its blocks in
+one encoder layer, which no graph reaches; such a layer is read, or offset, by its ``call``
+edited while the pass runs). The taps share the model's weights, so they follow any
 change to them (the sanity check relies on that). Tapping a layer inside a nested model of a
 *functional* outer model rebuilds the outer graph with the same layers; that adds call nodes to
 them, so read shapes with ``output_shape(layer)`` rather than ``layer.output``.
@@ -22,6 +25,7 @@ them, so read shapes with ``output_shape(layer)`` rather than ``layer.output``.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -54,7 +58,8 @@ def walk(model, prefix: str = "") -> Iterator[tuple[str, object]]:
 
 
 def layer_chain(model, name: str) -> list:
-    """The layers from the top model down to the one named ``name``: [outer, ..., target]."""
+    """The layers from the top model down to the one named ``name``: [outer, ..., target].
+    A path may go on inside a custom layer to one of its own sub-layers (``inner_chain``)."""
     for path, _ in walk(model):
         if path == name or path.rsplit("/", 1)[-1] == name:
             chain, current = [], model
@@ -62,10 +67,74 @@ def layer_chain(model, name: str) -> list:
                 current = next(la for la in current.layers if la.name == part)
                 chain.append(current)
             return chain
+    chain = inner_chain(model, name)
+    if chain is not None:
+        return chain
     names = [path for path, _ in walk(model)]
     shown = ", ".join(names[-12:])
     raise ModelError(f"model '{model.name}' has no layer named '{name}'; its last layers are: "
                      f"{shown} ({len(names)} in all, nested ones as 'outer/inner')")
+
+
+def sub_layers(layer) -> list:
+    """A layer's own sub-layers, one level down (a model's layers; a custom layer's, in the
+    order it made them: keras-hub's ViT encoder, its blocks then its norm)."""
+    if is_model(layer):
+        return list(layer.layers)
+    return list(layer._flatten_layers(include_self=False, recursive=False))
+
+
+def inner_chain(model, path: str) -> list | None:
+    """The chain of a full ``path`` that goes inside a custom layer (keras-hub's ViT keeps
+    its blocks in one encoder layer: ``vit_backbone/vit_encoder/transformer_block_2/ln_1``),
+    or None. The first custom layer on the way runs once on one image of zeros, so that the
+    layers inside it have an output shape to read (``output_shape``)."""
+    chain, current = [], model
+    for part in path.split("/"):
+        found = [layer for layer in sub_layers(current) if layer.name == part]
+        if not found:
+            return None
+        if chain and not is_model(current) and all(map(is_model, chain[:-1])):
+            _note_shapes(current)
+        current = found[0]
+        chain.append(current)
+    return chain if is_inner(chain) else None
+
+
+INNER_SHAPE = "_auditor_output_shape"  # a layer inside a custom layer: its output's shape
+NOTED = "_auditor_shapes_noted"  # a custom layer whose layers' shapes were noted
+
+
+def _note_shapes(layer) -> None:
+    """``layer`` run once on one image of zeros shaped as its first call's inputs, every layer
+    inside it noting the shape of its output (one tensor) on itself, ``INNER_SHAPE``: a layer
+    called inside another's ``call`` is in no graph, and has no shape Keras kept."""
+    import keras
+
+    if not layer._inbound_nodes or getattr(layer, NOTED, False):
+        return
+    inside = list(layer._flatten_layers(include_self=False, recursive=True))
+    node = layer._inbound_nodes[0]
+    args, kwargs = keras.tree.map_structure(
+        lambda t: (keras.ops.zeros((1, *t.shape[1:]), t.dtype)
+                   if isinstance(t, keras.KerasTensor) else t),
+        (node.arguments.args, node.arguments.kwargs))
+
+    def note(sub, y):
+        tensors = [t for t in keras.tree.flatten(y) if hasattr(t, "shape")]
+        if not hasattr(sub, INNER_SHAPE):
+            shape = (None, *tensors[0].shape[1:]) if len(tensors) == 1 else None
+            object.__setattr__(sub, INNER_SHAPE, shape)
+        return y
+
+    with edited_calls(inside, note):
+        layer(*args, **kwargs)
+    object.__setattr__(layer, NOTED, True)
+
+
+def is_inner(chain: list) -> bool:
+    """Whether a chain reaches inside a custom layer (not only through nested models)."""
+    return any(not is_model(layer) for layer in chain[:-1])
 
 
 def find_layer(model, name: str):
@@ -85,6 +154,8 @@ def output_shape(layer) -> tuple | None:
         nodes = getattr(layer, "_inbound_nodes", None)
         output = nodes[0].output_tensors if nodes else None
     outputs = keras.tree.flatten(output) if output is not None else []
+    if not outputs:  # inside a custom layer: the shape noted when its path was found
+        return getattr(layer, INNER_SHAPE, None)
     return tuple(outputs[0].shape) if len(outputs) == 1 else None
 
 
@@ -172,6 +243,8 @@ def tap(model, chains: list[list], with_output: bool = True) -> Callable:
     """
     import keras
 
+    if any(is_inner(chain) for chain in chains):
+        return _recording_run(model, [chain[-1] for chain in chains], with_output)
     heads, by_head = {}, {}  # per top-level layer: [(chain index, the chain below it)]
     for index, chain in enumerate(chains):
         heads[id(chain[0])] = chain[0]
@@ -217,6 +290,44 @@ def tap(model, chains: list[list], with_output: bool = True) -> Callable:
         activations, output = ordered(found), rebuilt.output
     return _graph_run(keras.Model(inputs, activations + [output] if with_output
                                   else activations), with_output)
+
+
+def _recording_run(model, targets: list, with_output: bool) -> Callable:
+    """tap() of layers inside custom layers, which no graph reaches: the model runs as it is,
+    each target's ``call`` recording its output while the pass runs (first call wins)."""
+    def run(x, training=False, **_):
+        found: dict = {}
+        with edited_calls({id(t): t for t in targets}.values(),
+                          lambda layer, y: found.setdefault(id(layer), y)):
+            out = model(x, training=training)
+        activations = [found[id(t)] for t in targets]
+        return (activations, out) if with_output else activations
+
+    return run
+
+
+@contextlib.contextmanager
+def edited_calls(layers, edit: Callable) -> Iterator[None]:
+    """While open, each layer's ``call`` returns ``edit(layer, its own output)``: a layer
+    inside a custom layer read or changed during a pass (the instance's attribute over its
+    class's method, removed after)."""
+    layers = list(layers)
+
+    def edited(layer):
+        original = type(layer).call
+
+        def call(*args, **kwargs):
+            return edit(layer, original(layer, *args, **kwargs))
+
+        return call
+
+    for layer in layers:
+        object.__setattr__(layer, "call", edited(layer))
+    try:
+        yield
+    finally:
+        for layer in layers:
+            object.__delattr__(layer, "call")
 
 
 def _sequential_run(model, count: int, through: Callable, ordered: Callable,

@@ -182,20 +182,51 @@ def tapped_token_layer(model, image_shape: tuple) -> str | None:
     the last stage's normalised output on none. keras-hub's ViT keeps its blocks inside one
     encoder layer: there it is the patch embedding. Swin's blocks put their windows back (window
     reverse, the cyclic shift rolled back, Liu et al. 2021) and its patch merging keeps the
-    row-major order, so a stage's output is its grid of patches. None when there is none."""
+    row-major order, so a stage's output is its grid of patches. None when there is none.
+
+    Where one layer of the graph holds every attention (keras-hub's ViT and DeiT encoders),
+    the tokens before it have passed no attention at all (measured: neuron groups at keras-hub
+    ViT's patch embedding did not find a planted patch), so the path goes inside it, to the
+    tokens its last attention reads (``inner_token_layer``)."""
     from auditor.inputs.layers import is_model, output_shape, walk
 
-    holders = [path for path, layer in walk(model)
+    holders = [(path, layer) for path, layer in walk(model)
                if not is_model(layer) and _holds_attention(layer)]
     last = None
     for path, layer in walk(model):
-        if holders and path == holders[-1]:
-            return last
+        if holders and path == holders[-1][0]:
+            inner = (inner_token_layer(model, *holders[0], image_shape)
+                     if len(holders) == 1 else None)
+            return inner or last
         shape = None if is_model(layer) else output_shape(layer)
         if (shape is not None and len(shape) == 3 and shape[1]
                 and token_grid(shape[1], image_shape) is not None):
             last = path
     return last
+
+
+def inner_token_layer(model, path: str, holder, image_shape: tuple) -> str | None:
+    """``PATH/BLOCK/SUB``: inside ``holder`` (the one layer of the graph that holds every
+    attention), in its last attending block, the sub-layer made last before the block's
+    attention whose output is a grid of tokens: the tokens that attention reads (keras-hub's
+    ViT: ``vit_encoder/transformer_block_2/ln_1``, as ``norm1a`` in a plain-Keras ViT and
+    pytorch-grad-cam's ``blocks[-1].norm1``). Layers are made in the order they are called
+    in keras-hub's blocks; None when no such sub-layer is found."""
+    from auditor.inputs.layers import find_layer, output_shape, sub_layers
+
+    attending = [sub for sub in sub_layers(holder) if _holds_attention(sub)]
+    if not attending:
+        return None
+    block = attending[-1]
+    inside = sub_layers(block)
+    before = next((inside[:i] for i, sub in enumerate(inside) if _holds_attention(sub)), [])
+    for sub in reversed(before):
+        candidate = f"{path}/{block.name}/{sub.name}"
+        shape = output_shape(find_layer(model, candidate))
+        if (shape is not None and len(shape) == 3 and shape[1]
+                and token_grid(shape[1], image_shape) is not None):
+            return candidate
+    return None
 
 
 def query_and_logits(handle, name: str):

@@ -25,7 +25,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from auditor.inputs.layers import is_graph_model, layer_chain, output_shape
+from auditor.inputs.layers import (
+    edited_calls,
+    is_graph_model,
+    is_inner,
+    layer_chain,
+    output_shape,
+)
 
 ERROR_RATE = 0.05  # two-sided 95% interval; a null direction is called real at most 2.5%
 RANDOM_DIRECTIONS = 8
@@ -36,9 +42,15 @@ SURVIVES_ABOVE = 0.7
 
 def offset_run(model, chain: list):
     """``f(x, delta, training)``: ``model`` with ``delta`` subtracted from the output of the
-    layer at the end of ``chain`` (a layer_chain path), the rest of the network run on."""
+    layer at the end of ``chain`` (a layer_chain path), the rest of the network run on; a
+    layer inside a custom layer (keras-hub's ViT blocks) by its ``call`` edited for the pass."""
     import keras
 
+    if is_inner(chain):
+        def run_inner(x, delta, training=False):
+            with edited_calls([chain[-1]], lambda layer, y: y - delta):
+                return model(x, training=training)
+        return run_inner
     head, rest = chain[0], chain[1:]
     inner = offset_run(head, rest) if rest else None
 

@@ -14,7 +14,15 @@ from __future__ import annotations
 import contextlib
 
 from auditor.errors import ConfigError, ModelError
-from auditor.inputs.layers import find_layer, last_conv_layer, output_shape, stage_ends, walk
+from auditor.inputs.layers import (
+    find_layer,
+    is_inner,
+    last_conv_layer,
+    layer_chain,
+    output_shape,
+    stage_ends,
+    walk,
+)
 
 
 def is_spatial(shape) -> bool:
@@ -69,8 +77,10 @@ def _token_layer(model) -> tuple[str, str]:
         raise ModelError(no_spatial_layer(model))
     leading, rows, columns = token_grid_of(output_shape(find_layer(model, found)), model)
     aside = f", {leading} class or register token(s) set aside" if leading else ""
+    where = ("inside the layer that holds its blocks" if is_inner(layer_chain(model, found))
+             else "the last such layer of its graph")
     return found, (f"a vision transformer's patch tokens on their {rows}x{columns} grid{aside}: "
-                   "the tokens its last attention reads, the last such layer of its graph")
+                   f"the tokens its last attention reads, {where}")
 
 
 def _has_attention(model) -> bool:

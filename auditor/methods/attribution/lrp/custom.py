@@ -28,17 +28,23 @@ absorbs its share, as a bias does. So the layers are listed by class, each read 
     MobileNetV5  ConvNormAct, the universal inverted-residual and edge-residual blocks,
                  LayerScale2d (a product with a weight), DropPath, SEModule, the head's pooling;
                  RmsNorm2d's raw normaliser is not a sub-layer: its rule is ``rms_norm``
-                 (``constant.py``)
+                 (``constant.py``); MobileAttention (a position depthwise convolution added,
+                 norm, attention, LayerScale2d, the residual) and MultiQueryAttention2d with
+                 its query and key chains (pooling or strided depthwise convolution, norm,
+                 1x1 convolution: lists of sub-layers) held constant (below), its values
+                 through their chain, the output projection; CondConvResidual mixes its
+                 experts' kernels per image in raw ops: its rule is ``condconv.py``
     HGNetV2      embeddings, encoder (a tuple of stage outputs), stage, basic layer, conv
                  layers, learnable affine block (a weight times the input plus a bias)
 
 Inside a walked layer every gate (the output of a sigmoid or hard sigmoid, ``constant.py``) is
 held constant, so its product with the signal, written as ``*`` or as a layer made inside
 ``call``, passes all relevance to the signal (Arras et al. 2017), as ``layers.Multiply`` does.
-In the two attention classes whose weights are computed in raw ops, the queries and keys are
-held constant where they are made (a Dense, or the first two thirds of Swin's joint ``qkv``
-Dense): the softmax of constants is a constant, and ``weights @ values`` passes relevance to
-the values alone (Ali et al. 2022's AH-rule, as for MultiHeadAttention). An ``Embedding`` read
+In the three attention classes whose weights are computed in raw ops, the queries and keys
+are held constant where they are made (a Dense, the first two thirds of Swin's joint ``qkv``
+Dense, each layer of MultiQueryAttention2d's query and key chains): the softmax of constants
+is a constant, and ``weights @ values`` passes relevance to the values alone (Ali et al.
+2022's AH-rule, as for MultiHeadAttention). An ``Embedding`` read
 inside them looks up constant positions (``position_ids``): it is a constant. Any other
 custom layer stays an error naming it.
 """
@@ -66,6 +72,7 @@ WALKED = {  # module: class names, read as the module's docstring says
     _HUB + "mobilenetv5.mobilenetv5_layers": ("ConvNormAct", "LayerScale2d", "DropPath",
                                              "SEModule"),
     _HUB + "mobilenetv5.mobilenetv5_blocks": ("UniversalInvertedResidual", "EdgeResidual"),
+    _HUB + "mobilenetv5.mobilenetv5_attention": ("MobileAttention", "MultiQueryAttention2d"),
     _HUB + "mobilenetv5.mobilenetv5_utils": ("SelectAdaptivePool2d",),
     _HUB + "hgnetv2.hgnetv2_layers": ("HGNetV2LearnableAffineBlock", "HGNetV2ConvLayer",
                                       "HGNetV2ConvLayerLight", "HGNetV2Embeddings",
@@ -77,6 +84,8 @@ WALKED = {  # module: class names, read as the module's docstring says
 HELD = {
     (_HUB + "mit.mit_layers", "SegFormerMultiheadAttention"): {"q": None, "k": None},
     (_HUB + "swin_transformer.swin_transformer_layers", "WindowAttention"): {"qkv": (0, 1)},
+    (_HUB + "mobilenetv5.mobilenetv5_attention", "MultiQueryAttention2d"): {
+        "query_layers": None, "key_layers": None},
 }
 
 
@@ -176,7 +185,7 @@ def swapped(layer, counterpart: Callable) -> Iterator[None]:
             object.__setattr__(layer, name, held(layer, name, counterpart(value)))
         elif isinstance(value, list | tuple) and value and all(map(is_layer, value)):
             originals[name] = value
-            object.__setattr__(layer, name, [counterpart(v) for v in value])
+            object.__setattr__(layer, name, [held(layer, name, counterpart(v)) for v in value])
         elif _is_activation(value):
             originals[name] = value
             object.__setattr__(layer, name, _passed_activation(value))

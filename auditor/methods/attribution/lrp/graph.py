@@ -6,7 +6,8 @@ following BatchNormalization folded in; element-wise activations and unfolded af
 pooling, Add, Concatenate (and Inception-ResNet's scaled residual sum) and shape layers keep
 their gradient, which already splits relevance by contribution (max pooling: to the winner).
 Nested models are walked recursively, and the custom layers listed in ``custom.py``
-(keras-hub's blocks) through their own ``call``. Any other layer is an error naming it: a map
+(keras-hub's blocks) through their own ``call``, MobileNetV5's CondConv block through its
+mixed kernel (``condconv.py``). Any other layer is an error naming it: a map
 through a layer the rules do not cover would be wrong silently.
 
 The walk also follows the tensors that are still "the input" (reached from it through
@@ -29,6 +30,7 @@ from auditor.methods.attribution.lrp.canonize import (
     is_rectifier,
     linear_steps,
 )
+from auditor.methods.attribution.lrp.condconv import cond_conv, is_cond_conv
 from auditor.methods.attribution.lrp.constant import (
     attention,
     gated_product,
@@ -254,6 +256,8 @@ class Walk:
             return lambda *args, **kwargs: attention(op, *args, **kwargs)
         if is_model(op):
             return lambda x, *args, **kwargs: self.run(op, x)
+        if is_cond_conv(op):
+            return lambda x, *args, **kwargs: cond_conv(self, op, x)
         if is_walked(op):
             return lambda *args, **kwargs: self.walk_into(op, args, kwargs)
         if is_constant_lookup(op):
@@ -351,10 +355,11 @@ class Walk:
         signed = isinstance(op, keras.layers.Subtract | keras.layers.Minimum)
         return self._keep_nonneg(y, not signed and self._is_nonneg(args))
 
-    def linear(self, layer, x, bn, rectifier=None):
+    def linear(self, layer, x, bn, rectifier=None, steps=None):
         """The layer's rule (z-box at the first layer), with a ReLU/ReLU6 ``rectifier`` after
-        it (its own activation or the next layer) applied inside the rule's ratio."""
-        steps = linear_steps(layer, bn)
+        it (its own activation or the next layer) applied inside the rule's ratio; ``steps``
+        instead of the layer's own linear steps (CondConv's mixed kernel, ``condconv.py``)."""
+        steps = linear_steps(layer, bn) if steps is None else steps
         level = self._at_input(x)
         a, nonneg, scaled = x, self._is_nonneg(x), self.composite.relative
         for i, step in enumerate(steps):
