@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import pytest
 from architectures import HUB_FAMILIES, hub_classifier
+from conservation import assert_relevance_sums_to_the_logit
 
 from auditor.inputs.copies import copy_model
 from auditor.inputs.layers import walk
@@ -109,18 +110,8 @@ def test_lrp_walks_through_a_keras_hub_familys_blocks_and_conserves_relevance(tm
     DeiT's and MiT's and Swin's attention with the weights held constant, MiT's MixFFN and
     Swin's Mlp GELUs passed, squeeze-excitation gates held constant (EfficientNet, MobileNet),
     MobileNetV5's RmsNorm2d and HGNetV2's affine blocks."""
-    from architectures import without_biases
-
-    from auditor.methods.attribution import attribute
-
-    without_biases(hub_classifier(family)).save(tmp_path / "free.keras")
-    handle = load_model(str(tmp_path / "free.keras"))
-    x = np.random.default_rng(3).uniform(0, 1, (3, 32, 32, 3)).astype(np.float32)
-    logits = handle.logits(x).numpy()
-    targets = logits.argmax(axis=1)
-    maps = attribute(handle, x, targets, "lrp_epsilon", epsilon=1e-9)
-    np.testing.assert_allclose(maps.reshape(len(x), -1).sum(axis=1),
-                               logits[np.arange(len(x)), targets], rtol=1e-3, atol=1e-6)
+    assert_relevance_sums_to_the_logit(hub_classifier(family), tmp_path, ("lrp_epsilon",),
+                                       input_range="auto")
 
 
 def test_lrp_walks_through_mobilenetv5_attention_and_condconv_and_conserves_relevance(tmp_path):
@@ -130,16 +121,6 @@ def test_lrp_walks_through_mobilenetv5_attention_and_condconv_and_conserves_rele
     constant (a gate) and the rule applied to each image's mixed kernel: on the bias-free model
     relevance sums to the logit under LRP-epsilon and the composite (gamma on the mixed
     kernels, z-box on the pixels)."""
-    from architectures import mobilenetv5_attention_blocks, without_biases
+    from architectures import mobilenetv5_attention_blocks
 
-    from auditor.methods.attribution import attribute
-
-    without_biases(mobilenetv5_attention_blocks()).save(tmp_path / "free.keras")
-    handle = load_model(str(tmp_path / "free.keras"), "0-1")
-    x = np.random.default_rng(3).uniform(0, 1, (3, 32, 32, 3)).astype(np.float32)
-    logits = handle.logits(x).numpy()
-    targets = logits.argmax(axis=1)
-    for method in ("lrp_epsilon", "lrp"):
-        maps = attribute(handle, x, targets, method, epsilon=1e-9)
-        np.testing.assert_allclose(maps.reshape(len(x), -1).sum(axis=1),
-                                   logits[np.arange(len(x)), targets], rtol=1e-3, atol=1e-6)
+    assert_relevance_sums_to_the_logit(mobilenetv5_attention_blocks(), tmp_path)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from architectures import hub_vit_classifier, plain_vit, without_biases
+from architectures import hub_vit_classifier, plain_vit
+from conservation import assert_relevance_sums_to_the_logit
 
 from auditor.errors import AuditorError
 from auditor.inputs.models import load_model
@@ -135,15 +136,7 @@ def test_lrp_through_attention_conserves_relevance(tmp_path, kind):
     the plain ViT's position table is a constant of its graph, so it is left out) relevance
     sums to the logit."""
     model = plain_vit(positions=False) if kind == "plain" else hub_vit_classifier()
-    without_biases(model).save(tmp_path / "vit.keras")
-    handle = load_model(str(tmp_path / "vit.keras"), "0-1")
-    x = np.random.default_rng(3).uniform(0, 1, (3, SIZE, SIZE, 3)).astype(np.float32)
-    logits = handle.logits(x).numpy()
-    targets = logits.argmax(axis=1)
-    for method in ("lrp_epsilon", "lrp"):
-        maps = attribute(handle, x, targets, method, epsilon=1e-9)
-        np.testing.assert_allclose(maps.reshape(len(x), -1).sum(axis=1),
-                                   logits[np.arange(len(x)), targets], rtol=1e-3, atol=1e-6)
+    assert_relevance_sums_to_the_logit(model, tmp_path, size=SIZE)
 
 
 def cell_masks(cells: np.ndarray) -> np.ndarray:
