@@ -255,13 +255,15 @@ def card(facts: Facts) -> bool:
 
 def traced(options: Options, facts: Facts) -> int:
     """The functions the section traces. The fine-tuned copies are the audit's working copy
-    (inputs/copies.py) with other weights: on it, once for all of them, the training step and
-    the logits, and with the concepts section two more for the neuron groups (as declared
-    before they were counted: not held to a count by tests/test_traces.py). The copy calls the
-    model's own traces of the search's logits and features (the prediction pass's) and of the
-    attribution passes (inputs/traces.py), so the methods' passes, on the copies and the
-    discovery's on the audited model (its fallback's; the card's own choice is traced), are
-    traced once for both, and only those the reliability card did not trace already."""
+    (inputs/copies.py) with other weights: on it, once for all of them, the training step, and
+    with the concepts section two for the neuron groups (their activations and gradients at
+    the copy's layer: a bound, shared with the concepts section's when it taps the same
+    layers; not held to a count by tests/test_traces.py). The copy calls the model's own
+    traces (inputs/traces.py) of its re-predictions (the logits the plan's timing traced), of
+    the search's logits and features (the prediction pass's) and of the attribution passes,
+    so the methods' passes, on the copies and the discovery's on the audited model (its
+    fallback's; the card's own choice is traced), are traced once for both, and only those
+    the reliability card did not trace already."""
     from auditor.methods.attribution.registry import compiled_passes
     from auditor.steps.card import DEFAULT_METHODS
 
@@ -271,7 +273,7 @@ def traced(options: Options, facts: Facts) -> int:
     copies = bool(len(options.shortcuts) + options.control)
     explained = ((compiled_passes(methods, "logit") if copies else set())
                  | (compiled_passes([fallback], "logit") if options.discovery else set()))
-    own = 2 + 2 * ("concepts" in facts.sections) if copies else 0
+    own = 1 + 2 * ("concepts" in facts.sections) if copies else 0
     return own + len(explained - compiled_passes(carded, facts.card_score))
 
 
