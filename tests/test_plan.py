@@ -333,6 +333,36 @@ def test_a_named_budget_too_small_for_the_fixed_costs_leaves_work_out_and_says_w
     assert not plan_for(MODULES, {}, facts, "quick", timing=TIMED).dropped
 
 
+def test_a_card_method_the_plan_drops_is_counted_by_the_sections_taking_their_method_from_it():
+    """Once the plan leaves Grad-CAM off the card, Clever Hans traces Grad-CAM's pass itself
+    (the card no longer did): counted by the card's methods as the plan chose them, not as
+    the spec gave them (one trace short before)."""
+    import auditor.sections.clever_hans as clever_hans
+
+    facts = dataclasses.replace(SMALL, sections=tuple(SECTION_NAMES))
+    plan = plan_for(MODULES, {}, facts, "quick", timing=TRACE_BOUND)
+    kept = tuple(plan.options["attribution"].methods)
+    assert "gradcam" not in kept
+    options = plan.options["clever_hans"]
+    informed = dataclasses.replace(facts, card_methods=kept)
+    assert plan.passes["clever_hans"].traces == clever_hans.passes(options, informed).traces
+    assert plan.passes["clever_hans"].traces == clever_hans.passes(options, facts).traces + 1
+
+
+def test_a_working_copy_that_is_not_the_models_twin_is_counted_tracing_its_own_passes():
+    """A copy whose structure differs (a keras-hub rebuild) calls none of the model's traces:
+    the card traces its methods' passes once more for it, Clever Hans its logits, the
+    search's pass and its methods', the survival test its pass."""
+    facts = dataclasses.replace(SMALL, sections=tuple(SECTION_NAMES))
+    twin = plan_for(MODULES, {}, facts, 10 ** 9, timing=TIMED).passes
+    other = plan_for(MODULES, {}, facts, 10 ** 9,
+                     timing=dataclasses.replace(TIMED, twin=False)).passes
+    extra = {name: other[name].traces - twin[name].traces for name in twin}
+    assert extra["card"] >= 4 and extra["clever_hans"] >= 3 and extra["concepts"] == 1
+    assert not {name for name, more in extra.items() if more} - {"card", "clever_hans",
+                                                                  "concepts"}
+
+
 def test_the_report_says_what_the_plan_left_out_and_how_to_bring_it_back(demo_report,
                                                                          tmp_path):
     from auditor.pipeline import write_page

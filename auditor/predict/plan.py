@@ -131,6 +131,9 @@ class Facts:
     card_score: str = "logit"  # the score the card's maps explain (its compiled passes')
     sections: tuple[str, ...] = ()  # the run's sections, for work one does for another
     multilabel: bool = False  # a multi-label model (sections audit it per label)
+    # The audit's working copy is the model's twin and calls its traces (inputs/traces.py);
+    # False: a copy of another structure (a keras-hub rebuild) traces every pass anew.
+    twin_copy: bool = True
 
     @property
     def wrong(self) -> int:
@@ -154,6 +157,7 @@ class Timing:
     train: float | None = None  # None: as a forward-backward pass
     kernel: float | None = None  # None: not timed (the plan then sizes named budgets by FLOPs)
     copy: float | None = None  # None: not timed (copies then count nothing)
+    twin: bool = True  # the timed copy is the model's twin (inputs/traces.py)
 
     def seconds(self, passes: Passes) -> float:
         return (passes.forward * self.forward + passes.backward * self.backward
@@ -171,7 +175,7 @@ class Timing:
             return float(GRID ** round(math.log(value / self.kernel, GRID)))
 
         return Timing(graded(self.forward), graded(self.backward), graded(self.trace),
-                      graded(self.train), kernel=1.0, copy=graded(self.copy))
+                      graded(self.train), kernel=1.0, copy=graded(self.copy), twin=self.twin)
 
 
 @dataclass
@@ -371,6 +375,8 @@ def make_plan(modules: dict, options: dict, tables: dict[str, dict], facts: Fact
     fits the budget, found by bisection (cost grows with every setting). ``Plan.options`` are
     the sections' options with what the plan lowered.
     """
+    if timing is not None and not timing.twin:
+        facts = dataclasses.replace(facts, twin_copy=False)
     kernels = (timing.in_kernels() if isinstance(budget, str) and timing is not None
                and timing.kernel else None)
     limit = BUDGETS[budget] * REFERENCE_PASS if kernels else budget_passes(budget, flops)
@@ -455,6 +461,18 @@ def runs_passes(modules: dict, options: dict, facts: Facts) -> bool:
     return sum(p.total for p in _charged(modules, full, facts).values()) > 0
 
 
+def _informed(modules: dict, chosen: dict, facts: Facts) -> Facts:
+    """``facts`` as the sections' ``chosen`` options make them for the others: a section whose
+    options others read declares how (``informs(options, facts)``: the attribution section's
+    methods are the card's, which Clever Hans, triage and contrastive take theirs from), so
+    that what the plan drops from one is not still counted by another."""
+    for name, options in chosen.items():
+        informs = getattr(modules[name], "informs", None)
+        if informs is not None:
+            facts = informs(options, facts)
+    return facts
+
+
 def _charged(modules: dict, chosen: dict, facts: Facts) -> dict[str, Passes]:
     """Each step's and each section's passes, the steps first (the pipeline makes them
     before the sections): a
@@ -462,6 +480,7 @@ def _charged(modules: dict, chosen: dict, facts: Facts) -> dict[str, Passes]:
     (the attribution section's reliability card, steps/card.py); a step several sections
     ask of (the saliency of the mistakes, steps/saliency.py) is charged what each asks."""
     steps, passes = {}, {}
+    facts = _informed(modules, chosen, facts)
     for name, options in chosen.items():
         step = getattr(modules[name], "STEP", None)
         if step is not None:
@@ -590,8 +609,13 @@ def measure_timing(handle, rows: int | None = None) -> Timing:
         if name == "backward":
             seconds["trace"] = max(first - seconds[name] * rows, 0.0)
     kernels.append(_timed(kernel))
+    from auditor.inputs.traces import twins
+
     try:
-        seconds["copy"] = _timed(copy_model, handle.logits_model)
+        tick = time.perf_counter()
+        copy = copy_model(handle.logits_model)
+        seconds["copy"] = time.perf_counter() - tick
+        seconds["twin"] = twins(handle.logits_model, copy)
     except ModelError:  # a model that cannot be copied: the sections that copy it say why
         seconds["copy"] = None
     return Timing(**seconds, kernel=float(np.median(kernels)))

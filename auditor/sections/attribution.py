@@ -127,6 +127,13 @@ DROPS = (Drop("compare_layers", 0, "the layers' maps"),
               "Grad-CAM and Grad-CAM++ on the card"))
 
 
+def informs(options: Options, facts: Facts) -> Facts:
+    """The card's methods are this section's, as the plan chose them (a drop leaves some out):
+    the sections taking their method from the card count its traces by them."""
+    return dataclasses.replace(facts, card_methods=tuple(options.methods),
+                               card_score=options.score)
+
+
 def _without(methods: list[str], *left_out: str) -> list[str]:
     """``methods`` without ``left_out``, never none: the card needs one."""
     kept = [m for m in methods if m not in left_out]

@@ -263,7 +263,9 @@ def traced(options: Options, facts: Facts) -> int:
     the search's logits and features (the prediction pass's) and of the attribution passes,
     so the methods' passes, on the copies and the discovery's on the audited model (its
     fallback's; the card's own choice is traced), are traced once for both, and only those
-    the reliability card did not trace already."""
+    the reliability card did not trace already. A working copy that is not the model's twin
+    (``Facts.twin_copy``) traces its own: its logits, the search's logits and features, and
+    its methods' passes."""
     from auditor.methods.attribution.registry import compiled_passes
     from auditor.steps.card import DEFAULT_METHODS
 
@@ -274,6 +276,8 @@ def traced(options: Options, facts: Facts) -> int:
     explained = ((compiled_passes(methods, "logit") if copies else set())
                  | (compiled_passes([fallback], "logit") if options.discovery else set()))
     own = 1 + 2 * ("concepts" in facts.sections) if copies else 0
+    if copies and not facts.twin_copy:
+        own += 2 + len(compiled_passes(methods, "logit"))
     return own + len(explained - compiled_passes(carded, facts.card_score))
 
 

@@ -115,26 +115,26 @@ def passes(options, facts: Facts) -> Passes:
     sanity = min(options.sanity_samples, facts.images)
     check = 3 * sanity  # the shifted copy's logits checked against the model's
     return (_explain(options, facts, samples)
-            + Passes(forward=curves + completeness + check, traces=traced(options),
+            + Passes(forward=curves + completeness + check, traces=traced(options, facts),
                      copies=COPIES)
             + _explain(options, facts, sanity, options.sanity_stages + 1 + 2))
 
 
-def traced(options) -> int:
+def traced(options, facts: Facts) -> int:
     """The functions the card traces: the compiled passes its methods run (those that share
     one share its trace: every gradient method the input gradient, Grad-CAM and Grad-CAM++ the
     layer's) once for the model and the working copy (which calls the model's traces with its
-    randomised weights: inputs/traces.py), and again on the shifted copy, whose structure
-    differs (its first layer pads with the shifted background); on the model also the softmax
-    scores of the faithfulness curves and the scores of the completeness of a complete
-    method."""
+    randomised weights: inputs/traces.py; when it is not the model's twin, once more for it),
+    and again on the shifted copy, whose structure differs (its first layer pads with the
+    shifted background); on the model also the softmax scores of the faithfulness curves and
+    the scores of the completeness of a complete method."""
     from auditor.methods.attribution import METHODS
     from auditor.methods.attribution.registry import compiled_passes
 
     own = compiled_passes(options.methods, options.score)
     complete = any(m in METHODS and METHODS[m].complete for m in options.methods)
     model = own | {("scores", "softmax")} | ({("scores", options.score)} if complete else set())
-    return len(model) + len(own)
+    return len(model) + len(own) * (1 if facts.twin_copy else 2)
 
 
 def card_candidates(config, sections) -> tuple[str, ...]:
