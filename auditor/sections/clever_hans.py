@@ -155,10 +155,16 @@ PLANNED = {"steps": 25, "max_train": 200, "max_eval": 200, "explain": 16, "max_d
 SEARCH_SHARE = 0.75
 # Given up when a named budget cannot hold the section at the floors (predict/plan.py): the
 # planted shortcuts beyond the first (each a fine-tuned copy measured and searched), then the
-# search on the audited model.
+# search on the audited model, then the control copy (fine-tuned and measured like a planted
+# one: without it a method's mass on the shortcut is judged by the detection ratio alone, not
+# against its false alarm on a copy that never saw the shortcut), then the injection test
+# itself (its copies' training step, a trace of its own, and their fine-tuning: the property
+# check stays).
 DROPS = (Drop("shortcuts", lambda options: options.shortcuts[:1],
               "the planted shortcuts beyond the first"),
-         Drop("discovery", False, "the shortcut search on the audited model"))
+         Drop("discovery", False, "the shortcut search on the audited model"),
+         Drop("control", False, "the control copy (the methods' false alarms)"),
+         Drop("shortcuts", [], "the planted-shortcut injection test"))
 PROPERTY_SHARE = 0.35
 
 
@@ -250,7 +256,9 @@ def label_passes(options: Options, facts: Facts) -> Passes:
 
 def card(facts: Facts) -> bool:
     """Whether the run makes the reliability card, which makes the working copy first."""
-    return bool(facts.card_methods is None or facts.card_methods)
+    from auditor.steps.card import makes_card
+
+    return makes_card(facts)
 
 
 def traced(options: Options, facts: Facts) -> int:
