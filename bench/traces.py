@@ -132,6 +132,13 @@ def estimates(plan, timings: dict, counts) -> None:
         print(f"  {name:16s} estimate {estimate:7.1f} s  actual {actual:7.1f} s  "
               f"ratio {estimate / max(actual, 1e-9):5.2f}  traces charged {traced:6.1f} s  "
               f"rest charged {estimate - traced:6.1f} s  traced+copied {counted:6.1f} s")
+        train = timing.train or timing.backward
+        print(f"  {'':16s} forward {passes.forward:.0f} rows {passes.forward * timing.forward:.1f}"
+              f" s, backward {passes.backward:.0f} rows {passes.backward * timing.backward:.1f} s"
+              f", train {passes.train:.0f} rows {passes.train * train:.1f} s, traces "
+              f"{passes.traces} (loops {passes.loops}), copies {passes.copies} "
+              f"{passes.copies * (timing.copy or 0):.1f} s, kernels {passes.kernels:.0f} "
+              f"{passes.kernels * (timing.kernel or 0):.1f} s")
 
 
 if __name__ == "__main__":

@@ -403,6 +403,18 @@ def test_without_input_invariance_the_card_makes_no_shifted_copy_and_says_why():
     assert card["gradient"]["trusted"]
 
 
+def test_triage_off_the_model_is_counted_by_the_width_of_the_features_it_reads():
+    """Triage's neighbours, Mahalanobis and slices read the penultimate features: DenseNet121's
+    1,024 cost 8.7 kernels an image where MobileNetV3Small's 10 cost 2.7 (bench/traces.py),
+    and the plan counts the difference (it once charged both 2.1)."""
+    import auditor.sections.triage as triage
+
+    options = make_config({}, model="demo").options["triage"]
+    narrow = triage.passes(options, dataclasses.replace(SMALL, features=10)).kernels
+    wide = triage.passes(options, dataclasses.replace(SMALL, features=1024)).kernels
+    assert 2.5 < narrow / SMALL.images < 3 and 8 < wide / SMALL.images < 9.5
+
+
 def test_a_working_copy_that_is_not_the_models_twin_is_counted_tracing_its_own_passes():
     """A copy whose structure differs (a keras-hub rebuild) calls none of the model's traces:
     the card traces its methods' passes once more for it, Clever Hans its logits, the

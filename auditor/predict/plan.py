@@ -131,6 +131,7 @@ class Facts:
     card_score: str = "logit"  # the score the card's maps explain (its compiled passes')
     sections: tuple[str, ...] = ()  # the run's sections, for work one does for another
     multilabel: bool = False  # a multi-label model (sections audit it per label)
+    features: int | None = None  # width of the penultimate features (None: not known)
     # The audit's working copy is the model's twin and calls its traces (inputs/traces.py);
     # False: a copy of another structure (a keras-hub rebuild) traces every pass anew.
     twin_copy: bool = True
