@@ -199,7 +199,8 @@ def passes(options: Options, facts: Facts) -> Passes:
     copy_classes = min(options.copy_classes or facts.classes, facts.classes)
     tuning = Passes(forward=train if copies else 0,
                     train=copies * options.steps * options.batch_size,
-                    traces=traced(options, facts), copies=int(copies > 0 and not card(facts)))
+                    traces=traced(options, facts), copies=int(copies > 0 and not card(facts)),
+                    train_traces=int(copies > 0))
     # each copy's predictions on the held-out images with each shortcut, and clean (the
     # control's once for all its probes)
     clean_and_marked = (measures + len(options.shortcuts) + options.control) * held
@@ -242,7 +243,8 @@ def label_passes(options: Options, facts: Facts) -> Passes:
                        backward=shortcuts * 2 * explained[1],
                        train=shortcuts * 2 * options.steps * options.batch_size,
                        traces=traced(options, facts),
-                       copies=int(shortcuts > 0 and not card(facts)))
+                       copies=int(shortcuts > 0 and not card(facts)),
+                       train_traces=int(shortcuts > 0))
     if not options.discovery:
         return injection
     per_label = search_per_class(options, facts.classes)
@@ -262,18 +264,17 @@ def card(facts: Facts) -> bool:
 
 
 def traced(options: Options, facts: Facts) -> int:
-    """The functions the section traces. The fine-tuned copies are the audit's working copy
-    (inputs/copies.py) with other weights: on it, once for all of them, the training step, and
-    with the concepts section two for the neuron groups (their activations and gradients at
-    the copy's layer: a bound, shared with the concepts section's when it taps the same
-    layers; not held to a count by tests/test_traces.py). The copy calls the model's own
-    traces (inputs/traces.py) of its re-predictions (the logits the plan's timing traced), of
-    the search's logits and features (the prediction pass's) and of the attribution passes,
-    so the methods' passes, on the copies and the discovery's on the audited model (its
-    fallback's; the card's own choice is traced), are traced once for both, and only those
-    the reliability card did not trace already. A working copy that is not the model's twin
-    (``Facts.twin_copy``) traces its own: its logits, the search's logits and features, and
-    its methods' passes."""
+    """The functions the section traces besides the copies' training step (traced once for all of
+    them on the audit's working copy, inputs/copies.py, and counted apart as
+    ``Passes.train_traces``): with the concepts section two for the neuron groups (their activations
+    and gradients at the copy's layer: a bound, shared with the concepts section's when it taps the
+    same layers; not held to a count by tests/test_traces.py). The copy calls the model's own traces
+    (inputs/traces.py) of its re-predictions (the logits the plan's timing traced), of the search's
+    logits and features (the prediction pass's) and of the attribution passes, so the methods'
+    passes, on the copies and the discovery's on the audited model (its fallback's; the card's own
+    choice is traced), are traced once for both, and only those the reliability card did not trace
+    already. A working copy that is not the model's twin (``Facts.twin_copy``) traces its own: its
+    logits, the search's logits and features, and its methods' passes."""
     from auditor.methods.attribution.registry import compiled_passes
     from auditor.steps.card import DEFAULT_METHODS
 
@@ -283,7 +284,7 @@ def traced(options: Options, facts: Facts) -> int:
     copies = bool(len(options.shortcuts) + options.control)
     explained = ((compiled_passes(methods, "logit") if copies else set())
                  | (compiled_passes([fallback], "logit") if options.discovery else set()))
-    own = 1 + 2 * ("concepts" in facts.sections) if copies else 0
+    own = 2 * ("concepts" in facts.sections) if copies else 0
     if copies and not facts.twin_copy:
         own += 2 + len(compiled_passes(methods, "logit"))
     return own + len(explained - compiled_passes(carded, facts.card_score))
