@@ -94,7 +94,8 @@ def main() -> None:
         if profile is not None:
             profiled(profile, args.profile)
         if plan is not None and plan.timing is not None:
-            print(f"timing: trace {plan.timing.trace:.2f} s, copy {plan.timing.copy or 0:.2f} s, "
+            print(f"timing: trace {plan.timing.trace:.2f} s, training trace "
+                  f"{plan.timing.train_trace or 0:.2f} s, copy {plan.timing.copy or 0:.2f} s, "
                   f"kernel {plan.timing.kernel or 0:.4f} s, backward "
                   f"{plan.timing.backward * 1e3:.2f} ms/image")
             estimates(plan, timings, counts)
@@ -126,7 +127,8 @@ def estimates(plan, timings: dict, counts) -> None:
         if actual is None:
             continue
         estimate, timing = plan.estimate(name), plan.timing
-        traced = timing.seconds(type(passes)(traces=passes.traces, loops=passes.loops))
+        traced = timing.seconds(type(passes)(traces=passes.traces, loops=passes.loops,
+                                             train_traces=passes.train_traces))
         parts = [p for p in counts.seconds if p.endswith(f"/{name}.py")]
         counted = sum(counts.seconds[p] for p in parts)
         print(f"  {name:16s} estimate {estimate:7.1f} s  actual {actual:7.1f} s  "
@@ -136,7 +138,8 @@ def estimates(plan, timings: dict, counts) -> None:
         print(f"  {'':16s} forward {passes.forward:.0f} rows {passes.forward * timing.forward:.1f}"
               f" s, backward {passes.backward:.0f} rows {passes.backward * timing.backward:.1f} s"
               f", train {passes.train:.0f} rows {passes.train * train:.1f} s, traces "
-              f"{passes.traces} (loops {passes.loops}), copies {passes.copies} "
+              f"{passes.traces} (loops {passes.loops}, training steps {passes.train_traces})"
+              f", copies {passes.copies} "
               f"{passes.copies * (timing.copy or 0):.1f} s, kernels {passes.kernels:.0f} "
               f"{passes.kernels * (timing.kernel or 0):.1f} s")
 
