@@ -118,6 +118,20 @@ def test_the_working_copy_calls_the_models_traces_with_its_own_weights(tmp_path)
     assert not twins(handle.logits_model, shifted_copy(handle).logits_model)
 
 
+def two_layer_cnn(folder) -> str:
+    """A small saved CNN with two named convolutions and a BatchNormalization between."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((10, 10, 3))
+    h = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="first")(inputs)
+    h = keras.layers.BatchNormalization()(h)
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="second")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    keras.Model(inputs, keras.layers.Dense(3)(h)).save(folder / "model.keras")
+    return str(folder / "model.keras")
+
+
 def test_the_copies_re_predictions_and_neuron_groups_pass_are_the_models_traces(tmp_path):
     """The Clever Hans copies' re-predictions (``logits_fn``) and the concepts' pass of every
     layer's activations and gradients (the groups of each copy, the survival test's randomised
@@ -126,7 +140,6 @@ def test_the_copies_re_predictions_and_neuron_groups_pass_are_the_models_traces(
     computes them."""
     import dataclasses
 
-    import keras
     import numpy as np
 
     from auditor.inputs.copies import copy_model, scratch_copy
@@ -135,14 +148,7 @@ def test_the_copies_re_predictions_and_neuron_groups_pass_are_the_models_traces(
     from auditor.methods.concepts.faithful import randomised_activations
     from auditor.methods.concepts.groups import activations, activations_and_gradients
 
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((10, 10, 3))
-    h = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="first")(inputs)
-    h = keras.layers.BatchNormalization()(h)
-    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="second")(h)
-    h = keras.layers.GlobalAveragePooling2D()(h)
-    keras.Model(inputs, keras.layers.Dense(3)(h)).save(tmp_path / "model.keras")
-    handle = load_model(str(tmp_path / "model.keras"), input_range="0-1")
+    handle = load_model(two_layer_cnn(tmp_path), input_range="0-1")
     x = np.random.default_rng(0).uniform(0, 1, (5, 10, 10, 3)).astype(np.float32)
     targets = np.array([0, 1, 2, 0, 1])
     layers = ["first", "second"]
