@@ -454,6 +454,7 @@ def plan_sections(config, names, loaded, predictions):
     """The compute plan of this run's sections (predict.plan), sized by the time a pass of this
     model takes, measured here (when the sections run any pass) unless the handle holds it."""
     from auditor.predict.plan import Facts, make_plan, model_timing, runs_passes
+    from auditor.predict.predictions import pass_function
     from auditor.steps.card import card_candidates, card_score
 
     handle, train = loaded.handle, loaded.train_dataset
@@ -463,7 +464,8 @@ def plan_sections(config, names, loaded, predictions):
                   compare=loaded.compare_handle is not None,
                   mistakes=mistakes_to_explain(predictions),
                   card_methods=card_candidates(config, names), card_score=card_score(config),
-                  sections=tuple(names), multilabel=handle.multilabel)
+                  sections=tuple(names), multilabel=handle.multilabel,
+                  features=pass_function(handle)[1] or None)
     modules = {name: section_module(name) for name in names}
     timed = runs_passes(modules, config.options, facts)
     return make_plan(modules, config.options, config.section_options, facts, config.budget,

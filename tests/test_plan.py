@@ -317,7 +317,7 @@ def test_a_named_budget_too_small_for_the_fixed_costs_leaves_work_out_and_says_w
     plan = plan_for(MODULES, {}, facts, "quick", timing=TRACE_BOUND)
     assert {"featureviz", "concepts", "attribution"} <= set(plan.dropped)
     assert plan.options["featureviz"].compare is False
-    assert "lrp" not in plan.options["attribution"].methods
+    assert plan.options["attribution"].input_invariance is False
     assert plan.estimated_seconds() < 0.8 * floors.estimated_seconds()
     lines = [line for line in plan.describe() if "left out" in line]
     assert len(lines) == sum(len(drops) for drops in plan.dropped.values())
@@ -331,6 +331,102 @@ def test_a_named_budget_too_small_for_the_fixed_costs_leaves_work_out_and_says_w
     assert "compare" not in {d.setting for d in given.dropped.get("featureviz", [])}
     assert not plan_for(MODULES, {}, facts, 3000, timing=TRACE_BOUND).dropped
     assert not plan_for(MODULES, {}, facts, "quick", timing=TIMED).dropped
+
+
+def test_a_card_method_the_plan_drops_is_counted_by_the_sections_taking_their_method_from_it():
+    """Once the plan leaves Grad-CAM off the card, Clever Hans traces Grad-CAM's pass itself
+    (the card no longer did): counted by the card's methods as the plan chose them, not as
+    the spec gave them (one trace short before)."""
+    import auditor.sections.clever_hans as clever_hans
+
+    facts = dataclasses.replace(SMALL, sections=tuple(SECTION_NAMES))
+    dear = dataclasses.replace(TRACE_BOUND, trace=2 * TRACE_BOUND.trace)  # DenseNet121-like
+    tables = {"clever_hans": {"shortcuts": ["patch"], "control": True}}  # its copies stay
+    plan = plan_for(MODULES, tables, facts, "quick", timing=dear)
+    kept = tuple(plan.options["attribution"].methods)
+    assert "gradcam" not in kept
+    options = plan.options["clever_hans"]
+    informed = dataclasses.replace(facts, card_methods=kept)
+    assert plan.passes["clever_hans"].traces == clever_hans.passes(options, informed).traces
+    assert plan.passes["clever_hans"].traces == clever_hans.passes(options, facts).traces + 1
+
+
+def test_every_drop_a_section_declares_saves_time_and_names_a_setting_it_has():
+    """Each section's drops, taken in order on its lowest settings, make it cheaper at the
+    timing of a model whose traces are dear (a drop that saves nothing would leave work out for
+    nothing), and each is a setting of its Options, the spec key the report names; the card,
+    the Clever Hans copies and robustness declare theirs."""
+    from auditor.predict.plan import _resolved, _scaled, planned_settings
+
+    facts = dataclasses.replace(SMALL, sections=tuple(SECTION_NAMES))
+    kernels = TRACE_BOUND.in_kernels()
+    options = make_config({}, model="demo").options
+    declaring = set()
+    for name, module in MODULES.items():
+        drops = getattr(module, "DROPS", ())
+        declaring |= {name} if drops else set()
+        current = _resolved(module, options[name], facts)
+        current = _scaled(current, planned_settings(module, facts, current), 0.0)
+
+        def cost(opts, module=module):
+            step = getattr(module, "STEP", None)
+            passes = module.passes(opts, facts) + (step[1](opts, facts) if step else
+                                                    type(module.passes(opts, facts))())
+            return kernels.seconds(passes)
+
+        for drop in drops:
+            assert drop.setting in {f.name for f in dataclasses.fields(current)}, (name, drop)
+            cheaper = drop.applied(current)
+            assert cost(cheaper) < cost(current), (name, drop.what)
+            current = cheaper
+    assert {"attribution", "clever_hans", "robustness", "concepts", "featureviz"} <= declaring
+
+
+def test_without_input_invariance_the_card_makes_no_shifted_copy_and_says_why():
+    """The card's input-invariance column, once dropped, costs no copy and no trace on it, and
+    its cells say it was not measured (skipped, never a pass)."""
+    from auditor.methods.attribution.reliability import build_card
+    from auditor.steps.card import invariance_part
+    from auditor.steps.card import passes as card_passes
+
+    attribution = make_config({}, model="demo").options["attribution"]
+    off = dataclasses.replace(attribution, input_invariance=False)
+    full, dropped = card_passes(attribution, SMALL), card_passes(off, SMALL)
+    assert (full.copies, dropped.copies) == (2, 1)
+    assert dropped.traces < full.traces and dropped.total < full.total
+    changes, reason = invariance_part(None, off, ["gradient"])
+    assert changes == {} and "attribution.input_invariance" in reason
+    card = build_card(["gradient"], randomisation={"gradient": 0.1}, sanity_degenerate={},
+                      invariance=changes, invariance_reason=reason,
+                      faithfulness={"gradient": 0.2}, faithfulness_degenerate={})
+    assert card["gradient"]["input_invariance"]["status"] == "skipped"
+    assert card["gradient"]["trusted"]
+
+
+def test_triage_off_the_model_is_counted_by_the_width_of_the_features_it_reads():
+    """Triage's neighbours, Mahalanobis and slices read the penultimate features: DenseNet121's
+    1,024 cost 8.7 kernels an image where MobileNetV3Small's 10 cost 2.7 (bench/traces.py),
+    and the plan counts the difference (it once charged both 2.1)."""
+    import auditor.sections.triage as triage
+
+    options = make_config({}, model="demo").options["triage"]
+    narrow = triage.passes(options, dataclasses.replace(SMALL, features=10)).kernels
+    wide = triage.passes(options, dataclasses.replace(SMALL, features=1024)).kernels
+    assert 2.5 < narrow / SMALL.images < 3 and 8 < wide / SMALL.images < 9.5
+
+
+def test_a_working_copy_that_is_not_the_models_twin_is_counted_tracing_its_own_passes():
+    """A copy whose structure differs (a keras-hub rebuild) calls none of the model's traces:
+    the card traces its methods' passes once more for it, Clever Hans its logits, the
+    search's pass and its methods', the survival test its pass."""
+    facts = dataclasses.replace(SMALL, sections=tuple(SECTION_NAMES))
+    twin = plan_for(MODULES, {}, facts, 10 ** 9, timing=TIMED).passes
+    other = plan_for(MODULES, {}, facts, 10 ** 9,
+                     timing=dataclasses.replace(TIMED, twin=False)).passes
+    extra = {name: other[name].traces - twin[name].traces for name in twin}
+    assert extra["card"] >= 4 and extra["clever_hans"] >= 3 and extra["concepts"] == 1
+    assert not {name for name, more in extra.items() if more} - {"card", "clever_hans",
+                                                                  "concepts"}
 
 
 def test_the_report_says_what_the_plan_left_out_and_how_to_bring_it_back(demo_report,

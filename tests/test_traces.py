@@ -37,10 +37,11 @@ def test_the_card_and_clever_hans_trace_and_copy_what_the_plan_declares(
     # the shifted copy; two copies
     assert len(model_traces(counts, card)) == declared["card"].traces == 7
     assert counts.copies[card] == declared["card"].copies == 2
-    # Clever Hans: the training step and the logits on the working copy the card made; the
-    # search's logits and features are the prediction pass's trace, its methods' passes the
-    # card's
-    assert len(model_traces(counts, hans)) == declared["clever_hans"].traces == 2
+    # Clever Hans: the training step on the working copy the card made; its re-predictions
+    # are the model's logits (traced when the plan timed the model), the search's logits and
+    # features the prediction pass's trace, its methods' passes the card's
+    assert declared["clever_hans"].train_traces == 1 and declared["clever_hans"].traces == 0
+    assert model_traces(counts, hans) == ["step"]
     assert counts.copies[hans] == declared["clever_hans"].copies == 0
 
 
@@ -58,7 +59,7 @@ def test_without_the_card_clever_hans_makes_the_working_copy_and_traces_its_meth
     hans = "auditor/sections/clever_hans.py"
     # + gradient's and Grad-CAM's passes, traced once for the copy and the model (the
     # discovery's, gradient with no card, is the copy's input gradient)
-    assert len(model_traces(counts, hans)) == declared.traces == 4
+    assert len(model_traces(counts, hans)) == declared.traces + declared.train_traces == 3
     assert counts.copies[hans] == declared.copies == 1
 
 
@@ -115,3 +116,73 @@ def test_the_working_copy_calls_the_models_traces_with_its_own_weights(tmp_path)
         assert not np.allclose(shared[m], own[m], rtol=1e-2, atol=1e-6), m
         np.testing.assert_array_equal(attribute(handle, x, targets, m), own[m])
     assert not twins(handle.logits_model, shifted_copy(handle).logits_model)
+
+
+def two_layer_cnn(folder) -> str:
+    """A small saved CNN with two named convolutions and a BatchNormalization between."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((10, 10, 3))
+    h = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="first")(inputs)
+    h = keras.layers.BatchNormalization()(h)
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="second")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    keras.Model(inputs, keras.layers.Dense(3)(h)).save(folder / "model.keras")
+    return str(folder / "model.keras")
+
+
+def test_the_copies_re_predictions_and_neuron_groups_pass_are_the_models_traces(tmp_path):
+    """The Clever Hans copies' re-predictions (``logits_fn``) and the concepts' pass of every
+    layer's activations and gradients (the groups of each copy, the survival test's randomised
+    copy) call the model's traces with the copy's weights: nothing traced for the copy, and
+    the copy's own logits, activations and gradients, as an independent copy tracing its own
+    computes them."""
+    import dataclasses
+
+    import numpy as np
+
+    from auditor.inputs.copies import copy_model, scratch_copy
+    from auditor.inputs.models import load_model
+    from auditor.methods.attribution.sanity import reinitialise, weighted_layers
+    from auditor.methods.concepts.faithful import randomised_activations
+    from auditor.methods.concepts.groups import activations, activations_and_gradients
+
+    handle = load_model(two_layer_cnn(tmp_path), input_range="0-1")
+    x = np.random.default_rng(0).uniform(0, 1, (5, 10, 10, 3)).astype(np.float32)
+    targets = np.array([0, 1, 2, 0, 1])
+    layers = ["first", "second"]
+    logits = handle.logits_fn(x).numpy()
+    groups = activations_and_gradients(handle, layers, x, targets)
+    first = activations(handle, "first", x)
+
+    copy = scratch_copy(handle)
+    for index, (_, layer) in enumerate(weighted_layers(copy.logits_model)):
+        reinitialise(layer, 10 + index)
+    with counting() as counts:
+        shared = (copy.logits_fn(x).numpy(), activations_and_gradients(copy, layers, x, targets),
+                  activations(copy, "first", x))
+    assert not counts.traces
+    alone_model = copy_model(copy.logits_model)
+    alone = dataclasses.replace(handle, model=alone_model, logits_model=alone_model, compiled={})
+    expected = (alone.logits_fn(x).numpy(), activations_and_gradients(alone, layers, x, targets),
+                activations(alone, "first", x))
+    np.testing.assert_allclose(shared[0], expected[0], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(shared[0], logits, atol=1e-3)
+    for layer in layers:
+        for mine, theirs, model in zip(shared[1][layer], expected[1][layer], groups[layer],
+                                       strict=True):
+            np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-6)
+            assert not np.allclose(mine, model, atol=1e-4)
+    np.testing.assert_allclose(shared[2], expected[2], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(shared[2], first, atol=1e-4)
+    np.testing.assert_array_equal(handle.logits_fn(x).numpy(), logits)
+
+    with counting() as counts:  # the survival test's randomised copy: no trace of its own
+        random = randomised_activations(handle, layers, x, seed=3)
+    assert not counts.traces
+    for index, (_, layer) in enumerate(weighted_layers(alone_model)):
+        reinitialise(layer, 3 + index)
+    for layer in layers:
+        np.testing.assert_allclose(random[layer], activations(alone, layer, x), rtol=1e-5,
+                                   atol=1e-6)

@@ -8,7 +8,6 @@ stripped on a copy, so that saliency is never flattened by a saturated softmax.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import warnings
@@ -140,19 +139,26 @@ class ModelHandle:
             out = tf.math.log(tf.clip_by_value(out, 1e-12, 1.0))
         return out
 
-    @functools.cached_property
+    @property
     def logits_fn(self):
-        """``logits`` compiled once per model; the prediction pass and sections share it. Its
+        """``logits`` compiled once per model and input transform; the prediction pass and
+        sections share it, and so does a copy that is the model's twin (inputs/traces.py: the
+        Clever Hans copies' re-predictions call the model's trace with their weights). Its
         signature takes any number of images, so that a batch of another size (the last, a
         section's) does not trace it again (seconds to tens of seconds on a large model)."""
         import tensorflow as tf
 
-        @tf.function(input_signature=[tf.TensorSpec((None, *self.input_shape), tf.float32)],
-                     autograph=False)  # straight-line Python: autograph only slows the trace
-        def logits(images):
-            return self.logits(images)
+        from auditor.inputs.traces import compiled
 
-        return logits
+        def make(origin):
+            def logits(images):
+                return origin.logits(images)
+
+            return logits
+
+        # straight-line Python: autograph only slows the trace
+        return compiled(self, "logits", make,
+                        [tf.TensorSpec((None, *self.input_shape), tf.float32)], autograph=False)
 
     def set_transform(self, transform: InputTransform) -> None:
         """Map display space to the model's input with ``transform`` from now on. Compiled
@@ -160,11 +166,8 @@ class ModelHandle:
         (``other_transforms``) and those of this one, when it was used before, taken back."""
         if transform == self.transform:
             return
-        self.other_transforms[self.transform] = (self.compiled,
-                                                 self.__dict__.pop("logits_fn", None))
-        self.compiled, logits_fn = self.other_transforms.pop(transform, ({}, None))
-        if logits_fn is not None:
-            self.__dict__["logits_fn"] = logits_fn
+        self.other_transforms[self.transform] = self.compiled
+        self.compiled = self.other_transforms.pop(transform, {})
         self.transform = transform
 
     def assign_weights(self, weights: list) -> None:

@@ -39,13 +39,19 @@ def share_traces(copy, origin) -> bool:
     return False
 
 
+def origin_of(handle):
+    """The handle whose traces ``handle`` calls (itself unless it shares another's): where
+    what a pass notes while it traces (a layer's shape) is kept for every handle calling it."""
+    return handle.compiled.get(ORIGIN, handle)
+
+
 def compiled(handle, key, make: Callable, input_signature: list, **options) -> Callable:
     """``handle.compiled[key]``, made on first use: ``make(origin)`` (a function of the
     signature's tensors that reads the origin handle's model) compiled with ``options``
     (``tf.function``'s) so that it takes the weights as arguments, traced once for the origin
     and every handle that shares its traces, and called with ``handle``'s own variables."""
     if key not in handle.compiled:
-        origin = handle.compiled.get(ORIGIN, handle)
+        origin = origin_of(handle)
         stateless = origin.compiled.get((STATELESS, key))
         if stateless is None:
             stateless = origin.compiled[(STATELESS, key)] = _stateless(

@@ -90,7 +90,9 @@ class Passes:
     ``copies`` the copies of the model it makes (randomised, shifted, fine-tuned:
     inputs/copies.py; seconds each on a large model); ``kernels`` is work off the model
     (scikit-learn fits, cleanlab, hashing) in reference kernels (``reference_kernel``), as
-    measured on this machine. A training row counts as a forward-backward one in the budget."""
+    measured on this machine; ``train_traces`` are traces of a training step (the gradient of
+    every weight and the optimiser's update: the Clever Hans copies'), dearer than a trace of
+    the input gradient. A training row counts as a forward-backward one in the budget."""
 
     forward: float = 0.0
     backward: float = 0.0
@@ -99,6 +101,7 @@ class Passes:
     copies: int = 0
     loops: int = 0
     kernels: float = 0.0
+    train_traces: int = 0  # traces of a training step (each at Timing.train_trace)
 
     def __add__(self, other: Passes) -> Passes:
         return Passes(*(a + b for a, b in zip(dataclasses.astuple(self),
@@ -131,6 +134,10 @@ class Facts:
     card_score: str = "logit"  # the score the card's maps explain (its compiled passes')
     sections: tuple[str, ...] = ()  # the run's sections, for work one does for another
     multilabel: bool = False  # a multi-label model (sections audit it per label)
+    features: int | None = None  # width of the penultimate features (None: not known)
+    # The audit's working copy is the model's twin and calls its traces (inputs/traces.py);
+    # False: a copy of another structure (a keras-hub rebuild) traces every pass anew.
+    twin_copy: bool = True
 
     @property
     def wrong(self) -> int:
@@ -154,11 +161,19 @@ class Timing:
     train: float | None = None  # None: as a forward-backward pass
     kernel: float | None = None  # None: not timed (the plan then sizes named budgets by FLOPs)
     copy: float | None = None  # None: not timed (copies then count nothing)
+    twin: bool = True  # the timed copy is the model's twin (inputs/traces.py)
+    # The first call of a training pass, less a call: a trace of every weight's gradient,
+    # dearer than ``trace`` (Python tracing alone, counted by tests/tracecount.py: 9.0 s
+    # against 5.8 s on MobileNetV3Small at 48 px, 59 s against 25 s on DenseNet121 under a
+    # load of 8 to 9). None: as ``trace``.
+    train_trace: float | None = None
 
     def seconds(self, passes: Passes) -> float:
         return (passes.forward * self.forward + passes.backward * self.backward
                 + passes.train * (self.backward if self.train is None else self.train)
                 + (passes.traces + (LOOP_TRACE - 1) * passes.loops) * self.trace
+                + passes.train_traces * (self.trace if self.train_trace is None
+                                         else self.train_trace)
                 + passes.copies * (self.copy or 0.0) + passes.kernels * (self.kernel or 0.0))
 
     def in_kernels(self) -> Timing:
@@ -171,7 +186,8 @@ class Timing:
             return float(GRID ** round(math.log(value / self.kernel, GRID)))
 
         return Timing(graded(self.forward), graded(self.backward), graded(self.trace),
-                      graded(self.train), kernel=1.0, copy=graded(self.copy))
+                      graded(self.train), kernel=1.0, copy=graded(self.copy), twin=self.twin,
+                      train_trace=graded(self.train_trace))
 
 
 @dataclass
@@ -270,7 +286,7 @@ class Plan:
     def _timing_block(self) -> dict:
         """What was measured (seconds per image, and the reference kernel's seconds) and, for a
         named budget, what the plan used: the graded times and the budget in kernels."""
-        kinds = ("forward", "backward", "train", "trace", "copy")
+        kinds = ("forward", "backward", "train", "trace", "copy", "train_trace")
         block: dict = {"measured": {k: getattr(self.timing, k) for k in kinds
                                     if getattr(self.timing, k) is not None}}
         if self.timing.kernel is not None:
@@ -371,6 +387,8 @@ def make_plan(modules: dict, options: dict, tables: dict[str, dict], facts: Fact
     fits the budget, found by bisection (cost grows with every setting). ``Plan.options`` are
     the sections' options with what the plan lowered.
     """
+    if timing is not None and not timing.twin:
+        facts = dataclasses.replace(facts, twin_copy=False)
     kernels = (timing.in_kernels() if isinstance(budget, str) and timing is not None
                and timing.kernel else None)
     limit = BUDGETS[budget] * REFERENCE_PASS if kernels else budget_passes(budget, flops)
@@ -455,6 +473,18 @@ def runs_passes(modules: dict, options: dict, facts: Facts) -> bool:
     return sum(p.total for p in _charged(modules, full, facts).values()) > 0
 
 
+def _informed(modules: dict, chosen: dict, facts: Facts) -> Facts:
+    """``facts`` as the sections' ``chosen`` options make them for the others: a section whose
+    options others read declares how (``informs(options, facts)``: the attribution section's
+    methods are the card's, which Clever Hans, triage and contrastive take theirs from), so
+    that what the plan drops from one is not still counted by another."""
+    for name, options in chosen.items():
+        informs = getattr(modules[name], "informs", None)
+        if informs is not None:
+            facts = informs(options, facts)
+    return facts
+
+
 def _charged(modules: dict, chosen: dict, facts: Facts) -> dict[str, Passes]:
     """Each step's and each section's passes, the steps first (the pipeline makes them
     before the sections): a
@@ -462,6 +492,7 @@ def _charged(modules: dict, chosen: dict, facts: Facts) -> dict[str, Passes]:
     (the attribution section's reliability card, steps/card.py); a step several sections
     ask of (the saliency of the mistakes, steps/saliency.py) is charged what each asks."""
     steps, passes = {}, {}
+    facts = _informed(modules, chosen, facts)
     for name, options in chosen.items():
         step = getattr(modules[name], "STEP", None)
         if step is not None:
@@ -587,11 +618,17 @@ def measure_timing(handle, rows: int | None = None) -> Timing:
             kernels.append(_timed(kernel))
             calls.append(_timed(run_batch, handle, fn, x))
         seconds[name] = float(np.median(calls)) / rows
-        if name == "backward":
-            seconds["trace"] = max(first - seconds[name] * rows, 0.0)
+        if name in ("backward", "train"):
+            seconds["trace" if name == "backward" else "train_trace"] = max(
+                first - seconds[name] * rows, 0.0)
     kernels.append(_timed(kernel))
+    from auditor.inputs.traces import twins
+
     try:
-        seconds["copy"] = _timed(copy_model, handle.logits_model)
+        tick = time.perf_counter()
+        copy = copy_model(handle.logits_model)
+        seconds["copy"] = time.perf_counter() - tick
+        seconds["twin"] = twins(handle.logits_model, copy)
     except ModelError:  # a model that cannot be copied: the sections that copy it say why
         seconds["copy"] = None
     return Timing(**seconds, kernel=float(np.median(kernels)))

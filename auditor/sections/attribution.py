@@ -90,6 +90,9 @@ class Options:
     faithfulness_steps: int = 16
     reference_method: str = "gradient"  # the method the faithfulness check holds against random
     compare_layers: int = 3  # deepest stage-ending layers explained (gradient x activation)
+    # The card's input-invariance column: a shifted copy of the model, whose first layer pads
+    # with the shifted background, so every method's pass is traced again on it
+    input_invariance: bool = True
     display_smoothing: float = 0.0  # Gaussian sigma in pixels for shown maps only; 0 = raw
     method_options: dict = field(default_factory=dict)  # e.g. {smoothgrad = {samples = 32}}
 
@@ -117,14 +120,25 @@ class Options:
 PLANNED = {"sanity_samples": 4, "sanity_stages": 2, "faithfulness_samples": 8,
            "faithfulness_steps": 8}
 # Given up when a named budget cannot hold the section and the card at the floors
-# (predict/plan.py): the layers' maps, then the card's methods with a compiled pass of their
-# own (each traced on the model, the working copy and the shifted copy), the dearest first.
+# (predict/plan.py): the layers' maps; the card's input-invariance column (a copy of the model
+# and a trace of every method's pass on it: the card's dearest fixed cost after the model's
+# own traces, while randomisation and faithfulness, which decide what is trusted, stay); then
+# the card's methods with a compiled pass of their own (each traced on the model and the
+# shifted copy), the dearest first.
 DROPS = (Drop("compare_layers", 0, "the layers' maps"),
+         Drop("input_invariance", False, "the card's input-invariance column"),
          Drop("methods", lambda options: _without(options.methods, "lrp"), "LRP on the card"),
          Drop("methods", lambda options: _without(options.methods, "occlusion"),
               "occlusion on the card"),
          Drop("methods", lambda options: _without(options.methods, "gradcam", "gradcam_pp"),
               "Grad-CAM and Grad-CAM++ on the card"))
+
+
+def informs(options: Options, facts: Facts) -> Facts:
+    """The card's methods are this section's, as the plan chose them (a drop leaves some out):
+    the sections taking their method from the card count its traces by them."""
+    return dataclasses.replace(facts, card_methods=tuple(options.methods),
+                               card_score=options.score)
 
 
 def _without(methods: list[str], *left_out: str) -> list[str]:

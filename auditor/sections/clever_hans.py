@@ -155,10 +155,16 @@ PLANNED = {"steps": 25, "max_train": 200, "max_eval": 200, "explain": 16, "max_d
 SEARCH_SHARE = 0.75
 # Given up when a named budget cannot hold the section at the floors (predict/plan.py): the
 # planted shortcuts beyond the first (each a fine-tuned copy measured and searched), then the
-# search on the audited model.
+# search on the audited model, then the control copy (fine-tuned and measured like a planted
+# one: without it a method's mass on the shortcut is judged by the detection ratio alone, not
+# against its false alarm on a copy that never saw the shortcut), then the injection test
+# itself (its copies' training step, a trace of its own, and their fine-tuning: the property
+# check stays).
 DROPS = (Drop("shortcuts", lambda options: options.shortcuts[:1],
               "the planted shortcuts beyond the first"),
-         Drop("discovery", False, "the shortcut search on the audited model"))
+         Drop("discovery", False, "the shortcut search on the audited model"),
+         Drop("control", False, "the control copy (the methods' false alarms)"),
+         Drop("shortcuts", [], "the planted-shortcut injection test"))
 PROPERTY_SHARE = 0.35
 
 
@@ -193,7 +199,8 @@ def passes(options: Options, facts: Facts) -> Passes:
     copy_classes = min(options.copy_classes or facts.classes, facts.classes)
     tuning = Passes(forward=train if copies else 0,
                     train=copies * options.steps * options.batch_size,
-                    traces=traced(options, facts), copies=int(copies > 0 and not card(facts)))
+                    traces=traced(options, facts), copies=int(copies > 0 and not card(facts)),
+                    train_traces=int(copies > 0))
     # each copy's predictions on the held-out images with each shortcut, and clean (the
     # control's once for all its probes)
     clean_and_marked = (measures + len(options.shortcuts) + options.control) * held
@@ -236,7 +243,8 @@ def label_passes(options: Options, facts: Facts) -> Passes:
                        backward=shortcuts * 2 * explained[1],
                        train=shortcuts * 2 * options.steps * options.batch_size,
                        traces=traced(options, facts),
-                       copies=int(shortcuts > 0 and not card(facts)))
+                       copies=int(shortcuts > 0 and not card(facts)),
+                       train_traces=int(shortcuts > 0))
     if not options.discovery:
         return injection
     per_label = search_per_class(options, facts.classes)
@@ -250,18 +258,23 @@ def label_passes(options: Options, facts: Facts) -> Passes:
 
 def card(facts: Facts) -> bool:
     """Whether the run makes the reliability card, which makes the working copy first."""
-    return bool(facts.card_methods is None or facts.card_methods)
+    from auditor.steps.card import makes_card
+
+    return makes_card(facts)
 
 
 def traced(options: Options, facts: Facts) -> int:
-    """The functions the section traces. The fine-tuned copies are the audit's working copy
-    (inputs/copies.py) with other weights: on it, once for all of them, the training step and
-    the logits, and with the concepts section two more for the neuron groups (as declared
-    before they were counted: not held to a count by tests/test_traces.py). The copy calls the
-    model's own traces of the search's logits and features (the prediction pass's) and of the
-    attribution passes (inputs/traces.py), so the methods' passes, on the copies and the
-    discovery's on the audited model (its fallback's; the card's own choice is traced), are
-    traced once for both, and only those the reliability card did not trace already."""
+    """The functions the section traces besides the copies' training step (traced once for all of
+    them on the audit's working copy, inputs/copies.py, and counted apart as
+    ``Passes.train_traces``): with the concepts section two for the neuron groups (their activations
+    and gradients at the copy's layer: a bound, shared with the concepts section's when it taps the
+    same layers; not held to a count by tests/test_traces.py). The copy calls the model's own traces
+    (inputs/traces.py) of its re-predictions (the logits the plan's timing traced), of the search's
+    logits and features (the prediction pass's) and of the attribution passes, so the methods'
+    passes, on the copies and the discovery's on the audited model (its fallback's; the card's own
+    choice is traced), are traced once for both, and only those the reliability card did not trace
+    already. A working copy that is not the model's twin (``Facts.twin_copy``) traces its own: its
+    logits, the search's logits and features, and its methods' passes."""
     from auditor.methods.attribution.registry import compiled_passes
     from auditor.steps.card import DEFAULT_METHODS
 
@@ -271,7 +284,9 @@ def traced(options: Options, facts: Facts) -> int:
     copies = bool(len(options.shortcuts) + options.control)
     explained = ((compiled_passes(methods, "logit") if copies else set())
                  | (compiled_passes([fallback], "logit") if options.discovery else set()))
-    own = 2 + 2 * ("concepts" in facts.sections) if copies else 0
+    own = 2 * ("concepts" in facts.sections) if copies else 0
+    if copies and not facts.twin_copy:
+        own += 2 + len(compiled_passes(methods, "logit"))
     return own + len(explained - compiled_passes(carded, facts.card_score))
 
 

@@ -72,7 +72,7 @@ class Options:
 # randomised copy; 16 visualisation steps (a blurred but placed picture).
 PLANNED = {"sample": 30, "removal_images": 4, "survival_images": 8, "icon_steps": 16}
 # Given up when a named budget cannot hold the section at the floors (predict/plan.py): the
-# icons (a render loop's trace) and the survival test (a copy and a trace per layer).
+# icons (a render loop's trace) and the survival test (a copy of the model).
 DROPS = (Drop("icon_steps", 0, "the neuron groups' icons"),
          Drop("survival_images", 0, "the groups' survival of weight randomisation"))
 
@@ -80,17 +80,22 @@ DROPS = (Drop("icon_steps", 0, "the neuron groups' icons"),
 def passes(options: Options, facts: Facts) -> Passes:
     """The sample and each mistake twice (predicted, true) forward-backward, every layer's
     activation and gradient from one pass and one trace. Per layer: each group's removal and
-    random removals forward, one trace (the network run on with a group removed). The
-    randomised copy: one copy of the model and one trace for every layer, the survival images
-    forward. The icons: one forward-backward per group per step, one trace.
+    random removals forward, one trace (the network run on with a group removed). The randomised
+    copy: the audit's working copy (made here unless the card made it), the survival images
+    through the pass of every layer's activations and gradients, whose trace the copy shares
+    (inputs/traces.py; one trace of its own when it is not the model's twin,
+    ``Facts.twin_copy``). The icons: one forward-backward per group per step, one trace.
     tests/test_plan_accounting.py counts the traces."""
+    from auditor.steps.card import makes_card
+
     layers = max(1, len(options.layers) or 2)
     sample = min(options.sample, facts.images)
     mistakes = min(options.mistakes, facts.wrong)
     removal = options.groups * (2 + options.random_directions) * options.removal_images
     per_layer = Passes(forward=removal, traces=1)
     gradients = Passes(backward=sample + 2 * mistakes, traces=1)
-    survival = (Passes(forward=options.survival_images * layers, traces=1, copies=1)
+    survival = (Passes(backward=options.survival_images, copies=int(not makes_card(facts)),
+                       traces=0 if facts.twin_copy else 1)
                 if options.survival_images else Passes())
     icons = (Passes(backward=options.icon_steps * options.groups * layers, traces=1, loops=1)
              if options.icon_steps else Passes())

@@ -65,10 +65,11 @@ PLANNED = {"mistakes": 8, "steps": 50}
 
 
 def passes(options: Options, facts: Facts) -> Passes:
-    """Every mistake optimised (at most ``mistakes``) takes ``steps`` forward-backward passes,
-    and is predicted before and after."""
+    """Every mistake optimised (at most ``mistakes``) takes ``steps`` forward-backward passes
+    in one compiled search (one trace), and is predicted before and after (the model's logits,
+    traced when the plan timed the model)."""
     mistakes = min(options.mistakes, facts.wrong)
-    return Passes(forward=2 * mistakes, backward=mistakes * options.steps, traces=2)
+    return Passes(forward=2 * mistakes, backward=mistakes * options.steps, traces=1)
 
 
 def map_passes(options: Options, facts: Facts) -> Passes:

@@ -13,7 +13,7 @@ import numpy as np
 from auditor.checks.declared import Declared
 from auditor.errors import ConfigError
 from auditor.predict.batched import forward
-from auditor.predict.plan import Facts, Passes
+from auditor.predict.plan import Drop, Facts, Passes
 from auditor.predict.predictions import softmax
 from auditor.sections.base import Context, KeyFigure, SectionResult
 
@@ -88,6 +88,11 @@ class Options:
 # of Madry et al. in steps of half epsilon; 3 points of the curve are its two ends and the
 # check's epsilon, whose accuracy (the check, the key figure) is the same on any curve.
 PLANNED = {"samples": 30, "steps": 5, "curve_points": 3}
+# Given up when a named budget cannot hold the section at the floors (predict/plan.py): the
+# gallery (its images attacked at the check's epsilon predicted again and explained clean and
+# attacked, and its method's trace when the card did not make it); the curve and the check,
+# which the key figure reads, stay.
+DROPS = (Drop("gallery", 0, "the gallery of attacked images and their maps"),)
 
 
 def resolve(options: Options, facts: Facts) -> Options:
@@ -110,8 +115,22 @@ def passes(options: Options, facts: Facts) -> Passes:
     backward = rows * (1 + options.steps) * attacked + 2 * options.gallery
     if facts.compare:  # the compared model's untargeted PGD curve
         backward += rows // 2 * options.steps * attacked
-    return Passes(forward=2 * rows * len(grid) + rows // 2, backward=backward,
-                  traces=3 + 2 * facts.compare)
+    return Passes(forward=2 * rows * len(grid) + (rows // 2 if options.gallery else 0),
+                  backward=backward,
+                  traces=1 + _gallery_traced(options, facts) + 2 * facts.compare)
+
+
+def _gallery_traced(options: Options, facts: Facts) -> int:
+    """The gallery's maps trace their method's pass unless the reliability card did (the
+    re-predictions are the model's logits, traced when the plan timed the model)."""
+    from auditor.methods.attribution.registry import compiled_passes
+    from auditor.steps.card import DEFAULT_METHODS
+
+    if not options.gallery:
+        return 0
+    carded = DEFAULT_METHODS if facts.card_methods is None else facts.card_methods
+    return int(not compiled_passes([options.saliency_method], "logit")
+               <= compiled_passes(carded, facts.card_score))
 
 
 def resolve_target(rule: str, class_names: list[str]) -> str | int:
@@ -185,7 +204,7 @@ def _gallery(ctx, options, images, labels, kept, epsilon, positions):
     from auditor.methods.attribution import attribute
 
     names = ctx.dataset.class_names
-    if kept is None:
+    if kept is None or not options.gallery:
         return [], []
     clean_pred = ctx.predictions.preds[positions]
     adv_logits = forward(ctx.handle, kept).astype(np.float64)

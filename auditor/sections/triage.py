@@ -81,17 +81,26 @@ CHECKS = (LABEL_ERRORS, LABEL_ERRORS_PER_LABEL, ECE, LABEL_ECE, DUPLICATES, LEAK
 STEPS = ("features",)  # the neighbours and detectors read them (steps/features.py)
 # Triage's work off the model per image (audit and training sample), in reference kernels
 # (plan.reference_kernel): confident learning, the neighbours, the detectors, calibration,
-# hashing for duplicates and the slices. Measured on 200 RGB digit composites at 48 px (10
-# classes) beside MobileNetV3Small: the section's 17.8 s less its one trace (5.3 s traced, about
-# 2 s more to optimise) against a kernel of 24.5 ms under a load of 10: 2.1 kernels an image.
-TRIAGE_KERNELS = 2.1
+# hashing for duplicates and the slices. It grows with the width of the penultimate features
+# that the neighbours, Mahalanobis's class covariances and the slices' mixture read, so it is
+# counted as a part per image and a part per image and feature. Measured with bench/traces.py
+# --sections triage --profile, on 200 RGB digit composites at 48 px (10 classes), each
+# section's time less its maps (their trace included), under a load of 8 to 9:
+# MobileNetV3Small (whose logits model ends in a Flatten of its 10 logits: 10 features) 7.3 s
+# against a kernel of 13.5 ms, 2.7 kernels an image; DenseNet121 (1,024 features) 28 s
+# (Mahalanobis 11.9 s and the slices 11.9 s of it) against 16.1 ms, 8.7 kernels an image. The
+# line through the two: 2.7 and 5.9 per thousand features. (The former constant, 2.1 an image
+# from the MobileNetV3Small run alone, under-counted DenseNet121's triage by 27 s against 10.)
+TRIAGE_KERNELS = 2.7
+TRIAGE_FEATURE_KERNELS = 5.9e-3
 
 
 def passes(options: Options, facts: Facts) -> Passes:
     """The maps of the shown mistakes (predicted and true class) and of the shown slices'
     images, made here when the saliency step did not (counted as made here: a bound), with one
     trace of the method's pass unless the reliability card traced it; with --train-data the
-    training sample's logits and features; and the work off the model (TRIAGE_KERNELS)."""
+    training sample's logits and features; and the work off the model (TRIAGE_KERNELS, and
+    TRIAGE_FEATURE_KERNELS per penultimate feature)."""
     from auditor.methods.attribution.registry import attribution_rows, compiled_passes
     from auditor.steps.card import DEFAULT_METHODS
 
@@ -102,8 +111,9 @@ def passes(options: Options, facts: Facts) -> Passes:
     traced = not compiled_passes([options.method], "logit") <= compiled_passes(
         carded, facts.card_score)
     train = min(options.train_samples, facts.train_images or 0)
+    per_image = TRIAGE_KERNELS + TRIAGE_FEATURE_KERNELS * (facts.features or 0)
     return Passes(forward=rows[0] + 2 * train, backward=rows[1], traces=int(traced),
-                  kernels=TRIAGE_KERNELS * (facts.images + train))
+                  kernels=per_image * (facts.images + train))
 
 
 

@@ -99,13 +99,14 @@ COPIES = 2  # the audit's working copy (randomised stage by stage) and the shift
 
 
 def passes(options, facts: Facts) -> Passes:
-    """The card: every method on the sanity samples for the original and at each
-    randomisation stage, twice more for input invariance (the model and its shifted copy,
-    counted whenever the copy can be made, which methods/attribution/shifted.py does for most
-    models), and on the faithfulness samples, whose deletion and insertion curves (for each
-    method and a random map) and the complete methods' completeness are forward passes. Its
-    traces (``traced``) and its two copies: the audit's working copy, made here (the card is
-    the first to use it), and the shifted copy made from it."""
+    """The card: every method on the sanity samples for the original and at each randomisation
+    stage, twice more for input invariance (the model and its shifted copy, counted whenever the
+    copy can be made, which methods/attribution/shifted.py does for most models, unless
+    ``input_invariance`` is off), and on the faithfulness samples, whose deletion and insertion
+    curves (for each method and a random map) and the complete methods' completeness are forward
+    passes. Its traces (``traced``) and its two copies: the audit's working copy, made here (the
+    card is the first to use it), and the shifted copy made from it (none without input
+    invariance)."""
     from auditor.methods.attribution import METHODS
 
     samples = min(options.faithfulness_samples, facts.images)
@@ -113,28 +114,37 @@ def passes(options, facts: Facts) -> Passes:
     complete = [m for m in options.methods if m in METHODS and METHODS[m].complete][:1]
     completeness = 2 * samples * len(complete)
     sanity = min(options.sanity_samples, facts.images)
-    check = 3 * sanity  # the shifted copy's logits checked against the model's
+    shifted = options.input_invariance
+    check = 3 * sanity * shifted  # the shifted copy's logits checked against the model's
     return (_explain(options, facts, samples)
-            + Passes(forward=curves + completeness + check, traces=traced(options),
-                     copies=COPIES)
-            + _explain(options, facts, sanity, options.sanity_stages + 1 + 2))
+            + Passes(forward=curves + completeness + check, traces=traced(options, facts),
+                     copies=COPIES - (not shifted))
+            + _explain(options, facts, sanity, options.sanity_stages + 1 + 2 * shifted))
 
 
-def traced(options) -> int:
-    """The functions the card traces: the compiled passes its methods run (those that share
-    one share its trace: every gradient method the input gradient, Grad-CAM and Grad-CAM++ the
+def traced(options, facts: Facts) -> int:
+    """The functions the card traces: the compiled passes its methods run (those that share one
+    share its trace: every gradient method the input gradient, Grad-CAM and Grad-CAM++ the
     layer's) once for the model and the working copy (which calls the model's traces with its
-    randomised weights: inputs/traces.py), and again on the shifted copy, whose structure
-    differs (its first layer pads with the shifted background); on the model also the softmax
-    scores of the faithfulness curves and the scores of the completeness of a complete
-    method."""
+    randomised weights: inputs/traces.py; when it is not the model's twin, once more for it),
+    and again on the shifted copy for input invariance, whose structure differs (its first layer
+    pads with the shifted background: no weights make the model's graph compute it, so it cannot
+    call the model's traces); on the model also the softmax scores of the faithfulness curves
+    and the scores of the completeness of a complete method."""
     from auditor.methods.attribution import METHODS
     from auditor.methods.attribution.registry import compiled_passes
 
     own = compiled_passes(options.methods, options.score)
     complete = any(m in METHODS and METHODS[m].complete for m in options.methods)
     model = own | {("scores", "softmax")} | ({("scores", options.score)} if complete else set())
-    return len(model) + len(own)
+    return (len(model) + len(own) * (not facts.twin_copy)
+            + len(own) * options.input_invariance)
+
+
+def makes_card(facts: Facts) -> bool:
+    """Whether the run makes the reliability card, which makes the audit's working copy
+    first (the copy later sections reuse: inputs/copies.py)."""
+    return facts.card_methods is None or bool(facts.card_methods)
 
 
 def card_candidates(config, sections) -> tuple[str, ...]:
@@ -333,8 +343,12 @@ def resolved_options(ctx, options) -> dict:
 
 
 def invariance_part(ctx, options, methods):
-    """Each method's change on a copy of the model that absorbs a constant input shift."""
+    """Each method's change on a copy of the model that absorbs a constant input shift; none,
+    with the reason, when ``attribution.input_invariance`` is off (the plan's drop)."""
     from auditor.methods.attribution.reliability import input_invariance
+
+    if not options.input_invariance:
+        return {}, "not measured ('attribution.input_invariance' is off)"
 
     positions, targets = explained(ctx.predictions, options.sanity_samples, ctx.config.seed + 1)
     return input_invariance(ctx.handle, ctx.dataset.images(positions), targets, methods,

@@ -176,39 +176,23 @@ def randomised_activations(handle, layers: list[str], images: np.ndarray,
                            seed: int = 0) -> dict[str, np.ndarray]:
     """{layer: (n, h, w, C)} the activations of ``images`` at every layer of ``layers`` on one
     fully randomised copy of the model (every weighted layer re-drawn from its initialiser,
-    seeded), in one compiled forward pass: one copy and one trace for all the layers."""
-    import tensorflow as tf
-
-    from auditor.inputs.layers import activations_and_logits
+    seeded), in one pass: the pass of every layer's activations and gradients that the model's
+    groups were fitted with (``activations_and_gradients``), which the copy, the model's twin,
+    calls with its own weights (inputs/traces.py): one copy and no trace for all the layers.
+    Its gradients (a backward pass of a few images) are the price of not tracing a forward
+    pass of its own, which on a large model costs seconds to tens of seconds."""
     from auditor.methods.attribution.sanity import (
         randomisable_copy,
         reinitialise,
         weighted_layers,
     )
-    from auditor.methods.concepts.groups import (
-        flat_rows,
-        images_spec,
-        on_grid,
-        split_rows,
-        traced_shapes,
-    )
-    from auditor.predict.batched import chunked, rows_per_pass
+    from auditor.methods.concepts.groups import activations_and_gradients
 
     copy = randomisable_copy(handle)
     for index, (_, layer) in enumerate(weighted_layers(copy.logits_model)):
         reinitialise(layer, seed + index)
-    tapped, shapes = activations_and_logits(copy, layers), []
-
-    @tf.function(autograph=False, input_signature=[images_spec(copy)])  # as offset_logits
-    def flat(x):  # every layer's activation flattened into one row per image
-        acts, _ = tapped(x)
-        shapes[:] = traced_shapes(copy, layers, acts)  # static: noted once
-        return flat_rows(acts)
-
-    rows = chunked(copy, flat, np.asarray(images, np.float32),
-                   rows=rows_per_pass(copy, backward=False))
-    return {layer: on_grid(part, handle.input_shape, layer)
-            for layer, part in zip(layers, split_rows(rows, shapes), strict=True)}
+    found = activations_and_gradients(copy, layers, images, np.zeros(len(images), np.int32))
+    return {layer: acts for layer, (acts, _) in found.items()}
 
 
 def randomisation_survival(factors, random_acts: np.ndarray, weights: np.ndarray,

@@ -170,27 +170,37 @@ def layer_gradients(handle, layers: tuple[str, ...]):
     """(fn, shapes): a compiled function (images, targets) -> one row per image of every
     layer's activation and the gradient of the image's target logit with respect to it,
     flattened (``flat_rows``), in one backward pass for all the layers; and the list of the
-    activations' shapes, filled when it traces. Traced once for all the layers."""
+    activations' shapes, filled when it traces. Traced once for all the layers, for the model
+    and every copy that is its twin (inputs/traces.py: the randomised copy of the survival
+    test, the Clever Hans copies' groups)."""
     import tensorflow as tf
 
     from auditor.inputs.layers import activations_and_logits
+    from auditor.inputs.traces import compiled, origin_of
 
     key = ("concepts.gradients", tuple(layers))
-    if key not in handle.compiled:
-        tapped, shapes = activations_and_logits(handle, layers), []
+    shapes = origin_of(handle).compiled.setdefault((key, "shapes"), [])
 
-        @tf.function(autograph=False,  # straight-line code: see featureviz/render.py
-                     input_signature=[images_spec(handle), tf.TensorSpec([None], tf.int32)])
+    def make(origin):
+        tapped = activations_and_logits(origin, layers)
+
         def both(images, targets):
-            with tf.GradientTape() as tape:
+            # the weights are arguments (inputs/traces.py): the tape records the pass from the
+            # watched images
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(images)
                 acts, logits = tapped(images)
                 score = tf.gather(logits, targets, batch_dims=1)
             grads = tape.gradient(score, acts)
-            shapes[:] = traced_shapes(handle, layers, acts)  # static: once
+            shapes[:] = traced_shapes(origin, layers, acts)  # static: once
             return flat_rows([t for pair in zip(acts, grads, strict=True) for t in pair])
 
-        handle.compiled[key] = both, shapes
-    return handle.compiled[key]
+        return both
+
+    # straight-line code: see featureviz/render.py; traced once for the model and its twins
+    fn = compiled(handle, key, make, [images_spec(handle), tf.TensorSpec([None], tf.int32)],
+                  autograph=False)
+    return fn, shapes
 
 
 def activations_and_gradients(handle, layers: list[str], images: np.ndarray,
@@ -211,16 +221,14 @@ def activations_and_gradients(handle, layers: list[str], images: np.ndarray,
 def activations(handle, layer: str, images: np.ndarray) -> np.ndarray:
     """(n, h, w, C): the layer's activation alone, forward only, through the chunked path
     (a transformer's patch tokens on their grid)."""
-    import tensorflow as tf
-
     from auditor.inputs.layers import activation_model
+    from auditor.inputs.traces import compiled
     from auditor.predict.batched import chunked, rows_per_pass
 
-    key = ("concepts.activations", layer)
-    if key not in handle.compiled:
-        handle.compiled[key] = tf.function(activation_model(handle, layer), autograph=False,
-                                           input_signature=[images_spec(handle)])
-    return on_grid(chunked(handle, handle.compiled[key], np.asarray(images, np.float32),
+    fn = compiled(handle, ("concepts.activations", layer),
+                  lambda origin: activation_model(origin, layer), [images_spec(handle)],
+                  autograph=False)
+    return on_grid(chunked(handle, fn, np.asarray(images, np.float32),
                            rows=rows_per_pass(handle, backward=False)), handle.input_shape, layer)
 
 
