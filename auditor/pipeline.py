@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import importlib.metadata
 import json
 import sys
@@ -144,6 +145,7 @@ def joined(results: list[SectionResult], checks: dict) -> list[SectionResult]:
             for r in results]
 
 
+@functools.cache  # read once per process: the Keras callback audits many times in one
 def library_versions() -> dict[str, str]:
     versions = {"python": sys.version.split()[0], "auditor": __version__}
     for name in LIBRARIES:
@@ -576,7 +578,7 @@ def write_page(work: Path, summary: dict, written: dict, results, dataset) -> No
             "headline": headline(written, ran),
             "comparison": summary.get("baseline"),
             "changed_examples": changed_examples(summary.get("baseline"), dataset),
-            "libraries": library_versions(), "report_size": "@@REPORT_SIZE@@"}
+            "libraries": dict(library_versions()), "report_size": "@@REPORT_SIZE@@"}
     html = render_report(page)
     size = len(html.encode("utf-8"))
     html = html.replace("@@REPORT_SIZE@@", f"{size / 1e6:.2f} MB" if size >= 1e6
