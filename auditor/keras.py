@@ -161,11 +161,13 @@ class AuditCallback(keras.callbacks.Callback):
         self._trackers: dict = {}
         self._sizer = None  # runs.overhead's plan_at and the fixed seconds of an audit
         # The once-per-fit work, in seconds: "setup" (the copy of the model, the data, the
-        # first prediction pass), "timing" (the model's passes timed, when an audit needs it)
-        # and "index" (written when training ends; the account holds it from the start).
+        # first prediction pass), "timing" (the model's passes timed, when an audit needs it),
+        # "index" (written when training ends; the account holds it from the start) and
+        # "close" (the trackers ended, the scratch folder removed).
         self.fit_seconds: dict[str, float] = {}
         self._handle = None  # the audit's one copy of the model, made when training starts
-        self._index_seconds: float | None = None  # the index's, when this callback wrote it
+        self._end_seconds: float | None = None  # the end of its last fit (index, trackers)
+        self._runs: dict = {}  # folder -> runs.baseline.Run: what this fit wrote, as baselines
         self._last_audited = self._epoch = None
 
     @staticmethod
@@ -203,13 +205,13 @@ class AuditCallback(keras.callbacks.Callback):
         from auditor.runs.watch import open_root
 
         self._finish("FAILED")  # an earlier fit of this callback that crashed
+        started = time.perf_counter()
         open_root(self.root)
         self._started = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
         self._folder = self.root / "checkpoints" / self._started
         self._scratch = Path(tempfile.mkdtemp(prefix="auditor-callback-"))
         self._last_audited = self._epoch = None
         self.fit_seconds = {}
-        started = time.perf_counter()
         try:
             with isolated_random_state():
                 self._arrays = self._hold_data()
@@ -340,15 +342,17 @@ class AuditCallback(keras.callbacks.Callback):
 
     def _finish(self, status: str) -> None:
         """Write the index (once per fit: it draws every run's trends), end the trackers (the
-        MLflow run with ``status``) and remove the scratch folder."""
+        MLflow run with ``status``) and remove the scratch folder; their seconds are the
+        fit's "index" and "close"."""
+        tick = time.perf_counter()
         if self._scratch is not None and self._last_audited is not None:
             from auditor.runs.history import write_index
             from auditor.runs.watch import ledger_lock
 
-            tick = time.perf_counter()
             with ledger_lock(self.root):
                 write_index(self.root)
-            self.fit_seconds["index"] = self._index_seconds = time.perf_counter() - tick
+            self.fit_seconds["index"] = time.perf_counter() - tick
+        closing = time.perf_counter()
         for tracker in self._trackers.values():
             if hasattr(tracker, "end_if_running"):
                 atexit.unregister(tracker.end_if_running)
@@ -359,6 +363,8 @@ class AuditCallback(keras.callbacks.Callback):
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None
+            self.fit_seconds["close"] = time.perf_counter() - closing
+            self._end_seconds = time.perf_counter() - tick
         self._handle = None
 
     def _audit(self, epoch: int) -> dict:
@@ -384,14 +390,16 @@ class AuditCallback(keras.callbacks.Callback):
         configure = self.configure if sized is None else functools.partial(
             self.configure, sections=sized.sections, budget=sized.budget)
         path, sha, held = self._hold_weights(epoch)
+        baseline = self._baseline()
         with isolated_random_state(), self._data():
-            done = audit_checkpoint(path, self.root, configure, sha=sha,
-                                    baseline=self._baseline(), say=lambda line: None,
-                                    facts={"epoch": epoch},
+            done = audit_checkpoint(path, self.root, configure, sha=sha, baseline=baseline,
+                                    say=lambda line: None, facts={"epoch": epoch},
                                     not_run=sized.not_run if sized else None, index=False,
-                                    handle=self._handle, held=held)
+                                    handle=self._handle, held=held,
+                                    baseline_run=self._runs.get(baseline))
         if done.folder is None:
             raise ModelError(done.message)
+        self._keep_run(done)
         self._last_audited = epoch
         audit = {"epoch": epoch, "folder": done.folder, "verdict": done.summary["verdict"],
                  "exit_code": done.exit_code, "figures": key_figures(done.summary),
@@ -464,11 +472,11 @@ class AuditCallback(keras.callbacks.Callback):
         return size(available - self.fit_seconds["timing"])  # spent now, in the account
 
     def _index_reserve(self) -> float:
-        """What the account holds for the index written when training ends: its seconds when
-        this callback last wrote it (an earlier fit), else ``GUESS_INDEX_PARTS`` fixed parts
-        of an audit, as last measured."""
-        if self._index_seconds is not None:
-            return self._index_seconds
+        """What the account holds for the end of the fit (the index, the trackers' end): its
+        seconds when this callback last ended a fit, else ``GUESS_INDEX_PARTS`` fixed parts of
+        an audit, as last measured."""
+        if self._end_seconds is not None:
+            return self._end_seconds
         return GUESS_INDEX_PARTS * self._sizer["fixed"]
 
     def _learn(self, seconds: float, summary: dict) -> None:
@@ -493,6 +501,16 @@ class AuditCallback(keras.callbacks.Callback):
         actual = sum(timings.get(name, 0.0) for name in planned)
         if planned and actual > 0:
             self._sizer["drift"] = actual / sum(estimates[name] for name in planned)
+
+    def _keep_run(self, done) -> None:
+        """The run just written, as a later audit's baseline reads it (the first and the last
+        audited epochs' only): what this fit wrote is not read back and checked again."""
+        from auditor.runs.baseline import Run, read_predictions, summary_file
+
+        kept = {str(audit["folder"]) for audit in self.audits[:1]}
+        self._runs = {k: v for k, v in self._runs.items() if k in kept}
+        self._runs[str(done.folder)] = Run(done.summary, summary_file(done.folder).resolve(),
+                                           read_predictions(Path(done.folder)))
 
     def _baseline(self) -> str | None:
         if self.baseline not in BASELINES:

@@ -326,7 +326,7 @@ def test_each_audit_measures_one_new_section_and_times_passes_when_one_fits(tmp_
     (check,) = [c for c in summary["checks"] if c["id"] == "contrastive.run"]
     assert check["message"].startswith("not run: its cost is not measured yet")
     assert "figures.performance" in summary["timings"]
-    assert set(callback.fit_seconds) == {"setup", "timing", "index"}
+    assert set(callback.fit_seconds) == {"setup", "timing", "index", "close"}
 
 
 def test_audit_checkpoint_records_the_checkpoint_as_it_is(tmp_path, digits_model_path):
