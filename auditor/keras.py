@@ -251,10 +251,11 @@ class AuditCallback(keras.callbacks.Callback):
         """Make the audit's one copy of the model, saved and loaded as a checkpoint is (so that
         nothing it traces joins the training graph), and open the data against it; with an
         overhead budget, predict the data once with the copy: the fixed part of an audit
-        (saving the checkpoint, predicting), which the first audit's budget starts from, and
-        the compiled prediction pass every audit reuses. Each audit gives the copy its epoch's
-        weights: its compiled functions are made once per fit. The copy and the first pass
-        are what the timing of the model's passes is guessed from (``GUESS_TIMING_PARTS``)."""
+        (predicting; saving the checkpoint with ``checkpoints``), which the first audit's budget
+        starts from, and the compiled prediction pass every audit reuses. Each audit gives the
+        copy its epoch's weights: its compiled functions are made once per fit. The copy and
+        the first pass are what the timing of the model's passes is guessed from
+        (``GUESS_TIMING_PARTS``)."""
         from auditor.inputs.datasets import load_dataset
         from auditor.inputs.models import load_model
         from auditor.predict.distribute import make_distribution
