@@ -1,12 +1,14 @@
 """``AuditCallback``: audit the model being trained, every N epochs and at the end of training.
 
-Each audited epoch's model is saved to ``OUT/checkpoints/<start of fit>/epoch-NNNN.keras`` and
-audited like a checkpoint ``auditor watch`` finds (``runs/watch.py``): one run folder per epoch
-under OUT, the same ledger, baselines and index.html. The audit runs on its own copy of the
-model, loaded once from a saved file when training starts (so nothing it traces joins the
-training graph) and given each audited epoch's weights: the run is the one a fresh audit of
-the epoch's checkpoint gives, but nothing is traced, timed or loaded again (``run_audit``'s
-``handle``). It runs between save/restore of every
+Each audited epoch's weights are audited like a checkpoint ``auditor watch`` finds
+(``runs/watch.py``): one run folder per epoch under OUT, the same ledger, baselines and
+index.html. The model is known by the hash of its weights in memory (``memory:epoch-NNNN``);
+with ``checkpoints=True`` it is also saved to ``OUT/checkpoints/<start of fit>/epoch-NNNN.keras``
+(and known by that file). The audit runs on its own copy of the model, loaded once from a
+saved file when training starts (so nothing it traces joins the training graph) and given each
+audited epoch's weights: the run is the one a fresh audit of the epoch's checkpoint gives, but
+nothing is traced, timed or loaded again (``run_audit``'s ``handle``). It runs between
+save/restore of every
 global random state (Python, NumPy, TensorFlow's seeds, Keras's seed generator) that the audit
 resets (``load_inputs`` seeds them all): with the same seeds and data, training ends with the
 same weights, optimizer state and metrics with or without the callback.
@@ -33,7 +35,7 @@ import keras
 import numpy as np
 
 from auditor.errors import ConfigError
-from auditor.runs.overhead import GUESS_FIXED_PARTS
+from auditor.runs.overhead import GUESS_FIXED_PARTS, GUESS_INDEX_PARTS, GUESS_TIMING_PARTS
 from auditor.runs.overhead import requested as requested_sections
 from auditor.trackers import key_figures
 
@@ -108,11 +110,14 @@ class AuditCallback(keras.callbacks.Callback):
     the training time: each audit gets it of the seconds trained so far, less what the
     callback spent before (``runs/overhead.py``: sections that do not fit are not run, and say
     so); None: the named ``budget`` in full, whatever it costs. ``budget`` is the ceiling
-    either way. ``fit_seconds``: the once-per-fit work of the last fit."""
+    either way. ``fit_seconds``: the once-per-fit work of the last fit. ``checkpoints``: also
+    save each audited epoch's model as a ``.keras`` file (to audit it again later); without,
+    the run knows it by the hash of its weights."""
 
     def __init__(self, data, out, every: int = 1, spec=None, sections=None, budget="quick",
                  stop_on: str | None = None, mlflow: bool = False, tensorboard=None,
-                 baseline: str | None = "previous", overhead: float | None = 0.3):
+                 baseline: str | None = "previous", overhead: float | None = 0.3,
+                 checkpoints: bool = False):
         super().__init__()
         from auditor.config.spec import read_spec
         from auditor.configure import make_config
@@ -127,6 +132,8 @@ class AuditCallback(keras.callbacks.Callback):
                                      or not 0 < overhead < math.inf):
             raise ConfigError(f"'overhead' must be a positive share of the training time (0.3: "
                               f"audits add at most about 30%), or None, got {overhead!r}")
+        if not isinstance(checkpoints, bool):
+            raise ConfigError(f"'checkpoints' must be True or False, got {checkpoints!r}")
         self.spec = dict(read_spec(spec) if isinstance(spec, (str, Path)) else spec or {})
         # Trackers are logged here, once per epoch into one run, not by each audit.
         mlflow = bool(mlflow or self.spec.pop("mlflow", False) or self.spec.get("mlflow_uri"))
@@ -146,16 +153,21 @@ class AuditCallback(keras.callbacks.Callback):
         self.data, self.root, self.every, self.stop_on = data, Path(out), int(every), stop_on
         self.baseline, self.mlflow, self.tensorboard = baseline, mlflow, tensorboard
         self.overhead = None if overhead is None else float(overhead)
+        self.checkpoints = checkpoints
+        self._architecture = ""  # the model's JSON config, hashed with its weights
         self.audits: list[dict] = []  # {epoch, folder, verdict, exit_code, figures, seconds}
         self._scratch: Path | None = None
         self._arrays = None  # (x, y) of an in-memory source
         self._trackers: dict = {}
         self._sizer = None  # runs.overhead's plan_at and the fixed seconds of an audit
         # The once-per-fit work, in seconds: "setup" (the copy of the model, the data, the
-        # first prediction pass), "timing" (the model's passes timed, when an audit needs it)
-        # and "index" (written when training ends).
+        # first prediction pass), "timing" (the model's passes timed, when an audit needs it),
+        # "index" (written when training ends; the account holds it from the start) and
+        # "close" (the trackers ended, the scratch folder removed).
         self.fit_seconds: dict[str, float] = {}
         self._handle = None  # the audit's one copy of the model, made when training starts
+        self._end_seconds: float | None = None  # the end of its last fit (index, trackers)
+        self._runs: dict = {}  # folder -> runs.baseline.Run: what this fit wrote, as baselines
         self._last_audited = self._epoch = None
 
     @staticmethod
@@ -193,13 +205,13 @@ class AuditCallback(keras.callbacks.Callback):
         from auditor.runs.watch import open_root
 
         self._finish("FAILED")  # an earlier fit of this callback that crashed
+        started = time.perf_counter()
         open_root(self.root)
         self._started = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
         self._folder = self.root / "checkpoints" / self._started
         self._scratch = Path(tempfile.mkdtemp(prefix="auditor-callback-"))
         self._last_audited = self._epoch = None
         self.fit_seconds = {}
-        started = time.perf_counter()
         try:
             with isolated_random_state():
                 self._arrays = self._hold_data()
@@ -239,9 +251,11 @@ class AuditCallback(keras.callbacks.Callback):
         """Make the audit's one copy of the model, saved and loaded as a checkpoint is (so that
         nothing it traces joins the training graph), and open the data against it; with an
         overhead budget, predict the data once with the copy: the fixed part of an audit
-        (saving the checkpoint, predicting), which the first audit's budget starts from, and
-        the compiled prediction pass every audit reuses. Each audit gives the copy its epoch's
-        weights: its compiled functions are made once per fit."""
+        (predicting; saving the checkpoint with ``checkpoints``), which the first audit's budget
+        starts from, and the compiled prediction pass every audit reuses. Each audit gives the
+        copy its epoch's weights: its compiled functions are made once per fit. The copy and
+        the first pass are what the timing of the model's passes is guessed from
+        (``GUESS_TIMING_PARTS``)."""
         from auditor.inputs.datasets import load_dataset
         from auditor.inputs.models import load_model
         from auditor.predict.distribute import make_distribution
@@ -252,9 +266,12 @@ class AuditCallback(keras.callbacks.Callback):
         tick = time.perf_counter()
         self.model.save(path)
         saving = time.perf_counter() - tick
+        self._architecture = self.model.to_json()
+        tick = time.perf_counter()
         with make_distribution(config.strategy).scope():  # as run_audit loads a model
             handle = load_model(str(path), config.input_range, config.unsafe_load,
                                 config.output)
+        copying = time.perf_counter() - tick
         with self._data():
             dataset = load_dataset(config.data, handle.input_shape, handle.num_classes,
                                    class_names=config.class_names,
@@ -270,7 +287,9 @@ class AuditCallback(keras.callbacks.Callback):
         if self.overhead is not None:
             self._sizer = {"config": config, "images": dataset.n, "timed": False,
                            "plan_at": self._planner(config, handle, dataset.n, predicting),
-                           "sections": requested_sections(config), "fixed": saving + predicting,
+                           "sections": requested_sections(config),
+                           "fixed": predicting + (saving if self.checkpoints else 0.0),
+                           "timing": GUESS_TIMING_PARTS * (copying + predicting),
                            "drift": 1.0, "extra": {}}
 
     @staticmethod
@@ -324,15 +343,17 @@ class AuditCallback(keras.callbacks.Callback):
 
     def _finish(self, status: str) -> None:
         """Write the index (once per fit: it draws every run's trends), end the trackers (the
-        MLflow run with ``status``) and remove the scratch folder."""
+        MLflow run with ``status``) and remove the scratch folder; their seconds are the
+        fit's "index" and "close"."""
+        tick = time.perf_counter()
         if self._scratch is not None and self._last_audited is not None:
             from auditor.runs.history import write_index
             from auditor.runs.watch import ledger_lock
 
-            tick = time.perf_counter()
             with ledger_lock(self.root):
                 write_index(self.root)
             self.fit_seconds["index"] = time.perf_counter() - tick
+        closing = time.perf_counter()
         for tracker in self._trackers.values():
             if hasattr(tracker, "end_if_running"):
                 atexit.unregister(tracker.end_if_running)
@@ -343,6 +364,8 @@ class AuditCallback(keras.callbacks.Callback):
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None
+            self.fit_seconds["close"] = time.perf_counter() - closing
+            self._end_seconds = time.perf_counter() - tick
         self._handle = None
 
     def _audit(self, epoch: int) -> dict:
@@ -355,12 +378,11 @@ class AuditCallback(keras.callbacks.Callback):
             raise
 
     def _audit_epoch(self, epoch: int) -> dict:
-        """Save this epoch's model, give its weights to the audit's copy and audit that as
-        watch audits the checkpoint (sized to the overhead budget), log the trackers."""
+        """Give this epoch's weights to the audit's copy and audit that as watch audits a
+        checkpoint (sized to the overhead budget), log the trackers."""
         import functools
 
         from auditor.errors import ModelError
-        from auditor.inputs.models import file_sha256
         from auditor.runs.watch import audit_checkpoint
 
         started, timed = time.perf_counter(), self.fit_seconds.get("timing", 0.0)
@@ -368,18 +390,17 @@ class AuditCallback(keras.callbacks.Callback):
         sized = self._size(self._trained, self._spent)
         configure = self.configure if sized is None else functools.partial(
             self.configure, sections=sized.sections, budget=sized.budget)
-        self._folder.mkdir(parents=True, exist_ok=True)
-        path = self._folder / f"epoch-{epoch:04d}.keras"
-        self.model.save(path)
-        self._handle.assign_weights(self.model.get_weights())
+        path, sha, held = self._hold_weights(epoch)
+        baseline = self._baseline()
         with isolated_random_state(), self._data():
-            done = audit_checkpoint(path, self.root, configure, sha=file_sha256(path),
-                                    baseline=self._baseline(), say=lambda line: None,
-                                    facts={"epoch": epoch},
+            done = audit_checkpoint(path, self.root, configure, sha=sha, baseline=baseline,
+                                    say=lambda line: None, facts={"epoch": epoch},
                                     not_run=sized.not_run if sized else None, index=False,
-                                    handle=self._handle)
+                                    handle=self._handle, held=held,
+                                    baseline_run=self._runs.get(baseline))
         if done.folder is None:
             raise ModelError(done.message)
+        self._keep_run(done)
         self._last_audited = epoch
         audit = {"epoch": epoch, "folder": done.folder, "verdict": done.summary["verdict"],
                  "exit_code": done.exit_code, "figures": key_figures(done.summary),
@@ -393,38 +414,71 @@ class AuditCallback(keras.callbacks.Callback):
         self._spent += self._since - started
         return audit
 
+    def _hold_weights(self, epoch: int) -> tuple[Path, str, tuple[int, int] | None]:
+        """Give this epoch's weights to the audit's copy; returns what the run calls the model:
+        ``memory:epoch-NNNN``, the hash of its architecture and weights, and (their bytes, the
+        time they were taken in ns) for the ledger; with ``checkpoints``, the model saved to
+        ``checkpoints/<start of fit>/epoch-NNNN.keras``, its file's hash, and None (the file's
+        size and time)."""
+        from auditor.inputs.models import MEMORY_MODEL, file_sha256, weights_sha256
+
+        weights = self.model.get_weights()
+        if self.checkpoints:
+            self._folder.mkdir(parents=True, exist_ok=True)
+            path = self._folder / f"epoch-{epoch:04d}.keras"
+            self.model.save(path)
+            sha, held = file_sha256(path), None
+        else:
+            path = Path(f"{MEMORY_MODEL}epoch-{epoch:04d}")
+            sha = weights_sha256(self._architecture, weights)
+            held = (sum(int(np.asarray(w).nbytes) for w in weights), time.time_ns())
+        self._handle.assign_weights(weights, str(path), sha)
+        return path, sha, held
+
     def _size(self, trained: float, spent: float):
         """The sections and budget of this audit: ``overhead`` times the seconds ``trained``
         in this fit, less the seconds the callback has ``spent`` in it (its audits and its
-        once-per-fit work: what one audit overran or left unspent is the next one's), for the
-        fixed part of an audit as measured last time and the sections (the plan's estimate
-        corrected by how far off it was last time, and what it does not count, as measured:
-        ``runs.overhead.size_audit``; what a section not run yet in this fit does not count is
-        guessed in fixed parts of an audit, ``GUESS_FIXED_PARTS``); None without a budget.
-        The model's passes are timed (once per fit) only when a section that runs them fits
-        even costed below what it can cost."""
+        once-per-fit work: what one audit overran or left unspent is the next one's) and less
+        the index it writes when training ends (held from the start: ``_index_reserve``),
+        for the fixed part of an audit as measured last time and the sections (the plan's
+        estimate corrected by how far off it was last time, and what it does not count, as
+        measured: ``runs.overhead.size_audit``; what a section not run yet in this fit does
+        not count is guessed in fixed parts of an audit, ``GUESS_FIXED_PARTS``); None without
+        a budget. Until the model's passes are timed (once per fit), a section that runs them
+        is costed below what it can cost plus the timing itself, guessed
+        (``GUESS_TIMING_PARTS``): they are timed only when such a section fits with its
+        timing paid, and the seconds the timing took are charged before the audit is sized."""
         if self._sizer is None:
             return None
         sizer = self._sizer
+        available = self.overhead * trained - spent - self._index_reserve()
 
-        def size():
+        def size(available: float):
             from auditor.runs.overhead import size_audit
 
-            return size_audit(sizer["sections"], self.flags["budget"],
-                              self.overhead * trained - spent,
+            return size_audit(sizer["sections"], self.flags["budget"], available,
                               sizer["plan_at"], sizer["fixed"], sizer["drift"], sizer["extra"],
                               guess=GUESS_FIXED_PARTS * sizer["fixed"],
-                              at_least=not sizer["timed"])
+                              at_least=not sizer["timed"],
+                              untimed=None if sizer["timed"] else sizer["timing"])
 
-        sized = size()
-        runs_passes = sizer["plan_at"](sized.sections, sized.budget).estimated_seconds() > 0
-        if runs_passes and not sizer["timed"]:
-            tick = time.perf_counter()
-            sizer["plan_at"] = self._planner(sizer["config"], self._handle, sizer["images"])
-            sizer["timed"] = True
-            self.fit_seconds["timing"] = time.perf_counter() - tick
-            sized = size()
-        return sized
+        sized = size(available)
+        if sizer["timed"] or sizer["plan_at"](sized.sections,
+                                              sized.budget).estimated_seconds() <= 0:
+            return sized
+        tick = time.perf_counter()
+        sizer["plan_at"] = self._planner(sizer["config"], self._handle, sizer["images"])
+        sizer["timed"] = True
+        self.fit_seconds["timing"] = time.perf_counter() - tick
+        return size(available - self.fit_seconds["timing"])  # spent now, in the account
+
+    def _index_reserve(self) -> float:
+        """What the account holds for the end of the fit (the index, the trackers' end): its
+        seconds when this callback last ended a fit, else ``GUESS_INDEX_PARTS`` fixed parts of
+        an audit, as last measured."""
+        if self._end_seconds is not None:
+            return self._end_seconds
+        return GUESS_INDEX_PARTS * self._sizer["fixed"]
 
     def _learn(self, seconds: float, summary: dict) -> None:
         """As this audit measured them: the fixed part of an audit (all but its sections and
@@ -448,6 +502,16 @@ class AuditCallback(keras.callbacks.Callback):
         actual = sum(timings.get(name, 0.0) for name in planned)
         if planned and actual > 0:
             self._sizer["drift"] = actual / sum(estimates[name] for name in planned)
+
+    def _keep_run(self, done) -> None:
+        """The run just written, as a later audit's baseline reads it (the first and the last
+        audited epochs' only): what this fit wrote is not read back and checked again."""
+        from auditor.runs.baseline import Run, read_predictions, summary_file
+
+        kept = {str(audit["folder"]) for audit in self.audits[:1]}
+        self._runs = {k: v for k, v in self._runs.items() if k in kept}
+        self._runs[str(done.folder)] = Run(done.summary, summary_file(done.folder).resolve(),
+                                           read_predictions(Path(done.folder)))
 
     def _baseline(self) -> str | None:
         if self.baseline not in BASELINES:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import importlib.metadata
 import json
 import sys
@@ -144,6 +145,7 @@ def joined(results: list[SectionResult], checks: dict) -> list[SectionResult]:
             for r in results]
 
 
+@functools.cache  # read once per process: the Keras callback audits many times in one
 def library_versions() -> dict[str, str]:
     versions = {"python": sys.version.split()[0], "auditor": __version__}
     for name in LIBRARIES:
@@ -332,10 +334,11 @@ def not_applicable(module, ctx: Context) -> SectionResult | None:
                          not_applicable=support)
 
 
-def run_audit(config: AuditConfig, not_run: dict | None = None, handle=None) -> AuditOutcome:
-    """Run the audit that ``config`` describes, write its folder. ``not_run``: sections its
-    caller left out (the callback's budget; skipped ``SECTION.run`` checks). ``handle``: a loaded
-    model holding ``config.model``'s weights, audited as a fresh load of it (``load_inputs``)."""
+def run_audit(config: AuditConfig, not_run: dict | None = None, handle=None,
+              baseline_run=None) -> AuditOutcome:
+    """Run the audit ``config`` describes, write its folder. ``not_run``: sections its caller
+    left out (skipped ``SECTION.run`` checks); ``handle``, ``baseline_run``: the model (holding
+    ``config.model``'s weights) and the baseline run, already loaded (the Keras callback's)."""
     from auditor.predict.distribute import make_distribution
     from auditor.predict.predictions import predict
 
@@ -343,13 +346,12 @@ def run_audit(config: AuditConfig, not_run: dict | None = None, handle=None) -> 
     now = dt.datetime.now(dt.timezone.utc)
     if config.out:  # an output path it may not write is refused before any work
         check_out(Path(config.out), input_paths(config))
-    baseline_run = load_run(config.baseline) if config.baseline else None  # checked on load
+    baseline_run = baseline_run or (load_run(config.baseline) if config.baseline else None)
     bars = progress_enabled(config.progress and not config.quiet)  # bars on a terminal only
     log = SectionLog(not config.quiet, {})  # log lines everywhere, unless quiet
     distribution = make_distribution(config.strategy)  # before any other TensorFlow work
     loaded = load_inputs(config, distribution, handle)
-    handle, dataset = loaded.handle, loaded.dataset
-    baseline = baseline_run.summary if baseline_run else None
+    handle, dataset, baseline = loaded.handle, loaded.dataset, baseline_run and baseline_run.summary
     out = output_path(config, loaded, baseline_run, now, distribution.is_chief)
     names = config.sections or list(section_names())
     timings: dict[str, float] = {"load": time.perf_counter() - started - loaded.probe_seconds}
@@ -578,7 +580,7 @@ def write_page(work: Path, summary: dict, written: dict, results, dataset) -> No
             "headline": headline(written, ran),
             "comparison": summary.get("baseline"),
             "changed_examples": changed_examples(summary.get("baseline"), dataset),
-            "libraries": library_versions(), "report_size": "@@REPORT_SIZE@@"}
+            "libraries": dict(library_versions()), "report_size": "@@REPORT_SIZE@@"}
     html = render_report(page)
     size = len(html.encode("utf-8"))
     html = html.replace("@@REPORT_SIZE@@", f"{size / 1e6:.2f} MB" if size >= 1e6

@@ -10,10 +10,11 @@ budget quick, overhead 0.3; ``--overhead none`` audits the named budget in full)
 model the seconds of each fit, their ratio, the same ratio from the callback's own time (the fit
 without the callback plus the seconds the callback timed: its audits, and its once-per-fit work,
 ``AuditCallback.fit_seconds``: the copy of the model and the first prediction pass when
-training starts, the model's passes timed if an audit needed them, the index when it ends;
+training starts, the model's passes timed if an audit needed them, the index and the end of the
+trackers when it ends;
 what the ratio would be if the machine's load did not change between the two fits), the seconds
 per audit and per epoch, and per audit the sections run and not run and where its time went
-(the fixed part: saving, loading, predicting, planning; each section and its figures), with the
+(the fixed part: loading, predicting, planning, writing; each section and its figures), with the
 load average before and after.
 Nothing is downloaded (``weights=None``; the digits ship with scikit-learn; the 224 px images
 are the digits, enlarged, in RGB).

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from auditor.errors import AuditorError, ConfigError, DataError
 from auditor.inputs.demo import build_digits_cnn, digits_images
+from auditor.inputs.models import weights_sha256
 from auditor.keras import AUDIT_LOGS, AuditCallback
 
 
@@ -111,6 +112,15 @@ def test_two_audited_epochs_write_two_runs_an_index_and_the_audit_logs(trained):
     assert later["model"]["input_range"] == "0-1"  # the data's range, as the model is fed it
     assert "model.input_range" not in {c["id"] for c in later["checks"]}  # not probed
     assert runs[0] in later["baseline"]["path"]  # the previous audited epoch
+    # no file is saved: the run knows the model by the hash of its weights in memory
+    assert not (root / "checkpoints").exists()
+    assert (later["model"]["path"], later["model"]["name"]) == ("memory:epoch-0004",
+                                                                "epoch-0004")
+    assert [entry["file"] for entry in ledger] == ["memory:epoch-0002", "memory:epoch-0004"]
+    model = trained["audited"][0]  # the last audited epoch's weights are the final ones
+    assert later["model"]["sha256"] == weights_sha256(model.to_json(), model.get_weights())
+    assert runs[1].endswith(later["model"]["sha256"][:12])
+    assert ledger[0]["sha256"] != ledger[1]["sha256"]
     history = trained["audited"][1].history
     assert set(AUDIT_LOGS) <= set(history)
     accuracy = history["audit_accuracy"]
@@ -239,6 +249,7 @@ def test_a_failing_audit_ends_its_mlflow_run_failed(tmp_path, monkeypatch, digit
 CRASH = """
 import keras, sys
 from auditor.inputs.demo import build_digits_cnn, digits_images
+from auditor.inputs.models import weights_sha256
 from auditor.keras import AuditCallback
 
 x, y = digits_images("test")
@@ -292,8 +303,8 @@ def test_sections_over_the_overhead_budget_are_listed_as_not_run(tmp_path, digit
     (check,) = [c for c in summary["checks"] if c["id"] == "robustness.run"]
     assert check["status"] == "skipped"
     assert re.fullmatch(r"not run: over the callback's overhead budget \(0\.0 s available, "
-                        r"at least [\d.]+ s needed, its figures guessed\); raise "
-                        r"overhead= or every=",
+                        r"at least [\d.]+ s needed, its figures guessed, the timing of the "
+                        r"model's passes guessed\); raise overhead= or every=",
                         check["message"])
     assert not math.isnan(audit["figures"]["audit_accuracy"])
     assert "setup" in callback.fit_seconds  # the once-per-fit work, apart from the audit's
@@ -315,7 +326,7 @@ def test_each_audit_measures_one_new_section_and_times_passes_when_one_fits(tmp_
     (check,) = [c for c in summary["checks"] if c["id"] == "contrastive.run"]
     assert check["message"].startswith("not run: its cost is not measured yet")
     assert "figures.performance" in summary["timings"]
-    assert set(callback.fit_seconds) == {"setup", "timing", "index"}
+    assert set(callback.fit_seconds) == {"setup", "timing", "index", "close"}
 
 
 def test_audit_checkpoint_records_the_checkpoint_as_it_is(tmp_path, digits_model_path):
@@ -382,7 +393,7 @@ def test_the_second_audit_traces_nothing_and_audits_as_a_fresh_cli_audit(tmp_pat
 
     callback = AuditCallback(data, tmp_path / "reports", every=1, budget=3000,
                              sections=["performance", "contrastive"], spec={"format": "json"},
-                             overhead=None)
+                             overhead=None, checkpoints=True)
     train([keras.callbacks.LambdaCallback(on_epoch_end=attach), callback,
            keras.callbacks.LambdaCallback(on_epoch_end=detach)], epochs=2, images=64)
     assert per_epoch[0].traced and per_epoch[1].traced == []

@@ -10,6 +10,7 @@ from auditor.predict.plan import Facts, forward_flops, measure_timing
 from auditor.runs.overhead import (
     NOT_MEASURED,
     NOT_RUN,
+    TIMING,
     largest_budget,
     planner,
     requested,
@@ -88,3 +89,16 @@ def test_one_section_runs_on_a_guess_per_audit(plan_at):
                          extra={"performance": 0.1}, guess=5.0, at_least=True)
     assert guessed.sections == ["performance"]  # the guess alone is over the budget
     assert "at least" in guessed.not_run["contrastive"]
+
+
+def test_passes_not_timed_yet_are_charged_their_timing(plan_at):
+    """Until the model's passes are timed, a section that runs them is charged the timing too
+    (``untimed``): nothing is timed for a section the budget could not then pay for. A section
+    without passes is not charged it."""
+    names = ["performance", "robustness"]
+    available = plan_at(names, 1).estimated_seconds() + 1.0  # both at their floors, and 1 s
+    assert size_audit(names, "quick", available, plan_at, untimed=None).sections == names
+    sized = size_audit(names, "quick", available, plan_at, untimed=5.0)
+    assert sized.sections == ["performance"] and sized.estimated_seconds < 5.0
+    assert sized.not_run["robustness"].endswith(f"needed{TIMING}); raise overhead= or every=")
+    assert size_audit(names, "quick", available + 5.0, plan_at, untimed=5.0).sections == names

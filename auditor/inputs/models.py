@@ -20,6 +20,9 @@ import numpy as np
 from auditor.errors import ModelError
 
 DEMO_MODEL = "demo"
+# A model a Python caller holds in memory, with no file: ``memory:NAME`` names it in a run (the
+# Keras callback's audited epochs, ``memory:epoch-0004``), as ``memory:NAME`` names in-memory data.
+MEMORY_MODEL = "memory:"
 # How a handle's logits were obtained from the model's outputs.
 OUTPUTS = ("logits", "softmax stripped", "log-probabilities", "binary logit", "relu outputs",
            "sigmoid stripped")
@@ -170,11 +173,16 @@ class ModelHandle:
         self.compiled = self.other_transforms.pop(transform, {})
         self.transform = transform
 
-    def assign_weights(self, weights: list) -> None:
+    def assign_weights(self, weights: list, path: str | None = None,
+                       sha256: str | None = None) -> None:
         """The weights of a model of this architecture (``keras.Model.get_weights()`` of the
         model the handle's file was saved from) into the handle's model and its logits copy,
         in place: the compiled functions read the variables, so they stay valid. A binary
-        head's one unit z becomes its two logits (-z/2, z/2), as ``binary_logits`` made them."""
+        head's one unit z becomes its two logits (-z/2, z/2), as ``binary_logits`` made them.
+        ``path`` and ``sha256``: what the weights are (a file saved with them and its hash, or
+        ``memory:NAME`` and ``weights_sha256``), so that ``reused`` hashes no file again."""
+        if path is not None:
+            self.path, self.name, self.sha256 = str(path), model_name(str(path)), sha256
         (self.whole or self.model).set_weights(weights)
         mine = {id(variable) for variable in self.model.weights}
         if all(id(variable) in mine for variable in self.logits_model.weights):
@@ -221,6 +229,18 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def weights_sha256(architecture: str, weights: list) -> str:
+    """Content hash of a model held in memory: its ``architecture`` (the model's JSON config)
+    and every weight's dtype, shape and bytes, in order. Two models with the same
+    architecture and weights hash alike; it is not the hash of a file saved from them."""
+    digest = hashlib.sha256(architecture.encode())
+    for weight in weights:
+        weight = np.ascontiguousarray(weight)
+        digest.update(f"{weight.dtype.str}{weight.shape}".encode())
+        digest.update(weight.data)
+    return digest.hexdigest()
+
+
 def load_model(path: str, input_range: str = "auto", unsafe_load: bool = False,
                output: str | None = None) -> ModelHandle:
     """Load a .keras / .h5 file or a SavedModel folder ('demo' trains or reuses the demo CNN).
@@ -250,7 +270,10 @@ def load_model(path: str, input_range: str = "auto", unsafe_load: bool = False,
 
 
 def model_name(path: str) -> str:
-    """What a run calls the model: its file's stem, or its SavedModel folder's name."""
+    """What a run calls the model: its file's stem, its SavedModel folder's name, or the NAME
+    of a model held in memory (``memory:NAME``)."""
+    if path.startswith(MEMORY_MODEL):
+        return path[len(MEMORY_MODEL):]
     return Path(path.rstrip("/")).stem if not Path(path).is_dir() else Path(path).name
 
 
@@ -275,11 +298,14 @@ def reused(handle: ModelHandle, path: str, input_range: str = "auto",
     the Keras callback's one audit copy, audited at every epoch. Its compiled functions, and
     the time and FLOPs of a pass (``predict/plan.py``), are kept: the next audit traces
     nothing. The input range starts again from what loading gives (the probe, when it runs,
-    sets it as on a fresh load, its compiled pass kept too)."""
+    sets it as on a fresh load, its compiled pass kept too). A handle that already names
+    ``path`` (``assign_weights`` with its path and hash) keeps its hash: nothing is hashed
+    again, and a model held in memory has no file to hash."""
     transform, source, hint = range_as_loaded(handle.model, input_range,
                                               handle.input_shape[-1])
-    handle.path, handle.name = str(path), model_name(str(path))
-    handle.sha256 = sha256 or file_sha256(path)
+    if sha256 is not None or str(path) != handle.path:
+        handle.path, handle.name = str(path), model_name(str(path))
+        handle.sha256 = sha256 or file_sha256(path)
     handle.set_transform(transform)
     handle.input_range_source, handle.input_range_hint = source, hint
     handle.input_range_probe = handle.input_range_probe_samples = None

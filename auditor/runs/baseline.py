@@ -9,6 +9,7 @@ labels all match.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -100,20 +101,30 @@ def summary_problem(summary: dict, schema: bool = False) -> str | None:
 
 
 def _schema_problem(summary: dict) -> str | None:
+    validator = _summary_validator()
+    if validator is None:  # a dev extra: the keys above are what the comparison needs
+        return None
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(validator.iter_errors(summary))
+    if error is None:
+        return None
+    where = ".".join(str(part) for part in error.absolute_path) or "the top level"
+    return f"at {where}: {error.message[:160]}"
+
+
+@functools.cache  # made once per process: the Keras callback reads a baseline per audit
+def _summary_validator():
+    """The package's summary.json schema as a validator, or None without jsonschema."""
     try:
         import jsonschema
-    except ImportError:  # a dev extra: the keys above are what the comparison needs
+    except ImportError:
         return None
     from importlib import resources
 
     schema = json.loads(resources.files("auditor.report").joinpath(
         "summary.schema.json").read_text(encoding="utf-8"))
-    error = jsonschema.exceptions.best_match(
-        jsonschema.Draft202012Validator(schema).iter_errors(summary))
-    if error is None:
-        return None
-    where = ".".join(str(part) for part in error.absolute_path) or "the top level"
-    return f"at {where}: {error.message[:160]}"
+    return jsonschema.Draft202012Validator(schema)
 
 
 def class_difference(new_names: list[str], baseline: dict) -> str | None:

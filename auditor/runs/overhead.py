@@ -15,7 +15,9 @@ audited epoch has a run folder.
 What the plan cannot estimate (a section's figures, work that is not model passes) is learnt
 by running the section: until then a guess stands for it, and at most one section runs on a
 guess per audit, so that a wrong guess overruns one audit by one section's cost, once. The
-first audit of a fit therefore runs the cheapest section alone.
+first audit of a fit therefore runs the cheapest section alone. Until the model's passes are
+timed (once per fit, seconds on a small model), a section that runs them is charged that
+timing too, guessed: nothing is timed that the budget could not pay for.
 """
 
 from __future__ import annotations
@@ -34,6 +36,22 @@ NOT_RUN = ("not run: over the callback's overhead budget ({available:.1f} s avai
 # section waits until the budget has room for the guess.
 GUESS_FIXED_PARTS = 4.0
 GUESSED = ", its figures guessed"  # in NOT_RUN, for a section not run yet in this fit
+TIMING = ", the timing of the model's passes guessed"  # in NOT_RUN, before they are timed
+# What timing the model's passes once per fit (``predict.plan.model_timing``: traces of the
+# gradient and training passes, a few timed calls, a copy of the model) is guessed to cost, in
+# the seconds the callback took to copy the model and predict its data once when training
+# started (the same kind of work: loading, tracing, passes). Measured (load 7 to 9): 3.8 times
+# on MobileNetV2 224 px with 32 images (36.7 s against 9.7 s), 2.9 on ResNet50 96 px with 64
+# (45.9 s against 15.8 s), 2.3 on the demo CNN with 200 (2.0 s against 0.9 s). Too low, the
+# timing is paid by an audit that then cannot run the section it was for (the next audits
+# repay it); too high, the sections that run passes wait for more budget.
+GUESS_TIMING_PARTS = 4.0
+# What the index written when training ends is guessed to cost, until the callback measured
+# it in an earlier fit, in audits' fixed parts (the account holds it from the first audit): it
+# reads every run and draws the trends, whatever the model. bench/callback.py: 0.3 s on
+# MobileNetV2 224 px against fixed parts of 0.6 to 0.9 s (0.4); 0.2 s on the demo CNN against
+# 0.12 to 0.19 s (up to 1.7).
+GUESS_INDEX_PARTS = 1.5
 NOT_MEASURED = ("not run: its cost is not measured yet, and each audit measures one new "
                 "section ({trying} in this one); it runs in a later audit if it fits the "
                 "callback's overhead budget; raise overhead= or every=")
@@ -90,7 +108,8 @@ def planner(config, facts, flops: int | None, timing, handle=None) -> Callable:
 
 def size_audit(names: list[str], budget: str | int, available: float, plan_at: Callable,
                fixed: float = 0.0, drift: float = 1.0, extra: dict[str, float] | None = None,
-               guess: float | None = None, at_least: bool = False) -> Sized:
+               guess: float | None = None, at_least: bool = False,
+               untimed: float | None = None) -> Sized:
     """The sections of ``names`` and the budget whose audit fits ``available`` seconds: the
     ``fixed`` seconds of an audit (loading, predicting, writing) and the sections' seconds as
     the plan estimates them, times ``drift`` (the actual over the estimate, measured before),
@@ -98,15 +117,21 @@ def size_audit(names: list[str], budget: str | int, available: float, plan_at: C
     not model passes, such as triage's neighbours), as measured when it last ran. With a
     ``guess``, a section without a measured extra is charged that many seconds for it, and at
     most one such section is run (None: none is charged, any number run). ``at_least``: the
-    plan's estimates are lower bounds (its passes not timed yet), and the reasons say so."""
+    plan's estimates are lower bounds (its passes not timed yet), and the reasons say so.
+    ``untimed``: the seconds timing the passes would take, charged once to sections that run
+    any (None: the passes are timed)."""
     extra = extra or {}
 
     def new(sections) -> list[str]:
         return [] if guess is None else [n for n in sections if n not in extra]
 
+    def timing(sections, passes) -> float:
+        estimated = plan_at(sections, passes).estimated_seconds()
+        return untimed if untimed is not None and estimated > 0 else 0.0
+
     def seconds(sections, passes) -> float:
         return (fixed + drift * plan_at(sections, passes).estimated_seconds()
-                + sum(extra.get(n, guess or 0.0) for n in sections))
+                + timing(sections, passes) + sum(extra.get(n, guess or 0.0) for n in sections))
 
     def fits(sections, passes) -> bool:
         return len(new(sections)) <= 1 and seconds(sections, passes) <= available
@@ -123,8 +148,10 @@ def size_audit(names: list[str], budget: str | int, available: float, plan_at: C
             not_run[name] = NOT_MEASURED.format(trying=", ".join(new(chosen)))
         else:
             needed = f"{'at least ' if at_least else ''}{seconds([*chosen, name], 1):.1f}"
+            guessed = ((GUESSED if new([name]) else "")
+                       + (TIMING if timing([*chosen, name], 1) else ""))
             not_run[name] = NOT_RUN.format(available=max(available, 0.0), needed=needed,
-                                           guessed=GUESSED if new([name]) else "")
+                                           guessed=guessed)
     chosen = [n for n in names if n in chosen]
     ceiling = plan_at(chosen, budget)
     if seconds(chosen, budget) <= available or ceiling.total_passes == 0:

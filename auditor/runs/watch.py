@@ -225,28 +225,36 @@ def watch_once(folder: Path, root: Path, configure: Callable[..., AuditConfig],
 
 def run_folder_of(path: Path, sha: str) -> str:
     """A checkpoint's run folder under the reports root: its name and its content's hash."""
-    return f"{path.stem}-{sha[:12]}"
+    from auditor.inputs.models import model_name
+
+    return f"{model_name(str(path))}-{sha[:12]}"
 
 
 def audit_checkpoint(path: Path, root: Path, configure: Callable[..., AuditConfig], *,
                      sha: str, baseline: str | None, say: Callable[[str], None] = print,
                      facts: dict | None = None, not_run: dict[str, str] | None = None,
-                     index: bool = True, handle=None) -> Audited:
+                     index: bool = True, handle=None, held: tuple[int, int] | None = None,
+                     baseline_run=None) -> Audited:
     """Audit one checkpoint file into ``root/<stem>-<sha[:12]>`` against ``baseline`` (a run
     folder, or None), record it in the ledger (with ``facts``, such as the epoch it was saved
     at) and rewrite the index: what ``watch`` does per checkpoint, and the Keras callback per
     audited epoch (``not_run``: the sections its overhead budget left out, and why; it writes
     the index once, when training ends: ``index=False``; ``handle``: its one copy of the model,
-    holding the checkpoint's weights, see ``run_audit``). A checkpoint that cannot be loaded
-    is recorded as an error, not raised; bad data or spec stop the watch (nothing recorded).
-    ``facts`` add to the entry and never replace what it records of the checkpoint."""
+    holding the checkpoint's weights, see ``run_audit``; ``held``: the weights are in the
+    handle only, ``path`` is ``memory:NAME`` and ``held`` the (bytes, time in ns) of the
+    weights, recorded as a file's size and modification time; ``baseline_run``: the baseline
+    as already read, see ``run_audit``). A checkpoint that cannot be
+    loaded is recorded as an error, not raised; bad data or spec stop the watch (nothing
+    recorded). ``facts`` add to the entry and never replace what it records of the checkpoint."""
     from auditor.pipeline import run_audit
     from auditor.runs.history import write_index
 
-    stat = path.stat()
+    if held is None:
+        stat = path.stat()
+        held = stat.st_size, stat.st_mtime_ns
     run_folder = run_folder_of(path, sha)
-    entry = {**(facts or {}), "sha256": sha, "file": str(path), "size": stat.st_size,
-             "mtime_ns": stat.st_mtime_ns,
+    entry = {**(facts or {}), "sha256": sha, "file": str(path), "size": held[0],
+             "mtime_ns": held[1],
              "audited": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     with ledger_lock(root):
         count = len(read_ledger(root))
@@ -254,7 +262,7 @@ def audit_checkpoint(path: Path, root: Path, configure: Callable[..., AuditConfi
     config = configure(model=str(path), out=str(root / run_folder), tracker_step=step,
                        **({"baseline": baseline} if baseline else {}))
     try:
-        outcome = run_audit(config, not_run, handle)
+        outcome = run_audit(config, not_run, handle, baseline_run if baseline else None)
     except ModelError as exc:  # this checkpoint is broken
         entry.update(folder=None, verdict="error", exit_code=2, message=str(exc))
         audited = Audited(path, None, 2, str(exc))
