@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -152,3 +153,24 @@ def test_a_method_that_breaks_on_an_architecture_is_a_finding_not_a_failed_audit
         METHODS.pop("broken_for_test")
     assert list(maps) == ["gradient"]
     assert unavailable["broken_for_test"].startswith("failed on this model (FloatingPointError")
+
+
+@pytest.mark.parametrize("tile_px", [48, 80])
+def test_the_mosaics_column_labels_never_overlap(tile_px):
+    """Every method's name over its column (80 px tiles) and the randomisation stages' layer
+    names (48 px): 'integrated gradients' ran into 'gradient x input', '-block1_conv1' into
+    '-predictions' on VGG16's card before the labels were wrapped to their column."""
+    import matplotlib.pyplot as plt
+
+    from auditor.methods.attribution import METHODS
+    from auditor.report.views.attribution import mosaic_figure
+
+    labels = ["image", *(m.replace("_", " ") for m in sorted(METHODS)), "-block1_conv1",
+              "-predictions", "-expanded_conv_depthwise_BN"]
+    tiles = [[np.zeros((32, 32, 3))] * len(labels)]
+    figure = mosaic_figure(tiles, ["#0"], labels, tile_px=tile_px)
+    figure.canvas.draw()
+    boxes = [label.get_window_extent() for label in figure.axes[0].get_xticklabels()]
+    plt.close(figure)
+    assert [b for b in boxes if b.y1 > figure.bbox.y1] == []  # inside the figure
+    assert all(left.x1 <= right.x0 for left, right in itertools.pairwise(boxes))

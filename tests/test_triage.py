@@ -49,6 +49,29 @@ def test_phash_is_imagehash_phash(digits_test):
     assert np.array_equal(perceptual_hashes(rgb), _imagehash_phash(rgb))
 
 
+@pytest.mark.parametrize(("images", "dims"), [(24, 300), (200, 30), (12, 12)])
+def test_mahalanobis_is_ledoit_wolfs_without_a_features_by_features_inverse(images, dims):
+    """The distances equal those under sklearn's LedoitWolf precision (its d x d pseudo-inverse,
+    what triage computed before: most of a minute on VGG16's 4096 features), with fewer images
+    than features, more, and a class of one image (a zero-variance direction)."""
+    from sklearn.covariance import LedoitWolf
+
+    from auditor.methods.triage.neighbours import unit_rows
+    from auditor.methods.triage.ood import mahalanobis
+
+    rng = np.random.default_rng(images)
+    reference, query = rng.normal(size=(images, dims)), rng.normal(size=(7, dims))
+    labels = np.r_[rng.integers(0, 3, images - 1), 3]
+    unit, classes = unit_rows(reference), np.unique(labels)
+    means = np.stack([unit[labels == c].mean(axis=0) for c in classes])
+    centred = unit - means[np.searchsorted(classes, labels)]
+    precision = LedoitWolf(assume_centered=True).fit(centred).precision_
+    gaps = unit_rows(query)[:, None] - means[None]
+    expected = np.einsum("qcd,de,qce->qc", gaps, precision, gaps).min(axis=1)
+    np.testing.assert_allclose(mahalanobis(query, reference, labels), expected, rtol=1e-6)
+
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_flipped_labels_are_found_by_confident_learning(digits_outputs, seed):
     logits, _, y = digits_outputs

@@ -353,6 +353,14 @@ def discover_features(features: np.ndarray, labels: np.ndarray, positions: np.nd
     return calibrated(found, FALLBACK_FEATURE_BOUND)
 
 
+def all_alike(points: np.ndarray) -> bool:
+    """Whether every row is the same (to float32's precision): t-SNE's PCA start then divides
+    by a spread of zero, and scikit-learn's Barnes-Hut code crashes the whole process with a
+    segmentation fault (a random nested MobileNetV2's penultimate features, the same for every
+    image, ended its audit in Clever Hans with no word)."""
+    return bool(np.ptp(points, axis=0).max() <= 1e-6 * np.abs(points).max())
+
+
 def embed_2d(points: np.ndarray, seed: int = 0) -> np.ndarray:
     """A 2-D t-SNE embedding (PCA to 50 dimensions first when there are more).
 
@@ -363,8 +371,9 @@ def embed_2d(points: np.ndarray, seed: int = 0) -> np.ndarray:
     from threadpoolctl import threadpool_limits
 
     points = np.asarray(points, np.float32).reshape(len(points), -1)
-    if len(points) < 4:
+    if len(points) < 4 or all_alike(points):  # one point: nothing to lay out
         return np.zeros((len(points), 2), np.float32)
+    points = points / np.abs(points).max()  # t-SNE is scale-free; float32 squares of 1e-20 are 0
     if points.shape[1] > 50 and len(points) > 50:
         points = PCA(50, random_state=seed).fit_transform(points)
     perplexity = float(min(30, max(2, (len(points) - 1) // 3)))

@@ -36,10 +36,26 @@ def grey_rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image[..., :3]
 
 
-def mosaic_uri(tiles: list[list[np.ndarray]], row_labels: list[str], column_labels: list[str],
-               boxes: list | None = None, tile_px: int = 80) -> str:
+LABEL_PT = 7  # the mosaics' label size
+# A label character's mean width as a share of the font size (DejaVu Sans, matplotlib's default,
+# runs about 0.55 to 0.6 em a lower-case letter): how many characters one column holds.
+CHAR_EM = 0.6
+
+
+def column_lines(label: str, tile_px: float) -> str:
+    """``label`` wrapped onto lines as wide as its column (at spaces, and after the underscores
+    of a layer name), so that neighbouring columns' labels never overlap."""
+    import textwrap
+
+    fit = max(4, int(tile_px / (CHAR_EM * LABEL_PT * DPI / 72)))
+    return textwrap.fill(label.replace("_", "_ "), fit).replace("_ ", "_")
+
+
+def mosaic_figure(tiles: list[list[np.ndarray]], row_labels: list[str],
+                  column_labels: list[str], boxes: list | None = None, tile_px: int = 80):
     """RGB tiles of one size drawn as one image (fast: one imshow, not one axes per tile), with
-    labelled rows and columns and optional boxes on the first column."""
+    labelled rows and columns (each column's label wrapped to its width) and optional boxes on
+    the first column."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
@@ -47,25 +63,32 @@ def mosaic_uri(tiles: list[list[np.ndarray]], row_labels: list[str], column_labe
     gap = max(1, width // 16)
     picture = montage(tiles, gap)
     scale = tile_px / width
+    column_labels = [column_lines(label, (width + gap) * scale) for label in column_labels]
+    top = 0.18 + 0.11 * max(label.count("\n") + 1 for label in column_labels)
     fig = plt.figure(figsize=(picture.shape[1] * scale / DPI + 1.3,
-                              picture.shape[0] * scale / DPI + 0.3), dpi=DPI)
+                              picture.shape[0] * scale / DPI + top), dpi=DPI)
     ax = fig.add_axes((1.3 / fig.get_figwidth(), 0, 1 - 1.3 / fig.get_figwidth(),
-                       1 - 0.3 / fig.get_figheight()))
+                       1 - top / fig.get_figheight()))
     ax.imshow(picture, interpolation="nearest" if width <= 64 else "antialiased")
     ax.set_xticks([(width + gap) * (i + 0.5) for i in range(len(column_labels))],
-                  column_labels, fontsize=7)
+                  column_labels, fontsize=LABEL_PT)
     ax.xaxis.tick_top()
     ax.set_yticks([(height + gap) * (i + 0.5) for i in range(len(row_labels))], row_labels,
-                  fontsize=7)
+                  fontsize=LABEL_PT)
     ax.tick_params(length=0)
     for side in ax.spines.values():
         side.set_visible(False)
     for row, box in enumerate(boxes or []):
         if box is not None:
-            left, top, right, bottom = box
-            ax.add_patch(Rectangle((left - .5, row * (height + gap) + top - .5), right - left,
-                                   bottom - top, fill=False, edgecolor="#f0a000", linewidth=1.5))
-    return figure_uri(fig)
+            left, upper, right, bottom = box
+            ax.add_patch(Rectangle((left - .5, row * (height + gap) + upper - .5), right - left,
+                                   bottom - upper, fill=False, edgecolor="#f0a000", linewidth=1.5))
+    return fig
+
+
+def mosaic_uri(tiles: list[list[np.ndarray]], row_labels: list[str], column_labels: list[str],
+               boxes: list | None = None, tile_px: int = 80) -> str:
+    return figure_uri(mosaic_figure(tiles, row_labels, column_labels, boxes, tile_px))
 
 
 def examples_figure(images, maps: dict, signed: dict, boxes, row_labels, sigma: float) -> str:
