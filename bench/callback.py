@@ -4,8 +4,9 @@ the epochs, over the same fit without it, on the demo CNN and on a 224 px Mobile
     PYTHONPATH=. python bench/callback.py [--only demo|mobilenet_v2] [--sections a,b]
                                           [--epochs N] [--budget quick] [--overhead 0.3]
 
-Both fits start from the same seed; the one without the callback runs first (tracing warm-up is
-paid by both: each builds its own model). Defaults are the callback's own (every section,
+Every fit starts from the same seed: one without the callback, one with it, one without it
+again (tracing warm-up is paid by each: each builds its own model); the ratio is to the mean
+of the two without, whose difference shows how much two identical fits spread. Defaults are the callback's own (every section,
 budget quick, overhead 0.3; ``--overhead none`` audits the named budget in full). It prints per
 model the seconds of each fit, their ratio, the same ratio from the callback's own time (the fit
 without the callback plus the seconds the callback timed: its audits, and its once-per-fit work,
@@ -83,17 +84,20 @@ def bench(name: str, epochs: int, sections, budget: str, overhead, root: Path) -
     every = max(1, epochs // 10)
     _, _, xt, yt = data(name)
     load = os.getloadavg()[0]
-    plain = fit(name, epochs, [])
+    before = fit(name, epochs, [])
     callback = AuditCallback((xt, yt), root / name, every=every, sections=sections,
                              budget=budget, spec={"quiet": True}, overhead=overhead)
     audited = fit(name, epochs, [callback])
+    after = fit(name, epochs, [])  # the same fit twice shows how much fits spread
+    plain = (before + after) / 2
     audits = len(callback.audits)
     per_audit = (audited - plain) / max(audits, 1)
     own = sum(audit["seconds"] for audit in callback.audits)  # timed inside the fit
     once = sum(callback.fit_seconds.values())
     print(f"{name}: {epochs} epochs, every={every}, {audits} audits "
           f"({', '.join(sections) if sections else 'every section'}, budget {budget}, "
-          f"overhead {overhead}): fit {plain:.1f} s without, {audited:.1f} s with: ratio "
+          f"overhead {overhead}): fit {before:.1f} s and {after:.1f} s without (before and "
+          f"after), {audited:.1f} s with: ratio to their mean "
           f"{audited / plain:.2f} (target {TARGET}); by the callback's own time "
           f"{(plain + own + once) / plain:.2f}: {own:.1f} s of audits "
           f"({own / max(audits, 1):.2f} s each) and {once:.1f} s once per fit ("
