@@ -6,8 +6,9 @@ the epochs, over the same fit without it, on the demo CNN and on a 224 px Mobile
 
 Every fit starts from the same seed: one without the callback, one with it, one without it
 again (tracing warm-up is paid by each: each builds its own model); the ratio is to the mean
-of the two without, whose difference shows how much two identical fits spread. Defaults are the callback's own (every section,
-budget quick, overhead 0.3; ``--overhead none`` audits the named budget in full). It prints per
+of the two without, whose difference shows how much two identical fits spread. Defaults are
+the callback's own (every section, budget quick, overhead 0.3; ``--overhead none`` audits the
+named budget in full). It prints per
 model the seconds of each fit, their ratio, the same ratio from the callback's own time (the fit
 without the callback plus the seconds the callback timed: its audits, and its once-per-fit work,
 ``AuditCallback.fit_seconds``: the copy of the model and the first prediction pass when
