@@ -71,6 +71,8 @@ def shrunk_whitening(centred: np.ndarray, shrinkage: float):
 
     off_span = float(inverse_root(np.array(floor)))
     return lambda x: x * off_span + (x @ vt.T) * (inverse_root(spans) - off_span) @ vt
+
+
 @dataclass
 class Detector:
     """One detector's scores on the audit images and its threshold from the reference."""
