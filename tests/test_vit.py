@@ -1,7 +1,8 @@
 """Vision transformers explained as transformers: Grad-CAM on the token grid, attention rollout
 and gradient-weighted rollout, on two tiny ViTs trained in seconds with a planted patch: one in
 plain Keras layers (mean-pooled tokens), and keras-hub's own ViTImageClassifier (class-token
-pooled, its attention inside custom layers: Grad-CAM reads the last attention's recorded input).
+pooled, its attention inside custom layers: Grad-CAM reads the tokens its last attention reads
+inside them, during the pass).
 """
 
 from __future__ import annotations
@@ -39,13 +40,11 @@ BUILDERS = {"plain": plain_vit, "hub": hub_vit_classifier}
 # (learning rate, epochs): the class-token ViT stayed at chance for 10 epochs at 3e-3 and
 # learned in its fourth epoch at 1e-3 (measured); two more epochs for margin
 TRAINING = {"plain": (3e-3, 6), "hub": (1e-3, 6 + 2)}
-# Grad-CAM's layer: the graph layer feeding the last attention, or inside keras-hub's encoder
-# the last attention's recorded input (its first LayerNorm's output, pytorch-grad-cam's norm1)
-CAM_LAYERS = {"plain": "norm1a",
-              "hub": "vit_backbone/vit_encoder/transformer_block_2/mha:query"}
-# Neuron groups' layer: the last layer whose patch tokens the last attention reads (keras-hub's
-# ViT keeps its blocks inside one encoder layer: inside it, the last block's first LayerNorm)
-CONCEPT_LAYERS = {"plain": "norm1a", "hub": "vit_backbone/vit_encoder/transformer_block_2/ln_1"}
+# Grad-CAM's and neuron groups' layer: the tokens the last attention reads, the graph layer
+# feeding it, or (keras-hub's ViT keeps its blocks inside one encoder layer) inside it, the last
+# block's first LayerNorm (pytorch-grad-cam's norm1), read during the pass
+CAM_LAYERS = CONCEPT_LAYERS = {"plain": "norm1a",
+                               "hub": "vit_backbone/vit_encoder/transformer_block_2/ln_1"}
 
 
 @pytest.fixture(scope="module", params=list(BUILDERS))
@@ -126,6 +125,59 @@ def test_the_report_names_grad_cams_token_layer(vit):
     handle, _, _, kind = vit
     assert method_layers(handle, ["gradient", "gradcam"], {}) == {
         "gradcam": {"layer": CAM_LAYERS[kind], "kind": "tokens"}}
+
+
+def test_the_last_attentions_query_read_during_the_pass_is_grad_cams_default_layer(vit):
+    """``PATH:query`` (the attention's first input, recorded as its call runs) and the default
+    layer (the tokens the last attention reads, read in the graph or inside keras-hub's
+    encoder as neuron groups read them) are the same tokens, so Grad-CAM gives the same maps."""
+    from auditor.methods.attribution.tokens import attention_paths
+
+    handle, x, _, _ = vit
+    query = attention_paths(handle.logits_model)[-1][0] + ":query"
+    targets = np.ones(4, int)
+    np.testing.assert_allclose(attribute(handle, x[:4], targets, "gradcam", layer=query),
+                               attribute(handle, x[:4], targets, "gradcam"), rtol=1e-4,
+                               atol=1e-6)
+
+
+def test_an_attention_whose_tokens_no_sub_layer_gives_is_read_at_its_query(tmp_path):
+    """A custom block normalising with ops (no sub-layer before its attention): Grad-CAM's
+    layer is the attention's query, given by keyword, recorded during the pass."""
+    import keras
+
+    from auditor.methods.attribution.tokens import last_token_layer, query_and_logits
+
+    @keras.saving.register_keras_serializable(package="auditor_tests")
+    class OpsNormBlock(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.mha = keras.layers.MultiHeadAttention(2, 8, name="mha")
+
+        def build(self, shape):
+            self.mha.build(shape, shape)
+
+        def call(self, tokens):
+            mean = keras.ops.mean(tokens, axis=-1, keepdims=True)
+            normed = (tokens - mean) / keras.ops.std(tokens, axis=-1, keepdims=True)
+            return tokens + self.mha(query=normed, value=normed)
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    tokens = keras.layers.Reshape((16, 16), name="tokens")(
+        keras.layers.Conv2D(16, PATCH, strides=PATCH)(inputs))
+    pooled = keras.layers.GlobalAveragePooling1D()(OpsNormBlock(name="block")(tokens))
+    keras.Model(inputs, keras.layers.Dense(2)(pooled)).save(tmp_path / "m.keras")
+    handle = load_model(str(tmp_path / "m.keras"), "0-1", unsafe_load=True)
+    model = handle.logits_model
+    assert last_token_layer(model, handle.input_shape) == "block/mha:query"
+    x = np.random.default_rng(0).uniform(0, 1, (2, SIZE, SIZE, 3)).astype(np.float32)
+    query, logits = query_and_logits(handle, "block/mha:query")(x)
+    before = keras.Model(model.input, model.get_layer("tokens").output)(x).numpy()
+    normed = (before - before.mean(-1, keepdims=True)) / before.std(-1, keepdims=True)
+    np.testing.assert_allclose(query.numpy(), normed, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(logits.numpy(), handle.logits(x).numpy(), atol=1e-5)
+    assert attribute(handle, x, np.array([0, 1]), "gradcam").shape == x.shape
 
 
 @pytest.mark.parametrize("kind", list(BUILDERS))

@@ -120,7 +120,7 @@ def _note_shapes(layer) -> None:
                    if isinstance(t, keras.KerasTensor) else t),
         (node.arguments.args, node.arguments.kwargs))
 
-    def note(sub, y):
+    def note(sub, y, *_):
         tensors = [t for t in keras.tree.flatten(y) if hasattr(t, "shape")]
         if not hasattr(sub, INNER_SHAPE):
             shape = (None, *tensors[0].shape[1:]) if len(tensors) == 1 else None
@@ -297,8 +297,12 @@ def _recording_run(model, targets: list, with_output: bool) -> Callable:
     each target's ``call`` recording its output while the pass runs (first call wins)."""
     def run(x, training=False, **_):
         found: dict = {}
-        with edited_calls({id(t): t for t in targets}.values(),
-                          lambda layer, y: found.setdefault(id(layer), y)):
+
+        def record(layer, y, *_):
+            found.setdefault(id(layer), y)
+            return y
+
+        with edited_calls({id(t): t for t in targets}.values(), record):
             out = model(x, training=training)
         activations = [found[id(t)] for t in targets]
         return (activations, out) if with_output else activations
@@ -308,8 +312,10 @@ def _recording_run(model, targets: list, with_output: bool) -> Callable:
 
 @contextlib.contextmanager
 def edited_calls(layers, edit: Callable) -> Iterator[None]:
-    """While open, each layer's ``call`` returns ``edit(layer, its own output)``: a layer
-    inside a custom layer read or changed during a pass (the instance's attribute over its
+    """While open, each layer's ``call`` returns ``edit(layer, its own output, args, kwargs)``,
+    given the arguments it was called with: the one way a layer inside a custom layer, which
+    no graph reaches, is read (its output, or an input: the tokens an attention attends from,
+    ``tokens.query_and_logits``) or changed during a pass (the instance's attribute over its
     class's method, removed after)."""
     layers = list(layers)
 
@@ -317,7 +323,7 @@ def edited_calls(layers, edit: Callable) -> Iterator[None]:
         original = type(layer).call
 
         def call(*args, **kwargs):
-            return edit(layer, original(layer, *args, **kwargs))
+            return edit(layer, original(layer, *args, **kwargs), args, kwargs)
 
         return call
 

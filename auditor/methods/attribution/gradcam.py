@@ -3,9 +3,10 @@
 A layer's channels weighted by the score's gradient, summed, rectified, and upsampled
 bilinearly to the input; returned repeated over the input's channels. The layer defaults to the
 last one with a spatial output, found also inside a nested backbone; in a vision transformer to
-the tokens its last attention attends from (the graph layer feeding it, or inside a custom
-encoder such as keras-hub's the attention's recorded input, ``PATH:query``), whose patch tokens
-are reshaped to their grid and whose class or register tokens are set aside (``tokens.py``).
+the tokens its last attention attends from (the graph layer feeding it; inside a custom
+encoder such as keras-hub's, the sub-layer giving them, read during the pass as neuron groups
+read it, or the attention's own input, ``PATH:query``), whose patch tokens are reshaped to
+their grid and whose class or register tokens are set aside (``tokens.py``).
 """
 
 from __future__ import annotations

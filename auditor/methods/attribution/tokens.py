@@ -145,22 +145,29 @@ def last_token_layer(model, image_shape: tuple) -> str | None:
     from (the last block's normalised tokens, as pytorch-grad-cam takes ``blocks[-1].norm1``:
     after the last attention, a class-token head sends no gradient to the patch tokens). In the
     graph that is the layer feeding the attention; an attention inside a custom layer
-    (keras-hub's encoder) is named by its path and ``:query``, its input recorded during the
-    pass. None in a model without attention layers."""
+    (keras-hub's ViT and DeiT encoders) is read where neuron groups read it, at the sub-layer
+    whose output it attends from (``inner_token_layer``: ``.../transformer_block_2/ln_1``),
+    or, when no sub-layer gives it, by its path and ``:query`` (its input recorded during the
+    pass). None in a model without attention layers."""
     from auditor.inputs.layers import is_model, output_shape, walk
 
     attentions = attention_paths(model)
-    last, before_attention = None, None
+    if not attentions:
+        return None
+    last, before_attention, holder = None, None, None
     for path, layer in walk(model):
-        if attentions and path == attentions[-1][0]:
+        if path == attentions[-1][0]:
             before_attention = last
+        elif holder is None and not is_model(layer) and attentions[-1][0].startswith(path + "/"):
+            holder = (path, layer)
         shape = None if is_model(layer) else output_shape(layer)
         if (shape is not None and len(shape) == 3 and shape[1]
                 and token_grid(shape[1], image_shape) is not None):
             last = path
-    if not attentions:
-        return None
-    return before_attention or attentions[-1][0] + QUERY
+    if before_attention:
+        return before_attention
+    inner = inner_token_layer(model, *holder, image_shape) if holder else None
+    return inner or attentions[-1][0] + QUERY
 
 
 def _holds_attention(layer) -> bool:
@@ -231,28 +238,26 @@ def inner_token_layer(model, path: str, holder, image_shape: tuple) -> str | Non
 
 def query_and_logits(handle, name: str):
     """A callable images -> (the query tokens of the attention layer ``name`` (``PATH:query``),
-    logits), one differentiable pass: the layer's ``call`` records its first argument while
-    the pass runs (meant to be traced once inside a ``tf.function``)."""
+    logits), one differentiable pass: the layer's ``call`` edited while the pass runs
+    (``layers.edited_calls``, as a layer inside a custom layer is read) records its first
+    input, positional or ``query=`` (meant to be traced once inside a ``tf.function``)."""
+    from auditor.inputs.layers import edited_calls
+
     path = name.removesuffix(QUERY)
     found = dict(attention_paths(handle.logits_model))
     if path not in found:
         raise AuditorError(f"model '{handle.logits_model.name}' has no attention layer '{path}'; "
                            f"its attention layers are: {', '.join(found) or 'none'}")
-    layer = found[path]
 
     def forward(images):
         recorded = []
-        original = layer.call
 
-        def call(query, *args, **kwargs):
-            recorded.append(query)
-            return original(query, *args, **kwargs)
+        def record(layer, y, args, kwargs):
+            recorded.append(args[0] if args else kwargs["query"])
+            return y
 
-        layer.call = call
-        try:
+        with edited_calls([found[path]], record):
             logits = handle.logits(images)
-        finally:
-            del layer.call
         return recorded[-1], logits
 
     return forward

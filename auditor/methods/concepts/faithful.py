@@ -48,7 +48,7 @@ def offset_run(model, chain: list):
 
     if is_inner(chain):
         def run_inner(x, delta, training=False):
-            with edited_calls([chain[-1]], lambda layer, y: y - delta):
+            with edited_calls([chain[-1]], lambda layer, y, *_: y - delta):
                 return model(x, training=training)
         return run_inner
     head, rest = chain[0], chain[1:]
