@@ -244,11 +244,15 @@ def mobilenetv5_attention_blocks(size: int = 32, classes: int = 3, seed: int = 0
     (``MobileAttention`` over ``MultiQueryAttention2d``: keys and values strided by 2 with a
     position convolution in the first, neither in the second) with layer scale, then a
     ``CondConvResidual`` of three experts (the backbone's arguments cannot make one: it never
-    passes ``num_experts``), pooled under a Dense head of logits. keras-hub's non-query
-    ``Attention2d`` ("mha") cannot be built in a functional graph (keras-hub 0.32 reshapes with
-    the symbolic batch size), so it is left out."""
+    passes ``num_experts``), pooled under a Dense head of logits. Between them a
+    ``MobileAttention`` over keras-hub's non-query ``Attention2d`` ("mha"), without its skip,
+    so that all the signal passes its attention: keras-hub 0.32 reshapes there with the batch
+    size, which a symbolic input leaves unknown ("Could not automatically infer the output
+    shape / dtype of 'attention2d'"; its backbone cannot build an "mha" block), so the input
+    has a fixed batch of one; run, it takes any batch."""
     import keras
     import keras_hub
+    from keras_hub.src.models.mobilenetv5.mobilenetv5_attention import MobileAttention
     from keras_hub.src.models.mobilenetv5.mobilenetv5_blocks import CondConvResidual
 
     keras.utils.set_random_seed(seed)
@@ -266,8 +270,11 @@ def mobilenetv5_attention_blocks(size: int = 32, classes: int = 3, seed: int = 0
         stackwise_kv_strides=[[0], [0, 2, 1]],
         stackwise_use_cpe=[[False], [False, True, False]], stem_size=16, num_features=64,
         use_msfa=False, layer_scale_init_value=0.1, image_shape=(size, size, 3))
-    inputs = keras.Input((size, size, 3))
+    inputs = keras.Input((size, size, 3), batch_size=1)
+    x = MobileAttention(32, num_heads=2, use_multi_query=False, noskip=True, use_cpe=True,
+                        norm_layer="rms_norm", use_bias=True, layer_scale_init_value=0.1,
+                        channel_axis=-1, data_format="channels_last", name="mha")(backbone(inputs))
     x = CondConvResidual(32, num_experts=3, exp_ratio=2.0, channel_axis=-1,
-                         data_format="channels_last", name="condconv")(backbone(inputs))
+                         data_format="channels_last", name="condconv")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     return keras.Model(inputs, keras.layers.Dense(classes)(x), name="mobilenetv5_attention")

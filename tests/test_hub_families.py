@@ -115,8 +115,10 @@ def test_lrp_walks_through_a_keras_hub_familys_blocks_and_conserves_relevance(tm
 
 
 def test_lrp_walks_through_mobilenetv5_attention_and_condconv_and_conserves_relevance(tmp_path):
-    """MobileNetV5's ``MultiQueryAttention2d`` (weights from raw matmuls and softmax) with its
-    queries and keys held constant where they are made (Ali et al. 2022), ``MobileAttention``'s
+    """MobileNetV5's ``MultiQueryAttention2d`` and ``Attention2d`` (weights from raw matmuls
+    and softmax) with their queries and keys held constant where they are made (Ali et al.
+    2022; through ``Attention2d`` passes all the signal: its gradient through the softmax put
+    the sums 54 % off the logit, measured), ``MobileAttention``'s
     position convolution, norm and layer scale, and ``CondConvResidual`` with its routing held
     constant (a gate) and the rule applied to each image's mixed kernel: on the bias-free model
     relevance sums to the logit under LRP-epsilon and the composite (gamma on the mixed

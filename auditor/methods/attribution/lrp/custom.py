@@ -29,10 +29,13 @@ absorbs its share, as a bias does. So the layers are listed by class, each read 
                  LayerScale2d (a product with a weight), DropPath, SEModule, the head's pooling;
                  RmsNorm2d's raw normaliser is not a sub-layer: its rule is ``rms_norm``
                  (``constant.py``); MobileAttention (a position depthwise convolution added,
-                 norm, attention, LayerScale2d, the residual) and MultiQueryAttention2d with
+                 norm, attention, LayerScale2d, the residual), MultiQueryAttention2d with
                  its query and key chains (pooling or strided depthwise convolution, norm,
                  1x1 convolution: lists of sub-layers) held constant (below), its values
-                 through their chain, the output projection; CondConvResidual mixes its
+                 through their chain, the output projection, and Attention2d ("mha": one
+                 1x1 convolution ``qkv`` whose channel thirds are the queries, keys and
+                 values, the first two held constant; the output projection; its Dropout
+                 layers, the identity at inference); CondConvResidual mixes its
                  experts' kernels per image in raw ops: its rule is ``condconv.py``
     HGNetV2      embeddings, encoder (a tuple of stage outputs), stage, basic layer, conv
                  layers, learnable affine block (a weight times the input plus a bias)
@@ -40,9 +43,10 @@ absorbs its share, as a bias does. So the layers are listed by class, each read 
 Inside a walked layer every gate (the output of a sigmoid or hard sigmoid, ``constant.py``) is
 held constant, so its product with the signal, written as ``*`` or as a layer made inside
 ``call``, passes all relevance to the signal (Arras et al. 2017), as ``layers.Multiply`` does.
-In the three attention classes whose weights are computed in raw ops, the queries and keys
+In the four attention classes whose weights are computed in raw ops, the queries and keys
 are held constant where they are made (a Dense, the first two thirds of Swin's joint ``qkv``
-Dense, each layer of MultiQueryAttention2d's query and key chains): the softmax of constants
+Dense and of Attention2d's joint ``qkv`` convolution, each layer of MultiQueryAttention2d's
+query and key chains): the softmax of constants
 is a constant, and ``weights @ values`` passes relevance to the values alone (Ali et al.
 2022's AH-rule, as for MultiHeadAttention). An ``Embedding`` read
 inside them looks up constant positions (``position_ids``): it is a constant. Any other
@@ -72,7 +76,8 @@ WALKED = {  # module: class names, read as the module's docstring says
     _HUB + "mobilenetv5.mobilenetv5_layers": ("ConvNormAct", "LayerScale2d", "DropPath",
                                              "SEModule"),
     _HUB + "mobilenetv5.mobilenetv5_blocks": ("UniversalInvertedResidual", "EdgeResidual"),
-    _HUB + "mobilenetv5.mobilenetv5_attention": ("MobileAttention", "MultiQueryAttention2d"),
+    _HUB + "mobilenetv5.mobilenetv5_attention": ("MobileAttention", "MultiQueryAttention2d",
+                                                 "Attention2d"),
     _HUB + "mobilenetv5.mobilenetv5_utils": ("SelectAdaptivePool2d",),
     _HUB + "hgnetv2.hgnetv2_layers": ("HGNetV2LearnableAffineBlock", "HGNetV2ConvLayer",
                                       "HGNetV2ConvLayerLight", "HGNetV2Embeddings",
@@ -86,6 +91,7 @@ HELD = {
     (_HUB + "swin_transformer.swin_transformer_layers", "WindowAttention"): {"qkv": (0, 1)},
     (_HUB + "mobilenetv5.mobilenetv5_attention", "MultiQueryAttention2d"): {
         "query_layers": None, "key_layers": None},
+    (_HUB + "mobilenetv5.mobilenetv5_attention", "Attention2d"): {"qkv": (0, 1)},
 }
 
 
