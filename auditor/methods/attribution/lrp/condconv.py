@@ -12,6 +12,12 @@ A convolution with a kernel per image is a product of each image's patches with 
 
 The block's ``call`` (keras-hub 0.32), followed step for step: pointwise experts, BN1, act1,
 depthwise experts, BN2, act2, squeeze-excitation, pointwise-linear experts, BN3, the residual.
+Its squeeze-excitation is built from ``se_layer(filters=, bottleneck_filters=,
+squeeze_activation=, excite_activation=, data_format=, channel_axis=, dtype=)``, which neither
+keras-hub SE class accepts (``SqueezeAndExcite2D``: "Unrecognized keyword arguments ...
+data_format, channel_axis"; ``SEModule`` takes ``channels``), and keras-hub's backbone never
+makes the block (it passes no ``num_experts``): only a user's own SE class gives it one, which
+the walker passes as any sub-layer, one line naming it unless it is a walked class.
 """
 
 from __future__ import annotations
