@@ -104,10 +104,11 @@ def test_without_thresholds_only_the_health_checks_gate(first_run):
     checks = {c["id"]: c for c in summary["checks"]}
     # (class_order needs 20 images per class; 100 images of 10 classes are too few)
     assert set(checks) == {"accuracy", "per_class_recall", "kappa", "prediction_spread",
-                           "prediction_share", "model.input_range"}
+                           "prediction_share", "logit_spread", "model.input_range"}
     assert all("not gated" in checks[i]["message"] for i in ("accuracy", "per_class_recall"))
     assert all(checks[i]["gated"] and checks[i]["status"] == "pass"
-               for i in ("kappa", "prediction_spread", "prediction_share", "model.input_range"))
+               for i in ("kappa", "prediction_spread", "prediction_share", "logit_spread",
+                         "model.input_range"))
     assert "baseline" not in summary
 
 

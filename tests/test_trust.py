@@ -3,6 +3,7 @@ results reported as findings, never as passes (issue 12)."""
 
 from __future__ import annotations
 
+import html
 import json
 import subprocess
 import sys
@@ -235,10 +236,30 @@ def test_a_fair_model_raises_no_health_finding_and_its_check_ids_are_declared(di
     outcome = audit(tmp_path, model=str(digit_mlp), sections=["performance", "counterfactuals"],
                     counterfactuals={"mistakes": 4, "steps": 10})
     checks = {c["id"]: c for c in outcome.summary["checks"]}
-    for check_id in ("accuracy", "kappa", "prediction_spread", "class_order",
+    for check_id in ("accuracy", "kappa", "prediction_spread", "logit_spread", "class_order",
                      "model.input_range"):
         assert checks[check_id]["status"] == "pass", checks[check_id]["message"]
     assert all(is_known_check(check_id, check_patterns()) for check_id in checks)
+
+
+def test_logits_apart_by_less_than_float32_rounding_are_the_first_finding(digit_mlp, tmp_path):
+    """The fair model's head scaled by 1e-9: the same answers, but logits that differ between
+    classes by about 1e-8, below float32's epsilon (a random MobileNetV2 at 32 px: 1.7e-12).
+    The reader is told first that every map and figure is noise; the fair model's logits pass
+    (the test above)."""
+    model = keras.models.load_model(digit_mlp)
+    kernel, bias = model.layers[-1].get_weights()
+    model.layers[-1].set_weights([kernel * 1e-9, bias * 1e-9])
+    model.save(tmp_path / "faint.keras")
+    outcome = audit(tmp_path, model=str(tmp_path / "faint.keras"), input_range="0-1")
+    checks = {c["id"]: c for c in outcome.summary["checks"]}
+    spread = outcome.summary["metrics"]["logit_spread"]
+    assert 0 < spread["median"] < spread["resolution"] and spread["share_at_rounding"] > 0.9
+    assert checks["logit_spread"]["status"] == "fail" and outcome.exit_code == 1
+    assert checks["kappa"]["status"] == "pass"  # the answers are the fair model's
+    page = html.unescape((outcome.out / "report.html").read_text())
+    banner = page.split('class="banner-sentence"')[1][:900]
+    assert "below float32's rounding" in banner and "read them as noise" in banner
 
 
 def test_dead_relu_head_is_audited_and_its_collapse_is_a_finding(digit_mlp, tmp_path):

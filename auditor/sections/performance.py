@@ -13,6 +13,7 @@ import numpy as np
 
 from auditor.checks.check import Check, evaluate_each
 from auditor.checks.declared import Declared, spec_bounds
+from auditor.methods.prediction_health import FLOAT32_RESOLUTION
 from auditor.methods.topk import most_confident_mistakes
 from auditor.sections.base import Context, KeyFigure, SectionResult, at_least
 
@@ -42,6 +43,11 @@ SHARE_BOUNDS = {"warn_above": 0.5, "fail_above": 0.8}
 # MobileNetV2; 0.008 for a 37% softmax regression); matching noise gives near-chance models
 # 0.13-0.15 on 72 images per class, so 0.2 is above noise; a shuffled class order gains 0.7-0.9.
 CLASS_ORDER_BOUNDS = {"warn_above": 0.2, "fail_above": 0.4}
+# The logits' spread between classes (each image's largest minus smallest, the median over the
+# images) below float32's resolution at 1, its machine epsilon (FLOAT32_RESOLUTION, where it
+# is defined): there the softmax is uniform to rounding, so no figure read from the logits or
+# their gradients means anything. No warn band: above it the classes are resolved.
+LOGIT_SPREAD_BOUNDS = {"fail_below": FLOAT32_RESOLUTION}
 # The relabelling is judged only with this many images per class (else noise matches more).
 RELABEL_IMAGES_PER_CLASS = 20
 MATRIX_CLASSES = 20  # the confusion table shows at most this many classes
@@ -83,6 +89,15 @@ def _order_words(summary: dict, check: dict) -> str:
             "that fix it.")
 
 
+def _rounding_words(summary: dict, check: dict) -> str:
+    spread = (summary.get("metrics") or {}).get("logit_spread") or {}
+    return (f"The model's logits differ between classes by only {spread.get('median', 0):.1g} "
+            f"(median image), below float32's rounding ({spread.get('resolution', 0):.1g}): its "
+            "probabilities are uniform to rounding, and the maps and figures below rest on "
+            "differences float32 cannot hold: read them as noise (an untrained model, or "
+            "outputs scaled to nothing?).")
+
+
 def _chance_words(summary: dict, check: dict) -> str | None:
     """Words when the accuracy (or kappa) says the predictions hardly follow the labels: kappa
     below its bound, or an accuracy no better than answering the most frequent class."""
@@ -110,6 +125,9 @@ SHARE = Declared("prediction_share",
                   what="the largest predicted share against the data's largest class share",
                   bounds=SHARE_BOUNDS, figure="accuracy", finding=_spread_words,
                   finding_rank=10)
+LOGITS = Declared("logit_spread", what="the logits' spread between classes against float32's "
+                  "rounding", bounds=LOGIT_SPREAD_BOUNDS, figure="accuracy",
+                  finding=_rounding_words, finding_rank=5)
 ORDER = Declared("class_order", what="the model's class order against the data's",
                  bounds=CLASS_ORDER_BOUNDS, figure="accuracy", finding=_order_words,
                  finding_rank=20)
@@ -126,7 +144,7 @@ LABEL_F1 = Declared("multilabel.label_f1.*", what="F1 of one label", bounds=RECA
 LABEL_SKILL = Declared("multilabel.label_skill.*",
                        what="a label's average precision above its prevalence (chance)",
                        bounds={"fail_below": 0.0}, figure="micro_f1")
-CHECKS = (ACCURACY, RECALL, KAPPA, SPREAD, SHARE, ORDER, MICRO_F1, LABEL_F1, LABEL_SKILL)
+CHECKS = (ACCURACY, RECALL, KAPPA, SPREAD, SHARE, LOGITS, ORDER, MICRO_F1, LABEL_F1, LABEL_SKILL)
 
 KEY_FIGURES = (
     KeyFigure("accuracy", "Accuracy", "accuracy", NAME, _accuracy, percent=True,
@@ -196,14 +214,18 @@ class PerformanceData:
     images: np.ndarray
 
 
-def health_metrics(labels, preds, class_names) -> dict:
-    """Whether the predictions carry information: chance accuracy, kappa, spread, order."""
+def health_metrics(labels, preds, class_names, logits=None) -> dict:
+    """Whether the predictions carry information: chance accuracy, kappa, spread, order, and
+    with the ``logits`` their spread between classes."""
     from auditor.methods import prediction_health as health
 
     classes = len(class_names)
     metrics = {"chance_accuracy": health.chance_accuracy(labels, classes),
                "kappa": health.kappa(labels, preds, classes),
                "prediction_spread": health.prediction_spread(labels, preds, class_names)}
+    spread = health.logit_spread(logits) if logits is not None else None
+    if spread is not None:
+        metrics["logit_spread"] = spread
     if len(labels) >= RELABEL_IMAGES_PER_CLASS * classes:
         metrics["class_order"] = health.best_relabelling(labels, preds, class_names)
     return metrics
@@ -243,7 +265,8 @@ def share_check(spread: dict, spec: dict) -> Check:
 
 
 def health_checks(metrics: dict, spec: dict) -> list[Check]:
-    """Kappa, spread of the predictions and class order, when the summary has them."""
+    """Kappa, spread of the predictions, the logits' spread and class order, when the summary
+    has them."""
     checks = []
     if metrics.get("kappa") is not None:
         value = metrics["kappa"]
@@ -261,6 +284,15 @@ def health_checks(metrics: dict, spec: dict) -> list[Check]:
                     f"{top})").noted(": the predictions have collapsed onto a few classes"))
         if "excess_share" in spread:
             checks.append(share_check(spread, spec))
+    logits = metrics.get("logit_spread")
+    if logits:
+        checks.append(LOGITS.judge(
+            logits["median"], checks=spec, section=NAME,
+            message=f"the logits' spread between classes (each image's largest minus smallest, "
+                    f"median over the images) {logits['median']:.2g}; float32 resolves "
+                    f"{logits['resolution']:.2g} at 1").noted(
+            f": on {logits['share_at_rounding']:.0%} of the images the softmax is uniform to "
+            "rounding, and every gradient and map is rounding noise"))
     order = metrics.get("class_order")
     if order:
         gain = order["matched_accuracy"] - order["accuracy"]
@@ -313,7 +345,7 @@ def run(ctx: Context, options: Options) -> SectionResult:
     confusions = top_confusions(p.labels, preds, names, options.top_confusions)
     per_class = per_class_metrics(p.labels, preds, names)
     metrics = {"accuracy": accuracy, "per_class": per_class,
-               **health_metrics(p.labels, preds, names)}
+               **health_metrics(p.labels, preds, names, p.logits)}
     checks = summary_checks({"metrics": metrics}, ctx.baseline, ctx.config.checks)
     n_wrong = int((~p.correct).sum())
     return SectionResult(
