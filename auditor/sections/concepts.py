@@ -77,6 +77,42 @@ DROPS = (Drop("icon_steps", 0, "the neuron groups' icons"),
          Drop("survival_images", 0, "the groups' survival of weight randomisation"))
 
 
+# scikit-learn's NMF (coordinate descent, at most 500 iterations) of a layer's activations, in
+# reference kernels per million cells of the matrix it factorises (rows x channels x groups).
+# PLACEHOLDER
+NMF_KERNELS = 1.0
+
+
+def model_facts(handle, options: Options, facts: Facts) -> Facts:
+    """``Facts.concept_layers``: positions per image and channels of the layers the section
+    factorises (None when it names none that apply: the section says why, and fits nothing)."""
+    from auditor.errors import AuditorError
+    from auditor.inputs.layers import find_layer, output_shape
+    from auditor.methods.concepts.layers import resolve_layers
+
+    model = handle.logits_model
+    try:
+        shapes = [output_shape(find_layer(model, name))
+                  for name, _ in resolve_layers(model, options.layers or None)]
+    except AuditorError:
+        return facts
+    return dataclasses.replace(facts, concept_layers=tuple(
+        (int(np.prod(shape[1:-1])), int(shape[-1])) for shape in shapes
+        if shape is not None and all(shape[1:])))
+
+
+def nmf_kernels(options: Options, facts: Facts) -> float:
+    """The fits of every layer: on the sample's positions, and with the survival test on its
+    images' positions on the randomised copy (each at most FIT_ROWS rows)."""
+    from auditor.methods.concepts.groups import FIT_ROWS
+
+    cells = 0
+    for positions, channels in facts.concept_layers or ():
+        for images in (min(options.sample, facts.images), options.survival_images):
+            cells += min(images * positions, FIT_ROWS) * channels * options.groups
+    return NMF_KERNELS * cells / 1e6
+
+
 def passes(options: Options, facts: Facts) -> Passes:
     """The sample and each mistake twice (predicted, true) forward-backward, every layer's
     activation and gradient from one pass and one trace. Per layer: each group's removal and
@@ -97,10 +133,10 @@ def passes(options: Options, facts: Facts) -> Passes:
     survival = (Passes(backward=options.survival_images, copies=int(not makes_card(facts)),
                        traces=0 if facts.twin_copy else 1)
                 if options.survival_images else Passes())
-    icons = (Passes(backward=options.icon_steps * options.groups * layers, traces=1, loops=1)
+    icons = (Passes(looped=options.icon_steps * options.groups * layers, traces=1, loops=1)
              if options.icon_steps else Passes())
-    return Passes(per_layer.forward * layers, traces=per_layer.traces * layers) + gradients \
-        + survival + icons
+    return Passes(per_layer.forward * layers, traces=per_layer.traces * layers,
+                  kernels=nmf_kernels(options, facts)) + gradients + survival + icons
 
 
 def check_model(model, options: Options) -> None:

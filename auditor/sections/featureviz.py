@@ -145,7 +145,7 @@ def passes(options: Options, facts: Facts) -> Passes:
     shown = len(options.channels) or options.max_channels
     layers = max(1, len(options.layers)) if shown else 0
     return Passes(forward=facts.images * layers,
-                  backward=STEP_PASSES * (classes * runs + layers * shown) * steps,
+                  looped=STEP_PASSES * (classes * runs + layers * shown) * steps,
                   traces=1 + layers, loops=1, kernels=JUDGE_KERNELS * facts.images)
 
 
