@@ -107,6 +107,10 @@ class Passes:
     # batches, so each row costs the time per row (Timing.row), not a share of a call's fixed
     # cost as the rows of the sections' other calls do. Counted as forward-backward passes.
     looped: float = 0.0
+    # The steps of those loops (per batch): each runs the model's graph once, paying what a
+    # call pays besides its rows (Timing.call: the graph's ops dispatched, their threads woken),
+    # as many times as there are steps, however few rows a step takes.
+    loop_steps: float = 0.0
     # The traces' cost beyond one timed trace each, in timed traces: a compiled pass dearer to
     # trace than the input gradient (the LRP composite's: ``Method.trace_cost``) adds its excess.
     trace_extra: float = 0.0
@@ -149,9 +153,9 @@ class Facts:
     # The model has attention layers (keras.layers.MultiHeadAttention) for the methods that
     # read them (the rollouts); False: they do not apply and run nothing; None: not known.
     attention: bool | None = None
-    # (positions per image, channels) of each layer the concepts section factorises, as its
-    # ``model_facts`` reads them from the model; None: not known (the fits then count nothing).
-    concept_layers: tuple[tuple[int, int], ...] | None = None
+    # The layers the concepts section factorises, as its ``model_facts`` finds them in the
+    # model (one on a vision transformer's tokens); None: not known (counted as its default two).
+    concept_layers: int | None = None
 
     @property
     def wrong(self) -> int:
@@ -190,6 +194,7 @@ class Timing:
     def seconds(self, passes: Passes) -> float:
         return (passes.forward * self.forward + passes.backward * self.backward
                 + passes.looped * (self.backward if self.row is None else self.row)
+                + passes.loop_steps * (self.call or 0.0)
                 + passes.train * (self.backward if self.train is None else self.train)
                 + (passes.traces + (LOOP_TRACE - 1) * passes.loops + passes.trace_extra)
                 * self.trace
