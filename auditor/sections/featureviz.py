@@ -142,11 +142,11 @@ def passes(options: Options, facts: Facts) -> Passes:
     """Every class image of every variant, every channel image and the unregularised class
     images take STEP_PASSES passes per step, in one compiled loop (one trace, of a loop:
     ``Passes.loops``; its rows at the time per row, each of its steps a call's fixed cost:
-    ``Passes.looped``, ``Passes.loop_steps``); the top images of each layer's channels take a forward pass over the
-    data, one trace per layer (none when no channel is shown). The judge's passes go through
-    the prediction pass's function, traced already; its fit on the real images' thumbnails is
-    work off the model (``JUDGE_KERNELS``, by the square of the thumbnails' values).
-    tests/test_plan_accounting.py counts the traces."""
+    ``Passes.looped``, ``Passes.loop_steps``); the top images of each layer's channels take a
+    forward pass over the data, one trace per layer (none when no channel is shown). The
+    judge's passes go through the prediction pass's function, traced already; its fit on the
+    real images' thumbnails is work off the model (``JUDGE_KERNELS``, by the square of the
+    thumbnails' values). tests/test_plan_accounting.py counts the traces."""
     steps = options.steps or default_steps(facts.size)
     compare = options.compare if options.compare is not None else facts.size <= 64
     classes = len(options.classes) or min(options.max_classes, facts.classes)
