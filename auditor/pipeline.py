@@ -455,6 +455,7 @@ def probe_range(handle, dataset, config: AuditConfig) -> list[Check]:
 def plan_sections(config, names, loaded, predictions):
     """The compute plan of this run's sections (predict.plan), sized by the time a pass of this
     model takes, measured here (when the sections run any pass) unless the handle holds it."""
+    from auditor.methods.attribution.tokens import attention_layers
     from auditor.predict.plan import Facts, make_plan, model_timing, runs_passes
     from auditor.predict.predictions import pass_function
     from auditor.steps.card import card_candidates, card_score
@@ -467,8 +468,12 @@ def plan_sections(config, names, loaded, predictions):
                   mistakes=mistakes_to_explain(predictions),
                   card_methods=card_candidates(config, names), card_score=card_score(config),
                   sections=tuple(names), multilabel=handle.multilabel,
-                  features=pass_function(handle)[1] or None)
+                  features=pass_function(handle)[1] or None,
+                  attention=bool(attention_layers(handle.logits_model)))
     modules = {name: section_module(name) for name in names}
+    for name, module in modules.items():  # what a section's cost reads in the model itself
+        told = getattr(module, "model_facts", None)
+        facts = told(handle, config.options[name], facts) if told else facts
     timed = runs_passes(modules, config.options, facts)
     return make_plan(modules, config.options, config.section_options, facts, config.budget,
                      timing=model_timing(handle) if timed else None)

@@ -97,7 +97,9 @@ def main() -> None:
             print(f"timing: trace {plan.timing.trace:.2f} s, training trace "
                   f"{plan.timing.train_trace or 0:.2f} s, copy {plan.timing.copy or 0:.2f} s, "
                   f"kernel {plan.timing.kernel or 0:.4f} s, backward "
-                  f"{plan.timing.backward * 1e3:.2f} ms/image")
+                  f"{plan.timing.backward * 1e3:.2f} ms/image, row "
+                  f"{(plan.timing.row or 0) * 1e3:.3f} ms, call "
+                  f"{(plan.timing.call or 0) * 1e3:.2f} ms")
             estimates(plan, timings, counts)
         for (part, name), n in sorted(counts.functions.items()):
             print(f"    {part:45s} {name:50s} {n:3d} "
@@ -135,9 +137,11 @@ def estimates(plan, timings: dict, counts) -> None:
               f"ratio {estimate / max(actual, 1e-9):5.2f}  traces charged {traced:6.1f} s  "
               f"rest charged {estimate - traced:6.1f} s  traced+copied {counted:6.1f} s")
         train = timing.train or timing.backward
+        looped = timing.seconds(type(passes)(looped=passes.looped, loop_steps=passes.loop_steps))
         print(f"  {'':16s} forward {passes.forward:.0f} rows {passes.forward * timing.forward:.1f}"
               f" s, backward {passes.backward:.0f} rows {passes.backward * timing.backward:.1f} s"
-              f", train {passes.train:.0f} rows {passes.train * train:.1f} s, traces "
+              f", train {passes.train:.0f} rows {passes.train * train:.1f} s, looped "
+              f"{passes.looped:.0f} rows in {passes.loop_steps:.0f} steps {looped:.1f} s, traces "
               f"{passes.traces} (loops {passes.loops}, training steps {passes.train_traces})"
               f", copies {passes.copies} "
               f"{passes.copies * (timing.copy or 0):.1f} s, kernels {passes.kernels:.0f} "

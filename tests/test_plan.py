@@ -330,7 +330,9 @@ def test_a_named_budget_too_small_for_the_fixed_costs_leaves_work_out_and_says_w
     assert given.options["featureviz"].compare is True
     assert "compare" not in {d.setting for d in given.dropped.get("featureviz", [])}
     assert not plan_for(MODULES, {}, facts, 3000, timing=TRACE_BOUND).dropped
-    assert not plan_for(MODULES, {}, facts, "quick", timing=TIMED).dropped
+    # traces cheap: nothing left out under `standard` (under `quick` the fixed work off the
+    # model, concepts' four NMF fits of 600 kernels each, is a quarter of its 10,000 kernels)
+    assert not plan_for(MODULES, {}, facts, "standard", timing=TIMED).dropped
 
 
 def test_a_card_method_the_plan_drops_is_counted_by_the_sections_taking_their_method_from_it():
@@ -441,3 +443,54 @@ def test_the_report_says_what_the_plan_left_out_and_how_to_bring_it_back(demo_re
     page = (tmp_path / "report.html").read_text()
     assert "Left out because the budget cannot hold the fixed costs" in page
     assert "<code>featureviz.compare</code> in the spec" in page
+
+
+def test_a_call_is_split_into_its_fixed_cost_and_its_rows_and_a_loop_pays_rows_and_steps(
+        digits_handle):
+    """Two timed calls give the line through them: its slope is the time per row a compiled
+    loop's rows cost, its intercept the fixed cost each step (and each call) pays; a slope the
+    noise made non-positive counts every second per row (never free rows). The demo CNN,
+    timed: its fixed cost per call is a share of the 24-row call's time, so a loop's rows cost
+    less than the timed time per image."""
+    from auditor.predict.plan import Passes, measure_timing, other_rows, split_call
+
+    row, call = split_call((24, 0.010), (96, 0.022))
+    assert row == pytest.approx(0.012 / 72) and call == pytest.approx(0.010 - 24 * row)
+    assert split_call((24, 0.010), (96, 0.009)) == (0.010 / 24, 0.0)
+    assert other_rows(24, 10_000) == 96 and other_rows(11, 11) == 2 and other_rows(1, 1) == 1
+    timing = Timing(forward=0.001, backward=0.002, trace=0.1, row=0.0005, call=0.036)
+    loop = Passes(looped=1000, loop_steps=10)
+    assert timing.seconds(loop) == pytest.approx(1000 * 0.0005 + 10 * 0.036)
+    assert Timing(forward=0.001, backward=0.002, trace=0.1).seconds(loop) == 2.0  # untimed
+    measured = measure_timing(digits_handle)
+    assert 0 < measured.row <= measured.backward and measured.call >= 0
+    assert measured.row + measured.call / 24 == pytest.approx(measured.backward, rel=1e-6)
+
+
+def test_the_plan_counts_only_what_runs_and_prices_each_trace_and_fit_by_its_measure():
+    """Attention rollout on a model without attention says so in one line and runs nothing,
+    so the card counts neither its rows nor its trace; the LRP composite's trace counts
+    COMPOSITE_TRACE input-gradient traces (on the model and the shifted copy); concepts counts
+    an NMF fit per layer on the sample and one per layer on the randomised copy."""
+    import auditor.sections.concepts as concepts
+    from auditor.methods.attribution.lrp import COMPOSITE_TRACE
+    from auditor.steps.card import passes as card_passes
+
+    options = make_config({}, model="demo").options
+    attribution = options["attribution"]
+    cnn = dataclasses.replace(SMALL, attention=False)
+    rolled = dataclasses.replace(attribution, methods=[*attribution.methods, "rollout",
+                                                       "gradient_rollout"])
+    assert card_passes(rolled, cnn) == card_passes(attribution, cnn)
+    vit = dataclasses.replace(SMALL, attention=True)
+    more = card_passes(rolled, vit) - card_passes(attribution, vit)
+    assert more.traces == 2 * 2 and more.forward > 0  # each on the model and the shifted copy
+    lrp = card_passes(dataclasses.replace(attribution, methods=["gradient", "lrp"]), cnn)
+    assert lrp.trace_extra == pytest.approx(2 * (COMPOSITE_TRACE - 1))
+    assert card_passes(dataclasses.replace(attribution, methods=["gradient", "lrp_epsilon"]),
+                       cnn).trace_extra == 0
+    one_layer = dataclasses.replace(SMALL, concept_layers=1)
+    fits = concepts.passes(options["concepts"], one_layer).kernels
+    assert fits == 2 * concepts.NMF_FIT_KERNELS
+    assert concepts.passes(dataclasses.replace(options["concepts"], survival_images=0),
+                           dataclasses.replace(SMALL, concept_layers=2)).kernels == fits

@@ -366,3 +366,39 @@ def test_a_sigmoid_label_and_a_two_class_softmax_of_the_same_probabilities_agree
         "model_error", "ambiguous", "ambiguous", "model_error", "model_error", "model_error"]
     assert np.allclose([r["margin"] for r in by_label], [r["margin"] for r in by_class])
     assert "within 0.05 of the threshold 0.5" in by_label[1]["reason"]
+
+
+def test_a_label_s_ece_is_skipped_as_not_measurable_on_too_few_images():
+    """A label carried by 10 of 1,000 images (fewer than MIN_LABEL_SIDE on one side), and a
+    balanced label on 60 images, whose calibrated noise floor (its outcomes redrawn from its own
+    probabilities) is over the warn bound, are skipped with the reason; the same balanced label
+    on 1,000 images is judged. Its floor falls with the images, and a calibrated label scores
+    under its own floor."""
+    from auditor.methods.triage import calibration
+    from auditor.sections.triage import MIN_LABEL_SIDE, label_ece_checks
+
+    rng = np.random.default_rng(0)
+
+    def label(images: int, carried: int) -> tuple[np.ndarray, np.ndarray]:
+        logits = np.where(np.arange(images) < carried, rng.normal(2, 2, images),
+                          rng.normal(-2, 2, images))[:, None]
+        return logits, (rng.random(logits.shape) < 1 / (1 + np.exp(-logits))).astype(np.int8)
+
+    def rows(logits, labels):
+        found = calibration.label_calibration(logits, labels, np.zeros(1))
+        return {"a": found[0]}
+
+    logits, _ = label(1000, 10)
+    rare = rows(logits, (np.arange(1000) < 10).astype(np.int8)[:, None])  # 10 carry it
+    (check,) = label_ece_checks({}, rare, 1000)
+    assert 10 < MIN_LABEL_SIDE and check.status == "skipped"
+    assert "10 of 1000 images carry it" in check.message and "not measurable" in check.message
+    small = rows(*label(60, 30))
+    (check,) = label_ece_checks({}, small, 60)
+    assert small["a"]["noise_floor"] >= 0.05 and check.status == "skipped"
+    assert "perfectly calibrated" in check.message
+    large = rows(*label(1000, 500))
+    (check,) = label_ece_checks({}, large, 1000)
+    assert check.status != "skipped" and check.value == large["a"]["ece"]
+    assert large["a"]["noise_floor"] < small["a"]["noise_floor"]
+    assert large["a"]["ece"] < large["a"]["noise_floor"]

@@ -5,7 +5,9 @@ pass; a forward-only image counts ``FORWARD_SHARE`` of one. ``--budget N`` is N 
 audited model. A named budget (quick, standard, thorough) is a wait: that many passes of a
 reference model (MobileNetV2 at 224 px), in the time a pass of the model at hand takes on this
 machine. That time is measured before the sections run (``measure_timing``: a forward, a
-backward and a training pass, and a trace) and divided by the time of a fixed reference kernel
+backward and a training pass, and a trace; the backward pass on two numbers of rows, which
+splits a call's fixed cost from its cost per row, so that a compiled loop's many steps over
+large batches are priced as they run) and divided by the time of a fixed reference kernel
 timed at the same moment, so that a loaded machine, which slows both, plans as a quiet one; the
 ratios are rounded to a half-octave grid, so that the same model and spec get the same settings,
 and so the same figures, run after run (a baseline comparison depends on them). The seconds the
@@ -102,6 +104,18 @@ class Passes:
     loops: int = 0
     kernels: float = 0.0
     train_traces: int = 0  # traces of a training step (each at Timing.train_trace)
+    # Forward-backward rows run as the steps of a compiled loop (the featureviz render, the
+    # attacks, the counterfactual search, the concepts' icons): many steps per call of large
+    # batches, so each row costs the time per row (Timing.row), not a share of a call's fixed
+    # cost as the rows of the sections' other calls do. Counted as forward-backward passes.
+    looped: float = 0.0
+    # The steps of those loops (per batch): each runs the model's graph once, paying what a
+    # call pays besides its rows (Timing.call: the graph's ops dispatched, their threads woken),
+    # as many times as there are steps, however few rows a step takes.
+    loop_steps: float = 0.0
+    # The traces' cost beyond one timed trace each, in timed traces: a compiled pass dearer to
+    # trace than the input gradient (the LRP composite's: ``Method.trace_cost``) adds its excess.
+    trace_extra: float = 0.0
 
     def __add__(self, other: Passes) -> Passes:
         return Passes(*(a + b for a, b in zip(dataclasses.astuple(self),
@@ -113,7 +127,7 @@ class Passes:
 
     @property
     def total(self) -> float:
-        return self.backward + self.train + FORWARD_SHARE * self.forward
+        return self.backward + self.looped + self.train + FORWARD_SHARE * self.forward
 
 
 @dataclass(frozen=True)
@@ -138,6 +152,12 @@ class Facts:
     # The audit's working copy is the model's twin and calls its traces (inputs/traces.py);
     # False: a copy of another structure (a keras-hub rebuild) traces every pass anew.
     twin_copy: bool = True
+    # The model has attention layers (keras.layers.MultiHeadAttention) for the methods that
+    # read them (the rollouts); False: they do not apply and run nothing; None: not known.
+    attention: bool | None = None
+    # The layers the concepts section factorises, as its ``model_facts`` finds them in the
+    # model (one on a vision transformer's tokens); None: not known (counted as its default two).
+    concept_layers: int | None = None
 
     @property
     def wrong(self) -> int:
@@ -153,7 +173,10 @@ class Facts:
 class Timing:
     """Seconds per image of a forward, a forward-backward and a training pass, per trace and
     per copy of the model; ``kernel``: seconds of the reference kernel timed beside them
-    (``reference_kernel``)."""
+    (``reference_kernel``). A forward-backward call costs a fixed part (``call``: dispatch,
+    the copies in and out) and a part per row (``row``); ``backward`` is their sum per image
+    at the timed call's rows, the price of the sections' calls, and ``row`` alone that of a
+    compiled loop's steps (``Passes.looped``)."""
 
     forward: float
     backward: float
@@ -167,11 +190,16 @@ class Timing:
     # against 5.8 s on MobileNetV3Small at 48 px, 59 s against 25 s on DenseNet121 under a
     # load of 8 to 9). None: as ``trace``.
     train_trace: float | None = None
+    row: float | None = None  # seconds per forward-backward row less a call's share; None: backward
+    call: float | None = None  # the fixed seconds of a forward-backward call (None: not timed)
 
     def seconds(self, passes: Passes) -> float:
         return (passes.forward * self.forward + passes.backward * self.backward
+                + passes.looped * (self.backward if self.row is None else self.row)
+                + passes.loop_steps * (self.call or 0.0)
                 + passes.train * (self.backward if self.train is None else self.train)
-                + (passes.traces + (LOOP_TRACE - 1) * passes.loops) * self.trace
+                + (passes.traces + (LOOP_TRACE - 1) * passes.loops + passes.trace_extra)
+                * self.trace
                 + passes.train_traces * (self.trace if self.train_trace is None
                                          else self.train_trace)
                 + passes.copies * (self.copy or 0.0) + passes.kernels * (self.kernel or 0.0))
@@ -187,7 +215,8 @@ class Timing:
 
         return Timing(graded(self.forward), graded(self.backward), graded(self.trace),
                       graded(self.train), kernel=1.0, copy=graded(self.copy), twin=self.twin,
-                      train_trace=graded(self.train_trace))
+                      train_trace=graded(self.train_trace), row=graded(self.row),
+                      call=graded(self.call))
 
 
 @dataclass
@@ -286,7 +315,7 @@ class Plan:
     def _timing_block(self) -> dict:
         """What was measured (seconds per image, and the reference kernel's seconds) and, for a
         named budget, what the plan used: the graded times and the budget in kernels."""
-        kinds = ("forward", "backward", "train", "trace", "copy", "train_trace")
+        kinds = ("forward", "backward", "train", "trace", "copy", "train_trace", "row", "call")
         block: dict = {"measured": {k: getattr(self.timing, k) for k in kinds
                                     if getattr(self.timing, k) is not None}}
         if self.timing.kernel is not None:
@@ -577,7 +606,9 @@ def measure_timing(handle, rows: int | None = None) -> Timing:
     and the training pass (gradient of every weight), each the median of TIMING_REPEATS calls
     on one batch of ``rows`` random images after a first call, whose extra time is the cost of
     one trace; one copy of the model (inputs/copies.py); and the reference kernel's seconds,
-    the median of one call before each of theirs.
+    the median of one call before each of theirs. The forward-backward pass is also timed on a
+    second number of rows (``other_rows``), by the same trace (its signature takes any number
+    of images), which splits its time into a fixed cost per call and a cost per row.
     By default TIMING_ROWS rows, or fewer when one backward pass of that many does not fit the
     memory budget."""
     import tensorflow as tf
@@ -585,11 +616,15 @@ def measure_timing(handle, rows: int | None = None) -> Timing:
     from auditor.predict.batched import rows_per_pass
     from auditor.predict.distribute import run_batch
 
-    rows = rows or int(np.clip(rows_per_pass(handle, backward=True), 1, TIMING_ROWS))
-    x = np.random.default_rng(0).uniform(0, 1, (rows, *handle.input_shape)).astype(np.float32)
+    fits = rows_per_pass(handle, backward=True)
+    rows = rows or int(np.clip(fits, 1, TIMING_ROWS))
+    other = other_rows(rows, fits)
+    x = np.random.default_rng(0).uniform(0, 1, (max(rows, other), *handle.input_shape)).astype(
+        np.float32)
+    x, x_other = x[:rows], x[:other]
     weights = handle.logits_model.trainable_variables
 
-    @tf.function
+    @tf.function(input_signature=[tf.TensorSpec((None, *handle.input_shape), tf.float32)])
     def gradient(images):
         with tf.GradientTape() as tape:
             tape.watch(images)
@@ -604,34 +639,65 @@ def measure_timing(handle, rows: int | None = None) -> Timing:
                           if g is not None])
         return tf.fill(tf.shape(images)[:1], total)  # one row per image, as replicas gather
 
-    from auditor.errors import ModelError
-    from auditor.inputs.copies import copy_model
-
     kernel, kernels = reference_kernel(), []
     seconds = {}
     for name, fn in (("forward", handle.logits_fn), ("backward", gradient), ("train", train)):
         if name == "train" and not weights:
             continue
         first = _timed(run_batch, handle, fn, x)
-        calls = []
+        calls, others = [], []
         for _ in range(TIMING_REPEATS):  # each call beside a kernel: both see the same load
             kernels.append(_timed(kernel))
             calls.append(_timed(run_batch, handle, fn, x))
+            if name == "backward" and other != rows:
+                others.append(_timed(run_batch, handle, fn, x_other))
         seconds[name] = float(np.median(calls)) / rows
+        if name == "backward" and others:
+            seconds["row"], seconds["call"] = split_call(
+                (rows, float(np.median(calls))), (other, float(np.median(others))))
         if name in ("backward", "train"):
             seconds["trace" if name == "backward" else "train_trace"] = max(
                 first - seconds[name] * rows, 0.0)
     kernels.append(_timed(kernel))
+    seconds.update(_copy_seconds(handle))
+    return Timing(**seconds, kernel=float(np.median(kernels)))
+
+
+def other_rows(rows: int, fits: int) -> int:
+    """The second number of rows the forward-backward pass is timed on: four times ``rows``
+    when that fits the memory budget (``fits`` rows), else a quarter (a model too large for
+    TIMING_ROWS rows, whose fixed cost per call is a small share of a call anyway); ``rows``
+    itself when neither differs from it (one row: the split is not made)."""
+    return 4 * rows if 4 * rows <= fits else max(1, rows // 4)
+
+
+def split_call(timed: tuple[int, float], other: tuple[int, float]) -> tuple[float, float]:
+    """(seconds per row, fixed seconds per call) of a pass timed on two numbers of rows
+    (``(rows, seconds)`` each): the line through them. A slope the noise of a loaded machine
+    made non-positive, or steeper than the timed call's whole time per row, cannot be told
+    from the fixed cost: then every second is counted per row (as the timed call's time per
+    image), which over-counts a compiled loop's rows rather than under-counts them."""
+    (rows, seconds), (rows_other, seconds_other) = sorted((timed, other))
+    per_image = timed[1] / timed[0]
+    slope = (seconds_other - seconds) / (rows_other - rows)
+    if not 0 < slope <= per_image:
+        return per_image, 0.0
+    return slope, timed[1] - slope * timed[0]
+
+
+def _copy_seconds(handle) -> dict:
+    """The seconds one copy of the model takes (None when it cannot be copied: the sections
+    that copy it say why) and whether the copy is the model's twin (inputs/traces.py)."""
+    from auditor.errors import ModelError
+    from auditor.inputs.copies import copy_model
     from auditor.inputs.traces import twins
 
     try:
         tick = time.perf_counter()
         copy = copy_model(handle.logits_model)
-        seconds["copy"] = time.perf_counter() - tick
-        seconds["twin"] = twins(handle.logits_model, copy)
-    except ModelError:  # a model that cannot be copied: the sections that copy it say why
-        seconds["copy"] = None
-    return Timing(**seconds, kernel=float(np.median(kernels)))
+        return {"copy": time.perf_counter() - tick, "twin": twins(handle.logits_model, copy)}
+    except ModelError:
+        return {"copy": None}
 
 
 def model_timing(handle) -> Timing:

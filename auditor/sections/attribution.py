@@ -135,9 +135,13 @@ DROPS = (Drop("compare_layers", 0, "the layers' maps"),
 
 
 def informs(options: Options, facts: Facts) -> Facts:
-    """The card's methods are this section's, as the plan chose them (a drop leaves some out):
-    the sections taking their method from the card count its traces by them."""
-    return dataclasses.replace(facts, card_methods=tuple(options.methods),
+    """The card's methods are this section's, as the plan chose them (a drop leaves some out)
+    and as apply to the model: the sections taking their method from the card count its
+    traces by them."""
+    from auditor.methods.attribution.registry import that_apply
+
+    return dataclasses.replace(facts, card_methods=tuple(that_apply(options.methods,
+                                                                    facts.attention)),
                                card_score=options.score)
 
 
@@ -171,11 +175,11 @@ STEP = (card_step.NAME, card_step.passes)
 
 def passes(options: Options, facts: Facts) -> Passes:
     """Every method and layer on the examples; the card is the step's (steps/card.py)."""
-    from auditor.methods.attribution.registry import attribution_rows
+    from auditor.methods.attribution.registry import attribution_rows, that_apply
 
     examples = min(options.examples, facts.wrong)
-    forward, backward = attribution_rows(options.methods, examples, facts.input_shape,
-                                         options.method_options)
+    forward, backward = attribution_rows(that_apply(options.methods, facts.attention), examples,
+                                         facts.input_shape, options.method_options)
     return (Passes(forward=forward, backward=backward)
             + Passes(backward=examples * options.compare_layers, traces=options.compare_layers))
 

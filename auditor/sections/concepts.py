@@ -77,6 +77,28 @@ DROPS = (Drop("icon_steps", 0, "the neuron groups' icons"),
          Drop("survival_images", 0, "the groups' survival of weight randomisation"))
 
 
+# One fit of scikit-learn's NMF (coordinate descent, at most 500 iterations), in reference
+# kernels (plan.reference_kernel): 600, the median of the eight fits of bench/nmf_cost.py on
+# MobileNetV2 and ResNet50 at 48 px (each model's two default layers on 200 RGB digit
+# composites and on the survival test's 32 images on the randomised copy; 65 to 1,100 kernels,
+# under a load of 5 to 6, 6 December 2026). No dependence on the matrix's size showed there
+# (0.98 to 22 million cells of rows x channels x groups): the iterations, 300 to 500 for most
+# fits, weigh more. The same bench on the digits demo gave 43 to 582 (four fits, 928 in all).
+NMF_FIT_KERNELS = 600
+
+
+def model_facts(handle, options: Options, facts: Facts) -> Facts:
+    """``Facts.concept_layers``: how many layers the section factorises in this model (left
+    unknown when none applies: the section says why)."""
+    from auditor.methods.concepts.layers import resolve_layers
+
+    try:
+        layers = resolve_layers(handle.logits_model, options.layers or None)
+    except Exception:  # the section says why, in one line, when it runs
+        return facts
+    return dataclasses.replace(facts, concept_layers=len(layers))
+
+
 def passes(options: Options, facts: Facts) -> Passes:
     """The sample and each mistake twice (predicted, true) forward-backward, every layer's
     activation and gradient from one pass and one trace. Per layer: each group's removal and
@@ -84,11 +106,13 @@ def passes(options: Options, facts: Facts) -> Passes:
     copy: the audit's working copy (made here unless the card made it), the survival images
     through the pass of every layer's activations and gradients, whose trace the copy shares
     (inputs/traces.py; one trace of its own when it is not the model's twin,
-    ``Facts.twin_copy``). The icons: one forward-backward per group per step, one trace.
+    ``Facts.twin_copy``). The icons: one forward-backward per group per step, one trace of a
+    loop, each step a row of the loop (``Passes.looped``). The NMF fits off the model: one per
+    layer on the sample, one more per layer with the survival test (NMF_FIT_KERNELS each).
     tests/test_plan_accounting.py counts the traces."""
     from auditor.steps.card import makes_card
 
-    layers = max(1, len(options.layers) or 2)
+    layers = facts.concept_layers or max(1, len(options.layers) or 2)
     sample = min(options.sample, facts.images)
     mistakes = min(options.mistakes, facts.wrong)
     removal = options.groups * (2 + options.random_directions) * options.removal_images
@@ -97,10 +121,12 @@ def passes(options: Options, facts: Facts) -> Passes:
     survival = (Passes(backward=options.survival_images, copies=int(not makes_card(facts)),
                        traces=0 if facts.twin_copy else 1)
                 if options.survival_images else Passes())
-    icons = (Passes(backward=options.icon_steps * options.groups * layers, traces=1, loops=1)
+    icons = (Passes(looped=options.icon_steps * options.groups * layers,
+                    loop_steps=options.icon_steps, traces=1, loops=1)
              if options.icon_steps else Passes())
-    return Passes(per_layer.forward * layers, traces=per_layer.traces * layers) + gradients \
-        + survival + icons
+    fits = layers * (1 + bool(options.survival_images))  # the sample's, the randomised copy's
+    return Passes(per_layer.forward * layers, traces=per_layer.traces * layers,
+                  kernels=NMF_FIT_KERNELS * fits) + gradients + survival + icons
 
 
 def check_model(model, options: Options) -> None:

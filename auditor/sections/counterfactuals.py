@@ -69,7 +69,8 @@ def passes(options: Options, facts: Facts) -> Passes:
     in one compiled search (one trace), and is predicted before and after (the model's logits,
     traced when the plan timed the model)."""
     mistakes = min(options.mistakes, facts.wrong)
-    return Passes(forward=2 * mistakes, backward=mistakes * options.steps, traces=1)
+    return Passes(forward=2 * mistakes, looped=mistakes * options.steps,
+                  loop_steps=options.steps if mistakes else 0, traces=1)
 
 
 def map_passes(options: Options, facts: Facts) -> Passes:

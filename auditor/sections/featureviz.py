@@ -29,7 +29,7 @@ from auditor.inputs.layers import conv_layers, find_layer
 from auditor.methods.featureviz import objectives
 from auditor.methods.featureviz.layers import no_channels_reason
 from auditor.methods.featureviz.objectives import image_total_variation
-from auditor.methods.featureviz.realism import study_real_images
+from auditor.methods.featureviz.realism import default_judge_size, study_real_images
 from auditor.methods.featureviz.recipes import INITS, Recipe, group
 from auditor.methods.featureviz.render import render_forms
 from auditor.methods.featureviz.top_images import top_activating
@@ -127,26 +127,39 @@ STEP_PASSES = 2
 # pass for the mean image, total variation and thumbnails, and a logistic regression fitted on
 # the thumbnails. Measured on 200 RGB digit composites at 48 px (16 px thumbnails, 10 classes):
 # 17.4 s against a kernel of 24.5 ms under a load of 10 (MobileNetV3Small's audit), 3.5
-# kernels an image.
+# kernels an image. Its logistic regression (lbfgs) costs images x thumbnail values per
+# iteration, and takes more iterations on more values: on MobileNetV2 at 32 px (8 px RGB
+# thumbnails, 192 values against 768) the judge did not reach 0.9 s of the section's 53 s for
+# 200 images (bench/traces.py --profile 80, kernel 11.1 ms: under 0.4 kernels an image, under
+# a ninth for a quarter of the values), so the count grows with the square of the values
+# (JUDGE_VALUES, the measurement's). The digits demo (8 px grey thumbnails, 64 values) is then
+# 0.024 kernels an image; its featureviz section's time less its render was 1 to 2 s.
 JUDGE_KERNELS = 3.5
+JUDGE_VALUES = 16 * 16 * 3
 
 
 def passes(options: Options, facts: Facts) -> Passes:
     """Every class image of every variant, every channel image and the unregularised class
     images take STEP_PASSES passes per step, in one compiled loop (one trace, of a loop:
-    ``Passes.loops``); the top images of each layer's channels take a forward pass over the
-    data, one trace per layer (none when no channel is shown). The judge's passes go through
-    the prediction pass's function, traced already; its fit on the real images' thumbnails is
-    work off the model (``JUDGE_KERNELS``). tests/test_plan_accounting.py counts the traces."""
+    ``Passes.loops``; its rows at the time per row, each of its steps a call's fixed cost:
+    ``Passes.looped``, ``Passes.loop_steps``); the top images of each layer's channels take a
+    forward pass over the data, one trace per layer (none when no channel is shown). The
+    judge's passes go through the prediction pass's function, traced already; its fit on the
+    real images' thumbnails is work off the model (``JUDGE_KERNELS``, by the square of the
+    thumbnails' values). tests/test_plan_accounting.py counts the traces."""
     steps = options.steps or default_steps(facts.size)
     compare = options.compare if options.compare is not None else facts.size <= 64
     classes = len(options.classes) or min(options.max_classes, facts.classes)
     runs = len(variants(options, compare)) + compare  # + the unregularised images
     shown = len(options.channels) or options.max_channels
     layers = max(1, len(options.layers)) if shown else 0
+    side = options.judge_size or default_judge_size(facts.input_shape[0])
+    values = side * side * facts.input_shape[-1]
+    judge = JUDGE_KERNELS * (values / JUDGE_VALUES) ** 2 * facts.images
     return Passes(forward=facts.images * layers,
-                  backward=STEP_PASSES * (classes * runs + layers * shown) * steps,
-                  traces=1 + layers, loops=1, kernels=JUDGE_KERNELS * facts.images)
+                  looped=STEP_PASSES * (classes * runs + layers * shown) * steps,
+                  loop_steps=steps,
+                  traces=1 + layers, loops=1, kernels=judge)
 
 
 def default_steps(size: int) -> int:

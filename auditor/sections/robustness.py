@@ -112,11 +112,13 @@ def passes(options: Options, facts: Facts) -> Passes:
     grid = epsilon_grid(options)
     rows = 2 * min(options.samples, facts.images)
     attacked = sum(e > 0 for e in grid)
-    backward = rows * (1 + options.steps) * attacked + 2 * options.gallery
+    steps = (1 + options.steps) * attacked  # FGSM's and PGD's, a compiled loop at each epsilon
+    looped, loop_steps = rows * steps, steps
     if facts.compare:  # the compared model's untargeted PGD curve
-        backward += rows // 2 * options.steps * attacked
+        looped += rows // 2 * options.steps * attacked
+        loop_steps += options.steps * attacked
     return Passes(forward=2 * rows * len(grid) + (rows // 2 if options.gallery else 0),
-                  backward=backward,
+                  backward=2 * options.gallery, looped=looped, loop_steps=loop_steps,
                   traces=1 + _gallery_traced(options, facts) + 2 * facts.compare)
 
 

@@ -88,10 +88,10 @@ class MethodChoice:
 # --------------------------------------------------------------------------- the plan's cost
 
 def _explain(options, facts: Facts, count: int, times: int = 1) -> Passes:
-    from auditor.methods.attribution.registry import attribution_rows
+    from auditor.methods.attribution.registry import attribution_rows, that_apply
 
-    forward, backward = attribution_rows(options.methods, count, facts.input_shape,
-                                         options.method_options)
+    forward, backward = attribution_rows(that_apply(options.methods, facts.attention), count,
+                                         facts.input_shape, options.method_options)
     return Passes(forward=forward * times, backward=backward * times)
 
 
@@ -108,17 +108,19 @@ def passes(options, facts: Facts) -> Passes:
     card is the first to use it), and the shifted copy made from it (none without input
     invariance)."""
     from auditor.methods.attribution import METHODS
+    from auditor.methods.attribution.registry import that_apply
 
+    methods = that_apply(options.methods, facts.attention)
     samples = min(options.faithfulness_samples, facts.images)
-    curves = (len(options.methods) + 1) * samples * 2 * (options.faithfulness_steps + 1)
-    complete = [m for m in options.methods if m in METHODS and METHODS[m].complete][:1]
+    curves = (len(methods) + 1) * samples * 2 * (options.faithfulness_steps + 1)
+    complete = [m for m in methods if m in METHODS and METHODS[m].complete][:1]
     completeness = 2 * samples * len(complete)
     sanity = min(options.sanity_samples, facts.images)
     shifted = options.input_invariance
     check = 3 * sanity * shifted  # the shifted copy's logits checked against the model's
     return (_explain(options, facts, samples)
             + Passes(forward=curves + completeness + check, traces=traced(options, facts),
-                     copies=COPIES - (not shifted))
+                     copies=COPIES - (not shifted), trace_extra=trace_extra(options, facts))
             + _explain(options, facts, sanity, options.sanity_stages + 1 + 2 * shifted))
 
 
@@ -132,13 +134,24 @@ def traced(options, facts: Facts) -> int:
     call the model's traces); on the model also the softmax scores of the faithfulness curves
     and the scores of the completeness of a complete method."""
     from auditor.methods.attribution import METHODS
-    from auditor.methods.attribution.registry import compiled_passes
+    from auditor.methods.attribution.registry import compiled_passes, that_apply
 
-    own = compiled_passes(options.methods, options.score)
-    complete = any(m in METHODS and METHODS[m].complete for m in options.methods)
+    methods = that_apply(options.methods, facts.attention)
+    own = compiled_passes(methods, options.score)
+    complete = any(m in METHODS and METHODS[m].complete for m in methods)
     model = own | {("scores", "softmax")} | ({("scores", options.score)} if complete else set())
     return (len(model) + len(own) * (not facts.twin_copy)
             + len(own) * options.input_invariance)
+
+
+def trace_extra(options, facts: Facts) -> float:
+    """What the traces ``traced`` counts cost beyond one input-gradient trace each: a method's
+    pass dearer to trace (``Method.trace_cost``: the LRP composite's), as often as it is
+    traced (the model, a working copy that is not its twin, the shifted copy)."""
+    from auditor.methods.attribution.registry import that_apply, trace_excess
+
+    excess = trace_excess(that_apply(options.methods, facts.attention), options.score)
+    return excess * (1 + (not facts.twin_copy) + options.input_invariance)
 
 
 def makes_card(facts: Facts) -> bool:

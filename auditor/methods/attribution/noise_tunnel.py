@@ -114,7 +114,8 @@ def tunnel(mode: str, base: Method, name: str, description: str | None = None) -
                   per_sample=tuple(new for new, old in names.items() if old in base.per_sample),
                   signed=mode == "smoothgrad" and base.signed,
                   linear=mode == "smoothgrad" and base.linear, needs_layer=base.needs_layer,
-                  compiled=base.compiled,
+                  compiled=base.compiled, trace_cost=base.trace_cost,
+                  needs_attention=base.needs_attention,
                   planned=PLANNED_NOISE | {new: base.planned[old] for new, old in names.items()
                                            if old in base.planned})
 

@@ -62,6 +62,9 @@ class Method:
     # share its trace (the compute plan counts traces by it). None: the input gradient, the
     # layer gradient of a method that needs a layer, the scores of a forward-only method.
     compiled: str | None = None
+    # What one trace of its compiled pass costs, in traces of the input gradient (the time
+    # the plan measures, predict/plan.py): 1 unless measured otherwise (bench/trace_ratio.py).
+    trace_cost: float = 1.0
 
     def __post_init__(self):
         if self.compiled is None:
@@ -104,7 +107,7 @@ def register(name: str, description: str, options: dict[str, tuple[object, str]]
              **facts):
     """Decorator that adds a method to the registry under ``name``; ``facts`` are Method's
     other fields (cost, forward_only, per_sample, signed, linear, needs_layer, complete,
-    needs_attention, planned, compiled)."""
+    needs_attention, planned, compiled, trace_cost)."""
 
     def add(fn: Callable) -> Callable:
         METHODS[name] = Method(name, description, fn, options or {}, **facts)
@@ -117,6 +120,25 @@ def compiled_passes(methods, score: str) -> set[tuple[str, str]]:
     """The compiled passes ``methods`` run when explaining ``score``, each traced once per
     model: what the compute plan counts as their traces."""
     return {(METHODS[m].compiled, score) for m in methods if m in METHODS}
+
+
+def trace_excess(methods, score: str) -> float:
+    """What tracing the compiled passes of ``methods`` costs beyond one input-gradient trace
+    each (``Method.trace_cost`` less one, once per pass): ``Passes.trace_extra``."""
+    costs: dict[tuple[str, str], float] = {}
+    for m in methods:
+        if m in METHODS:
+            key = (METHODS[m].compiled, score)
+            costs[key] = max(costs.get(key, 1.0), METHODS[m].trace_cost)
+    return sum(cost - 1 for cost in costs.values())
+
+
+def that_apply(methods, attention: bool | None) -> list[str]:
+    """``methods`` less those that read attention layers (the rollouts) when the model has
+    none (``attention`` False): they say so in one line and run no pass, so the compute plan
+    counts neither their rows nor their traces. None: not known, every method counted."""
+    return [m for m in methods
+            if attention is not False or m not in METHODS or not METHODS[m].needs_attention]
 
 
 def register_wrapper(name: str, wrap: Callable[[Method, str], Method]) -> None:
