@@ -32,10 +32,11 @@ def test_the_card_and_clever_hans_trace_and_copy_what_the_plan_declares(
         run_audit(config)
     declared = plans[0].passes
     card, hans = "auditor/steps/card.py", "auditor/sections/clever_hans.py"
-    # the card: 4 passes on the model (input gradient, layer gradient, logit scores, the
-    # curves' softmax scores), whose traces the working copy calls with its weights, and 3 on
-    # the shifted copy; two copies
-    assert len(model_traces(counts, card)) == declared["card"].traces == 7
+    # the card: 1 pass on the model (the layer gradient; the input gradient and the logits,
+    # which occlusion and the curves' and completeness' scores read, the plan's timing traced),
+    # whose traces the working copy calls with its weights, and 3 on the shifted copy (the input
+    # gradient, the layer gradient, the logits); two copies
+    assert len(model_traces(counts, card)) == declared["card"].traces == 4
     assert counts.copies[card] == declared["card"].copies == 2
     # Clever Hans: the training step on the working copy the card made; its re-predictions
     # are the model's logits (traced when the plan timed the model), the search's logits and

@@ -125,18 +125,18 @@ def passes(options, facts: Facts) -> Passes:
 def traced(options, facts: Facts) -> int:
     """The functions the card traces: the compiled passes its methods run (those that share one
     share its trace: every gradient method the input gradient, Grad-CAM and Grad-CAM++ the
-    layer's) once for the model and the working copy (which calls the model's traces with its
-    randomised weights: inputs/traces.py; when it is not the model's twin, once more for it),
-    and again on the shifted copy for input invariance, whose structure differs (its first layer
-    pads with the shifted background: no weights make the model's graph compute it, so it cannot
-    call the model's traces); on the model also the softmax scores of the faithfulness curves
-    and the scores of the completeness of a complete method."""
-    from auditor.methods.attribution import METHODS
+    layer's, every forward-only method the logits) once for the model and the working copy
+    (which calls the model's traces with its randomised weights: inputs/traces.py; when it is
+    not the model's twin, once more for it), but for those the plan's timing traced already
+    (the logits, the input gradient of the logit: ``registry.TIMED``), and again on the shifted
+    copy for input invariance, whose structure differs (its first layer pads with the shifted
+    background: no weights make the model's graph compute it, so it cannot call the model's
+    traces). The faithfulness curves and the completeness of a complete method are scores
+    picked from the model's logits pass (``registry.run_scores``): no trace of their own."""
     from auditor.methods.attribution.registry import compiled_passes
 
-    own = compiled_passes(options.methods, options.score)
-    complete = any(m in METHODS and METHODS[m].complete for m in options.methods)
-    model = own | {("scores", "softmax")} | ({("scores", options.score)} if complete else set())
+    own = compiled_passes(options.methods, options.score, fresh=True)
+    model = compiled_passes(options.methods, options.score)
     return (len(model) + len(own) * (not facts.twin_copy)
             + len(own) * options.input_invariance)
 
