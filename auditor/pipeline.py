@@ -455,6 +455,7 @@ def probe_range(handle, dataset, config: AuditConfig) -> list[Check]:
 def plan_sections(config, names, loaded, predictions):
     """The compute plan of this run's sections (predict.plan), sized by the time a pass of this
     model takes, measured here (when the sections run any pass) unless the handle holds it."""
+    from auditor.predict.eager import model_eager
     from auditor.predict.plan import Facts, make_plan, model_timing, runs_passes
     from auditor.predict.predictions import pass_function
     from auditor.steps.card import card_candidates, card_score
@@ -469,9 +470,11 @@ def plan_sections(config, names, loaded, predictions):
                   sections=tuple(names), multilabel=handle.multilabel,
                   features=pass_function(handle)[1] or None)
     modules = {name: section_module(name) for name in names}
-    timed = runs_passes(modules, config.options, facts)
+    timing = model_timing(handle) if runs_passes(modules, config.options, facts) else None
+    if timing is not None:
+        facts = dataclasses.replace(facts, eager=model_eager(handle, timing))
     return make_plan(modules, config.options, config.section_options, facts, config.budget,
-                     timing=model_timing(handle) if timed else None)
+                     timing=timing)
 
 
 def run_sections(names, ctx: Context, plan, log: SectionLog,

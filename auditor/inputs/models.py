@@ -171,8 +171,9 @@ class ModelHandle:
         if "feature width" not in self.compiled:
             self.compiled["feature width"] = _split(self.logits_model)[1]
         width = self.compiled["feature width"]
-        key, make = (("logits_and_features", _logits_and_features) if width
-                     else ("logits", _logits))
+        # one name, "logits", whether or not the features come with them (inputs/traces.py)
+        key, make = (("logits", "and features"), _logits_and_features) if width else (
+            ("logits", "alone"), _logits)
         # straight-line Python: autograph only slows the trace
         fn = compiled(self, key, make, [tf.TensorSpec((None, *self.input_shape), tf.float32)],
                       autograph=False)

@@ -138,6 +138,10 @@ class Facts:
     # The audit's working copy is the model's twin and calls its traces (inputs/traces.py);
     # False: a copy of another structure (a keras-hub rebuild) traces every pass anew.
     twin_copy: bool = True
+    # What a pass run eagerly costs beside its trace (predict/eager.py ``EagerCost``): a
+    # section whose pass is called too few times to repay a trace runs it eagerly. None: all
+    # compiled.
+    eager: object = None
 
     @property
     def wrong(self) -> int:

@@ -118,8 +118,50 @@ def passes(options, facts: Facts) -> Passes:
     check = 3 * sanity * shifted  # the shifted copy's logits checked against the model's
     return (_explain(options, facts, samples)
             + Passes(forward=curves + completeness + check, traces=traced(options, facts),
-                     copies=COPIES - (not shifted))
+                     copies=COPIES - (not shifted), kernels=_eager_kernels(options, facts))
             + _explain(options, facts, sanity, options.sanity_stages + 1 + 2 * shifted))
+
+
+def shifted_passes(options, images: int, shape: tuple, cost) -> dict[str, bool]:
+    """{compiled pass: whether it is traced} on the shifted copy of the input-invariance test,
+    which runs each method once, on ``images`` sanity samples: a pass that its few calls would
+    not repay runs eagerly (predict/eager.py; ``cost`` its EagerCost, None: every pass traced).
+    The same maps either way (tests/test_traces.py)."""
+    from auditor.methods.attribution import METHODS
+    from auditor.methods.attribution.registry import attribution_rows
+
+    users: dict[str, list[str]] = {}
+    for method in options.methods:
+        if method in METHODS:
+            users.setdefault(METHODS[method].compiled, []).append(method)
+    traced = {}
+    for name, methods in users.items():
+        forward, backward = attribution_rows(methods, images, shape, options.method_options)
+        traced[name] = cost is None or cost.worth_tracing(len(methods), backward, forward)
+    return traced
+
+
+def _shifted(options, facts: Facts) -> dict[str, bool]:
+    if not options.input_invariance:
+        return {}
+    return shifted_passes(options, min(options.sanity_samples, facts.images),
+                          facts.input_shape, facts.eager)
+
+
+def _eager_kernels(options, facts: Facts) -> float:
+    """The extra kernels of the shifted copy's passes run eagerly."""
+    from auditor.methods.attribution import METHODS
+    from auditor.methods.attribution.registry import attribution_rows
+
+    eager = [name for name, traced in _shifted(options, facts).items() if not traced]
+    images = min(options.sanity_samples, facts.images)
+    total = 0.0
+    for name in eager:
+        methods = [m for m in options.methods if m in METHODS and METHODS[m].compiled == name]
+        forward, backward = attribution_rows(methods, images, facts.input_shape,
+                                             options.method_options)
+        total += facts.eager.extra(len(methods), backward, forward)
+    return total
 
 
 def traced(options, facts: Facts) -> int:
@@ -131,14 +173,16 @@ def traced(options, facts: Facts) -> int:
     (the logits, the input gradient of the logit: ``registry.TIMED``), and again on the shifted
     copy for input invariance, whose structure differs (its first layer pads with the shifted
     background: no weights make the model's graph compute it, so it cannot call the model's
-    traces). The faithfulness curves and the completeness of a complete method are scores
-    picked from the model's logits pass (``registry.run_scores``): no trace of their own."""
+    traces), unless its few calls would not repay the trace: then it runs eagerly
+    (``shifted_passes``). The faithfulness curves and the completeness of a complete method are
+    scores picked from the model's logits pass (``registry.run_scores``): no trace of their
+    own."""
     from auditor.methods.attribution.registry import compiled_passes
 
     own = compiled_passes(options.methods, options.score, fresh=True)
     model = compiled_passes(options.methods, options.score)
     return (len(model) + len(own) * (not facts.twin_copy)
-            + len(own) * options.input_invariance)
+            + sum(_shifted(options, facts).values()))
 
 
 def makes_card(facts: Facts) -> bool:
@@ -350,9 +394,14 @@ def invariance_part(ctx, options, methods):
     if not options.input_invariance:
         return {}, "not measured ('attribution.input_invariance' is off)"
 
+    from auditor.predict.eager import EAGER_COST
+
     positions, targets = explained(ctx.predictions, options.sanity_samples, ctx.config.seed + 1)
+    traced = shifted_passes(options, len(positions), ctx.handle.input_shape,
+                            ctx.handle.compiled.get(EAGER_COST))
     return input_invariance(ctx.handle, ctx.dataset.images(positions), targets, methods,
-                            method_options=options.method_options, score=options.score)
+                            method_options=options.method_options, score=options.score,
+                            eager={name for name, t in traced.items() if not t})
 
 
 def make(inputs, options, shared, sections) -> ReliabilityCard:
