@@ -458,7 +458,7 @@ def plan_sections(config, names, loaded, predictions):
     from auditor.predict.eager import model_eager
     from auditor.predict.plan import Facts, make_plan, model_timing, runs_passes
     from auditor.predict.predictions import pass_function
-    from auditor.steps.card import card_candidates, card_score
+    from auditor.steps.card import card_candidates, card_score, makes_card
 
     handle, train = loaded.handle, loaded.train_dataset
     names = applicable(names, handle)  # a section skipped as not applicable costs nothing
@@ -471,7 +471,7 @@ def plan_sections(config, names, loaded, predictions):
                   features=pass_function(handle)[1] or None)
     modules = {name: section_module(name) for name in names}
     timing = model_timing(handle) if runs_passes(modules, config.options, facts) else None
-    if timing is not None:
+    if timing is not None and makes_card(facts):  # the card's shifted copy decides by it
         facts = dataclasses.replace(facts, eager=model_eager(handle, timing))
     return make_plan(modules, config.options, config.section_options, facts, config.budget,
                      timing=timing)

@@ -586,14 +586,13 @@ def measure_timing(handle, rows: int | None = None) -> Timing:
     memory budget."""
     import tensorflow as tf
 
+    from auditor.methods.attribution.gradient import gradient_pass
     from auditor.predict.batched import rows_per_pass
     from auditor.predict.distribute import run_batch
 
     rows = rows or int(np.clip(rows_per_pass(handle, backward=True), 1, TIMING_ROWS))
     x = np.random.default_rng(0).uniform(0, 1, (rows, *handle.input_shape)).astype(np.float32)
     weights = handle.logits_model.trainable_variables
-
-    from auditor.methods.attribution.gradient import gradient_pass
 
     gradients = gradient_pass(handle, "logit")  # traced here for every gradient method
 
