@@ -22,6 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 
 EAGER_COST = "eager cost"  # handle.compiled[EAGER_COST]: the EagerCost measured on the model
+# Rows of the larger eager call (its slope per row against one image's call): the shifted
+# copy's calls are a few sanity samples times a method's rows per sample (8 to 32 rows); an
+# eager call of 24 rows of ConvNeXtTiny at 48 px costs seconds, a third of it at 8.
+EAGER_ROWS = 8
 # A forward-only row run eagerly costs about half a forward-backward row's extra, as a
 # compiled forward row costs half a forward-backward one (plan.FORWARD_SHARE); on
 # DenseNet121 at 48 px the eager logits of 24 rows cost 0.49 CPU-s against the gradient's 1.07.
@@ -48,7 +52,7 @@ class EagerCost:
 
 
 def measure_eager(handle, timing) -> EagerCost | None:
-    """An eager call of the input gradient on one image and on ``TIMING_ROWS`` images, beside
+    """An eager call of the input gradient on one image and on ``EAGER_ROWS`` images, beside
     a compiled call on one image (the pass is traced by the plan's timing), against ``timing``
     (predict/plan.py ``Timing``: its per-image backward time and its trace), in its reference
     kernels. None without a timed kernel or trace."""
@@ -56,11 +60,9 @@ def measure_eager(handle, timing) -> EagerCost | None:
 
     from auditor.inputs.traces import run_eagerly
     from auditor.methods.attribution.gradient import input_gradients
-    from auditor.predict.plan import TIMING_ROWS
-
     if not timing.kernel or not timing.trace:
         return None
-    rows = TIMING_ROWS
+    rows = EAGER_ROWS
     x = np.random.default_rng(0).uniform(0, 1, (rows, *handle.input_shape)).astype(np.float32)
     targets, contrast = np.zeros(rows, np.int32), np.full(rows, -1, np.int32)
     eager = dataclasses.replace(handle, compiled={})
