@@ -6,7 +6,9 @@ of the same pass (inputs/traces.py ``run_eagerly``: the same function on the sam
 the same maps) cost 0.6 to 1.1 CPU-seconds there against 0.1 to 0.3 compiled, and on
 MobileNetV3Small 0.28 to 0.30 against 0.04 to 0.07 with a trace of 1.3
 (``bench/eager_cost.py``, 6 December 2026, load 6): an eager call costs a fifth of a trace
-more than a compiled one, so a pass called fewer than about five times is cheaper run eagerly.
+more than a compiled one, so a pass called fewer than about five times is cheaper run eagerly;
+on ConvNeXtTiny an eager gradient cost 3.2 CPU-seconds more against a trace of 5.3, so only a
+lone call is. Hence the measure on the model at hand.
 ``measure_eager`` times that on the model at hand, beside the plan's timing (its trace), and
 ``worth_tracing`` decides per pass from its expected calls and rows. The plan charges what it
 decides (a trace, or the eager calls' extra time as kernels), and the section that owns the
