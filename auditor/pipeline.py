@@ -471,7 +471,8 @@ def plan_sections(config, names, loaded, predictions):
                   features=pass_function(handle)[1] or None)
     modules = {name: section_module(name) for name in names}
     timing = model_timing(handle) if runs_passes(modules, config.options, facts) else None
-    if timing is not None and makes_card(facts):  # the card's shifted copy decides by it
+    shifted = getattr(config.options.get("attribution"), "input_invariance", False)
+    if timing is not None and makes_card(facts) and shifted:  # the shifted copy decides by it
         facts = dataclasses.replace(facts, eager=model_eager(handle, timing))
     return make_plan(modules, config.options, config.section_options, facts, config.budget,
                      timing=timing)
