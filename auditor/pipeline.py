@@ -456,9 +456,10 @@ def plan_sections(config, names, loaded, predictions):
     """The compute plan of this run's sections (predict.plan), sized by the time a pass of this
     model takes, measured here (when the sections run any pass) unless the handle holds it."""
     from auditor.methods.attribution.tokens import attention_layers
+    from auditor.predict.eager import model_eager
     from auditor.predict.plan import Facts, make_plan, model_timing, runs_passes
     from auditor.predict.predictions import pass_function
-    from auditor.steps.card import card_candidates, card_score
+    from auditor.steps.card import card_candidates, card_score, makes_card
 
     handle, train = loaded.handle, loaded.train_dataset
     names = applicable(names, handle)  # a section skipped as not applicable costs nothing
@@ -474,9 +475,12 @@ def plan_sections(config, names, loaded, predictions):
     for name, module in modules.items():  # what a section's cost reads in the model itself
         told = getattr(module, "model_facts", None)
         facts = told(handle, config.options[name], facts) if told else facts
-    timed = runs_passes(modules, config.options, facts)
+    timing = model_timing(handle) if runs_passes(modules, config.options, facts) else None
+    shifted = getattr(config.options.get("attribution"), "input_invariance", False)
+    if timing is not None and makes_card(facts) and shifted:  # the shifted copy decides by it
+        facts = dataclasses.replace(facts, eager=model_eager(handle, timing))
     return make_plan(modules, config.options, config.section_options, facts, config.budget,
-                     timing=model_timing(handle) if timed else None)
+                     timing=timing)
 
 
 def run_sections(names, ctx: Context, plan, log: SectionLog,

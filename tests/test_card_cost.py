@@ -103,7 +103,11 @@ def test_a_method_the_spec_names_is_never_replaced(context):
     assert "contrastive" not in plan.settings
     given = contrastive.resolve(contrastive.Options(method="occlusion"), facts)
     assert given.map_cost is None  # nothing to allow: the spec chose
-    assert contrastive.map_passes(given, facts) == Passes(forward=16 * 226, traces=1)
+    # occlusion reads the model's logits pass, which the plan's timing traced (registry.TIMED)
+    assert contrastive.map_passes(given, facts) == Passes(forward=16 * 226, traces=0)
+    # a pass neither the timing nor the card traced is counted
+    gradcam = contrastive.resolve(contrastive.Options(method="gradcam"), facts)
+    assert contrastive.map_passes(gradcam, facts).traces == 1
 
 
 def test_a_tight_budget_lowers_map_cost_to_the_fallback_s_cost_and_counts_what_runs():
@@ -111,16 +115,15 @@ def test_a_tight_budget_lowers_map_cost_to_the_fallback_s_cost_and_counts_what_r
                                                                           "occlusion"))
     full = contrastive.resolve(contrastive.Options(), facts)
     assert full.map_cost == math.ceil(passes_per_map("occlusion", RGB)) == 113
-    assert contrastive.map_passes(full, facts) == Passes(forward=16 * 226, traces=1)
+    assert contrastive.map_passes(full, facts) == Passes(forward=16 * 226, traces=0)
     generous = plan_for(MODULES, {}, facts, 10 ** 9, REFERENCE_FLOPS)
     assert "contrastive" not in generous.settings
     tight = plan_for(MODULES, {}, facts, 1, REFERENCE_FLOPS)
     assert tight.settings["contrastive"] == {"map_cost": 1}
     assert "contrastive: map_cost 1 instead of 113" in tight.describe()
     at_floor = replace(full, map_cost=1)
-    assert contrastive.map_passes(at_floor, facts) == Passes(backward=16, traces=1)  # gradient's
-    assert contrastive.map_passes(replace(full, map_cost=20), facts) == Passes(backward=16 * 16,
-                                                                          traces=1)
+    assert contrastive.map_passes(at_floor, facts) == Passes(backward=16)  # gradient's
+    assert contrastive.map_passes(replace(full, map_cost=20), facts) == Passes(backward=16 * 16)
     alone = Facts(images=1000, input_shape=RGB, classes=10, card_methods=())
     assert contrastive.resolve(contrastive.Options(), alone).map_cost == 1  # no card: gradient
 

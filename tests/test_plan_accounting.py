@@ -38,6 +38,7 @@ def counted(monkeypatch):
     """Counters of the rows every ModelHandle's logits take forward, and backward."""
     import tensorflow as tf
 
+    import auditor.inputs.models as models
     from auditor.inputs.models import ModelHandle
 
     forward = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -57,7 +58,19 @@ def counted(monkeypatch):
 
         return mark(logits(self, x, training))
 
+    def counting_both(handle):  # the forward pass of logits and features (ModelHandle.forward_pass)
+        both = logits_and_features(handle)
+
+        def counted_both(x):
+            out = both(x)
+            forward.assign_add(tf.cast(tf.shape(out)[0], tf.int64))
+            return tf.identity(out)
+
+        return counted_both
+
+    logits_and_features = models._logits_and_features
     monkeypatch.setattr(ModelHandle, "logits", counting)
+    monkeypatch.setattr(models, "_logits_and_features", counting_both)
     return forward, backward
 
 

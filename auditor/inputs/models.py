@@ -148,20 +148,36 @@ class ModelHandle:
         sections share it, and so does a copy that is the model's twin (inputs/traces.py: the
         Clever Hans copies' re-predictions call the model's trace with their weights). Its
         signature takes any number of images, so that a batch of another size (the last, a
-        section's) does not trace it again (seconds to tens of seconds on a large model)."""
+        section's) does not trace it again (seconds to tens of seconds on a large model). It is
+        the first columns of the one forward pass (``forward_pass``), whose penultimate
+        features cost a copy of a row, not a second trace of the model."""
+        fn, width = self.forward_pass
+        if not width:
+            return fn
+        classes = self.num_classes
+        return lambda images: fn(images)[:, :classes]
+
+    @property
+    def forward_pass(self):
+        """(fn, feature width): ``fn`` maps any number of display-space images to their logits
+        and, after them in the same row, their flattened penultimate features (the input of
+        the final layer), in one pass of one model with two outputs, compiled once per model
+        and transform through inputs/traces.py; width 0 and the plain logits when the model
+        cannot be split before its final layer (a subclassed model, a SavedModel wrapper)."""
         import tensorflow as tf
 
         from auditor.inputs.traces import compiled
 
-        def make(origin):
-            def logits(images):
-                return origin.logits(images)
-
-            return logits
-
+        if "feature width" not in self.compiled:
+            self.compiled["feature width"] = _split(self.logits_model)[1]
+        width = self.compiled["feature width"]
+        # one name, "logits", whether or not the features come with them (inputs/traces.py)
+        key, make = (("logits", "and features"), _logits_and_features) if width else (
+            ("logits", "alone"), _logits)
         # straight-line Python: autograph only slows the trace
-        return compiled(self, "logits", make,
-                        [tf.TensorSpec((None, *self.input_shape), tf.float32)], autograph=False)
+        fn = compiled(self, key, make, [tf.TensorSpec((None, *self.input_shape), tf.float32)],
+                      autograph=False)
+        return fn, width
 
     def set_transform(self, transform: InputTransform) -> None:
         """Map display space to the model's input with ``transform`` from now on. Compiled
@@ -733,3 +749,39 @@ def input_range_hint(model) -> tuple[str, str]:
             if name.startswith(prefix):
                 return application, f"the keras.applications name '{candidate.name}'"
     return "0-1", NO_HINT
+
+
+def _split(model):
+    """(a model of the logits and the penultimate features, their width), or (None, 0) when
+    the model cannot be split before its final layer."""
+    import keras
+
+    try:
+        penultimate = model.layers[-1].input
+        if any(penultimate is given for given in model.inputs):
+            raise ValueError("no hidden layer before the final one")
+        both = keras.Model(model.inputs, [model.outputs[0], penultimate])
+        return both, int(np.prod(penultimate.shape[1:]))
+    except (AttributeError, ValueError, TypeError, IndexError):
+        return None, 0
+
+
+def _logits(handle):
+    def logits(images):
+        return handle.logits(images)
+
+    return logits
+
+
+def _logits_and_features(handle):
+    import tensorflow as tf
+
+    both = _split(handle.logits_model)[0]
+
+    def logits_and_features(x):
+        out, hidden = both(handle.transform.to_model(x), training=False)
+        if handle.output == "log-probabilities":
+            out = tf.math.log(tf.clip_by_value(out, 1e-12, 1.0))
+        return tf.concat([out, tf.reshape(hidden, [tf.shape(hidden)[0], -1])], axis=1)
+
+    return logits_and_features

@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 ORIGIN = "trace origin"  # handle.compiled[ORIGIN]: the handle whose traces this one shares
 STATELESS = "stateless"  # origin.compiled[(STATELESS, key)]: the weights-as-arguments function
+EAGER = "eager"  # origin.compiled[EAGER]: the passes (by name) run eagerly, not traced
 
 
 def share_traces(copy, origin) -> bool:
@@ -45,18 +46,36 @@ def origin_of(handle):
     return handle.compiled.get(ORIGIN, handle)
 
 
+def pass_name(key) -> str:
+    """The name of a compiled pass's key ('input_gradients' of ('input_gradients', 'logit')):
+    what the plan decides to run eagerly (one name covers every layer, score and composite)."""
+    return key if isinstance(key, str) else str(key[0])
+
+
+def run_eagerly(handle, names) -> None:
+    """Run the passes named ``names`` eagerly from now on, for ``handle`` and every handle
+    sharing its traces (the plan's choice: too few calls to repay a trace); a pass already
+    made stays as it is."""
+    origin_of(handle).compiled[EAGER] = frozenset(names)
+
+
 def compiled(handle, key, make: Callable, input_signature: list, **options) -> Callable:
     """``handle.compiled[key]``, made on first use: ``make(origin)`` (a function of the
     signature's tensors that reads the origin handle's model) compiled with ``options``
     (``tf.function``'s) so that it takes the weights as arguments, traced once for the origin
-    and every handle that shares its traces, and called with ``handle``'s own variables."""
+    and every handle that shares its traces, and called with ``handle``'s own variables; or,
+    when the plan chose to run this pass eagerly (``run_eagerly``), the same function called
+    eagerly with the same weights: no trace, each call dearer."""
     if key not in handle.compiled:
         origin = origin_of(handle)
+        variables = list(handle.logits_model.variables)
+        if pass_name(key) in origin.compiled.get(EAGER, ()):
+            handle.compiled[key] = _eager(origin, key, make, variables, input_signature)
+            return handle.compiled[key]
         stateless = origin.compiled.get((STATELESS, key))
         if stateless is None:
             stateless = origin.compiled[(STATELESS, key)] = _stateless(
                 origin, make(origin), input_signature, options)
-        variables = list(handle.logits_model.variables)
 
         def call(*args):
             return stateless([v.value for v in variables], *args)
@@ -79,6 +98,28 @@ def _stateless(origin, fn: Callable, input_signature: list, options: dict):
     run.__name__ = getattr(fn, "__name__", run.__name__)  # what tests/tracecount.py lists
     tf.get_logger().addFilter(_hide_retracing_warning)
     return tf.function(run, input_signature=[weights, *input_signature], **options)
+
+
+def _eager(origin, key, make: Callable, variables: list, input_signature: list) -> Callable:
+    """The pass ``make(origin)`` run eagerly, its arguments converted as the compiled pass's
+    signature converts them, with the weights ``variables`` (the calling handle's) in place of
+    the origin's, as the compiled pass takes them."""
+    import keras
+    import tensorflow as tf
+
+    fn = origin.compiled.get((EAGER, key))
+    if fn is None:
+        fn = origin.compiled[(EAGER, key)] = make(origin)
+    own = list(origin.logits_model.variables)
+
+    def call(*args):
+        tensors = [tf.convert_to_tensor(a, spec.dtype)
+                   for a, spec in zip(args, input_signature, strict=True)]
+        mapping = list(zip(own, [v.value for v in variables], strict=True))
+        with keras.StatelessScope(state_mapping=mapping):
+            return fn(*tensors)
+
+    return call
 
 
 def _hide_retracing_warning(record: logging.LogRecord) -> bool:

@@ -158,6 +158,10 @@ class Facts:
     # The layers the concepts section factorises, as its ``model_facts`` finds them in the
     # model (one on a vision transformer's tokens); None: not known (counted as its default two).
     concept_layers: int | None = None
+    # What a pass run eagerly costs beside its trace (predict/eager.py ``EagerCost``): a
+    # section whose pass is called too few times to repay a trace runs it eagerly. None: all
+    # compiled.
+    eager: object = None
 
     @property
     def wrong(self) -> int:
@@ -613,6 +617,7 @@ def measure_timing(handle, rows: int | None = None) -> Timing:
     memory budget."""
     import tensorflow as tf
 
+    from auditor.methods.attribution.gradient import gradient_pass
     from auditor.predict.batched import rows_per_pass
     from auditor.predict.distribute import run_batch
 
@@ -624,12 +629,11 @@ def measure_timing(handle, rows: int | None = None) -> Timing:
     x, x_other = x[:rows], x[:other]
     weights = handle.logits_model.trainable_variables
 
-    @tf.function(input_signature=[tf.TensorSpec((None, *handle.input_shape), tf.float32)])
+    gradients = gradient_pass(handle, "logit")  # traced here for every gradient method
+
     def gradient(images):
-        with tf.GradientTape() as tape:
-            tape.watch(images)
-            score = tf.reduce_sum(tf.reduce_max(handle.logits(images), axis=1))
-        return tape.gradient(score, images)
+        count = tf.shape(images)[:1]
+        return gradients(images, tf.zeros(count, tf.int32), tf.fill(count, -1))
 
     @tf.function
     def train(images):

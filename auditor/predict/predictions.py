@@ -153,56 +153,12 @@ def pass_function(handle):
     """(fn, feature width): ``fn`` maps a batch to its logits and, after them in the same row,
     its flattened penultimate features, in one pass of one model with two outputs (so that
     the features cost no second pass); width 0 and plain logits when the model cannot be split
-    before its final layer (a subclassed model, a SavedModel wrapper). Built and traced once
-    per model, for the model and its working copy together (inputs/traces.py: the Clever Hans
-    search on a fine-tuned copy calls the prediction pass's trace)."""
-    if "pass_function" not in handle.compiled:
-        handle.compiled["pass_function"] = _pass_function(handle)
-    return handle.compiled["pass_function"]
-
-
-def _pass_function(handle):
-    import tensorflow as tf
-
-    from auditor.inputs.traces import compiled
-
-    width = _split(handle)[1]
-    if not width:
-        return handle.logits_fn, 0
-    # any number of images: the last, shorter batch does not trace it again
-    fn = compiled(handle, "logits_and_features", _logits_and_features,
-                  [tf.TensorSpec((None, *handle.input_shape), tf.float32)], autograph=False)
-    return fn, width
-
-
-def _split(handle):
-    """(a model of the logits and the penultimate features, their width), or (None, 0) when
-    the model cannot be split before its final layer."""
-    import keras
-
-    model = handle.logits_model
-    try:
-        penultimate = model.layers[-1].input
-        if any(penultimate is given for given in model.inputs):
-            raise ValueError("no hidden layer before the final one")
-        both = keras.Model(model.inputs, [model.outputs[0], penultimate])
-        return both, int(np.prod(penultimate.shape[1:]))
-    except (AttributeError, ValueError, TypeError, IndexError):
-        return None, 0
-
-
-def _logits_and_features(handle):
-    import tensorflow as tf
-
-    both = _split(handle)[0]
-
-    def logits_and_features(x):
-        out, hidden = both(handle.transform.to_model(x), training=False)
-        if handle.output == "log-probabilities":
-            out = tf.math.log(tf.clip_by_value(out, 1e-12, 1.0))
-        return tf.concat([out, tf.reshape(hidden, [tf.shape(hidden)[0], -1])], axis=1)
-
-    return logits_and_features
+    before its final layer (a subclassed model, a SavedModel wrapper). The handle's one forward
+    pass (``ModelHandle.forward_pass``): the model's logits are its first columns, so it is
+    traced once for the prediction pass and every later forward pass, for the model and its
+    working copy together (inputs/traces.py: the Clever Hans search on a fine-tuned copy calls
+    the prediction pass's trace)."""
+    return handle.forward_pass
 
 
 def penultimate_features(handle, source, batch_size: int = 64) -> np.ndarray | None:

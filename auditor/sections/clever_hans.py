@@ -286,7 +286,7 @@ def traced(options: Options, facts: Facts) -> int:
                  | (compiled_passes([fallback], "logit") if options.discovery else set()))
     own = 2 * ("concepts" in facts.sections) if copies else 0
     if copies and not facts.twin_copy:
-        own += 2 + len(compiled_passes(methods, "logit"))
+        own += 2 + len(compiled_passes(methods, "logit", fresh=True))
     return own + len(explained - compiled_passes(carded, facts.card_score))
 
 

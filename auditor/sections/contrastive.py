@@ -88,19 +88,26 @@ def map_passes(options: Options, facts: Facts) -> Passes:
     examples = min(options.examples, facts.wrong)
     methods = ([options.method] if options.method is not None
                else affordable(facts, options.map_cost, FALLBACK))
-    return max((_explained(m, examples, facts) for m in methods), key=lambda p: p.total)
+    return max((_explained(m, examples, facts, options.score) for m in methods),
+               key=lambda p: p.total)
 
 
 STEP = (saliency_step.NAME, map_passes)
 
 
-def _explained(method: str, examples: int, facts: Facts) -> Passes:
+def _explained(method: str, examples: int, facts: Facts, score: str) -> Passes:
+    """The maps' rows, and a trace of the method's pass unless the card or the plan's timing
+    traced it (a card's method at the card's score)."""
     from auditor.methods.attribution import METHODS
-    from auditor.methods.attribution.registry import attribution_rows
+    from auditor.methods.attribution.registry import attribution_rows, compiled_passes
+    from auditor.steps.card import DEFAULT_METHODS
 
     maps = examples * (2 if METHODS[method].linear else 3)
     forward, backward = attribution_rows([method], maps, facts.input_shape)
-    return Passes(forward=forward, backward=backward, traces=1)
+    carded = compiled_passes(DEFAULT_METHODS if facts.card_methods is None
+                             else facts.card_methods, facts.card_score)
+    traced = not compiled_passes([method], score) <= carded
+    return Passes(forward=forward, backward=backward, traces=int(traced))
 
 
 def contrastive_maps(handle, images, preds, labels, method="gradient", score="logit", *,

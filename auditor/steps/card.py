@@ -120,38 +120,97 @@ def passes(options, facts: Facts) -> Passes:
     check = 3 * sanity * shifted  # the shifted copy's logits checked against the model's
     return (_explain(options, facts, samples)
             + Passes(forward=curves + completeness + check, traces=traced(options, facts),
-                     copies=COPIES - (not shifted), trace_extra=trace_extra(options, facts))
+                     copies=COPIES - (not shifted), trace_extra=trace_extra(options, facts),
+                     kernels=_eager_kernels(options, facts))
             + _explain(options, facts, sanity, options.sanity_stages + 1 + 2 * shifted))
+
+
+def shifted_passes(options, methods, images: int, shape: tuple, cost) -> dict[str, bool]:
+    """{compiled pass: whether it is traced} on the shifted copy of the input-invariance test,
+    which runs each of ``methods`` once, on ``images`` sanity samples: a pass that its few
+    calls would not repay runs eagerly (predict/eager.py; ``cost`` its EagerCost, None: every
+    pass traced). The same maps either way (tests/test_traces.py)."""
+    from auditor.methods.attribution import METHODS
+    from auditor.methods.attribution.registry import attribution_rows
+
+    users: dict[str, list[str]] = {}
+    for method in methods:
+        if method in METHODS:
+            users.setdefault(METHODS[method].compiled, []).append(method)
+    traced = {}
+    for name, named in users.items():
+        forward, backward = attribution_rows(named, images, shape, options.method_options)
+        traced[name] = cost is None or cost.worth_tracing(len(named), backward, forward)
+    return traced
+
+
+def _applying(options, facts: Facts) -> list[str]:
+    """The card's methods that run on this model (the rollouts need attention layers)."""
+    from auditor.methods.attribution.registry import that_apply
+
+    return that_apply(options.methods, facts.attention)
+
+
+def _shifted(options, facts: Facts) -> dict[str, bool]:
+    if not options.input_invariance:
+        return {}
+    return shifted_passes(options, _applying(options, facts),
+                          min(options.sanity_samples, facts.images), facts.input_shape,
+                          facts.eager)
+
+
+def _eager_kernels(options, facts: Facts) -> float:
+    """The extra kernels of the shifted copy's passes run eagerly."""
+    from auditor.methods.attribution import METHODS
+    from auditor.methods.attribution.registry import attribution_rows
+
+    eager = [name for name, traced in _shifted(options, facts).items() if not traced]
+    images = min(options.sanity_samples, facts.images)
+    total = 0.0
+    for name in eager:
+        methods = [m for m in _applying(options, facts)
+                   if m in METHODS and METHODS[m].compiled == name]
+        forward, backward = attribution_rows(methods, images, facts.input_shape,
+                                             options.method_options)
+        total += facts.eager.extra(len(methods), backward, forward)
+    return total
 
 
 def traced(options, facts: Facts) -> int:
     """The functions the card traces: the compiled passes its methods run (those that share one
     share its trace: every gradient method the input gradient, Grad-CAM and Grad-CAM++ the
-    layer's) once for the model and the working copy (which calls the model's traces with its
-    randomised weights: inputs/traces.py; when it is not the model's twin, once more for it),
-    and again on the shifted copy for input invariance, whose structure differs (its first layer
-    pads with the shifted background: no weights make the model's graph compute it, so it cannot
-    call the model's traces); on the model also the softmax scores of the faithfulness curves
-    and the scores of the completeness of a complete method."""
-    from auditor.methods.attribution import METHODS
-    from auditor.methods.attribution.registry import compiled_passes, that_apply
+    layer's, every forward-only method the logits) once for the model and the working copy
+    (which calls the model's traces with its randomised weights: inputs/traces.py; when it is
+    not the model's twin, once more for it), but for those the plan's timing traced already
+    (the logits, the input gradient of the logit: ``registry.TIMED``), and again on the shifted
+    copy for input invariance, whose structure differs (its first layer pads with the shifted
+    background: no weights make the model's graph compute it, so it cannot call the model's
+    traces), unless its few calls would not repay the trace: then it runs eagerly
+    (``shifted_passes``). The faithfulness curves and the completeness of a complete method are
+    scores picked from the model's logits pass (``registry.run_scores``): no trace of their
+    own."""
+    from auditor.methods.attribution.registry import compiled_passes
 
-    methods = that_apply(options.methods, facts.attention)
-    own = compiled_passes(methods, options.score)
-    complete = any(m in METHODS and METHODS[m].complete for m in methods)
-    model = own | {("scores", "softmax")} | ({("scores", options.score)} if complete else set())
+    methods = _applying(options, facts)
+    own = compiled_passes(methods, options.score, fresh=True)
+    model = compiled_passes(methods, options.score)
     return (len(model) + len(own) * (not facts.twin_copy)
-            + len(own) * options.input_invariance)
+            + sum(_shifted(options, facts).values()))
 
 
 def trace_extra(options, facts: Facts) -> float:
     """What the traces ``traced`` counts cost beyond one input-gradient trace each: a method's
     pass dearer to trace (``Method.trace_cost``: the LRP composite's), as often as it is
-    traced (the model, a working copy that is not its twin, the shifted copy)."""
-    from auditor.methods.attribution.registry import that_apply, trace_excess
+    traced (the model, a working copy that is not its twin, the shifted copy unless it runs
+    the pass eagerly)."""
+    from auditor.methods.attribution import METHODS
+    from auditor.methods.attribution.registry import trace_excess
 
-    excess = trace_excess(that_apply(options.methods, facts.attention), options.score)
-    return excess * (1 + (not facts.twin_copy) + options.input_invariance)
+    methods = _applying(options, facts)
+    on_shifted = _shifted(options, facts)
+    shifted = [m for m in methods if m in METHODS and on_shifted.get(METHODS[m].compiled)]
+    return (trace_excess(methods, options.score) * (1 + (not facts.twin_copy))
+            + trace_excess(shifted, options.score))
 
 
 def makes_card(facts: Facts) -> bool:
@@ -363,9 +422,14 @@ def invariance_part(ctx, options, methods):
     if not options.input_invariance:
         return {}, "not measured ('attribution.input_invariance' is off)"
 
+    from auditor.predict.eager import EAGER_COST
+
     positions, targets = explained(ctx.predictions, options.sanity_samples, ctx.config.seed + 1)
+    traced = shifted_passes(options, methods, len(positions), ctx.handle.input_shape,
+                            ctx.handle.compiled.get(EAGER_COST))
     return input_invariance(ctx.handle, ctx.dataset.images(positions), targets, methods,
-                            method_options=options.method_options, score=options.score)
+                            method_options=options.method_options, score=options.score,
+                            eager={name for name, t in traced.items() if not t})
 
 
 def make(inputs, options, shared, sections) -> ReliabilityCard:

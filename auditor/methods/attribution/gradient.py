@@ -14,11 +14,17 @@ def input_gradients(handle, x, targets, contrast, score: str) -> np.ndarray:
     its working copy together (inputs/traces.py); every gradient-based method runs its rows
     through this one function.
     """
+    return gradient_pass(handle, score)(x, targets, contrast).numpy()
+
+
+def gradient_pass(handle, score: str):
+    """The compiled input gradient (images, targets, contrast) -> gradients of ``score``: the
+    pass the plan's timing traces and times (predict/plan.py, ``registry.TIMED``)."""
     from auditor.inputs.traces import compiled
 
-    fn = compiled(handle, ("input_gradients", score), lambda origin: _gradients(origin, score),
-                  signature(handle), autograph=False)
-    return fn(x, targets, contrast).numpy()
+    return compiled(handle, ("input_gradients", score),
+                    lambda origin: _gradients(origin, score), signature(handle),
+                    autograph=False)
 
 
 def _gradients(handle, score: str):

@@ -60,7 +60,8 @@ class Method:
     planned: dict[str, Planned] = field(default_factory=dict)  # options the plan may change
     # The compiled pass it runs, traced once per model and score: methods naming the same one
     # share its trace (the compute plan counts traces by it). None: the input gradient, the
-    # layer gradient of a method that needs a layer, the scores of a forward-only method.
+    # layer gradient of a method that needs a layer, the model's logits for a forward-only
+    # method (the score picked from them outside the pass: ``run_scores``).
     compiled: str | None = None
     # What one trace of its compiled pass costs, in traces of the input gradient (the time
     # the plan measures, predict/plan.py): 1 unless measured otherwise (bench/trace_ratio.py).
@@ -69,7 +70,7 @@ class Method:
     def __post_init__(self):
         if self.compiled is None:
             self.compiled = ("layer_gradients" if self.needs_layer else
-                             "scores" if self.forward_only else "input_gradients")
+                             LOGITS if self.forward_only else "input_gradients")
 
     def rows_per_sample(self, options: dict, shape: tuple) -> int:
         return int(self.cost(options, shape) if callable(self.cost) else self.cost)
@@ -116,10 +117,21 @@ def register(name: str, description: str, options: dict[str, tuple[object, str]]
     return add
 
 
-def compiled_passes(methods, score: str) -> set[tuple[str, str]]:
+LOGITS = "logits"  # the model's logits pass (ModelHandle.logits_fn), the same for every score
+# The passes the plan's timing traces on the model before any section runs (predict/plan.py
+# ``measure_timing``: the logits and the input gradient of the logit), which every section and
+# the model's working copy then call: no section traces them again.
+TIMED = frozenset({(LOGITS, None), ("input_gradients", "logit")})
+
+
+def compiled_passes(methods, score: str, fresh: bool = False) -> set[tuple[str, str | None]]:
     """The compiled passes ``methods`` run when explaining ``score``, each traced once per
-    model: what the compute plan counts as their traces."""
-    return {(METHODS[m].compiled, score) for m in methods if m in METHODS}
+    model: what the compute plan counts as their traces; those the plan's timing traced
+    (``TIMED``) left out unless ``fresh`` (a handle that traces every pass anew: the shifted
+    copy, a working copy that is not the model's twin)."""
+    passes = {(METHODS[m].compiled, None if METHODS[m].compiled == LOGITS else score)
+              for m in methods if m in METHODS}
+    return passes if fresh else passes - TIMED
 
 
 def trace_excess(methods, score: str) -> float:
@@ -184,20 +196,19 @@ def signature(handle):
             tf.TensorSpec((None,), tf.int32), tf.TensorSpec((None,), tf.int32))
 
 
-def compiled_scores(handle, score: str):
-    """Scores without gradients, compiled once per model and score (for the model and its
-    working copy together: inputs/traces.py): for forward-only methods."""
-    from auditor.inputs.traces import compiled
-
-    return compiled(handle, ("scores", score), lambda origin: score_function(origin, score),
-                    signature(handle), autograph=False)
-
-
 def run_scores(handle, x, targets, contrast, score: str, rows: int) -> np.ndarray:
-    """Forward-only scores of many rows, ``rows`` at a time."""
-    fn = compiled_scores(handle, score)
-    return np.concatenate([fn(x[i:i + rows], targets[i:i + rows], contrast[i:i + rows]).numpy()
-                           for i in range(0, len(x), rows)]) if len(x) else np.zeros(0, np.float32)
+    """Forward-only scores of many rows, ``rows`` at a time: the model's logits pass, traced
+    once for every use (``ModelHandle.logits_fn``; the plan's timing traces it), and the score
+    picked from its logits, a few element-wise operations on (rows, classes) run eagerly."""
+    import tensorflow as tf
+
+    if not len(x):
+        return np.zeros(0, np.float32)
+    fn = handle.logits_fn
+    return np.concatenate([pick_scores(fn(x[i:i + rows]),
+                                       tf.constant(targets[i:i + rows], tf.int32),
+                                       tf.constant(contrast[i:i + rows], tf.int32), score).numpy()
+                           for i in range(0, len(x), rows)])
 
 
 def prepare(handle, x, targets, contrast, score: str):

@@ -97,15 +97,19 @@ def shifted_copy(handle, shift: float = INPUT_SHIFT):
 
 
 def input_invariance(handle, x, targets, methods: list[str], *, method_options: dict,
-                     score: str = "logit", shift: float = INPUT_SHIFT):
+                     score: str = "logit", shift: float = INPUT_SHIFT, eager=()):
     """Per method, the relative change of its maps on the shifted copy; and why the test could
-    not run (or None). The copy must reproduce the logits, else nothing is measured."""
+    not run (or None). The copy must reproduce the logits, else nothing is measured. The
+    copy's passes named in ``eager`` run eagerly (inputs/traces.py: too few calls to repay a
+    trace of their own, which the copy, not the model's twin, would need)."""
+    from auditor.inputs.traces import run_eagerly
     from auditor.methods.attribution import attribute
 
     try:
         copy = shifted_copy(handle, shift)
     except AuditorError as exc:
         return {}, str(exc)
+    run_eagerly(copy, eager)
     moved = (x + np.float32(shift)).astype(np.float32)
     same = np.abs(copy.logits(moved).numpy() - handle.logits(x).numpy()).max()
     scale = np.abs(handle.logits(x).numpy()).max() + 1e-12

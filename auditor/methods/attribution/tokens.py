@@ -314,7 +314,8 @@ def token_relevance(handle, x, targets, contrast, score: str, gradients: bool) -
     from auditor.methods.attribution.registry import signature
 
     required_attention(handle.logits_model)
-    fn = compiled(handle, ("rollout", gradients, score),
+    # named by the method's compiled pass (inputs/traces.py ``pass_name``)
+    fn = compiled(handle, ("gradient_rollout" if gradients else "rollout", score),
                   lambda origin: _token_rows(origin, gradients, score), signature(handle),
                   autograph=False)
     rows = fn(x, targets, contrast).numpy()

@@ -107,10 +107,11 @@ def _rule_option(name, value, low):
 def _one_rule(handle, x, targets, contrast, score, rule, input_rule: str, stabiliser: str,
               key: tuple):
     """Relevance with ``rule`` at every layer (the input rule at the first): one compiled
-    function per rule and settings, cached under ``key``."""
+    function per rule and settings, cached under ``key``, named by the method's compiled pass
+    ('lrp_epsilon': inputs/traces.py ``pass_name``, what the plan may run eagerly)."""
     composite = Composite(rule, rule, _first(input_rule), _relative(stabiliser))
     return relevance(handle, x, targets, contrast, score, composite,
-                     ("lrp", *key, input_rule, stabiliser))
+                     (f"lrp_{key[0]}", *key, input_rule, stabiliser))
 
 
 @register("lrp_epsilon", "LRP-epsilon: relevance redistributed in proportion to each input's "
