@@ -257,8 +257,8 @@ def test_the_plan_runs_a_pass_eagerly_when_its_calls_would_not_repay_its_trace()
     options = make_config({"attribution": {"methods": ["gradient", "saliency", "lrp"]}},
                           model="demo", data="sklearn:digits:test").options["attribution"]
     facts = Facts(images=50, input_shape=(8, 8, 1), classes=10)
-    assert card.shifted_passes(options, options.methods, 4, (8, 8, 1), cost) == {"input_gradients": False,
-                                                                "lrp": False}
+    traced = card.shifted_passes(options, options.methods, 4, (8, 8, 1), cost)
+    assert traced == {"input_gradients": False, "lrp": False}
     dear, cheap = (dataclasses.replace(facts, eager=EagerCost(trace, 2.5, 0.01))
                    for trace in (100.0, 0.1))
     assert card.passes(options, dear).traces == card.passes(options, facts).traces - 2
