@@ -125,6 +125,29 @@ def rgb_model_path(tmp_path_factory):
     return str(folder / "rgb.keras")
 
 
+BACKDOOR_TARGET = 4  # the class the backdoored model's patch points to
+
+
+@pytest.fixture(scope="session")
+def backdoored_model_path(tmp_path_factory, digits_train):
+    """The demo architecture trained BadNets-style, once per run (test_clever_hans.py and
+    test_concepts.py each trained it): 15% of the training digits carry a white corner patch
+    and the label BACKDOOR_TARGET, so the model truly relies on the patch."""
+    from auditor.inputs.demo import train_digits_cnn
+    from auditor.methods.shortcuts.patterns import patch
+
+    def train(folder):
+        x, y = digits_train
+        poisoned = np.random.default_rng(1).random(len(x)) < 0.15
+        patched, _ = patch(x[poisoned])
+        model = train_digits_cnn(np.concatenate([x, patched]),
+                                 np.concatenate([y, np.full(poisoned.sum(), BACKDOOR_TARGET)]),
+                                 seed=0)
+        model.save(folder / "backdoored.keras")
+
+    return str(built_once(tmp_path_factory, "backdoored", train) / "backdoored.keras")
+
+
 @pytest.fixture(scope="session")
 def digits_handle(digits_model_path):
     from auditor.inputs.models import load_model
