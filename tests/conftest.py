@@ -125,6 +125,29 @@ def rgb_model_path(tmp_path_factory):
     return str(folder / "rgb.keras")
 
 
+BACKDOOR_TARGET = 4  # the class the backdoored model's patch points to
+
+
+@pytest.fixture(scope="session")
+def backdoored_model_path(tmp_path_factory, digits_train):
+    """The demo architecture trained BadNets-style, once per run (test_clever_hans.py and
+    test_concepts.py each trained it): 15% of the training digits carry a white corner patch
+    and the label BACKDOOR_TARGET, so the model truly relies on the patch."""
+    from auditor.inputs.demo import train_digits_cnn
+    from auditor.methods.shortcuts.patterns import patch
+
+    def train(folder):
+        x, y = digits_train
+        poisoned = np.random.default_rng(1).random(len(x)) < 0.15
+        patched, _ = patch(x[poisoned])
+        model = train_digits_cnn(np.concatenate([x, patched]),
+                                 np.concatenate([y, np.full(poisoned.sum(), BACKDOOR_TARGET)]),
+                                 seed=0)
+        model.save(folder / "backdoored.keras")
+
+    return str(built_once(tmp_path_factory, "backdoored", train) / "backdoored.keras")
+
+
 @pytest.fixture(scope="session")
 def digits_handle(digits_model_path):
     from auditor.inputs.models import load_model
@@ -149,20 +172,36 @@ def demo_report(tmp_path_factory, digits_model_path):
     """A small demo audit (every section that exists, 120 images) and its output folder.
 
     Accuracy is held to a bar the demo model cannot reach (warn below 99.9%), so that the top of
-    the page has a deciding check to show.
+    the page has a deciding check to show. Each section's result as the pipeline drew it is
+    described in ``sections.json`` beside the report (tests/section_facts.py), for
+    tests/test_sections_common.py.
     """
+    import auditor.pipeline as pipeline
     from auditor.configure import make_config
-    from auditor.pipeline import AuditOutcome, run_audit
+    from auditor.pipeline import AuditOutcome
     from auditor.sections import SECTION_NAMES
 
     def audit(folder):
+        from section_facts import facts_of
+
         spec = {"model": str(digits_model_path), "data": "sklearn:digits:test",
                 "checks": {"accuracy": {"warn_below": 0.999}}}
         spec.update({name: options for name, options in SMALL_SECTIONS.items()
                      if name in SECTION_NAMES})
-        done = run_audit(make_config(spec, out=str(folder / "report"), max_samples=120,
-                                     progress=False))
+        drawn, draw = {}, pipeline.draw_views
+
+        def keep(results, dataset, folder=None, timings=None):
+            results = draw(results, dataset, folder, timings)
+            drawn.update({result.name: result for result in results})
+            return results
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(pipeline, "draw_views", keep)
+            done = pipeline.run_audit(make_config(spec, out=str(folder / "report"),
+                                                  max_samples=120, progress=False))
         (folder / "exit_code").write_text(str(done.exit_code))
+        (folder / "sections.json").write_text(json.dumps(
+            {name: facts_of(result) for name, result in drawn.items()}))
 
     folder = built_once(tmp_path_factory, "demo-report", audit)
     out = folder / "report"

@@ -8,11 +8,10 @@ import re
 
 import numpy as np
 import pytest
+from conftest import BACKDOOR_TARGET as TARGET  # the class the backdoor's patch points to
 
 from auditor.errors import ConfigError
 from auditor.methods.shortcuts import patterns as shortcuts
-
-TARGET = 4  # the class the backdoored model's patch points to
 
 
 @pytest.fixture(scope="module")
@@ -40,20 +39,11 @@ def clean_run(digits_handle, digits_npz, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def backdoored_handle(digits_train, tmp_path_factory):
-    """The demo architecture trained BadNets-style: 15% of the training digits carry a white
-    corner patch and the label TARGET, so the model truly relies on the patch."""
-    from auditor.inputs.demo import train_digits_cnn
+def backdoored_handle(backdoored_model_path):
+    """The demo architecture trained BadNets-style (conftest's ``backdoored_model_path``)."""
     from auditor.inputs.models import load_model
 
-    x, y = digits_train
-    poisoned = np.random.default_rng(1).random(len(x)) < 0.15
-    patched, _ = shortcuts.patch(x[poisoned])
-    model = train_digits_cnn(np.concatenate([x, patched]),
-                             np.concatenate([y, np.full(poisoned.sum(), TARGET)]), seed=0)
-    path = tmp_path_factory.mktemp("backdoor") / "backdoored.keras"
-    model.save(path)
-    return load_model(str(path))
+    return load_model(backdoored_model_path)
 
 
 def injection(result, shortcut):

@@ -10,11 +10,10 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import BACKDOOR_TARGET as TARGET  # the class the backdoor's patch points to
 
 from auditor.concepts import neuron_groups
 from auditor.methods.shortcuts import patterns as shortcuts
-
-TARGET = 4  # the class the backdoored model's patch points to
 
 
 @pytest.fixture(scope="module")
@@ -24,21 +23,11 @@ def digits_sample(digits_test, digits_handle):
 
 
 @pytest.fixture(scope="module")
-def backdoored_handle(digits_train, tmp_path_factory):
-    """The demo architecture trained BadNets-style: 15% of the training digits carry a white
-    corner patch and the label TARGET."""
-    from auditor.inputs.demo import train_digits_cnn
+def backdoored_handle(backdoored_model_path):
+    """The demo architecture trained BadNets-style (conftest's ``backdoored_model_path``)."""
     from auditor.inputs.models import load_model
 
-    x, y = digits_train
-    poisoned = np.random.default_rng(1).random(len(x)) < 0.15
-    patched, _ = shortcuts.patch(x[poisoned])
-    model = train_digits_cnn(np.concatenate([x, patched]),
-                             np.concatenate([y, np.full(poisoned.sum(), TARGET)]), seed=0,
-                             epochs=8)
-    path = tmp_path_factory.mktemp("concepts_backdoor") / "backdoored.keras"
-    model.save(path)
-    return load_model(str(path))
+    return load_model(backdoored_model_path)
 
 
 def test_groups_and_residual_add_up_to_gradient_x_activation(digits_handle, digits_sample):

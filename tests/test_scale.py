@@ -183,16 +183,19 @@ MIRRORED_CHILD = textwrap.dedent("""
 
     model, out = sys.argv[1], sys.argv[2]
     sections = [s for s in ("performance", "contrastive", "attribution") if s in SECTION_NAMES]
-    # Methods of every kind (plain, path, layer, occlusion), to keep the test short.
+    # Methods of every kind (plain, path, layer, occlusion), and the demo report's small card
+    # (tests/conftest.py: SMALL_SECTIONS), to keep the test short.
     spec = ({"attribution": {"methods": ["gradient", "integrated_gradients", "gradcam",
-                                         "occlusion"]}} if "attribution" in sections else {})
+                                         "occlusion"], "sanity_samples": 4, "sanity_stages": 3,
+                             "faithfulness_samples": 12, "faithfulness_steps": 8}}
+            if "attribution" in sections else {})
     # Passes, not a named budget: a named one is a wait, sized by the time each run measures,
     # and the two runs must plan the same settings for their figures to be compared.
     spec["budget"] = 10 ** 9
     for strategy in ("default", "mirrored"):
         config = make_config(spec, model=model, data="sklearn:digits:test", max_samples=300,
                              sections=sections, out=f"{out}/{strategy}", strategy=strategy,
-                             progress=False)
+                             progress=False, format=["json"])  # the figures compared: no page
         run_audit(config)
 
     # The split itself: each replica sees its own contiguous share, on its own device.
