@@ -256,18 +256,22 @@ def test_integrated_gradients_takes_one_baseline_per_image(digits_handle, digits
 
 def test_gradcam_passes_over_padding_and_cropping_at_the_end():
     """NASNet's factorised reduction ends a small input's spatial maps on a padded, cropped
-    shift of one branch: Grad-CAM takes the layer that shift reads."""
+    shift of one branch: Grad-CAM takes the layer that shift reads, and so do the stage ends
+    the layers' maps and concepts read (NASNetMobile's three compared layers were its
+    cropping2d_1 to _3 after Grad-CAM had been fixed)."""
     import keras
 
     L = keras.layers
-    from auditor.inputs.layers import last_conv_layer
+    from auditor.inputs.layers import last_conv_layer, stage_ends
 
     inputs = keras.Input((8, 8, 3))
     h = L.Conv2D(4, 3, activation="relu", name="cell")(inputs)
     shifted = L.Cropping2D(((1, 0), (1, 0)))(L.ZeroPadding2D(((0, 1), (0, 1)))(h))
     pooled = L.Concatenate()([L.GlobalAveragePooling2D()(h),
                               L.GlobalAveragePooling2D()(shifted)])
-    assert last_conv_layer(keras.Model(inputs, L.Dense(2)(pooled))) == "cell"
+    model = keras.Model(inputs, L.Dense(2)(pooled))
+    assert last_conv_layer(model) == "cell"
+    assert stage_ends(model) == ["cell"]
 
 
 def test_gradcam_finds_the_last_conv_layer_inside_a_nested_backbone(tmp_path):

@@ -159,6 +159,15 @@ def output_shape(layer) -> tuple | None:
     return tuple(outputs[0].shape) if len(outputs) == 1 else None
 
 
+def is_shift(layer) -> bool:
+    """Whether the layer pads or crops: its map is its input's, shifted or cut, no stage's."""
+    import keras
+
+    L = keras.layers
+    return isinstance(layer, (L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D, L.Cropping1D,
+                              L.Cropping2D, L.Cropping3D))
+
+
 def last_conv_layer(model) -> str:
     """Path of the last layer whose output is a spatial map (N, H, W, C) with H, W > 1.
 
@@ -168,14 +177,9 @@ def last_conv_layer(model) -> str:
     at 32 px ended on the cropped shift of a cell's input, whose Grad-CAM maps were all zero on
     3 of 4 images), so the layer they read is taken instead.
     """
-    import keras
-
-    L = keras.layers
-    shifts = (L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D, L.Cropping1D, L.Cropping2D,
-              L.Cropping3D)
     found = None
     for path, layer in walk(model):
-        if is_model(layer) or isinstance(layer, shifts):
+        if is_model(layer) or is_shift(layer):
             continue
         shape = output_shape(layer)
         if shape is not None and len(shape) == 4 and (shape[1] or 2) > 1 and (shape[2] or 2) > 1:
@@ -187,16 +191,16 @@ def last_conv_layer(model) -> str:
 
 
 def stage_ends(model) -> list[str]:
-    """Paths of the last layer at each spatial resolution, shallow to deep (padding skipped).
+    """Paths of the last layer at each spatial resolution, shallow to deep (padding and
+    cropping skipped, as in ``last_conv_layer``: NASNetMobile's stages ended on the cropped
+    shift of one branch, which the layers' maps and concepts then read).
 
     These end the network's stages (``conv1``, ``conv2``, ``conv3`` in the demo CNN): a short,
     representative list of layers to compare.
     """
-    import keras
-
     last_at: dict[tuple, str] = {}
     for path, layer in walk(model):
-        if is_model(layer) or isinstance(layer, keras.layers.ZeroPadding2D):
+        if is_model(layer) or is_shift(layer):
             continue
         shape = output_shape(layer)
         if shape is not None and len(shape) == 4 and (shape[1] or 2) > 1 and (shape[2] or 2) > 1:
