@@ -274,6 +274,38 @@ def test_gradcam_passes_over_padding_and_cropping_at_the_end():
     assert stage_ends(model) == ["cell"]
 
 
+def test_gradcam_and_the_stage_ends_stay_on_the_trunk():
+    """A layer on one branch is no layer to explain the logit by: NASNetMobile's last spatial
+    layer, past the crops, was ``adjust_relu_1_9``, read only by the next cell's subsampled skip
+    path (Grad-CAM all zero on 12 of 12 images), InceptionV3's a branch of its last reduction.
+    Grad-CAM and the stage ends take the last layer nothing goes around, or a join (the cell's
+    concatenation); inside a nested backbone too."""
+    import keras
+
+    L = keras.layers
+    from auditor.inputs.layers import last_conv_layer, stage_ends, trunk_layers
+
+    inputs = keras.Input((8, 8, 3))
+    h = L.Conv2D(4, 3, activation="relu", name="cell")(inputs)
+    skip = L.AveragePooling2D(1, strides=2, name="skip_pool")(L.ReLU(name="skip_relu")(h))
+    reduced = L.Conv2D(4, 3, strides=2, padding="same", name="reduce")(h)
+    joined = L.Concatenate(name="joined")([reduced, skip])
+    side = L.Conv2D(4, 3, strides=2, padding="same", name="side")(L.ReLU(name="side_relu")(h))
+    pooled = L.Concatenate()([L.GlobalAveragePooling2D()(joined),
+                              L.GlobalAveragePooling2D()(side)])
+    model = keras.Model(inputs, L.Dense(2)(pooled), name="backbone")
+    names = [layer.name for layer in model.layers]  # the last 6 x 6 and 3 x 3 are branches
+    assert names.index("side_relu") > names.index("skip_relu") > names.index("cell")
+    assert names.index("side") > names.index("joined")
+    trunk = {layer.name for layer in model.layers if id(layer) in trunk_layers(model)}
+    assert {"cell", "joined"} <= trunk and not trunk & {"skip_relu", "side_relu", "side"}
+    assert last_conv_layer(model) == "joined"
+    assert stage_ends(model) == ["cell", "joined"]
+    outer_inputs = keras.Input((8, 8, 3))
+    outer = keras.Model(outer_inputs, L.Dense(2)(model(outer_inputs)))
+    assert last_conv_layer(outer) == "backbone/joined"
+
+
 def test_gradcam_finds_the_last_conv_layer_inside_a_nested_backbone(tmp_path):
     from auditor.inputs.layers import find_layer, last_conv_layer
 
