@@ -5,8 +5,9 @@ display-space image, often together with the logits, and often for a layer that 
 nested backbone (a keras.applications model inside a Sequential). This module hides how.
 
     find_layer(model, "out_relu")           # a layer, searched depth-first through nested models
-    last_conv_layer(model)                  # the name of the last layer with a spatial output
+    last_conv_layer(model)                  # the last layer with a spatial output, on the trunk
     stage_ends(model)                       # the last layer at each spatial resolution
+    trunk_layers(model)                     # ids of the layers no branch goes around, and joins
     conv_layers(model)                      # (name, channels) of every convolutional layer
     activation_model(handle, name)(x)       # display-space images -> that layer's activation
     activation_and_logits(handle, name)(x)  # -> (activation, logits), one differentiable pass
