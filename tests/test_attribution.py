@@ -356,6 +356,35 @@ def test_layer_taps_work_for_a_backbone_nested_in_a_functional_model(tmp_path):
     assert activation.shape == (2, 2, 2, 1280) and np.abs(grads.numpy()).max() > 0
 
 
+def test_layer_taps_reach_a_block_inside_a_backbone_made_from_a_list_of_inputs(tmp_path):
+    """ConvNeXt keeps its downsampling in Sequential blocks; under a head, made as users make a
+    backbone (``keras.Model(base.inputs, ...)``, inputs a list of one), Grad-CAM's layer is two
+    models down, and rebuilding the backbone tapped crashed on the list (nested ConvNeXtTiny's
+    attribution, concepts and Clever Hans)."""
+    import keras
+    import tensorflow as tf
+
+    from auditor.inputs.layers import activation_and_logits, last_conv_layer
+
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    block = keras.Sequential([L.LayerNormalization(name="norm"), L.Conv2D(4, 6)],  # to 1 x 1
+                             name="down")
+    inputs = keras.Input((8, 8, 3))
+    base = keras.Model(inputs, L.GlobalAveragePooling2D()(block(L.Conv2D(4, 3)(inputs))))
+    backbone = keras.Model(base.inputs, base.output, name="backbone")
+    outer_inputs = keras.Input((8, 8, 3))
+    handle = saved_handle(keras.Model(outer_inputs, L.Dense(3)(backbone(outer_inputs))),
+                          tmp_path, "listed")
+    layer = last_conv_layer(handle.logits_model)
+    assert layer == "backbone/down/norm"
+    x = tf.constant(images_for(handle, 2))
+    activation, logits = activation_and_logits(handle, layer)(x)
+    np.testing.assert_allclose(logits.numpy(), handle.logits(x).numpy(), atol=1e-5)
+    assert activation.shape == (2, 6, 6, 4)
+    assert np.isfinite(attribute(handle, x.numpy(), np.array([0, 1]), "gradcam")).all()
+
+
 def test_layer_attribution_returns_maps_with_the_layers_shape(digits_handle, digits_test):
     x, y = digits_test[0][:7], digits_test[1][:7]
     maps = attribute_layer(digits_handle, x, y, layer="conv2")

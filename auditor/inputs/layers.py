@@ -329,8 +329,10 @@ def tap(model, chains: list[list], with_output: bool = True) -> Callable:
         inputs, activations = model.input, [chain[0].output for chain in chains]
         output = model.output
     else:
-        found: dict = {}
-        inputs = keras.Input(batch_shape=tuple(model.input.shape), dtype=model.input.dtype)
+        found: dict = {}  # inputs in the model's own structure: a backbone made as
+        # keras.Model(base.inputs, ...) takes a list of one (nested ConvNeXtTiny crashed here)
+        inputs = keras.tree.map_structure(
+            lambda t: keras.Input(batch_shape=tuple(t.shape), dtype=t.dtype), model.input)
         rebuilt = keras.models.clone_model(
             model, input_tensors=inputs, clone_function=lambda layer: layer,
             call_function=lambda layer, *args, **kwargs: through(layer, args, kwargs, found))
