@@ -256,18 +256,54 @@ def test_integrated_gradients_takes_one_baseline_per_image(digits_handle, digits
 
 def test_gradcam_passes_over_padding_and_cropping_at_the_end():
     """NASNet's factorised reduction ends a small input's spatial maps on a padded, cropped
-    shift of one branch: Grad-CAM takes the layer that shift reads."""
+    shift of one branch: Grad-CAM takes the layer that shift reads, and so do the stage ends
+    the layers' maps and concepts read (NASNetMobile's three compared layers were its
+    cropping2d_1 to _3 after Grad-CAM had been fixed)."""
     import keras
 
     L = keras.layers
-    from auditor.inputs.layers import last_conv_layer
+    from auditor.inputs.layers import last_conv_layer, stage_ends
 
     inputs = keras.Input((8, 8, 3))
     h = L.Conv2D(4, 3, activation="relu", name="cell")(inputs)
     shifted = L.Cropping2D(((1, 0), (1, 0)))(L.ZeroPadding2D(((0, 1), (0, 1)))(h))
     pooled = L.Concatenate()([L.GlobalAveragePooling2D()(h),
                               L.GlobalAveragePooling2D()(shifted)])
-    assert last_conv_layer(keras.Model(inputs, L.Dense(2)(pooled))) == "cell"
+    model = keras.Model(inputs, L.Dense(2)(pooled))
+    assert last_conv_layer(model) == "cell"
+    assert stage_ends(model) == ["cell"]
+
+
+def test_gradcam_and_the_stage_ends_stay_on_the_trunk():
+    """A layer on one branch is no layer to explain the logit by: NASNetMobile's last spatial
+    layer, past the crops, was ``adjust_relu_1_9``, read only by the next cell's subsampled skip
+    path (Grad-CAM all zero on 12 of 12 images), InceptionV3's a branch of its last reduction.
+    Grad-CAM and the stage ends take the last layer nothing goes around, or a join (the cell's
+    concatenation); inside a nested backbone too."""
+    import keras
+
+    L = keras.layers
+    from auditor.inputs.layers import last_conv_layer, stage_ends, trunk_layers
+
+    inputs = keras.Input((8, 8, 3))
+    h = L.Conv2D(4, 3, activation="relu", name="cell")(inputs)
+    skip = L.AveragePooling2D(1, strides=2, name="skip_pool")(L.ReLU(name="skip_relu")(h))
+    reduced = L.Conv2D(4, 3, strides=2, padding="same", name="reduce")(h)
+    joined = L.Concatenate(name="joined")([reduced, skip])
+    side = L.Conv2D(4, 3, strides=2, padding="same", name="side")(L.ReLU(name="side_relu")(h))
+    pooled = L.Concatenate()([L.GlobalAveragePooling2D()(joined),
+                              L.GlobalAveragePooling2D()(side)])
+    model = keras.Model(inputs, L.Dense(2)(pooled), name="backbone")
+    names = [layer.name for layer in model.layers]  # the last 6 x 6 and 3 x 3 are branches
+    assert names.index("side_relu") > names.index("skip_relu") > names.index("cell")
+    assert names.index("side") > names.index("joined")
+    trunk = {layer.name for layer in model.layers if id(layer) in trunk_layers(model)}
+    assert {"cell", "joined"} <= trunk and not trunk & {"skip_relu", "side_relu", "side"}
+    assert last_conv_layer(model) == "joined"
+    assert stage_ends(model) == ["cell", "joined"]
+    outer_inputs = keras.Input((8, 8, 3))
+    outer = keras.Model(outer_inputs, L.Dense(2)(model(outer_inputs)))
+    assert last_conv_layer(outer) == "backbone/joined"
 
 
 def test_gradcam_finds_the_last_conv_layer_inside_a_nested_backbone(tmp_path):
@@ -318,6 +354,35 @@ def test_layer_taps_work_for_a_backbone_nested_in_a_functional_model(tmp_path):
     np.testing.assert_allclose(activation_model(handle, layer)(x).numpy(), activation.numpy(),
                                atol=1e-6)
     assert activation.shape == (2, 2, 2, 1280) and np.abs(grads.numpy()).max() > 0
+
+
+def test_layer_taps_reach_a_block_inside_a_backbone_made_from_a_list_of_inputs(tmp_path):
+    """ConvNeXt keeps its downsampling in Sequential blocks; under a head, made as users make a
+    backbone (``keras.Model(base.inputs, ...)``, inputs a list of one), Grad-CAM's layer is two
+    models down, and rebuilding the backbone tapped crashed on the list (nested ConvNeXtTiny's
+    attribution, concepts and Clever Hans)."""
+    import keras
+    import tensorflow as tf
+
+    from auditor.inputs.layers import activation_and_logits, last_conv_layer
+
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    block = keras.Sequential([L.LayerNormalization(name="norm"), L.Conv2D(4, 6)],  # to 1 x 1
+                             name="down")
+    inputs = keras.Input((8, 8, 3))
+    base = keras.Model(inputs, L.GlobalAveragePooling2D()(block(L.Conv2D(4, 3)(inputs))))
+    backbone = keras.Model(base.inputs, base.output, name="backbone")
+    outer_inputs = keras.Input((8, 8, 3))
+    handle = saved_handle(keras.Model(outer_inputs, L.Dense(3)(backbone(outer_inputs))),
+                          tmp_path, "listed")
+    layer = last_conv_layer(handle.logits_model)
+    assert layer == "backbone/down/norm"
+    x = tf.constant(images_for(handle, 2))
+    activation, logits = activation_and_logits(handle, layer)(x)
+    np.testing.assert_allclose(logits.numpy(), handle.logits(x).numpy(), atol=1e-5)
+    assert activation.shape == (2, 6, 6, 4)
+    assert np.isfinite(attribute(handle, x.numpy(), np.array([0, 1]), "gradcam")).all()
 
 
 def test_layer_attribution_returns_maps_with_the_layers_shape(digits_handle, digits_test):

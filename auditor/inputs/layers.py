@@ -5,8 +5,9 @@ display-space image, often together with the logits, and often for a layer that 
 nested backbone (a keras.applications model inside a Sequential). This module hides how.
 
     find_layer(model, "out_relu")           # a layer, searched depth-first through nested models
-    last_conv_layer(model)                  # the name of the last layer with a spatial output
+    last_conv_layer(model)                  # the last layer with a spatial output, on the trunk
     stage_ends(model)                       # the last layer at each spatial resolution
+    trunk_layers(model)                     # ids of the layers no branch goes around, and joins
     conv_layers(model)                      # (name, channels) of every convolutional layer
     activation_model(handle, name)(x)       # display-space images -> that layer's activation
     activation_and_logits(handle, name)(x)  # -> (activation, logits), one differentiable pass
@@ -159,50 +160,96 @@ def output_shape(layer) -> tuple | None:
     return tuple(outputs[0].shape) if len(outputs) == 1 else None
 
 
+def is_shift(layer) -> bool:
+    """Whether the layer pads or crops: its map is its input's, shifted or cut, no stage's."""
+    import keras
+
+    L = keras.layers
+    return isinstance(layer, (L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D, L.Cropping1D,
+                              L.Cropping2D, L.Cropping3D))
+
+
+def trunk_layers(model) -> set[int]:
+    """Ids of the layers on each functional graph's trunk (nested ones too): a layer nothing
+    computed before it goes around (every later layer reads it or what comes after it), or one
+    that joins several tensors (a cell's concatenation, a residual sum). A layer on one branch
+    only is off the trunk: a map there explains the logit through that branch alone. In a model
+    without a graph to read (subclassed, Sequential), every layer counts."""
+    trunk: set[int] = set()
+    for graph in (model, *(layer for _, layer in walk(model) if is_model(layer))):
+        nodes = getattr(graph, "_nodes", None)
+        if not is_graph_model(graph) or nodes is None:
+            trunk.update(id(layer) for layer in graph.layers)
+            continue
+        operations = list(graph.operations)
+        index = {id(op): i for i, op in enumerate(operations)}
+        last_use, joins = list(range(len(operations))), set()
+        for i, op in enumerate(operations):
+            for k, node in enumerate(op._inbound_nodes):
+                if f"{id(op)}_ib-{k}" not in nodes:  # keras's node key: a node of this graph
+                    continue
+                joins.update([i] if len(node.input_tensors) > 1 else [])
+                for parent in node.parent_nodes:
+                    j = index.get(id(parent.operation), i)
+                    last_use[j] = max(last_use[j], i)
+        reach = -1
+        for i, op in enumerate(operations):
+            if reach <= i or i in joins:
+                trunk.add(id(op))
+            reach = max(reach, last_use[i])
+    return trunk
+
+
+def _spatial_layers(model) -> Iterator[tuple[str, tuple, bool]]:
+    """(path, (H, W), on the trunk) of every layer whose output is a spatial map (N, H, W, C)
+    with H, W > 1, in forward order; padding and cropping passed over."""
+    trunk = trunk_layers(model)
+    for path, layer in walk(model):
+        if is_model(layer) or is_shift(layer):
+            continue
+        shape = output_shape(layer)
+        if shape is not None and len(shape) == 4 and (shape[1] or 2) > 1 and (shape[2] or 2) > 1:
+            yield path, shape[1:3], id(layer) in trunk
+
+
 def last_conv_layer(model) -> str:
-    """Path of the last layer whose output is a spatial map (N, H, W, C) with H, W > 1.
+    """Path of the last layer on the trunk (``trunk_layers``) whose output is a spatial map
+    (N, H, W, C) with H, W > 1; the last such layer at all when none is on the trunk.
 
     That is Grad-CAM's default (Selvaraju et al.): the final convolutional block's activation,
     e.g. ``conv3`` in the demo CNN or ``.../out_relu`` in MobileNetV2. Padding and cropping are
     passed over: their map is their input's, shifted or cut, and on one branch only (NASNetMobile
     at 32 px ended on the cropped shift of a cell's input, whose Grad-CAM maps were all zero on
-    3 of 4 images), so the layer they read is taken instead.
+    3 of 4 images). So is any layer on one branch: NASNetMobile's next was ``adjust_relu_1_9``,
+    read only by the next cell's subsampled skip path (Grad-CAM all zero on 12 of 12 images; on
+    the cell's concatenation ``normal_concat_7`` 5 of 12), InceptionV3's a branch of its last
+    reduction (``mixed7``, the concatenation it reads, is taken instead).
     """
-    import keras
-
-    L = keras.layers
-    shifts = (L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D, L.Cropping1D, L.Cropping2D,
-              L.Cropping3D)
-    found = None
-    for path, layer in walk(model):
-        if is_model(layer) or isinstance(layer, shifts):
-            continue
-        shape = output_shape(layer)
-        if shape is not None and len(shape) == 4 and (shape[1] or 2) > 1 and (shape[2] or 2) > 1:
-            found = path
+    found = on_trunk = None
+    for path, _, trunk in _spatial_layers(model):
+        found, on_trunk = path, path if trunk else on_trunk
     if found is None:
         raise ModelError(f"model '{model.name}' has no layer with a spatial (N, H, W, C) output; "
                          "Grad-CAM and layer attribution need a convolutional model")
-    return found
+    return on_trunk or found
 
 
 def stage_ends(model) -> list[str]:
-    """Paths of the last layer at each spatial resolution, shallow to deep (padding skipped).
+    """Paths of the last layer at each spatial resolution, shallow to deep, on the trunk where
+    one is (padding, cropping and branches passed over, as in ``last_conv_layer``: NASNetMobile's
+    stages ended on the cropped shift of one branch, which the layers' maps and concepts read).
 
     These end the network's stages (``conv1``, ``conv2``, ``conv3`` in the demo CNN): a short,
     representative list of layers to compare.
     """
-    import keras
-
     last_at: dict[tuple, str] = {}
-    for path, layer in walk(model):
-        if is_model(layer) or isinstance(layer, keras.layers.ZeroPadding2D):
-            continue
-        shape = output_shape(layer)
-        if shape is not None and len(shape) == 4 and (shape[1] or 2) > 1 and (shape[2] or 2) > 1:
-            last_at.pop(shape[1:3], None)
-            last_at[shape[1:3]] = path
-    return list(last_at.values())
+    trunk_at: dict[tuple, str] = {}
+    for path, grid, trunk in _spatial_layers(model):
+        last_at.pop(grid, None)
+        last_at[grid] = path
+        if trunk:
+            trunk_at[grid] = path
+    return [trunk_at.get(grid, path) for grid, path in last_at.items()]
 
 
 def activation_floats(model) -> int:
@@ -282,8 +329,10 @@ def tap(model, chains: list[list], with_output: bool = True) -> Callable:
         inputs, activations = model.input, [chain[0].output for chain in chains]
         output = model.output
     else:
-        found: dict = {}
-        inputs = keras.Input(batch_shape=tuple(model.input.shape), dtype=model.input.dtype)
+        found: dict = {}  # inputs in the model's own structure: a backbone made as
+        # keras.Model(base.inputs, ...) takes a list of one (nested ConvNeXtTiny crashed here)
+        inputs = keras.tree.map_structure(
+            lambda t: keras.Input(batch_shape=tuple(t.shape), dtype=t.dtype), model.input)
         rebuilt = keras.models.clone_model(
             model, input_tensors=inputs, clone_function=lambda layer: layer,
             call_function=lambda layer, *args, **kwargs: through(layer, args, kwargs, found))

@@ -3,7 +3,8 @@
 Neuron groups need a grid of positions: the groups are found per position and shown where
 they sit. By default two layers are taken, as Olah et al. (2018) compare a middle and a late
 layer of GoogLeNet: the end of the middle stage (parts on a finer grid: strokes, textures) and
-the last layer with a spatial map (the most abstract parts the model still locates). A vision
+the last layer with a spatial map that no branch goes around (the most abstract parts the model
+still locates; ``inputs.layers.trunk_layers``: a branch reads only part of them). A vision
 transformer has no spatial map: its patch tokens are the grid (class and register tokens set
 aside, as for Grad-CAM, ``attribution/tokens.py``), at the last layer of the graph whose patch
 tokens reach the logits (``tokens.tapped_token_layer``).
@@ -62,8 +63,8 @@ def default_layers(model) -> list[tuple[str, str]]:
         chosen.append((middle, f"the end of a middle stage ({size[0]}x{size[1]} grid) of "
                                f"{len(ends) + 1} resolutions: parts on a finer grid"))
     size = output_shape(find_layer(model, last))[1:3]
-    chosen.append((last, f"the last layer with a spatial map ({size[0]}x{size[1]} grid): the "
-                         "most abstract parts the model still locates"))
+    chosen.append((last, f"the last layer with a spatial map ({size[0]}x{size[1]} grid) that no "
+                         "branch goes around: the most abstract parts the model still locates"))
     return chosen
 
 
