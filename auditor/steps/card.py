@@ -88,10 +88,10 @@ class MethodChoice:
 # --------------------------------------------------------------------------- the plan's cost
 
 def _explain(options, facts: Facts, count: int, times: int = 1) -> Passes:
-    from auditor.methods.attribution.registry import attribution_rows, that_apply
+    from auditor.methods.attribution.registry import attribution_rows
 
-    forward, backward = attribution_rows(that_apply(options.methods, facts.attention), count,
-                                         facts.input_shape, options.method_options)
+    forward, backward = attribution_rows(_applying(options, facts), count, facts.input_shape,
+                                         options.method_options)
     return Passes(forward=forward * times, backward=backward * times)
 
 
@@ -108,9 +108,8 @@ def passes(options, facts: Facts) -> Passes:
     card is the first to use it), and the shifted copy made from it (none without input
     invariance)."""
     from auditor.methods.attribution import METHODS
-    from auditor.methods.attribution.registry import that_apply
 
-    methods = that_apply(options.methods, facts.attention)
+    methods = _applying(options, facts)
     samples = min(options.faithfulness_samples, facts.images)
     curves = (len(methods) + 1) * samples * 2 * (options.faithfulness_steps + 1)
     complete = [m for m in methods if m in METHODS and METHODS[m].complete][:1]
