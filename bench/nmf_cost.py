@@ -58,19 +58,24 @@ def timed_fit(layer: str, acts: np.ndarray, kernel) -> str:
     signed = bool((acts < 0).any())
     cols = acts.shape[-1] * (2 if signed else 1)
     before = _timed(kernel)
-    tick = time.perf_counter()
+    tick, cpu = time.perf_counter(), time.process_time()
     factors = fit_factors(layer, acts, DEFAULT_GROUPS)
-    seconds = time.perf_counter() - tick
-    unit = (before + _timed(kernel)) / 2
+    seconds, cpu = time.perf_counter() - tick, time.process_time() - cpu
+    after = _timed(kernel)
+    unit, unit_cpu = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
     cells = rows * cols * DEFAULT_GROUPS / 1e6
-    return (f"{rows} rows x {cols} channels, {factors.nmf.n_iter_} iterations: {seconds:.2f} s, "
-            f"{seconds / unit:.1f} kernels, {seconds / unit / cells:.2f} kernels per million cells")
+    iterations = factors.nmf.n_iter_
+    return (f"{rows} rows x {cols} channels, {iterations} iterations: {seconds:.2f} s, "
+            f"{seconds / unit:.1f} kernels, {cpu:.2f} CPU-s, {cpu / unit_cpu:.1f} kernels in "
+            f"CPU time, {cpu / unit_cpu / cells / iterations:.3f} CPU kernels per million "
+            "cell-iterations")
 
 
-def _timed(run) -> float:
-    tick = time.perf_counter()
+def _timed(run) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of ``run()``."""
+    tick, cpu = time.perf_counter(), time.process_time()
     run()
-    return time.perf_counter() - tick
+    return time.perf_counter() - tick, time.process_time() - cpu
 
 
 def main() -> None:

@@ -90,28 +90,33 @@ LEAKAGE = Declared("triage.leakage", what="share of audit images also in trainin
 SLICES = Declared("triage.slices", what="accuracy gap of the worst slice")
 CHECKS = (LABEL_ERRORS, LABEL_ERRORS_PER_LABEL, ECE, LABEL_ECE, DUPLICATES, LEAKAGE, SLICES)
 STEPS = ("features",)  # the neighbours and detectors read them (steps/features.py)
-# Triage's work off the model per image (audit and training sample), in reference kernels
-# (plan.reference_kernel): confident learning, the neighbours, the detectors, calibration,
-# hashing for duplicates and the slices. It grows with the width of the penultimate features
-# that the neighbours, Mahalanobis's class covariances and the slices' mixture read, so it is
-# counted as a part per image and a part per image and feature. Measured with bench/traces.py
-# --sections triage --profile, on 200 RGB digit composites at 48 px (10 classes), each
-# section's time less its maps (their trace included), under a load of 8 to 9:
-# MobileNetV3Small (whose logits model ends in a Flatten of its 10 logits: 10 features) 7.3 s
-# against a kernel of 13.5 ms, 2.7 kernels an image; DenseNet121 (1,024 features) 28 s
-# (Mahalanobis 11.9 s and the slices 11.9 s of it) against 16.1 ms, 8.7 kernels an image. The
-# line through the two: 2.7 and 5.9 per thousand features. (The former constant, 2.1 an image
-# from the MobileNetV3Small run alone, under-counted DenseNet121's triage by 27 s against 10.)
-TRIAGE_KERNELS = 2.7
-TRIAGE_FEATURE_KERNELS = 5.9e-3
+# Triage's work off the model (confident learning and its self-test, the neighbours, the
+# detectors with Mahalanobis's whitening, calibration, hashing for duplicates, the slices'
+# mixture), in reference kernels (plan.reference_kernel): a fixed part, a part per image (audit
+# and training sample) and a part per image and penultimate feature (the neighbours' distances,
+# Mahalanobis's SVD of the centred features, the slices' PCA read every feature). Measured by
+# bench/triage_cost.py, triage's own ``measure`` on synthetic predictions (10 classes), in
+# process CPU seconds against the kernel's CPU seconds (wall time under a load of 8 to 11
+# slowed this work 1.5 to 5 times more than the kernel, which made the former constants,
+# measured in wall time under load, 3 to 10 times what a quiet machine takes): 78, 262 and
+# 419 kernels for 200, 800 and 2,000 images of 10 features; 176, 890 and 1,877 with 1,024
+# features; the image side (8 or 48 px) made no difference. Fitted to the six (least squares
+# of the relative error, each within 20%): 30 fixed, 0.22 an image and 6.5e-4 an image and
+# feature (0.88 an image at 1,024 features). DenseNet121's triage (200 images, 1,024
+# features) took 2 s on a quiet machine and the digits demo's (719 images) 2.3 s at a load of
+# 2 to 7, where the former constants (2.7 an image and 5.9e-3 an image and feature, measured
+# in wall time under a load of 8 to 9) charged 14 s and 21 s; these charge about 2 s each.
+TRIAGE_FIXED_KERNELS = 30
+TRIAGE_KERNELS = 0.22
+TRIAGE_FEATURE_KERNELS = 6.5e-4
 
 
 def passes(options: Options, facts: Facts) -> Passes:
     """The maps of the shown mistakes (predicted and true class) and of the shown slices'
     images, made here when the saliency step did not (counted as made here: a bound), with one
     trace of the method's pass unless the reliability card traced it; with --train-data the
-    training sample's logits and features; and the work off the model (TRIAGE_KERNELS, and
-    TRIAGE_FEATURE_KERNELS per penultimate feature)."""
+    training sample's logits and features; and the work off the model (TRIAGE_FIXED_KERNELS,
+    and per image TRIAGE_KERNELS and TRIAGE_FEATURE_KERNELS per penultimate feature)."""
     from auditor.methods.attribution.registry import attribution_rows, compiled_passes
     from auditor.steps.card import DEFAULT_METHODS
 
@@ -124,7 +129,7 @@ def passes(options: Options, facts: Facts) -> Passes:
     train = min(options.train_samples, facts.train_images or 0)
     per_image = TRIAGE_KERNELS + TRIAGE_FEATURE_KERNELS * (facts.features or 0)
     return Passes(forward=rows[0] + 2 * train, backward=rows[1], traces=int(traced),
-                  kernels=per_image * (facts.images + train))
+                  kernels=TRIAGE_FIXED_KERNELS + per_image * (facts.images + train))
 
 
 
