@@ -470,6 +470,53 @@ def test_a_call_is_split_into_its_fixed_cost_and_its_rows_and_a_loop_pays_rows_a
     assert measured.row + measured.call / 24 == pytest.approx(measured.backward, rel=1e-6)
 
 
+def test_a_forward_call_a_section_counts_pays_its_fixed_cost_once_and_each_row_its_share():
+    """The forward pass is timed on one number of rows: its call splits in the share the
+    forward-backward call's did (a row ``forward * row / backward``, a call ``forward * call /
+    backward``), so rows in the calls a section counts cost rows plus calls, and the timed
+    call itself costs what it was timed at; rows whose calls are not counted cost the timed
+    call's time per image; without a split every second is per row."""
+    from auditor.predict.plan import Passes
+
+    timing = Timing(forward=0.002, backward=0.004, trace=0.1, row=0.001, call=0.072)
+    row, call = timing.forward_split()
+    assert row == pytest.approx(0.0005) and call == pytest.approx(0.036)
+    assert timing.seconds(Passes(called=24, calls=1)) == pytest.approx(24 * 0.002)
+    assert timing.seconds(Passes(called=200, calls=1)) == pytest.approx(200 * 0.0005 + 0.036)
+    assert timing.seconds(Passes(forward=200)) == pytest.approx(200 * 0.002)
+    unsplit = Timing(forward=0.002, backward=0.004, trace=0.1)
+    assert unsplit.seconds(Passes(called=200, calls=3)) == pytest.approx(200 * 0.002)
+    assert Passes(forward=10, called=30).total == pytest.approx(0.5 * 40)
+
+
+def test_clever_hans_counts_one_call_per_re_prediction_and_per_intervention():
+    """Clever Hans's re-predictions of the held-out images (each copy's, clean and with each
+    shortcut) and its interventions run one forward call each: the plan counts those calls
+    (1 + 2 re-predictions of a planted shortcut with its control, the interventions at their
+    shares) and prices them as such, below the timed call's time per image for their rows."""
+    import auditor.sections.clever_hans as clever_hans
+    from auditor.methods.shortcuts.properties import MAX_CANDIDATES
+    from auditor.predict.plan import Passes
+
+    options = make_config({}, model="demo").options["clever_hans"]
+    options = dataclasses.replace(options, shortcuts=options.shortcuts[:1], control=True,
+                                  discovery=False, copy_classes=3)
+    facts = dataclasses.replace(SMALL, card_methods=())
+    passes = clever_hans.passes(options, facts)
+    copy_calls = clever_hans.intervention_calls(10 ** 6, 10, options.copy_classes)
+    assert copy_calls == pytest.approx(clever_hans.SEARCH_SHARE * 7 * 3
+                                       + clever_hans.PROPERTY_SHARE * MAX_CANDIDATES)
+    assert clever_hans.intervention_calls(200, 10, discovery=False) == pytest.approx(
+        clever_hans.PROPERTY_SHARE * MAX_CANDIDATES)
+    measures = 2  # the planted copy and the control, each measured on the shortcut
+    sample = clever_hans.passes(options, dataclasses.replace(facts, images=10 ** 6))
+    assert sample.calls == pytest.approx(measures + 2 + measures * copy_calls
+                                         + clever_hans.PROPERTY_SHARE * MAX_CANDIDATES)
+    timing = Timing(forward=0.002, backward=0.004, trace=0.0, row=0.001, call=0.072)
+    assert timing.seconds(Passes(called=passes.called, calls=passes.calls)) < (
+        timing.seconds(Passes(forward=passes.called)))
+
+
 def test_the_plan_counts_only_what_runs_and_prices_each_trace_and_fit_by_its_measure():
     """Attention rollout on a model without attention says so in one line and runs nothing,
     so the card counts neither its rows nor its trace; the LRP composite's trace counts

@@ -116,6 +116,15 @@ class Passes:
     # The traces' cost beyond one timed trace each, in timed traces: a compiled pass dearer to
     # trace than the input gradient (the LRP composite's: ``Method.trace_cost``) adds its excess.
     trace_extra: float = 0.0
+    # Forward rows whose calls the section counts (``calls``, the forward calls they run in):
+    # each row costs the forward pass's time per row and each call its fixed cost
+    # (``Timing.forward_split``), where an uncounted forward row costs the timed call's time
+    # per image, a 24th of that call's fixed cost included: a re-prediction of 200 images in
+    # one call pays one fixed cost, not 200/24 of one. Counted as forward passes. (A section
+    # that counts its forward-backward calls declares them as ``looped`` rows in
+    # ``loop_steps``: the same price, a row at ``Timing.row`` and a call at ``Timing.call``.)
+    called: float = 0.0
+    calls: float = 0.0
 
     def __add__(self, other: Passes) -> Passes:
         return Passes(*(a + b for a, b in zip(dataclasses.astuple(self),
@@ -126,8 +135,14 @@ class Passes:
                                               dataclasses.astuple(other), strict=True)))
 
     @property
+    def forward_rows(self) -> float:
+        """Every forward row, whether its calls are counted or not."""
+        return self.forward + self.called
+
+    @property
     def total(self) -> float:
-        return self.backward + self.looped + self.train + FORWARD_SHARE * self.forward
+        return (self.backward + self.looped + self.train
+                + FORWARD_SHARE * self.forward_rows)
 
 
 @dataclass(frozen=True)
@@ -198,7 +213,9 @@ class Timing:
     call: float | None = None  # the fixed seconds of a forward-backward call (None: not timed)
 
     def seconds(self, passes: Passes) -> float:
+        row, call = self.forward_split()
         return (passes.forward * self.forward + passes.backward * self.backward
+                + passes.called * row + passes.calls * call
                 + passes.looped * (self.backward if self.row is None else self.row)
                 + passes.loop_steps * (self.call or 0.0)
                 + passes.train * (self.backward if self.train is None else self.train)
@@ -207,6 +224,16 @@ class Timing:
                 + passes.train_traces * (self.trace if self.train_trace is None
                                          else self.train_trace)
                 + passes.copies * (self.copy or 0.0) + passes.kernels * (self.kernel or 0.0))
+
+    def forward_split(self) -> tuple[float, float]:
+        """(seconds per forward row, fixed seconds per forward call). The forward pass is
+        timed on one number of rows only, so its call is split in the share the forward-backward
+        call was (``row`` and ``call``, timed on two: ``backward = row + call / rows``): a row
+        ``forward * row / backward``, a call ``forward * call / backward``, which add up to the
+        timed forward call. Every second per row when the forward-backward call was not split."""
+        if self.row is None or self.call is None or self.backward <= 0:
+            return self.forward, 0.0
+        return self.forward * self.row / self.backward, self.forward * self.call / self.backward
 
     def in_kernels(self) -> Timing:
         """The times in reference kernels, each rounded to the GRID: what a named budget is

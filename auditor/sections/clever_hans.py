@@ -202,19 +202,23 @@ def passes(options: Options, facts: Facts) -> Passes:
                     traces=traced(options, facts), copies=int(copies > 0 and not card(facts)),
                     train_traces=int(copies > 0))
     # each copy's predictions on the held-out images with each shortcut, and clean (the
-    # control's once for all its probes)
-    clean_and_marked = (measures + len(options.shortcuts) + options.control) * held
+    # control's once for all its probes), a call each; and the copies' interventions, a call each
+    predictions = measures + len(options.shortcuts) + options.control
     measuring = Passes(
-        forward=clean_and_marked + measures * (
-            copy_sample + explained[0] + searched[0]
-            + expected_interventions(copy_sample, facts.classes, options.max_others,
-                                     copy_classes)),
+        forward=measures * (copy_sample + explained[0] + searched[0]),
+        called=predictions * held + measures * expected_interventions(
+            copy_sample, facts.classes, options.max_others, copy_classes),
+        calls=predictions + measures * intervention_calls(copy_sample, facts.classes,
+                                                          copy_classes),
         backward=measures * (explained[1] + searched[1]))
-    audited = Passes(forward=found[0]  # the property check runs with discovery off too
-                     + PROPERTY_SHARE * forward_passes(sampled, facts.classes, options.max_others)
+    audited = Passes(forward=found[0], backward=found[1],
+                     # the property check runs with discovery off too
+                     called=PROPERTY_SHARE * forward_passes(sampled, facts.classes,
+                                                            options.max_others)
                      + (SEARCH_SHARE * search_forward(sampled, facts.classes, options.max_others)
                         if options.discovery else 0),
-                     backward=found[1])
+                     calls=intervention_calls(sampled, facts.classes,
+                                              discovery=options.discovery))
     # with the concepts section: each measured copy's neuron groups, fitted on the explained
     # images with and without the shortcut, and attributed to every class on the marked ones
     groups = Passes(forward=measures * 2 * options.explain,
@@ -334,6 +338,22 @@ def search_forward(images: int, classes: int, max_others: int,
     others = min(max_others, images - own)
     searched = classes if searched is None else min(searched, classes)
     return int(searched * (5 * (own + 2 * others) + 2 * (own + others)))
+
+
+def intervention_calls(images: int, classes: int, searched: int | None = None,
+                       discovery: bool = True) -> float:
+    """The forward calls of a search's expected interventions (``expected_interventions``'
+    rows, at the same shares): one call per intervention (intervention.intervened, properties.
+    measure_property), seven per class put to the groups' (``search_forward``) and one per
+    property tested (at most MAX_CANDIDATES)."""
+    from auditor.methods.shortcuts.discovery import MIN_CLUSTER
+    from auditor.methods.shortcuts.properties import MAX_CANDIDATES, MIN_SIDE
+
+    own = images / max(classes, 1)
+    searched = classes if searched is None else min(searched, classes)
+    groups = 7 * searched if discovery and own >= 2 * MIN_CLUSTER else 0
+    tested = MAX_CANDIDATES if images // max(classes, 1) >= 2 * MIN_SIDE else 0
+    return SEARCH_SHARE * groups + PROPERTY_SHARE * tested
 
 
 def expected_interventions(images: int, classes: int, max_others: int,
