@@ -456,6 +456,7 @@ def plan_sections(config, names, loaded, predictions):
     """The compute plan of this run's sections (predict.plan), sized by the time a pass of this
     model takes, measured here (when the sections run any pass) unless the handle holds it."""
     from auditor.methods.attribution.tokens import attention_layers
+    from auditor.predict.batched import rows_per_pass
     from auditor.predict.eager import model_eager
     from auditor.predict.plan import Facts, make_plan, model_timing, runs_passes
     from auditor.predict.predictions import pass_function
@@ -470,7 +471,8 @@ def plan_sections(config, names, loaded, predictions):
                   card_methods=card_candidates(config, names), card_score=card_score(config),
                   sections=tuple(names), multilabel=handle.multilabel,
                   features=pass_function(handle)[1] or None,
-                  attention=bool(attention_layers(handle.logits_model)))
+                  attention=bool(attention_layers(handle.logits_model)),
+                  call_rows=rows_per_pass(handle, backward=False))
     modules = {name: section_module(name) for name in names}
     for name, module in modules.items():  # what a section's cost reads in the model itself
         told = getattr(module, "model_facts", None)

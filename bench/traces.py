@@ -141,7 +141,8 @@ def estimates(plan, timings: dict, counts) -> None:
         called = timing.seconds(type(passes)(called=passes.called, calls=passes.calls))
         print(f"  {'':16s} forward {passes.forward:.0f} rows {passes.forward * timing.forward:.1f}"
               f" s, forward in counted calls {passes.called:.0f} rows in {passes.calls:.0f} "
-              f"calls {called:.1f} s, backward {passes.backward:.0f} rows {passes.backward * timing.backward:.1f} s"
+              f"calls {called:.1f} s, backward {passes.backward:.0f} rows "
+              f"{passes.backward * timing.backward:.1f} s"
               f", train {passes.train:.0f} rows {passes.train * train:.1f} s, looped "
               f"{passes.looped:.0f} rows in {passes.loop_steps:.0f} steps {looped:.1f} s, traces "
               f"{passes.traces} (loops {passes.loops}, training steps {passes.train_traces})"

@@ -517,6 +517,26 @@ def test_clever_hans_counts_one_call_per_re_prediction_and_per_intervention():
         timing.seconds(Passes(forward=passes.called)))
 
 
+def test_the_cards_curves_count_the_forward_calls_that_hold_them():
+    """The deletion and insertion curves run as many images' curves per forward call as the
+    call's rows hold (faithfulness.deletion_insertion): the card counts those calls when the
+    rows a call takes are known, the same rows either way."""
+    from auditor.steps.card import _applying
+    from auditor.steps.card import passes as card_passes
+
+    attribution = make_config({}, model="demo").options["attribution"]
+    unknown = card_passes(attribution, SMALL)
+    known = card_passes(attribution, dataclasses.replace(SMALL, call_rows=1024))
+    maps = len(_applying(attribution, SMALL)) + 1  # each method's and a random map's
+    samples = min(attribution.faithfulness_samples, SMALL.images)
+    per_image = 2 * (attribution.faithfulness_steps + 1)
+    assert unknown.called == 0 and known.called == maps * samples * per_image
+    assert known.forward_rows == unknown.forward_rows
+    assert known.calls == maps * -(-samples // (1024 // per_image))
+    tiny = card_passes(attribution, dataclasses.replace(SMALL, call_rows=per_image // 2))
+    assert tiny.calls == maps * samples * 2  # each image's curves in two calls
+
+
 def test_the_plan_counts_only_what_runs_and_prices_each_trace_and_fit_by_its_measure():
     """Attention rollout on a model without attention says so in one line and runs nothing,
     so the card counts neither its rows nor its trace; the LRP composite's trace counts

@@ -133,7 +133,7 @@ def test_the_plan_counts_every_pass_each_section_runs(monkeypatch, counted_audit
     assert summary["contrastive"]["method_from_card"] and choice["allowed"] == 1
     assert summary["contrastive"]["method"] == choice["method"] == "gradient"
     for name in (*EXACT, "card", "saliency"):
-        assert used[name] == (planned[name].forward,
+        assert used[name] == (planned[name].forward_rows,
                               planned[name].backward + planned[name].looped), name
     ran_forward, ran_backward = used["clever_hans"]  # the fine-tuning steps are not counted
     assert ran_backward == planned["clever_hans"].backward  # (they call the copy directly)
@@ -154,7 +154,7 @@ def test_an_expensive_method_from_the_card_is_counted_as_it_runs(counted_audit):
     assert summary["attribution"]["trusted_method"] == "smoothgrad"
     assert summary["contrastive"]["method"] == "smoothgrad" and summary["contrastive"]["examples"]
     for name in ("card", "saliency", "contrastive", "attribution"):
-        assert used[name] == (planned[name].forward,
+        assert used[name] == (planned[name].forward_rows,
                               planned[name].backward + planned[name].looped), name
 
 

@@ -173,6 +173,10 @@ class Facts:
     # The layers the concepts section factorises, as its ``model_facts`` finds them in the
     # model (one on a vision transformer's tokens); None: not known (counted as its default two).
     concept_layers: int | None = None
+    # Rows one forward call takes (the memory budget's, predict/batched.py ``rows_per_pass``),
+    # for the sections that count the calls their forward rows run in; None: not known (their
+    # rows are then priced as the timed call's per image).
+    call_rows: int | None = None
     # What a pass run eagerly costs beside its trace (predict/eager.py ``EagerCost``): a
     # section whose pass is called too few times to repay a trace runs it eagerly. None: all
     # compiled.

@@ -111,17 +111,30 @@ def passes(options, facts: Facts) -> Passes:
 
     methods = _applying(options, facts)
     samples = min(options.faithfulness_samples, facts.images)
-    curves = (len(methods) + 1) * samples * 2 * (options.faithfulness_steps + 1)
     complete = [m for m in methods if m in METHODS and METHODS[m].complete][:1]
     completeness = 2 * samples * len(complete)
     sanity = min(options.sanity_samples, facts.images)
     shifted = options.input_invariance
     check = 3 * sanity * shifted  # the shifted copy's logits checked against the model's
-    return (_explain(options, facts, samples)
-            + Passes(forward=curves + completeness + check, traces=traced(options, facts),
+    return (_explain(options, facts, samples) + _curves(options, facts, len(methods) + 1)
+            + Passes(forward=completeness + check, traces=traced(options, facts),
                      copies=COPIES - (not shifted), trace_extra=trace_extra(options, facts),
                      kernels=_eager_kernels(options, facts))
             + _explain(options, facts, sanity, options.sanity_stages + 1 + 2 * shifted))
+
+
+def _curves(options, facts: Facts, maps: int) -> Passes:
+    """The deletion and insertion curves of ``maps`` maps per faithfulness sample: forward rows
+    in calls of as many images' curves as one forward call holds (methods/attribution/
+    faithfulness.py ``deletion_insertion``), counted when that is known (``Facts.call_rows``)."""
+    samples = min(options.faithfulness_samples, facts.images)
+    per_image = 2 * (options.faithfulness_steps + 1)
+    rows = maps * samples * per_image
+    if facts.call_rows is None:
+        return Passes(forward=rows)
+    per_call = max(1, facts.call_rows // per_image)  # images' curves a call holds
+    calls = math.ceil(samples / per_call) * math.ceil(per_call * per_image / facts.call_rows)
+    return Passes(called=rows, calls=maps * calls)
 
 
 def shifted_passes(options, methods, images: int, shape: tuple, cost) -> dict[str, bool]:
