@@ -97,7 +97,7 @@ STEPS = ("features",)  # the neighbours and detectors read them (steps/features.
 # Mahalanobis's SVD of the centred features, the slices' PCA read every feature). Measured by
 # bench/triage_cost.py, triage's own ``measure`` on synthetic predictions (10 classes), in
 # process CPU seconds against the kernel's CPU seconds (wall time under a load of 8 to 11
-# slowed this work 1.5 to 5 times more than the kernel, which made the former constants,
+# slowed this work 1.0 to 4.8 times more than the kernel, which made the former constants,
 # measured in wall time under load, 3 to 10 times what a quiet machine takes): 78, 262 and
 # 419 kernels for 200, 800 and 2,000 images of 10 features; 176, 890 and 1,877 with 1,024
 # features; the image side (8 or 48 px) made no difference. Fitted to the six (least squares
