@@ -5,13 +5,14 @@ distillation token, DINOv2's registers) and a grid of patch tokens in row-major 
 is found from the image's shape: the smallest ``k`` for which ``T - k`` tokens tile a grid of
 the image's aspect ratio. Grad-CAM reshapes the patch tokens to that grid and sets the leading
 ones aside; attention rollout reads the attention weights of every ``MultiHeadAttention`` layer,
-recorded while the model is traced (Keras computes them only when asked, so each layer is asked
-for them during that trace alone).
+recorded while the model is traced (Keras computes them only when asked, so each call is asked
+for them, through its own ``return_attention_scores``, during that trace alone).
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator
 
 import numpy as np
@@ -19,6 +20,13 @@ import numpy as np
 from auditor.errors import AuditorError
 
 MAX_LEADING = 8  # class, distillation and register tokens: DINOv2 with registers has 5
+
+SCORES = "return_attention_scores"  # MultiHeadAttention.call's own switch for its weights
+
+
+def _bound(layer, args, kwargs):
+    """A MultiHeadAttention call's arguments bound to its ``call``'s parameters."""
+    return inspect.signature(type(layer).call).bind(layer, *args, **kwargs)
 
 
 def token_grid(tokens: int, image_shape: tuple) -> tuple[int, int, int] | None:
@@ -67,8 +75,16 @@ def own_attention(model) -> list[str]:
 
 
 def required_attention(model) -> list:
-    """The model's attention layers; AuditorError (one line) when it has none."""
+    """The model's attention layers; AuditorError (one line) when it has none, or when one
+    cannot be asked for its weights (``recording_attention``)."""
     layers = attention_layers(model)
+    silent = sorted({type(layer).__name__ for layer in layers
+                     if SCORES not in inspect.signature(type(layer).call).parameters})
+    if silent:
+        raise AuditorError(f"attention rollout cannot read the attention weights of model "
+                           f"'{model.name}': its attention ({', '.join(silent)}) overrides "
+                           f"MultiHeadAttention's call without its '{SCORES}' switch; 'lrp' and "
+                           "'gradcam' explain it instead")
     if layers:
         return layers
     own = own_attention(model)
@@ -88,29 +104,30 @@ def required_attention(model) -> list:
 @contextlib.contextmanager
 def recording_attention(model) -> Iterator[list]:
     """While open, every MultiHeadAttention call of ``model`` also appends its attention
-    weights (N, heads, T, S) to the yielded list; meant to be open while a pass is traced."""
+    weights (N, heads, T, S) to the yielded list; meant to be open while a pass is traced.
+
+    Each call is asked for its weights with its own ``return_attention_scores`` (an edit of
+    the call's arguments, ``layers.edited_calls``, the project's one way to read inside a
+    layer during a pass) and gives the caller what it asked for. Every transformer rollout
+    explains calls keras' MultiHeadAttention itself: a plain-Keras ViT, keras-hub's ViT and
+    DeiT (whose block may ask for the weights itself), DINOv2's wrapper. A subclass whose
+    ``call`` has no such switch is refused in one line (``required_attention``)."""
+    from auditor.inputs.layers import edited_calls
+
     layers = required_attention(model)
     recorded: list = []
 
-    def recorder(layer):
-        original = type(layer)._compute_attention
+    def ask(layer, args, kwargs):
+        bound = _bound(layer, args, kwargs)
+        bound.arguments[SCORES] = True
+        return bound.args[1:], bound.kwargs
 
-        def compute(query, key, value, attention_mask=None, training=None,
-                    return_attention_scores=False, **kwargs):
-            output, scores = original(layer, query, key, value, attention_mask, training, True,
-                                      **kwargs)
-            recorded.append(scores)
-            return output, scores
+    def record(layer, output, args, kwargs):
+        recorded.append(output[1])
+        return output if _bound(layer, args, kwargs).arguments.get(SCORES) else output[0]
 
-        return compute
-
-    for layer in layers:
-        layer._compute_attention = recorder(layer)
-    try:
+    with edited_calls(layers, record, arguments=ask):
         yield recorded
-    finally:
-        for layer in layers:
-            del layer._compute_attention
 
 
 def patch_relevance(rows: np.ndarray, image_shape: tuple) -> np.ndarray:
