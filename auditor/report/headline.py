@@ -80,12 +80,14 @@ def verdict_sentence(summary: dict) -> str:
 def _explanation_sentence(summary: dict) -> str:
     apart = explanation_checks(summary)
     broken = [c for c in apart if c["status"] in ("fail", "error", "warn")]
+    unmeasured = [c for c in apart if c["status"] == "skipped"]  # neither passed nor failed
     if not apart:
         return ""
     noun = "check" if len(apart) == 1 else "checks"
+    said = [f"{len(broken)} did not pass"] if broken else []
+    said += [f"{len(unmeasured)} could not be measured"] if unmeasured else []
     return (f"Explanation reliability ({len(apart)} {noun}, not part of the verdict): "
-            + (f"{len(broken)} did not pass; see the reliability card." if broken
-               else "all passed."))
+            + (f"{' and '.join(said)}; see the reliability card." if said else "all passed."))
 
 
 def _count_sentence(summary: dict) -> str:
