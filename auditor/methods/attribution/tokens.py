@@ -64,14 +64,23 @@ def attention_layers(model) -> list:
             if isinstance(layer, keras.layers.MultiHeadAttention)]
 
 
-def own_attention(model) -> list[str]:
-    """The class names of a transformer's own attention layers (keras-hub's MiT and Swin
-    attend in theirs, not in keras.layers.MultiHeadAttention), by name. Both are hierarchical
-    (Swin's patch merging, MiT's strided patch embeddings between stages), which rollout is
-    not defined for: ``required_attention`` says so."""
-    return sorted({type(layer).__name__ for layer in model._flatten_layers(recursive=True)
-                   if "attention" in type(layer).__name__.lower()
-                   and type(layer).__name__ != "MultiHeadAttention"})
+def own_attention(model) -> list:
+    """One layer of each class of a transformer's own attention (not keras'
+    MultiHeadAttention, found by name): keras-hub's MiT, Swin, MobileNetV5 and DINOv3 attend in
+    theirs, which give rollout no weights (``required_attention`` says so)."""
+    found = {}
+    for layer in model._flatten_layers(recursive=True):
+        name = type(layer).__name__
+        if "attention" in name.lower() and name != "MultiHeadAttention":
+            found.setdefault(name, layer)
+    return [found[name] for name in sorted(found)]
+
+
+# Own attention of a hierarchical transformer, whose stages merge tokens into coarser grids:
+# rollout, defined over one token sequence (Abnar & Zuidema 2020), is not defined there at all.
+HIERARCHICAL = {("keras_hub.src.models.mit.mit_layers", "SegFormerMultiheadAttention"),
+                ("keras_hub.src.models.swin_transformer.swin_transformer_layers",
+                 "WindowAttention")}
 
 
 def required_attention(model) -> list:
@@ -89,16 +98,35 @@ def required_attention(model) -> list:
         return layers
     own = own_attention(model)
     if own:
-        raise AuditorError(f"attention rollout is not defined for model '{model.name}': its "
-                           f"attention ({', '.join(own)}) is that of a hierarchical "
-                           "transformer, whose stages merge tokens into coarser grids, so no "
-                           "token runs through every layer for the attention to be multiplied "
-                           "over (Abnar & Zuidema 2020 roll out one token sequence); 'lrp' "
-                           "(through its attention, the weights held constant) and 'gradcam' "
-                           "(on its last token grid) explain it instead")
+        raise AuditorError(_own_attention_reason(model.name, own))
     raise AuditorError(f"model '{model.name}' has no attention layer "
                        "(keras.layers.MultiHeadAttention); attention rollout explains "
                        "vision transformers only")
+
+
+def _own_attention_reason(model_name: str, own: list) -> str:
+    """Why rollout does not explain a model whose attention is its own class, in one line:
+    a hierarchical transformer's (MiT, Swin) is not one token sequence; any other (keras-hub's
+    DINOv3, which computes its weights inside ``ops.nn.dot_product_attention``) gives no
+    weights through its call, the one way rollout reads them. LRP is named where it holds that
+    class's weights constant (``lrp/custom.py``), Grad-CAM always."""
+    from auditor.methods.attribution.lrp.custom import HELD
+
+    names = ", ".join(type(layer).__name__ for layer in own)
+    keys = [(type(layer).__module__, type(layer).__name__) for layer in own]
+    instead = ("'lrp' (through its attention, the weights held constant) and 'gradcam' "
+               "(on its last token grid) explain it instead" if all(k in HELD for k in keys)
+               else "'gradcam' explains it instead")
+    if all(key in HIERARCHICAL for key in keys):
+        return (f"attention rollout is not defined for model '{model_name}': its attention "
+                f"({names}) is that of a hierarchical transformer, whose stages merge tokens "
+                "into coarser grids, so no token runs through every layer for the attention to "
+                "be multiplied over (Abnar & Zuidema 2020 roll out one token sequence); "
+                f"{instead}")
+    return (f"attention rollout cannot read the attention weights of model '{model_name}': its "
+            f"attention ({names}) is its own layer, not keras' MultiHeadAttention, and its call "
+            f"has no '{SCORES}' switch to give them (rollout asks each attention call for its "
+            f"weights); {instead}")
 
 
 @contextlib.contextmanager
