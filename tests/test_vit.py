@@ -381,3 +381,55 @@ def test_an_attention_that_cannot_be_asked_for_its_weights_gets_one_line():
     with pytest.raises(AuditorError, match=r"cannot read .* \(Silent\) .*'lrp'") as info:
         required_attention(model)
     assert "\n" not in str(info.value)
+
+
+def attention_by_private_call(layer, query, value, key=None, attention_mask=None, **_):
+    """LRP's attention before ``edited_calls`` (until this test's commit): the weights from
+    MultiHeadAttention's private ``_compute_attention``, held constant and mixed with the
+    values by hand. The reference the public call must equal."""
+    import tensorflow as tf
+
+    key = value if key is None else key
+    q, k = layer._query_dense(query), layer._key_dense(key)
+    v = layer._value_dense(value)
+    _, weights = layer._compute_attention(q, k, v, attention_mask, False, True)
+    mixed = tf.einsum(layer._combine_equation, tf.stop_gradient(weights), v)
+    return layer._output_dense(mixed)
+
+
+@pytest.mark.parametrize("kind", ["plain", "hub"])
+def test_lrp_holds_attention_through_the_public_call_as_the_private_one_did(tmp_path, kind,
+                                                                            monkeypatch):
+    """LRP holds the attention weights constant by running each MultiHeadAttention's own call
+    with its queries and keys constant (``layers.edited_calls``), no longer through the
+    private ``_compute_attention``: on a plain-Keras ViT (the attention a node of the graph)
+    and keras-hub's ViT (inside the encoder LRP walks) its maps are those of the private call,
+    bit for bit, and the model's calls are left as they were."""
+    import auditor.methods.attribution.lrp.graph as graph
+
+    model = BUILDERS[kind](classes=2)
+    model.save(tmp_path / "vit.keras")
+    x = np.random.default_rng(0).uniform(0, 1, (3, SIZE, SIZE, 3)).astype(np.float32)
+    targets = np.array([0, 1, 0])
+    edited = attribute(load_model(str(tmp_path / "vit.keras"), "0-1"), x, targets, "lrp")
+    monkeypatch.setattr(graph, "attention", attention_by_private_call)
+    reference = attribute(load_model(str(tmp_path / "vit.keras"), "0-1"), x, targets, "lrp")
+    np.testing.assert_array_equal(edited, reference)
+    assert np.abs(edited).max() > 0
+    assert all("call" not in vars(layer) for layer in model._flatten_layers(recursive=True))
+
+
+def test_lrp_through_a_gated_attention_holds_its_gate_and_conserves_relevance(tmp_path):
+    """Keras' gated MultiHeadAttention (``use_gate=True``: its output times a sigmoid of the
+    query) runs its own call, the gate held constant as every gate is (``constant.py``):
+    relevance sums to the logit (the private call LRP used before left the gate out, and
+    failed this)."""
+    import keras
+
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3))
+    tokens = L.Reshape((16, 8))(L.Conv2D(8, 4, strides=4)(inputs))
+    mixed = L.Add()([tokens, L.MultiHeadAttention(2, 4, use_gate=True)(tokens, tokens)])
+    model = keras.Model(inputs, L.Dense(3)(L.GlobalAveragePooling1D()(mixed)))
+    assert_relevance_sums_to_the_logit(model, tmp_path, size=16)
