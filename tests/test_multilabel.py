@@ -702,3 +702,30 @@ def test_concepts_layer_names_are_checked_on_a_multi_label_model_before_the_data
               sections=["performance", "concepts"], format="json",
               concepts={"layers": ["no_such_layer"]})
     assert not (tmp_path / "run").exists()
+
+
+def test_a_label_ranked_no_better_than_chance_fails_its_skill_at_0_and_within_rounding():
+    """A label scored the same on every image has an average precision exactly equal to its
+    prevalence: skill 0, no better than chance, which fails ("at or below 0"), as does a skill
+    a float64 rounding below or above 0; one swap above a constant ranking is skill, and
+    passes."""
+    from auditor.methods.multilabel import averages, label_metrics, skill_rounding
+    from auditor.sections.performance import multilabel_checks
+
+    rng = np.random.default_rng(0)
+    labels = (rng.uniform(size=(200, 2)) < 0.3).astype(np.int8)
+    probs = np.stack([np.full(200, 0.4), np.full(200, 0.4)], axis=1)
+    probs[np.argmax(labels[:, 1]), 1] = 0.9  # one positive ranked first: some skill
+    preds = (probs > 0.5).astype(np.int8)
+    per_label = label_metrics(labels, probs, preds, ["flat", "one"], np.full(2, 0.5))
+    assert per_label["flat"]["average_precision"] == per_label["flat"]["prevalence"]
+    block = {"labels": per_label, **averages(labels, probs, preds, per_label)}
+    status = {c.id: c.status for c in multilabel_checks(block, None, {})}
+    assert status["multilabel.label_skill.flat"] == "fail"
+    assert status["multilabel.label_skill.one"] == "pass"
+    rounding = skill_rounding(per_label["flat"])
+    assert 200 * np.finfo(np.float64).eps == pytest.approx(rounding)
+    for nudge in (-0.5 * rounding, 0.5 * rounding):
+        per_label["flat"]["average_precision"] = per_label["flat"]["prevalence"] + nudge
+        status = {c.id: c.status for c in multilabel_checks(block, None, {})}
+        assert status["multilabel.label_skill.flat"] == "fail", nudge

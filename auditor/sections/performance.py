@@ -13,6 +13,7 @@ import numpy as np
 
 from auditor.checks.check import Check, evaluate_each
 from auditor.checks.declared import Declared, spec_bounds
+from auditor.methods.multilabel import FLOAT64_EPS, skill_rounding
 from auditor.methods.prediction_health import FLOAT32_RESOLUTION
 from auditor.methods.topk import most_confident_mistakes
 from auditor.sections.base import Context, KeyFigure, SectionResult, at_least
@@ -136,14 +137,17 @@ ORDER = Declared("class_order", what="the model's class order against the data's
 # takes the per-class recall's (a figure over fewer images, so noisier); each label's skill is
 # its average precision above its prevalence, which is the average precision a random ranking
 # has in expectation (Saito & Rehmsmeier 2015, PLoS ONE 10(3)): at or below it the model ranks
-# that label no better than chance, whatever the threshold.
+# that label no better than chance, whatever the threshold. A label scored the same on every
+# image has exactly its prevalence: no skill, which fails. So the bound is float64's rounding
+# of the two figures, not 0 (a skill within rounding of 0 is 0): the epsilon at one image
+# declared, each label judged at its own number of images (multilabel.skill_rounding).
 MICRO_F1 = Declared("multilabel.micro_f1", what="micro-averaged F1 over every label",
                     bounds=ACCURACY_BOUNDS, figure="micro_f1")
 LABEL_F1 = Declared("multilabel.label_f1.*", what="F1 of one label", bounds=RECALL_BOUNDS,
                     figure="micro_f1")
 LABEL_SKILL = Declared("multilabel.label_skill.*",
                        what="a label's average precision above its prevalence (chance)",
-                       bounds={"fail_below": 0.0}, figure="micro_f1")
+                       bounds={"fail_below": FLOAT64_EPS}, figure="micro_f1")
 
 
 def _dead_label_words(summary: dict, check: dict) -> str:
@@ -425,7 +429,8 @@ def multilabel_summary(p, names: list[str], gallery: int) -> dict:
 def multilabel_checks(block: dict, baseline: dict | None, spec: dict) -> list[Check]:
     """Micro F1 against the baseline run's; per label, its F1 against the baseline's and its
     average precision against chance (its prevalence). A label no image carries has no
-    average precision: its skill is not measurable, said as skipped."""
+    average precision: its skill is not measurable, said as skipped. A skill at or below 0
+    (within float64's rounding of it: ``LABEL_SKILL``) fails."""
     before = (baseline or {}).get("multilabel") or {}
     micro = block["micro"]["f1"]
     checks = [MICRO_F1.judge(micro, checks=spec, section=NAME, message=f"micro F1 {micro:.2%}",
@@ -445,6 +450,7 @@ def multilabel_checks(block: dict, baseline: dict | None, spec: dict) -> list[Ch
         lift = m["average_precision"] - m["prevalence"]
         check = LABEL_SKILL.judge(
             lift, checks=spec, section=NAME, name=name,
+            bounds={"fail_below": skill_rounding(m)},
             message=f"label '{name}': average precision {m['average_precision']:.2f} against "
                     f"{m['prevalence']:.2f} for a random ranking")
         checks.append(check.noted(": the model ranks this label no better than chance"))
