@@ -93,7 +93,8 @@ def test_rollout_on_dinov3_says_its_attention_gives_no_weights_not_that_it_is_hi
     pooled = keras.layers.GlobalAveragePooling1D()(backbone(inputs))
     model = keras.Model(inputs, keras.layers.Dense(3)(pooled))
     with pytest.raises(AuditorError, match=r"cannot read the attention weights .* "
-                                           r"\(DINOV3Attention\) is its own layer") as info:
+                                           r"\(DINOV3Attention\) is computed in its own "
+                                           r"layers, whose calls have no") as info:
         required_attention(model)
     message = str(info.value)
     assert "hierarchical" not in message and "'gradcam'" in message and "'lrp'" not in message

@@ -107,26 +107,25 @@ def required_attention(model) -> list:
 def _own_attention_reason(model_name: str, own: list) -> str:
     """Why rollout does not explain a model whose attention is its own class, in one line:
     a hierarchical transformer's (MiT, Swin) is not one token sequence; any other (keras-hub's
-    DINOv3, which computes its weights inside ``ops.nn.dot_product_attention``) gives no
-    weights through its call, the one way rollout reads them. LRP is named where it holds that
-    class's weights constant (``lrp/custom.py``), Grad-CAM always."""
-    from auditor.methods.attribution.lrp.custom import HELD
+    DINOv3, whose DINOV3Attention computes its weights inside ``ops.nn.dot_product_attention``;
+    MobileNetV5's) gives no weights through its call, the one way rollout reads them. LRP is
+    named where it walks through that class (``lrp/custom.py``), Grad-CAM always."""
+    from auditor.methods.attribution.lrp.custom import is_walked
 
     names = ", ".join(type(layer).__name__ for layer in own)
-    keys = [(type(layer).__module__, type(layer).__name__) for layer in own]
-    instead = ("'lrp' (through its attention, the weights held constant) and 'gradcam' "
-               "(on its last token grid) explain it instead" if all(k in HELD for k in keys)
-               else "'gradcam' explains it instead")
-    if all(key in HIERARCHICAL for key in keys):
+    lrp = "'lrp' (through its attention, the weights held constant) and " if all(
+        map(is_walked, own)) else ""
+    verb = "explain" if lrp else "explains"
+    if all((type(layer).__module__, type(layer).__name__) in HIERARCHICAL for layer in own):
         return (f"attention rollout is not defined for model '{model_name}': its attention "
                 f"({names}) is that of a hierarchical transformer, whose stages merge tokens "
                 "into coarser grids, so no token runs through every layer for the attention to "
                 "be multiplied over (Abnar & Zuidema 2020 roll out one token sequence); "
-                f"{instead}")
+                f"{lrp}'gradcam' (on its last token grid) {verb} it instead")
     return (f"attention rollout cannot read the attention weights of model '{model_name}': its "
-            f"attention ({names}) is its own layer, not keras' MultiHeadAttention, and its call "
-            f"has no '{SCORES}' switch to give them (rollout asks each attention call for its "
-            f"weights); {instead}")
+            f"attention ({names}) is computed in its own layers, whose calls have no "
+            f"'{SCORES}' switch to give them, as keras' MultiHeadAttention's has (rollout asks "
+            f"each attention call for its weights); {lrp}'gradcam' {verb} it instead")
 
 
 @contextlib.contextmanager
