@@ -101,6 +101,20 @@ def test_rollout_on_dinov3_says_its_attention_gives_no_weights_not_that_it_is_hi
     assert "\n" not in message
 
 
+def test_rollout_on_mobilenetv5_names_lrp_which_walks_its_attention():
+    """MobileNetV5 attends in its own layers between convolutional stages: rollout cannot read
+    their weights, says so, and names LRP, which walks through them, beside Grad-CAM."""
+    from architectures import mobilenetv5_attention_blocks
+
+    from auditor.errors import AuditorError
+    from auditor.methods.attribution.tokens import required_attention
+
+    with pytest.raises(AuditorError, match=r"cannot read .* \(Attention2d, MobileAttention, "
+                                           r"MultiQueryAttention2d\)") as info:
+        required_attention(mobilenetv5_attention_blocks())
+    assert "hierarchical" not in str(info.value) and "'lrp'" in str(info.value)
+
+
 def test_clever_hans_default_methods_leave_out_grad_cam_where_no_layer_takes_it(tmp_path):
     """A model with no layer Grad-CAM can explain (no spatial layer, no grid of tokens, here a
     Dense one): the injection test runs with the gradient instead of being skipped whole; a
