@@ -60,13 +60,16 @@ def _report(outcome) -> None:
     checks = [c for c in summary["checks"] if c.get("in_verdict", True)]
     apart = [c for c in summary["checks"] if not c.get("in_verdict", True)]
     broken = sum(c["status"] in ("fail", "error", "warn") for c in apart)
+    unmeasured = sum(c["status"] == "skipped" for c in apart)
     _say(f"verdict: {summary['verdict']} "
          f"({sum(c['status'] == 'fail' for c in checks)} failed, "
          f"{sum(c['status'] == 'warn' for c in checks)} warnings, "
          f"{len(checks)} checks"
          f"{'' if summary.get('gated') else '; nothing was gated'})"
          + (f"; explanation reliability, not part of the verdict: {broken} of "
-            f"{len(apart)} checks did not pass" if apart else ""), err=True)
+            f"{len(apart)} checks did not pass"
+            + (f", {unmeasured} not measurable" if unmeasured else "") if apart else ""),
+         err=True)
     if outcome.written:
         _say(str(outcome.page))
     else:  # a multiworker run's other worker: its path would name a folder it did not write

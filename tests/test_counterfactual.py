@@ -277,8 +277,8 @@ def test_on_the_trained_model_a_search_that_moved_and_fell_short_is_an_error(
 @pytest.mark.parametrize("start, stepped, reached, status", [
     (-1.0, -0.99, -0.99, "skipped"),  # held by the penalty after a first step that rose
     (-1.0, -0.99, -0.5, "error"),  # moved past its first step and fell short
-    (0.0, 0.0, 0.0, "error"),  # a dead head: nothing rose
-    (-8e-12, -8e-12, -6e-12, "error"),  # logits of 1e-11: a rise of 1e-12 is rounding
+    (0.0, 0.0, 0.0, "skipped"),  # a dead head: nothing rose, not measurable
+    (-8e-12, -8e-12, -6e-12, "skipped"),  # logits of 1e-11: a rise of 1e-12 is rounding
     (-1.0, -np.inf, -1.0, "skipped"),  # a single step leaves no trace
 ])
 def test_no_counterfactual_found_is_judged_from_the_search_trace(start, stepped, reached,
@@ -291,4 +291,7 @@ def test_no_counterfactual_found_is_judged_from_the_search_trace(start, stepped,
     trace = [np.full(2, v, np.float32) for v in (start, stepped, reached)]
     found = Counterfactuals(images, images, np.zeros(2, int), np.zeros(2, bool), probs, probs,
                             *trace)
-    assert section.success_check(found, {}, section.Options()).status == status
+    check = section.success_check(found, {}, section.Options())
+    assert check.status == status
+    assert ("not measurable" in check.message) == (status == "skipped")
+    assert not check.gated if status == "skipped" else check.gated

@@ -76,6 +76,45 @@ def test_rollout_on_a_hierarchical_transformer_says_in_one_line_what_applies_ins
     assert "\n" not in str(info.value)
 
 
+def test_rollout_on_dinov3_says_its_attention_gives_no_weights_not_that_it_is_hierarchical():
+    """keras-hub's DINOv3 is one token sequence (no merging), but its own ``DINOV3Attention``
+    computes its weights inside ``ops.nn.dot_product_attention`` and its call gives none:
+    rollout says that in one line, naming the class, and not the hierarchical reason; LRP,
+    which holds no DINOv3 weights constant, is not offered instead."""
+    import keras_hub
+
+    from auditor.errors import AuditorError
+    from auditor.methods.attribution.tokens import required_attention
+
+    backbone = keras_hub.models.DINOV3Backbone(
+        patch_size=8, num_layers=1, hidden_dim=16, num_heads=2, intermediate_dim=32,
+        num_register_tokens=4, image_shape=(32, 32, 3))
+    inputs = keras.Input((32, 32, 3))
+    pooled = keras.layers.GlobalAveragePooling1D()(backbone(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3)(pooled))
+    with pytest.raises(AuditorError, match=r"cannot read the attention weights .* "
+                                           r"\(DINOV3Attention\) is computed in its own "
+                                           r"layers, whose calls have no") as info:
+        required_attention(model)
+    message = str(info.value)
+    assert "hierarchical" not in message and "'gradcam'" in message and "'lrp'" not in message
+    assert "\n" not in message
+
+
+def test_rollout_on_mobilenetv5_names_lrp_which_walks_its_attention():
+    """MobileNetV5 attends in its own layers between convolutional stages: rollout cannot read
+    their weights, says so, and names LRP, which walks through them, beside Grad-CAM."""
+    from architectures import mobilenetv5_attention_blocks
+
+    from auditor.errors import AuditorError
+    from auditor.methods.attribution.tokens import required_attention
+
+    with pytest.raises(AuditorError, match=r"cannot read .* \(Attention2d, MobileAttention, "
+                                           r"MultiQueryAttention2d\)") as info:
+        required_attention(mobilenetv5_attention_blocks())
+    assert "hierarchical" not in str(info.value) and "'lrp'" in str(info.value)
+
+
 def test_clever_hans_default_methods_leave_out_grad_cam_where_no_layer_takes_it(tmp_path):
     """A model with no layer Grad-CAM can explain (no spatial layer, no grid of tokens, here a
     Dense one): the injection test runs with the gradient instead of being skipped whole; a

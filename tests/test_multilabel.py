@@ -354,6 +354,50 @@ def test_a_manifest_of_output_indices_skips_missing_files(tmp_path, digits_test)
     assert [s["reason"] for s in opened.skipped] == ["no such file"]
 
 
+def test_a_label_logit_constant_to_rounding_is_read_at_its_own_size():
+    """Per label, the logit's spread across the images against float32's resolution at its
+    size: a logit of 3 moving by one float32 step (2.4e-7, above the epsilon at 1) is constant;
+    one that moves is not; a label with one finite logit has nothing to spread over."""
+    from auditor.methods.prediction_health import FLOAT32_RESOLUTION, label_logit_spread
+
+    step = float(np.spacing(np.float32(3.0)))
+    logits = np.array([[3.0, 0.2, np.nan], [3.0 + step, -0.4, np.inf], [3.0, 0.1, 1.0]],
+                      np.float32)
+    stuck, moving, alone = label_logit_spread(logits)
+    assert FLOAT32_RESOLUTION < stuck["logit_spread"] < stuck["logit_resolution"]
+    assert moving["logit_spread"] == pytest.approx(0.6)
+    assert moving["logit_resolution"] == FLOAT32_RESOLUTION
+    assert alone == {"logit_spread": None, "logit_resolution": None}
+
+
+def test_a_label_whose_logit_does_not_move_fails_its_own_logit_spread(
+        tmp_path, multilabel_model_path, multilabel_npz):
+    """The trained model with the weights into one label's unit zeroed (its logit is its bias
+    on every image): that label's logit_spread check fails and names it in the verdict's words;
+    the other labels pass; ``auditor compare`` judges the saved run alike."""
+    import keras
+
+    from auditor.report.headline import first_finding
+    from auditor.runs.compare import reevaluate
+
+    model = keras.models.load_model(multilabel_model_path)
+    kernel, bias = model.layers[-1].get_weights()
+    kernel[:, LABELS.index("big")] = 0.0
+    model.layers[-1].set_weights([kernel, bias])
+    model.save(tmp_path / "dead.keras")
+    run = audit(tmp_path / "dead.keras", f"npz:{multilabel_npz['clean']}", tmp_path / "out",
+                sections=["performance"], format="json")
+    checks = {c["id"]: c for c in run.summary["checks"]}
+    assert checks["multilabel.logit_spread.big"]["status"] == "fail"
+    assert run.summary["multilabel"]["labels"]["big"]["logit_spread"] == 0.0
+    assert all(checks[f"multilabel.logit_spread.{name}"]["status"] == "pass"
+               for name in LABELS if name != "big")
+    assert run.exit_code == 1 and "Label 'big'" in first_finding(run.summary)
+    again = {c.id: c.status for c in reevaluate(run.summary, None)}
+    assert again["multilabel.logit_spread.big"] == "fail"
+    assert "logit_spread" not in checks  # the softmax check means nothing here
+
+
 def test_a_multi_label_baseline_is_compared_label_by_label():
     from auditor.runs.baseline import same_data
 
@@ -658,3 +702,30 @@ def test_concepts_layer_names_are_checked_on_a_multi_label_model_before_the_data
               sections=["performance", "concepts"], format="json",
               concepts={"layers": ["no_such_layer"]})
     assert not (tmp_path / "run").exists()
+
+
+def test_a_label_ranked_no_better_than_chance_fails_its_skill_at_0_and_within_rounding():
+    """A label scored the same on every image has an average precision exactly equal to its
+    prevalence: skill 0, no better than chance, which fails ("at or below 0"), as does a skill
+    a float64 rounding below or above 0; one swap above a constant ranking is skill, and
+    passes."""
+    from auditor.methods.multilabel import averages, label_metrics, skill_rounding
+    from auditor.sections.performance import multilabel_checks
+
+    rng = np.random.default_rng(0)
+    labels = (rng.uniform(size=(200, 2)) < 0.3).astype(np.int8)
+    probs = np.stack([np.full(200, 0.4), np.full(200, 0.4)], axis=1)
+    probs[np.argmax(labels[:, 1]), 1] = 0.9  # one positive ranked first: some skill
+    preds = (probs > 0.5).astype(np.int8)
+    per_label = label_metrics(labels, probs, preds, ["flat", "one"], np.full(2, 0.5))
+    assert per_label["flat"]["average_precision"] == per_label["flat"]["prevalence"]
+    block = {"labels": per_label, **averages(labels, probs, preds, per_label)}
+    status = {c.id: c.status for c in multilabel_checks(block, None, {})}
+    assert status["multilabel.label_skill.flat"] == "fail"
+    assert status["multilabel.label_skill.one"] == "pass"
+    rounding = skill_rounding(per_label["flat"])
+    assert 200 * np.finfo(np.float64).eps == pytest.approx(rounding)
+    for nudge in (-0.5 * rounding, 0.5 * rounding):
+        per_label["flat"]["average_precision"] = per_label["flat"]["prevalence"] + nudge
+        status = {c.id: c.status for c in multilabel_checks(block, None, {})}
+        assert status["multilabel.label_skill.flat"] == "fail", nudge

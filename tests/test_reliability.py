@@ -1,6 +1,6 @@
-"""The reliability card's parts: unmeasurable maps are errors, input invariance (Kindermans et
-al.) on a copy that absorbs the shift, a dead head fails every sanity check, and the card's
-trust and Clever Hans columns."""
+"""The reliability card's parts: unmeasurable maps are skipped (not measurable), input
+invariance (Kindermans et al.) on a copy that absorbs the shift, a dead head fails every sanity
+check, and the card's trust and Clever Hans columns."""
 
 from __future__ import annotations
 
@@ -24,10 +24,10 @@ def test_zero_constant_and_non_finite_maps_are_not_measurable():
     assert degenerate_reason(good) is None
     zero = good.copy()
     zero[:2] = 0
-    assert "all zero for 2 of 8" in degenerate_reason(zero)
+    assert degenerate_reason(zero) == "maps all zero on 2 of 8 images"
     constant = good.copy()
     constant[:3] = 0.5
-    assert "constant for 3 of 8" in degenerate_reason(constant)
+    assert "constant on 3 of 8" in degenerate_reason(constant)
     broken = good.copy()
     broken[:2, 0, 0] = np.nan
     assert "non-finite" in degenerate_reason(broken)
@@ -183,16 +183,67 @@ def test_clever_hans_columns_join_the_card_afterwards():
     assert card["a"]["trusted"] and not card["b"]["trusted"]
 
 
-def test_dead_maps_on_the_random_copy_alone_are_not_measurable_not_an_error():
-    """Grad-CAM++ all zero on ConvNeXt's randomised copy: the randomisation test cannot be
-    measured there, which is neither a pass nor an error (the original's maps are fine)."""
+def test_dead_maps_are_not_measurable_not_an_error_on_the_model_as_on_its_copy():
+    """Grad-CAM++ all zero on ConvNeXt's randomised copy (a), or a method all zero on the
+    model itself (b): the randomisation test cannot be measured, which is neither a pass nor
+    an error (that is for a crash), and neither method is trusted. On the model itself its
+    input invariance cannot be measured either; on the copy it still can."""
     from auditor.methods.attribution.reliability import RANDOMISED
 
     card = build_card(["a", "b"], randomisation={"a": 0.0, "b": 0.1},
-                      sanity_degenerate={"a": f"{RANDOMISED}, maps are all zero for 4 of 4 "
-                                              "images", "b": "maps are all zero for 4 of 4"},
-                      invariance={}, invariance_reason=None, faithfulness={"a": 0.3, "b": 0.3},
-                      faithfulness_degenerate={})
-    assert card["a"]["randomisation"]["status"] == "skipped"
-    assert "not measurable" in card["a"]["randomisation"]["reason"] and not card["a"]["trusted"]
-    assert card["b"]["randomisation"]["status"] == "error"  # dead on the original: an error
+                      sanity_degenerate={"a": f"maps all zero on 4 of 4 images {RANDOMISED}",
+                                         "b": "maps all zero on 4 of 4 images"},
+                      invariance={"a": 0.0, "b": 0.0}, invariance_reason=None,
+                      faithfulness={"a": 0.3, "b": 0.3}, faithfulness_degenerate={})
+    assert card["a"]["randomisation"] == {
+        "value": None, "status": "skipped",
+        "reason": f"not measurable: maps all zero on 4 of 4 images {RANDOMISED}"}
+    assert card["b"]["randomisation"] == {
+        "value": None, "status": "skipped",
+        "reason": "not measurable: maps all zero on 4 of 4 images"}
+    assert card["a"]["input_invariance"]["status"] == "pass"
+    assert card["b"]["input_invariance"]["status"] == "skipped"
+    assert not card["a"]["trusted"] and not card["b"]["trusted"]
+
+
+def test_a_method_dead_on_the_model_is_skipped_in_the_checks_summary_md_and_headline(tmp_path):
+    """A CNN whose ReLUs are dead on the data: every gradient and Grad-CAM map is zero. The
+    sanity and faithfulness checks are skipped, 'not measurable: maps all zero on N of M
+    images', explanation checks outside the verdict, and none is an error; summary.md lists
+    them as skipped and the headline says they could not be measured, not that all passed."""
+    import keras
+
+    from auditor.configure import make_config
+    from auditor.pipeline import run_audit
+    from auditor.report.headline import verdict_sentence
+
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    inputs = keras.Input((32, 32, 1))
+    h = L.Conv2D(4, 3, activation="relu", bias_initializer=keras.initializers.Constant(-100.0),
+                 name="dead")(inputs)
+    model = keras.Model(inputs, L.Dense(10, activation="softmax")(L.GlobalAveragePooling2D()(h)))
+    model.save(tmp_path / "dead.keras")
+    spec = {"model": str(tmp_path / "dead.keras"), "data": "sklearn:digits:test",
+            "input_range": "0-1", "sections": ["attribution"],
+            "attribution": {"methods": ["gradient", "gradcam"], "examples": 1,
+                            "sanity_samples": 2, "sanity_stages": 1, "faithfulness_samples": 4,
+                            "faithfulness_steps": 4, "compare_layers": 1,
+                            "input_invariance": False, "reference_method": "gradient"}}
+    outcome = run_audit(make_config(spec, out=str(tmp_path / "run"), max_samples=40,
+                                    progress=False, format="json,md"))
+    checks = {c["id"]: c for c in outcome.summary["checks"]}
+    for check_id, method, images in (("attribution.sanity.gradient", "gradient", 2),
+                                     ("attribution.sanity.gradcam", "gradcam", 2),
+                                     ("attribution.faithfulness", "gradient", 4)):
+        check = checks[check_id]
+        assert check["status"] == "skipped" and check["kind"] == "explanation", check
+        assert not check["in_verdict"] and not check["gated"]
+        assert check["message"] == (f"{method}: not measurable: maps all zero on {images} of "
+                                    f"{images} images")
+    assert not [c for c in checks.values() if c["status"] == "error"]
+    card = outcome.summary["attribution"]["reliability"]["gradient"]
+    assert card["randomisation"]["status"] == "skipped" and not card["trusted"]
+    markdown = (tmp_path / "run" / "summary.md").read_text()
+    assert "⏭️ skipped | `attribution.sanity.gradient`" in markdown
+    assert "could not be measured" in verdict_sentence(outcome.summary)

@@ -246,6 +246,15 @@ def test_verdict_sentence_and_deciding_checks_name_the_worst_checks():
         "All 2 checks passed (1 of them had no bound that could apply).")
     ungated = _summary(checks=[_check("accuracy", "pass", "performance")] * 2, gated=False)
     assert verdict_sentence(ungated) == "All 2 checks passed, but none was gated."
+    skipped = {**_check("counterfactuals.success_rate", "skipped", "counterfactuals"),
+               "gated": False}
+    assert verdict_sentence(_summary(checks=partly[:1] + [skipped])) == (
+        "1 of 2 checks passed, 1 could not be measured.")
+    assert verdict_sentence(_summary(checks=[skipped], gated=False)) == (
+        "The only check could not be measured.")
+    assert verdict_sentence(_summary(checks=[_check("accuracy", "fail", "performance"), skipped],
+                                     verdict="fail")) == (
+        "1 of 2 checks failed, 1 could not be measured.")
 
 
 def test_robust_accuracy_is_the_accuracy_at_the_checked_budget_not_the_largest():

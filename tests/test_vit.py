@@ -7,6 +7,8 @@ inside them, during the pass).
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 from architectures import hub_vit_classifier, plain_vit
@@ -295,3 +297,139 @@ def test_featureviz_shows_the_channels_of_the_token_layer_the_note_names(tmp_pat
 def test_featureviz_on_a_plain_vit_shows_its_patch_convolutions_channels(tmp_path):
     summary = featureviz_on(tmp_path, plain_vit(classes=2), [])
     assert summary["channels_note"] is None and list(summary["channels"]) == ["patches"]
+
+
+@contextlib.contextmanager
+def attention_by_patch(model):
+    """The attention recording rollout used before ``edited_calls`` (until this test's commit):
+    each MultiHeadAttention's private ``_compute_attention`` replaced by one that always
+    computes the weights and records them. The reference the edited call must equal."""
+    from auditor.methods.attribution.tokens import required_attention
+
+    layers, recorded = required_attention(model), []
+
+    def recorder(layer):
+        original = type(layer)._compute_attention
+
+        def compute(query, key, value, attention_mask=None, training=None,
+                    return_attention_scores=False, **kwargs):
+            output, scores = original(layer, query, key, value, attention_mask, training, True,
+                                      **kwargs)
+            recorded.append(scores)
+            return output, scores
+
+        return compute
+
+    for layer in layers:
+        layer._compute_attention = recorder(layer)
+    try:
+        yield recorded
+    finally:
+        for layer in layers:
+            del layer._compute_attention
+
+
+def rollouts(model, x, recording) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(logits, rollout, gradient rollout of the first class's logit) with ``recording``."""
+    import tensorflow as tf
+
+    from auditor.methods.attribution.tokens import rollout
+
+    images = tf.constant(x)
+    with recording(model) as recorded, tf.GradientTape() as tape:
+        tape.watch(images)
+        logits = model(images, training=False)
+        total = tf.reduce_sum(logits[:, 0])
+    grads = tape.gradient(total, recorded)
+    return (logits.numpy(), rollout(recorded).numpy(), rollout(recorded, grads).numpy())
+
+
+@pytest.mark.parametrize("kind", ["plain", "hub", "DeiT"])
+def test_rollout_reads_attention_through_the_edited_call_as_the_patch_did(kind):
+    """Rollout asks each attention call for its weights (``return_attention_scores`` through
+    ``layers.edited_calls``) instead of replacing a private method: on a plain-Keras ViT,
+    keras-hub's ViT and DeiT (whose block passes the switch itself) the logits, rollout and
+    gradient-weighted rollout are those of the patch, bit for bit, and the model's own calls
+    are left as they were."""
+    from architectures import hub_classifier
+
+    from auditor.methods.attribution.tokens import recording_attention
+
+    model = hub_classifier("DeiT", classes=2) if kind == "DeiT" else BUILDERS[kind](classes=2)
+    x = np.random.default_rng(0).uniform(-1, 1, (3, SIZE, SIZE, 3)).astype(np.float32)
+    reference = rollouts(model, x, attention_by_patch)
+    edited = rollouts(model, x, recording_attention)
+    for got, expected in zip(edited, reference, strict=True):
+        np.testing.assert_array_equal(got, expected)
+    assert edited[2].max() > 0  # the gradient reached the recorded weights
+    assert all("call" not in vars(layer) for layer in model._flatten_layers(recursive=True))
+
+
+def test_an_attention_that_cannot_be_asked_for_its_weights_gets_one_line():
+    """A MultiHeadAttention subclass whose ``call`` drops the ``return_attention_scores``
+    switch: rollout cannot read its weights through the call, and says so in one line."""
+    import keras
+
+    from auditor.methods.attribution.tokens import required_attention
+
+    class Silent(keras.layers.MultiHeadAttention):
+        def call(self, query, value, key=None, training=None):
+            return super().call(query, value, key, training=training)
+
+    inputs = keras.Input((16, 8))
+    model = keras.Model(inputs, Silent(2, 4)(inputs, inputs))
+    with pytest.raises(AuditorError, match=r"cannot read .* \(Silent\) .*'lrp'") as info:
+        required_attention(model)
+    assert "\n" not in str(info.value)
+
+
+def attention_by_private_call(layer, query, value, key=None, attention_mask=None, **_):
+    """LRP's attention before ``edited_calls`` (until this test's commit): the weights from
+    MultiHeadAttention's private ``_compute_attention``, held constant and mixed with the
+    values by hand. The reference the public call must equal."""
+    import tensorflow as tf
+
+    key = value if key is None else key
+    q, k = layer._query_dense(query), layer._key_dense(key)
+    v = layer._value_dense(value)
+    _, weights = layer._compute_attention(q, k, v, attention_mask, False, True)
+    mixed = tf.einsum(layer._combine_equation, tf.stop_gradient(weights), v)
+    return layer._output_dense(mixed)
+
+
+@pytest.mark.parametrize("kind", ["plain", "hub"])
+def test_lrp_holds_attention_through_the_public_call_as_the_private_one_did(tmp_path, kind,
+                                                                            monkeypatch):
+    """LRP holds the attention weights constant by running each MultiHeadAttention's own call
+    with its queries and keys constant (``layers.edited_calls``), no longer through the
+    private ``_compute_attention``: on a plain-Keras ViT (the attention a node of the graph)
+    and keras-hub's ViT (inside the encoder LRP walks) its maps are those of the private call,
+    bit for bit, and the model's calls are left as they were."""
+    import auditor.methods.attribution.lrp.graph as graph
+
+    model = BUILDERS[kind](classes=2)
+    model.save(tmp_path / "vit.keras")
+    x = np.random.default_rng(0).uniform(0, 1, (3, SIZE, SIZE, 3)).astype(np.float32)
+    targets = np.array([0, 1, 0])
+    edited = attribute(load_model(str(tmp_path / "vit.keras"), "0-1"), x, targets, "lrp")
+    monkeypatch.setattr(graph, "attention", attention_by_private_call)
+    reference = attribute(load_model(str(tmp_path / "vit.keras"), "0-1"), x, targets, "lrp")
+    np.testing.assert_array_equal(edited, reference)
+    assert np.abs(edited).max() > 0
+    assert all("call" not in vars(layer) for layer in model._flatten_layers(recursive=True))
+
+
+def test_lrp_through_a_gated_attention_holds_its_gate_and_conserves_relevance(tmp_path):
+    """Keras' gated MultiHeadAttention (``use_gate=True``: its output times a sigmoid of the
+    query) runs its own call, the gate held constant as every gate is (``constant.py``):
+    relevance sums to the logit (the private call LRP used before left the gate out, and
+    failed this)."""
+    import keras
+
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3))
+    tokens = L.Reshape((16, 8))(L.Conv2D(8, 4, strides=4)(inputs))
+    mixed = L.Add()([tokens, L.MultiHeadAttention(2, 4, use_gate=True)(tokens, tokens)])
+    model = keras.Model(inputs, L.Dense(3)(L.GlobalAveragePooling1D()(mixed)))
+    assert_relevance_sums_to_the_logit(model, tmp_path, size=16)

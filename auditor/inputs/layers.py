@@ -360,19 +360,23 @@ def _recording_run(model, targets: list, with_output: bool) -> Callable:
 
 
 @contextlib.contextmanager
-def edited_calls(layers, edit: Callable) -> Iterator[None]:
+def edited_calls(layers, edit: Callable, arguments: Callable | None = None) -> Iterator[None]:
     """While open, each layer's ``call`` returns ``edit(layer, its own output, args, kwargs)``,
     given the arguments it was called with: the one way a layer inside a custom layer, which
     no graph reaches, is read (its output, or an input: the tokens an attention attends from,
-    ``tokens.query_and_logits``) or changed during a pass (the instance's attribute over its
-    class's method, removed after)."""
+    ``tokens.query_and_logits``) or changed during a pass (an attention's queries and keys
+    held constant, ``lrp/constant.attention``; the instance's attribute over its
+    class's method, removed after). ``arguments(layer, args, kwargs) -> (args, kwargs)``, when
+    given, edits what the call runs with (a MultiHeadAttention asked for its attention scores,
+    ``tokens.recording_attention``); ``edit`` still gets the arguments the caller gave."""
     layers = list(layers)
 
     def edited(layer):
         original = type(layer).call
 
         def call(*args, **kwargs):
-            return edit(layer, original(layer, *args, **kwargs), args, kwargs)
+            given = arguments(layer, args, kwargs) if arguments else (args, kwargs)
+            return edit(layer, original(layer, *given[0], **given[1]), args, kwargs)
 
         return call
 

@@ -7,6 +7,17 @@ from __future__ import annotations
 
 import numpy as np
 
+FLOAT64_EPS = float(np.finfo(np.float64).eps)
+
+
+def skill_rounding(row: dict) -> float:
+    """How far a label's skill (average precision minus prevalence) can be from 0 by float64
+    rounding alone: both are sums over the label's N images, each rounded by at most about N
+    epsilons (the bound of recursive summation, Higham 2002, "Accuracy and Stability of
+    Numerical Algorithms", section 4.2). N is the row's support over its prevalence."""
+    images = round(row["support"] / row["prevalence"]) if row["prevalence"] else 1
+    return max(images, 1) * FLOAT64_EPS
+
 
 def label_metrics(labels: np.ndarray, probs: np.ndarray, preds: np.ndarray,
                   names: list[str], thresholds: np.ndarray) -> dict[str, dict]:

@@ -89,6 +89,28 @@ def logit_spread(logits: np.ndarray) -> dict | None:
             "resolution": FLOAT32_RESOLUTION}
 
 
+def label_logit_spread(logits: np.ndarray) -> list[dict]:
+    """A multi-label model's per-label equivalent of ``logit_spread``: a spread between
+    independent sigmoids says nothing, but one label's logit may not move with the image.
+    Per label (a column): its logit's spread across the images (largest minus smallest, over
+    the images where it is finite) and float32's resolution at the logit's size, machine
+    epsilon times the largest magnitude (at least 1, where ``logit_spread`` reads it): below
+    it the label's logit is one number to float32 rounding on every image (a dead unit, a
+    bias alone), so its ranking, its gradients and its maps are rounding noise. A logit of 3
+    whose images differ by one float32 step (2.4e-7) is constant, which the resolution at 1
+    would not see. Both None with fewer than two such images (nothing to spread over)."""
+    table = []
+    for column in np.asarray(logits, np.float64).T:
+        column = column[np.isfinite(column)]
+        if len(column) < 2:
+            table.append({"logit_spread": None, "logit_resolution": None})
+            continue
+        size = max(1.0, float(np.abs(column).max()))
+        table.append({"logit_spread": float(column.max() - column.min()),
+                      "logit_resolution": FLOAT32_RESOLUTION * size})
+    return table
+
+
 def best_relabelling(labels: np.ndarray, preds: np.ndarray, class_names: list[str]) -> dict:
     """The one-to-one relabelling of the model's outputs that agrees most with the labels (the
     Hungarian method on the confusion matrix), the accuracy it would give, and the class_names

@@ -80,29 +80,39 @@ def verdict_sentence(summary: dict) -> str:
 def _explanation_sentence(summary: dict) -> str:
     apart = explanation_checks(summary)
     broken = [c for c in apart if c["status"] in ("fail", "error", "warn")]
+    unmeasured = [c for c in apart if c["status"] == "skipped"]  # neither passed nor failed
     if not apart:
         return ""
     noun = "check" if len(apart) == 1 else "checks"
+    said = [f"{len(broken)} did not pass"] if broken else []
+    said += [f"{len(unmeasured)} could not be measured"] if unmeasured else []
     return (f"Explanation reliability ({len(apart)} {noun}, not part of the verdict): "
-            + (f"{len(broken)} did not pass; see the reliability card." if broken
-               else "all passed."))
+            + (f"{' and '.join(said)}; see the reliability card." if said else "all passed."))
 
 
 def _count_sentence(summary: dict) -> str:
+    """How many in-verdict checks failed, warned or passed; a skipped one (not measurable) is
+    counted apart, never as passed."""
     checks = [c for c in summary.get("checks", []) if in_verdict(c)]
     count = {s: sum(c["status"] == s for c in checks) for s in STATUS_ORDER}
     total = len(checks)
     noun = "check" if total == 1 else "checks"
+    unmeasured = (f", {count['skipped']} could not be measured" if count["skipped"] else "")
     if summary.get("verdict") == "fail":
         lead = (f"{count['fail']} of {total} {noun} failed" if count["fail"]
                 else f"{count['error']} of {total} {noun} could not be computed")
         if count["fail"] and count["error"]:
             lead += f", {count['error']} could not be computed"
-        return lead + (f", {count['warn']} warned." if count["warn"] else ".")
+        return lead + (f", {count['warn']} warned" if count["warn"] else "") + unmeasured + "."
     if summary.get("verdict") == "warn":
-        return f"{count['warn']} of {total} {noun} warned; none failed."
+        return f"{count['warn']} of {total} {noun} warned; none failed{unmeasured}."
     if not total:
         return "No check ran."
+    if count["skipped"] == total:
+        return ("The only check could not be measured." if total == 1
+                else f"None of the {total} checks could be measured.")
+    if count["skipped"]:
+        return f"{count['pass']} of {total} {noun} passed{unmeasured}."
     if not summary.get("gated", True):
         return f"All {total} {noun} passed, but none was gated." if total > 1 else (
             "The only check passed, but it was not gated.")

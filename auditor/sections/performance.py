@@ -13,6 +13,7 @@ import numpy as np
 
 from auditor.checks.check import Check, evaluate_each
 from auditor.checks.declared import Declared, spec_bounds
+from auditor.methods.multilabel import FLOAT64_EPS, skill_rounding
 from auditor.methods.prediction_health import FLOAT32_RESOLUTION
 from auditor.methods.topk import most_confident_mistakes
 from auditor.sections.base import Context, KeyFigure, SectionResult, at_least
@@ -136,15 +137,37 @@ ORDER = Declared("class_order", what="the model's class order against the data's
 # takes the per-class recall's (a figure over fewer images, so noisier); each label's skill is
 # its average precision above its prevalence, which is the average precision a random ranking
 # has in expectation (Saito & Rehmsmeier 2015, PLoS ONE 10(3)): at or below it the model ranks
-# that label no better than chance, whatever the threshold.
+# that label no better than chance, whatever the threshold. A label scored the same on every
+# image has exactly its prevalence: no skill, which fails. So the bound is float64's rounding
+# of the two figures, not 0 (a skill within rounding of 0 is 0): the epsilon at one image
+# declared, each label judged at its own number of images (multilabel.skill_rounding).
 MICRO_F1 = Declared("multilabel.micro_f1", what="micro-averaged F1 over every label",
                     bounds=ACCURACY_BOUNDS, figure="micro_f1")
 LABEL_F1 = Declared("multilabel.label_f1.*", what="F1 of one label", bounds=RECALL_BOUNDS,
                     figure="micro_f1")
 LABEL_SKILL = Declared("multilabel.label_skill.*",
                        what="a label's average precision above its prevalence (chance)",
-                       bounds={"fail_below": 0.0}, figure="micro_f1")
-CHECKS = (ACCURACY, RECALL, KAPPA, SPREAD, SHARE, LOGITS, ORDER, MICRO_F1, LABEL_F1, LABEL_SKILL)
+                       bounds={"fail_below": FLOAT64_EPS}, figure="micro_f1")
+
+
+def _dead_label_words(summary: dict, check: dict) -> str:
+    label = check["id"].removeprefix("multilabel.logit_spread.")
+    return (f"Label '{label}': its logit is the same number on every image to float32's "
+            "rounding: the model does not look at the image for it, and its ranking, its "
+            "maps and every figure read from its gradients are noise (a dead unit, or a "
+            "label it never learned?).")
+
+
+# A multi-label model's logit_spread, per label (prediction_health.label_logit_spread): a
+# spread between independent sigmoids means nothing, but a label whose logit does not move
+# across the images by float32's resolution at its size is constant. The declared bound is
+# the resolution at 1 (LOGIT_SPREAD_BOUNDS); each label is judged at its own logit's size.
+LABEL_LOGITS = Declared("multilabel.logit_spread.*",
+                        what="a label's logit spread across images against float32's rounding",
+                        bounds=LOGIT_SPREAD_BOUNDS, figure="micro_f1",
+                        finding=_dead_label_words, finding_rank=5)
+CHECKS = (ACCURACY, RECALL, KAPPA, SPREAD, SHARE, LOGITS, ORDER, MICRO_F1, LABEL_F1, LABEL_SKILL,
+          LABEL_LOGITS)
 
 KEY_FIGURES = (
     KeyFigure("accuracy", "Accuracy", "accuracy", NAME, _accuracy, percent=True,
@@ -383,9 +406,12 @@ class MultiLabelData:
 def multilabel_summary(p, names: list[str], gallery: int) -> dict:
     """The ``multilabel`` block of summary.json (methods/multilabel.py's figures)."""
     from auditor.methods import multilabel as ml
+    from auditor.methods.prediction_health import label_logit_spread
 
     probs = p.probs
     per_label = ml.label_metrics(p.labels, probs, p.preds, names, p.thresholds)
+    for row, spread in zip(per_label.values(), label_logit_spread(p.logits), strict=True):
+        row.update(spread)
     worst = ml.worst_mistakes(p.labels, probs, p.preds, p.thresholds, gallery)
     examples = [{"index": int(i), "true": ml.label_set(p.labels[i], names),
                  "pred": ml.label_set(p.preds[i], names),
@@ -403,7 +429,8 @@ def multilabel_summary(p, names: list[str], gallery: int) -> dict:
 def multilabel_checks(block: dict, baseline: dict | None, spec: dict) -> list[Check]:
     """Micro F1 against the baseline run's; per label, its F1 against the baseline's and its
     average precision against chance (its prevalence). A label no image carries has no
-    average precision: its skill is not measurable, said as skipped."""
+    average precision: its skill is not measurable, said as skipped. A skill at or below 0
+    (within float64's rounding of it: ``LABEL_SKILL``) fails."""
     before = (baseline or {}).get("multilabel") or {}
     micro = block["micro"]["f1"]
     checks = [MICRO_F1.judge(micro, checks=spec, section=NAME, message=f"micro F1 {micro:.2%}",
@@ -423,10 +450,30 @@ def multilabel_checks(block: dict, baseline: dict | None, spec: dict) -> list[Ch
         lift = m["average_precision"] - m["prevalence"]
         check = LABEL_SKILL.judge(
             lift, checks=spec, section=NAME, name=name,
+            bounds={"fail_below": skill_rounding(m)},
             message=f"label '{name}': average precision {m['average_precision']:.2f} against "
                     f"{m['prevalence']:.2f} for a random ranking")
         checks.append(check.noted(": the model ranks this label no better than chance"))
+    checks += [label_logit_check(name, m, spec) for name, m in block["labels"].items()
+               if "logit_spread" in m]  # a run from before the check has none
     return checks
+
+
+def label_logit_check(name: str, m: dict, spec: dict) -> Check:
+    """One label's logit spread across the images against float32's resolution at its size;
+    skipped, not measurable, with fewer than two images whose logit is finite."""
+    if m["logit_spread"] is None:
+        return LABEL_LOGITS.outcome(
+            "skipped", None, checks=spec, section=NAME, name=name,
+            message=f"label '{name}': not measurable: fewer than two images with a finite "
+                    "logit to spread over")
+    check = LABEL_LOGITS.judge(
+        m["logit_spread"], checks=spec, section=NAME, name=name,
+        bounds={"fail_below": m["logit_resolution"]},
+        message=f"label '{name}': its logit moves by {m['logit_spread']:.2g} across the images "
+                f"(largest minus smallest); float32 resolves {m['logit_resolution']:.2g} at "
+                "its size")
+    return check.noted(": it is constant to rounding, so its ranking and maps are noise")
 
 
 def contract_keys(p, names: list[str], block: dict, limit: int) -> dict:

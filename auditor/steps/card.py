@@ -331,7 +331,6 @@ def compute_maps(handle, x, targets, methods, score, method_options, maps_of=Non
 
 def sanity_part(ctx, options, methods):
     """The cascading randomisation of every method, and its explanation checks."""
-    from auditor.methods.attribution.reliability import RANDOMISED
     from auditor.methods.attribution.sanity import cascading_randomisation
 
     positions, targets = explained(ctx.predictions, options.sanity_samples, ctx.config.seed + 1)
@@ -345,11 +344,11 @@ def sanity_part(ctx, options, methods):
         check = SANITY.judge(correlation, checks=ctx.config.checks, section=SECTION, name=method,
                              message=f"{method}: rank correlation of its maps with the "
                                      "original ones once every layer is randomised")
-        if result.degenerate[method]:  # dead maps on the random copy alone: not an error
-            on_copy = result.degenerate[method].startswith(RANDOMISED)
-            check = dataclasses.replace(
-                check, status="skipped" if on_copy else "error",
-                message=f"{method}: not measurable, {result.degenerate[method]}")
+        if result.degenerate[method]:  # dead maps, on the model or its copy: not measurable
+            check = SANITY.outcome("skipped", None, checks=ctx.config.checks, section=SECTION,
+                                   name=method, threshold=check.threshold,
+                                   message=f"{method}: not measurable: "
+                                           f"{result.degenerate[method]}")
         checks.append(check)
         rows.append({"method": method, "rank_correlation": correlation, "ssim": similarity,
                      "status": check.status})
@@ -403,9 +402,11 @@ def faithfulness_part(ctx, options, methods):
     check = FAITHFULNESS.judge(margin, checks=ctx.config.checks, section=SECTION,
                                message=f"{reference}: insertion minus deletion area, above a "
                                        "random map's")
-    if reference and degenerate.get(reference):
-        check = dataclasses.replace(
-            check, status="error", message=f"{reference}: not measurable, {degenerate[reference]}")
+    if reference and degenerate.get(reference):  # not measurable: neither pass nor error
+        check = FAITHFULNESS.outcome("skipped", None, checks=ctx.config.checks, section=SECTION,
+                                     threshold=check.threshold,
+                                     message=f"{reference}: not measurable: "
+                                             f"{degenerate[reference]}")
     margins = {m: c.score - curves["random"].score for m, c in curves.items() if m != "random"}
     data = {"rows": [{"method": m, **summary[m]} for m in curves], "samples": len(positions),
             "steps": options.faithfulness_steps, "curves": curves,

@@ -12,8 +12,10 @@ this model, each with a pass/warn/fail bound from the literature.
                       al. 2022), both from the Clever Hans injection when it ran
 
 A method whose maps are all zero, constant or non-finite on a share of the images cannot be
-measured: its columns are ``error``, never pass. ``trusted`` means no column fails or errors
-and randomisation and faithfulness pass.
+measured: its columns are ``skipped`` with the reason ("not measurable: maps all zero on 4 of 4
+images"), never pass, and never ``error``, which is for a crash: a result that cannot be
+measured is neither a pass nor an accusation. ``trusted`` means no column fails or errors and
+randomisation and faithfulness pass, so such a method is not trusted.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ BOUNDS = {"randomisation": RANDOMISATION_BOUNDS, "input_invariance": INVARIANCE_
           "control_mass": CONTROL_BOUNDS}
 COLUMNS = tuple(BOUNDS)
 DEGENERATE_SHARE = 0.25  # a quarter of the images unmeasurable makes a mean over them moot
-RANDOMISED = "on the randomised model"  # how sanity.py words a reason about the random copy
+RANDOMISED = "on the randomised model"  # how sanity.py ends a reason about the random copy
 INPUT_SHIFT = -1.0  # Kindermans et al.'s shift: MNIST's [0, 1] moved to [-1, 0]
 
 
@@ -64,7 +66,7 @@ def degenerate_reason(maps: np.ndarray) -> str | None:
     constant = finite & ~zero & (spread <= 1e-7 * np.abs(safe).max(axis=1))
     for name, bad in (("non-finite", ~finite), ("all zero", zero), ("constant", constant)):
         if bad.mean() >= DEGENERATE_SHARE:
-            return f"maps are {name} for {int(bad.sum())} of {len(maps)} images"
+            return f"maps {name} on {int(bad.sum())} of {len(maps)} images"
     return None
 
 
@@ -130,12 +132,12 @@ def input_invariance(handle, x, targets, methods: list[str], *, method_options: 
 
 def _column(name: str, method: str, value, reason: str | None, spec: dict | None,
             skipped: str | None = None) -> dict:
-    """One cell: ``reason`` says why the maps cannot be measured (error), ``skipped`` why the
-    test could not run on this model (not the method's fault)."""
+    """One cell: ``reason`` says why the maps cannot be measured, ``skipped`` why the test
+    could not run on this model (not the method's fault); both are ``skipped``, not measured."""
     from auditor.checks.check import evaluate
 
     if reason:
-        return {"value": value, "status": "error", "reason": reason}
+        return {"value": None, "status": "skipped", "reason": f"not measurable: {reason}"}
     if value is None:
         return {"value": None, "status": "skipped", "reason": skipped or "not measured"}
     check = evaluate(f"attribution.reliability.{name}", float(value), section="attribution",
@@ -158,12 +160,11 @@ def build_card(methods: list[str], *, randomisation: dict, sanity_degenerate: di
     card = {}
     for m in methods:
         original = sanity_degenerate.get(m)  # the randomised model's dead maps say nothing
-        on_copy = bool(original and original.startswith(RANDOMISED))  # about the original's
+        on_copy = bool(original and original.endswith(RANDOMISED))  # about the original's
         broken = faithfulness_degenerate.get(m) or (original if not on_copy else None)
-        card[m] = {  # dead maps on the random copy: the test cannot be measured, no error
-            "randomisation": _column("randomisation", m, None if on_copy else randomisation.get(m),
-                                     None if on_copy else original, thresholds("randomisation"),
-                                     f"not measurable: {original}" if on_copy else None),
+        card[m] = {  # dead maps, on the model or its random copy: not measured, no error
+            "randomisation": _column("randomisation", m, randomisation.get(m), original,
+                                     thresholds("randomisation")),
             "input_invariance": _column("input_invariance", m, invariance.get(m), broken,
                                         thresholds("input_invariance"), invariance_reason),
             "faithfulness": _column("faithfulness", m, faithfulness.get(m),

@@ -189,6 +189,6 @@ def cascading_randomisation(handle, x, targets, methods: list[str], *,
             result.examples[m].append(maps[0])
             if index == len(layers) - 1 and result.degenerate[m] is None:
                 why = degenerate_reason(maps)
-                result.degenerate[m] = why and f"{RANDOMISED}, {why}"
+                result.degenerate[m] = why and f"{why} {RANDOMISED}"
     result.examples = {m: np.stack(v) for m, v in result.examples.items()}
     return result

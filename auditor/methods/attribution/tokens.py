@@ -5,13 +5,14 @@ distillation token, DINOv2's registers) and a grid of patch tokens in row-major 
 is found from the image's shape: the smallest ``k`` for which ``T - k`` tokens tile a grid of
 the image's aspect ratio. Grad-CAM reshapes the patch tokens to that grid and sets the leading
 ones aside; attention rollout reads the attention weights of every ``MultiHeadAttention`` layer,
-recorded while the model is traced (Keras computes them only when asked, so each layer is asked
-for them during that trace alone).
+recorded while the model is traced (Keras computes them only when asked, so each call is asked
+for them, through its own ``return_attention_scores``, during that trace alone).
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator
 
 import numpy as np
@@ -19,6 +20,13 @@ import numpy as np
 from auditor.errors import AuditorError
 
 MAX_LEADING = 8  # class, distillation and register tokens: DINOv2 with registers has 5
+
+SCORES = "return_attention_scores"  # MultiHeadAttention.call's own switch for its weights
+
+
+def _bound(layer, args, kwargs):
+    """A MultiHeadAttention call's arguments bound to its ``call``'s parameters."""
+    return inspect.signature(type(layer).call).bind(layer, *args, **kwargs)
 
 
 def token_grid(tokens: int, image_shape: tuple) -> tuple[int, int, int] | None:
@@ -56,61 +64,97 @@ def attention_layers(model) -> list:
             if isinstance(layer, keras.layers.MultiHeadAttention)]
 
 
-def own_attention(model) -> list[str]:
-    """The class names of a transformer's own attention layers (keras-hub's MiT and Swin
-    attend in theirs, not in keras.layers.MultiHeadAttention), by name. Both are hierarchical
-    (Swin's patch merging, MiT's strided patch embeddings between stages), which rollout is
-    not defined for: ``required_attention`` says so."""
-    return sorted({type(layer).__name__ for layer in model._flatten_layers(recursive=True)
-                   if "attention" in type(layer).__name__.lower()
-                   and type(layer).__name__ != "MultiHeadAttention"})
+def own_attention(model) -> list:
+    """One layer of each class of a transformer's own attention (not keras'
+    MultiHeadAttention, found by name): keras-hub's MiT, Swin, MobileNetV5 and DINOv3 attend in
+    theirs, which give rollout no weights (``required_attention`` says so)."""
+    found = {}
+    for layer in model._flatten_layers(recursive=True):
+        name = type(layer).__name__
+        if "attention" in name.lower() and name != "MultiHeadAttention":
+            found.setdefault(name, layer)
+    return [found[name] for name in sorted(found)]
+
+
+# Own attention of a hierarchical transformer, whose stages merge tokens into coarser grids:
+# rollout, defined over one token sequence (Abnar & Zuidema 2020), is not defined there at all.
+HIERARCHICAL = {("keras_hub.src.models.mit.mit_layers", "SegFormerMultiheadAttention"),
+                ("keras_hub.src.models.swin_transformer.swin_transformer_layers",
+                 "WindowAttention")}
 
 
 def required_attention(model) -> list:
-    """The model's attention layers; AuditorError (one line) when it has none."""
+    """The model's attention layers; AuditorError (one line) when it has none, or when one
+    cannot be asked for its weights (``recording_attention``)."""
     layers = attention_layers(model)
+    silent = sorted({type(layer).__name__ for layer in layers
+                     if SCORES not in inspect.signature(type(layer).call).parameters})
+    if silent:
+        raise AuditorError(f"attention rollout cannot read the attention weights of model "
+                           f"'{model.name}': its attention ({', '.join(silent)}) overrides "
+                           f"MultiHeadAttention's call without its '{SCORES}' switch; 'lrp' and "
+                           "'gradcam' explain it instead")
     if layers:
         return layers
     own = own_attention(model)
     if own:
-        raise AuditorError(f"attention rollout is not defined for model '{model.name}': its "
-                           f"attention ({', '.join(own)}) is that of a hierarchical "
-                           "transformer, whose stages merge tokens into coarser grids, so no "
-                           "token runs through every layer for the attention to be multiplied "
-                           "over (Abnar & Zuidema 2020 roll out one token sequence); 'lrp' "
-                           "(through its attention, the weights held constant) and 'gradcam' "
-                           "(on its last token grid) explain it instead")
+        raise AuditorError(_own_attention_reason(model.name, own))
     raise AuditorError(f"model '{model.name}' has no attention layer "
                        "(keras.layers.MultiHeadAttention); attention rollout explains "
                        "vision transformers only")
 
 
+def _own_attention_reason(model_name: str, own: list) -> str:
+    """Why rollout does not explain a model whose attention is its own class, in one line:
+    a hierarchical transformer's (MiT, Swin) is not one token sequence; any other (keras-hub's
+    DINOv3, whose DINOV3Attention computes its weights inside ``ops.nn.dot_product_attention``;
+    MobileNetV5's) gives no weights through its call, the one way rollout reads them. LRP is
+    named where it walks through that class (``lrp/custom.py``), Grad-CAM always."""
+    from auditor.methods.attribution.lrp.custom import is_walked
+
+    names = ", ".join(type(layer).__name__ for layer in own)
+    lrp = "'lrp' (through its attention, the weights held constant) and " if all(
+        map(is_walked, own)) else ""
+    verb = "explain" if lrp else "explains"
+    if all((type(layer).__module__, type(layer).__name__) in HIERARCHICAL for layer in own):
+        return (f"attention rollout is not defined for model '{model_name}': its attention "
+                f"({names}) is that of a hierarchical transformer, whose stages merge tokens "
+                "into coarser grids, so no token runs through every layer for the attention to "
+                "be multiplied over (Abnar & Zuidema 2020 roll out one token sequence); "
+                f"{lrp}'gradcam' (on its last token grid) {verb} it instead")
+    return (f"attention rollout cannot read the attention weights of model '{model_name}': its "
+            f"attention ({names}) is computed in its own layers, whose calls have no "
+            f"'{SCORES}' switch to give them, as keras' MultiHeadAttention's has (rollout asks "
+            f"each attention call for its weights); {lrp}'gradcam' {verb} it instead")
+
+
 @contextlib.contextmanager
 def recording_attention(model) -> Iterator[list]:
     """While open, every MultiHeadAttention call of ``model`` also appends its attention
-    weights (N, heads, T, S) to the yielded list; meant to be open while a pass is traced."""
+    weights (N, heads, T, S) to the yielded list; meant to be open while a pass is traced.
+
+    Each call is asked for its weights with its own ``return_attention_scores`` (an edit of
+    the call's arguments, ``layers.edited_calls``, the project's one way to read inside a
+    layer during a pass) and gives the caller what it asked for. Every transformer rollout
+    explains calls keras' MultiHeadAttention itself: a plain-Keras ViT, keras-hub's ViT and
+    DeiT (whose block may ask for the weights itself), DINOv2's wrapper. A subclass whose
+    ``call`` has no such switch is refused in one line (``required_attention``)."""
+    from auditor.inputs.layers import edited_calls
+
     layers = required_attention(model)
     recorded: list = []
 
-    def recorder(layer):
-        original = type(layer)._compute_attention
+    def ask(layer, args, kwargs):
+        bound = _bound(layer, args, kwargs)
+        bound.arguments[SCORES] = True
+        return bound.args[1:], bound.kwargs
 
-        def compute(query, key, value, attention_mask=None, training=None,
-                    return_attention_scores=False, **kwargs):
-            output, scores = original(layer, query, key, value, attention_mask, training, True,
-                                      **kwargs)
-            recorded.append(scores)
-            return output, scores
+    def record(layer, output, args, kwargs):
+        recorded.append(output[1])
+        return output if _bound(layer, args, kwargs).arguments.get(SCORES) else output[0]
 
-        return compute
-
-    for layer in layers:
-        layer._compute_attention = recorder(layer)
-    try:
+    with edited_calls(layers, record, arguments=ask):
         yield recorded
-    finally:
-        for layer in layers:
-            del layer._compute_attention
 
 
 def patch_relevance(rows: np.ndarray, image_shape: tuple) -> np.ndarray:

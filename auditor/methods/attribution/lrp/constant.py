@@ -14,9 +14,10 @@
     RmsNorm2d            keras-hub MobileNetV5's ``x / rms(x)`` over channels, its ``rms`` held
                          constant likewise (the LN-rule without the mean).
     MultiHeadAttention   the attention weights held constant (Ali et al. 2022, the AH-rule):
-                         relevance flows through the values, none through queries and keys.
+                         relevance flows through the values, none through queries and keys
+                         (and none through a gated attention's gate).
 
-In both, holding a factor constant is ``tf.stop_gradient`` on it in the modified forward pass.
+In each, holding a factor constant is ``tf.stop_gradient`` on it in the modified forward pass.
 """
 
 from __future__ import annotations
@@ -88,15 +89,34 @@ def rms_norm(layer, x):
     return x * tf.stop_gradient(inv) * gamma
 
 
-def attention(layer, query, value, key=None, attention_mask=None, **_):
+SCORES = "return_attention_scores"  # MultiHeadAttention.call's own switch for its weights
+
+
+def attention(layer, *args, **kwargs):
     """Keras' MultiHeadAttention with the attention weights held constant (Ali et al. 2022,
     the AH-rule): relevance flows through the value and output projections only (LRP-0 on
-    those linear maps), none through the queries and keys that only set the weights."""
+    those linear maps), none through the queries and keys that only set the weights.
+
+    The layer runs its own public ``call``, its query and key projections (and the sigmoid gate
+    of a gated attention, held as any gate is) made constant while it runs
+    (``layers.edited_calls``, as rollout reads the weights): weights from constant queries and
+    keys are constant. It is asked for its weights (``return_attention_scores``), so that it
+    computes them as an explicit softmax rather than in a fused kernel, and gives its caller
+    what it asked for."""
+    import inspect
+
     import tensorflow as tf
 
-    key = value if key is None else key
-    q, k = layer._query_dense(query), layer._key_dense(key)
-    v = layer._value_dense(value)
-    _, weights = layer._compute_attention(q, k, v, attention_mask, False, True)
-    mixed = tf.einsum(layer._combine_equation, tf.stop_gradient(weights), v)
-    return layer._output_dense(mixed)
+    from auditor.inputs.layers import edited_calls, sub_layers
+
+    held = [layer.query_dense, layer.key_dense,
+            *(sub for sub in sub_layers(layer) if sub.name == "gate")]
+    ask = SCORES in inspect.signature(type(layer).call).parameters  # a subclass may drop it
+    if ask:
+        bound = inspect.signature(type(layer).call).bind(layer, *args, **kwargs)
+        asked = bound.arguments.get(SCORES, False)
+        bound.arguments[SCORES] = True
+        args, kwargs = bound.args[1:], bound.kwargs
+    with edited_calls(held, lambda sub, y, *_: tf.stop_gradient(y)):
+        output = layer(*args, **kwargs)
+    return output[0] if ask and not asked else output
