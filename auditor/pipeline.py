@@ -475,12 +475,19 @@ def plan_sections(config, names, loaded, predictions):
     for name, module in modules.items():  # what a section's cost reads in the model itself
         told = getattr(module, "model_facts", None)
         facts = told(handle, config.options[name], facts) if told else facts
-    timing = model_timing(handle) if runs_passes(modules, config.options, facts) else None
+    # the training pass priced, not timed: its trace alone is seconds on a large model, and
+    # a named budget often leaves out the fine-tuning that runs it
+    timing = (model_timing(handle, train=False) if runs_passes(modules, config.options, facts)
+              else None)
     shifted = getattr(config.options.get("attribution"), "input_invariance", False)
     if timing is not None and makes_card(facts) and shifted:  # the shifted copy decides by it
         facts = dataclasses.replace(facts, eager=model_eager(handle, timing))
-    return make_plan(modules, config.options, config.section_options, facts, config.budget,
+    plan = make_plan(modules, config.options, config.section_options, facts, config.budget,
                      timing=timing)
+    if timing is not None and plan.trains and timing.train_priced:  # kept: timed, replanned
+        plan = make_plan(modules, config.options, config.section_options, facts,
+                         config.budget, timing=model_timing(handle))
+    return plan
 
 
 def run_sections(names, ctx: Context, plan, log: SectionLog,

@@ -262,6 +262,37 @@ def test_a_run_makes_its_plan_once_timed_only_when_its_sections_run_passes(monke
         assert plan.timing is made[0]
 
 
+def test_the_training_pass_is_timed_only_when_the_plan_keeps_a_training_step(
+        digits_model_path, monkeypatch):
+    """Without Clever Hans's fine-tuning the training pass is priced from the forward-backward
+    one (its trace is seconds on a large model) and never traced; a plan that keeps the
+    fine-tuning has it timed, and is made again by the measure."""
+    import auditor.pipeline as pipeline
+    import auditor.predict.plan as planning
+    from auditor.predict.distribute import make_distribution
+    from auditor.predict.predictions import predict
+
+    made, real = [], planning.make_plan
+
+    def counted(*args, **kwargs):
+        made.append(kwargs.get("timing"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(planning, "make_plan", counted)
+    for sections, trains in ((["performance", "robustness"], False), (["clever_hans"], True)):
+        made.clear()
+        config = make_config(model=str(digits_model_path), data="sklearn:digits:test",
+                             max_samples=40, sections=sections, input_range="0-1")
+        loaded = pipeline.load_inputs(config, make_distribution("default"))
+        plan = pipeline.plan_sections(config, sections, loaded, predict(loaded.handle,
+                                                                        loaded.dataset))
+        assert plan.trains == trains and plan.timing.train_priced == (not trains)
+        assert len(made) == 1 + trains and made[0].train_priced
+        measured = plan.to_summary()["timing"]["measured"]
+        assert ("train" in measured and "train_trace" in measured) == trains
+        assert made[0].train == pytest.approx(planning.TRAIN_SHARE * made[0].backward)
+
+
 def test_sections_that_do_not_apply_to_a_multi_label_model_are_not_budgeted(tmp_path,
                                                                             monkeypatch):
     """On a sigmoid head the sections that do not apply are skipped, so the plan sizes only
@@ -458,6 +489,7 @@ def test_a_call_is_split_into_its_fixed_cost_and_its_rows_and_a_loop_pays_rows_a
     assert row == pytest.approx(0.012 / 72) and call == pytest.approx(0.010 - 24 * row)
     assert split_call((24, 0.010), (96, 0.009)) == (0.010 / 24, 0.0)
     assert other_rows(24, 10_000) == 96 and other_rows(11, 11) == 2 and other_rows(1, 1) == 1
+    assert other_rows(24, 10_000, call_seconds=3.0) == 6  # a large model's call: a quarter
     timing = Timing(forward=0.001, backward=0.002, trace=0.1, row=0.0005, call=0.036)
     loop = Passes(looped=1000, loop_steps=10)
     assert timing.seconds(loop) == pytest.approx(1000 * 0.0005 + 10 * 0.036)
