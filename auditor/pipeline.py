@@ -145,6 +145,24 @@ def joined(results: list[SectionResult], checks: dict) -> list[SectionResult]:
             for r in results]
 
 
+def below_floors(results: list[SectionResult], plan) -> list[SectionResult]:
+    """Each section the ``plan`` ran below its floors (``Plan.below_floor``: the budget could
+    not hold them on this model) with every judged check skipped and saying why: a figure
+    measured on fewer images than its floor is shown, but neither passes nor accuses. Which
+    figure a lowered setting bears on is not declared, so every check of the section is."""
+    def unmeasured(check: Check, floors: dict) -> Check:
+        if check.status not in ("pass", "warn", "fail"):
+            return check
+        lowered = ", ".join(f"{k} {v}" for k, v in floors.items())
+        return dataclasses.replace(check, status="skipped", message=(
+            f"{check.message}; not measured: the section ran below its floors ({lowered}) to "
+            f"fit --budget {plan.budget} on this model; a larger --budget measures it"))
+
+    return [dataclasses.replace(r, checks=[unmeasured(c, plan.below_floor[r.name])
+                                           for c in r.checks]).frozen()
+            if r.name in plan.below_floor else r for r in results]
+
+
 @functools.cache  # read once per process: the Keras callback audits many times in one
 def library_versions() -> dict[str, str]:
     versions = {"python": sys.version.split()[0], "auditor": __version__}
@@ -375,7 +393,8 @@ def run_audit(config: AuditConfig, not_run: dict | None = None, handle=None,
                            compare_handle=loaded.compare_handle)
         ctx = context_for(inputs, names, plan, log, timings)
         steps_seconds = sum(timings.get(step, 0.0) for step in step_names())
-        results = joined(run_sections(names, ctx, plan, log, steps_seconds), config.checks)
+        results = below_floors(joined(run_sections(names, ctx, plan, log, steps_seconds),
+                                      config.checks), plan)
         timings.update({result.name: result.seconds for result in results})
         if "html" in config.format:  # figures only for the page that shows them
             tick = time.perf_counter()

@@ -415,6 +415,49 @@ def test_every_drop_a_section_declares_saves_time_and_names_a_setting_it_has():
     assert {"attribution", "clever_hans", "robustness", "concepts", "featureviz"} <= declaring
 
 
+def test_a_model_too_dear_for_the_floors_runs_fewer_rows_and_its_checks_say_not_measured():
+    """Under a named budget, a model whose pass costs 16 times the timed 48 px model's is over
+    the budget at the floors with every drop taken: the floors each section declares thinnable
+    (THIN) are lowered, never below their least, which costs less; the plan lists them, and
+    every judged check of such a section is skipped, never a pass from too few images. The
+    model the floors fit is not thinned."""
+    from auditor.checks.check import Check
+    from auditor.pipeline import below_floors
+    from auditor.predict.plan import planned_settings
+    from auditor.sections.base import SectionResult
+
+    assert not plan_for(MODULES, {}, SMALL, "quick", timing=TIMED).below_floor
+    dear = plan_for(MODULES, {}, SMALL, "quick", timing=times(TIMED, 16))
+    assert {"robustness", "counterfactuals"} <= set(dear.below_floor)
+    for name, floors in dear.below_floor.items():
+        thin = MODULES[name].THIN
+        for key, floor in floors.items():
+            assert floor == planned_settings(MODULES[name], SMALL, dear.options[name])[key]
+            assert thin[key] <= getattr(dear.options[name], key) < floor
+    for name, module in MODULES.items():  # every thinnable setting is a planned one, lowered
+        for key, least in getattr(module, "THIN", {}).items():
+            assert 1 <= least < module.PLANNED[key], (name, key)
+    with pytest.MonkeyPatch.context() as patch:  # the same plan with nothing thinnable
+        for module in MODULES.values():
+            if hasattr(module, "THIN"):
+                patch.setattr(module, "THIN", {})
+        floors = plan_for(MODULES, {}, SMALL, "quick", timing=times(TIMED, 16))
+    assert not floors.below_floor and dear.total_kernels < floors.total_kernels
+    block = dear.to_summary()["below_floor"]
+    assert block["robustness"]["samples"] == {"value": dear.options["robustness"].samples,
+                                              "floor": 30}
+    assert any("below its floor" in line and "not measured" in line for line in dear.describe())
+    result = SectionResult(name="robustness", title="t", intro="i", checks=[
+        Check("robustness.accuracy", "pass", 0.9, section="robustness"),
+        Check("robustness.run", "error", None, section="robustness")])
+    other = SectionResult(name="performance", title="t", intro="i",
+                          checks=[Check("accuracy", "pass", 0.9)])
+    marked, kept = below_floors([result, other], dear)
+    assert [c.status for c in marked.checks] == ["skipped", "error"]
+    assert "not measured" in marked.checks[0].message and "--budget" in marked.checks[0].message
+    assert kept is other
+
+
 def test_without_input_invariance_the_card_makes_no_shifted_copy_and_says_why():
     """The card's input-invariance column, once dropped, costs no copy and no trace on it, and
     its cells say it was not measured (skipped, never a pass)."""

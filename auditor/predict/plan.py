@@ -259,6 +259,9 @@ class Plan:
     budget_kernels: float | None = None
     kernels: Timing | None = None
     dropped: dict[str, list[Drop]] = field(default_factory=dict)  # section -> work left out
+    # section -> {setting: its floor} for the settings run below their floor (a section's
+    # THIN): the budget could not hold the floors on this model (``_thinned``)
+    below_floor: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def total_passes(self) -> float:
@@ -300,6 +303,13 @@ class Plan:
                   f"): the budget cannot hold its fixed costs at the lowest settings; "
                   f"'{name}.{drop.setting}' in the spec or a larger --budget brings it back"
                   for name, drops in self.dropped.items() for drop in drops]
+        lines += [f"{name}: " + ", ".join(f"{key} {setting(self.options[name], key)}"
+                                         for key in floors)
+                  + " below " + ("its floor" if len(floors) == 1 else "their floors") + " ("
+                  + ", ".join(str(floor) for floor in floors.values())
+                  + "): the budget cannot hold the floors on this model, so the section's "
+                  "checks are not measured; a larger --budget measures them"
+                  for name, floors in self.below_floor.items()]
         if self.over_budget and self.kernels is not None:
             lines.append(f"{self.total_kernels:.0f} reference kernels at the lowest settings, "
                          f"and with the work above given up, over the budget of "
@@ -334,6 +344,11 @@ class Plan:
         })
         if self.dropped:
             block["dropped"] = self.dropped_block()
+        if self.below_floor:
+            block["below_floor"] = {
+                name: {k: {"value": setting(self.options[name], k), "floor": floor}
+                       for k, floor in floors.items()}
+                for name, floors in self.below_floor.items()}
         if self.timing is not None:
             block["timing"] = self._timing_block()
         if actual_seconds is not None:
@@ -464,21 +479,19 @@ def make_plan(modules: dict, options: dict, tables: dict[str, dict], facts: Fact
                else {name: [] for name in modules})
     base = {name: _with_drops(full[name], dropped[name]) for name in modules}
 
-    def options_at(scale: float) -> dict:
-        return {name: _scaled(base[name], free[name], scale) for name in modules}
+    floors = (_thinned(modules, base, free, cost, limit) if kernels
+              and cost({n: _scaled(base[n], free[n], 0.0) for n in modules}) > limit else free)
 
-    scale = 1.0
-    if cost(options_at(1.0)) > limit:
-        low, high = 0.0, 1.0
-        for _ in range(30):
-            middle = (low + high) / 2
-            low, high = (middle, high) if cost(options_at(middle)) <= limit else (low, middle)
-        scale = low
+    def options_at(scale: float) -> dict:
+        return {name: _scaled(base[name], floors[name], scale) for name in modules}
+
+    scale = _largest_fitting(lambda scale: cost(options_at(scale)) <= limit)
     chosen = options_at(scale)
     plan = Plan(budget=budget, scale=scale, passes=_charged(modules, chosen, facts),
                 timing=timing, kernels=kernels, budget_kernels=limit if kernels else None,
                 budget_passes=max(1, int(limit / kernels.backward if kernels else limit)),
-                dropped={name: drops for name, drops in dropped.items() if drops})
+                dropped={name: drops for name, drops in dropped.items() if drops},
+                below_floor=_below_floor(chosen, free, floors))
     for name, options in chosen.items():
         changed = {k: setting(options, k) for k in free[name]
                    if setting(options, k) != setting(base[name], k)}
@@ -488,6 +501,50 @@ def make_plan(modules: dict, options: dict, tables: dict[str, dict], facts: Fact
         plan.options[name] = with_settings(_with_drops(given[name], dropped[name]),
                                            plan.settings.get(name, {}))
     return plan
+
+
+def _largest_fitting(fits) -> float:
+    """The largest factor in [0, 1] for which ``fits(factor)`` (1 when it fits at 1), found by
+    bisection: what it sizes grows with the factor; 0 when nothing fits."""
+    if fits(1.0):
+        return 1.0
+    low, high = 0.0, 1.0
+    for _ in range(30):
+        middle = (low + high) / 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return low
+
+
+def _thinned(modules: dict, base: dict, free: dict, cost, limit: float) -> dict:
+    """``free`` with the floors a section declares thinnable (``THIN``: {setting: the least
+    it may go to}) lowered by the largest common factor whose lowest settings fit the budget
+    (to their least when none does): a named budget is the same wait on every model, and
+    at the floors a model whose pass costs ten times more would wait ten times longer. What
+    runs below a floor is listed (``Plan.below_floor``) and its section's checks say they
+    were not measured (pipeline.py ``below_floors``), never a pass from too few images."""
+    least = {name: {k: most for k, most in getattr(module, "THIN", {}).items()
+                    if k in free[name] and not isinstance(free[name][k], Coarsest)}
+             for name, module in modules.items()}
+
+    def lowered(factor: float) -> dict:
+        return {name: {k: (max(least[name][k], int(round(bound * factor)))
+                           if k in least[name] else bound) for k, bound in free[name].items()}
+                for name in modules}
+
+    def fits(factor: float) -> bool:
+        floors = lowered(factor)
+        return cost({n: _scaled(base[n], floors[n], 0.0) for n in modules}) <= limit
+
+    return lowered(_largest_fitting(fits))
+
+
+def _below_floor(chosen: dict, free: dict, floors: dict) -> dict:
+    """{section: {setting: its floor}} for the settings ``chosen`` below their floor."""
+    below = {name: {k: bound for k, bound in free[name].items()
+                    if floors[name][k] != bound and setting(options, k) is not None
+                    and setting(options, k) < bound}
+             for name, options in chosen.items()}
+    return {name: settings for name, settings in below.items() if settings}
 
 
 def _dropped(modules: dict, tables: dict, full: dict, free: dict, cost, limit: float) -> dict:
