@@ -393,8 +393,7 @@ def run_audit(config: AuditConfig, not_run: dict | None = None, handle=None,
                            compare_handle=loaded.compare_handle)
         ctx = context_for(inputs, names, plan, log, timings)
         steps_seconds = sum(timings.get(step, 0.0) for step in step_names())
-        results = below_floors(joined(run_sections(names, ctx, plan, log, steps_seconds),
-                                      config.checks), plan)
+        results = joined(run_sections(names, ctx, plan, log, steps_seconds), config.checks)
         timings.update({result.name: result.seconds for result in results})
         if "html" in config.format:  # figures only for the page that shows them
             tick = time.perf_counter()
@@ -513,7 +512,8 @@ def run_sections(names, ctx: Context, plan, log: SectionLog,
                  steps_seconds: float = 0.0) -> list[SectionResult]:
     """Every section in order, with a log line when each starts and ends (the ``plan``'s
     estimate for the rest), and the plan's estimate (steps included) against the actual time
-    at the end."""
+    at the end; a section the plan ran below its floors has its checks skipped
+    (``below_floors``)."""
     log.estimates = {name: plan.estimate(name) for name in names}
     for line in plan.describe():
         log.say(f"plan: {line}")
@@ -528,7 +528,7 @@ def run_sections(names, ctx: Context, plan, log: SectionLog,
         log.say(f"sections took {duration(spent)}; the plan estimated "
                 f"{duration(plan.estimated_seconds())} (estimate / actual "
                 f"{plan.estimated_seconds() / spent:.2f})")
-    return results
+    return below_floors(results, plan)
 
 
 def draw_views(results, dataset, folder: Path | None = None,
