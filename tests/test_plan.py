@@ -421,9 +421,12 @@ def test_a_model_too_dear_for_the_floors_runs_fewer_rows_and_its_checks_say_not_
     (THIN) are lowered, never below their least, which costs less; the plan lists them, and
     every judged check of such a section is skipped, never a pass from too few images. The
     model the floors fit is not thinned."""
+    import jsonschema
+
     from auditor.checks.check import Check
     from auditor.pipeline import below_floors
     from auditor.predict.plan import planned_settings
+    from auditor.report.summary import SCHEMA_FILE
     from auditor.sections.base import SectionResult
 
     assert not plan_for(MODULES, {}, SMALL, "quick", timing=TIMED).below_floor
@@ -446,6 +449,8 @@ def test_a_model_too_dear_for_the_floors_runs_fewer_rows_and_its_checks_say_not_
     block = dear.to_summary()["below_floor"]
     assert block["robustness"]["samples"] == {"value": dear.options["robustness"].samples,
                                               "floor": 30}
+    schema = json.loads(SCHEMA_FILE.read_text())["properties"]["plan"]["properties"]
+    jsonschema.validate(block, schema["below_floor"])
     assert any("below its floor" in line and "not measured" in line for line in dear.describe())
     result = SectionResult(name="robustness", title="t", intro="i", checks=[
         Check("robustness.accuracy", "pass", 0.9, section="robustness"),
