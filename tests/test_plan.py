@@ -518,10 +518,12 @@ def test_the_report_says_what_the_plan_left_out_and_how_to_bring_it_back(demo_re
     summary["plan"]["dropped"] = {"featureviz": [{
         "setting": "compare", "value": False, "spec_key": "featureviz.compare",
         "what": "the comparisons (other starts, the other objective, the unregularised images)"}]}
+    summary["plan"]["below_floor"] = {"robustness": {"samples": {"value": 12, "floor": 30}}}
     write_page(tmp_path, summary, summary, [], None)
     page = (tmp_path / "report.html").read_text()
     assert "Left out because the budget cannot hold the fixed costs" in page
     assert "<code>featureviz.compare</code> in the spec" in page
+    assert "Run below their floors" in page and "samples 12 (floor 30)" in page
 
 
 def test_a_call_is_split_into_its_fixed_cost_and_its_rows_and_a_loop_pays_rows_and_steps(
