@@ -466,7 +466,8 @@ def probe_range(handle, dataset, config: AuditConfig) -> list[Check]:
 
     if config.input_range != "auto" or handle.input_range_source == "model":
         return []  # a range given, or stated by the model's own keras-hub preprocessor
-    result = probe_input_range(handle, dataset, config.batch_size, config.seed)
+    result = probe_input_range(handle, dataset, config.batch_size, config.seed,
+                               budgeted=isinstance(config.budget, str))
     return [input_range_check(result, handle.hint_overridden, spec_bounds(config.checks, CHECK))]
 
 

@@ -117,6 +117,20 @@ def test_probe_reads_on_when_the_ranges_cannot_be_told_apart(tmp_path):
     assert outcome.summary["model"]["input_range_probe_samples"] == 320
     check = next(c for c in outcome.summary["checks"] if c["id"] == "model.input_range")
     assert check["status"] == "warn" and "cannot be told apart" in check["message"]
+    # under a named budget the probe spends at most what it costs on the reference model: with
+    # that cap made tiny (as on a model far dearer than the reference), it reads on only to its
+    # first look (10 images per class, two batches of 64), and says it could not tell
+    import auditor.predict.input_range as probing
+    from auditor.inputs.datasets import load_dataset
+
+    handle = load_model(str(path))
+    data = load_dataset("sklearn:digits:test", handle.input_shape, handle.num_classes)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(probing, "probe_kernels", lambda candidates: 1e-9)
+        capped = probing.probe_input_range(handle, data, budgeted=True)
+    assert capped.samples == 128
+    assert probing.input_range_check(capped, False, None).status == "warn"
+    assert probing.probe_kernels(5) == 320 * 5 * 0.5 * 5.0  # the reference model's probe
 
 
 def test_the_clear_margin_narrows_with_images_and_widens_with_looks():

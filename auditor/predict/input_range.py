@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,13 +88,14 @@ def probe_sample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
 
 
 def probe_input_range(handle, dataset, batch_size: int = 64, seed: int = 0,
-                      samples: int = PROBE_SAMPLES) -> ProbeResult:
+                      samples: int = PROBE_SAMPLES, budgeted: bool = False) -> ProbeResult:
     """Score every candidate range on a stratified sample (each batch read once, one forward
-    pass per candidate), stopping after a batch once one range clearly leads (``clear_margin``),
-    and set the winner as the handle's transform."""
+    pass per candidate), stopping after a batch once one range clearly leads (``clear_margin``)
+    or, under a named budget (``budgeted``), once the next batch would cost more than the
+    probe costs on the reference model (``probe_kernels``), and set the winner as the
+    handle's transform."""
 
     from auditor.predict.batched import rows_per_pass
-    from auditor.predict.distribute import run_batch
 
     hint, reason = handle.input_range_hint
     options = candidates(hint, handle.input_shape[-1])
@@ -104,28 +106,16 @@ def probe_input_range(handle, dataset, batch_size: int = 64, seed: int = 0,
     # MobileNetV2 224 px, 64 images x 4 candidates raised the resident memory by 2.4 GB)
     batch_size = min(batch_size, rows_per_pass(handle, backward=False, copies=len(transforms)))
     positions = _in_random_order(probe_sample(dataset.labels, samples, seed), batch_size, seed)
-    labels = dataset.labels[positions]
     multilabel = getattr(handle, "multilabel", False)
     # ranked by accuracy up to class order when the whole sample allows it, and then not
     # stopped before it does: the key does not change with where the probe stops (that
     # relabelling is fitted on the images scored, so the stopping bound is approximate there)
     matched = not multilabel and len(positions) >= MATCHED_IMAGES_PER_CLASS * handle.num_classes
     key = "matched_accuracy" if matched else "accuracy"
-    looks = math.ceil(len(positions) / batch_size)
-    preds = np.empty((len(options), *labels.shape), np.int64)
-    predict_all = _compiled_probe(handle, transforms, multilabel)
-    for start in range(0, len(positions), batch_size):
-        part = slice(start, start + batch_size)
-        preds[:, part] = np.moveaxis(np.asarray(
-            run_batch(handle, predict_all, dataset.images(positions[part]))), 1, 0)
-        seen = min(start + batch_size, len(positions))
-        if seen < len(positions) and (not matched or seen >= MATCHED_IMAGES_PER_CLASS
-                                      * handle.num_classes):
-            scores = [row[key] for row in _scored(options, labels[:seen], preds[:, :seen],
-                                                  handle.num_classes, matched)]
-            if _leads_clearly(scores, seen, looks):
-                labels, preds = labels[:seen], preds[:, :seen]
-                break
+    cap = (kernel_seconds(handle) * probe_kernels(len(options))) if budgeted else math.inf
+    labels, preds = _read(handle, dataset, positions, options,
+                          _compiled_probe(handle, transforms, multilabel), batch_size,
+                          matched, cap)
     rows = _scored(options, labels, preds, handle.num_classes, matched)
     order = {name: i for i, (name, _) in enumerate(options)}
     best = max(rows, key=lambda r: (round(r[key], 9), r["accuracy"], r["hint"],
@@ -136,6 +126,63 @@ def probe_input_range(handle, dataset, batch_size: int = 64, seed: int = 0,
     handle.input_range_probe_samples = len(labels)
     chance = _chance(labels)
     return ProbeResult(best["range"], hint, reason, rows, len(labels), chance, key)
+
+
+def _read(handle, dataset, positions, options, predict_all, batch_size: int, matched: bool,
+          cap: float) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, each candidate's predictions) of the images read: batch after batch until one
+    candidate leads clearly or the next batch would bring the seconds spent over ``cap``,
+    looking only once the key can be computed (``matched``: 10 images per class)."""
+    from auditor.predict.distribute import run_batch
+
+    labels = dataset.labels[positions]
+    key = "matched_accuracy" if matched else "accuracy"
+    first_look = MATCHED_IMAGES_PER_CLASS * handle.num_classes if matched else 1
+    looks = math.ceil(len(positions) / batch_size)
+    preds = np.empty((len(options), *labels.shape), np.int64)
+    spent = 0.0
+    for start in range(0, len(positions), batch_size):
+        part = slice(start, start + batch_size)
+        tick = time.perf_counter()
+        preds[:, part] = np.moveaxis(np.asarray(
+            run_batch(handle, predict_all, dataset.images(positions[part]))), 1, 0)
+        spent += time.perf_counter() - tick  # the first batch's trace included: an upper bound
+        seen = min(start + batch_size, len(positions))
+        if seen == len(positions) or seen < first_look:
+            continue
+        scores = [row[key] for row in _scored(options, labels[:seen], preds[:, :seen],
+                                              handle.num_classes, matched)]
+        next_batch = min(batch_size, len(positions) - seen) * spent / seen
+        if _leads_clearly(scores, seen, looks) or spent + next_batch > cap:
+            return labels[:seen], preds[:, :seen]
+    return labels, preds
+
+
+def probe_kernels(candidates: int) -> float:
+    """Reference kernels the probe may spend under a named budget: what it costs on the
+    reference model of the named budgets (PROBE_SAMPLES images under ``candidates`` ranges,
+    each a forward pass of FORWARD_SHARE of REFERENCE_PASS kernels: predict/plan.py), so that
+    a named budget's wait before the plan is no longer on a dearer model (ConvNeXtTiny at 48
+    px, a pass of 16 kernels: about 100 images under five ranges)."""
+    from auditor.predict.plan import FORWARD_SHARE, REFERENCE_PASS
+
+    return PROBE_SAMPLES * candidates * FORWARD_SHARE * REFERENCE_PASS
+
+
+def kernel_seconds(handle) -> float:
+    """Seconds of the reference kernel now (``predict/plan.py`` ``reference_kernel``), the
+    median of three calls after its trace (kept on the handle: the Keras callback's copy is
+    probed at every audited epoch)."""
+    from auditor.predict.plan import reference_kernel
+
+    run = handle.compiled.get("reference kernel") or reference_kernel()
+    handle.compiled["reference kernel"] = run
+    seconds = []
+    for _ in range(3):
+        tick = time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - tick)
+    return float(np.median(seconds))
 
 
 def _in_random_order(positions: np.ndarray, batch_size: int, seed: int) -> np.ndarray:
