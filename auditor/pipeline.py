@@ -145,6 +145,24 @@ def joined(results: list[SectionResult], checks: dict) -> list[SectionResult]:
             for r in results]
 
 
+def below_floors(results: list[SectionResult], plan) -> list[SectionResult]:
+    """Each section the ``plan`` ran below its floors (``Plan.below_floor``: the budget could
+    not hold them on this model) with every judged check skipped and saying why: a figure
+    measured on fewer images than its floor is shown, but neither passes nor accuses. Which
+    figure a lowered setting bears on is not declared, so every check of the section is."""
+    def unmeasured(check: Check, floors: dict) -> Check:
+        if check.status not in ("pass", "warn", "fail"):
+            return check
+        lowered = ", ".join(f"{k} {v}" for k, v in floors.items())
+        return dataclasses.replace(check, status="skipped", message=(
+            f"{check.message}; not measured: the section ran below its floors ({lowered}) to "
+            f"fit --budget {plan.budget} on this model; a larger --budget measures it"))
+
+    return [dataclasses.replace(r, checks=[unmeasured(c, plan.below_floor[r.name])
+                                           for c in r.checks]).frozen()
+            if r.name in plan.below_floor else r for r in results]
+
+
 @functools.cache  # read once per process: the Keras callback audits many times in one
 def library_versions() -> dict[str, str]:
     versions = {"python": sys.version.split()[0], "auditor": __version__}
@@ -448,7 +466,8 @@ def probe_range(handle, dataset, config: AuditConfig) -> list[Check]:
 
     if config.input_range != "auto" or handle.input_range_source == "model":
         return []  # a range given, or stated by the model's own keras-hub preprocessor
-    result = probe_input_range(handle, dataset, config.batch_size, config.seed)
+    result = probe_input_range(handle, dataset, config.batch_size, config.seed,
+                               budgeted=isinstance(config.budget, str))
     return [input_range_check(result, handle.hint_overridden, spec_bounds(config.checks, CHECK))]
 
 
@@ -477,19 +496,27 @@ def plan_sections(config, names, loaded, predictions):
     for name, module in modules.items():  # what a section's cost reads in the model itself
         told = getattr(module, "model_facts", None)
         facts = told(handle, config.options[name], facts) if told else facts
-    timing = model_timing(handle) if runs_passes(modules, config.options, facts) else None
+    # the training pass priced, not timed: its trace alone is seconds on a large model, and
+    # a named budget often leaves out the fine-tuning that runs it
+    timing = (model_timing(handle, train=False) if runs_passes(modules, config.options, facts)
+              else None)
     shifted = getattr(config.options.get("attribution"), "input_invariance", False)
     if timing is not None and makes_card(facts) and shifted:  # the shifted copy decides by it
         facts = dataclasses.replace(facts, eager=model_eager(handle, timing))
-    return make_plan(modules, config.options, config.section_options, facts, config.budget,
+    plan = make_plan(modules, config.options, config.section_options, facts, config.budget,
                      timing=timing)
+    if timing is not None and plan.trains and timing.train_priced:  # kept: timed, replanned
+        plan = make_plan(modules, config.options, config.section_options, facts,
+                         config.budget, timing=model_timing(handle))
+    return plan
 
 
 def run_sections(names, ctx: Context, plan, log: SectionLog,
                  steps_seconds: float = 0.0) -> list[SectionResult]:
     """Every section in order, with a log line when each starts and ends (the ``plan``'s
     estimate for the rest), and the plan's estimate (steps included) against the actual time
-    at the end."""
+    at the end; a section the plan ran below its floors has its checks skipped
+    (``below_floors``)."""
     log.estimates = {name: plan.estimate(name) for name in names}
     for line in plan.describe():
         log.say(f"plan: {line}")
@@ -504,7 +531,7 @@ def run_sections(names, ctx: Context, plan, log: SectionLog,
         log.say(f"sections took {duration(spent)}; the plan estimated "
                 f"{duration(plan.estimated_seconds())} (estimate / actual "
                 f"{plan.estimated_seconds() / spent:.2f})")
-    return results
+    return below_floors(results, plan)
 
 
 def draw_views(results, dataset, folder: Path | None = None,

@@ -100,9 +100,17 @@ def detail(summary: dict) -> str:
     trace = plan.get("timing", {}).get("measured", {}).get("trace")
     dropped = [entry["spec_key"] for entries in plan.get("dropped", {}).values()
                for entry in entries]
+    thinned = [f"{name}.{key} {v['value']} (floor {v['floor']})"
+               for name, floors in plan.get("below_floor", {}).items()
+               for key, v in floors.items()]
+    probed = summary.get("model", {}).get("input_range_probe_samples")
+    trained = "train" in plan.get("timing", {}).get("measured", {})
     return (f"seconds actual/estimate: {', '.join(parts)}; before the sections: "
-            f"{', '.join(before)}; a trace {trace if trace is not None else '-'} s; "
-            f"left out: {', '.join(dropped) or 'nothing'}"
+            f"{', '.join(before)} (images probed {probed}; training pass "
+            f"{'timed' if trained else 'priced'}); a trace "
+            f"{trace if trace is not None else '-'} s; "
+            f"left out: {', '.join(dropped) or 'nothing'}; below the floors: "
+            f"{', '.join(thinned) or 'nothing'}"
             f"{'; over the budget even so' if plan.get('over_budget') else ''}")
 
 

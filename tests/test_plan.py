@@ -262,6 +262,37 @@ def test_a_run_makes_its_plan_once_timed_only_when_its_sections_run_passes(monke
         assert plan.timing is made[0]
 
 
+def test_the_training_pass_is_timed_only_when_the_plan_keeps_a_training_step(
+        digits_model_path, monkeypatch):
+    """Without Clever Hans's fine-tuning the training pass is priced from the forward-backward
+    one (its trace is seconds on a large model) and never traced; a plan that keeps the
+    fine-tuning has it timed, and is made again by the measure."""
+    import auditor.pipeline as pipeline
+    import auditor.predict.plan as planning
+    from auditor.predict.distribute import make_distribution
+    from auditor.predict.predictions import predict
+
+    made, real = [], planning.make_plan
+
+    def counted(*args, **kwargs):
+        made.append(kwargs.get("timing"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(planning, "make_plan", counted)
+    for sections, trains in ((["performance", "robustness"], False), (["clever_hans"], True)):
+        made.clear()
+        config = make_config(model=str(digits_model_path), data="sklearn:digits:test",
+                             max_samples=40, sections=sections, input_range="0-1")
+        loaded = pipeline.load_inputs(config, make_distribution("default"))
+        plan = pipeline.plan_sections(config, sections, loaded, predict(loaded.handle,
+                                                                        loaded.dataset))
+        assert plan.trains == trains and plan.timing.train_priced == (not trains)
+        assert len(made) == 1 + trains and made[0].train_priced
+        measured = plan.to_summary()["timing"]["measured"]
+        assert ("train" in measured and "train_trace" in measured) == trains
+        assert made[0].train == pytest.approx(planning.TRAIN_SHARE * made[0].backward)
+
+
 def test_sections_that_do_not_apply_to_a_multi_label_model_are_not_budgeted(tmp_path,
                                                                             monkeypatch):
     """On a sigmoid head the sections that do not apply are skipped, so the plan sizes only
@@ -384,6 +415,54 @@ def test_every_drop_a_section_declares_saves_time_and_names_a_setting_it_has():
     assert {"attribution", "clever_hans", "robustness", "concepts", "featureviz"} <= declaring
 
 
+def test_a_model_too_dear_for_the_floors_runs_fewer_rows_and_its_checks_say_not_measured():
+    """Under a named budget, a model whose pass costs 16 times the timed 48 px model's is over
+    the budget at the floors with every drop taken: the floors each section declares thinnable
+    (THIN) are lowered, never below their least, which costs less; the plan lists them, and
+    every judged check of such a section is skipped, never a pass from too few images. The
+    model the floors fit is not thinned."""
+    import jsonschema
+
+    from auditor.checks.check import Check
+    from auditor.pipeline import below_floors
+    from auditor.predict.plan import planned_settings
+    from auditor.report.summary import SCHEMA_FILE
+    from auditor.sections.base import SectionResult
+
+    assert not plan_for(MODULES, {}, SMALL, "quick", timing=TIMED).below_floor
+    dear = plan_for(MODULES, {}, SMALL, "quick", timing=times(TIMED, 16))
+    assert {"robustness", "counterfactuals"} <= set(dear.below_floor)
+    for name, floors in dear.below_floor.items():
+        thin = MODULES[name].THIN
+        for key, floor in floors.items():
+            assert floor == planned_settings(MODULES[name], SMALL, dear.options[name])[key]
+            assert thin[key] <= getattr(dear.options[name], key) < floor
+    for name, module in MODULES.items():  # every thinnable setting is a planned one, lowered
+        for key, least in getattr(module, "THIN", {}).items():
+            assert 1 <= least < module.PLANNED[key], (name, key)
+    with pytest.MonkeyPatch.context() as patch:  # the same plan with nothing thinnable
+        for module in MODULES.values():
+            if hasattr(module, "THIN"):
+                patch.setattr(module, "THIN", {})
+        floors = plan_for(MODULES, {}, SMALL, "quick", timing=times(TIMED, 16))
+    assert not floors.below_floor and dear.total_kernels < floors.total_kernels
+    block = dear.to_summary()["below_floor"]
+    assert block["robustness"]["samples"] == {"value": dear.options["robustness"].samples,
+                                              "floor": 30}
+    schema = json.loads(SCHEMA_FILE.read_text())["properties"]["plan"]["properties"]
+    jsonschema.validate(block, schema["below_floor"])
+    assert any("below its floor" in line and "not measured" in line for line in dear.describe())
+    result = SectionResult(name="robustness", title="t", intro="i", checks=[
+        Check("robustness.accuracy", "pass", 0.9, section="robustness"),
+        Check("robustness.run", "error", None, section="robustness")])
+    other = SectionResult(name="performance", title="t", intro="i",
+                          checks=[Check("accuracy", "pass", 0.9)])
+    marked, kept = below_floors([result, other], dear)
+    assert [c.status for c in marked.checks] == ["skipped", "error"]
+    assert "not measured" in marked.checks[0].message and "--budget" in marked.checks[0].message
+    assert kept is other
+
+
 def test_without_input_invariance_the_card_makes_no_shifted_copy_and_says_why():
     """The card's input-invariance column, once dropped, costs no copy and no trace on it, and
     its cells say it was not measured (skipped, never a pass)."""
@@ -442,10 +521,12 @@ def test_the_report_says_what_the_plan_left_out_and_how_to_bring_it_back(demo_re
     summary["plan"]["dropped"] = {"featureviz": [{
         "setting": "compare", "value": False, "spec_key": "featureviz.compare",
         "what": "the comparisons (other starts, the other objective, the unregularised images)"}]}
+    summary["plan"]["below_floor"] = {"robustness": {"samples": {"value": 12, "floor": 30}}}
     write_page(tmp_path, summary, summary, [], None)
     page = (tmp_path / "report.html").read_text()
     assert "Left out because the budget cannot hold the fixed costs" in page
     assert "<code>featureviz.compare</code> in the spec" in page
+    assert "Run below their floors" in page and "samples 12 (floor 30)" in page
 
 
 def test_a_call_is_split_into_its_fixed_cost_and_its_rows_and_a_loop_pays_rows_and_steps(
@@ -461,6 +542,7 @@ def test_a_call_is_split_into_its_fixed_cost_and_its_rows_and_a_loop_pays_rows_a
     assert row == pytest.approx(0.012 / 72) and call == pytest.approx(0.010 - 24 * row)
     assert split_call((24, 0.010), (96, 0.009)) == (0.010 / 24, 0.0)
     assert other_rows(24, 10_000) == 96 and other_rows(11, 11) == 2 and other_rows(1, 1) == 1
+    assert other_rows(24, 10_000, call_seconds=3.0) == 6  # a large model's call: a quarter
     timing = Timing(forward=0.001, backward=0.002, trace=0.1, row=0.0005, call=0.036)
     loop = Passes(looped=1000, loop_steps=10)
     assert timing.seconds(loop) == pytest.approx(1000 * 0.0005 + 10 * 0.036)

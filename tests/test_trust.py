@@ -100,7 +100,48 @@ def test_probe_finds_the_0_255_range_the_file_does_not_mention(raw_pixel_model, 
     assert "Input range probe" in html and "0-255" in html
     written = json.loads((outcome.out / "summary.json").read_text())
     assert written["model"]["input_range_probe"] == model["input_range_probe"]
-    assert written["model"]["input_range_probe_samples"] == 320
+    # the right range led clearly at the first look allowed (100 images for a relabelling of
+    # 10 classes: two batches of 64), so the probe stopped there, not at its 320 images
+    assert written["model"]["input_range_probe_samples"] == 128
+    assert check["message"].startswith("input range 0-255 chosen by probing 128 images")
+
+
+def test_probe_reads_on_when_the_ranges_cannot_be_told_apart(tmp_path):
+    """Each image standardised first: every candidate range gives (nearly) the same answers,
+    so no range leads and the probe reads its whole sample, then warns."""
+    x, y = digits_8px("train")
+    front = [keras.layers.LayerNormalization(axis=(1, 2, 3))]
+    path = tmp_path / "standardised.keras"
+    train_mlp(x, y, [keras.layers.Dense(10, activation="softmax")], front=front).save(path)
+    outcome = audit(tmp_path, model=str(path))
+    assert outcome.summary["model"]["input_range_probe_samples"] == 320
+    check = next(c for c in outcome.summary["checks"] if c["id"] == "model.input_range")
+    assert check["status"] == "warn" and "cannot be told apart" in check["message"]
+    # under a named budget the probe spends at most what it costs on the reference model: with
+    # that cap made tiny (as on a model far dearer than the reference), it reads on only to its
+    # first look (10 images per class, two batches of 64), and says it could not tell
+    import auditor.predict.input_range as probing
+    from auditor.inputs.datasets import load_dataset
+
+    handle = load_model(str(path))
+    data = load_dataset("sklearn:digits:test", handle.input_shape, handle.num_classes)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(probing, "probe_kernels", lambda candidates: 1e-9)
+        capped = probing.probe_input_range(handle, data, budgeted=True)
+    assert capped.samples == 128
+    assert probing.input_range_check(capped, False, None).status == "warn"
+    assert probing.probe_kernels(5) == 320 * 5 * 0.5 * 5.0  # the reference model's probe
+
+
+def test_the_clear_margin_narrows_with_images_and_widens_with_looks():
+    from auditor.predict.input_range import _leads_clearly, clear_margin
+
+    # 5 RGB candidates, 4 looks: a lead of half the images after 64, a third after 128
+    assert clear_margin(64, 5, 4) == pytest.approx(0.48, abs=0.01)
+    assert clear_margin(128, 5, 4) == pytest.approx(0.34, abs=0.01)
+    assert clear_margin(128, 5, 8) > clear_margin(128, 5, 4) > clear_margin(128, 3, 4)
+    assert _leads_clearly([0.95, 0.12, 0.10], 128, 5)  # right against wrong ranges
+    assert not _leads_clearly([0.95, 0.80, 0.10], 128, 5)  # two close ranges: read on
 
 
 def test_an_explicit_range_skips_the_probe_and_a_wrong_one_is_a_finding(raw_pixel_model,

@@ -4,15 +4,20 @@ A checkpoint trained elsewhere says little about the pixels it was trained on: a
 ``Rescaling`` layer or a keras.applications name is a hint, not an answer (a fine-tuned
 MobileNetV2 may well have been trained on 0-1 inputs). The probe runs one forward pass per
 candidate range over a stratified sample and keeps the range with the best accuracy; the hint
-only breaks ties. An explicit ``--input-range`` skips it. A multi-label model is scored by
-its accuracy per decision (each image's yes/no on each label at the sigmoid's 0.5), against the
-chance of always answering each label's more frequent side.
+only breaks ties. The sample is read in a random order and the probe stops at the end of a batch
+once one range leads every other by more than chance could make it (``clear_margin``): a right
+range beats a wrong one by tens of points, which a batch or two shows, and a pass of a large
+model (ConvNeXtTiny at 48 px: 50 ms an image) makes every image of every candidate count. An
+explicit ``--input-range`` skips it. A multi-label model is scored by its accuracy
+per decision (each image's yes/no on each label at the sigmoid's 0.5), against the chance of
+always answering each label's more frequent side.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +36,9 @@ PROBE_SAMPLES = 320
 # with fewer, a best matching finds agreement in noise.
 MATCHED_IMAGES_PER_CLASS = 10
 Z95 = 1.96  # two-sided 95% normal quantile, for the sampling error of an accuracy
+# The chance that the probe stops early on a range that is not the best: 5%, the level of the
+# sampling error above (``clear_margin``).
+STOP_RISK = 0.05
 CHECK = "model.input_range"
 
 
@@ -80,12 +88,14 @@ def probe_sample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
 
 
 def probe_input_range(handle, dataset, batch_size: int = 64, seed: int = 0,
-                      samples: int = PROBE_SAMPLES) -> ProbeResult:
+                      samples: int = PROBE_SAMPLES, budgeted: bool = False) -> ProbeResult:
     """Score every candidate range on a stratified sample (each batch read once, one forward
-    pass per candidate) and set the winner as the handle's transform."""
+    pass per candidate), stopping after a batch once one range clearly leads (``clear_margin``)
+    or, under a named budget (``budgeted``), once the next batch would cost more than the
+    probe costs on the reference model (``probe_kernels``), and set the winner as the
+    handle's transform."""
 
     from auditor.predict.batched import rows_per_pass
-    from auditor.predict.distribute import run_batch
 
     hint, reason = handle.input_range_hint
     options = candidates(hint, handle.input_shape[-1])
@@ -95,34 +105,124 @@ def probe_input_range(handle, dataset, batch_size: int = 64, seed: int = 0,
     # every candidate's pass runs in one graph: together they must fit the memory budget (on
     # MobileNetV2 224 px, 64 images x 4 candidates raised the resident memory by 2.4 GB)
     batch_size = min(batch_size, rows_per_pass(handle, backward=False, copies=len(transforms)))
-    positions = probe_sample(dataset.labels, samples, seed)
-    labels = dataset.labels[positions]
+    positions = _in_random_order(probe_sample(dataset.labels, samples, seed), batch_size, seed)
     multilabel = getattr(handle, "multilabel", False)
-    preds = np.empty((len(options), *labels.shape), np.int64)
-
-    predict_all = _compiled_probe(handle, transforms, multilabel)
-    for start in range(0, len(positions), batch_size):
-        part = slice(start, start + batch_size)
-        preds[:, part] = np.moveaxis(np.asarray(
-            run_batch(handle, predict_all, dataset.images(positions[part]))), 1, 0)
-    classes = handle.num_classes
-    matched = not multilabel and len(positions) >= MATCHED_IMAGES_PER_CLASS * classes
+    # ranked by accuracy up to class order when the whole sample allows it, and then not
+    # stopped before it does: the key does not change with where the probe stops (that
+    # relabelling is fitted on the images scored, so the stopping bound is approximate there)
+    matched = not multilabel and len(positions) >= MATCHED_IMAGES_PER_CLASS * handle.num_classes
     key = "matched_accuracy" if matched else "accuracy"
-    names = [str(i) for i in range(classes)]
-    rows = [{"range": name, "accuracy": float((p == labels).mean()),
-             "matched_accuracy": (best_relabelling(labels, p, names)["matched_accuracy"]
-                                  if matched else None),
-             "hint": is_hint}
-            for (name, is_hint), p in zip(options, preds, strict=True)]
+    cap = (kernel_seconds(handle) * probe_kernels(len(options))) if budgeted else math.inf
+    labels, preds = _read(handle, dataset, positions, options,
+                          _compiled_probe(handle, transforms, multilabel), batch_size,
+                          matched, cap)
+    rows = _scored(options, labels, preds, handle.num_classes, matched)
     order = {name: i for i, (name, _) in enumerate(options)}
     best = max(rows, key=lambda r: (round(r[key], 9), r["accuracy"], r["hint"],
                                     -order[r["range"]]))
     handle.set_transform(input_transform(best["range"], handle.input_shape[-1]))
     handle.input_range_source = "probe"
     handle.input_range_probe = [dict(r) for r in rows]
-    handle.input_range_probe_samples = len(positions)
+    handle.input_range_probe_samples = len(labels)
     chance = _chance(labels)
-    return ProbeResult(best["range"], hint, reason, rows, len(positions), chance, key)
+    return ProbeResult(best["range"], hint, reason, rows, len(labels), chance, key)
+
+
+def _read(handle, dataset, positions, options, predict_all, batch_size: int, matched: bool,
+          cap: float) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, each candidate's predictions) of the images read: batch after batch until one
+    candidate leads clearly or the next batch would bring the seconds spent over ``cap``,
+    looking only once the key can be computed (``matched``: 10 images per class)."""
+    from auditor.predict.distribute import run_batch
+
+    labels = dataset.labels[positions]
+    key = "matched_accuracy" if matched else "accuracy"
+    first_look = MATCHED_IMAGES_PER_CLASS * handle.num_classes if matched else 1
+    looks = math.ceil(len(positions) / batch_size)
+    preds = np.empty((len(options), *labels.shape), np.int64)
+    spent = 0.0
+    for start in range(0, len(positions), batch_size):
+        part = slice(start, start + batch_size)
+        tick = time.perf_counter()
+        preds[:, part] = np.moveaxis(np.asarray(
+            run_batch(handle, predict_all, dataset.images(positions[part]))), 1, 0)
+        spent += time.perf_counter() - tick  # the first batch's trace included: an upper bound
+        seen = min(start + batch_size, len(positions))
+        if seen == len(positions) or seen < first_look:
+            continue
+        scores = [row[key] for row in _scored(options, labels[:seen], preds[:, :seen],
+                                              handle.num_classes, matched)]
+        next_batch = min(batch_size, len(positions) - seen) * spent / seen
+        if _leads_clearly(scores, seen, looks) or spent + next_batch > cap:
+            return labels[:seen], preds[:, :seen]
+    return labels, preds
+
+
+def probe_kernels(candidates: int) -> float:
+    """Reference kernels the probe may spend under a named budget: what it costs on the
+    reference model of the named budgets (PROBE_SAMPLES images under ``candidates`` ranges,
+    each a forward pass of FORWARD_SHARE of REFERENCE_PASS kernels: predict/plan.py), so that
+    a named budget's wait before the plan is no longer on a dearer model (ConvNeXtTiny at 48
+    px, a pass of 16 kernels: about 100 images under five ranges)."""
+    from auditor.predict.plan import FORWARD_SHARE, REFERENCE_PASS
+
+    return PROBE_SAMPLES * candidates * FORWARD_SHARE * REFERENCE_PASS
+
+
+def kernel_seconds(handle) -> float:
+    """Seconds of the reference kernel now (``predict/plan.py`` ``reference_kernel``), the
+    median of three calls after its trace (kept on the handle: the Keras callback's copy is
+    probed at every audited epoch)."""
+    from auditor.predict.plan import reference_kernel
+
+    run = handle.compiled.get("reference kernel") or reference_kernel()
+    handle.compiled["reference kernel"] = run
+    seconds = []
+    for _ in range(3):
+        tick = time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - tick)
+    return float(np.median(seconds))
+
+
+def _in_random_order(positions: np.ndarray, batch_size: int, seed: int) -> np.ndarray:
+    """The sample's positions shuffled, so that the images read before the probe stops are a
+    random part of the stratified sample (a folder's images come class by class), each batch's
+    sorted (a file read in place is read forward)."""
+    shuffled = np.random.default_rng(seed).permutation(positions)
+    return np.concatenate([np.sort(shuffled[i:i + batch_size])
+                           for i in range(0, len(shuffled), batch_size)] or [shuffled])
+
+
+def _scored(options, labels: np.ndarray, preds: np.ndarray, classes: int,
+            matched: bool) -> list[dict]:
+    """Each candidate's row: its accuracy on these images and, when ``matched``, its
+    accuracy up to a relabelling of the classes."""
+    names = [str(i) for i in range(classes)]
+    return [{"range": name, "accuracy": float((p == labels).mean()),
+             "matched_accuracy": (best_relabelling(labels, p, names)["matched_accuracy"]
+                                  if matched else None),
+             "hint": is_hint}
+            for (name, is_hint), p in zip(options, preds, strict=True)]
+
+
+def clear_margin(images: int, candidates: int, looks: int, risk: float = STOP_RISK) -> float:
+    """The lead over every other candidate, on ``images`` images, past which the leader is
+    the best range but with chance ``risk``: Hoeffding's inequality (Hoeffding 1963, Theorem
+    2) on the mean of each image's difference between two candidates (a number in [-1, 1]),
+    P(mean - its expectation >= t) <= exp(-n t^2 / 2), made to hold at once for every ordered
+    pair of candidates and every one of the ``looks`` the probe may take (a union bound: the
+    looks are many tests of one sample, each of which could stop it)."""
+    pairs = max(candidates * (candidates - 1), 1)
+    return math.sqrt(2 * math.log(pairs * max(looks, 1) / risk) / max(images, 1))
+
+
+def _leads_clearly(scores: list[float], images: int, looks: int) -> bool:
+    """Whether the best score leads every other by more than ``clear_margin``."""
+    if len(scores) < 2:
+        return True
+    ranked = sorted(scores, reverse=True)
+    return ranked[0] - ranked[1] > clear_margin(images, len(scores), looks)
 
 
 def _compiled_probe(handle, transforms, multilabel: bool):

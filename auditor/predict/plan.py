@@ -4,8 +4,9 @@ A budget is counted in passes of a model: one image through a forward and a back
 pass; a forward-only image counts ``FORWARD_SHARE`` of one. ``--budget N`` is N passes of the
 audited model. A named budget (quick, standard, thorough) is a wait: that many passes of a
 reference model (MobileNetV2 at 224 px), in the time a pass of the model at hand takes on this
-machine. That time is measured before the sections run (``measure_timing``: a forward, a
-backward and a training pass, and a trace; the backward pass on two numbers of rows, which
+machine. That time is measured before the sections run (``measure_timing``: a forward and a
+backward pass, and a trace; a training pass only when the plan keeps work that runs it, priced
+from the backward pass until then; the backward pass on two numbers of rows, which
 splits a call's fixed cost from its cost per row, so that a compiled loop's many steps over
 large batches are priced as they run) and divided by the time of a fixed reference kernel
 timed at the same moment, so that a loaded machine, which slows both, plans as a quiet one; the
@@ -76,6 +77,20 @@ LOOP_TRACE = 2.0
 # the sections' calls average about 24 rows. On a large model the overhead is a small share
 # either way (MobileNetV2 224 px fits 11 rows in the memory budget).
 TIMING_ROWS = 24
+# The fixed cost of a forward-backward call (``Timing.call``) is a tenth of a second or less on
+# the models timed (0.12 s on MobileNetV3Small at 48 px under a load of 10): a call of over a
+# second is nine tenths rows, and its split is timed on a quarter of its rows, not four times.
+SPLIT_CALL_SECONDS = 1.0
+# The training pass priced from the forward-backward one until a plan keeps work that runs it
+# (``Timing.train_priced``): timed side by side by ``measure_timing`` at 48 px (6 December
+# 2026, load 10 to 12), a training image took 1.01 of a forward-backward one on
+# MobileNetV3Small and 1.13 on DenseNet121 (both carry the gradient back through every layer;
+# the weights' gradients add one product per layer); a training step's trace took 3.0 and 1.62
+# of the input gradient's trace (1.55 and 2.4 in Python tracing alone, docs/scale.md; 1.8 in its
+# trace table's run). The middle of each: a price only decides whether the plan keeps the
+# fine-tuning, and a kept one is timed and the plan made again by the measure.
+TRAIN_SHARE = 1.1
+TRAIN_TRACE_SHARE = 2.0
 # Timed calls per pass, of which the median counts: one call of MobileNetV2 at 224 px varied by
 # up to 40% from one to the next on a quiet machine (a backward pass 20 to 28 ms an image), and
 # the whole audit's estimate with it (0.75 to 1.01 of the actual time in two runs).
@@ -215,6 +230,10 @@ class Timing:
     train_trace: float | None = None
     row: float | None = None  # seconds per forward-backward row less a call's share; None: backward
     call: float | None = None  # the fixed seconds of a forward-backward call (None: not timed)
+    # ``train`` and ``train_trace`` priced from the forward-backward pass (TRAIN_SHARE,
+    # TRAIN_TRACE_SHARE), not timed: the training pass is timed (``with_training``) only when
+    # a plan keeps work that runs it, since its trace alone is seconds on a large model.
+    train_priced: bool = False
 
     def seconds(self, passes: Passes) -> float:
         row, call = self.forward_split()
@@ -251,7 +270,7 @@ class Timing:
         return Timing(graded(self.forward), graded(self.backward), graded(self.trace),
                       graded(self.train), kernel=1.0, copy=graded(self.copy), twin=self.twin,
                       train_trace=graded(self.train_trace), row=graded(self.row),
-                      call=graded(self.call))
+                      call=graded(self.call), train_priced=self.train_priced)
 
 
 @dataclass
@@ -271,6 +290,9 @@ class Plan:
     budget_kernels: float | None = None
     kernels: Timing | None = None
     dropped: dict[str, list[Drop]] = field(default_factory=dict)  # section -> work left out
+    # section -> {setting: its floor} for the settings run below their floor (a section's
+    # THIN): the budget could not hold the floors on this model (``_thinned``)
+    below_floor: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def total_passes(self) -> float:
@@ -280,6 +302,11 @@ class Plan:
     def total_kernels(self) -> float | None:
         return (None if self.kernels is None
                 else sum(self.kernels.seconds(p) for p in self.passes.values()))
+
+    @property
+    def trains(self) -> bool:
+        """Whether the planned work runs a training step (Clever Hans's fine-tuned copies)."""
+        return any(p.train > 0 or p.train_traces > 0 for p in self.passes.values())
 
     @property
     def over_budget(self) -> bool:
@@ -307,6 +334,13 @@ class Plan:
                   f"): the budget cannot hold its fixed costs at the lowest settings; "
                   f"'{name}.{drop.setting}' in the spec or a larger --budget brings it back"
                   for name, drops in self.dropped.items() for drop in drops]
+        lines += [f"{name}: " + ", ".join(f"{key} {setting(self.options[name], key)}"
+                                         for key in floors)
+                  + " below " + ("its floor" if len(floors) == 1 else "their floors") + " ("
+                  + ", ".join(str(floor) for floor in floors.values())
+                  + "): the budget cannot hold the floors on this model, so the section's "
+                  "checks are not measured; a larger --budget measures them"
+                  for name, floors in self.below_floor.items()]
         if self.over_budget and self.kernels is not None:
             lines.append(f"{self.total_kernels:.0f} reference kernels at the lowest settings, "
                          f"and with the work above given up, over the budget of "
@@ -341,6 +375,11 @@ class Plan:
         })
         if self.dropped:
             block["dropped"] = self.dropped_block()
+        if self.below_floor:
+            block["below_floor"] = {
+                name: {k: {"value": setting(self.options[name], k), "floor": floor}
+                       for k, floor in floors.items()}
+                for name, floors in self.below_floor.items()}
         if self.timing is not None:
             block["timing"] = self._timing_block()
         if actual_seconds is not None:
@@ -351,8 +390,9 @@ class Plan:
         """What was measured (seconds per image, and the reference kernel's seconds) and, for a
         named budget, what the plan used: the graded times and the budget in kernels."""
         kinds = ("forward", "backward", "train", "trace", "copy", "train_trace", "row", "call")
+        priced = ("train", "train_trace") if self.timing.train_priced else ()
         block: dict = {"measured": {k: getattr(self.timing, k) for k in kinds
-                                    if getattr(self.timing, k) is not None}}
+                                    if getattr(self.timing, k) is not None and k not in priced}}
         if self.timing.kernel is not None:
             block["measured"]["kernel"] = self.timing.kernel
         block["measured"] = {k: float(f"{v:.3g}") for k, v in block["measured"].items()}
@@ -470,21 +510,19 @@ def make_plan(modules: dict, options: dict, tables: dict[str, dict], facts: Fact
                else {name: [] for name in modules})
     base = {name: _with_drops(full[name], dropped[name]) for name in modules}
 
-    def options_at(scale: float) -> dict:
-        return {name: _scaled(base[name], free[name], scale) for name in modules}
+    floors = (_thinned(modules, base, free, cost, limit) if kernels
+              and cost({n: _scaled(base[n], free[n], 0.0) for n in modules}) > limit else free)
 
-    scale = 1.0
-    if cost(options_at(1.0)) > limit:
-        low, high = 0.0, 1.0
-        for _ in range(30):
-            middle = (low + high) / 2
-            low, high = (middle, high) if cost(options_at(middle)) <= limit else (low, middle)
-        scale = low
+    def options_at(scale: float) -> dict:
+        return {name: _scaled(base[name], floors[name], scale) for name in modules}
+
+    scale = _largest_fitting(lambda scale: cost(options_at(scale)) <= limit)
     chosen = options_at(scale)
     plan = Plan(budget=budget, scale=scale, passes=_charged(modules, chosen, facts),
                 timing=timing, kernels=kernels, budget_kernels=limit if kernels else None,
                 budget_passes=max(1, int(limit / kernels.backward if kernels else limit)),
-                dropped={name: drops for name, drops in dropped.items() if drops})
+                dropped={name: drops for name, drops in dropped.items() if drops},
+                below_floor=_below_floor(chosen, free, floors))
     for name, options in chosen.items():
         changed = {k: setting(options, k) for k in free[name]
                    if setting(options, k) != setting(base[name], k)}
@@ -494,6 +532,50 @@ def make_plan(modules: dict, options: dict, tables: dict[str, dict], facts: Fact
         plan.options[name] = with_settings(_with_drops(given[name], dropped[name]),
                                            plan.settings.get(name, {}))
     return plan
+
+
+def _largest_fitting(fits) -> float:
+    """The largest factor in [0, 1] for which ``fits(factor)`` (1 when it fits at 1), found by
+    bisection: what it sizes grows with the factor; 0 when nothing fits."""
+    if fits(1.0):
+        return 1.0
+    low, high = 0.0, 1.0
+    for _ in range(30):
+        middle = (low + high) / 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return low
+
+
+def _thinned(modules: dict, base: dict, free: dict, cost, limit: float) -> dict:
+    """``free`` with the floors a section declares thinnable (``THIN``: {setting: the least
+    it may go to}) lowered by the largest common factor whose lowest settings fit the budget
+    (to their least when none does): a named budget is the same wait on every model, and
+    at the floors a model whose pass costs ten times more would wait ten times longer. What
+    runs below a floor is listed (``Plan.below_floor``) and its section's checks say they
+    were not measured (pipeline.py ``below_floors``), never a pass from too few images."""
+    least = {name: {k: most for k, most in getattr(module, "THIN", {}).items()
+                    if k in free[name] and not isinstance(free[name][k], Coarsest)}
+             for name, module in modules.items()}
+
+    def lowered(factor: float) -> dict:
+        return {name: {k: (max(least[name][k], int(round(bound * factor)))
+                           if k in least[name] else bound) for k, bound in free[name].items()}
+                for name in modules}
+
+    def fits(factor: float) -> bool:
+        floors = lowered(factor)
+        return cost({n: _scaled(base[n], floors[n], 0.0) for n in modules}) <= limit
+
+    return lowered(_largest_fitting(fits))
+
+
+def _below_floor(chosen: dict, free: dict, floors: dict) -> dict:
+    """{section: {setting: its floor}} for the settings ``chosen`` below their floor."""
+    below = {name: {k: bound for k, bound in free[name].items()
+                    if floors[name][k] != bound and setting(options, k) is not None
+                    and setting(options, k) < bound}
+             for name, options in chosen.items()}
+    return {name: settings for name, settings in below.items() if settings}
 
 
 def _dropped(modules: dict, tables: dict, full: dict, free: dict, cost, limit: float) -> dict:
@@ -636,35 +718,61 @@ def _passes(module, options, facts: Facts) -> Passes:
     return cost(options, facts) if cost else Passes()
 
 
-def measure_timing(handle, rows: int | None = None) -> Timing:
+def measure_timing(handle, rows: int | None = None, train: bool = True) -> Timing:
     """Seconds per image of the forward pass, the forward-backward pass (gradient of the input)
-    and the training pass (gradient of every weight), each the median of TIMING_REPEATS calls
-    on one batch of ``rows`` random images after a first call, whose extra time is the cost of
-    one trace; one copy of the model (inputs/copies.py); and the reference kernel's seconds,
-    the median of one call before each of theirs. The forward-backward pass is also timed on a
-    second number of rows (``other_rows``), by the same trace (its signature takes any number
-    of images), which splits its time into a fixed cost per call and a cost per row.
+    and, with ``train``, the training pass (gradient of every weight: ``with_training``), each
+    the median of TIMING_REPEATS calls on one batch of ``rows`` random images after a first
+    call, whose extra time is the cost of one trace; one copy of the model
+    (inputs/copies.py); and the reference kernel's seconds, the median of one call before each
+    of theirs. The forward-backward pass is also timed on a second number of rows
+    (``other_rows``), by the same trace (its signature takes any number of images), which
+    splits its time into a fixed cost per call and a cost per row. Without ``train`` the
+    training pass is priced from the forward-backward one (``Timing.train_priced``).
     By default TIMING_ROWS rows, or fewer when one backward pass of that many does not fit the
     memory budget."""
     import tensorflow as tf
 
     from auditor.methods.attribution.gradient import gradient_pass
-    from auditor.predict.batched import rows_per_pass
-    from auditor.predict.distribute import run_batch
 
-    fits = rows_per_pass(handle, backward=True)
-    rows = rows or int(np.clip(fits, 1, TIMING_ROWS))
-    other = other_rows(rows, fits)
-    x = np.random.default_rng(0).uniform(0, 1, (max(rows, other), *handle.input_shape)).astype(
-        np.float32)
-    x, x_other = x[:rows], x[:other]
-    weights = handle.logits_model.trainable_variables
-
+    x, rows, fits = timing_batches(handle, rows)
     gradients = gradient_pass(handle, "logit")  # traced here for every gradient method
 
     def gradient(images):
         count = tf.shape(images)[:1]
         return gradients(images, tf.zeros(count, tf.int32), tf.fill(count, -1))
+
+    kernel, kernels = reference_kernel(), []
+    _, calls, _ = _timed_calls(handle, handle.logits_fn, x[:rows], kernel, kernels)
+    seconds = {"forward": float(np.median(calls)) / rows}
+    # a forward-backward call costs about a forward call over FORWARD_SHARE
+    other = other_rows(rows, fits, float(np.median(calls)) / FORWARD_SHARE)
+    first, calls, others = _timed_calls(handle, gradient, x[:rows], kernel, kernels, x[:other])
+    seconds["backward"] = float(np.median(calls)) / rows
+    if others:
+        seconds["row"], seconds["call"] = split_call(
+            (rows, float(np.median(calls))), (other, float(np.median(others))))
+    seconds["trace"] = max(first - seconds["backward"] * rows, 0.0)
+    kernels.append(_timed(kernel))
+    seconds.update(_copy_seconds(handle))
+    timing = Timing(**seconds, kernel=float(np.median(kernels)), train_priced=True,
+                    train=TRAIN_SHARE * seconds["backward"],
+                    train_trace=TRAIN_TRACE_SHARE * seconds["trace"])
+    return with_training(handle, timing, x[:rows]) if train else timing
+
+
+def with_training(handle, timing: Timing, x: np.ndarray | None = None) -> Timing:
+    """``timing`` with the training pass timed (its first call, less a call, is a training
+    step's trace), in place of its price: beside kernels of its own, so that its seconds count
+    at ``timing``'s load (scaled by the two kernels' ratio). A model without trainable weights
+    keeps the price (no training step can run on it)."""
+    import tensorflow as tf
+
+    weights = handle.logits_model.trainable_variables
+    if not timing.train_priced or not weights:
+        return timing
+    if x is None:
+        x, rows, _ = timing_batches(handle)
+        x = x[:rows]
 
     @tf.function
     def train(images):
@@ -675,35 +783,52 @@ def measure_timing(handle, rows: int | None = None) -> Timing:
         return tf.fill(tf.shape(images)[:1], total)  # one row per image, as replicas gather
 
     kernel, kernels = reference_kernel(), []
-    seconds = {}
-    for name, fn in (("forward", handle.logits_fn), ("backward", gradient), ("train", train)):
-        if name == "train" and not weights:
-            continue
-        first = _timed(run_batch, handle, fn, x)
-        calls, others = [], []
-        for _ in range(TIMING_REPEATS):  # each call beside a kernel: both see the same load
-            kernels.append(_timed(kernel))
-            calls.append(_timed(run_batch, handle, fn, x))
-            if name == "backward" and other != rows:
-                others.append(_timed(run_batch, handle, fn, x_other))
-        seconds[name] = float(np.median(calls)) / rows
-        if name == "backward" and others:
-            seconds["row"], seconds["call"] = split_call(
-                (rows, float(np.median(calls))), (other, float(np.median(others))))
-        if name in ("backward", "train"):
-            seconds["trace" if name == "backward" else "train_trace"] = max(
-                first - seconds[name] * rows, 0.0)
-    kernels.append(_timed(kernel))
-    seconds.update(_copy_seconds(handle))
-    return Timing(**seconds, kernel=float(np.median(kernels)))
+    first, calls, _ = _timed_calls(handle, train, x, kernel, kernels)
+    load = timing.kernel / float(np.median(kernels)) if timing.kernel else 1.0
+    per_image = float(np.median(calls)) / len(x)
+    return dataclasses.replace(timing, train=per_image * load,
+                               train_trace=max(first - per_image * len(x), 0.0) * load,
+                               train_priced=False)
 
 
-def other_rows(rows: int, fits: int) -> int:
+def timing_batches(handle, rows: int | None = None) -> tuple[np.ndarray, int, int]:
+    """The random images the passes are timed on (as many as ``other_rows`` may ask), the
+    rows of the timed call (TIMING_ROWS, or fewer when a backward pass of that many does not
+    fit the memory budget: the first of them) and the rows a backward pass fits."""
+    from auditor.predict.batched import rows_per_pass
+
+    fits = rows_per_pass(handle, backward=True)
+    rows = rows or int(np.clip(fits, 1, TIMING_ROWS))
+    x = np.random.default_rng(0).uniform(0, 1, (max(rows, other_rows(rows, fits)),
+                                                 *handle.input_shape)).astype(np.float32)
+    return x, rows, fits
+
+
+def _timed_calls(handle, fn, x, kernel, kernels: list, x_other=None):
+    """(the first call's seconds, TIMING_REPEATS calls' seconds, and as many on ``x_other``
+    when given), each call beside a kernel appended to ``kernels``: both see the same load."""
+    from auditor.predict.distribute import run_batch
+
+    first = _timed(run_batch, handle, fn, x)
+    calls, others = [], []
+    for _ in range(TIMING_REPEATS):
+        kernels.append(_timed(kernel))
+        calls.append(_timed(run_batch, handle, fn, x))
+        if x_other is not None and len(x_other) != len(x):
+            others.append(_timed(run_batch, handle, fn, x_other))
+    return first, calls, others
+
+
+def other_rows(rows: int, fits: int, call_seconds: float = 0.0) -> int:
     """The second number of rows the forward-backward pass is timed on: four times ``rows``
-    when that fits the memory budget (``fits`` rows), else a quarter (a model too large for
-    TIMING_ROWS rows, whose fixed cost per call is a small share of a call anyway); ``rows``
-    itself when neither differs from it (one row: the split is not made)."""
-    return 4 * rows if 4 * rows <= fits else max(1, rows // 4)
+    when that fits the memory budget (``fits`` rows) and a call of ``rows`` takes at most
+    SPLIT_CALL_SECONDS (``call_seconds``), else a quarter (a large model, whose fixed cost per
+    call is a small share of a call anyway: three calls of 96 rows of ConvNeXtTiny at 48 px
+    were half a minute of the plan's timing); ``rows`` itself when neither differs from it
+    (one row: the split is not made)."""
+    if 4 * rows <= fits and call_seconds <= SPLIT_CALL_SECONDS:
+        return 4 * rows
+    return max(1, rows // 4)
 
 
 def split_call(timed: tuple[int, float], other: tuple[int, float]) -> tuple[float, float]:
@@ -735,13 +860,16 @@ def _copy_seconds(handle) -> dict:
         return {"copy": None}
 
 
-def model_timing(handle) -> Timing:
+def model_timing(handle, train: bool = True) -> Timing:
     """``measure_timing(handle)``, measured once per model handle and kept with its compiled
     functions: the Keras callback's one audit copy keeps its architecture from epoch to epoch
     (only its weights change), so every audit of a fit, and the sizing of each, read the
-    same measure."""
+    same measure. Without ``train`` the training pass is priced, not timed; asked with it
+    later, it is timed then (``with_training``) and kept."""
     if "timing" not in handle.compiled:
-        handle.compiled["timing"] = measure_timing(handle)
+        handle.compiled["timing"] = measure_timing(handle, train=train)
+    elif train:
+        handle.compiled["timing"] = with_training(handle, handle.compiled["timing"])
     return handle.compiled["timing"]
 
 

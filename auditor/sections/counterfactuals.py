@@ -62,6 +62,10 @@ class Options:
 # The compute plan (auditor.predict.plan) may lower these, never below the floor: 8 mistakes
 # fill the gallery; 50 Adam steps at the default rate move a pixel by up to 0.5.
 PLANNED = {"mistakes": 8, "steps": 50}
+# Lowered below the floor, down to this, when a named budget cannot hold the floors on this
+# model (predict/plan.py ``_thinned``; the check then says it was not measured): two mistakes
+# still make the search and the gallery, and the search's rows are the section's cost.
+THIN = {"mistakes": 2}
 
 
 def passes(options: Options, facts: Facts) -> Passes:
