@@ -714,18 +714,24 @@ def test_a_training_step_cut_into_blocks_makes_the_one_batch_update(tmp_path, mo
         np.testing.assert_allclose(cut, whole, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("points", ["np.zeros((20, 64))", "np.full((20, 64), 3e-12)",
-                                    "np.random.default_rng(0).normal(size=(20, 64)) * 1e-25"])
-def test_the_embedding_of_points_all_alike_or_tiny_does_not_crash_the_process(points):
+EMBEDDED_POINTS = ["np.zeros((20, 64))", "np.full((20, 64), 3e-12)",
+                   "np.random.default_rng(0).normal(size=(20, 64)) * 1e-25"]
+
+
+def test_the_embedding_of_points_all_alike_or_tiny_does_not_crash_the_process():
     """t-SNE on rows that are all the same, or too small for float32's squares, divided by a
     spread of zero and crashed scikit-learn's Barnes-Hut code with a segmentation fault: the
     audit of a random nested MobileNetV2 died in Clever Hans with no word. A child process,
-    so that a crash fails this test and not the session."""
+    so that a crash fails this test and not the session; one child for every case (each
+    child's imports cost more than its embedding), which names each case before it runs it."""
     import subprocess
     import sys
 
-    code = ("import numpy as np\nfrom auditor.methods.shortcuts.discovery import embed_2d\n"
-            f"e = embed_2d({points})\nassert e.shape == (20, 2) and np.isfinite(e).all()\n")
+    code = "import numpy as np\nfrom auditor.methods.shortcuts.discovery import embed_2d\n"
+    for points in EMBEDDED_POINTS:
+        code += (f"print({points!r}, flush=True)\ne = embed_2d({points})\n"
+                 "assert e.shape == (20, 2) and np.isfinite(e).all()\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
-    assert done.returncode == 0, done.stderr[-500:]
+    assert done.returncode == 0, (done.stdout.splitlines()[-1:], done.stderr[-500:])
+    assert done.stdout.splitlines() == EMBEDDED_POINTS  # every case ran

@@ -421,6 +421,20 @@ def in_a_small_file_system(tmp_path: Path, options: str,
     return done
 
 
+# The attribution section's card at its smallest useful size (tests/test_format.py's TINY), for
+# runs that need a section at work and do not test the card
+SMALL_CARD = """[attribution]
+methods = ["gradient"]
+examples = 2
+sanity_samples = 2
+sanity_stages = 2
+faithfulness_samples = 4
+faithfulness_steps = 4
+compare_layers = 1
+input_invariance = false
+"""
+
+
 @pytest.mark.parametrize("options, words", [("size=1m", "free where --out"),
                                             ("size=64m,nr_inodes=16", "free inodes")])
 def test_a_disk_without_room_is_refused_before_the_model_is_read(tmp_path, options, words):
@@ -433,9 +447,12 @@ def test_a_disk_without_room_is_refused_before_the_model_is_read(tmp_path, optio
 def test_a_disk_that_fills_up_while_the_report_is_written_is_one_line(tmp_path,
                                                                       digits_model_path):
     """The disk fills (another job's file) once the run is under way: one line, exit 2,
-    nothing of the run left."""
+    nothing of the run left. A small reliability card (SMALL_CARD): the card is not what is
+    tested, only a section still at work when the disk fills."""
+    spec = tmp_path / "small-card.toml"
+    spec.write_text(SMALL_CARD)
     done = in_a_small_file_system(tmp_path, "size=12m", f"""
-        "$PY" -m auditor audit --model {digits_model_path} --data sklearn:digits:test \\
+        "$PY" -m auditor audit {spec} --model {digits_model_path} --data sklearn:digits:test \\
             --sections performance,attribution --out "$MNT/run" --quiet &
         pid=$!
         until ls "$MNT"/.run.partial-*/predictions.npz >/dev/null 2>&1; do
