@@ -416,7 +416,7 @@ def test_gradcam_pp_says_why_it_does_not_apply_on_a_layer_norm(tmp_path):
     handle = saved_handle(tiny_convnext(), tmp_path, "convnext")
     x = images_for(handle, 8)
     targets = handle.logits(x).numpy().argmax(axis=1)
-    assert resolve_layer(handle, None) == "down_norm"
+    assert resolve_layer(handle, None) == resolve_layer(handle, None, rectified=True) == "down_norm"
     activation, grads = layer_gradients(handle, x, targets, np.full(8, -1), "logit", "down_norm")
     assert np.abs(activation.sum(axis=-1)).max() < 1e-4  # the channels cancel at each position
     cams = np.einsum("nhwc,nc->nhw", activation, gradcam_pp_weights(activation, grads))
@@ -429,6 +429,30 @@ def test_gradcam_pp_says_why_it_does_not_apply_on_a_layer_norm(tmp_path):
     assert "gradcam" in maps and (maps["gradcam"].reshape(8, -1).max(axis=1) > 0).all()
     rectified = attribute(handle, x, targets, "gradcam_pp", layer="expand")
     assert np.isfinite(rectified).all() and rectified.max() > 0
+
+
+def test_gradcam_pp_defaults_to_the_last_rectified_layer_on_the_trunk(tmp_path):
+    """DenseNet ends its trunk at 2 x 2 in a ReLU and a linear 1 x 1 convolution (``pool4_relu``,
+    ``pool4_conv``): Grad-CAM reads the convolution, Grad-CAM++ the ReLU before it, and the
+    report names each one's layer."""
+    import keras
+
+    from auditor.methods.attribution.layer import method_layers, resolve_layer
+
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    h = L.ReLU(name="pool_relu")(L.Conv2D(8, 3, padding="same", name="block")(inputs))
+    h = L.Conv2D(4, 1, name="pool_conv")(h)
+    handle = saved_handle(keras.Model(inputs, L.Dense(3)(L.GlobalAveragePooling2D()(h))),
+                          tmp_path, "densenet")
+    assert resolve_layer(handle, None) == "pool_conv"
+    assert method_layers(handle, ["gradcam", "gradcam_pp"], {}) == {
+        "gradcam": {"layer": "pool_conv", "kind": "spatial"},
+        "gradcam_pp": {"layer": "pool_relu", "kind": "spatial"}}
+    x = images_for(handle, 2)
+    np.testing.assert_allclose(attribute(handle, x, [0, 1], "gradcam_pp"),
+                               attribute(handle, x, [0, 1], "gradcam_pp", layer="pool_relu"))
 
 
 def test_layer_attribution_returns_maps_with_the_layers_shape(digits_handle, digits_test):

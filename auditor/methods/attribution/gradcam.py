@@ -13,8 +13,11 @@ for the last convolution after its ReLU, and its channel weights are never negat
 activations, a LayerNorm's (ConvNeXt's downsampling, a transformer's tokens), a residual sum's
 or a linear convolution's, the non-negative weights cancel channels against each other (a
 LayerNorm's sum to zero at every position) and the alphas favour the channels whose sum is
-negative: nested ConvNeXtTiny's maps were all zero on 12 of 12 images. It then says so in one
-line instead of giving maps (Grad-CAM's weights are signed and still apply).
+negative: nested ConvNeXtTiny's maps were all zero on 12 of 12 images. Its default layer is
+the last rectified one on the trunk at Grad-CAM's grid (DenseNet's ``pool4_relu`` before its
+linear ``pool4_conv``); where there is none (ConvNeXt, ResNetV2, NASNet, a transformer's
+tokens) it says so in one line instead of giving maps (Grad-CAM's weights are signed and still
+apply).
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ def check_rectified(activation: np.ndarray, layer: str) -> None:
 
 def class_activation_maps(handle, x, targets, contrast, score, layer, weighting,
                           rectified: bool = False) -> np.ndarray:
-    layer = resolve_layer(handle, layer)
+    layer = resolve_layer(handle, layer, rectified)
     activation, grads = layer_gradients(handle, x, targets, contrast, score, layer)
     if rectified:
         check_rectified(activation, layer)
@@ -100,7 +103,7 @@ def gradcam(handle, x, targets, contrast, score, budget, layer):
 @register("gradcam_pp", "Grad-CAM++: channels weighted by positive gradients with per-position "
                         "weights, better for several instances of a class; on a rectified layer "
                         "only.", options=LAYER_OPTION,
-          signed=False, needs_layer=True)
+          signed=False, needs_layer=True, needs_rectified=True)
 def gradcam_pp(handle, x, targets, contrast, score, budget, layer):
     return class_activation_maps(handle, x, targets, contrast, score, layer, gradcam_pp_weights,
                                  rectified=True)
