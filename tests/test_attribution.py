@@ -426,6 +426,7 @@ def test_gradcam_pp_says_why_it_does_not_apply_on_a_layer_norm(tmp_path):
     maps, unavailable = compute_maps(handle, x, targets, ["gradcam", "gradcam_pp"], "logit", {})
     why = unavailable["gradcam_pp"]
     assert why.startswith("Grad-CAM++ does not apply at layer 'down_norm'") and "\n" not in why
+    assert why.endswith("read Grad-CAM")  # whole, not cut at the report's 400 characters
     assert "gradcam" in maps and (maps["gradcam"].reshape(8, -1).max(axis=1) > 0).all()
     rectified = attribute(handle, x, targets, "gradcam_pp", layer="expand")
     assert np.isfinite(rectified).all() and rectified.max() > 0

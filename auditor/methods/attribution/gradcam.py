@@ -70,10 +70,9 @@ def check_rectified(activation: np.ndarray, layer: str) -> None:
     if low < RECTIFIED_FLOOR:
         raise AuditorError(
             f"Grad-CAM++ does not apply at layer '{layer}': its activations go down to "
-            f"{low:.3g}, and its weights are derived for rectified ones (Chattopadhay et al. "
-            "2018: the last convolution after its ReLU); signed channels, a LayerNorm's or a "
-            "residual sum's, cancel under them. Set its 'layer' option to a rectified layer, "
-            "or read Grad-CAM, whose weights are signed")
+            f"{low:.3g}, its weights assume rectified ones (Chattopadhay et al. 2018) and "
+            "signed channels cancel under them; set its 'layer' option to a ReLU's layer, or "
+            "read Grad-CAM")
 
 
 def class_activation_maps(handle, x, targets, contrast, score, layer, weighting,
