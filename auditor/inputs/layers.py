@@ -254,7 +254,9 @@ def is_rectified(layer) -> bool:
 def last_rectified_layer(model) -> str | None:
     """Path of the last layer on the trunk at ``last_conv_layer``'s grid whose output is
     rectified (``is_rectified``), or None: DenseNet's ``pool4_relu`` before its linear
-    ``pool4_conv``; none on a trunk of residual sums or layer norms (ResNetV2, ConvNeXt)."""
+    ``pool4_conv``; ResNet50V2's ``conv4_block1_preact_relu`` at 32 px, the stage's first
+    pre-activation, which its shortcut convolution reads too (Grad-CAM's ``conv4_block5_out`` is
+    a residual sum); none on a trunk of residual sums and layer norms (ConvNeXt)."""
     last = last_conv_layer(model)
     spatial = list(_spatial_layers(model))
     grid = next(grid for path, grid, _ in spatial if path == last)

@@ -15,9 +15,8 @@ or a linear convolution's, the non-negative weights cancel channels against each
 LayerNorm's sum to zero at every position) and the alphas favour the channels whose sum is
 negative: nested ConvNeXtTiny's maps were all zero on 12 of 12 images. Its default layer is
 the last rectified one on the trunk at Grad-CAM's grid (DenseNet's ``pool4_relu`` before its
-linear ``pool4_conv``); where there is none (ConvNeXt, ResNetV2, NASNet, a transformer's
-tokens) it says so in one line instead of giving maps (Grad-CAM's weights are signed and still
-apply).
+linear ``pool4_conv``); where there is none (ConvNeXt, a transformer's tokens) it says so in
+one line instead of giving maps (Grad-CAM's weights are signed and still apply).
 """
 
 from __future__ import annotations
