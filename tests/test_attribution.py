@@ -454,6 +454,8 @@ def test_gradcam_pp_defaults_to_the_last_rectified_layer_on_the_trunk(tmp_path):
     x = images_for(handle, 2)
     np.testing.assert_allclose(attribute(handle, x, [0, 1], "gradcam_pp"),
                                attribute(handle, x, [0, 1], "gradcam_pp", layer="pool_relu"))
+    residual = saved_handle(tiny_functional(3), tmp_path, "residual")  # a sum of ReLUs stays
+    assert method_layers(residual, ["gradcam_pp"], {})["gradcam_pp"]["layer"] == "add"
 
 
 def test_layer_attribution_returns_maps_with_the_layers_shape(digits_handle, digits_test):

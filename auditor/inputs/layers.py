@@ -241,14 +241,26 @@ RECTIFIERS = ("relu", "relu6", "silu", "swish", "gelu", "hard_silu", "hard_swish
               "softplus", "sigmoid", "hard_sigmoid")
 
 
-def is_rectified(layer) -> bool:
-    """Whether the layer's output is a rectifier's by construction (a ReLU layer without a
-    negative slope, or a layer applying one of ``RECTIFIERS``)."""
+# Layers whose output keeps their inputs' sign: joins, pooling, padding and cropping.
+KEEPS_SIGN = ("Concatenate", "Add", "Maximum", "MaxPooling2D", "AveragePooling2D",
+              "ZeroPadding2D", "Cropping2D")
+
+
+def is_rectified(layer, depth: int = 4) -> bool:
+    """Whether the layer's output is a rectifier's by construction: a ReLU layer without a
+    negative slope, a layer applying one of ``RECTIFIERS``, or a join or pooling of such
+    (InceptionV3's ``mixed7``, a residual sum of ReLUs), looked for ``depth`` layers back."""
     import keras
 
     if isinstance(layer, keras.layers.ReLU):
         return not layer.negative_slope
-    return getattr(getattr(layer, "activation", None), "__name__", None) in RECTIFIERS
+    if getattr(getattr(layer, "activation", None), "__name__", None) in RECTIFIERS:
+        return True
+    nodes = getattr(layer, "_inbound_nodes", None)
+    if type(layer).__name__ not in KEEPS_SIGN or not nodes or not depth:
+        return False
+    parents = nodes[0].parent_nodes
+    return bool(parents) and all(is_rectified(p.operation, depth - 1) for p in parents)
 
 
 def last_rectified_layer(model) -> str | None:
