@@ -385,6 +385,79 @@ def test_layer_taps_reach_a_block_inside_a_backbone_made_from_a_list_of_inputs(t
     assert np.isfinite(attribute(handle, x.numpy(), np.array([0, 1]), "gradcam")).all()
 
 
+def tiny_convnext(seed: int = 0):
+    """ConvNeXt's shape in miniature: a patchify stem, a residual block (depthwise conv,
+    LayerNorm, GELU expansion), and a downsampling LayerNorm before a strided conv to 1 x 1, so
+    the last spatial layer on the trunk, Grad-CAM's default, is that LayerNorm."""
+    import keras
+
+    L = keras.layers
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((16, 16, 3))
+    h = L.Conv2D(16, 4, strides=4, name="stem")(inputs)
+    r = L.LayerNormalization(epsilon=1e-6)(L.DepthwiseConv2D(3, padding="same")(h))
+    r = L.Dense(16)(L.Dense(32, activation="gelu", name="expand")(r))
+    h = L.LayerNormalization(epsilon=1e-6, name="down_norm")(L.Add(name="block")([h, r]))
+    h = L.Conv2D(32, 4, strides=4, name="down")(h)
+    return keras.Model(inputs, L.Dense(3)(L.GlobalAveragePooling2D()(h)))
+
+
+def test_gradcam_pp_says_why_it_does_not_apply_on_a_layer_norm(tmp_path):
+    """Nested ConvNeXtTiny's Grad-CAM++ was all zero on 12 of 12 images at its default layer, a
+    downsampling LayerNorm: its channels sum to zero at every position, Grad-CAM++'s weights
+    are never negative, and its alphas (derived for rectified maps) favour the channels whose
+    sum is negative. Reproduced here, then the method says so in one line; Grad-CAM (signed
+    weights) still applies there, and Grad-CAM++ on a rectified layer (GELU's) runs."""
+    from auditor.methods.attribution.gradcam import gradcam_pp_weights
+    from auditor.methods.attribution.layer import layer_gradients, resolve_layer
+    from auditor.methods.attribution.reliability import degenerate_reason
+    from auditor.steps.card import compute_maps
+
+    handle = saved_handle(tiny_convnext(), tmp_path, "convnext")
+    x = images_for(handle, 8)
+    targets = handle.logits(x).numpy().argmax(axis=1)
+    assert resolve_layer(handle, None) == resolve_layer(handle, None, rectified=True) == "down_norm"
+    activation, grads = layer_gradients(handle, x, targets, np.full(8, -1), "logit", "down_norm")
+    assert np.abs(activation.sum(axis=-1)).max() < 1e-4  # the channels cancel at each position
+    cams = np.einsum("nhwc,nc->nhw", activation, gradcam_pp_weights(activation, grads))
+    # the paper's formula, unguarded, rectified: the card's "not measurable" (3 of 8 here)
+    assert degenerate_reason(np.maximum(cams, 0)).startswith("maps are all zero")
+
+    maps, unavailable = compute_maps(handle, x, targets, ["gradcam", "gradcam_pp"], "logit", {})
+    why = unavailable["gradcam_pp"]
+    assert why.startswith("Grad-CAM++ does not apply at layer 'down_norm'") and "\n" not in why
+    assert why.endswith("read Grad-CAM")  # whole, not cut at the report's 400 characters
+    assert "gradcam" in maps and (maps["gradcam"].reshape(8, -1).max(axis=1) > 0).all()
+    rectified = attribute(handle, x, targets, "gradcam_pp", layer="expand")
+    assert np.isfinite(rectified).all() and rectified.max() > 0
+
+
+def test_gradcam_pp_defaults_to_the_last_rectified_layer_on_the_trunk(tmp_path):
+    """DenseNet ends its trunk at 2 x 2 in a ReLU and a linear 1 x 1 convolution (``pool4_relu``,
+    ``pool4_conv``): Grad-CAM reads the convolution, Grad-CAM++ the ReLU before it, and the
+    report names each one's layer."""
+    import keras
+
+    from auditor.methods.attribution.layer import method_layers, resolve_layer
+
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    h = L.ReLU(name="pool_relu")(L.Conv2D(8, 3, padding="same", name="block")(inputs))
+    h = L.Conv2D(4, 1, name="pool_conv")(h)
+    handle = saved_handle(keras.Model(inputs, L.Dense(3)(L.GlobalAveragePooling2D()(h))),
+                          tmp_path, "densenet")
+    assert resolve_layer(handle, None) == "pool_conv"
+    assert method_layers(handle, ["gradcam", "gradcam_pp"], {}) == {
+        "gradcam": {"layer": "pool_conv", "kind": "spatial"},
+        "gradcam_pp": {"layer": "pool_relu", "kind": "spatial"}}
+    x = images_for(handle, 2)
+    np.testing.assert_allclose(attribute(handle, x, [0, 1], "gradcam_pp"),
+                               attribute(handle, x, [0, 1], "gradcam_pp", layer="pool_relu"))
+    residual = saved_handle(tiny_functional(3), tmp_path, "residual")  # a sum of ReLUs stays
+    assert method_layers(residual, ["gradcam_pp"], {})["gradcam_pp"]["layer"] == "add"
+
+
 def test_layer_attribution_returns_maps_with_the_layers_shape(digits_handle, digits_test):
     x, y = digits_test[0][:7], digits_test[1][:7]
     maps = attribute_layer(digits_handle, x, y, layer="conv2")

@@ -68,6 +68,7 @@ def test_a_wrapped_method_batched_equals_one_image_at_a_time(digits_handle, digi
 def test_a_wrapped_methods_facts_and_cost_come_from_the_method_it_wraps():
     assert METHODS["smoothgrad:integrated_gradients"].linear
     assert METHODS["smoothgrad:gradcam"].needs_layer
+    assert METHODS["smoothgrad:gradcam_pp"].needs_rectified  # its layer is the base's
     assert not METHODS["smoothgrad:saliency"].signed
     assert not METHODS["vargrad:gradient_x_input"].signed
     assert METHODS["squaregrad:occlusion"].forward_only

@@ -6,6 +6,7 @@ nested backbone (a keras.applications model inside a Sequential). This module hi
 
     find_layer(model, "out_relu")           # a layer, searched depth-first through nested models
     last_conv_layer(model)                  # the last layer with a spatial output, on the trunk
+    last_rectified_layer(model)             # the same, a rectifier's output (Grad-CAM++), or None
     stage_ends(model)                       # the last layer at each spatial resolution
     trunk_layers(model)                     # ids of the layers no branch goes around, and joins
     conv_layers(model)                      # (name, channels) of every convolutional layer
@@ -232,6 +233,50 @@ def last_conv_layer(model) -> str:
         raise ModelError(f"model '{model.name}' has no layer with a spatial (N, H, W, C) output; "
                          "Grad-CAM and layer attribution need a convolutional model")
     return on_trunk or found
+
+
+# Activations bounded below at or near zero (ReLU's 0 down to hard-swish's -0.375): the maps
+# Grad-CAM++'s alphas are derived for (methods/attribution/gradcam.py).
+RECTIFIERS = ("relu", "relu6", "silu", "swish", "gelu", "hard_silu", "hard_swish", "mish",
+              "softplus", "sigmoid", "hard_sigmoid")
+
+
+# Layers whose output keeps their inputs' sign: joins, pooling, padding and cropping.
+KEEPS_SIGN = ("Concatenate", "Add", "Maximum", "MaxPooling2D", "AveragePooling2D",
+              "ZeroPadding2D", "Cropping2D")
+
+
+def is_rectified(layer, depth: int = 4) -> bool:
+    """Whether the layer's output is a rectifier's by construction: a ReLU layer without a
+    negative slope, a layer applying one of ``RECTIFIERS``, or a join or pooling of such
+    (InceptionV3's ``mixed7``, a residual sum of ReLUs), looked for ``depth`` layers back."""
+    import keras
+
+    if isinstance(layer, keras.layers.ReLU):
+        return not layer.negative_slope
+    if getattr(getattr(layer, "activation", None), "__name__", None) in RECTIFIERS:
+        return True
+    nodes = getattr(layer, "_inbound_nodes", None)
+    if type(layer).__name__ not in KEEPS_SIGN or not nodes or not depth:
+        return False
+    parents = nodes[0].parent_nodes
+    return bool(parents) and all(is_rectified(p.operation, depth - 1) for p in parents)
+
+
+def last_rectified_layer(model) -> str | None:
+    """Path of the last layer on the trunk at ``last_conv_layer``'s grid whose output is
+    rectified (``is_rectified``), or None: DenseNet's ``pool4_relu`` before its linear
+    ``pool4_conv``; ResNet50V2's ``conv4_block1_preact_relu`` at 32 px, the stage's first
+    pre-activation, which its shortcut convolution reads too (Grad-CAM's ``conv4_block5_out`` is
+    a residual sum); none on a trunk of residual sums and layer norms (ConvNeXt)."""
+    last = last_conv_layer(model)
+    spatial = list(_spatial_layers(model))
+    grid = next(grid for path, grid, _ in spatial if path == last)
+    found = None
+    for path, at, trunk in spatial:
+        if trunk and at == grid and is_rectified(find_layer(model, path)):
+            found = path
+    return found
 
 
 def stage_ends(model) -> list[str]:

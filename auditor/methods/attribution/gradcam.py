@@ -7,6 +7,16 @@ the tokens its last attention attends from (the graph layer feeding it; inside a
 encoder such as keras-hub's, the sub-layer giving them, read during the pass as neuron groups
 read it, or the attention's own input, ``PATH:query``), whose patch tokens are reshaped to
 their grid and whose class or register tokens are set aside (``tokens.py``).
+
+Grad-CAM++ applies only where its layer's activations are rectified: its alphas are derived
+for the last convolution after its ReLU, and its channel weights are never negative. On signed
+activations, a LayerNorm's (ConvNeXt's downsampling, a transformer's tokens), a residual sum's
+or a linear convolution's, the non-negative weights cancel channels against each other (a
+LayerNorm's sum to zero at every position) and the alphas favour the channels whose sum is
+negative: nested ConvNeXtTiny's maps were all zero on 12 of 12 images. Its default layer is
+the last rectified one on the trunk at Grad-CAM's grid (DenseNet's ``pool4_relu`` before its
+linear ``pool4_conv``); where there is none (ConvNeXt, a transformer's tokens) it says so in
+one line instead of giving maps (Grad-CAM's weights are signed and still apply).
 """
 
 from __future__ import annotations
@@ -36,8 +46,16 @@ def gradcam_weights(activation, grads) -> np.ndarray:
     return grads.mean(axis=(1, 2))
 
 
+# The lowest value a rectifier Keras ships can output: hard-swish's minimum, x = -1.5 (swish's
+# is -0.278, mish's -0.309, GELU's -0.170, ReLU's and ReLU6's 0). A layer going below it on the
+# audited images is not rectified, whatever its scale.
+RECTIFIED_FLOOR = -0.375
+
+
 def gradcam_pp_weights(activation, grads) -> np.ndarray:
-    """Grad-CAM++: positive gradients weighted by the closed-form alphas of the paper."""
+    """Grad-CAM++: positive gradients weighted by the closed-form alphas of the paper
+    (Chattopadhay et al. 2018, eq. 19), derived for non-negative activations: the denominator
+    2 g^2 + sum(A) g^3 is then positive wherever the gradient g is."""
     squared = grads * grads
     denominator = 2 * squared + activation.sum(axis=(1, 2), keepdims=True) * squared * grads
     alphas = np.divide(squared, denominator, out=np.zeros_like(squared),
@@ -45,9 +63,23 @@ def gradcam_pp_weights(activation, grads) -> np.ndarray:
     return (alphas * np.maximum(grads, 0)).sum(axis=(1, 2))
 
 
-def class_activation_maps(handle, x, targets, contrast, score, layer, weighting) -> np.ndarray:
-    layer = resolve_layer(handle, layer)
+def check_rectified(activation: np.ndarray, layer: str) -> None:
+    """Raise, in one line, where Grad-CAM++'s layer is not rectified (module docstring)."""
+    low = float(activation.min()) if activation.size else 0.0
+    if low < RECTIFIED_FLOOR:
+        raise AuditorError(
+            f"Grad-CAM++ does not apply at layer '{layer}': its activations go down to "
+            f"{low:.3g}, its weights assume rectified ones (Chattopadhay et al. 2018) and "
+            "signed channels cancel under them; set its 'layer' option to a ReLU's layer, or "
+            "read Grad-CAM")
+
+
+def class_activation_maps(handle, x, targets, contrast, score, layer, weighting,
+                          rectified: bool = False) -> np.ndarray:
+    layer = resolve_layer(handle, layer, rectified)
     activation, grads = layer_gradients(handle, x, targets, contrast, score, layer)
+    if rectified:
+        check_rectified(activation, layer)
     if activation.ndim == 3:  # a transformer's tokens: the patch tokens on their grid
         activation = as_grid(activation, x.shape[1:], layer)
         grads = as_grid(grads, x.shape[1:], layer)
@@ -67,7 +99,9 @@ def gradcam(handle, x, targets, contrast, score, budget, layer):
 
 
 @register("gradcam_pp", "Grad-CAM++: channels weighted by positive gradients with per-position "
-                        "weights, better for several instances of a class.", options=LAYER_OPTION,
-          signed=False, needs_layer=True)
+                        "weights, better for several instances of a class; on a rectified layer "
+                        "only.", options=LAYER_OPTION,
+          signed=False, needs_layer=True, needs_rectified=True)
 def gradcam_pp(handle, x, targets, contrast, score, budget, layer):
-    return class_activation_maps(handle, x, targets, contrast, score, layer, gradcam_pp_weights)
+    return class_activation_maps(handle, x, targets, contrast, score, layer, gradcam_pp_weights,
+                                 rectified=True)

@@ -9,7 +9,11 @@ from __future__ import annotations
 import numpy as np
 
 from auditor.errors import AuditorError
-from auditor.inputs.layers import activation_and_logits, last_conv_layer
+from auditor.inputs.layers import (
+    activation_and_logits,
+    last_conv_layer,
+    last_rectified_layer,
+)
 from auditor.methods.attribution.registry import (
     budget_for,
     check_score,
@@ -21,11 +25,12 @@ from auditor.methods.attribution.registry import (
 LAYER_METHODS = ("gradient", "gradient_x_activation")
 
 
-def resolve_layer(handle, layer: str | None) -> str:
+def resolve_layer(handle, layer: str | None, rectified: bool = False) -> str:
     """The layer's name as given; when None, in a model with attention layers (a vision
     transformer) the tokens its last attention attends from (``tokens.last_token_layer``),
-    else the last convolutional layer; in a transformer attending in its own layers with no
-    spatial layer (keras-hub's Swin), the grid of tokens its last attention reads
+    else the last convolutional layer (``rectified``: the last rectified one on the trunk at
+    its grid where there is one, Grad-CAM++'s); in a transformer attending in its own layers
+    with no spatial layer (keras-hub's Swin), the grid of tokens its last attention reads
     (``tokens.tapped_token_layer``)."""
     from auditor.errors import ModelError
     from auditor.methods.attribution.tokens import (
@@ -42,7 +47,7 @@ def resolve_layer(handle, layer: str | None) -> str:
     if tokens:
         return tokens
     try:
-        return last_conv_layer(model)
+        return (rectified and last_rectified_layer(model)) or last_conv_layer(model)
     except ModelError:
         grid = tapped_token_layer(model, handle.input_shape) if own_attention(model) else None
         if grid is None:
@@ -118,7 +123,8 @@ def method_layers(handle, methods, method_options: dict) -> dict[str, dict]:
         if method not in METHODS or not METHODS[method].needs_layer:
             continue
         try:
-            layer = resolve_layer(handle, method_options.get(method, {}).get("layer"))
+            layer = resolve_layer(handle, method_options.get(method, {}).get("layer"),
+                                  METHODS[method].needs_rectified)
             shape = (None if layer.endswith(QUERY)
                      else output_shape(find_layer(handle.logits_model, layer)))
         except (AuditorError, ModelError):

@@ -115,7 +115,7 @@ def tunnel(mode: str, base: Method, name: str, description: str | None = None) -
                   signed=mode == "smoothgrad" and base.signed,
                   linear=mode == "smoothgrad" and base.linear, needs_layer=base.needs_layer,
                   compiled=base.compiled, trace_cost=base.trace_cost,
-                  needs_attention=base.needs_attention,
+                  needs_attention=base.needs_attention, needs_rectified=base.needs_rectified,
                   planned=PLANNED_NOISE | {new: base.planned[old] for new, old in names.items()
                                            if old in base.planned})
 

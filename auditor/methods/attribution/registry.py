@@ -57,6 +57,9 @@ class Method:
     needs_layer: bool = False  # works on a convolutional layer (a model without one: error)
     complete: bool = False  # maps sum to score(x) - score(zeros) (Sundararajan et al.)
     needs_attention: bool = False  # reads attention layers (a model without any: error)
+    # its layer must be rectified: by default the last rectified one on the trunk where there is
+    # one (inputs/layers.py ``last_rectified_layer``), else Grad-CAM's, where it says why not
+    needs_rectified: bool = False
     planned: dict[str, Planned] = field(default_factory=dict)  # options the plan may change
     # The compiled pass it runs, traced once per model and score: methods naming the same one
     # share its trace (the compute plan counts traces by it). None: the input gradient, the
@@ -108,7 +111,7 @@ def register(name: str, description: str, options: dict[str, tuple[object, str]]
              **facts):
     """Decorator that adds a method to the registry under ``name``; ``facts`` are Method's
     other fields (cost, forward_only, per_sample, signed, linear, needs_layer, complete,
-    needs_attention, planned, compiled, trace_cost)."""
+    needs_attention, needs_rectified, planned, compiled, trace_cost)."""
 
     def add(fn: Callable) -> Callable:
         METHODS[name] = Method(name, description, fn, options or {}, **facts)
