@@ -235,10 +235,9 @@ def test_a_map_the_saliency_step_made_is_read_not_made_again(digits_handle, digi
     assert other_score.any() and made == [1, 1]  # another score is another map
 
 
-def test_a_run_makes_its_plan_once_timed_only_when_its_sections_run_passes(monkeypatch,
-                                                                            digits_model_path):
-    """The plan is made once per run (it was made twice: once to see whether any pass runs,
-    then again with the timing), and the model is timed only when some section runs a pass."""
+def plans_made(model_path, sections):
+    """The plan of a 40-image audit of ``sections``, and the timings ``make_plan`` was given
+    each time the run made a plan (None when the model was not timed for it)."""
     import auditor.pipeline as pipeline
     import auditor.predict.plan as planning
     from auditor.predict.distribute import make_distribution
@@ -250,42 +249,34 @@ def test_a_run_makes_its_plan_once_timed_only_when_its_sections_run_passes(monke
         made.append(kwargs.get("timing"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(planning, "make_plan", counted)
-    for sections, timed in ((["performance"], False), (["performance", "robustness"], True)):
-        made.clear()
-        config = make_config(model=str(digits_model_path), data="sklearn:digits:test",
-                             max_samples=40, sections=sections, input_range="0-1")
-        loaded = pipeline.load_inputs(config, make_distribution("default"))
+    config = make_config(model=str(model_path), data="sklearn:digits:test", max_samples=40,
+                         sections=sections, input_range="0-1")
+    loaded = pipeline.load_inputs(config, make_distribution("default"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(planning, "make_plan", counted)
         plan = pipeline.plan_sections(config, sections, loaded, predict(loaded.handle,
                                                                         loaded.dataset))
+    return plan, made
+
+
+def test_a_run_makes_its_plan_once_timed_only_when_its_sections_run_passes(digits_model_path):
+    """The plan is made once per run (it was made twice: once to see whether any pass runs,
+    then again with the timing), and the model is timed only when some section runs a pass."""
+    for sections, timed in ((["performance"], False), (["performance", "robustness"], True)):
+        plan, made = plans_made(digits_model_path, sections)
         assert len(made) == 1 and (made[0] is not None) == timed
         assert plan.timing is made[0]
 
 
 def test_the_training_pass_is_timed_only_when_the_plan_keeps_a_training_step(
-        digits_model_path, monkeypatch):
+        digits_model_path):
     """Without Clever Hans's fine-tuning the training pass is priced from the forward-backward
     one (its trace is seconds on a large model) and never traced; a plan that keeps the
     fine-tuning has it timed, and is made again by the measure."""
-    import auditor.pipeline as pipeline
     import auditor.predict.plan as planning
-    from auditor.predict.distribute import make_distribution
-    from auditor.predict.predictions import predict
 
-    made, real = [], planning.make_plan
-
-    def counted(*args, **kwargs):
-        made.append(kwargs.get("timing"))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(planning, "make_plan", counted)
     for sections, trains in ((["performance", "robustness"], False), (["clever_hans"], True)):
-        made.clear()
-        config = make_config(model=str(digits_model_path), data="sklearn:digits:test",
-                             max_samples=40, sections=sections, input_range="0-1")
-        loaded = pipeline.load_inputs(config, make_distribution("default"))
-        plan = pipeline.plan_sections(config, sections, loaded, predict(loaded.handle,
-                                                                        loaded.dataset))
+        plan, made = plans_made(digits_model_path, sections)
         assert plan.trains == trains and plan.timing.train_priced == (not trains)
         assert len(made) == 1 + trains and made[0].train_priced
         measured = plan.to_summary()["timing"]["measured"]
