@@ -421,7 +421,7 @@ def test_gradcam_pp_says_why_it_does_not_apply_on_a_layer_norm(tmp_path):
     assert np.abs(activation.sum(axis=-1)).max() < 1e-4  # the channels cancel at each position
     cams = np.einsum("nhwc,nc->nhw", activation, gradcam_pp_weights(activation, grads))
     # the paper's formula, unguarded, rectified: the card's "not measurable" (3 of 8 here)
-    assert degenerate_reason(np.maximum(cams, 0)).startswith("maps are all zero")
+    assert degenerate_reason(np.maximum(cams, 0)).startswith("maps all zero")
 
     maps, unavailable = compute_maps(handle, x, targets, ["gradcam", "gradcam_pp"], "logit", {})
     why = unavailable["gradcam_pp"]
