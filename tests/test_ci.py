@@ -382,6 +382,11 @@ def test_a_class_newly_flagged_as_a_clever_hans_suspect_fails():
     assert check.status == "skipped"
     assert regression_checks(run(["3"]), None, {}) == []
     assert regression_checks({"metrics": {}}, run(["3"]), {}) == []
+    # a search run below its floors (a named budget on a dear model) flags nothing for sure
+    thin = {**run(["3", "7"]), "plan": {"below_floor": {"clever_hans": {
+        "max_discovery": {"value": 12, "floor": 100}}}}}
+    (check,) = regression_checks(thin, run(["3"]), {})
+    assert check.status == "skipped" and "max_discovery 12" in check.message
 
 
 def test_a_baseline_planned_with_other_settings_warns_naming_them():
