@@ -24,9 +24,20 @@ MAX_LEADING = 8  # class, distillation and register tokens: DINOv2 with register
 SCORES = "return_attention_scores"  # MultiHeadAttention.call's own switch for its weights
 
 
-def _bound(layer, args, kwargs):
-    """A MultiHeadAttention call's arguments bound to its ``call``'s parameters."""
-    return inspect.signature(type(layer).call).bind(layer, *args, **kwargs)
+def gives_scores(layer) -> bool:
+    """Whether the attention layer's ``call`` has MultiHeadAttention's switch for its weights
+    (a subclass overriding ``call`` may drop it)."""
+    return SCORES in inspect.signature(type(layer).call).parameters
+
+
+def asking_for_scores(layer, args, kwargs) -> tuple[tuple, dict, bool]:
+    """A MultiHeadAttention call's arguments with its weights asked for (its own ``SCORES``
+    switch on), and whether the caller had asked for them itself: what the caller is given
+    back, the output alone or with the weights (rollout's recording, LRP's constant weights)."""
+    bound = inspect.signature(type(layer).call).bind(layer, *args, **kwargs)
+    asked = bool(bound.arguments.get(SCORES, False))
+    bound.arguments[SCORES] = True
+    return bound.args[1:], bound.kwargs, asked
 
 
 def token_grid(tokens: int, image_shape: tuple) -> tuple[int, int, int] | None:
@@ -87,8 +98,7 @@ def required_attention(model) -> list:
     """The model's attention layers; AuditorError (one line) when it has none, or when one
     cannot be asked for its weights (``recording_attention``)."""
     layers = attention_layers(model)
-    silent = sorted({type(layer).__name__ for layer in layers
-                     if SCORES not in inspect.signature(type(layer).call).parameters})
+    silent = sorted({type(layer).__name__ for layer in layers if not gives_scores(layer)})
     if silent:
         raise AuditorError(f"attention rollout cannot read the attention weights of model "
                            f"'{model.name}': its attention ({', '.join(silent)}) overrides "
@@ -145,13 +155,11 @@ def recording_attention(model) -> Iterator[list]:
     recorded: list = []
 
     def ask(layer, args, kwargs):
-        bound = _bound(layer, args, kwargs)
-        bound.arguments[SCORES] = True
-        return bound.args[1:], bound.kwargs
+        return asking_for_scores(layer, args, kwargs)[:2]
 
     def record(layer, output, args, kwargs):
         recorded.append(output[1])
-        return output if _bound(layer, args, kwargs).arguments.get(SCORES) else output[0]
+        return output if asking_for_scores(layer, args, kwargs)[2] else output[0]
 
     with edited_calls(layers, record, arguments=ask):
         yield recorded

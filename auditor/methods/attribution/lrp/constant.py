@@ -89,9 +89,6 @@ def rms_norm(layer, x):
     return x * tf.stop_gradient(inv) * gamma
 
 
-SCORES = "return_attention_scores"  # MultiHeadAttention.call's own switch for its weights
-
-
 def attention(layer, *args, **kwargs):
     """Keras' MultiHeadAttention with the attention weights held constant (Ali et al. 2022,
     the AH-rule): relevance flows through the value and output projections only (LRP-0 on
@@ -103,20 +100,16 @@ def attention(layer, *args, **kwargs):
     keys are constant. It is asked for its weights (``return_attention_scores``), so that it
     computes them as an explicit softmax rather than in a fused kernel, and gives its caller
     what it asked for."""
-    import inspect
-
     import tensorflow as tf
 
     from auditor.inputs.layers import edited_calls, sub_layers
+    from auditor.methods.attribution.tokens import asking_for_scores, gives_scores
 
     held = [layer.query_dense, layer.key_dense,
             *(sub for sub in sub_layers(layer) if sub.name == "gate")]
-    ask = SCORES in inspect.signature(type(layer).call).parameters  # a subclass may drop it
+    ask = gives_scores(layer)
     if ask:
-        bound = inspect.signature(type(layer).call).bind(layer, *args, **kwargs)
-        asked = bound.arguments.get(SCORES, False)
-        bound.arguments[SCORES] = True
-        args, kwargs = bound.args[1:], bound.kwargs
+        args, kwargs, asked = asking_for_scores(layer, args, kwargs)
     with edited_calls(held, lambda sub, y, *_: tf.stop_gradient(y)):
         output = layer(*args, **kwargs)
     return output[0] if ask and not asked else output
