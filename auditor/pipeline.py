@@ -147,18 +147,12 @@ def joined(results: list[SectionResult], checks: dict) -> list[SectionResult]:
 
 def below_floors(results: list[SectionResult], plan) -> list[SectionResult]:
     """Each section the ``plan`` ran below its floors (``Plan.below_floor``: the budget could
-    not hold them on this model) with every judged check skipped and saying why: a figure
-    measured on fewer images than its floor is shown, but neither passes nor accuses. Which
-    figure a lowered setting bears on is not declared, so every check of the section is."""
-    def unmeasured(check: Check, floors: dict) -> Check:
-        if check.status not in ("pass", "warn", "fail"):
-            return check
-        lowered = ", ".join(f"{k} {v}" for k, v in floors.items())
-        return dataclasses.replace(check, status="skipped", message=(
-            f"{check.message}; not measured: the section ran below its floors ({lowered}) to "
-            f"fit --budget {plan.budget} on this model; a larger --budget measures it"))
+    not hold them on this model) with every judged check skipped and saying why
+    (predict/plan.py ``unmeasured_below_floor``)."""
+    from auditor.predict.plan import unmeasured_below_floor
 
-    return [dataclasses.replace(r, checks=[unmeasured(c, plan.below_floor[r.name])
+    block = plan.to_summary()
+    return [dataclasses.replace(r, checks=[unmeasured_below_floor(c, block)
                                            for c in r.checks]).frozen()
             if r.name in plan.below_floor else r for r in results]
 

@@ -534,6 +534,22 @@ def make_plan(modules: dict, options: dict, tables: dict[str, dict], facts: Fact
     return plan
 
 
+def unmeasured_below_floor(check, plan_block: dict):
+    """``check`` skipped, not measured, where the run's plan (summary.json's ``plan`` block)
+    ran its section below its floors (``below_floor``: a named budget that could not hold them
+    on this model): a figure from fewer images than its floor is shown, but neither passes nor
+    accuses. Which figure a lowered setting bears on is not declared, so every judged check of
+    the section is. The audit's checks (pipeline.py) and the regression checks read again by
+    ``auditor compare`` (runs/baseline.py) go through here."""
+    floors = plan_block.get("below_floor", {}).get(check.section)
+    if not floors or check.status not in ("pass", "warn", "fail"):
+        return check
+    lowered = ", ".join(f"{k} {v['value']} (floor {v['floor']})" for k, v in floors.items())
+    return dataclasses.replace(check, status="skipped", message=(
+        f"{check.message}; not measured: {check.section} ran below its floors ({lowered}) to "
+        f"fit --budget {plan_block.get('budget')} on this model; a larger --budget measures it"))
+
+
 def _largest_fitting(fits) -> float:
     """The largest factor in [0, 1] for which ``fits(factor)`` (1 when it fits at 1), found by
     bisection: what it sizes grows with the factor; 0 when nothing fits."""

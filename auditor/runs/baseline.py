@@ -9,7 +9,6 @@ labels all match.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import math
@@ -23,6 +22,7 @@ from auditor.checks.check import Check, change, evaluate_new_items
 from auditor.checks.declared import spec_bounds
 from auditor.errors import ConfigError
 from auditor.inputs.npz import READ_ERRORS
+from auditor.predict.plan import unmeasured_below_floor
 from auditor.sections import NEWLY_FLAGGED
 from auditor.sections.clever_hans import flagged_classes
 
@@ -351,15 +351,8 @@ def regression_checks(summary: dict, baseline: dict | None, spec: dict[str, dict
         NEWLY_FLAGGED.id, flagged, flagged_classes(baseline), what=NEWLY_FLAGGED.what,
         section="clever_hans", defaults=dict(NEWLY_FLAGGED.bounds),
         spec=spec_bounds(spec, NEWLY_FLAGGED.id))
-    thin = summary.get("plan", {}).get("below_floor", {}).get("clever_hans")
-    if thin and check.status in ("pass", "warn", "fail"):
-        # the search ran on fewer images than its floor (a named budget on a dear model): its
-        # flags are shown, never a finding, as the section's own checks say (pipeline.py
-        # ``below_floors``)
-        lowered = ", ".join(f"{k} {v['value']}" for k, v in thin.items())
-        check = dataclasses.replace(check, status="skipped", message=(
-            f"{check.message}; not measured: Clever Hans ran below its floors ({lowered}) to "
-            "fit the run's budget on this model; a larger --budget measures it"))
+    # a search run below its floors (a named budget on a dear model) flags nothing for sure
+    check = unmeasured_below_floor(check, summary.get("plan", {}))
     return checks + [NEWLY_FLAGGED.stamp(check, spec)]
 
 
