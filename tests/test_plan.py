@@ -527,13 +527,31 @@ def test_a_call_is_split_into_its_fixed_cost_and_its_rows_and_a_loop_pays_rows_a
     noise made non-positive counts every second per row (never free rows). The demo CNN,
     timed: its fixed cost per call is a share of the 24-row call's time, so a loop's rows cost
     less than the timed time per image."""
-    from auditor.predict.plan import Passes, measure_timing, other_rows, split_call
+    from auditor.predict.plan import (
+        Passes,
+        backward_seconds,
+        forward_at,
+        measure_timing,
+        split_call,
+        timed_rows,
+    )
 
     row, call = split_call((24, 0.010), (96, 0.022))
     assert row == pytest.approx(0.012 / 72) and call == pytest.approx(0.010 - 24 * row)
     assert split_call((24, 0.010), (96, 0.009)) == (0.010 / 24, 0.0)
-    assert other_rows(24, 10_000) == 96 and other_rows(11, 11) == 2 and other_rows(1, 1) == 1
-    assert other_rows(24, 10_000, call_seconds=3.0) == 6  # a large model's call: a quarter
+    assert timed_rows(24, 10_000) == (24, 96) and timed_rows(11, 11) == (2, 5)
+    assert timed_rows(1, 1) == (1, 1)
+    assert timed_rows(24, 10_000, call_seconds=3.0) == (6, 12)  # a large model's: fewer rows
+    # a large model's price at 24 rows is the line's through its calls of 6 and 12
+    large = backward_seconds(24, (6, 0.6 + 6 * 0.2), (12, 0.6 + 12 * 0.2))
+    assert large["row"] == pytest.approx(0.2) and large["call"] == pytest.approx(0.6)
+    assert large["backward"] == pytest.approx(0.2 + 0.6 / 24)
+    noisy = backward_seconds(24, (6, 1.2), (12, 1.1))  # noise: the small call's per image
+    assert noisy["call"] == 0.0 and noisy["backward"] == noisy["row"] == pytest.approx(0.2)
+    # a forward call of 64 rows timed at twice this measure's load, moved to 24 rows along
+    # the forward-backward call's split
+    moved = forward_at((6.4, 64, 0.02), 24, large, 0.01)
+    assert moved == pytest.approx(0.05 * (0.2 + 0.6 / 24) / (0.2 + 0.6 / 64))
     timing = Timing(forward=0.001, backward=0.002, trace=0.1, row=0.0005, call=0.036)
     loop = Passes(looped=1000, loop_steps=10)
     assert timing.seconds(loop) == pytest.approx(1000 * 0.0005 + 10 * 0.036)
