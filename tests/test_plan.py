@@ -580,6 +580,33 @@ def test_a_forward_call_a_section_counts_pays_its_fixed_cost_once_and_each_row_i
     assert Passes(forward=10, called=30).total == pytest.approx(0.5 * 40)
 
 
+def test_featureviz_and_concepts_count_the_calls_of_their_forward_rows():
+    """Featureviz's pass over the audit images runs in batches of at most 64 (each shown
+    layer's) and concepts' removal tests in one call per group: with a call's rows known both
+    declare their forward rows in counted calls, the same rows as before, and featureviz's
+    200 images cost 4 calls' fixed cost per layer, not 200 twenty-fourths of one."""
+    import auditor.sections.concepts as concepts
+    import auditor.sections.featureviz as featureviz
+    from auditor.predict.plan import Passes
+
+    options = make_config({}, model="demo").options
+    known = Facts(images=200, input_shape=(48, 48, 3), classes=10, call_rows=300,
+                  concept_layers=2)
+    unknown = dataclasses.replace(known, call_rows=None)
+    viz, viz_unknown = (featureviz.passes(options["featureviz"], f) for f in (known, unknown))
+    layers = viz.called // 200
+    assert layers >= 1 and viz.forward == 0 and viz.calls == 4 * layers
+    assert viz_unknown.forward == viz.called and viz_unknown.calls == 0
+    timing = Timing(forward=0.002, backward=0.004, trace=0.1, row=0.001, call=0.072)
+    real = Passes(called=viz.called, calls=viz.calls)
+    assert timing.seconds(real) < timing.seconds(Passes(forward=viz_unknown.forward))
+    concept = options["concepts"]
+    groups, rows = concept.groups, (2 + concept.random_directions) * concept.removal_images
+    counted, uncounted = (concepts.passes(concept, f) for f in (known, unknown))
+    assert counted.called == uncounted.forward - counted.forward == 2 * groups * rows
+    assert counted.calls == 2 * groups * -(-rows // 300)
+
+
 def test_clever_hans_counts_one_call_per_re_prediction_and_per_intervention():
     """Clever Hans's re-predictions of the held-out images (each copy's, clean and with each
     shortcut) and its interventions run one forward call each: the plan counts those calls
