@@ -119,8 +119,14 @@ def main() -> None:
                        make_distribution(config.strategy))
         clock = PassClock()
         predictions = timed(parts, "predict", predict, loaded.handle, loaded.dataset,
-                            config.batch_size, False, None, clock)
+                            config.batch_size, False, None, clock, loaded.probed)
         plan = timed(parts, "plan", plan_sections, config, names, loaded, predictions, clock)
+    report(args, load, loaded, parts, pieces, counts, plan)
+
+
+def report(args, load: float, loaded, parts: dict, pieces: dict, counts, plan) -> None:
+    """Each part's seconds in prediction passes, the pieces of the probe and the plan, the
+    functions traced and the plan's timing."""
     # a pass is the prediction pass of every image: the rows the probe handed it were not run
     known = 0 if loaded.probed is None else len(loaded.probed[0])
     share = args.images / max(args.images - known, 1)

@@ -118,7 +118,7 @@ def predict(handle, dataset, batch_size: int = 64, show_progress: bool = False,
     which the compute plan then reads instead of timing forward calls of its own. ``known``:
     (positions, rows) of this pass already computed (the input-range probe's, under the range
     chosen: predict/input_range.py ``ProbeResult.known``), taken as they are."""
-    from auditor.predict.batched import rows_per_pass
+    from auditor.predict.batched import blocks, rows_per_pass
 
     batch_size = min(batch_size, rows_per_pass(handle, backward=False))
     fn, width = pass_function(handle)
@@ -130,19 +130,43 @@ def predict(handle, dataset, batch_size: int = 64, show_progress: bool = False,
         done[known[0]] = True
     batches = track(dataset.tensor_batches(batch_size), length=-(-dataset.n // batch_size),
                     label="predicting", enabled=show_progress)
+    calls = _Calls(blocks(int((~done).sum()), batch_size), handle, fn, clock)
     for images, _, positions in batches:  # every image read: each is checked finite there
         left = np.flatnonzero(~done[positions])
-        if not len(left):
-            continue
-        if len(left) < len(positions):
-            images, positions = _rows_of(images, left), positions[left]
-        batch = (clock(run_batch, len(positions), handle, fn, images) if clock is not None
-                 else run_batch(handle, fn, images))
-        _kept(handle, batch, positions, logits, features)
+        if len(left):
+            calls.add(images if len(left) == len(positions) else _rows_of(images, left),
+                      positions[left], logits, features)
     thresholds = (label_thresholds(threshold, handle.num_classes)
                   if getattr(handle, "multilabel", False) else None)
     return Predictions(logits=logits, labels=dataset.labels.copy(), features=features,
                        thresholds=thresholds)
+
+
+class _Calls:
+    """The pass's calls over the images left to run, in the near-equal blocks ``sizes``
+    (batched.py ``blocks``): rows are gathered across the dataset's batches until a block is
+    full, so that the probe's images, left out here, leave no batch of odd size (a new batch
+    shape compiles ConvNeXt's grouped convolutions again: Keras runs them through XLA)."""
+
+    def __init__(self, sizes: list[slice], handle, fn, clock):
+        self.sizes = [part.stop - part.start for part in sizes]
+        self.handle, self.fn, self.clock = handle, fn, clock
+        self.images, self.positions = [], []
+
+    def add(self, images, positions, logits, features) -> None:
+        import tensorflow as tf
+
+        self.images.append(images)
+        self.positions.append(positions)
+        while self.sizes and sum(len(p) for p in self.positions) >= self.sizes[0]:
+            size = self.sizes.pop(0)
+            pooled = tf.concat(self.images, 0) if len(self.images) > 1 else self.images[0]
+            where = np.concatenate(self.positions)
+            self.images = [pooled[size:]] if len(where) > size else []
+            self.positions = [where[size:]] if len(where) > size else []
+            batch = (run_batch(self.handle, self.fn, pooled[:size]) if self.clock is None
+                     else self.clock(run_batch, size, self.handle, self.fn, pooled[:size]))
+            _kept(self.handle, batch, where[:size], logits, features)
 
 
 def _kept(handle, batch: np.ndarray, positions, logits: np.ndarray, features) -> None:
