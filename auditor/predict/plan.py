@@ -4,11 +4,12 @@ A budget is counted in passes of a model: one image through a forward and a back
 pass; a forward-only image counts ``FORWARD_SHARE`` of one. ``--budget N`` is N passes of the
 audited model. A named budget (quick, standard, thorough) is a wait: that many passes of a
 reference model (MobileNetV2 at 224 px), in the time a pass of the model at hand takes on this
-machine. That time is measured before the sections run (``measure_timing``: a forward and a
-backward pass, and a trace; a training pass only when the plan keeps work that runs it, priced
-from the backward pass until then; the backward pass on two numbers of rows, which
-splits a call's fixed cost from its cost per row, so that a compiled loop's many steps over
-large batches are priced as they run) and divided by the time of a fixed reference kernel
+machine. That time is measured before the sections run (``measure_timing``: the forward pass
+read off the prediction pass's first batches (``PassClock``), a backward pass and its trace;
+a training pass only when the plan keeps work that runs it, priced from the backward pass
+until then; the backward pass on two numbers of rows, which splits a call's fixed cost from
+its cost per row, so that a compiled loop's many steps over large batches are priced as they
+run) and divided by the time of a fixed reference kernel
 timed at the same moment, so that a loaded machine, which slows both, plans as a quiet one; the
 ratios are rounded to a half-octave grid, so that the same model and spec get the same settings,
 and so the same figures, run after run (a baseline comparison depends on them). The seconds the
