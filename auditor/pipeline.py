@@ -190,6 +190,9 @@ class Inputs:
     compare_handle: object = None
     probe_checks: list = field(default_factory=list)  # the input-range probe's check, if run
     probe_seconds: float = 0.0
+    # (positions, rows) the probe ran through the forward pass under the range chosen
+    # (predict/input_range.py ``ProbeResult.known``), which the prediction pass takes as made
+    probed: tuple | None = None
 
 
 def input_paths(config: AuditConfig) -> dict[str, str]:
@@ -251,7 +254,7 @@ def load_inputs(config: AuditConfig, distribution, handle=None) -> Inputs:
                            seed=config.seed, data_range=config.data_range,
                            strict_data=config.strict_data, multilabel=handle.multilabel)
     started = time.perf_counter()
-    probe_checks = probe_range(handle, dataset, config)
+    probe_checks, probed = probe_range(handle, dataset, config)
     probe_seconds = time.perf_counter() - started
     train_dataset = None
     if config.train_data:
@@ -273,8 +276,9 @@ def load_inputs(config: AuditConfig, distribution, handle=None) -> Inputs:
                 f"with {compare_handle.num_classes} classes ({compare_handle.task}), but the "
                 f"audited model takes {handle.input_shape} with {handle.num_classes} "
                 f"({handle.task}); compare models of one task")
-        probe_range(compare_handle, dataset, config)
-    return Inputs(handle, dataset, train_dataset, compare_handle, probe_checks, probe_seconds)
+        probe_range(compare_handle, dataset, config)  # its predictions are its section's
+    return Inputs(handle, dataset, train_dataset, compare_handle, probe_checks, probe_seconds,
+                  probed)
 
 
 def check_sections(config: AuditConfig, handle) -> None:
@@ -352,6 +356,7 @@ def run_audit(config: AuditConfig, not_run: dict | None = None, handle=None,
     left out (skipped ``SECTION.run`` checks); ``handle``, ``baseline_run``: the model (holding
     ``config.model``'s weights) and the baseline run, already loaded (the Keras callback's)."""
     from auditor.predict.distribute import make_distribution
+    from auditor.predict.plan import PassClock
     from auditor.predict.predictions import predict
 
     started = time.perf_counter()
@@ -369,17 +374,16 @@ def run_audit(config: AuditConfig, not_run: dict | None = None, handle=None,
     timings: dict[str, float] = {"load": time.perf_counter() - started - loaded.probe_seconds}
     if loaded.probe_checks:
         timings["input_range"] = loaded.probe_seconds
-
     with full_disk_is_an_error(out), output_folder(out, distribution) as work:
         log.say(f"predicting {dataset.n} images")
-        tick = time.perf_counter()
+        tick, clock = time.perf_counter(), PassClock()
         predictions = predict(handle, dataset, config.batch_size, show_progress=bars,
-                              threshold=config.threshold)
+                              threshold=config.threshold, clock=clock, known=loaded.probed)
         timings["predict"] = time.perf_counter() - tick
         record = prediction_record(predictions, dataset)
         save_predictions(work, record)
         tick = time.perf_counter()
-        plan = plan_sections(config, names, loaded, predictions)
+        plan = plan_sections(config, names, loaded, predictions, clock)
         timings["plan"] = time.perf_counter() - tick
         inputs = RunInputs(config=config, handle=handle, dataset=dataset,
                            predictions=predictions, workdir=work, show_progress=bars,
@@ -453,27 +457,30 @@ def check_baseline_classes(baseline_run, class_names: list[str], task: str) -> N
                           f"({difference}); compare runs of one task, or drop --baseline")
 
 
-def probe_range(handle, dataset, config: AuditConfig) -> list[Check]:
+def probe_range(handle, dataset, config: AuditConfig) -> tuple[list[Check], tuple | None]:
     """With input_range 'auto', the range the data says the model expects (set on the handle),
-    and the check that warns when the choice is unclear; an explicit range is taken as given."""
+    and the check that warns when the choice is unclear; an explicit range is taken as given.
+    With the check, the rows of the images the probe ran under the range chosen
+    (``ProbeResult.known``), for the prediction pass."""
     from auditor.predict.input_range import CHECK, input_range_check, probe_input_range
 
     if config.input_range != "auto" or handle.input_range_source == "model":
-        return []  # a range given, or stated by the model's own keras-hub preprocessor
+        return [], None  # a range given, or stated by the model's own keras-hub preprocessor
     result = probe_input_range(handle, dataset, config.batch_size, config.seed,
                                budgeted=isinstance(config.budget, str))
-    return [input_range_check(result, handle.hint_overridden, spec_bounds(config.checks, CHECK))]
+    check = input_range_check(result, handle.hint_overridden, spec_bounds(config.checks, CHECK))
+    return [check], result.known
 
 
-def plan_sections(config, names, loaded, predictions):
+def plan_sections(config, names, loaded, predictions, clock=None):
     """The compute plan of this run's sections (predict.plan), sized by the time a pass of this
-    model takes, measured here (when the sections run any pass) unless the handle holds it."""
+    model takes, measured here (when the sections run any pass) unless the handle holds it;
+    ``clock``: the prediction pass's calls, timed (``PassClock``), read for its forward pass."""
     from auditor.methods.attribution.tokens import attention_layers
     from auditor.predict.batched import rows_per_pass
-    from auditor.predict.eager import model_eager
     from auditor.predict.plan import Facts, make_plan, model_timing, runs_passes
     from auditor.predict.predictions import pass_function
-    from auditor.steps.card import card_candidates, card_score, makes_card
+    from auditor.steps.card import card_candidates, card_score
 
     handle, train = loaded.handle, loaded.train_dataset
     names = applicable(names, handle)  # a section skipped as not applicable costs nothing
@@ -492,17 +499,42 @@ def plan_sections(config, names, loaded, predictions):
         facts = told(handle, config.options[name], facts) if told else facts
     # the training pass priced, not timed: its trace alone is seconds on a large model, and
     # a named budget often leaves out the fine-tuning that runs it
-    timing = (model_timing(handle, train=False) if runs_passes(modules, config.options, facts)
-              else None)
-    shifted = getattr(config.options.get("attribution"), "input_invariance", False)
-    if timing is not None and makes_card(facts) and shifted:  # the shifted copy decides by it
-        facts = dataclasses.replace(facts, eager=model_eager(handle, timing))
-    plan = make_plan(modules, config.options, config.section_options, facts, config.budget,
-                     timing=timing)
+    timing = (model_timing(handle, train=False, clock=clock)
+              if runs_passes(modules, config.options, facts) else None)
+
+    def planned(facts, timing):
+        return make_plan(modules, config.options, config.section_options, facts,
+                         config.budget, timing=timing)
+
+    plan, facts = with_eager(handle, planned, facts, timing, config)
     if timing is not None and plan.trains and timing.train_priced:  # kept: timed, replanned
-        plan = make_plan(modules, config.options, config.section_options, facts,
-                         config.budget, timing=model_timing(handle))
+        plan = planned(facts, model_timing(handle))
     return plan
+
+
+def with_eager(handle, planned, facts, timing, config):
+    """(the plan, its facts) with the shifted copy's passes priced as they will run: each
+    compiled, or eagerly when too few calls repay its trace (predict/eager.py), which is
+    measured on the model only when the plan can keep the copy at all: at no extra cost
+    for its eager calls, the least it can cost (a plan that leaves it out even then has
+    nothing to run eagerly; the measure was 1.6 prediction passes of ConvNeXtTiny at 48 px,
+    whose plan under ``quick`` leaves the copy out)."""
+    from auditor.predict.eager import EagerCost, model_eager
+    from auditor.steps.card import makes_card
+
+    plan = planned(facts, timing)
+    shifted = getattr(config.options.get("attribution"), "input_invariance", False)
+    if timing is None or not timing.kernel or not makes_card(facts) or not shifted:
+        return plan, facts
+
+    def keeps_copy(plan) -> bool:
+        return getattr(plan.options.get("attribution"), "input_invariance", False)
+
+    free = EagerCost(trace=timing.trace / timing.kernel, call=0.0, row=0.0)
+    if keeps_copy(plan) or keeps_copy(planned(dataclasses.replace(facts, eager=free), timing)):
+        facts = dataclasses.replace(facts, eager=model_eager(handle, timing))
+        plan = planned(facts, timing)
+    return plan, facts
 
 
 def run_sections(names, ctx: Context, plan, log: SectionLog,

@@ -527,13 +527,31 @@ def test_a_call_is_split_into_its_fixed_cost_and_its_rows_and_a_loop_pays_rows_a
     noise made non-positive counts every second per row (never free rows). The demo CNN,
     timed: its fixed cost per call is a share of the 24-row call's time, so a loop's rows cost
     less than the timed time per image."""
-    from auditor.predict.plan import Passes, measure_timing, other_rows, split_call
+    from auditor.predict.plan import (
+        Passes,
+        backward_seconds,
+        forward_at,
+        measure_timing,
+        split_call,
+        timed_rows,
+    )
 
     row, call = split_call((24, 0.010), (96, 0.022))
     assert row == pytest.approx(0.012 / 72) and call == pytest.approx(0.010 - 24 * row)
     assert split_call((24, 0.010), (96, 0.009)) == (0.010 / 24, 0.0)
-    assert other_rows(24, 10_000) == 96 and other_rows(11, 11) == 2 and other_rows(1, 1) == 1
-    assert other_rows(24, 10_000, call_seconds=3.0) == 6  # a large model's call: a quarter
+    assert timed_rows(24, 10_000) == (24, 96) and timed_rows(11, 11) == (2, 5)
+    assert timed_rows(1, 1) == (1, 1)
+    assert timed_rows(24, 10_000, call_seconds=3.0) == (6, 12)  # a large model's: fewer rows
+    # a large model's price at 24 rows is the line's through its calls of 6 and 12
+    large = backward_seconds(24, (6, 0.6 + 6 * 0.2), (12, 0.6 + 12 * 0.2))
+    assert large["row"] == pytest.approx(0.2) and large["call"] == pytest.approx(0.6)
+    assert large["backward"] == pytest.approx(0.2 + 0.6 / 24)
+    noisy = backward_seconds(24, (6, 1.2), (12, 1.1))  # noise: the small call's per image
+    assert noisy["call"] == 0.0 and noisy["backward"] == noisy["row"] == pytest.approx(0.2)
+    # a forward call of 64 rows timed at twice this measure's load, moved to 24 rows along
+    # the forward-backward call's split
+    moved = forward_at((6.4, 64, 0.02), 24, large, 0.01)
+    assert moved == pytest.approx(0.05 * (0.2 + 0.6 / 24) / (0.2 + 0.6 / 64))
     timing = Timing(forward=0.001, backward=0.002, trace=0.1, row=0.0005, call=0.036)
     loop = Passes(looped=1000, loop_steps=10)
     assert timing.seconds(loop) == pytest.approx(1000 * 0.0005 + 10 * 0.036)
@@ -560,6 +578,33 @@ def test_a_forward_call_a_section_counts_pays_its_fixed_cost_once_and_each_row_i
     unsplit = Timing(forward=0.002, backward=0.004, trace=0.1)
     assert unsplit.seconds(Passes(called=200, calls=3)) == pytest.approx(200 * 0.002)
     assert Passes(forward=10, called=30).total == pytest.approx(0.5 * 40)
+
+
+def test_featureviz_and_concepts_count_the_calls_of_their_forward_rows():
+    """Featureviz's pass over the audit images runs in batches of at most 64 (each shown
+    layer's) and concepts' removal tests in one call per group: with a call's rows known both
+    declare their forward rows in counted calls, the same rows as before, and featureviz's
+    200 images cost 4 calls' fixed cost per layer, not 200 twenty-fourths of one."""
+    import auditor.sections.concepts as concepts
+    import auditor.sections.featureviz as featureviz
+    from auditor.predict.plan import Passes
+
+    options = make_config({}, model="demo").options
+    known = Facts(images=200, input_shape=(48, 48, 3), classes=10, call_rows=300,
+                  concept_layers=2)
+    unknown = dataclasses.replace(known, call_rows=None)
+    viz, viz_unknown = (featureviz.passes(options["featureviz"], f) for f in (known, unknown))
+    layers = viz.called // 200
+    assert layers >= 1 and viz.forward == 0 and viz.calls == 4 * layers
+    assert viz_unknown.forward == viz.called and viz_unknown.calls == 0
+    timing = Timing(forward=0.002, backward=0.004, trace=0.1, row=0.001, call=0.072)
+    real = Passes(called=viz.called, calls=viz.calls)
+    assert timing.seconds(real) < timing.seconds(Passes(forward=viz_unknown.forward))
+    concept = options["concepts"]
+    groups, rows = concept.groups, (2 + concept.random_directions) * concept.removal_images
+    counted, uncounted = (concepts.passes(concept, f) for f in (known, unknown))
+    assert counted.called == uncounted.forward - counted.forward == 2 * groups * rows
+    assert counted.calls == 2 * groups * -(-rows // 300)
 
 
 def test_clever_hans_counts_one_call_per_re_prediction_and_per_intervention():

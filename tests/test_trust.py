@@ -101,9 +101,9 @@ def test_probe_finds_the_0_255_range_the_file_does_not_mention(raw_pixel_model, 
     written = json.loads((outcome.out / "summary.json").read_text())
     assert written["model"]["input_range_probe"] == model["input_range_probe"]
     # the right range led clearly at the first look allowed (100 images for a relabelling of
-    # 10 classes: two batches of 64), so the probe stopped there, not at its 320 images
-    assert written["model"]["input_range_probe_samples"] == 128
-    assert check["message"].startswith("input range 0-255 chosen by probing 128 images")
+    # 10 classes, read in two batches of 50), so the probe stopped there, not at its 320 images
+    assert written["model"]["input_range_probe_samples"] == 100
+    assert check["message"].startswith("input range 0-255 chosen by probing 100 images")
 
 
 def test_probe_reads_on_when_the_ranges_cannot_be_told_apart(tmp_path):
@@ -119,7 +119,7 @@ def test_probe_reads_on_when_the_ranges_cannot_be_told_apart(tmp_path):
     assert check["status"] == "warn" and "cannot be told apart" in check["message"]
     # under a named budget the probe spends at most what it costs on the reference model: with
     # that cap made tiny (as on a model far dearer than the reference), it reads on only to its
-    # first look (10 images per class, two batches of 64), and says it could not tell
+    # first look (10 images per class, two batches of 50), and says it could not tell
     import auditor.predict.input_range as probing
     from auditor.inputs.datasets import load_dataset
 
@@ -128,7 +128,7 @@ def test_probe_reads_on_when_the_ranges_cannot_be_told_apart(tmp_path):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(probing, "probe_kernels", lambda candidates: 1e-9)
         capped = probing.probe_input_range(handle, data, budgeted=True)
-    assert capped.samples == 128
+    assert capped.samples == 100
     assert probing.input_range_check(capped, False, None).status == "warn"
     assert probing.probe_kernels(5) == 320 * 5 * 0.5 * 5.0  # the reference model's probe
 
@@ -142,6 +142,37 @@ def test_the_clear_margin_narrows_with_images_and_widens_with_looks():
     assert clear_margin(128, 5, 8) > clear_margin(128, 5, 4) > clear_margin(128, 3, 4)
     assert _leads_clearly([0.95, 0.12, 0.10], 128, 5)  # right against wrong ranges
     assert not _leads_clearly([0.95, 0.80, 0.10], 128, 5)  # two close ranges: read on
+
+
+def test_the_probe_runs_the_forward_pass_and_the_prediction_pass_takes_its_rows(digits_handle):
+    """The probe calls the handle's own forward pass (each candidate's images mapped into the
+    handle's display space: no trace of its own) and, its range being the handle's, hands the
+    rows of the images it read to the prediction pass, which computes only the others: the
+    same logits and features as a whole pass, and the same decisions as each candidate's own
+    transform would give."""
+    import dataclasses
+
+    from auditor.inputs.datasets import load_dataset
+    from auditor.inputs.models import input_transform
+    from auditor.predict.input_range import probe_input_range, through_own
+    from auditor.predict.predictions import predict
+
+    handle = dataclasses.replace(digits_handle, compiled=dict(digits_handle.compiled))
+    data = load_dataset("sklearn:digits:test", handle.input_shape, handle.num_classes,
+                        max_samples=150, seed=0)
+    whole = predict(handle, data)
+    result = probe_input_range(handle, data, samples=100)  # a part of the data
+    assert result.chosen == "0-1" and result.known is not None
+    positions, rows = result.known
+    assert 0 < len(positions) == result.samples < data.n
+    reused = predict(handle, data, known=result.known)
+    np.testing.assert_allclose(reused.logits, whole.logits, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(reused.features, whole.features, rtol=1e-5, atol=1e-4)
+    # a candidate's images seen through the handle's transform give the model its inputs
+    own, other = handle.transform, input_transform("0-255", 1)
+    x = data.images(positions[:4])
+    np.testing.assert_allclose(own.to_model(through_own(own, other, x)), other.to_model(x),
+                               rtol=1e-5)
 
 
 def test_an_explicit_range_skips_the_probe_and_a_wrong_one_is_a_finding(raw_pixel_model,

@@ -182,8 +182,14 @@ class ModelHandle:
     def set_transform(self, transform: InputTransform) -> None:
         """Map display space to the model's input with ``transform`` from now on. Compiled
         functions hold the transform as constants: those of the previous one are set aside
-        (``other_transforms``) and those of this one, when it was used before, taken back."""
+        (``other_transforms``) and those of this one, when it was used before, taken back; a
+        transform that only renames the map (the probe's '0-255' for a 'convnext' hint) keeps
+        them, with nothing traced again."""
         if transform == self.transform:
+            return
+        if (transform.scale, transform.offset, transform.reverse_channels) == (
+                self.transform.scale, self.transform.offset, self.transform.reverse_channels):
+            self.transform = transform  # another name for the same map: the same constants
             return
         self.other_transforms[self.transform] = self.compiled
         self.compiled = self.other_transforms.pop(transform, {})

@@ -53,6 +53,10 @@ class ProbeResult:
     samples: int
     chance: float  # accuracy of always answering the sample's most frequent class
     score_key: str  # "accuracy" or "matched_accuracy": what the choice ranked by
+    # (positions, rows): the images the probe ran through the handle's forward pass under the
+    # range chosen, when it is the transform the handle had, and their rows of logits and
+    # features, which the prediction pass takes as made; None otherwise
+    known: tuple[np.ndarray, np.ndarray] | None = None
 
     def score(self, name: str) -> float:
         return next(row[self.score_key] for row in self.rows if row["range"] == name)
@@ -102,50 +106,52 @@ def probe_input_range(handle, dataset, batch_size: int = 64, seed: int = 0,
     if reason == NO_HINT:  # 0-1 is where the probe starts, not what the model said
         options = [(name, False) for name, _ in options]
     transforms = [input_transform(name, handle.input_shape[-1]) for name, _ in options]
-    # every candidate's pass runs in one graph: together they must fit the memory budget (on
-    # MobileNetV2 224 px, 64 images x 4 candidates raised the resident memory by 2.4 GB)
-    batch_size = min(batch_size, rows_per_pass(handle, backward=False, copies=len(transforms)))
-    positions = _in_random_order(probe_sample(dataset.labels, samples, seed), batch_size, seed)
+    sample = probe_sample(dataset.labels, samples, seed)
     multilabel = getattr(handle, "multilabel", False)
     # ranked by accuracy up to class order when the whole sample allows it, and then not
     # stopped before it does: the key does not change with where the probe stops (that
     # relabelling is fitted on the images scored, so the stopping bound is approximate there)
-    matched = not multilabel and len(positions) >= MATCHED_IMAGES_PER_CLASS * handle.num_classes
+    matched = not multilabel and len(sample) >= MATCHED_IMAGES_PER_CLASS * handle.num_classes
+    first_look = MATCHED_IMAGES_PER_CLASS * handle.num_classes if matched else 1
+    batch_size = look_batch(min(batch_size, rows_per_pass(handle, backward=False)), first_look)
+    positions = _in_random_order(sample, batch_size, seed)
     key = "matched_accuracy" if matched else "accuracy"
     cap = (kernel_seconds(handle) * probe_kernels(len(options))) if budgeted else math.inf
-    labels, preds = _read(handle, dataset, positions, options,
-                          _compiled_probe(handle, transforms, multilabel), batch_size,
-                          matched, cap)
+    labels, preds, own_rows = _read(handle, dataset, positions, options,
+                                    _decisions(handle, transforms, multilabel), batch_size,
+                                    matched, cap)
     rows = _scored(options, labels, preds, handle.num_classes, matched)
     order = {name: i for i, (name, _) in enumerate(options)}
     best = max(rows, key=lambda r: (round(r[key], 9), r["accuracy"], r["hint"],
                                     -order[r["range"]]))
-    handle.set_transform(input_transform(best["range"], handle.input_shape[-1]))
+    chosen = input_transform(best["range"], handle.input_shape[-1])
+    known = ((positions[:len(labels)], own_rows)
+             if own_rows is not None and same_map(handle.transform, chosen) else None)
+    handle.set_transform(chosen)
     handle.input_range_source = "probe"
     handle.input_range_probe = [dict(r) for r in rows]
     handle.input_range_probe_samples = len(labels)
     chance = _chance(labels)
-    return ProbeResult(best["range"], hint, reason, rows, len(labels), chance, key)
+    return ProbeResult(best["range"], hint, reason, rows, len(labels), chance, key, known)
 
 
-def _read(handle, dataset, positions, options, predict_all, batch_size: int, matched: bool,
-          cap: float) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, each candidate's predictions) of the images read: batch after batch until one
-    candidate leads clearly or the next batch would bring the seconds spent over ``cap``,
-    looking only once the key can be computed (``matched``: 10 images per class)."""
-    from auditor.predict.distribute import run_batch
-
+def _read(handle, dataset, positions, options, decide, batch_size: int, matched: bool,
+          cap: float) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(labels, each candidate's predictions, the rows of the handle's own forward pass or
+    None: ``_decisions``) of the images read: batch after batch until one candidate leads
+    clearly or the next batch would bring the seconds spent over ``cap``, looking only once
+    the key can be computed (``matched``: 10 images per class)."""
     labels = dataset.labels[positions]
     key = "matched_accuracy" if matched else "accuracy"
     first_look = MATCHED_IMAGES_PER_CLASS * handle.num_classes if matched else 1
     looks = math.ceil(len(positions) / batch_size)
     preds = np.empty((len(options), *labels.shape), np.int64)
-    spent = 0.0
+    spent, own = 0.0, []
     for start in range(0, len(positions), batch_size):
         part = slice(start, start + batch_size)
         tick = time.perf_counter()
-        preds[:, part] = np.moveaxis(np.asarray(
-            run_batch(handle, predict_all, dataset.images(positions[part]))), 1, 0)
+        preds[:, part], rows = decide(dataset.images(positions[part]))
+        own.append(rows)
         spent += time.perf_counter() - tick  # the first batch's trace included: an upper bound
         seen = min(start + batch_size, len(positions))
         if seen == len(positions) or seen < first_look:
@@ -154,8 +160,12 @@ def _read(handle, dataset, positions, options, predict_all, batch_size: int, mat
                                               handle.num_classes, matched)]
         next_batch = min(batch_size, len(positions) - seen) * spent / seen
         if _leads_clearly(scores, seen, looks) or spent + next_batch > cap:
-            return labels[:seen], preds[:, :seen]
-    return labels, preds
+            return labels[:seen], preds[:, :seen], _joined(own)
+    return labels, preds, _joined(own)
+
+
+def _joined(rows: list) -> np.ndarray | None:
+    return None if not rows or rows[0] is None else np.concatenate(rows)
 
 
 def probe_kernels(candidates: int) -> float:
@@ -225,33 +235,59 @@ def _leads_clearly(scores: list[float], images: int, looks: int) -> bool:
     return ranked[0] - ranked[1] > clear_margin(images, len(scores), looks)
 
 
-def _compiled_probe(handle, transforms, multilabel: bool):
-    """One call of the model on every candidate's images stacked on the batch axis, traced once
-    for any batch size: the model is traced once, not once per candidate (a trace of
-    DenseNet121 takes tens of seconds), and the last, shorter batch does not trace again. Kept
-    on the handle: the Keras callback's one copy is probed at every audited epoch. The
-    candidates' axis is moved before the decision: oneDNN has no integer transpose without
-    AVX-512 and logs an error line on stderr for one."""
-    import tensorflow as tf
+def look_batch(most: int, first_look: int) -> int:
+    """Rows of the probe's batches: at most ``most``, and an even share of the images the
+    first look needs (``first_look``), so that the look falls on them: 10 images per class of
+    10 classes are read in two batches of 50, not of 64 (128 images under five ranges were 28
+    images of every range more than the look needed)."""
+    if first_look <= 1:
+        return most
+    return -(-first_look // -(-first_look // max(1, most)))
 
-    key = ("input_range_probe", tuple(transforms), multilabel)
-    if key in handle.compiled:
-        return handle.compiled[key]
 
-    def decide(logits):  # the class; multi-label: each label's yes/no at sigmoid 0.5
-        if multilabel:
-            return tf.cast(logits > 0, tf.int32)
-        return tf.argmax(logits, axis=-1, output_type=tf.int32)
+def _decisions(handle, transforms, multilabel: bool):
+    """``decide(images) -> (decisions, rows)``: each candidate's class of display-space images
+    (candidates, images) (multi-label: each label's yes/no at the sigmoid's 0.5), through the
+    handle's own forward pass (``ModelHandle.forward_pass``, traced once for the prediction
+    pass and every later forward pass), a candidate's images mapped into the handle's display
+    space first (``through_own``), so that the pass the handle's transform compiled sees the
+    candidate's model inputs; and the pass's rows (logits and features) of the candidate that
+    is the handle's own transform (None when none is). No trace of the probe's own
+    (ConvNeXtTiny's at 48 px: seconds); when the range chosen is the handle's, the prediction
+    pass finds its trace made and these images' rows computed (``ProbeResult.known``)."""
+    from auditor.predict.distribute import run_batch
 
-    @tf.function(input_signature=[tf.TensorSpec((None, *handle.input_shape), tf.float32)])
-    def predict_all(images):  # (batch, candidates): run_batch splits and gathers on axis 0
-        stacked = tf.concat([t.to_model(images) for t in transforms], axis=0)
-        logits = handle.logits_model(stacked, training=False)
-        per_candidate = tf.reshape(logits, (len(transforms), tf.shape(images)[0], -1))
-        return decide(tf.transpose(per_candidate, (1, 0, 2)))  # transposed as floats (above)
+    own, (fn, _) = handle.transform, handle.forward_pass
 
-    handle.compiled[key] = predict_all
-    return predict_all
+    def decide(images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        decided, kept = [], None
+        for transform in transforms:
+            rows = np.asarray(run_batch(handle, fn, through_own(own, transform, images)))
+            logits = rows[:, :handle.num_classes]
+            decided.append((logits > 0).astype(np.int64) if multilabel
+                           else logits.argmax(axis=-1))
+            if kept is None and same_map(own, transform):
+                kept = rows
+        return np.stack(decided), kept
+
+    return decide
+
+
+def same_map(transform, other) -> bool:
+    """Whether two input transforms give the model the same inputs (names aside)."""
+    return (transform.scale, transform.offset, transform.reverse_channels) == (
+        other.scale, other.offset, other.reverse_channels)
+
+
+def through_own(own, transform, images: np.ndarray) -> np.ndarray:
+    """Display-space ``images`` as the transform ``own`` must see them to give the model what
+    ``transform`` gives it (the images themselves when the two are the same map)."""
+    if same_map(own, transform):
+        return images
+    x = images[..., ::-1] if transform.reverse_channels else images
+    model = x * np.float32(transform.scale) + np.float32(transform.offset)
+    back = (model - np.float32(own.offset)) / np.float32(own.scale)
+    return np.ascontiguousarray(back[..., ::-1] if own.reverse_channels else back, np.float32)
 
 
 def _chance(labels: np.ndarray) -> float:

@@ -4,11 +4,12 @@ A budget is counted in passes of a model: one image through a forward and a back
 pass; a forward-only image counts ``FORWARD_SHARE`` of one. ``--budget N`` is N passes of the
 audited model. A named budget (quick, standard, thorough) is a wait: that many passes of a
 reference model (MobileNetV2 at 224 px), in the time a pass of the model at hand takes on this
-machine. That time is measured before the sections run (``measure_timing``: a forward and a
-backward pass, and a trace; a training pass only when the plan keeps work that runs it, priced
-from the backward pass until then; the backward pass on two numbers of rows, which
-splits a call's fixed cost from its cost per row, so that a compiled loop's many steps over
-large batches are priced as they run) and divided by the time of a fixed reference kernel
+machine. That time is measured before the sections run (``measure_timing``: the forward pass
+read off the prediction pass's first batches (``PassClock``), a backward pass and its trace;
+a training pass only when the plan keeps work that runs it, priced from the backward pass
+until then; the backward pass on two numbers of rows, which splits a call's fixed cost from
+its cost per row, so that a compiled loop's many steps over large batches are priced as they
+run) and divided by the time of a fixed reference kernel
 timed at the same moment, so that a loaded machine, which slows both, plans as a quiet one; the
 ratios are rounded to a half-octave grid, so that the same model and spec get the same settings,
 and so the same figures, run after run (a baseline comparison depends on them). The seconds the
@@ -734,18 +735,21 @@ def _passes(module, options, facts: Facts) -> Passes:
     return cost(options, facts) if cost else Passes()
 
 
-def measure_timing(handle, rows: int | None = None, train: bool = True) -> Timing:
+def measure_timing(handle, rows: int | None = None, train: bool = True,
+                   clock: PassClock | None = None) -> Timing:
     """Seconds per image of the forward pass, the forward-backward pass (gradient of the input)
     and, with ``train``, the training pass (gradient of every weight: ``with_training``), each
-    the median of TIMING_REPEATS calls on one batch of ``rows`` random images after a first
-    call, whose extra time is the cost of one trace; one copy of the model
-    (inputs/copies.py); and the reference kernel's seconds, the median of one call before each
-    of theirs. The forward-backward pass is also timed on a second number of rows
-    (``other_rows``), by the same trace (its signature takes any number of images), which
-    splits its time into a fixed cost per call and a cost per row. Without ``train`` the
-    training pass is priced from the forward-backward one (``Timing.train_priced``).
-    By default TIMING_ROWS rows, or fewer when one backward pass of that many does not fit the
-    memory budget."""
+    the median of TIMING_REPEATS calls after a first call, whose extra time is the cost of one
+    trace; one copy of the model (inputs/copies.py); and the reference kernel's seconds, the
+    median of one call before each of theirs. The forward pass is read off a pass that ran
+    anyway when ``clock`` timed one (the prediction pass's batches: ``PassClock``), else timed
+    on ``rows`` random images.
+    The forward-backward pass is timed on two numbers of rows (``timed_rows``), by the same
+    trace (its signature takes any number of images), which splits its time into a fixed
+    cost per call and a cost per row; its price per image is the line's at ``rows``. Without
+    ``train`` the training pass is priced from the forward-backward one
+    (``Timing.train_priced``). By default TIMING_ROWS rows, or fewer when one backward pass of
+    that many does not fit the memory budget."""
     import tensorflow as tf
 
     from auditor.methods.attribution.gradient import gradient_pass
@@ -758,22 +762,51 @@ def measure_timing(handle, rows: int | None = None, train: bool = True) -> Timin
         return gradients(images, tf.zeros(count, tf.int32), tf.fill(count, -1))
 
     kernel, kernels = reference_kernel(), []
-    _, calls, _ = _timed_calls(handle, handle.logits_fn, x[:rows], kernel, kernels)
-    seconds = {"forward": float(np.median(calls)) / rows}
+    forward = clock.forward() if clock is not None else None
+    if forward is None:  # (seconds a call, rows a call, the kernel's seconds beside it)
+        _, calls, _ = _timed_calls(handle, handle.logits_fn, x[:rows], kernel, kernels)
+        forward = (float(np.median(calls)), rows, None)
     # a forward-backward call costs about a forward call over FORWARD_SHARE
-    other = other_rows(rows, fits, float(np.median(calls)) / FORWARD_SHARE)
-    first, calls, others = _timed_calls(handle, gradient, x[:rows], kernel, kernels, x[:other])
-    seconds["backward"] = float(np.median(calls)) / rows
-    if others:
-        seconds["row"], seconds["call"] = split_call(
-            (rows, float(np.median(calls))), (other, float(np.median(others))))
-    seconds["trace"] = max(first - seconds["backward"] * rows, 0.0)
+    small, large = timed_rows(rows, fits, forward[0] / forward[1] * rows / FORWARD_SHARE)
+    first, calls, others = _timed_calls(handle, gradient, x[:small], kernel, kernels, x[:large])
+    seconds = backward_seconds(rows, (small, float(np.median(calls))),
+                               (large, float(np.median(others))) if others else None)
+    seconds["trace"] = max(first - float(np.median(calls)), 0.0)
     kernels.append(_timed(kernel))
+    seconds["forward"] = forward_at(forward, rows, seconds, float(np.median(kernels)))
     seconds.update(_copy_seconds(handle))
     timing = Timing(**seconds, kernel=float(np.median(kernels)), train_priced=True,
                     train=TRAIN_SHARE * seconds["backward"],
                     train_trace=TRAIN_TRACE_SHARE * seconds["trace"])
     return with_training(handle, timing, x[:rows]) if train else timing
+
+
+def backward_seconds(rows: int, timed: tuple[int, float],
+                     other: tuple[int, float] | None) -> dict:
+    """{"backward": seconds per image of a forward-backward call of ``rows``, and "row",
+    "call" when two numbers of rows were timed (``(rows, seconds)`` each)}: the line through
+    them at ``rows``; without a second, or when ``split_call`` cannot tell the fixed cost from
+    the rows, the timed call's time per image."""
+    if other is None or other[0] == timed[0]:
+        return {"backward": timed[1] / timed[0]}
+    row, call = split_call(timed, other)
+    if call == 0.0:
+        return {"backward": row, "row": row, "call": call}
+    return {"backward": row + call / rows, "row": row, "call": call}
+
+
+def forward_at(forward: tuple, rows: int, seconds: dict, kernel: float) -> float:
+    """Seconds per image of a forward call of ``rows`` from ``forward`` (seconds of a call,
+    its rows, and the reference kernel's seconds beside it, None when timed beside this
+    measure's own): at this measure's load (the two kernels' ratio) and, when the call had other
+    rows, moved to ``rows`` along the forward-backward call's split (``Timing.forward_split``
+    assumes the forward call splits in the same share)."""
+    call_seconds, timed, beside = forward
+    per_image = call_seconds / timed * (kernel / beside if beside else 1.0)
+    row, call = seconds.get("row"), seconds.get("call")
+    if timed == rows or not row or call is None:
+        return per_image
+    return per_image * (row + call / rows) / (row + call / timed)
 
 
 def with_training(handle, timing: Timing, x: np.ndarray | None = None) -> Timing:
@@ -808,14 +841,14 @@ def with_training(handle, timing: Timing, x: np.ndarray | None = None) -> Timing
 
 
 def timing_batches(handle, rows: int | None = None) -> tuple[np.ndarray, int, int]:
-    """The random images the passes are timed on (as many as ``other_rows`` may ask), the
+    """The random images the passes are timed on (as many as ``timed_rows`` may ask), the
     rows of the timed call (TIMING_ROWS, or fewer when a backward pass of that many does not
     fit the memory budget: the first of them) and the rows a backward pass fits."""
     from auditor.predict.batched import rows_per_pass
 
     fits = rows_per_pass(handle, backward=True)
     rows = rows or int(np.clip(fits, 1, TIMING_ROWS))
-    x = np.random.default_rng(0).uniform(0, 1, (max(rows, other_rows(rows, fits)),
+    x = np.random.default_rng(0).uniform(0, 1, (max(rows, *timed_rows(rows, fits)),
                                                  *handle.input_shape)).astype(np.float32)
     return x, rows, fits
 
@@ -835,16 +868,18 @@ def _timed_calls(handle, fn, x, kernel, kernels: list, x_other=None):
     return first, calls, others
 
 
-def other_rows(rows: int, fits: int, call_seconds: float = 0.0) -> int:
-    """The second number of rows the forward-backward pass is timed on: four times ``rows``
-    when that fits the memory budget (``fits`` rows) and a call of ``rows`` takes at most
-    SPLIT_CALL_SECONDS (``call_seconds``), else a quarter (a large model, whose fixed cost per
-    call is a small share of a call anyway: three calls of 96 rows of ConvNeXtTiny at 48 px
-    were half a minute of the plan's timing); ``rows`` itself when neither differs from it
-    (one row: the split is not made)."""
+def timed_rows(rows: int, fits: int, call_seconds: float = 0.0) -> tuple[int, int]:
+    """The two numbers of rows the forward-backward pass is timed on, the first of them also
+    its first call's (its trace): ``rows`` and four times as many when that fits the memory
+    budget (``fits`` rows) and a call of ``rows`` takes at most SPLIT_CALL_SECONDS
+    (``call_seconds``); else a quarter and a half of ``rows`` (a large model, whose fixed cost
+    per call is a small share of a call anyway: the first call, three calls of 24 rows and
+    three of 6 were 30 of the 52 CPU-seconds of ConvNeXtTiny's plan at 48 px; a quarter and a
+    half read the same line for under half the rows), the price at ``rows`` read off the
+    line through them (``backward_seconds``). One row: once."""
     if 4 * rows <= fits and call_seconds <= SPLIT_CALL_SECONDS:
-        return 4 * rows
-    return max(1, rows // 4)
+        return rows, 4 * rows
+    return max(1, rows // 4), max(1, rows // 2)
 
 
 def split_call(timed: tuple[int, float], other: tuple[int, float]) -> tuple[float, float]:
@@ -863,7 +898,9 @@ def split_call(timed: tuple[int, float], other: tuple[int, float]) -> tuple[floa
 
 def _copy_seconds(handle) -> dict:
     """The seconds one copy of the model takes (None when it cannot be copied: the sections
-    that copy it say why) and whether the copy is the model's twin (inputs/traces.py)."""
+    that copy it say why) and whether the copy is the model's twin (inputs/traces.py). The
+    copy is not kept: the sections declare the working copy they make (1.4 CPU-seconds of
+    ConvNeXtTiny at 48 px, a seventh of a prediction pass)."""
     from auditor.errors import ModelError
     from auditor.inputs.copies import copy_model
     from auditor.inputs.traces import twins
@@ -876,14 +913,52 @@ def _copy_seconds(handle) -> dict:
         return {"copy": None}
 
 
-def model_timing(handle, train: bool = True) -> Timing:
+class PassClock:
+    """Times the first calls of a pass that runs anyway (the prediction pass's batches, which
+    ``predict`` hands it), each beside a call of the reference kernel, so that the plan's
+    measure reads the forward pass's seconds off them instead of timing calls of its own
+    (four calls of 24 rows of ConvNeXtTiny at 48 px were 0.4 of a prediction pass). The
+    first call is left out (it may trace the pass); a handful of calls after it suffice."""
+
+    CALLS = 5  # the first and four more: the rest of a long pass is not timed
+
+    def __init__(self):
+        self.calls: list[tuple[int, float, float]] = []  # (rows, seconds, kernel's seconds)
+        self.kernel = None
+
+    def __call__(self, run, rows: int, *args):
+        """``run(*args)`` on ``rows`` rows, timed while fewer than CALLS calls are."""
+        if len(self.calls) >= self.CALLS:
+            return run(*args)
+        self.kernel = self.kernel or reference_kernel()
+        beside = _timed(self.kernel)
+        tick = time.perf_counter()
+        result = run(*args)
+        self.calls.append((rows, time.perf_counter() - tick, beside))
+        return result
+
+    def forward(self) -> tuple[float, int, float] | None:
+        """(seconds of a call, its rows, the kernel's seconds beside it) over the calls after
+        the first, as one call of the most rows a call took (all but the last, shorter one
+        of a pass); None with fewer than two calls."""
+        timed = self.calls[1:]
+        if not timed:
+            return None
+        rows = sum(r for r, _, _ in timed)
+        per_row = sum(seconds for _, seconds, _ in timed) / rows
+        most = max(r for r, _, _ in timed)
+        return per_row * most, most, float(np.median([k for _, _, k in timed]))
+
+
+def model_timing(handle, train: bool = True, clock: PassClock | None = None) -> Timing:
     """``measure_timing(handle)``, measured once per model handle and kept with its compiled
     functions: the Keras callback's one audit copy keeps its architecture from epoch to epoch
     (only its weights change), so every audit of a fit, and the sizing of each, read the
     same measure. Without ``train`` the training pass is priced, not timed; asked with it
-    later, it is timed then (``with_training``) and kept."""
+    later, it is timed then (``with_training``) and kept. ``clock``: the prediction pass's
+    calls, timed (``PassClock``)."""
     if "timing" not in handle.compiled:
-        handle.compiled["timing"] = measure_timing(handle, train=train)
+        handle.compiled["timing"] = measure_timing(handle, train=train, clock=clock)
     elif train:
         handle.compiled["timing"] = with_training(handle, handle.compiled["timing"])
     return handle.compiled["timing"]

@@ -107,33 +107,83 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def predict(handle, dataset, batch_size: int = 64, show_progress: bool = False,
-            threshold: float | list[float] | None = None) -> Predictions:
+            threshold: float | list[float] | None = None, clock=None,
+            known: tuple | None = None) -> Predictions:
     """Logits for every sample, a batch at a time, and in the same pass the penultimate features
     (the input of the final layer) when the model can be split there; non-finite inputs (found
     while streaming) or outputs are errors. Batches are at most ``batch_size`` and at most
     what the memory budget allows this model (a 224 px network takes fewer). A multi-label
     model's predictions carry its thresholds (``label_thresholds`` of the spec's
-    ``threshold``)."""
-    from auditor.predict.batched import rows_per_pass
+    ``threshold``). ``clock`` (predict/plan.py ``PassClock``) times the first batches' calls,
+    which the compute plan then reads instead of timing forward calls of its own. ``known``:
+    (positions, rows) of this pass already computed (the input-range probe's, under the range
+    chosen: predict/input_range.py ``ProbeResult.known``), taken as they are."""
+    from auditor.predict.batched import blocks, rows_per_pass
 
     batch_size = min(batch_size, rows_per_pass(handle, backward=False))
     fn, width = pass_function(handle)
     logits = np.empty((dataset.n, handle.num_classes), np.float32)
     features = np.empty((dataset.n, width), np.float32) if width else None
+    done = np.zeros(dataset.n, bool)
+    if known is not None:
+        _kept(handle, known[1], known[0], logits, features)
+        done[known[0]] = True
     batches = track(dataset.tensor_batches(batch_size), length=-(-dataset.n // batch_size),
                     label="predicting", enabled=show_progress)
-    for images, _, positions in batches:
-        batch = run_batch(handle, fn, images)
-        if not np.isfinite(batch[:, :handle.num_classes]).all():
-            raise ModelError(f"model '{handle.path}' produced NaN or infinite outputs; check its "
-                             "weights and the input_range it expects")
-        logits[positions] = batch[:, :handle.num_classes]
-        if features is not None:
-            features[positions] = batch[:, handle.num_classes:]
+    calls = _Calls(blocks(int((~done).sum()), batch_size), handle, fn, clock)
+    for images, _, positions in batches:  # every image read: each is checked finite there
+        left = np.flatnonzero(~done[positions])
+        if len(left):
+            calls.add(images if len(left) == len(positions) else _rows_of(images, left),
+                      positions[left], logits, features)
     thresholds = (label_thresholds(threshold, handle.num_classes)
                   if getattr(handle, "multilabel", False) else None)
     return Predictions(logits=logits, labels=dataset.labels.copy(), features=features,
                        thresholds=thresholds)
+
+
+class _Calls:
+    """The pass's calls over the images left to run, in the near-equal blocks ``sizes``
+    (batched.py ``blocks``): rows are gathered across the dataset's batches until a block is
+    full, so that the probe's images, left out here, leave no batch of odd size (a new batch
+    shape compiles ConvNeXt's grouped convolutions again: Keras runs them through XLA)."""
+
+    def __init__(self, sizes: list[slice], handle, fn, clock):
+        self.sizes = [part.stop - part.start for part in sizes]
+        self.handle, self.fn, self.clock = handle, fn, clock
+        self.images, self.positions = [], []
+
+    def add(self, images, positions, logits, features) -> None:
+        import tensorflow as tf
+
+        self.images.append(images)
+        self.positions.append(positions)
+        while self.sizes and sum(len(p) for p in self.positions) >= self.sizes[0]:
+            size = self.sizes.pop(0)
+            pooled = tf.concat(self.images, 0) if len(self.images) > 1 else self.images[0]
+            where = np.concatenate(self.positions)
+            self.images = [pooled[size:]] if len(where) > size else []
+            self.positions = [where[size:]] if len(where) > size else []
+            batch = (run_batch(self.handle, self.fn, pooled[:size]) if self.clock is None
+                     else self.clock(run_batch, size, self.handle, self.fn, pooled[:size]))
+            _kept(self.handle, batch, where[:size], logits, features)
+
+
+def _kept(handle, batch: np.ndarray, positions, logits: np.ndarray, features) -> None:
+    """A batch of the forward pass's rows into ``logits`` and ``features`` at ``positions``;
+    non-finite logits are the model's error."""
+    if not np.isfinite(batch[:, :handle.num_classes]).all():
+        raise ModelError(f"model '{handle.path}' produced NaN or infinite outputs; check its "
+                         "weights and the input_range it expects")
+    logits[positions] = batch[:, :handle.num_classes]
+    if features is not None:
+        features[positions] = batch[:, handle.num_classes:]
+
+
+def _rows_of(images, rows: np.ndarray):
+    import tensorflow as tf
+
+    return tf.gather(images, rows)
 
 
 def logits_and_features(handle, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

@@ -112,7 +112,9 @@ def model_facts(handle, options: Options, facts: Facts) -> Facts:
 def passes(options: Options, facts: Facts) -> Passes:
     """The sample and each mistake twice (predicted, true) forward-backward, every layer's
     activation and gradient from one pass and one trace. Per layer: each group's removal and
-    random removals forward, one trace (the network run on with a group removed). The randomised
+    random removals forward, in one call per group of their rows (``Passes.called``: a call's
+    fixed cost once, when a call's rows are known), one trace (the network run on with a
+    group removed). The randomised
     copy: the audit's working copy (made here unless the card made it), the survival images
     through the pass of every layer's activations and gradients, whose trace the copy shares
     (inputs/traces.py; one trace of its own when it is not the model's twin,
@@ -125,8 +127,11 @@ def passes(options: Options, facts: Facts) -> Passes:
     layers = facts.concept_layers or max(1, len(options.layers) or 2)
     sample = min(options.sample, facts.images)
     mistakes = min(options.mistakes, facts.wrong)
-    removal = options.groups * (2 + options.random_directions) * options.removal_images
-    per_layer = Passes(forward=removal, traces=1)
+    per_group = (2 + options.random_directions) * options.removal_images  # one call's rows
+    removal = options.groups * per_group
+    calls = options.groups * (-(-per_group // facts.call_rows) if facts.call_rows else 0)
+    per_layer = (Passes(called=removal, calls=calls, traces=1) if facts.call_rows
+                 else Passes(forward=removal, traces=1))
     gradients = Passes(backward=sample + 2 * mistakes, traces=1)
     survival = (Passes(backward=options.survival_images, copies=int(not makes_card(facts)),
                        traces=0 if facts.twin_copy else 1)
@@ -136,6 +141,7 @@ def passes(options: Options, facts: Facts) -> Passes:
              if options.icon_steps else Passes())
     fits = layers * (1 + bool(options.survival_images))  # the sample's, the randomised copy's
     return Passes(per_layer.forward * layers, traces=per_layer.traces * layers,
+                  called=per_layer.called * layers, calls=per_layer.calls * layers,
                   kernels=NMF_FIT_KERNELS * fits) + gradients + survival + icons
 
 
