@@ -20,13 +20,13 @@ import argparse
 import os
 import resource
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
+from timing import timed  # noqa: E402  (bench/timing.py)
 
 GRADIENT_TARGET = 1.15
 PER_SAMPLE_TARGET = 1.15
@@ -73,20 +73,6 @@ def floor_function(handle):
     return lambda x, t: floor(x, t).numpy()
 
 
-def timed(fn) -> float:
-    tick = time.perf_counter()
-    fn()
-    return time.perf_counter() - tick
-
-
-def timed_both(fn) -> tuple[float, float]:
-    """(wall, CPU) seconds: CPU time of this process, all threads, which other processes on a
-    loaded machine do not inflate, so LRP's ratios are also given in it."""
-    tick, cpu = time.perf_counter(), time.process_time()
-    fn()
-    return time.perf_counter() - tick, time.process_time() - cpu
-
-
 def bench_model(name, handle, batch: int, n: int, repeats: int, occlusion: dict,
                 inner: int) -> list[str]:
     """One table; single-pass runs are repeated ``inner`` times per round (they are short, so
@@ -125,7 +111,7 @@ def bench_model(name, handle, batch: int, n: int, repeats: int, occlusion: dict,
     for _ in range(repeats):
         for key, fn in runs.items():
             for _ in range(inner if key in single_pass else 1):
-                wall, used = timed_both(fn)
+                wall, used = timed(fn)  # LRP's ratios are given in CPU time too
                 seconds[key].append(wall)
                 cpu[key].append(used)
     best = {key: min(values) for key, values in seconds.items()}
@@ -177,9 +163,10 @@ def ig_stress(folder: Path) -> None:
     x = np.random.default_rng(0).uniform(0, 1, (32, 224, 224, 3)).astype(np.float32)
     targets = np.arange(32) % 10
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
-    tick = time.perf_counter()
-    maps = attribute(handle, x, targets, "integrated_gradients", steps=50)
-    took = time.perf_counter() - tick
+    maps = []
+    took, _ = timed(lambda: maps.append(attribute(handle, x, targets, "integrated_gradients",
+                                                  steps=50)))
+    maps = maps[0]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     error = completeness_error(handle, x, targets, maps)
     print(f"IG 50 steps x 32 images, MobileNetV2 224 px: {took:.0f} s, "
@@ -221,7 +208,7 @@ def card_cost(max_samples: int) -> None:
             ctx, options, methods, attribution.AttributionData({}, 0.0, "", {}, {})),
     }
     parts["section without the card"]()  # trace the methods once, as the section would
-    seconds = {name: timed(fn) for name, fn in parts.items()}
+    seconds = {name: timed(fn)[0] for name, fn in parts.items()}
     rest = seconds.pop("section without the card")
     card = sum(seconds.values())
     print(f"reliability card on the demo ({len(methods)} methods, "

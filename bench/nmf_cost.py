@@ -17,13 +17,14 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
+
+from timing import timed  # noqa: E402  (bench/timing.py, in the script's folder)
 
 
 def handle_and_images(name: str, size: int, images: int, work: Path):
@@ -57,11 +58,11 @@ def timed_fit(layer: str, acts: np.ndarray, kernel) -> str:
     rows = min(int(np.prod(acts.shape[:-1])), FIT_ROWS)
     signed = bool((acts < 0).any())
     cols = acts.shape[-1] * (2 if signed else 1)
-    before = _timed(kernel)
-    tick, cpu = time.perf_counter(), time.process_time()
-    factors = fit_factors(layer, acts, DEFAULT_GROUPS)
-    seconds, cpu = time.perf_counter() - tick, time.process_time() - cpu
-    after = _timed(kernel)
+    before = timed(kernel)
+    fitted = []
+    seconds, cpu = timed(lambda: fitted.append(fit_factors(layer, acts, DEFAULT_GROUPS)))
+    factors = fitted[0]
+    after = timed(kernel)
     unit, unit_cpu = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
     cells = rows * cols * DEFAULT_GROUPS / 1e6
     iterations = factors.nmf.n_iter_
@@ -69,13 +70,6 @@ def timed_fit(layer: str, acts: np.ndarray, kernel) -> str:
             f"{seconds / unit:.1f} kernels, {cpu:.2f} CPU-s, {cpu / unit_cpu:.1f} kernels in "
             f"CPU time, {cpu / unit_cpu / cells / iterations:.3f} CPU kernels per million "
             "cell-iterations")
-
-
-def _timed(run) -> tuple[float, float]:
-    """(wall seconds, process CPU seconds) of ``run()``."""
-    tick, cpu = time.perf_counter(), time.process_time()
-    run()
-    return time.perf_counter() - tick, time.process_time() - cpu
 
 
 def main() -> None:

@@ -18,10 +18,10 @@ No model is run.
 from __future__ import annotations
 
 import argparse
-import time
 from types import SimpleNamespace
 
 import numpy as np
+from timing import timed  # bench/timing.py (the script's folder is on the path)
 
 
 class Images:
@@ -56,13 +56,6 @@ def context(images: int, features: int, side: int, classes: int = 10, seed: int 
         config=SimpleNamespace(seed=0, batch_size=64), handle=SimpleNamespace(output="logits"))
 
 
-def timed(run) -> tuple[float, float]:
-    """(CPU seconds of the process, wall seconds) of ``run()``."""
-    cpu, wall = time.process_time(), time.perf_counter()
-    run()
-    return time.process_time() - cpu, time.perf_counter() - wall
-
-
 def main() -> None:
     from auditor.predict.plan import reference_kernel
     from auditor.sections.triage import Options, measure
@@ -84,8 +77,8 @@ def main() -> None:
                     kernels.append(timed(kernel))
                     runs.append(timed(lambda ctx=ctx: measure(ctx, Options())))
                 kernels.append(timed(kernel))
-                cpu, wall = np.median(runs, axis=0)
-                unit_cpu, unit_wall = np.median(kernels, axis=0)
+                wall, cpu = np.median(runs, axis=0)
+                unit_wall, unit_cpu = np.median(kernels, axis=0)
                 print(f"images {images:5d} features {features:5d} side {side:3d}: "
                       f"{cpu:6.2f} CPU-s {wall:6.2f} s; kernel {unit_cpu * 1e3:5.1f} CPU-ms "
                       f"{unit_wall * 1e3:5.1f} ms; {cpu / unit_cpu:7.1f} kernels (CPU), "

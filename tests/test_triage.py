@@ -5,7 +5,6 @@ audit flags few label errors and no leakage, and what cannot be measured says so
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import numpy as np
@@ -222,12 +221,20 @@ def _digits_npz(path, positions, extra=None):
     return f"npz:{path}"
 
 
-def _audit(model, data, train, out):
-    done = subprocess.run(
-        [sys.executable, "-m", "auditor", "audit", "--model", str(model), "--data", data,
-         "--train-data", train, "--out", str(out), "--sections", "performance,triage",
-         "--no-progress"], capture_output=True, text=True, timeout=600)
-    return done, json.loads((out / "summary.json").read_text()) if done.returncode < 2 else None
+def _audit(monkeypatch, capsys, model, data, train, out):
+    """`auditor audit` with --train-data, through the console entry point in this process (the
+    command line's parsing and exit code are what it tests, not a fresh process: that costs a
+    TensorFlow import, and tests/test_cli_audit.py runs one): (exit code, stderr, summary)."""
+    from auditor.cli import main
+
+    monkeypatch.setattr(sys, "argv", [
+        "auditor", "audit", "--model", str(model), "--data", data, "--train-data", train,
+        "--out", str(out), "--sections", "performance,triage", "--no-progress"])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    code = stop.value.code
+    return code, capsys.readouterr().err, (json.loads((out / "summary.json").read_text())
+                                           if code < 2 else None)
 
 
 @pytest.fixture(scope="module")
@@ -236,13 +243,13 @@ def digits_splits():
 
 
 def test_copied_training_images_are_all_found_as_leakage(tmp_path, digits_model_path,
-                                                         digits_splits):
+                                                         digits_splits, monkeypatch, capsys):
     train, test = digits_splits
     copied = np.random.default_rng(0).choice(len(train), COPIES, replace=False)
     data = _digits_npz(tmp_path / "audit.npz", test, extra=train[copied])
-    done, summary = _audit(digits_model_path, data, _digits_npz(tmp_path / "train.npz", train),
-                           tmp_path / "leaky")
-    assert done.returncode == 1, done.stderr  # leakage past 1% of the audit fails
+    code, stderr, summary = _audit(monkeypatch, capsys, digits_model_path, data,
+                                   _digits_npz(tmp_path / "train.npz", train), tmp_path / "leaky")
+    assert code == 1, stderr  # leakage past 1% of the audit fails
     found = {(leak["index"], leak["train_index"]) for leak in summary["triage"]["leakage"]}
     planted = {(len(test) + i, int(c)) for i, c in enumerate(copied)}
     assert planted <= found
