@@ -416,21 +416,22 @@ def test_a_model_too_dear_for_the_floors_runs_fewer_rows_and_its_checks_say_not_
 
     from auditor.checks.check import Check
     from auditor.pipeline import below_floors
-    from auditor.predict.plan import planned_settings
+    from auditor.predict.plan import planned_settings, setting
     from auditor.report.summary import SCHEMA_FILE
     from auditor.sections.base import SectionResult
 
     assert not plan_for(MODULES, {}, SMALL, "quick", timing=TIMED).below_floor
     dear = plan_for(MODULES, {}, SMALL, "quick", timing=times(TIMED, 16))
-    assert {"robustness", "counterfactuals"} <= set(dear.below_floor)
+    assert {"robustness", "counterfactuals", "attribution"} <= set(dear.below_floor)
     for name, floors in dear.below_floor.items():
         thin = MODULES[name].THIN
         for key, floor in floors.items():
             assert floor == planned_settings(MODULES[name], SMALL, dear.options[name])[key]
-            assert thin[key] <= getattr(dear.options[name], key) < floor
+            assert thin[key] <= setting(dear.options[name], key) < floor
     for name, module in MODULES.items():  # every thinnable setting is a planned one, lowered
+        planned = planned_settings(module, SMALL, make_config({"model": "demo"}).options[name])
         for key, least in getattr(module, "THIN", {}).items():
-            assert 1 <= least < module.PLANNED[key], (name, key)
+            assert 1 <= least < planned[key], (name, key)
     with pytest.MonkeyPatch.context() as patch:  # the same plan with nothing thinnable
         for module in MODULES.values():
             if hasattr(module, "THIN"):

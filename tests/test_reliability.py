@@ -247,3 +247,51 @@ def test_a_method_dead_on_the_model_is_skipped_in_the_checks_summary_md_and_head
     markdown = (tmp_path / "run" / "summary.md").read_text()
     assert "⏭️ skipped | `attribution.sanity.gradient`" in markdown
     assert "could not be measured" in verdict_sentence(outcome.summary)
+
+
+def test_a_card_below_its_floors_shows_its_values_and_judges_none(digits_handle, tmp_path):
+    """The plan ran the card below its floors (``plan.below_floor.attribution``): each measured
+    cell keeps its value but is skipped, not measured, saying which settings and floors; its
+    sanity and faithfulness checks and the model checks that read the card (attribution.trusted,
+    the contrastive maps' trust) are skipped, never a pass or a warning; no method is trusted,
+    and the section taking its method from the card takes its default and says why."""
+    from auditor.configure import make_config
+    from auditor.inputs.datasets import load_dataset
+    from auditor.pipeline import context_for, run_section
+    from auditor.predict.plan import Plan
+    from auditor.predict.predictions import predict
+    from auditor.sections.base import Context
+
+    small = {"methods": ["gradient", "saliency"], "examples": 2, "sanity_samples": 2,
+             "sanity_stages": 2, "faithfulness_samples": 4, "faithfulness_steps": 4,
+             "compare_layers": 0, "input_invariance": False}
+    config = make_config({"attribution": small, "contrastive": {"examples": 2}}, model="demo",
+                         data="sklearn:digits:test", max_samples=60, budget="quick")
+    plan = Plan(budget="quick", budget_passes=1, scale=0.0,
+                options={"attribution": config.options["attribution"]},
+                below_floor={"attribution": {"sanity_samples": 4, "faithfulness_samples": 8}})
+    dataset = load_dataset(config.data, digits_handle.input_shape, 10, max_samples=60)
+    ctx = context_for(Context(config=config, handle=digits_handle, dataset=dataset,
+                              predictions=predict(digits_handle, dataset), workdir=tmp_path),
+                      ["contrastive", "attribution"], plan)
+    card = ctx.steps.card
+    assert card.unmeasured.startswith("the card ran below its floors (sanity_samples 2 (floor "
+                                      "4), faithfulness_samples 4 (floor 8)) to fit --budget "
+                                      "quick")
+    for entry in card.card.values():
+        for column in ("randomisation", "faithfulness"):
+            cell = entry[column]
+            assert cell["value"] is not None and cell["status"] == "skipped"
+            assert cell["reason"] == f"not measured: {card.unmeasured}"
+        assert not entry["trusted"]
+    attribution, contrastive = (run_section(name, ctx) for name in ("attribution",
+                                                                    "contrastive"))
+    statuses = {c.id: c for c in attribution.checks}
+    assert {c.status for c in statuses.values()} == {"skipped"}, statuses
+    assert all("not measured" in c.message for c in statuses.values())
+    assert attribution.summary["attribution"]["sanity"]["gradient"]["status"] == "skipped"
+    trust = contrastive.checks[0]
+    assert trust.status == "skipped" and "did not judge" in trust.message
+    choice = contrastive.method_choice
+    assert choice.best is None and not choice.trusted
+    assert choice.reason == f"the reliability card judged no method: {card.unmeasured}"

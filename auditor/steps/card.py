@@ -61,6 +61,8 @@ class ReliabilityCard:
     faithfulness_checks: list[Check]
     completeness: dict | None  # the complete method's completeness error, when one ran
     invariance_reason: str | None  # why input invariance was not measured
+    # why no cell is judged: the card ran below its floors (None: it did not)
+    unmeasured: str | None = None
 
     @property
     def ranked(self) -> list[str]:
@@ -329,8 +331,28 @@ def compute_maps(handle, x, targets, methods, score, method_options, maps_of=Non
     return maps, unavailable
 
 
-def sanity_part(ctx, options, methods):
-    """The cascading randomisation of every method, and its explanation checks."""
+def unjudged(check: Check, unmeasured: str | None) -> Check:
+    """``check`` skipped, its value kept, where the card ran below its floors (``unmeasured``
+    says how): a figure from fewer images than its floor neither passes nor accuses."""
+    if not unmeasured or check.status not in ("pass", "warn", "fail"):
+        return check
+    return dataclasses.replace(check, status="skipped",
+                               message=f"{check.message}; not measured: {unmeasured}")
+
+
+def below_floor_reason(lowered: dict, budget) -> str | None:
+    """Why the card's cells are not judged, from the plan's ``below_floor`` entry of the
+    attribution section ({setting: {value, floor}}), or None when it ran at its floors."""
+    if not lowered:
+        return None
+    settings = ", ".join(f"{k} {v['value']} (floor {v['floor']})" for k, v in lowered.items())
+    return (f"the card ran below its floors ({settings}) to fit --budget {budget} on this "
+            "model; a larger --budget measures it")
+
+
+def sanity_part(ctx, options, methods, unmeasured: str | None = None):
+    """The cascading randomisation of every method, and its explanation checks (skipped, not
+    measured, below the card's floors: ``unmeasured``)."""
     from auditor.methods.attribution.sanity import cascading_randomisation
 
     positions, targets = explained(ctx.predictions, options.sanity_samples, ctx.config.seed + 1)
@@ -349,6 +371,7 @@ def sanity_part(ctx, options, methods):
                                    name=method, threshold=check.threshold,
                                    message=f"{method}: not measurable: "
                                            f"{result.degenerate[method]}")
+        check = unjudged(check, unmeasured)
         checks.append(check)
         rows.append({"method": method, "rank_correlation": correlation, "ssim": similarity,
                      "status": check.status})
@@ -379,7 +402,7 @@ def completeness_part(ctx, options, x, targets, maps) -> dict | None:
             "samples": len(errors)}
 
 
-def faithfulness_part(ctx, options, methods):
+def faithfulness_part(ctx, options, methods, unmeasured: str | None = None):
     from auditor.methods.attribution.faithfulness import deletion_insertion, random_maps
     from auditor.methods.attribution.reliability import degenerate_reason
 
@@ -407,6 +430,7 @@ def faithfulness_part(ctx, options, methods):
                                      threshold=check.threshold,
                                      message=f"{reference}: not measurable: "
                                              f"{degenerate[reference]}")
+    check = unjudged(check, unmeasured)
     margins = {m: c.score - curves["random"].score for m, c in curves.items() if m != "random"}
     data = {"rows": [{"method": m, **summary[m]} for m in curves], "samples": len(positions),
             "steps": options.faithfulness_steps, "curves": curves,
@@ -448,19 +472,22 @@ def invariance_part(ctx, options, methods):
 def make(inputs, options, shared, sections) -> ReliabilityCard:
     """The step: the card for the attribution section's options (``options``: every section's,
     resolved; ``inputs``: sections.base.RunInputs)."""
-    return make_card(inputs, options[SECTION])
+    lowered = options.below_floor.get(SECTION)
+    return make_card(inputs, options[SECTION],
+                     below_floor_reason(lowered, inputs.config.budget))
 
 
-def make_card(ctx, options) -> ReliabilityCard:
+def make_card(ctx, options, unmeasured: str | None = None) -> ReliabilityCard:
     """The card for the attribution ``options``: faithfulness first (it finds the methods that
     do not apply to this model), then the sanity cascade and input invariance of the rest.
-    ``ctx``: the run's inputs (sections.base.RunInputs). Read-only once made."""
+    ``ctx``: the run's inputs (sections.base.RunInputs); ``unmeasured``: why no cell is judged
+    (the plan ran the card below its floors). Read-only once made."""
     from auditor.steps.shared import read_only
 
-    return read_only(_make_card(ctx, options))
+    return read_only(_make_card(ctx, options, unmeasured))
 
 
-def _make_card(ctx, options) -> ReliabilityCard:
+def _make_card(ctx, options, unmeasured: str | None) -> ReliabilityCard:
     from auditor.methods.attribution import METHODS
     from auditor.methods.attribution.reliability import build_card
 
@@ -470,9 +497,9 @@ def _make_card(ctx, options) -> ReliabilityCard:
                            f"from: {', '.join(sorted(METHODS))} (see 'auditor methods')")
     options = dataclasses.replace(options, method_options=resolved_options(ctx, options))
     faithfulness, faith_data, faith_checks, complete, unavailable = faithfulness_part(
-        ctx, options, options.methods)
+        ctx, options, options.methods, unmeasured)
     methods = [m for m in options.methods if m not in unavailable]
-    sanity, sanity_data, sanity_checks, stages = sanity_part(ctx, options, methods)
+    sanity, sanity_data, sanity_checks, stages = sanity_part(ctx, options, methods, unmeasured)
     invariance, invariance_reason = invariance_part(ctx, options, methods)
     result = sanity_data["result"]
     card = build_card(
@@ -480,10 +507,11 @@ def _make_card(ctx, options) -> ReliabilityCard:
         sanity_degenerate=result.degenerate, invariance=invariance,
         invariance_reason=invariance_reason, faithfulness=faith_data["margins"],
         faithfulness_degenerate=faith_data["degenerate"],
-        thresholds=lambda column: spec_bounds(ctx.config.checks, CARD_COLUMN.check_id(column)))
+        thresholds=lambda column: spec_bounds(ctx.config.checks, CARD_COLUMN.check_id(column)),
+        unmeasured=unmeasured)
     return ReliabilityCard(card, methods, unavailable, options, sanity, sanity_data,
                            sanity_checks, stages, faithfulness, faith_data, faith_checks,
-                           complete, invariance_reason)
+                           complete, invariance_reason, unmeasured)
 
 
 # --------------------------------------------------------------------------- using the card
@@ -500,7 +528,9 @@ def choose(card: ReliabilityCard | None, shape: tuple, fallback: str | None = No
     ranked = card.ranked
     chosen = next((m for m in ranked if _fits(m, shape, max_cost)), fallback)
     best = ranked[0] if ranked else None
-    if best is None:
+    if best is None and card.unmeasured:
+        reason = f"the reliability card judged no method: {card.unmeasured}"
+    elif best is None:
         reason = "the reliability card trusts no method on this model"
     elif chosen != best:
         reason = (f"{best} costs {_passes_text(passes_per_map(best, shape))} per map on this "
@@ -522,7 +552,7 @@ def choice_note(used: MethodChoice | None, shape: tuple) -> str:
     if used is None:
         return " (the default: this audit does not run the attribution section's reliability card)"
     if used.best is None:
-        return " (the default: the reliability card trusts no method on this model)"
+        return f" (the default: {used.reason or 'the reliability card trusts no method'})"
     if used.method == used.best:
         return " (the reliability card's best trusted method)"
     best = f"its best, {used.best}, costs {_passes_text(passes_per_map(used.best, shape))}"
