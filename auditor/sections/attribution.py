@@ -160,6 +160,20 @@ def informs(options: Options, facts: Facts) -> Facts:
                                card_score=options.score)
 
 
+def model_facts(handle, options: Options, facts: Facts) -> Facts:
+    """``Facts.cam_layers``: how many layers Grad-CAM and Grad-CAM++ read on this model
+    (Grad-CAM++ takes the last rectified one, which may come before Grad-CAM's): each is a
+    trace of the layer gradient."""
+    from auditor.methods.attribution.layer import method_layers
+
+    try:
+        named = method_layers(handle, options.methods, options.method_options)
+    except Exception:  # the methods say why, in one line, when the card runs them
+        return facts
+    layers = {at["layer"] for at in named.values() if at["layer"]}
+    return dataclasses.replace(facts, cam_layers=len(layers) or None)
+
+
 def _without(methods: list[str], *left_out: str) -> list[str]:
     """``methods`` without ``left_out``, never none: the card needs one."""
     kept = [m for m in methods if m not in left_out]

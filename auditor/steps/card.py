@@ -90,11 +90,28 @@ class MethodChoice:
 # --------------------------------------------------------------------------- the plan's cost
 
 def _explain(options, facts: Facts, count: int, times: int = 1) -> Passes:
+    """Every method's maps of ``count`` images, ``times`` over. Their forward-backward rows run
+    in as many calls as a backward call holds (a third of a forward call's rows:
+    predict/batched.py), at least one per method each time: each call pays its fixed cost
+    (``Timing.call``) however few rows it takes (the sanity cascade's four images), counted as
+    the rows of a loop whose steps are the calls (``Passes.looped``, ``loop_steps``). Without
+    ``Facts.call_rows`` each row is priced as the timed call's."""
+    from auditor.methods.attribution import METHODS
     from auditor.methods.attribution.registry import attribution_rows
+    from auditor.predict.batched import FORWARD_FACTOR
 
-    forward, backward = attribution_rows(_applying(options, facts), count, facts.input_shape,
+    methods = _applying(options, facts)
+    forward, backward = attribution_rows(methods, count, facts.input_shape,
                                          options.method_options)
-    return Passes(forward=forward * times, backward=backward * times)
+    if facts.call_rows is None:
+        return Passes(forward=forward * times, backward=backward * times)
+    held = max(1, facts.call_rows // FORWARD_FACTOR)
+    calls = 0
+    for method in methods:
+        if method in METHODS and not METHODS[method].forward_only:
+            _, rows = attribution_rows([method], 1, facts.input_shape, options.method_options)
+            calls += math.ceil(count / max(1, held // max(1, rows)))
+    return Passes(forward=forward * times, looped=backward * times, loop_steps=calls * times)
 
 
 COPIES = 2  # the audit's working copy (randomised stage by stage) and the shifted copy
@@ -208,8 +225,19 @@ def traced(options, facts: Facts) -> int:
     methods = _applying(options, facts)
     own = compiled_passes(methods, options.score, fresh=True)
     model = compiled_passes(methods, options.score)
-    return (len(model) + len(own) * (not facts.twin_copy)
-            + sum(_shifted(options, facts).values()))
+    layers = _more_layers(methods, facts)
+    return (len(model) + layers + (len(own) + layers) * (not facts.twin_copy)
+            + sum(_shifted(options, facts).values())
+            + layers * _shifted(options, facts).get("layer_gradients", False))
+
+
+def _more_layers(methods, facts: Facts) -> int:
+    """The layer gradient's traces beyond one: Grad-CAM++ on a layer other than Grad-CAM's
+    (``Facts.cam_layers``) is traced for that layer too."""
+    from auditor.methods.attribution import METHODS
+
+    layered = [m for m in methods if m in METHODS and METHODS[m].needs_layer]
+    return max(0, min(len(layered), facts.cam_layers or 1) - 1) if layered else 0
 
 
 def trace_extra(options, facts: Facts) -> float:
