@@ -295,3 +295,37 @@ def test_a_card_below_its_floors_shows_its_values_and_judges_none(digits_handle,
     choice = contrastive.method_choice
     assert choice.best is None and not choice.trusted
     assert choice.reason == f"the reliability card judged no method: {card.unmeasured}"
+
+
+def test_methods_derived_from_the_input_gradient_share_one_pass(digits_handle, digits_test,
+                                                                monkeypatch):
+    """Gradient, saliency and gradient x input on the same images are one gradient pass
+    (``shared_gradient``), with the maps ``attribute`` gives each; a method with options of
+    its own runs its own; the card's plan counts the family once."""
+    import auditor.methods.attribution.gradient as gradient
+    import auditor.methods.attribution.gradient_x_input as gxi
+    from auditor.methods.attribution import attribute
+    from auditor.methods.attribution.registry import shared_gradient
+    from auditor.predict.plan import Facts
+    from auditor.sections.attribution import Options
+    from auditor.steps.card import passes
+
+    x, _ = digits_test
+    x, targets = x[:6], np.arange(6) % 10
+    family = ["gradient", "saliency", "gradient_x_input", "gradient_abs"]
+    alone = {m: attribute(digits_handle, x, targets, m) for m in family}
+    calls = []
+    for module in (gradient, gxi):
+        real = module.input_gradients
+        monkeypatch.setattr(module, "input_gradients",
+                            lambda *a, real=real: calls.append(len(a[1])) or real(*a))
+    maps_of = shared_gradient(digits_handle, x, targets)
+    for m in family:
+        np.testing.assert_allclose(maps_of(m), alone[m], rtol=1e-5, atol=1e-7)
+    assert calls == [6]
+    maps_of("smoothgrad", {"samples": 2})
+    assert len(calls) > 1  # a method of its own runs its own pass
+    facts = Facts(images=60, input_shape=(8, 8, 1), classes=10, call_rows=300)
+    one, three = (passes(Options(methods=methods, input_invariance=False), facts)
+                  for methods in (["gradient"], family))
+    assert (three.looped, three.loop_steps) == (one.looped, one.loop_steps)

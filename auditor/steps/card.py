@@ -90,17 +90,18 @@ class MethodChoice:
 # --------------------------------------------------------------------------- the plan's cost
 
 def _explain(options, facts: Facts, count: int, times: int = 1) -> Passes:
-    """Every method's maps of ``count`` images, ``times`` over. Their forward-backward rows run
+    """Every method's maps of ``count`` images, ``times`` over (those derived from the input
+    gradient from one pass: ``registry.shared_gradient``). Their forward-backward rows run
     in as many calls as a backward call holds (a third of a forward call's rows:
     predict/batched.py), at least one per method each time: each call pays its fixed cost
     (``Timing.call``) however few rows it takes (the sanity cascade's four images), counted as
     the rows of a loop whose steps are the calls (``Passes.looped``, ``loop_steps``). Without
     ``Facts.call_rows`` each row is priced as the timed call's."""
     from auditor.methods.attribution import METHODS
-    from auditor.methods.attribution.registry import attribution_rows
+    from auditor.methods.attribution.registry import attribution_rows, with_shared_gradient
     from auditor.predict.batched import FORWARD_FACTOR
 
-    methods = _applying(options, facts)
+    methods = with_shared_gradient(_applying(options, facts), options.method_options)
     forward, backward = attribution_rows(methods, count, facts.input_shape,
                                          options.method_options)
     if facts.call_rows is None:
@@ -162,10 +163,10 @@ def shifted_passes(options, methods, images: int, shape: tuple, cost) -> dict[st
     calls would not repay runs eagerly (predict/eager.py; ``cost`` its EagerCost, None: every
     pass traced). The same maps either way (tests/test_traces.py)."""
     from auditor.methods.attribution import METHODS
-    from auditor.methods.attribution.registry import attribution_rows
+    from auditor.methods.attribution.registry import attribution_rows, with_shared_gradient
 
     users: dict[str, list[str]] = {}
-    for method in methods:
+    for method in with_shared_gradient(list(methods), options.method_options):
         if method in METHODS:
             users.setdefault(METHODS[method].compiled, []).append(method)
     traced = {}
@@ -193,14 +194,14 @@ def _shifted(options, facts: Facts) -> dict[str, bool]:
 def _eager_kernels(options, facts: Facts) -> float:
     """The extra kernels of the shifted copy's passes run eagerly."""
     from auditor.methods.attribution import METHODS
-    from auditor.methods.attribution.registry import attribution_rows
+    from auditor.methods.attribution.registry import attribution_rows, with_shared_gradient
 
     eager = [name for name, traced in _shifted(options, facts).items() if not traced]
     images = min(options.sanity_samples, facts.images)
+    running = with_shared_gradient(_applying(options, facts), options.method_options)
     total = 0.0
     for name in eager:
-        methods = [m for m in _applying(options, facts)
-                   if m in METHODS and METHODS[m].compiled == name]
+        methods = [m for m in running if m in METHODS and METHODS[m].compiled == name]
         forward, backward = attribution_rows(methods, images, facts.input_shape,
                                              options.method_options)
         total += facts.eager.extra(len(methods), backward, forward)
@@ -341,16 +342,17 @@ def compute_maps(handle, x, targets, methods, score, method_options, maps_of=Non
     (e.g. Grad-CAM on a model without convolutions, or a method that raises on this
     architecture: a finding on the card, never a failed audit, in one line; its traceback goes
     to ``workdir``'s audit.log). ``maps_of(method, options)`` gives them instead of
-    ``attribute`` (a section reading the saliency step's maps)."""
+    ``attribute`` (a section reading the saliency step's maps); by default the methods derived
+    from the input gradient share one pass (``registry.shared_gradient``)."""
     from auditor.failures import log_failure
-    from auditor.methods.attribution import attribute
+    from auditor.methods.attribution.registry import shared_gradient
 
     maps, unavailable = {}, {}
+    maps_of = maps_of or shared_gradient(handle, x, targets, score)
     for method in methods:
         options = method_options.get(method, {})
         try:
-            maps[method] = (attribute(handle, x, targets, method, score=score, **options)
-                            if maps_of is None else maps_of(method, options))
+            maps[method] = maps_of(method, options)
         except AuditorError as exc:  # e.g. Grad-CAM without a convolution: does not apply
             unavailable[method] = str(exc)
         except Exception as exc:  # a method that breaks on this architecture is a finding

@@ -112,7 +112,7 @@ def input_invariance(handle, x, targets, methods: list[str], *, method_options: 
     copy's passes named in ``eager`` run eagerly (inputs/traces.py: too few calls to repay a
     trace of their own, which the copy, not the model's twin, would need)."""
     from auditor.inputs.traces import run_eagerly
-    from auditor.methods.attribution import attribute
+    from auditor.methods.attribution.registry import shared_gradient
 
     try:
         copy = shifted_copy(handle, shift)
@@ -126,12 +126,13 @@ def input_invariance(handle, x, targets, methods: list[str], *, method_options: 
         return {}, (f"a shifted copy of the model does not reproduce its logits (largest "
                     f"difference {same:.2g} against logits up to {scale:.2g})")
     changes = {}
+    on_model, on_copy = (shared_gradient(handle, x, targets, score),
+                         shared_gradient(copy, moved, targets, score))
     for method in methods:
         options = method_options.get(method, {})
         try:
-            changes[method] = relative_change(
-                attribute(handle, x, targets, method, score=score, **options),
-                attribute(copy, moved, targets, method, score=score, **options))
+            changes[method] = relative_change(on_model(method, options),
+                                              on_copy(method, options))
         except AuditorError:
             continue
     return changes, None
