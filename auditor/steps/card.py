@@ -144,17 +144,22 @@ def passes(options, facts: Facts) -> Passes:
 
 
 def _curves(options, facts: Facts, maps: int) -> Passes:
-    """The deletion and insertion curves of ``maps`` maps per faithfulness sample: forward rows
-    in calls of as many images' curves as one forward call holds (methods/attribution/
-    faithfulness.py ``deletion_insertion``), counted when that is known (``Facts.call_rows``)."""
+    """The deletion and insertion curves of ``maps`` maps per faithfulness sample: the ends
+    every map shares (the image, the filled image, the blurred canvas) once per sample, and
+    each map's inner steps, forward rows in calls of as many images' inner steps as one
+    forward call holds (methods/attribution/faithfulness.py ``curves_of``), counted when that
+    is known (``Facts.call_rows``)."""
     samples = min(options.faithfulness_samples, facts.images)
-    per_image = 2 * (options.faithfulness_steps + 1)
-    rows = maps * samples * per_image
+    inner = 2 * (options.faithfulness_steps - 1)
+    ends = 3 * samples
+    rows = ends + maps * samples * inner
     if facts.call_rows is None:
         return Passes(forward=rows)
-    per_call = max(1, facts.call_rows // per_image)  # images' curves a call holds
-    calls = math.ceil(samples / per_call) * math.ceil(per_call * per_image / facts.call_rows)
-    return Passes(called=rows, calls=maps * calls)
+    per_call = max(1, facts.call_rows // max(1, inner))  # images' inner steps a call holds
+    calls = math.ceil(ends / facts.call_rows) + (
+        maps * math.ceil(samples / per_call) * math.ceil(per_call * inner / facts.call_rows)
+        if inner else 0)
+    return Passes(called=rows, calls=calls)
 
 
 def shifted_passes(options, methods, images: int, shape: tuple, cost) -> dict[str, bool]:
@@ -433,7 +438,7 @@ def completeness_part(ctx, options, x, targets, maps) -> dict | None:
 
 
 def faithfulness_part(ctx, options, methods, unmeasured: str | None = None):
-    from auditor.methods.attribution.faithfulness import deletion_insertion, random_maps
+    from auditor.methods.attribution.faithfulness import curves_of, random_maps
     from auditor.methods.attribution.reliability import degenerate_reason
 
     p = ctx.predictions
@@ -443,9 +448,8 @@ def faithfulness_part(ctx, options, methods, unmeasured: str | None = None):
                                      options.method_options, workdir=ctx.workdir)
     maps["random"] = random_maps(x, ctx.config.seed)
     probability = "sigmoid" if p.multilabel else "softmax"
-    curves = {m: deletion_insertion(ctx.handle, x, targets, a, steps=options.faithfulness_steps,
-                                    seed=ctx.config.seed, probability=probability)
-              for m, a in maps.items()}
+    curves = curves_of(ctx.handle, x, targets, maps, steps=options.faithfulness_steps,
+                       seed=ctx.config.seed, probability=probability)
     summary = {m: {"deletion_auc": c.deletion_auc, "insertion_auc": c.insertion_auc,
                    "score": c.score} for m, c in curves.items()}
     degenerate = {m: degenerate_reason(a) for m, a in maps.items() if m != "random"}
