@@ -534,3 +534,31 @@ def test_a_clean_model_does_not_concentrate_on_the_corner(digits_handle, digits_
                             "gradient"))
     inside = mass[:, :PATCH, :PATCH].sum() / mass.sum()
     assert inside < 3 * PATCH * PATCH / (32 * 32)
+
+
+def test_gradcam_pp_refuses_a_layer_one_image_shows_signed_for_the_whole_batch(tmp_path):
+    """Grad-CAM++'s rectified check reads the lowest activation over every image explained,
+    not image by image: RECTIFIED_FLOOR is the lowest value any rectifier Keras ships can
+    output, so one image below it proves the layer signed for all of them, and maps of the
+    others on that layer would rest on the alphas' false premise. A linear convolution that
+    goes below the floor on a bright image only: with it in the batch (in whichever chunk)
+    the method does not apply; on dark images alone (never below 0) it runs."""
+    import keras
+
+    from auditor.methods.attribution.gradcam import RECTIFIED_FLOOR
+
+    L = keras.layers
+    inputs = keras.Input((8, 8, 1))
+    h = L.Conv2D(2, 3, padding="same", name="signed", bias_initializer="zeros",
+                 kernel_initializer=keras.initializers.Constant(-0.1))(inputs)
+    model = keras.Model(inputs, L.Dense(3)(L.GlobalAveragePooling2D()(h)))
+    handle = saved_handle(model, tmp_path, "signed")
+    dark = np.zeros((3, 8, 8, 1), np.float32)
+    bright = np.ones((1, 8, 8, 1), np.float32)  # -0.9 inside: below the floor of -0.375
+    assert 9 * -0.1 < RECTIFIED_FLOOR
+    targets = np.zeros(4, np.int32)
+    assert np.isfinite(attribute(handle, dark, targets[:3], "gradcam_pp")).all()
+    for size in (4, 1):  # the whole batch at once, or the bright image in a chunk of its own
+        with pytest.raises(AuditorError, match="does not apply at layer 'signed'"):
+            attribute(handle, np.concatenate([dark, bright]), targets, "gradcam_pp",
+                      batch_size=size)
