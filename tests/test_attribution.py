@@ -456,6 +456,20 @@ def test_gradcam_pp_defaults_to_the_last_rectified_layer_on_the_trunk(tmp_path):
                                attribute(handle, x, [0, 1], "gradcam_pp", layer="pool_relu"))
     residual = saved_handle(tiny_functional(3), tmp_path, "residual")  # a sum of ReLUs stays
     assert method_layers(residual, ["gradcam_pp"], {})["gradcam_pp"]["layer"] == "add"
+    # two layers, two traces of the layer gradient: the card's plan counts the second
+    import dataclasses
+
+    from auditor.predict.plan import Facts
+    from auditor.sections import attribution
+    from auditor.steps.card import traced
+
+    options = attribution.Options(methods=["gradcam", "gradcam_pp"], input_invariance=False)
+    facts = attribution.model_facts(handle, options, Facts(200, (8, 8, 3), 3))
+    assert facts.cam_layers == 2
+    one = dataclasses.replace(facts, cam_layers=1)
+    assert traced(options, facts) == traced(options, one) + 1
+    assert (traced(options, dataclasses.replace(facts, twin_copy=False))
+            == traced(options, dataclasses.replace(one, twin_copy=False)) + 2)
 
 
 def test_layer_attribution_returns_maps_with_the_layers_shape(digits_handle, digits_test):

@@ -216,7 +216,8 @@ def _eager_kernels(options, facts: Facts) -> float:
 def traced(options, facts: Facts) -> int:
     """The functions the card traces: the compiled passes its methods run (those that share one
     share its trace: every gradient method the input gradient, Grad-CAM and Grad-CAM++ the
-    layer's, every forward-only method the logits) once for the model and the working copy
+    layer's, once per layer they read: ``Facts.cam_layers``, every forward-only method the
+    logits) once for the model and the working copy
     (which calls the model's traces with its randomised weights: inputs/traces.py; when it is
     not the model's twin, once more for it), but for those the plan's timing traced already
     (the logits, the input gradient of the logit: ``registry.TIMED``), and again on the shifted
