@@ -145,9 +145,12 @@ def randomisable_copy(handle):
 
 
 def stage_indices(count: int, max_stages: int | None) -> list[int]:
-    """Which cumulative stages to measure: all, or ``max_stages`` spread evenly, the last kept."""
+    """Which cumulative stages to measure: all, or ``max_stages`` spread evenly, the last kept
+    (one stage: every layer randomised, the one the check reads, not the top layer alone)."""
     if not max_stages or count <= max_stages:
         return list(range(count))
+    if max_stages == 1:
+        return [count - 1]
     return sorted({int(round(i)) for i in np.linspace(0, count - 1, max_stages)})
 
 
