@@ -119,11 +119,10 @@ COPIES = 2  # the audit's working copy (randomised stage by stage) and the shift
 
 
 def passes(options, facts: Facts) -> Passes:
-    """The card: every method on the faithfulness samples; on the sanity samples, drawn from
-    them (their original maps those: ``sanity_sample``) unless there are more, at each
-    randomisation stage, and once more for input invariance (the shifted copy, counted whenever
-    the copy can be made, which methods/attribution/shifted.py does for most models, unless
-    ``input_invariance`` is off); the faithfulness samples' deletion and insertion
+    """The card: every method on the sanity samples for the original and at each randomisation
+    stage, twice more for input invariance (the model and its shifted copy, counted whenever the
+    copy can be made, which methods/attribution/shifted.py does for most models, unless
+    ``input_invariance`` is off), and on the faithfulness samples, whose deletion and insertion
     curves (for each method and a random map) and the complete methods' completeness are forward
     passes. Its traces (``traced``) and its two copies: the audit's working copy, made here (the
     card is the first to use it), and the shifted copy made from it (none without input
@@ -137,13 +136,11 @@ def passes(options, facts: Facts) -> Passes:
     sanity = min(options.sanity_samples, facts.images)
     shifted = options.input_invariance
     check = 3 * sanity * shifted  # the shifted copy's logits checked against the model's
-    apart = sanity > samples  # sanity images drawn apart: their original maps made again
     return (_explain(options, facts, samples) + _curves(options, facts, len(methods) + 1)
             + Passes(forward=completeness + check, traces=traced(options, facts),
                      copies=COPIES - (not shifted), trace_extra=trace_extra(options, facts),
                      kernels=_eager_kernels(options, facts))
-            + _explain(options, facts, sanity,
-                       options.sanity_stages + apart + shifted * (1 + apart)))
+            + _explain(options, facts, sanity, options.sanity_stages + 1 + 2 * shifted))
 
 
 def _curves(options, facts: Facts, maps: int) -> Passes:
@@ -389,18 +386,16 @@ def below_floor_reason(lowered: dict, budget) -> str | None:
             "model; a larger --budget measures it")
 
 
-def sanity_part(ctx, options, methods, unmeasured: str | None = None,
-                sample: Explained | None = None):
+def sanity_part(ctx, options, methods, unmeasured: str | None = None):
     """The cascading randomisation of every method, and its explanation checks (skipped, not
-    measured, below the card's floors: ``unmeasured``), on images drawn from the faithfulness
-    ``sample`` when it holds as many (its maps the original ones)."""
+    measured, below the card's floors: ``unmeasured``)."""
     from auditor.methods.attribution.sanity import cascading_randomisation
 
-    positions, targets, original = sanity_sample(ctx, options, sample)
+    positions, targets = explained(ctx.predictions, options.sanity_samples, ctx.config.seed + 1)
     result = cascading_randomisation(
         ctx.handle, ctx.dataset.images(positions), targets, methods,
         max_stages=options.sanity_stages, seed=ctx.config.seed, score=options.score,
-        method_options=options.method_options, original=original)
+        method_options=options.method_options)
     checks, rows, summary = [], [], {}
     for method in methods:
         correlation, similarity = result.final(method)
@@ -443,58 +438,15 @@ def completeness_part(ctx, options, x, targets, maps) -> dict | None:
             "samples": len(errors)}
 
 
-@dataclass(frozen=True)
-class Explained:
-    """The faithfulness images (``positions`` in the audit data), each one's explained output
-    and every method's maps of them (those that apply; ``unavailable``: why the others do
-    not). The sanity images are drawn from them (``sanity_sample``), so that their original
-    maps are these, not made again."""
-
-    positions: np.ndarray
-    targets: np.ndarray
-    x: np.ndarray
-    maps: dict
-    unavailable: dict
-
-    def subset(self, size: int, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
-        """(indices into this sample, their targets, their maps) of ``size`` of its images
-        drawn at random: a random subset of a random sample is a random sample."""
-        index = sample_positions(len(self.positions), size, seed)
-        return index, self.targets[index], {m: a[index] for m, a in self.maps.items()}
-
-
-def explain_sample(ctx, options, methods) -> Explained:
-    """The faithfulness images and every method's maps of them."""
-    positions, targets = explained(ctx.predictions, options.faithfulness_samples,
-                                   ctx.config.seed)
-    x = ctx.dataset.images(positions)
-    maps, unavailable = compute_maps(ctx.handle, x, targets, methods, options.score,
-                                     options.method_options, workdir=ctx.workdir)
-    return Explained(positions, targets, x, maps, unavailable)
-
-
-def sanity_sample(ctx, options, sample: Explained | None):
-    """(positions, targets, the original maps or None) of the sanity images: drawn from the
-    faithfulness sample, whose maps they reuse, when it holds as many; else drawn apart."""
-    if sample is not None and options.sanity_samples <= len(sample.positions):
-        index, targets, maps = sample.subset(options.sanity_samples, ctx.config.seed + 1)
-        return sample.positions[index], targets, maps
-    positions, targets = explained(ctx.predictions, options.sanity_samples, ctx.config.seed + 1)
-    return positions, targets, None
-
-
-def faithfulness_part(ctx, options, methods, unmeasured: str | None = None,
-                      sample: Explained | None = None):
-    """The deletion and insertion curves of every method's maps of ``sample`` (made here when
-    None) and a random map's, the completeness of a complete method, and the reference
-    method's check."""
+def faithfulness_part(ctx, options, methods, unmeasured: str | None = None):
     from auditor.methods.attribution.faithfulness import curves_of, random_maps
     from auditor.methods.attribution.reliability import degenerate_reason
 
     p = ctx.predictions
-    sample = sample or explain_sample(ctx, options, methods)
-    positions, targets, x = sample.positions, sample.targets, sample.x
-    maps, unavailable = dict(sample.maps), sample.unavailable
+    positions, targets = explained(p, options.faithfulness_samples, ctx.config.seed)
+    x = ctx.dataset.images(positions)
+    maps, unavailable = compute_maps(ctx.handle, x, targets, methods, options.score,
+                                     options.method_options, workdir=ctx.workdir)
     maps["random"] = random_maps(x, ctx.config.seed)
     probability = "sigmoid" if p.multilabel else "softmax"
     curves = curves_of(ctx.handle, x, targets, maps, steps=options.faithfulness_steps,
@@ -534,11 +486,9 @@ def resolved_options(ctx, options) -> dict:
     return method_options
 
 
-def invariance_part(ctx, options, methods, sample: Explained | None = None):
-    """Each method's change on a copy of the model that absorbs a constant input shift, on the
-    sanity images (``sanity_sample``: the model's maps of them reused when drawn from the
-    faithfulness ``sample``); none, with the reason, when ``attribution.input_invariance`` is
-    off (the plan's drop)."""
+def invariance_part(ctx, options, methods):
+    """Each method's change on a copy of the model that absorbs a constant input shift; none,
+    with the reason, when ``attribution.input_invariance`` is off (the plan's drop)."""
     from auditor.methods.attribution.reliability import input_invariance
 
     if not options.input_invariance:
@@ -546,13 +496,12 @@ def invariance_part(ctx, options, methods, sample: Explained | None = None):
 
     from auditor.predict.eager import EAGER_COST
 
-    positions, targets, original = sanity_sample(ctx, options, sample)
+    positions, targets = explained(ctx.predictions, options.sanity_samples, ctx.config.seed + 1)
     traced = shifted_passes(options, methods, len(positions), ctx.handle.input_shape,
                             ctx.handle.compiled.get(EAGER_COST))
     return input_invariance(ctx.handle, ctx.dataset.images(positions), targets, methods,
                             method_options=options.method_options, score=options.score,
-                            eager={name for name, t in traced.items() if not t},
-                            original=original)
+                            eager={name for name, t in traced.items() if not t})
 
 
 def make(inputs, options, shared, sections) -> ReliabilityCard:
@@ -582,13 +531,11 @@ def _make_card(ctx, options, unmeasured: str | None) -> ReliabilityCard:
         raise AuditorError(f"'attribution.methods' names unknown method '{unknown[0]}'; choose "
                            f"from: {', '.join(sorted(METHODS))} (see 'auditor methods')")
     options = dataclasses.replace(options, method_options=resolved_options(ctx, options))
-    sample = explain_sample(ctx, options, options.methods)
     faithfulness, faith_data, faith_checks, complete, unavailable = faithfulness_part(
-        ctx, options, options.methods, unmeasured, sample)
+        ctx, options, options.methods, unmeasured)
     methods = [m for m in options.methods if m not in unavailable]
-    sanity, sanity_data, sanity_checks, stages = sanity_part(ctx, options, methods, unmeasured,
-                                                             sample)
-    invariance, invariance_reason = invariance_part(ctx, options, methods, sample)
+    sanity, sanity_data, sanity_checks, stages = sanity_part(ctx, options, methods, unmeasured)
+    invariance, invariance_reason = invariance_part(ctx, options, methods)
     result = sanity_data["result"]
     card = build_card(
         methods, randomisation={m: result.final(m)[0] for m in methods},

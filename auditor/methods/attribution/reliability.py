@@ -106,13 +106,11 @@ def shifted_copy(handle, shift: float = INPUT_SHIFT):
 
 
 def input_invariance(handle, x, targets, methods: list[str], *, method_options: dict,
-                     score: str = "logit", shift: float = INPUT_SHIFT, eager=(),
-                     original: dict | None = None):
+                     score: str = "logit", shift: float = INPUT_SHIFT, eager=()):
     """Per method, the relative change of its maps on the shifted copy; and why the test could
     not run (or None). The copy must reproduce the logits, else nothing is measured. The
     copy's passes named in ``eager`` run eagerly (inputs/traces.py: too few calls to repay a
-    trace of their own, which the copy, not the model's twin, would need). ``original``: the
-    model's maps of ``x`` by method, when the caller made them already."""
+    trace of their own, which the copy, not the model's twin, would need)."""
     from auditor.inputs.traces import run_eagerly
     from auditor.methods.attribution.registry import shared_gradient
 
@@ -130,13 +128,11 @@ def input_invariance(handle, x, targets, methods: list[str], *, method_options: 
     changes = {}
     on_model, on_copy = (shared_gradient(handle, x, targets, score),
                          shared_gradient(copy, moved, targets, score))
-    made = original or {}
     for method in methods:
         options = method_options.get(method, {})
         try:
-            changes[method] = relative_change(
-                made[method] if method in made else on_model(method, options),
-                on_copy(method, options))
+            changes[method] = relative_change(on_model(method, options),
+                                              on_copy(method, options))
         except AuditorError:
             continue
     return changes, None

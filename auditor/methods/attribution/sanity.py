@@ -157,22 +157,19 @@ def stage_indices(count: int, max_stages: int | None) -> list[int]:
 def cascading_randomisation(handle, x, targets, methods: list[str], *,
                             max_stages: int | None = None, seed: int = 0,
                             method_options: dict[str, dict] | None = None,
-                            score: str = "logit", original: dict | None = None) -> SanityResult:
+                            score: str = "logit") -> SanityResult:
     """Compare each method's maps on the model and on copies randomised from the top down.
 
     The original model is never touched: randomisation happens on the audit's working copy,
     whose weights are re-drawn stage by stage (the compiled passes follow the copy's variables,
     so each is traced once for every stage: the model's own trace, called with the copy's
-    weights, inputs/traces.py). ``original``: the model's maps of these images, when the
-    caller made them already (the card's faithfulness maps), by method.
+    weights, inputs/traces.py).
     """
     from auditor.methods.attribution.reliability import RANDOMISED, degenerate_reason
 
     options = method_options or {}
     maps_of = shared_gradient(handle, x, targets, score)  # gradient, saliency...: one pass
-    made = original or {}
-    original = {m: importance(made[m] if m in made else maps_of(m, options.get(m)))
-                for m in methods}
+    original = {m: importance(maps_of(m, options.get(m))) for m in methods}
     copy = randomisable_copy(handle)
     layers = weighted_layers(copy.logits_model)
     if not layers:
