@@ -457,6 +457,20 @@ def test_gradcam_pp_defaults_to_the_last_rectified_layer_on_the_trunk(tmp_path):
                                attribute(handle, x, [0, 1], "gradcam_pp", layer="pool_relu"))
     residual = saved_handle(tiny_functional(3), tmp_path, "residual")  # a sum of ReLUs stays
     assert method_layers(residual, ["gradcam_pp"], {})["gradcam_pp"]["layer"] == "add"
+    # two layers, two traces of the layer gradient: the card's plan counts the second
+    import dataclasses
+
+    from auditor.predict.plan import Facts
+    from auditor.sections import attribution
+    from auditor.steps.card import traced
+
+    options = attribution.Options(methods=["gradcam", "gradcam_pp"], input_invariance=False)
+    facts = attribution.model_facts(handle, options, Facts(200, (8, 8, 3), 3))
+    assert facts.cam_layers == 2
+    one = dataclasses.replace(facts, cam_layers=1)
+    assert traced(options, facts) == traced(options, one) + 1
+    assert (traced(options, dataclasses.replace(facts, twin_copy=False))
+            == traced(options, dataclasses.replace(one, twin_copy=False)) + 2)
 
 
 def test_layer_attribution_returns_maps_with_the_layers_shape(digits_handle, digits_test):
@@ -540,3 +554,31 @@ def test_gradient_mass_concentrates_on_a_planted_patch_the_model_relies_on(backd
 def test_a_clean_model_does_not_concentrate_on_the_corner(digits_handle, digits_test):
     others, mask = patched_others(digits_test)
     assert inside_share(digits_handle, others, mask, "gradient") < CLEAN
+
+
+def test_gradcam_pp_refuses_a_layer_one_image_shows_signed_for_the_whole_batch(tmp_path):
+    """Grad-CAM++'s rectified check reads the lowest activation over every image explained,
+    not image by image: RECTIFIED_FLOOR is the lowest value any rectifier Keras ships can
+    output, so one image below it proves the layer signed for all of them, and maps of the
+    others on that layer would rest on the alphas' false premise. A linear convolution that
+    goes below the floor on a bright image only: with it in the batch (in whichever chunk)
+    the method does not apply; on dark images alone (never below 0) it runs."""
+    import keras
+
+    from auditor.methods.attribution.gradcam import RECTIFIED_FLOOR
+
+    L = keras.layers
+    inputs = keras.Input((8, 8, 1))
+    h = L.Conv2D(2, 3, padding="same", name="signed", bias_initializer="zeros",
+                 kernel_initializer=keras.initializers.Constant(-0.1))(inputs)
+    model = keras.Model(inputs, L.Dense(3)(L.GlobalAveragePooling2D()(h)))
+    handle = saved_handle(model, tmp_path, "signed")
+    dark = np.zeros((3, 8, 8, 1), np.float32)
+    bright = np.ones((1, 8, 8, 1), np.float32)  # -0.9 inside: below the floor of -0.375
+    assert 9 * -0.1 < RECTIFIED_FLOOR
+    targets = np.zeros(4, np.int32)
+    assert np.isfinite(attribute(handle, dark, targets[:3], "gradcam_pp")).all()
+    for size in (4, 1):  # the whole batch at once, or the bright image in a chunk of its own
+        with pytest.raises(AuditorError, match="does not apply at layer 'signed'"):
+            attribute(handle, np.concatenate([dark, bright]), targets, "gradcam_pp",
+                      batch_size=size)

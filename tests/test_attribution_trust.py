@@ -77,6 +77,7 @@ def test_reinitialising_refuses_to_pass_off_unchanged_weights_as_random():
 def test_stage_indices_spread_evenly_and_keep_the_last():
     assert stage_indices(5, None) == [0, 1, 2, 3, 4]
     assert stage_indices(52, 4) == [0, 17, 34, 51]
+    assert stage_indices(52, 1) == [51]  # every layer randomised, not the top one alone
 
 
 def test_rank_correlation_and_ssim_behave_as_defined():

@@ -422,21 +422,22 @@ def test_a_model_too_dear_for_the_floors_runs_fewer_rows_and_its_checks_say_not_
 
     from auditor.checks.check import Check
     from auditor.pipeline import below_floors
-    from auditor.predict.plan import planned_settings
+    from auditor.predict.plan import planned_settings, setting
     from auditor.report.summary import SCHEMA_FILE
     from auditor.sections.base import SectionResult
 
     assert not plan_for(MODULES, {}, SMALL, "quick", timing=TIMED).below_floor
     dear = plan_for(MODULES, {}, SMALL, "quick", timing=times(TIMED, 16))
-    assert {"robustness", "counterfactuals"} <= set(dear.below_floor)
+    assert {"robustness", "counterfactuals", "attribution"} <= set(dear.below_floor)
     for name, floors in dear.below_floor.items():
         thin = MODULES[name].THIN
         for key, floor in floors.items():
             assert floor == planned_settings(MODULES[name], SMALL, dear.options[name])[key]
-            assert thin[key] <= getattr(dear.options[name], key) < floor
+            assert thin[key] <= setting(dear.options[name], key) < floor
     for name, module in MODULES.items():  # every thinnable setting is a planned one, lowered
+        planned = planned_settings(module, SMALL, make_config({"model": "demo"}).options[name])
         for key, least in getattr(module, "THIN", {}).items():
-            assert 1 <= least < module.PLANNED[key], (name, key)
+            assert 1 <= least < planned[key], (name, key)
     with pytest.MonkeyPatch.context() as patch:  # the same plan with nothing thinnable
         for module in MODULES.values():
             if hasattr(module, "THIN"):
@@ -642,9 +643,9 @@ def test_clever_hans_counts_one_call_per_re_prediction_and_per_intervention():
 
 
 def test_the_cards_curves_count_the_forward_calls_that_hold_them():
-    """The deletion and insertion curves run as many images' curves per forward call as the
-    call's rows hold (faithfulness.deletion_insertion): the card counts those calls when the
-    rows a call takes are known, the same rows either way."""
+    """The deletion and insertion curves run as many images' inner steps per forward call as
+    the call's rows hold, and the ends every map shares once (faithfulness.curves_of): the
+    card counts those calls when the rows a call takes are known, the same rows either way."""
     from auditor.steps.card import _applying
     from auditor.steps.card import passes as card_passes
 
@@ -653,12 +654,13 @@ def test_the_cards_curves_count_the_forward_calls_that_hold_them():
     known = card_passes(attribution, dataclasses.replace(SMALL, call_rows=1024))
     maps = len(_applying(attribution, SMALL)) + 1  # each method's and a random map's
     samples = min(attribution.faithfulness_samples, SMALL.images)
-    per_image = 2 * (attribution.faithfulness_steps + 1)
-    assert unknown.called == 0 and known.called == maps * samples * per_image
+    per_image = 2 * (attribution.faithfulness_steps - 1)
+    assert unknown.called == 0 and known.called == 3 * samples + maps * samples * per_image
     assert known.forward_rows == unknown.forward_rows
-    assert known.calls == maps * -(-samples // (1024 // per_image))
+    assert known.calls == 1 + maps * -(-samples // (1024 // per_image))
     tiny = card_passes(attribution, dataclasses.replace(SMALL, call_rows=per_image // 2))
-    assert tiny.calls == maps * samples * 2  # each image's curves in two calls
+    # each image's inner steps in two calls; the ends in calls of as many rows
+    assert tiny.calls == -(-3 * samples // (per_image // 2)) + maps * samples * 2
 
 
 def test_the_plan_counts_only_what_runs_and_prices_each_trace_and_fit_by_its_measure():

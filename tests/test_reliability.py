@@ -247,3 +247,85 @@ def test_a_method_dead_on_the_model_is_skipped_in_the_checks_summary_md_and_head
     markdown = (tmp_path / "run" / "summary.md").read_text()
     assert "⏭️ skipped | `attribution.sanity.gradient`" in markdown
     assert "could not be measured" in verdict_sentence(outcome.summary)
+
+
+def test_a_card_below_its_floors_shows_its_values_and_judges_none(digits_handle, tmp_path):
+    """The plan ran the card below its floors (``plan.below_floor.attribution``): each measured
+    cell keeps its value but is skipped, not measured, saying which settings and floors; its
+    sanity and faithfulness checks and the model checks that read the card (attribution.trusted,
+    the contrastive maps' trust) are skipped, never a pass or a warning; no method is trusted,
+    and the section taking its method from the card takes its default and says why."""
+    from auditor.configure import make_config
+    from auditor.inputs.datasets import load_dataset
+    from auditor.pipeline import context_for, run_section
+    from auditor.predict.plan import Plan
+    from auditor.predict.predictions import predict
+    from auditor.sections.base import Context
+
+    small = {"methods": ["gradient", "saliency"], "examples": 2, "sanity_samples": 2,
+             "sanity_stages": 2, "faithfulness_samples": 4, "faithfulness_steps": 4,
+             "compare_layers": 0, "input_invariance": False}
+    config = make_config({"attribution": small, "contrastive": {"examples": 2}}, model="demo",
+                         data="sklearn:digits:test", max_samples=60, budget="quick")
+    plan = Plan(budget="quick", budget_passes=1, scale=0.0,
+                options={"attribution": config.options["attribution"]},
+                below_floor={"attribution": {"sanity_samples": 4, "faithfulness_samples": 8}})
+    dataset = load_dataset(config.data, digits_handle.input_shape, 10, max_samples=60)
+    ctx = context_for(Context(config=config, handle=digits_handle, dataset=dataset,
+                              predictions=predict(digits_handle, dataset), workdir=tmp_path),
+                      ["contrastive", "attribution"], plan)
+    card = ctx.steps.card
+    assert card.unmeasured.startswith("the card ran below its floors (sanity_samples 2 (floor "
+                                      "4), faithfulness_samples 4 (floor 8)) to fit --budget "
+                                      "quick")
+    for entry in card.card.values():
+        for column in ("randomisation", "faithfulness"):
+            cell = entry[column]
+            assert cell["value"] is not None and cell["status"] == "skipped"
+            assert cell["reason"] == f"not measured: {card.unmeasured}"
+        assert not entry["trusted"]
+    attribution, contrastive = (run_section(name, ctx) for name in ("attribution",
+                                                                    "contrastive"))
+    statuses = {c.id: c for c in attribution.checks}
+    assert {c.status for c in statuses.values()} == {"skipped"}, statuses
+    assert all("not measured" in c.message for c in statuses.values())
+    assert attribution.summary["attribution"]["sanity"]["gradient"]["status"] == "skipped"
+    trust = contrastive.checks[0]
+    assert trust.status == "skipped" and "did not judge" in trust.message
+    choice = contrastive.method_choice
+    assert choice.best is None and not choice.trusted
+    assert choice.reason == f"the reliability card judged no method: {card.unmeasured}"
+
+
+def test_methods_derived_from_the_input_gradient_share_one_pass(digits_handle, digits_test,
+                                                                monkeypatch):
+    """Gradient, saliency and gradient x input on the same images are one gradient pass
+    (``shared_gradient``), with the maps ``attribute`` gives each; a method with options of
+    its own runs its own; the card's plan counts the family once."""
+    import auditor.methods.attribution.gradient as gradient
+    import auditor.methods.attribution.gradient_x_input as gxi
+    from auditor.methods.attribution import attribute
+    from auditor.methods.attribution.registry import shared_gradient
+    from auditor.predict.plan import Facts
+    from auditor.sections.attribution import Options
+    from auditor.steps.card import passes
+
+    x, _ = digits_test
+    x, targets = x[:6], np.arange(6) % 10
+    family = ["gradient", "saliency", "gradient_x_input", "gradient_abs"]
+    alone = {m: attribute(digits_handle, x, targets, m) for m in family}
+    calls = []
+    for module in (gradient, gxi):
+        real = module.input_gradients
+        monkeypatch.setattr(module, "input_gradients",
+                            lambda *a, real=real: calls.append(len(a[1])) or real(*a))
+    maps_of = shared_gradient(digits_handle, x, targets)
+    for m in family:
+        np.testing.assert_allclose(maps_of(m), alone[m], rtol=1e-5, atol=1e-7)
+    assert calls == [6]
+    maps_of("smoothgrad", {"samples": 2})
+    assert len(calls) > 1  # a method of its own runs its own pass
+    facts = Facts(images=60, input_shape=(8, 8, 1), classes=10, call_rows=300)
+    one, three = (passes(Options(methods=methods, input_invariance=False), facts)
+                  for methods in (["gradient"], family))
+    assert (three.looped, three.loop_steps) == (one.looped, one.loop_steps)

@@ -304,3 +304,17 @@ def test_the_demo_passes_its_model_checks_while_the_card_marks_the_failing_metho
     junit = (demo_report.out / "junit.xml").read_text()
     apart = junit[junit.index("not part of the verdict"):]
     assert 'failures="0"' in apart[:300] and "<failure" not in apart
+
+
+def test_explanations_figure_of_a_card_below_its_floors_says_n_a_not_none_trusted():
+    """A card the plan ran below its floors judged no method (each deciding cell skipped, not
+    measured): the figure has no count of trusted methods to show, rather than 'none of N'."""
+    unmeasured = {"value": 0.5, "status": "skipped",
+                  "reason": "not measured: the card ran below its floors (...)"}
+    empty = {"value": None, "status": "skipped", "reason": "not measured"}
+    entry = {"randomisation": unmeasured, "faithfulness": unmeasured,
+             "input_invariance": unmeasured, "shortcut_mass": empty, "control_mass": empty,
+             "trusted": False}
+    summary = _summary(attribution={"reliability": {"gradient": entry}, "trusted_method": None},
+                       checks=[_check("attribution.trusted", "skipped", "attribution")])
+    assert key_figures(summary, {"attribution": True})[4].value == "n/a"

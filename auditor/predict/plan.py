@@ -189,6 +189,10 @@ class Facts:
     # The layers the concepts section factorises, as its ``model_facts`` finds them in the
     # model (one on a vision transformer's tokens); None: not known (counted as its default two).
     concept_layers: int | None = None
+    # The layers the card's layer methods (Grad-CAM, Grad-CAM++) read on this model, as the
+    # attribution section's ``model_facts`` resolves them: each is a trace of its own (a
+    # Grad-CAM++ on a rectified layer before Grad-CAM's linear one); None: not known (one).
+    cam_layers: int | None = None
     # Rows one forward call takes (the memory budget's, predict/batched.py ``rows_per_pass``),
     # for the sections that count the calls their forward rows run in; None: not known (their
     # rows are then priced as the timed call's per image).

@@ -54,8 +54,14 @@ def _card(summary: dict) -> dict | None:
 
 
 def _trusted(summary: dict) -> int | None:
+    """The methods the card trusts; None without a card, or when it judged none (it ran below
+    its floors: its cells not measured)."""
+    from auditor.methods.attribution.reliability import unjudged
+
     card = _card(summary)
-    return None if card is None else sum(e["trusted"] for e in card.values())
+    if card is None or (card and all(unjudged(e) for e in card.values())):
+        return None
+    return sum(e["trusted"] for e in card.values())
 
 
 def _trusted_text(summary: dict, count: int) -> str:
@@ -119,6 +125,15 @@ class Options:
 # too, as each method declares them in the registry (``Method.planned``).
 PLANNED = {"sanity_samples": 4, "sanity_stages": 2, "faithfulness_samples": 8,
            "faithfulness_steps": 8}
+# Lowered below their floors, down to these, when a named budget cannot hold the floors on
+# this model (predict/plan.py ``_thinned``): the card's values are still shown, but no cell is
+# judged (each is skipped, not measured: steps/card.py), so no method is trusted and the
+# sections taking their method from the card take their default. 2 images still give a rank
+# correlation per method and stage; 4 images and 4 steps a deletion and an insertion curve of
+# 5 points; 4 noisy samples and 4 integration steps a map. The two stages (the top layer and
+# every layer randomised) stay: the check reads the last.
+THIN = {"sanity_samples": 2, "faithfulness_samples": 4, "faithfulness_steps": 4,
+        "smoothgrad.samples": 4, "integrated_gradients.steps": 4}
 # Given up when a named budget cannot hold the section and the card at the floors
 # (predict/plan.py): the layers' maps; the card's input-invariance column (a copy of the model
 # and a trace of every method's pass on it: the card's dearest fixed cost after the model's
@@ -143,6 +158,20 @@ def informs(options: Options, facts: Facts) -> Facts:
     return dataclasses.replace(facts, card_methods=tuple(that_apply(options.methods,
                                                                     facts.attention)),
                                card_score=options.score)
+
+
+def model_facts(handle, options: Options, facts: Facts) -> Facts:
+    """``Facts.cam_layers``: how many layers Grad-CAM and Grad-CAM++ read on this model
+    (Grad-CAM++ takes the last rectified one, which may come before Grad-CAM's): each is a
+    trace of the layer gradient."""
+    from auditor.methods.attribution.layer import method_layers
+
+    try:
+        named = method_layers(handle, options.methods, options.method_options)
+    except Exception:  # the methods say why, in one line, when the card runs them
+        return facts
+    layers = {at["layer"] for at in named.values() if at["layer"]}
+    return dataclasses.replace(facts, cam_layers=len(layers) or None)
 
 
 def _without(methods: list[str], *left_out: str) -> list[str]:
@@ -196,6 +225,7 @@ class AttributionData:
     faithfulness: dict  # rows, samples, steps, curves, completeness, unavailable
     reliability: dict = field(default_factory=dict)  # the card (shared, completed later)
     invariance_reason: str | None = None  # why input invariance was not measured
+    unmeasured: str | None = None  # why no cell of the card is judged (below its floors)
     reliability_bounds: dict = field(default_factory=dict)  # column -> its default bounds
     examples: list[dict] = field(default_factory=list)
     images: np.ndarray | None = None
@@ -339,6 +369,7 @@ def run(ctx: Context, options: Options) -> SectionResult:
                            display_smoothing=options.display_smoothing, smoothing=smoothing,
                            sanity=made.sanity_data, faithfulness=made.faithfulness_data,
                            reliability=card, invariance_reason=made.invariance_reason,
+                           unmeasured=made.unmeasured,
                            reliability_bounds=RELIABILITY_BOUNDS)
     multilabel = ctx.predictions.multilabel
     examples, box_source = (label_examples_section if multilabel else examples_section)(
@@ -380,9 +411,18 @@ def run(ctx: Context, options: Options) -> SectionResult:
 def trusted_check(ctx: Context, card: dict) -> Check:
     """Pass while the card trusts a method (naming the one the report uses); warn, naming why
     each method fails, when it trusts none."""
-    from auditor.methods.attribution.reliability import trusted_ranking, why_untrusted
+    from auditor.methods.attribution.reliability import (
+        trusted_ranking,
+        unjudged,
+        why_untrusted,
+    )
 
     ranked = trusted_ranking(card)
+    if not ranked and card and all(unjudged(e) for e in card.values()):
+        return TRUSTED.outcome(
+            "skipped", None, checks=ctx.config.checks, section=NAME, threshold=TRUSTED.bounds,
+            message=f"attribution methods the card trusts: "
+                    f"{unjudged(next(iter(card.values())))}")
     if ranked:
         return TRUSTED.outcome(
             "pass", len(ranked), checks=ctx.config.checks, section=NAME,

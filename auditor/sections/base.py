@@ -54,12 +54,18 @@ class ResolvedOptions:
     ``ctx.options[NAME]``. Nothing rebuilds them."""
 
     by_section: MappingProxyType
+    # {section: {setting: {value, floor}}}: the settings the plan ran below their floors
+    # (``Plan.below_floor``), for a step a section configures (the reliability card), whose
+    # figures must then say they were not measured
+    below_floor: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
 
     @classmethod
     def of(cls, config: AuditConfig, plan=None) -> ResolvedOptions:
         lowered = plan.options if plan is not None else {}
+        below = plan.to_summary().get("below_floor", {}) if plan is not None else {}
         return cls(MappingProxyType({name: lowered.get(name, options)
-                                     for name, options in config.options.items()}))
+                                     for name, options in config.options.items()}),
+                   read_only(below))
 
     def __getitem__(self, name: str) -> Any:
         return self.by_section[name]

@@ -61,6 +61,8 @@ class ReliabilityCard:
     faithfulness_checks: list[Check]
     completeness: dict | None  # the complete method's completeness error, when one ran
     invariance_reason: str | None  # why input invariance was not measured
+    # why no cell is judged: the card ran below its floors (None: it did not)
+    unmeasured: str | None = None
 
     @property
     def ranked(self) -> list[str]:
@@ -88,11 +90,29 @@ class MethodChoice:
 # --------------------------------------------------------------------------- the plan's cost
 
 def _explain(options, facts: Facts, count: int, times: int = 1) -> Passes:
-    from auditor.methods.attribution.registry import attribution_rows
+    """Every method's maps of ``count`` images, ``times`` over (those derived from the input
+    gradient from one pass: ``registry.shared_gradient``). Their forward-backward rows run
+    in as many calls as a backward call holds (a third of a forward call's rows:
+    predict/batched.py), at least one per method each time: each call pays its fixed cost
+    (``Timing.call``) however few rows it takes (the sanity cascade's four images), counted as
+    the rows of a loop whose steps are the calls (``Passes.looped``, ``loop_steps``). Without
+    ``Facts.call_rows`` each row is priced as the timed call's."""
+    from auditor.methods.attribution import METHODS
+    from auditor.methods.attribution.registry import attribution_rows, with_shared_gradient
+    from auditor.predict.batched import FORWARD_FACTOR
 
-    forward, backward = attribution_rows(_applying(options, facts), count, facts.input_shape,
+    methods = with_shared_gradient(_applying(options, facts), options.method_options)
+    forward, backward = attribution_rows(methods, count, facts.input_shape,
                                          options.method_options)
-    return Passes(forward=forward * times, backward=backward * times)
+    if facts.call_rows is None:
+        return Passes(forward=forward * times, backward=backward * times)
+    held = max(1, facts.call_rows // FORWARD_FACTOR)
+    calls = 0
+    for method in methods:
+        if method in METHODS and not METHODS[method].forward_only:
+            _, rows = attribution_rows([method], 1, facts.input_shape, options.method_options)
+            calls += math.ceil(count / max(1, held // max(1, rows)))
+    return Passes(forward=forward * times, looped=backward * times, loop_steps=calls * times)
 
 
 COPIES = 2  # the audit's working copy (randomised stage by stage) and the shifted copy
@@ -124,17 +144,22 @@ def passes(options, facts: Facts) -> Passes:
 
 
 def _curves(options, facts: Facts, maps: int) -> Passes:
-    """The deletion and insertion curves of ``maps`` maps per faithfulness sample: forward rows
-    in calls of as many images' curves as one forward call holds (methods/attribution/
-    faithfulness.py ``deletion_insertion``), counted when that is known (``Facts.call_rows``)."""
+    """The deletion and insertion curves of ``maps`` maps per faithfulness sample: the ends
+    every map shares (the image, the filled image, the blurred canvas) once per sample, and
+    each map's inner steps, forward rows in calls of as many images' inner steps as one
+    forward call holds (methods/attribution/faithfulness.py ``curves_of``), counted when that
+    is known (``Facts.call_rows``)."""
     samples = min(options.faithfulness_samples, facts.images)
-    per_image = 2 * (options.faithfulness_steps + 1)
-    rows = maps * samples * per_image
+    inner = 2 * (options.faithfulness_steps - 1)
+    ends = 3 * samples
+    rows = ends + maps * samples * inner
     if facts.call_rows is None:
         return Passes(forward=rows)
-    per_call = max(1, facts.call_rows // per_image)  # images' curves a call holds
-    calls = math.ceil(samples / per_call) * math.ceil(per_call * per_image / facts.call_rows)
-    return Passes(called=rows, calls=maps * calls)
+    per_call = max(1, facts.call_rows // max(1, inner))  # images' inner steps a call holds
+    calls = math.ceil(ends / facts.call_rows) + (
+        maps * math.ceil(samples / per_call) * math.ceil(per_call * inner / facts.call_rows)
+        if inner else 0)
+    return Passes(called=rows, calls=calls)
 
 
 def shifted_passes(options, methods, images: int, shape: tuple, cost) -> dict[str, bool]:
@@ -143,10 +168,10 @@ def shifted_passes(options, methods, images: int, shape: tuple, cost) -> dict[st
     calls would not repay runs eagerly (predict/eager.py; ``cost`` its EagerCost, None: every
     pass traced). The same maps either way (tests/test_traces.py)."""
     from auditor.methods.attribution import METHODS
-    from auditor.methods.attribution.registry import attribution_rows
+    from auditor.methods.attribution.registry import attribution_rows, with_shared_gradient
 
     users: dict[str, list[str]] = {}
-    for method in methods:
+    for method in with_shared_gradient(list(methods), options.method_options):
         if method in METHODS:
             users.setdefault(METHODS[method].compiled, []).append(method)
     traced = {}
@@ -174,14 +199,14 @@ def _shifted(options, facts: Facts) -> dict[str, bool]:
 def _eager_kernels(options, facts: Facts) -> float:
     """The extra kernels of the shifted copy's passes run eagerly."""
     from auditor.methods.attribution import METHODS
-    from auditor.methods.attribution.registry import attribution_rows
+    from auditor.methods.attribution.registry import attribution_rows, with_shared_gradient
 
     eager = [name for name, traced in _shifted(options, facts).items() if not traced]
     images = min(options.sanity_samples, facts.images)
+    running = with_shared_gradient(_applying(options, facts), options.method_options)
     total = 0.0
     for name in eager:
-        methods = [m for m in _applying(options, facts)
-                   if m in METHODS and METHODS[m].compiled == name]
+        methods = [m for m in running if m in METHODS and METHODS[m].compiled == name]
         forward, backward = attribution_rows(methods, images, facts.input_shape,
                                              options.method_options)
         total += facts.eager.extra(len(methods), backward, forward)
@@ -191,7 +216,8 @@ def _eager_kernels(options, facts: Facts) -> float:
 def traced(options, facts: Facts) -> int:
     """The functions the card traces: the compiled passes its methods run (those that share one
     share its trace: every gradient method the input gradient, Grad-CAM and Grad-CAM++ the
-    layer's, every forward-only method the logits) once for the model and the working copy
+    layer's, once per layer they read: ``Facts.cam_layers``, every forward-only method the
+    logits) once for the model and the working copy
     (which calls the model's traces with its randomised weights: inputs/traces.py; when it is
     not the model's twin, once more for it), but for those the plan's timing traced already
     (the logits, the input gradient of the logit: ``registry.TIMED``), and again on the shifted
@@ -206,8 +232,19 @@ def traced(options, facts: Facts) -> int:
     methods = _applying(options, facts)
     own = compiled_passes(methods, options.score, fresh=True)
     model = compiled_passes(methods, options.score)
-    return (len(model) + len(own) * (not facts.twin_copy)
-            + sum(_shifted(options, facts).values()))
+    layers = _more_layers(methods, facts)
+    return (len(model) + layers + (len(own) + layers) * (not facts.twin_copy)
+            + sum(_shifted(options, facts).values())
+            + layers * _shifted(options, facts).get("layer_gradients", False))
+
+
+def _more_layers(methods, facts: Facts) -> int:
+    """The layer gradient's traces beyond one: Grad-CAM++ on a layer other than Grad-CAM's
+    (``Facts.cam_layers``) is traced for that layer too."""
+    from auditor.methods.attribution import METHODS
+
+    layered = [m for m in methods if m in METHODS and METHODS[m].needs_layer]
+    return max(0, min(len(layered), facts.cam_layers or 1) - 1) if layered else 0
 
 
 def trace_extra(options, facts: Facts) -> float:
@@ -311,16 +348,17 @@ def compute_maps(handle, x, targets, methods, score, method_options, maps_of=Non
     (e.g. Grad-CAM on a model without convolutions, or a method that raises on this
     architecture: a finding on the card, never a failed audit, in one line; its traceback goes
     to ``workdir``'s audit.log). ``maps_of(method, options)`` gives them instead of
-    ``attribute`` (a section reading the saliency step's maps)."""
+    ``attribute`` (a section reading the saliency step's maps); by default the methods derived
+    from the input gradient share one pass (``registry.shared_gradient``)."""
     from auditor.failures import log_failure
-    from auditor.methods.attribution import attribute
+    from auditor.methods.attribution.registry import shared_gradient
 
     maps, unavailable = {}, {}
+    maps_of = maps_of or shared_gradient(handle, x, targets, score)
     for method in methods:
         options = method_options.get(method, {})
         try:
-            maps[method] = (attribute(handle, x, targets, method, score=score, **options)
-                            if maps_of is None else maps_of(method, options))
+            maps[method] = maps_of(method, options)
         except AuditorError as exc:  # e.g. Grad-CAM without a convolution: does not apply
             unavailable[method] = str(exc)
         except Exception as exc:  # a method that breaks on this architecture is a finding
@@ -329,8 +367,28 @@ def compute_maps(handle, x, targets, methods, score, method_options, maps_of=Non
     return maps, unavailable
 
 
-def sanity_part(ctx, options, methods):
-    """The cascading randomisation of every method, and its explanation checks."""
+def unjudged(check: Check, unmeasured: str | None) -> Check:
+    """``check`` skipped, its value kept, where the card ran below its floors (``unmeasured``
+    says how): a figure from fewer images than its floor neither passes nor accuses."""
+    if not unmeasured or check.status not in ("pass", "warn", "fail"):
+        return check
+    return dataclasses.replace(check, status="skipped",
+                               message=f"{check.message}; not measured: {unmeasured}")
+
+
+def below_floor_reason(lowered: dict, budget) -> str | None:
+    """Why the card's cells are not judged, from the plan's ``below_floor`` entry of the
+    attribution section ({setting: {value, floor}}), or None when it ran at its floors."""
+    if not lowered:
+        return None
+    settings = ", ".join(f"{k} {v['value']} (floor {v['floor']})" for k, v in lowered.items())
+    return (f"the card ran below its floors ({settings}) to fit --budget {budget} on this "
+            "model; a larger --budget measures it")
+
+
+def sanity_part(ctx, options, methods, unmeasured: str | None = None):
+    """The cascading randomisation of every method, and its explanation checks (skipped, not
+    measured, below the card's floors: ``unmeasured``)."""
     from auditor.methods.attribution.sanity import cascading_randomisation
 
     positions, targets = explained(ctx.predictions, options.sanity_samples, ctx.config.seed + 1)
@@ -349,6 +407,7 @@ def sanity_part(ctx, options, methods):
                                    name=method, threshold=check.threshold,
                                    message=f"{method}: not measurable: "
                                            f"{result.degenerate[method]}")
+        check = unjudged(check, unmeasured)
         checks.append(check)
         rows.append({"method": method, "rank_correlation": correlation, "ssim": similarity,
                      "status": check.status})
@@ -379,8 +438,8 @@ def completeness_part(ctx, options, x, targets, maps) -> dict | None:
             "samples": len(errors)}
 
 
-def faithfulness_part(ctx, options, methods):
-    from auditor.methods.attribution.faithfulness import deletion_insertion, random_maps
+def faithfulness_part(ctx, options, methods, unmeasured: str | None = None):
+    from auditor.methods.attribution.faithfulness import curves_of, random_maps
     from auditor.methods.attribution.reliability import degenerate_reason
 
     p = ctx.predictions
@@ -390,9 +449,8 @@ def faithfulness_part(ctx, options, methods):
                                      options.method_options, workdir=ctx.workdir)
     maps["random"] = random_maps(x, ctx.config.seed)
     probability = "sigmoid" if p.multilabel else "softmax"
-    curves = {m: deletion_insertion(ctx.handle, x, targets, a, steps=options.faithfulness_steps,
-                                    seed=ctx.config.seed, probability=probability)
-              for m, a in maps.items()}
+    curves = curves_of(ctx.handle, x, targets, maps, steps=options.faithfulness_steps,
+                       seed=ctx.config.seed, probability=probability)
     summary = {m: {"deletion_auc": c.deletion_auc, "insertion_auc": c.insertion_auc,
                    "score": c.score} for m, c in curves.items()}
     degenerate = {m: degenerate_reason(a) for m, a in maps.items() if m != "random"}
@@ -407,6 +465,7 @@ def faithfulness_part(ctx, options, methods):
                                      threshold=check.threshold,
                                      message=f"{reference}: not measurable: "
                                              f"{degenerate[reference]}")
+    check = unjudged(check, unmeasured)
     margins = {m: c.score - curves["random"].score for m, c in curves.items() if m != "random"}
     data = {"rows": [{"method": m, **summary[m]} for m in curves], "samples": len(positions),
             "steps": options.faithfulness_steps, "curves": curves,
@@ -448,19 +507,22 @@ def invariance_part(ctx, options, methods):
 def make(inputs, options, shared, sections) -> ReliabilityCard:
     """The step: the card for the attribution section's options (``options``: every section's,
     resolved; ``inputs``: sections.base.RunInputs)."""
-    return make_card(inputs, options[SECTION])
+    lowered = options.below_floor.get(SECTION)
+    return make_card(inputs, options[SECTION],
+                     below_floor_reason(lowered, inputs.config.budget))
 
 
-def make_card(ctx, options) -> ReliabilityCard:
+def make_card(ctx, options, unmeasured: str | None = None) -> ReliabilityCard:
     """The card for the attribution ``options``: faithfulness first (it finds the methods that
     do not apply to this model), then the sanity cascade and input invariance of the rest.
-    ``ctx``: the run's inputs (sections.base.RunInputs). Read-only once made."""
+    ``ctx``: the run's inputs (sections.base.RunInputs); ``unmeasured``: why no cell is judged
+    (the plan ran the card below its floors). Read-only once made."""
     from auditor.steps.shared import read_only
 
-    return read_only(_make_card(ctx, options))
+    return read_only(_make_card(ctx, options, unmeasured))
 
 
-def _make_card(ctx, options) -> ReliabilityCard:
+def _make_card(ctx, options, unmeasured: str | None) -> ReliabilityCard:
     from auditor.methods.attribution import METHODS
     from auditor.methods.attribution.reliability import build_card
 
@@ -470,9 +532,9 @@ def _make_card(ctx, options) -> ReliabilityCard:
                            f"from: {', '.join(sorted(METHODS))} (see 'auditor methods')")
     options = dataclasses.replace(options, method_options=resolved_options(ctx, options))
     faithfulness, faith_data, faith_checks, complete, unavailable = faithfulness_part(
-        ctx, options, options.methods)
+        ctx, options, options.methods, unmeasured)
     methods = [m for m in options.methods if m not in unavailable]
-    sanity, sanity_data, sanity_checks, stages = sanity_part(ctx, options, methods)
+    sanity, sanity_data, sanity_checks, stages = sanity_part(ctx, options, methods, unmeasured)
     invariance, invariance_reason = invariance_part(ctx, options, methods)
     result = sanity_data["result"]
     card = build_card(
@@ -480,10 +542,11 @@ def _make_card(ctx, options) -> ReliabilityCard:
         sanity_degenerate=result.degenerate, invariance=invariance,
         invariance_reason=invariance_reason, faithfulness=faith_data["margins"],
         faithfulness_degenerate=faith_data["degenerate"],
-        thresholds=lambda column: spec_bounds(ctx.config.checks, CARD_COLUMN.check_id(column)))
+        thresholds=lambda column: spec_bounds(ctx.config.checks, CARD_COLUMN.check_id(column)),
+        unmeasured=unmeasured)
     return ReliabilityCard(card, methods, unavailable, options, sanity, sanity_data,
                            sanity_checks, stages, faithfulness, faith_data, faith_checks,
-                           complete, invariance_reason)
+                           complete, invariance_reason, unmeasured)
 
 
 # --------------------------------------------------------------------------- using the card
@@ -500,7 +563,9 @@ def choose(card: ReliabilityCard | None, shape: tuple, fallback: str | None = No
     ranked = card.ranked
     chosen = next((m for m in ranked if _fits(m, shape, max_cost)), fallback)
     best = ranked[0] if ranked else None
-    if best is None:
+    if best is None and card.unmeasured:
+        reason = f"the reliability card judged no method: {card.unmeasured}"
+    elif best is None:
         reason = "the reliability card trusts no method on this model"
     elif chosen != best:
         reason = (f"{best} costs {_passes_text(passes_per_map(best, shape))} per map on this "
@@ -522,7 +587,7 @@ def choice_note(used: MethodChoice | None, shape: tuple) -> str:
     if used is None:
         return " (the default: this audit does not run the attribution section's reliability card)"
     if used.best is None:
-        return " (the default: the reliability card trusts no method on this model)"
+        return f" (the default: {used.reason or 'the reliability card trusts no method'})"
     if used.method == used.best:
         return " (the reliability card's best trusted method)"
     best = f"its best, {used.best}, costs {_passes_text(passes_per_map(used.best, shape))}"

@@ -66,29 +66,50 @@ def deletion_insertion(handle, x, targets, maps, *, steps: int = 20, fill: float
     The insertion canvas is blurred heavily (``blur_sigma`` x the side) so that the class is no
     longer recognisable there; a light blur keeps digits readable and every ranking looks good.
     """
-    from scipy.special import expit
+    return curves_of(handle, x, targets, {"maps": maps}, steps=steps, fill=fill,
+                     blur_sigma=blur_sigma, seed=seed, probability=probability)["maps"]
 
+
+def curves_of(handle, x, targets, maps: dict, *, steps: int = 20, fill: float = 0.0,
+              blur_sigma: float = 0.5, seed: int = 0,
+              probability: str = "softmax") -> dict[str, Curves]:
+    """``deletion_insertion`` of each of ``maps`` ({name: maps}) on the same images. The ends
+    of every curve are the same images whatever the map (nothing changed: the image itself,
+    which deletion starts from and insertion ends at; everything changed: the filled image and
+    the blurred canvas), scored once for all maps; each map's rows are its inner steps."""
     score = "softmax" if probability == "softmax" else "logit"
     x, targets, contrast = prepare(handle, x, targets, None, score)
-    ranks = pixel_order(maps, seed)[..., None]
-    pixels = ranks[0].size
-    counts = np.round(np.linspace(0, pixels, steps + 1)).astype(int)
     rows = budget_for(handle).forward
-    per_chunk = max(1, rows // (2 * (steps + 1)))
-    deletion, insertion = [], []
-    for i in range(0, len(x), per_chunk):
-        images, rank = x[i:i + per_chunk], ranks[i:i + per_chunk]
-        changed = rank[:, None] < counts.reshape(1, -1, 1, 1, 1)  # (B, steps + 1, H, W, 1)
-        deleted = np.where(changed, np.float32(fill), images[:, None])
-        inserted = np.where(changed, images[:, None], blurred(images, blur_sigma)[:, None])
-        batch = np.concatenate([deleted, inserted]).reshape(-1, *x.shape[1:])
-        k = 2 * (steps + 1) * len(images)
-        repeat = np.tile(np.repeat(targets[i:i + per_chunk], steps + 1), 2)
-        probs = run_scores(handle, batch, repeat, np.full(k, -1, np.int32), score, rows)
-        if probability == "sigmoid":
-            probs = expit(probs)
-        probs = probs.reshape(2, len(images), steps + 1)
-        deletion.append(probs[0])
-        insertion.append(probs[1])
-    return Curves(counts / pixels, np.concatenate(deletion).mean(axis=0),
-                  np.concatenate(insertion).mean(axis=0))
+    canvas = blurred(x, blur_sigma)
+    ends = _scores(handle, np.concatenate([x, np.full_like(x, fill), canvas]),
+                   np.tile(targets, 3), score, probability, rows).reshape(3, len(x))
+    counts = np.round(np.linspace(0, x[0, ..., 0].size, steps + 1)).astype(int)
+    inner = counts[1:-1]
+    per_chunk = max(1, rows // max(1, 2 * len(inner)))
+    curves = {}
+    for name, order in maps.items():
+        ranks = pixel_order(order, seed)[..., None]
+        middle = []
+        for i in range(0, len(x) if len(inner) else 0, per_chunk):
+            images, rank = x[i:i + per_chunk], ranks[i:i + per_chunk]
+            changed = rank[:, None] < inner.reshape(1, -1, 1, 1, 1)  # (B, steps - 1, H, W, 1)
+            deleted = np.where(changed, np.float32(fill), images[:, None])
+            inserted = np.where(changed, images[:, None], canvas[i:i + per_chunk][:, None])
+            batch = np.concatenate([deleted, inserted]).reshape(-1, *x.shape[1:])
+            repeat = np.tile(np.repeat(targets[i:i + per_chunk], len(inner)), 2)
+            middle.append(_scores(handle, batch, repeat, score, probability, rows).reshape(
+                2, len(images), len(inner)))
+        middle = np.concatenate(middle, axis=1) if middle else np.zeros((2, len(x), 0))
+        deletion = np.concatenate([ends[0][:, None], middle[0], ends[1][:, None]], axis=1)
+        insertion = np.concatenate([ends[2][:, None], middle[1], ends[0][:, None]], axis=1)
+        curves[name] = Curves(counts / counts[-1], deletion.mean(axis=0),
+                              insertion.mean(axis=0))
+    return curves
+
+
+def _scores(handle, batch, targets, score: str, probability: str, rows: int) -> np.ndarray:
+    """The targets' probabilities of ``batch``: a softmax, or a label's sigmoid."""
+    from scipy.special import expit
+
+    probs = run_scores(handle, batch, targets, np.full(len(batch), -1, np.int32), score, rows)
+    return expit(probs) if probability == "sigmoid" else probs

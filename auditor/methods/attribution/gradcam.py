@@ -64,7 +64,12 @@ def gradcam_pp_weights(activation, grads) -> np.ndarray:
 
 
 def check_rectified(activation: np.ndarray, layer: str) -> None:
-    """Raise, in one line, where Grad-CAM++'s layer is not rectified (module docstring)."""
+    """Raise, in one line, where Grad-CAM++'s layer is not rectified (module docstring).
+
+    The lowest value over every image of the batch, not image by image: RECTIFIED_FLOOR is the
+    lowest any rectifier can output, so one image below it proves the layer signed for all;
+    maps of the other images on it would rest on the alphas' false premise. Whichever chunk
+    holds that image, ``attribute`` raises for the whole batch (tests/test_attribution.py)."""
     low = float(activation.min()) if activation.size else 0.0
     if low < RECTIFIED_FLOOR:
         raise AuditorError(

@@ -41,19 +41,32 @@ def _gradients(handle, score: str):
     return gradients
 
 
+def _itself(grads, x):
+    return grads
+
+
+def _absolute(grads, x):
+    return np.abs(grads)
+
+
+def _largest_channel(grads, x):
+    return np.broadcast_to(np.abs(grads).max(axis=-1, keepdims=True), x.shape)
+
+
 @register("gradient", "Signed gradient of the score with respect to each input pixel.",
-          linear=True)
+          linear=True, from_gradient=_itself)
 def gradient(handle, x, targets, contrast, score, budget):
     return input_gradients(handle, x, targets, contrast, score)
 
 
-@register("gradient_abs", "Absolute gradient of the score per pixel and channel.", signed=False)
+@register("gradient_abs", "Absolute gradient of the score per pixel and channel.", signed=False,
+          from_gradient=_absolute)
 def gradient_abs(handle, x, targets, contrast, score, budget):
-    return np.abs(input_gradients(handle, x, targets, contrast, score))
+    return _absolute(input_gradients(handle, x, targets, contrast, score), x)
 
 
 @register("saliency", "Simonyan et al.'s saliency map: the maximum over channels of the absolute "
-                      "gradient, repeated over the channels.", signed=False)
+                      "gradient, repeated over the channels.", signed=False,
+          from_gradient=_largest_channel)
 def saliency(handle, x, targets, contrast, score, budget):
-    grads = np.abs(input_gradients(handle, x, targets, contrast, score))
-    return np.broadcast_to(grads.max(axis=-1, keepdims=True), x.shape)
+    return _largest_channel(input_gradients(handle, x, targets, contrast, score), x)

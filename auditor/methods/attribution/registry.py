@@ -69,6 +69,10 @@ class Method:
     # What one trace of its compiled pass costs, in traces of the input gradient (the time
     # the plan measures, predict/plan.py): 1 unless measured otherwise (bench/trace_ratio.py).
     trace_cost: float = 1.0
+    # Its maps as a function of the input gradient and the images alone, f(gradients, x):
+    # methods declaring one, at their default options, explaining the same images share one
+    # gradient pass (``shared_gradient``: the card runs them side by side at every stage).
+    from_gradient: Callable | None = None
 
     def __post_init__(self):
         if self.compiled is None:
@@ -111,7 +115,7 @@ def register(name: str, description: str, options: dict[str, tuple[object, str]]
              **facts):
     """Decorator that adds a method to the registry under ``name``; ``facts`` are Method's
     other fields (cost, forward_only, per_sample, signed, linear, needs_layer, complete,
-    needs_attention, needs_rectified, planned, compiled, trace_cost)."""
+    needs_attention, needs_rectified, planned, compiled, trace_cost, from_gradient)."""
 
     def add(fn: Callable) -> Callable:
         METHODS[name] = Method(name, description, fn, options or {}, **facts)
@@ -279,6 +283,39 @@ def attribute(handle, x, targets, method: str = "gradient", *, contrast=None,
     except AuditorError as exc:  # raised inside a traced pass, autograph wrapped it in frames
         raise type(exc)(one_line(exc)) from None
     return np.concatenate(maps).astype(np.float32) if maps else np.zeros_like(x)
+
+
+def derives_from_gradient(method: str, options: dict | None = None) -> bool:
+    """Whether ``method`` with ``options`` is a function of the input gradient alone
+    (``Method.from_gradient``, at its default options: it takes none)."""
+    return method in METHODS and METHODS[method].from_gradient is not None and not options
+
+
+def shared_gradient(handle, x, targets, score: str = "logit") -> Callable:
+    """``maps(method, options)``: ``attribute(handle, x, targets, method, score=score,
+    **options)``, except that the methods derived from the input gradient
+    (``derives_from_gradient``: gradient, its absolute value, saliency, gradient x input) share
+    one gradient pass of these images, made on the first that asks: the same maps, one pass
+    instead of one each."""
+    made: list[np.ndarray] = []
+
+    def maps(method: str, options: dict | None = None) -> np.ndarray:
+        if not derives_from_gradient(method, options):
+            return attribute(handle, x, targets, method, score=score, **(options or {}))
+        if not made:
+            made.append(attribute(handle, x, targets, "gradient", score=score))
+        images = np.asarray(x, dtype=np.float32)
+        return np.array(METHODS[method].from_gradient(made[0], images), dtype=np.float32)
+
+    return maps
+
+
+def with_shared_gradient(methods: list[str], method_options: dict | None = None) -> list[str]:
+    """``methods`` as ``shared_gradient`` runs them: those derived from the input gradient
+    count as one pass of 'gradient' (what the compute plan counts)."""
+    options = method_options or {}
+    derived = [m for m in methods if derives_from_gradient(m, options.get(m))]
+    return [m for m in methods if m not in derived] + (["gradient"] if derived else [])
 
 
 def _is_per_sample(value, x: np.ndarray) -> bool:

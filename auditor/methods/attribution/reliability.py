@@ -16,6 +16,11 @@ measured: its columns are ``skipped`` with the reason ("not measurable: maps all
 images"), never pass, and never ``error``, which is for a crash: a result that cannot be
 measured is neither a pass nor an accusation. ``trusted`` means no column fails or errors and
 randomisation and faithfulness pass, so such a method is not trusted.
+
+A card made below its floors (a named budget that cannot hold its samples on this model:
+predict/plan.py ``below_floor``) shows its values but judges none: each measured cell is
+``skipped`` with the reason "not measured: ...", so no method is trusted, and what rests on
+the card says it was not measured (``unjudged``), never a pass, nor an accusation of the method.
 """
 
 from __future__ import annotations
@@ -51,6 +56,8 @@ COLUMNS = tuple(BOUNDS)
 DEGENERATE_SHARE = 0.25  # a quarter of the images unmeasurable makes a mean over them moot
 RANDOMISED = "on the randomised model"  # how sanity.py ends a reason about the random copy
 INPUT_SHIFT = -1.0  # Kindermans et al.'s shift: MNIST's [0, 1] moved to [-1, 0]
+NOT_MEASURED = "not measured"  # how a cell's reason starts when the card did not measure it
+DECIDING = ("randomisation", "faithfulness")  # the columns a trusted method must pass
 
 
 def degenerate_reason(maps: np.ndarray) -> str | None:
@@ -105,7 +112,7 @@ def input_invariance(handle, x, targets, methods: list[str], *, method_options: 
     copy's passes named in ``eager`` run eagerly (inputs/traces.py: too few calls to repay a
     trace of their own, which the copy, not the model's twin, would need)."""
     from auditor.inputs.traces import run_eagerly
-    from auditor.methods.attribution import attribute
+    from auditor.methods.attribution.registry import shared_gradient
 
     try:
         copy = shifted_copy(handle, shift)
@@ -119,27 +126,32 @@ def input_invariance(handle, x, targets, methods: list[str], *, method_options: 
         return {}, (f"a shifted copy of the model does not reproduce its logits (largest "
                     f"difference {same:.2g} against logits up to {scale:.2g})")
     changes = {}
+    on_model, on_copy = (shared_gradient(handle, x, targets, score),
+                         shared_gradient(copy, moved, targets, score))
     for method in methods:
         options = method_options.get(method, {})
         try:
-            changes[method] = relative_change(
-                attribute(handle, x, targets, method, score=score, **options),
-                attribute(copy, moved, targets, method, score=score, **options))
+            changes[method] = relative_change(on_model(method, options),
+                                              on_copy(method, options))
         except AuditorError:
             continue
     return changes, None
 
 
 def _column(name: str, method: str, value, reason: str | None, spec: dict | None,
-            skipped: str | None = None) -> dict:
+            skipped: str | None = None, unmeasured: str | None = None) -> dict:
     """One cell: ``reason`` says why the maps cannot be measured, ``skipped`` why the test
-    could not run on this model (not the method's fault); both are ``skipped``, not measured."""
+    could not run on this model (not the method's fault), ``unmeasured`` why its value, shown,
+    is not judged (the card ran below its floors); all three are ``skipped``."""
     from auditor.checks.check import evaluate
 
     if reason:
         return {"value": None, "status": "skipped", "reason": f"not measurable: {reason}"}
     if value is None:
-        return {"value": None, "status": "skipped", "reason": skipped or "not measured"}
+        return {"value": None, "status": "skipped", "reason": skipped or NOT_MEASURED}
+    if unmeasured:
+        return {"value": float(value), "status": "skipped",
+                "reason": f"{NOT_MEASURED}: {unmeasured}"}
     check = evaluate(f"attribution.reliability.{name}", float(value), section="attribution",
                      message=f"{method}: {name}", defaults=BOUNDS[name], spec=spec)
     return {"value": float(value), "status": check.status, "reason": None}
@@ -149,14 +161,30 @@ def is_trusted(entry: dict) -> bool:
     """No column fails or errors, and randomisation and faithfulness pass."""
     statuses = {name: entry[name]["status"] for name in COLUMNS}
     return (not {"fail", "error"} & set(statuses.values())
-            and statuses["randomisation"] == "pass" and statuses["faithfulness"] == "pass")
+            and all(statuses[name] == "pass" for name in DECIDING))
+
+
+def unjudged(entry: dict) -> str | None:
+    """Why the card could not judge a method (``entry``, its row): a deciding column it did
+    not measure (its reason "not measured: ..."), while no column fails or errors, nor is
+    unmeasurable; None when the card judged it, trusted or not."""
+    cells = [entry[name] for name in COLUMNS]
+    if any(c["status"] in ("fail", "error") or (c["reason"] or "").startswith("not measurable")
+           for c in cells):
+        return None
+    reasons = [entry[name]["reason"] for name in DECIDING if entry[name]["status"] != "pass"]
+    if reasons and all((r or "").startswith(NOT_MEASURED) for r in reasons):
+        return reasons[0]
+    return None
 
 
 def build_card(methods: list[str], *, randomisation: dict, sanity_degenerate: dict,
                invariance: dict, invariance_reason: str | None, faithfulness: dict,
-               faithfulness_degenerate: dict, thresholds=lambda name: None) -> dict:
+               faithfulness_degenerate: dict, thresholds=lambda name: None,
+               unmeasured: str | None = None) -> dict:
     """{method: {column: {value, status, reason}, trusted}}; ``thresholds(column)`` gives the
-    spec's bounds over the defaults."""
+    spec's bounds over the defaults; ``unmeasured`` why no measured cell is judged (the card
+    ran below its floors: its values shown, each cell ``skipped``, no method trusted)."""
     card = {}
     for m in methods:
         original = sanity_degenerate.get(m)  # the randomised model's dead maps say nothing
@@ -164,11 +192,13 @@ def build_card(methods: list[str], *, randomisation: dict, sanity_degenerate: di
         broken = faithfulness_degenerate.get(m) or (original if not on_copy else None)
         card[m] = {  # dead maps, on the model or its random copy: not measured, no error
             "randomisation": _column("randomisation", m, randomisation.get(m), original,
-                                     thresholds("randomisation")),
+                                     thresholds("randomisation"), unmeasured=unmeasured),
             "input_invariance": _column("input_invariance", m, invariance.get(m), broken,
-                                        thresholds("input_invariance"), invariance_reason),
+                                        thresholds("input_invariance"), invariance_reason,
+                                        unmeasured),
             "faithfulness": _column("faithfulness", m, faithfulness.get(m),
-                                    faithfulness_degenerate.get(m), thresholds("faithfulness")),
+                                    faithfulness_degenerate.get(m), thresholds("faithfulness"),
+                                    unmeasured=unmeasured),
             "shortcut_mass": _column("shortcut_mass", m, None, None, None),
             "control_mass": _column("control_mass", m, None, None, None),
         }
@@ -214,7 +244,8 @@ def why_untrusted(card: dict, method: str) -> str | None:
         return "not on the reliability card"
     if entry["trusted"]:
         return None
-    broken = [f"{name} {entry[name]['status']}" for name in COLUMNS
+    broken = [f"{name} " + (NOT_MEASURED if (entry[name]["reason"] or "").startswith(
+                  NOT_MEASURED) else entry[name]["status"]) for name in COLUMNS
               if entry[name]["status"] in ("fail", "error")
-              or name in ("randomisation", "faithfulness") and entry[name]["status"] != "pass"]
+              or name in DECIDING and entry[name]["status"] != "pass"]
     return ", ".join(broken) or "not trusted"

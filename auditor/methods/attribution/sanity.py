@@ -14,7 +14,7 @@ import numpy as np
 
 from auditor.errors import AuditorError
 from auditor.inputs.layers import is_model, walk
-from auditor.methods.attribution.registry import attribute
+from auditor.methods.attribution.registry import shared_gradient
 
 
 @dataclass
@@ -145,9 +145,12 @@ def randomisable_copy(handle):
 
 
 def stage_indices(count: int, max_stages: int | None) -> list[int]:
-    """Which cumulative stages to measure: all, or ``max_stages`` spread evenly, the last kept."""
+    """Which cumulative stages to measure: all, or ``max_stages`` spread evenly, the last kept
+    (one stage: every layer randomised, the one the check reads, not the top layer alone)."""
     if not max_stages or count <= max_stages:
         return list(range(count))
+    if max_stages == 1:
+        return [count - 1]
     return sorted({int(round(i)) for i in np.linspace(0, count - 1, max_stages)})
 
 
@@ -165,8 +168,8 @@ def cascading_randomisation(handle, x, targets, methods: list[str], *,
     from auditor.methods.attribution.reliability import RANDOMISED, degenerate_reason
 
     options = method_options or {}
-    original = {m: importance(attribute(handle, x, targets, m, score=score, **options.get(m, {})))
-                for m in methods}
+    maps_of = shared_gradient(handle, x, targets, score)  # gradient, saliency...: one pass
+    original = {m: importance(maps_of(m, options.get(m))) for m in methods}
     copy = randomisable_copy(handle)
     layers = weighted_layers(copy.logits_model)
     if not layers:
@@ -182,8 +185,9 @@ def cascading_randomisation(handle, x, targets, methods: list[str], *,
         reinitialise(layer, seed + index)
         if index not in measured:
             continue
+        maps_of = shared_gradient(copy, x, targets, score)
         for m in methods:
-            maps = importance(attribute(copy, x, targets, m, score=score, **options.get(m, {})))
+            maps = importance(maps_of(m, options.get(m)))
             result.rank_correlation[m].append(float(rank_correlation(original[m], maps).mean()))
             result.ssim[m].append(float(ssim(normalised(original[m]), normalised(maps)).mean()))
             result.examples[m].append(maps[0])

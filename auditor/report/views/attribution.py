@@ -153,13 +153,15 @@ def bound_text(bounds: dict) -> str:
 
 
 def reliability_view(d, trusted_method: str | None) -> dict:
-    """The card as table rows, the bound of each column, and the untrusted methods."""
-    card = d.reliability
-    return {"rows": [{"method": m, **entry} for m, entry in card.items()],
+    """The card as table rows, the bound of each column, and the untrusted methods (not those
+    the card did not judge: below its floors it judges none)."""
+    card, judged = d.reliability, not d.unmeasured
+    return {"rows": [{"method": m, **entry, "judged": judged} for m, entry in card.items()],
             "columns": [{"name": name, "bounds": bound_text(b)}
                         for name, b in d.reliability_bounds.items()],
-            "untrusted": [m for m, entry in card.items() if not entry["trusted"]],
-            "trusted_method": trusted_method, "invariance_reason": d.invariance_reason}
+            "untrusted": [m for m, entry in card.items() if not entry["trusted"] and judged],
+            "trusted_method": trusted_method, "invariance_reason": d.invariance_reason,
+            "unmeasured": d.unmeasured}
 
 
 def view(result, dataset) -> dict:
