@@ -176,18 +176,27 @@ def test_a_model_without_mistakes_gets_an_empty_section_that_still_renders(conte
     assert "no mistakes" in html
 
 
-def test_a_signal_noted_during_the_search_stops_it_after_that_call(digits_handle, mistakes,
-                                                                   signal_in_call):
-    """SIGTERM's handler runs only between compiled calls: the search runs a stretch of steps
-    per call (the first call one step) and stops after the call in which the signal came."""
+def test_a_signal_noted_during_the_search_stops_it_after_that_step(digits_handle, mistakes,
+                                                                   monkeypatch):
+    """SIGTERM's handler runs only between compiled calls: the search stops after the step in
+    which the signal came (its gradient call)."""
+    import signal
+
     from auditor.errors import Interrupted
+    from auditor.methods.attribution.gradient import gradient_pass
 
     x, y = mistakes[0][:3], mistakes[1][:3]
-    counterfactuals(digits_handle, x, y, steps=1)  # compiled: the search's loop
-    calls = signal_in_call(digits_handle, ("counterfactual", "l1", "class"), 5)
+    gradient, steps = gradient_pass(digits_handle, "logit"), []
+
+    def signalled(*args):
+        steps.append(len(args[0]))
+        monkeypatch.setattr(Interrupted, "pending", signal.SIGTERM)
+        return gradient(*args)
+
+    monkeypatch.setitem(digits_handle.compiled, ("input_gradients", "logit"), signalled)
     with pytest.raises(Interrupted):
         counterfactuals(digits_handle, x, y, steps=500)
-    assert calls == [1]
+    assert steps == [3]
 
 
 def only(found, rows):

@@ -69,12 +69,12 @@ THIN = {"mistakes": 2}
 
 
 def passes(options: Options, facts: Facts) -> Passes:
-    """Every mistake optimised (at most ``mistakes``) takes ``steps`` forward-backward passes
-    in one compiled search (one trace), and is predicted before and after (the model's logits,
-    traced when the plan timed the model)."""
+    """Every mistake optimised (at most ``mistakes``, together) takes ``steps`` steps, each a
+    prediction and a gradient call of the passes the plan's timing traced (none traced
+    here), and is predicted once more after."""
     mistakes = min(options.mistakes, facts.wrong)
-    return Passes(forward=2 * mistakes, looped=mistakes * options.steps,
-                  loop_steps=options.steps if mistakes else 0, traces=1)
+    return Passes(forward=mistakes * (options.steps + 1), looped=mistakes * options.steps,
+                  loop_steps=options.steps if mistakes else 0)
 
 
 def map_passes(options: Options, facts: Facts) -> Passes:
