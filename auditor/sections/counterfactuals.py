@@ -144,7 +144,9 @@ def success_check(found, spec: dict, options: Options, noun: str = "mistakes",
     """The share of mistakes (a multi-label model's: wrong decisions) with a counterfactual.
 
     None found is read from the searches' own trace (``methods.counterfactual``): a search
-    that rose past its first step and still fell short is a real failure (error); one the
+    that rose past its first step and still fell short measured the model (its gradients led
+    part of the way and no further), so the share found, none, is judged by the check's bounds
+    like any other (a warning by default; error is for a crash); one the
     size penalty held from its second step on, after the first (which follows the margin's
     gradient alone) raised the margin, measured nothing about the model: a random net's input
     gradient is that small beside the penalty, and with no penalty the same searches succeed
@@ -160,8 +162,8 @@ def success_check(found, spec: dict, options: Options, noun: str = "mistakes",
     if hits:
         return check.noted(": far fewer than the mistakes, the gradients lead nowhere for most")
     needed = float(np.max(options.margin - found.start))
-    if found.moved.any():
-        return dataclasses.replace(check, status="error", message=check.message + (
+    if found.moved.any():  # measured: judged by the check's bounds, as any share found
+        return dataclasses.replace(check, message=check.message + (
             f": the search moved towards {goal} (the margin rose up to "
             f"{np.max(found.reached - found.start):.3g} of the {needed:.3g} logits needed) but "
             "never reached it: the gradients lead nowhere (a saturated head), or the steps are "
