@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -270,3 +271,23 @@ def test_the_curve_attacks_trace_nothing_and_leave_wrong_images_alone(digits_han
     assert np.abs(curves.kept[5:] - x[5:]).max() > 0.05
     assert np.array_equal(curves.kept_logits.argmax(axis=1),
                           np.asarray(digits_handle.logits_fn(curves.kept)).argmax(axis=1))
+
+
+def test_robustness_prices_the_rows_it_attacks_and_traces_nothing():
+    """The images the model gets wrong are never attacked, so the price counts the right
+    ones: two rows each (untargeted and targeted) per attacked epsilon, FGSM's one gradient
+    call and PGD's ``steps`` at most, each call of the passes the plan's timing traced."""
+    from auditor.predict.plan import Facts
+    from auditor.sections import robustness
+
+    options = robustness.Options(samples=50, steps=5, curve_points=3, gallery=0)
+    facts = Facts(images=100, input_shape=(48, 48, 3), classes=10)
+    unknown = robustness.passes(options, facts)
+    all_right = robustness.passes(options, dataclasses.replace(facts, mistakes=0))
+    half = robustness.passes(options, dataclasses.replace(facts, mistakes=50))
+    assert unknown == all_right  # unknown mistakes: priced as if every image were attacked
+    assert all_right.looped == 2 * 50 * 3 * (1 + 5) and all_right.loop_steps == 1 + 5
+    assert half.looped == all_right.looped / 2 and half.forward == all_right.forward / 2
+    assert all_right.traces == 0
+    none_right = robustness.passes(options, dataclasses.replace(facts, mistakes=100))
+    assert none_right.looped == none_right.loop_steps == 0

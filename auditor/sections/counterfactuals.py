@@ -71,9 +71,11 @@ THIN = {"mistakes": 2}
 def passes(options: Options, facts: Facts) -> Passes:
     """Every mistake optimised (at most ``mistakes``, together) takes ``steps`` steps, each a
     prediction and a gradient call of the passes the plan's timing traced (none traced
-    here), and is predicted once more after."""
+    here), and is predicted once more after: few rows in many calls, so each call's fixed
+    cost is counted (``called`` and ``calls``)."""
     mistakes = min(options.mistakes, facts.wrong)
-    return Passes(forward=mistakes * (options.steps + 1), looped=mistakes * options.steps,
+    calls = options.steps + 1 if mistakes else 0
+    return Passes(called=mistakes * calls, calls=calls, looped=mistakes * options.steps,
                   loop_steps=options.steps if mistakes else 0)
 
 

@@ -120,7 +120,8 @@ def passes(options: Options, facts: Facts) -> Passes:
     grid = epsilon_grid(options)
     attacked = sum(e > 0 for e in grid)
     samples = min(options.samples, facts.images)
-    rows = 2 * samples * (1 - min(facts.wrong, facts.images) / max(facts.images, 1)) * attacked
+    wrong = 0 if facts.mistakes is None else min(facts.mistakes, facts.images)  # None: unknown
+    rows = 2 * samples * (1 - wrong / max(facts.images, 1)) * attacked
     calls = (1 + options.steps) * (rows > 0)  # gradient calls: FGSM's one and PGD's
     looped, loop_steps, forward = rows * calls, calls, rows * (calls + 1)
     if facts.compare:  # the compared model's untargeted PGD curve, each image attacked
@@ -284,13 +285,11 @@ def run(ctx: Context, options: Options) -> SectionResult:
     if ctx.predictions.multilabel:
         return run_multilabel(ctx, options)
     _validate(options)
-    p, names = ctx.predictions, ctx.dataset.class_names
+    p, names, epsilons = ctx.predictions, ctx.dataset.class_names, epsilon_grid(options)
     rule = resolve_target(options.target, names)
     positions = sample_indices(p.labels, options.samples, ctx.config.seed)
-    images = ctx.dataset.images(positions)
-    labels = p.labels[positions]
+    images, labels = ctx.dataset.images(positions), p.labels[positions]
     targets = choose_targets(p.logits[positions], labels, rule)
-    epsilons = epsilon_grid(options)
     curves = attack_curves(ctx.handle, images, labels, targets, epsilons, steps=options.steps,
                            step_ratio=options.step_ratio, random_start=options.random_start,
                            seed=ctx.config.seed, keep_epsilon=options.check_epsilon,
@@ -334,9 +333,10 @@ def run(ctx: Context, options: Options) -> SectionResult:
         name=NAME, title=TITLE,
         intro="How accuracy falls when every pixel may move by at most epsilon (display space, "
               "0-1 images) to fool the model: FGSM takes one signed gradient step, PGD several "
-              "from a random start, so PGD's curve is the more honest one. Targeted attacks aim "
-              f"at a chosen wrong class ({options.target}). In the gallery the perturbation is "
-              "magnified to the full colour scale.",
+              "from a random start, so PGD's curve is the more honest one; an image the model "
+              "already gets wrong is its own adversarial example at every epsilon. Targeted "
+              f"attacks aim at a chosen wrong class ({options.target}). In the gallery the "
+              "perturbation is magnified to the full colour scale.",
         summary={NAME: summary}, data=data, checks=[check])
 
 
