@@ -25,7 +25,6 @@ import numpy as np
 
 from auditor.errors import AuditorError
 from auditor.predict.batched import chunked, forward, rows_per_pass
-from auditor.predict.calls import in_calls
 
 ATTACKS = ("fgsm", "pgd")
 TARGETS = ("runner_up", "least_likely")
@@ -271,66 +270,32 @@ def label_set_pgd(handle, x, labels, cuts, epsilon, *, steps: int = 10, step_rat
     """PGD on a multi-label model's label set: each step ascends the margin of the decision
     nearest to flipping (each label's logit against its threshold's, signed so that it is
     positive while the decision is right), and an image stops moving once any of its
-    decisions is wrong. ``labels`` are multi-hot rows, ``cuts`` each label's logit threshold."""
+    decisions is wrong. ``labels`` are multi-hot rows, ``cuts`` each label's logit threshold.
+    Each step is a prediction and a gradient call of the passes the plan's timing traced, as
+    the single-label attacks' (``_Loop``, whose batch shapes it keeps the same way)."""
+    from auditor.errors import Interrupted
+
     x = np.asarray(x, dtype=np.float32)
     n = len(x)
-    if not n:
-        return x.copy()
     signs = (2.0 * np.asarray(labels, np.float32) - 1.0).reshape(n, -1)
-    epsilon = np.broadcast_to(np.asarray(epsilon, dtype=np.float32), (n,)).copy()
-    noise = (np.random.default_rng(seed).uniform(-1, 1, x.shape).astype(np.float32)
-             if random_start else np.zeros_like(x))
-    key = ("label_set_pgd", steps, float(step_ratio), tuple(np.asarray(cuts, float).round(6)))
-    if key not in handle.compiled:
-        handle.compiled[key] = _label_set_loop(handle, cuts, steps, step_ratio)
-    loop, rows = handle.compiled[key], rows_per_pass(handle, backward=True)
-
-    def call(adv, first, count):  # ``count`` steps of every block
-        def run(x, adv, signs, epsilon, noise):  # one block of one replica
-            return loop(x, adv, signs, epsilon, noise, np.int32(first), np.int32(count))
-
-        return chunked(handle, run, x, adv, signs, epsilon, noise, rows=rows)
-
-    return in_calls(x, 0, steps, call, [])
-
-
-def linf_start(x, epsilon, noise):
-    """The L-infinity ball of radius ``epsilon`` (one per image) around ``x``, clipped to the
-    valid range, and a random start inside it: (eps broadcast to the images, low, high, start)."""
-    import tensorflow as tf
-
-    eps = tf.reshape(epsilon, [-1] + [1] * (len(x.shape) - 1))
-    low, high = tf.maximum(x - eps, 0.0), tf.minimum(x + eps, 1.0)
-    return eps, low, high, tf.clip_by_value(x + noise * eps, low, high)
-
-
-def _label_set_loop(handle, cuts, steps: int, step_ratio: float):
-    """label_set_pgd's loop for one model and one setting, traced once: ``count`` steps from
-    step ``first`` (the first starts in the ball, later ones from ``adv``)."""
-    import tensorflow as tf
-
-    cut = tf.constant(np.asarray(cuts, np.float32))
-    fraction = tf.constant(step_ratio / steps, tf.float32)
-
-    # a tf.while_loop without autograph: converting the model's Python cost a third of a
-    # trace (featureviz/render.py)
-    @tf.function(reduce_retracing=True, autograph=False)
-    def run(x, adv, signs, epsilon, noise, first, count):  # one block of one replica
-        eps, low, high, start = linf_start(x, epsilon, noise)
-
-        def step(i, adv, done):
-            with tf.GradientTape() as tape:
-                tape.watch(adv)
-                margins = signs * (handle.logits(adv) - cut)  # > 0: the decision is right
-                loss = -tf.reduce_sum(tf.reduce_min(margins, axis=1))
-            done = done | tf.reduce_any(margins < 0, axis=1)  # frozen from here on
-            active = tf.reshape(tf.cast(~done, adv.dtype), tf.shape(eps))
-            grad = tape.gradient(loss, adv)
-            return (i + 1, tf.clip_by_value(adv + active * fraction * eps * tf.sign(grad),
-                                            low, high), done)
-
-        adv = tf.where(first == 0, start, adv)
-        done = tf.zeros(tf.shape(epsilon), tf.bool)  # a frozen image is found wrong again
-        return tf.while_loop(lambda i, *_: i < count, step, (tf.constant(0), adv, done))[1]
-
-    return run
+    eps = np.broadcast_to(np.asarray(epsilon, dtype=np.float32), (n,)).reshape(-1, 1, 1, 1)
+    low, high = np.maximum(x - eps, 0.0), np.minimum(x + eps, 1.0)
+    noise = (np.random.default_rng(seed).uniform(-1, 1, x.shape) if random_start
+             else np.zeros_like(x))
+    adv = np.clip(x + noise.astype(np.float32) * eps, low, high)
+    step, rows = step_ratio / steps * eps, rows_per_pass(handle, backward=True)
+    batch, live = np.arange(n), np.ones(n, bool)
+    for _ in range(steps):
+        margins = signs[batch] * (forward_rows(handle, adv[batch], rows) - cuts)  # > 0: right
+        live &= ~(margins < 0).any(axis=1)  # frozen from here on
+        if not live.any():
+            break
+        if 2 * live.sum() <= len(batch):
+            batch, live, margins = batch[live], live[live], margins[live]
+        nearest = margins.argmin(axis=1)  # the decision nearest to flipping, pushed across
+        toward = -signs[batch, nearest].reshape(-1, 1, 1, 1) * gradient_rows(
+            handle, adv[batch], nearest, np.full(len(batch), -1), rows)
+        adv[batch] = np.clip(adv[batch] + live.reshape(-1, 1, 1, 1) * step[batch]
+                             * np.sign(toward), low[batch], high[batch])
+        Interrupted.raise_if_pending()
+    return adv
