@@ -71,11 +71,13 @@ THIN = {"mistakes": 2}
 def passes(options: Options, facts: Facts) -> Passes:
     """Every mistake optimised (at most ``mistakes``, together) takes ``steps`` steps, each a
     prediction and a gradient call of the passes the plan's timing traced (none traced
-    here), and is predicted once more after: few rows in many calls, so each call's fixed
-    cost is counted (``called`` and ``calls``)."""
+    here), and is predicted once more after. The predictions are priced by the row, not by
+    the call (``called``, ``calls``): a forward call's fixed cost is priced at the share the
+    backward call's is of its time, and on ConvNeXt that share is XLA's grouped convolutions'
+    backward (docs/scale.md), far dearer than their forward: with it, the estimate was 198 s
+    against 116 in the whole quick audit of ConvNeXtTiny, without it 108 against 128 alone."""
     mistakes = min(options.mistakes, facts.wrong)
-    calls = options.steps + 1 if mistakes else 0
-    return Passes(called=mistakes * calls, calls=calls, looped=mistakes * options.steps,
+    return Passes(forward=mistakes * (options.steps + 1), looped=mistakes * options.steps,
                   loop_steps=options.steps if mistakes else 0)
 
 
