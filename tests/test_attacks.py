@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -215,24 +216,75 @@ def test_a_shorter_curve_keeps_its_ends_and_the_check_s_epsilon():
     assert "curve_points" not in short.settings["robustness"]  # nothing to shorten
 
 
-def test_a_signal_noted_during_an_attack_stops_it_after_that_call(digits_handle, attacked,
-                                                                  signal_in_call):
-    """SIGTERM's handler runs only between compiled calls: PGD runs a stretch of steps per
-    call (the first call one step), and stops after the call in which the signal came, for a
-    single-label and a label-set attack alike."""
+def test_a_signal_noted_during_an_attack_stops_it_after_that_step(digits_handle, attacked,
+                                                                  monkeypatch):
+    """SIGTERM's handler runs only between compiled calls: PGD stops after the step in which
+    the signal came (its gradient call), for a single-label and a label-set attack alike."""
+    import signal
+
     from auditor.errors import Interrupted
     from auditor.methods.attacks import label_set_pgd
+    from auditor.methods.attribution.gradient import gradient_pass
 
     x, y = attacked
-    x, y, hot = x[:4], y[:4], np.eye(10, dtype=np.float32)[y[:4]]
-    pgd(digits_handle, x, y, 0.05, steps=1)  # compiled: the loop of every PGD and FGSM
-    label_set_pgd(digits_handle, x, hot, np.zeros(10), 0.05, steps=200)  # and this one's
-    key = next(k for k in digits_handle.compiled if k[0] == "label_set_pgd" and k[1] == 200)
-    single, label_set = signal_in_call(digits_handle, "attack", 7), signal_in_call(
-        digits_handle, key, 6)
+    x, y = x[:4], y[:4]
+    hot = (np.asarray(digits_handle.logits_fn(x)) >= 0).astype(np.float32)  # all right at first
+    gradient, steps = gradient_pass(digits_handle, "logit"), []
+
+    def signalled(*args):
+        steps.append(len(args[0]))
+        monkeypatch.setattr(Interrupted, "pending", signal.SIGTERM)
+        return gradient(*args)
+
+    monkeypatch.setitem(digits_handle.compiled, ("input_gradients", "logit"), signalled)
     with pytest.raises(Interrupted):
         pgd(digits_handle, x, y, 0.05, steps=200)
+    assert len(steps) == 1
     Interrupted.pending = None  # handled: the next attack starts afresh
     with pytest.raises(Interrupted):
-        label_set_pgd(digits_handle, x, hot, np.zeros(10), 0.05, steps=200)
-    assert single == [1] and label_set == [1]
+        label_set_pgd(digits_handle, x, hot, np.zeros(10), 0.05, steps=200, random_start=False)
+    assert len(steps) == 2
+
+
+def test_the_curve_attacks_trace_nothing_and_leave_wrong_images_alone(digits_handle, attacked):
+    """Every step of the attacks calls the model's traced logits and input gradient (the
+    plan's timing traces both): no new trace; an image the model already gets wrong is its own
+    adversarial example, never attacked."""
+    from tracecount import counting
+
+    x, y = attacked
+    x, y = x[:20], y[:20]
+    logits = np.asarray(digits_handle.logits_fn(x))
+    wrong = logits.argmax(axis=1).copy()
+    y = y.copy()
+    y[:5] = (wrong[:5] + 1) % 10  # five images now wrong
+    digits_handle.logits_fn(x[:1])
+    attack_curves(digits_handle, x[:1], y[:1], np.full(1, -1), [0.0, 0.1], steps=1)
+    with counting() as counts:
+        curves = attack_curves(digits_handle, x, y, choose_targets(logits, y, "runner_up"),
+                               [0.0, 4 / 255, 0.1], steps=3, keep_epsilon=0.1, logits=logits)
+    assert sum(counts.traces.values()) == 0, counts.functions
+    assert np.array_equal(curves.kept[:5], x[:5])  # wrong already: left as they were
+    assert np.abs(curves.kept[5:] - x[5:]).max() > 0.05
+    assert np.array_equal(curves.kept_logits.argmax(axis=1),
+                          np.asarray(digits_handle.logits_fn(curves.kept)).argmax(axis=1))
+
+
+def test_robustness_prices_the_rows_it_attacks_and_traces_nothing():
+    """The images the model gets wrong are never attacked, so the price counts the right
+    ones: two rows each (untargeted and targeted) per attacked epsilon, FGSM's one gradient
+    call and PGD's ``steps`` at most, each call of the passes the plan's timing traced."""
+    from auditor.predict.plan import Facts
+    from auditor.sections import robustness
+
+    options = robustness.Options(samples=50, steps=5, curve_points=3, gallery=0)
+    facts = Facts(images=100, input_shape=(48, 48, 3), classes=10)
+    unknown = robustness.passes(options, facts)
+    all_right = robustness.passes(options, dataclasses.replace(facts, mistakes=0))
+    half = robustness.passes(options, dataclasses.replace(facts, mistakes=50))
+    assert unknown == all_right  # unknown mistakes: priced as if every image were attacked
+    assert all_right.looped == 2 * 50 * 3 * (1 + 5) and all_right.loop_steps == 1 + 5
+    assert half.looped == all_right.looped / 2 and half.forward == all_right.forward / 2
+    assert all_right.traces == 0
+    none_right = robustness.passes(options, dataclasses.replace(facts, mistakes=100))
+    assert none_right.looped == none_right.loop_steps == 0

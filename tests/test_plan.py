@@ -343,20 +343,20 @@ def test_a_named_budget_too_small_for_the_fixed_costs_leaves_work_out_and_says_w
     facts = dataclasses.replace(SMALL, sections=tuple(SECTION_NAMES))
     floors = plan_for(MODULES, {}, facts, 1, timing=TRACE_BOUND)  # the floors, as passes
     plan = plan_for(MODULES, {}, facts, "quick", timing=TRACE_BOUND)
-    assert {"featureviz", "concepts", "attribution"} <= set(plan.dropped)
-    assert plan.options["featureviz"].compare is False
+    assert {"concepts", "attribution"} <= set(plan.dropped)
     assert plan.options["attribution"].input_invariance is False
     assert plan.estimated_seconds() < 0.8 * floors.estimated_seconds()
     lines = [line for line in plan.describe() if "left out" in line]
     assert len(lines) == sum(len(drops) for drops in plan.dropped.values())
-    assert any("'featureviz.compare' in the spec" in line for line in lines)
+    assert any("'attribution.input_invariance' in the spec" in line for line in lines)
     block = plan.to_summary()["dropped"]
-    assert {"setting": "compare", "value": False, "spec_key": "featureviz.compare",
-            "what": plan.dropped["featureviz"][0].what} in block["featureviz"]
-    given = plan_for(MODULES, {"featureviz": {"compare": True}}, facts, "quick",
+    assert {"setting": "input_invariance", "value": False,
+            "spec_key": "attribution.input_invariance",
+            "what": "the card's input-invariance column"} in block["attribution"]
+    given = plan_for(MODULES, {"attribution": {"input_invariance": True}}, facts, "quick",
                      timing=TRACE_BOUND)
-    assert given.options["featureviz"].compare is True
-    assert "compare" not in {d.setting for d in given.dropped.get("featureviz", [])}
+    assert given.options["attribution"].input_invariance is True
+    assert "input_invariance" not in {d.setting for d in given.dropped.get("attribution", [])}
     assert not plan_for(MODULES, {}, facts, 3000, timing=TRACE_BOUND).dropped
     # traces cheap: nothing left out under `standard` (under `quick` the fixed work off the
     # model, concepts' four NMF fits of 600 kernels each, is a quarter of its 10,000 kernels)

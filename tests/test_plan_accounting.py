@@ -16,7 +16,7 @@ from auditor.configure import make_config
 # logits, so the counters would miss them: they are left out here. Contrastive takes its method
 # from the card (a step made before the sections) within one pass per map, so whichever method
 # the card trusts, only gradient fits; its softmax maps are shared with no other section.
-EXACT = ("contrastive", "attribution", "robustness", "counterfactuals")
+EXACT = ("contrastive", "attribution")
 SPEC = {
     "contrastive": {"examples": 3, "score": "softmax", "map_cost": 1},
     "attribution": {"methods": ["gradient", "integrated_gradients", "occlusion", "smoothgrad"],
@@ -128,13 +128,29 @@ def test_the_plan_counts_every_pass_each_section_runs(monkeypatch, counted_audit
 
     monkeypatch.setattr(clever_hans, "SEARCH_SHARE", 1.0)  # the searches' bound, not expected
     monkeypatch.setattr(clever_hans, "PROPERTY_SHARE", 1.0)
-    planned, used, summary = counted_audit(SPEC, [*EXACT, "clever_hans", "triage"])
+    planned, used, summary = counted_audit(SPEC, [*EXACT, "robustness", "counterfactuals",
+                                                  "clever_hans", "triage"])
     choice = summary["attribution"]["used_by"]["contrastive"]  # the card's, within 1 pass
     assert summary["contrastive"]["method_from_card"] and choice["allowed"] == 1
     assert summary["contrastive"]["method"] == choice["method"] == "gradient"
     for name in (*EXACT, "card", "saliency"):
         assert used[name] == (planned[name].forward_rows,
                               planned[name].backward + planned[name].looped), name
+    # robustness attacks the sampled images the model gets right (two rows each per attacked
+    # epsilon), FGSM one step and PGD up to ``steps``, a row stopping once broken; the gallery's
+    # maps besides: the plan prices the whole run's share of right images and every step
+    block = summary["robustness"]
+    rows = 2 * round(block["samples"] * block["clean_accuracy"]) * sum(
+        e > 0 for e in block["epsilons"])
+    ran_forward, ran_backward = used["robustness"]
+    assert rows <= ran_backward <= rows * (1 + block["steps"]) + planned["robustness"].backward
+    assert rows <= ran_forward <= rows * (2 + block["steps"])
+    assert planned["robustness"].looped <= rows * (1 + block["steps"]) * 1.5
+    # the counterfactual search predicts every step and after; its gradient call is left out
+    # at a step where every search is past the margin (the hinge has no slope), never the first
+    ran_forward, ran_backward = used["counterfactuals"]
+    assert ran_forward == planned["counterfactuals"].forward_rows
+    assert summary["counterfactuals"]["count"] <= ran_backward <= planned["counterfactuals"].looped
     ran_forward, ran_backward = used["clever_hans"]  # the fine-tuning steps are not counted
     assert ran_backward == planned["clever_hans"].backward  # (they call the copy directly)
     assert (0.3 * planned["clever_hans"].forward_rows <= ran_forward

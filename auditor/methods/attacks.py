@@ -1,13 +1,20 @@
 """L-infinity adversarial attacks in display space: FGSM and PGD, untargeted or targeted.
 
-Both are one compiled loop (FGSM is PGD with one full step and no random start), batched with a
-per-sample epsilon and a per-sample target, so that one call attacks many images at once. The
-loop runs a stretch of steps per call (``auditor.predict.calls``: about a second), so that
-SIGTERM stops an attack within one; a call starts from the images the last one left. The
-loss is the logit margin (Carlini and Wagner 2017) rather than the cross-entropy: its gradient
-never vanishes on a saturated softmax. A sample stops moving once the attack has succeeded, so
-that the later steps of PGD can never undo a success. Every adversarial image lies in the
-epsilon ball around its clean image and in [0, 1].
+Both are one loop (FGSM is PGD with one full step and no random start), batched with a
+per-sample epsilon and a per-sample target, so that one call attacks many images at once: every
+epsilon of a curve and both its untargeted and targeted rows go through the loop together.
+Each step is two calls of passes the plan's timing has already traced on the model (its
+logits, and the input gradient of a logit minus another: ``gradient_pass``), so an attack
+traces nothing: a trace of a loop of its own cost ConvNeXtTiny at 48 px 11 CPU-seconds, more
+than its few steps (docs/scale.md). The loss is the logit margin (Carlini and Wagner 2017)
+rather than the cross-entropy: its gradient never vanishes on a saturated softmax; it is the
+gradient of one logit minus another, the best wrong class against the true one (untargeted) or
+the target against the best other (targeted), chosen from the logits at the same point. A
+sample stops moving once the attack has succeeded, so that the later steps of PGD can never
+undo a success, and the images the model already gets wrong (or already sends to their target)
+are not attacked at all when their clean logits are given. A signal stops the loop after the
+step in which it came. Every adversarial image lies in the epsilon ball around its clean image
+and in [0, 1].
 """
 
 from __future__ import annotations
@@ -17,8 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from auditor.errors import AuditorError
-from auditor.predict.batched import chunked, predict_classes, rows_per_pass
-from auditor.predict.calls import in_calls
+from auditor.predict.batched import chunked, forward, rows_per_pass
 
 ATTACKS = ("fgsm", "pgd")
 TARGETS = ("runner_up", "least_likely")
@@ -27,7 +33,7 @@ TARGETS = ("runner_up", "least_likely")
 def fgsm(handle, x, labels, epsilon, *, targets=None, batch_size: int | None = None):
     """Fast gradient sign method (Goodfellow et al. 2015): one step of size epsilon."""
     return _attack(handle, x, labels, epsilon, targets, steps=1, step_ratio=1.0,
-                   random_start=False, seed=0, batch_size=batch_size)
+                   random_start=False, seed=0, batch_size=batch_size)[0]
 
 
 def pgd(handle, x, labels, epsilon, *, targets=None, steps: int = 10, step_ratio: float = 2.5,
@@ -37,7 +43,7 @@ def pgd(handle, x, labels, epsilon, *, targets=None, steps: int = 10, step_ratio
     if steps < 1:
         raise AuditorError(f"PGD needs at least 1 step, got steps={steps}")
     return _attack(handle, x, labels, epsilon, targets, steps=steps, step_ratio=step_ratio,
-                   random_start=random_start, seed=seed, batch_size=batch_size)
+                   random_start=random_start, seed=seed, batch_size=batch_size)[0]
 
 
 def run_attack(name: str, handle, x, labels, epsilon, *, targets=None, **pgd_options):
@@ -72,9 +78,11 @@ def choose_targets(logits: np.ndarray, labels: np.ndarray, rule: str | int) -> n
 
 
 def _attack(handle, x, labels, epsilon, targets, *, steps, step_ratio, random_start, seed,
-            batch_size):
-    import tensorflow as tf
-
+            batch_size, clean=None, noise=None):
+    """The attack's images and the logits of each (the last point the loop evaluated, so no
+    caller predicts them again). ``clean``: the clean logits, when known: rows that already
+    succeed on them are returned as they are. ``noise``: the random start's draw in [-1, 1]
+    (None: drawn from ``seed``)."""
     x = np.asarray(x, dtype=np.float32)
     n = len(x)
     labels = np.asarray(labels, dtype=np.int32).reshape(-1)
@@ -86,100 +94,106 @@ def _attack(handle, x, labels, epsilon, targets, *, steps, step_ratio, random_st
     if len(labels) != n or len(targets) != n:
         raise AuditorError(f"attack got {n} images, {len(labels)} labels and {len(targets)} "
                            "targets; give one of each per image")
+    eps = epsilon.reshape(-1, *[1] * (x.ndim - 1))
+    low, high = np.maximum(x - eps, 0.0), np.minimum(x + eps, 1.0)
+    logits = np.zeros((n, handle.num_classes), np.float32)
+    todo = np.ones(n, bool)
+    if clean is not None:  # already wrong (or at the target): nothing to attack
+        logits[:] = clean
+        todo = ~_succeeded(clean, labels, targets)
+    adv = x.copy()
     if random_start:
-        noise = np.random.default_rng(seed).uniform(-1, 1, x.shape).astype(np.float32)
-    else:
-        noise = np.zeros_like(x)
-    attack = _compiled_attack(handle)
-    fraction = tf.constant(step_ratio / steps, tf.float32)
-    if not n:
-        return x.copy()
-    # one forward-backward pass per step; the loop's own tensors (box, noise, gradient) are a
-    # few input-sized copies, small beside the activations the row budget counts
-    rows = batch_size or rows_per_pass(handle, backward=True)
-
-    def call(adv, first, count):  # ``count`` steps of every block
-        def run(x, adv, labels, targets, epsilon, noise):  # one block of one replica
-            return attack(x, adv, labels, targets, epsilon, noise, tf.constant(first),
-                          tf.constant(count), fraction)
-
-        return chunked(handle, run, x, adv, labels, targets, epsilon, noise, rows=rows)
-
-    return in_calls(x, 0, steps, call, [])
+        if noise is None:
+            noise = np.random.default_rng(seed).uniform(-1, 1, x.shape)
+        adv[todo] = np.clip(x + noise.astype(np.float32) * eps, low, high)[todo]
+    loop = _Loop(handle, labels, targets, step_ratio / steps * eps, low, high,
+                 batch_size or rows_per_pass(handle, backward=True))
+    # the clean logits are the first point's when the attack starts from the clean image
+    loop.run(adv, logits, np.flatnonzero(todo), steps, known=clean is not None
+             and not random_start)
+    return adv, logits
 
 
+@dataclass
+class _Loop:
+    """The steps of one attack over rows of one batch: each step evaluates the rows still
+    attacked, freezes those that succeeded, and moves the others one signed gradient step.
 
-def linf_start(x, epsilon, noise):
-    """The L-infinity ball of radius ``epsilon`` (one per image) around ``x``, clipped to the
-    valid range, and a random start inside it: (eps broadcast to the images, low, high, start)."""
-    import tensorflow as tf
+    The rows of a call shrink only to half their number or fewer: the batch's shape is kept
+    between, because a model whose layers are compiled by XLA per shape (ConvNeXt's grouped
+    convolutions) compiles its passes again for every new number of rows (4 CPU-seconds for
+    the gradient of ConvNeXtTiny at 48 px, under a load of 8, against 0.15 a row)."""
 
-    eps = tf.reshape(epsilon, [-1] + [1] * (len(x.shape) - 1))
-    low, high = tf.maximum(x - eps, 0.0), tf.minimum(x + eps, 1.0)
-    return eps, low, high, tf.clip_by_value(x + noise * eps, low, high)
+    handle: object
+    labels: np.ndarray
+    targets: np.ndarray
+    step: np.ndarray  # per row, the step's size (a share of its epsilon), broadcast to images
+    low: np.ndarray
+    high: np.ndarray
+    rows: int  # rows per call
 
-def succeeded(logits, labels, targets):
+    def run(self, adv, logits, todo, steps: int, known: bool) -> None:
+        """``steps`` steps of the rows ``todo`` of ``adv`` (in place), their logits kept in
+        ``logits`` (``known``: they already hold the first point's)."""
+        from auditor.errors import Interrupted
+
+        batch, live = todo, np.ones(len(todo), bool)
+        for taken in range(steps + 1):
+            if not live.any():
+                return
+            if taken or not known:
+                logits[batch] = forward_rows(self.handle, adv[batch], self.rows)
+            live &= ~_succeeded(logits[batch], self.labels[batch], self.targets[batch])
+            if taken == steps or not live.any():
+                return
+            if 2 * live.sum() <= len(batch):
+                batch, live = batch[live], live[live]
+            wanted, other = _margin_classes(logits[batch], self.labels[batch],
+                                            self.targets[batch])
+            grad = gradient_rows(self.handle, adv[batch], wanted, other, self.rows)
+            moved = adv[batch] + live.reshape(-1, *[1] * (adv.ndim - 1)) * self.step[batch] \
+                * np.sign(grad)
+            adv[batch] = np.clip(moved, self.low[batch], self.high[batch])
+            Interrupted.raise_if_pending()
+
+
+def forward_rows(handle, x, rows: int) -> np.ndarray:
+    """Logits of ``x``, in blocks of ``rows``, through the model's traced logits pass."""
+    return chunked(handle, handle.logits_fn, np.asarray(x, np.float32), rows=rows)
+
+
+def gradient_rows(handle, x, wanted, other, rows: int) -> np.ndarray:
+    """Per row, the input gradient of logit ``wanted`` minus logit ``other`` (-1: none), in
+    blocks of ``rows``, through the input gradient the plan's timing traced (every
+    gradient-based attribution calls it too)."""
+    from auditor.methods.attribution.gradient import gradient_pass
+
+    return chunked(handle, gradient_pass(handle, "logit"), np.asarray(x, np.float32),
+                   np.asarray(wanted, np.int32), np.asarray(other, np.int32), rows=rows)
+
+
+def _succeeded(logits, labels, targets) -> np.ndarray:
     """Per-sample success: the target class wins when there is one (>= 0), else any wrong
     class wins."""
-    import tensorflow as tf
-
-    pred = tf.argmax(logits, axis=1, output_type=tf.int32)
-    return tf.where(targets >= 0, tf.equal(pred, targets), tf.not_equal(pred, labels))
+    pred = np.asarray(logits).argmax(axis=1)
+    return np.where(targets >= 0, pred == targets, pred != labels)
 
 
-def margin_loss(logits, labels, targets):
-    """What the attack ascends: best wrong logit minus the true logit (untargeted), or the
-    target logit minus the best other logit (targeted)."""
-    import tensorflow as tf
+def best_other(logits, wanted) -> np.ndarray:
+    """Per row, the class with the highest logit other than ``wanted``."""
+    masked = np.array(logits, dtype=np.float64)
+    masked[np.arange(len(masked)), wanted] = -np.inf
+    return masked.argmax(axis=1).astype(np.int32)
 
-    classes = tf.shape(logits)[1]
+
+def _margin_classes(logits, labels, targets) -> tuple[np.ndarray, np.ndarray]:
+    """The two logits whose difference the attack ascends (the margin of Carlini and Wagner):
+    the best wrong class minus the true one (untargeted), or the target minus the best other
+    class (targeted)."""
     targeted = targets >= 0
-    wanted = tf.where(targeted, targets, labels)
-    chosen = tf.gather(logits, wanted, batch_dims=1)
-    others = tf.reduce_max(logits - 1e9 * tf.one_hot(wanted, classes), axis=1)
-    return tf.where(targeted, chosen - others, others - chosen)
-
-
-def _compiled_attack(handle):
-    """The attack loop for one model, traced once for every batch size and cached."""
-    import tensorflow as tf
-
-    if "attack" in handle.compiled:
-        return handle.compiled["attack"]
-
-    images = tf.TensorSpec([None, *handle.input_shape], tf.float32)
-    per_sample = tf.TensorSpec([None], tf.int32)
-    scalar = tf.TensorSpec([], tf.float32)
-
-    count = tf.TensorSpec([], tf.int32)
-
-    # No autograph: the loop is a tf.while_loop, and converting the model's Python cost a
-    # third of a trace (featureviz/render.py)
-    @tf.function(autograph=False,
-                 input_signature=[images, images, per_sample, per_sample,
-                                  tf.TensorSpec([None], tf.float32), images, count, count, scalar])
-    def attack(x, adv, labels, targets, epsilon, noise, first, steps, step_fraction):
-        eps, low, high, start = linf_start(x, epsilon, noise)
-
-        def step(i, adv, done):
-            with tf.GradientTape() as tape:
-                tape.watch(adv)
-                logits = handle.logits(adv)
-                loss = tf.reduce_sum(margin_loss(logits, labels, targets))
-            done = done | succeeded(logits, labels, targets)  # frozen from here on
-            grad = tape.gradient(loss, adv)
-            active = tf.reshape(tf.cast(~done, adv.dtype), tf.shape(eps))
-            return (i + 1, tf.clip_by_value(adv + active * step_fraction * eps * tf.sign(grad),
-                                            low, high), done)
-
-        adv = tf.where(first == 0, start, adv)  # later calls go on from where the last left
-        # An image that succeeded is frozen, so it still succeeds where the last call left it:
-        # its first step here marks it done again, as a loop in one call kept it.
-        done = tf.zeros(tf.shape(labels), tf.bool)
-        return tf.while_loop(lambda i, *_: i < steps, step, (tf.constant(0), adv, done))[1]
-
-    handle.compiled["attack"] = attack
-    return attack
+    wanted = np.where(targeted, targets, labels)
+    rival = best_other(logits, wanted)
+    return np.where(targeted, wanted, rival), np.where(targeted, rival, wanted)
 
 
 @dataclass
@@ -190,43 +204,65 @@ class AttackCurves:
     accuracy: dict[str, list[float]]  # attack -> accuracy under the untargeted attack
     targeted_success: dict[str, list[float]]  # attack -> share of images sent to their target
     kept: np.ndarray | None = None  # PGD's untargeted adversarial images at ``keep_epsilon``
+    kept_logits: np.ndarray | None = None  # the model's logits of ``kept``
 
 
 def attack_curves(handle, x, labels, targets, epsilons, *, attacks=ATTACKS, steps: int = 10,
                   step_ratio: float = 2.5, random_start: bool = True, seed: int = 0,
-                  keep_epsilon: float | None = None) -> AttackCurves:
-    """Every attack at every epsilon, untargeted and targeted together in one batched call.
+                  keep_epsilon: float | None = None, logits=None) -> AttackCurves:
+    """Every attack at every epsilon, each attack's epsilons and its untargeted and targeted
+    rows together in one batched loop. ``logits``: the clean images' (the prediction pass's;
+    None: predicted here, once).
 
     Targeted success counts only images with a target (>= 0). At epsilon 0 nothing can move,
-    so the clean images are scored without running an attack.
+    so the clean images are scored without running an attack; an image already wrong (or at
+    its target) is so at every epsilon, the clean image its own adversarial example.
     """
     x = np.asarray(x, dtype=np.float32)
-    labels = np.asarray(labels)
-    targets = np.asarray(targets)
+    labels, targets = np.asarray(labels), np.asarray(targets)
+    clean = forward(handle, x) if logits is None else np.asarray(logits, np.float32)
     aimed = np.flatnonzero(targets >= 0)
     n = len(x)
-    both_x = np.concatenate([x, x[aimed]])
-    both_labels = np.concatenate([labels, labels[aimed]])
-    both_targets = np.concatenate([np.full(n, -1), targets[aimed]])
+    both = (np.concatenate([x, x[aimed]]), np.concatenate([labels, labels[aimed]]),
+            np.concatenate([np.full(n, -1), targets[aimed]]), np.concatenate([clean, clean[aimed]]))
+    moving = [e for e in epsilons if e != 0]
+    tiled = [np.concatenate([a] * len(moving)) if moving else a[:0] for a in both]
+    eps = np.repeat(np.asarray(moving, np.float32), len(both[0]))
+    options = {"fgsm": {"steps": 1, "step_ratio": 1.0, "random_start": False, "seed": 0},
+               "pgd": {"steps": steps, "step_ratio": step_ratio, "random_start": random_start,
+                       "seed": seed}}
+    if random_start:  # each epsilon starts from the noise a lone attack at it would draw
+        options["pgd"]["noise"] = np.random.default_rng(seed).uniform(-1, 1, both[0].shape)
     accuracy = {name: [] for name in attacks}
     targeted = {name: [] for name in attacks}
-    kept = None
-    pgd_options = {"steps": steps, "step_ratio": step_ratio, "random_start": random_start,
-                   "seed": seed}
-    for epsilon in epsilons:
-        for name in attacks:
-            if epsilon == 0:
-                adversarial = both_x
-            else:
-                adversarial = run_attack(name, handle, both_x, both_labels, epsilon,
-                                         targets=both_targets, **pgd_options)
-            pred = predict_classes(handle, adversarial)
+    kept = kept_logits = None
+    for name in attacks:
+        if name not in options:
+            raise AuditorError(f"unknown attack '{name}'; use one of: {', '.join(ATTACKS)}")
+        adv, adv_logits = _curve_attack(handle, tiled, eps, len(moving), **options[name])
+        for epsilon in epsilons:
+            at = moving.index(epsilon) * len(both[0]) if epsilon != 0 else None
+            rows = slice(at, None if at is None else at + len(both[0]))
+            pred = (both[3] if at is None else adv_logits[rows]).argmax(axis=1)
             accuracy[name].append(float((pred[:n] == labels).mean()))
             hits = pred[n:] == targets[aimed]
             targeted[name].append(float(hits.mean()) if len(aimed) else float("nan"))
             if name == "pgd" and keep_epsilon is not None and np.isclose(epsilon, keep_epsilon):
-                kept = adversarial[:n]
-    return AttackCurves([float(e) for e in epsilons], accuracy, targeted, kept)
+                kept, kept_logits = ((x, clean) if at is None else
+                                     (adv[rows][:n], adv_logits[rows][:n]))
+    return AttackCurves([float(e) for e in epsilons], accuracy, targeted, kept, kept_logits)
+
+
+def _curve_attack(handle, tiled, eps, copies: int, *, steps, step_ratio, random_start, seed,
+                  noise=None):
+    """One attack over ``tiled`` (images, labels, targets, clean logits, each repeated once
+    per attacked epsilon ``eps``), the start's ``noise`` the same for every epsilon."""
+    x, labels, targets, clean = tiled
+    if noise is not None:
+        noise = np.concatenate([noise] * copies) if copies else noise[:0]
+    return _attack(handle, x, labels, eps, targets, steps=steps, step_ratio=step_ratio,
+                   random_start=random_start, seed=seed, batch_size=None, clean=clean,
+                   noise=noise)
 
 
 def label_set_pgd(handle, x, labels, cuts, epsilon, *, steps: int = 10, step_ratio: float = 2.5,
@@ -234,54 +270,32 @@ def label_set_pgd(handle, x, labels, cuts, epsilon, *, steps: int = 10, step_rat
     """PGD on a multi-label model's label set: each step ascends the margin of the decision
     nearest to flipping (each label's logit against its threshold's, signed so that it is
     positive while the decision is right), and an image stops moving once any of its
-    decisions is wrong. ``labels`` are multi-hot rows, ``cuts`` each label's logit threshold."""
+    decisions is wrong. ``labels`` are multi-hot rows, ``cuts`` each label's logit threshold.
+    Each step is a prediction and a gradient call of the passes the plan's timing traced, as
+    the single-label attacks' (``_Loop``, whose batch shapes it keeps the same way)."""
+    from auditor.errors import Interrupted
+
     x = np.asarray(x, dtype=np.float32)
     n = len(x)
-    if not n:
-        return x.copy()
     signs = (2.0 * np.asarray(labels, np.float32) - 1.0).reshape(n, -1)
-    epsilon = np.broadcast_to(np.asarray(epsilon, dtype=np.float32), (n,)).copy()
-    noise = (np.random.default_rng(seed).uniform(-1, 1, x.shape).astype(np.float32)
-             if random_start else np.zeros_like(x))
-    key = ("label_set_pgd", steps, float(step_ratio), tuple(np.asarray(cuts, float).round(6)))
-    if key not in handle.compiled:
-        handle.compiled[key] = _label_set_loop(handle, cuts, steps, step_ratio)
-    loop, rows = handle.compiled[key], rows_per_pass(handle, backward=True)
-
-    def call(adv, first, count):  # ``count`` steps of every block, as ``_attack``'s
-        def run(x, adv, signs, epsilon, noise):  # one block of one replica
-            return loop(x, adv, signs, epsilon, noise, np.int32(first), np.int32(count))
-
-        return chunked(handle, run, x, adv, signs, epsilon, noise, rows=rows)
-
-    return in_calls(x, 0, steps, call, [])
-
-
-def _label_set_loop(handle, cuts, steps: int, step_ratio: float):
-    """label_set_pgd's loop for one model and one setting, traced once: ``count`` steps from
-    step ``first`` (the first starts in the ball, later ones from ``adv``)."""
-    import tensorflow as tf
-
-    cut = tf.constant(np.asarray(cuts, np.float32))
-    fraction = tf.constant(step_ratio / steps, tf.float32)
-
-    @tf.function(reduce_retracing=True, autograph=False)  # a tf.while_loop, as _attack's
-    def run(x, adv, signs, epsilon, noise, first, count):  # one block of one replica
-        eps, low, high, start = linf_start(x, epsilon, noise)
-
-        def step(i, adv, done):
-            with tf.GradientTape() as tape:
-                tape.watch(adv)
-                margins = signs * (handle.logits(adv) - cut)  # > 0: the decision is right
-                loss = -tf.reduce_sum(tf.reduce_min(margins, axis=1))
-            done = done | tf.reduce_any(margins < 0, axis=1)  # frozen from here on
-            active = tf.reshape(tf.cast(~done, adv.dtype), tf.shape(eps))
-            grad = tape.gradient(loss, adv)
-            return (i + 1, tf.clip_by_value(adv + active * fraction * eps * tf.sign(grad),
-                                            low, high), done)
-
-        adv = tf.where(first == 0, start, adv)
-        done = tf.zeros(tf.shape(epsilon), tf.bool)  # a frozen image is found wrong again
-        return tf.while_loop(lambda i, *_: i < count, step, (tf.constant(0), adv, done))[1]
-
-    return run
+    eps = np.broadcast_to(np.asarray(epsilon, dtype=np.float32), (n,)).reshape(-1, 1, 1, 1)
+    low, high = np.maximum(x - eps, 0.0), np.minimum(x + eps, 1.0)
+    noise = (np.random.default_rng(seed).uniform(-1, 1, x.shape) if random_start
+             else np.zeros_like(x))
+    adv = np.clip(x + noise.astype(np.float32) * eps, low, high)
+    step, rows = step_ratio / steps * eps, rows_per_pass(handle, backward=True)
+    batch, live = np.arange(n), np.ones(n, bool)
+    for _ in range(steps):
+        margins = signs[batch] * (forward_rows(handle, adv[batch], rows) - cuts)  # > 0: right
+        live &= ~(margins < 0).any(axis=1)  # frozen from here on
+        if not live.any():
+            break
+        if 2 * live.sum() <= len(batch):
+            batch, live, margins = batch[live], live[live], margins[live]
+        nearest = margins.argmin(axis=1)  # the decision nearest to flipping, pushed across
+        toward = -signs[batch, nearest].reshape(-1, 1, 1, 1) * gradient_rows(
+            handle, adv[batch], nearest, np.full(len(batch), -1), rows)
+        adv[batch] = np.clip(adv[batch] + live.reshape(-1, 1, 1, 1) * step[batch]
+                             * np.sign(toward), low[batch], high[batch])
+        Interrupted.raise_if_pending()
+    return adv

@@ -3,13 +3,14 @@
 For each misclassified image, optimise a change ``delta`` of the display-space input so that the
 model predicts the true class, while a penalty keeps the change small (L1 or L2) and shaped
 (total variation, so that it reads as strokes and blobs rather than noise). Pixels stay in
-[0, 1] by projection after every step. All mistakes are optimised together in one batch by one
-compiled loop (Adam written out functionally so that it lives inside the tf.function). Every
-sample runs all steps: once the true class wins, the penalty keeps shrinking the change towards
-the decision boundary, and the smallest successful change seen is the one returned. The loop
-runs a stretch of steps per call (``auditor.predict.calls``: about a second), so that SIGTERM
-stops the search within one; the search's state (the change, Adam's moments, the best change
-and its size, and the highest margin any step reached) goes from one call to the next.
+[0, 1] by projection after every step. All mistakes are optimised together in one batch, a step
+at a time, each step two calls of passes the plan's timing has already traced (the logits, and
+the input gradient of one logit minus another), so the search traces nothing: a compiled loop of
+its own cost a trace of the model's forward and backward pass (7 CPU-seconds on ConvNeXtTiny at
+48 px) for a few dozen steps of a few images (docs/scale.md). Adam is written out on the arrays.
+Every sample runs all steps: once the true class wins, the penalty keeps shrinking the change
+towards the decision boundary, and the smallest successful change seen is the one returned. A
+signal stops the search after the step in which it came.
 
 The search keeps its own trace: the margin past the goal before the search (``start``), after
 its first step (``stepped``) and the highest any step reached (``reached``). The size penalty
@@ -30,9 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from auditor.errors import AuditorError
-from auditor.methods.featureviz.objectives import image_total_variation
-from auditor.predict.batched import chunked, forward, rows_per_pass
-from auditor.predict.calls import in_calls
+from auditor.predict.batched import forward, rows_per_pass
 from auditor.predict.predictions import sigmoid, softmax
 
 PENALTIES = ("l1", "l2")
@@ -102,12 +101,13 @@ def counterfactuals(handle, x, labels, *, penalty: str = "l1", weight: float = 0
     labels = np.asarray(labels, dtype=np.int32).reshape(-1)
     _check(penalty, steps, x, labels)
     aim = np.eye(handle.num_classes, dtype=np.float32)[labels]
-    counterfactual, trace = _search(handle, "class", x, aim, np.zeros(len(x), np.float32),
-                                      penalty, (weight, tv_weight, learning_rate, margin),
-                                      steps, batch_size)
+    counterfactual, trace, before = _search(handle, "class", x, aim,
+                                            np.zeros(len(x), np.float32), penalty,
+                                            (weight, tv_weight, learning_rate, margin), steps,
+                                            batch_size)
     after = _probs(handle, counterfactual)
     success = after.argmax(axis=1) == labels if len(x) else np.zeros(0, bool)
-    return Counterfactuals(x, counterfactual, labels, success, _probs(handle, x), after, *trace)
+    return Counterfactuals(x, counterfactual, labels, success, _softmax(before), after, *trace)
 
 
 def label_counterfactuals(handle, x, labels, turn_on, cuts, *, penalty: str = "l1",
@@ -127,10 +127,10 @@ def label_counterfactuals(handle, x, labels, turn_on, cuts, *, penalty: str = "l
         raise AuditorError(f"counterfactuals got {len(x)} images but {len(signs)} directions")
     cuts = np.asarray(cuts, np.float32)
     aim = np.eye(handle.num_classes, dtype=np.float32)[labels] * signs[:, None]
-    counterfactual, trace = _search(handle, "label", x, aim, -signs * cuts[labels], penalty,
-                                      (weight, tv_weight, learning_rate, margin), steps,
-                                      batch_size)
-    logits, logits_after = forward(handle, x), forward(handle, counterfactual)
+    counterfactual, trace, logits = _search(handle, "label", x, aim, -signs * cuts[labels],
+                                            penalty, (weight, tv_weight, learning_rate, margin),
+                                            steps, batch_size)
+    logits_after = forward(handle, counterfactual)
     rows = np.arange(len(x))
     success = signs * (logits_after[rows, labels] - cuts[labels]) > 0
     return Counterfactuals(x, counterfactual, labels, success, _sigmoids(logits),
@@ -147,126 +147,126 @@ def _check(penalty: str, steps: int, x, labels) -> None:
 
 
 def _search(handle, goal: str, x, aim, bias, penalty: str, hyper, steps: int,
-            batch_size: int | None) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
-    """The compiled search over ``x`` in blocks of the memory budget's rows, a stretch of
-    steps per call: the counterfactuals, and each search's trace (its margin before it,
-    after its first step, and the highest it reached)."""
-    import tensorflow as tf
+            batch_size: int | None) -> tuple[np.ndarray, tuple[np.ndarray, ...], np.ndarray]:
+    """The search over ``x``, a step at a time (a signal stops it after the step in which it
+    came): the counterfactuals, each search's trace (its margin before it, after its first
+    step, and the highest it reached), and the logits of ``x`` (its first step's)."""
+    from auditor.errors import Interrupted
 
     if not len(x):
-        return x.copy(), tuple(np.zeros(0, np.float32) for _ in range(TRACE - 1))
-    search = _compiled_search(handle, penalty, goal)
-    hyper = [tf.constant(v, tf.float32) for v in hyper]
-    # one forward-backward pass per step; Adam's moments and the best change so far are a few
-    # input-sized copies per image, small beside the activations the row budget counts
+        return (x.copy(), tuple(np.zeros(0, np.float32) for _ in range(3)),
+                np.zeros((0, handle.num_classes), np.float32))
+    state = _Search(x, aim, bias, penalty, *hyper)
     rows = batch_size or rows_per_pass(handle, backward=True)
+    for step in range(1, steps + 1):
+        state.step(handle, goal, step, rows)
+        Interrupted.raise_if_pending()
+    return (np.clip(x + state.best, 0.0, 1.0), (state.start, state.stepped, state.reached),
+            state.before)
 
-    def call(state, first, count):  # ``count`` steps of every block
-        def run(images, state, aims, biases):  # one block of one replica
-            return search(images, state, aims, biases, tf.constant(first), tf.constant(count),
-                          *hyper)
 
-        return chunked(handle, run, x, state, aim, bias, rows=rows)
+class _Search:
+    """The state of the searches (the change, Adam's moments, the best change and its size,
+    the trace) and one step of them: the margin and the model's input gradient at the current
+    change, through the two passes the plan's timing traced (the logits, and the gradient of
+    one logit minus another: ``attacks.gradient_rows``), so the search traces nothing; the
+    penalties' gradients and Adam's update (written out) are a few array operations."""
 
-    size = x[0].size
-    start = np.zeros((len(x), STATE * size + TRACE), np.float32)
-    start[:, -TRACE] = np.inf  # no success yet
-    start[:, 1 - TRACE:] = -np.inf  # no step taken, no margin reached yet
-    state = in_calls(start, 0, steps, call, [])
-    best = state[:, (STATE - 1) * size:STATE * size].reshape(x.shape)
-    return np.clip(x + best, 0.0, 1.0), tuple(state[:, i] for i in range(1 - TRACE, 0))
+    def __init__(self, x, aim, bias, penalty, weight, tv_weight, learning_rate, margin):
+        self.x, self.aim, self.bias, self.penalty = x, aim, bias, penalty
+        self.weight, self.tv_weight = weight, tv_weight
+        self.learning_rate, self.margin = learning_rate, margin
+        self.delta, self.m, self.v, self.best = (np.zeros_like(x) for _ in range(4))
+        n = len(x)
+        self.best_size = np.full(n, np.inf, np.float32)  # no success yet
+        self.before = None  # the logits of x, read at the first step
+        self.start, self.stepped, self.reached = (np.full(n, -np.inf, np.float32)
+                                                  for _ in range(3))
+
+    def step(self, handle, goal: str, step: int, rows: int) -> None:
+        from auditor.methods.attacks import best_other, forward_rows, gradient_rows
+
+        logits = forward_rows(handle, self.x + self.delta, rows)
+        past = _goal_margin(goal, logits, self.aim, self.bias)
+        size = _size(self.delta, self.penalty)
+        # The current delta is judged before it moves: keep it if it is the smallest success.
+        better = (past > 0) & (size < self.best_size)
+        self.best[better], self.best_size[better] = self.delta[better], size[better]
+        if step == 1:
+            self.start, self.before = past, logits  # no change yet
+        elif step == 2:
+            self.stepped = past  # the change after the first step
+        self.reached = np.maximum(self.reached, past)
+        classes = self.aim.argmax(axis=1) if goal == "class" else np.abs(self.aim).argmax(axis=1)
+        other = best_other(logits, classes) if goal == "class" else np.full(len(past), -1)
+        hinge = (past < self.margin).astype(np.float32)  # relu(margin - past)'s slope is -1
+        direction = hinge * (1.0 if goal == "class" else self.aim.sum(axis=1))
+        grad = self.weight * _size_gradient(self.delta, self.penalty) \
+            + self.tv_weight * _tv_gradient(self.delta)
+        if hinge.any():
+            grad -= _rows(direction) * gradient_rows(handle, self.x + self.delta, classes,
+                                                     other, rows)
+        self._adam(grad, step)
+
+    def _adam(self, grad, step: int) -> None:
+        beta1, beta2, tiny = 0.9, 0.999, 1e-8
+        self.m = beta1 * self.m + (1 - beta1) * grad
+        self.v = beta2 * self.v + (1 - beta2) * np.square(grad)
+        update = (self.m / (1 - beta1 ** step)) / (np.sqrt(self.v / (1 - beta2 ** step)) + tiny)
+        self.delta = np.clip(self.x + self.delta - self.learning_rate * update, 0.0,
+                             1.0) - self.x
+
+
+def _rows(values) -> np.ndarray:
+    """Per-row values broadcast over images."""
+    return np.asarray(values, np.float32).reshape(-1, 1, 1, 1)
 
 
 def _probs(handle, x: np.ndarray) -> np.ndarray:
     if not len(x):
         return np.zeros((0, handle.num_classes), np.float32)
-    return softmax(forward(handle, x).astype(np.float64)).astype(np.float32)
+    return _softmax(forward(handle, x))
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    return softmax(logits.astype(np.float64)).astype(np.float32)
 
 
 def _sigmoids(logits: np.ndarray) -> np.ndarray:
     return sigmoid(logits.astype(np.float64)).astype(np.float32)
 
 
-def _goal_margin(goal: str, logits, aim, bias):
+def _goal_margin(goal: str, logits, aim, bias) -> np.ndarray:
     """How far each image is past its goal (> 0: reached). "class": the aimed class's logit
     minus the best other; "label": the aimed label's logit beyond its threshold, signed by
     the direction (``aim`` is +-1 at the label, ``bias`` minus the signed threshold)."""
-    import tensorflow as tf
-
-    aimed = tf.reduce_sum(logits * aim, axis=1)
+    aimed = (logits * aim).sum(axis=1)
     if goal == "label":
         return aimed + bias
-    return aimed - tf.reduce_max(logits - 1e9 * aim, axis=1)
+    return aimed - (logits - 1e9 * aim).max(axis=1)
 
 
-def _size(delta, penalty: str):
-    import tensorflow as tf
-
+def _size(delta, penalty: str) -> np.ndarray:
     if penalty == "l1":
-        return tf.reduce_sum(tf.abs(delta), axis=[1, 2, 3])
-    return tf.reduce_sum(tf.square(delta), axis=[1, 2, 3])
+        return np.abs(delta).sum(axis=(1, 2, 3))
+    return np.square(delta).sum(axis=(1, 2, 3))
 
 
-STATE = 4  # images per row of the search's state: the change, Adam's m and v, the best change
-TRACE = 4  # and numbers: the best change's size; the margin before the search, after its first
-#            step, and the highest reached
+def _size_gradient(delta, penalty: str) -> np.ndarray:
+    """The size penalty's gradient (the absolute value's slope at 0 taken as 0)."""
+    return np.sign(delta) if penalty == "l1" else 2.0 * delta
 
 
-def _compiled_search(handle, penalty: str, goal: str):
-    """The optimisation as one compiled loop for one model, penalty and goal (a class or a
-    label's decision), traced once for every batch size and cached: steps ``first + 1`` to
-    ``first + count`` from a state of one row per image (the change, Adam's moments, the best
-    change, each flattened, the best change's size, the margin before the search, after its
-    first step and the highest reached), the new state returned."""
-    import tensorflow as tf
-
-    key = ("counterfactual", penalty, goal)
-    if key in handle.compiled:
-        return handle.compiled[key]
-    beta1, beta2, tiny = 0.9, 0.999, 1e-8
-    shape = tuple(handle.input_shape)
-    flat = int(np.prod(shape))
-    scalar, count = tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32)
-
-    # No autograph: the loop is a tf.while_loop, and converting the model's Python cost a
-    # third of a trace (featureviz/render.py)
-    @tf.function(autograph=False,
-                 input_signature=[tf.TensorSpec([None, *shape], tf.float32),
-                                  tf.TensorSpec([None, STATE * flat + TRACE], tf.float32),
-                                  tf.TensorSpec([None, handle.num_classes], tf.float32),
-                                  tf.TensorSpec([None], tf.float32), count, count,
-                                  scalar, scalar, scalar, scalar])
-    def search(x, state, aim, bias, first, steps, weight, tv_weight, learning_rate, margin):
-        parts = tf.reshape(state[:, :STATE * flat], [-1, STATE, *shape])
-
-        def body(step, delta, m, v, best, best_size, start, stepped, reached):
-            with tf.GradientTape() as tape:
-                tape.watch(delta)
-                past = _goal_margin(goal, handle.logits(x + delta), aim, bias)
-                size = _size(delta, penalty)
-                loss = tf.reduce_sum(tf.nn.relu(margin - past) + weight * size
-                                     + tv_weight * image_total_variation(delta, total=True))
-            # The current delta is judged before it moves: keep it if it is the smallest success.
-            better = (past > 0) & (size < best_size)
-            best = tf.where(tf.reshape(better, [-1, 1, 1, 1]), delta, best)
-            best_size = tf.where(better, size, best_size)
-            start = tf.where(step == 1, past, start)  # no change yet
-            stepped = tf.where(step == 2, past, stepped)  # the change after the first step
-            reached = tf.maximum(reached, past)
-            grad = tape.gradient(loss, delta)
-            m = beta1 * m + (1 - beta1) * grad
-            v = beta2 * v + (1 - beta2) * tf.square(grad)
-            t = tf.cast(step, tf.float32)
-            update = (m / (1 - beta1 ** t)) / (tf.sqrt(v / (1 - beta2 ** t)) + tiny)
-            delta = tf.clip_by_value(x + delta - learning_rate * update, 0.0, 1.0) - x
-            return step + 1, delta, m, v, best, best_size, start, stepped, reached
-
-        _, delta, m, v, best, *trace = tf.while_loop(
-            lambda step, *_: step <= first + steps, body,
-            (first + 1, *(parts[:, i] for i in range(STATE)),
-             *(state[:, i] for i in range(-TRACE, 0))))
-        rows = tf.reshape(tf.stack([delta, m, v, best], axis=1), [-1, STATE * flat])
-        return tf.concat([rows, tf.stack(trace, axis=1)], axis=1)
-
-    handle.compiled[key] = search
-    return search
+def _tv_gradient(delta) -> np.ndarray:
+    """The gradient of the summed total variation (featureviz/objectives.py
+    ``image_total_variation`` with ``total``): each difference's sign, added to the later pixel
+    and taken from the earlier, down and right."""
+    grad = np.zeros_like(delta)
+    for axis in (1, 2):
+        sign = np.sign(np.diff(delta, axis=axis))
+        later = [slice(None)] * 4
+        earlier = [slice(None)] * 4
+        later[axis], earlier[axis] = slice(1, None), slice(None, -1)
+        grad[tuple(later)] += sign
+        grad[tuple(earlier)] -= sign
+    return grad

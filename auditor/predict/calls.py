@@ -2,11 +2,13 @@
 
 A Python signal handler (SIGTERM from a CI runner's timeout, Ctrl-C) runs only between
 compiled calls, never inside one: a loop of hundreds of steps compiled as one call let SIGTERM
-wait 25 s on ConvNeXt (issue 26). So every iterative method (the feature visualisation's render
-loop, PGD and FGSM, the counterfactual search) compiles its loop to run ``count`` steps from a
-state it is given and returns the state, and ``in_calls`` calls it a stretch of steps at a
-time: one step first (the call that also traces), then as many as the steps measured so far
-fit in ``CALL_SECONDS``. A signal noted during a call stops the loop right after it.
+wait 25 s on ConvNeXt (issue 26). So a compiled iterative method (the feature visualisation's
+render loop) compiles its loop to run ``count`` steps from a state it is given and returns the
+state, and ``in_calls`` calls it a stretch of steps at a time: one step first (the call that
+also traces), then as many as the steps measured so far fit in ``CALL_SECONDS``. A signal
+noted during a call stops the loop right after it. (PGD, FGSM and the counterfactual search
+are Python loops of the model's traced passes, two calls per step: a signal stops them after
+the step.)
 """
 
 from __future__ import annotations

@@ -95,8 +95,9 @@ PLANNED = {"samples": 30, "steps": 5, "curve_points": 3}
 DROPS = (Drop("gallery", 0, "the gallery of attacked images and their maps"),)
 # Lowered below their floors, down to these, when a named budget cannot hold the floors on
 # this model (predict/plan.py ``_thinned``; every check then says it was not measured): 10
-# images still draw every point of the curve (the attacks are a compiled loop over them, the
-# section's cost at its floors: 125 of 425 s on ConvNeXtTiny at 48 px).
+# images still draw every point of the curve (the attacks' steps over them were the section's
+# cost at its floors: 125 of 425 s on ConvNeXtTiny at 48 px, before the images the model gets
+# wrong were left out of the attacks and the compiled loop's own trace went).
 THIN = {"samples": 10}
 
 
@@ -110,21 +111,26 @@ def resolve(options: Options, facts: Facts) -> Options:
 
 
 def passes(options: Options, facts: Facts) -> Passes:
-    """Each image is attacked untargeted and targeted (two rows) by FGSM (one step) and PGD
-    (``steps``) at every non-zero epsilon, and every attacked batch is predicted again; the
-    gallery predicts the images attacked at the check's epsilon once more and explains up to
-    ``gallery`` of them clean and attacked."""
+    """Each image the model gets right is attacked untargeted and targeted (two rows; an image
+    it gets wrong is its own adversarial example, never attacked) at every non-zero epsilon,
+    by FGSM and by PGD, each attack one batch of every epsilon's rows: FGSM one gradient call
+    and one prediction of its images, PGD a prediction of its start and ``steps`` calls of
+    both, at most (a row stops once it succeeded). The calls are of the passes the plan's
+    timing traced; the gallery explains up to ``gallery`` images clean and attacked."""
     grid = epsilon_grid(options)
-    rows = 2 * min(options.samples, facts.images)
     attacked = sum(e > 0 for e in grid)
-    steps = (1 + options.steps) * attacked  # FGSM's and PGD's, a compiled loop at each epsilon
-    looped, loop_steps = rows * steps, steps
-    if facts.compare:  # the compared model's untargeted PGD curve
-        looped += rows // 2 * options.steps * attacked
-        loop_steps += options.steps * attacked
-    return Passes(forward=2 * rows * len(grid) + (rows // 2 if options.gallery else 0),
-                  backward=2 * options.gallery, looped=looped, loop_steps=loop_steps,
-                  traces=1 + _gallery_traced(options, facts) + 2 * facts.compare)
+    samples = min(options.samples, facts.images)
+    wrong = 0 if facts.mistakes is None else min(facts.mistakes, facts.images)  # None: unknown
+    rows = 2 * samples * (1 - wrong / max(facts.images, 1)) * attacked
+    calls = (1 + options.steps) * (rows > 0)  # gradient calls: FGSM's one and PGD's
+    looped, loop_steps, forward = rows * calls, calls, rows * (calls + 1)
+    if facts.compare:  # the compared model's untargeted PGD curve, each image attacked
+        other = samples * attacked
+        looped, loop_steps = looped + other * options.steps, loop_steps + options.steps
+        forward += samples + other * (options.steps + 1)
+    return Passes(forward=forward, backward=2 * options.gallery, looped=looped,
+                  loop_steps=loop_steps,
+                  traces=_gallery_traced(options, facts) + 2 * facts.compare)
 
 
 def _gallery_traced(options: Options, facts: Facts) -> int:
@@ -205,16 +211,17 @@ class RobustnessData:
     comparison: dict | None = None  # shown (per_class, names) and arrays of comparison_figure
 
 
-def _gallery(ctx, options, images, labels, kept, epsilon, positions):
+def _gallery(ctx, options, images, labels, curves, epsilon, positions):
     """The first images that PGD flips at the check's epsilon, with clean and attacked maps:
     their entries, and per entry (clean, attacked, epsilon, clean map, attacked map, titles)."""
     from auditor.methods.attribution import attribute
 
     names = ctx.dataset.class_names
+    kept = curves.kept
     if kept is None or not options.gallery:
         return [], []
     clean_pred = ctx.predictions.preds[positions]
-    adv_logits = forward(ctx.handle, kept).astype(np.float64)
+    adv_logits = curves.kept_logits.astype(np.float64)  # the attack's last look at each
     adv_pred = adv_logits.argmax(axis=1)
     chosen = np.flatnonzero((clean_pred == labels) & (adv_pred != labels))[:options.gallery]
     if not chosen.size:
@@ -278,16 +285,15 @@ def run(ctx: Context, options: Options) -> SectionResult:
     if ctx.predictions.multilabel:
         return run_multilabel(ctx, options)
     _validate(options)
-    p, names = ctx.predictions, ctx.dataset.class_names
+    p, names, epsilons = ctx.predictions, ctx.dataset.class_names, epsilon_grid(options)
     rule = resolve_target(options.target, names)
     positions = sample_indices(p.labels, options.samples, ctx.config.seed)
-    images = ctx.dataset.images(positions)
-    labels = p.labels[positions]
+    images, labels = ctx.dataset.images(positions), p.labels[positions]
     targets = choose_targets(p.logits[positions], labels, rule)
-    epsilons = epsilon_grid(options)
     curves = attack_curves(ctx.handle, images, labels, targets, epsilons, steps=options.steps,
                            step_ratio=options.step_ratio, random_start=options.random_start,
-                           seed=ctx.config.seed, keep_epsilon=options.check_epsilon)
+                           seed=ctx.config.seed, keep_epsilon=options.check_epsilon,
+                           logits=p.logits[positions])
     at = int(np.argmin(np.abs(np.asarray(epsilons) - options.check_epsilon)))
     robust = curves.accuracy[MAIN_ATTACK][at]
     summary = {
@@ -317,7 +323,7 @@ def run(ctx: Context, options: Options) -> SectionResult:
         summary["comparison"], data.comparison = _comparison(ctx, options, images, labels,
                                                              epsilons, positions)
         series[f"PGD, {ctx.compare_handle.name}"] = summary["comparison"]["accuracy"]
-    data.gallery, data.gallery_arrays = _gallery(ctx, options, images, labels, curves.kept,
+    data.gallery, data.gallery_arrays = _gallery(ctx, options, images, labels, curves,
                                                  epsilons[at], positions)
     check = ROBUST_ACCURACY.judge(robust, checks=ctx.config.checks, section=NAME,
                                   message=f"accuracy under {options.steps}-step PGD at epsilon "
@@ -327,9 +333,10 @@ def run(ctx: Context, options: Options) -> SectionResult:
         name=NAME, title=TITLE,
         intro="How accuracy falls when every pixel may move by at most epsilon (display space, "
               "0-1 images) to fool the model: FGSM takes one signed gradient step, PGD several "
-              "from a random start, so PGD's curve is the more honest one. Targeted attacks aim "
-              f"at a chosen wrong class ({options.target}). In the gallery the perturbation is "
-              "magnified to the full colour scale.",
+              "from a random start, so PGD's curve is the more honest one; an image the model "
+              "already gets wrong is its own adversarial example at every epsilon. Targeted "
+              f"attacks aim at a chosen wrong class ({options.target}). In the gallery the "
+              "perturbation is magnified to the full colour scale.",
         summary={NAME: summary}, data=data, checks=[check])
 
 
