@@ -79,7 +79,7 @@ def rebuild(layer):
     ``keras.saving`` does), any other layer from ``from_config(get_config())``."""
     import keras
 
-    if _plain_model(layer):
+    if plain_model(layer):
         return keras.models.clone_model(layer, clone_function=_rebuild_layer)
     if isinstance(layer, keras.Model):
         return _same_names_and_activations(layer, _deserialised(layer))
@@ -97,7 +97,7 @@ def _rebuild_layer(layer):
                          f"{_first_sentence(exc)}") from None
 
 
-def _plain_model(layer) -> bool:
+def plain_model(layer) -> bool:
     """Keras's own Functional or Sequential class (a config that lists the layers), not a
     subclass with its own config such as a keras-hub backbone or task."""
     return (type(layer).__name__ in ("Functional", "Sequential")

@@ -35,6 +35,7 @@ import numpy as np
 from auditor.errors import ModelError
 
 CONV_LAYER_TYPES = ("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D", "SeparableConv2D",
+                    "DepthwiseGroupedConv2D",  # inputs/depthwise.py: a Conv2D run depthwise
                     "Conv2DTranspose")
 
 

@@ -105,7 +105,8 @@ class ModelHandle:
     """A loaded classifier with the facts the audit needs about it."""
 
     model: object  # keras.Model as loaded, never modified
-    logits_model: object  # a copy whose final softmax is stripped (or the model itself)
+    logits_model: object  # the model, or a copy: its final softmax stripped, its depthwise
+    # grouped convolutions run depthwise (inputs/depthwise.py)
     path: str
     name: str
     sha256: str
@@ -271,6 +272,8 @@ def load_model(path: str, input_range: str = "auto", unsafe_load: bool = False,
     keras.applications name); the audit then probes the candidates on data
     (``auditor.predict.input_range``). ``output`` names one output of a multi-output model.
     """
+    from auditor.inputs.depthwise import run_depthwise
+
     if path == DEMO_MODEL:
         from auditor.inputs.demo import demo_model_path
 
@@ -282,6 +285,7 @@ def load_model(path: str, input_range: str = "auto", unsafe_load: bool = False,
     task = MULTI_LABEL if is_multi_label(model) else SINGLE_LABEL
     logits_model, how = (sigmoid_head(model, shape) if task == MULTI_LABEL
                          else logits_head(model, shape))
+    logits_model = run_depthwise(logits_model, shape)
     num_classes = int(logits_model.outputs[0].shape[-1])
     transform, source, hint = range_as_loaded(model, input_range, shape[-1])
     return ModelHandle(model=model, logits_model=logits_model, path=str(path),
