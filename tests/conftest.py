@@ -223,24 +223,25 @@ SMALL_SECTIONS = {
 
 
 @pytest.fixture
-def signal_in_call(monkeypatch):
-    """``signal_in_call(handle, key, count_at)`` wraps the compiled loop ``handle.compiled[key]``
-    so that SIGTERM is noted while each call runs (as its Python handler notes it between two
-    compiled calls) and returns the list of each call's step count (its argument at
-    ``count_at``): a loop that stops within a call of its signal made one call."""
+def signal_in_gradient(monkeypatch):
+    """``signal_in_gradient(handle)`` wraps the handle's compiled input gradient (the pass every
+    attack and counterfactual step calls) so that SIGTERM is noted while each call runs (as its
+    Python handler notes it between two compiled calls), and returns the list of each call's
+    rows: a loop that stops within a call of its signal made one call."""
     import signal
 
     from auditor.errors import Interrupted
+    from auditor.methods.attribution.gradient import gradient_pass
 
-    def wrap(handle, key, count_at: int) -> list[int]:
-        compiled, calls = handle.compiled[key], []
+    def wrap(handle) -> list[int]:
+        gradient, calls = gradient_pass(handle, "logit"), []
 
         def signalled(*args):
-            calls.append(int(args[count_at]))
+            calls.append(len(args[0]))
             monkeypatch.setattr(Interrupted, "pending", signal.SIGTERM)
-            return compiled(*args)
+            return gradient(*args)
 
-        monkeypatch.setitem(handle.compiled, key, signalled)
+        monkeypatch.setitem(handle.compiled, ("input_gradients", "logit"), signalled)
         return calls
 
     return wrap

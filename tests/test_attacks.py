@@ -217,26 +217,16 @@ def test_a_shorter_curve_keeps_its_ends_and_the_check_s_epsilon():
 
 
 def test_a_signal_noted_during_an_attack_stops_it_after_that_step(digits_handle, attacked,
-                                                                  monkeypatch):
+                                                                  signal_in_gradient):
     """SIGTERM's handler runs only between compiled calls: PGD stops after the step in which
     the signal came (its gradient call), for a single-label and a label-set attack alike."""
-    import signal
-
     from auditor.errors import Interrupted
     from auditor.methods.attacks import label_set_pgd
-    from auditor.methods.attribution.gradient import gradient_pass
 
     x, y = attacked
     x, y = x[:4], y[:4]
     hot = (np.asarray(digits_handle.logits_fn(x)) >= 0).astype(np.float32)  # all right at first
-    gradient, steps = gradient_pass(digits_handle, "logit"), []
-
-    def signalled(*args):
-        steps.append(len(args[0]))
-        monkeypatch.setattr(Interrupted, "pending", signal.SIGTERM)
-        return gradient(*args)
-
-    monkeypatch.setitem(digits_handle.compiled, ("input_gradients", "logit"), signalled)
+    steps = signal_in_gradient(digits_handle)
     with pytest.raises(Interrupted):
         pgd(digits_handle, x, y, 0.05, steps=200)
     assert len(steps) == 1

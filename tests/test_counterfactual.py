@@ -177,23 +177,13 @@ def test_a_model_without_mistakes_gets_an_empty_section_that_still_renders(conte
 
 
 def test_a_signal_noted_during_the_search_stops_it_after_that_step(digits_handle, mistakes,
-                                                                   monkeypatch):
+                                                                   signal_in_gradient):
     """SIGTERM's handler runs only between compiled calls: the search stops after the step in
     which the signal came (its gradient call)."""
-    import signal
-
     from auditor.errors import Interrupted
-    from auditor.methods.attribution.gradient import gradient_pass
 
     x, y = mistakes[0][:3], mistakes[1][:3]
-    gradient, steps = gradient_pass(digits_handle, "logit"), []
-
-    def signalled(*args):
-        steps.append(len(args[0]))
-        monkeypatch.setattr(Interrupted, "pending", signal.SIGTERM)
-        return gradient(*args)
-
-    monkeypatch.setitem(digits_handle.compiled, ("input_gradients", "logit"), signalled)
+    steps = signal_in_gradient(digits_handle)
     with pytest.raises(Interrupted):
         counterfactuals(digits_handle, x, y, steps=500)
     assert steps == [3]
