@@ -29,7 +29,6 @@ import numpy as np
 TOLERANCE = 1e-4
 
 
-@keras.saving.register_keras_serializable(package="auditor")
 class DepthwiseGroupedConv2D(keras.layers.Conv2D):
     """A ``Conv2D`` whose groups read one input channel each, convolved depthwise."""
 
