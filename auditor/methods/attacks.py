@@ -120,9 +120,10 @@ class _Loop:
     attacked, freezes those that succeeded, and moves the others one signed gradient step.
 
     The rows of a call shrink only to half their number or fewer: the batch's shape is kept
-    between, because a model whose layers are compiled by XLA per shape (ConvNeXt's grouped
-    convolutions) compiles its passes again for every new number of rows (4 CPU-seconds for
-    the gradient of ConvNeXtTiny at 48 px, under a load of 8, against 0.15 a row)."""
+    between, because a model whose layers are compiled by XLA per shape compiles its passes
+    again for every new number of rows (ConvNeXtTiny's gradient at 48 px, under a load of 8,
+    before its grouped convolutions ran depthwise (inputs/depthwise.py): 4 CPU-seconds against
+    0.15 a row; a keras-hub layer on ``ops.dot_product_attention`` still compiles so)."""
 
     handle: object
     labels: np.ndarray

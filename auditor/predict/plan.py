@@ -547,12 +547,26 @@ def unmeasured_below_floor(check, plan_block: dict):
     the section is. The audit's checks (pipeline.py) and the regression checks read again by
     ``auditor compare`` (runs/baseline.py) go through here."""
     floors = plan_block.get("below_floor", {}).get(check.section)
-    if not floors or check.status not in ("pass", "warn", "fail"):
-        return check
+    return not_measured(check, floors_reason(check.section, floors, plan_block.get("budget")))
+
+
+def floors_reason(what: str, floors: dict | None, budget) -> str | None:
+    """Why ``what`` is not measured when the plan ran it below its ``floors`` ({setting:
+    {value, floor}}, a section's ``below_floor`` entry); None when it ran at its floors."""
+    if not floors:
+        return None
     lowered = ", ".join(f"{k} {v['value']} (floor {v['floor']})" for k, v in floors.items())
-    return dataclasses.replace(check, status="skipped", message=(
-        f"{check.message}; not measured: {check.section} ran below its floors ({lowered}) to "
-        f"fit --budget {plan_block.get('budget')} on this model; a larger --budget measures it"))
+    return (f"{what} ran below its floors ({lowered}) to fit --budget {budget} on this model; "
+            "a larger --budget measures it")
+
+
+def not_measured(check, reason: str | None):
+    """``check`` skipped, its value kept, with ``reason`` (None: ``check`` as it is); a check
+    already skipped or in error stays as it is."""
+    if not reason or check.status not in ("pass", "warn", "fail"):
+        return check
+    return dataclasses.replace(check, status="skipped",
+                               message=f"{check.message}; not measured: {reason}")
 
 
 def _largest_fitting(fits) -> float:

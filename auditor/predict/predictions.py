@@ -146,7 +146,8 @@ class _Calls:
     """The pass's calls over the images left to run, in the near-equal blocks ``sizes``
     (batched.py ``blocks``): rows are gathered across the dataset's batches until a block is
     full, so that the probe's images, left out here, leave no batch of odd size (a new batch
-    shape compiles ConvNeXt's grouped convolutions again: Keras runs them through XLA)."""
+    shape compiles a model's XLA-compiled layers again: ConvNeXt's grouped convolutions did,
+    before they ran depthwise, inputs/depthwise.py)."""
 
     def __init__(self, sizes: list[slice], handle, fn, clock):
         self.sizes = [part.stop - part.start for part in sizes]

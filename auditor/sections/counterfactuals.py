@@ -73,9 +73,10 @@ def passes(options: Options, facts: Facts) -> Passes:
     prediction and a gradient call of the passes the plan's timing traced (none traced
     here), and is predicted once more after. The predictions are priced by the row, not by
     the call (``called``, ``calls``): a forward call's fixed cost is priced at the share the
-    backward call's is of its time, and on ConvNeXt that share is XLA's grouped convolutions'
+    backward call's is of its time, and on ConvNeXt that share was XLA's grouped convolutions'
     backward (docs/scale.md), far dearer than their forward: with it, the estimate was 198 s
-    against 116 in the whole quick audit of ConvNeXtTiny, without it 108 against 128 alone."""
+    against 116 in the whole quick audit of ConvNeXtTiny, without it 108 against 128 alone
+    (measured before those convolutions ran depthwise, inputs/depthwise.py)."""
     mistakes = min(options.mistakes, facts.wrong)
     return Passes(forward=mistakes * (options.steps + 1), looped=mistakes * options.steps,
                   loop_steps=options.steps if mistakes else 0)

@@ -22,7 +22,7 @@ from auditor.checks.check import Check
 from auditor.checks.declared import EXPLANATION, Declared, spec_bounds
 from auditor.errors import AuditorError
 from auditor.methods.attribution.reliability import RANDOMISATION_BOUNDS
-from auditor.predict.plan import Facts, Passes
+from auditor.predict.plan import Facts, Passes, floors_reason, not_measured
 
 NAME = "card"
 TITLE = "the reliability card"
@@ -367,25 +367,6 @@ def compute_maps(handle, x, targets, methods, score, method_options, maps_of=Non
     return maps, unavailable
 
 
-def unjudged(check: Check, unmeasured: str | None) -> Check:
-    """``check`` skipped, its value kept, where the card ran below its floors (``unmeasured``
-    says how): a figure from fewer images than its floor neither passes nor accuses."""
-    if not unmeasured or check.status not in ("pass", "warn", "fail"):
-        return check
-    return dataclasses.replace(check, status="skipped",
-                               message=f"{check.message}; not measured: {unmeasured}")
-
-
-def below_floor_reason(lowered: dict, budget) -> str | None:
-    """Why the card's cells are not judged, from the plan's ``below_floor`` entry of the
-    attribution section ({setting: {value, floor}}), or None when it ran at its floors."""
-    if not lowered:
-        return None
-    settings = ", ".join(f"{k} {v['value']} (floor {v['floor']})" for k, v in lowered.items())
-    return (f"the card ran below its floors ({settings}) to fit --budget {budget} on this "
-            "model; a larger --budget measures it")
-
-
 def sanity_part(ctx, options, methods, unmeasured: str | None = None):
     """The cascading randomisation of every method, and its explanation checks (skipped, not
     measured, below the card's floors: ``unmeasured``)."""
@@ -407,7 +388,7 @@ def sanity_part(ctx, options, methods, unmeasured: str | None = None):
                                    name=method, threshold=check.threshold,
                                    message=f"{method}: not measurable: "
                                            f"{result.degenerate[method]}")
-        check = unjudged(check, unmeasured)
+        check = not_measured(check, unmeasured)
         checks.append(check)
         rows.append({"method": method, "rank_correlation": correlation, "ssim": similarity,
                      "status": check.status})
@@ -465,7 +446,7 @@ def faithfulness_part(ctx, options, methods, unmeasured: str | None = None):
                                      threshold=check.threshold,
                                      message=f"{reference}: not measurable: "
                                              f"{degenerate[reference]}")
-    check = unjudged(check, unmeasured)
+    check = not_measured(check, unmeasured)
     margins = {m: c.score - curves["random"].score for m, c in curves.items() if m != "random"}
     data = {"rows": [{"method": m, **summary[m]} for m in curves], "samples": len(positions),
             "steps": options.faithfulness_steps, "curves": curves,
@@ -509,7 +490,7 @@ def make(inputs, options, shared, sections) -> ReliabilityCard:
     resolved; ``inputs``: sections.base.RunInputs)."""
     lowered = options.below_floor.get(SECTION)
     return make_card(inputs, options[SECTION],
-                     below_floor_reason(lowered, inputs.config.budget))
+                     floors_reason("the card", lowered, inputs.config.budget))
 
 
 def make_card(ctx, options, unmeasured: str | None = None) -> ReliabilityCard:
